@@ -1,0 +1,131 @@
+"""Controller memory: what must outlive one pass, keyed by container *id* (never by name).
+
+Pure values and pure transitions only; persistence lives in :mod:`controller.store`. The planner
+reads a memory and returns the next one (new samples, sightings); the executor records outcomes
+(warnings sent, failures and back-off, the breaker) through the ``with_*`` transitions here.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from pydantic import BaseModel, ConfigDict, Field
+
+SCHEMA_VERSION = 1
+MAX_SAMPLES = 64
+
+
+class Sample(BaseModel):
+    """One activity reading of a running container."""
+
+    model_config = ConfigDict(frozen=True)
+
+    at: datetime
+    cpu_usage_ns: int | None = None
+    net_bytes: int | None = None
+    idle: bool | None = Field(default=None, description="None: could not be decided (unknown signal)")
+    detail: str = ""
+
+
+class KeepAliveSeen(BaseModel):
+    """The keep-alive file the controller first saw, to cap keep-alive from first sight."""
+
+    model_config = ConfigDict(frozen=True)
+
+    inode: int | None
+    first_seen_at: datetime
+
+
+class ContainerMemory(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    container_id: str
+    name: str = ""
+    started_at: datetime | None = Field(default=None, description="StartedAt these samples belong to")
+    samples: tuple[Sample, ...] = ()
+    idle_since: datetime | None = None
+    last_active_at: datetime | None = None
+    warnings: dict[str, datetime] = Field(default_factory=dict, description="warning key -> sent at")
+    first_seen_at: datetime | None = None
+    keepalive: KeepAliveSeen | None = None
+
+
+class ProcessSighting(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    pid: int
+    start_time: float | None
+    first_seen_at: datetime
+    last_seen_at: datetime
+    sightings: int = 1
+    reported: bool = Field(default=False, description="A discovery event was written for it")
+
+
+class Attempt(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    failures: int = 0
+    last_error: str = ""
+    next_attempt_at: datetime | None = None
+
+
+class Breaker(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    tripped: bool = False
+    tripped_at: datetime | None = None
+    reason: str = ""
+
+
+class ControllerMemory(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    schema_version: int = SCHEMA_VERSION
+    containers: dict[str, ContainerMemory] = Field(default_factory=dict)
+    processes: dict[str, ProcessSighting] = Field(
+        default_factory=dict, description="key 'pid:start_time' -> sighting"
+    )
+    attempts: dict[str, Attempt] = Field(default_factory=dict, description="action key -> attempts")
+    done: dict[str, datetime] = Field(
+        default_factory=dict, description="Idempotency keys of one-shot actions already performed"
+    )
+    breaker: Breaker = Breaker()
+    last_pass_at: datetime | None = None
+
+    # --- outcome transitions used by the executor -------------------------------------------
+    def with_done(self, key: str, at: datetime) -> ControllerMemory:
+        done = dict(self.done)
+        done[key] = at
+        attempts = dict(self.attempts)
+        attempts.pop(key, None)
+        return self.model_copy(update={"done": done, "attempts": attempts})
+
+    def with_warning(self, container_id: str, warning_key: str, at: datetime) -> ControllerMemory:
+        cm = self.containers.get(container_id) or ContainerMemory(container_id=container_id)
+        warnings = dict(cm.warnings)
+        warnings[warning_key] = at
+        containers = dict(self.containers)
+        containers[container_id] = cm.model_copy(update={"warnings": warnings})
+        return self.model_copy(update={"containers": containers})
+
+    def with_failure(
+        self, key: str, error: str, at: datetime, base_s: float = 5.0, cap_s: float = 900.0
+    ) -> ControllerMemory:
+        prev = self.attempts.get(key) or Attempt()
+        failures = prev.failures + 1
+        delay = min(cap_s, base_s * (2 ** (failures - 1)))
+        attempts = dict(self.attempts)
+        attempts[key] = Attempt(
+            failures=failures, last_error=error, next_attempt_at=at + timedelta(seconds=delay)
+        )
+        return self.model_copy(update={"attempts": attempts})
+
+    def with_breaker(self, breaker: Breaker) -> ControllerMemory:
+        return self.model_copy(update={"breaker": breaker})
+
+    def forget_container(self, container_id: str) -> ControllerMemory:
+        if container_id not in self.containers:
+            return self
+        containers = dict(self.containers)
+        del containers[container_id]
+        return self.model_copy(update={"containers": containers})

@@ -1,0 +1,311 @@
+"""Observed state: one frozen, typed value describing the whole host at one instant.
+
+Produced by :func:`controller.observe.observe_host`; read by the planner, ``ds01ctl`` and the
+inventory writer. This module holds values only: no I/O, no adapters. Anything that could not be
+read is represented explicitly (``None`` plus a reason, or a domain marked unavailable); nothing
+here silently means "zero" or "empty" when it really means "unknown".
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime
+from enum import StrEnum
+from typing import NewType
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from crd_like_specs.vocabulary import ContainerType
+
+ContainerId = NewType("ContainerId", str)
+GpuUuid = NewType("GpuUuid", str)
+
+# Docker reports "never" as this timestamp (State.StartedAt / FinishedAt of a created container).
+DOCKER_ZERO_TIME = "0001-01-01T00:00:00Z"
+
+
+class Frozen(BaseModel):
+    """Base for every observed value: immutable, no unknown fields."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class Domain(StrEnum):
+    DOCKER = "docker"
+    NVML = "nvml"
+    PROCFS = "procfs"
+    LEDGER = "ledger"
+
+
+class DomainHealth(Frozen):
+    domain: Domain
+    ok: bool
+    error: str | None = Field(default=None, description="Why the domain is unavailable; None when ok")
+    duration_s: float = Field(default=0.0, description="Wall time spent observing this domain")
+
+
+class ContainerState(StrEnum):
+    CREATED = "created"
+    RUNNING = "running"
+    PAUSED = "paused"
+    RESTARTING = "restarting"
+    REMOVING = "removing"
+    EXITED = "exited"
+    DEAD = "dead"
+
+
+class OwnerRule(StrEnum):
+    """Which rule of DS01's ownership chain decided a container's owner."""
+
+    LABEL_DS01_USER = "label:ds01.user"
+    LABEL_AIME_USER = "label:aime.mlc.USER"
+    DEVCONTAINER_LOCAL_FOLDER = "label:devcontainer.local_folder"
+    COMPOSE_WORKING_DIR = "label:com.docker.compose.project.working_dir"
+    NAME_UID = "name:<name>._.<uid>"
+    PROCESS_UID = "process:uid of main process"
+    POLICY_SELECTOR = "policy:owner selector"
+    UNKNOWN = "unknown"
+
+
+class TypeRule(StrEnum):
+    """Which rule of DS01's type chain decided a container's type."""
+
+    LABEL_CONTAINER_TYPE = "label:ds01.container_type"
+    LABEL_INTERFACE = "label:ds01.interface"
+    AIME_NAME = "name:<name>._.<uid>"
+    DEVCONTAINER_LABEL = "label:devcontainer.*"
+    VSC_NAME = "name:vsc-*"
+    COMPOSE_LABEL = "label:com.docker.compose.*"
+    DEFAULT = "default"
+
+
+class GpuRefSource(StrEnum):
+    """The route by which a container references a GPU."""
+
+    DEVICE_REQUEST = "HostConfig.DeviceRequests"
+    VISIBLE_DEVICES_ENV = "env:NVIDIA_VISIBLE_DEVICES"
+    DEVICE_MAPPING = "HostConfig.Devices:/dev/nvidia*"
+    LABEL_GPU_UUID = "label:ds01.gpu.uuid"
+    LABEL_GPU_UUIDS = "label:ds01.gpu.uuids"
+    LABEL_GPU_SLOT = "label:ds01.gpu_slot"
+    LABEL_GPU_SLOTS = "label:ds01.gpu.slots"
+
+
+class GpuRef(Frozen):
+    """One reference from a container to a GPU or MIG device, resolved through NVML if possible."""
+
+    raw: str = Field(description="The reference as written: a UUID, an index, 'X.Y', 'X:Y', 'all'")
+    source: GpuRefSource
+    uuid: GpuUuid | None = Field(default=None, description="GPU- or MIG- UUID; None when unresolved")
+    parent_uuid: GpuUuid | None = Field(
+        default=None, description="The physical GPU's UUID (equal to uuid for a full GPU)"
+    )
+    is_mig: bool = False
+    unresolved_reason: str | None = None
+
+    @property
+    def resolved(self) -> bool:
+        return self.uuid is not None
+
+
+class KeepAliveState(StrEnum):
+    ABSENT = "absent"
+    PRESENT = "present"
+    LINK = "link"  # a symlink or hard link: never honoured (hostile input)
+    NOT_REGULAR = "not-regular"  # a FIFO, directory, device...: never honoured
+    UNKNOWN = "unknown"
+
+
+class KeepAlive(Frozen):
+    state: KeepAliveState
+    mtime: datetime | None = None
+    inode: int | None = Field(default=None, description="Identity of the file, to notice replacement")
+    detail: str | None = None
+
+
+class GpuUtilReading(Frozen):
+    uuid: GpuUuid
+    percent: float | None = None
+    unknown_reason: str | None = None
+
+
+class ActivitySignals(Frozen):
+    """Raw cumulative counters for one running container; rates come from two snapshots.
+
+    Each counter is ``None`` with a reason when it could not be read.
+    """
+
+    read_at: datetime
+    cpu_usage_ns: int | None = None
+    cpu_unknown: str | None = None
+    net_bytes: int | None = Field(default=None, description="rx + tx bytes over all interfaces but lo")
+    net_unknown: str | None = None
+    process_count: int | None = None
+    process_unknown: str | None = None
+    gpu_util: tuple[GpuUtilReading, ...] = ()
+    keepalive: KeepAlive = KeepAlive(state=KeepAliveState.UNKNOWN, detail="not read")
+
+
+class ContainerObs(Frozen):
+    id: ContainerId
+    name: str
+    image: str
+    labels: Mapping[str, str] = Field(default_factory=dict)
+    state: ContainerState
+    created_at: datetime
+    started_at: datetime | None = Field(default=None, description="None when never started")
+    finished_at: datetime | None = Field(default=None, description="None when never finished")
+    pid: int | None = Field(default=None, description="Host PID of the main process; None when not running")
+    restart_count: int = 0
+    exit_code: int | None = None
+    cgroup_parent: str = ""
+    owner: str = "unknown"
+    owner_rule: OwnerRule = OwnerRule.UNKNOWN
+    container_type: ContainerType = ContainerType.UNKNOWN
+    type_rule: TypeRule = TypeRule.DEFAULT
+    managed: bool = False
+    protected_label: bool = Field(default=False, description="ds01.protected=true as set on the container")
+    monitoring_label: bool = Field(default=False, description="ds01.monitoring=true as set on the container")
+    gpu_refs: tuple[GpuRef, ...] = ()
+    all_gpus: bool = Field(default=False, description="Requested every GPU (Count -1 or 'all')")
+    signals: ActivitySignals | None = None
+
+    @property
+    def has_gpu(self) -> bool:
+        return bool(self.gpu_refs) or self.all_gpus
+
+    @property
+    def gpu_uuids(self) -> tuple[GpuUuid, ...]:
+        seen: dict[GpuUuid, None] = {}
+        for ref in self.gpu_refs:
+            if ref.uuid is not None:
+                seen.setdefault(ref.uuid, None)
+        return tuple(seen)
+
+    @property
+    def short_id(self) -> str:
+        return self.id[:12]
+
+
+class NvmlProcess(Frozen):
+    pid: int
+    used_memory_bytes: int | None = None
+
+
+class MigDeviceObs(Frozen):
+    uuid: GpuUuid
+    index: int
+    gpu_instance_id: int | None = None
+    compute_instance_id: int | None = None
+    memory_used_bytes: int | None = None
+    memory_total_bytes: int | None = None
+    processes: tuple[NvmlProcess, ...] = ()
+
+
+class GpuObs(Frozen):
+    index: int
+    uuid: GpuUuid
+    name: str
+    memory_used_bytes: int | None = None
+    memory_total_bytes: int | None = None
+    utilization_percent: float | None = None
+    utilization_unknown: str | None = Field(default=None, description="Why utilization is unknown (MIG...)")
+    mig_enabled: bool = False
+    mig_devices: tuple[MigDeviceObs, ...] = ()
+    processes: tuple[NvmlProcess, ...] = Field(default=(), description="Compute processes on the full GPU")
+
+
+class ProcessState(StrEnum):
+    PRESENT = "present"
+    VANISHED = "vanished"  # listed by NVML, gone from /proc before we read it
+
+
+class GpuProcessObs(Frozen):
+    """A compute process seen by NVML, attributed through /proc."""
+
+    pid: int
+    device_uuid: GpuUuid = Field(description="The device NVML listed it on (MIG or full GPU UUID)")
+    gpu_uuid: GpuUuid = Field(description="The physical GPU")
+    used_memory_bytes: int | None = None
+    state: ProcessState = ProcessState.PRESENT
+    start_time: float | None = Field(default=None, description="Process start (epoch s); guards PID reuse")
+    uid: int | None = None
+    user: str | None = None
+    cmdline: str = ""
+    cgroup: str = Field(default="", description="The cgroup path that decided the attribution")
+    container_id: ContainerId | None = Field(default=None, description="Container named by the cgroup")
+    container_exists: bool = False
+    is_system: bool = False
+
+
+class LedgerEntry(Frozen):
+    gpu: str = Field(description="The GPU as the allocator wrote it (UUID, index or slot)")
+    gpu_uuid: GpuUuid | None = None
+    container: str = Field(description="Container name or id")
+    user: str
+    allocated_at: datetime
+
+
+class Ledger(Frozen):
+    path: str
+    version: int | None = None
+    entries: tuple[LedgerEntry, ...] = ()
+    error: str | None = Field(default=None, description="Set when the ledger exists but cannot be read")
+
+
+class ImpliedAllocation(Frozen):
+    """A GPU held by a container, derived from its GPU references."""
+
+    gpu_uuid: GpuUuid
+    container_id: ContainerId
+    container_name: str
+    user: str
+    state: ContainerState
+
+
+class Snapshot(Frozen):
+    observed_at: datetime
+    health: tuple[DomainHealth, ...]
+    containers: tuple[ContainerObs, ...] = ()
+    gpus: tuple[GpuObs, ...] = ()
+    processes: tuple[GpuProcessObs, ...] = ()
+    ledger: Ledger = Ledger(path="")
+    docker_api_calls: int = Field(default=0, description="Docker API requests made for this snapshot")
+
+    def domain_ok(self, domain: Domain) -> bool:
+        return any(h.domain == domain and h.ok for h in self.health)
+
+    def domain_error(self, domain: Domain) -> str | None:
+        for h in self.health:
+            if h.domain == domain:
+                return h.error
+        return "not observed"
+
+    @property
+    def implied_allocations(self) -> tuple[ImpliedAllocation, ...]:
+        out: list[ImpliedAllocation] = []
+        for c in self.containers:
+            for uuid in c.gpu_uuids:
+                out.append(
+                    ImpliedAllocation(
+                        gpu_uuid=uuid, container_id=c.id, container_name=c.name, user=c.owner, state=c.state
+                    )
+                )
+        return tuple(out)
+
+    def container(self, key: str) -> ContainerObs | None:
+        """Find a container by exact id, id prefix (>= 4 chars) or name."""
+        for c in self.containers:
+            if c.id == key or c.name == key:
+                return c
+        if len(key) >= 4:
+            matches = [c for c in self.containers if c.id.startswith(key)]
+            if len(matches) == 1:
+                return matches[0]
+        return None
+
+    def gpu_by_uuid(self, uuid: str) -> GpuObs | None:
+        for g in self.gpus:
+            if g.uuid == uuid or any(m.uuid == uuid for m in g.mig_devices):
+                return g
+        return None

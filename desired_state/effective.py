@@ -1,0 +1,120 @@
+"""The effective policy of one container: every timer and threshold, each with where it came from.
+
+This is the contract between the desired-state layer (which computes it) and the planner (which
+only reads it). Durations are seconds (``float``) or ``None`` meaning never / no limit.
+Produced by :func:`desired_state.resolve.resolve_effective_policy`.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Generic, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field
+
+T = TypeVar("T")
+
+
+class Sourced(BaseModel, Generic[T]):
+    """A value with its provenance, e.g. ``1h from UserGroup/researcher``."""
+
+    model_config = ConfigDict(frozen=True)
+
+    value: T
+    source: str = Field(
+        description="e.g. 'built-in default', 'LifecyclePolicy/default', 'UserGroup/researcher'"
+    )
+
+
+class ExemptFrom(StrEnum):
+    IDLE = "idle"
+    MAX_RUNTIME = "max_runtime"
+    CLEANUP = "cleanup"
+
+
+class GpuResetPolicy(StrEnum):
+    NEVER = "never"
+    WHEN_EXCLUSIVE = "when-exclusive"
+
+
+class HostProcessPolicy(StrEnum):
+    REPORT = "report"  # bare host GPU processes are reported, never killed
+
+
+class ActiveExemption(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    name: str = Field(description="The Exemption's metadata.name (or DS01 record index)")
+    exempt_from: ExemptFrom
+    reason: str = ""
+    approved_by: str = ""
+    expires_at: datetime | None = Field(default=None, description="None: permanent")
+    source: str
+
+
+class EffectivePolicy(BaseModel):
+    """Everything the planner needs to decide about one container."""
+
+    model_config = ConfigDict(frozen=True)
+
+    owner: str
+    group: Sourced[str]
+    container_type: str
+
+    idle_timeout_s: Sourced[float | None]
+    max_runtime_s: Sourced[float | None]
+    gpu_hold_after_stop_s: Sourced[float | None]
+    container_hold_after_stop_s: Sourced[float | None]
+    created_container_timeout_s: Sourced[float | None]
+    grace_period_s: Sourced[float]
+    sigterm_grace_s: Sourced[float]
+
+    gpu_idle_threshold_pct: Sourced[float]
+    cpu_idle_threshold_pct: Sourced[float]
+    network_idle_threshold_bytes: Sourced[float] = Field(description="Bytes per sampling interval")
+    idle_detection_window: Sourced[int] = Field(description="Consecutive idle samples required")
+    idle_min_duration_s: Sourced[float] = Field(description="Minimum continuous idle span before a stop")
+
+    keepalive_path: Sourced[str]
+    keepalive_max_age_s: Sourced[float | None]
+
+    high_demand_threshold: Sourced[float]
+    high_demand_idle_reduction: Sourced[float]
+    warn_lead_s: Sourced[float] = Field(description="Minimum lead time between first warning and stop")
+    remove_after_idle_stop: Sourced[bool]
+
+    protected: Sourced[bool] = Field(description="Never stopped or removed (admin-granted or trusted label)")
+    monitoring: Sourced[bool] = Field(description="Monitoring stack: skipped by idle, runtime and cleanup")
+
+    exemptions: tuple[ActiveExemption, ...] = ()
+
+    def exemption(self, kind: ExemptFrom) -> ActiveExemption | None:
+        for e in self.exemptions:
+            if e.exempt_from == kind:
+                return e
+        return None
+
+
+class GlobalPolicy(BaseModel):
+    """Host-wide settings that do not vary per container."""
+
+    model_config = ConfigDict(frozen=True)
+
+    gpu_reset_policy: Sourced[GpuResetPolicy]
+    gpu_reset_command: Sourced[tuple[str, ...]]
+    host_gpu_processes: Sourced[HostProcessPolicy]
+    max_destructive_actions_per_pass: Sourced[int]
+    breaker_max_fraction: Sourced[float] = Field(
+        description="Trip when one pass would stop more than this share of running GPU containers"
+    )
+    breaker_min_containers: Sourced[int] = Field(
+        description="The breaker only considers shares when at least this many would be stopped"
+    )
+    ledger_reservation_window_s: Sourced[float]
+    orphan_sightings_required: Sourced[int]
+    kill_grace_s: Sourced[float]
+    trust_labels: Sourced[bool] = Field(
+        description="Honour ds01.protected/ds01.monitoring/ds01.user labels (admission layer enforces them)"
+    )
+    system_process_names: Sourced[tuple[str, ...]]

@@ -1,0 +1,71 @@
+#!/usr/bin/env bash
+# Prepare this host for the controller and its tests: system packages, a virtualenv with the
+# project, and a running Docker engine. Idempotent; safe to run again.
+#   DS01_SETUP_TEST=1   also install test tools and the test image/runtime shims
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$(pwd)
+VENV=${DS01_VENV:-$ROOT/.venv}
+log() { printf '[setup] %s\n' "$*" >&2; }
+
+need_pkgs=()
+command -v dockerd >/dev/null 2>&1 || need_pkgs+=(docker.io)
+if [ "${DS01_SETUP_TEST:-0}" = 1 ]; then
+  [ -x /bin/busybox ] && /bin/busybox --list 2>/dev/null | grep -qx sh && file_ok=1 || file_ok=0
+  dpkg -s busybox-static >/dev/null 2>&1 || need_pkgs+=(busybox-static)
+  command -v gcc >/dev/null 2>&1 || need_pkgs+=(gcc libc6-dev)
+  command -v systemd-analyze >/dev/null 2>&1 || need_pkgs+=(systemd)
+fi
+if [ ${#need_pkgs[@]} -gt 0 ]; then
+  if [ "$(id -u)" != 0 ]; then log "missing packages ${need_pkgs[*]}: run as root or install them"; exit 1; fi
+  log "installing ${need_pkgs[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${need_pkgs[@]}" >/dev/null
+fi
+
+if [ ! -x "$VENV/bin/python" ]; then
+  log "creating virtualenv $VENV"
+  python3 -m venv "$VENV"
+fi
+extras=""
+[ "${DS01_SETUP_TEST:-0}" = 1 ] && extras="[test]"
+stamp="$VENV/.ds01-installed$extras"
+if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+  log "installing the project into $VENV"
+  "$VENV/bin/pip" install -q --upgrade pip >/dev/null
+  "$VENV/bin/pip" install -q -e ".$extras"
+  touch "$stamp"
+fi
+
+# --- Docker engine -------------------------------------------------------------------------
+# A no-op nvidia-container-runtime-hook on dockerd's PATH registers the nvidia device driver so
+# that `--gpus device=...` containers start on a host with no GPU; `--runtime=nvidia` is mapped
+# to plain runc. Both only matter where no real NVIDIA toolkit is installed.
+HOOK_DIR=/usr/local/lib/ds01-gpu-shim
+if ! docker info >/dev/null 2>&1; then
+  if [ "$(id -u)" != 0 ]; then log "no Docker engine answers and we are not root: start dockerd"; exit 1; fi
+  extra_args=()
+  if ! command -v nvidia-container-runtime-hook >/dev/null 2>&1; then
+    mkdir -p "$HOOK_DIR"
+    printf '#!/bin/sh\ncat >/dev/null\nexit 0\n' > "$HOOK_DIR/nvidia-container-runtime-hook"
+    chmod 755 "$HOOK_DIR/nvidia-container-runtime-hook"
+    extra_args+=(--add-runtime "nvidia=$(command -v runc)")
+  fi
+  rm -f /var/run/docker.pid
+  log "starting dockerd"
+  PATH="$HOOK_DIR:$PATH" nohup dockerd "${extra_args[@]}" >/var/log/ds01-dockerd.log 2>&1 &
+  for _ in $(seq 1 60); do docker info >/dev/null 2>&1 && break; sleep 1; done
+  docker info >/dev/null 2>&1 || { log "dockerd did not come up; see /var/log/ds01-dockerd.log"; tail -20 /var/log/ds01-dockerd.log >&2; exit 1; }
+fi
+
+if [ "${DS01_SETUP_TEST:-0}" = 1 ] && ! docker image inspect ds01-test/busybox:latest >/dev/null 2>&1; then
+  log "building test image ds01-test/busybox from busybox-static"
+  tmp=$(mktemp -d)
+  mkdir -p "$tmp"/{bin,workspace,tmp,proc,sys,dev,etc}
+  cp /bin/busybox "$tmp/bin/busybox"
+  for c in sh sleep touch cat ls yes dd ps ln kill true mkfifo mkdir rm echo; do ln -sf busybox "$tmp/bin/$c"; done
+  tar -C "$tmp" -c . | docker import -c 'CMD ["/bin/sh"]' -c 'LABEL ds01.test=image' - ds01-test/busybox:latest >/dev/null
+  rm -rf "$tmp"
+fi
+log "ready: $VENV"
