@@ -1,0 +1,1 @@
+"""Operations plumbing: systemd notify, Prometheus metrics."""
