@@ -1,0 +1,635 @@
+"""The CRD-like kinds: pydantic models that admins' YAML documents are validated against.
+
+Every document is shaped like a Kubernetes object::
+
+    apiVersion: ds01.io/v1alpha1
+    kind: LifecyclePolicy | UserGroup | UserOverride | Exemption
+    metadata: {name: ...}
+    spec: {...}
+
+Keys are camelCase, unknown keys are errors (``extra="forbid"``), durations are strings with a unit
+(``"30m"``), and ``null`` on a duration means never / no limit. A key that is absent is *unset* and
+falls through to the next layer down (see :func:`desired_state.resolve.describe_precedence`); the
+models keep that distinction in ``model_fields_set`` and compare it in ``==``.
+
+Loaded by :mod:`desired_state.load` (admins' specs) and :mod:`desired_state.ds01_import` (DS01's
+files, converted to these kinds); the JSON Schemas in ``schemas/`` are generated from here by
+``python -m crd_like_specs.generate``. This module holds types only: no I/O, no resolution logic.
+"""
+
+from __future__ import annotations
+
+from datetime import date
+from typing import Annotated, Any, Final, Literal
+
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    Strict,
+    WithJsonSchema,
+    field_validator,
+    model_validator,
+)
+from pydantic.alias_generators import to_camel
+from pydantic_core import PydanticCustomError
+
+from crd_like_specs.vocabulary import ContainerType
+from desired_state.durations import DURATION_PATTERN, EXAMPLES, DurationError, format_duration, parse_duration
+from desired_state.effective import ExemptFrom, GpuResetPolicy, HostProcessPolicy
+
+API_VERSION: Final = "ds01.io/v1alpha1"
+NAME_PATTERN: Final = r"^[A-Za-z0-9]([A-Za-z0-9_.@-]{0,251}[A-Za-z0-9])?$"
+DOCKER_SIZE_PATTERN: Final = r"^\d+(\.\d+)?\s?[kKmMgGtTpP]?[iI]?[bB]?$"
+SYSTEMD_PERCENT_PATTERN: Final = r"^\d+(\.\d+)?%$"
+SYSTEMD_SIZE_PATTERN: Final = r"^(\d+(\.\d+)?[KMGTPE]?|infinity)$"
+
+
+# --- duration types -----------------------------------------------------------------------------
+
+
+def _duration(value: Any, *, nullable: bool) -> float | None:
+    if value is None:
+        if nullable:
+            return None
+        raise PydanticCustomError(
+            "not_null",
+            "null is not allowed here (it would mean 'never'); write a duration such as {examples}",
+            {"examples": EXAMPLES},
+        )
+    if isinstance(value, bool):
+        raise PydanticCustomError(
+            "duration", "{value} is a boolean, not a duration; write e.g. '30m'", {"value": value}
+        )
+    if isinstance(value, int | float):
+        if value == 0:
+            hint = "write '0s' for zero" + (", or null for never" if nullable else "")
+        else:
+            hint = f"write '{value}h' or '{value}m' (or '{value}s')"
+        raise PydanticCustomError(
+            "duration",
+            "plain number {value} is ambiguous (no unit); {hint}",
+            {"value": value, "hint": hint},
+        )
+    if isinstance(value, str):
+        try:
+            return parse_duration(value)
+        except DurationError as exc:
+            raise PydanticCustomError("duration", "{reason}", {"reason": str(exc)}) from None
+    raise PydanticCustomError(
+        "duration",
+        "{kind} is not a duration; write e.g. {examples}",
+        {"kind": type(value).__name__, "examples": EXAMPLES},
+    )
+
+
+def _nullable_duration(value: Any) -> float | None:
+    return _duration(value, nullable=True)
+
+
+def _required_duration(value: Any) -> float | None:
+    return _duration(value, nullable=False)
+
+
+def _format_optional(seconds: float | None) -> str | None:
+    return None if seconds is None else format_duration(seconds)
+
+
+_DURATION_SCHEMA: Final[dict[str, Any]] = {
+    "type": "string",
+    "pattern": DURATION_PATTERN,
+    "description": "A duration with a unit: s, m, h, d or w, e.g. '90s', '30m', '1.5h', '7d', '1h30m'",
+}
+
+NullableDuration = Annotated[
+    float | None,
+    BeforeValidator(_nullable_duration),
+    PlainSerializer(_format_optional, return_type=str | None),
+    WithJsonSchema({"anyOf": [_DURATION_SCHEMA, {"type": "null"}]}),
+]
+"""Seconds, or None meaning never / no limit. Written as ``"30m"`` or ``null``."""
+
+Duration = Annotated[
+    float | None,
+    BeforeValidator(_required_duration),
+    PlainSerializer(_format_optional, return_type=str | None),
+    WithJsonSchema(_DURATION_SCHEMA),
+]
+"""Seconds; ``null`` is rejected. The Python value is None only while the key is unset."""
+
+
+# --- not-null scalars -------------------------------------------------------------------------------
+
+
+def _reject_null(value: Any) -> Any:
+    if value is None:
+        raise PydanticCustomError(
+            "not_null", "null is not allowed here; give a value or leave the key out", {}
+        )
+    return value
+
+
+def _drop_null_branch(schema: dict[str, Any]) -> None:
+    """JSON Schema of a not-null field: the model keeps ``| None`` only to mean 'unset'."""
+    branches = schema.get("anyOf")
+    if isinstance(branches, list):
+        kept = [b for b in branches if b != {"type": "null"}]
+        if len(kept) == 1:
+            schema.pop("anyOf")
+            schema.update(kept[0])
+        else:
+            schema["anyOf"] = kept
+    if schema.get("default", 0) is None:
+        schema.pop("default")
+
+
+_NOT_NULL = BeforeValidator(_reject_null)
+_NO_NULL_SCHEMA = Field(json_schema_extra=_drop_null_branch)
+
+Number = Annotated[float, Strict()]
+Integer = Annotated[int, Strict()]
+Bool = Annotated[bool, Strict()]
+Percent = Annotated[float, Strict(), Field(ge=0, le=100)]
+Fraction = Annotated[float, Strict(), Field(ge=0, le=1)]
+NonNegative = Annotated[float, Strict(), Field(ge=0)]
+Count = Annotated[int, Strict(), Field(ge=1)]
+NonNegativeInt = Annotated[int, Strict(), Field(ge=0)]
+
+NotNullPercent = Annotated[Percent | None, _NOT_NULL, _NO_NULL_SCHEMA]
+NotNullFraction = Annotated[Fraction | None, _NOT_NULL, _NO_NULL_SCHEMA]
+NotNullNonNegative = Annotated[NonNegative | None, _NOT_NULL, _NO_NULL_SCHEMA]
+NotNullCount = Annotated[Count | None, _NOT_NULL, _NO_NULL_SCHEMA]
+NotNullBool = Annotated[Bool | None, _NOT_NULL, _NO_NULL_SCHEMA]
+NotNullStr = Annotated[str | None, _NOT_NULL, _NO_NULL_SCHEMA]
+
+
+# --- base ------------------------------------------------------------------------------------------
+
+
+class SpecModel(BaseModel):
+    """Base of every part of a kind: camelCase keys, unknown keys rejected, immutable.
+
+    Two values are equal only if they also agree on which keys were written: an unset key (falls
+    through to the layer below) and an explicit ``null`` (never) are different policies.
+    """
+
+    model_config = ConfigDict(
+        extra="forbid",
+        frozen=True,
+        alias_generator=to_camel,
+        validate_by_alias=True,
+        validate_by_name=False,
+        serialize_by_alias=True,
+        use_enum_values=False,
+    )
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, SpecModel):
+            return NotImplemented
+        return super().__eq__(other) and self.model_fields_set == other.model_fields_set
+
+    __hash__ = None  # type: ignore[assignment]  # mutable containers inside: not hashable
+
+    def set_fields(self) -> dict[str, Any]:
+        """The fields written in the document (Python names), with their values."""
+        return {name: getattr(self, name) for name in self.model_fields_set}
+
+
+# --- per-container settings ----------------------------------------------------------------------------
+
+
+class Settings(SpecModel):
+    """Timers and thresholds of one container. Every key is optional: an unset key falls through."""
+
+    idle_timeout: NullableDuration = Field(
+        default=None, description="Stop a container after this long idle; null: never idle-stopped"
+    )
+    max_runtime: NullableDuration = Field(
+        default=None, description="Stop a container this long after its last start; null: no limit"
+    )
+    gpu_hold_after_stop: NullableDuration = Field(
+        default=None,
+        description="How long a stopped container may keep its GPU before it is removed; null: indefinitely",
+    )
+    container_hold_after_stop: NullableDuration = Field(
+        default=None, description="Remove an exited container after this long; null: never auto-removed"
+    )
+    created_container_timeout: NullableDuration = Field(
+        default=None, description="Remove a created-but-never-started container after this long; null: never"
+    )
+    grace_period: Duration = Field(
+        default=None, description="No idle evaluation within this long of each start (warm-up)"
+    )
+    sigterm_grace: Duration = Field(
+        default=None, description="Time between SIGTERM and SIGKILL when stopping (docker stop -t)"
+    )
+    keepalive_path: NotNullStr = Field(
+        default=None,
+        pattern=r"^/",
+        description="Absolute path of the keep-alive file in the container; touching it postpones idle stops",
+    )
+    keepalive_max_age: NullableDuration = Field(
+        default=None, description="A keep-alive file older than this is ignored; null: honoured at any age"
+    )
+    remove_after_idle_stop: NotNullBool = Field(
+        default=None,
+        description="Remove a container right after an idle stop (DS01 behaviour) instead of holding it",
+    )
+    warn_lead: Duration = Field(
+        default=None,
+        description="Warn this long before an idle or runtime stop (capped at 20% of the timeout)",
+    )
+    gpu_idle_threshold_pct: NotNullPercent = Field(
+        default=None, description="GPU utilisation (%) below which the GPU counts as idle"
+    )
+    cpu_idle_threshold_pct: NotNullNonNegative = Field(
+        default=None, description="CPU use (% of one core) below which the CPU counts as idle"
+    )
+    network_idle_threshold_bytes: NotNullNonNegative = Field(
+        default=None, description="Network bytes per sampling interval below which the network counts as idle"
+    )
+    idle_detection_window: NotNullCount = Field(
+        default=None, description="Consecutive idle samples required before a container counts as idle"
+    )
+    idle_min_duration: Duration = Field(
+        default=None,
+        description="Minimum continuous idle span (with the window) before a container counts as idle",
+    )
+    high_demand_threshold: NotNullFraction = Field(
+        default=None, description="Share of GPUs allocated at which the host is in high demand"
+    )
+    high_demand_idle_reduction: NotNullFraction = Field(
+        default=None, description="Multiplier applied to idle timeouts while in high demand"
+    )
+
+
+class TypeSettings(Settings):
+    """Settings pinned for one container type. ``idleExempt`` can only be changed per type."""
+
+    idle_exempt: NotNullBool = Field(
+        default=None,
+        description=(
+            "Containers of this type are never idle-stopped, whatever a group's or user's general "
+            "idleTimeout says; only a containerTypes block (LifecyclePolicy, UserGroup, UserOverride) "
+            "changes it"
+        ),
+    )
+
+
+ContainerTypeSettings = dict[ContainerType, TypeSettings]
+
+
+# --- DS01 resource limits (preserved; the lifecycle controller does not act on them) -----------------
+
+
+class Aggregate(SpecModel):
+    """Per-user systemd-slice caps (DS01 ``aggregate``)."""
+
+    cpu_quota: NotNullStr = Field(default=None, pattern=SYSTEMD_PERCENT_PATTERN, description="e.g. '9600%'")
+    memory_max: NotNullStr = Field(default=None, pattern=SYSTEMD_SIZE_PATTERN, description="e.g. '96G'")
+    memory_high: NotNullStr = Field(default=None, pattern=SYSTEMD_SIZE_PATTERN, description="e.g. '86G'")
+    tasks_max: Integer | None = Field(default=None, ge=0, description="TasksMax; null: no cap")
+    gpu_limit: Number | None = Field(default=None, ge=0, description="GPU-equivalents; null: no cap")
+
+
+Scalar = str | Number | None
+
+
+class Resources(SpecModel):
+    """DS01's per-user resource limits. Accepted and preserved losslessly; enforced by DS01's wrapper."""
+
+    max_gpu_equivalents: Number | None = Field(
+        default=None, ge=0, description="Fair-share GPU quota; null: unlimited"
+    )
+    max_gpu_slots_per_container: Integer | None = Field(
+        default=None, ge=0, description="Distinct GPU/MIG units per container; null: unlimited"
+    )
+    allow_full_gpu: NotNullBool = Field(default=None, description="May receive non-MIG GPUs")
+    max_cpus: Annotated[Number | None, _NOT_NULL, _NO_NULL_SCHEMA] = Field(
+        default=None, gt=0, description="docker --cpus"
+    )
+    memory: NotNullStr = Field(
+        default=None, pattern=DOCKER_SIZE_PATTERN, description="docker --memory, e.g. 32g"
+    )
+    memory_swap: NotNullStr = Field(
+        default=None, pattern=DOCKER_SIZE_PATTERN, description="docker --memory-swap"
+    )
+    shm_size: NotNullStr = Field(default=None, pattern=DOCKER_SIZE_PATTERN, description="docker --shm-size")
+    pids_limit: Integer | None = Field(default=None, description="docker --pids-limit")
+    max_containers_per_user: Integer | None = Field(default=None, ge=0, description="null: unlimited")
+    max_tasks: Integer | None = Field(default=None, ge=0, description="systemd TasksMax; null: unlimited")
+    priority: Annotated[Integer | None, _NOT_NULL, _NO_NULL_SCHEMA] = Field(
+        default=None, description="Allocation priority"
+    )
+    gpu_memory: Scalar = Field(default=None, description="Declared by DS01, not implemented there")
+    io_read_bps: Scalar = Field(default=None, description="Declared by DS01, not implemented there")
+    io_write_bps: Scalar = Field(default=None, description="Declared by DS01, not implemented there")
+    ulimit_nofile: Scalar = Field(default=None, description="Declared by DS01, not implemented there")
+    storage_workspace: Scalar = Field(default=None, description="Declared by DS01, not implemented there")
+    storage_data: Scalar = Field(default=None, description="Declared by DS01, not implemented there")
+    storage_tmp: Scalar = Field(default=None, description="docker --tmpfs /tmp size")
+    aggregate: Aggregate | None = Field(default=None, description="Per-user slice caps; null: no cap")
+
+
+# --- selectors and global settings --------------------------------------------------------------------
+
+
+class ContainerSelector(SpecModel):
+    """Matches containers; every key given must match. At least one of name, labels, owner."""
+
+    name: str | None = Field(
+        default=None, min_length=1, description="Container name glob, e.g. 'ds01-grafana*'"
+    )
+    labels: dict[str, str] | None = Field(
+        default=None, description="Labels that must all be present with these values"
+    )
+    owner: str | None = Field(
+        default=None, min_length=1, description="Owner login name (or its sanitised form)"
+    )
+    reason: str | None = Field(default=None, description="Why, shown by ds01ctl describe")
+
+    @model_validator(mode="after")
+    def _not_empty(self) -> ContainerSelector:
+        if self.name is None and not self.labels and self.owner is None:
+            raise PydanticCustomError(
+                "empty_selector",
+                "a selector needs at least one of name, labels, owner (an empty one matches everything)",
+            )
+        return self
+
+
+class GpuReset(SpecModel):
+    policy: Annotated[GpuResetPolicy | None, _NOT_NULL, _NO_NULL_SCHEMA] = Field(
+        default=None,
+        description="never, or when-exclusive: only when no other container or process uses the GPU",
+    )
+    command: Annotated[list[str] | None, _NOT_NULL, _NO_NULL_SCHEMA] = Field(
+        default=None,
+        min_length=1,
+        description="argv of the reset command; '{uuid}' is replaced by the GPU UUID",
+    )
+
+    @field_validator("command")
+    @classmethod
+    def _names_the_gpu(cls, command: list[str] | None) -> list[str] | None:
+        if command is not None and not any("{uuid}" in arg for arg in command):
+            raise PydanticCustomError(
+                "reset_command",
+                "the reset command must name the GPU with '{placeholder}' (else it could reset every GPU)",
+                {"placeholder": "{uuid}"},
+            )
+        return command
+
+
+class Safety(SpecModel):
+    max_destructive_actions_per_pass: NotNullCount = Field(
+        default=None, description="Stops, removals, kills and resets allowed in one pass; the rest wait"
+    )
+    breaker_max_fraction: NotNullFraction = Field(
+        default=None,
+        description="Trip when one pass would stop more than this share of running GPU containers",
+    )
+    breaker_min_containers: NotNullCount = Field(
+        default=None,
+        description="The breaker only considers the share when at least this many would be stopped",
+    )
+
+
+class Ds01Enforcement(SpecModel):
+    """DS01 ``enforcement``."""
+
+    aggregate_limits: NotNullBool = Field(default=None, description="Per-user systemd slice caps enforced")
+    cgroup_driver: NotNullStr = Field(default=None, description="Docker cgroup driver DS01 requires")
+
+
+_UNUSED = "Declared by DS01, not implemented there"
+
+
+class Ds01GpuAllocation(SpecModel):
+    """DS01 ``gpu_allocation`` (comments only in the shipped file)."""
+
+    slots_per_gpu: Annotated[Integer | None, _NOT_NULL, _NO_NULL_SCHEMA] = Field(
+        default=None, ge=1, description="Legacy full-GPU slot count (alias mig_instances_per_gpu)"
+    )
+    strategy: NotNullStr = Field(default=None, description=_UNUSED)
+    allocation_method: NotNullStr = Field(default=None, description=_UNUSED)
+    enable_mig: NotNullBool = Field(default=None, description=_UNUSED)
+    mig_strategy: NotNullStr = Field(default=None, description=_UNUSED)
+    mig_profile: NotNullStr = Field(default=None, description=_UNUSED)
+    mig_gpus: dict[int, dict[str, Scalar | bool]] | None = Field(default=None, description=_UNUSED)
+    respect_reservations: NotNullBool = Field(default=None, description=_UNUSED)
+
+
+class Ds01BareMetalAccess(SpecModel):
+    """DS01 ``bare_metal_access``: who may use GPUs on the host outside containers."""
+
+    exempt_users: list[str] | None = Field(default=None, description="Permanently allowed users")
+    admin_group: NotNullStr = Field(default=None, description="Group that administers grants")
+    default_grant_duration: Duration = Field(default=None, description="Default length of a grant")
+    state_dir: NotNullStr = Field(default=None, description="Where DS01 keeps grant files")
+
+
+class Ds01Wrapper(SpecModel):
+    """DS01 ``access_control.wrapper``: the docker CLI wrapper."""
+
+    enforcement_mode: Literal["disabled", "monitoring", "full"] | None = Field(
+        default=None, description="Wrapper mode"
+    )
+    debug_level: Annotated[int, Strict(), Field(ge=0, le=2)] | None = Field(
+        default=None, description="0, 1 or 2"
+    )
+    unknown_commands: Literal["allow", "deny"] | None = Field(
+        default=None, description="Unrecognised commands"
+    )
+
+
+class Ds01AccessControl(SpecModel):
+    """DS01 ``access_control``."""
+
+    admin_users: list[str] | None = Field(default=None, description="Users who bypass isolation checks")
+    admin_group: NotNullStr = Field(default=None, description="Group that bypasses isolation checks")
+    wrapper: Ds01Wrapper | None = Field(default=None, description="Docker wrapper settings")
+
+
+class Ds01Settings(SpecModel):
+    """DS01 settings kept for losslessness; the lifecycle controller does not act on them."""
+
+    enforcement: Ds01Enforcement | None = Field(default=None, description="DS01 enforcement")
+    gpu_allocation: Ds01GpuAllocation | None = Field(default=None, description="DS01 gpu_allocation")
+    bare_metal_access: Ds01BareMetalAccess | None = Field(default=None, description="DS01 bare_metal_access")
+    access_control: Ds01AccessControl | None = Field(default=None, description="DS01 access_control")
+    infrastructure_label: NotNullStr = Field(default=None, description="DS01 monitoring.infrastructure_label")
+    gpu_hold_after_manual_stop: NullableDuration = Field(
+        default=None, description="DS01 policies.gpu_hold_after_manual_stop_m (declared, never read by DS01)"
+    )
+
+
+# --- the kinds ---------------------------------------------------------------------------------------
+
+
+class Metadata(SpecModel):
+    name: str = Field(
+        pattern=NAME_PATTERN, description="Unique per kind: letters, digits, '-', '_', '.', '@'"
+    )
+    labels: dict[str, str] | None = Field(default=None, description="Free-form labels (not interpreted)")
+    annotations: dict[str, str] | None = Field(
+        default=None, description="Free-form notes, e.g. a ticket reference"
+    )
+
+
+class LifecyclePolicySpec(SpecModel):
+    default_group: str | None = Field(
+        default=None, description="UserGroup for owners in no group (and unknown owners); null or unset: none"
+    )
+    settings: Settings = Field(default_factory=Settings, description="Defaults for every container")
+    container_types: ContainerTypeSettings = Field(
+        default_factory=dict,
+        description="Settings pinned per container type (beat a group's general settings)",
+    )
+    resources: Resources = Field(default_factory=Resources, description="DS01 resource defaults (preserved)")
+    trust_labels: NotNullBool = Field(
+        default=None,
+        description="Honour ds01.protected / ds01.monitoring / ds01.user labels; false: only selectors count",
+    )
+    protect: Annotated[list[ContainerSelector] | None, _NOT_NULL, _NO_NULL_SCHEMA] = Field(
+        default=None, description="Containers never stopped or removed"
+    )
+    monitoring: Annotated[list[ContainerSelector] | None, _NOT_NULL, _NO_NULL_SCHEMA] = Field(
+        default=None, description="Monitoring-stack containers: skipped by idle, runtime and cleanup"
+    )
+    gpu_reset: GpuReset = Field(
+        default_factory=GpuReset, description="Whether and how a released GPU is reset"
+    )
+    host_gpu_processes: Annotated[HostProcessPolicy | None, _NOT_NULL, _NO_NULL_SCHEMA] = Field(
+        default=None, description="GPU processes outside any container: report (never killed)"
+    )
+    safety: Safety = Field(default_factory=Safety, description="Action budget and circuit breaker")
+    ledger_reservation_window: Duration = Field(
+        default=None, description="A ledger reservation without a container counts as held this long"
+    )
+    orphan_sightings_required: NotNullCount = Field(
+        default=None, description="Passes an orphaned GPU process must be seen in before it is killed"
+    )
+    kill_grace: Duration = Field(
+        default=None, description="SIGTERM to SIGKILL delay for orphaned GPU processes"
+    )
+    system_process_names: Annotated[list[str] | None, _NOT_NULL, _NO_NULL_SCHEMA] = Field(
+        default=None, description="GPU processes that are never orphans (nvidia-persistenced, Xorg...)"
+    )
+    ds01: Ds01Settings = Field(
+        default_factory=Ds01Settings, description="DS01 settings kept for losslessness"
+    )
+
+
+class UserGroupSpec(SpecModel):
+    order: Annotated[Integer | None, _NOT_NULL, _NO_NULL_SCHEMA] = Field(
+        default=None, description="Groups are matched in ascending order (then by name); unset: 100"
+    )
+    members: list[str] | None = Field(default=None, description="Login names")
+    members_file: str | None = Field(
+        default=None,
+        description="File of login names, one per line ('#' comments), relative to this spec file; merged",
+    )
+    settings: Settings = Field(
+        default_factory=Settings, description="Override the LifecyclePolicy's settings"
+    )
+    container_types: ContainerTypeSettings = Field(
+        default_factory=dict, description="Per-type settings for this group (beat the type's pinned values)"
+    )
+    resources: Resources = Field(default_factory=Resources, description="DS01 resource limits (preserved)")
+
+    @field_validator("members")
+    @classmethod
+    def _names(cls, members: list[str] | None) -> list[str] | None:
+        for member in members or ():
+            if not member.strip() or member != member.strip():
+                raise PydanticCustomError(
+                    "member", "member {member!r} is empty or has spaces around it", {"member": member}
+                )
+        return members
+
+
+class UserOverrideSpec(SpecModel):
+    user: str = Field(min_length=1, description="Login name")
+    settings: Settings = Field(
+        default_factory=Settings, description="Override group and defaults, for every type"
+    )
+    container_types: ContainerTypeSettings = Field(
+        default_factory=dict, description="Per-type settings for this user"
+    )
+    resources: Resources = Field(default_factory=Resources, description="DS01 resource limits (preserved)")
+
+
+class ExemptionSpec(SpecModel):
+    user: str = Field(min_length=1, description="Login name")
+    exempt_from: list[ExemptFrom] = Field(min_length=1, description="idle, max_runtime and/or cleanup")
+    reason: str = Field(min_length=1, description="Why the exemption was granted")
+    approved_by: str | None = Field(default=None, description="Who approved it")
+    approved_on: date | None = Field(default=None, description="When it was approved")
+    expires_at: AwareDatetime | None = Field(
+        description="With a zone, e.g. 2026-03-31T23:59:59Z; null: permanent. Expired ones stay on record"
+    )
+    category: str | None = Field(default=None, description="e.g. research_grant, waiver")
+    requested_by: str | None = Field(default=None, description="Who asked for it")
+
+    @field_validator("exempt_from")
+    @classmethod
+    def _unique(cls, values: list[ExemptFrom]) -> list[ExemptFrom]:
+        if len(set(values)) != len(values):
+            raise PydanticCustomError("duplicate", "exemptFrom lists an entry twice", {})
+        return values
+
+
+ApiVersion = Annotated[Literal["ds01.io/v1alpha1"], Field(description="Always ds01.io/v1alpha1")]
+_META = "metadata.name identifies the document (unique per kind)"
+
+# Each kind spells out apiVersion, kind, metadata, spec itself so they are dumped in that order.
+
+
+class LifecyclePolicy(SpecModel):
+    """Defaults for every container, per-type settings and host-wide settings. At most one is active."""
+
+    api_version: ApiVersion
+    kind: Literal["LifecyclePolicy"] = Field(description="The kind of document")
+    metadata: Metadata = Field(description=_META)
+    spec: LifecyclePolicySpec = Field(default_factory=LifecyclePolicySpec, description="The policy")
+
+
+class UserGroup(SpecModel):
+    """A group of users with overrides of the LifecyclePolicy's settings."""
+
+    api_version: ApiVersion
+    kind: Literal["UserGroup"] = Field(description="The kind of document")
+    metadata: Metadata = Field(description=_META)
+    spec: UserGroupSpec = Field(default_factory=UserGroupSpec, description="Members and overrides")
+
+
+class UserOverride(SpecModel):
+    """One user's overrides; reaches that user's containers of every type."""
+
+    api_version: ApiVersion
+    kind: Literal["UserOverride"] = Field(description="The kind of document")
+    metadata: Metadata = Field(description=_META)
+    spec: UserOverrideSpec = Field(description="The user and the overrides")
+
+
+class Exemption(SpecModel):
+    """A time-bounded (or permanent) exemption of one user from idle stops, runtime stops or cleanup."""
+
+    api_version: ApiVersion
+    kind: Literal["Exemption"] = Field(description="The kind of document")
+    metadata: Metadata = Field(description=_META)
+    spec: ExemptionSpec = Field(description="Who, from what, why, until when")
+
+
+Kind = LifecyclePolicy | UserGroup | UserOverride | Exemption
+
+KINDS: Final[dict[str, type[LifecyclePolicy] | type[UserGroup] | type[UserOverride] | type[Exemption]]] = {
+    "LifecyclePolicy": LifecyclePolicy,
+    "UserGroup": UserGroup,
+    "UserOverride": UserOverride,
+    "Exemption": Exemption,
+}

@@ -1,0 +1,529 @@
+"""Loading the desired state: CRD-like spec files, DS01's config directory, or the built-in default.
+
+* :func:`load_policy` builds a :class:`PolicySet` from a directory of ``*.yaml`` / ``*.yml`` specs
+  (conventionally :data:`DEFAULT_SPECS_DIR`) and/or a DS01 config directory holding
+  ``resource-limits.yaml``; with neither, the built-in default (DS01's shipped values) applies.
+  Any problem raises :class:`PolicyLoadError` listing every error with file, line and fix.
+* :class:`PolicyHolder` keeps the last good PolicySet for the daemon: :meth:`PolicyHolder.reload`
+  is cheap to call every pass (it re-reads only when a file's mtime/size/inode changed) and a
+  reload that fails keeps the previous policy in force and reports why.
+* :func:`dump_documents` writes documents back as YAML (used by the DS01 converter and tests).
+
+Reads files; resolves nothing (see :mod:`desired_state.resolve`).
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Callable, Iterable, Sequence
+from datetime import UTC, datetime
+from functools import cache
+from importlib import resources
+from pathlib import Path
+from typing import Any, Final
+
+import yaml
+from pydantic import ValidationError
+
+from crd_like_specs.kinds import API_VERSION, KINDS, Exemption, LifecyclePolicy, UserGroup, UserOverride
+from desired_state.errors import Loc, PolicyError, PolicyLoadError, from_validation_error
+from desired_state.policy_set import (
+    BUILTIN_PATH,
+    Document,
+    LoadedDocument,
+    PolicySet,
+    SpecSource,
+)
+from desired_state.yaml_docs import YamlDocument, non_empty, read_documents, read_text
+
+DEFAULT_SPECS_DIR: Final = Path("/etc/ds01/specs")
+SPEC_SUFFIXES: Final = (".yaml", ".yml")
+DS01_MAIN_FILE: Final = "resource-limits.yaml"
+
+
+# --- one document ---------------------------------------------------------------------------------------
+
+
+def parse_document(doc: YamlDocument) -> tuple[Document | None, list[PolicyError]]:
+    """Validate one YAML document against its kind."""
+    shown = str(doc.path)
+    data = doc.data
+    if not isinstance(data, dict):
+        return None, [
+            PolicyError(
+                shown,
+                doc.line,
+                f"a document must be a mapping, not {type(data).__name__}",
+                document=doc.number,
+                expected=f"apiVersion: {API_VERSION}, kind, metadata.name and spec",
+            )
+        ]
+    kind = data.get("kind")
+    meta = data.get("metadata")
+    name = meta.get("name") if isinstance(meta, dict) and isinstance(meta.get("name"), str) else None
+    if kind not in KINDS:
+        guess = difflib.get_close_matches(str(kind), list(KINDS), n=1)
+        return None, [
+            PolicyError(
+                shown,
+                doc.line_of(("kind",)),
+                "missing 'kind'" if kind is None else f"unknown kind {kind!r}",
+                document=doc.number,
+                field="kind",
+                expected="one of " + ", ".join(KINDS),
+                fix=f"write kind: {guess[0]}" if guess else "add kind: LifecyclePolicy (or UserGroup, ...)",
+            )
+        ]
+    model = KINDS[str(kind)]
+    try:
+        return model.model_validate(data), []
+    except ValidationError as exc:
+        return None, from_validation_error(
+            exc,
+            model=model,
+            data=data,
+            file=shown,
+            line_of=doc.line_of,
+            document=doc.number,
+            kind=str(kind),
+            name=name,
+        )
+
+
+def read_members_file(path: Path) -> tuple[list[str], list[PolicyError]]:
+    """Login names from a members file: one per line, '#' starts a comment."""
+    text, errors = read_text(path)
+    if text is None:
+        return [], errors
+    members: list[str] = []
+    for number, raw in enumerate(text.splitlines(), start=1):
+        line = raw.split("#", 1)[0].strip()
+        if not line:
+            continue
+        if any(ch.isspace() for ch in line):
+            errors.append(
+                PolicyError(
+                    str(path),
+                    number,
+                    f"{line!r} is not one login name",
+                    expected="one login name per line",
+                    fix="put each name on its own line",
+                )
+            )
+            continue
+        members.append(line)
+    return members, errors
+
+
+def with_members(group: UserGroup, members: Iterable[str]) -> UserGroup:
+    """The group with ``members`` set (sorted, unique) and no membersFile: how a PolicySet holds groups."""
+    data = group.model_dump(mode="json", exclude_unset=True)
+    spec = data.setdefault("spec", {})
+    spec.pop("membersFile", None)
+    spec["members"] = sorted(set(members))
+    return UserGroup.model_validate(data)
+
+
+def _entries_from_file(
+    path: Path, text: str | None = None
+) -> tuple[list[LoadedDocument], list[str], list[PolicyError]]:
+    """Documents of one spec file (or of ``text`` shown as ``path``), the members files read, the errors."""
+    docs, errors = read_documents(path, text)
+    if not errors and not non_empty(docs):
+        errors.append(
+            PolicyError(
+                str(path),
+                1,
+                "the file holds no documents (empty or comments only)",
+                expected="one or more documents separated by ---",
+                fix="add a document or delete the file",
+            )
+        )
+    entries: list[LoadedDocument] = []
+    inputs: list[str] = []
+    for doc in non_empty(docs):
+        document, doc_errors = parse_document(doc)
+        errors.extend(doc_errors)
+        if document is None:
+            continue
+        detail = ""
+        if isinstance(document, UserGroup):
+            members = list(document.spec.members or ())
+            members_file = document.spec.members_file
+            if members_file is not None:
+                target = (path.parent / members_file).resolve()
+                inputs.append(str(target))
+                file_members, member_errors = read_members_file(target)
+                if member_errors and not target.is_file():
+                    member_errors = [
+                        PolicyError(
+                            str(path),
+                            doc.line_of(("spec", "membersFile")),
+                            f"membersFile {members_file!r} not found (looked for {target})",
+                            document=doc.number,
+                            kind="UserGroup",
+                            name=document.metadata.name,
+                            field="spec.membersFile",
+                            expected="a file relative to this spec file",
+                            fix="create the file or correct the path",
+                        )
+                    ]
+                errors.extend(member_errors)
+                members.extend(file_members)
+                detail = f"members also from {target}"
+            document = with_members(document, members)
+        source = SpecSource(
+            kind=document.kind,
+            name=document.metadata.name,
+            path=str(path),
+            document=doc.number,
+            line=doc.line,
+            detail=detail,
+        )
+        entries.append(LoadedDocument(document, source, doc.line_of))
+    return entries, inputs, errors
+
+
+def spec_files(specs_dir: Path) -> list[Path]:
+    """The spec files of a directory: ``*.yaml`` / ``*.yml``, not hidden, sorted by name."""
+    return sorted(
+        p
+        for p in specs_dir.iterdir()
+        if p.suffix in SPEC_SUFFIXES and not p.name.startswith(".") and p.is_file()
+    )
+
+
+def load_spec_files(paths: Sequence[Path]) -> tuple[list[LoadedDocument], list[str], list[PolicyError]]:
+    entries: list[LoadedDocument] = []
+    inputs: list[str] = []
+    errors: list[PolicyError] = []
+    for path in paths:
+        file_entries, file_inputs, file_errors = _entries_from_file(path)
+        entries.extend(file_entries)
+        inputs.append(str(path))
+        inputs.extend(file_inputs)
+        errors.extend(file_errors)
+    return entries, inputs, errors
+
+
+# --- a whole set ---------------------------------------------------------------------------------------
+
+
+def assemble(
+    entries: Sequence[LoadedDocument],
+    *,
+    origin: str,
+    input_files: Sequence[str] = (),
+    check_references: bool = True,
+) -> tuple[PolicySet | None, list[PolicyError]]:
+    """Check the documents together (one LifecyclePolicy, unique names, defaultGroup exists).
+
+    ``check_references=False`` skips the defaultGroup check: used when some documents already
+    failed, so a group that did not validate is not also reported as missing.
+    """
+    errors: list[PolicyError] = []
+    seen: dict[tuple[str, str], LoadedDocument] = {}
+    users: dict[str, LoadedDocument] = {}
+    lifecycle: LoadedDocument | None = None
+    kept: list[LoadedDocument] = []
+    for entry in entries:
+        doc = entry.document
+        key = (doc.kind, doc.metadata.name)
+        if key in seen:
+            first = seen[key].source
+            errors.append(
+                _at(
+                    entry,
+                    ("metadata", "name"),
+                    f"duplicate {doc.kind} name {doc.metadata.name!r} (first: {_where(first)})",
+                    fix="rename one of them or delete the duplicate",
+                    field="metadata.name",
+                )
+            )
+            continue
+        seen[key] = entry
+        if isinstance(doc, LifecyclePolicy):
+            if lifecycle is not None:
+                errors.append(
+                    _at(
+                        entry,
+                        (),
+                        f"a second LifecyclePolicy (the first is {_where(lifecycle.source)}); "
+                        "only one may be active",
+                        fix="merge them into one document",
+                    )
+                )
+                continue
+            lifecycle = entry
+        if isinstance(doc, UserOverride):
+            user = doc.spec.user
+            if user in users:
+                errors.append(
+                    _at(
+                        entry,
+                        ("spec", "user"),
+                        f"a second UserOverride for user {user!r} (first: {_where(users[user].source)})",
+                        fix="merge them into one UserOverride",
+                        field="spec.user",
+                    )
+                )
+                continue
+            users[user] = entry
+        kept.append(entry)
+    group_names = {e.document.metadata.name for e in kept if isinstance(e.document, UserGroup)}
+    if lifecycle is not None and check_references:
+        policy = lifecycle.document
+        assert isinstance(policy, LifecyclePolicy)
+        wanted = policy.spec.default_group
+        if wanted is not None and wanted not in group_names:
+            errors.append(
+                _at(
+                    lifecycle,
+                    ("spec", "defaultGroup"),
+                    f"defaultGroup {wanted!r} names no UserGroup",
+                    expected="one of: " + (", ".join(sorted(group_names)) or "(no groups are defined)"),
+                    fix="define that UserGroup or change defaultGroup",
+                    field="spec.defaultGroup",
+                )
+            )
+    if errors:
+        return None, errors
+    docs = [e.document for e in kept]
+    return (
+        PolicySet(
+            lifecycle=next((d for d in docs if isinstance(d, LifecyclePolicy)), None),
+            groups=tuple(d for d in docs if isinstance(d, UserGroup)),
+            overrides=tuple(d for d in docs if isinstance(d, UserOverride)),
+            exemptions=tuple(d for d in docs if isinstance(d, Exemption)),
+            sources=tuple(e.source for e in kept),
+            origin=origin,
+            input_files=tuple(input_files),
+        ),
+        [],
+    )
+
+
+def _where(src: SpecSource) -> str:
+    return src.path if src.line is None else f"{src.path}:{src.line}"
+
+
+def _at(
+    entry: LoadedDocument, loc: Loc, problem: str, *, expected: str = "", fix: str = "", field: str = ""
+) -> PolicyError:
+    src = entry.source
+    line = entry.line_of(loc) if loc else src.line
+    return PolicyError(
+        src.path,
+        line if line is not None else src.line,
+        problem,
+        document=src.document,
+        kind=src.kind,
+        name=src.name,
+        field=field,
+        expected=expected,
+        fix=fix,
+    )
+
+
+# --- built-in ----------------------------------------------------------------------------------------------
+
+
+@cache
+def builtin_entries() -> tuple[LoadedDocument, ...]:
+    """The built-in documents (crd_like_specs/builtin/default.yaml), validated once."""
+    text = resources.files("crd_like_specs").joinpath("builtin/default.yaml").read_text(encoding="utf-8")
+    docs, errors = read_documents(Path(BUILTIN_PATH), text)
+    entries: list[LoadedDocument] = []
+    for doc in non_empty(docs):
+        document, doc_errors = parse_document(doc)
+        errors.extend(doc_errors)
+        if document is not None:
+            src = SpecSource(document.kind, document.metadata.name, BUILTIN_PATH, doc.number, doc.line)
+            entries.append(LoadedDocument(document, src, doc.line_of))
+    if errors:  # pragma: no cover - guarded by tests; a broken package must not start
+        raise PolicyLoadError(errors)
+    return tuple(entries)
+
+
+def builtin_lifecycle() -> LifecyclePolicy:
+    """The built-in LifecyclePolicy: every key set; the bottom layer under any admin's policy."""
+    for entry in builtin_entries():
+        if isinstance(entry.document, LifecyclePolicy):
+            return entry.document
+    raise AssertionError("the built-in policy has no LifecyclePolicy")  # pragma: no cover
+
+
+def builtin_policy() -> PolicySet:
+    """The policy with no configuration at all: DS01's shipped values, groups without members."""
+    entries = builtin_entries()
+    groups = tuple(e.document for e in entries if isinstance(e.document, UserGroup))
+    return PolicySet(
+        lifecycle=None,
+        groups=groups,
+        sources=tuple(e.source for e in entries),
+        origin="built-in default",
+        fallback_default_group=builtin_lifecycle().spec.default_group,
+    )
+
+
+# --- load_policy ------------------------------------------------------------------------------------------
+
+
+def _collect(
+    specs_dir: Path | None, ds01_config_dir: Path | None
+) -> tuple[PolicySet | None, list[PolicyError], list[str]]:
+    from desired_state import ds01_import  # the importer builds on this module's functions
+
+    if specs_dir is None and ds01_config_dir is None:
+        return builtin_policy(), [], []
+    entries: list[LoadedDocument] = []
+    inputs: list[str] = []
+    errors: list[PolicyError] = []
+    origin: list[str] = []
+    if specs_dir is not None:
+        origin.append(f"specs {specs_dir}")
+        if not specs_dir.is_dir():
+            what = "is not a directory" if specs_dir.exists() else "does not exist"
+            errors.append(
+                PolicyError(str(specs_dir), None, f"specs directory {what}", fix="create it or fix the path")
+            )
+        else:
+            spec_entries, spec_inputs, spec_errors = load_spec_files(spec_files(specs_dir))
+            entries.extend(spec_entries)
+            inputs.extend(spec_inputs)
+            errors.extend(spec_errors)
+    if ds01_config_dir is not None:
+        origin.append(f"DS01 config {ds01_config_dir}")
+        ds01_entries, ds01_inputs, ds01_errors = ds01_import.import_entries(ds01_config_dir)
+        entries.extend(ds01_entries)
+        inputs.extend(ds01_inputs)
+        errors.extend(ds01_errors)
+    policy, set_errors = assemble(
+        entries, origin=" + ".join(origin), input_files=inputs, check_references=not errors
+    )
+    errors = sorted_errors([*errors, *set_errors])
+    return (None if errors else policy), errors, inputs
+
+
+def sorted_errors(errors: Iterable[PolicyError]) -> list[PolicyError]:
+    """File by file, top to bottom (stable for errors without a line)."""
+    return sorted(errors, key=lambda e: (e.file or "", e.line or 0))
+
+
+def load_policy(specs_dir: Path | None = None, ds01_config_dir: Path | None = None) -> PolicySet:
+    """The desired state from specs and/or DS01's config; the built-in default with neither.
+
+    ``specs_dir`` is a directory of CRD-like ``*.yaml``/``*.yml`` files (the daemon's convention is
+    :data:`DEFAULT_SPECS_DIR`); ``ds01_config_dir`` holds ``resource-limits.yaml`` and optionally
+    ``groups/*.members``, ``user-overrides.yaml``, ``lifecycle-exemptions.yaml``. Both together form
+    one set (at most one LifecyclePolicy in total). Raises :class:`PolicyLoadError`.
+    """
+    policy, errors, _ = _collect(specs_dir, ds01_config_dir)
+    if errors or policy is None:
+        raise PolicyLoadError(errors)
+    return policy
+
+
+def load_spec_text(text: str, name: str = "<text>") -> PolicySet:
+    """A PolicySet from YAML text; a membersFile is read relative to the directory of ``name``."""
+    entries, inputs, errors = _entries_from_file(Path(name), text)
+    policy, set_errors = assemble(entries, origin=name, input_files=inputs, check_references=not errors)
+    errors = sorted_errors([*errors, *set_errors])
+    if errors or policy is None:
+        raise PolicyLoadError(errors)
+    return policy
+
+
+def dump_documents(documents: Iterable[Document]) -> str:
+    """Documents as multi-document YAML, writing only the keys that were set."""
+    data: list[dict[str, Any]] = [d.model_dump(mode="json", exclude_unset=True) for d in documents]
+    return yaml.safe_dump_all(data, sort_keys=False, default_flow_style=False, allow_unicode=True)
+
+
+# --- the daemon's holder ---------------------------------------------------------------------------------
+
+Fingerprint = tuple[tuple[str, int, int, int] | tuple[str], ...]
+
+
+def _stat(path: str) -> tuple[str, int, int, int] | tuple[str]:
+    try:
+        st = Path(path).stat()
+    except OSError:
+        return (path,)
+    return (path, st.st_mtime_ns, st.st_size, st.st_ino)
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class PolicyHolder:
+    """Keeps the last good PolicySet; reloads when a file changed; a bad reload keeps the old one.
+
+    The first load happens in the constructor and raises :class:`PolicyLoadError` if it fails (the
+    daemon must not start on a policy it cannot read).
+    """
+
+    def __init__(
+        self,
+        specs_dir: Path | None = None,
+        ds01_config_dir: Path | None = None,
+        *,
+        clock: Callable[[], datetime] = _utcnow,
+    ) -> None:
+        self.specs_dir = specs_dir
+        self.ds01_config_dir = ds01_config_dir
+        self._clock = clock
+        self._inputs: list[str] = []
+        self.last_errors: tuple[PolicyError, ...] = ()
+        self.last_error_at: datetime | None = None
+        policy, errors, inputs = _collect(specs_dir, ds01_config_dir)
+        self._inputs = inputs
+        self._fingerprint: Fingerprint | None = self.fingerprint()
+        if errors or policy is None:
+            raise PolicyLoadError(errors)
+        self.current: PolicySet = policy
+        self.loaded_at: datetime = clock()
+
+    @property
+    def last_error(self) -> str | None:
+        """The failed reload's errors, one per line; None after a good (re)load."""
+        return "\n".join(str(e) for e in self.last_errors) if self.last_errors else None
+
+    def fingerprint(self) -> Fingerprint:
+        """mtime/size/inode of every file the policy is (or could be) read from."""
+        paths: set[str] = set(self._inputs)
+        if self.specs_dir is not None:
+            paths.add(str(self.specs_dir))
+            if self.specs_dir.is_dir():
+                paths.update(str(p) for p in spec_files(self.specs_dir))
+        if self.ds01_config_dir is not None:
+            from desired_state.ds01_import import candidate_files
+
+            paths.update(str(p) for p in candidate_files(self.ds01_config_dir))
+        return tuple(_stat(p) for p in sorted(paths))
+
+    def force_reload(self) -> None:
+        """Make the next :meth:`reload` re-read every file (SIGHUP). Does no I/O itself."""
+        self._fingerprint = None
+
+    def reload(self) -> list[PolicyError]:
+        """Re-read if anything changed. Returns the errors of a failed reload (the old policy stays)."""
+        fingerprint = self.fingerprint()
+        if fingerprint == self._fingerprint:
+            return []
+        old_inputs = set(self._inputs)
+        policy, errors, inputs = _collect(self.specs_dir, self.ds01_config_dir)
+        self._inputs = inputs
+        # Keep the fingerprint taken before reading, so a file changed while we read is re-read next
+        # pass; only when new files joined (a new membersFile) must it be taken again to cover them.
+        self._fingerprint = fingerprint if set(inputs) <= old_inputs else self.fingerprint()
+        if errors or policy is None:
+            self.last_errors = tuple(errors)
+            self.last_error_at = self._clock()
+            return list(errors)
+        self.current = policy
+        self.loaded_at = self._clock()
+        self.last_errors = ()
+        self.last_error_at = None
+        return []

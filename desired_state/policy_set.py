@@ -1,0 +1,182 @@
+"""PolicySet: the loaded, validated desired state, and where each of its documents came from.
+
+A PolicySet holds at most one LifecyclePolicy (None: the built-in one alone), the user groups in
+matching order, user overrides and exemptions (expired ones included: they stay on record), plus
+the sources for ``ds01ctl get policies``. It is immutable and compares by its documents only.
+
+Built by :mod:`desired_state.load` (specs and/or DS01 files) and read by :mod:`desired_state.resolve`.
+No I/O here.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Final
+
+from crd_like_specs.kinds import Exemption, LifecyclePolicy, UserGroup, UserOverride
+from desired_state.errors import Loc
+
+BUILTIN_PATH: Final = "<built-in>"
+DEFAULT_GROUP_ORDER: Final = 100
+
+Document = LifecyclePolicy | UserGroup | UserOverride | Exemption
+
+
+def sanitise_username(username: str) -> str:
+    """DS01's sanitised form of a login name (used for systemd slices and as a fallback key).
+
+    The domain is stripped (``h.baker@school.lan`` -> ``h.baker``), dots and characters outside
+    ``[A-Za-z0-9_:]`` become ``_``, runs of ``_`` collapse and leading/trailing ``_`` go. DS01 also
+    shortens names over 32 characters with a hash suffix; such names cannot be matched here and
+    are left long (documented in docs/policy.md).
+    """
+    text = username.split("@", 1)[0]
+    text = re.sub(r"[^A-Za-z0-9_:]", "_", text.replace(".", "_"))
+    return re.sub(r"_+", "_", text).strip("_")
+
+
+@dataclass(frozen=True)
+class SpecSource:
+    """Where one document came from."""
+
+    kind: str
+    name: str
+    path: str  # a file path, or BUILTIN_PATH
+    document: int | None = None  # 1-based position in the file
+    line: int | None = None
+    detail: str = ""  # e.g. "members also from groups/researcher.members"
+
+    @property
+    def builtin(self) -> bool:
+        return self.path == BUILTIN_PATH
+
+    def __str__(self) -> str:
+        where = self.path if self.line is None else f"{self.path}:{self.line}"
+        text = f"{self.kind}/{self.name} from {where}"
+        return f"{text} ({self.detail})" if self.detail else text
+
+
+def _no_line(_loc: Loc) -> int | None:
+    return None
+
+
+@dataclass(frozen=True)
+class LoadedDocument:
+    """A validated document, where it came from, and how to find the line of one of its fields."""
+
+    document: Document
+    source: SpecSource
+    line_of: Callable[[Loc], int | None] = field(default=_no_line, compare=False, repr=False)
+
+
+@dataclass(frozen=True)
+class PolicySet:
+    """The desired state: documents plus provenance. Equality ignores provenance."""
+
+    lifecycle: LifecyclePolicy | None
+    groups: tuple[UserGroup, ...] = ()
+    overrides: tuple[UserOverride, ...] = ()
+    exemptions: tuple[Exemption, ...] = ()
+    sources: tuple[SpecSource, ...] = field(default=(), compare=False)
+    origin: str = field(default="built-in default", compare=False)
+    input_files: tuple[str, ...] = field(default=(), compare=False, repr=False)
+    # Only for the built-in policy alone (lifecycle None): its defaultGroup.
+    fallback_default_group: str | None = None
+    _members: dict[str, UserGroup] = field(default_factory=dict, init=False, compare=False, repr=False)
+    _sanitised_members: dict[str, UserGroup] = field(
+        default_factory=dict, init=False, compare=False, repr=False
+    )
+
+    def __post_init__(self) -> None:
+        ordered = tuple(sorted(self.groups, key=group_sort_key))
+        object.__setattr__(self, "groups", ordered)
+        exact: dict[str, UserGroup] = {}
+        sanitised: dict[str, UserGroup] = {}
+        for group in ordered:  # first group in order wins, as in DS01
+            for member in group.spec.members or ():
+                exact.setdefault(member, group)
+                sanitised.setdefault(sanitise_username(member), group)
+        object.__setattr__(self, "_members", exact)
+        object.__setattr__(self, "_sanitised_members", sanitised)
+
+    # --- lookups ---------------------------------------------------------------------------------
+
+    def documents(self) -> list[Document]:
+        """Every document, in a stable order (what ``dump`` writes and what equality compares)."""
+        docs: list[Document] = []
+        if self.lifecycle is not None:
+            docs.append(self.lifecycle)
+        docs.extend(self.groups)
+        docs.extend(self.overrides)
+        docs.extend(self.exemptions)
+        return docs
+
+    def group(self, name: str) -> UserGroup | None:
+        for group in self.groups:
+            if group.metadata.name == name:
+                return group
+        return None
+
+    def group_of(self, owner: str) -> tuple[UserGroup | None, str]:
+        """The owner's group and how it was found: by login name, else by sanitised form."""
+        group = self._members.get(owner)
+        if group is not None:
+            return group, f"member '{owner}'"
+        key = sanitise_username(owner)
+        group = self._sanitised_members.get(key) if key else None
+        if group is not None:
+            return group, f"member by sanitised name '{key}'"
+        return None, ""
+
+    def override_of(self, owner: str) -> UserOverride | None:
+        for override in self.overrides:
+            if override.spec.user == owner:
+                return override
+        key = sanitise_username(owner)
+        for override in self.overrides:
+            if key and sanitise_username(override.spec.user) == key:
+                return override
+        return None
+
+    def exemptions_of(self, owner: str) -> list[Exemption]:
+        """All of the owner's exemptions, expired ones included."""
+        key = sanitise_username(owner)
+        return [
+            e
+            for e in self.exemptions
+            if e.spec.user == owner or (key and sanitise_username(e.spec.user) == key)
+        ]
+
+    def active_exemptions(self, owner: str, now: datetime) -> list[Exemption]:
+        return [e for e in self.exemptions_of(owner) if is_active(e, now)]
+
+    def source(self, kind: str, name: str) -> SpecSource | None:
+        for src in self.sources:
+            if src.kind == kind and src.name == name:
+                return src
+        return None
+
+    def is_builtin(self, kind: str, name: str) -> bool:
+        src = self.source(kind, name)
+        return src is not None and src.builtin
+
+    @property
+    def default_group_name(self) -> str | None:
+        """The group for owners in no group; None when there is none."""
+        if self.lifecycle is not None:
+            return self.lifecycle.spec.default_group
+        return self.fallback_default_group
+
+
+def is_active(exemption: Exemption, now: datetime) -> bool:
+    """An exemption applies until its expiry (exclusive); None means permanent."""
+    expires = exemption.spec.expires_at
+    return expires is None or now < expires
+
+
+def group_sort_key(group: UserGroup) -> tuple[int, str]:
+    order = group.spec.order
+    return (DEFAULT_GROUP_ORDER if order is None else order, group.metadata.name)

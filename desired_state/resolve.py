@@ -1,0 +1,359 @@
+"""Resolution: the effective policy of one container, every value with the layer it came from.
+
+Precedence, lowest to highest (:func:`describe_precedence` prints this; docs/policy.md explains it):
+
+1. built-in default (DS01's shipped values plus the controller's own defaults)
+2. the LifecyclePolicy's ``settings``
+3. the owner's UserGroup ``settings`` (first group by ``order`` listing the login name, else its
+   sanitised form; owners in no group, unknown owners included, get ``defaultGroup``)
+4. the container type's pinned settings (``LifecyclePolicy.spec.containerTypes.<type>``; the built-in
+   ones first): a type pins only the keys it writes, and those beat a group's *general* settings,
+   which is how DS01 behaves (a researcher's docker containers get the docker type's 0.5 h idle
+   timeout, and a devcontainer keeps its 168 h runtime whatever the group says)
+5. the group's own per-type block (``UserGroup.spec.containerTypes.<type>``): an admin saying
+   explicitly "for this group and this type"
+6. the UserOverride's ``settings`` (reach every container type, unlike DS01)
+7. the UserOverride's per-type block
+8. active Exemptions (idle -> no idle timeout, max_runtime -> no runtime limit, cleanup -> no
+   container hold and no created-container timeout)
+
+``idleExempt`` is a per-type flag, settable only in containerTypes blocks (layers 4, 5, 7): while it
+is true the idle timeout is never, whatever a general ``idleTimeout`` says, so a devcontainer stays
+idle-exempt unless an admin explicitly says otherwise for that type.
+
+Called by the planner's adapter (``controller.plan.desired.PolicySetDesired``) and ``ds01ctl``.
+Pure: no I/O beyond the built-in default, which is read once from the package.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from typing import Any, Final
+
+from crd_like_specs.kinds import (
+    ContainerSelector,
+    LifecyclePolicy,
+    Settings,
+    SpecModel,
+    TypeSettings,
+    UserGroup,
+)
+from crd_like_specs.vocabulary import ContainerType
+from desired_state.effective import (
+    ActiveExemption,
+    EffectivePolicy,
+    ExemptFrom,
+    GlobalPolicy,
+    GpuResetPolicy,
+    HostProcessPolicy,
+    Sourced,
+)
+from desired_state.load import builtin_lifecycle
+from desired_state.policy_set import PolicySet, is_active, sanitise_username
+
+BUILTIN: Final = "built-in default"
+NO_GROUP: Final = "(none)"
+
+# The label keys this layer reads; the same spelling as controller.labels (which it may not import).
+LABEL_PROTECTED: Final = "ds01.protected"
+LABEL_MONITORING: Final = "ds01.monitoring"
+TRUE_VALUE: Final = "true"
+
+# Settings field -> EffectivePolicy field.
+FIELD_MAP: Final[dict[str, str]] = {
+    "idle_timeout": "idle_timeout_s",
+    "max_runtime": "max_runtime_s",
+    "gpu_hold_after_stop": "gpu_hold_after_stop_s",
+    "container_hold_after_stop": "container_hold_after_stop_s",
+    "created_container_timeout": "created_container_timeout_s",
+    "grace_period": "grace_period_s",
+    "sigterm_grace": "sigterm_grace_s",
+    "keepalive_path": "keepalive_path",
+    "keepalive_max_age": "keepalive_max_age_s",
+    "remove_after_idle_stop": "remove_after_idle_stop",
+    "warn_lead": "warn_lead_s",
+    "gpu_idle_threshold_pct": "gpu_idle_threshold_pct",
+    "cpu_idle_threshold_pct": "cpu_idle_threshold_pct",
+    "network_idle_threshold_bytes": "network_idle_threshold_bytes",
+    "idle_detection_window": "idle_detection_window",
+    "idle_min_duration": "idle_min_duration_s",
+    "high_demand_threshold": "high_demand_threshold",
+    "high_demand_idle_reduction": "high_demand_idle_reduction",
+}
+
+Layer = tuple[Settings, str]
+
+
+def describe_precedence() -> str:
+    """The precedence of the layers, lowest first, as shown by ``ds01ctl`` and docs/policy.md."""
+    return "\n".join(
+        [
+            "Precedence, lowest to highest (a key a layer does not write falls through to the one below):",
+            "  1. built-in default",
+            "  2. LifecyclePolicy spec.settings",
+            "  3. UserGroup spec.settings (the owner's group, else the defaultGroup)",
+            "  4. container type: LifecyclePolicy spec.containerTypes.<type> (pins only the keys it writes;",
+            "     pinned keys beat a group's general settings, as in DS01)",
+            "  5. UserGroup spec.containerTypes.<type>",
+            "  6. UserOverride spec.settings (reaches every container type)",
+            "  7. UserOverride spec.containerTypes.<type>",
+            "  8. Exemption (idle, max_runtime, cleanup), while not expired",
+            "idleExempt is set only per type (layers 4, 5, 7); while true, the idle timeout is never.",
+        ]
+    )
+
+
+def _group_label(policy: PolicySet, group: UserGroup) -> str:
+    name = group.metadata.name
+    suffix = f" ({BUILTIN})" if policy.is_builtin("UserGroup", name) else ""
+    return f"UserGroup/{name}{suffix}"
+
+
+def _group_of(policy: PolicySet, owner: str) -> tuple[UserGroup | None, Sourced[str]]:
+    group, how = policy.group_of(owner)
+    if group is not None:
+        return group, Sourced(value=group.metadata.name, source=f"{_group_label(policy, group)}: {how}")
+    default = policy.default_group_name
+    if default is not None:
+        group = policy.group(default)
+        if group is not None:
+            via = (
+                f"defaultGroup of LifecyclePolicy/{policy.lifecycle.metadata.name}"
+                if policy.lifecycle
+                else (f"defaultGroup ({BUILTIN})")
+            )
+            return group, Sourced(value=default, source=f"{via}: '{owner}' is in no group")
+    return None, Sourced(value=NO_GROUP, source=f"'{owner}' is in no group and there is no defaultGroup")
+
+
+def settings_layers(
+    policy: PolicySet, owner: str, container_type: ContainerType
+) -> tuple[list[Layer], Sourced[str]]:
+    """The layers that apply to ``owner``'s containers of ``container_type``, lowest first."""
+    base = builtin_lifecycle()
+    lifecycle = policy.lifecycle
+    group, group_sourced = _group_of(policy, owner)
+    override = policy.override_of(owner)
+    t = container_type
+    layers: list[Layer] = [(base.spec.settings, BUILTIN)]
+    if lifecycle is not None:
+        layers.append((lifecycle.spec.settings, f"LifecyclePolicy/{lifecycle.metadata.name}"))
+    if group is not None:
+        layers.append((group.spec.settings, _group_label(policy, group)))
+    if t in base.spec.container_types:
+        layers.append((base.spec.container_types[t], f"container type {t.value} ({BUILTIN})"))
+    if lifecycle is not None and t in lifecycle.spec.container_types:
+        layers.append(
+            (
+                lifecycle.spec.container_types[t],
+                f"container type {t.value} (LifecyclePolicy/{lifecycle.metadata.name})",
+            )
+        )
+    if group is not None and t in group.spec.container_types:
+        layers.append(
+            (group.spec.container_types[t], f"{_group_label(policy, group)} containerTypes.{t.value}")
+        )
+    if override is not None:
+        label = f"UserOverride/{override.metadata.name}"
+        layers.append((override.spec.settings, label))
+        if t in override.spec.container_types:
+            layers.append((override.spec.container_types[t], f"{label} containerTypes.{t.value}"))
+    return layers, group_sourced
+
+
+def pick(layers: Sequence[Layer], field: str) -> Sourced[Any] | None:
+    """The value of ``field`` from the highest layer that writes it."""
+    for settings, source in reversed(layers):
+        if field in settings.model_fields_set:
+            return Sourced(value=getattr(settings, field), source=source)
+    return None
+
+
+def resolve_effective_policy(
+    policy: PolicySet,
+    *,
+    owner: str,
+    container_type: ContainerType | str,
+    name: str,
+    labels: Mapping[str, str],
+    now: datetime,
+) -> EffectivePolicy:
+    """Every timer and threshold for one container, each with its provenance."""
+    ctype = _container_type(container_type)
+    layers, group = settings_layers(policy, owner, ctype)
+    values: dict[str, Sourced[Any]] = {}
+    for field, target in FIELD_MAP.items():
+        found = pick(layers, field)
+        if found is None:  # pragma: no cover - the built-in layer sets every key (tested)
+            raise AssertionError(f"built-in default lacks {field}")
+        values[target] = found
+
+    exempt = pick([layer for layer in layers if isinstance(layer[0], TypeSettings)], "idle_exempt")
+    if exempt is not None and exempt.value:
+        values["idle_timeout_s"] = Sourced(value=None, source=f"{exempt.source}: idleExempt")
+
+    active = _active_exemptions(policy, owner, now)
+    for exemption in active:
+        effect = f"Exemption/{exemption.name}"
+        if exemption.exempt_from == ExemptFrom.IDLE:
+            values["idle_timeout_s"] = Sourced(value=None, source=effect)
+        elif exemption.exempt_from == ExemptFrom.MAX_RUNTIME:
+            values["max_runtime_s"] = Sourced(value=None, source=effect)
+        elif exemption.exempt_from == ExemptFrom.CLEANUP:
+            values["container_hold_after_stop_s"] = Sourced(value=None, source=effect)
+            values["created_container_timeout_s"] = Sourced(value=None, source=effect)
+
+    trust = global_value(policy, ("trust_labels",))
+    protected = _flag(policy, "protect", LABEL_PROTECTED, trust, owner=owner, name=name, labels=labels)
+    monitoring = _flag(policy, "monitoring", LABEL_MONITORING, trust, owner=owner, name=name, labels=labels)
+
+    return EffectivePolicy(
+        owner=owner,
+        group=group,
+        container_type=ctype.value,
+        protected=protected,
+        monitoring=monitoring,
+        exemptions=tuple(active),
+        **values,
+    )
+
+
+def _container_type(value: ContainerType | str) -> ContainerType:
+    if isinstance(value, ContainerType):
+        return value
+    try:
+        return ContainerType(value)
+    except ValueError:
+        # A type this version does not know is treated like DS01's 'unknown' (strictest rules).
+        return ContainerType.UNKNOWN
+
+
+def _active_exemptions(policy: PolicySet, owner: str, now: datetime) -> list[ActiveExemption]:
+    """Unexpired exemptions, longest-lasting first (so EffectivePolicy.exemption() returns it)."""
+    current = [e for e in policy.exemptions_of(owner) if is_active(e, now)]
+    current.sort(key=lambda e: (e.spec.expires_at is not None, -(e.spec.expires_at or now).timestamp()))
+    out: list[ActiveExemption] = []
+    for e in current:
+        for kind in e.spec.exempt_from:
+            out.append(
+                ActiveExemption(
+                    name=e.metadata.name,
+                    exempt_from=kind,
+                    reason=e.spec.reason,
+                    approved_by=e.spec.approved_by or "",
+                    expires_at=e.spec.expires_at,
+                    source=f"Exemption/{e.metadata.name}",
+                )
+            )
+    return out
+
+
+def _selectors(policy: PolicySet, field: str) -> tuple[list[ContainerSelector], str]:
+    lifecycle = policy.lifecycle
+    if lifecycle is not None and field in lifecycle.spec.model_fields_set:
+        return list(
+            getattr(lifecycle.spec, field) or ()
+        ), f"LifecyclePolicy/{lifecycle.metadata.name} {field}"
+    return list(getattr(builtin_lifecycle().spec, field) or ()), f"{BUILTIN} {field}"
+
+
+def selector_matches(
+    selector: ContainerSelector, *, owner: str, name: str, labels: Mapping[str, str]
+) -> bool:
+    """All keys the selector gives must match (name glob, every label, owner or its sanitised form)."""
+    if selector.name is not None and not fnmatch.fnmatchcase(name, selector.name):
+        return False
+    if selector.labels and any(labels.get(k) != v for k, v in selector.labels.items()):
+        return False
+    if selector.owner is not None and owner != selector.owner:
+        key = sanitise_username(owner)
+        if not key or key != sanitise_username(selector.owner):
+            return False
+    return True
+
+
+def _describe(selector: ContainerSelector) -> str:
+    parts = []
+    if selector.name is not None:
+        parts.append(f"name {selector.name}")
+    if selector.labels:
+        parts.append(", ".join(f"{k}={v}" for k, v in selector.labels.items()))
+    if selector.owner is not None:
+        parts.append(f"owner {selector.owner}")
+    text = "; ".join(parts)
+    return f"{text}: {selector.reason}" if selector.reason else text
+
+
+def _flag(
+    policy: PolicySet,
+    field: str,
+    label: str,
+    trust: Sourced[Any],
+    *,
+    owner: str,
+    name: str,
+    labels: Mapping[str, str],
+) -> Sourced[bool]:
+    labelled = labels.get(label, "").strip().lower() == TRUE_VALUE
+    if labelled and trust.value:
+        return Sourced(value=True, source=f"label {label}=true (trustLabels from {trust.source})")
+    selectors, where = _selectors(policy, field)
+    for i, selector in enumerate(selectors):
+        if selector_matches(selector, owner=owner, name=name, labels=labels):
+            return Sourced(value=True, source=f"{where}[{i}] ({_describe(selector)})")
+    if labelled:
+        return Sourced(
+            value=False, source=f"label {label}=true ignored (trustLabels: false in {trust.source})"
+        )
+    return Sourced(value=False, source=f"no {field} selector matches ({where})")
+
+
+# --- host-wide --------------------------------------------------------------------------------------------
+
+
+def global_value(policy: PolicySet, path: Sequence[str]) -> Sourced[Any]:
+    """A LifecyclePolicy spec value by field path: the admin's policy if it writes it, else built-in."""
+    lifecycle = policy.lifecycle
+    if lifecycle is not None:
+        found = _written(lifecycle, path)
+        if found is not None:
+            return Sourced(value=found[0], source=f"LifecyclePolicy/{lifecycle.metadata.name}")
+    found = _written(builtin_lifecycle(), path)
+    if found is None:  # pragma: no cover - the built-in default sets every global key (tested)
+        raise AssertionError(f"built-in default lacks spec.{'.'.join(path)}")
+    return Sourced(value=found[0], source=BUILTIN)
+
+
+def _written(policy: LifecyclePolicy, path: Sequence[str]) -> tuple[Any] | None:
+    node: SpecModel = policy.spec
+    for i, part in enumerate(path):
+        if part not in node.model_fields_set:
+            return None
+        value = getattr(node, part)
+        if i == len(path) - 1:
+            return (value,)
+        node = value
+    return None  # pragma: no cover - empty path
+
+
+def global_policy(policy: PolicySet) -> GlobalPolicy:
+    """Host-wide settings (reset, budget, breaker, ledger window, orphans, label trust)."""
+    reset_policy = global_value(policy, ("gpu_reset", "policy"))
+    reset_command = global_value(policy, ("gpu_reset", "command"))
+    host = global_value(policy, ("host_gpu_processes",))
+    names = global_value(policy, ("system_process_names",))
+    return GlobalPolicy(
+        gpu_reset_policy=Sourced(value=GpuResetPolicy(reset_policy.value), source=reset_policy.source),
+        gpu_reset_command=Sourced(value=tuple(reset_command.value), source=reset_command.source),
+        host_gpu_processes=Sourced(value=HostProcessPolicy(host.value), source=host.source),
+        max_destructive_actions_per_pass=global_value(policy, ("safety", "max_destructive_actions_per_pass")),
+        breaker_max_fraction=global_value(policy, ("safety", "breaker_max_fraction")),
+        breaker_min_containers=global_value(policy, ("safety", "breaker_min_containers")),
+        ledger_reservation_window_s=global_value(policy, ("ledger_reservation_window",)),
+        orphan_sightings_required=global_value(policy, ("orphan_sightings_required",)),
+        kill_grace_s=global_value(policy, ("kill_grace",)),
+        trust_labels=global_value(policy, ("trust_labels",)),
+        system_process_names=Sourced(value=tuple(names.value), source=names.source),
+    )

@@ -1,0 +1,201 @@
+"""Reading YAML files into documents that remember where every key and item was written.
+
+Files are read as bytes, decoded as UTF-8 (a bad byte is an error naming its line), parsed with
+PyYAML's safe loader (the C one when available) into nodes, and each node tree is walked to map
+field paths to 1-based line numbers before it is constructed into plain Python values. Duplicate keys,
+which PyYAML would silently resolve to the last one, are errors.
+
+Called by :mod:`desired_state.load` and :mod:`desired_state.ds01_import`. Reads files; knows nothing
+of the kinds.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from desired_state.errors import Loc, PolicyError
+
+_Loader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # the C parser when PyYAML has libyaml
+
+_MERGE_TAG = "tag:yaml.org,2002:merge"
+_MAX_DEPTH = 64
+
+
+@dataclass(frozen=True)
+class YamlDocument:
+    """One YAML document of a file: its data and the line of every key / item in it."""
+
+    path: Path
+    index: int  # 0-based position among the file's documents (empty documents included)
+    data: Any
+    line: int  # where the document starts
+    lines: dict[Loc, int] = field(default_factory=dict, repr=False)
+
+    @property
+    def number(self) -> int:
+        """1-based position, as shown to people."""
+        return self.index + 1
+
+    def line_of(self, loc: Loc) -> int:
+        """The line of the deepest part of ``loc`` that exists in the document."""
+        for end in range(len(loc), 0, -1):
+            found = self.lines.get(tuple(loc[:end]))
+            if found is not None:
+                return found
+        return self.line
+
+
+def display_path(path: Path) -> str:
+    return str(path)
+
+
+def read_text(path: Path) -> tuple[str | None, list[PolicyError]]:
+    """The file's text, or None and an error (unreadable, not UTF-8)."""
+    shown = display_path(path)
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        return None, [PolicyError(shown, None, "file not found", fix="check the path")]
+    except IsADirectoryError:
+        return None, [PolicyError(shown, None, "is a directory, not a file")]
+    except OSError as exc:
+        return None, [
+            PolicyError(shown, None, f"cannot read: {exc.strerror or exc}", fix="check permissions")
+        ]
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        return None, [
+            PolicyError(
+                shown,
+                line,
+                f"not valid UTF-8 (byte 0x{raw[exc.start]:02x} at offset {exc.start})",
+                expected="a UTF-8 text file",
+                fix="save the file as UTF-8 (e.g. iconv -f latin1 -t utf-8)",
+            )
+        ]
+    return text.removeprefix("\ufeff"), []
+
+
+def read_documents(path: Path, text: str | None = None) -> tuple[list[YamlDocument], list[PolicyError]]:
+    """Every document of a YAML file (null documents included, data None), or the errors."""
+    errors: list[PolicyError] = []
+    if text is None:
+        text, errors = read_text(path)
+        if text is None:
+            return [], errors
+    shown = display_path(path)
+    docs: list[YamlDocument] = []
+    loader = _Loader(text)
+    try:
+        while loader.check_node():
+            node = loader.get_node()
+            index = len(docs)
+            if node is None:  # pragma: no cover - check_node said there is one
+                break
+            lines: dict[Loc, int] = {}
+            dupes: list[PolicyError] = []
+            _walk(node, (), lines, dupes, shown, index, 0)
+            if dupes:
+                errors.extend(dupes)
+            try:
+                data = loader.construct_document(node)
+            except (yaml.YAMLError, ValueError, TypeError) as exc:
+                # e.g. an unquoted impossible date such as 2026-02-30
+                mark = getattr(exc, "problem_mark", None) or node.start_mark
+                errors.append(
+                    PolicyError(
+                        shown,
+                        mark.line + 1,
+                        f"cannot read a value: {getattr(exc, 'problem', None) or exc}",
+                        document=index + 1,
+                        fix="quote the value or correct it",
+                    )
+                )
+                data = None
+            docs.append(YamlDocument(path, index, data, node.start_mark.line + 1, lines))
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        problem = exc.problem or str(exc)
+        context = f" ({exc.context})" if exc.context else ""
+        errors.append(
+            PolicyError(
+                shown,
+                mark.line + 1 if mark is not None else None,
+                f"YAML syntax error: {problem}{context}",
+                document=len(docs) + 1,
+                expected="valid YAML",
+                fix="check the indentation, colons and quoting on this line and the one before",
+            )
+        )
+    except yaml.YAMLError as exc:  # pragma: no cover - unmarked errors are rare
+        errors.append(PolicyError(shown, None, f"YAML error: {exc}", expected="valid YAML"))
+    finally:
+        loader.dispose()
+    return docs, errors
+
+
+def _walk(
+    node: yaml.Node,
+    loc: Loc,
+    lines: dict[Loc, int],
+    errors: list[PolicyError],
+    shown: str,
+    index: int,
+    depth: int,
+) -> None:
+    if depth > _MAX_DEPTH:
+        return
+    if isinstance(node, yaml.MappingNode):
+        seen: dict[Any, int] = {}
+        for key_node, value_node in node.value:
+            if key_node.tag == _MERGE_TAG:
+                continue
+            key: Any = key_node.value if isinstance(key_node, yaml.ScalarNode) else None
+            if key is None:
+                continue
+            key = _scalar_key(key_node)
+            line = key_node.start_mark.line + 1
+            if key in seen:
+                errors.append(
+                    PolicyError(
+                        shown,
+                        line,
+                        f"duplicate key '{key}' (first on line {seen[key]}); "
+                        "YAML would silently keep only the last",
+                        document=index + 1,
+                        field=".".join(str(p) for p in (*loc, key)),
+                        fix="remove one of them",
+                    )
+                )
+                continue
+            seen[key] = line
+            child = (*loc, key)
+            lines[child] = line
+            _walk(value_node, child, lines, errors, shown, index, depth + 1)
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            child = (*loc, i)
+            lines[child] = item.start_mark.line + 1
+            _walk(item, child, lines, errors, shown, index, depth + 1)
+
+
+def _scalar_key(node: yaml.ScalarNode) -> str | int:
+    """Keys as the constructor will make them: ints stay ints (DS01's mig_gpus: {0: ...})."""
+    if node.tag == "tag:yaml.org,2002:int":
+        try:
+            return int(node.value)
+        except ValueError:
+            return str(node.value)
+    return str(node.value)
+
+
+def non_empty(docs: Sequence[YamlDocument]) -> list[YamlDocument]:
+    """Documents that hold something (a bare '---' or a trailing separator makes a null one)."""
+    return [d for d in docs if d.data is not None]

@@ -1,0 +1,363 @@
+"""DS01 import: the real resource-limits.yaml, lossless and the same as the hand-written CRD-like specs."""
+
+from __future__ import annotations
+
+import shutil
+import textwrap
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from crd_like_specs.kinds import LifecyclePolicy, SpecModel
+from crd_like_specs.vocabulary import ContainerType
+from desired_state.ds01_import import import_ds01, main
+from desired_state.errors import PolicyLoadError
+from desired_state.load import builtin_lifecycle, builtin_policy, dump_documents, load_policy, load_spec_text
+from desired_state.policy_set import PolicySet
+from desired_state.resolve import resolve_effective_policy
+
+DATA = Path(__file__).resolve().parents[1] / "data"
+DS01_DIR = DATA / "ds01"
+EQUIVALENT = DATA / "policy" / "ds01-equivalent.yaml"
+NOW = datetime(2026, 7, 1, tzinfo=UTC)
+
+
+@pytest.fixture
+def real_file_only(tmp_path: Path) -> Path:
+    """The shipped resource-limits.yaml alone: no members, overrides or exemptions."""
+    shutil.copy(DS01_DIR / "resource-limits.yaml", tmp_path / "resource-limits.yaml")
+    return tmp_path
+
+
+def write(directory: Path, name: str, text: str) -> Path:
+    path = directory / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(textwrap.dedent(text))
+    return path
+
+
+def test_import_equals_the_hand_written_crd_documents(tmp_path: Path) -> None:
+    imported = import_ds01(DS01_DIR)
+    specs = tmp_path / "specs"
+    specs.mkdir()
+    # The equivalent refers to the members files as ../ds01/groups/*.members: keep that layout.
+    shutil.copytree(DS01_DIR, tmp_path / "ds01")
+    shutil.copy(EQUIVALENT, specs / "policy.yaml")
+    hand_written = load_policy(specs_dir=specs)
+    assert imported.documents() == hand_written.documents()
+    assert imported == hand_written
+
+
+def test_import_dump_load_is_unchanged() -> None:
+    imported = import_ds01(DS01_DIR)
+    again = load_spec_text(dump_documents(imported.documents()))
+    assert again.documents() == imported.documents()
+
+
+def test_the_converter_prints_loadable_specs(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main([str(DS01_DIR)]) == 0
+    printed = capsys.readouterr().out
+    assert load_spec_text(printed) == import_ds01(DS01_DIR)
+    assert main([]) == 2
+
+
+def _written_leaves(model: SpecModel, prefix: tuple[str, ...] = ()) -> dict[tuple[str, ...], object]:
+    out: dict[tuple[str, ...], object] = {}
+    for name in model.model_fields_set:
+        value = getattr(model, name)
+        if isinstance(value, SpecModel):
+            out.update(_written_leaves(value, (*prefix, name)))
+        elif isinstance(value, dict) and value and all(isinstance(v, SpecModel) for v in value.values()):
+            for key, item in value.items():
+                out.update(_written_leaves(item, (*prefix, name, str(key))))
+        else:
+            out[(*prefix, name)] = value
+    return out
+
+
+def test_builtin_default_equals_ds01s_shipped_file(real_file_only: Path) -> None:
+    imported = import_ds01(real_file_only)
+    builtin = builtin_policy()
+    # the groups are identical documents (no members either way)
+    assert imported.groups == builtin.groups
+    # every key the shipped file sets has the same value in the built-in LifecyclePolicy
+    assert imported.lifecycle is not None
+    shipped = _written_leaves(imported.lifecycle.spec)
+    ours = _written_leaves(builtin_lifecycle().spec)
+    assert len(shipped) > 50
+    assert {k: ours.get(k, "<missing>") for k in shipped} == shipped
+
+
+@pytest.mark.parametrize("owner", ["sam", "nobody", "unknown", "root"])
+@pytest.mark.parametrize("ctype", list(ContainerType))
+def test_no_configuration_behaves_like_the_shipped_file(
+    real_file_only: Path, owner: str, ctype: ContainerType
+) -> None:
+    imported = import_ds01(real_file_only)
+    a = resolve_effective_policy(imported, owner=owner, container_type=ctype, name="c", labels={}, now=NOW)
+    b = resolve_effective_policy(
+        builtin_policy(), owner=owner, container_type=ctype, name="c", labels={}, now=NOW
+    )
+    values_a = {k: v.value for k, v in a if hasattr(v, "value")}
+    values_b = {k: v.value for k, v in b if hasattr(v, "value")}
+    assert values_a == values_b
+
+
+def test_members_files_merge_with_inline_members_and_sort(tmp_path: Path) -> None:
+    write(
+        tmp_path,
+        "resource-limits.yaml",
+        """
+        groups:
+          researcher:
+            members: [zed, rita]
+            idle_timeout_h: 1
+    """,
+    )
+    write(tmp_path, "groups/researcher.members", "# comment\nrita\n  ann  # trailing comment\n\n")
+    policy = import_ds01(tmp_path)
+    assert policy.groups[0].spec.members == ["ann", "rita", "zed"]
+
+
+def test_optional_files_may_be_missing_and_comment_only_sections_are_empty(tmp_path: Path) -> None:
+    write(
+        tmp_path,
+        "resource-limits.yaml",
+        """
+        defaults:
+          # everything commented out
+        groups:
+          student:
+            # comment-only group
+          researcher:
+            aggregate:
+              # nothing
+            policies:
+              # nothing
+        gpu_allocation:
+          # slots_per_gpu: 1
+        policies:
+        container_types:
+          docker:
+        monitoring:
+        user_overrides:
+    """,
+    )
+    write(tmp_path, "user-overrides.yaml", "# nobody yet\n")
+    write(tmp_path, "lifecycle-exemptions.yaml", "exemptions:\n")
+    policy = import_ds01(tmp_path)
+    assert [g.metadata.name for g in policy.groups] == ["student", "researcher"]
+    assert policy.overrides == () and policy.exemptions == ()
+    assert policy.lifecycle is not None and policy.lifecycle.spec.default_group == "student"
+
+
+def test_legacy_aliases_are_honoured(tmp_path: Path) -> None:
+    write(
+        tmp_path,
+        "resource-limits.yaml",
+        """
+        defaults:
+          max_gpu_slots: 2
+          max_gpus_per_container: 3
+          cpus: 8
+        groups:
+          a:
+            max_mig_instances: 5
+            max_mig_per_container: 1
+          b:
+            max_gpus_per_user: null
+        gpu_allocation:
+          mig_instances_per_gpu: 7
+        policies:
+          sigterm_grace_seconds: 20
+    """,
+    )
+    policy = import_ds01(tmp_path)
+    lifecycle = policy.lifecycle
+    assert lifecycle is not None
+    res = lifecycle.spec.resources
+    assert (res.max_gpu_equivalents, res.max_gpu_slots_per_container, res.max_cpus) == (2.0, 3, 8.0)
+    a, b = policy.groups
+    assert (a.spec.resources.max_gpu_equivalents, a.spec.resources.max_gpu_slots_per_container) == (5.0, 1)
+    assert b.spec.resources.max_gpu_equivalents is None
+    assert "max_gpu_equivalents" in b.spec.resources.model_fields_set  # null (unlimited), not unset
+    gpu = lifecycle.spec.ds01.gpu_allocation
+    assert gpu is not None and gpu.slots_per_gpu == 7
+    assert lifecycle.spec.settings.sigterm_grace == 20.0
+
+
+def test_old_unsuffixed_keys_with_units_are_read_as_what_they_say(tmp_path: Path) -> None:
+    write(
+        tmp_path,
+        "resource-limits.yaml",
+        """
+        defaults:
+          max_runtime: "24h"
+          idle_timeout: 30m
+          container_hold_after_stop: null
+        policies:
+          grace_period: 45m
+        container_types:
+          docker:
+            max_runtime: 2d
+    """,
+    )
+    lifecycle = import_ds01(tmp_path).lifecycle
+    assert lifecycle is not None
+    s = lifecycle.spec.settings
+    assert (s.max_runtime, s.idle_timeout, s.container_hold_after_stop, s.grace_period) == (
+        86400.0,
+        1800.0,
+        None,
+        2700.0,
+    )
+    assert lifecycle.spec.container_types[ContainerType.DOCKER].max_runtime == 172800.0
+
+
+def test_non_lifecycle_keys_are_preserved(tmp_path: Path) -> None:
+    write(
+        tmp_path,
+        "resource-limits.yaml",
+        """
+        defaults:
+          memory: 16g
+          storage_tmp: 50G
+          io_read_bps: 500M
+          priority: 3
+        enforcement: {aggregate_limits: false, cgroup_driver: cgroupfs}
+        access_control:
+          admin_users: [root]
+          wrapper: {enforcement_mode: monitoring, debug_level: 2, unknown_commands: deny}
+        bare_metal_access: {default_grant_duration_h: 2, exempt_users: []}
+        groups:
+          g:
+            aggregate: {cpu_quota: "200%", memory_max: 8G, tasks_max: null}
+    """,
+    )
+    policy = import_ds01(tmp_path)
+    lifecycle = policy.lifecycle
+    assert lifecycle is not None
+    res = lifecycle.spec.resources
+    assert (res.memory, res.storage_tmp, res.io_read_bps, res.priority) == ("16g", "50G", "500M", 3)
+    ds01 = lifecycle.spec.ds01
+    assert ds01.enforcement is not None and ds01.enforcement.cgroup_driver == "cgroupfs"
+    assert ds01.access_control is not None and ds01.access_control.wrapper is not None
+    assert ds01.access_control.wrapper.unknown_commands == "deny"
+    assert ds01.bare_metal_access is not None and ds01.bare_metal_access.default_grant_duration == 7200.0
+    aggregate = policy.groups[0].spec.resources.aggregate
+    assert aggregate is not None and (aggregate.cpu_quota, aggregate.tasks_max) == ("200%", None)
+    # and nothing is lost on the way through YAML
+    assert load_spec_text(dump_documents(policy.documents())) == policy
+
+
+def test_infrastructure_containers_become_protect_by_prefix(real_file_only: Path) -> None:
+    policy = import_ds01(real_file_only)
+    for name, protected in [
+        ("ds01-grafana", True),
+        ("ds01-grafana-2", True),
+        ("my-ds01-grafana", False),
+        ("web", False),
+    ]:
+        eff = resolve_effective_policy(
+            policy, owner="x", container_type="docker", name=name, labels={}, now=NOW
+        )
+        assert eff.protected.value is protected, name
+    eff = resolve_effective_policy(
+        policy, owner="x", container_type="docker", name="ds01-prometheus", labels={}, now=NOW
+    )
+    assert eff.protected.source.startswith("LifecyclePolicy/ds01 protect[0]")
+
+
+def test_keys_ds01_declared_but_never_read_are_honoured(tmp_path: Path) -> None:
+    write(
+        tmp_path,
+        "resource-limits.yaml",
+        """
+        policies:
+          keepalive_max_duration_h: 12
+          created_container_timeout_m: 5
+    """,
+    )
+    eff = resolve_effective_policy(
+        import_ds01(tmp_path), owner="a", container_type="atomic", name="c", labels={}, now=NOW
+    )
+    assert (
+        eff.keepalive_max_age_s.value == 43200.0 and eff.keepalive_max_age_s.source == "LifecyclePolicy/ds01"
+    )
+    assert eff.created_container_timeout_s.value == 300.0
+
+
+def test_override_file_entry_replaces_the_inline_entry(tmp_path: Path) -> None:
+    write(
+        tmp_path,
+        "resource-limits.yaml",
+        """
+        user_overrides:
+          alice: {idle_timeout_h: 5, max_runtime_h: 5}
+          bob: {idle_timeout_h: 2}
+    """,
+    )
+    write(tmp_path, "user-overrides.yaml", "alice: {idle_timeout_h: 7}\n")
+    policy = import_ds01(tmp_path)
+    by_user = {o.spec.user: o for o in policy.overrides}
+    assert by_user["alice"].spec.settings.idle_timeout == 7 * 3600.0
+    assert "max_runtime" not in by_user["alice"].spec.settings.model_fields_set  # whole entry replaced
+    assert by_user["bob"].spec.settings.idle_timeout == 2 * 3600.0
+
+
+def test_exemption_records_become_exemptions(tmp_path: Path) -> None:
+    shutil.copy(DS01_DIR / "resource-limits.yaml", tmp_path)
+    write(
+        tmp_path,
+        "lifecycle-exemptions.yaml",
+        """
+        exemptions:
+          - username: a.b@school.lan
+            exempt_from: [idle_timeout, max_runtime_h]
+            reason: old and new spellings
+            expires_on: 2030-01-01T00:00:00Z
+            requested_by: a.b
+            metadata: {ticket_ref: T-1, project: 7}
+          - username: c
+            exempt_from: [idle_timeout_h]
+            reason: no expiry key means permanent
+    """,
+    )
+    first, second = import_ds01(tmp_path).exemptions
+    assert first.metadata.name == "a_b-0"
+    assert [e.value for e in first.spec.exempt_from] == ["idle", "max_runtime"]
+    assert first.spec.expires_at == datetime(2030, 1, 1, tzinfo=UTC)
+    assert first.metadata.annotations == {"ticket_ref": "T-1", "project": "7"}
+    assert second.spec.expires_at is None and "expires_at" in second.spec.model_fields_set
+
+
+def test_ds01_and_specs_together_form_one_policy(tmp_path: Path) -> None:
+    specs = tmp_path / "specs"
+    write(
+        specs,
+        "grant.yaml",
+        """
+        apiVersion: ds01.io/v1alpha1
+        kind: Exemption
+        metadata: {name: sam-demo}
+        spec: {user: sam, exemptFrom: [idle], reason: demo day, expiresAt: null}
+    """,
+    )
+    policy = load_policy(specs_dir=specs, ds01_config_dir=DS01_DIR)
+    assert isinstance(policy, PolicySet) and isinstance(policy.lifecycle, LifecyclePolicy)
+    assert "sam-demo" in {e.metadata.name for e in policy.exemptions}
+    eff = resolve_effective_policy(policy, owner="sam", container_type="atomic", name="c", labels={}, now=NOW)
+    assert eff.idle_timeout_s.value is None and eff.idle_timeout_s.source == "Exemption/sam-demo"
+    # a LifecyclePolicy in the specs as well would be a second one
+    write(
+        specs, "policy.yaml", "apiVersion: ds01.io/v1alpha1\nkind: LifecyclePolicy\nmetadata: {name: mine}\n"
+    )
+    with pytest.raises(PolicyLoadError, match="a second LifecyclePolicy"):
+        load_policy(specs_dir=specs, ds01_config_dir=DS01_DIR)
+
+
+def test_the_real_file_needs_no_extras_and_has_no_errors(real_file_only: Path) -> None:
+    policy = load_policy(ds01_config_dir=real_file_only)
+    assert policy.origin == f"DS01 config {real_file_only}"
+    assert [s.kind for s in policy.sources].count("UserGroup") == 4

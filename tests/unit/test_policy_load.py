@@ -1,0 +1,133 @@
+"""Loading and reload: the built-in default, spec directories, and the daemon's PolicyHolder."""
+
+from __future__ import annotations
+
+import os
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from desired_state import load
+from desired_state.errors import PolicyLoadError
+from desired_state.load import PolicyHolder, load_policy
+
+HEAD = "apiVersion: ds01.io/v1alpha1\n"
+GOOD = HEAD + "kind: LifecyclePolicy\nmetadata: {name: p}\nspec:\n  settings: {idleTimeout: %s}\n"
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = datetime(2026, 7, 1, tzinfo=UTC)
+
+    def __call__(self) -> datetime:
+        self.now += timedelta(seconds=1)
+        return self.now
+
+
+def write(path: Path, text: str) -> None:
+    path.write_text(text)
+    # a distinct mtime even on coarse file systems
+    stamp = path.stat().st_mtime_ns + 1_000_000_000
+    os.utime(path, ns=(stamp, stamp))
+
+
+def test_nothing_configured_is_the_builtin_default() -> None:
+    policy = load_policy()
+    assert policy.origin == "built-in default" and policy.lifecycle is None
+    assert [s.path for s in policy.sources] == ["<built-in>"] * 5
+
+
+def test_a_missing_specs_directory_is_an_error(tmp_path: Path) -> None:
+    with pytest.raises(PolicyLoadError, match="specs directory does not exist"):
+        load_policy(specs_dir=tmp_path / "nope")
+
+
+def test_sources_record_file_kind_name(tmp_path: Path) -> None:
+    (tmp_path / "a.yaml").write_text(GOOD % "1h")
+    (tmp_path / "b.yml").write_text(HEAD + "kind: UserGroup\nmetadata: {name: g}\n")
+    (tmp_path / ".hidden.yaml").write_text("not: [valid")  # editor droppings are ignored
+    (tmp_path / "notes.txt").write_text("ignored")
+    policy = load_policy(specs_dir=tmp_path)
+    assert [(s.kind, s.name, Path(s.path).name, s.document, s.line) for s in policy.sources] == [
+        ("LifecyclePolicy", "p", "a.yaml", 1, 1),
+        ("UserGroup", "g", "b.yml", 1, 1),
+    ]
+    assert str(policy.sources[0]).startswith("LifecyclePolicy/p from ")
+
+
+def test_holder_keeps_the_last_good_policy(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    spec = tmp_path / "policy.yaml"
+    write(spec, GOOD % "1h")
+    clock = Clock()
+    holder = PolicyHolder(tmp_path, None, clock=clock)
+    first = holder.current
+    assert holder.last_error is None and holder.loaded_at == clock.now
+
+    reads = []
+    real_collect = load._collect
+    monkeypatch.setattr(load, "_collect", lambda *a: reads.append(1) or real_collect(*a))
+    assert holder.reload() == [] and reads == []  # nothing changed: nothing read
+
+    write(spec, GOOD % "48")  # an ambiguous plain number
+    errors = holder.reload()
+    assert len(errors) == 1 and "plain number 48 is ambiguous" in str(errors[0])
+    assert holder.current is first  # still in force
+    assert holder.last_error == str(errors[0]) and holder.last_error_at == clock.now
+    assert holder.reload() == [] and len(reads) == 1  # reported once, not re-read every pass
+
+    write(spec, GOOD % "2h")
+    assert holder.reload() == []
+    lifecycle = holder.current.lifecycle
+    assert lifecycle is not None and lifecycle.spec.settings.idle_timeout == 7200.0
+    assert holder.last_error is None and holder.last_error_at is None and holder.loaded_at == clock.now
+
+    holder.force_reload()
+    assert holder.reload() == [] and len(reads) == 3
+
+
+def test_holder_notices_new_files_and_members_files(tmp_path: Path) -> None:
+    members = tmp_path / "g.members"
+    members.write_text("alice\n")
+    (tmp_path / "g.yaml").write_text(
+        HEAD + "kind: UserGroup\nmetadata: {name: g}\nspec: {membersFile: g.members}\n"
+    )
+    holder = PolicyHolder(tmp_path)
+    assert holder.current.groups[0].spec.members == ["alice"]
+    write(members, "alice\nbob\n")
+    assert holder.reload() == []
+    assert holder.current.groups[0].spec.members == ["alice", "bob"]
+    write(tmp_path / "o.yaml", HEAD + "kind: UserOverride\nmetadata: {name: bob}\nspec: {user: bob}\n")
+    assert holder.reload() == [] and len(holder.current.overrides) == 1
+
+
+def test_holder_refuses_to_start_on_a_bad_policy(tmp_path: Path) -> None:
+    (tmp_path / "p.yaml").write_text(GOOD % "-1h")
+    with pytest.raises(PolicyLoadError, match="negative duration"):
+        PolicyHolder(tmp_path)
+
+
+def test_holder_with_ds01_config(tmp_path: Path) -> None:
+    limits = tmp_path / "resource-limits.yaml"
+    write(limits, "defaults:\n  idle_timeout_h: 1\n")
+    holder = PolicyHolder(None, tmp_path)
+    assert holder.current.lifecycle is not None
+    write(tmp_path / "user-overrides.yaml", "alice: {idle_timeout_h: 2}\n")
+    assert holder.reload() == [] and [o.spec.user for o in holder.current.overrides] == ["alice"]
+    (tmp_path / "groups").mkdir()
+    write(tmp_path / "groups" / "student.members", "sam\n")
+    write(limits, "defaults:\n  idle_timeout_h: 1\ngroups:\n  student: {}\n")
+    assert holder.reload() == [] and holder.current.groups[0].spec.members == ["sam"]
+
+
+def test_spec_text_reads_members_files_beside_its_name(tmp_path: Path) -> None:
+    from desired_state.load import load_spec_text
+
+    (tmp_path / "g.members").write_text("zoe\n# not a member\n")
+    text = HEAD + "kind: UserGroup\nmetadata: {name: g}\nspec: {members: [amy], membersFile: g.members}\n"
+    policy = load_spec_text(text, name=str(tmp_path / "groups.yaml"))
+    assert policy.groups[0].spec.members == ["amy", "zoe"]
+    assert policy.groups[0].spec.members_file is None  # folded in; the source records the file
+    assert "g.members" in policy.sources[0].detail
+    with pytest.raises(PolicyLoadError, match=r"membersFile 'g\.members' not found"):
+        load_spec_text(text, name=str(tmp_path / "elsewhere" / "groups.yaml"))

@@ -1,0 +1,370 @@
+"""Bad inputs: every error names the file, the line, the field, what was expected and the fix.
+
+Each case writes a small config into a temporary directory, validates it with ``validate_paths``
+(what ``ds01ctl validate`` runs) and checks the message. DS01 files are validated as a config
+directory; CRD-like specs as files.
+"""
+
+from __future__ import annotations
+
+import shutil
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from desired_state.errors import PolicyLoadError
+from desired_state.load import load_policy
+from desired_state.validate import main, validate_paths, validation_errors
+
+DATA = Path(__file__).resolve().parents[1] / "data"
+EXAMPLES = Path(__file__).resolve().parents[2] / "crd_like_specs" / "examples"
+
+HEAD = "apiVersion: ds01.io/v1alpha1\n"
+
+
+def ds01(body: str) -> dict[str, str | bytes]:
+    return {"resource-limits.yaml": textwrap.dedent(body)}
+
+
+def spec(body: str) -> dict[str, str | bytes]:
+    return {"specs/policy.yaml": textwrap.dedent(body)}
+
+
+# name, files, validated path, (file, line, field), substrings of the message
+CASES: list[tuple[str, dict[str, str | bytes], str, tuple[str, int, str], list[str]]] = [
+    (
+        "unit string in a unit-suffixed key",
+        ds01('defaults:\n  max_cpus: 4\n  idle_timeout_h: "24h"\n'),
+        ".",
+        ("resource-limits.yaml", 3, "defaults.idle_timeout_h"),
+        ["unit is already in the key name", "bare number such as 24"],
+    ),
+    (
+        "negative DS01 duration",
+        ds01("container_types:\n  docker:\n    max_runtime_h: -2\n"),
+        ".",
+        ("resource-limits.yaml", 3, "container_types.docker.max_runtime_h"),
+        ["negative duration -2"],
+    ),
+    (
+        "negative CRD duration",
+        spec(HEAD + "kind: LifecyclePolicy\nmetadata: {name: p}\nspec:\n  settings:\n    maxRuntime: -1h\n"),
+        "specs",
+        ("policy.yaml", 6, "spec.settings.maxRuntime"),
+        ["document 1 (LifecyclePolicy/p)", "negative duration"],
+    ),
+    (
+        "plain number in a CRD duration",
+        spec(HEAD + "kind: LifecyclePolicy\nmetadata: {name: p}\nspec:\n  settings:\n    idleTimeout: 48\n"),
+        "specs",
+        ("policy.yaml", 6, "spec.settings.idleTimeout"),
+        ["plain number 48 is ambiguous", "'48h'"],
+    ),
+    (
+        "bare number in an old unsuffixed DS01 key",
+        ds01("defaults:\n  max_runtime: 48\n"),
+        ".",
+        ("resource-limits.yaml", 2, "defaults.max_runtime"),
+        ["ambiguous", "use max_runtime_h: 48"],
+    ),
+    (
+        "unknown DS01 key with a suggestion",
+        ds01("groups:\n  researcher:\n    idle_timout_h: 1\n"),
+        ".",
+        ("resource-limits.yaml", 3, "groups.researcher.idle_timout_h"),
+        ["unknown key 'idle_timout_h'", "rename it to 'idle_timeout_h'"],
+    ),
+    (
+        "unknown DS01 top-level section",
+        ds01("defaults: {}\nadvanced:\n  x: 1\n"),
+        ".",
+        ("resource-limits.yaml", 2, "advanced"),
+        ["unknown key 'advanced'", "expected one of:"],
+    ),
+    (
+        "unknown CRD field with a suggestion",
+        spec(HEAD + "kind: UserGroup\nmetadata: {name: g}\nspec:\n  setings: {}\n"),
+        "specs",
+        ("policy.yaml", 5, "spec.setings"),
+        ["unknown field 'setings'", "rename it to 'settings'"],
+    ),
+    (
+        "wrong type in DS01, shown with DS01's key",
+        ds01("defaults:\n  max_containers_per_user: three\n"),
+        ".",
+        ("resource-limits.yaml", 2, "defaults.max_containers_per_user"),
+        ["'three' is not a whole number"],
+    ),
+    (
+        "wrong type in CRD",
+        spec(
+            HEAD
+            + "kind: LifecyclePolicy\nmetadata: {name: p}\nspec:\n  settings:\n    gpuIdleThresholdPct: '5'\n"
+        ),
+        "specs",
+        ("policy.yaml", 6, "spec.settings.gpuIdleThresholdPct"),
+        ["'5' is not a number", "fix: write a number"],
+    ),
+    (
+        "boolean in a DS01 duration",
+        ds01("policies:\n  grace_period_m: yes\n"),
+        ".",
+        ("resource-limits.yaml", 2, "policies.grace_period_m"),
+        ["True is not a number"],
+    ),
+    (
+        "null where never is not allowed",
+        ds01("policies:\n  sigterm_grace_s: null\n"),
+        ".",
+        ("resource-limits.yaml", 2, "policies.sigterm_grace_s"),
+        ["null is not allowed here"],
+    ),
+    (
+        "a legacy alias together with its current name",
+        ds01("defaults:\n  max_gpu_equivalents: 1\n  max_gpu_slots: 2\n"),
+        ".",
+        ("resource-limits.yaml", 3, "defaults.max_gpu_slots"),
+        ["set the same value", "keep only 'max_gpu_equivalents'"],
+    ),
+    (
+        "a group that is a list",
+        ds01("groups:\n  student: [a, b]\n"),
+        ".",
+        ("resource-limits.yaml", 2, "groups.student"),
+        ["expected a mapping"],
+    ),
+    (
+        "an exemption without a time zone",
+        {
+            "resource-limits.yaml": "defaults: {}\n",
+            "lifecycle-exemptions.yaml": "exemptions:\n  - username: a\n    exempt_from: [idle_timeout_h]\n"
+            "    reason: r\n    expires_on: 2026-03-31T23:59:59\n",
+        },
+        ".",
+        ("lifecycle-exemptions.yaml", 5, "exemptions[0].expires_on"),
+        ["has no time zone", "append Z"],
+    ),
+    (
+        "an unknown exempt_from value",
+        {
+            "resource-limits.yaml": "defaults: {}\n",
+            "lifecycle-exemptions.yaml": "exemptions:\n  - username: a\n"
+            "    exempt_from: [gpu]\n    reason: r\n",
+        },
+        ".",
+        ("lifecycle-exemptions.yaml", 3, "exemptions[0].exempt_from[0]"),
+        ["'gpu' is not allowed", "'idle', 'max_runtime' or 'cleanup'"],
+    ),
+    (
+        "a missing members file",
+        spec(HEAD + "kind: UserGroup\nmetadata: {name: g}\nspec:\n  membersFile: g.members\n"),
+        "specs",
+        ("policy.yaml", 5, "spec.membersFile"),
+        ["membersFile 'g.members' not found", "create the file or correct the path"],
+    ),
+    (
+        "duplicate names",
+        spec(
+            HEAD
+            + "kind: UserGroup\nmetadata: {name: g}\n---\n"
+            + HEAD
+            + "kind: UserGroup\nmetadata:\n  name: g\n"
+        ),
+        "specs",
+        ("policy.yaml", 8, "metadata.name"),
+        ["document 2 (UserGroup/g)", "duplicate UserGroup name 'g'", "policy.yaml:1"],
+    ),
+    (
+        "two LifecyclePolicies",
+        spec(
+            HEAD
+            + "kind: LifecyclePolicy\nmetadata: {name: a}\n---\n"
+            + HEAD
+            + "kind: LifecyclePolicy\nmetadata: {name: b}\n"
+        ),
+        "specs",
+        ("policy.yaml", 5, ""),
+        ["document 2 (LifecyclePolicy/b)", "a second LifecyclePolicy", "only one may be active"],
+    ),
+    (
+        "two overrides for one user",
+        spec(
+            HEAD
+            + "kind: UserOverride\nmetadata: {name: a}\nspec: {user: u}\n---\n"
+            + HEAD
+            + "kind: UserOverride\nmetadata: {name: b}\nspec:\n  user: u\n"
+        ),
+        "specs",
+        ("policy.yaml", 10, "spec.user"),
+        ["a second UserOverride for user 'u'"],
+    ),
+    (
+        "defaultGroup naming no group",
+        spec(HEAD + "kind: LifecyclePolicy\nmetadata: {name: p}\nspec:\n  defaultGroup: students\n"),
+        "specs",
+        ("policy.yaml", 5, "spec.defaultGroup"),
+        ["defaultGroup 'students' names no UserGroup"],
+    ),
+    (
+        "a duplicate YAML key",
+        spec(HEAD + "kind: UserGroup\nmetadata: {name: g}\nspec:\n  order: 1\n  order: 2\n"),
+        "specs",
+        ("policy.yaml", 6, "spec.order"),
+        ["duplicate key 'order' (first on line 5)"],
+    ),
+    (
+        "a YAML syntax error",
+        spec(HEAD + "kind: UserGroup\nmetadata: {name: g\nspec: {}\n"),
+        "specs",
+        ("policy.yaml", 4, ""),
+        ["YAML syntax error"],
+    ),
+    (
+        "an empty spec file",
+        spec(""),
+        "specs",
+        ("policy.yaml", 1, ""),
+        ["holds no documents"],
+    ),
+    (
+        "an empty DS01 file",
+        ds01("# all commented out\n"),
+        ".",
+        ("resource-limits.yaml", 1, ""),
+        ["the file is empty"],
+    ),
+    (
+        "a non-UTF-8 file",
+        {"specs/policy.yaml": b"# caf\xe9 in latin-1\n" + HEAD.encode() + b"kind: UserGroup\n"},
+        "specs",
+        ("policy.yaml", 1, ""),
+        ["not valid UTF-8", "save the file as UTF-8"],
+    ),
+    (
+        "an unknown kind",
+        spec(HEAD + "kind: Usergroup\nmetadata: {name: g}\n"),
+        "specs",
+        ("policy.yaml", 2, "kind"),
+        ["unknown kind 'Usergroup'", "write kind: UserGroup"],
+    ),
+    (
+        "a document that is not a mapping",
+        spec("- just\n- a list\n"),
+        "specs",
+        ("policy.yaml", 1, ""),
+        ["a document must be a mapping"],
+    ),
+    (
+        "an unsafe reset command",
+        spec(
+            HEAD
+            + "kind: LifecyclePolicy\nmetadata: {name: p}\nspec:\n"
+            + "  gpuReset:\n    command: [nvidia-smi, -r]\n"
+        ),
+        "specs",
+        ("policy.yaml", 6, "spec.gpuReset.command"),
+        ["must name the GPU with '{uuid}'"],
+    ),
+]
+
+
+def materialise(tmp_path: Path, files: dict[str, str | bytes]) -> None:
+    for rel, content in files.items():
+        path = tmp_path / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if isinstance(content, bytes):
+            path.write_bytes(content)
+        else:
+            path.write_text(content)
+
+
+@pytest.mark.parametrize(("name", "files", "target", "where", "words"), CASES, ids=[c[0] for c in CASES])
+def test_bad_input_is_reported_where_it_is(
+    tmp_path: Path,
+    name: str,
+    files: dict[str, str | bytes],
+    target: str,
+    where: tuple[str, int, str],
+    words: list[str],
+) -> None:
+    materialise(tmp_path, files)
+    errors = validation_errors([tmp_path / target])
+    assert errors, f"{name}: expected an error"
+    file_name, line, field = where
+    matching = [e for e in errors if e.file is not None and Path(e.file).name == file_name and e.line == line]
+    assert matching, f"{name}: no error at {file_name}:{line}: {[str(e) for e in errors]}"
+    error = matching[0]
+    assert error.field == field
+    message = str(error)
+    assert message.startswith(str(tmp_path))
+    assert f"{file_name}:{line}: " in message
+    for word in words:
+        assert word in message, f"{word!r} not in {message!r}"
+    # and the same problem stops a load, with the same message
+    load_args = {"ds01_config_dir": tmp_path} if target == "." else {"specs_dir": tmp_path / target}
+    with pytest.raises(PolicyLoadError) as info:
+        load_policy(**load_args)
+    assert message in {str(e) for e in info.value.errors}
+
+
+def test_every_problem_is_reported_in_one_round(tmp_path: Path) -> None:
+    materialise(
+        tmp_path, ds01("defaults:\n  idle_timeout_h: '1h'\n  memry: 1g\npolicies:\n  grace_period_m: -1\n")
+    )
+    messages = validate_paths([tmp_path])
+    assert len(messages) == 3
+    assert [m.split(":")[1] for m in messages] == ["2", "3", "5"]  # sorted by line
+
+
+@pytest.mark.parametrize(
+    "files",
+    [
+        # comment-only sections are empty, not errors (DS01's a8597c2 crash)
+        ds01("defaults:\n  # nothing\ngroups:\n  student:\n    # nothing\ngpu_allocation:\n  # nothing\n"),
+        # an expired exemption is valid: it stays on record
+        {
+            "resource-limits.yaml": "defaults: {}\n",
+            "lifecycle-exemptions.yaml": "exemptions:\n  - username: a\n    exempt_from: [idle_timeout_h]\n"
+            "    reason: r\n    expires_on: 2001-01-01T00:00:00Z\n",
+        },
+    ],
+    ids=["comment-only sections", "expired exemption"],
+)
+def test_valid_edge_cases_have_no_errors(tmp_path: Path, files: dict[str, str | bytes]) -> None:
+    materialise(tmp_path, files)
+    assert validate_paths([tmp_path]) == []
+
+
+def test_shipped_configs_validate() -> None:
+    assert validate_paths([EXAMPLES]) == []
+    assert validate_paths([DATA / "ds01"]) == []
+    assert validate_paths([DATA / "ds01" / "resource-limits.yaml"]) == []
+
+
+def test_files_named_together_are_one_policy(tmp_path: Path) -> None:
+    a = tmp_path / "a.yaml"
+    b = tmp_path / "b.yaml"
+    a.write_text(HEAD + "kind: LifecyclePolicy\nmetadata: {name: a}\n")
+    b.write_text(HEAD + "kind: LifecyclePolicy\nmetadata: {name: b}\n")
+    assert validate_paths([a]) == [] and validate_paths([b]) == []
+    assert any("a second LifecyclePolicy" in m for m in validate_paths([a, b]))
+
+
+def test_missing_paths_and_empty_directories(tmp_path: Path) -> None:
+    assert "no such file or directory" in validate_paths([tmp_path / "nope.yaml"])[0]
+    assert "no *.yaml or *.yml files here" in validate_paths([tmp_path])[0]
+
+
+def test_main_exit_codes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main([str(EXAMPLES)]) == 0
+    assert capsys.readouterr().out == "valid\n"
+    shutil.copytree(EXAMPLES, tmp_path / "specs")
+    (tmp_path / "specs" / "broken.yaml").write_text(
+        HEAD + "kind: UserGroup\nmetadata: {name: g}\nspec: {order: x}\n"
+    )
+    assert main([str(tmp_path / "specs")]) == 1
+    out = capsys.readouterr().out
+    assert "broken.yaml:4: document 1 (UserGroup/g): spec.order: 'x' is not a whole number" in out
+    assert "1 problem(s) found" in out
+    assert main([]) == 2
