@@ -129,6 +129,16 @@ class GpuUtilReading(Frozen):
     unknown_reason: str | None = None
 
 
+class SignalSource(StrEnum):
+    """Where a counter came from: the container's cgroup, or (fallback) its main process tree.
+
+    A process-tree CPU total drops when a child exits, so it is not a monotonic counter.
+    """
+
+    CGROUP = "cgroup"
+    PROCESS_TREE = "process-tree"
+
+
 class ActivitySignals(Frozen):
     """Raw cumulative counters for one running container; rates come from two snapshots.
 
@@ -138,10 +148,12 @@ class ActivitySignals(Frozen):
     read_at: datetime
     cpu_usage_ns: int | None = None
     cpu_unknown: str | None = None
+    cpu_source: SignalSource | None = None
     net_bytes: int | None = Field(default=None, description="rx + tx bytes over all interfaces but lo")
     net_unknown: str | None = None
     process_count: int | None = None
     process_unknown: str | None = None
+    process_source: SignalSource | None = None
     gpu_util: tuple[GpuUtilReading, ...] = ()
     keepalive: KeepAlive = KeepAlive(state=KeepAliveState.UNKNOWN, detail="not read")
 
@@ -200,6 +212,9 @@ class MigDeviceObs(Frozen):
     memory_used_bytes: int | None = None
     memory_total_bytes: int | None = None
     processes: tuple[NvmlProcess, ...] = ()
+    processes_unknown: str | None = Field(
+        default=None, description="Why the process list could not be read; () then means unknown, not none"
+    )
 
 
 class GpuObs(Frozen):
@@ -212,7 +227,13 @@ class GpuObs(Frozen):
     utilization_unknown: str | None = Field(default=None, description="Why utilization is unknown (MIG...)")
     mig_enabled: bool = False
     mig_devices: tuple[MigDeviceObs, ...] = ()
-    processes: tuple[NvmlProcess, ...] = Field(default=(), description="Compute processes on the full GPU")
+    processes: tuple[NvmlProcess, ...] = Field(
+        default=(),
+        description="Compute processes on the full GPU; in MIG mode they are listed on their MIG device",
+    )
+    processes_unknown: str | None = Field(
+        default=None, description="Why the process list could not be read; () then means unknown, not none"
+    )
 
 
 class ProcessState(StrEnum):

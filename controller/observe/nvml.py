@@ -1,0 +1,306 @@
+"""NVML adapter: GPUs, MIG devices, utilisation, memory and compute processes, read through pynvml.
+
+Owns NVML initialisation (lazy, retried after every failure, because the driver may come back) and
+the deadline on each observation. Called once per pass by the observation layer through one
+long-lived :class:`NvmlObserver`; ``ds01ctl`` uses its own.
+
+It must not raise: NVML being unavailable, or timing out, makes the NVML domain ``ok=False`` with a
+reason, and a single call failing on one device degrades only that field (``None`` plus, where the
+snapshot has room for it, a reason). It must not attribute processes to containers (the procfs
+adapter does) nor resolve containers' GPU references (controller.observe.gpu_refs does).
+
+Failures that leave the device list itself in doubt (count, handles, UUIDs, MIG mode, MIG device
+handles) make the whole domain unavailable: a partial list would read as "these GPUs are free".
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any, TypeVar
+
+import pynvml
+from loguru import logger
+
+from controller.snapshot import Domain, DomainHealth, GpuObs, GpuUuid, MigDeviceObs, NvmlProcess
+
+DEFAULT_TIMEOUT_S = 10.0
+
+# NVML's "not available" for unsigned long long fields; pynvml maps it to None, this guards the rest.
+_NOT_AVAILABLE_ULL = 0xFFFFFFFFFFFFFFFF
+
+_ERROR_NAMES: dict[int, str] = {
+    getattr(pynvml, name): name for name in dir(pynvml) if name.startswith("NVML_ERROR_")
+}
+
+T = TypeVar("T")
+GpuList = tuple[GpuObs, ...]
+
+
+class UtilizationUnknown(StrEnum):
+    """Why a GPU's utilisation is unknown, when NVML answered NOT_SUPPORTED."""
+
+    MIG_MODE = "not reported by NVML for a GPU in MIG mode"
+    NOT_SUPPORTED = "not reported by NVML for this GPU"
+
+
+class _Unavailable(Exception):
+    """The domain as a whole cannot be observed; the message is the reason."""
+
+
+def describe_nvml_error(exc: BaseException) -> str:
+    """One line naming an NVML error and its code, e.g. 'Driver Not Loaded (NVML_ERROR_DRIVER_NOT_LOADED)'."""
+    if isinstance(exc, pynvml.NVMLError):
+        code = int(exc.value)
+        name = _ERROR_NAMES.get(code, f"NVML error code {code}")
+        if code == pynvml.NVML_ERROR_LIBRARY_NOT_FOUND:
+            return f"libnvidia-ml.so.1 not found; is the NVIDIA driver installed? ({name})"
+        return f"{exc} ({name})"
+    return f"{type(exc).__name__}: {exc}"
+
+
+def _required(what: str, fn: Callable[..., T], *args: Any) -> T:
+    try:
+        return fn(*args)
+    except pynvml.NVMLError as exc:
+        raise _Unavailable(f"{what} failed: {describe_nvml_error(exc)}") from exc
+
+
+def _optional(what: str, fn: Callable[..., T], *args: Any) -> tuple[T | None, str | None]:
+    try:
+        return fn(*args), None
+    except pynvml.NVMLError as exc:
+        reason = f"{what} failed: {describe_nvml_error(exc)}"
+        logger.debug("NVML field unknown: {}", reason)
+        return None, reason
+
+
+def _bytes_or_none(value: Any) -> int | None:
+    if value is None or int(value) == _NOT_AVAILABLE_ULL:
+        return None
+    return int(value)
+
+
+@dataclass
+class _Attempt:
+    """One observation running in its worker thread."""
+
+    started_s: float
+    done: threading.Event = field(default_factory=threading.Event)
+    gpus: GpuList = ()
+    error: str | None = None
+
+
+class NvmlObserver:
+    """Reads the GPUs through NVML, one bounded observation at a time.
+
+    NVML calls are blocking C calls that a wedged driver can stall indefinitely, and a thread in C
+    cannot be interrupted. So each observation runs in a daemon worker thread and ``observe`` waits
+    at most ``timeout_s``. While a timed-out worker is still stuck, no new one is started (NVML
+    calls would pile up behind it): ``observe`` answers "unavailable" at once until it returns.
+    Workers never overlap, so NVML is only ever used from one thread at a time.
+    """
+
+    def __init__(self, *, timeout_s: float = DEFAULT_TIMEOUT_S) -> None:
+        if timeout_s <= 0:
+            raise ValueError(f"NVML timeout_s must be positive, got {timeout_s}")
+        self._timeout_s = timeout_s
+        self._lock = threading.Lock()
+        self._inflight: _Attempt | None = None
+        # Touched only by the worker (workers never overlap) and by close() once none is running.
+        self._initialised = False
+
+    def __enter__(self) -> NvmlObserver:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def observe(self) -> tuple[GpuList, DomainHealth]:
+        """All GPUs with their MIG devices and processes, and the NVML domain's health. Never raises."""
+        with self._lock:
+            started_s = time.monotonic()
+            stuck = self._inflight
+            if stuck is not None and not stuck.done.is_set():
+                age_s = started_s - stuck.started_s
+                return (), self._health(
+                    started_s,
+                    f"timed out: an NVML call has been blocked for {age_s:.1f}s; "
+                    "not starting another observation until it returns",
+                )
+            attempt = _Attempt(started_s=started_s)
+            self._inflight = attempt
+            threading.Thread(target=self._work, args=(attempt,), name="nvml-observe", daemon=True).start()
+            if not attempt.done.wait(self._timeout_s):
+                logger.warning("NVML observation timed out after {:g}s", self._timeout_s)
+                return (), self._health(started_s, f"timed out after {self._timeout_s:g}s")
+            self._inflight = None
+            if attempt.error is not None:
+                return (), self._health(started_s, attempt.error)
+            return attempt.gpus, self._health(started_s, None)
+
+    def close(self) -> None:
+        """Shut NVML down if this observer initialised it. Skipped while a call is still blocked:
+        shutting down under it is unsafe, and the daemon thread ends with the process."""
+        with self._lock:
+            stuck = self._inflight
+            if stuck is not None and not stuck.done.is_set():
+                logger.warning("NVML still blocked in a call; not shutting it down")
+                return
+            self._inflight = None
+            self._shutdown()
+
+    # -- worker side ------------------------------------------------------------------------------
+
+    def _health(self, started_s: float, error: str | None) -> DomainHealth:
+        return DomainHealth(
+            domain=Domain.NVML, ok=error is None, error=error, duration_s=time.monotonic() - started_s
+        )
+
+    def _work(self, attempt: _Attempt) -> None:
+        # Nothing may escape a worker thread: every failure becomes the attempt's error.
+        try:
+            attempt.gpus = self._collect()
+        except _Unavailable as exc:
+            attempt.error = str(exc)
+            self._shutdown()
+        except Exception as exc:
+            attempt.error = f"unexpected error reading NVML: {describe_nvml_error(exc)}"
+            logger.exception("unexpected error reading NVML")
+            self._shutdown()
+        finally:
+            attempt.done.set()
+
+    def _shutdown(self) -> None:
+        # After any domain-level failure, start from nvmlInit again next time: the driver may have
+        # been reloaded, which invalidates the old session and its handles.
+        if not self._initialised:
+            return
+        self._initialised = False
+        try:
+            pynvml.nvmlShutdown()
+        except pynvml.NVMLError as exc:
+            logger.debug("nvmlShutdown failed: {}", describe_nvml_error(exc))
+
+    def _collect(self) -> GpuList:
+        if not self._initialised:
+            _required("nvmlInit", pynvml.nvmlInit)
+            self._initialised = True
+        count: int = _required("nvmlDeviceGetCount", pynvml.nvmlDeviceGetCount)
+        return tuple(self._gpu(index) for index in range(count))
+
+    def _gpu(self, index: int) -> GpuObs:
+        label = f"GPU {index}"
+        handle = _required(f"nvmlDeviceGetHandleByIndex({index})", pynvml.nvmlDeviceGetHandleByIndex, index)
+        uuid: str = _required(f"nvmlDeviceGetUUID({label})", pynvml.nvmlDeviceGetUUID, handle)
+        name, _ = _optional(f"nvmlDeviceGetName({label})", pynvml.nvmlDeviceGetName, handle)
+        used_bytes, total_bytes = self._memory(handle, label)
+        mig_enabled = self._mig_enabled(handle, label)
+        utilization, utilization_unknown = self._utilization(handle, label, mig_enabled)
+        if mig_enabled:
+            # In MIG mode NVML also lists every MIG device's processes on the parent; they are
+            # reported once, on their MIG device, so nothing is counted twice.
+            mig_devices = self._mig_devices(handle, index)
+            processes: tuple[NvmlProcess, ...] = ()
+            processes_unknown = None
+        else:
+            mig_devices = ()
+            processes, processes_unknown = self._processes(handle, label)
+        return GpuObs(
+            index=index,
+            uuid=GpuUuid(uuid),
+            name=name if name else "unknown",
+            memory_used_bytes=used_bytes,
+            memory_total_bytes=total_bytes,
+            utilization_percent=utilization,
+            utilization_unknown=utilization_unknown,
+            mig_enabled=mig_enabled,
+            mig_devices=mig_devices,
+            processes=processes,
+            processes_unknown=processes_unknown,
+        )
+
+    def _memory(self, handle: Any, label: str) -> tuple[int | None, int | None]:
+        memory, _ = _optional(f"nvmlDeviceGetMemoryInfo({label})", pynvml.nvmlDeviceGetMemoryInfo, handle)
+        if memory is None:
+            return None, None
+        return _bytes_or_none(memory.used), _bytes_or_none(memory.total)
+
+    def _mig_enabled(self, handle: Any, label: str) -> bool:
+        try:
+            current, _pending = pynvml.nvmlDeviceGetMigMode(handle)
+        except pynvml.NVMLError_NotSupported:
+            return False  # not a MIG-capable GPU
+        except pynvml.NVMLError as exc:
+            # Without the mode its MIG devices are unknown, and with them the device list.
+            raise _Unavailable(f"nvmlDeviceGetMigMode({label}) failed: {describe_nvml_error(exc)}") from exc
+        return bool(current == pynvml.NVML_DEVICE_MIG_ENABLE)
+
+    def _utilization(self, handle: Any, label: str, mig_enabled: bool) -> tuple[float | None, str | None]:
+        # Unknown is never 0: a MIG GPU reporting nothing may be fully busy.
+        try:
+            rates = pynvml.nvmlDeviceGetUtilizationRates(handle)
+        except pynvml.NVMLError_NotSupported:
+            reason = UtilizationUnknown.MIG_MODE if mig_enabled else UtilizationUnknown.NOT_SUPPORTED
+            return None, reason.value
+        except pynvml.NVMLError as exc:
+            return None, f"nvmlDeviceGetUtilizationRates({label}) failed: {describe_nvml_error(exc)}"
+        return float(rates.gpu), None
+
+    def _mig_devices(self, parent: Any, gpu_index: int) -> tuple[MigDeviceObs, ...]:
+        max_count: int = _required(
+            f"nvmlDeviceGetMaxMigDeviceCount(GPU {gpu_index})", pynvml.nvmlDeviceGetMaxMigDeviceCount, parent
+        )
+        devices: list[MigDeviceObs] = []
+        for mig_index in range(max_count):
+            label = f"MIG {gpu_index}:{mig_index}"
+            try:
+                handle = pynvml.nvmlDeviceGetMigDeviceHandleByIndex(parent, mig_index)
+            except pynvml.NVMLError_NotFound:
+                continue  # an empty slot: MIG devices need not be contiguous
+            except pynvml.NVMLError as exc:
+                raise _Unavailable(
+                    f"nvmlDeviceGetMigDeviceHandleByIndex({label}) failed: {describe_nvml_error(exc)}"
+                ) from exc
+            uuid: str = _required(f"nvmlDeviceGetUUID({label})", pynvml.nvmlDeviceGetUUID, handle)
+            gi_id, _ = _optional(
+                f"nvmlDeviceGetGpuInstanceId({label})", pynvml.nvmlDeviceGetGpuInstanceId, handle
+            )
+            ci_id, _ = _optional(
+                f"nvmlDeviceGetComputeInstanceId({label})", pynvml.nvmlDeviceGetComputeInstanceId, handle
+            )
+            used_bytes, total_bytes = self._memory(handle, label)
+            processes, processes_unknown = self._processes(handle, label)
+            devices.append(
+                MigDeviceObs(
+                    uuid=GpuUuid(uuid),
+                    index=mig_index,
+                    gpu_instance_id=None if gi_id is None else int(gi_id),
+                    compute_instance_id=None if ci_id is None else int(ci_id),
+                    memory_used_bytes=used_bytes,
+                    memory_total_bytes=total_bytes,
+                    processes=processes,
+                    processes_unknown=processes_unknown,
+                )
+            )
+        return tuple(devices)
+
+    def _processes(self, handle: Any, label: str) -> tuple[tuple[NvmlProcess, ...], str | None]:
+        what = f"nvmlDeviceGetComputeRunningProcesses({label})"
+        try:
+            raw = pynvml.nvmlDeviceGetComputeRunningProcesses_v3(handle)
+        except pynvml.NVMLError_FunctionNotFound:
+            # Drivers before R510 have no _v3; _v2 has the same layout.
+            raw, reason = _optional(what, pynvml.nvmlDeviceGetComputeRunningProcesses_v2, handle)
+            if raw is None:
+                return (), reason
+        except pynvml.NVMLError as exc:
+            reason = f"{what} failed: {describe_nvml_error(exc)}"
+            logger.debug("NVML field unknown: {}", reason)
+            return (), reason
+        return tuple(
+            NvmlProcess(pid=int(p.pid), used_memory_bytes=_bytes_or_none(p.usedGpuMemory)) for p in raw
+        ), None
