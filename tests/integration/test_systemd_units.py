@@ -1,0 +1,324 @@
+"""The deploy/ files against the real tools: systemd-analyze, systemd-tmpfiles, logrotate, install.sh.
+
+systemd is not PID 1 where the tests run, so the unit is checked with ``systemd-analyze verify``
+and ``security --offline`` (which need no running manager); its notify protocol is tested against
+a socket the test owns (tests/unit/test_sdnotify.py). A missing tool is a failure with the fix,
+never a skip: CI installs them (scripts/host-setup.sh with DS01_SETUP_TEST=1).
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import re
+import shutil
+import stat
+import subprocess
+import threading
+from pathlib import Path
+
+import pytest
+
+from controller.act.events import EventLog
+from controller.settings import DEFAULT_EVENTS_LOG, DEFAULT_LEDGER, DEFAULT_STATE_DIR
+
+REPO = Path(__file__).resolve().parents[2]
+DEPLOY = REPO / "deploy"
+UNIT = DEPLOY / "ds01-controller.service"
+INSTALL = DEPLOY / "install.sh"
+TMPFILES = DEPLOY / "tmpfiles.d" / "ds01-controller.conf"
+LOGROTATE = DEPLOY / "logrotate.d" / "ds01-controller"
+INSTALLED_BINARY = "/usr/local/bin/ds01-controller"
+
+
+def tool(name: str) -> str:
+    path = shutil.which(name) or shutil.which(name, path="/usr/sbin:/sbin:/usr/bin:/bin")
+    if path is None:
+        pytest.fail(
+            f"{name} is not installed: run DS01_SETUP_TEST=1 bash scripts/host-setup.sh (it installs it)"
+        )
+    return path
+
+
+def unit_settings(text: str) -> dict[str, list[str]]:
+    """Key -> every value assigned to it (systemd allows repeats), ignoring sections and comments."""
+    out: dict[str, list[str]] = {}
+    for raw in text.splitlines():
+        line = raw.strip()
+        if not line or line.startswith(("#", ";", "[")):
+            continue
+        key, _, val = line.partition("=")
+        out.setdefault(key.strip(), []).append(val.strip())
+    return out
+
+
+def verify(unit_text: str, tmp_path: Path) -> tuple[int, list[str]]:
+    """Run ``systemd-analyze verify`` on a copy whose ExecStart binary exists; return rc and complaints."""
+    fake = tmp_path / "bin" / "ds01-controller"
+    fake.parent.mkdir(parents=True, exist_ok=True)
+    fake.write_text("#!/bin/sh\nexit 0\n")
+    fake.chmod(0o755)
+    assert INSTALLED_BINARY in unit_text
+    copy = tmp_path / "ds01-controller.service"
+    copy.write_text(unit_text.replace(INSTALLED_BINARY, str(fake)))
+    proc = subprocess.run(
+        [tool("systemd-analyze"), "verify", "--man=no", "--generators=no", str(copy)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    # verify exits 0 on unknown keys and unparsable values and only prints them: those are failures too.
+    complaints = [ln for ln in (proc.stdout + proc.stderr).splitlines() if "ds01-controller" in ln]
+    return proc.returncode, complaints
+
+
+def test_the_unit_passes_systemd_analyze_verify(tmp_path: Path) -> None:
+    rc, complaints = verify(UNIT.read_text(), tmp_path)
+    assert rc == 0 and complaints == [], "\n".join(complaints)
+
+
+def test_verify_would_catch_a_mistake(tmp_path: Path) -> None:
+    broken = UNIT.read_text().replace("NotifyAccess=main", "NotifyAcess=main")
+    _, complaints = verify(broken, tmp_path)
+    assert any("NotifyAcess" in c for c in complaints)
+
+
+def test_the_unit_says_what_the_daemon_needs() -> None:
+    s = unit_settings(UNIT.read_text())
+    assert s["Type"] == ["notify"]
+    assert s["NotifyAccess"] == ["main"]
+    assert s["WatchdogSec"] == ["120"]
+    assert s["Restart"] == ["on-failure"]
+    assert s["EnvironmentFile"] == ["-/etc/ds01/controller.env"]
+    assert s["ExecStart"] == [f"{INSTALLED_BINARY} run $DS01_CONTROLLER_ARGS"]
+    assert set(s["CapabilityBoundingSet"][0].split()) == {
+        "CAP_KILL",
+        "CAP_SYS_PTRACE",
+        "CAP_DAC_READ_SEARCH",
+        "CAP_SYS_ADMIN",
+    }
+    assert s["SupplementaryGroups"] == ["tty"]
+    assert s["ProtectSystem"] == ["strict"]
+    # NVML needs /dev/nvidia*; a device allow-list (PrivateDevices, DevicePolicy, ProtectClock) breaks it.
+    for forbidden in ("PrivateDevices", "DevicePolicy", "DeviceAllow", "ProtectClock"):
+        assert forbidden not in s, forbidden
+    # The state and log directories are shared with DS01: systemd must not chmod/chown them.
+    for forbidden in ("StateDirectory", "LogsDirectory", "StateDirectoryMode", "LogsDirectoryMode"):
+        assert forbidden not in s, forbidden
+
+
+def test_the_daemon_default_paths_are_writable_in_the_sandbox() -> None:
+    writable = [Path(p) for p in unit_settings(UNIT.read_text())["ReadWritePaths"][0].split()]
+    for default in (DEFAULT_STATE_DIR / "memory.json", DEFAULT_EVENTS_LOG, DEFAULT_LEDGER):
+        assert any(default.is_relative_to(w) for w in writable), (
+            f"{default} is read-only under ProtectSystem=strict"
+        )
+    assert all(w.is_relative_to(Path("/var")) for w in writable)
+
+
+def test_the_sandbox_exposure_stays_low(tmp_path: Path) -> None:
+    copy = tmp_path / "ds01-controller.service"
+    copy.write_text(UNIT.read_text())
+    proc = subprocess.run(
+        [tool("systemd-analyze"), "security", "--offline=yes", "--no-pager", str(copy)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    match = re.search(r"Overall exposure level for \S+: (\d+\.\d+)", proc.stdout + proc.stderr)
+    assert match, proc.stdout + proc.stderr
+    # 10 is an unsandboxed root service. Root with four capabilities and no device sandbox cannot
+    # reach the "safe" band; this guards against the hardening silently eroding.
+    assert float(match.group(1)) <= 5.5
+
+
+# --- install.sh -----------------------------------------------------------------------------------
+
+
+def run_install(destdir: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "DESTDIR": str(destdir)}
+    return subprocess.run(
+        ["bash", str(INSTALL), "--no-venv", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def mode(path: Path) -> int:
+    return stat.S_IMODE(path.lstat().st_mode)
+
+
+def test_install_places_every_file(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    proc = run_install(root)
+    assert proc.returncode == 0, proc.stderr
+    unit = root / "usr/local/lib/systemd/system/ds01-controller.service"
+    assert unit.read_text() == UNIT.read_text()
+    assert mode(unit) == 0o644
+    assert (root / "usr/local/lib/tmpfiles.d/ds01-controller.conf").read_text() == TMPFILES.read_text()
+    assert (root / "etc/ds01/controller.env").read_text() == (DEPLOY / "controller.env").read_text()
+    assert (root / "etc/logrotate.d/ds01-controller").read_text() == LOGROTATE.read_text()
+    # ExecStart names /usr/local/bin/ds01-controller: it must lead into the virtualenv.
+    link = root / INSTALLED_BINARY.lstrip("/")
+    assert link.is_symlink() and os.readlink(link) == "/opt/ds01-controller/bin/ds01-controller"
+    assert os.readlink(root / "usr/local/bin/ds01ctl") == "/opt/ds01-controller/bin/ds01ctl"
+    assert mode(root / "var/lib/ds01") == 0o700
+    assert mode(root / "var/log/ds01") == 0o750
+    assert (root / "opt/ds01-controller/share/deploy/prometheus/ds01-alerts.yml").is_file()
+    assert "dry-run" in (root / "etc/ds01/controller.env").read_text()
+    # The installed unit verifies too.
+    rc, complaints = verify(unit.read_text(), tmp_path)
+    assert rc == 0 and complaints == [], complaints
+
+
+def test_install_never_overwrites_the_admins_files(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    assert run_install(root).returncode == 0
+    env_file = root / "etc/ds01/controller.env"
+    env_file.write_text("DS01_CONTROLLER_ARGS=\nDS01_INTERVAL=60\n")
+    logrotate = root / "etc/logrotate.d/ds01-controller"
+    logrotate.write_text("/var/log/ds01/events.jsonl { daily }\n")
+    state = root / "var/lib/ds01"
+    state.chmod(0o755)  # as DS01 may have it
+    proc = run_install(root)
+    assert proc.returncode == 0, proc.stderr
+    assert env_file.read_text() == "DS01_CONTROLLER_ARGS=\nDS01_INTERVAL=60\n"
+    assert logrotate.read_text() == "/var/log/ds01/events.jsonl { daily }\n"
+    assert mode(state) == 0o755
+    assert "kept your /etc/ds01/controller.env" in proc.stdout
+    assert "exists /var/lib/ds01 (left as it is)" in proc.stdout
+
+
+def test_install_refuses_to_replace_a_foreign_binary(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    foreign = root / "usr/local/bin/ds01-controller"
+    foreign.parent.mkdir(parents=True)
+    foreign.write_text("#!/bin/sh\n")
+    proc = run_install(root)
+    assert proc.returncode != 0
+    assert "is not our symlink" in proc.stderr
+    assert foreign.read_text() == "#!/bin/sh\n"
+
+
+def test_uninstall_removes_the_program_and_keeps_config_state_and_logs(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    assert run_install(root).returncode == 0
+    (root / "var/lib/ds01/memory.json").write_text("{}")
+    proc = run_install(root, "--uninstall")
+    assert proc.returncode == 0, proc.stderr
+    for gone in (
+        "usr/local/lib/systemd/system/ds01-controller.service",
+        "usr/local/lib/tmpfiles.d/ds01-controller.conf",
+        "usr/local/bin/ds01-controller",
+        "usr/local/bin/ds01ctl",
+        "opt/ds01-controller",
+        "etc/logrotate.d/ds01-controller",  # unmodified, so it was ours
+    ):
+        assert not (root / gone).exists() and not (root / gone).is_symlink(), gone
+    assert (root / "etc/ds01/controller.env").is_file()
+    assert (root / "var/lib/ds01/memory.json").read_text() == "{}"
+    assert (root / "var/log/ds01").is_dir()
+
+
+def test_unknown_option_is_a_clear_error(tmp_path: Path) -> None:
+    proc = run_install(tmp_path / "root", "--frobnicate")
+    assert proc.returncode != 0
+    assert "unknown option '--frobnicate'" in proc.stderr
+
+
+# --- tmpfiles.d -------------------------------------------------------------------------------------
+
+
+def test_tmpfiles_creates_missing_directories_and_leaves_existing_ones_alone(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    (root / "var/lib/ds01").mkdir(parents=True)
+    (root / "var/lib/ds01").chmod(0o775)  # a DS01 host's existing, shared directory
+    conf = root / "usr/local/lib/tmpfiles.d/ds01-controller.conf"
+    conf.parent.mkdir(parents=True)
+    shutil.copy(TMPFILES, conf)
+    proc = subprocess.run(
+        [tool("systemd-tmpfiles"), f"--root={root}", "--create", str(conf)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr == ""
+    assert (root / "var/log/ds01").is_dir()
+    assert mode(root / "var/lib/ds01") == 0o775
+
+
+# --- logrotate --------------------------------------------------------------------------------------
+
+
+def read_rotated(log: Path) -> list[str]:
+    lines: list[str] = []
+    for f in sorted(log.parent.iterdir()):
+        if not f.name.startswith(log.name):
+            continue
+        data = gzip.decompress(f.read_bytes()) if f.suffix == ".gz" else f.read_bytes()
+        lines.extend(data.decode().splitlines())
+    return lines
+
+
+def test_logrotate_config_rotates_without_losing_or_splitting_a_line(tmp_path: Path) -> None:
+    log = tmp_path / "log" / "events.jsonl"
+    log.parent.mkdir()
+    settings = unit_settings(LOGROTATE.read_text().replace("{", "\n").replace("}", "\n"))
+    assert "copytruncate" not in settings and "create" not in settings and "nocreate" in settings
+    conf = tmp_path / "ds01-controller"
+    shipped = LOGROTATE.read_text()
+    assert "    rotate 12\n" in shipped
+    # The shipped config, pointed at a temp file, and keeping every generation: this test rotates
+    # many times while the writer runs (each rotation is a chance to hit a race), and deleting the
+    # oldest generation past 12 is intended, not a lost line.
+    conf.write_text(
+        shipped.replace("/var/log/ds01/events.jsonl", str(log)).replace("rotate 12", "rotate 1000")
+    )
+    conf.chmod(0o644)
+    state = tmp_path / "logrotate.state"
+
+    def rotate() -> None:
+        proc = subprocess.run(
+            [tool("logrotate"), "--force", "--state", str(state), str(conf)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert proc.returncode == 0 and "error" not in proc.stderr, proc.stderr
+
+    events = EventLog(log)
+    total = 6000
+    done = threading.Event()
+
+    def writer() -> None:
+        for i in range(total):
+            events.write("test.rotation", user="alice", details={"seq": i, "pad": "x" * 100})
+        done.set()
+
+    thread = threading.Thread(target=writer)
+    thread.start()
+    rotations = 0
+    while not done.is_set() and rotations < 80:
+        rotate()
+        rotations += 1
+    thread.join(timeout=60)
+    assert done.is_set()
+    rotate()
+    names = sorted(f.name for f in log.parent.iterdir())
+    assert not any(n.endswith(".backup") for n in names), names
+    assert len(names) >= 3, f"the writer outran the rotations, nothing was tested: {names}"
+    seqs = [json.loads(line)["details"]["seq"] for line in read_rotated(log)]  # a split line fails to parse
+    lost = sorted(set(range(total)) - set(seqs))
+    assert not lost, f"{len(lost)} event(s) lost across rotations, e.g. seq {lost[:5]}"
+    assert len(seqs) == total, "an event was written twice"
+    assert "events.jsonl.1" in names, "the newest generation stays uncompressed (delaycompress)"
+    assert any(n.endswith(".gz") for n in names), "older generations are compressed"
