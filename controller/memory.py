@@ -8,6 +8,7 @@ reads a memory and returns the next one (new samples, sightings); the executor r
 from __future__ import annotations
 
 from datetime import datetime, timedelta
+from enum import StrEnum
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -77,6 +78,20 @@ class Breaker(BaseModel):
     reason: str = ""
 
 
+class GpuMarkCause(StrEnum):
+    ORPHANS = "orphans"  # orphaned compute processes were found (and killed) on it
+    STALE_MEMORY = "stale-memory"  # memory in use with no process and no live holder
+
+
+class GpuMark(BaseModel):
+    """A physical GPU the planner found dirty; the reset-or-alert decision follows in a later pass."""
+
+    model_config = ConfigDict(frozen=True)
+
+    since: datetime
+    cause: GpuMarkCause
+
+
 class ControllerMemory(BaseModel):
     model_config = ConfigDict(frozen=True)
 
@@ -90,6 +105,9 @@ class ControllerMemory(BaseModel):
         default_factory=dict, description="Idempotency keys of one-shot actions already performed"
     )
     breaker: Breaker = Breaker()
+    dirty_gpus: dict[str, GpuMark] = Field(
+        default_factory=dict, description="physical GPU UUID -> dirty mark (reset or alert pending)"
+    )
     last_pass_at: datetime | None = None
 
     # --- outcome transitions used by the executor -------------------------------------------

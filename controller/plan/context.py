@@ -1,0 +1,303 @@
+"""One planning pass's working set: indexes built once, and the collector rules write into.
+
+Owned by the planner; the rule modules read a :class:`PassContext` and append to a
+:class:`Collector`. Everything is indexed once per pass (by container id, name, id prefix, GPU
+UUID) so that no rule scans the whole snapshot per item: the planner stays linear in the size of
+the host. Pure: no clock reads, no I/O.
+"""
+
+from __future__ import annotations
+
+import bisect
+import functools
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from controller.memory import ContainerMemory, ControllerMemory
+from controller.plan.types import Action, ActionKind, DeferReason, Deferred, Reason, Target
+from controller.snapshot import (
+    ContainerObs,
+    ContainerState,
+    Domain,
+    GpuObs,
+    Snapshot,
+)
+from desired_state.effective import EffectivePolicy, GlobalPolicy
+
+# Containers whose processes are legitimately alive: a paused container's processes are frozen,
+# a restarting one is being brought back by Docker. None of them has orphans.
+LIVE_STATES = frozenset({ContainerState.RUNNING, ContainerState.PAUSED, ContainerState.RESTARTING})
+
+
+def iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value is not None else None
+
+
+def seconds(delta: timedelta) -> float:
+    return round(delta.total_seconds(), 3)
+
+
+def fmt_duration(total_s: float) -> str:
+    """Human duration: 45s, 12m, 1h30m, 2d3h."""
+    return _fmt_duration(round(total_s))
+
+
+@functools.lru_cache(maxsize=4096)
+def _fmt_duration(s: int) -> str:
+    sign = "-" if s < 0 else ""
+    s = abs(s)
+    if s < 60:
+        return f"{sign}{s}s"
+    minutes, _ = divmod(s, 60)
+    if minutes < 60:
+        return f"{sign}{minutes}m"
+    hours, minutes = divmod(minutes, 60)
+    if hours < 48:
+        return f"{sign}{hours}h{minutes:02d}m" if minutes else f"{sign}{hours}h"
+    days, hours = divmod(hours, 24)
+    return f"{sign}{days}d{hours}h" if hours else f"{sign}{days}d"
+
+
+def container_target(c: ContainerObs, *, gpu: str | None = None) -> Target:
+    """The target of a container action; state and StartedAt are the executor's precondition."""
+    return Target(
+        container=c.name,
+        container_id=c.id,
+        expected_state=c.state.value,
+        expected_started_at=c.started_at,
+        pid=None,
+        pid_start_time=None,
+        gpu=gpu,
+        user=c.owner,
+        ledger_entry=None,
+    )
+
+
+def host_target(*, gpu: str | None = None, pid: int | None = None, user: str | None = None) -> Target:
+    return Target(
+        container=None,
+        container_id=None,
+        expected_state=None,
+        expected_started_at=None,
+        pid=pid,
+        pid_start_time=None,
+        gpu=gpu,
+        user=user,
+        ledger_entry=None,
+    )
+
+
+@dataclass
+class Collector:
+    """Actions and deferrals proposed by the rules, before the safety gates."""
+
+    actions: list[Action] = field(default_factory=list)
+    deferred: list[Deferred] = field(default_factory=list)
+
+    def act(
+        self,
+        kind: ActionKind,
+        target: Target,
+        reason: Reason,
+        message: str,
+        *,
+        due_at: datetime,
+        key: str,
+        evidence: dict[str, Any] | None = None,
+        params: dict[str, Any] | None = None,
+    ) -> None:
+        self.actions.append(
+            Action(
+                kind=kind,
+                target=target,
+                reason=reason,
+                message=message,
+                evidence=evidence or {},
+                due_at=due_at,
+                key=key,
+                params=params or {},
+            )
+        )
+
+    def defer(
+        self,
+        target: Target,
+        rule: Reason,
+        why: DeferReason,
+        message: str,
+        *,
+        due_at: datetime | None = None,
+        evidence: dict[str, Any] | None = None,
+    ) -> None:
+        self.deferred.append(
+            Deferred(
+                target=target, rule=rule, why=why, message=message, due_at=due_at, evidence=evidence or {}
+            )
+        )
+
+
+@dataclass
+class PassContext:
+    """Read-only inputs of one pass plus the indexes the rules need."""
+
+    snapshot: Snapshot
+    now: datetime
+    glob: GlobalPolicy
+    memory: ControllerMemory
+    docker_ok: bool
+    nvml_ok: bool
+    procfs_ok: bool
+    containers: list[ContainerObs]  # sorted by id
+    by_id: dict[str, ContainerObs]
+    by_name: dict[str, ContainerObs]
+    sorted_ids: list[str]
+    gpus: list[GpuObs]  # sorted by index, uuid
+    physical_of: dict[str, str]  # GPU or MIG UUID -> physical GPU UUID
+    mig_uuids: frozenset[str]
+    gpu_util: dict[str, float | None]  # full-GPU utilization from the device view
+    policies: dict[str, EffectivePolicy] = field(default_factory=dict)
+    cmem: dict[str, ContainerMemory] = field(default_factory=dict)  # next memory, per container id
+    holders: dict[str, list[ContainerObs]] = field(default_factory=dict)  # physical GPU -> holders
+    demand_fraction: float | None = None
+    _targets: dict[str, Target] = field(default_factory=dict)
+    _physical: dict[str, list[str]] = field(default_factory=dict)
+
+    @classmethod
+    def build(
+        cls, snapshot: Snapshot, now: datetime, glob: GlobalPolicy, memory: ControllerMemory
+    ) -> PassContext:
+        containers = sorted(snapshot.containers, key=lambda c: c.id)
+        gpus = sorted(snapshot.gpus, key=lambda g: (g.index, g.uuid))
+        physical_of: dict[str, str] = {}
+        mig: set[str] = set()
+        util: dict[str, float | None] = {}
+        for g in gpus:
+            physical_of[g.uuid] = g.uuid
+            util[g.uuid] = g.utilization_percent
+            for m in g.mig_devices:
+                physical_of[m.uuid] = g.uuid
+                mig.add(m.uuid)
+        ctx = cls(
+            snapshot=snapshot,
+            now=now,
+            glob=glob,
+            memory=memory,
+            docker_ok=snapshot.domain_ok(Domain.DOCKER),
+            nvml_ok=snapshot.domain_ok(Domain.NVML),
+            procfs_ok=snapshot.domain_ok(Domain.PROCFS),
+            containers=containers,
+            by_id={c.id: c for c in containers},
+            by_name={c.name: c for c in containers},
+            sorted_ids=[c.id for c in containers],
+            gpus=gpus,
+            physical_of=physical_of,
+            mig_uuids=frozenset(mig),
+            gpu_util=util,
+        )
+        ctx._index_holders()
+        return ctx
+
+    def _index_holders(self) -> None:
+        holders: dict[str, list[ContainerObs]] = {}
+        all_gpu_holders: list[ContainerObs] = []
+        for c in self.containers:
+            if c.all_gpus:
+                all_gpu_holders.append(c)
+            for uuid in self.physical_gpus(c, include_all=False):
+                holders.setdefault(uuid, []).append(c)
+        # Demand counts explicit references only: a CUDA image started under the default nvidia
+        # runtime carries NVIDIA_VISIBLE_DEVICES=all and would otherwise keep the host in high
+        # demand for ever (and high demand only ever shortens timeouts).
+        if self.gpus:
+            held = sum(1 for g in self.gpus if g.uuid in holders)
+            self.demand_fraction = held / len(self.gpus)
+        for c in all_gpu_holders:
+            for g in self.gpus:
+                lst = holders.setdefault(g.uuid, [])
+                if c not in lst:
+                    lst.append(c)
+        self.holders = holders
+
+    def target(self, c: ContainerObs) -> Target:
+        """The container's target, built once per pass (targets are immutable)."""
+        t = self._targets.get(c.id)
+        if t is None:
+            t = self._targets[c.id] = container_target(c)
+        return t
+
+    def physical_gpus(self, c: ContainerObs, *, include_all: bool = True) -> list[str]:
+        """The physical GPUs a container references (sorted); every GPU for 'all' when asked."""
+        if include_all:
+            cached = self._physical.get(c.id)
+            if cached is None:
+                cached = self._physical[c.id] = self._physical_gpus(c, include_all=True)
+            return cached
+        return self._physical_gpus(c, include_all=False)
+
+    def _physical_gpus(self, c: ContainerObs, *, include_all: bool) -> list[str]:
+        out: set[str] = set()
+        for ref in c.gpu_refs:
+            if ref.parent_uuid is not None:
+                out.add(ref.parent_uuid)
+            elif ref.uuid is not None:
+                out.add(self.physical_of.get(ref.uuid, ref.uuid))
+        if include_all and c.all_gpus:
+            out.update(g.uuid for g in self.gpus)
+        return sorted(out)
+
+    def find_container(self, key: str) -> ContainerObs | None:
+        """By exact id, exact name, or a unique id prefix of at least 4 characters."""
+        hit = self.by_id.get(key) or self.by_name.get(key)
+        if hit is not None or len(key) < 4:
+            return hit
+        i = bisect.bisect_left(self.sorted_ids, key)
+        if i < len(self.sorted_ids) and self.sorted_ids[i].startswith(key):
+            if i + 1 < len(self.sorted_ids) and self.sorted_ids[i + 1].startswith(key):
+                return None  # ambiguous: callers must check prefix_ambiguous before concluding "gone"
+            return self.by_id[self.sorted_ids[i]]
+        return None
+
+    def prefix_ambiguous(self, key: str) -> bool:
+        if len(key) < 4 or key in self.by_id or key in self.by_name:
+            return False
+        i = bisect.bisect_left(self.sorted_ids, key)
+        return (
+            i + 1 < len(self.sorted_ids)
+            and self.sorted_ids[i].startswith(key)
+            and self.sorted_ids[i + 1].startswith(key)
+        )
+
+    def gpu_pct_for(self, c: ContainerObs) -> dict[str, float | None]:
+        """Utilization of each GPU the container may use: its own reading, else the device view.
+
+        A container given every GPU, or one with a reference that did not resolve, may be using
+        any GPU of the host: all of them count, so a busy GPU anywhere keeps it from being idle
+        (unknown is not idle). MIG devices report no utilization (None).
+        """
+        out: dict[str, float | None] = {}
+        signals = c.signals
+        if signals is not None:
+            for reading in signals.gpu_util:
+                out[reading.uuid] = reading.percent
+        uuids: list[str] = list(c.gpu_uuids)
+        if c.all_gpus or any(not ref.resolved for ref in c.gpu_refs):
+            uuids.extend(g.uuid for g in self.gpus)
+        for uuid in uuids:
+            if uuid not in out:
+                out[uuid] = None if uuid in self.mig_uuids else self.gpu_util.get(uuid)
+        return out
+
+    def sent_at(self, mem: ContainerMemory | None, warning_key: str, action_key: str) -> datetime | None:
+        """When a one-shot notice was delivered, from the container's warnings or the done keys."""
+        if mem is not None:
+            at = mem.warnings.get(warning_key)
+            if at is not None:
+                return at
+        return self.memory.done.get(action_key)
+
+
+def by_key(items: Mapping[str, Any]) -> dict[str, Any]:
+    """A dict rebuilt in key order, so serialised memory does not depend on input order."""
+    return {k: items[k] for k in sorted(items)}

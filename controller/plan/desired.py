@@ -1,0 +1,158 @@
+"""The planner's view of desired state: one effective policy per container, plus host-wide settings.
+
+The planner asks a :class:`DesiredState` for each container's :class:`EffectivePolicy` and for the
+:class:`GlobalPolicy`; it never loads files itself. Two implementations live here:
+
+* :class:`StaticDesired` -- a policy factory and a global policy, for tests, benchmarks and
+  ``ds01ctl plan`` against hand-written policies;
+* :class:`PolicySetDesired` -- the production adapter over a loaded policy set, delegating to
+  :func:`desired_state.resolve.resolve_effective_policy` and :func:`desired_state.resolve.global_policy`.
+
+Nothing here performs I/O; resolving a policy is a pure computation over already-loaded values.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any, Protocol, runtime_checkable
+
+from controller.snapshot import ContainerObs
+from desired_state.effective import EffectivePolicy, ExemptFrom, GlobalPolicy, Sourced
+from desired_state.policy_set import PolicySet
+from desired_state.resolve import global_policy, resolve_effective_policy
+
+PolicyFactory = Callable[[ContainerObs, datetime], EffectivePolicy]
+
+
+@runtime_checkable
+class DesiredState(Protocol):
+    """What the planner needs from the desired-state layer."""
+
+    def effective(self, container: ContainerObs, now: datetime) -> EffectivePolicy:
+        """The effective policy of ``container`` at ``now`` (exemptions expire, so time matters)."""
+        ...
+
+    @property
+    def global_policy(self) -> GlobalPolicy:
+        """Host-wide settings (budget, breaker, reset policy, ledger window...)."""
+        ...
+
+
+class StaticDesired:
+    """Desired state given directly: a factory for per-container policies and one global policy."""
+
+    def __init__(self, factory: PolicyFactory | EffectivePolicy, global_policy: GlobalPolicy) -> None:
+        if isinstance(factory, EffectivePolicy):
+            fixed = factory
+
+            def _same(_container: ContainerObs, _now: datetime) -> EffectivePolicy:
+                return fixed
+
+            self._factory: PolicyFactory = _same
+        else:
+            self._factory = factory
+        self._global = global_policy
+
+    def effective(self, container: ContainerObs, now: datetime) -> EffectivePolicy:
+        return self._factory(container, now)
+
+    @property
+    def global_policy(self) -> GlobalPolicy:
+        return self._global
+
+
+# The EffectivePolicy fields an exemption of each kind waives in the resolver's output.
+WAIVED_FIELDS: dict[ExemptFrom, tuple[str, ...]] = {
+    ExemptFrom.IDLE: ("idle_timeout_s",),
+    ExemptFrom.MAX_RUNTIME: ("max_runtime_s",),
+    ExemptFrom.CLEANUP: ("container_hold_after_stop_s", "created_container_timeout_s"),
+}
+
+
+# Memoised resolutions for the most recent policy set (by identity: a reload makes a new set).
+# Resolving is most of the cost of a pass on a large host, and the daemon builds a new adapter
+# every pass over the same set, so the memo lives at module level. Bounded; cleared when full.
+_MEMO_MAX = 50_000
+_MemoKey = tuple[str, str, str, tuple[tuple[str, str], ...]]
+_memo_owner: list[tuple[PolicySet, dict[_MemoKey, tuple[datetime, EffectivePolicy]]]] = []
+
+
+def _memo_for(policy_set: PolicySet) -> dict[_MemoKey, tuple[datetime, EffectivePolicy]]:
+    if not _memo_owner or _memo_owner[0][0] is not policy_set:
+        _memo_owner[:] = [(policy_set, {})]
+    return _memo_owner[0][1]
+
+
+class PolicySetDesired:
+    """Adapter from a loaded :class:`PolicySet` to :class:`DesiredState`.
+
+    The owner and container type come from the observation (the observer already applied DS01's
+    attribution chains); name and labels are passed through so selectors and trusted labels match.
+
+    The resolver expresses an active exemption by setting the waived limit to "never" (and listing
+    the exemption). The planner honours ``exemptions`` itself, but it needs the waived idle timeout
+    to know when to send an exempt owner the one FYI notice DS01 sends; so for a container with an
+    active exemption the limit is resolved once more without exemptions and put back, its source
+    saying which exemption waives it. Stop decisions are unchanged: the exemption still shields.
+
+    Results are memoised per (owner, type, name, labels). Time enters a resolution only through
+    exemptions, which are active from their creation until their expiry; so a result computed at
+    ``t0`` stays exact for any ``now >= t0`` before the earliest expiry of the exemptions it lists
+    (an expired one never comes back without a policy reload, which makes a new set).
+    """
+
+    def __init__(self, policy_set: PolicySet) -> None:
+        self._policy_set = policy_set
+        self._unexempted = dataclasses.replace(policy_set, exemptions=())
+        self._global = global_policy(policy_set)
+        self._memo = _memo_for(policy_set)
+
+    def _resolve(self, policy_set: PolicySet, container: ContainerObs, now: datetime) -> EffectivePolicy:
+        return resolve_effective_policy(
+            policy_set,
+            owner=container.owner,
+            container_type=container.container_type,
+            name=container.name,
+            labels=container.labels,
+            now=now,
+        )
+
+    def effective(self, container: ContainerObs, now: datetime) -> EffectivePolicy:
+        key: _MemoKey = (
+            container.owner,
+            str(container.container_type),
+            container.name,
+            tuple(container.labels.items()),  # label order differing only costs a miss
+        )
+        hit = self._memo.get(key)
+        if hit is not None:
+            computed_at, eff = hit
+            if computed_at <= now and all(e.expires_at is None or now < e.expires_at for e in eff.exemptions):
+                return eff
+        eff = self._effective(container, now)
+        if len(self._memo) >= _MEMO_MAX:
+            self._memo.clear()
+        self._memo[key] = (now, eff)
+        return eff
+
+    def _effective(self, container: ContainerObs, now: datetime) -> EffectivePolicy:
+        eff = self._resolve(self._policy_set, container, now)
+        if not eff.exemptions:
+            return eff
+        base = self._resolve(self._unexempted, container, now)
+        restored: dict[str, Sourced[Any]] = {}
+        for ex in eff.exemptions:
+            for name in WAIVED_FIELDS.get(ex.exempt_from, ()):
+                mine: Sourced[Any] = getattr(eff, name)
+                theirs: Sourced[Any] = getattr(base, name)
+                if mine.value is None and theirs.value is not None and name not in restored:
+                    restored[name] = Sourced(
+                        value=theirs.value, source=f"{theirs.source}; waived by Exemption/{ex.name}"
+                    )
+        return eff.model_copy(update=restored) if restored else eff
+
+    @property
+    def global_policy(self) -> GlobalPolicy:
+        return self._global

@@ -1,0 +1,180 @@
+"""The planner: ``plan(snapshot, desired, memory, now) -> Plan``.
+
+Compares one observed :class:`Snapshot` with desired state and the controller's memory and
+returns every action to take now, every action held back (with why and until when), and the next
+memory (new samples, streaks, sightings). Called by the daemon loop each pass and by
+``ds01ctl plan``; the executors carry the actions out.
+
+It must stay a pure function: no I/O, no clock reads (``now`` is an argument), no logging, and
+deterministic -- containers, processes, GPUs and ledger rows are sorted before use, so the order
+of the input never changes the plan. Each input collection is indexed once, so the cost is linear
+in the size of the host.
+
+Order of work:
+
+1. fold the observation into memory (per container id; a restart starts a fresh record; a
+   container gone from a *healthy* Docker view is forgotten, nothing is forgotten while Docker is
+   unavailable);
+2. container rules, per container in id order: created (rule 1), stopped (rule 2), idle (3) and
+   max runtime (4) -- at most one stop per container, the max-runtime stop winning because it
+   keeps the container (the hold rules then apply);
+3. ledger rows and duplicate holders (rule 5), GPU processes and dirty GPUs (rule 6);
+4. the safety gates (:mod:`controller.plan.safety`).
+"""
+
+from __future__ import annotations
+
+import gc
+from datetime import UTC, datetime, timedelta
+
+from controller.memory import ContainerMemory, ControllerMemory
+from controller.plan.context import Collector, PassContext, host_target
+from controller.plan.desired import DesiredState
+from controller.plan.idle import Thresholds, advance, fresh_memory
+from controller.plan.rules.allocations import duplicate_holders, ledger_rows
+from controller.plan.rules.cleanup import STOPPED_STATES, created_never_started, stopped_hold
+from controller.plan.rules.lifecycle import idle_stop, runtime_stop
+from controller.plan.rules.processes import gpu_processes
+from controller.plan.safety import apply_gates
+from controller.plan.types import Action, DeferReason, Deferred, Plan, Reason
+from controller.snapshot import ContainerObs, ContainerState, Domain, Snapshot
+
+_FINISHED = frozenset({ContainerState.CREATED, ContainerState.EXITED, ContainerState.DEAD})
+
+CONTAINER_RULES = (
+    Reason.CREATED_NEVER_STARTED,
+    Reason.GPU_HOLD_EXPIRED,
+    Reason.STOPPED_HOLD_EXPIRED,
+    Reason.IDLE_TIMEOUT,
+    Reason.MAX_RUNTIME_EXCEEDED,
+)
+
+
+def plan(snapshot: Snapshot, desired: DesiredState, memory: ControllerMemory, now: datetime) -> Plan:
+    """Decide what to do now. Pure and deterministic; see the module docstring."""
+    # A pass allocates tens of thousands of small objects that all live until the plan is
+    # returned; generational GC would re-traverse the whole snapshot many times for nothing (more
+    # than half the time of a 10,000-container pass). Collection resumes when the pass ends.
+    gc_was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        return _plan(snapshot, desired, memory, now)
+    finally:
+        if gc_was_enabled:
+            gc.enable()
+
+
+def _plan(snapshot: Snapshot, desired: DesiredState, memory: ControllerMemory, now: datetime) -> Plan:
+    ctx = PassContext.build(snapshot, now, desired.global_policy, memory)
+    out = Collector()
+
+    if ctx.docker_ok:
+        _observe_containers(ctx, desired)
+        next_containers: dict[str, ContainerMemory] = ctx.cmem
+        for c in ctx.containers:
+            _container_rules(ctx, out, c)
+    else:
+        # Docker unavailable: no container is touched and nothing is forgotten (a container missing
+        # from a failed listing is not a removed container).
+        next_containers = dict(memory.containers)
+        for rule in CONTAINER_RULES:
+            out.defer(
+                host_target(),
+                rule,
+                DeferReason.DOMAIN_UNAVAILABLE,
+                f"Docker is unavailable ({snapshot.domain_error(Domain.DOCKER)}): no container action",
+                evidence={"docker_error": snapshot.domain_error(Domain.DOCKER)},
+            )
+
+    ledger_rows(ctx, out)
+    duplicate_holders(ctx, out)
+    procs = gpu_processes(ctx, out)
+    gates = apply_gates(ctx, out)
+
+    next_memory = ControllerMemory(
+        schema_version=memory.schema_version,
+        containers=next_containers,
+        processes=procs.processes,
+        attempts=memory.attempts,
+        done=memory.done,
+        breaker=gates.breaker,
+        dirty_gpus=procs.dirty_gpus,
+        last_pass_at=now,
+    )
+    return Plan(
+        observed_at=snapshot.observed_at,
+        evaluated_at=now,
+        actions=tuple(gates.actions),
+        deferred=tuple(sorted(gates.deferred, key=_deferred_order)),
+        memory=next_memory,
+    )
+
+
+def _observe_containers(ctx: PassContext, desired: DesiredState) -> None:
+    seen_at = ctx.snapshot.observed_at
+    prev_all = ctx.memory.containers
+    for c in ctx.containers:
+        policy = desired.effective(c, ctx.now)
+        ctx.policies[c.id] = policy
+        prev = prev_all.get(c.id)
+        if prev is None or prev.started_at != c.started_at:
+            mem = fresh_memory(c, seen_at, prev)
+        elif prev.name != c.name:
+            mem = prev.model_copy(update={"name": c.name})
+        else:
+            mem = prev
+        # Only GPU containers are ever idle-stopped, so only they are sampled (and memory stays small).
+        if (
+            c.has_gpu
+            and c.state == ContainerState.RUNNING
+            and c.signals is not None
+            and c.started_at is not None
+        ):
+            mem = advance(
+                mem,
+                c,
+                thresholds=Thresholds.from_policy(policy),
+                grace_end=c.started_at + timedelta(seconds=policy.grace_period_s.value),
+                gpu_pct=ctx.gpu_pct_for(c),
+                nvml_ok=ctx.nvml_ok,
+            )
+        elif c.state in _FINISHED and mem.samples:
+            # Samples belong to a start; a stopped container's next start begins afresh anyway.
+            mem = mem.model_copy(update={"samples": (), "idle_since": None})
+        ctx.cmem[c.id] = mem
+
+
+def _container_rules(ctx: PassContext, out: Collector, c: ContainerObs) -> None:
+    policy = ctx.policies[c.id]
+    state = c.state
+    if state == ContainerState.CREATED:
+        created_never_started(ctx, out, c, policy)
+    elif state in STOPPED_STATES:
+        stopped_hold(ctx, out, c, policy)
+    elif state == ContainerState.RUNNING and c.has_gpu:
+        idle = idle_stop(ctx, out, c, policy)
+        runtime = runtime_stop(ctx, out, c, policy)
+        stop: Action | None = runtime or idle
+        if stop is not None:
+            if runtime is not None and idle is not None:
+                stop = runtime.model_copy(
+                    update={"evidence": {**runtime.evidence, "idle_stop_also_due": idle.key}}
+                )
+            out.actions.append(stop)
+
+
+_NEVER = datetime.max.replace(tzinfo=UTC)
+
+
+def _deferred_order(d: Deferred) -> tuple[str, str, str, int, str, str, datetime, str]:
+    t = d.target
+    return (
+        t.container_id or "",
+        t.container or "",
+        t.gpu or "",
+        t.pid if t.pid is not None else -1,
+        d.rule,
+        d.why,
+        d.due_at or _NEVER,
+        d.message,
+    )

@@ -1,0 +1,92 @@
+"""Shared pieces of the container rules: the never-act-on guards and GPU evidence."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from controller.plan.context import Collector, PassContext, iso
+from controller.plan.types import DeferReason, Reason
+from controller.snapshot import ContainerObs
+from desired_state.effective import EffectivePolicy, ExemptFrom
+
+
+def after(ctx: PassContext, delay_s: float) -> Any:
+    return ctx.now + timedelta(seconds=delay_s)
+
+
+def gpu_evidence(ctx: PassContext, c: ContainerObs) -> dict[str, Any]:
+    return {
+        "gpus": [
+            {"raw": r.raw, "uuid": r.uuid, "source": r.source.value, "mig": r.is_mig}
+            for r in sorted(c.gpu_refs, key=lambda r: (r.raw, r.source.value, r.uuid or ""))
+        ],
+        "all_gpus": c.all_gpus,
+        "physical_gpus": ctx.physical_gpus(c),
+    }
+
+
+def shielded(
+    ctx: PassContext,
+    out: Collector,
+    c: ContainerObs,
+    policy: EffectivePolicy,
+    rule: Reason,
+    exempt_from: ExemptFrom | None,
+) -> bool:
+    """True (and the deferral recorded) when ``policy`` says this rule must leave ``c`` alone.
+
+    Protected and monitoring containers are shielded from every container rule; an active
+    exemption only from the rule family it names, until it expires.
+    """
+    target = ctx.target(c)
+    if policy.protected.value:
+        out.defer(
+            target,
+            rule,
+            DeferReason.PROTECTED,
+            f"{c.name} is protected ({policy.protected.source}): never stopped or removed",
+            evidence={"protected_source": policy.protected.source},
+        )
+        return True
+    if policy.monitoring.value:
+        out.defer(
+            target,
+            rule,
+            DeferReason.MONITORING,
+            f"{c.name} belongs to the monitoring stack ({policy.monitoring.source}): skipped",
+            evidence={"monitoring_source": policy.monitoring.source},
+        )
+        return True
+    return exempt_from is not None and exempted(ctx, out, c, policy, rule, exempt_from)
+
+
+def exempted(
+    ctx: PassContext,
+    out: Collector,
+    c: ContainerObs,
+    policy: EffectivePolicy,
+    rule: Reason,
+    exempt_from: ExemptFrom,
+) -> bool:
+    """True (and the deferral recorded) when an unexpired exemption of this kind covers ``c``."""
+    ex = policy.exemption(exempt_from)
+    if ex is None or (ex.expires_at is not None and ex.expires_at <= ctx.now):
+        return False
+    until = f"until {ex.expires_at.isoformat()}" if ex.expires_at else "permanently"
+    out.defer(
+        ctx.target(c),
+        rule,
+        DeferReason.EXEMPT,
+        f"{c.name}: owner {c.owner} is exempt from {exempt_from.value} {until} ({ex.name})",
+        due_at=ex.expires_at,
+        evidence={
+            "exemption": ex.name,
+            "exempt_from": exempt_from.value,
+            "expires_at": iso(ex.expires_at),
+            "reason": ex.reason,
+            "approved_by": ex.approved_by,
+            "source": ex.source,
+        },
+    )
+    return True

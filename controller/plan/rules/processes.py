@@ -1,0 +1,369 @@
+"""Rule 6: GPU compute processes -- orphans are killed, everything else is only reported;
+dirty GPUs are reset when that is safe, otherwise an admin is told.
+
+Who is who (from the process's cgroup, as attributed by the observer):
+
+* **orphan**: the cgroup names a container that no longer exists or is not live (exited, dead,
+  created). Killed (SIGTERM, then SIGKILL after ``kill_grace_s``) once seen in
+  ``orphan_sightings_required`` consecutive passes. Sightings are keyed ``pid:start_time``, so a
+  reused PID is a new process with no sightings; a process whose start time is unknown is never
+  killed (PID reuse could not be ruled out).
+* a process of a **live** container (running, paused -- frozen, not dead -- or restarting): never
+  killed. On a GPU that container does not reference: ``AlertAdmin ForeignProcessOnGpu``.
+* a **host** process (no container): never killed; reported in ``plan.deferred`` as
+  ``HostGpuProcess`` / ``Protected`` (``host_gpu_processes: report``), with its sightings.
+* a **system** process (nvidia-persistenced, dcgm, Xorg...) and VANISHED rows: ignored.
+
+Dirty GPUs and resets. A physical GPU is marked dirty (``memory.dirty_gpus``) when orphans to be
+killed are found on it, or when its memory is in use with no process listed and no live holder.
+The reset-or-alert decision is taken in a LATER pass than the kill, once the orphans are verified
+gone -- resetting in the same pass would race the kill (a process still dying keeps its context
+and makes the reset fail, or worse, a reset fires at a GPU whose orphan survived SIGTERM). A
+memory-only mark also needs a second sighting, since a process may start between NVML's memory
+and process reads. Then: ``ResetGpu`` when ``gpu_reset_policy`` is ``when-exclusive``, MIG is off,
+no other process is on the GPU and no live container holds it; otherwise one ``AlertAdmin
+GpuDirty``. The mark is cleared once the GPU is clean and the decision was carried out.
+
+Needs NVML, procfs and Docker all available: with any of them down nothing is killed or reset.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from controller.memory import GpuMark, GpuMarkCause, ProcessSighting
+from controller.plan.context import (
+    LIVE_STATES,
+    Collector,
+    PassContext,
+    by_key,
+    host_target,
+    iso,
+)
+from controller.plan.types import ActionKind, DeferReason, Reason, Target
+from controller.snapshot import ContainerObs, Domain, GpuObs, GpuProcessObs, ProcessState
+from desired_state.effective import GpuResetPolicy
+
+# Memory in use on a GPU with no process and no live holder above this is "stale". A clean GPU
+# reports a few MiB of driver bookkeeping; a leaked CUDA context is hundreds of MiB at least.
+STALE_MEMORY_BYTES = 512 * 1024 * 1024
+
+
+@dataclass
+class ProcessOutcome:
+    processes: dict[str, ProcessSighting]
+    dirty_gpus: dict[str, GpuMark]
+
+
+@dataclass
+class _GpuView:
+    orphans: list[GpuProcessObs] = field(default_factory=list)
+    killable: list[GpuProcessObs] = field(default_factory=list)
+    others: list[GpuProcessObs] = field(default_factory=list)
+
+
+def sighting_key(p: GpuProcessObs) -> str:
+    return f"{p.pid}:{p.start_time if p.start_time is not None else '?'}"
+
+
+def _process_target(p: GpuProcessObs, c: ContainerObs | None) -> Target:
+    return Target(
+        container=c.name if c is not None else None,
+        container_id=p.container_id,
+        expected_state=None,
+        expected_started_at=None,
+        pid=p.pid,
+        pid_start_time=p.start_time,
+        gpu=p.device_uuid,
+        user=p.user,
+        ledger_entry=None,
+    )
+
+
+def _process_evidence(p: GpuProcessObs, s: ProcessSighting | None) -> dict[str, object]:
+    return {
+        "pid": p.pid,
+        "start_time": p.start_time,
+        "device_uuid": p.device_uuid,
+        "gpu_uuid": p.gpu_uuid,
+        "used_memory_bytes": p.used_memory_bytes,
+        "uid": p.uid,
+        "user": p.user,
+        "cmdline": p.cmdline[:200],
+        "cgroup": p.cgroup,
+        "container_id": p.container_id,
+        "sightings": s.sightings if s is not None else 0,
+        "first_seen_at": iso(s.first_seen_at) if s is not None else None,
+    }
+
+
+def gpu_processes(ctx: PassContext, out: Collector) -> ProcessOutcome:
+    snap = ctx.snapshot
+    prev_sightings = ctx.memory.processes
+    prev_marks = ctx.memory.dirty_gpus
+    down = [
+        d
+        for d, ok in (
+            (Domain.NVML, ctx.nvml_ok),
+            (Domain.PROCFS, ctx.procfs_ok),
+            (Domain.DOCKER, ctx.docker_ok),
+        )
+        if not ok
+    ]
+    if down:
+        # Unavailable is not empty: sightings and marks are kept as they were, not counted, not reset.
+        names = ", ".join(d.value for d in down)
+        errors = {d.value: snap.domain_error(d) for d in down}
+        for rule in (Reason.ORPHANED_PROCESS, Reason.GPU_DIRTY):
+            out.defer(
+                host_target(),
+                rule,
+                DeferReason.DOMAIN_UNAVAILABLE,
+                f"{names} unavailable: no GPU process is killed and no GPU is reset",
+                evidence={"domains": errors},
+            )
+        return ProcessOutcome(dict(prev_sightings), dict(prev_marks))
+
+    required = ctx.glob.orphan_sightings_required.value
+    seen_at = snap.observed_at
+    sightings: dict[str, ProcessSighting] = {}
+    views: dict[str, _GpuView] = {}
+
+    def sight(p: GpuProcessObs) -> ProcessSighting:
+        key = sighting_key(p)
+        current = sightings.get(key)
+        if current is not None:
+            return current  # listed on several GPUs: one sighting per pass
+        old = prev_sightings.get(key)
+        if old is None:
+            new = ProcessSighting(
+                pid=p.pid,
+                start_time=p.start_time,
+                first_seen_at=seen_at,
+                last_seen_at=seen_at,
+                sightings=1,
+                reported=False,
+            )
+        elif seen_at > old.last_seen_at:
+            new = old.model_copy(update={"sightings": old.sightings + 1, "last_seen_at": seen_at})
+        else:
+            new = old  # the same observation planned again
+        sightings[key] = new
+        return new
+
+    ordered = sorted(
+        snap.processes,
+        key=lambda p: (p.gpu_uuid, p.pid, p.start_time or -1.0, p.device_uuid, p.container_id or ""),
+    )
+    for p in ordered:
+        if p.state == ProcessState.VANISHED:
+            continue  # exited between NVML's list and /proc: nothing to do
+        view = views.setdefault(p.gpu_uuid, _GpuView())
+        if p.is_system:
+            view.others.append(p)
+            continue
+        if p.container_id is None:
+            view.others.append(p)
+            s = sight(p)
+            out.defer(
+                _process_target(p, None),
+                Reason.HOST_GPU_PROCESS,
+                DeferReason.PROTECTED,
+                f"host GPU process {p.pid} ({p.user or p.uid}) on {p.device_uuid}: reported, never killed "
+                f"(host_gpu_processes: {ctx.glob.host_gpu_processes.value.value})",
+                evidence=_process_evidence(p, s),
+            )
+            continue
+        c = ctx.by_id.get(p.container_id) or ctx.find_container(p.container_id)
+        if c is None and (p.container_exists or ctx.prefix_ambiguous(p.container_id)):
+            view.others.append(p)
+            out.defer(
+                _process_target(p, None),
+                Reason.ORPHANED_PROCESS,
+                DeferReason.UNKNOWN_SIGNAL,
+                f"pid {p.pid}: its container {p.container_id[:12]} exists according to /proc but is not "
+                "in this snapshot",
+                evidence=_process_evidence(p, None),
+            )
+            continue
+        if c is not None and c.state in LIVE_STATES:
+            view.others.append(p)
+            _check_foreign(ctx, out, p, c)
+            continue
+        # The cgroup names a container that is gone or not live: an orphan candidate.
+        view.orphans.append(p)
+        s = sight(p)
+        evidence = _process_evidence(p, s)
+        evidence["container_state"] = c.state.value if c is not None else "missing"
+        target = _process_target(p, c)
+        if p.start_time is None:
+            out.defer(
+                target,
+                Reason.ORPHANED_PROCESS,
+                DeferReason.UNKNOWN_SIGNAL,
+                f"pid {p.pid} looks orphaned but its start time is unknown (PID reuse cannot be ruled out)",
+                evidence=evidence,
+            )
+            continue
+        owner = (
+            f"container {c.name} ({c.state.value})"
+            if c is not None
+            else f"removed container {p.container_id[:12]}"
+        )
+        if s.sightings < required:
+            out.defer(
+                target,
+                Reason.ORPHANED_PROCESS,
+                DeferReason.NEEDS_SECOND_SIGHTING,
+                f"pid {p.pid} of {owner} on {p.device_uuid}: seen {s.sightings}/{required} passes",
+                evidence=evidence,
+            )
+            continue
+        view.killable.append(p)
+        out.act(
+            ActionKind.KILL_PROCESS,
+            target,
+            Reason.ORPHANED_PROCESS,
+            f"kill orphaned GPU process {p.pid} ({p.cmdline[:60] or '?'}) of {owner} on {p.device_uuid}, "
+            f"using {p.used_memory_bytes if p.used_memory_bytes is not None else '?'} bytes",
+            due_at=s.first_seen_at,
+            key=f"KillProcess:{p.pid}:{p.start_time}:OrphanedProcess",
+            evidence=evidence,
+            params={"grace_s": ctx.glob.kill_grace_s.value},
+        )
+
+    marks = _dirty_gpus(ctx, out, views, prev_marks)
+    return ProcessOutcome(by_key(sightings), marks)
+
+
+def _check_foreign(ctx: PassContext, out: Collector, p: GpuProcessObs, c: ContainerObs) -> None:
+    if c.all_gpus or any(not ref.resolved for ref in c.gpu_refs):
+        return  # it may use any GPU, or we cannot tell which: not provably foreign
+    if p.device_uuid in c.gpu_uuids or p.gpu_uuid in ctx.physical_gpus(c):
+        return
+    out.act(
+        ActionKind.ALERT_ADMIN,
+        _process_target(p, c),
+        Reason.FOREIGN_PROCESS_ON_GPU,
+        f"pid {p.pid} of running container {c.name} (owner {c.owner}) uses GPU {p.device_uuid}, "
+        f"which the container does not hold",
+        due_at=ctx.now,
+        key=f"AlertAdmin:ForeignProcessOnGpu:{p.pid}:{p.start_time}:{p.device_uuid}",
+        evidence={**_process_evidence(p, None), "container_gpus": list(c.gpu_uuids)},
+    )
+
+
+def _listed_anything(g: GpuObs, view: _GpuView | None) -> bool:
+    if view is not None and (view.orphans or view.others):
+        return True
+    return bool(g.processes) or any(m.processes for m in g.mig_devices)
+
+
+def _dirty_gpus(
+    ctx: PassContext, out: Collector, views: dict[str, _GpuView], prev: dict[str, GpuMark]
+) -> dict[str, GpuMark]:
+    seen_at = ctx.snapshot.observed_at
+    policy = ctx.glob.gpu_reset_policy.value
+    marks: dict[str, GpuMark] = {}
+    for g in ctx.gpus:
+        view = views.get(g.uuid)
+        live_holders = [c for c in ctx.holders.get(g.uuid, []) if c.state in LIVE_STATES]
+        stale = (
+            not _listed_anything(g, view)
+            and not live_holders
+            and g.memory_used_bytes is not None
+            and g.memory_used_bytes >= STALE_MEMORY_BYTES
+        )
+        mark = prev.get(g.uuid)
+        target = host_target(gpu=g.uuid)
+        evidence: dict[str, object] = {
+            "gpu_index": g.index,
+            "memory_used_bytes": g.memory_used_bytes,
+            "mig_enabled": g.mig_enabled,
+            "stale_memory_threshold_bytes": STALE_MEMORY_BYTES,
+        }
+        if view is not None and view.orphans:
+            if mark is None and view.killable:
+                mark = GpuMark(since=seen_at, cause=GpuMarkCause.ORPHANS)
+            if mark is not None:
+                marks[g.uuid] = mark
+                out.defer(
+                    target,
+                    Reason.GPU_DIRTY,
+                    DeferReason.NOT_DUE,
+                    f"GPU {g.index} ({g.uuid}) has orphaned processes; reset or alert is decided after "
+                    f"they have exited",
+                    evidence={**evidence, "orphan_pids": sorted({p.pid for p in view.orphans})},
+                )
+            continue
+        if mark is None:
+            if stale:
+                marks[g.uuid] = GpuMark(since=seen_at, cause=GpuMarkCause.STALE_MEMORY)
+                out.defer(
+                    target,
+                    Reason.GPU_DIRTY,
+                    DeferReason.NEEDS_SECOND_SIGHTING,
+                    f"GPU {g.index} ({g.uuid}) has {g.memory_used_bytes} bytes in use and no process; "
+                    f"confirmed next pass",
+                    evidence=evidence,
+                )
+            continue
+        if mark.cause == GpuMarkCause.STALE_MEMORY and not stale:
+            continue  # transient reading: the mark is dropped
+        if mark.since >= seen_at:
+            marks[g.uuid] = mark  # marked by this very observation (planned again): wait
+            continue
+        since = iso(mark.since)
+        reset_key = f"ResetGpu:{g.uuid}:{since}:GpuDirty"
+        alert_key = f"AlertAdmin:GpuDirty:{g.uuid}:{since}"
+        reset_done = reset_key in ctx.memory.done
+        alert_done = alert_key in ctx.memory.done
+        if not stale and (reset_done or alert_done):
+            continue  # clean again and the decision was carried out: forget the mark
+        marks[g.uuid] = mark
+        evidence = {**evidence, "dirty_since": since, "cause": mark.cause.value}
+        blockers: list[str] = []
+        if policy != GpuResetPolicy.WHEN_EXCLUSIVE:
+            blockers.append(f"gpu_reset_policy is {policy.value}")
+        if g.mig_enabled:
+            blockers.append("MIG is enabled (a reset would destroy every instance)")
+        others = view.others if view is not None else []
+        if others:
+            blockers.append("other processes on it: " + ", ".join(str(p.pid) for p in others))
+        if live_holders:
+            blockers.append("held by live containers: " + ", ".join(sorted(c.name for c in live_holders)))
+        if reset_done:
+            blockers.append("a reset was already performed and it is still dirty")
+        evidence["blockers"] = blockers
+        if not blockers:
+            out.act(
+                ActionKind.RESET_GPU,
+                target,
+                Reason.GPU_DIRTY,
+                f"reset GPU {g.index} ({g.uuid}): dirty since {since} ({mark.cause.value}), no process, no "
+                f"live holder, MIG off",
+                due_at=mark.since,
+                key=reset_key,
+                evidence=evidence,
+                params={"command": list(ctx.glob.gpu_reset_command.value)},
+            )
+        elif not alert_done:
+            out.act(
+                ActionKind.ALERT_ADMIN,
+                target,
+                Reason.GPU_DIRTY,
+                f"GPU {g.index} ({g.uuid}) is dirty ({mark.cause.value}) but is not reset: "
+                f"{'; '.join(blockers)}",
+                due_at=mark.since,
+                key=alert_key,
+                evidence=evidence,
+            )
+        else:
+            out.defer(
+                target,
+                Reason.GPU_DIRTY,
+                DeferReason.RESET_NOT_ALLOWED,
+                f"GPU {g.index} ({g.uuid}) is still dirty; an admin was told ({'; '.join(blockers)})",
+                evidence=evidence,
+            )
+    return by_key(marks)

@@ -1,0 +1,144 @@
+"""The safety gates every proposed action passes, in this order, after all rules have run.
+
+1. **Duplicates**: one action per idempotency key (the first proposal wins; rules run in a fixed
+   order).
+2. **Done**: one-shot actions (warnings, notices, admin alerts) whose key is in ``memory.done``
+   are not proposed again. Destructive actions are never suppressed by ``done``: if the world
+   still shows the target, the previous attempt did not take (level-triggered).
+3. **Back-off**: an action whose key has ``attempts[key].next_attempt_at`` in the future is
+   deferred ``Backoff`` until then.
+4. **Breaker**: while ``memory.breaker`` is tripped, every destructive action is deferred
+   ``BreakerOpen`` until an admin resets it. It trips when one pass would stop more than
+   ``breaker_max_fraction`` of the running GPU containers, and at least
+   ``breaker_min_containers`` of them: then nothing destructive runs, an admin is alerted, and
+   the next memory carries the tripped breaker. A mass stop is far more likely a broken signal
+   than a mass exodus of users.
+5. **Budget**: at most ``max_destructive_actions_per_pass`` destructive actions, the oldest due
+   first (ties broken by key); the rest are deferred ``BudgetExhausted`` to the next pass.
+
+Pure; called by :func:`controller.plan.planner.plan` only.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from controller.memory import Breaker
+from controller.plan.context import Collector, PassContext, host_target, iso
+from controller.plan.types import Action, ActionKind, DeferReason, Deferred, Reason
+from controller.snapshot import ContainerState
+
+ONE_SHOT_KINDS = frozenset({ActionKind.WARN_OWNER, ActionKind.ALERT_ADMIN})
+
+
+@dataclass
+class GateResult:
+    actions: list[Action]
+    deferred: list[Deferred]
+    breaker: Breaker
+
+
+def _defer(
+    out: Collector, a: Action, why: DeferReason, message: str, due: datetime | None, extra: dict[str, object]
+) -> None:
+    out.defer(
+        a.target,
+        a.reason,
+        why,
+        message,
+        due_at=due,
+        evidence={"action": a.kind.value, "key": a.key, **extra},
+    )
+
+
+def apply_gates(ctx: PassContext, proposed: Collector) -> GateResult:
+    memory = ctx.memory
+    now = ctx.now
+    out = Collector(deferred=list(proposed.deferred))
+
+    unique: list[Action] = []
+    seen: set[str] = set()
+    for a in proposed.actions:
+        if a.key in seen:
+            continue
+        seen.add(a.key)
+        if a.kind in ONE_SHOT_KINDS and a.key in memory.done:
+            continue
+        attempt = memory.attempts.get(a.key)
+        if attempt is not None and attempt.next_attempt_at is not None and attempt.next_attempt_at > now:
+            _defer(
+                out,
+                a,
+                DeferReason.BACKOFF,
+                f"{a.kind.value} {a.target.label()}: {attempt.failures} failed attempt(s), last: "
+                f"{attempt.last_error or '?'}; retry at {attempt.next_attempt_at.isoformat()}",
+                attempt.next_attempt_at,
+                {"failures": attempt.failures, "last_error": attempt.last_error},
+            )
+            continue
+        unique.append(a)
+
+    passive = [a for a in unique if not a.destructive]
+    destructive = sorted((a for a in unique if a.destructive), key=lambda a: (a.due_at, a.key))
+    breaker = memory.breaker
+
+    if not breaker.tripped and destructive:
+        stops = [a for a in destructive if a.kind == ActionKind.STOP_CONTAINER]
+        running_gpu = sum(1 for c in ctx.containers if c.state == ContainerState.RUNNING and c.has_gpu)
+        max_fraction = ctx.glob.breaker_max_fraction.value
+        min_containers = ctx.glob.breaker_min_containers.value
+        if stops and len(stops) >= min_containers and len(stops) > max_fraction * running_gpu:
+            reason = (
+                f"this pass would stop {len(stops)} of {running_gpu} running GPU containers "
+                f"(more than {max_fraction:.0%}, at least {min_containers})"
+            )
+            breaker = Breaker(tripped=True, tripped_at=now, reason=reason)
+            passive.append(
+                Action(
+                    kind=ActionKind.ALERT_ADMIN,
+                    target=host_target(),
+                    reason=Reason.BREAKER_TRIPPED,
+                    message=f"circuit breaker tripped: {reason}; no destructive action runs until "
+                    f"'ds01ctl breaker reset'",
+                    evidence={
+                        "would_stop": len(stops),
+                        "running_gpu_containers": running_gpu,
+                        "breaker_max_fraction": max_fraction,
+                        "breaker_min_containers": min_containers,
+                        "stop_keys": [a.key for a in stops],
+                    },
+                    due_at=now,
+                    key=f"AlertAdmin:BreakerTripped:{iso(now)}",
+                    params={},
+                )
+            )
+
+    performed: list[Action] = list(passive)
+    if breaker.tripped:
+        for a in destructive:
+            _defer(
+                out,
+                a,
+                DeferReason.BREAKER_OPEN,
+                f"{a.kind.value} {a.target.label()}: circuit breaker open since "
+                f"{iso(breaker.tripped_at)} ({breaker.reason})",
+                None,
+                {"breaker_tripped_at": iso(breaker.tripped_at)},
+            )
+    else:
+        budget = max(0, ctx.glob.max_destructive_actions_per_pass.value)
+        performed.extend(destructive[:budget])
+        for a in destructive[budget:]:
+            _defer(
+                out,
+                a,
+                DeferReason.BUDGET_EXHAUSTED,
+                f"{a.kind.value} {a.target.label()}: the budget of {budget} destructive actions per pass is "
+                f"spent; next pass",
+                None,
+                {"budget": budget, "due_at": iso(a.due_at)},
+            )
+
+    performed.sort(key=lambda a: (a.due_at, a.key))
+    return GateResult(performed, out.deferred, breaker)

@@ -1,0 +1,242 @@
+"""Idle evaluation: one sample's verdict, the streak bookkeeping, and the keep-alive cap."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+
+from controller.memory import ContainerMemory, KeepAliveSeen, Sample
+from controller.plan.idle import (
+    Thresholds,
+    advance,
+    classify,
+    fresh_memory,
+    idle_status,
+    keepalive_verdict,
+)
+from controller.snapshot import ActivitySignals, ContainerObs, KeepAlive, KeepAliveState
+from tests.fixtures import builders as b
+
+TH = Thresholds(gpu_pct=5.0, cpu_pct=2.0, net_bytes_per_interval=1_000_000)
+MINUTE_NS = 60 * 1_000_000_000
+
+
+def prev_sample(cpu_ns: int | None = 0, net: int | None = 0) -> Sample:
+    return Sample(at=b.T0, cpu_usage_ns=cpu_ns, net_bytes=net, idle=True)
+
+
+def reading(cpu_pct: float = 0.0, net: int = 0) -> ActivitySignals:
+    """Signals one minute after prev_sample() with the given CPU % of one core."""
+    return b.signals(b.at(minutes=1), cpu_usage_ns=int(MINUTE_NS * cpu_pct / 100), net_bytes=net)
+
+
+class TestClassify:
+    def test_all_signals_below_thresholds_is_idle(self) -> None:
+        v = classify(prev_sample(), reading(1.0, 10), {b.GPU0: 1.0}, TH, nvml_ok=True)
+        assert v.idle is True
+        assert v.cpu_pct == pytest.approx(1.0)
+        assert v.net_delta_bytes == 10
+
+    def test_busy_gpu_with_idle_cpu_is_active(self) -> None:
+        # DS01 Phase 5: CPU-only detection stopped containers at 0 % CPU and 100 % GPU.
+        v = classify(prev_sample(), reading(0.0), {b.GPU0: 100.0}, TH, nvml_ok=True)
+        assert v.idle is False
+        assert "gpu" in v.detail
+
+    def test_any_busy_gpu_of_several_is_active(self) -> None:
+        v = classify(prev_sample(), reading(0.0), {b.GPU0: 0.0, b.GPU1: 50.0}, TH, nvml_ok=True)
+        assert v.idle is False
+
+    def test_cpu_at_threshold_is_active(self) -> None:
+        v = classify(prev_sample(), reading(2.0), {b.GPU0: 0.0}, TH, nvml_ok=True)
+        assert v.idle is False
+
+    def test_cpu_rate_is_percent_of_one_core(self) -> None:
+        # 30 s of CPU over 60 s of wall time is 50 % of one core.
+        v = classify(prev_sample(), reading(50.0), {}, TH, nvml_ok=True)
+        assert v.cpu_pct == pytest.approx(50.0)
+
+    def test_network_per_interval_at_threshold_is_active(self) -> None:
+        v = classify(prev_sample(net=5), reading(0.0, 1_000_005), {b.GPU0: 0.0}, TH, nvml_ok=True)
+        assert v.idle is False
+        assert v.net_delta_bytes == 1_000_000
+
+    def test_first_sample_is_a_baseline(self) -> None:
+        v = classify(None, reading(0.0), {b.GPU0: 0.0}, TH, nvml_ok=True)
+        assert v.idle is None
+        assert "baseline" in v.detail
+
+    def test_busy_gpu_decides_even_on_the_baseline(self) -> None:
+        v = classify(None, reading(0.0), {b.GPU0: 90.0}, TH, nvml_ok=True)
+        assert v.idle is False
+
+    def test_unknown_gpu_utilization_falls_back_to_cpu_and_network(self) -> None:
+        v = classify(prev_sample(), reading(0.1), {b.mig_uuid(0, 1): None}, TH, nvml_ok=True)
+        assert v.idle is True
+        assert "gpu unknown" in v.detail
+
+    def test_unknown_cpu_is_undecidable(self) -> None:
+        sig = b.signals(b.at(minutes=1), cpu_usage_ns=None, net_bytes=0)
+        v = classify(prev_sample(), sig, {b.GPU0: 0.0}, TH, nvml_ok=True)
+        assert v.idle is None
+        assert "cpu unknown" in v.detail
+
+    def test_unknown_network_is_undecidable(self) -> None:
+        sig = b.signals(b.at(minutes=1), cpu_usage_ns=0, net_bytes=None)
+        assert classify(prev_sample(), sig, {b.GPU0: 0.0}, TH, nvml_ok=True).idle is None
+
+    def test_unknown_previous_reading_is_undecidable(self) -> None:
+        v = classify(prev_sample(cpu_ns=None), reading(0.0), {b.GPU0: 0.0}, TH, nvml_ok=True)
+        assert v.idle is None
+
+    def test_known_activity_wins_over_an_unknown_signal(self) -> None:
+        sig = b.signals(b.at(minutes=1), cpu_usage_ns=MINUTE_NS, net_bytes=None)
+        assert classify(prev_sample(), sig, {}, TH, nvml_ok=True).idle is False
+
+    def test_counter_going_backwards_is_undecidable(self) -> None:
+        v = classify(prev_sample(cpu_ns=10**12), reading(0.0), {b.GPU0: 0.0}, TH, nvml_ok=True)
+        assert v.idle is None
+        assert "backwards" in v.detail
+
+    def test_nvml_unavailable_is_never_idle(self) -> None:
+        v = classify(prev_sample(), reading(0.0), {}, TH, nvml_ok=False)
+        assert v.idle is None
+        assert "nvml unavailable" in v.detail
+
+
+def _running(sig: ActivitySignals | None, started_minutes_ago: float = 120) -> ContainerObs:
+    return b.running("t", gpus=[b.GPU0], started_at=b.ago(minutes=started_minutes_ago), sig=sig)
+
+
+class TestAdvance:
+    def _step(self, mem: ContainerMemory, minute: float, cpu_ns: int) -> ContainerMemory:
+        c = _running(b.signals(b.at(minutes=minute), cpu_usage_ns=cpu_ns, net_bytes=0))
+        return advance(
+            mem,
+            c,
+            thresholds=TH,
+            grace_end=b.ago(minutes=90),
+            gpu_pct={b.GPU0: 0.0},
+            nvml_ok=True,
+        )
+
+    def test_streak_starts_at_first_idle_sample_and_counts(self) -> None:
+        mem = fresh_memory(_running(None), b.T0, None)
+        mem = self._step(mem, 0, 0)
+        assert mem.idle_since is None  # baseline
+        mem = self._step(mem, 5, 0)
+        mem = self._step(mem, 10, 0)
+        assert mem.idle_since == b.at(minutes=5)
+        status = idle_status(mem, _running(b.signals(b.at(minutes=10))))
+        assert status.streak_samples == 2
+        assert status.interval_s == 300
+
+    def test_active_sample_resets_streak_and_idle_warnings(self) -> None:
+        mem = fresh_memory(_running(None), b.T0, None)
+        mem = self._step(mem, 0, 0)
+        mem = self._step(mem, 5, 0)
+        mem = mem.model_copy(
+            update={"warnings": {"idle:80:x": b.at(minutes=5), "runtime:75:x": b.at(minutes=5)}}
+        )
+        mem = self._step(mem, 10, 60 * MINUTE_NS)  # 1200 % CPU: busy
+        assert mem.idle_since is None
+        assert mem.last_active_at == b.at(minutes=10)
+        assert mem.warnings == {"runtime:75:x": b.at(minutes=5)}
+
+    def test_undecidable_sample_breaks_streak_without_counting_as_activity(self) -> None:
+        mem = fresh_memory(_running(None), b.T0, None)
+        mem = self._step(mem, 0, 0)
+        mem = self._step(mem, 5, 0)
+        c = _running(b.signals(b.at(minutes=10), cpu_usage_ns=None, net_bytes=0))
+        mem = advance(mem, c, thresholds=TH, grace_end=b.ago(hours=1), gpu_pct={}, nvml_ok=True)
+        assert mem.idle_since is None
+        assert mem.last_active_at is None
+
+    def test_idle_sample_inside_grace_period_does_not_start_streak(self) -> None:
+        mem = fresh_memory(_running(None), b.T0, None)
+        for minute in (0, 5):
+            c = _running(b.signals(b.at(minutes=minute)))
+            mem = advance(mem, c, thresholds=TH, grace_end=b.at(minutes=30), gpu_pct={}, nvml_ok=True)
+        assert mem.samples[-1].idle is True
+        assert mem.idle_since is None
+
+    def test_same_reading_twice_changes_nothing(self) -> None:
+        mem = fresh_memory(_running(None), b.T0, None)
+        mem = self._step(mem, 0, 0)
+        again = self._step(mem, 0, 0)
+        assert again is mem
+
+    def test_samples_are_capped(self) -> None:
+        mem = fresh_memory(_running(None), b.T0, None)
+        for i in range(80):
+            mem = self._step(mem, i, 0)
+        assert len(mem.samples) == 64
+        assert mem.samples[-1].at == b.at(minutes=79)
+
+
+class TestKeepAlive:
+    CAP_S = 3600.0
+
+    def test_fresh_present_file_first_seen_recently_is_honoured(self) -> None:
+        ka = b.keepalive(mtime=b.ago(minutes=1))
+        v = keepalive_verdict(ka, KeepAliveSeen(inode=1, first_seen_at=b.ago(minutes=10)), self.CAP_S, b.T0)
+        assert v.honoured
+        assert v.until == b.at(minutes=50)
+
+    def test_touching_it_does_not_extend_past_first_sighting_plus_cap(self) -> None:
+        ka = b.keepalive(mtime=b.T0)  # touched just now
+        v = keepalive_verdict(ka, KeepAliveSeen(inode=1, first_seen_at=b.ago(minutes=61)), self.CAP_S, b.T0)
+        assert not v.honoured
+        assert v.until == b.ago(minutes=1)
+
+    def test_future_mtime_is_capped_by_first_sighting(self) -> None:
+        ka = b.keepalive(mtime=b.at(days=3650))
+        v = keepalive_verdict(ka, KeepAliveSeen(inode=1, first_seen_at=b.ago(minutes=30)), self.CAP_S, b.T0)
+        assert v.honoured
+        assert v.until == b.at(minutes=30)
+
+    def test_old_mtime_is_not_honoured(self) -> None:
+        ka = b.keepalive(mtime=b.ago(hours=2))
+        v = keepalive_verdict(ka, KeepAliveSeen(inode=1, first_seen_at=b.ago(minutes=1)), self.CAP_S, b.T0)
+        assert not v.honoured
+
+    @pytest.mark.parametrize(
+        "state",
+        [KeepAliveState.LINK, KeepAliveState.NOT_REGULAR, KeepAliveState.UNKNOWN, KeepAliveState.ABSENT],
+    )
+    def test_anything_but_a_regular_file_is_never_honoured(self, state: KeepAliveState) -> None:
+        v = keepalive_verdict(
+            b.keepalive(state), KeepAliveSeen(inode=1, first_seen_at=b.T0), self.CAP_S, b.T0
+        )
+        assert not v.honoured
+
+    def test_no_cap_means_present_is_enough(self) -> None:
+        v = keepalive_verdict(b.keepalive(mtime=b.ago(days=30)), None, None, b.T0)
+        assert v.honoured
+        assert v.until is None
+
+    def test_first_sighting_survives_removal_and_new_inode_but_activity_renews_it(self) -> None:
+        def step(mem: ContainerMemory, minute: float, cpu_ns: int, ka: KeepAlive) -> ContainerMemory:
+            sig = b.signals(b.at(minutes=minute), cpu_usage_ns=cpu_ns, keep=ka)
+            c = _running(sig)
+            return advance(mem, c, thresholds=TH, grace_end=b.ago(hours=1), gpu_pct={}, nvml_ok=True)
+
+        mem = fresh_memory(_running(None), b.T0, None)
+        mem = step(mem, 0, 0, b.keepalive(mtime=b.T0, inode=1))
+        assert mem.keepalive == KeepAliveSeen(inode=1, first_seen_at=b.T0)
+        mem = step(mem, 5, 0, b.NO_KEEPALIVE)
+        mem = step(mem, 10, 0, b.keepalive(mtime=b.at(minutes=10), inode=2))
+        assert mem.keepalive == KeepAliveSeen(inode=2, first_seen_at=b.T0)
+        mem = step(mem, 15, 30 * MINUTE_NS, b.keepalive(mtime=b.at(minutes=15), inode=2))  # busy
+        assert mem.keepalive == KeepAliveSeen(inode=2, first_seen_at=b.at(minutes=15))
+
+
+def test_fresh_memory_keeps_first_sighting_across_restart() -> None:
+    c = _running(None)
+    old = ContainerMemory(container_id="x", started_at=b.ago(days=1), first_seen_at=b.ago(days=2))
+    mem = fresh_memory(c, b.T0, old)
+    assert mem.first_seen_at == b.ago(days=2)
+    assert mem.samples == ()
+    assert mem.started_at == b.ago(minutes=120)
+    assert b.T0 - mem.first_seen_at == timedelta(days=2)

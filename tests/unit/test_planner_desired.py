@@ -1,0 +1,117 @@
+"""The planner's desired-state adapters: StaticDesired and PolicySetDesired over real policy sets."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from controller.memory import ControllerMemory
+from controller.plan.desired import DesiredState, PolicySetDesired, StaticDesired
+from controller.plan.planner import plan
+from controller.snapshot import ContainerObs
+from crd_like_specs.vocabulary import ContainerType
+from desired_state.effective import EffectivePolicy, ExemptFrom
+from desired_state.load import builtin_policy, load_spec_text
+from tests.fixtures import builders as b
+
+EXEMPTION = """\
+apiVersion: ds01.io/v1alpha1
+kind: Exemption
+metadata:
+  name: alice-thesis
+spec:
+  user: alice
+  exemptFrom: [idle]
+  reason: thesis experiments
+  approvedBy: prof-smith
+  expiresAt: 2026-03-31T23:59:59Z
+"""
+
+
+def gpu_container(owner: str = "alice", **kw: object) -> ContainerObs:
+    return b.running("train", owner=owner, gpus=[b.GPU0], **kw)  # type: ignore[arg-type]
+
+
+class TestStaticDesired:
+    def test_fixed_policy_and_factory(self) -> None:
+        pol = b.policy(idle_timeout_s=60.0)
+        glob = b.global_policy()
+        assert StaticDesired(pol, glob).effective(gpu_container(), b.T0) is pol
+        seen: list[tuple[str, datetime]] = []
+
+        def factory(c: ContainerObs, now: datetime) -> EffectivePolicy:
+            seen.append((c.name, now))
+            return pol
+
+        d = StaticDesired(factory, glob)
+        assert d.effective(gpu_container(), b.T0) is pol
+        assert seen == [("train", b.T0)]
+        assert d.global_policy is glob
+        assert isinstance(d, DesiredState)
+
+
+class TestPolicySetDesired:
+    def test_builtin_policy_resolves_every_container(self) -> None:
+        d = PolicySetDesired(builtin_policy())
+        eff = d.effective(gpu_container(container_type=ContainerType.DOCKER), b.T0)
+        assert eff.owner == "alice"
+        assert eff.idle_timeout_s.value == 1800
+        assert eff.exemptions == ()
+        assert d.global_policy.max_destructive_actions_per_pass.value >= 1
+        assert isinstance(d, DesiredState)
+
+    def test_trusted_protected_label_reaches_the_policy(self) -> None:
+        d = PolicySetDesired(builtin_policy())
+        eff = d.effective(gpu_container(labels={"ds01.protected": "true"}), b.T0)
+        assert eff.protected.value is True
+
+    def test_exempt_owner_keeps_the_waived_timeout_with_provenance(self) -> None:
+        d = PolicySetDesired(load_spec_text(EXEMPTION))
+        eff = d.effective(gpu_container(), b.T0)
+        assert eff.exemption(ExemptFrom.IDLE) is not None
+        assert eff.idle_timeout_s.value == 1800
+        assert "waived by Exemption/alice-thesis" in eff.idle_timeout_s.source
+        other = d.effective(gpu_container(owner="bob"), b.T0)
+        assert other.exemptions == ()
+        assert "waived" not in other.idle_timeout_s.source
+
+    def test_expired_exemption_is_not_active(self) -> None:
+        d = PolicySetDesired(load_spec_text(EXEMPTION))
+        eff = d.effective(gpu_container(), datetime.fromisoformat("2026-04-01T00:00:00+00:00"))
+        assert eff.exemptions == ()
+
+    def test_exempt_owner_gets_one_notice_and_no_stop_end_to_end(self) -> None:
+        d = PolicySetDesired(load_spec_text(EXEMPTION))
+        memory = ControllerMemory()
+        counters = b.Counters()
+        reasons: list[tuple[int, str]] = []
+        for minute in range(0, 120, 5):
+            t = b.at(minutes=minute)
+            counters.step(300)
+            c = gpu_container(started_at=b.ago(hours=2), sig=counters.read(t, gpu_pct={b.GPU0: 0.0}))
+            gpus = [b.gpu(i) for i in range(4)]  # one of four held: no high demand
+            p = plan(b.snapshot(observed_at=t, containers=[c], gpus=gpus), d, memory, t)
+            reasons += [(minute, a.reason.value) for a in p.actions]
+            memory = b.record_outcomes(p)
+        assert reasons == [(35, "IdleExemptNotice")]
+        assert [(x.rule.value, x.why.value) for x in p.deferred if x.rule.value == "IdleTimeout"] == [
+            ("IdleTimeout", "Exempt")
+        ]
+
+
+def test_memoised_resolution_matches_fresh_resolution_across_expiry_and_time() -> None:
+    policy_set = load_spec_text(EXEMPTION)
+    expiry = datetime.fromisoformat("2026-03-31T23:59:59+00:00")
+    c = gpu_container()
+    d = PolicySetDesired(policy_set)
+    first = d.effective(c, b.T0)
+    # Reused while nothing time-dependent changed (a new adapter over the same set shares it).
+    assert PolicySetDesired(policy_set).effective(c, b.T0 + timedelta(hours=1)) is first
+    for t in (
+        expiry - timedelta(seconds=1),
+        expiry,  # expired (exclusive)
+        expiry + timedelta(days=1),
+        b.T0,  # back in time: a result computed later is not reused
+    ):
+        assert d.effective(c, t) == d._effective(c, t), t
+    assert d.effective(c, expiry).exemptions == ()
+    assert d.effective(c, b.T0).exemption(ExemptFrom.IDLE) is not None

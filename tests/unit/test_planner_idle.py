@@ -1,0 +1,433 @@
+"""Rule 3, idle GPU containers: single-pass exceptions and multi-pass scenarios.
+
+Multi-pass tests feed each plan's memory (plus the delivered warnings, as the executor records
+them) into the next pass, advancing ``now`` and the container's cumulative counters.
+Defaults: idle timeout 30 min, window 3 samples, grace 30 min, warn lead min(10 min, 20 %) = 6 min.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime
+
+from controller.memory import ControllerMemory
+from controller.plan.planner import plan
+from controller.plan.types import ActionKind, Plan
+from controller.snapshot import (
+    ActivitySignals,
+    ContainerObs,
+    ContainerState,
+    Domain,
+    GpuObs,
+    KeepAlive,
+    KeepAliveState,
+)
+from crd_like_specs.vocabulary import ContainerType
+from desired_state.effective import EffectivePolicy, ExemptFrom
+from tests.fixtures import builders as b
+
+STARTED = b.ago(hours=2)
+
+
+class IdleHost:
+    """One running GPU container observed at chosen minutes after T0."""
+
+    def __init__(
+        self,
+        pol: EffectivePolicy | None = None,
+        *,
+        name: str = "train",
+        gpus: tuple[str, ...] = (b.GPU0,),
+        started_at: datetime = STARTED,
+        others: tuple[ContainerObs, ...] = (),
+        all_gpus: tuple[str, ...] = (b.GPU0, b.GPU1, b.GPU2, b.GPU3),
+        deliver: bool = True,
+    ) -> None:
+        self.name = name
+        self.gpus = gpus
+        self.started_at = started_at
+        self.id: str | None = None
+        self.others = others
+        self.all_gpus = all_gpus
+        self.counters = b.Counters()
+        self.last_minute: float | None = None
+        self.passes = b.Passes(b.desired(pol), deliver=deliver)
+
+    def container(
+        self, minute: float, *, cpu_pct: float, gpu_pct: float | None, net: int, keep: KeepAlive
+    ) -> ContainerObs:
+        if self.last_minute is not None:
+            self.counters.step((minute - self.last_minute) * 60, cpu_pct=cpu_pct, net_bytes=net)
+        self.last_minute = minute
+        sig = self.counters.read(b.at(minutes=minute), gpu_pct={g: gpu_pct for g in self.gpus}, keep=keep)
+        return b.running(self.name, id=self.id, gpus=self.gpus, started_at=self.started_at, sig=sig)
+
+    def at(
+        self,
+        minute: float,
+        *,
+        cpu_pct: float = 0.1,
+        gpu_pct: float | None = 0.0,
+        net: int = 0,
+        keep: KeepAlive = b.NO_KEEPALIVE,
+        down: tuple[Domain, ...] = (),
+    ) -> Plan:
+        c = self.container(minute, cpu_pct=cpu_pct, gpu_pct=gpu_pct, net=net, keep=keep)
+        gpus = [b.gpu(i, u) for i, u in enumerate(self.all_gpus)]
+        snap = b.snapshot(
+            observed_at=b.at(minutes=minute), containers=[c, *self.others], gpus=gpus, down=down
+        )
+        return self.passes.run(snap)
+
+    def idle_verdicts(self, p: Plan) -> list[tuple[str, str]]:
+        return [(d.rule.value, d.why.value) for d in p.deferred if d.rule.value.startswith("Idle")]
+
+
+def kinds(p: Plan) -> list[tuple[str, str]]:
+    return [(a.kind.value, a.reason.value) for a in p.actions]
+
+
+class TestIdleWarningsThenStop:
+    def test_full_ladder_with_lead_time(self) -> None:
+        h = IdleHost()
+        assert kinds(h.at(0)) == []  # baseline
+        assert h.idle_verdicts(h.passes.history[-1]) == [("IdleTimeout", "WaitingForWindow")]
+        for minute in range(5, 30, 5):  # idle since minute 5
+            assert kinds(h.at(minute)) == [], minute
+        p30 = h.at(30)  # idle 25 min >= 80 % of 30
+        assert kinds(p30) == [("WarnOwner", "IdleWarning")]
+        warn = p30.actions[0]
+        assert warn.params["level_pct"] == 80
+        cid = b.cid("train")
+        assert (
+            warn.key == f"WarnOwner:{cid}:IdleWarning:80:{STARTED.isoformat()}:{b.at(minutes=5).isoformat()}"
+        )
+        assert warn.params["warning_key"] == f"idle:80:{STARTED.isoformat()}:{b.at(minutes=5).isoformat()}"
+        p35 = h.at(35)  # idle 30 min: due, but the lead (6 min from minute 30) has not passed
+        assert kinds(p35) == [("WarnOwner", "IdleWarning")]
+        assert p35.actions[0].params["level_pct"] == 95
+        assert h.idle_verdicts(p35) == [("IdleTimeout", "WaitingForWarning")]
+        assert next(d for d in p35.deferred if d.rule.value == "IdleTimeout").due_at == b.at(minutes=36)
+        p40 = h.at(40)
+        assert b.summary(p40) == [("StopContainer", "IdleTimeout", "train")]
+        stop = p40.actions[0]
+        assert stop.params == {"timeout_s": 60.0, "remove": True}
+        assert stop.key == f"StopContainer:{cid}:{STARTED.isoformat()}:IdleTimeout"
+        assert stop.target.expected_started_at == STARTED
+        assert stop.target.expected_state == "running"
+        assert stop.evidence["first_warning_at"] == b.at(minutes=30).isoformat()
+        assert stop.evidence["samples_in_streak"] == 8
+        assert stop.due_at == b.at(minutes=36)
+
+    def test_stop_never_in_the_same_pass_as_the_first_warning(self) -> None:
+        # A controller that was down for hours comes back: the stop is long due but nobody was told.
+        h = IdleHost()
+        for minute in (0, 5, 10, 15):
+            h.at(minute)
+        p = h.at(200)
+        assert kinds(p) == [("WarnOwner", "IdleWarning")]
+        assert h.idle_verdicts(p) == [("IdleTimeout", "WaitingForWarning")]
+        wait = next(d for d in p.deferred if d.rule.value == "IdleTimeout")
+        assert wait.due_at == b.at(minutes=206)
+        assert kinds(h.at(203)) == []  # lead not over
+        assert kinds(h.at(206)) == [("StopContainer", "IdleTimeout")]
+
+    def test_undelivered_warning_keeps_the_stop_waiting(self) -> None:
+        h = IdleHost(deliver=False)  # e.g. the notifier keeps failing
+        for minute in range(0, 300, 5):
+            p = h.at(minute)
+            assert all(a.kind != ActionKind.STOP_CONTAINER for a in p.actions), minute
+
+    def test_activity_resets_streak_and_warnings(self) -> None:
+        h = IdleHost()
+        for minute in range(0, 31, 5):
+            h.at(minute)
+        assert [a.reason.value for a in h.passes.history[-1].actions] == ["IdleWarning"]
+        assert kinds(h.at(35, cpu_pct=50)) == []  # busy
+        # A new streak starts at minute 40 and needs its own warnings and lead time.
+        for minute in range(40, 65, 5):
+            assert kinds(h.at(minute)) == [], minute
+        assert kinds(h.at(65)) == [("WarnOwner", "IdleWarning")]  # 25 min into the new streak
+
+    def test_window_requires_enough_idle_samples(self) -> None:
+        pol = b.policy(idle_timeout_s=10 * b.MIN, idle_detection_window=4)
+        h = IdleHost(pol)
+        h.at(0)
+        h.at(5)
+        h.at(10)
+        p15 = h.at(15)  # idle for 10 min (timeout) but 3/4 samples
+        assert kinds(p15) == [("WarnOwner", "IdleWarning")]
+        assert h.idle_verdicts(p15) == [("IdleTimeout", "WaitingForWindow")]
+        assert next(d for d in p15.deferred if d.rule.value == "IdleTimeout").due_at == b.at(minutes=20)
+        assert kinds(h.at(20)) == [("StopContainer", "IdleTimeout")]  # lead = 2 min, warned at 15
+
+    def test_min_duration_holds_the_stop(self) -> None:
+        pol = b.policy(idle_timeout_s=5 * b.MIN, idle_min_duration_s=20 * b.MIN, idle_detection_window=1)
+        h = IdleHost(pol)
+        h.at(0)
+        h.at(5)
+        for minute in (10, 15, 20):
+            assert all(a.kind != ActionKind.STOP_CONTAINER for a in h.at(minute).actions)
+        assert kinds(h.at(25)) == [("StopContainer", "IdleTimeout")]
+
+    def test_high_demand_halves_the_timeout(self) -> None:
+        # Every GPU of the host is held (by containers in any state): demand 100 % >= 80 %.
+        holders = tuple(
+            b.container(f"h{i}", state=ContainerState.PAUSED, gpus=[g]) for i, g in enumerate(b.GPUS[1:])
+        )
+        h = IdleHost(others=holders)
+        h.at(0)
+        for minute in range(5, 17, 5):
+            assert kinds(h.at(minute)) == []
+        p = h.at(20)  # idle 15 min >= 15 min = 30 min x 0.5
+        assert kinds(p) == [("WarnOwner", "IdleWarning")]
+        assert p.actions[0].evidence["high_demand"] is True
+        assert p.actions[0].evidence["timeout_s"] == 900
+
+    def test_low_demand_keeps_the_timeout(self) -> None:
+        h = IdleHost()
+        h.at(0)
+        p = h.at(5)
+        idle = next(d for d in p.deferred if d.rule.value == "IdleTimeout")
+        assert idle.evidence["high_demand"] is False
+        assert idle.evidence["demand_fraction"] == 0.25
+
+
+class TestIdleExceptions:
+    def test_busy_gpu_is_never_idle(self) -> None:
+        h = IdleHost()
+        for minute in range(0, 300, 10):
+            assert kinds(h.at(minute, cpu_pct=0.0, gpu_pct=100.0)) == [], minute
+
+    def test_network_traffic_is_activity(self) -> None:
+        h = IdleHost()
+        for minute in range(0, 300, 10):
+            assert kinds(h.at(minute, net=5_000_000)) == [], minute
+
+    def test_grace_period_from_last_start(self) -> None:
+        h = IdleHost(started_at=b.ago(minutes=10))
+        p = h.at(0)
+        assert h.idle_verdicts(p) == [("IdleTimeout", "GracePeriod")]
+        assert next(d for d in p.deferred if d.rule.value == "IdleTimeout").due_at == b.at(minutes=20)
+
+    def test_mig_unknown_utilization_falls_back_to_cpu_and_network(self) -> None:
+        mig = b.ref(b.mig_uuid(1, 0), parent=b.GPU1)
+        h = IdleHost()
+        h.gpus = (mig.uuid,)  # type: ignore[assignment]
+        for minute in range(0, 36, 5):
+            h.at(minute, gpu_pct=None)
+        assert kinds(h.passes.history[-1]) == [("WarnOwner", "IdleWarning")]
+
+    def test_unknown_cpu_never_counts_as_idle(self) -> None:
+        h = IdleHost()
+        for minute in range(0, 300, 10):
+            c = b.running(
+                "train",
+                gpus=[b.GPU0],
+                started_at=STARTED,
+                sig=b.signals(b.at(minutes=minute), cpu_usage_ns=None, gpu_pct={b.GPU0: 0.0}),
+            )
+            p = h.passes.run(b.snapshot(observed_at=b.at(minutes=minute), containers=[c], gpus=[b.gpu(0)]))
+            assert kinds(p) == [], minute
+        assert h.idle_verdicts(p) == [("IdleTimeout", "UnknownSignal")]
+
+    def test_no_reading_this_pass_is_unknown(self) -> None:
+        c = b.running("train", gpus=[b.GPU0], started_at=STARTED, sig=None)
+        p = plan(b.snapshot(containers=[c], gpus=[b.gpu(0)]), b.desired(), ControllerMemory(), b.T0)
+        assert [(d.rule.value, d.why.value) for d in p.deferred if d.rule.value == "IdleTimeout"] == [
+            ("IdleTimeout", "UnknownSignal")
+        ]
+
+    def test_nvml_down_stops_no_gpu_container(self) -> None:
+        h = IdleHost()
+        for minute in range(0, 31, 5):
+            h.at(minute)
+        for minute in range(35, 200, 5):
+            p = h.at(minute, down=(Domain.NVML,))
+            assert kinds(p) == [], minute
+            assert h.idle_verdicts(p) == [("IdleTimeout", "DomainUnavailable")]
+
+    def test_streak_does_not_survive_an_nvml_outage(self) -> None:
+        h = IdleHost()
+        for minute in range(0, 26, 5):
+            h.at(minute)
+        h.at(30, down=(Domain.NVML,))
+        for minute in range(35, 60, 5):
+            assert kinds(h.at(minute)) == [], minute  # a new streak started at 35
+
+    def test_non_gpu_container_is_never_idle_stopped(self) -> None:
+        runner = b.Passes()
+        counters = b.Counters()
+        for minute in range(0, 300, 10):
+            counters.step(600)
+            c = b.running("web", started_at=STARTED, sig=counters.read(b.at(minutes=minute)))
+            p = runner.run(b.snapshot(observed_at=b.at(minutes=minute), containers=[c]))
+            assert p.actions == ()
+            assert p.deferred == ()
+
+    def test_devcontainer_without_idle_timeout_is_not_stopped(self) -> None:
+        h = IdleHost(b.policy(idle_timeout_s=None, container_type=ContainerType.DEVCONTAINER.value))
+        for minute in range(0, 300, 10):
+            assert kinds(h.at(minute)) == []
+        assert h.idle_verdicts(h.passes.history[-1]) == []
+
+    def test_protected_and_monitoring_containers(self) -> None:
+        for pol, why in ((b.policy(protected=True), "Protected"), (b.policy(monitoring=True), "Monitoring")):
+            h = IdleHost(pol)
+            for minute in range(0, 300, 10):
+                assert kinds(h.at(minute)) == []
+            assert h.idle_verdicts(h.passes.history[-1]) == [("IdleTimeout", why)]
+
+    def test_exempt_owner_gets_one_notice_per_start_and_no_stop(self) -> None:
+        h = IdleHost(b.policy(exemptions=[b.exemption(ExemptFrom.IDLE)]))
+        notices = []
+        for minute in range(0, 200, 5):
+            p = h.at(minute)
+            assert all(a.kind == ActionKind.WARN_OWNER for a in p.actions)
+            notices += [(minute, a.reason.value) for a in p.actions]
+        assert notices == [(35, "IdleExemptNotice")]
+        assert h.idle_verdicts(h.passes.history[-1]) == [("IdleTimeout", "Exempt")]
+        # A restart is a new start: one more notice at most.
+        h.started_at = b.at(minutes=200)
+        h.counters = b.Counters()
+        h.last_minute = None
+        later = [a.reason.value for m in range(230, 400, 5) for a in h.at(m).actions]
+        assert later == ["IdleExemptNotice"]
+
+    def test_expired_idle_exemption_no_longer_shields(self) -> None:
+        h = IdleHost(b.policy(exemptions=[b.exemption(ExemptFrom.IDLE, expires_at=b.at(minutes=20))]))
+        reasons = [(m, a.reason.value) for m in range(0, 45, 5) for a in h.at(m).actions]
+        assert reasons == [(30, "IdleWarning"), (35, "IdleWarning"), (40, "IdleTimeout")]
+
+    def test_runtime_exemption_does_not_shield_idle(self) -> None:
+        h = IdleHost(b.policy(exemptions=[b.exemption(ExemptFrom.MAX_RUNTIME)]))
+        reasons = [a.reason.value for m in range(0, 45, 5) for a in h.at(m).actions]
+        assert reasons == ["IdleWarning", "IdleWarning", "IdleTimeout"]
+
+
+class TestKeepAlive:
+    def test_touching_every_pass_cannot_extend_past_the_cap(self) -> None:
+        pol = b.policy(keepalive_max_age_s=b.HOUR)
+        h = IdleHost(pol)
+        seen: list[tuple[int, list[tuple[str, str]]]] = []
+        for minute in range(0, 100, 5):
+            p = h.at(minute, keep=b.keepalive(mtime=b.at(minutes=minute)))  # touched right before each pass
+            seen.append((minute, kinds(p)))
+        ka = next(d for d in h.passes.history[5].deferred if d.rule.value == "IdleTimeout")
+        assert ka.why.value == "KeepAlive"
+        assert ka.due_at == b.at(minutes=60)  # first seen at minute 0, capped at 1 h
+        acts = [(m, k) for m, k in seen if k]
+        # At minute 60 the cap ends: the idle stop is long due, so warn now and stop after the lead.
+        assert acts[0] == (60, [("WarnOwner", "IdleWarning")])
+        assert acts[1] == (70, [("StopContainer", "IdleTimeout")])
+
+    def test_replacing_the_file_does_not_renew_it(self) -> None:
+        h = IdleHost(b.policy(keepalive_max_age_s=b.HOUR))
+        acts = []
+        for minute in range(0, 100, 5):
+            keep = b.keepalive(mtime=b.at(minutes=minute), inode=1000 + minute)  # rm + touch each time
+            acts += [(minute, a.reason.value) for a in h.at(minute, keep=keep).actions]
+        assert acts[:2] == [(60, "IdleWarning"), (70, "IdleTimeout")]
+
+    def test_keepalive_after_a_warning_means_a_fresh_warning_before_the_stop(self) -> None:
+        h = IdleHost(b.policy(keepalive_max_age_s=b.HOUR))
+        acts: list[tuple[int, str]] = []
+        for minute in range(0, 115, 5):
+            keep = b.keepalive(mtime=b.at(minutes=minute)) if minute >= 35 else b.NO_KEEPALIVE
+            acts += [(minute, a.reason.value) for a in h.at(minute, keep=keep).actions]
+        # Warned at 30; the owner touches the keep-alive (seen at 35, honoured one hour); when it
+        # lapses at 95 the stop is long due, but the owner is warned again and gets the lead time.
+        assert acts[:3] == [(30, "IdleWarning"), (95, "IdleWarning"), (105, "IdleTimeout")]
+
+    def test_symlink_keepalive_is_ignored(self) -> None:
+        h = IdleHost()
+        acts = [
+            (m, a.reason.value)
+            for m in range(0, 45, 5)
+            for a in h.at(m, keep=b.keepalive(KeepAliveState.LINK)).actions
+        ]
+        assert acts == [(30, "IdleWarning"), (35, "IdleWarning"), (40, "IdleTimeout")]
+
+    def test_stale_mtime_is_ignored(self) -> None:
+        h = IdleHost()
+        keep = b.keepalive(mtime=b.ago(days=2))
+        acts = [(m, a.reason.value) for m in range(0, 45, 5) for a in h.at(m, keep=keep).actions]
+        assert acts == [(30, "IdleWarning"), (35, "IdleWarning"), (40, "IdleTimeout")]
+
+
+class TestStateIsPerStartAndPerId:
+    def test_restart_resets_grace_streak_and_warnings(self) -> None:
+        h = IdleHost()
+        for minute in range(0, 31, 5):
+            h.at(minute)
+        assert kinds(h.passes.history[-1]) == [("WarnOwner", "IdleWarning")]
+        h.started_at = b.at(minutes=32)  # restarted; counters restart too
+        h.counters = b.Counters()
+        h.last_minute = None
+        p = h.at(35)
+        assert kinds(p) == []
+        assert h.idle_verdicts(p) == [("IdleTimeout", "GracePeriod")]
+        mem = p.memory.containers[b.cid("train")]
+        assert mem.started_at == b.at(minutes=32)
+        assert mem.warnings == {}
+        assert len(mem.samples) == 1
+        acts = [(m, a.reason.value) for m in range(40, 140, 5) for a in h.at(m).actions]
+        # Grace until 62, baseline at 40 then idle samples; first idle sample after grace at 65.
+        assert acts[:3] == [(90, "IdleWarning"), (95, "IdleWarning"), (100, "IdleTimeout")]
+
+    def test_recreated_container_with_same_name_does_not_inherit(self) -> None:
+        h = IdleHost()
+        for minute in range(0, 31, 5):
+            h.at(minute)
+        old_id = b.cid("train")
+        h.id = "f" * 64  # same name, new container
+        h.started_at = b.at(minutes=31)
+        h.counters = b.Counters()
+        h.last_minute = None
+        p = h.at(35)
+        assert kinds(p) == []
+        assert set(p.memory.containers) == {"f" * 64}
+        assert old_id not in p.memory.containers
+
+
+def test_idle_stop_keeps_remove_policy() -> None:
+    h = IdleHost(b.policy(remove_after_idle_stop=False, sigterm_grace_s=30.0))
+    stops = [a for m in range(0, 45, 5) for a in h.at(m).actions if a.kind == ActionKind.STOP_CONTAINER]
+    assert [a.params for a in stops] == [{"timeout_s": 30.0, "remove": False}]
+
+
+def test_paused_gpu_container_is_not_idle_stopped() -> None:
+    c = b.container("p", state=ContainerState.PAUSED, gpus=[b.GPU0], started_at=b.ago(days=3))
+    p = plan(b.snapshot(containers=[c], gpus=[b.gpu(0)]), b.desired(), ControllerMemory(), b.T0)
+    assert p.actions == ()
+    assert p.deferred == ()
+
+
+class TestWhichGpusCount:
+    def _passes(
+        self, c_for: Callable[[ActivitySignals], ContainerObs], gpus: list[GpuObs]
+    ) -> list[tuple[int, str]]:
+        runner = b.Passes()
+        counters = b.Counters()
+        acts: list[tuple[int, str]] = []
+        for minute in range(0, 45, 5):
+            counters.step(300, cpu_pct=0.1)
+            c = c_for(counters.read(b.at(minutes=minute)))
+            snap = b.snapshot(observed_at=b.at(minutes=minute), containers=[c], gpus=gpus)
+            acts += [(minute, a.reason.value) for a in runner.run(snap).actions]
+        return acts
+
+    def test_all_gpus_container_is_busy_when_any_gpu_is(self) -> None:
+        def mk(sig: ActivitySignals) -> ContainerObs:
+            return b.running("cuda", all_gpus=True, started_at=STARTED, sig=sig)
+
+        busy = [b.gpu(0, util_pct=0.0), b.gpu(1, util_pct=80.0)]
+        assert self._passes(mk, busy) == []
+        idle = [b.gpu(0, util_pct=0.0), b.gpu(1, util_pct=0.0)]
+        assert self._passes(mk, idle) == [(30, "IdleWarning"), (35, "IdleWarning"), (40, "IdleTimeout")]
+
+    def test_unresolved_reference_counts_every_gpu(self) -> None:
+        def mk(sig: ActivitySignals) -> ContainerObs:
+            return b.running("odd", gpus=[b.unresolved_ref("7")], started_at=STARTED, sig=sig)
+
+        assert self._passes(mk, [b.gpu(0, util_pct=50.0)]) == []
