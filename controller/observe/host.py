@@ -1,0 +1,314 @@
+"""Assemble one :class:`~controller.snapshot.Snapshot` of the host: Docker, NVML, procfs, ledger.
+
+Owns :class:`ObserveConfig`, :class:`HostObserver` (long-lived; the daemon keeps one and calls
+:meth:`HostObserver.invalidate` on Docker events) and :func:`observe_host` (one-shot, for
+``ds01ctl`` and ``python -m controller.observe``).
+
+One pass: NVML first (its device list resolves the containers' GPU references), then Docker (one
+list call, inspects only for what changed; see :mod:`controller.observe.docker_adapter`), then each
+running container's main process (uid for ownership, activity signals), then NVML's compute
+processes (attributed through their cgroups), then the ledger. Each domain's failure is recorded in
+``Snapshot.health`` and never raised: a Docker engine that is down gives ``containers=()`` with the
+DOCKER domain unavailable, which the planner must not read as "no containers" (nor read a GPU
+process's ``container_exists=False`` as "its container is gone").
+
+Called by the daemon loop and the CLI. It reads only; it must not change anything on the host.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Protocol
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from controller.observe.cgroups import container_ids_in_path, parse_cgroup
+from controller.observe.classify import classify
+from controller.observe.docker_adapter import (
+    DEFAULT_MAX_AGE_S,
+    CallCounter,
+    DockerContainer,
+    DockerObserver,
+    make_client,
+)
+from controller.observe.gpu_refs import resolve_gpu_refs
+from controller.observe.keepalive import validate_keepalive_path
+from controller.observe.ledger import DEFAULT_LEDGER_PATH, DEFAULT_LOCK_TIMEOUT_S, read_ledger
+from controller.observe.procfs import (
+    DEFAULT_SYSTEM_PROCESS_NAMES,
+    ProcessGone,
+    ProcHandle,
+    ProcReader,
+    attribute_gpu_processes,
+    parse_status_uid,
+    uid_to_name_cached,
+)
+from controller.observe.signals import SignalConfig, gpu_util_readings, read_signals, unknown_signals
+from controller.snapshot import (
+    ActivitySignals,
+    ContainerObs,
+    ContainerState,
+    Domain,
+    DomainHealth,
+    GpuObs,
+    GpuRef,
+    GpuUtilReading,
+    GpuUuid,
+    Snapshot,
+)
+
+DEFAULT_KEEPALIVE_PATH = "/workspace/.keep-alive"
+
+
+class NvmlLike(Protocol):
+    """What the observer needs from NVML (``controller.observe.nvml.NvmlObserver`` or a stand-in)."""
+
+    def observe(self) -> tuple[tuple[GpuObs, ...], DomainHealth]: ...
+
+
+class ObserveConfig(BaseModel):
+    """Settings of the observation layer; every field has a safe default for a DS01 host."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    docker_base_url: str | None = Field(
+        default=None, description="Engine URL (unix:///var/run/docker.sock); None reads DOCKER_HOST"
+    )
+    docker_timeout_s: float = Field(default=10.0, gt=0, description="Timeout of every Docker request")
+    inspect_max_age_s: float = Field(
+        default=DEFAULT_MAX_AGE_S, gt=0, description="Re-inspect a cached container at least this often"
+    )
+    nvml_timeout_s: float = Field(default=10.0, gt=0, description="Deadline of one NVML observation")
+    ledger_path: Path = DEFAULT_LEDGER_PATH
+    ledger_lock_timeout_s: float = Field(default=DEFAULT_LOCK_TIMEOUT_S, gt=0)
+    keepalive_path: str = DEFAULT_KEEPALIVE_PATH
+    proc_root: Path = Path("/proc")
+    cgroup_root: Path = Path("/sys/fs/cgroup")
+    system_process_names: tuple[str, ...] = DEFAULT_SYSTEM_PROCESS_NAMES
+    use_openat2: bool | None = Field(
+        default=None, description="None: openat2 where the kernel has it; False: always walk components"
+    )
+
+    @field_validator("keepalive_path")
+    @classmethod
+    def _keepalive_inside_container(cls, value: str) -> str:
+        return validate_keepalive_path(value)
+
+
+class _NoNvml:
+    """Stands in when the NVML adapter cannot even be constructed; reports why, every pass."""
+
+    def __init__(self, error: str) -> None:
+        self.error = error
+
+    def observe(self) -> tuple[tuple[GpuObs, ...], DomainHealth]:
+        return (), DomainHealth(domain=Domain.NVML, ok=False, error=self.error)
+
+
+class HostObserver:
+    """Observes the host once per :meth:`observe`; keeps the Docker client and inspect cache between."""
+
+    def __init__(self, config: ObserveConfig, nvml: NvmlLike | None = None) -> None:
+        self.config = config
+        self.counter = CallCounter()
+        self._docker = DockerObserver(
+            lambda: make_client(config.docker_base_url, config.docker_timeout_s),
+            max_age_s=config.inspect_max_age_s,
+            counter=self.counter,
+        )
+        self._nvml: NvmlLike = nvml if nvml is not None else _default_nvml(config.nvml_timeout_s)
+        self._observe_lock = threading.Lock()
+
+    @property
+    def docker(self) -> Any:
+        """The Docker client (``docker.DockerClient``), for the executor to reuse.
+
+        Created on first use; raises ``docker.errors.DockerException`` when the engine is unreachable.
+        """
+        return self._docker.client
+
+    def invalidate(self, container_id: str | None = None) -> None:
+        """Re-inspect this container (id or id prefix) on the next pass; None: every container."""
+        self._docker.invalidate(container_id)
+
+    def close(self) -> None:
+        self._docker.close()
+        close = getattr(self._nvml, "close", None)
+        if callable(close):
+            close()
+
+    def __enter__(self) -> HostObserver:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def observe(self, now: datetime | None = None) -> Snapshot:
+        with self._observe_lock:
+            return self._observe(now or datetime.now(UTC))
+
+    def _observe(self, now: datetime) -> Snapshot:
+        calls_before = self.counter.count
+        health: dict[Domain, DomainHealth] = {}
+
+        started = time.monotonic()
+        try:
+            gpus, nvml_health = self._nvml.observe()
+        except Exception as exc:  # a stand-in or future adapter must not break the pass
+            gpus, nvml_health = (
+                (),
+                DomainHealth(domain=Domain.NVML, ok=False, error=f"{type(exc).__name__}: {exc}"),
+            )
+        if nvml_health.duration_s == 0.0:
+            nvml_health = nvml_health.model_copy(update={"duration_s": time.monotonic() - started})
+        health[Domain.NVML] = nvml_health
+        resolvable: Sequence[GpuObs] | None = gpus if nvml_health.ok else None
+
+        started = time.monotonic()
+        observation = self._docker.observe()
+        health[Domain.DOCKER] = DomainHealth(
+            domain=Domain.DOCKER,
+            ok=observation.error is None,
+            error=observation.error,
+            duration_s=time.monotonic() - started,
+        )
+
+        started = time.monotonic()
+        uid_to_name = uid_to_name_cached()
+        reader = ProcReader(self.config.proc_root, uid_to_name, self.config.system_process_names)
+        signal_config = SignalConfig(
+            cgroup_root=self.config.cgroup_root,
+            proc_root=self.config.proc_root,
+            keepalive_path=self.config.keepalive_path,
+            use_openat2=self.config.use_openat2,
+        )
+        containers = tuple(
+            self._container(c, resolvable, nvml_health.error, reader, signal_config)
+            for c in observation.containers
+        )
+        existing = {c.id for c in containers}
+        processes, proc_errors = attribute_gpu_processes(gpus, existing, reader)
+        proc_problems = [e for e in (reader.health_error(), *proc_errors) if e]
+        health[Domain.PROCFS] = DomainHealth(
+            domain=Domain.PROCFS,
+            ok=not proc_problems,
+            error="; ".join(proc_problems) or None,
+            duration_s=time.monotonic() - started,
+        )
+
+        started = time.monotonic()
+        ledger = read_ledger(self.config.ledger_path, resolvable, self.config.ledger_lock_timeout_s)
+        health[Domain.LEDGER] = DomainHealth(
+            domain=Domain.LEDGER,
+            ok=ledger.error is None,
+            error=ledger.error,
+            duration_s=time.monotonic() - started,
+        )
+
+        return Snapshot(
+            observed_at=now,
+            health=tuple(health[d] for d in (Domain.DOCKER, Domain.NVML, Domain.PROCFS, Domain.LEDGER)),
+            containers=containers,
+            gpus=tuple(gpus),
+            processes=processes,
+            ledger=ledger,
+            docker_api_calls=self.counter.count - calls_before,
+        )
+
+    def _container(
+        self,
+        c: DockerContainer,
+        gpus: Sequence[GpuObs] | None,
+        nvml_error: str | None,
+        reader: ProcReader,
+        signal_config: SignalConfig,
+    ) -> ContainerObs:
+        refs = resolve_gpu_refs(c.gpu_refs, gpus)
+        main_uid: int | None = None
+        signals: ActivitySignals | None = None
+        if c.state == ContainerState.RUNNING:
+            uuids = _device_uuids(refs, c.gpu_refs.all_gpus, gpus)
+            util = gpu_util_readings(uuids, gpus, nvml_error)
+            main_uid, signals = self._main_process(c, reader, signal_config, util)
+        verdict = classify(c.name, c.labels, main_uid, reader.uid_to_name)
+        return ContainerObs(
+            id=c.id,
+            name=c.name,
+            image=c.image,
+            labels=c.labels,
+            state=c.state,
+            created_at=c.created_at,
+            started_at=c.started_at,
+            finished_at=c.finished_at,
+            pid=c.pid,
+            restart_count=c.restart_count,
+            exit_code=c.exit_code,
+            cgroup_parent=c.cgroup_parent,
+            owner=verdict.owner,
+            owner_rule=verdict.owner_rule,
+            container_type=verdict.container_type,
+            type_rule=verdict.type_rule,
+            managed=verdict.managed,
+            protected_label=verdict.protected,
+            monitoring_label=verdict.monitoring,
+            gpu_refs=refs,
+            all_gpus=c.gpu_refs.all_gpus,
+            signals=signals,
+        )
+
+    def _main_process(
+        self,
+        c: DockerContainer,
+        reader: ProcReader,
+        signal_config: SignalConfig,
+        util: tuple[GpuUtilReading, ...],
+    ) -> tuple[int | None, ActivitySignals]:
+        if c.pid is None:
+            return None, unknown_signals("the engine reports no main process")
+        try:
+            with ProcHandle(reader.proc_root, c.pid) as handle:
+                cgroup_text = handle.read_text("cgroup")
+                # The cached pid can be stale (a restart not seen yet) and then reused by another
+                # process: only read through it if its cgroup still names this container.
+                if not _names_container(cgroup_text, c.id):
+                    return None, unknown_signals(f"pid {c.pid} no longer belongs to the container")
+                uid = parse_status_uid(handle.read_text("status"))
+                signals = read_signals(
+                    handle, cgroup_text, signal_config, network_mode=c.network_mode, gpu_util=util
+                )
+                return uid, signals
+        except ProcessGone as exc:
+            return None, unknown_signals(f"main process gone: {exc}")
+        except OSError as exc:
+            return None, unknown_signals(f"cannot read the main process: {exc}")
+
+
+def observe_host(config: ObserveConfig | None = None, nvml: NvmlLike | None = None) -> Snapshot:
+    """One snapshot with a fresh observer (no cache): for one-shot callers."""
+    with HostObserver(config or ObserveConfig(), nvml) as observer:
+        return observer.observe()
+
+
+def _names_container(cgroup_text: str, container_id: str) -> bool:
+    return any(container_id in container_ids_in_path(line.path) for line in parse_cgroup(cgroup_text))
+
+
+def _device_uuids(refs: Sequence[GpuRef], all_gpus: bool, gpus: Sequence[GpuObs] | None) -> list[GpuUuid]:
+    uuids = list(dict.fromkeys(r.uuid for r in refs if r.uuid is not None))
+    if all_gpus and gpus is not None:
+        for gpu in gpus:
+            if gpu.uuid not in uuids:
+                uuids.append(gpu.uuid)
+    return uuids
+
+
+def _default_nvml(timeout_s: float) -> NvmlLike:
+    try:
+        from controller.observe.nvml import NvmlObserver
+    except Exception as exc:  # pynvml missing or broken: NVML is unavailable, not fatal
+        return _NoNvml(f"the NVML adapter cannot be loaded: {type(exc).__name__}: {exc}")
+    return NvmlObserver(timeout_s=timeout_s)

@@ -1,0 +1,301 @@
+"""Read processes from procfs and attribute NVML's GPU processes to containers.
+
+Owns:
+
+* :class:`ProcHandle`: a directory fd of ``/proc/<pid>``. Every read for one process goes through
+  that fd, so a PID that is reused while we read cannot mix two processes' files (reads of a dead
+  process fail with ESRCH/ENOENT, which become :class:`ProcessGone`).
+* :class:`ProcReader`: per-pass reading of uid, user, command line and start time. The start time
+  uses psutil's formula (``starttime / CLK_TCK + btime``) on the same files, so it equals
+  ``psutil.Process(pid).create_time()`` and the executor can compare the two to guard against PID
+  reuse. Everything is read below a configurable ``proc_root`` (default ``/proc``) so parsing is
+  testable against a fake tree.
+* :func:`attribute_gpu_processes`: one :class:`GpuProcessObs` per (PID, device) NVML listed. A PID
+  that disappeared between NVML and ``/proc`` is ``VANISHED``, not an error. A process in no
+  container whose program name matches ``system_process_names`` (fnmatch patterns, matched against
+  the basename of argv[0] and against ``comm``) is a system process; a process inside a container is
+  never a system process, whatever it calls itself.
+
+``container_exists`` is only meaningful when the DOCKER domain is ok; the caller reports both.
+Called by :mod:`controller.observe.host`. Must not kill, signal or write anything.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import os
+import pwd
+from collections.abc import Callable, Container, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from controller.observe.cgroups import attribute
+from controller.snapshot import ContainerId, GpuObs, GpuProcessObs, GpuUuid, NvmlProcess, ProcessState
+
+# Evidence only: long command lines are cut (a 2 MiB argv is legal).
+MAX_CMDLINE_CHARS = 4096
+_READ_LIMIT_BYTES = 1 << 20
+_COMM_CHARS = 15  # the kernel truncates comm to 15 characters
+
+DEFAULT_SYSTEM_PROCESS_NAMES: tuple[str, ...] = (
+    "nvidia-persistenced",
+    "nv-hostengine",
+    "dcgm*",
+    "nvidia-dcgm*",
+    "Xorg",
+    "X",
+    "Xwayland",
+    "gnome-shell",
+)
+
+
+class ProcessGone(Exception):
+    """The process exited (or its PID is no longer the process we opened)."""
+
+
+class ProcHandle:
+    """An open ``/proc/<pid>`` directory; close it (or use ``with``) when done."""
+
+    def __init__(self, proc_root: Path, pid: int) -> None:
+        if pid <= 0:
+            raise ProcessGone(f"invalid pid {pid}")
+        self.pid = pid
+        try:
+            self.fd = os.open(proc_root / str(pid), os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        except (FileNotFoundError, ProcessLookupError) as exc:
+            raise ProcessGone(f"pid {pid}: {exc.strerror}") from exc
+
+    def read_bytes(self, name: str, limit_bytes: int = _READ_LIMIT_BYTES) -> bytes:
+        try:
+            fd = os.open(name, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW, dir_fd=self.fd)
+        except (FileNotFoundError, ProcessLookupError) as exc:
+            raise ProcessGone(f"pid {self.pid}: {name}: {exc.strerror}") from exc
+        try:
+            chunks: list[bytes] = []
+            remaining = limit_bytes
+            while remaining > 0:
+                chunk = os.read(fd, min(remaining, 65536))
+                if not chunk:
+                    break
+                chunks.append(chunk)
+                remaining -= len(chunk)
+            return b"".join(chunks)
+        except ProcessLookupError as exc:
+            raise ProcessGone(f"pid {self.pid}: {name}: {exc.strerror}") from exc
+        finally:
+            os.close(fd)
+
+    def read_text(self, name: str) -> str:
+        return self.read_bytes(name).decode("utf-8", errors="replace")
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+    def __enter__(self) -> ProcHandle:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+@dataclass(frozen=True, slots=True)
+class ProcessInfo:
+    uid: int | None
+    cmdline: str
+    comm: str
+    start_time: float | None
+
+
+def parse_status_uid(text: str) -> int | None:
+    """The real uid from ``/proc/<pid>/status``."""
+    for line in text.splitlines():
+        if line.startswith("Uid:"):
+            fields = line.split()
+            if len(fields) >= 2 and fields[1].isdigit():
+                return int(fields[1])
+    return None
+
+
+def parse_cmdline(raw: bytes) -> str:
+    """NUL-separated argv -> one line; undecodable bytes replaced, length capped."""
+    args = [a.decode("utf-8", errors="replace") for a in raw.rstrip(b"\0").split(b"\0")] if raw else []
+    text = " ".join(args)
+    return text if len(text) <= MAX_CMDLINE_CHARS else text[:MAX_CMDLINE_CHARS] + "…"
+
+
+def parse_stat_start_ticks(text: str) -> int | None:
+    """Field 22 (``starttime``, clock ticks since boot) of ``/proc/<pid>/stat``."""
+    # comm (field 2) can contain spaces and parentheses; everything after the last ')' is fixed.
+    _, sep, rest = text.rpartition(")")
+    if not sep:
+        return None
+    fields = rest.split()
+    # rest starts at field 3 (state), so field 22 is index 19.
+    if len(fields) < 20 or not fields[19].isdigit():
+        return None
+    return int(fields[19])
+
+
+def parse_boot_time(text: str) -> float | None:
+    for line in text.splitlines():
+        if line.startswith("btime"):
+            fields = line.split()
+            if len(fields) >= 2 and fields[1].isdigit():
+                return float(fields[1])
+    return None
+
+
+def uid_to_name_cached() -> Callable[[int], str | None]:
+    """A password-database lookup, cached for one pass (the database can change between passes)."""
+    cache: dict[int, str | None] = {}
+
+    def lookup(uid: int) -> str | None:
+        if uid not in cache:
+            try:
+                cache[uid] = pwd.getpwuid(uid).pw_name
+            except (KeyError, OverflowError, ValueError):
+                cache[uid] = None
+        return cache[uid]
+
+    return lookup
+
+
+class ProcReader:
+    """Reads processes below ``proc_root`` for one observation pass."""
+
+    def __init__(
+        self,
+        proc_root: Path,
+        uid_to_name: Callable[[int], str | None],
+        system_process_names: Sequence[str] = DEFAULT_SYSTEM_PROCESS_NAMES,
+    ) -> None:
+        self.proc_root = proc_root
+        self.uid_to_name = uid_to_name
+        self.system_process_names = tuple(system_process_names)
+        self.clock_ticks = os.sysconf("SC_CLK_TCK")
+        self.boot_time = self._read_boot_time()
+
+    def _read_boot_time(self) -> float | None:
+        try:
+            return parse_boot_time((self.proc_root / "stat").read_text(encoding="utf-8", errors="replace"))
+        except OSError:
+            return None
+
+    def health_error(self) -> str | None:
+        if self.boot_time is None:
+            return f"cannot read the boot time from {self.proc_root / 'stat'}"
+        return None
+
+    def info(self, handle: ProcHandle) -> ProcessInfo:
+        """uid, command line, comm and start time; raises ProcessGone if the process exited."""
+        uid = parse_status_uid(handle.read_text("status"))
+        cmdline = parse_cmdline(handle.read_bytes("cmdline"))
+        comm = handle.read_text("comm").strip()
+        ticks = parse_stat_start_ticks(handle.read_text("stat"))
+        start = None
+        if ticks is not None and self.boot_time is not None:
+            start = ticks / self.clock_ticks + self.boot_time
+        return ProcessInfo(uid=uid, cmdline=cmdline, comm=comm, start_time=start)
+
+    def is_system(self, info: ProcessInfo) -> bool:
+        argv0 = info.cmdline.split(" ", 1)[0] if info.cmdline else ""
+        names = {argv0.rsplit("/", 1)[-1]} if argv0 else set()
+        for pattern in self.system_process_names:
+            if any(fnmatch.fnmatchcase(n, pattern) for n in names):
+                return True
+            # comm is cut to 15 characters: "nvidia-persistenced" shows as "nvidia-persiste".
+            if info.comm and fnmatch.fnmatchcase(info.comm, pattern[:_COMM_CHARS]):
+                return True
+        return False
+
+
+@dataclass(frozen=True, slots=True)
+class _Listed:
+    pid: int
+    device_uuid: GpuUuid
+    gpu_uuid: GpuUuid
+    used_memory_bytes: int | None
+
+
+def listed_gpu_processes(gpus: Iterable[GpuObs]) -> list[_Listed]:
+    out: list[_Listed] = []
+    for gpu in gpus:
+        out.extend(_listed(gpu.processes, gpu.uuid, gpu.uuid))
+        for mig in gpu.mig_devices:
+            out.extend(_listed(mig.processes, mig.uuid, gpu.uuid))
+    return out
+
+
+def _listed(procs: Iterable[NvmlProcess], device: GpuUuid, gpu: GpuUuid) -> Iterable[_Listed]:
+    return (_Listed(p.pid, device, gpu, p.used_memory_bytes) for p in procs)
+
+
+@dataclass(frozen=True, slots=True)
+class _Read:
+    state: ProcessState
+    info: ProcessInfo | None
+    cgroup_text: str
+
+
+def attribute_gpu_processes(
+    gpus: Sequence[GpuObs],
+    existing_containers: Container[str],
+    reader: ProcReader,
+) -> tuple[tuple[GpuProcessObs, ...], tuple[str, ...]]:
+    """Attribute every compute process NVML listed; returns the observations and read errors.
+
+    Errors are reads that failed for a reason other than the process having exited; the caller
+    marks the PROCFS domain unavailable with them, because an unreadable cgroup must not turn a
+    container's process into an apparent host process.
+    """
+    cache: dict[int, _Read] = {}
+    errors: list[str] = []
+    out: list[GpuProcessObs] = []
+    for listed in listed_gpu_processes(gpus):
+        read = cache.get(listed.pid)
+        if read is None:
+            read = _read_process(reader, listed.pid, errors)
+            cache[listed.pid] = read
+        base = GpuProcessObs(
+            pid=listed.pid,
+            device_uuid=listed.device_uuid,
+            gpu_uuid=listed.gpu_uuid,
+            used_memory_bytes=listed.used_memory_bytes,
+            state=read.state,
+        )
+        if read.info is None:
+            out.append(base)
+            continue
+        attribution = attribute(read.cgroup_text, existing_containers)
+        container_id: ContainerId | None = attribution.container_id
+        uid = read.info.uid
+        out.append(
+            base.model_copy(
+                update={
+                    "start_time": read.info.start_time,
+                    "uid": uid,
+                    "user": reader.uid_to_name(uid) if uid is not None else None,
+                    "cmdline": read.info.cmdline,
+                    "cgroup": attribution.cgroup,
+                    "container_id": container_id,
+                    "container_exists": container_id is not None and container_id in existing_containers,
+                    "is_system": container_id is None and reader.is_system(read.info),
+                }
+            )
+        )
+    return tuple(out), tuple(errors)
+
+
+def _read_process(reader: ProcReader, pid: int, errors: list[str]) -> _Read:
+    try:
+        with ProcHandle(reader.proc_root, pid) as handle:
+            cgroup_text = handle.read_text("cgroup")
+            info = reader.info(handle)
+    except ProcessGone:
+        return _Read(ProcessState.VANISHED, None, "")
+    except OSError as exc:
+        errors.append(f"pid {pid}: {exc}")
+        return _Read(ProcessState.PRESENT, None, "")
+    return _Read(ProcessState.PRESENT, info, cgroup_text)
