@@ -1,0 +1,154 @@
+"""Container operations for the executor: fresh inspect, stop, remove, each verified.
+
+Every call goes through the low-level Docker API client with an HTTP timeout, has its errors
+classified once (:func:`controller.act.errors.classify`) and is retried by tenacity only when
+the error is transient. Removal is confirmed by *observing* the container gone (a 404 on a new
+inspect), never by trusting an exit code: DS01 once reported containers removed that were not
+(notes §5, bug 7).
+
+Called by the real executor. Decides nothing; the precondition logic lives in the executor.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+from tenacity import retry, retry_if_exception_type, stop_after_attempt, wait_exponential
+
+from controller.act.errors import GoneError, PermanentError, TransientError, classify
+
+DOCKER_ZERO_TIME_PREFIX = "0001-01-01"
+_T = TypeVar("_T")
+
+_retry_transient = retry(
+    retry=retry_if_exception_type(TransientError),
+    stop=stop_after_attempt(3),
+    wait=wait_exponential(multiplier=0.2, max=2.0),
+    reraise=True,
+)
+
+
+def parse_docker_time(value: object) -> datetime | None:
+    """Docker's RFC 3339 time with nanoseconds, as a UTC datetime (microseconds); None for 'never'."""
+    if not isinstance(value, str) or not value or value.startswith(DOCKER_ZERO_TIME_PREFIX):
+        return None
+    text = value.rstrip("Z")
+    offset = ""
+    if len(value) > len(text):
+        offset = "+00:00"
+    else:  # an explicit offset: keep it apart from the fraction
+        for sign in ("+", "-"):
+            idx = text.rfind(sign)
+            if idx > 10:
+                text, offset = text[:idx], text[idx:]
+                break
+    if "." in text:
+        head, frac = text.split(".", 1)
+        text = f"{head}.{frac[:6].ljust(6, '0')}"  # truncate nanoseconds; never round
+    try:
+        at = datetime.fromisoformat(text + offset)
+    except ValueError:
+        return None
+    return at.astimezone(UTC) if at.tzinfo else at.replace(tzinfo=UTC)
+
+
+@dataclass(frozen=True)
+class Inspected:
+    """The fields of a fresh inspect the executor's preconditions read."""
+
+    id: str
+    name: str
+    status: str
+    started_at: datetime | None
+    finished_at: datetime | None
+    pid: int | None
+
+    @classmethod
+    def from_api(cls, data: dict[str, Any]) -> Inspected:
+        state = data.get("State") or {}
+        pid = state.get("Pid")
+        return cls(
+            id=str(data.get("Id", "")),
+            name=str(data.get("Name", "")).lstrip("/"),
+            status=str(state.get("Status", "")),
+            started_at=parse_docker_time(state.get("StartedAt")),
+            finished_at=parse_docker_time(state.get("FinishedAt")),
+            pid=pid if isinstance(pid, int) and pid > 0 else None,
+        )
+
+
+class DockerOps:
+    """Verified container operations over ``docker.DockerClient`` (its ``.api`` low-level client).
+
+    The client must be built with a ``timeout``: every request then has one, and ``stop``'s HTTP
+    timeout is the client's plus the stop timeout (docker-py adds them), so the engine always
+    answers before the request gives up.
+    """
+
+    def __init__(self, docker_client: Any, *, verify_timeout_s: float = 10.0) -> None:
+        self._api = docker_client.api
+        if getattr(self._api, "timeout", None) is None:
+            raise ValueError("the Docker client needs a timeout (docker.DockerClient(timeout=...))")
+        self._verify_timeout_s = verify_timeout_s
+
+    def _call(self, what: str, fn: Callable[[], _T]) -> _T:
+        @_retry_transient
+        def attempt() -> _T:
+            try:
+                return fn()
+            except Exception as exc:
+                raise classify(exc, what) from exc
+
+        return attempt()
+
+    def inspect(self, container_id: str) -> Inspected | None:
+        """A fresh inspect; None when the container does not exist."""
+        try:
+            data = self._call(
+                f"inspect container {container_id[:12]}", lambda: self._api.inspect_container(container_id)
+            )
+        except GoneError:
+            return None
+        return Inspected.from_api(data)
+
+    def stop(self, container_id: str, *, timeout_s: int) -> None:
+        """``docker stop -t timeout_s``; a container already gone raises :class:`GoneError`."""
+        self._call(
+            f"stop container {container_id[:12]}", lambda: self._api.stop(container_id, timeout=timeout_s)
+        )
+
+    def remove(self, container_id: str) -> None:
+        """``docker rm`` without force (a running container is refused by the engine)."""
+        self._call(
+            f"remove container {container_id[:12]}",
+            lambda: self._api.remove_container(container_id, v=False, force=False),
+        )
+
+    def wait_gone(self, container_id: str) -> Inspected | None:
+        """Inspect until the container is gone (404) or the verify timeout passes.
+
+        Returns None when gone, else the last inspect (still present: the caller reports failure).
+        """
+        deadline = time.monotonic() + self._verify_timeout_s
+        while True:
+            seen = self.inspect(container_id)
+            # "removing" is the engine still deleting; anything else will not go away by itself.
+            if seen is None or seen.status != "removing" or time.monotonic() >= deadline:
+                return seen
+            time.sleep(0.1)
+
+    def wait_not_running(self, container_id: str) -> Inspected | None:
+        """Inspect after a stop until it is no longer running; None when it is gone."""
+        deadline = time.monotonic() + self._verify_timeout_s
+        while True:
+            seen = self.inspect(container_id)
+            if seen is None or seen.status not in ("running", "restarting") or time.monotonic() >= deadline:
+                return seen
+            time.sleep(0.1)
+
+
+__all__ = ["DockerOps", "GoneError", "Inspected", "PermanentError", "TransientError", "parse_docker_time"]

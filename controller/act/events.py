@@ -1,0 +1,367 @@
+"""The append-only event log, in DS01's ``events.jsonl`` format, and a reader for its tail.
+
+One compact JSON object per line::
+
+    {"timestamp":"2026-01-30T14:30:00.123456Z","event_type":"container.remove","schema_version":"1",
+     "user":"alice","source":"ds01-controller","details":{"reason":"hold_expired",...}}
+
+Guarantees of :meth:`EventLog.write`:
+
+- every line is shorter than ``PIPE_BUF`` (4096 bytes) and written with a single ``os.write`` on
+  an ``O_APPEND`` descriptor, so concurrent writers (DS01's own scripts share the file) never
+  interleave and a reader never sees half a line;
+- oversized details are shrunk (long strings cut, then the whole ``details`` replaced by
+  ``{"truncated": true, ...}``): a line is never split;
+- every string passes through :func:`controller.act.sanitize.clean`, so a hostile container name
+  cannot forge a line, colour a terminal or make the encoder fail;
+- it never raises: the log is an audit trail, and losing a line must not stop an action.
+
+:func:`tail` reads the last lines of a multi-gigabyte file by seeking from the end.
+Called by the executors, the inventory's awareness events and ``ds01ctl get events``.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+import math
+import os
+import stat
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from enum import Enum
+from pathlib import Path, PurePath
+from typing import Any
+
+from loguru import logger
+
+from controller.act.sanitize import ELLIPSIS, clean
+
+SCHEMA_VERSION = "1"
+SOURCE = "ds01-controller"
+PIPE_BUF_BYTES = 4096
+# Strictly below PIPE_BUF, newline included.
+MAX_LINE_BYTES = PIPE_BUF_BYTES - 1
+LOG_FILE_MODE = 0o640
+
+_MAX_STRING_CHARS = 1024  # first pass: generous, keeps error messages whole
+_SHRUNK_STRING_CHARS = 128  # second pass, when the line is still too long
+_MAX_DEPTH = 6
+_MAX_ITEMS = 64
+
+
+class EventType:
+    """Event names. Lifecycle and detection names are DS01's own; ``controller.*`` are new."""
+
+    IDLE_KILL = "maintenance.idle_kill"
+    RUNTIME_KILL = "maintenance.runtime_kill"
+    CONTAINER_STOP = "container.stop"
+    CONTAINER_REMOVE = "container.remove"
+    GPU_RELEASE = "gpu.release"
+    GPU_HEALTH_CHECK = "gpu.health_check"
+    PROCESS_KILL = "process.kill"
+    WARNING = "controller.warning"
+    ALERT = "controller.alert"
+    ACTION_FAILED = "controller.action_failed"
+    ACTION_SKIPPED = "controller.action_skipped"
+    DRY_RUN = "controller.dry_run"
+    BREAKER_TRIPPED = "controller.breaker_tripped"
+    CONTAINER_DISCOVERED = "detection.container_discovered"
+    CONTAINER_EXITED = "detection.container_exited"
+    CONTAINER_STATUS_CHANGED = "detection.container_status_changed"
+    HOST_GPU_PROCESS_DISCOVERED = "detection.host_gpu_process_discovered"
+    HOST_GPU_PROCESS_EXITED = "detection.host_gpu_process_exited"
+
+
+def utc_timestamp(at: datetime) -> str:
+    """DS01's timestamp form: UTC, ISO-8601, ``Z`` suffix."""
+    if at.tzinfo is None:
+        at = at.replace(tzinfo=UTC)
+    return at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+class _Shrink:
+    """Bounds for one encoding pass, and whether anything was cut."""
+
+    def __init__(self, max_chars: int) -> None:
+        self.max_chars = max_chars
+        self.cut = False
+
+    def text(self, value: str, max_chars: int | None = None) -> str:
+        limit = self.max_chars if max_chars is None else max_chars
+        # Pre-cut huge values so a 1 MB label is not scanned whole; escapes removed by clean()
+        # can shorten text, hence the margin.
+        pre = value[: limit * 4 + 64]
+        out = clean(pre, limit + 1)  # one more than allowed: tells whether clean() had to cut
+        if len(out) > limit or len(pre) < len(value):
+            self.cut = True
+            return out[: limit - 1] + ELLIPSIS
+        return out
+
+    def value(self, value: object, depth: int = 0) -> Any:
+        """Reduce any value to JSON types with cleaned, bounded strings; never raises."""
+        if value is None or isinstance(value, bool | int):
+            return value
+        if isinstance(value, float):
+            return value if math.isfinite(value) else str(value)
+        if isinstance(value, str):
+            return self.text(value)
+        if isinstance(value, Enum):
+            return self.value(value.value, depth)
+        if isinstance(value, datetime):
+            return utc_timestamp(value)
+        if isinstance(value, date):
+            return value.isoformat()
+        if isinstance(value, bytes):
+            return self.text(value.decode("utf-8", errors="replace"))
+        if isinstance(value, PurePath):
+            return self.text(str(value))
+        if depth >= _MAX_DEPTH:
+            self.cut = True
+            return self.text(repr(value))
+        if isinstance(value, Mapping):
+            out: dict[str, Any] = {}
+            for i, (k, v) in enumerate(value.items()):
+                if i >= _MAX_ITEMS:
+                    self.cut = True
+                    out["_more_keys"] = len(value) - _MAX_ITEMS
+                    break
+                out[self.text(str(k), 64)] = self.value(v, depth + 1)
+            return out
+        if isinstance(value, list | tuple | set | frozenset):
+            items = list(value)
+            shown = [self.value(v, depth + 1) for v in items[:_MAX_ITEMS]]
+            if len(items) > _MAX_ITEMS:
+                self.cut = True
+                shown.append(f"... {len(items) - _MAX_ITEMS} more")
+            return shown
+        model_dump = getattr(value, "model_dump", None)
+        if callable(model_dump):
+            try:
+                return self.value(model_dump(mode="json"), depth + 1)
+            except Exception:  # a broken model still gets logged, as its repr
+                return self.text(repr(value))
+        return self.text(str(value))
+
+
+def _details(details: Mapping[str, object], max_chars: int) -> dict[str, Any]:
+    shrink = _Shrink(max_chars)
+    out = shrink.value(dict(details))
+    if shrink.cut:
+        out["truncated"] = True
+    return out  # type: ignore[no-any-return]
+
+
+def _encode(record: Mapping[str, Any]) -> bytes:
+    text = json.dumps(record, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+    return text.encode("utf-8") + b"\n"
+
+
+def format_line(
+    event_type: str,
+    *,
+    user: str | None,
+    source: str,
+    details: Mapping[str, object],
+    at: datetime,
+) -> bytes:
+    """Build one log line (with its newline), shrunk until it is below ``PIPE_BUF`` bytes."""
+    header: dict[str, Any] = {
+        "timestamp": utc_timestamp(at),
+        "event_type": clean(event_type, 128),
+        "schema_version": SCHEMA_VERSION,
+        "user": None if user is None else clean(user, 128),
+        "source": clean(source, 128),
+    }
+    record = {**header, "details": _details(details, _MAX_STRING_CHARS)}
+    line = _encode(record)
+    if len(line) <= MAX_LINE_BYTES:
+        return line
+    original_bytes = len(line)
+    record["details"] = {**_details(details, _SHRUNK_STRING_CHARS), "truncated": True}
+    line = _encode(record)
+    if len(line) <= MAX_LINE_BYTES:
+        return line
+    # Keep the scalar fields that say what happened (reason, status, ids), drop the rest.
+    kept: dict[str, Any] = {"truncated": True, "original_bytes": original_bytes}
+    for key, value in _details(details, 64).items():
+        if isinstance(value, str | int | float | bool) and len(kept) < 16:
+            kept[key] = value
+    record["details"] = kept
+    line = _encode(record)
+    if len(line) <= MAX_LINE_BYTES:
+        return line
+    record["details"] = {"truncated": True, "original_bytes": original_bytes}
+    return _encode(record)  # header fields are bounded to 128 chars each: always fits
+
+
+# How often to retry an open that raced with a rotation.
+ROTATION_RETRIES = 5
+
+
+class EventLog:
+    """Appends events to one JSONL file. Safe to share with other writers of the same file."""
+
+    def __init__(self, path: Path, *, clock: Callable[[], datetime] | None = None) -> None:
+        self.path = Path(path)
+        self._clock = clock or (lambda: datetime.now(UTC))
+
+    def write(
+        self,
+        event_type: str,
+        *,
+        user: str | None,
+        source: str = SOURCE,
+        details: Mapping[str, object] | None = None,
+        at: datetime | None = None,
+    ) -> None:
+        """Append one event. Never raises; a failure is logged and the event is lost."""
+        try:
+            line = format_line(
+                event_type, user=user, source=source, details=details or {}, at=at or self._clock()
+            )
+            self._append(line)
+        except Exception as exc:  # the audit trail must never break an action
+            logger.warning("event log {}: could not write {}: {}", self.path, clean(event_type), exc)
+
+    def _open(self) -> int:
+        """Open the log for one append, creating it 0640 if it is missing.
+
+        logrotate may rename the file between our "create" and "open existing" attempts; then
+        the second open finds nothing, and we go round again to create the new file.
+        """
+        flags = os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC | os.O_NOFOLLOW
+        for _ in range(ROTATION_RETRIES):
+            try:
+                fd = os.open(self.path, flags | os.O_CREAT | os.O_EXCL, LOG_FILE_MODE)
+                os.fchmod(fd, LOG_FILE_MODE)  # the umask must not widen or narrow it
+                return fd
+            except FileExistsError:
+                pass
+            try:
+                return os.open(self.path, flags)
+            except FileNotFoundError:
+                continue  # rotated away between the two opens
+        raise OSError(f"{self.path} kept disappearing while opening it (rotation loop?)")
+
+    def _append(self, line: bytes) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = self._open()
+        try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                raise OSError(f"{self.path} is not a regular file")
+            written = os.write(fd, line)
+            if written != len(line):
+                # Only on a full disk; the short line has no newline and readers skip it.
+                raise OSError(f"short write ({written} of {len(line)} bytes)")
+        finally:
+            os.close(fd)
+
+
+# --- reading -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class EventFilter:
+    """Which events :func:`tail` returns. ``event_types`` are glob patterns (``gpu.*``)."""
+
+    event_types: tuple[str, ...] = ()
+    user: str | None = None
+    since: datetime | None = None
+    container: str | None = None
+
+    def matches(self, event: Mapping[str, Any]) -> bool:
+        if self.event_types and not any(
+            fnmatch.fnmatchcase(str(event.get("event_type", "")), p) for p in self.event_types
+        ):
+            return False
+        if self.user is not None and event.get("user") != self.user:
+            return False
+        if self.since is not None:
+            at = parse_timestamp(event.get("timestamp"))
+            if at is None or at < self.since:
+                return False
+        if self.container is not None:
+            details = event.get("details")
+            if not isinstance(details, Mapping):
+                return False
+            wanted = self.container
+            names = (details.get("container"), details.get("container_id"))
+            if not any(isinstance(n, str) and (n == wanted or n.startswith(wanted)) for n in names):
+                return False
+        return True
+
+
+def parse_timestamp(value: object) -> datetime | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        at = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    return at if at.tzinfo else at.replace(tzinfo=UTC)
+
+
+def iter_lines_reversed(path: Path, block_bytes: int = 64 * 1024) -> Iterator[bytes]:
+    """Yield the file's complete lines, last first, reading fixed-size blocks from the end.
+
+    A final fragment without a newline (a write in progress, or a short write) is skipped.
+    """
+    with Path(path).open("rb") as f:
+        pos = f.seek(0, os.SEEK_END)
+        buf = b""
+        trailing_dropped = False
+        while pos > 0:
+            size = min(block_bytes, pos)
+            pos -= size
+            f.seek(pos)
+            buf = f.read(size) + buf
+            if not trailing_dropped:
+                newline_at = buf.rfind(b"\n")
+                if newline_at < 0:
+                    buf = b""  # all of it belongs to the unterminated last fragment
+                    continue
+                buf = buf[:newline_at]
+                trailing_dropped = True
+            parts = buf.split(b"\n")
+            buf = parts[0]  # may continue in the block before this one
+            for line in reversed(parts[1:]):
+                if line:
+                    yield line
+        if buf:
+            yield buf
+
+
+def tail(
+    path: Path, n: int, flt: EventFilter | None = None, *, scan_limit_lines: int = 1_000_000
+) -> list[dict[str, Any]]:
+    """The last ``n`` events matching ``flt``, oldest first. Malformed lines are skipped.
+
+    Stops early once an event older than ``flt.since`` is read (the log is appended in time
+    order), and after ``scan_limit_lines`` lines so a rare filter cannot read a huge file whole.
+    Raises ``OSError`` when the file cannot be read (the CLI says why).
+    """
+    flt = flt or EventFilter()
+    found: list[dict[str, Any]] = []
+    if n <= 0:
+        return found
+    for scanned, raw in enumerate(iter_lines_reversed(path)):
+        if scanned >= scan_limit_lines:
+            break
+        try:
+            event = json.loads(raw)
+        except ValueError:
+            continue
+        if not isinstance(event, dict):
+            continue
+        if flt.since is not None:
+            at = parse_timestamp(event.get("timestamp"))
+            if at is not None and at < flt.since:
+                break
+        if flt.matches(event):
+            found.append(event)
+            if len(found) >= n:
+                break
+    found.reverse()
+    return found

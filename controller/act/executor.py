@@ -1,0 +1,514 @@
+"""The real executor: carries out a plan's actions on the host, each one re-checked and verified.
+
+Guarantees (each one tested against the real Docker engine and real processes):
+
+- **Re-check before acting.** A container action runs only if a *fresh* inspect still shows the
+  container the plan saw: same id, same state, same ``StartedAt`` (a restart in between means the
+  plan is stale), and the reason still plausible (a "never started" container has not started).
+  Otherwise the action is ``skipped`` with the reason and a ``controller.action_skipped`` event.
+- **Idempotent.** A container already removed, a process already exited, a ledger row already
+  gone: ``already_done``, which is success.
+- **Verified.** "Removed" is reported only after an inspect answers 404; "stopped" only after an
+  inspect shows it not running; a process only after it is gone. Exit codes are not trusted.
+- **Exact signals.** A process is checked (start time and container cgroup) before *every*
+  signal; see :mod:`controller.act.process_ops`.
+- **Bounded.** Every Docker call has an HTTP timeout, the reset command a timeout, terminal
+  writes a deadline, the ledger lock a timeout. Transient errors are retried (tenacity, inside
+  :mod:`controller.act.docker_ops`); a failure is recorded with exponential back-off per action
+  key (``memory.with_failure``) and never stops the other actions. Nothing raises out of
+  :meth:`RealExecutor.execute`.
+
+Memory: the result is built on ``plan.memory`` (the planner's next memory, including any breaker
+it tripped) plus the outcome transitions: one-shot actions (WarnOwner, AlertAdmin) and GPU resets
+are recorded as done, warnings under their ``params["warning_key"]``, failures with back-off; a
+success clears the action's failure record. The ``memory`` argument (the memory the plan was made
+from) is not read by the real executor; the dry-run executor keeps its outcome records.
+
+The reset command is the executor's own (from the controller's configuration at start), not a
+command carried in a plan's parameters: a plan is data that ``ds01ctl`` prints and tests build,
+and it must never decide what the daemon executes as root.
+
+Called by the daemon loop. The dry-run executor is :class:`controller.act.dry_run.DryRunExecutor`.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from loguru import logger
+
+from controller.act.docker_ops import DockerOps, Inspected
+from controller.act.dry_run import DryRunExecutor
+from controller.act.errors import ActError, ConflictError, GoneError, PermanentError, TransientError, classify
+from controller.act.events import EventLog, EventType
+from controller.act.gpu_reset import DEFAULT_RESET_COMMAND, run_reset
+from controller.act.ledger_writer import release_row
+from controller.act.notify import Notifier
+from controller.act.process_ops import Identity, kill_ladder
+from controller.act.report import ActionOutcome, ExecutionReport, Executor, Outcome
+from controller.act.sanitize import clean
+from controller.memory import ControllerMemory
+from controller.plan.types import Action, ActionKind, Plan, Reason
+
+__all__ = ["DryRunExecutor", "ExecutionReport", "Executor", "Outcome", "RealExecutor"]
+
+DEFAULT_STOP_TIMEOUT_S = 60
+DEFAULT_RESET_TIMEOUT_S = 120.0
+# Docker's StartedAt has nanoseconds; the snapshot keeps microseconds (truncated or rounded).
+STARTED_AT_TOLERANCE = timedelta(milliseconds=1)
+# Kinds whose success is recorded in ``memory.done``: the one-shots (never repeated), and GPU resets
+# (the planner alerts instead of resetting the same dirty GPU twice). Stops, removals, kills and
+# releases are level-triggered: if the world still shows the target, they run again.
+DONE_KINDS = frozenset({ActionKind.WARN_OWNER, ActionKind.ALERT_ADMIN, ActionKind.RESET_GPU})
+_NOT_RUNNING = frozenset({"created", "exited", "dead"})
+
+# DS01's container.remove reasons (notes §4.3, §3); other reasons are written in snake_case.
+_DS01_REASON = {
+    Reason.CREATED_NEVER_STARTED: "created_never_started",
+    Reason.STOPPED_HOLD_EXPIRED: "hold_expired",
+    Reason.GPU_HOLD_EXPIRED: "gpu_hold_expired",
+}
+_STOP_EVENT = {Reason.IDLE_TIMEOUT: EventType.IDLE_KILL, Reason.MAX_RUNTIME_EXCEEDED: EventType.RUNTIME_KILL}
+
+
+def event_reason(reason: Reason) -> str:
+    return _DS01_REASON.get(reason) or re.sub(r"(?<!^)(?=[A-Z])", "_", reason.value).lower()
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class _Skip(Exception):
+    """The precondition no longer holds; nothing was touched."""
+
+
+@dataclass
+class _Done:
+    outcome: Outcome
+    detail: str
+    memory: ControllerMemory
+    events: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+
+
+def _gpus_of(action: Action) -> list[str]:
+    """The GPUs an action's container held: the planner's ``gpus`` evidence, else its target."""
+    found: dict[str, None] = {}
+    refs = action.evidence.get("gpus")
+    if isinstance(refs, list | tuple):
+        for ref in refs:
+            # {"raw": ..., "uuid": ..., "source": ..., "mig": ...}: the device as allocated (MIG or full)
+            name = (ref.get("uuid") or ref.get("raw")) if isinstance(ref, Mapping) else ref
+            if isinstance(name, str) and name:
+                found.setdefault(name, None)
+    if not found:
+        physical = action.evidence.get("physical_gpus")
+        if isinstance(physical, list | tuple):
+            for uuid in physical:
+                if isinstance(uuid, str) and uuid:
+                    found.setdefault(uuid, None)
+    if action.target.gpu:
+        found.setdefault(action.target.gpu, None)
+    return list(found)
+
+
+def _clear_attempts(memory: ControllerMemory, key: str) -> ControllerMemory:
+    if key not in memory.attempts:
+        return memory
+    attempts = dict(memory.attempts)
+    del attempts[key]
+    return memory.model_copy(update={"attempts": attempts})
+
+
+class RealExecutor:
+    """Performs a plan's actions through Docker, signals, the reset command, the ledger and TTYs."""
+
+    def __init__(
+        self,
+        docker_client: Any,
+        event_log: EventLog,
+        notifier: Notifier,
+        ledger_path: Path,
+        reset_command: Sequence[str] = DEFAULT_RESET_COMMAND,
+        kill_grace_s: float = 10.0,
+        clock: Callable[[], datetime] = utcnow,
+        *,
+        reset_timeout_s: float = DEFAULT_RESET_TIMEOUT_S,
+        kill_wait_s: float = 5.0,
+        ledger_lock_timeout_s: float = 5.0,
+        verify_timeout_s: float = 10.0,
+    ) -> None:
+        self._docker = DockerOps(docker_client, verify_timeout_s=verify_timeout_s)
+        self._events = event_log
+        self._notifier = notifier
+        self._ledger_path = Path(ledger_path)
+        self._reset_command = tuple(reset_command)
+        self._kill_grace_s = kill_grace_s
+        self._kill_wait_s = kill_wait_s
+        self._reset_timeout_s = reset_timeout_s
+        self._ledger_lock_timeout_s = ledger_lock_timeout_s
+        self._clock = clock
+
+    # --- the pass ---------------------------------------------------------------------------
+    def execute(self, plan: Plan, memory: ControllerMemory, now: datetime) -> ExecutionReport:
+        mem = plan.memory
+        outcomes: list[ActionOutcome] = []
+        for action in plan.actions:
+            started = time.monotonic()
+            try:
+                result = self._one(action, mem, now)
+            except Exception as exc:  # the last guard: one broken action never ends the pass
+                logger.opt(exception=exc).error("executor: unexpected error in {}", action.key)
+                result = self._failed(
+                    action, mem, classify(exc, f"{action.kind.value} {action.target.label()}")
+                )
+            mem = result.memory
+            for event_type, details in result.events:
+                self._events.write(event_type, user=action.target.user, details=details)
+            outcomes.append(
+                ActionOutcome(
+                    key=action.key,
+                    kind=action.kind,
+                    reason=action.reason,
+                    target=action.target,
+                    outcome=result.outcome,
+                    detail=clean(result.detail, 1000),
+                    duration_s=round(time.monotonic() - started, 6),
+                )
+            )
+            log = logger.warning if result.outcome is Outcome.FAILED else logger.info
+            log(
+                "{} {} {}: {}",
+                action.kind.value,
+                clean(action.target.label(), 80),
+                result.outcome.value,
+                clean(result.detail, 300),
+            )
+        return ExecutionReport(outcomes=tuple(outcomes), memory=mem)
+
+    def _one(self, action: Action, mem: ControllerMemory, now: datetime) -> _Done:
+        done_at = mem.done.get(action.key) if action.kind in DONE_KINDS else None
+        if done_at is not None:
+            return _Done(Outcome.ALREADY_DONE, f"already done at {done_at.isoformat()}", mem)
+        if action.destructive and mem.breaker.tripped:
+            # The planner defers destructive actions while the breaker is open; this is the backstop.
+            return self._skipped(action, mem, f"circuit breaker open: {mem.breaker.reason}")
+        attempt = mem.attempts.get(action.key)
+        if attempt is not None and attempt.next_attempt_at is not None and attempt.next_attempt_at > now:
+            # No event: the planner reports back-off as a deferral; a line per pass would flood the log.
+            return _Done(Outcome.SKIPPED, f"backing off until {attempt.next_attempt_at.isoformat()}", mem)
+        handler = {
+            ActionKind.STOP_CONTAINER: self._stop,
+            ActionKind.REMOVE_CONTAINER: self._remove,
+            ActionKind.KILL_PROCESS: self._kill,
+            ActionKind.RESET_GPU: self._reset,
+            ActionKind.RELEASE_ALLOCATION: self._release,
+            ActionKind.WARN_OWNER: self._warn,
+            ActionKind.ALERT_ADMIN: self._alert,
+        }[action.kind]
+        try:
+            result = handler(action, mem, now)
+        except _Skip as skip:
+            return self._skipped(action, mem, str(skip))
+        except ActError as err:
+            return self._failed(action, mem, err)
+        if result.outcome in (Outcome.DONE, Outcome.ALREADY_DONE):
+            result.memory = _clear_attempts(result.memory, action.key)
+            if action.kind in DONE_KINDS:
+                result.memory = result.memory.with_done(action.key, self._clock())
+        return result
+
+    # --- outcome helpers --------------------------------------------------------------------
+    def _base(self, action: Action) -> dict[str, Any]:
+        t = action.target
+        details: dict[str, Any] = {
+            "key": action.key,
+            "kind": action.kind,
+            "reason": event_reason(action.reason),
+        }
+        for name in ("container", "container_id", "pid", "gpu"):
+            value = getattr(t, name)
+            if value is not None:
+                details[name] = value
+        return details
+
+    def _skipped(self, action: Action, mem: ControllerMemory, why: str) -> _Done:
+        details = {**self._base(action), "why": why}
+        return _Done(Outcome.SKIPPED, why, mem, [(EventType.ACTION_SKIPPED, details)])
+
+    def _failed(self, action: Action, mem: ControllerMemory, err: ActError) -> _Done:
+        failed_mem = mem.with_failure(action.key, str(err), self._clock())
+        attempt = failed_mem.attempts[action.key]
+        details = {
+            **self._base(action),
+            "error": str(err),
+            "transient": isinstance(err, TransientError),
+            "failures": attempt.failures,
+            "next_attempt_at": attempt.next_attempt_at,
+        }
+        return _Done(Outcome.FAILED, str(err), failed_mem, [(EventType.ACTION_FAILED, details)])
+
+    # --- containers -------------------------------------------------------------------------
+    def _precondition(self, action: Action) -> Inspected | None:
+        """A fresh inspect that still matches the plan, or None when the container is gone."""
+        t = action.target
+        cid = t.container_id
+        if not cid:
+            raise PermanentError(f"{action.kind.value} without a container id")
+        if t.expected_state is None:
+            raise _Skip("the plan carries no expected state for this container; refusing to act blind")
+        fresh = self._docker.inspect(cid)
+        if fresh is None:
+            return None
+        if not fresh.id.startswith(cid):
+            raise _Skip(f"id {cid[:12]} now names container {fresh.id[:12]}")
+        if fresh.status != t.expected_state:
+            raise _Skip(f"state is now {fresh.status}, the plan saw {t.expected_state}")
+        if not _same_time(fresh.started_at, t.expected_started_at):
+            raise _Skip(
+                f"restarted since the plan: StartedAt is now {_iso(fresh.started_at)}, "
+                f"the plan saw {_iso(t.expected_started_at)}"
+            )
+        self._check_plausible(action, fresh)
+        return fresh
+
+    @staticmethod
+    def _check_plausible(action: Action, fresh: Inspected) -> None:
+        reason = action.reason
+        if reason is Reason.CREATED_NEVER_STARTED and (fresh.status != "created" or fresh.started_at):
+            raise _Skip("the container has started since the plan")
+        if action.kind is ActionKind.REMOVE_CONTAINER and fresh.status not in _NOT_RUNNING:
+            raise _Skip(f"the container is {fresh.status}; only created, exited or dead ones are removed")
+        if action.kind is ActionKind.STOP_CONTAINER and fresh.status != "running":
+            raise _Skip(f"the container is {fresh.status}, not running")
+
+    def _release_events(self, action: Action, why: str) -> list[tuple[str, dict[str, Any]]]:
+        return [
+            (
+                EventType.GPU_RELEASE,
+                {
+                    "gpu": gpu,
+                    "container": action.target.container,
+                    "container_id": action.target.container_id,
+                    "reason": why,
+                    "evidence": "container removed (inspect: 404)",
+                },
+            )
+            for gpu in _gpus_of(action)
+        ]
+
+    def _stop(self, action: Action, mem: ControllerMemory, now: datetime) -> _Done:
+        fresh = self._precondition(action)
+        if fresh is None:
+            return _Done(Outcome.ALREADY_DONE, "container already gone", mem)
+        cid = fresh.id
+        timeout_s = _int_param(action.params.get("timeout_s"), DEFAULT_STOP_TIMEOUT_S)
+        remove = bool(action.params.get("remove", False))
+        try:
+            self._docker.stop(cid, timeout_s=timeout_s)
+        except GoneError:
+            return _Done(Outcome.ALREADY_DONE, "container removed while stopping", mem)
+        after = self._docker.wait_not_running(cid)
+        removed = after is None  # an --rm container removes itself on stop
+        if after is not None and after.status in ("running", "restarting"):
+            raise PermanentError(f"docker stop returned but the container is still {after.status}")
+        if remove and not removed:
+            try:
+                self._docker.remove(cid)
+            except GoneError:
+                pass
+            still = self._docker.wait_gone(cid)
+            if still is not None:
+                raise PermanentError(
+                    f"stopped, but the container still exists after remove (state {still.status})"
+                )
+            removed = True
+        details = {
+            **self._base(action),
+            "message": action.message,
+            "timeout_s": timeout_s,
+            "removed": removed,
+            "exit_state": after.status if after is not None else "removed",
+            "evidence": action.evidence,
+        }
+        events = [(_STOP_EVENT.get(action.reason, EventType.CONTAINER_STOP), details)]
+        if removed:
+            events += self._release_events(action, event_reason(action.reason))
+        what = "stopped and removed" if removed else "stopped"
+        return _Done(Outcome.DONE, f"{what} (stop timeout {timeout_s}s)", mem, events)
+
+    def _remove(self, action: Action, mem: ControllerMemory, now: datetime) -> _Done:
+        fresh = self._precondition(action)
+        if fresh is None:
+            return _Done(Outcome.ALREADY_DONE, "container already gone", mem)
+        cid = fresh.id
+        try:
+            self._docker.remove(cid)
+        except GoneError:
+            return _Done(Outcome.ALREADY_DONE, "container removed by someone else", mem)
+        except ConflictError as err:
+            # "removal already in progress" (someone else's rm): success if it ends with the container gone.
+            if self._docker.wait_gone(cid) is None:
+                return _Done(Outcome.ALREADY_DONE, "container removed concurrently", mem)
+            raise err
+        still = self._docker.wait_gone(cid)
+        if still is not None:
+            # DS01 bug 7: never report a removal the engine does not show.
+            raise PermanentError(
+                f"docker accepted the removal but the container still exists ({still.status})"
+            )
+        reason = event_reason(action.reason)
+        details = {
+            **self._base(action),
+            "message": action.message,
+            "state": fresh.status,
+            "evidence": action.evidence,
+        }
+        events = [(EventType.CONTAINER_REMOVE, details), *self._release_events(action, reason)]
+        return _Done(Outcome.DONE, f"removed ({fresh.status})", mem, events)
+
+    def _warn(self, action: Action, mem: ControllerMemory, now: datetime) -> _Done:
+        t = action.target
+        if t.container_id and t.expected_state is not None:
+            fresh = self._precondition_for_notice(action)
+            if fresh is None:
+                raise _Skip("the container is gone; no notice needed")
+        severity = str(
+            action.params.get("severity")
+            or ("NOTICE" if action.reason is Reason.IDLE_EXEMPT_NOTICE else "WARNING")
+        )
+        user = t.user
+        delivered = 0
+        if user and user != "unknown":
+            delivered = self._notifier.notify(user, action.message, severity=severity)
+        warning_key = str(action.params.get("warning_key") or action.reason.value)
+        new_mem = mem.with_warning(t.container_id, warning_key, self._clock()) if t.container_id else mem
+        details = {
+            **self._base(action),
+            "warning_key": warning_key,
+            "severity": severity,
+            "message": action.message,
+            "terminals": delivered,
+            "evidence": action.evidence,
+        }
+        detail = f"notice sent to {delivered} terminal(s) of {user or 'nobody'}"
+        return _Done(Outcome.DONE, detail, new_mem, [(EventType.WARNING, details)])
+
+    def _precondition_for_notice(self, action: Action) -> Inspected | None:
+        t = action.target
+        assert t.container_id is not None
+        fresh = self._docker.inspect(t.container_id)
+        if fresh is None:
+            return None
+        if fresh.status != t.expected_state or not _same_time(fresh.started_at, t.expected_started_at):
+            raise _Skip(
+                f"the container changed since the plan (now {fresh.status}, started {_iso(fresh.started_at)})"
+            )
+        return fresh
+
+    # --- processes, GPUs, ledger, admin -----------------------------------------------------
+    def _kill(self, action: Action, mem: ControllerMemory, now: datetime) -> _Done:
+        t = action.target
+        if t.pid is None or t.pid_start_time is None:
+            raise _Skip("the plan has no pid start time; a pid is never signalled without an identity check")
+        # The evidence names the container whose cgroup holds the process (None: a host process).
+        expected_cid = action.evidence.get("container_id", t.container_id)
+        if expected_cid is not None and not isinstance(expected_cid, str):
+            raise PermanentError(f"evidence container_id is {type(expected_cid).__name__}, not a string")
+        grace_s = float(action.params.get("grace_s", self._kill_grace_s))
+        result = kill_ladder(
+            t.pid, t.pid_start_time, expected_cid, grace_s=grace_s, kill_wait_s=self._kill_wait_s
+        )
+        if result.outcome is Identity.CHANGED:
+            raise _Skip(f"not the planned process any more: {result.detail}")
+        if not result.signals_sent:
+            return _Done(Outcome.ALREADY_DONE, f"process already gone ({result.detail})", mem)
+        details = {
+            **self._base(action),
+            "signals": list(result.signals_sent),
+            "result": result.detail,
+            "message": action.message,
+            "evidence": action.evidence,
+        }
+        return _Done(
+            Outcome.DONE,
+            f"{'+'.join(result.signals_sent)}: {result.detail}",
+            mem,
+            [(EventType.PROCESS_KILL, details)],
+        )
+
+    def _reset(self, action: Action, mem: ControllerMemory, now: datetime) -> _Done:
+        gpu = action.target.gpu
+        if not gpu:
+            raise PermanentError("ResetGpu without a GPU UUID")
+        timeout_s = float(action.params.get("timeout_s", self._reset_timeout_s))
+        result = run_reset(self._reset_command, gpu, timeout_s=timeout_s)
+        status = "cleaned" if result.ok else "reset_failed"
+        details = {
+            "gpu": gpu,
+            "status": status,
+            "reason": event_reason(action.reason),
+            "returncode": result.returncode,
+            "timed_out": result.timed_out,
+            "output": result.output,
+            "duration_s": round(result.duration_s, 3),
+            "key": action.key,
+        }
+        self._events.write(EventType.GPU_HEALTH_CHECK, user=None, details=details)
+        if not result.ok:
+            why = "timed out" if result.timed_out else f"exit status {result.returncode}"
+            raise PermanentError(f"GPU reset of {gpu} failed ({why}): {result.output[-200:]}")
+        return _Done(Outcome.DONE, f"reset {gpu} in {result.duration_s:.1f}s", mem)
+
+    def _release(self, action: Action, mem: ControllerMemory, now: datetime) -> _Done:
+        entry = action.target.ledger_entry
+        if not entry:
+            raise PermanentError("ReleaseAllocation without the ledger row to remove")
+        removed = release_row(self._ledger_path, entry, timeout_s=self._ledger_lock_timeout_s)
+        if not removed:
+            return _Done(Outcome.ALREADY_DONE, "ledger row already gone", mem)
+        details = {
+            "gpu": entry.get("gpu_uuid") or entry.get("gpu"),
+            "container": entry.get("container"),
+            "reason": event_reason(action.reason),
+            "ledger_row": dict(entry),
+            "key": action.key,
+            "evidence": action.evidence,
+        }
+        return _Done(
+            Outcome.DONE, f"removed ledger row {_row_text(entry)}", mem, [(EventType.GPU_RELEASE, details)]
+        )
+
+    def _alert(self, action: Action, mem: ControllerMemory, now: datetime) -> _Done:
+        event_type = EventType.BREAKER_TRIPPED if action.reason is Reason.BREAKER_TRIPPED else EventType.ALERT
+        logger.warning("ADMIN ALERT ({}): {}", action.reason.value, clean(action.message, 500))
+        details = {**self._base(action), "message": action.message, "evidence": action.evidence}
+        return _Done(Outcome.DONE, "alert recorded", mem, [(event_type, details)])
+
+
+def _int_param(value: object, default: int) -> int:
+    if isinstance(value, int | float) and not isinstance(value, bool) and value >= 0:
+        return int(value)
+    return default
+
+
+def _row_text(entry: Mapping[str, str]) -> str:
+    return ", ".join(f"{k}={clean(str(v), 80)}" for k, v in sorted(entry.items()))
+
+
+def _iso(value: datetime | None) -> str:
+    return value.isoformat() if value is not None else "never"
+
+
+def _same_time(a: datetime | None, b: datetime | None) -> bool:
+    if a is None or b is None:
+        return a is None and b is None
+    if b.tzinfo is None:
+        b = b.replace(tzinfo=UTC)
+    return abs(a - b) < STARTED_AT_TOLERANCE

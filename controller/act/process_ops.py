@@ -1,0 +1,159 @@
+"""Signalling a host process safely: identity checks before every signal, TERM then KILL.
+
+A PID names a process only until it exits; the kernel may hand the number to another process at
+any moment. Before *every* signal the process is checked to still be the one the plan saw: same
+start time (within :data:`START_TIME_TOLERANCE_S`) and still in the same container's cgroup (or
+still in none). The controller never signals PID 0 or 1, itself, its parent or its process group
+leader, and signals always name a single pid (never a process group).
+
+Called by the real executor for KillProcess actions. Must not decide *whether* to kill: that is
+the planner's job; this module only makes the kill exact.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+
+import psutil
+
+from controller.act.errors import PermanentError
+from controller.observe.cgroups import CgroupAttribution, attribute
+
+START_TIME_TOLERANCE_S = 0.01
+_POLL_S = 0.05
+
+
+class Identity(StrEnum):
+    SAME = "same"
+    GONE = "gone"
+    CHANGED = "changed"
+
+
+@dataclass(frozen=True)
+class IdentityCheck:
+    identity: Identity
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class KillResult:
+    outcome: Identity  # GONE: it exited (killed or not); CHANGED: it is no longer ours to signal
+    signals_sent: tuple[str, ...]
+    detail: str
+
+
+def cgroup_attribution(pid: int, proc: Path = Path("/proc")) -> CgroupAttribution:
+    """The container(s) named by ``/proc/<pid>/cgroup`` (the observer's own parser).
+
+    Raises ``FileNotFoundError``/``ProcessLookupError`` when the process is gone.
+    """
+    text = (proc / str(pid) / "cgroup").read_text(encoding="utf-8", errors="replace")
+    return attribute(text)
+
+
+def check_identity(
+    pid: int, start_time: float, container_id: str | None, *, proc: Path = Path("/proc")
+) -> IdentityCheck:
+    """Is ``pid`` still the process that started at ``start_time`` in ``container_id``'s cgroup?"""
+    try:
+        process = psutil.Process(pid)
+        created = process.create_time()
+        status = process.status()
+    except psutil.NoSuchProcess:
+        return IdentityCheck(Identity.GONE, "no such process")
+    if abs(created - start_time) > START_TIME_TOLERANCE_S:
+        return IdentityCheck(
+            Identity.CHANGED, f"pid {pid} now started at {created:.2f}, not {start_time:.2f} (pid reused)"
+        )
+    if status == psutil.STATUS_ZOMBIE:
+        return IdentityCheck(Identity.GONE, "exited (zombie awaiting its parent)")
+    try:
+        attribution = cgroup_attribution(pid, proc)
+    except (FileNotFoundError, ProcessLookupError):
+        return IdentityCheck(Identity.GONE, "no such process")
+    if not _same_container(attribution, container_id):
+        actual = attribution.container_id
+        return IdentityCheck(
+            Identity.CHANGED,
+            f"pid {pid} is in cgroup of container {actual[:12] if actual else 'none'}, "
+            f"not {container_id[:12] if container_id else 'none'}",
+        )
+    return IdentityCheck(Identity.SAME)
+
+
+def _same_container(attribution: CgroupAttribution, expected: str | None) -> bool:
+    if expected is None:
+        return attribution.container_id is None
+    # Plans may carry a short id (12+ hex digits); cgroups always name the full one. With nested
+    # containers a path names several ids; the planned one must be among them.
+    return any(
+        cid == expected or (len(expected) >= 12 and cid.startswith(expected))
+        for cid in attribution.candidates
+    )
+
+
+def refuse_reason(pid: int) -> str | None:
+    """Why this pid must never be signalled, or None.
+
+    Signals always go to one pid (never ``kill(0)`` or a negative group id), and never to the
+    controller, its parent (the service manager or a shell) or the leader of its process group.
+    """
+    if pid <= 1:
+        return f"pid {pid} is never signalled"
+    if pid == os.getpid():
+        return "refusing to signal the controller itself"
+    if pid in (os.getppid(), os.getpgrp()):
+        return f"pid {pid} is the controller's parent or process group leader"
+    return None
+
+
+def kill_ladder(
+    pid: int,
+    start_time: float,
+    container_id: str | None,
+    *,
+    grace_s: float,
+    kill_wait_s: float = 5.0,
+    proc: Path = Path("/proc"),
+    sleep: Callable[[float], None] = time.sleep,
+) -> KillResult:
+    """SIGTERM, wait up to ``grace_s``, SIGKILL, wait up to ``kill_wait_s``; verify before each.
+
+    Returns GONE when the process has exited (``signals_sent`` may be empty: it was already
+    gone), CHANGED when the pid no longer names the process the plan meant (nothing further is
+    sent). Raises :class:`PermanentError` when the pid is protected or the process survives
+    SIGKILL (uninterruptible sleep in a driver call, typically).
+    """
+    refused = refuse_reason(pid)
+    if refused:
+        raise PermanentError(refused)
+    sent: list[str] = []
+    for sig, wait_s in ((signal.SIGTERM, grace_s), (signal.SIGKILL, kill_wait_s)):
+        check = check_identity(pid, start_time, container_id, proc=proc)
+        if check.identity is not Identity.SAME:
+            return KillResult(check.identity, tuple(sent), check.detail)
+        # The window between the check and the signal is a few microseconds; a pid cannot be
+        # reused within it unless the process exits and pid_max wraps in that time.
+        try:
+            os.kill(pid, sig)
+        except ProcessLookupError:
+            return KillResult(Identity.GONE, tuple(sent), "exited before the signal")
+        sent.append(sig.name)
+        deadline = time.monotonic() + wait_s
+        while True:
+            check = check_identity(pid, start_time, container_id, proc=proc)
+            if check.identity is not Identity.SAME:
+                if check.identity is Identity.GONE:
+                    return KillResult(Identity.GONE, tuple(sent), f"exited after {sig.name}")
+                # The original exited and the pid was reused: it is gone, the newcomer is not ours.
+                return KillResult(Identity.GONE, tuple(sent), f"exited after {sig.name}; {check.detail}")
+            if time.monotonic() >= deadline:
+                break
+            sleep(_POLL_S)
+    raise PermanentError(f"pid {pid} still present {kill_wait_s:g}s after SIGKILL (uninterruptible?)")

@@ -1,0 +1,293 @@
+"""Persistence of :class:`~controller.memory.ControllerMemory`, and the daemon's single-instance lock.
+
+Layout of the state directory (mode 0700, owned by the daemon's user, normally root)::
+
+    <state_dir>/memory.json       the last complete memory (mode 0600)
+    <state_dir>/memory.json.tmp   the next one while it is being written (never read)
+    <state_dir>/controller.lock   flock'd by the running daemon; holds its pid
+
+Crash safety: :meth:`MemoryStore.save` writes the temporary file, ``fsync``s it, renames it over
+``memory.json`` and ``fsync``s the directory. ``rename(2)`` is atomic, so after a ``kill -9`` or a
+power cut a reader finds either the previous memory or the new one, never a mixture. A JSON file
+(rather than SQLite) keeps read-only access trivial: ``ds01ctl`` opens the file and never takes a
+lock the daemon could wait on.
+
+Trust: the daemon runs as root and acts on what it reads here (warnings already sent, back-off),
+so a directory or file that another user could have written is refused with
+:class:`StoreUntrusted` rather than read.
+
+Called by the daemon loop (:class:`MemoryStore`, :func:`acquire_run_lock`) and ``ds01ctl``
+(:func:`open_readonly`). Must not import the act, observe or plan layers.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import json
+import os
+import stat
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+from pydantic import ValidationError
+
+from controller.memory import SCHEMA_VERSION, ControllerMemory
+
+MEMORY_FILE = "memory.json"
+TMP_SUFFIX = ".tmp"
+LOCK_FILE = "controller.lock"
+DIR_MODE = 0o700
+FILE_MODE = 0o600
+
+
+class StoreError(Exception):
+    """Base of the store's errors; the message names the path and what to do."""
+
+
+class StoreUnavailable(StoreError):
+    """The state cannot be read (permission, missing directory or file). ``ds01ctl`` shows
+    "timers unavailable"; the daemon treats it as fatal at start."""
+
+
+class StoreMissing(StoreUnavailable):
+    """No memory has been saved yet (the daemon has not completed a pass)."""
+
+
+class StoreUntrusted(StoreError):
+    """The directory or a file in it could have been written by another user."""
+
+
+class StoreCorrupt(StoreError):
+    """The memory file exists but is not a memory this controller can read."""
+
+
+class StoreLocked(StoreError):
+    """Another daemon holds the run lock."""
+
+    def __init__(self, path: Path, holder_pid: int | None) -> None:
+        who = f"pid {holder_pid}" if holder_pid is not None else "pid unknown"
+        super().__init__(
+            f"another ds01-controller ({who}) holds {path}; stop it first, or use a different state directory"
+        )
+        self.path = path
+        self.holder_pid = holder_pid
+
+
+def _check_trusted(path: Path, st: os.stat_result, *, allowed_uids: frozenset[int], kind: str) -> None:
+    if st.st_uid not in allowed_uids:
+        raise StoreUntrusted(
+            f"{kind} {path} is owned by uid {st.st_uid}, not by uid {os.geteuid()} that runs the "
+            f"controller; refusing to trust it (chown it, or remove it and let the controller recreate it)"
+        )
+    if st.st_mode & 0o022:
+        raise StoreUntrusted(
+            f"{kind} {path} is group- or world-writable (mode {stat.S_IMODE(st.st_mode):04o}); refusing "
+            f"to trust it (chmod go-w {path})"
+        )
+
+
+def _lstat(path: Path, kind: str) -> os.stat_result | None:
+    try:
+        return os.lstat(path)
+    except FileNotFoundError:
+        return None
+    except PermissionError as exc:
+        raise StoreUnavailable(f"{kind} {path}: permission denied ({exc.strerror})") from exc
+
+
+def _check_dir(state_dir: Path, allowed_uids: frozenset[int]) -> None:
+    st = _lstat(state_dir, "state directory")
+    if st is None:
+        raise StoreUnavailable(f"state directory {state_dir} does not exist")
+    if not stat.S_ISDIR(st.st_mode):
+        raise StoreUntrusted(f"state directory {state_dir} is not a directory (a symlink or file?)")
+    _check_trusted(state_dir, st, allowed_uids=allowed_uids, kind="state directory")
+
+
+def _check_file(path: Path, allowed_uids: frozenset[int]) -> os.stat_result | None:
+    st = _lstat(path, "state file")
+    if st is None:
+        return None
+    if not stat.S_ISREG(st.st_mode):
+        raise StoreUntrusted(f"state file {path} is not a regular file (a symlink?); remove it")
+    _check_trusted(path, st, allowed_uids=allowed_uids, kind="state file")
+    return st
+
+
+def _parse(path: Path, data: bytes) -> ControllerMemory:
+    try:
+        raw = json.loads(data)
+    except ValueError as exc:
+        raise StoreCorrupt(f"{path} is not valid JSON ({exc})") from exc
+    if not isinstance(raw, dict):
+        raise StoreCorrupt(f"{path} does not hold a JSON object")
+    version = raw.get("schema_version")
+    if isinstance(version, int) and version > SCHEMA_VERSION:
+        raise StoreCorrupt(
+            f"{path} was written by a newer controller (schema_version {version}, this one reads "
+            f"{SCHEMA_VERSION}); upgrade, or move the file aside to start with empty memory"
+        )
+    try:
+        return ControllerMemory.model_validate(raw)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        field = ".".join(str(p) for p in first.get("loc", ()))
+        raise StoreCorrupt(f"{path}: field {field or '(root)'}: {first.get('msg')}") from exc
+
+
+def _read_nofollow(path: Path) -> bytes:
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    with os.fdopen(fd, "rb") as f:
+        return f.read()
+
+
+class MemoryStore:
+    """Loads and saves the controller's memory in ``state_dir`` (created 0700 if missing)."""
+
+    def __init__(self, state_dir: Path) -> None:
+        self.state_dir = Path(state_dir)
+        self.path = self.state_dir / MEMORY_FILE
+        self._tmp_path = self.state_dir / (MEMORY_FILE + TMP_SUFFIX)
+        self._uids = frozenset({os.geteuid()})
+        self._ensure_dir()
+
+    def _ensure_dir(self) -> None:
+        if _lstat(self.state_dir, "state directory") is None:
+            try:
+                self.state_dir.mkdir(mode=DIR_MODE, parents=True)
+            except FileExistsError:
+                pass  # created concurrently; checked below like any existing directory
+            except PermissionError as exc:
+                raise StoreUnavailable(
+                    f"cannot create state directory {self.state_dir}: {exc.strerror}"
+                ) from exc
+            else:
+                self.state_dir.chmod(DIR_MODE)  # mkdir's mode is reduced by the umask
+        _check_dir(self.state_dir, self._uids)
+
+    def load(self) -> ControllerMemory:
+        """The saved memory; an empty one on first start. Raises :class:`StoreError` subclasses."""
+        _check_dir(self.state_dir, self._uids)
+        if _check_file(self.path, self._uids) is None:
+            return ControllerMemory()
+        try:
+            data = _read_nofollow(self.path)
+        except PermissionError as exc:
+            raise StoreUnavailable(f"state file {self.path}: permission denied") from exc
+        return _parse(self.path, data)
+
+    def quarantine(self, at: datetime | None = None) -> Path | None:
+        """Move an unreadable memory file aside (kept for the admin) so the daemon can start."""
+        at = at or datetime.now(UTC)
+        if _lstat(self.path, "state file") is None:
+            return None
+        target = self.path.with_name(f"{MEMORY_FILE}.corrupt-{at.strftime('%Y%m%dT%H%M%SZ')}")
+        self.path.replace(target)
+        return target
+
+    def save(self, memory: ControllerMemory) -> None:
+        """Replace the saved memory atomically. Raises ``OSError`` or :class:`StoreError`."""
+        _check_dir(self.state_dir, self._uids)
+        _check_file(self.path, self._uids)
+        data = memory.model_dump_json().encode("utf-8")
+        with contextlib.suppress(FileNotFoundError):
+            self._tmp_path.unlink()  # left by a crash mid-save; never trusted, never read
+        fd = os.open(
+            self._tmp_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, FILE_MODE
+        )
+        try:
+            os.fchmod(fd, FILE_MODE)
+            view = memoryview(data)
+            while view:
+                written = os.write(fd, view)
+                view = view[written:]
+            os.fsync(fd)
+        except BaseException:
+            os.close(fd)
+            with contextlib.suppress(OSError):
+                self._tmp_path.unlink()
+            raise
+        os.close(fd)
+        self._tmp_path.replace(self.path)
+        dir_fd = os.open(self.state_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            os.fsync(dir_fd)  # makes the rename itself durable
+        finally:
+            os.close(dir_fd)
+
+
+class ReadOnlyStore:
+    """Read access for ``ds01ctl``: reads the file the daemon renamed into place; takes no lock.
+
+    Trusts files owned by root or by the caller, so an unprivileged ``ds01ctl`` may read a state
+    directory the admin opened to it (chmod/ACL), but never one another user could write.
+    """
+
+    def __init__(self, state_dir: Path) -> None:
+        self.state_dir = Path(state_dir)
+        self.path = self.state_dir / MEMORY_FILE
+        self._uids = frozenset({0, os.geteuid()})
+
+    def load(self) -> ControllerMemory:
+        _check_dir(self.state_dir, self._uids)
+        if _check_file(self.path, self._uids) is None:
+            if not os.access(self.state_dir, os.R_OK | os.X_OK):
+                raise StoreUnavailable(f"state directory {self.state_dir}: permission denied")
+            raise StoreMissing(f"no controller memory in {self.state_dir} yet (has the daemon run a pass?)")
+        try:
+            data = _read_nofollow(self.path)
+        except PermissionError as exc:
+            raise StoreUnavailable(
+                f"state file {self.path}: permission denied (run ds01ctl as root for timers)"
+            ) from exc
+        except FileNotFoundError as exc:
+            raise StoreMissing(f"no controller memory in {self.state_dir} yet") from exc
+        return _parse(self.path, data)
+
+
+def open_readonly(state_dir: Path) -> ReadOnlyStore:
+    """A reader that never blocks or changes the running daemon's state."""
+    return ReadOnlyStore(state_dir)
+
+
+def _read_holder_pid(fd: int) -> int | None:
+    try:
+        os.lseek(fd, 0, os.SEEK_SET)
+        text = os.read(fd, 64).decode("ascii", errors="replace").strip()
+        return int(text) if text else None
+    except (OSError, ValueError):
+        return None
+
+
+@contextlib.contextmanager
+def acquire_run_lock(state_dir: Path) -> Iterator[Path]:
+    """Hold ``<state_dir>/controller.lock`` for the life of the daemon; one controller per host.
+
+    The lock is ``flock(LOCK_EX | LOCK_NB)``: the kernel drops it when the process dies, so a
+    crash never leaves a stale lock. The file is never deleted (deleting a lock file lets two
+    processes each lock a different inode). Raises :class:`StoreLocked` naming the holder's pid.
+    """
+    state_dir = Path(state_dir)
+    _check_dir(state_dir, frozenset({os.geteuid()}))
+    path = state_dir / LOCK_FILE
+    _check_file(path, frozenset({os.geteuid()}))
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, FILE_MODE)
+    except PermissionError as exc:
+        raise StoreUnavailable(f"lock file {path}: permission denied") from exc
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                raise StoreLocked(path, _read_holder_pid(fd)) from None
+            raise
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode("ascii"), 0)
+        os.fsync(fd)
+        yield path
+    finally:
+        os.close(fd)  # closing the last descriptor releases the flock

@@ -1,0 +1,282 @@
+"""The real executor against the real Docker engine: stop, remove, preconditions, idempotence."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import docker
+import docker.errors
+import pytest
+
+from controller.act.dry_run import DryRunExecutor
+from controller.act.events import EventLog
+from controller.act.executor import RealExecutor
+from controller.act.report import Outcome
+from controller.memory import ControllerMemory
+from controller.plan.types import ActionKind, Reason
+from tests.fixtures.act import (
+    NOW,
+    RecordingNotifier,
+    container_action,
+    has_control,
+    make_plan,
+    read_events,
+    strings_in,
+)
+
+pytestmark = pytest.mark.docker
+
+GPU = "GPU-11111111-2222-3333-4444-555555555555"
+
+
+def gone(client: Any, cid: str) -> bool:
+    try:
+        client.api.inspect_container(cid)
+    except docker.errors.NotFound:
+        return True
+    return False
+
+
+def test_idle_stop_and_remove(
+    real_executor: RealExecutor, make_container: Any, docker_client: Any, event_log_path: Path
+) -> None:
+    c = make_container("sleep 300")
+    action = container_action(
+        ActionKind.STOP_CONTAINER,
+        c,
+        Reason.IDLE_TIMEOUT,
+        params={"timeout_s": 1, "remove": True},
+        evidence={"gpus": [{"raw": GPU, "uuid": GPU, "source": "HostConfig.DeviceRequests", "mig": False}]},
+    )
+    report = real_executor.execute(make_plan(action), ControllerMemory(), NOW)
+    (outcome,) = report.outcomes
+    assert outcome.outcome is Outcome.DONE, outcome.detail
+    assert gone(docker_client, c.id)
+    events = read_events(event_log_path)
+    assert [e["event_type"] for e in events] == ["maintenance.idle_kill", "gpu.release"]
+    assert events[0]["details"]["removed"] is True and events[0]["user"] == "alice"
+    assert events[1]["details"]["gpu"] == GPU and events[1]["details"]["container_id"] == c.id
+    # Run again: the container is gone, which is what the action wanted.
+    again = real_executor.execute(make_plan(action), report.memory, NOW)
+    assert again.outcomes[0].outcome is Outcome.ALREADY_DONE
+
+
+def test_runtime_stop_keeps_the_container(
+    real_executor: RealExecutor, make_container: Any, event_log_path: Path
+) -> None:
+    c = make_container("sleep 300")
+    action = container_action(
+        ActionKind.STOP_CONTAINER, c, Reason.MAX_RUNTIME_EXCEEDED, params={"timeout_s": 1, "remove": False}
+    )
+    report = real_executor.execute(make_plan(action), ControllerMemory(), NOW)
+    assert report.outcomes[0].outcome is Outcome.DONE, report.outcomes[0].detail
+    c.reload()
+    assert c.status == "exited"
+    assert [e["event_type"] for e in read_events(event_log_path)] == ["maintenance.runtime_kill"]
+
+
+def test_restarted_container_is_skipped(
+    real_executor: RealExecutor, make_container: Any, event_log_path: Path
+) -> None:
+    c = make_container("sleep 300")
+    action = container_action(
+        ActionKind.STOP_CONTAINER, c, Reason.IDLE_TIMEOUT, params={"timeout_s": 1, "remove": True}
+    )
+    c.restart(timeout=0)  # a new StartedAt: the plan's idle evidence belongs to the previous run
+    report = real_executor.execute(make_plan(action), ControllerMemory(), NOW)
+    outcome = report.outcomes[0]
+    assert outcome.outcome is Outcome.SKIPPED
+    assert "restarted" in outcome.detail
+    c.reload()
+    assert c.status == "running"
+    events = read_events(event_log_path)
+    assert [e["event_type"] for e in events] == ["controller.action_skipped"]
+    assert "restarted" in events[0]["details"]["why"]
+    assert report.memory.attempts == {}  # a skip is not a failure: no back-off
+
+
+def test_state_change_is_skipped(real_executor: RealExecutor, make_container: Any) -> None:
+    c = make_container("sleep 300", start=False)
+    action = container_action(ActionKind.REMOVE_CONTAINER, c, Reason.CREATED_NEVER_STARTED)
+    c.start()
+    report = real_executor.execute(make_plan(action), ControllerMemory(), NOW)
+    assert report.outcomes[0].outcome is Outcome.SKIPPED
+    assert "state is now running" in report.outcomes[0].detail
+    c.reload()
+    assert c.status == "running"
+
+
+def test_remove_created_and_exited(
+    real_executor: RealExecutor, make_container: Any, docker_client: Any, event_log_path: Path
+) -> None:
+    created = make_container("sleep 300", start=False)
+    exited = make_container("true")
+    exited.wait(timeout=30)
+    actions = [
+        container_action(ActionKind.REMOVE_CONTAINER, created, Reason.CREATED_NEVER_STARTED),
+        container_action(
+            ActionKind.REMOVE_CONTAINER, exited, Reason.GPU_HOLD_EXPIRED, evidence={"physical_gpus": [GPU]}
+        ),
+    ]
+    assert actions[1].target.expected_state == "exited"
+    report = real_executor.execute(make_plan(*actions), ControllerMemory(), NOW)
+    assert [o.outcome for o in report.outcomes] == [Outcome.DONE, Outcome.DONE], [
+        o.detail for o in report.outcomes
+    ]
+    assert gone(docker_client, created.id) and gone(docker_client, exited.id)
+    events = read_events(event_log_path)
+    assert [(e["event_type"], e["details"].get("reason")) for e in events] == [
+        ("container.remove", "created_never_started"),
+        ("container.remove", "gpu_hold_expired"),
+        ("gpu.release", "gpu_hold_expired"),
+    ]
+
+
+def test_already_removed_is_success(
+    real_executor: RealExecutor, make_container: Any, docker_client: Any
+) -> None:
+    c = make_container("true")
+    c.wait(timeout=30)
+    action = container_action(ActionKind.REMOVE_CONTAINER, c, Reason.STOPPED_HOLD_EXPIRED)
+    docker_client.api.remove_container(c.id)
+    report = real_executor.execute(make_plan(action), ControllerMemory(), NOW)
+    assert report.outcomes[0].outcome is Outcome.ALREADY_DONE
+
+
+def test_one_failure_does_not_block_the_others(
+    real_executor: RealExecutor, make_container: Any, docker_client: Any, event_log_path: Path
+) -> None:
+    exited = make_container("true")
+    exited.wait(timeout=30)
+    good = container_action(ActionKind.REMOVE_CONTAINER, exited, Reason.STOPPED_HOLD_EXPIRED)
+    reset = good.model_copy(
+        update={
+            "kind": ActionKind.RESET_GPU,
+            "target": good.target.model_copy(update={"gpu": GPU}),
+            "key": "reset",
+        }
+    )
+    report = real_executor.execute(make_plan(reset, good), ControllerMemory(), NOW)
+    outcomes = {o.key: o.outcome for o in report.outcomes}
+    assert outcomes == {
+        "reset": Outcome.FAILED,
+        good.key: Outcome.DONE,
+    }  # the fixture's reset command is `false`
+    assert gone(docker_client, exited.id)
+    attempt = report.memory.attempts["reset"]
+    assert attempt.failures == 1 and attempt.next_attempt_at is not None and attempt.next_attempt_at > NOW
+    # Back-off: the same failing action is not attempted again before its time.
+    again = real_executor.execute(make_plan(reset, memory=report.memory), report.memory, NOW)
+    assert again.outcomes[0].outcome is Outcome.SKIPPED and "backing off" in again.outcomes[0].detail
+    types = [e["event_type"] for e in read_events(event_log_path)]
+    assert types == ["gpu.health_check", "controller.action_failed", "container.remove"]
+
+
+def test_unreachable_engine_is_a_transient_failure(make_container: Any, tmp_path: Path) -> None:
+    c = make_container("sleep 300")
+    action = container_action(ActionKind.STOP_CONTAINER, c, Reason.IDLE_TIMEOUT, params={"timeout_s": 1})
+    nowhere = docker.DockerClient(base_url=f"unix://{tmp_path}/no-engine.sock", version="1.41", timeout=2)
+    log = tmp_path / "events.jsonl"
+    executor = RealExecutor(nowhere, EventLog(log), RecordingNotifier(), tmp_path / "ledger.json")
+    report = executor.execute(make_plan(action), ControllerMemory(), NOW)
+    assert report.outcomes[0].outcome is Outcome.FAILED
+    assert "unreachable" in report.outcomes[0].detail
+    (event,) = read_events(log)
+    assert event["event_type"] == "controller.action_failed" and event["details"]["transient"] is True
+    assert report.memory.attempts[action.key].failures == 1
+    c.reload()
+    assert c.status == "running"
+
+
+def test_breaker_blocks_destructive_actions(real_executor: RealExecutor, make_container: Any) -> None:
+    c = make_container("sleep 300")
+    action = container_action(ActionKind.STOP_CONTAINER, c, Reason.IDLE_TIMEOUT, params={"timeout_s": 1})
+    memory = ControllerMemory().with_breaker(
+        ControllerMemory().breaker.model_copy(update={"tripped": True, "reason": "x"})
+    )
+    report = real_executor.execute(make_plan(action, memory=memory), memory, NOW)
+    assert report.outcomes[0].outcome is Outcome.SKIPPED
+    assert report.memory.breaker.tripped
+    c.reload()
+    assert c.status == "running"
+
+
+def test_warning_is_recorded_once(
+    real_executor: RealExecutor, make_container: Any, notifier: RecordingNotifier
+) -> None:
+    c = make_container("sleep 300")
+    warn = container_action(
+        ActionKind.WARN_OWNER,
+        c,
+        Reason.IDLE_WARNING,
+        params={"warning_key": "idle:80:streak"},
+        key="WarnOwner:k",
+    )
+    report = real_executor.execute(make_plan(warn), ControllerMemory(), NOW)
+    assert report.outcomes[0].outcome is Outcome.DONE
+    assert notifier.sent == [("alice", warn.message, "WARNING")]
+    assert report.memory.containers[c.id].warnings == {"idle:80:streak": NOW}
+    assert report.memory.done["WarnOwner:k"] == NOW
+    again = real_executor.execute(make_plan(warn, memory=report.memory), report.memory, NOW)
+    assert again.outcomes[0].outcome is Outcome.ALREADY_DONE
+    assert len(notifier.sent) == 1
+
+
+def test_hostile_labels_never_forge_an_event_line(
+    real_executor: RealExecutor, make_container: Any, event_log_path: Path
+) -> None:
+    hostile = {
+        "ds01.user": 'mallory\r\n{"event_type":"auth.granted","user":"root"}',
+        "note": "\x1b[2J\x1b]0;owned\x07" + "\u202e" + "z" * (1024 * 1024),
+        # NUL and bytes that are not UTF-8 (the engine stores U+FFFD for them).
+        "raw": "a\x00b" + b"\xff\xfe".decode("utf-8", errors="replace"),
+    }
+    c = make_container("sleep 300", labels=hostile)
+    c.reload()
+    labels = c.attrs["Config"]["Labels"]
+    warn = container_action(
+        ActionKind.WARN_OWNER,
+        c,
+        Reason.IDLE_WARNING,
+        params={"warning_key": "w"},
+        evidence={"labels": labels, "name": c.name},
+        user=labels["ds01.user"],
+    )
+    real_executor.execute(make_plan(warn), ControllerMemory(), NOW)
+    raw = event_log_path.read_bytes()
+    assert raw.count(b"\n") == 1 and len(raw) < 4096
+    event = json.loads(raw)
+    # JSON escapes controls anyway; what matters is that none survives decoding to reach a terminal.
+    assert not any(has_control(s) for s in strings_in(event))
+    assert event["event_type"] == "controller.warning"
+    assert event["user"].startswith("mallory  ")
+    assert event["details"]["truncated"] is True
+
+
+def test_dry_run_changes_nothing(make_container: Any, event_log_path: Path, docker_client: Any) -> None:
+    running = make_container("sleep 300")
+    exited = make_container("true")
+    exited.wait(timeout=30)
+    actions = [
+        container_action(
+            ActionKind.STOP_CONTAINER, running, Reason.IDLE_TIMEOUT, params={"timeout_s": 1, "remove": True}
+        ),
+        container_action(ActionKind.REMOVE_CONTAINER, exited, Reason.STOPPED_HOLD_EXPIRED),
+        container_action(ActionKind.WARN_OWNER, running, Reason.IDLE_WARNING, params={"warning_key": "w"}),
+    ]
+    memory = ControllerMemory()
+    executor = DryRunExecutor(EventLog(event_log_path))
+    report = executor.execute(make_plan(*actions, memory=memory), memory, NOW)
+    assert all(o.outcome is Outcome.DRY_RUN for o in report.outcomes)
+    assert report.dry_run
+    running.reload()
+    exited.reload()
+    assert running.status == "running" and exited.status == "exited"
+    assert report.memory.done == {} and report.memory.containers == {}  # a later real run still warns
+    events = read_events(event_log_path)
+    assert [e["event_type"] for e in events] == ["controller.dry_run"] * 3
+    # Each action is written once per daemon run, not once per pass.
+    executor.execute(make_plan(*actions, memory=memory), memory, NOW)
+    assert len(read_events(event_log_path)) == 3

@@ -1,0 +1,83 @@
+"""TerminalNotifier on a real pseudo-terminal: delivery, sanitising, and what it refuses."""
+
+from __future__ import annotations
+
+import os
+import pwd
+import select
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from controller.act.notify import Session, TerminalNotifier
+
+AT = datetime(2026, 1, 30, 14, 30, tzinfo=UTC)
+ME = pwd.getpwuid(os.geteuid()).pw_name
+
+
+@pytest.fixture
+def pty() -> Iterator[tuple[int, str]]:
+    master, slave = os.openpty()
+    name = os.ttyname(slave).removeprefix("/dev/")
+    yield master, name
+    os.close(master)
+    os.close(slave)
+
+
+def read_all(fd: int) -> bytes:
+    out = b""
+    while select.select([fd], [], [], 0.2)[0]:
+        chunk = os.read(fd, 65536)
+        if not chunk:
+            break
+        out += chunk
+    return out
+
+
+def notifier(sessions: list[Session]) -> TerminalNotifier:
+    return TerminalNotifier(sessions=lambda: sessions, clock=lambda: AT)
+
+
+def test_delivers_sanitised_notice_to_each_terminal(pty: tuple[int, str]) -> None:
+    master, tty = pty
+    n = notifier([Session(ME, tty), Session(ME, tty), Session("someone-else", "pts/999")])
+    delivered = n.notify(ME, "container web\x1b[2J is idle\nit stops at 15:00\x07")
+    assert delivered == 1  # the same tty twice is written once
+    text = read_all(master).decode()
+    assert "ds01-controller WARNING for " + ME in text
+    assert "container web is idle" in text and "it stops at 15:00" in text
+    assert "\x1b" not in text and "\x07" not in text
+
+
+def test_refuses_bad_terminal_names_and_non_terminals(tmp_path: Path) -> None:
+    sessions = [Session(ME, "../../etc/passwd"), Session(ME, "pts/1/../../x"), Session(ME, "console")]
+    assert notifier(sessions).notify(ME, "hi") == 0
+    # A regular file where a terminal should be (a forged utmp entry pointing into /dev).
+    fake_dev = tmp_path / "dev"
+    (fake_dev / "pts").mkdir(parents=True)
+    (fake_dev / "pts" / "7").write_text("")
+    n = TerminalNotifier(sessions=lambda: [Session(ME, "pts/7")], dev_dir=fake_dev)
+    assert n.notify(ME, "hi") == 0
+    assert (fake_dev / "pts" / "7").read_text() == ""
+
+
+def test_refuses_a_terminal_owned_by_another_user(pty: tuple[int, str]) -> None:
+    master, tty = pty
+    os.chown(f"/dev/{tty}", 65534, -1)
+    assert notifier([Session(ME, tty)]).notify(ME, "hello") == 0
+    assert read_all(master) == b""
+
+
+def test_unknown_or_hostile_user_gets_nothing(pty: tuple[int, str]) -> None:
+    _master, tty = pty
+    assert notifier([Session("no-such-user-x", tty)]).notify("no-such-user-x", "hi") == 0
+    assert notifier([Session("a;rm -rf /", tty)]).notify("a;rm -rf /", "hi") == 0
+
+
+def test_never_raises_when_utmp_cannot_be_read() -> None:
+    def broken() -> list[Session]:
+        raise OSError("utmp unreadable")
+
+    assert TerminalNotifier(sessions=broken).notify(ME, "hi") == 0
