@@ -14,6 +14,9 @@ from pydantic import BaseModel, ConfigDict, Field
 
 SCHEMA_VERSION = 1
 MAX_SAMPLES = 64
+# One-shot keys (warnings, alerts) and failure records older than this are forgotten, so memory
+# stays bounded on a host that runs for months. A one-shot alert may repeat once after this long.
+RETENTION_S = 30 * 24 * 3600.0
 
 
 class Sample(BaseModel):
@@ -140,6 +143,19 @@ class ControllerMemory(BaseModel):
 
     def with_breaker(self, breaker: Breaker) -> ControllerMemory:
         return self.model_copy(update={"breaker": breaker})
+
+    def pruned(self, now: datetime) -> ControllerMemory:
+        """Drop done keys and attempts older than :data:`RETENTION_S`."""
+        horizon = now - timedelta(seconds=RETENTION_S)
+        done = {k: at for k, at in self.done.items() if at >= horizon}
+        attempts = {
+            k: a
+            for k, a in self.attempts.items()
+            if a.next_attempt_at is None or a.next_attempt_at >= horizon
+        }
+        if len(done) == len(self.done) and len(attempts) == len(self.attempts):
+            return self
+        return self.model_copy(update={"done": done, "attempts": attempts})
 
     def forget_container(self, container_id: str) -> ControllerMemory:
         if container_id not in self.containers:

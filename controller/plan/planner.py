@@ -100,7 +100,7 @@ def _plan(snapshot: Snapshot, desired: DesiredState, memory: ControllerMemory, n
         breaker=gates.breaker,
         dirty_gpus=procs.dirty_gpus,
         last_pass_at=now,
-    )
+    ).pruned(now)
     return Plan(
         observed_at=snapshot.observed_at,
         evaluated_at=now,
