@@ -1,0 +1,686 @@
+"""``ds01ctl describe container|gpu|user``: everything known about one object, kubectl-style.
+
+Sections: identity; owner and type with the rule that decided each; GPUs; the current signals
+next to their thresholds; the effective policy with the provenance of every value; the timers;
+the decision (why it is, or is not, being acted on, read from the plan's actions and deferred
+items, never re-derived); the last events. Pure: renders a :class:`~controller.cli.view.View`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from typing import Any
+
+from controller.cli.errors import CliError
+from controller.cli.get import (
+    NAME_MAX,
+    _device_processes,
+    containers_table,
+    gpu_item,
+    gpu_state,
+    process_container,
+    process_verdict,
+)
+from controller.cli.render import (
+    PLAIN,
+    Sections,
+    Style,
+    Table,
+    clean,
+    clock,
+    fmt_bytes,
+    fmt_duration,
+    fmt_percent,
+    iso,
+    since,
+    until,
+)
+from controller.cli.view import (
+    IdleState,
+    View,
+    container_sort_key,
+    gpu_util,
+    idleness,
+    rates,
+    rule_of,
+    schedule,
+    verb,
+)
+from controller.plan.types import Action, DeferReason, Deferred, Reason
+from controller.snapshot import ContainerObs, ContainerState, GpuObs, KeepAliveState
+
+EVENTS_SHOWN = 10
+
+_IDLE_RULES = (Reason.IDLE_WARNING, Reason.IDLE_TIMEOUT, Reason.IDLE_EXEMPT_NOTICE)
+_RUNTIME_RULES = (Reason.MAX_RUNTIME_WARNING, Reason.MAX_RUNTIME_EXCEEDED)
+_HOLD_RULES = (Reason.STOPPED_HOLD_EXPIRED, Reason.GPU_HOLD_EXPIRED)
+_CREATED_RULES = (Reason.CREATED_NEVER_STARTED,)
+
+
+def _yes(flag: bool) -> str:
+    return "yes" if flag else "no"
+
+
+def _when(view: View, at: Any) -> str:
+    if at is None:
+        return "-"
+    return f"{since(at, view.now)} ago ({iso(at)})"
+
+
+def _evidence(evidence: Mapping[str, Any]) -> str:
+    parts = []
+    for k, v in evidence.items():
+        text = v if isinstance(v, str) else _compact(v)
+        parts.append(f"{clean(k, 40)}={clean(text, 120)}")
+    return ", ".join(parts)
+
+
+def _compact(v: Any) -> str:
+    import json
+
+    return json.dumps(v, separators=(",", ":"), ensure_ascii=True, default=str)
+
+
+WHY: dict[DeferReason, str] = {
+    DeferReason.GRACE_PERIOD: "in its grace period",
+    DeferReason.KEEP_ALIVE: "kept alive by its keep-alive file",
+    DeferReason.EXEMPT: "exempt",
+    DeferReason.UNKNOWN_SIGNAL: "a signal is unknown, and unknown is not idle",
+    DeferReason.PROTECTED: "protected",
+    DeferReason.MONITORING: "part of the monitoring stack",
+    DeferReason.WAITING_FOR_WINDOW: "waiting for enough idle samples",
+    DeferReason.WAITING_FOR_WARNING: "waiting out the warning lead time",
+    DeferReason.NOT_DUE: "not due yet",
+    DeferReason.BUDGET_EXHAUSTED: "this pass's action budget is spent",
+    DeferReason.BREAKER_OPEN: "the circuit breaker is tripped",
+    DeferReason.DOMAIN_UNAVAILABLE: "an observation domain is unavailable",
+    DeferReason.BACKOFF: "backing off after a failure",
+    DeferReason.NEEDS_SECOND_SIGHTING: "waiting to see it a second time",
+    DeferReason.RESET_NOT_ALLOWED: "the policy does not allow a GPU reset",
+}
+
+
+def decision_lines(view: View, items: Sequence[Action | Deferred], s: Sections, indent: int = 2) -> None:
+    """The plan's actions and deferrals for one object, each with reason, due time and evidence."""
+    actions = sorted((i for i in items if isinstance(i, Action)), key=lambda a: (a.due_at, a.key))
+    deferred = sorted(
+        (i for i in items if isinstance(i, Deferred)),
+        key=lambda d: (d.due_at is None, d.due_at or view.now, d.rule.value),
+    )
+    for a in actions:
+        colour = "red" if a.destructive else "yellow"
+        s.line(f"{s.style('ACTING', colour)}    {a.kind.value} ({a.reason.value}) now", indent)
+        s.line(clean(a.message, 300), indent + 4)
+        if a.evidence:
+            s.line(f"evidence: {_evidence(a.evidence)}", indent + 4)
+    for d in deferred:
+        why = WHY.get(d.why, d.why.value)
+        head = f"{s.style('DEFERRED', 'cyan')}  {verb(d)} ({d.rule.value})"
+        s.line(f"{head}: {why} [{d.why.value}]; {when_text(view, d)}", indent)
+        s.line(clean(d.message, 300), indent + 4)
+        if d.evidence:
+            s.line(f"evidence: {_evidence(d.evidence)}", indent + 4)
+
+
+def when_text(view: View, d: Deferred) -> str:
+    """``warn 12:05 (in 5m), stop 12:08 (in 8m)``, or ``no due time``."""
+    if d.due_at is None:
+        return "no due time"
+    return ", ".join(f"{v} {_clock(view, at)} ({until(at, view.now)})" for v, at in schedule(d) if at)
+
+
+def _clock(view: View, at: datetime) -> str:
+    """A wall-clock time in the viewer's zone (``12:18``; the date too when not today)."""
+    return clock(at.astimezone(), view.now.astimezone())
+
+
+def _events_section(view: View, found: tuple[list[dict[str, Any]], str | None], s: Sections) -> None:
+    from controller.cli.get import events_table
+
+    events, note = found
+    s.heading("Events")
+    if note is not None:
+        s.line(clean(note, 300), 2)
+        return
+    if not events:
+        s.line("<none>", 2)
+        return
+    s.table(events_table(view, events[-EVENTS_SHOWN:], wide=False))
+
+
+# --- container -------------------------------------------------------------------------------
+
+
+def find_container(view: View, key: str) -> ContainerObs:
+    c = view.snapshot.container(key)
+    if c is None:
+        raise CliError(
+            f"container {clean(key, NAME_MAX)!r} not found "
+            "(ds01ctl get containers --all lists every container)"
+        )
+    return c
+
+
+def describe_container(view: View, key: str, style: Style = PLAIN) -> str:
+    c = find_container(view, key)
+    s = Sections(style)
+    pol = view.effective(c)
+    state = c.state.value
+    if c.state == ContainerState.RUNNING:
+        state += f", started {_when(view, c.started_at)}"
+    elif c.finished_at is not None:
+        state += f", finished {_when(view, c.finished_at)}"
+        if c.exit_code is not None:
+            state += f", exit code {c.exit_code}"
+    group = f"{clean(pol.group.value, 64)}   ({clean(pol.group.source, 160)})" if pol else "unknown"
+    s.fields(
+        [
+            ("Name", clean(c.name, 200)),
+            ("ID", c.id),
+            ("Image", clean(c.image, 200)),
+            ("State", state),
+            ("Created", _when(view, c.created_at)),
+            ("Restarts", str(c.restart_count)),
+            ("Owner", f"{clean(c.owner, 64)}   (decided by {c.owner_rule.value})"),
+            ("Type", f"{c.container_type.value}   (decided by {c.type_rule.value})"),
+            ("Group", group),
+            ("Managed", _yes(c.managed)),
+            ("Protected", _flag(pol.protected if pol else None, c.protected_label)),
+            ("Monitoring", _flag(pol.monitoring if pol else None, c.monitoring_label)),
+        ]
+    )
+    labels = sorted(c.labels.items())
+    if labels:
+        s.line("Labels:")
+        for k, v in labels:
+            s.line(f"{clean(k, 80)}={clean(v, 160)}", 2)
+    else:
+        s.fields([("Labels", "<none>")])
+
+    s.heading("GPUs")
+    if c.all_gpus:
+        s.line("all GPUs (--gpus all / NVIDIA_VISIBLE_DEVICES=all)", 2)
+    if c.gpu_refs:
+        t = Table(["SLOT", "UUID", "REFERENCE", "SOURCE", "MIG"])
+        for ref in c.gpu_refs:
+            t.add(
+                [
+                    view.slots.get(ref.uuid, "?") if ref.uuid else "?",
+                    ref.uuid or f"unresolved: {clean(ref.unresolved_reason or 'unknown', 60)}",
+                    clean(ref.raw, 60),
+                    ref.source.value,
+                    _yes(ref.is_mig),
+                ]
+            )
+        s.table(t)
+    elif not c.all_gpus:
+        s.line("<none>", 2)
+
+    _signals_section(view, c, pol, s)
+    _policy_section(pol, s, view.policy_problem(c))
+    _timers_section(view, c, pol, s)
+
+    s.heading("Decision")
+    items = view.container_items(c)
+    if view.plan is None:
+        s.line(f"unknown: no plan ({clean(view.policy.error or 'the policy did not load', 300)})", 2)
+    elif items:
+        decision_lines(view, items, s)
+    else:
+        s.line(f"not acted on: {_quiet_reason(view, c)}", 2)
+    _events_section(view, view.events_for_container(c), s)
+    return s.render()
+
+
+def _flag(sourced: Any, label: bool) -> str:
+    if sourced is None:
+        return f"{_yes(label)} (label only; policy unknown)"
+    text = f"{_yes(bool(sourced.value))}   ({clean(sourced.source, 160)})"
+    if label and not sourced.value:
+        text += "; the label is set but not trusted"
+    return text
+
+
+def _quiet_reason(view: View, c: ContainerObs) -> str:
+    """Why the plan says nothing about it: a statement of the facts, not a second decision."""
+    if c.state == ContainerState.RUNNING and not c.has_gpu:
+        return "it holds no GPU, and idle and runtime limits apply only to GPU containers"
+    if c.state == ContainerState.RUNNING:
+        return f"{idleness(view, c).phrase(view.now)}; no rule is due"
+    return "no rule is due for it"
+
+
+def _signals_section(view: View, c: ContainerObs, pol: Any, s: Sections) -> None:
+    s.heading("Signals")
+    if c.state != ContainerState.RUNNING:
+        s.line("<not running>", 2)
+        return
+    if c.signals is None:
+        s.line("<not read>", 2)
+        return
+    r = rates(view, c)
+    sig = c.signals
+    t = Table(["SIGNAL", "NOW", "IDLE BELOW", "FROM"])
+    cpu_now = (
+        fmt_percent(r.cpu_percent) if r.cpu_percent is not None else _unknown(sig.cpu_unknown, "no rate yet")
+    )
+    net_now = (
+        f"{fmt_bytes(r.net_bytes_per_interval)}/sample"
+        if r.net_bytes_per_interval is not None
+        else _unknown(sig.net_unknown, "no rate yet")
+    )
+    util, util_unknown = gpu_util(c)
+    gpu_now = (
+        "-"
+        if not sig.gpu_util
+        else (f"n/a ({clean(util_unknown, 60)})" if util_unknown else fmt_percent(util))
+    )
+    t.add(["cpu", cpu_now, _thr(pol, "cpu_idle_threshold_pct", "%"), _src(pol, "cpu_idle_threshold_pct")])
+    t.add(
+        [
+            "network",
+            net_now,
+            _thr(pol, "network_idle_threshold_bytes", "B"),
+            _src(pol, "network_idle_threshold_bytes"),
+        ]
+    )
+    t.add(["gpu", gpu_now, _thr(pol, "gpu_idle_threshold_pct", "%"), _src(pol, "gpu_idle_threshold_pct")])
+    procs = (
+        str(sig.process_count) if sig.process_count is not None else _unknown(sig.process_unknown, "unknown")
+    )
+    t.add(["processes", procs, "-", "-"])
+    ka = sig.keepalive
+    ka_now = ka.state.value
+    if ka.state == KeepAliveState.PRESENT:
+        ka_now = f"touched {since(ka.mtime, view.now)} ago"
+    elif ka.detail and ka.state != KeepAliveState.ABSENT:
+        ka_now += f" ({clean(ka.detail, 60)})"
+    max_age = fmt_duration(pol.keepalive_max_age_s.value, "no limit") if pol else "?"
+    t.add(["keep-alive", ka_now, f"max age {max_age}", _src(pol, "keepalive_max_age_s")])
+    s.table(t)
+    cm = view.container_memory(c.id)
+    if view.memory is None:
+        s.line(f"last sample: unavailable ({clean(view.timers_note or 'no memory', 200)})", 2)
+    elif cm is not None and cm.samples:
+        last = cm.samples[-1]
+        verdict = {True: "idle", False: "active", None: "undecided"}[last.idle]
+        detail = f" ({clean(last.detail, 200)})" if last.detail else ""
+        s.line(f"last sample: {verdict}{detail}, {since(last.at, view.now)} ago", 2)
+
+
+def _unknown(reason: str | None, default: str) -> str:
+    return f"unknown ({clean(reason or default, 60)})"
+
+
+def _thr(pol: Any, attr: str, unit: str) -> str:
+    if pol is None:
+        return "?"
+    value = getattr(pol, attr).value
+    if unit == "%":
+        return fmt_percent(value)
+    return f"{fmt_bytes(value)}/sample"
+
+
+def _src(pol: Any, attr: str) -> str:
+    if pol is None:
+        return "?"
+    return clean(getattr(pol, attr).source, 120)
+
+
+# Rows of the policy section: (label, attribute, kind of value).
+_POLICY_ROWS: tuple[tuple[str, str, str], ...] = (
+    ("idle timeout", "idle_timeout_s", "duration"),
+    ("max runtime", "max_runtime_s", "duration"),
+    ("warning lead", "warn_lead_s", "duration"),
+    ("grace period", "grace_period_s", "duration"),
+    ("idle window (samples)", "idle_detection_window", "int"),
+    ("idle min duration", "idle_min_duration_s", "duration"),
+    ("gpu hold after stop", "gpu_hold_after_stop_s", "duration"),
+    ("container hold after stop", "container_hold_after_stop_s", "duration"),
+    ("created-never-started timeout", "created_container_timeout_s", "duration"),
+    ("sigterm grace", "sigterm_grace_s", "duration"),
+    ("keep-alive path", "keepalive_path", "str"),
+    ("keep-alive max age", "keepalive_max_age_s", "duration"),
+    ("high-demand threshold", "high_demand_threshold", "float"),
+    ("high-demand idle reduction", "high_demand_idle_reduction", "float"),
+    ("remove after idle stop", "remove_after_idle_stop", "bool"),
+)
+
+
+def _policy_section(pol: Any, s: Sections, problem: str = "") -> None:
+    s.heading("Policy")
+    if pol is None:
+        s.line(f"<unknown: {clean(problem or 'the policy could not be resolved', 300)}>", 2)
+        return
+    t = Table(["SETTING", "VALUE", "FROM"])
+    for label, attr, kind in _POLICY_ROWS:
+        sourced = getattr(pol, attr)
+        value = sourced.value
+        if kind == "duration":
+            text = fmt_duration(value)
+        elif kind == "bool":
+            text = _yes(bool(value))
+        elif kind == "float":
+            text = f"{value:g}"
+        else:
+            text = clean(value, 80)
+        t.add([label, text, clean(sourced.source, 120)])
+    s.table(t)
+    if pol.exemptions:
+        s.line("exemptions:", 2)
+        for e in pol.exemptions:
+            expires = "permanent" if e.expires_at is None else f"until {iso(e.expires_at)}"
+            s.line(
+                f"{e.exempt_from.value}: {clean(e.name, 64)} ({expires}; approved by "
+                f"{clean(e.approved_by or '?', 40)}; {clean(e.reason or 'no reason given', 120)}; "
+                f"from {clean(e.source, 120)})",
+                4,
+            )
+    else:
+        s.line("exemptions: none", 2)
+
+
+def _due_text(view: View, items: Sequence[Action | Deferred], rules: Sequence[Reason]) -> list[str]:
+    """``stop due 10:52 (in 8m)`` / ``stop now`` for the plan's items of these rules."""
+    out: list[str] = []
+    for item in items:
+        if rule_of(item) not in rules:
+            continue
+        if isinstance(item, Action):
+            out.append(f"{verb(item)} now")
+        elif item.due_at is not None:
+            held = "" if item.why == DeferReason.NOT_DUE else f"; {WHY.get(item.why, item.why.value)}"
+            for step_verb, at in schedule(item):
+                out.append(
+                    f"{step_verb} due {_clock(view, at)} ({until(at, view.now)}{held})" if at else step_verb
+                )
+        else:
+            out.append(f"{verb(item)} held: {WHY.get(item.why, item.why.value)}")
+    return out
+
+
+def _timers_section(view: View, c: ContainerObs, pol: Any, s: Sections) -> None:
+    s.heading("Timers")
+    items = view.container_items(c)
+    lines: list[str] = []
+    cm = view.container_memory(c.id)
+    if c.state == ContainerState.RUNNING:
+        idle = idleness(view, c)
+        timeout = (
+            f"{fmt_duration(pol.idle_timeout_s.value)} ({clean(pol.idle_timeout_s.source, 120)})"
+            if pol
+            else "?"
+        )
+        if idle.state == IdleState.IDLE:
+            parts = [f"idle {since(idle.since, view.now)} of {timeout}"]
+        elif idle.state == IdleState.UNAVAILABLE:
+            parts = [
+                f"idle time unavailable ({clean(view.timers_note or 'no memory', 200)}); timeout {timeout}"
+            ]
+        else:
+            parts = [f"{idle.phrase(view.now)}; idle timeout {timeout}"]
+        if cm is not None:
+            for key, at in sorted(cm.warnings.items(), key=lambda kv: kv[1]):
+                if key.startswith("idle"):
+                    parts.append(f"warned {_clock(view, at)}")
+        parts += _due_text(view, items, _IDLE_RULES)
+        lines.append("; ".join(parts))
+        runtime = (
+            f"{fmt_duration(pol.max_runtime_s.value, 'no limit')} ({clean(pol.max_runtime_s.source, 120)})"
+            if pol
+            else "?"
+        )
+        parts = [f"running {since(c.started_at, view.now)} of {runtime}"]
+        if cm is not None:
+            for key, at in sorted(cm.warnings.items(), key=lambda kv: kv[1]):
+                if key.startswith("runtime"):
+                    parts.append(f"warned {_clock(view, at)}")
+        parts += _due_text(view, items, _RUNTIME_RULES)
+        lines.append("; ".join(parts))
+    elif c.state == ContainerState.CREATED:
+        limit = fmt_duration(pol.created_container_timeout_s.value) if pol else "?"
+        parts = [f"created {since(c.created_at, view.now)} ago, never started; limit {limit}"]
+        parts += _due_text(view, items, _CREATED_RULES)
+        lines.append("; ".join(parts))
+    elif c.state in (ContainerState.EXITED, ContainerState.DEAD):
+        hold = fmt_duration(pol.container_hold_after_stop_s.value) if pol else "?"
+        parts = [f"stopped {since(c.finished_at, view.now)} of hold {hold}"]
+        if c.has_gpu and pol is not None:
+            parts.append(f"GPU hold {fmt_duration(pol.gpu_hold_after_stop_s.value)}")
+        parts += _due_text(view, items, _HOLD_RULES)
+        lines.append("; ".join(parts))
+    else:
+        lines.append(f"{c.state.value}: no timer runs")
+    for line in lines:
+        s.line(line, 2)
+
+
+# --- gpu -------------------------------------------------------------------------------------
+
+
+def find_gpu(view: View, key: str) -> tuple[GpuObs, str | None]:
+    for g in view.snapshot.gpus:
+        if key in (str(g.index), g.uuid):
+            return g, None
+        for m in g.mig_devices:
+            if key in (f"{g.index}.{m.index}", f"{g.index}:{m.index}", m.uuid):
+                return g, m.uuid
+    if len(key) >= 8:
+        matches: list[tuple[GpuObs, str | None]] = [
+            (g, None) for g in view.snapshot.gpus if g.uuid.startswith(key)
+        ]
+        matches += [(g, m.uuid) for g in view.snapshot.gpus for m in g.mig_devices if m.uuid.startswith(key)]
+        if len(matches) == 1:
+            return matches[0]
+    if not view.nvml_ok:
+        raise CliError(
+            f"cannot describe GPU {clean(key, 64)!r}: NVML is unavailable "
+            f"({clean(view.snapshot.domain_error(_nvml()) or 'unknown', 200)})"
+        )
+    raise CliError(f"GPU {clean(key, 64)!r} not found (ds01ctl get gpus lists every GPU and MIG device)")
+
+
+def _nvml() -> Any:
+    from controller.snapshot import Domain
+
+    return Domain.NVML
+
+
+def describe_gpu(view: View, key: str, style: Style = PLAIN) -> str:
+    gpu, device = find_gpu(view, key)
+    uuid = device or gpu.uuid
+    item = gpu_item(view, gpu, device)
+    s = Sections(style)
+    util = fmt_percent(item["utilization_percent"])
+    if item["utilization_percent"] is None and item["utilization_unknown"]:
+        util = f"n/a ({clean(item['utilization_unknown'], 120)})"
+    s.fields(
+        [
+            ("Index", item["slot"]),
+            ("UUID", uuid),
+            ("Parent", gpu.uuid if device else "-"),
+            ("Model", clean(gpu.name, 80)),
+            ("MIG", item["mig"]),
+            (
+                "Memory",
+                f"{fmt_bytes(item['memory_used_bytes'])} used of {fmt_bytes(item['memory_total_bytes'])}",
+            ),
+            ("Utilization", util),
+            ("State", item["state"]),
+        ]
+    )
+    if view.memory is not None and gpu.uuid in view.memory.dirty_gpus:
+        mark = view.memory.dirty_gpus[gpu.uuid]
+        s.fields([("Dirty", f"{mark.cause.value} since {_when(view, mark.since)}")])
+    if device is None and gpu.mig_devices:
+        s.heading("MIG devices")
+        t = Table(["SLOT", "UUID", "MEMORY", "HOLDERS", "STATE"])
+        for m in sorted(gpu.mig_devices, key=lambda x: x.index):
+            holders = ",".join(clean(h.name, 32) for h in view.holders.get(m.uuid, [])) or "-"
+            t.add(
+                [
+                    view.slot(m.uuid),
+                    m.uuid,
+                    f"{fmt_bytes(m.memory_used_bytes)}/{fmt_bytes(m.memory_total_bytes)}",
+                    holders,
+                    gpu_state(view, gpu, m.uuid),
+                ]
+            )
+        s.table(t)
+    s.heading("Holders")
+    holding = view.holders.get(uuid, [])
+    if holding:
+        s.table(containers_table(view, holding, wide=False))
+    else:
+        s.line("<none>", 2)
+    s.heading("Processes")
+    procs = _device_processes(view, uuid)
+    if gpu.processes_unknown and device is None:
+        s.line(f"unknown ({clean(gpu.processes_unknown, 200)})", 2)
+    elif procs:
+        t = Table(["PID", "MEMORY", "USER", "CONTAINER", "COMMAND", "VERDICT"])
+        for p in sorted(procs, key=lambda x: x.pid):
+            t.add(
+                [
+                    str(p.pid),
+                    fmt_bytes(p.used_memory_bytes),
+                    clean(p.user or "?", 32),
+                    clean(process_container(view, p), NAME_MAX),
+                    clean(p.cmdline or "?", 60),
+                    process_verdict(view, p),
+                ]
+            )
+        s.table(t)
+    else:
+        s.line("<none>", 2)
+    s.heading("Ledger")
+    entries = [e for e in view.snapshot.ledger.entries if e.gpu_uuid == uuid or e.gpu in (uuid, item["slot"])]
+    if view.snapshot.ledger.error:
+        s.line(f"unreadable: {clean(view.snapshot.ledger.error, 200)}", 2)
+    elif entries:
+        for e in entries:
+            s.line(
+                f"{clean(e.container, 64)} ({clean(e.user, 32)}), allocated {_when(view, e.allocated_at)}", 2
+            )
+    else:
+        s.line("<no entry>", 2)
+    s.heading("Decision")
+    uuids = {uuid, *(m.uuid for m in gpu.mig_devices)} if device is None else {uuid}
+    items = [i for u in sorted(uuids) for i in view.items_by_gpu.get(u, [])]
+    if view.plan is None:
+        s.line(f"unknown: no plan ({clean(view.policy.error or 'the policy did not load', 300)})", 2)
+    elif items:
+        decision_lines(view, items, s)
+    else:
+        s.line("not acted on: no rule concerns this GPU itself (its holders are described above)", 2)
+    _events_section(view, view.events_for_gpu(uuids), s)
+    return s.render()
+
+
+# --- user ------------------------------------------------------------------------------------
+
+
+def describe_user(view: View, name: str, style: Style = PLAIN) -> str:
+    containers = sorted((c for c in view.snapshot.containers if c.owner == name), key=container_sort_key)
+    processes = [p for p in view.snapshot.processes if p.user == name]
+    ledger = [e for e in view.snapshot.ledger.entries if e.user == name]
+    if not containers and not processes and not ledger and not _is_login(name):
+        raise CliError(
+            f"user {clean(name, 64)!r} not found: no containers, GPU processes or ledger rows, "
+            "and no such login"
+        )
+    s = Sections(style)
+    pol = view.effective(containers[0]) if containers else view.user_policy(name)
+    group = f"{clean(pol.group.value, 64)}   ({clean(pol.group.source, 160)})" if pol else "unknown"
+    held = sorted({view.slot(u) for c in containers for u in c.gpu_uuids})
+    if any(c.all_gpus for c in containers):
+        held.append("all")
+    s.fields(
+        [
+            ("Name", clean(name, 64)),
+            ("Group", group),
+            (
+                "Containers",
+                f"{len(containers)} ({sum(c.state == ContainerState.RUNNING for c in containers)} running)",
+            ),
+            ("GPUs held", ",".join(held) or "-"),
+        ]
+    )
+    s.heading("Containers")
+    if containers:
+        s.table(containers_table(view, containers, wide=False))
+    else:
+        s.line("<none>", 2)
+    s.heading("GPU processes")
+    if processes:
+        t = Table(["PID", "GPU", "MEMORY", "CONTAINER", "COMMAND", "VERDICT"])
+        for p in sorted(processes, key=lambda x: x.pid):
+            t.add(
+                [
+                    str(p.pid),
+                    view.slot(p.device_uuid),
+                    fmt_bytes(p.used_memory_bytes),
+                    clean(process_container(view, p), NAME_MAX),
+                    clean(p.cmdline or "?", 60),
+                    process_verdict(view, p),
+                ]
+            )
+        s.table(t)
+    else:
+        s.line("<none>", 2)
+    s.heading("Ledger")
+    if ledger:
+        for e in ledger:
+            s.line(
+                f"{clean(e.gpu, 64)} -> {clean(e.container, 64)}, allocated {_when(view, e.allocated_at)}", 2
+            )
+    else:
+        s.line("<no entry>", 2)
+    if pol is not None:
+        _policy_section(pol, s)
+    if pol is not None and containers:
+        s.line(f"(resolved for {clean(containers[0].name, NAME_MAX)}; other types may differ)", 2)
+    elif pol is not None:
+        s.line("(resolved for a new atomic container; other types may differ)", 2)
+    s.heading("Decision")
+    items = [i for c in containers for i in view.container_items(c)]
+    seen = {id(i) for i in items}
+    items += [i for i in _user_items(view, name) if id(i) not in seen]
+    if view.plan is None:
+        s.line(f"unknown: no plan ({clean(view.policy.error or 'the policy did not load', 300)})", 2)
+    elif items:
+        for c in containers:
+            own = view.container_items(c)
+            if own:
+                s.line(f"{clean(c.name, NAME_MAX)}:", 2)
+                decision_lines(view, own, s, indent=4)
+        own_ids = {id(i) for c in containers for i in view.container_items(c)}
+        rest = [i for i in items if id(i) not in own_ids]
+        if rest:
+            s.line("other:", 2)
+            decision_lines(view, rest, s, indent=4)
+    else:
+        s.line("not acted on: no rule is due for any of this user's containers", 2)
+    _events_section(view, view.events_for_user(name), s)
+    return s.render()
+
+
+def _user_items(view: View, name: str) -> list[Action | Deferred]:
+    if view.plan is None:
+        return []
+    items: list[Action | Deferred] = [*view.plan.actions, *view.plan.deferred]
+    return [i for i in items if i.target.user == name]
+
+
+def _is_login(name: str) -> bool:
+    try:
+        import pwd
+
+        pwd.getpwnam(name)
+    except (KeyError, ImportError):
+        return False
+    return True
+
+
+__all__ = ["describe_container", "describe_gpu", "describe_user"]

@@ -1,0 +1,288 @@
+"""Build a :class:`~controller.cli.view.View` from the live host: the I/O half of ``ds01ctl``.
+
+Loads the policy (the installed one, or a candidate given with ``--policy``), observes the host
+once with the same observer the daemon uses, reads the daemon's memory read-only (never taking a
+lock the daemon could wait on), and plans with the real planner. Each part that cannot be had is
+turned into a note on the view or a one-line :class:`~controller.cli.errors.CliError`, so the
+commands never see a raw exception from Docker, NVML or the state store.
+
+Imports of the heavy layers happen inside the functions so ``ds01ctl --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from controller.cli.errors import CliError
+from controller.cli.render import clean
+from controller.cli.view import LogEventSource, PolicyInfo, PolicySource, View
+
+if TYPE_CHECKING:
+    from controller.memory import ControllerMemory
+    from controller.settings import Settings
+    from controller.snapshot import Snapshot
+    from desired_state.policy_set import PolicySet
+
+RESOURCE_LIMITS = "resource-limits.yaml"
+
+
+@dataclass(frozen=True)
+class GatherOptions:
+    observe: bool = True
+    plan: bool = True
+    at: datetime | None = None
+    candidate: Path | None = None
+    require_docker: bool = False
+    events: bool = False
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+# --- policy ----------------------------------------------------------------------------------
+
+
+def _describe_sources(policy_set: PolicySet) -> tuple[PolicySource, ...]:
+    out: list[PolicySource] = []
+    for src in policy_set.sources:
+        where = src.path if src.line is None else f"{src.path}:{src.line}"
+        out.append(PolicySource(kind=src.kind, name=src.name, source=where, detail=src.detail))
+    return tuple(out)
+
+
+def _origin(specs: Path | None, ds01_config: Path | None) -> str:
+    parts = []
+    if specs is not None:
+        parts.append(f"specs {specs}")
+    if ds01_config is not None:
+        parts.append(f"DS01 config {ds01_config}")
+    return " + ".join(parts) if parts else "built-in default"
+
+
+def load_installed_policy(settings: Settings) -> tuple[PolicySet | None, PolicyInfo]:
+    """The installed policy, or ``None`` and the reason it does not load."""
+    from desired_state.load import load_policy
+
+    origin = _origin(settings.specs, settings.ds01_config)
+    try:
+        policy_set = load_policy(settings.specs, settings.ds01_config)
+    except Exception as exc:  # any loader error: shown as one line, never a traceback
+        return None, PolicyInfo(origin=origin, error=one_line(exc))
+    return policy_set, PolicyInfo(origin=policy_set.origin or origin, sources=_describe_sources(policy_set))
+
+
+def load_candidate_policy(path: Path) -> tuple[PolicySet, PolicyInfo]:
+    """A policy that is not installed: a spec file, a directory of specs, or DS01 config.
+
+    DS01 config is a directory holding ``resource-limits.yaml``, or one of DS01's files (then its
+    directory is read, as ``ds01ctl validate`` does); anything else is CRD-like specs.
+    """
+    from desired_state.load import load_policy
+    from desired_state.validate import DS01_FILES
+
+    if not path.exists():
+        raise CliError(f"--policy {path}: no such file or directory")
+    origin = f"candidate {path}"
+    try:
+        if path.is_dir():
+            if (path / RESOURCE_LIMITS).is_file():
+                policy_set = load_policy(None, path)
+            else:
+                policy_set = load_policy(path, None)
+        elif path.name in DS01_FILES:
+            policy_set = load_policy(None, path.parent)
+        else:
+            policy_set = _load_spec_file(path)
+    except Exception as exc:
+        raise CliError(
+            f"--policy {path} does not load: {one_line(exc)} (ds01ctl validate {path} lists every problem)"
+        ) from exc
+    return policy_set, PolicyInfo(origin=origin, sources=_describe_sources(policy_set), candidate=True)
+
+
+def _load_spec_file(path: Path) -> PolicySet:
+    """One spec file as a whole policy (the same path ``ds01ctl validate FILE`` takes)."""
+    from desired_state.errors import PolicyLoadError
+    from desired_state.load import assemble, load_spec_files
+
+    entries, inputs, errors = load_spec_files([path])
+    if errors:
+        raise PolicyLoadError(errors)
+    policy_set, errors = assemble(entries, origin=f"candidate {path}", input_files=inputs)
+    if errors or policy_set is None:
+        raise PolicyLoadError(errors)
+    return policy_set
+
+
+def one_line(exc: BaseException) -> str:
+    """The first line of an error; a policy error with several problems says how many more."""
+    text = str(exc).strip().splitlines()
+    first = clean(text[0] if text else type(exc).__name__, 400)
+    more = len(getattr(exc, "errors", ()) or ()) - 1 if hasattr(exc, "errors") else len(text) - 1
+    return f"{first} (and {more} more)" if isinstance(more, int) and more > 0 else first
+
+
+# --- memory ----------------------------------------------------------------------------------
+
+
+def read_memory(state_dir: Path) -> tuple[ControllerMemory | None, str | None]:
+    """The daemon's memory, read-only; ``None`` and a note when it cannot be read.
+
+    An empty state directory (the daemon never ran) gives an empty memory and a note: timers
+    then start from this observation.
+    """
+    from controller.memory import ControllerMemory
+    from controller.store import StoreError, StoreMissing, open_readonly
+
+    try:
+        return open_readonly(state_dir).load(), None
+    except StoreMissing as exc:
+        return ControllerMemory(), f"no controller state yet ({clean(str(exc), 300)}); timers start now"
+    except StoreError as exc:
+        return None, f"timers unavailable: {clean(str(exc), 300)}"
+    except OSError as exc:
+        return None, f"timers unavailable: cannot read {state_dir}: {exc.strerror or exc}"
+
+
+# --- observation -----------------------------------------------------------------------------
+
+
+def observe(settings: Settings, desired: Any | None) -> Snapshot:
+    """One observation with the daemon's observer; Docker or NVML down degrades the snapshot."""
+    from controller.observe.host import HostObserver, ObserveConfig
+    from controller.startup import docker_problem
+
+    config_kwargs: dict[str, Any] = {
+        "docker_timeout_s": settings.docker_timeout_s,
+        "ledger_path": settings.ledger,
+    }
+    if desired is not None:
+        config_kwargs["system_process_names"] = desired.global_policy.system_process_names.value
+    try:
+        # nvml=None: the observer builds its own NVML adapter, and reports (never raises) when it cannot.
+        observer = HostObserver(ObserveConfig(**config_kwargs), nvml=None)
+    except Exception as exc:  # the Docker client refuses to be built (bad DOCKER_HOST...)
+        raise CliError(docker_problem(exc)) from exc
+    try:
+        return observer.observe()
+    except Exception as exc:
+        raise CliError(docker_problem(exc)) from exc
+    finally:
+        observer.close()
+
+
+# What the engine's error says -> (what went wrong, the fix), in the order they are tried.
+_DOCKER_PROBLEMS: tuple[tuple[tuple[str, ...], str, str], ...] = (
+    (("ermission denied",), "permission denied", "are you in the docker group?"),
+    (("No such file", "FileNotFoundError"), "no such socket", "is dockerd running? check DOCKER_HOST"),
+    (("refused",), "connection refused", "is dockerd running? check DOCKER_HOST"),
+    (("timed out", "Timeout"), "it did not answer in time", "is dockerd overloaded or hung?"),
+)
+
+
+def docker_error(snapshot: Snapshot) -> str | None:
+    """One line saying why the Docker domain is unavailable, and the fix; ``None`` when it is fine."""
+    from controller.snapshot import Domain
+    from controller.startup import docker_host
+
+    if snapshot.domain_ok(Domain.DOCKER):
+        return None
+    reason = snapshot.domain_error(Domain.DOCKER) or "unknown error"
+    for needles, what, fix in _DOCKER_PROBLEMS:
+        if any(n in reason for n in needles):
+            return f"cannot reach the Docker engine at {docker_host()}: {what} ({fix})"
+    first = clean(reason.split("; ")[0], 200)
+    return f"cannot reach the Docker engine at {docker_host()}: {first} (is dockerd running? see DOCKER_HOST)"
+
+
+def domain_notes(snapshot: Snapshot) -> list[str]:
+    from controller.snapshot import Domain
+
+    notes: list[str] = []
+    for h in snapshot.health:
+        if h.ok:
+            continue
+        reason = clean(h.error or "unknown error", 300)
+        if h.domain == Domain.NVML:
+            notes.append(f"GPU state unavailable (NVML: {reason}); GPU columns are unknown, not empty")
+        elif h.domain == Domain.DOCKER:
+            notes.append(docker_error(snapshot) or reason)
+        elif h.domain == Domain.PROCFS:
+            notes.append(f"process attribution unavailable (/proc: {reason})")
+        elif h.domain == Domain.LEDGER:
+            notes.append(f"allocation ledger unavailable: {reason}")
+    if snapshot.ledger.error and not any("ledger" in n for n in notes):
+        notes.append(f"allocation ledger unreadable: {clean(snapshot.ledger.error, 300)}")
+    return notes
+
+
+# --- the whole view --------------------------------------------------------------------------
+
+
+def gather(settings: Settings, opts: GatherOptions) -> View:
+    from controller.snapshot import Snapshot
+
+    now = utcnow()
+    policy_set: PolicySet | None
+    if opts.candidate is not None:
+        policy_set, info = load_candidate_policy(opts.candidate)
+    else:
+        policy_set, info = load_installed_policy(settings)
+    desired = None
+    if policy_set is not None:
+        from controller.plan.desired import PolicySetDesired
+
+        try:
+            desired = PolicySetDesired(policy_set)
+        except Exception as exc:
+            info = PolicyInfo(
+                origin=info.origin, sources=info.sources, error=one_line(exc), candidate=info.candidate
+            )
+
+    notes: list[str] = []
+    if info.error:
+        notes.append(f"the policy does not load ({info.error}); what the controller would do is unknown")
+
+    if opts.observe:
+        snapshot = observe(settings, desired)
+        if opts.require_docker:
+            problem = docker_error(snapshot)
+            if problem is not None:
+                raise CliError(problem)
+        notes.extend(domain_notes(snapshot))
+    else:
+        snapshot = Snapshot(observed_at=now, health=())
+
+    memory, timers_note = read_memory(settings.state_dir) if opts.observe else (None, None)
+    if timers_note:
+        notes.append(timers_note)
+
+    evaluated_at = opts.at or snapshot.observed_at
+    plan = None
+    view_memory = memory
+    if opts.plan and opts.observe and desired is not None:
+        from controller.memory import ControllerMemory
+        from controller.plan.planner import plan as make_plan
+
+        try:
+            plan = make_plan(snapshot, desired, memory or ControllerMemory(), evaluated_at)
+        except Exception as exc:
+            raise CliError(f"planning failed: {one_line(exc)} (run with --debug for details)") from exc
+        if memory is not None:
+            # The plan's memory includes this observation's sample: the freshest idle streak.
+            view_memory = plan.memory
+    return View(
+        snapshot=snapshot,
+        now=evaluated_at,
+        plan=plan,
+        memory=view_memory,
+        desired=desired,
+        policy=info,
+        timers_note=timers_note if memory is None else None,
+        notes=notes,
+        event_source=LogEventSource(settings.events_log) if opts.events else None,
+    )

@@ -1,0 +1,820 @@
+"""``ds01ctl get``: one list per kind (containers, gpus, processes, allocations, policies, events).
+
+Each kind is built once as a list of plain dicts (the ``-o json|yaml`` items, a documented and
+stable shape) and the table is drawn from the same rows, so the two outputs cannot disagree.
+Called by :mod:`controller.cli.main` with a :class:`~controller.cli.view.View`; pure apart from
+that (the event log is read by :mod:`controller.cli.gather`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from controller.cli.errors import CliError
+from controller.cli.render import (
+    PLAIN,
+    Cell,
+    Style,
+    Table,
+    clean,
+    fmt_age,
+    fmt_bytes,
+    fmt_percent,
+    iso,
+    since,
+)
+from controller.cli.view import (
+    IdleState,
+    View,
+    container_sort_key,
+    gpu_devices,
+    gpu_util,
+    idleness,
+    next_step,
+    rates,
+    rule_of,
+)
+from controller.plan.types import Action, Deferred, Reason
+from controller.snapshot import ContainerObs, ContainerState, GpuObs, GpuProcessObs, KeepAliveState
+
+KINDS = ("containers", "gpus", "processes", "allocations", "policies", "events")
+KIND_ALIASES = {
+    "container": "containers",
+    "ctr": "containers",
+    "gpu": "gpus",
+    "process": "processes",
+    "procs": "processes",
+    "allocation": "allocations",
+    "alloc": "allocations",
+    "policy": "policies",
+    "pol": "policies",
+    "event": "events",
+    "ev": "events",
+}
+NAME_MAX = 48
+SHORT_UUID_LEN = 12  # like Docker's short container ids
+CMD_MAX = 60
+MACHINE_MAX = 4096  # user strings in -o json/yaml are cleaned too, with room for long values
+
+
+def canonical_kind(kind: str) -> str:
+    k = kind.lower()
+    k = KIND_ALIASES.get(k, k)
+    if k not in KINDS:
+        raise CliError(
+            f"unknown resource kind {clean(kind, 40)!r}: expected one of {', '.join(KINDS)}",
+        )
+    return k
+
+
+# --- selection -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Requirement:
+    key: str
+    op: str  # "=", "!=", "exists", "!exists"
+    value: str = ""
+
+    def matches(self, labels: Mapping[str, str]) -> bool:
+        if self.op == "exists":
+            return self.key in labels
+        if self.op == "!exists":
+            return self.key not in labels
+        if self.op == "=":
+            return labels.get(self.key) == self.value
+        return labels.get(self.key) != self.value
+
+
+def parse_selector(texts: Sequence[str]) -> tuple[Requirement, ...]:
+    """kubectl's equality selectors: ``k=v``, ``k==v``, ``k!=v``, ``k``, ``!k``, comma-separated."""
+    out: list[Requirement] = []
+    for text in texts:
+        for part in text.split(","):
+            part = part.strip()
+            if not part:
+                continue
+            if "!=" in part:
+                k, v = part.split("!=", 1)
+                out.append(Requirement(k.strip(), "!=", v.strip()))
+            elif "==" in part:
+                k, v = part.split("==", 1)
+                out.append(Requirement(k.strip(), "=", v.strip()))
+            elif "=" in part:
+                k, v = part.split("=", 1)
+                out.append(Requirement(k.strip(), "=", v.strip()))
+            elif part.startswith("!"):
+                out.append(Requirement(part[1:].strip(), "!exists"))
+            else:
+                out.append(Requirement(part, "exists"))
+    for r in out:
+        if not r.key:
+            raise CliError(f"bad label selector {clean(','.join(texts), 80)!r}: empty key (use -l key=value)")
+    return tuple(out)
+
+
+@dataclass(frozen=True)
+class GetOptions:
+    name: str | None = None
+    output: str = "table"
+    selector: tuple[Requirement, ...] = ()
+    owner: str | None = None
+    show_all: bool = False
+
+    @property
+    def wide(self) -> bool:
+        return self.output == "wide"
+
+
+def _container_selected(c: ContainerObs, opts: GetOptions) -> bool:
+    if opts.owner is not None and c.owner != opts.owner:
+        return False
+    return all(r.matches(c.labels) for r in opts.selector)
+
+
+def clean_tree(value: Any, max_len: int = MACHINE_MAX) -> Any:
+    """Every string in a JSON-able value (keys too), cleaned; the shape is unchanged."""
+    if isinstance(value, str):
+        return clean(value, max_len)
+    if isinstance(value, Mapping):
+        return {clean(str(k), 256): clean_tree(v, max_len) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [clean_tree(v, max_len) for v in value]
+    return value
+
+
+def item_list(kind: str, view: View, items: list[dict[str, Any]]) -> dict[str, Any]:
+    """The ``-o json|yaml`` envelope of every ``get``."""
+    return {
+        "kind": kind,
+        "observed_at": iso(view.snapshot.observed_at),
+        "evaluated_at": iso(view.now),
+        "notes": [clean(n, MACHINE_MAX) for n in view.notes],
+        "items": clean_tree(items),
+    }
+
+
+# --- containers ------------------------------------------------------------------------------
+
+
+def select_containers(view: View, opts: GetOptions) -> list[ContainerObs]:
+    """The containers ``get containers`` lists.
+
+    With a NAME: that container (name, id or unique id prefix), or an error. Otherwise, by
+    default, every container that references a GPU or that the plan acts on or defers; with
+    ``--all``, every container. ``--owner`` and ``-l`` narrow either set.
+    """
+    if opts.name is not None:
+        c = view.snapshot.container(opts.name)
+        if c is None:
+            raise CliError(
+                f"container {clean(opts.name, NAME_MAX)!r} not found "
+                "(ds01ctl get containers --all lists every container)"
+            )
+        return [c]
+    chosen = [
+        c
+        for c in view.snapshot.containers
+        if (opts.show_all or c.has_gpu or view.container_items(c)) and _container_selected(c, opts)
+    ]
+    return sorted(chosen, key=container_sort_key)
+
+
+def gpu_column(view: View, c: ContainerObs) -> str:
+    if c.all_gpus:
+        return "all"
+    if not c.gpu_refs:
+        return "-"
+    parts: list[str] = []
+    for ref in c.gpu_refs:
+        if ref.uuid is None:
+            text = clean(ref.raw, 20) + "?"
+        else:
+            # Without NVML the slot is unknown; the UUID's prefix still tells GPUs apart.
+            text = view.slots.get(ref.uuid) or ref.uuid[:SHORT_UUID_LEN]
+        if text not in parts:
+            parts.append(text)
+    return ",".join(parts)
+
+
+def _keepalive(c: ContainerObs) -> dict[str, Any]:
+    if c.signals is None:
+        return {"state": "unknown", "mtime": None}
+    ka = c.signals.keepalive
+    return {"state": ka.state.value, "mtime": iso(ka.mtime), "detail": ka.detail}
+
+
+def _keepalive_text(view: View, c: ContainerObs) -> str:
+    if c.signals is None:
+        return "-"
+    ka = c.signals.keepalive
+    if ka.state == KeepAliveState.PRESENT:
+        return since(ka.mtime, view.now)
+    if ka.state == KeepAliveState.ABSENT:
+        return "-"
+    if ka.state == KeepAliveState.UNKNOWN:
+        return "?"
+    return "ignored"  # a link or not a regular file: never honoured
+
+
+def container_item(view: View, c: ContainerObs) -> dict[str, Any]:
+    idle = idleness(view, c)
+    step = next_step(view.container_items(c))
+    r = rates(view, c)
+    util, util_unknown = gpu_util(c)
+    return {
+        "name": c.name,
+        "id": c.id,
+        "image": c.image,
+        "state": c.state.value,
+        "owner": c.owner,
+        "owner_rule": c.owner_rule.value,
+        "type": c.container_type.value,
+        "type_rule": c.type_rule.value,
+        "managed": c.managed,
+        "labels": dict(sorted(c.labels.items())),
+        "gpus": [
+            {
+                "ref": ref.raw,
+                "source": ref.source.value,
+                "uuid": ref.uuid,
+                "slot": view.slots.get(ref.uuid) if ref.uuid else None,
+                "mig": ref.is_mig,
+                "unresolved_reason": ref.unresolved_reason,
+            }
+            for ref in c.gpu_refs
+        ],
+        "all_gpus": c.all_gpus,
+        "created_at": iso(c.created_at),
+        "started_at": iso(c.started_at),
+        "finished_at": iso(c.finished_at),
+        "idle": {"state": idle.state.value, "since": iso(idle.since)},
+        "next": None if step is None else step.as_dict(),
+        "signals": {
+            "cpu_percent": r.cpu_percent,
+            "net_bytes_per_s": r.net_bytes_per_s,
+            "gpu_util_percent": util,
+            "gpu_util_unknown": util_unknown,
+            "keepalive": _keepalive(c),
+        },
+    }
+
+
+_STATE_COLOUR = {
+    ContainerState.RUNNING: "green",
+    ContainerState.EXITED: "yellow",
+    ContainerState.DEAD: "red",
+    ContainerState.CREATED: "yellow",
+}
+
+
+def _next_cell(view: View, items: list[Action | Deferred]) -> Cell:
+    if view.plan is None:
+        return Cell("?")  # no plan (the policy did not load): unknown, not "nothing"
+    step = next_step(items)
+    if step is None:
+        return Cell("-")
+    colour = "red" if step.pending and step.verb in {"stop", "remove", "kill", "reset"} else None
+    if step.pending and colour is None:
+        colour = "yellow"
+    return Cell(step.text(view.now), colour)
+
+
+def containers_table(view: View, containers: Sequence[ContainerObs], wide: bool) -> Table:
+    headers = ["NAME", "OWNER", "TYPE", "STATE", "GPUS", "IDLE", "NEXT", "AGE"]
+    if wide:
+        headers += ["IMAGE", "ID", "CPU", "NET", "GPU-UTIL", "KEEPALIVE", "OWNER-RULE"]
+    t = Table(headers)
+    for c in containers:
+        row: list[str | Cell] = [
+            clean(c.name, NAME_MAX),
+            clean(c.owner, 32),
+            c.container_type.value,
+            Cell(c.state.value, _STATE_COLOUR.get(c.state)),
+            gpu_column(view, c),
+            idleness(view, c).text(view.now),
+            _next_cell(view, view.container_items(c)),
+            since(c.created_at, view.now),
+        ]
+        if wide:
+            r = rates(view, c)
+            util, util_unknown = gpu_util(c)
+            row += [
+                clean(c.image, 40),
+                c.short_id,
+                fmt_percent(r.cpu_percent),
+                "-" if r.net_bytes_per_s is None else fmt_bytes(r.net_bytes_per_s) + "/s",
+                "n/a" if util_unknown else fmt_percent(util),
+                _keepalive_text(view, c),
+                c.owner_rule.value,
+            ]
+        t.add(row)
+    return t
+
+
+# --- gpus ------------------------------------------------------------------------------------
+
+
+def _device_processes(view: View, device_uuid: str) -> list[GpuProcessObs]:
+    return [p for p in view.snapshot.processes if p.device_uuid == device_uuid]
+
+
+def gpu_state(view: View, gpu: GpuObs, device_uuid: str | None) -> str:
+    """free / held / idle-held / dirty / unavailable / unknown for one GPU or MIG device.
+
+    ``dirty``: the plan or the memory marks it (orphans, stale memory), or it runs a process no
+    running holder accounts for. ``idle-held``: every holder is stopped or idle. A MIG-enabled
+    GPU without MIG devices cannot be used at all, hence ``unavailable``.
+    """
+    uuid = device_uuid or gpu.uuid
+    if device_uuid is None and gpu.mig_enabled and not gpu.mig_devices:
+        return "unavailable"
+    if not view.docker_ok:
+        return "unknown"  # the holders cannot be listed: neither free nor held is known
+    if device_uuid is None and gpu.mig_enabled:
+        states = [gpu_state(view, gpu, m.uuid) for m in gpu.mig_devices]
+        for s in ("dirty", "held", "idle-held"):
+            if s in states:
+                return s
+        return "free"
+    marked = view.memory is not None and gpu.uuid in view.memory.dirty_gpus
+    planned = any(i for i in view.items_by_gpu.get(uuid, []) if rule_of(i) == Reason.GPU_DIRTY)
+    holders = view.holders.get(uuid, [])
+    running_ids = {c.id for c in holders if c.state == ContainerState.RUNNING}
+    stray = [
+        p
+        for p in _device_processes(view, uuid)
+        if not p.is_system and (p.container_id is None or p.container_id not in running_ids)
+    ]
+    if marked or planned or stray:
+        return "dirty"
+    if not holders:
+        mig = next((m for m in gpu.mig_devices if m.uuid == device_uuid), None)
+        if (mig.processes_unknown if mig is not None else gpu.processes_unknown) is not None:
+            return "unknown"  # no holder, but NVML could not list its processes: not "free"
+        return "free"
+    for c in holders:
+        if c.state == ContainerState.RUNNING and idleness(view, c).state != IdleState.IDLE:
+            return "held"
+    return "idle-held"
+
+
+def gpu_item(view: View, gpu: GpuObs, device_uuid: str | None) -> dict[str, Any]:
+    uuid = device_uuid or gpu.uuid
+    mig = next((m for m in gpu.mig_devices if m.uuid == device_uuid), None)
+    used = mig.memory_used_bytes if mig is not None else gpu.memory_used_bytes
+    total = mig.memory_total_bytes if mig is not None else gpu.memory_total_bytes
+    util = None if (mig is not None or gpu.mig_enabled) else gpu.utilization_percent
+    return {
+        "slot": view.slot(uuid),
+        "uuid": uuid,
+        "parent_uuid": gpu.uuid,
+        "model": gpu.name,
+        "mig": "device" if mig is not None else ("on" if gpu.mig_enabled else "off"),
+        "memory_used_bytes": used,
+        "memory_total_bytes": total,
+        "utilization_percent": util,
+        "utilization_unknown": (
+            "per-MIG utilization is not reported by NVML"
+            if (mig is not None or gpu.mig_enabled)
+            else gpu.utilization_unknown
+        ),
+        "holders": [c.name for c in view.holders.get(uuid, [])],
+        "processes": [p.pid for p in _device_processes(view, uuid)],
+        "state": gpu_state(view, gpu, device_uuid),
+    }
+
+
+def unavailable_gpu_items(view: View) -> list[dict[str, Any]]:
+    """NVML down: the GPUs we only know from containers' references, all ``unavailable``."""
+    seen: dict[str, list[str]] = {}
+    for c in sorted(view.snapshot.containers, key=container_sort_key):
+        for ref in c.gpu_refs:
+            key = ref.uuid or ref.raw
+            seen.setdefault(key, []).append(c.name)
+    return [
+        {
+            "slot": "?",
+            "uuid": uuid,
+            "parent_uuid": None,
+            "model": None,
+            "mig": None,
+            "memory_used_bytes": None,
+            "memory_total_bytes": None,
+            "utilization_percent": None,
+            "utilization_unknown": "NVML unavailable",
+            "holders": holders,
+            "processes": [],
+            "state": "unavailable",
+        }
+        for uuid, holders in sorted(seen.items())
+    ]
+
+
+def gpu_items(view: View, opts: GetOptions) -> list[dict[str, Any]]:
+    if not view.nvml_ok and not view.snapshot.gpus:
+        items = unavailable_gpu_items(view)
+    else:
+        items = [gpu_item(view, g, dev) for g, dev in gpu_devices(view.snapshot.gpus)]
+    if opts.name is not None:
+        items = [
+            i for i in items if opts.name in (i["slot"], i["uuid"]) or str(i["uuid"]).startswith(opts.name)
+        ]
+        if not items:
+            raise CliError(f"GPU {clean(opts.name, 64)!r} not found (ds01ctl get gpus lists every GPU)")
+    return items
+
+
+def short_uuids(uuids: Sequence[str | None]) -> dict[str, str]:
+    """The shortest prefixes (at least 12 characters, like short container ids) that stay unique."""
+    distinct = sorted({u for u in uuids if u})
+    length = SHORT_UUID_LEN
+    while length < max((len(u) for u in distinct), default=0):
+        if len({u[:length] for u in distinct}) == len(distinct):
+            break
+        length += 4
+    return {u: u[:length] for u in distinct}
+
+
+def _names(names: Sequence[str], limit: int = 3) -> str:
+    if not names:
+        return "-"
+    shown = ",".join(clean(n, 32) for n in names[:limit])
+    return shown + (f"+{len(names) - limit}" if len(names) > limit else "")
+
+
+_GPU_STATE_COLOUR = {
+    "free": "green",
+    "idle-held": "yellow",
+    "dirty": "red",
+    "unavailable": "red",
+    "unknown": "red",
+}
+
+
+def gpus_table(items: Sequence[dict[str, Any]], wide: bool) -> Table:
+    headers = ["INDEX", "UUID", "MODEL", "MIG", "MEMORY", "UTIL", "HOLDERS", "PROCESSES", "STATE"]
+    t = Table(headers)
+    short = short_uuids([i["uuid"] for i in items])
+    for i in items:
+        used, total = i["memory_used_bytes"], i["memory_total_bytes"]
+        memory = "-" if used is None and total is None else f"{fmt_bytes(used)}/{fmt_bytes(total)}"
+        util = fmt_percent(i["utilization_percent"])
+        if i["utilization_percent"] is None and i["utilization_unknown"]:
+            util = "n/a"
+        t.add(
+            [
+                i["slot"],
+                clean(i["uuid"] if wide else short.get(i["uuid"], "-"), 64),
+                clean(i["model"] or "?", 32),
+                i["mig"] or "?",
+                memory,
+                util,
+                _names(i["holders"], 99 if wide else 3),
+                str(len(i["processes"])),
+                Cell(i["state"], _GPU_STATE_COLOUR.get(i["state"])),
+            ]
+        )
+    return t
+
+
+# --- processes -------------------------------------------------------------------------------
+
+
+def process_verdict(view: View, p: GpuProcessObs) -> str:
+    """ok / orphan / suspect / system (unknown while Docker is down): the plan's reading of the
+    process first, then the facts."""
+    if p.is_system:
+        return "system"
+    if p.container_id is not None and not view.docker_ok:
+        return "unknown"  # its container cannot be checked: not an orphan until Docker says so
+    for item in view.items_by_pid.get(p.pid, []):
+        rule = rule_of(item)
+        if rule in (Reason.ORPHANED_PROCESS, Reason.KILL_FAILED):
+            return "orphan"
+        if rule in (Reason.FOREIGN_PROCESS_ON_GPU, Reason.HOST_GPU_PROCESS):
+            return "suspect"
+    if p.container_id is None:
+        return "suspect"  # a bare host process on a shared GPU: reported, never killed
+    if not p.container_exists:
+        return "orphan"
+    c = view.snapshot.container(p.container_id)
+    if c is None or c.state != ContainerState.RUNNING:
+        return "orphan"
+    if not c.all_gpus and p.device_uuid not in c.gpu_uuids and p.gpu_uuid not in c.gpu_uuids:
+        return "suspect"  # it uses a GPU its container was not given
+    return "ok"
+
+
+def process_container(view: View, p: GpuProcessObs) -> str:
+    if p.container_id is None:
+        return "host"
+    if not view.docker_ok:
+        return "?"
+    if not p.container_exists:
+        return "gone"
+    c = view.snapshot.container(p.container_id)
+    return c.name if c is not None else "gone"
+
+
+def process_items(view: View, opts: GetOptions) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    for p in sorted(view.snapshot.processes, key=lambda x: (view.slot(x.device_uuid), x.pid)):
+        c = view.snapshot.container(p.container_id) if p.container_id else None
+        if opts.owner is not None and (p.user != opts.owner and (c is None or c.owner != opts.owner)):
+            continue
+        if opts.selector and (c is None or not all(r.matches(c.labels) for r in opts.selector)):
+            continue
+        if opts.name is not None and str(p.pid) != opts.name:
+            continue
+        out.append(
+            {
+                "pid": p.pid,
+                "gpu": view.slot(p.device_uuid),
+                "device_uuid": p.device_uuid,
+                "gpu_uuid": p.gpu_uuid,
+                "used_memory_bytes": p.used_memory_bytes,
+                "user": p.user,
+                "uid": p.uid,
+                "container": process_container(view, p),
+                "container_id": p.container_id,
+                "command": p.cmdline,
+                "state": p.state.value,
+                "verdict": process_verdict(view, p),
+            }
+        )
+    if opts.name is not None and not out:
+        raise CliError(
+            f"no GPU process with pid {clean(opts.name, 20)} (ds01ctl get processes lists them all)"
+        )
+    return out
+
+
+_VERDICT_COLOUR = {"orphan": "red", "suspect": "yellow", "system": "dim", "unknown": "red"}
+
+
+def processes_table(items: Sequence[dict[str, Any]], wide: bool) -> Table:
+    headers = ["PID", "GPU", "MEMORY", "USER", "CONTAINER", "COMMAND", "VERDICT"]
+    t = Table(headers)
+    for i in items:
+        container = i["container"]
+        if container == "gone" and i["container_id"]:
+            container = f"gone ({i['container_id'][:12]})"
+        cmd = i["command"] or ("(vanished)" if i["state"] == "vanished" else "?")
+        t.add(
+            [
+                str(i["pid"]),
+                i["gpu"],
+                fmt_bytes(i["used_memory_bytes"]),
+                clean(i["user"] or (str(i["uid"]) if i["uid"] is not None else "?"), 32),
+                clean(container, NAME_MAX),
+                clean(cmd, 400 if wide else CMD_MAX),
+                Cell(i["verdict"], _VERDICT_COLOUR.get(i["verdict"])),
+            ]
+        )
+    return t
+
+
+# --- allocations -----------------------------------------------------------------------------
+
+
+def allocation_items(view: View, opts: GetOptions) -> list[dict[str, Any]]:
+    """The ledger next to the allocations the containers imply, one row per device.
+
+    Verdicts: the plan's first (``leaked`` for a release it performs or defers, ``duplicate``);
+    otherwise ``ok`` when both sides agree, ``unrecorded`` (a holder the ledger lacks),
+    ``ledger-only`` (a ledger row no container backs), ``mismatch`` (they name different
+    containers) or ``unknown`` when the ledger could not be read.
+    """
+    ledger = view.snapshot.ledger
+    by_gpu: dict[str, dict[str, Any]] = {}
+
+    def row(key: str) -> dict[str, Any]:
+        return by_gpu.setdefault(key, {"gpu": key, "ledger": [], "holders": []})
+
+    for e in ledger.entries:
+        row(e.gpu_uuid or e.gpu)["ledger"].append(
+            {"container": e.container, "user": e.user, "allocated_at": iso(e.allocated_at), "raw_gpu": e.gpu}
+        )
+    for a in view.snapshot.implied_allocations:
+        row(a.gpu_uuid)["holders"].append(
+            {
+                "container": a.container_name,
+                "container_id": a.container_id,
+                "user": a.user,
+                "state": a.state.value,
+            }
+        )
+    out: list[dict[str, Any]] = []
+    for key in sorted(by_gpu, key=lambda k: (view.slot(k), k)):
+        r = by_gpu[key]
+        users = {x["user"] for x in r["ledger"]} | {x["user"] for x in r["holders"]}
+        if opts.owner is not None and opts.owner not in users:
+            continue
+        r["slot"] = view.slot(key) if key in view.slots else "?"
+        r["verdict"] = _allocation_verdict(view, key, r)
+        out.append(r)
+    return out
+
+
+def _allocation_verdict(view: View, key: str, r: dict[str, Any]) -> str:
+    rules = {rule_of(i) for i in view.items_by_gpu.get(key, [])}
+    for e in r["ledger"]:
+        c = view.snapshot.container(e["container"])
+        if c is not None:
+            rules |= {rule_of(i) for i in view.container_items(c)}
+    if Reason.LEAKED_ALLOCATION in rules:
+        return "leaked"
+    if Reason.DUPLICATE_GPU_HOLDER in rules:
+        return "duplicate"
+    if view.snapshot.ledger.error is not None:
+        return "unknown"
+    ledger_names = {e["container"] for e in r["ledger"]}
+    holder_keys = {h["container"] for h in r["holders"]} | {h["container_id"] for h in r["holders"]}
+    if r["ledger"] and not r["holders"]:
+        return "ledger-only"
+    if r["holders"] and not r["ledger"]:
+        return "unrecorded"
+    if not any(
+        n in holder_keys or any(k.startswith(n) for k in holder_keys if len(n) >= 12) for n in ledger_names
+    ):
+        return "mismatch"
+    if len({h["container_id"] for h in r["holders"]}) > 1:
+        return "duplicate"
+    return "ok"
+
+
+_ALLOC_COLOUR = {"leaked": "red", "duplicate": "red", "mismatch": "yellow", "ledger-only": "yellow"}
+
+
+def allocations_table(items: Sequence[dict[str, Any]], wide: bool) -> Table:
+    t = Table(["GPU", "UUID", "LEDGER", "CONTAINERS", "VERDICT"])
+    short = short_uuids([r["gpu"] for r in items])
+    for r in items:
+        ledger = ",".join(f"{clean(e['container'], 32)}/{clean(e['user'], 24)}" for e in r["ledger"]) or "-"
+        holders = (
+            ",".join(
+                f"{clean(h['container'], 32)}/{clean(h['user'], 24)}({h['state']})" for h in r["holders"]
+            )
+            or "-"
+        )
+        t.add(
+            [
+                r["slot"],
+                clean(r["gpu"] if wide else short[r["gpu"]], 64),
+                ledger,
+                holders,
+                Cell(r["verdict"], _ALLOC_COLOUR.get(r["verdict"])),
+            ]
+        )
+    return t
+
+
+# --- policies --------------------------------------------------------------------------------
+
+
+def policy_items(view: View, opts: GetOptions) -> list[dict[str, Any]]:
+    items = [
+        {"kind": s.kind, "name": s.name, "source": s.source, "detail": s.detail}
+        for s in sorted(view.policy.sources, key=lambda s: (s.kind, s.name))
+        if opts.name is None or s.name == opts.name
+    ]
+    if opts.name is not None and not items:
+        raise CliError(f"policy {clean(opts.name, 64)!r} not found (ds01ctl get policies lists them all)")
+    return items
+
+
+def policies_table(items: Sequence[dict[str, Any]], wide: bool) -> Table:
+    headers = ["KIND", "NAME", "SOURCE"] + (["DETAIL"] if wide else [])
+    t = Table(headers)
+    for i in items:
+        row = [clean(i["kind"], 32), clean(i["name"], NAME_MAX), clean(i["source"], 120)]
+        if wide:
+            row.append(clean(i["detail"], 120) or "-")
+        t.add(row)
+    return t
+
+
+def policy_status_line(view: View) -> str:
+    p = view.policy
+    head = f"policy: {clean(p.origin, 200)}"
+    if p.candidate:
+        head += " (candidate, not installed)"
+    if p.error:
+        head += f"; last load FAILED: {clean(p.error, 300)}"
+    return head
+
+
+# --- events ----------------------------------------------------------------------------------
+
+
+def _details_text(details: Any) -> str:
+    if not isinstance(details, Mapping):
+        return "" if details is None else clean(details, 200)
+    parts = []
+    for k, v in details.items():
+        if k in ("container", "container_id"):
+            continue
+        parts.append(f"{clean(k, 32)}={clean(v if not isinstance(v, dict | list) else _flat(v), 60)}")
+    return " ".join(parts)
+
+
+def _flat(v: Any) -> str:
+    import json
+
+    return json.dumps(v, separators=(",", ":"), ensure_ascii=True)
+
+
+def event_items(view: View) -> list[dict[str, Any]]:
+    return [dict(e) for e in view.events]
+
+
+def events_table(view: View, items: Sequence[dict[str, Any]], wide: bool) -> Table:
+    from controller.act.events import parse_timestamp
+
+    t = Table(["AGE", "TIME", "TYPE", "USER", "CONTAINER", "DETAILS"])
+    for e in items:
+        at = parse_timestamp(e.get("timestamp"))
+        details = e.get("details")
+        container = details.get("container") if isinstance(details, Mapping) else None
+        t.add(
+            [
+                since(at, view.now),
+                "-" if at is None else (iso(at.replace(microsecond=0)) or "-"),
+                clean(e.get("event_type", "?"), 48),
+                clean(e.get("user") or "-", 32),
+                clean(container or "-", NAME_MAX),
+                clean(_details_text(details), 1000 if wide else 100),
+            ]
+        )
+    return t
+
+
+# --- dispatch --------------------------------------------------------------------------------
+
+
+def run_get(kind: str, view: View, opts: GetOptions, style: Style = PLAIN) -> tuple[str, bool]:
+    """Render one ``get``: the table (or the JSON/YAML envelope) and whether it listed nothing."""
+    from controller.cli.render import machine
+
+    machine_output = opts.output in ("json", "yaml")
+    items: list[dict[str, Any]]
+    if kind == "containers":
+        containers = select_containers(view, opts)
+        # The table does not need the full items; 500 containers should not pay for them.
+        items = [container_item(view, c) for c in containers] if machine_output else []
+        table = containers_table(view, containers, opts.wide)
+    elif kind == "gpus":
+        items = gpu_items(view, opts)
+        table = gpus_table(items, opts.wide)
+    elif kind == "processes":
+        items = process_items(view, opts)
+        table = processes_table(items, opts.wide)
+    elif kind == "allocations":
+        items = allocation_items(view, opts)
+        table = allocations_table(items, opts.wide)
+    elif kind == "policies":
+        items = policy_items(view, opts)
+        table = policies_table(items, opts.wide)
+    else:
+        items = event_items(view)
+        table = events_table(view, items, opts.wide)
+    if machine_output:
+        data = item_list(LIST_KINDS[kind], view, items)
+        if kind == "policies":
+            data["policy"] = clean_tree(
+                {"origin": view.policy.origin, "candidate": view.policy.candidate, "error": view.policy.error}
+            )
+        return machine(data, opts.output), False
+    text = table.render(style) if table.rows else ""
+    if kind == "policies":
+        text = policy_status_line(view) + "\n" + text
+    return text, not table.rows
+
+
+LIST_KINDS = {
+    "containers": "ContainerList",
+    "gpus": "GpuList",
+    "processes": "GpuProcessList",
+    "allocations": "AllocationList",
+    "policies": "PolicyList",
+    "events": "EventList",
+}
+
+
+def empty_message(kind: str, view: View) -> str:
+    if kind in ("gpus", "processes") and not view.nvml_ok:
+        return "No GPU information: NVML is unavailable (see the warning above)."
+    return {
+        "containers": "No containers hold a GPU or are due for action (--all lists every container).",
+        "gpus": "No GPUs found.",
+        "processes": "No GPU compute processes.",
+        "allocations": "No allocations: the ledger is empty and no container holds a GPU.",
+        "policies": "No specs loaded: the built-in default policy applies.",
+        "events": "No events.",
+    }[kind]
+
+
+__all__ = ["KINDS", "GetOptions", "canonical_kind", "fmt_age", "parse_selector", "run_get"]

@@ -1,0 +1,544 @@
+"""``ds01ctl``: the kubectl-style command line of the DS01 controller.
+
+Parses arguments, builds the settings (flags over ``DS01_*`` variables over defaults), dispatches to
+the command modules and turns every failure into one line on stderr naming the problem and the
+fix (``--debug`` adds the traceback). Imports stay lazy: this module loads only the standard
+library at import time, so ``ds01ctl --help`` and ``ds01ctl get containers`` start fast.
+
+Exit status: 0 success (``plan``: nothing would change); 1 error, bad usage included;
+2 ``plan`` only: actions are pending.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, NoReturn
+
+if TYPE_CHECKING:
+    from controller.cli.render import Style
+    from controller.cli.view import View
+    from controller.settings import Settings
+
+PROG = "ds01ctl"
+
+MAIN_EPILOG = """\
+examples:
+  ds01ctl get containers                    GPU containers and what happens to them next
+  ds01ctl get containers --all -o wide      every container, with signals
+  ds01ctl get gpus                          GPUs, holders, processes, state
+  ds01ctl describe container alice-train    why it is (or is not) being stopped
+  ds01ctl plan --at +2h                     what the controller would do in two hours
+  ds01ctl plan --policy ./new-specs/        what a candidate policy would do, without installing it
+  ds01ctl validate /etc/ds01/specs          check specs before installing them
+  source <(ds01ctl completion bash)         shell completion
+
+exit status:
+  0  success (plan: nothing would change)
+  1  error, including bad usage; the message is one line naming the problem and the fix
+  2  plan: actions are pending
+
+environment:
+  DS01_SPECS, DS01_DS01_CONFIG, DS01_STATE_DIR, DS01_EVENTS_LOG, DS01_LEDGER   as the flags
+  DOCKER_HOST   the Docker engine (unix:///var/run/docker.sock)
+  NO_COLOR      never colour the output (colour is only used on a terminal anyway)
+"""
+
+GET_EPILOG = """\
+kinds:
+  containers   NAME OWNER TYPE STATE GPUS IDLE NEXT AGE
+               (-o wide adds IMAGE ID CPU NET GPU-UTIL KEEPALIVE OWNER-RULE)
+               By default: containers that reference a GPU or that the controller acts on or defers.
+               --all: every container. IDLE is how long it has been idle, or active / unknown / ? (no data).
+               NEXT is the plan's next step: "stop now", "remove in 3h", "warn in 5m", or "-".
+  gpus         INDEX UUID MODEL MIG MEMORY UTIL HOLDERS PROCESSES STATE
+               STATE: free, held, idle-held (every holder stopped or idle), dirty (a process no running
+               holder accounts for, or marked for reset), unavailable (NVML down, or MIG on with no devices).
+  processes    PID GPU MEMORY USER CONTAINER COMMAND VERDICT (ok, orphan, suspect, system)
+  allocations  the ledger next to the allocations the containers imply, with a verdict
+               (ok, leaked, duplicate, unrecorded, ledger-only, mismatch, unknown)
+  policies     the loaded specs, where each came from, and whether loading the policy failed
+  events       the tail of the event log (--container, --user/--owner, --kind, --since, --tail)
+
+examples:
+  ds01ctl get containers
+  ds01ctl get containers --owner alice -o wide
+  ds01ctl get containers -l ds01.container_type=atomic,ds01.protected!=true
+  ds01ctl get containers alice-train -o json
+  ds01ctl get gpus
+  ds01ctl get processes
+  ds01ctl get allocations
+  ds01ctl get policies -o yaml
+  ds01ctl get events --since 1h --kind 'maintenance.*' --tail 20
+"""
+
+DESCRIBE_EPILOG = """\
+sections (container): identity; owner and type with the rule that decided each; GPUs; the current
+signals next to their thresholds; the effective policy with the source of every value; the timers;
+the decision (why it is or is not being acted on, from the plan); the last events.
+
+examples:
+  ds01ctl describe container alice-train
+  ds01ctl describe container 3f2a9c1b
+  ds01ctl describe gpu 0
+  ds01ctl describe gpu 1.2                  a MIG device (slot notation)
+  ds01ctl describe gpu GPU-5d7c...
+  ds01ctl describe user alice
+"""
+
+PLAN_EPILOG = """\
+Nothing is changed: this observes the host once, reads the controller's memory read-only and prints
+what one pass would do now (or at --at), with the reason and evidence of each action, then the
+deferred items (why not yet, and until when).
+
+  --at +2h | +1h30m | 2025-03-01T18:00 | 2025-03-01T18:00:00Z
+      the current state judged at that time (same observation, the stored memory)
+  --policy PATH
+      a candidate policy instead of the installed one: a spec file, a directory of specs, or a
+      DS01 config directory (holding resource-limits.yaml)
+
+-o json prints Plan.model_dump(mode="json"): {"observed_at", "evaluated_at", "actions", "deferred"}
+(the schema is documented in docs/cli.md and only ever grows optional fields).
+
+exit status: 0 nothing would change, 2 actions are pending, 1 error
+
+examples:
+  ds01ctl plan
+  ds01ctl plan --at +2h
+  ds01ctl plan --policy ./candidate-specs/ -o json
+"""
+
+RECONCILE_EPILOG = """\
+Runs one pass now: observe, plan, execute, save the controller's memory; prints each action's
+outcome. It refuses while the controller daemon runs (it holds the run lock in the state directory):
+the daemon reconciles on its own, and `ds01ctl plan` shows what it will do. Asking the running
+daemon to run a pass is not supported; send it SIGHUP to reload its policy.
+
+--dry-run (or DS01_DRY_RUN=1) uses the dry-run executor: each action is reported and written to the
+event log as "would ...", nothing on the host is changed. The memory (samples) is still saved.
+
+exit status: 0 the pass completed (no action failed), 1 error or a failed action
+
+examples:
+  sudo ds01ctl reconcile --dry-run
+  sudo ds01ctl reconcile
+"""
+
+VALIDATE_EPILOG = """\
+Checks spec files, directories of specs and DS01 config directories without installing anything.
+Prints one line per problem (file, field and fix); exit status 0 when all are valid, 1 otherwise.
+
+examples:
+  ds01ctl validate /etc/ds01/specs
+  ds01ctl validate ./my-policy.yaml ./other.yaml
+  ds01ctl validate /opt/ds01-infra/config
+"""
+
+BREAKER_EPILOG = """\
+The circuit breaker trips when one pass would stop too many GPU containers at once; while tripped,
+no destructive action runs. It never resets itself.
+
+  status   whether it is tripped, when and why (reads the state store read-only)
+  reset    clears it. When the controller daemon is not running, the memory is changed directly
+           (under the run lock). When it runs, a request file <state-dir>/breaker-reset is written
+           and the daemon clears the breaker at the start of its next pass.
+
+examples:
+  ds01ctl breaker status
+  sudo ds01ctl breaker reset
+"""
+
+COMPLETION_EPILOG = """\
+examples:
+  source <(ds01ctl completion bash)
+  ds01ctl completion bash | sudo tee /etc/bash_completion.d/ds01ctl
+"""
+
+
+class ArgumentError(Exception):
+    """Bad usage, reported as one line (argparse would print the usage block and exit 2)."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        raise ArgumentError(f"{self.prog}: {message} (see '{self.prog} --help')")
+
+
+def _sub(sub: Any, name: str, help_text: str, epilog: str, **kw: Any) -> argparse.ArgumentParser:
+    from controller.settings import add_common_flags
+
+    p: argparse.ArgumentParser = sub.add_parser(
+        name,
+        help=help_text,
+        description=help_text[0].upper() + help_text[1:] + ".",
+        epilog=epilog,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        **kw,
+    )
+    add_common_flags(p)
+    p.add_argument("--debug", action="store_true", help="show the traceback of an error")
+    p.add_argument("--no-color", action="store_true", help="never colour the output (also: NO_COLOR=1)")
+    return p
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog=PROG,
+        description="Inspect and drive the DS01 GPU controller: what it sees, what it will do, and why.",
+        epilog=MAIN_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"{PROG} {_version()}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub.required = True
+
+    get = _sub(sub, "get", "list containers, gpus, processes, allocations, policies or events", GET_EPILOG)
+    get.add_argument("kind", metavar="KIND", help="containers|gpus|processes|allocations|policies|events")
+    get.add_argument(
+        "name", metavar="NAME", nargs="?", help="one object: container name/id, GPU index/UUID, pid"
+    )
+    get.add_argument("-o", "--output", choices=["table", "wide", "json", "yaml"], default="table")
+    get.add_argument(
+        "-l",
+        "--selector",
+        action="append",
+        default=[],
+        metavar="SEL",
+        help="label selector: k=v, k!=v, k, !k",
+    )
+    get.add_argument("--owner", metavar="USER", help="only this owner's objects")
+    get.add_argument("--all", dest="show_all", action="store_true", help="containers: every container")
+    ev = get.add_argument_group("events")
+    ev.add_argument("--container", metavar="NAME", help="events about this container (name or id prefix)")
+    ev.add_argument("--user", metavar="USER", help="events of this user (same as --owner)")
+    ev.add_argument(
+        "--kind", dest="event_kinds", action="append", default=[], metavar="GLOB", help="event type"
+    )
+    ev.add_argument("--since", metavar="WHEN", help="1h, 30m, 2d, or a timestamp")
+    ev.add_argument("--tail", type=int, default=50, metavar="N", help="the last N matching events (50)")
+
+    desc = _sub(sub, "describe", "show everything about one container, GPU or user", DESCRIBE_EPILOG)
+    desc.add_argument("kind", metavar="KIND", help="container|gpu|user")
+    desc.add_argument("name", metavar="NAME", help="container name or id, GPU index/slot/UUID, user name")
+
+    plan = _sub(sub, "plan", "show what the controller would do, and why (changes nothing)", PLAN_EPILOG)
+    plan.add_argument("-o", "--output", choices=["table", "json", "yaml"], default="table")
+    plan.add_argument("--at", metavar="WHEN", help="evaluate at a later time: +2h or a timestamp")
+    plan.add_argument(
+        "--policy", metavar="PATH", help="evaluate a candidate policy instead of the installed one"
+    )
+
+    rec = _sub(sub, "reconcile", "run one pass now: observe, plan, act", RECONCILE_EPILOG)
+    rec.add_argument("--dry-run", action="store_true", default=None, help="report actions, perform none")
+    rec.add_argument("-o", "--output", choices=["table", "json", "yaml"], default="table")
+
+    val = _sub(sub, "validate", "check spec files or DS01 config directories", VALIDATE_EPILOG)
+    val.add_argument("paths", metavar="PATH", nargs="+")
+
+    brk = _sub(sub, "breaker", "show or reset the circuit breaker", BREAKER_EPILOG)
+    brk.add_argument("action", choices=["status", "reset"])
+    brk.add_argument("-o", "--output", choices=["table", "json", "yaml"], default="table")
+
+    comp = _sub(sub, "completion", "print a shell completion script", COMPLETION_EPILOG)
+    comp.add_argument("shell", choices=["bash"])
+    return parser
+
+
+def _version() -> str:
+    from controller import __version__
+
+    return __version__
+
+
+# --- shared by the commands ----------------------------------------------------------------
+
+
+def _style(args: argparse.Namespace) -> Style:
+    from controller.cli.render import Style, colour_enabled
+
+    return Style(not getattr(args, "no_color", False) and colour_enabled(sys.stdout))
+
+
+def _warn(notes: list[str]) -> None:
+    from controller.cli.render import clean
+
+    for note in notes:
+        print(f"warning: {clean(note, 600)}", file=sys.stderr)
+
+
+def _quiet_logs(debug: bool) -> None:
+    """The adapters log through loguru; on a terminal only warnings belong next to the output."""
+    from loguru import logger
+
+    logger.remove()
+    logger.add(sys.stderr, level="DEBUG" if debug else "ERROR", format="{level}: {message}", colorize=False)
+
+
+def parse_when(text: str, now: datetime) -> datetime:
+    """``+2h``/``+1h30m``/``90m`` after ``now``, or a timestamp (naive: local time)."""
+    from controller.cli.errors import CliError
+    from controller.cli.render import clean
+
+    delta_s = parse_duration(text.lstrip("+")) if text.strip() else None
+    if delta_s is not None:
+        from datetime import timedelta
+
+        return now + timedelta(seconds=delta_s)
+    try:
+        at = datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise CliError(
+            f"cannot read the time {clean(text, 60)!r}: "
+            "use +2h, +1h30m, 45m or a timestamp like 2025-03-01T18:00"
+        ) from None
+    if at.tzinfo is None:
+        at = at.astimezone()  # a naive time is the user's local time
+    return at.astimezone(now.tzinfo)
+
+
+def parse_duration(text: str) -> float | None:
+    """``1h30m`` -> 5400.0; ``None`` when ``text`` is not a duration."""
+    import re
+
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+    text = text.strip().lower()
+    if not re.fullmatch(r"(\d+(?:\.\d+)?[smhdw])+", text):
+        return None
+    return sum(float(n) * units[u] for n, u in re.findall(r"(\d+(?:\.\d+)?)([smhdw])", text))
+
+
+# --- commands --------------------------------------------------------------------------------
+
+
+def cmd_get(args: argparse.Namespace, settings: Settings) -> int:
+    from controller.cli.errors import CliError
+    from controller.cli.get import GetOptions, canonical_kind, empty_message, parse_selector, run_get
+
+    kind = canonical_kind(args.kind)
+    event_flags = [
+        f
+        for f, v in (("--container", args.container), ("--kind", args.event_kinds), ("--since", args.since))
+        if v
+    ]
+    if kind != "events" and event_flags:
+        raise CliError(f"{', '.join(event_flags)} only apply to 'get events'")
+    if kind == "events" and args.selector:
+        raise CliError(
+            "-l only applies to objects with labels (containers, processes); use --container or --user"
+        )
+    owner = args.owner or (args.user if kind == "events" else None)
+    if args.user and kind != "events":
+        raise CliError("--user only applies to 'get events'; use --owner")
+    opts = GetOptions(
+        name=args.name,
+        output=args.output,
+        selector=parse_selector(args.selector),
+        owner=owner,
+        show_all=args.show_all,
+    )
+    if kind == "events":
+        view = _events_view(args, settings, owner)
+    elif kind == "policies":
+        from controller.cli.gather import GatherOptions, gather
+
+        view = gather(settings, GatherOptions(observe=False, plan=False))
+    else:
+        from controller.cli.gather import GatherOptions, gather
+
+        _quiet_logs(args.debug)
+        view = gather(settings, GatherOptions(require_docker=kind == "containers"))
+    text, empty = run_get(kind, view, opts, _style(args))
+    _warn(view.notes)
+    if empty:
+        print(empty_message(kind, view), file=sys.stderr)
+    sys.stdout.write(text)
+    return 0
+
+
+def _events_view(args: argparse.Namespace, settings: Settings, owner: str | None) -> View:
+    from datetime import UTC, timedelta
+
+    from controller.act.events import EventFilter, tail
+    from controller.cli.errors import CliError
+    from controller.cli.view import View
+    from controller.snapshot import Snapshot
+
+    now = datetime.now(UTC)
+    since = None
+    if args.since:
+        secs = parse_duration(args.since)
+        since = now - timedelta(seconds=secs) if secs is not None else parse_when(args.since, now)
+    if args.tail <= 0:
+        raise CliError(f"--tail {args.tail}: must be a positive number of events")
+    kinds = tuple(k for text in args.event_kinds for k in text.split(",") if k)
+    flt = EventFilter(event_types=kinds, user=owner, since=since, container=args.container or args.name)
+    path = settings.events_log
+    try:
+        events = tail(path, args.tail, flt)
+    except FileNotFoundError:
+        raise CliError(f"no event log at {path} (set --events-log or DS01_EVENTS_LOG)") from None
+    except PermissionError:
+        raise CliError(
+            f"cannot read the event log {path}: permission denied (run as root or get read access)"
+        ) from None
+    except OSError as exc:
+        raise CliError(f"cannot read the event log {path}: {exc.strerror or exc}") from None
+    return View(snapshot=Snapshot(observed_at=now, health=()), now=now, events=events)
+
+
+def cmd_describe(args: argparse.Namespace, settings: Settings) -> int:
+    from controller.cli.errors import CliError
+    from controller.cli.gather import GatherOptions, gather
+
+    kind = {
+        "container": "container",
+        "containers": "container",
+        "ctr": "container",
+        "gpu": "gpu",
+        "gpus": "gpu",
+    }
+    kind |= {"user": "user", "users": "user"}
+    k = kind.get(args.kind.lower())
+    if k is None:
+        from controller.cli.render import clean
+
+        raise CliError(f"cannot describe {clean(args.kind, 40)!r}: expected container, gpu or user")
+    _quiet_logs(args.debug)
+    view = gather(settings, GatherOptions(require_docker=k == "container", events=True))
+    from controller.cli.describe import describe_container, describe_gpu, describe_user
+
+    fn = {"container": describe_container, "gpu": describe_gpu, "user": describe_user}[k]
+    text = fn(view, args.name, _style(args))
+    _warn(view.notes)
+    sys.stdout.write(text)
+    return 0
+
+
+def cmd_plan(args: argparse.Namespace, settings: Settings) -> int:
+    from datetime import UTC
+    from pathlib import Path
+
+    from controller.cli.errors import EXIT_OK, EXIT_PENDING, CliError
+    from controller.cli.gather import GatherOptions, gather
+    from controller.cli.planview import plan_json, plan_text
+    from controller.cli.render import machine
+
+    now = datetime.now(UTC)
+    at = parse_when(args.at, now) if args.at else None
+    if at is not None and at < now.replace(microsecond=0):
+        raise CliError(f"--at {args.at}: that is in the past; plan judges the current state at a later time")
+    _quiet_logs(args.debug)
+    view = gather(
+        settings,
+        GatherOptions(at=at, candidate=Path(args.policy) if args.policy else None, require_docker=True),
+    )
+    if view.plan is None:
+        raise CliError(
+            f"cannot plan: the policy does not load ({view.policy.error}); ds01ctl validate names the problem"
+        )
+    _warn(view.notes)
+    if args.output in ("json", "yaml"):
+        sys.stdout.write(machine(plan_json(view.plan), args.output))
+    else:
+        heading = "Plan"
+        if view.policy.candidate:
+            heading = f"Plan with the candidate policy {view.policy.origin.removeprefix('candidate ')}"
+        sys.stdout.write(plan_text(view.plan, _style(args), heading=heading))
+    return EXIT_PENDING if view.plan.actions else EXIT_OK
+
+
+def cmd_reconcile(args: argparse.Namespace, settings: Settings) -> int:
+    from controller.cli.reconcile import reconcile
+
+    _quiet_logs(args.debug)
+    return reconcile(settings, dry_run=bool(args.dry_run), output=args.output, style=_style(args))
+
+
+def cmd_validate(args: argparse.Namespace, settings: Settings) -> int:
+    from pathlib import Path
+
+    from controller.cli.render import clean
+    from desired_state.validate import validate_paths
+
+    problems = validate_paths([Path(p) for p in args.paths])
+    for p in problems:
+        print(clean(p, 1000))
+    if problems:
+        print(f"{len(problems)} problem(s) found", file=sys.stderr)
+        return 1
+    print(f"valid: {', '.join(clean(p, 200) for p in args.paths)}")
+    return 0
+
+
+def cmd_breaker(args: argparse.Namespace, settings: Settings) -> int:
+    from controller.cli.reconcile import breaker_reset, breaker_status
+
+    _quiet_logs(args.debug)
+    if args.action == "status":
+        return breaker_status(settings, args.output)
+    return breaker_reset(settings)
+
+
+def cmd_completion(args: argparse.Namespace, settings: Settings) -> int:
+    from controller.cli.completion import bash_script
+
+    sys.stdout.write(bash_script(build_parser()))
+    return 0
+
+
+COMMANDS = {
+    "get": cmd_get,
+    "describe": cmd_describe,
+    "plan": cmd_plan,
+    "reconcile": cmd_reconcile,
+    "validate": cmd_validate,
+    "breaker": cmd_breaker,
+    "completion": cmd_completion,
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    debug = "--debug" in argv
+    try:
+        args = build_parser().parse_args(argv)
+        from controller.settings import SettingsError, settings_from
+
+        try:
+            settings = settings_from(args)
+        except SettingsError as exc:
+            raise ArgumentError(str(exc)) from exc
+        return COMMANDS[args.command](args, settings)
+    except ArgumentError as exc:
+        print(f"{PROG}: {exc}" if not str(exc).startswith(PROG) else str(exc), file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        # `ds01ctl get events | head`: the reader left; nothing more to say.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+    except Exception as exc:
+        from controller.cli.errors import CliError
+
+        if isinstance(exc, CliError):
+            message, code = exc.message, exc.exit_code
+        else:
+            from controller.startup import one_line_error
+
+            message, code = one_line_error(exc), 1
+        from controller.cli.render import clean
+
+        print(f"{PROG}: {clean(message, 1000)}", file=sys.stderr)
+        if debug:
+            import traceback
+
+            traceback.print_exc()
+        return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

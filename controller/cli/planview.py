@@ -1,0 +1,113 @@
+"""How a :class:`~controller.plan.types.Plan` reads on a terminal (``ds01ctl plan``, ``reconcile``,
+``ds01-controller run --once``) and as JSON (the stable ``Plan.model_dump(mode="json")`` shape).
+
+Like ``terraform plan``: each action with its reason and evidence, then the deferred items with
+why and until when, then a one-line summary. Pure formatting.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from controller.cli.render import PLAIN, Style, clean, clock, iso, until
+
+if TYPE_CHECKING:
+    from controller.plan.types import Action, Deferred, Plan
+
+EVIDENCE_VALUE_MAX = 160
+
+
+def plan_json(plan: Plan) -> dict[str, Any]:
+    """``Plan.model_dump(mode="json")`` with every string cleaned; the shape is unchanged."""
+    from controller.cli.get import clean_tree
+
+    data: dict[str, Any] = clean_tree(plan.model_dump(mode="json"))
+    return data
+
+
+def evidence_text(evidence: Mapping[str, Any]) -> str:
+    import json
+
+    parts = []
+    for key, value in evidence.items():
+        text = value if isinstance(value, str) else json.dumps(value, separators=(",", ":"), default=str)
+        parts.append(f"{clean(key, 48)}={clean(text, EVIDENCE_VALUE_MAX)}")
+    return ", ".join(parts)
+
+
+def _local(when: datetime, now: datetime) -> str:
+    return clock(when.astimezone(), now.astimezone())
+
+
+def action_lines(a: Action, now: datetime, style: Style) -> list[str]:
+    mark = style("!", "red") if a.destructive else style("+", "yellow")
+    head = f"  {mark} {a.kind.value} {clean(a.target.label(), 64)}  [{a.reason.value}]"
+    lines = [head, f"      {clean(a.message, 400)}"]
+    if a.evidence:
+        lines.append(f"      evidence: {evidence_text(a.evidence)}")
+    if a.due_at > now:
+        lines.append(f"      due: {_local(a.due_at, now)} ({until(a.due_at, now)})")
+    return lines
+
+
+def deferred_lines(d: Deferred, now: datetime, style: Style) -> list[str]:
+    from controller.cli.view import schedule
+
+    when = "no due time"
+    if d.due_at is not None:
+        when = ", ".join(f"{v} {_local(at, now)} ({until(at, now)})" for v, at in schedule(d) if at)
+    head = f"  {style('~', 'cyan')} {d.rule.value} {clean(d.target.label(), 64)}  [{d.why.value}; {when}]"
+    lines = [head, f"      {clean(d.message, 400)}"]
+    if d.evidence:
+        lines.append(f"      evidence: {evidence_text(d.evidence)}")
+    return lines
+
+
+def plan_text(plan: Plan, style: Style = PLAIN, heading: str | None = None) -> str:
+    now = plan.evaluated_at
+    lines: list[str] = []
+    observed = iso(plan.observed_at)
+    evaluated = iso(plan.evaluated_at)
+    head = heading or "Plan"
+    if observed == evaluated:
+        lines.append(f"{head} at {evaluated}")
+    else:
+        lines.append(f"{head} evaluated at {evaluated} (host observed at {observed})")
+    lines.append("")
+    actions = _sorted_actions(plan.actions)
+    deferred = _sorted_deferred(plan.deferred, now)
+    if actions:
+        lines.append(f"Actions ({len(actions)}):")
+        for a in actions:
+            lines.extend(action_lines(a, now, style))
+    else:
+        lines.append("No actions: nothing would change.")
+    if deferred:
+        lines.append("")
+        lines.append(f"Deferred ({len(deferred)}):")
+        for d in deferred:
+            lines.extend(deferred_lines(d, now, style))
+    lines.append("")
+    lines.append(summary(plan))
+    return "\n".join(lines) + "\n"
+
+
+def summary(plan: Plan) -> str:
+    destructive = sum(1 for a in plan.actions if a.destructive)
+    return f"Plan: {len(plan.actions)} to do ({destructive} destructive), {len(plan.deferred)} deferred."
+
+
+def _sorted_actions(actions: Sequence[Action]) -> list[Action]:
+    return sorted(actions, key=lambda a: (a.due_at, a.kind.value, a.target.label(), a.key))
+
+
+def _sorted_deferred(deferred: Sequence[Deferred], now: datetime) -> list[Deferred]:
+    return sorted(
+        deferred,
+        key=lambda d: (d.due_at is None, d.due_at or now, d.rule.value, d.target.label()),
+    )
+
+
+__all__ = ["PLAIN", "plan_json", "plan_text", "summary"]

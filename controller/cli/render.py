@@ -1,0 +1,257 @@
+"""Text output for ``ds01ctl``: kubectl-like aligned tables, relative ages, colour, JSON and YAML.
+
+Called by the command modules. Pure formatting: no Docker, no NVML, no state store; the only I/O is
+the colour decision (is the stream a terminal, is ``NO_COLOR`` set). Every user-chosen string
+(container names, labels, commands, owners) must go through :func:`clean` before it reaches a cell,
+so nothing a user names a container can move the cursor or break a column.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, TextIO
+
+if TYPE_CHECKING:
+    from controller.plan.types import Plan
+
+COLUMN_GAP = "   "
+DEFAULT_MAX_CELL = 80
+
+_ANSI = {
+    "red": "31",
+    "green": "32",
+    "yellow": "33",
+    "blue": "34",
+    "magenta": "35",
+    "cyan": "36",
+    "bold": "1",
+    "dim": "2",
+}
+
+
+def clean(value: object, max_len: int = DEFAULT_MAX_CELL) -> str:
+    """A user-chosen string made safe for one table cell or one line of text."""
+    from controller.act.sanitize import clean as sanitize
+
+    return sanitize("" if value is None else str(value), max_len)
+
+
+def colour_enabled(stream: TextIO, environ: Mapping[str, str] | None = None) -> bool:
+    """Colour only on a terminal, and never when ``NO_COLOR`` is set (https://no-color.org)."""
+    env = os.environ if environ is None else environ
+    if env.get("NO_COLOR", "") != "":
+        return False
+    isatty = getattr(stream, "isatty", None)
+    return bool(isatty and isatty())
+
+
+@dataclass(frozen=True)
+class Style:
+    """Applies ANSI colour when enabled; the identity otherwise (golden tests run with it off)."""
+
+    enabled: bool = False
+
+    def __call__(self, text: str, colour: str | None) -> str:
+        if not self.enabled or not colour or colour not in _ANSI or not text:
+            return text
+        return f"\x1b[{_ANSI[colour]}m{text}\x1b[0m"
+
+
+PLAIN = Style(False)
+
+
+@dataclass(frozen=True)
+class Cell:
+    """A table cell with an optional colour; the colour never counts towards the column width."""
+
+    text: str
+    colour: str | None = None
+
+
+CellLike = str | Cell
+
+
+class Table:
+    """Plain aligned columns, upper-case headers, three spaces between columns, no box drawing."""
+
+    def __init__(self, headers: Sequence[str]) -> None:
+        self.headers = [h.upper() for h in headers]
+        self.rows: list[list[Cell]] = []
+
+    def add(self, cells: Sequence[CellLike]) -> None:
+        if len(cells) != len(self.headers):
+            raise ValueError(f"row has {len(cells)} cells for {len(self.headers)} columns")
+        self.rows.append([c if isinstance(c, Cell) else Cell(c) for c in cells])
+
+    def render(self, style: Style = PLAIN) -> str:
+        widths = [len(h) for h in self.headers]
+        for row in self.rows:
+            for i, cell in enumerate(row):
+                widths[i] = max(widths[i], len(cell.text))
+        lines = [_join([Cell(h) for h in self.headers], widths, style)]
+        lines.extend(_join(row, widths, style) for row in self.rows)
+        return "\n".join(lines) + "\n"
+
+
+def _join(cells: Sequence[Cell], widths: Sequence[int], style: Style) -> str:
+    parts: list[str] = []
+    last = len(cells) - 1
+    for i, cell in enumerate(cells):
+        pad = "" if i == last else " " * (widths[i] - len(cell.text))
+        parts.append(style(cell.text, cell.colour) + pad)
+    return COLUMN_GAP.join(parts).rstrip()
+
+
+# --- durations and times ---------------------------------------------------------------------
+
+
+def fmt_age(seconds: float | None) -> str:
+    """A relative age in one unit, rounded down, like kubectl: ``45s``, ``5m``, ``3h``, ``2d``.
+
+    Hours are shown up to 48 h so that "remove in 36h" does not read as "1d".
+    """
+    if seconds is None:
+        return "-"
+    s = max(0, int(seconds))
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m"
+    if s < 48 * 3600:
+        return f"{s // 3600}h"
+    return f"{s // 86400}d"
+
+
+def fmt_duration(seconds: float | None, never: str = "never") -> str:
+    """A configured duration, exact: ``1h``, ``1h30m``, ``45s``, ``2d``; ``None`` is ``never``."""
+    if seconds is None:
+        return never
+    total = round(seconds)
+    if total == 0:
+        return "0s"
+    sign = "-" if total < 0 else ""
+    total = abs(total)
+    parts: list[str] = []
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
+        if total >= size:
+            parts.append(f"{total // size}{unit}")
+            total %= size
+    return sign + "".join(parts)
+
+
+def since(then: datetime | None, now: datetime) -> str:
+    """Age of a past instant relative to ``now`` (``5m``); ``-`` when unknown."""
+    if then is None:
+        return "-"
+    return fmt_age((now - then).total_seconds())
+
+
+def until(when: datetime | None, now: datetime) -> str:
+    """``in 12m`` for a future instant, ``now`` for one already due, ``-`` when unknown."""
+    if when is None:
+        return "-"
+    delta_s = (when - now).total_seconds()
+    if delta_s <= 0:
+        return "now"
+    # Round up: "in 0s" would read as already due.
+    return "in " + fmt_age(delta_s + 0.999)
+
+
+def clock(when: datetime | None, now: datetime) -> str:
+    """Wall-clock time for a timer line: ``10:05`` today, ``2024-05-01 10:05`` otherwise (UTC)."""
+    if when is None:
+        return "-"
+    if when.date() == now.date():
+        return when.strftime("%H:%M")
+    return when.strftime("%Y-%m-%d %H:%M")
+
+
+def iso(when: datetime | None) -> str | None:
+    """RFC 3339 with a ``Z`` suffix, for machine output."""
+    if when is None:
+        return None
+    return when.isoformat().replace("+00:00", "Z")
+
+
+# --- sizes and rates -------------------------------------------------------------------------
+
+
+def fmt_bytes(n: float | None) -> str:
+    """Binary units, one decimal under 10: ``512B``, ``1.5Ki``, ``80Gi``; ``-`` when unknown."""
+    if n is None:
+        return "-"
+    value = float(n)
+    for unit in ("B", "Ki", "Mi", "Gi", "Ti"):
+        if abs(value) < 1024 or unit == "Ti":
+            if unit == "B":
+                return f"{int(value)}B"
+            return f"{value:.1f}{unit}" if abs(value) < 10 else f"{value:.0f}{unit}"
+        value /= 1024
+    raise AssertionError("unreachable")
+
+
+def fmt_percent(p: float | None) -> str:
+    if p is None:
+        return "-"
+    return f"{p:.0f}%" if p >= 10 or p == 0 else f"{p:.1f}%"
+
+
+# --- machine output --------------------------------------------------------------------------
+
+
+def to_json(data: Any) -> str:
+    return json.dumps(data, indent=2, ensure_ascii=True) + "\n"
+
+
+def to_yaml(data: Any) -> str:
+    import yaml
+
+    return str(yaml.safe_dump(data, sort_keys=False, default_flow_style=False, allow_unicode=False))
+
+
+def machine(data: Any, fmt: str) -> str:
+    return to_yaml(data) if fmt == "yaml" else to_json(data)
+
+
+# --- sections for describe -------------------------------------------------------------------
+
+
+class Sections:
+    """kubectl-describe layout: ``Key:  value`` lines aligned within a block, indented sub-blocks."""
+
+    def __init__(self, style: Style = PLAIN) -> None:
+        self.style = style
+        self._lines: list[str] = []
+
+    def heading(self, title: str) -> None:
+        self._lines.append(f"{title}:")
+
+    def fields(self, pairs: Iterable[tuple[str, str]], indent: int = 0) -> None:
+        items = list(pairs)
+        if not items:
+            return
+        width = max(len(k) for k, _ in items) + 1
+        pad = " " * indent
+        for key, value in items:
+            self._lines.append(f"{pad}{(key + ':').ljust(width)}  {value}".rstrip())
+
+    def line(self, text: str, indent: int = 0) -> None:
+        self._lines.append((" " * indent + text).rstrip())
+
+    def table(self, table: Table, indent: int = 2) -> None:
+        for row in table.render(self.style).splitlines():
+            self.line(row, indent)
+
+    def render(self) -> str:
+        return "\n".join(self._lines) + "\n"
+
+
+def render_plan_table(plan: Plan, style: Style = PLAIN) -> str:
+    """A plan as ``ds01ctl plan`` prints it (also used by ``ds01-controller run --once``)."""
+    from controller.cli.planview import plan_text
+
+    return plan_text(plan, style)

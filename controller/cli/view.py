@@ -1,0 +1,512 @@
+"""What one ``ds01ctl`` command looks at, and the facts every table derives from it.
+
+A :class:`View` bundles one snapshot, the plan made from it (with the memory after this pass's
+observations), the desired state and the notes that explain what is missing (timers unavailable,
+a domain down, a policy that did not load). :mod:`controller.cli.gather` builds it from the live
+host; tests build it from values. Everything here is pure: no Docker, no NVML, no files.
+
+The "next step" of a container is read from the plan's actions and deferred items, never
+re-derived: ``get``, ``describe`` and ``plan`` must tell the same story.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from functools import cached_property
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+from controller.plan.types import Action, ActionKind, Deferred, Plan, Reason
+from controller.snapshot import ContainerObs, ContainerState, Domain, GpuObs, Snapshot
+
+if TYPE_CHECKING:
+    from controller.act.events import EventFilter
+    from controller.memory import ContainerMemory, ControllerMemory
+    from controller.plan.desired import DesiredState
+    from desired_state.effective import EffectivePolicy
+
+
+@dataclass(frozen=True)
+class PolicySource:
+    """One loaded spec, for ``get policies`` and ``describe``."""
+
+    kind: str
+    name: str
+    source: str
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class PolicyInfo:
+    """The policy the view was planned with, where it came from, and whether loading it failed."""
+
+    origin: str = "built-in default"
+    sources: tuple[PolicySource, ...] = ()
+    error: str | None = None
+    candidate: bool = False
+
+
+@dataclass
+class View:
+    snapshot: Snapshot
+    now: datetime
+    plan: Plan | None = None
+    memory: ControllerMemory | None = None
+    desired: DesiredState | None = None
+    policy: PolicyInfo = field(default_factory=PolicyInfo)
+    timers_note: str | None = None
+    notes: list[str] = field(default_factory=list)
+    events: Sequence[Mapping[str, Any]] = ()
+    event_source: EventSource | None = None
+    policy_errors: dict[str, str] = field(default_factory=dict)
+
+    # --- indexes, built once per command ---------------------------------------------------
+    @cached_property
+    def items_by_container(self) -> dict[str, list[Action | Deferred]]:
+        out: dict[str, list[Action | Deferred]] = {}
+        by_name = {c.name: c.id for c in self.snapshot.containers}
+        for item in self._items():
+            cid = item.target.container_id or by_name.get(item.target.container or "")
+            if cid:
+                out.setdefault(cid, []).append(item)
+        return out
+
+    @cached_property
+    def items_by_pid(self) -> dict[int, list[Action | Deferred]]:
+        out: dict[int, list[Action | Deferred]] = {}
+        for item in self._items():
+            if item.target.pid is not None:
+                out.setdefault(item.target.pid, []).append(item)
+        return out
+
+    @cached_property
+    def items_by_gpu(self) -> dict[str, list[Action | Deferred]]:
+        out: dict[str, list[Action | Deferred]] = {}
+        for item in self._items():
+            if item.target.gpu:
+                out.setdefault(item.target.gpu, []).append(item)
+        return out
+
+    @cached_property
+    def slots(self) -> dict[str, str]:
+        """GPU or MIG UUID -> DS01 slot notation (``0`` for a GPU, ``1.2`` for a MIG device)."""
+        out: dict[str, str] = {}
+        for g in self.snapshot.gpus:
+            out[g.uuid] = str(g.index)
+            for m in g.mig_devices:
+                out[m.uuid] = f"{g.index}.{m.index}"
+        return out
+
+    @cached_property
+    def holders(self) -> dict[str, list[ContainerObs]]:
+        """Device UUID -> containers that reference it (``all`` holders on every physical GPU)."""
+        out: dict[str, list[ContainerObs]] = {}
+        for c in sorted(self.snapshot.containers, key=container_sort_key):
+            for uuid in c.gpu_uuids:
+                out.setdefault(uuid, []).append(c)
+            if c.all_gpus:
+                for g in self.snapshot.gpus:
+                    if c not in out.get(g.uuid, []):
+                        out.setdefault(g.uuid, []).append(c)
+        return out
+
+    def _items(self) -> Iterable[Action | Deferred]:
+        if self.plan is None:
+            return ()
+        return (*self.plan.actions, *self.plan.deferred)
+
+    # --- per-object facts -------------------------------------------------------------------
+    def container_memory(self, container_id: str) -> ContainerMemory | None:
+        if self.memory is None:
+            return None
+        return self.memory.containers.get(container_id)
+
+    def container_items(self, c: ContainerObs) -> list[Action | Deferred]:
+        return self.items_by_container.get(c.id, [])
+
+    def effective(self, c: ContainerObs) -> EffectivePolicy | None:
+        """The container's effective policy; ``None`` (and :meth:`policy_problem`) when unknown."""
+        if self.desired is None:
+            return None
+        try:
+            return self.desired.effective(c, self.now)
+        except Exception as exc:  # one container that cannot resolve must not hide the others
+            self.policy_errors[c.id] = str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc)
+            return None
+
+    def policy_problem(self, c: ContainerObs) -> str:
+        if self.desired is None:
+            return self.policy.error or "no policy loaded"
+        return self.policy_errors.get(c.id, "the policy could not be resolved")
+
+    def user_policy(self, owner: str) -> EffectivePolicy | None:
+        """The policy a new atomic container of ``owner`` would get (for ``describe user``)."""
+        from controller.snapshot import ContainerId
+        from crd_like_specs.vocabulary import ContainerType
+
+        probe = ContainerObs(
+            id=ContainerId(""),
+            name="",
+            image="",
+            state=ContainerState.CREATED,
+            created_at=self.now,
+            owner=owner,
+            container_type=ContainerType.ATOMIC,
+        )
+        return self.effective(probe)
+
+    # --- events -----------------------------------------------------------------------------
+    def events_for_container(self, c: ContainerObs, n: int = 10) -> tuple[list[dict[str, Any]], str | None]:
+        return self._events(n, container=c.name, extra=lambda e: _names_container(e, c))
+
+    def events_for_user(self, user: str, n: int = 10) -> tuple[list[dict[str, Any]], str | None]:
+        return self._events(n, user=user)
+
+    def events_for_gpu(self, uuids: set[str], n: int = 10) -> tuple[list[dict[str, Any]], str | None]:
+        return self._events(n, extra=lambda e: _names_gpu(e, uuids))
+
+    def _events(
+        self,
+        n: int,
+        *,
+        container: str | None = None,
+        user: str | None = None,
+        extra: Callable[[Mapping[str, Any]], bool] | None = None,
+    ) -> tuple[list[dict[str, Any]], str | None]:
+        """The last ``n`` matching events, or a note saying why there are none to show."""
+        if self.event_source is None:
+            return [], "event log not read"
+        from controller.act.events import EventFilter
+
+        try:
+            return self.event_source.tail(n, EventFilter(container=container, user=user), extra), None
+        except FileNotFoundError:
+            return [], f"no events yet ({self.event_source.describe()} does not exist)"
+        except OSError as exc:
+            return [], f"unavailable: cannot read {self.event_source.describe()}: {exc.strerror or exc}"
+
+    def slot(self, uuid: str | None) -> str:
+        if uuid is None:
+            return "?"
+        return self.slots.get(uuid, uuid)
+
+    @property
+    def docker_ok(self) -> bool:
+        return self.snapshot.domain_ok(Domain.DOCKER)
+
+    @property
+    def nvml_ok(self) -> bool:
+        return self.snapshot.domain_ok(Domain.NVML)
+
+
+def _details(e: Mapping[str, Any]) -> Mapping[str, Any]:
+    d = e.get("details")
+    return d if isinstance(d, Mapping) else {}
+
+
+def _names_container(e: Mapping[str, Any], c: ContainerObs) -> bool:
+    """An event about this container: by id when recorded, else by name (ids outlive reused names)."""
+    d = _details(e)
+    cid = d.get("container_id")
+    if isinstance(cid, str) and cid:
+        return c.id.startswith(cid) or cid.startswith(c.id)
+    return d.get("container") == c.name
+
+
+def _names_gpu(e: Mapping[str, Any], uuids: set[str]) -> bool:
+    d = _details(e)
+    for key in ("gpu", "gpu_uuid", "device_uuid"):
+        v = d.get(key)
+        if isinstance(v, str) and v in uuids:
+            return True
+    return False
+
+
+class EventSource(Protocol):
+    """Where ``describe`` and ``get events`` read events from."""
+
+    def tail(
+        self, n: int, flt: EventFilter, extra: Callable[[Mapping[str, Any]], bool] | None = None
+    ) -> list[dict[str, Any]]: ...
+
+    def describe(self) -> str: ...
+
+
+@dataclass(frozen=True)
+class LogEventSource:
+    """The event log file, read from its end (:func:`controller.act.events.tail`)."""
+
+    path: Path
+    # A predicate the log's own filter cannot express is applied to a wider window.
+    widen: int = 50
+
+    def tail(
+        self, n: int, flt: EventFilter, extra: Callable[[Mapping[str, Any]], bool] | None = None
+    ) -> list[dict[str, Any]]:
+        from controller.act.events import tail
+
+        if extra is None:
+            return tail(self.path, n, flt)
+        found = [e for e in tail(self.path, n * self.widen, flt) if extra(e)]
+        return found[-n:]
+
+    def describe(self) -> str:
+        return str(self.path)
+
+
+def container_sort_key(c: ContainerObs) -> tuple[str, str]:
+    return (c.name, c.id)
+
+
+# --- the next step ---------------------------------------------------------------------------
+
+_KIND_VERB: dict[ActionKind, str] = {
+    ActionKind.STOP_CONTAINER: "stop",
+    ActionKind.REMOVE_CONTAINER: "remove",
+    ActionKind.WARN_OWNER: "warn",
+    ActionKind.RELEASE_ALLOCATION: "release",
+    ActionKind.KILL_PROCESS: "kill",
+    ActionKind.RESET_GPU: "reset",
+    ActionKind.ALERT_ADMIN: "alert",
+}
+
+# A deferred item names the rule that would act; this is the action that rule produces.
+_RULE_VERB: dict[Reason, str] = {
+    Reason.CREATED_NEVER_STARTED: "remove",
+    Reason.GPU_HOLD_EXPIRED: "remove",
+    Reason.STOPPED_HOLD_EXPIRED: "remove",
+    Reason.IDLE_TIMEOUT: "stop",
+    Reason.IDLE_WARNING: "warn",
+    Reason.IDLE_EXEMPT_NOTICE: "notify",
+    Reason.MAX_RUNTIME_EXCEEDED: "stop",
+    Reason.MAX_RUNTIME_WARNING: "warn",
+    Reason.LEAKED_ALLOCATION: "release",
+    Reason.DUPLICATE_GPU_HOLDER: "alert",
+    Reason.ORPHANED_PROCESS: "kill",
+    Reason.FOREIGN_PROCESS_ON_GPU: "alert",
+    Reason.HOST_GPU_PROCESS: "alert",
+    Reason.GPU_DIRTY: "reset",
+    Reason.KILL_FAILED: "alert",
+    Reason.BREAKER_TRIPPED: "alert",
+    Reason.LEDGER_UNREADABLE: "alert",
+}
+
+
+def rule_of(item: Action | Deferred) -> Reason:
+    """The rule behind an action (its reason) or a deferral (the rule that would act)."""
+    return item.reason if isinstance(item, Action) else item.rule
+
+
+def verb(item: Action | Deferred) -> str:
+    if isinstance(item, Action):
+        if item.kind == ActionKind.WARN_OWNER and item.reason == Reason.IDLE_EXEMPT_NOTICE:
+            return "notify"
+        return _KIND_VERB.get(item.kind, item.kind.value)
+    return _RULE_VERB.get(item.rule, item.rule.value)
+
+
+@dataclass(frozen=True)
+class NextStep:
+    """The next thing the controller will do to an object, as the plan says."""
+
+    verb: str
+    rule: str
+    due_at: datetime | None
+    pending: bool = False
+    why: str | None = None
+
+    def text(self, now: datetime) -> str:
+        from controller.cli.render import until
+
+        if self.pending:
+            return f"{self.verb} now"
+        if self.due_at is None:
+            return f"{self.verb} held"
+        when = until(self.due_at, now)
+        return f"{self.verb} due" if when == "now" else f"{self.verb} {when}"
+
+    def as_dict(self) -> dict[str, Any]:
+        from controller.cli.render import iso
+
+        return {
+            "action": self.verb,
+            "rule": self.rule,
+            "pending": self.pending,
+            "due_at": iso(self.due_at),
+            "deferred_because": self.why,
+        }
+
+
+# The rules whose deferral's due time may be a warning on the way to the stop (the warning ladder).
+_LADDER_RULES = frozenset({Reason.IDLE_TIMEOUT, Reason.MAX_RUNTIME_EXCEEDED})
+
+
+def _evidence_time(evidence: Mapping[str, Any], key: str) -> datetime | None:
+    from controller.act.events import parse_timestamp
+
+    return parse_timestamp(evidence.get(key))
+
+
+def stop_due_at(d: Deferred) -> datetime | None:
+    """When the plan says a deferred stop falls due: its ``stop_due_at`` evidence, or the clock
+    start plus the timeout it reports. ``None`` when the plan does not say."""
+    at = _evidence_time(d.evidence, "stop_due_at")
+    if at is not None:
+        return at
+    start = _evidence_time(d.evidence, "clock_start")
+    timeout_s = d.evidence.get("timeout_s")
+    if start is not None and isinstance(timeout_s, int | float):
+        from datetime import timedelta
+
+        return start + timedelta(seconds=float(timeout_s))
+    return None
+
+
+def schedule(d: Deferred) -> list[tuple[str, datetime | None]]:
+    """What a deferral will do and when: a stop rule's deferral is due at its next wake-up, which
+    is a warning when the plan's own evidence puts the stop later."""
+    if d.rule in _LADDER_RULES and d.due_at is not None:
+        stop_at = stop_due_at(d)
+        if stop_at is not None and d.due_at < stop_at:
+            return [("warn", d.due_at), (verb(d), stop_at)]
+    return [(verb(d), d.due_at)]
+
+
+def next_step(items: Sequence[Action | Deferred]) -> NextStep | None:
+    """Actions of this pass come first (they happen now); otherwise the earliest timed deferral.
+
+    A deferral with no due time (protected, exempt, unknown signal) is not a scheduled step:
+    nothing will happen unless something changes, so the column shows ``-`` and ``describe``
+    says why.
+    """
+    actions = [i for i in items if isinstance(i, Action)]
+    if actions:
+        first = min(actions, key=lambda a: (a.due_at, not a.destructive, a.key))
+        return NextStep(verb=verb(first), rule=first.reason.value, due_at=first.due_at, pending=True)
+    timed = [i for i in items if isinstance(i, Deferred) and i.due_at is not None]
+    if not timed:
+        return None
+    d = min(timed, key=lambda x: (x.due_at, x.rule.value))
+    step_verb, at = schedule(d)[0]
+    return NextStep(verb=step_verb, rule=d.rule.value, due_at=at, why=d.why.value)
+
+
+# --- idleness --------------------------------------------------------------------------------
+
+
+class IdleState(StrEnum):
+    IDLE = "idle"
+    ACTIVE = "active"
+    UNKNOWN = "unknown"  # the last sample could not be decided (a signal unreadable)
+    NO_DATA = "no-data"  # not sampled yet (first sighting)
+    NOT_RUNNING = "not-running"
+    UNAVAILABLE = "unavailable"  # the state store could not be read
+
+
+@dataclass(frozen=True)
+class Idleness:
+    state: IdleState
+    since: datetime | None = None
+
+    def text(self, now: datetime) -> str:
+        from controller.cli.render import since
+
+        if self.state == IdleState.IDLE:
+            return since(self.since, now)
+        return _IDLE_COLUMN[self.state]
+
+    def phrase(self, now: datetime) -> str:
+        """For sentences (``describe``): ``idle 42m``, ``not sampled yet``..."""
+        from controller.cli.render import since
+
+        if self.state == IdleState.IDLE:
+            return f"idle {since(self.since, now)}"
+        return _IDLE_PHRASE[self.state]
+
+
+_IDLE_COLUMN = {
+    IdleState.ACTIVE: "active",
+    IdleState.UNKNOWN: "unknown",
+    IdleState.NO_DATA: "?",
+    IdleState.NOT_RUNNING: "-",
+    IdleState.UNAVAILABLE: "?",
+}
+_IDLE_PHRASE = {
+    IdleState.ACTIVE: "active",
+    IdleState.UNKNOWN: "idle state unknown (a signal could not be read)",
+    IdleState.NO_DATA: "not sampled yet",
+    IdleState.NOT_RUNNING: "not running",
+    IdleState.UNAVAILABLE: "idle time unavailable",
+}
+
+
+def idleness(view: View, c: ContainerObs) -> Idleness:
+    if c.state != ContainerState.RUNNING:
+        return Idleness(IdleState.NOT_RUNNING)
+    if view.memory is None:
+        return Idleness(IdleState.UNAVAILABLE)
+    cm = view.container_memory(c.id)
+    if cm is None or not cm.samples:
+        return Idleness(IdleState.NO_DATA)
+    if cm.idle_since is not None:
+        return Idleness(IdleState.IDLE, cm.idle_since)
+    if cm.samples[-1].idle is None:
+        return Idleness(IdleState.UNKNOWN)
+    return Idleness(IdleState.ACTIVE)
+
+
+# --- rates from the last two samples ----------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Rates:
+    cpu_percent: float | None = None
+    net_bytes_per_s: float | None = None
+    net_bytes_per_interval: float | None = None
+
+
+def rates(view: View, c: ContainerObs) -> Rates:
+    """CPU share (% of one core) and network rate between the last two samples of this run."""
+    cm = view.container_memory(c.id)
+    if cm is None or len(cm.samples) < 2:
+        return Rates()
+    a, b = cm.samples[-2], cm.samples[-1]
+    wall_s = (b.at - a.at).total_seconds()
+    if wall_s <= 0:
+        return Rates()
+    cpu = None
+    if a.cpu_usage_ns is not None and b.cpu_usage_ns is not None and b.cpu_usage_ns >= a.cpu_usage_ns:
+        cpu = (b.cpu_usage_ns - a.cpu_usage_ns) / (wall_s * 1e9) * 100.0
+    net_delta = None
+    if a.net_bytes is not None and b.net_bytes is not None and b.net_bytes >= a.net_bytes:
+        net_delta = float(b.net_bytes - a.net_bytes)
+    return Rates(
+        cpu_percent=cpu,
+        net_bytes_per_s=None if net_delta is None else net_delta / wall_s,
+        net_bytes_per_interval=net_delta,
+    )
+
+
+def gpu_util(c: ContainerObs) -> tuple[float | None, str | None]:
+    """The highest utilization over the container's GPUs, or why it is unknown."""
+    if c.signals is None or not c.signals.gpu_util:
+        return None, None
+    values: list[float] = []
+    for r in c.signals.gpu_util:
+        if r.percent is None:
+            return None, r.unknown_reason or "unknown"
+        values.append(r.percent)
+    return max(values), None
+
+
+def gpu_devices(gpus: Sequence[GpuObs]) -> list[tuple[GpuObs, str | None]]:
+    """Every addressable device: each GPU, then its MIG devices (uuid of the MIG device)."""
+    out: list[tuple[GpuObs, str | None]] = []
+    for g in sorted(gpus, key=lambda x: x.index):
+        out.append((g, None))
+        for m in sorted(g.mig_devices, key=lambda x: x.index):
+            out.append((g, m.uuid))
+    return out

@@ -1,0 +1,300 @@
+"""``ds01ctl`` as a process against the real Docker engine and the stand-in NVML.
+
+Each test runs ``python -m controller.cli`` in a subprocess (as an admin would run ``ds01ctl``), with
+the stand-in ``libnvidia-ml.so.1`` on its library path and every ``DS01_*`` path in a temporary
+directory. Containers are real (``make_container``) and labelled for the test; the commands are
+narrowed to them with ``-l ds01.test=...`` or by name, because the engine may be shared.
+
+Only read-only commands and ``reconcile --dry-run`` run here: nothing may act on another test's
+containers.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import docker.types
+import pytest
+
+from controller import labels as L
+from tests.fixtures.docker_host import TEST_LABEL, ContainerFactory
+from tests.fixtures.nvml import FakeNvml, gpu_uuid
+
+pytestmark = pytest.mark.docker
+
+REPO = Path(__file__).resolve().parents[2]
+CLI_TIMEOUT_S = 180
+
+# Idle detection that decides on the second observation: no grace, a window of one sample.
+POLICY = """\
+apiVersion: ds01.io/v1alpha1
+kind: LifecyclePolicy
+metadata:
+  name: cli-test
+spec:
+  defaultGroup: testers
+  settings:
+    idleTimeout: 1h
+    maxRuntime: 24h
+    gracePeriod: 0s
+    idleDetectionWindow: 1
+    idleMinDuration: 0s
+    createdContainerTimeout: 2h
+---
+apiVersion: ds01.io/v1alpha1
+kind: UserGroup
+metadata:
+  name: testers
+spec:
+  order: 10
+  members: []
+  settings:
+    idleDetectionWindow: 1
+"""
+
+# The same, but a running container may only run for a second.
+STRICT_POLICY = POLICY.replace("maxRuntime: 24h", "maxRuntime: 1s").replace("name: cli-test", "name: strict")
+
+
+@dataclass
+class Cli:
+    env: dict[str, str]
+    root: Path
+
+    def __call__(self, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "controller.cli", *args],
+            cwd=REPO,
+            env={**self.env, **(env or {})},
+            capture_output=True,
+            text=True,
+            timeout=CLI_TIMEOUT_S,
+        )
+
+
+@pytest.fixture
+def cli(fake_nvml: FakeNvml, tmp_path: Path) -> Cli:
+    fake_nvml.set_gpus(2)
+    fake_nvml.write()
+    specs = tmp_path / "specs"
+    specs.mkdir()
+    (specs / "policy.yaml").write_text(POLICY)
+    state = tmp_path / "state"
+    state.mkdir(mode=0o700)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DS01_")}
+    env.update(fake_nvml.env())
+    env.update(
+        {
+            "DS01_SPECS": str(specs),
+            "DS01_STATE_DIR": str(state),
+            "DS01_EVENTS_LOG": str(tmp_path / "events.jsonl"),
+            "DS01_LEDGER": str(tmp_path / "ledger.json"),
+            "NO_COLOR": "1",
+        }
+    )
+    return Cli(env=env, root=tmp_path)
+
+
+def gpu_request(uuid: str) -> list[Any]:
+    return [docker.types.DeviceRequest(driver="nvidia", device_ids=[uuid], capabilities=[["gpu"]])]
+
+
+def gpu_container(make: ContainerFactory, owner: str = "alice", **kw: Any) -> Any:
+    # No network: nothing here needs one, and its counter is then a known zero.
+    return make(
+        "sleep 600",
+        labels={L.DS01_USER: owner, L.DS01_CONTAINER_TYPE: "atomic"},
+        device_requests=gpu_request(gpu_uuid(0)),
+        network_mode="none",
+        **kw,
+    )
+
+
+def assert_one_line(result: subprocess.CompletedProcess[str], *fragments: str) -> None:
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 1, result
+    assert len(lines) == 1 and lines[0].startswith("ds01ctl: "), result.stderr
+    assert "Traceback" not in result.stderr
+    for f in fragments:
+        assert f in lines[0], (f, lines[0])
+
+
+def plan_items(result: subprocess.CompletedProcess[str], container_id: str) -> list[dict[str, Any]]:
+    data = json.loads(result.stdout)
+    return [
+        i for i in [*data["actions"], *data["deferred"]] if i["target"].get("container_id") == container_id
+    ]
+
+
+def rule_of(item: dict[str, Any]) -> str:
+    return str(item.get("reason") or item.get("rule"))
+
+
+# --- get / describe ---------------------------------------------------------------------------
+
+
+def test_get_containers_shows_a_gpu_container_with_owner_and_type(
+    cli: Cli, make_container: ContainerFactory
+) -> None:
+    c = gpu_container(make_container)
+    selector = f"{TEST_LABEL}={make_container.test_id}"
+    result = cli("get", "containers", "-l", selector)
+    assert result.returncode == 0, result.stderr
+    header, *rows = result.stdout.splitlines()
+    assert header.split() == ["NAME", "OWNER", "TYPE", "STATE", "GPUS", "IDLE", "NEXT", "AGE"]
+    assert len(rows) == 1
+    name, owner, ctype, state, gpus, *_ = rows[0].split()
+    assert (name, owner, ctype, state, gpus) == (c.name, "alice", "atomic", "running", "0")
+
+    data = json.loads(cli("get", "containers", c.name, "-o", "json").stdout)
+    (item,) = data["items"]
+    assert item["id"] == c.id
+    assert item["owner_rule"] == "label:ds01.user" and item["type_rule"] == "label:ds01.container_type"
+    assert [(g["slot"], g["uuid"]) for g in item["gpus"]] == [("0", gpu_uuid(0))]
+
+    text = cli("describe", "container", c.id[:12]).stdout
+    assert f"Name:        {c.name}" in text
+    assert "Owner:       alice   (decided by label:ds01.user)" in text
+    assert "Group:       testers   (defaultGroup of LifecyclePolicy/cli-test" in text
+    assert "idle timeout                    1h                       LifecyclePolicy/cli-test" in text
+    assert "idle window (samples)           1                        UserGroup/testers" in text
+    assert "Decision:" in text and "Timers:" in text
+
+    gpus = cli("get", "gpus", "0", "-o", "json")
+    assert gpus.returncode == 0, gpus.stderr
+    (gpu0,) = json.loads(gpus.stdout)["items"]
+    assert gpu0["uuid"] == gpu_uuid(0) and c.name in gpu0["holders"]
+    assert gpu0["state"] in ("held", "idle-held")
+
+
+def test_plan_at_predicts_the_stop_of_an_idle_gpu_container(
+    cli: Cli, make_container: ContainerFactory
+) -> None:
+    c = gpu_container(make_container)
+    # Two dry-run passes give the memory a baseline and then an idle sample (sleep uses no CPU).
+    for _ in range(2):
+        r = cli("reconcile", "--dry-run")
+        assert r.returncode == 0, r.stderr + r.stdout
+        assert r.stdout.startswith("Reconcile pass (dry-run: nothing changed)")
+        time.sleep(1.1)
+
+    now = cli("plan", "-o", "json")
+    assert now.returncode in (0, 2), now.stderr
+    now_rules = {(rule_of(i), i.get("why")) for i in plan_items(now, c.id)}
+    assert ("IdleTimeout", "NotDue") in now_rules, now_rules
+    assert not any(i.get("kind") == "StopContainer" for i in plan_items(now, c.id))
+
+    later = cli("plan", "--at", "+2h", "-o", "json")
+    assert later.returncode == 2, later.stderr
+    items = plan_items(later, c.id)
+    stop = [i for i in items if rule_of(i) == "IdleTimeout" and ("kind" in i or i["why"] != "NotDue")]
+    assert stop, items
+    # Never warned (dry-run delivers nothing), so the planner warns first and schedules the stop.
+    assert any(i.get("kind") == "WarnOwner" and i["reason"] == "IdleWarning" for i in items), items
+    data = json.loads(later.stdout)
+    assert data["evaluated_at"] > data["observed_at"]
+
+    table = cli("plan", "--at", "+2h")
+    assert table.returncode == 2
+    assert f"WarnOwner {c.name}  [IdleWarning]" in table.stdout
+    assert f"IdleTimeout {c.name}  [WaitingForWarning;" in table.stdout
+    # plan changed nothing: the container runs, and no event was written by the plans.
+    c.reload()
+    assert c.status == "running"
+
+
+def test_plan_with_a_stricter_candidate_policy_lists_extra_actions_and_performs_none(
+    cli: Cli, make_container: ContainerFactory
+) -> None:
+    c = gpu_container(make_container)
+    time.sleep(1.5)
+    candidate = cli.root / "strict.yaml"
+    candidate.write_text(STRICT_POLICY)
+    events_before = (cli.root / "events.jsonl").read_bytes() if (cli.root / "events.jsonl").exists() else b""
+
+    installed = cli("plan", "-o", "json")
+    assert installed.returncode in (0, 2), installed.stderr
+    assert not [i for i in plan_items(installed, c.id) if "kind" in i]
+
+    strict = cli("plan", "--policy", str(candidate), "-o", "json")
+    assert strict.returncode == 2, strict.stderr
+    extra = [i for i in plan_items(strict, c.id) if "kind" in i]
+    assert [(i["kind"], i["reason"]) for i in extra] == [("WarnOwner", "MaxRuntimeWarning")]
+
+    text = cli("plan", "--policy", str(candidate))
+    assert text.stdout.startswith(f"Plan with the candidate policy {candidate}")
+
+    c.reload()
+    assert c.status == "running"
+    after = (cli.root / "events.jsonl").read_bytes() if (cli.root / "events.jsonl").exists() else b""
+    assert after == events_before
+
+
+# --- bad input and degraded views -------------------------------------------------------------
+
+
+def test_unknown_container_and_unknown_kind(cli: Cli) -> None:
+    assert_one_line(
+        cli("describe", "container", "no-such-container-xyz"), "'no-such-container-xyz' not found"
+    )
+    assert_one_line(cli("get", "containers", "no-such-container-xyz"), "not found", "--all")
+    assert_one_line(cli("get", "volumes"), "unknown resource kind 'volumes'")
+    assert_one_line(cli("describe", "gpu", "9"), "GPU '9' not found")
+
+
+def test_malformed_at(cli: Cli) -> None:
+    assert_one_line(cli("plan", "--at", "tomorrow-ish"), "cannot read the time 'tomorrow-ish'", "+2h")
+
+
+def test_docker_down_is_one_line_or_a_degraded_view(cli: Cli) -> None:
+    down = {"DOCKER_HOST": "unix:///nonexistent.sock"}
+    assert_one_line(
+        cli("get", "containers", env=down), "cannot reach the Docker engine at unix:///nonexistent.sock"
+    )
+    assert_one_line(cli("plan", env=down), "cannot reach the Docker engine at unix:///nonexistent.sock")
+    # The GPUs are still known from NVML; the view says what is missing.
+    gpus = cli("get", "gpus", env=down)
+    assert gpus.returncode == 0, gpus.stderr
+    assert [line.split()[0] for line in gpus.stdout.splitlines()[1:]] == ["0", "1"]
+    assert "warning: cannot reach the Docker engine at unix:///nonexistent.sock" in gpus.stderr
+    assert "Traceback" not in gpus.stderr
+
+
+def test_nvml_down_degrades_the_gpu_view(
+    cli: Cli, fake_nvml: FakeNvml, make_container: ContainerFactory
+) -> None:
+    c = gpu_container(make_container)
+    fake_nvml.remove_state_file()  # the stand-in's nvmlInit then fails: driver not loaded
+    gpus = cli("get", "gpus")
+    assert gpus.returncode == 0, gpus.stderr
+    assert "warning: GPU state unavailable (NVML:" in gpus.stderr
+    assert gpus.stdout.splitlines()[0].split()[-1] == "STATE"
+    data = json.loads(cli("get", "gpus", "-o", "json").stdout)
+    held = [(i["uuid"], i["state"]) for i in data["items"] if c.name in i["holders"]]
+    assert held == [(gpu_uuid(0), "unavailable")]
+    assert all(i["state"] == "unavailable" for i in data["items"])
+    containers = cli("get", "containers", c.name)
+    assert containers.returncode == 0, containers.stderr
+    assert containers.stdout.splitlines()[1].split()[:4] == [c.name, "alice", "atomic", "running"]
+    assert "Traceback" not in containers.stderr
+
+
+def test_unreadable_state_directory_gives_the_live_view_without_timers(
+    cli: Cli, make_container: ContainerFactory
+) -> None:
+    c = gpu_container(make_container)
+    os.chown(cli.root / "state", 4242, 4242)  # not root's, not ours: the store refuses to trust it
+    result = cli("get", "containers", c.name)
+    assert result.returncode == 0, result.stderr
+    assert "warning: timers unavailable" in result.stderr and "owned by uid 4242" in result.stderr
+    assert result.stdout.splitlines()[1].split()[5] == "?"  # IDLE
+    text = cli("describe", "container", c.name)
+    assert text.returncode == 0
+    assert "idle time unavailable (timers unavailable" in text.stdout

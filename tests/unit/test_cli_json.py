@@ -1,0 +1,277 @@
+"""The machine outputs of ``ds01ctl`` keep their documented shape (docs/cli.md), and the NEXT
+column tells the same story as the real planner's plan.
+
+The shapes are checked against small JSON-schema-like descriptions: a dict maps each required key
+to its type description; ``[T]`` is a list of T; a tuple is a union; ``ANY`` accepts anything.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from controller.cli.get import GetOptions, run_get
+from controller.cli.planview import plan_json
+from controller.cli.view import View, next_step
+from controller.memory import ControllerMemory
+from controller.plan.planner import plan as make_plan
+from tests.fixtures import builders as b
+from tests.unit import cli_world as w
+
+ANY = object()
+STR_OR_NONE = (str, type(None))
+NUM = (int, float)
+NUM_OR_NONE = (int, float, type(None))
+
+TARGET = {
+    "container": STR_OR_NONE,
+    "container_id": STR_OR_NONE,
+    "expected_state": STR_OR_NONE,
+    "expected_started_at": STR_OR_NONE,
+    "pid": (int, type(None)),
+    "pid_start_time": NUM_OR_NONE,
+    "gpu": STR_OR_NONE,
+    "user": STR_OR_NONE,
+    "ledger_entry": (dict, type(None)),
+}
+PLAN_SCHEMA = {
+    "observed_at": str,
+    "evaluated_at": str,
+    "actions": [
+        {
+            "kind": str,
+            "target": TARGET,
+            "reason": str,
+            "message": str,
+            "evidence": dict,
+            "due_at": str,
+            "key": str,
+            "params": dict,
+        }
+    ],
+    "deferred": [
+        {
+            "target": TARGET,
+            "rule": str,
+            "why": str,
+            "message": str,
+            "due_at": STR_OR_NONE,
+            "evidence": dict,
+        }
+    ],
+}
+NEXT = {"action": str, "rule": str, "pending": bool, "due_at": STR_OR_NONE, "deferred_because": STR_OR_NONE}
+CONTAINER_ITEM = {
+    "name": str,
+    "id": str,
+    "image": str,
+    "state": str,
+    "owner": str,
+    "owner_rule": str,
+    "type": str,
+    "type_rule": str,
+    "managed": bool,
+    "labels": dict,
+    "gpus": [
+        {
+            "ref": str,
+            "source": str,
+            "uuid": STR_OR_NONE,
+            "slot": STR_OR_NONE,
+            "mig": bool,
+            "unresolved_reason": STR_OR_NONE,
+        }
+    ],
+    "all_gpus": bool,
+    "created_at": str,
+    "started_at": STR_OR_NONE,
+    "finished_at": STR_OR_NONE,
+    "idle": {"state": str, "since": STR_OR_NONE},
+    "next": (NEXT, type(None)),
+    "signals": {
+        "cpu_percent": NUM_OR_NONE,
+        "net_bytes_per_s": NUM_OR_NONE,
+        "gpu_util_percent": NUM_OR_NONE,
+        "gpu_util_unknown": STR_OR_NONE,
+        "keepalive": dict,
+    },
+}
+GPU_ITEM = {
+    "slot": str,
+    "uuid": str,
+    "parent_uuid": STR_OR_NONE,
+    "model": STR_OR_NONE,
+    "mig": STR_OR_NONE,
+    "memory_used_bytes": (int, type(None)),
+    "memory_total_bytes": (int, type(None)),
+    "utilization_percent": NUM_OR_NONE,
+    "utilization_unknown": STR_OR_NONE,
+    "holders": [str],
+    "processes": [int],
+    "state": str,
+}
+PROCESS_ITEM = {
+    "pid": int,
+    "gpu": str,
+    "device_uuid": str,
+    "gpu_uuid": str,
+    "used_memory_bytes": (int, type(None)),
+    "user": STR_OR_NONE,
+    "uid": (int, type(None)),
+    "container": str,
+    "container_id": STR_OR_NONE,
+    "command": str,
+    "state": str,
+    "verdict": str,
+}
+ALLOCATION_ITEM = {"gpu": str, "slot": str, "ledger": [dict], "holders": [dict], "verdict": str}
+
+
+def envelope(item: Any) -> dict[str, Any]:
+    return {"kind": str, "observed_at": str, "evaluated_at": str, "notes": [str], "items": [item]}
+
+
+def conforms(value: Any, schema: Any, path: str = "$") -> list[str]:
+    """Problems of ``value`` against ``schema`` (empty: it conforms). Extra keys are problems too."""
+    if schema is ANY:
+        return []
+    if isinstance(schema, tuple):
+        for option in schema:
+            if not conforms(value, option, path):
+                return []
+        return [f"{path}: {value!r} matches none of {schema}"]
+    if isinstance(schema, dict):
+        if not isinstance(value, dict):
+            return [f"{path}: expected an object, got {type(value).__name__}"]
+        problems = [f"{path}: missing {k}" for k in schema if k not in value]
+        problems += [f"{path}: unexpected {k}" for k in value if k not in schema]
+        for k, sub in schema.items():
+            if k in value:
+                problems += conforms(value[k], sub, f"{path}.{k}")
+        return problems
+    if isinstance(schema, list):
+        if not isinstance(value, list):
+            return [f"{path}: expected a list, got {type(value).__name__}"]
+        return [p for i, v in enumerate(value) for p in conforms(v, schema[0], f"{path}[{i}]")]
+    if schema is bool:
+        return [] if isinstance(value, bool) else [f"{path}: expected bool, got {value!r}"]
+    if schema in (int, float) and isinstance(value, bool):
+        return [f"{path}: expected a number, got {value!r}"]
+    return [] if isinstance(value, schema) else [f"{path}: expected {schema}, got {value!r}"]
+
+
+@pytest.fixture
+def view() -> View:
+    return w.view()
+
+
+def test_plan_json_is_exactly_the_model_dump(view: View) -> None:
+    assert view.plan is not None
+    data = plan_json(view.plan)
+    assert data == view.plan.model_dump(mode="json")
+    assert conforms(data, PLAN_SCHEMA) == []
+    assert {a["kind"] for a in data["actions"]} == {"RemoveContainer", "KillProcess", "ReleaseAllocation"}
+    # JSON round trip: what `plan -o json` prints parses back to the same value.
+    assert json.loads(json.dumps(data)) == data
+
+
+def test_plan_json_cleans_user_strings_without_changing_the_shape(view: View) -> None:
+    assert view.plan is not None
+    hostile = view.plan.model_copy(
+        update={"actions": (view.plan.actions[0].model_copy(update={"message": w.HOSTILE}),)}
+    )
+    data = plan_json(hostile)
+    assert conforms(data, PLAN_SCHEMA) == []
+    assert data["actions"][0]["message"] == "evil  FAKE ROW"
+
+
+@pytest.mark.parametrize(
+    ("kind", "item"),
+    [
+        ("containers", CONTAINER_ITEM),
+        ("gpus", GPU_ITEM),
+        ("processes", PROCESS_ITEM),
+        ("allocations", ALLOCATION_ITEM),
+        ("policies", {"kind": str, "name": str, "source": str, "detail": str}),
+    ],
+)
+def test_get_json_and_yaml_shapes(kind: str, item: dict[str, Any], view: View) -> None:
+    text, _ = run_get(kind, view, GetOptions(output="json", show_all=True))
+    data = json.loads(text)
+    schema = envelope(item)
+    if kind == "policies":
+        schema["policy"] = {"origin": str, "candidate": bool, "error": STR_OR_NONE}
+    assert conforms(data, schema) == []
+    assert data["items"], "the fixed host has objects of every kind"
+    text, _ = run_get(kind, view, GetOptions(output="yaml", show_all=True))
+    assert yaml.safe_load(text) == data
+
+
+def test_container_json_carries_what_the_table_shows(view: View) -> None:
+    data = json.loads(run_get("containers", view, GetOptions(output="json"))[0])
+    by_name = {i["name"]: i for i in data["items"]}
+    assert sorted(by_name) == ["alice-train", "bob-notebook", "carol-old", "dave-new"]
+    alice = by_name["alice-train"]
+    assert alice["owner"] == "alice" and alice["owner_rule"] == "label:ds01.user"
+    assert alice["idle"] == {"state": "idle", "since": "2026-03-02T11:08:00Z"}
+    assert alice["next"] == {
+        "action": "warn",
+        "rule": "IdleTimeout",
+        "pending": False,
+        "due_at": "2026-03-02T12:05:00Z",
+        "deferred_because": "NotDue",
+    }
+    assert by_name["dave-new"]["next"]["pending"] is True
+    assert by_name["bob-notebook"]["next"] is None
+    assert [g["slot"] for g in by_name["bob-notebook"]["gpus"]] == ["1.0"]
+    # A hostile label value is cleaned in machine output too.
+    eve = json.loads(run_get("containers", view, GetOptions(name="eve-web", output="json"))[0])["items"][0]
+    assert eve["labels"]["web.note"] == "evil  FAKE ROW"
+
+
+# --- NEXT against the real planner ------------------------------------------------------------
+
+
+def test_next_column_follows_the_real_planners_plan() -> None:
+    """Whatever the planner decides, NEXT is its first action, else its earliest timed deferral."""
+    snap = b.snapshot(
+        containers=[
+            b.created("never-started", created_at=b.ago(hours=2)),
+            b.exited("stopped-gpu", gpus=[b.GPU1], finished_at=b.ago(minutes=20)),
+            b.exited("stopped-fresh", finished_at=b.ago(minutes=5)),
+            b.running("busy", gpus=[b.GPU0], started_at=b.ago(hours=1), sig=b.signals(b.T0)),
+        ],
+        gpus=[b.gpu(0), b.gpu(1)],
+    )
+    the_plan = make_plan(snap, b.desired(), ControllerMemory(), b.T0)
+    view = View(snapshot=snap, now=b.T0, plan=the_plan, memory=the_plan.memory, desired=b.desired())
+    table, _ = run_get("containers", view, GetOptions(show_all=True))
+    next_by_name = {line.split()[0]: " ".join(line.split()[6:-1]) for line in table.splitlines()[1:]}
+    for c in snap.containers:
+        items = [i for i in (*the_plan.actions, *the_plan.deferred) if i.target.container_id == c.id]
+        step = next_step(items)
+        assert next_by_name[c.name] == ("-" if step is None else step.text(b.T0)), c.name
+    # The planner removes the never-started container now, and the stopped ones after their hold.
+    assert next_by_name["never-started"] == "remove now"
+    assert next_by_name["stopped-gpu"].startswith("remove")
+    assert next_by_name["stopped-fresh"] == "remove in 25m"
+    # A running GPU container seen for the first time has no idle verdict yet: nothing is scheduled
+    # but the runtime limit, a day away.
+    assert next_by_name["busy"] == "warn in 17h"
+    runtime = [
+        d for d in the_plan.deferred if d.target.container == "busy" and d.rule.value == "MaxRuntimeExceeded"
+    ]
+    assert [d.due_at for d in runtime] == [b.at(hours=17)]
+
+
+def test_golden_files_are_plain_text() -> None:
+    golden = Path(__file__).resolve().parents[1] / "data" / "cli" / "golden"
+    files = sorted(golden.glob("*.txt"))
+    assert files
+    for f in files:
+        text = f.read_text(encoding="utf-8")
+        assert "\x1b" not in text and "\r" not in text, f.name

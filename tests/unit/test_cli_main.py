@@ -1,0 +1,479 @@
+"""``ds01ctl`` commands that need no Docker engine: usage errors, events, policies, validate,
+breaker, completion, the lazy start-up, and the small parsers behind the flags.
+
+Commands run in-process through ``main(argv)``; a few run as a subprocess where the point is the
+process itself (start-up imports, ``python -m controller.cli``, another user's permissions).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+import yaml
+
+from controller.act.events import EventLog
+from controller.cli.main import main, parse_duration, parse_when
+from controller.cli.render import Style, colour_enabled, fmt_age, fmt_duration
+from controller.memory import Breaker, ControllerMemory
+from controller.store import MemoryStore, acquire_run_lock
+
+REPO = Path(__file__).resolve().parents[2]
+
+GOOD_SPEC = """\
+apiVersion: ds01.io/v1alpha1
+kind: LifecyclePolicy
+metadata:
+  name: lab
+spec:
+  defaultGroup: students
+  settings:
+    idleTimeout: 45m
+---
+apiVersion: ds01.io/v1alpha1
+kind: UserGroup
+metadata:
+  name: students
+spec:
+  order: 10
+  members: [alice]
+"""
+
+BAD_SPEC = """\
+apiVersion: ds01.io/v1alpha1
+kind: LifecyclePolicy
+metadata:
+  name: lab
+spec:
+  settings:
+    idleTimeout: 45
+"""
+
+
+@pytest.fixture
+def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Every DS01_* path under tmp_path; no variable from the caller's environment leaks in."""
+    for name in list(os.environ):
+        if name.startswith("DS01_"):
+            monkeypatch.delenv(name)
+    state = tmp_path / "state"
+    state.mkdir(mode=0o700)
+    monkeypatch.setenv("DS01_STATE_DIR", str(state))
+    monkeypatch.setenv("DS01_EVENTS_LOG", str(tmp_path / "events.jsonl"))
+    monkeypatch.setenv("DS01_LEDGER", str(tmp_path / "ledger.json"))
+    monkeypatch.setenv("NO_COLOR", "1")
+    return tmp_path
+
+
+def run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    rc = main(argv)
+    out, err = capsys.readouterr()
+    return rc, out, err
+
+
+def assert_one_line_error(err: str, *fragments: str) -> None:
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, f"expected one line, got: {err!r}"
+    assert lines[0].startswith("ds01ctl"), lines[0]
+    assert "Traceback" not in err
+    for f in fragments:
+        assert f in lines[0], f"{f!r} not in {lines[0]!r}"
+
+
+# --- usage errors -----------------------------------------------------------------------------
+
+
+def test_unknown_kind_is_one_line_naming_the_kinds(env: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    rc, out, err = run(["get", "pods"], capsys)
+    assert rc == 1 and out == ""
+    assert_one_line_error(err, "unknown resource kind 'pods'", "containers, gpus, processes")
+
+
+def test_describe_of_an_unknown_kind(env: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    rc, _, err = run(["describe", "volume", "x"], capsys)
+    assert rc == 1
+    assert_one_line_error(err, "cannot describe 'volume'", "container, gpu or user")
+
+
+@pytest.mark.parametrize("at", ["soon", "+2 hours", "2025-13-45", "+h"])
+def test_malformed_at_is_one_line_with_the_accepted_forms(
+    at: str, env: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    rc, out, err = run(["plan", "--at", at], capsys)
+    assert rc == 1 and out == ""
+    assert_one_line_error(err, "cannot read the time", "+2h")
+
+
+def test_at_in_the_past_is_refused(env: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    rc, _, err = run(["plan", "--at", "2001-01-01T00:00:00Z"], capsys)
+    assert rc == 1
+    assert_one_line_error(err, "in the past")
+
+
+def test_bad_flag_is_one_line_not_a_usage_block(env: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    rc, _, err = run(["get", "containers", "--bogus"], capsys)
+    assert rc == 1
+    assert_one_line_error(err, "unrecognized arguments: --bogus", "--help")
+
+
+def test_bad_output_format(env: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    rc, _, err = run(["get", "gpus", "-o", "xml"], capsys)
+    assert rc == 1
+    assert_one_line_error(err, "invalid choice: 'xml'")
+
+
+def test_bad_environment_variable_is_one_line(
+    env: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("DS01_DRY_RUN", "perhaps")
+    rc, _, err = run(["get", "policies"], capsys)
+    assert rc == 1
+    assert_one_line_error(err, "DS01_DRY_RUN='perhaps'")
+
+
+def test_event_flags_on_other_kinds_are_refused(env: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    rc, _, err = run(["get", "gpus", "--since", "1h"], capsys)
+    assert rc == 1
+    assert_one_line_error(err, "--since only apply to 'get events'")
+
+
+def test_every_command_has_help_with_examples(capsys: pytest.CaptureFixture[str]) -> None:
+    for command in ["get", "describe", "plan", "reconcile", "validate", "breaker", "completion"]:
+        with pytest.raises(SystemExit) as exc:
+            main([command, "--help"])
+        assert exc.value.code == 0
+        out = capsys.readouterr().out
+        assert "examples:" in out, command
+        assert f"ds01ctl {command}" in out.split("examples:")[1], command
+        assert "--state-dir" in out and "--events-log" in out and "--ledger" in out
+
+
+# --- events -----------------------------------------------------------------------------------
+
+
+def _write_events(path: Path, now: datetime) -> None:
+    log = EventLog(path)
+    log.write(
+        "container.stop",
+        user="alice",
+        details={"container": "a1", "reason": "idle"},
+        at=now - timedelta(hours=3),
+    )
+    log.write(
+        "gpu.release", user="bob", details={"container": "b1", "gpu": "GPU-1"}, at=now - timedelta(minutes=50)
+    )
+    log.write("container.remove", user="alice", details={"container": "a2"}, at=now - timedelta(minutes=20))
+    log.write(
+        "controller.warning", user="carol", details={"container": "c\x1b[31m1"}, at=now - timedelta(minutes=5)
+    )
+
+
+def test_get_events_filters_by_kind_user_since_and_tail(
+    env: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _write_events(env / "events.jsonl", datetime.now(UTC))
+    rc, out, _ = run(["get", "events"], capsys)
+    assert rc == 0
+    assert [line.split()[2] for line in out.splitlines()[1:]] == [
+        "container.stop",
+        "gpu.release",
+        "container.remove",
+        "controller.warning",
+    ]
+    assert "\x1b" not in out
+    _, out, _ = run(["get", "events", "--kind", "container.*"], capsys)
+    assert [line.split()[2] for line in out.splitlines()[1:]] == ["container.stop", "container.remove"]
+    _, out, _ = run(["get", "events", "--user", "alice", "--tail", "1"], capsys)
+    assert [line.split()[2] for line in out.splitlines()[1:]] == ["container.remove"]
+    _, out, _ = run(["get", "events", "--since", "1h"], capsys)
+    assert [line.split()[2] for line in out.splitlines()[1:]] == [
+        "gpu.release",
+        "container.remove",
+        "controller.warning",
+    ]
+    _, out, _ = run(["get", "events", "--container", "b1", "-o", "json"], capsys)
+    data = json.loads(out)
+    assert data["kind"] == "EventList"
+    assert [e["event_type"] for e in data["items"]] == ["gpu.release"]
+
+
+def test_get_events_without_a_log_names_the_file_and_the_flag(
+    env: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    rc, out, err = run(["get", "events"], capsys)
+    assert rc == 1 and out == ""
+    assert_one_line_error(err, str(env / "events.jsonl"), "--events-log")
+
+
+def test_get_events_with_a_malformed_since(env: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    _write_events(env / "events.jsonl", datetime.now(UTC))
+    rc, _, err = run(["get", "events", "--since", "yesterday"], capsys)
+    assert rc == 1
+    assert_one_line_error(err, "cannot read the time 'yesterday'")
+
+
+# --- policies and validate --------------------------------------------------------------------
+
+
+def test_get_policies_lists_each_spec_with_its_file(env: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    specs = env / "specs"
+    specs.mkdir()
+    (specs / "lab.yaml").write_text(GOOD_SPEC)
+    rc, out, _ = run(["get", "policies", "--specs", str(specs)], capsys)
+    assert rc == 0
+    lines = out.splitlines()
+    assert lines[0] == f"policy: specs {specs}"
+    rows = [line.split() for line in lines[2:]]
+    assert ["LifecyclePolicy", "lab", f"{specs}/lab.yaml:1"] in rows
+    assert ["UserGroup", "students", f"{specs}/lab.yaml:10"] in rows
+    _, out, _ = run(["get", "policies", "--specs", str(specs), "-o", "yaml"], capsys)
+    data = yaml.safe_load(out)
+    assert data["kind"] == "PolicyList" and data["policy"]["error"] is None
+    assert {(i["kind"], i["name"]) for i in data["items"]} == {
+        ("LifecyclePolicy", "lab"),
+        ("UserGroup", "students"),
+    }
+
+
+def test_get_policies_reports_a_failed_load(env: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    specs = env / "specs"
+    specs.mkdir()
+    (specs / "lab.yaml").write_text(BAD_SPEC)
+    rc, out, err = run(["get", "policies", "--specs", str(specs)], capsys)
+    assert rc == 0
+    assert out.startswith(f"policy: specs {specs}; last load FAILED: {specs}/lab.yaml:7")
+    assert "warning: the policy does not load" in err
+
+
+def test_validate_good_and_bad(env: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    good, bad = env / "good.yaml", env / "bad.yaml"
+    good.write_text(GOOD_SPEC)
+    bad.write_text(BAD_SPEC)
+    rc, out, _ = run(["validate", str(good)], capsys)
+    assert rc == 0 and out.startswith("valid:")
+    rc, out, err = run(["validate", str(bad)], capsys)
+    assert rc == 1
+    assert f"{bad}:7" in out and "idleTimeout" in out
+    assert "1 problem(s) found" in err
+    rc, out, _ = run(["validate", str(env / "missing.yaml")], capsys)
+    assert rc == 1 and "no such file or directory" in out
+
+
+# --- breaker ----------------------------------------------------------------------------------
+
+
+def test_breaker_status_closed_and_tripped(env: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    rc, out, _ = run(["breaker", "status"], capsys)
+    assert rc == 0 and out.startswith("breaker: closed")
+    tripped_at = datetime(2026, 3, 1, 10, 0, tzinfo=UTC)
+    MemoryStore(env / "state").save(
+        ControllerMemory(breaker=Breaker(tripped=True, tripped_at=tripped_at, reason="7 of 8 would stop"))
+    )
+    rc, out, _ = run(["breaker", "status"], capsys)
+    assert rc == 0
+    assert out.splitlines()[0] == "breaker: TRIPPED at 2026-03-01T10:00:00Z: 7 of 8 would stop"
+    _, out, _ = run(["breaker", "status", "-o", "json"], capsys)
+    assert json.loads(out) == {
+        "tripped": True,
+        "tripped_at": "2026-03-01T10:00:00Z",
+        "reason": "7 of 8 would stop",
+        "reset_requested": False,
+    }
+
+
+def test_breaker_reset_without_a_daemon_clears_the_store(
+    env: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    store = MemoryStore(env / "state")
+    store.save(ControllerMemory(breaker=Breaker(tripped=True, reason="too many")))
+    rc, out, _ = run(["breaker", "reset"], capsys)
+    assert rc == 0 and "breaker reset (was tripped: too many)" in out
+    assert store.load().breaker == Breaker()
+    events = [json.loads(line) for line in (env / "events.jsonl").read_text().splitlines()]
+    assert [e["event_type"] for e in events] == ["controller.breaker_reset"]
+    assert not (env / "state" / "breaker-reset").exists()
+
+
+def test_breaker_reset_while_the_daemon_runs_leaves_a_request(
+    env: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    store = MemoryStore(env / "state")
+    store.save(ControllerMemory(breaker=Breaker(tripped=True, reason="too many")))
+    with acquire_run_lock(env / "state"):
+        rc, out, _ = run(["breaker", "reset"], capsys)
+    assert rc == 0
+    assert f"pid {os.getpid()}" in out and "next pass" in out
+    assert (env / "state" / "breaker-reset").is_file()
+    assert store.load().breaker.tripped, "the daemon, not ds01ctl, clears it"
+    _, out, _ = run(["breaker", "status"], capsys)
+    assert "a reset request is waiting" in out
+
+
+def test_reconcile_refuses_while_the_daemon_holds_the_lock(
+    env: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with acquire_run_lock(env / "state"):
+        rc, out, err = run(["reconcile", "--dry-run"], capsys)
+    assert rc == 1 and out == ""
+    assert_one_line_error(err, "the controller is running", f"pid {os.getpid()}", "ds01ctl plan")
+
+
+def test_breaker_status_in_a_state_directory_another_user_owns(
+    env: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    state = env / "state"
+    os.chown(state, 4242, 4242)
+    rc, out, err = run(["breaker", "status"], capsys)
+    assert rc == 1 and out == ""
+    assert_one_line_error(err, "cannot read the breaker", "owned by uid 4242")
+
+
+# --- completion -------------------------------------------------------------------------------
+
+
+def test_bash_completion_is_valid_bash_naming_every_command_and_flag(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    rc, out, _ = run(["completion", "bash"], capsys)
+    assert rc == 0
+    assert out.rstrip().endswith("complete -F _ds01ctl ds01ctl")
+    for word in ["get", "describe", "plan", "reconcile", "validate", "breaker", "--at", "--policy", "--tail"]:
+        assert word in out
+    bash = shutil.which("bash")
+    assert bash is not None
+    check = subprocess.run([bash, "-n"], input=out, text=True, capture_output=True)
+    assert check.returncode == 0, check.stderr
+    # Completing `ds01ctl get co<TAB>` offers containers.
+    probe = out + '\nCOMP_WORDS=(ds01ctl get co); COMP_CWORD=2; _ds01ctl; echo "${COMPREPLY[@]}"\n'
+    done = subprocess.run([bash], input=probe, text=True, capture_output=True)
+    assert done.stdout.split() == ["containers"]
+
+
+# --- process-level behaviour ------------------------------------------------------------------
+
+
+def test_module_entry_point_and_lazy_imports() -> None:
+    """`python -m controller.cli` works, and importing the CLI loads no adapter or pydantic."""
+    out = subprocess.run(
+        [sys.executable, "-m", "controller.cli", "--version"], cwd=REPO, capture_output=True, text=True
+    )
+    assert out.returncode == 0 and out.stdout.startswith("ds01ctl ")
+    probe = (
+        "import sys, controller.cli.main as m\n"
+        "names = ('docker', 'pynvml', 'pydantic', 'psutil', 'loguru', 'yaml')\n"
+        "heavy = [n for n in names if n in sys.modules]\n"
+        "print(','.join(heavy))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], cwd=REPO, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == ""
+
+
+def test_another_user_without_access_to_the_state_directory(tmp_path: Path) -> None:
+    """A real permission error (not root): one line naming the directory, and how to get timers."""
+    state = tmp_path / "state"
+    state.mkdir(mode=0o700)
+    os.chmod(tmp_path, 0o755)
+    env = {"PATH": os.environ["PATH"], "DS01_STATE_DIR": str(state), "PYTHONPATH": str(REPO), "HOME": "/"}
+    as_nobody = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
+    out = subprocess.run(
+        [*as_nobody, sys.executable, "-m", "controller.cli", "breaker", "status"],
+        cwd="/",
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert out.returncode == 1, out
+    assert_one_line_error(out.stderr, "cannot read the breaker", "permission denied")
+
+
+# --- small parsers and formatters -------------------------------------------------------------
+
+
+def test_durations_and_times() -> None:
+    assert parse_duration("2h") == 7200
+    assert parse_duration("1h30m") == 5400
+    assert parse_duration("1.5h") == 5400
+    assert parse_duration("90s") == 90
+    assert parse_duration("2 hours") is None
+    now = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)
+    assert parse_when("+2h", now) == now + timedelta(hours=2)
+    assert parse_when("2026-03-02T18:30:00Z", now) == datetime(2026, 3, 2, 18, 30, tzinfo=UTC)
+    assert parse_when("2026-03-02T18:30:00+02:00", now) == datetime(2026, 3, 2, 16, 30, tzinfo=UTC)
+
+
+def test_age_and_duration_formats() -> None:
+    assert [fmt_age(s) for s in (0, 59, 60, 3599, 3600, 47 * 3600, 48 * 3600, 10 * 86400)] == [
+        "0s",
+        "59s",
+        "1m",
+        "59m",
+        "1h",
+        "47h",
+        "2d",
+        "10d",
+    ]
+    assert fmt_age(None) == "-"
+    assert [fmt_duration(s) for s in (3600, 5400, 45, 172800, 0)] == ["1h", "1h30m", "45s", "2d", "0s"]
+    assert fmt_duration(None) == "never"
+
+
+class _Tty:
+    def isatty(self) -> bool:
+        return True
+
+
+class _Pipe:
+    def isatty(self) -> bool:
+        return False
+
+
+def test_colour_only_on_a_terminal_and_never_with_no_color() -> None:
+    assert colour_enabled(_Tty(), {}) is True  # type: ignore[arg-type]
+    assert colour_enabled(_Pipe(), {}) is False  # type: ignore[arg-type]
+    assert colour_enabled(_Tty(), {"NO_COLOR": "1"}) is False  # type: ignore[arg-type]
+    assert Style(True)("x", "red") == "\x1b[31mx\x1b[0m"
+    assert Style(False)("x", "red") == "x"
+
+
+@pytest.mark.parametrize(
+    ("error", "expected"),
+    [
+        (
+            "list containers: ('Connection aborted.', PermissionError(13, 'Permission denied'))",
+            "permission denied (are you in the docker group?)",
+        ),
+        (
+            "list containers: ('Connection aborted.', FileNotFoundError(2, 'No such file or directory'))",
+            "no such socket (is dockerd running? check DOCKER_HOST)",
+        ),
+        (
+            "inspect 0123: ReadTimeout: Read timed out. (read timeout=10.0); 7 not inspected",
+            "did not answer in time",
+        ),
+        (
+            "list containers: engine error 500 (boom); more",
+            "list containers: engine error 500 (boom) (is dockerd",
+        ),
+    ],
+)
+def test_docker_errors_name_the_engine_and_the_fix(
+    error: str, expected: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from controller.cli.gather import docker_error
+    from controller.snapshot import Domain, DomainHealth, Snapshot
+
+    monkeypatch.setenv("DOCKER_HOST", "unix:///run/docker.sock")
+    snap = Snapshot(
+        observed_at=datetime.now(UTC), health=(DomainHealth(domain=Domain.DOCKER, ok=False, error=error),)
+    )
+    message = docker_error(snap)
+    assert message is not None
+    assert message.startswith("cannot reach the Docker engine at unix:///run/docker.sock: ")
+    assert expected in message and "\n" not in message

@@ -1,0 +1,156 @@
+"""Golden outputs of every ``ds01ctl get`` and ``describe`` form, and of ``plan``, on a fixed host.
+
+The host is :mod:`tests.unit.cli_world`. Set ``DS01_UPDATE_GOLDEN=1`` to rewrite the files after
+an intended change, then read the diff.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from controller.act.events import tail
+from controller.cli.describe import describe_container, describe_gpu, describe_user
+from controller.cli.get import GetOptions, parse_selector, run_get
+from controller.cli.planview import plan_text
+from controller.cli.view import View
+from tests.unit import cli_world as w
+
+GOLDEN = Path(__file__).resolve().parents[1] / "data" / "cli" / "golden"
+SHUFFLED = (4, 2, 0, 3, 1)
+
+
+@pytest.fixture(autouse=True)
+def utc_clock(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Clock times in describe/plan are local; pin the zone so the goldens hold anywhere."""
+    monkeypatch.setenv("TZ", "UTC")
+    time.tzset()
+    yield
+    monkeypatch.undo()
+    time.tzset()
+
+
+@pytest.fixture
+def events_log(tmp_path: Path) -> Path:
+    path = tmp_path / "events.jsonl"
+    w.write_events(path)
+    return path
+
+
+def check_golden(name: str, text: str) -> None:
+    path = GOLDEN / f"{name}.txt"
+    if os.environ.get("DS01_UPDATE_GOLDEN"):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text, encoding="utf-8")
+    assert path.exists(), f"missing golden file {path}; run with DS01_UPDATE_GOLDEN=1"
+    assert text == path.read_text(encoding="utf-8")
+
+
+def get(kind: str, **opts: object) -> Callable[[View], str]:
+    def render(view: View) -> str:
+        if kind == "events":
+            assert view.event_source is not None
+            view.events = tail(Path(view.event_source.describe()), 50)
+        text, _ = run_get(kind, view, GetOptions(**opts))  # type: ignore[arg-type]
+        return text
+
+    return render
+
+
+FORMS: dict[str, Callable[[View], str]] = {
+    "get_containers": get("containers"),
+    "get_containers_all_wide": get("containers", show_all=True, output="wide"),
+    "get_containers_owner_alice": get("containers", owner="alice"),
+    "get_containers_selector": get(
+        "containers", show_all=True, selector=parse_selector(["ds01.managed=true"])
+    ),
+    "get_gpus": get("gpus"),
+    "get_gpus_wide": get("gpus", output="wide"),
+    "get_processes": get("processes"),
+    "get_allocations": get("allocations"),
+    "get_policies": get("policies"),
+    "get_policies_wide": get("policies", output="wide"),
+    "get_events": get("events"),
+    "describe_container_alice": lambda v: describe_container(v, "alice-train"),
+    "describe_container_bob": lambda v: describe_container(v, "bob-notebook"),
+    "describe_container_carol": lambda v: describe_container(v, "carol-old"),
+    "describe_container_dave": lambda v: describe_container(v, "dave-new"),
+    "describe_container_eve": lambda v: describe_container(v, "eve-web"),
+    "describe_gpu_0": lambda v: describe_gpu(v, "0"),
+    "describe_gpu_1": lambda v: describe_gpu(v, "1"),
+    "describe_gpu_1_0": lambda v: describe_gpu(v, "1.0"),
+    "describe_gpu_2": lambda v: describe_gpu(v, w.b.GPU2),
+    "describe_user_alice": lambda v: describe_user(v, "alice"),
+    "describe_user_frank": lambda v: describe_user(v, "frank"),
+    "plan": lambda v: plan_text(v.plan) if v.plan else "",
+}
+
+
+@pytest.mark.parametrize("name", sorted(FORMS))
+def test_golden(name: str, events_log: Path) -> None:
+    check_golden(name, FORMS[name](w.view(events_log)))
+
+
+@pytest.mark.parametrize("name", sorted(FORMS))
+def test_output_does_not_depend_on_the_order_of_the_snapshot(name: str, events_log: Path) -> None:
+    assert FORMS[name](w.view(events_log, order=SHUFFLED)) == FORMS[name](w.view(events_log))
+
+
+def test_describe_without_memory_says_timers_are_unavailable(events_log: Path) -> None:
+    text = describe_container(w.view(events_log, with_memory=False), "alice-train")
+    check_golden("describe_container_alice_no_memory", text)
+    assert "idle time unavailable (timers unavailable: state directory" in text
+
+
+@pytest.mark.parametrize("name", sorted(FORMS))
+def test_no_control_character_reaches_the_output(name: str, events_log: Path) -> None:
+    text = FORMS[name](w.view(events_log))
+    assert not any(ch < " " and ch != "\n" for ch in text), repr(text)
+    assert "\u202e" not in text and "\x9b" not in text
+
+
+def test_gpu_states_never_call_unknown_free() -> None:
+    from controller.snapshot import Domain
+
+    snap = w.b.snapshot(
+        containers=[w.b.running("holder", gpus=[w.b.GPU0], sig=w.b.signals(w.T0))],
+        gpus=[
+            w.b.gpu(0),
+            w.b.gpu(1).model_copy(update={"processes_unknown": "NVML_ERROR_UNKNOWN"}),
+            w.b.gpu(2).model_copy(update={"mig_enabled": True, "utilization_percent": None}),
+            w.b.gpu(3),
+        ],
+    )
+    view = View(snapshot=snap, now=w.T0)
+    text, _ = run_get("gpus", view, GetOptions())
+    states = {line.split()[0]: line.split()[-1] for line in text.splitlines()[1:]}
+    assert states == {"0": "held", "1": "unknown", "2": "unavailable", "3": "free"}
+
+    down = w.b.snapshot(
+        containers=[w.b.running("holder", gpus=[w.b.GPU0], sig=w.b.signals(w.T0))],
+        gpus=[w.b.gpu(0)],
+        down=[Domain.NVML],
+    )
+    text, _ = run_get("gpus", View(snapshot=down, now=w.T0), GetOptions(output="wide"))
+    (row,) = [line.split() for line in text.splitlines()[1:]]
+    assert row[0] == "?" and row[1] == w.b.GPU0 and row[-1] == "unavailable" and "holder" in row
+
+
+def test_with_docker_down_no_process_is_called_an_orphan_and_no_gpu_free() -> None:
+    from controller.snapshot import Domain
+
+    snap = w.b.snapshot(
+        gpus=[w.b.gpu(0, processes=(77,))],
+        processes=[w.b.process(77, w.b.GPU0, container_id="a" * 64)],
+        down=[Domain.DOCKER],
+    )
+    view = View(snapshot=snap, now=w.T0)
+    procs, _ = run_get("processes", view, GetOptions())
+    (row,) = [line.split() for line in procs.splitlines()[1:]]
+    assert row[0] == "77" and row[4] == "?" and row[-1] == "unknown"
+    gpus, _ = run_get("gpus", view, GetOptions())
+    assert [line.split()[-1] for line in gpus.splitlines()[1:]] == ["unknown"]
