@@ -45,6 +45,7 @@ import contextlib
 import re
 import threading
 from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -59,6 +60,8 @@ from controller.snapshot import DOCKER_ZERO_TIME, ContainerId, ContainerState
 STATUS_SLACK_S = 1.0  # the engine formats Status a moment before we read the clock
 # After this many inspect timeouts in one pass the rest wait for the next pass.
 MAX_TIMEOUTS_PER_PASS = 2
+# Concurrent inspects on a cold pass; the Docker SDK's connection pool holds 10.
+INSPECT_PARALLELISM = 8
 # A container whose inspect keeps failing is retried after 10 s, 20 s, 40 s ... at most 5 min.
 RETRY_BASE_S = 10.0
 RETRY_MAX_S = 300.0
@@ -336,17 +339,14 @@ class DockerObserver:
     ) -> tuple[list[ContainerId], list[str]]:
         inspected: list[ContainerId] = []
         errors: list[str] = []
-        timeouts = 0
         # Containers whose inspect failed before go last, and wait out a back-off: one wedged
         # container (its lock held inside the engine, every inspect of it hanging) must neither
         # starve the others nor cost a timeout on every pass.
         with self._lock:  # invalidate() runs on the events thread
             failures = dict(self._failures)
         pending.sort(key=lambda item: failures[item[0]].count if item[0] in failures else 0)
-        for n, (cid, entry) in enumerate(pending):
-            if timeouts >= MAX_TIMEOUTS_PER_PASS:
-                errors.append(f"{len(pending) - n} containers not inspected: the engine stopped answering")
-                break
+        ready: list[tuple[str, Mapping[str, Any], _Failure | None]] = []
+        for cid, entry in pending:
             failure = failures.get(cid)
             if failure is not None and now < failure.retry_at:
                 errors.append(
@@ -354,35 +354,69 @@ class DockerObserver:
                     f"{failure.retry_at:%H:%M:%S}"
                 )
                 continue
-            try:
-                raw = client.api.inspect_container(cid)
-            except docker.errors.NotFound:
-                continue  # removed between list and inspect: it is gone
-            except requests.ConnectionError as exc:
-                # The engine went away: every further request would fail the same way.
-                errors.append(_describe(exc, f"inspect {cid[:12]}"))
-                errors.append(f"{len(pending) - n - 1} containers not inspected: the engine went away")
-                break
-            except (docker.errors.DockerException, requests.RequestException, OSError) as exc:
-                if isinstance(exc, requests.Timeout):
-                    timeouts += 1
-                count = failure.count + 1 if failure is not None else 1
-                delay_s = min(RETRY_BASE_S * 2 ** (count - 1), RETRY_MAX_S)
-                with self._lock:
-                    self._failures[cid] = _Failure(count, datetime.now(UTC) + timedelta(seconds=delay_s))
-                errors.append(_describe(exc, f"inspect {cid[:12]}"))
-                continue
-            parsed = parse_inspect(raw, entry)
-            if parsed is None:
-                errors.append(f"inspect {cid[:12]}: unexpected answer from the engine")
-                continue
-            inspected.append(parsed.id)
-            with self._lock:
-                self._failures.pop(cid, None)
-                if not (self._dirty_all or any(cid.startswith(d) for d in self._dirty)):
-                    self._cache[cid] = _Cached(parsed, datetime.now(UTC))
-            out[cid] = parsed
+            ready.append((cid, entry, failure))
+        if not ready:
+            return inspected, errors
+        # A cold pass (start-up, ds01ctl) inspects every container: do it a few at a time, so
+        # 500 containers cost ~500/INSPECT_PARALLELISM round trips of wall time, not 500.
+        workers = min(INSPECT_PARALLELISM, len(ready))
+        timeouts = 0
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="inspect") as pool:
+            for start in range(0, len(ready), workers):
+                if timeouts >= MAX_TIMEOUTS_PER_PASS:
+                    errors.append(
+                        f"{len(ready) - start} containers not inspected: the engine stopped answering"
+                    )
+                    break
+                chunk = ready[start : start + workers]
+                results = list(pool.map(lambda item: _inspect_one(client, item[0]), chunk))
+                # Requests made on pool threads are counted here, on the observing thread.
+                self.counter.add(len(chunk))
+                engine_gone = False
+                for (cid, entry, failure), (raw, exc) in zip(chunk, results, strict=True):
+                    if exc is None and raw is None:
+                        continue  # removed between list and inspect: it is gone
+                    if isinstance(exc, requests.ConnectionError):
+                        # The engine went away: every further request would fail the same way.
+                        errors.append(_describe(exc, f"inspect {cid[:12]}"))
+                        engine_gone = True
+                        continue
+                    if exc is not None:
+                        if isinstance(exc, requests.Timeout):
+                            timeouts += 1
+                        count = failure.count + 1 if failure is not None else 1
+                        delay_s = min(RETRY_BASE_S * 2 ** (count - 1), RETRY_MAX_S)
+                        with self._lock:
+                            self._failures[cid] = _Failure(
+                                count, datetime.now(UTC) + timedelta(seconds=delay_s)
+                            )
+                        errors.append(_describe(exc, f"inspect {cid[:12]}"))
+                        continue
+                    parsed = parse_inspect(raw, entry)
+                    if parsed is None:
+                        errors.append(f"inspect {cid[:12]}: unexpected answer from the engine")
+                        continue
+                    inspected.append(parsed.id)
+                    with self._lock:
+                        self._failures.pop(cid, None)
+                        if not (self._dirty_all or any(cid.startswith(d) for d in self._dirty)):
+                            self._cache[cid] = _Cached(parsed, datetime.now(UTC))
+                    out[cid] = parsed
+                if engine_gone:
+                    left = len(ready) - start - len(chunk)
+                    errors.append(f"{left} containers not inspected: the engine went away")
+                    break
         return inspected, errors
+
+
+def _inspect_one(client: Any, cid: str) -> tuple[object, BaseException | None]:
+    """One inspect: (result, None), (None, None) when the container is gone, or (None, error)."""
+    try:
+        return client.api.inspect_container(cid), None
+    except docker.errors.NotFound:
+        return None, None
+    except (docker.errors.DockerException, requests.RequestException, OSError) as exc:
+        return None, exc
 
 
 def parse_inspect(raw: object, entry: Mapping[str, Any]) -> DockerContainer | None:
