@@ -1,1 +1,635 @@
-"""The daemon loop: Docker events wake it, a periodic resync and due times drive it."""
+"""The daemon loop: level-triggered passes woken by Docker events, a periodic resync and due times.
+
+Owns the process lifetime of ``ds01-controller run``: the single-instance lock, signal handling,
+the systemd notify protocol, the metrics endpoint and the pass itself (reload policy -> observe ->
+plan -> execute -> persist). Docker events only *wake* the loop; every pass re-observes the whole
+host. A failed pass is logged and retried at the next wake-up; it never ends the daemon, and the
+watchdog is only fed when a pass completes, so a hung loop gets restarted by systemd.
+
+Crash safety: the real executor is handed one action at a time and the memory is saved after
+each, so a ``kill -9`` between two actions loses nothing already done (a warning is not sent
+twice, a removal is not reported twice); a kill *during* an action leaves at most that action to
+be re-checked by the next start, which the executor's fresh-inspect preconditions make harmless.
+
+Called by :mod:`controller.main`. Must not decide what to do (the planner does) nor touch the
+host itself (the executor does).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import select
+import signal
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from types import FrameType
+from typing import TYPE_CHECKING, Any
+
+from loguru import logger
+
+from controller.act.events import EventLog
+from controller.act.executor import DryRunExecutor, ExecutionReport, Executor, Outcome, RealExecutor
+from controller.act.inventory import awareness_events, load_inventory, write_inventory
+from controller.act.notify import TerminalNotifier
+from controller.act.report import ActionOutcome
+from controller.memory import Breaker, ControllerMemory
+from controller.observe.host import HostObserver, ObserveConfig
+from controller.ops.sdnotify import Notifier
+from controller.plan.desired import PolicySetDesired
+from controller.plan.planner import plan as make_plan
+from controller.plan.types import Plan
+from controller.settings import Settings
+from controller.snapshot import Domain, Snapshot
+from controller.startup import degraded_line, one_line_error, recovered_line
+from controller.store import MemoryStore, acquire_run_lock
+from desired_state.effective import GlobalPolicy
+from desired_state.load import PolicyHolder
+
+if TYPE_CHECKING:
+    from controller.ops.metrics import Metrics
+
+BREAKER_RESET_REQUEST = "breaker-reset"
+# After a Docker event, wait this long for the burst to settle (compose starts many containers).
+EVENT_DEBOUNCE_S = 0.05
+MIN_WAIT_S = 0.02
+# Wake a little after a due time, not a hair before it (the planner compares with its own clock).
+DUE_SLACK_S = 0.01
+# Re-following the Docker event stream after it broke: first retry, and the longest back-off.
+EVENTS_RETRY_MIN_S = 0.5
+EVENTS_RETRY_MAX_S = 5.0
+# A failed pass is retried after 2, 4, 8... seconds, never later than the resync interval.
+FAILED_PASS_BACKOFF_BASE_S = 2.0
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass
+class PassResult:
+    snapshot: Snapshot
+    plan: Plan
+    report: ExecutionReport
+    duration_s: float
+    summary: str
+
+
+@dataclass
+class Controller:
+    """One controller instance: its collaborators and the memory carried between passes."""
+
+    settings: Settings
+    observer: HostObserver
+    policy: PolicyHolder
+    executor: Executor
+    store: MemoryStore
+    event_log: EventLog
+    memory: ControllerMemory
+    metrics: Metrics | None = None
+    clock: Callable[[], datetime] = utcnow
+    # Asked between two actions: a stop request ends the pass early (the rest is re-planned later).
+    should_stop: Callable[[], bool] = lambda: False
+    _previous_inventory: dict[str, Any] | None = field(default=None, repr=False)
+    _inventory_loaded: bool = field(default=False, repr=False)
+    _down: dict[Domain, str] = field(default_factory=dict, repr=False)
+    _policy_loaded_at: datetime | None = field(default=None, repr=False)
+
+    def run_pass(self) -> PassResult:
+        started = time.monotonic()
+        self._consume_breaker_reset()
+        self._reload_policy()
+        snapshot = self.observer.observe()
+        self._announce_health(snapshot)
+        now = self.clock()
+        desired = PolicySetDesired(self.policy.current)
+        the_plan = make_plan(snapshot, desired, self.memory, now)
+        report = self._execute(the_plan, now)
+        memory = report.memory.model_copy(update={"last_pass_at": now})
+        self._save(memory)
+        self._awareness(snapshot)
+        duration_s = time.monotonic() - started
+        summary = summarize(snapshot, the_plan, report, duration_s)
+        if self.metrics is not None:
+            record_metrics(self.metrics, snapshot, the_plan, report, duration_s, memory)
+        return PassResult(snapshot, the_plan, report, duration_s, summary)
+
+    def _save(self, memory: ControllerMemory) -> None:
+        self.store.save(memory)
+        self.memory = memory
+
+    def _execute(self, the_plan: Plan, now: datetime) -> ExecutionReport:
+        if self.settings.dry_run or not the_plan.actions:
+            # Dry-run changes nothing, so there is nothing to lose in a crash: one call, one save.
+            return self.executor.execute(the_plan, self.memory, now)
+        memory = the_plan.memory
+        outcomes: list[ActionOutcome] = []
+        for index, action in enumerate(the_plan.actions):
+            if self.should_stop():
+                logger.info(
+                    "stopping: {} planned action(s) left for the next start", len(the_plan.actions) - index
+                )
+                break
+            step = self.executor.execute(
+                the_plan.model_copy(update={"actions": (action,), "memory": memory}), memory, now
+            )
+            memory = step.memory
+            outcomes.extend(step.outcomes)
+            # What was just done is on disk before the next action starts.
+            self._save(memory)
+        return ExecutionReport(outcomes=tuple(outcomes), memory=memory)
+
+    def _reload_policy(self) -> None:
+        errors = self.policy.reload()
+        if errors:
+            logger.error(
+                "policy reload failed, keeping the last good policy (loaded {}); {} problem(s):",
+                self.policy.loaded_at.isoformat(timespec="seconds"),
+                len(errors),
+            )
+            for err in errors:
+                logger.error("policy: {}", err)
+            self.event_log.write(
+                "controller.policy_error",
+                user=None,
+                details={"errors": [str(e) for e in errors], "kept_policy_loaded_at": self.policy.loaded_at},
+            )
+            return
+        if self._policy_loaded_at is not None and self.policy.loaded_at != self._policy_loaded_at:
+            logger.info("policy reloaded: {}", self.policy.current.origin)
+            self._apply_global(PolicySetDesired(self.policy.current).global_policy)
+        self._policy_loaded_at = self.policy.loaded_at
+
+    def _apply_global(self, gp: GlobalPolicy) -> None:
+        """Host-wide settings the observer and executor were built with follow a policy reload."""
+        self.observer.config = self.observer.config.model_copy(
+            update={"system_process_names": gp.system_process_names.value}
+        )
+        if not self.settings.dry_run:
+            observer, event_log, settings = self.observer, self.event_log, self.settings
+            self.executor = _LazyDockerExecutor(lambda: make_real_executor(observer, event_log, settings, gp))
+
+    def _announce_health(self, snapshot: Snapshot) -> None:
+        """One ``degraded:`` line when a domain becomes unavailable, one ``recovered:`` when it is back."""
+        for h in snapshot.health:
+            was_down = h.domain in self._down
+            if not h.ok and not was_down:
+                self._down[h.domain] = h.error or ""
+                logger.warning(degraded_line(h.domain, h.error))
+            elif h.ok and was_down:
+                del self._down[h.domain]
+                logger.info(recovered_line(h.domain))
+
+    def _awareness(self, snapshot: Snapshot) -> None:
+        """DS01's detector duties: the workload inventory and detection.* events."""
+        if self.settings.dry_run:
+            # Dry-run writes nothing outside its own event log; the inventory is a host file.
+            return
+        if not self._inventory_loaded:
+            self._previous_inventory = load_inventory(self.settings.inventory_path)
+            self._inventory_loaded = True
+        for event_type, user, details in awareness_events(self._previous_inventory, snapshot, self.memory):
+            self.event_log.write(event_type, user=user, details=details)
+        self._previous_inventory = write_inventory(
+            snapshot, self.settings.inventory_path, self._previous_inventory
+        )
+
+    def _consume_breaker_reset(self) -> None:
+        request = self.settings.state_dir / BREAKER_RESET_REQUEST
+        if not request.exists():
+            return
+        try:
+            request.unlink()
+        except OSError as exc:
+            logger.error("cannot consume breaker reset request {}: {}", request, exc)
+            return
+        if self.memory.breaker.tripped:
+            logger.warning("circuit breaker reset by an admin (was tripped: {})", self.memory.breaker.reason)
+            self.event_log.write(
+                "controller.breaker_reset",
+                user=None,
+                details={"was": self.memory.breaker.reason},
+            )
+        self._save(self.memory.with_breaker(Breaker()))
+
+
+def summarize(snapshot: Snapshot, the_plan: Plan, report: ExecutionReport, duration_s: float) -> str:
+    running = sum(1 for c in snapshot.containers if c.state == "running")
+    down = [h.domain.value for h in snapshot.health if not h.ok]
+    outcomes: dict[str, int] = {}
+    for o in report.outcomes:
+        outcomes[o.outcome] = outcomes.get(o.outcome, 0) + 1
+    parts = [
+        f"pass {duration_s * 1000:.0f}ms",
+        f"containers={len(snapshot.containers)} running={running}",
+        f"gpus={len(snapshot.gpus)}",
+        f"actions={len(the_plan.actions)}",
+        f"deferred={len(the_plan.deferred)}",
+    ]
+    if outcomes:
+        parts.append("outcomes=" + ",".join(f"{k}:{v}" for k, v in sorted(outcomes.items())))
+    if down:
+        parts.append("unavailable=" + ",".join(down))
+    if report.memory.breaker.tripped:
+        parts.append("BREAKER TRIPPED")
+    return " ".join(parts)
+
+
+def gpu_states(
+    snapshot: Snapshot, memory: ControllerMemory, now: datetime
+) -> tuple[dict[str, int], dict[str, float]]:
+    """Count GPUs free / held / idle-held, and how long each idle-held GPU has been idle."""
+    held: set[str] = set()
+    idle_since: dict[str, datetime] = {}
+    for c in snapshot.containers:
+        held.update(c.gpu_uuids)
+        cm = memory.containers.get(c.id)
+        if c.state == "running" and cm is not None and cm.idle_since is not None:
+            for uuid in c.gpu_uuids:
+                prev = idle_since.get(uuid)
+                idle_since[uuid] = cm.idle_since if prev is None else min(prev, cm.idle_since)
+    counts = {"free": 0, "held": 0, "idle-held": 0}
+    idle_held_s: dict[str, float] = {}
+    for g in snapshot.gpus:
+        uuids = {g.uuid, *(m.uuid for m in g.mig_devices)}
+        idle = [idle_since[u] for u in uuids if u in idle_since]
+        if idle:
+            counts["idle-held"] += 1
+            idle_held_s[g.uuid] = max(0.0, (now - min(idle)).total_seconds())
+        elif uuids & held:
+            counts["held"] += 1
+        else:
+            counts["free"] += 1
+    return counts, idle_held_s
+
+
+def record_metrics(
+    metrics: Metrics,
+    snapshot: Snapshot,
+    the_plan: Plan,
+    report: ExecutionReport,
+    duration_s: float,
+    memory: ControllerMemory,
+) -> None:
+    docker_ok = snapshot.domain_ok(Domain.DOCKER)
+    gpus_known = docker_ok and snapshot.domain_ok(Domain.NVML)
+    procs_known = gpus_known and snapshot.domain_ok(Domain.PROCFS)
+    by_state_type: dict[tuple[str, str], int] = {}
+    for c in snapshot.containers:
+        k = (c.state.value, c.container_type.value)
+        by_state_type[k] = by_state_type.get(k, 0) + 1
+    gpus_by_state, idle_held_s = gpu_states(snapshot, the_plan.memory, the_plan.evaluated_at)
+    orphans = sum(
+        1
+        for p in snapshot.processes
+        if p.container_id is not None and not p.container_exists and not p.is_system
+    )
+    actions = {a.key: a for a in the_plan.actions}
+    for o in report.outcomes:
+        metrics.record_action(o.kind, o.reason, o.outcome)
+        action = actions.get(o.key)
+        if action is not None and o.outcome == "done" and action.reason == "IdleTimeout":
+            # GPU-seconds this container had been holding its GPUs idle: what the stop reclaimed.
+            cm = the_plan.memory.containers.get(action.target.container_id or "")
+            if cm is not None and cm.idle_since is not None:
+                idle_s = (the_plan.evaluated_at - cm.idle_since).total_seconds()
+                gpus = len(action.evidence.get("gpus", [])) or 1
+                metrics.add_reclaimed_gpu_seconds(max(0.0, idle_s) * gpus)
+    # Unavailable is not empty: a series that could not be observed disappears instead of reading 0.
+    metrics.observe_pass(
+        duration_s=duration_s,
+        snapshot_health=[(h.domain.value, h.ok, h.duration_s) for h in snapshot.health],
+        containers_by_state_type=by_state_type if docker_ok else None,
+        gpus_by_state=gpus_by_state if gpus_known else None,
+        orphans=orphans if procs_known else None,
+        breaker_tripped=memory.breaker.tripped,
+        succeeded=True,
+        now_epoch=time.time(),
+        gpu_idle_held_s=idle_held_s if gpus_known else None,
+    )
+
+
+def record_failed_pass(metrics: Metrics, duration_s: float, breaker_tripped: bool) -> None:
+    metrics.observe_pass(
+        duration_s=duration_s,
+        snapshot_health=[],
+        containers_by_state_type=None,
+        gpus_by_state=None,
+        orphans=None,
+        breaker_tripped=breaker_tripped,
+        succeeded=False,
+        now_epoch=time.time(),
+    )
+
+
+class Waker:
+    """Wakes the loop early: Docker events, signals. Level-triggered: it carries no payload.
+
+    A self-pipe rather than a ``threading.Event``: a signal handler runs in the main thread between
+    two bytecodes, possibly while that thread holds the Event's lock, and waking through the lock
+    could then deadlock. ``os.write`` to a non-blocking pipe takes no lock.
+    """
+
+    def __init__(self) -> None:
+        self._read_fd, self._write_fd = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self.stop_requested = False
+        self.reload_requested = False
+
+    def wake(self) -> None:
+        try:
+            os.write(self._write_fd, b"\0")
+        except (BlockingIOError, OSError):
+            pass  # the pipe is full (it will wake anyway) or already closed (shutting down)
+
+    def stop(self) -> None:
+        self.stop_requested = True
+        self.wake()
+
+    def request_reload(self) -> None:
+        self.reload_requested = True
+        self.wake()
+
+    def wait(self, timeout_s: float) -> bool:
+        """Sleep until woken or ``timeout_s`` passed; True when woken."""
+        readable, _, _ = select.select([self._read_fd], [], [], max(MIN_WAIT_S, timeout_s))
+        if not readable:
+            return False
+        try:
+            while os.read(self._read_fd, 4096):
+                pass
+        except BlockingIOError:
+            pass
+        return True
+
+    def close(self) -> None:
+        for fd in (self._read_fd, self._write_fd):
+            with contextlib.suppress(OSError):
+                os.close(fd)
+
+
+def watch_docker_events(observer: HostObserver, waker: Waker) -> threading.Thread:
+    """Follow the Docker event stream in a thread; each container event invalidates and wakes.
+
+    When the stream breaks (the engine restarted, the socket went away) the thread resyncs the
+    whole host, then follows again from the time of the break (``since``), so an event the engine
+    recorded while the stream was down still wakes the loop.
+    """
+
+    def resync() -> None:
+        # Whatever happened while the stream was not followed is unknown: re-inspect everything.
+        observer.invalidate(None)
+        waker.wake()
+
+    def follow() -> None:
+        retry_s = EVENTS_RETRY_MIN_S
+        since: float | None = None  # None: only new events (first follow)
+        broken_for: str | None = None  # why the stream is not being followed, while it is not
+        while not waker.stop_requested:
+            try:
+                stream = observer.docker.events(decode=True, filters={"type": "container"}, since=since)
+            except Exception as exc:  # the engine is away: try again later, quietly
+                if broken_for is None:
+                    broken_for = _reason(exc)
+                    since = time.time()
+                    resync()
+                time.sleep(retry_s)
+                retry_s = min(retry_s * 2, EVENTS_RETRY_MAX_S)
+                continue
+            if broken_for is not None:
+                logger.info("following Docker events again (the stream had ended: {})", broken_for)
+                broken_for = None
+                resync()
+            retry_s = EVENTS_RETRY_MIN_S
+            try:
+                for event in stream:
+                    if waker.stop_requested:
+                        return
+                    cid = event.get("id") if isinstance(event, dict) else None
+                    observer.invalidate(cid if isinstance(cid, str) else None)
+                    waker.wake()
+                broken_for = "closed by the engine"
+            except Exception as exc:  # the engine went away mid-stream
+                broken_for = _reason(exc)
+            if waker.stop_requested:
+                return
+            logger.debug("docker event stream ended: {}", broken_for)
+            since = time.time()
+            resync()
+            time.sleep(retry_s)
+
+    thread = threading.Thread(target=follow, name="docker-events", daemon=True)
+    thread.start()
+    return thread
+
+
+def _reason(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def next_wait_s(the_plan: Plan | None, now: datetime, interval_s: float) -> float:
+    """Sleep until the periodic resync or the earliest *future* due time, whichever comes first.
+
+    A due time already past belongs to something still deferred for another reason (a window not
+    filled, a warning lead): re-planning at once would change nothing, so it waits for the resync.
+    """
+    wait_s = interval_s
+    if the_plan is not None:
+        future = [d.due_at for d in the_plan.deferred if d.due_at is not None and d.due_at > now]
+        if future:
+            wait_s = min(wait_s, (min(future) - now).total_seconds() + DUE_SLACK_S)
+    return max(MIN_WAIT_S, wait_s)
+
+
+def make_real_executor(
+    observer: HostObserver, event_log: EventLog, settings: Settings, gp: GlobalPolicy
+) -> RealExecutor:
+    return RealExecutor(
+        docker_client=observer.docker,
+        event_log=event_log,
+        notifier=TerminalNotifier(),
+        ledger_path=settings.ledger,
+        reset_command=gp.gpu_reset_command.value,
+        kill_grace_s=gp.kill_grace_s.value,
+    )
+
+
+class _LazyDockerExecutor:
+    """The real executor, built on first use: the Docker client may not exist yet at start
+    (an engine that is down must not stop the daemon from starting)."""
+
+    def __init__(self, build: Callable[[], RealExecutor]) -> None:
+        self._build = build
+        self._real: RealExecutor | None = None
+
+    def execute(self, plan: Plan, memory: ControllerMemory, now: datetime) -> ExecutionReport:
+        if self._real is None:
+            try:
+                self._real = self._build()
+            except Exception as exc:  # the engine is down: nothing is done, all is re-planned later
+                why = f"not attempted: the Docker engine is unreachable ({one_line_error(exc)})"
+                outcomes = tuple(
+                    ActionOutcome(
+                        key=a.key,
+                        kind=a.kind,
+                        reason=a.reason,
+                        target=a.target,
+                        outcome=Outcome.SKIPPED,
+                        detail=why,
+                    )
+                    for a in plan.actions
+                )
+                return ExecutionReport(outcomes=outcomes, memory=plan.memory)
+        return self._real.execute(plan, memory, now)
+
+
+def build_controller(
+    settings: Settings, policy: PolicyHolder | None = None, metrics: Metrics | None = None
+) -> Controller:
+    """The controller for ``settings``; ``policy`` defaults to one loaded from its specs/DS01 config
+    (raises :class:`desired_state.errors.PolicyLoadError` when that policy is invalid)."""
+    if policy is None:
+        policy = PolicyHolder(settings.specs, settings.ds01_config)
+    gp = PolicySetDesired(policy.current).global_policy
+    observer = HostObserver(
+        ObserveConfig(
+            docker_timeout_s=settings.docker_timeout_s,
+            ledger_path=settings.ledger,
+            system_process_names=gp.system_process_names.value,
+        )
+    )
+    event_log = EventLog(settings.events_log)
+    executor: Executor
+    if settings.dry_run:
+        executor = DryRunExecutor(event_log)
+    else:
+        executor = _LazyDockerExecutor(lambda: make_real_executor(observer, event_log, settings, gp))
+    store = MemoryStore(settings.state_dir)
+    controller = Controller(
+        settings=settings,
+        observer=observer,
+        policy=policy,
+        executor=executor,
+        store=store,
+        event_log=event_log,
+        memory=store.load(),
+        metrics=metrics,
+    )
+    controller._policy_loaded_at = policy.loaded_at
+    return controller
+
+
+def run(
+    settings: Settings,
+    policy: PolicyHolder,
+    *,
+    once: bool = False,
+    on_pass: Callable[[PassResult], None] | None = None,
+) -> int:
+    """Run the daemon (or one pass with ``once``). Returns the process exit status.
+
+    ``on_pass`` is called with each completed pass (``run --once`` prints the plan through it).
+    Raises the start-up errors (lock held, metrics port taken, unusable state) for the caller to
+    report; after start-up nothing escapes.
+    """
+    notifier = Notifier()
+    waker = Waker()
+    with acquire_run_lock(settings.state_dir):
+        metrics_server = None
+        metrics: Metrics | None = None
+        if settings.metrics_port is not None:
+            from controller.ops.metrics import Metrics
+
+            metrics = Metrics()
+            metrics_server = metrics.serve(settings.metrics_addr, settings.metrics_port)
+        controller = build_controller(settings, policy, metrics)
+        controller.should_stop = lambda: waker.stop_requested
+        try:
+            return _loop(controller, notifier, waker, once=once, on_pass=on_pass)
+        finally:
+            controller.observer.close()
+            if metrics_server is not None:
+                metrics_server.close()
+            notifier.close()
+            waker.close()
+
+
+def _loop(
+    controller: Controller,
+    notifier: Notifier,
+    waker: Waker,
+    *,
+    once: bool,
+    on_pass: Callable[[PassResult], None] | None,
+) -> int:
+    settings = controller.settings
+
+    def on_signal(signum: int, _frame: FrameType | None) -> None:
+        # Only flags and the waker's pipe here: the handler runs between two bytecodes of the main
+        # thread, which may hold the notifier's (or any) lock, so taking a lock could deadlock.
+        if signum == signal.SIGHUP:
+            waker.request_reload()
+        else:
+            waker.stop()
+
+    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)}
+    try:
+        if not once:
+            watch_docker_events(controller.observer, waker)
+        notifier.ready(f"started; first pass running ({'dry-run' if settings.dry_run else 'acting'})")
+        # Feed the watchdog at least twice per WatchdogSec, whatever the resync interval.
+        watchdog_s = notifier.watchdog_interval_s()
+        max_wait_s = min(settings.interval_s, watchdog_s / 2) if watchdog_s else settings.interval_s
+        failures = 0
+        while not waker.stop_requested:
+            if waker.reload_requested:
+                waker.reload_requested = False
+                logger.info("SIGHUP: re-reading the policy")
+                controller.policy.force_reload()
+            started = time.monotonic()
+            try:
+                result = controller.run_pass()
+            except Exception as exc:  # a failed pass never kills the daemon
+                failures += 1
+                if controller.metrics is not None:
+                    record_failed_pass(
+                        controller.metrics, time.monotonic() - started, controller.memory.breaker.tripped
+                    )
+                why = one_line_error(exc)
+                logger.opt(exception=exc).error("pass failed ({} in a row): {}", failures, why)
+                notifier.status(f"last pass failed ({failures} in a row): {why}")
+                if once:
+                    return 1
+                waker.wait(min(settings.interval_s, FAILED_PASS_BACKOFF_BASE_S**failures))
+                continue
+            failures = 0
+            logger.info("{}{}", "DRY-RUN " if settings.dry_run else "", result.summary)
+            notifier.status(result.summary)
+            notifier.watchdog()
+            if on_pass is not None:
+                on_pass(result)
+            if once:
+                return _once_status(result)
+            wait_s = min(max_wait_s, next_wait_s(result.plan, controller.clock(), settings.interval_s))
+            if waker.wait(wait_s) and not waker.stop_requested:
+                time.sleep(EVENT_DEBOUNCE_S)
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+    notifier.stopping()
+    logger.info("ds01-controller stopped")
+    return 0
+
+
+def _once_status(result: PassResult) -> int:
+    """``run --once`` fails when Docker could not be observed: such a plan cannot be trusted."""
+    if result.snapshot.domain_ok(Domain.DOCKER):
+        return 0
+    logger.error(
+        "the pass could not observe Docker ({}); its plan shows no container action",
+        result.snapshot.domain_error(Domain.DOCKER),
+    )
+    return 1

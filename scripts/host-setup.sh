@@ -44,7 +44,7 @@ fi
 # that `--gpus device=...` containers start on a host with no GPU; `--runtime=nvidia` is mapped
 # to plain runc. Both only matter where no real NVIDIA toolkit is installed.
 HOOK_DIR=/usr/local/lib/ds01-gpu-shim
-if ! docker info >/dev/null 2>&1; then
+if ! timeout 20 docker info >/dev/null 2>&1; then
   if [ "$(id -u)" != 0 ]; then log "no Docker engine answers and we are not root: start dockerd"; exit 1; fi
   extra_args=()
   if ! command -v nvidia-container-runtime-hook >/dev/null 2>&1; then
@@ -56,7 +56,7 @@ if ! docker info >/dev/null 2>&1; then
   rm -f /var/run/docker.pid
   log "starting dockerd"
   PATH="$HOOK_DIR:$PATH" nohup dockerd "${extra_args[@]}" >/var/log/ds01-dockerd.log 2>&1 &
-  for _ in $(seq 1 60); do docker info >/dev/null 2>&1 && break; sleep 1; done
+  for _ in $(seq 1 60); do timeout 10 docker info >/dev/null 2>&1 && break; sleep 1; done
   docker info >/dev/null 2>&1 || { log "dockerd did not come up; see /var/log/ds01-dockerd.log"; tail -20 /var/log/ds01-dockerd.log >&2; exit 1; }
 fi
 

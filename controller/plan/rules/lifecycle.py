@@ -24,7 +24,7 @@ from typing import Any
 from controller.memory import ContainerMemory
 from controller.plan.context import Collector, PassContext, fmt_duration, iso, seconds
 from controller.plan.idle import IDLE_WARNING_PREFIX, idle_status, keepalive_verdict
-from controller.plan.rules.common import exempted, shielded
+from controller.plan.rules.common import exempted, gpu_evidence, shielded
 from controller.plan.types import Action, ActionKind, DeferReason, Reason
 from controller.snapshot import ContainerObs, ContainerState, Domain
 from desired_state.effective import EffectivePolicy, ExemptFrom
@@ -192,7 +192,13 @@ def run_ladder(
         reason=ladder.stop_reason,
         message=f"stop {c.name} (owner {c.owner}): {ladder.what} for {fmt_duration(elapsed_s)}, "
         f"limit {fmt_duration(timeout_s)}; first warned {first_sent.isoformat()}",
-        evidence={**evidence, "first_warning_at": iso(first_sent), "stop_due_at": iso(stop_at)},
+        # The GPUs it holds: the executor releases them (gpu.release) once the container is removed.
+        evidence={
+            **evidence,
+            **gpu_evidence(ctx, c),
+            "first_warning_at": iso(first_sent),
+            "stop_due_at": iso(stop_at),
+        },
         due_at=stop_at,
         key=f"StopContainer:{c.id}:{iso(c.started_at)}:{ladder.stop_reason.value}",
         params=stop_params,
