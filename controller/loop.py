@@ -45,7 +45,7 @@ from controller.plan.types import Plan
 from controller.settings import Settings
 from controller.snapshot import Domain, Snapshot
 from controller.startup import degraded_line, one_line_error, recovered_line
-from controller.store import MemoryStore, acquire_run_lock
+from controller.store import MemoryStore, acquire_run_lock, write_policy_status
 from desired_state.effective import GlobalPolicy
 from desired_state.load import PolicyHolder
 
@@ -97,6 +97,8 @@ class Controller:
     _inventory_loaded: bool = field(default=False, repr=False)
     _down: dict[Domain, str] = field(default_factory=dict, repr=False)
     _policy_loaded_at: datetime | None = field(default=None, repr=False)
+    # True until a clean status has been written: a stale failure from an earlier run is cleared.
+    _policy_status_error: bool = field(default=True, repr=False)
 
     def run_pass(self) -> PassResult:
         started = time.monotonic()
@@ -157,11 +159,20 @@ class Controller:
                 user=None,
                 details={"errors": [str(e) for e in errors], "kept_policy_loaded_at": self.policy.loaded_at},
             )
+            self._write_policy_status([str(e) for e in errors])
             return
+        if self._policy_status_error and not self.policy.last_errors:
+            # Only once the files load again; a pass with unchanged (still broken) files reloads nothing.
+            self._write_policy_status([])
         if self._policy_loaded_at is not None and self.policy.loaded_at != self._policy_loaded_at:
             logger.info("policy reloaded: {}", self.policy.current.origin)
             self._apply_global(PolicySetDesired(self.policy.current).global_policy)
         self._policy_loaded_at = self.policy.loaded_at
+
+    def _write_policy_status(self, errors: list[str]) -> None:
+        """What ``ds01ctl get policies`` reports about the daemon's last reload."""
+        write_policy_status(self.settings.state_dir, self.policy.loaded_at, errors, self.clock())
+        self._policy_status_error = bool(errors)
 
     def _apply_global(self, gp: GlobalPolicy) -> None:
         """Host-wide settings the observer and executor were built with follow a policy reload."""

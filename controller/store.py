@@ -32,11 +32,13 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
+from loguru import logger
 from pydantic import ValidationError
 
 from controller.memory import SCHEMA_VERSION, ControllerMemory
 
 MEMORY_FILE = "memory.json"
+POLICY_STATUS_FILE = "policy-status.json"
 TMP_SUFFIX = ".tmp"
 LOCK_FILE = "controller.lock"
 DIR_MODE = 0o700
@@ -192,31 +194,61 @@ class MemoryStore:
         """Replace the saved memory atomically. Raises ``OSError`` or :class:`StoreError`."""
         _check_dir(self.state_dir, self._uids)
         _check_file(self.path, self._uids)
-        data = memory.model_dump_json().encode("utf-8")
-        with contextlib.suppress(FileNotFoundError):
-            self._tmp_path.unlink()  # left by a crash mid-save; never trusted, never read
-        fd = os.open(
-            self._tmp_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, FILE_MODE
-        )
-        try:
-            os.fchmod(fd, FILE_MODE)
-            view = memoryview(data)
-            while view:
-                written = os.write(fd, view)
-                view = view[written:]
-            os.fsync(fd)
-        except BaseException:
-            os.close(fd)
-            with contextlib.suppress(OSError):
-                self._tmp_path.unlink()
-            raise
+        _atomic_write(self.state_dir, self.path, memory.model_dump_json().encode("utf-8"))
+
+
+def _atomic_write(state_dir: Path, path: Path, data: bytes) -> None:
+    """Write, fsync, rename into place, fsync the directory: readers see old or new, never half."""
+    tmp_path = path.with_name(path.name + TMP_SUFFIX)
+    with contextlib.suppress(FileNotFoundError):
+        tmp_path.unlink()  # left by a crash mid-save; never trusted, never read
+    fd = os.open(tmp_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, FILE_MODE)
+    try:
+        os.fchmod(fd, FILE_MODE)
+        view = memoryview(data)
+        while view:
+            written = os.write(fd, view)
+            view = view[written:]
+        os.fsync(fd)
+    except BaseException:
         os.close(fd)
-        self._tmp_path.replace(self.path)
-        dir_fd = os.open(self.state_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-        try:
-            os.fsync(dir_fd)  # makes the rename itself durable
-        finally:
-            os.close(dir_fd)
+        with contextlib.suppress(OSError):
+            tmp_path.unlink()
+        raise
+    os.close(fd)
+    tmp_path.replace(path)
+    dir_fd = os.open(state_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.fsync(dir_fd)  # makes the rename itself durable
+    finally:
+        os.close(dir_fd)
+
+
+def write_policy_status(state_dir: Path, loaded_at: datetime, errors: list[str], now: datetime) -> None:
+    """Record the daemon's last policy reload for ``ds01ctl get policies`` (never raises)."""
+    status = {
+        "checked_at": now.isoformat(),
+        "policy_loaded_at": loaded_at.isoformat(),
+        "reload_failed": bool(errors),
+        "errors": errors[:20],
+    }
+    try:
+        _atomic_write(state_dir, state_dir / POLICY_STATUS_FILE, json.dumps(status).encode("utf-8"))
+    except OSError as exc:
+        logger.warning("cannot write {}: {}", state_dir / POLICY_STATUS_FILE, exc)
+
+
+def read_policy_status(state_dir: Path) -> dict[str, object] | None:
+    """The daemon's last policy reload, or None when unknown (no daemon, unreadable, untrusted)."""
+    path = Path(state_dir) / POLICY_STATUS_FILE
+    try:
+        _check_dir(Path(state_dir), frozenset({0, os.geteuid()}))
+        if _check_file(path, frozenset({0, os.geteuid()})) is None:
+            return None
+        value = json.loads(_read_nofollow(path))
+    except (OSError, StoreError, ValueError):
+        return None
+    return value if isinstance(value, dict) else None
 
 
 class ReadOnlyStore:

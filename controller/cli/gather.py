@@ -11,7 +11,7 @@ Imports of the heavy layers happen inside the functions so ``ds01ctl --help`` st
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -71,8 +71,22 @@ def load_installed_policy(settings: Settings) -> tuple[PolicySet | None, PolicyI
     try:
         policy_set = load_policy(settings.specs, settings.ds01_config)
     except Exception as exc:  # any loader error: shown as one line, never a traceback
-        return None, PolicyInfo(origin=origin, error=one_line(exc))
-    return policy_set, PolicyInfo(origin=policy_set.origin or origin, sources=_describe_sources(policy_set))
+        return None, with_daemon_status(PolicyInfo(origin=origin, error=one_line(exc)), settings)
+    info = PolicyInfo(origin=policy_set.origin or origin, sources=_describe_sources(policy_set))
+    return policy_set, with_daemon_status(info, settings)
+
+
+def with_daemon_status(info: PolicyInfo, settings: Settings) -> PolicyInfo:
+    """Add what the running daemon said about its last reload (its status file), if readable."""
+    from controller.store import read_policy_status
+
+    status = read_policy_status(settings.state_dir)
+    if not status or not status.get("reload_failed"):
+        return info
+    errors = status.get("errors")
+    first = str(errors[0]) if isinstance(errors, list) and errors else "unknown error"
+    more = f" (+{len(errors) - 1} more)" if isinstance(errors, list) and len(errors) > 1 else ""
+    return replace(info, daemon_error=first + more, daemon_error_at=str(status.get("checked_at", "")))
 
 
 def load_candidate_policy(path: Path) -> tuple[PolicySet, PolicyInfo]:

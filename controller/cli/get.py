@@ -704,6 +704,11 @@ def policy_status_line(view: View) -> str:
         head += " (candidate, not installed)"
     if p.error:
         head += f"; last load FAILED: {clean(p.error, 300)}"
+    if p.daemon_error:
+        head += (
+            f"; the running controller's last reload FAILED at {clean(p.daemon_error_at or '?', 40)}"
+            f" (it keeps its last good policy): {clean(p.daemon_error, 300)}"
+        )
     return head
 
 
@@ -785,7 +790,13 @@ def run_get(kind: str, view: View, opts: GetOptions, style: Style = PLAIN) -> tu
         data = item_list(LIST_KINDS[kind], view, items)
         if kind == "policies":
             data["policy"] = clean_tree(
-                {"origin": view.policy.origin, "candidate": view.policy.candidate, "error": view.policy.error}
+                {
+                    "origin": view.policy.origin,
+                    "candidate": view.policy.candidate,
+                    "error": view.policy.error,
+                    "daemon_reload_error": view.policy.daemon_error,
+                    "daemon_reload_error_at": view.policy.daemon_error_at,
+                }
             )
         return machine(data, opts.output), False
     text = table.render(style) if table.rows else ""

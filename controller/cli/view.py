@@ -47,6 +47,8 @@ class PolicyInfo:
     sources: tuple[PolicySource, ...] = ()
     error: str | None = None
     candidate: bool = False
+    daemon_error: str | None = None  # the running daemon's last reload failed (it kept its policy)
+    daemon_error_at: str | None = None
 
 
 @dataclass

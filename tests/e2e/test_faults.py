@@ -6,6 +6,8 @@ Docker engine and the stand-in NVML, with second-scale policy durations.
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
 from datetime import UTC, datetime
 from typing import Any
@@ -15,7 +17,7 @@ import pytest
 from controller import labels as L
 from controller.store import MemoryStore
 from tests.e2e.test_converge import for_container, gpu_request
-from tests.fixtures.daemon import DaemonHandle, DaemonRunner, details, fast_policy
+from tests.fixtures.daemon import DaemonHandle, DaemonPaths, DaemonRunner, details, fast_policy
 from tests.fixtures.docker_host import ContainerFactory
 from tests.fixtures.dockerd import PrivateEngine
 from tests.fixtures.nvml import NVML_ERROR_DRIVER_NOT_LOADED, NVML_ERROR_GPU_IS_LOST, FakeNvml
@@ -180,6 +182,10 @@ def test_a_broken_spec_keeps_the_last_good_policy(
     assert log.count("policy reload failed") == 1, "the same broken file was reported every pass"
     assert str(broken) in log[mark:], "the error does not name the broken file"
     assert len(d.events("controller.policy_error")) == 1
+    # ds01ctl tells the admin that the running controller kept its last good policy.
+    policies = ds01ctl_get_policies(controller_daemon.paths)
+    assert "the running controller's last reload FAILED" in policies, policies
+    assert str(broken) in policies, policies
     # Still the e2e policy (created containers removed after 1 s), not the built-in 30 min.
     created = e2e_containers(start=False, labels=ALICE, **gpu_request(uuid[0]))
     removed = d.wait_for_event("container.remove", for_container(created.id), WAIT_S)
@@ -189,7 +195,18 @@ def test_a_broken_spec_keeps_the_last_good_policy(
     # A good spec again: loaded, and the daemon carries on with it.
     controller_daemon.write_spec(fast_policy(controller_daemon.paths.reset_marker))
     d.wait_for_log("policy reloaded", WAIT_S, after=mark)
+    d.wait_for_passes(1)
+    assert "FAILED" not in ds01ctl_get_policies(controller_daemon.paths)
     created = e2e_containers(start=False, labels=ALICE, **gpu_request(uuid[1]))
     d.wait_for_event("container.remove", for_container(created.id), WAIT_S)
     assert d.stop() == 0
     assert "Traceback" not in d.log()
+
+
+def ds01ctl_get_policies(paths: DaemonPaths) -> str:
+    argv = [sys.executable, "-m", "controller.cli", "get", "policies"]
+    argv += ["--specs", str(paths.specs_dir), "--state-dir", str(paths.state_dir)]
+    argv += ["--events-log", str(paths.events_log), "--ledger", str(paths.ledger)]
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False)
+    assert "Traceback" not in done.stderr, done.stderr
+    return done.stdout + done.stderr
