@@ -204,7 +204,13 @@ def test_get_json_and_yaml_shapes(kind: str, item: dict[str, Any], view: View) -
     data = json.loads(text)
     schema = envelope(item)
     if kind == "policies":
-        schema["policy"] = {"origin": str, "candidate": bool, "error": STR_OR_NONE}
+        schema["policy"] = {
+            "origin": str,
+            "candidate": bool,
+            "error": STR_OR_NONE,
+            "daemon_reload_error": STR_OR_NONE,
+            "daemon_reload_error_at": STR_OR_NONE,
+        }
     assert conforms(data, schema) == []
     assert data["items"], "the fixed host has objects of every kind"
     text, _ = run_get(kind, view, GetOptions(output="yaml", show_all=True))
