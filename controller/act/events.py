@@ -44,6 +44,12 @@ PIPE_BUF_BYTES = 4096
 # Strictly below PIPE_BUF, newline included.
 MAX_LINE_BYTES = PIPE_BUF_BYTES - 1
 LOG_FILE_MODE = 0o640
+LOG_DIR_MODE = 0o755
+
+# Reading: a "line" longer than this is not an event (every event line is < PIPE_BUF) and is skipped
+# as it is read; a reader gives up this far from the end of the file.
+MAX_READ_LINE_BYTES = 1024 * 1024
+DEFAULT_SCAN_LIMIT_BYTES = 256 * 1024 * 1024
 
 _MAX_STRING_CHARS = 1024  # first pass: generous, keeps error messages whole
 _SHRUNK_STRING_CHARS = 128  # second pass, when the line is still too long
@@ -231,7 +237,9 @@ class EventLog:
         logrotate may rename the file between our "create" and "open existing" attempts; then
         the second open finds nothing, and we go round again to create the new file.
         """
-        flags = os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC | os.O_NOFOLLOW
+        # O_NONBLOCK: a FIFO put in the log's place (by whoever can write its directory) must fail
+        # the open, not block the pass; it changes nothing for a regular file.
+        flags = os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK
         for _ in range(ROTATION_RETRIES):
             try:
                 fd = os.open(self.path, flags | os.O_CREAT | os.O_EXCL, LOG_FILE_MODE)
@@ -246,7 +254,8 @@ class EventLog:
         raise OSError(f"{self.path} kept disappearing while opening it (rotation loop?)")
 
     def _append(self, line: bytes) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        # Never group- or world-writable, whatever the umask (others could swap the log for a link).
+        self.path.parent.mkdir(mode=LOG_DIR_MODE, parents=True, exist_ok=True)
         fd = self._open()
         try:
             if not stat.S_ISREG(os.fstat(fd).st_mode):
@@ -303,50 +312,69 @@ def parse_timestamp(value: object) -> datetime | None:
     return at if at.tzinfo else at.replace(tzinfo=UTC)
 
 
-def iter_lines_reversed(path: Path, block_bytes: int = 64 * 1024) -> Iterator[bytes]:
+def iter_lines_reversed(
+    path: Path,
+    block_bytes: int = 64 * 1024,
+    *,
+    max_line_bytes: int = MAX_READ_LINE_BYTES,
+    max_scan_bytes: int | None = None,
+) -> Iterator[bytes]:
     """Yield the file's complete lines, last first, reading fixed-size blocks from the end.
 
-    A final fragment without a newline (a write in progress, or a short write) is skipped.
+    A final fragment without a newline (a write in progress, or a short write) is skipped. So is
+    any "line" longer than ``max_line_bytes`` (no event is; a run of garbage or a sparse hole
+    would otherwise be held in memory whole and copied once per block): it is dropped as it is
+    read, never accumulated. With ``max_scan_bytes``, reading stops that many bytes from the end.
     """
     with Path(path).open("rb") as f:
-        pos = f.seek(0, os.SEEK_END)
-        buf = b""
-        trailing_dropped = False
+        end = pos = f.seek(0, os.SEEK_END)
+        buf = b""  # the start of a line whose beginning lies in an earlier block
+        skipping = True  # the text after the last newline seen is dropped (unterminated / too long)
         while pos > 0:
+            if max_scan_bytes is not None and end - pos >= max_scan_bytes:
+                return
             size = min(block_bytes, pos)
             pos -= size
             f.seek(pos)
-            buf = f.read(size) + buf
-            if not trailing_dropped:
-                newline_at = buf.rfind(b"\n")
-                if newline_at < 0:
-                    buf = b""  # all of it belongs to the unterminated last fragment
+            parts = (f.read(size) + buf).split(b"\n")
+            if skipping:
+                if len(parts) == 1:
+                    buf = b""  # still inside the dropped text
                     continue
-                buf = buf[:newline_at]
-                trailing_dropped = True
-            parts = buf.split(b"\n")
+                skipping = False
+                complete = parts[1:-1]
+            else:
+                complete = parts[1:]
             buf = parts[0]  # may continue in the block before this one
-            for line in reversed(parts[1:]):
-                if line:
+            for line in reversed(complete):
+                if line and len(line) <= max_line_bytes:
                     yield line
-        if buf:
+            if len(buf) > max_line_bytes:
+                buf, skipping = b"", True  # the line it ends is too long whatever precedes it
+        if buf and not skipping:
             yield buf
 
 
 def tail(
-    path: Path, n: int, flt: EventFilter | None = None, *, scan_limit_lines: int = 1_000_000
+    path: Path,
+    n: int,
+    flt: EventFilter | None = None,
+    *,
+    scan_limit_lines: int = 1_000_000,
+    scan_limit_bytes: int = DEFAULT_SCAN_LIMIT_BYTES,
 ) -> list[dict[str, Any]]:
     """The last ``n`` events matching ``flt``, oldest first. Malformed lines are skipped.
 
     Stops early once an event older than ``flt.since`` is read (the log is appended in time
-    order), and after ``scan_limit_lines`` lines so a rare filter cannot read a huge file whole.
+    order), and after ``scan_limit_lines`` lines or ``scan_limit_bytes`` bytes from the end, so a
+    rare filter cannot read a huge file whole (nor a multi-gigabyte run without newlines).
     Raises ``OSError`` when the file cannot be read (the CLI says why).
     """
     flt = flt or EventFilter()
     found: list[dict[str, Any]] = []
     if n <= 0:
         return found
-    for scanned, raw in enumerate(iter_lines_reversed(path)):
+    for scanned, raw in enumerate(iter_lines_reversed(path, max_scan_bytes=scan_limit_bytes)):
         if scanned >= scan_limit_lines:
             break
         try:

@@ -44,6 +44,7 @@ LEDGER_VERSION = 1
 DEFAULT_LEDGER_PATH = Path("/var/lib/ds01/gpu-ledger.json")
 DEFAULT_LOCK_TIMEOUT_S = 5.0
 MAX_LEDGER_BYTES = 16 * 1024 * 1024
+LEDGER_DIR_MODE = 0o755
 _FIELDS = ("gpu", "container", "user", "allocated_at")
 
 
@@ -215,8 +216,9 @@ def _locked(path: Path, operation: int, timeout_s: float, *, create: bool) -> It
     fd: int | None
     try:
         if create:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+            # Never group- or world-writable, whatever the umask: others could swap the ledger.
+            path.parent.mkdir(mode=LEDGER_DIR_MODE, parents=True, exist_ok=True)
+            fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o644)
         else:
             fd = _open_lock_for_reading(lock, path)
     except OSError as exc:
@@ -246,13 +248,13 @@ def _locked(path: Path, operation: int, timeout_s: float, *, create: bool) -> It
 
 def _open_lock_for_reading(lock: Path, ledger: Path) -> int | None:
     try:
-        return os.open(lock, os.O_RDONLY | os.O_CLOEXEC)
+        return os.open(lock, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
     except FileNotFoundError:
         pass
     if not ledger.parent.is_dir():
         return None
     try:
         # A shared lock needs the file to exist; create it so a concurrent writer is excluded.
-        return os.open(lock, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        return os.open(lock, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o644)
     except PermissionError:
         return None

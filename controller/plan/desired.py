@@ -8,6 +8,14 @@ The planner asks a :class:`DesiredState` for each container's :class:`EffectiveP
 * :class:`PolicySetDesired` -- the production adapter over a loaded policy set, delegating to
   :func:`desired_state.resolve.resolve_effective_policy` and :func:`desired_state.resolve.global_policy`.
 
+Identity under untrusted labels (``trustLabels: false``): the observer applies DS01's attribution
+chains whatever the policy says, so a container's owner and type may come from values its creator
+chose (a ``ds01.user`` label, a ``<name>._.<uid>`` name, a ``devcontainer.*`` label...). The policy
+must not grant anything on the strength of such a claim, so :func:`policy_identity` resolves such a
+container as owner ``unknown`` (the default group; no UserOverride, Exemption or owner selector
+applies) and type ``docker`` (what a container that claims nothing gets). The observed owner and
+type are still shown and still name the owner in notices; only the policy ignores them.
+
 Nothing here performs I/O; resolving a policy is a pure computation over already-loaded values.
 """
 
@@ -18,12 +26,48 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any, Protocol, runtime_checkable
 
-from controller.snapshot import ContainerObs
+from controller.snapshot import ContainerObs, OwnerRule, TypeRule
+from crd_like_specs.vocabulary import ContainerType
 from desired_state.effective import EffectivePolicy, ExemptFrom, GlobalPolicy, Sourced
 from desired_state.policy_set import PolicySet
 from desired_state.resolve import global_policy, resolve_effective_policy
 
 PolicyFactory = Callable[[ContainerObs, datetime], EffectivePolicy]
+
+# The owner and type rules that read something the container's creator chose: labels and the name.
+# The main process uid (read from the kernel) and an admin's selector are not claims.
+CLAIMED_OWNER_RULES = frozenset(
+    {
+        OwnerRule.LABEL_DS01_USER,
+        OwnerRule.LABEL_AIME_USER,
+        OwnerRule.DEVCONTAINER_LOCAL_FOLDER,
+        OwnerRule.COMPOSE_WORKING_DIR,
+        OwnerRule.NAME_UID,
+    }
+)
+CLAIMED_TYPE_RULES = frozenset(set(TypeRule) - {TypeRule.DEFAULT})
+UNTRUSTED_OWNER = "unknown"
+UNTRUSTED_TYPE = ContainerType.DOCKER
+
+
+def policy_identity(container: ContainerObs, trust_labels: bool) -> tuple[str, ContainerType, str | None]:
+    """The owner and type the policy is resolved for, and why they differ from the observed ones.
+
+    With ``trust_labels`` the observed owner and type are used as they are. Without it, an owner or
+    type decided by a claim (:data:`CLAIMED_OWNER_RULES`, :data:`CLAIMED_TYPE_RULES`) is replaced by
+    ``unknown`` / ``docker``; the third value then says which claims were ignored (None otherwise).
+    """
+    if trust_labels:
+        return container.owner, container.container_type, None
+    owner, ctype = container.owner, container.container_type
+    ignored: list[str] = []
+    if container.owner_rule in CLAIMED_OWNER_RULES and owner != UNTRUSTED_OWNER:
+        ignored.append(f"owner {owner!r} ({container.owner_rule.value})")
+        owner = UNTRUSTED_OWNER
+    if container.type_rule in CLAIMED_TYPE_RULES and ctype != UNTRUSTED_TYPE:
+        ignored.append(f"type {ctype.value} ({container.type_rule.value})")
+        ctype = UNTRUSTED_TYPE
+    return owner, ctype, ("; ".join(ignored) if ignored else None)
 
 
 @runtime_checkable
@@ -89,7 +133,8 @@ class PolicySetDesired:
     """Adapter from a loaded :class:`PolicySet` to :class:`DesiredState`.
 
     The owner and container type come from the observation (the observer already applied DS01's
-    attribution chains); name and labels are passed through so selectors and trusted labels match.
+    attribution chains), except that with ``trustLabels: false`` a claimed owner or type is not used
+    (:func:`policy_identity`); name and labels are passed through so selectors and trusted labels match.
 
     The resolver expresses an active exemption by setting the waived limit to "never" (and listing
     the exemption). The planner honours ``exemptions`` itself, but it needs the waived idle timeout
@@ -97,32 +142,40 @@ class PolicySetDesired:
     active exemption the limit is resolved once more without exemptions and put back, its source
     saying which exemption waives it. Stop decisions are unchanged: the exemption still shields.
 
-    Results are memoised per (owner, type, name, labels). Time enters a resolution only through
-    exemptions, which are active from their creation until their expiry; so a result computed at
-    ``t0`` stays exact for any ``now >= t0`` before the earliest expiry of the exemptions it lists
-    (an expired one never comes back without a policy reload, which makes a new set).
+    Results are memoised per (owner, type, the rules that decided them, name, labels). Time enters
+    a resolution only through exemptions, which are active from their creation until their expiry;
+    so a result computed at ``t0`` stays exact for any ``now >= t0`` before the earliest expiry of
+    the exemptions it lists (an expired one never comes back without a policy reload, which makes a
+    new set).
     """
 
     def __init__(self, policy_set: PolicySet) -> None:
         self._policy_set = policy_set
         self._unexempted = dataclasses.replace(policy_set, exemptions=())
         self._global = global_policy(policy_set)
+        self._trust_labels = bool(self._global.trust_labels.value)
         self._memo = _memo_for(policy_set)
 
     def _resolve(self, policy_set: PolicySet, container: ContainerObs, now: datetime) -> EffectivePolicy:
-        return resolve_effective_policy(
+        owner, ctype, ignored = policy_identity(container, self._trust_labels)
+        eff = resolve_effective_policy(
             policy_set,
-            owner=container.owner,
-            container_type=container.container_type,
+            owner=owner,
+            container_type=ctype,
             name=container.name,
             labels=container.labels,
             now=now,
         )
+        if ignored is None:
+            return eff
+        why = f"not trusted (trustLabels: false in {self._global.trust_labels.source}): {ignored}"
+        group: Sourced[str] = Sourced(value=eff.group.value, source=f"{why}; {eff.group.source}")
+        return eff.model_copy(update={"group": group})
 
     def effective(self, container: ContainerObs, now: datetime) -> EffectivePolicy:
         key: _MemoKey = (
             container.owner,
-            str(container.container_type),
+            f"{container.container_type}|{container.owner_rule}|{container.type_rule}",
             container.name,
             tuple(container.labels.items()),  # label order differing only costs a miss
         )
