@@ -45,7 +45,7 @@ from controller.plan.types import Plan
 from controller.settings import Settings
 from controller.snapshot import Domain, Snapshot
 from controller.startup import degraded_line, one_line_error, recovered_line
-from controller.store import MemoryStore, acquire_run_lock, write_policy_status
+from controller.store import MemoryStore, acquire_run_lock, save_inspect_cache, write_policy_status
 from desired_state.effective import GlobalPolicy
 from desired_state.load import PolicyHolder
 
@@ -55,6 +55,24 @@ if TYPE_CHECKING:
 BREAKER_RESET_REQUEST = "breaker-reset"
 # After a Docker event, wait this long for the burst to settle (compose starts many containers).
 EVENT_DEBOUNCE_S = 0.05
+# An event-woken pass starts at least this long after the previous one began, so a storm of
+# events (compose up, a crash loop) costs a few passes a second at most, not one per event.
+MIN_EVENT_PASS_SPACING_S = 0.25
+# Only events that change what a pass would see wake it: exec_* (every `docker exec`, every
+# HEALTHCHECK), attach, resize, top, commit and the like do not.
+WAKING_EVENTS = (
+    "create",
+    "start",
+    "restart",
+    "die",
+    "stop",
+    "destroy",
+    "pause",
+    "unpause",
+    "oom",
+    "rename",
+    "update",
+)
 MIN_WAIT_S = 0.02
 # Wake a little after a due time, not a hair before it (the planner compares with its own clock).
 DUE_SLACK_S = 0.01
@@ -99,6 +117,7 @@ class Controller:
     _policy_loaded_at: datetime | None = field(default=None, repr=False)
     # True until a clean status has been written: a stale failure from an earlier run is cleared.
     _policy_status_error: bool = field(default=True, repr=False)
+    _inspect_cache_saved: bool = field(default=False, repr=False)
 
     def run_pass(self) -> PassResult:
         started = time.monotonic()
@@ -106,6 +125,10 @@ class Controller:
         self._reload_policy()
         snapshot = self.observer.observe()
         self._announce_health(snapshot)
+        if snapshot.docker_api_calls > 1 or not self._inspect_cache_saved:
+            # Something was (re)inspected: save the cache so a cold ds01ctl need not inspect 500.
+            save_inspect_cache(self.settings.state_dir, self.observer.export_inspect_cache())
+            self._inspect_cache_saved = True
         now = self.clock()
         desired = PolicySetDesired(self.policy.current)
         the_plan = make_plan(snapshot, desired, self.memory, now)
@@ -400,7 +423,9 @@ def watch_docker_events(observer: HostObserver, waker: Waker) -> threading.Threa
         broken_for: str | None = None  # why the stream is not being followed, while it is not
         while not waker.stop_requested:
             try:
-                stream = observer.docker.events(decode=True, filters={"type": "container"}, since=since)
+                stream = observer.docker.events(
+                    decode=True, filters={"type": "container", "event": list(WAKING_EVENTS)}, since=since
+                )
             except Exception as exc:  # the engine is away: try again later, quietly
                 if broken_for is None:
                     broken_for = _reason(exc)
@@ -626,7 +651,8 @@ def _loop(
                 return _once_status(result)
             wait_s = min(max_wait_s, next_wait_s(result.plan, controller.clock(), settings.interval_s))
             if waker.wait(wait_s) and not waker.stop_requested:
-                time.sleep(EVENT_DEBOUNCE_S)
+                since_start_s = time.monotonic() - started
+                time.sleep(max(EVENT_DEBOUNCE_S, MIN_EVENT_PASS_SPACING_S - since_start_s))
     finally:
         for s, handler in previous.items():
             signal.signal(s, handler)

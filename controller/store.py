@@ -39,6 +39,7 @@ from controller.memory import SCHEMA_VERSION, ControllerMemory
 
 MEMORY_FILE = "memory.json"
 POLICY_STATUS_FILE = "policy-status.json"
+INSPECT_CACHE_FILE = "inspect-cache.bin"
 TMP_SUFFIX = ".tmp"
 LOCK_FILE = "controller.lock"
 DIR_MODE = 0o700
@@ -323,3 +324,24 @@ def acquire_run_lock(state_dir: Path) -> Iterator[Path]:
         yield path
     finally:
         os.close(fd)  # closing the last descriptor releases the flock
+
+
+def save_inspect_cache(state_dir: Path, data: bytes) -> None:
+    """Save the observer's inspect cache so a cold ``ds01ctl`` starts warm (never raises)."""
+    try:
+        _atomic_write(state_dir, state_dir / INSPECT_CACHE_FILE, data)
+    except OSError as exc:
+        logger.debug("cannot write {}: {}", state_dir / INSPECT_CACHE_FILE, exc)
+
+
+def load_inspect_cache(state_dir: Path) -> bytes | None:
+    """The saved inspect cache, or None: missing, unreadable, or in a directory we do not trust."""
+    path = Path(state_dir) / INSPECT_CACHE_FILE
+    uids = frozenset({0, os.geteuid()})
+    try:
+        _check_dir(Path(state_dir), uids)
+        if _check_file(path, uids) is None:
+            return None
+        return _read_nofollow(path)
+    except (OSError, StoreError):
+        return None

@@ -179,6 +179,12 @@ def observe(settings: Settings, desired: Any | None) -> Snapshot:
     try:
         # nvml=None: the observer builds its own NVML adapter, and reports (never raises) when it cannot.
         observer = HostObserver(ObserveConfig(**config_kwargs), nvml=None)
+        from controller.store import load_inspect_cache
+
+        cached = load_inspect_cache(settings.state_dir)
+        if cached is not None:
+            # The daemon's inspect cache: only containers changed since its last pass are inspected.
+            observer.import_inspect_cache(cached)
     except Exception as exc:  # the Docker client refuses to be built (bad DOCKER_HOST...)
         raise CliError(docker_problem(exc)) from exc
     try:

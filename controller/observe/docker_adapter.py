@@ -42,6 +42,8 @@ Must not create, stop or remove anything.
 from __future__ import annotations
 
 import contextlib
+import io
+import pickle
 import re
 import threading
 from collections.abc import Callable, Mapping
@@ -92,8 +94,12 @@ def make_client(base_url: str | None, timeout_s: float) -> Any:
     and new engines alike. Raises ``docker.errors.DockerException`` when the engine cannot be reached.
     """
     if base_url is None:
-        return docker.from_env(timeout=timeout_s)
-    return docker.DockerClient(base_url=base_url, timeout=timeout_s)
+        client = docker.from_env(timeout=timeout_s)
+    else:
+        client = docker.DockerClient(base_url=base_url, timeout=timeout_s)
+    # requests would look for proxy settings and .netrc on every request: ~20 % of an inspect.
+    client.api.trust_env = False
+    return client
 
 
 class CallCounter:
@@ -274,6 +280,39 @@ class DockerObserver:
             for key in [k for k in self._failures if k.startswith(container_id)]:
                 del self._failures[key]
 
+    def export_cache(self) -> bytes:
+        """The inspect cache, serialised: the daemon saves it so a cold ``ds01ctl`` need not re-inspect."""
+        with self._lock:
+            entries = [(c.container, c.inspected_at) for c in self._cache.values()]
+        return pickle.dumps((CACHE_FORMAT, entries), protocol=pickle.HIGHEST_PROTOCOL)
+
+    def import_cache(self, data: bytes) -> int:
+        """Seed the cache from :meth:`export_cache` output; returns how many entries were taken.
+
+        Entries are still validated against the next list call like any cached inspect (state,
+        status, age), so a stale file costs re-inspects, never wrong data. Only the types this
+        module writes can be loaded (an allow-listed unpickler), and callers read the file only
+        from a directory they trust.
+        """
+        try:
+            fmt, entries = _CacheUnpickler(io.BytesIO(data)).load()
+        except Exception:  # an unreadable or foreign file: start cold, as without it
+            return 0
+        if fmt != CACHE_FORMAT or not isinstance(entries, list):
+            return 0
+        taken = 0
+        with self._lock:
+            for entry in entries:
+                if (
+                    isinstance(entry, tuple)
+                    and len(entry) == 2
+                    and isinstance(entry[0], DockerContainer)
+                    and isinstance(entry[1], datetime)
+                ):
+                    self._cache.setdefault(entry[0].id, _Cached(entry[0], entry[1]))
+                    taken += 1
+        return taken
+
     def close(self) -> None:
         with self._client_lock:
             if self._client is not None:
@@ -407,6 +446,32 @@ class DockerObserver:
                     errors.append(f"{left} containers not inspected: the engine went away")
                     break
         return inspected, errors
+
+
+CACHE_FORMAT = "ds01-inspect-cache/1"
+_CACHE_ALLOWED = {
+    ("controller.observe.docker_adapter", "DockerContainer"),
+    ("controller.observe.gpu_refs", "RawGpuRefs"),
+    ("controller.observe.gpu_refs", "RawGpuRef"),
+    ("controller.snapshot", "ContainerState"),
+    ("controller.snapshot", "GpuRefSource"),
+    ("datetime", "datetime"),
+    ("datetime", "timezone"),
+    ("datetime", "timedelta"),
+    ("builtins", "frozenset"),
+    ("builtins", "set"),
+    ("copyreg", "_reconstructor"),
+    ("builtins", "object"),
+}
+
+
+class _CacheUnpickler(pickle.Unpickler):
+    """Loads only the value types of an inspect cache; anything else is refused."""
+
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) not in _CACHE_ALLOWED:
+            raise pickle.UnpicklingError(f"{module}.{name} is not part of an inspect cache")
+        return super().find_class(module, name)
 
 
 def _inspect_one(client: Any, cid: str) -> tuple[object, BaseException | None]:

@@ -131,6 +131,14 @@ class HostObserver:
         """
         return self._docker.client
 
+    def export_inspect_cache(self) -> bytes:
+        """The inspect cache, for the daemon to save (see :mod:`controller.store`)."""
+        return self._docker.export_cache()
+
+    def import_inspect_cache(self, data: bytes) -> int:
+        """Start from a saved inspect cache (``ds01ctl``); entries are re-validated like any other."""
+        return self._docker.import_cache(data)
+
     def invalidate(self, container_id: str | None = None) -> None:
         """Re-inspect this container (id or id prefix) on the next pass; None: every container."""
         self._docker.invalidate(container_id)
