@@ -3,7 +3,7 @@
 # Extra arguments go to pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-VENV=${DS01_VENV:-.venv}
+VENV=${DS01_VENV:-$(pwd)/.venv}
 PATH="$VENV/bin:$PATH"
 echo "== format"; ruff format --check controller desired_state crd_like_specs tests bench
 echo "== lint"; ruff check controller desired_state crd_like_specs tests bench

@@ -62,7 +62,7 @@ def _fmt_duration(s: int) -> str:
 
 def container_target(c: ContainerObs, *, gpu: str | None = None) -> Target:
     """The target of a container action; state and StartedAt are the executor's precondition."""
-    return Target(
+    return Target.model_construct(
         container=c.name,
         container_id=c.id,
         expected_state=c.state.value,
@@ -76,7 +76,7 @@ def container_target(c: ContainerObs, *, gpu: str | None = None) -> Target:
 
 
 def host_target(*, gpu: str | None = None, pid: int | None = None, user: str | None = None) -> Target:
-    return Target(
+    return Target.model_construct(
         container=None,
         container_id=None,
         expected_state=None,
@@ -108,8 +108,10 @@ class Collector:
         evidence: dict[str, Any] | None = None,
         params: dict[str, Any] | None = None,
     ) -> None:
+        # The rules build these from values already typed; validating them again is most of what
+        # a pass over 10,000 containers would spend here.
         self.actions.append(
-            Action(
+            Action.model_construct(
                 kind=kind,
                 target=target,
                 reason=reason,
@@ -132,7 +134,7 @@ class Collector:
         evidence: dict[str, Any] | None = None,
     ) -> None:
         self.deferred.append(
-            Deferred(
+            Deferred.model_construct(
                 target=target, rule=rule, why=why, message=message, due_at=due_at, evidence=evidence or {}
             )
         )
