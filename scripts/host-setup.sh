@@ -16,6 +16,7 @@ if [ "${DS01_SETUP_TEST:-0}" = 1 ]; then
   command -v gcc >/dev/null 2>&1 || need_pkgs+=(gcc libc6-dev)
   command -v systemd-analyze >/dev/null 2>&1 || need_pkgs+=(systemd)
   command -v logrotate >/dev/null 2>&1 || need_pkgs+=(logrotate)
+  command -v ip >/dev/null 2>&1 || need_pkgs+=(iproute2)
 fi
 if [ ${#need_pkgs[@]} -gt 0 ]; then
   if [ "$(id -u)" != 0 ]; then log "missing packages ${need_pkgs[*]}: run as root or install them"; exit 1; fi
