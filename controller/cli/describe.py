@@ -400,6 +400,17 @@ def _due_text(view: View, items: Sequence[Action | Deferred], rules: Sequence[Re
     return out
 
 
+def _effective_idle_timeout_s(items: list[Any]) -> float | None:
+    """The idle timeout the plan applied (after any high-demand reduction), from its evidence."""
+    for item in items:
+        rule = getattr(item, "rule", None) or getattr(item, "reason", None)
+        if rule in (Reason.IDLE_TIMEOUT, Reason.IDLE_WARNING):
+            value = item.evidence.get("timeout_s")
+            if isinstance(value, int | float):
+                return float(value)
+    return None
+
+
 def _timers_section(view: View, c: ContainerObs, pol: Any, s: Sections) -> None:
     s.heading("Timers")
     items = view.container_items(c)
@@ -412,6 +423,13 @@ def _timers_section(view: View, c: ContainerObs, pol: Any, s: Sections) -> None:
             if pol
             else "?"
         )
+        effective_s = _effective_idle_timeout_s(items)
+        if pol and effective_s is not None and effective_s != pol.idle_timeout_s.value:
+            # The plan's timeout, not the policy's: high demand shortens it; say both.
+            timeout = (
+                f"{fmt_duration(effective_s)} ({fmt_duration(pol.idle_timeout_s.value)} from "
+                f"{clean(pol.idle_timeout_s.source, 120)}, reduced: high demand)"
+            )
         if idle.state == IdleState.IDLE:
             parts = [f"idle {since(idle.since, view.now)} of {timeout}"]
         elif idle.state == IdleState.UNAVAILABLE:
