@@ -11,7 +11,6 @@ log() { printf '[setup] %s\n' "$*" >&2; }
 need_pkgs=()
 command -v dockerd >/dev/null 2>&1 || need_pkgs+=(docker.io)
 if [ "${DS01_SETUP_TEST:-0}" = 1 ]; then
-  [ -x /bin/busybox ] && /bin/busybox --list 2>/dev/null | grep -qx sh && file_ok=1 || file_ok=0
   dpkg -s busybox-static >/dev/null 2>&1 || need_pkgs+=(busybox-static)
   command -v gcc >/dev/null 2>&1 || need_pkgs+=(gcc libc6-dev)
   command -v systemd-analyze >/dev/null 2>&1 || need_pkgs+=(systemd)
