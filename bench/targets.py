@@ -207,12 +207,14 @@ def evaluate(results: dict[str, Any]) -> list[Check]:
             if not isinstance(r, dict) or "wall_s" not in r:
                 continue
             ok = r["exit_code"] == 0
+            # The target is for a managed host (a daemon runs); the cold figure is context.
+            cold = "(cold)" in label
             checks.append(
                 Check(
                     f"ds01ctl {label} @ {results.get('cli_host_size')} running",
-                    f"median <= {_ms(CLI_MEDIAN_S)}",
+                    "-" if cold else f"median <= {_ms(CLI_MEDIAN_S)}",
                     f"median {_ms(r['wall_s']['median'])}" + ("" if ok else f" (exit {r['exit_code']})"),
-                    r["wall_s"]["median"] <= CLI_MEDIAN_S and ok,
+                    None if cold else r["wall_s"]["median"] <= CLI_MEDIAN_S and ok,
                 )
             )
     for key, value in results.items():
