@@ -21,9 +21,13 @@ from pathlib import Path
 PASS_LINE = re.compile(r"\bpass (\d+)ms\b")
 
 
+# Absolute now: sys.executable may be relative to the directory the bench was started from.
+_BIN_DIR = Path(os.path.abspath(sys.executable)).parent
+
+
 def script(name: str) -> str:
     """The console script installed beside this interpreter (the project's virtualenv)."""
-    candidate = Path(sys.executable).with_name(name)
+    candidate = _BIN_DIR / name
     return str(candidate) if candidate.exists() else name
 
 

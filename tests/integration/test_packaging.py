@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import sysconfig
 import zipfile
 from pathlib import Path
 
@@ -12,6 +11,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def test_wheel_has_both_commands_and_the_spec_data(tmp_path: Path) -> None:
+    installed_before = _console_scripts()
     out = tmp_path / "dist"
     subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(out), str(REPO)],
@@ -34,18 +34,19 @@ def test_wheel_has_both_commands_and_the_spec_data(tmp_path: Path) -> None:
         assert needed in names, f"{needed} missing from {wheel.name}"
     assert not [n for n in names if n.startswith("tests/")], "tests must not ship"
 
-    # Installed on its own (dependencies from this environment), the commands start.
-    prefix = tmp_path / "prefix"
+    # Installed on its own (dependencies from this environment), the commands start. --target,
+    # not --prefix: with --prefix pip first uninstalls the project from the running environment.
+    target = tmp_path / "target"
     subprocess.run(
-        [sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--prefix", str(prefix), str(wheel)],
+        [sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(target), str(wheel)],
         check=True,
         timeout=300,
     )
-    purelib = sysconfig.get_path("purelib", vars={"base": str(prefix)})
+    purelib = str(target)
     env = {"PYTHONPATH": purelib, "PATH": "/usr/bin:/bin"}
     for command in ("ds01ctl", "ds01-controller"):
         done = subprocess.run(
-            [str(prefix / "bin" / command), "--help"], capture_output=True, text=True, env=env, timeout=60
+            [str(target / "bin" / command), "--help"], capture_output=True, text=True, env=env, timeout=60
         )
         assert done.returncode == 0, done.stderr
         assert "usage:" in done.stdout
@@ -58,3 +59,10 @@ def test_wheel_has_both_commands_and_the_spec_data(tmp_path: Path) -> None:
         timeout=60,
     )
     assert check.stdout.startswith(purelib), check.stdout + check.stderr
+    # The environment running the tests still has its own installation.
+    assert _console_scripts() == installed_before
+
+
+def _console_scripts() -> list[str]:
+    bin_dir = Path(sys.executable).parent
+    return sorted(p.name for p in bin_dir.iterdir() if p.name.startswith("ds01"))
