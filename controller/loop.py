@@ -48,6 +48,7 @@ from controller.startup import degraded_line, one_line_error, recovered_line
 from controller.store import MemoryStore, acquire_run_lock, save_inspect_cache, write_policy_status
 from desired_state.effective import GlobalPolicy
 from desired_state.load import PolicyHolder
+from desired_state.policy_set import PolicySet
 
 if TYPE_CHECKING:
     from controller.ops.metrics import Metrics
@@ -200,7 +201,10 @@ class Controller:
     def _apply_global(self, gp: GlobalPolicy) -> None:
         """Host-wide settings the observer and executor were built with follow a policy reload."""
         self.observer.config = self.observer.config.model_copy(
-            update={"system_process_names": gp.system_process_names.value}
+            update={
+                "system_process_names": gp.system_process_names.value,
+                "keepalive_path": host_keepalive_path(self.policy.current),
+            }
         )
         if not self.settings.dry_run:
             observer, event_log, settings = self.observer, self.event_log, self.settings
@@ -522,6 +526,21 @@ class _LazyDockerExecutor:
         return self._real.execute(plan, memory, now)
 
 
+def host_keepalive_path(policy_set: PolicySet) -> str:
+    """The keep-alive path the observer reads in every container.
+
+    The observer reads one path for the whole host: the policy's setting for a container with no
+    group and no type override. A per-group or per-type ``keepalivePath`` is shown by ``describe``
+    but not read by the observer.
+    """
+    from desired_state.resolve import resolve_effective_policy
+
+    effective = resolve_effective_policy(
+        policy_set, owner="", container_type="unknown", name="", labels={}, now=utcnow()
+    )
+    return effective.keepalive_path.value
+
+
 def build_controller(
     settings: Settings, policy: PolicyHolder | None = None, metrics: Metrics | None = None
 ) -> Controller:
@@ -535,6 +554,7 @@ def build_controller(
             docker_timeout_s=settings.docker_timeout_s,
             ledger_path=settings.ledger,
             system_process_names=gp.system_process_names.value,
+            keepalive_path=host_keepalive_path(policy.current),
         )
     )
     event_log = EventLog(settings.events_log)
