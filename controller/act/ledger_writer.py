@@ -16,7 +16,7 @@ from datetime import datetime
 from pathlib import Path
 
 from controller.act.errors import PermanentError, TransientError
-from controller.observe.ledger import Allocation, LedgerError, locked_update
+from controller.observe.ledger import Allocation, LedgerError, LedgerLockTimeout, locked_update
 
 ROW_FIELDS = ("gpu", "container", "user", "allocated_at")
 
@@ -69,9 +69,9 @@ def release_row(path: Path, entry: Mapping[str, str], *, timeout_s: float = 5.0)
         locked_update(path, drop, lock_timeout_s=timeout_s)
     except _NothingToRemove:
         return False
+    except LedgerLockTimeout as exc:
+        raise TransientError(str(exc)) from exc
     except LedgerError as exc:
-        if "still locked" in str(exc):
-            raise TransientError(str(exc)) from exc
         raise PermanentError(str(exc)) from exc
     except OSError as exc:
         raise PermanentError(f"{path}: cannot rewrite the ledger ({exc.strerror or exc})") from exc

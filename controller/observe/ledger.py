@@ -52,6 +52,10 @@ class LedgerError(Exception):
     """The ledger cannot be read or written; the message names the file, the field and the fix."""
 
 
+class LedgerLockTimeout(LedgerError):
+    """Another writer held the ledger's lock for longer than we would wait: worth a retry."""
+
+
 @dataclass(frozen=True, slots=True)
 class Allocation:
     """One ledger row as written to disk (``allocated_at`` is timezone-aware)."""
@@ -237,7 +241,7 @@ def _locked(path: Path, operation: int, timeout_s: float, *, create: bool) -> It
                 if exc.errno not in {errno.EWOULDBLOCK, errno.EAGAIN}:
                     raise LedgerError(f"{lock}: cannot lock ({exc.strerror})") from exc
                 if time.monotonic() >= deadline:
-                    raise LedgerError(
+                    raise LedgerLockTimeout(
                         f"{lock}: still locked by another writer after {timeout_s:g} s"
                     ) from exc
                 time.sleep(0.05)
