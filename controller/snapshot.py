@@ -324,9 +324,3 @@ class Snapshot(Frozen):
             if len(matches) == 1:
                 return matches[0]
         return None
-
-    def gpu_by_uuid(self, uuid: str) -> GpuObs | None:
-        for g in self.gpus:
-            if g.uuid == uuid or any(m.uuid == uuid for m in g.mig_devices):
-                return g
-        return None

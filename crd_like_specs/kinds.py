@@ -193,10 +193,6 @@ class SpecModel(BaseModel):
 
     __hash__ = None  # type: ignore[assignment]  # mutable containers inside: not hashable
 
-    def set_fields(self) -> dict[str, Any]:
-        """The fields written in the document (Python names), with their values."""
-        return {name: getattr(self, name) for name in self.model_fields_set}
-
 
 # --- per-container settings ----------------------------------------------------------------------------
 

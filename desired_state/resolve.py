@@ -51,7 +51,7 @@ from desired_state.effective import (
     Sourced,
 )
 from desired_state.load import builtin_lifecycle
-from desired_state.policy_set import PolicySet, is_active, sanitise_username
+from desired_state.policy_set import PolicySet, sanitise_username
 
 BUILTIN: Final = "built-in default"
 NO_GROUP: Final = "(none)"
@@ -232,7 +232,7 @@ def _container_type(value: ContainerType | str) -> ContainerType:
 
 def _active_exemptions(policy: PolicySet, owner: str, now: datetime) -> list[ActiveExemption]:
     """Unexpired exemptions, longest-lasting first (so EffectivePolicy.exemption() returns it)."""
-    current = [e for e in policy.exemptions_of(owner) if is_active(e, now)]
+    current = policy.active_exemptions(owner, now)
     current.sort(key=lambda e: (e.spec.expires_at is not None, -(e.spec.expires_at or now).timestamp()))
     out: list[ActiveExemption] = []
     for e in current:
