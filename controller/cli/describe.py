@@ -48,7 +48,7 @@ from controller.cli.view import (
     verb,
 )
 from controller.plan.types import Action, DeferReason, Deferred, Reason
-from controller.snapshot import ContainerObs, ContainerState, GpuObs, KeepAliveState
+from controller.snapshot import ContainerObs, ContainerState, GpuObs, GpuProcessObs, KeepAliveState
 
 EVENTS_SHOWN = 10
 
@@ -411,6 +411,27 @@ def _effective_idle_timeout_s(items: list[Any]) -> float | None:
     return None
 
 
+def _process_table(view: View, processes: Sequence[GpuProcessObs], by: str) -> Table:
+    """GPU processes for ``describe gpu`` (``by="USER"``) and ``describe user`` (``by="GPU"``)."""
+    head = ["PID", "MEMORY", "USER"] if by == "USER" else ["PID", "GPU", "MEMORY"]
+    t = Table([*head, "CONTAINER", "COMMAND", "VERDICT"])
+    for p in sorted(processes, key=lambda x: x.pid):
+        memory = fmt_bytes(p.used_memory_bytes)
+        if by == "USER":
+            first = [str(p.pid), memory, clean(p.user or "?", 32)]
+        else:
+            first = [str(p.pid), view.slot(p.device_uuid), memory]
+        t.add(
+            [
+                *first,
+                clean(process_container(view, p), NAME_MAX),
+                clean(p.cmdline or "?", 60),
+                process_verdict(view, p),
+            ]
+        )
+    return t
+
+
 def _timers_section(view: View, c: ContainerObs, pol: Any, s: Sections) -> None:
     s.heading("Timers")
     items = view.container_items(c)
@@ -557,19 +578,7 @@ def describe_gpu(view: View, key: str, style: Style = PLAIN) -> str:
     if gpu.processes_unknown and device is None:
         s.line(f"unknown ({clean(gpu.processes_unknown, 200)})", 2)
     elif procs:
-        t = Table(["PID", "MEMORY", "USER", "CONTAINER", "COMMAND", "VERDICT"])
-        for p in sorted(procs, key=lambda x: x.pid):
-            t.add(
-                [
-                    str(p.pid),
-                    fmt_bytes(p.used_memory_bytes),
-                    clean(p.user or "?", 32),
-                    clean(process_container(view, p), NAME_MAX),
-                    clean(p.cmdline or "?", 60),
-                    process_verdict(view, p),
-                ]
-            )
-        s.table(t)
+        s.table(_process_table(view, procs, "USER"))
     else:
         s.line("<none>", 2)
     s.heading("Ledger")
@@ -632,19 +641,7 @@ def describe_user(view: View, name: str, style: Style = PLAIN) -> str:
         s.line("<none>", 2)
     s.heading("GPU processes")
     if processes:
-        t = Table(["PID", "GPU", "MEMORY", "CONTAINER", "COMMAND", "VERDICT"])
-        for p in sorted(processes, key=lambda x: x.pid):
-            t.add(
-                [
-                    str(p.pid),
-                    view.slot(p.device_uuid),
-                    fmt_bytes(p.used_memory_bytes),
-                    clean(process_container(view, p), NAME_MAX),
-                    clean(p.cmdline or "?", 60),
-                    process_verdict(view, p),
-                ]
-            )
-        s.table(t)
+        s.table(_process_table(view, processes, "GPU"))
     else:
         s.line("<none>", 2)
     s.heading("Ledger")
