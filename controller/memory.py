@@ -59,7 +59,7 @@ class ContainerMemory(BaseModel):
     )
     grace_extension_s: float = Field(
         default=0.0,
-        description="Unobserved time (gaps, clock steps) inside the grace period; the grace is that much longer",
+        description="Unobserved time (gaps, clock steps) in the grace period, which lasts that much longer",
     )
 
 

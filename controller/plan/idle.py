@@ -119,7 +119,7 @@ def classify(
             parts.append("gpu " + ",".join(f"{u}={_fmt_pct(known[u])}" for u in busy))
         elif known:
             parts.append(f"gpu max {_fmt_pct(max(known.values()))}")
-        why = {r.uuid: r.unknown_reason for r in signals.gpu_util}
+        why: dict[str, str | None] = {r.uuid: r.unknown_reason for r in signals.gpu_util}
         fallback: list[str] = []
         for uuid in sorted(u for u, pct in gpu_pct.items() if pct is None):
             if uuid not in mig_uuids:
@@ -128,7 +128,9 @@ def classify(
             elif thresholds.mig_fallback:
                 fallback.append(uuid)
             else:
-                reasons_unknown.append(f"gpu {uuid} is a MIG device (no utilisation) and migIdleFallback is never")
+                reasons_unknown.append(
+                    f"gpu {uuid} is a MIG device (no utilisation) and migIdleFallback is never"
+                )
         if fallback:
             # MIG devices report no utilization: CPU and network decide (documented, weaker evidence).
             parts.append(f"gpu {','.join(fallback)} MIG, no utilisation: cpu and network decide")
@@ -259,7 +261,11 @@ def advance(
     warnings = mem.warnings
     keepalive = mem.keepalive
     extension_s = mem.grace_extension_s
-    if verdict.unobserved and prev is not None and prev.at < grace_end(mem, container.started_at, grace_period_s):
+    if (
+        verdict.unobserved
+        and prev is not None
+        and prev.at < grace_end(mem, container.started_at, grace_period_s)
+    ):
         # Unobserved time (a forward clock step, the daemon down) does not use up the grace period.
         extension_s += (signals.read_at - prev.at).total_seconds()
     grace_over_at = container.started_at + timedelta(seconds=grace_period_s + extension_s)

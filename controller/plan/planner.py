@@ -28,9 +28,8 @@ import gc
 from datetime import UTC, datetime
 
 from controller.memory import ContainerMemory, ControllerMemory
-from controller.plan.context import Collector, PassContext, host_target
+from controller.plan.context import Collector, PassContext, host_target, iso
 from controller.plan.desired import DesiredState
-from controller.plan.context import iso
 from controller.plan.idle import Thresholds, advance, fresh_memory, mark_unobserved
 from controller.plan.rules.allocations import duplicate_holders, ledger_rows
 from controller.plan.rules.cleanup import STOPPED_STATES, created_never_started, stopped_hold

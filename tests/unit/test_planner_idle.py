@@ -76,9 +76,11 @@ class IdleHost:
         down: tuple[Domain, ...] = (),
     ) -> Plan:
         c = self.container(minute, cpu_pct=cpu_pct, gpu_pct=gpu_pct, net=net, keep=keep)
-        gpus = list(self.host_gpus) if self.host_gpus is not None else [
-            b.gpu(i, u) for i, u in enumerate(self.all_gpus)
-        ]
+        gpus = (
+            list(self.host_gpus)
+            if self.host_gpus is not None
+            else [b.gpu(i, u) for i, u in enumerate(self.all_gpus)]
+        )
         snap = b.snapshot(
             observed_at=b.at(minutes=minute), containers=[c, *self.others], gpus=gpus, down=down
         )
