@@ -84,7 +84,7 @@ class TestPolicySetDesired:
         memory = ControllerMemory()
         counters = b.Counters()
         reasons: list[tuple[int, str]] = []
-        for minute in range(0, 120):  # one pass a minute: within the built-in maxSampleInterval (2m)
+        for minute in range(0, 120):  # one pass a minute, well within the built-in maxSampleInterval
             t = b.at(minutes=minute)
             counters.step(60)
             c = gpu_container(started_at=b.ago(hours=2), sig=counters.read(t, gpu_pct={b.GPU0: 0.0}))
