@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from controller.memory import Sample
@@ -178,6 +178,9 @@ class TestUnobservedSpans:
         assert p.memory.containers[b.cid("train")].idle_since is None
 
     @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+    @example(gap_s=12 * 60, busy_s=12, how="controller down")  # the lengths the search found
+    @example(gap_s=13 * 60, busy_s=12, how="docker down")
+    @example(gap_s=14 * 60, busy_s=15, how="paused")
     @given(
         gap_s=st.floats(min_value=120, max_value=200 * 60),
         busy_s=st.floats(min_value=12, max_value=600),
