@@ -52,6 +52,15 @@ class ContainerMemory(BaseModel):
     warnings: dict[str, datetime] = Field(default_factory=dict, description="warning key -> sent at")
     first_seen_at: datetime | None = None
     keepalive: KeepAliveSeen | None = None
+    unobserved: str | None = Field(
+        default=None,
+        description="Why the span since the last sample was not watched (paused, Docker unavailable); "
+        "the next sample cannot tell when the container was active",
+    )
+    grace_extension_s: float = Field(
+        default=0.0,
+        description="Unobserved time (gaps, clock steps) in the grace period, which lasts that much longer",
+    )
 
 
 class ProcessSighting(BaseModel):

@@ -39,7 +39,7 @@ from pydantic_core import PydanticCustomError
 
 from crd_like_specs.vocabulary import ContainerType
 from desired_state.durations import DURATION_PATTERN, EXAMPLES, DurationError, format_duration, parse_duration
-from desired_state.effective import ExemptFrom, GpuResetPolicy, HostProcessPolicy
+from desired_state.effective import ExemptFrom, GpuResetPolicy, HostProcessPolicy, MigIdleFallback
 
 API_VERSION: Final = "ds01.io/v1alpha1"
 NAME_PATTERN: Final = r"^[A-Za-z0-9]([A-Za-z0-9_.@-]{0,251}[A-Za-z0-9])?$"
@@ -244,8 +244,19 @@ class Settings(SpecModel):
     cpu_idle_threshold_pct: NotNullNonNegative = Field(
         default=None, description="CPU use (% of one core) below which the CPU counts as idle"
     )
-    network_idle_threshold_bytes: NotNullNonNegative = Field(
-        default=None, description="Network bytes per sampling interval below which the network counts as idle"
+    network_idle_threshold_bytes_per_second: NotNullNonNegative = Field(
+        default=None,
+        description=(
+            "Network rate (rx+tx bytes per second, averaged over the sampling interval) below which "
+            "the network counts as idle; DS01's per-check value divided by its hourly check (3600 s)"
+        ),
+    )
+    mig_idle_fallback: Annotated[MigIdleFallback | None, _NOT_NULL, _NO_NULL_SCHEMA] = Field(
+        default=None,
+        description=(
+            "A MIG device reports no utilisation: cpu-and-network lets CPU and network alone find the "
+            "container idle (weaker evidence, DS01's rule); never: it is never idle"
+        ),
     )
     idle_detection_window: NotNullCount = Field(
         default=None, description="Consecutive idle samples required before a container counts as idle"
@@ -508,6 +519,14 @@ class LifecyclePolicySpec(SpecModel):
     )
     orphan_sightings_required: NotNullCount = Field(
         default=None, description="Passes an orphaned GPU process must be seen in before it is killed"
+    )
+    max_sample_interval: Duration = Field(
+        default=None,
+        description=(
+            "An activity sample taken longer than this after the previous one (daemon or Docker down, "
+            "a clock step) is undecidable: it cannot tell when the container was active; keep it at "
+            "least twice the daemon's --interval"
+        ),
     )
     kill_grace: Duration = Field(
         default=None, description="SIGTERM to SIGKILL delay for orphaned GPU processes"

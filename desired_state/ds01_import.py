@@ -107,8 +107,14 @@ POLICY_NUMBERS: Final[dict[str, str]] = {
     "high_demand_idle_reduction": "highDemandIdleReduction",
     "gpu_idle_threshold": "gpuIdleThresholdPct",
     "cpu_idle_threshold": "cpuIdleThresholdPct",
-    "network_idle_threshold": "networkIdleThresholdBytes",
     "idle_detection_window": "idleDetectionWindow",
+}
+# DS01's check-idle cron ran hourly (``:20``); its network threshold was bytes per check. Ours is a
+# rate, so the verdict does not depend on how often the controller samples: bytes / 3600 s.
+DS01_IDLE_CHECK_INTERVAL_S: Final = 3600.0
+# `policies` amounts per DS01 check -> Settings rate field (per second).
+POLICY_PER_CHECK: Final[dict[str, str]] = {
+    "network_idle_threshold": "networkIdleThresholdBytesPerSecond",
 }
 POLICY_DURATIONS: Final[dict[str, tuple[str, str]]] = {
     "grace_period_m": ("gracePeriod", "m"),
@@ -360,7 +366,13 @@ class _Importer:
         durations = dict(POLICY_DURATIONS)
         if global_policies:
             durations.update(GLOBAL_POLICY_DURATIONS)
-        allowed = [*POLICY_NUMBERS, *durations, *_legacy_for(durations), "sigterm_grace_seconds"]
+        allowed = [
+            *POLICY_NUMBERS,
+            *POLICY_PER_CHECK,
+            *durations,
+            *_legacy_for(durations),
+            "sigterm_grace_seconds",
+        ]
         self._check_alias_clash(doc, section, ds01_loc)
         for key, value in section.items():
             loc = (*ds01_loc, key)
@@ -368,6 +380,13 @@ class _Importer:
             target = ("spec", "ds01") if canonical in GLOBAL_POLICY_DURATIONS else ("spec", "settings")
             if canonical in POLICY_NUMBERS:
                 out.put(("spec", "settings", POLICY_NUMBERS[canonical]), value, loc)
+            elif canonical in POLICY_PER_CHECK:
+                per_s = (
+                    value / DS01_IDLE_CHECK_INTERVAL_S
+                    if isinstance(value, int | float) and not isinstance(value, bool)
+                    else value  # left as written: validation names the key and the line
+                )
+                out.put(("spec", "settings", POLICY_PER_CHECK[canonical]), per_s, loc)
             elif canonical in durations:
                 crd_field, unit = durations[canonical]
                 ok, text = self.duration(doc, loc, value, unit)

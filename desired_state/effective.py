@@ -42,6 +42,13 @@ class HostProcessPolicy(StrEnum):
     REPORT = "report"  # bare host GPU processes are reported, never killed
 
 
+class MigIdleFallback(StrEnum):
+    """What decides the idle state of a MIG device, whose utilisation NVML never reports."""
+
+    CPU_AND_NETWORK = "cpu-and-network"  # CPU and network decide alone (weaker evidence; DS01's rule)
+    NEVER = "never"  # a container on a MIG device is never idle (never idle-stopped)
+
+
 class ActiveExemption(BaseModel):
     model_config = ConfigDict(frozen=True)
 
@@ -72,7 +79,12 @@ class EffectivePolicy(BaseModel):
 
     gpu_idle_threshold_pct: Sourced[float]
     cpu_idle_threshold_pct: Sourced[float]
-    network_idle_threshold_bytes: Sourced[float] = Field(description="Bytes per sampling interval")
+    network_idle_threshold_bytes_per_s: Sourced[float] = Field(
+        description="Network rate (rx+tx bytes per second) below which the network counts as idle"
+    )
+    mig_idle_fallback: Sourced[MigIdleFallback] = Field(
+        description="Whether CPU and network alone may find a container on a MIG device idle"
+    )
     idle_detection_window: Sourced[int] = Field(description="Consecutive idle samples required")
     idle_min_duration_s: Sourced[float] = Field(description="Minimum continuous idle span before a stop")
 
@@ -113,6 +125,9 @@ class GlobalPolicy(BaseModel):
     )
     ledger_reservation_window_s: Sourced[float]
     orphan_sightings_required: Sourced[int]
+    max_sample_interval_s: Sourced[float] = Field(
+        description="An activity sample taken longer than this after the previous one is undecidable"
+    )
     kill_grace_s: Sourced[float]
     trust_labels: Sourced[bool] = Field(
         description="Honour ds01.protected/ds01.monitoring/ds01.user labels (admission layer enforces them)"

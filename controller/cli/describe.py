@@ -266,8 +266,8 @@ def _signals_section(view: View, c: ContainerObs, pol: Any, s: Sections) -> None
         fmt_percent(r.cpu_percent) if r.cpu_percent is not None else _unknown(sig.cpu_unknown, "no rate yet")
     )
     net_now = (
-        f"{fmt_bytes(r.net_bytes_per_interval)}/sample"
-        if r.net_bytes_per_interval is not None
+        f"{fmt_bytes(r.net_bytes_per_s)}/s"
+        if r.net_bytes_per_s is not None
         else _unknown(sig.net_unknown, "no rate yet")
     )
     util, util_unknown = gpu_util(c)
@@ -281,8 +281,8 @@ def _signals_section(view: View, c: ContainerObs, pol: Any, s: Sections) -> None
         [
             "network",
             net_now,
-            _thr(pol, "network_idle_threshold_bytes", "B"),
-            _src(pol, "network_idle_threshold_bytes"),
+            _thr(pol, "network_idle_threshold_bytes_per_s", "B/s"),
+            _src(pol, "network_idle_threshold_bytes_per_s"),
         ]
     )
     t.add(["gpu", gpu_now, _thr(pol, "gpu_idle_threshold_pct", "%"), _src(pol, "gpu_idle_threshold_pct")])
@@ -319,7 +319,7 @@ def _thr(pol: Any, attr: str, unit: str) -> str:
     value = getattr(pol, attr).value
     if unit == "%":
         return fmt_percent(value)
-    return f"{fmt_bytes(value)}/sample"
+    return f"{fmt_bytes(value)}/s"
 
 
 def _src(pol: Any, attr: str) -> str:

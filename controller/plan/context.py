@@ -204,16 +204,21 @@ class PassContext:
     def _index_holders(self) -> None:
         holders: dict[str, list[ContainerObs]] = {}
         all_gpu_holders: list[ContainerObs] = []
+        in_use: set[str] = set()
         for c in self.containers:
             if c.all_gpus:
                 all_gpu_holders.append(c)
             for uuid in self.physical_gpus(c, include_all=False):
                 holders.setdefault(uuid, []).append(c)
-        # Demand counts explicit references only: a CUDA image started under the default nvidia
-        # runtime carries NVIDIA_VISIBLE_DEVICES=all and would otherwise keep the host in high
-        # demand for ever (and high demand only ever shortens timeouts).
+                if c.state == ContainerState.RUNNING:
+                    in_use.add(uuid)
+        # Demand counts running holders with explicit references only (as DS01: running containers
+        # with an allocation). A created or exited container keeps its GPU reserved but uses no
+        # GPU time, and a CUDA image started under the default nvidia runtime carries
+        # NVIDIA_VISIBLE_DEVICES=all: counting either would keep the host in high demand and halve
+        # everyone's idle timeout (high demand only ever shortens timeouts).
         if self.gpus:
-            held = sum(1 for g in self.gpus if g.uuid in holders)
+            held = sum(1 for g in self.gpus if g.uuid in in_use)
             self.demand_fraction = held / len(self.gpus)
         for c in all_gpu_holders:
             for g in self.gpus:

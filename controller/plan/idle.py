@@ -1,34 +1,46 @@
 """Idle evaluation: raw cumulative counters -> one sample per pass -> a continuous idle streak.
 
 Owns the per-sample idle decision and the streak bookkeeping kept in :class:`ContainerMemory`
-(``samples``, ``idle_since``, ``last_active_at``, ``keepalive``). Called by the planner once per
-running container per pass; pure (no clock reads, no I/O).
+(``samples``, ``idle_since``, ``last_active_at``, ``keepalive``, ``unobserved``,
+``grace_extension_s``). Called by the planner once per running container per pass; pure (no clock
+reads, no I/O).
 
 The decision for one sample, given the previous sample of the same start:
 
 * any known activity signal at or above its threshold makes the sample **active** -- GPU
   utilization of any GPU the container holds, CPU (% of one core from the ``cpu_usage_ns`` delta
-  over the wall-clock delta) or network bytes moved since the previous sample;
-* the sample is **idle** only when every required signal is known and below its threshold.
-  Per-GPU utilization that is unknown (MIG devices) is not required: the CPU and network signals
-  decide alone. CPU and network rates are required: unknown is not idle;
+  over the wall-clock delta) or the network rate (rx+tx bytes per second over the same delta, so
+  the verdict does not depend on how often passes run);
+* the sample is **idle** only when every required signal is known and below its threshold. The
+  utilisation of every GPU the container may use is required: an unknown reading of a full GPU
+  makes the sample undecidable. Only a MIG device (NVML never reports utilisation for one) may
+  leave CPU and network to decide alone, and only when the policy's ``migIdleFallback`` allows it;
 * otherwise the sample is **undecidable** (``idle=None``): the first sample after a (re)start
-  (no rate yet), a counter that could not be read or went backwards, or NVML unavailable as a
-  whole (then a busy GPU could not be seen, so nothing may count as idle).
+  (no rate yet), a counter that could not be read or went backwards, NVML unavailable as a whole
+  (then a busy GPU could not be seen, so nothing may count as idle), an unknown GPU reading, or an
+  **unobserved span**: the sample came more than ``maxSampleInterval`` after the previous one
+  (daemon or Docker down, a forward clock step), or the container was seen paused or Docker was
+  unavailable in between. Counters over such a span are an average that can hide activity at its
+  end (idle, paused 90 minutes, then one busy minute reads as "cpu 1.1 %"), and the GPU is only
+  read at the pass, so when the container last was active cannot be told.
 
 A streak starts at the first idle sample taken after the grace period and is broken by any
-active or undecidable sample; ``idle_since`` is the time of its first sample.
+active or undecidable sample; ``idle_since`` is the time of its first sample. So idle time never
+runs across an unobserved span (a paused container accrues none), and the warnings of the streak
+before it are void: a stop after the span needs a new streak and a fresh warning with its lead
+time. Unobserved time inside the grace period lengthens the grace period by as much (a forward
+clock step does not cut it short).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Set
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from controller.memory import MAX_SAMPLES, ContainerMemory, KeepAliveSeen, Sample
 from controller.snapshot import ActivitySignals, ContainerObs, KeepAlive, KeepAliveState
-from desired_state.effective import EffectivePolicy
+from desired_state.effective import EffectivePolicy, MigIdleFallback
 
 NS_PER_S = 1_000_000_000
 IDLE_WARNING_PREFIX = "idle:"
@@ -40,14 +52,18 @@ class Thresholds:
 
     gpu_pct: float
     cpu_pct: float
-    net_bytes_per_interval: float
+    net_bytes_per_s: float
+    max_sample_interval_s: float  # a longer span between two samples is unobserved
+    mig_fallback: bool  # a MIG device (no utilisation) may leave CPU and network to decide
 
     @classmethod
-    def from_policy(cls, policy: EffectivePolicy) -> Thresholds:
+    def from_policy(cls, policy: EffectivePolicy, *, max_sample_interval_s: float) -> Thresholds:
         return cls(
             gpu_pct=policy.gpu_idle_threshold_pct.value,
             cpu_pct=policy.cpu_idle_threshold_pct.value,
-            net_bytes_per_interval=policy.network_idle_threshold_bytes.value,
+            net_bytes_per_s=policy.network_idle_threshold_bytes_per_s.value,
+            max_sample_interval_s=max_sample_interval_s,
+            mig_fallback=policy.mig_idle_fallback.value == MigIdleFallback.CPU_AND_NETWORK,
         )
 
 
@@ -59,10 +75,15 @@ class Verdict:
     detail: str
     cpu_pct: float | None = None
     net_delta_bytes: int | None = None
+    unobserved: bool = False  # undecidable because the span since the previous sample was not watched
 
 
 def _fmt_pct(value: float) -> str:
     return f"{value:.1f}%"
+
+
+def _fmt_s(value: float) -> str:
+    return f"{value:.0f}s" if value < 120 else f"{value / 60:.0f}m"
 
 
 def classify(
@@ -72,11 +93,15 @@ def classify(
     thresholds: Thresholds,
     *,
     nvml_ok: bool,
+    mig_uuids: Set[str] = frozenset(),
+    unobserved: str | None = None,
 ) -> Verdict:
     """Decide whether the reading ``signals`` is idle, active or undecidable.
 
     ``prev`` is the previous sample of the same container start (None for the first one);
-    ``gpu_pct`` maps each GPU the container holds to its utilization (None: unknown).
+    ``gpu_pct`` maps each GPU the container holds to its utilization (None: unknown);
+    ``mig_uuids`` are the devices that report no utilisation by design (MIG devices and GPUs in
+    MIG mode); ``unobserved`` says why the span since ``prev`` was not watched, if it was not.
     """
     parts: list[str] = []
     reasons_unknown: list[str] = []
@@ -94,24 +119,49 @@ def classify(
             parts.append("gpu " + ",".join(f"{u}={_fmt_pct(known[u])}" for u in busy))
         elif known:
             parts.append(f"gpu max {_fmt_pct(max(known.values()))}")
-        else:
-            # MIG devices report no utilization: CPU and network decide (documented fallback).
-            parts.append("gpu unknown")
+        why: dict[str, str | None] = {r.uuid: r.unknown_reason for r in signals.gpu_util}
+        fallback: list[str] = []
+        for uuid in sorted(u for u, pct in gpu_pct.items() if pct is None):
+            if uuid not in mig_uuids:
+                # A full GPU whose reading failed may be at 100 %: unknown is not idle.
+                reasons_unknown.append(f"gpu {uuid} utilisation unknown ({why.get(uuid) or 'not reported'})")
+            elif thresholds.mig_fallback:
+                fallback.append(uuid)
+            else:
+                reasons_unknown.append(
+                    f"gpu {uuid} is a MIG device (no utilisation) and migIdleFallback is never"
+                )
+        if fallback:
+            # MIG devices report no utilization: CPU and network decide (documented, weaker evidence).
+            parts.append(f"gpu {','.join(fallback)} MIG, no utilisation: cpu and network decide")
 
     cpu_pct: float | None = None
     net_delta: int | None = None
+    gap = False
     if prev is None:
         reasons_unknown.append("baseline (first sample of this start)")
     else:
-        wall_ns = int((signals.read_at - prev.at).total_seconds() * NS_PER_S)
+        wall_s = (signals.read_at - prev.at).total_seconds()
+        wall_ns = int(wall_s * NS_PER_S)
         if wall_ns <= 0:
             reasons_unknown.append("no time elapsed since the previous sample")
         else:
+            if unobserved is not None:
+                gap = True
+                reasons_unknown.append(f"unobserved span: {unobserved}")
+            elif wall_s > thresholds.max_sample_interval_s:
+                gap = True
+                reasons_unknown.append(
+                    f"unobserved span: {_fmt_s(wall_s)} since the previous sample (over "
+                    f"maxSampleInterval {_fmt_s(thresholds.max_sample_interval_s)})"
+                )
             if signals.cpu_usage_ns is None or prev.cpu_usage_ns is None:
                 reasons_unknown.append(f"cpu unknown ({signals.cpu_unknown or 'previous reading missing'})")
             elif signals.cpu_usage_ns < prev.cpu_usage_ns:
                 reasons_unknown.append("cpu counter went backwards")
             else:
+                # An average over the span: it can hide activity, never invent it, so "active" holds
+                # even over an unobserved span.
                 cpu_pct = (signals.cpu_usage_ns - prev.cpu_usage_ns) / wall_ns * 100.0
                 parts.append(f"cpu {_fmt_pct(cpu_pct)}")
                 if cpu_pct >= thresholds.cpu_pct:
@@ -122,14 +172,15 @@ def classify(
                 reasons_unknown.append("net counter went backwards")
             else:
                 net_delta = signals.net_bytes - prev.net_bytes
-                parts.append(f"net {net_delta}B")
-                if net_delta >= thresholds.net_bytes_per_interval:
+                net_rate = net_delta / wall_s
+                parts.append(f"net {net_rate:.0f}B/s")
+                if net_rate >= thresholds.net_bytes_per_s:
                     active = True
 
     if active:
         return Verdict(False, "active: " + "; ".join(parts), cpu_pct, net_delta)
     if reasons_unknown:
-        return Verdict(None, "unknown: " + "; ".join(reasons_unknown + parts), cpu_pct, net_delta)
+        return Verdict(None, "unknown: " + "; ".join(reasons_unknown + parts), cpu_pct, net_delta, gap)
     return Verdict(True, "idle: " + "; ".join(parts), cpu_pct, net_delta)
 
 
@@ -156,14 +207,32 @@ def fresh_memory(container: ContainerObs, seen_at: datetime, prev: ContainerMemo
     )
 
 
+def grace_end(mem: ContainerMemory | None, started_at: datetime, grace_period_s: float) -> datetime:
+    """End of the grace period of the start ``started_at``: lengthened by unobserved time inside it."""
+    extension_s = mem.grace_extension_s if mem is not None and mem.started_at == started_at else 0.0
+    return started_at + timedelta(seconds=grace_period_s + extension_s)
+
+
+def mark_unobserved(mem: ContainerMemory, why: str) -> ContainerMemory:
+    """Note that the container is not being watched now (paused, Docker unavailable).
+
+    The next sample then spans an unobserved period and is undecidable. Only a record with samples
+    needs it (a first sample is a baseline anyway); the first reason is kept.
+    """
+    if not mem.samples or mem.unobserved is not None:
+        return mem
+    return mem.model_copy(update={"unobserved": why})
+
+
 def advance(
     mem: ContainerMemory,
     container: ContainerObs,
     *,
     thresholds: Thresholds,
-    grace_end: datetime,
+    grace_period_s: float,
     gpu_pct: Mapping[str, float | None],
     nvml_ok: bool,
+    mig_uuids: Set[str] = frozenset(),
 ) -> ContainerMemory:
     """Fold this pass's reading of a running container into its memory.
 
@@ -171,12 +240,14 @@ def advance(
     ``read_at``) changes nothing, so planning the same snapshot twice is harmless.
     """
     signals = container.signals
-    if signals is None:
+    if signals is None or container.started_at is None:
         return mem
     prev = mem.samples[-1] if mem.samples else None
     if prev is not None and signals.read_at <= prev.at:
         return mem
-    verdict = classify(prev, signals, gpu_pct, thresholds, nvml_ok=nvml_ok)
+    verdict = classify(
+        prev, signals, gpu_pct, thresholds, nvml_ok=nvml_ok, mig_uuids=mig_uuids, unobserved=mem.unobserved
+    )
     sample = Sample(
         at=signals.read_at,
         cpu_usage_ns=signals.cpu_usage_ns,
@@ -189,12 +260,21 @@ def advance(
     last_active_at = mem.last_active_at
     warnings = mem.warnings
     keepalive = mem.keepalive
-    if verdict.idle is True and signals.read_at >= grace_end:
+    extension_s = mem.grace_extension_s
+    if (
+        verdict.unobserved
+        and prev is not None
+        and prev.at < grace_end(mem, container.started_at, grace_period_s)
+    ):
+        # Unobserved time (a forward clock step, the daemon down) does not use up the grace period.
+        extension_s += (signals.read_at - prev.at).total_seconds()
+    grace_over_at = container.started_at + timedelta(seconds=grace_period_s + extension_s)
+    if verdict.idle is True and signals.read_at >= grace_over_at:
         if idle_since is None:
             idle_since = signals.read_at
     else:
-        # Active, undecidable, or still inside the grace period: the continuous streak is broken.
-        # Its warnings are void (a new streak warns again).
+        # Active, undecidable (an unobserved span included), or still inside the grace period: the
+        # continuous streak is broken. Its warnings are void (a new streak warns again).
         if idle_since is not None:
             warnings = _drop_idle_warnings(warnings)
         idle_since = None
@@ -214,6 +294,8 @@ def advance(
         warnings=warnings,
         first_seen_at=mem.first_seen_at,
         keepalive=keepalive,
+        unobserved=None,
+        grace_extension_s=extension_s,
     )
 
 

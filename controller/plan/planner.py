@@ -25,12 +25,12 @@ Order of work:
 from __future__ import annotations
 
 import gc
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
 from controller.memory import ContainerMemory, ControllerMemory
-from controller.plan.context import Collector, PassContext, host_target
+from controller.plan.context import Collector, PassContext, host_target, iso
 from controller.plan.desired import DesiredState
-from controller.plan.idle import Thresholds, advance, fresh_memory
+from controller.plan.idle import Thresholds, advance, fresh_memory, mark_unobserved
 from controller.plan.rules.allocations import duplicate_holders, ledger_rows
 from controller.plan.rules.cleanup import STOPPED_STATES, created_never_started, stopped_hold
 from controller.plan.rules.lifecycle import idle_stop, runtime_stop
@@ -75,8 +75,10 @@ def _plan(snapshot: Snapshot, desired: DesiredState, memory: ControllerMemory, n
             _container_rules(ctx, out, c)
     else:
         # Docker unavailable: no container is touched and nothing is forgotten (a container missing
-        # from a failed listing is not a removed container).
-        next_containers = dict(memory.containers)
+        # from a failed listing is not a removed container). Nobody is watched meanwhile: the next
+        # sample of each container spans an unobserved period.
+        why = f"Docker unavailable at {iso(now)}"
+        next_containers = {cid: mark_unobserved(m, why) for cid, m in memory.containers.items()}
         for rule in CONTAINER_RULES:
             out.defer(
                 host_target(),
@@ -113,6 +115,9 @@ def _plan(snapshot: Snapshot, desired: DesiredState, memory: ControllerMemory, n
 def _observe_containers(ctx: PassContext, desired: DesiredState) -> None:
     seen_at = ctx.snapshot.observed_at
     prev_all = ctx.memory.containers
+    max_sample_interval_s = ctx.glob.max_sample_interval_s.value
+    # Devices that never report utilisation: MIG devices, and GPUs in MIG mode (an all-GPU holder).
+    no_util = ctx.mig_uuids | {g.uuid for g in ctx.gpus if g.mig_enabled}
     for c in ctx.containers:
         policy = desired.effective(c, ctx.now)
         ctx.policies[c.id] = policy
@@ -133,11 +138,15 @@ def _observe_containers(ctx: PassContext, desired: DesiredState) -> None:
             mem = advance(
                 mem,
                 c,
-                thresholds=Thresholds.from_policy(policy),
-                grace_end=c.started_at + timedelta(seconds=policy.grace_period_s.value),
+                thresholds=Thresholds.from_policy(policy, max_sample_interval_s=max_sample_interval_s),
+                grace_period_s=policy.grace_period_s.value,
                 gpu_pct=ctx.gpu_pct_for(c),
                 nvml_ok=ctx.nvml_ok,
+                mig_uuids=no_util,
             )
+        elif c.state == ContainerState.PAUSED:
+            # A paused container accrues no idle time: the sample after it resumes is undecidable.
+            mem = mark_unobserved(mem, f"paused (seen {iso(seen_at)})")
         elif c.state in _FINISHED and mem.samples:
             # Samples belong to a start; a stopped container's next start begins afresh anyway.
             mem = mem.model_copy(update={"samples": (), "idle_since": None})

@@ -18,7 +18,10 @@ from controller.plan.idle import (
 from controller.snapshot import ActivitySignals, ContainerObs, KeepAlive, KeepAliveState
 from tests.fixtures import builders as b
 
-TH = Thresholds(gpu_pct=5.0, cpu_pct=2.0, net_bytes_per_interval=1_000_000)
+# 1 MB per 5-minute interval as a rate; samples further apart than 10 minutes are unobserved spans.
+TH = Thresholds(
+    gpu_pct=5.0, cpu_pct=2.0, net_bytes_per_s=1_000_000 / 300, max_sample_interval_s=600.0, mig_fallback=True
+)
 MINUTE_NS = 60 * 1_000_000_000
 
 
@@ -57,7 +60,7 @@ class TestClassify:
         v = classify(prev_sample(), reading(50.0), {}, TH, nvml_ok=True)
         assert v.cpu_pct == pytest.approx(50.0)
 
-    def test_network_per_interval_at_threshold_is_active(self) -> None:
+    def test_network_rate_above_threshold_is_active(self) -> None:
         v = classify(prev_sample(net=5), reading(0.0, 1_000_005), {b.GPU0: 0.0}, TH, nvml_ok=True)
         assert v.idle is False
         assert v.net_delta_bytes == 1_000_000
@@ -71,10 +74,11 @@ class TestClassify:
         v = classify(None, reading(0.0), {b.GPU0: 90.0}, TH, nvml_ok=True)
         assert v.idle is False
 
-    def test_unknown_gpu_utilization_falls_back_to_cpu_and_network(self) -> None:
-        v = classify(prev_sample(), reading(0.1), {b.mig_uuid(0, 1): None}, TH, nvml_ok=True)
+    def test_mig_device_without_utilization_falls_back_to_cpu_and_network(self) -> None:
+        mig = b.mig_uuid(0, 1)
+        v = classify(prev_sample(), reading(0.1), {mig: None}, TH, nvml_ok=True, mig_uuids={mig})
         assert v.idle is True
-        assert "gpu unknown" in v.detail
+        assert "cpu and network decide" in v.detail
 
     def test_unknown_cpu_is_undecidable(self) -> None:
         sig = b.signals(b.at(minutes=1), cpu_usage_ns=None, net_bytes=0)
@@ -116,7 +120,7 @@ class TestAdvance:
             mem,
             c,
             thresholds=TH,
-            grace_end=b.ago(minutes=90),
+            grace_period_s=30 * 60,
             gpu_pct={b.GPU0: 0.0},
             nvml_ok=True,
         )
@@ -149,7 +153,7 @@ class TestAdvance:
         mem = self._step(mem, 0, 0)
         mem = self._step(mem, 5, 0)
         c = _running(b.signals(b.at(minutes=10), cpu_usage_ns=None, net_bytes=0))
-        mem = advance(mem, c, thresholds=TH, grace_end=b.ago(hours=1), gpu_pct={}, nvml_ok=True)
+        mem = advance(mem, c, thresholds=TH, grace_period_s=60 * 60, gpu_pct={}, nvml_ok=True)
         assert mem.idle_since is None
         assert mem.last_active_at is None
 
@@ -157,7 +161,7 @@ class TestAdvance:
         mem = fresh_memory(_running(None), b.T0, None)
         for minute in (0, 5):
             c = _running(b.signals(b.at(minutes=minute)))
-            mem = advance(mem, c, thresholds=TH, grace_end=b.at(minutes=30), gpu_pct={}, nvml_ok=True)
+            mem = advance(mem, c, thresholds=TH, grace_period_s=150 * 60, gpu_pct={}, nvml_ok=True)
         assert mem.samples[-1].idle is True
         assert mem.idle_since is None
 
@@ -220,7 +224,7 @@ class TestKeepAlive:
         def step(mem: ContainerMemory, minute: float, cpu_ns: int, ka: KeepAlive) -> ContainerMemory:
             sig = b.signals(b.at(minutes=minute), cpu_usage_ns=cpu_ns, keep=ka)
             c = _running(sig)
-            return advance(mem, c, thresholds=TH, grace_end=b.ago(hours=1), gpu_pct={}, nvml_ok=True)
+            return advance(mem, c, thresholds=TH, grace_period_s=60 * 60, gpu_pct={}, nvml_ok=True)
 
         mem = fresh_memory(_running(None), b.T0, None)
         mem = step(mem, 0, 0, b.keepalive(mtime=b.T0, inode=1))

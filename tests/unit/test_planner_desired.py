@@ -84,15 +84,15 @@ class TestPolicySetDesired:
         memory = ControllerMemory()
         counters = b.Counters()
         reasons: list[tuple[int, str]] = []
-        for minute in range(0, 120, 5):
+        for minute in range(0, 120):  # one pass a minute, well within the built-in maxSampleInterval
             t = b.at(minutes=minute)
-            counters.step(300)
+            counters.step(60)
             c = gpu_container(started_at=b.ago(hours=2), sig=counters.read(t, gpu_pct={b.GPU0: 0.0}))
             gpus = [b.gpu(i) for i in range(4)]  # one of four held: no high demand
             p = plan(b.snapshot(observed_at=t, containers=[c], gpus=gpus), d, memory, t)
             reasons += [(minute, a.reason.value) for a in p.actions]
             memory = b.record_outcomes(p)
-        assert reasons == [(35, "IdleExemptNotice")]
+        assert reasons == [(31, "IdleExemptNotice")]
         assert [(x.rule.value, x.why.value) for x in p.deferred if x.rule.value == "IdleTimeout"] == [
             ("IdleTimeout", "Exempt")
         ]

@@ -23,7 +23,7 @@ from controller.snapshot import (
     KeepAliveState,
 )
 from crd_like_specs.vocabulary import ContainerType
-from desired_state.effective import EffectivePolicy, ExemptFrom
+from desired_state.effective import EffectivePolicy, ExemptFrom, GlobalPolicy
 from tests.fixtures import builders as b
 
 STARTED = b.ago(hours=2)
@@ -41,7 +41,9 @@ class IdleHost:
         started_at: datetime = STARTED,
         others: tuple[ContainerObs, ...] = (),
         all_gpus: tuple[str, ...] = (b.GPU0, b.GPU1, b.GPU2, b.GPU3),
+        host_gpus: tuple[GpuObs, ...] | None = None,
         deliver: bool = True,
+        glob: GlobalPolicy | None = None,
     ) -> None:
         self.name = name
         self.gpus = gpus
@@ -50,8 +52,9 @@ class IdleHost:
         self.others = others
         self.all_gpus = all_gpus
         self.counters = b.Counters()
+        self.host_gpus = host_gpus
         self.last_minute: float | None = None
-        self.passes = b.Passes(b.desired(pol), deliver=deliver)
+        self.passes = b.Passes(b.desired(pol, glob), deliver=deliver)
 
     def container(
         self, minute: float, *, cpu_pct: float, gpu_pct: float | None, net: int, keep: KeepAlive
@@ -73,7 +76,11 @@ class IdleHost:
         down: tuple[Domain, ...] = (),
     ) -> Plan:
         c = self.container(minute, cpu_pct=cpu_pct, gpu_pct=gpu_pct, net=net, keep=keep)
-        gpus = [b.gpu(i, u) for i, u in enumerate(self.all_gpus)]
+        gpus = (
+            list(self.host_gpus)
+            if self.host_gpus is not None
+            else [b.gpu(i, u) for i, u in enumerate(self.all_gpus)]
+        )
         snap = b.snapshot(
             observed_at=b.at(minutes=minute), containers=[c, *self.others], gpus=gpus, down=down
         )
@@ -120,17 +127,31 @@ class TestIdleWarningsThenStop:
         assert stop.due_at == b.at(minutes=36)
 
     def test_stop_never_in_the_same_pass_as_the_first_warning(self) -> None:
-        # A controller that was down for hours comes back: the stop is long due but nobody was told.
+        # The notifier failed until minute 40: the stop is due but nobody was told.
+        h = IdleHost(deliver=False)
+        for minute in range(0, 36, 5):
+            assert all(a.kind != ActionKind.STOP_CONTAINER for a in h.at(minute).actions)
+        h.passes.deliver = True
+        p = h.at(40)
+        assert kinds(p) == [("WarnOwner", "IdleWarning")]
+        assert h.idle_verdicts(p) == [("IdleTimeout", "WaitingForWarning")]
+        wait = next(d for d in p.deferred if d.rule.value == "IdleTimeout")
+        assert wait.due_at == b.at(minutes=46)
+        assert kinds(h.at(45)) == []  # lead not over
+        assert kinds(h.at(50)) == [("StopContainer", "IdleTimeout")]
+
+    def test_controller_down_for_hours_starts_a_new_streak(self) -> None:
+        # The first sample after a long outage is an unobserved span: when the container was last
+        # active cannot be told, so the idle clock starts again after it (no stop on old evidence).
         h = IdleHost()
         for minute in (0, 5, 10, 15):
             h.at(minute)
         p = h.at(200)
-        assert kinds(p) == [("WarnOwner", "IdleWarning")]
-        assert h.idle_verdicts(p) == [("IdleTimeout", "WaitingForWarning")]
-        wait = next(d for d in p.deferred if d.rule.value == "IdleTimeout")
-        assert wait.due_at == b.at(minutes=206)
-        assert kinds(h.at(203)) == []  # lead not over
-        assert kinds(h.at(206)) == [("StopContainer", "IdleTimeout")]
+        assert kinds(p) == []
+        assert h.idle_verdicts(p) == [("IdleTimeout", "UnknownSignal")]
+        acts = [(m, a.reason.value) for m in range(205, 241, 5) for a in h.at(m).actions]
+        # A new streak from 205, with its own warnings (230, 235) and lead time: stopped at 240.
+        assert acts == [(230, "IdleWarning"), (235, "IdleWarning"), (240, "IdleTimeout")]
 
     def test_undelivered_warning_keeps_the_stop_waiting(self) -> None:
         h = IdleHost(deliver=False)  # e.g. the notifier keeps failing
@@ -171,9 +192,9 @@ class TestIdleWarningsThenStop:
         assert kinds(h.at(25)) == [("StopContainer", "IdleTimeout")]
 
     def test_high_demand_halves_the_timeout(self) -> None:
-        # Every GPU of the host is held (by containers in any state): demand 100 % >= 80 %.
+        # Every GPU of the host is used by a running container: demand 100 % >= 80 %.
         holders = tuple(
-            b.container(f"h{i}", state=ContainerState.PAUSED, gpus=[g]) for i, g in enumerate(b.GPUS[1:])
+            b.running(f"h{i}", gpus=[g], started_at=b.ago(hours=1)) for i, g in enumerate(b.GPUS[1:])
         )
         h = IdleHost(others=holders)
         h.at(0)
@@ -212,7 +233,7 @@ class TestIdleExceptions:
 
     def test_mig_unknown_utilization_falls_back_to_cpu_and_network(self) -> None:
         mig = b.ref(b.mig_uuid(1, 0), parent=b.GPU1)
-        h = IdleHost()
+        h = IdleHost(host_gpus=(b.gpu(0), b.gpu(1, mig_slots=2)))
         h.gpus = (mig.uuid,)  # type: ignore[assignment]
         for minute in range(0, 36, 5):
             h.at(minute, gpu_pct=None)

@@ -140,13 +140,13 @@ def test_idle_and_runtime_per_user_and_type(
 @pytest.mark.parametrize(
     ("owner", "group", "thresholds"),
     [
-        ("sam", "student", (5, 2.0, 1048576, 3)),
-        ("nobody", "student", (5, 2.0, 1048576, 3)),
-        ("ravi", "researcher", (5, 3.0, 1048576, 4)),
-        ("fred", "faculty", (5, 3.0, 1048576, 4)),
-        ("datasciencelab", "admin", (5, 2.0, 1048576, 3)),  # admin has no policies: the global ones
-        ("bob", "researcher", (5, 3.0, 1048576, 4)),  # an override keeps the group's policies
-        ("olga", "student", (5, 4.0, 1048576, 3)),  # her override's policies block
+        ("sam", "student", (5, 2.0, 1048576 / 3600, 3)),
+        ("nobody", "student", (5, 2.0, 1048576 / 3600, 3)),
+        ("ravi", "researcher", (5, 3.0, 1048576 / 3600, 4)),
+        ("fred", "faculty", (5, 3.0, 1048576 / 3600, 4)),
+        ("datasciencelab", "admin", (5, 2.0, 1048576 / 3600, 3)),  # admin has no policies: the global ones
+        ("bob", "researcher", (5, 3.0, 1048576 / 3600, 4)),  # an override keeps the group's policies
+        ("olga", "student", (5, 4.0, 1048576 / 3600, 3)),  # her override's policies block
     ],
 )
 def test_group_and_idle_thresholds(
@@ -157,7 +157,7 @@ def test_group_and_idle_thresholds(
     got = (
         eff.gpu_idle_threshold_pct.value,
         eff.cpu_idle_threshold_pct.value,
-        eff.network_idle_threshold_bytes.value,
+        eff.network_idle_threshold_bytes_per_s.value,
         eff.idle_detection_window.value,
     )
     assert got == thresholds

@@ -23,10 +23,10 @@ from typing import Any
 
 from controller.memory import ContainerMemory
 from controller.plan.context import Collector, PassContext, fmt_duration, iso, seconds
-from controller.plan.idle import IDLE_WARNING_PREFIX, idle_status, keepalive_verdict
+from controller.plan.idle import IDLE_WARNING_PREFIX, grace_end, idle_status, keepalive_verdict
 from controller.plan.rules.common import exempted, gpu_evidence, shielded
 from controller.plan.types import Action, ActionKind, DeferReason, Reason
-from controller.snapshot import ContainerObs, ContainerState, Domain
+from controller.snapshot import ContainerObs, ContainerState, Domain, KeepAliveState
 from desired_state.effective import EffectivePolicy, ExemptFrom
 
 LEAD_FRACTION = 0.2
@@ -223,16 +223,23 @@ def idle_stop(ctx: PassContext, out: Collector, c: ContainerObs, policy: Effecti
     if c.started_at is None:
         out.defer(target, rule, DeferReason.UNKNOWN_SIGNAL, f"{c.name} is running but StartedAt is unknown")
         return None
-    grace_end = c.started_at + timedelta(seconds=policy.grace_period_s.value)
-    if now < grace_end:
+    mem = ctx.cmem.get(c.id)
+    grace_over_at = grace_end(mem, c.started_at, policy.grace_period_s.value)
+    if now < grace_over_at:
+        extension_s = seconds(grace_over_at - c.started_at) - policy.grace_period_s.value
         out.defer(
             target,
             rule,
             DeferReason.GRACE_PERIOD,
             f"{c.name} started {fmt_duration(seconds(now - c.started_at))} ago; idle checks begin after "
-            f"the grace period of {fmt_duration(policy.grace_period_s.value)}",
-            due_at=grace_end,
-            evidence={"started_at": iso(c.started_at), "grace_period_s": policy.grace_period_s.value},
+            f"the grace period of {fmt_duration(policy.grace_period_s.value)}"
+            + (f" (+{fmt_duration(extension_s)} not observed)" if extension_s > 0 else ""),
+            due_at=grace_over_at,
+            evidence={
+                "started_at": iso(c.started_at),
+                "grace_period_s": policy.grace_period_s.value,
+                "grace_extension_s": extension_s,
+            },
         )
         return None
     if not ctx.nvml_ok:
@@ -244,7 +251,6 @@ def idle_stop(ctx: PassContext, out: Collector, c: ContainerObs, policy: Effecti
             evidence={"nvml_error": ctx.snapshot.domain_error(Domain.NVML)},
         )
         return None
-    mem = ctx.cmem.get(c.id)
     if mem is None:  # pragma: no cover - the planner observes every container first
         return None
     status = idle_status(mem, c)
@@ -307,7 +313,8 @@ def idle_stop(ctx: PassContext, out: Collector, c: ContainerObs, policy: Effecti
         "thresholds": {
             "gpu_pct": policy.gpu_idle_threshold_pct.value,
             "cpu_pct": policy.cpu_idle_threshold_pct.value,
-            "net_bytes_per_interval": policy.network_idle_threshold_bytes.value,
+            "net_bytes_per_s": policy.network_idle_threshold_bytes_per_s.value,
+            "mig_idle_fallback": policy.mig_idle_fallback.value.value,
         },
         "last_sample": current.detail,
     }
@@ -338,6 +345,19 @@ def idle_stop(ctx: PassContext, out: Collector, c: ContainerObs, policy: Effecti
         return None
 
     ka = c.signals.keepalive if c.signals is not None else None
+    if ka is None or ka.state == KeepAliveState.UNKNOWN:
+        # Unknown is not absent: an unreadable keep-alive (EACCES on a root-squashed NFS workspace,
+        # the container root gone) may be a fresh one. No warning and no stop until it can be read.
+        detail = (ka.detail if ka is not None else None) or "not read"
+        out.defer(
+            target,
+            rule,
+            DeferReason.UNKNOWN_SIGNAL,
+            f"{c.name}: idle for {fmt_duration(idle_s)} but its keep-alive file "
+            f"({policy.keepalive_path.value}) could not be read ({detail}); unknown is not absent",
+            evidence={**evidence, "keepalive": f"unknown: {detail}"},
+        )
+        return None
     keep = keepalive_verdict(ka, mem.keepalive, policy.keepalive_max_age_s.value, now)
     evidence["keepalive"] = keep.detail
     if keep.honoured:
