@@ -203,6 +203,7 @@ class Controller:
         self.observer.config = self.observer.config.model_copy(
             update={
                 "system_process_names": gp.system_process_names.value,
+                "engine_cgroup_parents": gp.engine_cgroup_parents.value,
                 "keepalive_path": host_keepalive_path(self.policy.current),
             }
         )
@@ -554,6 +555,7 @@ def build_controller(
             docker_timeout_s=settings.docker_timeout_s,
             ledger_path=settings.ledger,
             system_process_names=gp.system_process_names.value,
+            engine_cgroup_parents=gp.engine_cgroup_parents.value,
             keepalive_path=host_keepalive_path(policy.current),
         )
     )
