@@ -33,6 +33,7 @@ from loguru import logger
 
 from controller.act.events import EventLog
 from controller.act.executor import DryRunExecutor, ExecutionReport, Executor, Outcome, RealExecutor
+from controller.act.gpu_reset import ResetPrecheck
 from controller.act.inventory import awareness_events, load_inventory, write_inventory
 from controller.act.notify import TerminalNotifier
 from controller.act.report import ActionOutcome
@@ -495,6 +496,7 @@ def make_real_executor(
         ledger_path=settings.ledger,
         reset_command=gp.gpu_reset_command.value,
         kill_grace_s=gp.kill_grace_s.value,
+        reset_precheck=ResetPrecheck(observer.observe),
     )
 
 

@@ -13,9 +13,9 @@ Owns:
 * :func:`attribute_gpu_processes`: one :class:`GpuProcessObs` per (PID, device) NVML listed. A PID
   that disappeared between NVML and ``/proc`` is ``VANISHED``, not an error. A process in no
   container whose program name matches ``system_process_names`` (fnmatch patterns, matched against
-  the basename of argv[0] and against ``comm``) is a system process; a process inside a container (or
-  a sandbox: any non-host cgroup scope) is never a system process, whatever it calls itself. Each
-  process carries its cgroup scope (this engine's, foreign, host); see :mod:`controller.observe.cgroups`.
+  the basename of argv[0] and against ``comm``) is a system process; a process inside a container is
+  never a system process, whatever it calls itself. Each process carries its cgroup scope (this
+  engine's, foreign, host); see :mod:`controller.observe.cgroups`.
 
 ``container_exists`` is only meaningful when the DOCKER domain is ok; the caller reports both.
 Called by :mod:`controller.observe.host`. Must not kill, signal or write anything.
@@ -32,7 +32,6 @@ from pathlib import Path
 
 from controller.observe.cgroups import DEFAULT_ENGINE_PARENTS, attribute
 from controller.snapshot import (
-    CgroupScope,
     ContainerId,
     GpuObs,
     GpuProcessObs,
@@ -292,7 +291,7 @@ def attribute_gpu_processes(
                     "container_id": container_id,
                     "container_exists": container_id is not None and container_id in existing_containers,
                     "cgroup_scope": attribution.scope,
-                    "is_system": attribution.scope is CgroupScope.HOST and reader.is_system(read.info),
+                    "is_system": container_id is None and reader.is_system(read.info),
                 }
             )
         )
