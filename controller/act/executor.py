@@ -427,8 +427,15 @@ class RealExecutor:
         if expected_cid is not None and not isinstance(expected_cid, str):
             raise PermanentError(f"evidence container_id is {type(expected_cid).__name__}, not a string")
         grace_s = float(action.params.get("grace_s", self._kill_grace_s))
+        # The cgroup that made it an orphan (this engine's): a process found elsewhere is not killed.
+        planned_cgroup = action.evidence.get("cgroup") if expected_cid is not None else None
         result = kill_ladder(
-            t.pid, t.pid_start_time, expected_cid, grace_s=grace_s, kill_wait_s=self._kill_wait_s
+            t.pid,
+            t.pid_start_time,
+            expected_cid,
+            grace_s=grace_s,
+            kill_wait_s=self._kill_wait_s,
+            cgroup=planned_cgroup if isinstance(planned_cgroup, str) else None,
         )
         if result.outcome is Identity.CHANGED:
             raise _Skip(f"not the planned process any more: {result.detail}")

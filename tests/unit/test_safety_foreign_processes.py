@@ -241,3 +241,25 @@ def test_get_processes_shows_foreign_not_orphan() -> None:
     view = View(snapshot=snap, now=b.T0)
     assert [process_verdict(view, p) for p in (rootless, sandbox, orphan)] == ["foreign", "foreign", "orphan"]
     assert [process_container(view, p) for p in (rootless, sandbox, orphan)] == ["foreign", "foreign", "gone"]
+
+
+# --- the kill re-checks the cgroup that made it an orphan ----------------------------------------
+
+
+def test_the_kill_re_check_requires_the_planned_cgroup(tmp_path: Path) -> None:
+    import os
+
+    import psutil
+
+    from controller.act.process_ops import Identity, check_identity
+
+    pid = os.getpid()
+    started = psutil.Process(pid).create_time()
+    (tmp_path / str(pid)).mkdir()
+    cgroup_file = tmp_path / str(pid) / "cgroup"
+    cgroup_file.write_text(f"0::{ENGINE_CGROUPFS}\n")
+    assert check_identity(pid, started, ID, proc=tmp_path, cgroup=ENGINE_CGROUPFS).identity is Identity.SAME
+    # Same container id, but now in another runtime's cgroup: not the process the plan judged.
+    cgroup_file.write_text(f"0::{ROOTLESS}\n")
+    check = check_identity(pid, started, ID, proc=tmp_path, cgroup=ENGINE_CGROUPFS)
+    assert check.identity is Identity.CHANGED and ROOTLESS in check.detail
