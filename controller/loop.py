@@ -44,7 +44,7 @@ from controller.plan.desired import PolicySetDesired
 from controller.plan.planner import plan as make_plan
 from controller.plan.types import Plan
 from controller.settings import Settings
-from controller.snapshot import Domain, Snapshot
+from controller.snapshot import CgroupScope, Domain, Snapshot
 from controller.startup import degraded_line, one_line_error, recovered_line
 from controller.store import MemoryStore, acquire_run_lock, save_inspect_cache, write_policy_status
 from desired_state.effective import GlobalPolicy
@@ -325,7 +325,10 @@ def record_metrics(
     orphans = sum(
         1
         for p in snapshot.processes
-        if p.container_id is not None and not p.container_exists and not p.is_system
+        if p.container_id is not None
+        and not p.container_exists
+        and not p.is_system
+        and p.cgroup_scope is CgroupScope.ENGINE  # another runtime's workload is not an orphan
     )
     actions = {a.key: a for a in the_plan.actions}
     for o in report.outcomes:

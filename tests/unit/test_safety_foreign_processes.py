@@ -263,3 +263,18 @@ def test_the_kill_re_check_requires_the_planned_cgroup(tmp_path: Path) -> None:
     cgroup_file.write_text(f"0::{ROOTLESS}\n")
     check = check_identity(pid, started, ID, proc=tmp_path, cgroup=ENGINE_CGROUPFS)
     assert check.identity is Identity.CHANGED and ROOTLESS in check.detail
+
+
+def test_the_orphan_gauge_does_not_count_foreign_workloads() -> None:
+    from controller.act.dry_run import DryRunExecutor
+    from controller.loop import record_metrics
+    from controller.ops.metrics import Metrics
+
+    foreign = b.process(5000, b.GPU0, container_id=ID, cgroup=ROOTLESS, scope=CgroupScope.FOREIGN)
+    orphan = b.process(5001, b.GPU0, container_id="e" * 64)
+    snap = b.snapshot(gpus=[b.gpu(0)], processes=[foreign, orphan])
+    the_plan = b.Passes(b.desired(b.policy())).run(snap)
+    report = DryRunExecutor(None).execute(the_plan, the_plan.memory, snap.observed_at)
+    metrics = Metrics(version="test")
+    record_metrics(metrics, snap, the_plan, report, 0.1, the_plan.memory)
+    assert "ds01_orphan_processes 1.0" in metrics.render().decode()
