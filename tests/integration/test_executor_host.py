@@ -176,8 +176,6 @@ def executor_with_reset(
 ) -> RealExecutor:
     real_executor._reset_command = tuple(command)
     real_executor._reset_timeout_s = timeout_s
-    # The fresh re-check before a reset finds the GPU clean (its refusals: test_safety_reset*).
-    real_executor._reset_precheck = lambda gpu: []
     return real_executor
 
 
