@@ -36,7 +36,7 @@ from controller.cli.view import (
     rates,
     rule_of,
 )
-from controller.plan.types import Action, Deferred, Reason
+from controller.plan.types import Action, DeferReason, Deferred, Reason
 from controller.snapshot import (
     CgroupScope,
     ContainerObs,
@@ -347,7 +347,13 @@ def gpu_state(view: View, gpu: GpuObs, device_uuid: str | None) -> str:
                 return s
         return "free"
     marked = view.memory is not None and gpu.uuid in view.memory.dirty_gpus
-    planned = any(i for i in view.items_by_gpu.get(uuid, []) if rule_of(i) == Reason.GPU_DIRTY)
+    # A GpuDirty deferral for an unknown process list is not a dirty verdict: it says "cannot tell".
+    planned = any(
+        i
+        for i in view.items_by_gpu.get(uuid, [])
+        if rule_of(i) == Reason.GPU_DIRTY
+        and not (isinstance(i, Deferred) and i.why == DeferReason.UNKNOWN_SIGNAL)
+    )
     holders = view.holders.get(uuid, [])
     running_ids = {c.id for c in holders if c.state == ContainerState.RUNNING}
     stray = [

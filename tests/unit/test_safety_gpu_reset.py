@@ -123,3 +123,14 @@ def test_a_leak_is_still_found_with_v2_and_with_v1() -> None:
         memory_used_bytes=8 * 1024**3, memory_reserved_bytes=None, memory_used_includes_reserved=True
     )
     assert kinds(run([[big_v1]] * 2)) == ["ResetGpu"]
+
+
+def test_get_gpus_says_unknown_not_dirty_for_an_unlisted_gpu() -> None:
+    from controller.cli.get import gpu_state
+    from controller.cli.view import View
+
+    busy_unlisted = h200(memory_used_bytes=40 * 1024**3, processes_unknown=UNKNOWN)
+    snap = b.snapshot(observed_at=b.at(), gpus=[busy_unlisted])
+    p = b.Passes(b.desired(b.policy())).run(snap)
+    view = View(snapshot=snap, now=b.at(), plan=p, memory=p.memory)
+    assert gpu_state(view, busy_unlisted, None) == "unknown"
