@@ -33,6 +33,7 @@ from loguru import logger
 
 from controller.act.events import EventLog
 from controller.act.executor import DryRunExecutor, ExecutionReport, Executor, Outcome, RealExecutor
+from controller.act.gpu_reset import ResetPrecheck
 from controller.act.inventory import awareness_events, load_inventory, write_inventory
 from controller.act.notify import TerminalNotifier
 from controller.act.report import ActionOutcome
@@ -43,7 +44,7 @@ from controller.plan.desired import PolicySetDesired
 from controller.plan.planner import plan as make_plan
 from controller.plan.types import Plan
 from controller.settings import Settings
-from controller.snapshot import Domain, Snapshot
+from controller.snapshot import CgroupScope, Domain, Snapshot
 from controller.startup import degraded_line, one_line_error, recovered_line
 from controller.store import MemoryStore, acquire_run_lock, save_inspect_cache, write_policy_status
 from desired_state.effective import GlobalPolicy
@@ -203,6 +204,7 @@ class Controller:
         self.observer.config = self.observer.config.model_copy(
             update={
                 "system_process_names": gp.system_process_names.value,
+                "engine_cgroup_parents": gp.engine_cgroup_parents.value,
                 "keepalive_path": host_keepalive_path(self.policy.current),
             }
         )
@@ -323,7 +325,10 @@ def record_metrics(
     orphans = sum(
         1
         for p in snapshot.processes
-        if p.container_id is not None and not p.container_exists and not p.is_system
+        if p.container_id is not None
+        and not p.container_exists
+        and not p.is_system
+        and p.cgroup_scope is CgroupScope.ENGINE  # another runtime's workload is not an orphan
     )
     actions = {a.key: a for a in the_plan.actions}
     for o in report.outcomes:
@@ -494,6 +499,7 @@ def make_real_executor(
         ledger_path=settings.ledger,
         reset_command=gp.gpu_reset_command.value,
         kill_grace_s=gp.kill_grace_s.value,
+        reset_precheck=ResetPrecheck(observer.observe),
     )
 
 
@@ -554,6 +560,7 @@ def build_controller(
             docker_timeout_s=settings.docker_timeout_s,
             ledger_path=settings.ledger,
             system_process_names=gp.system_process_names.value,
+            engine_cgroup_parents=gp.engine_cgroup_parents.value,
             keepalive_path=host_keepalive_path(policy.current),
         )
     )

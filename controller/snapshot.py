@@ -209,8 +209,19 @@ class MigDeviceObs(Frozen):
     index: int
     gpu_instance_id: int | None = None
     compute_instance_id: int | None = None
-    memory_used_bytes: int | None = None
+    memory_used_bytes: int | None = Field(
+        default=None,
+        description="Memory in use by applications (NVML memory v2: the driver's reserved excluded)",
+    )
     memory_total_bytes: int | None = None
+    memory_reserved_bytes: int | None = Field(
+        default=None, description="Memory the driver reserves for itself (NVML memory v2); None when unknown"
+    )
+    memory_used_includes_reserved: bool = Field(
+        default=False,
+        description="True when read with NVML memory v1 (no v2 on this driver): used then counts the "
+        "driver's reserved memory, so it is not 0 on an idle GPU",
+    )
     processes: tuple[NvmlProcess, ...] = ()
     processes_unknown: str | None = Field(
         default=None, description="Why the process list could not be read; () then means unknown, not none"
@@ -221,8 +232,19 @@ class GpuObs(Frozen):
     index: int
     uuid: GpuUuid
     name: str
-    memory_used_bytes: int | None = None
+    memory_used_bytes: int | None = Field(
+        default=None,
+        description="Memory in use by applications (NVML memory v2: the driver's reserved excluded)",
+    )
     memory_total_bytes: int | None = None
+    memory_reserved_bytes: int | None = Field(
+        default=None, description="Memory the driver reserves for itself (NVML memory v2); None when unknown"
+    )
+    memory_used_includes_reserved: bool = Field(
+        default=False,
+        description="True when read with NVML memory v1 (no v2 on this driver): used then counts the "
+        "driver's reserved memory, so it is not 0 on an idle GPU",
+    )
     utilization_percent: float | None = None
     utilization_unknown: str | None = Field(default=None, description="Why utilization is unknown (MIG...)")
     mig_enabled: bool = False
@@ -234,6 +256,15 @@ class GpuObs(Frozen):
     processes_unknown: str | None = Field(
         default=None, description="Why the process list could not be read; () then means unknown, not none"
     )
+
+
+class CgroupScope(StrEnum):
+    """Whose cgroup a GPU process is in (see :mod:`controller.observe.cgroups`)."""
+
+    ENGINE = "engine"  # a container cgroup under a parent of this Docker engine
+    FOREIGN = "foreign"  # a container-like cgroup of another runtime (rootless Docker, containerd, a sandbox)
+    HOST = "host"  # no container cgroup at all
+    UNKNOWN = "unknown"  # not read (the process vanished, or /proc could not be read)
 
 
 class ProcessState(StrEnum):
@@ -256,6 +287,10 @@ class GpuProcessObs(Frozen):
     cgroup: str = Field(default="", description="The cgroup path that decided the attribution")
     container_id: ContainerId | None = Field(default=None, description="Container named by the cgroup")
     container_exists: bool = False
+    cgroup_scope: CgroupScope = Field(
+        default=CgroupScope.UNKNOWN,
+        description="Whose cgroup it is; only a process in this engine's cgroup can be an orphan",
+    )
     is_system: bool = False
 
 

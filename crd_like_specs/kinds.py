@@ -534,6 +534,12 @@ class LifecyclePolicySpec(SpecModel):
     system_process_names: Annotated[list[str] | None, _NOT_NULL, _NO_NULL_SCHEMA] = Field(
         default=None, description="GPU processes that are never orphans (nvidia-persistenced, Xorg...)"
     )
+    engine_cgroup_parents: Annotated[list[str] | None, _NOT_NULL, _NO_NULL_SCHEMA] = Field(
+        default=None,
+        description="--cgroup-parent values this Docker engine's containers get (a slice covers its "
+        "sub-slices), besides Docker's own /docker and system.slice; a GPU process in any other "
+        "container cgroup (rootless Docker, Kubernetes, containerd) is foreign: reported, never killed",
+    )
     ds01: Ds01Settings = Field(
         default_factory=Ds01Settings, description="DS01 settings kept for losslessness"
     )

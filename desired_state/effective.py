@@ -133,3 +133,6 @@ class GlobalPolicy(BaseModel):
         description="Honour ds01.protected/ds01.monitoring/ds01.user labels (admission layer enforces them)"
     )
     system_process_names: Sourced[tuple[str, ...]]
+    engine_cgroup_parents: Sourced[tuple[str, ...]] = Field(
+        description="Cgroup parents of this engine's containers; GPU processes elsewhere are foreign"
+    )

@@ -345,6 +345,7 @@ def global_policy(policy: PolicySet) -> GlobalPolicy:
     reset_command = global_value(policy, ("gpu_reset", "command"))
     host = global_value(policy, ("host_gpu_processes",))
     names = global_value(policy, ("system_process_names",))
+    parents = global_value(policy, ("engine_cgroup_parents",))
     return GlobalPolicy(
         gpu_reset_policy=Sourced(value=GpuResetPolicy(reset_policy.value), source=reset_policy.source),
         gpu_reset_command=Sourced(value=tuple(reset_command.value), source=reset_command.source),
@@ -358,4 +359,5 @@ def global_policy(policy: PolicySet) -> GlobalPolicy:
         kill_grace_s=global_value(policy, ("kill_grace",)),
         trust_labels=global_value(policy, ("trust_labels",)),
         system_process_names=Sourced(value=tuple(names.value), source=names.source),
+        engine_cgroup_parents=Sourced(value=tuple(parents.value), source=parents.source),
     )

@@ -78,6 +78,8 @@ class EventType:
     CONTAINER_STATUS_CHANGED = "detection.container_status_changed"
     HOST_GPU_PROCESS_DISCOVERED = "detection.host_gpu_process_discovered"
     HOST_GPU_PROCESS_EXITED = "detection.host_gpu_process_exited"
+    FOREIGN_GPU_PROCESS_DISCOVERED = "detection.foreign_gpu_process_discovered"
+    FOREIGN_GPU_PROCESS_EXITED = "detection.foreign_gpu_process_exited"
 
 
 def utc_timestamp(at: datetime) -> str:

@@ -12,6 +12,9 @@ Guarantees (each one tested against the real Docker engine and real processes):
   inspect shows it not running; a process only after it is gone. Exit codes are not trusted.
 - **Exact signals.** A process is checked (start time and container cgroup) before *every*
   signal; see :mod:`controller.act.process_ops`.
+- **Fresh GPU re-check.** A GPU reset runs only after a fresh observation shows NVML readable, no
+  process on the GPU and no live container holding it (``reset_precheck``, see
+  :mod:`controller.act.gpu_reset`); without a re-check configured, resets are skipped.
 - **Bounded.** Every Docker call has an HTTP timeout, the reset command a timeout, terminal
   writes a deadline, the ledger lock a timeout. Transient errors are retried (tenacity, inside
   :mod:`controller.act.docker_ops`); a failure is recorded with exponential back-off per action
@@ -140,6 +143,7 @@ class RealExecutor:
         clock: Callable[[], datetime] = utcnow,
         *,
         reset_timeout_s: float = DEFAULT_RESET_TIMEOUT_S,
+        reset_precheck: Callable[[str], Sequence[str]] | None = None,
         kill_wait_s: float = 5.0,
         ledger_lock_timeout_s: float = 5.0,
         verify_timeout_s: float = 10.0,
@@ -152,6 +156,7 @@ class RealExecutor:
         self._kill_grace_s = kill_grace_s
         self._kill_wait_s = kill_wait_s
         self._reset_timeout_s = reset_timeout_s
+        self._reset_precheck = reset_precheck
         self._ledger_lock_timeout_s = ledger_lock_timeout_s
         self._clock = clock
 
@@ -422,8 +427,15 @@ class RealExecutor:
         if expected_cid is not None and not isinstance(expected_cid, str):
             raise PermanentError(f"evidence container_id is {type(expected_cid).__name__}, not a string")
         grace_s = float(action.params.get("grace_s", self._kill_grace_s))
+        # The cgroup that made it an orphan (this engine's): a process found elsewhere is not killed.
+        planned_cgroup = action.evidence.get("cgroup") if expected_cid is not None else None
         result = kill_ladder(
-            t.pid, t.pid_start_time, expected_cid, grace_s=grace_s, kill_wait_s=self._kill_wait_s
+            t.pid,
+            t.pid_start_time,
+            expected_cid,
+            grace_s=grace_s,
+            kill_wait_s=self._kill_wait_s,
+            cgroup=planned_cgroup if isinstance(planned_cgroup, str) else None,
         )
         if result.outcome is Identity.CHANGED:
             raise _Skip(f"not the planned process any more: {result.detail}")
@@ -447,6 +459,14 @@ class RealExecutor:
         gpu = action.target.gpu
         if not gpu:
             raise PermanentError("ResetGpu without a GPU UUID")
+        # The plan's observation may be minutes old: re-observe and re-check right before acting.
+        if self._reset_precheck is None:
+            raise _Skip(
+                "no fresh NVML and Docker re-check is configured; a GPU is never reset on the plan alone"
+            )
+        blockers = list(self._reset_precheck(gpu))
+        if blockers:
+            raise _Skip("not safe to reset now: " + "; ".join(blockers))
         timeout_s = float(action.params.get("timeout_s", self._reset_timeout_s))
         result = run_reset(self._reset_command, gpu, timeout_s=timeout_s)
         status = "cleaned" if result.ok else "reset_failed"

@@ -7,7 +7,13 @@ UUID forms first. The command runs in its own session with a timeout; on timeout
 process group is killed.
 
 Called by the real executor for ResetGpu actions. Whether a reset is safe is the planner's
-decision; this module only runs it and reports what happened.
+decision, taken on an observation that may be minutes old by the time the action runs (other
+actions run first; each stop waits out its grace). So right before the command runs,
+:class:`ResetPrecheck` observes the host again and :func:`reset_blockers` re-checks the planner's
+preconditions on that fresh snapshot: NVML answers, the GPU is still listed, not in MIG mode, its
+process list (and its MIG devices') could be read and is empty, Docker answers, and no live
+container holds the GPU, may use every GPU, or has GPU references that cannot be resolved. Any doubt
+(NVML or Docker unreadable, the observation failing) is a blocker: the reset is skipped, not run.
 """
 
 from __future__ import annotations
@@ -17,11 +23,13 @@ import re
 import signal
 import subprocess
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from controller.act.errors import PermanentError
 from controller.act.sanitize import clean
+from controller.plan.rules.processes import processes_unknown
+from controller.snapshot import ContainerState, Domain, ProcessState, Snapshot
 
 UUID_PLACEHOLDER = "{uuid}"
 DEFAULT_RESET_COMMAND = ("nvidia-smi", "-r", "-i", UUID_PLACEHOLDER)
@@ -102,3 +110,62 @@ def run_reset(command: Sequence[str], uuid: str, *, timeout_s: float) -> ResetRe
         output=clean(out.decode("utf-8", errors="replace")[-2000:].strip(), 500),
         duration_s=time.monotonic() - started,
     )
+
+
+_LIVE = frozenset({ContainerState.RUNNING, ContainerState.PAUSED, ContainerState.RESTARTING})
+
+
+def reset_blockers(snapshot: Snapshot, gpu_uuid: str) -> list[str]:
+    """Why resetting ``gpu_uuid`` is not safe on this (fresh) snapshot; empty when it is."""
+    if not snapshot.domain_ok(Domain.NVML):
+        return [f"NVML cannot be read now ({snapshot.domain_error(Domain.NVML)})"]
+    gpu = next((g for g in snapshot.gpus if g.uuid == gpu_uuid), None)
+    if gpu is None:
+        return ["NVML no longer lists this GPU"]
+    blockers: list[str] = []
+    if gpu.mig_enabled:
+        blockers.append("MIG is enabled (a reset would destroy every instance)")
+    unknown = processes_unknown(gpu)
+    if unknown is not None:
+        blockers.append(f"its process list cannot be read now ({unknown})")
+    listed = sorted(
+        {p.pid for p in gpu.processes}
+        | {p.pid for m in gpu.mig_devices for p in m.processes}
+        | {p.pid for p in snapshot.processes if p.gpu_uuid == gpu_uuid and p.state is ProcessState.PRESENT}
+    )
+    if listed:
+        blockers.append("processes on it now: " + ", ".join(str(pid) for pid in listed))
+    if not snapshot.domain_ok(Domain.DOCKER):
+        blockers.append(f"Docker cannot be read now ({snapshot.domain_error(Domain.DOCKER)})")
+        return blockers
+    mig_uuids = {m.uuid for m in gpu.mig_devices}
+    holders: list[str] = []
+    for c in snapshot.containers:
+        if c.state not in _LIVE:
+            continue
+        if (
+            c.all_gpus
+            or any(not ref.resolved for ref in c.gpu_refs)
+            or any(
+                ref.uuid == gpu_uuid or ref.parent_uuid == gpu_uuid or ref.uuid in mig_uuids
+                for ref in c.gpu_refs
+            )
+        ):
+            holders.append(f"{c.name} ({c.state.value})")
+    if holders:
+        blockers.append("live containers that hold or may use it now: " + ", ".join(sorted(holders)))
+    return blockers
+
+
+class ResetPrecheck:
+    """Observes the host afresh and re-checks a reset's preconditions (see the module docstring)."""
+
+    def __init__(self, observe: Callable[[], Snapshot]) -> None:
+        self._observe = observe
+
+    def __call__(self, gpu_uuid: str) -> list[str]:
+        try:
+            snapshot = self._observe()
+        except Exception as exc:  # an observer must not raise; if it does, nothing is known
+            return [f"the host could not be observed again: {type(exc).__name__}: {clean(str(exc), 200)}"]
+        return reset_blockers(snapshot, gpu_uuid)

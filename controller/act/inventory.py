@@ -8,7 +8,13 @@ container and every bare host GPU process, rewritten atomically after each pass:
                              "detected_at"}},
      "host_processes": {"<pid>": {"pid", "user", "cmdline", "gpu_memory_mb", "gpu_uuids",
                                   "start_time", "first_seen_at", "sightings"}},
+     "foreign_processes": {"<pid>": {... as above, "cgroup", "container_id"}},
      "unavailable": ["nvml", ...]}
+
+``foreign_processes`` are GPU processes in another runtime's container cgroup (rootless Docker,
+Kubernetes, containerd, a sandbox: ``GpuProcessObs.cgroup_scope`` FOREIGN, not a live container of
+this engine). They are never killed; they are announced like host processes, as
+``detection.foreign_gpu_process_discovered`` / ``..._exited``.
 
 Rules that keep it honest:
 
@@ -42,12 +48,21 @@ from loguru import logger
 from controller.act.events import EventType, parse_timestamp, utc_timestamp
 from controller.act.sanitize import clean
 from controller.memory import ControllerMemory
-from controller.snapshot import ContainerObs, Domain, GpuProcessObs, ProcessState, Snapshot
+from controller.snapshot import (
+    CgroupScope,
+    ContainerObs,
+    ContainerState,
+    Domain,
+    GpuProcessObs,
+    ProcessState,
+    Snapshot,
+)
 from crd_like_specs.vocabulary import ContainerType
 
 INVENTORY_MODE = 0o644
 START_TIME_TOLERANCE_S = 0.01
 MIB = 1024 * 1024
+_LIVE = frozenset({ContainerState.RUNNING, ContainerState.PAUSED, ContainerState.RESTARTING})
 
 Inventory = dict[str, Any]
 AwarenessEvent = tuple[str, str | None, dict[str, Any]]
@@ -84,7 +99,26 @@ def _host_processes(snapshot: Snapshot) -> dict[int, list[GpuProcessObs]]:
     """Bare host GPU processes (no container cgroup, not system), grouped by pid."""
     by_pid: dict[int, list[GpuProcessObs]] = {}
     for p in snapshot.processes:
-        if p.container_id is None and not p.is_system and p.state is ProcessState.PRESENT:
+        if (
+            p.container_id is None
+            and p.cgroup_scope is not CgroupScope.FOREIGN
+            and not p.is_system
+            and p.state is ProcessState.PRESENT
+        ):
+            by_pid.setdefault(p.pid, []).append(p)
+    return by_pid
+
+
+def _foreign_processes(snapshot: Snapshot) -> dict[int, list[GpuProcessObs]]:
+    """GPU processes of other runtimes' workloads (not live containers of this engine), by pid."""
+    live = {c.id for c in snapshot.containers if c.state in _LIVE}
+    by_pid: dict[int, list[GpuProcessObs]] = {}
+    for p in snapshot.processes:
+        if (
+            p.cgroup_scope is CgroupScope.FOREIGN
+            and p.container_id not in live
+            and p.state is ProcessState.PRESENT
+        ):
             by_pid.setdefault(p.pid, []).append(p)
     return by_pid
 
@@ -124,6 +158,7 @@ def build_inventory(snapshot: Snapshot, previous: Mapping[str, Any] | None) -> I
     """The inventory for ``snapshot``, carrying over what could not be observed this time."""
     prev_containers = _section(previous, "containers")
     prev_processes = _section(previous, "host_processes")
+    prev_foreign = _section(previous, "foreign_processes")
     unavailable = [h.domain.value for h in snapshot.health if not h.ok]
     if snapshot.domain_ok(Domain.DOCKER):
         containers: dict[str, Any] = {
@@ -137,14 +172,29 @@ def build_inventory(snapshot: Snapshot, previous: Mapping[str, Any] | None) -> I
             str(pid): _process_entry(pid, seen, prev_processes.get(str(pid)), snapshot.observed_at)
             for pid, seen in sorted(_host_processes(snapshot).items())
         }
+        foreign = {
+            str(pid): _foreign_entry(pid, seen, prev_foreign.get(str(pid)), snapshot.observed_at)
+            for pid, seen in sorted(_foreign_processes(snapshot).items())
+        }
     else:
         processes = prev_processes
+        foreign = prev_foreign
     return {
         "last_scan": utc_timestamp(snapshot.observed_at),
         "containers": containers,
         "host_processes": processes,
+        "foreign_processes": foreign,
         "unavailable": sorted(unavailable),
     }
+
+
+def _foreign_entry(
+    pid: int, seen: list[GpuProcessObs], previous: Mapping[str, Any] | None, observed_at: datetime
+) -> dict[str, Any]:
+    entry = _process_entry(pid, seen, previous, observed_at)
+    entry["cgroup"] = clean(seen[0].cgroup, 256)
+    entry["container_id"] = seen[0].container_id
+    return entry
 
 
 def load_inventory(path: Path) -> Inventory | None:
@@ -223,6 +273,13 @@ def awareness_events(
         events += _process_events(
             _section(previous, "host_processes"), current["host_processes"], snapshot, memory
         )
+        events += _process_events(
+            _section(previous, "foreign_processes"),
+            current["foreign_processes"],
+            snapshot,
+            memory,
+            foreign=True,
+        )
     return events
 
 
@@ -272,25 +329,33 @@ def _container_events(prev: Mapping[str, Any], cur: Mapping[str, Any]) -> list[A
 
 
 def _process_events(
-    prev: Mapping[str, Any], cur: Mapping[str, Any], snapshot: Snapshot, memory: ControllerMemory | None
+    prev: Mapping[str, Any],
+    cur: Mapping[str, Any],
+    snapshot: Snapshot,
+    memory: ControllerMemory | None,
+    *,
+    foreign: bool = False,
 ) -> list[AwarenessEvent]:
+    discovered, exited = (
+        (EventType.FOREIGN_GPU_PROCESS_DISCOVERED, EventType.FOREIGN_GPU_PROCESS_EXITED)
+        if foreign
+        else (EventType.HOST_GPU_PROCESS_DISCOVERED, EventType.HOST_GPU_PROCESS_EXITED)
+    )
     events: list[AwarenessEvent] = []
     for entry in cur.values():
         if entry["sightings"] == 2:  # the second consecutive sighting confirms it
-            events.append(
-                (
-                    EventType.HOST_GPU_PROCESS_DISCOVERED,
-                    entry["user"],
-                    {
-                        "pid": entry["pid"],
-                        "cmdline": entry["cmdline"],
-                        "gpu_memory_mb": entry["gpu_memory_mb"],
-                        "gpu_uuids": entry["gpu_uuids"],
-                        "first_seen_at": _memory_first_seen(memory, entry["pid"], entry["start_time"])
-                        or entry["first_seen_at"],
-                    },
-                )
-            )
+            details = {
+                "pid": entry["pid"],
+                "cmdline": entry["cmdline"],
+                "gpu_memory_mb": entry["gpu_memory_mb"],
+                "gpu_uuids": entry["gpu_uuids"],
+                "first_seen_at": _memory_first_seen(memory, entry["pid"], entry["start_time"])
+                or entry["first_seen_at"],
+            }
+            if foreign:
+                details["cgroup"] = entry.get("cgroup")
+                details["container_id"] = entry.get("container_id")
+            events.append((discovered, entry["user"], details))
     for key, old in prev.items():
         if not isinstance(old, Mapping) or not isinstance(old.get("sightings"), int) or old["sightings"] < 2:
             continue
@@ -301,7 +366,7 @@ def _process_events(
         user = old.get("user")
         events.append(
             (
-                EventType.HOST_GPU_PROCESS_EXITED,
+                exited,
                 user if isinstance(user, str) else None,
                 {
                     "pid": old.get("pid"),

@@ -3,8 +3,10 @@
 A PID names a process only until it exits; the kernel may hand the number to another process at
 any moment. Before *every* signal the process is checked to still be the one the plan saw: same
 start time (within :data:`START_TIME_TOLERANCE_S`) and still in the same container's cgroup (or
-still in none). The controller never signals PID 0 or 1, itself, its parent or its process group
-leader, and signals always name a single pid (never a process group).
+still in none); when the plan names the cgroup path that made it an orphan (this engine's cgroup,
+see :mod:`controller.observe.cgroups`), the process must still be in exactly that cgroup. The
+controller never signals PID 0 or 1, itself, its parent or its process group leader, and signals
+always name a single pid (never a process group).
 
 Called by the real executor for KillProcess actions. Must not decide *whether* to kill: that is
 the planner's job; this module only makes the kill exact.
@@ -58,9 +60,15 @@ def cgroup_attribution(pid: int, proc: Path = Path("/proc")) -> CgroupAttributio
 
 
 def check_identity(
-    pid: int, start_time: float, container_id: str | None, *, proc: Path = Path("/proc")
+    pid: int,
+    start_time: float,
+    container_id: str | None,
+    *,
+    proc: Path = Path("/proc"),
+    cgroup: str | None = None,
 ) -> IdentityCheck:
-    """Is ``pid`` still the process that started at ``start_time`` in ``container_id``'s cgroup?"""
+    """Is ``pid`` still the process that started at ``start_time`` in ``container_id``'s cgroup
+    (and, when ``cgroup`` is given, in exactly that cgroup path)?"""
     try:
         process = psutil.Process(pid)
         created = process.create_time()
@@ -83,6 +91,10 @@ def check_identity(
             Identity.CHANGED,
             f"pid {pid} is in cgroup of container {actual[:12] if actual else 'none'}, "
             f"not {container_id[:12] if container_id else 'none'}",
+        )
+    if cgroup and attribution.cgroup != cgroup:
+        return IdentityCheck(
+            Identity.CHANGED, f"pid {pid} is now in cgroup {attribution.cgroup or '/'}, not {cgroup}"
         )
     return IdentityCheck(Identity.SAME)
 
@@ -122,6 +134,7 @@ def kill_ladder(
     kill_wait_s: float = 5.0,
     proc: Path = Path("/proc"),
     sleep: Callable[[float], None] = time.sleep,
+    cgroup: str | None = None,
 ) -> KillResult:
     """SIGTERM, wait up to ``grace_s``, SIGKILL, wait up to ``kill_wait_s``; verify before each.
 
@@ -135,7 +148,7 @@ def kill_ladder(
         raise PermanentError(refused)
     sent: list[str] = []
     for sig, wait_s in ((signal.SIGTERM, grace_s), (signal.SIGKILL, kill_wait_s)):
-        check = check_identity(pid, start_time, container_id, proc=proc)
+        check = check_identity(pid, start_time, container_id, proc=proc, cgroup=cgroup)
         if check.identity is not Identity.SAME:
             return KillResult(check.identity, tuple(sent), check.detail)
         # The window between the check and the signal is a few microseconds; a pid cannot be
@@ -147,7 +160,7 @@ def kill_ladder(
         sent.append(sig.name)
         deadline = time.monotonic() + wait_s
         while True:
-            check = check_identity(pid, start_time, container_id, proc=proc)
+            check = check_identity(pid, start_time, container_id, proc=proc, cgroup=cgroup)
             if check.identity is not Identity.SAME:
                 if check.identity is Identity.GONE:
                     return KillResult(Identity.GONE, tuple(sent), f"exited after {sig.name}")

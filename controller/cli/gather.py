@@ -176,6 +176,7 @@ def observe(settings: Settings, desired: Any | None) -> Snapshot:
     }
     if desired is not None:
         config_kwargs["system_process_names"] = desired.global_policy.system_process_names.value
+        config_kwargs["engine_cgroup_parents"] = desired.global_policy.engine_cgroup_parents.value
     try:
         # nvml=None: the observer builds its own NVML adapter, and reports (never raises) when it cannot.
         observer = HostObserver(ObserveConfig(**config_kwargs), nvml=None)

@@ -36,8 +36,15 @@ from controller.cli.view import (
     rates,
     rule_of,
 )
-from controller.plan.types import Action, Deferred, Reason
-from controller.snapshot import ContainerObs, ContainerState, GpuObs, GpuProcessObs, KeepAliveState
+from controller.plan.types import Action, DeferReason, Deferred, Reason
+from controller.snapshot import (
+    CgroupScope,
+    ContainerObs,
+    ContainerState,
+    GpuObs,
+    GpuProcessObs,
+    KeepAliveState,
+)
 
 KINDS = ("containers", "gpus", "processes", "allocations", "policies", "events")
 KIND_ALIASES = {
@@ -340,7 +347,13 @@ def gpu_state(view: View, gpu: GpuObs, device_uuid: str | None) -> str:
                 return s
         return "free"
     marked = view.memory is not None and gpu.uuid in view.memory.dirty_gpus
-    planned = any(i for i in view.items_by_gpu.get(uuid, []) if rule_of(i) == Reason.GPU_DIRTY)
+    # A GpuDirty deferral for an unknown process list is not a dirty verdict: it says "cannot tell".
+    planned = any(
+        i
+        for i in view.items_by_gpu.get(uuid, [])
+        if rule_of(i) == Reason.GPU_DIRTY
+        and not (isinstance(i, Deferred) and i.why == DeferReason.UNKNOWN_SIGNAL)
+    )
     holders = view.holders.get(uuid, [])
     running_ids = {c.id for c in holders if c.state == ContainerState.RUNNING}
     stray = [
@@ -484,8 +497,8 @@ def gpus_table(items: Sequence[dict[str, Any]], wide: bool) -> Table:
 
 
 def process_verdict(view: View, p: GpuProcessObs) -> str:
-    """ok / orphan / suspect / system (unknown while Docker is down): the plan's reading of the
-    process first, then the facts."""
+    """ok / orphan / foreign / suspect / system (unknown while Docker is down): the plan's reading
+    of the process first, then the facts."""
     if p.is_system:
         return "system"
     if p.container_id is not None and not view.docker_ok:
@@ -494,13 +507,17 @@ def process_verdict(view: View, p: GpuProcessObs) -> str:
         rule = rule_of(item)
         if rule in (Reason.ORPHANED_PROCESS, Reason.KILL_FAILED):
             return "orphan"
+        if rule is Reason.FOREIGN_GPU_WORKLOAD:
+            return "foreign"
         if rule in (Reason.FOREIGN_PROCESS_ON_GPU, Reason.HOST_GPU_PROCESS):
             return "suspect"
     if p.container_id is None:
-        return "suspect"  # a bare host process on a shared GPU: reported, never killed
-    if not p.container_exists:
-        return "orphan"
-    c = view.snapshot.container(p.container_id)
+        # a sandbox of another runtime, or a bare host process on a shared GPU: reported, never killed
+        return "foreign" if p.cgroup_scope is CgroupScope.FOREIGN else "suspect"
+    c = view.snapshot.container(p.container_id) if p.container_exists else None
+    live = c is not None and c.state == ContainerState.RUNNING
+    if not live and p.cgroup_scope is not CgroupScope.ENGINE:
+        return "foreign"  # another runtime's container: not this engine's to call an orphan
     if c is None or c.state != ContainerState.RUNNING:
         return "orphan"
     if not c.all_gpus and p.device_uuid not in c.gpu_uuids and p.gpu_uuid not in c.gpu_uuids:
@@ -510,11 +527,11 @@ def process_verdict(view: View, p: GpuProcessObs) -> str:
 
 def process_container(view: View, p: GpuProcessObs) -> str:
     if p.container_id is None:
-        return "host"
+        return "foreign" if p.cgroup_scope is CgroupScope.FOREIGN else "host"
     if not view.docker_ok:
         return "?"
     if not p.container_exists:
-        return "gone"
+        return "foreign" if p.cgroup_scope is not CgroupScope.ENGINE else "gone"
     c = view.snapshot.container(p.container_id)
     return c.name if c is not None else "gone"
 

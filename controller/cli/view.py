@@ -290,6 +290,7 @@ _RULE_VERB: dict[Reason, str] = {
     Reason.ORPHANED_PROCESS: "kill",
     Reason.FOREIGN_PROCESS_ON_GPU: "alert",
     Reason.HOST_GPU_PROCESS: "alert",
+    Reason.FOREIGN_GPU_WORKLOAD: "alert",
     Reason.GPU_DIRTY: "reset",
     Reason.KILL_FAILED: "alert",
     Reason.BREAKER_TRIPPED: "alert",

@@ -15,8 +15,20 @@ otherwise reports the outermost, which is the one the host engine would have cre
 The lines of a v1 host can disagree (a process moved in one hierarchy only); the unified (``0::``)
 line is tried first, then the v1 lines in file order, and the first line that names an id decides.
 
-Called by :mod:`controller.observe.procfs`. Pure text processing: no file access here; never raises
-on malformed text (lines that do not parse are skipped).
+Whose cgroup it is (:class:`~controller.snapshot.CgroupScope`). Other runtimes name their
+containers the same way: rootless Docker (``/user.slice/user-1001.slice/user@1001.service/app.slice/
+docker-<id>.scope``), containerd and the kubelet (``/kubepods/burstable/pod<uid>/<id>``,
+``cri-containerd-<id>.scope``), CRI-O, Podman, and sandboxes with ids of their own
+(``/process_api/<32 hex>``). A process is in THIS engine's cgroup only when the id is in one of the
+engine's own forms (a bare id for the cgroupfs driver, ``docker-<id>.scope`` for systemd) directly
+under one of its parents: Docker's defaults (``/docker`` for cgroupfs, ``/system.slice`` for
+systemd) or a configured ``--cgroup-parent`` (``engine_parents``, e.g. DS01's ``ds01.slice``, which
+covers the per-user slices below it). Anything else that names a container is FOREIGN: it may be a
+live workload this engine cannot see, so it is never an orphan. A path that names no container is
+HOST.
+
+Called by :mod:`controller.observe.procfs` and :mod:`controller.act.process_ops`. Pure text
+processing: no file access here; never raises on malformed text (lines that do not parse are skipped).
 """
 
 from __future__ import annotations
@@ -25,14 +37,27 @@ import re
 from collections.abc import Container, Sequence
 from dataclasses import dataclass
 
-from controller.snapshot import ContainerId
+from controller.snapshot import CgroupScope, ContainerId
 
 _HEX64 = r"[0-9a-f]{64}"
+_BARE_ID = re.compile(rf"({_HEX64})\Z")  # cgroupfs driver (Docker, containerd, the kubelet)
+_DOCKER_SCOPE = re.compile(rf"docker-({_HEX64})\.scope\Z")  # systemd driver (Docker, rootless too)
 _COMPONENT_PATTERNS = (
-    re.compile(rf"({_HEX64})\Z"),
-    re.compile(rf"docker-({_HEX64})\.scope\Z"),
+    _BARE_ID,
+    _DOCKER_SCOPE,
     re.compile(rf"cri-containerd-({_HEX64})\.scope\Z"),
+    re.compile(rf"crio-({_HEX64})\.scope\Z"),
+    re.compile(rf"libpod-({_HEX64})\.scope\Z"),
 )
+# Another runtime's or sandbox's id that is not a Docker id (e.g. /process_api/<32 hex>): the path
+# names a workload, so the process is not a bare host process, but there is no container id to give.
+_SANDBOX_ID = re.compile(r"(?:\A|[-_.@])(?:[0-9a-f]{64}|[0-9a-f]{32})(?:\Z|[-_.@])")
+
+# Docker's own parents when no --cgroup-parent is given: cgroupfs "/docker/<id>", systemd
+# "/system.slice/docker-<id>.scope". Matched exactly (a sub-cgroup of system.slice is not Docker's).
+_ENGINE_DEFAULT_CGROUPFS = ("docker",)
+_ENGINE_DEFAULT_SYSTEMD = ("system.slice",)
+DEFAULT_ENGINE_PARENTS: tuple[str, ...] = ("ds01.slice",)
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +76,7 @@ class CgroupAttribution:
     container_id: ContainerId | None
     cgroup: str  # the path that decided; "" when no line named a container
     candidates: tuple[ContainerId, ...] = ()
+    scope: CgroupScope = CgroupScope.HOST
 
 
 def parse_cgroup(text: str) -> tuple[CgroupLine, ...]:
@@ -77,15 +103,79 @@ def container_ids_in_path(path: str) -> tuple[ContainerId, ...]:
     return tuple(ids)
 
 
-def attribute(text: str, existing: Container[str] = frozenset()) -> CgroupAttribution:
-    """The container a process belongs to, from its ``/proc/<pid>/cgroup`` text."""
-    for line in _by_priority(parse_cgroup(text)):
+def attribute(
+    text: str,
+    existing: Container[str] = frozenset(),
+    engine_parents: Sequence[str] = DEFAULT_ENGINE_PARENTS,
+) -> CgroupAttribution:
+    """The container a process belongs to, from its ``/proc/<pid>/cgroup`` text, and whose cgroup
+    it is (``engine_parents``: the ``--cgroup-parent`` values this engine's containers are given)."""
+    lines = _by_priority(parse_cgroup(text))
+    for line in lines:
         candidates = container_ids_in_path(line.path)
         if not candidates:
             continue
         chosen = next((c for c in candidates if c in existing), candidates[0])
-        return CgroupAttribution(container_id=chosen, cgroup=line.path, candidates=candidates)
+        scope = (
+            CgroupScope.ENGINE if is_engine_cgroup(line.path, chosen, engine_parents) else CgroupScope.FOREIGN
+        )
+        return CgroupAttribution(container_id=chosen, cgroup=line.path, candidates=candidates, scope=scope)
+    for line in lines:
+        if any(_SANDBOX_ID.search(component) for component in line.path.split("/")):
+            return CgroupAttribution(container_id=None, cgroup=line.path, scope=CgroupScope.FOREIGN)
     return CgroupAttribution(container_id=None, cgroup="")
+
+
+def is_engine_cgroup(
+    path: str, container_id: str, engine_parents: Sequence[str] = DEFAULT_ENGINE_PARENTS
+) -> bool:
+    """Is ``container_id``'s cgroup in ``path`` one this Docker engine creates?
+
+    The id's component must be in one of Docker's own forms (a bare id, ``docker-<id>.scope``) and
+    the components above it must be Docker's default parent for that form or lie within one of
+    ``engine_parents``. Rootless Docker (under ``user@<uid>.service``), the kubelet
+    (``kubepods``), containerd, CRI-O and Podman never qualify.
+    """
+    components = [c for c in path.split("/") if c]
+    for i, component in enumerate(components):
+        bare = _BARE_ID.match(component)
+        scoped = _DOCKER_SCOPE.match(component)
+        match = bare or scoped
+        if match is None or match.group(1) != container_id:
+            continue
+        above = tuple(components[:i])
+        if bare is not None and above == _ENGINE_DEFAULT_CGROUPFS:
+            return True
+        if scoped is not None and above == _ENGINE_DEFAULT_SYSTEMD:
+            return True
+        return any(_within_parent(above, parent) for parent in engine_parents)
+    return False
+
+
+def _within_parent(above: tuple[str, ...], parent: str) -> bool:
+    """Do the components ``above`` a container lie within the configured cgroup parent?
+
+    A systemd slice name encodes its ancestry (``ds01-student-alice.slice`` is
+    ``/ds01.slice/ds01-student.slice/ds01-student-alice.slice``), so a slice parent matches when
+    the first component is that slice or one of its descendants: under the systemd driver the path
+    is the expanded one, under cgroupfs the slice name is used as a plain directory. Any other
+    parent is a cgroupfs path, matched as a path prefix.
+    """
+    parent = parent.strip()
+    if not parent or not above:
+        return False
+    if parent.endswith(".slice") and "/" not in parent:
+        stem = parent[: -len(".slice")]
+        if not stem or stem.startswith("-") or stem.endswith("-") or "--" in stem:
+            return False  # "-.slice" is the root: everything would be the engine's
+        parts = stem.split("-")
+        lineage = tuple("-".join(parts[: n + 1]) + ".slice" for n in range(len(parts)))
+        if above[: len(lineage)] == lineage:
+            return True  # systemd driver: the expanded path
+        first = above[0]  # cgroupfs driver: the slice name as one directory
+        return first == parent or (first.endswith(".slice") and first.startswith(stem + "-"))
+    wanted = tuple(c for c in parent.split("/") if c)
+    return bool(wanted) and above[: len(wanted)] == wanted
 
 
 def controller_path(lines: Sequence[CgroupLine], controller: str) -> tuple[CgroupLine, str] | None:

@@ -26,7 +26,7 @@ from typing import Any, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from controller.observe.cgroups import container_ids_in_path, parse_cgroup
+from controller.observe.cgroups import DEFAULT_ENGINE_PARENTS, container_ids_in_path, parse_cgroup
 from controller.observe.classify import classify
 from controller.observe.docker_adapter import (
     DEFAULT_MAX_AGE_S,
@@ -89,6 +89,10 @@ class ObserveConfig(BaseModel):
     proc_root: Path = Path("/proc")
     cgroup_root: Path = Path("/sys/fs/cgroup")
     system_process_names: tuple[str, ...] = DEFAULT_SYSTEM_PROCESS_NAMES
+    engine_cgroup_parents: tuple[str, ...] = Field(
+        default=DEFAULT_ENGINE_PARENTS,
+        description="--cgroup-parent values of this engine's containers (besides Docker's defaults)",
+    )
     use_openat2: bool | None = Field(
         default=None, description="None: openat2 where the kernel has it; False: always walk components"
     )
@@ -199,7 +203,9 @@ class HostObserver:
             for c in observation.containers
         )
         existing = {c.id for c in containers}
-        processes, proc_errors = attribute_gpu_processes(gpus, existing, reader)
+        processes, proc_errors = attribute_gpu_processes(
+            gpus, existing, reader, self.config.engine_cgroup_parents
+        )
         proc_problems = [e for e in (reader.health_error(), *proc_errors) if e]
         health[Domain.PROCFS] = DomainHealth(
             domain=Domain.PROCFS,

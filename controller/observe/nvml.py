@@ -11,6 +11,13 @@ adapter does) nor resolve containers' GPU references (controller.observe.gpu_ref
 
 Failures that leave the device list itself in doubt (count, handles, UUIDs, MIG mode, MIG device
 handles) make the whole domain unavailable: a partial list would read as "these GPUs are free".
+
+Memory is read with ``nvmlDeviceGetMemoryInfo`` v2, whose ``used`` excludes the memory the driver
+reserves for itself (an idle H200 on driver 580: v2 used 0, reserved 615 MiB; v1 used 615 MiB).
+Only where v2 does not exist (old drivers: the symbol is missing, or the call answers
+NOT_SUPPORTED / ARGUMENT_VERSION_MISMATCH) is v1 read, and the observation then says that its
+``used`` includes the reservation (``memory_used_includes_reserved``), so the planner does not take
+an idle GPU for a leak. See docs/nvml-real-hardware.md.
 """
 
 from __future__ import annotations
@@ -82,6 +89,22 @@ def _bytes_or_none(value: Any) -> int | None:
     if value is None or int(value) == _NOT_AVAILABLE_ULL:
         return None
     return int(value)
+
+
+# nvmlDeviceGetMemoryInfo_v2 is missing (drivers before R510) or refused: fall back to v1.
+_V2_ABSENT = (
+    pynvml.NVMLError_FunctionNotFound,
+    pynvml.NVMLError_NotSupported,
+    pynvml.NVMLError_ArgumentVersionMismatch,
+)
+
+
+@dataclass(frozen=True)
+class _Memory:
+    used_bytes: int | None
+    total_bytes: int | None
+    reserved_bytes: int | None
+    used_includes_reserved: bool  # read with v1
 
 
 @dataclass
@@ -197,7 +220,7 @@ class NvmlObserver:
         handle = _required(f"nvmlDeviceGetHandleByIndex({index})", pynvml.nvmlDeviceGetHandleByIndex, index)
         uuid: str = _required(f"nvmlDeviceGetUUID({label})", pynvml.nvmlDeviceGetUUID, handle)
         name, _ = _optional(f"nvmlDeviceGetName({label})", pynvml.nvmlDeviceGetName, handle)
-        used_bytes, total_bytes = self._memory(handle, label)
+        memory = self._memory(handle, label)
         mig_enabled = self._mig_enabled(handle, label)
         utilization, utilization_unknown = self._utilization(handle, label, mig_enabled)
         if mig_enabled:
@@ -213,8 +236,10 @@ class NvmlObserver:
             index=index,
             uuid=GpuUuid(uuid),
             name=name if name else "unknown",
-            memory_used_bytes=used_bytes,
-            memory_total_bytes=total_bytes,
+            memory_used_bytes=memory.used_bytes,
+            memory_total_bytes=memory.total_bytes,
+            memory_reserved_bytes=memory.reserved_bytes,
+            memory_used_includes_reserved=memory.used_includes_reserved,
             utilization_percent=utilization,
             utilization_unknown=utilization_unknown,
             mig_enabled=mig_enabled,
@@ -223,11 +248,26 @@ class NvmlObserver:
             processes_unknown=processes_unknown,
         )
 
-    def _memory(self, handle: Any, label: str) -> tuple[int | None, int | None]:
-        memory, _ = _optional(f"nvmlDeviceGetMemoryInfo({label})", pynvml.nvmlDeviceGetMemoryInfo, handle)
-        if memory is None:
-            return None, None
-        return _bytes_or_none(memory.used), _bytes_or_none(memory.total)
+    def _memory(self, handle: Any, label: str) -> _Memory:
+        try:
+            v2 = pynvml.nvmlDeviceGetMemoryInfo(handle, version=pynvml.nvmlMemory_v2)
+        except _V2_ABSENT:
+            pass  # an older driver: v1 below
+        except pynvml.NVMLError as exc:
+            logger.debug(
+                "NVML field unknown: nvmlDeviceGetMemoryInfo_v2({}) failed: {}",
+                label,
+                describe_nvml_error(exc),
+            )
+            return _Memory(None, None, None, False)
+        else:
+            return _Memory(
+                _bytes_or_none(v2.used), _bytes_or_none(v2.total), _bytes_or_none(v2.reserved), False
+            )
+        v1, _ = _optional(f"nvmlDeviceGetMemoryInfo({label})", pynvml.nvmlDeviceGetMemoryInfo, handle)
+        if v1 is None:
+            return _Memory(None, None, None, True)
+        return _Memory(_bytes_or_none(v1.used), _bytes_or_none(v1.total), None, True)
 
     def _mig_enabled(self, handle: Any, label: str) -> bool:
         try:
@@ -272,7 +312,7 @@ class NvmlObserver:
             ci_id, _ = _optional(
                 f"nvmlDeviceGetComputeInstanceId({label})", pynvml.nvmlDeviceGetComputeInstanceId, handle
             )
-            used_bytes, total_bytes = self._memory(handle, label)
+            memory = self._memory(handle, label)
             processes, processes_unknown = self._processes(handle, label)
             devices.append(
                 MigDeviceObs(
@@ -280,8 +320,10 @@ class NvmlObserver:
                     index=mig_index,
                     gpu_instance_id=None if gi_id is None else int(gi_id),
                     compute_instance_id=None if ci_id is None else int(ci_id),
-                    memory_used_bytes=used_bytes,
-                    memory_total_bytes=total_bytes,
+                    memory_used_bytes=memory.used_bytes,
+                    memory_total_bytes=memory.total_bytes,
+                    memory_reserved_bytes=memory.reserved_bytes,
+                    memory_used_includes_reserved=memory.used_includes_reserved,
                     processes=processes,
                     processes_unknown=processes_unknown,
                 )

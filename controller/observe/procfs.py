@@ -14,7 +14,8 @@ Owns:
   that disappeared between NVML and ``/proc`` is ``VANISHED``, not an error. A process in no
   container whose program name matches ``system_process_names`` (fnmatch patterns, matched against
   the basename of argv[0] and against ``comm``) is a system process; a process inside a container is
-  never a system process, whatever it calls itself.
+  never a system process, whatever it calls itself. Each process carries its cgroup scope (this
+  engine's, foreign, host); see :mod:`controller.observe.cgroups`.
 
 ``container_exists`` is only meaningful when the DOCKER domain is ok; the caller reports both.
 Called by :mod:`controller.observe.host`. Must not kill, signal or write anything.
@@ -29,8 +30,15 @@ from collections.abc import Callable, Container, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from controller.observe.cgroups import attribute
-from controller.snapshot import ContainerId, GpuObs, GpuProcessObs, GpuUuid, NvmlProcess, ProcessState
+from controller.observe.cgroups import DEFAULT_ENGINE_PARENTS, attribute
+from controller.snapshot import (
+    ContainerId,
+    GpuObs,
+    GpuProcessObs,
+    GpuUuid,
+    NvmlProcess,
+    ProcessState,
+)
 
 # Evidence only: long command lines are cut (a 2 MiB argv is legal).
 MAX_CMDLINE_CHARS = 4096
@@ -243,6 +251,7 @@ def attribute_gpu_processes(
     gpus: Sequence[GpuObs],
     existing_containers: Container[str],
     reader: ProcReader,
+    engine_parents: Sequence[str] = DEFAULT_ENGINE_PARENTS,
 ) -> tuple[tuple[GpuProcessObs, ...], tuple[str, ...]]:
     """Attribute every compute process NVML listed; returns the observations and read errors.
 
@@ -268,7 +277,7 @@ def attribute_gpu_processes(
         if read.info is None:
             out.append(base)
             continue
-        attribution = attribute(read.cgroup_text, existing_containers)
+        attribution = attribute(read.cgroup_text, existing_containers, engine_parents)
         container_id: ContainerId | None = attribution.container_id
         uid = read.info.uid
         out.append(
@@ -281,6 +290,7 @@ def attribute_gpu_processes(
                     "cgroup": attribution.cgroup,
                     "container_id": container_id,
                     "container_exists": container_id is not None and container_id in existing_containers,
+                    "cgroup_scope": attribution.scope,
                     "is_system": container_id is None and reader.is_system(read.info),
                 }
             )

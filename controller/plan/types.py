@@ -44,6 +44,7 @@ class Reason(StrEnum):
     ORPHANED_PROCESS = "OrphanedProcess"
     FOREIGN_PROCESS_ON_GPU = "ForeignProcessOnGpu"
     HOST_GPU_PROCESS = "HostGpuProcess"
+    FOREIGN_GPU_WORKLOAD = "ForeignGpuWorkload"
     GPU_DIRTY = "GpuDirty"
     KILL_FAILED = "KillFailed"
     BREAKER_TRIPPED = "BreakerTripped"

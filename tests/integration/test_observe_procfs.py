@@ -20,9 +20,11 @@ import psutil
 import pytest
 
 from controller.observe import HostObserver, ObserveConfig
+from controller.observe.cgroups import attribute
 from controller.observe.keepalive import _OPENAT2
 from controller.observe.nvml import NvmlObserver
 from controller.snapshot import (
+    CgroupScope,
     ContainerObs,
     Domain,
     DomainHealth,
@@ -106,18 +108,25 @@ def test_gpu_processes_are_attributed_through_their_cgroups(
         ProcessState.PRESENT,
     )
     assert c.used_memory_bytes == 1 << 30 and c.cmdline == "sleep 300" and c.user == "root"
-    assert c.cgroup.endswith(container.id)
+    assert c.cgroup.endswith(container.id) or c.cgroup.endswith(f"docker-{container.id}.scope")
+    # This engine's own cgroup, whatever its driver: its orphans can be recognised as such.
+    assert c.cgroup_scope is CgroupScope.ENGINE, c.cgroup
     assert c.start_time == pytest.approx(psutil.Process(in_container).create_time(), abs=0.01)
     mig = by[(in_container, mig_uuid(1, 0))]
     assert (mig.gpu_uuid, mig.container_id) == (gpu_uuid(1), container.id)
 
     h = by[(on_host, gpu_uuid(0))]
     assert (h.container_id, h.container_exists, h.is_system, h.uid) == (None, False, False, os.getuid())
+    # Never this engine's; HOST, or FOREIGN where the tests themselves run in a sandbox's cgroup
+    # (e.g. /process_api/<32 hex>): the same scope as this test process's own.
+    assert h.cgroup_scope is attribute(Path("/proc/self/cgroup").read_text()).scope
+    assert h.cgroup_scope is not CgroupScope.ENGINE
     assert h.start_time == pytest.approx(psutil.Process(on_host).create_time(), abs=0.01)
 
     o = by[(orphan_cgroup_process.pid, gpu_uuid(0))]
     assert (o.container_id, o.container_exists) == (orphan_cgroup_process.container_id, False)
     assert o.cgroup == f"/docker/{orphan_cgroup_process.container_id}"
+    assert o.cgroup_scope is CgroupScope.ENGINE
 
     assert by[(system, gpu_uuid(0))].is_system
     v = by[(gone, gpu_uuid(0))]

@@ -83,7 +83,12 @@ def test_shell_syntax_in_the_reset_command_and_the_uuid_never_reaches_a_shell(
     command = PolicySetDesired(policy).global_policy.gpu_reset_command.value
     events = tmp_path / "events.jsonl"
     executor = RealExecutor(
-        docker_client, EventLog(events), RecordingNotifier(), tmp_path / "ledger.json", reset_command=command
+        docker_client,
+        EventLog(events),
+        RecordingNotifier(),
+        tmp_path / "ledger.json",
+        reset_command=command,
+        reset_precheck=lambda gpu: [],  # the fresh re-check finds every GPU clean
     )
     good = gpu_uuid(0)
     hostile_uuids = [

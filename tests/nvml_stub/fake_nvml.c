@@ -24,6 +24,11 @@
  *   mig <gpu_index> <mig_index> <uuid> <gi_id> <ci_id> <mem_total> <mem_used> <profile ...>
  *       A MIG device under a GPU that has mig 1. mig_index 0..6 (slots may be sparse: an empty
  *       slot answers NOT_FOUND, as on real hardware). Its name is "<gpu name> MIG <profile>".
+ *   reserved <device_uuid> <bytes>
+ *       Memory the driver reserves on a GPU or MIG device (default 0). As on real drivers (R510+),
+ *       nvmlDeviceGetMemoryInfo_v2 reports it as "reserved" with "used" = the mem_used of the gpu/mig
+ *       line, while v1 has no such field and reports used = mem_used + reserved (an idle H200 on
+ *       driver 580: v1 used 644939776, v2 reserved 644939776 and used 0). free = total - both.
  *   proc <device_uuid> <pid> <used_mem|na>
  *       A compute process on a full GPU or on a MIG device. "na" is reported as
  *       NVML_VALUE_NOT_AVAILABLE (0xFFFFFFFFFFFFFFFF). A GPU in MIG mode lists, as real NVML does,
@@ -161,7 +166,7 @@ typedef struct {
     int present;
     char uuid[UUID_LEN];
     char name[NAME_LEN];
-    unsigned long long mem_total, mem_used;
+    unsigned long long mem_total, mem_used, mem_reserved;
     int util; /* -1: not supported */
     int mig;  /* -1: not MIG-capable, 0: disabled, 1: enabled */
 } fake_gpu;
@@ -171,7 +176,7 @@ typedef struct {
     char uuid[UUID_LEN];
     char profile[32];
     unsigned int gi, ci;
-    unsigned long long mem_total, mem_used;
+    unsigned long long mem_total, mem_used, mem_reserved;
 } fake_mig;
 
 typedef struct {
@@ -325,6 +330,9 @@ static int parse_state(const char *path) {
     int lineno = 0;
     /* proc lines name devices that may be declared later: resolve them after the first pass. */
     static char proc_uuid[MAX_PROCS][UUID_LEN];
+    static char reserved_uuid[MAX_GPUS * (MAX_MIG + 1)][UUID_LEN];
+    static unsigned long long reserved_bytes[MAX_GPUS * (MAX_MIG + 1)];
+    unsigned int nreserved = 0;
     unsigned int gpu_lines = 0;
 
     if (f == NULL)
@@ -420,6 +428,16 @@ static int parse_state(const char *path) {
                 return fclose(f), parse_error(path, lineno, "mig: %u:%u declared twice", g, m);
             mig.present = 1;
             g_parse.migs[g][m] = mig;
+        } else if (strcmp(kw, "reserved") == 0) {
+            char *tok_uuid = strtok_r(NULL, " \t", &save);
+            char *tok_bytes = strtok_r(NULL, " \t", &save);
+            if (nreserved >= MAX_GPUS * (MAX_MIG + 1))
+                return fclose(f), parse_error(path, lineno, "reserved: too many lines");
+            if (tok_uuid == NULL || copy_str(reserved_uuid[nreserved], UUID_LEN, tok_uuid) != 0)
+                return fclose(f), parse_error(path, lineno, "reserved: bad device uuid");
+            if (parse_ull(tok_bytes, &reserved_bytes[nreserved], 0) != 0)
+                return fclose(f), parse_error(path, lineno, "reserved: bad bytes");
+            nreserved++;
         } else if (strcmp(kw, "proc") == 0) {
             fake_proc *p;
             char *tok_uuid = strtok_r(NULL, " \t", &save);
@@ -493,6 +511,16 @@ static int parse_state(const char *path) {
     for (unsigned int i = 0; i < g_parse.nprocs; i++) {
         if (find_device_uuid(&g_parse, proc_uuid[i], &g_parse.procs[i].gpu, &g_parse.procs[i].mig) != 0)
             return parse_error(path, lineno, "proc %u: no device %s", g_parse.procs[i].pid, proc_uuid[i]);
+    }
+    for (unsigned int i = 0; i < nreserved; i++) {
+        unsigned int g;
+        int m;
+        if (find_device_uuid(&g_parse, reserved_uuid[i], &g, &m) != 0)
+            return parse_error(path, lineno, "reserved: no device %s", reserved_uuid[i]);
+        if (m < 0)
+            g_parse.gpus[g].mem_reserved = reserved_bytes[i];
+        else
+            g_parse.migs[g][m].mem_reserved = reserved_bytes[i];
     }
     g_parse.valid = 1;
     return 0;
@@ -822,40 +850,44 @@ EXPORT nvmlReturn_t nvmlDeviceGetName(nvmlDevice_t device, char *name, unsigned 
 
 /* ---- Memory and utilisation --------------------------------------------------------------------- */
 
-static void device_memory(const fake_handle *h, unsigned long long *total, unsigned long long *used) {
+static void device_memory(const fake_handle *h, unsigned long long *total, unsigned long long *used,
+                          unsigned long long *reserved) {
     if (h->is_mig) {
         *total = g_state.migs[h->gpu][h->mig].mem_total;
         *used = g_state.migs[h->gpu][h->mig].mem_used;
+        *reserved = g_state.migs[h->gpu][h->mig].mem_reserved;
     } else {
         *total = g_state.gpus[h->gpu].mem_total;
         *used = g_state.gpus[h->gpu].mem_used;
+        *reserved = g_state.gpus[h->gpu].mem_reserved;
     }
 }
 
+/* v1 has no "reserved": its used counts the driver's reservation (as on real R510+ drivers). */
 EXPORT nvmlReturn_t nvmlDeviceGetMemoryInfo(nvmlDevice_t device, nvmlMemory_t *memory) {
-    unsigned long long total, used;
+    unsigned long long total, used, reserved;
     ENTER_DEVICE("nvmlDeviceGetMemoryInfo", device);
     if (memory == NULL)
         return leave(NVML_ERROR_INVALID_ARGUMENT);
-    device_memory(device, &total, &used);
+    device_memory(device, &total, &used, &reserved);
     memory->total = total;
-    memory->used = used;
-    memory->free = used <= total ? total - used : 0;
+    memory->used = used + reserved;
+    memory->free = used + reserved <= total ? total - used - reserved : 0;
     return leave(NVML_SUCCESS);
 }
 
 EXPORT nvmlReturn_t nvmlDeviceGetMemoryInfo_v2(nvmlDevice_t device, nvmlMemory_v2_t *memory) {
-    unsigned long long total, used;
+    unsigned long long total, used, reserved;
     ENTER_DEVICE("nvmlDeviceGetMemoryInfo_v2", device);
     if (memory == NULL)
         return leave(NVML_ERROR_INVALID_ARGUMENT);
     if (memory->version != nvmlMemory_v2)
         return leave(NVML_ERROR_ARGUMENT_VERSION_MISMATCH);
-    device_memory(device, &total, &used);
+    device_memory(device, &total, &used, &reserved);
     memory->total = total;
-    memory->reserved = 0;
+    memory->reserved = reserved;
     memory->used = used;
-    memory->free = used <= total ? total - used : 0;
+    memory->free = used + reserved <= total ? total - used - reserved : 0;
     return leave(NVML_SUCCESS);
 }
 

@@ -45,7 +45,8 @@ V1_CGROUPFS = "\n".join(
         (f"0::/docker/{A[:63]}\n", None, ""),
         (f"0::/docker/{A.upper()}\n", None, ""),
         (f"0::/docker/x{A}\n", None, ""),
-        (f"0::/system.slice/docker-{A}.service\n", None, ""),
+        # ... but a component carrying a workload id is no bare host cgroup (it is foreign, below).
+        (f"0::/system.slice/docker-{A}.service\n", None, f"/system.slice/docker-{A}.service"),
         ("garbage\n\n::\n1:2\n", None, ""),
     ],
 )  # fmt: skip

@@ -3,19 +3,30 @@ dirty GPUs are reset when that is safe, otherwise an admin is told.
 
 Who is who (from the process's cgroup, as attributed by the observer):
 
-* **orphan**: the cgroup names a container that no longer exists or is not live (exited, dead,
-  created). Killed (SIGTERM, then SIGKILL after ``kill_grace_s``) once seen in
-  ``orphan_sightings_required`` consecutive passes. Sightings are keyed ``pid:start_time``, so a
-  reused PID is a new process with no sightings; a process whose start time is unknown is never
-  killed (PID reuse could not be ruled out).
+* **orphan**: the cgroup is THIS engine's (``cgroup_scope`` ENGINE: Docker's own parent or a
+  configured ``engineCgroupParents`` entry) and names a container that this engine does not list
+  or lists as not live (exited, dead, created). Killed (SIGTERM, then SIGKILL after
+  ``kill_grace_s``) once seen in ``orphan_sightings_required`` consecutive passes. Sightings are
+  keyed ``pid:start_time``, so a reused PID is a new process with no sightings; a process whose
+  start time is unknown is never killed (PID reuse could not be ruled out).
 * a process of a **live** container (running, paused -- frozen, not dead -- or restarting): never
   killed. On a GPU that container does not reference: ``AlertAdmin ForeignProcessOnGpu``.
+* a **foreign** workload: a container-like cgroup that is not this engine's (rootless Docker,
+  Kubernetes/containerd, CRI-O, Podman, a sandbox) and not a live container this engine lists.
+  "Not listed by this engine" says nothing about whether it is alive: never killed; reported as
+  ``ForeignGpuWorkload`` / ``Protected`` with its sightings.
 * a **host** process (no container): never killed; reported in ``plan.deferred`` as
   ``HostGpuProcess`` / ``Protected`` (``host_gpu_processes: report``), with its sightings.
 * a **system** process (nvidia-persistenced, dcgm, Xorg...) and VANISHED rows: ignored.
 
 Dirty GPUs and resets. A physical GPU is marked dirty (``memory.dirty_gpus``) when orphans to be
 killed are found on it, or when its memory is in use with no process listed and no live holder.
+"No process listed" counts only when NVML could list them: a GPU (or one of its MIG devices) whose
+process list is unknown is never marked dirty on memory, and a GPU already marked is neither reset
+nor alerted on while its list is unknown (deferred, ``UnknownSignal``). Memory is NVML's v2
+``used``, which excludes the driver's reserved memory (615 MiB on an idle H200); a reading from
+NVML v1 (old drivers) includes it, so it must exceed :data:`STALE_MEMORY_BYTES` plus
+:func:`v1_reserved_allowance_bytes` before it counts (see docs/nvml-real-hardware.md).
 The reset-or-alert decision is taken in a LATER pass than the kill, once the orphans are verified
 gone -- resetting in the same pass would race the kill (a process still dying keeps its context
 and makes the reset fail, or worse, a reset fires at a GPU whose orphan survived SIGTERM). A
@@ -41,12 +52,41 @@ from controller.plan.context import (
     iso,
 )
 from controller.plan.types import ActionKind, DeferReason, Reason, Target
-from controller.snapshot import ContainerObs, Domain, GpuObs, GpuProcessObs, ProcessState
+from controller.snapshot import CgroupScope, ContainerObs, Domain, GpuObs, GpuProcessObs, ProcessState
 from desired_state.effective import GpuResetPolicy
 
-# Memory in use on a GPU with no process and no live holder above this is "stale". A clean GPU
-# reports a few MiB of driver bookkeeping; a leaked CUDA context is hundreds of MiB at least.
+# Memory in use (NVML v2 "used", the driver's reserved memory excluded) on a GPU with no process
+# and no live holder above this is "stale". A clean GPU reports 0 (an H200 on driver 580: used 0,
+# reserved 615 MiB); a leaked CUDA context is hundreds of MiB at least.
 STALE_MEMORY_BYTES = 512 * 1024 * 1024
+# NVML v1 "used" includes the driver's reserved memory, which v1 cannot tell apart: 615 MiB on an
+# idle H200 (0.4 % of its memory). Without v2, memory counts as stale only above the threshold plus
+# this allowance, so an idle GPU is never dirty; a small leak goes unnoticed there (a leak with a
+# process is still found as an orphan).
+V1_RESERVED_ALLOWANCE_MIN_BYTES = 2 * 1024**3
+V1_RESERVED_ALLOWANCE_FRACTION = 0.02
+
+
+def v1_reserved_allowance_bytes(total_bytes: int | None) -> int:
+    """How much of a v1 ``used`` reading may be the driver's reserved memory."""
+    by_size = int(total_bytes * V1_RESERVED_ALLOWANCE_FRACTION) if total_bytes else 0
+    return max(V1_RESERVED_ALLOWANCE_MIN_BYTES, by_size)
+
+
+def stale_memory_threshold_bytes(g: GpuObs) -> int:
+    if g.memory_used_includes_reserved:
+        return STALE_MEMORY_BYTES + v1_reserved_allowance_bytes(g.memory_total_bytes)
+    return STALE_MEMORY_BYTES
+
+
+def processes_unknown(g: GpuObs) -> str | None:
+    """Why the GPU's process list (or one of its MIG devices') could not be read, or None."""
+    if g.processes_unknown:
+        return g.processes_unknown
+    for m in g.mig_devices:
+        if m.processes_unknown:
+            return f"MIG device {m.index} ({m.uuid}): {m.processes_unknown}"
+    return None
 
 
 @dataclass
@@ -91,6 +131,7 @@ def _process_evidence(p: GpuProcessObs, s: ProcessSighting | None) -> dict[str, 
         "user": p.user,
         "cmdline": p.cmdline[:200],
         "cgroup": p.cgroup,
+        "cgroup_scope": p.cgroup_scope.value,
         "container_id": p.container_id,
         "sightings": s.sightings if s is not None else 0,
         "first_seen_at": iso(s.first_seen_at) if s is not None else None,
@@ -162,6 +203,10 @@ def gpu_processes(ctx: PassContext, out: Collector) -> ProcessOutcome:
         if p.is_system:
             view.others.append(p)
             continue
+        if p.container_id is None and p.cgroup_scope is CgroupScope.FOREIGN:
+            view.others.append(p)
+            _report_foreign(ctx, out, p, sight(p))
+            continue
         if p.container_id is None:
             view.others.append(p)
             s = sight(p)
@@ -189,6 +234,12 @@ def gpu_processes(ctx: PassContext, out: Collector) -> ProcessOutcome:
         if c is not None and c.state in LIVE_STATES:
             view.others.append(p)
             _check_foreign(ctx, out, p, c)
+            continue
+        if p.cgroup_scope is not CgroupScope.ENGINE:
+            # Not this engine's cgroup: that this engine does not list the id (or lists it as not
+            # live) says nothing about the workload. Rootless Docker, the kubelet, containerd...
+            view.others.append(p)
+            _report_foreign(ctx, out, p, sight(p))
             continue
         # The cgroup names a container that is gone or not live: an orphan candidate.
         view.orphans.append(p)
@@ -236,6 +287,22 @@ def gpu_processes(ctx: PassContext, out: Collector) -> ProcessOutcome:
     return ProcessOutcome(by_key(sightings), marks)
 
 
+def _report_foreign(ctx: PassContext, out: Collector, p: GpuProcessObs, s: ProcessSighting) -> None:
+    if p.cgroup_scope is CgroupScope.FOREIGN:
+        why, defer = "is in another runtime's cgroup, not this engine's", DeferReason.PROTECTED
+    else:
+        why, defer = "is in a cgroup that could not be attributed", DeferReason.UNKNOWN_SIGNAL
+    named = f" (id {p.container_id[:12]}, not running in this engine)" if p.container_id else ""
+    out.defer(
+        _process_target(p, None),
+        Reason.FOREIGN_GPU_WORKLOAD,
+        defer,
+        f"GPU process {p.pid} ({p.user or p.uid}) on {p.device_uuid} {why}: {p.cgroup or '?'}{named}; "
+        "reported, never killed",
+        evidence=_process_evidence(p, s),
+    )
+
+
 def _check_foreign(ctx: PassContext, out: Collector, p: GpuProcessObs, c: ContainerObs) -> None:
     if c.all_gpus or any(not ref.resolved for ref in c.gpu_refs):
         return  # it may use any GPU, or we cannot tell which: not provably foreign
@@ -268,19 +335,24 @@ def _dirty_gpus(
     for g in ctx.gpus:
         view = views.get(g.uuid)
         live_holders = [c for c in ctx.holders.get(g.uuid, []) if c.state in LIVE_STATES]
+        unlisted = processes_unknown(g)
+        threshold = stale_memory_threshold_bytes(g)
         stale = (
-            not _listed_anything(g, view)
+            unlisted is None
+            and not _listed_anything(g, view)
             and not live_holders
             and g.memory_used_bytes is not None
-            and g.memory_used_bytes >= STALE_MEMORY_BYTES
+            and g.memory_used_bytes >= threshold
         )
         mark = prev.get(g.uuid)
         target = host_target(gpu=g.uuid)
         evidence: dict[str, object] = {
             "gpu_index": g.index,
             "memory_used_bytes": g.memory_used_bytes,
+            "memory_reserved_bytes": g.memory_reserved_bytes,
+            "memory_used_includes_reserved": g.memory_used_includes_reserved,
             "mig_enabled": g.mig_enabled,
-            "stale_memory_threshold_bytes": STALE_MEMORY_BYTES,
+            "stale_memory_threshold_bytes": threshold,
         }
         if view is not None and view.orphans:
             if mark is None and view.killable:
@@ -294,6 +366,20 @@ def _dirty_gpus(
                     f"GPU {g.index} ({g.uuid}) has orphaned processes; reset or alert is decided after "
                     f"they have exited",
                     evidence={**evidence, "orphan_pids": sorted({p.pid for p in view.orphans})},
+                )
+            continue
+        if unlisted is not None:
+            evidence["processes_unknown"] = unlisted
+            if mark is not None:
+                marks[g.uuid] = mark  # kept as it was: unknown is not clean, and not "no process"
+            if mark is not None or (g.memory_used_bytes or 0) >= threshold:
+                out.defer(
+                    target,
+                    Reason.GPU_DIRTY,
+                    DeferReason.UNKNOWN_SIGNAL,
+                    f"GPU {g.index} ({g.uuid}): its process list could not be read ({unlisted}); "
+                    "it is not marked dirty, reset or alerted on until NVML lists its processes",
+                    evidence=evidence,
                 )
             continue
         if mark is None:
@@ -332,6 +418,15 @@ def _dirty_gpus(
             blockers.append("other processes on it: " + ", ".join(str(p.pid) for p in others))
         if live_holders:
             blockers.append("held by live containers: " + ", ".join(sorted(c.name for c in live_holders)))
+        unresolved = sorted(
+            c.name
+            for c in ctx.containers
+            if c.state in LIVE_STATES and any(not ref.resolved for ref in c.gpu_refs)
+        )
+        if unresolved:
+            blockers.append(
+                "live containers whose GPU references cannot be resolved: " + ", ".join(unresolved)
+            )
         if reset_done:
             blockers.append("a reset was already performed and it is still dirty")
         evidence["blockers"] = blockers
