@@ -788,6 +788,11 @@ def run_get(kind: str, view: View, opts: GetOptions, style: Style = PLAIN) -> tu
         table = events_table(view, items, opts.wide)
     if machine_output:
         data = item_list(LIST_KINDS[kind], view, items)
+        if kind == "allocations" and view.memory is not None:
+            rb = view.memory.release_breaker
+            data["release_breaker"] = clean_tree(
+                {"tripped": rb.tripped, "tripped_at": iso(rb.tripped_at), "reason": rb.reason}
+            )
         if kind == "policies":
             data["policy"] = clean_tree(
                 {
@@ -802,6 +807,10 @@ def run_get(kind: str, view: View, opts: GetOptions, style: Style = PLAIN) -> tu
     text = table.render(style) if table.rows else ""
     if kind == "policies":
         text = policy_status_line(view) + "\n" + text
+    if kind == "allocations" and view.memory is not None and view.memory.release_breaker.tripped:
+        from controller.cli.reconcile import release_breaker_line
+
+        text = style(release_breaker_line(view.memory), "red") + "\n" + text
     return text, not table.rows
 
 

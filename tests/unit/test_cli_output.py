@@ -6,6 +6,7 @@ an intended change, then read the diff.
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from collections.abc import Callable, Iterator
@@ -154,3 +155,23 @@ def test_with_docker_down_no_process_is_called_an_orphan_and_no_gpu_free() -> No
     assert row[0] == "77" and row[4] == "?" and row[-1] == "unknown"
     gpus, _ = run_get("gpus", view, GetOptions())
     assert [line.split()[-1] for line in gpus.splitlines()[1:]] == ["unknown"]
+
+
+def test_a_tripped_release_breaker_shows_in_get_allocations_and_describe() -> None:
+    from controller.memory import Breaker
+
+    v = w.view()
+    assert v.memory is not None
+    tripped = Breaker(tripped=True, tripped_at=w.b.T0, reason="this pass would release 9 of 10 ledger rows")
+    v.memory = v.memory.model_copy(update={"release_breaker": tripped})
+    text, _ = run_get("allocations", v, GetOptions())
+    first = text.splitlines()[0]
+    assert first.startswith("release breaker: TRIPPED at ") and "9 of 10 ledger rows" in first
+    assert "sudo ds01ctl breaker reset" in first
+    data = json.loads(run_get("allocations", v, GetOptions(output="json"))[0])
+    assert data["release_breaker"]["tripped"] is True
+    for text in (describe_gpu(v, "2"), describe_user(v, "alice")):
+        ledger = text.split("Ledger", 1)[1]
+        assert "release breaker: TRIPPED" in ledger.splitlines()[1]
+    # Closed: nothing is added to the usual output.
+    assert "release breaker" not in run_get("allocations", w.view(), GetOptions())[0]
