@@ -10,12 +10,14 @@ an NVIDIA Container Toolkit install writes it to daemon.json).
 
 from __future__ import annotations
 
+import pickle
 from typing import Any
 
 import pytest
+import requests
 
 from controller.memory import ControllerMemory
-from controller.observe.docker_adapter import parse_inspect
+from controller.observe.docker_adapter import DockerObserver, parse_inspect
 from controller.observe.gpu_refs import (
     EngineRuntimes,
     RawGpuRefs,
@@ -186,3 +188,54 @@ class TestRowOfACdiHolderIsKept:
         p = plan(snap, b.desired(), ControllerMemory(), b.T0)
         assert [a for a in p.actions if a.reason.value == "LeakedAllocation"] == []
         assert [d for d in p.deferred if d.rule.value == "LeakedAllocation"] == []
+
+
+class _Api:
+    """The one engine call engine_runtimes makes: ``info()``; failing while ``down``."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+        self.down = False
+        self.info_answer: dict[str, Any] = RECORDED_INFO
+
+    def info(self) -> dict[str, Any]:
+        self.calls += 1
+        if self.down:
+            raise requests.ConnectionError("engine away")
+        return self.info_answer
+
+
+class _Client:
+    def __init__(self) -> None:
+        self.api = _Api()
+
+
+class TestRuntimeTableInTheObserver:
+    def test_read_once_then_kept_for_the_max_age(self) -> None:
+        client = _Client()
+        observer = DockerObserver(lambda: client, max_age_s=900)
+        first = observer.engine_runtimes(client)
+        assert first is not None and "nvidia-legacy" in first.nvidia
+        assert observer.engine_runtimes(client) == first
+        assert client.api.calls == 1
+
+    def test_a_failed_read_is_retried_later_not_every_pass(self) -> None:
+        client = _Client()
+        client.api.down = True
+        observer = DockerObserver(lambda: client, max_age_s=0)
+        assert observer.engine_runtimes(client) is None
+        assert observer.engine_runtimes(client) is None
+        assert client.api.calls == 1  # the retry waits RUNTIMES_RETRY_S
+
+    def test_a_changed_table_drops_the_cached_inspects(self) -> None:
+        client = _Client()
+        observer = DockerObserver(lambda: client, max_age_s=0)
+        observer.engine_runtimes(client)
+        c = parse_inspect(
+            {"Id": "c" * 64, "Created": "2026-03-02T11:00:00Z", "State": {"Status": "created"}},
+            {"Id": "c" * 64, "Names": ["/x"], "State": "created"},
+        )
+        observer.import_cache(pickle.dumps(("ds01-inspect-cache/1", [(c, b.T0)])))
+        client.api.info_answer = {"Runtimes": {"runc": {"path": "runc"}}}
+        observer.engine_runtimes(client)
+        assert pickle.loads(observer.export_cache())[1] == []
