@@ -326,3 +326,18 @@ class TestUnknownNotationWithNvmlUp:
     def test_gone_container_and_no_gpu_holder_is_released(self) -> None:
         p = once(ledger=b.ledger(self.legacy_row()))
         assert [k for k, *_ in leaked_rule(p)] == ["ReleaseAllocation"]
+
+
+class TestRenameGuardEvidence:
+    """Only an owner label rules a holder out; weaker owner evidence keeps the row."""
+
+    def test_main_process_uid_does_not_rule_a_holder_out(self) -> None:
+        # A container made for alice whose main process runs as root: the uid proves nothing.
+        root = with_owner(running_on("train-old", b.GPU0), "root", OwnerRule.PROCESS_UID)
+        p = once(root, ledger=b.ledger(b.ledger_entry("train", b.GPU0, user="alice")))
+        assert [k for k, *_ in leaked_rule(p)] == ["UnknownSignal"]
+
+    def test_sanitised_forms_of_one_user_are_the_same_user(self) -> None:
+        same = with_owner(running_on("train-old", b.GPU0), "a-smith")
+        p = once(same, ledger=b.ledger(b.ledger_entry("train", b.GPU0, user="a.smith")))
+        assert [k for k, *_ in leaked_rule(p)] == ["UnknownSignal"]

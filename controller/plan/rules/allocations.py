@@ -7,8 +7,9 @@ A ledger row is released only when it is certain that nothing holds its device f
   train-old`` leaves the row naming ``train`` while ``train-old`` still holds the GPU. So a row
   matched by name only (or by nothing) is released only when no other container that may be its
   container holds the row's device: a holder is ruled out when another ledger row already
-  records it on that device (releasing this row then frees nothing), or when its owner, read from
-  something a rename cannot change (an owner label, the main process's uid), is another user.
+  records it on that device (releasing this row then frees nothing), or when its owner label
+  (``ds01.user`` / ``aime.mlc.USER``, which a rename cannot change; only while labels are trusted)
+  names another user.
   Otherwise the row is deferred ``UnknownSignal`` ("cannot tell").
 * **Which device.** The row's device and each holder's references are compared on the physical
   GPU when NVML resolved both (a full-GPU row against a MIG holder on that GPU is a mismatch of
@@ -49,18 +50,12 @@ def _row(e: LedgerEntry) -> dict[str, str]:
     return row
 
 
-# Owner rules a rename cannot change: a holder whose owner comes from one of these and differs
-# from the row's user cannot be the row's container under another name.
-_RENAME_PROOF_OWNER_RULES = frozenset(
-    {
-        OwnerRule.LABEL_DS01_USER,
-        OwnerRule.LABEL_AIME_USER,
-        OwnerRule.DEVCONTAINER_LOCAL_FOLDER,
-        OwnerRule.COMPOSE_WORKING_DIR,
-        OwnerRule.PROCESS_UID,
-    }
-)
-_LABEL_OWNER_RULES = _RENAME_PROOF_OWNER_RULES - {OwnerRule.PROCESS_UID}
+# Owner rules that name the user the container was made for and that a rename cannot change: a
+# holder whose owner comes from one of these and differs from the row's user cannot be the row's
+# container under another name. Weaker evidence does not rule a holder out: a name-derived owner
+# changes with the name, a main process often runs as root, a project folder need not be the
+# allocating user's.
+_RENAME_PROOF_OWNER_RULES = frozenset({OwnerRule.LABEL_DS01_USER, OwnerRule.LABEL_AIME_USER})
 _FULL_ID = re.compile(r"[0-9a-f]{64}\Z")
 
 
@@ -172,8 +167,8 @@ class _RenameGuard:
     def _other_user(self, h: ContainerObs, e: LedgerEntry) -> bool:
         if not e.user.strip() or h.owner_rule not in _RENAME_PROOF_OWNER_RULES:
             return False
-        if h.owner_rule in _LABEL_OWNER_RULES and not self.ctx.glob.trust_labels.value:
-            return False
+        if not self.ctx.glob.trust_labels.value:
+            return False  # labels are not trusted on this host: they prove nothing
         return _user_key(h.owner) != _user_key(e.user)
 
     def suspects(
