@@ -9,6 +9,10 @@ rows); it holds releases back until ``ds01ctl breaker reset``. The stop breaker 
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+from typing import Any
+
 from controller.memory import Breaker, ControllerMemory
 from controller.plan.planner import plan
 from controller.plan.types import Plan
@@ -154,3 +158,37 @@ class TestReservationWindow:
         snap = b.snapshot(containers=[c], gpus=GPUS, ledger=b.ledger(row))
         p = plan(snap, b.desired(glob=self.builtin()), ControllerMemory(), b.at(hours=3))
         assert [a for a in p.actions if a.reason.value == "LeakedAllocation"] == []
+
+
+def test_the_daemon_closes_both_breakers_on_a_reset_request(tmp_path: Path) -> None:
+    """`ds01ctl breaker reset` beside a running daemon leaves a request; the daemon consumes it."""
+    from controller.act.events import EventLog
+    from controller.loop import BREAKER_RESET_REQUEST, Controller
+    from controller.settings import Settings
+    from controller.store import MemoryStore
+
+    state = tmp_path / "state"
+    state.mkdir(mode=0o700)
+    store = MemoryStore(state)
+    tripped = Breaker(tripped=True, tripped_at=b.T0, reason="40 of 40 rows")
+    memory = ControllerMemory(release_breaker=tripped)
+    store.save(memory)
+    (state / BREAKER_RESET_REQUEST).write_text("requested\n")
+    unused: Any = None  # the reset touches neither the observer, the policy nor the executor
+    controller = Controller(
+        settings=Settings(state_dir=state, events_log=tmp_path / "events.jsonl"),
+        observer=unused,
+        policy=unused,
+        executor=unused,
+        store=store,
+        event_log=EventLog(tmp_path / "events.jsonl"),
+        memory=memory,
+    )
+    controller._consume_breaker_reset()
+    assert not store.load().release_breaker.tripped and not controller.memory.release_breaker.tripped
+    assert not (state / BREAKER_RESET_REQUEST).exists()
+    (event,) = [json.loads(line) for line in (tmp_path / "events.jsonl").read_text().splitlines()]
+    assert (
+        event["event_type"] == "controller.breaker_reset"
+        and event["details"]["release_was"] == "40 of 40 rows"
+    )
