@@ -136,15 +136,23 @@ def _user_key(user: str) -> str:
     return "".join(ch for ch in user.lower() if ch.isalnum())
 
 
+_MAX_SUSPECTS = 10
+
+
 class _RenameGuard:
     """Answers "may another container be this row's container under a new name?" for one pass.
 
-    Built lazily: only rows about to be released (rare) pay for it.
+    Built lazily: only rows about to be released (rare) pay for it. A row whose physical GPU is
+    known looks only at that GPU's holders (``ctx.holders``) and at the containers with a
+    reference that maps to no physical GPU; other rows look at every GPU holder.
     """
 
     def __init__(self, ctx: PassContext, rows: list[LedgerEntry]) -> None:
         self.ctx = ctx
         self.holders = [c for c in ctx.containers if c.has_gpu]
+        self.unplaced = [c for c in self.holders if any(not _placed(ctx, ref) for ref in c.gpu_refs)]
+        self.trust_labels = ctx.glob.trust_labels.value
+        self.owner_keys: dict[str, str] = {}
         # container id -> the rows that name it (by id, unique id prefix or current name)
         self.rows_of: dict[str, list[LedgerEntry]] = {}
         for r in rows:
@@ -164,26 +172,48 @@ class _RenameGuard:
                 return True
         return False
 
-    def _other_user(self, h: ContainerObs, e: LedgerEntry) -> bool:
-        if not e.user.strip() or h.owner_rule not in _RENAME_PROOF_OWNER_RULES:
-            return False
-        if not self.ctx.glob.trust_labels.value:
-            return False  # labels are not trusted on this host: they prove nothing
-        return _user_key(h.owner) != _user_key(e.user)
+    def _other_user(self, h: ContainerObs, row_user: str) -> bool:
+        """``h``'s owner label names another user than the row's (``row_user``, as :func:`_user_key`)."""
+        if not row_user or not self.trust_labels or h.owner_rule not in _RENAME_PROOF_OWNER_RULES:
+            return False  # no user on the row, untrusted labels, or no owner label: proves nothing
+        key = self.owner_keys.get(h.id)
+        if key is None:
+            key = self.owner_keys[h.id] = _user_key(h.owner)
+        return key != row_user
+
+    def _candidates(self, row: _Device | None) -> list[ContainerObs]:
+        if row is None or row.physical is None:
+            return self.holders
+        on_gpu = self.ctx.holders.get(row.physical, [])
+        if not self.unplaced:
+            return on_gpu
+        merged = {c.id: c for c in on_gpu} | {c.id: c for c in self.unplaced}
+        return [merged[k] for k in sorted(merged)]
 
     def suspects(
         self, e: LedgerEntry, row: _Device | None, matched: ContainerObs | None
     ) -> list[tuple[ContainerObs, bool | None]]:
-        """Containers that hold (True) or may hold (None) the row's device and may be its container."""
+        """Containers that hold (True) or may hold (None) the row's device and may be its container
+        (the first few, by id: one is enough to defer)."""
         out: list[tuple[ContainerObs, bool | None]] = []
-        for h in self.holders:
+        row_user = _user_key(e.user)
+        for h in self._candidates(row):
             if matched is not None and h.id == matched.id:
                 continue
+            if self._other_user(h, row_user):
+                continue
             holds = _references(self.ctx, h, e, row)
-            if holds is False or self._other_user(h, e) or self._recorded(h, e, row):
+            if holds is False or self._recorded(h, e, row):
                 continue
             out.append((h, holds))
+            if len(out) >= _MAX_SUSPECTS:
+                break
         return out
+
+
+def _placed(ctx: PassContext, ref: GpuRef) -> bool:
+    """The reference maps to a physical GPU NVML reported (it is then indexed in ``ctx.holders``)."""
+    return ref.uuid is not None and (ref.parent_uuid in ctx.physical_of or ref.uuid in ctx.physical_of)
 
 
 def ledger_rows(ctx: PassContext, out: Collector) -> None:
@@ -307,7 +337,7 @@ def ledger_rows(ctx: PassContext, out: Collector) -> None:
                 h, holds = suspects[0]
                 evidence["possible_holders"] = [
                     {"id": x.id, "name": x.name, "owner": x.owner, "holds": "yes" if y else "cannot tell"}
-                    for x, y in suspects[:10]
+                    for x, y in suspects
                 ]
                 relation = "holds" if holds else f"may hold ({_unknown_why(ctx, device)})"
                 out.defer(
