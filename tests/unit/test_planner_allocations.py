@@ -341,3 +341,14 @@ class TestRenameGuardEvidence:
         same = with_owner(running_on("train-old", b.GPU0), "a-smith")
         p = once(same, ledger=b.ledger(b.ledger_entry("train", b.GPU0, user="a.smith")))
         assert [k for k, *_ in leaked_rule(p)] == ["UnknownSignal"]
+
+    def test_a_holder_with_an_unresolved_reference_may_be_the_renamed_container(self) -> None:
+        odd = b.running("train-old", gpus=[b.unresolved_ref("7")], sig=b.signals(b.T0))
+        p = once(odd, ledger=b.ledger(b.ledger_entry("train", b.GPU0)))
+        assert [k for k, *_ in leaked_rule(p)] == ["UnknownSignal"]
+        assert ledger_deferral(p).evidence["possible_holders"][0]["holds"] == "cannot tell"
+
+    def test_an_all_gpus_holder_may_be_the_renamed_container(self) -> None:
+        every = b.running("train-old", all_gpus=True, sig=b.signals(b.T0))
+        p = once(every, ledger=b.ledger(b.ledger_entry("train", b.GPU0)))
+        assert [k for k, *_ in leaked_rule(p)] == ["UnknownSignal"]
