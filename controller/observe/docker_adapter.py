@@ -35,7 +35,8 @@ and a runtime other than ``nvidia`` or runc is judged by the engine's configurat
 ``Runtimes``: name -> binary). That table is read only when a container needs it (it sets the
 variable under such a runtime), then kept for ``max_age_s``; a failed read is retried after
 ``RUNTIMES_RETRY_S`` and, meanwhile, :func:`controller.observe.gpu_refs.is_nvidia_runtime` falls
-back on the runtime's name. When a re-read table differs, every cached inspect is dropped.
+back on the runtime's name. When a re-read table differs (or first arrives after a failed read),
+every cached inspect is dropped.
 
 Names come from the list result every pass (``docker rename`` needs no inspect); labels, image,
 ``HostConfig`` and ``Config.Env`` are immutable for a container's life.
@@ -405,7 +406,8 @@ class DockerObserver:
             self._runtimes_due = now + timedelta(seconds=RUNTIMES_RETRY_S)
             return self._runtimes
         table = engine_runtimes(info)
-        if self._runtimes is not None and table != self._runtimes:
+        # Containers parsed with another table, or without one after a failed read, are re-read.
+        if self._runtimes_due is not None and table != self._runtimes:
             with self._lock:
                 self._cache.clear()
         self._runtimes = table

@@ -239,3 +239,18 @@ class TestRuntimeTableInTheObserver:
         client.api.info_answer = {"Runtimes": {"runc": {"path": "runc"}}}
         observer.engine_runtimes(client)
         assert pickle.loads(observer.export_cache())[1] == []
+
+    def test_a_table_that_arrives_after_a_failed_read_drops_the_cached_inspects(self) -> None:
+        client = _Client()
+        client.api.down = True
+        observer = DockerObserver(lambda: client, max_age_s=0)
+        assert observer.engine_runtimes(client) is None
+        c = parse_inspect(
+            {"Id": "c" * 64, "Created": "2026-03-02T11:00:00Z", "State": {"Status": "created"}},
+            {"Id": "c" * 64, "Names": ["/x"], "State": "created"},
+        )
+        observer.import_cache(pickle.dumps(("ds01-inspect-cache/1", [(c, b.T0)])))
+        client.api.down = False
+        observer._runtimes_due = b.T0  # ... and its retry is due now
+        assert observer.engine_runtimes(client) is not None
+        assert pickle.loads(observer.export_cache())[1] == []
