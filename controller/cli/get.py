@@ -36,7 +36,7 @@ from controller.cli.view import (
     rates,
     rule_of,
 )
-from controller.plan.types import Action, Deferred, Reason
+from controller.plan.types import Action, DeferReason, Deferred, Reason
 from controller.snapshot import ContainerObs, ContainerState, GpuObs, GpuProcessObs, KeepAliveState
 
 KINDS = ("containers", "gpus", "processes", "allocations", "policies", "events")
@@ -620,11 +620,15 @@ def allocation_items(view: View, opts: GetOptions) -> list[dict[str, Any]]:
 
 
 def _allocation_verdict(view: View, key: str, r: dict[str, Any]) -> str:
-    rules = {rule_of(i) for i in view.items_by_gpu.get(key, [])}
+    items = list(view.items_by_gpu.get(key, []))
     for e in r["ledger"]:
         c = view.snapshot.container(e["container"])
         if c is not None:
-            rules |= {rule_of(i) for i in view.container_items(c)}
+            items += view.container_items(c)
+    rules = {rule_of(i) for i in items}
+    leak = [i for i in items if rule_of(i) == Reason.LEAKED_ALLOCATION]
+    if leak and all(isinstance(i, Deferred) and i.why == DeferReason.UNKNOWN_SIGNAL for i in leak):
+        return "unknown"  # the plan cannot tell whether the row is still in use (describe says why)
     if Reason.LEAKED_ALLOCATION in rules:
         return "leaked"
     if Reason.DUPLICATE_GPU_HOLDER in rules:

@@ -175,3 +175,17 @@ def test_a_tripped_release_breaker_shows_in_get_allocations_and_describe() -> No
         assert "release breaker: TRIPPED" in ledger.splitlines()[1]
     # Closed: nothing is added to the usual output.
     assert "release breaker" not in run_get("allocations", w.view(), GetOptions())[0]
+
+
+def test_a_row_the_plan_cannot_judge_is_unknown_not_leaked() -> None:
+    from controller.memory import ControllerMemory
+    from controller.plan.planner import plan as make_plan
+
+    renamed = w.b.running("train-old", gpus=[w.b.GPU0], sig=w.b.signals(w.b.T0))
+    rows = w.b.ledger(w.b.ledger_entry("train", w.b.GPU0), w.b.ledger_entry(f"{1:064x}", w.b.GPU1))
+    snap = w.b.snapshot(containers=[renamed], gpus=[w.b.gpu(0), w.b.gpu(1)], ledger=rows)
+    p = make_plan(snap, w.b.desired(), ControllerMemory(), w.b.T0)
+    v = w.view()
+    v.snapshot, v.plan, v.memory = snap, p, p.memory
+    items = json.loads(run_get("allocations", v, GetOptions(output="json"))[0])["items"]
+    assert {i["gpu"]: i["verdict"] for i in items} == {w.b.GPU0: "unknown", w.b.GPU1: "leaked"}
