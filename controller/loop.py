@@ -37,7 +37,7 @@ from controller.act.gpu_reset import ResetPrecheck
 from controller.act.inventory import awareness_events, load_inventory, write_inventory
 from controller.act.notify import TerminalNotifier
 from controller.act.report import ActionOutcome
-from controller.memory import Breaker, ControllerMemory
+from controller.memory import ControllerMemory
 from controller.observe.host import HostObserver, ObserveConfig
 from controller.ops.sdnotify import Notifier
 from controller.plan.desired import PolicySetDesired
@@ -246,14 +246,15 @@ class Controller:
         except OSError as exc:
             logger.error("cannot consume breaker reset request {}: {}", request, exc)
             return
-        if self.memory.breaker.tripped:
-            logger.warning("circuit breaker reset by an admin (was tripped: {})", self.memory.breaker.reason)
+        if self.memory.breakers_tripped:
+            was, release_was = self.memory.breaker.reason, self.memory.release_breaker.reason
+            logger.warning("circuit breakers reset by an admin (were tripped: {} / {})", was, release_was)
             self.event_log.write(
                 "controller.breaker_reset",
                 user=None,
-                details={"was": self.memory.breaker.reason},
+                details={"was": was, **({"release_was": release_was} if release_was else {})},
             )
-        self._save(self.memory.with_breaker(Breaker()))
+        self._save(self.memory.with_breakers_reset())
 
 
 def summarize(snapshot: Snapshot, the_plan: Plan, report: ExecutionReport, duration_s: float) -> str:

@@ -117,6 +117,9 @@ class ControllerMemory(BaseModel):
         default_factory=dict, description="Idempotency keys of one-shot actions already performed"
     )
     breaker: Breaker = Breaker()
+    release_breaker: Breaker = Field(
+        default=Breaker(), description="Holds back ledger releases only; 'breaker reset' closes it too"
+    )
     dirty_gpus: dict[str, GpuMark] = Field(
         default_factory=dict, description="physical GPU UUID -> dirty mark (reset or alert pending)"
     )
@@ -152,6 +155,16 @@ class ControllerMemory(BaseModel):
 
     def with_breaker(self, breaker: Breaker) -> ControllerMemory:
         return self.model_copy(update={"breaker": breaker})
+
+    @property
+    def breakers_tripped(self) -> list[tuple[str, Breaker]]:
+        """The tripped breakers by name ("breaker", "release breaker"), for status lines."""
+        named = (("breaker", self.breaker), ("release breaker", self.release_breaker))
+        return [(name, b) for name, b in named if b.tripped]
+
+    def with_breakers_reset(self) -> ControllerMemory:
+        """What ``ds01ctl breaker reset`` leaves: both breakers closed."""
+        return self.model_copy(update={"breaker": Breaker(), "release_breaker": Breaker()})
 
     def pruned(self, now: datetime) -> ControllerMemory:
         """Drop done keys and attempts older than :data:`RETENTION_S`."""

@@ -83,6 +83,7 @@ class GpuRefSource(StrEnum):
     """The route by which a container references a GPU."""
 
     DEVICE_REQUEST = "HostConfig.DeviceRequests"
+    CDI_DEVICE = "HostConfig.DeviceRequests:cdi"
     VISIBLE_DEVICES_ENV = "env:NVIDIA_VISIBLE_DEVICES"
     DEVICE_MAPPING = "HostConfig.Devices:/dev/nvidia*"
     LABEL_GPU_UUID = "label:ds01.gpu.uuid"

@@ -403,6 +403,15 @@ class Safety(SpecModel):
         default=None,
         description="The breaker only considers the share when at least this many would be stopped",
     )
+    release_breaker_max_fraction: NotNullFraction = Field(
+        default=None,
+        description="Hold back every ledger release when one pass would release more than this share "
+        "of the ledger's rows",
+    )
+    release_breaker_min_rows: NotNullCount = Field(
+        default=None,
+        description="The release breaker only considers the share when at least this many rows would go",
+    )
 
 
 class Ds01Enforcement(SpecModel):

@@ -123,6 +123,12 @@ class GlobalPolicy(BaseModel):
     breaker_min_containers: Sourced[int] = Field(
         description="The breaker only considers shares when at least this many would be stopped"
     )
+    release_breaker_max_fraction: Sourced[float] = Field(
+        description="Hold back ledger releases when one pass would release more than this share of its rows"
+    )
+    release_breaker_min_rows: Sourced[int] = Field(
+        description="The release breaker only considers shares when at least this many rows would go"
+    )
     ledger_reservation_window_s: Sourced[float]
     orphan_sightings_required: Sourced[int]
     max_sample_interval_s: Sourced[float] = Field(

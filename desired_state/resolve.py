@@ -353,6 +353,8 @@ def global_policy(policy: PolicySet) -> GlobalPolicy:
         max_destructive_actions_per_pass=global_value(policy, ("safety", "max_destructive_actions_per_pass")),
         breaker_max_fraction=global_value(policy, ("safety", "breaker_max_fraction")),
         breaker_min_containers=global_value(policy, ("safety", "breaker_min_containers")),
+        release_breaker_max_fraction=global_value(policy, ("safety", "release_breaker_max_fraction")),
+        release_breaker_min_rows=global_value(policy, ("safety", "release_breaker_min_rows")),
         ledger_reservation_window_s=global_value(policy, ("ledger_reservation_window",)),
         orphan_sightings_required=global_value(policy, ("orphan_sightings_required",)),
         max_sample_interval_s=global_value(policy, ("max_sample_interval",)),

@@ -582,6 +582,7 @@ def describe_gpu(view: View, key: str, style: Style = PLAIN) -> str:
     else:
         s.line("<none>", 2)
     s.heading("Ledger")
+    _release_breaker_note(view, s)
     entries = [e for e in view.snapshot.ledger.entries if e.gpu_uuid == uuid or e.gpu in (uuid, item["slot"])]
     if view.snapshot.ledger.error:
         s.line(f"unreadable: {clean(view.snapshot.ledger.error, 200)}", 2)
@@ -645,6 +646,7 @@ def describe_user(view: View, name: str, style: Style = PLAIN) -> str:
     else:
         s.line("<none>", 2)
     s.heading("Ledger")
+    _release_breaker_note(view, s)
     if ledger:
         for e in ledger:
             s.line(
@@ -679,6 +681,14 @@ def describe_user(view: View, name: str, style: Style = PLAIN) -> str:
         s.line("not acted on: no rule is due for any of this user's containers", 2)
     _events_section(view, view.events_for_user(name), s)
     return s.render()
+
+
+def _release_breaker_note(view: View, s: Sections) -> None:
+    """A tripped release breaker holds back every ledger release: say so where rows are listed."""
+    if view.memory is not None and view.memory.release_breaker.tripped:
+        from controller.cli.reconcile import release_breaker_line
+
+        s.line(release_breaker_line(view.memory), 2)
 
 
 def _user_items(view: View, name: str) -> list[Action | Deferred]:

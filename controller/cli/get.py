@@ -637,11 +637,15 @@ def allocation_items(view: View, opts: GetOptions) -> list[dict[str, Any]]:
 
 
 def _allocation_verdict(view: View, key: str, r: dict[str, Any]) -> str:
-    rules = {rule_of(i) for i in view.items_by_gpu.get(key, [])}
+    items = list(view.items_by_gpu.get(key, []))
     for e in r["ledger"]:
         c = view.snapshot.container(e["container"])
         if c is not None:
-            rules |= {rule_of(i) for i in view.container_items(c)}
+            items += view.container_items(c)
+    rules = {rule_of(i) for i in items}
+    leak = [i for i in items if rule_of(i) == Reason.LEAKED_ALLOCATION]
+    if leak and all(isinstance(i, Deferred) and i.why == DeferReason.UNKNOWN_SIGNAL for i in leak):
+        return "unknown"  # the plan cannot tell whether the row is still in use (describe says why)
     if Reason.LEAKED_ALLOCATION in rules:
         return "leaked"
     if Reason.DUPLICATE_GPU_HOLDER in rules:
@@ -805,6 +809,11 @@ def run_get(kind: str, view: View, opts: GetOptions, style: Style = PLAIN) -> tu
         table = events_table(view, items, opts.wide)
     if machine_output:
         data = item_list(LIST_KINDS[kind], view, items)
+        if kind == "allocations" and view.memory is not None:
+            rb = view.memory.release_breaker
+            data["release_breaker"] = clean_tree(
+                {"tripped": rb.tripped, "tripped_at": iso(rb.tripped_at), "reason": rb.reason}
+            )
         if kind == "policies":
             data["policy"] = clean_tree(
                 {
@@ -819,6 +828,10 @@ def run_get(kind: str, view: View, opts: GetOptions, style: Style = PLAIN) -> tu
     text = table.render(style) if table.rows else ""
     if kind == "policies":
         text = policy_status_line(view) + "\n" + text
+    if kind == "allocations" and view.memory is not None and view.memory.release_breaker.tripped:
+        from controller.cli.reconcile import release_breaker_line
+
+        text = style(release_breaker_line(view.memory), "red") + "\n" + text
     return text, not table.rows
 
 

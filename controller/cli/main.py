@@ -138,10 +138,11 @@ examples:
 
 BREAKER_EPILOG = """\
 The circuit breaker trips when one pass would stop too many GPU containers at once; while tripped,
-no destructive action runs. It never resets itself.
+no destructive action runs. The release breaker trips when one pass would release too large a share
+of the GPU allocation ledger; while tripped, no ledger row is released. Neither resets itself.
 
   status   whether it is tripped, when and why (reads the state store read-only)
-  reset    clears it. When the controller daemon is not running, the memory is changed directly
+  reset    clears both. When the controller daemon is not running, the memory is changed directly
            (under the run lock). When it runs, a request file <state-dir>/breaker-reset is written
            and the daemon clears the breaker at the start of its next pass.
 

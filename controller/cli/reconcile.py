@@ -115,6 +115,7 @@ def breaker_status(settings: Settings, output: str) -> int:
     if memory is None:
         raise CliError(f"cannot read the breaker: {note}")
     b = memory.breaker
+    rb = memory.release_breaker
     pending = (settings.state_dir / BREAKER_RESET_REQUEST).exists()
     if output in ("json", "yaml"):
         data = {
@@ -122,6 +123,11 @@ def breaker_status(settings: Settings, output: str) -> int:
             "tripped_at": iso(b.tripped_at),
             "reason": clean(b.reason, 1000),
             "reset_requested": pending,
+            "release_breaker": {
+                "tripped": rb.tripped,
+                "tripped_at": iso(rb.tripped_at),
+                "reason": clean(rb.reason, 1000),
+            },
         }
         sys.stdout.write(machine(data, output))
         return 0
@@ -130,28 +136,42 @@ def breaker_status(settings: Settings, output: str) -> int:
         print("no destructive action runs until an admin resets it: sudo ds01ctl breaker reset")
     else:
         print("breaker: closed (destructive actions allowed within the per-pass budget)")
+    print(release_breaker_line(memory))
     if pending:
         print("a reset request is waiting for the controller's next pass")
     return 0
 
 
+def release_breaker_line(memory: Any) -> str:
+    """One line on the release breaker (``breaker status``, ``get allocations``, ``describe gpu``)."""
+    rb = memory.release_breaker
+    if rb.tripped:
+        return (
+            f"release breaker: TRIPPED at {iso(rb.tripped_at)}: {clean(rb.reason, 600)}; no ledger row is "
+            "released until an admin resets it: sudo ds01ctl breaker reset"
+        )
+    return "release breaker: closed (ledger rows released within the per-pass budget)"
+
+
 def breaker_reset(settings: Settings) -> int:
-    """Clear the breaker: directly under the run lock, or by request when the daemon holds it."""
+    """Clear both breakers (stops and releases): directly under the run lock, or by request when
+    the daemon holds it."""
     from controller.loop import BREAKER_RESET_REQUEST
-    from controller.memory import Breaker
     from controller.store import MemoryStore, StoreError, StoreLocked, acquire_run_lock
 
     try:
         with acquire_run_lock(settings.state_dir):
             store = MemoryStore(settings.state_dir)
             memory = store.load()
-            if not memory.breaker.tripped:
+            tripped = memory.breakers_tripped
+            if not tripped:
                 print("breaker: closed; nothing to reset")
                 return 0
             was = memory.breaker.reason
-            store.save(memory.with_breaker(Breaker()))
-            _record_reset(settings, was)
-            print(f"breaker reset (was tripped: {clean(was, 400)})")
+            store.save(memory.with_breakers_reset())
+            _record_reset(settings, was, memory.release_breaker.reason)
+            for name, breaker in tripped:
+                print(f"{name} reset (was tripped: {clean(breaker.reason, 400)})")
             return 0
     except StoreLocked as exc:
         request = settings.state_dir / BREAKER_RESET_REQUEST
@@ -183,11 +203,12 @@ def _write_request(path: Any) -> None:
         os.close(fd)
 
 
-def _record_reset(settings: Settings, was: str) -> None:
+def _record_reset(settings: Settings, was: str, release_was: str = "") -> None:
     from controller.act.events import EventLog
 
+    details = {"was": was, **({"release_was": release_was} if release_was else {})}
     EventLog(settings.events_log).write(
-        "controller.breaker_reset", user=_who(), source="ds01ctl", details={"was": was}
+        "controller.breaker_reset", user=_who(), source="ds01ctl", details=details
     )
 
 

@@ -30,6 +30,14 @@ failed before are inspected last and only after a back-off (10 s doubling to 5 m
 :meth:`DockerObserver.invalidate`), so one wedged container (seen on dockerd 20.10 after a shim
 died: every inspect of it hangs) neither starves the others nor costs a timeout every pass.
 
+**Runtimes.** Whether ``NVIDIA_VISIBLE_DEVICES`` grants GPUs depends on the container's runtime,
+and a runtime other than ``nvidia`` or runc is judged by the engine's configuration (``docker info``
+``Runtimes``: name -> binary). That table is read only when a container needs it (it sets the
+variable under such a runtime), then kept for ``max_age_s``; a failed read is retried after
+``RUNTIMES_RETRY_S`` and, meanwhile, :func:`controller.observe.gpu_refs.is_nvidia_runtime` falls
+back on the runtime's name. When a re-read table differs (or first arrives after a failed read),
+every cached inspect is dropped.
+
 Names come from the list result every pass (``docker rename`` needs no inspect); labels, image,
 ``HostConfig`` and ``Config.Env`` are immutable for a container's life.
 
@@ -56,7 +64,13 @@ import docker
 import docker.errors
 import requests
 
-from controller.observe.gpu_refs import RawGpuRefs, extract_gpu_refs
+from controller.observe.gpu_refs import (
+    EngineRuntimes,
+    RawGpuRefs,
+    engine_runtimes,
+    extract_gpu_refs,
+    needs_engine_runtimes,
+)
 from controller.snapshot import DOCKER_ZERO_TIME, ContainerId, ContainerState
 
 STATUS_SLACK_S = 1.0  # the engine formats Status a moment before we read the clock
@@ -68,6 +82,8 @@ INSPECT_PARALLELISM = 8
 RETRY_BASE_S = 10.0
 RETRY_MAX_S = 300.0
 DEFAULT_MAX_AGE_S = 900.0
+# After a failed `docker info`, the runtime table is asked for again this much later.
+RUNTIMES_RETRY_S = 60.0
 
 _SECOND = 1.0
 _MINUTE = 60.0
@@ -253,6 +269,9 @@ class DockerObserver:
         self._lock = threading.Lock()
         self._client_lock = threading.Lock()
         self.counter = counter or CallCounter()
+        # The engine's runtime table, when read, and when it may be read again.
+        self._runtimes: EngineRuntimes | None = None
+        self._runtimes_due: datetime | None = None
 
     @property
     def client(self) -> Any:
@@ -369,6 +388,32 @@ class DockerObserver:
             inspected=tuple(inspected),
         )
 
+    def engine_runtimes(self, client: Any) -> EngineRuntimes | None:
+        """The engine's runtime table (``docker info``), read at most once per ``max_age_s``.
+
+        None while it cannot be read. A table that changed invalidates every cached inspect: the
+        GPU references of a container under a re-configured runtime may differ.
+        """
+        now = datetime.now(UTC)
+        if self._runtimes_due is not None and now < self._runtimes_due:
+            return self._runtimes
+        try:
+            info = client.api.info()
+        except (docker.errors.DockerException, requests.RequestException, OSError):
+            self._runtimes_due = now + timedelta(seconds=RUNTIMES_RETRY_S)
+            return self._runtimes
+        if not isinstance(info, Mapping):
+            self._runtimes_due = now + timedelta(seconds=RUNTIMES_RETRY_S)
+            return self._runtimes
+        table = engine_runtimes(info)
+        # Containers parsed with another table, or without one after a failed read, are re-read.
+        if self._runtimes_due is not None and table != self._runtimes:
+            with self._lock:
+                self._cache.clear()
+        self._runtimes = table
+        self._runtimes_due = now + self._max_age
+        return table
+
     def _inspect_all(
         self,
         client: Any,
@@ -411,6 +456,9 @@ class DockerObserver:
                 results = list(pool.map(lambda item: _inspect_one(client, item[0]), chunk))
                 # Requests made on pool threads are counted here, on the observing thread.
                 self.counter.add(len(chunk))
+                runtimes = self._runtimes
+                if any(isinstance(raw, Mapping) and needs_engine_runtimes(raw) for raw, _ in results):
+                    runtimes = self.engine_runtimes(client)
                 engine_gone = False
                 for (cid, entry, failure), (raw, exc) in zip(chunk, results, strict=True):
                     if exc is None and raw is None:
@@ -431,7 +479,7 @@ class DockerObserver:
                             )
                         errors.append(_describe(exc, f"inspect {cid[:12]}"))
                         continue
-                    parsed = parse_inspect(raw, entry)
+                    parsed = parse_inspect(raw, entry, runtimes)
                     if parsed is None:
                         errors.append(f"inspect {cid[:12]}: unexpected answer from the engine")
                         continue
@@ -484,8 +532,13 @@ def _inspect_one(client: Any, cid: str) -> tuple[object, BaseException | None]:
         return None, exc
 
 
-def parse_inspect(raw: object, entry: Mapping[str, Any]) -> DockerContainer | None:
-    """Build a :class:`DockerContainer` from an inspect result plus its list entry."""
+def parse_inspect(
+    raw: object, entry: Mapping[str, Any], runtimes: EngineRuntimes | None = None
+) -> DockerContainer | None:
+    """Build a :class:`DockerContainer` from an inspect result plus its list entry.
+
+    ``runtimes``: the engine's runtime table (None: not known), for ``NVIDIA_VISIBLE_DEVICES``.
+    """
     if not isinstance(raw, Mapping) or not isinstance(raw.get("Id"), str):
         return None
     state_obj = _mapping(raw.get("State"))
@@ -530,7 +583,7 @@ def parse_inspect(raw: object, entry: Mapping[str, Any]) -> DockerContainer | No
         exit_code=exit_code,
         cgroup_parent=str(host_config.get("CgroupParent") or ""),
         network_mode=str(host_config.get("NetworkMode") or ""),
-        gpu_refs=extract_gpu_refs(raw, labels),
+        gpu_refs=extract_gpu_refs(raw, labels, runtimes),
     )
 
 

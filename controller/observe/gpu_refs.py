@@ -8,11 +8,22 @@ Owns two steps, both pure:
    * ``HostConfig.DeviceRequests`` whose ``Driver`` is ``nvidia`` or whose ``Capabilities`` contain
      ``gpu``: each ``DeviceIDs`` entry (a UUID, an index, ``X.Y`` / ``X:Y``); ``Count: -1`` means every
      GPU; ``Count: N`` means the first N indices, as Docker's nvidia driver passes ``0,..,N-1``.
-   * ``NVIDIA_VISIBLE_DEVICES`` in ``Config.Env``, **only when** ``HostConfig.Runtime`` is ``nvidia``:
-     under runc the variable is inert text (CUDA images carry ``NVIDIA_VISIBLE_DEVICES=all`` in
-     their env), so it grants nothing. DS01 sets ``default-runtime: nvidia``; Docker records the
-     default runtime in ``HostConfig.Runtime`` at create time, so those containers are covered.
-     ``all`` means every GPU; ``none``, ``void``, an empty value or no variable mean no GPU.
+   * ``HostConfig.DeviceRequests`` whose ``Driver`` is ``cdi`` (``docker run --device
+     nvidia.com/gpu=0``): each NVIDIA CDI name (``nvidia.com/gpu=<index|X:Y|UUID|all|gpuN|migN:M>``,
+     ``nvidia.com/mig=...``, ``nvidia.com/mig-<profile>=...``) gives the device part; a name of
+     another vendor is not an NVIDIA GPU; an NVIDIA name this module cannot read is kept as written
+     (it resolves to nothing: "cannot tell", never "no GPU"). The same names are read in
+     ``HostConfig.Devices`` and in ``NVIDIA_VISIBLE_DEVICES``.
+   * ``NVIDIA_VISIBLE_DEVICES`` in ``Config.Env``, **only when** the container's runtime is an
+     NVIDIA runtime: under runc the variable is inert text (CUDA images carry
+     ``NVIDIA_VISIBLE_DEVICES=all`` in their env), so it grants nothing. A runtime is an NVIDIA
+     runtime when it is named ``nvidia`` or when the engine's configuration (``docker info``
+     ``Runtimes``, :func:`engine_runtimes`) runs an ``nvidia-container-runtime*`` binary under it,
+     whatever its name (``nvidia-legacy``, ``nvidia-cdi``...). Without that configuration a runtime
+     whose name contains ``nvidia`` counts (unknown is not "no GPU"). DS01 sets
+     ``default-runtime: nvidia``; Docker records the default runtime in ``HostConfig.Runtime`` at
+     create time (an empty value means the engine's default). ``all`` means every GPU; ``none``,
+     ``void``, an empty value or no variable mean no GPU.
    * ``HostConfig.Devices`` mapping ``/dev/nvidia<N>`` (``PathOnHost`` first, else
      ``PathInContainer``) -> index N; control nodes (``nvidiactl``, ``nvidia-uvm``, ``nvidia-caps``...)
      are not GPUs.
@@ -55,7 +66,12 @@ MAX_DEVICE_COUNT = 64
 VISIBLE_DEVICES_ENV = "NVIDIA_VISIBLE_DEVICES"
 NVIDIA_RUNTIME = "nvidia"
 NVIDIA_DRIVER = "nvidia"
+CDI_DRIVER = "cdi"
 GPU_CAPABILITY = "gpu"
+# Runtimes that are plain runc whatever the engine's configuration says.
+RUNC_RUNTIMES = frozenset({"runc", "io.containerd.runc.v2", "io.containerd.runtime.v1.linux"})
+NVIDIA_RUNTIME_BINARY = "nvidia-container-runtime"
+CDI_NVIDIA_VENDOR = "nvidia.com"
 
 ALL = "all"
 _NO_GPU_VALUES = frozenset({"", "none", "void"})
@@ -64,6 +80,10 @@ _INDEX = re.compile(r"[0-9]{1,4}\Z")
 _SLOT = re.compile(r"([0-9]{1,4})[.:]([0-9]{1,4})\Z")
 _DEV_NODE = re.compile(r"/dev/nvidia([0-9]{1,4})\Z")
 _UUID_CHARS = re.compile(r"[A-Za-z0-9/_-]{5,127}\Z")
+# A fully qualified CDI device name: vendor/class=name.
+_CDI_NAME = re.compile(r"(?P<vendor>[A-Za-z0-9.-]+)/(?P<cls>[A-Za-z0-9_.-]+)=(?P<name>.+)\Z")
+_CDI_TYPE_INDEX = re.compile(r"(?:gpu)?([0-9]{1,4})\Z")
+_CDI_TYPE_SLOT = re.compile(r"(?:mig)?([0-9]{1,4})[:.]([0-9]{1,4})\Z")
 
 REASON_NVML_UNAVAILABLE = "NVML unavailable: cannot map an index or slot to a UUID"
 REASON_UUID_UNVERIFIED = "NVML unavailable: UUID not verified against the host's devices"
@@ -85,8 +105,77 @@ class RawGpuRefs:
     all_gpus: bool = False
 
 
-def extract_gpu_refs(inspect: Mapping[str, Any], labels: Mapping[str, str] | None = None) -> RawGpuRefs:
-    """Every GPU reference in a container's inspect data (and its labels, if given separately)."""
+@dataclass(frozen=True, slots=True)
+class EngineRuntimes:
+    """The engine's runtimes (``docker info``): every configured name, the NVIDIA ones, the default."""
+
+    known: frozenset[str] = frozenset()
+    nvidia: frozenset[str] = frozenset()
+    default: str | None = None
+
+
+def engine_runtimes(info: Mapping[str, Any]) -> EngineRuntimes:
+    """Read ``Runtimes`` (name -> ``{"path": ...}`` or ``{"runtimeType", "options": {"BinaryName"}}``)
+    and ``DefaultRuntime`` from a ``docker info`` answer."""
+    runtimes = _mapping(info.get("Runtimes"))
+    known: set[str] = set()
+    nvidia: set[str] = set()
+    for name, config in list(runtimes.items())[:MAX_REFS_PER_ROUTE]:
+        if not isinstance(name, str):
+            continue
+        known.add(name)
+        if name == NVIDIA_RUNTIME or _runs_nvidia_binary(_mapping(config)):
+            nvidia.add(name)
+    default = info.get("DefaultRuntime")
+    return EngineRuntimes(
+        known=frozenset(known),
+        nvidia=frozenset(nvidia),
+        default=default if isinstance(default, str) else None,
+    )
+
+
+def _runs_nvidia_binary(config: Mapping[str, Any]) -> bool:
+    paths = [config.get("path"), _mapping(config.get("options")).get("BinaryName")]
+    for path in paths:
+        if isinstance(path, str) and path.rsplit("/", 1)[-1].startswith(NVIDIA_RUNTIME_BINARY):
+            return True
+    return False
+
+
+def is_nvidia_runtime(name: str, runtimes: EngineRuntimes | None) -> bool:
+    """Whether a container's runtime (as ``HostConfig.Runtime`` names it) is an NVIDIA runtime."""
+    if not name and runtimes is not None and runtimes.default:
+        name = runtimes.default  # no runtime recorded: the engine's default applies
+    if name == NVIDIA_RUNTIME:
+        return True
+    if not name or name in RUNC_RUNTIMES:
+        return False
+    if runtimes is not None and name in runtimes.known:
+        return name in runtimes.nvidia
+    # The engine's configuration is not known (or no longer names this runtime): a runtime
+    # called nvidia-something is taken at its word, so a GPU holder does not look GPU-less.
+    return NVIDIA_RUNTIME in name.lower()
+
+
+def needs_engine_runtimes(inspect: Mapping[str, Any]) -> bool:
+    """True when deciding this container's GPU references needs the engine's runtime table: it
+    sets NVIDIA_VISIBLE_DEVICES under a runtime that is neither ``nvidia`` nor runc."""
+    host_config = _mapping(inspect.get("HostConfig"))
+    runtime = host_config.get("Runtime")
+    if runtime == NVIDIA_RUNTIME or runtime in RUNC_RUNTIMES:
+        return False
+    return _env_value(_mapping(inspect.get("Config")).get("Env"), VISIBLE_DEVICES_ENV) is not None
+
+
+def extract_gpu_refs(
+    inspect: Mapping[str, Any],
+    labels: Mapping[str, str] | None = None,
+    runtimes: EngineRuntimes | None = None,
+) -> RawGpuRefs:
+    """Every GPU reference in a container's inspect data (and its labels, if given separately).
+
+    ``runtimes``: the engine's runtime table, or None when it is not known.
+    """
     host_config = _mapping(inspect.get("HostConfig"))
     config = _mapping(inspect.get("Config"))
     if labels is None:
@@ -100,17 +189,31 @@ def extract_gpu_refs(inspect: Mapping[str, Any], labels: Mapping[str, str] | Non
         else:
             refs.append(RawGpuRef(token, GpuRefSource.DEVICE_REQUEST))
 
-    if host_config.get("Runtime") == NVIDIA_RUNTIME:
+    for token in _cdi_request_tokens(host_config.get("DeviceRequests")):
+        if token == ALL:
+            all_gpus = True
+        else:
+            refs.append(RawGpuRef(token, GpuRefSource.CDI_DEVICE))
+
+    runtime = host_config.get("Runtime")
+    if is_nvidia_runtime(runtime if isinstance(runtime, str) else "", runtimes):
         value = _env_value(config.get("Env"), VISIBLE_DEVICES_ENV)
         if value is not None and value.strip().lower() not in _NO_GPU_VALUES:
             for token in _split(value):
+                cdi = _cdi_device(token)
+                if cdi == "":
+                    continue  # another vendor's CDI device
+                token = cdi or token
                 if token.lower() == ALL:
                     all_gpus = True
                 elif token.lower() not in _NO_GPU_VALUES:
                     refs.append(RawGpuRef(token, GpuRefSource.VISIBLE_DEVICES_ENV))
 
     for index in _device_mapping_indices(host_config.get("Devices")):
-        refs.append(RawGpuRef(index, GpuRefSource.DEVICE_MAPPING))
+        if index == ALL:
+            all_gpus = True
+        else:
+            refs.append(RawGpuRef(index, GpuRefSource.DEVICE_MAPPING))
 
     for key, source in (
         (L.DS01_GPU_UUID, GpuRefSource.LABEL_GPU_UUID),
@@ -227,6 +330,53 @@ def _device_request_tokens(requests: object) -> Iterator[str]:
                 yield from (str(i) for i in range(min(count, MAX_DEVICE_COUNT)))
 
 
+def _cdi_request_tokens(requests: object) -> Iterator[str]:
+    """The NVIDIA devices of ``Driver: cdi`` requests (``--device nvidia.com/gpu=0``)."""
+    if not isinstance(requests, list):
+        return
+    for request in requests[:MAX_REFS_PER_ROUTE]:
+        if not isinstance(request, Mapping) or request.get("Driver") != CDI_DRIVER:
+            continue
+        ids = request.get("DeviceIDs")
+        if not isinstance(ids, list):
+            continue
+        for name in ids[:MAX_REFS_PER_ROUTE]:
+            if isinstance(name, str):
+                token = _cdi_device(name.strip())
+                if token:
+                    yield token
+
+
+def _cdi_device(name: str) -> str | None:
+    """The device part of a CDI name, in this module's notation.
+
+    None: not a CDI name at all; "": a CDI name of another vendor (not an NVIDIA GPU); otherwise
+    ``all``, an index, ``X:Y``, a UUID -- or the CDI name as written when its device part is not one
+    of those (it then resolves to nothing, and a reference that resolves to nothing is "cannot
+    tell", never "no GPU").
+    """
+    match = _CDI_NAME.match(name)
+    if match is None:
+        return None
+    if match.group("vendor").lower() != CDI_NVIDIA_VENDOR:
+        return ""
+    cls, device = match.group("cls").lower(), match.group("name").strip()
+    mig_class = cls == "mig" or cls.startswith("mig-")
+    if cls != "gpu" and not mig_class:
+        return name[:MAX_TOKEN_CHARS]
+    if device.lower() == ALL:
+        return ALL
+    if device.upper().startswith(("GPU-", "MIG-")):
+        return device
+    slot = _CDI_TYPE_SLOT.match(device.lower())
+    if slot is not None:
+        return f"{int(slot.group(1))}:{int(slot.group(2))}"
+    index = _CDI_TYPE_INDEX.match(device.lower())
+    if index is not None and not mig_class:
+        return str(int(index.group(1)))
+    return name[:MAX_TOKEN_CHARS]
+
+
 def _is_gpu_request(request: Mapping[str, Any]) -> bool:
     if request.get("Driver") == NVIDIA_DRIVER:
         return True
@@ -241,6 +391,12 @@ def _device_mapping_indices(devices: object) -> Iterator[str]:
         return
     for device in devices[:MAX_REFS_PER_ROUTE]:
         if not isinstance(device, Mapping):
+            continue
+        on_host = device.get("PathOnHost")
+        cdi = _cdi_device(on_host.strip()) if isinstance(on_host, str) else None
+        if cdi is not None:
+            if cdi:
+                yield cdi  # a CDI name passed as a device (engines that do not convert it)
             continue
         for key in ("PathOnHost", "PathInContainer"):
             path = device.get(key)

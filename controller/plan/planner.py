@@ -100,6 +100,7 @@ def _plan(snapshot: Snapshot, desired: DesiredState, memory: ControllerMemory, n
         attempts=memory.attempts,
         done=memory.done,
         breaker=gates.breaker,
+        release_breaker=gates.release_breaker,
         dirty_gpus=procs.dirty_gpus,
         last_pass_at=now,
     ).pruned(now)

@@ -13,8 +13,15 @@
    ``breaker_min_containers`` of them: then nothing destructive runs, an admin is alerted, and
    the next memory carries the tripped breaker. A mass stop is far more likely a broken signal
    than a mass exodus of users.
-5. **Budget**: at most ``max_destructive_actions_per_pass`` destructive actions, the oldest due
-   first (ties broken by key); the rest are deferred ``BudgetExhausted`` to the next pass.
+   The **release breaker** (``memory.release_breaker``) does the same for ledger releases alone: it
+   trips when one pass would release more than ``release_breaker_max_fraction`` of the ledger's
+   rows, and at least ``release_breaker_min_rows`` of them (a containers list that came back
+   empty, or GPU references that stopped parsing, make every row look leaked at once); while it
+   is tripped every ReleaseAllocation is deferred ``BreakerOpen``, other actions are not. Both
+   stay tripped until ``ds01ctl breaker reset`` (which closes both).
+5. **Budget**: at most ``max_destructive_actions_per_pass`` destructive actions (releases
+   included), the oldest due first (ties broken by key); the rest are deferred
+   ``BudgetExhausted`` to the next pass.
 
 Pure; called by :func:`controller.plan.planner.plan` only.
 """
@@ -37,6 +44,7 @@ class GateResult:
     actions: list[Action]
     deferred: list[Deferred]
     breaker: Breaker
+    release_breaker: Breaker
 
 
 def _defer(
@@ -114,7 +122,22 @@ def apply_gates(ctx: PassContext, proposed: Collector) -> GateResult:
                 )
             )
 
+    release_breaker = _release_breaker(ctx, destructive, passive)
+
     performed: list[Action] = list(passive)
+    if not breaker.tripped and release_breaker.tripped:
+        held = [a for a in destructive if a.kind == ActionKind.RELEASE_ALLOCATION]
+        destructive = [a for a in destructive if a.kind != ActionKind.RELEASE_ALLOCATION]
+        for a in held:
+            _defer(
+                out,
+                a,
+                DeferReason.BREAKER_OPEN,
+                f"{a.kind.value} {a.target.label()}: release breaker open since "
+                f"{iso(release_breaker.tripped_at)} ({release_breaker.reason})",
+                None,
+                {"release_breaker_tripped_at": iso(release_breaker.tripped_at)},
+            )
     if breaker.tripped:
         for a in destructive:
             _defer(
@@ -141,4 +164,43 @@ def apply_gates(ctx: PassContext, proposed: Collector) -> GateResult:
             )
 
     performed.sort(key=lambda a: (a.due_at, a.key))
-    return GateResult(performed, out.deferred, breaker)
+    return GateResult(performed, out.deferred, breaker, release_breaker)
+
+
+def _release_breaker(ctx: PassContext, destructive: list[Action], passive: list[Action]) -> Breaker:
+    """The release breaker after this pass: tripped (with an admin alert) on a mass release."""
+    current = ctx.memory.release_breaker
+    releases = [a for a in destructive if a.kind == ActionKind.RELEASE_ALLOCATION]
+    if current.tripped or not releases:
+        return current
+    rows = len({(e.container, e.gpu, e.allocated_at.isoformat()) for e in ctx.snapshot.ledger.entries})
+    max_fraction = ctx.glob.release_breaker_max_fraction.value
+    min_rows = ctx.glob.release_breaker_min_rows.value
+    if len(releases) < min_rows or len(releases) <= max_fraction * rows:
+        return current
+    now = ctx.now
+    reason = (
+        f"this pass would release {len(releases)} of {rows} ledger rows "
+        f"(more than {max_fraction:.0%}, at least {min_rows})"
+    )
+    passive.append(
+        Action(
+            kind=ActionKind.ALERT_ADMIN,
+            target=host_target(),
+            reason=Reason.BREAKER_TRIPPED,
+            message=f"release breaker tripped: {reason}; no ledger row is released until "
+            f"'ds01ctl breaker reset'",
+            evidence={
+                "breaker": "release",
+                "would_release": len(releases),
+                "ledger_rows": rows,
+                "release_breaker_max_fraction": max_fraction,
+                "release_breaker_min_rows": min_rows,
+                "release_keys": [a.key for a in releases],
+            },
+            due_at=now,
+            key=f"AlertAdmin:ReleaseBreakerTripped:{iso(now)}",
+            params={},
+        )
+    )
+    return Breaker(tripped=True, tripped_at=now, reason=reason)

@@ -25,8 +25,16 @@ class ActionKind(StrEnum):
     ALERT_ADMIN = "AlertAdmin"
 
 
+# A released ledger row makes its GPU look free to the allocator: while the row is in use, that
+# puts a second user on the GPU. Releases are destructive (budget, breakers) for that reason.
 DESTRUCTIVE_KINDS = frozenset(
-    {ActionKind.STOP_CONTAINER, ActionKind.REMOVE_CONTAINER, ActionKind.KILL_PROCESS, ActionKind.RESET_GPU}
+    {
+        ActionKind.STOP_CONTAINER,
+        ActionKind.REMOVE_CONTAINER,
+        ActionKind.KILL_PROCESS,
+        ActionKind.RESET_GPU,
+        ActionKind.RELEASE_ALLOCATION,
+    }
 )
 
 

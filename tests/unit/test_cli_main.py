@@ -284,6 +284,7 @@ def test_breaker_status_closed_and_tripped(env: Path, capsys: pytest.CaptureFixt
         "tripped_at": "2026-03-01T10:00:00Z",
         "reason": "7 of 8 would stop",
         "reset_requested": False,
+        "release_breaker": {"tripped": False, "tripped_at": None, "reason": ""},
     }
 
 
@@ -477,3 +478,25 @@ def test_docker_errors_name_the_engine_and_the_fix(
     assert message is not None
     assert message.startswith("cannot reach the Docker engine at unix:///run/docker.sock: ")
     assert expected in message and "\n" not in message
+
+
+def test_release_breaker_status_and_reset_close_both(env: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    store = MemoryStore(env / "state")
+    tripped_at = datetime(2026, 3, 1, 10, 0, tzinfo=UTC)
+    store.save(
+        ControllerMemory(
+            release_breaker=Breaker(tripped=True, tripped_at=tripped_at, reason="40 of 40 rows would go")
+        )
+    )
+    rc, out, _ = run(["breaker", "status"], capsys)
+    assert rc == 0 and out.startswith("breaker: closed")
+    assert "release breaker: TRIPPED at 2026-03-01T10:00:00Z: 40 of 40 rows would go" in out
+    _, out, _ = run(["breaker", "status", "-o", "json"], capsys)
+    assert json.loads(out)["release_breaker"]["tripped"] is True
+    rc, out, _ = run(["breaker", "reset"], capsys)
+    assert rc == 0 and "release breaker reset (was tripped: 40 of 40 rows would go)" in out
+    assert store.load().release_breaker == Breaker() and store.load().breaker == Breaker()
+    events = [json.loads(line) for line in (env / "events.jsonl").read_text().splitlines()]
+    assert [(e["event_type"], e["details"]["release_was"]) for e in events] == [
+        ("controller.breaker_reset", "40 of 40 rows would go")
+    ]

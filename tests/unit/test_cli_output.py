@@ -6,6 +6,7 @@ an intended change, then read the diff.
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from collections.abc import Callable, Iterator
@@ -154,3 +155,37 @@ def test_with_docker_down_no_process_is_called_an_orphan_and_no_gpu_free() -> No
     assert row[0] == "77" and row[4] == "?" and row[-1] == "unknown"
     gpus, _ = run_get("gpus", view, GetOptions())
     assert [line.split()[-1] for line in gpus.splitlines()[1:]] == ["unknown"]
+
+
+def test_a_tripped_release_breaker_shows_in_get_allocations_and_describe() -> None:
+    from controller.memory import Breaker
+
+    v = w.view()
+    assert v.memory is not None
+    tripped = Breaker(tripped=True, tripped_at=w.b.T0, reason="this pass would release 9 of 10 ledger rows")
+    v.memory = v.memory.model_copy(update={"release_breaker": tripped})
+    text, _ = run_get("allocations", v, GetOptions())
+    first = text.splitlines()[0]
+    assert first.startswith("release breaker: TRIPPED at ") and "9 of 10 ledger rows" in first
+    assert "sudo ds01ctl breaker reset" in first
+    data = json.loads(run_get("allocations", v, GetOptions(output="json"))[0])
+    assert data["release_breaker"]["tripped"] is True
+    for text in (describe_gpu(v, "2"), describe_user(v, "alice")):
+        ledger = text.split("Ledger", 1)[1]
+        assert "release breaker: TRIPPED" in ledger.splitlines()[1]
+    # Closed: nothing is added to the usual output.
+    assert "release breaker" not in run_get("allocations", w.view(), GetOptions())[0]
+
+
+def test_a_row_the_plan_cannot_judge_is_unknown_not_leaked() -> None:
+    from controller.memory import ControllerMemory
+    from controller.plan.planner import plan as make_plan
+
+    renamed = w.b.running("train-old", gpus=[w.b.GPU0], sig=w.b.signals(w.b.T0))
+    rows = w.b.ledger(w.b.ledger_entry("train", w.b.GPU0), w.b.ledger_entry(f"{1:064x}", w.b.GPU1))
+    snap = w.b.snapshot(containers=[renamed], gpus=[w.b.gpu(0), w.b.gpu(1)], ledger=rows)
+    p = make_plan(snap, w.b.desired(), ControllerMemory(), w.b.T0)
+    v = w.view()
+    v.snapshot, v.plan, v.memory = snap, p, p.memory
+    items = json.loads(run_get("allocations", v, GetOptions(output="json"))[0])["items"]
+    assert {i["gpu"]: i["verdict"] for i in items} == {w.b.GPU0: "unknown", w.b.GPU1: "leaked"}

@@ -4,8 +4,18 @@ from __future__ import annotations
 
 from controller.memory import ControllerMemory
 from controller.plan.planner import plan
-from controller.plan.types import Plan
-from controller.snapshot import ContainerObs, ContainerState, Domain, Ledger
+from controller.plan.types import Deferred, Plan
+from controller.snapshot import (
+    ContainerObs,
+    ContainerState,
+    Domain,
+    GpuRef,
+    GpuRefSource,
+    GpuUuid,
+    Ledger,
+    LedgerEntry,
+    OwnerRule,
+)
 from tests.fixtures import builders as b
 
 GPUS = (b.gpu(0), b.gpu(1, mig_slots=2))
@@ -155,3 +165,190 @@ class TestDuplicateHolders:
         m2 = b.running("m2", gpus=[b.ref(b.mig_uuid(1, 1), parent=b.GPU1)], sig=b.signals(b.T0))
         p = once(m1, m2, running_on("r", b.GPU0), running_on("x", b.GPU0, state=ContainerState.EXITED))
         assert [a for a in p.actions if a.reason.value == "DuplicateGpuHolder"] == []
+
+
+def leaked_rule(p: Plan) -> list[tuple[str, str, str]]:
+    """(kind or why, rule, target) for the ledger rule only."""
+    acts = [
+        (a.kind.value, a.reason.value, a.target.label())
+        for a in p.actions
+        if a.reason.value == "LeakedAllocation"
+    ]
+    defs = [
+        (d.why.value, d.rule.value, d.target.label())
+        for d in p.deferred
+        if d.rule.value == "LeakedAllocation"
+    ]
+    return acts + defs
+
+
+def ledger_deferral(p: Plan) -> Deferred:
+    (d,) = [d for d in p.deferred if d.rule.value == "LeakedAllocation"]
+    return d
+
+
+def with_owner(c: ContainerObs, owner: str, rule: OwnerRule = OwnerRule.LABEL_DS01_USER) -> ContainerObs:
+    return c.model_copy(update={"owner": owner, "owner_rule": rule})
+
+
+def unverified(uuid: str) -> GpuRef:
+    """A reference as the observer leaves it while NVML is down: the UUID kept, the GPU unknown."""
+    is_mig = uuid.startswith("MIG-")
+    return GpuRef(
+        raw=uuid,
+        source=GpuRefSource.DEVICE_REQUEST,
+        uuid=GpuUuid(uuid),
+        parent_uuid=None if is_mig else GpuUuid(uuid),
+        is_mig=is_mig,
+        unresolved_reason="NVML unavailable: UUID not verified against the host's devices",
+    )
+
+
+class TestRenamedHolder:
+    """`docker rename train train-old`: the row still says 'train'; the id is what survives."""
+
+    def test_renamed_running_holder_keeps_its_row(self) -> None:
+        renamed = running_on("train-old", b.GPU0).model_copy(update={"id": b.cid("train")})
+        p = once(renamed, ledger=b.ledger(b.ledger_entry("train", b.GPU0)))
+        assert leaked_rule(p) == [("UnknownSignal", "LeakedAllocation", "train")]
+        d = ledger_deferral(p)
+        assert "renamed" in d.message and "train-old" in d.message
+        assert d.evidence["possible_holders"][0]["id"] == renamed.id
+
+    def test_name_reused_by_a_new_container_while_the_renamed_one_holds(self) -> None:
+        renamed = running_on("train-old", b.GPU0).model_copy(update={"id": b.cid("train")})
+        reused = running_on("train", b.GPU2).model_copy(update={"id": "f" * 64})
+        p = once(renamed, reused, ledger=b.ledger(b.ledger_entry("train", b.GPU0)))
+        assert leaked_rule(p) == [("UnknownSignal", "LeakedAllocation", "train")]
+
+    def test_stopped_renamed_holder_also_keeps_its_row(self) -> None:
+        renamed = b.exited("train-old", gpus=[b.GPU0])
+        p = once(renamed, ledger=b.ledger(b.ledger_entry("train", b.GPU0)))
+        assert leaked_rule(p) == [("UnknownSignal", "LeakedAllocation", "train")]
+
+    def test_row_naming_the_id_is_certain(self) -> None:
+        # An id does not change with a rename: the container with that id is gone for certain.
+        other = running_on("other", b.GPU0)
+        p = once(other, ledger=b.ledger(b.ledger_entry(b.cid("gone"), b.GPU0)))
+        assert [k for k, *_ in leaked_rule(p)] == ["ReleaseAllocation"]
+
+    def test_holder_of_another_user_by_label_is_not_the_renamed_container(self) -> None:
+        bob = with_owner(running_on("bob-train", b.GPU0), "bob")
+        p = once(bob, ledger=b.ledger(b.ledger_entry("train", b.GPU0, user="alice")))
+        assert [k for k, *_ in leaked_rule(p)] == ["ReleaseAllocation"]
+
+    def test_owner_from_the_name_does_not_rule_a_holder_out(self) -> None:
+        # The name-derived owner changes with the name: it proves nothing about a rename.
+        bob = with_owner(running_on("bob-train", b.GPU0), "bob", OwnerRule.NAME_UID)
+        p = once(bob, ledger=b.ledger(b.ledger_entry("train", b.GPU0, user="alice")))
+        assert [k for k, *_ in leaked_rule(p)] == ["UnknownSignal"]
+
+    def test_untrusted_labels_do_not_rule_a_holder_out(self) -> None:
+        bob = with_owner(running_on("bob-train", b.GPU0), "bob")
+        snap = b.snapshot(containers=[bob], gpus=GPUS, ledger=b.ledger(b.ledger_entry("train", b.GPU0)))
+        p = plan(snap, b.desired(glob=b.global_policy(trust_labels=False)), ControllerMemory(), b.T0)
+        assert [k for k, *_ in leaked_rule(p)] == ["UnknownSignal"]
+
+    def test_holder_recorded_by_its_own_row_frees_the_stale_one(self) -> None:
+        # GPU0 went to 'eval', which has its own row: releasing the stale 'train' row frees nothing.
+        holder = running_on("eval", b.GPU0)
+        rows = b.ledger(b.ledger_entry("train", b.GPU0), b.ledger_entry("eval", b.GPU0))
+        p = once(holder, ledger=rows)
+        assert [(k, t) for k, _, t in leaked_rule(p)] == [("ReleaseAllocation", "train")]
+
+    def test_holder_of_another_gpu_does_not_block(self) -> None:
+        p = once(running_on("train-old", b.GPU1), ledger=b.ledger(b.ledger_entry("train", b.GPU0)))
+        assert [k for k, *_ in leaked_rule(p)] == ["ReleaseAllocation"]
+
+
+class TestNotationsWithNvmlDown:
+    """NVML down: a MIG slot and its full GPU cannot be compared; two full-GPU UUIDs can."""
+
+    def nvml_down(self, c: ContainerObs, row: LedgerEntry) -> Plan:
+        return once(c, ledger=b.ledger(row), down=(Domain.NVML,))
+
+    def test_full_gpu_row_against_a_mig_holder_defers(self) -> None:
+        c = b.running("train", gpus=[unverified(b.mig_uuid(1, 0))], sig=b.signals(b.T0))
+        p = self.nvml_down(c, b.ledger_entry("train", b.GPU1))
+        assert leaked_rule(p) == [("UnknownSignal", "LeakedAllocation", "train")]
+        assert "NVML is unavailable" in ledger_deferral(p).message
+
+    def test_mig_row_against_a_full_gpu_holder_defers(self) -> None:
+        c = b.running("train", gpus=[unverified(b.GPU1)], sig=b.signals(b.T0))
+        p = self.nvml_down(c, b.ledger_entry("train", b.mig_uuid(1, 0)))
+        assert leaked_rule(p) == [("UnknownSignal", "LeakedAllocation", "train")]
+
+    def test_gone_container_and_a_mig_holder_of_the_same_user_defers(self) -> None:
+        c = b.running("train-old", gpus=[unverified(b.mig_uuid(1, 0))], sig=b.signals(b.T0))
+        p = self.nvml_down(c, b.ledger_entry("train", b.GPU1))
+        assert [k for k, *_ in leaked_rule(p)] == ["UnknownSignal"]
+
+    def test_index_row_defers(self) -> None:
+        c = b.running("train", gpus=[unverified(b.GPU1)], sig=b.signals(b.T0))
+        p = self.nvml_down(c, b.ledger_entry("train", "1", uuid=False))
+        assert [k for k, *_ in leaked_rule(p)] == ["UnknownSignal"]
+
+    def test_two_different_full_gpus_are_still_a_leak(self) -> None:
+        c = b.running("train", gpus=[unverified(b.GPU0)], sig=b.signals(b.T0))
+        p = self.nvml_down(c, b.ledger_entry("train", b.GPU1))
+        assert [k for k, *_ in leaked_rule(p)] == ["ReleaseAllocation"]
+
+    def test_same_uuid_is_held(self) -> None:
+        c = b.running("train", gpus=[unverified(b.mig_uuid(1, 0))], sig=b.signals(b.T0))
+        p = self.nvml_down(c, b.ledger_entry("train", b.mig_uuid(1, 0).lower()))
+        assert leaked_rule(p) == []
+
+
+class TestUnknownNotationWithNvmlUp:
+    LEGACY = f"MIG-{b.GPU1}/1/0"
+
+    def legacy_row(self, container: str = "train") -> LedgerEntry:
+        # What the observer makes of it: NVML knows no device by that name, so no UUID.
+        return b.ledger_entry(container, self.LEGACY, uuid=False)
+
+    def test_legacy_mig_notation_is_not_a_resolved_uuid(self) -> None:
+        c = b.running("train", gpus=[b.ref(b.mig_uuid(1, 0), parent=b.GPU1)], sig=b.signals(b.T0))
+        p = once(c, ledger=b.ledger(self.legacy_row()))
+        assert leaked_rule(p) == [("UnknownSignal", "LeakedAllocation", "train")]
+        assert "unknown notation" in ledger_deferral(p).message
+        assert ledger_deferral(p).evidence["gpu_unresolved"] == "NVML reports no device by this name"
+
+    def test_same_text_in_the_container_is_held(self) -> None:
+        odd = GpuRef(raw=self.LEGACY, source=GpuRefSource.LABEL_GPU_UUID, unresolved_reason="unknown")
+        c = b.running("train", gpus=[odd], sig=b.signals(b.T0))
+        assert leaked_rule(once(c, ledger=b.ledger(self.legacy_row()))) == []
+
+    def test_gone_container_with_gpu_holders_around_defers(self) -> None:
+        c = running_on("train-old", b.GPU0)
+        p = once(c, ledger=b.ledger(self.legacy_row()))
+        assert [k for k, *_ in leaked_rule(p)] == ["UnknownSignal"]
+
+    def test_gone_container_and_no_gpu_holder_is_released(self) -> None:
+        p = once(ledger=b.ledger(self.legacy_row()))
+        assert [k for k, *_ in leaked_rule(p)] == ["ReleaseAllocation"]
+
+
+class TestRenameGuardEvidence:
+    """Only an owner label rules a holder out; weaker owner evidence keeps the row."""
+
+    def test_main_process_uid_does_not_rule_a_holder_out(self) -> None:
+        # A container made for alice whose main process runs as root: the uid proves nothing.
+        root = with_owner(running_on("train-old", b.GPU0), "root", OwnerRule.PROCESS_UID)
+        p = once(root, ledger=b.ledger(b.ledger_entry("train", b.GPU0, user="alice")))
+        assert [k for k, *_ in leaked_rule(p)] == ["UnknownSignal"]
+
+    def test_sanitised_forms_of_one_user_are_the_same_user(self) -> None:
+        same = with_owner(running_on("train-old", b.GPU0), "a-smith")
+        p = once(same, ledger=b.ledger(b.ledger_entry("train", b.GPU0, user="a.smith")))
+        assert [k for k, *_ in leaked_rule(p)] == ["UnknownSignal"]
+
+    def test_a_holder_with_an_unresolved_reference_may_be_the_renamed_container(self) -> None:
+        odd = b.running("train-old", gpus=[b.unresolved_ref("7")], sig=b.signals(b.T0))
+        p = once(odd, ledger=b.ledger(b.ledger_entry("train", b.GPU0)))
+        assert [k for k, *_ in leaked_rule(p)] == ["UnknownSignal"]
+        assert ledger_deferral(p).evidence["possible_holders"][0]["holds"] == "cannot tell"
+
+    def test_an_all_gpus_holder_may_be_the_renamed_container(self) -> None:
+        every = b.running("train-old", all_gpus=True, sig=b.signals(b.T0))
+        p = once(every, ledger=b.ledger(b.ledger_entry("train", b.GPU0)))
+        assert [k for k, *_ in leaked_rule(p)] == ["UnknownSignal"]

@@ -1,10 +1,31 @@
 """Rule 5: leaked allocation-ledger rows, and two running containers on one full GPU.
 
-A ledger row is leaked when its container does not exist (matched by name, id or unique id
-prefix), or exists but no longer references that GPU -- in both cases only once the reservation
-window (from ``allocated_at``) has passed, because an allocator writes its row before
-``docker run`` creates the container. The window also covers the second case: a row written for
-a name whose previous container is being replaced must not be released in that instant.
+A ledger row is released only when it is certain that nothing holds its device for its container:
+
+* **Which container.** The row names a container by id or by name. An id (exact, or a unique
+  prefix) is an identity: it survives ``docker rename``. A name is not: ``docker rename train
+  train-old`` leaves the row naming ``train`` while ``train-old`` still holds the GPU. So a row
+  matched by name only (or by nothing) is released only when no other container that may be its
+  container holds the row's device: a holder is ruled out when another ledger row already
+  records it on that device (releasing this row then frees nothing), or when its owner label
+  (``ds01.user`` / ``aime.mlc.USER``, which a rename cannot change; only while labels are trusted)
+  names another user.
+  Otherwise the row is deferred ``UnknownSignal`` ("cannot tell").
+* **Which device.** The row's device and each holder's references are compared on the physical
+  GPU when NVML resolved both (a full-GPU row against a MIG holder on that GPU is a mismatch of
+  notation, not a leak). When either side could not be resolved -- NVML down, or a notation the
+  resolver does not know (a legacy ``MIG-GPU-<uuid>/1/0``) -- only two answers are certain: the
+  same text names the same device, and two different full-GPU UUIDs name different GPUs. Anything
+  else is "cannot tell" and defers.
+* **When.** Only once the reservation window (from ``allocated_at``) has passed, because an
+  allocator writes its row before ``docker run`` creates the container -- and ``docker run`` pulls
+  the image first, which takes many minutes for a large CUDA image on a slow link; the built-in
+  window is therefore 30 minutes (``ledgerReservationWindow``). The window also covers a row
+  written for a name whose previous container is being replaced.
+
+Releases are destructive actions: they count against the per-pass budget, and the release
+breaker (:mod:`controller.plan.safety`) holds them all back when one pass would release too large
+a share of the ledger.
 
 A ledger that exists but cannot be read releases nothing (an unreadable ledger is not an empty
 one) and raises one admin alert per distinct error. Monitoring containers are not shielded here:
@@ -13,11 +34,13 @@ a ledger row is not the container.
 
 from __future__ import annotations
 
+import re
+from dataclasses import dataclass
 from datetime import UTC, timedelta
 
 from controller.plan.context import Collector, PassContext, fmt_duration, host_target, iso, seconds
 from controller.plan.types import ActionKind, DeferReason, Reason, Target
-from controller.snapshot import ContainerObs, ContainerState, Domain, LedgerEntry
+from controller.snapshot import ContainerObs, ContainerState, Domain, GpuRef, LedgerEntry, OwnerRule
 
 
 def _row(e: LedgerEntry) -> dict[str, str]:
@@ -27,40 +50,170 @@ def _row(e: LedgerEntry) -> dict[str, str]:
     return row
 
 
-def _resolve_ledger_gpu(ctx: PassContext, e: LedgerEntry) -> str | None:
-    """The ledger's GPU as a UUID: as written, or a full-GPU index 'X', or a MIG slot 'X.Y' / 'X:Y'."""
-    if e.gpu_uuid:
-        return e.gpu_uuid
+# Owner rules that name the user the container was made for and that a rename cannot change: a
+# holder whose owner comes from one of these and differs from the row's user cannot be the row's
+# container under another name. Weaker evidence does not rule a holder out: a name-derived owner
+# changes with the name, a main process often runs as root, a project folder need not be the
+# allocating user's.
+_RENAME_PROOF_OWNER_RULES = frozenset({OwnerRule.LABEL_DS01_USER, OwnerRule.LABEL_AIME_USER})
+_FULL_ID = re.compile(r"[0-9a-f]{64}\Z")
+
+
+@dataclass(frozen=True, slots=True)
+class _Device:
+    """A ledger row's device as far as it could be resolved: ``physical`` only when NVML knows it."""
+
+    uuid: str
+    physical: str | None
+
+
+def _row_device(ctx: PassContext, e: LedgerEntry) -> _Device | None:
+    """The row's device; None when it cannot be resolved (NVML down for an index or slot, or a
+    notation the resolver does not know). A UUID NVML does not report is *not* resolved: while
+    NVML is up that means an unknown notation (or a device NVML did not list), not "no device"."""
+    if e.gpu_uuid and e.gpu_uuid in ctx.physical_of:
+        return _Device(e.gpu_uuid, ctx.physical_of[e.gpu_uuid])
     raw = e.gpu.strip()
-    if raw.startswith(("GPU-", "MIG-")):
-        return raw
+    if raw.upper().startswith(("GPU-", "MIG-")):
+        if ctx.nvml_ok:
+            return None  # NVML is up and does not know this text: cannot tell
+        # NVML down: the UUID is the device's identity, its physical GPU is unknown.
+        return _Device(e.gpu_uuid or raw, None)
     head, sep, tail = raw.replace(":", ".").partition(".")
     if not head.isdigit() or (sep and not tail.isdigit()):
         return None
     for g in ctx.gpus:
         if g.index == int(head):
             if not sep:
-                return g.uuid
+                return _Device(g.uuid, g.uuid)
             for m in g.mig_devices:
                 if m.index == int(tail):
-                    return m.uuid
+                    return _Device(m.uuid, g.uuid)
     return None
 
 
-def _references(ctx: PassContext, c: ContainerObs, e: LedgerEntry) -> bool | None:
-    """Whether ``c`` still references the row's GPU; None when that cannot be told."""
-    if c.all_gpus or any(ref.raw == e.gpu for ref in c.gpu_refs):
-        return True
-    uuid = _resolve_ledger_gpu(ctx, e)
-    if uuid is not None:
-        physical = ctx.physical_of.get(uuid, uuid)
+def _same_text(a: str, b: str) -> bool:
+    """The same device reference written the same way ('1.2' and '1:2' are one slot)."""
+    return a.strip().replace(":", ".").lower() == b.strip().replace(":", ".").lower()
+
+
+def _same_device(ctx: PassContext, row: _Device | None, ref: GpuRef) -> bool | None:
+    """Whether ``ref`` names the row's device: certain True/False, or None (cannot tell)."""
+    if row is None or ref.uuid is None:
+        return None
+    ref_physical = ref.parent_uuid if ref.parent_uuid in ctx.physical_of else ctx.physical_of.get(ref.uuid)
+    if row.physical is not None and ref_physical is not None:
         # Compared on the physical GPU: a full-GPU row against a MIG holder (or the reverse) is a
         # mismatch of notation, not a leak.
-        if physical in ctx.physical_gpus(c) or any(ref.uuid == uuid for ref in c.gpu_refs):
+        return row.physical == ref_physical
+    if row.uuid.lower() == ref.uuid.lower():
+        return True
+    full_row = row.uuid.upper().startswith("GPU-")
+    full_ref = ref.uuid.upper().startswith("GPU-") and not ref.is_mig
+    if full_row and full_ref:
+        return False  # two different full-GPU UUIDs are two different GPUs, NVML or not
+    # A MIG device against its own or another GPU's UUID, unresolved: the physical GPU is unknown.
+    return None
+
+
+def _references(ctx: PassContext, c: ContainerObs, e: LedgerEntry, row: _Device | None) -> bool | None:
+    """Whether ``c`` still references the row's device; None when that cannot be told."""
+    if c.all_gpus or any(_same_text(ref.raw, e.gpu) for ref in c.gpu_refs):
+        return True
+    unknown = False
+    for ref in c.gpu_refs:
+        same = _same_device(ctx, row, ref)
+        if same is True:
             return True
-    if uuid is None or any(not ref.resolved for ref in c.gpu_refs):
-        return None
-    return False
+        if same is None:
+            unknown = True
+    return None if unknown else False
+
+
+def _user_key(user: str) -> str:
+    # Sanitised and login forms of one user ("a.b" / "a-b") compare equal: when in doubt, the
+    # holder may be the row's container.
+    return "".join(ch for ch in user.lower() if ch.isalnum())
+
+
+_MAX_SUSPECTS = 10
+
+
+class _RenameGuard:
+    """Answers "may another container be this row's container under a new name?" for one pass.
+
+    Built lazily: only rows about to be released (rare) pay for it. A row whose physical GPU is
+    known looks only at that GPU's holders (``ctx.holders``) and at the containers with a
+    reference that maps to no physical GPU; other rows look at every GPU holder.
+    """
+
+    def __init__(self, ctx: PassContext, rows: list[LedgerEntry]) -> None:
+        self.ctx = ctx
+        self.holders = [c for c in ctx.containers if c.has_gpu]
+        self.unplaced = [c for c in self.holders if any(not _placed(ctx, ref) for ref in c.gpu_refs)]
+        self.trust_labels = ctx.glob.trust_labels.value
+        self.owner_keys: dict[str, str] = {}
+        # container id -> the rows that name it (by id, unique id prefix or current name)
+        self.rows_of: dict[str, list[LedgerEntry]] = {}
+        for r in rows:
+            named = ctx.find_container(r.container)
+            if named is not None:
+                self.rows_of.setdefault(named.id, []).append(r)
+
+    def _recorded(self, h: ContainerObs, e: LedgerEntry, row: _Device | None) -> bool:
+        """Another row already records ``h`` on this very device: releasing ``e`` frees nothing."""
+        for other in self.rows_of.get(h.id, ()):
+            if other is e or other.container == e.container:
+                continue
+            if _same_text(other.gpu, e.gpu):
+                return True
+            other_device = _row_device(self.ctx, other)
+            if row is not None and other_device is not None and other_device.uuid == row.uuid:
+                return True
+        return False
+
+    def _other_user(self, h: ContainerObs, row_user: str) -> bool:
+        """``h``'s owner label names another user than the row's (``row_user``, as :func:`_user_key`)."""
+        if not row_user or not self.trust_labels or h.owner_rule not in _RENAME_PROOF_OWNER_RULES:
+            return False  # no user on the row, untrusted labels, or no owner label: proves nothing
+        key = self.owner_keys.get(h.id)
+        if key is None:
+            key = self.owner_keys[h.id] = _user_key(h.owner)
+        return key != row_user
+
+    def _candidates(self, row: _Device | None) -> list[ContainerObs]:
+        if row is None or row.physical is None:
+            return self.holders
+        on_gpu = self.ctx.holders.get(row.physical, [])
+        if not self.unplaced:
+            return on_gpu
+        merged = {c.id: c for c in on_gpu} | {c.id: c for c in self.unplaced}
+        return [merged[k] for k in sorted(merged)]
+
+    def suspects(
+        self, e: LedgerEntry, row: _Device | None, matched: ContainerObs | None
+    ) -> list[tuple[ContainerObs, bool | None]]:
+        """Containers that hold (True) or may hold (None) the row's device and may be its container
+        (the first few, by id: one is enough to defer)."""
+        out: list[tuple[ContainerObs, bool | None]] = []
+        row_user = _user_key(e.user)
+        for h in self._candidates(row):
+            if matched is not None and h.id == matched.id:
+                continue
+            if self._other_user(h, row_user):
+                continue
+            holds = _references(self.ctx, h, e, row)
+            if holds is False or self._recorded(h, e, row):
+                continue
+            out.append((h, holds))
+            if len(out) >= _MAX_SUSPECTS:
+                break
+        return out
+
+
+def _placed(ctx: PassContext, ref: GpuRef) -> bool:
+    """The reference maps to a physical GPU NVML reported (it is then indexed in ``ctx.holders``)."""
+    return ref.uuid is not None and (ref.parent_uuid in ctx.physical_of or ref.uuid in ctx.physical_of)
 
 
 def ledger_rows(ctx: PassContext, out: Collector) -> None:
@@ -110,6 +263,7 @@ def ledger_rows(ctx: PassContext, out: Collector) -> None:
         key=lambda pair: pair[0],
     )
     seen: set[tuple[str, str, str]] = set()
+    guard: _RenameGuard | None = None
     for (container, gpu, allocated_iso, _user, _uuid), e in entries:
         ident = (container, gpu, allocated_iso)
         if ident in seen:
@@ -117,9 +271,10 @@ def ledger_rows(ctx: PassContext, out: Collector) -> None:
         seen.add(ident)
         c = ctx.find_container(e.container)
         ambiguous = c is None and ctx.prefix_ambiguous(e.container)
+        device = _row_device(ctx, e)
         refs: bool | None = None
         if c is not None:
-            refs = _references(ctx, c, e)
+            refs = _references(ctx, c, e, device)
             if refs is True:
                 continue  # a live reference: not leaked (the common case, kept cheap)
         row = _row(e)
@@ -152,6 +307,10 @@ def ledger_rows(ctx: PassContext, out: Collector) -> None:
                 evidence=evidence,
             )
             continue
+        if device is None:
+            evidence["gpu_unresolved"] = (
+                "NVML is unavailable" if not ctx.nvml_ok else "NVML reports no device by this name"
+            )
         if c is None:
             why = f"container '{e.container}' does not exist"
         else:
@@ -160,12 +319,38 @@ def ledger_rows(ctx: PassContext, out: Collector) -> None:
                     target,
                     rule,
                     DeferReason.UNKNOWN_SIGNAL,
-                    f"cannot tell whether {c.name} still references GPU {e.gpu} (unresolved reference)",
+                    f"cannot tell whether {c.name} still references GPU {e.gpu} "
+                    f"({_unknown_why(ctx, device)})",
                     evidence=evidence,
                 )
                 continue
             why = f"container {c.name} ({c.state.value}) no longer references GPU {e.gpu}"
             evidence["container_state"] = c.state.value
+        # A container id survives `docker rename`; a name does not. Unless the row named the
+        # container by its id, another container may be the row's own under a new name.
+        named_by_id = c is not None and (e.container in ctx.by_id or e.container not in ctx.by_name)
+        if not named_by_id and _FULL_ID.match(e.container) is None:
+            if guard is None:
+                guard = _RenameGuard(ctx, [x for _, x in entries])
+            suspects = guard.suspects(e, device, c)
+            if suspects:
+                h, holds = suspects[0]
+                evidence["possible_holders"] = [
+                    {"id": x.id, "name": x.name, "owner": x.owner, "holds": "yes" if y else "cannot tell"}
+                    for x, y in suspects
+                ]
+                relation = "holds" if holds else f"may hold ({_unknown_why(ctx, device)})"
+                out.defer(
+                    target,
+                    rule,
+                    DeferReason.UNKNOWN_SIGNAL,
+                    f"cannot tell whether ledger row GPU {e.gpu} -> '{e.container}' is still in use: "
+                    f"{why}, but {h.name} ({h.short_id}, {h.state.value}) {relation} that GPU and may be "
+                    f"the same container renamed (the row names it by name, and no other row records "
+                    f"that holder)",
+                    evidence=evidence,
+                )
+                continue
         due = allocated_at + timedelta(seconds=window_s)
         if ctx.now < due:
             out.defer(
@@ -188,6 +373,16 @@ def ledger_rows(ctx: PassContext, out: Collector) -> None:
             key=f"ReleaseAllocation:{e.container}:{e.gpu}:{iso(e.allocated_at)}",
             evidence=evidence,
         )
+
+
+def _unknown_why(ctx: PassContext, device: _Device | None) -> str:
+    if device is None:
+        if not ctx.nvml_ok:
+            return "NVML is unavailable: an index or slot cannot be mapped to a device"
+        return "NVML reports no device by the row's name: an unknown notation is not a free device"
+    if not ctx.nvml_ok:
+        return "NVML is unavailable: a MIG device and a full GPU cannot be compared"
+    return "a reference of the container could not be resolved"
 
 
 def duplicate_holders(ctx: PassContext, out: Collector) -> None:

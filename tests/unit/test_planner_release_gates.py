@@ -1,0 +1,194 @@
+"""Ledger releases under the action budget and the release breaker; the reservation window.
+
+Case 5 of the safety review: a release was not a destructive kind, so 40 rows went in one pass
+with a budget of 1 and no breaker looked at them. Releases now count against
+``maxDestructiveActionsPerPass``, and a breaker of their own trips when one pass would release
+more than ``releaseBreakerMaxFraction`` of the ledger (and at least ``releaseBreakerMinRows``
+rows); it holds releases back until ``ds01ctl breaker reset``. The stop breaker is unchanged.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from controller.memory import Breaker, ControllerMemory
+from controller.plan.planner import plan
+from controller.plan.types import Plan
+from controller.snapshot import ContainerObs, LedgerEntry
+from desired_state.effective import GlobalPolicy
+from desired_state.load import builtin_policy
+from desired_state.resolve import global_policy
+from tests.fixtures import builders as b
+
+GPUS = tuple(b.gpu(i) for i in range(4))
+NO_RELEASE_BREAKER = {"release_breaker_max_fraction": 1.0}
+
+
+def leaked_rows(n: int) -> list[LedgerEntry]:
+    """n rows whose containers are named by id and gone: certain leaks, due two hours ago."""
+    return [b.ledger_entry(f"{i:064x}", b.GPUS[i % 4]) for i in range(n)]
+
+
+def held(n: int) -> tuple[list[ContainerObs], list[LedgerEntry]]:
+    """n created containers, each with a row that its GPU reference backs."""
+    cs = [b.created(f"h{i}", gpus=[b.GPUS[i % 4]], created_at=b.ago(minutes=1)) for i in range(n)]
+    return cs, [b.ledger_entry(c.name, b.GPUS[i % 4]) for i, c in enumerate(cs)]
+
+
+def once(
+    *containers: ContainerObs,
+    rows: list[LedgerEntry],
+    memory: ControllerMemory | None = None,
+    **glob: object,
+) -> Plan:
+    snap = b.snapshot(containers=containers, gpus=GPUS, ledger=b.ledger(*rows))
+    return plan(snap, b.desired(glob=b.global_policy(**glob)), memory or ControllerMemory(), b.T0)
+
+
+def kinds(p: Plan) -> list[str]:
+    return sorted(a.kind.value for a in p.actions)
+
+
+def whys(p: Plan, rule: str = "LeakedAllocation") -> list[str]:
+    return sorted(d.why.value for d in p.deferred if d.rule.value == rule)
+
+
+class TestBudget:
+    def test_forty_releases_with_a_budget_of_one(self) -> None:
+        p = once(rows=leaked_rows(40), max_destructive_actions_per_pass=1, **NO_RELEASE_BREAKER)
+        assert kinds(p) == ["ReleaseAllocation"]
+        assert whys(p) == ["BudgetExhausted"] * 39
+
+    def test_releases_and_removals_share_one_budget(self) -> None:
+        stale = [b.created(f"old{i}", created_at=b.ago(days=1)) for i in range(2)]
+        p = once(*stale, rows=leaked_rows(2), max_destructive_actions_per_pass=3, **NO_RELEASE_BREAKER)
+        assert len([a for a in p.actions if a.destructive]) == 3
+        assert len([d for d in p.deferred if d.why.value == "BudgetExhausted"]) == 1
+
+    def test_an_open_stop_breaker_holds_releases_too(self) -> None:
+        mem = ControllerMemory(breaker=Breaker(tripped=True, tripped_at=b.ago(hours=1), reason="test"))
+        p = once(rows=leaked_rows(1), memory=mem)
+        assert p.actions == ()
+        assert whys(p) == ["BreakerOpen"]
+
+
+class TestReleaseBreaker:
+    def test_mass_release_trips_it(self) -> None:
+        stale = b.created("old", created_at=b.ago(days=1))
+        p = once(stale, rows=leaked_rows(40), max_destructive_actions_per_pass=100)
+        # Nothing is released, an admin is told; other destructive actions are not held back.
+        assert kinds(p) == ["AlertAdmin", "RemoveContainer"]
+        alert = next(a for a in p.actions if a.kind.value == "AlertAdmin")
+        assert alert.reason.value == "BreakerTripped" and alert.evidence["breaker"] == "release"
+        assert (alert.evidence["would_release"], alert.evidence["ledger_rows"]) == (40, 40)
+        assert "ds01ctl breaker reset" in alert.message
+        assert whys(p) == ["BreakerOpen"] * 40
+        assert all("release breaker open" in d.message for d in p.deferred if d.why.value == "BreakerOpen")
+        assert p.memory.release_breaker.tripped and p.memory.release_breaker.tripped_at == b.T0
+        assert not p.memory.breaker.tripped
+
+    def test_below_the_minimum_rows_it_does_not_trip(self) -> None:
+        p = once(rows=leaked_rows(4))  # 4 of 4, but fewer than releaseBreakerMinRows (5)
+        assert kinds(p) == ["ReleaseAllocation"] * 4
+        assert not p.memory.release_breaker.tripped
+
+    def test_a_small_share_does_not_trip(self) -> None:
+        cs, backed = held(15)
+        p = once(*cs, rows=[*backed, *leaked_rows(5)])  # 5 of 20 rows
+        assert kinds(p) == ["ReleaseAllocation"] * 5
+        assert not p.memory.release_breaker.tripped
+
+    def test_the_share_is_a_policy_key(self) -> None:
+        cs, backed = held(15)
+        p = once(*cs, rows=[*backed, *leaked_rows(5)], release_breaker_max_fraction=0.2)
+        assert "ReleaseAllocation" not in kinds(p) and p.memory.release_breaker.tripped
+
+    def test_stays_tripped_until_reset(self) -> None:
+        rows = leaked_rows(10)
+        p1 = once(rows=rows)
+        p2 = once(rows=rows, memory=b.record_outcomes(p1))
+        assert p2.actions == ()
+        assert whys(p2) == ["BreakerOpen"] * 10
+        assert p2.memory.release_breaker == p1.memory.release_breaker
+        reset = b.record_outcomes(p1).with_breakers_reset()
+        assert not reset.release_breaker.tripped and not reset.breaker.tripped
+        p3 = once(rows=rows, memory=reset)
+        assert kinds(p3) == ["AlertAdmin"]  # still a mass release: trips again
+
+    def test_the_stop_breaker_is_unchanged_by_it(self) -> None:
+        mem = ControllerMemory(release_breaker=Breaker(tripped=True, tripped_at=b.ago(hours=1), reason="x"))
+        stale = b.created("old", created_at=b.ago(days=1))
+        p = once(stale, rows=leaked_rows(1), memory=mem)
+        assert kinds(p) == ["RemoveContainer"]
+        assert whys(p) == ["BreakerOpen"]
+
+
+class TestReservationWindow:
+    """The allocator writes its row before `docker run`, and `docker run` pulls the image first.
+
+    Decision: the row of a container that does not exist yet counts as held for 30 minutes by
+    default (``ledgerReservationWindow``; was 5 minutes), enough for a pull of a large CUDA image
+    on a slow link; a row whose container appears in that time is then kept by its reference.
+    """
+
+    def builtin(self) -> GlobalPolicy:
+        return global_policy(builtin_policy())
+
+    def plan_at(self, minutes_after_allocation: float) -> Plan:
+        row = b.ledger_entry("pulling", b.GPU0, allocated_at=b.ago(minutes=minutes_after_allocation))
+        snap = b.snapshot(gpus=GPUS, ledger=b.ledger(row))
+        return plan(snap, b.desired(glob=self.builtin()), ControllerMemory(), b.T0)
+
+    def test_the_built_in_window_covers_a_slow_pull(self) -> None:
+        assert self.builtin().ledger_reservation_window_s.value == 30 * 60
+        p = self.plan_at(20)
+        assert p.actions == ()
+        (d,) = [d for d in p.deferred if d.rule.value == "LeakedAllocation"]
+        assert d.why.value == "NotDue" and d.due_at == b.at(minutes=10)
+        assert "reservation window of 30m" in d.message
+
+    def test_after_the_window_the_row_is_released(self) -> None:
+        assert kinds(self.plan_at(31)) == ["ReleaseAllocation"]
+
+    def test_the_container_appearing_in_the_window_keeps_the_row(self) -> None:
+        c = b.created("pulling", gpus=[b.GPU0], created_at=b.ago(minutes=1))
+        row = b.ledger_entry("pulling", b.GPU0, allocated_at=b.ago(minutes=25))
+        snap = b.snapshot(containers=[c], gpus=GPUS, ledger=b.ledger(row))
+        p = plan(snap, b.desired(glob=self.builtin()), ControllerMemory(), b.at(hours=3))
+        assert [a for a in p.actions if a.reason.value == "LeakedAllocation"] == []
+
+
+def test_the_daemon_closes_both_breakers_on_a_reset_request(tmp_path: Path) -> None:
+    """`ds01ctl breaker reset` beside a running daemon leaves a request; the daemon consumes it."""
+    from controller.act.events import EventLog
+    from controller.loop import BREAKER_RESET_REQUEST, Controller
+    from controller.settings import Settings
+    from controller.store import MemoryStore
+
+    state = tmp_path / "state"
+    state.mkdir(mode=0o700)
+    store = MemoryStore(state)
+    tripped = Breaker(tripped=True, tripped_at=b.T0, reason="40 of 40 rows")
+    memory = ControllerMemory(release_breaker=tripped)
+    store.save(memory)
+    (state / BREAKER_RESET_REQUEST).write_text("requested\n")
+    unused: Any = None  # the reset touches neither the observer, the policy nor the executor
+    controller = Controller(
+        settings=Settings(state_dir=state, events_log=tmp_path / "events.jsonl"),
+        observer=unused,
+        policy=unused,
+        executor=unused,
+        store=store,
+        event_log=EventLog(tmp_path / "events.jsonl"),
+        memory=memory,
+    )
+    controller._consume_breaker_reset()
+    assert not store.load().release_breaker.tripped and not controller.memory.release_breaker.tripped
+    assert not (state / BREAKER_RESET_REQUEST).exists()
+    (event,) = [json.loads(line) for line in (tmp_path / "events.jsonl").read_text().splitlines()]
+    assert (
+        event["event_type"] == "controller.breaker_reset"
+        and event["details"]["release_was"] == "40 of 40 rows"
+    )
