@@ -45,7 +45,7 @@ from controller.memory import ControllerMemory
 from controller.snapshot import ContainerObs, Domain, GpuProcessObs, ProcessState, Snapshot
 from crd_like_specs.vocabulary import ContainerType
 
-INVENTORY_MODE = 0o644
+INVENTORY_MODE = 0o600  # private even where the state directory is not (recreated 0755, shared)
 START_TIME_TOLERANCE_S = 0.01
 MIB = 1024 * 1024
 
