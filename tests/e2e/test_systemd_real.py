@@ -37,6 +37,7 @@ from tests.fixtures.systemd_box import (
     LABEL,
     RUN_LABEL,
     Box,
+    BoxError,
     docker,
     ensure_image,
     host_kernel_has_openat2,
@@ -139,6 +140,34 @@ def status_text(box: Box) -> str:
     return box.show(UNIT, "StatusText")["StatusText"]
 
 
+def test_a_box_whose_systemd_does_not_boot_fails_at_once_with_what_it_saw() -> None:
+    run_id = uuid.uuid4().hex[:12]
+    name = f"ds01-systemd-{run_id}"
+    # No systemd at all: the busybox test image, labelled like a box of this run.
+    docker(
+        "run",
+        "-d",
+        "--name",
+        name,
+        "--label",
+        f"{RUN_LABEL}={run_id}",
+        "--network",
+        "none",
+        TEST_IMAGE,
+        "sleep",
+        "60",
+    )
+    started = time.monotonic()
+    try:
+        with pytest.raises(BoxError, match=r"did not boot within 20s") as failure:
+            Box(name=name, run_id=run_id).wait_for_boot(timeout_s=20)
+    finally:
+        remove_run(run_id)
+    assert time.monotonic() - started < 15, "it waited out the timeout instead of giving up"
+    assert "executable file not found" in str(failure.value)
+    assert docker("ps", "-aq", "--filter", f"label={RUN_LABEL}={run_id}").stdout.strip() == ""
+
+
 # --- start, status, sandbox ---------------------------------------------------------------------------
 
 
@@ -191,6 +220,7 @@ def test_systemd_analyze_security_is_within_the_documented_exposure(box: Box) ->
     text = box.sh(f"systemd-analyze security --no-pager {UNIT}", check=False).stdout
     match = re.search(r"Overall exposure level for \S+: (\d+\.\d+)", text)
     assert match, text
+    print(f"systemd-analyze security, live: {match.group(1)}")
     assert float(match.group(1)) <= DOCUMENTED_EXPOSURE, text
 
 
