@@ -19,9 +19,11 @@ minute); later runs reuse it.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import subprocess
+import sys
 import tempfile
 import time
 import uuid
@@ -38,6 +40,7 @@ from tests.fixtures.systemd_box import (
     RUN_LABEL,
     Box,
     BoxError,
+    box_name,
     docker,
     ensure_image,
     host_kernel_has_openat2,
@@ -81,7 +84,7 @@ def box(e2e_engine: PrivateEngine) -> Iterator[Box]:
     with tempfile.TemporaryDirectory(prefix="ds01-wheels.") as wheels:
         t = time.monotonic()
         built = subprocess.run(
-            ["python", "-m", "pip", "wheel", "-q", "--wheel-dir", wheels, str(REPO)],
+            [sys.executable, "-m", "pip", "wheel", "-q", "--wheel-dir", wheels, str(REPO)],
             capture_output=True,
             text=True,
             timeout=600,
@@ -91,8 +94,8 @@ def box(e2e_engine: PrivateEngine) -> Iterator[Box]:
         (wheel,) = Path(wheels).glob("ds01_controller-*.whl")
         timings["wheels"] = time.monotonic() - t
         t = time.monotonic()
-        b = start_box(image, run_id, e2e_engine.socket, {Path(wheels): "/wheels", REPO: "/src"})
         try:
+            b = start_box(image, run_id, e2e_engine.socket, {Path(wheels): "/wheels", REPO: "/src"})
             b.wait_for_boot()
             timings["boot"] = time.monotonic() - t
             t = time.monotonic()
@@ -108,8 +111,11 @@ def box(e2e_engine: PrivateEngine) -> Iterator[Box]:
             b.write("/etc/ds01/specs/lab.yaml", POLICY.format(name="lab", created="1h"))
             yield b
         finally:
-            print(f"--- journal of {b.name} ---")
-            print(b.sh("journalctl --no-pager -n 200 -u ds01-controller", check=False, timeout=30).stdout)
+            with contextlib.suppress(Exception):  # whatever happened, the containers go
+                journal = Box(box_name(run_id), run_id).sh(
+                    "journalctl --no-pager -n 200 -u ds01-controller", check=False, timeout=30
+                )
+                print(f"--- journal of the box ---\n{journal.stdout}")
             remove_run(run_id)
             timings["total"] = time.monotonic() - started
             print("real-systemd timings (s): " + ", ".join(f"{k} {v:.1f}" for k, v in timings.items()))
@@ -142,7 +148,7 @@ def status_text(box: Box) -> str:
 
 def test_a_box_whose_systemd_does_not_boot_fails_at_once_with_what_it_saw() -> None:
     run_id = uuid.uuid4().hex[:12]
-    name = f"ds01-systemd-{run_id}"
+    name = box_name(run_id)
     # No systemd at all: the busybox test image, labelled like a box of this run.
     docker(
         "run",
