@@ -21,7 +21,8 @@
 #   /usr/local/lib/tmpfiles.d/ds01-controller.conf  ours   override with /etc/tmpfiles.d/ of the same name
 #   /etc/ds01/controller.env                        yours  settings (first install: dry-run)
 #   /etc/logrotate.d/ds01-controller                yours  event log rotation
-#   /var/lib/ds01 (0700), /var/log/ds01 (0750 root:adm)    created only when missing
+#   /var/lib/ds01 (0700), /var/log/ds01 (0750 root:adm)    created only when missing (also at boot)
+# Needs: python3 3.11+ with venv and ensurepip (Debian/Ubuntu: apt-get install python3-venv).
 set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -81,6 +82,13 @@ install_admin_file() {
   fi
 }
 
+# The version of systemd-tmpfiles, or 0 when there is none.
+tmpfiles_version() {
+  local v
+  v=$(systemd-tmpfiles --version 2>/dev/null | sed -n '1s/^systemd \([0-9][0-9]*\).*/\1/p')
+  echo "${v:-0}"
+}
+
 # Create a directory with a mode and owner only when it does not exist: on a DS01 host these are
 # shared with DS01's own scripts and their existing modes and owners must stay as they are.
 make_dir_if_missing() {
@@ -102,6 +110,9 @@ do_install() {
     "$PYTHON" -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else 1)' 2>/dev/null \
       || die "$PYTHON is missing or older than 3.11; pass --python /path/to/python3.11"
     if [ ! -x "$DESTDIR$OPT_DIR/bin/python" ]; then
+      # Debian and Ubuntu ship venv's pip bootstrap (ensurepip) in a package of its own.
+      "$PYTHON" -c 'import ensurepip, venv' 2>/dev/null \
+        || die "$PYTHON cannot create a virtualenv (no ensurepip): on Debian or Ubuntu, apt-get install python3-venv"
       log "creating virtualenv $OPT_DIR"
       "$PYTHON" -m venv "$DESTDIR$OPT_DIR"
     fi
@@ -121,6 +132,14 @@ do_install() {
 
   install -D -m 0644 "$HERE/$UNIT" "$DESTDIR$UNIT_DIR/$UNIT"
   install -D -m 0644 "$HERE/tmpfiles.d/ds01-controller.conf" "$DESTDIR$TMPFILES_DIR/ds01-controller.conf"
+  local tmpfiles_v
+  tmpfiles_v=$(tmpfiles_version)
+  if [ "$tmpfiles_v" -gt 0 ] && [ "$tmpfiles_v" -lt 252 ]; then
+    # The ":" prefixes (modes only for new directories) need systemd 252; older versions reject the
+    # lines. Without them an explicit mode would chmod DS01's shared directories at every boot.
+    sed -i -E '/^d[[:space:]]/s/[[:space:]]+:[^[:space:]]+/ -/g' "$DESTDIR$TMPFILES_DIR/ds01-controller.conf"
+    log "systemd $tmpfiles_v is older than 252: $TMPFILES_DIR/ds01-controller.conf recreates missing directories 0755 root:root"
+  fi
   log "installed $UNIT_DIR/$UNIT and $TMPFILES_DIR/ds01-controller.conf"
 
   # Reference copies, so an admin can diff a kept config file against what this version ships.

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Prepare this host for the controller and its tests: system packages, a virtualenv with the
 # project, and a running Docker engine. Idempotent; safe to run again.
-#   DS01_SETUP_TEST=1   also install test tools and the test image/runtime shims
+#   DS01_SETUP_TEST=1   also install test tools (debootstrap for the real-systemd test included)
+#                       and the test image/runtime shims
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
@@ -16,6 +17,9 @@ if [ "${DS01_SETUP_TEST:-0}" = 1 ]; then
   command -v systemd-analyze >/dev/null 2>&1 || need_pkgs+=(systemd)
   command -v logrotate >/dev/null 2>&1 || need_pkgs+=(logrotate)
   command -v ip >/dev/null 2>&1 || need_pkgs+=(iproute2)
+  # The real-systemd test builds a Debian root file system (tests/fixtures/systemd_box.py).
+  dpkg -s debootstrap >/dev/null 2>&1 || need_pkgs+=(debootstrap)
+  [ -f /usr/share/keyrings/debian-archive-keyring.gpg ] || need_pkgs+=(debian-archive-keyring)
 fi
 if [ ${#need_pkgs[@]} -gt 0 ]; then
   if [ "$(id -u)" != 0 ]; then log "missing packages ${need_pkgs[*]}: run as root or install them"; exit 1; fi

@@ -59,7 +59,7 @@ from controller.snapshot import (
 )
 from crd_like_specs.vocabulary import ContainerType
 
-INVENTORY_MODE = 0o644
+INVENTORY_MODE = 0o600  # private even where the state directory is not (recreated 0755, shared)
 START_TIME_TOLERANCE_S = 0.01
 MIB = 1024 * 1024
 _LIVE = frozenset({ContainerState.RUNNING, ContainerState.PAUSED, ContainerState.RESTARTING})

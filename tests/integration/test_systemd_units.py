@@ -15,6 +15,7 @@ import re
 import shutil
 import stat
 import subprocess
+import sys
 import threading
 from pathlib import Path
 
@@ -30,6 +31,7 @@ INSTALL = DEPLOY / "install.sh"
 TMPFILES = DEPLOY / "tmpfiles.d" / "ds01-controller.conf"
 LOGROTATE = DEPLOY / "logrotate.d" / "ds01-controller"
 INSTALLED_BINARY = "/usr/local/bin/ds01-controller"
+ADM_GID = 4  # the adm group on Debian and Ubuntu (base-passwd's fixed ids)
 
 
 def tool(name: str) -> str:
@@ -232,7 +234,86 @@ def test_unknown_option_is_a_clear_error(tmp_path: Path) -> None:
     assert "unknown option '--frobnicate'" in proc.stderr
 
 
+def fake_tool(bin_dir: Path, name: str, script: str) -> Path:
+    bin_dir.mkdir(parents=True, exist_ok=True)
+    path = bin_dir / name
+    path.write_text("#!/bin/sh\n" + script)
+    path.chmod(0o755)
+    return path
+
+
+def test_install_names_python3_venv_when_python_cannot_make_a_virtualenv(tmp_path: Path) -> None:
+    # Debian's and Ubuntu's python3 without the python3-venv package: the interpreter is fine, but
+    # `python3 -m venv` fails for want of ensurepip.
+    real = shutil.which("python3") or sys.executable
+    python = fake_tool(
+        tmp_path / "bin",
+        "python3",
+        'case "$*" in\n'
+        '  *ensurepip*) echo "ModuleNotFoundError: No module named ensurepip" >&2; exit 1 ;;\n'
+        '  "-m venv"*) echo "The virtual environment was not created successfully because ensurepip'
+        ' is not available." >&2; exit 1 ;;\n'
+        "esac\n"
+        f'exec {real} "$@"\n',
+    )
+    root = tmp_path / "root"
+    proc = subprocess.run(
+        ["bash", str(INSTALL), "--python", str(python), "--source", str(REPO)],
+        env={**os.environ, "DESTDIR": str(root)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode != 0
+    assert "apt-get install python3-venv" in proc.stderr, proc.stderr
+    assert not (root / "opt/ds01-controller").exists()
+
+
+def test_install_on_systemd_before_252_ships_tmpfiles_lines_it_can_parse(tmp_path: Path) -> None:
+    bin_dir = tmp_path / "bin"
+    fake_tool(bin_dir, "systemd-tmpfiles", 'echo "systemd 249 (249.11-0ubuntu3)"\n')
+    root = tmp_path / "root"
+    proc = subprocess.run(
+        ["bash", str(INSTALL), "--no-venv"],
+        env={**os.environ, "DESTDIR": str(root), "PATH": f"{bin_dir}:{os.environ['PATH']}"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "older than 252" in proc.stdout
+    lines = [
+        ln.split()
+        for ln in (root / "usr/local/lib/tmpfiles.d/ds01-controller.conf").read_text().splitlines()
+        if ln and not ln.startswith("#")
+    ]
+    assert lines == [
+        ["d", "/var/lib/ds01", "-", "-", "-", "-", "-"],
+        ["d", "/var/log/ds01", "-", "-", "-", "-", "-"],
+    ]
+
+
 # --- tmpfiles.d -------------------------------------------------------------------------------------
+
+
+def test_tmpfiles_recreates_a_missing_directory_with_the_documented_mode_and_owner(tmp_path: Path) -> None:
+    # At boot after /var/lib/ds01 or /var/log/ds01 was removed: 0700 root:root and 0750 root:adm,
+    # not systemd-tmpfiles' default 0755 root:root.
+    root = tmp_path / "root"
+    root.mkdir()
+    proc = subprocess.run(
+        [tool("systemd-tmpfiles"), f"--root={root}", "--create", str(TMPFILES)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode == 0 and proc.stderr == "", proc.stderr
+    state, logs = (root / "var/lib/ds01").stat(), (root / "var/log/ds01").stat()
+    assert (stat.S_IMODE(state.st_mode), state.st_uid, state.st_gid) == (0o700, 0, 0)
+    assert (stat.S_IMODE(logs.st_mode), logs.st_uid, logs.st_gid) == (0o750, 0, ADM_GID)
 
 
 def test_tmpfiles_creates_missing_directories_and_leaves_existing_ones_alone(tmp_path: Path) -> None:
@@ -252,6 +333,20 @@ def test_tmpfiles_creates_missing_directories_and_leaves_existing_ones_alone(tmp
     assert proc.returncode == 0, proc.stderr
     assert proc.stderr == ""
     assert (root / "var/log/ds01").is_dir()
+    assert mode(root / "var/lib/ds01") == 0o775
+    # Neither mode nor owner of an existing directory is touched, at boot or by a later run.
+    (root / "var/log/ds01").chmod(0o755)
+    os.chown(root / "var/log/ds01", 1000, 1000)
+    proc = subprocess.run(
+        [tool("systemd-tmpfiles"), f"--root={root}", "--create", str(conf)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    logs = (root / "var/log/ds01").stat()
+    assert (mode(root / "var/log/ds01"), logs.st_uid, logs.st_gid) == (0o755, 1000, 1000)
     assert mode(root / "var/lib/ds01") == 0o775
 
 

@@ -75,7 +75,7 @@ def test_inventory_has_ds01_shape_and_is_written_atomically(tmp_path: Path) -> N
     path = tmp_path / "workload-inventory.json"
     inv = write_inventory(s, path)
     assert json.loads(path.read_text()) == inv
-    assert stat.S_IMODE(path.stat().st_mode) == 0o644
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
     assert inv["last_scan"] == "2026-01-30T14:00:00.000000Z"
     a = inv["containers"]["a" * 64]
     assert a == {
@@ -93,6 +93,20 @@ def test_inventory_has_ds01_shape_and_is_written_atomically(tmp_path: Path) -> N
     p = inv["host_processes"]["42"]
     assert p["user"] == "bob" and p["gpu_memory_mb"] == 2048 and p["cmdline"] == "python train.py"
     assert load_inventory(path) == inv
+
+
+def test_the_inventory_stays_private_in_a_world_readable_state_directory(tmp_path: Path) -> None:
+    # systemd-tmpfiles (before the fix) or a DS01 host may leave /var/lib/ds01 0755: the inventory
+    # names every container, owner and GPU, so its own mode must keep it private.
+    state = tmp_path / "ds01"
+    state.mkdir()
+    state.chmod(0o755)
+    path = state / "workload-inventory.json"
+    path.write_text("{}")
+    path.chmod(0o644)  # written by an earlier version
+    write_inventory(snap(T0, (container("a"),), ()), path)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert stat.S_IMODE(state.stat().st_mode) == 0o755  # the shared directory is left alone
 
 
 def test_container_events_and_detected_at_is_kept() -> None:
