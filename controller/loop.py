@@ -136,7 +136,7 @@ class Controller:
         self._consume_breaker_reset()
         self._reload_policy()
         snapshot = self.observer.observe()
-        observed_mono = time.monotonic()  # a plan's age (safety.maxActionAge) counts from here
+        observed_mono = self.scheduler.monotonic()  # a plan's age (safety.maxActionAge) counts from here
         self._announce_health(snapshot)
         if snapshot.docker_api_calls > 1 or not self._inspect_cache_saved:
             # Something was (re)inspected: save the cache so a cold ds01ctl need not inspect 500.

@@ -40,10 +40,11 @@ The rules:
 
 from __future__ import annotations
 
+import itertools
 import queue
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -200,7 +201,8 @@ class ActionScheduler:
     monotonic: Callable[[], float] = time.monotonic
     clock: Callable[[], datetime] = utcnow
     # Actions abandoned past their deadline whose thread has not ended yet: their targets stay locked.
-    _abandoned: dict[str, _Running] = field(default_factory=dict, repr=False)
+    _abandoned: dict[int, _Running] = field(default_factory=dict, repr=False)
+    _seq: Iterator[int] = field(default_factory=itertools.count, repr=False)
 
     def run(
         self,
@@ -220,17 +222,18 @@ class ActionScheduler:
         """
         limits = self.limits
         memory = plan.memory
-        pending = list(plan.actions)
-        running: dict[str, _Running] = {}
-        outcomes: dict[str, ActionOutcome] = {}
-        done: queue.SimpleQueue[tuple[str, ExecutionReport | BaseException]] = queue.SimpleQueue()
+        actions = plan.actions
+        pending = list(range(len(actions)))  # indices into the plan: keys need not be unique
+        running: dict[int, _Running] = {}
+        outcomes: dict[int, ActionOutcome] = {}
+        done: queue.SimpleQueue[tuple[int, ExecutionReport | BaseException]] = queue.SimpleQueue()
         last_log = self.monotonic()
         stale_logged = False
         stop_logged = False
 
-        def record(outcome: ActionOutcome, new_memory: ControllerMemory) -> None:
+        def record(index: int, outcome: ActionOutcome, new_memory: ControllerMemory) -> None:
             nonlocal memory
-            outcomes[outcome.key] = outcome
+            outcomes[index] = outcome
             if new_memory is not memory:
                 memory = new_memory
             on_progress(memory)
@@ -245,9 +248,9 @@ class ActionScheduler:
                     stop_logged = True
                 pending.clear()
             elif pending and age_s > limits.max_age_s:
-                for action in pending:
-                    outcomes[action.key] = _outcome(
-                        action,
+                for index in pending:
+                    outcomes[index] = _outcome(
+                        actions[index],
                         Outcome.STALE,
                         f"not started: the plan is {age_s:.0f} s old (maxActionAge {limits.max_age_s:g} s); "
                         "re-planned from a fresh observation",
@@ -270,20 +273,20 @@ class ActionScheduler:
             next_deadline = min(r.deadline for r in running.values())
             wait_s = max(0.0, min(TICK_S, next_deadline - self.monotonic()))
             try:
-                key, result = done.get(timeout=wait_s) if wait_s > 0 else done.get_nowait()
+                index, result = done.get(timeout=wait_s) if wait_s > 0 else done.get_nowait()
             except queue.Empty:
                 pass
             else:
-                finished = running.pop(key)
+                finished = running.pop(index)
                 outcome, new_memory = self._finished(finished, result, memory)
-                record(outcome, new_memory)
+                record(index, outcome, new_memory)
             now_mono = self.monotonic()
-            for key, late in list(running.items()):
+            for index, late in list(running.items()):
                 if now_mono >= late.deadline:
-                    del running[key]
-                    self._abandoned[key] = late
+                    del running[index]
+                    self._abandoned[next(self._seq)] = late
                     outcome, new_memory = self._abandon(late, memory, now_mono)
-                    record(outcome, new_memory)
+                    record(index, outcome, new_memory)
             if all(now_mono < r.deadline for r in running.values()):
                 heartbeat()
             if running and now_mono - last_log >= PROGRESS_LOG_S:
@@ -297,20 +300,20 @@ class ActionScheduler:
                         for r in running.values()
                     ),
                 )
-        ordered = tuple(outcomes[a.key] for a in plan.actions if a.key in outcomes)
+        ordered = tuple(outcomes[i] for i in range(len(actions)) if i in outcomes)
         return ExecutionReport(outcomes=ordered, memory=memory)
 
     # --- dispatch ---------------------------------------------------------------------------
     def _dispatch(
         self,
         plan: Plan,
-        pending: list[Action],
-        running: dict[str, _Running],
+        pending: list[int],
+        running: dict[int, _Running],
         memory: ControllerMemory,
         now: datetime,
         run_one: RunOne,
-        done: queue.SimpleQueue[tuple[str, ExecutionReport | BaseException]],
-        record: Callable[[ActionOutcome, ControllerMemory], None],
+        done: queue.SimpleQueue[tuple[int, ExecutionReport | BaseException]],
+        record: Callable[[int, ActionOutcome, ControllerMemory], None],
     ) -> None:
         """Start every pending action the rules allow now, in plan order."""
         limits = self.limits
@@ -318,42 +321,44 @@ class ActionScheduler:
         for r in running.values():
             locked |= r.keys
         barrier = any(_exclusive(r.action) for r in running.values())
-        for action in list(pending):
+        for index in list(pending):
+            action = plan.actions[index]
             keys = conflict_keys(action)
             busy = self._abandoned_on(keys)
             if busy is not None:
-                pending.remove(action)
+                pending.remove(index)
                 why = (
                     f"not started: {busy.action.kind.value} on this target is still running "
                     f"({self.monotonic() - busy.started:.0f} s, past its deadline); re-planned next pass"
                 )
-                record(_outcome(action, Outcome.SKIPPED, why), memory)
+                record(index, _outcome(action, Outcome.SKIPPED, why), memory)
                 continue
             if barrier or len(running) >= max(1, limits.max_concurrent):
                 break
             if _exclusive(action):
-                if running or pending[0] is not action:
+                if running or pending[0] != index:
                     # Everything listed before it must end first, and nothing overtakes it.
                     break
                 barrier = True
             elif keys & locked:
                 locked |= keys  # keep this target's later actions behind this one
                 continue
-            pending.remove(action)
+            pending.remove(index)
             locked |= keys
-            self._start(plan, action, keys, memory, now, run_one, running, done)
+            self._start(plan, index, keys, memory, now, run_one, running, done)
 
     def _start(
         self,
         plan: Plan,
-        action: Action,
+        index: int,
         keys: frozenset[str],
         memory: ControllerMemory,
         now: datetime,
         run_one: RunOne,
-        running: dict[str, _Running],
-        done: queue.SimpleQueue[tuple[str, ExecutionReport | BaseException]],
+        running: dict[int, _Running],
+        done: queue.SimpleQueue[tuple[int, ExecutionReport | BaseException]],
     ) -> None:
+        action = plan.actions[index]
         started = self.monotonic()
         deadline_s = action_deadline_s(action, kill_grace_s=self.limits.kill_grace_s)
         entry = _Running(action, keys, memory, started, started + deadline_s)
@@ -365,7 +370,7 @@ class ActionScheduler:
                 result: ExecutionReport | BaseException = run_one(one, memory, now)
             except BaseException as exc:  # the executor never raises; this is the last guard
                 result = exc
-            done.put((action.key, result))
+            done.put((index, result))
 
         if action.destructive or action.kind is ActionKind.RESET_GPU:
             logger.info(
@@ -373,7 +378,7 @@ class ActionScheduler:
             )
         thread = threading.Thread(target=work, name=f"action-{action.kind.value}", daemon=True)
         entry.thread = thread
-        running[action.key] = entry
+        running[index] = entry
         thread.start()
 
     # --- outcomes ---------------------------------------------------------------------------
@@ -427,7 +432,7 @@ class ActionScheduler:
     def abandoned(self) -> tuple[str, ...]:
         """Keys of actions abandoned past their deadline that are still running."""
         self._reap_abandoned()
-        return tuple(self._abandoned)
+        return tuple(e.action.key for e in self._abandoned.values())
 
 
 def _outcome(action: Action, outcome: Outcome, detail: str, *, duration_s: float = 0.0) -> ActionOutcome:
