@@ -96,10 +96,10 @@ def until_stops(controller: Controller, host: FakeHost) -> PassResult:
 def test_a_container_that_became_active_while_earlier_stops_ran_is_not_stopped(tmp_path: Path) -> None:
     # Five idle GPU containers whose processes ignore SIGTERM, stopped one at a time: each stop
     # waits out its 60 s grace. While the first stop runs, the owner of another comes back to it.
-    host = FakeHost(term_ignored_s=0.6)
+    host = FakeHost(term_ignored_s=0.9)
     for n in "abcde":
         host.add(f"idle-{n}")
-    controller = make_controller(tmp_path, host, spec(maxConcurrentActions="1", maxActionAge="0.4s"))
+    controller = make_controller(tmp_path, host, spec(maxConcurrentActions="1", maxActionAge="0.5s"))
     came_back: list[str] = []
 
     def on_stopped(stopped: FakeContainer, grace_s: int) -> None:
@@ -231,7 +231,7 @@ def test_never_two_actions_on_one_target_and_never_more_than_the_limit() -> None
         action(ActionKind.STOP_CONTAINER, "c", timeout_s=60),
         action(ActionKind.STOP_CONTAINER, "d", timeout_s=60),
     )
-    recorder = Recorder()
+    recorder = Recorder(seconds=0.1)
     report = run(ActionScheduler(Limits(max_concurrent=3, max_age_s=60)), plan_of(*actions), recorder)
     assert [o.key for o in report.outcomes] == [a.key for a in actions], "outcomes in plan order"
     assert all(o.outcome is Outcome.DONE for o in report.outcomes)
@@ -288,9 +288,9 @@ def test_an_action_past_its_deadline_is_abandoned_and_its_target_stays_locked(tm
 
     host.api.stop = stop  # type: ignore[method-assign]
     executor = RealExecutor(host.client, EventLog(tmp_path / "e.jsonl"), RecordingNotifier(), tmp_path / "l")
-    # The scheduler's clock runs 1000 times faster: a 60 s grace plus slack passes in a tenth of a second.
+    # The scheduler's clock runs 200 times faster: a 60 s grace plus slack passes in 0.6 s.
     scheduler = ActionScheduler(
-        Limits(max_concurrent=4, max_age_s=1e9), monotonic=lambda: time.monotonic() * 1000
+        Limits(max_concurrent=4, max_age_s=1e9), monotonic=lambda: time.monotonic() * 200
     )
 
     def stop_action(c: FakeContainer) -> Action:
@@ -414,7 +414,7 @@ def test_stale_actions_make_the_loop_replan_at_once() -> None:
 def test_heartbeat_only_while_actions_are_within_their_deadlines() -> None:
     # The dispatcher is the only caller; a dispatcher that stops turning stops the heartbeat.
     beats: list[float] = []
-    recorder = Recorder(seconds=0.6)
+    recorder = Recorder(seconds=1.5)
     scheduler = ActionScheduler(Limits(max_concurrent=1, max_age_s=60))
     run(
         scheduler,
@@ -422,6 +422,6 @@ def test_heartbeat_only_while_actions_are_within_their_deadlines() -> None:
         recorder,
         heartbeat=lambda: beats.append(time.monotonic()),
     )
-    assert len(beats) >= 2
+    assert len(beats) >= 4
     gaps = [later - earlier for earlier, later in itertools.pairwise(beats)]
-    assert max(gaps) < 0.5
+    assert max(gaps) < 0.75
