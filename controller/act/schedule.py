@@ -228,8 +228,6 @@ class ActionScheduler:
         outcomes: dict[int, ActionOutcome] = {}
         done: queue.SimpleQueue[tuple[int, ExecutionReport | BaseException]] = queue.SimpleQueue()
         last_log = self.monotonic()
-        stale_logged = False
-        stop_logged = False
 
         def record(index: int, outcome: ActionOutcome, new_memory: ControllerMemory) -> None:
             nonlocal memory
@@ -238,68 +236,57 @@ class ActionScheduler:
                 memory = new_memory
             on_progress(memory)
 
-        while pending or running:
-            self._reap_abandoned()
-            tick = self.monotonic()
-            age_s = tick - observed_at
-            if pending and should_stop():
-                if not stop_logged:
+        try:
+            while pending or running:
+                self._reap_abandoned()
+                tick = self.monotonic()
+                age_s = tick - observed_at
+                if pending and should_stop():
+                    # Nothing new starts; what runs is waited for (its deadline still applies).
                     logger.info("stopping: {} planned action(s) left for the next start", len(pending))
-                    stop_logged = True
-                pending.clear()
-            elif pending and age_s > limits.max_age_s:
-                for index in pending:
-                    outcomes[index] = _outcome(
-                        actions[index],
-                        Outcome.STALE,
-                        f"not started: the plan is {age_s:.0f} s old (maxActionAge {limits.max_age_s:g} s); "
-                        "re-planned from a fresh observation",
-                    )
-                if not stale_logged:
-                    logger.info(
-                        "{} planned action(s) not started: the plan is {:.0f} s old (maxActionAge {:g} s); "
-                        "re-planning from a fresh observation",
-                        len(pending),
-                        age_s,
-                        limits.max_age_s,
-                    )
-                    stale_logged = True
-                pending.clear()
-            else:
-                self._dispatch(plan, pending, running, memory, now, run_one, done, record)
-            if not running:
-                continue
-            # Wait for an outcome, a deadline or the next tick, whichever comes first.
-            next_deadline = min(r.deadline for r in running.values())
-            wait_s = max(0.0, min(TICK_S, next_deadline - self.monotonic()))
-            try:
-                index, result = done.get(timeout=wait_s) if wait_s > 0 else done.get_nowait()
-            except queue.Empty:
-                pass
-            else:
-                finished = running.pop(index)
-                outcome, new_memory = self._finished(finished, result, memory)
-                record(index, outcome, new_memory)
-            now_mono = self.monotonic()
-            for index, late in list(running.items()):
-                if now_mono >= late.deadline:
-                    del running[index]
-                    self._abandoned[next(self._seq)] = late
-                    outcome, new_memory = self._abandon(late, memory, now_mono)
+                    pending.clear()
+                elif pending and age_s > limits.max_age_s:
+                    self._stale(actions, pending, outcomes, age_s)
+                    pending.clear()
+                else:
+                    self._dispatch(plan, pending, running, memory, now, run_one, done, record)
+                if not running:
+                    continue
+                # Wait for an outcome, a deadline or the next tick, whichever comes first.
+                next_deadline = min(r.deadline for r in running.values())
+                wait_s = max(0.0, min(TICK_S, next_deadline - self.monotonic()))
+                try:
+                    index, result = done.get(timeout=wait_s) if wait_s > 0 else done.get_nowait()
+                except queue.Empty:
+                    pass
+                else:
+                    finished = running.pop(index)
+                    outcome, new_memory = self._finished(finished, result, memory)
                     record(index, outcome, new_memory)
-            if all(now_mono < r.deadline for r in running.values()):
-                heartbeat()
-            if running and now_mono - last_log >= PROGRESS_LOG_S:
-                last_log = now_mono
-                logger.info(
-                    "waiting for {} action(s): {}",
-                    len(running),
-                    "; ".join(
-                        f"{r.action.kind.value} {clean(r.action.target.label(), 40)} "
-                        f"({now_mono - r.started:.0f} s, deadline {r.deadline - r.started:.0f} s)"
-                        for r in running.values()
-                    ),
-                )
+                now_mono = self.monotonic()
+                for index, late in list(running.items()):
+                    if now_mono >= late.deadline:
+                        del running[index]
+                        self._abandoned[next(self._seq)] = late
+                        outcome, new_memory = self._abandon(late, memory, now_mono)
+                        record(index, outcome, new_memory)
+                if all(now_mono < r.deadline for r in running.values()):
+                    heartbeat()
+                if running and now_mono - last_log >= PROGRESS_LOG_S:
+                    last_log = now_mono
+                    logger.info(
+                        "waiting for {} action(s): {}",
+                        len(running),
+                        "; ".join(
+                            f"{r.action.kind.value} {clean(r.action.target.label(), 40)} "
+                            f"({now_mono - r.started:.0f} s, deadline {r.deadline - r.started:.0f} s)"
+                            for r in running.values()
+                        ),
+                    )
+        finally:
+            # Left early (a save failed, say): what is still running keeps its target locked.
+            for entry in running.values():
+                self._abandoned[next(self._seq)] = entry
         ordered = tuple(outcomes[i] for i in range(len(actions)) if i in outcomes)
         return ExecutionReport(outcomes=ordered, memory=memory)
 
@@ -382,6 +369,21 @@ class ActionScheduler:
         thread.start()
 
     # --- outcomes ---------------------------------------------------------------------------
+    def _stale(
+        self,
+        actions: tuple[Action, ...],
+        pending: list[int],
+        outcomes: dict[int, ActionOutcome],
+        age_s: float,
+    ) -> None:
+        why = f"the plan is {age_s:.0f} s old (maxActionAge {self.limits.max_age_s:g} s)"
+        for index in pending:
+            detail = f"not started: {why}; re-planned from a fresh observation"
+            outcomes[index] = _outcome(actions[index], Outcome.STALE, detail)
+        logger.info(
+            "{} planned action(s) not started: {}; re-planning from a fresh observation", len(pending), why
+        )
+
     def _finished(
         self, entry: _Running, result: ExecutionReport | BaseException, memory: ControllerMemory
     ) -> tuple[ActionOutcome, ControllerMemory]:

@@ -425,3 +425,24 @@ def test_heartbeat_only_while_actions_are_within_their_deadlines() -> None:
     assert len(beats) >= 4
     gaps = [later - earlier for earlier, later in itertools.pairwise(beats)]
     assert max(gaps) < 0.75
+
+
+def test_a_pass_that_fails_while_actions_run_leaves_their_targets_locked() -> None:
+    fast, slow = action(ActionKind.STOP_CONTAINER, "fast"), action(ActionKind.STOP_CONTAINER, "slow")
+
+    def run_one(plan: Plan, memory: ControllerMemory, now: datetime) -> ExecutionReport:
+        return Recorder(seconds=0.05 if plan.actions[0] is fast else 0.8)(plan, memory, now)
+
+    def save(_memory: ControllerMemory) -> None:
+        raise OSError(28, "No space left on device")
+
+    scheduler = ActionScheduler(Limits(max_concurrent=2, max_age_s=60))
+    with pytest.raises(OSError):
+        run(scheduler, plan_of(fast, slow), run_one, on_progress=save)
+    assert scheduler.abandoned == (slow.key,), "the stop still running must keep its target"
+    again = run(scheduler, plan_of(slow), run_one)
+    assert again.outcomes[0].outcome is Outcome.SKIPPED
+    deadline = time.monotonic() + 5
+    while scheduler.abandoned and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert scheduler.abandoned == ()
