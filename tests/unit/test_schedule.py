@@ -26,10 +26,12 @@ from controller.act.report import ActionOutcome, ExecutionReport, Outcome
 from controller.act.schedule import ActionScheduler, Limits, conflict_keys, merge_outcome
 from controller.loop import Controller, PassResult
 from controller.memory import ControllerMemory
+from controller.plan.desired import PolicySetDesired
 from controller.plan.types import Action, ActionKind, Plan, Reason, Target
 from controller.settings import Settings
 from controller.store import MemoryStore
-from desired_state.load import PolicyHolder
+from desired_state.errors import PolicyLoadError
+from desired_state.load import PolicyHolder, builtin_policy, load_spec_text
 from tests.fixtures import builders as b
 from tests.fixtures.act import RecordingNotifier
 from tests.unit.fake_host import FakeContainer, FakeHost
@@ -88,6 +90,34 @@ def until_stops(controller: Controller, host: FakeHost) -> PassResult:
             return result
         host.advance(PASS_EVERY_S)
     pytest.fail("no idle stop was ever planned")
+
+
+# --- the policy keys ------------------------------------------------------------------------------
+
+
+def test_the_safety_keys_resolve_with_their_defaults() -> None:
+    builtin = PolicySetDesired(builtin_policy()).global_policy
+    assert builtin.max_concurrent_actions.value == 4
+    assert builtin.max_action_age_s.value is None, "null: the daemon's resync interval"
+    written = PolicySetDesired(
+        load_spec_text(spec(maxConcurrentActions="2", maxActionAge="2m"), "p.yaml")
+    ).global_policy
+    assert (written.max_concurrent_actions.value, written.max_action_age_s.value) == (2, 120.0)
+    assert written.max_action_age_s.source == "LifecyclePolicy/test"
+
+
+@pytest.mark.parametrize(("key", "value"), [("maxActionAge", "0s"), ("maxConcurrentActions", "0")])
+def test_a_bound_that_would_stop_every_action_is_refused(key: str, value: str) -> None:
+    with pytest.raises(PolicyLoadError, match=key):
+        load_spec_text(spec(**{key: value}), "p.yaml")
+
+
+def test_the_plan_age_bound_is_the_resync_interval_unless_set(tmp_path: Path) -> None:
+    host = FakeHost(term_ignored_s=0.0)
+    host.add("idle-a")
+    controller = make_controller(tmp_path, host, spec(), interval_s=7.0)
+    until_stops(controller, host)
+    assert controller.scheduler.limits == Limits(max_concurrent=4, max_age_s=7.0, kill_grace_s=10.0)
 
 
 # --- issue 11 case 6: a stale plan is re-planned, not acted on ----------------------------------
