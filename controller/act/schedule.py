@@ -31,15 +31,18 @@ The rules:
   :data:`TICK_S` while every action in flight is within its deadline: the daemon feeds the systemd
   watchdog from it, so a pass that waits on slow stops is not mistaken for a hung one, while a hung
   dispatcher still is.
-- **Memory, one writer.** Each action runs against the memory as it was when it started; the
-  outcome records it changed (the keys of ``done``, ``attempts``, a container's ``warnings``...) are
-  merged into the pass's memory when it finishes, in this thread, and ``on_progress`` is called with
-  the memory after each outcome (the daemon saves it there, so a crash loses at most what was in
-  flight).
+- **Memory, one writer at a time.** Each action runs against the memory as it was when it started;
+  the outcome records it changed (the keys of ``done``, ``attempts``, a container's ``warnings``...)
+  are merged into the pass's memory when it finishes, and ``on_progress`` is called with the memory
+  after each outcome (the daemon saves it there, so a crash loses at most what was in flight). An
+  executor that must save *during* an action (a record written before it acts) saves through
+  :meth:`ActionScheduler.saver`, which merges into the same memory under the same lock, so
+  concurrent actions never overwrite each other's records.
 """
 
 from __future__ import annotations
 
+import errno
 import itertools
 import queue
 import threading
@@ -82,6 +85,7 @@ DEFAULT_RESET_TIMEOUT_S = 120.0
 LEDGER_KEY = "ledger"
 
 RunOne = Callable[[Plan, ControllerMemory, datetime], ExecutionReport]
+_Update = Callable[[ControllerMemory], ControllerMemory]
 
 
 def utcnow() -> datetime:
@@ -191,6 +195,7 @@ class _Running:
     started: float
     deadline: float
     thread: threading.Thread | None = None
+    abandoned: bool = False
 
 
 @dataclass
@@ -203,6 +208,40 @@ class ActionScheduler:
     # Actions abandoned past their deadline whose thread has not ended yet: their targets stay locked.
     _abandoned: dict[int, _Running] = field(default_factory=dict, repr=False)
     _seq: Iterator[int] = field(default_factory=itertools.count, repr=False)
+    # The memory of the run in progress (None between runs), and the lock every change and save of
+    # it takes: outcomes (this thread) and mid-action saves (the actions' threads) are serialized.
+    _current: ControllerMemory | None = field(default=None, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    _local: threading.local = field(default_factory=threading.local, repr=False)
+
+    def saver(self, save: Callable[[ControllerMemory], None]) -> Callable[[ControllerMemory], None]:
+        """A save for the executor to call *during* an action (e.g. an intent before a stop).
+
+        Called from an action's thread while a run is in progress, it merges what that action changed
+        into the run's memory (under the lock the outcomes take) and saves the merged memory with
+        ``save``, so no action's save drops another's, nor an outcome saved meanwhile; the action's
+        final outcome is then merged from there. ``save``'s error reaches the caller and changes
+        nothing. An action abandoned past its deadline may not save (``OSError``): its pass is over,
+        and it must not act on a record it cannot keep. Outside a run it is ``save`` itself.
+        """
+
+        def save_during_action(memory: ControllerMemory) -> None:
+            entry: _Running | None = getattr(self._local, "entry", None)
+            if entry is None:
+                save(memory)
+                return
+            with self._lock:
+                if entry.abandoned or self._current is None:
+                    raise OSError(
+                        errno.ECANCELED,
+                        f"{entry.action.key}: abandoned past its deadline; its record can no longer be kept",
+                    )
+                merged = merge_outcome(self._current, entry.before, memory)
+                save(merged)
+                entry.before = memory
+                self._current = merged
+
+        return save_during_action
 
     def run(
         self,
@@ -221,7 +260,6 @@ class ActionScheduler:
         was requested before it started: it is re-planned at the next start).
         """
         limits = self.limits
-        memory = plan.memory
         actions = plan.actions
         pending = list(range(len(actions)))  # indices into the plan: keys need not be unique
         running: dict[int, _Running] = {}
@@ -229,13 +267,16 @@ class ActionScheduler:
         done: queue.SimpleQueue[tuple[int, ExecutionReport | BaseException]] = queue.SimpleQueue()
         last_log = self.monotonic()
 
-        def record(index: int, outcome: ActionOutcome, new_memory: ControllerMemory) -> None:
-            nonlocal memory
-            outcomes[index] = outcome
-            if new_memory is not memory:
-                memory = new_memory
-            on_progress(memory)
+        def record(index: int, outcome: ActionOutcome, update: _Update | None = None) -> None:
+            with self._lock:
+                assert self._current is not None
+                if update is not None:
+                    self._current = update(self._current)
+                outcomes[index] = outcome
+                on_progress(self._current)
 
+        with self._lock:
+            self._current = plan.memory
         try:
             while pending or running:
                 self._reap_abandoned()
@@ -249,7 +290,7 @@ class ActionScheduler:
                     self._stale(actions, pending, outcomes, age_s)
                     pending.clear()
                 else:
-                    self._dispatch(plan, pending, running, memory, now, run_one, done, record)
+                    self._dispatch(plan, pending, running, now, run_one, done, record)
                 if not running:
                     continue
                 # Wait for an outcome, a deadline or the next tick, whichever comes first.
@@ -261,15 +302,15 @@ class ActionScheduler:
                     pass
                 else:
                     finished = running.pop(index)
-                    outcome, new_memory = self._finished(finished, result, memory)
-                    record(index, outcome, new_memory)
+                    record(index, *self._finished(finished, result))
                 now_mono = self.monotonic()
                 for index, late in list(running.items()):
                     if now_mono >= late.deadline:
                         del running[index]
+                        with self._lock:
+                            late.abandoned = True
                         self._abandoned[next(self._seq)] = late
-                        outcome, new_memory = self._abandon(late, memory, now_mono)
-                        record(index, outcome, new_memory)
+                        record(index, *self._abandon(late, now_mono))
                 if all(now_mono < r.deadline for r in running.values()):
                     heartbeat()
                 if running and now_mono - last_log >= PROGRESS_LOG_S:
@@ -284,9 +325,12 @@ class ActionScheduler:
                         ),
                     )
         finally:
-            # Left early (a save failed, say): what is still running keeps its target locked.
-            for entry in running.values():
-                self._abandoned[next(self._seq)] = entry
+            with self._lock:
+                memory, self._current = self._current, None
+                # Left early (a save failed, say): what is still running keeps its target locked.
+                for entry in running.values():
+                    entry.abandoned = True
+                    self._abandoned[next(self._seq)] = entry
         ordered = tuple(outcomes[i] for i in range(len(actions)) if i in outcomes)
         return ExecutionReport(outcomes=ordered, memory=memory)
 
@@ -296,11 +340,10 @@ class ActionScheduler:
         plan: Plan,
         pending: list[int],
         running: dict[int, _Running],
-        memory: ControllerMemory,
         now: datetime,
         run_one: RunOne,
         done: queue.SimpleQueue[tuple[int, ExecutionReport | BaseException]],
-        record: Callable[[int, ActionOutcome, ControllerMemory], None],
+        record: Callable[[int, ActionOutcome], None],
     ) -> None:
         """Start every pending action the rules allow now, in plan order."""
         limits = self.limits
@@ -318,7 +361,7 @@ class ActionScheduler:
                     f"not started: {busy.action.kind.value} on this target is still running "
                     f"({self.monotonic() - busy.started:.0f} s, past its deadline); re-planned next pass"
                 )
-                record(index, _outcome(action, Outcome.SKIPPED, why), memory)
+                record(index, _outcome(action, Outcome.SKIPPED, why))
                 continue
             if barrier or len(running) >= max(1, limits.max_concurrent):
                 break
@@ -332,20 +375,22 @@ class ActionScheduler:
                 continue
             pending.remove(index)
             locked |= keys
-            self._start(plan, index, keys, memory, now, run_one, running, done)
+            self._start(plan, index, keys, now, run_one, running, done)
 
     def _start(
         self,
         plan: Plan,
         index: int,
         keys: frozenset[str],
-        memory: ControllerMemory,
         now: datetime,
         run_one: RunOne,
         running: dict[int, _Running],
         done: queue.SimpleQueue[tuple[int, ExecutionReport | BaseException]],
     ) -> None:
         action = plan.actions[index]
+        with self._lock:
+            assert self._current is not None
+            memory = self._current
         started = self.monotonic()
         deadline_s = action_deadline_s(action, kill_grace_s=self.limits.kill_grace_s)
         entry = _Running(action, keys, memory, started, started + deadline_s)
@@ -353,10 +398,13 @@ class ActionScheduler:
         one = plan.model_copy(update={"actions": (action,), "memory": memory})
 
         def work() -> None:
+            self._local.entry = entry  # for the executor's mid-action saves (see saver)
             try:
                 result: ExecutionReport | BaseException = run_one(one, memory, now)
             except BaseException as exc:  # the executor never raises; this is the last guard
                 result = exc
+            finally:
+                self._local.entry = None
             done.put((index, result))
 
         if action.destructive or action.kind is ActionKind.RESET_GPU:
@@ -385,23 +433,21 @@ class ActionScheduler:
         )
 
     def _finished(
-        self, entry: _Running, result: ExecutionReport | BaseException, memory: ControllerMemory
-    ) -> tuple[ActionOutcome, ControllerMemory]:
+        self, entry: _Running, result: ExecutionReport | BaseException
+    ) -> tuple[ActionOutcome, _Update | None]:
         action = entry.action
         if isinstance(result, BaseException):
             logger.opt(exception=result).error("executor: unexpected error in {}", action.key)
             detail = f"unexpected error: {type(result).__name__}: {result}"
-            return _outcome(action, Outcome.FAILED, detail), memory.with_failure(
-                action.key, detail, self.clock()
-            )
+            at = self.clock()
+            return _outcome(action, Outcome.FAILED, detail), lambda m: m.with_failure(action.key, detail, at)
         found = [o for o in result.outcomes if o.key == action.key]
         if not found:
-            return _outcome(action, Outcome.FAILED, "the executor reported no outcome"), memory
-        return found[0], merge_outcome(memory, entry.before, result.memory)
+            return _outcome(action, Outcome.FAILED, "the executor reported no outcome"), None
+        # entry.before is read under the lock: a mid-action save may have moved it on.
+        return found[0], lambda m: merge_outcome(m, entry.before, result.memory)
 
-    def _abandon(
-        self, entry: _Running, memory: ControllerMemory, now_mono: float
-    ) -> tuple[ActionOutcome, ControllerMemory]:
+    def _abandon(self, entry: _Running, now_mono: float) -> tuple[ActionOutcome, _Update]:
         action = entry.action
         ran_s = now_mono - entry.started
         deadline_s = entry.deadline - entry.started
@@ -411,7 +457,8 @@ class ActionScheduler:
         )
         logger.error("{} {}: {}", action.kind.value, clean(action.target.label(), 80), detail)
         outcome = _outcome(action, Outcome.FAILED, detail, duration_s=ran_s)
-        return outcome, memory.with_failure(action.key, detail, self.clock())
+        at = self.clock()
+        return outcome, lambda m: m.with_failure(action.key, detail, at)
 
     def _abandoned_on(self, keys: frozenset[str]) -> _Running | None:
         for entry in self._abandoned.values():

@@ -476,3 +476,62 @@ def test_a_pass_that_fails_while_actions_run_leaves_their_targets_locked() -> No
     while scheduler.abandoned and time.monotonic() < deadline:
         time.sleep(0.01)
     assert scheduler.abandoned == ()
+
+
+def test_mid_action_saves_are_merged_with_every_other_outcome() -> None:
+    # An executor that records something durably before it acts (an intent) saves mid-action;
+    # a concurrent action's outcome, saved meanwhile, must neither drop it nor be dropped by it.
+    saved: list[set[str]] = []
+
+    def save(memory: ControllerMemory) -> None:
+        saved.append(set(memory.done))
+
+    scheduler = ActionScheduler(Limits(max_concurrent=2, max_age_s=60))
+    save_mid_action = scheduler.saver(save)
+    slow, fast = action(ActionKind.STOP_CONTAINER, "slow"), action(ActionKind.STOP_CONTAINER, "fast")
+
+    def run_one(plan: Plan, memory: ControllerMemory, now: datetime) -> ExecutionReport:
+        (a,) = plan.actions
+        if a is slow:
+            save_mid_action(plan.memory.with_done("intent:slow", now))
+            time.sleep(0.4)
+        else:
+            time.sleep(0.1)
+        # The final memory is built from the memory the action was given, as the executor does.
+        out = ActionOutcome(key=a.key, kind=a.kind, reason=a.reason, target=a.target, outcome=Outcome.DONE)
+        return ExecutionReport(outcomes=(out,), memory=plan.memory.with_done(a.key, now))
+
+    report = run(scheduler, plan_of(slow, fast), run_one, on_progress=save)
+    assert saved[0] == {"intent:slow"}
+    assert saved[1] == {"intent:slow", fast.key}, "the fast outcome's save dropped the slow one's record"
+    assert saved[-1] == {fast.key, slow.key}, "the record written mid-action is closed by its outcome"
+    assert set(report.memory.done) == {fast.key, slow.key}
+    # Outside a run the saver is the plain save.
+    save_mid_action(ControllerMemory().with_done("alone", b.T0))
+    assert saved[-1] == {"alone"}
+
+
+def test_an_abandoned_action_may_not_save_its_record() -> None:
+    release = threading.Event()
+    refused: list[OSError] = []
+    scheduler = ActionScheduler(
+        Limits(max_concurrent=1, max_age_s=1e9), monotonic=lambda: time.monotonic() * 500
+    )
+    save_mid_action = scheduler.saver(lambda _m: None)
+    hung = action(ActionKind.STOP_CONTAINER, "hung", timeout_s=60)
+
+    def run_one(plan: Plan, memory: ControllerMemory, now: datetime) -> ExecutionReport:
+        release.wait(10)  # stuck before it recorded anything, until after it was abandoned
+        try:
+            save_mid_action(plan.memory.with_done("intent:hung", now))
+        except OSError as exc:
+            refused.append(exc)
+        return Recorder(seconds=0)(plan, memory, now)
+
+    report = run(scheduler, plan_of(hung), run_one)
+    assert report.outcomes[0].outcome is Outcome.FAILED
+    release.set()
+    deadline = time.monotonic() + 5
+    while scheduler.abandoned and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert len(refused) == 1 and "abandoned" in str(refused[0])
