@@ -3,13 +3,19 @@
 Owns the process lifetime of ``ds01-controller run``: the single-instance lock, signal handling,
 the systemd notify protocol, the metrics endpoint and the pass itself (reload policy -> observe ->
 plan -> execute -> persist). Docker events only *wake* the loop; every pass re-observes the whole
-host. A failed pass is logged and retried at the next wake-up; it never ends the daemon, and the
-watchdog is only fed when a pass completes, so a hung loop gets restarted by systemd.
+host. A failed pass is logged and retried at the next wake-up; it never ends the daemon. The
+watchdog is fed when a pass completes and, while a pass waits on its actions, by the scheduler's
+heartbeat as long as every action in flight is within its deadline: slow stops are not a hung
+loop, but a hung loop still gets restarted by systemd.
+
+Actions run through :class:`controller.act.schedule.ActionScheduler` (bounded concurrency, one
+action per target, deadlines; a plan older than ``safety.maxActionAge`` is not acted on: the loop
+re-plans from a fresh observation at once).
 
 Crash safety: the real executor is handed one action at a time and the memory is saved after
-each, so a ``kill -9`` between two actions loses nothing already done (a warning is not sent
-twice, a removal is not reported twice); a kill *during* an action leaves at most that action to
-be re-checked by the next start, which the executor's fresh-inspect preconditions make harmless.
+each outcome, so a ``kill -9`` loses nothing already done (a warning is not sent twice, a removal
+is not reported twice); a kill *during* actions leaves at most those in flight to be re-checked
+by the next start, which the executor's fresh-inspect preconditions make harmless.
 
 Called by :mod:`controller.main`. Must not decide what to do (the planner does) nor touch the
 host itself (the executor does).
@@ -37,6 +43,7 @@ from controller.act.gpu_reset import ResetPrecheck
 from controller.act.inventory import awareness_events, load_inventory, write_inventory
 from controller.act.notify import TerminalNotifier
 from controller.act.report import ActionOutcome
+from controller.act.schedule import ActionScheduler, Limits
 from controller.memory import ControllerMemory
 from controller.observe.host import HostObserver, ObserveConfig
 from controller.ops.sdnotify import Notifier
@@ -113,6 +120,9 @@ class Controller:
     clock: Callable[[], datetime] = utcnow
     # Asked between two actions: a stop request ends the pass early (the rest is re-planned later).
     should_stop: Callable[[], bool] = lambda: False
+    # Called at least every few tenths of a second while actions run within their deadlines.
+    heartbeat: Callable[[], None] = lambda: None
+    scheduler: ActionScheduler = field(default_factory=ActionScheduler, repr=False)
     _previous_inventory: dict[str, Any] | None = field(default=None, repr=False)
     _inventory_loaded: bool = field(default=False, repr=False)
     _down: dict[Domain, str] = field(default_factory=dict, repr=False)
@@ -126,6 +136,7 @@ class Controller:
         self._consume_breaker_reset()
         self._reload_policy()
         snapshot = self.observer.observe()
+        observed_mono = self.scheduler.monotonic()  # a plan's age (safety.maxActionAge) counts from here
         self._announce_health(snapshot)
         if snapshot.docker_api_calls > 1 or not self._inspect_cache_saved:
             # Something was (re)inspected: save the cache so a cold ds01ctl need not inspect 500.
@@ -134,7 +145,7 @@ class Controller:
         now = self.clock()
         desired = PolicySetDesired(self.policy.current)
         the_plan = make_plan(snapshot, desired, self.memory, now)
-        report = self._execute(the_plan, now)
+        report = self._execute(the_plan, now, observed_mono, desired.global_policy)
         memory = report.memory.model_copy(update={"last_pass_at": now})
         self._save(memory)
         self._awareness(snapshot)
@@ -148,26 +159,28 @@ class Controller:
         self.store.save(memory)
         self.memory = memory
 
-    def _execute(self, the_plan: Plan, now: datetime) -> ExecutionReport:
+    def _execute(
+        self, the_plan: Plan, now: datetime, observed_mono: float, gp: GlobalPolicy
+    ) -> ExecutionReport:
         if self.settings.dry_run or not the_plan.actions:
             # Dry-run changes nothing, so there is nothing to lose in a crash: one call, one save.
             return self.executor.execute(the_plan, self.memory, now)
-        memory = the_plan.memory
-        outcomes: list[ActionOutcome] = []
-        for index, action in enumerate(the_plan.actions):
-            if self.should_stop():
-                logger.info(
-                    "stopping: {} planned action(s) left for the next start", len(the_plan.actions) - index
-                )
-                break
-            step = self.executor.execute(
-                the_plan.model_copy(update={"actions": (action,), "memory": memory}), memory, now
-            )
-            memory = step.memory
-            outcomes.extend(step.outcomes)
-            # What was just done is on disk before the next action starts.
-            self._save(memory)
-        return ExecutionReport(outcomes=tuple(outcomes), memory=memory)
+        max_age_s = gp.max_action_age_s.value
+        self.scheduler.limits = Limits(
+            max_concurrent=gp.max_concurrent_actions.value,
+            max_age_s=self.settings.interval_s if max_age_s is None else max_age_s,
+            kill_grace_s=gp.kill_grace_s.value,
+        )
+        return self.scheduler.run(
+            the_plan,
+            now,
+            self.executor.execute,
+            observed_at=observed_mono,
+            # What was just done is on disk before the next outcome is merged.
+            on_progress=self._save,
+            heartbeat=self.heartbeat,
+            should_stop=self.should_stop,
+        )
 
     def _reload_policy(self) -> None:
         errors = self.policy.reload()
@@ -511,26 +524,29 @@ class _LazyDockerExecutor:
     def __init__(self, build: Callable[[], RealExecutor]) -> None:
         self._build = build
         self._real: RealExecutor | None = None
+        self._lock = threading.Lock()  # actions run in threads: build one executor, not one each
 
     def execute(self, plan: Plan, memory: ControllerMemory, now: datetime) -> ExecutionReport:
-        if self._real is None:
-            try:
-                self._real = self._build()
-            except Exception as exc:  # the engine is down: nothing is done, all is re-planned later
-                why = f"not attempted: the Docker engine is unreachable ({one_line_error(exc)})"
-                outcomes = tuple(
-                    ActionOutcome(
-                        key=a.key,
-                        kind=a.kind,
-                        reason=a.reason,
-                        target=a.target,
-                        outcome=Outcome.SKIPPED,
-                        detail=why,
+        with self._lock:
+            if self._real is None:
+                try:
+                    self._real = self._build()
+                except Exception as exc:  # the engine is down: nothing is done, all is re-planned later
+                    why = f"not attempted: the Docker engine is unreachable ({one_line_error(exc)})"
+                    outcomes = tuple(
+                        ActionOutcome(
+                            key=a.key,
+                            kind=a.kind,
+                            reason=a.reason,
+                            target=a.target,
+                            outcome=Outcome.SKIPPED,
+                            detail=why,
+                        )
+                        for a in plan.actions
                     )
-                    for a in plan.actions
-                )
-                return ExecutionReport(outcomes=outcomes, memory=plan.memory)
-        return self._real.execute(plan, memory, now)
+                    return ExecutionReport(outcomes=outcomes, memory=plan.memory)
+            real = self._real
+        return real.execute(plan, memory, now)
 
 
 def host_keepalive_path(policy_set: PolicySet) -> str:
@@ -647,6 +663,7 @@ def _loop(
         # Feed the watchdog at least twice per WatchdogSec, whatever the resync interval.
         watchdog_s = notifier.watchdog_interval_s()
         max_wait_s = min(settings.interval_s, watchdog_s / 2) if watchdog_s else settings.interval_s
+        controller.heartbeat = watchdog_heartbeat(notifier, watchdog_s)
         failures = 0
         while not waker.stop_requested:
             if waker.reload_requested:
@@ -678,6 +695,8 @@ def _loop(
             if once:
                 return _once_status(result)
             wait_s = min(max_wait_s, next_wait_s(result.plan, controller.clock(), settings.interval_s))
+            if result.report.count(Outcome.STALE):
+                wait_s = 0.0  # actions left unstarted because the plan got old: re-plan them now
             if waker.wait(wait_s) and not waker.stop_requested:
                 since_start_s = time.monotonic() - started
                 time.sleep(max(EVENT_DEBOUNCE_S, MIN_EVENT_PASS_SPACING_S - since_start_s))
@@ -687,6 +706,28 @@ def _loop(
     notifier.stopping()
     logger.info("ds01-controller stopped")
     return 0
+
+
+def watchdog_heartbeat(notifier: Notifier, watchdog_s: float | None) -> Callable[[], None]:
+    """WATCHDOG=1 from the action scheduler, at most every quarter of the watchdog interval.
+
+    The scheduler calls it only while every action in flight is within its deadline, from the
+    thread that runs the pass: a pass waiting on stops that honour their grace keeps the service
+    alive, a pass stuck anywhere else (observation, a save, the dispatcher itself) does not.
+    """
+    if not watchdog_s:
+        return lambda: None
+    every_s = watchdog_s / 4
+    last_s = time.monotonic()
+
+    def beat() -> None:
+        nonlocal last_s
+        now_s = time.monotonic()
+        if now_s - last_s >= every_s:
+            last_s = now_s
+            notifier.watchdog()
+
+    return beat
 
 
 def _once_status(result: PassResult) -> int:

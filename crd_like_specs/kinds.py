@@ -412,6 +412,26 @@ class Safety(SpecModel):
         default=None,
         description="The release breaker only considers the share when at least this many rows would go",
     )
+    max_concurrent_actions: NotNullCount = Field(
+        default=None,
+        description="Actions in flight at once (one per target); stops ignoring SIGTERM wait side by side",
+    )
+    max_action_age: NullableDuration = Field(
+        default=None,
+        description=(
+            "An action not started this long after the observation its plan was made from is re-planned "
+            "from a fresh one instead; null: the daemon's resync interval (--interval)"
+        ),
+    )
+
+    @field_validator("max_action_age")
+    @classmethod
+    def _positive_age(cls, value: float | None) -> float | None:
+        if value is not None and value <= 0:
+            raise PydanticCustomError(
+                "duration", "maxActionAge must be longer than 0s (0s would re-plan every action forever)", {}
+            )
+        return value
 
 
 class Ds01Enforcement(SpecModel):

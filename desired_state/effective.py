@@ -135,6 +135,13 @@ class GlobalPolicy(BaseModel):
         description="An activity sample taken longer than this after the previous one is undecidable"
     )
     kill_grace_s: Sourced[float]
+    max_concurrent_actions: Sourced[int] = Field(
+        default=Sourced(value=4, source="built-in default"), description="Actions the daemon runs at once"
+    )
+    max_action_age_s: Sourced[float | None] = Field(
+        default=Sourced(value=None, source="built-in default"),
+        description="Oldest a plan may be when one of its actions starts; None: the resync interval",
+    )
     trust_labels: Sourced[bool] = Field(
         description="Honour ds01.protected/ds01.monitoring/ds01.user labels (admission layer enforces them)"
     )

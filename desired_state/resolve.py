@@ -355,6 +355,8 @@ def global_policy(policy: PolicySet) -> GlobalPolicy:
         breaker_min_containers=global_value(policy, ("safety", "breaker_min_containers")),
         release_breaker_max_fraction=global_value(policy, ("safety", "release_breaker_max_fraction")),
         release_breaker_min_rows=global_value(policy, ("safety", "release_breaker_min_rows")),
+        max_concurrent_actions=global_value(policy, ("safety", "max_concurrent_actions")),
+        max_action_age_s=global_value(policy, ("safety", "max_action_age")),
         ledger_reservation_window_s=global_value(policy, ("ledger_reservation_window",)),
         orphan_sightings_required=global_value(policy, ("orphan_sightings_required",)),
         max_sample_interval_s=global_value(policy, ("max_sample_interval",)),

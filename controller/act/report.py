@@ -22,6 +22,7 @@ class Outcome(StrEnum):
     SKIPPED = "skipped"  # the precondition no longer held (or a safety gate); nothing was touched
     FAILED = "failed"  # the action was attempted and did not complete; retried after back-off
     DRY_RUN = "dry_run"  # reported, not performed
+    STALE = "stale"  # not started: the plan outlived maxActionAge; re-planned from a fresh observation
 
 
 class ActionOutcome(BaseModel):

@@ -3,8 +3,9 @@
 Owns: reading ``NOTIFY_SOCKET``, ``WATCHDOG_USEC`` and ``WATCHDOG_PID`` and sending the state
 datagrams (``READY=1``, ``STATUS=...``, ``WATCHDOG=1``, ``STOPPING=1``, ``RELOADING=1``).
 Called by: the daemon loop (:mod:`controller.loop`), which decides *when* to send each one: READY
-once it can serve, WATCHDOG only after a pass completes (so a hung pass stops the pings and lets
-systemd restart the service), STOPPING on shutdown.
+once it can serve, WATCHDOG after a pass completes or while its actions progress within their
+deadlines (so a hung pass stops the pings and lets systemd restart the service), STOPPING on
+shutdown.
 Must not: raise, block for long, or do anything when the process is not run by systemd. A broken
 or missing socket is logged once and every later call is a quiet no-op returning ``False``.
 """
@@ -83,7 +84,7 @@ class Notifier:
         return self._send([f"STATUS={_one_line(text)}"])
 
     def watchdog(self) -> bool:
-        """Proof of life. Send only when a pass really completed, at least every half interval."""
+        """Proof of life: a pass completed, or its actions are progressing within their deadlines."""
         return self._send(["WATCHDOG=1"])
 
     def stopping(self) -> bool:
