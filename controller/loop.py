@@ -255,15 +255,21 @@ class Controller:
 
 
 def summarize(snapshot: Snapshot, the_plan: Plan, report: ExecutionReport, duration_s: float) -> str:
-    running = sum(1 for c in snapshot.containers if c.state == "running")
     down = [h.domain.value for h in snapshot.health if not h.ok]
+    # Unavailable is not empty: a domain that could not be read is counted "unknown", never 0.
+    if snapshot.domain_ok(Domain.DOCKER):
+        running = str(sum(1 for c in snapshot.containers if c.state == "running"))
+        containers = str(len(snapshot.containers))
+    else:
+        running = containers = "unknown"
+    gpus = str(len(snapshot.gpus)) if snapshot.domain_ok(Domain.NVML) else "unknown"
     outcomes: dict[str, int] = {}
     for o in report.outcomes:
         outcomes[o.outcome] = outcomes.get(o.outcome, 0) + 1
     parts = [
         f"pass {duration_s * 1000:.0f}ms",
-        f"containers={len(snapshot.containers)} running={running}",
-        f"gpus={len(snapshot.gpus)}",
+        f"containers={containers} running={running}",
+        f"gpus={gpus}",
         f"actions={len(the_plan.actions)}",
         f"deferred={len(the_plan.deferred)}",
     ]
