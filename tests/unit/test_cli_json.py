@@ -210,6 +210,7 @@ def test_get_json_and_yaml_shapes(kind: str, item: dict[str, Any], view: View) -
             "error": STR_OR_NONE,
             "daemon_reload_error": STR_OR_NONE,
             "daemon_reload_error_at": STR_OR_NONE,
+            "record_error": STR_OR_NONE,
         }
     assert conforms(data, schema) == []
     assert data["items"], "the fixed host has objects of every kind"
