@@ -734,6 +734,12 @@ class RealExecutor:
         if expected_cid is not None and not isinstance(expected_cid, str):
             raise PermanentError(f"evidence container_id is {type(expected_cid).__name__}, not a string")
         grace_s = float(action.params.get("grace_s", self._kill_grace_s))
+        # Re-check before recording the intent: a pid already reused or gone needs no intent.
+        pre = check_identity(t.pid, t.pid_start_time, expected_cid)
+        if pre.identity is Identity.CHANGED:
+            raise _Skip(f"not the planned process any more: {pre.detail}")
+        if pre.identity is Identity.GONE:
+            return _Done(Outcome.ALREADY_DONE, f"process already gone ({pre.detail})", mem)
         mem = self._begin(action, mem, now)
         result = kill_ladder(
             t.pid, t.pid_start_time, expected_cid, grace_s=grace_s, kill_wait_s=self._kill_wait_s
