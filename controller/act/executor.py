@@ -279,6 +279,17 @@ class RealExecutor:
         The memory goes first: a crash between the two writes leaves an intent that the next pass
         verifies (the action never ran), never a ``started`` line that nothing closes.
         """
+        earlier = mem.intents.get(action.key)
+        if earlier is not None and earlier.closing:
+            raise _Skip("the outcome of the previous attempt is not recorded yet; nothing runs before it is")
+        if earlier is not None:
+            # The same decision, interrupted earlier and still open (a stop the engine may still be
+            # carrying out): this run completes that intent; its record stays one start, one outcome.
+            self._begun[action.key] = earlier
+            logger.info(
+                "{} {}: resuming the interrupted action", action.kind.value, clean(action.target.label(), 80)
+            )
+            return mem
         intent = Intent(
             action=action.model_dump(mode="json"),
             started_at=self._clock(),
