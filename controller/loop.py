@@ -8,8 +8,11 @@ watchdog is only fed when a pass completes, so a hung loop gets restarted by sys
 
 Crash safety: the real executor is handed one action at a time and the memory is saved after
 each, so a ``kill -9`` between two actions loses nothing already done (a warning is not sent
-twice, a removal is not reported twice); a kill *during* an action leaves at most that action to
-be re-checked by the next start, which the executor's fresh-inspect preconditions make harmless.
+twice, a removal is not reported twice). A destructive action is recorded (an intent, saved)
+before it runs; a kill *during* it leaves that intent open, and the next pass has the executor
+verify and record it (:meth:`RealExecutor.recover`) before planning. A memory save that fails
+does not fail the pass: the executor then refuses destructive actions (it cannot record their
+intent), and the condition is announced once, in the pass summary and as a metric.
 
 Called by :mod:`controller.main`. Must not decide what to do (the planner does) nor touch the
 host itself (the executor does).

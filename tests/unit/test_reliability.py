@@ -210,3 +210,23 @@ def test_the_event_log_reports_its_health(tmp_path: Path) -> None:
 def test_describe_os_error_names_file_and_errno() -> None:
     text = describe_os_error("/var/lib/ds01/memory.json", OSError(errno.ENOSPC, "No space left on device"))
     assert text == "/var/lib/ds01/memory.json: [Errno 28 ENOSPC] No space left on device"
+
+
+def test_get_policies_shows_an_unwritable_record(tmp_path: Path) -> None:
+    from controller.cli.gather import with_daemon_status
+    from controller.cli.get import policy_status_line
+    from controller.cli.view import PolicyInfo, View
+    from controller.settings import Settings
+    from controller.store import write_policy_status
+
+    state_dir = tmp_path / "state"
+    MemoryStore(state_dir)
+    problem = f"{state_dir / 'memory.json'}: [Errno 28 ENOSPC] No space left on device"
+    write_policy_status(state_dir, AT, [], AT, record_error=problem)
+    settings = Settings(state_dir=state_dir)
+    info = with_daemon_status(PolicyInfo(), settings)
+    assert info.record_error == problem
+    line = policy_status_line(View(snapshot=b.snapshot(), now=AT, policy=info))
+    assert "CANNOT WRITE ITS RECORD" in line and "ENOSPC" in line and "memory.json" in line
+    write_policy_status(state_dir, AT, [], AT)  # recovered
+    assert with_daemon_status(PolicyInfo(), settings).record_error is None
