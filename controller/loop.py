@@ -46,7 +46,7 @@ from controller.ops.sdnotify import Notifier
 from controller.plan.desired import PolicySetDesired
 from controller.plan.planner import plan as make_plan
 from controller.plan.types import Plan
-from controller.record import RecordHealth
+from controller.record import RecordHealth, RecordUnavailable
 from controller.settings import Settings
 from controller.snapshot import Domain, Snapshot
 from controller.startup import degraded_line, one_line_error, recovered_line
@@ -185,7 +185,16 @@ class Controller:
 
     def _announce_record(self) -> str | None:
         """One line (and event) when the record becomes unwritable, one when it is writable again."""
-        problem = self.store.health.problem()
+        health = self.store.health
+        probed = False
+        if self._record_problem is not None and health.failing() == {str(self.event_log.path)}:
+            # On a quiet host nothing else writes to the log: the recovery line is the probe.
+            with contextlib.suppress(RecordUnavailable):
+                self.event_log.write_durable(
+                    EventType.RECORD_RECOVERED, user=None, details={"was": self._record_problem}
+                )
+                probed = True
+        problem = health.problem()
         if problem is not None and self._record_problem is None:
             logger.error(
                 "degraded: the record cannot be written ({}); no destructive action runs until it can "
@@ -202,7 +211,10 @@ class Controller:
             )
         elif problem is None and self._record_problem is not None:
             logger.info("recovered: the record can be written again; destructive actions resume")
-            self.event_log.write(EventType.RECORD_RECOVERED, user=None, details={"was": self._record_problem})
+            if not probed:
+                self.event_log.write(
+                    EventType.RECORD_RECOVERED, user=None, details={"was": self._record_problem}
+                )
             write_policy_status(
                 self.settings.state_dir,
                 self.policy.loaded_at,

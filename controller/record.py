@@ -63,6 +63,11 @@ class RecordHealth:
                 return None
             return "; ".join(message for _, (message, _since) in sorted(self._errors.items()))
 
+    def failing(self) -> frozenset[str]:
+        """The files whose last write failed."""
+        with self._lock:
+            return frozenset(self._errors)
+
     def since(self) -> datetime | None:
         with self._lock:
             return min((since for _, since in self._errors.values()), default=None)

@@ -65,7 +65,7 @@ from controller.act.report import ActionOutcome, ExecutionReport, Executor, Outc
 from controller.act.sanitize import clean
 from controller.memory import ControllerMemory, Intent
 from controller.observe.ledger import parse_ledger_text
-from controller.plan.types import DESTRUCTIVE_KINDS, Action, ActionKind, Plan, Reason
+from controller.plan.types import Action, ActionKind, Plan, Reason
 from controller.record import RecordUnavailable
 
 __all__ = ["DryRunExecutor", "ExecutionReport", "Executor", "Outcome", "RealExecutor"]
@@ -79,8 +79,6 @@ STARTED_AT_TOLERANCE = timedelta(milliseconds=1)
 # releases are level-triggered: if the world still shows the target, they run again.
 DONE_KINDS = frozenset({ActionKind.WARN_OWNER, ActionKind.ALERT_ADMIN, ActionKind.RESET_GPU})
 _NOT_RUNNING = frozenset({"created", "exited", "dead"})
-# Actions recorded before they run (intent first) and verified after a crash.
-INTENT_KINDS = DESTRUCTIVE_KINDS | {ActionKind.RELEASE_ALLOCATION}
 # After a crash, an action found still under way is given this long past its own timeout to finish
 # (docker stop goes on in the engine when the client dies) before it is recorded as not carried out.
 RECOVERY_SLACK_S = 30.0

@@ -230,3 +230,39 @@ def test_get_policies_shows_an_unwritable_record(tmp_path: Path) -> None:
     assert "CANNOT WRITE ITS RECORD" in line and "ENOSPC" in line and "memory.json" in line
     write_policy_status(state_dir, AT, [], AT)  # recovered
     assert with_daemon_status(PolicyInfo(), settings).record_error is None
+
+
+def test_the_loop_announces_an_unwritable_record_once_and_notices_recovery_on_a_quiet_host(
+    tmp_path: Path,
+) -> None:
+    from typing import Any, cast
+
+    from controller.loop import Controller
+    from controller.record import RecordHealth
+    from controller.settings import Settings
+    from desired_state.load import PolicyHolder
+
+    health = RecordHealth()
+    blocked = tmp_path / "log"
+    blocked.write_text("")  # the log's directory is a file: every write fails
+    event_log = EventLog(blocked / "events.jsonl", health=health)
+    store = MemoryStore(tmp_path / "state", health=health)
+    controller = Controller(
+        settings=Settings(state_dir=store.state_dir, events_log=event_log.path),
+        observer=cast(Any, None),
+        policy=PolicyHolder(),
+        executor=cast(Any, None),
+        store=store,
+        event_log=event_log,
+        memory=ControllerMemory(),
+    )
+    event_log.write("detection.container_discovered", user=None)
+    problem = controller._announce_record()
+    assert problem is not None and str(event_log.path) in problem and "[Errno" in problem
+    assert controller._announce_record() == problem  # still broken: no new announcement
+    blocked.unlink()
+    blocked.mkdir()  # space is back; nothing else writes to the log on a quiet host
+    assert controller._announce_record() is None
+    assert [e["event_type"] for e in tail(event_log.path, 10)] == ["controller.record_recovered"]
+    assert controller._announce_record() is None
+    assert len(tail(event_log.path, 10)) == 1
