@@ -309,10 +309,16 @@ class RealExecutor:
             "message": action.message,
             "params": action.params,
         }
-        for name in ("expected_state", "expected_started_at", "pid_start_time", "user"):
+        # Enough to rebuild the intent from this line alone if the memory is lost (see salvage).
+        for name in ("expected_state", "expected_started_at", "pid_start_time", "user", "ledger_entry"):
             value = getattr(t, name)
             if value is not None:
                 details[name] = value
+        gpus = _gpus_of(action)
+        if gpus:
+            details["gpus"] = gpus
+        if intent.reclaimed_gpu_s is not None:
+            details["reclaimed_gpu_s"] = intent.reclaimed_gpu_s
         self._events.write_durable(EventType.ACTION_STARTED, user=t.user, details=details)
         self._begun[action.key] = intent
         logger.info(

@@ -13,13 +13,15 @@ and the daemon starts without it instead of refusing to start:
 ``inspect-cache.bin``      rewritten after the first pass (``ds01ctl`` starts cold meanwhile)
 =========================  ====================================================================
 
-A fresh memory is more conservative than the lost one in everything but three things, which are
+A fresh memory is more conservative than the lost one in everything but four things, which are
 rebuilt from the event log (:func:`memory_from_events`) so that losing the memory never makes the
 controller bolder: an open **circuit breaker** (a fresh memory would close it), **GPU resets**
 already performed (a fresh memory would allow resetting a still-dirty GPU again) and **back-off**
-of failed actions. When the event log cannot be read, the breaker is opened (unknown is not
-safe). Warnings and admin notices are not rebuilt: they may be sent once more, and a stop waits
-for its warning's lead time again.
+of failed actions. Destructive actions **started and never closed** (a crash during one) are
+rebuilt as open intents from their ``controller.action_started`` lines, so the next pass still
+records them once with their original reason. When the event log cannot be read, the breaker
+is opened (unknown is not safe). Warnings and admin notices are not rebuilt: they may be sent
+once more, and a stop waits for its warning's lead time again.
 
 Called by :func:`controller.loop.build_controller`.
 """
@@ -34,10 +36,21 @@ from pathlib import Path
 from typing import Any
 
 from loguru import logger
+from pydantic import ValidationError
 
 from controller.act.events import EventLog, EventType, parse_timestamp, tail
-from controller.memory import RETENTION_S, Attempt, Breaker, ControllerMemory, GpuMark, GpuMarkCause
+from controller.act.executor import event_reason
+from controller.memory import (
+    RETENTION_S,
+    Attempt,
+    Breaker,
+    ControllerMemory,
+    GpuMark,
+    GpuMarkCause,
+    Intent,
+)
 from controller.observe.docker_adapter import inspect_cache_readable
+from controller.plan.types import Action, Reason
 from controller.store import (
     INSPECT_CACHE_FILE,
     POLICY_STATUS_FILE,
@@ -153,11 +166,13 @@ def memory_from_event_log(path: Path, now: datetime) -> ControllerMemory:
     memory = memory_from_events(events, now)
     if memory.breaker.tripped:
         logger.error("circuit breaker restored from the event log: {}", memory.breaker.reason)
-    if memory.done or memory.attempts:
+    if memory.done or memory.attempts or memory.intents:
         logger.warning(
-            "restored from the event log: {} GPU reset(s) already performed, {} back-off(s)",
+            "restored from the event log: {} GPU reset(s) already performed, {} back-off(s), "
+            "{} action(s) started and never recorded as finished",
             len(memory.done),
             len(memory.attempts),
+            len(memory.intents),
         )
     return memory
 
@@ -174,6 +189,8 @@ def memory_from_events(events: Iterable[Mapping[str, Any]], now: datetime) -> Co
     done: dict[str, datetime] = {}
     marks: dict[str, GpuMark] = {}
     attempts: dict[str, Attempt] = {}
+    started: dict[tuple[str, str], tuple[datetime, Mapping[str, Any]]] = {}
+    closed: set[tuple[str, str]] = set()
     for event in events:
         kind = event.get("event_type")
         at = parse_timestamp(event.get("timestamp"))
@@ -190,6 +207,11 @@ def memory_from_events(events: Iterable[Mapping[str, Any]], now: datetime) -> Co
         key = d.get("key")
         if not isinstance(key, str) or at is None or at < horizon:
             continue
+        tie = (key, str(d.get("intent_at")))
+        if kind == EventType.ACTION_STARTED and d.get("phase") == "started":
+            started[tie] = (at, d)
+        elif d.get("phase") in ("done", "failed", "skipped"):
+            closed.add(tie)
         if key.startswith("ResetGpu:") and d.get("phase") != "started":
             # ResetGpu:<uuid>:<dirty since>:GpuDirty -- performed (or interrupted): never again blind.
             parts = key.split(":", 2)
@@ -206,4 +228,58 @@ def memory_from_events(events: Iterable[Mapping[str, Any]], now: datetime) -> Co
                 )
         elif d.get("phase") == "done" or kind in (EventType.GPU_HEALTH_CHECK,):
             attempts.pop(key, None)
-    return ControllerMemory(breaker=breaker, done=done, dirty_gpus=marks, attempts=attempts)
+    intents: dict[str, Intent] = {}
+    for tie, (at, d) in started.items():
+        if tie in closed:
+            continue
+        intent = _intent_from_started(tie[0], at, d)
+        if intent is not None:
+            intents[tie[0]] = intent
+    return ControllerMemory(breaker=breaker, done=done, dirty_gpus=marks, attempts=attempts, intents=intents)
+
+
+_REASON_BY_EVENT = {event_reason(r): r for r in Reason}
+
+
+def _intent_from_started(key: str, at: datetime, d: Mapping[str, Any]) -> Intent | None:
+    """The open intent a ``controller.action_started`` line describes; None if it is not complete."""
+    reason = _REASON_BY_EVENT.get(str(d.get("reason")))
+    intent_at = parse_timestamp(d.get("intent_at")) or at
+    target = {
+        name: d.get(name)
+        for name in (
+            "container",
+            "container_id",
+            "expected_state",
+            "expected_started_at",
+            "pid",
+            "pid_start_time",
+            "gpu",
+            "user",
+            "ledger_entry",
+        )
+        if d.get(name) is not None
+    }
+    gpus = d.get("gpus")
+    try:
+        action = Action.model_validate(
+            {
+                "kind": d.get("kind"),
+                "target": target,
+                "reason": reason,
+                "message": str(d.get("message") or ""),
+                "evidence": {"gpus": list(gpus)} if isinstance(gpus, list) else {},
+                "due_at": intent_at,
+                "key": key,
+                "params": d.get("params") if isinstance(d.get("params"), Mapping) else {},
+            }
+        )
+    except ValidationError as exc:
+        logger.warning("an unclosed intent in the event log cannot be rebuilt ({}): {}", key, exc)
+        return None
+    reclaimed = d.get("reclaimed_gpu_s")
+    return Intent(
+        action=action.model_dump(mode="json"),
+        started_at=intent_at,
+        reclaimed_gpu_s=float(reclaimed) if isinstance(reclaimed, int | float) else None,
+    )

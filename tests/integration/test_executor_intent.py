@@ -250,3 +250,41 @@ def test_outcome_lines_that_could_not_be_written_are_written_next_pass(
     assert after.intents == {}
     types = [e["event_type"] for e in read_events(good_log, intents=True)]
     assert types == ["controller.action_started", "maintenance.idle_kill"]
+
+
+def test_an_interrupted_stop_is_still_recorded_when_the_memory_is_lost_too(
+    docker_client: Any, make_container: Any, tmp_path: Path
+) -> None:
+    from controller.act.events import tail
+    from controller.act.salvage import memory_from_events
+
+    log = tmp_path / "events.jsonl"
+    c = make_container("sleep 300")
+    action = idle_stop(c)
+    memory = idle_memory(c, 600)
+
+    class Killed(Exception):
+        pass
+
+    ex = executor(docker_client, log, tmp_path / "ledger.json")
+    real_stop = ex._docker.stop
+
+    def die_in_stop(cid: str, *, timeout_s: int) -> None:
+        raise Killed  # the daemon dies here: the intent line is written, nothing else
+
+    ex._docker.stop = die_in_stop  # type: ignore[method-assign]
+    with pytest.raises(Killed):
+        ex._one(action, memory, NOW)
+    ex._docker.stop = real_stop  # type: ignore[method-assign]
+    docker_client.api.stop(c.id, timeout=1)  # the engine finished the stop
+    # The memory file is corrupt: what is left is the event log.
+    rebuilt = memory_from_events(tail(log, 1000), NOW + timedelta(seconds=5))
+    assert list(rebuilt.intents) == [action.key]
+    after, (o,) = executor(docker_client, log, tmp_path / "ledger.json").recover(
+        rebuilt, NOW + timedelta(seconds=5)
+    )
+    assert (o.reason, o.outcome, o.reclaimed_gpu_s) == (Reason.IDLE_TIMEOUT, Outcome.DONE, 600.0)
+    assert after.intents == {}
+    types = [(e["event_type"], e["details"]["phase"]) for e in read_events(log, intents=True)]
+    assert types == [("controller.action_started", "started"), ("maintenance.idle_kill", "done")]
+    assert memory_from_events(tail(log, 1000), NOW).intents == {}, "closed: not rebuilt again"
