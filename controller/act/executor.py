@@ -372,7 +372,12 @@ class RealExecutor:
             return memory.without_intent(key), None
         action = Action.model_validate(intent.action)
         if self._already_closed(key, intent):
-            return memory.without_intent(key), None
+            # Killed after the outcome line, before the memory saying so: the line stands; a GPU
+            # reset is marked done as the lost save would have (never repeated).
+            memory = memory.without_intent(key)
+            if action.kind in DONE_KINDS and key not in memory.done:
+                memory = memory.with_done(key, self._clock())
+            return memory, None
         verdict = self._verify(action, intent, now)
         if verdict is None:
             return memory, None  # may still be under way: look again next pass

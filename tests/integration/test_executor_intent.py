@@ -288,3 +288,39 @@ def test_an_interrupted_stop_is_still_recorded_when_the_memory_is_lost_too(
     types = [(e["event_type"], e["details"]["phase"]) for e in read_events(log, intents=True)]
     assert types == [("controller.action_started", "started"), ("maintenance.idle_kill", "done")]
     assert memory_from_events(tail(log, 1000), NOW).intents == {}, "closed: not rebuilt again"
+
+
+def test_a_gpu_reset_killed_before_its_memory_was_saved_is_not_repeated(
+    docker_client: Any, tmp_path: Path
+) -> None:
+    from controller.plan.types import Target
+
+    log = tmp_path / "events.jsonl"
+    marker = tmp_path / "resets"
+    action = Action(
+        kind=ActionKind.RESET_GPU,
+        target=Target(gpu=GPU),
+        reason=Reason.GPU_DIRTY,
+        message="reset",
+        due_at=NOW,
+        key=f"ResetGpu:{GPU}:2026-01-30T14:00:00+00:00:GpuDirty",
+    )
+    saved: list[ControllerMemory] = []
+    ex = RealExecutor(
+        docker_client,
+        EventLog(log),
+        RecordingNotifier(),
+        tmp_path / "ledger.json",
+        reset_command=["sh", "-c", f'echo "$1" >> {marker}', "reset", "{uuid}"],
+        clock=lambda: NOW,
+        save_memory=saved.append,
+    )
+    report = ex.execute(make_plan(action), ControllerMemory(), NOW)
+    assert report.outcomes[0].outcome is Outcome.DONE and action.key in report.memory.done
+    # Killed now: the outcome line is written, the memory on disk is the one saved with the intent.
+    on_disk = saved[-1]
+    assert action.key in on_disk.intents and action.key not in on_disk.done
+    after, outcomes = ex.recover(on_disk, NOW)
+    assert outcomes == () and after.intents == {}
+    assert action.key in after.done, "the planner must see the reset as done, or it resets again"
+    assert marker.read_text().split() == [GPU]
