@@ -266,3 +266,17 @@ def test_the_loop_announces_an_unwritable_record_once_and_notices_recovery_on_a_
     assert [e["event_type"] for e in tail(event_log.path, 10)] == ["controller.record_recovered"]
     assert controller._announce_record() is None
     assert len(tail(event_log.path, 10)) == 1
+
+
+def test_a_lost_memory_never_stops_an_idle_container_sooner() -> None:
+    from tests.unit.test_planner_idle import IdleHost, kinds
+
+    h = IdleHost()
+    for minute in range(0, 40, 5):
+        h.at(minute)
+    assert b.summary(h.at(40)) == [("StopContainer", "IdleTimeout", "train")]
+    # The memory is lost here: the same container, still idle, is observed by a fresh memory.
+    h.passes.memory = memory_from_events([], b.at(minutes=40))
+    seen = [kinds(h.at(minute)) for minute in (45, 50, 55)]
+    assert all(("StopContainer", "IdleTimeout") not in k for k in seen), seen
+    assert seen[0] == [], "a new idle streak starts: no stop, not even a warning yet"
