@@ -13,9 +13,12 @@ action per target, deadlines; a plan older than ``safety.maxActionAge`` is not a
 re-plans from a fresh observation at once).
 
 Crash safety: the real executor is handed one action at a time and the memory is saved after
-each outcome, so a ``kill -9`` loses nothing already done (a warning is not sent twice, a removal
-is not reported twice); a kill *during* actions leaves at most those in flight to be re-checked
-by the next start, which the executor's fresh-inspect preconditions make harmless.
+each outcome, so a ``kill -9`` between two actions loses nothing already done (a warning is not
+sent twice, a removal is not reported twice). A destructive action is recorded (an intent,
+saved) before it runs; a kill *during* it leaves that intent open, and the next pass has the
+executor verify and record it (:meth:`RealExecutor.recover`) before planning. A memory save that
+fails does not fail the pass: the executor then refuses destructive actions (it cannot record
+their intent), and the condition is announced once, in the pass summary and as a metric.
 
 Called by :mod:`controller.main`. Must not decide what to do (the planner does) nor touch the
 host itself (the executor does).
@@ -37,12 +40,13 @@ from typing import TYPE_CHECKING, Any
 
 from loguru import logger
 
-from controller.act.events import EventLog
+from controller.act.events import EventLog, EventType
 from controller.act.executor import DryRunExecutor, ExecutionReport, Executor, Outcome, RealExecutor
 from controller.act.gpu_reset import ResetPrecheck
 from controller.act.inventory import awareness_events, load_inventory, write_inventory
 from controller.act.notify import TerminalNotifier
 from controller.act.report import ActionOutcome
+from controller.act.salvage import load_state
 from controller.act.schedule import ActionScheduler, Limits
 from controller.memory import ControllerMemory
 from controller.observe.host import HostObserver, ObserveConfig
@@ -50,10 +54,17 @@ from controller.ops.sdnotify import Notifier
 from controller.plan.desired import PolicySetDesired
 from controller.plan.planner import plan as make_plan
 from controller.plan.types import Plan
+from controller.record import RecordHealth, RecordUnavailable
 from controller.settings import Settings
 from controller.snapshot import CgroupScope, Domain, Snapshot
 from controller.startup import degraded_line, one_line_error, recovered_line
-from controller.store import MemoryStore, acquire_run_lock, save_inspect_cache, write_policy_status
+from controller.store import (
+    MemoryStore,
+    StoreError,
+    acquire_run_lock,
+    save_inspect_cache,
+    write_policy_status,
+)
 from desired_state.effective import GlobalPolicy
 from desired_state.load import PolicyHolder
 from desired_state.policy_set import PolicySet
@@ -130,6 +141,8 @@ class Controller:
     # True until a clean status has been written: a stale failure from an earlier run is cleared.
     _policy_status_error: bool = field(default=True, repr=False)
     _inspect_cache_saved: bool = field(default=False, repr=False)
+    # The record (event log, memory file) could not be written: the error, while it lasts.
+    _record_problem: str | None = field(default=None, repr=False)
 
     def run_pass(self) -> PassResult:
         started = time.monotonic()
@@ -138,6 +151,7 @@ class Controller:
         snapshot = self.observer.observe()
         observed_mono = self.scheduler.monotonic()  # a plan's age (safety.maxActionAge) counts from here
         self._announce_health(snapshot)
+        recovered = self._recover_intents()
         if snapshot.docker_api_calls > 1 or not self._inspect_cache_saved:
             # Something was (re)inspected: save the cache so a cold ds01ctl need not inspect 500.
             save_inspect_cache(self.settings.state_dir, self.observer.export_inspect_cache())
@@ -146,18 +160,81 @@ class Controller:
         desired = PolicySetDesired(self.policy.current)
         the_plan = make_plan(snapshot, desired, self.memory, now)
         report = self._execute(the_plan, now, observed_mono, desired.global_policy)
+        if recovered:
+            report = report.model_copy(update={"outcomes": (*recovered, *report.outcomes)})
         memory = report.memory.model_copy(update={"last_pass_at": now})
         self._save(memory)
         self._awareness(snapshot)
+        record_problem = self._announce_record()
         duration_s = time.monotonic() - started
         summary = summarize(snapshot, the_plan, report, duration_s)
+        if record_problem is not None:
+            summary += f" RECORD UNWRITABLE ({record_problem}): no destructive action"
         if self.metrics is not None:
             record_metrics(self.metrics, snapshot, the_plan, report, duration_s, memory)
+            self.metrics.set_record_writable(record_problem is None)
         return PassResult(snapshot, the_plan, report, duration_s, summary)
 
     def _save(self, memory: ControllerMemory) -> None:
-        self.store.save(memory)
+        """Keep ``memory`` and save it. A save that fails (disk full, read-only) does not end the
+        pass: observation, metrics and awareness go on, the failure is a health state, and the
+        executor refuses destructive actions until the memory can be written again."""
         self.memory = memory
+        try:
+            self.store.save(memory)
+        except (OSError, StoreError) as exc:
+            logger.debug("memory not saved: {}", exc)  # announced once by _announce_record
+
+    def _recover_intents(self) -> tuple[ActionOutcome, ...]:
+        """Complete the record of actions an earlier run left open (killed during them)."""
+        recover = getattr(self.executor, "recover", None)
+        if not self.memory.intents or self.settings.dry_run or recover is None:
+            return ()
+        memory, outcomes = recover(self.memory, self.clock())
+        if memory is not self.memory:
+            self._save(memory)  # written before the pass goes on: a crash now does not record twice
+        return tuple(outcomes)
+
+    def _announce_record(self) -> str | None:
+        """One line (and event) when the record becomes unwritable, one when it is writable again."""
+        health = self.store.health
+        probed = False
+        if self._record_problem is not None and health.failing() == {str(self.event_log.path)}:
+            # On a quiet host nothing else writes to the log: the recovery line is the probe.
+            with contextlib.suppress(RecordUnavailable):
+                self.event_log.write_durable(
+                    EventType.RECORD_RECOVERED, user=None, details={"was": self._record_problem}
+                )
+                probed = True
+        problem = health.problem()
+        if problem is not None and self._record_problem is None:
+            logger.error(
+                "degraded: the record cannot be written ({}); no destructive action runs until it can "
+                "(observation, metrics and awareness go on)",
+                problem,
+            )
+            self.event_log.write(EventType.RECORD_UNAVAILABLE, user=None, details={"error": problem})
+            write_policy_status(
+                self.settings.state_dir,
+                self.policy.loaded_at,
+                [str(e) for e in self.policy.last_errors],
+                self.clock(),
+                record_error=problem,
+            )
+        elif problem is None and self._record_problem is not None:
+            logger.info("recovered: the record can be written again; destructive actions resume")
+            if not probed:
+                self.event_log.write(
+                    EventType.RECORD_RECOVERED, user=None, details={"was": self._record_problem}
+                )
+            write_policy_status(
+                self.settings.state_dir,
+                self.policy.loaded_at,
+                [str(e) for e in self.policy.last_errors],
+                self.clock(),
+            )
+        self._record_problem = problem
+        return problem
 
     def _execute(
         self, the_plan: Plan, now: datetime, observed_mono: float, gp: GlobalPolicy
@@ -209,7 +286,13 @@ class Controller:
 
     def _write_policy_status(self, errors: list[str]) -> None:
         """What ``ds01ctl get policies`` reports about the daemon's last reload."""
-        write_policy_status(self.settings.state_dir, self.policy.loaded_at, errors, self.clock())
+        write_policy_status(
+            self.settings.state_dir,
+            self.policy.loaded_at,
+            errors,
+            self.clock(),
+            record_error=self._record_problem,
+        )
         self._policy_status_error = bool(errors)
 
     def _apply_global(self, gp: GlobalPolicy) -> None:
@@ -222,8 +305,17 @@ class Controller:
             }
         )
         if not self.settings.dry_run:
-            observer, event_log, settings = self.observer, self.event_log, self.settings
-            self.executor = _LazyDockerExecutor(lambda: make_real_executor(observer, event_log, settings, gp))
+            # Mid-action saves (an intent before a stop) go through the scheduler, which merges them
+            # with every other action's outcome: actions run side by side.
+            observer, event_log, settings, save = (
+                self.observer,
+                self.event_log,
+                self.settings,
+                self.scheduler.saver(self.store.save),
+            )
+            self.executor = _LazyDockerExecutor(
+                lambda: make_real_executor(observer, event_log, settings, gp, save_memory=save)
+            )
 
     def _announce_health(self, snapshot: Snapshot) -> None:
         """One ``degraded:`` line when a domain becomes unavailable, one ``recovered:`` when it is back."""
@@ -271,15 +363,21 @@ class Controller:
 
 
 def summarize(snapshot: Snapshot, the_plan: Plan, report: ExecutionReport, duration_s: float) -> str:
-    running = sum(1 for c in snapshot.containers if c.state == "running")
     down = [h.domain.value for h in snapshot.health if not h.ok]
+    # Unavailable is not empty: a domain that could not be read is counted "unknown", never 0.
+    if snapshot.domain_ok(Domain.DOCKER):
+        running = str(sum(1 for c in snapshot.containers if c.state == "running"))
+        containers = str(len(snapshot.containers))
+    else:
+        running = containers = "unknown"
+    gpus = str(len(snapshot.gpus)) if snapshot.domain_ok(Domain.NVML) else "unknown"
     outcomes: dict[str, int] = {}
     for o in report.outcomes:
         outcomes[o.outcome] = outcomes.get(o.outcome, 0) + 1
     parts = [
         f"pass {duration_s * 1000:.0f}ms",
-        f"containers={len(snapshot.containers)} running={running}",
-        f"gpus={len(snapshot.gpus)}",
+        f"containers={containers} running={running}",
+        f"gpus={gpus}",
         f"actions={len(the_plan.actions)}",
         f"deferred={len(the_plan.deferred)}",
     ]
@@ -344,17 +442,12 @@ def record_metrics(
         and not p.is_system
         and p.cgroup_scope is CgroupScope.ENGINE  # another runtime's workload is not an orphan
     )
-    actions = {a.key: a for a in the_plan.actions}
     for o in report.outcomes:
         metrics.record_action(o.kind, o.reason, o.outcome)
-        action = actions.get(o.key)
-        if action is not None and o.outcome == "done" and action.reason == "IdleTimeout":
-            # GPU-seconds this container had been holding its GPUs idle: what the stop reclaimed.
-            cm = the_plan.memory.containers.get(action.target.container_id or "")
-            if cm is not None and cm.idle_since is not None:
-                idle_s = (the_plan.evaluated_at - cm.idle_since).total_seconds()
-                gpus = len(action.evidence.get("gpus", [])) or 1
-                metrics.add_reclaimed_gpu_seconds(max(0.0, idle_s) * gpus)
+        if o.outcome == "done" and o.reclaimed_gpu_s is not None:
+            # GPU-seconds the stopped container had been holding idle (the executor computed it
+            # when the stop began; a stop completed after a restart counts too).
+            metrics.add_reclaimed_gpu_seconds(o.reclaimed_gpu_s)
     # Unavailable is not empty: a series that could not be observed disappears instead of reading 0.
     metrics.observe_pass(
         duration_s=duration_s,
@@ -504,7 +597,11 @@ def next_wait_s(the_plan: Plan | None, now: datetime, interval_s: float) -> floa
 
 
 def make_real_executor(
-    observer: HostObserver, event_log: EventLog, settings: Settings, gp: GlobalPolicy
+    observer: HostObserver,
+    event_log: EventLog,
+    settings: Settings,
+    gp: GlobalPolicy,
+    save_memory: Callable[[ControllerMemory], None] | None = None,
 ) -> RealExecutor:
     return RealExecutor(
         docker_client=observer.docker,
@@ -514,6 +611,7 @@ def make_real_executor(
         reset_command=gp.gpu_reset_command.value,
         kill_grace_s=gp.kill_grace_s.value,
         reset_precheck=ResetPrecheck(observer.observe),
+        save_memory=save_memory,
     )
 
 
@@ -548,6 +646,17 @@ class _LazyDockerExecutor:
             real = self._real
         return real.execute(plan, memory, now)
 
+    def recover(
+        self, memory: ControllerMemory, now: datetime
+    ) -> tuple[ControllerMemory, tuple[ActionOutcome, ...]]:
+        if self._real is None:
+            try:
+                self._real = self._build()
+            except Exception as exc:  # the engine is down: the intents stay open until it answers
+                logger.warning("open intents not verified yet: {}", one_line_error(exc))
+                return memory, ()
+        return self._real.recover(memory, now)
+
 
 def host_keepalive_path(policy_set: PolicySet) -> str:
     """The keep-alive path the observer reads in every container.
@@ -581,13 +690,22 @@ def build_controller(
             keepalive_path=host_keepalive_path(policy.current),
         )
     )
-    event_log = EventLog(settings.events_log)
+    # One health for both halves of the record: the executor acts only when both can be written.
+    health = RecordHealth()
+    event_log = EventLog(settings.events_log, health=health)
+    store = MemoryStore(settings.state_dir, health=health)
+    scheduler = ActionScheduler()
     executor: Executor
     if settings.dry_run:
         executor = DryRunExecutor(event_log)
     else:
-        executor = _LazyDockerExecutor(lambda: make_real_executor(observer, event_log, settings, gp))
-    store = MemoryStore(settings.state_dir)
+        # Mid-action saves merge with the other actions' outcomes (see ActionScheduler.saver).
+        save = scheduler.saver(store.save)
+        executor = _LazyDockerExecutor(
+            lambda: make_real_executor(observer, event_log, settings, gp, save_memory=save)
+        )
+    on_quarantine = metrics.record_quarantine if metrics is not None else None
+    memory = load_state(store, event_log, utcnow(), on_quarantine=on_quarantine)
     controller = Controller(
         settings=settings,
         observer=observer,
@@ -595,8 +713,9 @@ def build_controller(
         executor=executor,
         store=store,
         event_log=event_log,
-        memory=store.load(),
+        memory=memory,
         metrics=metrics,
+        scheduler=scheduler,
     )
     controller._policy_loaded_at = policy.loaded_at
     return controller

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 from enum import StrEnum
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -104,6 +105,28 @@ class GpuMark(BaseModel):
     cause: GpuMarkCause
 
 
+class Intent(BaseModel):
+    """A destructive action the executor is about to carry out, saved (fsynced) before it starts.
+
+    Cleared when the action's outcome is recorded. One still present when a pass begins belongs to
+    an action whose outcome was never recorded (the daemon was killed during it, or the record could
+    not be written): the executor verifies the outcome and completes the record with the original
+    reason (:meth:`controller.act.executor.RealExecutor.recover`).
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    action: dict[str, Any] = Field(description="The planned Action (JSON form): kind, target, reason, params")
+    started_at: datetime
+    reclaimed_gpu_s: float | None = Field(
+        default=None, description="GPU-seconds an idle stop reclaims (the idle time it ends, times its GPUs)"
+    )
+    closing: list[dict[str, Any]] = Field(
+        default_factory=list,
+        description="Outcome events that could not be written yet ({event_type, user, details})",
+    )
+
+
 class ControllerMemory(BaseModel):
     model_config = ConfigDict(frozen=True)
 
@@ -124,6 +147,9 @@ class ControllerMemory(BaseModel):
         default_factory=dict, description="physical GPU UUID -> dirty mark (reset or alert pending)"
     )
     last_pass_at: datetime | None = None
+    intents: dict[str, Intent] = Field(
+        default_factory=dict, description="action key -> destructive action started, outcome not yet recorded"
+    )
 
     # --- outcome transitions used by the executor -------------------------------------------
     def with_done(self, key: str, at: datetime) -> ControllerMemory:
@@ -152,6 +178,18 @@ class ControllerMemory(BaseModel):
             failures=failures, last_error=error, next_attempt_at=at + timedelta(seconds=delay)
         )
         return self.model_copy(update={"attempts": attempts})
+
+    def with_intent(self, key: str, intent: Intent) -> ControllerMemory:
+        intents = dict(self.intents)
+        intents[key] = intent
+        return self.model_copy(update={"intents": intents})
+
+    def without_intent(self, key: str) -> ControllerMemory:
+        if key not in self.intents:
+            return self
+        intents = dict(self.intents)
+        del intents[key]
+        return self.model_copy(update={"intents": intents})
 
     def with_breaker(self, breaker: Breaker) -> ControllerMemory:
         return self.model_copy(update={"breaker": breaker})

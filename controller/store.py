@@ -28,7 +28,7 @@ import fcntl
 import json
 import os
 import stat
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -36,6 +36,7 @@ from loguru import logger
 from pydantic import ValidationError
 
 from controller.memory import SCHEMA_VERSION, ControllerMemory
+from controller.record import RecordHealth
 
 MEMORY_FILE = "memory.json"
 POLICY_STATUS_FILE = "policy-status.json"
@@ -150,11 +151,14 @@ def _read_nofollow(path: Path) -> bytes:
 class MemoryStore:
     """Loads and saves the controller's memory in ``state_dir`` (created 0700 if missing)."""
 
-    def __init__(self, state_dir: Path) -> None:
+    def __init__(self, state_dir: Path, health: RecordHealth | None = None) -> None:
         self.state_dir = Path(state_dir)
         self.path = self.state_dir / MEMORY_FILE
         self._tmp_path = self.state_dir / (MEMORY_FILE + TMP_SUFFIX)
         self._uids = frozenset({os.geteuid()})
+        # The result of every save (file and errno on failure): the loop reports it, the executor
+        # refuses destructive actions while the memory cannot be written.
+        self.health = health if health is not None else RecordHealth()
         self._ensure_dir()
 
     def _ensure_dir(self) -> None:
@@ -184,22 +188,69 @@ class MemoryStore:
 
     def quarantine(self, at: datetime | None = None) -> Path | None:
         """Move an unreadable memory file aside (kept for the admin) so the daemon can start."""
-        at = at or datetime.now(UTC)
-        if _lstat(self.path, "state file") is None:
-            return None
-        target = self.path.with_name(f"{MEMORY_FILE}.corrupt-{at.strftime('%Y%m%dT%H%M%SZ')}")
-        self.path.replace(target)
-        return target
+        return quarantine_file(self.path, at)
+
+    def load_or_quarantine(self, at: datetime | None = None) -> tuple[ControllerMemory, Path | None, str]:
+        """The saved memory; a corrupt or unreadable one is moved aside and an empty memory returned.
+
+        Returns ``(memory, quarantined_to, why)``: ``quarantined_to`` is None (and ``why`` empty)
+        when the file was read. An untrusted directory or file still raises (it is refused, never
+        moved or read), and so does a quarantine that cannot be done.
+        """
+        try:
+            return self.load(), None, ""
+        except StoreCorrupt as exc:
+            why = str(exc)
+        except StoreUnavailable as exc:
+            if _lstat(self.path, "state file") is None or isinstance(exc.__cause__, PermissionError):
+                raise  # no file, or a permission problem to fix: moving the file would not help
+            why = str(exc)
+        except OSError as exc:  # EIO and the like: the file is there but cannot be read
+            why = f"{self.path} cannot be read ({exc.strerror or exc})"
+        target = self.quarantine(at)
+        return ControllerMemory(), target, why
 
     def save(self, memory: ControllerMemory) -> None:
-        """Replace the saved memory atomically. Raises ``OSError`` or :class:`StoreError`."""
-        _check_dir(self.state_dir, self._uids)
-        _check_file(self.path, self._uids)
-        _atomic_write(self.state_dir, self.path, memory.model_dump_json().encode("utf-8"))
+        """Replace the saved memory atomically. Raises ``OSError`` naming the file, or :class:`StoreError`."""
+        try:
+            _check_dir(self.state_dir, self._uids)
+            _check_file(self.path, self._uids)
+            _atomic_write(self.state_dir, self.path, memory.model_dump_json().encode("utf-8"))
+        except OSError as exc:
+            self.health.failed(self.path, exc)
+            raise
+        self.health.ok(self.path)
+
+
+def quarantine_file(path: Path, at: datetime | None = None) -> Path | None:
+    """Move ``path`` aside as ``<name>.corrupt-<UTC time>`` (kept for the admin); None if missing."""
+    at = at or datetime.now(UTC)
+    if _lstat(path, "state file") is None:
+        return None
+    stamp = at.strftime("%Y%m%dT%H%M%SZ")
+    target = path.with_name(f"{path.name}.corrupt-{stamp}")
+    n = 1
+    while target.exists():  # two quarantines in one second: keep both
+        n += 1
+        target = path.with_name(f"{path.name}.corrupt-{stamp}-{n}")
+    path.replace(target)
+    return target
 
 
 def _atomic_write(state_dir: Path, path: Path, data: bytes) -> None:
-    """Write, fsync, rename into place, fsync the directory: readers see old or new, never half."""
+    """Write, fsync, rename into place, fsync the directory: readers see old or new, never half.
+
+    Raises ``OSError`` whose ``filename`` is ``path`` (a bare ``[Errno 28]`` names no file).
+    """
+    try:
+        _atomic_write_unnamed(state_dir, path, data)
+    except OSError as exc:
+        if exc.filename is not None or exc.errno is None:
+            raise
+        raise OSError(exc.errno, exc.strerror or os.strerror(exc.errno), str(path)) from exc
+
+
+def _atomic_write_unnamed(state_dir: Path, path: Path, data: bytes) -> None:
     tmp_path = path.with_name(path.name + TMP_SUFFIX)
     with contextlib.suppress(FileNotFoundError):
         tmp_path.unlink()  # left by a crash mid-save; never trusted, never read
@@ -225,14 +276,22 @@ def _atomic_write(state_dir: Path, path: Path, data: bytes) -> None:
         os.close(dir_fd)
 
 
-def write_policy_status(state_dir: Path, loaded_at: datetime, errors: list[str], now: datetime) -> None:
-    """Record the daemon's last policy reload for ``ds01ctl get policies`` (never raises)."""
-    status = {
+def write_policy_status(
+    state_dir: Path, loaded_at: datetime, errors: list[str], now: datetime, *, record_error: str | None = None
+) -> None:
+    """Record the daemon's last policy reload for ``ds01ctl get policies`` (never raises).
+
+    ``record_error``: the event log or the memory cannot be written (file and errno), so the
+    daemon runs no destructive action; best effort, as the status file may share the full disk.
+    """
+    status: dict[str, object] = {
         "checked_at": now.isoformat(),
         "policy_loaded_at": loaded_at.isoformat(),
         "reload_failed": bool(errors),
         "errors": errors[:20],
     }
+    if record_error is not None:
+        status["record_error"] = record_error
     try:
         _atomic_write(state_dir, state_dir / POLICY_STATUS_FILE, json.dumps(status).encode("utf-8"))
     except OSError as exc:
@@ -345,3 +404,19 @@ def load_inspect_cache(state_dir: Path) -> bytes | None:
         return _read_nofollow(path)
     except (OSError, StoreError):
         return None
+
+
+def check_state_file(path: Path, check: Callable[[bytes], str | None]) -> str | None:
+    """Why the state file ``path`` cannot be used (``check`` reads its bytes), or None: fine or missing.
+
+    Raises :class:`StoreUntrusted` for a file another user could have written (never read, never moved).
+    """
+    if _check_file(path, frozenset({os.geteuid()})) is None:
+        return None
+    try:
+        data = _read_nofollow(path)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        return f"cannot be read ({exc.strerror or exc})"
+    return check(data)

@@ -16,12 +16,25 @@ Guarantees of :meth:`EventLog.write`:
   cannot forge a line, colour a terminal or make the encoder fail;
 - it never raises: the log is an audit trail, and losing a line must not stop an action.
 
+:meth:`EventLog.write_durable` is the other way to write, for the lines an action depends on (the
+intent before a destructive action, its outcome after): it ``fsync``s the line and raises
+:class:`controller.record.RecordUnavailable` (file and errno) when it cannot be written, so the
+executor can refuse to act. Every write, either way, updates ``EventLog.health``.
+
+Destructive actions carry ``details.phase``: ``started`` on ``controller.action_started`` (the
+intent), then ``done`` on the action's own DS01 event (``maintenance.idle_kill``,
+``container.remove``...; ``controller.action_done`` when it was already done), ``failed`` on
+``controller.action_failed``, or ``skipped`` on ``controller.action_skipped`` when the re-check at
+signal time found nothing to do. ``details.intent_at`` ties the outcome to its intent, and
+``details.recovered`` marks an outcome recorded by a later pass (after a crash).
+
 :func:`tail` reads the last lines of a multi-gigabyte file by seeking from the end.
 Called by the executors, the inventory's awareness events and ``ds01ctl get events``.
 """
 
 from __future__ import annotations
 
+import errno
 import fnmatch
 import json
 import math
@@ -37,6 +50,7 @@ from typing import Any
 from loguru import logger
 
 from controller.act.sanitize import ELLIPSIS, clean
+from controller.record import RecordHealth
 
 SCHEMA_VERSION = "1"
 SOURCE = "ds01-controller"
@@ -71,6 +85,11 @@ class EventType:
     ALERT = "controller.alert"
     ACTION_FAILED = "controller.action_failed"
     ACTION_SKIPPED = "controller.action_skipped"
+    ACTION_STARTED = "controller.action_started"
+    ACTION_DONE = "controller.action_done"
+    RECORD_UNAVAILABLE = "controller.record_unavailable"
+    RECORD_RECOVERED = "controller.record_recovered"
+    STATE_QUARANTINED = "controller.state_quarantined"
     DRY_RUN = "controller.dry_run"
     BREAKER_TRIPPED = "controller.breaker_tripped"
     CONTAINER_DISCOVERED = "detection.container_discovered"
@@ -211,9 +230,12 @@ ROTATION_RETRIES = 5
 class EventLog:
     """Appends events to one JSONL file. Safe to share with other writers of the same file."""
 
-    def __init__(self, path: Path, *, clock: Callable[[], datetime] | None = None) -> None:
+    def __init__(
+        self, path: Path, *, clock: Callable[[], datetime] | None = None, health: RecordHealth | None = None
+    ) -> None:
         self.path = Path(path)
         self._clock = clock or (lambda: datetime.now(UTC))
+        self.health = health if health is not None else RecordHealth()
 
     def write(
         self,
@@ -231,7 +253,29 @@ class EventLog:
             )
             self._append(line)
         except Exception as exc:  # the audit trail must never break an action
+            self.health.failed(self.path, exc)
             logger.warning("event log {}: could not write {}: {}", self.path, clean(event_type), exc)
+        else:
+            self.health.ok(self.path)
+
+    def write_durable(
+        self,
+        event_type: str,
+        *,
+        user: str | None,
+        source: str = SOURCE,
+        details: Mapping[str, object] | None = None,
+        at: datetime | None = None,
+    ) -> None:
+        """Append one event and ``fsync`` it. Raises :class:`RecordUnavailable` (file and errno)."""
+        line = format_line(
+            event_type, user=user, source=source, details=details or {}, at=at or self._clock()
+        )
+        try:
+            self._append(line, sync=True)
+        except OSError as exc:
+            raise self.health.failed(self.path, exc) from exc
+        self.health.ok(self.path)
 
     def _open(self) -> int:
         """Open the log for one append, creating it 0640 if it is missing.
@@ -255,7 +299,7 @@ class EventLog:
                 continue  # rotated away between the two opens
         raise OSError(f"{self.path} kept disappearing while opening it (rotation loop?)")
 
-    def _append(self, line: bytes) -> None:
+    def _append(self, line: bytes, *, sync: bool = False) -> None:
         # Never group- or world-writable, whatever the umask (others could swap the log for a link).
         self.path.parent.mkdir(mode=LOG_DIR_MODE, parents=True, exist_ok=True)
         fd = self._open()
@@ -265,7 +309,9 @@ class EventLog:
             written = os.write(fd, line)
             if written != len(line):
                 # Only on a full disk; the short line has no newline and readers skip it.
-                raise OSError(f"short write ({written} of {len(line)} bytes)")
+                raise OSError(errno.ENOSPC, f"short write ({written} of {len(line)} bytes)", str(self.path))
+            if sync:
+                os.fsync(fd)
         finally:
             os.close(fd)
 

@@ -31,6 +31,16 @@ The reset command is the executor's own (from the controller's configuration at 
 command carried in a plan's parameters: a plan is data that ``ds01ctl`` prints and tests build,
 and it must never decide what the daemon executes as root.
 
+**Intent first.** Before a destructive action (StopContainer, RemoveContainer, KillProcess,
+ResetGpu, ReleaseAllocation) touches anything, and after its re-check, the executor records what
+it is about to do and why: an :class:`~controller.memory.Intent` in the memory (saved through
+``save_memory``, fsynced) and a ``controller.action_started`` line (fsynced). When either write
+fails, the action does not run: it is ``skipped`` with the file and the errno (fail closed: the
+controller never does what it cannot record). The outcome closes the intent with ``phase``
+``done``/``failed``/``skipped`` on the action's own event. An intent still open when a pass begins
+(the daemon was killed during the action) is verified against the world and completed with its
+original reason by :meth:`RealExecutor.recover`.
+
 Called by the daemon loop. The dry-run executor is :class:`controller.act.dry_run.DryRunExecutor`.
 """
 
@@ -49,15 +59,17 @@ from loguru import logger
 from controller.act.docker_ops import DockerOps, Inspected
 from controller.act.dry_run import DryRunExecutor
 from controller.act.errors import ActError, ConflictError, GoneError, PermanentError, TransientError, classify
-from controller.act.events import EventLog, EventType
+from controller.act.events import EventFilter, EventLog, EventType, tail, utc_timestamp
 from controller.act.gpu_reset import DEFAULT_RESET_COMMAND, run_reset
-from controller.act.ledger_writer import release_row
+from controller.act.ledger_writer import release_row, row_matches
 from controller.act.notify import Notifier
-from controller.act.process_ops import Identity, kill_ladder
+from controller.act.process_ops import Identity, check_identity, kill_ladder
 from controller.act.report import ActionOutcome, ExecutionReport, Executor, Outcome
 from controller.act.sanitize import clean
-from controller.memory import ControllerMemory
+from controller.memory import ControllerMemory, Intent
+from controller.observe.ledger import parse_ledger_text
 from controller.plan.types import Action, ActionKind, Plan, Reason
+from controller.record import RecordUnavailable
 
 __all__ = ["DryRunExecutor", "ExecutionReport", "Executor", "Outcome", "RealExecutor"]
 
@@ -70,6 +82,17 @@ STARTED_AT_TOLERANCE = timedelta(milliseconds=1)
 # releases are level-triggered: if the world still shows the target, they run again.
 DONE_KINDS = frozenset({ActionKind.WARN_OWNER, ActionKind.ALERT_ADMIN, ActionKind.RESET_GPU})
 _NOT_RUNNING = frozenset({"created", "exited", "dead"})
+# After a crash, an action found still under way is given this long past its own timeout to finish
+# (docker stop goes on in the engine when the client dies) before it is recorded as not carried out.
+RECOVERY_SLACK_S = 30.0
+# How far back in the event log a recovery looks for an outcome already written.
+RECOVERY_SCAN_LINES = 20_000
+_PHASE = {
+    Outcome.DONE: "done",
+    Outcome.ALREADY_DONE: "done",
+    Outcome.FAILED: "failed",
+    Outcome.SKIPPED: "skipped",
+}
 
 # DS01's container.remove reasons (notes §4.3, §3); other reasons are written in snake_case.
 _DS01_REASON = {
@@ -98,6 +121,7 @@ class _Done:
     detail: str
     memory: ControllerMemory
     events: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+    reclaimed_gpu_s: float | None = None
 
 
 def _gpus_of(action: Action) -> list[str]:
@@ -147,8 +171,13 @@ class RealExecutor:
         kill_wait_s: float = 5.0,
         ledger_lock_timeout_s: float = 5.0,
         verify_timeout_s: float = 10.0,
+        save_memory: Callable[[ControllerMemory], None] | None = None,
     ) -> None:
         self._docker = DockerOps(docker_client, verify_timeout_s=verify_timeout_s)
+        # Saves (and fsyncs) the memory holding a new intent before the action runs; raises OSError.
+        self._save_memory = save_memory
+        # Intents written for the actions in progress (action key -> intent), closed by _recorded.
+        self._begun: dict[str, Intent] = {}
         self._events = event_log
         self._notifier = notifier
         self._ledger_path = Path(ledger_path)
@@ -166,13 +195,7 @@ class RealExecutor:
         outcomes: list[ActionOutcome] = []
         for action in plan.actions:
             started = time.monotonic()
-            try:
-                result = self._one(action, mem, now)
-            except Exception as exc:  # the last guard: one broken action never ends the pass
-                logger.opt(exception=exc).error("executor: unexpected error in {}", action.key)
-                result = self._failed(
-                    action, mem, classify(exc, f"{action.kind.value} {action.target.label()}")
-                )
+            result = self._recorded(action, mem, now)
             mem = result.memory
             for event_type, details in result.events:
                 self._events.write(event_type, user=action.target.user, details=details)
@@ -185,6 +208,7 @@ class RealExecutor:
                     outcome=result.outcome,
                     detail=clean(result.detail, 1000),
                     duration_s=round(time.monotonic() - started, 6),
+                    reclaimed_gpu_s=result.reclaimed_gpu_s,
                 )
             )
             log = logger.warning if result.outcome is Outcome.FAILED else logger.info
@@ -196,6 +220,305 @@ class RealExecutor:
                 clean(result.detail, 300),
             )
         return ExecutionReport(outcomes=tuple(outcomes), memory=mem)
+
+    # --- one action, recorded: intent before, outcome after -----------------------------------
+    def _recorded(self, action: Action, mem: ControllerMemory, now: datetime) -> _Done:
+        """Run one action; when it wrote an intent, close it with the outcome (written durably).
+
+        An outcome line that cannot be written keeps the intent, holding those lines, so the next
+        pass writes them (:meth:`recover`): the record is completed exactly once.
+        """
+        self._begun.pop(action.key, None)
+        try:
+            result = self._one(action, mem, now)
+        except Exception as exc:  # the last guard: one broken action never ends the pass
+            logger.opt(exception=exc).error("executor: unexpected error in {}", action.key)
+            result = self._failed(action, mem, classify(exc, f"{action.kind.value} {action.target.label()}"))
+        intent = self._begun.pop(action.key, None)
+        if intent is None:
+            return result  # nothing was started: the events are the plain audit lines
+        events = self._closing_events(action, intent, result.outcome, result.detail, result.events)
+        memory = result.memory.without_intent(action.key)
+        try:
+            for event_type, details in events:
+                self._events.write_durable(event_type, user=action.target.user, details=details)
+        except RecordUnavailable as err:
+            logger.error(
+                "{} {}: outcome not recorded yet ({}); retried next pass", action.kind.value, action.key, err
+            )
+            closing = [{"event_type": t, "user": action.target.user, "details": d} for t, d in events]
+            memory = memory.with_intent(action.key, intent.model_copy(update={"closing": closing}))
+        result.memory = memory
+        result.events = []
+        if result.outcome is Outcome.DONE and intent.reclaimed_gpu_s is not None:
+            result.reclaimed_gpu_s = intent.reclaimed_gpu_s
+        return result
+
+    def _closing_events(
+        self,
+        action: Action,
+        intent: Intent,
+        outcome: Outcome,
+        detail: str,
+        events: list[tuple[str, dict[str, Any]]],
+        *,
+        recovered: bool = False,
+    ) -> list[tuple[str, dict[str, Any]]]:
+        """The outcome lines of an intent: the first carries ``phase`` (done, failed, skipped)."""
+        phase = _PHASE.get(outcome, "failed")
+        tie: dict[str, Any] = {"phase": phase, "intent_at": intent.started_at}
+        if recovered:
+            tie["recovered"] = True
+        if not events:
+            kind = EventType.ACTION_DONE if phase == "done" else EventType.ACTION_FAILED
+            events = [(kind, {**self._base(action), "outcome": outcome.value, "detail": detail})]
+        first_type, first = events[0]
+        return [(first_type, {**first, "key": action.key, **tie}), *events[1:]]
+
+    def _begin(self, action: Action, mem: ControllerMemory, now: datetime) -> ControllerMemory:
+        """Record the intent (memory, then event line; both fsynced) just before the action runs.
+
+        Raises :class:`RecordUnavailable` naming the file and errno: then the action must not run.
+        The memory goes first: a crash between the two writes leaves an intent that the next pass
+        verifies (the action never ran), never a ``started`` line that nothing closes.
+        """
+        earlier = mem.intents.get(action.key)
+        if earlier is not None and earlier.closing:
+            raise _Skip("the outcome of the previous attempt is not recorded yet; nothing runs before it is")
+        if earlier is not None:
+            # The same decision, interrupted earlier and still open (a stop the engine may still be
+            # carrying out): this run completes that intent; its record stays one start, one outcome.
+            self._begun[action.key] = earlier
+            logger.info(
+                "{} {}: resuming the interrupted action", action.kind.value, clean(action.target.label(), 80)
+            )
+            return mem
+        intent = Intent(
+            action=action.model_dump(mode="json"),
+            started_at=self._clock(),
+            reclaimed_gpu_s=_reclaimed_gpu_s(action, mem, now),
+        )
+        recorded = mem.with_intent(action.key, intent)
+        if self._save_memory is not None:
+            try:
+                self._save_memory(recorded)
+            except RecordUnavailable:
+                raise
+            except OSError as exc:
+                raise RecordUnavailable(exc.filename or "memory", exc) from exc
+        t = action.target
+        details: dict[str, Any] = {
+            **self._base(action),
+            "phase": "started",
+            "intent_at": intent.started_at,
+            "message": action.message,
+            "params": action.params,
+        }
+        # Enough to rebuild the intent from this line alone if the memory is lost (see salvage).
+        for name in ("expected_state", "expected_started_at", "pid_start_time", "user", "ledger_entry"):
+            value = getattr(t, name)
+            if value is not None:
+                details[name] = value
+        gpus = _gpus_of(action)
+        if gpus:
+            details["gpus"] = gpus
+        if intent.reclaimed_gpu_s is not None:
+            details["reclaimed_gpu_s"] = intent.reclaimed_gpu_s
+        self._events.write_durable(EventType.ACTION_STARTED, user=t.user, details=details)
+        self._begun[action.key] = intent
+        logger.info(
+            "{} {}: started ({}){}",
+            action.kind.value,
+            clean(t.label(), 80),
+            event_reason(action.reason),
+            f", SIGTERM grace {action.params['timeout_s']} s" if "timeout_s" in action.params else "",
+        )
+        return recorded
+
+    def _not_recorded(self, action: Action, mem: ControllerMemory, err: RecordUnavailable) -> _Done:
+        # No event: the record is what is broken, and the loop reports the condition once.
+        return _Done(Outcome.SKIPPED, f"not attempted: {err}; nothing is done that cannot be recorded", mem)
+
+    # --- recovery: intents left open by an earlier run ----------------------------------------
+    def recover(
+        self, memory: ControllerMemory, now: datetime
+    ) -> tuple[ControllerMemory, tuple[ActionOutcome, ...]]:
+        """Complete the record of every intent an earlier pass left open; never raises.
+
+        Each one is verified against the world (the container gone or stopped since the intent, the
+        process gone, the ledger row gone) and recorded once, with its original reason and
+        ``recovered: true``. One that may still be under way (a ``docker stop`` the engine is still
+        carrying out) stays open until it ends or its timeout has passed; one whose world cannot be
+        read now (Docker down) stays open too. A GPU reset cannot be verified: it is recorded as
+        failed and marked done, so it is never repeated (the planner alerts instead).
+        """
+        outcomes: list[ActionOutcome] = []
+        for key, intent in sorted(memory.intents.items(), key=lambda kv: kv[1].started_at):
+            try:
+                memory, outcome = self._recover_one(key, intent, memory, now)
+            except RecordUnavailable as err:
+                logger.error("recovery of {}: the outcome cannot be recorded yet ({})", key, err)
+                continue
+            except Exception as exc:  # cannot verify now (engine away...): the intent stays open
+                logger.warning("recovery of {}: cannot verify the outcome yet: {}", key, exc)
+                continue
+            if outcome is not None:
+                outcomes.append(outcome)
+        return memory, tuple(outcomes)
+
+    def _recover_one(
+        self, key: str, intent: Intent, memory: ControllerMemory, now: datetime
+    ) -> tuple[ControllerMemory, ActionOutcome | None]:
+        if intent.closing:
+            for line in intent.closing:
+                self._events.write_durable(
+                    str(line.get("event_type")), user=line.get("user"), details=line.get("details") or {}
+                )
+            return memory.without_intent(key), None
+        action = Action.model_validate(intent.action)
+        if self._already_closed(key, intent):
+            # Killed after the outcome line, before the memory saying so: the line stands; a GPU
+            # reset is marked done as the lost save would have (never repeated).
+            memory = memory.without_intent(key)
+            if action.kind in DONE_KINDS and key not in memory.done:
+                memory = memory.with_done(key, self._clock())
+            return memory, None
+        verdict = self._verify(action, intent, now)
+        if verdict is None:
+            return memory, None  # may still be under way: look again next pass
+        outcome, detail, events = verdict
+        if outcome is Outcome.FAILED and not events:
+            events = [(EventType.ACTION_FAILED, {**self._base(action), "error": detail})]
+        for event_type, details in self._closing_events(
+            action, intent, outcome, detail, events, recovered=True
+        ):
+            self._events.write_durable(event_type, user=action.target.user, details=details)
+        memory = memory.without_intent(key)
+        if action.kind in DONE_KINDS:
+            memory = memory.with_done(key, self._clock())  # a reset is never repeated blind
+        logger.warning(
+            "{} {} ({}), interrupted by a restart: recorded as {}: {}",
+            action.kind.value,
+            clean(action.target.label(), 80),
+            event_reason(action.reason),
+            outcome.value,
+            clean(detail, 300),
+        )
+        return memory, ActionOutcome(
+            key=key,
+            kind=action.kind,
+            reason=action.reason,
+            target=action.target,
+            outcome=outcome,
+            detail=clean(f"recovered after a restart: {detail}", 1000),
+            reclaimed_gpu_s=intent.reclaimed_gpu_s if outcome is Outcome.DONE else None,
+        )
+
+    def _already_closed(self, key: str, intent: Intent) -> bool:
+        """Is the outcome of this intent already in the event log (its memory entry not yet cleared)?"""
+        stamp = utc_timestamp(intent.started_at)
+        try:
+            found = tail(
+                self._events.path,
+                RECOVERY_SCAN_LINES,
+                EventFilter(since=intent.started_at - timedelta(seconds=1)),
+                scan_limit_lines=RECOVERY_SCAN_LINES,
+            )
+        except OSError:
+            return False
+        for event in found:
+            d = event.get("details")
+            if (
+                isinstance(d, Mapping)
+                and d.get("key") == key
+                and d.get("intent_at") == stamp
+                and d.get("phase") in ("done", "failed", "skipped")
+            ):
+                return True
+        return False
+
+    def _verify(
+        self, action: Action, intent: Intent, now: datetime
+    ) -> tuple[Outcome, str, list[tuple[str, dict[str, Any]]]] | None:
+        """What became of an interrupted action; None while it may still be under way."""
+        t = action.target
+        waited_s = (now - intent.started_at).total_seconds()
+        if action.kind in (ActionKind.STOP_CONTAINER, ActionKind.REMOVE_CONTAINER):
+            cid = t.container_id or ""
+            fresh = self._docker.inspect(cid)
+            timeout_s = _int_param(action.params.get("timeout_s"), DEFAULT_STOP_TIMEOUT_S)
+            stop = action.kind is ActionKind.STOP_CONTAINER
+            if fresh is None:
+                reason = event_reason(action.reason)
+                if stop:
+                    main = self._stop_details(action, timeout_s, removed=True, exit_state="removed")
+                    first = (_STOP_EVENT.get(action.reason, EventType.CONTAINER_STOP), main)
+                else:
+                    first = (
+                        EventType.CONTAINER_REMOVE,
+                        self._remove_details(action, t.expected_state or "?"),
+                    )
+                return Outcome.DONE, "the container is gone", [first, *self._release_events(action, reason)]
+            if not stop:
+                if fresh.status == "removing" and waited_s < RECOVERY_SLACK_S:
+                    return None
+                return Outcome.FAILED, f"not carried out: the container still exists ({fresh.status})", []
+            since = intent.started_at - timedelta(seconds=1)
+            stopped_since = fresh.finished_at is not None and fresh.finished_at >= since
+            if fresh.status in _NOT_RUNNING and (stopped_since or fresh.finished_at is None):
+                main = self._stop_details(action, timeout_s, removed=False, exit_state=fresh.status)
+                first = (_STOP_EVENT.get(action.reason, EventType.CONTAINER_STOP), main)
+                return Outcome.DONE, f"found {fresh.status} after the stop began", [first]
+            if _same_time(fresh.started_at, t.expected_started_at):
+                if waited_s < timeout_s + RECOVERY_SLACK_S:
+                    return None  # the engine may still be carrying the stop out
+                return Outcome.FAILED, f"not carried out: the container is still {fresh.status}", []
+            if stopped_since:
+                main = self._stop_details(action, timeout_s, removed=False, exit_state=fresh.status)
+                main["restarted_since"] = True
+                first = (_STOP_EVENT.get(action.reason, EventType.CONTAINER_STOP), main)
+                return Outcome.DONE, "stopped, then started again by someone else", [first]
+            return Outcome.FAILED, f"not carried out: the container is {fresh.status}", []
+        if action.kind is ActionKind.KILL_PROCESS:
+            if t.pid is None or t.pid_start_time is None:
+                return Outcome.FAILED, "not verifiable: no pid identity", []
+            expected_cid = action.evidence.get("container_id", t.container_id)
+            check = check_identity(
+                t.pid, t.pid_start_time, expected_cid if isinstance(expected_cid, str) else None
+            )
+            if check.identity is Identity.SAME:
+                grace_s = float(action.params.get("grace_s", self._kill_grace_s))
+                if waited_s < grace_s + self._kill_wait_s + RECOVERY_SLACK_S:
+                    return None
+                return Outcome.FAILED, "not carried out: the process is still running", []
+            details = {
+                **self._base(action),
+                "signals": [],
+                "result": f"the process is gone ({check.detail or check.identity.value})",
+                "message": action.message,
+                "evidence": action.evidence,
+            }
+            return Outcome.DONE, "the process is gone", [(EventType.PROCESS_KILL, details)]
+        if action.kind is ActionKind.RELEASE_ALLOCATION:
+            entry = t.ledger_entry or {}
+            try:
+                text = self._ledger_path.read_text(encoding="utf-8")
+            except FileNotFoundError:
+                text = ""
+            rows, _, _ = parse_ledger_text(text, self._ledger_path) if text else ([], [], None)
+            if any(row_matches(a, entry) for a in rows):
+                return Outcome.FAILED, "not carried out: the ledger row is still there", []
+            details = {
+                "gpu": entry.get("gpu_uuid") or entry.get("gpu"),
+                "container": entry.get("container"),
+                "reason": event_reason(action.reason),
+                "ledger_row": dict(entry),
+                "key": action.key,
+                "evidence": action.evidence,
+            }
+            return Outcome.DONE, "the ledger row is gone", [(EventType.GPU_RELEASE, details)]
+        # A GPU reset leaves nothing to inspect: its outcome is unknown, and it is not repeated.
+        return Outcome.FAILED, "interrupted; its outcome is unknown, so it is not repeated", []
 
     def _one(self, action: Action, mem: ControllerMemory, now: datetime) -> _Done:
         done_at = mem.done.get(action.key) if action.kind in DONE_KINDS else None
@@ -221,6 +544,8 @@ class RealExecutor:
             result = handler(action, mem, now)
         except _Skip as skip:
             return self._skipped(action, mem, str(skip))
+        except RecordUnavailable as err:
+            return self._not_recorded(action, mem, err)
         except ActError as err:
             return self._failed(action, mem, err)
         if result.outcome in (Outcome.DONE, Outcome.ALREADY_DONE):
@@ -315,6 +640,7 @@ class RealExecutor:
         cid = fresh.id
         timeout_s = _int_param(action.params.get("timeout_s"), DEFAULT_STOP_TIMEOUT_S)
         remove = bool(action.params.get("remove", False))
+        mem = self._begin(action, mem, now)
         try:
             self._docker.stop(cid, timeout_s=timeout_s)
         except GoneError:
@@ -334,25 +660,36 @@ class RealExecutor:
                     f"stopped, but the container still exists after remove (state {still.status})"
                 )
             removed = True
-        details = {
-            **self._base(action),
-            "message": action.message,
-            "timeout_s": timeout_s,
-            "removed": removed,
-            "exit_state": after.status if after is not None else "removed",
-            "evidence": action.evidence,
-        }
+        details = self._stop_details(
+            action, timeout_s, removed=removed, exit_state=after.status if after is not None else "removed"
+        )
         events = [(_STOP_EVENT.get(action.reason, EventType.CONTAINER_STOP), details)]
         if removed:
             events += self._release_events(action, event_reason(action.reason))
         what = "stopped and removed" if removed else "stopped"
         return _Done(Outcome.DONE, f"{what} (stop timeout {timeout_s}s)", mem, events)
 
+    def _stop_details(
+        self, action: Action, timeout_s: int, *, removed: bool, exit_state: str
+    ) -> dict[str, Any]:
+        return {
+            **self._base(action),
+            "message": action.message,
+            "timeout_s": timeout_s,
+            "removed": removed,
+            "exit_state": exit_state,
+            "evidence": action.evidence,
+        }
+
+    def _remove_details(self, action: Action, state: str) -> dict[str, Any]:
+        return {**self._base(action), "message": action.message, "state": state, "evidence": action.evidence}
+
     def _remove(self, action: Action, mem: ControllerMemory, now: datetime) -> _Done:
         fresh = self._precondition(action)
         if fresh is None:
             return _Done(Outcome.ALREADY_DONE, "container already gone", mem)
         cid = fresh.id
+        mem = self._begin(action, mem, now)
         try:
             self._docker.remove(cid)
         except GoneError:
@@ -369,12 +706,7 @@ class RealExecutor:
                 f"docker accepted the removal but the container still exists ({still.status})"
             )
         reason = event_reason(action.reason)
-        details = {
-            **self._base(action),
-            "message": action.message,
-            "state": fresh.status,
-            "evidence": action.evidence,
-        }
+        details = self._remove_details(action, fresh.status)
         events = [(EventType.CONTAINER_REMOVE, details), *self._release_events(action, reason)]
         return _Done(Outcome.DONE, f"removed ({fresh.status})", mem, events)
 
@@ -429,6 +761,13 @@ class RealExecutor:
         grace_s = float(action.params.get("grace_s", self._kill_grace_s))
         # The cgroup that made it an orphan (this engine's): a process found elsewhere is not killed.
         planned_cgroup = action.evidence.get("cgroup") if expected_cid is not None else None
+        # Re-check before recording the intent: a pid already reused or gone needs no intent.
+        pre = check_identity(t.pid, t.pid_start_time, expected_cid)
+        if pre.identity is Identity.CHANGED:
+            raise _Skip(f"not the planned process any more: {pre.detail}")
+        if pre.identity is Identity.GONE:
+            return _Done(Outcome.ALREADY_DONE, f"process already gone ({pre.detail})", mem)
+        mem = self._begin(action, mem, now)
         result = kill_ladder(
             t.pid,
             t.pid_start_time,
@@ -468,6 +807,7 @@ class RealExecutor:
         if blockers:
             raise _Skip("not safe to reset now: " + "; ".join(blockers))
         timeout_s = float(action.params.get("timeout_s", self._reset_timeout_s))
+        mem = self._begin(action, mem, now)
         result = run_reset(self._reset_command, gpu, timeout_s=timeout_s)
         status = "cleaned" if result.ok else "reset_failed"
         details = {
@@ -480,16 +820,22 @@ class RealExecutor:
             "duration_s": round(result.duration_s, 3),
             "key": action.key,
         }
-        self._events.write(EventType.GPU_HEALTH_CHECK, user=None, details=details)
         if not result.ok:
+            self._events.write(EventType.GPU_HEALTH_CHECK, user=None, details=details)
             why = "timed out" if result.timed_out else f"exit status {result.returncode}"
             raise PermanentError(f"GPU reset of {gpu} failed ({why}): {result.output[-200:]}")
-        return _Done(Outcome.DONE, f"reset {gpu} in {result.duration_s:.1f}s", mem)
+        return _Done(
+            Outcome.DONE,
+            f"reset {gpu} in {result.duration_s:.1f}s",
+            mem,
+            [(EventType.GPU_HEALTH_CHECK, details)],
+        )
 
     def _release(self, action: Action, mem: ControllerMemory, now: datetime) -> _Done:
         entry = action.target.ledger_entry
         if not entry:
             raise PermanentError("ReleaseAllocation without the ledger row to remove")
+        mem = self._begin(action, mem, now)
         removed = release_row(self._ledger_path, entry, timeout_s=self._ledger_lock_timeout_s)
         if not removed:
             return _Done(Outcome.ALREADY_DONE, "ledger row already gone", mem)
@@ -510,6 +856,17 @@ class RealExecutor:
         logger.warning("ADMIN ALERT ({}): {}", action.reason.value, clean(action.message, 500))
         details = {**self._base(action), "message": action.message, "evidence": action.evidence}
         return _Done(Outcome.DONE, "alert recorded", mem, [(event_type, details)])
+
+
+def _reclaimed_gpu_s(action: Action, mem: ControllerMemory, now: datetime) -> float | None:
+    """GPU-seconds an idle stop reclaims: how long the container had been idle, times its GPUs."""
+    if action.kind is not ActionKind.STOP_CONTAINER or action.reason is not Reason.IDLE_TIMEOUT:
+        return None
+    cm = mem.containers.get(action.target.container_id or "")
+    if cm is None or cm.idle_since is None:
+        return None
+    gpus = len(action.evidence.get("gpus", [])) or 1
+    return max(0.0, (now - cm.idle_since).total_seconds()) * gpus
 
 
 def _int_param(value: object, default: int) -> int:

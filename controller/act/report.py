@@ -35,6 +35,9 @@ class ActionOutcome(BaseModel):
     outcome: Outcome
     detail: str = Field(default="", description="What was done, why it was skipped, or the error")
     duration_s: float = 0.0
+    reclaimed_gpu_s: float | None = Field(
+        default=None, description="A done idle stop: the GPU-seconds its container had been holding idle"
+    )
 
 
 class ExecutionReport(BaseModel):

@@ -81,6 +81,8 @@ def with_daemon_status(info: PolicyInfo, settings: Settings) -> PolicyInfo:
     from controller.store import read_policy_status
 
     status = read_policy_status(settings.state_dir)
+    if status and isinstance(status.get("record_error"), str):
+        info = replace(info, record_error=str(status["record_error"]))
     if not status or not status.get("reload_failed"):
         return info
     errors = status.get("errors")

@@ -730,6 +730,11 @@ def policy_status_line(view: View) -> str:
             f"; the running controller's last reload FAILED at {clean(p.daemon_error_at or '?', 40)}"
             f" (it keeps its last good policy): {clean(p.daemon_error, 300)}"
         )
+    if p.record_error:
+        head += (
+            f"; the running controller CANNOT WRITE ITS RECORD ({clean(p.record_error, 300)}): "
+            "no destructive action runs until it can"
+        )
     return head
 
 
@@ -822,6 +827,7 @@ def run_get(kind: str, view: View, opts: GetOptions, style: Style = PLAIN) -> tu
                     "error": view.policy.error,
                     "daemon_reload_error": view.policy.daemon_error,
                     "daemon_reload_error_at": view.policy.daemon_error_at,
+                    "record_error": view.policy.record_error,
                 }
             )
         return machine(data, opts.output), False

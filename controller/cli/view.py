@@ -49,6 +49,8 @@ class PolicyInfo:
     candidate: bool = False
     daemon_error: str | None = None  # the running daemon's last reload failed (it kept its policy)
     daemon_error_at: str | None = None
+    # The running daemon cannot write its record (event log or memory): it runs no destructive action.
+    record_error: str | None = None
 
 
 @dataclass

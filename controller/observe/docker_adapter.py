@@ -630,3 +630,12 @@ def _mapping(value: object) -> Mapping[str, Any]:
 def _describe(exc: BaseException, what: str) -> str:
     text = str(exc) or type(exc).__name__
     return f"{what}: {type(exc).__name__}: {text[:500]}"
+
+
+def inspect_cache_readable(data: bytes) -> bool:
+    """Whether ``data`` is an inspect cache this module wrote (the daemon's start-up check)."""
+    try:
+        fmt, entries = _CacheUnpickler(io.BytesIO(data)).load()
+    except Exception:  # truncated, foreign or corrupt: not readable
+        return False
+    return fmt == CACHE_FORMAT and isinstance(entries, list)

@@ -21,6 +21,7 @@ import threading
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from enum import StrEnum
 from importlib import metadata
 from typing import Final
@@ -238,6 +239,18 @@ class Metrics:
             "GPU-seconds that stopped idle containers had been holding their GPUs while idle",
             registry=r,
         )
+        self._record_writable = Gauge(
+            "ds01_record_writable",
+            "1 while the event log and the memory file can be written; 0: no destructive action runs",
+            registry=r,
+        )
+        self._record_writable.set(1)
+        self._quarantined = Gauge(
+            "ds01_state_quarantined_timestamp_seconds",
+            "Unix time a corrupt or unreadable state file was moved aside at start (by file name)",
+            labelnames=["file"],
+            registry=r,
+        )
         start = Gauge(
             "ds01_controller_start_time_seconds", "Unix time this controller process started", registry=r
         )
@@ -312,6 +325,14 @@ class Metrics:
     def record_action(self, kind: str, reason: str, outcome: str) -> None:
         """Count one action the executor handled (enum members or their string values)."""
         self._actions.labels(clean_label(kind), clean_label(reason), clean_label(outcome)).inc()
+
+    def set_record_writable(self, writable: bool) -> None:
+        """Whether the last pass could write its record (event log and memory file)."""
+        self._record_writable.set(1 if writable else 0)
+
+    def record_quarantine(self, file_name: str, at: datetime) -> None:
+        """A state file was moved aside at start (the name is one of the controller's own files)."""
+        self._quarantined.labels(clean_label(file_name)).set(at.timestamp())
 
     def add_reclaimed_gpu_seconds(self, seconds: float) -> None:
         """Add the GPU-seconds a just-stopped idle container had held idle (GPUs x idle time)."""

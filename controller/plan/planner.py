@@ -103,6 +103,7 @@ def _plan(snapshot: Snapshot, desired: DesiredState, memory: ControllerMemory, n
         release_breaker=gates.release_breaker,
         dirty_gpus=procs.dirty_gpus,
         last_pass_at=now,
+        intents=memory.intents,  # the executor's records of actions in flight, carried unchanged
     ).pruned(now)
     return Plan(
         observed_at=snapshot.observed_at,

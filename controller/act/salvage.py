@@ -1,0 +1,285 @@
+"""Starting from corrupt state: state files moved aside, and a fresh memory that is never bolder.
+
+At start the daemon reads its memory and checks the other state files it keeps in the state
+directory. A file that cannot be read or parsed is moved aside as ``<name>.corrupt-<UTC time>``
+(kept for the admin), announced once and loudly (an ``ERROR`` log line, a
+``controller.state_quarantined`` event, the ``ds01_state_quarantined_timestamp_seconds`` metric),
+and the daemon starts without it instead of refusing to start:
+
+=========================  ====================================================================
+``memory.json``            fresh memory: new idle streaks, new grace periods, new warnings
+``policy-status.json``     written again at the next policy reload (``ds01ctl get policies``)
+``workload-inventory.json`` the next pass is a baseline again (no ``detection.*`` events for it)
+``inspect-cache.bin``      rewritten after the first pass (``ds01ctl`` starts cold meanwhile)
+=========================  ====================================================================
+
+A fresh memory is more conservative than the lost one in everything but four things, which are
+rebuilt from the event log (:func:`memory_from_events`) so that losing the memory never makes the
+controller bolder: an open **circuit breaker** (a fresh memory would close it), **GPU resets**
+already performed (a fresh memory would allow resetting a still-dirty GPU again) and **back-off**
+of failed actions. Destructive actions **started and never closed** (a crash during one) are
+rebuilt as open intents from their ``controller.action_started`` lines, so the next pass still
+records them once with their original reason. When the event log cannot be read, the breaker
+is opened (unknown is not safe). Warnings and admin notices are not rebuilt: they may be sent
+once more, and a stop waits for its warning's lead time again.
+
+Called by :func:`controller.loop.build_controller`.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from loguru import logger
+from pydantic import ValidationError
+
+from controller.act.events import EventLog, EventType, parse_timestamp, tail
+from controller.act.executor import event_reason
+from controller.memory import (
+    RETENTION_S,
+    Attempt,
+    Breaker,
+    ControllerMemory,
+    GpuMark,
+    GpuMarkCause,
+    Intent,
+)
+from controller.observe.docker_adapter import inspect_cache_readable
+from controller.plan.types import Action, Reason
+from controller.store import (
+    INSPECT_CACHE_FILE,
+    POLICY_STATUS_FILE,
+    MemoryStore,
+    StoreError,
+    check_state_file,
+    quarantine_file,
+)
+
+INVENTORY_FILE = "workload-inventory.json"
+# How many event-log lines (newest first) the rebuild of a lost memory reads at most.
+SALVAGE_SCAN_LINES = 200_000
+
+# What starting without each file means, for the log line and the docs.
+CONSEQUENCE = {
+    "memory.json": "starting with fresh memory (new idle streaks and grace periods; the breaker, "
+    "GPU resets and back-off are restored from the event log)",
+    POLICY_STATUS_FILE: "ds01ctl shows no reload status until the next policy reload",
+    INVENTORY_FILE: "the next pass is a new inventory baseline",
+    INSPECT_CACHE_FILE: "ds01ctl starts cold until the first pass rewrites it",
+}
+
+
+@dataclass(frozen=True)
+class Quarantined:
+    path: Path
+    moved_to: Path | None
+    why: str
+
+
+def _json_object_problem(data: bytes) -> str | None:
+    try:
+        value = json.loads(data)
+    except ValueError as exc:
+        return f"not valid JSON ({exc})"
+    return None if isinstance(value, dict) else "does not hold a JSON object"
+
+
+def _cache_problem(data: bytes) -> str | None:
+    return None if inspect_cache_readable(data) else "not an inspect cache this controller wrote"
+
+
+CHECKS: dict[str, Callable[[bytes], str | None]] = {
+    POLICY_STATUS_FILE: _json_object_problem,
+    INVENTORY_FILE: _json_object_problem,
+    INSPECT_CACHE_FILE: _cache_problem,
+}
+
+
+def load_state(
+    store: MemoryStore,
+    event_log: EventLog,
+    now: datetime,
+    *,
+    on_quarantine: Callable[[str, datetime], None] | None = None,
+) -> ControllerMemory:
+    """The memory to start from, after moving aside every state file that cannot be read.
+
+    Raises :class:`controller.store.StoreError` only for what moving aside cannot fix (an
+    untrusted state directory or file, a missing permission).
+    """
+    memory, moved, why = store.load_or_quarantine(now)
+    found: list[Quarantined] = []
+    if moved is not None:
+        found.append(Quarantined(store.path, moved, why))
+    for name, check in CHECKS.items():
+        path = store.state_dir / name
+        try:
+            problem = check_state_file(path, check)
+        except StoreError as exc:  # untrusted: refused by its readers already; not ours to move
+            logger.warning("state file {}: {}", path, exc)
+            continue
+        if problem is not None:
+            found.append(Quarantined(path, quarantine_file(path, now), problem))
+    for q in found:
+        logger.error(
+            "STATE FILE CORRUPT: {}: {}; moved aside to {} (kept for inspection); {}",
+            q.path,
+            q.why,
+            q.moved_to,
+            CONSEQUENCE.get(q.path.name, "starting without it"),
+        )
+        event_log.write(
+            EventType.STATE_QUARANTINED,
+            user=None,
+            details={
+                "file": str(q.path),
+                "moved_to": str(q.moved_to) if q.moved_to else None,
+                "why": q.why,
+                "consequence": CONSEQUENCE.get(q.path.name, "starting without it"),
+            },
+        )
+        if on_quarantine is not None:
+            on_quarantine(q.path.name, now)
+    if moved is not None:
+        memory = memory_from_event_log(event_log.path, now)
+    return memory
+
+
+def memory_from_event_log(path: Path, now: datetime) -> ControllerMemory:
+    """A fresh memory with what must not be forgotten rebuilt from the event log (see the module)."""
+    try:
+        events = tail(path, SALVAGE_SCAN_LINES, scan_limit_lines=SALVAGE_SCAN_LINES)
+    except FileNotFoundError:
+        events = []
+    except OSError as exc:
+        reason = (
+            f"the memory was lost and the event log {path} cannot be read ({exc.strerror or exc}) to "
+            f"tell whether the breaker was open; review, then 'ds01ctl breaker reset'"
+        )
+        logger.error("circuit breaker opened: {}", reason)
+        return ControllerMemory(breaker=Breaker(tripped=True, tripped_at=now, reason=reason))
+    memory = memory_from_events(events, now)
+    if memory.breaker.tripped:
+        logger.error("circuit breaker restored from the event log: {}", memory.breaker.reason)
+    if memory.done or memory.attempts or memory.intents:
+        logger.warning(
+            "restored from the event log: {} GPU reset(s) already performed, {} back-off(s), "
+            "{} action(s) started and never recorded as finished",
+            len(memory.done),
+            len(memory.attempts),
+            len(memory.intents),
+        )
+    return memory
+
+
+def _details(event: Mapping[str, Any]) -> Mapping[str, Any]:
+    d = event.get("details")
+    return d if isinstance(d, Mapping) else {}
+
+
+def memory_from_events(events: Iterable[Mapping[str, Any]], now: datetime) -> ControllerMemory:
+    """Pure: the breaker, GPU resets and back-off a lost memory held, from event lines (oldest first)."""
+    horizon = now - timedelta(seconds=RETENTION_S)
+    breaker = Breaker()
+    done: dict[str, datetime] = {}
+    marks: dict[str, GpuMark] = {}
+    attempts: dict[str, Attempt] = {}
+    started: dict[tuple[str, str], tuple[datetime, Mapping[str, Any]]] = {}
+    closed: set[tuple[str, str]] = set()
+    for event in events:
+        kind = event.get("event_type")
+        at = parse_timestamp(event.get("timestamp"))
+        d = _details(event)
+        if kind == EventType.BREAKER_TRIPPED:
+            message = str(d.get("message") or "tripped")
+            breaker = Breaker(
+                tripped=True,
+                tripped_at=at,
+                reason=f"restored from the event log (memory was lost): {message}",
+            )
+        elif kind == "controller.breaker_reset":
+            breaker = Breaker()
+        key = d.get("key")
+        if not isinstance(key, str) or at is None or at < horizon:
+            continue
+        tie = (key, str(d.get("intent_at")))
+        if kind == EventType.ACTION_STARTED and d.get("phase") == "started":
+            started[tie] = (at, d)
+        elif d.get("phase") in ("done", "failed", "skipped"):
+            closed.add(tie)
+        if key.startswith("ResetGpu:") and d.get("phase") != "started":
+            # ResetGpu:<uuid>:<dirty since>:GpuDirty -- performed (or interrupted): never again blind.
+            parts = key.split(":", 2)
+            since = parse_timestamp(parts[2].rsplit(":", 1)[0]) if len(parts) == 3 else None
+            done[key] = at
+            if since is not None:
+                marks[parts[1]] = GpuMark(since=since, cause=GpuMarkCause.STALE_MEMORY)
+        if kind == EventType.ACTION_FAILED:
+            next_at = parse_timestamp(d.get("next_attempt_at"))
+            failures = d.get("failures")
+            if next_at is not None and next_at > now and isinstance(failures, int):
+                attempts[key] = Attempt(
+                    failures=failures, last_error=str(d.get("error") or ""), next_attempt_at=next_at
+                )
+        elif d.get("phase") == "done" or kind in (EventType.GPU_HEALTH_CHECK,):
+            attempts.pop(key, None)
+    intents: dict[str, Intent] = {}
+    for tie, (at, d) in started.items():
+        if tie in closed:
+            continue
+        intent = _intent_from_started(tie[0], at, d)
+        if intent is not None:
+            intents[tie[0]] = intent
+    return ControllerMemory(breaker=breaker, done=done, dirty_gpus=marks, attempts=attempts, intents=intents)
+
+
+_REASON_BY_EVENT = {event_reason(r): r for r in Reason}
+
+
+def _intent_from_started(key: str, at: datetime, d: Mapping[str, Any]) -> Intent | None:
+    """The open intent a ``controller.action_started`` line describes; None if it is not complete."""
+    reason = _REASON_BY_EVENT.get(str(d.get("reason")))
+    intent_at = parse_timestamp(d.get("intent_at")) or at
+    target = {
+        name: d.get(name)
+        for name in (
+            "container",
+            "container_id",
+            "expected_state",
+            "expected_started_at",
+            "pid",
+            "pid_start_time",
+            "gpu",
+            "user",
+            "ledger_entry",
+        )
+        if d.get(name) is not None
+    }
+    gpus = d.get("gpus")
+    try:
+        action = Action.model_validate(
+            {
+                "kind": d.get("kind"),
+                "target": target,
+                "reason": reason,
+                "message": str(d.get("message") or ""),
+                "evidence": {"gpus": list(gpus)} if isinstance(gpus, list) else {},
+                "due_at": intent_at,
+                "key": key,
+                "params": d.get("params") if isinstance(d.get("params"), Mapping) else {},
+            }
+        )
+    except ValidationError as exc:
+        logger.warning("an unclosed intent in the event log cannot be rebuilt ({}): {}", key, exc)
+        return None
+    reclaimed = d.get("reclaimed_gpu_s")
+    return Intent(
+        action=action.model_dump(mode="json"),
+        started_at=intent_at,
+        reclaimed_gpu_s=float(reclaimed) if isinstance(reclaimed, int | float) else None,
+    )

@@ -1,0 +1,326 @@
+"""Intent first: the real executor records a destructive action before it runs, refuses to run it
+when the record cannot be written, and completes an interrupted action's record exactly once."""
+
+from __future__ import annotations
+
+import errno
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from controller.act.events import EventLog
+from controller.act.executor import RealExecutor
+from controller.act.report import Outcome
+from controller.memory import ContainerMemory, ControllerMemory, Intent
+from controller.plan.types import Action, ActionKind, Reason
+from tests.fixtures.act import NOW, RecordingNotifier, container_action, make_plan, read_events
+
+pytestmark = pytest.mark.docker
+
+GPU = "GPU-11111111-2222-3333-4444-555555555555"
+GPU_EVIDENCE = {"gpus": [{"raw": GPU, "uuid": GPU, "source": "HostConfig.DeviceRequests", "mig": False}]}
+
+
+def executor(docker_client: Any, log: Path, ledger: Path, **kwargs: Any) -> RealExecutor:
+    return RealExecutor(
+        docker_client,
+        EventLog(log),
+        RecordingNotifier(),
+        ledger,
+        reset_command=["false", "{uuid}"],
+        kill_grace_s=1.0,
+        clock=lambda: NOW,
+        kill_wait_s=3.0,
+        verify_timeout_s=5.0,
+        **kwargs,
+    )
+
+
+def idle_stop(c: Any) -> Action:
+    return container_action(
+        ActionKind.STOP_CONTAINER,
+        c,
+        Reason.IDLE_TIMEOUT,
+        params={"timeout_s": 1, "remove": False},
+        evidence=GPU_EVIDENCE,
+    )
+
+
+def idle_memory(c: Any, idle_s: float) -> ControllerMemory:
+    cm = ContainerMemory(container_id=c.id, idle_since=NOW - timedelta(seconds=idle_s))
+    return ControllerMemory(containers={c.id: cm})
+
+
+def test_intent_is_saved_before_the_stop_and_closed_after(
+    docker_client: Any, make_container: Any, tmp_path: Path
+) -> None:
+    log = tmp_path / "events.jsonl"
+    c = make_container("sleep 300")
+    seen: list[tuple[ControllerMemory, str]] = []
+
+    def save(memory: ControllerMemory) -> None:
+        # What is durably saved, and the container's state at that moment.
+        seen.append((memory, docker_client.api.inspect_container(c.id)["State"]["Status"]))
+
+    ex = executor(docker_client, log, tmp_path / "ledger.json", save_memory=save)
+    action = idle_stop(c)
+    memory = idle_memory(c, 600)
+    report = ex.execute(make_plan(action, memory=memory), memory, NOW)
+    assert report.outcomes[0].outcome is Outcome.DONE, report.outcomes[0].detail
+    ((saved, status_then),) = seen
+    assert status_then == "running", "the intent must be saved before the container is touched"
+    intent = saved.intents[action.key]
+    assert intent.action["reason"] == "IdleTimeout"
+    assert intent.reclaimed_gpu_s == 600.0
+    assert action.key not in report.memory.intents, "the outcome closes the intent"
+    assert report.outcomes[0].reclaimed_gpu_s == 600.0
+    events = read_events(log, intents=True)
+    assert [e["event_type"] for e in events] == ["controller.action_started", "maintenance.idle_kill"]
+    started, done = (e["details"] for e in events)
+    assert started["phase"] == "started" and done["phase"] == "done"
+    assert started["reason"] == done["reason"] == "idle_timeout"
+    assert started["intent_at"] == done["intent_at"] and done["key"] == action.key
+
+
+def test_no_destructive_action_when_the_memory_cannot_be_written(
+    docker_client: Any, make_container: Any, tmp_path: Path
+) -> None:
+    log = tmp_path / "events.jsonl"
+    c = make_container("sleep 300")
+    memory_file = tmp_path / "state" / "memory.json"
+
+    def full_disk(memory: ControllerMemory) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device", str(memory_file))
+
+    ex = executor(docker_client, log, tmp_path / "ledger.json", save_memory=full_disk)
+    remove = container_action(
+        ActionKind.REMOVE_CONTAINER, make_container(start=False), Reason.CREATED_NEVER_STARTED
+    )
+    report = ex.execute(make_plan(idle_stop(c), remove), ControllerMemory(), NOW)
+    assert [o.outcome for o in report.outcomes] == [Outcome.SKIPPED, Outcome.SKIPPED]
+    for o in report.outcomes:
+        assert str(memory_file) in o.detail and "Errno 28 ENOSPC" in o.detail, o.detail
+    assert docker_client.api.inspect_container(c.id)["State"]["Status"] == "running"
+    assert docker_client.api.inspect_container(remove.target.container_id)["State"]["Status"] == "created"
+    assert read_events(log, intents=True) == []
+    assert report.memory.intents == {}
+
+
+def test_no_destructive_action_when_the_event_log_cannot_be_written(
+    docker_client: Any, make_container: Any, tmp_path: Path
+) -> None:
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("")
+    log = blocker / "events.jsonl"  # its "directory" is a file: every write fails (ENOTDIR/EEXIST)
+    saved: list[ControllerMemory] = []
+    c = make_container("sleep 300")
+    ex = executor(docker_client, log, tmp_path / "ledger.json", save_memory=saved.append)
+    report = ex.execute(make_plan(idle_stop(c)), ControllerMemory(), NOW)
+    (o,) = report.outcomes
+    assert o.outcome is Outcome.SKIPPED
+    assert str(log) in o.detail and "[Errno" in o.detail, o.detail
+    assert docker_client.api.inspect_container(c.id)["State"]["Status"] == "running"
+    assert report.memory.intents == {}, "the intent of an action that never ran is not kept"
+
+
+def interrupted(
+    action: Action, memory: ControllerMemory, started_s_ago: float, reclaim: float | None
+) -> ControllerMemory:
+    intent = Intent(
+        action=action.model_dump(mode="json"),
+        started_at=NOW - timedelta(seconds=started_s_ago),
+        reclaimed_gpu_s=reclaim,
+    )
+    return memory.with_intent(action.key, intent)
+
+
+def test_an_idle_stop_interrupted_by_a_crash_is_recorded_once_as_the_idle_stop(
+    docker_client: Any, make_container: Any, tmp_path: Path
+) -> None:
+    log = tmp_path / "events.jsonl"
+    c = make_container("sleep 300")
+    action = idle_stop(c)
+    memory = interrupted(action, ControllerMemory(), 5, 600.0)
+    # The daemon died in `docker stop`; the engine finished the stop without it.
+    docker_client.api.stop(c.id, timeout=1)
+    ex = executor(docker_client, log, tmp_path / "ledger.json")
+    after, outcomes = ex.recover(memory, NOW)
+    (o,) = outcomes
+    assert (o.kind, o.reason, o.outcome) == (ActionKind.STOP_CONTAINER, Reason.IDLE_TIMEOUT, Outcome.DONE)
+    assert o.reclaimed_gpu_s == 600.0, "the reclaimed-idle metric counts it"
+    assert after.intents == {}
+    (event,) = read_events(log, intents=True)
+    assert event["event_type"] == "maintenance.idle_kill"
+    d = event["details"]
+    assert d["reason"] == "idle_timeout" and d["recovered"] is True and d["phase"] == "done"
+    assert d["exit_state"] == "exited" and d["key"] == action.key
+    # Recovery is idempotent: the same open intent again (its memory not saved before a second
+    # crash) is found already recorded in the event log.
+    again, outcomes = ex.recover(memory, NOW)
+    assert outcomes == () and again.intents == {}
+    assert len(read_events(log, intents=True)) == 1
+
+
+def test_a_stop_still_under_way_waits_then_is_recorded_as_not_carried_out(
+    docker_client: Any, make_container: Any, tmp_path: Path
+) -> None:
+    log = tmp_path / "events.jsonl"
+    c = make_container("sleep 300")
+    action = idle_stop(c)
+    ex = executor(docker_client, log, tmp_path / "ledger.json")
+    recent = interrupted(action, ControllerMemory(), 2, 600.0)
+    after, outcomes = ex.recover(recent, NOW)
+    assert outcomes == () and action.key in after.intents, "the engine may still be stopping it"
+    assert read_events(log, intents=True) == []
+    old = interrupted(action, ControllerMemory(), 3600, 600.0)
+    after, outcomes = ex.recover(old, NOW)
+    (o,) = outcomes
+    assert o.outcome is Outcome.FAILED and "not carried out" in o.detail
+    assert after.intents == {}
+    (event,) = read_events(log, intents=True)
+    assert event["event_type"] == "controller.action_failed"
+    assert event["details"]["phase"] == "failed" and event["details"]["reason"] == "idle_timeout"
+
+
+def test_an_interrupted_removal_is_recorded_with_its_reason(
+    docker_client: Any, make_container: Any, tmp_path: Path
+) -> None:
+    log = tmp_path / "events.jsonl"
+    created = make_container(start=False)
+    action = container_action(
+        ActionKind.REMOVE_CONTAINER, created, Reason.GPU_HOLD_EXPIRED, evidence=GPU_EVIDENCE
+    )
+    docker_client.api.remove_container(created.id)
+    ex = executor(docker_client, log, tmp_path / "ledger.json")
+    after, (o,) = ex.recover(interrupted(action, ControllerMemory(), 1, None), NOW)
+    assert o.outcome is Outcome.DONE and after.intents == {}
+    types = [(e["event_type"], e["details"]["reason"]) for e in read_events(log, intents=True)]
+    assert types == [("container.remove", "gpu_hold_expired"), ("gpu.release", "gpu_hold_expired")]
+
+
+def test_an_interrupted_gpu_reset_is_never_repeated(docker_client: Any, tmp_path: Path) -> None:
+    from controller.plan.types import Target
+
+    log = tmp_path / "events.jsonl"
+    action = Action(
+        kind=ActionKind.RESET_GPU,
+        target=Target(gpu=GPU),
+        reason=Reason.GPU_DIRTY,
+        message="reset",
+        due_at=NOW,
+        key=f"ResetGpu:{GPU}:2026-01-30T14:00:00+00:00:GpuDirty",
+    )
+    ex = executor(docker_client, log, tmp_path / "ledger.json")
+    after, (o,) = ex.recover(interrupted(action, ControllerMemory(), 1, None), NOW)
+    assert o.outcome is Outcome.FAILED
+    assert action.key in after.done, "an unverifiable reset is marked done: the planner alerts instead"
+    (event,) = read_events(log, intents=True)
+    assert event["details"]["phase"] == "failed" and event["details"]["recovered"] is True
+
+
+def test_outcome_lines_that_could_not_be_written_are_written_next_pass(
+    docker_client: Any, make_container: Any, tmp_path: Path
+) -> None:
+    good_log = tmp_path / "events.jsonl"
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("")
+    c = make_container("sleep 300")
+    action = idle_stop(c)
+    ex = executor(docker_client, good_log, tmp_path / "ledger.json")
+    # The intent line goes out, then the log breaks before the outcome is written.
+    broken = EventLog(blocker / "events.jsonl")
+    real_write_durable = ex._events.write_durable
+
+    def write_then_break(event_type: str, **kw: Any) -> None:
+        if event_type == "controller.action_started":
+            real_write_durable(event_type, **kw)
+        else:
+            broken.write_durable(event_type, **kw)
+
+    ex._events.write_durable = write_then_break  # type: ignore[method-assign]
+    report = ex.execute(make_plan(action), ControllerMemory(), NOW)
+    assert report.outcomes[0].outcome is Outcome.DONE
+    kept = report.memory.intents[action.key]
+    assert kept.closing and kept.closing[0]["event_type"] == "maintenance.idle_kill"
+    ex._events.write_durable = real_write_durable  # type: ignore[method-assign]
+    after, outcomes = ex.recover(report.memory, NOW)
+    assert outcomes == (), "already counted when it was done"
+    assert after.intents == {}
+    types = [e["event_type"] for e in read_events(good_log, intents=True)]
+    assert types == ["controller.action_started", "maintenance.idle_kill"]
+
+
+def test_an_interrupted_stop_is_still_recorded_when_the_memory_is_lost_too(
+    docker_client: Any, make_container: Any, tmp_path: Path
+) -> None:
+    from controller.act.events import tail
+    from controller.act.salvage import memory_from_events
+
+    log = tmp_path / "events.jsonl"
+    c = make_container("sleep 300")
+    action = idle_stop(c)
+    memory = idle_memory(c, 600)
+
+    class Killed(Exception):
+        pass
+
+    ex = executor(docker_client, log, tmp_path / "ledger.json")
+    real_stop = ex._docker.stop
+
+    def die_in_stop(cid: str, *, timeout_s: int) -> None:
+        raise Killed  # the daemon dies here: the intent line is written, nothing else
+
+    ex._docker.stop = die_in_stop  # type: ignore[method-assign]
+    with pytest.raises(Killed):
+        ex._one(action, memory, NOW)
+    ex._docker.stop = real_stop  # type: ignore[method-assign]
+    docker_client.api.stop(c.id, timeout=1)  # the engine finished the stop
+    # The memory file is corrupt: what is left is the event log.
+    rebuilt = memory_from_events(tail(log, 1000), NOW + timedelta(seconds=5))
+    assert list(rebuilt.intents) == [action.key]
+    after, (o,) = executor(docker_client, log, tmp_path / "ledger.json").recover(
+        rebuilt, NOW + timedelta(seconds=5)
+    )
+    assert (o.reason, o.outcome, o.reclaimed_gpu_s) == (Reason.IDLE_TIMEOUT, Outcome.DONE, 600.0)
+    assert after.intents == {}
+    types = [(e["event_type"], e["details"]["phase"]) for e in read_events(log, intents=True)]
+    assert types == [("controller.action_started", "started"), ("maintenance.idle_kill", "done")]
+    assert memory_from_events(tail(log, 1000), NOW).intents == {}, "closed: not rebuilt again"
+
+
+def test_a_gpu_reset_killed_before_its_memory_was_saved_is_not_repeated(
+    docker_client: Any, tmp_path: Path
+) -> None:
+    from controller.plan.types import Target
+
+    log = tmp_path / "events.jsonl"
+    marker = tmp_path / "resets"
+    action = Action(
+        kind=ActionKind.RESET_GPU,
+        target=Target(gpu=GPU),
+        reason=Reason.GPU_DIRTY,
+        message="reset",
+        due_at=NOW,
+        key=f"ResetGpu:{GPU}:2026-01-30T14:00:00+00:00:GpuDirty",
+    )
+    saved: list[ControllerMemory] = []
+    ex = RealExecutor(
+        docker_client,
+        EventLog(log),
+        RecordingNotifier(),
+        tmp_path / "ledger.json",
+        reset_command=["sh", "-c", f'echo "$1" >> {marker}', "reset", "{uuid}"],
+        clock=lambda: NOW,
+        save_memory=saved.append,
+    )
+    report = ex.execute(make_plan(action), ControllerMemory(), NOW)
+    assert report.outcomes[0].outcome is Outcome.DONE and action.key in report.memory.done
+    # Killed now: the outcome line is written, the memory on disk is the one saved with the intent.
+    on_disk = saved[-1]
+    assert action.key in on_disk.intents and action.key not in on_disk.done
+    after, outcomes = ex.recover(on_disk, NOW)
+    assert outcomes == () and after.intents == {}
+    assert action.key in after.done, "the planner must see the reset as done, or it resets again"
+    assert marker.read_text().split() == [GPU]

@@ -1,0 +1,282 @@
+"""Reliability under faults: the pass summary for a domain that is down, durable intent records,
+failing closed when the record cannot be written, and starting from corrupt state (issue 18)."""
+
+from __future__ import annotations
+
+import errno
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from controller.act.events import EventLog, tail, utc_timestamp
+from controller.act.report import ExecutionReport
+from controller.act.salvage import load_state, memory_from_event_log, memory_from_events
+from controller.loop import summarize
+from controller.memory import ContainerMemory, ControllerMemory
+from controller.plan.planner import plan
+from controller.plan.types import Plan
+from controller.record import RecordUnavailable, describe_os_error
+from controller.snapshot import ContainerState, Domain
+from controller.store import MemoryStore, StoreUntrusted
+from tests.fixtures import builders as b
+
+
+def test_summary_says_unknown_for_a_domain_that_is_down() -> None:
+    snap = b.snapshot(down=[Domain.DOCKER, Domain.NVML])
+    plan = Plan(observed_at=snap.observed_at, evaluated_at=snap.observed_at)
+    line = summarize(snap, plan, ExecutionReport(), 0.1)
+    assert "containers=unknown running=unknown" in line
+    assert "gpus=unknown" in line
+    assert "containers=0" not in line
+    assert "unavailable=docker,nvml" in line
+
+
+def test_summary_counts_when_the_domains_answer() -> None:
+    c = b.container()
+    snap = b.snapshot(containers=[c], gpus=[b.gpu(0)])
+    plan = Plan(observed_at=snap.observed_at, evaluated_at=snap.observed_at)
+    line = summarize(snap, plan, ExecutionReport(), 0.1)
+    assert "containers=1 running=1" in line
+    assert "gpus=1" in line
+
+
+# --- corrupt state: moved aside, fresh memory that is never bolder -------------------------------
+
+AT = datetime(2026, 1, 30, 14, 30, tzinfo=UTC)
+DIRTY = (b.gpu(0, memory_used_bytes=4 * 1024**3), b.gpu(1))
+
+
+def good_memory() -> ControllerMemory:
+    return ControllerMemory(containers={"a" * 64: ContainerMemory(container_id="a" * 64, idle_since=AT)})
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        pytest.param(lambda raw: b"{\x00\x17garbage", id="corrupt"),
+        pytest.param(lambda raw: raw[: len(raw) // 2], id="truncated"),
+        pytest.param(lambda raw: b"", id="empty"),
+        pytest.param(lambda raw: b'{"containers": 7}', id="wrong-shape"),
+    ],
+)
+def test_a_corrupt_memory_is_moved_aside_and_the_daemon_starts_fresh(
+    tmp_path: Path, damage: Callable[[bytes], bytes]
+) -> None:
+    store = MemoryStore(tmp_path / "state")
+    store.save(good_memory())
+    store.path.write_bytes(damage(store.path.read_bytes()))
+    log = EventLog(tmp_path / "events.jsonl")
+    seen: list[str] = []
+    memory = load_state(store, log, AT, on_quarantine=lambda name, at: seen.append(name))
+    assert memory.containers == {} and not memory.breaker.tripped
+    kept = tmp_path / "state" / "memory.json.corrupt-20260130T143000Z"
+    assert kept.exists() and not store.path.exists()
+    assert seen == ["memory.json"]
+    (event,) = tail(log.path, 10)
+    assert event["event_type"] == "controller.state_quarantined"
+    assert event["details"]["moved_to"] == str(kept)
+    # The next start reads what the fresh daemon saved: it does not quarantine again.
+    store.save(memory)
+    assert load_state(store, log, AT) == memory
+    assert len(tail(log.path, 10)) == 1
+
+
+def test_a_memory_from_a_foreign_user_is_still_refused_not_moved(tmp_path: Path) -> None:
+    store = MemoryStore(tmp_path / "state")
+    store.save(good_memory())
+    store.path.chmod(0o666)
+    with pytest.raises(StoreUntrusted):
+        load_state(store, EventLog(tmp_path / "events.jsonl"), AT)
+    assert store.path.exists()
+
+
+def test_every_other_state_file_is_checked_and_moved_aside(tmp_path: Path) -> None:
+    store = MemoryStore(tmp_path / "state")
+    for name in ("policy-status.json", "workload-inventory.json", "inspect-cache.bin"):
+        (store.state_dir / name).write_bytes(b"\x80\x04 truncated")
+        (store.state_dir / name).chmod(0o600)
+    seen: list[str] = []
+    memory = load_state(
+        store, EventLog(tmp_path / "events.jsonl"), AT, on_quarantine=lambda n, at: seen.append(n)
+    )
+    assert memory == ControllerMemory()
+    assert sorted(seen) == ["inspect-cache.bin", "policy-status.json", "workload-inventory.json"]
+    left = sorted(p.name for p in store.state_dir.iterdir())
+    assert left == [
+        "inspect-cache.bin.corrupt-20260130T143000Z",
+        "policy-status.json.corrupt-20260130T143000Z",
+        "workload-inventory.json.corrupt-20260130T143000Z",
+    ]
+
+
+def event(kind: str, at: datetime, **details: object) -> dict[str, object]:
+    return {"timestamp": utc_timestamp(at), "event_type": kind, "details": details}
+
+
+def test_a_lost_memory_keeps_an_open_breaker(tmp_path: Path) -> None:
+    tripped = event(
+        "controller.breaker_tripped", AT, key="AlertAdmin:BreakerTripped:x", message="too many stops"
+    )
+    assert memory_from_events([tripped], AT).breaker.tripped
+    reset = event("controller.breaker_reset", AT + timedelta(minutes=1), was="too many stops")
+    assert not memory_from_events([tripped, reset], AT).breaker.tripped
+    # The planner then defers every destructive action, as it would have with the lost memory.
+    created = b.container("old", state=ContainerState.CREATED, gpus=[b.GPU0])
+    snap = b.snapshot(containers=[created])
+    assert b.summary(plan(snap, b.desired(b.policy()), ControllerMemory(), b.T0)), "removable when closed"
+    p = plan(snap, b.desired(b.policy()), memory_from_events([tripped], AT), b.T0)
+    assert p.actions == ()
+    assert ("CreatedNeverStarted", "BreakerOpen", "old") in b.deferred_summary(p)
+
+
+def test_an_unreadable_event_log_opens_the_breaker_after_memory_loss(tmp_path: Path) -> None:
+    log_dir = tmp_path / "events.jsonl"
+    log_dir.mkdir()  # a directory where the log should be: it cannot be read
+    assert memory_from_event_log(log_dir, AT).breaker.tripped
+    assert not memory_from_event_log(tmp_path / "missing.jsonl", AT).breaker.tripped
+
+
+def test_a_lost_memory_does_not_reset_a_still_dirty_gpu_again() -> None:
+    passes = b.Passes(b.desired(b.policy()))
+    passes.run(b.snapshot(observed_at=b.at(seconds=0), gpus=DIRTY))
+    p = passes.run(b.snapshot(observed_at=b.at(seconds=30), gpus=DIRTY))
+    (reset,) = p.actions
+    assert reset.kind.value == "ResetGpu"
+    # What the executor wrote for it; then the memory is lost.
+    log = [
+        event("gpu.health_check", b.at(seconds=31), gpu=b.GPU0, status="cleaned", key=reset.key, phase="done")
+    ]
+    now = b.at(seconds=60)
+
+    def two_passes(memory: ControllerMemory) -> list[str]:
+        kinds = []
+        for s in (60, 90):
+            p = plan(
+                b.snapshot(observed_at=b.at(seconds=s), gpus=DIRTY),
+                b.desired(b.policy()),
+                memory,
+                b.at(seconds=s),
+            )
+            memory = b.record_outcomes(p)
+            kinds += [a.kind.value for a in p.actions]
+        return kinds
+
+    assert "ResetGpu" in two_passes(ControllerMemory()), "a bare fresh memory would reset it again"
+    assert two_passes(memory_from_events(log, now)) == ["AlertAdmin"]
+
+
+def test_a_lost_memory_keeps_back_off() -> None:
+    failed = event(
+        "controller.action_failed",
+        AT,
+        key="StopContainer:x:IdleTimeout",
+        error="boom",
+        failures=3,
+        next_attempt_at=utc_timestamp(AT + timedelta(seconds=40)),
+    )
+    memory = memory_from_events([failed], AT + timedelta(seconds=1))
+    assert memory.attempts["StopContainer:x:IdleTimeout"].failures == 3
+    assert memory_from_events([failed], AT + timedelta(minutes=5)).attempts == {}
+
+
+# --- fail closed: the record cannot be written ---------------------------------------------------
+
+
+def test_a_failed_memory_save_names_the_file_and_errno(tmp_path: Path) -> None:
+    store = MemoryStore(tmp_path / "state")
+    (store.state_dir / "memory.json.tmp").mkdir()  # in the way of the next save
+    with pytest.raises(OSError) as caught:
+        store.save(ControllerMemory())
+    assert caught.value.filename is not None
+    problem = store.health.problem()
+    assert problem is not None and "memory.json" in problem and "[Errno" in problem
+    (store.state_dir / "memory.json.tmp").rmdir()
+    store.save(ControllerMemory())
+    assert store.health.problem() is None, "it recovers by itself once the write succeeds"
+
+
+def test_the_event_log_reports_its_health(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    log = EventLog(blocker / "events.jsonl")
+    log.write("controller.warning", user=None)  # never raises
+    assert log.health.problem() is not None and str(log.path) in (log.health.problem() or "")
+    with pytest.raises(RecordUnavailable):
+        log.write_durable("controller.action_started", user=None)
+
+
+def test_describe_os_error_names_file_and_errno() -> None:
+    text = describe_os_error("/var/lib/ds01/memory.json", OSError(errno.ENOSPC, "No space left on device"))
+    assert text == "/var/lib/ds01/memory.json: [Errno 28 ENOSPC] No space left on device"
+
+
+def test_get_policies_shows_an_unwritable_record(tmp_path: Path) -> None:
+    from controller.cli.gather import with_daemon_status
+    from controller.cli.get import policy_status_line
+    from controller.cli.view import PolicyInfo, View
+    from controller.settings import Settings
+    from controller.store import write_policy_status
+
+    state_dir = tmp_path / "state"
+    MemoryStore(state_dir)
+    problem = f"{state_dir / 'memory.json'}: [Errno 28 ENOSPC] No space left on device"
+    write_policy_status(state_dir, AT, [], AT, record_error=problem)
+    settings = Settings(state_dir=state_dir)
+    info = with_daemon_status(PolicyInfo(), settings)
+    assert info.record_error == problem
+    line = policy_status_line(View(snapshot=b.snapshot(), now=AT, policy=info))
+    assert "CANNOT WRITE ITS RECORD" in line and "ENOSPC" in line and "memory.json" in line
+    write_policy_status(state_dir, AT, [], AT)  # recovered
+    assert with_daemon_status(PolicyInfo(), settings).record_error is None
+
+
+def test_the_loop_announces_an_unwritable_record_once_and_notices_recovery_on_a_quiet_host(
+    tmp_path: Path,
+) -> None:
+    from typing import Any, cast
+
+    from controller.loop import Controller
+    from controller.record import RecordHealth
+    from controller.settings import Settings
+    from desired_state.load import PolicyHolder
+
+    health = RecordHealth()
+    blocked = tmp_path / "log"
+    blocked.write_text("")  # the log's directory is a file: every write fails
+    event_log = EventLog(blocked / "events.jsonl", health=health)
+    store = MemoryStore(tmp_path / "state", health=health)
+    controller = Controller(
+        settings=Settings(state_dir=store.state_dir, events_log=event_log.path),
+        observer=cast(Any, None),
+        policy=PolicyHolder(),
+        executor=cast(Any, None),
+        store=store,
+        event_log=event_log,
+        memory=ControllerMemory(),
+    )
+    event_log.write("detection.container_discovered", user=None)
+    problem = controller._announce_record()
+    assert problem is not None and str(event_log.path) in problem and "[Errno" in problem
+    assert controller._announce_record() == problem  # still broken: no new announcement
+    blocked.unlink()
+    blocked.mkdir()  # space is back; nothing else writes to the log on a quiet host
+    assert controller._announce_record() is None
+    assert [e["event_type"] for e in tail(event_log.path, 10)] == ["controller.record_recovered"]
+    assert controller._announce_record() is None
+    assert len(tail(event_log.path, 10)) == 1
+
+
+def test_a_lost_memory_never_stops_an_idle_container_sooner() -> None:
+    from tests.unit.test_planner_idle import IdleHost, kinds
+
+    h = IdleHost()
+    for minute in range(0, 40, 5):
+        h.at(minute)
+    assert b.summary(h.at(40)) == [("StopContainer", "IdleTimeout", "train")]
+    # The memory is lost here: the same container, still idle, is observed by a fresh memory.
+    h.passes.memory = memory_from_events([], b.at(minutes=40))
+    seen = [kinds(h.at(minute)) for minute in (45, 50, 55)]
+    assert all(("StopContainer", "IdleTimeout") not in k for k in seen), seen
+    assert seen[0] == [], "a new idle streak starts: no stop, not even a warning yet"
