@@ -314,6 +314,7 @@ def test_a_gpu_reset_killed_before_its_memory_was_saved_is_not_repeated(
         reset_command=["sh", "-c", f'echo "$1" >> {marker}', "reset", "{uuid}"],
         clock=lambda: NOW,
         save_memory=saved.append,
+        reset_precheck=lambda gpu: [],  # the fresh re-check is tested in test_safety_reset.py
     )
     report = ex.execute(make_plan(action), ControllerMemory(), NOW)
     assert report.outcomes[0].outcome is Outcome.DONE and action.key in report.memory.done
