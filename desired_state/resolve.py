@@ -39,6 +39,7 @@ from crd_like_specs.kinds import (
     SpecModel,
     TypeSettings,
     UserGroup,
+    UserOverride,
 )
 from crd_like_specs.vocabulary import ContainerType
 from desired_state.effective import (
@@ -134,41 +135,74 @@ def settings_layers(
 ) -> tuple[list[Layer], Sourced[str]]:
     """The layers that apply to ``owner``'s containers of ``container_type``, lowest first."""
     base = builtin_lifecycle()
-    lifecycle = policy.lifecycle
     group, group_sourced = _group_of(policy, owner)
     override = policy.override_of(owner)
     t = container_type
+    lifecycles = _lifecycle_layers(policy)
+    groups = _group_layers(policy, group) if group is not None else []
+    overrides = (
+        [(doc, label) for doc, label in policy.layers_of(override) if isinstance(doc, UserOverride)]
+        if override is not None
+        else []
+    )
     layers: list[Layer] = [(base.spec.settings, BUILTIN)]
-    if lifecycle is not None:
-        layers.append((lifecycle.spec.settings, f"LifecyclePolicy/{lifecycle.metadata.name}"))
-    if group is not None:
-        layers.append((group.spec.settings, _group_label(policy, group)))
+    layers.extend((lc.spec.settings, label) for lc, label in lifecycles)
+    layers.extend((g.spec.settings, label) for g, label in groups)
     if t in base.spec.container_types:
         layers.append((base.spec.container_types[t], f"container type {t.value} ({BUILTIN})"))
-    if lifecycle is not None and t in lifecycle.spec.container_types:
-        layers.append(
-            (
-                lifecycle.spec.container_types[t],
-                f"container type {t.value} (LifecyclePolicy/{lifecycle.metadata.name})",
-            )
-        )
-    if group is not None and t in group.spec.container_types:
-        layers.append(
-            (group.spec.container_types[t], f"{_group_label(policy, group)} containerTypes.{t.value}")
-        )
-    if override is not None:
-        label = f"UserOverride/{override.metadata.name}"
-        layers.append((override.spec.settings, label))
-        if t in override.spec.container_types:
-            layers.append((override.spec.container_types[t], f"{label} containerTypes.{t.value}"))
+    layers.extend(
+        (lc.spec.container_types[t], f"container type {t.value} ({label})")
+        for lc, label in lifecycles
+        if t in lc.spec.container_types
+    )
+    layers.extend(
+        (g.spec.container_types[t], f"{label} containerTypes.{t.value}")
+        for g, label in groups
+        if t in g.spec.container_types
+    )
+    for doc, label in overrides:
+        layers.append((doc.spec.settings, label))
+    layers.extend(
+        (doc.spec.container_types[t], f"{label} containerTypes.{t.value}")
+        for doc, label in overrides
+        if t in doc.spec.container_types
+    )
     return layers, group_sourced
 
 
+def _lifecycle_layers(policy: PolicySet) -> list[tuple[LifecyclePolicy, str]]:
+    """The admin's LifecyclePolicy layers, lowest first (DS01's import, then the specs' one)."""
+    if policy.lifecycle is None:
+        return []
+    return [
+        (doc, label) for doc, label in policy.layers_of(policy.lifecycle) if isinstance(doc, LifecyclePolicy)
+    ]
+
+
+def _group_layers(policy: PolicySet, group: UserGroup) -> list[tuple[UserGroup, str]]:
+    layers = [(doc, label) for doc, label in policy.layers_of(group) if isinstance(doc, UserGroup)]
+    if len(layers) == 1:
+        return [(group, _group_label(policy, group))]
+    return layers
+
+
+def is_builtin_layer(source: str) -> bool:
+    """A layer of the built-in default (its settings, its container types, its groups)."""
+    return source == BUILTIN or source.endswith(f"({BUILTIN})")
+
+
 def pick(layers: Sequence[Layer], field: str) -> Sourced[Any] | None:
-    """The value of ``field`` from the highest layer that writes it."""
-    for settings, source in reversed(layers):
-        if field in settings.model_fields_set:
-            return Sourced(value=getattr(settings, field), source=source)
+    """The value of ``field`` from the highest admin layer that writes it, else the highest built-in one.
+
+    A built-in layer (the built-in default, its container types, its groups) never beats a key an
+    admin wrote in any layer: an admin's ``LifecyclePolicy`` ``settings.idleTimeout: 20s`` applies to
+    docker containers although the built-in docker type pins 30m. Among the admin's own layers the
+    order holds (DS01's container types still beat a group's general settings).
+    """
+    for admin in (True, False):
+        for settings, source in reversed(layers):
+            if is_builtin_layer(source) != admin and field in settings.model_fields_set:
+                return Sourced(value=getattr(settings, field), source=source)
     return None
 
 
@@ -252,11 +286,9 @@ def _active_exemptions(policy: PolicySet, owner: str, now: datetime) -> list[Act
 
 
 def _selectors(policy: PolicySet, field: str) -> tuple[list[ContainerSelector], str]:
-    lifecycle = policy.lifecycle
-    if lifecycle is not None and field in lifecycle.spec.model_fields_set:
-        return list(
-            getattr(lifecycle.spec, field) or ()
-        ), f"LifecyclePolicy/{lifecycle.metadata.name} {field}"
+    for lifecycle, label in reversed(_lifecycle_layers(policy)):
+        if field in lifecycle.spec.model_fields_set:
+            return list(getattr(lifecycle.spec, field) or ()), f"{label} {field}"
     return list(getattr(builtin_lifecycle().spec, field) or ()), f"{BUILTIN} {field}"
 
 
@@ -316,11 +348,10 @@ def _flag(
 
 def global_value(policy: PolicySet, path: Sequence[str]) -> Sourced[Any]:
     """A LifecyclePolicy spec value by field path: the admin's policy if it writes it, else built-in."""
-    lifecycle = policy.lifecycle
-    if lifecycle is not None:
+    for lifecycle, label in reversed(_lifecycle_layers(policy)):
         found = _written(lifecycle, path)
         if found is not None:
-            return Sourced(value=found[0], source=f"LifecyclePolicy/{lifecycle.metadata.name}")
+            return Sourced(value=found[0], source=label)
     found = _written(builtin_lifecycle(), path)
     if found is None:  # pragma: no cover - the built-in default sets every global key (tested)
         raise AssertionError(f"built-in default lacks spec.{'.'.join(path)}")

@@ -8,8 +8,10 @@
   directory is imported;
 * a directory of CRD-like specs, or single spec files.
 
-All spec files named, and the DS01 directories, are checked together as one policy (so a second
-LifecyclePolicy or a duplicate name across files is reported). Reads files; changes nothing.
+All spec files named, and the DS01 directories, are checked together as one policy, exactly as the
+daemon loads ``--specs`` with ``--ds01-config``: the specs layered over the DS01 import (so a second
+LifecyclePolicy or a duplicate name among the spec files is reported, and a reference that does not
+resolve after layering is an error with file and line). Reads files; changes nothing.
 """
 
 from __future__ import annotations
@@ -20,7 +22,14 @@ from pathlib import Path
 from typing import Any, Final
 
 from desired_state.errors import PolicyError
-from desired_state.load import DS01_MAIN_FILE, assemble, load_spec_files, sorted_errors, spec_files
+from desired_state.load import (
+    DS01_MAIN_FILE,
+    assemble,
+    layered_set,
+    load_spec_files,
+    sorted_errors,
+    spec_files,
+)
 from desired_state.policy_set import LoadedDocument
 
 DS01_FILES: Final = (DS01_MAIN_FILE, "user-overrides.yaml", "lifecycle-exemptions.yaml")
@@ -58,12 +67,14 @@ def validation_errors(paths: Sequence[Path]) -> list[PolicyError]:
             errors.append(PolicyError(str(path), None, "no such file or directory", fix="check the path"))
     entries: list[LoadedDocument] = []
     spec_entries, _inputs, spec_errors = load_spec_files(list(dict.fromkeys(files)))
-    entries.extend(spec_entries)
     errors.extend(spec_errors)
     for directory in dict.fromkeys(ds01_dirs):
         ds01_entries, _ds01_inputs, ds01_errors = ds01_import.import_entries(directory)
         entries.extend(ds01_entries)
         errors.extend(ds01_errors)
+    # As the daemon loads them: the specs layered over the DS01 import.
+    entries, layer_errors = layered_set(entries, spec_entries)
+    errors.extend(layer_errors)
     _policy, set_errors = assemble(entries, origin="validate", check_references=not errors)
     return sorted_errors([*errors, *set_errors])
 
