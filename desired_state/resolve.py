@@ -2,7 +2,9 @@
 
 Precedence, lowest to highest (:func:`describe_precedence` prints this; docs/policy.md explains it):
 
-1. built-in default (DS01's shipped values plus the controller's own defaults)
+1. built-in default (DS01's shipped values plus the controller's own defaults); a built-in layer
+   (this one, the built-in container types of layer 4, the built-in groups) never beats a key an
+   admin wrote in any layer, see :func:`pick`
 2. the LifecyclePolicy's ``settings``
 3. the owner's UserGroup ``settings`` (first group by ``order`` listing the login name, else its
    sanitised form; owners in no group, unknown owners included, get ``defaultGroup``)
@@ -103,6 +105,9 @@ def describe_precedence() -> str:
             "  7. UserOverride spec.containerTypes.<type>",
             "  8. Exemption (idle, max_runtime, cleanup), while not expired",
             "idleExempt is set only per type (layers 4, 5, 7); while true, the idle timeout is never.",
+            "A built-in layer (the built-in default and its container types) never beats a key an admin",
+            "wrote in any layer. With --specs and --ds01-config, the specs' documents are layered over",
+            "DS01's key by key (a key the specs write wins).",
         ]
     )
 
