@@ -135,6 +135,10 @@ class GlobalPolicy(BaseModel):
         description="An activity sample taken longer than this after the previous one is undecidable"
     )
     kill_grace_s: Sourced[float]
+    transient_process_min_age_s: Sourced[float] = Field(
+        default=Sourced(value=60.0, source="built-in default"),
+        description="How long a bare host GPU process must be seen before it is announced (DS01: ~60 s)",
+    )
     trust_labels: Sourced[bool] = Field(
         description="Honour ds01.protected/ds01.monitoring/ds01.user labels (admission layer enforces them)"
     )

@@ -375,6 +375,11 @@ def _written(policy: LifecyclePolicy, path: Sequence[str]) -> tuple[Any] | None:
     return None  # pragma: no cover - empty path
 
 
+def _or_zero(found: Sourced[Any]) -> Sourced[Any]:
+    """A duration where null means no wait at all."""
+    return found if found.value is not None else Sourced(value=0.0, source=found.source)
+
+
 def global_policy(policy: PolicySet) -> GlobalPolicy:
     """Host-wide settings (reset, budget, breaker, ledger window, orphans, label trust)."""
     reset_policy = global_value(policy, ("gpu_reset", "policy"))
@@ -395,6 +400,7 @@ def global_policy(policy: PolicySet) -> GlobalPolicy:
         orphan_sightings_required=global_value(policy, ("orphan_sightings_required",)),
         max_sample_interval_s=global_value(policy, ("max_sample_interval",)),
         kill_grace_s=global_value(policy, ("kill_grace",)),
+        transient_process_min_age_s=_or_zero(global_value(policy, ("transient_process_min_age",))),
         trust_labels=global_value(policy, ("trust_labels",)),
         system_process_names=Sourced(value=tuple(names.value), source=names.source),
         engine_cgroup_parents=Sourced(value=tuple(parents.value), source=parents.source),

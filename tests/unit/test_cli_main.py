@@ -519,7 +519,8 @@ def test_validate_with_ds01_config_checks_the_specs_layered_over_it(
     rc, out, _ = run(["validate", "--ds01-config", str(ds01), str(specs)], capsys)
     assert rc == 0 and out.startswith(f"valid: {ds01}, {specs}")
     (specs / "site.yaml").write_text(
-        "apiVersion: ds01.io/v1alpha1\nkind: LifecyclePolicy\nmetadata: {name: site}\nspec:\n  defaultGroup: nobody\n"
+        "apiVersion: ds01.io/v1alpha1\nkind: LifecyclePolicy\nmetadata: {name: site}\n"
+        "spec:\n  defaultGroup: nobody\n"
     )
     rc, out, _ = run(["validate", "--ds01-config", str(ds01), str(specs)], capsys)
     assert rc == 1 and f"{specs}/site.yaml:5" in out and "defaultGroup 'nobody'" in out
