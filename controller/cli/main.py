@@ -462,7 +462,7 @@ def cmd_validate(args: argparse.Namespace, settings: Settings) -> int:
     from pathlib import Path
 
     from controller.cli.render import clean
-    from desired_state.validate import validate_paths
+    from desired_state.validate import validate_paths, validation_warnings
 
     paths = [Path(p) for p in args.paths]
     if settings.ds01_config is not None and settings.ds01_config not in paths:
@@ -475,6 +475,8 @@ def cmd_validate(args: argparse.Namespace, settings: Settings) -> int:
         print(f"{len(problems)} problem(s) found", file=sys.stderr)
         return 1
     print(f"valid: {', '.join(clean(str(p), 200) for p in paths)}")
+    for warning in validation_warnings(paths):  # valid, but one setting decides instead of another
+        print(clean(warning, 1000))
     return 0
 
 

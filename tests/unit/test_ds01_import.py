@@ -16,7 +16,7 @@ from desired_state.errors import PolicyLoadError
 from desired_state.load import builtin_lifecycle, builtin_policy, dump_documents, load_policy, load_spec_text
 from desired_state.policy_set import PolicySet
 from desired_state.resolve import global_policy, resolve_effective_policy
-from desired_state.validate import validate_paths
+from desired_state.validate import validate_paths, validation_warnings
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 DS01_DIR = DATA / "ds01"
@@ -459,3 +459,33 @@ def test_the_real_file_needs_no_extras_and_has_no_errors(real_file_only: Path) -
     policy = load_policy(ds01_config_dir=real_file_only)
     assert policy.origin == f"DS01 config {real_file_only}"
     assert [s.kind for s in policy.sources].count("UserGroup") == 4
+
+
+def test_validate_warns_where_one_setting_decides_instead_of_another(tmp_path: Path) -> None:
+    """DS01's idle_timeout_h: 0.004 (14.4s) under the built-in 5m idleMinDuration: the span decides."""
+    config = tmp_path / "ds01"
+    config.mkdir()
+    text = (DS01_DIR / "resource-limits.yaml").read_text()
+    (config / "resource-limits.yaml").write_text(
+        text.replace("  idle_timeout_h: 0.5 ", "  idle_timeout_h: 0.004 ", 1)
+    )
+    assert validate_paths([config]) == []
+    warnings = validation_warnings([config], now=NOW)
+    spans = [
+        w
+        for w in warnings
+        if w.startswith(
+            "warning: idleMinDuration 5m (built-in default) is longer than the idle timeout 14.4s "
+            "(LifecyclePolicy/ds01)"
+        )
+    ]
+    assert len(spans) == 1 and "idleMinDuration decides" in spans[0]
+    assert f"[{config / 'resource-limits.yaml'}:" in spans[0]
+    # a specs file on top: its warnLead longer than the timeouts, both files named
+    specs = tmp_path / "specs"
+    write(specs, "site.yaml", OVERLAY.replace("warnLead: 2m", "warnLead: 1h"))
+    lead = [w for w in validation_warnings([config, specs], now=NOW) if w.startswith("warning: warnLead 1h")]
+    assert lead and all(f"{specs / 'site.yaml'}:" in w for w in lead)
+    assert any(str(config / "resource-limits.yaml") in w for w in lead)
+    # nothing to say about the shipped file alone
+    assert validation_warnings([DS01_DIR], now=NOW) == []

@@ -191,6 +191,18 @@ class TestIdleWarningsThenStop:
             assert all(a.kind != ActionKind.STOP_CONTAINER for a in h.at(minute).actions)
         assert kinds(h.at(25)) == [("StopContainer", "IdleTimeout")]
 
+    def test_the_plan_says_when_the_min_duration_decides_not_the_timeout(self) -> None:
+        pol = b.policy(idle_timeout_s=5 * b.MIN, idle_min_duration_s=20 * b.MIN, idle_detection_window=1)
+        h = IdleHost(pol)
+        h.at(0)
+        h.at(5)
+        p = h.at(15)  # idle 10 min: past the 5 min timeout, short of the 20 min span
+        held = next(d for d in p.deferred if d.rule.value == "IdleTimeout")
+        assert "idleMinDuration 20m" in held.message and "decides, not the idle timeout 5m" in held.message
+        assert held.evidence["decided_by"].startswith("idleMinDuration 20m")
+        assert held.due_at is not None
+        assert datetime.fromisoformat(held.evidence["effective_stop_due_at"]) == held.due_at
+
     def test_high_demand_halves_the_timeout(self) -> None:
         # Every GPU of the host is used by a running container: demand 100 % >= 80 %.
         holders = tuple(

@@ -318,6 +318,13 @@ def idle_stop(ctx: PassContext, out: Collector, c: ContainerObs, policy: Effecti
         },
         "last_sample": current.detail,
     }
+    if min_duration_s > timeout_s:
+        # The span, not the timeout, decides when the stop comes: say so (plan, describe, events).
+        evidence["decided_by"] = (
+            f"idleMinDuration {fmt_duration(min_duration_s)} ({policy.idle_min_duration_s.source}) is "
+            f"longer than the idle timeout {fmt_duration(timeout_s)} ({policy.idle_timeout_s.source})"
+        )
+        evidence["effective_stop_due_at"] = iso(idle_since + timedelta(seconds=min_duration_s))
     window_ok = status.streak_samples >= window
     duration_ok = idle_s >= min_duration_s
     stop_ready = idle_s >= timeout_s and window_ok and duration_ok
@@ -384,9 +391,20 @@ def idle_stop(ctx: PassContext, out: Collector, c: ContainerObs, policy: Effecti
             dues.append(current.at + timedelta(seconds=status.interval_s * (window - status.streak_samples)))
         if not duration_ok:
             dues.append(idle_since + timedelta(seconds=min_duration_s))
+        waits = []
+        if not window_ok:
+            waits.append(
+                f"only {status.streak_samples}/{window} idle samples (idleDetectionWindow from "
+                f"{policy.idle_detection_window.source})"
+            )
+        if not duration_ok:
+            waits.append(
+                f"the minimum idle span idleMinDuration {fmt_duration(min_duration_s)} from "
+                f"{policy.idle_min_duration_s.source} decides, not the idle timeout "
+                f"{fmt_duration(timeout_s)}"
+            )
         not_ready = (
-            f"{c.name}: idle for {fmt_duration(idle_s)} but only {status.streak_samples}/{window} idle "
-            f"samples (minimum idle span {fmt_duration(min_duration_s)})",
+            f"{c.name}: idle for {fmt_duration(idle_s)} but {'; '.join(waits)}",
             max(dues) if dues else None,
         )
     # Warnings belong to one idle streak. A keep-alive seen during it starts the warnings over once
