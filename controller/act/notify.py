@@ -7,8 +7,11 @@ therefore never make the daemon (root) write into a file or into someone else's 
 message is sanitised line by line (no escape sequences reach the terminal) and written with a
 short deadline, so a stuck terminal cannot stall a pass. No shell, no subprocess.
 
-Like ``wall`` run by root, ``mesg n`` is not honoured: these notices precede the stop of the
-user's own container.
+``mesg n`` is honoured, whoever runs the controller: a terminal without the group write bit (what
+``mesg n`` clears) is not written to, as ``write(1)`` does. Under the shipped unit the kernel would
+refuse it anyway (no ``CAP_DAC_OVERRIDE``, writes go through ``SupplementaryGroups=tty``); the check
+makes ``ds01ctl reconcile`` run as root behave the same. Such a user still finds every warning in
+the event log, and ``ds01ctl describe container NAME`` shows the planned stop.
 
 Called by the real executor for WarnOwner actions. Never raises.
 """
@@ -123,6 +126,9 @@ class TerminalNotifier:
             if st.st_uid != uid:
                 # utmp is stale: the terminal now belongs to another login.
                 logger.info("notify: {} belongs to uid {}, not {}; not writing", path, st.st_uid, uid)
+                return False
+            if not st.st_mode & stat.S_IWGRP:
+                logger.info("notify: {} has messages off (mesg n); not writing", path)
                 return False
             return self._write_all(fd, payload)
         finally:

@@ -301,6 +301,7 @@ def test_terminal_notices_cannot_drive_the_terminal(world: World, docker_client:
         assert c is not None
         notifier = TerminalNotifier(sessions=lambda: [Session(c.owner, terminal)])
         os.fchown(slave, pwd.getpwnam(c.owner).pw_uid, -1)
+        os.fchmod(slave, 0o620)  # as a login leaves it (mesg y)
 
         # The real path: the planner's warning for the hostile container, delivered by the executor.
         later = world.snapshot.observed_at + timedelta(hours=1)
