@@ -25,8 +25,8 @@ import re
 import select
 import stat
 import time
-from collections.abc import Callable, Sequence
-from datetime import UTC, datetime
+from collections.abc import Callable, Mapping, Sequence
+from datetime import UTC, datetime, tzinfo
 from pathlib import Path
 from typing import NamedTuple, Protocol
 
@@ -54,6 +54,25 @@ class Notifier(Protocol):
 
 def _utmp_sessions() -> list[Session]:
     return [Session(u.name, u.terminal or "") for u in psutil.users()]
+
+
+def notice_text(params: Mapping[str, object], message: str, *, tz: tzinfo | None = None) -> str:
+    """The owner's notice: the planner's ``notice`` with ``{stop_at}`` in the server's local time.
+
+    Falls back to ``message`` (the one-line plan message) when the action carries no notice.
+    """
+    notice = params.get("notice")
+    if not isinstance(notice, str) or not notice:
+        return message
+    stop = params.get("stop_expected_at")
+    at = None
+    if isinstance(stop, str):
+        try:
+            at = datetime.fromisoformat(stop.replace("Z", "+00:00"))
+        except ValueError:
+            at = None
+    shown = at.astimezone(tz).strftime("%Y-%m-%d %H:%M %Z").strip() if at is not None else "(unknown time)"
+    return notice.replace("{stop_at}", shown)
 
 
 def format_notice(user: str, message: str, *, severity: str, at: datetime) -> bytes:

@@ -153,6 +153,41 @@ class TestIdleWarningsThenStop:
         # A new streak from 205, with its own warnings (230, 235) and lead time: stopped at 240.
         assert acts == [(230, "IdleWarning"), (235, "IdleWarning"), (240, "IdleTimeout")]
 
+    def test_the_warning_tells_the_owner_what_to_do_on_a_real_terminal(self) -> None:
+        """Name, figures, stop time (local), the keep-alive, what is kept and lost, where to look."""
+        import os
+        import pwd
+        import select
+        from datetime import timedelta, timezone
+
+        from controller.act.notify import Session, TerminalNotifier, notice_text
+
+        h = IdleHost()
+        warning = next(a for m in range(0, 31, 5) for a in h.at(m).actions if a.reason.value == "IdleWarning")
+        local = timezone(timedelta(hours=1), "CET")
+        text = notice_text(warning.params, warning.message, tz=local)
+        stop = datetime.fromisoformat(str(warning.params["stop_expected_at"]).replace("Z", "+00:00"))
+        assert f"Your container {h.name} has been idle for" in text and "(limit 30m)" in text
+        assert f"stopped at {stop.astimezone(local).strftime('%Y-%m-%d %H:%M')} CET" in text
+        assert "touch /workspace/.keep-alive" in text and "up to 24h after the touch" in text
+        assert "What is kept: your files under /workspace" in text and "removed after the stop" in text
+        assert f"ds01ctl describe container {h.name}" in text
+        # delivered as such to a logged-in terminal
+        me = pwd.getpwuid(os.geteuid()).pw_name
+        master, slave = os.openpty()
+        try:
+            tty = os.ttyname(slave).removeprefix("/dev/")
+            os.chmod(f"/dev/{tty}", 0o620)
+            assert TerminalNotifier(sessions=lambda: [Session(me, tty)]).notify(me, text) == 1
+            got = b""
+            while select.select([master], [], [], 0.2)[0]:
+                got += os.read(master, 65536)
+            shown = got.decode()
+            assert "touch /workspace/.keep-alive" in shown and f"ds01ctl describe container {h.name}" in shown
+        finally:
+            os.close(master)
+            os.close(slave)
+
     def test_undelivered_warning_keeps_the_stop_waiting(self) -> None:
         h = IdleHost(deliver=False)  # e.g. the notifier keeps failing
         for minute in range(0, 300, 5):
