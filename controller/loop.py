@@ -329,17 +329,20 @@ class Controller:
                 logger.info(recovered_line(h.domain))
 
     def _awareness(self, snapshot: Snapshot) -> None:
-        """DS01's detector duties: the workload inventory and detection.* events."""
-        if self.settings.dry_run:
-            # Dry-run writes nothing outside its own event log; the inventory is a host file.
-            return
+        """DS01's detector duties: the workload inventory and detection.* events.
+
+        In dry-run too: they are awareness output and change nothing on the host.
+        """
+        min_age_s = PolicySetDesired(self.policy.current).global_policy.transient_process_min_age_s.value
         if not self._inventory_loaded:
             self._previous_inventory = load_inventory(self.settings.inventory_path)
             self._inventory_loaded = True
-        for event_type, user, details in awareness_events(self._previous_inventory, snapshot, self.memory):
+        for event_type, user, details in awareness_events(
+            self._previous_inventory, snapshot, self.memory, min_age_s
+        ):
             self.event_log.write(event_type, user=user, details=details)
         self._previous_inventory = write_inventory(
-            snapshot, self.settings.inventory_path, self._previous_inventory
+            snapshot, self.settings.inventory_path, self._previous_inventory, min_age_s
         )
 
     def _consume_breaker_reset(self) -> None:

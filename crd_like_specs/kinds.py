@@ -560,6 +560,14 @@ class LifecyclePolicySpec(SpecModel):
     kill_grace: Duration = Field(
         default=None, description="SIGTERM to SIGKILL delay for orphaned GPU processes"
     )
+    transient_process_min_age: Duration = Field(
+        default=None,
+        description=(
+            "A bare host GPU process is announced (detection.host_gpu_process_discovered, the "
+            "inventory's host_processes) once it has been seen for this long, on two scans at least, "
+            "as DS01's detector did (about 60 s); shorter-lived ones stay in _pending_processes"
+        ),
+    )
     system_process_names: Annotated[list[str] | None, _NOT_NULL, _NO_NULL_SCHEMA] = Field(
         default=None, description="GPU processes that are never orphans (nvidia-persistenced, Xorg...)"
     )

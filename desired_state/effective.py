@@ -142,6 +142,10 @@ class GlobalPolicy(BaseModel):
         default=Sourced(value=None, source="built-in default"),
         description="Oldest a plan may be when one of its actions starts; None: the resync interval",
     )
+    transient_process_min_age_s: Sourced[float] = Field(
+        default=Sourced(value=60.0, source="built-in default"),
+        description="How long a bare host GPU process must be seen before it is announced (DS01: ~60 s)",
+    )
     trust_labels: Sourced[bool] = Field(
         description="Honour ds01.protected/ds01.monitoring/ds01.user labels (admission layer enforces them)"
     )
@@ -149,3 +153,46 @@ class GlobalPolicy(BaseModel):
     engine_cgroup_parents: Sourced[tuple[str, ...]] = Field(
         description="Cgroup parents of this engine's containers; GPU processes elsewhere are foreign"
     )
+
+
+# A warning lead is capped at this share of the timeout (controller.plan.rules.lifecycle.LEAD_FRACTION).
+LEAD_FRACTION = 0.2
+
+
+def _show(value: float) -> str:
+    from desired_state.durations import format_duration
+
+    return format_duration(value)
+
+
+def setting_interactions(eff: EffectivePolicy) -> list[str]:
+    """Where one setting overrides another or makes it meaningless, each with both sources.
+
+    Shown by ``validate`` (per group and type), ``plan`` and ``describe``: the admin sees which setting
+    decides a due time, not only the one they changed.
+    """
+    notes: list[str] = []
+    idle = eff.idle_timeout_s
+    span = eff.idle_min_duration_s
+    if idle.value is not None and span.value > idle.value:
+        notes.append(
+            f"idleMinDuration {_show(span.value)} ({span.source}) is longer than the idle timeout "
+            f"{_show(idle.value)} ({idle.source}): an idle stop comes after {_show(span.value)} of "
+            "continuous idleness; idleMinDuration decides, not the idle timeout"
+        )
+    lead = eff.warn_lead_s
+    for what, timeout in (("idle timeout", idle), ("max runtime", eff.max_runtime_s)):
+        if timeout.value is not None and lead.value > timeout.value:
+            notes.append(
+                f"warnLead {_show(lead.value)} ({lead.source}) is longer than the {what} "
+                f"{_show(timeout.value)} ({timeout.source}): the lead is capped at "
+                f"{LEAD_FRACTION:.0%} of the timeout, {_show(LEAD_FRACTION * timeout.value)}"
+            )
+    cap, runtime = eff.keepalive_max_age_s, eff.max_runtime_s
+    if runtime.value is not None and cap.value is not None and cap.value > runtime.value:
+        notes.append(
+            f"keepaliveMaxAge {_show(cap.value)} ({cap.source}) is longer than the max runtime "
+            f"{_show(runtime.value)} ({runtime.source}): a keep-alive holds off only the idle stop; "
+            "the max runtime stops the container first"
+        )
+    return notes

@@ -171,7 +171,10 @@ def _entries_from_file(
                 errors.extend(member_errors)
                 members.extend(file_members)
                 detail = f"members also from {target}"
-            document = with_members(document, members)
+            if document.spec.members is not None or members_file is not None:
+                # A group that lists no members keeps them unset, so layered over DS01's group of
+                # the same name it changes settings only and keeps DS01's members.
+                document = with_members(document, members)
         source = SpecSource(
             kind=document.kind,
             name=document.metadata.name,
@@ -289,18 +292,104 @@ def assemble(
     if errors:
         return None, errors
     docs = [e.document for e in kept]
+    sources = [e.source for e in kept]
+    for entry in kept:  # the layers below a layered document stay on record for `get policies`
+        sources.extend(layer.source for layer in entry.layers[:-1])
     return (
         PolicySet(
             lifecycle=next((d for d in docs if isinstance(d, LifecyclePolicy)), None),
             groups=tuple(d for d in docs if isinstance(d, UserGroup)),
             overrides=tuple(d for d in docs if isinstance(d, UserOverride)),
             exemptions=tuple(d for d in docs if isinstance(d, Exemption)),
-            sources=tuple(e.source for e in kept),
+            sources=tuple(sources),
             origin=origin,
             input_files=tuple(input_files),
+            layered=tuple(e for e in kept if e.layers),
         ),
         [],
     )
+
+
+def _layer_key(doc: Document) -> tuple[str, str]:
+    """What a document of an upper layer replaces key by key: the one LifecyclePolicy, a UserOverride
+    of the same user, any other document of the same kind and name."""
+    if isinstance(doc, LifecyclePolicy):
+        return (doc.kind, "")
+    if isinstance(doc, UserOverride):
+        return (doc.kind, doc.spec.user)
+    return (doc.kind, doc.metadata.name)
+
+
+def _deep_merge(lower: dict[str, Any], upper: dict[str, Any]) -> dict[str, Any]:
+    """``upper`` over ``lower``: mappings merge key by key, anything else (lists included) replaces."""
+    out = dict(lower)
+    for key, value in upper.items():
+        below = out.get(key)
+        out[key] = _deep_merge(below, value) if isinstance(below, dict) and isinstance(value, dict) else value
+    return out
+
+
+def layer_entries(
+    lower: Sequence[LoadedDocument], upper: Sequence[LoadedDocument]
+) -> tuple[list[LoadedDocument], list[PolicyError]]:
+    """The documents of ``upper`` (the admin's specs) layered over ``lower`` (the DS01 import).
+
+    A document of ``upper`` that matches one of ``lower`` (:func:`_layer_key`) is merged over it key
+    by key: every key the upper one writes wins, every other key keeps the lower one's value (and
+    provenance, see :meth:`PolicySet.layers_of`). The merged document takes the upper one's name.
+    Other documents of either layer are kept as they are. Duplicates inside one layer are left for
+    :func:`assemble` to report.
+    """
+    errors: list[PolicyError] = []
+    below: dict[tuple[str, str], LoadedDocument] = {}
+    for entry in lower:
+        below.setdefault(_layer_key(entry.document), entry)
+    merged: dict[tuple[str, str], LoadedDocument] = {}
+    out_upper: list[LoadedDocument] = []
+    for entry in upper:
+        key = _layer_key(entry.document)
+        base = below.get(key)
+        if base is None or key in merged:
+            out_upper.append(entry)
+            continue
+        data = _deep_merge(
+            base.document.model_dump(mode="json", exclude_unset=True),
+            entry.document.model_dump(mode="json", exclude_unset=True),
+        )
+        model = KINDS[entry.document.kind]
+        try:
+            document = model.model_validate(data)
+        except ValidationError as exc:
+            errors.extend(
+                from_validation_error(
+                    exc,
+                    model=model,
+                    data=data,
+                    file=entry.source.path,
+                    line_of=entry.line_of,
+                    document=entry.source.document,
+                    kind=entry.document.kind,
+                    name=entry.document.metadata.name,
+                )
+            )
+            continue
+        src = entry.source
+        detail = f"layered over {base.source}"
+        source = SpecSource(
+            kind=src.kind,
+            name=src.name,
+            path=src.path,
+            document=src.document,
+            line=src.line,
+            detail=f"{src.detail}; {detail}" if src.detail else detail,
+        )
+        layered = LoadedDocument(document, source, entry.line_of, layers=(*(base.layers or (base,)), entry))
+        merged[key] = layered
+        out_upper.append(layered)
+    kept_lower = [
+        e for e in lower if _layer_key(e.document) not in merged or below[_layer_key(e.document)] is not e
+    ]
+    return [*kept_lower, *out_upper], errors
 
 
 def _where(src: SpecSource) -> str:
@@ -310,6 +399,7 @@ def _where(src: SpecSource) -> str:
 def _at(
     entry: LoadedDocument, loc: Loc, problem: str, *, expected: str = "", fix: str = "", field: str = ""
 ) -> PolicyError:
+    entry = entry.layer_of(loc) if loc else entry
     src = entry.source
     line = entry.line_of(loc) if loc else src.line
     return PolicyError(
@@ -377,6 +467,7 @@ def _collect(
     if specs_dir is None and ds01_config_dir is None:
         return builtin_policy(), [], []
     entries: list[LoadedDocument] = []
+    spec_entries: list[LoadedDocument] = []
     inputs: list[str] = []
     errors: list[PolicyError] = []
     origin: list[str] = []
@@ -389,7 +480,6 @@ def _collect(
             )
         else:
             spec_entries, spec_inputs, spec_errors = load_spec_files(spec_files(specs_dir))
-            entries.extend(spec_entries)
             inputs.extend(spec_inputs)
             errors.extend(spec_errors)
     if ds01_config_dir is not None:
@@ -398,11 +488,33 @@ def _collect(
         entries.extend(ds01_entries)
         inputs.extend(ds01_inputs)
         errors.extend(ds01_errors)
+    entries, layer_errors = layered_set(entries, spec_entries)
+    errors.extend(layer_errors)
     policy, set_errors = assemble(
         entries, origin=" + ".join(origin), input_files=inputs, check_references=not errors
     )
     errors = sorted_errors([*errors, *set_errors])
     return (None if errors else policy), errors, inputs
+
+
+def layered_set(
+    ds01_entries: Sequence[LoadedDocument], spec_entries: Sequence[LoadedDocument]
+) -> tuple[list[LoadedDocument], list[PolicyError]]:
+    """The specs over the DS01 import (see :func:`layer_entries`); the specs alone when there is none.
+
+    Each layer is first checked on its own (two LifecyclePolicies in the specs stay an error), so a
+    duplicate is reported where it is, not as a clash between layers. Used by the daemon and
+    ``ds01ctl validate`` alike, so both give the same answer.
+    """
+    if not ds01_entries or not spec_entries:
+        return [*ds01_entries, *spec_entries], []
+    errors: list[PolicyError] = []
+    for layer in (ds01_entries, spec_entries):
+        _policy, layer_errors = assemble(layer, origin="layer", check_references=False)
+        errors.extend(layer_errors)
+    if errors:
+        return [*ds01_entries, *spec_entries], errors
+    return layer_entries(ds01_entries, spec_entries)
 
 
 def sorted_errors(errors: Iterable[PolicyError]) -> list[PolicyError]:
@@ -415,8 +527,9 @@ def load_policy(specs_dir: Path | None = None, ds01_config_dir: Path | None = No
 
     ``specs_dir`` is a directory of CRD-like ``*.yaml``/``*.yml`` files (the daemon's convention is
     :data:`DEFAULT_SPECS_DIR`); ``ds01_config_dir`` holds ``resource-limits.yaml`` and optionally
-    ``groups/*.members``, ``user-overrides.yaml``, ``lifecycle-exemptions.yaml``. Both together form
-    one set (at most one LifecyclePolicy in total). Raises :class:`PolicyLoadError`.
+    ``groups/*.members``, ``user-overrides.yaml``, ``lifecycle-exemptions.yaml``. With both, the
+    specs are layered over the DS01 import key by key, the specs winning (:func:`layered_set`).
+    Raises :class:`PolicyLoadError`.
     """
     policy, errors, _ = _collect(specs_dir, ds01_config_dir)
     if errors or policy is None:

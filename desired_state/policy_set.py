@@ -14,6 +14,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
+from pathlib import PurePath
 from typing import Final
 
 from crd_like_specs.kinds import Exemption, LifecyclePolicy, UserGroup, UserOverride
@@ -70,6 +71,39 @@ class LoadedDocument:
     document: Document
     source: SpecSource
     line_of: Callable[[Loc], int | None] = field(default=_no_line, compare=False, repr=False)
+    # A document layered from several (DS01 import below, specs above): those, lowest first.
+    layers: tuple[LoadedDocument, ...] = field(default=(), compare=False, repr=False)
+
+    def layer_of(self, loc: Loc) -> LoadedDocument:
+        """The layer that wrote ``loc`` (the highest), or this document when it is not layered."""
+        for layer in reversed(self.layers):
+            if written(layer.document, loc):
+                return layer
+        return self
+
+
+def written(document: Document, loc: Loc) -> bool:
+    """Whether ``document`` writes the field at ``loc`` (snake_case or camelCase path)."""
+    node: object = document
+    for part in loc:
+        fields_set = getattr(node, "model_fields_set", None)
+        if fields_set is None:
+            return isinstance(node, dict) and part in node
+        name = _field_name(node, str(part))
+        if name is None or name not in fields_set:
+            return False
+        node = getattr(node, name)
+    return True
+
+
+def _field_name(model: object, part: str) -> str | None:
+    fields = getattr(type(model), "model_fields", {})
+    if part in fields:
+        return part
+    for name, info in fields.items():
+        if info.alias == part:
+            return str(name)
+    return None
 
 
 @dataclass(frozen=True)
@@ -83,6 +117,8 @@ class PolicySet:
     sources: tuple[SpecSource, ...] = field(default=(), compare=False)
     origin: str = field(default="built-in default", compare=False)
     input_files: tuple[str, ...] = field(default=(), compare=False, repr=False)
+    # Documents layered from several (DS01 import below, specs above), each with its layers.
+    layered: tuple[LoadedDocument, ...] = field(default=(), compare=False, repr=False)
     # Only for the built-in policy alone (lifecycle None): its defaultGroup.
     fallback_default_group: str | None = None
     _members: dict[str, UserGroup] = field(default_factory=dict, init=False, compare=False, repr=False)
@@ -152,6 +188,26 @@ class PolicySet:
 
     def active_exemptions(self, owner: str, now: datetime) -> list[Exemption]:
         return [e for e in self.exemptions_of(owner) if is_active(e, now)]
+
+    def layers_of(self, document: Document) -> list[tuple[Document, str]]:
+        """The layers of one document, lowest first, each with its label (itself when not layered)."""
+        label = f"{document.kind}/{document.metadata.name}"
+        for entry in self.layered:
+            if entry.document is document:
+                names = [layer.document.metadata.name for layer in entry.layers]
+                return [
+                    (
+                        layer.document,
+                        f"{layer.document.kind}/{layer.document.metadata.name}"
+                        + (
+                            f" ({PurePath(layer.source.path).name})"
+                            if names.count(layer.document.metadata.name) > 1
+                            else ""
+                        ),
+                    )
+                    for layer in entry.layers
+                ]
+        return [(document, label)]
 
     def source(self, kind: str, name: str) -> SpecSource | None:
         for src in self.sources:

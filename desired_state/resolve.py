@@ -2,7 +2,9 @@
 
 Precedence, lowest to highest (:func:`describe_precedence` prints this; docs/policy.md explains it):
 
-1. built-in default (DS01's shipped values plus the controller's own defaults)
+1. built-in default (DS01's shipped values plus the controller's own defaults); a built-in layer
+   (this one, the built-in container types of layer 4, the built-in groups) never beats a key an
+   admin wrote in any layer, see :func:`pick`
 2. the LifecyclePolicy's ``settings``
 3. the owner's UserGroup ``settings`` (first group by ``order`` listing the login name, else its
    sanitised form; owners in no group, unknown owners included, get ``defaultGroup``)
@@ -39,6 +41,7 @@ from crd_like_specs.kinds import (
     SpecModel,
     TypeSettings,
     UserGroup,
+    UserOverride,
 )
 from crd_like_specs.vocabulary import ContainerType
 from desired_state.effective import (
@@ -102,6 +105,9 @@ def describe_precedence() -> str:
             "  7. UserOverride spec.containerTypes.<type>",
             "  8. Exemption (idle, max_runtime, cleanup), while not expired",
             "idleExempt is set only per type (layers 4, 5, 7); while true, the idle timeout is never.",
+            "A built-in layer (the built-in default and its container types) never beats a key an admin",
+            "wrote in any layer. With --specs and --ds01-config, the specs' documents are layered over",
+            "DS01's key by key (a key the specs write wins).",
         ]
     )
 
@@ -134,41 +140,74 @@ def settings_layers(
 ) -> tuple[list[Layer], Sourced[str]]:
     """The layers that apply to ``owner``'s containers of ``container_type``, lowest first."""
     base = builtin_lifecycle()
-    lifecycle = policy.lifecycle
     group, group_sourced = _group_of(policy, owner)
     override = policy.override_of(owner)
     t = container_type
+    lifecycles = _lifecycle_layers(policy)
+    groups = _group_layers(policy, group) if group is not None else []
+    overrides = (
+        [(doc, label) for doc, label in policy.layers_of(override) if isinstance(doc, UserOverride)]
+        if override is not None
+        else []
+    )
     layers: list[Layer] = [(base.spec.settings, BUILTIN)]
-    if lifecycle is not None:
-        layers.append((lifecycle.spec.settings, f"LifecyclePolicy/{lifecycle.metadata.name}"))
-    if group is not None:
-        layers.append((group.spec.settings, _group_label(policy, group)))
+    layers.extend((lc.spec.settings, label) for lc, label in lifecycles)
+    layers.extend((g.spec.settings, label) for g, label in groups)
     if t in base.spec.container_types:
         layers.append((base.spec.container_types[t], f"container type {t.value} ({BUILTIN})"))
-    if lifecycle is not None and t in lifecycle.spec.container_types:
-        layers.append(
-            (
-                lifecycle.spec.container_types[t],
-                f"container type {t.value} (LifecyclePolicy/{lifecycle.metadata.name})",
-            )
-        )
-    if group is not None and t in group.spec.container_types:
-        layers.append(
-            (group.spec.container_types[t], f"{_group_label(policy, group)} containerTypes.{t.value}")
-        )
-    if override is not None:
-        label = f"UserOverride/{override.metadata.name}"
-        layers.append((override.spec.settings, label))
-        if t in override.spec.container_types:
-            layers.append((override.spec.container_types[t], f"{label} containerTypes.{t.value}"))
+    layers.extend(
+        (lc.spec.container_types[t], f"container type {t.value} ({label})")
+        for lc, label in lifecycles
+        if t in lc.spec.container_types
+    )
+    layers.extend(
+        (g.spec.container_types[t], f"{label} containerTypes.{t.value}")
+        for g, label in groups
+        if t in g.spec.container_types
+    )
+    for doc, label in overrides:
+        layers.append((doc.spec.settings, label))
+    layers.extend(
+        (doc.spec.container_types[t], f"{label} containerTypes.{t.value}")
+        for doc, label in overrides
+        if t in doc.spec.container_types
+    )
     return layers, group_sourced
 
 
+def _lifecycle_layers(policy: PolicySet) -> list[tuple[LifecyclePolicy, str]]:
+    """The admin's LifecyclePolicy layers, lowest first (DS01's import, then the specs' one)."""
+    if policy.lifecycle is None:
+        return []
+    return [
+        (doc, label) for doc, label in policy.layers_of(policy.lifecycle) if isinstance(doc, LifecyclePolicy)
+    ]
+
+
+def _group_layers(policy: PolicySet, group: UserGroup) -> list[tuple[UserGroup, str]]:
+    layers = [(doc, label) for doc, label in policy.layers_of(group) if isinstance(doc, UserGroup)]
+    if len(layers) == 1:
+        return [(group, _group_label(policy, group))]
+    return layers
+
+
+def is_builtin_layer(source: str) -> bool:
+    """A layer of the built-in default (its settings, its container types, its groups)."""
+    return source == BUILTIN or source.endswith(f"({BUILTIN})")
+
+
 def pick(layers: Sequence[Layer], field: str) -> Sourced[Any] | None:
-    """The value of ``field`` from the highest layer that writes it."""
-    for settings, source in reversed(layers):
-        if field in settings.model_fields_set:
-            return Sourced(value=getattr(settings, field), source=source)
+    """The value of ``field`` from the highest admin layer that writes it, else the highest built-in one.
+
+    A built-in layer (the built-in default, its container types, its groups) never beats a key an
+    admin wrote in any layer: an admin's ``LifecyclePolicy`` ``settings.idleTimeout: 20s`` applies to
+    docker containers although the built-in docker type pins 30m. Among the admin's own layers the
+    order holds (DS01's container types still beat a group's general settings).
+    """
+    for admin in (True, False):
+        for settings, source in reversed(layers):
+            if is_builtin_layer(source) != admin and field in settings.model_fields_set:
+                return Sourced(value=getattr(settings, field), source=source)
     return None
 
 
@@ -252,11 +291,9 @@ def _active_exemptions(policy: PolicySet, owner: str, now: datetime) -> list[Act
 
 
 def _selectors(policy: PolicySet, field: str) -> tuple[list[ContainerSelector], str]:
-    lifecycle = policy.lifecycle
-    if lifecycle is not None and field in lifecycle.spec.model_fields_set:
-        return list(
-            getattr(lifecycle.spec, field) or ()
-        ), f"LifecyclePolicy/{lifecycle.metadata.name} {field}"
+    for lifecycle, label in reversed(_lifecycle_layers(policy)):
+        if field in lifecycle.spec.model_fields_set:
+            return list(getattr(lifecycle.spec, field) or ()), f"{label} {field}"
     return list(getattr(builtin_lifecycle().spec, field) or ()), f"{BUILTIN} {field}"
 
 
@@ -316,11 +353,10 @@ def _flag(
 
 def global_value(policy: PolicySet, path: Sequence[str]) -> Sourced[Any]:
     """A LifecyclePolicy spec value by field path: the admin's policy if it writes it, else built-in."""
-    lifecycle = policy.lifecycle
-    if lifecycle is not None:
+    for lifecycle, label in reversed(_lifecycle_layers(policy)):
         found = _written(lifecycle, path)
         if found is not None:
-            return Sourced(value=found[0], source=f"LifecyclePolicy/{lifecycle.metadata.name}")
+            return Sourced(value=found[0], source=label)
     found = _written(builtin_lifecycle(), path)
     if found is None:  # pragma: no cover - the built-in default sets every global key (tested)
         raise AssertionError(f"built-in default lacks spec.{'.'.join(path)}")
@@ -337,6 +373,11 @@ def _written(policy: LifecyclePolicy, path: Sequence[str]) -> tuple[Any] | None:
             return (value,)
         node = value
     return None  # pragma: no cover - empty path
+
+
+def _or_zero(found: Sourced[Any]) -> Sourced[Any]:
+    """A duration where null means no wait at all."""
+    return found if found.value is not None else Sourced(value=0.0, source=found.source)
 
 
 def global_policy(policy: PolicySet) -> GlobalPolicy:
@@ -361,6 +402,7 @@ def global_policy(policy: PolicySet) -> GlobalPolicy:
         orphan_sightings_required=global_value(policy, ("orphan_sightings_required",)),
         max_sample_interval_s=global_value(policy, ("max_sample_interval",)),
         kill_grace_s=global_value(policy, ("kill_grace",)),
+        transient_process_min_age_s=_or_zero(global_value(policy, ("transient_process_min_age",))),
         trust_labels=global_value(policy, ("trust_labels",)),
         system_process_names=Sourced(value=tuple(names.value), source=names.source),
         engine_cgroup_parents=Sourced(value=tuple(parents.value), source=parents.source),

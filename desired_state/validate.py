@@ -8,20 +8,34 @@
   directory is imported;
 * a directory of CRD-like specs, or single spec files.
 
-All spec files named, and the DS01 directories, are checked together as one policy (so a second
-LifecyclePolicy or a duplicate name across files is reported). Reads files; changes nothing.
+All spec files named, and the DS01 directories, are checked together as one policy, exactly as the
+daemon loads ``--specs`` with ``--ds01-config``: the specs layered over the DS01 import (so a second
+LifecyclePolicy or a duplicate name among the spec files is reported, and a reference that does not
+resolve after layering is an error with file and line). Reads files; changes nothing.
 """
 
 from __future__ import annotations
 
+import re
 import sys
 from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final
 
+from crd_like_specs.vocabulary import ContainerType
+from desired_state.effective import setting_interactions
 from desired_state.errors import PolicyError
-from desired_state.load import DS01_MAIN_FILE, assemble, load_spec_files, sorted_errors, spec_files
-from desired_state.policy_set import LoadedDocument
+from desired_state.load import (
+    DS01_MAIN_FILE,
+    assemble,
+    layered_set,
+    load_spec_files,
+    sorted_errors,
+    spec_files,
+)
+from desired_state.policy_set import LoadedDocument, PolicySet
+from desired_state.resolve import resolve_effective_policy
 
 DS01_FILES: Final = (DS01_MAIN_FILE, "user-overrides.yaml", "lifecycle-exemptions.yaml")
 
@@ -58,14 +72,82 @@ def validation_errors(paths: Sequence[Path]) -> list[PolicyError]:
             errors.append(PolicyError(str(path), None, "no such file or directory", fix="check the path"))
     entries: list[LoadedDocument] = []
     spec_entries, _inputs, spec_errors = load_spec_files(list(dict.fromkeys(files)))
-    entries.extend(spec_entries)
     errors.extend(spec_errors)
     for directory in dict.fromkeys(ds01_dirs):
         ds01_entries, _ds01_inputs, ds01_errors = ds01_import.import_entries(directory)
         entries.extend(ds01_entries)
         errors.extend(ds01_errors)
+    # As the daemon loads them: the specs layered over the DS01 import.
+    entries, layer_errors = layered_set(entries, spec_entries)
+    errors.extend(layer_errors)
     _policy, set_errors = assemble(entries, origin="validate", check_references=not errors)
     return sorted_errors([*errors, *set_errors])
+
+
+def _assembled(paths: Sequence[Path]) -> PolicySet | None:
+    """The policy ``paths`` form, as the daemon would load it; None when it does not load."""
+    from desired_state import ds01_import
+
+    if validation_errors(paths):
+        return None
+    files: list[Path] = []
+    ds01_dirs: list[Path] = []
+    for path in paths:
+        if path.is_dir():
+            (ds01_dirs if (path / DS01_MAIN_FILE).is_file() else files).append(path)
+        elif path.name in DS01_FILES:
+            ds01_dirs.append(path.parent)
+        else:
+            files.append(path)
+    spec_paths = [p for f in files for p in (spec_files(f) if f.is_dir() else [f])]
+    spec_entries, _inputs, _errors = load_spec_files(list(dict.fromkeys(spec_paths)))
+    entries: list[LoadedDocument] = []
+    for directory in dict.fromkeys(ds01_dirs):
+        entries.extend(ds01_import.import_entries(directory)[0])
+    entries, _layer_errors = layered_set(entries, spec_entries)
+    policy, _set_errors = assemble(entries, origin="validate")
+    return policy
+
+
+_DOC_REF: Final = re.compile(r"\b(LifecyclePolicy|UserGroup|UserOverride)/([A-Za-z0-9._-]+)")
+
+
+def validation_warnings(paths: Sequence[Path], now: datetime | None = None) -> list[str]:
+    """Settings that override another or make it meaningless (not errors: the policy is valid).
+
+    Each effective combination (every group, its members' overrides, every container type) is
+    resolved as the daemon would; each interaction is reported once, with the groups and types it
+    applies to and the file and line of every document it names.
+    """
+    policy = _assembled(paths)
+    if policy is None:
+        return []
+    at = now or datetime.now(UTC)
+    owners: list[tuple[str, str]] = [("(no group)", "\x00nobody")]
+    for group in policy.groups:
+        members = group.spec.members or []
+        if members:
+            owners.append((f"UserGroup/{group.metadata.name}", members[0]))
+    owners.extend((f"UserOverride/{o.metadata.name}", o.spec.user) for o in policy.overrides)
+    found: dict[str, list[str]] = {}
+    for who, owner in owners:
+        for ctype in ContainerType:
+            eff = resolve_effective_policy(
+                policy, owner=owner, container_type=ctype, name="", labels={}, now=at
+            )
+            for note in setting_interactions(eff):
+                found.setdefault(note, []).append(f"{who} {ctype.value}")
+    out: list[str] = []
+    for note, where in found.items():
+        files = []
+        for kind, name in dict.fromkeys(_DOC_REF.findall(note)):
+            src = policy.source(kind, name.rstrip("."))
+            if src is not None and not src.builtin:
+                files.append(f"{src.path}:{src.line}" if src.line is not None else src.path)
+        shown = ", ".join(where[:6]) + (f" and {len(where) - 6} more" if len(where) > 6 else "")
+        text = f"warning: {note} (for {shown})"
+        out.append(f"{text} [{'; '.join(files)}]" if files else text)
+    return out
 
 
 def main(argv: Sequence[str] | None = None, out: Callable[[str], Any] | None = None) -> int:

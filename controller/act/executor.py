@@ -62,7 +62,7 @@ from controller.act.errors import ActError, ConflictError, GoneError, PermanentE
 from controller.act.events import EventFilter, EventLog, EventType, tail, utc_timestamp
 from controller.act.gpu_reset import DEFAULT_RESET_COMMAND, run_reset
 from controller.act.ledger_writer import release_row, row_matches
-from controller.act.notify import Notifier
+from controller.act.notify import Notifier, notice_text
 from controller.act.process_ops import Identity, check_identity, kill_ladder
 from controller.act.report import ActionOutcome, ExecutionReport, Executor, Outcome
 from controller.act.sanitize import clean
@@ -723,7 +723,9 @@ class RealExecutor:
         user = t.user
         delivered = 0
         if user and user != "unknown":
-            delivered = self._notifier.notify(user, action.message, severity=severity)
+            delivered = self._notifier.notify(
+                user, notice_text(action.params, action.message), severity=severity
+            )
         warning_key = str(action.params.get("warning_key") or action.reason.value)
         new_mem = mem.with_warning(t.container_id, warning_key, self._clock()) if t.container_id else mem
         details = {

@@ -7,8 +7,11 @@ therefore never make the daemon (root) write into a file or into someone else's 
 message is sanitised line by line (no escape sequences reach the terminal) and written with a
 short deadline, so a stuck terminal cannot stall a pass. No shell, no subprocess.
 
-Like ``wall`` run by root, ``mesg n`` is not honoured: these notices precede the stop of the
-user's own container.
+``mesg n`` is honoured, whoever runs the controller: a terminal without the group write bit (what
+``mesg n`` clears) is not written to, as ``write(1)`` does. Under the shipped unit the kernel would
+refuse it anyway (no ``CAP_DAC_OVERRIDE``, writes go through ``SupplementaryGroups=tty``); the check
+makes ``ds01ctl reconcile`` run as root behave the same. Such a user still finds every warning in
+the event log, and ``ds01ctl describe container NAME`` shows the planned stop.
 
 Called by the real executor for WarnOwner actions. Never raises.
 """
@@ -22,8 +25,8 @@ import re
 import select
 import stat
 import time
-from collections.abc import Callable, Sequence
-from datetime import UTC, datetime
+from collections.abc import Callable, Mapping, Sequence
+from datetime import UTC, datetime, tzinfo
 from pathlib import Path
 from typing import NamedTuple, Protocol
 
@@ -51,6 +54,25 @@ class Notifier(Protocol):
 
 def _utmp_sessions() -> list[Session]:
     return [Session(u.name, u.terminal or "") for u in psutil.users()]
+
+
+def notice_text(params: Mapping[str, object], message: str, *, tz: tzinfo | None = None) -> str:
+    """The owner's notice: the planner's ``notice`` with ``{stop_at}`` in the server's local time.
+
+    Falls back to ``message`` (the one-line plan message) when the action carries no notice.
+    """
+    notice = params.get("notice")
+    if not isinstance(notice, str) or not notice:
+        return message
+    stop = params.get("stop_expected_at")
+    at = None
+    if isinstance(stop, str):
+        try:
+            at = datetime.fromisoformat(stop.replace("Z", "+00:00"))
+        except ValueError:
+            at = None
+    shown = at.astimezone(tz).strftime("%Y-%m-%d %H:%M %Z").strip() if at is not None else "(unknown time)"
+    return notice.replace("{stop_at}", shown)
 
 
 def format_notice(user: str, message: str, *, severity: str, at: datetime) -> bytes:
@@ -123,6 +145,9 @@ class TerminalNotifier:
             if st.st_uid != uid:
                 # utmp is stale: the terminal now belongs to another login.
                 logger.info("notify: {} belongs to uid {}, not {}; not writing", path, st.st_uid, uid)
+                return False
+            if not st.st_mode & stat.S_IWGRP:
+                logger.info("notify: {} has messages off (mesg n); not writing", path)
                 return False
             return self._write_all(fd, payload)
         finally:

@@ -49,6 +49,7 @@ from controller.cli.view import (
 )
 from controller.plan.types import Action, DeferReason, Deferred, Reason
 from controller.snapshot import ContainerObs, ContainerState, GpuObs, GpuProcessObs, KeepAliveState
+from desired_state.effective import setting_interactions
 
 EVENTS_SHOWN = 10
 
@@ -367,6 +368,8 @@ def _policy_section(pol: Any, s: Sections, problem: str = "") -> None:
             text = clean(value, 80)
         t.add([label, text, clean(sourced.source, 120)])
     s.table(t)
+    for note in setting_interactions(pol):  # where one setting decides instead of another
+        s.line(f"note: {clean(note, 400)}", 2)
     if pol.exemptions:
         s.line("exemptions:", 2)
         for e in pol.exemptions:

@@ -134,6 +134,7 @@ examples:
   ds01ctl validate /etc/ds01/specs
   ds01ctl validate ./my-policy.yaml ./other.yaml
   ds01ctl validate /opt/ds01-infra/config
+  ds01ctl validate --ds01-config /opt/ds01-infra/config /etc/ds01/specs   (the specs over DS01's files)
 """
 
 BREAKER_EPILOG = """\
@@ -461,15 +462,21 @@ def cmd_validate(args: argparse.Namespace, settings: Settings) -> int:
     from pathlib import Path
 
     from controller.cli.render import clean
-    from desired_state.validate import validate_paths
+    from desired_state.validate import validate_paths, validation_warnings
 
-    problems = validate_paths([Path(p) for p in args.paths])
+    paths = [Path(p) for p in args.paths]
+    if settings.ds01_config is not None and settings.ds01_config not in paths:
+        # `validate --ds01-config DIR SPECS` checks what the daemon would load: SPECS over DIR.
+        paths.insert(0, settings.ds01_config)
+    problems = validate_paths(paths)
     for p in problems:
         print(clean(p, 1000))
     if problems:
         print(f"{len(problems)} problem(s) found", file=sys.stderr)
         return 1
-    print(f"valid: {', '.join(clean(p, 200) for p in args.paths)}")
+    print(f"valid: {', '.join(clean(str(p), 200) for p in paths)}")
+    for warning in validation_warnings(paths):  # valid, but one setting decides instead of another
+        print(clean(warning, 1000))
     return 0
 
 

@@ -48,6 +48,7 @@ _COMM_CHARS = 15  # the kernel truncates comm to 15 characters
 DEFAULT_SYSTEM_PROCESS_NAMES: tuple[str, ...] = (
     "nvidia-persistenced",
     "nv-hostengine",
+    "nvidia-smi",
     "dcgm*",
     "nvidia-dcgm*",
     "Xorg",

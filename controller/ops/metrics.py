@@ -204,6 +204,17 @@ def _package_version() -> str:
         return UNKNOWN_LABEL
 
 
+# AlertAdmin's reasons (controller.plan.types.Reason values; ops may not import the planner).
+ALERT_ADMIN_KIND: Final = "AlertAdmin"
+ADMIN_ALERT_REASONS: Final = (
+    "DuplicateGpuHolder",
+    "ForeignProcessOnGpu",
+    "GpuDirty",
+    "BreakerTripped",
+    "LedgerUnreadable",
+)
+
+
 class Metrics:
     """The controller's metrics. One instance per daemon; every instance has its own registry."""
 
@@ -234,6 +245,14 @@ class Metrics:
             labelnames=[LABEL_KIND, LABEL_REASON, LABEL_OUTCOME],
             registry=r,
         )
+        self._admin_alerts = Counter(
+            "ds01_admin_alerts",
+            "AlertAdmin actions delivered (journal and event log), by reason: each needs an admin",
+            labelnames=[LABEL_REASON],
+            registry=r,
+        )
+        for reason in ADMIN_ALERT_REASONS:
+            self._admin_alerts.labels(reason)  # zeros from the start, so increase() sees the first one
         self._reclaimed = Counter(
             "ds01_idle_gpu_seconds_reclaimed",
             "GPU-seconds that stopped idle containers had been holding their GPUs while idle",
@@ -325,6 +344,11 @@ class Metrics:
     def record_action(self, kind: str, reason: str, outcome: str) -> None:
         """Count one action the executor handled (enum members or their string values)."""
         self._actions.labels(clean_label(kind), clean_label(reason), clean_label(outcome)).inc()
+        if (
+            str(getattr(kind, "value", kind)) == ALERT_ADMIN_KIND
+            and str(getattr(outcome, "value", outcome)) == "done"
+        ):
+            self._admin_alerts.labels(clean_label(reason)).inc()
 
     def set_record_writable(self, writable: bool) -> None:
         """Whether the last pass could write its record (event log and memory file)."""

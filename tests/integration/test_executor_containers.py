@@ -280,3 +280,28 @@ def test_dry_run_changes_nothing(make_container: Any, event_log_path: Path, dock
     # Each action is written once per daemon run, not once per pass.
     executor.execute(make_plan(*actions, memory=memory), memory, NOW)
     assert len(read_events(event_log_path)) == 3
+
+
+def test_the_owner_gets_the_planned_notice_with_the_stop_in_local_time(
+    real_executor: RealExecutor, make_container: Any, notifier: RecordingNotifier
+) -> None:
+    c = make_container("sleep 300")
+    warn = container_action(
+        ActionKind.WARN_OWNER,
+        c,
+        Reason.IDLE_WARNING,
+        params={
+            "warning_key": "idle:80:notice",
+            "stop_expected_at": "2026-01-30T15:00:00.000000Z",
+            "notice": "Your container x will be stopped at {stop_at}.\n"
+            "To keep it: touch /workspace/.keep-alive",
+        },
+        key="WarnOwner:notice",
+    )
+    real_executor.execute(make_plan(warn), ControllerMemory(), NOW)
+    ((user, text, _severity),) = notifier.sent
+    from datetime import UTC, datetime
+
+    local = datetime(2026, 1, 30, 15, 0, tzinfo=UTC).astimezone().strftime("%Y-%m-%d %H:%M")
+    assert user == "alice" and f"stopped at {local}" in text and "{stop_at}" not in text
+    assert text.endswith("To keep it: touch /workspace/.keep-alive")

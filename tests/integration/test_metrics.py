@@ -356,6 +356,7 @@ def test_dashboard_panels_use_only_exported_metrics() -> None:
             assert t["datasource"]["uid"] == "${datasource}", p["title"]
             used |= check_promql(t["expr"], f"panel {p['title']!r}", metrics)
     for wanted in (
+        "ds01_admin_alerts_total",
         "ds01_idle_gpu_seconds_reclaimed_total",
         "ds01_actions_total",
         "ds01_pass_duration_seconds_bucket",
@@ -370,3 +371,38 @@ def test_dashboard_panels_use_only_exported_metrics() -> None:
     assert found, variables["instance"]["definition"]
     metric, label = found.groups()
     assert metric in metrics and label in ALWAYS_LABELS
+
+
+def test_admin_alerts_are_counted_by_reason_and_each_class_has_a_rule(
+    served: tuple[Metrics, MetricsServer],
+) -> None:
+    from controller.ops.metrics import ADMIN_ALERT_REASONS
+    from controller.plan import safety
+    from controller.plan.rules import allocations, processes
+    from controller.plan.types import Reason
+
+    m, server = served
+    before = scrape(server)
+    assert all(value(before, "ds01_admin_alerts_total", reason=r) == 0 for r in ADMIN_ALERT_REASONS)
+    m.record_action("AlertAdmin", "DuplicateGpuHolder", "done")
+    m.record_action("AlertAdmin", "DuplicateGpuHolder", "already_done")  # not delivered again
+    m.record_action("AlertAdmin", "GpuDirty", "done")
+    m.record_action("StopContainer", "IdleTimeout", "done")
+    s = scrape(server)
+    assert value(s, "ds01_admin_alerts_total", reason="DuplicateGpuHolder") == 1
+    assert value(s, "ds01_admin_alerts_total", reason="GpuDirty") == 1
+    assert value(s, "ds01_admin_alerts_total", reason="LedgerUnreadable") == 0
+    # every reason the planner alerts an admin for is a known class, with its own alert rule
+    planned = set()
+    for module in (allocations, processes, safety):
+        text = Path(module.__file__ or "").read_text()
+        for block in (
+            text.split("kind=ActionKind.ALERT_ADMIN,")[1:] + text.split("ActionKind.ALERT_ADMIN,\n")[1:]
+        ):
+            found = re.search(r"Reason\.([A-Z_]+)", block[:400])
+            assert found is not None
+            planned.add(Reason[found.group(1)].value)
+    assert planned == set(ADMIN_ALERT_REASONS)
+    rules = {r["alert"]: r for g in yaml.safe_load(ALERTS.read_text())["groups"] for r in g["rules"]}
+    for reason in ADMIN_ALERT_REASONS:
+        assert f'reason="{reason}"' in rules[f"DS01Admin{reason}"]["expr"], reason

@@ -38,7 +38,7 @@ from controller import labels as L
 from controller.act.dry_run import DryRunExecutor
 from controller.act.events import EventLog
 from controller.act.executor import RealExecutor
-from controller.act.inventory import awareness_events
+from controller.act.inventory import awareness_events, build_inventory
 from controller.act.notify import Session, TerminalNotifier
 from controller.loop import build_controller, record_metrics
 from controller.memory import ControllerMemory
@@ -201,9 +201,11 @@ def test_the_event_log_stays_one_valid_json_object_per_line(world: World) -> Non
     the_plan = make_plan(snap, desired, ControllerMemory(), later)
     ours = world.container.id
     log = EventLog(world.events)
-    # Awareness events (first sighting of the container and of the host GPU process).
-    for event_type, user, details in awareness_events({"containers": {}, "host_processes": {}}, snap):
-        if details.get("container_id") == ours or details.get("pid") == world.pid:
+    # Awareness events (discovery of the container and of the host GPU process, seen once before).
+    seen_once = build_inventory(snap, None, min_age_s=0)
+    seen_once["containers"] = {}
+    for event_type, user, details in awareness_events(seen_once, snap, min_age_s=0):
+        if details.get("container_id") == ours[:12] or details.get("pid") == world.pid:
             log.write(event_type, user=user, details=details)
     # What the executor would write for our container's actions.
     mine = the_plan.model_copy(
@@ -299,6 +301,7 @@ def test_terminal_notices_cannot_drive_the_terminal(world: World, docker_client:
         assert c is not None
         notifier = TerminalNotifier(sessions=lambda: [Session(c.owner, terminal)])
         os.fchown(slave, pwd.getpwnam(c.owner).pw_uid, -1)
+        os.fchmod(slave, 0o620)  # as a login leaves it (mesg y)
 
         # The real path: the planner's warning for the hostile container, delivered by the executor.
         later = world.snapshot.observed_at + timedelta(hours=1)

@@ -500,3 +500,27 @@ def test_release_breaker_status_and_reset_close_both(env: Path, capsys: pytest.C
     assert [(e["event_type"], e["details"]["release_was"]) for e in events] == [
         ("controller.breaker_reset", "40 of 40 rows would go")
     ]
+
+
+def test_validate_with_ds01_config_checks_the_specs_layered_over_it(
+    env: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`ds01ctl validate --ds01-config DIR SPECS` gives the daemon's answer for that combination."""
+    ds01 = Path(__file__).parent.parent / "data" / "ds01"
+    specs = env / "specs"
+    specs.mkdir()
+    (specs / "site.yaml").write_text(
+        "apiVersion: ds01.io/v1alpha1\nkind: LifecyclePolicy\nmetadata: {name: site}\n"
+        "spec:\n  defaultGroup: researcher\n  trustLabels: false\n  settings: {warnLead: 2m}\n"
+    )
+    # alone, the specs name a group they do not define; over DS01's file, the group is DS01's
+    rc, out, _ = run(["validate", str(specs)], capsys)
+    assert rc == 1 and "defaultGroup 'researcher' names no UserGroup" in out
+    rc, out, _ = run(["validate", "--ds01-config", str(ds01), str(specs)], capsys)
+    assert rc == 0 and out.startswith(f"valid: {ds01}, {specs}")
+    (specs / "site.yaml").write_text(
+        "apiVersion: ds01.io/v1alpha1\nkind: LifecyclePolicy\nmetadata: {name: site}\n"
+        "spec:\n  defaultGroup: nobody\n"
+    )
+    rc, out, _ = run(["validate", "--ds01-config", str(ds01), str(specs)], capsys)
+    assert rc == 1 and f"{specs}/site.yaml:5" in out and "defaultGroup 'nobody'" in out

@@ -189,3 +189,26 @@ def test_a_row_the_plan_cannot_judge_is_unknown_not_leaked() -> None:
     v.snapshot, v.plan, v.memory = snap, p, p.memory
     items = json.loads(run_get("allocations", v, GetOptions(output="json"))[0])["items"]
     assert {i["gpu"]: i["verdict"] for i in items} == {w.b.GPU0: "unknown", w.b.GPU1: "leaked"}
+
+
+def test_describe_says_which_setting_decides_the_idle_stop(events_log: Path) -> None:
+    """An idle span longer than the idle timeout: describe names both settings and their sources."""
+    import dataclasses
+
+    from controller.plan.desired import StaticDesired
+    from desired_state.effective import Sourced
+    from tests.fixtures import builders as b
+
+    def policy(c: object, _now: object) -> object:
+        return b.policy(
+            idle_timeout_s=Sourced(value=14.4, source="LifecyclePolicy/ds01"),
+            idle_min_duration_s=Sourced(value=300.0, source="built-in default"),
+        )
+
+    view = dataclasses.replace(w.view(events_log), desired=StaticDesired(policy, b.global_policy()))  # type: ignore[arg-type]
+    text = describe_container(view, "alice-train")
+    assert (
+        "note: idleMinDuration 5m (built-in default) is longer than the idle timeout 14.4s "
+        "(LifecyclePolicy/ds01)" in text
+    )
+    assert "idleMinDuration decides, not the idle timeout" in text

@@ -15,7 +15,8 @@ from desired_state.ds01_import import import_ds01, main
 from desired_state.errors import PolicyLoadError
 from desired_state.load import builtin_lifecycle, builtin_policy, dump_documents, load_policy, load_spec_text
 from desired_state.policy_set import PolicySet
-from desired_state.resolve import resolve_effective_policy
+from desired_state.resolve import global_policy, resolve_effective_policy
+from desired_state.validate import validate_paths, validation_warnings
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 DS01_DIR = DATA / "ds01"
@@ -349,11 +350,108 @@ def test_ds01_and_specs_together_form_one_policy(tmp_path: Path) -> None:
     assert "sam-demo" in {e.metadata.name for e in policy.exemptions}
     eff = resolve_effective_policy(policy, owner="sam", container_type="atomic", name="c", labels={}, now=NOW)
     assert eff.idle_timeout_s.value is None and eff.idle_timeout_s.source == "Exemption/sam-demo"
-    # a LifecyclePolicy in the specs as well would be a second one
-    write(
-        specs, "policy.yaml", "apiVersion: ds01.io/v1alpha1\nkind: LifecyclePolicy\nmetadata: {name: mine}\n"
-    )
+    # a LifecyclePolicy in the specs layers over DS01's (tests below); two in the specs stay an error
+    for name in ("mine", "theirs"):
+        write(
+            specs,
+            f"{name}.yaml",
+            f"apiVersion: ds01.io/v1alpha1\nkind: LifecyclePolicy\nmetadata: {{name: {name}}}\n",
+        )
     with pytest.raises(PolicyLoadError, match="a second LifecyclePolicy"):
+        load_policy(specs_dir=specs, ds01_config_dir=DS01_DIR)
+
+
+OVERLAY = """
+apiVersion: ds01.io/v1alpha1
+kind: LifecyclePolicy
+metadata: {name: site}
+spec:
+  trustLabels: false
+  protect:
+    - {name: "db-*", reason: shared database}
+  settings: {warnLead: 2m, idleMinDuration: 1m}
+  gpuReset: {policy: never}
+---
+apiVersion: ds01.io/v1alpha1
+kind: UserGroup
+metadata: {name: researcher}
+spec:
+  settings: {maxRuntime: 36h}
+"""
+
+
+def test_specs_layer_over_the_ds01_import_key_by_key(tmp_path: Path) -> None:
+    specs = tmp_path / "specs"
+    write(specs, "site.yaml", OVERLAY)
+    policy = load_policy(specs_dir=specs, ds01_config_dir=DS01_DIR)
+    ds01_alone = import_ds01(DS01_DIR)
+    assert policy.lifecycle is not None and policy.lifecycle.metadata.name == "site"
+    # keys only the specs write come from the specs
+    eff = resolve_effective_policy(
+        policy,
+        owner="alice",
+        container_type="atomic",
+        name="db-main",
+        labels={"ds01.protected": "true"},
+        now=NOW,
+    )
+    assert eff.protected.value is True and eff.protected.source.startswith("LifecyclePolicy/site protect[0]")
+    assert eff.warn_lead_s.value == 120 and eff.warn_lead_s.source == "LifecyclePolicy/site"
+    assert eff.idle_min_duration_s.value == 60 and eff.idle_min_duration_s.source == "LifecyclePolicy/site"
+    gp = global_policy(policy)
+    assert gp.trust_labels.value is False and gp.trust_labels.source == "LifecyclePolicy/site"
+    assert gp.gpu_reset_policy.value == "never" and gp.gpu_reset_policy.source == "LifecyclePolicy/site"
+    labelled = resolve_effective_policy(
+        policy, owner="alice", container_type="atomic", name="x", labels={"ds01.protected": "true"}, now=NOW
+    )
+    assert labelled.protected.value is False  # trustLabels: false from the specs
+    # keys only DS01's file writes still come from DS01's file (its groups, members, timeouts)
+    alone = resolve_effective_policy(
+        ds01_alone, owner="alice", container_type="atomic", name="x", labels={}, now=NOW
+    )
+    assert eff.idle_timeout_s == alone.idle_timeout_s and eff.idle_timeout_s.source == "LifecyclePolicy/ds01"
+    assert policy.default_group_name == ds01_alone.default_group_name
+    # a UserGroup of the same name overrides the keys it sets, and keeps DS01's members and the rest
+    researcher = policy.group("researcher")
+    assert researcher is not None
+    assert researcher.spec.members == ds01_alone.group("researcher").spec.members  # type: ignore[union-attr]
+    member = "ravi"
+    assert member in (researcher.spec.members or [])
+    r_eff = resolve_effective_policy(
+        policy, owner=member, container_type="atomic", name="c", labels={}, now=NOW
+    )
+    r_alone = resolve_effective_policy(
+        ds01_alone, owner=member, container_type="atomic", name="c", labels={}, now=NOW
+    )
+    assert (
+        r_eff.max_runtime_s.value == 36 * 3600
+        and r_eff.max_runtime_s.source == "UserGroup/researcher (site.yaml)"
+    )
+    assert r_eff.idle_timeout_s.value == r_alone.idle_timeout_s.value
+    assert r_eff.idle_timeout_s.source == "UserGroup/researcher (resource-limits.yaml)"
+    # both layers stay on record for `get policies`
+    shown = {str(src) for src in policy.sources}
+    assert any(
+        t.startswith("LifecyclePolicy/site from") and "layered over LifecyclePolicy/ds01" in t for t in shown
+    )
+    assert any(t.startswith("LifecyclePolicy/ds01 from") for t in shown)
+
+
+def test_validate_gives_the_daemons_answer_for_ds01_plus_specs(tmp_path: Path) -> None:
+    specs = tmp_path / "specs"
+    write(specs, "site.yaml", OVERLAY)
+    assert validate_paths([DS01_DIR, specs]) == []
+    assert validate_paths([DS01_DIR, specs / "site.yaml"]) == []
+    # a reference that does not resolve after layering is an error with the specs file and line
+    write(
+        specs,
+        "site.yaml",
+        OVERLAY.replace("trustLabels: false", "trustLabels: false\n  defaultGroup: nobody"),
+    )
+    messages = validate_paths([DS01_DIR, specs])
+    assert len(messages) == 1 and "defaultGroup 'nobody' names no UserGroup" in messages[0]
+    assert messages[0].startswith(f"{specs / 'site.yaml'}:7")
+    with pytest.raises(PolicyLoadError, match="defaultGroup 'nobody'"):
         load_policy(specs_dir=specs, ds01_config_dir=DS01_DIR)
 
 
@@ -361,3 +459,33 @@ def test_the_real_file_needs_no_extras_and_has_no_errors(real_file_only: Path) -
     policy = load_policy(ds01_config_dir=real_file_only)
     assert policy.origin == f"DS01 config {real_file_only}"
     assert [s.kind for s in policy.sources].count("UserGroup") == 4
+
+
+def test_validate_warns_where_one_setting_decides_instead_of_another(tmp_path: Path) -> None:
+    """DS01's idle_timeout_h: 0.004 (14.4s) under the built-in 5m idleMinDuration: the span decides."""
+    config = tmp_path / "ds01"
+    config.mkdir()
+    text = (DS01_DIR / "resource-limits.yaml").read_text()
+    (config / "resource-limits.yaml").write_text(
+        text.replace("  idle_timeout_h: 0.5 ", "  idle_timeout_h: 0.004 ", 1)
+    )
+    assert validate_paths([config]) == []
+    warnings = validation_warnings([config], now=NOW)
+    spans = [
+        w
+        for w in warnings
+        if w.startswith(
+            "warning: idleMinDuration 5m (built-in default) is longer than the idle timeout 14.4s "
+            "(LifecyclePolicy/ds01)"
+        )
+    ]
+    assert len(spans) == 1 and "idleMinDuration decides" in spans[0]
+    assert f"[{config / 'resource-limits.yaml'}:" in spans[0]
+    # a specs file on top: its warnLead longer than the timeouts, both files named
+    specs = tmp_path / "specs"
+    write(specs, "site.yaml", OVERLAY.replace("warnLead: 2m", "warnLead: 1h"))
+    lead = [w for w in validation_warnings([config, specs], now=NOW) if w.startswith("warning: warnLead 1h")]
+    assert lead and all(f"{specs / 'site.yaml'}:" in w for w in lead)
+    assert any(str(config / "resource-limits.yaml") in w for w in lead)
+    # nothing to say about the shipped file alone
+    assert validation_warnings([DS01_DIR], now=NOW) == []

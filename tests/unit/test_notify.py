@@ -21,6 +21,7 @@ ME = pwd.getpwuid(os.geteuid()).pw_name
 def pty() -> Iterator[tuple[int, str]]:
     master, slave = os.openpty()
     name = os.ttyname(slave).removeprefix("/dev/")
+    os.chmod(f"/dev/{name}", 0o620)  # as a login leaves it (mesg y); devpts may create it 0600
     yield master, name
     os.close(master)
     os.close(slave)
@@ -81,3 +82,14 @@ def test_never_raises_when_utmp_cannot_be_read() -> None:
         raise OSError("utmp unreadable")
 
     assert TerminalNotifier(sessions=broken).notify(ME, "hi") == 0
+
+
+def test_mesg_n_is_honoured_even_with_root_privileges(pty: tuple[int, str]) -> None:
+    """`mesg n` clears the terminal's group write bit: no notice, as write(1) does (docs/operations.md)."""
+    master, tty = pty
+    os.chmod(f"/dev/{tty}", 0o600)  # mesg n
+    assert notifier([Session(ME, tty)]).notify(ME, "hello") == 0
+    assert read_all(master) == b""
+    os.chmod(f"/dev/{tty}", 0o620)  # mesg y
+    assert notifier([Session(ME, tty)]).notify(ME, "hello") == 1
+    assert b"hello" in read_all(master)

@@ -153,6 +153,41 @@ class TestIdleWarningsThenStop:
         # A new streak from 205, with its own warnings (230, 235) and lead time: stopped at 240.
         assert acts == [(230, "IdleWarning"), (235, "IdleWarning"), (240, "IdleTimeout")]
 
+    def test_the_warning_tells_the_owner_what_to_do_on_a_real_terminal(self) -> None:
+        """Name, figures, stop time (local), the keep-alive, what is kept and lost, where to look."""
+        import os
+        import pwd
+        import select
+        from datetime import timedelta, timezone
+
+        from controller.act.notify import Session, TerminalNotifier, notice_text
+
+        h = IdleHost()
+        warning = next(a for m in range(0, 31, 5) for a in h.at(m).actions if a.reason.value == "IdleWarning")
+        local = timezone(timedelta(hours=1), "CET")
+        text = notice_text(warning.params, warning.message, tz=local)
+        stop = datetime.fromisoformat(str(warning.params["stop_expected_at"]).replace("Z", "+00:00"))
+        assert f"Your container {h.name} has been idle for" in text and "(limit 30m)" in text
+        assert f"stopped at {stop.astimezone(local).strftime('%Y-%m-%d %H:%M')} CET" in text
+        assert "touch /workspace/.keep-alive" in text and "up to 24h after the touch" in text
+        assert "What is kept: your files under /workspace" in text and "removed after the stop" in text
+        assert f"ds01ctl describe container {h.name}" in text
+        # delivered as such to a logged-in terminal
+        me = pwd.getpwuid(os.geteuid()).pw_name
+        master, slave = os.openpty()
+        try:
+            tty = os.ttyname(slave).removeprefix("/dev/")
+            os.chmod(f"/dev/{tty}", 0o620)
+            assert TerminalNotifier(sessions=lambda: [Session(me, tty)]).notify(me, text) == 1
+            got = b""
+            while select.select([master], [], [], 0.2)[0]:
+                got += os.read(master, 65536)
+            shown = got.decode()
+            assert "touch /workspace/.keep-alive" in shown and f"ds01ctl describe container {h.name}" in shown
+        finally:
+            os.close(master)
+            os.close(slave)
+
     def test_undelivered_warning_keeps_the_stop_waiting(self) -> None:
         h = IdleHost(deliver=False)  # e.g. the notifier keeps failing
         for minute in range(0, 300, 5):
@@ -190,6 +225,18 @@ class TestIdleWarningsThenStop:
         for minute in (10, 15, 20):
             assert all(a.kind != ActionKind.STOP_CONTAINER for a in h.at(minute).actions)
         assert kinds(h.at(25)) == [("StopContainer", "IdleTimeout")]
+
+    def test_the_plan_says_when_the_min_duration_decides_not_the_timeout(self) -> None:
+        pol = b.policy(idle_timeout_s=5 * b.MIN, idle_min_duration_s=20 * b.MIN, idle_detection_window=1)
+        h = IdleHost(pol)
+        h.at(0)
+        h.at(5)
+        p = h.at(15)  # idle 10 min: past the 5 min timeout, short of the 20 min span
+        held = next(d for d in p.deferred if d.rule.value == "IdleTimeout")
+        assert "idleMinDuration 20m" in held.message and "decides, not the idle timeout 5m" in held.message
+        assert held.evidence["decided_by"].startswith("idleMinDuration 20m")
+        assert held.due_at is not None
+        assert datetime.fromisoformat(held.evidence["effective_stop_due_at"]) == held.due_at
 
     def test_high_demand_halves_the_timeout(self) -> None:
         # Every GPU of the host is used by a running container: demand 100 % >= 80 %.

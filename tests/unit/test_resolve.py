@@ -282,7 +282,9 @@ def test_group_per_type_block_beats_the_type_pin_and_can_lift_idle_exempt() -> N
     assert (
         resolve(policy, "anyone", T.DOCKER).idle_timeout_s.source == "UserGroup/staff containerTypes.docker"
     )
-    assert hours(resolve(policy, "anyone", T.COMPOSE).idle_timeout_s.value) == 0.5  # built-in compose pin
+    # the built-in compose pin (30m) never beats what the admin wrote: the group's general 2h
+    compose = resolve(policy, "anyone", T.COMPOSE)
+    assert hours(compose.idle_timeout_s.value) == 2 and compose.idle_timeout_s.source == "UserGroup/staff"
     assert hours(resolve(policy, "anyone", T.ATOMIC).idle_timeout_s.value) == 2
     dev = resolve(policy, "anyone", T.DEVCONTAINER)
     assert (
@@ -415,11 +417,11 @@ def test_precedence_is_monotone(
     eff = resolve(policy, "u", T.COMPOSE)
     base = builtin_policy()
     builtin_compose = resolve(base, "nobody-in-particular", T.COMPOSE)
-    # lowest to highest, as documented; the built-in compose pin sits with the LifecyclePolicy's
+    # lowest to highest, as documented; the built-in compose pin applies only where no admin layer
+    # writes the key (a built-in layer never beats what an admin wrote)
     layers = [
         (lp, "LifecyclePolicy/p"),
         (group, "UserGroup/g"),
-        ({}, "builtin compose pin"),
         (ltype, "container type compose (LifecyclePolicy/p)"),
         (gtype, "UserGroup/g containerTypes.compose"),
         (override, "UserOverride/u"),
@@ -435,13 +437,11 @@ def test_precedence_is_monotone(
     for key, attr in field.items():
         expected: tuple[Any, str] | None = None
         for values, source in layers:
-            if source == "builtin compose pin":
-                if key in builtin_compose_pins:
-                    expected = (builtin_compose_pins[key], "container type compose (built-in default)")
-                continue
             if key in values:
                 raw = values[key]
                 expected = (None if raw is None else float(raw[:-1]), source)
+        if expected is None and key in builtin_compose_pins:
+            expected = (builtin_compose_pins[key], "container type compose (built-in default)")
         got = getattr(eff, attr)
         if expected is None:
             assert (got.value, got.source) == (getattr(builtin_compose, attr).value, "built-in default")
@@ -582,3 +582,23 @@ def test_without_a_student_group_there_is_no_default_group(tmp_path: Path) -> No
     (tmp_path / "resource-limits.yaml").write_text("groups:\n  staff: {idle_timeout_h: 2}\n")
     eff = resolve(import_ds01(tmp_path), "nobody", T.ATOMIC)
     assert eff.group.value == "(none)" and hours(eff.idle_timeout_s.value) == 0.5
+
+
+def test_admin_idle_timeout_beats_the_builtin_docker_type_pin() -> None:
+    """settings.idleTimeout: 20s in the admin's LifecyclePolicy applies to docker containers."""
+    policy = load_spec_text(
+        f"apiVersion: {API_VERSION}\nkind: LifecyclePolicy\nmetadata: {{name: lab}}\n"
+        "spec:\n  settings: {idleTimeout: 20s}\n"
+    )
+    docker = resolve(policy, "anyone", T.DOCKER)
+    assert docker.idle_timeout_s.value == 20 and docker.idle_timeout_s.source == "LifecyclePolicy/lab"
+    # a key the admin did not write still comes from the built-in type pin
+    assert docker.sigterm_grace_s.source == "container type docker (built-in default)"
+    # idleExempt is only ever written per type, so the built-in devcontainer stays idle-exempt
+    assert resolve(policy, "anyone", T.DEVCONTAINER).idle_timeout_s.value is None
+    # an admin who pins the type gets the pin
+    pinned = load_spec_text(
+        f"apiVersion: {API_VERSION}\nkind: LifecyclePolicy\nmetadata: {{name: lab}}\n"
+        "spec:\n  settings: {idleTimeout: 20s}\n  containerTypes:\n    docker: {idleTimeout: 5m}\n"
+    )
+    assert resolve(pinned, "anyone", T.DOCKER).idle_timeout_s.value == 300

@@ -217,15 +217,16 @@ def test_foreign_workloads_are_announced_as_detection_events() -> None:
     s1 = b.snapshot(observed_at=b.at(seconds=30), gpus=[b.gpu(0)], processes=[rootless, sandbox])
     assert awareness_events(inv0, s1) == []  # first sighting
     inv1 = build_inventory(s1, inv0)
-    assert set(inv1["foreign_processes"]) == {"4000", "4001"} and inv1["host_processes"] == {}
-    s2 = b.snapshot(observed_at=b.at(seconds=60), gpus=[b.gpu(0)], processes=[rootless, sandbox])
+    assert set(inv1["_pending_foreign_processes"]) == {"4000", "4001"} and inv1["host_processes"] == {}
+    # announced once seen for the transient filter's minute (transientProcessMinAge)
+    s2 = b.snapshot(observed_at=b.at(seconds=90), gpus=[b.gpu(0)], processes=[rootless, sandbox])
     events = awareness_events(inv1, s2)
     assert sorted((e[0], e[2]["pid"], e[2]["cgroup"]) for e in events) == [
         ("detection.foreign_gpu_process_discovered", 4000, ROOTLESS),
         ("detection.foreign_gpu_process_discovered", 4001, PROCESS_API),
     ]
     gone = awareness_events(
-        build_inventory(s2, inv1), b.snapshot(observed_at=b.at(seconds=90), gpus=[b.gpu(0)])
+        build_inventory(s2, inv1), b.snapshot(observed_at=b.at(seconds=120), gpus=[b.gpu(0)])
     )
     assert sorted(e[0] for e in gone) == ["detection.foreign_gpu_process_exited"] * 2
 

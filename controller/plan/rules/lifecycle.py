@@ -17,6 +17,7 @@ sample voids them. Runtime warnings belong to one start.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -73,8 +74,13 @@ def run_ladder(
     not_ready: tuple[str, datetime | None] | None,
     stop_params: dict[str, Any],
     evidence: dict[str, Any],
+    notice_lines: Sequence[str] = (),
 ) -> Action | None:
     """Warn and/or return the stop for one clock that started at ``start``.
+
+    ``notice_lines`` follow the first line of the owner's notice (params ``notice``): how to keep the
+    container, what is kept and lost, how to see more. ``{stop_at}`` in it is filled in at delivery,
+    in the server's local time (:func:`controller.act.notify.notice_text`).
 
     ``not_ready`` (message, due) says the stop may not happen yet even past the timeout (the idle
     window is not filled); the stop is returned, not recorded, so the caller can pick one stop
@@ -128,7 +134,19 @@ def run_ladder(
             due_at=start + timedelta(seconds=level / 100 * timeout_s),
             key=ak,
             evidence={**evidence, "level_pct": level, "stop_expected_at": iso(stop_at)},
-            params={"warning_key": wk, "level_pct": level, "stop_expected_at": iso(stop_at)},
+            params={
+                "warning_key": wk,
+                "level_pct": level,
+                "stop_expected_at": iso(stop_at),
+                "notice": "\n".join(
+                    [
+                        f"Your container {c.name} has been {ladder.what} for {fmt_duration(elapsed_s)} "
+                        f"(limit {fmt_duration(timeout_s)}). It will be stopped at {{stop_at}} "
+                        f"(in about {fmt_duration(left_s)}).",
+                        *notice_lines,
+                    ]
+                ),
+            },
         )
 
     def warn_highest_new() -> None:
@@ -203,6 +221,37 @@ def run_ladder(
         key=f"StopContainer:{c.id}:{iso(c.started_at)}:{ladder.stop_reason.value}",
         params=stop_params,
     )
+
+
+def _idle_notice(c: ContainerObs, policy: EffectivePolicy) -> list[str]:
+    """What the owner of an idle container can do, what a stop keeps and loses, where to see more."""
+    cap = policy.keepalive_max_age_s.value
+    path = policy.keepalive_path.value
+    lost = (
+        "the container itself is removed after the stop, with its processes and every file outside /workspace"
+        if policy.remove_after_idle_stop.value
+        else "its running processes stop; the container stays, and can be started again"
+    )
+    return [
+        "Why: GPU, CPU and network have all stayed below the idle thresholds since then.",
+        f"To keep it: run `touch {path}` inside the container"
+        + (
+            f"; that keeps it for up to {fmt_duration(cap)} after the touch (touch it again after that)."
+            if cap is not None
+            else "."
+        ),
+        f"What is kept: your files under /workspace. What is lost: {lost}.",
+        f"More: ds01ctl describe container {c.name}",
+    ]
+
+
+def _runtime_notice(c: ContainerObs) -> list[str]:
+    return [
+        "Why: the maximum runtime since its last start is reached; the keep-alive file does not extend it.",
+        "What is kept: your files under /workspace and the stopped container (start it again to continue). "
+        "What is lost: its running processes; save your work before the stop.",
+        f"More: ds01ctl describe container {c.name}",
+    ]
 
 
 def idle_stop(ctx: PassContext, out: Collector, c: ContainerObs, policy: EffectivePolicy) -> Action | None:
@@ -318,6 +367,13 @@ def idle_stop(ctx: PassContext, out: Collector, c: ContainerObs, policy: Effecti
         },
         "last_sample": current.detail,
     }
+    if min_duration_s > timeout_s:
+        # The span, not the timeout, decides when the stop comes: say so (plan, describe, events).
+        evidence["decided_by"] = (
+            f"idleMinDuration {fmt_duration(min_duration_s)} ({policy.idle_min_duration_s.source}) is "
+            f"longer than the idle timeout {fmt_duration(timeout_s)} ({policy.idle_timeout_s.source})"
+        )
+        evidence["effective_stop_due_at"] = iso(idle_since + timedelta(seconds=min_duration_s))
     window_ok = status.streak_samples >= window
     duration_ok = idle_s >= min_duration_s
     stop_ready = idle_s >= timeout_s and window_ok and duration_ok
@@ -384,9 +440,20 @@ def idle_stop(ctx: PassContext, out: Collector, c: ContainerObs, policy: Effecti
             dues.append(current.at + timedelta(seconds=status.interval_s * (window - status.streak_samples)))
         if not duration_ok:
             dues.append(idle_since + timedelta(seconds=min_duration_s))
+        waits = []
+        if not window_ok:
+            waits.append(
+                f"only {status.streak_samples}/{window} idle samples (idleDetectionWindow from "
+                f"{policy.idle_detection_window.source})"
+            )
+        if not duration_ok:
+            waits.append(
+                f"the minimum idle span idleMinDuration {fmt_duration(min_duration_s)} from "
+                f"{policy.idle_min_duration_s.source} decides, not the idle timeout "
+                f"{fmt_duration(timeout_s)}"
+            )
         not_ready = (
-            f"{c.name}: idle for {fmt_duration(idle_s)} but only {status.streak_samples}/{window} idle "
-            f"samples (minimum idle span {fmt_duration(min_duration_s)})",
+            f"{c.name}: idle for {fmt_duration(idle_s)} but {'; '.join(waits)}",
             max(dues) if dues else None,
         )
     # Warnings belong to one idle streak. A keep-alive seen during it starts the warnings over once
@@ -411,6 +478,7 @@ def idle_stop(ctx: PassContext, out: Collector, c: ContainerObs, policy: Effecti
             "remove": policy.remove_after_idle_stop.value,
         },
         evidence=evidence,
+        notice_lines=_idle_notice(c, policy),
     )
 
 
@@ -441,6 +509,7 @@ def runtime_stop(ctx: PassContext, out: Collector, c: ContainerObs, policy: Effe
         timeout_s=timeout_s,
         lead=lead_s(policy, timeout_s),
         not_ready=None,
+        notice_lines=_runtime_notice(c),
         stop_params={"timeout_s": policy.sigterm_grace_s.value, "remove": False},
         evidence={"started_at": iso(c.started_at), "timeout_source": policy.max_runtime_s.source},
     )
