@@ -50,6 +50,7 @@ from controller.ops.sdnotify import Notifier
 from controller.plan.desired import PolicySetDesired
 from controller.plan.planner import plan as make_plan
 from controller.plan.types import Plan
+from controller.policy_identity import policy_identity
 from controller.settings import Settings
 from controller.snapshot import CgroupScope, Domain, Snapshot
 from controller.startup import degraded_line, one_line_error, recovered_line
@@ -199,8 +200,11 @@ class Controller:
             )
             self._write_policy_status([str(e) for e in errors])
             return
-        if self._policy_status_error and not self.policy.last_errors:
-            # Only once the files load again; a pass with unchanged (still broken) files reloads nothing.
+        if (self._policy_status_error and not self.policy.last_errors) or (
+            self.policy.loaded_at != self._policy_loaded_at
+        ):
+            # Once the files load again (a pass with unchanged, still broken files reloads nothing),
+            # and after every successful reload: the status names the policy the daemon now runs.
             self._write_policy_status([])
         if self._policy_loaded_at is not None and self.policy.loaded_at != self._policy_loaded_at:
             logger.info("policy reloaded: {}", self.policy.current.origin)
@@ -209,7 +213,10 @@ class Controller:
 
     def _write_policy_status(self, errors: list[str]) -> None:
         """What ``ds01ctl get policies`` reports about the daemon's last reload."""
-        write_policy_status(self.settings.state_dir, self.policy.loaded_at, errors, self.clock())
+        identity = policy_identity(self.policy.current, self.settings.specs, self.settings.ds01_config)
+        write_policy_status(
+            self.settings.state_dir, self.policy.loaded_at, errors, self.clock(), policy=identity
+        )
         self._policy_status_error = bool(errors)
 
     def _apply_global(self, gp: GlobalPolicy) -> None:

@@ -225,14 +225,26 @@ def _atomic_write(state_dir: Path, path: Path, data: bytes) -> None:
         os.close(dir_fd)
 
 
-def write_policy_status(state_dir: Path, loaded_at: datetime, errors: list[str], now: datetime) -> None:
-    """Record the daemon's last policy reload for ``ds01ctl get policies`` (never raises)."""
-    status = {
+def write_policy_status(
+    state_dir: Path,
+    loaded_at: datetime,
+    errors: list[str],
+    now: datetime,
+    policy: dict[str, object] | None = None,
+) -> None:
+    """Record the daemon's last policy reload for ``ds01ctl get policies`` (never raises).
+
+    ``policy`` names the policy the daemon runs (sources and content digest, see
+    :mod:`controller.policy_identity`), so ``ds01ctl`` can tell when its own policy differs.
+    """
+    status: dict[str, object] = {
         "checked_at": now.isoformat(),
         "policy_loaded_at": loaded_at.isoformat(),
         "reload_failed": bool(errors),
         "errors": errors[:20],
     }
+    if policy is not None:
+        status["policy"] = policy
     try:
         _atomic_write(state_dir, state_dir / POLICY_STATUS_FILE, json.dumps(status).encode("utf-8"))
     except OSError as exc:

@@ -730,6 +730,8 @@ def policy_status_line(view: View) -> str:
             f"; the running controller's last reload FAILED at {clean(p.daemon_error_at or '?', 40)}"
             f" (it keeps its last good policy): {clean(p.daemon_error, 300)}"
         )
+    if p.daemon_mismatch:
+        head += f"\nWARNING: {clean(p.daemon_mismatch, 600)}"
     return head
 
 
@@ -822,6 +824,7 @@ def run_get(kind: str, view: View, opts: GetOptions, style: Style = PLAIN) -> tu
                     "error": view.policy.error,
                     "daemon_reload_error": view.policy.daemon_error,
                     "daemon_reload_error_at": view.policy.daemon_error_at,
+                    "daemon_mismatch": view.policy.daemon_mismatch,
                 }
             )
         return machine(data, opts.output), False

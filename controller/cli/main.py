@@ -42,6 +42,9 @@ exit status:
 
 environment:
   DS01_SPECS, DS01_DS01_CONFIG, DS01_STATE_DIR, DS01_EVENTS_LOG, DS01_LEDGER   as the flags
+  DS01_ENV_FILE the daemon's environment file (/etc/ds01/controller.env): its DS01_* variables and
+                the flags in its DS01_CONTROLLER_ARGS apply under the flags and the environment,
+                so ds01ctl sees the specs, DS01 config and state the daemon runs with
   DOCKER_HOST   the Docker engine (unix:///var/run/docker.sock)
   NO_COLOR      never colour the output (colour is only used on a terminal anyway)
 """
@@ -179,6 +182,12 @@ def _sub(sub: Any, name: str, help_text: str, epilog: str, **kw: Any) -> argpars
         **kw,
     )
     add_common_flags(p)
+    p.add_argument(
+        "--env-file",
+        metavar="FILE",
+        help="the daemon's environment file, read as systemd does, under the DS01_* variables "
+        "[DS01_ENV_FILE] (/etc/ds01/controller.env; '' reads none)",
+    )
     p.add_argument("--debug", action="store_true", help="show the traceback of an error")
     p.add_argument("--no-color", action="store_true", help="never colour the output (also: NO_COLOR=1)")
     return p
@@ -245,6 +254,38 @@ def build_parser() -> argparse.ArgumentParser:
     comp = _sub(sub, "completion", "print a shell completion script", COMPLETION_EPILOG)
     comp.add_argument("shell", choices=["bash"])
     return parser
+
+
+def _environment(args: argparse.Namespace) -> dict[str, str]:
+    """The process environment over the daemon's environment file (flags win over both).
+
+    The unit's file is read when it exists; a file named with --env-file/DS01_ENV_FILE must exist.
+    """
+    from pathlib import Path
+
+    from controller.envfile import DEFAULT_ENV_FILE, ENV_FILE_VARIABLE, read_env_file
+
+    given = args.env_file if args.env_file is not None else os.environ.get(ENV_FILE_VARIABLE)
+    if given == "":
+        return dict(os.environ)
+    path = Path(given) if given is not None else DEFAULT_ENV_FILE
+    try:
+        from_file = read_env_file(path)
+    except FileNotFoundError:
+        if given is not None:
+            raise ArgumentError(
+                f"the environment file {path} does not exist (--env-file/{ENV_FILE_VARIABLE}; '' reads none)"
+            ) from None
+        from_file = {}
+    except OSError as exc:
+        _warn(
+            [
+                f"cannot read the daemon's environment file {path}: {exc.strerror or exc}; "
+                "the specs and state the daemon uses are not known to ds01ctl (run as root, or pass --specs)"
+            ]
+        )
+        from_file = {}
+    return {**from_file, **os.environ}
 
 
 def _version() -> str:
@@ -508,7 +549,7 @@ def main(argv: list[str] | None = None) -> int:
         from controller.settings import SettingsError, settings_from
 
         try:
-            settings = settings_from(args)
+            settings = settings_from(args, _environment(args))
         except SettingsError as exc:
             raise ArgumentError(str(exc)) from exc
         return COMMANDS[args.command](args, settings)

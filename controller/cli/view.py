@@ -49,6 +49,9 @@ class PolicyInfo:
     candidate: bool = False
     daemon_error: str | None = None  # the running daemon's last reload failed (it kept its policy)
     daemon_error_at: str | None = None
+    # The running daemon's policy is not this one (other sources or content): what this view plans
+    # is not what the daemon does. One line naming both.
+    daemon_mismatch: str | None = None
 
 
 @dataclass

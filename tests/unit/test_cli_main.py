@@ -68,6 +68,7 @@ def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("DS01_EVENTS_LOG", str(tmp_path / "events.jsonl"))
     monkeypatch.setenv("DS01_LEDGER", str(tmp_path / "ledger.json"))
     monkeypatch.setenv("NO_COLOR", "1")
+    monkeypatch.setenv("DS01_ENV_FILE", "")  # never the host's /etc/ds01/controller.env
     return tmp_path
 
 
@@ -246,9 +247,20 @@ def test_get_policies_reports_a_failed_load(env: Path, capsys: pytest.CaptureFix
     specs.mkdir()
     (specs / "lab.yaml").write_text(BAD_SPEC)
     rc, out, err = run(["get", "policies", "--specs", str(specs)], capsys)
-    assert rc == 0
-    assert out.startswith(f"policy: specs {specs}; last load FAILED: {specs}/lab.yaml:7")
-    assert "warning: the policy does not load" in err
+    assert rc == 1 and out == ""
+    assert_one_line_error(err, f"the policy (specs {specs}) does not load: {specs}/lab.yaml:7")
+
+
+@pytest.mark.parametrize(
+    "command", [["get", "policies"], ["get", "policies", "-o", "json"], ["describe", "user", "x"]]
+)
+def test_a_policy_that_does_not_load_is_an_error_not_the_builtin_default(
+    env: Path, capsys: pytest.CaptureFixture[str], command: list[str]
+) -> None:
+    rc, out, err = run([*command, "--specs", str(env / "nonexistent")], capsys)
+    assert rc == 1 and out == ""
+    assert "built-in default" not in err
+    assert_one_line_error(err, "does not load", "specs directory does not exist", "refuses to start")
 
 
 def test_validate_good_and_bad(env: Path, capsys: pytest.CaptureFixture[str]) -> None:
