@@ -228,7 +228,7 @@ def _keepalive_text(view: View, c: ContainerObs) -> str:
 
 def container_item(view: View, c: ContainerObs) -> dict[str, Any]:
     idle = idleness(view, c)
-    step = next_step(view.container_items(c))
+    step = next_step(view.container_items(c), nvml_ok=view.nvml_ok)
     r = rates(view, c)
     util, util_unknown = gpu_util(c)
     return {
@@ -280,7 +280,7 @@ _STATE_COLOUR = {
 def _next_cell(view: View, items: list[Action | Deferred]) -> Cell:
     if view.plan is None:
         return Cell("?")  # no plan (the policy did not load): unknown, not "nothing"
-    step = next_step(items)
+    step = next_step(items, nvml_ok=view.nvml_ok)
     if step is None:
         return Cell("-")
     colour = "red" if step.pending and step.verb in {"stop", "remove", "kill", "reset"} else None

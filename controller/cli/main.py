@@ -54,8 +54,9 @@ kinds:
   containers   NAME OWNER TYPE STATE GPUS IDLE NEXT AGE
                (-o wide adds IMAGE ID CPU NET GPU-UTIL KEEPALIVE OWNER-RULE)
                By default: containers that reference a GPU or that the controller acts on or defers.
-               --all: every container. IDLE is how long it has been idle, or active / unknown / ? (no data).
-               NEXT is the plan's next step: "stop now", "remove in 3h", "warn in 5m", or "-".
+               --all: every container. IDLE is how long it has been idle, or active / unknown /
+               idle (grace) / ? (no data). NEXT is the plan's next step: "stop now", "remove in 3h",
+               "warn in 5m", "grace ends in 20m" (not a stop), "unknown" (NVML down), or "-".
   gpus         INDEX UUID MODEL MIG MEMORY UTIL HOLDERS PROCESSES STATE
                STATE: free, held, idle-held (every holder stopped or idle), dirty (a process no running
                holder accounts for, or marked for reset), unavailable (NVML down, or MIG on with no devices).
