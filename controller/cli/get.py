@@ -8,6 +8,7 @@ that (the event log is read by :mod:`controller.cli.gather`).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -82,8 +83,9 @@ def canonical_kind(kind: str) -> str:
 @dataclass(frozen=True)
 class Requirement:
     key: str
-    op: str  # "=", "!=", "exists", "!exists"
+    op: str  # "=", "!=", "exists", "!exists", "in", "notin"
     value: str = ""
+    values: tuple[str, ...] = ()
 
     def matches(self, labels: Mapping[str, str]) -> bool:
         if self.op == "exists":
@@ -92,33 +94,82 @@ class Requirement:
             return self.key not in labels
         if self.op == "=":
             return labels.get(self.key) == self.value
+        if self.op == "in":
+            return self.key in labels and labels[self.key] in self.values
+        if self.op == "notin":
+            return labels.get(self.key) not in self.values
         return labels.get(self.key) != self.value
 
 
+# kubectl's label syntax: an optional DNS-subdomain prefix and '/', then a name of at most 63
+# characters; a value is empty or a name.
+_LABEL_NAME = r"[A-Za-z0-9](?:[-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?"
+_LABEL_KEY = re.compile(rf"(?:[a-z0-9](?:[-a-z0-9.]{{0,251}}[a-z0-9])?/)?{_LABEL_NAME}")
+_LABEL_VALUE = re.compile(rf"(?:{_LABEL_NAME})?")
+_SET_REQUIREMENT = re.compile(r"(?P<key>[^\s!=(),]+)\s+(?P<op>in|notin)\s*\((?P<values>[^()]*)\)")
+
+
+def _split_requirements(text: str) -> list[str]:
+    """Comma-separated requirements; commas inside ``(...)`` belong to a set."""
+    parts, depth, current = [], 0, ""
+    for ch in text:
+        if ch == "(":
+            depth += 1
+        elif ch == ")":
+            depth -= 1
+        if ch == "," and depth == 0:
+            parts.append(current)
+            current = ""
+        else:
+            current += ch
+    parts.append(current)
+    return [p.strip() for p in parts if p.strip()]
+
+
+def _requirement(part: str) -> Requirement:
+    """One requirement in kubectl's syntax; ``ValueError`` naming what is wrong."""
+    m = _SET_REQUIREMENT.fullmatch(part)
+    if m:
+        values = tuple(v.strip() for v in m["values"].split(","))
+        if not all(values) or not m["values"].strip():
+            raise ValueError(f"{m['op']} needs a non-empty list of values: {m['key']} {m['op']} (a,b)")
+        req = Requirement(m["key"], m["op"], values=values)
+    elif "!=" in part:
+        k, v = part.split("!=", 1)
+        req = Requirement(k.strip(), "!=", v.strip())
+    elif "==" in part:
+        k, v = part.split("==", 1)
+        req = Requirement(k.strip(), "=", v.strip())
+    elif "=" in part:
+        k, v = part.split("=", 1)
+        req = Requirement(k.strip(), "=", v.strip())
+    elif part.startswith("!"):
+        req = Requirement(part[1:].strip(), "!exists")
+    else:
+        req = Requirement(part, "exists")
+    if not req.key:
+        raise ValueError("empty key (use -l key=value)")
+    if not _LABEL_KEY.fullmatch(req.key):
+        raise ValueError(
+            f"{req.key!r} is not a label key; expected key=value, key!=value, key in (a,b), "
+            "key notin (a,b), key or !key"
+        )
+    for v in (req.value, *req.values):
+        if not _LABEL_VALUE.fullmatch(v):
+            raise ValueError(f"{v!r} is not a label value (letters, digits, '-', '_', '.'; at most 63)")
+    return req
+
+
 def parse_selector(texts: Sequence[str]) -> tuple[Requirement, ...]:
-    """kubectl's equality selectors: ``k=v``, ``k==v``, ``k!=v``, ``k``, ``!k``, comma-separated."""
+    """kubectl's label selectors: ``k=v``, ``k==v``, ``k!=v``, ``k``, ``!k``, ``k in (a,b)``,
+    ``k notin (a,b)``, comma-separated; anything else is refused, never read as something else."""
     out: list[Requirement] = []
     for text in texts:
-        for part in text.split(","):
-            part = part.strip()
-            if not part:
-                continue
-            if "!=" in part:
-                k, v = part.split("!=", 1)
-                out.append(Requirement(k.strip(), "!=", v.strip()))
-            elif "==" in part:
-                k, v = part.split("==", 1)
-                out.append(Requirement(k.strip(), "=", v.strip()))
-            elif "=" in part:
-                k, v = part.split("=", 1)
-                out.append(Requirement(k.strip(), "=", v.strip()))
-            elif part.startswith("!"):
-                out.append(Requirement(part[1:].strip(), "!exists"))
-            else:
-                out.append(Requirement(part, "exists"))
-    for r in out:
-        if not r.key:
-            raise CliError(f"bad label selector {clean(','.join(texts), 80)!r}: empty key (use -l key=value)")
+        for part in _split_requirements(text):
+            try:
+                out.append(_requirement(part))
+            except ValueError as exc:
+                raise CliError(f"bad label selector {clean(part, 80)!r}: {clean(str(exc), 200)}") from None
     return tuple(out)
 
 
@@ -848,9 +899,13 @@ LIST_KINDS = {
 }
 
 
-def empty_message(kind: str, view: View) -> str:
+def empty_message(kind: str, view: View, opts: GetOptions | None = None) -> str:
     if kind in ("gpus", "processes") and not view.nvml_ok:
         return "No GPU information: NVML is unavailable (see the warning above)."
+    if opts is not None and (opts.selector or opts.owner or opts.name):
+        return f"No {kind} match the given name, owner or selector."
+    if kind == "containers" and opts is not None and opts.show_all:
+        return "No containers."
     return {
         "containers": "No containers hold a GPU or are due for action (--all lists every container).",
         "gpus": "No GPUs found.",

@@ -217,7 +217,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         default=[],
         metavar="SEL",
-        help="label selector: k=v, k!=v, k, !k",
+        help="label selector: k=v, k!=v, k in (a,b), k notin (a,b), k, !k",
     )
     get.add_argument("--owner", metavar="USER", help="only this owner's objects")
     get.add_argument("--all", dest="show_all", action="store_true", help="containers: every container")
@@ -395,7 +395,7 @@ def cmd_get(args: argparse.Namespace, settings: Settings) -> int:
     text, empty = run_get(kind, view, opts, _style(args))
     _warn(view.notes)
     if empty:
-        print(empty_message(kind, view), file=sys.stderr)
+        print(empty_message(kind, view, opts), file=sys.stderr)
     sys.stdout.write(text)
     return 0
 

@@ -219,6 +219,37 @@ def test_get_events_with_a_malformed_since(env: Path, capsys: pytest.CaptureFixt
     assert_one_line_error(err, "cannot read the time 'yesterday'")
 
 
+# --- label selectors ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("selector", ["a=b=c", "x in ()", "k in (a,,b)", "a b", "x notin y", "=v"])
+def test_a_selector_ds01ctl_does_not_understand_is_refused(
+    env: Path, capsys: pytest.CaptureFixture[str], selector: str
+) -> None:
+    rc, out, err = run(["get", "containers", "--all", "-l", selector], capsys)
+    assert rc == 1 and out == ""
+    assert_one_line_error(err, "bad label selector")
+
+
+def test_set_based_selectors_select_as_kubectl_does() -> None:
+    from controller.cli.get import parse_selector
+
+    req = parse_selector(["ds01.user in (bob, carol),x notin (y)"])
+    assert req[0].matches({"ds01.user": "bob"}) and req[0].matches({"ds01.user": "carol"})
+    assert not req[0].matches({"ds01.user": "dave"}) and not req[0].matches({})
+    assert req[1].matches({}) and req[1].matches({"x": "z"}) and not req[1].matches({"x": "y"})
+
+
+def test_an_empty_selection_says_nothing_matched() -> None:
+    from controller.cli.get import GetOptions, empty_message, parse_selector
+    from tests.unit import cli_world as w
+
+    view = w.view()
+    opts = GetOptions(show_all=True, selector=parse_selector(["ds01.user in (nobody)"]))
+    assert empty_message("containers", view, opts) == "No containers match the given name, owner or selector."
+    assert empty_message("containers", view, GetOptions(show_all=True)) == "No containers."
+
+
 # --- policies and validate --------------------------------------------------------------------
 
 
