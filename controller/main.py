@@ -35,6 +35,15 @@ EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
 
 
+def _interval(text: str) -> float:
+    from controller.settings import parse_seconds
+
+    try:
+        return parse_seconds(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def build_parser() -> argparse.ArgumentParser:
     from controller.settings import add_common_flags
 
@@ -63,9 +72,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--interval",
         dest="interval_s",
-        type=float,
-        metavar="SECONDS",
-        help="periodic resync interval [DS01_INTERVAL] (30)",
+        type=_interval,
+        metavar="DURATION",
+        help="periodic resync interval: 30s, 2m, or seconds [DS01_INTERVAL] (30s)",
     )
     run.add_argument(
         "--metrics-addr", metavar="ADDR", help="metrics bind address [DS01_METRICS_ADDR] (127.0.0.1)"

@@ -97,8 +97,9 @@ Nothing is changed: this observes the host once, reads the controller's memory r
 what one pass would do now (or at --at), with the reason and evidence of each action, then the
 deferred items (why not yet, and until when).
 
-  --at +2h | +1h30m | 2025-03-01T18:00 | 2025-03-01T18:00:00Z
-      the current state judged at that time (same observation, the stored memory)
+  --at +2h | +1h30m | 17:30 | 2025-03-01T18:00 | 2025-03-01 18:00 | 2025-03-01T18:00:00Z
+      the current state judged at that time (same observation, the stored memory); a clock time is
+      today's and a time without a zone is local; the past is refused
   --policy PATH
       a candidate policy instead of the installed one: a spec file, a directory of specs, or a
       DS01 config directory (holding resource-limits.yaml)
@@ -236,7 +237,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     plan = _sub(sub, "plan", "show what the controller would do, and why (changes nothing)", PLAN_EPILOG)
     plan.add_argument("-o", "--output", choices=["table", "json", "yaml"], default="table")
-    plan.add_argument("--at", metavar="WHEN", help="evaluate at a later time: +2h or a timestamp")
+    plan.add_argument(
+        "--at", metavar="WHEN", help="evaluate at a later time: +2h, 17:30 (today), or a date and time"
+    )
     plan.add_argument(
         "--policy", metavar="PATH", help="evaluate a candidate policy instead of the installed one"
     )
@@ -255,6 +258,21 @@ def build_parser() -> argparse.ArgumentParser:
     comp = _sub(sub, "completion", "print a shell completion script", COMPLETION_EPILOG)
     comp.add_argument("shell", choices=["bash"])
     return parser
+
+
+def _attach_negative_values(argv: list[str]) -> list[str]:
+    """``--at -1h`` as ``--at=-1h``: argparse would take ``-1h`` for a flag and say "expected one
+    argument"; attached, the value reaches the parser, which says it is in the past."""
+    out: list[str] = []
+    i = 0
+    while i < len(argv):
+        if argv[i] == "--at" and i + 1 < len(argv) and argv[i + 1].startswith("-"):
+            out.append(f"{argv[i]}={argv[i + 1]}")
+            i += 2
+            continue
+        out.append(argv[i])
+        i += 1
+    return out
 
 
 def _environment(args: argparse.Namespace) -> dict[str, str]:
@@ -321,20 +339,31 @@ def _quiet_logs(debug: bool) -> None:
 
 def parse_when(text: str, now: datetime) -> datetime:
     """``+2h``/``+1h30m``/``90m`` after ``now``, or a timestamp (naive: local time)."""
+    import re
+    from datetime import timedelta
+
     from controller.cli.errors import CliError
     from controller.cli.render import clean
 
-    delta_s = parse_duration(text.lstrip("+")) if text.strip() else None
+    stripped = text.strip()
+    if stripped.startswith("-") and parse_duration(stripped[1:]) is not None:
+        raise CliError(f"{clean(text, 60)!r} is in the past: use a time after now, e.g. +{stripped[1:]}")
+    delta_s = parse_duration(stripped.lstrip("+")) if stripped else None
     if delta_s is not None:
-        from datetime import timedelta
-
         return now + timedelta(seconds=delta_s)
+    clock_time = re.fullmatch(r"(\d{1,2}):(\d{2})(?::(\d{2}))?", stripped)
     try:
-        at = datetime.fromisoformat(text.strip())
+        if clock_time:
+            # A clock time is today's, in the local time zone.
+            local_now = now.astimezone()
+            h, m, sec = (int(x) if x else 0 for x in clock_time.groups())
+            at = local_now.replace(hour=h, minute=m, second=sec, microsecond=0)
+        else:
+            at = datetime.fromisoformat(stripped.replace(" ", "T", 1))
     except ValueError:
         raise CliError(
             f"cannot read the time {clean(text, 60)!r}: "
-            "use +2h, +1h30m, 45m or a timestamp like 2025-03-01T18:00"
+            "use +2h, +1h30m, 45m, a clock time like 17:30, or a date and time like 2025-03-01T18:00"
         ) from None
     if at.tzinfo is None:
         at = at.astimezone()  # a naive time is the user's local time
@@ -471,7 +500,10 @@ def cmd_plan(args: argparse.Namespace, settings: Settings) -> int:
     now = datetime.now(UTC)
     at = parse_when(args.at, now) if args.at else None
     if at is not None and at < now.replace(microsecond=0):
-        raise CliError(f"--at {args.at}: that is in the past; plan judges the current state at a later time")
+        raise CliError(
+            f"--at {args.at}: that is in the past; plan judges the current state at a later time"
+            " (a clock time means today; add a date for another day)"
+        )
     _quiet_logs(args.debug)
     view = gather(
         settings,
@@ -544,6 +576,7 @@ COMMANDS = {
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    argv = _attach_negative_values(argv)
     debug = "--debug" in argv
     try:
         args = build_parser().parse_args(argv)

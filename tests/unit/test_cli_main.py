@@ -452,6 +452,43 @@ def test_durations_and_times() -> None:
     assert parse_when("2026-03-02T18:30:00+02:00", now) == datetime(2026, 3, 2, 16, 30, tzinfo=UTC)
 
 
+def test_at_takes_a_clock_time_and_a_date_with_a_space(monkeypatch: pytest.MonkeyPatch) -> None:
+    import time
+
+    monkeypatch.setenv("TZ", "America/New_York")
+    time.tzset()
+    try:
+        now = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)  # 07:00 in New York
+        assert parse_when("17:30", now) == datetime(2026, 3, 2, 22, 30, tzinfo=UTC)
+        assert parse_when("2026-03-02 18:30", now) == datetime(2026, 3, 2, 23, 30, tzinfo=UTC)
+    finally:
+        monkeypatch.undo()
+        time.tzset()
+
+
+@pytest.mark.parametrize("at", ["-1h", "-30m"])
+def test_at_in_the_past_is_refused_with_that_word(
+    env: Path, capsys: pytest.CaptureFixture[str], at: str
+) -> None:
+    rc, out, err = run(["plan", "--at", at], capsys)
+    assert rc == 1 and out == ""
+    assert_one_line_error(err, "in the past")
+
+
+def test_interval_takes_the_projects_duration_syntax(monkeypatch: pytest.MonkeyPatch) -> None:
+    from controller.main import build_parser as daemon_parser
+    from controller.settings import SettingsError, settings_from
+
+    args = daemon_parser().parse_args(["run", "--interval", "1m30s"])
+    assert settings_from(args, {}).interval_s == 90
+    args = daemon_parser().parse_args(["run"])
+    assert settings_from(args, {"DS01_INTERVAL": "30s"}).interval_s == 30
+    assert settings_from(args, {"DS01_INTERVAL": "30"}).interval_s == 30
+    with pytest.raises(SettingsError) as exc:
+        settings_from(args, {"DS01_INTERVAL": "soon"})
+    assert "could not convert" not in str(exc.value) and "write e.g. 30s" in str(exc.value)
+
+
 def test_age_and_duration_formats() -> None:
     assert [fmt_age(s) for s in (0, 59, 60, 3599, 3600, 47 * 3600, 48 * 3600, 10 * 86400)] == [
         "0s",
