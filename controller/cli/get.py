@@ -789,14 +789,25 @@ def policy_status_line(view: View) -> str:
 # --- events ----------------------------------------------------------------------------------
 
 
-def _details_text(details: Any) -> str:
+# Said by the columns (container) or internal (the action's idempotency key): not in DETAILS.
+_DETAILS_HIDDEN = frozenset({"container", "container_id", "key"})
+# What a person reads first: what happened and why; the rest follows in the log's order.
+_DETAILS_FIRST = ("message", "would", "reason", "kind", "outcome", "error")
+
+
+def _details_text(details: Any, wide: bool = False) -> str:
     if not isinstance(details, Mapping):
         return "" if details is None else clean(details, 200)
+    value_max = 400 if wide else 60
+    keys = [k for k in _DETAILS_FIRST if k in details]
+    keys += [k for k in details if k not in keys]
     parts = []
-    for k, v in details.items():
-        if k in ("container", "container_id"):
+    for k in keys:
+        v = details[k]
+        if k in _DETAILS_HIDDEN or v is None:
             continue
-        parts.append(f"{clean(k, 32)}={clean(v if not isinstance(v, dict | list) else _flat(v), 60)}")
+        text = clean(v if not isinstance(v, dict | list) else _flat(v), value_max)
+        parts.append(text if k in ("message", "would") else f"{clean(k, 32)}={text}")
     return " ".join(parts)
 
 
@@ -825,7 +836,7 @@ def events_table(view: View, items: Sequence[dict[str, Any]], wide: bool) -> Tab
                 clean(e.get("event_type", "?"), 48),
                 clean(e.get("user") or "-", 32),
                 clean(container or "-", NAME_MAX),
-                clean(_details_text(details), 1000 if wide else 100),
+                clean(_details_text(details, wide), 2000 if wide else 100),
             ]
         )
     return t

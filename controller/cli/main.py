@@ -423,7 +423,13 @@ def cmd_get(args: argparse.Namespace, settings: Settings) -> int:
         view = gather(settings, GatherOptions(require_docker=kind == "containers"))
     text, empty = run_get(kind, view, opts, _style(args))
     _warn(view.notes)
-    if empty:
+    if empty and kind == "events" and not settings.events_log.exists():
+        print(
+            f"No events yet ({settings.events_log} does not exist; set --events-log or DS01_EVENTS_LOG"
+            " if the controller writes elsewhere).",
+            file=sys.stderr,
+        )
+    elif empty:
         print(empty_message(kind, view, opts), file=sys.stderr)
     sys.stdout.write(text)
     return 0
@@ -450,7 +456,7 @@ def _events_view(args: argparse.Namespace, settings: Settings, owner: str | None
     try:
         events = tail(path, args.tail, flt)
     except FileNotFoundError:
-        raise CliError(f"no event log at {path} (set --events-log or DS01_EVENTS_LOG)") from None
+        events = []  # a fresh host: no events yet, as describe says; not an error
     except PermissionError:
         raise CliError(
             f"cannot read the event log {path}: permission denied (run as root or get read access)"

@@ -204,12 +204,36 @@ def test_get_events_filters_by_kind_user_since_and_tail(
     assert [e["event_type"] for e in data["items"]] == ["gpu.release"]
 
 
-def test_get_events_without_a_log_names_the_file_and_the_flag(
+def test_get_events_on_a_fresh_host_says_no_events_yet_and_names_the_file(
     env: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     rc, out, err = run(["get", "events"], capsys)
-    assert rc == 1 and out == ""
-    assert_one_line_error(err, str(env / "events.jsonl"), "--events-log")
+    assert rc == 0 and out == ""
+    assert err.startswith("No events yet (") and str(env / "events.jsonl") in err and "--events-log" in err
+
+
+def test_event_details_start_with_what_happened_and_wide_shows_all_of_it(
+    env: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    long_message = "stop alice-train (owner alice): idle for 1h of 1h " + "x" * 150 + " END"
+    EventLog(env / "events.jsonl").write(
+        "maintenance.idle_kill",
+        user="alice",
+        details={
+            "key": "StopContainer:" + "a" * 64 + ":2026-03-02T06:00:00Z:IdleTimeout",
+            "kind": "StopContainer",
+            "reason": "IdleTimeout",
+            "container": "alice-train",
+            "message": long_message,
+        },
+    )
+    _, out, _ = run(["get", "events"], capsys)
+    header, row = out.splitlines()[:2]
+    details = row[header.index("DETAILS") :]
+    assert details.startswith("stop alice-train (owner alice): idle for 1h of 1h")
+    assert "StopContainer:aaaa" not in out
+    _, out, _ = run(["get", "events", "-o", "wide"], capsys)
+    assert out.splitlines()[1].rstrip().endswith("END reason=IdleTimeout kind=StopContainer")
 
 
 def test_get_events_with_a_malformed_since(env: Path, capsys: pytest.CaptureFixture[str]) -> None:
