@@ -32,8 +32,8 @@ from controller.cli.render import (
     fmt_bytes,
     fmt_duration,
     fmt_percent,
-    iso,
     since,
+    stamp,
     until,
 )
 from controller.cli.view import (
@@ -65,7 +65,7 @@ def _yes(flag: bool) -> str:
 def _when(view: View, at: Any) -> str:
     if at is None:
         return "-"
-    return f"{since(at, view.now)} ago ({iso(at)})"
+    return f"{since(at, view.now)} ago ({stamp(at)})"
 
 
 def _evidence(evidence: Mapping[str, Any]) -> str:
@@ -370,7 +370,7 @@ def _policy_section(pol: Any, s: Sections, problem: str = "") -> None:
     if pol.exemptions:
         s.line("exemptions:", 2)
         for e in pol.exemptions:
-            expires = "permanent" if e.expires_at is None else f"until {iso(e.expires_at)}"
+            expires = "permanent" if e.expires_at is None else f"until {stamp(e.expires_at)}"
             s.line(
                 f"{e.exempt_from.value}: {clean(e.name, 64)} ({expires}; approved by "
                 f"{clean(e.approved_by or '?', 40)}; {clean(e.reason or 'no reason given', 120)}; "

@@ -25,6 +25,7 @@ from controller.cli.render import (
     fmt_percent,
     iso,
     since,
+    stamp,
 )
 from controller.cli.view import (
     IdleState,
@@ -832,7 +833,7 @@ def events_table(view: View, items: Sequence[dict[str, Any]], wide: bool) -> Tab
         t.add(
             [
                 since(at, view.now),
-                "-" if at is None else (iso(at.replace(microsecond=0)) or "-"),
+                stamp(at),
                 clean(e.get("event_type", "?"), 48),
                 clean(e.get("user") or "-", 32),
                 clean(container or "-", NAME_MAX),

@@ -192,6 +192,9 @@ def _sub(sub: Any, name: str, help_text: str, epilog: str, **kw: Any) -> argpars
     )
     p.add_argument("--debug", action="store_true", help="show the traceback of an error")
     p.add_argument("--no-color", action="store_true", help="never colour the output (also: NO_COLOR=1)")
+    p.add_argument(
+        "--utc", action="store_true", help="times in UTC (default: local time with its zone; JSON is UTC)"
+    )
     return p
 
 
@@ -592,6 +595,9 @@ def main(argv: list[str] | None = None) -> int:
             settings = settings_from(args, _environment(args))
         except SettingsError as exc:
             raise ArgumentError(str(exc)) from exc
+        from controller.cli.render import set_utc
+
+        set_utc(bool(getattr(args, "utc", False)))
         return COMMANDS[args.command](args, settings)
     except ArgumentError as exc:
         print(f"{PROG}: {exc}" if not str(exc).startswith(PROG) else str(exc), file=sys.stderr)

@@ -11,7 +11,7 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from controller.cli.render import PLAIN, Style, clean, clock, iso, until
+from controller.cli.render import PLAIN, Style, clean, clock, stamp, until
 
 if TYPE_CHECKING:
     from controller.plan.types import Action, Deferred, Plan
@@ -68,8 +68,8 @@ def deferred_lines(d: Deferred, now: datetime, style: Style) -> list[str]:
 def plan_text(plan: Plan, style: Style = PLAIN, heading: str | None = None) -> str:
     now = plan.evaluated_at
     lines: list[str] = []
-    observed = iso(plan.observed_at)
-    evaluated = iso(plan.evaluated_at)
+    observed = stamp(plan.observed_at)
+    evaluated = stamp(plan.evaluated_at)
     head = heading or "Plan"
     if observed == evaluated:
         lines.append(f"{head} at {evaluated}")

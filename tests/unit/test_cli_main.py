@@ -181,7 +181,7 @@ def test_get_events_filters_by_kind_user_since_and_tail(
     _write_events(env / "events.jsonl", datetime.now(UTC))
     rc, out, _ = run(["get", "events"], capsys)
     assert rc == 0
-    assert [line.split()[2] for line in out.splitlines()[1:]] == [
+    assert [line.split()[4] for line in out.splitlines()[1:]] == [
         "container.stop",
         "gpu.release",
         "container.remove",
@@ -189,11 +189,11 @@ def test_get_events_filters_by_kind_user_since_and_tail(
     ]
     assert "\x1b" not in out
     _, out, _ = run(["get", "events", "--kind", "container.*"], capsys)
-    assert [line.split()[2] for line in out.splitlines()[1:]] == ["container.stop", "container.remove"]
+    assert [line.split()[4] for line in out.splitlines()[1:]] == ["container.stop", "container.remove"]
     _, out, _ = run(["get", "events", "--user", "alice", "--tail", "1"], capsys)
-    assert [line.split()[2] for line in out.splitlines()[1:]] == ["container.remove"]
+    assert [line.split()[4] for line in out.splitlines()[1:]] == ["container.remove"]
     _, out, _ = run(["get", "events", "--since", "1h"], capsys)
-    assert [line.split()[2] for line in out.splitlines()[1:]] == [
+    assert [line.split()[4] for line in out.splitlines()[1:]] == [
         "gpu.release",
         "container.remove",
         "controller.warning",
@@ -342,9 +342,9 @@ def test_breaker_status_closed_and_tripped(env: Path, capsys: pytest.CaptureFixt
     MemoryStore(env / "state").save(
         ControllerMemory(breaker=Breaker(tripped=True, tripped_at=tripped_at, reason="7 of 8 would stop"))
     )
-    rc, out, _ = run(["breaker", "status"], capsys)
+    rc, out, _ = run(["breaker", "status", "--utc"], capsys)
     assert rc == 0
-    assert out.splitlines()[0] == "breaker: TRIPPED at 2026-03-01T10:00:00Z: 7 of 8 would stop"
+    assert out.splitlines()[0] == "breaker: TRIPPED at 2026-03-01 10:00:00 UTC: 7 of 8 would stop"
     _, out, _ = run(["breaker", "status", "-o", "json"], capsys)
     assert json.loads(out) == {
         "tripped": True,
@@ -592,9 +592,9 @@ def test_release_breaker_status_and_reset_close_both(env: Path, capsys: pytest.C
             release_breaker=Breaker(tripped=True, tripped_at=tripped_at, reason="40 of 40 rows would go")
         )
     )
-    rc, out, _ = run(["breaker", "status"], capsys)
+    rc, out, _ = run(["breaker", "status", "--utc"], capsys)
     assert rc == 0 and out.startswith("breaker: closed")
-    assert "release breaker: TRIPPED at 2026-03-01T10:00:00Z: 40 of 40 rows would go" in out
+    assert "release breaker: TRIPPED at 2026-03-01 10:00:00 UTC: 40 of 40 rows would go" in out
     _, out, _ = run(["breaker", "status", "-o", "json"], capsys)
     assert json.loads(out)["release_breaker"]["tripped"] is True
     rc, out, _ = run(["breaker", "reset"], capsys)

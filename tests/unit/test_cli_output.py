@@ -189,3 +189,31 @@ def test_a_row_the_plan_cannot_judge_is_unknown_not_leaked() -> None:
     v.snapshot, v.plan, v.memory = snap, p, p.memory
     items = json.loads(run_get("allocations", v, GetOptions(output="json"))[0])["items"]
     assert {i["gpu"]: i["verdict"] for i in items} == {w.b.GPU0: "unknown", w.b.GPU1: "leaked"}
+
+
+def test_one_time_convention_local_with_zone_or_utc_on_request(
+    events_log: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every time a person reads is local with its zone, no microseconds; --utc switches all."""
+    import re
+
+    from controller.cli.render import set_utc
+
+    monkeypatch.setenv("TZ", "America/New_York")
+    time.tzset()
+    v = w.view(events_log)
+    texts = [describe_container(v, "alice-train"), plan_text(v.plan) if v.plan else "", get("events")(v)]
+    for text in texts:
+        assert not re.search(r"\d{2}:\d{2}:\d{2}(\.\d+)?Z", text), text  # no ISO UTC stamps
+        assert not re.search(r"\d{2}:\d{2}:\d{2}\.\d", text), text  # no microseconds
+    describe = texts[0]
+    assert "started 5h ago (2026-03-02 02:00:00 EST)" in describe
+    assert "stop due 07:08 EST (in 8m)" in describe
+    assert texts[1].startswith("Plan at 2026-03-02 07:00:00 EST")
+    assert "2026-03-02 06:56:00 EST" in texts[2]
+    set_utc(True)
+    try:
+        describe = describe_container(v, "alice-train")
+    finally:
+        set_utc(False)
+    assert "started 5h ago (2026-03-02 07:00:00 UTC)" in describe and "stop due 12:08 UTC" in describe
