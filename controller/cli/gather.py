@@ -126,7 +126,8 @@ def policy_load_error(info: PolicyInfo, settings: Settings) -> str:
     """The one line every command prints when the installed policy does not load."""
     paths = " ".join(str(p) for p in (settings.specs, settings.ds01_config) if p is not None)
     daemon = (
-        f"; the running controller keeps its last good policy ({info.daemon_error_at or 'time unknown'})"
+        f"; the running controller's last reload FAILED at {info.daemon_error_at or 'an unknown time'}"
+        " and it keeps its last good policy"
         if info.daemon_error
         else "; the controller refuses to start with it"
     )
