@@ -239,7 +239,13 @@ def build_parser() -> argparse.ArgumentParser:
     desc.add_argument("name", metavar="NAME", help="container name or id, GPU index/slot/UUID, user name")
 
     plan = _sub(sub, "plan", "show what the controller would do, and why (changes nothing)", PLAN_EPILOG)
-    plan.add_argument("-o", "--output", choices=["table", "json", "yaml"], default="table")
+    plan.add_argument(
+        "-o",
+        "--output",
+        choices=["table", "wide", "json", "yaml"],
+        default="table",
+        help="table: actions and what is held back; wide: also the evidence and the not-due items",
+    )
     plan.add_argument(
         "--at", metavar="WHEN", help="evaluate at a later time: +2h, 17:30 (today), or a date and time"
     )
@@ -529,7 +535,7 @@ def cmd_plan(args: argparse.Namespace, settings: Settings) -> int:
         heading = "Plan"
         if view.policy.candidate:
             heading = f"Plan with the candidate policy {view.policy.origin.removeprefix('candidate ')}"
-        sys.stdout.write(plan_text(view.plan, _style(args), heading=heading))
+        sys.stdout.write(plan_text(view.plan, _style(args), heading=heading, wide=args.output == "wide"))
     return EXIT_PENDING if view.plan.actions else EXIT_OK
 
 

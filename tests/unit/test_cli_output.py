@@ -217,3 +217,17 @@ def test_one_time_convention_local_with_zone_or_utc_on_request(
     finally:
         set_utc(False)
     assert "started 5h ago (2026-03-02 07:00:00 UTC)" in describe and "stop due 12:08 UTC" in describe
+
+
+def test_plan_by_default_leaves_evidence_and_not_due_items_to_wide() -> None:
+    v = w.view()
+    assert v.plan is not None
+    text = plan_text(v.plan, wide=False)
+    assert "evidence:" not in text and "elapsed_s" not in text
+    # alice's idle stop and carol's removal are not due; bob's is held by his keep-alive: shown.
+    assert "~ IdleTimeout bob-notebook  [KeepAlive; no due time]" in text
+    assert "alice-train  [NotDue" not in text
+    assert "  ... and 2 not due yet (ds01ctl plan -o wide lists them, with the evidence)" in text
+    assert text.rstrip().endswith("(-o wide: evidence)")
+    wide = plan_text(v.plan, wide=True)
+    assert "alice-train  [NotDue" in wide and "evidence: clock_start=" in wide
