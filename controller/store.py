@@ -245,6 +245,9 @@ def write_policy_status(
     }
     if policy is not None:
         status["policy"] = policy
+    from controller import __version__
+
+    status["controller_version"] = __version__
     try:
         _atomic_write(state_dir, state_dir / POLICY_STATUS_FILE, json.dumps(status).encode("utf-8"))
     except OSError as exc:

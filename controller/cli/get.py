@@ -181,6 +181,7 @@ class GetOptions:
     selector: tuple[Requirement, ...] = ()
     owner: str | None = None
     show_all: bool = False
+    no_headers: bool = False
 
     @property
     def wide(self) -> bool:
@@ -850,6 +851,8 @@ def run_get(kind: str, view: View, opts: GetOptions, style: Style = PLAIN) -> tu
     """Render one ``get``: the table (or the JSON/YAML envelope) and whether it listed nothing."""
     from controller.cli.render import machine
 
+    if opts.output == "name":
+        return _name_lines(kind, view, opts), False
     machine_output = opts.output in ("json", "yaml")
     items: list[dict[str, Any]]
     if kind == "containers":
@@ -892,6 +895,8 @@ def run_get(kind: str, view: View, opts: GetOptions, style: Style = PLAIN) -> tu
             )
         return machine(data, opts.output), False
     text = table.render(style) if table.rows else ""
+    if text and opts.no_headers:
+        text = text.split("\n", 1)[1]
     if kind == "policies":
         text = policy_status_line(view) + "\n" + text
     if kind == "allocations" and view.memory is not None and view.memory.release_breaker.tripped:
@@ -899,6 +904,21 @@ def run_get(kind: str, view: View, opts: GetOptions, style: Style = PLAIN) -> tu
 
         text = style(release_breaker_line(view.memory), "red") + "\n" + text
     return text, not table.rows
+
+
+def _name_lines(kind: str, view: View, opts: GetOptions) -> str:
+    """``-o name``: one ``kind/name`` per line, as kubectl prints them (for scripts and xargs)."""
+    if kind == "containers":
+        names = [f"container/{clean(c.name, NAME_MAX)}" for c in select_containers(view, opts)]
+    elif kind == "gpus":
+        names = [f"gpu/{i['slot']}" for i in gpu_items(view, opts)]
+    elif kind == "processes":
+        names = [f"process/{i['pid']}" for i in process_items(view, opts)]
+    elif kind == "policies":
+        names = [f"{i['kind'].lower()}/{clean(i['name'], NAME_MAX)}" for i in policy_items(view, opts)]
+    else:
+        raise CliError(f"-o name does not apply to {kind} (they have no names); use -o json")
+    return "".join(n + "\n" for n in names)
 
 
 LIST_KINDS = {

@@ -214,7 +214,8 @@ def build_parser() -> argparse.ArgumentParser:
     get.add_argument(
         "name", metavar="NAME", nargs="?", help="one object: container name/id, GPU index/UUID, pid"
     )
-    get.add_argument("-o", "--output", choices=["table", "wide", "json", "yaml"], default="table")
+    get.add_argument("-o", "--output", choices=["table", "wide", "json", "yaml", "name"], default="table")
+    get.add_argument("--no-headers", action="store_true", help="tables without the header line")
     get.add_argument(
         "-l",
         "--selector",
@@ -263,6 +264,8 @@ def build_parser() -> argparse.ArgumentParser:
     brk = _sub(sub, "breaker", "show or reset the circuit breaker", BREAKER_EPILOG)
     brk.add_argument("action", choices=["status", "reset"])
     brk.add_argument("-o", "--output", choices=["table", "json", "yaml"], default="table")
+
+    _sub(sub, "version", "print the version of ds01ctl and of the running controller", "")
 
     comp = _sub(sub, "completion", "print a shell completion script", COMPLETION_EPILOG)
     comp.add_argument("shell", choices=["bash"])
@@ -418,6 +421,7 @@ def cmd_get(args: argparse.Namespace, settings: Settings) -> int:
         selector=parse_selector(args.selector),
         owner=owner,
         show_all=args.show_all,
+        no_headers=args.no_headers,
     )
     if kind == "events":
         view = _events_view(args, settings, owner)
@@ -571,6 +575,25 @@ def cmd_breaker(args: argparse.Namespace, settings: Settings) -> int:
     return breaker_reset(settings)
 
 
+def cmd_version(args: argparse.Namespace, settings: Settings) -> int:
+    """The client's version, and the running controller's from its status file (when it wrote one)."""
+    from controller.cli.render import clean
+    from controller.store import POLICY_STATUS_FILE, read_policy_status
+
+    print(f"ds01ctl: {_version()}")
+    status = read_policy_status(settings.state_dir) or {}
+    theirs = status.get("controller_version")
+    if theirs:
+        at = clean(str(status.get("checked_at", "an unknown time")), 40)
+        print(f"controller: {clean(str(theirs), 40)} (its status of {at} in {settings.state_dir})")
+    else:
+        print(
+            f"controller: unknown (no version in {settings.state_dir / POLICY_STATUS_FILE}: "
+            "no controller ran with this state directory, or an older one)"
+        )
+    return 0
+
+
 def cmd_completion(args: argparse.Namespace, settings: Settings) -> int:
     from controller.cli.completion import bash_script
 
@@ -586,6 +609,7 @@ COMMANDS = {
     "validate": cmd_validate,
     "breaker": cmd_breaker,
     "completion": cmd_completion,
+    "version": cmd_version,
 }
 
 

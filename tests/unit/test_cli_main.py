@@ -243,6 +243,28 @@ def test_get_events_with_a_malformed_since(env: Path, capsys: pytest.CaptureFixt
     assert_one_line_error(err, "cannot read the time 'yesterday'")
 
 
+# --- versions ----------------------------------------------------------------------------------
+
+
+def test_version_of_both_commands_and_of_the_running_controller(
+    env: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from controller import __version__
+    from controller.main import main as daemon_main
+    from controller.store import write_policy_status
+
+    with pytest.raises(SystemExit) as exc:
+        daemon_main(["--version"])
+    assert exc.value.code == 0 and capsys.readouterr().out == f"ds01-controller {__version__}\n"
+    rc, out, _ = run(["version"], capsys)
+    assert rc == 0 and out.splitlines()[0] == f"ds01ctl: {__version__}"
+    assert out.splitlines()[1].startswith("controller: unknown")
+    now = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)
+    write_policy_status(env / "state", now, [], now)
+    _, out, _ = run(["version"], capsys)
+    assert out.splitlines()[1].startswith(f"controller: {__version__} (its status of 2026-03-02T12:00:00")
+
+
 # --- label selectors ---------------------------------------------------------------------------
 
 

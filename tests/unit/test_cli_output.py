@@ -231,3 +231,17 @@ def test_plan_by_default_leaves_evidence_and_not_due_items_to_wide() -> None:
     assert text.rstrip().endswith("(-o wide: evidence)")
     wide = plan_text(v.plan, wide=True)
     assert "alice-train  [NotDue" in wide and "evidence: clock_start=" in wide
+
+
+def test_output_name_and_no_headers_as_kubectl() -> None:
+    v = w.view()
+    names, _ = run_get("containers", v, GetOptions(output="name", show_all=True))
+    assert names.splitlines()[0] == "container/alice-train"
+    assert all(line.startswith("container/") for line in names.splitlines())
+    gpus, _ = run_get("gpus", v, GetOptions(output="name"))
+    assert gpus.splitlines()[0] == "gpu/0"
+    policies, _ = run_get("policies", v, GetOptions(output="name"))
+    assert "lifecyclepolicy/default" in policies.splitlines()
+    table, _ = run_get("containers", v, GetOptions(show_all=True))
+    bare, _ = run_get("containers", v, GetOptions(show_all=True, no_headers=True))
+    assert bare == table.split("\n", 1)[1] and not bare.startswith("NAME")
