@@ -245,3 +245,12 @@ def test_output_name_and_no_headers_as_kubectl() -> None:
     table, _ = run_get("containers", v, GetOptions(show_all=True))
     bare, _ = run_get("containers", v, GetOptions(show_all=True, no_headers=True))
     assert bare == table.split("\n", 1)[1] and not bare.startswith("NAME")
+
+
+def test_describe_user_previews_the_policy_of_a_user_without_containers() -> None:
+    v = w.view()
+    text = describe_user(v, "newstudent")
+    assert text.startswith("note: 'newstudent' has no containers")
+    assert "Name:" in text and "Policy:" in text
+    with pytest.raises(Exception, match="not a login name"):
+        describe_user(v, "no such/user")
