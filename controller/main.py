@@ -23,8 +23,9 @@ EPILOG = """\
 examples:
   ds01-controller run --once --dry-run      one pass, print the plan, change nothing
   ds01-controller run --dry-run             the daemon, recording what it would do
-  ds01-controller run --interval 30         the daemon, acting (after a dry-run period!)
-  ds01-controller run --specs /etc/ds01/specs --metrics-port 9108
+  ds01-controller run --dry-run --interval 1m   the same, resyncing every minute
+  (to let it act, remove --dry-run from DS01_CONTROLLER_ARGS after reading its dry-run decisions)
+  ds01-controller run --dry-run --specs /etc/ds01/specs --metrics-port 9108
 
 exit status: 0 ok, 1 error at start or a failed --once pass, 2 bad usage
 """

@@ -169,10 +169,44 @@ class ArgumentError(Exception):
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
-        raise ArgumentError(f"{self.prog}: {message} (see '{self.prog} --help')")
+        hint = _did_you_mean(self, message)
+        raise ArgumentError(f"{self.prog}: {message}{hint} (see '{self.prog} --help')")
 
 
-def _sub(sub: Any, name: str, help_text: str, epilog: str, **kw: Any) -> argparse.ArgumentParser:
+def _option_strings(parser: argparse.ArgumentParser) -> set[str]:
+    """Every flag of ``parser`` and of its subcommands."""
+    out: set[str] = set()
+    for action in parser._actions:
+        out.update(s for s in action.option_strings if s.startswith("--"))
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                out |= _option_strings(sub)
+    return out
+
+
+def _did_you_mean(parser: argparse.ArgumentParser, message: str) -> str:
+    """``; did you mean --since?`` for a mistyped flag, subcommand or choice; ``""`` otherwise."""
+    import difflib
+    import re
+
+    choice = re.search(r"invalid choice: '([^']*)' \(choose from (.*)\)", message)
+    if choice:
+        options = re.findall(r"'([^']*)'", choice[2])
+        close = difflib.get_close_matches(choice[1], options, n=1, cutoff=0.6)
+        return f"; did you mean {close[0]!r}?" if close else ""
+    unknown = re.search(r"unrecognized arguments: (.*)", message)
+    if unknown:
+        flag = next((w.split("=", 1)[0] for w in unknown[1].split() if w.startswith("--")), None)
+        if flag is not None:
+            close = difflib.get_close_matches(flag, sorted(_option_strings(parser)), n=1, cutoff=0.6)
+            return f"; did you mean {close[0]}?" if close else ""
+    return ""
+
+
+def _sub(
+    sub: Any, name: str, help_text: str, epilog: str, *, config: bool = True, **kw: Any
+) -> argparse.ArgumentParser:
+    """A subcommand; ``config=False`` for those the daemon's configuration means nothing to."""
     from controller.settings import add_common_flags
 
     p: argparse.ArgumentParser = sub.add_parser(
@@ -183,6 +217,9 @@ def _sub(sub: Any, name: str, help_text: str, epilog: str, **kw: Any) -> argpars
         formatter_class=argparse.RawDescriptionHelpFormatter,
         **kw,
     )
+    if not config:
+        p.add_argument("--debug", action="store_true", help="show the traceback of an error")
+        return p
     add_common_flags(p)
     p.add_argument(
         "--env-file",
@@ -258,7 +295,7 @@ def build_parser() -> argparse.ArgumentParser:
     rec.add_argument("--dry-run", action="store_true", default=None, help="report actions, perform none")
     rec.add_argument("-o", "--output", choices=["table", "json", "yaml"], default="table")
 
-    val = _sub(sub, "validate", "check spec files or DS01 config directories", VALIDATE_EPILOG)
+    val = _sub(sub, "validate", "check spec files or DS01 config directories", VALIDATE_EPILOG, config=False)
     val.add_argument("paths", metavar="PATH", nargs="+")
 
     brk = _sub(sub, "breaker", "show or reset the circuit breaker", BREAKER_EPILOG)
@@ -267,7 +304,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     _sub(sub, "version", "print the version of ds01ctl and of the running controller", "")
 
-    comp = _sub(sub, "completion", "print a shell completion script", COMPLETION_EPILOG)
+    comp = _sub(sub, "completion", "print a shell completion script", COMPLETION_EPILOG, config=False)
     comp.add_argument("shell", choices=["bash"])
     return parser
 
@@ -296,6 +333,8 @@ def _environment(args: argparse.Namespace) -> dict[str, str]:
 
     from controller.envfile import DEFAULT_ENV_FILE, ENV_FILE_VARIABLE, read_env_file
 
+    if not hasattr(args, "env_file"):
+        return dict(os.environ)  # a command that reads no configuration (validate, completion)
     given = args.env_file if args.env_file is not None else os.environ.get(ENV_FILE_VARIABLE)
     if given == "":
         return dict(os.environ)

@@ -152,7 +152,8 @@ def test_every_command_has_help_with_examples(capsys: pytest.CaptureFixture[str]
         out = capsys.readouterr().out
         assert "examples:" in out, command
         assert f"ds01ctl {command}" in out.split("examples:")[1], command
-        assert "--state-dir" in out and "--events-log" in out and "--ledger" in out
+        if command not in ("validate", "completion"):  # these read no configuration
+            assert "--state-dir" in out and "--events-log" in out and "--ledger" in out
 
 
 # --- events -----------------------------------------------------------------------------------
@@ -241,6 +242,41 @@ def test_get_events_with_a_malformed_since(env: Path, capsys: pytest.CaptureFixt
     rc, _, err = run(["get", "events", "--since", "yesterday"], capsys)
     assert rc == 1
     assert_one_line_error(err, "cannot read the time 'yesterday'")
+
+
+# --- usage -------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("argv", "hint"),
+    [
+        (["get", "events", "--sinse", "1h"], "did you mean --since?"),
+        (["gte", "containers"], "did you mean 'get'?"),
+        (["get", "containers", "-o", "jsn"], "did you mean 'json'?"),
+    ],
+)
+def test_a_mistyped_flag_or_command_gets_a_did_you_mean(
+    env: Path, capsys: pytest.CaptureFixture[str], argv: list[str], hint: str
+) -> None:
+    rc, out, err = run(argv, capsys)
+    assert rc == 1 and out == ""
+    assert_one_line_error(err, hint)
+
+
+def test_validate_and_completion_list_only_the_flags_they_use(capsys: pytest.CaptureFixture[str]) -> None:
+    for command in ("validate", "completion"):
+        with pytest.raises(SystemExit):
+            main([command, "--help"])
+        text = capsys.readouterr().out
+        assert "--specs" not in text and "--state-dir" not in text and "--env-file" not in text, command
+
+
+def test_the_daemons_help_offers_no_acting_example_to_paste() -> None:
+    from controller.main import EPILOG
+
+    for line in EPILOG.splitlines():
+        if line.strip().startswith("ds01-controller run"):
+            assert "--dry-run" in line, line
 
 
 # --- versions ----------------------------------------------------------------------------------
