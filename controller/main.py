@@ -27,12 +27,13 @@ examples:
   (to let it act, remove --dry-run from DS01_CONTROLLER_ARGS after reading its dry-run decisions)
   ds01-controller run --dry-run --specs /etc/ds01/specs --metrics-port 9108
 
-exit status: 0 ok, 1 error at start or a failed --once pass, 2 bad usage
+exit status: 0 ok, 1 error (bad usage included) at start or a failed --once pass; as ds01ctl, where
+2 means only "actions pending" (ds01ctl plan)
 """
 
 EXIT_OK = 0
 EXIT_ERROR = 1
-EXIT_USAGE = 2
+EXIT_USAGE = 1  # the same as ds01ctl: 2 is reserved for "actions pending" in ds01ctl plan
 EXIT_INTERRUPTED = 130
 
 
@@ -157,7 +158,10 @@ def preflight(settings: Settings) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # argparse exits 2 on bad usage; --help and --version exit 0
+        return EXIT_USAGE if exc.code == 2 else int(exc.code or 0)
     from controller.settings import SettingsError, settings_from
 
     try:
