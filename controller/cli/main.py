@@ -33,6 +33,7 @@ examples:
   ds01ctl plan --at +2h                     what the controller would do in two hours
   ds01ctl plan --policy ./new-specs/        what a candidate policy would do, without installing it
   ds01ctl validate /etc/ds01/specs          check specs before installing them
+  ds01ctl explain LifecyclePolicy.spec.settings   the fields a spec may set
   source <(ds01ctl completion bash)         shell completion
 
 exit status:
@@ -154,6 +155,17 @@ of the GPU allocation ledger; while tripped, no ledger row is released. Neither 
 examples:
   ds01ctl breaker status
   sudo ds01ctl breaker reset
+"""
+
+EXPLAIN_EPILOG = """\
+kinds: LifecyclePolicy, UserGroup, UserOverride, Exemption. A map field takes any key as the next
+step (a container type under containerTypes).
+
+examples:
+  ds01ctl explain LifecyclePolicy
+  ds01ctl explain LifecyclePolicy.spec.settings
+  ds01ctl explain LifecyclePolicy.spec.settings.idleTimeout
+  ds01ctl explain UserGroup.spec.containerTypes.docker.maxRuntime
 """
 
 COMPLETION_EPILOG = """\
@@ -303,6 +315,9 @@ def build_parser() -> argparse.ArgumentParser:
     brk.add_argument("-o", "--output", choices=["table", "json", "yaml"], default="table")
 
     _sub(sub, "version", "print the version of ds01ctl and of the running controller", "")
+
+    exp = _sub(sub, "explain", "describe a spec kind's fields, from its schema", EXPLAIN_EPILOG, config=False)
+    exp.add_argument("path", metavar="KIND[.FIELD...]")
 
     comp = _sub(sub, "completion", "print a shell completion script", COMPLETION_EPILOG, config=False)
     comp.add_argument("shell", choices=["bash"])
@@ -633,6 +648,13 @@ def cmd_version(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_explain(args: argparse.Namespace, settings: Settings) -> int:
+    from controller.cli.explain import explain
+
+    sys.stdout.write(explain(args.path))
+    return 0
+
+
 def cmd_completion(args: argparse.Namespace, settings: Settings) -> int:
     from controller.cli.completion import bash_script
 
@@ -649,6 +671,7 @@ COMMANDS = {
     "breaker": cmd_breaker,
     "completion": cmd_completion,
     "version": cmd_version,
+    "explain": cmd_explain,
 }
 
 
