@@ -171,6 +171,8 @@ examples:
 COMPLETION_EPILOG = """\
 examples:
   source <(ds01ctl completion bash)
+  source <(ds01ctl completion zsh)
+  ds01ctl completion fish > ~/.config/fish/completions/ds01ctl.fish
   ds01ctl completion bash | sudo tee /etc/bash_completion.d/ds01ctl
 """
 
@@ -320,7 +322,7 @@ def build_parser() -> argparse.ArgumentParser:
     exp.add_argument("path", metavar="KIND[.FIELD...]")
 
     comp = _sub(sub, "completion", "print a shell completion script", COMPLETION_EPILOG, config=False)
-    comp.add_argument("shell", choices=["bash"])
+    comp.add_argument("shell", choices=["bash", "zsh", "fish"])
     return parser
 
 
@@ -656,9 +658,10 @@ def cmd_explain(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_completion(args: argparse.Namespace, settings: Settings) -> int:
-    from controller.cli.completion import bash_script
+    from controller.cli.completion import bash_script, fish_script, zsh_script
 
-    sys.stdout.write(bash_script(build_parser()))
+    script = {"bash": bash_script, "zsh": zsh_script, "fish": fish_script}[args.shell]
+    sys.stdout.write(script(build_parser()))
     return 0
 
 

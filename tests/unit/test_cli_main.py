@@ -489,6 +489,21 @@ def test_bash_completion_is_valid_bash_naming_every_command_and_flag(
     assert done.stdout.split() == ["containers"]
 
 
+def test_zsh_and_fish_completion_are_generated_from_the_parser(capsys: pytest.CaptureFixture[str]) -> None:
+    rc, out, _ = run(["completion", "zsh"], capsys)
+    assert rc == 0 and "bashcompinit" in out and out.rstrip().endswith("complete -F _ds01ctl ds01ctl")
+    bash = shutil.which("bash")
+    assert bash is not None
+    body = out.split("bashcompinit\n", 1)[1]
+    assert subprocess.run([bash, "-n"], input=body, text=True, capture_output=True).returncode == 0
+    rc, out, _ = run(["completion", "fish"], capsys)
+    assert rc == 0
+    lines = [ln for ln in out.splitlines() if not ln.startswith("#")]
+    assert all(ln.startswith("complete -c ds01ctl ") for ln in lines)
+    assert "complete -c ds01ctl -n __fish_use_subcommand -a explain" in out
+    assert "complete -c ds01ctl -n '__fish_seen_subcommand_from get' -l since" in out
+
+
 # --- process-level behaviour ------------------------------------------------------------------
 
 
