@@ -268,6 +268,9 @@ def build_parser() -> argparse.ArgumentParser:
     get.add_argument("-o", "--output", choices=["table", "wide", "json", "yaml", "name"], default="table")
     get.add_argument("--no-headers", action="store_true", help="tables without the header line")
     get.add_argument(
+        "-w", "--watch", action="store_true", help="observe every 2 s and print the table when it changes"
+    )
+    get.add_argument(
         "-l",
         "--selector",
         action="append",
@@ -479,17 +482,11 @@ def cmd_get(args: argparse.Namespace, settings: Settings) -> int:
         show_all=args.show_all,
         no_headers=args.no_headers,
     )
-    if kind == "events":
-        view = _events_view(args, settings, owner)
-    elif kind == "policies":
-        from controller.cli.gather import GatherOptions, gather
-
-        view = gather(settings, GatherOptions(observe=False, plan=False))
-    else:
-        from controller.cli.gather import GatherOptions, gather
-
-        _quiet_logs(args.debug)
-        view = gather(settings, GatherOptions(require_docker=kind == "containers"))
+    if args.watch:
+        if opts.output in ("json", "yaml", "name"):
+            raise CliError(f"--watch shows tables; -o {opts.output} prints once (drop -w)")
+        return _watch(args, settings, kind, opts, owner)
+    view = _get_view(args, settings, kind, owner)
     text, empty = run_get(kind, view, opts, _style(args))
     _warn(view.notes)
     if empty and kind == "events" and not settings.events_log.exists():
@@ -502,6 +499,50 @@ def cmd_get(args: argparse.Namespace, settings: Settings) -> int:
         print(empty_message(kind, view, opts), file=sys.stderr)
     sys.stdout.write(text)
     return 0
+
+
+def _get_view(args: argparse.Namespace, settings: Settings, kind: str, owner: str | None) -> View:
+    if kind == "events":
+        return _events_view(args, settings, owner)
+    from controller.cli.gather import GatherOptions, gather
+
+    if kind == "policies":
+        return gather(settings, GatherOptions(observe=False, plan=False))
+    _quiet_logs(args.debug)
+    return gather(settings, GatherOptions(require_docker=kind == "containers"))
+
+
+WATCH_INTERVAL_S = 2.0
+
+
+def _watch(args: argparse.Namespace, settings: Settings, kind: str, opts: Any, owner: str | None) -> int:
+    """``get -w``: observe again every two seconds and print the table whenever it changes (on a
+    terminal the screen is redrawn); warnings are said once, when they first appear. Ctrl-C ends it."""
+    import time
+
+    from controller.cli.get import run_get
+
+    style = _style(args)
+    terminal = sys.stdout.isatty()
+    last: str | None = None
+    said: set[str] = set()
+    try:
+        while True:
+            view = _get_view(args, settings, kind, owner)
+            text, _ = run_get(kind, view, opts, style)
+            _warn([n for n in view.notes if n not in said])
+            said |= set(view.notes)
+            if text != last:
+                if terminal:
+                    sys.stdout.write("\x1b[H\x1b[2J")
+                elif last is not None:
+                    sys.stdout.write("\n")
+                sys.stdout.write(text or "(nothing to list)\n")
+                sys.stdout.flush()
+                last = text
+            time.sleep(WATCH_INTERVAL_S)
+    except KeyboardInterrupt:
+        return 0
 
 
 def _events_view(args: argparse.Namespace, settings: Settings, owner: str | None) -> View:

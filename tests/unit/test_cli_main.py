@@ -288,6 +288,36 @@ def test_the_daemons_help_offers_no_acting_example_to_paste() -> None:
             assert "--dry-run" in line, line
 
 
+# --- watch -------------------------------------------------------------------------------------
+
+
+def test_get_watch_prints_the_table_again_only_when_it_changes(
+    env: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import time
+
+    specs = env / "specs"
+    specs.mkdir()
+    (specs / "lab.yaml").write_text(GOOD_SPEC)
+    sleeps: list[float] = []
+
+    def fake_sleep(seconds: float) -> None:
+        sleeps.append(seconds)
+        if len(sleeps) == 1:  # a change between two observations
+            (specs / "extra.yaml").write_text(GOOD_SPEC.split("---\n")[1].replace("students", "staff"))
+        elif len(sleeps) == 3:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(time, "sleep", fake_sleep)
+    rc, out, err = run(["get", "policies", "-w", "--specs", str(specs)], capsys)
+    assert rc == 0 and len(sleeps) == 3
+    assert out.count("KIND") == 2  # printed at the start and after the change, not after the no-change
+    first, second = out.split("\n\n", 1)
+    assert "staff" not in first and "UserGroup         staff" in second
+    rc, _, err = run(["get", "policies", "-w", "-o", "json"], capsys)
+    assert rc == 1 and "--watch shows tables" in err
+
+
 # --- versions ----------------------------------------------------------------------------------
 
 
