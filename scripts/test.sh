@@ -2,7 +2,7 @@
 # Set up everything the tests need on a fresh machine, then run the whole check.
 #
 # This is for a test or CI machine, not a production GPU server: it installs system packages
-# (docker.io, busybox-static, gcc, systemd, logrotate, iproute2, debootstrap, when missing), builds a
+# (docker.io, busybox-static, gcc, systemd, logrotate, iproute2, tmux, debootstrap, when missing), builds a
 # virtualenv in .venv, starts dockerd if none answers, and creates (and removes) containers labelled
 # ds01.test. It refuses to run on a host that runs containers of its own unless told to:
 #   DS01_TEST_ANY_HOST=1 bash scripts/test.sh

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import subprocess
 import sys
 import time
@@ -360,3 +361,53 @@ def test_ds01ctl_reads_the_daemons_env_file_and_warns_when_its_policy_differs(
     assert plan.returncode in (0, 2), plan.stderr
     assert "warning: ds01ctl's policy is NOT the running controller's" in plan.stderr
     assert f"the controller runs specs {specs}" in plan.stderr
+
+
+# --- get -w in a real terminal --------------------------------------------------------------------
+
+
+def _screen(session: str) -> str:
+    done = subprocess.run(
+        ["tmux", "capture-pane", "-p", "-t", session], capture_output=True, text=True, timeout=30, check=False
+    )
+    return done.stdout
+
+
+def _wait_for_screen(session: str, predicate: Any, what: str, timeout_s: float = 60.0) -> str:
+    deadline = time.monotonic() + timeout_s
+    screen = ""
+    while time.monotonic() < deadline:
+        screen = _screen(session)
+        if predicate(screen):
+            return screen
+        time.sleep(0.5)
+    raise AssertionError(f"the screen never showed {what}:\n{screen}")
+
+
+def test_get_containers_watch_updates_the_screen_when_a_container_starts_and_stops(
+    cli: Cli, make_container: ContainerFactory
+) -> None:
+    selector = f"{TEST_LABEL}={make_container.test_id}"
+    script = cli.root / "watch.sh"
+    exports = "".join(f"export {k}={shlex.quote(v)}\n" for k, v in cli.env.items() if k.isidentifier())
+    script.write_text(
+        f"{exports}cd {shlex.quote(str(REPO))}\n"
+        f"exec {shlex.quote(sys.executable)} -m controller.cli get containers --all -w"
+        f" -l {shlex.quote(selector)}\n"
+    )
+    session = f"ds01w-{os.getpid()}"
+    subprocess.run(
+        ["tmux", "new-session", "-d", "-s", session, "-x", "200", "-y", "40", f"bash {script}"],
+        check=True,
+        timeout=30,
+    )
+    try:
+        c = make_container("sleep 600", start=False)
+        _wait_for_screen(session, lambda s: c.name in s and "created" in s, f"{c.name} created")
+        c.start()
+        _wait_for_screen(session, lambda s: c.name in s and "running" in s, f"{c.name} running")
+        c.stop(timeout=1)
+        screen = _wait_for_screen(session, lambda s: c.name in s and "exited" in s, f"{c.name} exited")
+        assert screen.count("NAME") == 1, screen  # redrawn in place, not appended
+    finally:
+        subprocess.run(["tmux", "kill-session", "-t", session], timeout=30, check=False)
