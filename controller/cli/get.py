@@ -253,7 +253,7 @@ def gpu_column(view: View, c: ContainerObs) -> str:
             text = clean(ref.raw, 20) + "?"
         else:
             # Without NVML the slot is unknown; the UUID's prefix still tells GPUs apart.
-            text = view.slots.get(ref.uuid) or ref.uuid[:SHORT_UUID_LEN]
+            text = view.slots.get(ref.uuid) or view.short_refs.get(ref.uuid, ref.uuid)
         if text not in parts:
             parts.append(text)
     return ",".join(parts)

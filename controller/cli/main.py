@@ -657,7 +657,7 @@ def cmd_validate(args: argparse.Namespace, settings: Settings) -> int:
     for p in problems:
         print(clean(p, 1000))
     if problems:
-        print(f"{len(problems)} problem(s) found", file=sys.stderr)
+        print(f"{len(problems)} problem{'' if len(problems) == 1 else 's'} found", file=sys.stderr)
         return 1
     print(f"valid: {', '.join(clean(p, 200) for p in args.paths)}")
     return 0

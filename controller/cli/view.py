@@ -106,6 +106,19 @@ class View:
         return out
 
     @cached_property
+    def short_refs(self) -> dict[str, str]:
+        """UUID -> the shortest prefix (12 characters or more) that tells it from every other UUID
+        a container references: without NVML the slot is unknown, and two UUIDs that share their
+        first 12 characters must not print as the same string."""
+        distinct = sorted({r.uuid for c in self.snapshot.containers for r in c.gpu_refs if r.uuid})
+        length = 12
+        while length < max((len(u) for u in distinct), default=0):
+            if len({u[:length] for u in distinct}) == len(distinct):
+                break
+            length += 4
+        return {u: u[:length] for u in distinct}
+
+    @cached_property
     def holders(self) -> dict[str, list[ContainerObs]]:
         """Device UUID -> containers that reference it (``all`` holders on every physical GPU)."""
         out: dict[str, list[ContainerObs]] = {}

@@ -73,3 +73,17 @@ def test_a_sleeping_container_is_idle_not_active() -> None:
     text = describe_container(view, "job")
     timers = text.split("Timers:")[1].splitlines()[1]
     assert "active" not in timers and "idle, not counted during the grace period" in timers
+
+
+def test_gpus_column_without_nvml_never_prints_two_gpus_as_the_same_string() -> None:
+    a, c = "GPU-00000000-0000-4000-8000-00000000fa4e", "GPU-00000000-0000-4000-8000-00000000fb11"
+    containers = [
+        b.running("one", gpus=[a], sig=b.signals(b.T0)),
+        b.running("two", gpus=[c], sig=b.signals(b.T0)),
+    ]
+    snap = b.snapshot(containers=containers, down=(Domain.NVML,))
+    view = View(snapshot=snap, now=b.T0)
+    text, _ = run_get("containers", view, GetOptions(show_all=True))
+    rows = {line.split()[0]: line.split()[4] for line in text.splitlines()[1:]}
+    assert rows["one"] != rows["two"]
+    assert a.startswith(rows["one"]) and c.startswith(rows["two"])

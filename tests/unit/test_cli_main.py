@@ -423,7 +423,7 @@ def test_validate_good_and_bad(env: Path, capsys: pytest.CaptureFixture[str]) ->
     rc, out, err = run(["validate", str(bad)], capsys)
     assert rc == 1
     assert f"{bad}:7" in out and "idleTimeout" in out
-    assert "1 problem(s) found" in err
+    assert "1 problem found" in err
     rc, out, _ = run(["validate", str(env / "missing.yaml")], capsys)
     assert rc == 1 and "no such file or directory" in out
 
