@@ -182,6 +182,7 @@ class GetOptions:
     owner: str | None = None
     show_all: bool = False
     no_headers: bool = False
+    sort_by: str | None = None
 
     @property
     def wide(self) -> bool:
@@ -239,7 +240,40 @@ def select_containers(view: View, opts: GetOptions) -> list[ContainerObs]:
         for c in view.snapshot.containers
         if (opts.show_all or c.has_gpu or view.container_items(c)) and _container_selected(c, opts)
     ]
-    return sorted(chosen, key=container_sort_key)
+    ordered = sorted(chosen, key=container_sort_key)
+    return sort_containers(view, ordered, opts.sort_by) if opts.sort_by else ordered
+
+
+SORT_KEYS = ("name", "owner", "type", "state", "idle", "next", "age")
+
+
+def sort_containers(view: View, containers: list[ContainerObs], key: str) -> list[ContainerObs]:
+    """``--sort-by COLUMN`` (stable; ties keep name order). ``idle``: longest idle first; ``next``:
+    the soonest step first; ``age``: oldest first; rows without a value last."""
+    from datetime import datetime
+
+    far = datetime.max.replace(tzinfo=view.now.tzinfo)
+
+    def idle_key(c: ContainerObs) -> tuple[bool, datetime]:
+        idle = idleness(view, c)
+        return idle.since is None, idle.since or far
+
+    def next_key(c: ContainerObs) -> tuple[int, datetime]:
+        step = next_step(view.container_items(c), nvml_ok=view.nvml_ok)
+        if step is None or step.due_at is None:
+            return 2, far
+        return (0 if step.pending else 1), step.due_at
+
+    keys: dict[str, Any] = {
+        "name": lambda c: c.name,
+        "owner": lambda c: c.owner,
+        "type": lambda c: c.container_type.value,
+        "state": lambda c: c.state.value,
+        "idle": idle_key,
+        "next": next_key,
+        "age": lambda c: c.created_at or far,
+    }
+    return sorted(containers, key=keys[key])
 
 
 def gpu_column(view: View, c: ContainerObs) -> str:

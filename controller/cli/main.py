@@ -268,6 +268,11 @@ def build_parser() -> argparse.ArgumentParser:
     get.add_argument("-o", "--output", choices=["table", "wide", "json", "yaml", "name"], default="table")
     get.add_argument("--no-headers", action="store_true", help="tables without the header line")
     get.add_argument(
+        "--sort-by",
+        choices=["name", "owner", "type", "state", "idle", "next", "age"],
+        help="containers: order by this column (idle: longest first; next: soonest first; age: oldest first)",
+    )
+    get.add_argument(
         "-w", "--watch", action="store_true", help="observe every 2 s and print the table when it changes"
     )
     get.add_argument(
@@ -481,7 +486,10 @@ def cmd_get(args: argparse.Namespace, settings: Settings) -> int:
         owner=owner,
         show_all=args.show_all,
         no_headers=args.no_headers,
+        sort_by=args.sort_by,
     )
+    if args.sort_by and kind != "containers":
+        raise CliError("--sort-by applies to 'get containers'")
     if args.watch:
         if opts.output in ("json", "yaml", "name"):
             raise CliError(f"--watch shows tables; -o {opts.output} prints once (drop -w)")

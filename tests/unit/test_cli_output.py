@@ -254,3 +254,17 @@ def test_describe_user_previews_the_policy_of_a_user_without_containers() -> Non
     assert "Name:" in text and "Policy:" in text
     with pytest.raises(Exception, match="not a login name"):
         describe_user(v, "no such/user")
+
+
+def test_sort_by_next_and_idle() -> None:
+    v = w.view()
+
+    def order(key: str) -> list[str]:
+        text, _ = run_get("containers", v, GetOptions(show_all=True, sort_by=key))
+        return [line.split()[0] for line in text.splitlines()[1:]]
+
+    # dave-new is removed now; alice's warning is due in 5 min; carol's removal in 3 h; the rest never.
+    assert order("next")[:3] == ["dave-new", "alice-train", "carol-old"]
+    assert order("idle")[0] == "alice-train"
+    assert order("name") == sorted(order("name"))
+    assert order("age")[:2] == ["eve-web", "bob-notebook"]  # created 10 and 3 days ago
