@@ -366,7 +366,7 @@ _STATE_COLOUR = {
 
 def _next_cell(view: View, items: list[Action | Deferred]) -> Cell:
     if view.plan is None:
-        return Cell("?")  # no plan (the policy did not load): unknown, not "nothing"
+        return Cell("unknown")  # no plan: unknown, not "nothing"
     step = next_step(items, nvml_ok=view.nvml_ok)
     if step is None:
         return Cell("-")

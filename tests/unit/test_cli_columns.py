@@ -87,3 +87,9 @@ def test_gpus_column_without_nvml_never_prints_two_gpus_as_the_same_string() -> 
     rows = {line.split()[0]: line.split()[4] for line in text.splitlines()[1:]}
     assert rows["one"] != rows["two"]
     assert a.startswith(rows["one"]) and c.startswith(rows["two"])
+
+
+def test_next_without_a_plan_is_unknown_spelled_out() -> None:
+    view = _view(busy=True)
+    view.plan = None
+    assert _row(view)["NEXT"] == "unknown"
