@@ -97,6 +97,7 @@ def cli(fake_nvml: FakeNvml, tmp_path: Path) -> Cli:
             "DS01_STATE_DIR": str(state),
             "DS01_EVENTS_LOG": str(tmp_path / "events.jsonl"),
             "DS01_LEDGER": str(tmp_path / "ledger.json"),
+            "DS01_ENV_FILE": "",  # never the host's /etc/ds01/controller.env
             "NO_COLOR": "1",
         }
     )
