@@ -54,6 +54,7 @@ from controller.ops.sdnotify import Notifier
 from controller.plan.desired import PolicySetDesired
 from controller.plan.planner import plan as make_plan
 from controller.plan.types import Plan
+from controller.policy_identity import policy_identity
 from controller.record import RecordHealth, RecordUnavailable
 from controller.settings import Settings
 from controller.snapshot import CgroupScope, Domain, Snapshot
@@ -220,6 +221,7 @@ class Controller:
                 [str(e) for e in self.policy.last_errors],
                 self.clock(),
                 record_error=problem,
+                policy=self._policy_identity(),
             )
         elif problem is None and self._record_problem is not None:
             logger.info("recovered: the record can be written again; destructive actions resume")
@@ -232,6 +234,7 @@ class Controller:
                 self.policy.loaded_at,
                 [str(e) for e in self.policy.last_errors],
                 self.clock(),
+                policy=self._policy_identity(),
             )
         self._record_problem = problem
         return problem
@@ -276,22 +279,30 @@ class Controller:
             )
             self._write_policy_status([str(e) for e in errors])
             return
-        if self._policy_status_error and not self.policy.last_errors:
-            # Only once the files load again; a pass with unchanged (still broken) files reloads nothing.
+        if (self._policy_status_error and not self.policy.last_errors) or (
+            self.policy.loaded_at != self._policy_loaded_at
+        ):
+            # Once the files load again (a pass with unchanged, still broken files reloads nothing),
+            # and after every successful reload: the status names the policy the daemon now runs.
             self._write_policy_status([])
         if self._policy_loaded_at is not None and self.policy.loaded_at != self._policy_loaded_at:
             logger.info("policy reloaded: {}", self.policy.current.origin)
             self._apply_global(PolicySetDesired(self.policy.current).global_policy)
         self._policy_loaded_at = self.policy.loaded_at
 
+    def _policy_identity(self) -> dict[str, object]:
+        return policy_identity(self.policy.current, self.settings.specs, self.settings.ds01_config)
+
     def _write_policy_status(self, errors: list[str]) -> None:
         """What ``ds01ctl get policies`` reports about the daemon's last reload."""
+        identity = self._policy_identity()
         write_policy_status(
             self.settings.state_dir,
             self.policy.loaded_at,
             errors,
             self.clock(),
             record_error=self._record_problem,
+            policy=identity,
         )
         self._policy_status_error = bool(errors)
 

@@ -23,16 +23,27 @@ EPILOG = """\
 examples:
   ds01-controller run --once --dry-run      one pass, print the plan, change nothing
   ds01-controller run --dry-run             the daemon, recording what it would do
-  ds01-controller run --interval 30         the daemon, acting (after a dry-run period!)
-  ds01-controller run --specs /etc/ds01/specs --metrics-port 9108
+  ds01-controller run --dry-run --interval 1m   the same, resyncing every minute
+  (to let it act, remove --dry-run from DS01_CONTROLLER_ARGS after reading its dry-run decisions)
+  ds01-controller run --dry-run --specs /etc/ds01/specs --metrics-port 9108
 
-exit status: 0 ok, 1 error at start or a failed --once pass, 2 bad usage
+exit status: 0 ok, 1 error (bad usage included) at start or a failed --once pass; as ds01ctl, where
+2 means only "actions pending" (ds01ctl plan)
 """
 
 EXIT_OK = 0
 EXIT_ERROR = 1
-EXIT_USAGE = 2
+EXIT_USAGE = 1  # the same as ds01ctl: 2 is reserved for "actions pending" in ds01ctl plan
 EXIT_INTERRUPTED = 130
+
+
+def _interval(text: str) -> float:
+    from controller.settings import parse_seconds
+
+    try:
+        return parse_seconds(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -46,6 +57,9 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    from controller import __version__
+
+    parser.add_argument("--version", action="version", version=f"ds01-controller {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser(
         "run",
@@ -63,9 +77,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--interval",
         dest="interval_s",
-        type=float,
-        metavar="SECONDS",
-        help="periodic resync interval [DS01_INTERVAL] (30)",
+        type=_interval,
+        metavar="DURATION",
+        help="periodic resync interval: 30s, 2m, or seconds [DS01_INTERVAL] (30s)",
     )
     run.add_argument(
         "--metrics-addr", metavar="ADDR", help="metrics bind address [DS01_METRICS_ADDR] (127.0.0.1)"
@@ -144,7 +158,10 @@ def preflight(settings: Settings) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # argparse exits 2 on bad usage; --help and --version exit 0
+        return EXIT_USAGE if exc.code == 2 else int(exc.code or 0)
     from controller.settings import SettingsError, settings_from
 
     try:

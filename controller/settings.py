@@ -78,15 +78,30 @@ def add_common_flags(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--ledger", metavar="FILE", help=f"GPU allocation ledger [DS01_LEDGER] ({DEFAULT_LEDGER})")
 
 
+def parse_seconds(raw: str) -> float:
+    """A positive interval: the project's duration syntax (``30s``, ``1m30s``) or a plain number of
+    seconds (``30``, as the flag always took). Raises ``ValueError`` saying what to write."""
+    from desired_state.durations import DurationError, parse_duration
+
+    text = raw.strip()
+    try:
+        value = float(text)
+    except ValueError:
+        try:
+            value = parse_duration(text)
+        except DurationError:
+            raise ValueError(f"{raw!r} is not a duration; write e.g. 30s, 2m or 1m30s") from None
+    if not value > 0 or value != value:
+        raise ValueError(f"{raw!r} must be a positive duration, e.g. 30s")
+    return value
+
+
 def _convert(name: str, env_name: str, kind: str, raw: str) -> object:
     try:
         if kind == "path":
             return Path(raw) if raw else None
         if kind == "float":
-            value = float(raw)
-            if value <= 0:
-                raise ValueError("must be positive")
-            return value
+            return parse_seconds(raw)
         if kind == "int":
             return int(raw)
         if kind == "bool":

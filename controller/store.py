@@ -277,12 +277,20 @@ def _atomic_write_unnamed(state_dir: Path, path: Path, data: bytes) -> None:
 
 
 def write_policy_status(
-    state_dir: Path, loaded_at: datetime, errors: list[str], now: datetime, *, record_error: str | None = None
+    state_dir: Path,
+    loaded_at: datetime,
+    errors: list[str],
+    now: datetime,
+    *,
+    record_error: str | None = None,
+    policy: dict[str, object] | None = None,
 ) -> None:
     """Record the daemon's last policy reload for ``ds01ctl get policies`` (never raises).
 
     ``record_error``: the event log or the memory cannot be written (file and errno), so the
     daemon runs no destructive action; best effort, as the status file may share the full disk.
+    ``policy`` names the policy the daemon runs (sources and content digest, see
+    :mod:`controller.policy_identity`), so ``ds01ctl`` can tell when its own policy differs.
     """
     status: dict[str, object] = {
         "checked_at": now.isoformat(),
@@ -292,6 +300,11 @@ def write_policy_status(
     }
     if record_error is not None:
         status["record_error"] = record_error
+    if policy is not None:
+        status["policy"] = policy
+    from controller import __version__
+
+    status["controller_version"] = __version__
     try:
         _atomic_write(state_dir, state_dir / POLICY_STATUS_FILE, json.dumps(status).encode("utf-8"))
     except OSError as exc:

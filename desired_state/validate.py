@@ -161,7 +161,7 @@ def main(argv: Sequence[str] | None = None, out: Callable[[str], Any] | None = N
     for message in messages:
         out(message + "\n")
     if messages:
-        out(f"{len(messages)} problem(s) found\n")
+        out(f"{len(messages)} problem{'' if len(messages) == 1 else 's'} found\n")
         return 1
     out("valid\n")
     return 0

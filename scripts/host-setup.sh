@@ -17,6 +17,8 @@ if [ "${DS01_SETUP_TEST:-0}" = 1 ]; then
   command -v systemd-analyze >/dev/null 2>&1 || need_pkgs+=(systemd)
   command -v logrotate >/dev/null 2>&1 || need_pkgs+=(logrotate)
   command -v ip >/dev/null 2>&1 || need_pkgs+=(iproute2)
+  # `ds01ctl get -w` is tested in a real terminal.
+  command -v tmux >/dev/null 2>&1 || need_pkgs+=(tmux)
   # The real-systemd test builds a Debian root file system (tests/fixtures/systemd_box.py).
   dpkg -s debootstrap >/dev/null 2>&1 || need_pkgs+=(debootstrap)
   [ -f /usr/share/keyrings/debian-archive-keyring.gpg ] || need_pkgs+=(debian-archive-keyring)

@@ -8,6 +8,7 @@ items, never re-derived); the last events. Pure: renders a :class:`~controller.c
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
@@ -32,8 +33,8 @@ from controller.cli.render import (
     fmt_bytes,
     fmt_duration,
     fmt_percent,
-    iso,
     since,
+    stamp,
     until,
 )
 from controller.cli.view import (
@@ -66,7 +67,7 @@ def _yes(flag: bool) -> str:
 def _when(view: View, at: Any) -> str:
     if at is None:
         return "-"
-    return f"{since(at, view.now)} ago ({iso(at)})"
+    return f"{since(at, view.now)} ago ({stamp(at)})"
 
 
 def _evidence(evidence: Mapping[str, Any]) -> str:
@@ -373,7 +374,7 @@ def _policy_section(pol: Any, s: Sections, problem: str = "") -> None:
     if pol.exemptions:
         s.line("exemptions:", 2)
         for e in pol.exemptions:
-            expires = "permanent" if e.expires_at is None else f"until {iso(e.expires_at)}"
+            expires = "permanent" if e.expires_at is None else f"until {stamp(e.expires_at)}"
             s.line(
                 f"{e.exempt_from.value}: {clean(e.name, 64)} ({expires}; approved by "
                 f"{clean(e.approved_by or '?', 40)}; {clean(e.reason or 'no reason given', 120)}; "
@@ -616,12 +617,20 @@ def describe_user(view: View, name: str, style: Style = PLAIN) -> str:
     containers = sorted((c for c in view.snapshot.containers if c.owner == name), key=container_sort_key)
     processes = [p for p in view.snapshot.processes if p.user == name]
     ledger = [e for e in view.snapshot.ledger.entries if e.user == name]
-    if not containers and not processes and not ledger and not _is_login(name):
+    unknown_here = not containers and not processes and not ledger and not _is_login(name)
+    if unknown_here and not _USER_NAME.fullmatch(name):
         raise CliError(
             f"user {clean(name, 64)!r} not found: no containers, GPU processes or ledger rows, "
-            "and no such login"
+            "and not a login name"
         )
     s = Sections(style)
+    if unknown_here:
+        # An admin previews the policy of a user who has not arrived yet (or a typo: said plainly).
+        s.line(
+            f"note: {clean(name, 64)!r} has no containers, GPU processes or ledger rows, and is no login "
+            "on this host; below is the policy a new atomic container of theirs would get",
+            0,
+        )
     pol = view.effective(containers[0]) if containers else view.user_policy(name)
     group = f"{clean(pol.group.value, 64)}   ({clean(pol.group.source, 160)})" if pol else "unknown"
     held = sorted({view.slot(u) for c in containers for u in c.gpu_uuids})
@@ -699,6 +708,10 @@ def _user_items(view: View, name: str) -> list[Action | Deferred]:
         return []
     items: list[Action | Deferred] = [*view.plan.actions, *view.plan.deferred]
     return [i for i in items if i.target.user == name]
+
+
+# What a login name may look like (POSIX portable, plus DS01's domain logins ``a.b@example.org``).
+_USER_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.@-]{0,63}")
 
 
 def _is_login(name: str) -> bool:

@@ -73,22 +73,70 @@ def load_installed_policy(settings: Settings) -> tuple[PolicySet | None, PolicyI
     except Exception as exc:  # any loader error: shown as one line, never a traceback
         return None, with_daemon_status(PolicyInfo(origin=origin, error=one_line(exc)), settings)
     info = PolicyInfo(origin=policy_set.origin or origin, sources=_describe_sources(policy_set))
-    return policy_set, with_daemon_status(info, settings)
+    return policy_set, with_daemon_status(info, settings, policy_set)
 
 
-def with_daemon_status(info: PolicyInfo, settings: Settings) -> PolicyInfo:
-    """Add what the running daemon said about its last reload (its status file), if readable."""
+def daemon_mismatch(
+    status: dict[str, object], settings: Settings, policy_set: PolicySet | None
+) -> str | None:
+    """One line when the daemon's recorded policy is not the one ds01ctl loaded, else ``None``."""
+    from controller.policy_identity import describe_identity, policy_identity
+
+    theirs = status.get("policy")
+    if not isinstance(theirs, dict):
+        return None  # a daemon that does not record its policy: nothing to compare
+    if policy_set is None:
+        ours_text = f"{_origin(settings.specs, settings.ds01_config)} (does not load)"
+    else:
+        ours = policy_identity(policy_set, settings.specs, settings.ds01_config)
+        if ours.get("digest") == theirs.get("digest"):
+            return None
+        ours_text = describe_identity(ours)
+    return (
+        f"ds01ctl's policy is NOT the running controller's: ds01ctl loaded {ours_text}, the controller "
+        f"runs {describe_identity(theirs)} (loaded {theirs_loaded_at(status)}); what this shows is not "
+        "what the controller does (use the daemon's --env-file, --specs and --ds01-config)"
+    )
+
+
+def theirs_loaded_at(status: dict[str, object]) -> str:
+    return clean(str(status.get("policy_loaded_at") or "at an unknown time"), 40)
+
+
+def with_daemon_status(
+    info: PolicyInfo, settings: Settings, policy_set: PolicySet | None = None
+) -> PolicyInfo:
+    """Add what the running daemon said about its last reload (its status file), if readable:
+    whether that reload failed, and whether its policy differs from ``policy_set``."""
     from controller.store import read_policy_status
 
     status = read_policy_status(settings.state_dir)
-    if status and isinstance(status.get("record_error"), str):
+    if not status:
+        return info
+    if isinstance(status.get("record_error"), str):
         info = replace(info, record_error=str(status["record_error"]))
-    if not status or not status.get("reload_failed"):
+    info = replace(info, daemon_mismatch=daemon_mismatch(status, settings, policy_set))
+    if not status.get("reload_failed"):
         return info
     errors = status.get("errors")
     first = str(errors[0]) if isinstance(errors, list) and errors else "unknown error"
     more = f" (+{len(errors) - 1} more)" if isinstance(errors, list) and len(errors) > 1 else ""
     return replace(info, daemon_error=first + more, daemon_error_at=str(status.get("checked_at", "")))
+
+
+def policy_load_error(info: PolicyInfo, settings: Settings) -> str:
+    """The one line every command prints when the installed policy does not load."""
+    paths = " ".join(str(p) for p in (settings.specs, settings.ds01_config) if p is not None)
+    daemon = (
+        f"; the running controller's last reload FAILED at {info.daemon_error_at or 'an unknown time'}"
+        " and it keeps its last good policy"
+        if info.daemon_error
+        else "; the controller refuses to start with it"
+    )
+    return (
+        f"the policy ({info.origin}) does not load: {info.error}{daemon} "
+        f"(ds01ctl validate {paths or '...'} lists every problem)"
+    )
 
 
 def load_candidate_policy(path: Path) -> tuple[PolicySet, PolicyInfo]:
@@ -262,13 +310,15 @@ def gather(settings: Settings, opts: GatherOptions) -> View:
         try:
             desired = PolicySetDesired(policy_set)
         except Exception as exc:
-            info = PolicyInfo(
-                origin=info.origin, sources=info.sources, error=one_line(exc), candidate=info.candidate
-            )
+            info = replace(info, error=one_line(exc))
 
-    notes: list[str] = []
     if info.error:
-        notes.append(f"the policy does not load ({info.error}); what the controller would do is unknown")
+        # No view stands on a policy that does not load: the daemon refuses to start with it (a
+        # running one keeps its last good policy), so nothing here could say what it does.
+        raise CliError(policy_load_error(info, settings))
+    notes: list[str] = []
+    if info.daemon_mismatch:
+        notes.append(info.daemon_mismatch)
 
     if opts.observe:
         snapshot = observe(settings, desired)

@@ -8,6 +8,7 @@ that (the event log is read by :mod:`controller.cli.gather`).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -24,6 +25,7 @@ from controller.cli.render import (
     fmt_percent,
     iso,
     since,
+    stamp,
 )
 from controller.cli.view import (
     IdleState,
@@ -82,8 +84,9 @@ def canonical_kind(kind: str) -> str:
 @dataclass(frozen=True)
 class Requirement:
     key: str
-    op: str  # "=", "!=", "exists", "!exists"
+    op: str  # "=", "!=", "exists", "!exists", "in", "notin"
     value: str = ""
+    values: tuple[str, ...] = ()
 
     def matches(self, labels: Mapping[str, str]) -> bool:
         if self.op == "exists":
@@ -92,33 +95,82 @@ class Requirement:
             return self.key not in labels
         if self.op == "=":
             return labels.get(self.key) == self.value
+        if self.op == "in":
+            return self.key in labels and labels[self.key] in self.values
+        if self.op == "notin":
+            return labels.get(self.key) not in self.values
         return labels.get(self.key) != self.value
 
 
+# kubectl's label syntax: an optional DNS-subdomain prefix and '/', then a name of at most 63
+# characters; a value is empty or a name.
+_LABEL_NAME = r"[A-Za-z0-9](?:[-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?"
+_LABEL_KEY = re.compile(rf"(?:[a-z0-9](?:[-a-z0-9.]{{0,251}}[a-z0-9])?/)?{_LABEL_NAME}")
+_LABEL_VALUE = re.compile(rf"(?:{_LABEL_NAME})?")
+_SET_REQUIREMENT = re.compile(r"(?P<key>[^\s!=(),]+)\s+(?P<op>in|notin)\s*\((?P<values>[^()]*)\)")
+
+
+def _split_requirements(text: str) -> list[str]:
+    """Comma-separated requirements; commas inside ``(...)`` belong to a set."""
+    parts, depth, current = [], 0, ""
+    for ch in text:
+        if ch == "(":
+            depth += 1
+        elif ch == ")":
+            depth -= 1
+        if ch == "," and depth == 0:
+            parts.append(current)
+            current = ""
+        else:
+            current += ch
+    parts.append(current)
+    return [p.strip() for p in parts if p.strip()]
+
+
+def _requirement(part: str) -> Requirement:
+    """One requirement in kubectl's syntax; ``ValueError`` naming what is wrong."""
+    m = _SET_REQUIREMENT.fullmatch(part)
+    if m:
+        values = tuple(v.strip() for v in m["values"].split(","))
+        if not all(values) or not m["values"].strip():
+            raise ValueError(f"{m['op']} needs a non-empty list of values: {m['key']} {m['op']} (a,b)")
+        req = Requirement(m["key"], m["op"], values=values)
+    elif "!=" in part:
+        k, v = part.split("!=", 1)
+        req = Requirement(k.strip(), "!=", v.strip())
+    elif "==" in part:
+        k, v = part.split("==", 1)
+        req = Requirement(k.strip(), "=", v.strip())
+    elif "=" in part:
+        k, v = part.split("=", 1)
+        req = Requirement(k.strip(), "=", v.strip())
+    elif part.startswith("!"):
+        req = Requirement(part[1:].strip(), "!exists")
+    else:
+        req = Requirement(part, "exists")
+    if not req.key:
+        raise ValueError("empty key (use -l key=value)")
+    if not _LABEL_KEY.fullmatch(req.key):
+        raise ValueError(
+            f"{req.key!r} is not a label key; expected key=value, key!=value, key in (a,b), "
+            "key notin (a,b), key or !key"
+        )
+    for v in (req.value, *req.values):
+        if not _LABEL_VALUE.fullmatch(v):
+            raise ValueError(f"{v!r} is not a label value (letters, digits, '-', '_', '.'; at most 63)")
+    return req
+
+
 def parse_selector(texts: Sequence[str]) -> tuple[Requirement, ...]:
-    """kubectl's equality selectors: ``k=v``, ``k==v``, ``k!=v``, ``k``, ``!k``, comma-separated."""
+    """kubectl's label selectors: ``k=v``, ``k==v``, ``k!=v``, ``k``, ``!k``, ``k in (a,b)``,
+    ``k notin (a,b)``, comma-separated; anything else is refused, never read as something else."""
     out: list[Requirement] = []
     for text in texts:
-        for part in text.split(","):
-            part = part.strip()
-            if not part:
-                continue
-            if "!=" in part:
-                k, v = part.split("!=", 1)
-                out.append(Requirement(k.strip(), "!=", v.strip()))
-            elif "==" in part:
-                k, v = part.split("==", 1)
-                out.append(Requirement(k.strip(), "=", v.strip()))
-            elif "=" in part:
-                k, v = part.split("=", 1)
-                out.append(Requirement(k.strip(), "=", v.strip()))
-            elif part.startswith("!"):
-                out.append(Requirement(part[1:].strip(), "!exists"))
-            else:
-                out.append(Requirement(part, "exists"))
-    for r in out:
-        if not r.key:
-            raise CliError(f"bad label selector {clean(','.join(texts), 80)!r}: empty key (use -l key=value)")
+        for part in _split_requirements(text):
+            try:
+                out.append(_requirement(part))
+            except ValueError as exc:
+                raise CliError(f"bad label selector {clean(part, 80)!r}: {clean(str(exc), 200)}") from None
     return tuple(out)
 
 
@@ -129,6 +181,8 @@ class GetOptions:
     selector: tuple[Requirement, ...] = ()
     owner: str | None = None
     show_all: bool = False
+    no_headers: bool = False
+    sort_by: str | None = None
 
     @property
     def wide(self) -> bool:
@@ -186,7 +240,40 @@ def select_containers(view: View, opts: GetOptions) -> list[ContainerObs]:
         for c in view.snapshot.containers
         if (opts.show_all or c.has_gpu or view.container_items(c)) and _container_selected(c, opts)
     ]
-    return sorted(chosen, key=container_sort_key)
+    ordered = sorted(chosen, key=container_sort_key)
+    return sort_containers(view, ordered, opts.sort_by) if opts.sort_by else ordered
+
+
+SORT_KEYS = ("name", "owner", "type", "state", "idle", "next", "age")
+
+
+def sort_containers(view: View, containers: list[ContainerObs], key: str) -> list[ContainerObs]:
+    """``--sort-by COLUMN`` (stable; ties keep name order). ``idle``: longest idle first; ``next``:
+    the soonest step first; ``age``: oldest first; rows without a value last."""
+    from datetime import datetime
+
+    far = datetime.max.replace(tzinfo=view.now.tzinfo)
+
+    def idle_key(c: ContainerObs) -> tuple[bool, datetime]:
+        idle = idleness(view, c)
+        return idle.since is None, idle.since or far
+
+    def next_key(c: ContainerObs) -> tuple[int, datetime]:
+        step = next_step(view.container_items(c), nvml_ok=view.nvml_ok)
+        if step is None or step.due_at is None:
+            return 2, far
+        return (0 if step.pending else 1), step.due_at
+
+    keys: dict[str, Any] = {
+        "name": lambda c: c.name,
+        "owner": lambda c: c.owner,
+        "type": lambda c: c.container_type.value,
+        "state": lambda c: c.state.value,
+        "idle": idle_key,
+        "next": next_key,
+        "age": lambda c: c.created_at or far,
+    }
+    return sorted(containers, key=keys[key])
 
 
 def gpu_column(view: View, c: ContainerObs) -> str:
@@ -200,7 +287,7 @@ def gpu_column(view: View, c: ContainerObs) -> str:
             text = clean(ref.raw, 20) + "?"
         else:
             # Without NVML the slot is unknown; the UUID's prefix still tells GPUs apart.
-            text = view.slots.get(ref.uuid) or ref.uuid[:SHORT_UUID_LEN]
+            text = view.slots.get(ref.uuid) or view.short_refs.get(ref.uuid, ref.uuid)
         if text not in parts:
             parts.append(text)
     return ",".join(parts)
@@ -228,7 +315,7 @@ def _keepalive_text(view: View, c: ContainerObs) -> str:
 
 def container_item(view: View, c: ContainerObs) -> dict[str, Any]:
     idle = idleness(view, c)
-    step = next_step(view.container_items(c))
+    step = next_step(view.container_items(c), nvml_ok=view.nvml_ok)
     r = rates(view, c)
     util, util_unknown = gpu_util(c)
     return {
@@ -279,8 +366,8 @@ _STATE_COLOUR = {
 
 def _next_cell(view: View, items: list[Action | Deferred]) -> Cell:
     if view.plan is None:
-        return Cell("?")  # no plan (the policy did not load): unknown, not "nothing"
-    step = next_step(items)
+        return Cell("unknown")  # no plan: unknown, not "nothing"
+    step = next_step(items, nvml_ok=view.nvml_ok)
     if step is None:
         return Cell("-")
     colour = "red" if step.pending and step.verb in {"stop", "remove", "kill", "reset"} else None
@@ -735,20 +822,33 @@ def policy_status_line(view: View) -> str:
             f"; the running controller CANNOT WRITE ITS RECORD ({clean(p.record_error, 300)}): "
             "no destructive action runs until it can"
         )
+    if p.daemon_mismatch:
+        head += f"\nWARNING: {clean(p.daemon_mismatch, 600)}"
     return head
 
 
 # --- events ----------------------------------------------------------------------------------
 
 
-def _details_text(details: Any) -> str:
+# Said by the columns (container) or internal (the action's idempotency key): not in DETAILS.
+_DETAILS_HIDDEN = frozenset({"container", "container_id", "key"})
+# What a person reads first: what happened and why; the rest follows in the log's order.
+_DETAILS_FIRST = ("message", "would", "reason", "kind", "outcome", "error")
+
+
+def _details_text(details: Any, wide: bool = False) -> str:
     if not isinstance(details, Mapping):
         return "" if details is None else clean(details, 200)
+    value_max = 400 if wide else 60
+    keys = [k for k in _DETAILS_FIRST if k in details]
+    keys += [k for k in details if k not in keys]
     parts = []
-    for k, v in details.items():
-        if k in ("container", "container_id"):
+    for k in keys:
+        v = details[k]
+        if k in _DETAILS_HIDDEN or v is None:
             continue
-        parts.append(f"{clean(k, 32)}={clean(v if not isinstance(v, dict | list) else _flat(v), 60)}")
+        text = clean(v if not isinstance(v, dict | list) else _flat(v), value_max)
+        parts.append(text if k in ("message", "would") else f"{clean(k, 32)}={text}")
     return " ".join(parts)
 
 
@@ -773,11 +873,11 @@ def events_table(view: View, items: Sequence[dict[str, Any]], wide: bool) -> Tab
         t.add(
             [
                 since(at, view.now),
-                "-" if at is None else (iso(at.replace(microsecond=0)) or "-"),
+                stamp(at),
                 clean(e.get("event_type", "?"), 48),
                 clean(e.get("user") or "-", 32),
                 clean(container or "-", NAME_MAX),
-                clean(_details_text(details), 1000 if wide else 100),
+                clean(_details_text(details, wide), 2000 if wide else 100),
             ]
         )
     return t
@@ -790,6 +890,8 @@ def run_get(kind: str, view: View, opts: GetOptions, style: Style = PLAIN) -> tu
     """Render one ``get``: the table (or the JSON/YAML envelope) and whether it listed nothing."""
     from controller.cli.render import machine
 
+    if opts.output == "name":
+        return _name_lines(kind, view, opts), False
     machine_output = opts.output in ("json", "yaml")
     items: list[dict[str, Any]]
     if kind == "containers":
@@ -828,10 +930,13 @@ def run_get(kind: str, view: View, opts: GetOptions, style: Style = PLAIN) -> tu
                     "daemon_reload_error": view.policy.daemon_error,
                     "daemon_reload_error_at": view.policy.daemon_error_at,
                     "record_error": view.policy.record_error,
+                    "daemon_mismatch": view.policy.daemon_mismatch,
                 }
             )
         return machine(data, opts.output), False
     text = table.render(style) if table.rows else ""
+    if text and opts.no_headers:
+        text = text.split("\n", 1)[1]
     if kind == "policies":
         text = policy_status_line(view) + "\n" + text
     if kind == "allocations" and view.memory is not None and view.memory.release_breaker.tripped:
@@ -839,6 +944,21 @@ def run_get(kind: str, view: View, opts: GetOptions, style: Style = PLAIN) -> tu
 
         text = style(release_breaker_line(view.memory), "red") + "\n" + text
     return text, not table.rows
+
+
+def _name_lines(kind: str, view: View, opts: GetOptions) -> str:
+    """``-o name``: one ``kind/name`` per line, as kubectl prints them (for scripts and xargs)."""
+    if kind == "containers":
+        names = [f"container/{clean(c.name, NAME_MAX)}" for c in select_containers(view, opts)]
+    elif kind == "gpus":
+        names = [f"gpu/{i['slot']}" for i in gpu_items(view, opts)]
+    elif kind == "processes":
+        names = [f"process/{i['pid']}" for i in process_items(view, opts)]
+    elif kind == "policies":
+        names = [f"{i['kind'].lower()}/{clean(i['name'], NAME_MAX)}" for i in policy_items(view, opts)]
+    else:
+        raise CliError(f"-o name does not apply to {kind} (they have no names); use -o json")
+    return "".join(n + "\n" for n in names)
 
 
 LIST_KINDS = {
@@ -851,9 +971,13 @@ LIST_KINDS = {
 }
 
 
-def empty_message(kind: str, view: View) -> str:
+def empty_message(kind: str, view: View, opts: GetOptions | None = None) -> str:
     if kind in ("gpus", "processes") and not view.nvml_ok:
         return "No GPU information: NVML is unavailable (see the warning above)."
+    if opts is not None and (opts.selector or opts.owner or opts.name):
+        return f"No {kind} match the given name, owner or selector."
+    if kind == "containers" and opts is not None and opts.show_all:
+        return "No containers."
     return {
         "containers": "No containers hold a GPU or are due for action (--all lists every container).",
         "gpus": "No GPUs found.",

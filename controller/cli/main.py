@@ -33,6 +33,7 @@ examples:
   ds01ctl plan --at +2h                     what the controller would do in two hours
   ds01ctl plan --policy ./new-specs/        what a candidate policy would do, without installing it
   ds01ctl validate /etc/ds01/specs          check specs before installing them
+  ds01ctl explain LifecyclePolicy.spec.settings   the fields a spec may set
   source <(ds01ctl completion bash)         shell completion
 
 exit status:
@@ -42,6 +43,9 @@ exit status:
 
 environment:
   DS01_SPECS, DS01_DS01_CONFIG, DS01_STATE_DIR, DS01_EVENTS_LOG, DS01_LEDGER   as the flags
+  DS01_ENV_FILE the daemon's environment file (/etc/ds01/controller.env): its DS01_* variables and
+                the flags in its DS01_CONTROLLER_ARGS apply under the flags and the environment,
+                so ds01ctl sees the specs, DS01 config and state the daemon runs with
   DOCKER_HOST   the Docker engine (unix:///var/run/docker.sock)
   NO_COLOR      never colour the output (colour is only used on a terminal anyway)
 """
@@ -51,8 +55,9 @@ kinds:
   containers   NAME OWNER TYPE STATE GPUS IDLE NEXT AGE
                (-o wide adds IMAGE ID CPU NET GPU-UTIL KEEPALIVE OWNER-RULE)
                By default: containers that reference a GPU or that the controller acts on or defers.
-               --all: every container. IDLE is how long it has been idle, or active / unknown / ? (no data).
-               NEXT is the plan's next step: "stop now", "remove in 3h", "warn in 5m", or "-".
+               --all: every container. IDLE is how long it has been idle, or active / unknown /
+               idle (grace) / ? (no data). NEXT is the plan's next step: "stop now", "remove in 3h",
+               "warn in 5m", "grace ends in 20m" (not a stop), "unknown" (NVML down), or "-".
   gpus         INDEX UUID MODEL MIG MEMORY UTIL HOLDERS PROCESSES STATE
                STATE: free, held, idle-held (every holder stopped or idle), dirty (a process no running
                holder accounts for, or marked for reset), unavailable (NVML down, or MIG on with no devices).
@@ -93,8 +98,9 @@ Nothing is changed: this observes the host once, reads the controller's memory r
 what one pass would do now (or at --at), with the reason and evidence of each action, then the
 deferred items (why not yet, and until when).
 
-  --at +2h | +1h30m | 2025-03-01T18:00 | 2025-03-01T18:00:00Z
-      the current state judged at that time (same observation, the stored memory)
+  --at +2h | +1h30m | 17:30 | 2025-03-01T18:00 | 2025-03-01 18:00 | 2025-03-01T18:00:00Z
+      the current state judged at that time (same observation, the stored memory); a clock time is
+      today's and a time without a zone is local; the past is refused
   --policy PATH
       a candidate policy instead of the installed one: a spec file, a directory of specs, or a
       DS01 config directory (holding resource-limits.yaml)
@@ -152,9 +158,22 @@ examples:
   sudo ds01ctl breaker reset
 """
 
+EXPLAIN_EPILOG = """\
+kinds: LifecyclePolicy, UserGroup, UserOverride, Exemption. A map field takes any key as the next
+step (a container type under containerTypes).
+
+examples:
+  ds01ctl explain LifecyclePolicy
+  ds01ctl explain LifecyclePolicy.spec.settings
+  ds01ctl explain LifecyclePolicy.spec.settings.idleTimeout
+  ds01ctl explain UserGroup.spec.containerTypes.docker.maxRuntime
+"""
+
 COMPLETION_EPILOG = """\
 examples:
   source <(ds01ctl completion bash)
+  source <(ds01ctl completion zsh)
+  ds01ctl completion fish > ~/.config/fish/completions/ds01ctl.fish
   ds01ctl completion bash | sudo tee /etc/bash_completion.d/ds01ctl
 """
 
@@ -165,10 +184,44 @@ class ArgumentError(Exception):
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
-        raise ArgumentError(f"{self.prog}: {message} (see '{self.prog} --help')")
+        hint = _did_you_mean(self, message)
+        raise ArgumentError(f"{self.prog}: {message}{hint} (see '{self.prog} --help')")
 
 
-def _sub(sub: Any, name: str, help_text: str, epilog: str, **kw: Any) -> argparse.ArgumentParser:
+def _option_strings(parser: argparse.ArgumentParser) -> set[str]:
+    """Every flag of ``parser`` and of its subcommands."""
+    out: set[str] = set()
+    for action in parser._actions:
+        out.update(s for s in action.option_strings if s.startswith("--"))
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                out |= _option_strings(sub)
+    return out
+
+
+def _did_you_mean(parser: argparse.ArgumentParser, message: str) -> str:
+    """``; did you mean --since?`` for a mistyped flag, subcommand or choice; ``""`` otherwise."""
+    import difflib
+    import re
+
+    choice = re.search(r"invalid choice: '([^']*)' \(choose from (.*)\)", message)
+    if choice:
+        options = re.findall(r"'([^']*)'", choice[2])
+        close = difflib.get_close_matches(choice[1], options, n=1, cutoff=0.6)
+        return f"; did you mean {close[0]!r}?" if close else ""
+    unknown = re.search(r"unrecognized arguments: (.*)", message)
+    if unknown:
+        flag = next((w.split("=", 1)[0] for w in unknown[1].split() if w.startswith("--")), None)
+        if flag is not None:
+            close = difflib.get_close_matches(flag, sorted(_option_strings(parser)), n=1, cutoff=0.6)
+            return f"; did you mean {close[0]}?" if close else ""
+    return ""
+
+
+def _sub(
+    sub: Any, name: str, help_text: str, epilog: str, *, config: bool = True, **kw: Any
+) -> argparse.ArgumentParser:
+    """A subcommand; ``config=False`` for those the daemon's configuration means nothing to."""
     from controller.settings import add_common_flags
 
     p: argparse.ArgumentParser = sub.add_parser(
@@ -179,9 +232,21 @@ def _sub(sub: Any, name: str, help_text: str, epilog: str, **kw: Any) -> argpars
         formatter_class=argparse.RawDescriptionHelpFormatter,
         **kw,
     )
+    if not config:
+        p.add_argument("--debug", action="store_true", help="show the traceback of an error")
+        return p
     add_common_flags(p)
+    p.add_argument(
+        "--env-file",
+        metavar="FILE",
+        help="the daemon's environment file, read as systemd does, under the DS01_* variables "
+        "[DS01_ENV_FILE] (/etc/ds01/controller.env; '' reads none)",
+    )
     p.add_argument("--debug", action="store_true", help="show the traceback of an error")
     p.add_argument("--no-color", action="store_true", help="never colour the output (also: NO_COLOR=1)")
+    p.add_argument(
+        "--utc", action="store_true", help="times in UTC (default: local time with its zone; JSON is UTC)"
+    )
     return p
 
 
@@ -201,14 +266,23 @@ def build_parser() -> argparse.ArgumentParser:
     get.add_argument(
         "name", metavar="NAME", nargs="?", help="one object: container name/id, GPU index/UUID, pid"
     )
-    get.add_argument("-o", "--output", choices=["table", "wide", "json", "yaml"], default="table")
+    get.add_argument("-o", "--output", choices=["table", "wide", "json", "yaml", "name"], default="table")
+    get.add_argument("--no-headers", action="store_true", help="tables without the header line")
+    get.add_argument(
+        "--sort-by",
+        choices=["name", "owner", "type", "state", "idle", "next", "age"],
+        help="containers: order by this column (idle: longest first; next: soonest first; age: oldest first)",
+    )
+    get.add_argument(
+        "-w", "--watch", action="store_true", help="observe every 2 s and print the table when it changes"
+    )
     get.add_argument(
         "-l",
         "--selector",
         action="append",
         default=[],
         metavar="SEL",
-        help="label selector: k=v, k!=v, k, !k",
+        help="label selector: k=v, k!=v, k in (a,b), k notin (a,b), k, !k",
     )
     get.add_argument("--owner", metavar="USER", help="only this owner's objects")
     get.add_argument("--all", dest="show_all", action="store_true", help="containers: every container")
@@ -226,8 +300,16 @@ def build_parser() -> argparse.ArgumentParser:
     desc.add_argument("name", metavar="NAME", help="container name or id, GPU index/slot/UUID, user name")
 
     plan = _sub(sub, "plan", "show what the controller would do, and why (changes nothing)", PLAN_EPILOG)
-    plan.add_argument("-o", "--output", choices=["table", "json", "yaml"], default="table")
-    plan.add_argument("--at", metavar="WHEN", help="evaluate at a later time: +2h or a timestamp")
+    plan.add_argument(
+        "-o",
+        "--output",
+        choices=["table", "wide", "json", "yaml"],
+        default="table",
+        help="table: actions and what is held back; wide: also the evidence and the not-due items",
+    )
+    plan.add_argument(
+        "--at", metavar="WHEN", help="evaluate at a later time: +2h, 17:30 (today), or a date and time"
+    )
     plan.add_argument(
         "--policy", metavar="PATH", help="evaluate a candidate policy instead of the installed one"
     )
@@ -236,16 +318,70 @@ def build_parser() -> argparse.ArgumentParser:
     rec.add_argument("--dry-run", action="store_true", default=None, help="report actions, perform none")
     rec.add_argument("-o", "--output", choices=["table", "json", "yaml"], default="table")
 
-    val = _sub(sub, "validate", "check spec files or DS01 config directories", VALIDATE_EPILOG)
+    val = _sub(sub, "validate", "check spec files or DS01 config directories", VALIDATE_EPILOG, config=False)
     val.add_argument("paths", metavar="PATH", nargs="+")
 
     brk = _sub(sub, "breaker", "show or reset the circuit breaker", BREAKER_EPILOG)
     brk.add_argument("action", choices=["status", "reset"])
     brk.add_argument("-o", "--output", choices=["table", "json", "yaml"], default="table")
 
-    comp = _sub(sub, "completion", "print a shell completion script", COMPLETION_EPILOG)
-    comp.add_argument("shell", choices=["bash"])
+    _sub(sub, "version", "print the version of ds01ctl and of the running controller", "")
+
+    exp = _sub(sub, "explain", "describe a spec kind's fields, from its schema", EXPLAIN_EPILOG, config=False)
+    exp.add_argument("path", metavar="KIND[.FIELD...]")
+
+    comp = _sub(sub, "completion", "print a shell completion script", COMPLETION_EPILOG, config=False)
+    comp.add_argument("shell", choices=["bash", "zsh", "fish"])
     return parser
+
+
+def _attach_negative_values(argv: list[str]) -> list[str]:
+    """``--at -1h`` as ``--at=-1h``: argparse would take ``-1h`` for a flag and say "expected one
+    argument"; attached, the value reaches the parser, which says it is in the past."""
+    out: list[str] = []
+    i = 0
+    while i < len(argv):
+        if argv[i] == "--at" and i + 1 < len(argv) and argv[i + 1].startswith("-"):
+            out.append(f"{argv[i]}={argv[i + 1]}")
+            i += 2
+            continue
+        out.append(argv[i])
+        i += 1
+    return out
+
+
+def _environment(args: argparse.Namespace) -> dict[str, str]:
+    """The process environment over the daemon's environment file (flags win over both).
+
+    The unit's file is read when it exists; a file named with --env-file/DS01_ENV_FILE must exist.
+    """
+    from pathlib import Path
+
+    from controller.envfile import DEFAULT_ENV_FILE, ENV_FILE_VARIABLE, read_env_file
+
+    if not hasattr(args, "env_file"):
+        return dict(os.environ)  # a command that reads no configuration (validate, completion)
+    given = args.env_file if args.env_file is not None else os.environ.get(ENV_FILE_VARIABLE)
+    if given == "":
+        return dict(os.environ)
+    path = Path(given) if given is not None else DEFAULT_ENV_FILE
+    try:
+        from_file = read_env_file(path)
+    except FileNotFoundError:
+        if given is not None:
+            raise ArgumentError(
+                f"the environment file {path} does not exist (--env-file/{ENV_FILE_VARIABLE}; '' reads none)"
+            ) from None
+        from_file = {}
+    except OSError as exc:
+        _warn(
+            [
+                f"cannot read the daemon's environment file {path}: {exc.strerror or exc}; "
+                "the specs and state the daemon uses are not known to ds01ctl (run as root, or pass --specs)"
+            ]
+        )
+        from_file = {}
+    return {**from_file, **os.environ}
 
 
 def _version() -> str:
@@ -280,20 +416,31 @@ def _quiet_logs(debug: bool) -> None:
 
 def parse_when(text: str, now: datetime) -> datetime:
     """``+2h``/``+1h30m``/``90m`` after ``now``, or a timestamp (naive: local time)."""
+    import re
+    from datetime import timedelta
+
     from controller.cli.errors import CliError
     from controller.cli.render import clean
 
-    delta_s = parse_duration(text.lstrip("+")) if text.strip() else None
+    stripped = text.strip()
+    if stripped.startswith("-") and parse_duration(stripped[1:]) is not None:
+        raise CliError(f"{clean(text, 60)!r} is in the past: use a time after now, e.g. +{stripped[1:]}")
+    delta_s = parse_duration(stripped.lstrip("+")) if stripped else None
     if delta_s is not None:
-        from datetime import timedelta
-
         return now + timedelta(seconds=delta_s)
+    clock_time = re.fullmatch(r"(\d{1,2}):(\d{2})(?::(\d{2}))?", stripped)
     try:
-        at = datetime.fromisoformat(text.strip())
+        if clock_time:
+            # A clock time is today's, in the local time zone.
+            local_now = now.astimezone()
+            h, m, sec = (int(x) if x else 0 for x in clock_time.groups())
+            at = local_now.replace(hour=h, minute=m, second=sec, microsecond=0)
+        else:
+            at = datetime.fromisoformat(stripped.replace(" ", "T", 1))
     except ValueError:
         raise CliError(
             f"cannot read the time {clean(text, 60)!r}: "
-            "use +2h, +1h30m, 45m or a timestamp like 2025-03-01T18:00"
+            "use +2h, +1h30m, 45m, a clock time like 17:30, or a date and time like 2025-03-01T18:00"
         ) from None
     if at.tzinfo is None:
         at = at.astimezone()  # a naive time is the user's local time
@@ -339,24 +486,72 @@ def cmd_get(args: argparse.Namespace, settings: Settings) -> int:
         selector=parse_selector(args.selector),
         owner=owner,
         show_all=args.show_all,
+        no_headers=args.no_headers,
+        sort_by=args.sort_by,
     )
-    if kind == "events":
-        view = _events_view(args, settings, owner)
-    elif kind == "policies":
-        from controller.cli.gather import GatherOptions, gather
-
-        view = gather(settings, GatherOptions(observe=False, plan=False))
-    else:
-        from controller.cli.gather import GatherOptions, gather
-
-        _quiet_logs(args.debug)
-        view = gather(settings, GatherOptions(require_docker=kind == "containers"))
+    if args.sort_by and kind != "containers":
+        raise CliError("--sort-by applies to 'get containers'")
+    if args.watch:
+        if opts.output in ("json", "yaml", "name"):
+            raise CliError(f"--watch shows tables; -o {opts.output} prints once (drop -w)")
+        return _watch(args, settings, kind, opts, owner)
+    view = _get_view(args, settings, kind, owner)
     text, empty = run_get(kind, view, opts, _style(args))
     _warn(view.notes)
-    if empty:
-        print(empty_message(kind, view), file=sys.stderr)
+    if empty and kind == "events" and not settings.events_log.exists():
+        print(
+            f"No events yet ({settings.events_log} does not exist; set --events-log or DS01_EVENTS_LOG"
+            " if the controller writes elsewhere).",
+            file=sys.stderr,
+        )
+    elif empty:
+        print(empty_message(kind, view, opts), file=sys.stderr)
     sys.stdout.write(text)
     return 0
+
+
+def _get_view(args: argparse.Namespace, settings: Settings, kind: str, owner: str | None) -> View:
+    if kind == "events":
+        return _events_view(args, settings, owner)
+    from controller.cli.gather import GatherOptions, gather
+
+    if kind == "policies":
+        return gather(settings, GatherOptions(observe=False, plan=False))
+    _quiet_logs(args.debug)
+    return gather(settings, GatherOptions(require_docker=kind == "containers"))
+
+
+WATCH_INTERVAL_S = 2.0
+
+
+def _watch(args: argparse.Namespace, settings: Settings, kind: str, opts: Any, owner: str | None) -> int:
+    """``get -w``: observe again every two seconds and print the table whenever it changes (on a
+    terminal the screen is redrawn); warnings are said once, when they first appear. Ctrl-C ends it."""
+    import time
+
+    from controller.cli.get import run_get
+
+    style = _style(args)
+    terminal = sys.stdout.isatty()
+    last: str | None = None
+    said: set[str] = set()
+    try:
+        while True:
+            view = _get_view(args, settings, kind, owner)
+            text, _ = run_get(kind, view, opts, style)
+            _warn([n for n in view.notes if n not in said])
+            said |= set(view.notes)
+            if text != last:
+                if terminal:
+                    sys.stdout.write("\x1b[H\x1b[2J")
+                elif last is not None:
+                    sys.stdout.write("\n")
+                sys.stdout.write(text or "(nothing to list)\n")
+                sys.stdout.flush()
+                last = text
+            time.sleep(WATCH_INTERVAL_S)
+    except KeyboardInterrupt:
+        return 0
 
 
 def _events_view(args: argparse.Namespace, settings: Settings, owner: str | None) -> View:
@@ -380,7 +575,7 @@ def _events_view(args: argparse.Namespace, settings: Settings, owner: str | None
     try:
         events = tail(path, args.tail, flt)
     except FileNotFoundError:
-        raise CliError(f"no event log at {path} (set --events-log or DS01_EVENTS_LOG)") from None
+        events = []  # a fresh host: no events yet, as describe says; not an error
     except PermissionError:
         raise CliError(
             f"cannot read the event log {path}: permission denied (run as root or get read access)"
@@ -430,7 +625,10 @@ def cmd_plan(args: argparse.Namespace, settings: Settings) -> int:
     now = datetime.now(UTC)
     at = parse_when(args.at, now) if args.at else None
     if at is not None and at < now.replace(microsecond=0):
-        raise CliError(f"--at {args.at}: that is in the past; plan judges the current state at a later time")
+        raise CliError(
+            f"--at {args.at}: that is in the past; plan judges the current state at a later time"
+            " (a clock time means today; add a date for another day)"
+        )
     _quiet_logs(args.debug)
     view = gather(
         settings,
@@ -447,7 +645,7 @@ def cmd_plan(args: argparse.Namespace, settings: Settings) -> int:
         heading = "Plan"
         if view.policy.candidate:
             heading = f"Plan with the candidate policy {view.policy.origin.removeprefix('candidate ')}"
-        sys.stdout.write(plan_text(view.plan, _style(args), heading=heading))
+        sys.stdout.write(plan_text(view.plan, _style(args), heading=heading, wide=args.output == "wide"))
     return EXIT_PENDING if view.plan.actions else EXIT_OK
 
 
@@ -472,7 +670,7 @@ def cmd_validate(args: argparse.Namespace, settings: Settings) -> int:
     for p in problems:
         print(clean(p, 1000))
     if problems:
-        print(f"{len(problems)} problem(s) found", file=sys.stderr)
+        print(f"{len(problems)} problem{'' if len(problems) == 1 else 's'} found", file=sys.stderr)
         return 1
     print(f"valid: {', '.join(clean(str(p), 200) for p in paths)}")
     for warning in validation_warnings(paths):  # valid, but one setting decides instead of another
@@ -489,10 +687,37 @@ def cmd_breaker(args: argparse.Namespace, settings: Settings) -> int:
     return breaker_reset(settings)
 
 
-def cmd_completion(args: argparse.Namespace, settings: Settings) -> int:
-    from controller.cli.completion import bash_script
+def cmd_version(args: argparse.Namespace, settings: Settings) -> int:
+    """The client's version, and the running controller's from its status file (when it wrote one)."""
+    from controller.cli.render import clean
+    from controller.store import POLICY_STATUS_FILE, read_policy_status
 
-    sys.stdout.write(bash_script(build_parser()))
+    print(f"ds01ctl: {_version()}")
+    status = read_policy_status(settings.state_dir) or {}
+    theirs = status.get("controller_version")
+    if theirs:
+        at = clean(str(status.get("checked_at", "an unknown time")), 40)
+        print(f"controller: {clean(str(theirs), 40)} (its status of {at} in {settings.state_dir})")
+    else:
+        print(
+            f"controller: unknown (no version in {settings.state_dir / POLICY_STATUS_FILE}: "
+            "no controller ran with this state directory, or an older one)"
+        )
+    return 0
+
+
+def cmd_explain(args: argparse.Namespace, settings: Settings) -> int:
+    from controller.cli.explain import explain
+
+    sys.stdout.write(explain(args.path))
+    return 0
+
+
+def cmd_completion(args: argparse.Namespace, settings: Settings) -> int:
+    from controller.cli.completion import bash_script, fish_script, zsh_script
+
+    script = {"bash": bash_script, "zsh": zsh_script, "fish": fish_script}[args.shell]
+    sys.stdout.write(script(build_parser()))
     return 0
 
 
@@ -504,20 +729,26 @@ COMMANDS = {
     "validate": cmd_validate,
     "breaker": cmd_breaker,
     "completion": cmd_completion,
+    "version": cmd_version,
+    "explain": cmd_explain,
 }
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    argv = _attach_negative_values(argv)
     debug = "--debug" in argv
     try:
         args = build_parser().parse_args(argv)
         from controller.settings import SettingsError, settings_from
 
         try:
-            settings = settings_from(args)
+            settings = settings_from(args, _environment(args))
         except SettingsError as exc:
             raise ArgumentError(str(exc)) from exc
+        from controller.cli.render import set_utc
+
+        set_utc(bool(getattr(args, "utc", False)))
         return COMMANDS[args.command](args, settings)
     except ArgumentError as exc:
         print(f"{PROG}: {exc}" if not str(exc).startswith(PROG) else str(exc), file=sys.stderr)

@@ -11,7 +11,7 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from controller.cli.render import PLAIN, Style, clean, clock, iso, until
+from controller.cli.render import PLAIN, Style, clean, clock, stamp, until
 
 if TYPE_CHECKING:
     from controller.plan.types import Action, Deferred, Plan
@@ -41,18 +41,18 @@ def _local(when: datetime, now: datetime) -> str:
     return clock(when.astimezone(), now.astimezone())
 
 
-def action_lines(a: Action, now: datetime, style: Style) -> list[str]:
+def action_lines(a: Action, now: datetime, style: Style, wide: bool = True) -> list[str]:
     mark = style("!", "red") if a.destructive else style("+", "yellow")
     head = f"  {mark} {a.kind.value} {clean(a.target.label(), 64)}  [{a.reason.value}]"
     lines = [head, f"      {clean(a.message, 400)}"]
-    if a.evidence:
+    if a.evidence and wide:
         lines.append(f"      evidence: {evidence_text(a.evidence)}")
     if a.due_at > now:
         lines.append(f"      due: {_local(a.due_at, now)} ({until(a.due_at, now)})")
     return lines
 
 
-def deferred_lines(d: Deferred, now: datetime, style: Style) -> list[str]:
+def deferred_lines(d: Deferred, now: datetime, style: Style, wide: bool = True) -> list[str]:
     from controller.cli.view import schedule
 
     when = "no due time"
@@ -60,16 +60,25 @@ def deferred_lines(d: Deferred, now: datetime, style: Style) -> list[str]:
         when = ", ".join(f"{v} {_local(at, now)} ({until(at, now)})" for v, at in schedule(d) if at)
     head = f"  {style('~', 'cyan')} {d.rule.value} {clean(d.target.label(), 64)}  [{d.why.value}; {when}]"
     lines = [head, f"      {clean(d.message, 400)}"]
-    if d.evidence:
+    if d.evidence and wide:
         lines.append(f"      evidence: {evidence_text(d.evidence)}")
     return lines
 
 
-def plan_text(plan: Plan, style: Style = PLAIN, heading: str | None = None) -> str:
+def _quiet(d: Deferred) -> bool:
+    """A deferral only ``-o wide`` lists: not due yet, nothing wrong, nothing to explain."""
+    from controller.plan.types import DeferReason
+
+    return d.why == DeferReason.NOT_DUE
+
+
+def plan_text(plan: Plan, style: Style = PLAIN, heading: str | None = None, wide: bool = True) -> str:
+    """The plan for people. ``wide=False`` (``ds01ctl plan``'s default) leaves out the evidence and
+    counts the not-due deferrals in one line; ``wide`` (``-o wide``) lists everything."""
     now = plan.evaluated_at
     lines: list[str] = []
-    observed = iso(plan.observed_at)
-    evaluated = iso(plan.evaluated_at)
+    observed = stamp(plan.observed_at)
+    evaluated = stamp(plan.evaluated_at)
     head = heading or "Plan"
     if observed == evaluated:
         lines.append(f"{head} at {evaluated}")
@@ -81,16 +90,24 @@ def plan_text(plan: Plan, style: Style = PLAIN, heading: str | None = None) -> s
     if actions:
         lines.append(f"Actions ({len(actions)}):")
         for a in actions:
-            lines.extend(action_lines(a, now, style))
+            lines.extend(action_lines(a, now, style, wide))
     else:
         lines.append("No actions: nothing would change.")
+    shown = deferred if wide else [d for d in deferred if not _quiet(d)]
+    hidden = len(deferred) - len(shown)
     if deferred:
         lines.append("")
         lines.append(f"Deferred ({len(deferred)}):")
-        for d in deferred:
-            lines.extend(deferred_lines(d, now, style))
+        for d in shown:
+            lines.extend(deferred_lines(d, now, style, wide))
+        if hidden:
+            lines.append(
+                f"  ... and {hidden} not due yet (ds01ctl plan -o wide lists them, with the evidence)"
+            )
     lines.append("")
-    lines.append(summary(plan))
+    has_evidence = any(a.evidence for a in actions) or any(d.evidence for d in shown)
+    hint = "" if wide or not (hidden or has_evidence) else " (-o wide: evidence)"
+    lines.append(summary(plan) + hint)
     return "\n".join(lines) + "\n"
 
 

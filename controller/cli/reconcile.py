@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from controller.cli.errors import CliError
-from controller.cli.render import PLAIN, Style, clean, iso, machine
+from controller.cli.render import PLAIN, Style, clean, iso, machine, stamp
 
 if TYPE_CHECKING:
     from controller.loop import PassResult
@@ -81,7 +81,7 @@ def _print_result(result: PassResult, dry_run: bool, output: str, style: Style) 
         for note in domain_notes(result.snapshot):
             print(f"warning: {note}", file=sys.stderr)
         title = "Reconcile pass (dry-run: nothing changed)" if dry_run else "Reconcile pass"
-        lines = [f"{title} at {iso(result.plan.evaluated_at)}", ""]
+        lines = [f"{title} at {stamp(result.plan.evaluated_at)}", ""]
         if result.report.outcomes:
             width = max(len(o.outcome.value) for o in result.report.outcomes)
             for o in result.report.outcomes:
@@ -132,7 +132,7 @@ def breaker_status(settings: Settings, output: str) -> int:
         sys.stdout.write(machine(data, output))
         return 0
     if b.tripped:
-        print(f"breaker: TRIPPED at {iso(b.tripped_at)}: {clean(b.reason, 600)}")
+        print(f"breaker: TRIPPED at {stamp(b.tripped_at)}: {clean(b.reason, 600)}")
         print("no destructive action runs until an admin resets it: sudo ds01ctl breaker reset")
     else:
         print("breaker: closed (destructive actions allowed within the per-pass budget)")
@@ -147,7 +147,7 @@ def release_breaker_line(memory: Any) -> str:
     rb = memory.release_breaker
     if rb.tripped:
         return (
-            f"release breaker: TRIPPED at {iso(rb.tripped_at)}: {clean(rb.reason, 600)}; no ledger row is "
+            f"release breaker: TRIPPED at {stamp(rb.tripped_at)}: {clean(rb.reason, 600)}; no ledger row is "
             "released until an admin resets it: sudo ds01ctl breaker reset"
         )
     return "release breaker: closed (ledger rows released within the per-pass budget)"

@@ -161,13 +161,42 @@ def until(when: datetime | None, now: datetime) -> str:
     return "in " + fmt_age(delta_s + 0.999)
 
 
+# Human output shows local time with its zone (``--utc``: UTC); machine output is always ISO UTC.
+_HUMAN_ZONE: dict[str, bool] = {"utc": False}
+
+
+def set_utc(utc: bool) -> None:
+    """``ds01ctl --utc``: human times in UTC instead of the local zone."""
+    _HUMAN_ZONE["utc"] = utc
+
+
+def _human(when: datetime) -> datetime:
+    from datetime import UTC
+
+    return when.astimezone(UTC) if _HUMAN_ZONE["utc"] else when.astimezone()
+
+
+def _zone(when: datetime) -> str:
+    return when.tzname() or when.strftime("%z")
+
+
 def clock(when: datetime | None, now: datetime) -> str:
-    """Wall-clock time for a timer line: ``10:05`` today, ``2024-05-01 10:05`` otherwise (UTC)."""
+    """Wall-clock time for a timer line, with its zone: ``10:05 CET`` today,
+    ``2024-05-01 10:05 CET`` otherwise (local time; UTC with ``--utc``)."""
     if when is None:
         return "-"
+    when, now = _human(when), _human(now)
     if when.date() == now.date():
-        return when.strftime("%H:%M")
-    return when.strftime("%Y-%m-%d %H:%M")
+        return when.strftime("%H:%M ") + _zone(when)
+    return when.strftime("%Y-%m-%d %H:%M ") + _zone(when)
+
+
+def stamp(when: datetime | None) -> str:
+    """A full time for people: ``2026-11-25 15:18:52 CET`` (no microseconds); ``-`` when unknown."""
+    if when is None:
+        return "-"
+    when = _human(when).replace(microsecond=0)
+    return when.strftime("%Y-%m-%d %H:%M:%S ") + _zone(when)
 
 
 def iso(when: datetime | None) -> str | None:

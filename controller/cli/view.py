@@ -19,7 +19,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from controller.plan.types import Action, ActionKind, Deferred, Plan, Reason
+from controller.plan.types import Action, ActionKind, DeferReason, Deferred, Plan, Reason
 from controller.snapshot import ContainerObs, ContainerState, Domain, GpuObs, Snapshot
 
 if TYPE_CHECKING:
@@ -51,6 +51,9 @@ class PolicyInfo:
     daemon_error_at: str | None = None
     # The running daemon cannot write its record (event log or memory): it runs no destructive action.
     record_error: str | None = None
+    # The running daemon's policy is not this one (other sources or content): what this view plans
+    # is not what the daemon does. One line naming both.
+    daemon_mismatch: str | None = None
 
 
 @dataclass
@@ -103,6 +106,19 @@ class View:
             for m in g.mig_devices:
                 out[m.uuid] = f"{g.index}.{m.index}"
         return out
+
+    @cached_property
+    def short_refs(self) -> dict[str, str]:
+        """UUID -> the shortest prefix (12 characters or more) that tells it from every other UUID
+        a container references: without NVML the slot is unknown, and two UUIDs that share their
+        first 12 characters must not print as the same string."""
+        distinct = sorted({r.uuid for c in self.snapshot.containers for r in c.gpu_refs if r.uuid})
+        length = 12
+        while length < max((len(u) for u in distinct), default=0):
+            if len({u[:length] for u in distinct}) == len(distinct):
+                break
+            length += 4
+        return {u: u[:length] for u in distinct}
 
     @cached_property
     def holders(self) -> dict[str, list[ContainerObs]]:
@@ -326,6 +342,8 @@ class NextStep:
     def text(self, now: datetime) -> str:
         from controller.cli.render import until
 
+        if self.verb in (UNKNOWN_STEP, NO_STEP):
+            return self.verb
         if self.pending:
             return f"{self.verb} now"
         if self.due_at is None:
@@ -380,23 +398,50 @@ def schedule(d: Deferred) -> list[tuple[str, datetime | None]]:
     return [(verb(d), d.due_at)]
 
 
-def next_step(items: Sequence[Action | Deferred]) -> NextStep | None:
+UNKNOWN_STEP = "unknown"  # the step depends on a signal that cannot be read (NVML down)
+NO_STEP = "-"
+GRACE_STEP = "grace ends"
+# Deferrals of the idle rules that say the idle stop cannot be judged at all.
+_IDLE_RULES_UNJUDGED = frozenset({DeferReason.DOMAIN_UNAVAILABLE})
+
+
+def next_step(items: Sequence[Action | Deferred], *, nvml_ok: bool = True) -> NextStep | None:
     """Actions of this pass come first (they happen now); otherwise the earliest timed deferral.
 
     A deferral with no due time (protected, exempt, unknown signal) is not a scheduled step:
     nothing will happen unless something changes, so the column shows ``-`` and ``describe``
-    says why.
+    says why. The end of a grace period is not a step either (idle checks begin then; a busy
+    container is not stopped): it shows as ``grace ends in ...`` only when nothing else is due.
+    When the idle rule cannot see GPU activity (NVML down) and no other rule has a due time, the
+    step is ``unknown``, never a countdown.
     """
     actions = [i for i in items if isinstance(i, Action)]
     if actions:
         first = min(actions, key=lambda a: (a.due_at, not a.destructive, a.key))
         return NextStep(verb=verb(first), rule=first.reason.value, due_at=first.due_at, pending=True)
-    timed = [i for i in items if isinstance(i, Deferred) and i.due_at is not None]
-    if not timed:
-        return None
-    d = min(timed, key=lambda x: (x.due_at, x.rule.value))
-    step_verb, at = schedule(d)[0]
-    return NextStep(verb=step_verb, rule=d.rule.value, due_at=at, why=d.why.value)
+    deferred = [i for i in items if isinstance(i, Deferred)]
+    timed = [d for d in deferred if d.due_at is not None and d.why != DeferReason.GRACE_PERIOD]
+    grace = [d for d in deferred if d.why == DeferReason.GRACE_PERIOD and d.due_at is not None]
+    unjudged = [
+        d
+        for d in deferred
+        if d.rule in _IDLE_STOP_RULES
+        and (d.why in _IDLE_RULES_UNJUDGED or (not nvml_ok and d.why == DeferReason.GRACE_PERIOD))
+    ]
+    if timed:
+        d = min(timed, key=lambda x: (x.due_at, x.rule.value))
+        step_verb, at = schedule(d)[0]
+        return NextStep(verb=step_verb, rule=d.rule.value, due_at=at, why=d.why.value)
+    if unjudged:
+        u = unjudged[0]
+        return NextStep(verb=UNKNOWN_STEP, rule=u.rule.value, due_at=None, why=u.why.value)
+    if grace:
+        g = min(grace, key=lambda x: (x.due_at, x.rule.value))
+        return NextStep(verb=GRACE_STEP, rule=g.rule.value, due_at=g.due_at, why=g.why.value)
+    return None
+
+
+_IDLE_STOP_RULES = frozenset({Reason.IDLE_TIMEOUT, Reason.IDLE_WARNING})
 
 
 # --- idleness --------------------------------------------------------------------------------
@@ -409,6 +454,10 @@ class IdleState(StrEnum):
     NO_DATA = "no-data"  # not sampled yet (first sighting)
     NOT_RUNNING = "not-running"
     UNAVAILABLE = "unavailable"  # the state store could not be read
+    # The last sample is idle but no idle time counts yet: the grace period, or the streak starts
+    # with the next reading. Not "active": the container does nothing.
+    IDLE_GRACE = "idle-grace"
+    IDLE_UNCOUNTED = "idle-uncounted"
 
 
 @dataclass(frozen=True)
@@ -438,6 +487,8 @@ _IDLE_COLUMN = {
     IdleState.NO_DATA: "?",
     IdleState.NOT_RUNNING: "-",
     IdleState.UNAVAILABLE: "?",
+    IdleState.IDLE_GRACE: "idle (grace)",
+    IdleState.IDLE_UNCOUNTED: "idle (new)",
 }
 _IDLE_PHRASE = {
     IdleState.ACTIVE: "active",
@@ -445,6 +496,8 @@ _IDLE_PHRASE = {
     IdleState.NO_DATA: "not sampled yet",
     IdleState.NOT_RUNNING: "not running",
     IdleState.UNAVAILABLE: "idle time unavailable",
+    IdleState.IDLE_GRACE: "idle, not counted during the grace period",
+    IdleState.IDLE_UNCOUNTED: "idle, counted from the next reading",
 }
 
 
@@ -460,6 +513,11 @@ def idleness(view: View, c: ContainerObs) -> Idleness:
         return Idleness(IdleState.IDLE, cm.idle_since)
     if cm.samples[-1].idle is None:
         return Idleness(IdleState.UNKNOWN)
+    if cm.samples[-1].idle:
+        in_grace = any(
+            isinstance(i, Deferred) and i.why == DeferReason.GRACE_PERIOD for i in view.container_items(c)
+        )
+        return Idleness(IdleState.IDLE_GRACE if in_grace else IdleState.IDLE_UNCOUNTED)
     return Idleness(IdleState.ACTIVE)
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import subprocess
 import sys
 import time
@@ -96,6 +97,7 @@ def cli(fake_nvml: FakeNvml, tmp_path: Path) -> Cli:
             "DS01_STATE_DIR": str(state),
             "DS01_EVENTS_LOG": str(tmp_path / "events.jsonl"),
             "DS01_LEDGER": str(tmp_path / "ledger.json"),
+            "DS01_ENV_FILE": "",  # never the host's /etc/ds01/controller.env
             "NO_COLOR": "1",
         }
     )
@@ -298,3 +300,115 @@ def test_unreadable_state_directory_gives_the_live_view_without_timers(
     text = cli("describe", "container", c.name)
     assert text.returncode == 0
     assert "idle time unavailable (timers unavailable" in text.stdout
+
+
+# --- one configuration for the daemon and ds01ctl -----------------------------------------------
+
+
+def test_ds01ctl_reads_the_daemons_env_file_and_warns_when_its_policy_differs(
+    cli: Cli, fake_nvml: FakeNvml
+) -> None:
+    """The daemon is started as its unit starts it (the env file's variables, $DS01_CONTROLLER_ARGS
+    as flags); ds01ctl, given only that file, sees the same policy, and says so loudly when not."""
+    root = cli.root
+    specs, state = root / "specs", root / "state"
+    env_file = root / "controller.env"
+    env_file.write_text(
+        "# as deploy/controller.env\n"
+        f'DS01_CONTROLLER_ARGS="--dry-run --specs {specs}"\n'
+        f"DS01_STATE_DIR={state}\n"
+        f"DS01_EVENTS_LOG={root / 'events.jsonl'}\n"
+        f"DS01_LEDGER={root / 'ledger.json'}\n"
+    )
+    bare = {k: v for k, v in cli.env.items() if not k.startswith("DS01_")}
+    daemon_env = {
+        **bare,
+        "DS01_STATE_DIR": str(state),
+        "DS01_EVENTS_LOG": str(root / "events.jsonl"),
+        "DS01_LEDGER": str(root / "ledger.json"),
+    }
+    daemon = subprocess.run(
+        [sys.executable, "-m", "controller.main", "run", "--once", "--dry-run", "--specs", str(specs)],
+        cwd=REPO,
+        env=daemon_env,
+        capture_output=True,
+        text=True,
+        timeout=CLI_TIMEOUT_S,
+    )
+    assert daemon.returncode == 0, daemon.stderr
+    status = json.loads((state / "policy-status.json").read_text())
+    assert status["policy"]["specs"] == str(specs)
+
+    def ds01ctl(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "controller.cli", *args],
+            cwd=REPO,
+            env={**bare, **env},
+            capture_output=True,
+            text=True,
+            timeout=CLI_TIMEOUT_S,
+        )
+
+    same = ds01ctl("get", "policies", DS01_ENV_FILE=str(env_file))
+    assert same.returncode == 0, same.stderr
+    assert same.stdout.splitlines()[0] == f"policy: specs {specs}"
+    assert "NOT the running controller's" not in same.stdout + same.stderr
+
+    # Without the file, ds01ctl would plan with the built-in default: it says so on every view.
+    other = ds01ctl("get", "policies", DS01_ENV_FILE="", DS01_STATE_DIR=str(state))
+    assert other.returncode == 0, other.stderr
+    assert "WARNING: ds01ctl's policy is NOT the running controller's" in other.stdout
+    plan = ds01ctl("plan", DS01_ENV_FILE="", DS01_STATE_DIR=str(state))
+    assert plan.returncode in (0, 2), plan.stderr
+    assert "warning: ds01ctl's policy is NOT the running controller's" in plan.stderr
+    assert f"the controller runs specs {specs}" in plan.stderr
+
+
+# --- get -w in a real terminal --------------------------------------------------------------------
+
+
+def _screen(session: str) -> str:
+    done = subprocess.run(
+        ["tmux", "capture-pane", "-p", "-t", session], capture_output=True, text=True, timeout=30, check=False
+    )
+    return done.stdout
+
+
+def _wait_for_screen(session: str, predicate: Any, what: str, timeout_s: float = 60.0) -> str:
+    deadline = time.monotonic() + timeout_s
+    screen = ""
+    while time.monotonic() < deadline:
+        screen = _screen(session)
+        if predicate(screen):
+            return screen
+        time.sleep(0.5)
+    raise AssertionError(f"the screen never showed {what}:\n{screen}")
+
+
+def test_get_containers_watch_updates_the_screen_when_a_container_starts_and_stops(
+    cli: Cli, make_container: ContainerFactory
+) -> None:
+    selector = f"{TEST_LABEL}={make_container.test_id}"
+    script = cli.root / "watch.sh"
+    exports = "".join(f"export {k}={shlex.quote(v)}\n" for k, v in cli.env.items() if k.isidentifier())
+    script.write_text(
+        f"{exports}cd {shlex.quote(str(REPO))}\n"
+        f"exec {shlex.quote(sys.executable)} -m controller.cli get containers --all -w"
+        f" -l {shlex.quote(selector)}\n"
+    )
+    session = f"ds01w-{os.getpid()}"
+    subprocess.run(
+        ["tmux", "new-session", "-d", "-s", session, "-x", "200", "-y", "40", f"bash {script}"],
+        check=True,
+        timeout=30,
+    )
+    try:
+        c = make_container("sleep 600", start=False)
+        _wait_for_screen(session, lambda s: c.name in s and "created" in s, f"{c.name} created")
+        c.start()
+        _wait_for_screen(session, lambda s: c.name in s and "running" in s, f"{c.name} running")
+        c.stop(timeout=1)
+        screen = _wait_for_screen(session, lambda s: c.name in s and "exited" in s, f"{c.name} exited")
+        assert screen.count("NAME") == 1, screen  # redrawn in place, not appended
+    finally:
+        subprocess.run(["tmux", "kill-session", "-t", session], timeout=30, check=False)

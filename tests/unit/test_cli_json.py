@@ -211,6 +211,7 @@ def test_get_json_and_yaml_shapes(kind: str, item: dict[str, Any], view: View) -
             "daemon_reload_error": STR_OR_NONE,
             "daemon_reload_error_at": STR_OR_NONE,
             "record_error": STR_OR_NONE,
+            "daemon_mismatch": STR_OR_NONE,
         }
     if kind == "allocations":
         schema["release_breaker"] = {"tripped": bool, "tripped_at": STR_OR_NONE, "reason": str}

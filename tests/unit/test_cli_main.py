@@ -68,6 +68,7 @@ def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("DS01_EVENTS_LOG", str(tmp_path / "events.jsonl"))
     monkeypatch.setenv("DS01_LEDGER", str(tmp_path / "ledger.json"))
     monkeypatch.setenv("NO_COLOR", "1")
+    monkeypatch.setenv("DS01_ENV_FILE", "")  # never the host's /etc/ds01/controller.env
     return tmp_path
 
 
@@ -151,7 +152,8 @@ def test_every_command_has_help_with_examples(capsys: pytest.CaptureFixture[str]
         out = capsys.readouterr().out
         assert "examples:" in out, command
         assert f"ds01ctl {command}" in out.split("examples:")[1], command
-        assert "--state-dir" in out and "--events-log" in out and "--ledger" in out
+        if command not in ("validate", "completion"):  # these read no configuration
+            assert "--state-dir" in out and "--events-log" in out and "--ledger" in out
 
 
 # --- events -----------------------------------------------------------------------------------
@@ -180,7 +182,7 @@ def test_get_events_filters_by_kind_user_since_and_tail(
     _write_events(env / "events.jsonl", datetime.now(UTC))
     rc, out, _ = run(["get", "events"], capsys)
     assert rc == 0
-    assert [line.split()[2] for line in out.splitlines()[1:]] == [
+    assert [line.split()[4] for line in out.splitlines()[1:]] == [
         "container.stop",
         "gpu.release",
         "container.remove",
@@ -188,11 +190,11 @@ def test_get_events_filters_by_kind_user_since_and_tail(
     ]
     assert "\x1b" not in out
     _, out, _ = run(["get", "events", "--kind", "container.*"], capsys)
-    assert [line.split()[2] for line in out.splitlines()[1:]] == ["container.stop", "container.remove"]
+    assert [line.split()[4] for line in out.splitlines()[1:]] == ["container.stop", "container.remove"]
     _, out, _ = run(["get", "events", "--user", "alice", "--tail", "1"], capsys)
-    assert [line.split()[2] for line in out.splitlines()[1:]] == ["container.remove"]
+    assert [line.split()[4] for line in out.splitlines()[1:]] == ["container.remove"]
     _, out, _ = run(["get", "events", "--since", "1h"], capsys)
-    assert [line.split()[2] for line in out.splitlines()[1:]] == [
+    assert [line.split()[4] for line in out.splitlines()[1:]] == [
         "gpu.release",
         "container.remove",
         "controller.warning",
@@ -203,12 +205,36 @@ def test_get_events_filters_by_kind_user_since_and_tail(
     assert [e["event_type"] for e in data["items"]] == ["gpu.release"]
 
 
-def test_get_events_without_a_log_names_the_file_and_the_flag(
+def test_get_events_on_a_fresh_host_says_no_events_yet_and_names_the_file(
     env: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     rc, out, err = run(["get", "events"], capsys)
-    assert rc == 1 and out == ""
-    assert_one_line_error(err, str(env / "events.jsonl"), "--events-log")
+    assert rc == 0 and out == ""
+    assert err.startswith("No events yet (") and str(env / "events.jsonl") in err and "--events-log" in err
+
+
+def test_event_details_start_with_what_happened_and_wide_shows_all_of_it(
+    env: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    long_message = "stop alice-train (owner alice): idle for 1h of 1h " + "x" * 150 + " END"
+    EventLog(env / "events.jsonl").write(
+        "maintenance.idle_kill",
+        user="alice",
+        details={
+            "key": "StopContainer:" + "a" * 64 + ":2026-03-02T06:00:00Z:IdleTimeout",
+            "kind": "StopContainer",
+            "reason": "IdleTimeout",
+            "container": "alice-train",
+            "message": long_message,
+        },
+    )
+    _, out, _ = run(["get", "events"], capsys)
+    header, row = out.splitlines()[:2]
+    details = row[header.index("DETAILS") :]
+    assert details.startswith("stop alice-train (owner alice): idle for 1h of 1h")
+    assert "StopContainer:aaaa" not in out
+    _, out, _ = run(["get", "events", "-o", "wide"], capsys)
+    assert out.splitlines()[1].rstrip().endswith("END reason=IdleTimeout kind=StopContainer")
 
 
 def test_get_events_with_a_malformed_since(env: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -216,6 +242,132 @@ def test_get_events_with_a_malformed_since(env: Path, capsys: pytest.CaptureFixt
     rc, _, err = run(["get", "events", "--since", "yesterday"], capsys)
     assert rc == 1
     assert_one_line_error(err, "cannot read the time 'yesterday'")
+
+
+# --- usage -------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("argv", "hint"),
+    [
+        (["get", "events", "--sinse", "1h"], "did you mean --since?"),
+        (["gte", "containers"], "did you mean 'get'?"),
+        (["get", "containers", "-o", "jsn"], "did you mean 'json'?"),
+    ],
+)
+def test_a_mistyped_flag_or_command_gets_a_did_you_mean(
+    env: Path, capsys: pytest.CaptureFixture[str], argv: list[str], hint: str
+) -> None:
+    rc, out, err = run(argv, capsys)
+    assert rc == 1 and out == ""
+    assert_one_line_error(err, hint)
+
+
+def test_validate_and_completion_list_only_the_flags_they_use(capsys: pytest.CaptureFixture[str]) -> None:
+    for command in ("validate", "completion"):
+        with pytest.raises(SystemExit):
+            main([command, "--help"])
+        text = capsys.readouterr().out
+        assert "--specs" not in text and "--state-dir" not in text and "--env-file" not in text, command
+
+
+def test_bad_usage_exits_1_in_both_commands(capsys: pytest.CaptureFixture[str]) -> None:
+    from controller.main import main as daemon_main
+
+    assert daemon_main(["run", "--no-such-flag"]) == 1
+    assert daemon_main(["run", "--interval", "soon"]) == 1
+    assert main(["get", "containers", "--no-such-flag"]) == 1
+    capsys.readouterr()
+
+
+def test_the_daemons_help_offers_no_acting_example_to_paste() -> None:
+    from controller.main import EPILOG
+
+    for line in EPILOG.splitlines():
+        if line.strip().startswith("ds01-controller run"):
+            assert "--dry-run" in line, line
+
+
+# --- watch -------------------------------------------------------------------------------------
+
+
+def test_get_watch_prints_the_table_again_only_when_it_changes(
+    env: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import time
+
+    specs = env / "specs"
+    specs.mkdir()
+    (specs / "lab.yaml").write_text(GOOD_SPEC)
+    sleeps: list[float] = []
+
+    def fake_sleep(seconds: float) -> None:
+        sleeps.append(seconds)
+        if len(sleeps) == 1:  # a change between two observations
+            (specs / "extra.yaml").write_text(GOOD_SPEC.split("---\n")[1].replace("students", "staff"))
+        elif len(sleeps) == 3:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(time, "sleep", fake_sleep)
+    rc, out, err = run(["get", "policies", "-w", "--specs", str(specs)], capsys)
+    assert rc == 0 and len(sleeps) == 3
+    assert out.count("KIND") == 2  # printed at the start and after the change, not after the no-change
+    first, second = out.split("\n\n", 1)
+    assert "staff" not in first and "UserGroup         staff" in second
+    rc, _, err = run(["get", "policies", "-w", "-o", "json"], capsys)
+    assert rc == 1 and "--watch shows tables" in err
+
+
+# --- versions ----------------------------------------------------------------------------------
+
+
+def test_version_of_both_commands_and_of_the_running_controller(
+    env: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from controller import __version__
+    from controller.main import main as daemon_main
+    from controller.store import write_policy_status
+
+    assert daemon_main(["--version"]) == 0
+    assert capsys.readouterr().out == f"ds01-controller {__version__}\n"
+    rc, out, _ = run(["version"], capsys)
+    assert rc == 0 and out.splitlines()[0] == f"ds01ctl: {__version__}"
+    assert out.splitlines()[1].startswith("controller: unknown")
+    now = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)
+    write_policy_status(env / "state", now, [], now)
+    _, out, _ = run(["version"], capsys)
+    assert out.splitlines()[1].startswith(f"controller: {__version__} (its status of 2026-03-02T12:00:00")
+
+
+# --- label selectors ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("selector", ["a=b=c", "x in ()", "k in (a,,b)", "a b", "x notin y", "=v"])
+def test_a_selector_ds01ctl_does_not_understand_is_refused(
+    env: Path, capsys: pytest.CaptureFixture[str], selector: str
+) -> None:
+    rc, out, err = run(["get", "containers", "--all", "-l", selector], capsys)
+    assert rc == 1 and out == ""
+    assert_one_line_error(err, "bad label selector")
+
+
+def test_set_based_selectors_select_as_kubectl_does() -> None:
+    from controller.cli.get import parse_selector
+
+    req = parse_selector(["ds01.user in (bob, carol),x notin (y)"])
+    assert req[0].matches({"ds01.user": "bob"}) and req[0].matches({"ds01.user": "carol"})
+    assert not req[0].matches({"ds01.user": "dave"}) and not req[0].matches({})
+    assert req[1].matches({}) and req[1].matches({"x": "z"}) and not req[1].matches({"x": "y"})
+
+
+def test_an_empty_selection_says_nothing_matched() -> None:
+    from controller.cli.get import GetOptions, empty_message, parse_selector
+    from tests.unit import cli_world as w
+
+    view = w.view()
+    opts = GetOptions(show_all=True, selector=parse_selector(["ds01.user in (nobody)"]))
+    assert empty_message("containers", view, opts) == "No containers match the given name, owner or selector."
+    assert empty_message("containers", view, GetOptions(show_all=True)) == "No containers."
 
 
 # --- policies and validate --------------------------------------------------------------------
@@ -246,9 +398,20 @@ def test_get_policies_reports_a_failed_load(env: Path, capsys: pytest.CaptureFix
     specs.mkdir()
     (specs / "lab.yaml").write_text(BAD_SPEC)
     rc, out, err = run(["get", "policies", "--specs", str(specs)], capsys)
-    assert rc == 0
-    assert out.startswith(f"policy: specs {specs}; last load FAILED: {specs}/lab.yaml:7")
-    assert "warning: the policy does not load" in err
+    assert rc == 1 and out == ""
+    assert_one_line_error(err, f"the policy (specs {specs}) does not load: {specs}/lab.yaml:7")
+
+
+@pytest.mark.parametrize(
+    "command", [["get", "policies"], ["get", "policies", "-o", "json"], ["describe", "user", "x"]]
+)
+def test_a_policy_that_does_not_load_is_an_error_not_the_builtin_default(
+    env: Path, capsys: pytest.CaptureFixture[str], command: list[str]
+) -> None:
+    rc, out, err = run([*command, "--specs", str(env / "nonexistent")], capsys)
+    assert rc == 1 and out == ""
+    assert "built-in default" not in err
+    assert_one_line_error(err, "does not load", "specs directory does not exist", "refuses to start")
 
 
 def test_validate_good_and_bad(env: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -260,7 +423,7 @@ def test_validate_good_and_bad(env: Path, capsys: pytest.CaptureFixture[str]) ->
     rc, out, err = run(["validate", str(bad)], capsys)
     assert rc == 1
     assert f"{bad}:7" in out and "idleTimeout" in out
-    assert "1 problem(s) found" in err
+    assert "1 problem found" in err
     rc, out, _ = run(["validate", str(env / "missing.yaml")], capsys)
     assert rc == 1 and "no such file or directory" in out
 
@@ -275,9 +438,9 @@ def test_breaker_status_closed_and_tripped(env: Path, capsys: pytest.CaptureFixt
     MemoryStore(env / "state").save(
         ControllerMemory(breaker=Breaker(tripped=True, tripped_at=tripped_at, reason="7 of 8 would stop"))
     )
-    rc, out, _ = run(["breaker", "status"], capsys)
+    rc, out, _ = run(["breaker", "status", "--utc"], capsys)
     assert rc == 0
-    assert out.splitlines()[0] == "breaker: TRIPPED at 2026-03-01T10:00:00Z: 7 of 8 would stop"
+    assert out.splitlines()[0] == "breaker: TRIPPED at 2026-03-01 10:00:00 UTC: 7 of 8 would stop"
     _, out, _ = run(["breaker", "status", "-o", "json"], capsys)
     assert json.loads(out) == {
         "tripped": True,
@@ -356,6 +519,21 @@ def test_bash_completion_is_valid_bash_naming_every_command_and_flag(
     assert done.stdout.split() == ["containers"]
 
 
+def test_zsh_and_fish_completion_are_generated_from_the_parser(capsys: pytest.CaptureFixture[str]) -> None:
+    rc, out, _ = run(["completion", "zsh"], capsys)
+    assert rc == 0 and "bashcompinit" in out and out.rstrip().endswith("complete -F _ds01ctl ds01ctl")
+    bash = shutil.which("bash")
+    assert bash is not None
+    body = out.split("bashcompinit\n", 1)[1]
+    assert subprocess.run([bash, "-n"], input=body, text=True, capture_output=True).returncode == 0
+    rc, out, _ = run(["completion", "fish"], capsys)
+    assert rc == 0
+    lines = [ln for ln in out.splitlines() if not ln.startswith("#")]
+    assert all(ln.startswith("complete -c ds01ctl ") for ln in lines)
+    assert "complete -c ds01ctl -n __fish_use_subcommand -a explain" in out
+    assert "complete -c ds01ctl -n '__fish_seen_subcommand_from get' -l since" in out
+
+
 # --- process-level behaviour ------------------------------------------------------------------
 
 
@@ -407,6 +585,43 @@ def test_durations_and_times() -> None:
     assert parse_when("+2h", now) == now + timedelta(hours=2)
     assert parse_when("2026-03-02T18:30:00Z", now) == datetime(2026, 3, 2, 18, 30, tzinfo=UTC)
     assert parse_when("2026-03-02T18:30:00+02:00", now) == datetime(2026, 3, 2, 16, 30, tzinfo=UTC)
+
+
+def test_at_takes_a_clock_time_and_a_date_with_a_space(monkeypatch: pytest.MonkeyPatch) -> None:
+    import time
+
+    monkeypatch.setenv("TZ", "America/New_York")
+    time.tzset()
+    try:
+        now = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)  # 07:00 in New York
+        assert parse_when("17:30", now) == datetime(2026, 3, 2, 22, 30, tzinfo=UTC)
+        assert parse_when("2026-03-02 18:30", now) == datetime(2026, 3, 2, 23, 30, tzinfo=UTC)
+    finally:
+        monkeypatch.undo()
+        time.tzset()
+
+
+@pytest.mark.parametrize("at", ["-1h", "-30m"])
+def test_at_in_the_past_is_refused_with_that_word(
+    env: Path, capsys: pytest.CaptureFixture[str], at: str
+) -> None:
+    rc, out, err = run(["plan", "--at", at], capsys)
+    assert rc == 1 and out == ""
+    assert_one_line_error(err, "in the past")
+
+
+def test_interval_takes_the_projects_duration_syntax(monkeypatch: pytest.MonkeyPatch) -> None:
+    from controller.main import build_parser as daemon_parser
+    from controller.settings import SettingsError, settings_from
+
+    args = daemon_parser().parse_args(["run", "--interval", "1m30s"])
+    assert settings_from(args, {}).interval_s == 90
+    args = daemon_parser().parse_args(["run"])
+    assert settings_from(args, {"DS01_INTERVAL": "30s"}).interval_s == 30
+    assert settings_from(args, {"DS01_INTERVAL": "30"}).interval_s == 30
+    with pytest.raises(SettingsError) as exc:
+        settings_from(args, {"DS01_INTERVAL": "soon"})
+    assert "could not convert" not in str(exc.value) and "write e.g. 30s" in str(exc.value)
 
 
 def test_age_and_duration_formats() -> None:
@@ -488,9 +703,9 @@ def test_release_breaker_status_and_reset_close_both(env: Path, capsys: pytest.C
             release_breaker=Breaker(tripped=True, tripped_at=tripped_at, reason="40 of 40 rows would go")
         )
     )
-    rc, out, _ = run(["breaker", "status"], capsys)
+    rc, out, _ = run(["breaker", "status", "--utc"], capsys)
     assert rc == 0 and out.startswith("breaker: closed")
-    assert "release breaker: TRIPPED at 2026-03-01T10:00:00Z: 40 of 40 rows would go" in out
+    assert "release breaker: TRIPPED at 2026-03-01 10:00:00 UTC: 40 of 40 rows would go" in out
     _, out, _ = run(["breaker", "status", "-o", "json"], capsys)
     assert json.loads(out)["release_breaker"]["tripped"] is True
     rc, out, _ = run(["breaker", "reset"], capsys)

@@ -212,3 +212,82 @@ def test_describe_says_which_setting_decides_the_idle_stop(events_log: Path) -> 
         "(LifecyclePolicy/ds01)" in text
     )
     assert "idleMinDuration decides, not the idle timeout" in text
+
+
+def test_one_time_convention_local_with_zone_or_utc_on_request(
+    events_log: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every time a person reads is local with its zone, no microseconds; --utc switches all."""
+    import re
+
+    from controller.cli.render import set_utc
+
+    monkeypatch.setenv("TZ", "America/New_York")
+    time.tzset()
+    v = w.view(events_log)
+    texts = [describe_container(v, "alice-train"), plan_text(v.plan) if v.plan else "", get("events")(v)]
+    for text in texts:
+        assert not re.search(r"\d{2}:\d{2}:\d{2}(\.\d+)?Z", text), text  # no ISO UTC stamps
+        assert not re.search(r"\d{2}:\d{2}:\d{2}\.\d", text), text  # no microseconds
+    describe = texts[0]
+    assert "started 5h ago (2026-03-02 02:00:00 EST)" in describe
+    assert "stop due 07:08 EST (in 8m)" in describe
+    assert texts[1].startswith("Plan at 2026-03-02 07:00:00 EST")
+    assert "2026-03-02 06:56:00 EST" in texts[2]
+    set_utc(True)
+    try:
+        describe = describe_container(v, "alice-train")
+    finally:
+        set_utc(False)
+    assert "started 5h ago (2026-03-02 07:00:00 UTC)" in describe and "stop due 12:08 UTC" in describe
+
+
+def test_plan_by_default_leaves_evidence_and_not_due_items_to_wide() -> None:
+    v = w.view()
+    assert v.plan is not None
+    text = plan_text(v.plan, wide=False)
+    assert "evidence:" not in text and "elapsed_s" not in text
+    # alice's idle stop and carol's removal are not due; bob's is held by his keep-alive: shown.
+    assert "~ IdleTimeout bob-notebook  [KeepAlive; no due time]" in text
+    assert "alice-train  [NotDue" not in text
+    assert "  ... and 2 not due yet (ds01ctl plan -o wide lists them, with the evidence)" in text
+    assert text.rstrip().endswith("(-o wide: evidence)")
+    wide = plan_text(v.plan, wide=True)
+    assert "alice-train  [NotDue" in wide and "evidence: clock_start=" in wide
+
+
+def test_output_name_and_no_headers_as_kubectl() -> None:
+    v = w.view()
+    names, _ = run_get("containers", v, GetOptions(output="name", show_all=True))
+    assert names.splitlines()[0] == "container/alice-train"
+    assert all(line.startswith("container/") for line in names.splitlines())
+    gpus, _ = run_get("gpus", v, GetOptions(output="name"))
+    assert gpus.splitlines()[0] == "gpu/0"
+    policies, _ = run_get("policies", v, GetOptions(output="name"))
+    assert "lifecyclepolicy/default" in policies.splitlines()
+    table, _ = run_get("containers", v, GetOptions(show_all=True))
+    bare, _ = run_get("containers", v, GetOptions(show_all=True, no_headers=True))
+    assert bare == table.split("\n", 1)[1] and not bare.startswith("NAME")
+
+
+def test_describe_user_previews_the_policy_of_a_user_without_containers() -> None:
+    v = w.view()
+    text = describe_user(v, "newstudent")
+    assert text.startswith("note: 'newstudent' has no containers")
+    assert "Name:" in text and "Policy:" in text
+    with pytest.raises(Exception, match="not a login name"):
+        describe_user(v, "no such/user")
+
+
+def test_sort_by_next_and_idle() -> None:
+    v = w.view()
+
+    def order(key: str) -> list[str]:
+        text, _ = run_get("containers", v, GetOptions(show_all=True, sort_by=key))
+        return [line.split()[0] for line in text.splitlines()[1:]]
+
+    # dave-new is removed now; alice's warning is due in 5 min; carol's removal in 3 h; the rest never.
+    assert order("next")[:3] == ["dave-new", "alice-train", "carol-old"]
+    assert order("idle")[0] == "alice-train"
+    assert order("name") == sorted(order("name"))
+    assert order("age")[:2] == ["eve-web", "bob-notebook"]  # created 10 and 3 days ago

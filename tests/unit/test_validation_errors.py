@@ -366,5 +366,5 @@ def test_main_exit_codes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> 
     assert main([str(tmp_path / "specs")]) == 1
     out = capsys.readouterr().out
     assert "broken.yaml:4: document 1 (UserGroup/g): spec.order: 'x' is not a whole number" in out
-    assert "1 problem(s) found" in out
+    assert "1 problem found" in out
     assert main([]) == 2

@@ -1,0 +1,108 @@
+"""``ds01ctl explain KIND[.field...]``: a spec kind's fields from its own JSON Schema, as kubectl's.
+
+The schema is the one ``crd_like_specs.generate`` writes (built from the kinds, so it cannot drift
+from what ``validate`` accepts). A map field (``containerTypes``) takes any key as the next step:
+``LifecyclePolicy.spec.containerTypes.docker.maxRuntime``. Pure: no files are read.
+"""
+
+from __future__ import annotations
+
+import difflib
+from typing import Any
+
+from controller.cli.errors import CliError
+from controller.cli.render import clean
+
+
+def _kinds() -> dict[str, str]:
+    from crd_like_specs.kinds import KINDS
+
+    return {k.lower(): k for k in KINDS}
+
+
+def _resolve(node: dict[str, Any], root: dict[str, Any]) -> dict[str, Any]:
+    """Follow ``$ref`` and a nullable ``anyOf`` to the node that has the fields."""
+    while True:
+        if "$ref" in node:
+            ref = node["$ref"].rsplit("/", 1)[-1]
+            node = {**root["$defs"][ref], **{k: v for k, v in node.items() if k != "$ref"}}
+            continue
+        variants = [v for v in node.get("anyOf", ()) if v.get("type") != "null"]
+        if len(variants) == 1 and ("$ref" in variants[0] or variants[0].get("type") == "object"):
+            node = {**variants[0], "description": node.get("description", variants[0].get("description"))}
+            continue
+        return node
+
+
+def _type_name(node: dict[str, Any], root: dict[str, Any]) -> str:
+    if "const" in node:
+        return f"{node['const']}"
+    if "$ref" in node:
+        target = root["$defs"][node["$ref"].rsplit("/", 1)[-1]]
+        if "enum" in target:
+            return "one of " + ", ".join(str(v) for v in target["enum"])
+        return "object"
+    if "anyOf" in node:
+        names = [_type_name(v, root) for v in node["anyOf"]]
+        return " or ".join(dict.fromkeys(names))
+    if "enum" in node:
+        return "one of " + ", ".join(str(v) for v in node["enum"])
+    kind = node.get("type")
+    if kind == "string" and "[smhdw]" in str(node.get("pattern", "")):
+        return "duration"
+    if kind == "array":
+        return "[]" + _type_name(node.get("items", {}), root)
+    if kind == "object" and "additionalProperties" in node:
+        return "map of " + _type_name(node["additionalProperties"], root)
+    return str(kind or "any")
+
+
+def explain(path: str) -> str:
+    """The text for ``ds01ctl explain PATH``; ``CliError`` for an unknown kind or field."""
+    from crd_like_specs.generate import schema_for
+    from crd_like_specs.kinds import API_VERSION
+
+    head, *fields = [p for p in path.split(".") if p]
+    kinds = _kinds()
+    kind = kinds.get(head.lower()) if head else None
+    if kind is None:
+        close = difflib.get_close_matches(head.lower(), list(kinds), n=1)
+        hint = f"; did you mean {kinds[close[0]]}?" if close else ""
+        raise CliError(f"unknown kind {clean(head, 40)!r}{hint} (kinds: {', '.join(sorted(kinds.values()))})")
+    root = schema_for(kind)
+    node: dict[str, Any] = root
+    walked: list[str] = []
+    for field in fields:
+        node = _resolve(node, root)
+        props = node.get("properties", {})
+        if field in props:
+            node = props[field]
+        elif isinstance(node.get("additionalProperties"), dict):
+            node = node["additionalProperties"]  # a map: any key (a container type...)
+        else:
+            where = ".".join([kind, *walked]) or kind
+            close = difflib.get_close_matches(field, list(props), n=1)
+            hint = f"; did you mean {close[0]}?" if close else ""
+            raise CliError(
+                f"{where} has no field {clean(field, 60)!r}{hint} (ds01ctl explain {where} lists its fields)"
+            )
+        walked.append(field)
+    lines = [f"KIND:     {kind}", f"VERSION:  {API_VERSION}"]
+    if walked:
+        lines.append(f"FIELD:    {'.'.join(walked)} <{_type_name(node, root)}>")
+    description = node.get("description") or _resolve(node, root).get("description") or ""
+    lines += ["", "DESCRIPTION:", f"  {description or '(none)'}"]
+    resolved = _resolve(node, root)
+    if "additionalProperties" in resolved and isinstance(resolved["additionalProperties"], dict):
+        resolved = _resolve(resolved["additionalProperties"], root)
+        lines += ["", "(a map: each key holds the fields below)"]
+    props = resolved.get("properties", {})
+    if props:
+        required = set(resolved.get("required", ()))
+        lines += ["", "FIELDS:"]
+        for name, sub in props.items():
+            mark = " (required)" if name in required else ""
+            lines.append(f"  {name}  <{_type_name(sub, root)}>{mark}")
+            if sub.get("description"):
+                lines.append(f"    {sub['description']}")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,95 @@
+"""NEXT and IDLE say what the plan says, with the real planner: a grace period is not a stop, NVML
+down is unknown rather than a countdown, and a container doing nothing is not "active"."""
+
+from __future__ import annotations
+
+import json
+
+from controller.cli.describe import describe_container
+from controller.cli.get import GetOptions, run_get
+from controller.cli.view import View
+from controller.memory import ControllerMemory
+from controller.plan.desired import StaticDesired
+from controller.plan.planner import plan as make_plan
+from controller.snapshot import Domain
+from tests.fixtures import builders as b
+
+GRACE = {"grace_period_s": 30 * 60.0, "idle_timeout_s": 60 * 60.0, "max_runtime_s": None}
+
+
+def _view(*, busy: bool, down: tuple[Domain, ...] = (), started_min: float = 1.0) -> View:
+    """Two passes 30 s apart over one GPU container started ``started_min`` minutes ago."""
+    desired: StaticDesired = b.desired(b.policy(**GRACE))
+    memory = ControllerMemory()
+    p = None
+    for i, at in enumerate((b.ago(seconds=30), b.T0)):
+        cpu_ns = (i * 30_000_000_000) if busy else 1_000_000  # 100 % of a core, or nothing
+        util = 87.0 if busy else 0.0
+        c = b.running(
+            "job",
+            gpus=[b.GPU0],
+            started_at=b.ago(minutes=started_min),
+            created_at=b.ago(minutes=started_min),
+            sig=b.signals(at, cpu_usage_ns=cpu_ns, net_bytes=0, gpu_pct={b.GPU0: util}),
+        )
+        snap = b.snapshot(observed_at=at, containers=[c], gpus=[b.gpu(0)], down=down)
+        p = make_plan(snap, desired, memory, at)
+        memory = p.memory
+    assert p is not None
+    return View(snapshot=snap, now=b.T0, plan=p, memory=memory, desired=desired)
+
+
+def _row(view: View) -> dict[str, str]:
+    text, _ = run_get("containers", view, GetOptions(show_all=True))
+    header, row = text.splitlines()[:2]
+    cols = header.split()
+    starts = [header.index(h) for h in cols]
+    return {
+        h: row[s : (starts[i + 1] if i + 1 < len(cols) else None)].strip()
+        for i, (h, s) in enumerate(zip(cols, starts, strict=True))
+    }
+
+
+def test_a_busy_container_in_its_grace_period_shows_no_stop() -> None:
+    view = _view(busy=True)
+    row = _row(view)
+    assert row["IDLE"] == "active"
+    assert not row["NEXT"].startswith(("stop", "warn")), row
+    assert row["NEXT"] == "grace ends in 29m"
+    item = json.loads(run_get("containers", view, GetOptions(show_all=True, output="json"))[0])["items"][0]
+    assert item["next"]["action"] == "grace ends" and item["next"]["deferred_because"] == "GracePeriod"
+
+
+def test_with_nvml_down_next_is_unknown_not_a_countdown() -> None:
+    for started_min in (1.0, 45.0):  # in the grace period, and after it
+        row = _row(_view(busy=True, down=(Domain.NVML,), started_min=started_min))
+        assert row["NEXT"] == "unknown", (started_min, row)
+
+
+def test_a_sleeping_container_is_idle_not_active() -> None:
+    view = _view(busy=False)
+    row = _row(view)
+    assert row["IDLE"] == "idle (grace)"
+    text = describe_container(view, "job")
+    timers = text.split("Timers:")[1].splitlines()[1]
+    assert "active" not in timers and "idle, not counted during the grace period" in timers
+
+
+def test_gpus_column_without_nvml_never_prints_two_gpus_as_the_same_string() -> None:
+    a, c = "GPU-00000000-0000-4000-8000-00000000fa4e", "GPU-00000000-0000-4000-8000-00000000fb11"
+    containers = [
+        b.running("one", gpus=[a], sig=b.signals(b.T0)),
+        b.running("two", gpus=[c], sig=b.signals(b.T0)),
+    ]
+    snap = b.snapshot(containers=containers, down=(Domain.NVML,))
+    view = View(snapshot=snap, now=b.T0)
+    text, _ = run_get("containers", view, GetOptions(show_all=True))
+    rows = {line.split()[0]: line.split()[4] for line in text.splitlines()[1:]}
+    assert rows["one"] != rows["two"]
+    assert a.startswith(rows["one"]) and c.startswith(rows["two"])
+
+
+def test_next_without_a_plan_is_unknown_spelled_out() -> None:
+    view = _view(busy=True)
+    view.plan = None
+    assert _row(view)["NEXT"] == "unknown"

@@ -1,0 +1,44 @@
+"""``ds01ctl explain``: the kinds' fields from their own schemas, with did-you-mean."""
+
+from __future__ import annotations
+
+import pytest
+
+from controller.cli.errors import CliError
+from controller.cli.explain import explain
+from controller.cli.main import main
+
+
+def test_explain_a_field_gives_its_type_and_description() -> None:
+    text = explain("LifecyclePolicy.spec.settings.idleTimeout")
+    assert text.splitlines()[:3] == [
+        "KIND:     LifecyclePolicy",
+        "VERSION:  ds01.io/v1alpha1",
+        "FIELD:    spec.settings.idleTimeout <duration or null>",
+    ]
+    assert "Stop a container after this long idle" in text
+
+
+def test_explain_an_object_lists_its_fields_and_a_map_takes_any_key() -> None:
+    text = explain("usergroup.spec.containerTypes.docker")
+    assert "FIELDS:" in text and "  maxRuntime  <duration or null>" in text
+    assert "  gracePeriod  <duration>" in text
+    assert "  user  <string> (required)" in explain("Exemption.spec")
+
+
+@pytest.mark.parametrize(
+    ("path", "hint"),
+    [
+        ("LifecylePolicy", "did you mean LifecyclePolicy?"),
+        ("LifecyclePolicy.spec.setings", "did you mean settings?"),
+    ],
+)
+def test_explain_refuses_what_does_not_exist_with_a_hint(path: str, hint: str) -> None:
+    with pytest.raises(CliError, match=hint):
+        explain(path)
+
+
+def test_explain_command(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["explain", "UserOverride"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("KIND:     UserOverride") and "FIELDS:" in out
