@@ -320,6 +320,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     val = _sub(sub, "validate", "check spec files or DS01 config directories", VALIDATE_EPILOG, config=False)
     val.add_argument("paths", metavar="PATH", nargs="+")
+    val.add_argument(
+        "--ds01-config",
+        metavar="DIR",
+        help="DS01's config directory: the PATHs are checked layered over it, as the daemon loads them",
+    )
 
     brk = _sub(sub, "breaker", "show or reset the circuit breaker", BREAKER_EPILOG)
     brk.add_argument("action", choices=["status", "reset"])
@@ -663,9 +668,10 @@ def cmd_validate(args: argparse.Namespace, settings: Settings) -> int:
     from desired_state.validate import validate_paths, validation_warnings
 
     paths = [Path(p) for p in args.paths]
-    if settings.ds01_config is not None and settings.ds01_config not in paths:
+    ds01_config = Path(args.ds01_config) if getattr(args, "ds01_config", None) else settings.ds01_config
+    if ds01_config is not None and ds01_config not in paths:
         # `validate --ds01-config DIR SPECS` checks what the daemon would load: SPECS over DIR.
-        paths.insert(0, settings.ds01_config)
+        paths.insert(0, ds01_config)
     problems = validate_paths(paths)
     for p in problems:
         print(clean(p, 1000))

@@ -59,6 +59,7 @@ def _with_members(policy: PolicySet) -> PolicySet:
         lifecycle=policy.lifecycle,
         groups=groups,
         fallback_default_group=policy.fallback_default_group,
+        sources=policy.sources,  # the groups stay built-in: a built-in type pin still beats them
     )
 
 
