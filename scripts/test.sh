@@ -4,14 +4,15 @@
 # This is for a test or CI machine, not a production GPU server: it installs system packages
 # (docker.io, busybox-static, gcc, systemd, logrotate, iproute2, tmux, debootstrap, when missing), builds a
 # virtualenv in .venv, starts dockerd if none answers, and creates (and removes) containers labelled
-# ds01.test. It refuses to run on a host that runs containers of its own unless told to:
+# ds01.test. It refuses to run on a host that runs containers of its own (running ones: a
+# production host) unless told to:
 #   DS01_TEST_ANY_HOST=1 bash scripts/test.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ "${DS01_TEST_ANY_HOST:-0}" != 1 ] && command -v docker >/dev/null 2>&1; then
-  others=$(docker ps -a --format '{{.Label "ds01.test"}}|{{.Names}}' 2>/dev/null | grep -c '^|' || true)
+  others=$(docker ps --format '{{.Label "ds01.test"}}|{{.Names}}' 2>/dev/null | grep -c '^|' || true)
   if [ "${others:-0}" -gt 0 ]; then
-    echo "scripts/test.sh: this host has $others container(s) that are not test containers; the tests" \
+    echo "scripts/test.sh: this host runs $others container(s) that are not test containers; the tests" \
       "install packages and create containers here. Run on a test machine, or set DS01_TEST_ANY_HOST=1." >&2
     exit 1
   fi
