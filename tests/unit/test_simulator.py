@@ -28,9 +28,9 @@ from typing import Any, ClassVar
 
 import pytest
 from hypothesis import HealthCheck, settings
-from loguru import logger
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, rule, run_state_machine_as_test
+from loguru import logger
 
 from controller.act.events import EventLog
 from controller.act.executor import ExecutionReport, RealExecutor
@@ -101,8 +101,14 @@ PASS_SPEC = st.tuples(
     st.frozensets(st.integers(0, 2), max_size=2),
 )
 BUSY = st.sampled_from(
-    [frozenset(), frozenset({"gpu"}), frozenset({"cpu"}), frozenset({"net"}), frozenset({"gpu", "cpu"}),
-     frozenset({"gpu", "cpu", "net"})]
+    [
+        frozenset(),
+        frozenset({"gpu"}),
+        frozenset({"cpu"}),
+        frozenset({"net"}),
+        frozenset({"gpu", "cpu"}),
+        frozenset({"gpu", "cpu", "net"}),
+    ]
 )
 DEVICE_SETS: tuple[tuple[sw.Device, ...], ...] = (
     (sw.FULL[0],),
@@ -117,6 +123,10 @@ CGROUP_STYLES = ("systemd", "cgroupfs", "ds01-slice")
 ROW_NOTATIONS = ("uuid", "none", "index", "slot", "legacy", "parent")
 FOREIGN = ("rootless", "kubepods", "cri", "podman")
 PICK = st.integers(0, 7)
+# A workload's rhythm: one to three phases (seconds, busy signals), repeated from each start.
+RHYTHM = st.lists(st.tuples(st.sampled_from((20.0, 60.0, 300.0, 900.0)), BUSY), min_size=1, max_size=3).map(
+    tuple
+)
 
 
 def row_gpu(d: sw.Device, notation: str) -> tuple[str, sw.Device]:
@@ -188,10 +198,14 @@ class SimMachine(RuleBasedStateMachine):
         pass
 
     # --- helpers ---------------------------------------------------------------------------
-    def pick(self, index: int, *, engine: str = "this", states: tuple[str, ...] = ()) -> sw.SimContainer | None:
+    def pick(
+        self, index: int, *, engine: str = "this", states: tuple[str, ...] = ()
+    ) -> sw.SimContainer | None:
         cands = [
-            c for c in sorted(self.world.containers.values(), key=lambda c: c.key)
-            if c.exists and (c.engine == engine or (engine == "foreign" and c.engine != "this"))
+            c
+            for c in sorted(self.world.containers.values(), key=lambda c: c.key)
+            if c.exists
+            and (c.engine == engine or (engine == "foreign" and c.engine != "this"))
             and (not states or c.state.value in states)
         ]
         return cands[index % len(cands)] if cands else None
@@ -215,8 +229,12 @@ class SimMachine(RuleBasedStateMachine):
         if mode == "no-pass":
             self.world.log.append(f"t={self.world.true_s:.2f}: no pass (daemon down)")
             return
-        self.run_pass(docker_ok=mode != "docker-down", nvml_ok=mode != "nvml-down",
-                      util_unknown=util_unknown, procs_unknown=procs_unknown)
+        self.run_pass(
+            docker_ok=mode != "docker-down",
+            nvml_ok=mode != "nvml-down",
+            util_unknown=util_unknown,
+            procs_unknown=procs_unknown,
+        )
 
     def run_pass(self, **observe: Any) -> None:
         """What ``Controller.run_pass`` does: observe, plan, execute action by action, carry memory."""
@@ -233,13 +251,17 @@ class SimMachine(RuleBasedStateMachine):
         if self.CLASSES.ledger:
             counted = [a for a in the_plan.actions if a.kind in sw.DESTRUCTIVE]
             if len(counted) > BUDGET:
-                w.violate("Budget", f"{len(counted)} destructive actions and releases in one pass, budget {BUDGET}")
+                w.violate(
+                    "Budget", f"{len(counted)} destructive actions and releases in one pass, budget {BUDGET}"
+                )
         report = self._execute(the_plan, now)
         self.memory = report.memory.model_copy(update={"last_pass_at": now})
         if w.violations:
             raise AssertionError(
-                "the oracle saw harm:\n  " + "\n  ".join(map(str, w.violations))
-                + "\nlast passes:\n  " + "\n  ".join(w.log[-8:])
+                "the oracle saw harm:\n  "
+                + "\n  ".join(map(str, w.violations))
+                + "\nlast passes:\n  "
+                + "\n  ".join(w.log[-8:])
             )
 
     def _execute(self, the_plan: Plan, now: Any) -> ExecutionReport:
@@ -264,11 +286,29 @@ class SimMachine(RuleBasedStateMachine):
         return ExecutionReport(outcomes=tuple(outcomes), memory=memory)
 
     # --- rules: this engine -------------------------------------------------------------------
-    @rule(n=st.integers(0, 5), devices=st.sampled_from(DEVICE_SETS), style=st.sampled_from(REF_STYLES),
-          cgroup=st.sampled_from(CGROUP_STYLES), busy=BUSY, notation=st.sampled_from(ROW_NOTATIONS),
-          by_id=st.booleans(), slow_net=st.booleans(), spec=PASS_SPEC)
-    def start(self, n: int, devices: tuple[sw.Device, ...], style: str, cgroup: str, busy: frozenset[str],
-              notation: str, by_id: bool, slow_net: bool, spec: Any) -> None:
+    @rule(
+        n=st.integers(0, 5),
+        devices=st.sampled_from(DEVICE_SETS),
+        style=st.sampled_from(REF_STYLES),
+        cgroup=st.sampled_from(CGROUP_STYLES),
+        rhythm=RHYTHM,
+        notation=st.sampled_from(ROW_NOTATIONS),
+        by_id=st.booleans(),
+        slow_net=st.booleans(),
+        spec=PASS_SPEC,
+    )
+    def start(
+        self,
+        n: int,
+        devices: tuple[sw.Device, ...],
+        style: str,
+        cgroup: str,
+        rhythm: tuple[tuple[float, frozenset[str]], ...],
+        notation: str,
+        by_id: bool,
+        slow_net: bool,
+        spec: Any,
+    ) -> None:
         c = self.CLASSES
         name = self.free_name(n)
         if name is not None:
@@ -277,30 +317,54 @@ class SimMachine(RuleBasedStateMachine):
             if not c.ledger and notation not in ("uuid", "none"):
                 notation = "uuid"
             rate = sw.SLOW_NET_BYTES_PER_S if slow_net and c.slow_network else sw.FAST_NET_BYTES_PER_S
-            cont = self.world.new_container(name=name, engine="this", owner="alice", devices=devices,
-                                            ref_style=style, cgroup_style=cgroup, busy=busy, net_rate=rate)
+            cont = self.world.new_container(
+                name=name,
+                engine="this",
+                owner="alice",
+                devices=devices,
+                ref_style=style,
+                cgroup_style=cgroup,
+                busy=rhythm[0][1],
+                net_rate=rate,
+                pattern=rhythm,
+            )
             if notation != "none":
                 for d in devices:
                     gpu, denoted = row_gpu(d, notation)
-                    self.world.rows.append(sw.SimRow(gpu=gpu, container=cont.id if by_id else name, user="alice",
-                                                     allocated_at=self.world.wall(), holder_key=cont.key,
-                                                     device=denoted))
+                    self.world.rows.append(
+                        sw.SimRow(
+                            gpu=gpu,
+                            container=cont.id if by_id else name,
+                            user="alice",
+                            allocated_at=self.world.wall(),
+                            holder_key=cont.key,
+                            device=denoted,
+                        )
+                    )
         self.tick(spec)
 
     @rule(n=st.integers(0, 5), devices=st.sampled_from(DEVICE_SETS), spec=PASS_SPEC)
     def create_only(self, n: int, devices: tuple[sw.Device, ...], spec: Any) -> None:
         name = self.free_name(n)
         if name is not None:
-            self.world.new_container(name=name, engine="this", owner="alice", devices=devices, ref_style="dr_uuid",
-                                     cgroup_style="systemd", busy=frozenset(), net_rate=sw.FAST_NET_BYTES_PER_S,
-                                     start=False)
+            self.world.new_container(
+                name=name,
+                engine="this",
+                owner="alice",
+                devices=devices,
+                ref_style="dr_uuid",
+                cgroup_style="systemd",
+                busy=frozenset(),
+                net_rate=sw.FAST_NET_BYTES_PER_S,
+                start=False,
+            )
         self.tick(spec)
 
     @rule(i=PICK, busy=BUSY, spec=PASS_SPEC)
     def set_activity(self, i: int, busy: frozenset[str], spec: Any) -> None:
         c = self.pick(i, states=("running", "paused"))
         if c is not None:
-            self.world.set_busy(c, busy)
+            self.world.set_busy(c, busy, keep_rhythm=False)
         self.tick(spec)
 
     @rule(i=PICK, spec=PASS_SPEC)
@@ -358,17 +422,27 @@ class SimMachine(RuleBasedStateMachine):
         if self.CLASSES.stale_plans:
             c = self.pick(i, states=("running",))
             if c is not None:
-                self.world.scheduled.append((self.world.true_s + spec[0] + delay, c.key,
-                                             frozenset({"gpu", "cpu", "net"})))
+                self.world.scheduled.append(
+                    (self.world.true_s + spec[0] + delay, c.key, frozenset({"gpu", "cpu", "net"}))
+                )
         self.tick(spec)
 
     # --- rules: the rest of the host ----------------------------------------------------------
     @rule(kind=st.sampled_from(FOREIGN), devices=st.sampled_from(DEVICE_SETS[:5]), busy=BUSY, spec=PASS_SPEC)
-    def foreign_workload(self, kind: str, devices: tuple[sw.Device, ...], busy: frozenset[str], spec: Any) -> None:
+    def foreign_workload(
+        self, kind: str, devices: tuple[sw.Device, ...], busy: frozenset[str], spec: Any
+    ) -> None:
         if self.CLASSES.foreign:
-            self.world.new_container(name=f"{kind}-job", engine=kind, owner="bob", devices=devices,
-                                     ref_style="dr_uuid", cgroup_style="systemd", busy=busy,
-                                     net_rate=sw.FAST_NET_BYTES_PER_S)
+            self.world.new_container(
+                name=f"{kind}-job",
+                engine=kind,
+                owner="bob",
+                devices=devices,
+                ref_style="dr_uuid",
+                cgroup_style="systemd",
+                busy=busy,
+                net_rate=sw.FAST_NET_BYTES_PER_S,
+            )
         self.tick(spec)
 
     @rule(i=PICK, spec=PASS_SPEC)
@@ -384,22 +458,42 @@ class SimMachine(RuleBasedStateMachine):
         self.world.host_process(device)
         self.tick(spec)
 
+    @rule(gpu=st.integers(0, 1), what=st.sampled_from(("util", "procs")), on=st.booleans(), spec=PASS_SPEC)
+    def nvml_fault(self, gpu: int, what: str, on: bool, spec: Any) -> None:
+        """NVML starts (or stops) failing one query for one GPU, pass after pass."""
+        enabled = self.CLASSES.unknown_util if what == "util" else self.CLASSES.unknown_procs
+        if enabled:
+            faults = self.world.util_fail if what == "util" else self.world.procs_fail
+            (faults.add if on else faults.discard)(gpu)
+        self.tick(spec)
+
     @rule(gpu=st.integers(0, 2), spec=PASS_SPEC)
     def leaked_memory(self, gpu: int, spec: Any) -> None:
         """A driver context left behind: memory in use, no process (a reset may clean it)."""
         self.world.stale_memory[gpu] = 3 * sw.GIB
         self.tick(spec)
 
-    @rule(device=st.sampled_from(tuple(sw.DEVICES.values())), notation=st.sampled_from(ROW_NOTATIONS[:1] + ROW_NOTATIONS[2:]),
-          spec=PASS_SPEC)
+    @rule(
+        device=st.sampled_from(tuple(sw.DEVICES.values())),
+        notation=st.sampled_from(ROW_NOTATIONS[:1] + ROW_NOTATIONS[2:]),
+        spec=PASS_SPEC,
+    )
     def stale_row(self, device: sw.Device, notation: str, spec: Any) -> None:
         """A row for a container that never existed (a failed ``docker run``): releasable."""
         if not self.CLASSES.ledger:
             notation = "uuid"
         self.ghosts += 1
         gpu, denoted = row_gpu(device, notation)
-        self.world.rows.append(sw.SimRow(gpu=gpu, container=f"ghost-{self.ghosts}", user="alice",
-                                         allocated_at=self.world.wall(), holder_key=None, device=denoted))
+        self.world.rows.append(
+            sw.SimRow(
+                gpu=gpu,
+                container=f"ghost-{self.ghosts}",
+                user="alice",
+                allocated_at=self.world.wall(),
+                holder_key=None,
+                device=denoted,
+            )
+        )
         self.tick(spec)
 
     @rule(delta=st.sampled_from((-300.0, 600.0, 3600.0)), spec=PASS_SPEC)
@@ -414,8 +508,11 @@ class SimMachine(RuleBasedStateMachine):
 
 
 def machine(classes: Classes) -> type[SimMachine]:
-    return type("SimMachine_" + "_".join(f.name for f in fields(classes) if getattr(classes, f.name)) or "tame",
-                (SimMachine,), {"CLASSES": classes})
+    return type(
+        "SimMachine_" + "_".join(f.name for f in fields(classes) if getattr(classes, f.name)) or "tame",
+        (SimMachine,),
+        {"CLASSES": classes},
+    )
 
 
 CI = settings(
@@ -465,21 +562,41 @@ def test_simulator_soak() -> None:
 
 
 def _world(tmp_path: Path) -> sw.World:
-    return sw.World(tmp_path / "ledger.json", idle_timeout_s=600, idle_reduction=0.5, max_runtime_s=3600,
-                    keepalive_max_age_s=7200, executor_time=False)
+    return sw.World(
+        tmp_path / "ledger.json",
+        idle_timeout_s=600,
+        idle_reduction=0.5,
+        max_runtime_s=3600,
+        keepalive_max_age_s=7200,
+        executor_time=False,
+    )
 
 
 def _idle_action(c: sw.SimContainer) -> Any:
     from controller.plan.types import Action, ActionKind, Reason, Target
 
-    return Action(kind=ActionKind.STOP_CONTAINER, target=Target(container=c.name, container_id=c.id),
-                  reason=Reason.IDLE_TIMEOUT, message="", due_at=sw.T0, key="k")
+    return Action(
+        kind=ActionKind.STOP_CONTAINER,
+        target=Target(container=c.name, container_id=c.id),
+        reason=Reason.IDLE_TIMEOUT,
+        message="",
+        due_at=sw.T0,
+        key="k",
+    )
 
 
 def test_oracle_flags_an_idle_stop_of_a_recently_busy_container(tmp_path: Path) -> None:
     w = _world(tmp_path)
-    c = w.new_container(name="train", engine="this", owner="alice", devices=(sw.FULL[0],), ref_style="dr_uuid",
-                        cgroup_style="systemd", busy=frozenset(), net_rate=sw.FAST_NET_BYTES_PER_S)
+    c = w.new_container(
+        name="train",
+        engine="this",
+        owner="alice",
+        devices=(sw.FULL[0],),
+        ref_style="dr_uuid",
+        cgroup_style="systemd",
+        busy=frozenset(),
+        net_rate=sw.FAST_NET_BYTES_PER_S,
+    )
     w.advance(3600)
     w.set_busy(c, frozenset({"cpu"}))
     w.advance(60)
@@ -492,8 +609,16 @@ def test_oracle_flags_an_idle_stop_of_a_recently_busy_container(tmp_path: Path) 
 
 def test_oracle_accepts_an_idle_stop_after_a_true_idle_timeout(tmp_path: Path) -> None:
     w = _world(tmp_path)
-    c = w.new_container(name="train", engine="this", owner="alice", devices=(sw.FULL[0],), ref_style="dr_uuid",
-                        cgroup_style="systemd", busy=frozenset({"gpu"}), net_rate=sw.FAST_NET_BYTES_PER_S)
+    c = w.new_container(
+        name="train",
+        engine="this",
+        owner="alice",
+        devices=(sw.FULL[0],),
+        ref_style="dr_uuid",
+        cgroup_style="systemd",
+        busy=frozenset({"gpu"}),
+        net_rate=sw.FAST_NET_BYTES_PER_S,
+    )
     w.advance(600)
     w.set_busy(c, frozenset())
     w.advance(601)
@@ -505,8 +630,16 @@ def test_oracle_accepts_an_idle_stop_after_a_true_idle_timeout(tmp_path: Path) -
 
 def test_oracle_flags_kills_of_foreign_live_workloads_and_resets_of_used_gpus(tmp_path: Path) -> None:
     w = _world(tmp_path)
-    job = w.new_container(name="k8s", engine="kubepods", owner="bob", devices=(sw.FULL[1],), ref_style="dr_uuid",
-                          cgroup_style="systemd", busy=frozenset({"gpu"}), net_rate=sw.FAST_NET_BYTES_PER_S)
+    job = w.new_container(
+        name="k8s",
+        engine="kubepods",
+        owner="bob",
+        devices=(sw.FULL[1],),
+        ref_style="dr_uuid",
+        cgroup_style="systemd",
+        busy=frozenset({"gpu"}),
+        net_rate=sw.FAST_NET_BYTES_PER_S,
+    )
     (proc,) = [p for p in w.processes.values() if p.owner_key == job.key]
     with w.seams():
         from controller.act import executor
@@ -518,11 +651,22 @@ def test_oracle_flags_kills_of_foreign_live_workloads_and_resets_of_used_gpus(tm
 
 def test_oracle_flags_release_of_a_row_whose_renamed_holder_still_holds_the_gpu(tmp_path: Path) -> None:
     w = _world(tmp_path)
-    c = w.new_container(name="train", engine="this", owner="alice", devices=(sw.SLICES[0],), ref_style="dr_uuid",
-                        cgroup_style="systemd", busy=frozenset(), net_rate=sw.FAST_NET_BYTES_PER_S)
+    c = w.new_container(
+        name="train",
+        engine="this",
+        owner="alice",
+        devices=(sw.SLICES[0],),
+        ref_style="dr_uuid",
+        cgroup_style="systemd",
+        busy=frozenset(),
+        net_rate=sw.FAST_NET_BYTES_PER_S,
+    )
     gpu, device = row_gpu(sw.SLICES[0], "legacy")
-    w.rows.append(sw.SimRow(gpu=gpu, container="train", user="alice", allocated_at=w.wall(), holder_key=c.key,
-                            device=device))
+    w.rows.append(
+        sw.SimRow(
+            gpu=gpu, container="train", user="alice", allocated_at=w.wall(), holder_key=c.key, device=device
+        )
+    )
     c.name = "train-old"
     with w.seams():
         from controller.act import executor
