@@ -80,7 +80,7 @@ POLICY = {
     "grace_period_s": 1 * MIN,
     "idle_detection_window": 2,
     "warn_lead_s": 30.0,
-    "sigterm_grace_s": 10.0,
+    "sigterm_grace_s": 30.0,
     "keepalive_max_age_s": 30 * MIN,
 }
 BUDGET = 3
@@ -108,6 +108,7 @@ BUSY = st.sampled_from(
         frozenset({"net"}),
         frozenset({"gpu", "cpu"}),
         frozenset({"gpu", "cpu", "net"}),
+        frozenset({"gpu-last"}),
     ]
 )
 DEVICE_SETS: tuple[tuple[sw.Device, ...], ...] = (
