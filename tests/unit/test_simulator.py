@@ -194,9 +194,41 @@ class SimMachine(RuleBasedStateMachine):
     def teardown(self) -> None:
         shutil.rmtree(self.tmp, ignore_errors=True)
 
-    @initialize()
-    def empty_host(self) -> None:
-        pass
+    @initialize(
+        containers=st.lists(
+            st.tuples(
+                st.sampled_from(DEVICE_SETS),
+                st.sampled_from(REF_STYLES),
+                st.sampled_from(CGROUP_STYLES),
+                RHYTHM,
+                st.sampled_from(ROW_NOTATIONS),
+                st.booleans(),
+                st.booleans(),
+            ),
+            max_size=4,
+        ),
+        foreign=st.lists(
+            st.tuples(st.sampled_from(FOREIGN), st.sampled_from(DEVICE_SETS[:5]), BUSY), max_size=1
+        ),
+        util_fail=st.frozensets(st.integers(0, 1)),
+        procs_fail=st.frozensets(st.integers(0, 1)),
+    )
+    def population(
+        self,
+        containers: list[Any],
+        foreign: list[tuple[str, tuple[sw.Device, ...], frozenset[str]]],
+        util_fail: frozenset[int],
+        procs_fail: frozenset[int],
+    ) -> None:
+        """The host as the controller first finds it: workloads already running, NVML half broken."""
+        for n, args in enumerate(containers):
+            self._start_this(n, *args)
+        for kind, devices, busy in foreign:
+            self._start_foreign(kind, devices, busy)
+        if self.CLASSES.unknown_util:
+            self.world.util_fail.update(util_fail)
+        if self.CLASSES.unknown_procs:
+            self.world.procs_fail.update(procs_fail)
 
     # --- helpers ---------------------------------------------------------------------------
     def pick(
@@ -286,6 +318,64 @@ class SimMachine(RuleBasedStateMachine):
         w.actions_done.clear()
         return ExecutionReport(outcomes=tuple(outcomes), memory=memory)
 
+    def _start_this(
+        self,
+        n: int,
+        devices: tuple[sw.Device, ...],
+        style: str,
+        cgroup: str,
+        rhythm: tuple[tuple[float, frozenset[str]], ...],
+        notation: str,
+        by_id: bool,
+        slow_net: bool,
+    ) -> None:
+        c = self.CLASSES
+        name = self.free_name(n)
+        if name is None:
+            return
+        if not c.ledger and style in ("cdi", "dr_index"):
+            style = "dr_uuid"
+        if not c.ledger and notation not in ("uuid", "none"):
+            notation = "uuid"
+        rate = sw.SLOW_NET_BYTES_PER_S if slow_net and c.slow_network else sw.FAST_NET_BYTES_PER_S
+        cont = self.world.new_container(
+            name=name,
+            engine="this",
+            owner="alice",
+            devices=devices,
+            ref_style=style,
+            cgroup_style=cgroup,
+            busy=rhythm[0][1],
+            net_rate=rate,
+            pattern=rhythm,
+        )
+        if notation != "none":
+            for d in devices:
+                gpu, denoted = row_gpu(d, notation)
+                self.world.rows.append(
+                    sw.SimRow(
+                        gpu=gpu,
+                        container=cont.id if by_id else name,
+                        user="alice",
+                        allocated_at=self.world.wall(),
+                        holder_key=cont.key,
+                        device=denoted,
+                    )
+                )
+
+    def _start_foreign(self, kind: str, devices: tuple[sw.Device, ...], busy: frozenset[str]) -> None:
+        if self.CLASSES.foreign:
+            self.world.new_container(
+                name=f"{kind}-job",
+                engine=kind,
+                owner="bob",
+                devices=devices,
+                ref_style="dr_uuid",
+                cgroup_style="systemd",
+                busy=busy,
+                net_rate=sw.FAST_NET_BYTES_PER_S,
+            )
+
     # --- rules: this engine -------------------------------------------------------------------
     @rule(
         n=st.integers(0, 5),
@@ -310,38 +400,7 @@ class SimMachine(RuleBasedStateMachine):
         slow_net: bool,
         spec: Any,
     ) -> None:
-        c = self.CLASSES
-        name = self.free_name(n)
-        if name is not None:
-            if not c.ledger and style in ("cdi", "dr_index"):
-                style = "dr_uuid"
-            if not c.ledger and notation not in ("uuid", "none"):
-                notation = "uuid"
-            rate = sw.SLOW_NET_BYTES_PER_S if slow_net and c.slow_network else sw.FAST_NET_BYTES_PER_S
-            cont = self.world.new_container(
-                name=name,
-                engine="this",
-                owner="alice",
-                devices=devices,
-                ref_style=style,
-                cgroup_style=cgroup,
-                busy=rhythm[0][1],
-                net_rate=rate,
-                pattern=rhythm,
-            )
-            if notation != "none":
-                for d in devices:
-                    gpu, denoted = row_gpu(d, notation)
-                    self.world.rows.append(
-                        sw.SimRow(
-                            gpu=gpu,
-                            container=cont.id if by_id else name,
-                            user="alice",
-                            allocated_at=self.world.wall(),
-                            holder_key=cont.key,
-                            device=denoted,
-                        )
-                    )
+        self._start_this(n, devices, style, cgroup, rhythm, notation, by_id, slow_net)
         self.tick(spec)
 
     @rule(n=st.integers(0, 5), devices=st.sampled_from(DEVICE_SETS), spec=PASS_SPEC)
@@ -433,17 +492,7 @@ class SimMachine(RuleBasedStateMachine):
     def foreign_workload(
         self, kind: str, devices: tuple[sw.Device, ...], busy: frozenset[str], spec: Any
     ) -> None:
-        if self.CLASSES.foreign:
-            self.world.new_container(
-                name=f"{kind}-job",
-                engine=kind,
-                owner="bob",
-                devices=devices,
-                ref_style="dr_uuid",
-                cgroup_style="systemd",
-                busy=busy,
-                net_rate=sw.FAST_NET_BYTES_PER_S,
-            )
+        self._start_foreign(kind, devices, busy)
         self.tick(spec)
 
     @rule(i=PICK, spec=PASS_SPEC)
