@@ -189,6 +189,7 @@ class SimMachine(RuleBasedStateMachine):
             verify_timeout_s=0.0,
         )
         self.ghosts = 0
+        self.returns: list[tuple[int, float]] = []
         STATS.examples += 1
 
     def teardown(self) -> None:
@@ -212,6 +213,7 @@ class SimMachine(RuleBasedStateMachine):
         ),
         util_fail=st.frozensets(st.integers(0, 1)),
         procs_fail=st.frozensets(st.integers(0, 1)),
+        same_rhythm=st.booleans(),
     )
     def population(
         self,
@@ -219,9 +221,12 @@ class SimMachine(RuleBasedStateMachine):
         foreign: list[tuple[str, tuple[sw.Device, ...], frozenset[str]]],
         util_fail: frozenset[int],
         procs_fail: frozenset[int],
+        same_rhythm: bool,
     ) -> None:
         """The host as the controller first finds it: workloads already running, NVML half broken."""
         for n, args in enumerate(containers):
+            if same_rhythm and containers:
+                args = (*args[:3], containers[0][3], *args[4:])  # workloads that go idle together
             self._start_this(n, *args)
         for kind, devices, busy in foreign:
             self._start_foreign(kind, devices, busy)
@@ -304,6 +309,10 @@ class SimMachine(RuleBasedStateMachine):
             return self.executor.execute(the_plan, self.memory, now)
         memory = the_plan.memory
         outcomes = []
+        for key, delay in self.returns:
+            # The owner starts working again ``delay`` seconds into the execution of this plan.
+            w.scheduled.append((w.true_s + delay, key, frozenset({"gpu", "cpu", "net"})))
+        self.returns.clear()
         with w.seams():
             for action in the_plan.actions:
                 w.current_action = action
@@ -478,14 +487,18 @@ class SimMachine(RuleBasedStateMachine):
 
     @rule(i=PICK, delay=st.sampled_from((1.0, 10.0, 30.0, 90.0)), spec=PASS_SPEC)
     def user_comes_back(self, i: int, delay: float, spec: Any) -> None:
-        """The owner of an idle container starts working again, right after the next observation."""
+        """The owner of a container starts working again while the executor carries out the next plan."""
         if self.CLASSES.stale_plans:
             c = self.pick(i, states=("running",))
             if c is not None:
-                self.world.scheduled.append(
-                    (self.world.true_s + spec[0] + delay, c.key, frozenset({"gpu", "cpu", "net"}))
-                )
+                self.returns.append((c.key, delay))
         self.tick(spec)
+
+    @rule(cadence=st.sampled_from((1.0, 2.0, 5.0)), seconds=st.sampled_from((60.0, 240.0)))
+    def event_storm(self, cadence: float, seconds: float) -> None:
+        """Docker events wake the loop again and again: a pass every ``cadence`` seconds for a while."""
+        for _ in range(int(seconds / cadence)):
+            self.tick((cadence, "pass", frozenset(), frozenset()))
 
     # --- rules: the rest of the host ----------------------------------------------------------
     @rule(kind=st.sampled_from(FOREIGN), devices=st.sampled_from(DEVICE_SETS[:5]), busy=BUSY, spec=PASS_SPEC)
@@ -566,7 +579,7 @@ def machine(classes: Classes) -> type[SimMachine]:
 
 
 CI = settings(
-    max_examples=200,
+    max_examples=500,
     stateful_step_count=40,
     derandomize=True,
     database=None,
