@@ -737,3 +737,170 @@ def test_oracle_flags_release_of_a_row_whose_renamed_holder_still_holds_the_gpu(
         entry = {"gpu": gpu, "container": "train", "user": "alice", "allocated_at": w.wall(0).isoformat()}
         assert executor.release_row(w.ledger_path, entry, timeout_s=1) is True
     assert [v.kind for v in w.violations] == ["ReleaseAllocation"]
+
+
+# --- the sequences of tests/unit/sim_known_failures.md, replayed ------------------------------
+
+F = frozenset
+
+
+def _p(dt: float, mode: str = "pass") -> tuple[float, str, frozenset[int], frozenset[int]]:
+    return (dt, mode, frozenset(), frozenset())
+
+
+def _start(
+    m: SimMachine,
+    n: int = 0,
+    *,
+    devices: tuple[sw.Device, ...] = (sw.FULL[0],),
+    busy: F[str] | None = None,
+    style: str = "dr_uuid",
+    notation: str = "none",
+    slow_net: bool = False,
+    dt: float = 30.0,
+) -> None:
+    busy = busy if busy is not None else F()
+    m.start(
+        n=n,
+        devices=devices,
+        style=style,
+        cgroup="systemd",
+        rhythm=((20.0, busy),),
+        notation=notation,
+        by_id=False,
+        slow_net=slow_net,
+        spec=_p(dt),
+    )
+
+
+def _passes(m: SimMachine, count: int, dt: float = 30.0, mode: str = "pass") -> None:
+    for _ in range(count):
+        m.time_passes(spec=_p(dt, mode))
+
+
+def _gap_hides_activity(m: SimMachine) -> None:
+    _start(m)
+    _passes(m, 6)
+    m.set_activity(i=0, busy=F({"gpu"}), spec=_p(1800, "no-pass"))
+    m.set_activity(i=0, busy=F(), spec=_p(0.25))
+
+
+def _pause_accrues_idle(m: SimMachine) -> None:
+    _start(m)
+    _passes(m, 6)
+    m.pause_or_unpause(i=0, spec=_p(1800))
+    m.pause_or_unpause(i=0, spec=_p(30))
+    _passes(m, 3)
+
+
+def _unknown_util(m: SimMachine) -> None:
+    _start(m, busy=F({"gpu"}))
+    m.nvml_fault(gpu=0, what="util", on=True, spec=_p(30))
+    _passes(m, 12)
+
+
+def _unknown_util_hidden_by_known(m: SimMachine) -> None:
+    _start(m, devices=(sw.FULL[0], sw.FULL[1]), busy=F({"gpu-last"}))
+    m.nvml_fault(gpu=1, what="util", on=True, spec=_p(30))
+    _passes(m, 12)
+
+
+def _foreign(kind: str) -> Any:
+    def run(m: SimMachine) -> None:
+        m.foreign_workload(kind=kind, devices=(sw.FULL[0],), busy=F({"gpu"}), spec=_p(0.25))
+        _passes(m, 2, 0.25)
+
+    return run
+
+
+def _procs_unknown(m: SimMachine) -> None:
+    m.host_process(device=sw.FULL[1], spec=_p(30))
+    m.nvml_fault(gpu=1, what="procs", on=True, spec=_p(30))
+    _passes(m, 6)
+
+
+def _renamed_holder(m: SimMachine) -> None:
+    _start(m, notation="uuid", busy=F({"gpu"}))
+    m.rename(i=0, n=1, spec=_p(30))
+    _passes(m, 12)
+
+
+def _row_is_parent_nvml_down(m: SimMachine) -> None:
+    _start(m, devices=(sw.SLICES[0],), notation="parent", busy=F({"gpu", "cpu"}))
+    _passes(m, 12, mode="nvml-down")
+
+
+def _legacy_mig_row(m: SimMachine) -> None:
+    _start(m, devices=(sw.SLICES[0],), notation="legacy", busy=F({"gpu", "cpu"}))
+    _passes(m, 12)
+
+
+def _cdi_holder(m: SimMachine) -> None:
+    _start(m, style="cdi", notation="uuid", busy=F({"gpu"}))
+    _passes(m, 12)
+
+
+def _release_budget(m: SimMachine) -> None:
+    for _ in range(5):
+        m.stale_row(device=sw.FULL[0], notation="uuid", spec=_p(0.25))
+    _passes(m, 12)
+
+
+def _stale_plan(m: SimMachine) -> None:
+    for k in range(3):
+        _start(m, k, dt=0.25)
+    for k in range(3, 6):
+        _start(m, k, devices=(sw.FULL[1],), busy=F({"gpu", "cpu"}), dt=0.25)
+    _passes(m, 7)
+    m.user_comes_back(i=1, delay=1.0, spec=_p(30))
+    _passes(m, 8)
+
+
+def _clock_step(m: SimMachine) -> None:
+    _start(m, busy=F({"gpu"}))
+    m.clock_step(delta=3600.0, spec=_p(30))
+    _passes(m, 4)
+
+
+def _unreadable_keepalive(m: SimMachine) -> None:
+    _start(m)
+    m.keepalive(i=0, readable=False, spec=_p(30))
+    _passes(m, 12)
+
+
+def _slow_network(m: SimMachine) -> None:
+    _start(m, busy=F({"net"}), slow_net=True, dt=1.0)
+    _passes(m, 400, 1.0)
+
+
+KNOWN = {
+    "case1-daemon-gap-hides-activity": _gap_hides_activity,
+    "case1-pause-accrues-idle": _pause_accrues_idle,
+    "case2-unknown-utilisation": _unknown_util,
+    "case2-known-gpu-hides-unknown": _unknown_util_hidden_by_known,
+    "case3-rootless-docker": _foreign("rootless"),
+    "case3-kubepods": _foreign("kubepods"),
+    "case3-cri-containerd": _foreign("cri"),
+    "case4-process-list-unknown": _procs_unknown,
+    "case5-renamed-holder": _renamed_holder,
+    "case5-nvml-down-row-names-full-gpu-of-mig": _row_is_parent_nvml_down,
+    "case5-legacy-mig-string": _legacy_mig_row,
+    "case5-cdi-device-request": _cdi_holder,
+    "case5-release-budget": _release_budget,
+    "case6-user-returns-during-execution": _stale_plan,
+    "risk-clock-step": _clock_step,
+    "risk-unreadable-keepalive": _unreadable_keepalive,
+    "risk-network-threshold-per-interval": _slow_network,
+}
+
+
+@pytest.mark.parametrize("name", sorted(KNOWN))
+def test_known_sequence(name: str) -> None:
+    """Each falsifying sequence of sim_known_failures.md, replayed with every class enabled: no harm."""
+    logger.disable("controller")
+    m = machine(Classes())()
+    try:
+        KNOWN[name](m)
+    finally:
+        logger.enable("controller")
+        m.teardown()
