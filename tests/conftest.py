@@ -4,6 +4,8 @@ Order matters: a fixture module that imports another must come after it, so that
 rewrite the asserts of each before it is imported.
 """
 
+import pytest
+
 pytest_plugins = [
     "tests.fixtures.docker_host",
     "tests.fixtures.nvml",
@@ -11,3 +13,13 @@ pytest_plugins = [
     "tests.fixtures.act",
     "tests.fixtures.daemon",
 ]
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Soak tests run only when asked for by name (``-m soak``); ``-m "not docker"`` leaves them out."""
+    if "soak" in (config.getoption("markexpr") or ""):
+        return
+    keep = [item for item in items if item.get_closest_marker("soak") is None]
+    if len(keep) != len(items):
+        config.hook.pytest_deselected(items=[item for item in items if item not in keep])
+        items[:] = keep
