@@ -157,6 +157,25 @@ class ControllerMemory(BaseModel):
             return self
         return self.model_copy(update={"done": done, "attempts": attempts})
 
+    def without_containers(self, gone: set[str]) -> ControllerMemory:
+        """Drop the attempts and done keys of containers that are gone (``Kind:<id>:...`` keys).
+
+        A container id never comes back, so what was recorded about its actions can never be
+        consulted again; kept, it would grow with every container a busy host ever ran.
+        """
+        if not gone:
+            return self
+
+        def keep(key: str) -> bool:
+            parts = key.split(":", 2)
+            return len(parts) < 2 or parts[1] not in gone
+
+        done = {k: at for k, at in self.done.items() if keep(k)}
+        attempts = {k: a for k, a in self.attempts.items() if keep(k)}
+        if len(done) == len(self.done) and len(attempts) == len(self.attempts):
+            return self
+        return self.model_copy(update={"done": done, "attempts": attempts})
+
     def forget_container(self, container_id: str) -> ControllerMemory:
         if container_id not in self.containers:
             return self

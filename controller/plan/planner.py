@@ -101,6 +101,9 @@ def _plan(snapshot: Snapshot, desired: DesiredState, memory: ControllerMemory, n
         dirty_gpus=procs.dirty_gpus,
         last_pass_at=now,
     ).pruned(now)
+    if ctx.docker_ok:
+        # Containers listed before and not now are gone (a failed listing forgets nothing).
+        next_memory = next_memory.without_containers(set(memory.containers) - set(next_containers))
     return Plan(
         observed_at=snapshot.observed_at,
         evaluated_at=now,
