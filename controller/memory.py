@@ -52,6 +52,10 @@ class ContainerMemory(BaseModel):
     warnings: dict[str, datetime] = Field(default_factory=dict, description="warning key -> sent at")
     first_seen_at: datetime | None = None
     keepalive: KeepAliveSeen | None = None
+    last_state: str = Field(default="", description="The state the last pass that saw it observed")
+    stopped_by_restart_at: datetime | None = Field(
+        default=None, description="It was stopped by the engine or host restart at this time, not by a user"
+    )
 
 
 class ProcessSighting(BaseModel):

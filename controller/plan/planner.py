@@ -32,7 +32,13 @@ from controller.plan.context import Collector, PassContext, host_target
 from controller.plan.desired import DesiredState
 from controller.plan.idle import Thresholds, advance, fresh_memory
 from controller.plan.rules.allocations import duplicate_holders, ledger_rows
-from controller.plan.rules.cleanup import STOPPED_STATES, created_never_started, stopped_hold
+from controller.plan.rules.cleanup import (
+    STOPPED_STATES,
+    created_never_started,
+    restart_time,
+    stopped_by_restart,
+    stopped_hold,
+)
 from controller.plan.rules.lifecycle import idle_stop, runtime_stop
 from controller.plan.rules.processes import gpu_processes
 from controller.plan.safety import apply_gates
@@ -116,6 +122,7 @@ def _plan(snapshot: Snapshot, desired: DesiredState, memory: ControllerMemory, n
 def _observe_containers(ctx: PassContext, desired: DesiredState) -> None:
     seen_at = ctx.snapshot.observed_at
     prev_all = ctx.memory.containers
+    restart_at = restart_time(ctx.snapshot)
     for c in ctx.containers:
         policy = desired.effective(c, ctx.now)
         ctx.policies[c.id] = policy
@@ -144,6 +151,10 @@ def _observe_containers(ctx: PassContext, desired: DesiredState) -> None:
         elif c.state in _FINISHED and mem.samples:
             # Samples belong to a start; a stopped container's next start begins afresh anyway.
             mem = mem.model_copy(update={"samples": (), "idle_since": None})
+        by_restart = stopped_by_restart(c, prev, restart_at)
+        if mem.last_state != c.state.value or mem.stopped_by_restart_at != by_restart:
+            # Written only on a change: the state the controller saw, to tell later who stopped it.
+            mem = mem.model_copy(update={"last_state": c.state.value, "stopped_by_restart_at": by_restart})
         ctx.cmem[c.id] = mem
 
 
