@@ -16,7 +16,6 @@ import pytest
 from controller.memory import ContainerMemory, ControllerMemory
 from controller.observe.engine import engine_started_at, host_booted_at
 from controller.plan.planner import plan
-
 from controller.plan.rules.cleanup import stopped_by_restart
 from controller.plan.types import ActionKind, DeferReason, Plan, Reason
 from controller.snapshot import ContainerObs, ContainerState
