@@ -553,6 +553,7 @@ def build_controller(
         ObserveConfig(
             docker_timeout_s=settings.docker_timeout_s,
             ledger_path=settings.ledger,
+            docker_pidfile=settings.docker_pidfile,
             system_process_names=gp.system_process_names.value,
             keepalive_path=host_keepalive_path(policy.current),
         )

@@ -224,3 +224,13 @@ class TestEngineTimes:
         (tmp_path / "docker.pid").write_text("not a pid")
         assert engine_started_at(tmp_path / "docker.pid", tmp_path) is None
         assert host_booted_at(tmp_path / "absent") is None
+
+
+def test_the_engine_pidfile_comes_from_the_environment() -> None:
+    import argparse
+
+    from controller.settings import DEFAULT_DOCKER_PIDFILE, settings_from
+
+    assert settings_from(argparse.Namespace(), {}).docker_pidfile == DEFAULT_DOCKER_PIDFILE
+    got = settings_from(argparse.Namespace(), {"DS01_DOCKER_PIDFILE": "/run/docker-2.pid"})
+    assert got.docker_pidfile == Path("/run/docker-2.pid")
