@@ -7,6 +7,7 @@ reads a memory and returns the next one (new samples, sightings); the executor r
 
 from __future__ import annotations
 
+import re
 from datetime import datetime, timedelta
 from enum import StrEnum
 
@@ -17,6 +18,7 @@ MAX_SAMPLES = 64
 # One-shot keys (warnings, alerts) and failure records older than this are forgotten, so memory
 # stays bounded on a host that runs for months. A one-shot alert may repeat once after this long.
 RETENTION_S = 30 * 24 * 3600.0
+_KEY_TOKEN = re.compile(r"[:+]")
 
 
 class Sample(BaseModel):
@@ -162,17 +164,18 @@ class ControllerMemory(BaseModel):
         return self.model_copy(update={"done": done, "attempts": attempts})
 
     def without_containers(self, gone: set[str]) -> ControllerMemory:
-        """Drop the attempts and done keys of containers that are gone (``Kind:<id>:...`` keys).
+        """Drop the attempts and done keys that name a container that is gone.
 
-        A container id never comes back, so what was recorded about its actions can never be
-        consulted again; kept, it would grow with every container a busy host ever ran.
+        Keys name containers by full id (``RemoveContainer:<id>:...``, ``WarnOwner:<id>:...``,
+        ``AlertAdmin:DuplicateGpuHolder:<gpu>:<id>+<id>``). A container id never comes back, so what
+        was recorded about its actions can never be consulted again; kept, it would grow with every
+        container a busy host ever ran.
         """
         if not gone:
             return self
 
         def keep(key: str) -> bool:
-            parts = key.split(":", 2)
-            return len(parts) < 2 or parts[1] not in gone
+            return not any(token in gone for token in _KEY_TOKEN.split(key))
 
         done = {k: at for k, at in self.done.items() if keep(k)}
         attempts = {k: a for k, a in self.attempts.items() if keep(k)}

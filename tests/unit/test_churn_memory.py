@@ -166,6 +166,7 @@ def test_memory_without_containers_keeps_other_keys() -> None:
             f"WarnOwner:{kept}:IdleTimeout:1:x": b.T0,
             "AlertAdmin:BreakerTripped:2026-03-02T12:00:00Z": b.T0,
             "ResetGpu:GPU-1:2026:GpuDirty": b.T0,
+            f"AlertAdmin:DuplicateGpuHolder:GPU-1:{kept}+{gone}": b.T0,
         },
     ).with_failure(f"RemoveContainer:{gone}:CreatedNeverStarted", "x", b.T0)
     out = mem.without_containers({gone})
