@@ -116,6 +116,15 @@ class TestRestartHold:
         memory = ControllerMemory(containers={c.id: seen(c, ContainerState.EXITED)})
         assert removals(run(c, memory=memory)) == ["c"]
 
+    def test_a_stop_seen_while_the_engine_shut_down_is_the_restarts(self) -> None:
+        # The engine still answered while it stopped its containers: the controller saw them
+        # exited (with the old engine's start time), seconds before the new engine started.
+        c = stopped("c", finished_at=ENGINE_START - timedelta(seconds=5))
+        memory = ControllerMemory(containers={c.id: seen(c, ContainerState.EXITED)})
+        p = run(c, memory=memory)
+        assert removals(p) == []
+        assert p.memory.containers[c.id].stopped_by_restart_at == ENGINE_START
+
     def test_without_memory_a_stop_close_before_the_restart_counts(self) -> None:
         near = stopped("near", finished_at=ENGINE_START - timedelta(minutes=3))
         long_before = stopped("long-before", finished_at=ENGINE_START - timedelta(hours=2))

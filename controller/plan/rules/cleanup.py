@@ -36,6 +36,9 @@ _RUNNING_VALUES = frozenset(
 # a container it finds dead after an unclean stop (a crash, a power cut) exited with code 255, just
 # after it starts.
 RESTART_STOPS_BEFORE = timedelta(minutes=10)
+# While an engine shuts down it still answers: the controller may see its containers exited a few
+# seconds before the engine goes away. A stop it saw this close to the restart counts as the restart's.
+RESTART_SHUTDOWN = timedelta(minutes=2)
 RESTART_RESTORE_AFTER = timedelta(minutes=2)
 RESTORE_EXIT_CODE = 255
 
@@ -53,8 +56,10 @@ def stopped_by_restart(
     A restart stopped it when it was started before the restart and stopped around it: either the
     controller saw it running before and it stopped no later than the restore, or it stopped within
     :data:`RESTART_STOPS_BEFORE` of the restart. A stop the controller already saw (it was exited at
-    the last pass) is not a restart's, nor is a stop after the engine came up unless the engine's
-    restore made it (exit code 255). Once decided, the mark stays for this start of the container.
+    the last pass) is not a restart's unless it came within :data:`RESTART_SHUTDOWN` of it (the
+    engine's own shutdown, seen while it still answered), nor is a stop after the engine came up
+    unless the engine's restore made it (exit code 255). Once decided, the mark stays for this
+    start of the container.
     """
     if c.state not in STOPPED_STATES or c.finished_at is None or c.started_at is None:
         return None
@@ -64,8 +69,8 @@ def stopped_by_restart(
     if restart_at is None or c.started_at >= restart_at:
         return None  # unknown, or started after the restart: the restart did not stop it
     last_state = prev.last_state if same_start and prev is not None else ""
-    if last_state in _STOPPED_VALUES:
-        return None  # it was already stopped when the controller last looked: a stop it saw
+    if last_state in _STOPPED_VALUES and c.finished_at < restart_at - RESTART_SHUTDOWN:
+        return None  # the controller saw it stopped, well before the restart: its owner's stop
     if c.finished_at > restart_at:
         restored = c.exit_code == RESTORE_EXIT_CODE and c.finished_at <= restart_at + RESTART_RESTORE_AFTER
         return restart_at if restored else None
