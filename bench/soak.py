@@ -33,7 +33,7 @@ from typing import Any
 
 from bench.run import OUT_DIR, machine_info, write_specs
 
-WORKERS_NOTE = "one container created and one removed per period, sequentially"
+METHOD = "one container created and one removed per period, sequentially"
 
 
 @dataclass(frozen=True)
@@ -152,7 +152,7 @@ def soak(args: argparse.Namespace) -> dict[str, Any]:
         "period_s": args.period_s,
         "warmup_s": warm_s,
         "quick": args.quick,
-        "method": WORKERS_NOTE,
+        "method": METHOD,
         "machine": machine_info(),
         "docker_host": os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock"),
         "load_avg_at_start": os.getloadavg(),
