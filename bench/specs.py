@@ -77,3 +77,23 @@ spec:
     policy: never
 """
     return {"bench-idle-policy.yaml": policy}
+
+
+def soak_specs(run_id: str) -> dict[str, str]:
+    """File name -> YAML for the churn soak's daemon: the reaction policy (nothing else on the
+    host is touched), but the run's user keeps the created-container timeout off, so a container
+    is never removed between its create and its start; its exited containers go at once."""
+    documents = reaction_specs(run_id)
+    user = reaction_user(run_id)
+    documents["bench-reaction-user.yaml"] = f"""\
+apiVersion: ds01.io/v1alpha1
+kind: UserOverride
+metadata:
+  name: {user}
+spec:
+  user: {user}
+  settings:
+    containerHoldAfterStop: 0s
+    gpuHoldAfterStop: 0s
+"""
+    return documents

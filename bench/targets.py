@@ -17,6 +17,8 @@ REACTION_P95_S = 1.0
 IDLE_CPU_SHARE_MAX = 0.01
 IDLE_RSS_MAX_BYTES = 100 * 1024 * 1024
 CLI_MEDIAN_S = 1.0
+# Churn soak (python -m bench.soak): daemon RSS slope after warm-up.
+SOAK_SLOPE_MB_PER_H = 1.0
 # "O(1) plus O(changed)": a steady pass may not grow with the host beyond this many calls.
 STEADY_CALLS_GROWTH_MAX = 5
 

@@ -699,6 +699,7 @@ def build_controller(
         ObserveConfig(
             docker_timeout_s=settings.docker_timeout_s,
             ledger_path=settings.ledger,
+            docker_pidfile=settings.docker_pidfile,
             system_process_names=gp.system_process_names.value,
             engine_cgroup_parents=gp.engine_cgroup_parents.value,
             keepalive_path=host_keepalive_path(policy.current),

@@ -7,6 +7,7 @@ reads a memory and returns the next one (new samples, sightings); the executor r
 
 from __future__ import annotations
 
+import re
 from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
@@ -18,6 +19,7 @@ MAX_SAMPLES = 64
 # One-shot keys (warnings, alerts) and failure records older than this are forgotten, so memory
 # stays bounded on a host that runs for months. A one-shot alert may repeat once after this long.
 RETENTION_S = 30 * 24 * 3600.0
+_KEY_TOKEN = re.compile(r"[:+]")
 
 
 class Sample(BaseModel):
@@ -61,6 +63,10 @@ class ContainerMemory(BaseModel):
     grace_extension_s: float = Field(
         default=0.0,
         description="Unobserved time (gaps, clock steps) in the grace period, which lasts that much longer",
+    )
+    last_state: str = Field(default="", description="The state the last pass that saw it observed")
+    stopped_by_restart_at: datetime | None = Field(
+        default=None, description="It was stopped by the engine or host restart at this time, not by a user"
     )
 
 
@@ -213,6 +219,26 @@ class ControllerMemory(BaseModel):
             for k, a in self.attempts.items()
             if a.next_attempt_at is None or a.next_attempt_at >= horizon
         }
+        if len(done) == len(self.done) and len(attempts) == len(self.attempts):
+            return self
+        return self.model_copy(update={"done": done, "attempts": attempts})
+
+    def without_containers(self, gone: set[str]) -> ControllerMemory:
+        """Drop the attempts and done keys that name a container that is gone.
+
+        Keys name containers by full id (``RemoveContainer:<id>:...``, ``WarnOwner:<id>:...``,
+        ``AlertAdmin:DuplicateGpuHolder:<gpu>:<id>+<id>``). A container id never comes back, so what
+        was recorded about its actions can never be consulted again; kept, it would grow with every
+        container a busy host ever ran.
+        """
+        if not gone:
+            return self
+
+        def keep(key: str) -> bool:
+            return not any(token in gone for token in _KEY_TOKEN.split(key))
+
+        done = {k: at for k, at in self.done.items() if keep(k)}
+        attempts = {k: a for k, a in self.attempts.items() if keep(k)}
         if len(done) == len(self.done) and len(attempts) == len(self.attempts):
             return self
         return self.model_copy(update={"done": done, "attempts": attempts})

@@ -19,6 +19,7 @@ DEFAULT_EVENTS_LOG = Path("/var/log/ds01/events.jsonl")
 DEFAULT_LEDGER = Path("/var/lib/ds01/gpu-ledger.json")
 DEFAULT_SPECS_DIR = Path("/etc/ds01/specs")
 DEFAULT_INVENTORY_NAME = "workload-inventory.json"
+DEFAULT_DOCKER_PIDFILE = Path("/var/run/docker.pid")
 MIN_PORT = 1
 MAX_PORT = 65535
 
@@ -37,6 +38,10 @@ class Settings(BaseModel):
     metrics_addr: str = "127.0.0.1"
     metrics_port: int | None = None
     log_format: str = "text"
+    docker_pidfile: Path = Field(
+        default=DEFAULT_DOCKER_PIDFILE,
+        description="The engine's pidfile (its start time tells a restart's stops from users'); env only",
+    )
 
     @property
     def inventory_path(self) -> Path:
@@ -55,6 +60,7 @@ _ENV: dict[str, tuple[str, str]] = {
     "metrics_addr": ("DS01_METRICS_ADDR", "str"),
     "metrics_port": ("DS01_METRICS_PORT", "int"),
     "log_format": ("DS01_LOG_FORMAT", "str"),
+    "docker_pidfile": ("DS01_DOCKER_PIDFILE", "path"),
 }
 
 

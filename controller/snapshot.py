@@ -328,6 +328,10 @@ class Snapshot(Frozen):
     processes: tuple[GpuProcessObs, ...] = ()
     ledger: Ledger = Ledger(path="")
     docker_api_calls: int = Field(default=0, description="Docker API requests made for this snapshot")
+    engine_started_at: datetime | None = Field(
+        default=None, description="When the Docker engine process started; None: unknown"
+    )
+    host_booted_at: datetime | None = Field(default=None, description="The host's boot time; None: unknown")
 
     def domain_ok(self, domain: Domain) -> bool:
         return any(h.domain == domain and h.ok for h in self.health)

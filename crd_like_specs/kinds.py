@@ -433,6 +433,15 @@ class Safety(SpecModel):
             )
         return value
 
+    breaker_max_remove_fraction: NotNullFraction = Field(
+        default=None,
+        description="Trip when one pass would remove more than this share of the stopped containers",
+    )
+    breaker_min_removals: NotNullCount = Field(
+        default=None,
+        description="The breaker only considers the removal share when at least this many would be removed",
+    )
+
 
 class Ds01Enforcement(SpecModel):
     """DS01 ``enforcement``."""
@@ -543,6 +552,11 @@ class LifecyclePolicySpec(SpecModel):
         default=None, description="GPU processes outside any container: report (never killed)"
     )
     safety: Safety = Field(default_factory=Safety, description="Action budget and circuit breaker")
+    restart_stopped_hold: NullableDuration = Field(
+        default=None,
+        description="Hold of a container stopped by an engine or host restart (not by its owner), "
+        "instead of the normal holds when longer; null: kept until an admin removes it",
+    )
     ledger_reservation_window: Duration = Field(
         default=None, description="A ledger reservation without a container counts as held this long"
     )

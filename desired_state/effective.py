@@ -129,6 +129,15 @@ class GlobalPolicy(BaseModel):
     release_breaker_min_rows: Sourced[int] = Field(
         description="The release breaker only considers shares when at least this many rows would go"
     )
+    breaker_max_remove_fraction: Sourced[float] = Field(
+        description="Trip when one pass would remove more than this share of the stopped containers"
+    )
+    breaker_min_removals: Sourced[int] = Field(
+        description="The breaker only considers the removal share when at least this many would be removed"
+    )
+    restart_stopped_hold_s: Sourced[float | None] = Field(
+        description="Hold of a container stopped by an engine or host restart; None: an admin decides"
+    )
     ledger_reservation_window_s: Sourced[float]
     orphan_sightings_required: Sourced[int]
     max_sample_interval_s: Sourced[float] = Field(

@@ -223,6 +223,7 @@ def observe(settings: Settings, desired: Any | None) -> Snapshot:
     config_kwargs: dict[str, Any] = {
         "docker_timeout_s": settings.docker_timeout_s,
         "ledger_path": settings.ledger,
+        "docker_pidfile": settings.docker_pidfile,
     }
     if desired is not None:
         config_kwargs["system_process_names"] = desired.global_policy.system_process_names.value

@@ -35,6 +35,7 @@ from controller.observe.docker_adapter import (
     DockerObserver,
     make_client,
 )
+from controller.observe.engine import DEFAULT_DOCKER_PIDFILE, engine_started_at, host_booted_at
 from controller.observe.gpu_refs import resolve_gpu_refs
 from controller.observe.keepalive import validate_keepalive_path
 from controller.observe.ledger import DEFAULT_LEDGER_PATH, DEFAULT_LOCK_TIMEOUT_S, read_ledger
@@ -83,6 +84,10 @@ class ObserveConfig(BaseModel):
         default=DEFAULT_MAX_AGE_S, gt=0, description="Re-inspect a cached container at least this often"
     )
     nvml_timeout_s: float = Field(default=10.0, gt=0, description="Deadline of one NVML observation")
+    docker_pidfile: Path = Field(
+        default=DEFAULT_DOCKER_PIDFILE,
+        description="The engine's pidfile: its start time tells restarts apart",
+    )
     ledger_path: Path = DEFAULT_LEDGER_PATH
     ledger_lock_timeout_s: float = Field(default=DEFAULT_LOCK_TIMEOUT_S, gt=0)
     keepalive_path: str = DEFAULT_KEEPALIVE_PATH
@@ -231,6 +236,8 @@ class HostObserver:
             processes=processes,
             ledger=ledger,
             docker_api_calls=self.counter.count - calls_before,
+            engine_started_at=engine_started_at(self.config.docker_pidfile, self.config.proc_root),
+            host_booted_at=host_booted_at(self.config.proc_root),
         )
 
     def _container(

@@ -120,13 +120,45 @@ WAIVED_FIELDS: dict[ExemptFrom, tuple[str, ...]] = {
 # every pass over the same set, so the memo lives at module level. Bounded; cleared when full.
 _MEMO_MAX = 50_000
 _MemoKey = tuple[str, str, str, tuple[tuple[str, str], ...]]
-_memo_owner: list[tuple[PolicySet, dict[_MemoKey, tuple[datetime, EffectivePolicy]]]] = []
 
 
-def _memo_for(policy_set: PolicySet) -> dict[_MemoKey, tuple[datetime, EffectivePolicy]]:
-    if not _memo_owner or _memo_owner[0][0] is not policy_set:
-        _memo_owner[:] = [(policy_set, {})]
-    return _memo_owner[0][1]
+@dataclasses.dataclass
+class _Memo:
+    """The memo of one policy set, swept by generation.
+
+    An entry is keyed by a container's name and labels, so a host that creates and removes
+    containers all day would fill it with entries of containers long gone (about 15 KB each).
+    Each new adapter starts a generation: the entries the previous generation did not use (the
+    containers no longer on the host) are dropped then. A generation that used nothing (Docker was
+    unavailable, or an adapter only read the global policy) drops nothing.
+    """
+
+    policy_set: PolicySet
+    entries: dict[_MemoKey, tuple[datetime, EffectivePolicy]] = dataclasses.field(default_factory=dict)
+    used: set[_MemoKey] = dataclasses.field(default_factory=set)
+
+    def new_generation(self) -> None:
+        if not self.used:
+            return
+        if len(self.used) < len(self.entries):
+            self.entries = {k: v for k, v in self.entries.items() if k in self.used}
+        self.used = set()
+
+
+_memo_owner: list[_Memo] = []
+
+
+def _memo_for(policy_set: PolicySet) -> _Memo:
+    if not _memo_owner or _memo_owner[0].policy_set is not policy_set:
+        _memo_owner[:] = [_Memo(policy_set)]
+    else:
+        _memo_owner[0].new_generation()
+    return _memo_owner[0]
+
+
+def memo_size() -> int:
+    """How many resolutions are memoised (0 before the first): bounded by the containers in use."""
+    return len(_memo_owner[0].entries) if _memo_owner else 0
 
 
 class PolicySetDesired:
@@ -179,15 +211,17 @@ class PolicySetDesired:
             container.name,
             tuple(container.labels.items()),  # label order differing only costs a miss
         )
-        hit = self._memo.get(key)
+        memo = self._memo
+        memo.used.add(key)
+        hit = memo.entries.get(key)
         if hit is not None:
             computed_at, eff = hit
             if computed_at <= now and all(e.expires_at is None or now < e.expires_at for e in eff.exemptions):
                 return eff
         eff = self._effective(container, now)
-        if len(self._memo) >= _MEMO_MAX:
-            self._memo.clear()
-        self._memo[key] = (now, eff)
+        if len(memo.entries) >= _MEMO_MAX:
+            memo.entries.clear()
+        memo.entries[key] = (now, eff)
         return eff
 
     def _effective(self, container: ContainerObs, now: datetime) -> EffectivePolicy:

@@ -32,7 +32,13 @@ from controller.plan.context import Collector, PassContext, host_target, iso
 from controller.plan.desired import DesiredState
 from controller.plan.idle import Thresholds, advance, fresh_memory, mark_unobserved
 from controller.plan.rules.allocations import duplicate_holders, ledger_rows
-from controller.plan.rules.cleanup import STOPPED_STATES, created_never_started, stopped_hold
+from controller.plan.rules.cleanup import (
+    STOPPED_STATES,
+    created_never_started,
+    restart_time,
+    stopped_by_restart,
+    stopped_hold,
+)
 from controller.plan.rules.lifecycle import idle_stop, runtime_stop
 from controller.plan.rules.processes import gpu_processes
 from controller.plan.safety import apply_gates
@@ -105,6 +111,9 @@ def _plan(snapshot: Snapshot, desired: DesiredState, memory: ControllerMemory, n
         last_pass_at=now,
         intents=memory.intents,  # the executor's records of actions in flight, carried unchanged
     ).pruned(now)
+    if ctx.docker_ok:
+        # Containers listed before and not now are gone (a failed listing forgets nothing).
+        next_memory = next_memory.without_containers(set(memory.containers) - set(next_containers))
     return Plan(
         observed_at=snapshot.observed_at,
         evaluated_at=now,
@@ -120,6 +129,7 @@ def _observe_containers(ctx: PassContext, desired: DesiredState) -> None:
     max_sample_interval_s = ctx.glob.max_sample_interval_s.value
     # Devices that never report utilisation: MIG devices, and GPUs in MIG mode (an all-GPU holder).
     no_util = ctx.mig_uuids | {g.uuid for g in ctx.gpus if g.mig_enabled}
+    restart_at = restart_time(ctx.snapshot)
     for c in ctx.containers:
         policy = desired.effective(c, ctx.now)
         ctx.policies[c.id] = policy
@@ -152,6 +162,10 @@ def _observe_containers(ctx: PassContext, desired: DesiredState) -> None:
         elif c.state in _FINISHED and mem.samples:
             # Samples belong to a start; a stopped container's next start begins afresh anyway.
             mem = mem.model_copy(update={"samples": (), "idle_since": None})
+        by_restart = stopped_by_restart(c, prev, restart_at)
+        if mem.last_state != c.state.value or mem.stopped_by_restart_at != by_restart:
+            # Written only on a change: the state the controller saw, to tell later who stopped it.
+            mem = mem.model_copy(update={"last_state": c.state.value, "stopped_by_restart_at": by_restart})
         ctx.cmem[c.id] = mem
 
 

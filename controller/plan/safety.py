@@ -12,7 +12,11 @@
    ``breaker_max_fraction`` of the running GPU containers, and at least
    ``breaker_min_containers`` of them: then nothing destructive runs, an admin is alerted, and
    the next memory carries the tripped breaker. A mass stop is far more likely a broken signal
-   than a mass exodus of users.
+   than a mass exodus of users. It trips the same way when one pass would remove more than
+   ``breaker_max_remove_fraction`` of the host's stopped containers, at least
+   ``breaker_min_removals`` of them (:func:`removal_breaker`): a mass removal is far more likely a
+   mass stop nobody chose (an engine or host restart it did not recognise) than a mass of expired
+   holds.
    The **release breaker** (``memory.release_breaker``) does the same for ledger releases alone: it
    trips when one pass would release more than ``release_breaker_max_fraction`` of the ledger's
    rows, and at least ``release_breaker_min_rows`` of them (a containers list that came back
@@ -121,6 +125,11 @@ def apply_gates(ctx: PassContext, proposed: Collector) -> GateResult:
                     params={},
                 )
             )
+    if not breaker.tripped and destructive:
+        tripped = removal_breaker(ctx, destructive)
+        if tripped is not None:
+            breaker, alert = tripped
+            passive.append(alert)
 
     release_breaker = _release_breaker(ctx, destructive, passive)
 
@@ -204,3 +213,53 @@ def _release_breaker(ctx: PassContext, destructive: list[Action], passive: list[
         )
     )
     return Breaker(tripped=True, tripped_at=now, reason=reason)
+
+
+REMOVAL_REASONS = frozenset({Reason.GPU_HOLD_EXPIRED, Reason.STOPPED_HOLD_EXPIRED})
+
+
+def removal_breaker(ctx: PassContext, destructive: list[Action]) -> tuple[Breaker, Action] | None:
+    """The removal share of the breaker: the tripped breaker and its alert, or None.
+
+    Counts the removals of stopped containers (expired holds) that fell due since the last pass
+    (all of them on a first pass: a fresh memory knows no backlog) against the host's stopped
+    containers; created-never-started removals are not stopped containers. Removals already
+    overdue at the last pass are a backlog an admin let through (a reset) or that came due one by
+    one: they do not trip it again.
+    """
+    since = ctx.memory.last_pass_at
+    removals = [
+        a
+        for a in destructive
+        if a.kind == ActionKind.REMOVE_CONTAINER
+        and a.reason in REMOVAL_REASONS
+        and (since is None or a.due_at > since)
+    ]
+    stopped = sum(1 for c in ctx.containers if c.state in (ContainerState.EXITED, ContainerState.DEAD))
+    max_fraction = ctx.glob.breaker_max_remove_fraction.value
+    min_removals = ctx.glob.breaker_min_removals.value
+    if not removals or len(removals) < min_removals or len(removals) <= max_fraction * stopped:
+        return None
+    now = ctx.now
+    reason = (
+        f"this pass would remove {len(removals)} of {stopped} stopped containers "
+        f"(more than {max_fraction:.0%}, at least {min_removals})"
+    )
+    alert = Action(
+        kind=ActionKind.ALERT_ADMIN,
+        target=host_target(),
+        reason=Reason.BREAKER_TRIPPED,
+        message=f"circuit breaker tripped: {reason}; no destructive action runs until "
+        f"'ds01ctl breaker reset' (were they all stopped at once, by a restart?)",
+        evidence={
+            "would_remove": len(removals),
+            "stopped_containers": stopped,
+            "breaker_max_remove_fraction": max_fraction,
+            "breaker_min_removals": min_removals,
+            "remove_keys": [a.key for a in removals],
+        },
+        due_at=now,
+        key=f"AlertAdmin:BreakerTripped:{iso(now)}",
+        params={},
+    )
+    return Breaker(tripped=True, tripped_at=now, reason=reason), alert

@@ -210,3 +210,42 @@ def ds01ctl_get_policies(paths: DaemonPaths) -> str:
     done = subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False)
     assert "Traceback" not in done.stderr, done.stderr
     return done.stdout + done.stderr
+
+
+def test_an_engine_restart_stops_are_held_and_an_owners_stop_is_not(
+    controller_daemon: DaemonRunner,
+    e2e_engine: PrivateEngine,
+    e2e_containers: ContainerFactory,
+    e2e_docker: Any,
+) -> None:
+    """Docker restarted under the daemon with containers running: they come back exited, and with a
+    2 s stopped hold they would be removed at once; they keep the restart hold instead. A container
+    its owner stops afterwards is removed after the normal 2 s."""
+    controller_daemon.write_spec(
+        fast_policy(controller_daemon.paths.reset_marker, containerHoldAfterStop="2s")
+    )
+    victims = [e2e_containers(labels=ALICE, network_mode="none") for _ in range(3)]
+    d = controller_daemon.start(interval_s=2)
+    d.wait_for_passes(2)
+
+    e2e_engine.restart()
+    d.wait_for_log("following Docker events again", WAIT_S)
+    for c in victims:
+        c.reload()
+        assert c.status == "exited"
+    # Several passes after the restart, well past the 2 s hold.
+    d.wait_for_passes(4)
+    time.sleep(3)
+    for c in victims:
+        assert removal_events(d, c.id) == []
+        c.reload()  # raises NotFound if it was removed
+    mem = MemoryStore(controller_daemon.paths.state_dir).load()
+    assert all(mem.containers[c.id].stopped_by_restart_at is not None for c in victims)
+
+    # The daemon still acts: a container its owner stops now goes after its 2 s hold.
+    own = e2e_containers(labels=ALICE, network_mode="none")
+    d.wait_for_passes(1)
+    own.stop(timeout=0)
+    d.wait_for_event("container.remove", for_container(own.id), WAIT_S)
+    assert d.stop() == 0
+    assert "Traceback" not in d.log()

@@ -7,21 +7,76 @@
   or the container hold, whichever comes first. ``None`` holds mean never. Paused and restarting
   containers are not stopped containers. A missing ``FinishedAt`` makes the age unknown: skipped.
 
+* Stopped by a restart: a container the engine's or the host's restart stopped (its owner did
+  not; see :func:`stopped_by_restart`) keeps the global ``restart_stopped_hold_s`` when that is
+  longer than its normal hold; ``None`` keeps it until an admin removes it.
+
 Both are cleanup: protected and monitoring containers and cleanup exemptions shield them.
 """
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 
+from controller.memory import ContainerMemory
 from controller.plan.context import Collector, PassContext, fmt_duration, iso, seconds
 from controller.plan.rules.common import gpu_evidence, shielded
 from controller.plan.types import ActionKind, DeferReason, Reason
-from controller.snapshot import ContainerObs, ContainerState
+from controller.snapshot import ContainerObs, ContainerState, Snapshot
 from desired_state.effective import EffectivePolicy, ExemptFrom
 
 STOPPED_STATES = frozenset({ContainerState.EXITED, ContainerState.DEAD})
 REMOVE_PARAMS = {"force": False}
+_STOPPED_VALUES = frozenset(s.value for s in STOPPED_STATES)
+_RUNNING_VALUES = frozenset(
+    s.value for s in (ContainerState.RUNNING, ContainerState.PAUSED, ContainerState.RESTARTING)
+)
+# An engine stops its containers while it shuts down, just before it starts again; a host reboot
+# stops them before the boot (the time the machine is down counts here). The engine's restore marks
+# a container it finds dead after an unclean stop (a crash, a power cut) exited with code 255, just
+# after it starts.
+RESTART_STOPS_BEFORE = timedelta(minutes=10)
+# While an engine shuts down it still answers: the controller may see its containers exited a few
+# seconds before the engine goes away. A stop it saw this close to the restart counts as the restart's.
+RESTART_SHUTDOWN = timedelta(minutes=2)
+RESTART_RESTORE_AFTER = timedelta(minutes=2)
+RESTORE_EXIT_CODE = 255
+
+
+def restart_time(snapshot: Snapshot) -> datetime | None:
+    """The last engine start (which follows any boot), else the boot; None: unknown."""
+    return snapshot.engine_started_at or snapshot.host_booted_at
+
+
+def stopped_by_restart(
+    c: ContainerObs, prev: ContainerMemory | None, restart_at: datetime | None
+) -> datetime | None:
+    """The restart that stopped this stopped container, or None when its owner (or nothing) did.
+
+    A restart stopped it when it was started before the restart and stopped around it: either the
+    controller saw it running before and it stopped no later than the restore, or it stopped within
+    :data:`RESTART_STOPS_BEFORE` of the restart. A stop the controller already saw (it was exited at
+    the last pass) is not a restart's unless it came within :data:`RESTART_SHUTDOWN` of it (the
+    engine's own shutdown, seen while it still answered), nor is a stop after the engine came up
+    unless the engine's restore made it (exit code 255). Once decided, the mark stays for this
+    start of the container.
+    """
+    if c.state not in STOPPED_STATES or c.finished_at is None or c.started_at is None:
+        return None
+    same_start = prev is not None and prev.started_at == c.started_at
+    if same_start and prev is not None and prev.stopped_by_restart_at is not None:
+        return prev.stopped_by_restart_at
+    if restart_at is None or c.started_at >= restart_at:
+        return None  # unknown, or started after the restart: the restart did not stop it
+    last_state = prev.last_state if same_start and prev is not None else ""
+    if last_state in _STOPPED_VALUES and c.finished_at < restart_at - RESTART_SHUTDOWN:
+        return None  # the controller saw it stopped, well before the restart: its owner's stop
+    if c.finished_at > restart_at:
+        restored = c.exit_code == RESTORE_EXIT_CODE and c.finished_at <= restart_at + RESTART_RESTORE_AFTER
+        return restart_at if restored else None
+    if last_state in _RUNNING_VALUES or c.finished_at >= restart_at - RESTART_STOPS_BEFORE:
+        return restart_at
+    return None
 
 
 def created_never_started(ctx: PassContext, out: Collector, c: ContainerObs, policy: EffectivePolicy) -> None:
@@ -89,6 +144,27 @@ def stopped_hold(ctx: PassContext, out: Collector, c: ContainerObs, policy: Effe
     if shielded(ctx, out, c, policy, rule, ExemptFrom.CLEANUP):
         return
     target = ctx.target(c)
+    mem = ctx.cmem.get(c.id)
+    restart_at = mem.stopped_by_restart_at if mem is not None else None
+    restart_hold = ctx.glob.restart_stopped_hold_s
+    restart_evidence: dict[str, object] = {}
+    if restart_at is not None:
+        restart_evidence = {
+            "stopped_by_restart_at": iso(restart_at),
+            "restart_stopped_hold_s": restart_hold.value,
+            "restart_hold_source": restart_hold.source,
+        }
+        if restart_hold.value is None:
+            out.defer(
+                target,
+                rule,
+                DeferReason.NOT_DUE,
+                f"{c.name} was stopped by the engine restart at {iso(restart_at)}, not by its owner; "
+                f"kept until an admin removes it (restartStoppedHold: null)",
+                evidence={"state": c.state.value, "exit_code": c.exit_code, **restart_evidence},
+            )
+            return
+        hold = max(hold, restart_hold.value)
     if c.finished_at is None:
         out.defer(
             target,
@@ -110,9 +186,12 @@ def stopped_hold(ctx: PassContext, out: Collector, c: ContainerObs, policy: Effe
         "container_hold_after_stop_s": hold_s,
         "container_hold_source": policy.container_hold_after_stop_s.source,
         "exit_code": c.exit_code,
+        **restart_evidence,
         **gpu_evidence(ctx, c),
     }
     what = "GPU hold" if rule == Reason.GPU_HOLD_EXPIRED else "hold"
+    if restart_at is not None:
+        what = f"hold (stopped by the engine restart at {iso(restart_at)}, not by its owner)"
     if ctx.now < due:
         out.defer(
             target,

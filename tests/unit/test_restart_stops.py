@@ -1,0 +1,245 @@
+"""Containers stopped by an engine or host restart are not their owners' stops.
+
+After dockerd restarts (or the host reboots) every container without a restart policy is exited.
+Nobody chose those stops: such a container keeps the restart hold (``restartStoppedHold``, 24 h by
+default; null: an admin decides) instead of its normal stopped hold, and a pass that would remove
+more than a set share of the host's stopped containers trips the breaker like a mass stop does.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from controller.memory import ContainerMemory, ControllerMemory
+from controller.observe.engine import engine_started_at, host_booted_at
+from controller.plan.planner import plan
+from controller.plan.rules.cleanup import stopped_by_restart
+from controller.plan.types import ActionKind, DeferReason, Plan, Reason
+from controller.snapshot import ContainerObs, ContainerState
+from tests.fixtures import builders as b
+
+# The engine restarted 40 minutes before T0; its shutdown stopped the containers a few seconds
+# before that. The normal holds (15 min GPU, 30 min container) have passed; the 24 h restart hold not.
+ENGINE_START = b.ago(minutes=40)
+SHUTDOWN = ENGINE_START - timedelta(seconds=8)
+STARTED = b.ago(days=2)
+
+
+def stopped(
+    name: str, *, finished_at: datetime = SHUTDOWN, exit_code: int = 137, **kw: object
+) -> ContainerObs:
+    return b.exited(name, started_at=STARTED, finished_at=finished_at, exit_code=exit_code, **kw)  # type: ignore[arg-type]
+
+
+def seen(c: ContainerObs, state: ContainerState, **kw: object) -> ContainerMemory:
+    """What the controller remembered of it before the restart."""
+    return ContainerMemory(
+        container_id=c.id, name=c.name, started_at=c.started_at, last_state=state.value, **kw
+    )  # type: ignore[arg-type]
+
+
+def run(
+    *containers: ContainerObs,
+    memory: ControllerMemory | None = None,
+    engine_start: datetime | None = ENGINE_START,
+    booted: datetime | None = None,
+    now: datetime = b.T0,
+    **glob: object,
+) -> Plan:
+    snap = b.snapshot(observed_at=now, containers=containers).model_copy(
+        update={"engine_started_at": engine_start, "host_booted_at": booted}
+    )
+    desired = b.desired(glob=b.global_policy(**glob))
+    return plan(snap, desired, memory or ControllerMemory(last_pass_at=now - timedelta(seconds=30)), now)
+
+
+def removals(p: Plan) -> list[str]:
+    return sorted(a.target.container or "" for a in p.actions if a.kind == ActionKind.REMOVE_CONTAINER)
+
+
+class TestRestartHold:
+    def test_containers_the_engine_restart_stopped_keep_the_restart_hold(self) -> None:
+        train = stopped("train", gpus=[b.GPU0])
+        notebook = stopped("notebook")
+        memory = ControllerMemory(
+            containers={c.id: seen(c, ContainerState.RUNNING) for c in (train, notebook)},
+            last_pass_at=ENGINE_START - timedelta(minutes=1),
+        )
+        p = run(train, notebook, memory=memory)
+        assert removals(p) == []
+        for c in (train, notebook):
+            (d,) = [d for d in p.deferred if d.target.container_id == c.id]
+            assert d.why == DeferReason.NOT_DUE
+            assert d.due_at == SHUTDOWN + timedelta(hours=24)
+            assert (
+                f"stopped by the engine restart at {ENGINE_START.isoformat()}"
+                in d.message.replace("+00:00", "Z").replace("Z", "+00:00")
+                or "stopped by the engine restart at" in d.message
+            )
+            assert d.evidence["stopped_by_restart_at"] is not None
+            assert p.memory.containers[c.id].stopped_by_restart_at == ENGINE_START
+        # The mark is remembered: the next pass still holds them (they are "exited" in memory now).
+        later = run(train, notebook, memory=p.memory, now=b.T0 + timedelta(hours=1))
+        assert removals(later) == []
+        # And once the restart hold has passed they are removed, the reason saying why they waited.
+        due = run(train, notebook, memory=later.memory, now=SHUTDOWN + timedelta(hours=24, seconds=1))
+        assert removals(due) == ["notebook", "train"]
+        assert all(
+            "stopped by the engine restart" in a.message
+            for a in due.actions
+            if a.kind == ActionKind.REMOVE_CONTAINER
+        )
+
+    def test_the_restart_hold_never_shortens_a_longer_normal_hold(self) -> None:
+        c = stopped("c", finished_at=b.ago(minutes=10))
+        memory = ControllerMemory(
+            containers={c.id: seen(c, ContainerState.EXITED, stopped_by_restart_at=ENGINE_START)}
+        )
+        p = run(c, memory=memory, restart_stopped_hold_s=60.0)
+        assert removals(p) == []
+        (d,) = [d for d in p.deferred if d.target.container_id == c.id]
+        assert d.due_at == b.ago(minutes=10) + timedelta(minutes=30)  # the 30 min container hold
+
+    def test_null_restart_hold_keeps_it_for_an_admin(self) -> None:
+        c = stopped("c")
+        memory = ControllerMemory(containers={c.id: seen(c, ContainerState.RUNNING)})
+        p = run(c, memory=memory, restart_stopped_hold_s=None, now=b.T0 + timedelta(days=30))
+        assert removals(p) == []
+        (d,) = [d for d in p.deferred if d.target.container_id == c.id]
+        assert d.due_at is None and "kept until an admin removes it" in d.message
+
+    def test_a_stop_the_controller_saw_before_the_restart_is_its_owners(self) -> None:
+        c = stopped("c", finished_at=ENGINE_START - timedelta(minutes=5), exit_code=0)
+        memory = ControllerMemory(containers={c.id: seen(c, ContainerState.EXITED)})
+        assert removals(run(c, memory=memory)) == ["c"]
+
+    def test_a_stop_seen_while_the_engine_shut_down_is_the_restarts(self) -> None:
+        # The engine still answered while it stopped its containers: the controller saw them
+        # exited (with the old engine's start time), seconds before the new engine started.
+        c = stopped("c", finished_at=ENGINE_START - timedelta(seconds=5))
+        memory = ControllerMemory(containers={c.id: seen(c, ContainerState.EXITED)})
+        p = run(c, memory=memory)
+        assert removals(p) == []
+        assert p.memory.containers[c.id].stopped_by_restart_at == ENGINE_START
+
+    def test_without_memory_a_stop_close_before_the_restart_counts(self) -> None:
+        near = stopped("near", finished_at=ENGINE_START - timedelta(minutes=3))
+        long_before = stopped("long-before", finished_at=ENGINE_START - timedelta(hours=2))
+        p = run(near, long_before)
+        assert removals(p) == ["long-before"]
+        assert p.memory.containers[near.id].stopped_by_restart_at == ENGINE_START
+        assert p.memory.containers[long_before.id].stopped_by_restart_at is None
+
+    def test_the_controller_saw_it_running_across_a_long_reboot(self) -> None:
+        # The host was down for 3 hours: the shutdown stop is long before the engine start.
+        c = stopped("c", finished_at=ENGINE_START - timedelta(hours=3))
+        memory = ControllerMemory(containers={c.id: seen(c, ContainerState.RUNNING)})
+        assert removals(run(c, memory=memory)) == []
+
+    def test_started_after_the_restart_is_not_a_restart_stop(self) -> None:
+        c = b.exited(
+            "c",
+            started_at=ENGINE_START + timedelta(minutes=1),
+            finished_at=ENGINE_START + timedelta(minutes=2),
+        )
+        memory = ControllerMemory(containers={c.id: seen(c, ContainerState.RUNNING)})
+        assert removals(run(c, memory=memory)) == ["c"]
+
+    @pytest.mark.parametrize(("exit_code", "by_restart"), [(255, True), (0, False), (137, False)])
+    def test_after_the_start_only_the_engines_restore_counts(self, exit_code: int, by_restart: bool) -> None:
+        c = stopped("c", finished_at=ENGINE_START + timedelta(seconds=20), exit_code=exit_code)
+        got = stopped_by_restart(c, None, ENGINE_START)
+        assert (got == ENGINE_START) is by_restart
+
+    def test_unknown_restart_time_changes_nothing(self) -> None:
+        c = stopped("c")
+        memory = ControllerMemory(containers={c.id: seen(c, ContainerState.RUNNING)})
+        assert removals(run(c, memory=memory, engine_start=None)) == ["c"]
+
+    def test_host_boot_time_stands_in_for_an_unknown_engine_start(self) -> None:
+        c = stopped("c")
+        memory = ControllerMemory(containers={c.id: seen(c, ContainerState.RUNNING)})
+        assert removals(run(c, memory=memory, engine_start=None, booted=ENGINE_START)) == []
+
+    def test_a_new_start_clears_the_mark(self) -> None:
+        c = stopped("c")
+        prev = seen(c, ContainerState.EXITED, stopped_by_restart_at=ENGINE_START)
+        assert stopped_by_restart(c, prev, ENGINE_START) == ENGINE_START
+        restarted = c.model_copy(update={"started_at": b.ago(minutes=20), "finished_at": b.ago(minutes=19)})
+        assert stopped_by_restart(restarted, prev, ENGINE_START) is None
+
+
+class TestRemovalBreaker:
+    def host(self, due: int, other: int) -> list[ContainerObs]:
+        # ``due`` exited 30 min 10 s ago: their 30 min hold passed since the last pass (30 s ago).
+        cs = [b.exited(f"due{i}", finished_at=b.ago(minutes=30, seconds=10)) for i in range(due)]
+        cs += [b.exited(f"fresh{i}", finished_at=b.ago(minutes=1)) for i in range(other)]
+        return cs
+
+    def test_removing_most_stopped_containers_at_once_trips_the_breaker(self) -> None:
+        p = run(*self.host(due=6, other=2), engine_start=None)
+        assert removals(p) == []
+        assert p.memory.breaker.tripped
+        assert "would remove 6 of 8 stopped containers" in p.memory.breaker.reason
+        (alert,) = [a for a in p.actions if a.reason == Reason.BREAKER_TRIPPED]
+        assert alert.evidence["would_remove"] == 6
+        assert {d.why for d in p.deferred if d.target.container} >= {DeferReason.BREAKER_OPEN}
+
+    def test_a_share_below_the_limit_or_too_few_removals_do_not(self) -> None:
+        assert removals(run(*self.host(due=6, other=7), engine_start=None)) == [f"due{i}" for i in range(6)]
+        assert removals(run(*self.host(due=4, other=0), engine_start=None)) == [f"due{i}" for i in range(4)]
+
+    def test_a_backlog_overdue_at_the_last_pass_does_not_trip_it_again(self) -> None:
+        # After an admin's reset, removals that were already due at the last pass go ahead.
+        memory = ControllerMemory(last_pass_at=b.ago(seconds=30))
+        cs = [b.exited(f"old{i}", finished_at=b.ago(hours=2)) for i in range(6)]
+        p = run(*cs, memory=memory, engine_start=None)
+        assert not p.memory.breaker.tripped
+        assert len(removals(p)) == 6
+
+    def test_the_share_is_a_policy_setting(self) -> None:
+        p = run(*self.host(due=6, other=2), engine_start=None, breaker_max_remove_fraction=0.9)
+        assert not p.memory.breaker.tripped and len(removals(p)) == 6
+
+
+class TestEngineTimes:
+    def fake_proc(self, root: Path, *, comm: str = "dockerd", ticks: int = 12_345) -> Path:
+        (root / "4242").mkdir(parents=True)
+        (root / "4242" / "comm").write_text(f"{comm}\n")
+        fields = ["S"] + ["0"] * 18 + [str(ticks)] + ["0"] * 10
+        (root / "4242" / "stat").write_text(f"4242 ({comm}) " + " ".join(fields) + "\n")
+        (root / "stat").write_text("cpu  1 2 3\nbtime 1796387868\n")
+        pidfile = root / "docker.pid"
+        pidfile.write_text("4242")
+        return pidfile
+
+    def test_engine_start_is_boot_plus_the_process_start(self, tmp_path: Path) -> None:
+        import os
+
+        pidfile = self.fake_proc(tmp_path)
+        got = engine_started_at(pidfile, tmp_path)
+        assert got is not None
+        assert got.timestamp() == pytest.approx(1796387868 + 12_345 / os.sysconf("SC_CLK_TCK"))
+        booted = host_booted_at(tmp_path)
+        assert booted is not None and booted.timestamp() == 1796387868
+
+    def test_a_stale_pidfile_or_missing_files_give_unknown(self, tmp_path: Path) -> None:
+        pidfile = self.fake_proc(tmp_path, comm="bash")
+        assert engine_started_at(pidfile, tmp_path) is None
+        assert engine_started_at(tmp_path / "nope.pid", tmp_path) is None
+        (tmp_path / "docker.pid").write_text("not a pid")
+        assert engine_started_at(tmp_path / "docker.pid", tmp_path) is None
+        assert host_booted_at(tmp_path / "absent") is None
+
+
+def test_the_engine_pidfile_comes_from_the_environment() -> None:
+    import argparse
+
+    from controller.settings import DEFAULT_DOCKER_PIDFILE, settings_from
+
+    assert settings_from(argparse.Namespace(), {}).docker_pidfile == DEFAULT_DOCKER_PIDFILE
+    got = settings_from(argparse.Namespace(), {"DS01_DOCKER_PIDFILE": "/run/docker-2.pid"})
+    assert got.docker_pidfile == Path("/run/docker-2.pid")
