@@ -34,7 +34,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
@@ -97,6 +97,11 @@ WAKING_EVENTS = (
 MIN_WAIT_S = 0.02
 # Wake a little after a due time, not a hair before it (the planner compares with its own clock).
 DUE_SLACK_S = 0.01
+# Due times this close after the earliest one are one moment: the loop wakes after the last of
+# them. Warnings sent side by side in one pass are delivered (and stamped) milliseconds apart, so
+# the stops they lead to come due milliseconds apart; woken at the first, a pass would stop that
+# container alone and the others one pass later (and the breaker would judge them apart).
+DUE_GROUP_S = 0.5
 # Re-following the Docker event stream after it broke: first retry, and the longest back-off.
 EVENTS_RETRY_MIN_S = 0.5
 EVENTS_RETRY_MAX_S = 5.0
@@ -601,12 +606,17 @@ def next_wait_s(the_plan: Plan | None, now: datetime, interval_s: float) -> floa
 
     A due time already past belongs to something still deferred for another reason (a window not
     filled, a warning lead): re-planning at once would change nothing, so it waits for the resync.
+    The earliest due time stands for every one within :data:`DUE_GROUP_S` after it: the pass comes
+    after the last of them (never before any), so what came due together is acted on together.
     """
     wait_s = interval_s
     if the_plan is not None:
         future = [d.due_at for d in the_plan.deferred if d.due_at is not None and d.due_at > now]
         if future:
-            wait_s = min(wait_s, (min(future) - now).total_seconds() + DUE_SLACK_S)
+            first = min(future)
+            if (first - now).total_seconds() < interval_s:
+                last = max(d for d in future if d <= first + timedelta(seconds=DUE_GROUP_S))
+                wait_s = (last - now).total_seconds() + DUE_SLACK_S
     return max(MIN_WAIT_S, wait_s)
 
 

@@ -14,7 +14,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -24,10 +24,10 @@ from controller.act.events import EventLog
 from controller.act.executor import RealExecutor
 from controller.act.report import ActionOutcome, ExecutionReport, Outcome
 from controller.act.schedule import ActionScheduler, Limits, conflict_keys, merge_outcome
-from controller.loop import Controller, PassResult
+from controller.loop import DUE_GROUP_S, DUE_SLACK_S, Controller, PassResult, next_wait_s
 from controller.memory import ControllerMemory
 from controller.plan.desired import PolicySetDesired
-from controller.plan.types import Action, ActionKind, Plan, Reason, Target
+from controller.plan.types import Action, ActionKind, DeferReason, Deferred, Plan, Reason, Target
 from controller.settings import Settings
 from controller.store import MemoryStore
 from desired_state.errors import PolicyLoadError
@@ -52,7 +52,12 @@ spec:
 
 
 def make_controller(
-    tmp_path: Path, host: FakeHost, policy_text: str, *, interval_s: float = 30.0
+    tmp_path: Path,
+    host: FakeHost,
+    policy_text: str,
+    *,
+    interval_s: float = 30.0,
+    executor_clock: Callable[[], datetime] | None = None,
 ) -> Controller:
     specs = tmp_path / "specs"
     specs.mkdir()
@@ -70,7 +75,9 @@ def make_controller(
         settings=settings,
         observer=host.observer,  # type: ignore[arg-type]
         policy=PolicyHolder(specs),
-        executor=RealExecutor(host.client, event_log, RecordingNotifier(), settings.ledger, clock=host.clock),
+        executor=RealExecutor(
+            host.client, event_log, RecordingNotifier(), settings.ledger, clock=executor_clock or host.clock
+        ),
         store=store,
         event_log=event_log,
         memory=store.load(),
@@ -175,6 +182,59 @@ def test_four_stops_that_ignore_sigterm_take_one_grace_and_keep_the_heartbeat(tm
     assert result.duration_s < 2 * 0.8, f"the four stops took {result.duration_s:.2f} s, not about one grace"
     assert not host.containers, "each stop removes its container (removeAfterIdleStop)"
     assert sum(1 for n in beats if n > 0) >= 2, "no heartbeat while the stops were in flight"
+
+
+def test_the_loop_wakes_after_the_last_of_due_times_close_together() -> None:
+    def plan_due(*offsets_s: float) -> Plan:
+        deferred = tuple(
+            Deferred(
+                target=Target(container=f"c{i}"),
+                rule=Reason.IDLE_TIMEOUT,
+                why=DeferReason.WAITING_FOR_WARNING,
+                message="lead time",
+                due_at=b.T0 + timedelta(seconds=s),
+            )
+            for i, s in enumerate(offsets_s)
+        )
+        return plan_of().model_copy(update={"deferred": deferred})
+
+    slack = DUE_SLACK_S
+    # Warned milliseconds apart: one wake, after the last of them (never before any).
+    assert next_wait_s(plan_due(10.0, 10.004, 10.031), b.T0, 30.0) == pytest.approx(10.031 + slack)
+    # Further apart than DUE_GROUP_S: the first is not held back for the later one.
+    assert next_wait_s(plan_due(10.0, 10.0 + DUE_GROUP_S + 0.1), b.T0, 30.0) == pytest.approx(10.0 + slack)
+    # Past due times and the resync interval bound it as before.
+    assert next_wait_s(plan_due(-1.0, 40.0), b.T0, 30.0) == 30.0
+
+
+def test_stops_warned_side_by_side_come_due_in_one_pass(tmp_path: Path) -> None:
+    # Three containers idle since the same reading are warned in the same pass, side by side; each
+    # warning is stamped when it was delivered, a few milliseconds apart. The loop sleeps as the
+    # daemon does (next_wait_s): the three stops come due in one pass, none before its lead time.
+    host = FakeHost(term_ignored_s=0.0)
+    for n in "abc":
+        host.add(f"idle-{n}")
+    ticks = itertools.count(1)
+    jitter = threading.Lock()
+
+    def delivered_at() -> datetime:
+        with jitter:  # every reading of the executor's clock is 7 ms later than the one before
+            return host.clock() + timedelta(milliseconds=7 * next(ticks))
+
+    controller = make_controller(tmp_path, host, spec(), interval_s=PASS_EVERY_S, executor_clock=delivered_at)
+    planned: list[list[str]] = []
+    for _ in range(60):
+        result = controller.run_pass()
+        stops = [a for a in result.plan.actions if a.kind is ActionKind.STOP_CONTAINER]
+        if stops:
+            planned.append(sorted(a.target.label() for a in stops))
+        for stop in stops:  # never before the full lead time after the warning was delivered
+            warned_at = datetime.fromisoformat(stop.evidence["first_warning_at"])
+            assert warned_at + timedelta(seconds=stop.evidence["lead_s"]) <= result.plan.evaluated_at
+        if not host.containers:
+            break
+        host.advance(next_wait_s(result.plan, host.clock(), PASS_EVERY_S))
+    assert planned == [["idle-a", "idle-b", "idle-c"]], f"stops by pass: {planned}"
 
 
 # --- the scheduler's rules ------------------------------------------------------------------------
