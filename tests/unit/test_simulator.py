@@ -6,10 +6,11 @@ ones), changes what they do, pauses, restarts and renames them, writes ledger ro
 notation, breaks NVML per GPU, takes Docker or the whole daemon away for a while, steps the
 clock and lets time pass by 0.25 s to 30 min. Every step ends with time passing and, unless the
 daemon is down, one pass the way ``Controller.run_pass`` makes it: observe, ``plan`` with the
-memory carried forward, then the real executor action by action, the memory of each step feeding
-the next. The executor's seams (Docker API, kill ladder, reset command, ledger release) are fakes
-that act on the world and ask the oracle first: any destructive act against something in use
-fails the run with what the truth was.
+memory carried forward, then the plan through the daemon's action scheduler (one action in flight,
+each by the real executor; a plan older than ``safety.maxActionAge`` in simulated time is reported
+``stale`` and re-planned at once, as the loop does). The executor's seams (Docker API, kill
+ladder, reset command, ledger release) are fakes that act on the world and ask the oracle first:
+any destructive act against something in use fails the run with what the truth was.
 
 Bug classes can be switched on and off (``DS01_SIM_CLASSES=gaps,foreign`` or ``none``; default:
 all), so each can be exercised alone. ``test_simulator_tame`` runs with every class off: the
