@@ -6,10 +6,11 @@ ones), changes what they do, pauses, restarts and renames them, writes ledger ro
 notation, breaks NVML per GPU, takes Docker or the whole daemon away for a while, steps the
 clock and lets time pass by 0.25 s to 30 min. Every step ends with time passing and, unless the
 daemon is down, one pass the way ``Controller.run_pass`` makes it: observe, ``plan`` with the
-memory carried forward, then the real executor action by action, the memory of each step feeding
-the next. The executor's seams (Docker API, kill ladder, reset command, ledger release) are fakes
-that act on the world and ask the oracle first: any destructive act against something in use
-fails the run with what the truth was.
+memory carried forward, then the plan through the daemon's action scheduler (one action in flight,
+each by the real executor; a plan older than ``safety.maxActionAge`` in simulated time is reported
+``stale`` and re-planned at once, as the loop does). The executor's seams (Docker API, kill
+ladder, reset command, ledger release) are fakes that act on the world and ask the oracle first:
+any destructive act against something in use fails the run with what the truth was.
 
 Bug classes can be switched on and off (``DS01_SIM_CLASSES=gaps,foreign`` or ``none``; default:
 all), so each can be exercised alone. ``test_simulator_tame`` runs with every class off: the
@@ -23,6 +24,7 @@ import os
 import shutil
 import tempfile
 from dataclasses import dataclass, field, fields, replace
+from datetime import datetime
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -34,9 +36,12 @@ from loguru import logger
 
 from controller.act.events import EventLog
 from controller.act.executor import ExecutionReport, RealExecutor
+from controller.act.report import Outcome
+from controller.act.schedule import ActionScheduler, Limits
 from controller.memory import ControllerMemory
 from controller.plan.planner import plan
 from controller.plan.types import Plan
+from controller.settings import Settings
 from tests.fixtures import builders as b
 from tests.fixtures import sim_world as sw
 
@@ -84,9 +89,20 @@ POLICY = {
     "keepalive_max_age_s": 30 * MIN,
 }
 BUDGET = 3
+# The daemon's resync interval (controller.settings), which bounds a plan's age when
+# safety.maxActionAge is left at its default (null), as in controller.loop.Controller._execute.
+SIM_INTERVAL_S = Settings.model_fields["interval_s"].default
+# Passes in a row that may leave stale actions before the simulator calls it a livelock.
+MAX_REPLANS = 50
+# One action in flight at a time: the scheduler runs each in a thread, and two at once would race
+# for the world (whose stop lands first, what each one's clock reads), so a run could not be replayed.
+# Every plan still goes through the scheduler, so its order, deadlines and staleness are exercised.
+SIM_MAX_CONCURRENT = 1
 DESIRED = b.desired(
     b.policy(**POLICY),
-    b.global_policy(max_destructive_actions_per_pass=BUDGET, orphan_sightings_required=2),
+    b.global_policy(max_destructive_actions_per_pass=BUDGET, orphan_sightings_required=2).model_copy(
+        update={"max_concurrent_actions": b._sourced(SIM_MAX_CONCURRENT)}
+    ),
 )
 
 # --- strategies -------------------------------------------------------------------------------
@@ -151,6 +167,7 @@ class Stats:
     steps: int = 0
     passes: int = 0
     actions: int = 0
+    stale: int = 0  # actions the scheduler left unstarted because their plan got old
     done: dict[str, int] = field(default_factory=dict)
 
 
@@ -188,6 +205,8 @@ class SimMachine(RuleBasedStateMachine):
             clock=self.world.wall,
             verify_timeout_s=0.0,
         )
+        # One per daemon, as in controller.loop: it remembers actions abandoned past their deadline.
+        self.scheduler = ActionScheduler(monotonic=self.world.monotonic, clock=self.world.wall)
         self.ghosts = 0
         self.returns: list[tuple[int, float]] = []
         STATS.examples += 1
@@ -275,9 +294,18 @@ class SimMachine(RuleBasedStateMachine):
         )
 
     def run_pass(self, **observe: Any) -> None:
-        """What ``Controller.run_pass`` does: observe, plan, execute action by action, carry memory."""
+        """What ``Controller.run_pass`` does, and what the loop does after it: observe, plan, run the
+        plan through the action scheduler, carry memory; a plan left ``stale`` is re-planned at once."""
+        for _ in range(MAX_REPLANS):
+            if not self._pass(**observe):
+                return
+        raise AssertionError(f"{MAX_REPLANS} passes in a row left stale actions: re-planning never converges")
+
+    def _pass(self, **observe: Any) -> bool:
+        """One pass; True when actions were left unstarted because the plan got old (``stale``)."""
         w = self.world
         snapshot = w.snapshot(**observe)
+        observed_mono = self.scheduler.monotonic()  # a plan's age (safety.maxActionAge) counts from here
         now = w.wall()
         the_plan = plan(snapshot, DESIRED, self.memory, now)
         STATS.passes += 1
@@ -292,7 +320,7 @@ class SimMachine(RuleBasedStateMachine):
                 w.violate(
                     "Budget", f"{len(counted)} destructive actions and releases in one pass, budget {BUDGET}"
                 )
-        report = self._execute(the_plan, now)
+        report = self._execute(the_plan, now, observed_mono)
         self.memory = report.memory.model_copy(update={"last_pass_at": now})
         if w.violations:
             raise AssertionError(
@@ -301,31 +329,48 @@ class SimMachine(RuleBasedStateMachine):
                 + "\nlast passes:\n  "
                 + "\n  ".join(w.log[-8:])
             )
+        stale = report.count(Outcome.STALE)
+        if stale:
+            STATS.stale += stale
+            w.log.append(f"t={w.true_s:.2f}: {stale} action(s) stale, re-planning at once")
+        return bool(stale)
 
-    def _execute(self, the_plan: Plan, now: Any) -> ExecutionReport:
-        # controller.loop.Controller._execute: one action at a time, each step's memory the next's input.
+    def _execute(self, the_plan: Plan, now: datetime, observed_mono: float) -> ExecutionReport:
+        """``controller.loop.Controller._execute``: the plan through the scheduler, its limits from
+        the global policy, its clocks the world's (an action's stop or kill takes simulated time)."""
         w = self.world
         if not the_plan.actions:
             return self.executor.execute(the_plan, self.memory, now)
-        memory = the_plan.memory
-        outcomes = []
+        gp = DESIRED.global_policy
+        max_age_s = gp.max_action_age_s.value
+        self.scheduler.limits = Limits(
+            max_concurrent=gp.max_concurrent_actions.value,
+            max_age_s=SIM_INTERVAL_S if max_age_s is None else max_age_s,
+            kill_grace_s=gp.kill_grace_s.value,
+        )
         for key, delay in self.returns:
             # The owner starts working again ``delay`` seconds into the execution of this plan.
             w.scheduled.append((w.true_s + delay, key, frozenset({"gpu", "cpu", "net"})))
         self.returns.clear()
+
+        def run_one(one: Plan, memory: ControllerMemory, at: datetime) -> ExecutionReport:
+            # In the scheduler's action thread; the world's lock makes the action one step of the world.
+            with w.lock:
+                w.current_action = one.actions[0]
+                try:
+                    return self.executor.execute(one, memory, at)
+                finally:
+                    w.current_action = None
+
         with w.seams():
-            for action in the_plan.actions:
-                w.current_action = action
-                step = self.executor.execute(
-                    the_plan.model_copy(update={"actions": (action,), "memory": memory}), memory, now
-                )
-                memory = step.memory
-                outcomes.extend(step.outcomes)
-        w.current_action = None
+            report = self.scheduler.run(the_plan, now, run_one, observed_at=observed_mono)
+        assert not self.scheduler.abandoned, (
+            f"actions abandoned past their deadline: {self.scheduler.abandoned}"
+        )
         for kind, n in w.actions_done.items():
             STATS.done[kind] = STATS.done.get(kind, 0) + n
         w.actions_done.clear()
-        return ExecutionReport(outcomes=tuple(outcomes), memory=memory)
+        return report
 
     def _start_this(
         self,
@@ -602,7 +647,8 @@ def _run(classes: Classes, profile: settings) -> None:
         print(
             f"\nsimulator {classes}: {STATS.examples - before.examples} examples, "
             f"{STATS.steps - before.steps} steps, {STATS.passes - before.passes} passes, "
-            f"{STATS.actions - before.actions} planned actions; carried out: {done}"
+            f"{STATS.actions - before.actions} planned actions, {STATS.stale - before.stale} stale; "
+            f"carried out: {done}"
         )
 
 
