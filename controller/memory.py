@@ -64,6 +64,10 @@ class ContainerMemory(BaseModel):
         default=0.0,
         description="Unobserved time (gaps, clock steps) in the grace period, which lasts that much longer",
     )
+    runtime_discount_s: float = Field(
+        default=0.0,
+        description="Forward wall-clock steps seen during this start: wall time that is not runtime",
+    )
     last_state: str = Field(default="", description="The state the last pass that saw it observed")
     stopped_by_restart_at: datetime | None = Field(
         default=None, description="It was stopped by the engine or host restart at this time, not by a user"
@@ -153,6 +157,13 @@ class ControllerMemory(BaseModel):
         default_factory=dict, description="physical GPU UUID -> dirty mark (reset or alert pending)"
     )
     last_pass_at: datetime | None = None
+    clock_offset_s: float | None = Field(
+        default=None,
+        description="Highest wall-clock minus monotonic seconds seen this boot (a forward step raises it)",
+    )
+    clock_monotonic_s: float | None = Field(
+        default=None, description="The last monotonic reading (a lower one: the host rebooted)"
+    )
     intents: dict[str, Intent] = Field(
         default_factory=dict, description="action key -> destructive action started, outcome not yet recorded"
     )

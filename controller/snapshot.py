@@ -332,6 +332,11 @@ class Snapshot(Frozen):
         default=None, description="When the Docker engine process started; None: unknown"
     )
     host_booted_at: datetime | None = Field(default=None, description="The host's boot time; None: unknown")
+    observed_monotonic_s: float | None = Field(
+        default=None,
+        description="CLOCK_MONOTONIC seconds read with observed_at (it does not jump when the wall clock is "
+        "stepped); None: unknown",
+    )
 
     def domain_ok(self, domain: Domain) -> bool:
         return any(h.domain == domain and h.ok for h in self.health)

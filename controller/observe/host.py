@@ -166,9 +166,12 @@ class HostObserver:
 
     def observe(self, now: datetime | None = None) -> Snapshot:
         with self._observe_lock:
-            return self._observe(now or datetime.now(UTC))
+            if now is not None:
+                return self._observe(now, None)  # a given time has no monotonic reading to pair with
+            # Read together: the planner tells a wall-clock step from real time by their difference.
+            return self._observe(datetime.now(UTC), time.monotonic())
 
-    def _observe(self, now: datetime) -> Snapshot:
+    def _observe(self, now: datetime, monotonic_s: float | None) -> Snapshot:
         calls_before = self.counter.count
         health: dict[Domain, DomainHealth] = {}
 
@@ -230,6 +233,7 @@ class HostObserver:
 
         return Snapshot(
             observed_at=now,
+            observed_monotonic_s=monotonic_s,
             health=tuple(health[d] for d in (Domain.DOCKER, Domain.NVML, Domain.PROCFS, Domain.LEDGER)),
             containers=containers,
             gpus=tuple(gpus),

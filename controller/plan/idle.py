@@ -296,6 +296,7 @@ def advance(
         keepalive=keepalive,
         unobserved=None,
         grace_extension_s=extension_s,
+        runtime_discount_s=mem.runtime_discount_s,
     )
 
 

@@ -28,6 +28,7 @@ import gc
 from datetime import UTC, datetime
 
 from controller.memory import ContainerMemory, ControllerMemory
+from controller.plan.clock import ClockCheck, check_clock, with_clock_step
 from controller.plan.context import Collector, PassContext, host_target, iso
 from controller.plan.desired import DesiredState
 from controller.plan.idle import Thresholds, advance, fresh_memory, mark_unobserved
@@ -73,9 +74,10 @@ def plan(snapshot: Snapshot, desired: DesiredState, memory: ControllerMemory, no
 def _plan(snapshot: Snapshot, desired: DesiredState, memory: ControllerMemory, now: datetime) -> Plan:
     ctx = PassContext.build(snapshot, now, desired.global_policy, memory)
     out = Collector()
+    clock = check_clock(snapshot, memory)
 
     if ctx.docker_ok:
-        _observe_containers(ctx, desired)
+        _observe_containers(ctx, desired, clock)
         next_containers: dict[str, ContainerMemory] = ctx.cmem
         for c in ctx.containers:
             _container_rules(ctx, out, c)
@@ -84,7 +86,10 @@ def _plan(snapshot: Snapshot, desired: DesiredState, memory: ControllerMemory, n
         # from a failed listing is not a removed container). Nobody is watched meanwhile: the next
         # sample of each container spans an unobserved period.
         why = f"Docker unavailable at {iso(now)}"
-        next_containers = {cid: mark_unobserved(m, why) for cid, m in memory.containers.items()}
+        next_containers = {
+            cid: with_clock_step(mark_unobserved(m, why), clock.step_s, snapshot.observed_at)
+            for cid, m in memory.containers.items()
+        }
         for rule in CONTAINER_RULES:
             out.defer(
                 host_target(),
@@ -109,6 +114,8 @@ def _plan(snapshot: Snapshot, desired: DesiredState, memory: ControllerMemory, n
         release_breaker=gates.release_breaker,
         dirty_gpus=procs.dirty_gpus,
         last_pass_at=now,
+        clock_offset_s=clock.offset_s,
+        clock_monotonic_s=clock.monotonic_s,
         intents=memory.intents,  # the executor's records of actions in flight, carried unchanged
     ).pruned(now)
     if ctx.docker_ok:
@@ -123,7 +130,7 @@ def _plan(snapshot: Snapshot, desired: DesiredState, memory: ControllerMemory, n
     )
 
 
-def _observe_containers(ctx: PassContext, desired: DesiredState) -> None:
+def _observe_containers(ctx: PassContext, desired: DesiredState, clock: ClockCheck) -> None:
     seen_at = ctx.snapshot.observed_at
     prev_all = ctx.memory.containers
     max_sample_interval_s = ctx.glob.max_sample_interval_s.value
@@ -140,6 +147,8 @@ def _observe_containers(ctx: PassContext, desired: DesiredState) -> None:
             mem = prev.model_copy(update={"name": c.name})
         else:
             mem = prev
+        # A forward wall-clock step since the last pass is not runtime (controller.plan.clock).
+        mem = with_clock_step(mem, clock.step_s, seen_at)
         # Only GPU containers are ever idle-stopped, so only they are sampled (and memory stays small).
         if (
             c.has_gpu

@@ -498,18 +498,26 @@ def runtime_stop(ctx: PassContext, out: Collector, c: ContainerObs, policy: Effe
             ctx.target(c), rule, DeferReason.UNKNOWN_SIGNAL, f"{c.name} is running but StartedAt is unknown"
         )
         return None
+    mem = ctx.cmem.get(c.id)
+    # Forward wall-clock steps during this start are not runtime (controller.plan.clock): the clock
+    # starts that much later on the wall clock. Real time while the daemon was down still counts.
+    discount_s = mem.runtime_discount_s if mem is not None and mem.started_at == c.started_at else 0.0
     return run_ladder(
         ctx,
         out,
         c,
-        ctx.cmem.get(c.id),
+        mem,
         RUNTIME_LADDER,
-        start=c.started_at,
+        start=c.started_at + timedelta(seconds=discount_s),
         scope=iso(c.started_at) or "",
         timeout_s=timeout_s,
         lead=lead_s(policy, timeout_s),
         not_ready=None,
         notice_lines=_runtime_notice(c),
         stop_params={"timeout_s": policy.sigterm_grace_s.value, "remove": False},
-        evidence={"started_at": iso(c.started_at), "timeout_source": policy.max_runtime_s.source},
+        evidence={
+            "started_at": iso(c.started_at),
+            "timeout_source": policy.max_runtime_s.source,
+            "clock_step_discount_s": discount_s,
+        },
     )

@@ -1,0 +1,64 @@
+"""Forward wall-clock steps, told apart from real time by the monotonic clock (pure).
+
+Runtime is measured on the wall clock (``now - StartedAt``): a forward step (NTP correcting a
+wrong RTC, a VM restored from a snapshot) would count as runtime that never happened and cut the
+max-runtime allowance short. The observer reads ``CLOCK_MONOTONIC`` with the wall clock
+(``Snapshot.observed_monotonic_s``); it does not jump with the wall clock, so their difference
+(the *offset*) rises by the size of a forward step, and stays put when real time passes -- also
+across a daemon outage, which is runtime.
+
+The memory keeps the highest offset seen this boot (``ControllerMemory.clock_offset_s``): a rise
+above it by more than :data:`STEP_TOLERANCE_S` in one pass is a forward step. A backward step
+lowers the offset and is not discounted (it lengthens the allowance, erring on the side of not
+stopping); the forward step that undoes it only brings the offset back to the mark, and is no
+step either. A monotonic reading lower than the last one means the host rebooted (the monotonic
+clock restarts): the mark starts afresh (a reboot restarts every container anyway). An unknown
+reading (an old snapshot, a given time) records nothing and keeps the mark.
+
+Every container known at the step gets it as ``runtime_discount_s`` (capped at the time since
+its start, for one started during an unobserved span that may have come after the step) and its
+delivered warnings move with the clock, so a warning's lead time is not cut short either.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from controller.memory import ContainerMemory, ControllerMemory
+from controller.snapshot import Snapshot
+
+STEP_TOLERANCE_S = 5.0
+
+
+@dataclass(frozen=True, slots=True)
+class ClockCheck:
+    step_s: float  # forward step since the last pass; 0.0: none (or unknown)
+    offset_s: float | None  # the mark to remember
+    monotonic_s: float | None
+
+
+def check_clock(snapshot: Snapshot, memory: ControllerMemory) -> ClockCheck:
+    mono = snapshot.observed_monotonic_s
+    if mono is None:
+        return ClockCheck(0.0, memory.clock_offset_s, memory.clock_monotonic_s)
+    offset = snapshot.observed_at.timestamp() - mono
+    mark = memory.clock_offset_s
+    if mark is None or memory.clock_monotonic_s is None or mono < memory.clock_monotonic_s:
+        return ClockCheck(0.0, offset, mono)  # first reading, or a reboot: a fresh mark
+    step_s = offset - mark if offset - mark > STEP_TOLERANCE_S else 0.0
+    return ClockCheck(step_s, max(mark, offset), mono)
+
+
+def with_clock_step(mem: ContainerMemory, step_s: float, now: datetime) -> ContainerMemory:
+    """A container's memory after a forward step of ``step_s`` seen at ``now`` (wall, after it)."""
+    if step_s <= 0 or mem.started_at is None:
+        return mem
+    discount = min(step_s, max(0.0, (now - mem.started_at).total_seconds()))
+    shift = timedelta(seconds=step_s)
+    return mem.model_copy(
+        update={
+            "runtime_discount_s": mem.runtime_discount_s + discount,
+            "warnings": {k: at + shift for k, at in mem.warnings.items()},
+        }
+    )

@@ -1,0 +1,144 @@
+"""Max runtime across wall-clock steps (issue 11's risk "a forward clock step").
+
+Runtime is ``now - StartedAt`` on the wall clock; the observer also reads the monotonic clock
+(``Snapshot.observed_monotonic_s``), which a wall-clock step does not move. A forward step is no
+runtime (and no warning lead time); real time while the daemon was down is runtime.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from controller.memory import ControllerMemory
+from controller.plan.clock import STEP_TOLERANCE_S, check_clock
+from controller.plan.types import ActionKind, Plan, Reason
+from tests.fixtures import builders as b
+
+LIMIT = b.policy(max_runtime_s=2 * b.HOUR, idle_timeout_s=None)  # warnings at 90/108 min, lead 10 min
+MONO_AT_START = 50_000.0
+
+
+class Host:
+    """True time since the container's start, the wall clock's offset from it, the passes."""
+
+    def __init__(self) -> None:
+        self.true_s = 0.0
+        self.offset_s = 0.0  # wall = T0 + true + offset
+        self.runner = b.Passes(b.desired(LIMIT))
+        self.stops_at: list[float] = []  # true seconds
+        self.warnings_at: list[float] = []
+
+    def observe(self, *, monotonic: bool = True) -> Plan:
+        wall = b.T0 + timedelta(seconds=self.true_s + self.offset_s)
+        sig = b.signals(wall, gpu_pct={b.GPU0: 99.0})
+        job = b.running("job", gpus=[b.GPU0], started_at=b.T0, sig=sig)
+        snap = b.snapshot(observed_at=wall, containers=[job], gpus=[b.gpu(0)])
+        if monotonic:
+            snap = snap.model_copy(update={"observed_monotonic_s": MONO_AT_START + self.true_s})
+        p = self.runner.run(snap)
+        for a in p.actions:
+            if a.reason == Reason.MAX_RUNTIME_EXCEEDED and a.kind == ActionKind.STOP_CONTAINER:
+                self.stops_at.append(self.true_s)
+            if a.reason == Reason.MAX_RUNTIME_WARNING:
+                self.warnings_at.append(self.true_s)
+        return p
+
+    def passes(self, until_min: float, every_s: float = 60.0) -> None:
+        while self.true_s + every_s <= until_min * 60:
+            self.true_s += every_s
+            self.observe()
+
+
+def test_forward_clock_steps_do_not_count_as_runtime() -> None:
+    # Busy on its GPU; after 10 real minutes the wall clock steps forward 1 h, three times (one
+    # pass apart). Main stopped it 2 real minutes after the steps (wall runtime over 3 h).
+    h = Host()
+    h.observe()
+    h.passes(10)
+    for _ in range(3):
+        h.offset_s += b.HOUR
+        h.true_s += 60
+        h.observe()
+    h.passes(140)
+    assert h.warnings_at[0] >= 90 * 60  # 75 % of 2 h of true runtime
+    assert h.stops_at and h.stops_at[0] >= 2 * b.HOUR  # stopped, but not before 2 h of true runtime
+    assert h.stops_at[0] <= 2 * b.HOUR + 60
+    assert h.runner.memory.containers[b.cid("job")].runtime_discount_s == 3 * b.HOUR
+
+
+def test_a_step_after_the_warning_keeps_the_lead_time() -> None:
+    # The daemon was down from real minute 80 to 125 (real time: runtime). The pass at 125 finds
+    # the stop due and warns first (10 minutes of lead); then the wall clock steps forward 1 h.
+    # The lead is counted in real time: no stop before real minute 135.
+    h = Host()
+    h.observe()
+    h.passes(80)
+    h.true_s = 125 * 60
+    h.observe()
+    assert h.warnings_at == [125 * 60] and not h.stops_at
+    h.offset_s += b.HOUR
+    h.passes(140)
+    assert h.stops_at and h.stops_at[0] == 135 * 60
+
+
+def test_daemon_down_gap_still_counts_as_runtime() -> None:
+    # Daemon down for 3 h: wall and monotonic clocks both advance. That is real runtime: the next
+    # pass warns at once (stop due) and the stop follows after the lead, not 3 h later.
+    h = Host()
+    h.observe()
+    h.passes(10)
+    h.true_s += 3 * b.HOUR
+    h.observe()
+    assert h.warnings_at == [h.true_s]
+    h.passes(210)
+    assert h.stops_at[0] == (190 + 10) * 60
+    assert h.runner.memory.containers[b.cid("job")].runtime_discount_s == 0.0
+
+
+def test_unknown_monotonic_reading_counts_wall_time_as_runtime() -> None:
+    # No monotonic reading (an observation at a given time): nothing is discounted; the wall clock
+    # is all there is, and the gap is runtime.
+    h = Host()
+    h.observe(monotonic=False)
+    h.true_s += 3 * b.HOUR
+    h.observe(monotonic=False)
+    assert h.warnings_at == [3 * b.HOUR]
+    h.true_s += 10 * 60
+    h.observe(monotonic=False)
+    assert h.stops_at == [h.true_s]
+
+
+def test_backward_then_forward_step_is_no_discount() -> None:
+    # The clock steps back 1 h (no discount: the allowance only grows), then NTP steps it forward
+    # 1 h: the wall clock is right again, and the runtime is the true runtime.
+    h = Host()
+    h.observe()
+    h.passes(10)
+    h.offset_s -= b.HOUR
+    h.passes(20)
+    h.offset_s += b.HOUR
+    h.passes(140)
+    assert h.runner.memory.containers[b.cid("job")].runtime_discount_s == 0.0
+    assert h.stops_at and h.stops_at[0] == 2 * b.HOUR
+
+
+def _snap(wall_s: float, mono: float | None) -> ControllerMemory:
+    snap = b.snapshot(observed_at=b.T0 + timedelta(seconds=wall_s)).model_copy(
+        update={"observed_monotonic_s": mono}
+    )
+    return b.Passes().run(snap).memory
+
+
+def test_check_clock_reboot_and_tolerance() -> None:
+    mem = _snap(0.0, MONO_AT_START)
+    later = b.snapshot(observed_at=b.T0 + timedelta(hours=5))
+    # A reboot: the monotonic clock restarted, so the offset moved by the downtime; no step.
+    assert check_clock(later.model_copy(update={"observed_monotonic_s": 100.0}), mem).step_s == 0.0
+    # Jitter within the tolerance is no step; a larger rise is.
+    small = b.snapshot(observed_at=b.T0 + timedelta(seconds=60 + STEP_TOLERANCE_S))
+    assert check_clock(small.model_copy(update={"observed_monotonic_s": MONO_AT_START + 60}), mem).step_s == 0
+    big = b.snapshot(observed_at=b.T0 + timedelta(seconds=660))
+    assert check_clock(big.model_copy(update={"observed_monotonic_s": MONO_AT_START + 60}), mem).step_s == 600
+    # Unknown reading: the mark is kept for the next known one.
+    unknown = check_clock(later, mem)
+    assert (unknown.step_s, unknown.offset_s) == (0.0, mem.clock_offset_s)
