@@ -34,6 +34,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from controller.memory import Breaker
 from controller.plan.context import Collector, PassContext, host_target, iso
@@ -107,22 +108,17 @@ def apply_gates(ctx: PassContext, proposed: Collector) -> GateResult:
             )
             breaker = Breaker(tripped=True, tripped_at=now, reason=reason)
             passive.append(
-                Action(
-                    kind=ActionKind.ALERT_ADMIN,
-                    target=host_target(),
-                    reason=Reason.BREAKER_TRIPPED,
-                    message=f"circuit breaker tripped: {reason}; no destructive action runs until "
+                breaker_alert(
+                    now,
+                    f"circuit breaker tripped: {reason}; no destructive action runs until "
                     f"'ds01ctl breaker reset'",
-                    evidence={
+                    {
                         "would_stop": len(stops),
                         "running_gpu_containers": running_gpu,
                         "breaker_max_fraction": max_fraction,
                         "breaker_min_containers": min_containers,
                         "stop_keys": [a.key for a in stops],
                     },
-                    due_at=now,
-                    key=f"AlertAdmin:BreakerTripped:{iso(now)}",
-                    params={},
                 )
             )
     if not breaker.tripped and destructive:
@@ -193,13 +189,10 @@ def _release_breaker(ctx: PassContext, destructive: list[Action], passive: list[
         f"(more than {max_fraction:.0%}, at least {min_rows})"
     )
     passive.append(
-        Action(
-            kind=ActionKind.ALERT_ADMIN,
-            target=host_target(),
-            reason=Reason.BREAKER_TRIPPED,
-            message=f"release breaker tripped: {reason}; no ledger row is released until "
-            f"'ds01ctl breaker reset'",
-            evidence={
+        breaker_alert(
+            now,
+            f"release breaker tripped: {reason}; no ledger row is released until 'ds01ctl breaker reset'",
+            {
                 "breaker": "release",
                 "would_release": len(releases),
                 "ledger_rows": rows,
@@ -207,12 +200,26 @@ def _release_breaker(ctx: PassContext, destructive: list[Action], passive: list[
                 "release_breaker_min_rows": min_rows,
                 "release_keys": [a.key for a in releases],
             },
-            due_at=now,
-            key=f"AlertAdmin:ReleaseBreakerTripped:{iso(now)}",
-            params={},
+            key_name="ReleaseBreakerTripped",
         )
     )
     return Breaker(tripped=True, tripped_at=now, reason=reason)
+
+
+def breaker_alert(
+    now: datetime, message: str, evidence: dict[str, Any], key_name: str = "BreakerTripped"
+) -> Action:
+    """The admin alert of a breaker that trips in this pass (one key per breaker and pass)."""
+    return Action(
+        kind=ActionKind.ALERT_ADMIN,
+        target=host_target(),
+        reason=Reason.BREAKER_TRIPPED,
+        message=message,
+        evidence=evidence,
+        due_at=now,
+        key=f"AlertAdmin:{key_name}:{iso(now)}",
+        params={},
+    )
 
 
 REMOVAL_REASONS = frozenset({Reason.GPU_HOLD_EXPIRED, Reason.STOPPED_HOLD_EXPIRED})
@@ -245,21 +252,16 @@ def removal_breaker(ctx: PassContext, destructive: list[Action]) -> tuple[Breake
         f"this pass would remove {len(removals)} of {stopped} stopped containers "
         f"(more than {max_fraction:.0%}, at least {min_removals})"
     )
-    alert = Action(
-        kind=ActionKind.ALERT_ADMIN,
-        target=host_target(),
-        reason=Reason.BREAKER_TRIPPED,
-        message=f"circuit breaker tripped: {reason}; no destructive action runs until "
+    alert = breaker_alert(
+        now,
+        f"circuit breaker tripped: {reason}; no destructive action runs until "
         f"'ds01ctl breaker reset' (were they all stopped at once, by a restart?)",
-        evidence={
+        {
             "would_remove": len(removals),
             "stopped_containers": stopped,
             "breaker_max_remove_fraction": max_fraction,
             "breaker_min_removals": min_removals,
             "remove_keys": [a.key for a in removals],
         },
-        due_at=now,
-        key=f"AlertAdmin:BreakerTripped:{iso(now)}",
-        params={},
     )
     return Breaker(tripped=True, tripped_at=now, reason=reason), alert
