@@ -182,6 +182,11 @@ class ContainerObs(Frozen):
     gpu_refs: tuple[GpuRef, ...] = ()
     all_gpus: bool = Field(default=False, description="Requested every GPU (Count -1 or 'all')")
     signals: ActivitySignals | None = None
+    running_for_s: float | None = Field(
+        default=None,
+        description="Seconds the main process has run, on the boot clock (/proc uptime minus its start); "
+        "wall-clock steps do not move it; None when unreadable",
+    )
 
     @property
     def has_gpu(self) -> bool:

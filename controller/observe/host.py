@@ -255,10 +255,11 @@ class HostObserver:
         refs = resolve_gpu_refs(c.gpu_refs, gpus)
         main_uid: int | None = None
         signals: ActivitySignals | None = None
+        running_for_s: float | None = None
         if c.state == ContainerState.RUNNING:
             uuids = _device_uuids(refs, c.gpu_refs.all_gpus, gpus)
             util = gpu_util_readings(uuids, gpus, nvml_error)
-            main_uid, signals = self._main_process(c, reader, signal_config, util)
+            main_uid, signals, running_for_s = self._main_process(c, reader, signal_config, util)
         verdict = classify(c.name, c.labels, main_uid, reader.uid_to_name)
         return ContainerObs(
             id=c.id,
@@ -283,6 +284,7 @@ class HostObserver:
             gpu_refs=refs,
             all_gpus=c.gpu_refs.all_gpus,
             signals=signals,
+            running_for_s=running_for_s,
         )
 
     def _main_process(
@@ -291,25 +293,25 @@ class HostObserver:
         reader: ProcReader,
         signal_config: SignalConfig,
         util: tuple[GpuUtilReading, ...],
-    ) -> tuple[int | None, ActivitySignals]:
+    ) -> tuple[int | None, ActivitySignals, float | None]:
         if c.pid is None:
-            return None, unknown_signals("the engine reports no main process")
+            return None, unknown_signals("the engine reports no main process"), None
         try:
             with ProcHandle(reader.proc_root, c.pid) as handle:
                 cgroup_text = handle.read_text("cgroup")
                 # The cached pid can be stale (a restart not seen yet) and then reused by another
                 # process: only read through it if its cgroup still names this container.
                 if not _names_container(cgroup_text, c.id):
-                    return None, unknown_signals(f"pid {c.pid} no longer belongs to the container")
+                    return None, unknown_signals(f"pid {c.pid} no longer belongs to the container"), None
                 uid = parse_status_uid(handle.read_text("status"))
                 signals = read_signals(
                     handle, cgroup_text, signal_config, network_mode=c.network_mode, gpu_util=util
                 )
-                return uid, signals
+                return uid, signals, reader.running_for_s(handle)
         except ProcessGone as exc:
-            return None, unknown_signals(f"main process gone: {exc}")
+            return None, unknown_signals(f"main process gone: {exc}"), None
         except OSError as exc:
-            return None, unknown_signals(f"cannot read the main process: {exc}")
+            return None, unknown_signals(f"cannot read the main process: {exc}"), None
 
 
 def observe_host(config: ObserveConfig | None = None, nvml: NvmlLike | None = None) -> Snapshot:

@@ -156,6 +156,16 @@ def parse_boot_time(text: str) -> float | None:
     return None
 
 
+def parse_uptime(text: str) -> float | None:
+    """First field of ``/proc/uptime``: seconds since boot (CLOCK_BOOTTIME, immune to wall-clock steps)."""
+    fields = text.split()
+    try:
+        value = float(fields[0]) if fields else None
+    except ValueError:
+        return None
+    return value if value is not None and value >= 0 else None
+
+
 def uid_to_name_cached() -> Callable[[int], str | None]:
     """A password-database lookup, cached for one pass (the database can change between passes)."""
     cache: dict[int, str | None] = {}
@@ -191,6 +201,17 @@ class ProcReader:
             return parse_boot_time((self.proc_root / "stat").read_text(encoding="utf-8", errors="replace"))
         except OSError:
             return None
+
+    def running_for_s(self, handle: ProcHandle) -> float | None:
+        """Seconds since the process started, on the boot clock; None when unreadable."""
+        ticks = parse_stat_start_ticks(handle.read_text("stat"))
+        try:
+            uptime = parse_uptime((self.proc_root / "uptime").read_text(encoding="utf-8", errors="replace"))
+        except OSError:
+            return None
+        if ticks is None or uptime is None:
+            return None
+        return max(0.0, uptime - ticks / self.clock_ticks)
 
     def health_error(self) -> str | None:
         if self.boot_time is None:

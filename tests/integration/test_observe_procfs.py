@@ -167,6 +167,18 @@ def test_cpu_network_and_process_count(make_container: ContainerFactory, tmp_pat
     assert b1.net_bytes == 0 and b1.net_unknown is None
 
 
+def test_running_for_s_matches_the_wall_runtime(make_container: ContainerFactory, tmp_path: Path) -> None:
+    # The boot-clock runtime read from /proc agrees with StartedAt on a host whose clock does not step.
+    container = make_container(network_mode="none")
+    time.sleep(1.5)
+    snap = observe(tmp_path)
+    c = find(snap, container)
+    assert c.started_at is not None and c.running_for_s is not None
+    wall_s = (snap.observed_at - c.started_at).total_seconds()
+    assert wall_s >= 1.0
+    assert abs(c.running_for_s - wall_s) < 3.0
+
+
 def test_process_tree_fallback_is_reported_as_such(make_container: ContainerFactory, tmp_path: Path) -> None:
     c = make_container("sh -c 'sleep 300 & sleep 300 & wait'", network_mode="none")
     time.sleep(0.3)

@@ -30,6 +30,7 @@ from controller.observe.procfs import (
     parse_cmdline,
     parse_stat_start_ticks,
     parse_status_uid,
+    parse_uptime,
 )
 from controller.observe.signals import (
     SignalConfig,
@@ -382,3 +383,22 @@ def test_gpu_util_readings() -> None:
         (None, "MIG mode"),
         (None, "no such device on this host"),
     ]
+
+
+def test_running_for_s_reads_the_boot_clock(proc: Path) -> None:
+    # starttime 500 ticks after boot; uptime 3600.5 s: running 3600.5 - 500/CLK_TCK s, whatever
+    # the wall clock says. Unreadable uptime or stat: None (unknown, never 0).
+    fake_process(proc, 10, cgroup=f"0::/docker/{CID}\n")
+    (proc / "uptime").write_text("3600.50 7000.00\n")
+    reader = ProcReader(proc, {1000: "alice"}.get)
+    with ProcHandle(proc, 10) as handle:
+        assert reader.running_for_s(handle) == pytest.approx(3600.5 - 500 / os.sysconf("SC_CLK_TCK"))
+    (proc / "10" / "stat").write_text("garbage")
+    with ProcHandle(proc, 10) as handle:
+        assert reader.running_for_s(handle) is None
+    fake_process(proc, 11, cgroup=f"0::/docker/{CID}\n")
+    (proc / "uptime").unlink()
+    with ProcHandle(proc, 11) as handle:
+        assert reader.running_for_s(handle) is None
+    assert parse_uptime("12.5 3.0\n") == 12.5
+    assert parse_uptime("") is None and parse_uptime("x y") is None and parse_uptime("-1 0") is None

@@ -142,3 +142,37 @@ def test_check_clock_reboot_and_tolerance() -> None:
     # Unknown reading: the mark is kept for the next known one.
     unknown = check_clock(later, mem)
     assert (unknown.step_s, unknown.offset_s) == (0.0, mem.clock_offset_s)
+
+
+def _boot_clock_stops(wall_runtime_s: float, running_for_s: float) -> list[Reason]:
+    """Passes at the given runtimes and every minute for 15 more; the runtime reasons planned."""
+    runner = b.Passes(b.desired(LIMIT))
+    reasons: list[Reason] = []
+    for extra_s in range(0, 16 * 60, 60):
+        now = b.T0 + timedelta(seconds=wall_runtime_s + extra_s)
+        sig = b.signals(now, gpu_pct={b.GPU0: 99.0})
+        job = b.running("job", gpus=[b.GPU0], started_at=b.T0, sig=sig)
+        job = job.model_copy(update={"running_for_s": running_for_s + extra_s})
+        snap = b.snapshot(observed_at=now, containers=[job], gpus=[b.gpu(0)])
+        reasons += [
+            a.reason
+            for a in runner.run(snap).actions
+            if a.reason == Reason.MAX_RUNTIME_WARNING
+            or (a.reason == Reason.MAX_RUNTIME_EXCEEDED and a.kind == ActionKind.STOP_CONTAINER)
+        ]
+    return reasons
+
+
+def test_step_before_the_first_pass_is_not_runtime_on_the_boot_clock() -> None:
+    # Running 1 h (boot clock, /proc), then the wall clock stepped +2 h before the daemon's first
+    # pass: StartedAt is 3 h back on the wall clock. The boot-clock runtime wins: no stop, no warning.
+    assert _boot_clock_stops(3 * b.HOUR, running_for_s=1 * b.HOUR) == []
+
+
+def test_boot_clock_and_wall_clock_agreeing_over_the_limit_stop() -> None:
+    # Both clocks say 3 h (e.g. a daemon-down gap: the boot clock runs on): warned at once,
+    # stopped after the 10-minute lead.
+    assert _boot_clock_stops(3 * b.HOUR, running_for_s=3 * b.HOUR)[:2] == [
+        Reason.MAX_RUNTIME_WARNING,
+        Reason.MAX_RUNTIME_EXCEEDED,
+    ]

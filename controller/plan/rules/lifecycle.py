@@ -502,13 +502,18 @@ def runtime_stop(ctx: PassContext, out: Collector, c: ContainerObs, policy: Effe
     # Forward wall-clock steps during this start are not runtime (controller.plan.clock): the clock
     # starts that much later on the wall clock. Real time while the daemon was down still counts.
     discount_s = mem.runtime_discount_s if mem is not None and mem.started_at == c.started_at else 0.0
+    start = c.started_at + timedelta(seconds=discount_s)
+    # The boot-clock runtime (/proc) also holds across a step no pass saw: the smaller runtime wins
+    # (a stop only ever later); real time while the daemon was down still advances the boot clock.
+    if c.running_for_s is not None:
+        start = max(start, ctx.now - timedelta(seconds=c.running_for_s))
     return run_ladder(
         ctx,
         out,
         c,
         mem,
         RUNTIME_LADDER,
-        start=c.started_at + timedelta(seconds=discount_s),
+        start=start,
         scope=iso(c.started_at) or "",
         timeout_s=timeout_s,
         lead=lead_s(policy, timeout_s),
@@ -519,5 +524,6 @@ def runtime_stop(ctx: PassContext, out: Collector, c: ContainerObs, policy: Effe
             "started_at": iso(c.started_at),
             "timeout_source": policy.max_runtime_s.source,
             "clock_step_discount_s": discount_s,
+            "running_for_s": c.running_for_s,
         },
     )
