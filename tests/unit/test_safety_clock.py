@@ -176,3 +176,17 @@ def test_boot_clock_and_wall_clock_agreeing_over_the_limit_stop() -> None:
         Reason.MAX_RUNTIME_WARNING,
         Reason.MAX_RUNTIME_EXCEEDED,
     ]
+
+
+def test_a_plan_evaluated_later_still_ages_a_container_on_the_boot_clock() -> None:
+    # `ds01ctl plan --at +2h` evaluates one observation at a later clock: the boot-clock runtime was
+    # read at the observation, so the container is 1 h + 2 h old then, over the 2 h limit.
+    from controller.plan.planner import plan
+
+    observed = b.T0 + timedelta(hours=1)
+    sig = b.signals(observed, gpu_pct={b.GPU0: 99.0})
+    job = b.running("job", gpus=[b.GPU0], started_at=b.T0, sig=sig)
+    job = job.model_copy(update={"running_for_s": 1.0 * b.HOUR})
+    snap = b.snapshot(observed_at=observed, containers=[job], gpus=[b.gpu(0)])
+    later = plan(snap, b.desired(LIMIT), ControllerMemory(), observed + timedelta(hours=2))
+    assert [a.reason for a in later.actions] == [Reason.MAX_RUNTIME_WARNING]

@@ -505,8 +505,10 @@ def runtime_stop(ctx: PassContext, out: Collector, c: ContainerObs, policy: Effe
     start = c.started_at + timedelta(seconds=discount_s)
     # The boot-clock runtime (/proc) also holds across a step no pass saw: the smaller runtime wins
     # (a stop only ever later); real time while the daemon was down still advances the boot clock.
+    # It was read at the observation: anchor it there, so a plan evaluated later (`plan --at`)
+    # still ages the container.
     if c.running_for_s is not None:
-        start = max(start, ctx.now - timedelta(seconds=c.running_for_s))
+        start = max(start, ctx.snapshot.observed_at - timedelta(seconds=c.running_for_s))
     return run_ladder(
         ctx,
         out,
