@@ -27,7 +27,7 @@ from typing import Any, Protocol
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from controller.observe.cgroups import DEFAULT_ENGINE_PARENTS, container_ids_in_path, parse_cgroup
-from controller.observe.classify import classify
+from controller.observe.classify import Classification, classify
 from controller.observe.docker_adapter import (
     DEFAULT_MAX_AGE_S,
     CallCounter,
@@ -116,6 +116,42 @@ class _NoNvml:
 
     def observe(self) -> tuple[tuple[GpuObs, ...], DomainHealth]:
         return (), DomainHealth(domain=Domain.NVML, ok=False, error=self.error)
+
+
+def container_obs(
+    c: DockerContainer,
+    verdict: Classification,
+    refs: tuple[GpuRef, ...],
+    signals: ActivitySignals | None,
+    running_for_s: float | None,
+) -> ContainerObs:
+    """One container's observation from its inspect, DS01 classification, resolved GPU references
+    and signals (the simulator in tests builds its snapshots through this too)."""
+    return ContainerObs(
+        id=c.id,
+        name=c.name,
+        image=c.image,
+        labels=c.labels,
+        state=c.state,
+        created_at=c.created_at,
+        started_at=c.started_at,
+        finished_at=c.finished_at,
+        pid=c.pid,
+        restart_count=c.restart_count,
+        exit_code=c.exit_code,
+        cgroup_parent=c.cgroup_parent,
+        owner=verdict.owner,
+        owner_rule=verdict.owner_rule,
+        container_type=verdict.container_type,
+        type_rule=verdict.type_rule,
+        managed=verdict.managed,
+        protected_label=verdict.protected,
+        monitoring_label=verdict.monitoring,
+        gpu_refs=refs,
+        all_gpus=c.gpu_refs.all_gpus,
+        signals=signals,
+        running_for_s=running_for_s,
+    )
 
 
 class HostObserver:
@@ -261,31 +297,7 @@ class HostObserver:
             util = gpu_util_readings(uuids, gpus, nvml_error)
             main_uid, signals, running_for_s = self._main_process(c, reader, signal_config, util)
         verdict = classify(c.name, c.labels, main_uid, reader.uid_to_name)
-        return ContainerObs(
-            id=c.id,
-            name=c.name,
-            image=c.image,
-            labels=c.labels,
-            state=c.state,
-            created_at=c.created_at,
-            started_at=c.started_at,
-            finished_at=c.finished_at,
-            pid=c.pid,
-            restart_count=c.restart_count,
-            exit_code=c.exit_code,
-            cgroup_parent=c.cgroup_parent,
-            owner=verdict.owner,
-            owner_rule=verdict.owner_rule,
-            container_type=verdict.container_type,
-            type_rule=verdict.type_rule,
-            managed=verdict.managed,
-            protected_label=verdict.protected,
-            monitoring_label=verdict.monitoring,
-            gpu_refs=refs,
-            all_gpus=c.gpu_refs.all_gpus,
-            signals=signals,
-            running_for_s=running_for_s,
-        )
+        return container_obs(c, verdict, refs, signals, running_for_s)
 
     def _main_process(
         self,
