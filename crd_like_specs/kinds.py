@@ -37,9 +37,20 @@ from pydantic import (
 from pydantic.alias_generators import to_camel
 from pydantic_core import PydanticCustomError
 
-from crd_like_specs.vocabulary import ContainerType
-from desired_state.durations import DURATION_PATTERN, EXAMPLES, DurationError, format_duration, parse_duration
-from desired_state.effective import ExemptFrom, GpuResetPolicy, HostProcessPolicy, MigIdleFallback
+from crd_like_specs.durations import (
+    DURATION_PATTERN,
+    EXAMPLES,
+    DurationError,
+    format_duration,
+    parse_duration,
+)
+from crd_like_specs.vocabulary import (
+    ContainerType,
+    ExemptFrom,
+    GpuResetPolicy,
+    HostProcessPolicy,
+    MigIdleFallback,
+)
 
 API_VERSION: Final = "ds01.io/v1alpha1"
 NAME_PATTERN: Final = r"^[A-Za-z0-9]([A-Za-z0-9_.@-]{0,251}[A-Za-z0-9])?$"

@@ -34,6 +34,7 @@ from typing import Any, Final
 
 from pydantic import BaseModel, ValidationError
 
+from crd_like_specs.durations import DurationError, ds01_number_to_seconds, format_duration, parse_duration
 from crd_like_specs.kinds import (
     API_VERSION,
     Aggregate,
@@ -47,7 +48,6 @@ from crd_like_specs.kinds import (
     UserOverride,
 )
 from crd_like_specs.vocabulary import ContainerType
-from desired_state.durations import DurationError, ds01_number_to_seconds, format_duration, parse_duration
 from desired_state.errors import Loc, PolicyError, PolicyLoadError, from_validation_error, unwrap_model
 from desired_state.load import DS01_MAIN_FILE, assemble, dump_documents, read_members_file, sorted_errors
 from desired_state.policy_set import LoadedDocument, PolicySet, SpecSource, sanitise_username

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from desired_state.durations import DurationError, ds01_number_to_seconds, format_duration, parse_duration
+from crd_like_specs.durations import DurationError, ds01_number_to_seconds, format_duration, parse_duration
 
 
 @pytest.mark.parametrize(
