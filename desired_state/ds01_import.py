@@ -18,7 +18,8 @@ the fix. Comment-only sections (YAML null) are empty, not a crash. Non-lifecycle
 aggregate, bare_metal_access, access_control, enforcement, ...) are kept, not acted on.
 
 ``python -m desired_state.ds01_import CONFIG_DIR`` prints the equivalent CRD-like YAML.
-Called by :mod:`desired_state.load`; reads files, resolves nothing.
+Called by :mod:`desired_state.load` and :mod:`desired_state.validate`; builds on
+:mod:`desired_state.documents` (never on ``load``); reads files, resolves nothing.
 """
 
 from __future__ import annotations
@@ -48,11 +49,12 @@ from crd_like_specs.kinds import (
     UserOverride,
 )
 from crd_like_specs.vocabulary import ContainerType
+from desired_state.documents import assemble, dump_documents, read_members_file, sorted_errors
 from desired_state.errors import Loc, PolicyError, PolicyLoadError, from_validation_error, unwrap_model
-from desired_state.load import DS01_MAIN_FILE, assemble, dump_documents, read_members_file, sorted_errors
 from desired_state.policy_set import LoadedDocument, PolicySet, SpecSource, sanitise_username
 from desired_state.yaml_docs import YamlDocument, non_empty, read_documents
 
+DS01_MAIN_FILE: Final = "resource-limits.yaml"
 OVERRIDES_FILE: Final = "user-overrides.yaml"
 EXEMPTIONS_FILE: Final = "lifecycle-exemptions.yaml"
 GROUPS_DIR: Final = "groups"

@@ -44,6 +44,7 @@ from crd_like_specs.kinds import (
     UserOverride,
 )
 from crd_like_specs.vocabulary import ContainerType
+from desired_state.documents import builtin_lifecycle
 from desired_state.effective import (
     ActiveExemption,
     EffectivePolicy,
@@ -53,7 +54,6 @@ from desired_state.effective import (
     HostProcessPolicy,
     Sourced,
 )
-from desired_state.load import builtin_lifecycle
 from desired_state.policy_set import PolicySet, sanitise_username
 
 BUILTIN: Final = "built-in default"
