@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 import re
+from dataclasses import dataclass
 from decimal import Decimal
 from typing import Final
 
@@ -35,6 +36,25 @@ EXAMPLES: Final = "'90s', '30m', '1.5h', '7d' or '1h30m'"
 
 class DurationError(ValueError):
     """A value that is not a duration we accept; the message says what to write instead."""
+
+
+@dataclass(frozen=True, slots=True)
+class Seconds:
+    """A duration already in seconds, handed to the kinds as a value rather than as text.
+
+    The DS01 importer converts DS01's bare numbers (``idle_timeout_h: 0.5``) to this, and the
+    kinds' duration fields take it as it is: nothing is formatted as ``"30m"`` to be parsed back.
+    Build it with :meth:`of`, which refuses what no duration field accepts.
+    """
+
+    value: float
+
+    @classmethod
+    def of(cls, seconds: float) -> Seconds:
+        """``seconds`` as a duration; :class:`DurationError` for a negative or non-finite number."""
+        if not math.isfinite(seconds) or seconds < 0:
+            raise DurationError(f"{seconds!r} seconds is not a duration (negative or not finite)")
+        return cls(float(seconds))
 
 
 def parse_duration(text: str) -> float:

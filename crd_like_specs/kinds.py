@@ -8,7 +8,8 @@ Every document is shaped like a Kubernetes object::
     spec: {...}
 
 Keys are camelCase, unknown keys are errors (``extra="forbid"``), durations are strings with a unit
-(``"30m"``), and ``null`` on a duration means never / no limit. A key that is absent is *unset* and
+(``"30m"``) in YAML or :class:`~crd_like_specs.durations.Seconds` from code (the DS01 importer), and
+``null`` on a duration means never / no limit. A key that is absent is *unset* and
 falls through to the next layer down (see :func:`desired_state.resolve.describe_precedence`); the
 models keep that distinction in ``model_fields_set`` and compare it in ``==``.
 
@@ -41,6 +42,7 @@ from crd_like_specs.durations import (
     DURATION_PATTERN,
     EXAMPLES,
     DurationError,
+    Seconds,
     format_duration,
     parse_duration,
 )
@@ -71,6 +73,8 @@ def _duration(value: Any, *, nullable: bool) -> float | None:
             "null is not allowed here (it would mean 'never'); write a duration such as {examples}",
             {"examples": EXAMPLES},
         )
+    if isinstance(value, Seconds):  # already seconds (the DS01 importer): taken as it is, not parsed
+        return value.value
     if isinstance(value, bool):
         raise PydanticCustomError(
             "duration", "{value} is a boolean, not a duration; write e.g. '30m'", {"value": value}

@@ -489,3 +489,27 @@ def test_validate_warns_where_one_setting_decides_instead_of_another(tmp_path: P
     assert any(str(config / "resource-limits.yaml") in w for w in lead)
     # nothing to say about the shipped file alone
     assert validation_warnings([DS01_DIR], now=NOW) == []
+
+
+def test_ds01_durations_reach_the_kinds_as_seconds_not_as_text(
+    real_file_only: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """DS01's bare numbers are converted once, to seconds: the kinds never parse back a "30m" the
+    importer wrote, and the provenance ``describe`` shows is unchanged."""
+    from crd_like_specs import kinds
+
+    parsed: list[str] = []
+    real_parse = kinds.parse_duration
+
+    def spy(text: str) -> float:
+        parsed.append(text)
+        return real_parse(text)
+
+    monkeypatch.setattr(kinds, "parse_duration", spy)
+    policy = import_ds01(real_file_only)
+    assert parsed == []
+    docker = resolve_effective_policy(
+        policy, owner="nobody", container_type=ContainerType.DOCKER, name="c", labels={}, now=NOW
+    )
+    assert docker.idle_timeout_s.value == 1800
+    assert docker.idle_timeout_s.source == "container type docker (LifecyclePolicy/ds01)"
