@@ -153,6 +153,14 @@ class GlobalPolicy(BaseModel):
         description="Honour ds01.protected/ds01.monitoring/ds01.user labels (admission layer enforces them)"
     )
     system_process_names: Sourced[tuple[str, ...]]
+    host_keepalive_path: Sourced[str] = Field(
+        default=Sourced(value="/workspace/.keep-alive", source="built-in default"),
+        description=(
+            "The one keep-alive path the observer reads in every container: the policy's setting for "
+            "an owner in no group and a container of unknown type (per-group or per-type paths are "
+            "shown by describe, not read)"
+        ),
+    )
     engine_cgroup_parents: Sourced[tuple[str, ...]] = Field(
         description="Cgroup parents of this engine's containers; GPU processes elsewhere are foreign"
     )

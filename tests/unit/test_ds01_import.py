@@ -349,7 +349,9 @@ def test_ds01_and_specs_together_form_one_policy(tmp_path: Path) -> None:
     assert isinstance(policy, PolicySet) and isinstance(policy.lifecycle, LifecyclePolicy)
     assert "sam-demo" in {e.metadata.name for e in policy.exemptions}
     eff = resolve_effective_policy(policy, owner="sam", container_type="atomic", name="c", labels={}, now=NOW)
-    assert eff.idle_timeout_s.value is None and eff.idle_timeout_s.source == "Exemption/sam-demo"
+    assert [e.name for e in eff.exemptions] == ["sam-demo"]
+    assert eff.idle_timeout_s.value == 1800
+    assert eff.idle_timeout_s.source == "LifecyclePolicy/ds01; waived by Exemption/sam-demo"
     # a LifecyclePolicy in the specs layers over DS01's (tests below); two in the specs stay an error
     for name in ("mine", "theirs"):
         write(
