@@ -1,12 +1,13 @@
 """The daemon loop: level-triggered passes woken by Docker events, a periodic resync and due times.
 
-Owns the process lifetime of ``ds01-controller run``: the single-instance lock, signal handling,
-the systemd notify protocol, the metrics endpoint and the pass itself (reload policy -> observe ->
-plan -> execute -> persist). Docker events only *wake* the loop; every pass re-observes the whole
-host. A failed pass is logged and retried at the next wake-up; it never ends the daemon. The
-watchdog is fed when a pass completes and, while a pass waits on its actions, by the scheduler's
-heartbeat as long as every action in flight is within its deadline: slow stops are not a hung
-loop, but a hung loop still gets restarted by systemd.
+Owns the pass (reload policy -> resolve it once -> observe -> plan -> execute -> persist -> the pass
+end, :meth:`Controller._end_pass`, where everything that reports a pass goes) and its scheduling:
+when the next pass runs (:func:`next_wait_s`), the Docker event watcher that wakes it early
+(:func:`watch_docker_events`, :class:`Waker`) and the systemd watchdog feed. Docker events only
+*wake* the loop; every pass re-observes the whole host. A failed pass is logged and retried at the
+next wake-up; it never ends the daemon. The watchdog is fed when a pass completes and, while a pass
+waits on its actions, by the scheduler's heartbeat as long as every action in flight is within its
+deadline: slow stops are not a hung loop, but a hung loop still gets restarted by systemd.
 
 Actions run through :class:`controller.act.schedule.ActionScheduler` (bounded concurrency, one
 action per target, deadlines; a plan older than ``safety.maxActionAge`` is not acted on: the loop
@@ -20,8 +21,9 @@ executor verify and record it (:meth:`RealExecutor.recover`) before planning. A 
 fails does not fail the pass: the executor then refuses destructive actions (it cannot record
 their intent), and the condition is announced once, in the pass summary and as a metric.
 
-Called by :mod:`controller.main`. Must not decide what to do (the planner does) nor touch the
-host itself (the executor does).
+Built and started by :mod:`controller.wiring` (collaborators, lock, signals, metrics endpoint); the
+gauges are mapped in :mod:`controller.pass_metrics`. Must not decide what to do (the planner does)
+nor touch the host itself (the executor does).
 """
 
 from __future__ import annotations
@@ -29,46 +31,40 @@ from __future__ import annotations
 import contextlib
 import os
 import select
-import signal
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from types import FrameType
 from typing import TYPE_CHECKING, Any
 
 from loguru import logger
 
 from controller.act.events import EventLog, EventType
-from controller.act.executor import DryRunExecutor, ExecutionReport, Executor, Outcome, RealExecutor
-from controller.act.gpu_reset import ResetPrecheck
+from controller.act.executor import ExecutionReport, Executor, Outcome
 from controller.act.inventory import awareness_events, load_inventory, write_inventory
-from controller.act.notify import TerminalNotifier
 from controller.act.report import ActionOutcome
-from controller.act.salvage import load_state
 from controller.act.schedule import ActionScheduler, Limits
 from controller.memory import ControllerMemory
-from controller.observe.host import HostObserver, ObserveConfig
+from controller.observe.host import HostObserver
 from controller.ops.sdnotify import Notifier
+from controller.pass_metrics import record_failed_pass, record_metrics
 from controller.plan.desired import PolicySetDesired
 from controller.plan.planner import plan as make_plan
 from controller.plan.types import Plan
 from controller.policy_identity import policy_identity
-from controller.record import RecordHealth, RecordUnavailable
+from controller.record import RecordUnavailable
 from controller.settings import Settings
-from controller.snapshot import CgroupScope, Domain, Snapshot
+from controller.snapshot import Domain, Snapshot
 from controller.startup import degraded_line, one_line_error, recovered_line
 from controller.store import (
     MemoryStore,
     StoreError,
-    acquire_run_lock,
     save_inspect_cache,
     write_policy_status,
 )
 from desired_state.effective import GlobalPolicy
 from desired_state.load import PolicyHolder
-from desired_state.policy_set import PolicySet
 
 if TYPE_CHECKING:
     from controller.ops.metrics import Metrics
@@ -140,6 +136,9 @@ class Controller:
     # Called at least every few tenths of a second while actions run within their deadlines.
     heartbeat: Callable[[], None] = lambda: None
     scheduler: ActionScheduler = field(default_factory=ActionScheduler, repr=False)
+    # Builds the executor for a reloaded policy's host-wide settings (None: keep ``executor``);
+    # set by the wiring (controller.wiring.build_controller).
+    make_executor: Callable[[GlobalPolicy], Executor] | None = field(default=None, repr=False)
     _previous_inventory: dict[str, Any] | None = field(default=None, repr=False)
     _inventory_loaded: bool = field(default=False, repr=False)
     _down: dict[Domain, str] = field(default_factory=dict, repr=False)
@@ -153,7 +152,13 @@ class Controller:
     def run_pass(self) -> PassResult:
         started = time.monotonic()
         self._consume_breaker_reset()
-        self._reload_policy()
+        reloaded = self._reload_policy()
+        # The one resolution of this pass: the planner, the executor's limits, the observer's
+        # host-wide settings and the awareness output all read it.
+        desired = PolicySetDesired(self.policy.current)
+        gp = desired.global_policy
+        if reloaded:
+            self._apply_global(gp)
         snapshot = self.observer.observe()
         observed_mono = self.scheduler.monotonic()  # a plan's age (safety.maxActionAge) counts from here
         self._announce_health(snapshot)
@@ -163,23 +168,32 @@ class Controller:
             save_inspect_cache(self.settings.state_dir, self.observer.export_inspect_cache())
             self._inspect_cache_saved = True
         now = self.clock()
-        desired = PolicySetDesired(self.policy.current)
         the_plan = make_plan(snapshot, desired, self.memory, now)
-        report = self._execute(the_plan, now, observed_mono, desired.global_policy)
+        report = self._execute(the_plan, now, observed_mono, gp)
         if recovered:
             report = report.model_copy(update={"outcomes": (*recovered, *report.outcomes)})
         memory = report.memory.model_copy(update={"last_pass_at": now})
         self._save(memory)
-        self._awareness(snapshot)
+        self._awareness(snapshot, gp)
         record_problem = self._announce_record()
         duration_s = time.monotonic() - started
         summary = summarize(snapshot, the_plan, report, duration_s)
         if record_problem is not None:
             summary += f" RECORD UNWRITABLE ({record_problem}): no destructive action"
+        result = PassResult(snapshot, the_plan, report, duration_s, summary)
+        self._end_pass(result)
+        return result
+
+    def _end_pass(self, result: PassResult) -> None:
+        """The pass end: everything that reports a finished pass (its memory is saved by now).
+
+        The one place to add what a pass should publish (metrics, files for ``ds01ctl``...).
+        """
         if self.metrics is not None:
-            record_metrics(self.metrics, snapshot, the_plan, report, duration_s, memory)
-            self.metrics.set_record_writable(record_problem is None)
-        return PassResult(snapshot, the_plan, report, duration_s, summary)
+            record_metrics(
+                self.metrics, result.snapshot, result.plan, result.report, result.duration_s, self.memory
+            )
+            self.metrics.set_record_writable(self._record_problem is None)
 
     def _save(self, memory: ControllerMemory) -> None:
         """Keep ``memory`` and save it. A save that fails (disk full, read-only) does not end the
@@ -267,7 +281,8 @@ class Controller:
             should_stop=self.should_stop,
         )
 
-    def _reload_policy(self) -> None:
+    def _reload_policy(self) -> bool:
+        """Re-read the policy if its files changed; True when a new one replaced the one in force."""
         errors = self.policy.reload()
         if errors:
             logger.error(
@@ -283,17 +298,18 @@ class Controller:
                 details={"errors": [str(e) for e in errors], "kept_policy_loaded_at": self.policy.loaded_at},
             )
             self._write_policy_status([str(e) for e in errors])
-            return
+            return False
         if (self._policy_status_error and not self.policy.last_errors) or (
             self.policy.loaded_at != self._policy_loaded_at
         ):
             # Once the files load again (a pass with unchanged, still broken files reloads nothing),
             # and after every successful reload: the status names the policy the daemon now runs.
             self._write_policy_status([])
-        if self._policy_loaded_at is not None and self.policy.loaded_at != self._policy_loaded_at:
+        reloaded = self._policy_loaded_at is not None and self.policy.loaded_at != self._policy_loaded_at
+        if reloaded:
             logger.info("policy reloaded: {}", self.policy.current.origin)
-            self._apply_global(PolicySetDesired(self.policy.current).global_policy)
         self._policy_loaded_at = self.policy.loaded_at
+        return reloaded
 
     def _policy_identity(self) -> dict[str, object]:
         return policy_identity(self.policy.current, self.settings.specs, self.settings.ds01_config)
@@ -317,21 +333,11 @@ class Controller:
             update={
                 "system_process_names": gp.system_process_names.value,
                 "engine_cgroup_parents": gp.engine_cgroup_parents.value,
-                "keepalive_path": host_keepalive_path(self.policy.current),
+                "keepalive_path": gp.host_keepalive_path.value,
             }
         )
-        if not self.settings.dry_run:
-            # Mid-action saves (an intent before a stop) go through the scheduler, which merges them
-            # with every other action's outcome: actions run side by side.
-            observer, event_log, settings, save = (
-                self.observer,
-                self.event_log,
-                self.settings,
-                self.scheduler.saver(self.store.save),
-            )
-            self.executor = _LazyDockerExecutor(
-                lambda: make_real_executor(observer, event_log, settings, gp, save_memory=save)
-            )
+        if self.make_executor is not None:
+            self.executor = self.make_executor(gp)  # the reset command, kill grace... of the new policy
 
     def _announce_health(self, snapshot: Snapshot) -> None:
         """One ``degraded:`` line when a domain becomes unavailable, one ``recovered:`` when it is back."""
@@ -344,12 +350,12 @@ class Controller:
                 del self._down[h.domain]
                 logger.info(recovered_line(h.domain))
 
-    def _awareness(self, snapshot: Snapshot) -> None:
+    def _awareness(self, snapshot: Snapshot, gp: GlobalPolicy) -> None:
         """DS01's detector duties: the workload inventory and detection.* events.
 
         In dry-run too: they are awareness output and change nothing on the host.
         """
-        min_age_s = PolicySetDesired(self.policy.current).global_policy.transient_process_min_age_s.value
+        min_age_s = gp.transient_process_min_age_s.value
         if not self._inventory_loaded:
             self._previous_inventory = load_inventory(self.settings.inventory_path)
             self._inventory_loaded = True
@@ -407,91 +413,6 @@ def summarize(snapshot: Snapshot, the_plan: Plan, report: ExecutionReport, durat
     if report.memory.breaker.tripped:
         parts.append("BREAKER TRIPPED")
     return " ".join(parts)
-
-
-def gpu_states(
-    snapshot: Snapshot, memory: ControllerMemory, now: datetime
-) -> tuple[dict[str, int], dict[str, float]]:
-    """Count GPUs free / held / idle-held, and how long each idle-held GPU has been idle."""
-    held: set[str] = set()
-    idle_since: dict[str, datetime] = {}
-    for c in snapshot.containers:
-        held.update(c.gpu_uuids)
-        cm = memory.containers.get(c.id)
-        if c.state == "running" and cm is not None and cm.idle_since is not None:
-            for uuid in c.gpu_uuids:
-                prev = idle_since.get(uuid)
-                idle_since[uuid] = cm.idle_since if prev is None else min(prev, cm.idle_since)
-    counts = {"free": 0, "held": 0, "idle-held": 0}
-    idle_held_s: dict[str, float] = {}
-    for g in snapshot.gpus:
-        uuids = {g.uuid, *(m.uuid for m in g.mig_devices)}
-        idle = [idle_since[u] for u in uuids if u in idle_since]
-        if idle:
-            counts["idle-held"] += 1
-            idle_held_s[g.uuid] = max(0.0, (now - min(idle)).total_seconds())
-        elif uuids & held:
-            counts["held"] += 1
-        else:
-            counts["free"] += 1
-    return counts, idle_held_s
-
-
-def record_metrics(
-    metrics: Metrics,
-    snapshot: Snapshot,
-    the_plan: Plan,
-    report: ExecutionReport,
-    duration_s: float,
-    memory: ControllerMemory,
-) -> None:
-    docker_ok = snapshot.domain_ok(Domain.DOCKER)
-    gpus_known = docker_ok and snapshot.domain_ok(Domain.NVML)
-    procs_known = gpus_known and snapshot.domain_ok(Domain.PROCFS)
-    by_state_type: dict[tuple[str, str], int] = {}
-    for c in snapshot.containers:
-        k = (c.state.value, c.container_type.value)
-        by_state_type[k] = by_state_type.get(k, 0) + 1
-    gpus_by_state, idle_held_s = gpu_states(snapshot, the_plan.memory, the_plan.evaluated_at)
-    orphans = sum(
-        1
-        for p in snapshot.processes
-        if p.container_id is not None
-        and not p.container_exists
-        and not p.is_system
-        and p.cgroup_scope is CgroupScope.ENGINE  # another runtime's workload is not an orphan
-    )
-    for o in report.outcomes:
-        metrics.record_action(o.kind, o.reason, o.outcome)
-        if o.outcome == "done" and o.reclaimed_gpu_s is not None:
-            # GPU-seconds the stopped container had been holding idle (the executor computed it
-            # when the stop began; a stop completed after a restart counts too).
-            metrics.add_reclaimed_gpu_seconds(o.reclaimed_gpu_s)
-    # Unavailable is not empty: a series that could not be observed disappears instead of reading 0.
-    metrics.observe_pass(
-        duration_s=duration_s,
-        snapshot_health=[(h.domain.value, h.ok, h.duration_s) for h in snapshot.health],
-        containers_by_state_type=by_state_type if docker_ok else None,
-        gpus_by_state=gpus_by_state if gpus_known else None,
-        orphans=orphans if procs_known else None,
-        breaker_tripped=memory.breaker.tripped,
-        succeeded=True,
-        now_epoch=time.time(),
-        gpu_idle_held_s=idle_held_s if gpus_known else None,
-    )
-
-
-def record_failed_pass(metrics: Metrics, duration_s: float, breaker_tripped: bool) -> None:
-    metrics.observe_pass(
-        duration_s=duration_s,
-        snapshot_health=[],
-        containers_by_state_type=None,
-        gpus_by_state=None,
-        orphans=None,
-        breaker_tripped=breaker_tripped,
-        succeeded=False,
-        now_epoch=time.time(),
-    )
 
 
 class Waker:
@@ -620,167 +541,6 @@ def next_wait_s(the_plan: Plan | None, now: datetime, interval_s: float) -> floa
     return max(MIN_WAIT_S, wait_s)
 
 
-def make_real_executor(
-    observer: HostObserver,
-    event_log: EventLog,
-    settings: Settings,
-    gp: GlobalPolicy,
-    save_memory: Callable[[ControllerMemory], None] | None = None,
-) -> RealExecutor:
-    return RealExecutor(
-        docker_client=observer.docker,
-        event_log=event_log,
-        notifier=TerminalNotifier(),
-        ledger_path=settings.ledger,
-        reset_command=gp.gpu_reset_command.value,
-        kill_grace_s=gp.kill_grace_s.value,
-        reset_precheck=ResetPrecheck(observer.observe),
-        save_memory=save_memory,
-    )
-
-
-class _LazyDockerExecutor:
-    """The real executor, built on first use: the Docker client may not exist yet at start
-    (an engine that is down must not stop the daemon from starting)."""
-
-    def __init__(self, build: Callable[[], RealExecutor]) -> None:
-        self._build = build
-        self._real: RealExecutor | None = None
-        self._lock = threading.Lock()  # actions run in threads: build one executor, not one each
-
-    def execute(self, plan: Plan, memory: ControllerMemory, now: datetime) -> ExecutionReport:
-        with self._lock:
-            if self._real is None:
-                try:
-                    self._real = self._build()
-                except Exception as exc:  # the engine is down: nothing is done, all is re-planned later
-                    why = f"not attempted: the Docker engine is unreachable ({one_line_error(exc)})"
-                    outcomes = tuple(
-                        ActionOutcome(
-                            key=a.key,
-                            kind=a.kind,
-                            reason=a.reason,
-                            target=a.target,
-                            outcome=Outcome.SKIPPED,
-                            detail=why,
-                        )
-                        for a in plan.actions
-                    )
-                    return ExecutionReport(outcomes=outcomes, memory=plan.memory)
-            real = self._real
-        return real.execute(plan, memory, now)
-
-    def recover(
-        self, memory: ControllerMemory, now: datetime
-    ) -> tuple[ControllerMemory, tuple[ActionOutcome, ...]]:
-        if self._real is None:
-            try:
-                self._real = self._build()
-            except Exception as exc:  # the engine is down: the intents stay open until it answers
-                logger.warning("open intents not verified yet: {}", one_line_error(exc))
-                return memory, ()
-        return self._real.recover(memory, now)
-
-
-def host_keepalive_path(policy_set: PolicySet) -> str:
-    """The keep-alive path the observer reads in every container.
-
-    The observer reads one path for the whole host: the policy's setting for a container with no
-    group and no type override. A per-group or per-type ``keepalivePath`` is shown by ``describe``
-    but not read by the observer.
-    """
-    from desired_state.resolve import resolve_effective_policy
-
-    effective = resolve_effective_policy(
-        policy_set, owner="", container_type="unknown", name="", labels={}, now=utcnow()
-    )
-    return effective.keepalive_path.value
-
-
-def build_controller(
-    settings: Settings, policy: PolicyHolder | None = None, metrics: Metrics | None = None
-) -> Controller:
-    """The controller for ``settings``; ``policy`` defaults to one loaded from its specs/DS01 config
-    (raises :class:`desired_state.errors.PolicyLoadError` when that policy is invalid)."""
-    if policy is None:
-        policy = PolicyHolder(settings.specs, settings.ds01_config)
-    gp = PolicySetDesired(policy.current).global_policy
-    observer = HostObserver(
-        ObserveConfig(
-            docker_timeout_s=settings.docker_timeout_s,
-            ledger_path=settings.ledger,
-            docker_pidfile=settings.docker_pidfile,
-            system_process_names=gp.system_process_names.value,
-            engine_cgroup_parents=gp.engine_cgroup_parents.value,
-            keepalive_path=host_keepalive_path(policy.current),
-        )
-    )
-    # One health for both halves of the record: the executor acts only when both can be written.
-    health = RecordHealth()
-    event_log = EventLog(settings.events_log, health=health)
-    store = MemoryStore(settings.state_dir, health=health)
-    scheduler = ActionScheduler()
-    executor: Executor
-    if settings.dry_run:
-        executor = DryRunExecutor(event_log)
-    else:
-        # Mid-action saves merge with the other actions' outcomes (see ActionScheduler.saver).
-        save = scheduler.saver(store.save)
-        executor = _LazyDockerExecutor(
-            lambda: make_real_executor(observer, event_log, settings, gp, save_memory=save)
-        )
-    on_quarantine = metrics.record_quarantine if metrics is not None else None
-    memory = load_state(store, event_log, utcnow(), on_quarantine=on_quarantine)
-    controller = Controller(
-        settings=settings,
-        observer=observer,
-        policy=policy,
-        executor=executor,
-        store=store,
-        event_log=event_log,
-        memory=memory,
-        metrics=metrics,
-        scheduler=scheduler,
-    )
-    controller._policy_loaded_at = policy.loaded_at
-    return controller
-
-
-def run(
-    settings: Settings,
-    policy: PolicyHolder,
-    *,
-    once: bool = False,
-    on_pass: Callable[[PassResult], None] | None = None,
-) -> int:
-    """Run the daemon (or one pass with ``once``). Returns the process exit status.
-
-    ``on_pass`` is called with each completed pass (``run --once`` prints the plan through it).
-    Raises the start-up errors (lock held, metrics port taken, unusable state) for the caller to
-    report; after start-up nothing escapes.
-    """
-    notifier = Notifier()
-    waker = Waker()
-    with acquire_run_lock(settings.state_dir):
-        metrics_server = None
-        metrics: Metrics | None = None
-        if settings.metrics_port is not None:
-            from controller.ops.metrics import Metrics
-
-            metrics = Metrics()
-            metrics_server = metrics.serve(settings.metrics_addr, settings.metrics_port)
-        controller = build_controller(settings, policy, metrics)
-        controller.should_stop = lambda: waker.stop_requested
-        try:
-            return _loop(controller, notifier, waker, once=once, on_pass=on_pass)
-        finally:
-            controller.observer.close()
-            if metrics_server is not None:
-                metrics_server.close()
-            notifier.close()
-            waker.close()
-
-
 def _loop(
     controller: Controller,
     notifier: Notifier,
@@ -789,64 +549,55 @@ def _loop(
     once: bool,
     on_pass: Callable[[PassResult], None] | None,
 ) -> int:
+    """Run passes until ``waker`` says stop: each woken by an event, a due time or the resync.
+
+    The scheduling only: the wiring (:func:`controller.wiring.run`) built the controller and routes
+    SIGTERM/SIGINT/SIGHUP to ``waker``.
+    """
     settings = controller.settings
-
-    def on_signal(signum: int, _frame: FrameType | None) -> None:
-        # Only flags and the waker's pipe here: the handler runs between two bytecodes of the main
-        # thread, which may hold the notifier's (or any) lock, so taking a lock could deadlock.
-        if signum == signal.SIGHUP:
-            waker.request_reload()
-        else:
-            waker.stop()
-
-    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)}
-    try:
-        if not once:
-            watch_docker_events(controller.observer, waker)
-        notifier.ready(f"started; first pass running ({'dry-run' if settings.dry_run else 'acting'})")
-        # Feed the watchdog at least twice per WatchdogSec, whatever the resync interval.
-        watchdog_s = notifier.watchdog_interval_s()
-        max_wait_s = min(settings.interval_s, watchdog_s / 2) if watchdog_s else settings.interval_s
-        controller.heartbeat = watchdog_heartbeat(notifier, watchdog_s)
-        failures = 0
-        while not waker.stop_requested:
-            if waker.reload_requested:
-                waker.reload_requested = False
-                logger.info("SIGHUP: re-reading the policy")
-                controller.policy.force_reload()
-            started = time.monotonic()
-            try:
-                result = controller.run_pass()
-            except Exception as exc:  # a failed pass never kills the daemon
-                failures += 1
-                if controller.metrics is not None:
-                    record_failed_pass(
-                        controller.metrics, time.monotonic() - started, controller.memory.breaker.tripped
-                    )
-                why = one_line_error(exc)
-                logger.opt(exception=exc).error("pass failed ({} in a row): {}", failures, why)
-                notifier.status(f"last pass failed ({failures} in a row): {why}")
-                if once:
-                    return 1
-                waker.wait(min(settings.interval_s, FAILED_PASS_BACKOFF_BASE_S**failures))
-                continue
-            failures = 0
-            logger.info("{}{}", "DRY-RUN " if settings.dry_run else "", result.summary)
-            notifier.status(result.summary)
-            notifier.watchdog()
-            if on_pass is not None:
-                on_pass(result)
+    if not once:
+        watch_docker_events(controller.observer, waker)
+    notifier.ready(f"started; first pass running ({'dry-run' if settings.dry_run else 'acting'})")
+    # Feed the watchdog at least twice per WatchdogSec, whatever the resync interval.
+    watchdog_s = notifier.watchdog_interval_s()
+    max_wait_s = min(settings.interval_s, watchdog_s / 2) if watchdog_s else settings.interval_s
+    controller.heartbeat = watchdog_heartbeat(notifier, watchdog_s)
+    failures = 0
+    while not waker.stop_requested:
+        if waker.reload_requested:
+            waker.reload_requested = False
+            logger.info("SIGHUP: re-reading the policy")
+            controller.policy.force_reload()
+        started = time.monotonic()
+        try:
+            result = controller.run_pass()
+        except Exception as exc:  # a failed pass never kills the daemon
+            failures += 1
+            if controller.metrics is not None:
+                record_failed_pass(
+                    controller.metrics, time.monotonic() - started, controller.memory.breaker.tripped
+                )
+            why = one_line_error(exc)
+            logger.opt(exception=exc).error("pass failed ({} in a row): {}", failures, why)
+            notifier.status(f"last pass failed ({failures} in a row): {why}")
             if once:
-                return _once_status(result)
-            wait_s = min(max_wait_s, next_wait_s(result.plan, controller.clock(), settings.interval_s))
-            if result.report.count(Outcome.STALE):
-                wait_s = 0.0  # actions left unstarted because the plan got old: re-plan them now
-            if waker.wait(wait_s) and not waker.stop_requested:
-                since_start_s = time.monotonic() - started
-                time.sleep(max(EVENT_DEBOUNCE_S, MIN_EVENT_PASS_SPACING_S - since_start_s))
-    finally:
-        for s, handler in previous.items():
-            signal.signal(s, handler)
+                return 1
+            waker.wait(min(settings.interval_s, FAILED_PASS_BACKOFF_BASE_S**failures))
+            continue
+        failures = 0
+        logger.info("{}{}", "DRY-RUN " if settings.dry_run else "", result.summary)
+        notifier.status(result.summary)
+        notifier.watchdog()
+        if on_pass is not None:
+            on_pass(result)
+        if once:
+            return _once_status(result)
+        wait_s = min(max_wait_s, next_wait_s(result.plan, controller.clock(), settings.interval_s))
+        if result.report.count(Outcome.STALE):
+            wait_s = 0.0  # actions left unstarted because the plan got old: re-plan them now
+        if waker.wait(wait_s) and not waker.stop_requested:
+            since_start_s = time.monotonic() - started
+            time.sleep(max(EVENT_DEBOUNCE_S, MIN_EVENT_PASS_SPACING_S - since_start_s))
     notifier.stopping()
     logger.info("ds01-controller stopped")
     return 0

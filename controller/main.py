@@ -1,7 +1,7 @@
 """``ds01-controller``: the daemon's command line.
 
 Parses flags and ``DS01_*`` variables, configures logging, checks that the host is usable and hands
-over to :func:`controller.loop.run`. Every problem at start is one log line naming the problem and
+over to :func:`controller.wiring.run`. Every problem at start is one log line naming the problem and
 the fix, followed by a non-zero exit -- never a traceback, and never a restart loop of tracebacks
 under systemd. A Docker engine that is down is not a start-up error for the daemon (it announces
 degraded mode and waits for it), but it is for ``run --once``, whose plan would be meaningless.
@@ -191,7 +191,8 @@ def main(argv: list[str] | None = None) -> int:
 def _start(settings: Settings, *, once: bool) -> int:
     from loguru import logger
 
-    from controller.startup import check_docker, describe_settings
+    from controller.startup import describe_settings
+    from controller.wiring import check_docker
     from desired_state.errors import PolicyLoadError
     from desired_state.load import PolicyHolder
 
@@ -213,7 +214,7 @@ def _start(settings: Settings, *, once: bool) -> int:
                 "cannot run a pass: {}; a plan without Docker would show no container action", problem
             )
             return EXIT_ERROR
-    from controller.loop import run
+    from controller.wiring import run
 
     def print_plan(result: PassResult) -> None:
         from controller.cli.render import render_plan_table

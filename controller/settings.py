@@ -87,7 +87,7 @@ def add_common_flags(parser: argparse.ArgumentParser) -> None:
 def parse_seconds(raw: str) -> float:
     """A positive interval: the project's duration syntax (``30s``, ``1m30s``) or a plain number of
     seconds (``30``, as the flag always took). Raises ``ValueError`` saying what to write."""
-    from desired_state.durations import DurationError, parse_duration
+    from crd_like_specs.durations import DurationError, parse_duration
 
     text = raw.strip()
     try:

@@ -4,8 +4,9 @@ Owns the wording of everything an admin reads when the host is not (fully) usabl
 per start-up error (problem and fix, never a traceback) and the ``degraded:`` / ``recovered:``
 lines the daemon writes when a domain (Docker, NVML, /proc, the ledger) stops or starts answering.
 
-Called by :mod:`controller.main`, :mod:`controller.loop` and the CLI. It performs no action on the
-host; the only I/O is a Docker ping and ``stat`` of the Docker socket.
+Called by :mod:`controller.main`, :mod:`controller.loop`, :mod:`controller.wiring` (whose
+start-up ping uses these words) and the CLI. It performs no action on the host and imports no
+adapter; the only I/O is a ``stat`` of the Docker socket.
 """
 
 from __future__ import annotations
@@ -58,7 +59,7 @@ def describe_settings(settings: Settings) -> str:
     )
 
 
-def _missing_socket() -> str | None:
+def missing_socket() -> str | None:
     host = docker_host()
     if host.startswith("unix://") and not Path(host[len("unix://") :]).exists():
         return (
@@ -73,36 +74,16 @@ def docker_problem(exc: BaseException) -> str:
     text = str(exc)
     if isinstance(exc, PermissionError) or "Permission denied" in text or "permission denied" in text:
         return f"cannot reach the Docker engine at {host}: permission denied (are you in the docker group?)"
-    missing = _missing_socket()
+    missing = missing_socket()
     if missing is not None:
         return missing
     return f"cannot reach the Docker engine at {host}: {text.splitlines()[0] if text else type(exc).__name__}"
 
 
-def check_docker(settings: Settings) -> str | None:
-    """None when the Docker engine answers a ping; otherwise the one line that says why not."""
-    missing = _missing_socket()
-    if missing is not None:
-        return missing  # no need to wait for a client to find that out
-    import docker
-
-    try:
-        client = docker.DockerClient(
-            base_url=docker_host(), timeout=min(settings.docker_timeout_s, PING_TIMEOUT_S)
-        )
-        try:
-            client.ping()
-        finally:
-            client.close()
-    except Exception as exc:
-        return docker_problem(exc)
-    return None
-
-
 def degraded_line(domain: Domain, error: str | None) -> str:
     """The one line announcing that ``domain`` is unavailable, what it means, and (Docker) the fix."""
     if domain is Domain.DOCKER:
-        reason = _missing_socket() or f"Docker unavailable ({_first_line(error)})"
+        reason = missing_socket() or f"Docker unavailable ({_first_line(error)})"
     else:
         reason = f"{_DOMAIN_NAME[domain]} unavailable ({_first_line(error)})"
     return f"degraded: {reason}; {DEGRADED_CONSEQUENCE[domain]}"

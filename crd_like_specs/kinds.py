@@ -8,7 +8,8 @@ Every document is shaped like a Kubernetes object::
     spec: {...}
 
 Keys are camelCase, unknown keys are errors (``extra="forbid"``), durations are strings with a unit
-(``"30m"``), and ``null`` on a duration means never / no limit. A key that is absent is *unset* and
+(``"30m"``) in YAML or :class:`~crd_like_specs.durations.Seconds` from code (the DS01 importer), and
+``null`` on a duration means never / no limit. A key that is absent is *unset* and
 falls through to the next layer down (see :func:`desired_state.resolve.describe_precedence`); the
 models keep that distinction in ``model_fields_set`` and compare it in ``==``.
 
@@ -37,9 +38,21 @@ from pydantic import (
 from pydantic.alias_generators import to_camel
 from pydantic_core import PydanticCustomError
 
-from crd_like_specs.vocabulary import ContainerType
-from desired_state.durations import DURATION_PATTERN, EXAMPLES, DurationError, format_duration, parse_duration
-from desired_state.effective import ExemptFrom, GpuResetPolicy, HostProcessPolicy, MigIdleFallback
+from crd_like_specs.durations import (
+    DURATION_PATTERN,
+    EXAMPLES,
+    DurationError,
+    Seconds,
+    format_duration,
+    parse_duration,
+)
+from crd_like_specs.vocabulary import (
+    ContainerType,
+    ExemptFrom,
+    GpuResetPolicy,
+    HostProcessPolicy,
+    MigIdleFallback,
+)
 
 API_VERSION: Final = "ds01.io/v1alpha1"
 NAME_PATTERN: Final = r"^[A-Za-z0-9]([A-Za-z0-9_.@-]{0,251}[A-Za-z0-9])?$"
@@ -60,6 +73,8 @@ def _duration(value: Any, *, nullable: bool) -> float | None:
             "null is not allowed here (it would mean 'never'); write a duration such as {examples}",
             {"examples": EXAMPLES},
         )
+    if isinstance(value, Seconds):  # already seconds (the DS01 importer): taken as it is, not parsed
+        return value.value
     if isinstance(value, bool):
         raise PydanticCustomError(
             "duration", "{value} is a boolean, not a duration; write e.g. '30m'", {"value": value}

@@ -18,7 +18,8 @@ the fix. Comment-only sections (YAML null) are empty, not a crash. Non-lifecycle
 aggregate, bare_metal_access, access_control, enforcement, ...) are kept, not acted on.
 
 ``python -m desired_state.ds01_import CONFIG_DIR`` prints the equivalent CRD-like YAML.
-Called by :mod:`desired_state.load`; reads files, resolves nothing.
+Called by :mod:`desired_state.load` and :mod:`desired_state.validate`; builds on
+:mod:`desired_state.documents` (never on ``load``); reads files, resolves nothing.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from typing import Any, Final
 
 from pydantic import BaseModel, ValidationError
 
+from crd_like_specs.durations import DurationError, Seconds, ds01_number_to_seconds, parse_duration
 from crd_like_specs.kinds import (
     API_VERSION,
     Aggregate,
@@ -47,12 +49,12 @@ from crd_like_specs.kinds import (
     UserOverride,
 )
 from crd_like_specs.vocabulary import ContainerType
-from desired_state.durations import DurationError, ds01_number_to_seconds, format_duration, parse_duration
+from desired_state.documents import assemble, dump_documents, read_members_file, sorted_errors
 from desired_state.errors import Loc, PolicyError, PolicyLoadError, from_validation_error, unwrap_model
-from desired_state.load import DS01_MAIN_FILE, assemble, dump_documents, read_members_file, sorted_errors
 from desired_state.policy_set import LoadedDocument, PolicySet, SpecSource, sanitise_username
 from desired_state.yaml_docs import YamlDocument, non_empty, read_documents
 
+DS01_MAIN_FILE: Final = "resource-limits.yaml"
 OVERRIDES_FILE: Final = "user-overrides.yaml"
 EXEMPTIONS_FILE: Final = "lifecycle-exemptions.yaml"
 GROUPS_DIR: Final = "groups"
@@ -252,19 +254,19 @@ class _Importer:
 
     # --- values ------------------------------------------------------------------------------------
 
-    def duration(self, doc: YamlDocument, loc: Loc, value: Any, unit: str) -> tuple[bool, str | None]:
-        """(ok, CRD duration string or None for never) for a DS01 unit-suffixed key."""
+    def duration(self, doc: YamlDocument, loc: Loc, value: Any, unit: str) -> tuple[bool, Seconds | None]:
+        """(ok, the duration in seconds or None for never) for a DS01 unit-suffixed key."""
         if value is None:
             return True, None
         try:
-            return True, format_duration(ds01_number_to_seconds(value, unit))
+            return True, Seconds.of(ds01_number_to_seconds(value, unit))
         except DurationError as exc:
             self.error(doc, loc, str(exc), expected=f"a bare number of {_UNITS[unit]}, or null for never")
             return False, None
 
     def legacy_duration(
         self, doc: YamlDocument, loc: Loc, value: Any, suffixed: str
-    ) -> tuple[bool, str | None]:
+    ) -> tuple[bool, Seconds | None]:
         """An old unsuffixed key: a string with a unit is accepted; a bare number is the 48-seconds trap."""
         key = str(loc[-1])
         if value is None:
@@ -282,7 +284,7 @@ class _Importer:
             )
             return False, None
         try:
-            return True, format_duration(parse_duration(value))
+            return True, Seconds.of(parse_duration(value))
         except DurationError as exc:
             self.error(doc, loc, str(exc), fix=f"or use {suffixed}: <number>")
             return False, None
@@ -319,9 +321,9 @@ class _Importer:
                 out.put(("spec", "resources", RESOURCE_KEYS[canonical]), value, loc)
             elif canonical in USER_DURATIONS:
                 crd_field, unit = USER_DURATIONS[canonical]
-                ok, text = self.duration(doc, loc, value, unit)
+                ok, seconds = self.duration(doc, loc, value, unit)
                 if ok:
-                    out.put(("spec", "settings", crd_field), text, loc)
+                    out.put(("spec", "settings", crd_field), seconds, loc)
             elif key in LEGACY_DURATIONS and LEGACY_DURATIONS[key] in USER_DURATIONS:
                 suffixed = LEGACY_DURATIONS[key]
                 if suffixed in section:
@@ -329,9 +331,9 @@ class _Importer:
                         doc, loc, f"both '{key}' and '{suffixed}' are set", fix=f"keep only {suffixed}"
                     )
                     continue
-                ok, text = self.legacy_duration(doc, loc, value, suffixed)
+                ok, seconds = self.legacy_duration(doc, loc, value, suffixed)
                 if ok:
-                    out.put(("spec", "settings", USER_DURATIONS[suffixed][0]), text, loc)
+                    out.put(("spec", "settings", USER_DURATIONS[suffixed][0]), seconds, loc)
             elif policies_ok and key == "policies":
                 body = self.mapping(doc, loc, value)
                 if body is not None:
@@ -389,9 +391,9 @@ class _Importer:
                 out.put(("spec", "settings", POLICY_PER_CHECK[canonical]), per_s, loc)
             elif canonical in durations:
                 crd_field, unit = durations[canonical]
-                ok, text = self.duration(doc, loc, value, unit)
+                ok, seconds = self.duration(doc, loc, value, unit)
                 if ok:
-                    out.put((*target, crd_field), text, loc)
+                    out.put((*target, crd_field), seconds, loc)
             elif key in LEGACY_DURATIONS and LEGACY_DURATIONS[key] in durations:
                 suffixed = LEGACY_DURATIONS[key]
                 target = ("spec", "ds01") if suffixed in GLOBAL_POLICY_DURATIONS else ("spec", "settings")
@@ -400,9 +402,9 @@ class _Importer:
                         doc, loc, f"both '{key}' and '{suffixed}' are set", fix=f"keep only {suffixed}"
                     )
                     continue
-                ok, text = self.legacy_duration(doc, loc, value, suffixed)
+                ok, seconds = self.legacy_duration(doc, loc, value, suffixed)
                 if ok:
-                    out.put((*target, durations[suffixed][0]), text, loc)
+                    out.put((*target, durations[suffixed][0]), seconds, loc)
             elif not global_policies and key in GLOBAL_POLICY_DURATIONS:
                 self.error(
                     doc, loc, f"'{key}' is only read from the global policies", fix="move it to policies:"
@@ -419,9 +421,9 @@ class _Importer:
             canonical = ALIASES.get(key, key) if isinstance(key, str) else key
             if canonical in TYPE_DURATIONS:
                 crd_field, unit = TYPE_DURATIONS[canonical]
-                ok, text = self.duration(doc, loc, value, unit)
+                ok, seconds = self.duration(doc, loc, value, unit)
                 if ok:
-                    out.put((*crd_base, crd_field), text, loc)
+                    out.put((*crd_base, crd_field), seconds, loc)
             elif key in LEGACY_DURATIONS and LEGACY_DURATIONS[key] in TYPE_DURATIONS:
                 suffixed = LEGACY_DURATIONS[key]
                 if suffixed in section:
@@ -429,9 +431,9 @@ class _Importer:
                         doc, loc, f"both '{key}' and '{suffixed}' are set", fix=f"keep only {suffixed}"
                     )
                     continue
-                ok, text = self.legacy_duration(doc, loc, value, suffixed)
+                ok, seconds = self.legacy_duration(doc, loc, value, suffixed)
                 if ok:
-                    out.put((*crd_base, TYPE_DURATIONS[suffixed][0]), text, loc)
+                    out.put((*crd_base, TYPE_DURATIONS[suffixed][0]), seconds, loc)
             else:
                 self.unknown(doc, loc, allowed)
 
@@ -457,9 +459,9 @@ class _Importer:
             canonical = ALIASES.get(key, key) if isinstance(key, str) else key
             if canonical in durations:
                 crd_field, unit = durations[canonical]
-                ok, text = self.duration(doc, loc, value, unit)
+                ok, seconds = self.duration(doc, loc, value, unit)
                 if ok:
-                    out.put((*crd_base, _camel(crd_field)), text, loc)
+                    out.put((*crd_base, _camel(crd_field)), seconds, loc)
             elif isinstance(canonical, str) and canonical in plain:
                 info = fields[canonical]
                 nested = unwrap_model(info.annotation)

@@ -1,136 +1,26 @@
-"""Durations: the one place where a spoken duration (``"90s"``, ``"1.5h"``) becomes seconds and back.
+"""Re-export of :mod:`crd_like_specs.durations`, where durations now live (below this package).
 
-Two dialects exist and are kept apart on purpose:
-
-* **Our kinds** write durations as strings with a unit: ``90s``, ``30m``, ``1.5h``, ``7d``, ``1w``,
-  or a compound such as ``1h30m``. A plain number is rejected: whether ``48`` meant seconds or hours
-  is exactly the ambiguity that once stopped DS01 containers right after launch. ``null`` means
-  never / no limit and is handled by the caller (some keys may not be null).
-* **DS01's files** put the unit in the key (``idle_timeout_h: 0.5``, ``grace_period_m: 30``) and the
-  value is a bare number; :func:`ds01_number_to_seconds` converts those. A string there (``"24h"`` in
-  an ``_h`` key) is an error, never a silent 0 as in DS01's own converter.
-
-Called by the kinds (:mod:`crd_like_specs.kinds`) and the DS01 importer. Pure functions, no I/O.
+Import from :mod:`crd_like_specs.durations`; this module only keeps older imports working.
 """
 
 from __future__ import annotations
 
-import math
-import re
-from decimal import Decimal
-from typing import Final
+from crd_like_specs.durations import (
+    DURATION_PATTERN,
+    EXAMPLES,
+    UNIT_SECONDS,
+    DurationError,
+    ds01_number_to_seconds,
+    format_duration,
+    parse_duration,
+)
 
-UNIT_SECONDS: Final[dict[str, int]] = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
-
-# One or more <number><unit> parts, no sign, no exponent, no spaces inside: "90s", "1.5h", "1h30m".
-_PART = r"(?:\d+(?:\.\d+)?|\.\d+)[smhdw]"
-DURATION_PATTERN: Final = rf"^(?:{_PART})+$"
-_DURATION_RE = re.compile(DURATION_PATTERN)
-_PART_RE = re.compile(r"(\d+(?:\.\d+)?|\.\d+)([smhdw])")
-
-EXAMPLES: Final = "'90s', '30m', '1.5h', '7d' or '1h30m'"
-
-
-class DurationError(ValueError):
-    """A value that is not a duration we accept; the message says what to write instead."""
-
-
-def parse_duration(text: str) -> float:
-    """Seconds in ``text`` (a duration string with units). Raises :class:`DurationError`."""
-    stripped = text.strip()
-    if not stripped:
-        raise DurationError(f"an empty string is not a duration; write {EXAMPLES}, or null for never")
-    if stripped.startswith("-"):
-        raise DurationError(f"negative duration {text!r}: durations cannot be negative; write e.g. '0s'")
-    if _DURATION_RE.match(stripped) is None:
-        if _looks_numeric(stripped):
-            raise DurationError(
-                f"{text!r} has no unit and is ambiguous (seconds? hours?); write e.g. '{stripped}h' or "
-                f"'{stripped}m' ({EXAMPLES}), or null for never"
-            )
-        raise DurationError(
-            f"{text!r} is not a duration; write a number with a unit s, m, h, d or w such as {EXAMPLES}"
-        )
-    total = 0.0
-    for number, unit in _PART_RE.findall(stripped):
-        total += float(number) * UNIT_SECONDS[unit]
-    if not math.isfinite(total):
-        raise DurationError(f"{text!r} is too large")
-    return total
-
-
-def _looks_numeric(text: str) -> bool:
-    try:
-        float(text)
-    except ValueError:
-        return False
-    return True
-
-
-def format_duration(seconds: float) -> str:
-    """A short duration string whose :func:`parse_duration` is exactly ``seconds``.
-
-    Prefers whole days, hours or minutes, then short fractional hours, then seconds; every candidate
-    is checked by parsing it back, and the last one (shortest exact decimal of the seconds) always
-    reads back exactly, so the round trip holds for every finite non-negative value.
-    """
-    if not math.isfinite(seconds) or seconds < 0:
-        raise DurationError(f"cannot format {seconds!r} as a duration")
-    candidates: list[str] = []
-    whole = seconds == int(seconds)
-    if whole and seconds < 120:  # sigterm graces and such read best in seconds: 60s, not 1m
-        candidates.append(f"{int(seconds)}s")
-    for unit, minimum in (("d", 7), ("h", 1), ("m", 1)):  # 48h rather than 2d; 7d for a week
-        quotient = seconds / UNIT_SECONDS[unit]
-        if quotient >= minimum and quotient == int(quotient):
-            candidates.append(f"{int(quotient)}{unit}")
-    # DS01 speaks in fractional hours (0.25, 0.083): keep those readable when they are short.
-    hours = _plain(seconds / UNIT_SECONDS["h"])
-    if seconds >= 0.1 * UNIT_SECONDS["h"] and len(hours) <= 6:
-        candidates.append(f"{hours}h")
-    candidates.append(f"{_plain(seconds)}s")
-    for candidate in candidates:
-        if parse_duration(candidate) == seconds:
-            return candidate
-    raise DurationError(f"cannot format {seconds!r} as a duration")  # pragma: no cover - repr always works
-
-
-def _plain(value: float) -> str:
-    """``value`` written without an exponent, in the shortest digits that read back exactly."""
-    text = format(Decimal(repr(value)), "f")
-    if "." in text:
-        text = text.rstrip("0").rstrip(".")
-    return text
-
-
-def ds01_number_to_seconds(value: object, unit: str) -> float:
-    """Seconds for a DS01 bare number whose unit (``h``, ``m``, ``s``) is in the key name.
-
-    Raises :class:`DurationError` for strings, booleans, negatives and non-finite numbers; ``None``
-    (never) is the caller's business.
-    """
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        if isinstance(value, str):
-            raise DurationError(
-                f"{value!r} is a string but the unit is already in the key name (_{unit}); "
-                f"write a bare number such as {_strip_unit(value, unit)}"
-            )
-        raise DurationError(f"{value!r} is not a number; write a bare number of {_UNIT_WORDS[unit]}")
-    if not math.isfinite(value):
-        raise DurationError(f"{value!r} is not a finite number")
-    if value < 0:
-        raise DurationError(f"negative duration {value!r}; write 0 or a positive number, or null for never")
-    return float(value) * UNIT_SECONDS[unit]
-
-
-_UNIT_WORDS: Final = {"s": "seconds", "m": "minutes", "h": "hours"}
-
-
-def _strip_unit(text: str, unit: str) -> str:
-    """Best guess at the bare number an admin meant: '24h' in an _h key -> '24'."""
-    try:
-        seconds = parse_duration(text)
-    except DurationError:
-        return "24" if unit == "h" else "30"
-    value = seconds / UNIT_SECONDS[unit]
-    return _plain(value)
+__all__ = [
+    "DURATION_PATTERN",
+    "EXAMPLES",
+    "UNIT_SECONDS",
+    "DurationError",
+    "ds01_number_to_seconds",
+    "format_duration",
+    "parse_duration",
+]

@@ -8,10 +8,26 @@ Produced by :func:`desired_state.resolve.resolve_effective_policy`.
 from __future__ import annotations
 
 from datetime import datetime
-from enum import StrEnum
 from typing import Generic, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
+
+from crd_like_specs.durations import format_duration
+from crd_like_specs.vocabulary import ExemptFrom, GpuResetPolicy, HostProcessPolicy, MigIdleFallback
+
+# The vocabularies live in crd_like_specs (below this package); they are part of this contract.
+__all__ = [
+    "LEAD_FRACTION",
+    "ActiveExemption",
+    "EffectivePolicy",
+    "ExemptFrom",
+    "GlobalPolicy",
+    "GpuResetPolicy",
+    "HostProcessPolicy",
+    "MigIdleFallback",
+    "Sourced",
+    "setting_interactions",
+]
 
 T = TypeVar("T")
 
@@ -25,28 +41,6 @@ class Sourced(BaseModel, Generic[T]):
     source: str = Field(
         description="e.g. 'built-in default', 'LifecyclePolicy/default', 'UserGroup/researcher'"
     )
-
-
-class ExemptFrom(StrEnum):
-    IDLE = "idle"
-    MAX_RUNTIME = "max_runtime"
-    CLEANUP = "cleanup"
-
-
-class GpuResetPolicy(StrEnum):
-    NEVER = "never"
-    WHEN_EXCLUSIVE = "when-exclusive"
-
-
-class HostProcessPolicy(StrEnum):
-    REPORT = "report"  # bare host GPU processes are reported, never killed
-
-
-class MigIdleFallback(StrEnum):
-    """What decides the idle state of a MIG device, whose utilisation NVML never reports."""
-
-    CPU_AND_NETWORK = "cpu-and-network"  # CPU and network decide alone (weaker evidence; DS01's rule)
-    NEVER = "never"  # a container on a MIG device is never idle (never idle-stopped)
 
 
 class ActiveExemption(BaseModel):
@@ -159,6 +153,14 @@ class GlobalPolicy(BaseModel):
         description="Honour ds01.protected/ds01.monitoring/ds01.user labels (admission layer enforces them)"
     )
     system_process_names: Sourced[tuple[str, ...]]
+    host_keepalive_path: Sourced[str] = Field(
+        default=Sourced(value="/workspace/.keep-alive", source="built-in default"),
+        description=(
+            "The one keep-alive path the observer reads in every container: the policy's setting for "
+            "an owner in no group and a container of unknown type (per-group or per-type paths are "
+            "shown by describe, not read)"
+        ),
+    )
     engine_cgroup_parents: Sourced[tuple[str, ...]] = Field(
         description="Cgroup parents of this engine's containers; GPU processes elsewhere are foreign"
     )
@@ -169,8 +171,6 @@ LEAD_FRACTION = 0.2
 
 
 def _show(value: float) -> str:
-    from desired_state.durations import format_duration
-
     return format_duration(value)
 
 

@@ -16,8 +16,10 @@ Precedence, lowest to highest (:func:`describe_precedence` prints this; docs/pol
    explicitly "for this group and this type"
 6. the UserOverride's ``settings`` (reach every container type, unlike DS01)
 7. the UserOverride's per-type block
-8. active Exemptions (idle -> no idle timeout, max_runtime -> no runtime limit, cleanup -> no
-   container hold and no created-container timeout)
+8. active Exemptions (idle -> no idle stop, max_runtime -> no runtime stop, cleanup -> no
+   removal by the container hold or the created-container timeout): the waived value is kept, its
+   source says ``waived by Exemption/<name>``, and the exemption is listed in ``exemptions``; the
+   planner honours the list (:data:`WAIVED_FIELDS`)
 
 ``idleExempt`` is a per-type flag, settable only in containerTypes blocks (layers 4, 5, 7): while it
 is true the idle timeout is never, whatever a general ``idleTimeout`` says, so a devcontainer stays
@@ -44,6 +46,7 @@ from crd_like_specs.kinds import (
     UserOverride,
 )
 from crd_like_specs.vocabulary import ContainerType
+from desired_state.documents import builtin_lifecycle
 from desired_state.effective import (
     ActiveExemption,
     EffectivePolicy,
@@ -53,7 +56,6 @@ from desired_state.effective import (
     HostProcessPolicy,
     Sourced,
 )
-from desired_state.load import builtin_lifecycle
 from desired_state.policy_set import PolicySet, sanitise_username
 
 BUILTIN: Final = "built-in default"
@@ -63,6 +65,13 @@ NO_GROUP: Final = "(none)"
 LABEL_PROTECTED: Final = "ds01.protected"
 LABEL_MONITORING: Final = "ds01.monitoring"
 TRUE_VALUE: Final = "true"
+
+# The EffectivePolicy fields an exemption of each kind waives (their values are kept, see above).
+WAIVED_FIELDS: Final[dict[ExemptFrom, tuple[str, ...]]] = {
+    ExemptFrom.IDLE: ("idle_timeout_s",),
+    ExemptFrom.MAX_RUNTIME: ("max_runtime_s",),
+    ExemptFrom.CLEANUP: ("container_hold_after_stop_s", "created_container_timeout_s"),
+}
 
 # Settings field -> EffectivePolicy field.
 FIELD_MAP: Final[dict[str, str]] = {
@@ -234,16 +243,18 @@ def resolve_effective_policy(
     if exempt is not None and exempt.value:
         values["idle_timeout_s"] = Sourced(value=None, source=f"{exempt.source}: idleExempt")
 
+    # An active exemption keeps the value it waives (the planner still times the one FYI notice an
+    # exempt owner gets by it) and says so in its source; the planner honours ``exemptions``.
     active = _active_exemptions(policy, owner, now)
-    for exemption in active:
-        effect = f"Exemption/{exemption.name}"
-        if exemption.exempt_from == ExemptFrom.IDLE:
-            values["idle_timeout_s"] = Sourced(value=None, source=effect)
-        elif exemption.exempt_from == ExemptFrom.MAX_RUNTIME:
-            values["max_runtime_s"] = Sourced(value=None, source=effect)
-        elif exemption.exempt_from == ExemptFrom.CLEANUP:
-            values["container_hold_after_stop_s"] = Sourced(value=None, source=effect)
-            values["created_container_timeout_s"] = Sourced(value=None, source=effect)
+    waived: set[str] = set()
+    for exemption in active:  # longest-lasting first: the one named is the one that holds longest
+        for target in WAIVED_FIELDS[exemption.exempt_from]:
+            if target not in waived:
+                waived.add(target)
+                kept = values[target]
+                values[target] = Sourced(
+                    value=kept.value, source=f"{kept.source}; waived by Exemption/{exemption.name}"
+                )
 
     trust = global_value(policy, ("trust_labels",))
     protected = _flag(policy, "protect", LABEL_PROTECTED, trust, owner=owner, name=name, labels=labels)
@@ -381,12 +392,17 @@ def _or_zero(found: Sourced[Any]) -> Sourced[Any]:
 
 
 def global_policy(policy: PolicySet) -> GlobalPolicy:
-    """Host-wide settings (reset, budget, breaker, ledger window, orphans, label trust)."""
+    """Host-wide settings (reset, budget, breaker, ledger window, orphans, label trust, the keep-alive
+    path the observer reads), resolved once per policy set; the daemon configures its observer and
+    executor from these values and resolves nothing itself."""
     reset_policy = global_value(policy, ("gpu_reset", "policy"))
     reset_command = global_value(policy, ("gpu_reset", "command"))
     host = global_value(policy, ("host_gpu_processes",))
     names = global_value(policy, ("system_process_names",))
     parents = global_value(policy, ("engine_cgroup_parents",))
+    keepalive = pick(settings_layers(policy, "", ContainerType.UNKNOWN)[0], "keepalive_path")
+    if keepalive is None:  # pragma: no cover - the built-in layer sets every key (tested)
+        raise AssertionError("built-in default lacks keepalive_path")
     return GlobalPolicy(
         gpu_reset_policy=Sourced(value=GpuResetPolicy(reset_policy.value), source=reset_policy.source),
         gpu_reset_command=Sourced(value=tuple(reset_command.value), source=reset_command.source),
@@ -408,5 +424,6 @@ def global_policy(policy: PolicySet) -> GlobalPolicy:
         transient_process_min_age_s=_or_zero(global_value(policy, ("transient_process_min_age",))),
         trust_labels=global_value(policy, ("trust_labels",)),
         system_process_names=Sourced(value=tuple(names.value), source=names.source),
+        host_keepalive_path=keepalive,
         engine_cgroup_parents=Sourced(value=tuple(parents.value), source=parents.source),
     )

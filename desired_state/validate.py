@@ -24,16 +24,12 @@ from pathlib import Path
 from typing import Any, Final
 
 from crd_like_specs.vocabulary import ContainerType
+from desired_state import ds01_import
+from desired_state.documents import assemble, sorted_errors
+from desired_state.ds01_import import DS01_MAIN_FILE
 from desired_state.effective import setting_interactions
 from desired_state.errors import PolicyError
-from desired_state.load import (
-    DS01_MAIN_FILE,
-    assemble,
-    layered_set,
-    load_spec_files,
-    sorted_errors,
-    spec_files,
-)
+from desired_state.load import layered_set, load_spec_files, spec_files
 from desired_state.policy_set import LoadedDocument, PolicySet
 from desired_state.resolve import resolve_effective_policy
 
@@ -46,8 +42,6 @@ def validate_paths(paths: Sequence[Path]) -> list[str]:
 
 
 def validation_errors(paths: Sequence[Path]) -> list[PolicyError]:
-    from desired_state import ds01_import
-
     errors: list[PolicyError] = []
     files: list[Path] = []
     ds01_dirs: list[Path] = []
@@ -86,8 +80,6 @@ def validation_errors(paths: Sequence[Path]) -> list[PolicyError]:
 
 def _assembled(paths: Sequence[Path]) -> PolicySet | None:
     """The policy ``paths`` form, as the daemon would load it; None when it does not load."""
-    from desired_state import ds01_import
-
     if validation_errors(paths):
         return None
     files: list[Path] = []

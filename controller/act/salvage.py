@@ -23,7 +23,7 @@ records them once with their original reason. When the event log cannot be read,
 is opened (unknown is not safe). Warnings and admin notices are not rebuilt: they may be sent
 once more, and a stop waits for its warning's lead time again.
 
-Called by :func:`controller.loop.build_controller`.
+Called by :func:`controller.wiring.build_controller`.
 """
 
 from __future__ import annotations

@@ -29,8 +29,8 @@ def _locked_message(exc: Any, what: str) -> str:
 
 def reconcile(settings: Settings, *, dry_run: bool, output: str, style: Style = PLAIN) -> int:
     from controller.cli.gather import one_line
-    from controller.loop import build_controller
     from controller.store import MemoryStore, StoreError, StoreLocked, acquire_run_lock
+    from controller.wiring import build_controller
     from desired_state.errors import PolicyLoadError
     from desired_state.load import PolicyHolder
 

@@ -24,11 +24,11 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable
 from datetime import datetime
-from typing import Any, Protocol, runtime_checkable
+from typing import Protocol, runtime_checkable
 
 from controller.snapshot import ContainerObs, OwnerRule, TypeRule
 from crd_like_specs.vocabulary import ContainerType
-from desired_state.effective import EffectivePolicy, ExemptFrom, GlobalPolicy, Sourced
+from desired_state.effective import EffectivePolicy, GlobalPolicy, Sourced
 from desired_state.policy_set import PolicySet
 from desired_state.resolve import global_policy, resolve_effective_policy
 
@@ -107,14 +107,6 @@ class StaticDesired:
         return self._global
 
 
-# The EffectivePolicy fields an exemption of each kind waives in the resolver's output.
-WAIVED_FIELDS: dict[ExemptFrom, tuple[str, ...]] = {
-    ExemptFrom.IDLE: ("idle_timeout_s",),
-    ExemptFrom.MAX_RUNTIME: ("max_runtime_s",),
-    ExemptFrom.CLEANUP: ("container_hold_after_stop_s", "created_container_timeout_s"),
-}
-
-
 # Memoised resolutions for the most recent policy set (by identity: a reload makes a new set).
 # Resolving is most of the cost of a pass on a large host, and the daemon builds a new adapter
 # every pass over the same set, so the memo lives at module level. Bounded; cleared when full.
@@ -168,11 +160,9 @@ class PolicySetDesired:
     attribution chains), except that with ``trustLabels: false`` a claimed owner or type is not used
     (:func:`policy_identity`); name and labels are passed through so selectors and trusted labels match.
 
-    The resolver expresses an active exemption by setting the waived limit to "never" (and listing
-    the exemption). The planner honours ``exemptions`` itself, but it needs the waived idle timeout
-    to know when to send an exempt owner the one FYI notice DS01 sends; so for a container with an
-    active exemption the limit is resolved once more without exemptions and put back, its source
-    saying which exemption waives it. Stop decisions are unchanged: the exemption still shields.
+    One resolution per container: the resolver keeps a waived limit (its source says which
+    exemption waives it) and lists the active exemptions, which the planner honours itself; the
+    kept idle timeout tells it when to send an exempt owner the one FYI notice DS01 sends.
 
     Results are memoised per (owner, type, the rules that decided them, name, labels). Time enters
     a resolution only through exemptions, which are active from their creation until their expiry;
@@ -183,15 +173,14 @@ class PolicySetDesired:
 
     def __init__(self, policy_set: PolicySet) -> None:
         self._policy_set = policy_set
-        self._unexempted = dataclasses.replace(policy_set, exemptions=())
         self._global = global_policy(policy_set)
         self._trust_labels = bool(self._global.trust_labels.value)
         self._memo = _memo_for(policy_set)
 
-    def _resolve(self, policy_set: PolicySet, container: ContainerObs, now: datetime) -> EffectivePolicy:
+    def _effective(self, container: ContainerObs, now: datetime) -> EffectivePolicy:
         owner, ctype, ignored = policy_identity(container, self._trust_labels)
         eff = resolve_effective_policy(
-            policy_set,
+            self._policy_set,
             owner=owner,
             container_type=ctype,
             name=container.name,
@@ -223,22 +212,6 @@ class PolicySetDesired:
             memo.entries.clear()
         memo.entries[key] = (now, eff)
         return eff
-
-    def _effective(self, container: ContainerObs, now: datetime) -> EffectivePolicy:
-        eff = self._resolve(self._policy_set, container, now)
-        if not eff.exemptions:
-            return eff
-        base = self._resolve(self._unexempted, container, now)
-        restored: dict[str, Sourced[Any]] = {}
-        for ex in eff.exemptions:
-            for name in WAIVED_FIELDS.get(ex.exempt_from, ()):
-                mine: Sourced[Any] = getattr(eff, name)
-                theirs: Sourced[Any] = getattr(base, name)
-                if mine.value is None and theirs.value is not None and name not in restored:
-                    restored[name] = Sourced(
-                        value=theirs.value, source=f"{theirs.source}; waived by Exemption/{ex.name}"
-                    )
-        return eff.model_copy(update=restored) if restored else eff
 
     @property
     def global_policy(self) -> GlobalPolicy:

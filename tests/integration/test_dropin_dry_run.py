@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 
-from controller.loop import build_controller
 from controller.plan.desired import PolicySetDesired
 from controller.settings import Settings
+from controller.wiring import build_controller
 from tests.fixtures.docker_host import ContainerFactory
 
 pytestmark = pytest.mark.docker

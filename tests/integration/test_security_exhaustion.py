@@ -37,7 +37,6 @@ import docker.types
 import pytest
 
 from controller.act.events import MAX_LINE_BYTES, EventLog
-from controller.loop import build_controller
 from controller.memory import ControllerMemory
 from controller.observe import HostObserver, ObserveConfig
 from controller.observe.nvml import NvmlObserver
@@ -45,6 +44,7 @@ from controller.plan.desired import PolicySetDesired
 from controller.plan.planner import plan as make_plan
 from controller.settings import Settings
 from controller.snapshot import Domain, DomainHealth, GpuObs, Snapshot
+from controller.wiring import build_controller
 from desired_state.load import load_spec_text
 from tests.fixtures.docker_host import ContainerFactory
 from tests.fixtures.nvml import FakeNvml, gpu_uuid

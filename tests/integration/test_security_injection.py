@@ -40,16 +40,17 @@ from controller.act.events import EventLog
 from controller.act.executor import RealExecutor
 from controller.act.inventory import awareness_events, build_inventory
 from controller.act.notify import Session, TerminalNotifier
-from controller.loop import build_controller, record_metrics
 from controller.memory import ControllerMemory
 from controller.observe import HostObserver, ObserveConfig
 from controller.observe.cgroups import attribute
 from controller.observe.nvml import NvmlObserver
 from controller.ops.metrics import Metrics
+from controller.pass_metrics import record_metrics
 from controller.plan.desired import PolicySetDesired
 from controller.plan.planner import plan as make_plan
 from controller.settings import Settings
 from controller.snapshot import CgroupScope, GpuRefSource, Snapshot
+from controller.wiring import build_controller
 from desired_state.load import load_spec_text
 from tests.fixtures.docker_host import ContainerFactory
 from tests.fixtures.nvml import NVML_STATE_ENV, FakeNvml, gpu_uuid

@@ -11,9 +11,9 @@ import pytest
 
 from controller.cli.main import main
 from controller.envfile import parse_env_file, read_env_file
-from controller.loop import build_controller
 from controller.settings import Settings
 from controller.store import POLICY_STATUS_FILE
+from controller.wiring import build_controller
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLES = REPO / "crd_like_specs" / "examples"

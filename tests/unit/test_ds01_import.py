@@ -349,7 +349,9 @@ def test_ds01_and_specs_together_form_one_policy(tmp_path: Path) -> None:
     assert isinstance(policy, PolicySet) and isinstance(policy.lifecycle, LifecyclePolicy)
     assert "sam-demo" in {e.metadata.name for e in policy.exemptions}
     eff = resolve_effective_policy(policy, owner="sam", container_type="atomic", name="c", labels={}, now=NOW)
-    assert eff.idle_timeout_s.value is None and eff.idle_timeout_s.source == "Exemption/sam-demo"
+    assert [e.name for e in eff.exemptions] == ["sam-demo"]
+    assert eff.idle_timeout_s.value == 1800
+    assert eff.idle_timeout_s.source == "LifecyclePolicy/ds01; waived by Exemption/sam-demo"
     # a LifecyclePolicy in the specs layers over DS01's (tests below); two in the specs stay an error
     for name in ("mine", "theirs"):
         write(
@@ -489,3 +491,27 @@ def test_validate_warns_where_one_setting_decides_instead_of_another(tmp_path: P
     assert any(str(config / "resource-limits.yaml") in w for w in lead)
     # nothing to say about the shipped file alone
     assert validation_warnings([DS01_DIR], now=NOW) == []
+
+
+def test_ds01_durations_reach_the_kinds_as_seconds_not_as_text(
+    real_file_only: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """DS01's bare numbers are converted once, to seconds: the kinds never parse back a "30m" the
+    importer wrote, and the provenance ``describe`` shows is unchanged."""
+    from crd_like_specs import kinds
+
+    parsed: list[str] = []
+    real_parse = kinds.parse_duration
+
+    def spy(text: str) -> float:
+        parsed.append(text)
+        return real_parse(text)
+
+    monkeypatch.setattr(kinds, "parse_duration", spy)
+    policy = import_ds01(real_file_only)
+    assert parsed == []
+    docker = resolve_effective_policy(
+        policy, owner="nobody", container_type=ContainerType.DOCKER, name="c", labels={}, now=NOW
+    )
+    assert docker.idle_timeout_s.value == 1800
+    assert docker.idle_timeout_s.source == "container type docker (LifecyclePolicy/ds01)"

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from desired_state.durations import DurationError, ds01_number_to_seconds, format_duration, parse_duration
+from crd_like_specs.durations import DurationError, ds01_number_to_seconds, format_duration, parse_duration
 
 
 @pytest.mark.parametrize(
@@ -127,3 +127,18 @@ def test_ds01_string_error_suggests_the_bare_number() -> None:
         ds01_number_to_seconds("24h", "h")
     with pytest.raises(DurationError, match="bare number such as 30"):
         ds01_number_to_seconds("30m", "m")
+
+
+def test_seconds_are_taken_by_the_kinds_as_they_are() -> None:
+    from crd_like_specs.durations import Seconds
+    from crd_like_specs.kinds import Settings
+
+    settings = Settings.model_validate({"idleTimeout": Seconds.of(1800), "gracePeriod": Seconds.of(0.25)})
+    assert settings.idle_timeout == 1800.0 and settings.grace_period == 0.25
+    assert settings.model_dump(mode="json", exclude_unset=True) == {
+        "idleTimeout": "30m",
+        "gracePeriod": "0.25s",
+    }
+    for bad in (-1.0, math.inf, math.nan):
+        with pytest.raises(DurationError):
+            Seconds.of(bad)

@@ -336,6 +336,7 @@ def test_dry_run_writes_the_inventory_and_detection_events(tmp_path: Path) -> No
     from controller.settings import Settings
     from controller.store import MemoryStore
     from desired_state.load import PolicyHolder
+    from desired_state.resolve import global_policy
 
     state = tmp_path / "state"
     state.mkdir(mode=0o700)
@@ -350,10 +351,11 @@ def test_dry_run_writes_the_inventory_and_detection_events(tmp_path: Path) -> No
         event_log=log,
         memory=ControllerMemory(),
     )
-    controller._awareness(snap(T0, (container("a"),)))
+    gp = global_policy(controller.policy.current)  # the pass hands awareness its one resolution
+    controller._awareness(snap(T0, (container("a"),)), gp)
     inventory = json.loads((state / "workload-inventory.json").read_text())
     assert list(inventory["containers"]) == ["a" * 12]
-    controller._awareness(snap(T0 + timedelta(seconds=30), (container("a", ContainerState.EXITED),)))
+    controller._awareness(snap(T0 + timedelta(seconds=30), (container("a", ContainerState.EXITED),)), gp)
     events = [json.loads(line) for line in (tmp_path / "events.jsonl").read_text().splitlines()]
     assert [(e["event_type"], e["details"]["name"], e["details"]["new_status"]) for e in events] == [
         ("detection.container_status_changed", "c-a", "exited")

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 from datetime import datetime, timedelta
+from typing import Any
+
+import pytest
 
 from controller.memory import ControllerMemory
+from controller.plan import desired as desired_module
 from controller.plan.desired import DesiredState, PolicySetDesired, StaticDesired
 from controller.plan.planner import plan
 from controller.snapshot import ContainerObs
@@ -73,6 +77,26 @@ class TestPolicySetDesired:
         other = d.effective(gpu_container(owner="bob"), b.T0)
         assert other.exemptions == ()
         assert "waived" not in other.idle_timeout_s.source
+
+    def test_an_exempt_container_is_resolved_once(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        # The resolver keeps the waived value and lists the exemption: no second resolution
+        # without exemptions to restore it.
+        calls: list[str] = []
+        real = desired_module.resolve_effective_policy
+
+        def counting(*args: Any, **kwargs: Any) -> EffectivePolicy:
+            calls.append(kwargs["owner"])
+            return real(*args, **kwargs)
+
+        monkeypatch.setattr(desired_module, "resolve_effective_policy", counting)
+        eff = PolicySetDesired(load_spec_text(EXEMPTION)).effective(gpu_container(owner="alice"), b.T0)
+        assert calls == ["alice"]
+        assert [e.name for e in eff.exemptions] == ["alice-thesis"]
+        assert eff.idle_timeout_s.value == 1800
+        assert (
+            eff.idle_timeout_s.source
+            == "container type docker (built-in default); waived by Exemption/alice-thesis"
+        )
 
     def test_expired_exemption_is_not_active(self) -> None:
         d = PolicySetDesired(load_spec_text(EXEMPTION))

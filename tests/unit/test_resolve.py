@@ -131,7 +131,10 @@ def test_idle_and_runtime_per_user_and_type(
     why: str,
 ) -> None:
     eff = resolve(ds01, owner, ctype)
-    got = (hours(eff.idle_timeout_s.value), hours(eff.max_runtime_s.value))
+    # The limit in force: an active exemption keeps the value (listed in eff.exemptions) but waives it.
+    idle = None if eff.exemption(ExemptFrom.IDLE) else eff.idle_timeout_s.value
+    runtime = None if eff.exemption(ExemptFrom.MAX_RUNTIME) else eff.max_runtime_s.value
+    got = (hours(idle), hours(runtime))
     assert got == ours
     if ds01_value is not None:
         assert why and got != ds01_value  # a documented, deliberate difference
@@ -201,8 +204,14 @@ def test_provenance_names_the_layer(ds01: PolicySet) -> None:
     dev = resolve(ds01, "sam", T.DEVCONTAINER).idle_timeout_s
     assert dev.source == "container type devcontainer (LifecyclePolicy/ds01): idleExempt"
     assert resolve(ds01, "bob", T.DOCKER).max_runtime_s.source == "UserOverride/bob"
-    assert resolve(ds01, "erin", T.ATOMIC).idle_timeout_s.source == "Exemption/erin-0"
-    assert resolve(ds01, "rita", T.DOCKER).max_runtime_s.source == "Exemption/rita-2"
+    assert (
+        resolve(ds01, "erin", T.ATOMIC).idle_timeout_s.source
+        == "LifecyclePolicy/ds01; waived by Exemption/erin-0"
+    )
+    assert (
+        resolve(ds01, "rita", T.DOCKER).max_runtime_s.source
+        == "container type docker (LifecyclePolicy/ds01); waived by Exemption/rita-2"
+    )
     assert resolve(ds01, "ravi", T.ATOMIC).group.source == "UserGroup/researcher: member 'ravi'"
     assert "sanitised name 'h_baker'" in resolve(ds01, "h_baker", T.ATOMIC).group.source
     assert resolve(ds01, "nobody", T.ATOMIC).group.source.startswith("defaultGroup of LifecyclePolicy/ds01")
@@ -217,7 +226,9 @@ def test_exemptions_on_record_and_in_force(ds01: PolicySet) -> None:
     assert idle is not None and idle.approved_by == "prof-x" and idle.reason.startswith("Thesis")
     # the expired one applied while it was in force, up to (not including) its expiry
     before = resolve(ds01, "erin", T.ATOMIC, now=datetime(2019, 12, 31, 23, 59, tzinfo=UTC))
-    assert before.max_runtime_s.value is None and before.max_runtime_s.source == "Exemption/erin-1"
+    assert before.exemption(ExemptFrom.MAX_RUNTIME) is not None
+    assert before.max_runtime_s.value == 24 * H
+    assert before.max_runtime_s.source == "LifecyclePolicy/ds01; waived by Exemption/erin-1"
     at_expiry = resolve(ds01, "erin", T.ATOMIC, now=datetime(2020, 1, 1, tzinfo=UTC))
     assert at_expiry.max_runtime_s.value == 24 * H
 
@@ -230,7 +241,10 @@ metadata: {{name: keep}}
 spec: {{user: zoe, exemptFrom: [cleanup], reason: post-mortems, expiresAt: null}}
 """)
     eff = resolve(policy, "zoe", T.DOCKER)
-    assert eff.container_hold_after_stop_s.value is None and eff.created_container_timeout_s.value is None
+    assert [e.exempt_from for e in eff.exemptions] == [ExemptFrom.CLEANUP]
+    for waived in (eff.container_hold_after_stop_s, eff.created_container_timeout_s):
+        assert waived.source.endswith("; waived by Exemption/keep")
+    assert "waived" not in eff.gpu_hold_after_stop_s.source
     assert eff.gpu_hold_after_stop_s.value == 900
     assert eff.idle_timeout_s.value == 1800  # not exempt from idle
 

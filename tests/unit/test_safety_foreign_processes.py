@@ -268,8 +268,8 @@ def test_the_kill_re_check_requires_the_planned_cgroup(tmp_path: Path) -> None:
 
 def test_the_orphan_gauge_does_not_count_foreign_workloads() -> None:
     from controller.act.dry_run import DryRunExecutor
-    from controller.loop import record_metrics
     from controller.ops.metrics import Metrics
+    from controller.pass_metrics import record_metrics
 
     foreign = b.process(5000, b.GPU0, container_id=ID, cgroup=ROOTLESS, scope=CgroupScope.FOREIGN)
     orphan = b.process(5001, b.GPU0, container_id="e" * 64)

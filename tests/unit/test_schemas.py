@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from crd_like_specs import generate
+from crd_like_specs.durations import DURATION_PATTERN
 from crd_like_specs.kinds import KINDS
-from desired_state.durations import DURATION_PATTERN
 
 
 def test_checked_in_schemas_match_the_kinds() -> None:
