@@ -43,6 +43,7 @@ from loguru import logger
 from controller.act.events import EventLog, EventType
 from controller.act.executor import DryRunExecutor, ExecutionReport, Executor, Outcome, RealExecutor
 from controller.act.gpu_reset import ResetPrecheck
+from controller.act.hook import NotificationHook, hook_config
 from controller.act.inventory import awareness_events, load_inventory, write_inventory
 from controller.act.notify import TerminalNotifier
 from controller.act.report import ActionOutcome
@@ -140,6 +141,7 @@ class Controller:
     # Called at least every few tenths of a second while actions run within their deadlines.
     heartbeat: Callable[[], None] = lambda: None
     scheduler: ActionScheduler = field(default_factory=ActionScheduler, repr=False)
+    hook: NotificationHook | None = field(default=None, repr=False)  # notifications.* (policy)
     _previous_inventory: dict[str, Any] | None = field(default=None, repr=False)
     _inventory_loaded: bool = field(default=False, repr=False)
     _down: dict[Domain, str] = field(default_factory=dict, repr=False)
@@ -320,6 +322,9 @@ class Controller:
                 "keepalive_path": host_keepalive_path(self.policy.current),
             }
         )
+        hook = self.hook
+        if hook is not None:
+            hook.config = hook_config(self.policy.current)
         if not self.settings.dry_run:
             # Mid-action saves (an intent before a stop) go through the scheduler, which merges them
             # with every other action's outcome: actions run side by side.
@@ -330,7 +335,7 @@ class Controller:
                 self.scheduler.saver(self.store.save),
             )
             self.executor = _LazyDockerExecutor(
-                lambda: make_real_executor(observer, event_log, settings, gp, save_memory=save)
+                lambda: make_real_executor(observer, event_log, settings, gp, save_memory=save, hook=hook)
             )
 
     def _announce_health(self, snapshot: Snapshot) -> None:
@@ -626,6 +631,7 @@ def make_real_executor(
     settings: Settings,
     gp: GlobalPolicy,
     save_memory: Callable[[ControllerMemory], None] | None = None,
+    hook: NotificationHook | None = None,
 ) -> RealExecutor:
     return RealExecutor(
         docker_client=observer.docker,
@@ -636,6 +642,7 @@ def make_real_executor(
         kill_grace_s=gp.kill_grace_s.value,
         reset_precheck=ResetPrecheck(observer.observe),
         save_memory=save_memory,
+        hook=hook,
     )
 
 
@@ -720,14 +727,19 @@ def build_controller(
     event_log = EventLog(settings.events_log, health=health)
     store = MemoryStore(settings.state_dir, health=health)
     scheduler = ActionScheduler()
+    hook = NotificationHook(
+        hook_config(policy.current),
+        event_log=event_log,
+        on_failure=metrics.record_hook_failure if metrics is not None else None,
+    )
     executor: Executor
     if settings.dry_run:
-        executor = DryRunExecutor(event_log)
+        executor = DryRunExecutor(event_log, hook=hook)
     else:
         # Mid-action saves merge with the other actions' outcomes (see ActionScheduler.saver).
         save = scheduler.saver(store.save)
         executor = _LazyDockerExecutor(
-            lambda: make_real_executor(observer, event_log, settings, gp, save_memory=save)
+            lambda: make_real_executor(observer, event_log, settings, gp, save_memory=save, hook=hook)
         )
     on_quarantine = metrics.record_quarantine if metrics is not None else None
     memory = load_state(store, event_log, utcnow(), on_quarantine=on_quarantine)
@@ -741,6 +753,7 @@ def build_controller(
         memory=memory,
         metrics=metrics,
         scheduler=scheduler,
+        hook=hook,
     )
     controller._policy_loaded_at = policy.loaded_at
     return controller
