@@ -53,6 +53,7 @@ from controller.memory import ControllerMemory
 from controller.observe.host import HostObserver, ObserveConfig
 from controller.ops.sdnotify import Notifier
 from controller.plan.desired import PolicySetDesired
+from controller.plan.open_alerts import count_by_reason, open_alerts
 from controller.plan.planner import plan as make_plan
 from controller.plan.types import Plan
 from controller.policy_identity import policy_identity
@@ -167,6 +168,10 @@ class Controller:
         now = self.clock()
         desired = PolicySetDesired(self.policy.current)
         the_plan = make_plan(snapshot, desired, self.memory, now)
+        # Admin alerts raised by this observation (delivered before or not): ds01_admin_alerts_open.
+        alerts = (
+            open_alerts(snapshot, desired, self.memory, now, the_plan) if self.metrics is not None else ()
+        )
         report = self._execute(the_plan, now, observed_mono, desired.global_policy)
         if recovered:
             report = report.model_copy(update={"outcomes": (*recovered, *report.outcomes)})
@@ -181,6 +186,7 @@ class Controller:
         if self.metrics is not None:
             record_metrics(self.metrics, snapshot, the_plan, report, duration_s, memory)
             self.metrics.set_record_writable(record_problem is None)
+            self.metrics.set_open_alerts(count_by_reason(alerts))
         return PassResult(snapshot, the_plan, report, duration_s, summary)
 
     def _save(self, memory: ControllerMemory) -> None:

@@ -262,7 +262,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub.required = True
 
     get = _sub(sub, "get", "list containers, gpus, processes, allocations, policies or events", GET_EPILOG)
-    get.add_argument("kind", metavar="KIND", help="containers|gpus|processes|allocations|policies|events")
+    get.add_argument(
+        "kind", metavar="KIND", help="containers|gpus|processes|allocations|policies|events|alerts"
+    )
     get.add_argument(
         "name", metavar="NAME", nargs="?", help="one object: container name/id, GPU index/UUID, pid"
     )
@@ -470,6 +472,11 @@ def cmd_get(args: argparse.Namespace, settings: Settings) -> int:
     from controller.cli.errors import CliError
     from controller.cli.get import GetOptions, canonical_kind, empty_message, parse_selector, run_get
 
+    if args.kind.lower() in ("alert", "alerts"):  # the open admin alerts (controller/cli/alerts.py)
+        from controller.cli.alerts import cmd_get_alerts
+
+        _quiet_logs(args.debug)
+        return cmd_get_alerts(args, settings, _style(args))
     kind = canonical_kind(args.kind)
     event_flags = [
         f

@@ -253,6 +253,14 @@ class Metrics:
         )
         for reason in ADMIN_ALERT_REASONS:
             self._admin_alerts.labels(reason)  # zeros from the start, so increase() sees the first one
+        self._open_alerts = Gauge(
+            "ds01_admin_alerts_open",
+            "Admin alerts open now, by reason: raised by the last pass's observation and not cleared",
+            labelnames=[LABEL_REASON],
+            registry=r,
+        )
+        for reason in ADMIN_ALERT_REASONS:
+            self._open_alerts.labels(reason).set(0)
         self._hook_failures = Counter(
             "ds01_notification_hook_failures",
             "Failed deliveries of the notification hook, by transport (command, url); each is retried",
@@ -357,6 +365,12 @@ class Metrics:
             and str(getattr(outcome, "value", outcome)) == "done"
         ):
             self._admin_alerts.labels(clean_label(reason)).inc()
+
+    def set_open_alerts(self, by_reason: Mapping[str, int]) -> None:
+        """The admin alerts open after a pass, by reason (a reason not given is 0)."""
+        with self._lock:
+            for reason in {*ADMIN_ALERT_REASONS, *by_reason}:
+                self._open_alerts.labels(clean_label(reason)).set(int(by_reason.get(reason, 0)))
 
     def record_hook_failure(self, transport: str) -> None:
         """One failed delivery of the notification hook (command or url)."""
