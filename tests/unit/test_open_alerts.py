@@ -4,16 +4,27 @@
 from __future__ import annotations
 
 import json
-from datetime import timedelta
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any, cast
 
+from controller.act.events import EventLog
+from controller.act.executor import ExecutionReport
+from controller.act.report import ActionOutcome
 from controller.cli.alerts import alert_item, render
 from controller.cli.render import PLAIN
 from controller.cli.view import View
+from controller.loop import Controller
 from controller.memory import Breaker, ControllerMemory
 from controller.ops.metrics import Metrics
 from controller.plan.open_alerts import count_by_reason, open_alerts
 from controller.plan.planner import plan
-from controller.snapshot import ContainerObs, ContainerState, Domain
+from controller.plan.types import ActionKind, Plan
+from controller.settings import Settings
+from controller.snapshot import ContainerObs, ContainerState, Domain, Snapshot
+from controller.store import MemoryStore
+from desired_state.load import PolicyHolder
 from tests.fixtures import builders as b
 
 GPUS = (b.gpu(0), b.gpu(1, mig_slots=2))
@@ -80,3 +91,77 @@ def test_get_alerts_output_forms() -> None:
     assert data["items"][0]["evidence"]  # the planner's evidence travels with it
     assert render(items, view, "name", False, PLAIN) == f"alert/{items[0]['key']}\n"
     assert render([], view, "table", False, PLAIN) == ""
+
+
+def test_daemon_pass_keeps_the_gauge_open_after_delivery_and_clears_it(tmp_path: Path) -> None:
+    """Through the daemon's pass: raised (delivered once), still open on the next pass, then cleared."""
+    a, c = running_on("a", b.GPU0), running_on("c", b.GPU0)
+    clock = [b.T0]
+    observer = ScriptedObserver(b.snapshot(observed_at=b.T0, containers=(a, c), gpus=GPUS))
+    controller = make_controller(tmp_path, observer, clock)
+
+    def open_now(containers: tuple[ContainerObs, ...]) -> float:
+        clock[0] += timedelta(seconds=30)
+        observer.current = b.snapshot(observed_at=clock[0], containers=containers, gpus=GPUS)
+        controller.run_pass()
+        text = cast(Metrics, controller.metrics).render().decode()
+        (line,) = [
+            x
+            for x in text.splitlines()
+            if x.startswith('ds01_admin_alerts_open{reason="DuplicateGpuHolder"}')
+        ]
+        return float(line.rsplit(" ", 1)[1])
+
+    assert open_now((a, c)) == 1.0
+    assert any(k.startswith("AlertAdmin:DuplicateGpuHolder") for k in controller.memory.done)
+    assert open_now((a, c)) == 1.0  # delivered, not planned again, still open
+    assert open_now((a,)) == 0.0
+
+
+@dataclass
+class ScriptedObserver:
+    current: Snapshot
+    config: Any = None
+
+    def observe(self) -> Snapshot:
+        return self.current
+
+    def export_inspect_cache(self) -> bytes:
+        return b""
+
+
+class DeliveringExecutor:
+    """Records every one-shot as delivered; nothing else is done."""
+
+    def execute(self, plan: Plan, memory: ControllerMemory, now: datetime) -> ExecutionReport:
+        mem = plan.memory
+        outcomes = []
+        for a in plan.actions:
+            if a.kind is ActionKind.ALERT_ADMIN:
+                mem = mem.with_done(a.key, now)
+            outcomes.append(
+                ActionOutcome(
+                    key=a.key, kind=a.kind, reason=a.reason, target=a.target, outcome="done", detail=""
+                )
+            )
+        return ExecutionReport(outcomes=tuple(outcomes), memory=mem)
+
+
+def make_controller(tmp_path: Path, observer: ScriptedObserver, clock: list[datetime]) -> Controller:
+    state = tmp_path / "state"
+    state.mkdir(mode=0o700)
+    settings = Settings(
+        state_dir=state, events_log=tmp_path / "events.jsonl", ledger=tmp_path / "ledger.json"
+    )
+    store = MemoryStore(state)
+    return Controller(
+        settings=settings,
+        observer=cast(Any, observer),
+        policy=PolicyHolder(None, None),
+        executor=DeliveringExecutor(),
+        store=store,
+        event_log=EventLog(settings.events_log),
+        memory=store.load(),
+        metrics=Metrics(),
+        clock=lambda: clock[0],
+    )
