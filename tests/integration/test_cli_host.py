@@ -412,3 +412,26 @@ def test_get_containers_watch_updates_the_screen_when_a_container_starts_and_sto
         assert screen.count("NAME") == 1, screen  # redrawn in place, not appended
     finally:
         subprocess.run(["tmux", "kill-session", "-t", session], timeout=30, check=False)
+
+
+def test_get_alerts_lists_an_open_duplicate_holder_with_its_evidence(
+    cli: Cli, make_container: ContainerFactory
+) -> None:
+    a = gpu_container(make_container)
+    c = gpu_container(make_container, owner="bob")  # the same full GPU: DuplicateGpuHolder
+    result = cli("get", "alerts", "-o", "json")
+    assert result.returncode == 0, result.stderr
+    data = json.loads(result.stdout)
+    assert data["kind"] == "AlertList"
+    (mine,) = [i for i in data["items"] if a.id in i["key"] and c.id in i["key"]]
+    assert mine["reason"] == "DuplicateGpuHolder" and mine["target"] == gpu_uuid(0)
+    assert mine["since"] is None and mine["evidence"]  # raised now, never delivered (no daemon ran)
+    table = cli("get", "alerts")
+    assert table.returncode == 0, table.stderr
+    assert table.stdout.splitlines()[0].split() == ["REASON", "TARGET", "AGE", "MESSAGE"]
+    assert "DuplicateGpuHolder" in cli("get", "alerts", "--no-headers").stdout.splitlines()[0]
+    assert f"alert/{mine['key']}\n" in cli("get", "alerts", "-o", "name").stdout
+    # One holder stops: the alert is cleared.
+    c.stop(timeout=1)
+    cleared = json.loads(cli("get", "alerts", "-o", "json").stdout)
+    assert not [i for i in cleared["items"] if a.id in i["key"]]
