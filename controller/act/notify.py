@@ -23,7 +23,9 @@ opened with ``O_DIRECTORY | O_NOFOLLOW`` relative to the previous one (a symlink
 the file is opened relative to the directory fd (``O_NOFOLLOW``; created ``O_EXCL`` when absent),
 must be a regular file with one link owned by root or the owner, and is kept under
 :data:`ALERT_FILE_MAX_BYTES` (truncated first, with a line saying so). A device node, FIFO or
-symlink put there is never opened for writing.
+symlink put there is never opened for writing. Under the shipped unit the workspace is read-only to
+the daemon (``ProtectSystem=strict``, no ``CAP_DAC_OVERRIDE``/``CAP_CHOWN``): the attempt is then
+recorded as not written, with the errno; ``docs/operations.md`` has the drop-in that allows it.
 
 Called by the real executor for WarnOwner actions and after StopContainer/RemoveContainer. Never raises.
 """
@@ -290,7 +292,12 @@ def _append_in(dir_fd: int, name: str, uid: int, gid: int, entry: bytes, max_byt
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_APPEND
         fd = os.open(name, flags, 0o600, dir_fd=dir_fd)
         try:
-            os.fchown(fd, uid, gid)
+            try:
+                os.fchown(fd, uid, gid)
+            except OSError as exc:
+                # A root-owned 0600 file its owner cannot read helps nobody: take it away again.
+                os.unlink(name, dir_fd=dir_fd)
+                return f"not written: cannot give the file to uid {uid} ({exc.strerror}; CAP_CHOWN)"
             return _write_bounded(fd, entry, max_bytes)
         finally:
             os.close(fd)
