@@ -93,7 +93,7 @@ def render(items: list[dict[str, Any]], view: Any, output: str, no_headers: bool
     if output in ("json", "yaml"):
         return machine(item_list("AlertList", view, items), output)
     if output == "name":
-        return "".join(f"alert/{clean(i['key'], 200)}\n" for i in items)
+        return "".join(f"alert/{clean(i['key'], 1000)}\n" for i in items)
     wide = output == "wide"
     table = Table(["reason", "target", "age", "message", *(["key", "evidence"] if wide else [])])
     for i in items:

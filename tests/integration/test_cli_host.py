@@ -430,8 +430,12 @@ def test_get_alerts_lists_an_open_duplicate_holder_with_its_evidence(
     assert table.returncode == 0, table.stderr
     assert table.stdout.splitlines()[0].split() == ["REASON", "TARGET", "AGE", "MESSAGE"]
     assert "DuplicateGpuHolder" in cli("get", "alerts", "--no-headers").stdout.splitlines()[0]
-    assert f"alert/{mine['key']}\n" in cli("get", "alerts", "-o", "name").stdout
-    # One holder stops: the alert is cleared.
+    # The engine may be shared: another test's container on the same stand-in GPU joins the key.
+    names = cli("get", "alerts", "-o", "name").stdout.splitlines()
+    assert [
+        n for n in names if n.startswith("alert/AlertAdmin:DuplicateGpuHolder:") and a.id in n and c.id in n
+    ]
+    # One holder stops: it is no longer in any open alert (cleared, when it was the only other one).
     c.stop(timeout=1)
     cleared = json.loads(cli("get", "alerts", "-o", "json").stdout)
-    assert not [i for i in cleared["items"] if a.id in i["key"]]
+    assert not [i for i in cleared["items"] if c.id in i["key"]]
