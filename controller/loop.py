@@ -794,6 +794,10 @@ def run(
             return _loop(controller, notifier, waker, once=once, on_pass=on_pass)
         finally:
             controller.observer.close()
+            if controller.hook is not None:
+                # Documents still queued get one delivery attempt's time; then they are lost (in memory).
+                controller.hook.flush(controller.hook.config.timeout_s + 1)
+                controller.hook.close()
             if metrics_server is not None:
                 metrics_server.close()
             notifier.close()
