@@ -163,3 +163,55 @@ def test_a_symlink_planted_in_the_workspace_is_not_followed(
     assert victim.read_text() == "host file\n"
     (stop,) = [e for e in read_events(log) if e["event_type"] == "maintenance.idle_kill"]
     assert "symbolic link" in stop["details"]["notice"]["alerts_file"]
+
+
+def test_a_warning_for_an_owner_not_logged_in_lands_in_the_workspace(
+    make_container: Any, docker_client: Any, tmp_path: Path
+) -> None:
+    log = tmp_path / "events.jsonl"
+    ws = tmp_path / "ws"
+    c = workspace_container(make_container, ws)
+    warn = container_action(
+        ActionKind.WARN_OWNER,
+        c,
+        Reason.IDLE_WARNING,
+        params={
+            "notice": "Your container is idle. It will be stopped at {stop_at}.",
+            "stop_expected_at": "2026-01-30T15:00:00Z",
+        },
+        user=ME,
+    )
+    report = executor(docker_client, log, tmp_path, []).execute(make_plan(warn), ControllerMemory(), NOW)
+    assert report.outcomes[0].outcome is Outcome.DONE, report.outcomes[0].detail
+    content = (ws / ALERT_FILE_NAME).read_text()
+    assert "[WARNING] ds01-controller" in content and "It will be stopped at 2026-01-30" in content
+    (event,) = [e for e in read_events(log) if e["event_type"] == "controller.warning"]
+    assert event["details"]["terminals"] == 0 and event["details"]["alerts_file"] == "written"
+
+
+def test_an_admin_alert_reaches_the_hook(
+    docker_client: Any, tmp_path: Path, webhook: tuple[str, list[dict[str, Any]]]
+) -> None:
+    from controller.plan.types import Action, Target
+
+    url, bodies = webhook
+    hook = NotificationHook(HookConfig(url=url, timeout_s=5))
+    alert = Action(
+        kind=ActionKind.ALERT_ADMIN,
+        target=Target(gpu="GPU-1"),
+        reason=Reason.DUPLICATE_GPU_HOLDER,
+        message="GPU-1 is held by two running containers: a, b",
+        evidence={"holders": ["a", "b"]},
+        due_at=NOW,
+        key="AlertAdmin:DuplicateGpuHolder:GPU-1:a+b",
+        params={},
+    )
+    log = tmp_path / "events.jsonl"
+    report = executor(docker_client, log, tmp_path, [], hook).execute(
+        make_plan(alert), ControllerMemory(), NOW
+    )
+    assert report.outcomes[0].outcome is Outcome.DONE
+    assert hook.flush(10)
+    (body,) = bodies
+    assert body["kind"] == "admin_alert" and body["reason"] == "DuplicateGpuHolder"
+    assert body["figures"] == {"holders": ["a", "b"]} and body["owner"] is None
