@@ -27,6 +27,7 @@ from controller.plan.types import ActionKind, Plan, Reason
 from controller.snapshot import Snapshot
 
 ALERT_KEY_PREFIX = "AlertAdmin:"
+_BREAKER_KEYS = ("AlertAdmin:BreakerTripped:", "AlertAdmin:ReleaseBreakerTripped:")
 
 
 @dataclass(frozen=True)
@@ -45,7 +46,12 @@ def open_alerts(
     snapshot: Snapshot, desired: DesiredState, memory: ControllerMemory, now: datetime, the_plan: Plan
 ) -> tuple[OpenAlert, ...]:
     """The alerts open at ``now``; ``the_plan`` is the plan of (snapshot, desired, memory, now)."""
-    delivered = {k: at for k, at in memory.done.items() if k.startswith(ALERT_KEY_PREFIX)}
+    # A breaker's alert is raised once, when it trips (its key names that pass): taken from the breaker below.
+    delivered = {
+        k: at
+        for k, at in memory.done.items()
+        if k.startswith(ALERT_KEY_PREFIX) and not k.startswith(_BREAKER_KEYS)
+    }
     source = the_plan
     if delivered:
         undone = {k: at for k, at in memory.done.items() if k not in delivered}

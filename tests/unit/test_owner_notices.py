@@ -202,3 +202,20 @@ def test_unknown_owner_gets_no_notice_and_no_file(tmp_path: Path) -> None:
     result = notices([]).after(stop_action(user="unknown"), str(tmp_path), removed=True, was_running=True)
     assert result["terminals"] == 0 and "alerts_file" not in result
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_read_only_workspace_is_recorded_not_written(tmp_path: Path) -> None:
+    """Under the shipped unit (ProtectSystem=strict) the workspace is read-only: recorded, not raised."""
+    import subprocess
+
+    src, ro = tmp_path / "src", tmp_path / "ro"
+    src.mkdir()
+    ro.mkdir()
+    subprocess.run(["mount", "--bind", str(src), str(ro)], check=True)
+    try:
+        subprocess.run(["mount", "-o", "remount,bind,ro", str(ro)], check=True)
+        result = notices([]).after(stop_action(), str(ro), removed=False, was_running=True)
+        assert result == {"terminals": 0, "alerts_file": "not written: Read-only file system"}
+    finally:
+        subprocess.run(["umount", str(ro)], check=True)
+    assert list(src.iterdir()) == []
