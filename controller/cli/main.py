@@ -66,6 +66,7 @@ kinds:
                (ok, leaked, duplicate, unrecorded, ledger-only, mismatch, unknown)
   policies     the loaded specs, where each came from, and whether loading the policy failed
   events       the tail of the event log (--container, --user/--owner, --kind, --since, --tail)
+  alerts       REASON TARGET AGE MESSAGE: the admin alerts open now (-o wide/json: key, evidence)
 
 examples:
   ds01ctl get containers
@@ -77,6 +78,7 @@ examples:
   ds01ctl get allocations
   ds01ctl get policies -o yaml
   ds01ctl get events --since 1h --kind 'maintenance.*' --tail 20
+  ds01ctl get alerts -o wide
 """
 
 DESCRIBE_EPILOG = """\
