@@ -130,6 +130,9 @@ class OwnerNotices:
     def _submit(self, action: Action, kind: str | None, at: datetime, **extra: Any) -> None:
         if self._hook is None:
             return
-        doc = action_document(action, at=at, kind=kind)
-        if doc is not None:
-            self._hook.submit({**doc, **extra})
+        try:
+            doc = action_document(action, at=at, kind=kind)
+            if doc is not None:
+                self._hook.submit({**doc, **extra})
+        except Exception as exc:  # the hook is best effort; an action never fails because of it
+            logger.warning("notification hook: {} not queued: {}", action.key, exc)
