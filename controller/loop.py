@@ -42,6 +42,7 @@ from loguru import logger
 
 from controller.act.events import EventLog, EventType
 from controller.act.executor import ExecutionReport, Executor, Outcome
+from controller.act.hook import NotificationHook, hook_config
 from controller.act.inventory import awareness_events, load_inventory, write_inventory
 from controller.act.report import ActionOutcome
 from controller.act.schedule import ActionScheduler, Limits
@@ -50,6 +51,7 @@ from controller.observe.host import HostObserver
 from controller.ops.sdnotify import Notifier
 from controller.pass_metrics import record_failed_pass, record_metrics
 from controller.plan.desired import PolicySetDesired
+from controller.plan.open_alerts import OpenAlert, count_by_reason, open_alerts
 from controller.plan.planner import plan as make_plan
 from controller.plan.types import Plan
 from controller.policy_identity import policy_identity
@@ -139,6 +141,7 @@ class Controller:
     # Builds the executor for a reloaded policy's host-wide settings (None: keep ``executor``);
     # set by the wiring (controller.wiring.build_controller).
     make_executor: Callable[[GlobalPolicy], Executor] | None = field(default=None, repr=False)
+    hook: NotificationHook | None = field(default=None, repr=False)  # notifications.* (policy)
     _previous_inventory: dict[str, Any] | None = field(default=None, repr=False)
     _inventory_loaded: bool = field(default=False, repr=False)
     _down: dict[Domain, str] = field(default_factory=dict, repr=False)
@@ -148,6 +151,8 @@ class Controller:
     _inspect_cache_saved: bool = field(default=False, repr=False)
     # The record (event log, memory file) could not be written: the error, while it lasts.
     _record_problem: str | None = field(default=None, repr=False)
+    # Admin alerts this pass's observation raises (ds01_admin_alerts_open); set before _end_pass.
+    _open_alerts: tuple[OpenAlert, ...] = field(default=(), repr=False)
 
     def run_pass(self) -> PassResult:
         started = time.monotonic()
@@ -169,6 +174,10 @@ class Controller:
             self._inspect_cache_saved = True
         now = self.clock()
         the_plan = make_plan(snapshot, desired, self.memory, now)
+        # Admin alerts raised by this observation (delivered before or not): ds01_admin_alerts_open.
+        self._open_alerts = (
+            tuple(open_alerts(snapshot, desired, self.memory, now, the_plan)) if self.metrics is not None else ()
+        )
         report = self._execute(the_plan, now, observed_mono, gp)
         if recovered:
             report = report.model_copy(update={"outcomes": (*recovered, *report.outcomes)})
@@ -194,6 +203,7 @@ class Controller:
                 self.metrics, result.snapshot, result.plan, result.report, result.duration_s, self.memory
             )
             self.metrics.set_record_writable(self._record_problem is None)
+            self.metrics.set_open_alerts(count_by_reason(self._open_alerts))
 
     def _save(self, memory: ControllerMemory) -> None:
         """Keep ``memory`` and save it. A save that fails (disk full, read-only) does not end the
@@ -336,6 +346,9 @@ class Controller:
                 "keepalive_path": gp.host_keepalive_path.value,
             }
         )
+        hook = self.hook
+        if hook is not None:
+            hook.config = hook_config(self.policy.current)
         if self.make_executor is not None:
             self.executor = self.make_executor(gp)  # the reset command, kill grace... of the new policy
 

@@ -25,6 +25,7 @@ from loguru import logger
 from controller.act.events import EventLog
 from controller.act.executor import DryRunExecutor, ExecutionReport, Executor, Outcome, RealExecutor
 from controller.act.gpu_reset import ResetPrecheck
+from controller.act.hook import NotificationHook, hook_config
 from controller.act.notify import TerminalNotifier
 from controller.act.report import ActionOutcome
 from controller.act.salvage import load_state
@@ -53,6 +54,7 @@ def make_real_executor(
     settings: Settings,
     gp: GlobalPolicy,
     save_memory: Callable[[ControllerMemory], None] | None = None,
+    hook: NotificationHook | None = None,
 ) -> RealExecutor:
     return RealExecutor(
         docker_client=observer.docker,
@@ -63,6 +65,7 @@ def make_real_executor(
         kill_grace_s=gp.kill_grace_s.value,
         reset_precheck=ResetPrecheck(observer.observe),
         save_memory=save_memory,
+        hook=hook,
     )
 
 
@@ -132,17 +135,22 @@ def build_controller(
     event_log = EventLog(settings.events_log, health=health)
     store = MemoryStore(settings.state_dir, health=health)
     scheduler = ActionScheduler()
+    hook = NotificationHook(
+        hook_config(policy.current),
+        event_log=event_log,
+        on_failure=metrics.record_hook_failure if metrics is not None else None,
+    )
     make_executor: Callable[[GlobalPolicy], Executor] | None = None
     executor: Executor
     if settings.dry_run:
-        executor = DryRunExecutor(event_log)
+        executor = DryRunExecutor(event_log, hook=hook)
     else:
         # Mid-action saves merge with the other actions' outcomes (see ActionScheduler.saver).
         save = scheduler.saver(store.save)
 
         def make_executor(gp: GlobalPolicy) -> Executor:
             return _LazyDockerExecutor(
-                lambda: make_real_executor(observer, event_log, settings, gp, save_memory=save)
+                lambda: make_real_executor(observer, event_log, settings, gp, save_memory=save, hook=hook)
             )
 
         executor = make_executor(gp)
@@ -159,6 +167,7 @@ def build_controller(
         metrics=metrics,
         scheduler=scheduler,
         make_executor=make_executor,
+        hook=hook,
     )
     controller._policy_loaded_at = policy.loaded_at
     return controller
@@ -194,6 +203,10 @@ def run(
                 return _loop(controller, notifier, waker, once=once, on_pass=on_pass)
         finally:
             controller.observer.close()
+            if controller.hook is not None:
+                # Documents still queued get one delivery attempt's time; then they are lost (in memory).
+                controller.hook.flush(controller.hook.config.timeout_s + 1)
+                controller.hook.close()
             if metrics_server is not None:
                 metrics_server.close()
             notifier.close()

@@ -458,6 +458,24 @@ class Safety(SpecModel):
     )
 
 
+class Notifications(SpecModel):
+    """The notification hook: every warning, stop/removal notice and admin alert as one JSON document."""
+
+    hook_command: Annotated[list[str] | None, Field(min_length=1)] = Field(
+        default=None,
+        description="argv of a command that gets each document on its stdin (no shell); null: none",
+    )
+    hook_url: Annotated[str | None, Field(pattern=r"^https?://[^\s]+$")] = Field(
+        default=None, description="http(s) URL each document is POSTed to as JSON; null: none"
+    )
+    hook_timeout: Duration = Field(
+        default=None, description="How long one delivery may take (the command is killed after it)"
+    )
+    dry_run_notices: NotNullBool = Field(
+        default=None, description="Send documents in dry-run too (marked dry_run: true); false: silent"
+    )
+
+
 class Ds01Enforcement(SpecModel):
     """DS01 ``enforcement``."""
 
@@ -605,6 +623,10 @@ class LifecyclePolicySpec(SpecModel):
         description="--cgroup-parent values this Docker engine's containers get (a slice covers its "
         "sub-slices), besides Docker's own /docker and system.slice; a GPU process in any other "
         "container cgroup (rootless Docker, Kubernetes, containerd) is foreign: reported, never killed",
+    )
+    notifications: Notifications = Field(
+        default_factory=Notifications,
+        description="The notification hook (a command and/or a webhook URL); off by default",
     )
     ds01: Ds01Settings = Field(
         default_factory=Ds01Settings, description="DS01 settings kept for losslessness"

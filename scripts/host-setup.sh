@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Prepare this host for the controller and its tests: system packages, a virtualenv with the
 # project, and a running Docker engine. Idempotent; safe to run again.
-#   DS01_SETUP_TEST=1   also install test tools (debootstrap for the real-systemd test included)
+#   DS01_SETUP_TEST=1   also install test tools (debootstrap for the real-systemd test included,
+#                       promtool from Debian's prometheus package for the alert rules)
 #                       and the test image/runtime shims
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -22,6 +23,9 @@ if [ "${DS01_SETUP_TEST:-0}" = 1 ]; then
   # The real-systemd test builds a Debian root file system (tests/fixtures/systemd_box.py).
   dpkg -s debootstrap >/dev/null 2>&1 || need_pkgs+=(debootstrap)
   [ -f /usr/share/keyrings/debian-archive-keyring.gpg ] || need_pkgs+=(debian-archive-keyring)
+  # scripts/check.sh runs `promtool check rules` and `promtool test rules` on deploy/prometheus/;
+  # Debian ships promtool in the prometheus package (whose server is not wanted here: see below).
+  command -v promtool >/dev/null 2>&1 || need_pkgs+=(prometheus)
 fi
 if [ ${#need_pkgs[@]} -gt 0 ]; then
   if [ "$(id -u)" != 0 ]; then log "missing packages ${need_pkgs[*]}: run as root or install them"; exit 1; fi
@@ -29,6 +33,10 @@ if [ ${#need_pkgs[@]} -gt 0 ]; then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends "${need_pkgs[@]}" >/dev/null
+  if [[ " ${need_pkgs[*]} " == *" prometheus "* ]] && command -v systemctl >/dev/null 2>&1; then
+    # Only promtool is wanted: the package's Prometheus server would otherwise listen on :9090.
+    systemctl disable --now prometheus.service >/dev/null 2>&1 || true
+  fi
 fi
 
 if [ ! -x "$VENV/bin/python" ]; then

@@ -22,6 +22,7 @@ from tenacity import retry, retry_if_exception_type, stop_after_attempt, wait_ex
 from controller.act.errors import GoneError, PermanentError, TransientError, classify
 
 DOCKER_ZERO_TIME_PREFIX = "0001-01-01"
+WORKSPACE_MOUNT = "/workspace"
 _T = TypeVar("_T")
 
 _retry_transient = retry(
@@ -66,6 +67,9 @@ class Inspected:
     started_at: datetime | None
     finished_at: datetime | None
     pid: int | None
+    # The host path mounted at /workspace (bind or volume): where a notice is left for an owner
+    # who is not logged in (see controller.act.notify.append_alert_file).
+    workspace: str | None = None
 
     @classmethod
     def from_api(cls, data: dict[str, Any]) -> Inspected:
@@ -78,7 +82,22 @@ class Inspected:
             started_at=parse_docker_time(state.get("StartedAt")),
             finished_at=parse_docker_time(state.get("FinishedAt")),
             pid=pid if isinstance(pid, int) and pid > 0 else None,
+            workspace=_workspace_source(data.get("Mounts")),
         )
+
+
+def _workspace_source(mounts: object) -> str | None:
+    if not isinstance(mounts, list):
+        return None
+    for m in mounts:
+        if (
+            isinstance(m, dict)
+            and m.get("Destination") == WORKSPACE_MOUNT
+            and m.get("Type") in ("bind", "volume")
+        ):
+            source = m.get("Source")
+            return source if isinstance(source, str) and source.startswith("/") else None
+    return None
 
 
 class DockerOps:

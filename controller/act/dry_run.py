@@ -6,7 +6,8 @@ path of the real executor can run by mistake in dry-run.
 What it does and does not change:
 
 - **No Docker call, no signal, no reset, no ledger write, no terminal notice.** It does not even
-  hold a Docker client.
+  hold a Docker client. The notification hook hears of each action once, with ``dry_run: true``,
+  and only when the admin asked for dry-run notices (``notifications.dryRunNotices``).
 - **Events** go only to the event log the admin configured (``controller.dry_run``), once per
   action key for the life of the process, so a daemon in dry-run does not repeat the same line
   every pass. Without an event log nothing is written.
@@ -24,6 +25,8 @@ from __future__ import annotations
 from datetime import datetime
 
 from controller.act.events import EventLog, EventType
+from controller.act.hook import NotificationHook
+from controller.act.owner_notices import action_document
 from controller.act.report import ActionOutcome, ExecutionReport, Outcome
 from controller.memory import ControllerMemory
 from controller.plan.types import Action, Plan
@@ -59,8 +62,9 @@ def keep_outcome_state(observed: ControllerMemory, before: ControllerMemory) -> 
 class DryRunExecutor:
     """Records every action as ``dry_run``; changes nothing on the host."""
 
-    def __init__(self, event_log: EventLog | None = None) -> None:
+    def __init__(self, event_log: EventLog | None = None, hook: NotificationHook | None = None) -> None:
         self._event_log = event_log
+        self._hook = hook
         self._reported: set[str] = set()
 
     def execute(self, plan: Plan, memory: ControllerMemory, now: datetime) -> ExecutionReport:
@@ -79,6 +83,12 @@ class DryRunExecutor:
                     detail=detail,
                 )
             )
+            if action.key not in self._reported and self._hook is not None:
+                doc = action_document(action, at=now)
+                if doc is not None:  # submit() drops it unless the admin asked for dry-run notices
+                    self._hook.submit(doc, dry_run=True)
+            if self._event_log is None and self._hook is not None:
+                self._reported.add(action.key)
             if self._event_log is not None and action.key not in self._reported:
                 self._reported.add(action.key)
                 self._event_log.write(

@@ -92,6 +92,7 @@ class EventType:
     STATE_QUARANTINED = "controller.state_quarantined"
     DRY_RUN = "controller.dry_run"
     BREAKER_TRIPPED = "controller.breaker_tripped"
+    NOTIFICATION_FAILED = "controller.notification_failed"
     CONTAINER_DISCOVERED = "detection.container_discovered"
     CONTAINER_EXITED = "detection.container_exited"
     CONTAINER_STATUS_CHANGED = "detection.container_status_changed"

@@ -61,8 +61,10 @@ from controller.act.dry_run import DryRunExecutor
 from controller.act.errors import ActError, ConflictError, GoneError, PermanentError, TransientError, classify
 from controller.act.events import EventFilter, EventLog, EventType, tail, utc_timestamp
 from controller.act.gpu_reset import DEFAULT_RESET_COMMAND, run_reset
+from controller.act.hook import NotificationHook
 from controller.act.ledger_writer import release_row, row_matches
 from controller.act.notify import Notifier, notice_text
+from controller.act.owner_notices import OwnerNotices
 from controller.act.process_ops import Identity, check_identity, kill_ladder
 from controller.act.report import ActionOutcome, ExecutionReport, Executor, Outcome
 from controller.act.sanitize import clean
@@ -172,8 +174,11 @@ class RealExecutor:
         ledger_lock_timeout_s: float = 5.0,
         verify_timeout_s: float = 10.0,
         save_memory: Callable[[ControllerMemory], None] | None = None,
+        hook: NotificationHook | None = None,
     ) -> None:
         self._docker = DockerOps(docker_client, verify_timeout_s=verify_timeout_s)
+        # Owner notices (terminals, else the workspace's alerts file) and the notification hook.
+        self._notices = OwnerNotices(notifier, hook, clock=clock)
         # Saves (and fsyncs) the memory holding a new intent before the action runs; raises OSError.
         self._save_memory = save_memory
         # Intents written for the actions in progress (action key -> intent), closed by _recorded.
@@ -667,6 +672,7 @@ class RealExecutor:
         if removed:
             events += self._release_events(action, event_reason(action.reason))
         what = "stopped and removed" if removed else "stopped"
+        details["notice"] = self._notices.after(action, fresh.workspace, removed=removed, was_running=True)
         return _Done(Outcome.DONE, f"{what} (stop timeout {timeout_s}s)", mem, events)
 
     def _stop_details(
@@ -707,11 +713,13 @@ class RealExecutor:
             )
         reason = event_reason(action.reason)
         details = self._remove_details(action, fresh.status)
+        details["notice"] = self._notices.after(action, fresh.workspace, removed=True, was_running=False)
         events = [(EventType.CONTAINER_REMOVE, details), *self._release_events(action, reason)]
         return _Done(Outcome.DONE, f"removed ({fresh.status})", mem, events)
 
     def _warn(self, action: Action, mem: ControllerMemory, now: datetime) -> _Done:
         t = action.target
+        fresh = None
         if t.container_id and t.expected_state is not None:
             fresh = self._precondition_for_notice(action)
             if fresh is None:
@@ -722,10 +730,14 @@ class RealExecutor:
         )
         user = t.user
         delivered = 0
+        alerts_file = None
         if user and user != "unknown":
-            delivered = self._notifier.notify(
-                user, notice_text(action.params, action.message), severity=severity
+            text = notice_text(action.params, action.message)
+            delivered = self._notifier.notify(user, text, severity=severity)
+            alerts_file = self._notices.fallback(
+                user, text, severity, fresh.workspace if fresh else None, delivered
             )
+        self._notices.warned(action)
         warning_key = str(action.params.get("warning_key") or action.reason.value)
         new_mem = mem.with_warning(t.container_id, warning_key, self._clock()) if t.container_id else mem
         details = {
@@ -736,6 +748,8 @@ class RealExecutor:
             "terminals": delivered,
             "evidence": action.evidence,
         }
+        if alerts_file is not None:
+            details["alerts_file"] = alerts_file
         detail = f"notice sent to {delivered} terminal(s) of {user or 'nobody'}"
         return _Done(Outcome.DONE, detail, new_mem, [(EventType.WARNING, details)])
 
@@ -857,6 +871,7 @@ class RealExecutor:
         event_type = EventType.BREAKER_TRIPPED if action.reason is Reason.BREAKER_TRIPPED else EventType.ALERT
         logger.warning("ADMIN ALERT ({}): {}", action.reason.value, clean(action.message, 500))
         details = {**self._base(action), "message": action.message, "evidence": action.evidence}
+        self._notices.alerted(action)
         return _Done(Outcome.DONE, "alert recorded", mem, [(event_type, details)])
 
 

@@ -13,7 +13,21 @@ refuse it anyway (no ``CAP_DAC_OVERRIDE``, writes go through ``SupplementaryGrou
 makes ``ds01ctl reconcile`` run as root behave the same. Such a user still finds every warning in
 the event log, and ``ds01ctl describe container NAME`` shows the planned stop.
 
-Called by the real executor for WarnOwner actions. Never raises.
+**After a stop or a removal** the owner gets a notice (:func:`outcome_notice`): what happened, why
+(the plan's message with its figures), what is kept (``/workspace``) and lost, and how to start again.
+
+**Users who are not logged in** (no terminal took the notice) find it where DS01 puts it: appended
+to ``.ds01-alerts`` in the container's workspace, i.e. ``/workspace/.ds01-alerts`` as seen inside
+(:func:`append_alert_file`). That directory is the user's: every component of its host path is
+opened with ``O_DIRECTORY | O_NOFOLLOW`` relative to the previous one (a symlink anywhere fails),
+the file is opened relative to the directory fd (``O_NOFOLLOW``; created ``O_EXCL`` when absent),
+must be a regular file with one link owned by root or the owner, and is kept under
+:data:`ALERT_FILE_MAX_BYTES` (truncated first, with a line saying so). A device node, FIFO or
+symlink put there is never opened for writing. Under the shipped unit the workspace is read-only to
+the daemon (``ProtectSystem=strict``, no ``CAP_DAC_OVERRIDE``/``CAP_CHOWN``): the attempt is then
+recorded as not written, with the errno; ``docs/operations.md`` has the drop-in that allows it.
+
+Called by the real executor for WarnOwner actions and after StopContainer/RemoveContainer. Never raises.
 """
 
 from __future__ import annotations
@@ -173,3 +187,149 @@ class TerminalNotifier:
                 return False
             select.select([], [fd], [], remaining_s)
         return True
+
+
+# --- stop and removal notices -----------------------------------------------------------------
+
+ALERT_FILE_NAME = ".ds01-alerts"
+ALERT_FILE_MAX_BYTES = 256 * 1024
+_DIR_FLAGS = os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+def outcome_notice(
+    *, container: str, removed: bool, was_running: bool, why: str, at: datetime, tz: tzinfo | None = None
+) -> str:
+    """The owner's notice after a stop (``was_running``) or a removal: what, why, kept, lost, next."""
+    shown = at.astimezone(tz).strftime("%Y-%m-%d %H:%M %Z").strip()
+    name = clean(container, 128)
+    if was_running:
+        what = f"Your container {name} was stopped" + (" and removed" if removed else "") + f" at {shown}."
+    else:
+        what = f"Your stopped container {name} was removed at {shown}."
+    if removed:
+        lost = "the container itself, with every file outside /workspace" + (
+            ", and its running processes (unsaved work in memory)" if was_running else ""
+        )
+        again = f"create it again the way you created it (your usual command, e.g. `container deploy {name}`)"
+    else:
+        lost = "its running processes (unsaved work in memory)"
+        again = f"`docker start {name}` (the container and its files are still there)"
+    return "\n".join(
+        [
+            what,
+            f"Why: {why}",
+            "What is kept: your files under /workspace"
+            + ("." if removed else ", and the stopped container."),
+            f"What is lost: {lost}.",
+            f"To start again: {again}.",
+            f"More: ds01ctl get events --container {name}",
+        ]
+    )
+
+
+def format_alert_entry(message: str, *, severity: str, at: datetime) -> bytes:
+    """One alerts-file entry in DS01's form: a ``--- Alert: <time> ---`` line, the text, a blank line."""
+    lines = [clean(line, MAX_LINE_CHARS) for line in message.splitlines()[:MAX_LINES]]
+    stamp = at.astimezone().strftime("%Y-%m-%d %H:%M:%S")
+    text = f"--- Alert: {stamp} ---\n[{clean(severity, 16)}] ds01-controller\n" + "\n".join(lines) + "\n\n"
+    return text.encode("utf-8", errors="replace")
+
+
+def _open_dir_nofollow(path: str) -> int:
+    """An ``O_PATH`` fd of the absolute ``path``, walked from ``/`` without following any symlink."""
+    if not path.startswith("/") or "\0" in path:
+        raise OSError(errno.EINVAL, f"not an absolute path: {path!r}")
+    parts = [p for p in path.split("/") if p]
+    if any(p in {".", ".."} for p in parts):
+        raise OSError(errno.EINVAL, f"'.' or '..' in {path!r}")
+    fd = os.open("/", _DIR_FLAGS)
+    try:
+        for part in parts:
+            next_fd = os.open(part, _DIR_FLAGS, dir_fd=fd)
+            os.close(fd)
+            fd = next_fd
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def append_alert_file(
+    workspace: str,
+    uid: int,
+    gid: int,
+    entry: bytes,
+    *,
+    max_bytes: int = ALERT_FILE_MAX_BYTES,
+    name: str = ALERT_FILE_NAME,
+) -> str:
+    """Append ``entry`` to ``<workspace>/.ds01-alerts`` (the host path of the container's /workspace).
+
+    Returns ``"written"`` or why not (``"not written: ..."``); never raises. The file is created
+    ``0600`` and given to ``uid``/``gid`` so its owner can read and delete it.
+    """
+    try:
+        dir_fd = _open_dir_nofollow(workspace)
+    except OSError as exc:
+        why = "a symbolic link on the path" if exc.errno in (errno.ELOOP, errno.ENOTDIR) else exc.strerror
+        return f"not written: {clean(workspace, 200)}: {why}"
+    try:
+        st = os.fstat(dir_fd)
+        if st.st_uid not in (0, uid):
+            return f"not written: {clean(workspace, 200)} belongs to uid {st.st_uid}, not the owner"
+        return _append_in(dir_fd, name, uid, gid, entry, max_bytes)
+    except OSError as exc:
+        return f"not written: {exc.strerror or exc}"
+    finally:
+        os.close(dir_fd)
+
+
+def _append_in(dir_fd: int, name: str, uid: int, gid: int, entry: bytes, max_bytes: int) -> str:
+    try:
+        # O_PATH first: a FIFO or a device node put there is looked at, never opened for writing.
+        path_fd = os.open(name, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd)
+    except FileNotFoundError:
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_APPEND
+        fd = os.open(name, flags, 0o600, dir_fd=dir_fd)
+        try:
+            try:
+                os.fchown(fd, uid, gid)
+            except OSError as exc:
+                # A root-owned 0600 file its owner cannot read helps nobody: take it away again.
+                os.unlink(name, dir_fd=dir_fd)
+                return f"not written: cannot give the file to uid {uid} ({exc.strerror}; CAP_CHOWN)"
+            return _write_bounded(fd, entry, max_bytes)
+        finally:
+            os.close(fd)
+    try:
+        st = os.fstat(path_fd)
+        if stat.S_ISLNK(st.st_mode):
+            return "not written: the alerts file is a symbolic link"
+        if not stat.S_ISREG(st.st_mode):
+            return f"not written: the alerts file is not a regular file (mode {stat.filemode(st.st_mode)})"
+        if st.st_nlink != 1:
+            return f"not written: the alerts file has {st.st_nlink} links"
+        if st.st_uid not in (0, uid):
+            return f"not written: the alerts file belongs to uid {st.st_uid}, not the owner"
+        # Reopen the very inode looked at (through the fd, not the name: no race with a rename).
+        fd = os.open(f"/proc/self/fd/{path_fd}", os.O_WRONLY | os.O_APPEND | os.O_NONBLOCK | os.O_CLOEXEC)
+    finally:
+        os.close(path_fd)
+    try:
+        again = os.fstat(fd)
+        if (again.st_dev, again.st_ino) != (st.st_dev, st.st_ino) or not stat.S_ISREG(again.st_mode):
+            return "not written: the alerts file changed while it was opened"
+        return _write_bounded(fd, entry, max_bytes)
+    finally:
+        os.close(fd)
+
+
+def _write_bounded(fd: int, entry: bytes, max_bytes: int) -> str:
+    entry = entry[:max_bytes]
+    if os.fstat(fd).st_size + len(entry) > max_bytes:
+        os.ftruncate(fd, 0)  # O_APPEND writes go to the new end
+        os.write(fd, f"--- earlier alerts dropped: the file reached {max_bytes} bytes ---\n\n".encode())
+    view = memoryview(entry)
+    while view:
+        view = view[os.write(fd, view) :]
+    return "written"

@@ -66,6 +66,7 @@ kinds:
                (ok, leaked, duplicate, unrecorded, ledger-only, mismatch, unknown)
   policies     the loaded specs, where each came from, and whether loading the policy failed
   events       the tail of the event log (--container, --user/--owner, --kind, --since, --tail)
+  alerts       REASON TARGET AGE MESSAGE: the admin alerts open now (-o wide/json: key, evidence)
 
 examples:
   ds01ctl get containers
@@ -77,6 +78,7 @@ examples:
   ds01ctl get allocations
   ds01ctl get policies -o yaml
   ds01ctl get events --since 1h --kind 'maintenance.*' --tail 20
+  ds01ctl get alerts -o wide
 """
 
 DESCRIBE_EPILOG = """\
@@ -262,7 +264,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub.required = True
 
     get = _sub(sub, "get", "list containers, gpus, processes, allocations, policies or events", GET_EPILOG)
-    get.add_argument("kind", metavar="KIND", help="containers|gpus|processes|allocations|policies|events")
+    get.add_argument(
+        "kind", metavar="KIND", help="containers|gpus|processes|allocations|policies|events|alerts"
+    )
     get.add_argument(
         "name", metavar="NAME", nargs="?", help="one object: container name/id, GPU index/UUID, pid"
     )
@@ -470,6 +474,11 @@ def cmd_get(args: argparse.Namespace, settings: Settings) -> int:
     from controller.cli.errors import CliError
     from controller.cli.get import GetOptions, canonical_kind, empty_message, parse_selector, run_get
 
+    if args.kind.lower() in ("alert", "alerts"):  # the open admin alerts (controller/cli/alerts.py)
+        from controller.cli.alerts import cmd_get_alerts
+
+        _quiet_logs(args.debug)
+        return cmd_get_alerts(args, settings, _style(args))
     kind = canonical_kind(args.kind)
     event_flags = [
         f

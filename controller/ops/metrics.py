@@ -253,6 +253,22 @@ class Metrics:
         )
         for reason in ADMIN_ALERT_REASONS:
             self._admin_alerts.labels(reason)  # zeros from the start, so increase() sees the first one
+        self._open_alerts = Gauge(
+            "ds01_admin_alerts_open",
+            "Admin alerts open now, by reason: raised by the last pass's observation and not cleared",
+            labelnames=[LABEL_REASON],
+            registry=r,
+        )
+        for reason in ADMIN_ALERT_REASONS:
+            self._open_alerts.labels(reason).set(0)
+        self._hook_failures = Counter(
+            "ds01_notification_hook_failures",
+            "Failed deliveries of the notification hook, by transport (command, url); each is retried",
+            labelnames=["transport"],
+            registry=r,
+        )
+        for transport in ("command", "url"):
+            self._hook_failures.labels(transport)
         self._reclaimed = Counter(
             "ds01_idle_gpu_seconds_reclaimed",
             "GPU-seconds that stopped idle containers had been holding their GPUs while idle",
@@ -349,6 +365,16 @@ class Metrics:
             and str(getattr(outcome, "value", outcome)) == "done"
         ):
             self._admin_alerts.labels(clean_label(reason)).inc()
+
+    def set_open_alerts(self, by_reason: Mapping[str, int]) -> None:
+        """The admin alerts open after a pass, by reason (a reason not given is 0)."""
+        with self._lock:
+            for reason in {*ADMIN_ALERT_REASONS, *by_reason}:
+                self._open_alerts.labels(clean_label(reason)).set(int(by_reason.get(reason, 0)))
+
+    def record_hook_failure(self, transport: str) -> None:
+        """One failed delivery of the notification hook (command or url)."""
+        self._hook_failures.labels(clean_label(transport)).inc()
 
     def set_record_writable(self, writable: bool) -> None:
         """Whether the last pass could write its record (event log and memory file)."""

@@ -412,3 +412,30 @@ def test_get_containers_watch_updates_the_screen_when_a_container_starts_and_sto
         assert screen.count("NAME") == 1, screen  # redrawn in place, not appended
     finally:
         subprocess.run(["tmux", "kill-session", "-t", session], timeout=30, check=False)
+
+
+def test_get_alerts_lists_an_open_duplicate_holder_with_its_evidence(
+    cli: Cli, make_container: ContainerFactory
+) -> None:
+    a = gpu_container(make_container)
+    c = gpu_container(make_container, owner="bob")  # the same full GPU: DuplicateGpuHolder
+    result = cli("get", "alerts", "-o", "json")
+    assert result.returncode == 0, result.stderr
+    data = json.loads(result.stdout)
+    assert data["kind"] == "AlertList"
+    (mine,) = [i for i in data["items"] if a.id in i["key"] and c.id in i["key"]]
+    assert mine["reason"] == "DuplicateGpuHolder" and mine["target"] == gpu_uuid(0)
+    assert mine["since"] is None and mine["evidence"]  # raised now, never delivered (no daemon ran)
+    table = cli("get", "alerts")
+    assert table.returncode == 0, table.stderr
+    assert table.stdout.splitlines()[0].split() == ["REASON", "TARGET", "AGE", "MESSAGE"]
+    assert "DuplicateGpuHolder" in cli("get", "alerts", "--no-headers").stdout.splitlines()[0]
+    # The engine may be shared: another test's container on the same stand-in GPU joins the key.
+    names = cli("get", "alerts", "-o", "name").stdout.splitlines()
+    assert [
+        n for n in names if n.startswith("alert/AlertAdmin:DuplicateGpuHolder:") and a.id in n and c.id in n
+    ]
+    # One holder stops: it is no longer in any open alert (cleared, when it was the only other one).
+    c.stop(timeout=1)
+    cleared = json.loads(cli("get", "alerts", "-o", "json").stdout)
+    assert not [i for i in cleared["items"] if c.id in i["key"]]

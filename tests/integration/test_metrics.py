@@ -357,6 +357,8 @@ def test_dashboard_panels_use_only_exported_metrics() -> None:
             used |= check_promql(t["expr"], f"panel {p['title']!r}", metrics)
     for wanted in (
         "ds01_admin_alerts_total",
+        "ds01_admin_alerts_open",
+        "ds01_notification_hook_failures_total",
         "ds01_idle_gpu_seconds_reclaimed_total",
         "ds01_actions_total",
         "ds01_pass_duration_seconds_bucket",
@@ -406,3 +408,22 @@ def test_admin_alerts_are_counted_by_reason_and_each_class_has_a_rule(
     rules = {r["alert"]: r for g in yaml.safe_load(ALERTS.read_text())["groups"] for r in g["rules"]}
     for reason in ADMIN_ALERT_REASONS:
         assert f'reason="{reason}"' in rules[f"DS01Admin{reason}"]["expr"], reason
+        # An alert stays firing while it is open, not just for an hour after it was first delivered.
+        assert f'ds01_admin_alerts_open{{reason="{reason}"}}' in rules[f"DS01Admin{reason}"]["expr"], reason
+
+
+def test_open_admin_alerts_and_hook_failures_are_scraped(served: tuple[Metrics, MetricsServer]) -> None:
+    from controller.ops.metrics import ADMIN_ALERT_REASONS
+
+    m, server = served
+    before = scrape(server)
+    assert all(value(before, "ds01_admin_alerts_open", reason=r) == 0 for r in ADMIN_ALERT_REASONS)
+    assert value(before, "ds01_notification_hook_failures_total", transport="url") == 0
+    m.set_open_alerts({"DuplicateGpuHolder": 2, "GpuDirty": 1})
+    m.record_hook_failure("url")
+    s = scrape(server)
+    assert value(s, "ds01_admin_alerts_open", reason="DuplicateGpuHolder") == 2
+    assert value(s, "ds01_admin_alerts_open", reason="GpuDirty") == 1
+    assert value(s, "ds01_notification_hook_failures_total", transport="url") == 1
+    m.set_open_alerts({"GpuDirty": 1})  # the duplicate holders were resolved: cleared
+    assert value(scrape(server), "ds01_admin_alerts_open", reason="DuplicateGpuHolder") == 0

@@ -68,3 +68,47 @@ def test_the_test_command_refuses_a_host_with_containers_of_its_own(tmp_path: Pa
         ["bash", str(root / "scripts" / "test.sh")], capture_output=True, text=True, env=env, timeout=60
     )
     assert done.returncode == 0 and "CHECKED" in done.stdout
+
+
+def _check_sh_env(tmp_path: Path, *, promtool: bool) -> dict[str, str]:
+    """check.sh with every tool a stub that logs its argv; promtool present or not."""
+    venv = tmp_path / "venv"
+    log = tmp_path / "calls.log"
+    for tool in ("ruff", "mypy", "lint-imports", "python"):
+        _executable(venv / "bin" / tool, f'#!/bin/sh\necho "{tool} $*" >> "{log}"\n')
+    tools = tmp_path / "tools"
+    tools.mkdir()
+    (tools / "dirname").symlink_to(shutil.which("dirname") or "/usr/bin/dirname")
+    if promtool:
+        _executable(tools / "promtool", f'#!/bin/sh\necho "promtool $*" >> "{log}"\n')
+    return {"PATH": str(tools), "DS01_VENV": str(venv), "HOME": str(tmp_path)}
+
+
+def test_check_runs_promtool_on_the_alert_rules(tmp_path: Path) -> None:
+    env = _check_sh_env(tmp_path, promtool=True)
+    done = subprocess.run(
+        ["/bin/bash", str(REPO / "scripts" / "check.sh")], capture_output=True, text=True, env=env, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    calls = (tmp_path / "calls.log").read_text().splitlines()
+    assert "promtool check rules deploy/prometheus/ds01-alerts.yml" in calls
+    assert "promtool test rules deploy/prometheus/ds01-alerts.test.yml" in calls
+    assert calls[-1].startswith("python -m pytest")
+    assert (REPO / "deploy" / "prometheus" / "ds01-alerts.test.yml").is_file()
+
+
+def test_check_fails_clearly_without_promtool_unless_skipped_knowingly(tmp_path: Path) -> None:
+    env = _check_sh_env(tmp_path, promtool=False)
+    script = str(REPO / "scripts" / "check.sh")
+    done = subprocess.run(["/bin/bash", script], capture_output=True, text=True, env=env, timeout=60)
+    assert done.returncode == 1
+    assert "promtool not found" in done.stderr and "prometheus" in done.stderr
+    assert not any(c.startswith("python") for c in (tmp_path / "calls.log").read_text().splitlines())
+    env["DS01_SKIP_PROMTOOL"] = "1"
+    done = subprocess.run(["/bin/bash", script], capture_output=True, text=True, env=env, timeout=60)
+    assert done.returncode == 0 and "NOT checked" in done.stderr
+
+
+def test_host_setup_installs_promtool_for_the_tests() -> None:
+    text = (REPO / "scripts" / "host-setup.sh").read_text()
+    assert "command -v promtool >/dev/null 2>&1 || need_pkgs+=(prometheus)" in text

@@ -1,0 +1,108 @@
+"""``ds01ctl get alerts``: the admin alerts open now, with their evidence.
+
+Open means what :mod:`controller.plan.open_alerts` says (raised by the current observation and not
+cleared; a tripped breaker until ``ds01ctl breaker reset``), computed the way the daemon computes
+its ``ds01_admin_alerts_open`` gauge: from a fresh observation, the installed policy and the
+daemon's memory. Output as every ``get``: a table (``-o wide`` adds the key and the evidence),
+``-o json|yaml`` (an ``AlertList``), ``-o name`` (``alert/<key>``), ``--no-headers``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+from controller.cli.errors import CliError
+from controller.settings import Settings
+
+ALIASES = frozenset({"alert", "alerts"})
+
+
+def cmd_get_alerts(args: argparse.Namespace, settings: Settings, style: Any) -> int:
+    from controller.cli.gather import GatherOptions, gather, read_memory
+    from controller.cli.render import clean
+    from controller.memory import ControllerMemory
+    from controller.plan.open_alerts import open_alerts
+    from controller.plan.planner import plan as make_plan
+
+    for flag, value in (
+        ("--container", args.container),
+        ("--kind", args.event_kinds),
+        ("--since", args.since),
+    ):
+        if value:
+            raise CliError(f"{flag} only applies to 'get events'")
+    if args.selector or args.sort_by or args.watch or args.show_all or args.name:
+        raise CliError("get alerts takes no name, -l, --sort-by, --all or -w (it lists every open alert)")
+    view = gather(settings, GatherOptions(plan=False))
+    if view.desired is None:
+        raise CliError("no policy is loaded, so no alert can be evaluated")
+    memory, _ = read_memory(settings.state_dir)
+    memory = memory or ControllerMemory()
+    the_plan = make_plan(view.snapshot, view.desired, memory, view.now)
+    alerts = open_alerts(view.snapshot, view.desired, memory, view.now, the_plan)
+    items = [alert_item(a, view.now) for a in alerts if not args.owner or _owner(a) == args.owner]
+    for note in view.notes:
+        print(f"warning: {clean(note, 600)}", file=sys.stderr)
+    sys.stdout.write(render(items, view, args.output, args.no_headers, style))
+    if not items:
+        print("No open admin alerts.", file=sys.stderr)
+    return 0
+
+
+def _owner(alert: Any) -> str | None:
+    owner = alert.evidence.get("owner")
+    return owner if isinstance(owner, str) else None
+
+
+def alert_item(alert: Any, now: Any) -> dict[str, Any]:
+    from controller.cli.render import iso
+
+    return {
+        "reason": alert.reason,
+        "key": alert.key,
+        "target": alert.target,
+        "message": alert.message,
+        "since": iso(alert.since),
+        "age_s": (now - alert.since).total_seconds() if alert.since is not None else None,
+        "evidence": _jsonable(alert.evidence),
+    }
+
+
+def _jsonable(value: Any) -> Any:
+    from controller.cli.render import iso
+
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    if hasattr(value, "isoformat"):
+        return iso(value)
+    if value is None or isinstance(value, str | int | float | bool):
+        return value
+    return str(value)
+
+
+def render(items: list[dict[str, Any]], view: Any, output: str, no_headers: bool, style: Any) -> str:
+    import json
+
+    from controller.cli.get import item_list
+    from controller.cli.render import Table, clean, fmt_age, machine
+
+    if output in ("json", "yaml"):
+        return machine(item_list("AlertList", view, items), output)
+    if output == "name":
+        return "".join(f"alert/{clean(i['key'], 1000)}\n" for i in items)
+    wide = output == "wide"
+    table = Table(["reason", "target", "age", "message", *(["key", "evidence"] if wide else [])])
+    for i in items:
+        age = fmt_age(i["age_s"]) if i["age_s"] is not None else "new"
+        row = [i["reason"], clean(i["target"], 48), age, clean(i["message"], 200 if wide else 100)]
+        if wide:
+            row += [clean(i["key"], 120), clean(json.dumps(i["evidence"], sort_keys=True), 400)]
+        table.add(row)
+    if not table.rows:
+        return ""
+    text = table.render(style)
+    return text.split("\n", 1)[1] if no_headers else text

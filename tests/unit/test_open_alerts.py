@@ -1,0 +1,167 @@
+"""Open admin alerts: raised by the current observation and not cleared, delivered or not; the
+``ds01_admin_alerts_open`` gauge after a scrape; ``ds01ctl get alerts`` rendering."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any, cast
+
+from controller.act.events import EventLog
+from controller.act.executor import ExecutionReport
+from controller.act.report import ActionOutcome
+from controller.cli.alerts import alert_item, render
+from controller.cli.render import PLAIN
+from controller.cli.view import View
+from controller.loop import Controller
+from controller.memory import Breaker, ControllerMemory
+from controller.ops.metrics import Metrics
+from controller.plan.open_alerts import count_by_reason, open_alerts
+from controller.plan.planner import plan
+from controller.plan.types import ActionKind, Plan
+from controller.settings import Settings
+from controller.snapshot import ContainerObs, ContainerState, Domain, Snapshot
+from controller.store import MemoryStore
+from desired_state.load import PolicyHolder
+from tests.fixtures import builders as b
+
+GPUS = (b.gpu(0), b.gpu(1, mig_slots=2))
+
+
+def running_on(name: str, gpu: str) -> ContainerObs:
+    sig = b.signals(b.T0, gpu_pct={gpu: 99.0})
+    return b.container(name, state=ContainerState.RUNNING, gpus=(gpu,), started_at=b.ago(minutes=5), sig=sig)
+
+
+def test_a_delivered_alert_stays_open_while_its_condition_holds_and_clears_after() -> None:
+    a, c = running_on("a", b.GPU0), running_on("c", b.GPU0)
+    snap = b.snapshot(containers=(a, c), gpus=GPUS)
+    first = plan(snap, b.desired(), ControllerMemory(), b.T0)
+    (raised,) = open_alerts(snap, b.desired(), ControllerMemory(), b.T0, first)
+    assert raised.reason == "DuplicateGpuHolder" and raised.since is None and raised.target == b.GPU0
+    # Delivered: the plan no longer carries it (one-shot), but it is still open.
+    delivered = b.record_outcomes(first)
+    later = b.T0 + timedelta(minutes=5)
+    again = plan(snap, b.desired(), delivered, later)
+    assert again.actions == ()
+    (still,) = open_alerts(snap, b.desired(), delivered, later, again)
+    assert still.key == raised.key and still.since is not None
+    # One holder stopped: the condition is gone, so is the alert.
+    cleared_snap = b.snapshot(containers=(a,), gpus=GPUS)
+    cleared = plan(cleared_snap, b.desired(), delivered, later)
+    assert open_alerts(cleared_snap, b.desired(), delivered, later, cleared) == ()
+
+
+def test_a_tripped_breaker_is_open_until_reset() -> None:
+    snap = b.snapshot(gpus=GPUS)
+    memory = ControllerMemory(breaker=Breaker(tripped=True, tripped_at=b.T0, reason="6 of 8 stops"))
+    p = plan(snap, b.desired(), memory, b.T0)
+    (alert,) = open_alerts(snap, b.desired(), memory, b.T0, p)
+    assert alert.reason == "BreakerTripped" and alert.message == "6 of 8 stops"
+    reset = memory.with_breakers_reset()
+    assert open_alerts(snap, b.desired(), reset, b.T0, plan(snap, b.desired(), reset, b.T0)) == ()
+
+
+def test_open_alerts_gauge_in_a_scrape() -> None:
+    snap = b.snapshot(gpus=GPUS, down=(Domain.LEDGER,), ledger=b.ledger(b.ledger_entry("gone", b.GPU0)))
+    p = plan(snap, b.desired(), ControllerMemory(), b.T0)
+    metrics = Metrics(version="test")
+    metrics.set_open_alerts(count_by_reason(open_alerts(snap, b.desired(), ControllerMemory(), b.T0, p)))
+    text = metrics.render().decode()
+    assert 'ds01_admin_alerts_open{reason="LedgerUnreadable"} 1.0' in text
+    assert 'ds01_admin_alerts_open{reason="GpuDirty"} 0.0' in text
+    metrics.set_open_alerts({})
+    assert 'ds01_admin_alerts_open{reason="LedgerUnreadable"} 0.0' in metrics.render().decode()
+
+
+def test_get_alerts_output_forms() -> None:
+    a, c = running_on("a", b.GPU0), running_on("c", b.GPU0)
+    snap = b.snapshot(containers=(a, c), gpus=GPUS)
+    p = plan(snap, b.desired(), ControllerMemory(), b.T0)
+    items = [alert_item(x, b.T0) for x in open_alerts(snap, b.desired(), ControllerMemory(), b.T0, p)]
+    view = View(snapshot=snap, now=b.T0)
+    table = render(items, view, "table", False, PLAIN)
+    assert table.splitlines()[0].split() == ["REASON", "TARGET", "AGE", "MESSAGE"]
+    assert "DuplicateGpuHolder" in table and "new" in table
+    assert render(items, view, "table", True, PLAIN).startswith("DuplicateGpuHolder")
+    data = json.loads(render(items, view, "json", False, PLAIN))
+    assert data["kind"] == "AlertList" and data["items"][0]["reason"] == "DuplicateGpuHolder"
+    assert data["items"][0]["evidence"]  # the planner's evidence travels with it
+    assert render(items, view, "name", False, PLAIN) == f"alert/{items[0]['key']}\n"
+    assert render([], view, "table", False, PLAIN) == ""
+
+
+def test_daemon_pass_keeps_the_gauge_open_after_delivery_and_clears_it(tmp_path: Path) -> None:
+    """Through the daemon's pass: raised (delivered once), still open on the next pass, then cleared."""
+    a, c = running_on("a", b.GPU0), running_on("c", b.GPU0)
+    clock = [b.T0]
+    observer = ScriptedObserver(b.snapshot(observed_at=b.T0, containers=(a, c), gpus=GPUS))
+    controller = make_controller(tmp_path, observer, clock)
+
+    def open_now(containers: tuple[ContainerObs, ...]) -> float:
+        clock[0] += timedelta(seconds=30)
+        observer.current = b.snapshot(observed_at=clock[0], containers=containers, gpus=GPUS)
+        controller.run_pass()
+        text = cast(Metrics, controller.metrics).render().decode()
+        (line,) = [
+            x
+            for x in text.splitlines()
+            if x.startswith('ds01_admin_alerts_open{reason="DuplicateGpuHolder"}')
+        ]
+        return float(line.rsplit(" ", 1)[1])
+
+    assert open_now((a, c)) == 1.0
+    assert any(k.startswith("AlertAdmin:DuplicateGpuHolder") for k in controller.memory.done)
+    assert open_now((a, c)) == 1.0  # delivered, not planned again, still open
+    assert open_now((a,)) == 0.0
+
+
+@dataclass
+class ScriptedObserver:
+    current: Snapshot
+    config: Any = None
+
+    def observe(self) -> Snapshot:
+        return self.current
+
+    def export_inspect_cache(self) -> bytes:
+        return b""
+
+
+class DeliveringExecutor:
+    """Records every one-shot as delivered; nothing else is done."""
+
+    def execute(self, plan: Plan, memory: ControllerMemory, now: datetime) -> ExecutionReport:
+        mem = plan.memory
+        outcomes = []
+        for a in plan.actions:
+            if a.kind is ActionKind.ALERT_ADMIN:
+                mem = mem.with_done(a.key, now)
+            outcomes.append(
+                ActionOutcome(
+                    key=a.key, kind=a.kind, reason=a.reason, target=a.target, outcome="done", detail=""
+                )
+            )
+        return ExecutionReport(outcomes=tuple(outcomes), memory=mem)
+
+
+def make_controller(tmp_path: Path, observer: ScriptedObserver, clock: list[datetime]) -> Controller:
+    state = tmp_path / "state"
+    state.mkdir(mode=0o700)
+    settings = Settings(
+        state_dir=state, events_log=tmp_path / "events.jsonl", ledger=tmp_path / "ledger.json"
+    )
+    store = MemoryStore(state)
+    return Controller(
+        settings=settings,
+        observer=cast(Any, observer),
+        policy=PolicyHolder(None, None),
+        executor=DeliveringExecutor(),
+        store=store,
+        event_log=EventLog(settings.events_log),
+        memory=store.load(),
+        metrics=Metrics(),
+        clock=lambda: clock[0],
+    )

@@ -1,0 +1,221 @@
+"""Stop and removal notices on a real pseudo-terminal, and the alerts file for an owner who is not
+logged in (``/workspace/.ds01-alerts`` as seen inside), including the attacks a container's user
+can set up in a directory they control."""
+
+from __future__ import annotations
+
+import os
+import pwd
+import select
+import stat
+import threading
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from controller.act.notify import (
+    ALERT_FILE_NAME,
+    Session,
+    TerminalNotifier,
+    append_alert_file,
+    format_alert_entry,
+    outcome_notice,
+)
+from controller.act.owner_notices import OwnerNotices
+from controller.plan.types import Action, ActionKind, Reason, Target
+
+AT = datetime(2026, 1, 30, 14, 30, tzinfo=UTC)
+ME = pwd.getpwuid(os.geteuid()).pw_name
+UID, GID = os.geteuid(), os.getegid()
+
+
+@pytest.fixture
+def pty() -> Iterator[tuple[int, str]]:
+    master, slave = os.openpty()
+    name = os.ttyname(slave).removeprefix("/dev/")
+    os.chmod(f"/dev/{name}", 0o620)  # as a login leaves it (mesg y)
+    yield master, name
+    os.close(master)
+    os.close(slave)
+
+
+def read_all(fd: int) -> bytes:
+    out = b""
+    while select.select([fd], [], [], 0.2)[0]:
+        chunk = os.read(fd, 65536)
+        if not chunk:
+            break
+        out += chunk
+    return out
+
+
+def stop_action(*, kind: ActionKind = ActionKind.STOP_CONTAINER, name: str = "web", user: str = ME) -> Action:
+    return Action(
+        kind=kind,
+        target=Target(
+            container=name,
+            container_id="c" * 64,
+            expected_state="running" if kind is ActionKind.STOP_CONTAINER else "exited",
+            user=user,
+        ),
+        reason=Reason.IDLE_TIMEOUT if kind is ActionKind.STOP_CONTAINER else Reason.STOPPED_HOLD_EXPIRED,
+        message=f"stop {name} (owner {user}): idle for 2h 5m, idle timeout 2h",
+        evidence={"elapsed_s": 7500.0, "timeout_s": 7200.0},
+        due_at=AT - timedelta(minutes=1),
+        key=f"{kind.value}:{'c' * 64}:x",
+        params={"timeout_s": 1},
+    )
+
+
+def notices(sessions: list[Session]) -> OwnerNotices:
+    return OwnerNotices(TerminalNotifier(sessions=lambda: sessions, clock=lambda: AT), None, clock=lambda: AT)
+
+
+# --- the notice text --------------------------------------------------------------------------------
+
+
+def test_stop_notice_says_what_why_kept_lost_and_how_to_start_again() -> None:
+    text = outcome_notice(container="web", removed=False, was_running=True, why="idle for 2h 5m", at=AT)
+    assert text.startswith("Your container web was stopped at ")
+    assert "Why: idle for 2h 5m" in text
+    assert "What is kept: your files under /workspace, and the stopped container." in text
+    assert "What is lost: its running processes" in text
+    assert "To start again: `docker start web`" in text
+    removed = outcome_notice(container="web", removed=True, was_running=True, why="idle", at=AT)
+    assert "was stopped and removed" in removed and "every file outside /workspace" in removed
+    assert "docker start" not in removed and "create it again" in removed
+    gone = outcome_notice(container="old", removed=True, was_running=False, why="hold expired", at=AT)
+    assert gone.startswith("Your stopped container old was removed at ")
+
+
+def test_stop_notice_reaches_the_owners_terminal_sanitised(pty: tuple[int, str]) -> None:
+    master, tty = pty
+    action = stop_action(name="web\x1b[2J\x07")
+    result = notices([Session(ME, tty)]).after(action, None, removed=False, was_running=True)
+    assert result["terminals"] == 1 and "alerts_file" not in result
+    text = read_all(master).decode()
+    assert "ds01-controller STOPPED for " + ME in text
+    assert "Your container web was stopped" in text
+    assert "Why: stop web (owner " in text and "idle for 2h 5m, idle timeout 2h" in text
+    assert "To start again" in text and "/workspace" in text
+    assert "\x1b" not in text and "\x07" not in text
+
+
+# --- the fallback: an owner who is not logged in ------------------------------------------------------
+
+
+def test_owner_not_logged_in_finds_the_notice_in_the_workspace(tmp_path: Path) -> None:
+    workspace = tmp_path / "ws"
+    workspace.mkdir()
+    result = notices([]).after(stop_action(), str(workspace), removed=False, was_running=True)
+    assert result == {"terminals": 0, "alerts_file": "written"}
+    alerts = workspace / ALERT_FILE_NAME
+    content = alerts.read_text()
+    assert content.startswith("--- Alert: ") and "[STOPPED] ds01-controller" in content
+    assert "Your container web was stopped" in content and "To start again" in content
+    st = alerts.stat()
+    assert stat.S_IMODE(st.st_mode) == 0o600 and st.st_uid == UID
+    # A second notice is appended (DS01's file is a log the user reads and clears).
+    notices([]).after(stop_action(), str(workspace), removed=False, was_running=True)
+    assert alerts.read_text().count("--- Alert: ") == 2
+
+
+def test_no_fallback_when_a_terminal_took_the_notice(pty: tuple[int, str], tmp_path: Path) -> None:
+    _master, tty = pty
+    notices([Session(ME, tty)]).after(stop_action(), str(tmp_path), removed=False, was_running=True)
+    assert not (tmp_path / ALERT_FILE_NAME).exists()
+
+
+def test_alerts_file_symlink_is_never_followed(tmp_path: Path) -> None:
+    workspace = tmp_path / "ws"
+    workspace.mkdir()
+    target = tmp_path / "shadow"
+    target.write_text("root:x:0:\n")
+    (workspace / ALERT_FILE_NAME).symlink_to(target)
+    why = append_alert_file(str(workspace), UID, GID, b"pwned\n")
+    assert why.startswith("not written") and "symbolic link" in why
+    assert target.read_text() == "root:x:0:\n"
+
+
+def test_workspace_or_a_parent_replaced_by_a_symlink_is_refused(tmp_path: Path) -> None:
+    outside = tmp_path / "etc"
+    outside.mkdir()
+    (tmp_path / "ws").symlink_to(outside)  # /workspace's host path now points elsewhere
+    assert append_alert_file(str(tmp_path / "ws"), UID, GID, b"x\n").startswith("not written")
+    real = tmp_path / "real" / "ws"
+    real.mkdir(parents=True)
+    (tmp_path / "link").symlink_to(tmp_path / "real")  # a link higher up the path
+    assert append_alert_file(str(tmp_path / "link" / "ws"), UID, GID, b"x\n").startswith("not written")
+    assert list(outside.iterdir()) == [] and list(real.iterdir()) == []
+
+
+def test_fifo_device_and_hard_link_are_never_written(tmp_path: Path) -> None:
+    workspace = tmp_path / "ws"
+    workspace.mkdir()
+    os.mkfifo(workspace / ALERT_FILE_NAME)
+    # A FIFO with no reader would block an ordinary open; it is looked at, never opened for writing.
+    done: list[str] = []
+    t = threading.Thread(target=lambda: done.append(append_alert_file(str(workspace), UID, GID, b"x\n")))
+    t.start()
+    t.join(5)
+    assert done and "not a regular file" in done[0]
+    os.unlink(workspace / ALERT_FILE_NAME)
+    os.mknod(workspace / ALERT_FILE_NAME, 0o600 | stat.S_IFCHR, os.makedev(1, 3))  # /dev/null
+    assert "not a regular file" in append_alert_file(str(workspace), UID, GID, b"x\n")
+    os.unlink(workspace / ALERT_FILE_NAME)
+    victim = tmp_path / "victim"
+    victim.write_text("keep\n")
+    os.link(victim, workspace / ALERT_FILE_NAME)
+    assert "links" in append_alert_file(str(workspace), UID, GID, b"x\n")
+    assert victim.read_text() == "keep\n"
+
+
+def test_a_file_or_workspace_of_another_user_is_refused(tmp_path: Path) -> None:
+    workspace = tmp_path / "ws"
+    workspace.mkdir()
+    other = 65534
+    (workspace / ALERT_FILE_NAME).write_text("")
+    os.chown(workspace / ALERT_FILE_NAME, other, other)
+    assert "belongs to uid 65534" in append_alert_file(str(workspace), UID, GID, b"x\n")
+    theirs = tmp_path / "theirs"
+    theirs.mkdir()
+    os.chown(theirs, other, other)
+    # The owner here is uid 1234: a workspace of uid 65534 is not theirs.
+    assert "belongs to uid 65534" in append_alert_file(str(theirs), 1234, 1234, b"x\n")
+    assert not (theirs / ALERT_FILE_NAME).exists()
+
+
+def test_alerts_file_stays_bounded(tmp_path: Path) -> None:
+    workspace = tmp_path / "ws"
+    workspace.mkdir()
+    entry = format_alert_entry("y" * 200, severity="STOPPED", at=AT)
+    for _ in range(40):
+        assert append_alert_file(str(workspace), UID, GID, entry, max_bytes=2048) == "written"
+    size = (workspace / ALERT_FILE_NAME).stat().st_size
+    assert size <= 2048 + 200
+    assert "earlier alerts dropped" in (workspace / ALERT_FILE_NAME).read_text()
+
+
+def test_unknown_owner_gets_no_notice_and_no_file(tmp_path: Path) -> None:
+    result = notices([]).after(stop_action(user="unknown"), str(tmp_path), removed=True, was_running=True)
+    assert result["terminals"] == 0 and "alerts_file" not in result
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_read_only_workspace_is_recorded_not_written(tmp_path: Path) -> None:
+    """Under the shipped unit (ProtectSystem=strict) the workspace is read-only: recorded, not raised."""
+    import subprocess
+
+    src, ro = tmp_path / "src", tmp_path / "ro"
+    src.mkdir()
+    ro.mkdir()
+    subprocess.run(["mount", "--bind", str(src), str(ro)], check=True)
+    try:
+        subprocess.run(["mount", "-o", "remount,bind,ro", str(ro)], check=True)
+        result = notices([]).after(stop_action(), str(ro), removed=False, was_running=True)
+        assert result == {"terminals": 0, "alerts_file": "not written: Read-only file system"}
+    finally:
+        subprocess.run(["umount", str(ro)], check=True)
+    assert list(src.iterdir()) == []
