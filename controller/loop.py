@@ -176,7 +176,9 @@ class Controller:
         the_plan = make_plan(snapshot, desired, self.memory, now)
         # Admin alerts raised by this observation (delivered before or not): ds01_admin_alerts_open.
         self._open_alerts = (
-            tuple(open_alerts(snapshot, desired, self.memory, now, the_plan)) if self.metrics is not None else ()
+            tuple(open_alerts(snapshot, desired, self.memory, now, the_plan))
+            if self.metrics is not None
+            else ()
         )
         report = self._execute(the_plan, now, observed_mono, gp)
         if recovered:
