@@ -48,6 +48,7 @@ from controller.act.notify import TerminalNotifier
 from controller.act.report import ActionOutcome
 from controller.act.salvage import load_state
 from controller.act.schedule import ActionScheduler, Limits
+from controller.act.usage_recorder import UsageRecorder
 from controller.memory import ControllerMemory
 from controller.observe.host import HostObserver, ObserveConfig
 from controller.ops.sdnotify import Notifier
@@ -149,6 +150,7 @@ class Controller:
     _inspect_cache_saved: bool = field(default=False, repr=False)
     # The record (event log, memory file) could not be written: the error, while it lasts.
     _record_problem: str | None = field(default=None, repr=False)
+    usage: UsageRecorder = field(default_factory=UsageRecorder, repr=False)
 
     def run_pass(self) -> PassResult:
         started = time.monotonic()
@@ -171,6 +173,7 @@ class Controller:
         memory = report.memory.model_copy(update={"last_pass_at": now})
         self._save(memory)
         self._awareness(snapshot)
+        self.usage.after_pass(self, snapshot, memory, report.outcomes, now)  # usage samples, reclaim metric
         record_problem = self._announce_record()
         duration_s = time.monotonic() - started
         summary = summarize(snapshot, the_plan, report, duration_s)
