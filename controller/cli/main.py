@@ -337,6 +337,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     comp = _sub(sub, "completion", "print a shell completion script", COMPLETION_EPILOG, config=False)
     comp.add_argument("shell", choices=["bash", "zsh", "fish"])
+    from controller.cli.report import add_parser as add_report
+
+    add_report(sub, _sub)
     return parser
 
 
@@ -719,6 +722,12 @@ def cmd_explain(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_report(args: argparse.Namespace, settings: Settings) -> int:
+    from controller.cli.report import cmd_report as run
+
+    return run(args, settings)
+
+
 def cmd_completion(args: argparse.Namespace, settings: Settings) -> int:
     from controller.cli.completion import bash_script, fish_script, zsh_script
 
@@ -737,6 +746,7 @@ COMMANDS = {
     "completion": cmd_completion,
     "version": cmd_version,
     "explain": cmd_explain,
+    "report": cmd_report,
 }
 
 
