@@ -174,17 +174,18 @@ def build_round(
 
 
 def _device_json(d: DeviceSample) -> dict[str, Any]:
-    out: dict[str, Any] = {"gpu": d.uuid, "slot": d.slot, "w": d.weight, "state": d.state}
+    # Every string is bounded here, so a device never outgrows a line (the writer would shrink it).
+    out: dict[str, Any] = {"gpu": d.uuid[:64], "slot": d.slot[:16], "w": d.weight, "state": d.state}
     out["mem_mib"] = None if d.memory_used_bytes is None else round(d.memory_used_bytes / MIB)
     out["util"] = d.utilization_pct
     if d.holders:
         out["holders"] = [
             {
-                "id": h.container_id,
-                "name": h.name,
-                "user": h.user,
-                "group": h.group,
-                "state": h.state,
+                "id": h.container_id[:12],
+                "name": h.name[:_NAME_CHARS],
+                "user": h.user[:_NAME_CHARS],
+                "group": h.group[:_GROUP_CHARS],
+                "state": h.state[:16],
                 "idle": h.idle,
             }
             for h in d.holders
@@ -465,3 +466,43 @@ def span_end(start: datetime, next_at: datetime | None, every_s: float, until: d
     if next_at is not None:
         end = min(end, next_at)
     return max(end, start)
+
+
+def hoarding_now(
+    rounds: Sequence[UsageRound], current: UsageRound, policy: HoardingPolicy
+) -> dict[str, bool | None]:
+    """Per device of ``current``: hoarding now (True), not (False), or not known (None).
+
+    Hoarding now: the current observation and every sample back to ``window`` ago are candidates
+    (:func:`hoarding_candidate`) with the same holders, no two more than the sample gap apart. Too
+    few samples to cover the window (the daemon just started, or was down) is not known, not False.
+    """
+    history = sorted((r for r in rounds if r.at < current.at), key=lambda r: r.at)
+    out: dict[str, bool | None] = {}
+    for d in current.devices:
+        candidate = hoarding_candidate(d, policy)
+        if candidate is not True:
+            out[d.uuid] = candidate
+            continue
+        ids = tuple(h.container_id for h in d.holders)
+        start = current.at
+        verdict: bool | None = None
+        for r in reversed(history):
+            if (start - r.at).total_seconds() > r.every_s * MAX_GAP_INTERVALS:
+                break  # not watched in between: not known
+            past = next((x for x in r.devices if x.uuid == d.uuid), None)
+            if past is None:
+                break
+            if (
+                hoarding_candidate(past, policy) is not True
+                or tuple(h.container_id for h in past.holders) != ids
+            ):
+                verdict = False  # it used the GPU, freed the memory or changed hands within the window
+                break
+            start = r.at
+            if (current.at - start).total_seconds() >= policy.window_s:
+                break
+        if (current.at - start).total_seconds() >= policy.window_s:
+            verdict = True
+        out[d.uuid] = verdict
+    return out

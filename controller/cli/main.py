@@ -526,7 +526,8 @@ def _get_view(args: argparse.Namespace, settings: Settings, kind: str, owner: st
     if kind == "policies":
         return gather(settings, GatherOptions(observe=False, plan=False))
     _quiet_logs(args.debug)
-    return gather(settings, GatherOptions(require_docker=kind == "containers"))
+    # get gpus reads the last usage samples from the event log for its hoarding mark.
+    return gather(settings, GatherOptions(require_docker=kind == "containers", events=kind == "gpus"))
 
 
 WATCH_INTERVAL_S = 2.0
