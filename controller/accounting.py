@@ -205,10 +205,10 @@ class Accountant:
     # --- input -------------------------------------------------------------------------------
     def feed(self, at: datetime, event: Mapping[str, Any]) -> None:
         event_type = event.get("event_type")
+        if event.get("source") != CONTROLLER_SOURCE or not isinstance(event_type, str):
+            return  # DS01's own scripts share the file; only the controller's lines are accounted
         if event_type == USAGE_EVENT:
             self._sample(at, event.get("details"))
-            return
-        if event.get("source") != CONTROLLER_SOURCE or not isinstance(event_type, str):
             return
         what = _COUNTED.get(event_type)
         if what is None:
