@@ -17,10 +17,10 @@ Definitions (docs/cli.md, "report", says the same):
   it held by nobody (:class:`controller.usage.ReclaimTracker`); attributed to the container's owner
   and the action's reason.
 - **counts**: the controller's own lines (``source: ds01-controller``): warnings
-  (``controller.warning``), stops (``maintenance.idle_kill``, ``maintenance.runtime_kill``,
-  ``container.stop``), removals (``container.remove``, and a stop that removed the container),
-  kills (``process.kill``), resets (``gpu.health_check`` with status ``cleaned``), releases
-  (``gpu.release``). Dry-run lines are not actions and are not counted.
+  (``controller.warning``, not the FYI notices to exempt users), stops (``maintenance.idle_kill``,
+  ``maintenance.runtime_kill``, ``container.stop``), removals (``container.remove``, and a stop
+  that removed the container), kills (``process.kill``), resets (``gpu.health_check`` with
+  status ``cleaned``), releases (``gpu.release``). Dry-run lines are not actions and are not counted.
 
 Pure: fed events and times, no I/O, no clock. Called by :mod:`controller.cli.report`.
 """
@@ -217,6 +217,8 @@ class Accountant:
         d: Mapping[str, Any] = details if isinstance(details, Mapping) else {}
         if event_type == "gpu.health_check" and d.get("status") != "cleaned":
             return  # a failed reset, or a check that reset nothing
+        if event_type == "controller.warning" and d.get("severity") == "NOTICE":
+            return  # an FYI notice (an exempt user's idle container) warns of nothing
         user = event.get("user") if isinstance(event.get("user"), str) else None
         reason = d.get("reason") if isinstance(d.get("reason"), str) else NO_KEY
         if self.since <= at < self.until:

@@ -116,7 +116,8 @@ def test_by_group_day_and_reason(week: Path) -> None:
     by_reason, _ = account(week, "reason")
     reasons = {r["key"]: r for r in by_reason["rows"]}  # type: ignore[union-attr,index]
     assert reasons["idle_timeout"]["gpu_hours_reclaimed"] == hours(ALICE_RECLAIMED)
-    assert reasons["idle_timeout"]["stops"] == 1 and reasons["idle_timeout"]["warnings"] == 1
+    assert reasons["idle_timeout"]["stops"] == 1 and reasons["idle_warning"]["warnings"] == 1
+    assert "idle_exempt_notice" not in reasons
     assert (
         reasons["gpu_hold_expired"]["gpu_hours_reclaimed"] == EXPECTED_BY_USER["carol"]["gpu_hours_reclaimed"]
     )
