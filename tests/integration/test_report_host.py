@@ -10,17 +10,23 @@ from __future__ import annotations
 import json
 import os
 import time
+import uuid
 from pathlib import Path
 
 import pytest
 
+from controller import labels as L
 from tests.fixtures.docker_host import ContainerFactory
-from tests.fixtures.nvml import FakeNvml, gpu_uuid
-from tests.integration.test_cli_host import POLICY, Cli, gpu_container
+from tests.fixtures.nvml import FakeNvml
+from tests.integration.test_cli_host import POLICY, Cli, gpu_request
 
 pytestmark = pytest.mark.docker
 
 GIB = 1024**3
+# A GPU of this test's own: the engine is shared, and other tests' containers request the usual
+# stand-in UUIDs; a holder appearing or leaving between two samples would (rightly) end hoarding.
+HOARDED = f"GPU-{uuid.uuid4()}"
+SPARE = f"GPU-{uuid.uuid4()}"
 REPORTING = """\
   reporting:
     sampleInterval: 10s
@@ -33,6 +39,7 @@ REPORTING = """\
 @pytest.fixture
 def report_cli(fake_nvml: FakeNvml, tmp_path: Path) -> Cli:
     gpus = fake_nvml.set_gpus(2)
+    gpus[0].uuid, gpus[1].uuid = HOARDED, SPARE
     gpus[0].mem_used_bytes = 4 * GIB  # held, at 0 % utilisation
     fake_nvml.write()
     specs = tmp_path / "specs"
@@ -62,14 +69,19 @@ def report_cli(fake_nvml: FakeNvml, tmp_path: Path) -> Cli:
 def test_a_pass_records_usage_that_report_and_get_gpus_read(
     report_cli: Cli, make_container: ContainerFactory
 ) -> None:
-    c = gpu_container(make_container)
+    c = make_container(
+        "sleep 600",
+        labels={L.DS01_USER: "alice", L.DS01_CONTAINER_TYPE: "atomic"},
+        device_requests=gpu_request(HOARDED),
+        network_mode="none",
+    )
     r = report_cli("reconcile", "--dry-run")
     assert r.returncode == 0, r.stderr + r.stdout
     lines = (report_cli.root / "events.jsonl").read_text().splitlines()
     samples = [json.loads(x) for x in lines if '"controller.usage_sample"' in x]
     assert samples, "the pass wrote no usage sample"
     devices = {d["gpu"]: d for s in samples for d in s["details"]["devices"]}
-    mine = devices[gpu_uuid(0)]
+    mine = devices[HOARDED]
     holder = next(h for h in mine["holders"] if h["id"] == c.id[:12])
     assert (holder["name"], holder["user"], holder["group"], holder["state"]) == (
         c.name,
@@ -83,8 +95,8 @@ def test_a_pass_records_usage_that_report_and_get_gpus_read(
     gpus = report_cli("get", "gpus", "-o", "json")
     assert gpus.returncode == 0, gpus.stderr
     marks = {i["uuid"]: i["hoarding"] for i in json.loads(gpus.stdout)["items"]}
-    assert marks[gpu_uuid(0)] is True
-    assert marks[gpu_uuid(1)] is not True
+    assert marks[HOARDED] is True, gpus.stdout
+    assert marks[SPARE] is not True
     table = report_cli("get", "gpus")
     assert any(
         line.startswith("0 ") and line.rstrip().endswith(",hoarding") for line in table.stdout.splitlines()
