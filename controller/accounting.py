@@ -148,13 +148,14 @@ class Report:
         }
 
 
-def day_spans(start: datetime, end: datetime, tz: tzinfo) -> list[tuple[date, float]]:
-    """``[start, end)`` cut at midnight in ``tz``: (day, seconds) pieces."""
+def day_spans(start: datetime, end: datetime, tz: tzinfo | None) -> list[tuple[date, float]]:
+    """``[start, end)`` cut at midnight in ``tz`` (None: the system's local time, DST included)."""
     out: list[tuple[date, float]] = []
     cur = start
     while cur < end:
         local = cur.astimezone(tz)
-        nxt_local = datetime.combine(local.date() + timedelta(days=1), datetime.min.time(), tzinfo=tz)
+        midnight = datetime.combine(local.date() + timedelta(days=1), datetime.min.time(), tzinfo=tz)
+        nxt_local = midnight if tz is not None else midnight.astimezone()
         nxt = min(end, nxt_local)
         if nxt <= cur:  # a zone whose midnight does not exist: step an hour
             nxt = min(end, cur + timedelta(hours=1))
@@ -183,7 +184,7 @@ class Accountant:
         if by not in BY_CHOICES:
             raise ValueError(f"by must be one of {', '.join(BY_CHOICES)}")
         self.since, self.until, self.by = since, until, by
-        self.tz: tzinfo = tz or since.tzinfo or until.tzinfo  # type: ignore[assignment]
+        self.tz = tz  # None: the system's local time
         self.hoarding_policy = hoarding or HoardingPolicy()
         self._group_of = group_of or (lambda _user: NO_KEY)
         self.totals = Row()

@@ -96,12 +96,11 @@ def hoarding_policy(policy: PolicySet | None) -> HoardingPolicy:
     )
 
 
-def human_zone() -> tzinfo:
+def human_zone() -> tzinfo | None:
+    """Where a day ends: UTC with ``--utc``, else the local time zone (None: its rules, DST included)."""
     from controller.cli.render import _HUMAN_ZONE
 
-    if _HUMAN_ZONE["utc"]:
-        return UTC
-    return datetime.now().astimezone().tzinfo or UTC
+    return UTC if _HUMAN_ZONE["utc"] else None
 
 
 def build_report(
@@ -110,7 +109,7 @@ def build_report(
     until: datetime,
     by: str,
     policy: PolicySet | None,
-    tz: tzinfo,
+    tz: tzinfo | None,
 ) -> tuple[Report, ReadStats]:
     from controller.accounting import Accountant
     from controller.act.event_files import ReadStats, read_events

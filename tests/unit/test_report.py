@@ -369,3 +369,20 @@ def test_the_day_is_cut_at_local_midnight() -> None:
     start = datetime(2026, 3, 2, 22, 0, tzinfo=UTC)  # 23:00 CET
     spans = day_spans(start, start + timedelta(hours=3), cet)
     assert [(d.isoformat(), s) for d, s in spans] == [("2026-03-02", 3600.0), ("2026-03-03", 7200.0)]
+
+
+def test_a_local_day_follows_daylight_saving_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Europe/Berlin's 2026-03-29 has 23 hours; without a zone given, the system's rules decide."""
+    import time as time_module
+
+    from controller.accounting import day_spans
+
+    monkeypatch.setenv("TZ", "Europe/Berlin")
+    time_module.tzset()
+    try:
+        start = datetime(2026, 3, 28, 23, 0, tzinfo=UTC)  # 2026-03-29 00:00 CET
+        spans = day_spans(start, start + timedelta(hours=24), None)
+        assert [(d.isoformat(), s) for d, s in spans] == [("2026-03-29", 23 * 3600.0), ("2026-03-30", 3600.0)]
+    finally:
+        monkeypatch.delenv("TZ")
+        time_module.tzset()
