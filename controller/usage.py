@@ -114,8 +114,9 @@ def holder_idle(c: ContainerObs, memory: ControllerMemory | None) -> bool | None
     return None
 
 
-def _devices(gpus: Sequence[GpuObs]) -> Iterator[tuple[GpuObs, str, int | None, float | None, float]]:
-    """(gpu, device uuid, memory used, utilisation, weight) for each usable device."""
+def usable_devices(gpus: Sequence[GpuObs]) -> Iterator[tuple[GpuObs, str, int | None, float | None, float]]:
+    """(gpu, device uuid, memory used, utilisation, weight) for each usable device: a GPU not in MIG
+    mode (weight 1), or each MIG device (its share of its GPU's memory; 1/7 when unknown)."""
     for g in gpus:
         if not g.mig_enabled:
             yield g, g.uuid, g.memory_used_bytes, g.utilization_percent, 1.0
@@ -145,7 +146,7 @@ def build_round(
         for m in g.mig_devices:
             slots[m.uuid] = f"{g.index}.{m.index}"
     devices = []
-    for g, uuid, used, util, weight in _devices(snapshot.gpus):
+    for g, uuid, used, util, weight in usable_devices(snapshot.gpus):
         # A container given the whole GPU holds every MIG device of it too.
         own = holders.get(uuid, []) + ([] if uuid == g.uuid else holders.get(g.uuid, []))
         own = sorted({c.id: c for c in own}.values(), key=lambda c: (c.name, c.id))

@@ -28,6 +28,7 @@ from controller.usage import (
     ReclaimTracker,
     build_round,
     encode_round,
+    usable_devices,
 )
 
 if TYPE_CHECKING:
@@ -58,18 +59,8 @@ def sample_interval_s(policy: PolicySet) -> float:
 
 def _devices_of(snapshot: Snapshot) -> tuple[dict[str, float], dict[str, tuple[str, ...]], set[str]]:
     """Device weights, each container's devices (a whole MIG GPU: all its devices), held devices."""
-    weights: dict[str, float] = {}
-    parts: dict[str, tuple[str, ...]] = {}
-    for g in snapshot.gpus:
-        if g.mig_enabled:
-            parts[g.uuid] = tuple(m.uuid for m in g.mig_devices)
-            for m in g.mig_devices:
-                share = 1.0 / 7.0
-                if m.memory_total_bytes and g.memory_total_bytes:
-                    share = m.memory_total_bytes / g.memory_total_bytes
-                weights[m.uuid] = round(min(max(share, 0.0), 1.0), 4)
-        else:
-            weights[g.uuid] = 1.0
+    weights = {uuid: weight for _g, uuid, _used, _util, weight in usable_devices(snapshot.gpus)}
+    parts = {g.uuid: tuple(m.uuid for m in g.mig_devices) for g in snapshot.gpus if g.mig_enabled}
     by_container: dict[str, tuple[str, ...]] = {}
     held: set[str] = set()
     for c in snapshot.containers:
