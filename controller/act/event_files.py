@@ -6,7 +6,8 @@ and compresses the older ones (``events.jsonl.2.gz`` ...); with ``dateext`` the 
 streams their events in order: block by block (gzip too), never a whole file in memory. A "line"
 longer than any event, a line that is not a JSON object or has no timestamp, an unterminated last
 fragment and a damaged gzip stream are counted in :class:`ReadStats` and skipped, never fatal.
-Files that end before the wanted period are skipped after reading one line of the next.
+Files that end before the wanted period are skipped after reading one line of the next. A file
+that may not be read raises ``PermissionError``: that is not damage, and the caller says so.
 
 Called by :mod:`controller.cli.report`. Must not write anything.
 """
@@ -124,6 +125,8 @@ def iter_lines(path: Path, stats: ReadStats, max_line_bytes: int = MAX_READ_LINE
     except (OSError, EOFError, zlib.error) as exc:
         if isinstance(exc, FileNotFoundError):
             return  # rotated away while we read: its lines are in the next name
+        if isinstance(exc, PermissionError):
+            raise  # not damage: the caller says who may read the log
         stats.damaged_files.append(f"{path}: {exc}")
         return
     if buf and not skipping:

@@ -276,7 +276,13 @@ def cmd_report(args: argparse.Namespace, settings: Settings, now: datetime | Non
         raise CliError(policy_load_error(info, settings))
     if not Path(settings.events_log).exists() and not _rotated_exist(Path(settings.events_log)):
         print(f"No events yet ({settings.events_log} does not exist)", file=sys.stderr)
-    report, stats = build_report(Path(settings.events_log), since, until, args.by, policy, human_zone())
+    try:
+        report, stats = build_report(Path(settings.events_log), since, until, args.by, policy, human_zone())
+    except PermissionError as exc:
+        raise CliError(
+            f"cannot read the event log {exc.filename or settings.events_log}: permission denied "
+            "(run as root, or as a member of the log's group)"
+        ) from None
     data = report_json(report, stats, now)
     if args.plot:
         plot(data, Path(args.plot))

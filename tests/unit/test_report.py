@@ -292,6 +292,20 @@ def test_a_broken_gzip_is_named_and_the_rest_is_read(tmp_path: Path) -> None:
     assert len(stats.damaged_files) == 1 and "events.jsonl.2.gz" in stats.damaged_files[0]
 
 
+def test_an_unreadable_log_is_one_line_naming_it(
+    week: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import controller.act.event_files as event_files
+
+    def denied(path: Path) -> object:
+        raise PermissionError(13, "Permission denied", str(path))
+
+    monkeypatch.setattr(event_files, "_open", denied)
+    rc, out, err = run(["report", *PERIOD], capsys)
+    assert rc == 1 and out == ""
+    assert err.count("\n") == 1 and "cannot read the event log" in err and "permission denied" in err
+
+
 def test_bad_period_is_one_line(week: Path, capsys: pytest.CaptureFixture[str]) -> None:
     rc, _out, err = run(["report", "--since", "1d", "--until", "2d"], capsys)
     assert rc == 1 and err.count("\n") == 1 and "--until must be after --since" in err
