@@ -46,6 +46,7 @@ from controller.act.hook import NotificationHook, hook_config
 from controller.act.inventory import awareness_events, load_inventory, write_inventory
 from controller.act.report import ActionOutcome
 from controller.act.schedule import ActionScheduler, Limits
+from controller.act.usage_recorder import UsageRecorder
 from controller.memory import ControllerMemory
 from controller.observe.host import HostObserver
 from controller.ops.sdnotify import Notifier
@@ -153,6 +154,7 @@ class Controller:
     _record_problem: str | None = field(default=None, repr=False)
     # Admin alerts this pass's observation raises (ds01_admin_alerts_open); set before _end_pass.
     _open_alerts: tuple[OpenAlert, ...] = field(default=(), repr=False)
+    usage: UsageRecorder = field(default_factory=UsageRecorder, repr=False)
 
     def run_pass(self) -> PassResult:
         started = time.monotonic()
@@ -186,6 +188,7 @@ class Controller:
         memory = report.memory.model_copy(update={"last_pass_at": now})
         self._save(memory)
         self._awareness(snapshot, gp)
+        self.usage.after_pass(self, snapshot, memory, report.outcomes, now)  # usage samples, reclaim metric
         record_problem = self._announce_record()
         duration_s = time.monotonic() - started
         summary = summarize(snapshot, the_plan, report, duration_s)

@@ -558,6 +558,38 @@ class Metadata(SpecModel):
     )
 
 
+class Reporting(SpecModel):
+    """What the daemon records for ``ds01ctl report``, and when a held GPU counts as hoarded."""
+
+    sample_interval: Duration = Field(
+        default=None,
+        description=(
+            "How often the daemon writes a usage sample (controller.usage_sample: each GPU's holders, "
+            "idleness, memory and utilisation) to the event log; ds01ctl report adds them up"
+        ),
+    )
+    hoarding_memory_threshold_mib: NotNullNonNegative = Field(
+        default=None,
+        description="A GPU holding at least this much memory (MiB) at near-zero utilisation is hoarded",
+    )
+    hoarding_max_utilization_pct: NotNullPercent = Field(
+        default=None, description="Near-zero: GPU utilisation (%) at or below this counts for hoarding"
+    )
+    hoarding_window: Duration = Field(
+        default=None,
+        description="Hoarding is reported once memory is held at near-zero utilisation this long, unbroken",
+    )
+
+    @field_validator("sample_interval")
+    @classmethod
+    def _long_enough(cls, value: float | None) -> float | None:
+        if value is not None and value < 10:
+            raise PydanticCustomError(
+                "duration", "sampleInterval must be at least 10s (each sample is a few event log lines)", {}
+            )
+        return value
+
+
 class LifecyclePolicySpec(SpecModel):
     default_group: str | None = Field(
         default=None, description="UserGroup for owners in no group (and unknown owners); null or unset: none"
@@ -630,6 +662,10 @@ class LifecyclePolicySpec(SpecModel):
     )
     ds01: Ds01Settings = Field(
         default_factory=Ds01Settings, description="DS01 settings kept for losslessness"
+    )
+    reporting: Reporting = Field(
+        default_factory=Reporting,
+        description="Usage samples for ds01ctl report, and the hoarding thresholds (report, get gpus)",
     )
 
 

@@ -44,7 +44,7 @@ if [ ! -x "$VENV/bin/python" ]; then
   python3 -m venv "$VENV"
 fi
 extras=""
-[ "${DS01_SETUP_TEST:-0}" = 1 ] && extras="[test]"
+[ "${DS01_SETUP_TEST:-0}" = 1 ] && extras="[test,report]"  # report: matplotlib, so the --plot test draws a real PNG
 stamp="$VENV/.ds01-installed$extras"
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   log "installing the project into $VENV"

@@ -518,6 +518,11 @@ def gpu_items(view: View, opts: GetOptions) -> list[dict[str, Any]]:
         items = unavailable_gpu_items(view)
     else:
         items = [gpu_item(view, g, dev) for g, dev in gpu_devices(view.snapshot.gpus)]
+    from controller.cli.hoarding import hoarding_marks
+
+    marks = hoarding_marks(view) if items else {}
+    for i in items:
+        i["hoarding"] = marks.get(i["uuid"])  # memory held at near-zero use for the window; None: not known
     if opts.name is not None:
         items = [
             i for i in items if opts.name in (i["slot"], i["uuid"]) or str(i["uuid"]).startswith(opts.name)
@@ -574,7 +579,10 @@ def gpus_table(items: Sequence[dict[str, Any]], wide: bool) -> Table:
                 util,
                 _names(i["holders"], 99 if wide else 3),
                 str(len(i["processes"])),
-                Cell(i["state"], _GPU_STATE_COLOUR.get(i["state"])),
+                Cell(
+                    i["state"] + (",hoarding" if i.get("hoarding") else ""),
+                    "yellow" if i.get("hoarding") else _GPU_STATE_COLOUR.get(i["state"]),
+                ),
             ]
         )
     return t

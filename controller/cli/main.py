@@ -341,6 +341,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     comp = _sub(sub, "completion", "print a shell completion script", COMPLETION_EPILOG, config=False)
     comp.add_argument("shell", choices=["bash", "zsh", "fish"])
+    from controller.cli.report import add_parser as add_report
+
+    add_report(sub, _sub)
     return parser
 
 
@@ -532,7 +535,8 @@ def _get_view(args: argparse.Namespace, settings: Settings, kind: str, owner: st
     if kind == "policies":
         return gather(settings, GatherOptions(observe=False, plan=False))
     _quiet_logs(args.debug)
-    return gather(settings, GatherOptions(require_docker=kind == "containers"))
+    # get gpus reads the last usage samples from the event log for its hoarding mark.
+    return gather(settings, GatherOptions(require_docker=kind == "containers", events=kind == "gpus"))
 
 
 WATCH_INTERVAL_S = 2.0
@@ -728,6 +732,12 @@ def cmd_explain(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_report(args: argparse.Namespace, settings: Settings) -> int:
+    from controller.cli.report import cmd_report as run
+
+    return run(args, settings)
+
+
 def cmd_completion(args: argparse.Namespace, settings: Settings) -> int:
     from controller.cli.completion import bash_script, fish_script, zsh_script
 
@@ -746,6 +756,7 @@ COMMANDS = {
     "completion": cmd_completion,
     "version": cmd_version,
     "explain": cmd_explain,
+    "report": cmd_report,
 }
 
 

@@ -274,6 +274,13 @@ class Metrics:
             "GPU-seconds that stopped idle containers had been holding their GPUs while idle",
             registry=r,
         )
+        self._gpu_reclaimed = Counter(
+            "ds01_gpu_seconds_reclaimed",
+            "GPU-seconds given back by the controller's stops and removals: time a freed GPU was seen "
+            "free until it was next taken (GPU equivalents; ds01ctl report's definition)",
+            labelnames=[LABEL_REASON],
+            registry=r,
+        )
         self._record_writable = Gauge(
             "ds01_record_writable",
             "1 while the event log and the memory file can be written; 0: no destructive action runs",
@@ -388,6 +395,11 @@ class Metrics:
         """Add the GPU-seconds a just-stopped idle container had held idle (GPUs x idle time)."""
         if seconds > 0:
             self._reclaimed.inc(seconds)
+
+    def add_gpu_seconds_reclaimed(self, seconds: float, reason: str) -> None:
+        """Add GPU-seconds a freed GPU stayed free (controller.usage.ReclaimTracker's credits)."""
+        if seconds > 0:
+            self._gpu_reclaimed.labels(clean_label(reason)).inc(seconds)
 
     def render(self) -> bytes:
         """The text exposition, as a scrape would return it."""

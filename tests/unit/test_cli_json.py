@@ -113,6 +113,7 @@ GPU_ITEM = {
     "holders": [str],
     "processes": [int],
     "state": str,
+    "hoarding": (bool, type(None)),
 }
 PROCESS_ITEM = {
     "pid": int,
