@@ -151,6 +151,7 @@ def container_obs(
         all_gpus=c.gpu_refs.all_gpus,
         signals=signals,
         running_for_s=running_for_s,
+        limits=c.limits,
     )
 
 
