@@ -636,6 +636,8 @@ def make_real_executor(
         kill_grace_s=gp.kill_grace_s.value,
         reset_precheck=ResetPrecheck(observer.observe),
         save_memory=save_memory,
+        proc_root=observer.config.proc_root,
+        cgroup_root=observer.config.cgroup_root,
     )
 
 

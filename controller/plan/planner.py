@@ -42,6 +42,7 @@ from controller.plan.rules.cleanup import (
 )
 from controller.plan.rules.lifecycle import idle_stop, runtime_stop
 from controller.plan.rules.processes import gpu_processes
+from controller.plan.rules.resources import update_resources
 from controller.plan.safety import apply_gates
 from controller.plan.types import Action, DeferReason, Deferred, Plan, Reason
 from controller.snapshot import ContainerObs, ContainerState, Domain, Snapshot
@@ -195,6 +196,8 @@ def _container_rules(ctx: PassContext, out: Collector, c: ContainerObs) -> None:
                     update={"evidence": {**runtime.evidence, "idle_stop_also_due": idle.key}}
                 )
             out.actions.append(stop)
+    # Limits are brought down in place, whatever else this pass does (a stopped one is not updated).
+    update_resources(ctx, out, c, policy)
 
 
 _NEVER = datetime.max.replace(tzinfo=UTC)
