@@ -279,6 +279,14 @@ class MigDeviceObs(Frozen):
     processes_unknown: str | None = Field(
         default=None, description="Why the process list could not be read; () then means unknown, not none"
     )
+    compute_slices: int | None = Field(
+        default=None, description="Compute-instance slices (nvmlDeviceGetAttributes); None: unknown"
+    )
+    gpu_equivalents: float | None = Field(
+        default=None,
+        description="Its share of the GPU (compute slices / the GPU's slots): DS01's GPU-equivalents",
+    )
+    gpu_equivalents_unknown: str | None = Field(default=None, description="Why gpu_equivalents is unknown")
 
 
 class GpuObs(Frozen):

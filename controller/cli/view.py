@@ -317,6 +317,9 @@ _RULE_VERB: dict[Reason, str] = {
     Reason.LIMITS_MISSING: "limit",
     Reason.LIMITS_ABOVE_SPEC: "limit",
     Reason.LIMITS_BELOW_USAGE: "warn",
+    Reason.CONTAINER_QUOTA_EXCEEDED: "warn",
+    Reason.GPU_QUOTA_EXCEEDED: "warn",
+    Reason.GPU_SLOTS_ABOVE_SPEC: "warn",
 }
 
 

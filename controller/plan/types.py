@@ -63,6 +63,9 @@ class Reason(StrEnum):
     LIMITS_MISSING = "LimitsMissing"
     LIMITS_ABOVE_SPEC = "LimitsAboveSpec"
     LIMITS_BELOW_USAGE = "LimitsBelowUsage"  # the spec's limit is below what the container uses now
+    CONTAINER_QUOTA_EXCEEDED = "ContainerQuotaExceeded"
+    GPU_QUOTA_EXCEEDED = "GpuQuotaExceeded"
+    GPU_SLOTS_ABOVE_SPEC = "GpuSlotsAboveSpec"
 
 
 class DeferReason(StrEnum):

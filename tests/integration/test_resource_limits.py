@@ -224,3 +224,60 @@ def datetime_now() -> Any:
     from datetime import UTC, datetime
 
     return datetime.now(UTC)
+
+
+QUOTA_SPEC = """\
+apiVersion: ds01.io/v1alpha1
+kind: LifecyclePolicy
+metadata: {name: site}
+spec:
+  resources: {maxContainersPerUser: 2, maxGpuEquivalents: 0.5, maxGpuSlotsPerContainer: 1}
+  resourceEnforcement: {updateLimits: false}
+"""
+
+
+def test_quotas_of_several_users_with_mig_slices_of_different_sizes(
+    make_container: ContainerFactory, tmp_path: Path, fake_nvml: Any
+) -> None:
+    from controller.observe.nvml import NvmlObserver
+    from tests.fixtures.nvml import FakeNvml
+
+    assert isinstance(fake_nvml, FakeNvml)
+    fake_nvml.set_gpus(1)
+    three = fake_nvml.add_mig(0, profile="3g.40gb")  # 3/7 of a GPU
+    one = fake_nvml.add_mig(0, profile="1g.10gb")  # 1/7
+    fake_nvml.write()
+
+    # Owners unique to this test: the engine is shared with other tests.
+    alice, bob = f"alice{make_container.test_id[-8:]}", f"bob{make_container.test_id[-8:]}"
+
+    def user(name: str, **labels: str) -> dict[str, str]:
+        return {"ds01.user": name, **labels}
+
+    # alice: 3 containers (quota 2), and 3/7 + 1/7 = 4/7 GPU-equivalents (quota 0.5)
+    a1 = make_container(network_mode="none", labels=user(alice, **{"ds01.gpu.uuid": three.uuid}))
+    time.sleep(1.1)
+    a2 = make_container(network_mode="none", labels=user(alice, **{"ds01.gpu.uuid": one.uuid}))
+    time.sleep(1.1)
+    a3 = make_container(network_mode="none", labels=user(alice))
+    # bob: one container on the 3g slice only: 3/7 is within 0.5
+    b1 = make_container(network_mode="none", labels=user(bob, **{"ds01.gpu.uuid": three.uuid}))
+    ids = {c.id for c in (a1, a2, a3, b1)}
+
+    config = ObserveConfig(ledger_path=tmp_path / "ledger.json")
+    with HostObserver(config, nvml=NvmlObserver(timeout_s=10)) as observer:
+        snap = observer.observe()
+    p = plan(snap, PolicySetDesired(load_spec_text(QUOTA_SPEC)), ControllerMemory(), datetime_now())
+    alerts = {
+        (a.reason, a.target.user): a
+        for a in p.actions
+        if a.kind == ActionKind.ALERT_ADMIN and a.target.user in (alice, bob)
+    }
+    assert set(alerts) == {(Reason.CONTAINER_QUOTA_EXCEEDED, alice), (Reason.GPU_QUOTA_EXCEEDED, alice)}
+    assert alerts[(Reason.CONTAINER_QUOTA_EXCEEDED, alice)].evidence["beyond"] == [a3.name]
+    gpu = alerts[(Reason.GPU_QUOTA_EXCEEDED, alice)].evidence
+    assert gpu["gpu_equivalents"] == round(3 / 7, 6) + round(1 / 7, 6)
+    assert gpu["beyond"] == [a2.name]
+    warned = {a.target.container_id for a in p.actions if a.kind == ActionKind.WARN_OWNER}
+    assert warned & ids == {a3.id, a2.id}
+    assert not [a for a in p.actions if a.kind == ActionKind.STOP_CONTAINER and a.target.container_id in ids]
