@@ -221,6 +221,9 @@ def describe_container(view: View, key: str, style: Style = PLAIN) -> str:
 
     _signals_section(view, c, pol, s)
     _policy_section(pol, s, view.policy_problem(c))
+    from controller.cli.users import limits_section
+
+    limits_section(c, pol, s)
     _timers_section(view, c, pol, s)
 
     s.heading("Decision")
@@ -652,6 +655,9 @@ def describe_user(view: View, name: str, style: Style = PLAIN) -> str:
         s.table(containers_table(view, containers, wide=False))
     else:
         s.line("<none>", 2)
+    from controller.cli.users import quota_section
+
+    quota_section(view, name, s)
     s.heading("GPU processes")
     if processes:
         s.table(_process_table(view, processes, "GPU"))
