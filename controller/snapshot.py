@@ -392,6 +392,10 @@ class Snapshot(Frozen):
         default=None, description="When the Docker engine process started; None: unknown"
     )
     host_booted_at: datetime | None = Field(default=None, description="The host's boot time; None: unknown")
+    host_cpus: int | None = Field(
+        default=None,
+        description="CPUs the engine can give a container (docker refuses --cpus above); None: unknown",
+    )
     observed_monotonic_s: float | None = Field(
         default=None,
         description="CLOCK_MONOTONIC seconds read with observed_at (it does not jump when the wall clock is "

@@ -290,3 +290,18 @@ def test_property_never_raises_never_below_use_and_idempotent(
     # Idempotent: once applied, the next pass plans no update.
     again = run(box(limits=applied(limits, u), used=used, tasks=tasks), res=res, memory_margin_pct=margin)
     assert updates(again) == [], (limits, u, updates(again)[0].params)
+
+
+def test_a_cpu_limit_of_at_least_the_hosts_cpus_is_not_applied() -> None:
+    # Docker refuses --cpus above the host's count; such a limit limits nothing anyway.
+    pol = b.policy().model_copy(update={"resources": spec(cpus=32.0)})
+    snap = b.snapshot(containers=[box()]).model_copy(update={"host_cpus": 2})
+    got = ResourceUpdate.model_validate(
+        updates(plan(snap, b.desired(pol), ControllerMemory(), b.T0))[0].params
+    )
+    assert got.nano_cpus is None and got.memory_bytes == 8 * GiB
+    pol = b.policy().model_copy(update={"resources": spec(cpus=1.0)})
+    got = ResourceUpdate.model_validate(
+        updates(plan(snap, b.desired(pol), ControllerMemory(), b.T0))[0].params
+    )
+    assert got.nano_cpus == 10**9

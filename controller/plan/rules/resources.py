@@ -16,7 +16,8 @@ Guards (unknown is not idle):
 * **pids** is never set below the current task count, with the same wait and warning.
 * swap (memory plus swap, ``docker --memory-swap``) is changed only together with a memory limit
   (Docker refuses a swap limit without one) and never below the memory limit.
-* CPU: a container limited by ``CpuQuota`` keeps its period and gets a quota (Docker refuses to mix
+* CPU: nothing to do when the spec allows at least the host's CPUs (Docker refuses more); a
+  container limited by ``CpuQuota`` keeps its period and gets a quota (Docker refuses to mix
   ``NanoCpus`` with a quota); otherwise ``NanoCpus``.
 
 Protected and monitoring containers, a container type with ``resourcesExempt`` and an owner with a
@@ -62,7 +63,7 @@ def update_resources(ctx: PassContext, out: Collector, c: ContainerObs, policy: 
     spec = policy.resources
     if limits is None or c.state not in UPDATABLE_STATES:
         return  # not inspected (nothing known to compare), or a state docker update does not serve
-    decision = _decide(c, limits, spec, ctx.glob.memory_margin_pct.value)
+    decision = _decide(c, limits, spec, ctx.glob.memory_margin_pct.value, ctx.snapshot.host_cpus)
     if not decision.update and not decision.waits:
         return
     rule = Reason.LIMITS_MISSING if decision.missing else Reason.LIMITS_ABOVE_SPEC
@@ -109,9 +110,11 @@ def update_resources(ctx: PassContext, out: Collector, c: ContainerObs, policy: 
     )
 
 
-def _decide(c: ContainerObs, limits: ResourceLimits, spec: ResourceSpec, margin_pct: float) -> _Decision:
+def _decide(
+    c: ContainerObs, limits: ResourceLimits, spec: ResourceSpec, margin_pct: float, host_cpus: int | None
+) -> _Decision:
     d = _Decision()
-    _cpu(d, limits, spec)
+    _cpu(d, limits, spec, host_cpus)
     new_memory = _memory(d, c, limits, spec, margin_pct)
     _swap(d, limits, spec, new_memory)
     _pids(d, c, limits, spec)
@@ -122,10 +125,14 @@ def _mark(d: _Decision, name: str, observed: object) -> None:
     (d.missing if observed is None else d.above).append(name)
 
 
-def _cpu(d: _Decision, limits: ResourceLimits, spec: ResourceSpec) -> None:
+def _cpu(d: _Decision, limits: ResourceLimits, spec: ResourceSpec, host_cpus: int | None) -> None:
     want = spec.max_cpus.value
     have = limits.cpus
     if want is None or (have is not None and have <= want + _CPU_EPSILON):
+        return
+    if host_cpus is not None and want >= host_cpus and (have is None or have >= host_cpus):
+        # The host has no more CPUs than the spec allows: nothing to limit (and Docker refuses a
+        # --cpus above the host's count).
         return
     _mark(d, "cpus", have)
     if limits.nano_cpus is None and limits.cpu_quota_us is not None:
