@@ -50,6 +50,7 @@ from controller.act.salvage import load_state
 from controller.act.schedule import ActionScheduler, Limits
 from controller.memory import ControllerMemory
 from controller.observe.host import HostObserver, ObserveConfig
+from controller.ops.resource_metrics import resource_figures
 from controller.ops.sdnotify import Notifier
 from controller.plan.desired import PolicySetDesired
 from controller.plan.planner import plan as make_plan
@@ -461,6 +462,9 @@ def record_metrics(
         and not p.is_system
         and p.cgroup_scope is CgroupScope.ENGINE  # another runtime's workload is not an orphan
     )
+    over_spec, over_quota, brought_under = resource_figures(the_plan, report)
+    metrics.observe_resources(over_spec if docker_ok else None, over_quota if docker_ok else None)
+    metrics.add_memory_brought_under_limits(brought_under)
     for o in report.outcomes:
         metrics.record_action(o.kind, o.reason, o.outcome)
         if o.outcome == "done" and o.reclaimed_gpu_s is not None:

@@ -192,7 +192,7 @@ class GlobalPolicy(BaseModel):
         description="Cgroup parents of this engine's containers; GPU processes elsewhere are foreign"
     )
     update_limits: Sourced[bool] = Field(
-        default=Sourced(value=True, source="built-in default"),
+        default=Sourced(value=False, source="built-in default"),
         description="Bring containers above their owner's limits down in place (UpdateResources)",
     )
     memory_margin_pct: Sourced[float] = Field(

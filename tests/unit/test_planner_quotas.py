@@ -225,3 +225,49 @@ def test_property_a_quota_never_stops_a_protected_exempt_or_devcontainer_contain
             assert f"alice-{i}" not in stopped
     plain = sum(1 for k in kinds if k == "plain")
     assert len(stopped) == min(plain, max(0, len(kinds) - quota))
+
+
+def test_metrics_count_containers_over_spec_users_over_quota_and_memory_brought_under() -> None:
+    from controller.act.report import ActionOutcome, ExecutionReport, Outcome
+    from controller.ops.metrics import Metrics
+    from controller.ops.resource_metrics import resource_figures
+    from controller.snapshot import ResourceLimits
+
+    unlimited = [
+        c.model_copy(
+            update={
+                "limits": ResourceLimits(),
+                "signals": b.signals(b.T0).model_copy(
+                    update={
+                        "memory_bytes": 300,
+                        "memory_unknown": None,
+                        "pids_current": 2,
+                        "pids_unknown": None,
+                    }
+                ),
+            }
+        )
+        for c in boxes(4)
+    ]
+    res = quotas(containers=3).model_copy(update={"memory_bytes": Sourced(value=1 << 30, source="t")})
+    p = run(unlimited, pol(res))
+    update = next(a for a in p.actions if a.kind == ActionKind.UPDATE_RESOURCES)
+    report = ExecutionReport(
+        outcomes=(
+            ActionOutcome(
+                key=update.key,
+                kind=update.kind,
+                reason=update.reason,
+                target=update.target,
+                outcome=Outcome.DONE,
+            ),
+        ),
+        memory=p.memory,
+    )
+    assert resource_figures(p, report) == (4, 1, 300)
+    m = Metrics(version="test")
+    m.observe_resources(4, 1)
+    m.add_memory_brought_under_limits(300)
+    text = m.render().decode()
+    assert "ds01_containers_over_spec 4.0" in text and "ds01_users_over_quota 1.0" in text
+    assert "ds01_memory_brought_under_limits_bytes_total 300.0" in text

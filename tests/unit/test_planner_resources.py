@@ -101,7 +101,7 @@ def test_a_container_without_limits_gets_every_limit_of_its_owner() -> None:
         8 * GiB,
         1024,
     )
-    assert action.evidence["sources"]["memory_bytes"] == "UserGroup/student"
+    assert action.evidence["desired"]["memory"] == 8 * GiB and action.evidence["observed"]["memory"] is None
     assert sorted(action.evidence["missing"]) == ["cpus", "memory", "memory_swap", "pids"]
 
 

@@ -100,7 +100,7 @@ def test_enforcement_settings_are_host_wide_and_sourced() -> None:
     glob = global_policy(load_spec_text(SITE))
     assert (glob.memory_margin_pct.value, glob.memory_margin_pct.source) == (25.0, "LifecyclePolicy/site")
     assert glob.quota_enforce.value == "stop"
-    assert glob.update_limits.value is True and glob.update_limits.source == "built-in default"
+    assert glob.update_limits.value is False and glob.update_limits.source == "built-in default"
 
 
 def test_ds01_limit_keys_import_losslessly(tmp_path: Path) -> None:

@@ -225,6 +225,15 @@ def _beyond(
         key=f"AlertAdmin:{reason.value}:{owner}:{scope}",
         evidence={**evidence, "beyond": [c.name for c in victims], "never_stopped": kept},
     )
+    if not enforce:
+        # Said every pass (the warning and the alert are one-shot): describe and the metrics see it.
+        out.defer(
+            host_target(user=owner),
+            reason,
+            DeferReason.NOT_ENFORCED,
+            f"{what}: reported, not enforced (enforce: report in {ctx.glob.quota_enforce.source})",
+            evidence=evidence,
+        )
     for c in victims:
         _warn_then_stop(ctx, out, c, reason, what, evidence, enforce)
 

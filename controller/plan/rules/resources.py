@@ -80,21 +80,23 @@ def update_resources(ctx: PassContext, out: Collector, c: ContainerObs, policy: 
         )
         return
     evidence = _evidence(c, limits, spec, ctx.glob.memory_margin_pct.value)
+    if not ctx.glob.update_limits.value:
+        # Reported only: nothing is changed and nobody is warned about a limit that is not applied.
+        waits = "; waits: " + "; ".join(m for _, m, _ in decision.waits) if decision.waits else ""
+        out.defer(
+            target,
+            rule,
+            DeferReason.NOT_ENFORCED,
+            f"{c.name}: {_summary(decision) or 'nothing applicable now'}{waits}; only reported "
+            f"(updateLimits: false in {ctx.glob.update_limits.source})",
+            evidence=evidence,
+        )
+        return
     for why, message, extra in decision.waits:
         out.defer(target, rule, why, message, evidence={**evidence, **extra})
         if why == DeferReason.BELOW_USAGE:
             _warn_below_usage(ctx, out, c, message, extra)
     if not decision.update:
-        return
-    if not ctx.glob.update_limits.value:
-        out.defer(
-            target,
-            rule,
-            DeferReason.NOT_ENFORCED,
-            f"{c.name}: {_summary(decision)}; only reported (updateLimits: false in "
-            f"{ctx.glob.update_limits.source})",
-            evidence=evidence,
-        )
         return
     params = ResourceUpdate(memory_margin_pct=ctx.glob.memory_margin_pct.value, **decision.update)
     values = ",".join(f"{k}={v}" for k, v in sorted(decision.update.items()))
@@ -263,31 +265,27 @@ def _warn_below_usage(
 def _evidence(
     c: ContainerObs, limits: ResourceLimits, spec: ResourceSpec, margin_pct: float
 ) -> dict[str, Any]:
+    # Compact (describe prints it on one line); the source of each desired value is in describe's
+    # Resources section and in the plan's policy.
     s = c.signals
     return {
         "observed": {
             "cpus": limits.cpus,
-            "memory_bytes": limits.memory_bytes,
-            "memory_swap_bytes": limits.total_swap_bytes,
-            "pids_limit": limits.pids_limit,
+            "memory": limits.memory_bytes,
+            "swap": limits.total_swap_bytes,
+            "pids": limits.pids_limit,
         },
         "desired": {
             "cpus": spec.max_cpus.value,
-            "memory_bytes": spec.memory_bytes.value,
-            "memory_swap_bytes": spec.memory_swap_bytes.value,
-            "pids_limit": spec.pids_limit.value,
-        },
-        "sources": {
-            "cpus": spec.max_cpus.source,
-            "memory_bytes": spec.memory_bytes.source,
-            "memory_swap_bytes": spec.memory_swap_bytes.source,
-            "pids_limit": spec.pids_limit.source,
+            "memory": spec.memory_bytes.value,
+            "swap": spec.memory_swap_bytes.value,
+            "pids": spec.pids_limit.value,
         },
         "usage": {
-            "memory_bytes": s.memory_bytes if s is not None else None,
-            "pids_current": s.pids_current if s is not None else None,
+            "memory": s.memory_bytes if s is not None else None,
+            "pids": s.pids_current if s is not None else None,
         },
-        "memory_margin_pct": margin_pct,
+        "margin_pct": margin_pct,
     }
 
 
