@@ -100,6 +100,8 @@ WHY: dict[DeferReason, str] = {
     DeferReason.BACKOFF: "backing off after a failure",
     DeferReason.NEEDS_SECOND_SIGHTING: "waiting to see it a second time",
     DeferReason.RESET_NOT_ALLOWED: "the policy does not allow a GPU reset",
+    DeferReason.BELOW_USAGE: "the limit would cut into what the container uses now",
+    DeferReason.NOT_ENFORCED: "the policy only reports it",
 }
 
 
