@@ -19,6 +19,7 @@ Reads only; never writes a cgroup file.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -63,76 +64,82 @@ class Usage:
 
 def read_usage(lines: Sequence[CgroupLine], cgroup_root: Path) -> Usage:
     """Read the cgroup files of the container whose ``/proc/<pid>/cgroup`` parsed to ``lines``."""
-    memory, peak, memory_unknown = _memory(lines, cgroup_root)
-    pids, pids_unknown = _pids(lines, cgroup_root)
+    root = str(cgroup_root)
+    memory, peak, memory_unknown = _memory(lines, root)
+    pids, pids_unknown = _pids(lines, root)
     return Usage(memory, peak, memory_unknown, pids, pids_unknown)
 
 
-def _v1_dirs(cgroup_root: Path, line: CgroupLine, controller: str) -> list[Path]:
-    relative = _relative(line.path)
-    if relative is None:
-        return []
-    names = [",".join(line.controllers), controller]
-    return [cgroup_root / name / relative for name in dict.fromkeys(names)]
+# Paths are built as strings: this runs for every running container on every pass, and pathlib's
+# joins cost more than the reads themselves.
 
 
-def _v2_dirs(cgroup_root: Path, path: str) -> list[Path]:
-    relative = _relative(path)
-    if relative is None:
-        return []
-    return [cgroup_root / relative, cgroup_root / "unified" / relative]
-
-
-def _relative(path: str) -> Path | None:
+def _relative(path: str) -> str | None:
     parts = [p for p in path.split("/") if p]
     if any(p in {".", ".."} for p in parts):
         return None  # a cgroup namespace can show "/..": never leave the root
-    return Path(*parts) if parts else Path()
+    return "/".join(parts)
 
 
-def _candidates(lines: Sequence[CgroupLine], cgroup_root: Path, controller: str) -> list[tuple[Path, bool]]:
+def _join(*parts: str) -> str:
+    return "/".join(p for p in parts if p)
+
+
+def _candidates(lines: Sequence[CgroupLine], root: str, controller: str) -> list[tuple[str, bool]]:
     """(directory, is_v2) for ``controller``: the v1 hierarchy that carries it, then the unified one."""
-    out: list[tuple[Path, bool]] = []
+    out: list[tuple[str, bool]] = []
     found = controller_path(lines, controller)
     if found is not None:
-        out.extend((d, False) for d in _v1_dirs(cgroup_root, found[0], controller))
+        relative = _relative(found[0].path)
+        if relative is not None:
+            names = dict.fromkeys([",".join(found[0].controllers), controller])
+            out.extend((_join(root, name, relative), False) for name in names)
     path = unified_path(lines)
     if path is not None:
-        out.extend((d, True) for d in _v2_dirs(cgroup_root, path))
+        relative = _relative(path)
+        if relative is not None:
+            # A pure v2 host mounts the unified tree at the root; a hybrid one at "unified".
+            out.append((_join(root, relative), True))
+            out.append((_join(root, "unified", relative), True))
     return out
 
 
-def _memory(lines: Sequence[CgroupLine], cgroup_root: Path) -> tuple[int | None, int | None, str | None]:
+def _memory(lines: Sequence[CgroupLine], root: str) -> tuple[int | None, int | None, str | None]:
     tried: list[str] = []
-    for directory, v2 in _candidates(lines, cgroup_root, "memory"):
+    for directory, v2 in _candidates(lines, root, "memory"):
         current_file, peak_file = (
             ("memory.current", "memory.peak")
             if v2
             else ("memory.usage_in_bytes", "memory.max_usage_in_bytes")
         )
-        current = read_int(directory / current_file)
+        current = read_int(f"{directory}/{current_file}")
         if current is None:
-            tried.append(str(directory / current_file))
+            tried.append(f"{directory}/{current_file}")
             continue
-        return current, read_int(directory / peak_file), None
+        return current, read_int(f"{directory}/{peak_file}"), None
     return None, None, "no cgroup memory counter readable (" + ", ".join(tried or ["no cgroup"]) + ")"
 
 
-def _pids(lines: Sequence[CgroupLine], cgroup_root: Path) -> tuple[int | None, str | None]:
+def _pids(lines: Sequence[CgroupLine], root: str) -> tuple[int | None, str | None]:
     tried: list[str] = []
-    for directory, _ in _candidates(lines, cgroup_root, "pids"):
-        value = read_int(directory / "pids.current")
+    for directory, _ in _candidates(lines, root, "pids"):
+        value = read_int(f"{directory}/pids.current")
         if value is not None:
             return value, None
-        tried.append(str(directory / "pids.current"))
+        tried.append(f"{directory}/pids.current")
     return None, "no pids.current readable (" + ", ".join(tried or ["no cgroup"]) + ")"
 
 
-def read_int(path: Path) -> int | None:
+def read_int(path: str | Path) -> int | None:
     """A cgroup file holding one integer; None when absent, unreadable or not an integer."""
     try:
-        with path.open("rb") as f:
-            text = f.read(4096).decode("ascii", errors="replace").strip()
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)  # a plain fd: read for every container each pass
     except OSError:
         return None
-    return int(text) if text.isdigit() else None
+    try:
+        raw = os.read(fd, 64).strip()
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+    return int(raw) if raw.isdigit() else None

@@ -20,6 +20,11 @@ def resource_figures(plan: Plan, report: ExecutionReport) -> tuple[int, int, int
     over_quota: set[str] = set()
     items: list[tuple[Reason, Target]] = [(a.reason, a.target) for a in plan.actions]
     items += [(d.rule, d.target) for d in plan.deferred]
+    reported = 0  # the host-level report of updateLimits: false counts its containers
+    for d in plan.deferred:
+        if d.rule in LIMIT_REASONS and not d.target.container_id:
+            n = d.evidence.get("containers")
+            reported += n if isinstance(n, int) else 0
     for rule, t in items:
         if rule in LIMIT_REASONS and t.container_id:
             over_spec.add(t.container_id)
@@ -35,4 +40,4 @@ def resource_figures(plan: Plan, report: ExecutionReport) -> tuple[int, int, int
             used = usage.get("memory") if isinstance(usage, dict) else None
             if isinstance(used, int):
                 brought += used
-    return len(over_spec), len(over_quota), brought
+    return len(over_spec) + reported, len(over_quota), brought

@@ -43,7 +43,7 @@ from controller.plan.rules.cleanup import (
 from controller.plan.rules.lifecycle import idle_stop, runtime_stop
 from controller.plan.rules.processes import gpu_processes
 from controller.plan.rules.quotas import user_quotas
-from controller.plan.rules.resources import update_resources
+from controller.plan.rules.resources import report_limits, update_resources
 from controller.plan.safety import apply_gates
 from controller.plan.types import Action, DeferReason, Deferred, Plan, Reason
 from controller.snapshot import ContainerObs, ContainerState, Domain, Snapshot
@@ -84,6 +84,7 @@ def _plan(snapshot: Snapshot, desired: DesiredState, memory: ControllerMemory, n
         for c in ctx.containers:
             _container_rules(ctx, out, c)
         user_quotas(ctx, out)
+        report_limits(ctx, out)
     else:
         # Docker unavailable: no container is touched and nothing is forgotten (a container missing
         # from a failed listing is not a removed container). Nobody is watched meanwhile: the next

@@ -191,7 +191,7 @@ def test_report_only_defers_with_why() -> None:
     p = run(box(), update_limits=False)
     assert updates(p) == []
     (d,) = [d for d in p.deferred if d.why == DeferReason.NOT_ENFORCED]
-    assert "updateLimits: false" in d.message
+    assert "updateLimits: false" in d.message and d.evidence["containers"] == 1 and d.target.container is None
 
 
 def test_updates_are_under_the_budget_and_the_breaker() -> None:

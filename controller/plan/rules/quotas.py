@@ -160,6 +160,8 @@ def _gpu_quota(
 
 
 def _gpu_slots(ctx: PassContext, out: Collector, c: ContainerObs) -> None:
+    if not c.has_gpu:
+        return
     cap = ctx.policies[c.id].resources.max_gpu_slots_per_container
     units = gpu_units(ctx, c)
     if cap.value is None or len(units) <= cap.value:
@@ -208,8 +210,8 @@ def _beyond(
     for c in newest_first:
         if len(victims) == count:
             break
-        why = _stoppable(ctx.policies[c.id], c)
-        if why is None or not enforce:
+        why = _stoppable(ctx.policies[c.id], c) if enforce else None
+        if why is None:
             victims.append(c)
         else:
             kept[c.name] = why
@@ -234,8 +236,12 @@ def _beyond(
             f"{what}: reported, not enforced (enforce: report in {ctx.glob.quota_enforce.source})",
             evidence=evidence,
         )
-    for c in victims:
-        _warn_then_stop(ctx, out, c, reason, what, evidence, enforce)
+    # Reported: one notice per owner, on the newest container beyond the quota (a user with a
+    # hundred containers too many gets one message, not a hundred). Enforced: each container to be
+    # stopped is warned itself, and its stop waits for that warning's lead.
+    beyond = {**evidence, "beyond": [c.name for c in victims]}
+    for c in victims if enforce else victims[:1]:
+        _warn_then_stop(ctx, out, c, reason, what, beyond, enforce)
 
 
 def _warn_then_stop(
@@ -251,13 +257,14 @@ def _warn_then_stop(
     warning_key = f"quota:{reason.value}"
     warn_key = f"WarnOwner:{c.id}:{reason.value}:{iso(c.started_at)}"
     sent = ctx.sent_at(ctx.cmem.get(c.id), warning_key, warn_key)
-    then = "it will be stopped" if enforce else "please stop a container"
+    beyond = ", ".join(str(n) for n in evidence.get("beyond", [c.name]))
+    then = f"{c.name} will be stopped" if enforce else f"please stop a container (beyond the quota: {beyond})"
     if sent is None:
         out.act(
             ActionKind.WARN_OWNER,
             ctx.target(c),
             reason,
-            f"{what}; {then} ({c.name} is beyond the quota)",
+            f"{what}; {then}",
             due_at=ctx.now,
             key=warn_key,
             evidence=evidence,

@@ -31,7 +31,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from controller.plan.context import Collector, PassContext
+from controller.plan.context import Collector, PassContext, host_target
 from controller.plan.rules.common import shielded
 from controller.plan.types import ActionKind, DeferReason, Reason, ResourceUpdate
 from controller.snapshot import ContainerObs, ContainerState, ResourceLimits
@@ -63,6 +63,8 @@ def update_resources(ctx: PassContext, out: Collector, c: ContainerObs, policy: 
     spec = policy.resources
     if limits is None or c.state not in UPDATABLE_STATES:
         return  # not inspected (nothing known to compare), or a state docker update does not serve
+    if not ctx.glob.update_limits.value:
+        return  # reported once for the host by report_limits
     decision = _decide(c, limits, spec, ctx.glob.memory_margin_pct.value, ctx.snapshot.host_cpus)
     if not decision.update and not decision.waits:
         return
@@ -80,18 +82,6 @@ def update_resources(ctx: PassContext, out: Collector, c: ContainerObs, policy: 
         )
         return
     evidence = _evidence(c, limits, spec, ctx.glob.memory_margin_pct.value)
-    if not ctx.glob.update_limits.value:
-        # Reported only: nothing is changed and nobody is warned about a limit that is not applied.
-        waits = "; waits: " + "; ".join(m for _, m, _ in decision.waits) if decision.waits else ""
-        out.defer(
-            target,
-            rule,
-            DeferReason.NOT_ENFORCED,
-            f"{c.name}: {_summary(decision) or 'nothing applicable now'}{waits}; only reported "
-            f"(updateLimits: false in {ctx.glob.update_limits.source})",
-            evidence=evidence,
-        )
-        return
     for why, message, extra in decision.waits:
         out.defer(target, rule, why, message, evidence={**evidence, **extra})
         if why == DeferReason.BELOW_USAGE:
@@ -109,6 +99,46 @@ def update_resources(ctx: PassContext, out: Collector, c: ContainerObs, policy: 
         key=f"UpdateResources:{c.id}:{values}",
         evidence={**evidence, "missing": decision.missing, "above_spec": decision.above},
         params=params.model_dump(exclude_none=True),
+    )
+
+
+REPORT_NAMES = 20
+
+
+def report_limits(ctx: PassContext, out: Collector) -> None:
+    """With ``updateLimits: false``: one deferral for the host naming the containers whose limits
+    are unset or above their owner's (``describe container`` shows each one's detail).
+
+    One line, not one per container: on a host where nothing was ever limited that would be every
+    container, every pass, for a report nobody acts on yet.
+    """
+    if ctx.glob.update_limits.value:
+        return
+    names: list[str] = []
+    for c in ctx.containers:
+        policy = ctx.policies.get(c.id)
+        limits = c.limits
+        if policy is None or limits is None or c.state not in UPDATABLE_STATES:
+            continue
+        if policy.protected.value or policy.monitoring.value or policy.resources.exempt.value:
+            continue
+        if policy.exemption(ExemptFrom.RESOURCES) is not None:
+            continue
+        d = _decide(c, limits, policy.resources, ctx.glob.memory_margin_pct.value, ctx.snapshot.host_cpus)
+        if d.update or d.waits:
+            names.append(c.name)
+    if not names:
+        return
+    shown = ", ".join(names[:REPORT_NAMES]) + (
+        f" and {len(names) - REPORT_NAMES} more" if len(names) > REPORT_NAMES else ""
+    )
+    out.defer(
+        host_target(),
+        Reason.LIMITS_ABOVE_SPEC,
+        DeferReason.NOT_ENFORCED,
+        f"{len(names)} containers have a limit unset or above their owner's ({shown}); only reported "
+        f"(updateLimits: false in {ctx.glob.update_limits.source})",
+        evidence={"containers": len(names), "names": names[:REPORT_NAMES]},
     )
 
 
