@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 from controller.act.executor import ExecutionReport
 from controller.memory import ControllerMemory
 from controller.plan.types import Plan
+from controller.resource_metrics import resource_figures
 from controller.snapshot import CgroupScope, Domain, Snapshot
 
 if TYPE_CHECKING:
@@ -75,6 +76,9 @@ def record_metrics(
         and not p.is_system
         and p.cgroup_scope is CgroupScope.ENGINE  # another runtime's workload is not an orphan
     )
+    over_spec, over_quota, brought_under = resource_figures(the_plan, report)
+    metrics.observe_resources(over_spec if docker_ok else None, over_quota if docker_ok else None)
+    metrics.add_memory_brought_under_limits(brought_under)
     for o in report.outcomes:
         metrics.record_action(o.kind, o.reason, o.outcome)
         if o.outcome == "done" and o.reclaimed_gpu_s is not None:

@@ -140,6 +140,45 @@ class SignalSource(StrEnum):
     PROCESS_TREE = "process-tree"
 
 
+class ResourceLimits(Frozen):
+    """A container's CPU, memory and process limits as its ``HostConfig`` states them.
+
+    ``None`` means *no limit* (Docker's 0, or -1 where that means unlimited); the whole value is
+    absent (``ContainerObs.limits is None``) when the inspect was not read.
+    """
+
+    nano_cpus: int | None = Field(default=None, description="HostConfig.NanoCpus (docker --cpus x 1e9)")
+    cpu_quota_us: int | None = Field(default=None, description="HostConfig.CpuQuota (with CpuPeriod)")
+    cpu_period_us: int | None = Field(default=None, description="HostConfig.CpuPeriod; None: 100 ms")
+    cpuset_cpus: str = Field(default="", description="HostConfig.CpusetCpus ('' : every CPU)")
+    memory_bytes: int | None = Field(default=None, description="HostConfig.Memory")
+    memory_swap_bytes: int | None = Field(
+        default=None,
+        description="HostConfig.MemorySwap (memory plus swap); None: unset (twice the memory), -1: unlimited",
+    )
+    pids_limit: int | None = Field(default=None, description="HostConfig.PidsLimit")
+    shm_size_bytes: int | None = Field(default=None, description="HostConfig.ShmSize")
+    cgroup_parent: str = Field(default="", description="HostConfig.CgroupParent")
+
+    @property
+    def cpus(self) -> float | None:
+        """The CPU limit in CPUs (NanoCpus, else CpuQuota / CpuPeriod); None: unlimited."""
+        if self.nano_cpus:
+            return self.nano_cpus / 1e9
+        if self.cpu_quota_us is not None and self.cpu_quota_us > 0:
+            return self.cpu_quota_us / (self.cpu_period_us or 100_000)
+        return None
+
+    @property
+    def total_swap_bytes(self) -> int | None:
+        """Memory plus swap the container may use (Docker's rule); None: unlimited."""
+        if self.memory_bytes is None or self.memory_swap_bytes == -1:
+            return None
+        if self.memory_swap_bytes is None:
+            return 2 * self.memory_bytes  # Docker's default: as much swap as memory
+        return self.memory_swap_bytes
+
+
 class ActivitySignals(Frozen):
     """Raw cumulative counters for one running container; rates come from two snapshots.
 
@@ -157,6 +196,11 @@ class ActivitySignals(Frozen):
     process_source: SignalSource | None = None
     gpu_util: tuple[GpuUtilReading, ...] = ()
     keepalive: KeepAlive = KeepAlive(state=KeepAliveState.UNKNOWN, detail="not read")
+    memory_bytes: int | None = Field(default=None, description="The cgroup's memory use now")
+    memory_peak_bytes: int | None = Field(default=None, description="The cgroup's highest memory use")
+    memory_unknown: str | None = Field(default="not read", description="Why memory use is unknown")
+    pids_current: int | None = Field(default=None, description="Tasks in the cgroup now (pids.current)")
+    pids_unknown: str | None = Field(default="not read", description="Why the task count is unknown")
 
 
 class ContainerObs(Frozen):
@@ -186,6 +230,9 @@ class ContainerObs(Frozen):
         default=None,
         description="Seconds the main process has run, on the boot clock (/proc uptime minus its start); "
         "wall-clock steps do not move it; None when unreadable",
+    )
+    limits: ResourceLimits | None = Field(
+        default=None, description="CPU, memory and pids limits from the inspect; None: not observed"
     )
 
     @property
@@ -232,6 +279,14 @@ class MigDeviceObs(Frozen):
     processes_unknown: str | None = Field(
         default=None, description="Why the process list could not be read; () then means unknown, not none"
     )
+    compute_slices: int | None = Field(
+        default=None, description="Compute-instance slices (nvmlDeviceGetAttributes); None: unknown"
+    )
+    gpu_equivalents: float | None = Field(
+        default=None,
+        description="Its share of the GPU (compute slices / the GPU's slots): DS01's GPU-equivalents",
+    )
+    gpu_equivalents_unknown: str | None = Field(default=None, description="Why gpu_equivalents is unknown")
 
 
 class GpuObs(Frozen):
@@ -337,6 +392,10 @@ class Snapshot(Frozen):
         default=None, description="When the Docker engine process started; None: unknown"
     )
     host_booted_at: datetime | None = Field(default=None, description="The host's boot time; None: unknown")
+    host_cpus: int | None = Field(
+        default=None,
+        description="CPUs the engine can give a container (docker refuses --cpus above); None: unknown",
+    )
     observed_monotonic_s: float | None = Field(
         default=None,
         description="CLOCK_MONOTONIC seconds read with observed_at (it does not jump when the wall clock is "

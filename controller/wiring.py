@@ -66,6 +66,8 @@ def make_real_executor(
         reset_precheck=ResetPrecheck(observer.observe),
         save_memory=save_memory,
         hook=hook,
+        proc_root=observer.config.proc_root,
+        cgroup_root=observer.config.cgroup_root,
     )
 
 

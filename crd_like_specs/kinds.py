@@ -31,6 +31,7 @@ from pydantic import (
     Field,
     PlainSerializer,
     Strict,
+    ValidationInfo,
     WithJsonSchema,
     field_validator,
     model_validator,
@@ -46,6 +47,7 @@ from crd_like_specs.durations import (
     format_duration,
     parse_duration,
 )
+from crd_like_specs.sizes import DOCKER_MIN_MEMORY_BYTES, SizeError, format_size, parse_size
 from crd_like_specs.vocabulary import (
     ContainerType,
     ExemptFrom,
@@ -300,11 +302,19 @@ class TypeSettings(Settings):
         ),
     )
 
+    resources_exempt: NotNullBool = Field(
+        default=None,
+        description=(
+            "Containers of this type are never brought under their owner's CPU, memory and pids limits "
+            "(UpdateResources) nor stopped for a quota; they still count towards the owner's quotas"
+        ),
+    )
+
 
 ContainerTypeSettings = dict[ContainerType, TypeSettings]
 
 
-# --- DS01 resource limits (preserved; the lifecycle controller does not act on them) -----------------
+# --- resource limits and quotas --------------------------------------------------------------------
 
 
 class Aggregate(SpecModel):
@@ -321,7 +331,12 @@ Scalar = str | Number | None
 
 
 class Resources(SpecModel):
-    """DS01's per-user resource limits. Accepted and preserved losslessly; enforced by DS01's wrapper."""
+    """Per-user resource limits (per container: maxCpus, memory, memorySwap, pidsLimit) and quotas.
+
+    DS01's keys, imported losslessly. The controller brings containers under the limits in place
+    (UpdateResources) and reports the quotas (maxContainersPerUser, maxGpuEquivalents,
+    maxGpuSlotsPerContainer); the other keys are kept, enforced by DS01's wrapper.
+    """
 
     max_gpu_equivalents: Number | None = Field(
         default=None, ge=0, description="Fair-share GPU quota; null: unlimited"
@@ -340,7 +355,7 @@ class Resources(SpecModel):
         default=None, pattern=DOCKER_SIZE_PATTERN, description="docker --memory-swap"
     )
     shm_size: NotNullStr = Field(default=None, pattern=DOCKER_SIZE_PATTERN, description="docker --shm-size")
-    pids_limit: Integer | None = Field(default=None, description="docker --pids-limit")
+    pids_limit: Integer | None = Field(default=None, description="docker --pids-limit; null: unlimited")
     max_containers_per_user: Integer | None = Field(default=None, ge=0, description="null: unlimited")
     max_tasks: Integer | None = Field(default=None, ge=0, description="systemd TasksMax; null: unlimited")
     priority: Annotated[Integer | None, _NOT_NULL, _NO_NULL_SCHEMA] = Field(
@@ -354,6 +369,57 @@ class Resources(SpecModel):
     storage_data: Scalar = Field(default=None, description="Declared by DS01, not implemented there")
     storage_tmp: Scalar = Field(default=None, description="docker --tmpfs /tmp size")
     aggregate: Aggregate | None = Field(default=None, description="Per-user slice caps; null: no cap")
+
+    @field_validator("memory")
+    @classmethod
+    def _at_least_docker_minimum(cls, value: str | None) -> str | None:
+        if value is not None and _size(value) < DOCKER_MIN_MEMORY_BYTES:
+            raise PydanticCustomError(
+                "memory_minimum",
+                "memory {value} is below Docker's minimum of {minimum}; the engine refuses such a limit",
+                {"value": value, "minimum": format_size(DOCKER_MIN_MEMORY_BYTES)},
+            )
+        return value
+
+    @field_validator("memory_swap")
+    @classmethod
+    def _swap_not_below_memory(cls, value: str | None, info: ValidationInfo) -> str | None:
+        memory = info.data.get("memory")
+        if value is not None and isinstance(memory, str) and _size(value) < _size(memory):
+            raise PydanticCustomError(
+                "memory_swap",
+                "memorySwap {swap} is below memory {memory}: it is memory plus swap (docker --memory-swap), "
+                "so it must be at least the memory",
+                {"swap": value, "memory": memory},
+            )
+        return value
+
+
+def _size(text: str) -> int:
+    try:
+        return parse_size(text)
+    except SizeError as exc:
+        raise PydanticCustomError("size", "{reason}", {"reason": str(exc)}) from None
+
+
+class ResourceEnforcement(SpecModel):
+    """How the controller applies the resource limits and quotas (host-wide)."""
+
+    update_limits: NotNullBool = Field(
+        default=None,
+        description="Bring containers whose CPU, memory, swap or pids limit is unset or above their "
+        "owner's down to it in place (docker update); false: only reported",
+    )
+    memory_margin_pct: NotNullNonNegative = Field(
+        default=None,
+        description="A memory limit is never set below the container's current use plus this margin "
+        "(% of the use); the update waits and the owner is warned instead",
+    )
+    enforce: Literal["report", "stop"] | None = Field(
+        default=None,
+        description="Per-user and per-container GPU quotas: report (warn the owner, alert the admin) or "
+        "stop the newest containers beyond the quota after the warning lead",
+    )
 
 
 # --- selectors and global settings --------------------------------------------------------------------
@@ -599,7 +665,9 @@ class LifecyclePolicySpec(SpecModel):
         default_factory=dict,
         description="Settings pinned per container type (beat a group's general settings)",
     )
-    resources: Resources = Field(default_factory=Resources, description="DS01 resource defaults (preserved)")
+    resources: Resources = Field(
+        default_factory=Resources, description="Resource limits and quotas of every user"
+    )
     trust_labels: NotNullBool = Field(
         default=None,
         description="Honour ds01.protected / ds01.monitoring / ds01.user labels; false: only selectors count",
@@ -660,6 +728,10 @@ class LifecyclePolicySpec(SpecModel):
         default_factory=Notifications,
         description="The notification hook (a command and/or a webhook URL); off by default",
     )
+    resource_enforcement: ResourceEnforcement = Field(
+        default_factory=ResourceEnforcement,
+        description="How the resource limits and quotas are applied (UpdateResources, quota stops)",
+    )
     ds01: Ds01Settings = Field(
         default_factory=Ds01Settings, description="DS01 settings kept for losslessness"
     )
@@ -684,7 +756,9 @@ class UserGroupSpec(SpecModel):
     container_types: ContainerTypeSettings = Field(
         default_factory=dict, description="Per-type settings for this group (beat the type's pinned values)"
     )
-    resources: Resources = Field(default_factory=Resources, description="DS01 resource limits (preserved)")
+    resources: Resources = Field(
+        default_factory=Resources, description="Resource limits and quotas of this group's members"
+    )
 
     @field_validator("members")
     @classmethod
@@ -705,12 +779,16 @@ class UserOverrideSpec(SpecModel):
     container_types: ContainerTypeSettings = Field(
         default_factory=dict, description="Per-type settings for this user"
     )
-    resources: Resources = Field(default_factory=Resources, description="DS01 resource limits (preserved)")
+    resources: Resources = Field(
+        default_factory=Resources, description="Resource limits and quotas of this user"
+    )
 
 
 class ExemptionSpec(SpecModel):
     user: str = Field(min_length=1, description="Login name")
-    exempt_from: list[ExemptFrom] = Field(min_length=1, description="idle, max_runtime and/or cleanup")
+    exempt_from: list[ExemptFrom] = Field(
+        min_length=1, description="idle, max_runtime, cleanup and/or resources"
+    )
     reason: str = Field(min_length=1, description="Why the exemption was granted")
     approved_by: str | None = Field(default=None, description="Who approved it")
     approved_on: date | None = Field(default=None, description="When it was approved")

@@ -26,6 +26,7 @@ class ExemptFrom(StrEnum):
     IDLE = "idle"
     MAX_RUNTIME = "max_runtime"
     CLEANUP = "cleanup"
+    RESOURCES = "resources"  # the CPU, memory and pids limits and the quota stops
 
 
 class GpuResetPolicy(StrEnum):

@@ -54,6 +54,31 @@ class ActiveExemption(BaseModel):
     source: str
 
 
+_UNSET = "not configured"
+
+
+class ResourceSpec(BaseModel):
+    """One container's resource limits and its owner's quotas, each with where it came from.
+
+    ``None`` is *no limit*. Memory and swap are bytes; ``memory_swap_bytes`` is memory plus swap
+    (``docker --memory-swap``).
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    max_cpus: Sourced[float | None] = Sourced(value=None, source=_UNSET)
+    memory_bytes: Sourced[int | None] = Sourced(value=None, source=_UNSET)
+    memory_swap_bytes: Sourced[int | None] = Sourced(value=None, source=_UNSET)
+    pids_limit: Sourced[int | None] = Sourced(value=None, source=_UNSET)
+    max_containers_per_user: Sourced[int | None] = Sourced(value=None, source=_UNSET)
+    max_gpu_equivalents: Sourced[float | None] = Sourced(value=None, source=_UNSET)
+    max_gpu_slots_per_container: Sourced[int | None] = Sourced(value=None, source=_UNSET)
+    exempt: Sourced[bool] = Field(
+        default=Sourced(value=False, source=_UNSET),
+        description="Opted out of the limits and quota stops (container type resourcesExempt)",
+    )
+
+
 class EffectivePolicy(BaseModel):
     """Everything the planner needs to decide about one container."""
 
@@ -94,6 +119,9 @@ class EffectivePolicy(BaseModel):
     monitoring: Sourced[bool] = Field(description="Monitoring stack: skipped by idle, runtime and cleanup")
 
     exemptions: tuple[ActiveExemption, ...] = ()
+    resources: ResourceSpec = Field(
+        default_factory=ResourceSpec, description="CPU, memory and pids limits and the owner's quotas"
+    )
 
     def exemption(self, kind: ExemptFrom) -> ActiveExemption | None:
         for e in self.exemptions:
@@ -163,6 +191,18 @@ class GlobalPolicy(BaseModel):
     )
     engine_cgroup_parents: Sourced[tuple[str, ...]] = Field(
         description="Cgroup parents of this engine's containers; GPU processes elsewhere are foreign"
+    )
+    update_limits: Sourced[bool] = Field(
+        default=Sourced(value=False, source="built-in default"),
+        description="Bring containers above their owner's limits down in place (UpdateResources)",
+    )
+    memory_margin_pct: Sourced[float] = Field(
+        default=Sourced(value=10.0, source="built-in default"),
+        description="A memory limit is never set below current use plus this share (%)",
+    )
+    quota_enforce: Sourced[str] = Field(
+        default=Sourced(value="report", source="built-in default"),
+        description="report: warn and alert on quotas; stop: also stop the newest beyond the quota",
     )
 
 

@@ -39,12 +39,14 @@ from typing import Any, Final
 from crd_like_specs.kinds import (
     ContainerSelector,
     LifecyclePolicy,
+    Resources,
     Settings,
     SpecModel,
     TypeSettings,
     UserGroup,
     UserOverride,
 )
+from crd_like_specs.sizes import parse_size
 from crd_like_specs.vocabulary import ContainerType
 from desired_state.documents import builtin_lifecycle
 from desired_state.effective import (
@@ -54,6 +56,7 @@ from desired_state.effective import (
     GlobalPolicy,
     GpuResetPolicy,
     HostProcessPolicy,
+    ResourceSpec,
     Sourced,
 )
 from desired_state.policy_set import PolicySet, sanitise_username
@@ -71,6 +74,7 @@ WAIVED_FIELDS: Final[dict[ExemptFrom, tuple[str, ...]]] = {
     ExemptFrom.IDLE: ("idle_timeout_s",),
     ExemptFrom.MAX_RUNTIME: ("max_runtime_s",),
     ExemptFrom.CLEANUP: ("container_hold_after_stop_s", "created_container_timeout_s"),
+    ExemptFrom.RESOURCES: (),  # the limits and quotas: resolve_resources marks the owner exempt
 }
 
 # Settings field -> EffectivePolicy field.
@@ -256,6 +260,8 @@ def resolve_effective_policy(
                     value=kept.value, source=f"{kept.source}; waived by Exemption/{exemption.name}"
                 )
 
+    resources = resolve_resources(policy, owner, layers, active)
+
     trust = global_value(policy, ("trust_labels",))
     protected = _flag(policy, "protect", LABEL_PROTECTED, trust, owner=owner, name=name, labels=labels)
     monitoring = _flag(policy, "monitoring", LABEL_MONITORING, trust, owner=owner, name=name, labels=labels)
@@ -267,6 +273,7 @@ def resolve_effective_policy(
         protected=protected,
         monitoring=monitoring,
         exemptions=tuple(active),
+        resources=resources,
         **values,
     )
 
@@ -423,7 +430,93 @@ def global_policy(policy: PolicySet) -> GlobalPolicy:
         kill_grace_s=global_value(policy, ("kill_grace",)),
         transient_process_min_age_s=_or_zero(global_value(policy, ("transient_process_min_age",))),
         trust_labels=global_value(policy, ("trust_labels",)),
+        update_limits=global_value(policy, ("resource_enforcement", "update_limits")),
+        memory_margin_pct=global_value(policy, ("resource_enforcement", "memory_margin_pct")),
+        quota_enforce=global_value(policy, ("resource_enforcement", "enforce")),
         system_process_names=Sourced(value=tuple(names.value), source=names.source),
         host_keepalive_path=keepalive,
         engine_cgroup_parents=Sourced(value=tuple(parents.value), source=parents.source),
     )
+
+
+# --- resource limits and quotas ----------------------------------------------------------------------
+
+# Resources field -> ResourceSpec field; sizes are converted to bytes.
+RESOURCE_FIELDS: Final[dict[str, str]] = {
+    "max_cpus": "max_cpus",
+    "memory": "memory_bytes",
+    "memory_swap": "memory_swap_bytes",
+    "pids_limit": "pids_limit",
+    "max_containers_per_user": "max_containers_per_user",
+    "max_gpu_equivalents": "max_gpu_equivalents",
+    "max_gpu_slots_per_container": "max_gpu_slots_per_container",
+}
+_SIZE_FIELDS: Final = frozenset({"memory", "memory_swap"})
+
+
+def resource_layers(policy: PolicySet, owner: str) -> list[tuple[Resources, str]]:
+    """The ``resources`` blocks that apply to ``owner``, lowest first: built-in, LifecyclePolicy,
+    the owner's group, the owner's UserOverride (the same order as the settings, without types)."""
+    group, _ = _group_of(policy, owner)
+    override = policy.override_of(owner)
+    layers: list[tuple[Resources, str]] = [(builtin_lifecycle().spec.resources, BUILTIN)]
+    layers.extend((lc.spec.resources, label) for lc, label in _lifecycle_layers(policy))
+    if group is not None:
+        layers.extend((g.spec.resources, label) for g, label in _group_layers(policy, group))
+    if override is not None:
+        layers.extend(
+            (doc.spec.resources, label)
+            for doc, label in policy.layers_of(override)
+            if isinstance(doc, UserOverride)
+        )
+    return layers
+
+
+def resolve_resources(
+    policy: PolicySet, owner: str, layers: Sequence[Layer], active: Sequence[ActiveExemption]
+) -> ResourceSpec:
+    """The owner's limits and quotas with provenance; opted out by a type's ``resourcesExempt``
+    (``layers``: the settings layers, whose type blocks carry it) or a ``resources`` exemption."""
+    blocks = resource_layers(policy, owner)
+    values: dict[str, Sourced[Any]] = {}
+    for field, target in RESOURCE_FIELDS.items():
+        found = _pick_resource(blocks, field)
+        if found is None:
+            continue
+        value = found.value
+        if field in _SIZE_FIELDS and isinstance(value, str):
+            value = parse_size(value)  # validated by the kind
+        values[target] = Sourced(value=value, source=found.source)
+    memory, swap = values.get("memory_bytes"), values.get("memory_swap_bytes")
+    if (
+        memory is not None
+        and swap is not None
+        and memory.value is not None
+        and swap.value is not None
+        and swap.value < memory.value
+    ):
+        # Layers can combine a group's memory with a lower default swap; Docker refuses swap below
+        # memory, so the container gets the memory and no swap rather than no update at all.
+        values["memory_swap_bytes"] = Sourced(
+            value=memory.value, source=f"{swap.source}: below memory ({memory.source}), raised to it"
+        )
+    exempt = pick([layer for layer in layers if isinstance(layer[0], TypeSettings)], "resources_exempt")
+    values["exempt"] = (
+        Sourced(value=bool(exempt.value), source=f"{exempt.source}: resourcesExempt")
+        if exempt is not None
+        else Sourced(value=False, source=BUILTIN)
+    )
+    for exemption in active:
+        if exemption.exempt_from == ExemptFrom.RESOURCES:
+            values["exempt"] = Sourced(value=True, source=exemption.source)
+            break
+    return ResourceSpec(**values)
+
+
+def _pick_resource(blocks: Sequence[tuple[Resources, str]], field: str) -> Sourced[Any] | None:
+    """As :func:`pick`: the highest admin layer that writes the key, else the highest built-in one."""
+    for admin in (True, False):
+        for block, source in reversed(blocks):
+            if is_builtin_layer(source) != admin and field in block.model_fields_set:
+                return Sourced(value=getattr(block, field), source=source)
+    return None

@@ -20,6 +20,8 @@ from typing import Any, TypeVar
 from tenacity import retry, retry_if_exception_type, stop_after_attempt, wait_exponential
 
 from controller.act.errors import GoneError, PermanentError, TransientError, classify
+from controller.observe.resources import parse_limits
+from controller.snapshot import ResourceLimits
 
 DOCKER_ZERO_TIME_PREFIX = "0001-01-01"
 WORKSPACE_MOUNT = "/workspace"
@@ -70,11 +72,13 @@ class Inspected:
     # The host path mounted at /workspace (bind or volume): where a notice is left for an owner
     # who is not logged in (see controller.act.notify.append_alert_file).
     workspace: str | None = None
+    limits: ResourceLimits | None = None
 
     @classmethod
     def from_api(cls, data: dict[str, Any]) -> Inspected:
         state = data.get("State") or {}
         pid = state.get("Pid")
+        host_config = data.get("HostConfig")
         return cls(
             id=str(data.get("Id", "")),
             name=str(data.get("Name", "")).lstrip("/"),
@@ -83,6 +87,7 @@ class Inspected:
             finished_at=parse_docker_time(state.get("FinishedAt")),
             pid=pid if isinstance(pid, int) and pid > 0 else None,
             workspace=_workspace_source(data.get("Mounts")),
+            limits=parse_limits(host_config) if isinstance(host_config, dict) else None,
         )
 
 
@@ -146,6 +151,20 @@ class DockerOps:
             f"remove container {container_id[:12]}",
             lambda: self._api.remove_container(container_id, v=False, force=False),
         )
+
+    def update(self, container_id: str, body: dict[str, int]) -> None:
+        """``docker update`` of the resource limits in ``body`` (API names: ``Memory``, ``PidsLimit``...).
+
+        The low-level ``update_container`` knows neither ``NanoCpus`` nor ``PidsLimit``, so the
+        request is posted as the engine documents it (``POST /containers/{id}/update``).
+        """
+        api = self._api
+
+        def post() -> None:
+            response = api._post_json(api._url("/containers/{0}/update", container_id), data=body)
+            api._result(response, True)
+
+        self._call(f"update container {container_id[:12]}", post)
 
     def wait_gone(self, container_id: str) -> Inspected | None:
         """Inspect until the container is gone (404) or the verify timeout passes.

@@ -43,6 +43,7 @@ def _would(action: Action) -> str:
         "KillProcess": f"signal pid {t.pid} (TERM, then KILL)",
         "ResetGpu": f"reset GPU {t.gpu}",
         "AlertAdmin": "alert the admin",
+        "UpdateResources": f"lower the limits of container {t.label()} in place (docker update)",
     }.get(action.kind.value, action.kind.value)
     return f"would {what}: {action.message}"
 

@@ -78,6 +78,7 @@ class EventType:
     RUNTIME_KILL = "maintenance.runtime_kill"
     CONTAINER_STOP = "container.stop"
     CONTAINER_REMOVE = "container.remove"
+    CONTAINER_UPDATE = "container.update"  # resource limits lowered in place (docker update)
     GPU_RELEASE = "gpu.release"
     GPU_HEALTH_CHECK = "gpu.health_check"
     PROCESS_KILL = "process.kill"

@@ -69,9 +69,12 @@ from controller.act.process_ops import Identity, check_identity, kill_ladder
 from controller.act.report import ActionOutcome, ExecutionReport, Executor, Outcome
 from controller.act.sanitize import clean
 from controller.memory import ControllerMemory, Intent
+from controller.observe.cgroups import container_ids_in_path, parse_cgroup
 from controller.observe.ledger import parse_ledger_text
-from controller.plan.types import Action, ActionKind, Plan, Reason
+from controller.observe.resources import read_usage
+from controller.plan.types import Action, ActionKind, Plan, Reason, ResourceUpdate
 from controller.record import RecordUnavailable
+from controller.snapshot import ResourceLimits
 
 __all__ = ["DryRunExecutor", "ExecutionReport", "Executor", "Outcome", "RealExecutor"]
 
@@ -175,7 +178,12 @@ class RealExecutor:
         verify_timeout_s: float = 10.0,
         save_memory: Callable[[ControllerMemory], None] | None = None,
         hook: NotificationHook | None = None,
+        proc_root: Path = Path("/proc"),
+        cgroup_root: Path = Path("/sys/fs/cgroup"),
     ) -> None:
+        # Where a container's use is read again right before its limits are lowered.
+        self._proc_root = proc_root
+        self._cgroup_root = cgroup_root
         self._docker = DockerOps(docker_client, verify_timeout_s=verify_timeout_s)
         # Owner notices (terminals, else the workspace's alerts file) and the notification hook.
         self._notices = OwnerNotices(notifier, hook, clock=clock)
@@ -522,6 +530,14 @@ class RealExecutor:
                 "evidence": action.evidence,
             }
             return Outcome.DONE, "the ledger row is gone", [(EventType.GPU_RELEASE, details)]
+        if action.kind is ActionKind.UPDATE_RESOURCES:
+            seen = self._docker.inspect(t.container_id or "")
+            if seen is None:
+                return Outcome.DONE, "the container is gone", []
+            left = _still_needed(ResourceUpdate.model_validate(action.params), seen.limits)
+            if not left:
+                return Outcome.DONE, "the limits are at or below the requested ones", []
+            return Outcome.FAILED, "not carried out: " + ", ".join(sorted(left)) + " still above", []
         # A GPU reset leaves nothing to inspect: its outcome is unknown, and it is not repeated.
         return Outcome.FAILED, "interrupted; its outcome is unknown, so it is not repeated", []
 
@@ -544,6 +560,7 @@ class RealExecutor:
             ActionKind.RELEASE_ALLOCATION: self._release,
             ActionKind.WARN_OWNER: self._warn,
             ActionKind.ALERT_ADMIN: self._alert,
+            ActionKind.UPDATE_RESOURCES: self._update,
         }[action.kind]
         try:
             result = handler(action, mem, now)
@@ -867,6 +884,76 @@ class RealExecutor:
             Outcome.DONE, f"removed ledger row {_row_text(entry)}", mem, [(EventType.GPU_RELEASE, details)]
         )
 
+    def _update(self, action: Action, mem: ControllerMemory, now: datetime) -> _Done:
+        """Lower the limits in place; re-read the limits and the use first, verify after."""
+        fresh = self._precondition(action)
+        if fresh is None:
+            return _Done(Outcome.ALREADY_DONE, "container already gone", mem)
+        wanted = ResourceUpdate.model_validate(action.params)
+        body = _still_needed(wanted, fresh.limits)
+        if not body:
+            return _Done(Outcome.ALREADY_DONE, "already at or below the requested limits", mem)
+        if fresh.status == "running":
+            self._check_use(fresh, wanted, body)
+        mem = self._begin(action, mem, now)
+        try:
+            self._docker.update(fresh.id, body)
+        except GoneError:
+            return _Done(Outcome.ALREADY_DONE, "container removed while updating", mem)
+        after = self._docker.inspect(fresh.id)
+        if after is None:
+            return _Done(Outcome.ALREADY_DONE, "container removed while updating", mem)
+        left = _still_needed(wanted, after.limits)
+        if left:
+            raise PermanentError(f"docker update returned but {', '.join(sorted(left))} is still above")
+        before = fresh.limits
+        details = {
+            **self._base(action),
+            "message": action.message,
+            "set": body,
+            "before": _limits_dict(before),
+            "after": _limits_dict(after.limits),
+            "evidence": action.evidence,
+        }
+        return _Done(
+            Outcome.DONE,
+            "limits set in place: " + ", ".join(f"{k}={v}" for k, v in sorted(body.items())),
+            mem,
+            [(EventType.CONTAINER_UPDATE, details)],
+        )
+
+    def _check_use(self, fresh: Inspected, wanted: ResourceUpdate, body: dict[str, int]) -> None:
+        """Skip when the memory or task count read now does not leave room under the new limit."""
+        lowers_memory = "Memory" in body
+        if not lowers_memory and "PidsLimit" not in body:
+            return
+        if fresh.pid is None:
+            raise _Skip("running but the engine reports no main process: its use cannot be re-checked")
+        try:
+            text = (self._proc_root / str(fresh.pid) / "cgroup").read_text()
+        except OSError as exc:
+            raise _Skip(f"cannot re-check the use: {exc}") from None
+        lines = parse_cgroup(text)
+        if not any(fresh.id in container_ids_in_path(line.path) for line in lines):
+            raise _Skip(f"pid {fresh.pid} no longer belongs to the container; use not re-checked")
+        usage = read_usage(lines, self._cgroup_root)
+        if lowers_memory:
+            if usage.memory_bytes is None:
+                raise _Skip(f"memory use unknown right before acting ({usage.memory_unknown})")
+            floor = int(usage.memory_bytes * (1 + wanted.memory_margin_pct / 100.0)) + 1
+            if body["Memory"] < floor:
+                raise _Skip(
+                    f"it uses {usage.memory_bytes} bytes now; {body['Memory']} is below that plus "
+                    f"{wanted.memory_margin_pct:g} %"
+                )
+        if "PidsLimit" in body:
+            if usage.pids_current is None:
+                raise _Skip(f"task count unknown right before acting ({usage.pids_unknown})")
+            if body["PidsLimit"] < usage.pids_current:
+                raise _Skip(
+                    f"it runs {usage.pids_current} tasks now, above the pids limit {body['PidsLimit']}"
+                )
+
     def _alert(self, action: Action, mem: ControllerMemory, now: datetime) -> _Done:
         event_type = EventType.BREAKER_TRIPPED if action.reason is Reason.BREAKER_TRIPPED else EventType.ALERT
         logger.warning("ADMIN ALERT ({}): {}", action.reason.value, clean(action.message, 500))
@@ -884,6 +971,52 @@ def _reclaimed_gpu_s(action: Action, mem: ControllerMemory, now: datetime) -> fl
         return None
     gpus = len(action.evidence.get("gpus", [])) or 1
     return max(0.0, (now - cm.idle_since).total_seconds()) * gpus
+
+
+def _still_needed(wanted: ResourceUpdate, limits: ResourceLimits | None) -> dict[str, int]:
+    """The ``docker update`` body for the limits still above ``wanted`` (API field names).
+
+    A limit at or below the wanted one is left out: "already done" is success and nothing is
+    raised. Memory and swap travel together (Docker checks one against the other).
+    """
+    have = limits or ResourceLimits()
+    body: dict[str, int] = {}
+    if wanted.nano_cpus is not None and (have.cpus is None or have.cpus * 1e9 > wanted.nano_cpus + 1):
+        body["NanoCpus"] = wanted.nano_cpus
+    if wanted.cpu_quota_us is not None and (
+        have.cpus is None or have.cpus > wanted.cpu_quota_us / (wanted.cpu_period_us or 100_000) + 1e-9
+    ):
+        body["CpuQuota"] = wanted.cpu_quota_us
+        if wanted.cpu_period_us is not None:
+            body["CpuPeriod"] = wanted.cpu_period_us
+    memory_high = wanted.memory_bytes is not None and (
+        have.memory_bytes is None or have.memory_bytes > wanted.memory_bytes
+    )
+    swap = wanted.memory_swap_bytes
+    swap_high = swap is not None and (
+        swap != -1 and (have.total_swap_bytes is None or have.total_swap_bytes > swap)
+    )
+    if memory_high or swap_high:
+        if wanted.memory_bytes is not None and (
+            have.memory_bytes is None or have.memory_bytes > wanted.memory_bytes or swap_high
+        ):
+            body["Memory"] = min(wanted.memory_bytes, have.memory_bytes or wanted.memory_bytes)
+        if swap is not None:
+            body["MemorySwap"] = swap
+    if wanted.pids_limit is not None and (have.pids_limit is None or have.pids_limit > wanted.pids_limit):
+        body["PidsLimit"] = wanted.pids_limit
+    return body
+
+
+def _limits_dict(limits: ResourceLimits | None) -> dict[str, Any] | None:
+    if limits is None:
+        return None
+    return {
+        "cpus": limits.cpus,
+        "memory_bytes": limits.memory_bytes,
+        "memory_swap_bytes": limits.total_swap_bytes,
+        "pids_limit": limits.pids_limit,
+    }
 
 
 def _int_param(value: object, default: int) -> int:

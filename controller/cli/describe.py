@@ -100,6 +100,8 @@ WHY: dict[DeferReason, str] = {
     DeferReason.BACKOFF: "backing off after a failure",
     DeferReason.NEEDS_SECOND_SIGHTING: "waiting to see it a second time",
     DeferReason.RESET_NOT_ALLOWED: "the policy does not allow a GPU reset",
+    DeferReason.BELOW_USAGE: "the limit would cut into what the container uses now",
+    DeferReason.NOT_ENFORCED: "the policy only reports it",
 }
 
 
@@ -221,6 +223,9 @@ def describe_container(view: View, key: str, style: Style = PLAIN) -> str:
 
     _signals_section(view, c, pol, s)
     _policy_section(pol, s, view.policy_problem(c))
+    from controller.cli.users import limits_section
+
+    limits_section(c, pol, s)
     _timers_section(view, c, pol, s)
 
     s.heading("Decision")
@@ -652,6 +657,9 @@ def describe_user(view: View, name: str, style: Style = PLAIN) -> str:
         s.table(containers_table(view, containers, wide=False))
     else:
         s.line("<none>", 2)
+    from controller.cli.users import quota_section
+
+    quota_section(view, name, s)
     s.heading("GPU processes")
     if processes:
         s.table(_process_table(view, processes, "GPU"))

@@ -48,7 +48,7 @@ from controller.snapshot import (
     KeepAliveState,
 )
 
-KINDS = ("containers", "gpus", "processes", "allocations", "policies", "events")
+KINDS = ("containers", "gpus", "processes", "allocations", "policies", "events", "users")
 KIND_ALIASES = {
     "container": "containers",
     "ctr": "containers",
@@ -61,6 +61,7 @@ KIND_ALIASES = {
     "pol": "policies",
     "event": "events",
     "ev": "events",
+    "user": "users",
 }
 NAME_MAX = 48
 SHORT_UUID_LEN = 12  # like Docker's short container ids
@@ -379,7 +380,19 @@ def _next_cell(view: View, items: list[Action | Deferred]) -> Cell:
 def containers_table(view: View, containers: Sequence[ContainerObs], wide: bool) -> Table:
     headers = ["NAME", "OWNER", "TYPE", "STATE", "GPUS", "IDLE", "NEXT", "AGE"]
     if wide:
-        headers += ["IMAGE", "ID", "CPU", "NET", "GPU-UTIL", "KEEPALIVE", "OWNER-RULE"]
+        headers += [
+            "IMAGE",
+            "ID",
+            "CPU",
+            "NET",
+            "GPU-UTIL",
+            "KEEPALIVE",
+            "OWNER-RULE",
+            "CPU-LIM",
+            "MEM-LIM",
+            "PIDS-LIM",
+        ]
+        from controller.cli.users import limit_cells
     t = Table(headers)
     for c in containers:
         row: list[str | Cell] = [
@@ -403,6 +416,7 @@ def containers_table(view: View, containers: Sequence[ContainerObs], wide: bool)
                 "n/a" if util_unknown else fmt_percent(util),
                 _keepalive_text(view, c),
                 c.owner_rule.value,
+                *limit_cells(c, view.effective(c)),
             ]
         t.add(row)
     return t
@@ -919,6 +933,12 @@ def run_get(kind: str, view: View, opts: GetOptions, style: Style = PLAIN) -> tu
     elif kind == "policies":
         items = policy_items(view, opts)
         table = policies_table(items, opts.wide)
+    elif kind == "users":
+        from controller.cli.users import user_item, user_rows, users_table
+
+        rows = [r for r in user_rows(view) if opts.owner is None or r.user == opts.owner]
+        items = [user_item(r) for r in rows]
+        table = users_table(rows)
     else:
         items = event_items(view)
         table = events_table(view, items, opts.wide)
@@ -976,6 +996,7 @@ LIST_KINDS = {
     "allocations": "AllocationList",
     "policies": "PolicyList",
     "events": "EventList",
+    "users": "UserList",
 }
 
 
@@ -993,6 +1014,7 @@ def empty_message(kind: str, view: View, opts: GetOptions | None = None) -> str:
         "allocations": "No allocations: the ledger is empty and no container holds a GPU.",
         "policies": "No specs loaded: the built-in default policy applies.",
         "events": "No events.",
+        "users": "No user runs a container.",
     }[kind]
 
 

@@ -53,7 +53,8 @@ environment:
 GET_EPILOG = """\
 kinds:
   containers   NAME OWNER TYPE STATE GPUS IDLE NEXT AGE
-               (-o wide adds IMAGE ID CPU NET GPU-UTIL KEEPALIVE OWNER-RULE)
+               (-o wide adds IMAGE ID CPU NET GPU-UTIL KEEPALIVE OWNER-RULE CPU-LIM MEM-LIM PIDS-LIM;
+               a * marks a limit unset or above the owner's, which the controller lowers)
                By default: containers that reference a GPU or that the controller acts on or defers.
                --all: every container. IDLE is how long it has been idle, or active / unknown /
                idle (grace) / ? (no data). NEXT is the plan's next step: "stop now", "remove in 3h",
@@ -67,6 +68,8 @@ kinds:
   policies     the loaded specs, where each came from, and whether loading the policy failed
   events       the tail of the event log (--container, --user/--owner, --kind, --since, --tail)
   alerts       REASON TARGET AGE MESSAGE: the admin alerts open now (-o wide/json: key, evidence)
+  users        USER GROUP CONTAINERS GPU-EQ MEM-IN-USE CPU-LIMITS OVER: each owner's containers and
+               GPU-equivalents used/allowed (a MIG slice counts as its share), and which quota is over
 
 examples:
   ds01ctl get containers
@@ -77,6 +80,7 @@ examples:
   ds01ctl get processes
   ds01ctl get allocations
   ds01ctl get policies -o yaml
+  ds01ctl get users
   ds01ctl get events --since 1h --kind 'maintenance.*' --tail 20
   ds01ctl get alerts -o wide
 """
@@ -265,7 +269,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     get = _sub(sub, "get", "list containers, gpus, processes, allocations, policies or events", GET_EPILOG)
     get.add_argument(
-        "kind", metavar="KIND", help="containers|gpus|processes|allocations|policies|events|alerts"
+        "kind", metavar="KIND", help="containers|gpus|processes|allocations|policies|events|alerts|users"
     )
     get.add_argument(
         "name", metavar="NAME", nargs="?", help="one object: container name/id, GPU index/UUID, pid"
@@ -536,7 +540,9 @@ def _get_view(args: argparse.Namespace, settings: Settings, kind: str, owner: st
         return gather(settings, GatherOptions(observe=False, plan=False))
     _quiet_logs(args.debug)
     # get gpus reads the last usage samples from the event log for its hoarding mark.
-    return gather(settings, GatherOptions(require_docker=kind == "containers", events=kind == "gpus"))
+    return gather(
+        settings, GatherOptions(require_docker=kind in ("containers", "users"), events=kind == "gpus")
+    )
 
 
 WATCH_INTERVAL_S = 2.0

@@ -291,6 +291,7 @@ _KIND_VERB: dict[ActionKind, str] = {
     ActionKind.KILL_PROCESS: "kill",
     ActionKind.RESET_GPU: "reset",
     ActionKind.ALERT_ADMIN: "alert",
+    ActionKind.UPDATE_RESOURCES: "limit",
 }
 
 # A deferred item names the rule that would act; this is the action that rule produces.
@@ -313,6 +314,12 @@ _RULE_VERB: dict[Reason, str] = {
     Reason.KILL_FAILED: "alert",
     Reason.BREAKER_TRIPPED: "alert",
     Reason.LEDGER_UNREADABLE: "alert",
+    Reason.LIMITS_MISSING: "limit",
+    Reason.LIMITS_ABOVE_SPEC: "limit",
+    Reason.LIMITS_BELOW_USAGE: "warn",
+    Reason.CONTAINER_QUOTA_EXCEEDED: "warn",
+    Reason.GPU_QUOTA_EXCEEDED: "warn",
+    Reason.GPU_SLOTS_ABOVE_SPEC: "warn",
 }
 
 

@@ -39,7 +39,9 @@ back on the runtime's name. When a re-read table differs (or first arrives after
 every cached inspect is dropped.
 
 Names come from the list result every pass (``docker rename`` needs no inspect); labels, image,
-``HostConfig`` and ``Config.Env`` are immutable for a container's life.
+``HostConfig`` and ``Config.Env`` are immutable for a container's life, except the resource limits
+``docker update`` changes: its ``update`` event invalidates the entry (the daemon loop), and the
+executor re-reads the limits fresh before and after its own update.
 
 Errors are classified here once: the engine unreachable, or a request that times out, becomes an
 error string for the DOCKER domain (no exception escapes :meth:`DockerObserver.observe`); a
@@ -71,7 +73,8 @@ from controller.observe.gpu_refs import (
     extract_gpu_refs,
     needs_engine_runtimes,
 )
-from controller.snapshot import DOCKER_ZERO_TIME, ContainerId, ContainerState
+from controller.observe.resources import parse_limits
+from controller.snapshot import DOCKER_ZERO_TIME, ContainerId, ContainerState, ResourceLimits
 
 STATUS_SLACK_S = 1.0  # the engine formats Status a moment before we read the clock
 # After this many inspect timeouts in one pass the rest wait for the next pass.
@@ -162,6 +165,7 @@ class DockerContainer:
     cgroup_parent: str
     network_mode: str
     gpu_refs: RawGpuRefs
+    limits: ResourceLimits | None = None
 
 
 @dataclass(slots=True)
@@ -496,13 +500,14 @@ class DockerObserver:
         return inspected, errors
 
 
-CACHE_FORMAT = "ds01-inspect-cache/1"
+CACHE_FORMAT = "ds01-inspect-cache/2"  # /2: with the resource limits
 _CACHE_ALLOWED = {
     ("controller.observe.docker_adapter", "DockerContainer"),
     ("controller.observe.gpu_refs", "RawGpuRefs"),
     ("controller.observe.gpu_refs", "RawGpuRef"),
     ("controller.snapshot", "ContainerState"),
     ("controller.snapshot", "GpuRefSource"),
+    ("controller.snapshot", "ResourceLimits"),
     ("datetime", "datetime"),
     ("datetime", "timezone"),
     ("datetime", "timedelta"),
@@ -584,6 +589,7 @@ def parse_inspect(
         cgroup_parent=str(host_config.get("CgroupParent") or ""),
         network_mode=str(host_config.get("NetworkMode") or ""),
         gpu_refs=extract_gpu_refs(raw, labels, runtimes),
+        limits=parse_limits(host_config),
     )
 
 

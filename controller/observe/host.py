@@ -17,6 +17,7 @@ Called by the daemon loop and the CLI. It reads only; it must not change anythin
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections.abc import Sequence
@@ -151,6 +152,7 @@ def container_obs(
         all_gpus=c.gpu_refs.all_gpus,
         signals=signals,
         running_for_s=running_for_s,
+        limits=c.limits,
     )
 
 
@@ -278,6 +280,7 @@ class HostObserver:
             docker_api_calls=self.counter.count - calls_before,
             engine_started_at=engine_started_at(self.config.docker_pidfile, self.config.proc_root),
             host_booted_at=host_booted_at(self.config.proc_root),
+            host_cpus=_host_cpus(),
         )
 
     def _container(
@@ -343,6 +346,14 @@ def _device_uuids(refs: Sequence[GpuRef], all_gpus: bool, gpus: Sequence[GpuObs]
             if gpu.uuid not in uuids:
                 uuids.append(gpu.uuid)
     return uuids
+
+
+def _host_cpus() -> int | None:
+    """The CPUs this host offers (as dockerd counts them: the CPUs it may run on)."""
+    try:
+        return len(os.sched_getaffinity(0)) or None
+    except (AttributeError, OSError):
+        return os.cpu_count()
 
 
 def _default_nvml(timeout_s: float) -> NvmlLike:

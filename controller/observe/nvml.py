@@ -314,6 +314,11 @@ class NvmlObserver:
             )
             memory = self._memory(handle, label)
             processes, processes_unknown = self._processes(handle, label)
+            # DS01's GPU-equivalents: a MIG device counts as its share of the GPU's compute slices.
+            attrs, attrs_unknown = _optional(
+                f"nvmlDeviceGetAttributes({label})", pynvml.nvmlDeviceGetAttributes, handle
+            )
+            slices = int(attrs.computeInstanceSliceCount) if attrs is not None else 0
             devices.append(
                 MigDeviceObs(
                     uuid=GpuUuid(uuid),
@@ -326,6 +331,11 @@ class NvmlObserver:
                     memory_used_includes_reserved=memory.used_includes_reserved,
                     processes=processes,
                     processes_unknown=processes_unknown,
+                    compute_slices=slices or None,
+                    gpu_equivalents=round(slices / max_count, 6) if slices and max_count else None,
+                    gpu_equivalents_unknown=None
+                    if slices and max_count
+                    else (attrs_unknown or "NVML reports no compute slices"),
                 )
             )
         return tuple(devices)

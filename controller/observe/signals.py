@@ -11,6 +11,8 @@ Owns the raw counters the idle evaluation compares between two snapshots:
   its network signal is unknown rather than the host's traffic.
 * **processes**: the lines of ``cgroup.procs`` in the ``pids`` (else ``cpuacct``, else unified)
   cgroup; fallback: psutil's descendants of the main process plus one.
+* **memory and tasks** (for the resource limits, not the idle verdict):
+  :func:`controller.observe.resources.read_usage`.
 * **GPU utilization**: per resolved device UUID, from the NVML observation of this pass (MIG
   devices have no utilization counter, so they are unknown with NVML's reason).
 * **keep-alive**: :mod:`controller.observe.keepalive` (no link followed, nothing read).
@@ -32,6 +34,7 @@ import psutil
 from controller.observe.cgroups import CgroupLine, controller_path, parse_cgroup, unified_path
 from controller.observe.keepalive import read_keepalive
 from controller.observe.procfs import ProcessGone, ProcHandle
+from controller.observe.resources import read_usage
 from controller.snapshot import (
     ActivitySignals,
     GpuObs,
@@ -68,6 +71,7 @@ def read_signals(
     cpu_ns, cpu_source, cpu_unknown = _cpu(lines, config, handle.pid)
     count, count_source, count_unknown = _process_count(lines, config, handle.pid)
     net_bytes, net_unknown = _network(handle, network_mode)
+    usage = read_usage(lines, config.cgroup_root)
     try:
         keepalive = read_keepalive(handle.fd, config.keepalive_path, use_openat2=config.use_openat2)
     except ProcessGone as exc:
@@ -84,6 +88,11 @@ def read_signals(
         process_source=count_source,
         gpu_util=gpu_util,
         keepalive=keepalive,
+        memory_bytes=usage.memory_bytes,
+        memory_peak_bytes=usage.memory_peak_bytes,
+        memory_unknown=usage.memory_unknown,
+        pids_current=usage.pids_current,
+        pids_unknown=usage.pids_unknown,
     )
 
 
@@ -95,6 +104,8 @@ def unknown_signals(reason: str, now: datetime | None = None) -> ActivitySignals
         net_unknown=reason,
         process_unknown=reason,
         keepalive=KeepAlive(state=KeepAliveState.UNKNOWN, detail=reason),
+        memory_unknown=reason,
+        pids_unknown=reason,
     )
 
 

@@ -281,6 +281,22 @@ class Metrics:
             labelnames=[LABEL_REASON],
             registry=r,
         )
+        # Resource limits and quotas (docs/policy.md#resource-limits-and-quotas).
+        self._over_spec = Gauge(
+            "ds01_containers_over_spec",
+            "Containers whose CPU, memory, swap or pids limit was unset or above their owner's (last pass)",
+            registry=r,
+        )
+        self._over_quota = Gauge(
+            "ds01_users_over_quota",
+            "Owners over their container or GPU-equivalents quota in the last pass",
+            registry=r,
+        )
+        self._brought_under = Counter(
+            "ds01_memory_brought_under_limits_bytes",
+            "Memory in use by containers when a memory limit was set or lowered on them (docker update)",
+            registry=r,
+        )
         self._record_writable = Gauge(
             "ds01_record_writable",
             "1 while the event log and the memory file can be written; 0: no destructive action runs",
@@ -382,6 +398,18 @@ class Metrics:
     def record_hook_failure(self, transport: str) -> None:
         """One failed delivery of the notification hook (command or url)."""
         self._hook_failures.labels(clean_label(transport)).inc()
+
+    def observe_resources(self, containers_over_spec: int | None, users_over_quota: int | None) -> None:
+        """The last pass's counts; None (Docker unreadable) leaves the previous values."""
+        if containers_over_spec is not None:
+            self._over_spec.set(containers_over_spec)
+        if users_over_quota is not None:
+            self._over_quota.set(users_over_quota)
+
+    def add_memory_brought_under_limits(self, n_bytes: int) -> None:
+        """Add the memory use of a container that a memory limit was just set on."""
+        if n_bytes > 0:
+            self._brought_under.inc(n_bytes)
 
     def set_record_writable(self, writable: bool) -> None:
         """Whether the last pass could write its record (event log and memory file)."""

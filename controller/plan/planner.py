@@ -42,6 +42,8 @@ from controller.plan.rules.cleanup import (
 )
 from controller.plan.rules.lifecycle import idle_stop, runtime_stop
 from controller.plan.rules.processes import gpu_processes
+from controller.plan.rules.quotas import user_quotas
+from controller.plan.rules.resources import report_limits, update_resources
 from controller.plan.safety import apply_gates
 from controller.plan.types import Action, DeferReason, Deferred, Plan, Reason
 from controller.snapshot import ContainerObs, ContainerState, Domain, Snapshot
@@ -81,6 +83,8 @@ def _plan(snapshot: Snapshot, desired: DesiredState, memory: ControllerMemory, n
         next_containers: dict[str, ContainerMemory] = ctx.cmem
         for c in ctx.containers:
             _container_rules(ctx, out, c)
+        user_quotas(ctx, out)
+        report_limits(ctx, out)
     else:
         # Docker unavailable: no container is touched and nothing is forgotten (a container missing
         # from a failed listing is not a removed container). Nobody is watched meanwhile: the next
@@ -195,6 +199,8 @@ def _container_rules(ctx: PassContext, out: Collector, c: ContainerObs) -> None:
                     update={"evidence": {**runtime.evidence, "idle_stop_also_due": idle.key}}
                 )
             out.actions.append(stop)
+    # Limits are brought down in place, whatever else this pass does (a stopped one is not updated).
+    update_resources(ctx, out, c, policy)
 
 
 _NEVER = datetime.max.replace(tzinfo=UTC)

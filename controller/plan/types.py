@@ -23,6 +23,7 @@ class ActionKind(StrEnum):
     KILL_PROCESS = "KillProcess"
     RESET_GPU = "ResetGpu"
     ALERT_ADMIN = "AlertAdmin"
+    UPDATE_RESOURCES = "UpdateResources"
 
 
 # A released ledger row makes its GPU look free to the allocator: while the row is in use, that
@@ -34,6 +35,8 @@ DESTRUCTIVE_KINDS = frozenset(
         ActionKind.KILL_PROCESS,
         ActionKind.RESET_GPU,
         ActionKind.RELEASE_ALLOCATION,
+        # Changes a live container's cgroup: under the budget and the breaker like the others.
+        ActionKind.UPDATE_RESOURCES,
     }
 )
 
@@ -57,6 +60,12 @@ class Reason(StrEnum):
     KILL_FAILED = "KillFailed"
     BREAKER_TRIPPED = "BreakerTripped"
     LEDGER_UNREADABLE = "LedgerUnreadable"
+    LIMITS_MISSING = "LimitsMissing"
+    LIMITS_ABOVE_SPEC = "LimitsAboveSpec"
+    LIMITS_BELOW_USAGE = "LimitsBelowUsage"  # the spec's limit is below what the container uses now
+    CONTAINER_QUOTA_EXCEEDED = "ContainerQuotaExceeded"
+    GPU_QUOTA_EXCEEDED = "GpuQuotaExceeded"
+    GPU_SLOTS_ABOVE_SPEC = "GpuSlotsAboveSpec"
 
 
 class DeferReason(StrEnum):
@@ -75,6 +84,30 @@ class DeferReason(StrEnum):
     BACKOFF = "Backoff"
     NEEDS_SECOND_SIGHTING = "NeedsSecondSighting"
     RESET_NOT_ALLOWED = "ResetNotAllowed"
+    BELOW_USAGE = "BelowUsage"  # a lower limit would cut into what the container uses now
+    NOT_ENFORCED = "NotEnforced"  # the policy only reports it
+
+
+class ResourceUpdate(BaseModel):
+    """Parameters of an UpdateResources action: the limits to set (None: leave as it is).
+
+    ``memory_floor_bytes`` and ``pids_floor`` are the executor's re-check: it reads the container's
+    use again right before ``docker update`` and does not lower below them.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    nano_cpus: int | None = None
+    cpu_quota_us: int | None = Field(
+        default=None,
+        description="Set instead of nano_cpus when the "
+        "container's CPU limit is a quota (Docker refuses to mix them)",
+    )
+    cpu_period_us: int | None = None
+    memory_bytes: int | None = None
+    memory_swap_bytes: int | None = Field(default=None, description="Memory plus swap; -1: unlimited")
+    pids_limit: int | None = None
+    memory_margin_pct: float = 10.0
 
 
 class Target(BaseModel):

@@ -424,3 +424,36 @@ def test_stand_in_follows_nvml_calling_conventions(fake_nvml: FakeNvml) -> None:
             pynvml.nvmlDeviceGetHandleByUUID("GPU-not-there")
     finally:
         pynvml.nvmlShutdown()
+
+
+def test_mig_devices_report_their_gpu_equivalents_from_nvml_attributes(
+    fake_nvml: FakeNvml, observer: NvmlObserver
+) -> None:
+    # DS01's GPU-equivalents: a MIG slice counts as its share of the GPU's compute slices.
+    fake_nvml.set_gpus(1)
+    three = fake_nvml.add_mig(0, profile="3g.40gb")
+    one = fake_nvml.add_mig(0, profile="1g.10gb")
+    shared = fake_nvml.add_mig(0, profile="1c.3g.40gb")  # one compute slice of a 3-slice instance
+    fake_nvml.write()
+    (gpu,) = observe_ok(observer)
+    by_uuid = {d.uuid: d for d in gpu.mig_devices}
+    assert (by_uuid[three.uuid].compute_slices, by_uuid[three.uuid].gpu_equivalents) == (3, round(3 / 7, 6))
+    assert by_uuid[one.uuid].gpu_equivalents == round(1 / 7, 6)
+    assert by_uuid[shared.uuid].compute_slices == 1
+    assert all(d.gpu_equivalents_unknown is None for d in gpu.mig_devices)
+
+
+def test_unreadable_mig_attributes_leave_the_gpu_equivalents_unknown(
+    fake_nvml: FakeNvml, observer: NvmlObserver
+) -> None:
+    fake_nvml.set_gpus(1)
+    fake_nvml.add_mig(0, profile="2g.20gb")
+    fake_nvml.fail_call("nvmlDeviceGetAttributes", 3)
+    fake_nvml.write()
+    (gpu,) = observe_ok(observer)
+    (device,) = gpu.mig_devices
+    assert device.gpu_equivalents is None and device.compute_slices is None
+    assert (
+        device.gpu_equivalents_unknown is not None
+        and "nvmlDeviceGetAttributes" in device.gpu_equivalents_unknown
+    )

@@ -238,3 +238,43 @@ def test_keepalive_never_touches_the_host_path(make_container: ContainerFactory,
     c = make_container(network_mode="none")
     ka = signals_of(observe(tmp_path, keepalive_path=str(host_file)), c).keepalive
     assert ka.state == KeepAliveState.ABSENT
+
+
+def test_limits_and_usage_of_real_containers(make_container: ContainerFactory, tmp_path: Path) -> None:
+    # Limits from the cached inspect, usage from the cgroup (this host's version, v1 or v2).
+    limited = make_container(
+        "sh -c 'sleep 300 & sleep 300 & wait'",
+        network_mode="none",
+        mem_limit="256m",
+        memswap_limit="512m",
+        nano_cpus=1_500_000_000,
+        pids_limit=64,
+    )
+    unlimited = make_container(network_mode="none")
+    created = make_container(start=False)
+    time.sleep(0.3)
+    snap = observe(tmp_path)
+
+    lim = find(snap, limited).limits
+    assert lim is not None
+    assert (lim.cpus, lim.memory_bytes, lim.total_swap_bytes, lim.pids_limit) == (
+        1.5,
+        256 << 20,
+        512 << 20,
+        64,
+    )
+    free = find(snap, unlimited).limits
+    assert free is not None and (free.cpus, free.memory_bytes, free.pids_limit) == (None, None, None)
+    assert find(snap, created).limits is not None and find(snap, created).signals is None
+
+    s = signals_of(snap, limited)
+    assert s.memory_unknown is None and s.memory_bytes is not None and s.memory_bytes > 0
+    assert s.pids_current == 3 and s.pids_unknown is None
+
+
+def test_usage_unreadable_stays_unknown(make_container: ContainerFactory, tmp_path: Path) -> None:
+    c = make_container(network_mode="none")
+    empty_cgroup_root = tmp_path / "no-cgroups"
+    empty_cgroup_root.mkdir()
+    s = signals_of(observe(tmp_path, cgroup_root=empty_cgroup_root), c)
+    assert s.memory_bytes is None and s.memory_unknown and s.pids_current is None and s.pids_unknown

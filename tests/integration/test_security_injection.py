@@ -309,7 +309,13 @@ def test_terminal_notices_cannot_drive_the_terminal(world: World, docker_client:
         the_plan = make_plan(
             world.snapshot, PolicySetDesired(load_spec_text(POLICY)), ControllerMemory(), later
         )
-        warn = [a for a in the_plan.actions if a.target.container_id == c.id and a.kind.value == "WarnOwner"]
+        warn = [
+            a
+            for a in the_plan.actions
+            if a.target.container_id == c.id
+            and a.kind.value == "WarnOwner"
+            and a.reason.value == "MaxRuntimeWarning"
+        ]
         assert warn, the_plan.actions
         executor = RealExecutor(
             docker_client, EventLog(tmp_path / "ev.jsonl"), notifier, tmp_path / "ledger.json"

@@ -24,6 +24,8 @@
  *   mig <gpu_index> <mig_index> <uuid> <gi_id> <ci_id> <mem_total> <mem_used> <profile ...>
  *       A MIG device under a GPU that has mig 1. mig_index 0..6 (slots may be sparse: an empty
  *       slot answers NOT_FOUND, as on real hardware). Its name is "<gpu name> MIG <profile>".
+ *       nvmlDeviceGetAttributes on its handle reads the slice counts from the profile, as NVIDIA
+ *       names them: "3g.40gb" is 3 GPU-instance and 3 compute-instance slices, "1c.3g.40gb" 3 and 1.
  *   reserved <device_uuid> <bytes>
  *       Memory the driver reserves on a GPU or MIG device (default 0). As on real drivers (R510+),
  *       nvmlDeviceGetMemoryInfo_v2 reports it as "reserved" with "used" = the mem_used of the gpu/mig
@@ -121,6 +123,18 @@ typedef struct {
     unsigned int gpu;
     unsigned int memory;
 } nvmlUtilization_t;
+
+typedef struct {
+    unsigned int multiprocessorCount;
+    unsigned int sharedCopyEngineCount;
+    unsigned int sharedDecoderCount;
+    unsigned int sharedEncoderCount;
+    unsigned int sharedJpegCount;
+    unsigned int sharedOfaCount;
+    unsigned int gpuInstanceSliceCount;
+    unsigned int computeInstanceSliceCount;
+    unsigned long long memorySizeMB;
+} nvmlDeviceAttributes_t;
 
 /* The plain (v1) symbol's struct, kept for callers built against old headers. */
 typedef struct {
@@ -938,6 +952,40 @@ EXPORT nvmlReturn_t nvmlDeviceGetMigDeviceHandleByIndex(nvmlDevice_t device, uns
         return leave(NVML_ERROR_NOT_FOUND);
     *migDevice = &g_mig_handles[device->gpu][index];
     return leave(NVML_SUCCESS);
+}
+
+/* "<c>c.<g>g.<mem>" or "<g>g.<mem>": the leading counts of a MIG profile name (0 when absent). */
+static void profile_slices(const char *profile, unsigned int *gi, unsigned int *ci) {
+    unsigned int first = 0, second = 0;
+    char unit = 0;
+    *gi = *ci = 0;
+    if (sscanf(profile, "%uc.%ug", &first, &second) == 2) {
+        *ci = first;
+        *gi = second;
+    } else if (sscanf(profile, "%u%c", &first, &unit) == 2 && unit == 'g') {
+        *gi = *ci = first;
+    }
+}
+
+EXPORT nvmlReturn_t nvmlDeviceGetAttributes_v2(nvmlDevice_t device, nvmlDeviceAttributes_t *attributes) {
+    ENTER_DEVICE("nvmlDeviceGetAttributes_v2", device);
+    if (attributes == NULL)
+        return leave(NVML_ERROR_INVALID_ARGUMENT);
+    /* Real NVML answers only for MIG device handles. */
+    if (!device->is_mig)
+        return leave(NVML_ERROR_NOT_SUPPORTED);
+    memset(attributes, 0, sizeof(*attributes));
+    {
+        const fake_mig *mig = &g_state.migs[device->gpu][device->mig];
+        profile_slices(mig->profile, &attributes->gpuInstanceSliceCount, &attributes->computeInstanceSliceCount);
+        attributes->multiprocessorCount = 14U * attributes->computeInstanceSliceCount;
+        attributes->memorySizeMB = mig->mem_total / (1024ULL * 1024ULL);
+    }
+    return leave(NVML_SUCCESS);
+}
+
+EXPORT nvmlReturn_t nvmlDeviceGetAttributes(nvmlDevice_t device, nvmlDeviceAttributes_t *attributes) {
+    return nvmlDeviceGetAttributes_v2(device, attributes);
 }
 
 EXPORT nvmlReturn_t nvmlDeviceIsMigDeviceHandle(nvmlDevice_t device, unsigned int *isMigDevice) {

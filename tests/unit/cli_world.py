@@ -25,9 +25,17 @@ from controller.cli.view import LogEventSource, PolicyInfo, PolicySource, View
 from controller.memory import ContainerMemory, ControllerMemory, Sample
 from controller.plan.desired import StaticDesired
 from controller.plan.types import Action, ActionKind, DeferReason, Deferred, Plan, Reason, Target
-from controller.snapshot import ContainerObs, GpuRefSource, KeepAliveState, OwnerRule, Snapshot, TypeRule
+from controller.snapshot import (
+    ContainerObs,
+    GpuRefSource,
+    KeepAliveState,
+    OwnerRule,
+    ResourceLimits,
+    Snapshot,
+    TypeRule,
+)
 from crd_like_specs.vocabulary import ContainerType
-from desired_state.effective import EffectivePolicy, ExemptFrom, Sourced
+from desired_state.effective import EffectivePolicy, ExemptFrom, ResourceSpec, Sourced
 from tests.fixtures import builders as b
 
 T0 = b.T0
@@ -88,6 +96,23 @@ def containers() -> list[ContainerObs]:
         created_at=b.ago(days=10),
         sig=b.signals(T0, cpu_usage_ns=50_000_000_000, net_bytes=0),
     )
+    # Limits as docker inspect states them: alice's are above her spec, eve's are unset.
+    alice = alice.model_copy(
+        update={
+            "limits": ResourceLimits(nano_cpus=16 * 10**9, memory_bytes=64 << 30, memory_swap_bytes=-1),
+            "signals": alice.signals.model_copy(
+                update={
+                    "memory_bytes": 3 << 30,
+                    "memory_unknown": None,
+                    "pids_current": 12,
+                    "pids_unknown": None,
+                }
+            )
+            if alice.signals is not None
+            else None,
+        }
+    )
+    eve = eve.model_copy(update={"limits": ResourceLimits()})
     return [alice, bob, carol, dave, eve]
 
 
@@ -273,7 +298,20 @@ def _policy_for(c: ContainerObs, _now: object) -> EffectivePolicy:
             max_runtime_s=Sourced(value=48 * 3600.0, source="LifecyclePolicy/default"),
             cpu_idle_threshold_pct=Sourced(value=2.0, source="LifecyclePolicy/default"),
             exemptions=[b.exemption(ExemptFrom.MAX_RUNTIME, expires_at=T0 + timedelta(days=7))],
-        ).model_copy(update={"group": Sourced(value="researcher", source="UserGroup/researcher")})
+        ).model_copy(
+            update={
+                "group": Sourced(value="researcher", source="UserGroup/researcher"),
+                "resources": ResourceSpec(
+                    max_cpus=Sourced(value=8.0, source="UserGroup/researcher"),
+                    memory_bytes=Sourced(value=32 << 30, source="UserGroup/researcher"),
+                    memory_swap_bytes=Sourced(value=32 << 30, source="UserGroup/researcher"),
+                    pids_limit=Sourced(value=4096, source="built-in default"),
+                    max_containers_per_user=Sourced(value=3, source="built-in default"),
+                    max_gpu_equivalents=Sourced(value=1.0, source="built-in default"),
+                    max_gpu_slots_per_container=Sourced(value=1, source="built-in default"),
+                ),
+            }
+        )
     if c.owner == "carol":
         return b.policy(
             owner="carol",

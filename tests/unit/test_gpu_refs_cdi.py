@@ -17,7 +17,7 @@ import pytest
 import requests
 
 from controller.memory import ControllerMemory
-from controller.observe.docker_adapter import DockerObserver, parse_inspect
+from controller.observe.docker_adapter import CACHE_FORMAT, DockerObserver, parse_inspect
 from controller.observe.gpu_refs import (
     EngineRuntimes,
     RawGpuRefs,
@@ -235,7 +235,7 @@ class TestRuntimeTableInTheObserver:
             {"Id": "c" * 64, "Created": "2026-03-02T11:00:00Z", "State": {"Status": "created"}},
             {"Id": "c" * 64, "Names": ["/x"], "State": "created"},
         )
-        observer.import_cache(pickle.dumps(("ds01-inspect-cache/1", [(c, b.T0)])))
+        observer.import_cache(pickle.dumps((CACHE_FORMAT, [(c, b.T0)])))
         client.api.info_answer = {"Runtimes": {"runc": {"path": "runc"}}}
         observer.engine_runtimes(client)
         assert pickle.loads(observer.export_cache())[1] == []
@@ -249,7 +249,7 @@ class TestRuntimeTableInTheObserver:
             {"Id": "c" * 64, "Created": "2026-03-02T11:00:00Z", "State": {"Status": "created"}},
             {"Id": "c" * 64, "Names": ["/x"], "State": "created"},
         )
-        observer.import_cache(pickle.dumps(("ds01-inspect-cache/1", [(c, b.T0)])))
+        observer.import_cache(pickle.dumps((CACHE_FORMAT, [(c, b.T0)])))
         client.api.down = False
         observer._runtimes_due = b.T0  # ... and its retry is due now
         assert observer.engine_runtimes(client) is not None

@@ -7,7 +7,7 @@ import pickle
 from datetime import UTC, datetime
 from pathlib import Path
 
-from controller.observe.docker_adapter import DockerObserver, parse_inspect
+from controller.observe.docker_adapter import CACHE_FORMAT, DockerObserver, parse_inspect
 from controller.store import load_inspect_cache, save_inspect_cache
 
 CID = "c" * 64
@@ -39,7 +39,7 @@ def gpu_container() -> object:
 def observer_with(*containers: object) -> DockerObserver:
     obs = DockerObserver(lambda: None)
     for c in containers:
-        obs.import_cache(pickle.dumps(("ds01-inspect-cache/1", [(c, NOW)])))
+        obs.import_cache(pickle.dumps((CACHE_FORMAT, [(c, NOW)])))
     return obs
 
 
@@ -65,7 +65,7 @@ def test_a_foreign_pickle_is_refused_without_running_it(tmp_path: Path) -> None:
             return (os.system, (f"touch {marker}",))
 
     obs = DockerObserver(lambda: None)
-    assert obs.import_cache(pickle.dumps(("ds01-inspect-cache/1", [Evil()]))) == 0
+    assert obs.import_cache(pickle.dumps((CACHE_FORMAT, [Evil()]))) == 0
     assert obs.import_cache(b"not a pickle") == 0
     assert obs.import_cache(pickle.dumps(("other-format/9", []))) == 0
     assert not marker.exists()

@@ -154,7 +154,7 @@ CASES: list[tuple[str, dict[str, str | bytes], str, tuple[str, int, str], list[s
         },
         ".",
         ("lifecycle-exemptions.yaml", 3, "exemptions[0].exempt_from[0]"),
-        ["'gpu' is not allowed", "'idle', 'max_runtime' or 'cleanup'"],
+        ["'gpu' is not allowed", "'idle', 'max_runtime', 'cleanup' or 'resources'"],
     ),
     (
         "a missing members file",

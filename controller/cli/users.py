@@ -1,0 +1,250 @@
+"""``ds01ctl`` views of the resource limits and quotas: limit columns, the describe sections, ``get users``.
+
+* :func:`limit_cells`: the CPU / MEM / PIDS limit columns of ``get containers -o wide``; a ``*``
+  marks a limit that is unset or above the owner's spec (what UpdateResources would change).
+* :func:`limits_section`: ``describe container``'s desired vs observed limits, with the source of
+  each desired value and the container's use.
+* :func:`user_rows` / :func:`users_table`: ``get users`` (kubectl's ``get resourcequota`` is the
+  model): per owner, group, containers used/allowed, GPU-equivalents used/allowed, memory in use,
+  CPU limits summed, and what is over.
+* :func:`quota_section`: the same for ``describe user``.
+
+Reads the view (snapshot, effective policies, plan); decides nothing (the planner's rules do).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from controller.cli.render import Sections, Table, clean, fmt_bytes
+from controller.cli.view import View
+from controller.snapshot import ContainerObs, ContainerState, ResourceLimits
+from desired_state.effective import EffectivePolicy, ResourceSpec
+
+LIVE = frozenset({ContainerState.RUNNING, ContainerState.PAUSED, ContainerState.RESTARTING})
+OVER_MARK = "*"
+
+
+def _cpus(v: float | None) -> str:
+    return "-" if v is None else f"{v:g}"
+
+
+def _above(have: float | None, want: float | None) -> bool:
+    return want is not None and (have is None or have > want + 1e-6)
+
+
+def limit_cells(c: ContainerObs, pol: EffectivePolicy | None) -> list[str]:
+    """CPU, MEM, PIDS limit cells; ``-`` is no limit, ``?`` not observed, ``*`` differs from the spec."""
+    lim = c.limits
+    if lim is None:
+        return ["?", "?", "?"]
+    spec = pol.resources if pol is not None and not pol.resources.exempt.value else ResourceSpec()
+    pairs: list[tuple[str, bool]] = [
+        (_cpus(lim.cpus), _above(lim.cpus, spec.max_cpus.value)),
+        (fmt_bytes(lim.memory_bytes), _above(lim.memory_bytes, spec.memory_bytes.value)),
+        (
+            "-" if lim.pids_limit is None else str(lim.pids_limit),
+            _above(lim.pids_limit, spec.pids_limit.value),
+        ),
+    ]
+    return [text + (OVER_MARK if over else "") for text, over in pairs]
+
+
+def limits_section(c: ContainerObs, pol: EffectivePolicy | None, s: Sections) -> None:
+    """Desired vs observed limits with provenance, and the container's use."""
+    s.heading("Resources")
+    lim = c.limits
+    if lim is None:
+        s.line("limits not observed (no inspect)", 2)
+        return
+    if pol is None:
+        s.line("desired limits unknown: the policy did not load", 2)
+    spec = pol.resources if pol is not None else ResourceSpec()
+    sig = c.signals
+    t = Table(["LIMIT", "OBSERVED", "DESIRED", "SOURCE", "IN USE"])
+    mem_use = (
+        "-" if sig is None else (fmt_bytes(sig.memory_bytes) if sig.memory_bytes is not None else "unknown")
+    )
+    pids_use = "-" if sig is None else (str(sig.pids_current) if sig.pids_current is not None else "unknown")
+    rows: list[tuple[str, str, str, Any, str]] = [
+        ("cpus", _cpus(lim.cpus), _cpus(spec.max_cpus.value), spec.max_cpus, "-"),
+        (
+            "memory",
+            fmt_bytes(lim.memory_bytes),
+            fmt_bytes(spec.memory_bytes.value),
+            spec.memory_bytes,
+            mem_use,
+        ),
+        (
+            "memory+swap",
+            fmt_bytes(lim.total_swap_bytes),
+            fmt_bytes(spec.memory_swap_bytes.value),
+            spec.memory_swap_bytes,
+            "-",
+        ),
+        (
+            "pids",
+            "-" if lim.pids_limit is None else str(lim.pids_limit),
+            "-" if spec.pids_limit.value is None else str(spec.pids_limit.value),
+            spec.pids_limit,
+            pids_use,
+        ),
+    ]
+    for name, have, want, sourced, use in rows:
+        t.add([name, have, want, clean(sourced.source, 80), use])
+    s.table(t)
+    extra = [("cpuset", lim.cpuset_cpus or "-"), ("shm", fmt_bytes(lim.shm_size_bytes))]
+    extra.append(("cgroup parent", clean(lim.cgroup_parent, 120) or "- (the engine's default)"))
+    if spec.exempt.value:
+        extra.append(("opted out", clean(spec.exempt.source, 120)))
+    s.fields(extra, 2)
+    s.line("('-' is no limit; the controller lowers a limit that is unset or above the desired one)", 2)
+
+
+@dataclass(frozen=True)
+class UserRow:
+    user: str
+    group: str
+    containers: int
+    containers_allowed: int | None
+    gpu_equivalents: float
+    gpu_unknown: bool
+    gpu_allowed: float | None
+    memory_in_use: int | None
+    cpu_limits: float | None
+    over: tuple[str, ...]
+
+
+def _gpu_equivalents(view: View, c: ContainerObs, shares: dict[str, float | None]) -> tuple[float, bool]:
+    total, unknown = 0.0, False
+    units = {ref.uuid or f"?{ref.raw}" for ref in c.gpu_refs}
+    if c.all_gpus:
+        units |= {g.uuid for g in view.snapshot.gpus}
+    for unit in units:
+        share = shares.get(unit)
+        if share is None:
+            unknown = True
+        else:
+            total += share
+    return total, unknown
+
+
+def user_rows(view: View) -> list[UserRow]:
+    """One row per owner of a live container, sorted by name (owner ``unknown`` included, never over)."""
+    shares: dict[str, float | None] = {}
+    for g in view.snapshot.gpus:
+        shares[g.uuid] = 1.0
+        for m in g.mig_devices:
+            shares[m.uuid] = m.gpu_equivalents
+    by_owner: dict[str, list[ContainerObs]] = {}
+    for c in view.snapshot.containers:
+        if c.state in LIVE:
+            by_owner.setdefault(c.owner, []).append(c)
+    rows: list[UserRow] = []
+    for owner in sorted(by_owner):
+        owned = by_owner[owner]
+        pol = view.effective(owned[-1])
+        spec = pol.resources if pol is not None else ResourceSpec()
+        gpu, gpu_unknown = 0.0, False
+        memory: int | None = 0
+        cpu: float | None = 0.0
+        for c in owned:
+            eq, unknown = _gpu_equivalents(view, c, shares)
+            gpu += eq
+            gpu_unknown |= unknown
+            used = c.signals.memory_bytes if c.signals is not None else None
+            memory = None if memory is None or used is None else memory + used
+            lim: ResourceLimits | None = c.limits
+            cpus = lim.cpus if lim is not None else None
+            cpu = None if cpu is None or cpus is None else cpu + cpus
+        over: list[str] = []
+        allowed = spec.max_containers_per_user.value
+        if owner != "unknown" and allowed is not None and len(owned) > allowed:
+            over.append("containers")
+        gpu_allowed = spec.max_gpu_equivalents.value
+        if owner != "unknown" and gpu_allowed is not None and gpu > gpu_allowed + 1e-9:
+            over.append("gpus")
+        rows.append(
+            UserRow(
+                user=owner,
+                group=pol.group.value if pol is not None else "?",
+                containers=len(owned),
+                containers_allowed=allowed,
+                gpu_equivalents=round(gpu, 3),
+                gpu_unknown=gpu_unknown,
+                gpu_allowed=gpu_allowed,
+                memory_in_use=memory,
+                cpu_limits=cpu,
+                over=tuple(over),
+            )
+        )
+    return rows
+
+
+def _of(used: str, allowed: float | int | None) -> str:
+    return f"{used}/{'-' if allowed is None else f'{allowed:g}'}"
+
+
+def users_table(rows: Sequence[UserRow]) -> Table:
+    t = Table(["USER", "GROUP", "CONTAINERS", "GPU-EQ", "MEM-IN-USE", "CPU-LIMITS", "OVER"])
+    for r in rows:
+        gpu = f"{r.gpu_equivalents:g}" + ("+?" if r.gpu_unknown else "")
+        t.add(
+            [
+                clean(r.user, 32),
+                clean(r.group, 32),
+                _of(str(r.containers), r.containers_allowed),
+                _of(gpu, r.gpu_allowed),
+                fmt_bytes(r.memory_in_use) if r.memory_in_use is not None else "unknown",
+                "unlimited" if r.cpu_limits is None else f"{r.cpu_limits:g}",
+                ",".join(r.over) or "-",
+            ]
+        )
+    return t
+
+
+def user_item(r: UserRow) -> dict[str, Any]:
+    return {
+        "user": r.user,
+        "group": r.group,
+        "containers": r.containers,
+        "containers_allowed": r.containers_allowed,
+        "gpu_equivalents": r.gpu_equivalents,
+        "gpu_equivalents_unknown": r.gpu_unknown,
+        "gpu_equivalents_allowed": r.gpu_allowed,
+        "memory_in_use_bytes": r.memory_in_use,
+        "cpu_limits": r.cpu_limits,
+        "over": list(r.over),
+    }
+
+
+def quota_section(view: View, name: str, s: Sections) -> None:
+    """``describe user``: the quotas, used and allowed, with their sources."""
+    s.heading("Quotas")
+    found = [r for r in user_rows(view) if r.user == name]
+    pol = view.user_policy(name)
+    spec = pol.resources if pol is not None else ResourceSpec()
+    if not found:
+        s.line("no live containers", 2)
+        return
+    r = found[0]
+    gpu = f"{r.gpu_equivalents:g}" + (" (+ units of unknown share)" if r.gpu_unknown else "")
+    containers = _of(str(r.containers), r.containers_allowed)
+    slots = spec.max_gpu_slots_per_container
+    cpu = "unlimited (a container without a limit)" if r.cpu_limits is None else f"{r.cpu_limits:g}"
+    s.fields(
+        [
+            ("Containers", f"{containers}   ({clean(spec.max_containers_per_user.source, 80)})"),
+            (
+                "GPU-equivalents",
+                f"{_of(gpu, r.gpu_allowed)}   ({clean(spec.max_gpu_equivalents.source, 80)})",
+            ),
+            ("GPU units/container", f"at most {slots.value}   ({clean(slots.source, 80)})"),
+            ("Memory in use", fmt_bytes(r.memory_in_use) if r.memory_in_use is not None else "unknown"),
+            ("CPU limits", cpu),
+            ("Over", ",".join(r.over) or "-"),
+        ],
+        2,
+    )

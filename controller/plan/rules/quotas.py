@@ -1,0 +1,296 @@
+"""Per-user quotas: containers per user, GPU-equivalents per user, GPU units per container.
+
+* **ContainerQuotaExceeded**: an owner runs more live containers (running, paused, restarting)
+  than ``maxContainersPerUser``.
+* **GpuQuotaExceeded**: an owner's live containers hold more GPU-equivalents than
+  ``maxGpuEquivalents``: a full GPU is 1.0, a MIG device its share of the GPU's compute slices
+  (``MigDeviceObs.gpu_equivalents``, read live from NVML). A device whose share is unknown (NVML
+  down, a reference that did not resolve) makes the total unknown: when the known part alone is
+  within the quota nothing is decided (``UnknownSignal``); unknown is not "within".
+* **GpuSlotsAboveSpec**: one running container holds more distinct GPU/MIG units than
+  ``maxGpuSlotsPerContainer``; a container cannot be shrunk in place.
+
+Default (``resourceEnforcement.enforce: report``): the owner is warned (WarnOwner, on each container
+beyond the quota) and the admin alerted (AlertAdmin); nothing is stopped. With ``enforce: stop`` the
+newest containers beyond the quota are stopped (kept, not removed) once their warning has had the
+owner's full ``warnLead``; never a protected, monitoring or devcontainer one, nor one whose type or
+owner is opted out of the resource rules (``resourcesExempt``, an Exemption from ``resources``):
+the next newest are chosen instead, and what cannot be stopped is only reported. Owner ``unknown``
+is many people, not one: never counted. Pure; called by the planner once per pass.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+from controller.plan.context import Collector, PassContext, host_target, iso
+from controller.plan.types import ActionKind, DeferReason, Reason
+from controller.snapshot import ContainerObs, ContainerState
+from crd_like_specs.vocabulary import ContainerType
+from desired_state.effective import EffectivePolicy, ExemptFrom
+
+LIVE_STATES = frozenset({ContainerState.RUNNING, ContainerState.PAUSED, ContainerState.RESTARTING})
+UNKNOWN_OWNER = "unknown"
+ENFORCE_STOP = "stop"
+
+
+def user_quotas(ctx: PassContext, out: Collector) -> None:
+    """Every owner's container and GPU quota, and every running container's GPU units."""
+    by_owner: dict[str, list[ContainerObs]] = {}
+    for c in ctx.containers:
+        if c.state in LIVE_STATES and c.owner and c.owner != UNKNOWN_OWNER and c.id in ctx.policies:
+            by_owner.setdefault(c.owner, []).append(c)
+    shares = mig_shares(ctx)
+    for owner in sorted(by_owner):
+        # Oldest first: the newest are the ones beyond a quota.
+        owned = sorted(by_owner[owner], key=lambda c: (c.started_at or c.created_at, c.id))
+        _container_quota(ctx, out, owner, owned)
+        _gpu_quota(ctx, out, owner, owned, shares)
+        for c in owned:
+            if c.state == ContainerState.RUNNING:
+                _gpu_slots(ctx, out, c)
+
+
+def mig_shares(ctx: PassContext) -> dict[str, float | None]:
+    """GPU-equivalents of each device: 1.0 for a full GPU, a MIG device's share (None: unknown)."""
+    shares: dict[str, float | None] = {}
+    for g in ctx.gpus:
+        shares[g.uuid] = 1.0
+        for m in g.mig_devices:
+            shares[m.uuid] = m.gpu_equivalents
+    return shares
+
+
+def gpu_units(ctx: PassContext, c: ContainerObs) -> list[str]:
+    """The distinct GPU/MIG units a container references (unresolved ones by what they say)."""
+    units: dict[str, None] = {}
+    for ref in c.gpu_refs:
+        units.setdefault(ref.uuid or f"unresolved:{ref.raw}", None)
+    if c.all_gpus:
+        for g in ctx.gpus:
+            units.setdefault(g.uuid, None)
+    return list(units)
+
+
+def gpu_equivalents(
+    ctx: PassContext, c: ContainerObs, shares: dict[str, float | None]
+) -> tuple[float, list[str]]:
+    """(known GPU-equivalents, the units whose share is unknown) of one container."""
+    known = 0.0
+    unknown: list[str] = []
+    for unit in gpu_units(ctx, c):
+        share = shares.get(unit)
+        if share is None:
+            unknown.append(unit)
+        else:
+            known += share
+    if c.all_gpus and not ctx.gpus:
+        unknown.append("all GPUs (NVML lists none)")
+    return known, unknown
+
+
+def _policy(ctx: PassContext, owned: Sequence[ContainerObs]) -> EffectivePolicy:
+    # The quotas are per user (no per-type layer): the newest container's policy carries them.
+    return ctx.policies[owned[-1].id]
+
+
+def _container_quota(ctx: PassContext, out: Collector, owner: str, owned: list[ContainerObs]) -> None:
+    quota = _policy(ctx, owned).resources.max_containers_per_user
+    if quota.value is None or len(owned) <= quota.value:
+        return
+    evidence = {
+        "owner": owner,
+        "containers": len(owned),
+        "quota": quota.value,
+        "quota_source": quota.source,
+        "container_names": [c.name for c in owned],
+    }
+    what = f"{owner} runs {len(owned)} containers; the quota is {quota.value} ({quota.source})"
+    _beyond(ctx, out, owner, owned, len(owned) - quota.value, Reason.CONTAINER_QUOTA_EXCEEDED, what, evidence)
+
+
+def _gpu_quota(
+    ctx: PassContext,
+    out: Collector,
+    owner: str,
+    owned: list[ContainerObs],
+    shares: dict[str, float | None],
+) -> None:
+    quota = _policy(ctx, owned).resources.max_gpu_equivalents
+    holders = [c for c in owned if c.has_gpu]
+    if quota.value is None or not holders:
+        return
+    per: dict[str, float] = {}
+    unknown: list[str] = []
+    for c in holders:
+        known, missing = gpu_equivalents(ctx, c, shares)
+        per[c.id] = known
+        unknown.extend(f"{c.name}: {u}" for u in missing)
+    total = round(sum(per.values()), 6)
+    evidence: dict[str, Any] = {
+        "owner": owner,
+        "gpu_equivalents": total,
+        "quota": quota.value,
+        "quota_source": quota.source,
+        "per_container": {c.name: per[c.id] for c in holders},
+        "unknown_units": unknown,
+    }
+    if total <= quota.value + 1e-9:
+        if unknown:
+            out.defer(
+                host_target(user=owner),
+                Reason.GPU_QUOTA_EXCEEDED,
+                DeferReason.UNKNOWN_SIGNAL,
+                f"{owner} holds {total:g} known GPU-equivalents (quota {quota.value:g}) and units "
+                f"whose share is unknown ({', '.join(unknown)}): the quota cannot be judged",
+                evidence=evidence,
+            )
+        return
+    # The newest holders beyond the quota: drop them one by one until the rest fit.
+    excess, count = total - quota.value, 0
+    for c in reversed(holders):
+        if excess <= 1e-9:
+            break
+        excess -= per[c.id]
+        count += 1
+    what = f"{owner} holds {total:g} GPU-equivalents; the quota is {quota.value:g} ({quota.source})"
+    _beyond(ctx, out, owner, holders, count, Reason.GPU_QUOTA_EXCEEDED, what, evidence)
+
+
+def _gpu_slots(ctx: PassContext, out: Collector, c: ContainerObs) -> None:
+    if not c.has_gpu:
+        return
+    cap = ctx.policies[c.id].resources.max_gpu_slots_per_container
+    units = gpu_units(ctx, c)
+    if cap.value is None or len(units) <= cap.value:
+        return
+    evidence = {
+        "owner": c.owner,
+        "gpu_units": units,
+        "quota": cap.value,
+        "quota_source": cap.source,
+    }
+    what = f"{c.name} holds {len(units)} GPU units; at most {cap.value} per container ({cap.source})"
+    _beyond(ctx, out, c.owner, [c], 1, Reason.GPU_SLOTS_ABOVE_SPEC, what, evidence)
+
+
+def _stoppable(policy: EffectivePolicy, c: ContainerObs) -> str | None:
+    """Why a quota never stops this container (None: it may be stopped)."""
+    if policy.protected.value:
+        return f"protected ({policy.protected.source})"
+    if policy.monitoring.value:
+        return f"monitoring ({policy.monitoring.source})"
+    if c.container_type == ContainerType.DEVCONTAINER:
+        return "a devcontainer"
+    if policy.resources.exempt.value:
+        return f"opted out ({policy.resources.exempt.source})"
+    ex = policy.exemption(ExemptFrom.RESOURCES)
+    if ex is not None:
+        return f"exempt ({ex.source})"
+    return None
+
+
+def _beyond(
+    ctx: PassContext,
+    out: Collector,
+    owner: str,
+    owned: list[ContainerObs],
+    count: int,
+    reason: Reason,
+    what: str,
+    evidence: dict[str, Any],
+) -> None:
+    """Warn on and alert about the ``count`` newest containers of ``owned``; stop them if enforced."""
+    enforce = ctx.glob.quota_enforce.value == ENFORCE_STOP
+    newest_first = list(reversed(owned))
+    victims: list[ContainerObs] = []
+    kept: dict[str, str] = {}
+    for c in newest_first:
+        if len(victims) == count:
+            break
+        why = _stoppable(ctx.policies[c.id], c) if enforce else None
+        if why is None:
+            victims.append(c)
+        else:
+            kept[c.name] = why
+    scope = ",".join(c.id[:12] for c in victims) or "none"
+    out.act(
+        ActionKind.ALERT_ADMIN,
+        host_target(user=owner),
+        reason,
+        f"{what}: beyond it "
+        + (", ".join(c.name for c in victims) or "nothing stoppable")
+        + (f"; not stopped: {', '.join(f'{n} ({w})' for n, w in kept.items())}" if kept else ""),
+        due_at=ctx.now,
+        key=f"AlertAdmin:{reason.value}:{owner}:{scope}",
+        evidence={**evidence, "beyond": [c.name for c in victims], "never_stopped": kept},
+    )
+    if not enforce:
+        # Said every pass (the warning and the alert are one-shot): describe and the metrics see it.
+        out.defer(
+            host_target(user=owner),
+            reason,
+            DeferReason.NOT_ENFORCED,
+            f"{what}: reported, not enforced (enforce: report in {ctx.glob.quota_enforce.source})",
+            evidence=evidence,
+        )
+    # Reported: one notice per owner, on the newest container beyond the quota (a user with a
+    # hundred containers too many gets one message, not a hundred). Enforced: each container to be
+    # stopped is warned itself, and its stop waits for that warning's lead.
+    beyond = {**evidence, "beyond": [c.name for c in victims]}
+    for c in victims if enforce else victims[:1]:
+        _warn_then_stop(ctx, out, c, reason, what, beyond, enforce)
+
+
+def _warn_then_stop(
+    ctx: PassContext,
+    out: Collector,
+    c: ContainerObs,
+    reason: Reason,
+    what: str,
+    evidence: dict[str, Any],
+    enforce: bool,
+) -> None:
+    policy = ctx.policies[c.id]
+    warning_key = f"quota:{reason.value}"
+    warn_key = f"WarnOwner:{c.id}:{reason.value}:{iso(c.started_at)}"
+    sent = ctx.sent_at(ctx.cmem.get(c.id), warning_key, warn_key)
+    beyond = ", ".join(str(n) for n in evidence.get("beyond", [c.name]))
+    then = f"{c.name} will be stopped" if enforce else f"please stop a container (beyond the quota: {beyond})"
+    if sent is None:
+        out.act(
+            ActionKind.WARN_OWNER,
+            ctx.target(c),
+            reason,
+            f"{what}; {then}",
+            due_at=ctx.now,
+            key=warn_key,
+            evidence=evidence,
+            params={"warning_key": warning_key},
+        )
+    if not enforce or c.state != ContainerState.RUNNING:
+        return
+    lead = policy.warn_lead_s.value
+    due: datetime = (sent or ctx.now) + timedelta(seconds=lead)
+    if sent is None or ctx.now < due:
+        out.defer(
+            ctx.target(c),
+            reason,
+            DeferReason.WAITING_FOR_WARNING,
+            f"{c.name}: stopped for the quota {lead:g} s after its owner was warned",
+            due_at=due,
+            evidence={**evidence, "warned_at": iso(sent)},
+        )
+        return
+    out.act(
+        ActionKind.STOP_CONTAINER,
+        ctx.target(c),
+        reason,
+        f"stop {c.name} (owner {c.owner}): {what}; warned at {iso(sent)}",
+        due_at=due,
+        key=f"StopContainer:{c.id}:{reason.value}",
+        evidence={**evidence, "warned_at": iso(sent)},
+        params={"timeout_s": int(policy.sigterm_grace_s.value), "remove": False},
+    )

@@ -1,0 +1,347 @@
+"""Rule UpdateResources: bring a container's CPU, memory, swap and pids limits down to its owner's spec.
+
+For a running or created container whose limits were observed (``ContainerObs.limits``), each limit
+the owner's spec sets (``EffectivePolicy.resources``) is compared with the container's:
+
+* unset (no limit) -> **LimitsMissing**; above the spec -> **LimitsAboveSpec**: an UpdateResources
+  action (``docker update``, in place, no restart) sets the spec's value;
+* at or below the spec: left alone (an admin or the owner chose it). A limit is never raised.
+
+Guards (unknown is not idle):
+
+* **memory** is never lowered below the container's current use plus ``memoryMarginPct``: the
+  kernel would reclaim or OOM-kill a live job. The memory (and swap) part waits
+  (``BelowUsage``) and the owner is warned once (``LimitsBelowUsage``); it is applied by a later
+  pass once the use allows. A running container whose use is unknown waits (``UnknownSignal``).
+* **pids** is never set below the current task count, with the same wait and warning.
+* swap (memory plus swap, ``docker --memory-swap``) is changed only together with a memory limit
+  (Docker refuses a swap limit without one) and never below the memory limit.
+* CPU: nothing to do when the spec allows at least the host's CPUs (Docker refuses more); a
+  container limited by ``CpuQuota`` keeps its period and gets a quota (Docker refuses to mix
+  ``NanoCpus`` with a quota); otherwise ``NanoCpus``.
+
+Protected and monitoring containers, a container type with ``resourcesExempt`` and an owner with a
+``resources`` Exemption are left alone (deferred with why). With ``resourceEnforcement.updateLimits:
+false`` the update is only reported (``NotEnforced``). UpdateResources is destructive for the safety
+gates: under the budget and the breaker. Pure; called by the planner per container.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from controller.plan.context import Collector, PassContext, host_target
+from controller.plan.rules.common import shielded
+from controller.plan.types import ActionKind, DeferReason, Reason, ResourceUpdate
+from controller.snapshot import ContainerObs, ContainerState, ResourceLimits
+from desired_state.effective import EffectivePolicy, ExemptFrom, ResourceSpec
+
+UPDATABLE_STATES = frozenset({ContainerState.RUNNING, ContainerState.CREATED})
+DEFAULT_CPU_PERIOD_US = 100_000
+_CPU_EPSILON = 1e-6
+
+
+@dataclass
+class _Decision:
+    """What one pass would change on one container, and what waits."""
+
+    update: dict[str, int] = field(default_factory=dict)
+    missing: list[str] = field(default_factory=list)  # limits that were unset
+    above: list[str] = field(default_factory=list)  # limits that were above the spec
+    waits: list[tuple[DeferReason, str, dict[str, Any]]] = field(default_factory=list)
+
+
+def memory_floor(usage_bytes: int, margin_pct: float) -> int:
+    """The lowest memory limit a container using ``usage_bytes`` may be given."""
+    return int(usage_bytes * (1 + margin_pct / 100.0)) + 1
+
+
+def update_resources(ctx: PassContext, out: Collector, c: ContainerObs, policy: EffectivePolicy) -> None:
+    """Propose the UpdateResources action (and any wait or warning) for one container."""
+    limits = c.limits
+    spec = policy.resources
+    if limits is None or c.state not in UPDATABLE_STATES:
+        return  # not inspected (nothing known to compare), or a state docker update does not serve
+    if not ctx.glob.update_limits.value:
+        return  # reported once for the host by report_limits
+    decision = _decide(c, limits, spec, ctx.glob.memory_margin_pct.value, ctx.snapshot.host_cpus)
+    if not decision.update and not decision.waits:
+        return
+    rule = Reason.LIMITS_MISSING if decision.missing else Reason.LIMITS_ABOVE_SPEC
+    if shielded(ctx, out, c, policy, rule, ExemptFrom.RESOURCES):
+        return
+    target = ctx.target(c)
+    if spec.exempt.value:
+        out.defer(
+            target,
+            rule,
+            DeferReason.EXEMPT,
+            f"{c.name}: opted out of the resource limits ({spec.exempt.source})",
+            evidence={"exempt_source": spec.exempt.source},
+        )
+        return
+    evidence = _evidence(c, limits, spec, ctx.glob.memory_margin_pct.value)
+    for why, message, extra in decision.waits:
+        out.defer(target, rule, why, message, evidence={**evidence, **extra})
+        if why == DeferReason.BELOW_USAGE:
+            _warn_below_usage(ctx, out, c, message, extra)
+    if not decision.update:
+        return
+    params = ResourceUpdate(memory_margin_pct=ctx.glob.memory_margin_pct.value, **decision.update)
+    values = ",".join(f"{k}={v}" for k, v in sorted(decision.update.items()))
+    out.act(
+        ActionKind.UPDATE_RESOURCES,
+        target,
+        rule,
+        f"bring {c.name} (owner {c.owner}) under its limits in place: {_summary(decision)}",
+        due_at=ctx.now,
+        key=f"UpdateResources:{c.id}:{values}",
+        evidence={**evidence, "missing": decision.missing, "above_spec": decision.above},
+        params=params.model_dump(exclude_none=True),
+    )
+
+
+REPORT_NAMES = 20
+
+
+def report_limits(ctx: PassContext, out: Collector) -> None:
+    """With ``updateLimits: false``: one deferral for the host naming the containers whose limits
+    are unset or above their owner's (``describe container`` shows each one's detail).
+
+    One line, not one per container: on a host where nothing was ever limited that would be every
+    container, every pass, for a report nobody acts on yet.
+    """
+    if ctx.glob.update_limits.value:
+        return
+    names: list[str] = []
+    for c in ctx.containers:
+        policy = ctx.policies.get(c.id)
+        limits = c.limits
+        if policy is None or limits is None or c.state not in UPDATABLE_STATES:
+            continue
+        if policy.protected.value or policy.monitoring.value or policy.resources.exempt.value:
+            continue
+        if policy.exemption(ExemptFrom.RESOURCES) is not None:
+            continue
+        d = _decide(c, limits, policy.resources, ctx.glob.memory_margin_pct.value, ctx.snapshot.host_cpus)
+        if d.update or d.waits:
+            names.append(c.name)
+    if not names:
+        return
+    shown = ", ".join(names[:REPORT_NAMES]) + (
+        f" and {len(names) - REPORT_NAMES} more" if len(names) > REPORT_NAMES else ""
+    )
+    out.defer(
+        host_target(),
+        Reason.LIMITS_ABOVE_SPEC,
+        DeferReason.NOT_ENFORCED,
+        f"{len(names)} containers have a limit unset or above their owner's ({shown}); only reported "
+        f"(updateLimits: false in {ctx.glob.update_limits.source})",
+        evidence={"containers": len(names), "names": names[:REPORT_NAMES]},
+    )
+
+
+def _decide(
+    c: ContainerObs, limits: ResourceLimits, spec: ResourceSpec, margin_pct: float, host_cpus: int | None
+) -> _Decision:
+    d = _Decision()
+    _cpu(d, limits, spec, host_cpus)
+    new_memory = _memory(d, c, limits, spec, margin_pct)
+    _swap(d, limits, spec, new_memory)
+    _pids(d, c, limits, spec)
+    return d
+
+
+def _mark(d: _Decision, name: str, observed: object) -> None:
+    (d.missing if observed is None else d.above).append(name)
+
+
+def _cpu(d: _Decision, limits: ResourceLimits, spec: ResourceSpec, host_cpus: int | None) -> None:
+    want = spec.max_cpus.value
+    have = limits.cpus
+    if want is None or (have is not None and have <= want + _CPU_EPSILON):
+        return
+    if host_cpus is not None and want >= host_cpus and (have is None or have >= host_cpus):
+        # The host has no more CPUs than the spec allows: nothing to limit (and Docker refuses a
+        # --cpus above the host's count).
+        return
+    _mark(d, "cpus", have)
+    if limits.nano_cpus is None and limits.cpu_quota_us is not None:
+        period = limits.cpu_period_us or DEFAULT_CPU_PERIOD_US
+        d.update["cpu_quota_us"] = max(1000, int(want * period))
+        d.update["cpu_period_us"] = period
+    else:
+        d.update["nano_cpus"] = int(want * 1e9)
+
+
+def _usage(c: ContainerObs, what: str) -> tuple[int | None, str | None]:
+    """(current use, None), or (None, why unknown); a created container uses nothing."""
+    if c.state == ContainerState.CREATED:
+        return 0, None
+    s = c.signals
+    if s is None:
+        return None, "no signals read"
+    if what == "memory":
+        return s.memory_bytes, (s.memory_unknown or "not read") if s.memory_bytes is None else None
+    return s.pids_current, (s.pids_unknown or "not read") if s.pids_current is None else None
+
+
+def _memory(
+    d: _Decision, c: ContainerObs, limits: ResourceLimits, spec: ResourceSpec, margin_pct: float
+) -> int | None:
+    """The memory limit after this pass (the current one when it does not change)."""
+    want = spec.memory_bytes.value
+    have = limits.memory_bytes
+    if want is None or (have is not None and have <= want):
+        return have
+    used, unknown = _usage(c, "memory")
+    if used is None:
+        d.waits.append(
+            (
+                DeferReason.UNKNOWN_SIGNAL,
+                f"{c.name}: memory limit {_mib(have)} -> {_mib(want)} waits: "
+                f"its memory use is unknown ({unknown})",
+                {"memory_unknown": unknown},
+            )
+        )
+        return have
+    floor = memory_floor(used, margin_pct)
+    if want < floor:
+        d.waits.append(
+            (
+                DeferReason.BELOW_USAGE,
+                f"{c.name} uses {_mib(used)} of memory; its limit of {_mib(want)} "
+                f"({spec.memory_bytes.source}) is below that plus {margin_pct:g} % ({_mib(floor)}): "
+                "not lowered until it uses less",
+                {"memory_used_bytes": used, "memory_floor_bytes": floor, "memory_wanted_bytes": want},
+            )
+        )
+        return have
+    _mark(d, "memory", have)
+    d.update["memory_bytes"] = want
+    return want
+
+
+def _swap(d: _Decision, limits: ResourceLimits, spec: ResourceSpec, new_memory: int | None) -> None:
+    if new_memory is None:
+        return  # no memory limit: Docker takes no swap limit without one
+    want = spec.memory_swap_bytes.value
+    changed_memory = "memory_bytes" in d.update
+    # What the swap total would be after a memory change that left MemorySwap alone.
+    have = limits.total_swap_bytes
+    if want is None:
+        if changed_memory:
+            # Keep the swap total the container had (never raise it); Docker needs it sent with memory.
+            d.update["memory_swap_bytes"] = -1 if have is None else max(have, new_memory)
+        return
+    want = max(want, new_memory)
+    if have is not None and have <= want:
+        if changed_memory:
+            d.update["memory_swap_bytes"] = max(have, new_memory)
+        return
+    _mark(d, "memory_swap", have)
+    d.update["memory_swap_bytes"] = want
+    if not changed_memory:
+        d.update["memory_bytes"] = new_memory  # Docker needs the memory limit with the swap limit
+
+
+def _pids(d: _Decision, c: ContainerObs, limits: ResourceLimits, spec: ResourceSpec) -> None:
+    want = spec.pids_limit.value
+    have = limits.pids_limit
+    if want is None or (have is not None and have <= want):
+        return
+    used, unknown = _usage(c, "pids")
+    if used is None:
+        d.waits.append(
+            (
+                DeferReason.UNKNOWN_SIGNAL,
+                f"{c.name}: pids limit -> {want} waits: its task count is unknown ({unknown})",
+                {"pids_unknown": unknown},
+            )
+        )
+        return
+    if want < used:
+        d.waits.append(
+            (
+                DeferReason.BELOW_USAGE,
+                f"{c.name} runs {used} tasks; its pids limit of {want} ({spec.pids_limit.source}) is below "
+                "that: not lowered until it runs fewer",
+                {"pids_current": used, "pids_wanted": want},
+            )
+        )
+        return
+    _mark(d, "pids", have)
+    d.update["pids_limit"] = want
+
+
+def _warn_below_usage(
+    ctx: PassContext, out: Collector, c: ContainerObs, message: str, extra: dict[str, Any]
+) -> None:
+    wanted = extra.get("memory_wanted_bytes", extra.get("pids_wanted"))
+    what = "memory" if "memory_wanted_bytes" in extra else "pids"
+    out.act(
+        ActionKind.WARN_OWNER,
+        ctx.target(c),
+        Reason.LIMITS_BELOW_USAGE,
+        f"{message}; please reduce it, the limit is applied once it fits",
+        due_at=ctx.now,
+        key=f"WarnOwner:{c.id}:LimitsBelowUsage:{what}={wanted}",
+        evidence=extra,
+        params={"warning_key": f"LimitsBelowUsage:{what}"},
+    )
+
+
+def _evidence(
+    c: ContainerObs, limits: ResourceLimits, spec: ResourceSpec, margin_pct: float
+) -> dict[str, Any]:
+    # Compact (describe prints it on one line); the source of each desired value is in describe's
+    # Resources section and in the plan's policy.
+    s = c.signals
+    return {
+        "observed": {
+            "cpus": limits.cpus,
+            "memory": limits.memory_bytes,
+            "swap": limits.total_swap_bytes,
+            "pids": limits.pids_limit,
+        },
+        "desired": {
+            "cpus": spec.max_cpus.value,
+            "memory": spec.memory_bytes.value,
+            "swap": spec.memory_swap_bytes.value,
+            "pids": spec.pids_limit.value,
+        },
+        "usage": {
+            "memory": s.memory_bytes if s is not None else None,
+            "pids": s.pids_current if s is not None else None,
+        },
+        "margin_pct": margin_pct,
+    }
+
+
+def _summary(d: _Decision) -> str:
+    parts = []
+    u = d.update
+    if "nano_cpus" in u:
+        parts.append(f"cpus {u['nano_cpus'] / 1e9:g}")
+    if "cpu_quota_us" in u:
+        parts.append(f"cpus {u['cpu_quota_us'] / u['cpu_period_us']:g} (quota)")
+    if "memory_bytes" in u:
+        parts.append(f"memory {_mib(u['memory_bytes'])}")
+    if "memory_swap_bytes" in u:
+        swap = u["memory_swap_bytes"]
+        parts.append("memory+swap unlimited" if swap == -1 else f"memory+swap {_mib(swap)}")
+    if "pids_limit" in u:
+        parts.append(f"pids {u['pids_limit']}")
+    unset = f"unset: {', '.join(d.missing)}" if d.missing else ""
+    above = f"above the spec: {', '.join(d.above)}" if d.above else ""
+    why = "; ".join(x for x in (unset, above) if x)
+    return ", ".join(parts) + (f" ({why})" if why else "")
+
+
+def _mib(n_bytes: int | None) -> str:
+    if n_bytes is None:
+        return "unlimited"
+    if n_bytes >= 1 << 30 and n_bytes % (1 << 30) == 0:
+        return f"{n_bytes >> 30}GiB"
+    return f"{n_bytes / (1 << 20):.1f}MiB"

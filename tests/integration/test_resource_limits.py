@@ -1,0 +1,291 @@
+"""Resource limits as desired state on the real engine: observe, plan, ``docker update``, converge.
+
+Mixed containers (no limits, above and below the spec, created and never started, compose-style and
+devcontainer-style labels, and one holding more memory than the new limit) are brought to the
+spec's limits in one acting pass; the result is checked in ``docker inspect`` and in the cgroup
+files (v1 or v2, whichever this host has); a second pass plans no update; nothing is restarted;
+the container holding memory is not cut below its use and keeps running.
+
+The host is shared: only the actions on this test's containers are executed.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from controller.act.events import EventLog
+from controller.act.executor import RealExecutor
+from controller.act.report import Outcome
+from controller.memory import ControllerMemory
+from controller.observe import HostObserver, ObserveConfig
+from controller.observe.cgroups import controller_path, parse_cgroup, unified_path
+from controller.plan.desired import PolicySetDesired
+from controller.plan.planner import plan
+from controller.plan.types import ActionKind, DeferReason, Plan, Reason
+from controller.snapshot import Domain, DomainHealth, GpuObs, Snapshot
+from desired_state.load import load_spec_text
+from tests.fixtures.act import RecordingNotifier, make_plan, read_events
+from tests.fixtures.docker_host import ContainerFactory
+
+pytestmark = pytest.mark.docker
+
+MiB = 1 << 20
+SPEC = """\
+apiVersion: ds01.io/v1alpha1
+kind: LifecyclePolicy
+metadata: {name: site}
+spec:
+  resources: {maxCpus: 1, memory: 64m, memorySwap: 96m, pidsLimit: 100}
+  resourceEnforcement: {updateLimits: true}
+  safety: {maxDestructiveActionsPerPass: 100000}  # the engine is shared: every container on it is planned
+"""
+CGROUP_ROOT = Path("/sys/fs/cgroup")
+
+
+class NoGpus:
+    def observe(self) -> tuple[tuple[GpuObs, ...], DomainHealth]:
+        return (), DomainHealth(domain=Domain.NVML, ok=True)
+
+
+def observe(tmp_path: Path) -> Snapshot:
+    with HostObserver(ObserveConfig(ledger_path=tmp_path / "ledger.json"), nvml=NoGpus()) as observer:
+        return observer.observe()
+
+
+def ours(p: Plan, ids: set[str]) -> Plan:
+    return p.model_copy(update={"actions": tuple(a for a in p.actions if a.target.container_id in ids)})
+
+
+def cgroup_value(pid: int, v1_controller: str, v1_file: str, v2_file: str) -> str:
+    lines = parse_cgroup(Path(f"/proc/{pid}/cgroup").read_text())
+    found = controller_path(lines, v1_controller)
+    if found is not None:
+        line, path = found
+        for name in (",".join(line.controllers), v1_controller):
+            candidate = CGROUP_ROOT / name / path.lstrip("/") / v1_file
+            if candidate.exists():
+                return candidate.read_text().strip()
+    unified = unified_path(lines)
+    assert unified is not None, "no cgroup for the container"
+    for base in (CGROUP_ROOT, CGROUP_ROOT / "unified"):
+        candidate = base / unified.lstrip("/") / v2_file
+        if candidate.exists():
+            return candidate.read_text().strip()
+    raise AssertionError(f"neither {v1_file} nor {v2_file} found for pid {pid}")
+
+
+def cpu_limit(pid: int) -> float | None:
+    try:
+        quota = int(cgroup_value(pid, "cpu", "cpu.cfs_quota_us", "cpu.max.nonexistent"))
+        period = int(cgroup_value(pid, "cpu", "cpu.cfs_period_us", "cpu.max.nonexistent"))
+    except AssertionError:
+        text = cgroup_value(pid, "cpu", "cpu.max", "cpu.max").split()
+        return None if text[0] == "max" else int(text[0]) / int(text[1])
+    return None if quota < 0 else quota / period
+
+
+def host_config(client: Any, cid: str) -> dict[str, Any]:
+    data: dict[str, Any] = client.api.inspect_container(cid)
+    return data
+
+
+def test_mixed_containers_converge_in_one_acting_pass(
+    make_container: ContainerFactory, docker_client: Any, tmp_path: Path
+) -> None:
+    none = make_container(network_mode="none")
+    above = make_container(
+        network_mode="none", mem_limit="256m", memswap_limit="512m", nano_cpus=2_000_000_000, pids_limit=500
+    )
+    below = make_container(
+        network_mode="none", mem_limit="32m", memswap_limit="32m", nano_cpus=500_000_000, pids_limit=50
+    )
+    created = make_container(start=False)
+    compose = make_container(
+        network_mode="none",
+        labels={
+            "com.docker.compose.project": "lab",
+            "com.docker.compose.service": "train",
+            "com.docker.compose.project.working_dir": "/home/alice/lab",
+        },
+    )
+    devcontainer = make_container(
+        network_mode="none",
+        labels={
+            "devcontainer.local_folder": "/home/bob/thesis",
+            "devcontainer.config_file": ".devcontainer.json",
+        },
+    )
+    # Holds ~100 MiB in tmpfs (charged to its memory cgroup): above the 64 MiB the spec asks for.
+    hog = make_container(
+        "sh -c 'dd if=/dev/zero of=/dev/shm/fill bs=1M count=100 2>/dev/null; sleep 300'",
+        network_mode="none",
+        shm_size="256m",
+    )
+    time.sleep(1.5)  # let dd fill the tmpfs
+    everyone = [none, above, below, created, compose, devcontainer, hog]
+    ids = {c.id for c in everyone}
+    started = {c.id: host_config(docker_client, c.id)["State"]["StartedAt"] for c in everyone}
+
+    desired = PolicySetDesired(load_spec_text(SPEC))
+    first = plan(observe(tmp_path), desired, ControllerMemory(), datetime_now())
+    mine = ours(first, ids)
+    updates = {a.target.container_id: a for a in mine.actions if a.kind == ActionKind.UPDATE_RESOURCES}
+    assert set(updates) == {none.id, above.id, created.id, compose.id, devcontainer.id, hog.id}
+    assert updates[none.id].reason == Reason.LIMITS_MISSING
+    assert updates[above.id].reason == Reason.LIMITS_ABOVE_SPEC
+    assert "memory_bytes" not in updates[hog.id].params  # not cut below its use
+    limit_rules = (Reason.LIMITS_MISSING, Reason.LIMITS_ABOVE_SPEC)
+    hog_waits = [d for d in first.deferred if d.target.container_id == hog.id and d.rule in limit_rules]
+    assert [d.why for d in hog_waits] == [DeferReason.BELOW_USAGE]
+    warned = [
+        a
+        for a in mine.actions
+        if a.kind == ActionKind.WARN_OWNER
+        and a.target.container_id == hog.id
+        and a.reason == Reason.LIMITS_BELOW_USAGE
+    ]
+    assert len(warned) == 1  # (its owner may also be warned about a quota: the engine is shared)
+
+    log = tmp_path / "events.jsonl"
+    executor = RealExecutor(
+        docker_client, EventLog(log), RecordingNotifier(), tmp_path / "ledger.json", verify_timeout_s=5.0
+    )
+    report = executor.execute(mine, ControllerMemory(), datetime_now())
+    done = {o.target.container_id: o for o in report.outcomes if o.kind == ActionKind.UPDATE_RESOURCES}
+    assert {cid: o.outcome for cid, o in done.items()} == {cid: Outcome.DONE for cid in updates}, [
+        o.detail for o in done.values()
+    ]
+    assert sum(1 for e in read_events(log) if e["event_type"] == "container.update") == 6
+
+    for c in (none, above, created, compose, devcontainer):
+        hc = host_config(docker_client, c.id)["HostConfig"]
+        assert (hc["NanoCpus"], hc["Memory"], hc["MemorySwap"], hc["PidsLimit"]) == (
+            1_000_000_000,
+            64 * MiB,
+            96 * MiB,
+            100,
+        ), c.name
+    hc = host_config(docker_client, below.id)["HostConfig"]
+    assert (hc["NanoCpus"], hc["Memory"], hc["MemorySwap"], hc["PidsLimit"]) == (
+        500_000_000,
+        32 * MiB,
+        32 * MiB,
+        50,
+    )
+    hc = host_config(docker_client, hog.id)["HostConfig"]
+    assert hc["Memory"] == 0 and hc["NanoCpus"] == 1_000_000_000 and hc["PidsLimit"] == 100
+
+    # The kernel holds the same limits (cgroup v1 or v2).
+    for c in (none, above, compose, devcontainer):
+        pid = int(host_config(docker_client, c.id)["State"]["Pid"])
+        memory = cgroup_value(pid, "memory", "memory.limit_in_bytes", "memory.max")
+        assert int(memory) == 64 * MiB, c.name
+        assert cgroup_value(pid, "pids", "pids.max", "pids.max") == "100"
+        assert cpu_limit(pid) == pytest.approx(1.0)
+    hog_pid = int(host_config(docker_client, hog.id)["State"]["Pid"])
+    hog_memory = cgroup_value(hog_pid, "memory", "memory.limit_in_bytes", "memory.max")
+    assert hog_memory == "max" or int(hog_memory) > 1 << 40  # still unlimited
+
+    # Nothing restarted; the hog still runs and still holds its memory.
+    for c in everyone:
+        state = host_config(docker_client, c.id)["State"]
+        assert state["StartedAt"] == started[c.id], c.name
+    assert host_config(docker_client, hog.id)["State"]["Running"] is True
+
+    # A second pass (fresh observation) plans no update for any of them.
+    second = ours(plan(observe(tmp_path), desired, report.memory, datetime_now()), ids)
+    assert [a for a in second.actions if a.kind == ActionKind.UPDATE_RESOURCES] == []
+
+
+def test_the_executor_rechecks_use_right_before_lowering(
+    make_container: ContainerFactory, docker_client: Any, tmp_path: Path
+) -> None:
+    # Planned while the container used little; it fills its tmpfs before the action runs.
+    c = make_container(
+        "sh -c 'while [ ! -e /tmp/go ]; do sleep 0.1; done; "
+        "dd if=/dev/zero of=/dev/shm/fill bs=1M count=100 2>/dev/null; sleep 300'",
+        network_mode="none",
+        shm_size="256m",
+    )
+    time.sleep(0.5)
+    desired = PolicySetDesired(load_spec_text(SPEC))
+    p = ours(plan(observe(tmp_path), desired, ControllerMemory(), datetime_now()), {c.id})
+    (update,) = [a for a in p.actions if a.kind == ActionKind.UPDATE_RESOURCES]
+    assert update.params["memory_bytes"] == 64 * MiB
+    c.exec_run("touch /tmp/go")
+    time.sleep(1.5)
+    executor = RealExecutor(
+        docker_client, EventLog(tmp_path / "e.jsonl"), RecordingNotifier(), tmp_path / "l.json"
+    )
+    report = executor.execute(make_plan(update), ControllerMemory(), datetime_now())
+    (outcome,) = report.outcomes
+    assert outcome.outcome is Outcome.SKIPPED and "uses" in outcome.detail, outcome.detail
+    assert host_config(docker_client, c.id)["HostConfig"]["Memory"] == 0
+    assert host_config(docker_client, c.id)["State"]["Running"] is True
+
+
+def datetime_now() -> Any:
+    from datetime import UTC, datetime
+
+    return datetime.now(UTC)
+
+
+QUOTA_SPEC = """\
+apiVersion: ds01.io/v1alpha1
+kind: LifecyclePolicy
+metadata: {name: site}
+spec:
+  resources: {maxContainersPerUser: 2, maxGpuEquivalents: 0.5, maxGpuSlotsPerContainer: 1}
+  resourceEnforcement: {updateLimits: false}
+"""
+
+
+def test_quotas_of_several_users_with_mig_slices_of_different_sizes(
+    make_container: ContainerFactory, tmp_path: Path, fake_nvml: Any
+) -> None:
+    from controller.observe.nvml import NvmlObserver
+    from tests.fixtures.nvml import FakeNvml
+
+    assert isinstance(fake_nvml, FakeNvml)
+    fake_nvml.set_gpus(1)
+    three = fake_nvml.add_mig(0, profile="3g.40gb")  # 3/7 of a GPU
+    one = fake_nvml.add_mig(0, profile="1g.10gb")  # 1/7
+    fake_nvml.write()
+
+    # Owners unique to this test: the engine is shared with other tests.
+    alice, bob = f"alice{make_container.test_id[-8:]}", f"bob{make_container.test_id[-8:]}"
+
+    def user(name: str, **labels: str) -> dict[str, str]:
+        return {"ds01.user": name, **labels}
+
+    # alice: 3 containers (quota 2), and 3/7 + 1/7 = 4/7 GPU-equivalents (quota 0.5)
+    a1 = make_container(network_mode="none", labels=user(alice, **{"ds01.gpu.uuid": three.uuid}))
+    time.sleep(1.1)
+    a2 = make_container(network_mode="none", labels=user(alice, **{"ds01.gpu.uuid": one.uuid}))
+    time.sleep(1.1)
+    a3 = make_container(network_mode="none", labels=user(alice))
+    # bob: one container on the 3g slice only: 3/7 is within 0.5
+    b1 = make_container(network_mode="none", labels=user(bob, **{"ds01.gpu.uuid": three.uuid}))
+    ids = {c.id for c in (a1, a2, a3, b1)}
+
+    config = ObserveConfig(ledger_path=tmp_path / "ledger.json")
+    with HostObserver(config, nvml=NvmlObserver(timeout_s=10)) as observer:
+        snap = observer.observe()
+    p = plan(snap, PolicySetDesired(load_spec_text(QUOTA_SPEC)), ControllerMemory(), datetime_now())
+    alerts = {
+        (a.reason, a.target.user): a
+        for a in p.actions
+        if a.kind == ActionKind.ALERT_ADMIN and a.target.user in (alice, bob)
+    }
+    assert set(alerts) == {(Reason.CONTAINER_QUOTA_EXCEEDED, alice), (Reason.GPU_QUOTA_EXCEEDED, alice)}
+    assert alerts[(Reason.CONTAINER_QUOTA_EXCEEDED, alice)].evidence["beyond"] == [a3.name]
+    gpu = alerts[(Reason.GPU_QUOTA_EXCEEDED, alice)].evidence
+    assert gpu["gpu_equivalents"] == round(3 / 7, 6) + round(1 / 7, 6)
+    assert gpu["beyond"] == [a2.name]
+    warned = {a.target.container_id for a in p.actions if a.kind == ActionKind.WARN_OWNER}
+    assert warned & ids == {a3.id, a2.id}
+    assert not [a for a in p.actions if a.kind == ActionKind.STOP_CONTAINER and a.target.container_id in ids]

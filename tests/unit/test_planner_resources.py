@@ -1,0 +1,307 @@
+"""Rule UpdateResources: named cases and properties (never raises, never below use + margin, idempotent)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from controller.memory import Breaker, ControllerMemory
+from controller.plan.planner import plan
+from controller.plan.rules.resources import memory_floor
+from controller.plan.types import ActionKind, DeferReason, Plan, Reason, ResourceUpdate
+from controller.snapshot import ContainerObs, ContainerState, ResourceLimits
+from desired_state.effective import ExemptFrom, ResourceSpec, Sourced
+from tests.fixtures import builders as b
+
+MiB = 1 << 20
+GiB = 1 << 30
+
+
+def spec(
+    *,
+    cpus: float | None = 4.0,
+    memory: int | None = 8 * GiB,
+    swap: int | None = 8 * GiB,
+    pids: int | None = 1024,
+    exempt: bool = False,
+) -> ResourceSpec:
+    return ResourceSpec(
+        max_cpus=Sourced(value=cpus, source="UserGroup/student"),
+        memory_bytes=Sourced(value=memory, source="UserGroup/student"),
+        memory_swap_bytes=Sourced(value=swap, source="UserGroup/student"),
+        pids_limit=Sourced(value=pids, source="UserGroup/student"),
+        exempt=Sourced(value=exempt, source="container type api (test): resourcesExempt"),
+    )
+
+
+def box(
+    name: str = "c1",
+    *,
+    state: ContainerState = ContainerState.RUNNING,
+    limits: ResourceLimits | None = None,
+    used: int | None = 100 * MiB,
+    tasks: int | None = 5,
+    **kw: Any,
+) -> ContainerObs:
+    c = b.container(name, state=state, sig=b.signals(b.T0), **kw)
+    update: dict[str, Any] = {"limits": limits if limits is not None else ResourceLimits()}
+    if c.signals is not None:
+        update["signals"] = c.signals.model_copy(
+            update={
+                "memory_bytes": used,
+                "memory_unknown": None if used is not None else "memory.usage_in_bytes unreadable",
+                "pids_current": tasks,
+                "pids_unknown": None if tasks is not None else "pids.current unreadable",
+            }
+        )
+    return c.model_copy(update=update)
+
+
+def run(
+    *containers: ContainerObs,
+    res: ResourceSpec | None = None,
+    memory: ControllerMemory | None = None,
+    **glob: Any,
+) -> Plan:
+    pol = b.policy().model_copy(update={"resources": res or spec()})
+    snap = b.snapshot(containers=list(containers))
+    return plan(
+        snap, b.desired(pol, b.global_policy(**glob) if glob else None), memory or ControllerMemory(), b.T0
+    )
+
+
+def updates(p: Plan) -> list[Any]:
+    return [a for a in p.actions if a.kind == ActionKind.UPDATE_RESOURCES]
+
+
+def params(p: Plan) -> ResourceUpdate:
+    (action,) = updates(p)
+    return ResourceUpdate.model_validate(action.params)
+
+
+def deferrals(p: Plan) -> list[tuple[str, str]]:
+    return [
+        (d.rule.value, d.why.value)
+        for d in p.deferred
+        if d.rule in (Reason.LIMITS_MISSING, Reason.LIMITS_ABOVE_SPEC)
+    ]
+
+
+def test_a_container_without_limits_gets_every_limit_of_its_owner() -> None:
+    p = run(box())
+    (action,) = updates(p)
+    assert action.reason == Reason.LIMITS_MISSING
+    assert action.destructive and action.key.startswith(f"UpdateResources:{b.cid('c1')}:")
+    got = ResourceUpdate.model_validate(action.params)
+    assert (got.nano_cpus, got.memory_bytes, got.memory_swap_bytes, got.pids_limit) == (
+        4_000_000_000,
+        8 * GiB,
+        8 * GiB,
+        1024,
+    )
+    assert action.evidence["desired"]["memory"] == 8 * GiB and action.evidence["observed"]["memory"] is None
+    assert sorted(action.evidence["missing"]) == ["cpus", "memory", "memory_swap", "pids"]
+
+
+def test_limits_above_the_spec_are_lowered_and_those_below_are_left_alone() -> None:
+    above = ResourceLimits(
+        nano_cpus=16 * 10**9, memory_bytes=64 * GiB, memory_swap_bytes=128 * GiB, pids_limit=512
+    )
+    p = run(box(limits=above))
+    (action,) = updates(p)
+    assert action.reason == Reason.LIMITS_ABOVE_SPEC
+    got = ResourceUpdate.model_validate(action.params)
+    assert (got.nano_cpus, got.memory_bytes, got.memory_swap_bytes) == (4 * 10**9, 8 * GiB, 8 * GiB)
+    assert got.pids_limit is None  # 512 is below the spec's 1024: the owner's choice, kept
+
+    below = ResourceLimits(nano_cpus=10**9, memory_bytes=GiB, memory_swap_bytes=GiB, pids_limit=100)
+    assert updates(run(box(limits=below))) == []
+    assert deferrals(run(box(limits=below))) == []
+
+
+def test_memory_is_never_lowered_below_use_plus_margin_the_owner_is_warned() -> None:
+    # 7.5 GiB in use, the spec says 8 GiB: 8 GiB < 7.5 GiB + 10 %. CPU and pids still come down.
+    p = run(box(used=int(7.5 * GiB)))
+    got = params(p)
+    assert got.memory_bytes is None and got.memory_swap_bytes is None
+    assert got.nano_cpus == 4 * 10**9 and got.pids_limit == 1024
+    assert ("LimitsMissing", "BelowUsage") in deferrals(p)
+    (warn,) = [a for a in p.actions if a.kind == ActionKind.WARN_OWNER]
+    assert warn.reason == Reason.LIMITS_BELOW_USAGE and "7.5GiB" not in warn.message
+    assert warn.evidence["memory_used_bytes"] == int(7.5 * GiB)
+
+
+def test_the_margin_is_policy() -> None:
+    used = 7 * GiB  # 8 GiB fits 7 GiB + 10 %, not 7 GiB + 20 %
+    assert params(run(box(used=used))).memory_bytes == 8 * GiB
+    p = run(box(used=used), memory_margin_pct=20.0)
+    assert params(p).memory_bytes is None
+    assert ("LimitsMissing", "BelowUsage") in deferrals(p)
+
+
+def test_unknown_use_defers_the_memory_and_pids_without_a_warning() -> None:
+    p = run(box(used=None, tasks=None))
+    got = params(p)
+    assert got.memory_bytes is None and got.pids_limit is None and got.nano_cpus == 4 * 10**9
+    assert deferrals(p).count(("LimitsMissing", "UnknownSignal")) == 2
+    assert not [a for a in p.actions if a.kind == ActionKind.WARN_OWNER]
+
+
+def test_pids_are_never_set_below_the_current_count() -> None:
+    p = run(box(tasks=2000))
+    assert params(p).pids_limit is None
+    assert ("LimitsMissing", "BelowUsage") in deferrals(p)
+
+
+def test_a_created_container_is_limited_whatever_its_use() -> None:
+    got = params(run(box(state=ContainerState.CREATED, used=None, tasks=None)))
+    assert (got.memory_bytes, got.pids_limit) == (8 * GiB, 1024)
+
+
+def test_stopped_and_unobserved_containers_are_not_updated() -> None:
+    assert updates(run(box(state=ContainerState.EXITED))) == []
+    unobserved = box().model_copy(update={"limits": None})
+    assert updates(run(unobserved)) == [] and deferrals(run(unobserved)) == []
+
+
+def test_a_cpu_quota_keeps_its_period() -> None:
+    got = params(run(box(limits=ResourceLimits(cpu_quota_us=800_000, cpu_period_us=50_000))))
+    assert (got.cpu_quota_us, got.cpu_period_us, got.nano_cpus) == (200_000, 50_000, None)
+
+
+def test_protected_exempt_and_opted_out_containers_are_left_alone() -> None:
+    protected = b.policy(protected=True).model_copy(update={"resources": spec()})
+    snap = b.snapshot(containers=[box()])
+    p = plan(snap, b.desired(protected), ControllerMemory(), b.T0)
+    assert updates(p) == [] and ("LimitsMissing", "Protected") in deferrals(p)
+
+    assert ("LimitsMissing", "Exempt") in deferrals(run(box(), res=spec(exempt=True)))
+    assert updates(run(box(), res=spec(exempt=True))) == []
+
+    exempted = b.policy(exemptions=[b.exemption(ExemptFrom.RESOURCES)]).model_copy(
+        update={"resources": spec()}
+    )
+    p = plan(snap, b.desired(exempted), ControllerMemory(), b.T0)
+    assert updates(p) == [] and ("LimitsMissing", "Exempt") in deferrals(p)
+
+
+def test_report_only_defers_with_why() -> None:
+    p = run(box(), update_limits=False)
+    assert updates(p) == []
+    (d,) = [d for d in p.deferred if d.why == DeferReason.NOT_ENFORCED]
+    assert "updateLimits: false" in d.message and d.evidence["containers"] == 1 and d.target.container is None
+
+
+def test_updates_are_under_the_budget_and_the_breaker() -> None:
+    boxes = [box(f"c{i}") for i in range(5)]
+    p = run(*boxes, max_destructive_actions_per_pass=2)
+    assert len(updates(p)) == 2
+    assert sum(1 for d in p.deferred if d.why == DeferReason.BUDGET_EXHAUSTED) == 3
+    tripped = ControllerMemory(breaker=Breaker(tripped=True, tripped_at=b.T0, reason="test"))
+    p = run(box(), memory=tripped)
+    assert updates(p) == [] and ("LimitsMissing", "BreakerOpen") in deferrals(p)
+
+
+def test_a_second_pass_after_the_update_plans_nothing() -> None:
+    first = params(run(box()))
+    assert updates(run(box(limits=applied(ResourceLimits(), first)))) == []
+
+
+# --- properties -----------------------------------------------------------------------------------
+
+
+def applied(limits: ResourceLimits, u: ResourceUpdate) -> ResourceLimits:
+    """The limits after ``docker update`` with ``u`` (what the engine stores)."""
+    change: dict[str, Any] = {}
+    if u.nano_cpus is not None:
+        change.update(nano_cpus=u.nano_cpus, cpu_quota_us=None)
+    if u.cpu_quota_us is not None:
+        change.update(cpu_quota_us=u.cpu_quota_us, cpu_period_us=u.cpu_period_us)
+    if u.memory_bytes is not None:
+        change["memory_bytes"] = u.memory_bytes
+    if u.memory_swap_bytes is not None:
+        change["memory_swap_bytes"] = u.memory_swap_bytes
+    if u.pids_limit is not None:
+        change["pids_limit"] = u.pids_limit
+    return limits.model_copy(update=change)
+
+
+sizes = st.one_of(st.none(), st.integers(min_value=6 * MiB, max_value=256 * GiB))
+limits_strategy = st.builds(
+    ResourceLimits,
+    nano_cpus=st.one_of(st.none(), st.integers(min_value=10**8, max_value=128 * 10**9)),
+    memory_bytes=sizes,
+    memory_swap_bytes=st.one_of(st.none(), st.just(-1), st.integers(min_value=6 * MiB, max_value=512 * GiB)),
+    pids_limit=st.one_of(st.none(), st.integers(min_value=1, max_value=100_000)),
+)
+spec_strategy = st.builds(
+    spec,
+    cpus=st.one_of(st.none(), st.floats(min_value=0.1, max_value=64)),
+    memory=sizes,
+    swap=sizes,
+    pids=st.one_of(st.none(), st.integers(min_value=1, max_value=100_000)),
+)
+
+
+def _consistent(limits: ResourceLimits) -> ResourceLimits:
+    # Docker keeps MemorySwap >= Memory, and no swap limit without a memory limit.
+    if limits.memory_bytes is None:
+        return limits.model_copy(update={"memory_swap_bytes": None})
+    swap = limits.memory_swap_bytes
+    if swap is not None and swap != -1 and swap < limits.memory_bytes:
+        return limits.model_copy(update={"memory_swap_bytes": limits.memory_bytes})
+    return limits
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    limits=limits_strategy,
+    res=spec_strategy,
+    used=st.integers(min_value=0, max_value=300 * GiB),
+    tasks=st.integers(min_value=0, max_value=120_000),
+    margin=st.floats(min_value=0, max_value=50),
+)
+def test_property_never_raises_never_below_use_and_idempotent(
+    limits: ResourceLimits, res: ResourceSpec, used: int, tasks: int, margin: float
+) -> None:
+    limits = _consistent(limits)
+    c = box(limits=limits, used=used, tasks=tasks)
+    p = run(c, res=res, memory_margin_pct=margin)
+    found = updates(p)
+    if not found:
+        return
+    u = ResourceUpdate.model_validate(found[0].params)
+    # Never raises a limit.
+    if u.nano_cpus is not None:
+        assert limits.cpus is None or u.nano_cpus <= limits.cpus * 1e9 + 1
+    if u.memory_bytes is not None:
+        assert limits.memory_bytes is None or u.memory_bytes <= limits.memory_bytes
+        # Never below what it uses now plus the margin.
+        assert u.memory_bytes >= memory_floor(used, margin) or u.memory_bytes == limits.memory_bytes
+    if u.memory_swap_bytes is not None and u.memory_swap_bytes != -1:
+        assert limits.total_swap_bytes is None or u.memory_swap_bytes <= limits.total_swap_bytes
+        assert u.memory_bytes is not None and u.memory_swap_bytes >= u.memory_bytes
+    if u.memory_swap_bytes == -1:
+        assert limits.total_swap_bytes is None
+    if u.pids_limit is not None:
+        assert (limits.pids_limit is None or u.pids_limit <= limits.pids_limit) and u.pids_limit >= tasks
+    # Idempotent: once applied, the next pass plans no update.
+    again = run(box(limits=applied(limits, u), used=used, tasks=tasks), res=res, memory_margin_pct=margin)
+    assert updates(again) == [], (limits, u, updates(again)[0].params)
+
+
+def test_a_cpu_limit_of_at_least_the_hosts_cpus_is_not_applied() -> None:
+    # Docker refuses --cpus above the host's count; such a limit limits nothing anyway.
+    pol = b.policy().model_copy(update={"resources": spec(cpus=32.0)})
+    snap = b.snapshot(containers=[box()]).model_copy(update={"host_cpus": 2})
+    got = ResourceUpdate.model_validate(
+        updates(plan(snap, b.desired(pol), ControllerMemory(), b.T0))[0].params
+    )
+    assert got.nano_cpus is None and got.memory_bytes == 8 * GiB
+    pol = b.policy().model_copy(update={"resources": spec(cpus=1.0)})
+    got = ResourceUpdate.model_validate(
+        updates(plan(snap, b.desired(pol), ControllerMemory(), b.T0))[0].params
+    )
+    assert got.nano_cpus == 10**9
