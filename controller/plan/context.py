@@ -13,7 +13,8 @@ import functools
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from enum import Enum
+from typing import Any, TypeAlias
 
 from controller.memory import ContainerMemory, ControllerMemory
 from controller.plan.types import Action, ActionKind, DeferReason, Deferred, Reason, Target
@@ -89,6 +90,34 @@ def host_target(*, gpu: str | None = None, pid: int | None = None, user: str | N
     )
 
 
+def deferral(
+    target: Target,
+    rule: Reason,
+    why: DeferReason,
+    message: str,
+    *,
+    due_at: datetime | None = None,
+    evidence: dict[str, Any] | None = None,
+) -> Deferred:
+    """A deferral, built without validation (its parts are typed values already)."""
+    return Deferred.model_construct(
+        target=target, rule=rule, why=why, message=message, due_at=due_at, evidence=evidence or {}
+    )
+
+
+class Halt(Enum):
+    """A check's "stop here, nothing to report" (a rule that does not apply, an active container)."""
+
+    DONE = "done"
+
+
+# The result of one named check in a rule: None goes on to the next check, a Deferred stops the
+# rule and says why, Halt.DONE stops it silently. Rules chain checks with ``or`` (the first
+# check that does not go on decides) and hand the result to :meth:`Collector.stopped`.
+Check: TypeAlias = Deferred | Halt | None
+GO_ON: Check = None
+
+
 @dataclass
 class Collector:
     """Actions and deferrals proposed by the rules, before the safety gates."""
@@ -133,11 +162,15 @@ class Collector:
         due_at: datetime | None = None,
         evidence: dict[str, Any] | None = None,
     ) -> None:
-        self.deferred.append(
-            Deferred.model_construct(
-                target=target, rule=rule, why=why, message=message, due_at=due_at, evidence=evidence or {}
-            )
-        )
+        self.deferred.append(deferral(target, rule, why, message, due_at=due_at, evidence=evidence))
+
+    def stopped(self, check: Check) -> bool:
+        """Record a check's deferral, if any; True when the rule stops here."""
+        if check is None:
+            return False
+        if isinstance(check, Deferred):
+            self.deferred.append(check)
+        return True
 
 
 @dataclass
