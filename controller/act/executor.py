@@ -68,7 +68,16 @@ from controller.act.report import ActionOutcome, ExecutionReport, Executor, Outc
 from controller.act.sanitize import clean
 from controller.memory import ControllerMemory, Intent
 from controller.observe.ledger import parse_ledger_text
-from controller.plan.types import Action, ActionKind, Plan, Reason
+from controller.plan.types import (
+    Action,
+    ActionKind,
+    KillParams,
+    Plan,
+    Reason,
+    ResetParams,
+    StopParams,
+    WarnParams,
+)
 from controller.record import RecordUnavailable
 
 __all__ = ["DryRunExecutor", "ExecutionReport", "Executor", "Outcome", "RealExecutor"]
@@ -312,7 +321,7 @@ class RealExecutor:
             "phase": "started",
             "intent_at": intent.started_at,
             "message": action.message,
-            "params": action.params,
+            "params": action.params.model_dump(mode="json"),
         }
         # Enough to rebuild the intent from this line alone if the memory is lost (see salvage).
         for name in ("expected_state", "expected_started_at", "pid_start_time", "user", "ledger_entry"):
@@ -331,7 +340,7 @@ class RealExecutor:
             action.kind.value,
             clean(t.label(), 80),
             event_reason(action.reason),
-            f", SIGTERM grace {action.params['timeout_s']} s" if "timeout_s" in action.params else "",
+            _grace_note(action),
         )
         return recorded
 
@@ -446,7 +455,7 @@ class RealExecutor:
         if action.kind in (ActionKind.STOP_CONTAINER, ActionKind.REMOVE_CONTAINER):
             cid = t.container_id or ""
             fresh = self._docker.inspect(cid)
-            timeout_s = _int_param(action.params.get("timeout_s"), DEFAULT_STOP_TIMEOUT_S)
+            timeout_s = _int_param(action.params_as(StopParams).grace_s, DEFAULT_STOP_TIMEOUT_S)
             stop = action.kind is ActionKind.STOP_CONTAINER
             if fresh is None:
                 reason = event_reason(action.reason)
@@ -487,7 +496,7 @@ class RealExecutor:
                 t.pid, t.pid_start_time, expected_cid if isinstance(expected_cid, str) else None
             )
             if check.identity is Identity.SAME:
-                grace_s = float(action.params.get("grace_s", self._kill_grace_s))
+                grace_s = _or(action.params_as(KillParams).grace_s, self._kill_grace_s)
                 if waited_s < grace_s + self._kill_wait_s + RECOVERY_SLACK_S:
                     return None
                 return Outcome.FAILED, "not carried out: the process is still running", []
@@ -638,8 +647,9 @@ class RealExecutor:
         if fresh is None:
             return _Done(Outcome.ALREADY_DONE, "container already gone", mem)
         cid = fresh.id
-        timeout_s = _int_param(action.params.get("timeout_s"), DEFAULT_STOP_TIMEOUT_S)
-        remove = bool(action.params.get("remove", False))
+        stop_params = action.params_as(StopParams)
+        timeout_s = _int_param(stop_params.grace_s, DEFAULT_STOP_TIMEOUT_S)
+        remove = stop_params.remove
         mem = self._begin(action, mem, now)
         try:
             self._docker.stop(cid, timeout_s=timeout_s)
@@ -716,17 +726,15 @@ class RealExecutor:
             fresh = self._precondition_for_notice(action)
             if fresh is None:
                 raise _Skip("the container is gone; no notice needed")
-        severity = str(
-            action.params.get("severity")
-            or ("NOTICE" if action.reason is Reason.IDLE_EXEMPT_NOTICE else "WARNING")
-        )
+        warn = action.params_as(WarnParams)
+        severity = warn.severity or ("NOTICE" if action.reason is Reason.IDLE_EXEMPT_NOTICE else "WARNING")
         user = t.user
         delivered = 0
         if user and user != "unknown":
             delivered = self._notifier.notify(
-                user, notice_text(action.params, action.message), severity=severity
+                user, notice_text(warn.model_dump(), action.message), severity=severity
             )
-        warning_key = str(action.params.get("warning_key") or action.reason.value)
+        warning_key = warn.warning_key or action.reason.value
         new_mem = mem.with_warning(t.container_id, warning_key, self._clock()) if t.container_id else mem
         details = {
             **self._base(action),
@@ -760,7 +768,7 @@ class RealExecutor:
         expected_cid = action.evidence.get("container_id", t.container_id)
         if expected_cid is not None and not isinstance(expected_cid, str):
             raise PermanentError(f"evidence container_id is {type(expected_cid).__name__}, not a string")
-        grace_s = float(action.params.get("grace_s", self._kill_grace_s))
+        grace_s = _or(action.params_as(KillParams).grace_s, self._kill_grace_s)
         # The cgroup that made it an orphan (this engine's): a process found elsewhere is not killed.
         planned_cgroup = action.evidence.get("cgroup") if expected_cid is not None else None
         # Re-check before recording the intent: a pid already reused or gone needs no intent.
@@ -808,7 +816,7 @@ class RealExecutor:
         blockers = list(self._reset_precheck(gpu))
         if blockers:
             raise _Skip("not safe to reset now: " + "; ".join(blockers))
-        timeout_s = float(action.params.get("timeout_s", self._reset_timeout_s))
+        timeout_s = _or(action.params_as(ResetParams).timeout_s, self._reset_timeout_s)
         mem = self._begin(action, mem, now)
         result = run_reset(self._reset_command, gpu, timeout_s=timeout_s)
         status = "cleaned" if result.ok else "reset_failed"
@@ -869,6 +877,17 @@ def _reclaimed_gpu_s(action: Action, mem: ControllerMemory, now: datetime) -> fl
         return None
     gpus = len(action.evidence.get("gpus", [])) or 1
     return max(0.0, (now - cm.idle_since).total_seconds()) * gpus
+
+
+def _or(value: float | None, default: float) -> float:
+    return float(value) if value is not None else float(default)
+
+
+def _grace_note(action: Action) -> str:
+    if action.kind is not ActionKind.STOP_CONTAINER:
+        return ""
+    grace_s = action.params_as(StopParams).grace_s
+    return f", SIGTERM grace {grace_s} s" if grace_s is not None else ""
 
 
 def _int_param(value: object, default: int) -> int:

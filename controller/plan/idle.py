@@ -39,6 +39,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from controller.memory import MAX_SAMPLES, ContainerMemory, KeepAliveSeen, Sample
+from controller.plan.values import built, replaced
 from controller.snapshot import ActivitySignals, ContainerObs, KeepAlive, KeepAliveState
 from desired_state.effective import EffectivePolicy, MigIdleFallback
 
@@ -266,13 +267,7 @@ def advance(
     verdict = classify(
         prev, signals, gpu_pct, thresholds, nvml_ok=nvml_ok, mig_uuids=mig_uuids, unobserved=mem.unobserved
     )
-    sample = Sample(
-        at=signals.read_at,
-        cpu_usage_ns=signals.cpu_usage_ns,
-        net_bytes=signals.net_bytes,
-        idle=verdict.idle,
-        detail=verdict.detail,
-    )
+    sample = _sample(signals, verdict)
     samples = (*mem.samples[-(MAX_SAMPLES - 1) :], sample)
     extension_s = mem.grace_extension_s
     if (
@@ -285,19 +280,34 @@ def advance(
     grace_over_at = container.started_at + timedelta(seconds=grace_period_s + extension_s)
     idle_since, last_active_at, warnings, keepalive = _streak(mem, verdict, signals.read_at, grace_over_at)
     keepalive = _observe_keepalive(keepalive, signals.keepalive, signals.read_at)
-    return ContainerMemory(
-        container_id=mem.container_id,
-        name=container.name,
-        started_at=mem.started_at,
-        samples=samples,
-        idle_since=idle_since,
-        last_active_at=last_active_at,
-        warnings=warnings,
-        first_seen_at=mem.first_seen_at,
-        keepalive=keepalive,
-        unobserved=None,
-        grace_extension_s=extension_s,
-        runtime_discount_s=mem.runtime_discount_s,
+    # Every field given (as a fresh record would have them): the last state is set by the planner.
+    return replaced(
+        mem,
+        {
+            "name": container.name,
+            "samples": samples,
+            "idle_since": idle_since,
+            "last_active_at": last_active_at,
+            "warnings": warnings,
+            "keepalive": keepalive,
+            "unobserved": None,
+            "grace_extension_s": extension_s,
+            "last_state": "",
+            "stopped_by_restart_at": None,
+        },
+    )
+
+
+def _sample(signals: ActivitySignals, verdict: Verdict) -> Sample:
+    return built(
+        Sample,
+        {
+            "at": signals.read_at,
+            "cpu_usage_ns": signals.cpu_usage_ns,
+            "net_bytes": signals.net_bytes,
+            "idle": verdict.idle,
+            "detail": verdict.detail,
+        },
     )
 
 

@@ -38,7 +38,7 @@ from typing import Any
 
 from controller.memory import Breaker
 from controller.plan.context import Collector, PassContext, host_target, iso
-from controller.plan.types import Action, ActionKind, DeferReason, Deferred, Reason
+from controller.plan.types import Action, ActionKind, AlertParams, DeferReason, Deferred, Reason
 from controller.snapshot import ContainerState
 
 ONE_SHOT_KINDS = frozenset({ActionKind.WARN_OWNER, ActionKind.ALERT_ADMIN})
@@ -233,7 +233,7 @@ def breaker_alert(
         evidence=evidence,
         due_at=now,
         key=f"AlertAdmin:{key_name}:{iso(now)}",
-        params={},
+        params=AlertParams(),
     )
 
 

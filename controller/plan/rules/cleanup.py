@@ -21,12 +21,12 @@ from datetime import datetime, timedelta
 from controller.memory import ContainerMemory
 from controller.plan.context import GO_ON, Check, Collector, PassContext, deferral, fmt_duration, iso, seconds
 from controller.plan.rules.common import gpu_evidence, shielded
-from controller.plan.types import ActionKind, DeferReason, Reason
+from controller.plan.types import ActionKind, DeferReason, Reason, RemoveParams
 from controller.snapshot import ContainerObs, ContainerState, Snapshot
 from desired_state.effective import EffectivePolicy, ExemptFrom
 
 STOPPED_STATES = frozenset({ContainerState.EXITED, ContainerState.DEAD})
-REMOVE_PARAMS = {"force": False}
+REMOVE_PARAMS = RemoveParams(force=False)
 _STOPPED_VALUES = frozenset(s.value for s in STOPPED_STATES)
 _RUNNING_VALUES = frozenset(
     s.value for s in (ContainerState.RUNNING, ContainerState.PAUSED, ContainerState.RESTARTING)
@@ -123,7 +123,7 @@ def created_never_started(ctx: PassContext, out: Collector, c: ContainerObs, pol
         due_at=due,
         key=f"RemoveContainer:{c.id}:CreatedNeverStarted",
         evidence=evidence,
-        params=dict(REMOVE_PARAMS),
+        params=REMOVE_PARAMS,
     )
 
 
@@ -176,7 +176,7 @@ def stopped_hold(ctx: PassContext, out: Collector, c: ContainerObs, policy: Effe
         due_at=due,
         key=f"RemoveContainer:{c.id}:{iso(c.finished_at)}:{rule.value}",
         evidence=evidence,
-        params=dict(REMOVE_PARAMS),
+        params=REMOVE_PARAMS,
     )
 
 

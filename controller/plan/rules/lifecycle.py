@@ -17,6 +17,7 @@ sample voids them. Runtime warnings belong to one start.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -36,7 +37,8 @@ from controller.plan.context import (
 )
 from controller.plan.idle import IDLE_WARNING_PREFIX, IdleStatus, grace_end, idle_status, keepalive_verdict
 from controller.plan.rules.common import exempted, gpu_evidence, shielded
-from controller.plan.types import Action, ActionKind, DeferReason, Reason
+from controller.plan.types import Action, ActionKind, DeferReason, Reason, StopParams, WarnParams
+from controller.plan.values import built
 from controller.snapshot import ContainerObs, ContainerState, Domain, KeepAliveState
 from desired_state.effective import EffectivePolicy, ExemptFrom
 
@@ -58,6 +60,12 @@ IDLE_LADDER = Ladder(
 RUNTIME_LADDER = Ladder(
     Reason.MAX_RUNTIME_EXCEEDED, Reason.MAX_RUNTIME_WARNING, (75, 90), "runtime", "running"
 )
+
+
+@functools.lru_cache(maxsize=64)
+def stop_params(grace_s: float, *, remove: bool) -> StopParams:
+    """A stop's params, shared (they are frozen): every running GPU container needs one per pass."""
+    return StopParams(grace_s=grace_s, remove=remove)
 
 
 def lead_s(policy: EffectivePolicy, timeout_s: float) -> float:
@@ -85,7 +93,7 @@ class LadderClock:
     scope: str  # what the warnings belong to (a start, an idle streak)
     timeout_s: float
     lead_s: float
-    stop_params: dict[str, Any]
+    stop_params: StopParams
     evidence: dict[str, Any]
     not_ready: tuple[str, datetime | None] | None = None
     notice_lines: Sequence[str] = ()
@@ -201,18 +209,22 @@ def _warn(
         due_at=clock.start + timedelta(seconds=level / 100 * clock.timeout_s),
         key=ak,
         evidence={**pr.evidence, "level_pct": level, "stop_expected_at": iso(stop_at)},
-        params={
-            "warning_key": wk,
-            "level_pct": level,
-            "stop_expected_at": iso(stop_at),
-            "notice": "\n".join(
-                [
-                    f"Your container {c.name} has been {ladder.what} for {elapsed} (limit {limit}). "
-                    f"It will be stopped at {{stop_at}} (in about {fmt_duration(left_s)}).",
-                    *clock.notice_lines,
-                ]
-            ),
-        },
+        params=built(
+            WarnParams,
+            {
+                "warning_key": wk,
+                "level_pct": level,
+                "stop_expected_at": iso(stop_at),
+                "severity": None,
+                "notice": "\n".join(
+                    [
+                        f"Your container {c.name} has been {ladder.what} for {elapsed} (limit {limit}). "
+                        f"It will be stopped at {{stop_at}} (in about {fmt_duration(left_s)}).",
+                        *clock.notice_lines,
+                    ]
+                ),
+            },
+        ),
     )
 
 
@@ -407,10 +419,9 @@ def idle_stop(ctx: PassContext, out: Collector, c: ContainerObs, policy: Effecti
         timeout_s=facts.timeout_s,
         lead_s=lead_s(policy, facts.timeout_s),
         not_ready=_idle_not_ready(c, policy, facts),
-        stop_params={
-            "timeout_s": policy.sigterm_grace_s.value,
-            "remove": policy.remove_after_idle_stop.value,
-        },
+        stop_params=StopParams(
+            grace_s=policy.sigterm_grace_s.value, remove=policy.remove_after_idle_stop.value
+        ),
         evidence=facts.evidence,
         notice_lines=_idle_notice(c, policy),
     )
@@ -593,7 +604,7 @@ def _exempt_notice(
             due_at=ctx.now,
             key=ak,
             evidence={**f.evidence, "exemption": exemption.name},
-            params={"warning_key": wk},
+            params=WarnParams(warning_key=wk),
         )
     exempted(ctx, out, c, policy, Reason.IDLE_TIMEOUT, ExemptFrom.IDLE)
     return Halt.DONE
@@ -698,7 +709,7 @@ def runtime_stop(ctx: PassContext, out: Collector, c: ContainerObs, policy: Effe
         scope=iso(c.started_at) or "",
         timeout_s=timeout_s,
         lead_s=lead_s(policy, timeout_s),
-        stop_params={"timeout_s": policy.sigterm_grace_s.value, "remove": False},
+        stop_params=stop_params(policy.sigterm_grace_s.value, remove=False),
         evidence={
             "started_at": iso(c.started_at),
             "timeout_source": policy.max_runtime_s.source,

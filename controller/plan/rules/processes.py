@@ -53,10 +53,11 @@ from controller.plan.context import (
     PassContext,
     by_key,
     deferral,
+    fmt_bytes,
     host_target,
     iso,
 )
-from controller.plan.types import ActionKind, DeferReason, Reason, Target
+from controller.plan.types import ActionKind, DeferReason, KillParams, Reason, ResetParams, Target
 from controller.snapshot import CgroupScope, ContainerObs, Domain, GpuObs, GpuProcessObs, ProcessState
 from desired_state.effective import GpuResetPolicy
 
@@ -112,6 +113,8 @@ def sighting_key(p: GpuProcessObs) -> str:
 
 
 def _process_target(p: GpuProcessObs, c: ContainerObs | None) -> Target:
+    """A process's target. Its user is the owner of the container it is attributed to (so the
+    owner finds it in ``get events --user``); the process's own uid and user stay in the evidence."""
     return Target(
         container=c.name if c is not None else None,
         container_id=p.container_id,
@@ -120,7 +123,7 @@ def _process_target(p: GpuProcessObs, c: ContainerObs | None) -> Target:
         pid=p.pid,
         pid_start_time=p.start_time,
         gpu=p.device_uuid,
-        user=p.user,
+        user=c.owner if c is not None else p.user,
         ledger_entry=None,
     )
 
@@ -295,11 +298,11 @@ def _orphan(
         target,
         Reason.ORPHANED_PROCESS,
         f"kill orphaned GPU process {p.pid} ({p.cmdline[:60] or '?'}) of {owner} on {p.device_uuid}, "
-        f"using {p.used_memory_bytes if p.used_memory_bytes is not None else '?'} bytes",
+        f"using {fmt_bytes(p.used_memory_bytes)}",
         due_at=s.first_seen_at,
         key=f"KillProcess:{p.pid}:{p.start_time}:OrphanedProcess",
         evidence=evidence,
-        params={"grace_s": ctx.glob.kill_grace_s.value},
+        params=KillParams(grace_s=ctx.glob.kill_grace_s.value),
     )
 
 
@@ -487,7 +490,7 @@ def _first_mark(ctx: PassContext, out: Collector, f: _GpuFacts) -> GpuMark | Non
         f.target,
         Reason.GPU_DIRTY,
         DeferReason.NEEDS_SECOND_SIGHTING,
-        f"GPU {g.index} ({g.uuid}) has {g.memory_used_bytes} bytes in use and no process; "
+        f"GPU {g.index} ({g.uuid}) has {fmt_bytes(g.memory_used_bytes)} in use and no process; "
         "confirmed next pass",
         evidence=f.evidence,
     )
@@ -536,7 +539,7 @@ def _reset_or_alert(
             due_at=mark.since,
             key=f"ResetGpu:{g.uuid}:{since}:GpuDirty",
             evidence=evidence,
-            params={"command": list(ctx.glob.gpu_reset_command.value)},
+            params=ResetParams(command=tuple(ctx.glob.gpu_reset_command.value)),
         )
     elif not alert_done:
         out.act(
