@@ -23,7 +23,7 @@ Guarantees (each one tested against the real Docker engine and real processes):
 
 Memory: the result is built on ``plan.memory`` (the planner's next memory, including any breaker
 it tripped) plus the outcome transitions: one-shot actions (WarnOwner, AlertAdmin) and GPU resets
-are recorded as done, warnings under their ``params["warning_key"]``, failures with back-off; a
+are recorded as done, warnings under their ``WarnParams.warning_key``, failures with back-off; a
 success clears the action's failure record. The ``memory`` argument (the memory the plan was made
 from) is not read by the real executor; the dry-run executor keeps its outcome records.
 

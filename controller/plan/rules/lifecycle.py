@@ -9,7 +9,7 @@ The warning ladder (shared by both rules): a warning at each level (80/95 % of t
 timeout)``, so the owner always gets a real lead time and the stop never happens in the pass that
 sends the first warning: when the stop comes due with no warning delivered yet, the warning goes
 out now and the stop waits (``WaitingForWarning``). Delivery is recorded by the executor through
-``ControllerMemory.with_warning(container_id, params["warning_key"], at)``.
+``ControllerMemory.with_warning(container_id, WarnParams.warning_key, at)``.
 
 Idle warnings belong to one idle streak: their keys carry the streak's start, and an active
 sample voids them. Runtime warnings belong to one start.
