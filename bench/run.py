@@ -321,6 +321,23 @@ def profile_planner_if_missed(run: Run) -> None:
         )
 
 
+def _planner_only(quick: bool) -> int:
+    """``--only planner``: the planner case alone, printed as one line per size (no engine needed)."""
+    from bench import cases
+
+    plan = RunPlan.smoke(0.0) if quick else RunPlan.full(0.0)
+    result = cases.planner_scale(plan.planner_sizes, plan.planner_repeats)
+    print(json.dumps({"machine": machine_info(), "load_avg_1m": os.getloadavg()[0]}, default=str))
+    for row in result["rows"]:
+        wall = row["wall_s"]
+        print(
+            f"planner @ {row['containers']:>6} containers: median {wall['median'] * 1000:.0f} ms, "
+            f"min {wall['min'] * 1000:.0f} ms, first plan {row['first_plan_s'] * 1000:.0f} ms, "
+            f"{row['actions']} actions, {row['deferred']} deferred"
+        )
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n\n")[0])
     parser.add_argument(
@@ -348,7 +365,15 @@ def main(argv: list[str] | None = None) -> int:
         "work on this machine's engine",
     )
     parser.add_argument("--out", type=Path, default=OUT_DIR, help="where results go (default bench/out)")
+    parser.add_argument(
+        "--only",
+        choices=["planner"],
+        default=None,
+        help="run one case alone (planner: the planner at scale; no Docker engine, no plot)",
+    )
     args = parser.parse_args(argv)
+    if args.only == "planner":
+        return _planner_only(args.quick)
 
     import docker
 

@@ -8,7 +8,7 @@ Pure; called by the daemon loop after each pass.
 from __future__ import annotations
 
 from controller.act.report import ExecutionReport, Outcome
-from controller.plan.types import ActionKind, Plan, Reason, Target
+from controller.plan.types import ActionKind, Plan, Reason, ResourceUpdate, Target
 
 LIMIT_REASONS = frozenset({Reason.LIMITS_MISSING, Reason.LIMITS_ABOVE_SPEC})
 QUOTA_REASONS = frozenset({Reason.CONTAINER_QUOTA_EXCEEDED, Reason.GPU_QUOTA_EXCEEDED})
@@ -35,7 +35,7 @@ def resource_figures(plan: Plan, report: ExecutionReport) -> tuple[int, int, int
     }
     brought = 0
     for a in plan.actions:
-        if a.key in done and "memory_bytes" in a.params:
+        if a.key in done and isinstance(a.params, ResourceUpdate) and a.params.memory_bytes is not None:
             usage = a.evidence.get("usage")
             used = usage.get("memory") if isinstance(usage, dict) else None
             if isinstance(used, int):

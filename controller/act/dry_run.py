@@ -29,14 +29,14 @@ from controller.act.hook import NotificationHook
 from controller.act.owner_notices import action_document
 from controller.act.report import ActionOutcome, ExecutionReport, Outcome
 from controller.memory import ControllerMemory
-from controller.plan.types import Action, Plan
+from controller.plan.types import Action, Plan, StopParams
 
 
 def _would(action: Action) -> str:
     t = action.target
     what = {
         "StopContainer": f"stop container {t.label()}"
-        + (" and remove it" if action.params.get("remove") else ""),
+        + (" and remove it" if action.params_as(StopParams).remove else ""),
         "RemoveContainer": f"remove container {t.label()}",
         "WarnOwner": f"warn {t.user or 'the owner'} about {t.label()}",
         "ReleaseAllocation": f"release ledger row for {t.label()} on {t.gpu or '?'}",

@@ -23,7 +23,7 @@ Guarantees (each one tested against the real Docker engine and real processes):
 
 Memory: the result is built on ``plan.memory`` (the planner's next memory, including any breaker
 it tripped) plus the outcome transitions: one-shot actions (WarnOwner, AlertAdmin) and GPU resets
-are recorded as done, warnings under their ``params["warning_key"]``, failures with back-off; a
+are recorded as done, warnings under their ``WarnParams.warning_key``, failures with back-off; a
 success clears the action's failure record. The ``memory`` argument (the memory the plan was made
 from) is not read by the real executor; the dry-run executor keeps its outcome records.
 
@@ -72,7 +72,17 @@ from controller.memory import ControllerMemory, Intent
 from controller.observe.cgroups import container_ids_in_path, parse_cgroup
 from controller.observe.ledger import parse_ledger_text
 from controller.observe.resources import read_usage
-from controller.plan.types import Action, ActionKind, Plan, Reason, ResourceUpdate
+from controller.plan.types import (
+    Action,
+    ActionKind,
+    KillParams,
+    Plan,
+    Reason,
+    ResetParams,
+    ResourceUpdate,
+    StopParams,
+    WarnParams,
+)
 from controller.record import RecordUnavailable
 from controller.snapshot import ResourceLimits
 
@@ -325,7 +335,7 @@ class RealExecutor:
             "phase": "started",
             "intent_at": intent.started_at,
             "message": action.message,
-            "params": action.params,
+            "params": action.params.model_dump(mode="json"),
         }
         # Enough to rebuild the intent from this line alone if the memory is lost (see salvage).
         for name in ("expected_state", "expected_started_at", "pid_start_time", "user", "ledger_entry"):
@@ -344,7 +354,7 @@ class RealExecutor:
             action.kind.value,
             clean(t.label(), 80),
             event_reason(action.reason),
-            f", SIGTERM grace {action.params['timeout_s']} s" if "timeout_s" in action.params else "",
+            _grace_note(action),
         )
         return recorded
 
@@ -459,7 +469,7 @@ class RealExecutor:
         if action.kind in (ActionKind.STOP_CONTAINER, ActionKind.REMOVE_CONTAINER):
             cid = t.container_id or ""
             fresh = self._docker.inspect(cid)
-            timeout_s = _int_param(action.params.get("timeout_s"), DEFAULT_STOP_TIMEOUT_S)
+            timeout_s = _int_param(action.params_as(StopParams).grace_s, DEFAULT_STOP_TIMEOUT_S)
             stop = action.kind is ActionKind.STOP_CONTAINER
             if fresh is None:
                 reason = event_reason(action.reason)
@@ -500,7 +510,7 @@ class RealExecutor:
                 t.pid, t.pid_start_time, expected_cid if isinstance(expected_cid, str) else None
             )
             if check.identity is Identity.SAME:
-                grace_s = float(action.params.get("grace_s", self._kill_grace_s))
+                grace_s = _or(action.params_as(KillParams).grace_s, self._kill_grace_s)
                 if waited_s < grace_s + self._kill_wait_s + RECOVERY_SLACK_S:
                     return None
                 return Outcome.FAILED, "not carried out: the process is still running", []
@@ -534,7 +544,7 @@ class RealExecutor:
             seen = self._docker.inspect(t.container_id or "")
             if seen is None:
                 return Outcome.DONE, "the container is gone", []
-            left = _still_needed(ResourceUpdate.model_validate(action.params), seen.limits)
+            left = _still_needed(action.params_as(ResourceUpdate), seen.limits)
             if not left:
                 return Outcome.DONE, "the limits are at or below the requested ones", []
             return Outcome.FAILED, "not carried out: " + ", ".join(sorted(left)) + " still above", []
@@ -660,8 +670,9 @@ class RealExecutor:
         if fresh is None:
             return _Done(Outcome.ALREADY_DONE, "container already gone", mem)
         cid = fresh.id
-        timeout_s = _int_param(action.params.get("timeout_s"), DEFAULT_STOP_TIMEOUT_S)
-        remove = bool(action.params.get("remove", False))
+        stop_params = action.params_as(StopParams)
+        timeout_s = _int_param(stop_params.grace_s, DEFAULT_STOP_TIMEOUT_S)
+        remove = stop_params.remove
         mem = self._begin(action, mem, now)
         try:
             self._docker.stop(cid, timeout_s=timeout_s)
@@ -741,21 +752,19 @@ class RealExecutor:
             fresh = self._precondition_for_notice(action)
             if fresh is None:
                 raise _Skip("the container is gone; no notice needed")
-        severity = str(
-            action.params.get("severity")
-            or ("NOTICE" if action.reason is Reason.IDLE_EXEMPT_NOTICE else "WARNING")
-        )
+        warn = action.params_as(WarnParams)
+        severity = warn.severity or ("NOTICE" if action.reason is Reason.IDLE_EXEMPT_NOTICE else "WARNING")
         user = t.user
         delivered = 0
         alerts_file = None
         if user and user != "unknown":
-            text = notice_text(action.params, action.message)
+            text = notice_text(warn.model_dump(), action.message)
             delivered = self._notifier.notify(user, text, severity=severity)
             alerts_file = self._notices.fallback(
                 user, text, severity, fresh.workspace if fresh else None, delivered
             )
         self._notices.warned(action)
-        warning_key = str(action.params.get("warning_key") or action.reason.value)
+        warning_key = warn.warning_key or action.reason.value
         new_mem = mem.with_warning(t.container_id, warning_key, self._clock()) if t.container_id else mem
         details = {
             **self._base(action),
@@ -791,7 +800,7 @@ class RealExecutor:
         expected_cid = action.evidence.get("container_id", t.container_id)
         if expected_cid is not None and not isinstance(expected_cid, str):
             raise PermanentError(f"evidence container_id is {type(expected_cid).__name__}, not a string")
-        grace_s = float(action.params.get("grace_s", self._kill_grace_s))
+        grace_s = _or(action.params_as(KillParams).grace_s, self._kill_grace_s)
         # The cgroup that made it an orphan (this engine's): a process found elsewhere is not killed.
         planned_cgroup = action.evidence.get("cgroup") if expected_cid is not None else None
         # Re-check before recording the intent: a pid already reused or gone needs no intent.
@@ -839,7 +848,7 @@ class RealExecutor:
         blockers = list(self._reset_precheck(gpu))
         if blockers:
             raise _Skip("not safe to reset now: " + "; ".join(blockers))
-        timeout_s = float(action.params.get("timeout_s", self._reset_timeout_s))
+        timeout_s = _or(action.params_as(ResetParams).timeout_s, self._reset_timeout_s)
         mem = self._begin(action, mem, now)
         result = run_reset(self._reset_command, gpu, timeout_s=timeout_s)
         status = "cleaned" if result.ok else "reset_failed"
@@ -889,7 +898,7 @@ class RealExecutor:
         fresh = self._precondition(action)
         if fresh is None:
             return _Done(Outcome.ALREADY_DONE, "container already gone", mem)
-        wanted = ResourceUpdate.model_validate(action.params)
+        wanted = action.params_as(ResourceUpdate)
         body = _still_needed(wanted, fresh.limits)
         if not body:
             return _Done(Outcome.ALREADY_DONE, "already at or below the requested limits", mem)
@@ -1017,6 +1026,17 @@ def _limits_dict(limits: ResourceLimits | None) -> dict[str, Any] | None:
         "memory_swap_bytes": limits.total_swap_bytes,
         "pids_limit": limits.pids_limit,
     }
+
+
+def _or(value: float | None, default: float) -> float:
+    return float(value) if value is not None else float(default)
+
+
+def _grace_note(action: Action) -> str:
+    if action.kind is not ActionKind.STOP_CONTAINER:
+        return ""
+    grace_s = action.params_as(StopParams).grace_s
+    return f", SIGTERM grace {grace_s} s" if grace_s is not None else ""
 
 
 def _int_param(value: object, default: int) -> int:

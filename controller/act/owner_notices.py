@@ -21,7 +21,7 @@ from loguru import logger
 from controller.act.hook import NotificationHook, hook_document
 from controller.act.notify import Notifier, append_alert_file, format_alert_entry, outcome_notice
 from controller.act.sanitize import clean
-from controller.plan.types import Action, ActionKind, Reason
+from controller.plan.types import Action, ActionKind, Reason, WarnParams
 
 _KIND = {
     ActionKind.WARN_OWNER: "warning",
@@ -44,7 +44,7 @@ def action_document(action: Action, *, at: datetime, kind: str | None = None) ->
     if kind is None:
         return None
     t = action.target
-    stop_at = action.params.get("stop_expected_at")
+    stop_at = action.params_as(WarnParams).stop_expected_at
     if kind in ("stop", "removal"):
         stop_at = at.astimezone(UTC).isoformat()
     return hook_document(

@@ -57,7 +57,7 @@ from loguru import logger
 from controller.act.report import ActionOutcome, ExecutionReport, Outcome
 from controller.act.sanitize import clean
 from controller.memory import ControllerMemory
-from controller.plan.types import Action, ActionKind, Plan
+from controller.plan.types import Action, ActionKind, KillParams, Plan, ResetParams, StopParams
 
 __all__ = [
     "DEADLINE_SLACK_S",
@@ -109,13 +109,12 @@ def _num(value: object, default: float) -> float:
 
 def action_deadline_s(action: Action, *, kill_grace_s: float = DEFAULT_KILL_GRACE_S) -> float:
     """How long ``action`` may run before it counts as stuck: its own timeouts plus the slack."""
-    p = action.params
     if action.kind is ActionKind.STOP_CONTAINER:
-        own = _num(p.get("timeout_s"), DEFAULT_STOP_GRACE_S)
+        own = _num(action.params_as(StopParams).grace_s, DEFAULT_STOP_GRACE_S)
     elif action.kind is ActionKind.KILL_PROCESS:
-        own = _num(p.get("grace_s"), kill_grace_s) + DEFAULT_KILL_WAIT_S
+        own = _num(action.params_as(KillParams).grace_s, kill_grace_s) + DEFAULT_KILL_WAIT_S
     elif action.kind is ActionKind.RESET_GPU:
-        own = _num(p.get("timeout_s"), DEFAULT_RESET_TIMEOUT_S)
+        own = _num(action.params_as(ResetParams).timeout_s, DEFAULT_RESET_TIMEOUT_S)
     else:
         own = 0.0
     return own + DEADLINE_SLACK_S
@@ -124,16 +123,17 @@ def action_deadline_s(action: Action, *, kill_grace_s: float = DEFAULT_KILL_GRAC
 def start_line(action: Action, *, kill_grace_s: float = DEFAULT_KILL_GRACE_S) -> str:
     """The progress line logged when ``action`` starts."""
     label = clean(action.target.label(), 80)
-    p = action.params
     if action.kind is ActionKind.STOP_CONTAINER:
-        grace = _num(p.get("timeout_s"), DEFAULT_STOP_GRACE_S)
-        then = " and removing" if p.get("remove") else ""
+        stop = action.params_as(StopParams)
+        grace = _num(stop.grace_s, DEFAULT_STOP_GRACE_S)
+        then = " and removing" if stop.remove else ""
         return f"stopping{then} {label}, SIGTERM grace {grace:g} s ({action.reason.value})"
     if action.kind is ActionKind.KILL_PROCESS:
-        grace = _num(p.get("grace_s"), kill_grace_s)
+        grace = _num(action.params_as(KillParams).grace_s, kill_grace_s)
         return f"signalling {label}, SIGTERM grace {grace:g} s ({action.reason.value})"
     if action.kind is ActionKind.RESET_GPU:
-        return f"resetting GPU {label}, timeout {_num(p.get('timeout_s'), DEFAULT_RESET_TIMEOUT_S):g} s"
+        timeout = _num(action.params_as(ResetParams).timeout_s, DEFAULT_RESET_TIMEOUT_S)
+        return f"resetting GPU {label}, timeout {timeout:g} s"
     return f"{action.kind.value} {label} ({action.reason.value})"
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping, Sequence
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from controller.cli.errors import CliError
 from controller.cli.get import (
@@ -30,6 +30,7 @@ from controller.cli.render import (
     Table,
     clean,
     clock,
+    evidence_value,
     fmt_bytes,
     fmt_duration,
     fmt_percent,
@@ -48,9 +49,12 @@ from controller.cli.view import (
     schedule,
     verb,
 )
-from controller.plan.types import Action, DeferReason, Deferred, Reason
+from controller.plan.types import Action, ClockEvidence, DeferReason, Deferred, Reason
 from controller.snapshot import ContainerObs, ContainerState, GpuObs, GpuProcessObs, KeepAliveState
 from desired_state.effective import setting_interactions
+
+if TYPE_CHECKING:
+    from desired_state.effective import EffectivePolicy
 
 EVENTS_SHOWN = 10
 
@@ -72,7 +76,8 @@ def _when(view: View, at: Any) -> str:
 
 def _evidence(evidence: Mapping[str, Any]) -> str:
     parts = []
-    for k, v in evidence.items():
+    for k, raw in evidence.items():
+        v = evidence_value(k, raw)
         text = v if isinstance(v, str) else _compact(v)
         parts.append(f"{clean(k, 40)}={clean(text, 120)}")
     return ", ".join(parts)
@@ -258,7 +263,7 @@ def _quiet_reason(view: View, c: ContainerObs) -> str:
     return "no rule is due for it"
 
 
-def _signals_section(view: View, c: ContainerObs, pol: Any, s: Sections) -> None:
+def _signals_section(view: View, c: ContainerObs, pol: EffectivePolicy | None, s: Sections) -> None:
     s.heading("Signals")
     if c.state != ContainerState.RUNNING:
         s.line("<not running>", 2)
@@ -320,7 +325,7 @@ def _unknown(reason: str | None, default: str) -> str:
     return f"unknown ({clean(reason or default, 60)})"
 
 
-def _thr(pol: Any, attr: str, unit: str) -> str:
+def _thr(pol: EffectivePolicy | None, attr: str, unit: str) -> str:
     if pol is None:
         return "?"
     value = getattr(pol, attr).value
@@ -329,7 +334,7 @@ def _thr(pol: Any, attr: str, unit: str) -> str:
     return f"{fmt_bytes(value)}/s"
 
 
-def _src(pol: Any, attr: str) -> str:
+def _src(pol: EffectivePolicy | None, attr: str) -> str:
     if pol is None:
         return "?"
     return clean(getattr(pol, attr).source, 120)
@@ -355,7 +360,7 @@ _POLICY_ROWS: tuple[tuple[str, str, str], ...] = (
 )
 
 
-def _policy_section(pol: Any, s: Sections, problem: str = "") -> None:
+def _policy_section(pol: EffectivePolicy | None, s: Sections, problem: str = "") -> None:
     s.heading("Policy")
     if pol is None:
         s.line(f"<unknown: {clean(problem or 'the policy could not be resolved', 300)}>", 2)
@@ -409,14 +414,13 @@ def _due_text(view: View, items: Sequence[Action | Deferred], rules: Sequence[Re
     return out
 
 
-def _effective_idle_timeout_s(items: list[Any]) -> float | None:
+def _effective_idle_timeout_s(items: Sequence[Action | Deferred]) -> float | None:
     """The idle timeout the plan applied (after any high-demand reduction), from its evidence."""
     for item in items:
-        rule = getattr(item, "rule", None) or getattr(item, "reason", None)
-        if rule in (Reason.IDLE_TIMEOUT, Reason.IDLE_WARNING):
-            value = item.evidence.get("timeout_s")
-            if isinstance(value, int | float):
-                return float(value)
+        if rule_of(item) in (Reason.IDLE_TIMEOUT, Reason.IDLE_WARNING):
+            clock = ClockEvidence.of(item)
+            if clock is not None and clock.limit_s is not None:
+                return clock.limit_s
     return None
 
 
@@ -441,7 +445,7 @@ def _process_table(view: View, processes: Sequence[GpuProcessObs], by: str) -> T
     return t
 
 
-def _timers_section(view: View, c: ContainerObs, pol: Any, s: Sections) -> None:
+def _timers_section(view: View, c: ContainerObs, pol: EffectivePolicy | None, s: Sections) -> None:
     s.heading("Timers")
     items = view.container_items(c)
     lines: list[str] = []

@@ -11,7 +11,7 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from controller.cli.render import PLAIN, Style, clean, clock, stamp, until
+from controller.cli.render import PLAIN, Style, clean, clock, evidence_value, stamp, until
 
 if TYPE_CHECKING:
     from controller.plan.types import Action, Deferred, Plan
@@ -31,7 +31,8 @@ def evidence_text(evidence: Mapping[str, Any]) -> str:
     import json
 
     parts = []
-    for key, value in evidence.items():
+    for key, raw in evidence.items():
+        value = evidence_value(key, raw)
         text = value if isinstance(value, str) else json.dumps(value, separators=(",", ":"), default=str)
         parts.append(f"{clean(key, 48)}={clean(text, EVIDENCE_VALUE_MAX)}")
     return ", ".join(parts)

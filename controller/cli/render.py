@@ -223,6 +223,14 @@ def fmt_bytes(n: float | None) -> str:
     raise AssertionError("unreachable")
 
 
+def evidence_value(key: str, value: Any) -> Any:
+    """An evidence value as shown to people: sizes (``*_bytes`` keys) in :func:`fmt_bytes` units.
+    JSON output keeps the raw numbers."""
+    if key.endswith("_bytes") and isinstance(value, int | float) and not isinstance(value, bool):
+        return fmt_bytes(value)
+    return value
+
+
 def fmt_percent(p: float | None) -> str:
     if p is None:
         return "-"

@@ -374,25 +374,13 @@ class NextStep:
 _LADDER_RULES = frozenset({Reason.IDLE_TIMEOUT, Reason.MAX_RUNTIME_EXCEEDED})
 
 
-def _evidence_time(evidence: Mapping[str, Any], key: str) -> datetime | None:
-    from controller.act.events import parse_timestamp
-
-    return parse_timestamp(evidence.get(key))
-
-
 def stop_due_at(d: Deferred) -> datetime | None:
     """When the plan says a deferred stop falls due: its ``stop_due_at`` evidence, or the clock
     start plus the timeout it reports. ``None`` when the plan does not say."""
-    at = _evidence_time(d.evidence, "stop_due_at")
-    if at is not None:
-        return at
-    start = _evidence_time(d.evidence, "clock_start")
-    timeout_s = d.evidence.get("timeout_s")
-    if start is not None and isinstance(timeout_s, int | float):
-        from datetime import timedelta
+    from controller.plan.types import ClockEvidence
 
-        return start + timedelta(seconds=float(timeout_s))
-    return None
+    clock = ClockEvidence.of(d)
+    return clock.stop_at() if clock is not None else None
 
 
 def schedule(d: Deferred) -> list[tuple[str, datetime | None]]:

@@ -13,10 +13,21 @@ import functools
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from enum import Enum
+from typing import Any, TypeAlias
 
 from controller.memory import ContainerMemory, ControllerMemory
-from controller.plan.types import Action, ActionKind, DeferReason, Deferred, Reason, Target
+from controller.plan.types import (
+    Action,
+    ActionKind,
+    ActionParams,
+    DeferReason,
+    Deferred,
+    Reason,
+    Target,
+    params_for,
+)
+from controller.plan.values import built
 from controller.snapshot import (
     ContainerObs,
     ContainerState,
@@ -60,18 +71,38 @@ def _fmt_duration(s: int) -> str:
     return f"{sign}{days}d{hours}h" if hours else f"{sign}{days}d"
 
 
+def fmt_bytes(n: float | None) -> str:
+    """Sizes in messages, in the CLI's style: binary units, one decimal under 10 (``3.0Gi``, ``512Mi``).
+
+    Messages are for people; the evidence keeps the raw number of bytes.
+    """
+    if n is None:
+        return "?"
+    value = float(n)
+    for unit in ("B", "Ki", "Mi", "Gi", "Ti"):
+        if abs(value) < 1024 or unit == "Ti":
+            if unit == "B":
+                return f"{int(value)}B"
+            return f"{value:.1f}{unit}" if abs(value) < 10 else f"{value:.0f}{unit}"
+        value /= 1024
+    return f"{int(n)}B"  # pragma: no cover - the loop returns at "Ti"
+
+
 def container_target(c: ContainerObs, *, gpu: str | None = None) -> Target:
     """The target of a container action; state and StartedAt are the executor's precondition."""
-    return Target.model_construct(
-        container=c.name,
-        container_id=c.id,
-        expected_state=c.state.value,
-        expected_started_at=c.started_at,
-        pid=None,
-        pid_start_time=None,
-        gpu=gpu,
-        user=c.owner,
-        ledger_entry=None,
+    return built(
+        Target,
+        {
+            "container": c.name,
+            "container_id": c.id,
+            "expected_state": c.state.value,
+            "expected_started_at": c.started_at,
+            "pid": None,
+            "pid_start_time": None,
+            "gpu": gpu,
+            "user": c.owner,
+            "ledger_entry": None,
+        },
     )
 
 
@@ -87,6 +118,42 @@ def host_target(*, gpu: str | None = None, pid: int | None = None, user: str | N
         user=user,
         ledger_entry=None,
     )
+
+
+def deferral(
+    target: Target,
+    rule: Reason,
+    why: DeferReason,
+    message: str,
+    *,
+    due_at: datetime | None = None,
+    evidence: dict[str, Any] | None = None,
+) -> Deferred:
+    """A deferral, built without validation (its parts are typed values already)."""
+    return built(
+        Deferred,
+        {
+            "target": target,
+            "rule": rule,
+            "why": why,
+            "message": message,
+            "due_at": due_at,
+            "evidence": evidence or {},
+        },
+    )
+
+
+class Halt(Enum):
+    """A check's "stop here, nothing to report" (a rule that does not apply, an active container)."""
+
+    DONE = "done"
+
+
+# The result of one named check in a rule: None goes on to the next check, a Deferred stops the
+# rule and says why, Halt.DONE stops it silently. Rules chain checks with ``or`` (the first
+# check that does not go on decides) and hand the result to :meth:`Collector.stopped`.
+Check: TypeAlias = Deferred | Halt | None
+GO_ON: Check = None
 
 
 @dataclass
@@ -106,20 +173,23 @@ class Collector:
         due_at: datetime,
         key: str,
         evidence: dict[str, Any] | None = None,
-        params: dict[str, Any] | None = None,
+        params: ActionParams | None = None,
     ) -> None:
         # The rules build these from values already typed; validating them again is most of what
         # a pass over 10,000 containers would spend here.
         self.actions.append(
-            Action.model_construct(
-                kind=kind,
-                target=target,
-                reason=reason,
-                message=message,
-                evidence=evidence or {},
-                due_at=due_at,
-                key=key,
-                params=params or {},
+            built(
+                Action,
+                {
+                    "kind": kind,
+                    "target": target,
+                    "reason": reason,
+                    "message": message,
+                    "evidence": evidence or {},
+                    "due_at": due_at,
+                    "key": key,
+                    "params": params if params is not None else params_for(kind),
+                },
             )
         )
 
@@ -133,11 +203,15 @@ class Collector:
         due_at: datetime | None = None,
         evidence: dict[str, Any] | None = None,
     ) -> None:
-        self.deferred.append(
-            Deferred.model_construct(
-                target=target, rule=rule, why=why, message=message, due_at=due_at, evidence=evidence or {}
-            )
-        )
+        self.deferred.append(deferral(target, rule, why, message, due_at=due_at, evidence=evidence))
+
+    def stopped(self, check: Check) -> bool:
+        """Record a check's deferral, if any; True when the rule stops here."""
+        if check is None:
+            return False
+        if isinstance(check, Deferred):
+            self.deferred.append(check)
+        return True
 
 
 @dataclass

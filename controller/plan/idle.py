@@ -35,10 +35,11 @@ clock step does not cut it short).
 from __future__ import annotations
 
 from collections.abc import Mapping, Set
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from controller.memory import MAX_SAMPLES, ContainerMemory, KeepAliveSeen, Sample
+from controller.plan.values import built, replaced
 from controller.snapshot import ActivitySignals, ContainerObs, KeepAlive, KeepAliveState
 from desired_state.effective import EffectivePolicy, MigIdleFallback
 
@@ -86,6 +87,18 @@ def _fmt_s(value: float) -> str:
     return f"{value:.0f}s" if value < 120 else f"{value / 60:.0f}m"
 
 
+@dataclass(slots=True)
+class _Reading:
+    """What :func:`classify` has found so far in one reading."""
+
+    parts: list[str] = field(default_factory=list)
+    unknown: list[str] = field(default_factory=list)
+    active: bool = False
+    cpu_pct: float | None = None
+    net_delta: int | None = None
+    gap: bool = False
+
+
 def classify(
     prev: Sample | None,
     signals: ActivitySignals,
@@ -103,85 +116,91 @@ def classify(
     ``mig_uuids`` are the devices that report no utilisation by design (MIG devices and GPUs in
     MIG mode); ``unobserved`` says why the span since ``prev`` was not watched, if it was not.
     """
-    parts: list[str] = []
-    reasons_unknown: list[str] = []
-    active = False
-
+    r = _Reading()
     if not nvml_ok:
         # A GPU at 100 % would be invisible: such a sample can never count as idle.
-        reasons_unknown.append("nvml unavailable")
-        parts.append("gpu unavailable")
+        r.unknown.append("nvml unavailable")
+        r.parts.append("gpu unavailable")
     else:
-        known = {uuid: pct for uuid, pct in gpu_pct.items() if pct is not None}
-        busy = sorted(uuid for uuid, pct in known.items() if pct >= thresholds.gpu_pct)
-        if busy:
-            active = True
-            parts.append("gpu " + ",".join(f"{u}={_fmt_pct(known[u])}" for u in busy))
-        elif known:
-            parts.append(f"gpu max {_fmt_pct(max(known.values()))}")
-        why: dict[str, str | None] = {r.uuid: r.unknown_reason for r in signals.gpu_util}
-        fallback: list[str] = []
-        for uuid in sorted(u for u, pct in gpu_pct.items() if pct is None):
-            if uuid not in mig_uuids:
-                # A full GPU whose reading failed may be at 100 %: unknown is not idle.
-                reasons_unknown.append(f"gpu {uuid} utilisation unknown ({why.get(uuid) or 'not reported'})")
-            elif thresholds.mig_fallback:
-                fallback.append(uuid)
-            else:
-                reasons_unknown.append(
-                    f"gpu {uuid} is a MIG device (no utilisation) and migIdleFallback is never"
-                )
-        if fallback:
-            # MIG devices report no utilization: CPU and network decide (documented, weaker evidence).
-            parts.append(f"gpu {','.join(fallback)} MIG, no utilisation: cpu and network decide")
-
-    cpu_pct: float | None = None
-    net_delta: int | None = None
-    gap = False
+        _gpu_reading(r, signals, gpu_pct, thresholds, mig_uuids)
     if prev is None:
-        reasons_unknown.append("baseline (first sample of this start)")
+        r.unknown.append("baseline (first sample of this start)")
     else:
-        wall_s = (signals.read_at - prev.at).total_seconds()
-        wall_ns = int(wall_s * NS_PER_S)
-        if wall_ns <= 0:
-            reasons_unknown.append("no time elapsed since the previous sample")
-        else:
-            if unobserved is not None:
-                gap = True
-                reasons_unknown.append(f"unobserved span: {unobserved}")
-            elif wall_s > thresholds.max_sample_interval_s:
-                gap = True
-                reasons_unknown.append(
-                    f"unobserved span: {_fmt_s(wall_s)} since the previous sample (over "
-                    f"maxSampleInterval {_fmt_s(thresholds.max_sample_interval_s)})"
-                )
-            if signals.cpu_usage_ns is None or prev.cpu_usage_ns is None:
-                reasons_unknown.append(f"cpu unknown ({signals.cpu_unknown or 'previous reading missing'})")
-            elif signals.cpu_usage_ns < prev.cpu_usage_ns:
-                reasons_unknown.append("cpu counter went backwards")
-            else:
-                # An average over the span: it can hide activity, never invent it, so "active" holds
-                # even over an unobserved span.
-                cpu_pct = (signals.cpu_usage_ns - prev.cpu_usage_ns) / wall_ns * 100.0
-                parts.append(f"cpu {_fmt_pct(cpu_pct)}")
-                if cpu_pct >= thresholds.cpu_pct:
-                    active = True
-            if signals.net_bytes is None or prev.net_bytes is None:
-                reasons_unknown.append(f"net unknown ({signals.net_unknown or 'previous reading missing'})")
-            elif signals.net_bytes < prev.net_bytes:
-                reasons_unknown.append("net counter went backwards")
-            else:
-                net_delta = signals.net_bytes - prev.net_bytes
-                net_rate = net_delta / wall_s
-                parts.append(f"net {net_rate:.0f}B/s")
-                if net_rate >= thresholds.net_bytes_per_s:
-                    active = True
+        _rate_reading(r, prev, signals, thresholds, unobserved)
+    if r.active:
+        return Verdict(False, "active: " + "; ".join(r.parts), r.cpu_pct, r.net_delta)
+    if r.unknown:
+        return Verdict(None, "unknown: " + "; ".join(r.unknown + r.parts), r.cpu_pct, r.net_delta, r.gap)
+    return Verdict(True, "idle: " + "; ".join(r.parts), r.cpu_pct, r.net_delta)
 
-    if active:
-        return Verdict(False, "active: " + "; ".join(parts), cpu_pct, net_delta)
-    if reasons_unknown:
-        return Verdict(None, "unknown: " + "; ".join(reasons_unknown + parts), cpu_pct, net_delta, gap)
-    return Verdict(True, "idle: " + "; ".join(parts), cpu_pct, net_delta)
+
+def _gpu_reading(
+    r: _Reading,
+    signals: ActivitySignals,
+    gpu_pct: Mapping[str, float | None],
+    thresholds: Thresholds,
+    mig_uuids: Set[str],
+) -> None:
+    known = {uuid: pct for uuid, pct in gpu_pct.items() if pct is not None}
+    busy = sorted(uuid for uuid, pct in known.items() if pct >= thresholds.gpu_pct)
+    if busy:
+        r.active = True
+        r.parts.append("gpu " + ",".join(f"{u}={_fmt_pct(known[u])}" for u in busy))
+    elif known:
+        r.parts.append(f"gpu max {_fmt_pct(max(known.values()))}")
+    why: dict[str, str | None] = {g.uuid: g.unknown_reason for g in signals.gpu_util}
+    fallback: list[str] = []
+    for uuid in sorted(u for u, pct in gpu_pct.items() if pct is None):
+        if uuid not in mig_uuids:
+            # A full GPU whose reading failed may be at 100 %: unknown is not idle.
+            r.unknown.append(f"gpu {uuid} utilisation unknown ({why.get(uuid) or 'not reported'})")
+        elif thresholds.mig_fallback:
+            fallback.append(uuid)
+        else:
+            r.unknown.append(f"gpu {uuid} is a MIG device (no utilisation) and migIdleFallback is never")
+    if fallback:
+        # MIG devices report no utilization: CPU and network decide (documented, weaker evidence).
+        r.parts.append(f"gpu {','.join(fallback)} MIG, no utilisation: cpu and network decide")
+
+
+def _rate_reading(
+    r: _Reading, prev: Sample, signals: ActivitySignals, thresholds: Thresholds, unobserved: str | None
+) -> None:
+    wall_s = (signals.read_at - prev.at).total_seconds()
+    wall_ns = int(wall_s * NS_PER_S)
+    if wall_ns <= 0:
+        r.unknown.append("no time elapsed since the previous sample")
+        return
+    if unobserved is not None:
+        r.gap = True
+        r.unknown.append(f"unobserved span: {unobserved}")
+    elif wall_s > thresholds.max_sample_interval_s:
+        r.gap = True
+        r.unknown.append(
+            f"unobserved span: {_fmt_s(wall_s)} since the previous sample (over "
+            f"maxSampleInterval {_fmt_s(thresholds.max_sample_interval_s)})"
+        )
+    if signals.cpu_usage_ns is None or prev.cpu_usage_ns is None:
+        r.unknown.append(f"cpu unknown ({signals.cpu_unknown or 'previous reading missing'})")
+    elif signals.cpu_usage_ns < prev.cpu_usage_ns:
+        r.unknown.append("cpu counter went backwards")
+    else:
+        # An average over the span: it can hide activity, never invent it, so "active" holds even
+        # over an unobserved span.
+        r.cpu_pct = (signals.cpu_usage_ns - prev.cpu_usage_ns) / wall_ns * 100.0
+        r.parts.append(f"cpu {_fmt_pct(r.cpu_pct)}")
+        if r.cpu_pct >= thresholds.cpu_pct:
+            r.active = True
+    if signals.net_bytes is None or prev.net_bytes is None:
+        r.unknown.append(f"net unknown ({signals.net_unknown or 'previous reading missing'})")
+    elif signals.net_bytes < prev.net_bytes:
+        r.unknown.append("net counter went backwards")
+    else:
+        r.net_delta = signals.net_bytes - prev.net_bytes
+        net_rate = r.net_delta / wall_s
+        r.parts.append(f"net {net_rate:.0f}B/s")
+        if net_rate >= thresholds.net_bytes_per_s:
+            r.active = True
 
 
 def _drop_idle_warnings(warnings: Mapping[str, datetime]) -> dict[str, datetime]:
@@ -248,18 +267,8 @@ def advance(
     verdict = classify(
         prev, signals, gpu_pct, thresholds, nvml_ok=nvml_ok, mig_uuids=mig_uuids, unobserved=mem.unobserved
     )
-    sample = Sample(
-        at=signals.read_at,
-        cpu_usage_ns=signals.cpu_usage_ns,
-        net_bytes=signals.net_bytes,
-        idle=verdict.idle,
-        detail=verdict.detail,
-    )
+    sample = _sample(signals, verdict)
     samples = (*mem.samples[-(MAX_SAMPLES - 1) :], sample)
-    idle_since = mem.idle_since
-    last_active_at = mem.last_active_at
-    warnings = mem.warnings
-    keepalive = mem.keepalive
     extension_s = mem.grace_extension_s
     if (
         verdict.unobserved
@@ -269,35 +278,53 @@ def advance(
         # Unobserved time (a forward clock step, the daemon down) does not use up the grace period.
         extension_s += (signals.read_at - prev.at).total_seconds()
     grace_over_at = container.started_at + timedelta(seconds=grace_period_s + extension_s)
-    if verdict.idle is True and signals.read_at >= grace_over_at:
-        if idle_since is None:
-            idle_since = signals.read_at
-    else:
-        # Active, undecidable (an unobserved span included), or still inside the grace period: the
-        # continuous streak is broken. Its warnings are void (a new streak warns again).
-        if idle_since is not None:
-            warnings = _drop_idle_warnings(warnings)
-        idle_since = None
-        if verdict.idle is False:
-            last_active_at = signals.read_at
-            # Real activity renews the keep-alive allowance: the cap runs from the first sighting
-            # of a keep-alive after the container's last activity (see keepalive_until).
-            keepalive = None
+    idle_since, last_active_at, warnings, keepalive = _streak(mem, verdict, signals.read_at, grace_over_at)
     keepalive = _observe_keepalive(keepalive, signals.keepalive, signals.read_at)
-    return ContainerMemory(
-        container_id=mem.container_id,
-        name=container.name,
-        started_at=mem.started_at,
-        samples=samples,
-        idle_since=idle_since,
-        last_active_at=last_active_at,
-        warnings=warnings,
-        first_seen_at=mem.first_seen_at,
-        keepalive=keepalive,
-        unobserved=None,
-        grace_extension_s=extension_s,
-        runtime_discount_s=mem.runtime_discount_s,
+    # Every field given (as a fresh record would have them): the last state is set by the planner.
+    return replaced(
+        mem,
+        {
+            "name": container.name,
+            "samples": samples,
+            "idle_since": idle_since,
+            "last_active_at": last_active_at,
+            "warnings": warnings,
+            "keepalive": keepalive,
+            "unobserved": None,
+            "grace_extension_s": extension_s,
+            "last_state": "",
+            "stopped_by_restart_at": None,
+        },
     )
+
+
+def _sample(signals: ActivitySignals, verdict: Verdict) -> Sample:
+    return built(
+        Sample,
+        {
+            "at": signals.read_at,
+            "cpu_usage_ns": signals.cpu_usage_ns,
+            "net_bytes": signals.net_bytes,
+            "idle": verdict.idle,
+            "detail": verdict.detail,
+        },
+    )
+
+
+def _streak(
+    mem: ContainerMemory, verdict: Verdict, read_at: datetime, grace_over_at: datetime
+) -> tuple[datetime | None, datetime | None, dict[str, datetime], KeepAliveSeen | None]:
+    """The idle streak after this reading: (idle_since, last_active_at, warnings, keepalive)."""
+    if verdict.idle is True and read_at >= grace_over_at:
+        return mem.idle_since or read_at, mem.last_active_at, mem.warnings, mem.keepalive
+    # Active, undecidable (an unobserved span included), or still inside the grace period: the
+    # continuous streak is broken. Its warnings are void (a new streak warns again).
+    warnings = _drop_idle_warnings(mem.warnings) if mem.idle_since is not None else mem.warnings
+    if verdict.idle is False:
+        # Real activity renews the keep-alive allowance: the cap runs from the first sighting of a
+        # keep-alive after the container's last activity (see keepalive_until).
+        return None, read_at, warnings, None
+    return None, mem.last_active_at, warnings, mem.keepalive
 
 
 def _observe_keepalive(seen: KeepAliveSeen | None, ka: KeepAlive, at: datetime) -> KeepAliveSeen | None:

@@ -46,6 +46,7 @@ from controller.plan.rules.quotas import user_quotas
 from controller.plan.rules.resources import report_limits, update_resources
 from controller.plan.safety import apply_gates
 from controller.plan.types import Action, DeferReason, Deferred, Plan, Reason
+from controller.plan.values import replaced
 from controller.snapshot import ContainerObs, ContainerState, Domain, Snapshot
 
 _FINISHED = frozenset({ContainerState.CREATED, ContainerState.EXITED, ContainerState.DEAD})
@@ -148,7 +149,7 @@ def _observe_containers(ctx: PassContext, desired: DesiredState, clock: ClockChe
         if prev is None or prev.started_at != c.started_at:
             mem = fresh_memory(c, seen_at, prev)
         elif prev.name != c.name:
-            mem = prev.model_copy(update={"name": c.name})
+            mem = replaced(prev, {"name": c.name})
         else:
             mem = prev
         # A forward wall-clock step since the last pass is not runtime (controller.plan.clock).
@@ -174,11 +175,11 @@ def _observe_containers(ctx: PassContext, desired: DesiredState, clock: ClockChe
             mem = mark_unobserved(mem, f"paused (seen {iso(seen_at)})")
         elif c.state in _FINISHED and mem.samples:
             # Samples belong to a start; a stopped container's next start begins afresh anyway.
-            mem = mem.model_copy(update={"samples": (), "idle_since": None})
+            mem = replaced(mem, {"samples": (), "idle_since": None})
         by_restart = stopped_by_restart(c, prev, restart_at)
         if mem.last_state != c.state.value or mem.stopped_by_restart_at != by_restart:
             # Written only on a change: the state the controller saw, to tell later who stopped it.
-            mem = mem.model_copy(update={"last_state": c.state.value, "stopped_by_restart_at": by_restart})
+            mem = replaced(mem, {"last_state": c.state.value, "stopped_by_restart_at": by_restart})
         ctx.cmem[c.id] = mem
 
 

@@ -38,7 +38,7 @@ from typing import Any
 
 from controller.memory import Breaker
 from controller.plan.context import Collector, PassContext, host_target, iso
-from controller.plan.types import Action, ActionKind, DeferReason, Deferred, Reason
+from controller.plan.types import Action, ActionKind, AlertParams, DeferReason, Deferred, Reason
 from controller.snapshot import ContainerState
 
 ONE_SHOT_KINDS = frozenset({ActionKind.WARN_OWNER, ActionKind.ALERT_ADMIN})
@@ -66,13 +66,46 @@ def _defer(
 
 
 def apply_gates(ctx: PassContext, proposed: Collector) -> GateResult:
-    memory = ctx.memory
-    now = ctx.now
+    """Gates 1-5, in order (see the module docstring)."""
     out = Collector(deferred=list(proposed.deferred))
+    unique = _dedupe_and_back_off(ctx, out, proposed.actions)
+    passive = [a for a in unique if not a.destructive]
+    destructive = sorted((a for a in unique if a.destructive), key=lambda a: (a.due_at, a.key))
+    breaker = ctx.memory.breaker
+    if not breaker.tripped and destructive:
+        breaker = _stop_breaker(ctx, destructive, passive)
+    if not breaker.tripped and destructive:
+        tripped = removal_breaker(ctx, destructive)
+        if tripped is not None:
+            breaker, alert = tripped
+            passive.append(alert)
+    release_breaker = _release_breaker(ctx, destructive, passive)
+    performed: list[Action] = list(passive)
+    if not breaker.tripped and release_breaker.tripped:
+        destructive = _hold_releases(out, destructive, release_breaker)
+    if breaker.tripped:
+        for a in destructive:
+            _defer(
+                out,
+                a,
+                DeferReason.BREAKER_OPEN,
+                f"{a.kind.value} {a.target.label()}: circuit breaker open since "
+                f"{iso(breaker.tripped_at)} ({breaker.reason})",
+                None,
+                {"breaker_tripped_at": iso(breaker.tripped_at)},
+            )
+    else:
+        performed.extend(_within_budget(ctx, out, destructive))
+    performed.sort(key=lambda a: (a.due_at, a.key))
+    return GateResult(performed, out.deferred, breaker, release_breaker)
 
+
+def _dedupe_and_back_off(ctx: PassContext, out: Collector, proposed: list[Action]) -> list[Action]:
+    """Gates 1-3: one action per key, one-shot actions already done dropped, back-off deferred."""
+    memory, now = ctx.memory, ctx.now
     unique: list[Action] = []
     seen: set[str] = set()
-    for a in proposed.actions:
+    for a in proposed:
         if a.key in seen:
             continue
         seen.add(a.key)
@@ -91,49 +124,41 @@ def apply_gates(ctx: PassContext, proposed: Collector) -> GateResult:
             )
             continue
         unique.append(a)
+    return unique
 
-    passive = [a for a in unique if not a.destructive]
-    destructive = sorted((a for a in unique if a.destructive), key=lambda a: (a.due_at, a.key))
-    breaker = memory.breaker
 
-    if not breaker.tripped and destructive:
-        stops = [a for a in destructive if a.kind == ActionKind.STOP_CONTAINER]
-        running_gpu = sum(1 for c in ctx.containers if c.state == ContainerState.RUNNING and c.has_gpu)
-        max_fraction = ctx.glob.breaker_max_fraction.value
-        min_containers = ctx.glob.breaker_min_containers.value
-        if stops and len(stops) >= min_containers and len(stops) > max_fraction * running_gpu:
-            reason = (
-                f"this pass would stop {len(stops)} of {running_gpu} running GPU containers "
-                f"(more than {max_fraction:.0%}, at least {min_containers})"
-            )
-            breaker = Breaker(tripped=True, tripped_at=now, reason=reason)
-            passive.append(
-                breaker_alert(
-                    now,
-                    f"circuit breaker tripped: {reason}; no destructive action runs until "
-                    f"'ds01ctl breaker reset'",
-                    {
-                        "would_stop": len(stops),
-                        "running_gpu_containers": running_gpu,
-                        "breaker_max_fraction": max_fraction,
-                        "breaker_min_containers": min_containers,
-                        "stop_keys": [a.key for a in stops],
-                    },
-                )
-            )
-    if not breaker.tripped and destructive:
-        tripped = removal_breaker(ctx, destructive)
-        if tripped is not None:
-            breaker, alert = tripped
-            passive.append(alert)
+def _stop_breaker(ctx: PassContext, destructive: list[Action], passive: list[Action]) -> Breaker:
+    """Gate 4 for stops: a mass stop trips the breaker (and alerts an admin)."""
+    stops = [a for a in destructive if a.kind == ActionKind.STOP_CONTAINER]
+    running_gpu = sum(1 for c in ctx.containers if c.state == ContainerState.RUNNING and c.has_gpu)
+    max_fraction = ctx.glob.breaker_max_fraction.value
+    min_containers = ctx.glob.breaker_min_containers.value
+    if not (stops and len(stops) >= min_containers and len(stops) > max_fraction * running_gpu):
+        return ctx.memory.breaker
+    reason = (
+        f"this pass would stop {len(stops)} of {running_gpu} running GPU containers "
+        f"(more than {max_fraction:.0%}, at least {min_containers})"
+    )
+    passive.append(
+        breaker_alert(
+            ctx.now,
+            f"circuit breaker tripped: {reason}; no destructive action runs until 'ds01ctl breaker reset'",
+            {
+                "would_stop": len(stops),
+                "running_gpu_containers": running_gpu,
+                "breaker_max_fraction": max_fraction,
+                "breaker_min_containers": min_containers,
+                "stop_keys": [a.key for a in stops],
+            },
+        )
+    )
+    return Breaker(tripped=True, tripped_at=ctx.now, reason=reason)
 
-    release_breaker = _release_breaker(ctx, destructive, passive)
 
-    performed: list[Action] = list(passive)
-    if not breaker.tripped and release_breaker.tripped:
-        held = [a for a in destructive if a.kind == ActionKind.RELEASE_ALLOCATION]
-        destructive = [a for a in destructive if a.kind != ActionKind.RELEASE_ALLOCATION]
-        for a in held:
+def _hold_releases(out: Collector, destructive: list[Action], release_breaker: Breaker) -> list[Action]:
+    """Gate 4 for releases: while the release breaker is open every release waits."""
+    for a in destructive:
+        if a.kind == ActionKind.RELEASE_ALLOCATION:
             _defer(
                 out,
                 a,
@@ -143,33 +168,23 @@ def apply_gates(ctx: PassContext, proposed: Collector) -> GateResult:
                 None,
                 {"release_breaker_tripped_at": iso(release_breaker.tripped_at)},
             )
-    if breaker.tripped:
-        for a in destructive:
-            _defer(
-                out,
-                a,
-                DeferReason.BREAKER_OPEN,
-                f"{a.kind.value} {a.target.label()}: circuit breaker open since "
-                f"{iso(breaker.tripped_at)} ({breaker.reason})",
-                None,
-                {"breaker_tripped_at": iso(breaker.tripped_at)},
-            )
-    else:
-        budget = max(0, ctx.glob.max_destructive_actions_per_pass.value)
-        performed.extend(destructive[:budget])
-        for a in destructive[budget:]:
-            _defer(
-                out,
-                a,
-                DeferReason.BUDGET_EXHAUSTED,
-                f"{a.kind.value} {a.target.label()}: the budget of {budget} destructive actions per pass is "
-                f"spent; next pass",
-                None,
-                {"budget": budget, "due_at": iso(a.due_at)},
-            )
+    return [a for a in destructive if a.kind != ActionKind.RELEASE_ALLOCATION]
 
-    performed.sort(key=lambda a: (a.due_at, a.key))
-    return GateResult(performed, out.deferred, breaker, release_breaker)
+
+def _within_budget(ctx: PassContext, out: Collector, destructive: list[Action]) -> list[Action]:
+    """Gate 5: the oldest due first, up to the budget; the rest wait for the next pass."""
+    budget = max(0, ctx.glob.max_destructive_actions_per_pass.value)
+    for a in destructive[budget:]:
+        _defer(
+            out,
+            a,
+            DeferReason.BUDGET_EXHAUSTED,
+            f"{a.kind.value} {a.target.label()}: the budget of {budget} destructive actions per pass is "
+            f"spent; next pass",
+            None,
+            {"budget": budget, "due_at": iso(a.due_at)},
+        )
+    return destructive[:budget]
 
 
 def _release_breaker(ctx: PassContext, destructive: list[Action], passive: list[Action]) -> Breaker:
@@ -218,7 +233,7 @@ def breaker_alert(
         evidence=evidence,
         due_at=now,
         key=f"AlertAdmin:{key_name}:{iso(now)}",
-        params={},
+        params=AlertParams(),
     )
 
 

@@ -6,11 +6,13 @@ The JSON form of these types (``Plan.model_dump(mode="json")``) is the stable sc
 
 from __future__ import annotations
 
-from datetime import datetime
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from enum import StrEnum
-from typing import Any
+from typing import Any, TypeVar, cast
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from controller.memory import ControllerMemory
 
@@ -88,28 +90,6 @@ class DeferReason(StrEnum):
     NOT_ENFORCED = "NotEnforced"  # the policy only reports it
 
 
-class ResourceUpdate(BaseModel):
-    """Parameters of an UpdateResources action: the limits to set (None: leave as it is).
-
-    ``memory_floor_bytes`` and ``pids_floor`` are the executor's re-check: it reads the container's
-    use again right before ``docker update`` and does not lower below them.
-    """
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    nano_cpus: int | None = None
-    cpu_quota_us: int | None = Field(
-        default=None,
-        description="Set instead of nano_cpus when the "
-        "container's CPU limit is a quota (Docker refuses to mix them)",
-    )
-    cpu_period_us: int | None = None
-    memory_bytes: int | None = None
-    memory_swap_bytes: int | None = Field(default=None, description="Memory plus swap; -1: unlimited")
-    pids_limit: int | None = None
-    memory_margin_pct: float = 10.0
-
-
 class Target(BaseModel):
     """What an action touches, plus what must still be true when it runs (the precondition)."""
 
@@ -133,6 +113,123 @@ class Target(BaseModel):
         return self.gpu or "host"
 
 
+class _Params(BaseModel):
+    """Executor parameters of one action kind. Unset (None) values take the executor's default."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class StopParams(_Params):
+    """``StopContainer``: ``docker stop -t grace_s``, then ``docker rm`` when ``remove``."""
+
+    grace_s: float | None = Field(default=None, description="SIGTERM grace before SIGKILL, seconds")
+    remove: bool = Field(default=False, description="Remove the container after the stop")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _legacy_timeout(cls, data: Any) -> Any:
+        # Plans and intent records written before the params were typed named the stop grace
+        # "timeout_s" (as Docker's API does): they are read as grace_s, so an old intent recovers.
+        if isinstance(data, dict) and "timeout_s" in data:
+            data = dict(data)
+            legacy = data.pop("timeout_s")
+            data.setdefault("grace_s", legacy)
+        return data
+
+
+class RemoveParams(_Params):
+    """``RemoveContainer``: ``docker rm`` (``force`` is never set by the planner)."""
+
+    force: bool = False
+
+
+class WarnParams(_Params):
+    """``WarnOwner``: a notice to the owner, recorded as delivered under ``warning_key``."""
+
+    warning_key: str | None = Field(default=None, description="Memory key the delivery is recorded under")
+    level_pct: int | None = Field(default=None, description="Warning level reached, % of the limit")
+    stop_expected_at: str | None = Field(default=None, description="ISO time the stop is expected")
+    notice: str | None = Field(
+        default=None, description="The owner's notice; {stop_at} filled in at delivery"
+    )
+    severity: str | None = None
+
+
+class ReleaseParams(_Params):
+    """``ReleaseAllocation``: the row to release is the target's ``ledger_entry``."""
+
+
+class KillParams(_Params):
+    """``KillProcess``: SIGTERM, then SIGKILL after ``grace_s``."""
+
+    grace_s: float | None = Field(default=None, description="SIGTERM grace before SIGKILL, seconds")
+
+
+class ResetParams(_Params):
+    """``ResetGpu``: the reset command (``{uuid}`` filled in) and how long it may run."""
+
+    command: tuple[str, ...] | None = Field(default=None, description="argv; None: the executor's own")
+    timeout_s: float | None = Field(default=None, description="How long the reset command may run")
+
+
+class AlertParams(_Params):
+    """``AlertAdmin``: the message is the alert."""
+
+    severity: str | None = None
+
+
+class ResourceUpdate(_Params):
+    """Parameters of an UpdateResources action: the limits to set (None: leave as it is).
+
+    ``memory_floor_bytes`` and ``pids_floor`` are the executor's re-check: it reads the container's
+    use again right before ``docker update`` and does not lower below them.
+    """
+
+    nano_cpus: int | None = None
+    cpu_quota_us: int | None = Field(
+        default=None,
+        description="Set instead of nano_cpus when the "
+        "container's CPU limit is a quota (Docker refuses to mix them)",
+    )
+    cpu_period_us: int | None = None
+    memory_bytes: int | None = None
+    memory_swap_bytes: int | None = Field(default=None, description="Memory plus swap; -1: unlimited")
+    pids_limit: int | None = None
+    memory_margin_pct: float = 10.0
+
+
+ActionParams = (
+    StopParams
+    | RemoveParams
+    | WarnParams
+    | ReleaseParams
+    | KillParams
+    | ResetParams
+    | AlertParams
+    | ResourceUpdate
+)
+
+# One params model per action kind: a new kind adds its ActionKind member, its model above, and its
+# line here (the executor then dispatches on the kind).
+PARAMS_BY_KIND: dict[ActionKind, type[_Params]] = {
+    ActionKind.STOP_CONTAINER: StopParams,
+    ActionKind.REMOVE_CONTAINER: RemoveParams,
+    ActionKind.WARN_OWNER: WarnParams,
+    ActionKind.RELEASE_ALLOCATION: ReleaseParams,
+    ActionKind.KILL_PROCESS: KillParams,
+    ActionKind.RESET_GPU: ResetParams,
+    ActionKind.ALERT_ADMIN: AlertParams,
+    ActionKind.UPDATE_RESOURCES: ResourceUpdate,
+}
+
+P = TypeVar("P", bound=_Params)
+
+
+def params_for(kind: ActionKind, raw: Mapping[str, Any] | None = None) -> ActionParams:
+    """The params model of ``kind`` read from a mapping (a plan or an intent record read back)."""
+    return cast(ActionParams, PARAMS_BY_KIND[kind].model_validate(dict(raw or {})))
+
+
 class Action(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -143,9 +240,29 @@ class Action(BaseModel):
     evidence: dict[str, Any] = Field(default_factory=dict)
     due_at: datetime
     key: str = Field(description="Idempotency key: the same decision in a later pass has the same key")
-    params: dict[str, Any] = Field(
-        default_factory=dict, description="Executor parameters (stop timeout, remove after stop, ...)"
+    params: ActionParams = Field(
+        default_factory=AlertParams,
+        description="Executor parameters, one model per kind (StopParams, KillParams, ResetParams, ...)",
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _params_of_kind(cls, data: Any) -> Any:
+        # A mapping (a plan read back, an intent record) becomes the params model of the kind.
+        if isinstance(data, dict):
+            raw = data.get("params")
+            try:
+                kind = ActionKind(str(data.get("kind")))
+            except ValueError:
+                return data  # an unknown kind: the kind field's own error says so
+            if raw is None or isinstance(raw, Mapping):
+                data = {**data, "params": params_for(kind, raw)}
+        return data
+
+    def params_as(self, cls: type[P]) -> P:
+        """The params as ``cls`` (the kind's model); the defaults when they are of another kind."""
+        p = self.params
+        return p if isinstance(p, cls) else cls()
 
     @property
     def destructive(self) -> bool:
@@ -161,6 +278,70 @@ class Deferred(BaseModel):
     message: str
     due_at: datetime | None = Field(default=None, description="When it becomes due if nothing changes")
     evidence: dict[str, Any] = Field(default_factory=dict)
+
+
+def _when(value: Any) -> datetime | None:
+    if isinstance(value, datetime):
+        return value
+    if not isinstance(value, str):
+        return None
+    try:
+        return datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+
+
+def _number(value: Any) -> float | None:
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+
+
+# The rules that run a clock through the warning ladder (rules 3 and 4), and their warnings.
+CLOCK_RULES = frozenset(
+    {Reason.IDLE_TIMEOUT, Reason.IDLE_WARNING, Reason.MAX_RUNTIME_EXCEEDED, Reason.MAX_RUNTIME_WARNING}
+)
+
+
+@dataclass(frozen=True, slots=True)
+class ClockEvidence:
+    """The documented evidence keys of the clock rules (:data:`CLOCK_RULES`), typed.
+
+    In the JSON evidence: ``clock_start`` (when the clock started: the idle streak's first idle
+    reading, or the start), ``timeout_s`` (the clock's limit: the idle timeout after any high-demand
+    reduction, or the max runtime), ``base_timeout_s`` (the idle timeout before that reduction),
+    ``elapsed_s``, ``lead_s``, ``stop_due_at``. Readers (``describe``, ``get``) use this, not the
+    keys.
+    """
+
+    clock_start: datetime | None
+    limit_s: float | None
+    base_limit_s: float | None
+    elapsed_s: float | None
+    lead_s: float | None
+    stop_due_at: datetime | None
+
+    @classmethod
+    def of(cls, item: Action | Deferred) -> ClockEvidence | None:
+        """The clock evidence of a clock rule's action or deferral; None for other rules."""
+        rule = item.reason if isinstance(item, Action) else item.rule
+        if rule not in CLOCK_RULES:
+            return None
+        ev = item.evidence
+        return cls(
+            clock_start=_when(ev.get("clock_start")),
+            limit_s=_number(ev.get("timeout_s")),
+            base_limit_s=_number(ev.get("base_timeout_s")),
+            elapsed_s=_number(ev.get("elapsed_s")),
+            lead_s=_number(ev.get("lead_s")),
+            stop_due_at=_when(ev.get("stop_due_at")),
+        )
+
+    def stop_at(self) -> datetime | None:
+        """When the stop falls due: ``stop_due_at``, or the clock start plus the limit."""
+        if self.stop_due_at is not None:
+            return self.stop_due_at
+        if self.clock_start is not None and self.limit_s is not None:
+            return self.clock_start + timedelta(seconds=self.limit_s)
+        return None
 
 
 class Plan(BaseModel):

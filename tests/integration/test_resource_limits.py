@@ -25,7 +25,7 @@ from controller.observe import HostObserver, ObserveConfig
 from controller.observe.cgroups import controller_path, parse_cgroup, unified_path
 from controller.plan.desired import PolicySetDesired
 from controller.plan.planner import plan
-from controller.plan.types import ActionKind, DeferReason, Plan, Reason
+from controller.plan.types import ActionKind, DeferReason, Plan, Reason, ResourceUpdate
 from controller.snapshot import Domain, DomainHealth, GpuObs, Snapshot
 from desired_state.load import load_spec_text
 from tests.fixtures.act import RecordingNotifier, make_plan, read_events
@@ -215,7 +215,7 @@ def test_the_executor_rechecks_use_right_before_lowering(
     desired = PolicySetDesired(load_spec_text(SPEC))
     p = ours(plan(observe(tmp_path), desired, ControllerMemory(), datetime_now()), {c.id})
     (update,) = [a for a in p.actions if a.kind == ActionKind.UPDATE_RESOURCES]
-    assert update.params["memory_bytes"] == 64 * MiB
+    assert update.params_as(ResourceUpdate).memory_bytes == 64 * MiB
     c.exec_run("touch /tmp/go")
     time.sleep(1.5)
     executor = RealExecutor(

@@ -6,7 +6,7 @@ from datetime import datetime
 
 from controller.memory import ControllerMemory
 from controller.plan.planner import plan
-from controller.plan.types import ActionKind, Plan
+from controller.plan.types import ActionKind, Plan, RemoveParams
 from controller.snapshot import ContainerObs, ContainerState
 from desired_state.effective import EffectivePolicy, ExemptFrom
 from tests.fixtures import builders as b
@@ -188,4 +188,4 @@ class TestStoppedContainers:
 
     def test_remove_params_are_plain_remove(self) -> None:
         p = run(b.exited("old", finished_at=b.ago(hours=1)))
-        assert [a.params for a in b.actions_of(p, ActionKind.REMOVE_CONTAINER)] == [{"force": False}]
+        assert [a.params for a in b.actions_of(p, ActionKind.REMOVE_CONTAINER)] == [RemoveParams(force=False)]

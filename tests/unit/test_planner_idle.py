@@ -12,7 +12,7 @@ from datetime import datetime
 
 from controller.memory import ControllerMemory
 from controller.plan.planner import plan
-from controller.plan.types import ActionKind, Plan
+from controller.plan.types import ActionKind, Plan, StopParams
 from controller.snapshot import (
     ActivitySignals,
     ContainerObs,
@@ -104,21 +104,21 @@ class TestIdleWarningsThenStop:
         p30 = h.at(30)  # idle 25 min >= 80 % of 30
         assert kinds(p30) == [("WarnOwner", "IdleWarning")]
         warn = p30.actions[0]
-        assert warn.params["level_pct"] == 80
+        assert warn.params.level_pct == 80
         cid = b.cid("train")
         assert (
             warn.key == f"WarnOwner:{cid}:IdleWarning:80:{STARTED.isoformat()}:{b.at(minutes=5).isoformat()}"
         )
-        assert warn.params["warning_key"] == f"idle:80:{STARTED.isoformat()}:{b.at(minutes=5).isoformat()}"
+        assert warn.params.warning_key == f"idle:80:{STARTED.isoformat()}:{b.at(minutes=5).isoformat()}"
         p35 = h.at(35)  # idle 30 min: due, but the lead (6 min from minute 30) has not passed
         assert kinds(p35) == [("WarnOwner", "IdleWarning")]
-        assert p35.actions[0].params["level_pct"] == 95
+        assert p35.actions[0].params.level_pct == 95
         assert h.idle_verdicts(p35) == [("IdleTimeout", "WaitingForWarning")]
         assert next(d for d in p35.deferred if d.rule.value == "IdleTimeout").due_at == b.at(minutes=36)
         p40 = h.at(40)
         assert b.summary(p40) == [("StopContainer", "IdleTimeout", "train")]
         stop = p40.actions[0]
-        assert stop.params == {"timeout_s": 60.0, "remove": True}
+        assert stop.params == StopParams(grace_s=60.0, remove=True)
         assert stop.key == f"StopContainer:{cid}:{STARTED.isoformat()}:IdleTimeout"
         assert stop.target.expected_started_at == STARTED
         assert stop.target.expected_state == "running"
@@ -165,8 +165,8 @@ class TestIdleWarningsThenStop:
         h = IdleHost()
         warning = next(a for m in range(0, 31, 5) for a in h.at(m).actions if a.reason.value == "IdleWarning")
         local = timezone(timedelta(hours=1), "CET")
-        text = notice_text(warning.params, warning.message, tz=local)
-        stop = datetime.fromisoformat(str(warning.params["stop_expected_at"]).replace("Z", "+00:00"))
+        text = notice_text(warning.params.model_dump(), warning.message, tz=local)
+        stop = datetime.fromisoformat(str(warning.params.stop_expected_at).replace("Z", "+00:00"))
         assert f"Your container {h.name} has been idle for" in text and "(limit 30m)" in text
         assert f"stopped at {stop.astimezone(local).strftime('%Y-%m-%d %H:%M')} CET" in text
         assert "touch /workspace/.keep-alive" in text and "up to 24h after the touch" in text
@@ -461,7 +461,7 @@ class TestStateIsPerStartAndPerId:
 def test_idle_stop_keeps_remove_policy() -> None:
     h = IdleHost(b.policy(remove_after_idle_stop=False, sigterm_grace_s=30.0))
     stops = [a for m in range(0, 45, 5) for a in h.at(m).actions if a.kind == ActionKind.STOP_CONTAINER]
-    assert [a.params for a in stops] == [{"timeout_s": 30.0, "remove": False}]
+    assert [a.params for a in stops] == [StopParams(grace_s=30.0, remove=False)]
 
 
 def test_paused_gpu_container_is_not_idle_stopped() -> None:

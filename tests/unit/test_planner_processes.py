@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 from controller.memory import ControllerMemory, GpuMarkCause
 from controller.plan.planner import plan
-from controller.plan.types import Plan
+from controller.plan.types import KillParams, Plan, ResetParams
 from controller.snapshot import ContainerObs, ContainerState, Domain, GpuObs, GpuProcessObs, ProcessState
 from desired_state.effective import GlobalPolicy, GpuResetPolicy
 from tests.fixtures import builders as b
@@ -57,7 +57,7 @@ class TestOrphans:
         assert kill.target.pid == 777
         assert kill.target.pid_start_time == 1234.5
         assert kill.target.container_id == GONE
-        assert kill.params == {"grace_s": 10.0}
+        assert kill.params == KillParams(grace_s=10.0)
         assert kill.key == "KillProcess:777:1234.5:OrphanedProcess"
         assert kill.evidence["container_state"] == "missing"
         assert kill.evidence["sightings"] == 2
@@ -200,7 +200,7 @@ class TestDirtyGpus:
         p3 = w.run([])  # the orphan is verified gone
         assert b.summary(p3) == [("ResetGpu", "GpuDirty", b.GPU0)]
         reset = p3.actions[0]
-        assert reset.params == {"command": ["nvidia-smi", "--gpu-reset", "-i", "{uuid}"]}
+        assert reset.params == ResetParams(command=("nvidia-smi", "--gpu-reset", "-i", "{uuid}"))
         assert reset.key == f"ResetGpu:{b.GPU0}:{b.at(seconds=30).isoformat()}:GpuDirty"
         p4 = w.run([])
         assert p4.actions == ()

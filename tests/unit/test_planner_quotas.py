@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from controller.memory import ControllerMemory
 from controller.plan.planner import plan
-from controller.plan.types import ActionKind, DeferReason, Plan, Reason
+from controller.plan.types import ActionKind, DeferReason, Plan, Reason, StopParams
 from controller.snapshot import ContainerObs, GpuObs
 from crd_like_specs.vocabulary import ContainerType
 from desired_state.effective import EffectivePolicy, ExemptFrom, ResourceSpec, Sourced
@@ -93,7 +93,7 @@ def test_enforce_stop_stops_the_newest_after_the_warning_lead() -> None:
     later = run(containers, policy, memory=warned, now=b.at(minutes=11), quota_enforce="stop")
     (stop,) = of(later, ActionKind.STOP_CONTAINER, Reason.CONTAINER_QUOTA_EXCEEDED)
     assert stop.target.container == warn.target.container == "alice-3"
-    assert stop.params == {"timeout_s": 60, "remove": False}
+    assert stop.params == StopParams(grace_s=60.0, remove=False)
 
 
 def test_enforce_stop_never_stops_a_devcontainer_or_protected_one_it_picks_the_next_newest() -> None:

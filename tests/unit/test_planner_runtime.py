@@ -6,7 +6,7 @@ from datetime import datetime
 
 from controller.memory import ControllerMemory
 from controller.plan.planner import plan
-from controller.plan.types import Plan
+from controller.plan.types import Plan, StopParams
 from controller.snapshot import ContainerObs
 from desired_state.effective import EffectivePolicy, ExemptFrom
 from tests.fixtures import builders as b
@@ -55,17 +55,17 @@ class TestMaxRuntime:
             (10.0, "MaxRuntimeExceeded"),
         ]
         stop = next(a for p in runner.history for a in p.actions if a.reason.value == "MaxRuntimeExceeded")
-        assert stop.params == {"timeout_s": 60.0, "remove": False}
+        assert stop.params == StopParams(grace_s=60.0, remove=False)
         assert stop.key == f"StopContainer:{b.cid('job')}:{start.isoformat()}:MaxRuntimeExceeded"
         warn = runner.history[30].actions[0]
-        assert warn.params["warning_key"] == f"runtime:75:{start.isoformat()}"
+        assert warn.params.warning_key == f"runtime:75:{start.isoformat()}"
 
     def test_first_warning_when_already_over_the_limit_delays_the_stop(self) -> None:
         runner = b.Passes(b.desired(LIMIT))
         c = busy(started_at=b.ago(hours=30))
         p1 = runner.run(b.snapshot(containers=[c]))
         assert b.summary(p1) == [("WarnOwner", "MaxRuntimeWarning", "job")]
-        assert p1.actions[0].params["level_pct"] == 90
+        assert p1.actions[0].params.level_pct == 90
         assert runtime_deferrals(p1) == [("MaxRuntimeExceeded", "WaitingForWarning")]
         p2 = runner.run(b.snapshot(observed_at=b.at(minutes=5), containers=[c]), b.at(minutes=5))
         assert p2.actions == ()

@@ -195,7 +195,7 @@ class TestDomainsAndMemory:
         assert "StopContainer" in text
         for a in p.actions:
             json.dumps(a.evidence)
-            json.dumps(a.params)
+            json.dumps(a.params.model_dump(mode="json"))
         for d in p.deferred:
             json.dumps(d.evidence)
 
@@ -204,7 +204,7 @@ class TestDomainsAndMemory:
         p = once(*cs, *stale_created(3), memory=warned(*cs))
         assert p.actions
         assert all(a.due_at <= b.T0 for a in p.actions)
-        assert all(a.kind != ActionKind.STOP_CONTAINER or a.params["timeout_s"] == 60.0 for a in p.actions)
+        assert all(a.kind != ActionKind.STOP_CONTAINER or a.params.grace_s == 60.0 for a in p.actions)
         assert p.evaluated_at - p.observed_at == timedelta(0)
 
 

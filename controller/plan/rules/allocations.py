@@ -36,9 +36,20 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from datetime import UTC, timedelta
+from datetime import UTC, datetime, timedelta
 
-from controller.plan.context import Collector, PassContext, fmt_duration, host_target, iso, seconds
+from controller.plan.context import (
+    GO_ON,
+    Check,
+    Collector,
+    Halt,
+    PassContext,
+    deferral,
+    fmt_duration,
+    host_target,
+    iso,
+    seconds,
+)
 from controller.plan.types import ActionKind, DeferReason, Reason, Target
 from controller.snapshot import ContainerObs, ContainerState, Domain, GpuRef, LedgerEntry, OwnerRule
 
@@ -217,18 +228,38 @@ def _placed(ctx: PassContext, ref: GpuRef) -> bool:
 
 
 def ledger_rows(ctx: PassContext, out: Collector) -> None:
-    snap = ctx.snapshot
-    rule = Reason.LEAKED_ALLOCATION
+    """Rule 5 over every ledger row (see the module docstring)."""
+    if out.stopped(_ledger_unusable(ctx, out)):
+        return
+    # Sorted by plain strings (a hand-edited ledger may mix naive and aware timestamps).
+    entries = sorted(
+        (
+            ((e.container, e.gpu, e.allocated_at.isoformat(), e.user, e.gpu_uuid or ""), e)
+            for e in ctx.snapshot.ledger.entries
+        ),
+        key=lambda pair: pair[0],
+    )
+    rows = _Rows(ctx, [e for _, e in entries])
+    seen: set[tuple[str, str, str]] = set()
+    for (container, gpu, allocated_iso, _user, _uuid), e in entries:
+        ident = (container, gpu, allocated_iso)
+        if ident not in seen:
+            seen.add(ident)
+            _one_row(ctx, out, e, rows)
+
+
+def _ledger_unusable(ctx: PassContext, out: Collector) -> Check:
+    """No ledger (nothing to do), an unreadable one (alert), or Docker down (cannot tell)."""
+    snap, rule = ctx.snapshot, Reason.LEAKED_ALLOCATION
     health = [h for h in snap.health if h.domain == Domain.LEDGER]
     if not health:
-        return  # no ledger configured: DS01 keeps none, Docker is the source of truth
+        return Halt.DONE  # no ledger configured: DS01 keeps none, Docker is the source of truth
     ledger = snap.ledger
     if not health[0].ok or ledger.error is not None:
         error = ledger.error or health[0].error or "unavailable"
-        target = host_target()
         out.act(
             ActionKind.ALERT_ADMIN,
-            target,
+            host_target(),
             Reason.LEDGER_UNREADABLE,
             f"the allocation ledger {ledger.path} cannot be read: {error}; no allocation is released "
             f"until it is fixed",
@@ -236,143 +267,187 @@ def ledger_rows(ctx: PassContext, out: Collector) -> None:
             key=f"AlertAdmin:LedgerUnreadable:{ledger.path}:{error}",
             evidence={"path": ledger.path, "error": error},
         )
-        out.defer(
-            target,
+        return deferral(
+            host_target(),
             rule,
             DeferReason.DOMAIN_UNAVAILABLE,
             f"ledger {ledger.path} unreadable: no allocation is released",
             evidence={"path": ledger.path, "error": error},
         )
-        return
     if not ctx.docker_ok:
-        out.defer(
+        return deferral(
             host_target(),
             rule,
             DeferReason.DOMAIN_UNAVAILABLE,
             "Docker is unavailable: whether a ledger row's container exists cannot be told",
             evidence={"docker_error": snap.domain_error(Domain.DOCKER)},
         )
-        return
-    window_s = ctx.glob.ledger_reservation_window_s.value
-    # Sorted by plain strings (a hand-edited ledger may mix naive and aware timestamps).
-    entries = sorted(
-        (
-            ((e.container, e.gpu, e.allocated_at.isoformat(), e.user, e.gpu_uuid or ""), e)
-            for e in ledger.entries
-        ),
-        key=lambda pair: pair[0],
-    )
-    seen: set[tuple[str, str, str]] = set()
-    guard: _RenameGuard | None = None
-    for (container, gpu, allocated_iso, _user, _uuid), e in entries:
-        ident = (container, gpu, allocated_iso)
-        if ident in seen:
-            continue
-        seen.add(ident)
-        c = ctx.find_container(e.container)
-        ambiguous = c is None and ctx.prefix_ambiguous(e.container)
-        device = _row_device(ctx, e)
-        refs: bool | None = None
-        if c is not None:
-            refs = _references(ctx, c, e, device)
-            if refs is True:
-                continue  # a live reference: not leaked (the common case, kept cheap)
-        row = _row(e)
-        target = Target(
-            container=c.name if c is not None else e.container,
-            container_id=c.id if c is not None else None,
-            expected_state=None,
-            expected_started_at=None,
-            pid=None,
-            pid_start_time=None,
-            gpu=e.gpu_uuid or e.gpu,
-            user=e.user,
-            ledger_entry=row,
-        )
-        # A naive timestamp in a hand-edited ledger is read as UTC rather than crashing the pass.
-        allocated_at = e.allocated_at if e.allocated_at.tzinfo else e.allocated_at.replace(tzinfo=UTC)
-        age_s = seconds(ctx.now - allocated_at)
-        evidence: dict[str, object] = {
-            "row": row,
-            "allocated_for_s": age_s,
-            "reservation_window_s": window_s,
-            "window_source": ctx.glob.ledger_reservation_window_s.source,
-        }
-        if ambiguous:
-            out.defer(
-                target,
-                rule,
-                DeferReason.UNKNOWN_SIGNAL,
-                f"ledger row for '{e.container}' matches several containers by id prefix",
-                evidence=evidence,
-            )
-            continue
-        if device is None:
-            evidence["gpu_unresolved"] = (
-                "NVML is unavailable" if not ctx.nvml_ok else "NVML reports no device by this name"
-            )
+    return GO_ON
+
+
+class _Rows:
+    """The pass's ledger rows, and the rename guard built the first time a row needs it."""
+
+    def __init__(self, ctx: PassContext, entries: list[LedgerEntry]) -> None:
+        self.ctx = ctx
+        self.entries = entries
+        self._guard: _RenameGuard | None = None
+
+    def guard(self) -> _RenameGuard:
+        if self._guard is None:
+            self._guard = _RenameGuard(self.ctx, self.entries)
+        return self._guard
+
+
+@dataclass(slots=True)
+class _RowFacts:
+    """One ledger row as the rule sees it: what it would release, its age, its evidence."""
+
+    entry: LedgerEntry
+    container: ContainerObs | None  # the container the row names, if it exists
+    device: _Device | None
+    target: Target
+    allocated_at: datetime
+    age_s: float
+    evidence: dict[str, object]
+
+    @property
+    def why(self) -> str:
+        """Why the row looks leaked (once its container's references are known not to hold it)."""
+        c, e = self.container, self.entry
         if c is None:
-            why = f"container '{e.container}' does not exist"
-        else:
-            if refs is None:
-                out.defer(
-                    target,
-                    rule,
-                    DeferReason.UNKNOWN_SIGNAL,
-                    f"cannot tell whether {c.name} still references GPU {e.gpu} "
-                    f"({_unknown_why(ctx, device)})",
-                    evidence=evidence,
-                )
-                continue
-            why = f"container {c.name} ({c.state.value}) no longer references GPU {e.gpu}"
-            evidence["container_state"] = c.state.value
-        # A container id survives `docker rename`; a name does not. Unless the row named the
-        # container by its id, another container may be the row's own under a new name.
-        named_by_id = c is not None and (e.container in ctx.by_id or e.container not in ctx.by_name)
-        if not named_by_id and _FULL_ID.match(e.container) is None:
-            if guard is None:
-                guard = _RenameGuard(ctx, [x for _, x in entries])
-            suspects = guard.suspects(e, device, c)
-            if suspects:
-                h, holds = suspects[0]
-                evidence["possible_holders"] = [
-                    {"id": x.id, "name": x.name, "owner": x.owner, "holds": "yes" if y else "cannot tell"}
-                    for x, y in suspects
-                ]
-                relation = "holds" if holds else f"may hold ({_unknown_why(ctx, device)})"
-                out.defer(
-                    target,
-                    rule,
-                    DeferReason.UNKNOWN_SIGNAL,
-                    f"cannot tell whether ledger row GPU {e.gpu} -> '{e.container}' is still in use: "
-                    f"{why}, but {h.name} ({h.short_id}, {h.state.value}) {relation} that GPU and may be "
-                    f"the same container renamed (the row names it by name, and no other row records "
-                    f"that holder)",
-                    evidence=evidence,
-                )
-                continue
-        due = allocated_at + timedelta(seconds=window_s)
-        if ctx.now < due:
-            out.defer(
-                target,
-                rule,
-                DeferReason.NOT_DUE,
-                f"ledger row GPU {e.gpu} -> '{e.container}': {why}; inside the reservation window "
-                f"of {fmt_duration(window_s)}",
-                due_at=due,
-                evidence=evidence,
-            )
-            continue
-        out.act(
-            ActionKind.RELEASE_ALLOCATION,
-            target,
-            rule,
-            f"release ledger row GPU {e.gpu} -> '{e.container}' (user {e.user}): {why}, allocated "
-            f"{fmt_duration(age_s)} ago",
-            due_at=due,
-            key=f"ReleaseAllocation:{e.container}:{e.gpu}:{iso(e.allocated_at)}",
-            evidence=evidence,
+            return f"container '{e.container}' does not exist"
+        return f"container {c.name} ({c.state.value}) no longer references GPU {e.gpu}"
+
+
+def _row_facts(ctx: PassContext, e: LedgerEntry, c: ContainerObs | None, device: _Device | None) -> _RowFacts:
+    row = _row(e)
+    target = Target(
+        container=c.name if c is not None else e.container,
+        container_id=c.id if c is not None else None,
+        expected_state=None,
+        expected_started_at=None,
+        pid=None,
+        pid_start_time=None,
+        gpu=e.gpu_uuid or e.gpu,
+        user=e.user,
+        ledger_entry=row,
+    )
+    # A naive timestamp in a hand-edited ledger is read as UTC rather than crashing the pass.
+    allocated_at = e.allocated_at if e.allocated_at.tzinfo else e.allocated_at.replace(tzinfo=UTC)
+    age_s = seconds(ctx.now - allocated_at)
+    window = ctx.glob.ledger_reservation_window_s
+    evidence: dict[str, object] = {
+        "row": row,
+        "allocated_for_s": age_s,
+        "reservation_window_s": window.value,
+        "window_source": window.source,
+    }
+    return _RowFacts(e, c, device, target, allocated_at, age_s, evidence)
+
+
+def _one_row(ctx: PassContext, out: Collector, e: LedgerEntry, rows: _Rows) -> None:
+    """Preconditions (one container, a known reference, no renamed holder, past the window), then
+    the release."""
+    c = ctx.find_container(e.container)
+    device = _row_device(ctx, e)
+    refs = _references(ctx, c, e, device) if c is not None else None
+    if refs is True:
+        return  # a live reference: not leaked (the common case, kept cheap)
+    r = _row_facts(ctx, e, c, device)
+    if out.stopped(_prefix_ambiguous(ctx, r)):
+        return
+    if device is None:
+        r.evidence["gpu_unresolved"] = (
+            "NVML is unavailable" if not ctx.nvml_ok else "NVML reports no device by this name"
         )
+    if c is not None and refs is False:
+        r.evidence["container_state"] = c.state.value
+    check = _reference_unknown(ctx, r, refs) or _maybe_renamed(ctx, r, rows) or _inside_window(ctx, r)
+    if out.stopped(check):
+        return
+    out.act(
+        ActionKind.RELEASE_ALLOCATION,
+        r.target,
+        Reason.LEAKED_ALLOCATION,
+        f"release ledger row GPU {e.gpu} -> '{e.container}' (user {e.user}): {r.why}, allocated "
+        f"{fmt_duration(r.age_s)} ago",
+        due_at=r.allocated_at + timedelta(seconds=ctx.glob.ledger_reservation_window_s.value),
+        key=f"ReleaseAllocation:{e.container}:{e.gpu}:{iso(e.allocated_at)}",
+        evidence=r.evidence,
+    )
+
+
+def _prefix_ambiguous(ctx: PassContext, r: _RowFacts) -> Check:
+    if r.container is not None or not ctx.prefix_ambiguous(r.entry.container):
+        return GO_ON
+    return deferral(
+        r.target,
+        Reason.LEAKED_ALLOCATION,
+        DeferReason.UNKNOWN_SIGNAL,
+        f"ledger row for '{r.entry.container}' matches several containers by id prefix",
+        evidence=r.evidence,
+    )
+
+
+def _reference_unknown(ctx: PassContext, r: _RowFacts, refs: bool | None) -> Check:
+    """The row's container exists but whether it still references the device cannot be told."""
+    c = r.container
+    if c is None or refs is not None:
+        return GO_ON
+    return deferral(
+        r.target,
+        Reason.LEAKED_ALLOCATION,
+        DeferReason.UNKNOWN_SIGNAL,
+        f"cannot tell whether {c.name} still references GPU {r.entry.gpu} ({_unknown_why(ctx, r.device)})",
+        evidence=r.evidence,
+    )
+
+
+def _maybe_renamed(ctx: PassContext, r: _RowFacts, rows: _Rows) -> Check:
+    """A container id survives `docker rename`; a name does not. Unless the row named the
+    container by its id, another container may be the row's own under a new name."""
+    e, c = r.entry, r.container
+    named_by_id = c is not None and (e.container in ctx.by_id or e.container not in ctx.by_name)
+    if named_by_id or _FULL_ID.match(e.container) is not None:
+        return GO_ON
+    suspects = rows.guard().suspects(e, r.device, c)
+    if not suspects:
+        return GO_ON
+    h, holds = suspects[0]
+    r.evidence["possible_holders"] = [
+        {"id": x.id, "name": x.name, "owner": x.owner, "holds": "yes" if y else "cannot tell"}
+        for x, y in suspects
+    ]
+    relation = "holds" if holds else f"may hold ({_unknown_why(ctx, r.device)})"
+    return deferral(
+        r.target,
+        Reason.LEAKED_ALLOCATION,
+        DeferReason.UNKNOWN_SIGNAL,
+        f"cannot tell whether ledger row GPU {e.gpu} -> '{e.container}' is still in use: "
+        f"{r.why}, but {h.name} ({h.short_id}, {h.state.value}) {relation} that GPU and may be "
+        f"the same container renamed (the row names it by name, and no other row records "
+        f"that holder)",
+        evidence=r.evidence,
+    )
+
+
+def _inside_window(ctx: PassContext, r: _RowFacts) -> Check:
+    """An allocator writes its row before `docker run` creates the container (and pulls the image)."""
+    window_s = ctx.glob.ledger_reservation_window_s.value
+    due = r.allocated_at + timedelta(seconds=window_s)
+    if ctx.now >= due:
+        return GO_ON
+    e = r.entry
+    return deferral(
+        r.target,
+        Reason.LEAKED_ALLOCATION,
+        DeferReason.NOT_DUE,
+        f"ledger row GPU {e.gpu} -> '{e.container}': {r.why}; inside the reservation window "
+        f"of {fmt_duration(window_s)}",
+        due_at=due,
+        evidence=r.evidence,
+    )
 
 
 def _unknown_why(ctx: PassContext, device: _Device | None) -> str:

@@ -19,14 +19,14 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 from controller.memory import ContainerMemory
-from controller.plan.context import Collector, PassContext, fmt_duration, iso, seconds
+from controller.plan.context import GO_ON, Check, Collector, PassContext, deferral, fmt_duration, iso, seconds
 from controller.plan.rules.common import gpu_evidence, shielded
-from controller.plan.types import ActionKind, DeferReason, Reason
+from controller.plan.types import ActionKind, DeferReason, Reason, RemoveParams
 from controller.snapshot import ContainerObs, ContainerState, Snapshot
 from desired_state.effective import EffectivePolicy, ExemptFrom
 
 STOPPED_STATES = frozenset({ContainerState.EXITED, ContainerState.DEAD})
-REMOVE_PARAMS = {"force": False}
+REMOVE_PARAMS = RemoveParams(force=False)
 _STOPPED_VALUES = frozenset(s.value for s in STOPPED_STATES)
 _RUNNING_VALUES = frozenset(
     s.value for s in (ContainerState.RUNNING, ContainerState.PAUSED, ContainerState.RESTARTING)
@@ -123,27 +123,18 @@ def created_never_started(ctx: PassContext, out: Collector, c: ContainerObs, pol
         due_at=due,
         key=f"RemoveContainer:{c.id}:CreatedNeverStarted",
         evidence=evidence,
-        params=dict(REMOVE_PARAMS),
+        params=REMOVE_PARAMS,
     )
 
 
 def stopped_hold(ctx: PassContext, out: Collector, c: ContainerObs, policy: EffectivePolicy) -> None:
-    if c.state not in STOPPED_STATES:
-        return
-    gpu_hold_s = policy.gpu_hold_after_stop_s.value if c.has_gpu else None
-    hold_s = policy.container_hold_after_stop_s.value
-    # (hold, tie-break, reason): the GPU hold wins a tie because it frees the scarce resource.
-    holds: list[tuple[float, int, Reason]] = []
-    if gpu_hold_s is not None:
-        holds.append((gpu_hold_s, 0, Reason.GPU_HOLD_EXPIRED))
-    if hold_s is not None:
-        holds.append((hold_s, 1, Reason.STOPPED_HOLD_EXPIRED))
-    if not holds:
-        return  # both holds are "never"
-    hold, _, rule = min(holds)
+    """Rule 2: remove an exited or dead container once its hold is over."""
+    chosen = _shorter_hold(c, policy)
+    if chosen is None:
+        return  # not stopped, or both holds are "never"
+    hold, rule = chosen
     if shielded(ctx, out, c, policy, rule, ExemptFrom.CLEANUP):
         return
-    target = ctx.target(c)
     mem = ctx.cmem.get(c.id)
     restart_at = mem.stopped_by_restart_at if mem is not None else None
     restart_hold = ctx.glob.restart_stopped_hold_s
@@ -154,47 +145,20 @@ def stopped_hold(ctx: PassContext, out: Collector, c: ContainerObs, policy: Effe
             "restart_stopped_hold_s": restart_hold.value,
             "restart_hold_source": restart_hold.source,
         }
-        if restart_hold.value is None:
-            out.defer(
-                target,
-                rule,
-                DeferReason.NOT_DUE,
-                f"{c.name} was stopped by the engine restart at {iso(restart_at)}, not by its owner; "
-                f"kept until an admin removes it (restartStoppedHold: null)",
-                evidence={"state": c.state.value, "exit_code": c.exit_code, **restart_evidence},
-            )
-            return
-        hold = max(hold, restart_hold.value)
-    if c.finished_at is None:
-        out.defer(
-            target,
-            rule,
-            DeferReason.UNKNOWN_SIGNAL,
-            f"{c.name} is {c.state.value} but its FinishedAt is unknown: its hold cannot be measured",
-            evidence={"state": c.state.value},
-        )
+    check = _kept_for_admin(ctx, c, rule, restart_at, restart_evidence) or _finished_unknown(ctx, c, rule)
+    if out.stopped(check) or c.finished_at is None:
         return
+    if restart_at is not None and restart_hold.value is not None:
+        hold = max(hold, restart_hold.value)
     due = c.finished_at + timedelta(seconds=hold)
     stopped_s = seconds(ctx.now - c.finished_at)
-    evidence = {
-        "state": c.state.value,
-        "finished_at": iso(c.finished_at),
-        "stopped_for_s": stopped_s,
-        "hold_s": hold,
-        "gpu_hold_after_stop_s": gpu_hold_s,
-        "gpu_hold_source": policy.gpu_hold_after_stop_s.source,
-        "container_hold_after_stop_s": hold_s,
-        "container_hold_source": policy.container_hold_after_stop_s.source,
-        "exit_code": c.exit_code,
-        **restart_evidence,
-        **gpu_evidence(ctx, c),
-    }
+    evidence = _hold_evidence(ctx, c, policy, hold, stopped_s, restart_evidence)
     what = "GPU hold" if rule == Reason.GPU_HOLD_EXPIRED else "hold"
     if restart_at is not None:
         what = f"hold (stopped by the engine restart at {iso(restart_at)}, not by its owner)"
     if ctx.now < due:
         out.defer(
-            target,
+            ctx.target(c),
             rule,
             DeferReason.NOT_DUE,
             f"{c.name} stopped {fmt_duration(stopped_s)} ago; removed when its {what} of "
@@ -205,12 +169,85 @@ def stopped_hold(ctx: PassContext, out: Collector, c: ContainerObs, policy: Effe
         return
     out.act(
         ActionKind.REMOVE_CONTAINER,
-        target,
+        ctx.target(c),
         rule,
         f"remove {c.name} (owner {c.owner}): {c.state.value} for {fmt_duration(stopped_s)}, "
         f"past its {what} of {fmt_duration(hold)}",
         due_at=due,
         key=f"RemoveContainer:{c.id}:{iso(c.finished_at)}:{rule.value}",
         evidence=evidence,
-        params=dict(REMOVE_PARAMS),
+        params=REMOVE_PARAMS,
     )
+
+
+def _shorter_hold(c: ContainerObs, policy: EffectivePolicy) -> tuple[float, Reason] | None:
+    """The hold that applies to a stopped container and its rule (None: not stopped, or never)."""
+    if c.state not in STOPPED_STATES:
+        return None
+    gpu_hold_s = policy.gpu_hold_after_stop_s.value if c.has_gpu else None
+    hold_s = policy.container_hold_after_stop_s.value
+    # (hold, tie-break, reason): the GPU hold wins a tie because it frees the scarce resource.
+    holds: list[tuple[float, int, Reason]] = []
+    if gpu_hold_s is not None:
+        holds.append((gpu_hold_s, 0, Reason.GPU_HOLD_EXPIRED))
+    if hold_s is not None:
+        holds.append((hold_s, 1, Reason.STOPPED_HOLD_EXPIRED))
+    if not holds:
+        return None
+    hold, _, rule = min(holds)
+    return hold, rule
+
+
+def _kept_for_admin(
+    ctx: PassContext,
+    c: ContainerObs,
+    rule: Reason,
+    restart_at: datetime | None,
+    restart_evidence: dict[str, object],
+) -> Check:
+    """Stopped by a restart with ``restartStoppedHold: null``: kept until an admin removes it."""
+    if restart_at is None or ctx.glob.restart_stopped_hold_s.value is not None:
+        return GO_ON
+    return deferral(
+        ctx.target(c),
+        rule,
+        DeferReason.NOT_DUE,
+        f"{c.name} was stopped by the engine restart at {iso(restart_at)}, not by its owner; "
+        f"kept until an admin removes it (restartStoppedHold: null)",
+        evidence={"state": c.state.value, "exit_code": c.exit_code, **restart_evidence},
+    )
+
+
+def _finished_unknown(ctx: PassContext, c: ContainerObs, rule: Reason) -> Check:
+    if c.finished_at is not None:
+        return GO_ON
+    return deferral(
+        ctx.target(c),
+        rule,
+        DeferReason.UNKNOWN_SIGNAL,
+        f"{c.name} is {c.state.value} but its FinishedAt is unknown: its hold cannot be measured",
+        evidence={"state": c.state.value},
+    )
+
+
+def _hold_evidence(
+    ctx: PassContext,
+    c: ContainerObs,
+    policy: EffectivePolicy,
+    hold: float,
+    stopped_s: float,
+    restart_evidence: dict[str, object],
+) -> dict[str, object]:
+    return {
+        "state": c.state.value,
+        "finished_at": iso(c.finished_at),
+        "stopped_for_s": stopped_s,
+        "hold_s": hold,
+        "gpu_hold_after_stop_s": policy.gpu_hold_after_stop_s.value if c.has_gpu else None,
+        "gpu_hold_source": policy.gpu_hold_after_stop_s.source,
+        "container_hold_after_stop_s": policy.container_hold_after_stop_s.value,
+        "container_hold_source": policy.container_hold_after_stop_s.source,
+        "exit_code": c.exit_code,
+        **restart_evidence,
+        **gpu_evidence(ctx, c),
+    }

@@ -9,7 +9,7 @@ The warning ladder (shared by both rules): a warning at each level (80/95 % of t
 timeout)``, so the owner always gets a real lead time and the stop never happens in the pass that
 sends the first warning: when the stop comes due with no warning delivered yet, the warning goes
 out now and the stop waits (``WaitingForWarning``). Delivery is recorded by the executor through
-``ControllerMemory.with_warning(container_id, params["warning_key"], at)``.
+``ControllerMemory.with_warning(container_id, WarnParams.warning_key, at)``.
 
 Idle warnings belong to one idle streak: their keys carry the streak's start, and an active
 sample voids them. Runtime warnings belong to one start.
@@ -17,16 +17,28 @@ sample voids them. Runtime warnings belong to one start.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from controller.memory import ContainerMemory
-from controller.plan.context import Collector, PassContext, fmt_duration, iso, seconds
-from controller.plan.idle import IDLE_WARNING_PREFIX, grace_end, idle_status, keepalive_verdict
+from controller.memory import ContainerMemory, Sample
+from controller.plan.context import (
+    GO_ON,
+    Check,
+    Collector,
+    Halt,
+    PassContext,
+    deferral,
+    fmt_duration,
+    iso,
+    seconds,
+)
+from controller.plan.idle import IDLE_WARNING_PREFIX, IdleStatus, grace_end, idle_status, keepalive_verdict
 from controller.plan.rules.common import exempted, gpu_evidence, shielded
-from controller.plan.types import Action, ActionKind, DeferReason, Reason
+from controller.plan.types import Action, ActionKind, DeferReason, Reason, StopParams, WarnParams
+from controller.plan.values import built
 from controller.snapshot import ContainerObs, ContainerState, Domain, KeepAliveState
 from desired_state.effective import EffectivePolicy, ExemptFrom
 
@@ -50,6 +62,12 @@ RUNTIME_LADDER = Ladder(
 )
 
 
+@functools.lru_cache(maxsize=64)
+def stop_params(grace_s: float, *, remove: bool) -> StopParams:
+    """A stop's params, shared (they are frozen): every running GPU container needs one per pass."""
+    return StopParams(grace_s=grace_s, remove=remove)
+
+
 def lead_s(policy: EffectivePolicy, timeout_s: float) -> float:
     return min(policy.warn_lead_s.value, LEAD_FRACTION * timeout_s)
 
@@ -60,166 +78,255 @@ def _warn_keys(ladder: Ladder, c: ContainerObs, scope: str, level: int) -> tuple
     return warning_key, action_key
 
 
+@dataclass(frozen=True, slots=True)
+class LadderClock:
+    """One clock to run through the ladder: where it starts, its limit, and what a stop does.
+
+    ``not_ready`` (message, due) says the stop may not happen yet even past the timeout (the idle
+    window is not filled). ``notice_lines`` follow the first line of the owner's notice (params
+    ``notice``): how to keep the container, what is kept and lost, how to see more; ``{stop_at}``
+    in it is filled in at delivery, in the server's local time
+    (:func:`controller.act.notify.notice_text`).
+    """
+
+    start: datetime
+    scope: str  # what the warnings belong to (a start, an idle streak)
+    timeout_s: float
+    lead_s: float
+    stop_params: StopParams
+    evidence: dict[str, Any]
+    not_ready: tuple[str, datetime | None] | None = None
+    notice_lines: Sequence[str] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class _Progress:
+    """Where one clock stands on its ladder in this pass."""
+
+    clock: LadderClock
+    elapsed_s: float
+    due_stop: datetime
+    first_sent: datetime | None
+    top_sent: int
+    reached: list[int]
+    evidence: dict[str, Any]
+
+    def stop_at(self, now: datetime) -> datetime:
+        """The stop is due at the timeout, and never before the lead time after the first warning."""
+        return max(self.due_stop, (self.first_sent or now) + timedelta(seconds=self.clock.lead_s))
+
+
 def run_ladder(
     ctx: PassContext,
     out: Collector,
     c: ContainerObs,
     mem: ContainerMemory | None,
     ladder: Ladder,
-    *,
-    start: datetime,
-    scope: str,
-    timeout_s: float,
-    lead: float,
-    not_ready: tuple[str, datetime | None] | None,
-    stop_params: dict[str, Any],
-    evidence: dict[str, Any],
-    notice_lines: Sequence[str] = (),
+    clock: LadderClock,
 ) -> Action | None:
-    """Warn and/or return the stop for one clock that started at ``start``.
+    """Warn and/or return the stop for one clock (see the module docstring).
 
-    ``notice_lines`` follow the first line of the owner's notice (params ``notice``): how to keep the
-    container, what is kept and lost, how to see more. ``{stop_at}`` in it is filled in at delivery,
-    in the server's local time (:func:`controller.act.notify.notice_text`).
-
-    ``not_ready`` (message, due) says the stop may not happen yet even past the timeout (the idle
-    window is not filled); the stop is returned, not recorded, so the caller can pick one stop
-    when both rules want one.
+    The stop is returned, not recorded, so the caller can pick one stop when both rules want one.
     """
-    now = ctx.now
-    target = ctx.target(c)
-    elapsed_s = seconds(now - start)
-    first_level_s = min(ladder.levels_pct) / 100 * timeout_s
-    if elapsed_s < first_level_s:
-        # The common case on a busy host: nothing to say yet but when the first warning is due.
-        # (Kept cheap: this runs for every running GPU container on every pass.)
-        out.defer(
-            target,
-            ladder.stop_reason,
-            DeferReason.NOT_DUE,
-            f"{c.name}: {ladder.what} for {fmt_duration(elapsed_s)} of {fmt_duration(timeout_s)}",
-            due_at=start + timedelta(seconds=first_level_s),
-            evidence={**evidence, "clock_start": iso(start), "elapsed_s": elapsed_s, "timeout_s": timeout_s},
-        )
+    if out.stopped(_before_first_level(ctx, c, ladder, clock)):
         return None
-    due_stop = start + timedelta(seconds=timeout_s)
+    pr = _progress(ctx, c, mem, ladder, clock)
+    check = (
+        _before_timeout(ctx, out, c, ladder, pr)
+        or _window_not_filled(ctx, out, c, ladder, pr)
+        or _never_warned(ctx, out, c, ladder, pr)
+        or _inside_lead(ctx, out, c, ladder, pr)
+    )
+    if out.stopped(check):
+        return None
+    return _stop(ctx, c, ladder, pr)
+
+
+def _before_first_level(ctx: PassContext, c: ContainerObs, ladder: Ladder, clock: LadderClock) -> Check:
+    """The common case on a busy host: nothing to say yet but when the first warning is due.
+    (Kept cheap: this runs for every running GPU container on every pass.)"""
+    elapsed_s = seconds(ctx.now - clock.start)
+    first_level_s = min(ladder.levels_pct) / 100 * clock.timeout_s
+    if elapsed_s >= first_level_s:
+        return GO_ON
+    return deferral(
+        ctx.target(c),
+        ladder.stop_reason,
+        DeferReason.NOT_DUE,
+        f"{c.name}: {ladder.what} for {fmt_duration(elapsed_s)} of {fmt_duration(clock.timeout_s)}",
+        due_at=clock.start + timedelta(seconds=first_level_s),
+        evidence={
+            **clock.evidence,
+            "clock_start": iso(clock.start),
+            "elapsed_s": elapsed_s,
+            "timeout_s": clock.timeout_s,
+        },
+    )
+
+
+def _progress(
+    ctx: PassContext, c: ContainerObs, mem: ContainerMemory | None, ladder: Ladder, clock: LadderClock
+) -> _Progress:
+    elapsed_s = seconds(ctx.now - clock.start)
     sent: dict[int, datetime] = {}
     for level in ladder.levels_pct:
-        wk, ak = _warn_keys(ladder, c, scope, level)
+        wk, ak = _warn_keys(ladder, c, clock.scope, level)
         at = ctx.sent_at(mem, wk, ak)
         if at is not None:
             sent[level] = at
-    first_sent = min(sent.values()) if sent else None
-    top_sent = max(sent) if sent else 0
-    reached = [lvl for lvl in ladder.levels_pct if elapsed_s >= lvl / 100 * timeout_s]
-    evidence = {
-        **evidence,
-        "clock_start": iso(start),
-        "elapsed_s": elapsed_s,
-        "timeout_s": timeout_s,
-        "lead_s": lead,
-        "warnings_sent": {str(lvl): iso(at) for lvl, at in sorted(sent.items())},
-    }
+    return _Progress(
+        clock=clock,
+        elapsed_s=elapsed_s,
+        due_stop=clock.start + timedelta(seconds=clock.timeout_s),
+        first_sent=min(sent.values()) if sent else None,
+        top_sent=max(sent) if sent else 0,
+        reached=[lvl for lvl in ladder.levels_pct if elapsed_s >= lvl / 100 * clock.timeout_s],
+        evidence={
+            **clock.evidence,
+            "clock_start": iso(clock.start),
+            "elapsed_s": elapsed_s,
+            "timeout_s": clock.timeout_s,
+            "lead_s": clock.lead_s,
+            "warnings_sent": {str(lvl): iso(at) for lvl, at in sorted(sent.items())},
+        },
+    )
 
-    def warn(level: int) -> None:
-        wk, ak = _warn_keys(ladder, c, scope, level)
-        stop_at = max(due_stop, (first_sent or now) + timedelta(seconds=lead))
-        left_s = max(0.0, seconds(stop_at - now))
-        out.act(
-            ActionKind.WARN_OWNER,
-            target,
-            ladder.warn_reason,
-            f"{c.name}: {ladder.what} for {fmt_duration(elapsed_s)} ({level}% of "
-            f"{fmt_duration(timeout_s)}); it will be stopped in about {fmt_duration(left_s)}",
-            due_at=start + timedelta(seconds=level / 100 * timeout_s),
-            key=ak,
-            evidence={**evidence, "level_pct": level, "stop_expected_at": iso(stop_at)},
-            params={
+
+def _warn(
+    ctx: PassContext, out: Collector, c: ContainerObs, ladder: Ladder, pr: _Progress, level: int
+) -> None:
+    clock, now = pr.clock, ctx.now
+    wk, ak = _warn_keys(ladder, c, clock.scope, level)
+    stop_at = pr.stop_at(now)
+    left_s = max(0.0, seconds(stop_at - now))
+    elapsed, limit = fmt_duration(pr.elapsed_s), fmt_duration(clock.timeout_s)
+    out.act(
+        ActionKind.WARN_OWNER,
+        ctx.target(c),
+        ladder.warn_reason,
+        f"{c.name}: {ladder.what} for {elapsed} ({level}% of {limit}); it will be stopped in about "
+        f"{fmt_duration(left_s)}",
+        due_at=clock.start + timedelta(seconds=level / 100 * clock.timeout_s),
+        key=ak,
+        evidence={**pr.evidence, "level_pct": level, "stop_expected_at": iso(stop_at)},
+        params=built(
+            WarnParams,
+            {
                 "warning_key": wk,
                 "level_pct": level,
                 "stop_expected_at": iso(stop_at),
+                "severity": None,
                 "notice": "\n".join(
                     [
-                        f"Your container {c.name} has been {ladder.what} for {fmt_duration(elapsed_s)} "
-                        f"(limit {fmt_duration(timeout_s)}). It will be stopped at {{stop_at}} "
-                        f"(in about {fmt_duration(left_s)}).",
-                        *notice_lines,
+                        f"Your container {c.name} has been {ladder.what} for {elapsed} (limit {limit}). "
+                        f"It will be stopped at {{stop_at}} (in about {fmt_duration(left_s)}).",
+                        *clock.notice_lines,
                     ]
                 ),
             },
-        )
+        ),
+    )
 
-    def warn_highest_new() -> None:
-        fresh = [lvl for lvl in reached if lvl > top_sent]
-        if fresh:
-            warn(max(fresh))
 
-    if now < due_stop:
-        warn_highest_new()
-        upcoming = [
-            start + timedelta(seconds=lvl / 100 * timeout_s)
-            for lvl in ladder.levels_pct
-            if lvl not in reached
-        ]
-        next_at = min([*upcoming, due_stop])
-        out.defer(
-            target,
-            ladder.stop_reason,
-            DeferReason.NOT_DUE,
-            f"{c.name}: {ladder.what} for {fmt_duration(elapsed_s)} of {fmt_duration(timeout_s)}",
-            due_at=next_at,
-            evidence={**evidence, "stop_due_at": iso(due_stop)},
-        )
-        return None
-    if not_ready is not None:
-        warn_highest_new()
-        message, due = not_ready
-        out.defer(
-            target, ladder.stop_reason, DeferReason.WAITING_FOR_WINDOW, message, due_at=due, evidence=evidence
-        )
-        return None
-    if first_sent is None:
-        # Due, but the owner has not been told: tell them now and give them the lead time.
-        warn(max(ladder.levels_pct))
-        out.defer(
-            target,
-            ladder.stop_reason,
-            DeferReason.WAITING_FOR_WARNING,
-            f"{c.name}: stop is due but no warning was delivered yet; warning now, stop in "
-            f"{fmt_duration(lead)}",
-            due_at=now + timedelta(seconds=lead),
-            evidence=evidence,
-        )
-        return None
-    stop_at = max(due_stop, first_sent + timedelta(seconds=lead))
-    if now < stop_at:
-        warn_highest_new()
-        out.defer(
-            target,
-            ladder.stop_reason,
-            DeferReason.WAITING_FOR_WARNING,
-            f"{c.name}: first warned at {first_sent.isoformat()}; stop after the lead time of "
-            f"{fmt_duration(lead)}",
-            due_at=stop_at,
-            evidence=evidence,
-        )
-        return None
-    return Action(
+def _warn_highest_new(
+    ctx: PassContext, out: Collector, c: ContainerObs, ladder: Ladder, pr: _Progress
+) -> None:
+    """At most one warning per pass: the highest level reached and not yet sent."""
+    fresh = [lvl for lvl in pr.reached if lvl > pr.top_sent]
+    if fresh:
+        _warn(ctx, out, c, ladder, pr, max(fresh))
+
+
+def _before_timeout(
+    ctx: PassContext, out: Collector, c: ContainerObs, ladder: Ladder, pr: _Progress
+) -> Check:
+    if ctx.now >= pr.due_stop:
+        return GO_ON
+    _warn_highest_new(ctx, out, c, ladder, pr)
+    clock = pr.clock
+    upcoming = [
+        clock.start + timedelta(seconds=lvl / 100 * clock.timeout_s)
+        for lvl in ladder.levels_pct
+        if lvl not in pr.reached
+    ]
+    return deferral(
+        ctx.target(c),
+        ladder.stop_reason,
+        DeferReason.NOT_DUE,
+        f"{c.name}: {ladder.what} for {fmt_duration(pr.elapsed_s)} of {fmt_duration(clock.timeout_s)}",
+        due_at=min([*upcoming, pr.due_stop]),
+        evidence={**pr.evidence, "stop_due_at": iso(pr.due_stop)},
+    )
+
+
+def _window_not_filled(
+    ctx: PassContext, out: Collector, c: ContainerObs, ladder: Ladder, pr: _Progress
+) -> Check:
+    if pr.clock.not_ready is None:
+        return GO_ON
+    _warn_highest_new(ctx, out, c, ladder, pr)
+    message, due = pr.clock.not_ready
+    return deferral(
+        ctx.target(c),
+        ladder.stop_reason,
+        DeferReason.WAITING_FOR_WINDOW,
+        message,
+        due_at=due,
+        evidence=pr.evidence,
+    )
+
+
+def _never_warned(ctx: PassContext, out: Collector, c: ContainerObs, ladder: Ladder, pr: _Progress) -> Check:
+    """Due, but the owner has not been told: tell them now and give them the lead time."""
+    if pr.first_sent is not None:
+        return GO_ON
+    _warn(ctx, out, c, ladder, pr, max(ladder.levels_pct))
+    lead = pr.clock.lead_s
+    return deferral(
+        ctx.target(c),
+        ladder.stop_reason,
+        DeferReason.WAITING_FOR_WARNING,
+        f"{c.name}: stop is due but no warning was delivered yet; warning now, stop in {fmt_duration(lead)}",
+        due_at=ctx.now + timedelta(seconds=lead),
+        evidence=pr.evidence,
+    )
+
+
+def _inside_lead(ctx: PassContext, out: Collector, c: ContainerObs, ladder: Ladder, pr: _Progress) -> Check:
+    stop_at = pr.stop_at(ctx.now)
+    if pr.first_sent is None or ctx.now >= stop_at:
+        return GO_ON
+    _warn_highest_new(ctx, out, c, ladder, pr)
+    return deferral(
+        ctx.target(c),
+        ladder.stop_reason,
+        DeferReason.WAITING_FOR_WARNING,
+        f"{c.name}: first warned at {pr.first_sent.isoformat()}; stop after the lead time of "
+        f"{fmt_duration(pr.clock.lead_s)}",
+        due_at=stop_at,
+        evidence=pr.evidence,
+    )
+
+
+def _stop(ctx: PassContext, c: ContainerObs, ladder: Ladder, pr: _Progress) -> Action:
+    stop_at = pr.stop_at(ctx.now)
+    first_sent = pr.first_sent or stop_at  # always set here: _never_warned went on
+    return Action.model_construct(
         kind=ActionKind.STOP_CONTAINER,
-        target=target,
+        target=ctx.target(c),
         reason=ladder.stop_reason,
-        message=f"stop {c.name} (owner {c.owner}): {ladder.what} for {fmt_duration(elapsed_s)}, "
-        f"limit {fmt_duration(timeout_s)}; first warned {first_sent.isoformat()}",
+        message=f"stop {c.name} (owner {c.owner}): {ladder.what} for {fmt_duration(pr.elapsed_s)}, "
+        f"limit {fmt_duration(pr.clock.timeout_s)}; first warned {first_sent.isoformat()}",
         # The GPUs it holds: the executor releases them (gpu.release) once the container is removed.
         evidence={
-            **evidence,
+            **pr.evidence,
             **gpu_evidence(ctx, c),
             "first_warning_at": iso(first_sent),
             "stop_due_at": iso(stop_at),
         },
         due_at=stop_at,
         key=f"StopContainer:{c.id}:{iso(c.started_at)}:{ladder.stop_reason.value}",
-        params=stop_params,
+        params=pr.clock.stop_params,
     )
 
 
@@ -254,96 +361,181 @@ def _runtime_notice(c: ContainerObs) -> list[str]:
     ]
 
 
+def _clock_applies(
+    ctx: PassContext,
+    out: Collector,
+    c: ContainerObs,
+    policy: EffectivePolicy,
+    rule: Reason,
+    limit_s: float | None,
+    exempt_from: ExemptFrom,
+    *,
+    exemption_shields: bool,
+) -> Check:
+    """The prologue shared by rules 3 and 4: a running GPU container with a limit, not shielded,
+    whose start is known. ``exemption_shields``: an active exemption ends the rule here (the idle
+    rule still sends its FYI notice first, so it checks the exemption itself later)."""
+    if c.state != ContainerState.RUNNING or not c.has_gpu:
+        return Halt.DONE
+    if limit_s is None:
+        # Devcontainers and "never" policies: no enforcement. A policy that waived the limit
+        # because of an exemption (without keeping the value) still says why.
+        exempted(ctx, out, c, policy, rule, exempt_from)
+        return Halt.DONE
+    if shielded(ctx, out, c, policy, rule, exempt_from if exemption_shields else None):
+        return Halt.DONE
+    if c.started_at is None:
+        return deferral(
+            ctx.target(c), rule, DeferReason.UNKNOWN_SIGNAL, f"{c.name} is running but StartedAt is unknown"
+        )
+    return GO_ON
+
+
 def idle_stop(ctx: PassContext, out: Collector, c: ContainerObs, policy: EffectivePolicy) -> Action | None:
     """Rule 3: the idle stop of a running GPU container (returns the stop, if due)."""
-    if c.state != ContainerState.RUNNING or not c.has_gpu:
-        return None
-    base_timeout_s = policy.idle_timeout_s.value
-    rule = Reason.IDLE_TIMEOUT
-    if base_timeout_s is None:
-        # Devcontainers and "never" policies: no idle enforcement. A policy that waived the timeout
-        # because of an exemption (without keeping the value) still says why.
-        exempted(ctx, out, c, policy, rule, ExemptFrom.IDLE)
-        return None
-    if shielded(ctx, out, c, policy, rule, None):
-        return None
-    target = ctx.target(c)
-    now = ctx.now
-    if c.started_at is None:
-        out.defer(target, rule, DeferReason.UNKNOWN_SIGNAL, f"{c.name} is running but StartedAt is unknown")
+    rule, base_timeout_s = Reason.IDLE_TIMEOUT, policy.idle_timeout_s.value
+    applies = _clock_applies(
+        ctx, out, c, policy, rule, base_timeout_s, ExemptFrom.IDLE, exemption_shields=False
+    )
+    if out.stopped(applies) or base_timeout_s is None or c.started_at is None:
         return None
     mem = ctx.cmem.get(c.id)
-    grace_over_at = grace_end(mem, c.started_at, policy.grace_period_s.value)
-    if now < grace_over_at:
-        extension_s = seconds(grace_over_at - c.started_at) - policy.grace_period_s.value
-        out.defer(
-            target,
-            rule,
-            DeferReason.GRACE_PERIOD,
-            f"{c.name} started {fmt_duration(seconds(now - c.started_at))} ago; idle checks begin after "
-            f"the grace period of {fmt_duration(policy.grace_period_s.value)}"
-            + (f" (+{fmt_duration(extension_s)} not observed)" if extension_s > 0 else ""),
-            due_at=grace_over_at,
-            evidence={
-                "started_at": iso(c.started_at),
-                "grace_period_s": policy.grace_period_s.value,
-                "grace_extension_s": extension_s,
-            },
-        )
-        return None
-    if not ctx.nvml_ok:
-        out.defer(
-            target,
-            rule,
-            DeferReason.DOMAIN_UNAVAILABLE,
-            f"{c.name}: NVML is unavailable, GPU activity cannot be seen; no GPU container is idle-stopped",
-            evidence={"nvml_error": ctx.snapshot.domain_error(Domain.NVML)},
-        )
+    if out.stopped(_in_grace(ctx, c, policy, mem, c.started_at) or _nvml_down(ctx, c)):
         return None
     if mem is None:  # pragma: no cover - the planner observes every container first
         return None
     status = idle_status(mem, c)
-    current = status.current
+    current, idle_since = status.current, status.idle_since
+    if out.stopped(_reading_undecided(ctx, c, mem, status)) or current is None or idle_since is None:
+        return None  # (the check said why)
+    facts = _idle_facts(ctx, policy, mem, status, current, idle_since, base_timeout_s)
+    if out.stopped(
+        _exempt_notice(ctx, out, c, policy, mem, facts) or _keepalive_holds(ctx, c, policy, mem, facts)
+    ):
+        return None
+    clock = LadderClock(
+        start=idle_since,
+        scope=_idle_scope(c, mem, idle_since),
+        timeout_s=facts.timeout_s,
+        lead_s=lead_s(policy, facts.timeout_s),
+        not_ready=_idle_not_ready(c, policy, facts),
+        stop_params=StopParams(
+            grace_s=policy.sigterm_grace_s.value, remove=policy.remove_after_idle_stop.value
+        ),
+        evidence=facts.evidence,
+        notice_lines=_idle_notice(c, policy),
+    )
+    return run_ladder(ctx, out, c, mem, IDLE_LADDER, clock)
+
+
+def _in_grace(
+    ctx: PassContext,
+    c: ContainerObs,
+    policy: EffectivePolicy,
+    mem: ContainerMemory | None,
+    started_at: datetime,
+) -> Check:
+    grace_over_at = grace_end(mem, started_at, policy.grace_period_s.value)
+    if ctx.now >= grace_over_at:
+        return GO_ON
+    extension_s = seconds(grace_over_at - started_at) - policy.grace_period_s.value
+    return deferral(
+        ctx.target(c),
+        Reason.IDLE_TIMEOUT,
+        DeferReason.GRACE_PERIOD,
+        f"{c.name} started {fmt_duration(seconds(ctx.now - started_at))} ago; idle checks begin after "
+        f"the grace period of {fmt_duration(policy.grace_period_s.value)}"
+        + (f" (+{fmt_duration(extension_s)} not observed)" if extension_s > 0 else ""),
+        due_at=grace_over_at,
+        evidence={
+            "started_at": iso(started_at),
+            "grace_period_s": policy.grace_period_s.value,
+            "grace_extension_s": extension_s,
+        },
+    )
+
+
+def _nvml_down(ctx: PassContext, c: ContainerObs) -> Check:
+    if ctx.nvml_ok:
+        return GO_ON
+    return deferral(
+        ctx.target(c),
+        Reason.IDLE_TIMEOUT,
+        DeferReason.DOMAIN_UNAVAILABLE,
+        f"{c.name}: NVML is unavailable, GPU activity cannot be seen; no GPU container is idle-stopped",
+        evidence={"nvml_error": ctx.snapshot.domain_error(Domain.NVML)},
+    )
+
+
+def _reading_undecided(ctx: PassContext, c: ContainerObs, mem: ContainerMemory, status: IdleStatus) -> Check:
+    """The latest reading must be idle and inside an idle streak; unknown is not idle."""
+    rule, target, current = Reason.IDLE_TIMEOUT, ctx.target(c), status.current
     if current is None:
-        out.defer(target, rule, DeferReason.UNKNOWN_SIGNAL, f"{c.name}: no activity reading in this pass")
-        return None
+        return deferral(
+            target, rule, DeferReason.UNKNOWN_SIGNAL, f"{c.name}: no activity reading in this pass"
+        )
     if current.idle is False:
-        return None  # active: nothing pending
+        return Halt.DONE  # active: nothing pending
+    if current.idle is None and len(mem.samples) == 1:
+        return deferral(
+            target,
+            rule,
+            DeferReason.WAITING_FOR_WINDOW,
+            f"{c.name}: first reading of this start is a baseline; rates need a second one",
+            due_at=ctx.now + timedelta(seconds=status.interval_s) if status.interval_s else None,
+            evidence={"sample": current.detail},
+        )
     if current.idle is None:
-        if len(mem.samples) == 1:
-            due = now + timedelta(seconds=status.interval_s) if status.interval_s else None
-            out.defer(
-                target,
-                rule,
-                DeferReason.WAITING_FOR_WINDOW,
-                f"{c.name}: first reading of this start is a baseline; rates need a second one",
-                due_at=due,
-                evidence={"sample": current.detail},
-            )
-        else:
-            out.defer(
-                target,
-                rule,
-                DeferReason.UNKNOWN_SIGNAL,
-                f"{c.name}: activity undecidable ({current.detail}); unknown is not idle",
-                evidence={"sample": current.detail},
-            )
-        return None
-    idle_since = status.idle_since
-    if idle_since is None:
-        out.defer(
+        return deferral(
+            target,
+            rule,
+            DeferReason.UNKNOWN_SIGNAL,
+            f"{c.name}: activity undecidable ({current.detail}); unknown is not idle",
+            evidence={"sample": current.detail},
+        )
+    if status.idle_since is None:
+        return deferral(
             target,
             rule,
             DeferReason.WAITING_FOR_WINDOW,
             f"{c.name}: idle, but the streak starts with the first idle reading after the grace period",
             evidence={"sample": current.detail},
         )
-        return None
+    return GO_ON
 
+
+@dataclass(slots=True)
+class _IdleFacts:
+    """What the idle rule measured in this pass (the evidence every later step carries)."""
+
+    idle_since: datetime
+    at: datetime  # the current reading
+    idle_s: float
+    timeout_s: float
+    window_ok: bool
+    duration_ok: bool
+    streak_samples: int
+    interval_s: float | None
+    evidence: dict[str, Any]
+
+    @property
+    def stop_ready(self) -> bool:
+        return self.idle_s >= self.timeout_s and self.window_ok and self.duration_ok
+
+
+def _idle_facts(
+    ctx: PassContext,
+    policy: EffectivePolicy,
+    mem: ContainerMemory,
+    status: IdleStatus,
+    current: Sample,
+    idle_since: datetime,
+    base_timeout_s: float,
+) -> _IdleFacts:
     demand = ctx.demand_fraction
     high_demand = demand is not None and demand >= policy.high_demand_threshold.value
     timeout_s = base_timeout_s * (policy.high_demand_idle_reduction.value if high_demand else 1.0)
-    idle_s = seconds(now - idle_since)
+    idle_s = seconds(ctx.now - idle_since)
     window = policy.idle_detection_window.value
     min_duration_s = policy.idle_min_duration_s.value
     evidence: dict[str, Any] = {
@@ -374,129 +566,132 @@ def idle_stop(ctx: PassContext, out: Collector, c: ContainerObs, policy: Effecti
             f"longer than the idle timeout {fmt_duration(timeout_s)} ({policy.idle_timeout_s.source})"
         )
         evidence["effective_stop_due_at"] = iso(idle_since + timedelta(seconds=min_duration_s))
-    window_ok = status.streak_samples >= window
-    duration_ok = idle_s >= min_duration_s
-    stop_ready = idle_s >= timeout_s and window_ok and duration_ok
-    started_iso = iso(c.started_at)
+    return _IdleFacts(
+        idle_since=idle_since,
+        at=current.at,
+        idle_s=idle_s,
+        timeout_s=timeout_s,
+        window_ok=status.streak_samples >= window,
+        duration_ok=idle_s >= min_duration_s,
+        streak_samples=status.streak_samples,
+        interval_s=status.interval_s,
+        evidence=evidence,
+    )
 
+
+def _exempt_notice(
+    ctx: PassContext,
+    out: Collector,
+    c: ContainerObs,
+    policy: EffectivePolicy,
+    mem: ContainerMemory,
+    f: _IdleFacts,
+) -> Check:
+    """An exempt owner gets one FYI notice per start when the stop would be due, never a stop."""
     exemption = policy.exemption(ExemptFrom.IDLE)
-    if exemption is not None and (exemption.expires_at is None or exemption.expires_at > now):
-        if stop_ready:
-            # Exempt owners get one FYI notice per start, never a stop.
-            wk, ak = f"idle-exempt:{started_iso}", f"WarnOwner:{c.id}:IdleExemptNotice:{started_iso}"
-            if ctx.sent_at(mem, wk, ak) is None:
-                out.act(
-                    ActionKind.WARN_OWNER,
-                    target,
-                    Reason.IDLE_EXEMPT_NOTICE,
-                    f"{c.name}: idle for {fmt_duration(idle_s)} (limit {fmt_duration(timeout_s)}); not "
-                    f"stopped because {c.owner} is exempt ({exemption.name}); please release the GPU if "
-                    f"you are done",
-                    due_at=now,
-                    key=ak,
-                    evidence={**evidence, "exemption": exemption.name},
-                    params={"warning_key": wk},
-                )
-        exempted(ctx, out, c, policy, rule, ExemptFrom.IDLE)
-        return None
+    if exemption is None or (exemption.expires_at is not None and exemption.expires_at <= ctx.now):
+        return GO_ON
+    started_iso = iso(c.started_at)
+    wk, ak = f"idle-exempt:{started_iso}", f"WarnOwner:{c.id}:IdleExemptNotice:{started_iso}"
+    if f.stop_ready and ctx.sent_at(mem, wk, ak) is None:
+        out.act(
+            ActionKind.WARN_OWNER,
+            ctx.target(c),
+            Reason.IDLE_EXEMPT_NOTICE,
+            f"{c.name}: idle for {fmt_duration(f.idle_s)} (limit {fmt_duration(f.timeout_s)}); not "
+            f"stopped because {c.owner} is exempt ({exemption.name}); please release the GPU if "
+            f"you are done",
+            due_at=ctx.now,
+            key=ak,
+            evidence={**f.evidence, "exemption": exemption.name},
+            params=WarnParams(warning_key=wk),
+        )
+    exempted(ctx, out, c, policy, Reason.IDLE_TIMEOUT, ExemptFrom.IDLE)
+    return Halt.DONE
 
+
+def _keepalive_holds(
+    ctx: PassContext, c: ContainerObs, policy: EffectivePolicy, mem: ContainerMemory, f: _IdleFacts
+) -> Check:
+    """A keep-alive file honoured, or one that could not be read, holds the stop back."""
+    rule, target = Reason.IDLE_TIMEOUT, ctx.target(c)
     ka = c.signals.keepalive if c.signals is not None else None
     if ka is None or ka.state == KeepAliveState.UNKNOWN:
         # Unknown is not absent: an unreadable keep-alive (EACCES on a root-squashed NFS workspace,
         # the container root gone) may be a fresh one. No warning and no stop until it can be read.
         detail = (ka.detail if ka is not None else None) or "not read"
-        out.defer(
+        return deferral(
             target,
             rule,
             DeferReason.UNKNOWN_SIGNAL,
-            f"{c.name}: idle for {fmt_duration(idle_s)} but its keep-alive file "
+            f"{c.name}: idle for {fmt_duration(f.idle_s)} but its keep-alive file "
             f"({policy.keepalive_path.value}) could not be read ({detail}); unknown is not absent",
-            evidence={**evidence, "keepalive": f"unknown: {detail}"},
+            evidence={**f.evidence, "keepalive": f"unknown: {detail}"},
         )
-        return None
-    keep = keepalive_verdict(ka, mem.keepalive, policy.keepalive_max_age_s.value, now)
-    evidence["keepalive"] = keep.detail
-    if keep.honoured:
-        out.defer(
-            target,
-            rule,
-            DeferReason.KEEP_ALIVE,
-            f"{c.name}: idle for {fmt_duration(idle_s)} but its keep-alive file is honoured "
-            f"({policy.keepalive_path.value})",
-            due_at=keep.until,
-            evidence={
-                **evidence,
-                "keepalive_mtime": iso(ka.mtime if ka else None),
-                "keepalive_first_seen_at": iso(mem.keepalive.first_seen_at if mem.keepalive else None),
-                "keepalive_max_age_s": policy.keepalive_max_age_s.value,
-            },
-        )
-        return None
+    keep = keepalive_verdict(ka, mem.keepalive, policy.keepalive_max_age_s.value, ctx.now)
+    f.evidence["keepalive"] = keep.detail
+    if not keep.honoured:
+        return GO_ON
+    return deferral(
+        target,
+        rule,
+        DeferReason.KEEP_ALIVE,
+        f"{c.name}: idle for {fmt_duration(f.idle_s)} but its keep-alive file is honoured "
+        f"({policy.keepalive_path.value})",
+        due_at=keep.until,
+        evidence={
+            **f.evidence,
+            "keepalive_mtime": iso(ka.mtime),
+            "keepalive_first_seen_at": iso(mem.keepalive.first_seen_at if mem.keepalive else None),
+            "keepalive_max_age_s": policy.keepalive_max_age_s.value,
+        },
+    )
 
-    not_ready: tuple[str, datetime | None] | None = None
-    if not (window_ok and duration_ok):
-        dues: list[datetime] = []
-        if not window_ok and status.interval_s:
-            dues.append(current.at + timedelta(seconds=status.interval_s * (window - status.streak_samples)))
-        if not duration_ok:
-            dues.append(idle_since + timedelta(seconds=min_duration_s))
-        waits = []
-        if not window_ok:
-            waits.append(
-                f"only {status.streak_samples}/{window} idle samples (idleDetectionWindow from "
-                f"{policy.idle_detection_window.source})"
-            )
-        if not duration_ok:
-            waits.append(
-                f"the minimum idle span idleMinDuration {fmt_duration(min_duration_s)} from "
-                f"{policy.idle_min_duration_s.source} decides, not the idle timeout "
-                f"{fmt_duration(timeout_s)}"
-            )
-        not_ready = (
-            f"{c.name}: idle for {fmt_duration(idle_s)} but {'; '.join(waits)}",
-            max(dues) if dues else None,
+
+def _idle_not_ready(
+    c: ContainerObs, policy: EffectivePolicy, f: _IdleFacts
+) -> tuple[str, datetime | None] | None:
+    """Past the timeout the stop still waits for a full idle window and the minimum idle span."""
+    if f.window_ok and f.duration_ok:
+        return None
+    window = policy.idle_detection_window.value
+    min_duration_s = policy.idle_min_duration_s.value
+    dues: list[datetime] = []
+    waits: list[str] = []
+    if not f.window_ok:
+        if f.interval_s:
+            dues.append(f.at + timedelta(seconds=f.interval_s * (window - f.streak_samples)))
+        waits.append(
+            f"only {f.streak_samples}/{window} idle samples (idleDetectionWindow from "
+            f"{policy.idle_detection_window.source})"
         )
-    # Warnings belong to one idle streak. A keep-alive seen during it starts the warnings over once
-    # it stops being honoured: the owner who answered a warning with a keep-alive is warned again
-    # (with a full lead time) before the stop, not stopped on the strength of the old warning.
-    scope = f"{started_iso}:{iso(idle_since)}"
+    if not f.duration_ok:
+        dues.append(f.idle_since + timedelta(seconds=min_duration_s))
+        waits.append(
+            f"the minimum idle span idleMinDuration {fmt_duration(min_duration_s)} from "
+            f"{policy.idle_min_duration_s.source} decides, not the idle timeout "
+            f"{fmt_duration(f.timeout_s)}"
+        )
+    return f"{c.name}: idle for {fmt_duration(f.idle_s)} but {'; '.join(waits)}", max(dues) if dues else None
+
+
+def _idle_scope(c: ContainerObs, mem: ContainerMemory, idle_since: datetime) -> str:
+    """Warnings belong to one idle streak. A keep-alive seen during it starts the warnings over once
+    it stops being honoured: the owner who answered a warning with a keep-alive is warned again
+    (with a full lead time) before the stop, not stopped on the strength of the old warning."""
+    scope = f"{iso(c.started_at)}:{iso(idle_since)}"
     if mem.keepalive is not None:
         scope += f":ka:{iso(mem.keepalive.first_seen_at)}"
-    return run_ladder(
-        ctx,
-        out,
-        c,
-        mem,
-        IDLE_LADDER,
-        start=idle_since,
-        scope=scope,
-        timeout_s=timeout_s,
-        lead=lead_s(policy, timeout_s),
-        not_ready=not_ready,
-        stop_params={
-            "timeout_s": policy.sigterm_grace_s.value,
-            "remove": policy.remove_after_idle_stop.value,
-        },
-        evidence=evidence,
-        notice_lines=_idle_notice(c, policy),
-    )
+    return scope
 
 
 def runtime_stop(ctx: PassContext, out: Collector, c: ContainerObs, policy: EffectivePolicy) -> Action | None:
     """Rule 4: max runtime since the last start (returns the stop, if due)."""
-    if c.state != ContainerState.RUNNING or not c.has_gpu:
-        return None
-    timeout_s = policy.max_runtime_s.value
-    rule = Reason.MAX_RUNTIME_EXCEEDED
-    if timeout_s is None:
-        exempted(ctx, out, c, policy, rule, ExemptFrom.MAX_RUNTIME)  # only says why, if exempt
-        return None
-    if shielded(ctx, out, c, policy, rule, ExemptFrom.MAX_RUNTIME):
-        return None
-    if c.started_at is None:
-        out.defer(
-            ctx.target(c), rule, DeferReason.UNKNOWN_SIGNAL, f"{c.name} is running but StartedAt is unknown"
-        )
+    rule, timeout_s = Reason.MAX_RUNTIME_EXCEEDED, policy.max_runtime_s.value
+    applies = _clock_applies(
+        ctx, out, c, policy, rule, timeout_s, ExemptFrom.MAX_RUNTIME, exemption_shields=True
+    )
+    if out.stopped(applies) or timeout_s is None or c.started_at is None:
         return None
     mem = ctx.cmem.get(c.id)
     # Forward wall-clock steps during this start are not runtime (controller.plan.clock): the clock
@@ -509,23 +704,18 @@ def runtime_stop(ctx: PassContext, out: Collector, c: ContainerObs, policy: Effe
     # still ages the container.
     if c.running_for_s is not None:
         start = max(start, ctx.snapshot.observed_at - timedelta(seconds=c.running_for_s))
-    return run_ladder(
-        ctx,
-        out,
-        c,
-        mem,
-        RUNTIME_LADDER,
+    clock = LadderClock(
         start=start,
         scope=iso(c.started_at) or "",
         timeout_s=timeout_s,
-        lead=lead_s(policy, timeout_s),
-        not_ready=None,
-        notice_lines=_runtime_notice(c),
-        stop_params={"timeout_s": policy.sigterm_grace_s.value, "remove": False},
+        lead_s=lead_s(policy, timeout_s),
+        stop_params=stop_params(policy.sigterm_grace_s.value, remove=False),
         evidence={
             "started_at": iso(c.started_at),
             "timeout_source": policy.max_runtime_s.source,
             "clock_step_discount_s": discount_s,
             "running_for_s": c.running_for_s,
         },
+        notice_lines=_runtime_notice(c),
     )
+    return run_ladder(ctx, out, c, mem, RUNTIME_LADDER, clock)

@@ -40,18 +40,24 @@ Needs NVML, procfs and Docker all available: with any of them down nothing is ki
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 
 from controller.memory import GpuMark, GpuMarkCause, ProcessSighting
 from controller.plan.context import (
+    GO_ON,
     LIVE_STATES,
+    Check,
     Collector,
     PassContext,
     by_key,
+    deferral,
+    fmt_bytes,
     host_target,
     iso,
 )
-from controller.plan.types import ActionKind, DeferReason, Reason, Target
+from controller.plan.types import ActionKind, DeferReason, KillParams, Reason, ResetParams, Target
 from controller.snapshot import CgroupScope, ContainerObs, Domain, GpuObs, GpuProcessObs, ProcessState
 from desired_state.effective import GpuResetPolicy
 
@@ -107,6 +113,8 @@ def sighting_key(p: GpuProcessObs) -> str:
 
 
 def _process_target(p: GpuProcessObs, c: ContainerObs | None) -> Target:
+    """A process's target. Its user is the owner of the container it is attributed to (so the
+    owner finds it in ``get events --user``); the process's own uid and user stay in the evidence."""
     return Target(
         container=c.name if c is not None else None,
         container_id=p.container_id,
@@ -115,7 +123,7 @@ def _process_target(p: GpuProcessObs, c: ContainerObs | None) -> Target:
         pid=p.pid,
         pid_start_time=p.start_time,
         gpu=p.device_uuid,
-        user=p.user,
+        user=c.owner if c is not None else p.user,
         ledger_entry=None,
     )
 
@@ -139,9 +147,27 @@ def _process_evidence(p: GpuProcessObs, s: ProcessSighting | None) -> dict[str, 
 
 
 def gpu_processes(ctx: PassContext, out: Collector) -> ProcessOutcome:
-    snap = ctx.snapshot
-    prev_sightings = ctx.memory.processes
-    prev_marks = ctx.memory.dirty_gpus
+    """Rule 6 over every GPU process of the snapshot, then the dirty GPUs."""
+    prev_sightings, prev_marks = ctx.memory.processes, ctx.memory.dirty_gpus
+    if _domains_down(ctx, out):
+        # Unavailable is not empty: sightings and marks are kept as they were, not counted, not reset.
+        return ProcessOutcome(dict(prev_sightings), dict(prev_marks))
+    sightings = _Sightings(prev_sightings, ctx.snapshot.observed_at)
+    views: dict[str, _GpuView] = {}
+    ordered = sorted(
+        ctx.snapshot.processes,
+        key=lambda p: (p.gpu_uuid, p.pid, p.start_time or -1.0, p.device_uuid, p.container_id or ""),
+    )
+    for p in ordered:
+        if p.state == ProcessState.VANISHED:
+            continue  # exited between NVML's list and /proc: nothing to do
+        _one_process(ctx, out, p, views.setdefault(p.gpu_uuid, _GpuView()), sightings)
+    marks = _dirty_gpus(ctx, out, views, prev_marks)
+    return ProcessOutcome(by_key(sightings.seen), marks)
+
+
+def _domains_down(ctx: PassContext, out: Collector) -> bool:
+    """NVML, procfs and Docker are all needed: with any of them down nothing is killed or reset."""
     down = [
         d
         for d, ok in (
@@ -151,31 +177,36 @@ def gpu_processes(ctx: PassContext, out: Collector) -> ProcessOutcome:
         )
         if not ok
     ]
-    if down:
-        # Unavailable is not empty: sightings and marks are kept as they were, not counted, not reset.
-        names = ", ".join(d.value for d in down)
-        errors = {d.value: snap.domain_error(d) for d in down}
-        for rule in (Reason.ORPHANED_PROCESS, Reason.GPU_DIRTY):
-            out.defer(
-                host_target(),
-                rule,
-                DeferReason.DOMAIN_UNAVAILABLE,
-                f"{names} unavailable: no GPU process is killed and no GPU is reset",
-                evidence={"domains": errors},
-            )
-        return ProcessOutcome(dict(prev_sightings), dict(prev_marks))
+    if not down:
+        return False
+    names = ", ".join(d.value for d in down)
+    errors = {d.value: ctx.snapshot.domain_error(d) for d in down}
+    for rule in (Reason.ORPHANED_PROCESS, Reason.GPU_DIRTY):
+        out.defer(
+            host_target(),
+            rule,
+            DeferReason.DOMAIN_UNAVAILABLE,
+            f"{names} unavailable: no GPU process is killed and no GPU is reset",
+            evidence={"domains": errors},
+        )
+    return True
 
-    required = ctx.glob.orphan_sightings_required.value
-    seen_at = snap.observed_at
-    sightings: dict[str, ProcessSighting] = {}
-    views: dict[str, _GpuView] = {}
 
-    def sight(p: GpuProcessObs) -> ProcessSighting:
+class _Sightings:
+    """This pass's sightings, counted from the previous pass's (one per process per pass)."""
+
+    def __init__(self, prev: Mapping[str, ProcessSighting], seen_at: datetime) -> None:
+        self.prev = prev
+        self.seen_at = seen_at
+        self.seen: dict[str, ProcessSighting] = {}
+
+    def sight(self, p: GpuProcessObs) -> ProcessSighting:
         key = sighting_key(p)
-        current = sightings.get(key)
+        current = self.seen.get(key)
         if current is not None:
             return current  # listed on several GPUs: one sighting per pass
-        old = prev_sightings.get(key)
+        old = self.prev.get(key)
+        seen_at = self.seen_at
         if old is None:
             new = ProcessSighting(
                 pid=p.pid,
@@ -189,102 +220,122 @@ def gpu_processes(ctx: PassContext, out: Collector) -> ProcessOutcome:
             new = old.model_copy(update={"sightings": old.sightings + 1, "last_seen_at": seen_at})
         else:
             new = old  # the same observation planned again
-        sightings[key] = new
+        self.seen[key] = new
         return new
 
-    ordered = sorted(
-        snap.processes,
-        key=lambda p: (p.gpu_uuid, p.pid, p.start_time or -1.0, p.device_uuid, p.container_id or ""),
-    )
-    for p in ordered:
-        if p.state == ProcessState.VANISHED:
-            continue  # exited between NVML's list and /proc: nothing to do
-        view = views.setdefault(p.gpu_uuid, _GpuView())
-        if p.is_system:
-            view.others.append(p)
-            continue
-        if p.container_id is None and p.cgroup_scope is CgroupScope.FOREIGN:
-            view.others.append(p)
-            _report_foreign(ctx, out, p, sight(p))
-            continue
-        if p.container_id is None:
-            view.others.append(p)
-            s = sight(p)
+
+def _one_process(
+    ctx: PassContext, out: Collector, p: GpuProcessObs, view: _GpuView, sightings: _Sightings
+) -> None:
+    """Who the process is (see the module docstring); only an orphan goes on to the kill checks."""
+    if p.is_system:
+        view.others.append(p)
+        return
+    if p.container_id is None:
+        view.others.append(p)
+        if p.cgroup_scope is CgroupScope.FOREIGN:
+            _report_foreign(ctx, out, p, sightings.sight(p))
+        else:
             out.defer(
                 _process_target(p, None),
                 Reason.HOST_GPU_PROCESS,
                 DeferReason.PROTECTED,
                 f"host GPU process {p.pid} ({p.user or p.uid}) on {p.device_uuid}: reported, never killed "
                 f"(host_gpu_processes: {ctx.glob.host_gpu_processes.value.value})",
-                evidence=_process_evidence(p, s),
+                evidence=_process_evidence(p, sightings.sight(p)),
             )
-            continue
-        c = ctx.by_id.get(p.container_id) or ctx.find_container(p.container_id)
-        if c is None and (p.container_exists or ctx.prefix_ambiguous(p.container_id)):
-            view.others.append(p)
-            out.defer(
-                _process_target(p, None),
-                Reason.ORPHANED_PROCESS,
-                DeferReason.UNKNOWN_SIGNAL,
-                f"pid {p.pid}: its container {p.container_id[:12]} exists according to /proc but is not "
-                "in this snapshot",
-                evidence=_process_evidence(p, None),
-            )
-            continue
-        if c is not None and c.state in LIVE_STATES:
-            view.others.append(p)
-            _check_foreign(ctx, out, p, c)
-            continue
-        if p.cgroup_scope is not CgroupScope.ENGINE:
-            # Not this engine's cgroup: that this engine does not list the id (or lists it as not
-            # live) says nothing about the workload. Rootless Docker, the kubelet, containerd...
-            view.others.append(p)
-            _report_foreign(ctx, out, p, sight(p))
-            continue
-        # The cgroup names a container that is gone or not live: an orphan candidate.
-        view.orphans.append(p)
-        s = sight(p)
-        evidence = _process_evidence(p, s)
-        evidence["container_state"] = c.state.value if c is not None else "missing"
-        target = _process_target(p, c)
-        if p.start_time is None:
-            out.defer(
-                target,
-                Reason.ORPHANED_PROCESS,
-                DeferReason.UNKNOWN_SIGNAL,
-                f"pid {p.pid} looks orphaned but its start time is unknown (PID reuse cannot be ruled out)",
-                evidence=evidence,
-            )
-            continue
-        owner = (
-            f"container {c.name} ({c.state.value})"
-            if c is not None
-            else f"removed container {p.container_id[:12]}"
-        )
-        if s.sightings < required:
-            out.defer(
-                target,
-                Reason.ORPHANED_PROCESS,
-                DeferReason.NEEDS_SECOND_SIGHTING,
-                f"pid {p.pid} of {owner} on {p.device_uuid}: seen {s.sightings}/{required} passes",
-                evidence=evidence,
-            )
-            continue
-        view.killable.append(p)
-        out.act(
-            ActionKind.KILL_PROCESS,
-            target,
+        return
+    c = ctx.by_id.get(p.container_id) or ctx.find_container(p.container_id)
+    if c is None and (p.container_exists or ctx.prefix_ambiguous(p.container_id)):
+        view.others.append(p)
+        out.defer(
+            _process_target(p, None),
             Reason.ORPHANED_PROCESS,
-            f"kill orphaned GPU process {p.pid} ({p.cmdline[:60] or '?'}) of {owner} on {p.device_uuid}, "
-            f"using {p.used_memory_bytes if p.used_memory_bytes is not None else '?'} bytes",
-            due_at=s.first_seen_at,
-            key=f"KillProcess:{p.pid}:{p.start_time}:OrphanedProcess",
-            evidence=evidence,
-            params={"grace_s": ctx.glob.kill_grace_s.value},
+            DeferReason.UNKNOWN_SIGNAL,
+            f"pid {p.pid}: its container {p.container_id[:12]} exists according to /proc but is not "
+            "in this snapshot",
+            evidence=_process_evidence(p, None),
         )
+        return
+    if c is not None and c.state in LIVE_STATES:
+        view.others.append(p)
+        _check_foreign(ctx, out, p, c)
+        return
+    if p.cgroup_scope is not CgroupScope.ENGINE:
+        # Not this engine's cgroup: that this engine does not list the id (or lists it as not
+        # live) says nothing about the workload. Rootless Docker, the kubelet, containerd...
+        view.others.append(p)
+        _report_foreign(ctx, out, p, sightings.sight(p))
+        return
+    # The cgroup names a container that is gone or not live: an orphan candidate.
+    view.orphans.append(p)
+    _orphan(ctx, out, p, c, sightings.sight(p), view)
 
-    marks = _dirty_gpus(ctx, out, views, prev_marks)
-    return ProcessOutcome(by_key(sightings), marks)
+
+def _orphan(
+    ctx: PassContext,
+    out: Collector,
+    p: GpuProcessObs,
+    c: ContainerObs | None,
+    s: ProcessSighting,
+    view: _GpuView,
+) -> None:
+    """An orphan is killed once its identity is certain and it was seen often enough."""
+    evidence = _process_evidence(p, s)
+    evidence["container_state"] = c.state.value if c is not None else "missing"
+    target = _process_target(p, c)
+    owner = (
+        f"container {c.name} ({c.state.value})"
+        if c is not None
+        else f"removed container {(p.container_id or '')[:12]}"
+    )
+    check = _start_time_unknown(p, target, evidence) or _too_few_sightings(ctx, p, s, owner, target, evidence)
+    if out.stopped(check):
+        return
+    view.killable.append(p)
+    out.act(
+        ActionKind.KILL_PROCESS,
+        target,
+        Reason.ORPHANED_PROCESS,
+        f"kill orphaned GPU process {p.pid} ({p.cmdline[:60] or '?'}) of {owner} on {p.device_uuid}, "
+        f"using {fmt_bytes(p.used_memory_bytes)}",
+        due_at=s.first_seen_at,
+        key=f"KillProcess:{p.pid}:{p.start_time}:OrphanedProcess",
+        evidence=evidence,
+        params=KillParams(grace_s=ctx.glob.kill_grace_s.value),
+    )
+
+
+def _start_time_unknown(p: GpuProcessObs, target: Target, evidence: dict[str, object]) -> Check:
+    if p.start_time is not None:
+        return GO_ON
+    return deferral(
+        target,
+        Reason.ORPHANED_PROCESS,
+        DeferReason.UNKNOWN_SIGNAL,
+        f"pid {p.pid} looks orphaned but its start time is unknown (PID reuse cannot be ruled out)",
+        evidence=evidence,
+    )
+
+
+def _too_few_sightings(
+    ctx: PassContext,
+    p: GpuProcessObs,
+    s: ProcessSighting,
+    owner: str,
+    target: Target,
+    evidence: dict[str, object],
+) -> Check:
+    required = ctx.glob.orphan_sightings_required.value
+    if s.sightings >= required:
+        return GO_ON
+    return deferral(
+        target,
+        Reason.ORPHANED_PROCESS,
+        DeferReason.NEEDS_SECOND_SIGHTING,
+        f"pid {p.pid} of {owner} on {p.device_uuid}: seen {s.sightings}/{required} passes",
+        evidence=evidence,
+    )
 
 
 def _report_foreign(ctx: PassContext, out: Collector, p: GpuProcessObs, s: ProcessSighting) -> None:
@@ -329,11 +380,30 @@ def _listed_anything(g: GpuObs, view: _GpuView | None) -> bool:
 def _dirty_gpus(
     ctx: PassContext, out: Collector, views: dict[str, _GpuView], prev: dict[str, GpuMark]
 ) -> dict[str, GpuMark]:
-    seen_at = ctx.snapshot.observed_at
-    policy = ctx.glob.gpu_reset_policy.value
+    """Each GPU's dirty mark after this pass; resets and alerts for the marks that are due."""
     marks: dict[str, GpuMark] = {}
     for g in ctx.gpus:
-        view = views.get(g.uuid)
+        mark = _gpu_mark(ctx, out, _GpuFacts.of(ctx, g, views.get(g.uuid)), prev.get(g.uuid))
+        if mark is not None:
+            marks[g.uuid] = mark
+    return by_key(marks)
+
+
+@dataclass(slots=True)
+class _GpuFacts:
+    """What one pass knows about a physical GPU's cleanliness."""
+
+    gpu: GpuObs
+    view: _GpuView | None
+    live_holders: list[ContainerObs]
+    unlisted: str | None  # why its process list is unknown
+    threshold: int
+    stale: bool  # memory in use with no process listed and no live holder
+    target: Target
+    evidence: dict[str, object]
+
+    @classmethod
+    def of(cls, ctx: PassContext, g: GpuObs, view: _GpuView | None) -> _GpuFacts:
         live_holders = [c for c in ctx.holders.get(g.uuid, []) if c.state in LIVE_STATES]
         unlisted = processes_unknown(g)
         threshold = stale_memory_threshold_bytes(g)
@@ -344,8 +414,6 @@ def _dirty_gpus(
             and g.memory_used_bytes is not None
             and g.memory_used_bytes >= threshold
         )
-        mark = prev.get(g.uuid)
-        target = host_target(gpu=g.uuid)
         evidence: dict[str, object] = {
             "gpu_index": g.index,
             "memory_used_bytes": g.memory_used_bytes,
@@ -354,111 +422,140 @@ def _dirty_gpus(
             "mig_enabled": g.mig_enabled,
             "stale_memory_threshold_bytes": threshold,
         }
-        if view is not None and view.orphans:
-            if mark is None and view.killable:
-                mark = GpuMark(since=seen_at, cause=GpuMarkCause.ORPHANS)
-            if mark is not None:
-                marks[g.uuid] = mark
-                out.defer(
-                    target,
-                    Reason.GPU_DIRTY,
-                    DeferReason.NOT_DUE,
-                    f"GPU {g.index} ({g.uuid}) has orphaned processes; reset or alert is decided after "
-                    f"they have exited",
-                    evidence={**evidence, "orphan_pids": sorted({p.pid for p in view.orphans})},
-                )
-            continue
-        if unlisted is not None:
-            evidence["processes_unknown"] = unlisted
-            if mark is not None:
-                marks[g.uuid] = mark  # kept as it was: unknown is not clean, and not "no process"
-            if mark is not None or (g.memory_used_bytes or 0) >= threshold:
-                out.defer(
-                    target,
-                    Reason.GPU_DIRTY,
-                    DeferReason.UNKNOWN_SIGNAL,
-                    f"GPU {g.index} ({g.uuid}): its process list could not be read ({unlisted}); "
-                    "it is not marked dirty, reset or alerted on until NVML lists its processes",
-                    evidence=evidence,
-                )
-            continue
-        if mark is None:
-            if stale:
-                marks[g.uuid] = GpuMark(since=seen_at, cause=GpuMarkCause.STALE_MEMORY)
-                out.defer(
-                    target,
-                    Reason.GPU_DIRTY,
-                    DeferReason.NEEDS_SECOND_SIGHTING,
-                    f"GPU {g.index} ({g.uuid}) has {g.memory_used_bytes} bytes in use and no process; "
-                    f"confirmed next pass",
-                    evidence=evidence,
-                )
-            continue
-        if mark.cause == GpuMarkCause.STALE_MEMORY and not stale:
-            continue  # transient reading: the mark is dropped
-        if mark.since >= seen_at:
-            marks[g.uuid] = mark  # marked by this very observation (planned again): wait
-            continue
-        since = iso(mark.since)
-        reset_key = f"ResetGpu:{g.uuid}:{since}:GpuDirty"
-        alert_key = f"AlertAdmin:GpuDirty:{g.uuid}:{since}"
-        reset_done = reset_key in ctx.memory.done
-        alert_done = alert_key in ctx.memory.done
-        if not stale and (reset_done or alert_done):
-            continue  # clean again and the decision was carried out: forget the mark
-        marks[g.uuid] = mark
-        evidence = {**evidence, "dirty_since": since, "cause": mark.cause.value}
-        blockers: list[str] = []
-        if policy != GpuResetPolicy.WHEN_EXCLUSIVE:
-            blockers.append(f"gpu_reset_policy is {policy.value}")
-        if g.mig_enabled:
-            blockers.append("MIG is enabled (a reset would destroy every instance)")
-        others = view.others if view is not None else []
-        if others:
-            blockers.append("other processes on it: " + ", ".join(str(p.pid) for p in others))
-        if live_holders:
-            blockers.append("held by live containers: " + ", ".join(sorted(c.name for c in live_holders)))
-        unresolved = sorted(
-            c.name
-            for c in ctx.containers
-            if c.state in LIVE_STATES and any(not ref.resolved for ref in c.gpu_refs)
+        return cls(g, view, live_holders, unlisted, threshold, stale, host_target(gpu=g.uuid), evidence)
+
+
+def _gpu_mark(ctx: PassContext, out: Collector, f: _GpuFacts, mark: GpuMark | None) -> GpuMark | None:
+    """The GPU's mark after this pass (None: clean, or the mark is dropped)."""
+    if f.view is not None and f.view.orphans:
+        return _orphans_on_gpu(ctx, out, f, f.view, mark)
+    if f.unlisted is not None:
+        return _processes_unlisted(out, f, mark)
+    if mark is None:
+        return _first_mark(ctx, out, f)
+    if mark.cause == GpuMarkCause.STALE_MEMORY and not f.stale:
+        return None  # transient reading: the mark is dropped
+    if mark.since >= ctx.snapshot.observed_at:
+        return mark  # marked by this very observation (planned again): wait
+    since = iso(mark.since)
+    reset_done = f"ResetGpu:{f.gpu.uuid}:{since}:GpuDirty" in ctx.memory.done
+    alert_done = f"AlertAdmin:GpuDirty:{f.gpu.uuid}:{since}" in ctx.memory.done
+    if not f.stale and (reset_done or alert_done):
+        return None  # clean again and the decision was carried out: forget the mark
+    _reset_or_alert(ctx, out, f, mark, reset_done=reset_done, alert_done=alert_done)
+    return mark
+
+
+def _orphans_on_gpu(
+    ctx: PassContext, out: Collector, f: _GpuFacts, view: _GpuView, mark: GpuMark | None
+) -> GpuMark | None:
+    """Orphans are being killed: reset or alert is decided in a later pass, once they have exited."""
+    if mark is None and view.killable:
+        mark = GpuMark(since=ctx.snapshot.observed_at, cause=GpuMarkCause.ORPHANS)
+    if mark is not None:
+        g = f.gpu
+        out.defer(
+            f.target,
+            Reason.GPU_DIRTY,
+            DeferReason.NOT_DUE,
+            f"GPU {g.index} ({g.uuid}) has orphaned processes; reset or alert is decided after "
+            "they have exited",
+            evidence={**f.evidence, "orphan_pids": sorted({p.pid for p in view.orphans})},
         )
-        if unresolved:
-            blockers.append(
-                "live containers whose GPU references cannot be resolved: " + ", ".join(unresolved)
-            )
-        if reset_done:
-            blockers.append("a reset was already performed and it is still dirty")
-        evidence["blockers"] = blockers
-        if not blockers:
-            out.act(
-                ActionKind.RESET_GPU,
-                target,
-                Reason.GPU_DIRTY,
-                f"reset GPU {g.index} ({g.uuid}): dirty since {since} ({mark.cause.value}), no process, no "
-                f"live holder, MIG off",
-                due_at=mark.since,
-                key=reset_key,
-                evidence=evidence,
-                params={"command": list(ctx.glob.gpu_reset_command.value)},
-            )
-        elif not alert_done:
-            out.act(
-                ActionKind.ALERT_ADMIN,
-                target,
-                Reason.GPU_DIRTY,
-                f"GPU {g.index} ({g.uuid}) is dirty ({mark.cause.value}) but is not reset: "
-                f"{'; '.join(blockers)}",
-                due_at=mark.since,
-                key=alert_key,
-                evidence=evidence,
-            )
-        else:
-            out.defer(
-                target,
-                Reason.GPU_DIRTY,
-                DeferReason.RESET_NOT_ALLOWED,
-                f"GPU {g.index} ({g.uuid}) is still dirty; an admin was told ({'; '.join(blockers)})",
-                evidence=evidence,
-            )
-    return by_key(marks)
+    return mark
+
+
+def _processes_unlisted(out: Collector, f: _GpuFacts, mark: GpuMark | None) -> GpuMark | None:
+    """Unknown is not clean, and not "no process": the mark is kept as it was, nothing is decided."""
+    g = f.gpu
+    f.evidence["processes_unknown"] = f.unlisted
+    if mark is not None or (g.memory_used_bytes or 0) >= f.threshold:
+        out.defer(
+            f.target,
+            Reason.GPU_DIRTY,
+            DeferReason.UNKNOWN_SIGNAL,
+            f"GPU {g.index} ({g.uuid}): its process list could not be read ({f.unlisted}); "
+            "it is not marked dirty, reset or alerted on until NVML lists its processes",
+            evidence=f.evidence,
+        )
+    return mark
+
+
+def _first_mark(ctx: PassContext, out: Collector, f: _GpuFacts) -> GpuMark | None:
+    """Stale memory is marked, and confirmed in the next pass (a process may start between reads)."""
+    if not f.stale:
+        return None
+    g = f.gpu
+    out.defer(
+        f.target,
+        Reason.GPU_DIRTY,
+        DeferReason.NEEDS_SECOND_SIGHTING,
+        f"GPU {g.index} ({g.uuid}) has {fmt_bytes(g.memory_used_bytes)} in use and no process; "
+        "confirmed next pass",
+        evidence=f.evidence,
+    )
+    return GpuMark(since=ctx.snapshot.observed_at, cause=GpuMarkCause.STALE_MEMORY)
+
+
+def _reset_blockers(ctx: PassContext, f: _GpuFacts, *, reset_done: bool) -> list[str]:
+    """Why a reset is not safe now (empty: it is)."""
+    policy = ctx.glob.gpu_reset_policy.value
+    blockers: list[str] = []
+    if policy != GpuResetPolicy.WHEN_EXCLUSIVE:
+        blockers.append(f"gpu_reset_policy is {policy.value}")
+    if f.gpu.mig_enabled:
+        blockers.append("MIG is enabled (a reset would destroy every instance)")
+    others = f.view.others if f.view is not None else []
+    if others:
+        blockers.append("other processes on it: " + ", ".join(str(p.pid) for p in others))
+    if f.live_holders:
+        blockers.append("held by live containers: " + ", ".join(sorted(c.name for c in f.live_holders)))
+    unresolved = sorted(
+        c.name
+        for c in ctx.containers
+        if c.state in LIVE_STATES and any(not ref.resolved for ref in c.gpu_refs)
+    )
+    if unresolved:
+        blockers.append("live containers whose GPU references cannot be resolved: " + ", ".join(unresolved))
+    if reset_done:
+        blockers.append("a reset was already performed and it is still dirty")
+    return blockers
+
+
+def _reset_or_alert(
+    ctx: PassContext, out: Collector, f: _GpuFacts, mark: GpuMark, *, reset_done: bool, alert_done: bool
+) -> None:
+    """A due mark: reset when that is safe, else tell an admin once, else say it is still dirty."""
+    g, since = f.gpu, iso(mark.since)
+    blockers = _reset_blockers(ctx, f, reset_done=reset_done)
+    evidence = {**f.evidence, "dirty_since": since, "cause": mark.cause.value, "blockers": blockers}
+    if not blockers:
+        out.act(
+            ActionKind.RESET_GPU,
+            f.target,
+            Reason.GPU_DIRTY,
+            f"reset GPU {g.index} ({g.uuid}): dirty since {since} ({mark.cause.value}), no process, no "
+            f"live holder, MIG off",
+            due_at=mark.since,
+            key=f"ResetGpu:{g.uuid}:{since}:GpuDirty",
+            evidence=evidence,
+            params=ResetParams(command=tuple(ctx.glob.gpu_reset_command.value)),
+        )
+    elif not alert_done:
+        out.act(
+            ActionKind.ALERT_ADMIN,
+            f.target,
+            Reason.GPU_DIRTY,
+            f"GPU {g.index} ({g.uuid}) is dirty ({mark.cause.value}) but is not reset: {'; '.join(blockers)}",
+            due_at=mark.since,
+            key=f"AlertAdmin:GpuDirty:{g.uuid}:{since}",
+            evidence=evidence,
+        )
+    else:
+        out.defer(
+            f.target,
+            Reason.GPU_DIRTY,
+            DeferReason.RESET_NOT_ALLOWED,
+            f"GPU {g.index} ({g.uuid}) is still dirty; an admin was told ({'; '.join(blockers)})",
+            evidence=evidence,
+        )

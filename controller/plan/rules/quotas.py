@@ -26,7 +26,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from controller.plan.context import Collector, PassContext, host_target, iso
-from controller.plan.types import ActionKind, DeferReason, Reason
+from controller.plan.types import ActionKind, DeferReason, Reason, StopParams, WarnParams
 from controller.snapshot import ContainerObs, ContainerState
 from crd_like_specs.vocabulary import ContainerType
 from desired_state.effective import EffectivePolicy, ExemptFrom
@@ -268,7 +268,7 @@ def _warn_then_stop(
             due_at=ctx.now,
             key=warn_key,
             evidence=evidence,
-            params={"warning_key": warning_key},
+            params=WarnParams(warning_key=warning_key),
         )
     if not enforce or c.state != ContainerState.RUNNING:
         return
@@ -292,5 +292,5 @@ def _warn_then_stop(
         due_at=due,
         key=f"StopContainer:{c.id}:{reason.value}",
         evidence={**evidence, "warned_at": iso(sent)},
-        params={"timeout_s": int(policy.sigterm_grace_s.value), "remove": False},
+        params=StopParams(grace_s=float(policy.sigterm_grace_s.value), remove=False),
     )

@@ -33,7 +33,7 @@ from typing import Any
 
 from controller.plan.context import Collector, PassContext, host_target
 from controller.plan.rules.common import shielded
-from controller.plan.types import ActionKind, DeferReason, Reason, ResourceUpdate
+from controller.plan.types import ActionKind, DeferReason, Reason, ResourceUpdate, WarnParams
 from controller.snapshot import ContainerObs, ContainerState, ResourceLimits
 from desired_state.effective import EffectivePolicy, ExemptFrom, ResourceSpec
 
@@ -98,7 +98,7 @@ def update_resources(ctx: PassContext, out: Collector, c: ContainerObs, policy: 
         due_at=ctx.now,
         key=f"UpdateResources:{c.id}:{values}",
         evidence={**evidence, "missing": decision.missing, "above_spec": decision.above},
-        params=params.model_dump(exclude_none=True),
+        params=params,
     )
 
 
@@ -288,7 +288,7 @@ def _warn_below_usage(
         due_at=ctx.now,
         key=f"WarnOwner:{c.id}:LimitsBelowUsage:{what}={wanted}",
         evidence=extra,
-        params={"warning_key": f"LimitsBelowUsage:{what}"},
+        params=WarnParams(warning_key=f"LimitsBelowUsage:{what}"),
     )
 
 
