@@ -129,7 +129,9 @@ def run_ladder(
             ActionKind.WARN_OWNER,
             target,
             ladder.warn_reason,
-            f"{c.name}: {ladder.what} for {fmt_duration(elapsed_s)} ({level}% of "
+            # The share of the limit actually elapsed at this pass, not the level: a late first
+            # warning (the daemon was down, `plan --at`) must not say "2h (90% of 1h)".
+            f"{c.name}: {ladder.what} for {fmt_duration(elapsed_s)} ({int(100 * elapsed_s / timeout_s + 1e-9)}% of "
             f"{fmt_duration(timeout_s)}); it will be stopped in about {fmt_duration(left_s)}",
             due_at=start + timedelta(seconds=level / 100 * timeout_s),
             key=ak,
