@@ -18,6 +18,7 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -176,7 +177,24 @@ def test_get_containers_shows_a_gpu_container_with_owner_and_type(
     assert gpu0["state"] in ("held", "idle-held")
 
 
-def test_plan_at_predicts_the_stop_of_an_idle_gpu_container(
+def forecast_steps(
+    result: subprocess.CompletedProcess[str], container_id: str
+) -> list[tuple[str, str, float]]:
+    """(kind, reason, seconds after the observation) of each predicted action on the container."""
+    data = json.loads(result.stdout)
+    t0 = datetime.fromisoformat(data["observed_at"])
+    return [
+        (
+            p["action"]["kind"],
+            p["action"]["reason"],
+            (datetime.fromisoformat(p["pass_at"]) - t0).total_seconds(),
+        )
+        for p in data["actions"]
+        if p["action"]["target"].get("container_id") == container_id
+    ]
+
+
+def test_plan_at_forecasts_the_warnings_and_the_stop_of_an_idle_gpu_container(
     cli: Cli, make_container: ContainerFactory
 ) -> None:
     c = gpu_container(make_container)
@@ -195,24 +213,66 @@ def test_plan_at_predicts_the_stop_of_an_idle_gpu_container(
 
     later = cli("plan", "--at", "+2h", "-o", "json")
     assert later.returncode == 2, later.stderr
-    items = plan_items(later, c.id)
-    stop = [i for i in items if rule_of(i) == "IdleTimeout" and ("kind" in i or i["why"] != "NotDue")]
-    assert stop, items
-    # Never warned (dry-run delivers nothing), so the planner warns first and schedules the stop.
-    assert any(i.get("kind") == "WarnOwner" and i["reason"] == "IdleWarning" for i in items), items
     data = json.loads(later.stdout)
-    assert data["evaluated_at"] > data["observed_at"]
+    assert data["assumptions"] and data["passes"] > 1 and not data["truncated"]
+    steps = forecast_steps(later, c.id)
+    # Idle timeout 1h: warnings at 80 % (48m) and 95 % (57m) of the streak, the stop at 1h (the
+    # lead, 10m after the first warning, is earlier); the streak began a few seconds ago.
+    assert [(k, r) for k, r, _ in steps] == [
+        ("WarnOwner", "IdleWarning"),
+        ("WarnOwner", "IdleWarning"),
+        ("StopContainer", "IdleTimeout"),
+    ], steps
+    for (_, _, at_s), expected_s in zip(steps, (48 * 60, 57 * 60, 3600), strict=True):
+        assert expected_s - 10 <= at_s <= expected_s + 1, steps
 
     table = cli("plan", "--at", "+2h")
     assert table.returncode == 2
+    assert table.stdout.startswith("Forecast from ")
+    assert "Assuming:" in table.stdout and "signals held as observed" in table.stdout
     assert f"WarnOwner {c.name}  [IdleWarning]" in table.stdout
-    assert f"IdleTimeout {c.name}  [WaitingForWarning;" in table.stdout
-    # plan changed nothing: the container runs, and no event was written by the plans.
+    assert f"StopContainer {c.name}  [IdleTimeout]" in table.stdout
+    # plan changed nothing: the container runs.
     c.reload()
     assert c.status == "running"
 
+    described = cli("describe", "container", c.name)
+    assert described.returncode == 0, described.stderr
+    assert "Forecast:" in described.stdout and "if it stays idle" in described.stdout
 
-def test_plan_with_a_stricter_candidate_policy_lists_extra_actions_and_performs_none(
+
+def test_plan_at_forecasts_the_max_runtime_warnings_and_the_stop_at_one_hour(
+    cli: Cli, make_container: ContainerFactory
+) -> None:
+    (cli.root / "specs" / "policy.yaml").write_text(
+        POLICY.replace("maxRuntime: 24h", "maxRuntime: 1h").replace("idleTimeout: 1h", "idleTimeout: 5h")
+    )
+    c = gpu_container(make_container)
+    c.reload()
+    started = datetime.fromisoformat(c.attrs["State"]["StartedAt"][:26].rstrip("Z") + "+00:00")
+    result = cli("plan", "--at", "+2h", "-o", "json")
+    assert result.returncode == 2, result.stderr
+    data = json.loads(result.stdout)
+    runtime = [
+        (p["action"]["kind"], p["action"]["reason"], datetime.fromisoformat(p["pass_at"]))
+        for p in data["actions"]
+        if p["action"]["target"].get("container_id") == c.id and "Runtime" in p["action"]["reason"]
+    ]
+    assert [(k, r) for k, r, _ in runtime] == [
+        ("WarnOwner", "MaxRuntimeWarning"),
+        ("WarnOwner", "MaxRuntimeWarning"),
+        ("StopContainer", "MaxRuntimeExceeded"),
+    ], runtime
+    for (_, _, at), minutes in zip(runtime, (45, 54, 60), strict=True):
+        assert abs((at - started).total_seconds() - minutes * 60) <= 2, (runtime, started)
+    messages = [
+        p["action"]["message"] for p in data["actions"] if p["action"]["reason"] == "MaxRuntimeWarning"
+    ]
+    assert any("running for 45m (75% of 1h)" in m for m in messages), messages
+    assert any("running for 54m (90% of 1h)" in m for m in messages), messages
+
+
+def test_plan_with_a_stricter_candidate_policy_shows_the_difference_and_performs_none(
     cli: Cli, make_container: ContainerFactory
 ) -> None:
     c = gpu_container(make_container)
@@ -225,18 +285,30 @@ def test_plan_with_a_stricter_candidate_policy_lists_extra_actions_and_performs_
     assert installed.returncode in (0, 2), installed.stderr
     assert not [i for i in plan_items(installed, c.id) if "kind" in i]
 
-    strict = cli("plan", "--policy", str(candidate), "-o", "json")
+    strict = cli("plan", "--policy", str(candidate), "--at", "+5m", "-o", "json")
     assert strict.returncode == 2, strict.stderr
-    extra = [i for i in plan_items(strict, c.id) if "kind" in i]
-    assert [(i["kind"], i["reason"]) for i in extra] == [("WarnOwner", "MaxRuntimeWarning")]
+    data = json.loads(strict.stdout)
+    mine = [ch for ch in data["changes"] if ch["container_id"] == c.id]
+    assert [(ch["change"], ch["candidate_reason"]) for ch in mine] == [("newly", "MaxRuntimeExceeded")]
+    assert mine[0]["current_at"] is None
+    assert [(k, r) for k, r, _ in forecast_steps(_only(strict, "candidate"), c.id)][:2] == [
+        ("WarnOwner", "MaxRuntimeWarning"),
+        ("StopContainer", "MaxRuntimeExceeded"),
+    ]
 
     text = cli("plan", "--policy", str(candidate))
-    assert text.stdout.startswith(f"Plan with the candidate policy {candidate}")
+    assert text.stdout.startswith(f"Candidate policy {candidate} against the installed one")
+    assert f"newly stopped     {c.name} (alice)" in text.stdout
 
     c.reload()
     assert c.status == "running"
     after = (cli.root / "events.jsonl").read_bytes() if (cli.root / "events.jsonl").exists() else b""
     assert after == events_before
+
+
+def _only(result: subprocess.CompletedProcess[str], key: str) -> subprocess.CompletedProcess[str]:
+    """One forecast of a ``plan --policy -o json`` answer, as if printed alone."""
+    return subprocess.CompletedProcess(result.args, 0, json.dumps(json.loads(result.stdout)[key]), "")
 
 
 # --- bad input and degraded views -------------------------------------------------------------

@@ -125,13 +125,14 @@ def run_ladder(
         wk, ak = _warn_keys(ladder, c, scope, level)
         stop_at = max(due_stop, (first_sent or now) + timedelta(seconds=lead))
         left_s = max(0.0, seconds(stop_at - now))
+        # The share of the limit actually elapsed at this pass, not the level: a late first
+        # warning (the daemon was down, `plan --at`) must not say "2h (90% of 1h)".
+        elapsed_pct = int(100 * elapsed_s / timeout_s + 1e-9)
         out.act(
             ActionKind.WARN_OWNER,
             target,
             ladder.warn_reason,
-            # The share of the limit actually elapsed at this pass, not the level: a late first
-            # warning (the daemon was down, `plan --at`) must not say "2h (90% of 1h)".
-            f"{c.name}: {ladder.what} for {fmt_duration(elapsed_s)} ({int(100 * elapsed_s / timeout_s + 1e-9)}% of "
+            f"{c.name}: {ladder.what} for {fmt_duration(elapsed_s)} ({elapsed_pct}% of "
             f"{fmt_duration(timeout_s)}); it will be stopped in about {fmt_duration(left_s)}",
             due_at=start + timedelta(seconds=level / 100 * timeout_s),
             key=ak,
