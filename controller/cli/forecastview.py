@@ -22,6 +22,7 @@ from controller.cli.render import PLAIN, Style, clean, stamp
 
 if TYPE_CHECKING:
     from controller.cli.view import View
+    from controller.memory import ControllerMemory
     from controller.plan.forecast import Forecast, PredictedAction, StopChange
     from controller.settings import Settings
 
@@ -33,21 +34,29 @@ NEXT_MAX_RUNNING = 100
 NEXT_MAX_PASSES = 400
 
 
-def run_forecast(view: View, horizon: datetime, interval_s: float, max_passes: int | None = None) -> Forecast:
-    """The forecast from the view's observation and memory (the daemon's, when it has one)."""
+def run_forecast(
+    view: View,
+    horizon: datetime,
+    interval_s: float,
+    max_passes: int | None = None,
+    memory: ControllerMemory | None = None,
+) -> Forecast:
+    """The forecast from the view's observation and ``memory`` (default: the view's; the daemon's
+    when it has one)."""
     from controller.memory import ControllerMemory
     from controller.plan.forecast import DEFAULT_MAX_PASSES, forecast
 
     assert view.desired is not None
+    start = memory if memory is not None else view.memory
     f = forecast(
         view.snapshot,
         view.desired,
-        view.memory or ControllerMemory(),
+        start or ControllerMemory(),
         until=horizon,
         interval_s=interval_s,
         max_passes=max_passes or DEFAULT_MAX_PASSES,
     )
-    if view.memory is None:
+    if start is None:
         note = "the controller's memory could not be read: timers and warnings start from this observation"
         f = f.model_copy(update={"assumptions": (*f.assumptions, note)})
     return f
@@ -163,7 +172,13 @@ def cmd_forecast(args: argparse.Namespace, settings: Settings, at: datetime | No
     from pathlib import Path
 
     from controller.cli.errors import EXIT_OK, EXIT_PENDING, CliError
-    from controller.cli.gather import GatherOptions, gather, load_installed_policy, policy_load_error
+    from controller.cli.gather import (
+        GatherOptions,
+        gather,
+        load_installed_policy,
+        policy_load_error,
+        read_memory,
+    )
     from controller.cli.render import machine
     from controller.plan.forecast import compare
 
@@ -182,7 +197,10 @@ def cmd_forecast(args: argparse.Namespace, settings: Settings, at: datetime | No
     else:
         assert at is not None
         horizon = at
-    candidate = run_forecast(view, horizon, settings.interval_s)
+    # The daemon's memory as stored: the view's holds this observation's sample as judged by the
+    # policy it was planned with, and each forecast judges it by its own.
+    memory, _ = read_memory(settings.state_dir)
+    candidate = run_forecast(view, horizon, settings.interval_s, memory=memory)
     if not args.policy:
         if args.output in ("json", "yaml"):
             sys.stdout.write(machine(forecast_json(candidate), args.output))
@@ -195,7 +213,9 @@ def cmd_forecast(args: argparse.Namespace, settings: Settings, at: datetime | No
     installed, info = load_installed_policy(settings)
     if installed is None:
         raise CliError(policy_load_error(info, settings))
-    current = run_forecast(_with_desired(view, PolicySetDesired(installed)), horizon, settings.interval_s)
+    current = run_forecast(
+        _with_desired(view, PolicySetDesired(installed)), horizon, settings.interval_s, memory=memory
+    )
     changes = compare(current, candidate, view.snapshot.containers)
     origin = view.policy.origin.removeprefix("candidate ")
     if args.output in ("json", "yaml"):

@@ -227,3 +227,36 @@ def test_warning_figures_parse_back_to_the_pass_time(
         assert int(m.group(2)) == int(100 * elapsed_s / timeout_s + 1e-9), (p.action.message, elapsed_s)
         assert p.pass_at <= until
     assert [p.pass_at for p in f.actions] == sorted(p.pass_at for p in f.actions)
+
+
+# --- how ds01ctl shows it ---------------------------------------------------------------------------
+
+
+def test_next_column_and_text_read_the_forecast() -> None:
+    """NEXT: the first warning and the stop, with 'if it stays idle' for an idle stop; the text
+    output states the assumptions and lists each action at its pass."""
+    from controller.cli.forecastview import forecast_json, forecast_text, next_text
+
+    started = b.ago(hours=3)
+    prev = b.signals(b.ago(seconds=30), gpu_pct={b.GPU0: 0.0})
+    c_prev = b.running("idler", gpus=[b.GPU0], started_at=started, sig=prev)
+    c = b.running("idler", gpus=[b.GPU0], started_at=started, sig=b.signals(b.T0, gpu_pct={b.GPU0: 0.0}))
+    desired = b.desired(b.policy(max_runtime_s=None, high_demand_idle_reduction=1.0))
+    m1 = plan(
+        b.snapshot(observed_at=b.ago(seconds=30), containers=[c_prev], gpus=[b.gpu(0)]),
+        desired,
+        ControllerMemory(),
+        b.ago(seconds=30),
+    ).memory
+    f = forecast(
+        b.snapshot(containers=[c], gpus=[b.gpu(0)]), desired, m1, until=b.at(hours=1), interval_s=INTERVAL_S
+    )
+    text = next_text(f, c.id, b.T0)
+    assert text is not None
+    assert re.fullmatch(r"warning \d\d:\d\d \S+, stop \d\d:\d\d \S+ if it stays idle", text), text
+    out = forecast_text(f)
+    assert out.startswith("Forecast from ") and "Assuming:\n  - signals held as observed" in out
+    assert "StopContainer idler  [IdleTimeout]" in out
+    data = forecast_json(f)
+    assert data["actions"][0]["pass_at"] and data["assumptions"] == list(f.assumptions)
+    assert next_text(f, "no-such-container", b.T0) is None
