@@ -29,8 +29,11 @@ if TYPE_CHECKING:
 DEFAULT_DIFF_HORIZON = timedelta(hours=24)
 # NEXT and describe look this far ahead.
 NEXT_HORIZON = timedelta(hours=24)
-# `get containers` forecasts only hosts this small (the forecast re-plans the host at each pass).
-NEXT_MAX_RUNNING = 100
+# `get containers` forecasts only hosts this small: the forecast re-plans the host at each pass (about
+# 2 ms a pass for 25 running GPU containers), and `get` must stay quick.
+NEXT_MAX_RUNNING = 25
+# `describe container` (one container, a command run by hand) forecasts hosts up to this size.
+DESCRIBE_MAX_RUNNING = 100
 NEXT_MAX_PASSES = 400
 
 
@@ -271,14 +274,13 @@ def next_text(f: Forecast | None, container_id: str, now: datetime) -> str | Non
 
 
 def forecast_for_view(view: View, interval_s: float, *, small_hosts_only: bool) -> Forecast | None:
-    """The 24 h forecast ``get containers`` and ``describe`` show; ``None`` without a plan, or (for
-    ``get``) on a host too large to re-plan a few hundred times within the command's time."""
+    """The 24 h forecast ``get containers`` and ``describe`` show; ``None`` without a plan, or on a
+    host too large to re-plan a few hundred times within the command's time."""
     if view.plan is None or view.desired is None:
         return None
-    if small_hosts_only:
-        running = sum(1 for c in view.snapshot.containers if c.state.value == "running" and c.has_gpu)
-        if running > NEXT_MAX_RUNNING:
-            return None
+    running = sum(1 for c in view.snapshot.containers if c.state.value == "running" and c.has_gpu)
+    if running > (NEXT_MAX_RUNNING if small_hosts_only else DESCRIBE_MAX_RUNNING):
+        return None
     try:
         return run_forecast(view, view.now + NEXT_HORIZON, interval_s, max_passes=NEXT_MAX_PASSES)
     except Exception:  # the forecast is extra information: the plan of now still stands without it
