@@ -35,6 +35,10 @@ NEXT_MAX_RUNNING = 25
 # `describe container` (one container, a command run by hand) forecasts hosts up to this size.
 DESCRIBE_MAX_RUNNING = 100
 NEXT_MAX_PASSES = 400
+# `plan --at` and `plan --policy` re-plan the whole host at each simulated pass: on a large host the
+# pass bound shrinks so a command stays within a minute or so (the forecast says when it is cut short).
+CONTAINER_PASSES = 200_000
+MIN_PASSES = 100
 
 
 def run_forecast(
@@ -51,13 +55,16 @@ def run_forecast(
 
     assert view.desired is not None
     start = memory if memory is not None else view.memory
+    if max_passes is None:
+        by_size = CONTAINER_PASSES // (len(view.snapshot.containers) + 1)
+        max_passes = min(DEFAULT_MAX_PASSES, max(MIN_PASSES, by_size))
     f = forecast(
         view.snapshot,
         view.desired,
         start or ControllerMemory(),
         until=horizon,
         interval_s=interval_s,
-        max_passes=max_passes or DEFAULT_MAX_PASSES,
+        max_passes=max_passes,
     )
     if start is None:
         note = "the controller's memory could not be read: timers and warnings start from this observation"
@@ -287,8 +294,20 @@ def forecast_for_view(view: View, interval_s: float, *, small_hosts_only: bool) 
         return None
 
 
-def forecast_section(f: Forecast, container_id: str, now: datetime, s: Any) -> None:
-    """``describe container``'s Forecast block: the predicted steps of this container (24 h)."""
+def forecast_section(view: View, container_id: str, s: Any) -> None:
+    """``describe container``'s Forecast block: the predicted steps of this container (24 h), or
+    why there is none on a host too large to forecast within the command."""
+    f, now = view.forecast, view.now
+    if f is None:
+        running = sum(1 for c in view.snapshot.containers if c.state.value == "running" and c.has_gpu)
+        if view.plan is not None and running > DESCRIBE_MAX_RUNNING:
+            s.heading("Forecast")
+            s.line(
+                f"not computed: {running} running GPU containers (more than {DESCRIBE_MAX_RUNNING}); "
+                "ds01ctl plan --at +24h forecasts the whole host",
+                2,
+            )
+        return
     s.heading("Forecast")
     steps = f.for_container(container_id)
     summary = next_text(f, container_id, now)

@@ -61,9 +61,6 @@ spec:
     idleDetectionWindow: 1
 """
 
-# The same, but a running container may only run for a second.
-STRICT_POLICY = POLICY.replace("maxRuntime: 24h", "maxRuntime: 1s").replace("name: cli-test", "name: strict")
-
 
 @dataclass
 class Cli:
@@ -177,6 +174,21 @@ def test_get_containers_shows_a_gpu_container_with_owner_and_type(
     assert gpu0["state"] in ("held", "idle-held")
 
 
+def shared_engine_policy() -> str:
+    """POLICY for a forecast on the shared engine: other tests' containers on the stand-in GPUs
+    must not change this test's times. No high-demand reduction (they would raise the demand and
+    halve the idle timeout), and neither the breaker nor the budget holds back a pass in which
+    their stops fall due with this test's."""
+    return POLICY.replace(
+        "  defaultGroup: testers\n",
+        "  defaultGroup: testers\n  safety:\n    maxDestructiveActionsPerPass: 1000\n"
+        "    breakerMinContainers: 1000\n",
+    ).replace(
+        "    idleDetectionWindow: 1\n    idleMinDuration",
+        "    highDemandIdleReduction: 1.0\n    idleDetectionWindow: 1\n    idleMinDuration",
+    )
+
+
 def forecast_steps(
     result: subprocess.CompletedProcess[str], container_id: str
 ) -> list[tuple[str, str, float]]:
@@ -197,6 +209,7 @@ def forecast_steps(
 def test_plan_at_forecasts_the_warnings_and_the_stop_of_an_idle_gpu_container(
     cli: Cli, make_container: ContainerFactory
 ) -> None:
+    (cli.root / "specs" / "policy.yaml").write_text(shared_engine_policy())
     c = gpu_container(make_container)
     # Two dry-run passes give the memory a baseline and then an idle sample (sleep uses no CPU).
     for _ in range(2):
@@ -217,14 +230,23 @@ def test_plan_at_forecasts_the_warnings_and_the_stop_of_an_idle_gpu_container(
     assert data["assumptions"] and data["passes"] > 1 and not data["truncated"]
     steps = forecast_steps(later, c.id)
     # Idle timeout 1h: warnings at 80 % (48m) and 95 % (57m) of the streak, the stop at 1h (the
-    # lead, 10m after the first warning, is earlier); the streak began a few seconds ago.
+    # lead, 10m after the first warning, is earlier), each a hair after its due time.
     assert [(k, r) for k, r, _ in steps] == [
         ("WarnOwner", "IdleWarning"),
         ("WarnOwner", "IdleWarning"),
         ("StopContainer", "IdleTimeout"),
     ], steps
+    (stop,) = [
+        p["action"]
+        for p in data["actions"]
+        if p["action"]["kind"] == "StopContainer" and p["action"]["target"]["container_id"] == c.id
+    ]
+    idle_since_s = (
+        datetime.fromisoformat(stop["evidence"]["idle_since"]) - datetime.fromisoformat(data["observed_at"])
+    ).total_seconds()
+    assert idle_since_s <= 0, stop["evidence"]  # the streak began with the dry-run passes
     for (_, _, at_s), expected_s in zip(steps, (48 * 60, 57 * 60, 3600), strict=True):
-        assert expected_s - 10 <= at_s <= expected_s + 1, steps
+        assert 0 <= at_s - (idle_since_s + expected_s) <= 1, (steps, idle_since_s)
 
     table = cli("plan", "--at", "+2h")
     assert table.returncode == 2
@@ -238,14 +260,20 @@ def test_plan_at_forecasts_the_warnings_and_the_stop_of_an_idle_gpu_container(
 
     described = cli("describe", "container", c.name)
     assert described.returncode == 0, described.stderr
-    assert "Forecast:" in described.stdout and "if it stays idle" in described.stdout
+    # The engine is shared: crowded by other tests' containers, describe says why it has no forecast.
+    assert "Forecast:" in described.stdout, described.stdout
+    assert (
+        "if it stays idle" in described.stdout or "running GPU containers (more than 100)" in described.stdout
+    )
 
 
 def test_plan_at_forecasts_the_max_runtime_warnings_and_the_stop_at_one_hour(
     cli: Cli, make_container: ContainerFactory
 ) -> None:
     (cli.root / "specs" / "policy.yaml").write_text(
-        POLICY.replace("maxRuntime: 24h", "maxRuntime: 1h").replace("idleTimeout: 1h", "idleTimeout: 5h")
+        shared_engine_policy()
+        .replace("maxRuntime: 24h", "maxRuntime: 1h")
+        .replace("idleTimeout: 1h", "idleTimeout: 5h")
     )
     c = gpu_container(make_container)
     c.reload()
@@ -278,7 +306,13 @@ def test_plan_with_a_stricter_candidate_policy_shows_the_difference_and_performs
     c = gpu_container(make_container)
     time.sleep(1.5)
     candidate = cli.root / "strict.yaml"
-    candidate.write_text(STRICT_POLICY)
+    # Both policies on the shared engine: other tests' containers do not trip the breaker.
+    (cli.root / "specs" / "policy.yaml").write_text(shared_engine_policy())
+    candidate.write_text(
+        shared_engine_policy()
+        .replace("maxRuntime: 24h", "maxRuntime: 1s")
+        .replace("name: cli-test", "name: strict")
+    )
     events_before = (cli.root / "events.jsonl").read_bytes() if (cli.root / "events.jsonl").exists() else b""
 
     installed = cli("plan", "-o", "json")
@@ -296,12 +330,11 @@ def test_plan_with_a_stricter_candidate_policy_shows_the_difference_and_performs
         ("StopContainer", "MaxRuntimeExceeded"),
     ]
 
-    text = cli("plan", "--policy", str(candidate))
+    text = cli("plan", "--policy", str(candidate), "--at", "+5m")
     assert text.stdout.startswith(f"Candidate policy {candidate} against the installed one")
-    # Over 24 h the installed policy stops it too (idle for an hour): the candidate stops it sooner.
     line = next(x for x in text.stdout.splitlines() if c.name in x)
-    assert line.lstrip().startswith(f"stopped sooner    {c.name} (alice): now "), text.stdout
-    assert "[IdleTimeout] -> candidate " in line and line.endswith("[MaxRuntimeExceeded]"), line
+    assert line.lstrip().startswith(f"newly stopped     {c.name} (alice): now not before the horizon"), line
+    assert line.endswith("[MaxRuntimeExceeded]"), line
 
     c.reload()
     assert c.status == "running"
