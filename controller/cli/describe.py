@@ -241,6 +241,10 @@ def describe_container(view: View, key: str, style: Style = PLAIN) -> str:
         decision_lines(view, items, s)
     else:
         s.line(f"not acted on: {_quiet_reason(view, c)}", 2)
+    if view.plan is not None:
+        from controller.cli.forecastview import forecast_section
+
+        forecast_section(view, c.id, s)
     _events_section(view, view.events_for_container(c), s)
     return s.render()
 

@@ -37,6 +37,8 @@ class GatherOptions:
     candidate: Path | None = None
     require_docker: bool = False
     events: bool = False
+    # Forecast the coming passes (NEXT, describe); "small" only on a host small enough for `get`.
+    forecast: str | None = None
 
 
 def utcnow() -> datetime:
@@ -349,7 +351,7 @@ def gather(settings: Settings, opts: GatherOptions) -> View:
         if memory is not None:
             # The plan's memory includes this observation's sample: the freshest idle streak.
             view_memory = plan.memory
-    return View(
+    view = View(
         snapshot=snapshot,
         now=evaluated_at,
         plan=plan,
@@ -360,3 +362,10 @@ def gather(settings: Settings, opts: GatherOptions) -> View:
         notes=notes,
         event_source=LogEventSource(settings.events_log) if opts.events else None,
     )
+    if opts.forecast and plan is not None:
+        from controller.cli.forecastview import forecast_for_view
+
+        view.forecast = forecast_for_view(
+            view, settings.interval_s, small_hosts_only=opts.forecast == "small"
+        )
+    return view

@@ -369,6 +369,12 @@ def _next_cell(view: View, items: list[Action | Deferred]) -> Cell:
     if view.plan is None:
         return Cell("unknown")  # no plan: unknown, not "nothing"
     step = next_step(items, nvml_ok=view.nvml_ok)
+    if view.forecast is not None and items and not (step is not None and step.pending):
+        from controller.cli.forecastview import next_text
+
+        predicted = next_text(view.forecast, items[0].target.container_id or "", view.now)
+        if predicted:
+            return Cell(predicted)
     if step is None:
         return Cell("-")
     colour = "red" if step.pending and step.verb in {"stop", "remove", "kill", "reset"} else None

@@ -101,18 +101,24 @@ examples:
 
 PLAN_EPILOG = """\
 Nothing is changed: this observes the host once, reads the controller's memory read-only and prints
-what one pass would do now (or at --at), with the reason and evidence of each action, then the
-deferred items (why not yet, and until when).
+what one pass would do now, with the reason and evidence of each action, then the deferred items
+(why not yet, and until when).
 
   --at +2h | +1h30m | 17:30 | 2025-03-01T18:00 | 2025-03-01 18:00 | 2025-03-01T18:00:00Z
-      the current state judged at that time (same observation, the stored memory); a clock time is
-      today's and a time without a zone is local; the past is refused
+      a forecast until that time: every pass the daemon would run (at the plan's due times and
+      the resync), the memory carried forward, the signals held as observed now (an idle
+      container stays idle, a busy one busy; no new containers); each predicted action with the
+      time of its pass, then what is still deferred; the header states the assumptions. A clock
+      time is today's and a time without a zone is local; the past is refused
   --policy PATH
-      a candidate policy instead of the installed one: a spec file, a directory of specs, or a
-      DS01 config directory (holding resource-limits.yaml)
+      a candidate policy: a spec file, a directory of specs, or a DS01 config directory (holding
+      resource-limits.yaml); prints how its forecast differs from the installed policy's
+      (containers stopped sooner, later, newly or no longer; --at sets the horizon, default 24h)
 
--o json prints Plan.model_dump(mode="json"): {"observed_at", "evaluated_at", "actions", "deferred"}
-(the schema is documented in docs/cli.md and only ever grows optional fields).
+-o json prints Plan.model_dump(mode="json"): {"observed_at", "evaluated_at", "actions", "deferred"};
+with --at the forecast {"start_at", "until", "assumptions", "actions": [{"pass_at", "action"}],
+"deferred", ...}; with --policy {"changes", "current", "candidate", ...} (the schemas are documented
+in docs/cli.md and only ever grow optional fields).
 
 exit status: 0 nothing would change, 2 actions are pending, 1 error
 
@@ -541,7 +547,12 @@ def _get_view(args: argparse.Namespace, settings: Settings, kind: str, owner: st
     _quiet_logs(args.debug)
     # get gpus reads the last usage samples from the event log for its hoarding mark.
     return gather(
-        settings, GatherOptions(require_docker=kind in ("containers", "users"), events=kind == "gpus")
+        settings,
+        GatherOptions(
+            require_docker=kind in ("containers", "users"),
+            events=kind == "gpus",
+            forecast="small" if kind == "containers" else None,
+        ),
     )
 
 
@@ -627,7 +638,12 @@ def cmd_describe(args: argparse.Namespace, settings: Settings) -> int:
 
         raise CliError(f"cannot describe {clean(args.kind, 40)!r}: expected container, gpu or user")
     _quiet_logs(args.debug)
-    view = gather(settings, GatherOptions(require_docker=k == "container", events=True))
+    view = gather(
+        settings,
+        GatherOptions(
+            require_docker=k == "container", events=True, forecast="all" if k == "container" else None
+        ),
+    )
     from controller.cli.describe import describe_container, describe_gpu, describe_user
 
     fn = {"container": describe_container, "gpu": describe_gpu, "user": describe_user}[k]
@@ -654,6 +670,11 @@ def cmd_plan(args: argparse.Namespace, settings: Settings) -> int:
             " (a clock time means today; add a date for another day)"
         )
     _quiet_logs(args.debug)
+    if at is not None or args.policy:
+        # A forecast of the coming passes (and, with --policy, its difference from the installed one).
+        from controller.cli.forecastview import cmd_forecast
+
+        return cmd_forecast(args, settings, at, _style(args))
     view = gather(
         settings,
         GatherOptions(at=at, candidate=Path(args.policy) if args.policy else None, require_docker=True),

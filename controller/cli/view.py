@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from controller.act.events import EventFilter
     from controller.memory import ContainerMemory, ControllerMemory
     from controller.plan.desired import DesiredState
+    from controller.plan.forecast import Forecast
     from desired_state.effective import EffectivePolicy
 
 
@@ -69,6 +70,8 @@ class View:
     events: Sequence[Mapping[str, Any]] = ()
     event_source: EventSource | None = None
     policy_errors: dict[str, str] = field(default_factory=dict)
+    # The coming passes (controller.plan.forecast), for NEXT and describe; None: not forecast.
+    forecast: Forecast | None = None
 
     # --- indexes, built once per command ---------------------------------------------------
     @cached_property

@@ -18,6 +18,7 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -59,9 +60,6 @@ spec:
   settings:
     idleDetectionWindow: 1
 """
-
-# The same, but a running container may only run for a second.
-STRICT_POLICY = POLICY.replace("maxRuntime: 24h", "maxRuntime: 1s").replace("name: cli-test", "name: strict")
 
 
 @dataclass
@@ -176,9 +174,42 @@ def test_get_containers_shows_a_gpu_container_with_owner_and_type(
     assert gpu0["state"] in ("held", "idle-held")
 
 
-def test_plan_at_predicts_the_stop_of_an_idle_gpu_container(
+def shared_engine_policy() -> str:
+    """POLICY for a forecast on the shared engine: other tests' containers on the stand-in GPUs
+    must not change this test's times. No high-demand reduction (they would raise the demand and
+    halve the idle timeout), and neither the breaker nor the budget holds back a pass in which
+    their stops fall due with this test's."""
+    return POLICY.replace(
+        "  defaultGroup: testers\n",
+        "  defaultGroup: testers\n  safety:\n    maxDestructiveActionsPerPass: 1000\n"
+        "    breakerMinContainers: 1000\n",
+    ).replace(
+        "    idleDetectionWindow: 1\n    idleMinDuration",
+        "    highDemandIdleReduction: 1.0\n    idleDetectionWindow: 1\n    idleMinDuration",
+    )
+
+
+def forecast_steps(
+    result: subprocess.CompletedProcess[str], container_id: str
+) -> list[tuple[str, str, float]]:
+    """(kind, reason, seconds after the observation) of each predicted action on the container."""
+    data = json.loads(result.stdout)
+    t0 = datetime.fromisoformat(data["observed_at"])
+    return [
+        (
+            p["action"]["kind"],
+            p["action"]["reason"],
+            (datetime.fromisoformat(p["pass_at"]) - t0).total_seconds(),
+        )
+        for p in data["actions"]
+        if p["action"]["target"].get("container_id") == container_id
+    ]
+
+
+def test_plan_at_forecasts_the_warnings_and_the_stop_of_an_idle_gpu_container(
     cli: Cli, make_container: ContainerFactory
 ) -> None:
+    (cli.root / "specs" / "policy.yaml").write_text(shared_engine_policy())
     c = gpu_container(make_container)
     # Two dry-run passes give the memory a baseline and then an idle sample (sleep uses no CPU).
     for _ in range(2):
@@ -195,48 +226,125 @@ def test_plan_at_predicts_the_stop_of_an_idle_gpu_container(
 
     later = cli("plan", "--at", "+2h", "-o", "json")
     assert later.returncode == 2, later.stderr
-    items = plan_items(later, c.id)
-    stop = [i for i in items if rule_of(i) == "IdleTimeout" and ("kind" in i or i["why"] != "NotDue")]
-    assert stop, items
-    # Never warned (dry-run delivers nothing), so the planner warns first and schedules the stop.
-    assert any(i.get("kind") == "WarnOwner" and i["reason"] == "IdleWarning" for i in items), items
     data = json.loads(later.stdout)
-    assert data["evaluated_at"] > data["observed_at"]
+    assert data["assumptions"] and data["passes"] > 1 and not data["truncated"]
+    steps = forecast_steps(later, c.id)
+    # Idle timeout 1h: warnings at 80 % (48m) and 95 % (57m) of the streak, the stop at 1h (the
+    # lead, 10m after the first warning, is earlier), each a hair after its due time.
+    assert [(k, r) for k, r, _ in steps] == [
+        ("WarnOwner", "IdleWarning"),
+        ("WarnOwner", "IdleWarning"),
+        ("StopContainer", "IdleTimeout"),
+    ], steps
+    (stop,) = [
+        p["action"]
+        for p in data["actions"]
+        if p["action"]["kind"] == "StopContainer" and p["action"]["target"]["container_id"] == c.id
+    ]
+    idle_since_s = (
+        datetime.fromisoformat(stop["evidence"]["idle_since"]) - datetime.fromisoformat(data["observed_at"])
+    ).total_seconds()
+    assert idle_since_s <= 0, stop["evidence"]  # the streak began with the dry-run passes
+    for (_, _, at_s), expected_s in zip(steps, (48 * 60, 57 * 60, 3600), strict=True):
+        assert 0 <= at_s - (idle_since_s + expected_s) <= 1, (steps, idle_since_s)
 
     table = cli("plan", "--at", "+2h")
     assert table.returncode == 2
+    assert table.stdout.startswith("Forecast from ")
+    assert "Assuming:" in table.stdout and "signals held as observed" in table.stdout
     assert f"WarnOwner {c.name}  [IdleWarning]" in table.stdout
-    assert f"IdleTimeout {c.name}  [WaitingForWarning;" in table.stdout
-    # plan changed nothing: the container runs, and no event was written by the plans.
+    assert f"StopContainer {c.name}  [IdleTimeout]" in table.stdout
+    # plan changed nothing: the container runs.
     c.reload()
     assert c.status == "running"
 
+    described = cli("describe", "container", c.name)
+    assert described.returncode == 0, described.stderr
+    # The engine is shared: crowded by other tests' containers, describe says why it has no forecast.
+    assert "Forecast:" in described.stdout, described.stdout
+    assert (
+        "if it stays idle" in described.stdout or "running GPU containers (more than 100)" in described.stdout
+    )
 
-def test_plan_with_a_stricter_candidate_policy_lists_extra_actions_and_performs_none(
+
+def test_plan_at_forecasts_the_max_runtime_warnings_and_the_stop_at_one_hour(
+    cli: Cli, make_container: ContainerFactory
+) -> None:
+    (cli.root / "specs" / "policy.yaml").write_text(
+        shared_engine_policy()
+        .replace("maxRuntime: 24h", "maxRuntime: 1h")
+        .replace("idleTimeout: 1h", "idleTimeout: 5h")
+    )
+    c = gpu_container(make_container)
+    c.reload()
+    started = datetime.fromisoformat(c.attrs["State"]["StartedAt"][:26].rstrip("Z") + "+00:00")
+    result = cli("plan", "--at", "+2h", "-o", "json")
+    assert result.returncode == 2, result.stderr
+    data = json.loads(result.stdout)
+    runtime = [
+        (p["action"]["kind"], p["action"]["reason"], datetime.fromisoformat(p["pass_at"]))
+        for p in data["actions"]
+        if p["action"]["target"].get("container_id") == c.id and "Runtime" in p["action"]["reason"]
+    ]
+    assert [(k, r) for k, r, _ in runtime] == [
+        ("WarnOwner", "MaxRuntimeWarning"),
+        ("WarnOwner", "MaxRuntimeWarning"),
+        ("StopContainer", "MaxRuntimeExceeded"),
+    ], runtime
+    for (_, _, at), minutes in zip(runtime, (45, 54, 60), strict=True):
+        assert abs((at - started).total_seconds() - minutes * 60) <= 2, (runtime, started)
+    messages = [
+        p["action"]["message"] for p in data["actions"] if p["action"]["reason"] == "MaxRuntimeWarning"
+    ]
+    assert any("running for 45m (75% of 1h)" in m for m in messages), messages
+    assert any("running for 54m (90% of 1h)" in m for m in messages), messages
+
+
+def test_plan_with_a_stricter_candidate_policy_shows_the_difference_and_performs_none(
     cli: Cli, make_container: ContainerFactory
 ) -> None:
     c = gpu_container(make_container)
     time.sleep(1.5)
     candidate = cli.root / "strict.yaml"
-    candidate.write_text(STRICT_POLICY)
+    # Both policies on the shared engine: other tests' containers do not trip the breaker.
+    (cli.root / "specs" / "policy.yaml").write_text(shared_engine_policy())
+    candidate.write_text(
+        shared_engine_policy()
+        .replace("maxRuntime: 24h", "maxRuntime: 1s")
+        .replace("name: cli-test", "name: strict")
+    )
     events_before = (cli.root / "events.jsonl").read_bytes() if (cli.root / "events.jsonl").exists() else b""
 
     installed = cli("plan", "-o", "json")
     assert installed.returncode in (0, 2), installed.stderr
     assert not [i for i in plan_items(installed, c.id) if "kind" in i]
 
-    strict = cli("plan", "--policy", str(candidate), "-o", "json")
+    strict = cli("plan", "--policy", str(candidate), "--at", "+5m", "-o", "json")
     assert strict.returncode == 2, strict.stderr
-    extra = [i for i in plan_items(strict, c.id) if "kind" in i]
-    assert [(i["kind"], i["reason"]) for i in extra] == [("WarnOwner", "MaxRuntimeWarning")]
+    data = json.loads(strict.stdout)
+    mine = [ch for ch in data["changes"] if ch["container_id"] == c.id]
+    assert [(ch["change"], ch["candidate_reason"]) for ch in mine] == [("newly", "MaxRuntimeExceeded")]
+    assert mine[0]["current_at"] is None
+    assert [(k, r) for k, r, _ in forecast_steps(_only(strict, "candidate"), c.id)][:2] == [
+        ("WarnOwner", "MaxRuntimeWarning"),
+        ("StopContainer", "MaxRuntimeExceeded"),
+    ]
 
-    text = cli("plan", "--policy", str(candidate))
-    assert text.stdout.startswith(f"Plan with the candidate policy {candidate}")
+    text = cli("plan", "--policy", str(candidate), "--at", "+5m")
+    assert text.stdout.startswith(f"Candidate policy {candidate} against the installed one")
+    line = next(x for x in text.stdout.splitlines() if c.name in x)
+    assert line.lstrip().startswith(f"newly stopped     {c.name} (alice): now not before the horizon"), line
+    assert line.endswith("[MaxRuntimeExceeded]"), line
 
     c.reload()
     assert c.status == "running"
     after = (cli.root / "events.jsonl").read_bytes() if (cli.root / "events.jsonl").exists() else b""
     assert after == events_before
+
+
+def _only(result: subprocess.CompletedProcess[str], key: str) -> subprocess.CompletedProcess[str]:
+    """One forecast of a ``plan --policy -o json`` answer, as if printed alone."""
+    return subprocess.CompletedProcess(result.args, 0, json.dumps(json.loads(result.stdout)[key]), "")
 
 
 # --- bad input and degraded views -------------------------------------------------------------

@@ -200,11 +200,14 @@ def _warn(
     stop_at = pr.stop_at(now)
     left_s = max(0.0, seconds(stop_at - now))
     elapsed, limit = fmt_duration(pr.elapsed_s), fmt_duration(clock.timeout_s)
+    # The share of the limit actually elapsed at this pass, not the level: a late first warning
+    # (the daemon was down, `plan --at`) must not say "2h (90% of 1h)".
+    elapsed_pct = int(100 * pr.elapsed_s / clock.timeout_s + 1e-9) if clock.timeout_s > 0 else level
     out.act(
         ActionKind.WARN_OWNER,
         ctx.target(c),
         ladder.warn_reason,
-        f"{c.name}: {ladder.what} for {elapsed} ({level}% of {limit}); it will be stopped in about "
+        f"{c.name}: {ladder.what} for {elapsed} ({elapsed_pct}% of {limit}); it will be stopped in about "
         f"{fmt_duration(left_s)}",
         due_at=clock.start + timedelta(seconds=level / 100 * clock.timeout_s),
         key=ak,

@@ -1,0 +1,329 @@
+"""``ds01ctl plan --at`` and ``plan --policy``: the forecast of the daemon's coming passes.
+
+``plan --at T`` simulates every pass the daemon would run from now until T
+(:func:`controller.plan.forecast.forecast`) and prints the predicted actions in time order, the
+deferrals left at the end, and the assumptions. ``plan --policy CANDIDATE [--at H]`` runs the
+forecast under the installed policy and the candidate (default horizon 24 h) and prints the
+difference: containers stopped sooner, later, newly, or no longer. The NEXT column of ``get
+containers`` and ``describe container`` read the same forecast (:func:`next_text`).
+
+The I/O (the observation, the memory, the policies) comes from :mod:`controller.cli.gather`;
+the rest is formatting. Heavy imports happen inside the functions so ``ds01ctl --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+from controller.cli.render import PLAIN, Style, clean, stamp
+
+if TYPE_CHECKING:
+    from controller.cli.view import View
+    from controller.memory import ControllerMemory
+    from controller.plan.forecast import Forecast, PredictedAction, StopChange
+    from controller.settings import Settings
+
+DEFAULT_DIFF_HORIZON = timedelta(hours=24)
+# NEXT and describe look this far ahead.
+NEXT_HORIZON = timedelta(hours=24)
+# `get containers` forecasts only hosts this small: the forecast re-plans the host at each pass (about
+# 2 ms a pass for 25 running GPU containers), and `get` must stay quick.
+NEXT_MAX_RUNNING = 25
+# `describe container` (one container, a command run by hand) forecasts hosts up to this size.
+DESCRIBE_MAX_RUNNING = 100
+NEXT_MAX_PASSES = 400
+# `plan --at` and `plan --policy` re-plan the whole host at each simulated pass: on a large host the
+# pass bound shrinks so a command stays within a minute or so (the forecast says when it is cut short).
+CONTAINER_PASSES = 200_000
+MIN_PASSES = 100
+
+
+def run_forecast(
+    view: View,
+    horizon: datetime,
+    interval_s: float,
+    max_passes: int | None = None,
+    memory: ControllerMemory | None = None,
+) -> Forecast:
+    """The forecast from the view's observation and ``memory`` (default: the view's; the daemon's
+    when it has one)."""
+    from controller.memory import ControllerMemory
+    from controller.plan.forecast import DEFAULT_MAX_PASSES, forecast
+
+    assert view.desired is not None
+    start = memory if memory is not None else view.memory
+    if max_passes is None:
+        by_size = CONTAINER_PASSES // (len(view.snapshot.containers) + 1)
+        max_passes = min(DEFAULT_MAX_PASSES, max(MIN_PASSES, by_size))
+    f = forecast(
+        view.snapshot,
+        view.desired,
+        start or ControllerMemory(),
+        until=horizon,
+        interval_s=interval_s,
+        max_passes=max_passes,
+    )
+    if start is None:
+        note = "the controller's memory could not be read: timers and warnings start from this observation"
+        f = f.model_copy(update={"assumptions": (*f.assumptions, note)})
+    return f
+
+
+# --- plan --at -------------------------------------------------------------------------------
+
+
+def forecast_json(f: Forecast) -> dict[str, Any]:
+    """``Forecast.model_dump(mode="json")`` with every string cleaned (schema in docs/cli.md)."""
+    from controller.cli.get import clean_tree
+
+    data: dict[str, Any] = clean_tree(f.model_dump(mode="json"))
+    return data
+
+
+def predicted_lines(p: PredictedAction, style: Style, wide: bool) -> list[str]:
+    from controller.cli.planview import evidence_text
+
+    a = p.action
+    mark = style("!", "red") if a.destructive else style("+", "yellow")
+    lines = [
+        f"  {stamp(p.pass_at)}  {mark} {a.kind.value} {clean(a.target.label(), 64)}  [{a.reason.value}]",
+        f"      {clean(a.message, 400)}",
+    ]
+    if a.due_at < p.pass_at - timedelta(seconds=1):
+        lines.append(f"      due since {stamp(a.due_at)}")
+    if a.evidence and wide:
+        lines.append(f"      evidence: {evidence_text(a.evidence)}")
+    return lines
+
+
+def forecast_text(f: Forecast, style: Style = PLAIN, heading: str = "Forecast", wide: bool = False) -> str:
+    from controller.cli.planview import deferred_lines
+
+    lines = [
+        f"{heading} from {stamp(f.start_at)} until {stamp(f.until)} "
+        f"({f.passes} simulated pass{'es' if f.passes != 1 else ''}; "
+        f"host observed at {stamp(f.observed_at)})",
+        "Assuming:",
+        *(f"  - {clean(a, 400)}" for a in f.assumptions),
+        "",
+    ]
+    if f.actions:
+        lines.append(f"Predicted actions ({len(f.actions)}), in time order:")
+        for p in f.actions:
+            lines.extend(predicted_lines(p, style, wide))
+    else:
+        lines.append("No actions predicted: nothing would change until then.")
+    shown = [d for d in f.deferred if wide or d.why.value != "NotDue"]
+    if f.deferred:
+        lines += ["", f"Deferred at {stamp(f.last_pass_at)} ({len(f.deferred)}):"]
+        for d in shown:
+            lines.extend(deferred_lines(d, f.last_pass_at, style, wide))
+        if len(shown) < len(f.deferred):
+            lines.append(f"  ... and {len(f.deferred) - len(shown)} not due yet (-o wide lists them)")
+    stops = sum(1 for p in f.actions if p.action.destructive)
+    lines += [
+        "",
+        f"Forecast: {len(f.actions)} action(s) ({stops} destructive), {len(f.deferred)} deferred at the end.",
+    ]
+    if f.truncated:
+        lines.append(f"The forecast stopped after {f.max_passes} passes: later actions are missing.")
+    return "\n".join(lines) + "\n"
+
+
+# --- plan --policy ---------------------------------------------------------------------------
+
+_CHANGE_TEXT = {
+    "sooner": "stopped sooner",
+    "later": "stopped later",
+    "newly": "newly stopped",
+    "no-longer": "no longer stopped",
+}
+
+
+def _when(at: datetime | None) -> str:
+    return stamp(at) if at is not None else "not before the horizon"
+
+
+def diff_text(changes: tuple[StopChange, ...], current: Forecast, candidate: Forecast, origin: str) -> str:
+    lines = [
+        f"Candidate policy {clean(origin, 200)} against the installed one, "
+        f"from {stamp(current.start_at)} until {stamp(current.until)}",
+        "Assuming:",
+        *(f"  - {clean(a, 400)}" for a in candidate.assumptions),
+        "",
+    ]
+    if not changes:
+        lines.append("No difference: the same containers are stopped at the same times.")
+    for ch in changes:
+        lines.append(
+            f"  {_CHANGE_TEXT[ch.change.value]:<17} {clean(ch.container, 64)} ({clean(ch.user or '?', 32)}): "
+            f"now {_when(ch.current_at)}"
+            + (f" [{ch.current_reason}]" if ch.current_reason else "")
+            + f" -> candidate {_when(ch.candidate_at)}"
+            + (f" [{ch.candidate_reason}]" if ch.candidate_reason else "")
+        )
+    counts = {k: sum(1 for c in changes if c.change.value == k) for k in _CHANGE_TEXT}
+    lines += [
+        "",
+        "Difference: " + ", ".join(f"{n} {_CHANGE_TEXT[k]}" for k, n in counts.items()) + ".",
+        "ds01ctl plan --policy PATH --at H -o json lists both forecasts in full.",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+# --- the command -----------------------------------------------------------------------------
+
+
+def cmd_forecast(args: argparse.Namespace, settings: Settings, at: datetime | None, style: Style) -> int:
+    """``plan --at`` (a forecast) or ``plan --policy`` (two forecasts and their difference)."""
+    from pathlib import Path
+
+    from controller.cli.errors import EXIT_OK, EXIT_PENDING, CliError
+    from controller.cli.gather import (
+        GatherOptions,
+        gather,
+        load_installed_policy,
+        policy_load_error,
+        read_memory,
+    )
+    from controller.cli.render import machine
+    from controller.plan.forecast import compare
+
+    view = gather(
+        settings,
+        GatherOptions(candidate=Path(args.policy) if args.policy else None, require_docker=True),
+    )
+    if view.plan is None or view.desired is None:
+        raise CliError(
+            f"cannot plan: the policy does not load ({view.policy.error}); ds01ctl validate names the problem"
+        )
+    for note in view.notes:
+        print(f"warning: {note}", file=sys.stderr)
+    if args.policy:
+        horizon = at or view.snapshot.observed_at + DEFAULT_DIFF_HORIZON
+    else:
+        assert at is not None
+        horizon = at
+    # The daemon's memory as stored: the view's holds this observation's sample as judged by the
+    # policy it was planned with, and each forecast judges it by its own.
+    memory, _ = read_memory(settings.state_dir)
+    candidate = run_forecast(view, horizon, settings.interval_s, memory=memory)
+    if not args.policy:
+        if args.output in ("json", "yaml"):
+            sys.stdout.write(machine(forecast_json(candidate), args.output))
+        else:
+            sys.stdout.write(forecast_text(candidate, style, wide=args.output == "wide"))
+        return EXIT_PENDING if candidate.actions else EXIT_OK
+
+    from controller.plan.desired import PolicySetDesired
+
+    installed, info = load_installed_policy(settings)
+    if installed is None:
+        raise CliError(policy_load_error(info, settings))
+    current = run_forecast(
+        _with_desired(view, PolicySetDesired(installed)), horizon, settings.interval_s, memory=memory
+    )
+    changes = compare(current, candidate, view.snapshot.containers)
+    origin = view.policy.origin.removeprefix("candidate ")
+    if args.output in ("json", "yaml"):
+        data = {
+            "candidate_policy": clean(origin, 400),
+            "until": horizon.isoformat(),
+            "changes": [c.model_dump(mode="json") for c in changes],
+            "current": forecast_json(current),
+            "candidate": forecast_json(candidate),
+        }
+        sys.stdout.write(machine(data, args.output))
+    else:
+        sys.stdout.write(diff_text(changes, current, candidate, origin))
+    return EXIT_PENDING if changes else EXIT_OK
+
+
+def _with_desired(view: View, desired: Any) -> View:
+    from dataclasses import replace
+
+    return replace(view, desired=desired)
+
+
+# --- NEXT and describe -------------------------------------------------------------------------
+
+
+def next_text(f: Forecast | None, container_id: str, now: datetime) -> str | None:
+    """The forecast for one container in one line: ``warning 16:55, stop 17:10 if it stays idle``;
+    ``None`` when nothing is predicted for it."""
+    if f is None:
+        return None
+    from controller.cli.render import clock
+
+    steps = f.for_container(container_id)
+    if not steps:
+        return None
+    parts: list[str] = []
+    warned = False
+    for p in steps:
+        kind = p.action.kind.value
+        if kind == "WarnOwner":
+            if not warned:
+                parts.append(f"warning {clock(p.pass_at, now)}")
+                warned = True
+            continue
+        verb = {"StopContainer": "stop", "RemoveContainer": "remove"}.get(kind, kind)
+        parts.append(f"{verb} {clock(p.pass_at, now)}")
+        if kind in ("StopContainer", "RemoveContainer"):
+            break
+    text = ", ".join(parts)
+    if any(p.action.reason.value == "IdleTimeout" for p in steps):
+        text += " if it stays idle"
+    return text
+
+
+def forecast_for_view(view: View, interval_s: float, *, small_hosts_only: bool) -> Forecast | None:
+    """The 24 h forecast ``get containers`` and ``describe`` show; ``None`` without a plan, or on a
+    host too large to re-plan a few hundred times within the command's time."""
+    if view.plan is None or view.desired is None:
+        return None
+    running = sum(1 for c in view.snapshot.containers if c.state.value == "running" and c.has_gpu)
+    if running > (NEXT_MAX_RUNNING if small_hosts_only else DESCRIBE_MAX_RUNNING):
+        return None
+    try:
+        return run_forecast(view, view.now + NEXT_HORIZON, interval_s, max_passes=NEXT_MAX_PASSES)
+    except Exception:  # the forecast is extra information: the plan of now still stands without it
+        return None
+
+
+def forecast_section(view: View, container_id: str, s: Any) -> None:
+    """``describe container``'s Forecast block: the predicted steps of this container (24 h), or
+    why there is none on a host too large to forecast within the command."""
+    f, now = view.forecast, view.now
+    if f is None:
+        running = sum(1 for c in view.snapshot.containers if c.state.value == "running" and c.has_gpu)
+        if view.plan is not None and running > DESCRIBE_MAX_RUNNING:
+            s.heading("Forecast")
+            s.line(
+                f"not computed: {running} running GPU containers (more than {DESCRIBE_MAX_RUNNING}); "
+                "ds01ctl plan --at +24h forecasts the whole host",
+                2,
+            )
+        return
+    s.heading("Forecast")
+    steps = f.for_container(container_id)
+    summary = next_text(f, container_id, now)
+    if not steps:
+        s.line(f"nothing predicted until {stamp(f.until)} if nothing changes", 2)
+    else:
+        s.line(f"{summary} (if nothing else changes)", 2)
+        for p in steps:
+            s.line(
+                f"{stamp(p.pass_at)}  {p.action.kind.value} [{p.action.reason.value}]: "
+                f"{clean(p.action.message, 300)}",
+                4,
+            )
+    if f.truncated:
+        s.line(f"(the forecast stopped after {f.max_passes} passes at {stamp(f.last_pass_at)})", 2)
+    s.line("assuming the signals stay as observed now; ds01ctl plan --at +24h lists every assumption", 2)
+
+
+__all__ = ["cmd_forecast", "forecast_json", "forecast_section", "forecast_text", "next_text", "run_forecast"]

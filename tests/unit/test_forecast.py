@@ -1,0 +1,262 @@
+"""The forecast (``controller.plan.forecast``): the daemon's passes simulated until a later time.
+
+The issue's cases: a 1 h max runtime forecast two hours ahead lists the 75 % and 90 % warnings
+and the stop at start + 1 h (one pass at +2 h with today's memory said "running for 2h (90% of
+1h)" and put the stop at +2h10m); a candidate with a 1 s max runtime shows the stop within five
+minutes; an idle container with a keep-alive is stopped at the keep-alive's cap (plus the lead).
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime, timedelta
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from controller.memory import ControllerMemory
+from controller.plan.forecast import Change, Forecast, compare, forecast
+from controller.plan.planner import plan
+from controller.plan.types import ActionKind, StopParams, WarnParams
+from controller.snapshot import ContainerObs
+from tests.fixtures import builders as b
+
+INTERVAL_S = 30.0
+
+
+def busy(name: str = "job", *, started_at: datetime, gpu_pct: float = 99.0) -> ContainerObs:
+    sig = b.signals(b.T0, cpu_usage_ns=0, net_bytes=0, gpu_pct={b.GPU0: gpu_pct})
+    return b.running(name, gpus=[b.GPU0], started_at=started_at, sig=sig)
+
+
+def steps(f: Forecast) -> list[tuple[str, str, datetime]]:
+    return [(p.action.kind.value, p.action.reason.value, p.pass_at) for p in f.actions]
+
+
+def run(
+    *containers: ContainerObs,
+    hours: float = 2,
+    memory: ControllerMemory | None = None,
+    **pol: object,
+) -> Forecast:
+    snap = b.snapshot(containers=containers, gpus=[b.gpu(0)])
+    desired = b.desired(b.policy(**pol))  # type: ignore[arg-type]
+    return forecast(
+        snap, desired, memory or ControllerMemory(), until=b.at(hours=hours), interval_s=INTERVAL_S
+    )
+
+
+def near(when: datetime, expected: datetime, slack_s: float = 1.0) -> bool:
+    return timedelta(0) <= when - expected <= timedelta(seconds=slack_s)
+
+
+class TestMaxRuntime:
+    def test_one_hour_limit_two_hours_ahead_warns_at_75_and_90_and_stops_at_one_hour(self) -> None:
+        start = b.ago(minutes=1)
+        f = run(busy(started_at=start), max_runtime_s=b.HOUR, idle_timeout_s=None)
+        got = steps(f)
+        assert [(k, r) for k, r, _ in got] == [
+            ("WarnOwner", "MaxRuntimeWarning"),
+            ("WarnOwner", "MaxRuntimeWarning"),
+            ("StopContainer", "MaxRuntimeExceeded"),
+            # Stopped, it stays stopped: the GPU hold after a stop (15 min) then removes it.
+            ("RemoveContainer", "GpuHoldExpired"),
+        ]
+        assert near(got[0][2], start + timedelta(minutes=45))
+        assert near(got[1][2], start + timedelta(minutes=54))
+        assert near(got[2][2], start + timedelta(hours=1))
+        assert near(got[3][2], start + timedelta(hours=1, minutes=15))
+        warn75, warn90, stop, _ = (p.action for p in f.actions)
+        assert warn75.params_as(WarnParams).level_pct == 75 and warn90.params_as(WarnParams).level_pct == 90
+        assert "running for 45m (75% of 1h)" in warn75.message
+        assert "running for 54m (90% of 1h)" in warn90.message
+        assert stop.due_at == start + timedelta(hours=1)
+        assert not f.truncated
+        assert f.deferred == ()
+
+    def test_the_old_one_pass_answer_was_wrong_by_more_than_an_hour(self) -> None:
+        """What `plan --at +2h` printed before: one pass at +2 h with today's memory."""
+        start = b.ago(minutes=1)
+        snap = b.snapshot(containers=[busy(started_at=start)], gpus=[b.gpu(0)])
+        desired = b.desired(b.policy(max_runtime_s=b.HOUR, idle_timeout_s=None))
+        one = plan(snap, desired, ControllerMemory(), b.at(hours=2))
+        assert [a.kind for a in one.actions] == [ActionKind.WARN_OWNER]
+        f = forecast(snap, desired, ControllerMemory(), until=b.at(hours=2), interval_s=INTERVAL_S)
+        stop = next(p for p in f.actions if p.action.kind == ActionKind.STOP_CONTAINER)
+        assert near(stop.pass_at, start + timedelta(hours=1))
+
+    def test_a_candidate_with_a_one_second_limit_stops_within_five_minutes(self) -> None:
+        start = b.ago(minutes=1)
+        c = busy(started_at=start)
+        current = run(c, hours=5 / 60, max_runtime_s=b.HOUR, idle_timeout_s=None)
+        candidate = run(c, hours=5 / 60, max_runtime_s=1.0, idle_timeout_s=None)
+        assert current.actions == ()
+        kinds = [(k, r) for k, r, _ in steps(candidate)]
+        assert kinds == [("WarnOwner", "MaxRuntimeWarning"), ("StopContainer", "MaxRuntimeExceeded")]
+        # Already over the limit: warned now, stopped after the lead (20% of 1 s).
+        assert near(candidate.actions[1].pass_at, b.T0 + timedelta(seconds=0.2))
+        diff = compare(current, candidate, [c])
+        assert [(d.container, d.change) for d in diff] == [("job", Change.NEWLY)]
+        assert diff[0].current_at is None and diff[0].candidate_at == candidate.actions[1].pass_at
+
+    def test_the_daemons_memory_is_the_starting_point(self) -> None:
+        """A warning the daemon already delivered is not predicted again, and its time holds."""
+        start = b.ago(minutes=50)
+        c = busy(started_at=start)
+        snap = b.snapshot(containers=[c], gpus=[b.gpu(0)])
+        desired = b.desired(b.policy(max_runtime_s=b.HOUR, idle_timeout_s=None))
+        first = plan(snap, desired, ControllerMemory(), b.T0)
+        memory = b.record_outcomes(first, delivered_at=b.ago(minutes=5))
+        f = forecast(snap, desired, memory, until=b.at(hours=1), interval_s=INTERVAL_S)
+        got = steps(f)
+        assert [(k, r) for k, r, _ in got] == [
+            ("WarnOwner", "MaxRuntimeWarning"),
+            ("StopContainer", "MaxRuntimeExceeded"),
+            ("RemoveContainer", "GpuHoldExpired"),
+        ]
+        assert near(got[0][2], start + timedelta(minutes=54))
+        assert near(got[1][2], start + timedelta(hours=1))
+
+
+class TestIdle:
+    def test_idle_container_with_a_keepalive_is_stopped_at_the_keepalive_cap(self) -> None:
+        """Idle for an hour with a 30 min timeout, but a keep-alive touched 10 minutes ago with a
+        1 h cap: honoured until its cap, then warned (with the lead) and stopped."""
+        started = b.ago(hours=3)
+        ka = b.keepalive(mtime=b.ago(minutes=10))
+        prev = b.signals(b.ago(seconds=30), gpu_pct={b.GPU0: 0.0}, keep=ka)
+        now_sig = b.signals(b.T0, gpu_pct={b.GPU0: 0.0}, keep=ka)
+        c_prev = b.running("idler", gpus=[b.GPU0], started_at=started, sig=prev)
+        c = b.running("idler", gpus=[b.GPU0], started_at=started, sig=now_sig)
+        # No high-demand reduction: the timeout is 30 min, so the lead is min(10 min, 20 %) = 6 min.
+        pol = b.policy(keepalive_max_age_s=b.HOUR, max_runtime_s=None, high_demand_idle_reduction=1.0)
+        desired = b.desired(pol)
+        # The daemon's memory: it has watched the container for a while (two samples).
+        m1 = plan(
+            b.snapshot(observed_at=b.ago(seconds=30), containers=[c_prev], gpus=[b.gpu(0)]),
+            desired,
+            ControllerMemory(),
+            b.ago(seconds=30),
+        ).memory
+        snap = b.snapshot(containers=[c], gpus=[b.gpu(0)])
+        f = forecast(snap, desired, m1, until=b.at(hours=3), interval_s=INTERVAL_S)
+        cap = b.ago(minutes=10) + timedelta(hours=1)
+        kinds = [(k, r) for k, r, _ in steps(f)]
+        assert kinds[-1] == ("StopContainer", "IdleTimeout")
+        assert ("WarnOwner", "IdleWarning") in kinds
+        first_warn = next(p for p in f.actions if p.action.kind == ActionKind.WARN_OWNER)
+        assert near(first_warn.pass_at, cap, slack_s=INTERVAL_S)
+        stop = f.actions[-1]
+        assert near(stop.pass_at, cap + timedelta(minutes=6), slack_s=INTERVAL_S)
+        assert stop.action.params_as(StopParams).remove is True
+
+    def test_busy_container_stays_busy(self) -> None:
+        started = b.ago(hours=3)
+        c = busy("worker", started_at=started)
+        f = run(c, hours=4, max_runtime_s=None)
+        assert f.actions == ()
+
+    def test_unknown_activity_is_not_idle(self) -> None:
+        """No earlier reading and no running time: no rate, so no idle stop is forecast."""
+        started = b.ago(hours=3)
+        sig = b.signals(b.T0, gpu_pct={b.GPU0: 0.0})
+        c = b.running("fresh", gpus=[b.GPU0], started_at=started, sig=sig)
+        f = run(c, hours=4, max_runtime_s=None)
+        assert f.actions == ()
+        assert any("activity rate unknown now for fresh" in a for a in f.assumptions)
+        assert any(d.why.value == "UnknownSignal" for d in f.deferred)
+
+
+class TestBounds:
+    def test_the_pass_bound_is_said(self) -> None:
+        c = busy(started_at=b.ago(minutes=1))
+        snap = b.snapshot(containers=[c], gpus=[b.gpu(0)])
+        desired = b.desired(b.policy(max_runtime_s=b.HOUR, idle_timeout_s=None))
+        f = forecast(
+            snap, desired, ControllerMemory(), until=b.at(hours=2), interval_s=INTERVAL_S, max_passes=3
+        )
+        assert f.truncated and f.passes == 3
+        assert any("stopped after 3 simulated passes" in a for a in f.assumptions)
+
+    def test_passes_are_not_one_per_resync_while_nothing_is_pending(self) -> None:
+        f = run(busy(started_at=b.ago(minutes=1)), hours=24, max_runtime_s=None)
+        assert not f.truncated
+        assert f.passes < 24 * 3600 / INTERVAL_S / 4
+
+
+# --- the messages' figures are right at the pass that sends them ----------------------------------
+
+_UNIT_S = {"d": 86400, "h": 3600, "m": 60, "s": 1}
+_WARN = re.compile(r"running for (\S+) \((\d+)% of (\S+)\)")
+
+
+def parse_duration(text: str) -> tuple[float, float]:
+    """``fmt_duration`` text -> (value in seconds, the resolution it was truncated to)."""
+    parts = re.findall(r"(\d+)([dhms])", text)
+    assert parts and "".join(n + u for n, u in parts) == text, text
+    total = sum(int(n) * _UNIT_S[u] for n, u in parts)
+    return float(total), float(min(_UNIT_S[u] for _, u in parts))
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    timeout_s=st.sampled_from([1.0, 45.0, 600.0, 3600.0, 5400.0, 36000.0]),
+    started_fraction=st.floats(min_value=0.0, max_value=3.0),
+    horizon_fraction=st.floats(min_value=0.1, max_value=2.5),
+)
+def test_warning_figures_parse_back_to_the_pass_time(
+    timeout_s: float, started_fraction: float, horizon_fraction: float
+) -> None:
+    """Every predicted runtime warning says the elapsed time at its own pass (not at the horizon),
+    the right limit, and the percentage of the limit that elapsed time is."""
+    start = b.T0 - timedelta(seconds=round(started_fraction * timeout_s, 3))
+    c = busy(started_at=start)
+    snap = b.snapshot(containers=[c], gpus=[b.gpu(0)])
+    desired = b.desired(b.policy(max_runtime_s=timeout_s, idle_timeout_s=None))
+    until = b.T0 + timedelta(seconds=horizon_fraction * timeout_s + 60)
+    f = forecast(snap, desired, ControllerMemory(), until=until, interval_s=INTERVAL_S)
+    warnings = [p for p in f.actions if p.action.kind == ActionKind.WARN_OWNER]
+    for p in warnings:
+        m = _WARN.search(p.action.message)
+        assert m is not None, p.action.message
+        shown_s, resolution_s = parse_duration(m.group(1))
+        limit_s, _ = parse_duration(m.group(3))
+        elapsed_s = (p.pass_at - start).total_seconds()
+        assert limit_s == round(timeout_s) or timeout_s < 1.5
+        assert shown_s <= round(elapsed_s) < shown_s + resolution_s, (p.action.message, elapsed_s)
+        assert int(m.group(2)) == int(100 * elapsed_s / timeout_s + 1e-9), (p.action.message, elapsed_s)
+        assert p.pass_at <= until
+    assert [p.pass_at for p in f.actions] == sorted(p.pass_at for p in f.actions)
+
+
+# --- how ds01ctl shows it ---------------------------------------------------------------------------
+
+
+def test_next_column_and_text_read_the_forecast() -> None:
+    """NEXT: the first warning and the stop, with 'if it stays idle' for an idle stop; the text
+    output states the assumptions and lists each action at its pass."""
+    from controller.cli.forecastview import forecast_json, forecast_text, next_text
+
+    started = b.ago(hours=3)
+    prev = b.signals(b.ago(seconds=30), gpu_pct={b.GPU0: 0.0})
+    c_prev = b.running("idler", gpus=[b.GPU0], started_at=started, sig=prev)
+    c = b.running("idler", gpus=[b.GPU0], started_at=started, sig=b.signals(b.T0, gpu_pct={b.GPU0: 0.0}))
+    desired = b.desired(b.policy(max_runtime_s=None, high_demand_idle_reduction=1.0))
+    m1 = plan(
+        b.snapshot(observed_at=b.ago(seconds=30), containers=[c_prev], gpus=[b.gpu(0)]),
+        desired,
+        ControllerMemory(),
+        b.ago(seconds=30),
+    ).memory
+    f = forecast(
+        b.snapshot(containers=[c], gpus=[b.gpu(0)]), desired, m1, until=b.at(hours=1), interval_s=INTERVAL_S
+    )
+    text = next_text(f, c.id, b.T0)
+    assert text is not None
+    assert re.fullmatch(r"warning \d\d:\d\d \S+, stop \d\d:\d\d \S+ if it stays idle", text), text
+    out = forecast_text(f)
+    assert out.startswith("Forecast from ") and "Assuming:\n  - signals held as observed" in out
+    assert "StopContainer idler  [IdleTimeout]" in out
+    data = forecast_json(f)
+    assert data["actions"][0]["pass_at"] and data["assumptions"] == list(f.assumptions)
+    assert next_text(f, "no-such-container", b.T0) is None
