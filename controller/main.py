@@ -216,7 +216,7 @@ def _start(settings: Settings, *, once: bool) -> int:
     from controller.loop import run
 
     def print_plan(result: PassResult) -> None:
-        from controller.cli.render import render_plan_table
+        from controller.cli.planview import render_plan_table
 
         print(render_plan_table(result.plan), flush=True)
 

@@ -44,6 +44,7 @@ from controller.cli.view import (
     gpu_util,
     idleness,
     rates,
+    release_breaker_line,
     rule_of,
     schedule,
     verb,
@@ -698,8 +699,6 @@ def describe_user(view: View, name: str, style: Style = PLAIN) -> str:
 def _release_breaker_note(view: View, s: Sections) -> None:
     """A tripped release breaker holds back every ledger release: say so where rows are listed."""
     if view.memory is not None and view.memory.release_breaker.tripped:
-        from controller.cli.reconcile import release_breaker_line
-
         s.line(release_breaker_line(view.memory), 2)
 
 

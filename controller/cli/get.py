@@ -15,15 +15,18 @@ from typing import Any
 
 from controller.cli.errors import CliError
 from controller.cli.render import (
+    MACHINE_MAX,
     PLAIN,
     Cell,
     Style,
     Table,
     clean,
+    clean_tree,
     fmt_age,
     fmt_bytes,
     fmt_percent,
     iso,
+    machine,
     since,
     stamp,
 )
@@ -36,6 +39,7 @@ from controller.cli.view import (
     idleness,
     next_step,
     rates,
+    release_breaker_line,
     rule_of,
 )
 from controller.plan.types import Action, DeferReason, Deferred, Reason
@@ -65,7 +69,6 @@ KIND_ALIASES = {
 NAME_MAX = 48
 SHORT_UUID_LEN = 12  # like Docker's short container ids
 CMD_MAX = 60
-MACHINE_MAX = 4096  # user strings in -o json/yaml are cleaned too, with room for long values
 
 
 def canonical_kind(kind: str) -> str:
@@ -193,17 +196,6 @@ def _container_selected(c: ContainerObs, opts: GetOptions) -> bool:
     if opts.owner is not None and c.owner != opts.owner:
         return False
     return all(r.matches(c.labels) for r in opts.selector)
-
-
-def clean_tree(value: Any, max_len: int = MACHINE_MAX) -> Any:
-    """Every string in a JSON-able value (keys too), cleaned; the shape is unchanged."""
-    if isinstance(value, str):
-        return clean(value, max_len)
-    if isinstance(value, Mapping):
-        return {clean(str(k), 256): clean_tree(v, max_len) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [clean_tree(v, max_len) for v in value]
-    return value
 
 
 def item_list(kind: str, view: View, items: list[dict[str, Any]]) -> dict[str, Any]:
@@ -888,7 +880,6 @@ def events_table(view: View, items: Sequence[dict[str, Any]], wide: bool) -> Tab
 
 def run_get(kind: str, view: View, opts: GetOptions, style: Style = PLAIN) -> tuple[str, bool]:
     """Render one ``get``: the table (or the JSON/YAML envelope) and whether it listed nothing."""
-    from controller.cli.render import machine
 
     if opts.output == "name":
         return _name_lines(kind, view, opts), False
@@ -940,8 +931,6 @@ def run_get(kind: str, view: View, opts: GetOptions, style: Style = PLAIN) -> tu
     if kind == "policies":
         text = policy_status_line(view) + "\n" + text
     if kind == "allocations" and view.memory is not None and view.memory.release_breaker.tripped:
-        from controller.cli.reconcile import release_breaker_line
-
         text = style(release_breaker_line(view.memory), "red") + "\n" + text
     return text, not table.rows
 

@@ -19,6 +19,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
+from controller.cli.render import clean, iso, since, stamp, until
 from controller.plan.types import Action, ActionKind, DeferReason, Deferred, Plan, Reason
 from controller.snapshot import ContainerObs, ContainerState, Domain, GpuObs, Snapshot
 
@@ -340,8 +341,6 @@ class NextStep:
     why: str | None = None
 
     def text(self, now: datetime) -> str:
-        from controller.cli.render import until
-
         if self.verb in (UNKNOWN_STEP, NO_STEP):
             return self.verb
         if self.pending:
@@ -352,8 +351,6 @@ class NextStep:
         return f"{self.verb} due" if when == "now" else f"{self.verb} {when}"
 
     def as_dict(self) -> dict[str, Any]:
-        from controller.cli.render import iso
-
         return {
             "action": self.verb,
             "rule": self.rule,
@@ -466,16 +463,12 @@ class Idleness:
     since: datetime | None = None
 
     def text(self, now: datetime) -> str:
-        from controller.cli.render import since
-
         if self.state == IdleState.IDLE:
             return since(self.since, now)
         return _IDLE_COLUMN[self.state]
 
     def phrase(self, now: datetime) -> str:
         """For sentences (``describe``): ``idle 42m``, ``not sampled yet``..."""
-        from controller.cli.render import since
-
         if self.state == IdleState.IDLE:
             return f"idle {since(self.since, now)}"
         return _IDLE_PHRASE[self.state]
@@ -573,3 +566,14 @@ def gpu_devices(gpus: Sequence[GpuObs]) -> list[tuple[GpuObs, str | None]]:
         for m in sorted(g.mig_devices, key=lambda x: x.index):
             out.append((g, m.uuid))
     return out
+
+
+def release_breaker_line(memory: Any) -> str:
+    """One line on the release breaker (``breaker status``, ``get allocations``, ``describe gpu``)."""
+    rb = memory.release_breaker
+    if rb.tripped:
+        return (
+            f"release breaker: TRIPPED at {stamp(rb.tripped_at)}: {clean(rb.reason, 600)}; no ledger row is "
+            "released until an admin resets it: sudo ds01ctl breaker reset"
+        )
+    return "release breaker: closed (ledger rows released within the per-pass budget)"
