@@ -48,6 +48,7 @@ from controller.act.notify import TerminalNotifier
 from controller.act.report import ActionOutcome
 from controller.act.salvage import load_state
 from controller.act.schedule import ActionScheduler, Limits
+from controller.lastpass import save_last_pass
 from controller.memory import ControllerMemory
 from controller.observe.host import HostObserver, ObserveConfig
 from controller.ops.sdnotify import Notifier
@@ -179,6 +180,7 @@ class Controller:
         if self.metrics is not None:
             record_metrics(self.metrics, snapshot, the_plan, report, duration_s, memory)
             self.metrics.set_record_writable(record_problem is None)
+        save_last_pass(self.settings, self.policy, snapshot, the_plan)  # what ds01ctl get/describe show
         return PassResult(snapshot, the_plan, report, duration_s, summary)
 
     def _save(self, memory: ControllerMemory) -> None:

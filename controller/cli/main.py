@@ -250,6 +250,12 @@ def _sub(
     return p
 
 
+LIVE_HELP = (
+    "observe the host now; by default a running controller's last pass is shown (with its age) when it "
+    "is younger than the resync interval and made under this policy"
+)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog=PROG,
@@ -286,6 +292,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     get.add_argument("--owner", metavar="USER", help="only this owner's objects")
     get.add_argument("--all", dest="show_all", action="store_true", help="containers: every container")
+    get.add_argument("--live", action="store_true", help=LIVE_HELP)
     ev = get.add_argument_group("events")
     ev.add_argument("--container", metavar="NAME", help="events about this container (name or id prefix)")
     ev.add_argument("--user", metavar="USER", help="events of this user (same as --owner)")
@@ -298,6 +305,7 @@ def build_parser() -> argparse.ArgumentParser:
     desc = _sub(sub, "describe", "show everything about one container, GPU or user", DESCRIBE_EPILOG)
     desc.add_argument("kind", metavar="KIND", help="container|gpu|user")
     desc.add_argument("name", metavar="NAME", help="container name or id, GPU index/slot/UUID, user name")
+    desc.add_argument("--live", action="store_true", help=LIVE_HELP)
 
     plan = _sub(sub, "plan", "show what the controller would do, and why (changes nothing)", PLAN_EPILOG)
     plan.add_argument(
@@ -503,6 +511,7 @@ def cmd_get(args: argparse.Namespace, settings: Settings) -> int:
     view = _get_view(args, settings, kind, owner)
     text, empty = run_get(kind, view, opts, _style(args))
     _warn(view.notes)
+    _say_as_of(view)
     if empty and kind == "events" and not settings.events_log.exists():
         print(
             f"No events yet ({settings.events_log} does not exist; set --events-log or DS01_EVENTS_LOG"
@@ -523,7 +532,25 @@ def _get_view(args: argparse.Namespace, settings: Settings, kind: str, owner: st
     if kind == "policies":
         return gather(settings, GatherOptions(observe=False, plan=False))
     _quiet_logs(args.debug)
-    return gather(settings, GatherOptions(require_docker=kind == "containers"))
+    return gather(
+        settings,
+        GatherOptions(require_docker=kind == "containers", recent=not args.live, need_policy=False),
+    )
+
+
+def _say_as_of(view: View) -> None:
+    """One line on stderr when the view is the daemon's last pass rather than a live observation."""
+    if view.as_of is None:
+        return
+    from datetime import UTC
+
+    from controller.cli.render import since, stamp
+
+    age = since(view.as_of, datetime.now(UTC))
+    print(
+        f"as of {age} ago (the controller's last pass, {stamp(view.as_of)}; --live observes now)",
+        file=sys.stderr,
+    )
 
 
 WATCH_INTERVAL_S = 2.0
@@ -608,12 +635,13 @@ def cmd_describe(args: argparse.Namespace, settings: Settings) -> int:
 
         raise CliError(f"cannot describe {clean(args.kind, 40)!r}: expected container, gpu or user")
     _quiet_logs(args.debug)
-    view = gather(settings, GatherOptions(require_docker=k == "container", events=True))
+    view = gather(settings, GatherOptions(require_docker=k == "container", events=True, recent=not args.live))
     from controller.cli.describe import describe_container, describe_gpu, describe_user
 
     fn = {"container": describe_container, "gpu": describe_gpu, "user": describe_user}[k]
     text = fn(view, args.name, _style(args))
     _warn(view.notes)
+    _say_as_of(view)
     sys.stdout.write(text)
     return 0
 

@@ -70,6 +70,8 @@ class View:
     events: Sequence[Mapping[str, Any]] = ()
     event_source: EventSource | None = None
     policy_errors: dict[str, str] = field(default_factory=dict)
+    # Set when the view is the daemon's last pass (controller/lastpass.py), not a live observation.
+    as_of: datetime | None = None
 
     # --- indexes, built once per command ---------------------------------------------------
     @cached_property
