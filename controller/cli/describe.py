@@ -25,6 +25,7 @@ from controller.cli.get import (
 )
 from controller.cli.render import (
     PLAIN,
+    UNKNOWN,
     Sections,
     Style,
     Table,
@@ -209,7 +210,7 @@ def describe_container(view: View, key: str, style: Style = PLAIN) -> str:
         for ref in c.gpu_refs:
             t.add(
                 [
-                    view.slots.get(ref.uuid, "?") if ref.uuid else "?",
+                    view.slots.get(ref.uuid, UNKNOWN) if ref.uuid else UNKNOWN,
                     ref.uuid or f"unresolved: {clean(ref.unresolved_reason or 'unknown', 60)}",
                     clean(ref.raw, 60),
                     ref.source.value,
@@ -277,7 +278,7 @@ def _signals_section(view: View, c: ContainerObs, pol: Any, s: Sections) -> None
     gpu_now = (
         "-"
         if not sig.gpu_util
-        else (f"n/a ({clean(util_unknown, 60)})" if util_unknown else fmt_percent(util))
+        else (f"{UNKNOWN} ({clean(util_unknown, 60)})" if util_unknown else fmt_percent(util))
     )
     t.add(["cpu", cpu_now, _thr(pol, "cpu_idle_threshold_pct", "%"), _src(pol, "cpu_idle_threshold_pct")])
     t.add(
@@ -299,7 +300,7 @@ def _signals_section(view: View, c: ContainerObs, pol: Any, s: Sections) -> None
         ka_now = f"touched {since(ka.mtime, view.now)} ago"
     elif ka.detail and ka.state != KeepAliveState.ABSENT:
         ka_now += f" ({clean(ka.detail, 60)})"
-    max_age = fmt_duration(pol.keepalive_max_age_s.value, "no limit") if pol else "?"
+    max_age = fmt_duration(pol.keepalive_max_age_s.value, "no limit") if pol else UNKNOWN
     t.add(["keep-alive", ka_now, f"max age {max_age}", _src(pol, "keepalive_max_age_s")])
     s.table(t)
     cm = view.container_memory(c.id)
@@ -318,7 +319,7 @@ def _unknown(reason: str | None, default: str) -> str:
 
 def _thr(pol: Any, attr: str, unit: str) -> str:
     if pol is None:
-        return "?"
+        return UNKNOWN
     value = getattr(pol, attr).value
     if unit == "%":
         return fmt_percent(value)
@@ -327,7 +328,7 @@ def _thr(pol: Any, attr: str, unit: str) -> str:
 
 def _src(pol: Any, attr: str) -> str:
     if pol is None:
-        return "?"
+        return UNKNOWN
     return clean(getattr(pol, attr).source, 120)
 
 
@@ -423,14 +424,14 @@ def _process_table(view: View, processes: Sequence[GpuProcessObs], by: str) -> T
     for p in sorted(processes, key=lambda x: x.pid):
         memory = fmt_bytes(p.used_memory_bytes)
         if by == "USER":
-            first = [str(p.pid), memory, clean(p.user or "?", 32)]
+            first = [str(p.pid), memory, clean(p.user or UNKNOWN, 32)]
         else:
             first = [str(p.pid), view.slot(p.device_uuid), memory]
         t.add(
             [
                 *first,
                 clean(process_container(view, p), NAME_MAX),
-                clean(p.cmdline or "?", 60),
+                clean(p.cmdline or UNKNOWN, 60),
                 process_verdict(view, p),
             ]
         )
@@ -447,7 +448,7 @@ def _timers_section(view: View, c: ContainerObs, pol: Any, s: Sections) -> None:
         timeout = (
             f"{fmt_duration(pol.idle_timeout_s.value)} ({clean(pol.idle_timeout_s.source, 120)})"
             if pol
-            else "?"
+            else UNKNOWN
         )
         effective_s = _effective_idle_timeout_s(items)
         if pol and effective_s is not None and effective_s != pol.idle_timeout_s.value:
@@ -473,7 +474,7 @@ def _timers_section(view: View, c: ContainerObs, pol: Any, s: Sections) -> None:
         runtime = (
             f"{fmt_duration(pol.max_runtime_s.value, 'no limit')} ({clean(pol.max_runtime_s.source, 120)})"
             if pol
-            else "?"
+            else UNKNOWN
         )
         parts = [f"running {since(c.started_at, view.now)} of {runtime}"]
         if cm is not None:
@@ -483,12 +484,12 @@ def _timers_section(view: View, c: ContainerObs, pol: Any, s: Sections) -> None:
         parts += _due_text(view, items, _RUNTIME_RULES)
         lines.append("; ".join(parts))
     elif c.state == ContainerState.CREATED:
-        limit = fmt_duration(pol.created_container_timeout_s.value) if pol else "?"
+        limit = fmt_duration(pol.created_container_timeout_s.value) if pol else UNKNOWN
         parts = [f"created {since(c.created_at, view.now)} ago, never started; limit {limit}"]
         parts += _due_text(view, items, _CREATED_RULES)
         lines.append("; ".join(parts))
     elif c.state in (ContainerState.EXITED, ContainerState.DEAD):
-        hold = fmt_duration(pol.container_hold_after_stop_s.value) if pol else "?"
+        hold = fmt_duration(pol.container_hold_after_stop_s.value) if pol else UNKNOWN
         parts = [f"stopped {since(c.finished_at, view.now)} of hold {hold}"]
         if c.has_gpu and pol is not None:
             parts.append(f"GPU hold {fmt_duration(pol.gpu_hold_after_stop_s.value)}")
@@ -517,11 +518,6 @@ def find_gpu(view: View, key: str) -> tuple[GpuObs, str | None]:
         matches += [(g, m.uuid) for g in view.snapshot.gpus for m in g.mig_devices if m.uuid.startswith(key)]
         if len(matches) == 1:
             return matches[0]
-    if not view.nvml_ok:
-        raise CliError(
-            f"cannot describe GPU {clean(key, 64)!r}: NVML is unavailable "
-            f"({clean(view.snapshot.domain_error(_nvml()) or 'unknown', 200)})"
-        )
     raise CliError(f"GPU {clean(key, 64)!r} not found (ds01ctl get gpus lists every GPU and MIG device)")
 
 
@@ -531,14 +527,84 @@ def _nvml() -> Any:
     return Domain.NVML
 
 
+def _references(ref_raw: str, uuid: str | None, key: str) -> bool:
+    """Does a reference (as written, and resolved) name the GPU the user asked for by ``key``?"""
+    if key in (ref_raw, uuid):
+        return True
+    return len(key) >= 8 and uuid is not None and uuid.startswith(key)
+
+
+def describe_gpu_without_nvml(view: View, key: str, style: Style = PLAIN) -> str:
+    """``describe gpu`` with NVML down: what the ledger, the containers and the plan still say,
+    and that the GPU's own state (model, memory, utilization, processes) is unknown."""
+    error = clean(view.snapshot.domain_error(_nvml()) or "unknown error", 200)
+    holding = [
+        c
+        for c in sorted(view.snapshot.containers, key=container_sort_key)
+        if any(_references(r.raw, r.uuid, key) for r in c.gpu_refs)
+    ]
+    uuids: set[str] = {
+        r.uuid for c in holding for r in c.gpu_refs if r.uuid and _references(r.raw, r.uuid, key)
+    }
+    entries = [
+        e
+        for e in view.snapshot.ledger.entries
+        if _references(e.gpu, e.gpu_uuid, key) or (e.gpu_uuid is not None and e.gpu_uuid in uuids)
+    ]
+    uuids |= {e.gpu_uuid for e in entries if e.gpu_uuid}
+    s = Sections(style)
+    s.fields(
+        [
+            ("GPU", clean(key, 64)),
+            ("UUID", ", ".join(sorted(uuids)) or UNKNOWN),
+            ("Model", UNKNOWN),
+            ("MIG", UNKNOWN),
+            ("Memory", UNKNOWN),
+            ("Utilization", UNKNOWN),
+            ("State", f"unavailable (NVML: {error})"),
+        ]
+    )
+    s.line("NVML is unavailable: below is what the containers, the ledger and the plan say about this GPU.")
+    s.heading("Holders (containers that reference it)")
+    if holding:
+        s.table(containers_table(view, holding, wide=False))
+    else:
+        s.line("<none>", 2)
+    s.heading("Processes")
+    s.line(f"{UNKNOWN} (NVML: {error})", 2)
+    s.heading("Ledger")
+    _release_breaker_note(view, s)
+    if view.snapshot.ledger.error:
+        s.line(f"unreadable: {clean(view.snapshot.ledger.error, 200)}", 2)
+    elif entries:
+        for e in entries:
+            s.line(
+                f"{clean(e.container, 64)} ({clean(e.user, 32)}), allocated {_when(view, e.allocated_at)}", 2
+            )
+    else:
+        s.line("<no entry>", 2)
+    s.heading("Decision")
+    items = [i for u in sorted(uuids) for i in view.items_by_gpu.get(u, [])]
+    if view.plan is None:
+        s.line(f"{UNKNOWN}: no plan ({clean(view.policy.error or 'the policy did not load', 300)})", 2)
+    elif items:
+        decision_lines(view, items, s)
+    else:
+        s.line("not acted on: no rule concerns this GPU itself (its holders are described above)", 2)
+    _events_section(view, view.events_for_gpu(uuids or {key}), s)
+    return s.render()
+
+
 def describe_gpu(view: View, key: str, style: Style = PLAIN) -> str:
+    if not view.nvml_ok and not view.snapshot.gpus:
+        return describe_gpu_without_nvml(view, key, style)
     gpu, device = find_gpu(view, key)
     uuid = device or gpu.uuid
     item = gpu_item(view, gpu, device)
     s = Sections(style)
     util = fmt_percent(item["utilization_percent"])
     if item["utilization_percent"] is None and item["utilization_unknown"]:
-        util = f"n/a ({clean(item['utilization_unknown'], 120)})"
+        util = f"{UNKNOWN} ({clean(item['utilization_unknown'], 120)})"
     s.fields(
         [
             ("Index", item["slot"]),

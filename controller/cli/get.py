@@ -17,6 +17,7 @@ from controller.cli.errors import CliError
 from controller.cli.render import (
     MACHINE_MAX,
     PLAIN,
+    UNKNOWN,
     Cell,
     Style,
     Table,
@@ -274,14 +275,18 @@ def gpu_column(view: View, c: ContainerObs) -> str:
     if not c.gpu_refs:
         return "-"
     parts: list[str] = []
+    seen: set[str] = set()
     for ref in c.gpu_refs:
+        key = ref.uuid or ref.raw
+        if key in seen:
+            continue  # the same device named twice; two different ones always print differently
+        seen.add(key)
         if ref.uuid is None:
-            text = clean(ref.raw, 20) + "?"
+            text = clean(view.short_refs.get(ref.raw, ref.raw), 200) + " (unresolved)"
         else:
             # Without NVML the slot is unknown; the UUID's prefix still tells GPUs apart.
             text = view.slots.get(ref.uuid) or view.short_refs.get(ref.uuid, ref.uuid)
-        if text not in parts:
-            parts.append(text)
+        parts.append(text)
     return ",".join(parts)
 
 
@@ -301,7 +306,7 @@ def _keepalive_text(view: View, c: ContainerObs) -> str:
     if ka.state == KeepAliveState.ABSENT:
         return "-"
     if ka.state == KeepAliveState.UNKNOWN:
-        return "?"
+        return UNKNOWN
     return "ignored"  # a link or not a regular file: never honoured
 
 
@@ -386,13 +391,17 @@ def containers_table(view: View, containers: Sequence[ContainerObs], wide: bool)
         ]
         if wide:
             r = rates(view, c)
+            running = c.state == ContainerState.RUNNING
             util, util_unknown = gpu_util(c)
             row += [
                 clean(c.image, 40),
                 c.short_id,
-                fmt_percent(r.cpu_percent),
-                "-" if r.net_bytes_per_s is None else fmt_bytes(r.net_bytes_per_s) + "/s",
-                "n/a" if util_unknown else fmt_percent(util),
+                # Running with no rate yet: unknown; not running: does not apply.
+                fmt_percent(r.cpu_percent) if r.cpu_percent is not None or not running else UNKNOWN,
+                fmt_bytes(r.net_bytes_per_s) + "/s"
+                if r.net_bytes_per_s is not None
+                else (UNKNOWN if running else "-"),
+                UNKNOWN if util_unknown else fmt_percent(util),
                 _keepalive_text(view, c),
                 c.owner_rule.value,
             ]
@@ -552,20 +561,22 @@ def gpus_table(items: Sequence[dict[str, Any]], wide: bool) -> Table:
     short = short_uuids([i["uuid"] for i in items])
     for i in items:
         used, total = i["memory_used_bytes"], i["memory_total_bytes"]
-        memory = "-" if used is None and total is None else f"{fmt_bytes(used)}/{fmt_bytes(total)}"
+        memory = UNKNOWN if used is None and total is None else f"{fmt_bytes(used)}/{fmt_bytes(total)}"
         util = fmt_percent(i["utilization_percent"])
         if i["utilization_percent"] is None and i["utilization_unknown"]:
-            util = "n/a"
+            util = UNKNOWN
+        # NVML down: the processes on a GPU are unknown, not none.
+        processes = UNKNOWN if i["state"] == "unavailable" else str(len(i["processes"]))
         t.add(
             [
-                i["slot"],
+                UNKNOWN if i["slot"] == "?" else i["slot"],
                 clean(i["uuid"] if wide else short.get(i["uuid"], "-"), 64),
-                clean(i["model"] or "?", 32),
-                i["mig"] or "?",
+                clean(i["model"] or UNKNOWN, 32),
+                i["mig"] or UNKNOWN,
                 memory,
                 util,
                 _names(i["holders"], 99 if wide else 3),
-                str(len(i["processes"])),
+                processes,
                 Cell(i["state"], _GPU_STATE_COLOUR.get(i["state"])),
             ]
         )
@@ -608,7 +619,7 @@ def process_container(view: View, p: GpuProcessObs) -> str:
     if p.container_id is None:
         return "foreign" if p.cgroup_scope is CgroupScope.FOREIGN else "host"
     if not view.docker_ok:
-        return "?"
+        return UNKNOWN
     if not p.container_exists:
         return "foreign" if p.cgroup_scope is not CgroupScope.ENGINE else "gone"
     c = view.snapshot.container(p.container_id)
@@ -658,13 +669,13 @@ def processes_table(items: Sequence[dict[str, Any]], wide: bool) -> Table:
         container = i["container"]
         if container == "gone" and i["container_id"]:
             container = f"gone ({i['container_id'][:12]})"
-        cmd = i["command"] or ("(vanished)" if i["state"] == "vanished" else "?")
+        cmd = i["command"] or ("(vanished)" if i["state"] == "vanished" else UNKNOWN)
         t.add(
             [
                 str(i["pid"]),
                 i["gpu"],
                 fmt_bytes(i["used_memory_bytes"]),
-                clean(i["user"] or (str(i["uid"]) if i["uid"] is not None else "?"), 32),
+                clean(i["user"] or (str(i["uid"]) if i["uid"] is not None else UNKNOWN), 32),
                 clean(container, NAME_MAX),
                 clean(cmd, 400 if wide else CMD_MAX),
                 Cell(i["verdict"], _VERDICT_COLOUR.get(i["verdict"])),
@@ -762,7 +773,7 @@ def allocations_table(items: Sequence[dict[str, Any]], wide: bool) -> Table:
         )
         t.add(
             [
-                r["slot"],
+                UNKNOWN if r["slot"] == "?" else r["slot"],
                 clean(r["gpu"] if wide else short[r["gpu"]], 64),
                 ledger,
                 holders,
@@ -866,7 +877,7 @@ def events_table(view: View, items: Sequence[dict[str, Any]], wide: bool) -> Tab
             [
                 since(at, view.now),
                 stamp(at),
-                clean(e.get("event_type", "?"), 48),
+                clean(e.get("event_type", UNKNOWN), 48),
                 clean(e.get("user") or "-", 32),
                 clean(container or "-", NAME_MAX),
                 clean(_details_text(details, wide), 2000 if wide else 100),

@@ -17,6 +17,9 @@ from typing import Any, TextIO
 
 COLUMN_GAP = "   "
 DEFAULT_MAX_CELL = 80
+# The one spelling of a value that could not be known, in every human view ("?", "n/a" and "-"
+# are not used for it; "-" means "none" or "does not apply").
+UNKNOWN = "unknown"
 MACHINE_MAX = 4096  # user strings in -o json/yaml are cleaned too, with room for long values
 
 _ANSI = {

@@ -19,7 +19,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from controller.cli.render import clean, iso, since, stamp, until
+from controller.cli.render import UNKNOWN, clean, iso, since, stamp, until
 from controller.plan.types import Action, ActionKind, DeferReason, Deferred, Plan, Reason
 from controller.snapshot import ContainerObs, ContainerState, Domain, GpuObs, Snapshot
 
@@ -112,10 +112,10 @@ class View:
 
     @cached_property
     def short_refs(self) -> dict[str, str]:
-        """UUID -> the shortest prefix (12 characters or more) that tells it from every other UUID
-        a container references: without NVML the slot is unknown, and two UUIDs that share their
-        first 12 characters must not print as the same string."""
-        distinct = sorted({r.uuid for c in self.snapshot.containers for r in c.gpu_refs if r.uuid})
+        """UUID (or an unresolved reference as written) -> the shortest prefix (12 characters or
+        more) that tells it from every other one a container references: without NVML the slot is
+        unknown, and two references that share their first characters must not print alike."""
+        distinct = sorted({r.uuid or r.raw for c in self.snapshot.containers for r in c.gpu_refs})
         length = 12
         while length < max((len(u) for u in distinct), default=0):
             if len({u[:length] for u in distinct}) == len(distinct):
@@ -213,7 +213,7 @@ class View:
 
     def slot(self, uuid: str | None) -> str:
         if uuid is None:
-            return "?"
+            return UNKNOWN
         return self.slots.get(uuid, uuid)
 
     @property
@@ -479,9 +479,9 @@ class Idleness:
 _IDLE_COLUMN = {
     IdleState.ACTIVE: "active",
     IdleState.UNKNOWN: "unknown",
-    IdleState.NO_DATA: "?",
+    IdleState.NO_DATA: UNKNOWN,
     IdleState.NOT_RUNNING: "-",
-    IdleState.UNAVAILABLE: "?",
+    IdleState.UNAVAILABLE: UNKNOWN,
     IdleState.IDLE_GRACE: "idle (grace)",
     IdleState.IDLE_UNCOUNTED: "idle (new)",
 }
