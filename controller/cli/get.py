@@ -842,7 +842,7 @@ _DETAILS_FIRST = ("message", "would", "reason", "kind", "outcome", "error")
 def _details_text(details: Any, wide: bool = False) -> str:
     if not isinstance(details, Mapping):
         return "" if details is None else clean(details, 200)
-    value_max = 400 if wide else 60
+    value_max = MACHINE_MAX if wide else 60  # -o wide shows every value whole
     keys = [k for k in _DETAILS_FIRST if k in details]
     keys += [k for k in details if k not in keys]
     parts = []
@@ -880,7 +880,7 @@ def events_table(view: View, items: Sequence[dict[str, Any]], wide: bool) -> Tab
                 clean(e.get("event_type", UNKNOWN), 48),
                 clean(e.get("user") or "-", 32),
                 clean(container or "-", NAME_MAX),
-                clean(_details_text(details, wide), 2000 if wide else 100),
+                clean(_details_text(details, wide), 8 * MACHINE_MAX if wide else 100),
             ]
         )
     return t

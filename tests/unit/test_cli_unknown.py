@@ -118,3 +118,38 @@ def test_the_golden_host_has_no_question_mark_left(tmp_path: Path) -> None:
     for path in sorted(golden.iterdir()):
         found = _OTHER_SPELLINGS.findall(path.read_text())
         assert not found, f"{path.name}: {found}"
+
+
+def test_event_details_start_with_what_happened_and_wide_shows_it_whole(tmp_path: Path) -> None:
+    """DETAILS begins with the message (never the internal action key), and ``-o wide`` prints
+    every value whole, however long."""
+    from controller.act.events import EventFilter, EventLog
+    from controller.cli.view import LogEventSource
+
+    long_message = "stopped: idle for 2h05m (cpu 0.1% < 2%, network 3B/s, gpu 0%) " + "x" * 600 + " END"
+    log = EventLog(tmp_path / "events.jsonl")
+    log.write(
+        "container.stop",
+        user="alice",
+        details={
+            "key": "stop_container:" + "a" * 64 + ":idle_timeout",
+            "kind": "stop_container",
+            "reason": "idle_timeout",
+            "container": "alice-train",
+            "message": long_message,
+            "evidence": {"elapsed_s": 7500.0, "timeout_s": 7200.0, "note": "y" * 500 + " EVIDENCE-END"},
+        },
+        at=w.T0,
+    )
+    view = View(
+        snapshot=w.snapshot(),
+        now=w.T0,
+        events=LogEventSource(tmp_path / "events.jsonl").tail(10, EventFilter()),
+    )
+    narrow, _ = run_get("events", view, GetOptions())
+    details = narrow.splitlines()[1].split("alice-train", 1)[1].strip()
+    assert details.startswith("stopped: idle for 2h05m"), details
+    assert "stop_container:" not in narrow
+    wide, _ = run_get("events", view, GetOptions(output="wide"))
+    assert long_message in wide
+    assert "EVIDENCE-END" in wide
