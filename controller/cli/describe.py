@@ -595,6 +595,12 @@ def describe_gpu_without_nvml(view: View, key: str, style: Style = PLAIN) -> str
     return s.render()
 
 
+def _mig_field(item: Mapping[str, Any]) -> str:
+    if item["mig"] == "device":
+        return f"device, profile {clean(item.get('mig_profile') or UNKNOWN, 24)}"
+    return str(item["mig"])
+
+
 def describe_gpu(view: View, key: str, style: Style = PLAIN) -> str:
     if not view.nvml_ok and not view.snapshot.gpus:
         return describe_gpu_without_nvml(view, key, style)
@@ -611,7 +617,7 @@ def describe_gpu(view: View, key: str, style: Style = PLAIN) -> str:
             ("UUID", uuid),
             ("Parent", gpu.uuid if device else "-"),
             ("Model", clean(gpu.name, 80)),
-            ("MIG", item["mig"]),
+            ("MIG", _mig_field(item)),
             (
                 "Memory",
                 f"{fmt_bytes(item['memory_used_bytes'])} used of {fmt_bytes(item['memory_total_bytes'])}",
@@ -625,13 +631,14 @@ def describe_gpu(view: View, key: str, style: Style = PLAIN) -> str:
         s.fields([("Dirty", f"{mark.cause.value} since {_when(view, mark.since)}")])
     if device is None and gpu.mig_devices:
         s.heading("MIG devices")
-        t = Table(["SLOT", "UUID", "MEMORY", "HOLDERS", "STATE"])
+        t = Table(["SLOT", "UUID", "PROFILE", "MEMORY", "HOLDERS", "STATE"])
         for m in sorted(gpu.mig_devices, key=lambda x: x.index):
             holders = ",".join(clean(h.name, 32) for h in view.holders.get(m.uuid, [])) or "-"
             t.add(
                 [
                     view.slot(m.uuid),
                     m.uuid,
+                    clean(m.profile or UNKNOWN, 24),
                     f"{fmt_bytes(m.memory_used_bytes)}/{fmt_bytes(m.memory_total_bytes)}",
                     holders,
                     gpu_state(view, gpu, m.uuid),

@@ -474,6 +474,7 @@ def gpu_item(view: View, gpu: GpuObs, device_uuid: str | None) -> dict[str, Any]
         "parent_uuid": gpu.uuid,
         "model": gpu.name,
         "mig": "device" if mig is not None else ("on" if gpu.mig_enabled else "off"),
+        "mig_profile": None if mig is None else mig.profile,
         "memory_used_bytes": used,
         "memory_total_bytes": total,
         "utilization_percent": util,
@@ -502,6 +503,7 @@ def unavailable_gpu_items(view: View) -> list[dict[str, Any]]:
             "parent_uuid": None,
             "model": None,
             "mig": None,
+            "mig_profile": None,
             "memory_used_bytes": None,
             "memory_total_bytes": None,
             "utilization_percent": None,
@@ -555,6 +557,14 @@ _GPU_STATE_COLOUR = {
 }
 
 
+def mig_text(item: Mapping[str, Any]) -> str:
+    """The MIG column: ``off``, ``on`` (a GPU in MIG mode), a MIG device's profile (``3g.40gb``),
+    or ``device`` when NVML did not name its profile."""
+    if item["mig"] == "device" and item.get("mig_profile"):
+        return clean(item["mig_profile"], 24)
+    return str(item["mig"] or UNKNOWN)
+
+
 def gpus_table(items: Sequence[dict[str, Any]], wide: bool) -> Table:
     headers = ["INDEX", "UUID", "MODEL", "MIG", "MEMORY", "UTIL", "HOLDERS", "PROCESSES", "STATE"]
     t = Table(headers)
@@ -572,7 +582,7 @@ def gpus_table(items: Sequence[dict[str, Any]], wide: bool) -> Table:
                 UNKNOWN if i["slot"] == "?" else i["slot"],
                 clean(i["uuid"] if wide else short.get(i["uuid"], "-"), 64),
                 clean(i["model"] or UNKNOWN, 32),
-                i["mig"] or UNKNOWN,
+                mig_text(i),
                 memory,
                 util,
                 _names(i["holders"], 99 if wide else 3),
