@@ -47,7 +47,7 @@ def _interval(text: str) -> float:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from controller.settings import add_common_flags
+    from controller.flags import add_common_flags
 
     parser = argparse.ArgumentParser(
         prog="ds01-controller",

@@ -222,7 +222,7 @@ def _sub(
     sub: Any, name: str, help_text: str, epilog: str, *, config: bool = True, **kw: Any
 ) -> argparse.ArgumentParser:
     """A subcommand; ``config=False`` for those the daemon's configuration means nothing to."""
-    from controller.settings import add_common_flags
+    from controller.flags import add_common_flags
 
     p: argparse.ArgumentParser = sub.add_parser(
         name,
