@@ -571,6 +571,11 @@ def _watch(args: argparse.Namespace, settings: Settings, kind: str, opts: Any, o
         while True:
             view = _get_view(args, settings, kind, owner)
             text, _ = run_get(kind, view, opts, style)
+            if view.as_of is not None:
+                # The daemon's last pass: say which one (the screen changes with each new pass).
+                from controller.cli.render import stamp
+
+                text = f"as of the controller's last pass, {stamp(view.as_of)} (--live observes now)\n" + text
             _warn([n for n in view.notes if n not in said])
             said |= set(view.notes)
             if text != last:

@@ -303,3 +303,30 @@ def test_each_daemon_pass_records_itself_and_ds01ctl_shows_it(
     assert main(["get", "containers", "--all", "--live", *flags]) == 1
     out, err = capsys.readouterr()
     assert "recorded-1" not in out and "Docker" in err
+
+
+def test_watch_names_the_pass_it_shows(
+    tmp_path: Path, no_docker: None, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``get -w`` on the daemon's last pass says which pass each screen is (it redraws per pass)."""
+    import time
+
+    from controller.cli.main import main
+    from tests.fixtures import builders as b
+    from tests.unit.test_churn_memory import ScriptedObserver, make_controller
+
+    clock = [datetime.now(UTC)]
+    snap = b.snapshot(observed_at=clock[0], containers=[b.running("watched-1", owner="alice")])
+    controller = make_controller(tmp_path, ScriptedObserver(snap), clock)
+    controller.run_pass()
+
+    def stop(_s: float) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(time, "sleep", stop)
+    flags = ["--state-dir", str(controller.settings.state_dir), "--env-file", ""]
+    flags += ["--events-log", str(tmp_path / "events.jsonl"), "--ledger", str(tmp_path / "ledger.json")]
+    assert main(["get", "containers", "-w", "--all", *flags]) == 0
+    out, _ = capsys.readouterr()
+    assert out.startswith("as of the controller's last pass, ")
+    assert "watched-1" in out
