@@ -14,6 +14,7 @@ from __future__ import annotations
 import cProfile
 import io
 import pstats
+import resource
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -458,15 +459,20 @@ def cli_latency(work_dir: Path, env: dict[str, str], member: Member, repeats: in
             ]
         for label, args in cases_here:
             walls: list[float] = []
+            cpus: list[float] = []  # the child's user + system time: less skewed by other work than wall
             last_rc, last_out = 0, ""
             for _ in range(repeats):
+                before = resource.getrusage(resource.RUSAGE_CHILDREN)
                 wall, rc, text = run_cli(args, env)
+                after = resource.getrusage(resource.RUSAGE_CHILDREN)
                 walls.append(wall)
+                cpus.append((after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime))
                 last_rc, last_out = rc, text
             key = f"{label} ({situation})"
             out[key] = {
                 "argv": ["ds01ctl", *args[:3]],
                 "wall_s": summarize(walls),
+                "cpu_s": summarize(cpus),
                 "exit_code": last_rc,
                 "output_lines": last_out.count("\n"),
                 "output_head": last_out[:400] if last_rc != 0 else "",
