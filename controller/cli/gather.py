@@ -305,7 +305,7 @@ def from_last_pass(settings: Settings, opts: GatherOptions) -> View | None:
     stale, corrupt, made under another policy, or anything else in doubt."""
     from controller.lastpass import load_last_pass
 
-    last, _why = load_last_pass(
+    last, why = load_last_pass(
         settings.state_dir,
         specs=settings.specs,
         ds01_config=settings.ds01_config,
@@ -313,6 +313,9 @@ def from_last_pass(settings: Settings, opts: GatherOptions) -> View | None:
         now=utcnow(),
     )
     if last is None:
+        from loguru import logger
+
+        logger.debug("observing the host now, not the controller's last pass: {}", why)
         return None
     snapshot = last.snapshot
     if opts.require_docker and docker_error(snapshot) is not None:
