@@ -509,7 +509,15 @@ def cmd_get(args: argparse.Namespace, settings: Settings) -> int:
             raise CliError(f"--watch shows tables; -o {opts.output} prints once (drop -w)")
         return _watch(args, settings, kind, opts, owner)
     view = _get_view(args, settings, kind, owner)
-    text, empty = run_get(kind, view, opts, _style(args))
+    try:
+        text, empty = run_get(kind, view, opts, _style(args))
+    except CliError:
+        if view.as_of is None:
+            raise
+        # NAME is not in the daemon's last pass (created since?): ask the host itself before saying no.
+        args.live = True
+        view = _get_view(args, settings, kind, owner)
+        text, empty = run_get(kind, view, opts, _style(args))
     _warn(view.notes)
     _say_as_of(view)
     if empty and kind == "events" and not settings.events_log.exists():
@@ -623,6 +631,8 @@ def _events_view(args: argparse.Namespace, settings: Settings, owner: str | None
 
 
 def cmd_describe(args: argparse.Namespace, settings: Settings) -> int:
+    from dataclasses import replace
+
     from controller.cli.errors import CliError
     from controller.cli.gather import GatherOptions, gather
 
@@ -640,11 +650,19 @@ def cmd_describe(args: argparse.Namespace, settings: Settings) -> int:
 
         raise CliError(f"cannot describe {clean(args.kind, 40)!r}: expected container, gpu or user")
     _quiet_logs(args.debug)
-    view = gather(settings, GatherOptions(require_docker=k == "container", events=True, recent=not args.live))
+    opts = GatherOptions(require_docker=k == "container", events=True, recent=not args.live)
+    view = gather(settings, opts)
     from controller.cli.describe import describe_container, describe_gpu, describe_user
 
     fn = {"container": describe_container, "gpu": describe_gpu, "user": describe_user}[k]
-    text = fn(view, args.name, _style(args))
+    try:
+        text = fn(view, args.name, _style(args))
+    except CliError:
+        if view.as_of is None:
+            raise
+        # Not in the daemon's last pass (created since?): ask the host itself before saying no.
+        view = gather(settings, replace(opts, recent=False))
+        text = fn(view, args.name, _style(args))
     _warn(view.notes)
     _say_as_of(view)
     sys.stdout.write(text)

@@ -330,3 +330,25 @@ def test_watch_names_the_pass_it_shows(
     out, _ = capsys.readouterr()
     assert out.startswith("as of the controller's last pass, ")
     assert "watched-1" in out
+
+
+def test_a_name_missing_from_the_last_pass_is_looked_up_live(
+    tmp_path: Path, no_docker: None, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A container created since the last pass is not "not found": ds01ctl asks the host (here
+    Docker is unreachable, so it says that instead)."""
+    from controller.cli.main import main
+    from tests.fixtures import builders as b
+    from tests.unit.test_churn_memory import ScriptedObserver, make_controller
+
+    clock = [datetime.now(UTC)]
+    snap = b.snapshot(observed_at=clock[0], containers=[b.running("old-1", owner="alice")])
+    controller = make_controller(tmp_path, ScriptedObserver(snap), clock)
+    controller.run_pass()
+    flags = ["--state-dir", str(controller.settings.state_dir), "--env-file", ""]
+    flags += ["--events-log", str(tmp_path / "events.jsonl"), "--ledger", str(tmp_path / "ledger.json")]
+    for argv in (["describe", "container", "new-1"], ["get", "containers", "new-1"]):
+        assert main([*argv, *flags]) == 1
+        _, err = capsys.readouterr()
+        assert "cannot reach the Docker engine" in err and "not found" not in err, err
+    assert main(["describe", "container", "old-1", *flags]) == 0
