@@ -34,6 +34,7 @@ from controller.cli.render import (
     fmt_bytes,
     fmt_duration,
     fmt_percent,
+    known_bytes,
     since,
     stamp,
     until,
@@ -422,7 +423,7 @@ def _process_table(view: View, processes: Sequence[GpuProcessObs], by: str) -> T
     head = ["PID", "MEMORY", "USER"] if by == "USER" else ["PID", "GPU", "MEMORY"]
     t = Table([*head, "CONTAINER", "COMMAND", "VERDICT"])
     for p in sorted(processes, key=lambda x: x.pid):
-        memory = fmt_bytes(p.used_memory_bytes)
+        memory = known_bytes(p.used_memory_bytes)
         if by == "USER":
             first = [str(p.pid), memory, clean(p.user or UNKNOWN, 32)]
         else:
@@ -620,7 +621,7 @@ def describe_gpu(view: View, key: str, style: Style = PLAIN) -> str:
             ("MIG", _mig_field(item)),
             (
                 "Memory",
-                f"{fmt_bytes(item['memory_used_bytes'])} used of {fmt_bytes(item['memory_total_bytes'])}",
+                f"{known_bytes(item['memory_used_bytes'])} used of {known_bytes(item['memory_total_bytes'])}",
             ),
             ("Utilization", util),
             ("State", item["state"]),
@@ -639,7 +640,7 @@ def describe_gpu(view: View, key: str, style: Style = PLAIN) -> str:
                     view.slot(m.uuid),
                     m.uuid,
                     clean(m.profile or UNKNOWN, 24),
-                    f"{fmt_bytes(m.memory_used_bytes)}/{fmt_bytes(m.memory_total_bytes)}",
+                    f"{known_bytes(m.memory_used_bytes)}/{known_bytes(m.memory_total_bytes)}",
                     holders,
                     gpu_state(view, gpu, m.uuid),
                 ]

@@ -27,6 +27,7 @@ from controller.cli.render import (
     fmt_bytes,
     fmt_percent,
     iso,
+    known_bytes,
     machine,
     since,
     stamp,
@@ -571,7 +572,7 @@ def gpus_table(items: Sequence[dict[str, Any]], wide: bool) -> Table:
     short = short_uuids([i["uuid"] for i in items])
     for i in items:
         used, total = i["memory_used_bytes"], i["memory_total_bytes"]
-        memory = UNKNOWN if used is None and total is None else f"{fmt_bytes(used)}/{fmt_bytes(total)}"
+        memory = UNKNOWN if used is None and total is None else f"{known_bytes(used)}/{known_bytes(total)}"
         util = fmt_percent(i["utilization_percent"])
         if i["utilization_percent"] is None and i["utilization_unknown"]:
             util = UNKNOWN
@@ -684,7 +685,7 @@ def processes_table(items: Sequence[dict[str, Any]], wide: bool) -> Table:
             [
                 str(i["pid"]),
                 i["gpu"],
-                fmt_bytes(i["used_memory_bytes"]),
+                known_bytes(i["used_memory_bytes"]),
                 clean(i["user"] or (str(i["uid"]) if i["uid"] is not None else UNKNOWN), 32),
                 clean(container, NAME_MAX),
                 clean(cmd, 400 if wide else CMD_MAX),

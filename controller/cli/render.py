@@ -235,6 +235,11 @@ def fmt_bytes(n: float | None) -> str:
     raise AssertionError("unreachable")
 
 
+def known_bytes(n: float | None) -> str:
+    """:func:`fmt_bytes` for a reading that exists but could not be had: ``unknown``, not ``-``."""
+    return UNKNOWN if n is None else fmt_bytes(n)
+
+
 def fmt_percent(p: float | None) -> str:
     if p is None:
         return "-"

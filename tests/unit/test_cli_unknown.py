@@ -153,3 +153,21 @@ def test_event_details_start_with_what_happened_and_wide_shows_it_whole(tmp_path
     wide, _ = run_get("events", view, GetOptions(output="wide"))
     assert long_message in wide
     assert "EVIDENCE-END" in wide
+
+
+def test_a_memory_reading_nvml_could_not_give_is_unknown_not_a_dash() -> None:
+    """NVML up, but one GPU's memory and one process's memory are "not available"."""
+    gpu0 = b.gpu(0, memory_used_bytes=None, processes=(77,))
+    snap = b.snapshot(
+        observed_at=w.T0,
+        gpus=[gpu0],
+        processes=[b.process(77, b.GPU0).model_copy(update={"used_memory_bytes": None})],
+    )
+    view = View(snapshot=snap, now=w.T0)
+    gpus, _ = run_get("gpus", view, GetOptions())
+    assert "unknown/80Gi" in gpus, gpus
+    procs, _ = run_get("processes", view, GetOptions())
+    header, row = procs.splitlines()
+    assert row.split()[header.split().index("MEMORY")] == "unknown", procs
+    text = describe_gpu(view, "0")
+    assert re.search(r"^Memory:\s+unknown used of 80Gi$", text, re.MULTILINE), text
