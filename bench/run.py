@@ -195,7 +195,7 @@ def raise_interrupt(signum: int, _frame: FrameType | None) -> None:
     raise KeyboardInterrupt(f"signal {signum}")
 
 
-def run_docker_cases(run: Run, client: Any) -> None:
+def run_docker_cases(run: Run, client: Any, only: str | None = None) -> None:
     from bench import cases, nvml_env, predecessor, specs
     from bench.daemon import child_env
     from bench.host import BenchHost
@@ -213,12 +213,16 @@ def run_docker_cases(run: Run, client: Any) -> None:
     host = BenchHost(client, run.run_id, nvml_env.devices(fake), log=run.log)
     try:
         for size in plan.host_sizes:
+            if only == "cli" and size != plan.host_sizes[-1]:
+                continue  # --only cli: straight to the largest host
             grow_s = host.grow_to(size)
             n_procs = nvml_env.publish_processes(fake, host.running, host_sleeper.pid)
             run.log(
                 f"host: {len(host.running)} running, {len(host.members)} in all ({grow_s:.0f} s to create); "
                 f"{n_procs} GPU processes"
             )
+            if only == "cli":
+                continue
             result = run.case(
                 f"pass_latency_{size}", partial(cases.pass_latency, host, ledger_path, plan.steady_passes)
             )
@@ -247,7 +251,8 @@ def run_docker_cases(run: Run, client: Any) -> None:
                 run.case(
                     "idle_cost", partial(cases.idle_cost, run.work_dir, env, idle_dir, plan.idle_seconds)
                 )
-        run.case("changed", partial(cases.changed_containers, host, ledger_path, plan.changed_counts))
+        if only != "cli":
+            run.case("changed", partial(cases.changed_containers, host, ledger_path, plan.changed_counts))
         nvml_env.publish_processes(fake, host.running, host_sleeper.pid)
         member = host.running[len(host.running) // 2]
         run.case("cli", partial(cases.cli_latency, run.work_dir, env, member, plan.cli_repeats))
@@ -364,6 +369,11 @@ def main(argv: list[str] | None = None) -> int:
         help="run every case on a dockerd of its own (started and removed by the run), away from other "
         "work on this machine's engine",
     )
+    parser.add_argument(
+        "--only",
+        choices=["cli"],
+        help="run one case: cli (ds01ctl at the largest host size, figure 6)",
+    )
     parser.add_argument("--out", type=Path, default=OUT_DIR, help="where results go (default bench/out)")
     parser.add_argument(
         "--only",
@@ -428,10 +438,11 @@ def main(argv: list[str] | None = None) -> int:
         )
         from bench import cases
 
-        run.case("planner", lambda: cases.planner_scale(plan.planner_sizes, plan.planner_repeats))
-        profile_planner_if_missed(run)
+        if args.only is None:
+            run.case("planner", lambda: cases.planner_scale(plan.planner_sizes, plan.planner_repeats))
+            profile_planner_if_missed(run)
         if not args.skip_docker:
-            run_docker_cases(run, client)
+            run_docker_cases(run, client, args.only)
     except KeyboardInterrupt:
         interrupted = True
         run.log("interrupted; containers removed; partial results follow")

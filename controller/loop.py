@@ -47,6 +47,7 @@ from controller.act.inventory import awareness_events, load_inventory, write_inv
 from controller.act.report import ActionOutcome
 from controller.act.schedule import ActionScheduler, Limits
 from controller.act.usage_recorder import UsageRecorder
+from controller.lastpass import save_last_pass
 from controller.memory import ControllerMemory
 from controller.observe.host import HostObserver
 from controller.ops.sdnotify import Notifier
@@ -209,6 +210,9 @@ class Controller:
             )
             self.metrics.set_record_writable(self._record_problem is None)
             self.metrics.set_open_alerts(count_by_reason(self._open_alerts))
+        save_last_pass(
+            self.settings, self.policy, result.snapshot, result.plan
+        )  # what ds01ctl get/describe show
 
     def _save(self, memory: ControllerMemory) -> None:
         """Keep ``memory`` and save it. A save that fails (disk full, read-only) does not end the

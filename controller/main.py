@@ -47,7 +47,7 @@ def _interval(text: str) -> float:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from controller.settings import add_common_flags
+    from controller.flags import add_common_flags
 
     parser = argparse.ArgumentParser(
         prog="ds01-controller",
@@ -217,7 +217,7 @@ def _start(settings: Settings, *, once: bool) -> int:
     from controller.wiring import run
 
     def print_plan(result: PassResult) -> None:
-        from controller.cli.render import render_plan_table
+        from controller.cli.planview import render_plan_table
 
         print(render_plan_table(result.plan), flush=True)
 

@@ -260,6 +260,9 @@ class NvmlProcess(Frozen):
 class MigDeviceObs(Frozen):
     uuid: GpuUuid
     index: int
+    profile: str | None = Field(
+        default=None, description="The GPU instance profile, e.g. '3g.40gb' (from the device's NVML name)"
+    )
     gpu_instance_id: int | None = None
     compute_instance_id: int | None = None
     memory_used_bytes: int | None = Field(

@@ -408,7 +408,13 @@ def save_inspect_cache(state_dir: Path, data: bytes) -> None:
 
 def load_inspect_cache(state_dir: Path) -> bytes | None:
     """The saved inspect cache, or None: missing, unreadable, or in a directory we do not trust."""
-    path = Path(state_dir) / INSPECT_CACHE_FILE
+    return read_trusted_state_file(state_dir, INSPECT_CACHE_FILE)
+
+
+def read_trusted_state_file(state_dir: Path, name: str) -> bytes | None:
+    """A file the daemon (root or this user) wrote in the state directory, or None: missing,
+    unreadable, or in a directory or file another user could have written."""
+    path = Path(state_dir) / name
     uids = frozenset({0, os.geteuid()})
     try:
         _check_dir(Path(state_dir), uids)

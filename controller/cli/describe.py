@@ -25,6 +25,7 @@ from controller.cli.get import (
 )
 from controller.cli.render import (
     PLAIN,
+    UNKNOWN,
     Sections,
     Style,
     Table,
@@ -34,6 +35,7 @@ from controller.cli.render import (
     fmt_bytes,
     fmt_duration,
     fmt_percent,
+    known_bytes,
     since,
     stamp,
     until,
@@ -45,6 +47,7 @@ from controller.cli.view import (
     gpu_util,
     idleness,
     rates,
+    release_breaker_line,
     rule_of,
     schedule,
     verb,
@@ -215,7 +218,7 @@ def describe_container(view: View, key: str, style: Style = PLAIN) -> str:
         for ref in c.gpu_refs:
             t.add(
                 [
-                    view.slots.get(ref.uuid, "?") if ref.uuid else "?",
+                    view.slots.get(ref.uuid, UNKNOWN) if ref.uuid else UNKNOWN,
                     ref.uuid or f"unresolved: {clean(ref.unresolved_reason or 'unknown', 60)}",
                     clean(ref.raw, 60),
                     ref.source.value,
@@ -290,7 +293,7 @@ def _signals_section(view: View, c: ContainerObs, pol: EffectivePolicy | None, s
     gpu_now = (
         "-"
         if not sig.gpu_util
-        else (f"n/a ({clean(util_unknown, 60)})" if util_unknown else fmt_percent(util))
+        else (f"{UNKNOWN} ({clean(util_unknown, 60)})" if util_unknown else fmt_percent(util))
     )
     t.add(["cpu", cpu_now, _thr(pol, "cpu_idle_threshold_pct", "%"), _src(pol, "cpu_idle_threshold_pct")])
     t.add(
@@ -312,7 +315,7 @@ def _signals_section(view: View, c: ContainerObs, pol: EffectivePolicy | None, s
         ka_now = f"touched {since(ka.mtime, view.now)} ago"
     elif ka.detail and ka.state != KeepAliveState.ABSENT:
         ka_now += f" ({clean(ka.detail, 60)})"
-    max_age = fmt_duration(pol.keepalive_max_age_s.value, "no limit") if pol else "?"
+    max_age = fmt_duration(pol.keepalive_max_age_s.value, "no limit") if pol else UNKNOWN
     t.add(["keep-alive", ka_now, f"max age {max_age}", _src(pol, "keepalive_max_age_s")])
     s.table(t)
     cm = view.container_memory(c.id)
@@ -331,7 +334,7 @@ def _unknown(reason: str | None, default: str) -> str:
 
 def _thr(pol: EffectivePolicy | None, attr: str, unit: str) -> str:
     if pol is None:
-        return "?"
+        return UNKNOWN
     value = getattr(pol, attr).value
     if unit == "%":
         return fmt_percent(value)
@@ -340,7 +343,7 @@ def _thr(pol: EffectivePolicy | None, attr: str, unit: str) -> str:
 
 def _src(pol: EffectivePolicy | None, attr: str) -> str:
     if pol is None:
-        return "?"
+        return UNKNOWN
     return clean(getattr(pol, attr).source, 120)
 
 
@@ -391,7 +394,7 @@ def _policy_section(pol: EffectivePolicy | None, s: Sections, problem: str = "")
             expires = "permanent" if e.expires_at is None else f"until {stamp(e.expires_at)}"
             s.line(
                 f"{e.exempt_from.value}: {clean(e.name, 64)} ({expires}; approved by "
-                f"{clean(e.approved_by or '?', 40)}; {clean(e.reason or 'no reason given', 120)}; "
+                f"{clean(e.approved_by or 'unknown', 40)}; {clean(e.reason or 'no reason given', 120)}; "
                 f"from {clean(e.source, 120)})",
                 4,
             )
@@ -433,16 +436,16 @@ def _process_table(view: View, processes: Sequence[GpuProcessObs], by: str) -> T
     head = ["PID", "MEMORY", "USER"] if by == "USER" else ["PID", "GPU", "MEMORY"]
     t = Table([*head, "CONTAINER", "COMMAND", "VERDICT"])
     for p in sorted(processes, key=lambda x: x.pid):
-        memory = fmt_bytes(p.used_memory_bytes)
+        memory = known_bytes(p.used_memory_bytes)
         if by == "USER":
-            first = [str(p.pid), memory, clean(p.user or "?", 32)]
+            first = [str(p.pid), memory, clean(p.user or UNKNOWN, 32)]
         else:
             first = [str(p.pid), view.slot(p.device_uuid), memory]
         t.add(
             [
                 *first,
                 clean(process_container(view, p), NAME_MAX),
-                clean(p.cmdline or "?", 60),
+                clean(p.cmdline or UNKNOWN, 60),
                 process_verdict(view, p),
             ]
         )
@@ -459,7 +462,7 @@ def _timers_section(view: View, c: ContainerObs, pol: EffectivePolicy | None, s:
         timeout = (
             f"{fmt_duration(pol.idle_timeout_s.value)} ({clean(pol.idle_timeout_s.source, 120)})"
             if pol
-            else "?"
+            else UNKNOWN
         )
         effective_s = _effective_idle_timeout_s(items)
         if pol and effective_s is not None and effective_s != pol.idle_timeout_s.value:
@@ -485,7 +488,7 @@ def _timers_section(view: View, c: ContainerObs, pol: EffectivePolicy | None, s:
         runtime = (
             f"{fmt_duration(pol.max_runtime_s.value, 'no limit')} ({clean(pol.max_runtime_s.source, 120)})"
             if pol
-            else "?"
+            else UNKNOWN
         )
         parts = [f"running {since(c.started_at, view.now)} of {runtime}"]
         if cm is not None:
@@ -495,12 +498,12 @@ def _timers_section(view: View, c: ContainerObs, pol: EffectivePolicy | None, s:
         parts += _due_text(view, items, _RUNTIME_RULES)
         lines.append("; ".join(parts))
     elif c.state == ContainerState.CREATED:
-        limit = fmt_duration(pol.created_container_timeout_s.value) if pol else "?"
+        limit = fmt_duration(pol.created_container_timeout_s.value) if pol else UNKNOWN
         parts = [f"created {since(c.created_at, view.now)} ago, never started; limit {limit}"]
         parts += _due_text(view, items, _CREATED_RULES)
         lines.append("; ".join(parts))
     elif c.state in (ContainerState.EXITED, ContainerState.DEAD):
-        hold = fmt_duration(pol.container_hold_after_stop_s.value) if pol else "?"
+        hold = fmt_duration(pol.container_hold_after_stop_s.value) if pol else UNKNOWN
         parts = [f"stopped {since(c.finished_at, view.now)} of hold {hold}"]
         if c.has_gpu and pol is not None:
             parts.append(f"GPU hold {fmt_duration(pol.gpu_hold_after_stop_s.value)}")
@@ -529,11 +532,6 @@ def find_gpu(view: View, key: str) -> tuple[GpuObs, str | None]:
         matches += [(g, m.uuid) for g in view.snapshot.gpus for m in g.mig_devices if m.uuid.startswith(key)]
         if len(matches) == 1:
             return matches[0]
-    if not view.nvml_ok:
-        raise CliError(
-            f"cannot describe GPU {clean(key, 64)!r}: NVML is unavailable "
-            f"({clean(view.snapshot.domain_error(_nvml()) or 'unknown', 200)})"
-        )
     raise CliError(f"GPU {clean(key, 64)!r} not found (ds01ctl get gpus lists every GPU and MIG device)")
 
 
@@ -543,24 +541,100 @@ def _nvml() -> Any:
     return Domain.NVML
 
 
+def _references(ref_raw: str, uuid: str | None, key: str) -> bool:
+    """Does a reference (as written, and resolved) name the GPU the user asked for by ``key``?"""
+    if key in (ref_raw, uuid):
+        return True
+    return len(key) >= 8 and uuid is not None and uuid.startswith(key)
+
+
+def describe_gpu_without_nvml(view: View, key: str, style: Style = PLAIN) -> str:
+    """``describe gpu`` with NVML down: what the ledger, the containers and the plan still say,
+    and that the GPU's own state (model, memory, utilization, processes) is unknown."""
+    error = clean(view.snapshot.domain_error(_nvml()) or "unknown error", 200)
+    holding = [
+        c
+        for c in sorted(view.snapshot.containers, key=container_sort_key)
+        if any(_references(r.raw, r.uuid, key) for r in c.gpu_refs)
+    ]
+    uuids: set[str] = {
+        r.uuid for c in holding for r in c.gpu_refs if r.uuid and _references(r.raw, r.uuid, key)
+    }
+    entries = [
+        e
+        for e in view.snapshot.ledger.entries
+        if _references(e.gpu, e.gpu_uuid, key) or (e.gpu_uuid is not None and e.gpu_uuid in uuids)
+    ]
+    uuids |= {e.gpu_uuid for e in entries if e.gpu_uuid}
+    s = Sections(style)
+    s.fields(
+        [
+            ("GPU", clean(key, 64)),
+            ("UUID", ", ".join(sorted(uuids)) or UNKNOWN),
+            ("Model", UNKNOWN),
+            ("MIG", UNKNOWN),
+            ("Memory", UNKNOWN),
+            ("Utilization", UNKNOWN),
+            ("State", f"unavailable (NVML: {error})"),
+        ]
+    )
+    s.line("NVML is unavailable: below is what the containers, the ledger and the plan say about this GPU.")
+    s.heading("Holders (containers that reference it)")
+    if holding:
+        s.table(containers_table(view, holding, wide=False))
+    else:
+        s.line("<none>", 2)
+    s.heading("Processes")
+    s.line(f"{UNKNOWN} (NVML: {error})", 2)
+    s.heading("Ledger")
+    _release_breaker_note(view, s)
+    if view.snapshot.ledger.error:
+        s.line(f"unreadable: {clean(view.snapshot.ledger.error, 200)}", 2)
+    elif entries:
+        for e in entries:
+            s.line(
+                f"{clean(e.container, 64)} ({clean(e.user, 32)}), allocated {_when(view, e.allocated_at)}", 2
+            )
+    else:
+        s.line("<no entry>", 2)
+    s.heading("Decision")
+    items = [i for u in sorted(uuids) for i in view.items_by_gpu.get(u, [])]
+    if view.plan is None:
+        s.line(f"{UNKNOWN}: no plan ({clean(view.policy.error or 'the policy did not load', 300)})", 2)
+    elif items:
+        decision_lines(view, items, s)
+    else:
+        s.line("not acted on: no rule concerns this GPU itself (its holders are described above)", 2)
+    _events_section(view, view.events_for_gpu(uuids or {key}), s)
+    return s.render()
+
+
+def _mig_field(item: Mapping[str, Any]) -> str:
+    if item["mig"] == "device":
+        return f"device, profile {clean(item.get('mig_profile') or UNKNOWN, 24)}"
+    return str(item["mig"])
+
+
 def describe_gpu(view: View, key: str, style: Style = PLAIN) -> str:
+    if not view.nvml_ok and not view.snapshot.gpus:
+        return describe_gpu_without_nvml(view, key, style)
     gpu, device = find_gpu(view, key)
     uuid = device or gpu.uuid
     item = gpu_item(view, gpu, device)
     s = Sections(style)
     util = fmt_percent(item["utilization_percent"])
     if item["utilization_percent"] is None and item["utilization_unknown"]:
-        util = f"n/a ({clean(item['utilization_unknown'], 120)})"
+        util = f"{UNKNOWN} ({clean(item['utilization_unknown'], 120)})"
     s.fields(
         [
             ("Index", item["slot"]),
             ("UUID", uuid),
             ("Parent", gpu.uuid if device else "-"),
             ("Model", clean(gpu.name, 80)),
-            ("MIG", item["mig"]),
+            ("MIG", _mig_field(item)),
             (
                 "Memory",
-                f"{fmt_bytes(item['memory_used_bytes'])} used of {fmt_bytes(item['memory_total_bytes'])}",
+                f"{known_bytes(item['memory_used_bytes'])} used of {known_bytes(item['memory_total_bytes'])}",
             ),
             ("Utilization", util),
             ("State", item["state"]),
@@ -571,14 +645,15 @@ def describe_gpu(view: View, key: str, style: Style = PLAIN) -> str:
         s.fields([("Dirty", f"{mark.cause.value} since {_when(view, mark.since)}")])
     if device is None and gpu.mig_devices:
         s.heading("MIG devices")
-        t = Table(["SLOT", "UUID", "MEMORY", "HOLDERS", "STATE"])
+        t = Table(["SLOT", "UUID", "PROFILE", "MEMORY", "HOLDERS", "STATE"])
         for m in sorted(gpu.mig_devices, key=lambda x: x.index):
             holders = ",".join(clean(h.name, 32) for h in view.holders.get(m.uuid, [])) or "-"
             t.add(
                 [
                     view.slot(m.uuid),
                     m.uuid,
-                    f"{fmt_bytes(m.memory_used_bytes)}/{fmt_bytes(m.memory_total_bytes)}",
+                    clean(m.profile or UNKNOWN, 24),
+                    f"{known_bytes(m.memory_used_bytes)}/{known_bytes(m.memory_total_bytes)}",
                     holders,
                     gpu_state(view, gpu, m.uuid),
                 ]
@@ -714,8 +789,6 @@ def describe_user(view: View, name: str, style: Style = PLAIN) -> str:
 def _release_breaker_note(view: View, s: Sections) -> None:
     """A tripped release breaker holds back every ledger release: say so where rows are listed."""
     if view.memory is not None and view.memory.release_breaker.tripped:
-        from controller.cli.reconcile import release_breaker_line
-
         s.line(release_breaker_line(view.memory), 2)
 
 

@@ -7,14 +7,13 @@ forecast under the installed policy and the candidate (default horizon 24 h) and
 difference: containers stopped sooner, later, newly, or no longer. The NEXT column of ``get
 containers`` and ``describe container`` read the same forecast (:func:`next_text`).
 
-The I/O (the observation, the memory, the policies) comes from :mod:`controller.cli.gather`;
-the rest is formatting. Heavy imports happen inside the functions so ``ds01ctl --help`` stays fast.
+The command itself (the observation, the memory, the policies) is
+:mod:`controller.cli.forecastcmd`; this module is the forecast and its formatting, below
+:mod:`controller.cli.gather`. Heavy imports happen inside the functions so ``ds01ctl --help`` stays fast.
 """
 
 from __future__ import annotations
 
-import argparse
-import sys
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -24,7 +23,6 @@ if TYPE_CHECKING:
     from controller.cli.view import View
     from controller.memory import ControllerMemory
     from controller.plan.forecast import Forecast, PredictedAction, StopChange
-    from controller.settings import Settings
 
 DEFAULT_DIFF_HORIZON = timedelta(hours=24)
 # NEXT and describe look this far ahead.
@@ -77,7 +75,7 @@ def run_forecast(
 
 def forecast_json(f: Forecast) -> dict[str, Any]:
     """``Forecast.model_dump(mode="json")`` with every string cleaned (schema in docs/cli.md)."""
-    from controller.cli.get import clean_tree
+    from controller.cli.render import clean_tree
 
     data: dict[str, Any] = clean_tree(f.model_dump(mode="json"))
     return data
@@ -177,77 +175,6 @@ def diff_text(changes: tuple[StopChange, ...], current: Forecast, candidate: For
 # --- the command -----------------------------------------------------------------------------
 
 
-def cmd_forecast(args: argparse.Namespace, settings: Settings, at: datetime | None, style: Style) -> int:
-    """``plan --at`` (a forecast) or ``plan --policy`` (two forecasts and their difference)."""
-    from pathlib import Path
-
-    from controller.cli.errors import EXIT_OK, EXIT_PENDING, CliError
-    from controller.cli.gather import (
-        GatherOptions,
-        gather,
-        load_installed_policy,
-        policy_load_error,
-        read_memory,
-    )
-    from controller.cli.render import machine
-    from controller.plan.forecast import compare
-
-    view = gather(
-        settings,
-        GatherOptions(candidate=Path(args.policy) if args.policy else None, require_docker=True),
-    )
-    if view.plan is None or view.desired is None:
-        raise CliError(
-            f"cannot plan: the policy does not load ({view.policy.error}); ds01ctl validate names the problem"
-        )
-    for note in view.notes:
-        print(f"warning: {note}", file=sys.stderr)
-    if args.policy:
-        horizon = at or view.snapshot.observed_at + DEFAULT_DIFF_HORIZON
-    else:
-        assert at is not None
-        horizon = at
-    # The daemon's memory as stored: the view's holds this observation's sample as judged by the
-    # policy it was planned with, and each forecast judges it by its own.
-    memory, _ = read_memory(settings.state_dir)
-    candidate = run_forecast(view, horizon, settings.interval_s, memory=memory)
-    if not args.policy:
-        if args.output in ("json", "yaml"):
-            sys.stdout.write(machine(forecast_json(candidate), args.output))
-        else:
-            sys.stdout.write(forecast_text(candidate, style, wide=args.output == "wide"))
-        return EXIT_PENDING if candidate.actions else EXIT_OK
-
-    from controller.plan.desired import PolicySetDesired
-
-    installed, info = load_installed_policy(settings)
-    if installed is None:
-        raise CliError(policy_load_error(info, settings))
-    current = run_forecast(
-        _with_desired(view, PolicySetDesired(installed)), horizon, settings.interval_s, memory=memory
-    )
-    changes = compare(current, candidate, view.snapshot.containers)
-    origin = view.policy.origin.removeprefix("candidate ")
-    if args.output in ("json", "yaml"):
-        data = {
-            "candidate_policy": clean(origin, 400),
-            "until": horizon.isoformat(),
-            "changes": [c.model_dump(mode="json") for c in changes],
-            "current": forecast_json(current),
-            "candidate": forecast_json(candidate),
-        }
-        sys.stdout.write(machine(data, args.output))
-    else:
-        sys.stdout.write(diff_text(changes, current, candidate, origin))
-    return EXIT_PENDING if changes else EXIT_OK
-
-
-def _with_desired(view: View, desired: Any) -> View:
-    from dataclasses import replace
-
-    return replace(view, desired=desired)
-
-
 # --- NEXT and describe -------------------------------------------------------------------------
 
 
@@ -326,4 +253,4 @@ def forecast_section(view: View, container_id: str, s: Any) -> None:
     s.line("assuming the signals stay as observed now; ds01ctl plan --at +24h lists every assumption", 2)
 
 
-__all__ = ["cmd_forecast", "forecast_json", "forecast_section", "forecast_text", "next_text", "run_forecast"]
+__all__ = ["forecast_json", "forecast_section", "forecast_text", "next_text", "run_forecast"]

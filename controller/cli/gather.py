@@ -39,6 +39,10 @@ class GatherOptions:
     events: bool = False
     # Forecast the coming passes (NEXT, describe); "small" only on a host small enough for `get`.
     forecast: str | None = None
+    # Show the daemon's last pass when it is fresh and made under this policy (get, describe).
+    recent: bool = False
+    # The view needs the policy itself (describe's provenance); get's tables do not.
+    need_policy: bool = True
 
 
 def utcnow() -> datetime:
@@ -106,7 +110,7 @@ def theirs_loaded_at(status: dict[str, object]) -> str:
 
 
 def with_daemon_status(
-    info: PolicyInfo, settings: Settings, policy_set: PolicySet | None = None
+    info: PolicyInfo, settings: Settings, policy_set: PolicySet | None = None, *, compare: bool = True
 ) -> PolicyInfo:
     """Add what the running daemon said about its last reload (its status file), if readable:
     whether that reload failed, and whether its policy differs from ``policy_set``."""
@@ -117,7 +121,8 @@ def with_daemon_status(
         return info
     if isinstance(status.get("record_error"), str):
         info = replace(info, record_error=str(status["record_error"]))
-    info = replace(info, daemon_mismatch=daemon_mismatch(status, settings, policy_set))
+    if compare:
+        info = replace(info, daemon_mismatch=daemon_mismatch(status, settings, policy_set))
     if not status.get("reload_failed"):
         return info
     errors = status.get("errors")
@@ -297,9 +302,71 @@ def domain_notes(snapshot: Snapshot) -> list[str]:
 # --- the whole view --------------------------------------------------------------------------
 
 
+def from_last_pass(settings: Settings, opts: GatherOptions) -> View | None:
+    """The daemon's last pass as a view, or ``None`` (then the caller observes live): missing,
+    stale, corrupt, made under another policy, or anything else in doubt."""
+    from controller.lastpass import load_last_pass
+
+    last, why = load_last_pass(
+        settings.state_dir,
+        specs=settings.specs,
+        ds01_config=settings.ds01_config,
+        interval_s=settings.interval_s,
+        now=utcnow(),
+    )
+    if last is None:
+        from loguru import logger
+
+        logger.debug("observing the host now, not the controller's last pass: {}", why)
+        return None
+    snapshot = last.snapshot
+    if opts.require_docker and docker_error(snapshot) is not None:
+        return None  # the daemon could not see Docker then: observe now, and say why if still so
+    desired = None
+    if opts.need_policy:
+        policy_set, info = load_installed_policy(settings)
+        if policy_set is None or info.error or info.daemon_mismatch:
+            return None  # the live path reports it
+        from controller.plan.desired import PolicySetDesired
+
+        try:
+            desired = PolicySetDesired(policy_set)
+        except Exception:
+            return None
+    else:
+        # The same policy files as the daemon's (load_last_pass checked): nothing to compare.
+        info = with_daemon_status(
+            PolicyInfo(origin=_origin(settings.specs, settings.ds01_config)), settings, compare=False
+        )
+    memory, timers_note = read_memory(settings.state_dir)
+    if memory is None or timers_note:
+        return None
+    return View(
+        snapshot=snapshot,
+        now=last.plan.evaluated_at,
+        plan=last.plan,
+        memory=memory,
+        desired=desired,
+        policy=info,
+        notes=domain_notes(snapshot),
+        event_source=LogEventSource(settings.events_log) if opts.events else None,
+        as_of=last.written_at,
+    )
+
+
 def gather(settings: Settings, opts: GatherOptions) -> View:
     from controller.snapshot import Snapshot
 
+    if opts.recent and opts.observe and opts.plan and opts.candidate is None and opts.at is None:
+        recent = from_last_pass(settings, opts)
+        if recent is not None:
+            if opts.forecast and recent.desired is not None:
+                from controller.cli.forecastview import forecast_for_view
+
+                recent.forecast = forecast_for_view(
+                    recent, settings.interval_s, small_hosts_only=opts.forecast == "small"
+                )
+            return recent
     now = utcnow()
     policy_set: PolicySet | None
     if opts.candidate is not None:

@@ -15,15 +15,20 @@ from typing import Any
 
 from controller.cli.errors import CliError
 from controller.cli.render import (
+    MACHINE_MAX,
     PLAIN,
+    UNKNOWN,
     Cell,
     Style,
     Table,
     clean,
+    clean_tree,
     fmt_age,
     fmt_bytes,
     fmt_percent,
     iso,
+    known_bytes,
+    machine,
     since,
     stamp,
 )
@@ -36,6 +41,7 @@ from controller.cli.view import (
     idleness,
     next_step,
     rates,
+    release_breaker_line,
     rule_of,
 )
 from controller.plan.types import Action, DeferReason, Deferred, Reason
@@ -66,7 +72,6 @@ KIND_ALIASES = {
 NAME_MAX = 48
 SHORT_UUID_LEN = 12  # like Docker's short container ids
 CMD_MAX = 60
-MACHINE_MAX = 4096  # user strings in -o json/yaml are cleaned too, with room for long values
 
 
 def canonical_kind(kind: str) -> str:
@@ -196,17 +201,6 @@ def _container_selected(c: ContainerObs, opts: GetOptions) -> bool:
     return all(r.matches(c.labels) for r in opts.selector)
 
 
-def clean_tree(value: Any, max_len: int = MACHINE_MAX) -> Any:
-    """Every string in a JSON-able value (keys too), cleaned; the shape is unchanged."""
-    if isinstance(value, str):
-        return clean(value, max_len)
-    if isinstance(value, Mapping):
-        return {clean(str(k), 256): clean_tree(v, max_len) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [clean_tree(v, max_len) for v in value]
-    return value
-
-
 def item_list(kind: str, view: View, items: list[dict[str, Any]]) -> dict[str, Any]:
     """The ``-o json|yaml`` envelope of every ``get``."""
     return {
@@ -283,14 +277,18 @@ def gpu_column(view: View, c: ContainerObs) -> str:
     if not c.gpu_refs:
         return "-"
     parts: list[str] = []
+    seen: set[str] = set()
     for ref in c.gpu_refs:
+        key = ref.uuid or ref.raw
+        if key in seen:
+            continue  # the same device named twice; two different ones always print differently
+        seen.add(key)
         if ref.uuid is None:
-            text = clean(ref.raw, 20) + "?"
+            text = clean(view.short_refs.get(ref.raw, ref.raw), 200) + " (unresolved)"
         else:
             # Without NVML the slot is unknown; the UUID's prefix still tells GPUs apart.
             text = view.slots.get(ref.uuid) or view.short_refs.get(ref.uuid, ref.uuid)
-        if text not in parts:
-            parts.append(text)
+        parts.append(text)
     return ",".join(parts)
 
 
@@ -310,7 +308,7 @@ def _keepalive_text(view: View, c: ContainerObs) -> str:
     if ka.state == KeepAliveState.ABSENT:
         return "-"
     if ka.state == KeepAliveState.UNKNOWN:
-        return "?"
+        return UNKNOWN
     return "ignored"  # a link or not a regular file: never honoured
 
 
@@ -413,13 +411,17 @@ def containers_table(view: View, containers: Sequence[ContainerObs], wide: bool)
         ]
         if wide:
             r = rates(view, c)
+            running = c.state == ContainerState.RUNNING
             util, util_unknown = gpu_util(c)
             row += [
                 clean(c.image, 40),
                 c.short_id,
-                fmt_percent(r.cpu_percent),
-                "-" if r.net_bytes_per_s is None else fmt_bytes(r.net_bytes_per_s) + "/s",
-                "n/a" if util_unknown else fmt_percent(util),
+                # Running with no rate yet: unknown; not running: does not apply.
+                fmt_percent(r.cpu_percent) if r.cpu_percent is not None or not running else UNKNOWN,
+                fmt_bytes(r.net_bytes_per_s) + "/s"
+                if r.net_bytes_per_s is not None
+                else (UNKNOWN if running else "-"),
+                UNKNOWN if util_unknown else fmt_percent(util),
                 _keepalive_text(view, c),
                 c.owner_rule.value,
                 *limit_cells(c, view.effective(c)),
@@ -493,6 +495,7 @@ def gpu_item(view: View, gpu: GpuObs, device_uuid: str | None) -> dict[str, Any]
         "parent_uuid": gpu.uuid,
         "model": gpu.name,
         "mig": "device" if mig is not None else ("on" if gpu.mig_enabled else "off"),
+        "mig_profile": None if mig is None else mig.profile,
         "memory_used_bytes": used,
         "memory_total_bytes": total,
         "utilization_percent": util,
@@ -521,6 +524,7 @@ def unavailable_gpu_items(view: View) -> list[dict[str, Any]]:
             "parent_uuid": None,
             "model": None,
             "mig": None,
+            "mig_profile": None,
             "memory_used_bytes": None,
             "memory_total_bytes": None,
             "utilization_percent": None,
@@ -579,26 +583,36 @@ _GPU_STATE_COLOUR = {
 }
 
 
+def mig_text(item: Mapping[str, Any]) -> str:
+    """The MIG column: ``off``, ``on`` (a GPU in MIG mode), a MIG device's profile (``3g.40gb``),
+    or ``device`` when NVML did not name its profile."""
+    if item["mig"] == "device" and item.get("mig_profile"):
+        return clean(item["mig_profile"], 24)
+    return str(item["mig"] or UNKNOWN)
+
+
 def gpus_table(items: Sequence[dict[str, Any]], wide: bool) -> Table:
     headers = ["INDEX", "UUID", "MODEL", "MIG", "MEMORY", "UTIL", "HOLDERS", "PROCESSES", "STATE"]
     t = Table(headers)
     short = short_uuids([i["uuid"] for i in items])
     for i in items:
         used, total = i["memory_used_bytes"], i["memory_total_bytes"]
-        memory = "-" if used is None and total is None else f"{fmt_bytes(used)}/{fmt_bytes(total)}"
+        memory = UNKNOWN if used is None and total is None else f"{known_bytes(used)}/{known_bytes(total)}"
         util = fmt_percent(i["utilization_percent"])
         if i["utilization_percent"] is None and i["utilization_unknown"]:
-            util = "n/a"
+            util = UNKNOWN
+        # NVML down: the processes on a GPU are unknown, not none.
+        processes = UNKNOWN if i["state"] == "unavailable" else str(len(i["processes"]))
         t.add(
             [
-                i["slot"],
+                UNKNOWN if i["slot"] == "?" else i["slot"],
                 clean(i["uuid"] if wide else short.get(i["uuid"], "-"), 64),
-                clean(i["model"] or "?", 32),
-                i["mig"] or "?",
+                clean(i["model"] or UNKNOWN, 32),
+                mig_text(i),
                 memory,
                 util,
                 _names(i["holders"], 99 if wide else 3),
-                str(len(i["processes"])),
+                processes,
                 Cell(
                     i["state"] + (",hoarding" if i.get("hoarding") else ""),
                     "yellow" if i.get("hoarding") else _GPU_STATE_COLOUR.get(i["state"]),
@@ -644,7 +658,7 @@ def process_container(view: View, p: GpuProcessObs) -> str:
     if p.container_id is None:
         return "foreign" if p.cgroup_scope is CgroupScope.FOREIGN else "host"
     if not view.docker_ok:
-        return "?"
+        return UNKNOWN
     if not p.container_exists:
         return "foreign" if p.cgroup_scope is not CgroupScope.ENGINE else "gone"
     c = view.snapshot.container(p.container_id)
@@ -694,13 +708,13 @@ def processes_table(items: Sequence[dict[str, Any]], wide: bool) -> Table:
         container = i["container"]
         if container == "gone" and i["container_id"]:
             container = f"gone ({i['container_id'][:12]})"
-        cmd = i["command"] or ("(vanished)" if i["state"] == "vanished" else "?")
+        cmd = i["command"] or ("(vanished)" if i["state"] == "vanished" else UNKNOWN)
         t.add(
             [
                 str(i["pid"]),
                 i["gpu"],
-                fmt_bytes(i["used_memory_bytes"]),
-                clean(i["user"] or (str(i["uid"]) if i["uid"] is not None else "?"), 32),
+                known_bytes(i["used_memory_bytes"]),
+                clean(i["user"] or (str(i["uid"]) if i["uid"] is not None else UNKNOWN), 32),
                 clean(container, NAME_MAX),
                 clean(cmd, 400 if wide else CMD_MAX),
                 Cell(i["verdict"], _VERDICT_COLOUR.get(i["verdict"])),
@@ -798,7 +812,7 @@ def allocations_table(items: Sequence[dict[str, Any]], wide: bool) -> Table:
         )
         t.add(
             [
-                r["slot"],
+                UNKNOWN if r["slot"] == "?" else r["slot"],
                 clean(r["gpu"] if wide else short[r["gpu"]], 64),
                 ledger,
                 holders,
@@ -867,7 +881,7 @@ _DETAILS_FIRST = ("message", "would", "reason", "kind", "outcome", "error")
 def _details_text(details: Any, wide: bool = False) -> str:
     if not isinstance(details, Mapping):
         return "" if details is None else clean(details, 200)
-    value_max = 400 if wide else 60
+    value_max = MACHINE_MAX if wide else 60  # -o wide shows every value whole
     keys = [k for k in _DETAILS_FIRST if k in details]
     keys += [k for k in details if k not in keys]
     parts = []
@@ -902,10 +916,10 @@ def events_table(view: View, items: Sequence[dict[str, Any]], wide: bool) -> Tab
             [
                 since(at, view.now),
                 stamp(at),
-                clean(e.get("event_type", "?"), 48),
+                clean(e.get("event_type", UNKNOWN), 48),
                 clean(e.get("user") or "-", 32),
                 clean(container or "-", NAME_MAX),
-                clean(_details_text(details, wide), 2000 if wide else 100),
+                clean(_details_text(details, wide), 8 * MACHINE_MAX if wide else 100),
             ]
         )
     return t
@@ -916,7 +930,6 @@ def events_table(view: View, items: Sequence[dict[str, Any]], wide: bool) -> Tab
 
 def run_get(kind: str, view: View, opts: GetOptions, style: Style = PLAIN) -> tuple[str, bool]:
     """Render one ``get``: the table (or the JSON/YAML envelope) and whether it listed nothing."""
-    from controller.cli.render import machine
 
     if opts.output == "name":
         return _name_lines(kind, view, opts), False
@@ -974,8 +987,6 @@ def run_get(kind: str, view: View, opts: GetOptions, style: Style = PLAIN) -> tu
     if kind == "policies":
         text = policy_status_line(view) + "\n" + text
     if kind == "allocations" and view.memory is not None and view.memory.release_breaker.tripped:
-        from controller.cli.reconcile import release_breaker_line
-
         text = style(release_breaker_line(view.memory), "red") + "\n" + text
     return text, not table.rows
 

@@ -234,7 +234,7 @@ def _sub(
     sub: Any, name: str, help_text: str, epilog: str, *, config: bool = True, **kw: Any
 ) -> argparse.ArgumentParser:
     """A subcommand; ``config=False`` for those the daemon's configuration means nothing to."""
-    from controller.settings import add_common_flags
+    from controller.flags import add_common_flags
 
     p: argparse.ArgumentParser = sub.add_parser(
         name,
@@ -260,6 +260,12 @@ def _sub(
         "--utc", action="store_true", help="times in UTC (default: local time with its zone; JSON is UTC)"
     )
     return p
+
+
+LIVE_HELP = (
+    "observe the host now; by default a running controller's last pass is shown (with its age) when it "
+    "is younger than the resync interval and made under this policy"
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -300,6 +306,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     get.add_argument("--owner", metavar="USER", help="only this owner's objects")
     get.add_argument("--all", dest="show_all", action="store_true", help="containers: every container")
+    get.add_argument("--live", action="store_true", help=LIVE_HELP)
     ev = get.add_argument_group("events")
     ev.add_argument("--container", metavar="NAME", help="events about this container (name or id prefix)")
     ev.add_argument("--user", metavar="USER", help="events of this user (same as --owner)")
@@ -312,6 +319,7 @@ def build_parser() -> argparse.ArgumentParser:
     desc = _sub(sub, "describe", "show everything about one container, GPU or user", DESCRIBE_EPILOG)
     desc.add_argument("kind", metavar="KIND", help="container|gpu|user")
     desc.add_argument("name", metavar="NAME", help="container name or id, GPU index/slot/UUID, user name")
+    desc.add_argument("--live", action="store_true", help=LIVE_HELP)
 
     plan = _sub(sub, "plan", "show what the controller would do, and why (changes nothing)", PLAN_EPILOG)
     plan.add_argument(
@@ -523,8 +531,17 @@ def cmd_get(args: argparse.Namespace, settings: Settings) -> int:
             raise CliError(f"--watch shows tables; -o {opts.output} prints once (drop -w)")
         return _watch(args, settings, kind, opts, owner)
     view = _get_view(args, settings, kind, owner)
-    text, empty = run_get(kind, view, opts, _style(args))
+    try:
+        text, empty = run_get(kind, view, opts, _style(args))
+    except CliError:
+        if view.as_of is None:
+            raise
+        # NAME is not in the daemon's last pass (created since?): ask the host itself before saying no.
+        args.live = True
+        view = _get_view(args, settings, kind, owner)
+        text, empty = run_get(kind, view, opts, _style(args))
     _warn(view.notes)
+    _say_as_of(view)
     if empty and kind == "events" and not settings.events_log.exists():
         print(
             f"No events yet ({settings.events_log} does not exist; set --events-log or DS01_EVENTS_LOG"
@@ -545,14 +562,31 @@ def _get_view(args: argparse.Namespace, settings: Settings, kind: str, owner: st
     if kind == "policies":
         return gather(settings, GatherOptions(observe=False, plan=False))
     _quiet_logs(args.debug)
-    # get gpus reads the last usage samples from the event log for its hoarding mark.
     return gather(
         settings,
         GatherOptions(
             require_docker=kind in ("containers", "users"),
+            # get gpus reads the last usage samples from the event log for its hoarding mark.
             events=kind == "gpus",
             forecast="small" if kind == "containers" else None,
+            recent=not args.live,
+            need_policy=kind == "users",
         ),
+    )
+
+
+def _say_as_of(view: View) -> None:
+    """One line on stderr when the view is the daemon's last pass rather than a live observation."""
+    if view.as_of is None:
+        return
+    from datetime import UTC
+
+    from controller.cli.render import since, stamp
+
+    age = since(view.as_of, datetime.now(UTC))
+    print(
+        f"as of {age} ago (the controller's last pass, {stamp(view.as_of)}; --live observes now)",
+        file=sys.stderr,
     )
 
 
@@ -574,6 +608,11 @@ def _watch(args: argparse.Namespace, settings: Settings, kind: str, opts: Any, o
         while True:
             view = _get_view(args, settings, kind, owner)
             text, _ = run_get(kind, view, opts, style)
+            if view.as_of is not None:
+                # The daemon's last pass: say which one (the screen changes with each new pass).
+                from controller.cli.render import stamp
+
+                text = f"as of the controller's last pass, {stamp(view.as_of)} (--live observes now)\n" + text
             _warn([n for n in view.notes if n not in said])
             said |= set(view.notes)
             if text != last:
@@ -621,6 +660,8 @@ def _events_view(args: argparse.Namespace, settings: Settings, owner: str | None
 
 
 def cmd_describe(args: argparse.Namespace, settings: Settings) -> int:
+    from dataclasses import replace
+
     from controller.cli.errors import CliError
     from controller.cli.gather import GatherOptions, gather
 
@@ -638,17 +679,26 @@ def cmd_describe(args: argparse.Namespace, settings: Settings) -> int:
 
         raise CliError(f"cannot describe {clean(args.kind, 40)!r}: expected container, gpu or user")
     _quiet_logs(args.debug)
-    view = gather(
-        settings,
-        GatherOptions(
-            require_docker=k == "container", events=True, forecast="all" if k == "container" else None
-        ),
+    opts = GatherOptions(
+        require_docker=k == "container",
+        events=True,
+        forecast="all" if k == "container" else None,
+        recent=not args.live,
     )
+    view = gather(settings, opts)
     from controller.cli.describe import describe_container, describe_gpu, describe_user
 
     fn = {"container": describe_container, "gpu": describe_gpu, "user": describe_user}[k]
-    text = fn(view, args.name, _style(args))
+    try:
+        text = fn(view, args.name, _style(args))
+    except CliError:
+        if view.as_of is None:
+            raise
+        # Not in the daemon's last pass (created since?): ask the host itself before saying no.
+        view = gather(settings, replace(opts, recent=False))
+        text = fn(view, args.name, _style(args))
     _warn(view.notes)
+    _say_as_of(view)
     sys.stdout.write(text)
     return 0
 
@@ -672,7 +722,7 @@ def cmd_plan(args: argparse.Namespace, settings: Settings) -> int:
     _quiet_logs(args.debug)
     if at is not None or args.policy:
         # A forecast of the coming passes (and, with --policy, its difference from the installed one).
-        from controller.cli.forecastview import cmd_forecast
+        from controller.cli.forecastcmd import cmd_forecast
 
         return cmd_forecast(args, settings, at, _style(args))
     view = gather(

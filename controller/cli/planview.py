@@ -11,7 +11,7 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from controller.cli.render import PLAIN, Style, clean, clock, evidence_value, stamp, until
+from controller.cli.render import PLAIN, Style, clean, clean_tree, clock, evidence_value, stamp, until
 
 if TYPE_CHECKING:
     from controller.plan.types import Action, Deferred, Plan
@@ -21,8 +21,6 @@ EVIDENCE_VALUE_MAX = 160
 
 def plan_json(plan: Plan) -> dict[str, Any]:
     """``Plan.model_dump(mode="json")`` with every string cleaned; the shape is unchanged."""
-    from controller.cli.get import clean_tree
-
     data: dict[str, Any] = clean_tree(plan.model_dump(mode="json"))
     return data
 
@@ -129,3 +127,8 @@ def _sorted_deferred(deferred: Sequence[Deferred], now: datetime) -> list[Deferr
 
 
 __all__ = ["PLAIN", "plan_json", "plan_text", "summary"]
+
+
+def render_plan_table(plan: Plan, style: Style = PLAIN) -> str:
+    """A plan as ``ds01ctl plan`` prints it (also used by ``ds01-controller run --once``)."""
+    return plan_text(plan, style)

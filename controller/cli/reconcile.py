@@ -15,7 +15,8 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from controller.cli.errors import CliError
-from controller.cli.render import PLAIN, Style, clean, iso, machine, stamp
+from controller.cli.render import PLAIN, Style, clean, clean_tree, iso, machine, stamp
+from controller.cli.view import release_breaker_line
 
 if TYPE_CHECKING:
     from controller.loop import PassResult
@@ -64,7 +65,6 @@ def reconcile(settings: Settings, *, dry_run: bool, output: str, style: Style = 
 def _print_result(result: PassResult, dry_run: bool, output: str, style: Style) -> int:
     from controller.act.report import Outcome
     from controller.cli.gather import docker_error, domain_notes
-    from controller.cli.get import clean_tree
 
     failed = result.report.count(Outcome.FAILED)
     if output in ("json", "yaml"):
@@ -140,17 +140,6 @@ def breaker_status(settings: Settings, output: str) -> int:
     if pending:
         print("a reset request is waiting for the controller's next pass")
     return 0
-
-
-def release_breaker_line(memory: Any) -> str:
-    """One line on the release breaker (``breaker status``, ``get allocations``, ``describe gpu``)."""
-    rb = memory.release_breaker
-    if rb.tripped:
-        return (
-            f"release breaker: TRIPPED at {stamp(rb.tripped_at)}: {clean(rb.reason, 600)}; no ledger row is "
-            "released until an admin resets it: sudo ds01ctl breaker reset"
-        )
-    return "release breaker: closed (ledger rows released within the per-pass budget)"
 
 
 def breaker_reset(settings: Settings) -> int:

@@ -13,13 +13,14 @@ import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, TextIO
-
-if TYPE_CHECKING:
-    from controller.plan.types import Plan
+from typing import Any, TextIO
 
 COLUMN_GAP = "   "
 DEFAULT_MAX_CELL = 80
+# The one spelling of a value that could not be known, in every human view ("?", "n/a" and "-"
+# are not used for it; "-" means "none" or "does not apply").
+UNKNOWN = "unknown"
+MACHINE_MAX = 4096  # user strings in -o json/yaml are cleaned too, with room for long values
 
 _ANSI = {
     "red": "31",
@@ -38,6 +39,17 @@ def clean(value: object, max_len: int = DEFAULT_MAX_CELL) -> str:
     from controller.act.sanitize import clean as sanitize
 
     return sanitize("" if value is None else str(value), max_len)
+
+
+def clean_tree(value: Any, max_len: int = MACHINE_MAX) -> Any:
+    """Every string in a JSON-able value (keys too), cleaned; the shape is unchanged."""
+    if isinstance(value, str):
+        return clean(value, max_len)
+    if isinstance(value, Mapping):
+        return {clean(str(k), 256): clean_tree(v, max_len) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [clean_tree(v, max_len) for v in value]
+    return value
 
 
 def colour_enabled(stream: TextIO, environ: Mapping[str, str] | None = None) -> bool:
@@ -231,6 +243,11 @@ def evidence_value(key: str, value: Any) -> Any:
     return value
 
 
+def known_bytes(n: float | None) -> str:
+    """:func:`fmt_bytes` for a reading that exists but could not be had: ``unknown``, not ``-``."""
+    return UNKNOWN if n is None else fmt_bytes(n)
+
+
 def fmt_percent(p: float | None) -> str:
     if p is None:
         return "-"
@@ -285,10 +302,3 @@ class Sections:
 
     def render(self) -> str:
         return "\n".join(self._lines) + "\n"
-
-
-def render_plan_table(plan: Plan, style: Style = PLAIN) -> str:
-    """A plan as ``ds01ctl plan`` prints it (also used by ``ds01-controller run --once``)."""
-    from controller.cli.planview import plan_text
-
-    return plan_text(plan, style)

@@ -157,7 +157,7 @@ def _cell(value: object) -> str:
 
 
 def report_json(report: Report, stats: ReadStats, now: datetime) -> dict[str, Any]:
-    from controller.cli.get import clean_tree
+    from controller.cli.render import clean_tree
 
     data = report.as_dict()
     data["generated_at"] = now.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from controller.cli.render import Sections, Table, clean, fmt_bytes
+from controller.cli.render import UNKNOWN, Sections, Table, clean, fmt_bytes
 from controller.cli.view import View
 from controller.snapshot import ContainerObs, ContainerState, ResourceLimits
 from desired_state.effective import EffectivePolicy, ResourceSpec
@@ -36,10 +36,10 @@ def _above(have: float | None, want: float | None) -> bool:
 
 
 def limit_cells(c: ContainerObs, pol: EffectivePolicy | None) -> list[str]:
-    """CPU, MEM, PIDS limit cells; ``-`` is no limit, ``?`` not observed, ``*`` differs from the spec."""
+    """CPU, MEM, PIDS limit cells: ``-`` no limit, ``unknown`` not observed, ``*`` differs from the spec."""
     lim = c.limits
     if lim is None:
-        return ["?", "?", "?"]
+        return [UNKNOWN, UNKNOWN, UNKNOWN]
     spec = pol.resources if pol is not None and not pol.resources.exempt.value else ResourceSpec()
     pairs: list[tuple[str, bool]] = [
         (_cpus(lim.cpus), _above(lim.cpus, spec.max_cpus.value)),
@@ -169,7 +169,7 @@ def user_rows(view: View) -> list[UserRow]:
         rows.append(
             UserRow(
                 user=owner,
-                group=pol.group.value if pol is not None else "?",
+                group=pol.group.value if pol is not None else UNKNOWN,
                 containers=len(owned),
                 containers_allowed=allowed,
                 gpu_equivalents=round(gpu, 3),

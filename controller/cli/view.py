@@ -19,6 +19,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
+from controller.cli.render import UNKNOWN, clean, iso, since, stamp, until
 from controller.plan.types import Action, ActionKind, DeferReason, Deferred, Plan, Reason
 from controller.snapshot import ContainerObs, ContainerState, Domain, GpuObs, Snapshot
 
@@ -72,6 +73,8 @@ class View:
     policy_errors: dict[str, str] = field(default_factory=dict)
     # The coming passes (controller.plan.forecast), for NEXT and describe; None: not forecast.
     forecast: Forecast | None = None
+    # Set when the view is the daemon's last pass (controller/lastpass.py), not a live observation.
+    as_of: datetime | None = None
 
     # --- indexes, built once per command ---------------------------------------------------
     @cached_property
@@ -112,10 +115,10 @@ class View:
 
     @cached_property
     def short_refs(self) -> dict[str, str]:
-        """UUID -> the shortest prefix (12 characters or more) that tells it from every other UUID
-        a container references: without NVML the slot is unknown, and two UUIDs that share their
-        first 12 characters must not print as the same string."""
-        distinct = sorted({r.uuid for c in self.snapshot.containers for r in c.gpu_refs if r.uuid})
+        """UUID (or an unresolved reference as written) -> the shortest prefix (12 characters or
+        more) that tells it from every other one a container references: without NVML the slot is
+        unknown, and two references that share their first characters must not print alike."""
+        distinct = sorted({r.uuid or r.raw for c in self.snapshot.containers for r in c.gpu_refs})
         length = 12
         while length < max((len(u) for u in distinct), default=0):
             if len({u[:length] for u in distinct}) == len(distinct):
@@ -213,7 +216,7 @@ class View:
 
     def slot(self, uuid: str | None) -> str:
         if uuid is None:
-            return "?"
+            return UNKNOWN
         return self.slots.get(uuid, uuid)
 
     @property
@@ -350,8 +353,6 @@ class NextStep:
     why: str | None = None
 
     def text(self, now: datetime) -> str:
-        from controller.cli.render import until
-
         if self.verb in (UNKNOWN_STEP, NO_STEP):
             return self.verb
         if self.pending:
@@ -362,8 +363,6 @@ class NextStep:
         return f"{self.verb} due" if when == "now" else f"{self.verb} {when}"
 
     def as_dict(self) -> dict[str, Any]:
-        from controller.cli.render import iso
-
         return {
             "action": self.verb,
             "rule": self.rule,
@@ -464,16 +463,12 @@ class Idleness:
     since: datetime | None = None
 
     def text(self, now: datetime) -> str:
-        from controller.cli.render import since
-
         if self.state == IdleState.IDLE:
             return since(self.since, now)
         return _IDLE_COLUMN[self.state]
 
     def phrase(self, now: datetime) -> str:
         """For sentences (``describe``): ``idle 42m``, ``not sampled yet``..."""
-        from controller.cli.render import since
-
         if self.state == IdleState.IDLE:
             return f"idle {since(self.since, now)}"
         return _IDLE_PHRASE[self.state]
@@ -482,9 +477,9 @@ class Idleness:
 _IDLE_COLUMN = {
     IdleState.ACTIVE: "active",
     IdleState.UNKNOWN: "unknown",
-    IdleState.NO_DATA: "?",
+    IdleState.NO_DATA: UNKNOWN,
     IdleState.NOT_RUNNING: "-",
-    IdleState.UNAVAILABLE: "?",
+    IdleState.UNAVAILABLE: UNKNOWN,
     IdleState.IDLE_GRACE: "idle (grace)",
     IdleState.IDLE_UNCOUNTED: "idle (new)",
 }
@@ -571,3 +566,14 @@ def gpu_devices(gpus: Sequence[GpuObs]) -> list[tuple[GpuObs, str | None]]:
         for m in sorted(g.mig_devices, key=lambda x: x.index):
             out.append((g, m.uuid))
     return out
+
+
+def release_breaker_line(memory: Any) -> str:
+    """One line on the release breaker (``breaker status``, ``get allocations``, ``describe gpu``)."""
+    rb = memory.release_breaker
+    if rb.tripped:
+        return (
+            f"release breaker: TRIPPED at {stamp(rb.tripped_at)}: {clean(rb.reason, 600)}; no ledger row is "
+            "released until an admin resets it: sudo ds01ctl breaker reset"
+        )
+    return "release breaker: closed (ledger rows released within the per-pass budget)"

@@ -22,6 +22,7 @@ an idle GPU for a leak. See docs/nvml-real-hardware.md.
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 from collections.abc import Callable
@@ -83,6 +84,20 @@ def _optional(what: str, fn: Callable[..., T], *args: Any) -> tuple[T | None, st
         reason = f"{what} failed: {describe_nvml_error(exc)}"
         logger.debug("NVML field unknown: {}", reason)
         return None, reason
+
+
+_MIG_PROFILE = re.compile(r"\bMIG\s+(\d+g\.\d+gb(?:\+\w+)*)", re.IGNORECASE)
+
+
+def mig_profile(name: object) -> str | None:
+    """The profile in a MIG device's NVML name (``NVIDIA A100-SXM4-80GB MIG 3g.40gb`` ->
+    ``3g.40gb``); None when the name does not carry one (unknown, never guessed)."""
+    if isinstance(name, bytes):
+        name = name.decode("utf-8", "replace")
+    if not isinstance(name, str):
+        return None
+    found = _MIG_PROFILE.search(name)
+    return found.group(1) if found else None
 
 
 def _bytes_or_none(value: Any) -> int | None:
@@ -312,6 +327,7 @@ class NvmlObserver:
             ci_id, _ = _optional(
                 f"nvmlDeviceGetComputeInstanceId({label})", pynvml.nvmlDeviceGetComputeInstanceId, handle
             )
+            name, _ = _optional(f"nvmlDeviceGetName({label})", pynvml.nvmlDeviceGetName, handle)
             memory = self._memory(handle, label)
             processes, processes_unknown = self._processes(handle, label)
             # DS01's GPU-equivalents: a MIG device counts as its share of the GPU's compute slices.
@@ -323,6 +339,7 @@ class NvmlObserver:
                 MigDeviceObs(
                     uuid=GpuUuid(uuid),
                     index=mig_index,
+                    profile=mig_profile(name),
                     gpu_instance_id=None if gi_id is None else int(gi_id),
                     compute_instance_id=None if ci_id is None else int(ci_id),
                     memory_used_bytes=memory.used_bytes,

@@ -27,6 +27,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -181,7 +182,11 @@ def _rates(snapshot: Snapshot, memory: ControllerMemory) -> dict[str, _Rate]:
         if s is None or c.state != ContainerState.RUNNING:
             continue
         cm = memory.containers.get(c.id)
-        prev = cm.samples[-1] if cm is not None and cm.samples and cm.started_at == c.started_at else None
+        # The latest sample before this reading: the memory may already hold this observation's own
+        # sample (the daemon's last pass, read back with its memory), which gives no rate.
+        prev = None
+        if cm is not None and cm.started_at == c.started_at:
+            prev = next((x for x in reversed(cm.samples) if x.at < s.read_at), None)
         span_s = (s.read_at - prev.at).total_seconds() if prev is not None else 0.0
         cpu: float | None = None
         net: float | None = None
@@ -263,6 +268,8 @@ def _applied(world: Snapshot, action: Action, at: datetime) -> Snapshot:
         return _with_stopped(world, t.container_id, at)
     if kind == ActionKind.REMOVE_CONTAINER and t.container_id:
         return _without_container(world, t.container_id)
+    if kind == ActionKind.RESET_GPU and t.gpu is not None:
+        return _released(world, {t.gpu})
     if kind == ActionKind.KILL_PROCESS and t.pid is not None:
         return _without_pids(world, {t.pid})
     if kind == ActionKind.RELEASE_ALLOCATION and t.ledger_entry is not None:
@@ -292,12 +299,33 @@ def _with_stopped(world: Snapshot, container_id: str, at: datetime) -> Snapshot:
         else c
         for c in world.containers
     )
-    return _without_pids(world.model_copy(update={"containers": containers}), _pids_of(world, container_id))
+    after = _without_pids(world.model_copy(update={"containers": containers}), _pids_of(world, container_id))
+    return _released(after, _gpus_of(world, container_id))
 
 
 def _without_container(world: Snapshot, container_id: str) -> Snapshot:
     containers = tuple(c for c in world.containers if c.id != container_id)
-    return _without_pids(world.model_copy(update={"containers": containers}), _pids_of(world, container_id))
+    after = _without_pids(world.model_copy(update={"containers": containers}), _pids_of(world, container_id))
+    return _released(after, _gpus_of(world, container_id))
+
+
+def _gpus_of(world: Snapshot, container_id: str) -> set[str]:
+    return {u for c in world.containers if c.id == container_id for u in c.gpu_uuids}
+
+
+def _released(world: Snapshot, uuids: set[str]) -> Snapshot:
+    """GPUs (full or MIG, by UUID) that no process uses any more hold no memory: a context is freed
+    when its last process exits, and a reset frees all (a leak is not forecast)."""
+    if not uuids:
+        return world
+
+    def free(d: Any) -> Any:
+        return d.model_copy(update={"memory_used_bytes": 0}) if d.uuid in uuids and not d.processes else d
+
+    gpus = tuple(
+        free(g).model_copy(update={"mig_devices": tuple(free(m) for m in g.mig_devices)}) for g in world.gpus
+    )
+    return world.model_copy(update={"gpus": gpus})
 
 
 def _pids_of(world: Snapshot, container_id: str) -> set[int]:
@@ -315,23 +343,33 @@ def _without_pids(world: Snapshot, pids: set[int]) -> Snapshot:
 
 
 def _gpu_without(g: GpuObs, pids: set[int]) -> GpuObs:
-    gone = [p for p in g.processes if p.pid in pids]
+    """``g`` once ``pids`` exited cleanly: their memory freed, and a device left with no process holds
+    none (the driver frees a context when its last process exits; a leak is not forecast)."""
     migs = tuple(
         m.model_copy(
             update={
-                "processes": tuple(p for p in m.processes if p.pid not in pids),
-                "memory_used_bytes": _minus(m.memory_used_bytes, (p for p in m.processes if p.pid in pids)),
+                "processes": (left := tuple(p for p in m.processes if p.pid not in pids)),
+                "memory_used_bytes": _freed(m.memory_used_bytes, m.processes, left),
             }
         )
         for m in g.mig_devices
     )
+    left = tuple(p for p in g.processes if p.pid not in pids)
     return g.model_copy(
         update={
-            "processes": tuple(p for p in g.processes if p.pid not in pids),
-            "memory_used_bytes": _minus(g.memory_used_bytes, gone),
+            "processes": left,
+            "memory_used_bytes": _freed(g.memory_used_bytes, g.processes, left),
             "mig_devices": migs,
         }
     )
+
+
+def _freed(used: int | None, before: Sequence[Any], left: Sequence[Any]) -> int | None:
+    if used is None or len(left) == len(before):
+        return used
+    if not left:
+        return 0
+    return _minus(used, (p for p in before if p not in left))
 
 
 def _minus(used: int | None, gone: Iterable[object]) -> int | None:

@@ -110,7 +110,9 @@ class Target(BaseModel):
             return self.container
         if self.pid is not None:
             return f"pid {self.pid}"
-        return self.gpu or "host"
+        if self.gpu:
+            return self.gpu
+        return f"user {self.user}" if self.user else "host"
 
 
 class _Params(BaseModel):

@@ -404,7 +404,7 @@ def test_unreadable_state_directory_gives_the_live_view_without_timers(
     result = cli("get", "containers", c.name)
     assert result.returncode == 0, result.stderr
     assert "warning: timers unavailable" in result.stderr and "owned by uid 4242" in result.stderr
-    assert result.stdout.splitlines()[1].split()[5] == "?"  # IDLE
+    assert result.stdout.splitlines()[1].split()[5] == "unknown"  # IDLE
     text = cli("describe", "container", c.name)
     assert text.returncode == 0
     assert "idle time unavailable (timers unavailable" in text.stdout

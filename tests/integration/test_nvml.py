@@ -457,3 +457,48 @@ def test_unreadable_mig_attributes_leave_the_gpu_equivalents_unknown(
         device.gpu_equivalents_unknown is not None
         and "nvmlDeviceGetAttributes" in device.gpu_equivalents_unknown
     )
+
+
+def test_mig_devices_carry_their_profile_to_get_gpus_and_describe_gpu(
+    fake_nvml: FakeNvml, observer: NvmlObserver
+) -> None:
+    """The profile comes from the MIG device's NVML name (``<GPU name> MIG 3g.40gb``) and shows in
+    ``get gpus`` (the MIG column) and ``describe gpu`` (the device's MIG field, the GPU's table)."""
+    from controller.cli.describe import describe_gpu
+    from controller.cli.get import GetOptions, run_get
+    from controller.cli.view import View
+    from tests.fixtures import builders as b
+
+    fake_nvml.set_gpus(2)
+    big = fake_nvml.add_mig(1, profile="3g.40gb", mig_index=0)
+    small = fake_nvml.add_mig(1, profile="1g.10gb", mig_index=2)
+    fake_nvml.write()
+
+    _full, mig = observe_ok(observer)
+    assert [(d.uuid, d.profile) for d in mig.mig_devices] == [(big.uuid, "3g.40gb"), (small.uuid, "1g.10gb")]
+
+    view = View(snapshot=b.snapshot(observed_at=b.T0, gpus=list(observe_ok(observer))), now=b.T0)
+    text, _ = run_get("gpus", view, GetOptions())
+    header, *lines = text.splitlines()
+    start, end = header.index(" MIG ") + 1, header.index(" MEMORY")  # the model name has spaces
+    mig_of = {line.split()[0]: line[start:end].strip() for line in lines}
+    assert mig_of == {"0": "off", "1": "on", "1.0": "3g.40gb", "1.2": "1g.10gb"}
+    assert "MIG:          device, profile 3g.40gb" in describe_gpu(view, "1.0")
+    parent = describe_gpu(view, "1")
+    assert "PROFILE" in parent and "3g.40gb" in parent and "1g.10gb" in parent
+
+
+@pytest.mark.parametrize(
+    ("name", "profile"),
+    [
+        ("NVIDIA A100-SXM4-80GB MIG 3g.40gb", "3g.40gb"),
+        (b"NVIDIA H100 80GB HBM3 MIG 1g.10gb", "1g.10gb"),
+        ("NVIDIA A100-SXM4-40GB MIG 1g.5gb+me", "1g.5gb+me"),
+        ("NVIDIA A100-SXM4-80GB", None),  # no profile in the name: unknown, never guessed
+        (None, None),
+    ],
+)
+def test_mig_profile_is_read_from_the_device_name(name: object, profile: str | None) -> None:
+    from controller.observe.nvml import mig_profile
+
+    assert mig_profile(name) == profile

@@ -147,7 +147,7 @@ def snapshot(order: Sequence[int] | None = None) -> Snapshot:
         containers=cs,
         gpus=[
             b.gpu(0, util_pct=0.0, memory_used_bytes=3 * 1024**3, processes=(1001, 1002)),
-            b.gpu(1, mig_slots=2, memory_used_bytes=1024**3),
+            b.gpu(1, mig_slots=2, memory_used_bytes=1024**3, mig_profile="1g.10gb"),
             b.gpu(2, util_pct=37.0, memory_used_bytes=6 * 1024**3, processes=(2002, 3003)),
         ],
         processes=procs,

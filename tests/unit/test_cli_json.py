@@ -106,6 +106,7 @@ GPU_ITEM = {
     "parent_uuid": STR_OR_NONE,
     "model": STR_OR_NONE,
     "mig": STR_OR_NONE,
+    "mig_profile": STR_OR_NONE,
     "memory_used_bytes": (int, type(None)),
     "memory_total_bytes": (int, type(None)),
     "utilization_percent": NUM_OR_NONE,

@@ -138,7 +138,7 @@ def test_gpu_states_never_call_unknown_free() -> None:
     )
     text, _ = run_get("gpus", View(snapshot=down, now=w.T0), GetOptions(output="wide"))
     (row,) = [line.split() for line in text.splitlines()[1:]]
-    assert row[0] == "?" and row[1] == w.b.GPU0 and row[-1] == "unavailable" and "holder" in row
+    assert row[0] == "unknown" and row[1] == w.b.GPU0 and row[-1] == "unavailable" and "holder" in row
 
 
 def test_with_docker_down_no_process_is_called_an_orphan_and_no_gpu_free() -> None:
@@ -152,7 +152,7 @@ def test_with_docker_down_no_process_is_called_an_orphan_and_no_gpu_free() -> No
     view = View(snapshot=snap, now=w.T0)
     procs, _ = run_get("processes", view, GetOptions())
     (row,) = [line.split() for line in procs.splitlines()[1:]]
-    assert row[0] == "77" and row[4] == "?" and row[-1] == "unknown"
+    assert row[0] == "77" and row[4] == "unknown" and row[-1] == "unknown"
     gpus, _ = run_get("gpus", view, GetOptions())
     assert [line.split()[-1] for line in gpus.splitlines()[1:]] == ["unknown"]
 

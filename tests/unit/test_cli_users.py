@@ -46,7 +46,7 @@ def test_limit_cells_mark_what_is_unset_or_above_the_spec() -> None:
         update={"limits": ResourceLimits(nano_cpus=2 * 10**9, memory_bytes=16 << 30)}
     )
     assert limit_cells(c, pol) == ["2", "16Gi*", "-*"]
-    assert limit_cells(b.running("y"), pol) == ["?", "?", "?"]  # not observed
+    assert limit_cells(b.running("y"), pol) == ["unknown", "unknown", "unknown"]  # not observed
     opted_out = pol.model_copy(
         update={"resources": spec.model_copy(update={"exempt": Sourced(value=True, source="t")})}
     )

@@ -15,20 +15,6 @@ import pytest
 
 PACKAGES = ("controller", "desired_state", "crd_like_specs")
 
-# The ds01ctl view modules still import each other (get <-> planview <-> render <-> view, held
-# together by imports inside functions); that circle is being cut separately. This exclusion is to
-# be removed when the CLI circle is cut: nothing else may be added here.
-CLI_CIRCLE_TO_BE_CUT = frozenset(
-    {
-        "controller.cli.gather",
-        "controller.cli.get",
-        "controller.cli.planview",
-        "controller.cli.reconcile",
-        "controller.cli.render",
-        "controller.cli.view",
-    }
-)
-
 
 @pytest.fixture(scope="module")
 def graph() -> grimp.ImportGraph:
@@ -93,7 +79,7 @@ def test_the_circle_finder_finds_a_circle_through_an_import_inside_a_function() 
 
 
 def test_no_module_circle_in_controller_desired_state_or_crd_like_specs(graph: grimp.ImportGraph) -> None:
-    assert circles(graph, excluded=CLI_CIRCLE_TO_BE_CUT) == []
+    assert circles(graph) == []
 
 
 def test_crd_like_specs_imports_nothing_of_desired_state(graph: grimp.ImportGraph) -> None:

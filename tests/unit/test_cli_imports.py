@@ -1,0 +1,113 @@
+"""``ds01ctl`` imports only what a command uses (issue 12: ``--help``, ``get`` and ``describe``).
+
+Each command runs in a fresh interpreter, which then lists the modules it loaded. No timing: the
+module sets say what start-up costs (pydantic model building, the Docker SDK and its ``requests``,
+psutil, NVML, the policy loader), and they do not depend on the machine's load.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+
+_RUN = """
+import json, sys
+from controller.cli.main import main
+try:
+    code = main(sys.argv[2:])
+except SystemExit as exc:
+    code = exc.code
+with open(sys.argv[1], "w") as f:
+    json.dump({"code": code, "modules": sorted(sys.modules)}, f)
+"""
+
+# What observing the host costs, and what loading the policy costs.
+OBSERVE = ("docker", "requests", "psutil", "pynvml", "controller.observe")
+POLICY = ("yaml", "crd_like_specs.kinds", "desired_state.load")
+
+
+def _modules(tmp_path: Path, *argv: str) -> tuple[int, set[str]]:
+    out = tmp_path / f"modules-{len(list(tmp_path.glob('modules-*')))}.json"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DS01_")}
+    env.update(
+        {
+            "PYTHONPATH": str(REPO),
+            "DOCKER_HOST": f"unix://{tmp_path}/no-docker.sock",
+            "DS01_ENV_FILE": "",
+            "NO_COLOR": "1",
+        }
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", _RUN, str(out), *argv],
+        env=env,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert out.exists(), done.stderr
+    data = json.loads(out.read_text())
+    return data["code"], set(data["modules"])
+
+
+def _loaded(modules: set[str], roots: tuple[str, ...]) -> list[str]:
+    return sorted(m for m in modules if any(m == r or m.startswith(r + ".") for r in roots))
+
+
+def test_help_imports_no_pydantic_and_no_adapter(tmp_path: Path) -> None:
+    code, modules = _modules(tmp_path, "--help")
+    assert code == 0
+    assert _loaded(modules, ("pydantic", "loguru", *OBSERVE, *POLICY)) == []
+    code, modules = _modules(tmp_path, "get", "--help")
+    assert code == 0
+    assert _loaded(modules, ("pydantic", "loguru", *OBSERVE, *POLICY)) == []
+
+
+@pytest.fixture
+def daemon_state(tmp_path: Path) -> list[str]:
+    """A daemon has just run a pass (its state directory holds the last pass): the flags to read it."""
+    from tests.fixtures import builders as b
+    from tests.unit.test_churn_memory import ScriptedObserver, make_controller
+
+    clock = [datetime.now(UTC)]
+    snap = b.snapshot(observed_at=clock[0], containers=[b.running("imports-1", owner="alice")])
+    controller = make_controller(tmp_path, ScriptedObserver(snap), clock)
+    controller.run_pass()
+    return [
+        "--state-dir",
+        str(controller.settings.state_dir),
+        "--events-log",
+        str(tmp_path / "events.jsonl"),
+        "--ledger",
+        str(tmp_path / "ledger.json"),
+    ]
+
+
+def test_get_from_the_last_pass_neither_observes_nor_loads_the_policy(
+    tmp_path: Path, daemon_state: list[str]
+) -> None:
+    code, modules = _modules(tmp_path, "get", "containers", "--all", *daemon_state)
+    assert code == 0
+    assert _loaded(modules, (*OBSERVE, *POLICY)) == []
+
+
+def test_describe_from_the_last_pass_does_not_observe(tmp_path: Path, daemon_state: list[str]) -> None:
+    code, modules = _modules(tmp_path, "describe", "container", "imports-1", *daemon_state)
+    assert code == 0
+    assert _loaded(modules, OBSERVE) == []
+
+
+def test_live_observes(tmp_path: Path, daemon_state: list[str]) -> None:
+    """The check sees the difference: --live loads the observer (and fails here: no Docker)."""
+    code, modules = _modules(tmp_path, "get", "containers", "--live", *daemon_state)
+    assert code == 1
+    assert "controller.observe.docker_adapter" in modules
