@@ -35,7 +35,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from loguru import logger
@@ -52,10 +52,12 @@ from controller.memory import ControllerMemory
 from controller.observe.host import HostObserver
 from controller.ops.sdnotify import Notifier
 from controller.pass_metrics import record_failed_pass, record_metrics
+from controller.plan import wake
 from controller.plan.desired import PolicySetDesired
 from controller.plan.open_alerts import OpenAlert, count_by_reason, open_alerts
 from controller.plan.planner import plan as make_plan
 from controller.plan.types import Plan
+from controller.plan.wake import MIN_WAIT_S
 from controller.policy_identity import policy_identity
 from controller.record import RecordUnavailable
 from controller.settings import Settings
@@ -94,14 +96,6 @@ WAKING_EVENTS = (
     "rename",
     "update",
 )
-MIN_WAIT_S = 0.02
-# Wake a little after a due time, not a hair before it (the planner compares with its own clock).
-DUE_SLACK_S = 0.01
-# Due times this close after the earliest one are one moment: the loop wakes after the last of
-# them. Warnings sent side by side in one pass are delivered (and stamped) milliseconds apart, so
-# the stops they lead to come due milliseconds apart; woken at the first, a pass would stop that
-# container alone and the others one pass later (and the breaker would judge them apart).
-DUE_GROUP_S = 0.5
 # Re-following the Docker event stream after it broke: first retry, and the longest back-off.
 EVENTS_RETRY_MIN_S = 0.5
 EVENTS_RETRY_MAX_S = 5.0
@@ -545,22 +539,9 @@ def _reason(exc: BaseException) -> str:
 
 
 def next_wait_s(the_plan: Plan | None, now: datetime, interval_s: float) -> float:
-    """Sleep until the periodic resync or the earliest *future* due time, whichever comes first.
-
-    A due time already past belongs to something still deferred for another reason (a window not
-    filled, a warning lead): re-planning at once would change nothing, so it waits for the resync.
-    The earliest due time stands for every one within :data:`DUE_GROUP_S` after it: the pass comes
-    after the last of them (never before any), so what came due together is acted on together.
-    """
-    wait_s = interval_s
-    if the_plan is not None:
-        future = [d.due_at for d in the_plan.deferred if d.due_at is not None and d.due_at > now]
-        if future:
-            first = min(future)
-            if (first - now).total_seconds() < interval_s:
-                last = max(d for d in future if d <= first + timedelta(seconds=DUE_GROUP_S))
-                wait_s = (last - now).total_seconds() + DUE_SLACK_S
-    return max(MIN_WAIT_S, wait_s)
+    """Sleep until the resync or the earliest *future* due time (:func:`controller.plan.wake.wait_s`)."""
+    due = (d.due_at for d in the_plan.deferred) if the_plan is not None else ()
+    return wake.wait_s(due, now, interval_s)
 
 
 def _loop(

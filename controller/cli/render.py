@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TextIO
 
+from controller.units import binary_size
+
 COLUMN_GAP = "   "
 DEFAULT_MAX_CELL = 80
 # The one spelling of a value that could not be known, in every human view ("?", "n/a" and "-"
@@ -223,16 +225,7 @@ def iso(when: datetime | None) -> str | None:
 
 def fmt_bytes(n: float | None) -> str:
     """Binary units, one decimal under 10: ``512B``, ``1.5Ki``, ``80Gi``; ``-`` when unknown."""
-    if n is None:
-        return "-"
-    value = float(n)
-    for unit in ("B", "Ki", "Mi", "Gi", "Ti"):
-        if abs(value) < 1024 or unit == "Ti":
-            if unit == "B":
-                return f"{int(value)}B"
-            return f"{value:.1f}{unit}" if abs(value) < 10 else f"{value:.0f}{unit}"
-        value /= 1024
-    raise AssertionError("unreachable")
+    return "-" if n is None else binary_size(n)
 
 
 def evidence_value(key: str, value: Any) -> Any:

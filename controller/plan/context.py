@@ -35,6 +35,7 @@ from controller.snapshot import (
     GpuObs,
     Snapshot,
 )
+from controller.units import binary_size
 from desired_state.effective import EffectivePolicy, GlobalPolicy
 
 # Containers whose processes are legitimately alive: a paused container's processes are frozen,
@@ -76,16 +77,7 @@ def fmt_bytes(n: float | None) -> str:
 
     Messages are for people; the evidence keeps the raw number of bytes.
     """
-    if n is None:
-        return "?"
-    value = float(n)
-    for unit in ("B", "Ki", "Mi", "Gi", "Ti"):
-        if abs(value) < 1024 or unit == "Ti":
-            if unit == "B":
-                return f"{int(value)}B"
-            return f"{value:.1f}{unit}" if abs(value) < 10 else f"{value:.0f}{unit}"
-        value /= 1024
-    return f"{int(n)}B"  # pragma: no cover - the loop returns at "Ti"
+    return "unknown" if n is None else binary_size(n)
 
 
 def container_target(c: ContainerObs, *, gpu: str | None = None) -> Target:

@@ -32,16 +32,12 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from controller.memory import ControllerMemory
+from controller.plan import wake
 from controller.plan.desired import DesiredState
 from controller.plan.planner import plan as plan_pass
 from controller.plan.types import Action, ActionKind, DeferReason, Deferred, Plan, StopParams, WarnParams
 from controller.snapshot import ContainerObs, ContainerState, GpuObs, Snapshot
 
-# The loop's wake-up rule (controller.loop.next_wait_s): a hair after a due time, and due times
-# this close together are one moment.
-DUE_SLACK_S = 0.01
-DUE_GROUP_S = 0.5
-MIN_WAIT_S = 0.02
 DEFAULT_MAX_PASSES = 5000
 # While nothing is pending, passes between due times only add activity samples; with the signals
 # held, one every half maxSampleInterval (never more than this) keeps every idle streak unbroken.
@@ -160,14 +156,7 @@ def _wait_s(the_plan: Plan, now: datetime, interval_s: float, stride_s: float) -
         d.why in _RESYNC_PACED or (d.due_at is not None and d.due_at <= now) for d in the_plan.deferred
     )
     resync_s = interval_s if busy else stride_s
-    wait_s = resync_s
-    future = [d.due_at for d in the_plan.deferred if d.due_at is not None and d.due_at > now]
-    if future:
-        first = min(future)
-        if (first - now).total_seconds() < resync_s:
-            last = max(d for d in future if d <= first + timedelta(seconds=DUE_GROUP_S))
-            wait_s = (last - now).total_seconds() + DUE_SLACK_S
-    return max(MIN_WAIT_S, wait_s)
+    return wake.wait_s((d.due_at for d in the_plan.deferred), now, resync_s)
 
 
 # --- the held world ----------------------------------------------------------------------------

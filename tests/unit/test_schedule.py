@@ -24,10 +24,11 @@ from controller.act.events import EventLog
 from controller.act.executor import RealExecutor
 from controller.act.report import ActionOutcome, ExecutionReport, Outcome
 from controller.act.schedule import ActionScheduler, Limits, conflict_keys, merge_outcome
-from controller.loop import DUE_GROUP_S, DUE_SLACK_S, Controller, PassResult, next_wait_s
+from controller.loop import Controller, PassResult, next_wait_s
 from controller.memory import ControllerMemory
 from controller.plan.desired import PolicySetDesired
 from controller.plan.types import Action, ActionKind, DeferReason, Deferred, Plan, Reason, Target
+from controller.plan.wake import DUE_GROUP_S, DUE_SLACK_S
 from controller.settings import Settings
 from controller.store import MemoryStore
 from desired_state.errors import PolicyLoadError
