@@ -570,7 +570,7 @@ def _get_view(args: argparse.Namespace, settings: Settings, kind: str, owner: st
             events=kind == "gpus",
             forecast="small" if kind == "containers" else None,
             recent=not args.live,
-            need_policy=kind == "users",
+            need_policy=kind in ("users", "gpus"),  # quotas; the hoarding thresholds
         ),
     )
 

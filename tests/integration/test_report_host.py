@@ -92,12 +92,14 @@ def test_a_pass_records_usage_that_report_and_get_gpus_read(
     assert (mine["mem_mib"], mine["util"]) == (4096, 0.0)
 
     time.sleep(1.5)  # past the 1 s hoarding window, within the 20 s sample gap
-    gpus = report_cli("get", "gpus", "-o", "json")
+    # --live: a new observation 1.5 s after the pass's sample covers the window; the daemon's last
+    # pass (what `get` shows by default while it is fresh) is as of the sample itself.
+    gpus = report_cli("get", "gpus", "-o", "json", "--live")
     assert gpus.returncode == 0, gpus.stderr
     marks = {i["uuid"]: i["hoarding"] for i in json.loads(gpus.stdout)["items"]}
     assert marks[HOARDED] is True, gpus.stdout
     assert marks[SPARE] is not True
-    table = report_cli("get", "gpus")
+    table = report_cli("get", "gpus", "--live")
     assert any(
         line.startswith("0 ") and line.rstrip().endswith(",hoarding") for line in table.stdout.splitlines()
     )
