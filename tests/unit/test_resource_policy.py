@@ -227,7 +227,9 @@ def test_the_aggregate_caps_resolve_as_one_block_with_their_source() -> None:
     assert (alice.aggregate_memory_high_bytes.value, alice.aggregate_tasks.value) == (86 * GiB, 12288)
     assert alice.aggregate_tasks.source == "UserGroup/researcher: aggregate"
     # An override's block replaces the group's whole (DS01's rule); null: no cap at all.
-    nulled = load_spec_text(text.replace("resources: {pidsLimit: null}", "resources: {aggregate: null}"), "s.yaml")
+    nulled = load_spec_text(
+        text.replace("resources: {pidsLimit: null}", "resources: {aggregate: null}"), "s.yaml"
+    )
     capless = resources(nulled, "alice")
     assert capless.aggregate_cpus.value is None and capless.aggregate_tasks.value is None
     assert capless.aggregate_cpus.source.startswith("UserOverride/alice")
