@@ -420,6 +420,12 @@ class ResourceEnforcement(SpecModel):
         description="Per-user and per-container GPU quotas: report (warn the owner, alert the admin) or "
         "stop the newest containers beyond the quota after the warning lead",
     )
+    aggregate_alerts: NotNullBool = Field(
+        default=None,
+        description="Alert the admin about a user whose live containers are not all under the user's "
+        "slice (DS01's per-user cgroup parent, the aggregate caps) or whose summed CPU limits, memory "
+        "or tasks exceed the aggregate caps; false: only shown by ds01ctl get/describe users",
+    )
 
 
 # --- selectors and global settings --------------------------------------------------------------------

@@ -73,6 +73,19 @@ class ResourceSpec(BaseModel):
     max_containers_per_user: Sourced[int | None] = Sourced(value=None, source=_UNSET)
     max_gpu_equivalents: Sourced[float | None] = Sourced(value=None, source=_UNSET)
     max_gpu_slots_per_container: Sourced[int | None] = Sourced(value=None, source=_UNSET)
+    # The owner's per-user slice caps (DS01 ``aggregate``, one block: every value has its source).
+    aggregate_cpus: Sourced[float | None] = Field(
+        default=Sourced(value=None, source=_UNSET), description="cpuQuota in CPUs ('9600%' is 96)"
+    )
+    aggregate_memory_bytes: Sourced[int | None] = Field(
+        default=Sourced(value=None, source=_UNSET), description="memoryMax"
+    )
+    aggregate_memory_high_bytes: Sourced[int | None] = Field(
+        default=Sourced(value=None, source=_UNSET), description="memoryHigh (throttling, not a cap)"
+    )
+    aggregate_tasks: Sourced[int | None] = Field(
+        default=Sourced(value=None, source=_UNSET), description="tasksMax"
+    )
     exempt: Sourced[bool] = Field(
         default=Sourced(value=False, source=_UNSET),
         description="Opted out of the limits and quota stops (container type resourcesExempt)",
@@ -203,6 +216,10 @@ class GlobalPolicy(BaseModel):
     quota_enforce: Sourced[str] = Field(
         default=Sourced(value="report", source="built-in default"),
         description="report: warn and alert on quotas; stop: also stop the newest beyond the quota",
+    )
+    aggregate_alerts: Sourced[bool] = Field(
+        default=Sourced(value=False, source="built-in default"),
+        description="AlertAdmin for a user whose containers bypass their slice or sum over its caps",
     )
 
 

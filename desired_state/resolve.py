@@ -37,6 +37,7 @@ from datetime import datetime
 from typing import Any, Final
 
 from crd_like_specs.kinds import (
+    Aggregate,
     ContainerSelector,
     LifecyclePolicy,
     Resources,
@@ -433,6 +434,7 @@ def global_policy(policy: PolicySet) -> GlobalPolicy:
         update_limits=global_value(policy, ("resource_enforcement", "update_limits")),
         memory_margin_pct=global_value(policy, ("resource_enforcement", "memory_margin_pct")),
         quota_enforce=global_value(policy, ("resource_enforcement", "enforce")),
+        aggregate_alerts=global_value(policy, ("resource_enforcement", "aggregate_alerts")),
         system_process_names=Sourced(value=tuple(names.value), source=names.source),
         host_keepalive_path=keepalive,
         engine_cgroup_parents=Sourced(value=tuple(parents.value), source=parents.source),
@@ -500,6 +502,7 @@ def resolve_resources(
         values["memory_swap_bytes"] = Sourced(
             value=memory.value, source=f"{swap.source}: below memory ({memory.source}), raised to it"
         )
+    values.update(_aggregate_caps(_pick_resource(blocks, "aggregate")))
     exempt = pick([layer for layer in layers if isinstance(layer[0], TypeSettings)], "resources_exempt")
     values["exempt"] = (
         Sourced(value=bool(exempt.value), source=f"{exempt.source}: resourcesExempt")
@@ -511,6 +514,49 @@ def resolve_resources(
             values["exempt"] = Sourced(value=True, source=exemption.source)
             break
     return ResourceSpec(**values)
+
+
+def _aggregate_caps(found: Sourced[Any] | None) -> dict[str, Sourced[Any]]:
+    """The ``aggregate`` block as ResourceSpec fields, every value with the block's source.
+
+    The block is taken whole from the highest layer that writes it, as DS01 does (the override's
+    block if it has one, else the group's; ``aggregate: null`` or a group without one: no cap).
+    """
+    if found is None:
+        return {}
+    block: Aggregate | None = found.value
+    source = f"{found.source}: aggregate"
+
+    def cap(value: Any) -> Sourced[Any]:
+        return Sourced(value=value, source=source)
+
+    if block is None:
+        return {name: cap(None) for name in _AGGREGATE_FIELDS}
+    cpus = float(block.cpu_quota.rstrip("%")) / 100.0 if block.cpu_quota is not None else None
+    return {
+        "aggregate_cpus": cap(cpus),
+        "aggregate_memory_bytes": cap(systemd_size(block.memory_max)),
+        "aggregate_memory_high_bytes": cap(systemd_size(block.memory_high)),
+        "aggregate_tasks": cap(block.tasks_max),
+    }
+
+
+_AGGREGATE_FIELDS: Final = (
+    "aggregate_cpus",
+    "aggregate_memory_bytes",
+    "aggregate_memory_high_bytes",
+    "aggregate_tasks",
+)
+_SYSTEMD_EXA: Final = 1 << 60
+
+
+def systemd_size(text: str | None) -> int | None:
+    """Bytes of a systemd size (``96G``, base 1024; ``infinity`` or absent: None)."""
+    if text is None or text == "infinity":
+        return None
+    if text.endswith("E"):
+        return int(float(text[:-1]) * _SYSTEMD_EXA)
+    return parse_size(text)  # validated by the kind (SYSTEMD_SIZE_PATTERN)
 
 
 def _pick_resource(blocks: Sequence[tuple[Resources, str]], field: str) -> Sourced[Any] | None:

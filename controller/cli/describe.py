@@ -740,9 +740,10 @@ def describe_user(view: View, name: str, style: Style = PLAIN) -> str:
         s.table(containers_table(view, containers, wide=False))
     else:
         s.line("<none>", 2)
-    from controller.cli.users import quota_section
+    from controller.cli.users import aggregate_section, quota_section
 
     quota_section(view, name, s)
+    aggregate_section(view, name, s)
     s.heading("GPU processes")
     if processes:
         s.table(_process_table(view, processes, "GPU"))

@@ -957,7 +957,7 @@ def run_get(kind: str, view: View, opts: GetOptions, style: Style = PLAIN) -> tu
 
         rows = [r for r in user_rows(view) if opts.owner is None or r.user == opts.owner]
         items = [user_item(r) for r in rows]
-        table = users_table(rows)
+        table = users_table(rows, opts.wide)
     else:
         items = event_items(view)
         table = events_table(view, items, opts.wide)

@@ -69,7 +69,9 @@ kinds:
   events       the tail of the event log (--container, --user/--owner, --kind, --since, --tail)
   alerts       REASON TARGET AGE MESSAGE: the admin alerts open now (-o wide/json: key, evidence)
   users        USER GROUP CONTAINERS GPU-EQ MEM-IN-USE CPU-LIMITS OVER: each owner's containers and
-               GPU-equivalents used/allowed (a MIG slice counts as its share), and which quota is over
+               GPU-equivalents used/allowed (a MIG slice counts as its share), and which quota is over;
+               -o wide adds AGG: the aggregate caps (over(cpu,memory,tasks), bypass(n): containers
+               outside the owner's slice)
 
 examples:
   ds01ctl get containers

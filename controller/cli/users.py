@@ -8,6 +8,10 @@
   model): per owner, group, containers used/allowed, GPU-equivalents used/allowed, memory in use,
   CPU limits summed, and what is over.
 * :func:`quota_section`: the same for ``describe user``.
+* :func:`aggregate_cell` / :func:`aggregate_section`: the aggregate caps (``get users -o wide``'s
+  AGG column, ``describe user``'s Aggregate section): the summed CPU limits, memory and tasks
+  against the owner's slice caps, and the containers outside the owner's slice. The figures are the
+  rule's own (:func:`controller.plan.rules.aggregate.aggregate_figures`), never re-derived here.
 
 Reads the view (snapshot, effective policies, plan); decides nothing (the planner's rules do).
 """
@@ -20,6 +24,7 @@ from typing import Any
 
 from controller.cli.render import UNKNOWN, Sections, Table, clean, fmt_bytes
 from controller.cli.view import View
+from controller.plan.rules.aggregate import AggregateFigures, Sum, aggregate_figures, evidence_of
 from controller.snapshot import ContainerObs, ContainerState, ResourceLimits
 from desired_state.effective import EffectivePolicy, ResourceSpec
 
@@ -115,6 +120,20 @@ class UserRow:
     memory_in_use: int | None
     cpu_limits: float | None
     over: tuple[str, ...]
+    aggregate: AggregateFigures | None = None  # None: owner unknown or no policy
+
+
+def _aggregate(
+    view: View, owner: str, owned: list[ContainerObs], pol: EffectivePolicy | None
+) -> AggregateFigures | None:
+    if pol is None or owner == "unknown":
+        return None
+    policies: dict[str, EffectivePolicy] = {}
+    for c in owned:
+        p = view.effective(c)
+        if p is not None:
+            policies[c.id] = p
+    return aggregate_figures(owner, owned, pol, policies)
 
 
 def _gpu_equivalents(view: View, c: ContainerObs, shares: dict[str, float | None]) -> tuple[float, bool]:
@@ -178,6 +197,7 @@ def user_rows(view: View) -> list[UserRow]:
                 memory_in_use=memory,
                 cpu_limits=cpu,
                 over=tuple(over),
+                aggregate=_aggregate(view, owner, owned, pol),
             )
         )
     return rows
@@ -187,8 +207,33 @@ def _of(used: str, allowed: float | int | None) -> str:
     return f"{used}/{'-' if allowed is None else f'{allowed:g}'}"
 
 
-def users_table(rows: Sequence[UserRow]) -> Table:
-    t = Table(["USER", "GROUP", "CONTAINERS", "GPU-EQ", "MEM-IN-USE", "CPU-LIMITS", "OVER"])
+def aggregate_cell(f: AggregateFigures | None) -> str:
+    """``-`` no caps (or not judged), ``ok``, else ``over(cpu,memory)`` / ``bypass(n)`` / ``?`` unknown."""
+    if f is None or not f.has_caps:
+        return "-"
+    marks = []
+    if f.over:
+        marks.append(f"over({','.join(f.over)})")
+    if f.bypassing:
+        marks.append(f"bypass({len(f.bypassing)})")
+    if not marks and any(not s.judged for s in (f.cpus, f.memory_bytes, f.tasks) if s.cap is not None):
+        marks.append("?")
+    return ",".join(marks) or "ok"
+
+
+def users_table(rows: Sequence[UserRow], wide: bool = False) -> Table:
+    t = Table(
+        [
+            "USER",
+            "GROUP",
+            "CONTAINERS",
+            "GPU-EQ",
+            "MEM-IN-USE",
+            "CPU-LIMITS",
+            "OVER",
+            *(["AGG"] if wide else []),
+        ]
+    )
     for r in rows:
         gpu = f"{r.gpu_equivalents:g}" + ("+?" if r.gpu_unknown else "")
         t.add(
@@ -200,6 +245,7 @@ def users_table(rows: Sequence[UserRow]) -> Table:
                 fmt_bytes(r.memory_in_use) if r.memory_in_use is not None else "unknown",
                 "unlimited" if r.cpu_limits is None else f"{r.cpu_limits:g}",
                 ",".join(r.over) or "-",
+                *([aggregate_cell(r.aggregate)] if wide else []),
             ]
         )
     return t
@@ -217,6 +263,9 @@ def user_item(r: UserRow) -> dict[str, Any]:
         "memory_in_use_bytes": r.memory_in_use,
         "cpu_limits": r.cpu_limits,
         "over": list(r.over),
+        "aggregate": None
+        if r.aggregate is None
+        else {"has_caps": r.aggregate.has_caps, **evidence_of(r.aggregate)},
     }
 
 
@@ -248,3 +297,37 @@ def quota_section(view: View, name: str, s: Sections) -> None:
         ],
         2,
     )
+
+
+def _sum_text(s: Sum, show: Any) -> str:
+    used = show(s.used) + (f" (+ unread: {', '.join(s.unknown)})" if s.unknown else "")
+    if s.cap is None:
+        return f"{used} / no cap   ({clean(s.cap_source, 80)})"
+    return f"{used} / {show(s.cap)}{' OVER' if s.over else ''}   ({clean(s.cap_source, 80)})"
+
+
+def aggregate_section(view: View, name: str, s: Sections) -> None:
+    """``describe user``: the aggregate caps with their source, the sums, the bypassing containers."""
+    s.heading("Aggregate")
+    found = [r for r in user_rows(view) if r.user == name]
+    f = found[0].aggregate if found else None
+    if f is None:
+        s.line("no live containers" if not found else "not judged (owner unknown or no policy)", 2)
+        return
+    if not f.has_caps:
+        s.line(f"no aggregate caps ({clean(f.cpus.cap_source, 80)})", 2)
+        return
+    unlimited = f" (no CPU limit: {', '.join(f.cpu_unlimited)})" if f.cpu_unlimited else ""
+    bypass = ", ".join(f"{clean(n, 64)} ({clean(p, 80)})" for n, p in sorted(f.bypassing.items()))
+    s.fields(
+        [
+            ("CPU limits", _sum_text(f.cpus, lambda v: f"{v:g}") + unlimited),
+            ("Memory in use", _sum_text(f.memory_bytes, lambda v: fmt_bytes(int(v)))),
+            ("Tasks", _sum_text(f.tasks, lambda v: f"{int(v)}")),
+            ("Slice", " or ".join(f.expected_slices)),
+            ("Bypassing", bypass or "-"),
+            ("Parent unknown", ", ".join(clean(n, 64) for n in f.parent_unknown) or "-"),
+        ],
+        2,
+    )
+    s.line("(a container outside the slice escapes the caps; the controller alerts, it never moves one)", 2)

@@ -326,6 +326,8 @@ _RULE_VERB: dict[Reason, str] = {
     Reason.CONTAINER_QUOTA_EXCEEDED: "warn",
     Reason.GPU_QUOTA_EXCEEDED: "warn",
     Reason.GPU_SLOTS_ABOVE_SPEC: "warn",
+    Reason.AGGREGATE_CAP_BYPASSED: "alert",
+    Reason.AGGREGATE_CAP_EXCEEDED: "alert",
 }
 
 

@@ -32,6 +32,7 @@ from controller.plan.clock import ClockCheck, check_clock, with_clock_step
 from controller.plan.context import Collector, PassContext, host_target, iso
 from controller.plan.desired import DesiredState
 from controller.plan.idle import Thresholds, advance, fresh_memory, mark_unobserved
+from controller.plan.rules.aggregate import aggregate_caps
 from controller.plan.rules.allocations import duplicate_holders, ledger_rows
 from controller.plan.rules.cleanup import (
     STOPPED_STATES,
@@ -85,6 +86,7 @@ def _plan(snapshot: Snapshot, desired: DesiredState, memory: ControllerMemory, n
         for c in ctx.containers:
             _container_rules(ctx, out, c)
         user_quotas(ctx, out)
+        aggregate_caps(ctx, out)
         report_limits(ctx, out)
     else:
         # Docker unavailable: no container is touched and nothing is forgotten (a container missing

@@ -68,6 +68,8 @@ class Reason(StrEnum):
     CONTAINER_QUOTA_EXCEEDED = "ContainerQuotaExceeded"
     GPU_QUOTA_EXCEEDED = "GpuQuotaExceeded"
     GPU_SLOTS_ABOVE_SPEC = "GpuSlotsAboveSpec"
+    AGGREGATE_CAP_BYPASSED = "AggregateCapBypassed"  # a container outside its owner's slice
+    AGGREGATE_CAP_EXCEEDED = "AggregateCapExceeded"  # a user's containers sum over the slice caps
 
 
 class DeferReason(StrEnum):

@@ -309,6 +309,9 @@ def _policy_for(c: ContainerObs, _now: object) -> EffectivePolicy:
                     max_containers_per_user=Sourced(value=3, source="built-in default"),
                     max_gpu_equivalents=Sourced(value=1.0, source="built-in default"),
                     max_gpu_slots_per_container=Sourced(value=1, source="built-in default"),
+                    aggregate_cpus=Sourced(value=24.0, source="UserGroup/researcher: aggregate"),
+                    aggregate_memory_bytes=Sourced(value=96 << 30, source="UserGroup/researcher: aggregate"),
+                    aggregate_tasks=Sourced(value=12288, source="UserGroup/researcher: aggregate"),
                 ),
             }
         )

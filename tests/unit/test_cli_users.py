@@ -52,3 +52,33 @@ def test_limit_cells_mark_what_is_unset_or_above_the_spec() -> None:
     )
     assert limit_cells(c, opted_out) == ["2", "16Gi", "-"]
     assert isinstance(w.view().desired, StaticDesired)
+
+
+def test_get_users_wide_and_describe_user_show_the_aggregate_caps_and_bypassers() -> None:
+    from controller.cli.describe import describe_user
+
+    view = w.view()
+    (alice_c,) = [c for c in view.snapshot.containers if c.owner == "alice"]
+    assert alice_c.limits is not None
+    inside = b.running("alice-slice", owner="alice", sig=b.signals(b.T0)).model_copy(
+        update={"limits": alice_c.limits.model_copy(update={"cgroup_parent": "ds01-researcher-alice.slice"})}
+    )
+    view.snapshot = view.snapshot.model_copy(update={"containers": (*view.snapshot.containers, inside)})
+    text, _ = run_get("users", view, GetOptions(output="wide"))
+    header, *rows = text.splitlines()
+    assert header.split()[-1] == "AGG"
+    alice = next(line for line in rows if line.startswith("alice"))
+    # 16 + 16 CPUs of limits over the cap of 24; the container outside alice's slice bypasses it.
+    assert alice.split()[-1] == "over(cpu),bypass(1)"
+    assert "AGG" not in run_get("users", view, GetOptions())[0]  # only in -o wide
+    data = json.loads(run_get("users", view, GetOptions(output="json", owner="alice"))[0])
+    agg = data["items"][0]["aggregate"]
+    assert agg["bypassing"] == {alice_c.name: "the engine's default"}
+    assert (agg["cpus"]["used"], agg["cpus"]["cap"], agg["over"]) == (32.0, 24.0, ["cpu"])
+    # The new container's memory use was not read: the sum says so (unknown is not zero).
+    assert agg["memory_bytes"]["unknown"] == ["alice-slice"] and agg["tasks"]["cap"] == 12288
+    described = describe_user(view, "alice")
+    section = described.split("Aggregate:", 1)[1]
+    assert "32 / 24 OVER   (UserGroup/researcher: aggregate)" in section
+    assert "(+ unread: alice-slice)" in section and "Bypassing:" in section and alice_c.name in section
+    assert "ds01-researcher-alice.slice or ds01-override-alice.slice" in section

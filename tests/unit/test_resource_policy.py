@@ -213,3 +213,23 @@ def test_bad_spec_limit_names_the_crd_field_and_line(tmp_path: Path) -> None:
     body = HEAD + "kind: LifecyclePolicy\nmetadata: {name: p}\nspec:\n  resources:\n    memory: 1k\n"
     message = _one_error(tmp_path, {"specs/p.yaml": body}, tmp_path / "specs")
     assert "p.yaml:6: " in message and "spec.resources.memory" in message and "6Mi" in message
+
+
+def test_the_aggregate_caps_resolve_as_one_block_with_their_source() -> None:
+    text = SITE.replace(
+        "resources: {maxCpus: 16, memory: 64g, memorySwap: 64g, maxContainersPerUser: 5}",
+        "resources: {maxCpus: 16, aggregate: {cpuQuota: '9600%', memoryMax: 96G, memoryHigh: 86G, "
+        "tasksMax: 12288}}",
+    )
+    policy = load_spec_text(text, "site.yaml")
+    alice = resources(policy, "alice")
+    assert (alice.aggregate_cpus.value, alice.aggregate_memory_bytes.value) == (96.0, 96 * GiB)
+    assert (alice.aggregate_memory_high_bytes.value, alice.aggregate_tasks.value) == (86 * GiB, 12288)
+    assert alice.aggregate_tasks.source == "UserGroup/researcher: aggregate"
+    # An override's block replaces the group's whole (DS01's rule); null: no cap at all.
+    nulled = load_spec_text(
+        text.replace("resources: {pidsLimit: null}", "resources: {aggregate: null}"), "s.yaml"
+    )
+    capless = resources(nulled, "alice")
+    assert capless.aggregate_cpus.value is None and capless.aggregate_tasks.value is None
+    assert capless.aggregate_cpus.source.startswith("UserOverride/alice")
