@@ -208,7 +208,7 @@ def _of(used: str, allowed: float | int | None) -> str:
 
 
 def aggregate_cell(f: AggregateFigures | None) -> str:
-    """``-`` no caps (or not judged), ``ok``, else ``over(cpu,memory)`` / ``bypass(n)`` / ``?`` unknown."""
+    """``-`` no caps (or not judged), ``ok``, else ``over(cpu,memory)`` / ``bypass(n)`` / ``unknown``."""
     if f is None or not f.has_caps:
         return "-"
     marks = []
@@ -217,7 +217,7 @@ def aggregate_cell(f: AggregateFigures | None) -> str:
     if f.bypassing:
         marks.append(f"bypass({len(f.bypassing)})")
     if not marks and any(not s.judged for s in (f.cpus, f.memory_bytes, f.tasks) if s.cap is not None):
-        marks.append("?")
+        marks.append(UNKNOWN)
     return ",".join(marks) or "ok"
 
 
