@@ -22,7 +22,7 @@ Nothing here performs I/O; resolving a policy is a pure computation over already
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Protocol, runtime_checkable
 
@@ -119,17 +119,13 @@ class _Entry:
     """One memoised resolution: what it was computed from, when, and until when it holds."""
 
     ident: tuple[object, ...]  # owner, type, the rules that decided them, name
-    labels: dict[str, str]
+    labels: dict[str, str]  # a copy
     computed_at: datetime
     valid_until: datetime  # the earliest expiry of the exemptions it lists
     eff: EffectivePolicy
 
-    def holds(self, ident: tuple[object, ...], labels: dict[str, str], now: datetime) -> bool:
-        return (
-            self.computed_at <= now < self.valid_until
-            and self.ident == ident
-            and self.labels == labels
-        )
+    def holds(self, ident: tuple[object, ...], labels: Mapping[str, str], now: datetime) -> bool:
+        return self.computed_at <= now < self.valid_until and self.ident == ident and self.labels == labels
 
 
 @dataclasses.dataclass
