@@ -371,16 +371,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--only",
-        choices=["cli"],
-        help="run one case: cli (ds01ctl at the largest host size, figure 6)",
+        choices=["cli", "planner"],
+        default=None,
+        help="run one case alone: cli (ds01ctl at the largest host size, figure 6) or planner "
+        "(the planner at scale; no Docker engine, no plot)",
     )
     parser.add_argument("--out", type=Path, default=OUT_DIR, help="where results go (default bench/out)")
-    parser.add_argument(
-        "--only",
-        choices=["planner"],
-        default=None,
-        help="run one case alone (planner: the planner at scale; no Docker engine, no plot)",
-    )
     args = parser.parse_args(argv)
     if args.only == "planner":
         return _planner_only(args.quick)

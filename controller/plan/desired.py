@@ -22,8 +22,8 @@ Nothing here performs I/O; resolving a policy is a pure computation over already
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
-from datetime import datetime
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
 from typing import Protocol, runtime_checkable
 
 from controller.snapshot import ContainerObs, OwnerRule, TypeRule
@@ -111,14 +111,30 @@ class StaticDesired:
 # Resolving is most of the cost of a pass on a large host, and the daemon builds a new adapter
 # every pass over the same set, so the memo lives at module level. Bounded; cleared when full.
 _MEMO_MAX = 50_000
-_MemoKey = tuple[str, str, str, tuple[tuple[str, str], ...]]
+_NEVER = datetime.max.replace(tzinfo=UTC)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Entry:
+    """One memoised resolution: what it was computed from, when, and until when it holds."""
+
+    ident: tuple[object, ...]  # owner, type, the rules that decided them, name
+    labels: dict[str, str]  # a copy
+    computed_at: datetime
+    valid_until: datetime  # the earliest expiry of the exemptions it lists
+    eff: EffectivePolicy
+
+    def holds(self, ident: tuple[object, ...], labels: Mapping[str, str], now: datetime) -> bool:
+        return self.computed_at <= now < self.valid_until and self.ident == ident and self.labels == labels
 
 
 @dataclasses.dataclass
 class _Memo:
     """The memo of one policy set, swept by generation.
 
-    An entry is keyed by a container's name and labels, so a host that creates and removes
+    An entry is keyed by a container's id and holds only for the identity, name and labels it was
+    computed from (compared on every lookup; the labels are copied, so no later change to the
+    observed dict can make a stale entry look current), so a host that creates and removes
     containers all day would fill it with entries of containers long gone (about 15 KB each).
     Each new adapter starts a generation: the entries the previous generation did not use (the
     containers no longer on the host) are dropped then. A generation that used nothing (Docker was
@@ -126,8 +142,8 @@ class _Memo:
     """
 
     policy_set: PolicySet
-    entries: dict[_MemoKey, tuple[datetime, EffectivePolicy]] = dataclasses.field(default_factory=dict)
-    used: set[_MemoKey] = dataclasses.field(default_factory=set)
+    entries: dict[str, _Entry] = dataclasses.field(default_factory=dict)
+    used: set[str] = dataclasses.field(default_factory=set)
 
     def new_generation(self) -> None:
         if not self.used:
@@ -164,7 +180,8 @@ class PolicySetDesired:
     exemption waives it) and lists the active exemptions, which the planner honours itself; the
     kept idle timeout tells it when to send an exempt owner the one FYI notice DS01 sends.
 
-    Results are memoised per (owner, type, the rules that decided them, name, labels). Time enters
+    Results are memoised per container id, for its (owner, type, the rules that decided them, name,
+    labels): a lookup compares them rather than hashing them into a key. Time enters
     a resolution only through exemptions, which are active from their creation until their expiry;
     so a result computed at ``t0`` stays exact for any ``now >= t0`` before the earliest expiry of
     the exemptions it lists (an expired one never comes back without a policy reload, which makes a
@@ -194,23 +211,25 @@ class PolicySetDesired:
         return eff.model_copy(update={"group": group})
 
     def effective(self, container: ContainerObs, now: datetime) -> EffectivePolicy:
-        key: _MemoKey = (
+        key = container.id
+        ident = (
             container.owner,
-            f"{container.container_type}|{container.owner_rule}|{container.type_rule}",
+            container.container_type,
+            container.owner_rule,
+            container.type_rule,
             container.name,
-            tuple(container.labels.items()),  # label order differing only costs a miss
         )
+        labels = container.labels
         memo = self._memo
         memo.used.add(key)
         hit = memo.entries.get(key)
-        if hit is not None:
-            computed_at, eff = hit
-            if computed_at <= now and all(e.expires_at is None or now < e.expires_at for e in eff.exemptions):
-                return eff
+        if hit is not None and hit.holds(ident, labels, now):
+            return hit.eff
         eff = self._effective(container, now)
         if len(memo.entries) >= _MEMO_MAX:
             memo.entries.clear()
-        memo.entries[key] = (now, eff)
+        expiries = [e.expires_at for e in eff.exemptions if e.expires_at is not None]
+        memo.entries[key] = _Entry(ident, dict(labels), now, min(expiries, default=_NEVER), eff)
         return eff
 
     @property

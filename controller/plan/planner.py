@@ -144,6 +144,9 @@ def _observe_containers(ctx: PassContext, desired: DesiredState, clock: ClockChe
     # Devices that never report utilisation: MIG devices, and GPUs in MIG mode (an all-GPU holder).
     no_util = ctx.mig_uuids | {g.uuid for g in ctx.gpus if g.mig_enabled}
     restart_at = restart_time(ctx.snapshot)
+    # Containers of one group share one resolved policy (the resolutions are memoised), so its
+    # idle thresholds are built once per policy object (kept alive by ctx.policies all pass).
+    thresholds: dict[int, Thresholds] = {}
     for c in ctx.containers:
         policy = desired.effective(c, ctx.now)
         ctx.policies[c.id] = policy
@@ -166,7 +169,10 @@ def _observe_containers(ctx: PassContext, desired: DesiredState, clock: ClockChe
             mem = advance(
                 mem,
                 c,
-                thresholds=Thresholds.from_policy(policy, max_sample_interval_s=max_sample_interval_s),
+                thresholds=thresholds.get(id(policy))
+                or thresholds.setdefault(
+                    id(policy), Thresholds.from_policy(policy, max_sample_interval_s=max_sample_interval_s)
+                ),
                 grace_period_s=policy.grace_period_s.value,
                 gpu_pct=ctx.gpu_pct_for(c),
                 nvml_ok=ctx.nvml_ok,

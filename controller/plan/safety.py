@@ -257,10 +257,12 @@ def removal_breaker(ctx: PassContext, destructive: list[Action]) -> tuple[Breake
         and a.reason in REMOVAL_REASONS
         and (since is None or a.due_at > since)
     ]
-    stopped = sum(1 for c in ctx.containers if c.state in (ContainerState.EXITED, ContainerState.DEAD))
     max_fraction = ctx.glob.breaker_max_remove_fraction.value
     min_removals = ctx.glob.breaker_min_removals.value
-    if not removals or len(removals) < min_removals or len(removals) <= max_fraction * stopped:
+    if not removals or len(removals) < min_removals:
+        return None
+    stopped = sum(1 for c in ctx.containers if c.state in (ContainerState.EXITED, ContainerState.DEAD))
+    if len(removals) <= max_fraction * stopped:
         return None
     now = ctx.now
     reason = (
