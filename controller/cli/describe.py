@@ -588,15 +588,7 @@ def describe_gpu_without_nvml(view: View, key: str, style: Style = PLAIN) -> str
     s.line(f"{UNKNOWN} (NVML: {error})", 2)
     s.heading("Ledger")
     _release_breaker_note(view, s)
-    if view.snapshot.ledger.error:
-        s.line(f"unreadable: {clean(view.snapshot.ledger.error, 200)}", 2)
-    elif entries:
-        for e in entries:
-            s.line(
-                f"{clean(e.container, 64)} ({clean(e.user, 32)}), allocated {_when(view, e.allocated_at)}", 2
-            )
-    else:
-        s.line("<no entry>", 2)
+    _ledger_lines(view, entries, s)
     s.heading("Decision")
     items = [i for u in sorted(uuids) for i in view.items_by_gpu.get(u, [])]
     if view.plan is None:
@@ -676,15 +668,7 @@ def describe_gpu(view: View, key: str, style: Style = PLAIN) -> str:
     s.heading("Ledger")
     _release_breaker_note(view, s)
     entries = [e for e in view.snapshot.ledger.entries if e.gpu_uuid == uuid or e.gpu in (uuid, item["slot"])]
-    if view.snapshot.ledger.error:
-        s.line(f"unreadable: {clean(view.snapshot.ledger.error, 200)}", 2)
-    elif entries:
-        for e in entries:
-            s.line(
-                f"{clean(e.container, 64)} ({clean(e.user, 32)}), allocated {_when(view, e.allocated_at)}", 2
-            )
-    else:
-        s.line("<no entry>", 2)
+    _ledger_lines(view, entries, s)
     s.heading("Decision")
     uuids = {uuid, *(m.uuid for m in gpu.mig_devices)} if device is None else {uuid}
     items = [i for u in sorted(uuids) for i in view.items_by_gpu.get(u, [])]
@@ -815,3 +799,16 @@ def _is_login(name: str) -> bool:
 
 
 __all__ = ["describe_container", "describe_gpu", "describe_user"]
+
+
+def _ledger_lines(view: View, entries: Sequence[Any], s: Sections) -> None:
+    """A GPU's ledger rows (or why there are none) under describe gpu's Ledger heading."""
+    if view.snapshot.ledger.error:
+        s.line(f"unreadable: {clean(view.snapshot.ledger.error, 200)}", 2)
+    elif entries:
+        for e in entries:
+            s.line(
+                f"{clean(e.container, 64)} ({clean(e.user, 32)}), allocated {_when(view, e.allocated_at)}", 2
+            )
+    else:
+        s.line("<no entry>", 2)
