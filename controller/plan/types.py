@@ -466,3 +466,18 @@ class ProcessEvidence:
     def container_id_or(self, fallback: str | None) -> str | None:
         """The evidence's container (None: a host process); ``fallback`` when the key is missing."""
         return self.container_id if self.has_container_id else fallback
+
+
+@dataclass(frozen=True, slots=True)
+class OwnerEvidence:
+    """The ``owner`` evidence key of the quota and aggregate-cap rules (the user over a limit).
+
+    A missing, empty or wrong-typed value reads as None; reading never raises.
+    """
+
+    owner: str | None
+
+    @classmethod
+    def from_evidence(cls, evidence: Mapping[str, Any] | None) -> OwnerEvidence:
+        ev = evidence if isinstance(evidence, Mapping) else {}
+        return cls(owner=_text(ev.get("owner")))

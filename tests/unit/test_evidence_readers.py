@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from controller.plan.types import GpuEvidence, GpuRefEvidence, ProcessEvidence
+from controller.plan.types import GpuEvidence, GpuRefEvidence, OwnerEvidence, ProcessEvidence
 
 GPU0 = "GPU-00000000-0000-0000-0000-000000000000"
 GPU1 = "GPU-11111111-1111-1111-1111-111111111111"
@@ -135,3 +135,25 @@ def test_process_evidence_old_record_shape() -> None:
     # A KillProcess written before the cgroup was recorded: only the container id.
     ev = ProcessEvidence.from_evidence({"pid": 7, "container_id": "abc"})
     assert (ev.container_id, ev.cgroup) == ("abc", None)
+
+
+# --- owner -------------------------------------------------------------------------------------
+def test_owner_present() -> None:
+    assert OwnerEvidence.from_evidence({"owner": "alice", "limit": 2}).owner == "alice"
+
+
+def test_owner_missing_reads_none() -> None:
+    assert OwnerEvidence.from_evidence({"limit": 2}).owner is None
+    assert OwnerEvidence.from_evidence(None).owner is None
+
+
+@pytest.mark.parametrize("value", [None, "", 1000, ["alice"]])
+def test_owner_of_the_wrong_type_reads_none(value: Any) -> None:
+    assert OwnerEvidence.from_evidence({"owner": value}).owner is None
+
+
+def test_owner_old_record_shape() -> None:
+    # A breaker's alert carries no owner: only the breaker and when it tripped.
+    assert (
+        OwnerEvidence.from_evidence({"breaker": "stops", "tripped_at": "2026-03-02T12:00:00Z"}).owner is None
+    )
