@@ -157,3 +157,17 @@ def test_owner_old_record_shape() -> None:
     assert (
         OwnerEvidence.from_evidence({"breaker": "stops", "tripped_at": "2026-03-02T12:00:00Z"}).owner is None
     )
+
+
+def test_get_alerts_filters_by_the_owner_evidence() -> None:
+    from controller.cli.alerts import _owner
+    from controller.plan.open_alerts import OpenAlert
+
+    def alert(evidence: dict[str, Any]) -> OpenAlert:
+        return OpenAlert(
+            reason="GpuQuotaExceeded", key="k", target="t", message="m", since=None, evidence=evidence
+        )
+
+    assert _owner(alert({"owner": "alice"})) == "alice"
+    assert _owner(alert({"owner": 7})) is None
+    assert _owner(alert({})) is None
