@@ -75,8 +75,10 @@ from controller.observe.resources import read_usage
 from controller.plan.types import (
     Action,
     ActionKind,
+    GpuEvidence,
     KillParams,
     Plan,
+    ProcessEvidence,
     Reason,
     ResetParams,
     ResourceUpdate,
@@ -141,20 +143,7 @@ class _Done:
 
 def _gpus_of(action: Action) -> list[str]:
     """The GPUs an action's container held: the planner's ``gpus`` evidence, else its target."""
-    found: dict[str, None] = {}
-    refs = action.evidence.get("gpus")
-    if isinstance(refs, list | tuple):
-        for ref in refs:
-            # {"raw": ..., "uuid": ..., "source": ..., "mig": ...}: the device as allocated (MIG or full)
-            name = (ref.get("uuid") or ref.get("raw")) if isinstance(ref, Mapping) else ref
-            if isinstance(name, str) and name:
-                found.setdefault(name, None)
-    if not found:
-        physical = action.evidence.get("physical_gpus")
-        if isinstance(physical, list | tuple):
-            for uuid in physical:
-                if isinstance(uuid, str) and uuid:
-                    found.setdefault(uuid, None)
+    found = dict.fromkeys(GpuEvidence.from_evidence(action.evidence).devices())
     if action.target.gpu:
         found.setdefault(action.target.gpu, None)
     return list(found)
@@ -505,10 +494,8 @@ class RealExecutor:
         if action.kind is ActionKind.KILL_PROCESS:
             if t.pid is None or t.pid_start_time is None:
                 return Outcome.FAILED, "not verifiable: no pid identity", []
-            expected_cid = action.evidence.get("container_id", t.container_id)
-            check = check_identity(
-                t.pid, t.pid_start_time, expected_cid if isinstance(expected_cid, str) else None
-            )
+            expected_cid = ProcessEvidence.from_evidence(action.evidence).container_id_or(t.container_id)
+            check = check_identity(t.pid, t.pid_start_time, expected_cid)
             if check.identity is Identity.SAME:
                 grace_s = _or(action.params_as(KillParams).grace_s, self._kill_grace_s)
                 if waited_s < grace_s + self._kill_wait_s + RECOVERY_SLACK_S:
@@ -797,12 +784,13 @@ class RealExecutor:
         if t.pid is None or t.pid_start_time is None:
             raise _Skip("the plan has no pid start time; a pid is never signalled without an identity check")
         # The evidence names the container whose cgroup holds the process (None: a host process).
-        expected_cid = action.evidence.get("container_id", t.container_id)
-        if expected_cid is not None and not isinstance(expected_cid, str):
-            raise PermanentError(f"evidence container_id is {type(expected_cid).__name__}, not a string")
+        proc_ev = ProcessEvidence.from_evidence(action.evidence)
+        if proc_ev.container_id_type is not None:
+            raise PermanentError(f"evidence container_id is {proc_ev.container_id_type}, not a string")
+        expected_cid = proc_ev.container_id_or(t.container_id)
         grace_s = _or(action.params_as(KillParams).grace_s, self._kill_grace_s)
         # The cgroup that made it an orphan (this engine's): a process found elsewhere is not killed.
-        planned_cgroup = action.evidence.get("cgroup") if expected_cid is not None else None
+        planned_cgroup = proc_ev.cgroup if expected_cid is not None else None
         # Re-check before recording the intent: a pid already reused or gone needs no intent.
         pre = check_identity(t.pid, t.pid_start_time, expected_cid)
         if pre.identity is Identity.CHANGED:
@@ -816,7 +804,7 @@ class RealExecutor:
             expected_cid,
             grace_s=grace_s,
             kill_wait_s=self._kill_wait_s,
-            cgroup=planned_cgroup if isinstance(planned_cgroup, str) else None,
+            cgroup=planned_cgroup,
         )
         if result.outcome is Identity.CHANGED:
             raise _Skip(f"not the planned process any more: {result.detail}")
@@ -978,7 +966,7 @@ def _reclaimed_gpu_s(action: Action, mem: ControllerMemory, now: datetime) -> fl
     cm = mem.containers.get(action.target.container_id or "")
     if cm is None or cm.idle_since is None:
         return None
-    gpus = len(action.evidence.get("gpus", [])) or 1
+    gpus = len(GpuEvidence.from_evidence(action.evidence).gpus) or 1
     return max(0.0, (now - cm.idle_since).total_seconds()) * gpus
 
 

@@ -52,8 +52,9 @@ def cmd_get_alerts(args: argparse.Namespace, settings: Settings, style: Any) -> 
 
 
 def _owner(alert: Any) -> str | None:
-    owner = alert.evidence.get("owner")
-    return owner if isinstance(owner, str) else None
+    from controller.plan.types import OwnerEvidence
+
+    return OwnerEvidence.from_evidence(alert.evidence).owner
 
 
 def alert_item(alert: Any, now: Any) -> dict[str, Any]:

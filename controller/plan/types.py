@@ -365,3 +365,119 @@ class Plan(BaseModel):
     def next_due_at(self) -> datetime | None:
         times = [d.due_at for d in self.deferred if d.due_at is not None]
         return min(times) if times else None
+
+
+def _text(value: Any) -> str | None:
+    return value if isinstance(value, str) and value else None
+
+
+@dataclass(frozen=True, slots=True)
+class GpuRefEvidence:
+    """One entry of the ``gpus`` evidence: the device as the container was given it.
+
+    The planner writes ``{"raw", "uuid", "source", "mig"}``; an intent record rebuilt from the event
+    log (salvage) holds the bare device name, read as ``raw`` with the rest None.
+    """
+
+    raw: str | None
+    uuid: str | None
+    source: str | None
+    mig: bool | None
+
+    @property
+    def device(self) -> str | None:
+        """The device to name: the resolved UUID, else the reference as written."""
+        return self.uuid or self.raw
+
+
+@dataclass(frozen=True, slots=True)
+class GpuEvidence:
+    """The documented GPU evidence keys of the container rules, typed.
+
+    In the JSON evidence: ``gpus`` (the container's device references, a list of
+    ``{"raw", "uuid", "source", "mig"}``; bare names in records rebuilt from the event log) and
+    ``physical_gpus`` (the UUIDs of the physical GPUs behind them). A missing or wrong-typed key
+    reads as empty, and an entry of the wrong type is left out; reading never raises.
+    """
+
+    gpus: tuple[GpuRefEvidence, ...]
+    physical_gpus: tuple[str, ...]
+
+    @classmethod
+    def from_evidence(cls, evidence: Mapping[str, Any] | None) -> GpuEvidence:
+        ev = evidence if isinstance(evidence, Mapping) else {}
+        refs: list[GpuRefEvidence] = []
+        raw_refs = ev.get("gpus")
+        for ref in raw_refs if isinstance(raw_refs, list | tuple) else ():
+            if isinstance(ref, Mapping):
+                mig = ref.get("mig")
+                refs.append(
+                    GpuRefEvidence(
+                        raw=_text(ref.get("raw")),
+                        uuid=_text(ref.get("uuid")),
+                        source=_text(ref.get("source")),
+                        mig=mig if isinstance(mig, bool) else None,
+                    )
+                )
+            elif isinstance(ref, str) and ref:
+                refs.append(GpuRefEvidence(raw=ref, uuid=None, source=None, mig=None))
+        physical = ev.get("physical_gpus")
+        uuids = (
+            tuple(u for u in physical if isinstance(u, str) and u)
+            if isinstance(physical, list | tuple)
+            else ()
+        )
+        return cls(gpus=tuple(refs), physical_gpus=uuids)
+
+    def devices(self) -> list[str]:
+        """The devices held, in order and once each: the ``gpus`` references, else ``physical_gpus``."""
+        found = dict.fromkeys(d for d in (r.device for r in self.gpus) if d)
+        return list(found) if found else list(dict.fromkeys(self.physical_gpus))
+
+
+@dataclass(frozen=True, slots=True)
+class ProcessEvidence:
+    """The documented identity evidence keys of the process rules (a ``KillProcess``), typed.
+
+    In the JSON evidence: ``container_id`` (the container whose cgroup holds the process; null for
+    a host process) and ``cgroup`` (the cgroup path the planner saw). ``has_container_id`` tells a
+    null ``container_id`` (a host process) from a missing key (an old record: the target's is
+    used); ``container_id_type`` names the type of a present value that is neither a string nor
+    null (the executor refuses such an action). Reading never raises.
+    """
+
+    container_id: str | None
+    has_container_id: bool
+    container_id_type: str | None
+    cgroup: str | None
+
+    @classmethod
+    def from_evidence(cls, evidence: Mapping[str, Any] | None) -> ProcessEvidence:
+        ev = evidence if isinstance(evidence, Mapping) else {}
+        cid = ev.get("container_id")
+        cgroup = ev.get("cgroup")
+        return cls(
+            container_id=cid if isinstance(cid, str) else None,
+            has_container_id="container_id" in ev,
+            container_id_type=None if cid is None or isinstance(cid, str) else type(cid).__name__,
+            cgroup=cgroup if isinstance(cgroup, str) else None,
+        )
+
+    def container_id_or(self, fallback: str | None) -> str | None:
+        """The evidence's container (None: a host process); ``fallback`` when the key is missing."""
+        return self.container_id if self.has_container_id else fallback
+
+
+@dataclass(frozen=True, slots=True)
+class OwnerEvidence:
+    """The ``owner`` evidence key of the quota and aggregate-cap rules (the user over a limit).
+
+    A missing, empty or wrong-typed value reads as None; reading never raises.
+    """
+
+    owner: str | None
+
+    @classmethod
+    def from_evidence(cls, evidence: Mapping[str, Any] | None) -> OwnerEvidence:
+        ev = evidence if isinstance(evidence, Mapping) else {}
+        return cls(owner=_text(ev.get("owner")))
