@@ -27,7 +27,7 @@ from typing import Any
 
 from controller.plan.context import Collector, PassContext, host_target, iso
 from controller.plan.types import ActionKind, DeferReason, Reason, StopParams, WarnParams
-from controller.snapshot import ContainerObs, ContainerState
+from controller.snapshot import ContainerId, ContainerObs, ContainerState
 from crd_like_specs.vocabulary import ContainerType
 from desired_state.effective import EffectivePolicy, ExemptFrom
 
@@ -128,7 +128,7 @@ def _gpu_quota(
     owner: str,
     owned: list[ContainerObs],
     shares: dict[str, float | None],
-    units: dict[str, list[str]],
+    units: dict[ContainerId, list[str]],
 ) -> None:
     quota = _policy(ctx, owned).resources.max_gpu_equivalents
     holders = [c for c in owned if c.id in units]
