@@ -27,7 +27,7 @@ from typing import Any
 
 from controller.plan.context import Collector, PassContext, host_target, iso
 from controller.plan.types import ActionKind, DeferReason, Reason, StopParams, WarnParams
-from controller.snapshot import ContainerObs, ContainerState
+from controller.snapshot import ContainerId, ContainerObs, ContainerState
 from crd_like_specs.vocabulary import ContainerType
 from desired_state.effective import EffectivePolicy, ExemptFrom
 
@@ -45,12 +45,19 @@ def user_quotas(ctx: PassContext, out: Collector) -> None:
     shares = mig_shares(ctx)
     for owner in sorted(by_owner):
         # Oldest first: the newest are the ones beyond a quota.
-        owned = sorted(by_owner[owner], key=lambda c: (c.started_at or c.created_at, c.id))
+        owned = sorted(by_owner[owner], key=_age)
+        # Each GPU holder's units, counted once for the owner's GPU quota and its slot caps.
+        units = {c.id: gpu_units(ctx, c) for c in owned if c.has_gpu}
         _container_quota(ctx, out, owner, owned)
-        _gpu_quota(ctx, out, owner, owned, shares)
+        _gpu_quota(ctx, out, owner, owned, shares, units)
         for c in owned:
-            if c.state == ContainerState.RUNNING:
-                _gpu_slots(ctx, out, c)
+            held = units.get(c.id)
+            if held is not None and c.state == ContainerState.RUNNING:
+                _gpu_slots(ctx, out, c, held)
+
+
+def _age(c: ContainerObs) -> tuple[datetime, str]:
+    return (c.started_at or c.created_at, c.id)
 
 
 def mig_shares(ctx: PassContext) -> dict[str, float | None]:
@@ -75,12 +82,16 @@ def gpu_units(ctx: PassContext, c: ContainerObs) -> list[str]:
 
 
 def gpu_equivalents(
-    ctx: PassContext, c: ContainerObs, shares: dict[str, float | None]
+    ctx: PassContext,
+    c: ContainerObs,
+    shares: dict[str, float | None],
+    units: list[str] | None = None,
 ) -> tuple[float, list[str]]:
-    """(known GPU-equivalents, the units whose share is unknown) of one container."""
+    """(known GPU-equivalents, the units whose share is unknown) of one container (``units``: its
+    ``gpu_units`` when counted already)."""
     known = 0.0
     unknown: list[str] = []
-    for unit in gpu_units(ctx, c):
+    for unit in gpu_units(ctx, c) if units is None else units:
         share = shares.get(unit)
         if share is None:
             unknown.append(unit)
@@ -117,15 +128,16 @@ def _gpu_quota(
     owner: str,
     owned: list[ContainerObs],
     shares: dict[str, float | None],
+    units: dict[ContainerId, list[str]],
 ) -> None:
     quota = _policy(ctx, owned).resources.max_gpu_equivalents
-    holders = [c for c in owned if c.has_gpu]
+    holders = [c for c in owned if c.id in units]
     if quota.value is None or not holders:
         return
     per: dict[str, float] = {}
     unknown: list[str] = []
     for c in holders:
-        known, missing = gpu_equivalents(ctx, c, shares)
+        known, missing = gpu_equivalents(ctx, c, shares, units[c.id])
         per[c.id] = known
         unknown.extend(f"{c.name}: {u}" for u in missing)
     total = round(sum(per.values()), 6)
@@ -159,11 +171,8 @@ def _gpu_quota(
     _beyond(ctx, out, owner, holders, count, Reason.GPU_QUOTA_EXCEEDED, what, evidence)
 
 
-def _gpu_slots(ctx: PassContext, out: Collector, c: ContainerObs) -> None:
-    if not c.has_gpu:
-        return
+def _gpu_slots(ctx: PassContext, out: Collector, c: ContainerObs, units: list[str]) -> None:
     cap = ctx.policies[c.id].resources.max_gpu_slots_per_container
-    units = gpu_units(ctx, c)
     if cap.value is None or len(units) <= cap.value:
         return
     evidence = {
