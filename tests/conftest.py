@@ -12,6 +12,7 @@ pytest_plugins = [
     "tests.fixtures.notify_socket",
     "tests.fixtures.act",
     "tests.fixtures.daemon",
+    "tests.fixtures.notices",
 ]
 
 

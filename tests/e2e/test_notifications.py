@@ -5,11 +5,8 @@ policy asks for dry-run notices; the open-alerts gauge is exported."""
 from __future__ import annotations
 
 import json
-import threading
 import time
 import urllib.request
-from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -21,26 +18,6 @@ from tests.fixtures.docker_host import ContainerFactory
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
 WAIT_S = 30.0
-
-
-@pytest.fixture
-def webhook() -> Iterator[tuple[str, list[dict[str, Any]]]]:
-    bodies: list[dict[str, Any]] = []
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            bodies.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
-            self.send_response(200)
-            self.end_headers()
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{httpd.server_address[1]}/ds01", bodies
-    httpd.shutdown()
-    httpd.server_close()
 
 
 def policy_with_hook(base: Path, out: Path, url: str, *, dry_run_notices: bool) -> str:

@@ -5,13 +5,9 @@ at ``/workspace/.ds01-alerts`` cannot make the daemon write into a host file."""
 
 from __future__ import annotations
 
-import json
 import os
 import pwd
-import select
 import threading
-from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -25,50 +21,11 @@ from controller.act.report import Outcome
 from controller.memory import ControllerMemory
 from controller.plan.types import ActionKind, Reason
 from tests.fixtures.act import NOW, container_action, make_plan, read_events
+from tests.fixtures.notices import read_all
 
 pytestmark = pytest.mark.docker
 
 ME = pwd.getpwuid(os.geteuid()).pw_name
-
-
-@pytest.fixture
-def pty() -> Iterator[tuple[int, str]]:
-    master, slave = os.openpty()
-    name = os.ttyname(slave).removeprefix("/dev/")
-    os.chmod(f"/dev/{name}", 0o620)
-    yield master, name
-    os.close(master)
-    os.close(slave)
-
-
-@pytest.fixture
-def webhook() -> Iterator[tuple[str, list[dict[str, Any]]]]:
-    bodies: list[dict[str, Any]] = []
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            bodies.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
-            self.send_response(204)
-            self.end_headers()
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{httpd.server_address[1]}/", bodies
-    httpd.shutdown()
-    httpd.server_close()
-
-
-def read_all(fd: int) -> bytes:
-    out = b""
-    while select.select([fd], [], [], 0.3)[0]:
-        chunk = os.read(fd, 65536)
-        if not chunk:
-            break
-        out += chunk
-    return out
 
 
 def executor(
@@ -113,7 +70,7 @@ def test_stop_notice_on_the_owners_terminal_and_to_the_hook(
         make_plan(action), ControllerMemory(), NOW
     )
     assert report.outcomes[0].outcome is Outcome.DONE, report.outcomes[0].detail
-    text = read_all(master).decode()
+    text = read_all(master, 0.3).decode()
     assert f"Your container {c.name} was stopped" in text and "docker start" in text
     (stop,) = [e for e in read_events(log) if e["event_type"] == "maintenance.idle_kill"]
     assert stop["details"]["notice"] == {"terminals": 1}

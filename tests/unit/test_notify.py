@@ -4,37 +4,14 @@ from __future__ import annotations
 
 import os
 import pwd
-import select
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
-import pytest
-
 from controller.act.notify import Session, TerminalNotifier
+from tests.fixtures.notices import read_all
 
 AT = datetime(2026, 1, 30, 14, 30, tzinfo=UTC)
 ME = pwd.getpwuid(os.geteuid()).pw_name
-
-
-@pytest.fixture
-def pty() -> Iterator[tuple[int, str]]:
-    master, slave = os.openpty()
-    name = os.ttyname(slave).removeprefix("/dev/")
-    os.chmod(f"/dev/{name}", 0o620)  # as a login leaves it (mesg y); devpts may create it 0600
-    yield master, name
-    os.close(master)
-    os.close(slave)
-
-
-def read_all(fd: int) -> bytes:
-    out = b""
-    while select.select([fd], [], [], 0.2)[0]:
-        chunk = os.read(fd, 65536)
-        if not chunk:
-            break
-        out += chunk
-    return out
 
 
 def notifier(sessions: list[Session]) -> TerminalNotifier:

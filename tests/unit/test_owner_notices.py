@@ -6,14 +6,10 @@ from __future__ import annotations
 
 import os
 import pwd
-import select
 import stat
 import threading
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-
-import pytest
 
 from controller.act.notify import (
     ALERT_FILE_NAME,
@@ -25,30 +21,11 @@ from controller.act.notify import (
 )
 from controller.act.owner_notices import OwnerNotices
 from controller.plan.types import Action, ActionKind, Reason, Target
+from tests.fixtures.notices import read_all
 
 AT = datetime(2026, 1, 30, 14, 30, tzinfo=UTC)
 ME = pwd.getpwuid(os.geteuid()).pw_name
 UID, GID = os.geteuid(), os.getegid()
-
-
-@pytest.fixture
-def pty() -> Iterator[tuple[int, str]]:
-    master, slave = os.openpty()
-    name = os.ttyname(slave).removeprefix("/dev/")
-    os.chmod(f"/dev/{name}", 0o620)  # as a login leaves it (mesg y)
-    yield master, name
-    os.close(master)
-    os.close(slave)
-
-
-def read_all(fd: int) -> bytes:
-    out = b""
-    while select.select([fd], [], [], 0.2)[0]:
-        chunk = os.read(fd, 65536)
-        if not chunk:
-            break
-        out += chunk
-    return out
 
 
 def stop_action(*, kind: ActionKind = ActionKind.STOP_CONTAINER, name: str = "web", user: str = ME) -> Action:
