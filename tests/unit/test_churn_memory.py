@@ -11,9 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any, cast
+from typing import cast
 
-from controller.act.events import EventLog
 from controller.act.executor import ExecutionReport
 from controller.act.report import ActionOutcome
 from controller.loop import Controller
@@ -21,32 +20,13 @@ from controller.memory import ControllerMemory
 from controller.ops.metrics import Metrics
 from controller.plan.desired import memo_size
 from controller.plan.types import ActionKind, Plan
-from controller.settings import Settings
-from controller.snapshot import ContainerObs, Snapshot
-from controller.store import MemoryStore
-from desired_state.load import PolicyHolder
+from controller.snapshot import ContainerObs
 from tests.fixtures import builders as b
+from tests.fixtures.scripted import ScriptedObserver, make_controller
 
 # Long-lived containers present throughout: the baseline the churn must come back to.
 RESIDENTS = 5
 CHURNED = 60
-
-
-@dataclass
-class ScriptedObserver:
-    """Hands the controller the snapshot the test sets; stands in for the host observer."""
-
-    current: Snapshot
-    config: Any = None
-
-    def observe(self) -> Snapshot:
-        return self.current
-
-    def export_inspect_cache(self) -> bytes:
-        return b""
-
-    def close(self) -> None:
-        pass
 
 
 @dataclass
@@ -83,26 +63,6 @@ def churned(i: int) -> ContainerObs:
     return b.exited(f"churn-{i}", owner=f"user{i % 7}", labels={"run": str(i)})
 
 
-def make_controller(tmp_path: Path, observer: ScriptedObserver, clock: list[datetime]) -> Controller:
-    state = tmp_path / "state"
-    state.mkdir(mode=0o700)
-    settings = Settings(
-        state_dir=state, events_log=tmp_path / "events.jsonl", ledger=tmp_path / "ledger.json"
-    )
-    store = MemoryStore(state)
-    return Controller(
-        settings=settings,
-        observer=cast(Any, observer),
-        policy=PolicyHolder(None, None),
-        executor=FailingExecutor(),
-        store=store,
-        event_log=EventLog(settings.events_log),
-        memory=store.load(),
-        metrics=Metrics(),
-        clock=lambda: clock[0],
-    )
-
-
 def sizes(controller: Controller) -> dict[str, int]:
     m = controller.memory
     return {
@@ -116,7 +76,7 @@ def sizes(controller: Controller) -> dict[str, int]:
 def test_per_container_state_returns_to_baseline_after_churn(tmp_path: Path) -> None:
     clock = [b.T0]
     observer = ScriptedObserver(b.snapshot(observed_at=b.T0, containers=residents()))
-    controller = make_controller(tmp_path, observer, clock)
+    controller = make_controller(tmp_path, observer, clock, FailingExecutor())
 
     def run(containers: list[ContainerObs]) -> None:
         clock[0] += timedelta(seconds=1)
@@ -144,7 +104,7 @@ def test_a_failed_docker_listing_forgets_nothing(tmp_path: Path) -> None:
     """Unavailable is not empty: the attempts of containers missing from a failed pass are kept."""
     clock = [b.T0]
     observer = ScriptedObserver(b.snapshot(observed_at=b.T0, containers=[*residents(), churned(1)]))
-    controller = make_controller(tmp_path, observer, clock)
+    controller = make_controller(tmp_path, observer, clock, FailingExecutor())
     controller.run_pass()
     attempts = dict(controller.memory.attempts)
     assert any(b.cid("churn-1") in k for k in attempts)

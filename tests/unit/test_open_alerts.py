@@ -4,28 +4,23 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any, cast
+from typing import cast
 
-from controller.act.events import EventLog
 from controller.act.executor import ExecutionReport
 from controller.act.report import ActionOutcome
 from controller.cli.alerts import alert_item, render
 from controller.cli.render import PLAIN
 from controller.cli.view import View
-from controller.loop import Controller
 from controller.memory import Breaker, ControllerMemory
 from controller.ops.metrics import Metrics
 from controller.plan.open_alerts import count_by_reason, open_alerts
 from controller.plan.planner import plan
 from controller.plan.types import ActionKind, Plan
-from controller.settings import Settings
-from controller.snapshot import ContainerObs, ContainerState, Domain, Snapshot
-from controller.store import MemoryStore
-from desired_state.load import PolicyHolder
+from controller.snapshot import ContainerObs, ContainerState, Domain
 from tests.fixtures import builders as b
+from tests.fixtures.scripted import ScriptedObserver, make_controller
 
 GPUS = (b.gpu(0), b.gpu(1, mig_slots=2))
 
@@ -98,7 +93,7 @@ def test_daemon_pass_keeps_the_gauge_open_after_delivery_and_clears_it(tmp_path:
     a, c = running_on("a", b.GPU0), running_on("c", b.GPU0)
     clock = [b.T0]
     observer = ScriptedObserver(b.snapshot(observed_at=b.T0, containers=(a, c), gpus=GPUS))
-    controller = make_controller(tmp_path, observer, clock)
+    controller = make_controller(tmp_path, observer, clock, DeliveringExecutor())
 
     def open_now(containers: tuple[ContainerObs, ...]) -> float:
         clock[0] += timedelta(seconds=30)
@@ -118,18 +113,6 @@ def test_daemon_pass_keeps_the_gauge_open_after_delivery_and_clears_it(tmp_path:
     assert open_now((a,)) == 0.0
 
 
-@dataclass
-class ScriptedObserver:
-    current: Snapshot
-    config: Any = None
-
-    def observe(self) -> Snapshot:
-        return self.current
-
-    def export_inspect_cache(self) -> bytes:
-        return b""
-
-
 class DeliveringExecutor:
     """Records every one-shot as delivered; nothing else is done."""
 
@@ -145,23 +128,3 @@ class DeliveringExecutor:
                 )
             )
         return ExecutionReport(outcomes=tuple(outcomes), memory=mem)
-
-
-def make_controller(tmp_path: Path, observer: ScriptedObserver, clock: list[datetime]) -> Controller:
-    state = tmp_path / "state"
-    state.mkdir(mode=0o700)
-    settings = Settings(
-        state_dir=state, events_log=tmp_path / "events.jsonl", ledger=tmp_path / "ledger.json"
-    )
-    store = MemoryStore(state)
-    return Controller(
-        settings=settings,
-        observer=cast(Any, observer),
-        policy=PolicyHolder(None, None),
-        executor=DeliveringExecutor(),
-        store=store,
-        event_log=EventLog(settings.events_log),
-        memory=store.load(),
-        metrics=Metrics(),
-        clock=lambda: clock[0],
-    )
