@@ -8,50 +8,21 @@ metrics registry (no series per container).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 from typing import cast
 
-from controller.act.executor import ExecutionReport
-from controller.act.report import ActionOutcome
 from controller.loop import Controller
 from controller.memory import ControllerMemory
 from controller.ops.metrics import Metrics
 from controller.plan.desired import memo_size
-from controller.plan.types import ActionKind, Plan
 from controller.snapshot import ContainerObs
 from tests.fixtures import builders as b
-from tests.fixtures.scripted import ScriptedObserver, make_controller
+from tests.fixtures.scripted import FailingExecutor, ScriptedObserver, make_controller
 
 # Long-lived containers present throughout: the baseline the churn must come back to.
 RESIDENTS = 5
 CHURNED = 60
-
-
-@dataclass
-class FailingExecutor:
-    """Every destructive action fails (the memory keeps an attempt); every warning is delivered."""
-
-    seen_keys: list[str] = field(default_factory=list)
-
-    def execute(self, plan: Plan, memory: ControllerMemory, now: datetime) -> ExecutionReport:
-        mem = plan.memory
-        outcomes = []
-        for a in plan.actions:
-            self.seen_keys.append(a.key)
-            if a.kind in (ActionKind.WARN_OWNER, ActionKind.ALERT_ADMIN):
-                mem = mem.with_done(a.key, now)
-                outcome = "done"
-            else:
-                mem = mem.with_failure(a.key, "engine said no (test)", now)
-                outcome = "failed"
-            outcomes.append(
-                ActionOutcome(
-                    key=a.key, kind=a.kind, reason=a.reason, target=a.target, outcome=outcome, detail=""
-                )
-            )
-        return ExecutionReport(outcomes=tuple(outcomes), memory=mem)
 
 
 def residents() -> list[ContainerObs]:

@@ -76,11 +76,11 @@ def test_help_imports_no_pydantic_and_no_adapter(tmp_path: Path) -> None:
 def daemon_state(tmp_path: Path) -> list[str]:
     """A daemon has just run a pass (its state directory holds the last pass): the flags to read it."""
     from tests.fixtures import builders as b
-    from tests.unit.test_churn_memory import ScriptedObserver, make_controller
+    from tests.fixtures.scripted import FailingExecutor, ScriptedObserver, make_controller
 
     clock = [datetime.now(UTC)]
     snap = b.snapshot(observed_at=clock[0], containers=[b.running("imports-1", owner="alice")])
-    controller = make_controller(tmp_path, ScriptedObserver(snap), clock)
+    controller = make_controller(tmp_path, ScriptedObserver(snap), clock, FailingExecutor())
     controller.run_pass()
     return [
         "--state-dir",

@@ -278,11 +278,11 @@ def test_each_daemon_pass_records_itself_and_ds01ctl_shows_it(
     pass with its age, without reaching Docker; ``--live`` observes (and here cannot)."""
     from controller.cli.main import main
     from tests.fixtures import builders as b
-    from tests.unit.test_churn_memory import ScriptedObserver, make_controller
+    from tests.fixtures.scripted import FailingExecutor, ScriptedObserver, make_controller
 
     clock = [datetime.now(UTC)]
     snap = b.snapshot(observed_at=clock[0], containers=[b.running("recorded-1", owner="alice")])
-    controller = make_controller(tmp_path, ScriptedObserver(snap), clock)
+    controller = make_controller(tmp_path, ScriptedObserver(snap), clock, FailingExecutor())
     result = controller.run_pass()
     state = controller.settings.state_dir
     last, why = load_last_pass(state, specs=None, ds01_config=None, interval_s=30.0, now=datetime.now(UTC))
@@ -313,11 +313,11 @@ def test_watch_names_the_pass_it_shows(
 
     from controller.cli.main import main
     from tests.fixtures import builders as b
-    from tests.unit.test_churn_memory import ScriptedObserver, make_controller
+    from tests.fixtures.scripted import FailingExecutor, ScriptedObserver, make_controller
 
     clock = [datetime.now(UTC)]
     snap = b.snapshot(observed_at=clock[0], containers=[b.running("watched-1", owner="alice")])
-    controller = make_controller(tmp_path, ScriptedObserver(snap), clock)
+    controller = make_controller(tmp_path, ScriptedObserver(snap), clock, FailingExecutor())
     controller.run_pass()
 
     def stop(_s: float) -> None:
@@ -339,11 +339,11 @@ def test_a_name_missing_from_the_last_pass_is_looked_up_live(
     Docker is unreachable, so it says that instead)."""
     from controller.cli.main import main
     from tests.fixtures import builders as b
-    from tests.unit.test_churn_memory import ScriptedObserver, make_controller
+    from tests.fixtures.scripted import FailingExecutor, ScriptedObserver, make_controller
 
     clock = [datetime.now(UTC)]
     snap = b.snapshot(observed_at=clock[0], containers=[b.running("old-1", owner="alice")])
-    controller = make_controller(tmp_path, ScriptedObserver(snap), clock)
+    controller = make_controller(tmp_path, ScriptedObserver(snap), clock, FailingExecutor())
     controller.run_pass()
     flags = ["--state-dir", str(controller.settings.state_dir), "--env-file", ""]
     flags += ["--events-log", str(tmp_path / "events.jsonl"), "--ledger", str(tmp_path / "ledger.json")]
