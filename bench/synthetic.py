@@ -3,8 +3,10 @@
 A host of ``n`` containers is 75 % running, 20 % exited and 5 % created; every third container
 holds a GPU or MIG device; 64 GPUs, half of them in MIG mode; GPU processes scale with the host
 (5,000 at 10,000 containers), most attributed to running containers, a few orphaned or bare host
-processes. The controller memory carries a realistic sample history for every running container, as
-a daemon that has run for a while would. Values are deterministic for a given ``n``.
+processes. The controller memory is what a daemon that has run for a while holds at the start of
+a pass: a record for every container, with the state its last pass saw, and a sample history for
+each running GPU container (the only ones sampled). No warning was delivered (a dry-run daemon's
+memory). Values are deterministic for a given ``n``.
 """
 
 from __future__ import annotations
@@ -131,6 +133,7 @@ def build(n: int, now: datetime) -> tuple[Snapshot, ControllerMemory]:
         started_at = finished_at = None
         pid = None
         signals = None
+        busy = False
         if state != ContainerState.CREATED:
             started_at = created_at + timedelta(seconds=rng.uniform(1, 30))
         if state == ContainerState.EXITED:
@@ -154,6 +157,8 @@ def build(n: int, now: datetime) -> tuple[Snapshot, ControllerMemory]:
                 ),
                 keepalive=KeepAlive(state=KeepAliveState.ABSENT),
             )
+        samples: tuple[Sample, ...] = ()
+        if signals is not None and refs:
             samples = tuple(
                 Sample(
                     at=now - timedelta(seconds=SAMPLE_INTERVAL_S * (SAMPLES_PER_CONTAINER - k)),
@@ -165,15 +170,16 @@ def build(n: int, now: datetime) -> tuple[Snapshot, ControllerMemory]:
                 )
                 for k in range(SAMPLES_PER_CONTAINER)
             )
-            memories[cid] = ContainerMemory(
-                container_id=cid,
-                name=name,
-                started_at=started_at,
-                samples=samples,
-                idle_since=None if busy else samples[0].at,
-                last_active_at=now if busy else started_at,
-                first_seen_at=started_at,
-            )
+        memories[cid] = ContainerMemory(
+            container_id=cid,
+            name=name,
+            started_at=started_at,
+            samples=samples,
+            idle_since=samples[0].at if samples and not busy else None,
+            last_active_at=(now if busy else started_at) if samples else None,
+            first_seen_at=started_at or created_at,
+            last_state=state.value,
+        )
         containers.append(
             ContainerObs(
                 id=cid,
