@@ -172,11 +172,7 @@ class Controller:
         now = self.clock()
         the_plan = make_plan(snapshot, desired, self.memory, now)
         # Admin alerts raised by this observation (delivered before or not): ds01_admin_alerts_open.
-        self._open_alerts = (
-            tuple(open_alerts(snapshot, desired, self.memory, now, the_plan))
-            if self.metrics is not None
-            else ()
-        )
+        self._open_alerts = open_alerts(self.memory, the_plan) if self.metrics is not None else ()
         report = self._execute(the_plan, now, observed_mono, gp)
         if recovered:
             report = report.model_copy(update={"outcomes": (*recovered, *report.outcomes)})

@@ -41,7 +41,7 @@ def cmd_get_alerts(args: argparse.Namespace, settings: Settings, style: Any) -> 
     memory, _ = read_memory(settings.state_dir)
     memory = memory or ControllerMemory()
     the_plan = make_plan(view.snapshot, view.desired, memory, view.now)
-    alerts = open_alerts(view.snapshot, view.desired, memory, view.now, the_plan)
+    alerts = open_alerts(memory, the_plan)
     items = [alert_item(a, view.now) for a in alerts if not args.owner or _owner(a) == args.owner]
     for note in view.notes:
         print(f"warning: {clean(note, 600)}", file=sys.stderr)

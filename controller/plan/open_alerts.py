@@ -1,16 +1,16 @@
 """Admin alerts that are open now: raised by the current state and not cleared. Pure.
 
 **Open** means: the planner raises the alert for *this* observation. An AlertAdmin is a one-shot
-action (delivered once, its key then kept in ``memory.done``), so a plan only *carries* an alert
-the first time; an alert already delivered whose condition still holds is found by planning the
-same observation again with the delivered AlertAdmin keys left out of the memory (only when there
-are any). It is **cleared** when the condition no longer holds (the planner no longer raises it):
-the two holders of a GPU are down to one, the dirty GPU is clean, the ledger reads again.
+action (delivered once, its key then kept in ``memory.done``), so a plan only *proposes* an alert
+the first time; after that the gates list it in ``Plan.delivered_alerts`` for as long as the rule
+still raises it (no second planning of the observation is needed). It is **cleared** when the
+condition no longer holds (the planner no longer raises it): the two holders of a GPU are down to
+one, the dirty GPU is clean, the ledger reads again.
 A tripped circuit breaker stays open until ``ds01ctl breaker reset`` (its alert is raised once,
 when it trips, so it is taken from the breaker's state instead).
 
 Called by the daemon loop (the ``ds01_admin_alerts_open`` gauge) and ``ds01ctl get alerts``; both
-compute it the same way from an observation, the policy and the memory.
+compute it the same way from a plan and the memory it was made with.
 """
 
 from __future__ import annotations
@@ -21,13 +21,9 @@ from datetime import datetime
 from typing import Any
 
 from controller.memory import ControllerMemory
-from controller.plan.desired import DesiredState
-from controller.plan.planner import plan as make_plan
 from controller.plan.types import ActionKind, Plan, Reason
-from controller.snapshot import Snapshot
 
 ALERT_KEY_PREFIX = "AlertAdmin:"
-_BREAKER_KEYS = ("AlertAdmin:BreakerTripped:", "AlertAdmin:ReleaseBreakerTripped:")
 
 
 @dataclass(frozen=True)
@@ -42,30 +38,20 @@ class OpenAlert:
     evidence: Mapping[str, Any] = field(default_factory=dict)
 
 
-def open_alerts(
-    snapshot: Snapshot, desired: DesiredState, memory: ControllerMemory, now: datetime, the_plan: Plan
-) -> tuple[OpenAlert, ...]:
-    """The alerts open at ``now``; ``the_plan`` is the plan of (snapshot, desired, memory, now)."""
+def open_alerts(memory: ControllerMemory, the_plan: Plan) -> tuple[OpenAlert, ...]:
+    """The alerts open when ``the_plan`` was made with ``memory``."""
     # A breaker's alert is raised once, when it trips (its key names that pass): taken from the breaker below.
-    delivered = {
-        k: at
-        for k, at in memory.done.items()
-        if k.startswith(ALERT_KEY_PREFIX) and not k.startswith(_BREAKER_KEYS)
-    }
-    source = the_plan
-    if delivered:
-        undone = {k: at for k, at in memory.done.items() if k not in delivered}
-        source = make_plan(snapshot, desired, memory.model_copy(update={"done": undone}), now)
+    raised = [*the_plan.actions, *the_plan.delivered_alerts]
     found = [
         OpenAlert(
             reason=a.reason.value,
             key=a.key,
             target=a.target.label(),
             message=a.message,
-            since=delivered.get(a.key),
+            since=memory.done.get(a.key),
             evidence=dict(a.evidence),
         )
-        for a in source.actions
+        for a in raised
         if a.kind is ActionKind.ALERT_ADMIN and a.reason is not Reason.BREAKER_TRIPPED
     ]
     breakers = (

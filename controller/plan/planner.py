@@ -89,22 +89,7 @@ def _plan(snapshot: Snapshot, desired: DesiredState, memory: ControllerMemory, n
         aggregate_caps(ctx, out)
         report_limits(ctx, out)
     else:
-        # Docker unavailable: no container is touched and nothing is forgotten (a container missing
-        # from a failed listing is not a removed container). Nobody is watched meanwhile: the next
-        # sample of each container spans an unobserved period.
-        why = f"Docker unavailable at {iso(now)}"
-        next_containers = {
-            cid: with_clock_step(mark_unobserved(m, why), clock.step_s, snapshot.observed_at)
-            for cid, m in memory.containers.items()
-        }
-        for rule in CONTAINER_RULES:
-            out.defer(
-                host_target(),
-                rule,
-                DeferReason.DOMAIN_UNAVAILABLE,
-                f"Docker is unavailable ({snapshot.domain_error(Domain.DOCKER)}): no container action",
-                evidence={"docker_error": snapshot.domain_error(Domain.DOCKER)},
-            )
+        next_containers = _docker_unavailable(ctx, out, clock)
 
     ledger_rows(ctx, out)
     duplicate_holders(ctx, out)
@@ -133,8 +118,29 @@ def _plan(snapshot: Snapshot, desired: DesiredState, memory: ControllerMemory, n
         evaluated_at=now,
         actions=tuple(gates.actions),
         deferred=tuple(sorted(gates.deferred, key=_deferred_order)),
+        delivered_alerts=tuple(sorted(gates.delivered_alerts, key=lambda a: a.key)),
         memory=next_memory,
     )
+
+
+def _docker_unavailable(ctx: PassContext, out: Collector, clock: ClockCheck) -> dict[str, ContainerMemory]:
+    """No container is touched and nothing is forgotten (a container missing from a failed listing
+    is not a removed container). Nobody is watched meanwhile: the next sample of each container
+    spans an unobserved period. Returns the containers' next memory."""
+    snapshot = ctx.snapshot
+    why = f"Docker unavailable at {iso(ctx.now)}"
+    for rule in CONTAINER_RULES:
+        out.defer(
+            host_target(),
+            rule,
+            DeferReason.DOMAIN_UNAVAILABLE,
+            f"Docker is unavailable ({snapshot.domain_error(Domain.DOCKER)}): no container action",
+            evidence={"docker_error": snapshot.domain_error(Domain.DOCKER)},
+        )
+    return {
+        cid: with_clock_step(mark_unobserved(m, why), clock.step_s, snapshot.observed_at)
+        for cid, m in ctx.memory.containers.items()
+    }
 
 
 def _observe_containers(ctx: PassContext, desired: DesiredState, clock: ClockCheck) -> None:

@@ -32,7 +32,7 @@ Pure; called by :func:`controller.plan.planner.plan` only.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -50,6 +50,7 @@ class GateResult:
     deferred: list[Deferred]
     breaker: Breaker
     release_breaker: Breaker
+    delivered_alerts: list[Action] = field(default_factory=list)  # raised again, delivered already
 
 
 def _defer(
@@ -68,7 +69,8 @@ def _defer(
 def apply_gates(ctx: PassContext, proposed: Collector) -> GateResult:
     """Gates 1-5, in order (see the module docstring)."""
     out = Collector(deferred=list(proposed.deferred))
-    unique = _dedupe_and_back_off(ctx, out, proposed.actions)
+    delivered_alerts: list[Action] = []
+    unique = _dedupe_and_back_off(ctx, out, proposed.actions, delivered_alerts)
     passive = [a for a in unique if not a.destructive]
     destructive = sorted((a for a in unique if a.destructive), key=lambda a: (a.due_at, a.key))
     breaker = ctx.memory.breaker
@@ -97,11 +99,16 @@ def apply_gates(ctx: PassContext, proposed: Collector) -> GateResult:
     else:
         performed.extend(_within_budget(ctx, out, destructive))
     performed.sort(key=lambda a: (a.due_at, a.key))
-    return GateResult(performed, out.deferred, breaker, release_breaker)
+    return GateResult(performed, out.deferred, breaker, release_breaker, delivered_alerts)
 
 
-def _dedupe_and_back_off(ctx: PassContext, out: Collector, proposed: list[Action]) -> list[Action]:
-    """Gates 1-3: one action per key, one-shot actions already done dropped, back-off deferred."""
+def _dedupe_and_back_off(
+    ctx: PassContext, out: Collector, proposed: list[Action], delivered_alerts: list[Action]
+) -> list[Action]:
+    """Gates 1-3: one action per key, one-shot actions already done dropped, back-off deferred.
+
+    A dropped AlertAdmin is kept in ``delivered_alerts``: its condition still holds, so the alert is
+    still open (``controller.plan.open_alerts``), although it is not sent again."""
     memory, now = ctx.memory, ctx.now
     unique: list[Action] = []
     seen: set[str] = set()
@@ -110,6 +117,8 @@ def _dedupe_and_back_off(ctx: PassContext, out: Collector, proposed: list[Action
             continue
         seen.add(a.key)
         if a.kind in ONE_SHOT_KINDS and a.key in memory.done:
+            if a.kind is ActionKind.ALERT_ADMIN:
+                delivered_alerts.append(a)
             continue
         attempt = memory.attempts.get(a.key)
         if attempt is not None and attempt.next_attempt_at is not None and attempt.next_attempt_at > now:

@@ -355,6 +355,12 @@ class Plan(BaseModel):
     evaluated_at: datetime
     actions: tuple[Action, ...] = ()
     deferred: tuple[Deferred, ...] = ()
+    delivered_alerts: tuple[Action, ...] = Field(
+        default=(),
+        description="AlertAdmin actions this pass raised again but did not propose because each was "
+        "delivered already (its key is in memory.done): with the AlertAdmin actions above, the admin "
+        "alerts open now",
+    )
     memory: ControllerMemory = Field(
         default_factory=ControllerMemory,
         description="Memory after this pass's observations (samples, sightings), before any outcome",

@@ -38,21 +38,20 @@ TARGET = {
     "user": STR_OR_NONE,
     "ledger_entry": (dict, type(None)),
 }
+ACTION = {
+    "kind": str,
+    "target": TARGET,
+    "reason": str,
+    "message": str,
+    "evidence": dict,
+    "due_at": str,
+    "key": str,
+    "params": dict,
+}
 PLAN_SCHEMA = {
     "observed_at": str,
     "evaluated_at": str,
-    "actions": [
-        {
-            "kind": str,
-            "target": TARGET,
-            "reason": str,
-            "message": str,
-            "evidence": dict,
-            "due_at": str,
-            "key": str,
-            "params": dict,
-        }
-    ],
+    "actions": [ACTION],
     "deferred": [
         {
             "target": TARGET,
@@ -63,6 +62,7 @@ PLAN_SCHEMA = {
             "evidence": dict,
         }
     ],
+    "delivered_alerts": [ACTION],
 }
 NEXT = {"action": str, "rule": str, "pending": bool, "due_at": STR_OR_NONE, "deferred_because": STR_OR_NONE}
 CONTAINER_ITEM = {

@@ -8,6 +8,8 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import cast
 
+import pytest
+
 from controller.act.executor import ExecutionReport
 from controller.act.report import ActionOutcome
 from controller.cli.alerts import alert_item, render
@@ -34,36 +36,58 @@ def test_a_delivered_alert_stays_open_while_its_condition_holds_and_clears_after
     a, c = running_on("a", b.GPU0), running_on("c", b.GPU0)
     snap = b.snapshot(containers=(a, c), gpus=GPUS)
     first = plan(snap, b.desired(), ControllerMemory(), b.T0)
-    (raised,) = open_alerts(snap, b.desired(), ControllerMemory(), b.T0, first)
+    (raised,) = open_alerts(ControllerMemory(), first)
     assert raised.reason == "DuplicateGpuHolder" and raised.since is None and raised.target == b.GPU0
     # Delivered: the plan no longer carries it (one-shot), but it is still open.
     delivered = b.record_outcomes(first)
     later = b.T0 + timedelta(minutes=5)
     again = plan(snap, b.desired(), delivered, later)
     assert again.actions == ()
-    (still,) = open_alerts(snap, b.desired(), delivered, later, again)
+    (still,) = open_alerts(delivered, again)
     assert still.key == raised.key and still.since is not None
     # One holder stopped: the condition is gone, so is the alert.
     cleared_snap = b.snapshot(containers=(a,), gpus=GPUS)
     cleared = plan(cleared_snap, b.desired(), delivered, later)
-    assert open_alerts(cleared_snap, b.desired(), delivered, later, cleared) == ()
+    assert open_alerts(delivered, cleared) == ()
+
+
+def test_a_dirty_gpu_alert_stays_open_while_dirty_and_clears_when_clean() -> None:
+    """The alert is delivered once; the GPU stays dirty (open, since the delivery), then reads clean
+    (cleared: the mark is forgotten, nothing raises it)."""
+    passes = b.Passes(b.desired())
+    dirty, clean = (b.gpu(0, memory_used_bytes=4 * 1024**3),), (b.gpu(0),)
+    for tick in range(2):  # second sighting, then the reset
+        passes.run(b.snapshot(observed_at=b.at(seconds=30 * tick), gpus=dirty))
+    before = passes.memory
+    alerted = passes.run(b.snapshot(observed_at=b.at(seconds=60), gpus=dirty))  # the reset did not help
+    (raised,) = open_alerts(before, alerted)
+    assert (raised.reason, raised.target, raised.since) == ("GpuDirty", b.GPU0, None)
+    for tick in (3, 4):
+        before = passes.memory
+        still = passes.run(b.snapshot(observed_at=b.at(seconds=30 * tick), gpus=dirty))
+        assert still.actions == () and [a.key for a in still.delivered_alerts] == [raised.key]
+        (held,) = open_alerts(before, still)
+        assert held.key == raised.key and held.since == before.done[raised.key]
+    before = passes.memory
+    cleaned = passes.run(b.snapshot(observed_at=b.at(seconds=150), gpus=clean))
+    assert open_alerts(before, cleaned) == () and cleaned.delivered_alerts == ()
 
 
 def test_a_tripped_breaker_is_open_until_reset() -> None:
     snap = b.snapshot(gpus=GPUS)
     memory = ControllerMemory(breaker=Breaker(tripped=True, tripped_at=b.T0, reason="6 of 8 stops"))
     p = plan(snap, b.desired(), memory, b.T0)
-    (alert,) = open_alerts(snap, b.desired(), memory, b.T0, p)
+    (alert,) = open_alerts(memory, p)
     assert alert.reason == "BreakerTripped" and alert.message == "6 of 8 stops"
     reset = memory.with_breakers_reset()
-    assert open_alerts(snap, b.desired(), reset, b.T0, plan(snap, b.desired(), reset, b.T0)) == ()
+    assert open_alerts(reset, plan(snap, b.desired(), reset, b.T0)) == ()
 
 
 def test_open_alerts_gauge_in_a_scrape() -> None:
     snap = b.snapshot(gpus=GPUS, down=(Domain.LEDGER,), ledger=b.ledger(b.ledger_entry("gone", b.GPU0)))
     p = plan(snap, b.desired(), ControllerMemory(), b.T0)
     metrics = Metrics(version="test")
-    metrics.set_open_alerts(count_by_reason(open_alerts(snap, b.desired(), ControllerMemory(), b.T0, p)))
+    metrics.set_open_alerts(count_by_reason(open_alerts(ControllerMemory(), p)))
     text = metrics.render().decode()
     assert 'ds01_admin_alerts_open{reason="LedgerUnreadable"} 1.0' in text
     assert 'ds01_admin_alerts_open{reason="GpuDirty"} 0.0' in text
@@ -75,7 +99,7 @@ def test_get_alerts_output_forms() -> None:
     a, c = running_on("a", b.GPU0), running_on("c", b.GPU0)
     snap = b.snapshot(containers=(a, c), gpus=GPUS)
     p = plan(snap, b.desired(), ControllerMemory(), b.T0)
-    items = [alert_item(x, b.T0) for x in open_alerts(snap, b.desired(), ControllerMemory(), b.T0, p)]
+    items = [alert_item(x, b.T0) for x in open_alerts(ControllerMemory(), p)]
     view = View(snapshot=snap, now=b.T0)
     table = render(items, view, "table", False, PLAIN)
     assert table.splitlines()[0].split() == ["REASON", "TARGET", "AGE", "MESSAGE"]
@@ -111,6 +135,35 @@ def test_daemon_pass_keeps_the_gauge_open_after_delivery_and_clears_it(tmp_path:
     assert any(k.startswith("AlertAdmin:DuplicateGpuHolder") for k in controller.memory.done)
     assert open_now((a, c)) == 1.0  # delivered, not planned again, still open
     assert open_now((a,)) == 0.0
+
+
+def test_a_daemon_pass_plans_once_while_alerts_are_open(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Delivered alerts do not make the pass plan the observation a second time (at 10,000 containers
+    a plan is the largest cost of a pass)."""
+    import controller.plan.planner as planner
+
+    calls: list[datetime] = []
+    real = planner._plan
+
+    def counting(*args: object, **kwargs: object) -> Plan:
+        calls.append(datetime.now())
+        return real(*args, **kwargs)  # type: ignore[arg-type]
+
+    # Every planning goes through the planner's one implementation, whoever calls it.
+    monkeypatch.setattr(planner, "_plan", counting)
+    a, c = running_on("a", b.GPU0), running_on("c", b.GPU0)
+    clock = [b.T0]
+    observer = ScriptedObserver(b.snapshot(observed_at=b.T0, containers=(a, c), gpus=GPUS))
+    controller_ = make_controller(tmp_path, observer, clock, DeliveringExecutor())
+    for _ in range(3):
+        clock[0] += timedelta(seconds=30)
+        observer.current = b.snapshot(observed_at=clock[0], containers=(a, c), gpus=GPUS)
+        controller_.run_pass()
+    assert any(k.startswith("AlertAdmin:DuplicateGpuHolder") for k in controller_.memory.done)
+    assert len(calls) == 3
+    assert count_by_reason(controller_._open_alerts) == {"DuplicateGpuHolder": 1}
 
 
 class DeliveringExecutor:

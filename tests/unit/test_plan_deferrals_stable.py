@@ -20,7 +20,7 @@ from desired_state.load import load_policy
 NOW = datetime(2026, 12, 4, 12, 0, tzinfo=UTC)
 SIZE = 2_000
 DEFERRALS_DIGEST = "d3d69ae3d88158f9e39bc48fdc763a853244dfe275a9e6d11765420044affe8f"
-PLAN_DIGEST = "8e859d777f60918fb26fefddd82f499fb96688af58f546a3147198af23de5035"
+PLAN_DIGEST = "504efd4ff5f747be89ff675da5c696a4d19066f97e27a71e7661843879e4f9fa"
 
 
 def _plan(n: int) -> Plan:

@@ -541,17 +541,19 @@ def _reset_or_alert(
             evidence=evidence,
             params=ResetParams(command=tuple(ctx.glob.gpu_reset_command.value)),
         )
-    elif not alert_done:
-        out.act(
-            ActionKind.ALERT_ADMIN,
-            f.target,
-            Reason.GPU_DIRTY,
-            f"GPU {g.index} ({g.uuid}) is dirty ({mark.cause.value}) but is not reset: {'; '.join(blockers)}",
-            due_at=mark.since,
-            key=f"AlertAdmin:GpuDirty:{g.uuid}:{since}",
-            evidence=evidence,
-        )
-    else:
+        return
+    # Proposed while the GPU stays dirty: the gates send it once (memory.done) and list it as
+    # delivered after that, so it stays an open alert until the GPU is clean.
+    out.act(
+        ActionKind.ALERT_ADMIN,
+        f.target,
+        Reason.GPU_DIRTY,
+        f"GPU {g.index} ({g.uuid}) is dirty ({mark.cause.value}) but is not reset: {'; '.join(blockers)}",
+        due_at=mark.since,
+        key=f"AlertAdmin:GpuDirty:{g.uuid}:{since}",
+        evidence=evidence,
+    )
+    if alert_done:
         out.defer(
             f.target,
             Reason.GPU_DIRTY,
