@@ -228,6 +228,27 @@ def test_the_executor_rechecks_use_right_before_lowering(
     assert host_config(docker_client, c.id)["State"]["Running"] is True
 
 
+def test_a_container_with_a_cpu_period_is_limited_by_a_quota(
+    make_container: ContainerFactory, docker_client: Any, tmp_path: Path
+) -> None:
+    # "--cpu-period" alone: the engine refuses NanoCpus on it, so the limit must be a quota.
+    c = make_container(network_mode="none", cpu_period=50_000)
+    started = host_config(docker_client, c.id)["State"]["StartedAt"]
+    desired = PolicySetDesired(load_spec_text(SPEC))
+    p = ours(plan(observe(tmp_path), desired, ControllerMemory(), datetime_now()), {c.id})
+    (update,) = [a for a in p.actions if a.kind == ActionKind.UPDATE_RESOURCES]
+    executor = RealExecutor(
+        docker_client, EventLog(tmp_path / "e.jsonl"), RecordingNotifier(), tmp_path / "l.json"
+    )
+    (outcome,) = executor.execute(make_plan(update), ControllerMemory(), datetime_now()).outcomes
+    assert outcome.outcome is Outcome.DONE, outcome.detail
+    state = host_config(docker_client, c.id)
+    hc = state["HostConfig"]
+    assert (hc["NanoCpus"], hc["CpuQuota"], hc["CpuPeriod"]) == (0, 50_000, 50_000)
+    assert cpu_limit(int(state["State"]["Pid"])) == pytest.approx(1.0)
+    assert state["State"]["StartedAt"] == started
+
+
 def datetime_now() -> Any:
     from datetime import UTC, datetime
 

@@ -305,3 +305,9 @@ def test_a_cpu_limit_of_at_least_the_hosts_cpus_is_not_applied() -> None:
         updates(plan(snap, b.desired(pol), ControllerMemory(), b.T0))[0].params
     )
     assert got.nano_cpus == 10**9
+
+
+def test_a_cpu_period_without_a_quota_gets_a_quota() -> None:
+    # Docker refuses NanoCpus on a container whose CpuPeriod is set ("--cpu-period" alone).
+    got = params(run(box(limits=ResourceLimits(cpu_period_us=50_000))))
+    assert (got.cpu_quota_us, got.cpu_period_us, got.nano_cpus) == (200_000, 50_000, None)

@@ -17,8 +17,8 @@ Guards (unknown is not idle):
 * swap (memory plus swap, ``docker --memory-swap``) is changed only together with a memory limit
   (Docker refuses a swap limit without one) and never below the memory limit.
 * CPU: nothing to do when the spec allows at least the host's CPUs (Docker refuses more); a
-  container limited by ``CpuQuota`` keeps its period and gets a quota (Docker refuses to mix
-  ``NanoCpus`` with a quota); otherwise ``NanoCpus``.
+  container limited by ``CpuQuota``, or with a ``CpuPeriod`` set, keeps its period and gets a quota
+  (Docker refuses ``NanoCpus`` with either); otherwise ``NanoCpus``.
 
 Protected and monitoring containers, a container type with ``resourcesExempt`` and an owner with a
 ``resources`` Exemption are left alone (deferred with why). With ``resourceEnforcement.updateLimits:
@@ -167,7 +167,8 @@ def _cpu(d: _Decision, limits: ResourceLimits, spec: ResourceSpec, host_cpus: in
         # --cpus above the host's count).
         return
     _mark(d, "cpus", have)
-    if limits.nano_cpus is None and limits.cpu_quota_us is not None:
+    if limits.nano_cpus is None and (limits.cpu_quota_us is not None or limits.cpu_period_us is not None):
+        # Docker refuses NanoCpus once CpuQuota or CpuPeriod is set (and a quota with NanoCpus set).
         period = limits.cpu_period_us or DEFAULT_CPU_PERIOD_US
         d.update["cpu_quota_us"] = max(1000, int(want * period))
         d.update["cpu_period_us"] = period
