@@ -307,6 +307,21 @@ def test_a_cpu_limit_of_at_least_the_hosts_cpus_is_not_applied() -> None:
     assert got.nano_cpus == 10**9
 
 
+def test_a_pids_limit_of_zero_or_below_is_unlimited_and_never_removes_one() -> None:
+    # Docker reads --pids-limit 0 and -1 as "unlimited": sending one would remove a container's limit.
+    for pids in (0, -1):
+        limited = box(state=ContainerState.CREATED, limits=ResourceLimits(pids_limit=500))
+        assert updates(run(limited, res=spec(cpus=None, memory=None, swap=None, pids=pids))) == []
+        got = params(run(box(state=ContainerState.CREATED), res=spec(pids=pids)))
+        assert got.pids_limit is None
+        # A running container is not held back, nor its owner warned, by a "limit" below its count.
+        p = run(
+            box(limits=ResourceLimits(pids_limit=500)), res=spec(cpus=None, memory=None, swap=None, pids=pids)
+        )
+        assert updates(p) == [] and deferrals(p) == []
+        assert not [a for a in p.actions if a.kind == ActionKind.WARN_OWNER]
+
+
 def test_a_cpu_period_without_a_quota_gets_a_quota() -> None:
     # Docker refuses NanoCpus on a container whose CpuPeriod is set ("--cpu-period" alone).
     got = params(run(box(limits=ResourceLimits(cpu_period_us=50_000))))

@@ -13,7 +13,8 @@ Guards (unknown is not idle):
   kernel would reclaim or OOM-kill a live job. The memory (and swap) part waits
   (``BelowUsage``) and the owner is warned once (``LimitsBelowUsage``); it is applied by a later
   pass once the use allows. A running container whose use is unknown waits (``UnknownSignal``).
-* **pids** is never set below the current task count, with the same wait and warning.
+* **pids** is never set below the current task count, with the same wait and warning. A spec of 0
+  or below is no limit (Docker's ``--pids-limit`` reads 0 and -1 as unlimited).
 * swap (memory plus swap, ``docker --memory-swap``) is changed only together with a memory limit
   (Docker refuses a swap limit without one) and never below the memory limit.
 * CPU: nothing to do when the spec allows at least the host's CPUs (Docker refuses more); a
@@ -250,7 +251,9 @@ def _swap(d: _Decision, limits: ResourceLimits, spec: ResourceSpec, new_memory: 
 def _pids(d: _Decision, c: ContainerObs, limits: ResourceLimits, spec: ResourceSpec) -> None:
     want = spec.pids_limit.value
     have = limits.pids_limit
-    if want is None or (have is not None and have <= want):
+    if want is None or want <= 0:
+        return  # Docker reads 0 and -1 as unlimited: sending one would remove the container's limit
+    if have is not None and have <= want:
         return
     used, unknown = _usage(c, "pids")
     if used is None:
