@@ -199,6 +199,12 @@ class ActivitySignals(Frozen):
     memory_bytes: int | None = Field(default=None, description="The cgroup's memory use now")
     memory_peak_bytes: int | None = Field(default=None, description="The cgroup's highest memory use")
     memory_unknown: str | None = Field(default="not read", description="Why memory use is unknown")
+    memory_swap_bytes: int | None = Field(
+        default=None, description="The cgroup's memory plus swap use now (what --memory-swap limits)"
+    )
+    memory_swap_unknown: str | None = Field(
+        default="not read", description="Why memory plus swap use is unknown"
+    )
     pids_current: int | None = Field(default=None, description="Tasks in the cgroup now (pids.current)")
     pids_unknown: str | None = Field(default="not read", description="Why the task count is unknown")
 

@@ -72,6 +72,7 @@ from controller.memory import ControllerMemory, Intent
 from controller.observe.cgroups import container_ids_in_path, parse_cgroup
 from controller.observe.ledger import parse_ledger_text
 from controller.observe.resources import read_usage
+from controller.plan.rules.resources import memory_floor
 from controller.plan.types import (
     Action,
     ActionKind,
@@ -920,9 +921,18 @@ class RealExecutor:
         )
 
     def _check_use(self, fresh: Inspected, wanted: ResourceUpdate, body: dict[str, int]) -> None:
-        """Skip when the memory or task count read now does not leave room under the new limit."""
-        lowers_memory = "Memory" in body
-        if not lowers_memory and "PidsLimit" not in body:
+        """Skip when the use read now does not leave room under a limit the update lowers: memory,
+        memory plus swap (each with the margin), the task count."""
+        have = fresh.limits or ResourceLimits()
+        memory = body.get("Memory")
+        lowers_memory = memory is not None and (have.memory_bytes is None or memory < have.memory_bytes)
+        swap = body.get("MemorySwap")
+        lowers_swap = (
+            swap is not None
+            and swap != -1
+            and (have.total_swap_bytes is None or swap < have.total_swap_bytes)
+        )
+        if not lowers_memory and not lowers_swap and "PidsLimit" not in body:
             return
         if fresh.pid is None:
             raise _Skip("running but the engine reports no main process: its use cannot be re-checked")
@@ -934,14 +944,21 @@ class RealExecutor:
         if not any(fresh.id in container_ids_in_path(line.path) for line in lines):
             raise _Skip(f"pid {fresh.pid} no longer belongs to the container; use not re-checked")
         usage = read_usage(lines, self._cgroup_root)
-        if lowers_memory:
+        margin = wanted.memory_margin_pct
+        if lowers_memory and memory is not None:
             if usage.memory_bytes is None:
                 raise _Skip(f"memory use unknown right before acting ({usage.memory_unknown})")
-            floor = int(usage.memory_bytes * (1 + wanted.memory_margin_pct / 100.0)) + 1
-            if body["Memory"] < floor:
+            if memory < memory_floor(usage.memory_bytes, margin):
                 raise _Skip(
-                    f"it uses {usage.memory_bytes} bytes now; {body['Memory']} is below that plus "
-                    f"{wanted.memory_margin_pct:g} %"
+                    f"it uses {usage.memory_bytes} bytes now; {memory} is below that plus {margin:g} %"
+                )
+        if lowers_swap and swap is not None:
+            if usage.memory_swap_bytes is None:
+                raise _Skip(f"memory plus swap use unknown right before acting ({usage.memory_swap_unknown})")
+            if swap < memory_floor(usage.memory_swap_bytes, margin):
+                raise _Skip(
+                    f"it uses {usage.memory_swap_bytes} bytes of memory plus swap now; {swap} is below "
+                    f"that plus {margin:g} %"
                 )
         if "PidsLimit" in body:
             if usage.pids_current is None:

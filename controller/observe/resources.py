@@ -11,6 +11,8 @@ Owns two readers, both without ``docker stats`` (which costs a second per contai
   ``memory.current``, ``memory.peak`` (kernel 5.19 and later; absent before: the peak is unknown),
   ``pids.current``. The memory figure includes the page cache and tmpfs pages, which is what the
   kernel compares with the limit: a limit set below it makes the kernel reclaim or OOM-kill.
+  Memory plus swap (what ``--memory-swap`` limits): v1 ``memory.memsw.usage_in_bytes``, v2
+  ``memory.current`` plus ``memory.swap.current``; unknown without swap accounting.
 
 A value that cannot be read stays ``None`` with the reason; nothing unknown becomes zero. Called by
 :mod:`controller.observe.docker_adapter` (limits) and :mod:`controller.observe.signals` (usage).
@@ -60,14 +62,16 @@ class Usage:
     memory_unknown: str | None
     pids_current: int | None
     pids_unknown: str | None
+    memory_swap_bytes: int | None = None
+    memory_swap_unknown: str | None = "not read"
 
 
 def read_usage(lines: Sequence[CgroupLine], cgroup_root: Path) -> Usage:
     """Read the cgroup files of the container whose ``/proc/<pid>/cgroup`` parsed to ``lines``."""
     root = str(cgroup_root)
-    memory, peak, memory_unknown = _memory(lines, root)
+    memory, peak, memory_unknown, swap, swap_unknown = _memory(lines, root)
     pids, pids_unknown = _pids(lines, root)
-    return Usage(memory, peak, memory_unknown, pids, pids_unknown)
+    return Usage(memory, peak, memory_unknown, pids, pids_unknown, swap, swap_unknown)
 
 
 # Paths are built as strings: this runs for every running container on every pass, and pathlib's
@@ -104,20 +108,30 @@ def _candidates(lines: Sequence[CgroupLine], root: str, controller: str) -> list
     return out
 
 
-def _memory(lines: Sequence[CgroupLine], root: str) -> tuple[int | None, int | None, str | None]:
+def _memory(
+    lines: Sequence[CgroupLine], root: str
+) -> tuple[int | None, int | None, str | None, int | None, str | None]:
+    """(memory use, peak, why unknown, memory plus swap use, why unknown)."""
     tried: list[str] = []
     for directory, v2 in _candidates(lines, root, "memory"):
-        current_file, peak_file = (
-            ("memory.current", "memory.peak")
+        current_file, peak_file, swap_file = (
+            ("memory.current", "memory.peak", "memory.swap.current")
             if v2
-            else ("memory.usage_in_bytes", "memory.max_usage_in_bytes")
+            else ("memory.usage_in_bytes", "memory.max_usage_in_bytes", "memory.memsw.usage_in_bytes")
         )
         current = read_int(f"{directory}/{current_file}")
         if current is None:
             tried.append(f"{directory}/{current_file}")
             continue
-        return current, read_int(f"{directory}/{peak_file}"), None
-    return None, None, "no cgroup memory counter readable (" + ", ".join(tried or ["no cgroup"]) + ")"
+        swap = read_int(f"{directory}/{swap_file}")
+        # v2 counts swap apart from memory; v1's memsw counter is memory plus swap.
+        total = None if swap is None else swap + current if v2 else swap
+        swap_unknown = (
+            None if total is not None else f"{directory}/{swap_file} unreadable (no swap accounting?)"
+        )
+        return current, read_int(f"{directory}/{peak_file}"), None, total, swap_unknown
+    why = "no cgroup memory counter readable (" + ", ".join(tried or ["no cgroup"]) + ")"
+    return None, None, why, None, why
 
 
 def _pids(lines: Sequence[CgroupLine], root: str) -> tuple[int | None, str | None]:

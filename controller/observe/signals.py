@@ -91,6 +91,8 @@ def read_signals(
         memory_bytes=usage.memory_bytes,
         memory_peak_bytes=usage.memory_peak_bytes,
         memory_unknown=usage.memory_unknown,
+        memory_swap_bytes=usage.memory_swap_bytes,
+        memory_swap_unknown=usage.memory_swap_unknown,
         pids_current=usage.pids_current,
         pids_unknown=usage.pids_unknown,
     )

@@ -228,6 +228,95 @@ def test_the_executor_rechecks_use_right_before_lowering(
     assert host_config(docker_client, c.id)["State"]["Running"] is True
 
 
+def test_a_container_with_a_cpu_period_is_limited_by_a_quota(
+    make_container: ContainerFactory, docker_client: Any, tmp_path: Path
+) -> None:
+    # "--cpu-period" alone: the engine refuses NanoCpus on it, so the limit must be a quota.
+    c = make_container(network_mode="none", cpu_period=50_000)
+    started = host_config(docker_client, c.id)["State"]["StartedAt"]
+    desired = PolicySetDesired(load_spec_text(SPEC))
+    p = ours(plan(observe(tmp_path), desired, ControllerMemory(), datetime_now()), {c.id})
+    (update,) = [a for a in p.actions if a.kind == ActionKind.UPDATE_RESOURCES]
+    executor = RealExecutor(
+        docker_client, EventLog(tmp_path / "e.jsonl"), RecordingNotifier(), tmp_path / "l.json"
+    )
+    (outcome,) = executor.execute(make_plan(update), ControllerMemory(), datetime_now()).outcomes
+    assert outcome.outcome is Outcome.DONE, outcome.detail
+    state = host_config(docker_client, c.id)
+    hc = state["HostConfig"]
+    assert (hc["NanoCpus"], hc["CpuQuota"], hc["CpuPeriod"]) == (0, 50_000, 50_000)
+    assert cpu_limit(int(state["State"]["Pid"])) == pytest.approx(1.0)
+    assert state["State"]["StartedAt"] == started
+
+
+SWAP_SPEC = """\
+apiVersion: ds01.io/v1alpha1
+kind: LifecyclePolicy
+metadata: {name: site}
+spec:
+  resources: {maxCpus: 1, memory: 256m, memorySwap: %s, pidsLimit: 100}
+  resourceEnforcement: {updateLimits: true}
+  safety: {maxDestructiveActionsPerPass: 100000}
+"""
+FILL = "dd if=/dev/zero of=/dev/shm/fill bs=1M count=240 2>/dev/null"
+
+
+def test_a_swap_limit_comes_down_on_a_container_using_most_of_its_unchanged_memory(
+    make_container: ContainerFactory, docker_client: Any, tmp_path: Path
+) -> None:
+    # 240 MiB of its 256 MiB in use: the memory limit stays, only memory-plus-swap comes down.
+    c = make_container(
+        f"sh -c '{FILL}; sleep 300'",
+        network_mode="none",
+        shm_size="512m",
+        mem_limit="256m",
+        memswap_limit="1g",
+        nano_cpus=10**9,
+        pids_limit=100,
+    )
+    time.sleep(1.5)
+    desired = PolicySetDesired(load_spec_text(SWAP_SPEC % "384m"))
+    p = ours(plan(observe(tmp_path), desired, ControllerMemory(), datetime_now()), {c.id})
+    (update,) = [a for a in p.actions if a.kind == ActionKind.UPDATE_RESOURCES]
+    executor = RealExecutor(
+        docker_client, EventLog(tmp_path / "e.jsonl"), RecordingNotifier(), tmp_path / "l.json"
+    )
+    (outcome,) = executor.execute(make_plan(update), ControllerMemory(), datetime_now()).outcomes
+    assert outcome.outcome is Outcome.DONE, outcome.detail
+    state = host_config(docker_client, c.id)
+    assert (state["HostConfig"]["Memory"], state["HostConfig"]["MemorySwap"]) == (256 * MiB, 384 * MiB)
+    assert state["State"]["Running"] is True
+
+
+def test_the_executor_rechecks_memory_plus_swap_use_right_before_lowering_it(
+    make_container: ContainerFactory, docker_client: Any, tmp_path: Path
+) -> None:
+    # Planned while it used little; it fills 240 MiB before the action runs: memory plus swap of
+    # 256 MiB would leave it no room (the memory limit itself does not change).
+    c = make_container(
+        f"sh -c 'while [ ! -e /tmp/go ]; do sleep 0.1; done; {FILL}; sleep 300'",
+        network_mode="none",
+        shm_size="512m",
+        mem_limit="256m",
+        memswap_limit="1g",
+    )
+    time.sleep(0.5)
+    desired = PolicySetDesired(load_spec_text(SWAP_SPEC % "256m"))
+    p = ours(plan(observe(tmp_path), desired, ControllerMemory(), datetime_now()), {c.id})
+    (update,) = [a for a in p.actions if a.kind == ActionKind.UPDATE_RESOURCES]
+    assert update.params_as(ResourceUpdate).memory_swap_bytes == 256 * MiB
+    c.exec_run("touch /tmp/go")
+    time.sleep(1.5)
+    executor = RealExecutor(
+        docker_client, EventLog(tmp_path / "e.jsonl"), RecordingNotifier(), tmp_path / "l.json"
+    )
+    (outcome,) = executor.execute(make_plan(update), ControllerMemory(), datetime_now()).outcomes
+    assert outcome.outcome is Outcome.SKIPPED and "memory plus swap" in outcome.detail, outcome.detail
+    state = host_config(docker_client, c.id)
+    assert (state["HostConfig"]["Memory"], state["HostConfig"]["MemorySwap"]) == (256 * MiB, 1 << 30)
+    assert state["State"]["Running"] is True
+
+
 def datetime_now() -> Any:
     from datetime import UTC, datetime
 

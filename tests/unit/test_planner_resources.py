@@ -52,6 +52,9 @@ def box(
             update={
                 "memory_bytes": used,
                 "memory_unknown": None if used is not None else "memory.usage_in_bytes unreadable",
+                # Nothing swapped out unless a test says so (``swapping``).
+                "memory_swap_bytes": used,
+                "memory_swap_unknown": None if used is not None else "memory.memsw.usage_in_bytes unreadable",
                 "pids_current": tasks,
                 "pids_unknown": None if tasks is not None else "pids.current unreadable",
             }
@@ -262,12 +265,13 @@ def _consistent(limits: ResourceLimits) -> ResourceLimits:
     used=st.integers(min_value=0, max_value=300 * GiB),
     tasks=st.integers(min_value=0, max_value=120_000),
     margin=st.floats(min_value=0, max_value=50),
+    swapped=st.integers(min_value=0, max_value=300 * GiB),
 )
 def test_property_never_raises_never_below_use_and_idempotent(
-    limits: ResourceLimits, res: ResourceSpec, used: int, tasks: int, margin: float
+    limits: ResourceLimits, res: ResourceSpec, used: int, tasks: int, margin: float, swapped: int
 ) -> None:
     limits = _consistent(limits)
-    c = box(limits=limits, used=used, tasks=tasks)
+    c = swapping(box(limits=limits, used=used, tasks=tasks), used + swapped)
     p = run(c, res=res, memory_margin_pct=margin)
     found = updates(p)
     if not found:
@@ -283,12 +287,19 @@ def test_property_never_raises_never_below_use_and_idempotent(
     if u.memory_swap_bytes is not None and u.memory_swap_bytes != -1:
         assert limits.total_swap_bytes is None or u.memory_swap_bytes <= limits.total_swap_bytes
         assert u.memory_bytes is not None and u.memory_swap_bytes >= u.memory_bytes
+        # A lowered memory-plus-swap total leaves room for what is in memory and swap now.
+        if limits.total_swap_bytes is None or u.memory_swap_bytes < limits.total_swap_bytes:
+            assert u.memory_swap_bytes >= memory_floor(used + swapped, margin)
     if u.memory_swap_bytes == -1:
         assert limits.total_swap_bytes is None
     if u.pids_limit is not None:
         assert (limits.pids_limit is None or u.pids_limit <= limits.pids_limit) and u.pids_limit >= tasks
     # Idempotent: once applied, the next pass plans no update.
-    again = run(box(limits=applied(limits, u), used=used, tasks=tasks), res=res, memory_margin_pct=margin)
+    again = run(
+        swapping(box(limits=applied(limits, u), used=used, tasks=tasks), used + swapped),
+        res=res,
+        memory_margin_pct=margin,
+    )
     assert updates(again) == [], (limits, u, updates(again)[0].params)
 
 
@@ -305,3 +316,72 @@ def test_a_cpu_limit_of_at_least_the_hosts_cpus_is_not_applied() -> None:
         updates(plan(snap, b.desired(pol), ControllerMemory(), b.T0))[0].params
     )
     assert got.nano_cpus == 10**9
+
+
+def test_a_pids_limit_of_zero_or_below_is_unlimited_and_never_removes_one() -> None:
+    # Docker reads --pids-limit 0 and -1 as "unlimited": sending one would remove a container's limit.
+    for pids in (0, -1):
+        limited = box(state=ContainerState.CREATED, limits=ResourceLimits(pids_limit=500))
+        assert updates(run(limited, res=spec(cpus=None, memory=None, swap=None, pids=pids))) == []
+        got = params(run(box(state=ContainerState.CREATED), res=spec(pids=pids)))
+        assert got.pids_limit is None
+        # A running container is not held back, nor its owner warned, by a "limit" below its count.
+        p = run(
+            box(limits=ResourceLimits(pids_limit=500)), res=spec(cpus=None, memory=None, swap=None, pids=pids)
+        )
+        assert updates(p) == [] and deferrals(p) == []
+        assert not [a for a in p.actions if a.kind == ActionKind.WARN_OWNER]
+
+
+def test_a_cpu_period_without_a_quota_gets_a_quota() -> None:
+    # Docker refuses NanoCpus on a container whose CpuPeriod is set ("--cpu-period" alone).
+    got = params(run(box(limits=ResourceLimits(cpu_period_us=50_000))))
+    assert (got.cpu_quota_us, got.cpu_period_us, got.nano_cpus) == (200_000, 50_000, None)
+
+
+def swapping(c: ContainerObs, memory_and_swap: int | None) -> ContainerObs:
+    assert c.signals is not None
+    signals = c.signals.model_copy(
+        update={
+            "memory_swap_bytes": memory_and_swap,
+            "memory_swap_unknown": None
+            if memory_and_swap is not None
+            else "memory.memsw.usage_in_bytes unreadable",
+        }
+    )
+    return c.model_copy(update={"signals": signals})
+
+
+def test_memory_plus_swap_is_never_lowered_below_its_use_plus_margin() -> None:
+    # 4 GiB in memory and 6 GiB swapped out: a memory-plus-swap limit of 8 GiB would leave the
+    # job's 10 GiB nowhere to go (the kernel OOM-kills it when it touches its swapped pages).
+    limited = ResourceLimits(
+        nano_cpus=4 * 10**9, memory_bytes=8 * GiB, memory_swap_bytes=32 * GiB, pids_limit=1024
+    )
+    p = run(swapping(box(limits=limited, used=4 * GiB), 10 * GiB))
+    assert updates(p) == []
+    assert ("LimitsAboveSpec", "BelowUsage") in deferrals(p)
+    (warn,) = [a for a in p.actions if a.kind == ActionKind.WARN_OWNER]
+    assert warn.reason == Reason.LIMITS_BELOW_USAGE and warn.evidence["memory_swap_used_bytes"] == 10 * GiB
+    # When the memory itself comes down, the memory-plus-swap total is kept, not lowered.
+    p = run(
+        swapping(box(limits=limited.model_copy(update={"memory_bytes": 16 * GiB}), used=4 * GiB), 10 * GiB)
+    )
+    got = params(p)
+    assert (got.memory_bytes, got.memory_swap_bytes) == (8 * GiB, 32 * GiB)
+    # With room for its use, the total comes down.
+    p = run(swapping(box(limits=limited, used=4 * GiB), 5 * GiB))
+    assert params(p).memory_swap_bytes == 8 * GiB
+
+
+def test_unknown_swap_use_keeps_the_memory_plus_swap_total() -> None:
+    limited = ResourceLimits(
+        nano_cpus=4 * 10**9, memory_bytes=16 * GiB, memory_swap_bytes=-1, pids_limit=1024
+    )
+    p = run(swapping(box(limits=limited, used=GiB), None))
+    got = params(p)
+    assert got.memory_bytes == 8 * GiB and got.memory_swap_bytes == -1
+    assert ("LimitsAboveSpec", "UnknownSignal") in deferrals(p)
+    # A created container uses nothing.
+    got = params(run(box(state=ContainerState.CREATED, limits=limited)))
+    assert (got.memory_bytes, got.memory_swap_bytes) == (8 * GiB, 8 * GiB)

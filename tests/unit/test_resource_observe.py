@@ -110,3 +110,26 @@ def test_a_cgroup_path_leaving_the_root_is_not_followed(tmp_path: Path) -> None:
     _write(tmp_path / "memory.current", "5\n")
     usage = read_usage(parse_cgroup("0::/../..\n"), tmp_path / "sub")
     assert usage.memory_bytes is None
+
+
+def test_memory_plus_swap_use_is_read_on_v1_and_v2(tmp_path: Path) -> None:
+    # What a memory-plus-swap limit (docker --memory-swap) is compared with by the kernel.
+    v1 = tmp_path / "v1"
+    _write(v1 / "memory" / "docker" / CID / "memory.usage_in_bytes", "4096\n")
+    _write(v1 / "memory" / "docker" / CID / "memory.memsw.usage_in_bytes", "6144\n")
+    usage = read_usage(parse_cgroup(V1_CGROUP), v1)
+    assert (usage.memory_bytes, usage.memory_swap_bytes, usage.memory_swap_unknown) == (4096, 6144, None)
+    v2 = tmp_path / "v2" / "system.slice" / f"docker-{CID}.scope"
+    _write(v2 / "memory.current", "1000\n")
+    _write(v2 / "memory.swap.current", "500\n")
+    usage = read_usage(parse_cgroup(V2_CGROUP), tmp_path / "v2")
+    assert (usage.memory_bytes, usage.memory_swap_bytes) == (1000, 1500)
+
+
+def test_memory_plus_swap_use_without_swap_accounting_is_unknown(tmp_path: Path) -> None:
+    _write(tmp_path / "memory" / "docker" / CID / "memory.usage_in_bytes", "4096\n")
+    usage = read_usage(parse_cgroup(V1_CGROUP), tmp_path)
+    assert usage.memory_bytes == 4096 and usage.memory_swap_bytes is None
+    assert (
+        usage.memory_swap_unknown is not None and "memory.memsw.usage_in_bytes" in usage.memory_swap_unknown
+    )

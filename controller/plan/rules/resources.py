@@ -13,12 +13,15 @@ Guards (unknown is not idle):
   kernel would reclaim or OOM-kill a live job. The memory (and swap) part waits
   (``BelowUsage``) and the owner is warned once (``LimitsBelowUsage``); it is applied by a later
   pass once the use allows. A running container whose use is unknown waits (``UnknownSignal``).
-* **pids** is never set below the current task count, with the same wait and warning.
+* **pids** is never set below the current task count, with the same wait and warning. A spec of 0
+  or below is no limit (Docker's ``--pids-limit`` reads 0 and -1 as unlimited).
 * swap (memory plus swap, ``docker --memory-swap``) is changed only together with a memory limit
-  (Docker refuses a swap limit without one) and never below the memory limit.
+  (Docker refuses a swap limit without one) and never below the memory limit, nor below the
+  container's current memory plus swap use plus the margin (the same wait and warning; unknown use
+  waits). While it waits, a memory change keeps the container's memory-plus-swap total.
 * CPU: nothing to do when the spec allows at least the host's CPUs (Docker refuses more); a
-  container limited by ``CpuQuota`` keeps its period and gets a quota (Docker refuses to mix
-  ``NanoCpus`` with a quota); otherwise ``NanoCpus``.
+  container limited by ``CpuQuota``, or with a ``CpuPeriod`` set, keeps its period and gets a quota
+  (Docker refuses ``NanoCpus`` with either); otherwise ``NanoCpus``.
 
 Protected and monitoring containers, a container type with ``resourcesExempt`` and an owner with a
 ``resources`` Exemption are left alone (deferred with why). With ``resourceEnforcement.updateLimits:
@@ -82,9 +85,12 @@ def update_resources(ctx: PassContext, out: Collector, c: ContainerObs, policy: 
         )
         return
     evidence = _evidence(c, limits, spec, ctx.glob.memory_margin_pct.value)
+    memory_warned = False
     for why, message, extra in decision.waits:
         out.defer(target, rule, why, message, evidence={**evidence, **extra})
-        if why == DeferReason.BELOW_USAGE:
+        if why == DeferReason.BELOW_USAGE and not (memory_warned and "memory_swap_wanted_bytes" in extra):
+            # One notice about memory: a swap total below the use follows from the memory's.
+            memory_warned = memory_warned or "memory_wanted_bytes" in extra
             _warn_below_usage(ctx, out, c, message, extra)
     if not decision.update:
         return
@@ -148,7 +154,7 @@ def _decide(
     d = _Decision()
     _cpu(d, limits, spec, host_cpus)
     new_memory = _memory(d, c, limits, spec, margin_pct)
-    _swap(d, limits, spec, new_memory)
+    _swap(d, c, limits, spec, new_memory, margin_pct)
     _pids(d, c, limits, spec)
     return d
 
@@ -167,7 +173,8 @@ def _cpu(d: _Decision, limits: ResourceLimits, spec: ResourceSpec, host_cpus: in
         # --cpus above the host's count).
         return
     _mark(d, "cpus", have)
-    if limits.nano_cpus is None and limits.cpu_quota_us is not None:
+    if limits.nano_cpus is None and (limits.cpu_quota_us is not None or limits.cpu_period_us is not None):
+        # Docker refuses NanoCpus once CpuQuota or CpuPeriod is set (and a quota with NanoCpus set).
         period = limits.cpu_period_us or DEFAULT_CPU_PERIOD_US
         d.update["cpu_quota_us"] = max(1000, int(want * period))
         d.update["cpu_period_us"] = period
@@ -184,6 +191,9 @@ def _usage(c: ContainerObs, what: str) -> tuple[int | None, str | None]:
         return None, "no signals read"
     if what == "memory":
         return s.memory_bytes, (s.memory_unknown or "not read") if s.memory_bytes is None else None
+    if what == "memory_swap":
+        used = s.memory_swap_bytes
+        return used, (s.memory_swap_unknown or "not read") if used is None else None
     return s.pids_current, (s.pids_unknown or "not read") if s.pids_current is None else None
 
 
@@ -223,22 +233,34 @@ def _memory(
     return want
 
 
-def _swap(d: _Decision, limits: ResourceLimits, spec: ResourceSpec, new_memory: int | None) -> None:
+def _swap(
+    d: _Decision,
+    c: ContainerObs,
+    limits: ResourceLimits,
+    spec: ResourceSpec,
+    new_memory: int | None,
+    margin_pct: float,
+) -> None:
     if new_memory is None:
         return  # no memory limit: Docker takes no swap limit without one
     want = spec.memory_swap_bytes.value
     changed_memory = "memory_bytes" in d.update
     # What the swap total would be after a memory change that left MemorySwap alone.
     have = limits.total_swap_bytes
+    # Keep the swap total the container had (never raise it); Docker needs it sent with memory.
+    keep = -1 if have is None else max(have, new_memory)
     if want is None:
         if changed_memory:
-            # Keep the swap total the container had (never raise it); Docker needs it sent with memory.
-            d.update["memory_swap_bytes"] = -1 if have is None else max(have, new_memory)
+            d.update["memory_swap_bytes"] = keep
         return
     want = max(want, new_memory)
     if have is not None and have <= want:
         if changed_memory:
             d.update["memory_swap_bytes"] = max(have, new_memory)
+        return
+    if not _swap_fits(d, c, have, want, spec, margin_pct):
+        if changed_memory:
+            d.update["memory_swap_bytes"] = keep
         return
     _mark(d, "memory_swap", have)
     d.update["memory_swap_bytes"] = want
@@ -246,10 +268,48 @@ def _swap(d: _Decision, limits: ResourceLimits, spec: ResourceSpec, new_memory: 
         d.update["memory_bytes"] = new_memory  # Docker needs the memory limit with the swap limit
 
 
+def _swap_fits(
+    d: _Decision, c: ContainerObs, have: int | None, want: int, spec: ResourceSpec, margin_pct: float
+) -> bool:
+    """Whether the memory-plus-swap total may come down to ``want``: never below what the container
+    has in memory and swap now plus the margin (pages swapped out have nowhere else to go: the
+    kernel OOM-kills the job once it touches them). Otherwise the wait is noted in ``d``."""
+    used, unknown = _usage(c, "memory_swap")
+    if used is None:
+        d.waits.append(
+            (
+                DeferReason.UNKNOWN_SIGNAL,
+                f"{c.name}: memory+swap limit {_mib(have)} -> {_mib(want)} waits: "
+                f"its memory plus swap use is unknown ({unknown})",
+                {"memory_swap_unknown": unknown},
+            )
+        )
+        return False
+    floor = memory_floor(used, margin_pct)
+    if want < floor:
+        d.waits.append(
+            (
+                DeferReason.BELOW_USAGE,
+                f"{c.name} uses {_mib(used)} of memory plus swap; its memory+swap limit of {_mib(want)} "
+                f"({spec.memory_swap_bytes.source}) is below that plus {margin_pct:g} % ({_mib(floor)}): "
+                "not lowered until it uses less",
+                {
+                    "memory_swap_used_bytes": used,
+                    "memory_swap_floor_bytes": floor,
+                    "memory_swap_wanted_bytes": want,
+                },
+            )
+        )
+        return False
+    return True
+
+
 def _pids(d: _Decision, c: ContainerObs, limits: ResourceLimits, spec: ResourceSpec) -> None:
     want = spec.pids_limit.value
     have = limits.pids_limit
-    if want is None or (have is not None and have <= want):
+    if want is None or want <= 0:
+        return  # Docker reads 0 and -1 as unlimited: sending one would remove the container's limit
+    if have is not None and have <= want:
         return
     used, unknown = _usage(c, "pids")
     if used is None:
@@ -278,8 +338,15 @@ def _pids(d: _Decision, c: ContainerObs, limits: ResourceLimits, spec: ResourceS
 def _warn_below_usage(
     ctx: PassContext, out: Collector, c: ContainerObs, message: str, extra: dict[str, Any]
 ) -> None:
-    wanted = extra.get("memory_wanted_bytes", extra.get("pids_wanted"))
-    what = "memory" if "memory_wanted_bytes" in extra else "pids"
+    what, wanted = next(
+        (what, extra[key])
+        for what, key in (
+            ("memory", "memory_wanted_bytes"),
+            ("swap", "memory_swap_wanted_bytes"),
+            ("pids", "pids_wanted"),
+        )
+        if key in extra
+    )
     out.act(
         ActionKind.WARN_OWNER,
         ctx.target(c),
