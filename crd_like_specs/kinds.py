@@ -413,7 +413,8 @@ class ResourceEnforcement(SpecModel):
     memory_margin_pct: NotNullNonNegative = Field(
         default=None,
         description="A memory limit is never set below the container's current use plus this margin "
-        "(% of the use); the update waits and the owner is warned instead",
+        "(% of the use), nor a pids limit below its task count plus this margin (and one task of room); "
+        "the update waits and the owner is warned instead",
     )
     enforce: Literal["report", "stop"] | None = Field(
         default=None,

@@ -72,7 +72,7 @@ from controller.memory import ControllerMemory, Intent
 from controller.observe.cgroups import container_ids_in_path, parse_cgroup
 from controller.observe.ledger import parse_ledger_text
 from controller.observe.resources import read_usage
-from controller.plan.rules.resources import memory_floor
+from controller.plan.rules.resources import memory_floor, pids_floor
 from controller.plan.types import (
     Action,
     ActionKind,
@@ -963,9 +963,10 @@ class RealExecutor:
         if "PidsLimit" in body:
             if usage.pids_current is None:
                 raise _Skip(f"task count unknown right before acting ({usage.pids_unknown})")
-            if body["PidsLimit"] < usage.pids_current:
+            if body["PidsLimit"] < pids_floor(usage.pids_current, margin):
                 raise _Skip(
-                    f"it runs {usage.pids_current} tasks now, above the pids limit {body['PidsLimit']}"
+                    f"it runs {usage.pids_current} tasks now; the pids limit {body['PidsLimit']} leaves less "
+                    f"than {margin:g} % (at least one task) of room"
                 )
 
     def _alert(self, action: Action, mem: ControllerMemory, now: datetime) -> _Done:

@@ -228,6 +228,43 @@ def test_the_executor_rechecks_use_right_before_lowering(
     assert host_config(docker_client, c.id)["State"]["Running"] is True
 
 
+PIDS_SPEC = """\
+apiVersion: ds01.io/v1alpha1
+kind: LifecyclePolicy
+metadata: {name: site}
+spec:
+  resources: {pidsLimit: 40}
+  resourceEnforcement: {updateLimits: true, memoryMarginPct: 10}
+  safety: {maxDestructiveActionsPerPass: 100000}  # the engine is shared: every container on it is planned
+"""
+
+
+def test_the_executor_leaves_room_to_fork_right_before_lowering_the_pids_limit(
+    make_container: ContainerFactory, docker_client: Any, tmp_path: Path
+) -> None:
+    # Planned while it ran a couple of tasks; it starts 36 more before the action runs. A limit of 40
+    # would leave it less than 10 % of room (its next worker would fail to start): skipped.
+    c = make_container(
+        "sh -c 'while [ ! -e /tmp/go ]; do sleep 0.1; done; "
+        "i=0; while [ $i -lt 36 ]; do sleep 300 & i=$((i+1)); done; sleep 300'",
+        network_mode="none",
+    )
+    time.sleep(0.5)
+    desired = PolicySetDesired(load_spec_text(PIDS_SPEC))
+    p = ours(plan(observe(tmp_path), desired, ControllerMemory(), datetime_now()), {c.id})
+    (update,) = [a for a in p.actions if a.kind == ActionKind.UPDATE_RESOURCES]
+    assert update.params_as(ResourceUpdate).pids_limit == 40
+    c.exec_run("touch /tmp/go")
+    time.sleep(1.5)
+    executor = RealExecutor(
+        docker_client, EventLog(tmp_path / "e.jsonl"), RecordingNotifier(), tmp_path / "l.json"
+    )
+    (outcome,) = executor.execute(make_plan(update), ControllerMemory(), datetime_now()).outcomes
+    assert outcome.outcome is Outcome.SKIPPED and "room" in outcome.detail, outcome.detail
+    state = host_config(docker_client, c.id)
+    assert state["HostConfig"]["PidsLimit"] in (None, 0, -1) and state["State"]["Running"] is True
+
+
 def test_a_container_with_a_cpu_period_is_limited_by_a_quota(
     make_container: ContainerFactory, docker_client: Any, tmp_path: Path
 ) -> None:

@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from controller.memory import Breaker, ControllerMemory
 from controller.plan.planner import plan
-from controller.plan.rules.resources import memory_floor
+from controller.plan.rules.resources import memory_floor, pids_floor
 from controller.plan.types import ActionKind, DeferReason, Plan, Reason, ResourceUpdate
 from controller.snapshot import ContainerObs, ContainerState, ResourceLimits
 from desired_state.effective import ExemptFrom, ResourceSpec, Sourced
@@ -158,6 +158,20 @@ def test_pids_are_never_set_below_the_current_count() -> None:
     assert ("LimitsMissing", "BelowUsage") in deferrals(p)
 
 
+def test_a_pids_limit_leaves_room_to_fork() -> None:
+    """A limit equal to the task count (or within the margin of it) would make the job's next
+    thread or DataLoader worker fail: it waits like memory, with at least one task of room."""
+    for tasks in (1024, 1000, 931):  # 1024 is not above 931 + 10 % (1,025)
+        p = run(box(tasks=tasks))
+        assert params(p).pids_limit is None, tasks
+        assert ("LimitsMissing", "BelowUsage") in deferrals(p)
+    assert params(run(box(tasks=930))).pids_limit == 1024  # 930 + 10 % = 1,023: room for one more
+    assert params(run(box(tasks=1023), memory_margin_pct=0.0)).pids_limit == 1024
+    assert params(run(box(tasks=1024), memory_margin_pct=0.0)).pids_limit is None
+    assert [pids_floor(n, 10.0) for n in (0, 5, 100, 1000)] == [1, 6, 110, 1100]
+    assert [pids_floor(n, 0.0) for n in (0, 5, 1000)] == [1, 6, 1001]
+
+
 def test_a_created_container_is_limited_whatever_its_use() -> None:
     got = params(run(box(state=ContainerState.CREATED, used=None, tasks=None)))
     assert (got.memory_bytes, got.pids_limit) == (8 * GiB, 1024)
@@ -293,7 +307,9 @@ def test_property_never_raises_never_below_use_and_idempotent(
     if u.memory_swap_bytes == -1:
         assert limits.total_swap_bytes is None
     if u.pids_limit is not None:
-        assert (limits.pids_limit is None or u.pids_limit <= limits.pids_limit) and u.pids_limit >= tasks
+        assert (
+            limits.pids_limit is None or u.pids_limit <= limits.pids_limit
+        ) and u.pids_limit >= pids_floor(tasks, margin)
     # Idempotent: once applied, the next pass plans no update.
     again = run(
         swapping(box(limits=applied(limits, u), used=used, tasks=tasks), used + swapped),

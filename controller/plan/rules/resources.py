@@ -13,7 +13,9 @@ Guards (unknown is not idle):
   kernel would reclaim or OOM-kill a live job. The memory (and swap) part waits
   (``BelowUsage``) and the owner is warned once (``LimitsBelowUsage``); it is applied by a later
   pass once the use allows. A running container whose use is unknown waits (``UnknownSignal``).
-* **pids** is never set below the current task count, with the same wait and warning. A spec of 0
+* **pids** is never set below the current task count plus the same margin, and never without at
+  least one task of room (a limit equal to the count fails the job's next thread or fork), with the
+  same wait and warning. A spec of 0
   or below is no limit (Docker's ``--pids-limit`` reads 0 and -1 as unlimited).
 * swap (memory plus swap, ``docker --memory-swap``) is changed only together with a memory limit
   (Docker refuses a swap limit without one) and never below the memory limit, nor below the
@@ -31,6 +33,7 @@ gates: under the budget and the breaker. Pure; called by the planner per contain
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -58,6 +61,12 @@ class _Decision:
 def memory_floor(usage_bytes: int, margin_pct: float) -> int:
     """The lowest memory limit a container using ``usage_bytes`` may be given."""
     return int(usage_bytes * (1 + margin_pct / 100.0)) + 1
+
+
+def pids_floor(tasks: int, margin_pct: float) -> int:
+    """The lowest pids limit a container running ``tasks`` tasks may be given: the margin, and at
+    least one task of room (a limit equal to the count fails the job's next thread or fork)."""
+    return tasks + max(1, math.ceil(tasks * margin_pct / 100.0))
 
 
 def update_resources(ctx: PassContext, out: Collector, c: ContainerObs, policy: EffectivePolicy) -> None:
@@ -155,7 +164,7 @@ def _decide(
     _cpu(d, limits, spec, host_cpus)
     new_memory = _memory(d, c, limits, spec, margin_pct)
     _swap(d, c, limits, spec, new_memory, margin_pct)
-    _pids(d, c, limits, spec)
+    _pids(d, c, limits, spec, margin_pct)
     return d
 
 
@@ -304,7 +313,9 @@ def _swap_fits(
     return True
 
 
-def _pids(d: _Decision, c: ContainerObs, limits: ResourceLimits, spec: ResourceSpec) -> None:
+def _pids(
+    d: _Decision, c: ContainerObs, limits: ResourceLimits, spec: ResourceSpec, margin_pct: float
+) -> None:
     want = spec.pids_limit.value
     have = limits.pids_limit
     if want is None or want <= 0:
@@ -321,13 +332,15 @@ def _pids(d: _Decision, c: ContainerObs, limits: ResourceLimits, spec: ResourceS
             )
         )
         return
-    if want < used:
+    floor = pids_floor(used, margin_pct)
+    if want < floor:
         d.waits.append(
             (
                 DeferReason.BELOW_USAGE,
-                f"{c.name} runs {used} tasks; its pids limit of {want} ({spec.pids_limit.source}) is below "
-                "that: not lowered until it runs fewer",
-                {"pids_current": used, "pids_wanted": want},
+                f"{c.name} runs {used} tasks; its pids limit of {want} ({spec.pids_limit.source}) leaves "
+                f"less than {margin_pct:g} % (at least one task) of room ({floor}): not lowered until it "
+                "runs fewer",
+                {"pids_current": used, "pids_floor": floor, "pids_wanted": want},
             )
         )
         return
