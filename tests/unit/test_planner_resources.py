@@ -188,6 +188,16 @@ def test_a_cpu_quota_keeps_its_period() -> None:
     assert (got.cpu_quota_us, got.cpu_period_us, got.nano_cpus) == (200_000, 50_000, None)
 
 
+def test_a_quota_at_dockers_minimum_is_not_planned_again_each_pass() -> None:
+    """With a 1 ms period, 0.5 CPUs cannot be expressed (Docker's smallest quota is 1 ms): the quota
+    comes down to 1 ms once, and then no update is planned pass after pass (each would be a no-op
+    taking a slot of the destructive budget from stops and removals)."""
+    first = params(run(box(limits=ResourceLimits(cpu_quota_us=2000, cpu_period_us=1000)), res=spec(cpus=0.5)))
+    assert (first.cpu_quota_us, first.cpu_period_us) == (1000, 1000)
+    at_floor = box(limits=ResourceLimits(cpu_quota_us=1000, cpu_period_us=1000))
+    assert updates(run(at_floor, res=spec(cpus=0.5, memory=None, swap=None, pids=None))) == []
+
+
 def test_protected_exempt_and_opted_out_containers_are_left_alone() -> None:
     protected = b.policy(protected=True).model_copy(update={"resources": spec()})
     snap = b.snapshot(containers=[box()])

@@ -45,6 +45,7 @@ from desired_state.effective import EffectivePolicy, ExemptFrom, ResourceSpec
 
 UPDATABLE_STATES = frozenset({ContainerState.RUNNING, ContainerState.CREATED})
 DEFAULT_CPU_PERIOD_US = 100_000
+MIN_CPU_QUOTA_US = 1000  # Docker refuses a smaller --cpu-quota
 _CPU_EPSILON = 1e-6
 
 
@@ -181,13 +182,19 @@ def _cpu(d: _Decision, limits: ResourceLimits, spec: ResourceSpec, host_cpus: in
         # The host has no more CPUs than the spec allows: nothing to limit (and Docker refuses a
         # --cpus above the host's count).
         return
-    _mark(d, "cpus", have)
     if limits.nano_cpus is None and (limits.cpu_quota_us is not None or limits.cpu_period_us is not None):
         # Docker refuses NanoCpus once CpuQuota or CpuPeriod is set (and a quota with NanoCpus set).
         period = limits.cpu_period_us or DEFAULT_CPU_PERIOD_US
-        d.update["cpu_quota_us"] = max(1000, int(want * period))
+        quota = max(MIN_CPU_QUOTA_US, int(want * period))
+        if limits.cpu_quota_us is not None and 0 < limits.cpu_quota_us <= quota:
+            # A short period cannot express the spec (Docker's smallest quota): nothing lower to set,
+            # and a no-op update each pass would take a slot of the destructive budget.
+            return
+        _mark(d, "cpus", have)
+        d.update["cpu_quota_us"] = quota
         d.update["cpu_period_us"] = period
     else:
+        _mark(d, "cpus", have)
         d.update["nano_cpus"] = int(want * 1e9)
 
 
