@@ -1016,7 +1016,11 @@ def _still_needed(wanted: ResourceUpdate, limits: ResourceLimits | None) -> dict
             have.memory_bytes is None or have.memory_bytes > wanted.memory_bytes or swap_high
         ):
             body["Memory"] = min(wanted.memory_bytes, have.memory_bytes or wanted.memory_bytes)
-        if swap is not None:
+        if swap == -1 and have.total_swap_bytes is not None:
+            # Planned on a container without a memory limit (swap unlimited with the new memory); a
+            # total was set since: kept, never lifted to unlimited.
+            body["MemorySwap"] = max(have.total_swap_bytes, body.get("Memory", 0))
+        elif swap is not None:
             body["MemorySwap"] = swap
     if wanted.pids_limit is not None and (have.pids_limit is None or have.pids_limit > wanted.pids_limit):
         body["PidsLimit"] = wanted.pids_limit
