@@ -246,6 +246,7 @@ class PassContext:
     cmem: dict[str, ContainerMemory] = field(default_factory=dict)  # next memory, per container id
     holders: dict[str, list[ContainerObs]] = field(default_factory=dict)  # physical GPU -> holders
     demand_fraction: float | None = None
+    forget_done: set[str] = field(default_factory=set)  # done keys the next memory drops (void warnings)
     _targets: dict[str, Target] = field(default_factory=dict)
     _physical: dict[str, list[str]] = field(default_factory=dict)
 

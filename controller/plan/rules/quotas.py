@@ -12,8 +12,10 @@
 
 Default (``resourceEnforcement.enforce: report``): the owner is warned (WarnOwner, on each container
 beyond the quota) and the admin alerted (AlertAdmin); nothing is stopped. With ``enforce: stop`` the
-newest containers beyond the quota are stopped (kept, not removed) once their warning has had the
-owner's full ``warnLead``; never a protected, monitoring or devcontainer one, nor one whose type or
+newest containers beyond the quota are stopped (kept, not removed) once their own stop warning (not
+the report mode's notice) has had the owner's full ``warnLead``; a container that is not to be
+stopped in a pass loses that warning (:func:`_void_stop_warnings`), so a later stop has a full lead
+again. Never a protected, monitoring or devcontainer one, nor one whose type or
 owner is opted out of the resource rules (``resourcesExempt``, an Exemption from ``resources``):
 the next newest are chosen instead, and what cannot be stopped is only reported. Owner ``unknown``
 is many people, not one: never counted. Pure; called by the planner once per pass.
@@ -27,6 +29,7 @@ from typing import Any
 
 from controller.plan.context import Collector, PassContext, host_target, iso
 from controller.plan.types import ActionKind, DeferReason, Reason, StopParams, WarnParams
+from controller.plan.values import replaced
 from controller.snapshot import ContainerId, ContainerObs, ContainerState
 from crd_like_specs.vocabulary import ContainerType
 from desired_state.effective import EffectivePolicy, ExemptFrom
@@ -34,6 +37,11 @@ from desired_state.effective import EffectivePolicy, ExemptFrom
 LIVE_STATES = frozenset({ContainerState.RUNNING, ContainerState.PAUSED, ContainerState.RESTARTING})
 UNKNOWN_OWNER = "unknown"
 ENFORCE_STOP = "stop"
+QUOTA_REASONS = (Reason.CONTAINER_QUOTA_EXCEEDED, Reason.GPU_QUOTA_EXCEEDED, Reason.GPU_SLOTS_ABOVE_SPEC)
+# The warning that a container will be stopped for a quota, recorded under this key in the
+# container's memory. Not the report mode's notice (``quota:<reason>``): a user asked to stop "a
+# container" has not been told that this one will be stopped.
+STOP_WARNING_PREFIX = "quota-stop:"
 
 
 def user_quotas(ctx: PassContext, out: Collector) -> None:
@@ -43,17 +51,46 @@ def user_quotas(ctx: PassContext, out: Collector) -> None:
         if c.state in LIVE_STATES and c.owner and c.owner != UNKNOWN_OWNER and c.id in ctx.policies:
             by_owner.setdefault(c.owner, []).append(c)
     shares = mig_shares(ctx)
+    to_stop: set[tuple[ContainerId, Reason]] = set()
     for owner in sorted(by_owner):
         # Oldest first: the newest are the ones beyond a quota.
         owned = sorted(by_owner[owner], key=_age)
         # Each GPU holder's units, counted once for the owner's GPU quota and its slot caps.
         units = {c.id: gpu_units(ctx, c) for c in owned if c.has_gpu}
-        _container_quota(ctx, out, owner, owned)
-        _gpu_quota(ctx, out, owner, owned, shares, units)
+        _container_quota(ctx, out, owner, owned, to_stop)
+        _gpu_quota(ctx, out, owner, owned, shares, units, to_stop)
         for c in owned:
             held = units.get(c.id)
             if held is not None and c.state == ContainerState.RUNNING:
-                _gpu_slots(ctx, out, c, held)
+                _gpu_slots(ctx, out, c, held, to_stop)
+    _void_stop_warnings(ctx, to_stop)
+
+
+def _stop_warning(reason: Reason) -> str:
+    return f"{STOP_WARNING_PREFIX}{reason.value}"
+
+
+def _stop_warn_key(c: ContainerObs, reason: Reason) -> str:
+    return f"WarnOwner:{c.id}:{reason.value}:stop:{iso(c.started_at)}"
+
+
+def _void_stop_warnings(ctx: PassContext, to_stop: set[tuple[ContainerId, Reason]]) -> None:
+    """A stop warning holds while its container stays beyond the quota, pass after pass.
+
+    A container not to be stopped for a quota in this pass (the owner back within it, the quota
+    raised, enforcement off, the share unknown, the container stopped) loses that warning: if it is
+    beyond the quota again later it is warned again and has a full lead again, never stopped at once
+    on a warning of another time.
+    """
+    for c in ctx.containers:
+        mem = ctx.cmem.get(c.id)
+        if mem is None or not mem.warnings:
+            continue
+        void = [r for r in QUOTA_REASONS if _stop_warning(r) in mem.warnings and (c.id, r) not in to_stop]
+        if void:
+            keep = {k: at for k, at in mem.warnings.items() if k not in {_stop_warning(r) for r in void}}
+            ctx.cmem[c.id] = replaced(mem, {"warnings": keep})
+            ctx.forget_done.update(_stop_warn_key(c, r) for r in void)
 
 
 def _age(c: ContainerObs) -> tuple[datetime, str]:
@@ -107,7 +144,13 @@ def _policy(ctx: PassContext, owned: Sequence[ContainerObs]) -> EffectivePolicy:
     return ctx.policies[owned[-1].id]
 
 
-def _container_quota(ctx: PassContext, out: Collector, owner: str, owned: list[ContainerObs]) -> None:
+def _container_quota(
+    ctx: PassContext,
+    out: Collector,
+    owner: str,
+    owned: list[ContainerObs],
+    to_stop: set[tuple[ContainerId, Reason]],
+) -> None:
     quota = _policy(ctx, owned).resources.max_containers_per_user
     if quota.value is None or len(owned) <= quota.value:
         return
@@ -119,7 +162,8 @@ def _container_quota(ctx: PassContext, out: Collector, owner: str, owned: list[C
         "container_names": [c.name for c in owned],
     }
     what = f"{owner} runs {len(owned)} containers; the quota is {quota.value} ({quota.source})"
-    _beyond(ctx, out, owner, owned, len(owned) - quota.value, Reason.CONTAINER_QUOTA_EXCEEDED, what, evidence)
+    count = len(owned) - quota.value
+    _beyond(ctx, out, owner, owned, count, Reason.CONTAINER_QUOTA_EXCEEDED, what, evidence, to_stop)
 
 
 def _gpu_quota(
@@ -129,6 +173,7 @@ def _gpu_quota(
     owned: list[ContainerObs],
     shares: dict[str, float | None],
     units: dict[ContainerId, list[str]],
+    to_stop: set[tuple[ContainerId, Reason]],
 ) -> None:
     quota = _policy(ctx, owned).resources.max_gpu_equivalents
     holders = [c for c in owned if c.id in units]
@@ -168,10 +213,16 @@ def _gpu_quota(
         excess -= per[c.id]
         count += 1
     what = f"{owner} holds {total:g} GPU-equivalents; the quota is {quota.value:g} ({quota.source})"
-    _beyond(ctx, out, owner, holders, count, Reason.GPU_QUOTA_EXCEEDED, what, evidence)
+    _beyond(ctx, out, owner, holders, count, Reason.GPU_QUOTA_EXCEEDED, what, evidence, to_stop)
 
 
-def _gpu_slots(ctx: PassContext, out: Collector, c: ContainerObs, units: list[str]) -> None:
+def _gpu_slots(
+    ctx: PassContext,
+    out: Collector,
+    c: ContainerObs,
+    units: list[str],
+    to_stop: set[tuple[ContainerId, Reason]],
+) -> None:
     cap = ctx.policies[c.id].resources.max_gpu_slots_per_container
     if cap.value is None or len(units) <= cap.value:
         return
@@ -182,7 +233,7 @@ def _gpu_slots(ctx: PassContext, out: Collector, c: ContainerObs, units: list[st
         "quota_source": cap.source,
     }
     what = f"{c.name} holds {len(units)} GPU units; at most {cap.value} per container ({cap.source})"
-    _beyond(ctx, out, c.owner, [c], 1, Reason.GPU_SLOTS_ABOVE_SPEC, what, evidence)
+    _beyond(ctx, out, c.owner, [c], 1, Reason.GPU_SLOTS_ABOVE_SPEC, what, evidence, to_stop)
 
 
 def _stoppable(policy: EffectivePolicy, c: ContainerObs) -> str | None:
@@ -210,8 +261,10 @@ def _beyond(
     reason: Reason,
     what: str,
     evidence: dict[str, Any],
+    to_stop: set[tuple[ContainerId, Reason]],
 ) -> None:
-    """Warn on and alert about the ``count`` newest containers of ``owned``; stop them if enforced."""
+    """Warn on and alert about the ``count`` newest containers of ``owned``; stop them if enforced
+    (each one added to ``to_stop``)."""
     enforce = ctx.glob.quota_enforce.value == ENFORCE_STOP
     newest_first = list(reversed(owned))
     victims: list[ContainerObs] = []
@@ -250,6 +303,8 @@ def _beyond(
     # stopped is warned itself, and its stop waits for that warning's lead.
     beyond = {**evidence, "beyond": [c.name for c in victims]}
     for c in victims if enforce else victims[:1]:
+        if enforce:
+            to_stop.add((c.id, reason))
         _warn_then_stop(ctx, out, c, reason, what, beyond, enforce)
 
 
@@ -263,8 +318,13 @@ def _warn_then_stop(
     enforce: bool,
 ) -> None:
     policy = ctx.policies[c.id]
-    warning_key = f"quota:{reason.value}"
-    warn_key = f"WarnOwner:{c.id}:{reason.value}:{iso(c.started_at)}"
+    if enforce:
+        warning_key, warn_key = _stop_warning(reason), _stop_warn_key(c, reason)
+    else:
+        warning_key, warn_key = (
+            f"quota:{reason.value}",
+            f"WarnOwner:{c.id}:{reason.value}:{iso(c.started_at)}",
+        )
     sent = ctx.sent_at(ctx.cmem.get(c.id), warning_key, warn_key)
     beyond = ", ".join(str(n) for n in evidence.get("beyond", [c.name]))
     then = f"{c.name} will be stopped" if enforce else f"please stop a container (beyond the quota: {beyond})"

@@ -1,0 +1,116 @@
+"""Quota stops under inputs that change between passes, claims of ownership, GPU shares and other rules."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from controller.memory import ControllerMemory
+from controller.plan.planner import plan
+from controller.plan.types import ActionKind, Plan, Reason
+from controller.snapshot import ContainerObs, GpuObs
+from desired_state.effective import EffectivePolicy, ResourceSpec, Sourced
+from tests.fixtures import builders as b
+
+CQ = Reason.CONTAINER_QUOTA_EXCEEDED.value
+GQ = Reason.GPU_QUOTA_EXCEEDED.value
+
+
+def quotas(*, containers: int | None = None, gpus: float | None = None) -> ResourceSpec:
+    return ResourceSpec(
+        max_containers_per_user=Sourced(value=containers, source="UserGroup/student"),
+        max_gpu_equivalents=Sourced(value=gpus, source="UserGroup/student"),
+    )
+
+
+def pol(res: ResourceSpec, **kw: Any) -> EffectivePolicy:
+    return b.policy(**kw).model_copy(update={"resources": res})
+
+
+def boxes(n: int, owner: str = "alice", **kw: Any) -> list[ContainerObs]:
+    # {owner}-0 oldest ... {owner}-{n-1} newest
+    return [b.running(f"{owner}-{i}", owner=owner, started_at=b.ago(hours=n - i), **kw) for i in range(n)]
+
+
+def run(
+    containers: list[ContainerObs],
+    policy: EffectivePolicy,
+    *,
+    gpus: list[GpuObs] | None = None,
+    memory: ControllerMemory | None = None,
+    now: datetime = b.T0,
+    per_container: dict[str, EffectivePolicy] | None = None,
+    **glob: Any,
+) -> Plan:
+    snap = b.snapshot(containers=containers, gpus=gpus or [], observed_at=now)
+    desired = b.desired(policy, b.global_policy(**glob), per_container=per_container)
+    return plan(snap, desired, memory or ControllerMemory(), now)
+
+
+def acts(p: Plan) -> list[tuple[str, str, str]]:
+    return [(a.kind.value, a.reason.value, a.target.label()) for a in p.actions]
+
+
+def test_a_report_mode_notice_is_not_the_warning_before_a_quota_stop() -> None:
+    # Reported for a day (the owner was asked to stop "a container"), then enforcement is turned on:
+    # the container is told it will be stopped, and stopped only after its own full lead.
+    containers = boxes(2)
+    policy = pol(quotas(containers=1))
+    reported = run(containers, policy)
+    assert acts(reported) == [("AlertAdmin", CQ, "user alice"), ("WarnOwner", CQ, "alice-1")]
+    memory = b.record_outcomes(reported, b.T0)
+
+    enforced = run(containers, policy, memory=memory, now=b.at(days=1), quota_enforce="stop")
+    assert acts(enforced) == [("WarnOwner", CQ, "alice-1")]
+    (warn,) = enforced.actions
+    assert "alice-1 will be stopped" in warn.message
+    memory = b.record_outcomes(enforced, b.at(days=1))
+
+    early = run(containers, policy, memory=memory, now=b.at(days=1, minutes=5), quota_enforce="stop")
+    assert acts(early) == []
+    due = run(containers, policy, memory=memory, now=b.at(days=1, minutes=11), quota_enforce="stop")
+    assert acts(due) == [("StopContainer", CQ, "alice-1")]
+
+
+def test_a_warning_from_an_earlier_time_beyond_the_quota_does_not_count_again() -> None:
+    # Warned, then the quota is raised (no stop), then lowered again two days later: the container is
+    # warned again and gets a full lead; the old warning does not make the stop due at once.
+    containers = boxes(2)
+    strict, lax = pol(quotas(containers=1)), pol(quotas(containers=2))
+    first = run(containers, strict, quota_enforce="stop")
+    assert acts(first) == [("AlertAdmin", CQ, "user alice"), ("WarnOwner", CQ, "alice-1")]
+    memory = b.record_outcomes(first, b.T0)
+
+    raised = run(containers, lax, memory=memory, now=b.at(minutes=5), quota_enforce="stop")
+    assert acts(raised) == []
+    memory = b.record_outcomes(raised, b.at(minutes=5))
+
+    lowered = run(containers, strict, memory=memory, now=b.at(days=2), quota_enforce="stop")
+    assert acts(lowered) == [("WarnOwner", CQ, "alice-1")]
+    memory = b.record_outcomes(lowered, b.at(days=2))
+    early = run(containers, strict, memory=memory, now=b.at(days=2, minutes=5), quota_enforce="stop")
+    assert acts(early) == []
+    due = run(containers, strict, memory=memory, now=b.at(days=2, minutes=11), quota_enforce="stop")
+    assert acts(due) == [("StopContainer", CQ, "alice-1")]
+
+
+def test_a_warning_before_the_owner_came_back_under_the_quota_does_not_count_again() -> None:
+    # alice-1 is warned; alice stops alice-0 (within the quota), starts it again a day later: the
+    # restarted alice-0 is now the newest, warned and stopped in turn; alice-1 is never stopped
+    # on its old warning.
+    a0, a1 = boxes(2)
+    policy = pol(quotas(containers=1))
+    first = run([a0, a1], policy, quota_enforce="stop")
+    memory = b.record_outcomes(first, b.T0)
+    alone = run([a1], policy, memory=memory, now=b.at(minutes=5), quota_enforce="stop")
+    assert acts(alone) == []
+    memory = b.record_outcomes(alone, b.at(minutes=5))
+    # Equal start times: the tie is broken by id, whichever it is, the one warned is the one stopped.
+    a0_again = a0.model_copy(update={"started_at": a1.started_at})
+    again = run([a0_again, a1], policy, memory=memory, now=b.at(days=1), quota_enforce="stop")
+    (warn,) = [a for a in again.actions if a.kind == ActionKind.WARN_OWNER]
+    memory = b.record_outcomes(again, b.at(days=1))
+    early = run([a0_again, a1], policy, memory=memory, now=b.at(days=1, minutes=5), quota_enforce="stop")
+    assert acts(early) == []
+    due = run([a0_again, a1], policy, memory=memory, now=b.at(days=1, minutes=11), quota_enforce="stop")
+    assert acts(due) == [("StopContainer", CQ, warn.target.label())]
