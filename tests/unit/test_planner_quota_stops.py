@@ -8,7 +8,7 @@ from typing import Any
 from controller.memory import ControllerMemory
 from controller.plan.planner import plan
 from controller.plan.types import ActionKind, Plan, Reason
-from controller.snapshot import ContainerObs, GpuObs
+from controller.snapshot import ContainerObs, GpuObs, OwnerRule
 from desired_state.effective import EffectivePolicy, ResourceSpec, Sourced
 from tests.fixtures import builders as b
 
@@ -114,3 +114,34 @@ def test_a_warning_before_the_owner_came_back_under_the_quota_does_not_count_aga
     assert acts(early) == []
     due = run([a0_again, a1], policy, memory=memory, now=b.at(days=1, minutes=11), quota_enforce="stop")
     assert acts(due) == [("StopContainer", CQ, warn.target.label())]
+
+
+def claimed(c: ContainerObs) -> ContainerObs:
+    """The container's owner comes from its ds01.user label: a claim anyone can write."""
+    return c.model_copy(
+        update={"labels": {**c.labels, "ds01.user": c.owner}, "owner_rule": OwnerRule.LABEL_DS01_USER}
+    )
+
+
+def test_containers_that_claim_an_owner_do_not_count_in_that_owners_quota_without_trusted_labels() -> None:
+    # Somebody runs two containers labelled ds01.user=bob; bob then starts his own job (owner from
+    # its main process uid). Without trusted labels the claims are not bob's: bob is within his quota.
+    fakes = [claimed(c) for c in boxes(2, owner="bob")]
+    job = b.running("bob-job", owner="bob", started_at=b.ago(minutes=10)).model_copy(
+        update={"owner_rule": OwnerRule.PROCESS_UID}
+    )
+    policy = pol(quotas(containers=1, gpus=0))
+    first = run([*fakes, job], policy, quota_enforce="stop", trust_labels=False)
+    assert acts(first) == []
+    later = run(
+        [*fakes, job],
+        policy,
+        memory=b.record_outcomes(first, b.T0),
+        now=b.at(hours=1),
+        quota_enforce="stop",
+        trust_labels=False,
+    )
+    assert acts(later) == []
+    # With trusted labels the label is the owner: bob's newest is beyond the quota.
+    trusted = run([*fakes, job], policy, quota_enforce="stop")
+    assert ("WarnOwner", CQ, "bob-job") in acts(trusted)

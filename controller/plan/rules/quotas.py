@@ -18,7 +18,8 @@ stopped in a pass loses that warning (:func:`_void_stop_warnings`), so a later s
 again. Never a protected, monitoring or devcontainer one, nor one whose type or
 owner is opted out of the resource rules (``resourcesExempt``, an Exemption from ``resources``):
 the next newest are chosen instead, and what cannot be stopped is only reported. Owner ``unknown``
-is many people, not one: never counted. Pure; called by the planner once per pass.
+is many people, not one: never counted, nor an owner a container only claims while labels are not
+trusted (:meth:`PassContext.counted_owner`). Pure; called by the planner once per pass.
 """
 
 from __future__ import annotations
@@ -35,7 +36,6 @@ from crd_like_specs.vocabulary import ContainerType
 from desired_state.effective import EffectivePolicy, ExemptFrom
 
 LIVE_STATES = frozenset({ContainerState.RUNNING, ContainerState.PAUSED, ContainerState.RESTARTING})
-UNKNOWN_OWNER = "unknown"
 ENFORCE_STOP = "stop"
 QUOTA_REASONS = (Reason.CONTAINER_QUOTA_EXCEEDED, Reason.GPU_QUOTA_EXCEEDED, Reason.GPU_SLOTS_ABOVE_SPEC)
 # The warning that a container will be stopped for a quota, recorded under this key in the
@@ -48,8 +48,9 @@ def user_quotas(ctx: PassContext, out: Collector) -> None:
     """Every owner's container and GPU quota, and every running container's GPU units."""
     by_owner: dict[str, list[ContainerObs]] = {}
     for c in ctx.containers:
-        if c.state in LIVE_STATES and c.owner and c.owner != UNKNOWN_OWNER and c.id in ctx.policies:
-            by_owner.setdefault(c.owner, []).append(c)
+        owner = ctx.counted_owner(c)
+        if owner is not None and c.state in LIVE_STATES and c.id in ctx.policies:
+            by_owner.setdefault(owner, []).append(c)
     shares = mig_shares(ctx)
     to_stop: set[tuple[ContainerId, Reason]] = set()
     for owner in sorted(by_owner):
