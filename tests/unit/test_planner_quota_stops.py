@@ -145,3 +145,43 @@ def test_containers_that_claim_an_owner_do_not_count_in_that_owners_quota_withou
     # With trusted labels the label is the owner: bob's newest is beyond the quota.
     trusted = run([*fakes, job], policy, quota_enforce="stop")
     assert ("WarnOwner", CQ, "bob-job") in acts(trusted)
+
+
+def test_a_gpu_quota_stop_stops_only_what_brings_the_owner_within_when_the_newest_is_kept() -> None:
+    # alice-0 and alice-1 hold two GPUs each, the newest (protected) one; the quota is 3:
+    # stopping alice-1 leaves 2 + 1 = 3. alice-0 must not be stopped too.
+    gpus = [b.gpu(i) for i in range(5)]
+    a0 = b.running("alice-0", owner="alice", gpus=[gpus[0].uuid, gpus[1].uuid], started_at=b.ago(hours=3))
+    a1 = b.running("alice-1", owner="alice", gpus=[gpus[2].uuid, gpus[3].uuid], started_at=b.ago(hours=2))
+    a2 = b.running("alice-2", owner="alice", gpus=[gpus[4].uuid], started_at=b.ago(hours=1))
+    policy = pol(quotas(gpus=3))
+    per = {"alice-2": pol(quotas(gpus=3), protected=True)}
+    first = run([a0, a1, a2], policy, gpus=gpus, per_container=per, quota_enforce="stop")
+    (alert,) = [a for a in first.actions if a.kind == ActionKind.ALERT_ADMIN]
+    assert alert.evidence["beyond"] == ["alice-1"]
+    assert [a.target.label() for a in first.actions if a.kind == ActionKind.WARN_OWNER] == ["alice-1"]
+    due = run(
+        [a0, a1, a2],
+        policy,
+        gpus=gpus,
+        per_container=per,
+        memory=b.record_outcomes(first, b.T0),
+        now=b.at(minutes=11),
+        quota_enforce="stop",
+    )
+    assert acts(due) == [("StopContainer", GQ, "alice-1")]
+
+
+def test_a_gpu_quota_stop_goes_on_to_the_next_newest_when_the_first_stoppable_does_not_suffice() -> None:
+    # The newest (protected) holds 1.0; alice-1 and alice-0 hold 0.5 each... as whole GPUs: the
+    # newest holds two GPUs, alice-1 one, alice-0 one; quota 2: both alice-1 and alice-0 must go
+    # (2 kept + 1 + 1 = 4), and in one warning, not one lead after the other.
+    gpus = [b.gpu(i) for i in range(4)]
+    a0 = b.running("alice-0", owner="alice", gpus=[gpus[0].uuid], started_at=b.ago(hours=3))
+    a1 = b.running("alice-1", owner="alice", gpus=[gpus[1].uuid], started_at=b.ago(hours=2))
+    a2 = b.running("alice-2", owner="alice", gpus=[gpus[2].uuid, gpus[3].uuid], started_at=b.ago(hours=1))
+    policy = pol(quotas(gpus=2))
+    per = {"alice-2": pol(quotas(gpus=2), protected=True)}
+    first = run([a0, a1, a2], policy, gpus=gpus, per_container=per, quota_enforce="stop")
+    (alert,) = [a for a in first.actions if a.kind == ActionKind.ALERT_ADMIN]
+    assert alert.evidence["beyond"] == ["alice-1", "alice-0"]

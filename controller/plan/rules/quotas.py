@@ -24,7 +24,7 @@ trusted (:meth:`PassContext.counted_owner`). Pure; called by the planner once pe
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -163,8 +163,8 @@ def _container_quota(
         "container_names": [c.name for c in owned],
     }
     what = f"{owner} runs {len(owned)} containers; the quota is {quota.value} ({quota.source})"
-    count = len(owned) - quota.value
-    _beyond(ctx, out, owner, owned, count, Reason.CONTAINER_QUOTA_EXCEEDED, what, evidence, to_stop)
+    excess = len(owned) - quota.value
+    _beyond(ctx, out, owner, owned, excess, None, Reason.CONTAINER_QUOTA_EXCEEDED, what, evidence, to_stop)
 
 
 def _gpu_quota(
@@ -206,15 +206,10 @@ def _gpu_quota(
                 evidence=evidence,
             )
         return
-    # The newest holders beyond the quota: drop them one by one until the rest fit.
-    excess, count = total - quota.value, 0
-    for c in reversed(holders):
-        if excess <= 1e-9:
-            break
-        excess -= per[c.id]
-        count += 1
+    # The newest holders beyond the quota: dropped one by one, each by its share, until the rest fit.
+    excess = total - quota.value
     what = f"{owner} holds {total:g} GPU-equivalents; the quota is {quota.value:g} ({quota.source})"
-    _beyond(ctx, out, owner, holders, count, Reason.GPU_QUOTA_EXCEEDED, what, evidence, to_stop)
+    _beyond(ctx, out, owner, holders, excess, per, Reason.GPU_QUOTA_EXCEEDED, what, evidence, to_stop)
 
 
 def _gpu_slots(
@@ -234,7 +229,7 @@ def _gpu_slots(
         "quota_source": cap.source,
     }
     what = f"{c.name} holds {len(units)} GPU units; at most {cap.value} per container ({cap.source})"
-    _beyond(ctx, out, c.owner, [c], 1, Reason.GPU_SLOTS_ABOVE_SPEC, what, evidence, to_stop)
+    _beyond(ctx, out, c.owner, [c], 1, None, Reason.GPU_SLOTS_ABOVE_SPEC, what, evidence, to_stop)
 
 
 def _stoppable(policy: EffectivePolicy, c: ContainerObs) -> str | None:
@@ -258,24 +253,30 @@ def _beyond(
     out: Collector,
     owner: str,
     owned: list[ContainerObs],
-    count: int,
+    excess: float,
+    weights: Mapping[str, float] | None,
     reason: Reason,
     what: str,
     evidence: dict[str, Any],
     to_stop: set[tuple[ContainerId, Reason]],
 ) -> None:
-    """Warn on and alert about the ``count`` newest containers of ``owned``; stop them if enforced
-    (each one added to ``to_stop``)."""
+    """Warn on and alert about the newest containers of ``owned`` whose weights (1 each when
+    ``weights`` is None) cover ``excess``; stop them if enforced (each one added to ``to_stop``).
+
+    Enforced, a container that is never stopped is passed over and covers nothing: the next newest
+    are chosen until what they hold covers the excess, no more (a kept newest container holding
+    less than an older one does not make the older one a victim too)."""
     enforce = ctx.glob.quota_enforce.value == ENFORCE_STOP
     newest_first = list(reversed(owned))
     victims: list[ContainerObs] = []
     kept: dict[str, str] = {}
     for c in newest_first:
-        if len(victims) == count:
+        if excess <= 1e-9:
             break
         why = _stoppable(ctx.policies[c.id], c) if enforce else None
         if why is None:
             victims.append(c)
+            excess -= 1.0 if weights is None else weights[c.id]
         else:
             kept[c.name] = why
     scope = ",".join(c.id[:12] for c in victims) or "none"
