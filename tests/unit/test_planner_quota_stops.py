@@ -185,3 +185,31 @@ def test_a_gpu_quota_stop_goes_on_to_the_next_newest_when_the_first_stoppable_do
     first = run([a0, a1, a2], policy, gpus=gpus, per_container=per, quota_enforce="stop")
     (alert,) = [a for a in first.actions if a.kind == ActionKind.ALERT_ADMIN]
     assert alert.evidence["beyond"] == ["alice-1", "alice-0"]
+
+
+def test_a_gpu_and_one_of_its_own_mig_devices_count_once() -> None:
+    # Every GPU (an image's NVIDIA_VISIBLE_DEVICES=all) and a MIG device of one of them: the GPU is
+    # held whole, 1.0, not 1.0 plus the device's share.
+    mig = b.gpu(0, mig_slots=1)
+    (dev,) = mig.mig_devices
+    mig = mig.model_copy(update={"mig_devices": (dev.model_copy(update={"gpu_equivalents": 3 / 7}),)})
+    c = b.running(
+        "alice-0",
+        owner="alice",
+        gpus=[b.ref(dev.uuid, parent=mig.uuid)],
+        all_gpus=True,
+        started_at=b.ago(hours=1),
+    )
+    p = run([c], pol(quotas(gpus=1.0)), gpus=[mig], quota_enforce="stop")
+    assert acts(p) == []
+
+
+def test_a_gpu_and_one_of_its_own_mig_devices_are_one_unit_for_the_slot_cap() -> None:
+    # One slot allowed: a container given GPU 0 and a MIG device of GPU 0 holds one GPU.
+    mig = b.gpu(0, mig_slots=1)
+    (dev,) = mig.mig_devices
+    c = b.running(
+        "alice-0", owner="alice", gpus=[mig.uuid, b.ref(dev.uuid, parent=mig.uuid)], started_at=b.ago(hours=1)
+    )
+    slots = ResourceSpec(max_gpu_slots_per_container=Sourced(value=1, source="UserGroup/student"))
+    assert acts(run([c], pol(slots), gpus=[mig], quota_enforce="stop")) == []

@@ -109,14 +109,18 @@ def mig_shares(ctx: PassContext) -> dict[str, float | None]:
 
 
 def gpu_units(ctx: PassContext, c: ContainerObs) -> list[str]:
-    """The distinct GPU/MIG units a container references (unresolved ones by what they say)."""
+    """The distinct GPU/MIG units a container references (unresolved ones by what they say).
+
+    A MIG device of a GPU the container holds whole (by its UUID, or every GPU) is part of that GPU,
+    not another unit: counted apart, it would add its share to the whole GPU's 1.0."""
     units: dict[str, None] = {}
     for ref in c.gpu_refs:
         units.setdefault(ref.uuid or f"unresolved:{ref.raw}", None)
     if c.all_gpus:
         for g in ctx.gpus:
             units.setdefault(g.uuid, None)
-    return list(units)
+    mig = ctx.mig_uuids
+    return [u for u in units if u not in mig or ctx.physical_of.get(u) not in units]
 
 
 def gpu_equivalents(
