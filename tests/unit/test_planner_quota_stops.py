@@ -213,3 +213,51 @@ def test_a_gpu_and_one_of_its_own_mig_devices_are_one_unit_for_the_slot_cap() ->
     )
     slots = ResourceSpec(max_gpu_slots_per_container=Sourced(value=1, source="UserGroup/student"))
     assert acts(run([c], pol(slots), gpus=[mig], quota_enforce="stop")) == []
+
+
+def test_a_container_due_for_a_runtime_stop_and_a_quota_stop_is_stopped_once() -> None:
+    # alice-1 (a GPU container) has run past its max runtime and is beyond the container quota, warned
+    # for both: one StopContainer, one destructive action of the budget, one stop for the breaker.
+    a0 = b.running("alice-0", owner="alice", started_at=b.ago(hours=3))
+    a1 = b.running("alice-1", owner="alice", gpus=[b.GPU0], started_at=b.ago(hours=2))
+    policy = pol(quotas(containers=1), max_runtime_s=2 * b.HOUR)
+    first = run([a0, a1], policy, gpus=[b.gpu(0)], now=b.ago(minutes=15), quota_enforce="stop")
+    assert sorted(a.key.split(":")[0] + ":" + a.reason.value for a in first.actions) == [
+        "AlertAdmin:" + CQ,
+        "WarnOwner:" + CQ,
+        "WarnOwner:MaxRuntimeWarning",
+    ]
+    due = run(
+        [a0, a1],
+        policy,
+        gpus=[b.gpu(0)],
+        memory=b.record_outcomes(first, b.ago(minutes=15)),
+        now=b.at(minutes=1),
+        quota_enforce="stop",
+    )
+    stops = [a for a in due.actions if a.kind == ActionKind.STOP_CONTAINER]
+    assert [a.target.label() for a in stops] == ["alice-1"]
+    assert not [d for d in due.deferred if d.evidence.get("action") == ActionKind.STOP_CONTAINER.value]
+
+
+def test_a_container_beyond_two_quotas_is_stopped_once() -> None:
+    # alice-1 is beyond the container quota and the GPU quota: warned for each, stopped once.
+    a0 = b.running("alice-0", owner="alice", started_at=b.ago(hours=3))
+    a1 = b.running("alice-1", owner="alice", gpus=[b.GPU0, b.GPU1], started_at=b.ago(hours=2))
+    policy = pol(quotas(containers=1, gpus=1))
+    gpus = [b.gpu(0), b.gpu(1)]
+    first = run([a0, a1], policy, gpus=gpus, quota_enforce="stop")
+    assert [(k, r, t) for k, r, t in acts(first) if k == "WarnOwner"] == [
+        ("WarnOwner", CQ, "alice-1"),
+        ("WarnOwner", GQ, "alice-1"),
+    ]
+    due = run(
+        [a0, a1],
+        policy,
+        gpus=gpus,
+        memory=b.record_outcomes(first, b.T0),
+        now=b.at(minutes=11),
+        quota_enforce="stop",
+    )
+    assert acts(due) == [("StopContainer", CQ, "alice-1")]
+    assert not [d for d in due.deferred if d.evidence.get("action") == ActionKind.STOP_CONTAINER.value]

@@ -17,14 +17,16 @@ the report mode's notice) has had the owner's full ``warnLead``; a container tha
 stopped in a pass loses that warning (:func:`_void_stop_warnings`), so a later stop has a full lead
 again. Never a protected, monitoring or devcontainer one, nor one whose type or
 owner is opted out of the resource rules (``resourcesExempt``, an Exemption from ``resources``):
-the next newest are chosen instead, and what cannot be stopped is only reported. Owner ``unknown``
-is many people, not one: never counted, nor an owner a container only claims while labels are not
-trusted (:meth:`PassContext.counted_owner`). Pure; called by the planner once per pass.
+the next newest are chosen instead, and what cannot be stopped is only reported. One stop per
+container and pass: none for a container another rule (idle, max runtime) or another quota stops.
+Owner ``unknown`` is many people, not one: never counted, nor an owner a container only claims while
+labels are not trusted (:meth:`PassContext.counted_owner`). Pure; called by the planner once per pass.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -44,6 +46,15 @@ QUOTA_REASONS = (Reason.CONTAINER_QUOTA_EXCEEDED, Reason.GPU_QUOTA_EXCEEDED, Rea
 STOP_WARNING_PREFIX = "quota-stop:"
 
 
+@dataclass
+class _Stops:
+    """One pass's quota stops: the (container, quota) pairs to be stopped once warned, and the
+    containers a StopContainer is proposed for (by any rule)."""
+
+    proposed: set[str | None]
+    warned: set[tuple[ContainerId, Reason]] = field(default_factory=set)
+
+
 def user_quotas(ctx: PassContext, out: Collector) -> None:
     """Every owner's container and GPU quota, and every running container's GPU units."""
     by_owner: dict[str, list[ContainerObs]] = {}
@@ -52,19 +63,22 @@ def user_quotas(ctx: PassContext, out: Collector) -> None:
         if owner is not None and c.state in LIVE_STATES and c.id in ctx.policies:
             by_owner.setdefault(owner, []).append(c)
     shares = mig_shares(ctx)
-    to_stop: set[tuple[ContainerId, Reason]] = set()
+    # The containers another rule stops in this pass (idle, max runtime): one stop per container.
+    stops = _Stops(
+        proposed={a.target.container_id for a in out.actions if a.kind == ActionKind.STOP_CONTAINER}
+    )
     for owner in sorted(by_owner):
         # Oldest first: the newest are the ones beyond a quota.
         owned = sorted(by_owner[owner], key=_age)
         # Each GPU holder's units, counted once for the owner's GPU quota and its slot caps.
         units = {c.id: gpu_units(ctx, c) for c in owned if c.has_gpu}
-        _container_quota(ctx, out, owner, owned, to_stop)
-        _gpu_quota(ctx, out, owner, owned, shares, units, to_stop)
+        _container_quota(ctx, out, owner, owned, stops)
+        _gpu_quota(ctx, out, owner, owned, shares, units, stops)
         for c in owned:
             held = units.get(c.id)
             if held is not None and c.state == ContainerState.RUNNING:
-                _gpu_slots(ctx, out, c, held, to_stop)
-    _void_stop_warnings(ctx, to_stop)
+                _gpu_slots(ctx, out, c, held, stops)
+    _void_stop_warnings(ctx, stops)
 
 
 def _stop_warning(reason: Reason) -> str:
@@ -75,7 +89,7 @@ def _stop_warn_key(c: ContainerObs, reason: Reason) -> str:
     return f"WarnOwner:{c.id}:{reason.value}:stop:{iso(c.started_at)}"
 
 
-def _void_stop_warnings(ctx: PassContext, to_stop: set[tuple[ContainerId, Reason]]) -> None:
+def _void_stop_warnings(ctx: PassContext, stops: _Stops) -> None:
     """A stop warning holds while its container stays beyond the quota, pass after pass.
 
     A container not to be stopped for a quota in this pass (the owner back within it, the quota
@@ -87,7 +101,9 @@ def _void_stop_warnings(ctx: PassContext, to_stop: set[tuple[ContainerId, Reason
         mem = ctx.cmem.get(c.id)
         if mem is None or not mem.warnings:
             continue
-        void = [r for r in QUOTA_REASONS if _stop_warning(r) in mem.warnings and (c.id, r) not in to_stop]
+        void = [
+            r for r in QUOTA_REASONS if _stop_warning(r) in mem.warnings and (c.id, r) not in stops.warned
+        ]
         if void:
             keep = {k: at for k, at in mem.warnings.items() if k not in {_stop_warning(r) for r in void}}
             ctx.cmem[c.id] = replaced(mem, {"warnings": keep})
@@ -154,7 +170,7 @@ def _container_quota(
     out: Collector,
     owner: str,
     owned: list[ContainerObs],
-    to_stop: set[tuple[ContainerId, Reason]],
+    stops: _Stops,
 ) -> None:
     quota = _policy(ctx, owned).resources.max_containers_per_user
     if quota.value is None or len(owned) <= quota.value:
@@ -168,7 +184,7 @@ def _container_quota(
     }
     what = f"{owner} runs {len(owned)} containers; the quota is {quota.value} ({quota.source})"
     excess = len(owned) - quota.value
-    _beyond(ctx, out, owner, owned, excess, None, Reason.CONTAINER_QUOTA_EXCEEDED, what, evidence, to_stop)
+    _beyond(ctx, out, owner, owned, excess, None, Reason.CONTAINER_QUOTA_EXCEEDED, what, evidence, stops)
 
 
 def _gpu_quota(
@@ -178,7 +194,7 @@ def _gpu_quota(
     owned: list[ContainerObs],
     shares: dict[str, float | None],
     units: dict[ContainerId, list[str]],
-    to_stop: set[tuple[ContainerId, Reason]],
+    stops: _Stops,
 ) -> None:
     quota = _policy(ctx, owned).resources.max_gpu_equivalents
     holders = [c for c in owned if c.id in units]
@@ -213,7 +229,7 @@ def _gpu_quota(
     # The newest holders beyond the quota: dropped one by one, each by its share, until the rest fit.
     excess = total - quota.value
     what = f"{owner} holds {total:g} GPU-equivalents; the quota is {quota.value:g} ({quota.source})"
-    _beyond(ctx, out, owner, holders, excess, per, Reason.GPU_QUOTA_EXCEEDED, what, evidence, to_stop)
+    _beyond(ctx, out, owner, holders, excess, per, Reason.GPU_QUOTA_EXCEEDED, what, evidence, stops)
 
 
 def _gpu_slots(
@@ -221,7 +237,7 @@ def _gpu_slots(
     out: Collector,
     c: ContainerObs,
     units: list[str],
-    to_stop: set[tuple[ContainerId, Reason]],
+    stops: _Stops,
 ) -> None:
     cap = ctx.policies[c.id].resources.max_gpu_slots_per_container
     if cap.value is None or len(units) <= cap.value:
@@ -233,7 +249,7 @@ def _gpu_slots(
         "quota_source": cap.source,
     }
     what = f"{c.name} holds {len(units)} GPU units; at most {cap.value} per container ({cap.source})"
-    _beyond(ctx, out, c.owner, [c], 1, None, Reason.GPU_SLOTS_ABOVE_SPEC, what, evidence, to_stop)
+    _beyond(ctx, out, c.owner, [c], 1, None, Reason.GPU_SLOTS_ABOVE_SPEC, what, evidence, stops)
 
 
 def _stoppable(policy: EffectivePolicy, c: ContainerObs) -> str | None:
@@ -262,10 +278,10 @@ def _beyond(
     reason: Reason,
     what: str,
     evidence: dict[str, Any],
-    to_stop: set[tuple[ContainerId, Reason]],
+    stops: _Stops,
 ) -> None:
     """Warn on and alert about the newest containers of ``owned`` whose weights (1 each when
-    ``weights`` is None) cover ``excess``; stop them if enforced (each one added to ``to_stop``).
+    ``weights`` is None) cover ``excess``; stop them if enforced (each one added to ``stops``).
 
     Enforced, a container that is never stopped is passed over and covers nothing: the next newest
     are chosen until what they hold covers the excess, no more (a kept newest container holding
@@ -310,8 +326,8 @@ def _beyond(
     beyond = {**evidence, "beyond": [c.name for c in victims]}
     for c in victims if enforce else victims[:1]:
         if enforce:
-            to_stop.add((c.id, reason))
-        _warn_then_stop(ctx, out, c, reason, what, beyond, enforce)
+            stops.warned.add((c.id, reason))
+        _warn_then_stop(ctx, out, c, reason, what, beyond, enforce, stops)
 
 
 def _warn_then_stop(
@@ -322,6 +338,7 @@ def _warn_then_stop(
     what: str,
     evidence: dict[str, Any],
     enforce: bool,
+    stops: _Stops,
 ) -> None:
     policy = ctx.policies[c.id]
     if enforce:
@@ -359,6 +376,9 @@ def _warn_then_stop(
             evidence={**evidence, "warned_at": iso(sent)},
         )
         return
+    if c.id in stops.proposed:
+        return  # stopped in this pass already, for another rule or another quota
+    stops.proposed.add(c.id)
     out.act(
         ActionKind.STOP_CONTAINER,
         ctx.target(c),
