@@ -7,7 +7,7 @@ from typing import Any
 
 from controller.memory import ControllerMemory
 from controller.plan.planner import plan
-from controller.plan.types import ActionKind, Plan, Reason
+from controller.plan.types import ActionKind, DeferReason, Plan, Reason
 from controller.snapshot import ContainerObs, GpuObs, OwnerRule
 from desired_state.effective import EffectivePolicy, ResourceSpec, Sourced
 from tests.fixtures import builders as b
@@ -261,3 +261,32 @@ def test_a_container_beyond_two_quotas_is_stopped_once() -> None:
     )
     assert acts(due) == [("StopContainer", CQ, "alice-1")]
     assert not [d for d in due.deferred if d.evidence.get("action") == ActionKind.STOP_CONTAINER.value]
+
+
+def test_a_reference_that_did_not_resolve_never_puts_a_container_beyond_the_slot_cap() -> None:
+    # GPU 0 by its UUID, and NVIDIA_VISIBLE_DEVICES=0 that did not resolve (NVML down at the time):
+    # perhaps the same GPU. Unknown is not "beyond": nothing is warned or stopped, the rule says why.
+    c = b.running("alice-0", owner="alice", gpus=[b.GPU0, b.unresolved_ref("0")], started_at=b.ago(hours=1))
+    slots = ResourceSpec(max_gpu_slots_per_container=Sourced(value=1, source="UserGroup/student"))
+    first = run([c], pol(slots), gpus=[b.gpu(0)], quota_enforce="stop")
+    later = run(
+        [c],
+        pol(slots),
+        gpus=[b.gpu(0)],
+        memory=b.record_outcomes(first, b.T0),
+        now=b.at(hours=1),
+        quota_enforce="stop",
+    )
+    for p in (first, later):
+        assert acts(p) == []
+        assert [(d.rule, d.why) for d in p.deferred if d.rule == Reason.GPU_SLOTS_ABOVE_SPEC] == [
+            (Reason.GPU_SLOTS_ABOVE_SPEC, DeferReason.UNKNOWN_SIGNAL)
+        ]
+    # Two units known apart from it are beyond the cap of one.
+    two = b.running(
+        "alice-0", owner="alice", gpus=[b.GPU0, b.GPU1, b.unresolved_ref("0")], started_at=b.ago(hours=1)
+    )
+    assert acts(run([two], pol(slots), gpus=[b.gpu(0), b.gpu(1)])) == [
+        ("AlertAdmin", Reason.GPU_SLOTS_ABOVE_SPEC.value, "user alice"),
+        ("WarnOwner", Reason.GPU_SLOTS_ABOVE_SPEC.value, "alice-0"),
+    ]

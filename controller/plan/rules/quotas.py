@@ -8,7 +8,9 @@
   down, a reference that did not resolve) makes the total unknown: when the known part alone is
   within the quota nothing is decided (``UnknownSignal``); unknown is not "within".
 * **GpuSlotsAboveSpec**: one running container holds more distinct GPU/MIG units than
-  ``maxGpuSlotsPerContainer``; a container cannot be shrunk in place.
+  ``maxGpuSlotsPerContainer``; a container cannot be shrunk in place. A reference that did not
+  resolve may name a unit counted already: when the resolved units alone are within the cap,
+  nothing is decided (``UnknownSignal``).
 
 Default (``resourceEnforcement.enforce: report``): the owner is warned (WarnOwner, on each container
 beyond the quota) and the admin alerted (AlertAdmin); nothing is stopped. With ``enforce: stop`` the
@@ -39,6 +41,7 @@ from desired_state.effective import EffectivePolicy, ExemptFrom
 
 LIVE_STATES = frozenset({ContainerState.RUNNING, ContainerState.PAUSED, ContainerState.RESTARTING})
 ENFORCE_STOP = "stop"
+UNRESOLVED = "unresolved:"  # a unit named by a reference that did not resolve: what it says
 QUOTA_REASONS = (Reason.CONTAINER_QUOTA_EXCEEDED, Reason.GPU_QUOTA_EXCEEDED, Reason.GPU_SLOTS_ABOVE_SPEC)
 # The warning that a container will be stopped for a quota, recorded under this key in the
 # container's memory. Not the report mode's notice (``quota:<reason>``): a user asked to stop "a
@@ -131,7 +134,7 @@ def gpu_units(ctx: PassContext, c: ContainerObs) -> list[str]:
     not another unit: counted apart, it would add its share to the whole GPU's 1.0."""
     units: dict[str, None] = {}
     for ref in c.gpu_refs:
-        units.setdefault(ref.uuid or f"unresolved:{ref.raw}", None)
+        units.setdefault(ref.uuid or f"{UNRESOLVED}{ref.raw}", None)
     if c.all_gpus:
         for g in ctx.gpus:
             units.setdefault(g.uuid, None)
@@ -248,6 +251,19 @@ def _gpu_slots(
         "quota": cap.value,
         "quota_source": cap.source,
     }
+    known = [u for u in units if not u.startswith(UNRESOLVED)]
+    if len(known) <= cap.value:
+        # A reference that did not resolve may name a unit it holds already: unknown, not beyond.
+        out.defer(
+            ctx.target(c),
+            Reason.GPU_SLOTS_ABOVE_SPEC,
+            DeferReason.UNKNOWN_SIGNAL,
+            f"{c.name} holds {len(known)} known GPU units (at most {cap.value}, {cap.source}) and "
+            f"references that did not resolve ({', '.join(u for u in units if u not in known)}): "
+            "the cap cannot be judged",
+            evidence=evidence,
+        )
+        return
     what = f"{c.name} holds {len(units)} GPU units; at most {cap.value} per container ({cap.source})"
     _beyond(ctx, out, c.owner, [c], 1, None, Reason.GPU_SLOTS_ABOVE_SPEC, what, evidence, stops)
 
