@@ -12,17 +12,18 @@
   resolve may name a unit counted already: when the resolved units alone are within the cap,
   nothing is decided (``UnknownSignal``).
 
-Default (``resourceEnforcement.enforce: report``): the owner is warned (WarnOwner, on each container
-beyond the quota) and the admin alerted (AlertAdmin); nothing is stopped. With ``enforce: stop`` the
-newest containers beyond the quota are stopped (kept, not removed) once their own stop warning (not
-the report mode's notice) has had the owner's full ``warnLead``; a container that is not to be
-stopped in a pass loses that warning (:func:`_void_stop_warnings`), so a later stop has a full lead
-again. Never a protected, monitoring or devcontainer one, nor one whose type or
-owner is opted out of the resource rules (``resourcesExempt``, an Exemption from ``resources``):
-the next newest are chosen instead, and what cannot be stopped is only reported. One stop per
-container and pass: none for a container another rule (idle, max runtime) or another quota stops.
-Owner ``unknown`` is many people, not one: never counted, nor an owner a container only claims while
-labels are not trusted (:meth:`PassContext.counted_owner`). Pure; called by the planner once per pass.
+Default (``resourceEnforcement.enforce: report``): the owner is warned once (WarnOwner, on the
+newest container beyond the quota) and the admin alerted (AlertAdmin); nothing is stopped. With
+``enforce: stop`` the newest containers beyond the quota are stopped (kept, not removed) once their
+own stop warning (not the report mode's notice) has had the owner's full ``warnLead``; a container
+that is not to be stopped in a pass loses that warning (:func:`_void_stop_warnings`), so a later
+stop has a full lead again. Never a protected, monitoring or devcontainer one, nor one whose type or
+owner is opted out of the resource rules (``resourcesExempt``, an Exemption from ``resources``): the
+next newest are chosen instead, and what cannot be stopped is only reported. One stop per container
+and pass: none for a container another rule (idle, max runtime) or another quota stops. Owner
+``unknown`` is many people, not one: never counted, nor an owner a container only claims while
+labels are not trusted (:meth:`PassContext.counted_owner`). Pure; called by the planner once per
+pass.
 """
 
 from __future__ import annotations
