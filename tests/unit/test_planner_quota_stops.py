@@ -173,9 +173,8 @@ def test_a_gpu_quota_stop_stops_only_what_brings_the_owner_within_when_the_newes
 
 
 def test_a_gpu_quota_stop_goes_on_to_the_next_newest_when_the_first_stoppable_does_not_suffice() -> None:
-    # The newest (protected) holds 1.0; alice-1 and alice-0 hold 0.5 each... as whole GPUs: the
-    # newest holds two GPUs, alice-1 one, alice-0 one; quota 2: both alice-1 and alice-0 must go
-    # (2 kept + 1 + 1 = 4), and in one warning, not one lead after the other.
+    # The newest (protected) holds two GPUs, alice-1 and alice-0 one each; quota 2: both alice-1 and
+    # alice-0 must go (2 kept + 1 + 1 = 4), and in one warning, not one lead after the other.
     gpus = [b.gpu(i) for i in range(4)]
     a0 = b.running("alice-0", owner="alice", gpus=[gpus[0].uuid], started_at=b.ago(hours=3))
     a1 = b.running("alice-1", owner="alice", gpus=[gpus[1].uuid], started_at=b.ago(hours=2))
