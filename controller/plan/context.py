@@ -17,6 +17,7 @@ from enum import Enum
 from typing import Any, TypeAlias
 
 from controller.memory import ContainerMemory, ControllerMemory
+from controller.plan.desired import CLAIMED_OWNER_RULES, UNTRUSTED_OWNER
 from controller.plan.types import (
     Action,
     ActionKind,
@@ -41,6 +42,7 @@ from desired_state.effective import EffectivePolicy, GlobalPolicy
 # Containers whose processes are legitimately alive: a paused container's processes are frozen,
 # a restarting one is being brought back by Docker. None of them has orphans.
 LIVE_STATES = frozenset({ContainerState.RUNNING, ContainerState.PAUSED, ContainerState.RESTARTING})
+UNKNOWN_OWNER = UNTRUSTED_OWNER  # "unknown": many people, never one user
 
 
 # The ISO form of UTC timestamps, memoised: a pass on a large host formats the same few thousand
@@ -246,6 +248,7 @@ class PassContext:
     cmem: dict[str, ContainerMemory] = field(default_factory=dict)  # next memory, per container id
     holders: dict[str, list[ContainerObs]] = field(default_factory=dict)  # physical GPU -> holders
     demand_fraction: float | None = None
+    forget_done: set[str] = field(default_factory=set)  # done keys the next memory drops (void warnings)
     _targets: dict[str, Target] = field(default_factory=dict)
     _physical: dict[str, list[str]] = field(default_factory=dict)
 
@@ -378,6 +381,20 @@ class PassContext:
             if uuid not in out:
                 out[uuid] = None if uuid in self.mig_uuids else self.gpu_util.get(uuid)
         return out
+
+    def counted_owner(self, c: ContainerObs) -> str | None:
+        """The user a container counts for in per-user sums (quotas, aggregate caps), or None.
+
+        None for owner ``unknown`` (many people, not one), and, while labels are not trusted, for an
+        owner the container only claims (a label, its name): anyone can write ``ds01.user=bob``, and
+        counted as bob's such containers would put bob beyond his quota and get his own stopped.
+        """
+        owner = c.owner
+        if not owner or owner == UNKNOWN_OWNER:
+            return None
+        if not self.glob.trust_labels.value and c.owner_rule in CLAIMED_OWNER_RULES:
+            return None
+        return owner
 
     def sent_at(self, mem: ContainerMemory | None, warning_key: str, action_key: str) -> datetime | None:
         """When a one-shot notice was delivered, from the container's warnings or the done keys."""

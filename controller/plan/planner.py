@@ -101,7 +101,7 @@ def _plan(snapshot: Snapshot, desired: DesiredState, memory: ControllerMemory, n
         containers=next_containers,
         processes=procs.processes,
         attempts=memory.attempts,
-        done=memory.done,
+        done=_without(memory.done, ctx.forget_done),
         breaker=gates.breaker,
         release_breaker=gates.release_breaker,
         dirty_gpus=procs.dirty_gpus,
@@ -219,6 +219,13 @@ def _container_rules(ctx: PassContext, out: Collector, c: ContainerObs) -> None:
 
 
 _NEVER = datetime.max.replace(tzinfo=UTC)
+
+
+def _without(done: dict[str, datetime], keys: set[str]) -> dict[str, datetime]:
+    """``done`` without ``keys`` (the same dict when none of them is there)."""
+    if not keys or keys.isdisjoint(done):
+        return done
+    return {k: at for k, at in done.items() if k not in keys}
 
 
 def _deferred_order(d: Deferred) -> tuple[str, str, str, int, str, str, datetime, str]:

@@ -8,7 +8,7 @@ from controller.memory import ControllerMemory
 from controller.plan.planner import plan
 from controller.plan.rules.aggregate import aggregate_figures, expected_slices
 from controller.plan.types import ActionKind, DeferReason, Plan, Reason
-from controller.snapshot import ContainerObs, ResourceLimits
+from controller.snapshot import ContainerObs, OwnerRule, ResourceLimits
 from desired_state.effective import EffectivePolicy, ResourceSpec, Sourced
 from tests.fixtures import builders as b
 
@@ -130,3 +130,17 @@ def test_the_expected_slice_uses_the_sanitised_name_and_accepts_the_override_sli
     )
     c = box("o1", parent="/ds01.slice/ds01-override.slice/ds01-override-alice.slice")
     assert aggregate_figures("alice", [c], pol(), {}).bypassing == {}
+
+
+def test_containers_that_claim_an_owner_are_not_that_owners_without_trusted_labels() -> None:
+    # A container labelled ds01.user=alice outside alice's slice: without trusted labels it is not
+    # alice's (anyone can write the label), so no admin is told that alice bypasses her caps.
+    fake = box("fake", parent="").model_copy(
+        update={"labels": {"ds01.user": "alice"}, "owner_rule": OwnerRule.LABEL_DS01_USER}
+    )
+    mine = box("a1").model_copy(update={"owner_rule": OwnerRule.PROCESS_UID})
+    snap = b.snapshot(containers=[mine, fake], observed_at=b.T0)
+    untrusted = b.desired(pol(), b.global_policy(aggregate_alerts=True, trust_labels=False))
+    assert alerts(plan(snap, untrusted, ControllerMemory(), b.T0)) == []
+    (alert,) = alerts(run([mine, fake]))  # trusted: the label says whose it is
+    assert (alert.reason, alert.target.user) == (Reason.AGGREGATE_CAP_BYPASSED, "alice")

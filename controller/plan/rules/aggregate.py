@@ -17,7 +17,8 @@ caps. Per owner with an aggregate block:
   again. Never an action on a container: the slice cannot be changed on a live container.
 
 Protected and monitoring containers, and those opted out of the resource rules, are never listed
-as bypassing (they still count in the sums). Owner ``unknown`` is many people: never judged.
+as bypassing (they still count in the sums). Owner ``unknown`` is many people: never judged; nor is
+an owner a container only claims while labels are not trusted (:meth:`PassContext.counted_owner`).
 Pure; called by the planner once per pass and by the CLI.
 """
 
@@ -34,7 +35,6 @@ from desired_state.effective import EffectivePolicy, ExemptFrom
 from desired_state.policy_set import sanitise_username
 
 LIVE_STATES = frozenset({ContainerState.RUNNING, ContainerState.PAUSED, ContainerState.RESTARTING})
-UNKNOWN_OWNER = "unknown"
 SLICE_PREFIX = "ds01"
 OVERRIDE_GROUP = "override"  # DS01 names a user with an override entry's slice so
 
@@ -151,8 +151,9 @@ def owners(ctx: PassContext) -> dict[str, list[ContainerObs]]:
     """Each known owner's live containers with a policy, oldest first."""
     by_owner: dict[str, list[ContainerObs]] = {}
     for c in ctx.containers:
-        if c.state in LIVE_STATES and c.owner and c.owner != UNKNOWN_OWNER and c.id in ctx.policies:
-            by_owner.setdefault(c.owner, []).append(c)
+        owner = ctx.counted_owner(c)
+        if owner is not None and c.state in LIVE_STATES and c.id in ctx.policies:
+            by_owner.setdefault(owner, []).append(c)
     for owned in by_owner.values():
         owned.sort(key=lambda c: (c.started_at or c.created_at, c.id))
     return by_owner

@@ -8,52 +8,110 @@
   down, a reference that did not resolve) makes the total unknown: when the known part alone is
   within the quota nothing is decided (``UnknownSignal``); unknown is not "within".
 * **GpuSlotsAboveSpec**: one running container holds more distinct GPU/MIG units than
-  ``maxGpuSlotsPerContainer``; a container cannot be shrunk in place.
+  ``maxGpuSlotsPerContainer``; a container cannot be shrunk in place. A reference that did not
+  resolve may name a unit counted already: when the resolved units alone are within the cap,
+  nothing is decided (``UnknownSignal``).
 
-Default (``resourceEnforcement.enforce: report``): the owner is warned (WarnOwner, on each container
-beyond the quota) and the admin alerted (AlertAdmin); nothing is stopped. With ``enforce: stop`` the
-newest containers beyond the quota are stopped (kept, not removed) once their warning has had the
-owner's full ``warnLead``; never a protected, monitoring or devcontainer one, nor one whose type or
-owner is opted out of the resource rules (``resourcesExempt``, an Exemption from ``resources``):
-the next newest are chosen instead, and what cannot be stopped is only reported. Owner ``unknown``
-is many people, not one: never counted. Pure; called by the planner once per pass.
+Default (``resourceEnforcement.enforce: report``): the owner is warned once (WarnOwner, on the
+newest container beyond the quota) and the admin alerted (AlertAdmin); nothing is stopped. With
+``enforce: stop`` the newest containers beyond the quota are stopped (kept, not removed) once their
+own stop warning (not the report mode's notice) has had the owner's full ``warnLead``; a container
+that is not to be stopped in a pass loses that warning (:func:`_void_stop_warnings`), so a later
+stop has a full lead again. Never a protected, monitoring or devcontainer one, nor one whose type or
+owner is opted out of the resource rules (``resourcesExempt``, an Exemption from ``resources``): the
+next newest are chosen instead, and what cannot be stopped is only reported. One stop per container
+and pass: none for a container another rule (idle, max runtime) or another quota stops. Owner
+``unknown`` is many people, not one: never counted, nor an owner a container only claims while
+labels are not trusted (:meth:`PassContext.counted_owner`). Pure; called by the planner once per
+pass.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
 from controller.plan.context import Collector, PassContext, host_target, iso
 from controller.plan.types import ActionKind, DeferReason, Reason, StopParams, WarnParams
+from controller.plan.values import replaced
 from controller.snapshot import ContainerId, ContainerObs, ContainerState
 from crd_like_specs.vocabulary import ContainerType
 from desired_state.effective import EffectivePolicy, ExemptFrom
 
 LIVE_STATES = frozenset({ContainerState.RUNNING, ContainerState.PAUSED, ContainerState.RESTARTING})
-UNKNOWN_OWNER = "unknown"
 ENFORCE_STOP = "stop"
+UNRESOLVED = "unresolved:"  # a unit named by a reference that did not resolve: what it says
+QUOTA_REASONS = (Reason.CONTAINER_QUOTA_EXCEEDED, Reason.GPU_QUOTA_EXCEEDED, Reason.GPU_SLOTS_ABOVE_SPEC)
+# The warning that a container will be stopped for a quota, recorded under this key in the
+# container's memory. Not the report mode's notice (``quota:<reason>``): a user asked to stop "a
+# container" has not been told that this one will be stopped.
+STOP_WARNING_PREFIX = "quota-stop:"
+
+
+@dataclass
+class _Stops:
+    """One pass's quota stops: the (container, quota) pairs to be stopped once warned, and the
+    containers a StopContainer is proposed for (by any rule)."""
+
+    proposed: set[str | None]
+    warned: set[tuple[ContainerId, Reason]] = field(default_factory=set)
 
 
 def user_quotas(ctx: PassContext, out: Collector) -> None:
     """Every owner's container and GPU quota, and every running container's GPU units."""
     by_owner: dict[str, list[ContainerObs]] = {}
     for c in ctx.containers:
-        if c.state in LIVE_STATES and c.owner and c.owner != UNKNOWN_OWNER and c.id in ctx.policies:
-            by_owner.setdefault(c.owner, []).append(c)
+        owner = ctx.counted_owner(c)
+        if owner is not None and c.state in LIVE_STATES and c.id in ctx.policies:
+            by_owner.setdefault(owner, []).append(c)
     shares = mig_shares(ctx)
+    # The containers another rule stops in this pass (idle, max runtime): one stop per container.
+    stops = _Stops(
+        proposed={a.target.container_id for a in out.actions if a.kind == ActionKind.STOP_CONTAINER}
+    )
     for owner in sorted(by_owner):
         # Oldest first: the newest are the ones beyond a quota.
         owned = sorted(by_owner[owner], key=_age)
         # Each GPU holder's units, counted once for the owner's GPU quota and its slot caps.
         units = {c.id: gpu_units(ctx, c) for c in owned if c.has_gpu}
-        _container_quota(ctx, out, owner, owned)
-        _gpu_quota(ctx, out, owner, owned, shares, units)
+        _container_quota(ctx, out, owner, owned, stops)
+        _gpu_quota(ctx, out, owner, owned, shares, units, stops)
         for c in owned:
             held = units.get(c.id)
             if held is not None and c.state == ContainerState.RUNNING:
-                _gpu_slots(ctx, out, c, held)
+                _gpu_slots(ctx, out, c, held, stops)
+    _void_stop_warnings(ctx, stops)
+
+
+def _stop_warning(reason: Reason) -> str:
+    return f"{STOP_WARNING_PREFIX}{reason.value}"
+
+
+def _stop_warn_key(c: ContainerObs, reason: Reason) -> str:
+    return f"WarnOwner:{c.id}:{reason.value}:stop:{iso(c.started_at)}"
+
+
+def _void_stop_warnings(ctx: PassContext, stops: _Stops) -> None:
+    """A stop warning holds while its container stays beyond the quota, pass after pass.
+
+    A container not to be stopped for a quota in this pass (the owner back within it, the quota
+    raised, enforcement off, the share unknown, the container stopped) loses that warning: if it is
+    beyond the quota again later it is warned again and has a full lead again, never stopped at once
+    on a warning of another time.
+    """
+    for c in ctx.containers:
+        mem = ctx.cmem.get(c.id)
+        if mem is None or not mem.warnings:
+            continue
+        void = [
+            r for r in QUOTA_REASONS if _stop_warning(r) in mem.warnings and (c.id, r) not in stops.warned
+        ]
+        if void:
+            keep = {k: at for k, at in mem.warnings.items() if k not in {_stop_warning(r) for r in void}}
+            ctx.cmem[c.id] = replaced(mem, {"warnings": keep})
+            ctx.forget_done.update(_stop_warn_key(c, r) for r in void)
 
 
 def _age(c: ContainerObs) -> tuple[datetime, str]:
@@ -71,14 +129,18 @@ def mig_shares(ctx: PassContext) -> dict[str, float | None]:
 
 
 def gpu_units(ctx: PassContext, c: ContainerObs) -> list[str]:
-    """The distinct GPU/MIG units a container references (unresolved ones by what they say)."""
+    """The distinct GPU/MIG units a container references (unresolved ones by what they say).
+
+    A MIG device of a GPU the container holds whole (by its UUID, or every GPU) is part of that GPU,
+    not another unit: counted apart, it would add its share to the whole GPU's 1.0."""
     units: dict[str, None] = {}
     for ref in c.gpu_refs:
-        units.setdefault(ref.uuid or f"unresolved:{ref.raw}", None)
+        units.setdefault(ref.uuid or f"{UNRESOLVED}{ref.raw}", None)
     if c.all_gpus:
         for g in ctx.gpus:
             units.setdefault(g.uuid, None)
-    return list(units)
+    mig = ctx.mig_uuids
+    return [u for u in units if u not in mig or ctx.physical_of.get(u) not in units]
 
 
 def gpu_equivalents(
@@ -107,7 +169,13 @@ def _policy(ctx: PassContext, owned: Sequence[ContainerObs]) -> EffectivePolicy:
     return ctx.policies[owned[-1].id]
 
 
-def _container_quota(ctx: PassContext, out: Collector, owner: str, owned: list[ContainerObs]) -> None:
+def _container_quota(
+    ctx: PassContext,
+    out: Collector,
+    owner: str,
+    owned: list[ContainerObs],
+    stops: _Stops,
+) -> None:
     quota = _policy(ctx, owned).resources.max_containers_per_user
     if quota.value is None or len(owned) <= quota.value:
         return
@@ -119,7 +187,8 @@ def _container_quota(ctx: PassContext, out: Collector, owner: str, owned: list[C
         "container_names": [c.name for c in owned],
     }
     what = f"{owner} runs {len(owned)} containers; the quota is {quota.value} ({quota.source})"
-    _beyond(ctx, out, owner, owned, len(owned) - quota.value, Reason.CONTAINER_QUOTA_EXCEEDED, what, evidence)
+    excess = len(owned) - quota.value
+    _beyond(ctx, out, owner, owned, excess, None, Reason.CONTAINER_QUOTA_EXCEEDED, what, evidence, stops)
 
 
 def _gpu_quota(
@@ -129,6 +198,7 @@ def _gpu_quota(
     owned: list[ContainerObs],
     shares: dict[str, float | None],
     units: dict[ContainerId, list[str]],
+    stops: _Stops,
 ) -> None:
     quota = _policy(ctx, owned).resources.max_gpu_equivalents
     holders = [c for c in owned if c.id in units]
@@ -160,18 +230,19 @@ def _gpu_quota(
                 evidence=evidence,
             )
         return
-    # The newest holders beyond the quota: drop them one by one until the rest fit.
-    excess, count = total - quota.value, 0
-    for c in reversed(holders):
-        if excess <= 1e-9:
-            break
-        excess -= per[c.id]
-        count += 1
+    # The newest holders beyond the quota: dropped one by one, each by its share, until the rest fit.
+    excess = total - quota.value
     what = f"{owner} holds {total:g} GPU-equivalents; the quota is {quota.value:g} ({quota.source})"
-    _beyond(ctx, out, owner, holders, count, Reason.GPU_QUOTA_EXCEEDED, what, evidence)
+    _beyond(ctx, out, owner, holders, excess, per, Reason.GPU_QUOTA_EXCEEDED, what, evidence, stops)
 
 
-def _gpu_slots(ctx: PassContext, out: Collector, c: ContainerObs, units: list[str]) -> None:
+def _gpu_slots(
+    ctx: PassContext,
+    out: Collector,
+    c: ContainerObs,
+    units: list[str],
+    stops: _Stops,
+) -> None:
     cap = ctx.policies[c.id].resources.max_gpu_slots_per_container
     if cap.value is None or len(units) <= cap.value:
         return
@@ -181,8 +252,21 @@ def _gpu_slots(ctx: PassContext, out: Collector, c: ContainerObs, units: list[st
         "quota": cap.value,
         "quota_source": cap.source,
     }
+    known = [u for u in units if not u.startswith(UNRESOLVED)]
+    if len(known) <= cap.value:
+        # A reference that did not resolve may name a unit it holds already: unknown, not beyond.
+        out.defer(
+            ctx.target(c),
+            Reason.GPU_SLOTS_ABOVE_SPEC,
+            DeferReason.UNKNOWN_SIGNAL,
+            f"{c.name} holds {len(known)} known GPU units (at most {cap.value}, {cap.source}) and "
+            f"references that did not resolve ({', '.join(u for u in units if u not in known)}): "
+            "the cap cannot be judged",
+            evidence=evidence,
+        )
+        return
     what = f"{c.name} holds {len(units)} GPU units; at most {cap.value} per container ({cap.source})"
-    _beyond(ctx, out, c.owner, [c], 1, Reason.GPU_SLOTS_ABOVE_SPEC, what, evidence)
+    _beyond(ctx, out, c.owner, [c], 1, None, Reason.GPU_SLOTS_ABOVE_SPEC, what, evidence, stops)
 
 
 def _stoppable(policy: EffectivePolicy, c: ContainerObs) -> str | None:
@@ -206,22 +290,30 @@ def _beyond(
     out: Collector,
     owner: str,
     owned: list[ContainerObs],
-    count: int,
+    excess: float,
+    weights: Mapping[str, float] | None,
     reason: Reason,
     what: str,
     evidence: dict[str, Any],
+    stops: _Stops,
 ) -> None:
-    """Warn on and alert about the ``count`` newest containers of ``owned``; stop them if enforced."""
+    """Warn on and alert about the newest containers of ``owned`` whose weights (1 each when
+    ``weights`` is None) cover ``excess``; stop them if enforced (each one added to ``stops``).
+
+    Enforced, a container that is never stopped is passed over and covers nothing: the next newest
+    are chosen until what they hold covers the excess, no more (a kept newest container holding
+    less than an older one does not make the older one a victim too)."""
     enforce = ctx.glob.quota_enforce.value == ENFORCE_STOP
     newest_first = list(reversed(owned))
     victims: list[ContainerObs] = []
     kept: dict[str, str] = {}
     for c in newest_first:
-        if len(victims) == count:
+        if excess <= 1e-9:
             break
         why = _stoppable(ctx.policies[c.id], c) if enforce else None
         if why is None:
             victims.append(c)
+            excess -= 1.0 if weights is None else weights[c.id]
         else:
             kept[c.name] = why
     scope = ",".join(c.id[:12] for c in victims) or "none"
@@ -250,7 +342,9 @@ def _beyond(
     # stopped is warned itself, and its stop waits for that warning's lead.
     beyond = {**evidence, "beyond": [c.name for c in victims]}
     for c in victims if enforce else victims[:1]:
-        _warn_then_stop(ctx, out, c, reason, what, beyond, enforce)
+        if enforce:
+            stops.warned.add((c.id, reason))
+        _warn_then_stop(ctx, out, c, reason, what, beyond, enforce, stops)
 
 
 def _warn_then_stop(
@@ -261,10 +355,16 @@ def _warn_then_stop(
     what: str,
     evidence: dict[str, Any],
     enforce: bool,
+    stops: _Stops,
 ) -> None:
     policy = ctx.policies[c.id]
-    warning_key = f"quota:{reason.value}"
-    warn_key = f"WarnOwner:{c.id}:{reason.value}:{iso(c.started_at)}"
+    if enforce:
+        warning_key, warn_key = _stop_warning(reason), _stop_warn_key(c, reason)
+    else:
+        warning_key, warn_key = (
+            f"quota:{reason.value}",
+            f"WarnOwner:{c.id}:{reason.value}:{iso(c.started_at)}",
+        )
     sent = ctx.sent_at(ctx.cmem.get(c.id), warning_key, warn_key)
     beyond = ", ".join(str(n) for n in evidence.get("beyond", [c.name]))
     then = f"{c.name} will be stopped" if enforce else f"please stop a container (beyond the quota: {beyond})"
@@ -293,6 +393,9 @@ def _warn_then_stop(
             evidence={**evidence, "warned_at": iso(sent)},
         )
         return
+    if c.id in stops.proposed:
+        return  # stopped in this pass already, for another rule or another quota
+    stops.proposed.add(c.id)
     out.act(
         ActionKind.STOP_CONTAINER,
         ctx.target(c),

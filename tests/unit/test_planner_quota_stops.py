@@ -1,0 +1,291 @@
+"""Quota stops under inputs that change between passes, claims of ownership, GPU shares and other rules."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from controller.memory import ControllerMemory
+from controller.plan.planner import plan
+from controller.plan.types import ActionKind, DeferReason, Plan, Reason
+from controller.snapshot import ContainerObs, GpuObs, OwnerRule
+from desired_state.effective import EffectivePolicy, ResourceSpec, Sourced
+from tests.fixtures import builders as b
+
+CQ = Reason.CONTAINER_QUOTA_EXCEEDED.value
+GQ = Reason.GPU_QUOTA_EXCEEDED.value
+
+
+def quotas(*, containers: int | None = None, gpus: float | None = None) -> ResourceSpec:
+    return ResourceSpec(
+        max_containers_per_user=Sourced(value=containers, source="UserGroup/student"),
+        max_gpu_equivalents=Sourced(value=gpus, source="UserGroup/student"),
+    )
+
+
+def pol(res: ResourceSpec, **kw: Any) -> EffectivePolicy:
+    return b.policy(**kw).model_copy(update={"resources": res})
+
+
+def boxes(n: int, owner: str = "alice", **kw: Any) -> list[ContainerObs]:
+    # {owner}-0 oldest ... {owner}-{n-1} newest
+    return [b.running(f"{owner}-{i}", owner=owner, started_at=b.ago(hours=n - i), **kw) for i in range(n)]
+
+
+def run(
+    containers: list[ContainerObs],
+    policy: EffectivePolicy,
+    *,
+    gpus: list[GpuObs] | None = None,
+    memory: ControllerMemory | None = None,
+    now: datetime = b.T0,
+    per_container: dict[str, EffectivePolicy] | None = None,
+    **glob: Any,
+) -> Plan:
+    snap = b.snapshot(containers=containers, gpus=gpus or [], observed_at=now)
+    desired = b.desired(policy, b.global_policy(**glob), per_container=per_container)
+    return plan(snap, desired, memory or ControllerMemory(), now)
+
+
+def acts(p: Plan) -> list[tuple[str, str, str]]:
+    return [(a.kind.value, a.reason.value, a.target.label()) for a in p.actions]
+
+
+def test_a_report_mode_notice_is_not_the_warning_before_a_quota_stop() -> None:
+    # Reported for a day (the owner was asked to stop "a container"), then enforcement is turned on:
+    # the container is told it will be stopped, and stopped only after its own full lead.
+    containers = boxes(2)
+    policy = pol(quotas(containers=1))
+    reported = run(containers, policy)
+    assert acts(reported) == [("AlertAdmin", CQ, "user alice"), ("WarnOwner", CQ, "alice-1")]
+    memory = b.record_outcomes(reported, b.T0)
+
+    enforced = run(containers, policy, memory=memory, now=b.at(days=1), quota_enforce="stop")
+    assert acts(enforced) == [("WarnOwner", CQ, "alice-1")]
+    (warn,) = enforced.actions
+    assert "alice-1 will be stopped" in warn.message
+    memory = b.record_outcomes(enforced, b.at(days=1))
+
+    early = run(containers, policy, memory=memory, now=b.at(days=1, minutes=5), quota_enforce="stop")
+    assert acts(early) == []
+    due = run(containers, policy, memory=memory, now=b.at(days=1, minutes=11), quota_enforce="stop")
+    assert acts(due) == [("StopContainer", CQ, "alice-1")]
+
+
+def test_a_warning_from_an_earlier_time_beyond_the_quota_does_not_count_again() -> None:
+    # Warned, then the quota is raised (no stop), then lowered again two days later: the container is
+    # warned again and gets a full lead; the old warning does not make the stop due at once.
+    containers = boxes(2)
+    strict, lax = pol(quotas(containers=1)), pol(quotas(containers=2))
+    first = run(containers, strict, quota_enforce="stop")
+    assert acts(first) == [("AlertAdmin", CQ, "user alice"), ("WarnOwner", CQ, "alice-1")]
+    memory = b.record_outcomes(first, b.T0)
+
+    raised = run(containers, lax, memory=memory, now=b.at(minutes=5), quota_enforce="stop")
+    assert acts(raised) == []
+    memory = b.record_outcomes(raised, b.at(minutes=5))
+
+    lowered = run(containers, strict, memory=memory, now=b.at(days=2), quota_enforce="stop")
+    assert acts(lowered) == [("WarnOwner", CQ, "alice-1")]
+    memory = b.record_outcomes(lowered, b.at(days=2))
+    early = run(containers, strict, memory=memory, now=b.at(days=2, minutes=5), quota_enforce="stop")
+    assert acts(early) == []
+    due = run(containers, strict, memory=memory, now=b.at(days=2, minutes=11), quota_enforce="stop")
+    assert acts(due) == [("StopContainer", CQ, "alice-1")]
+
+
+def test_a_warning_before_the_owner_came_back_under_the_quota_does_not_count_again() -> None:
+    # alice-1 is warned; alice stops alice-0 (within the quota), starts it again a day later: the
+    # restarted alice-0 is now the newest, warned and stopped in turn; alice-1 is never stopped
+    # on its old warning.
+    a0, a1 = boxes(2)
+    policy = pol(quotas(containers=1))
+    first = run([a0, a1], policy, quota_enforce="stop")
+    memory = b.record_outcomes(first, b.T0)
+    alone = run([a1], policy, memory=memory, now=b.at(minutes=5), quota_enforce="stop")
+    assert acts(alone) == []
+    memory = b.record_outcomes(alone, b.at(minutes=5))
+    # Equal start times: the tie is broken by id, whichever it is, the one warned is the one stopped.
+    a0_again = a0.model_copy(update={"started_at": a1.started_at})
+    again = run([a0_again, a1], policy, memory=memory, now=b.at(days=1), quota_enforce="stop")
+    (warn,) = [a for a in again.actions if a.kind == ActionKind.WARN_OWNER]
+    memory = b.record_outcomes(again, b.at(days=1))
+    early = run([a0_again, a1], policy, memory=memory, now=b.at(days=1, minutes=5), quota_enforce="stop")
+    assert acts(early) == []
+    due = run([a0_again, a1], policy, memory=memory, now=b.at(days=1, minutes=11), quota_enforce="stop")
+    assert acts(due) == [("StopContainer", CQ, warn.target.label())]
+
+
+def claimed(c: ContainerObs) -> ContainerObs:
+    """The container's owner comes from its ds01.user label: a claim anyone can write."""
+    return c.model_copy(
+        update={"labels": {**c.labels, "ds01.user": c.owner}, "owner_rule": OwnerRule.LABEL_DS01_USER}
+    )
+
+
+def test_containers_that_claim_an_owner_do_not_count_in_that_owners_quota_without_trusted_labels() -> None:
+    # Somebody runs two containers labelled ds01.user=bob; bob then starts his own job (owner from
+    # its main process uid). Without trusted labels the claims are not bob's: bob is within his quota.
+    fakes = [claimed(c) for c in boxes(2, owner="bob")]
+    job = b.running("bob-job", owner="bob", started_at=b.ago(minutes=10)).model_copy(
+        update={"owner_rule": OwnerRule.PROCESS_UID}
+    )
+    policy = pol(quotas(containers=1, gpus=0))
+    first = run([*fakes, job], policy, quota_enforce="stop", trust_labels=False)
+    assert acts(first) == []
+    later = run(
+        [*fakes, job],
+        policy,
+        memory=b.record_outcomes(first, b.T0),
+        now=b.at(hours=1),
+        quota_enforce="stop",
+        trust_labels=False,
+    )
+    assert acts(later) == []
+    # With trusted labels the label is the owner: bob's newest is beyond the quota.
+    trusted = run([*fakes, job], policy, quota_enforce="stop")
+    assert ("WarnOwner", CQ, "bob-job") in acts(trusted)
+
+
+def test_a_gpu_quota_stop_stops_only_what_brings_the_owner_within_when_the_newest_is_kept() -> None:
+    # alice-0 and alice-1 hold two GPUs each, the newest (protected) one; the quota is 3:
+    # stopping alice-1 leaves 2 + 1 = 3. alice-0 must not be stopped too.
+    gpus = [b.gpu(i) for i in range(5)]
+    a0 = b.running("alice-0", owner="alice", gpus=[gpus[0].uuid, gpus[1].uuid], started_at=b.ago(hours=3))
+    a1 = b.running("alice-1", owner="alice", gpus=[gpus[2].uuid, gpus[3].uuid], started_at=b.ago(hours=2))
+    a2 = b.running("alice-2", owner="alice", gpus=[gpus[4].uuid], started_at=b.ago(hours=1))
+    policy = pol(quotas(gpus=3))
+    per = {"alice-2": pol(quotas(gpus=3), protected=True)}
+    first = run([a0, a1, a2], policy, gpus=gpus, per_container=per, quota_enforce="stop")
+    (alert,) = [a for a in first.actions if a.kind == ActionKind.ALERT_ADMIN]
+    assert alert.evidence["beyond"] == ["alice-1"]
+    assert [a.target.label() for a in first.actions if a.kind == ActionKind.WARN_OWNER] == ["alice-1"]
+    due = run(
+        [a0, a1, a2],
+        policy,
+        gpus=gpus,
+        per_container=per,
+        memory=b.record_outcomes(first, b.T0),
+        now=b.at(minutes=11),
+        quota_enforce="stop",
+    )
+    assert acts(due) == [("StopContainer", GQ, "alice-1")]
+
+
+def test_a_gpu_quota_stop_goes_on_to_the_next_newest_when_the_first_stoppable_does_not_suffice() -> None:
+    # The newest (protected) holds two GPUs, alice-1 and alice-0 one each; quota 2: both alice-1 and
+    # alice-0 must go (2 kept + 1 + 1 = 4), and in one warning, not one lead after the other.
+    gpus = [b.gpu(i) for i in range(4)]
+    a0 = b.running("alice-0", owner="alice", gpus=[gpus[0].uuid], started_at=b.ago(hours=3))
+    a1 = b.running("alice-1", owner="alice", gpus=[gpus[1].uuid], started_at=b.ago(hours=2))
+    a2 = b.running("alice-2", owner="alice", gpus=[gpus[2].uuid, gpus[3].uuid], started_at=b.ago(hours=1))
+    policy = pol(quotas(gpus=2))
+    per = {"alice-2": pol(quotas(gpus=2), protected=True)}
+    first = run([a0, a1, a2], policy, gpus=gpus, per_container=per, quota_enforce="stop")
+    (alert,) = [a for a in first.actions if a.kind == ActionKind.ALERT_ADMIN]
+    assert alert.evidence["beyond"] == ["alice-1", "alice-0"]
+
+
+def test_a_gpu_and_one_of_its_own_mig_devices_count_once() -> None:
+    # Every GPU (an image's NVIDIA_VISIBLE_DEVICES=all) and a MIG device of one of them: the GPU is
+    # held whole, 1.0, not 1.0 plus the device's share.
+    mig = b.gpu(0, mig_slots=1)
+    (dev,) = mig.mig_devices
+    mig = mig.model_copy(update={"mig_devices": (dev.model_copy(update={"gpu_equivalents": 3 / 7}),)})
+    c = b.running(
+        "alice-0",
+        owner="alice",
+        gpus=[b.ref(dev.uuid, parent=mig.uuid)],
+        all_gpus=True,
+        started_at=b.ago(hours=1),
+    )
+    p = run([c], pol(quotas(gpus=1.0)), gpus=[mig], quota_enforce="stop")
+    assert acts(p) == []
+
+
+def test_a_gpu_and_one_of_its_own_mig_devices_are_one_unit_for_the_slot_cap() -> None:
+    # One slot allowed: a container given GPU 0 and a MIG device of GPU 0 holds one GPU.
+    mig = b.gpu(0, mig_slots=1)
+    (dev,) = mig.mig_devices
+    c = b.running(
+        "alice-0", owner="alice", gpus=[mig.uuid, b.ref(dev.uuid, parent=mig.uuid)], started_at=b.ago(hours=1)
+    )
+    slots = ResourceSpec(max_gpu_slots_per_container=Sourced(value=1, source="UserGroup/student"))
+    assert acts(run([c], pol(slots), gpus=[mig], quota_enforce="stop")) == []
+
+
+def test_a_container_due_for_a_runtime_stop_and_a_quota_stop_is_stopped_once() -> None:
+    # alice-1 (a GPU container) has run past its max runtime and is beyond the container quota, warned
+    # for both: one StopContainer, one destructive action of the budget, one stop for the breaker.
+    a0 = b.running("alice-0", owner="alice", started_at=b.ago(hours=3))
+    a1 = b.running("alice-1", owner="alice", gpus=[b.GPU0], started_at=b.ago(hours=2))
+    policy = pol(quotas(containers=1), max_runtime_s=2 * b.HOUR)
+    first = run([a0, a1], policy, gpus=[b.gpu(0)], now=b.ago(minutes=15), quota_enforce="stop")
+    assert sorted(a.key.split(":")[0] + ":" + a.reason.value for a in first.actions) == [
+        "AlertAdmin:" + CQ,
+        "WarnOwner:" + CQ,
+        "WarnOwner:MaxRuntimeWarning",
+    ]
+    due = run(
+        [a0, a1],
+        policy,
+        gpus=[b.gpu(0)],
+        memory=b.record_outcomes(first, b.ago(minutes=15)),
+        now=b.at(minutes=1),
+        quota_enforce="stop",
+    )
+    stops = [a for a in due.actions if a.kind == ActionKind.STOP_CONTAINER]
+    assert [a.target.label() for a in stops] == ["alice-1"]
+    assert not [d for d in due.deferred if d.evidence.get("action") == ActionKind.STOP_CONTAINER.value]
+
+
+def test_a_container_beyond_two_quotas_is_stopped_once() -> None:
+    # alice-1 is beyond the container quota and the GPU quota: warned for each, stopped once.
+    a0 = b.running("alice-0", owner="alice", started_at=b.ago(hours=3))
+    a1 = b.running("alice-1", owner="alice", gpus=[b.GPU0, b.GPU1], started_at=b.ago(hours=2))
+    policy = pol(quotas(containers=1, gpus=1))
+    gpus = [b.gpu(0), b.gpu(1)]
+    first = run([a0, a1], policy, gpus=gpus, quota_enforce="stop")
+    assert [(k, r, t) for k, r, t in acts(first) if k == "WarnOwner"] == [
+        ("WarnOwner", CQ, "alice-1"),
+        ("WarnOwner", GQ, "alice-1"),
+    ]
+    due = run(
+        [a0, a1],
+        policy,
+        gpus=gpus,
+        memory=b.record_outcomes(first, b.T0),
+        now=b.at(minutes=11),
+        quota_enforce="stop",
+    )
+    assert acts(due) == [("StopContainer", CQ, "alice-1")]
+    assert not [d for d in due.deferred if d.evidence.get("action") == ActionKind.STOP_CONTAINER.value]
+
+
+def test_a_reference_that_did_not_resolve_never_puts_a_container_beyond_the_slot_cap() -> None:
+    # GPU 0 by its UUID, and NVIDIA_VISIBLE_DEVICES=0 that did not resolve (NVML down at the time):
+    # perhaps the same GPU. Unknown is not "beyond": nothing is warned or stopped, the rule says why.
+    c = b.running("alice-0", owner="alice", gpus=[b.GPU0, b.unresolved_ref("0")], started_at=b.ago(hours=1))
+    slots = ResourceSpec(max_gpu_slots_per_container=Sourced(value=1, source="UserGroup/student"))
+    first = run([c], pol(slots), gpus=[b.gpu(0)], quota_enforce="stop")
+    later = run(
+        [c],
+        pol(slots),
+        gpus=[b.gpu(0)],
+        memory=b.record_outcomes(first, b.T0),
+        now=b.at(hours=1),
+        quota_enforce="stop",
+    )
+    for p in (first, later):
+        assert acts(p) == []
+        assert [(d.rule, d.why) for d in p.deferred if d.rule == Reason.GPU_SLOTS_ABOVE_SPEC] == [
+            (Reason.GPU_SLOTS_ABOVE_SPEC, DeferReason.UNKNOWN_SIGNAL)
+        ]
+    # Two units known apart from it are beyond the cap of one.
+    two = b.running(
+        "alice-0", owner="alice", gpus=[b.GPU0, b.GPU1, b.unresolved_ref("0")], started_at=b.ago(hours=1)
+    )
+    assert acts(run([two], pol(slots), gpus=[b.gpu(0), b.gpu(1)])) == [
+        ("AlertAdmin", Reason.GPU_SLOTS_ABOVE_SPEC.value, "user alice"),
+        ("WarnOwner", Reason.GPU_SLOTS_ABOVE_SPEC.value, "alice-0"),
+    ]
