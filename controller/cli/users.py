@@ -24,7 +24,10 @@ from typing import Any
 
 from controller.cli.render import UNKNOWN, Sections, Table, clean, fmt_bytes
 from controller.cli.view import View
+from controller.memory import ControllerMemory
+from controller.plan.context import UNKNOWN_OWNER, PassContext
 from controller.plan.rules.aggregate import AggregateFigures, Sum, aggregate_figures, evidence_of
+from controller.plan.rules.quotas import gpu_equivalents, mig_shares
 from controller.snapshot import ContainerObs, ContainerState, ResourceLimits
 from desired_state.effective import EffectivePolicy, ResourceSpec
 
@@ -136,31 +139,25 @@ def _aggregate(
     return aggregate_figures(owner, owned, pol, policies)
 
 
-def _gpu_equivalents(view: View, c: ContainerObs, shares: dict[str, float | None]) -> tuple[float, bool]:
-    total, unknown = 0.0, False
-    units = {ref.uuid or f"?{ref.raw}" for ref in c.gpu_refs}
-    if c.all_gpus:
-        units |= {g.uuid for g in view.snapshot.gpus}
-    for unit in units:
-        share = shares.get(unit)
-        if share is None:
-            unknown = True
-        else:
-            total += share
-    return total, unknown
+def _quota_context(view: View) -> PassContext | None:
+    """The planner's pass context for this view, so ``get users`` counts exactly as the quota rule
+    does (owners only claimed by a label count for nobody while labels are not trusted; a MIG
+    device of a GPU held whole is part of that GPU). None: no policy loaded."""
+    if view.desired is None:
+        return None
+    return PassContext.build(view.snapshot, view.now, view.desired.global_policy, ControllerMemory())
 
 
 def user_rows(view: View) -> list[UserRow]:
-    """One row per owner of a live container, sorted by name (owner ``unknown`` included, never over)."""
-    shares: dict[str, float | None] = {}
-    for g in view.snapshot.gpus:
-        shares[g.uuid] = 1.0
-        for m in g.mig_devices:
-            shares[m.uuid] = m.gpu_equivalents
+    """One row per owner of a live container, sorted by name (owner ``unknown`` included, never over:
+    it collects the containers that count for nobody)."""
+    ctx = _quota_context(view)
+    shares = mig_shares(ctx) if ctx is not None else {}
     by_owner: dict[str, list[ContainerObs]] = {}
     for c in view.snapshot.containers:
         if c.state in LIVE:
-            by_owner.setdefault(c.owner, []).append(c)
+            owner = (ctx.counted_owner(c) if ctx is not None else c.owner) or UNKNOWN_OWNER
+            by_owner.setdefault(owner, []).append(c)
     rows: list[UserRow] = []
     for owner in sorted(by_owner):
         owned = by_owner[owner]
@@ -170,9 +167,12 @@ def user_rows(view: View) -> list[UserRow]:
         memory: int | None = 0
         cpu: float | None = 0.0
         for c in owned:
-            eq, unknown = _gpu_equivalents(view, c, shares)
-            gpu += eq
-            gpu_unknown |= unknown
+            if ctx is not None and c.has_gpu:
+                eq, missing = gpu_equivalents(ctx, c, shares)
+                gpu += eq
+                gpu_unknown |= bool(missing)
+            elif c.has_gpu:
+                gpu_unknown = True  # no policy: the devices' shares are not judged
             used = c.signals.memory_bytes if c.signals is not None else None
             memory = None if memory is None or used is None else memory + used
             lim: ResourceLimits | None = c.limits
@@ -180,10 +180,10 @@ def user_rows(view: View) -> list[UserRow]:
             cpu = None if cpu is None or cpus is None else cpu + cpus
         over: list[str] = []
         allowed = spec.max_containers_per_user.value
-        if owner != "unknown" and allowed is not None and len(owned) > allowed:
+        if owner != UNKNOWN_OWNER and allowed is not None and len(owned) > allowed:
             over.append("containers")
         gpu_allowed = spec.max_gpu_equivalents.value
-        if owner != "unknown" and gpu_allowed is not None and gpu > gpu_allowed + 1e-9:
+        if owner != UNKNOWN_OWNER and gpu_allowed is not None and gpu > gpu_allowed + 1e-9:
             over.append("gpus")
         rows.append(
             UserRow(

@@ -7,7 +7,7 @@ import json
 from controller.cli.get import GetOptions, canonical_kind, run_get
 from controller.cli.users import limit_cells, user_rows
 from controller.plan.desired import StaticDesired
-from controller.snapshot import ResourceLimits
+from controller.snapshot import OwnerRule, ResourceLimits
 from desired_state.effective import ResourceSpec, Sourced
 from tests.fixtures import builders as b
 from tests.unit import cli_world as w
@@ -82,3 +82,32 @@ def test_get_users_wide_and_describe_user_show_the_aggregate_caps_and_bypassers(
     assert "32 / 24 OVER   (UserGroup/researcher: aggregate)" in section
     assert "(+ unread: alice-slice)" in section and "Bypassing:" in section and alice_c.name in section
     assert "ds01-researcher-alice.slice or ds01-override-alice.slice" in section
+
+
+def test_get_users_counts_owners_and_gpus_as_the_quota_rule_does() -> None:
+    """``get users`` must say what the controller decides: without trusted labels, containers that
+    only claim bob (a ds01.user label anyone can write) are nobody's, so bob is within his quota; a
+    MIG device of a GPU a container holds whole is part of that GPU (1.0, not 1.0 plus its share)."""
+    view = w.view()
+    claims = [
+        b.running(f"claims-bob-{i}", owner="bob").model_copy(
+            update={"labels": {"ds01.user": "bob"}, "owner_rule": OwnerRule.LABEL_DS01_USER}
+        )
+        for i in range(4)
+    ]
+    bobs = b.running("bob-job", owner="bob").model_copy(update={"owner_rule": OwnerRule.PROCESS_UID})
+    mig = b.gpu(3, mig_slots=1)
+    (dev,) = mig.mig_devices
+    mig = mig.model_copy(update={"mig_devices": (dev.model_copy(update={"gpu_equivalents": 3 / 7}),)})
+    whole = b.running("carol-0", owner="carol", gpus=[mig.uuid, b.ref(dev.uuid, parent=mig.uuid)]).model_copy(
+        update={"owner_rule": OwnerRule.PROCESS_UID}
+    )
+    view.snapshot = view.snapshot.model_copy(update={"containers": (*claims, bobs, whole), "gpus": (mig,)})
+    assert view.desired is not None
+    effective = view.desired.effective
+    view.desired = StaticDesired(effective, b.global_policy(trust_labels=False))
+    rows = {r.user: (r.containers, r.gpu_equivalents, r.gpu_unknown) for r in user_rows(view)}
+    assert rows == {"bob": (1, 0.0, False), "carol": (1, 1.0, False), "unknown": (4, 0.0, False)}
+    view.desired = StaticDesired(effective, b.global_policy())  # labels trusted: the label is the owner
+    rows = {r.user: (r.containers, r.gpu_equivalents, r.gpu_unknown) for r in user_rows(view)}
+    assert rows == {"bob": (5, 0.0, False), "carol": (1, 1.0, False)}
