@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from controller.plan.context import Collector, PassContext, host_target, iso
+from controller.plan.context import Collector, PassContext, fmt_duration, host_target, iso
 from controller.plan.types import ActionKind, DeferReason, Reason, StopParams, WarnParams
 from controller.plan.values import replaced
 from controller.snapshot import ContainerId, ContainerObs, ContainerState
@@ -368,7 +368,9 @@ def _warn_then_stop(
     sent = ctx.sent_at(ctx.cmem.get(c.id), warning_key, warn_key)
     beyond = ", ".join(str(n) for n in evidence.get("beyond", [c.name]))
     then = f"{c.name} will be stopped" if enforce else f"please stop a container (beyond the quota: {beyond})"
+    lead = policy.warn_lead_s.value
     if sent is None:
+        stop_at = ctx.now + timedelta(seconds=lead) if enforce and c.state == ContainerState.RUNNING else None
         out.act(
             ActionKind.WARN_OWNER,
             ctx.target(c),
@@ -377,11 +379,14 @@ def _warn_then_stop(
             due_at=ctx.now,
             key=warn_key,
             evidence=evidence,
-            params=WarnParams(warning_key=warning_key),
+            params=WarnParams(
+                warning_key=warning_key,
+                stop_expected_at=iso(stop_at) if stop_at is not None else None,
+                notice=quota_notice(c, reason, evidence, enforce=enforce, lead_s=lead if stop_at else None),
+            ),
         )
     if not enforce or c.state != ContainerState.RUNNING:
         return
-    lead = policy.warn_lead_s.value
     due: datetime = (sent or ctx.now) + timedelta(seconds=lead)
     if sent is None or ctx.now < due:
         out.defer(
@@ -405,4 +410,85 @@ def _warn_then_stop(
         key=f"StopContainer:{c.id}:{reason.value}",
         evidence={**evidence, "warned_at": iso(sent)},
         params=StopParams(grace_s=float(policy.sigterm_grace_s.value), remove=False),
+    )
+
+
+NOTICE_NAMES = 8  # names listed in one line of a notice (a terminal line is cut at 300 characters)
+
+
+def _names(names: Sequence[object]) -> str:
+    shown = ", ".join(str(n) for n in names[:NOTICE_NAMES])
+    return shown + (f" and {len(names) - NOTICE_NAMES} more" if len(names) > NOTICE_NAMES else "")
+
+
+def _over(c: ContainerObs, reason: Reason, evidence: Mapping[str, Any]) -> str:
+    """What is over, with the figures and where the quota comes from."""
+    quota, source = evidence["quota"], evidence["quota_source"]
+    if reason == Reason.CONTAINER_QUOTA_EXCEEDED:
+        names = _names(evidence.get("container_names", []))
+        return (
+            f"You ({c.owner}) run {evidence['containers']} containers ({names}); "
+            f"your quota is {quota} ({source})."
+        )
+    if reason == Reason.GPU_QUOTA_EXCEEDED:
+        shares = _names([f"{n} {v:g}" for n, v in evidence.get("per_container", {}).items()])
+        return (
+            f"You ({c.owner}) hold {evidence['gpu_equivalents']:g} GPUs in your containers ({shares}; "
+            f"a MIG device counts as its share of the GPU); your quota is {quota:g} ({source})."
+        )
+    return (
+        f"Your container {c.name} holds {len(evidence['gpu_units'])} GPU units (GPUs or MIG devices); "
+        f"at most {quota} per container ({source})."
+    )
+
+
+def quota_notice(
+    c: ContainerObs, reason: Reason, evidence: Mapping[str, Any], *, enforce: bool, lead_s: float | None
+) -> str:
+    """The owner's notice for a quota (params ``notice``; ``{stop_at}`` is filled in at delivery, in
+    the server's local time): what is over, what happens next and when, what to do, where to see more.
+
+    Reported (``enforce`` False): nothing is stopped, the owner is asked to stop one of the
+    containers beyond the quota. Enforced: this container is stopped at ``{stop_at}`` (``lead_s``
+    from now; None when it is not running now, so stopped once it runs again).
+    """
+    slots = reason == Reason.GPU_SLOTS_ABOVE_SPEC
+    beyond = _names(evidence.get("beyond", [c.name])) or c.name
+    more = f"More: ds01ctl describe user {c.owner}; ds01ctl describe container {c.name}"
+    if not enforce:
+        fix = (
+            f"Please stop it (docker stop {c.name}) and start it again with at most {evidence['quota']} GPUs."
+            if slots
+            else f"Please stop one (beyond the quota: {beyond}), e.g. docker stop {c.name}."
+        )
+        return "\n".join(
+            [
+                _over(c, reason, evidence),
+                "Nothing is stopped: this server only reports this quota for now. " + fix,
+                "A stopped container and your files under /workspace are kept; start it again once you are "
+                "within the quota.",
+                more,
+            ]
+        )
+    when = (
+        f"Your container {c.name} will be stopped at {{stop_at}} (in about {fmt_duration(lead_s)})."
+        if lead_s is not None
+        else f"Your container {c.name} ({c.state.value}) will be stopped once it runs again."
+    )
+    keep = (
+        f"To keep your work: stop it yourself before then and start it again with at most "
+        f"{evidence['quota']} GPUs."
+        if slots
+        else f"To keep it: stop another of your {'GPU ' if reason == Reason.GPU_QUOTA_EXCEEDED else ''}"
+        "containers before then (docker stop NAME); once you are within the quota, nothing is stopped."
+    )
+    return "\n".join(
+        [
+            when,
+            "Why: " + _over(c, reason, evidence),
+            keep + " The keep-alive file does not hold off a quota stop.",
+            "What is kept: the stopped container and your files under /workspace (start it again once you "
+            "are within the quota). What is lost: its running processes; save your work before the stop.",
+            more,
+        ]
     )
