@@ -347,6 +347,45 @@ def _beyond(
         _warn_then_stop(ctx, out, c, reason, what, beyond, enforce, stops)
 
 
+def _then(c: ContainerObs, evidence: Mapping[str, Any], enforce: bool) -> str:
+    if enforce:
+        return f"{c.name} will be stopped"
+    beyond = ", ".join(str(n) for n in evidence.get("beyond", [c.name]))
+    return f"please stop a container (beyond the quota: {beyond})"
+
+
+def _warn(
+    ctx: PassContext,
+    out: Collector,
+    c: ContainerObs,
+    reason: Reason,
+    message: str,
+    evidence: dict[str, Any],
+    enforce: bool,
+    lead_s: float,
+    warning_key: str,
+    warn_key: str,
+) -> None:
+    """The owner's warning, with its notice; enforced on a running container, the stop time too."""
+    stop_at = ctx.now + timedelta(seconds=lead_s) if enforce and c.state == ContainerState.RUNNING else None
+    out.act(
+        ActionKind.WARN_OWNER,
+        ctx.target(c),
+        reason,
+        message,
+        due_at=ctx.now,
+        key=warn_key,
+        evidence=evidence,
+        params=WarnParams(
+            warning_key=warning_key,
+            stop_expected_at=iso(stop_at) if stop_at is not None else None,
+            notice=quota_notice(
+                c, reason, evidence, enforce=enforce, lead_s=lead_s if stop_at is not None else None
+            ),
+        ),
+    )
+
+
 def _warn_then_stop(
     ctx: PassContext,
     out: Collector,
@@ -366,24 +405,19 @@ def _warn_then_stop(
             f"WarnOwner:{c.id}:{reason.value}:{iso(c.started_at)}",
         )
     sent = ctx.sent_at(ctx.cmem.get(c.id), warning_key, warn_key)
-    beyond = ", ".join(str(n) for n in evidence.get("beyond", [c.name]))
-    then = f"{c.name} will be stopped" if enforce else f"please stop a container (beyond the quota: {beyond})"
     lead = policy.warn_lead_s.value
     if sent is None:
-        stop_at = ctx.now + timedelta(seconds=lead) if enforce and c.state == ContainerState.RUNNING else None
-        out.act(
-            ActionKind.WARN_OWNER,
-            ctx.target(c),
+        _warn(
+            ctx,
+            out,
+            c,
             reason,
-            f"{what}; {then}",
-            due_at=ctx.now,
-            key=warn_key,
-            evidence=evidence,
-            params=WarnParams(
-                warning_key=warning_key,
-                stop_expected_at=iso(stop_at) if stop_at is not None else None,
-                notice=quota_notice(c, reason, evidence, enforce=enforce, lead_s=lead if stop_at else None),
-            ),
+            f"{what}; {_then(c, evidence, enforce)}",
+            evidence,
+            enforce,
+            lead,
+            warning_key,
+            warn_key,
         )
     if not enforce or c.state != ContainerState.RUNNING:
         return
