@@ -8,7 +8,7 @@ Produced by :func:`desired_state.resolve.resolve_effective_policy`.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Generic, TypeVar
+from typing import Generic, NamedTuple, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -24,8 +24,10 @@ __all__ = [
     "GlobalPolicy",
     "GpuResetPolicy",
     "HostProcessPolicy",
+    "Interaction",
     "MigIdleFallback",
     "Sourced",
+    "interactions",
     "setting_interactions",
 ]
 
@@ -231,34 +233,60 @@ def _show(value: float) -> str:
     return format_duration(value)
 
 
+class Interaction(NamedTuple):
+    """One setting that overrides another or makes it meaningless: the text, and the settings it
+    names, each as (its key under ``settings``, e.g. ``keepaliveMaxAge``, and where its value came
+    from), so ``validate`` can point at the line of each key."""
+
+    text: str
+    keys: tuple[tuple[str, str], ...]
+
+
 def setting_interactions(eff: EffectivePolicy) -> list[str]:
     """Where one setting overrides another or makes it meaningless, each with both sources.
 
     Shown by ``validate`` (per group and type), ``plan`` and ``describe``: the admin sees which setting
     decides a due time, not only the one they changed.
     """
-    notes: list[str] = []
+    return [i.text for i in interactions(eff)]
+
+
+def interactions(eff: EffectivePolicy) -> list[Interaction]:
+    """:func:`setting_interactions` with the keys each one names."""
+    notes: list[Interaction] = []
     idle = eff.idle_timeout_s
     span = eff.idle_min_duration_s
     if idle.value is not None and span.value > idle.value:
         notes.append(
-            f"idleMinDuration {_show(span.value)} ({span.source}) is longer than the idle timeout "
-            f"{_show(idle.value)} ({idle.source}): an idle stop comes after {_show(span.value)} of "
-            "continuous idleness; idleMinDuration decides, not the idle timeout"
+            Interaction(
+                f"idleMinDuration {_show(span.value)} ({span.source}) is longer than the idle timeout "
+                f"{_show(idle.value)} ({idle.source}): an idle stop comes after {_show(span.value)} of "
+                "continuous idleness; idleMinDuration decides, not the idle timeout",
+                (("idleMinDuration", span.source), ("idleTimeout", idle.source)),
+            )
         )
     lead = eff.warn_lead_s
-    for what, timeout in (("idle timeout", idle), ("max runtime", eff.max_runtime_s)):
+    for what, key, timeout in (
+        ("idle timeout", "idleTimeout", idle),
+        ("max runtime", "maxRuntime", eff.max_runtime_s),
+    ):
         if timeout.value is not None and lead.value > timeout.value:
             notes.append(
-                f"warnLead {_show(lead.value)} ({lead.source}) is longer than the {what} "
-                f"{_show(timeout.value)} ({timeout.source}): the lead is capped at "
-                f"{LEAD_FRACTION:.0%} of the timeout, {_show(LEAD_FRACTION * timeout.value)}"
+                Interaction(
+                    f"warnLead {_show(lead.value)} ({lead.source}) is longer than the {what} "
+                    f"{_show(timeout.value)} ({timeout.source}): the lead is capped at "
+                    f"{LEAD_FRACTION:.0%} of the timeout, {_show(LEAD_FRACTION * timeout.value)}",
+                    (("warnLead", lead.source), (key, timeout.source)),
+                )
             )
     cap, runtime = eff.keepalive_max_age_s, eff.max_runtime_s
     if runtime.value is not None and cap.value is not None and cap.value > runtime.value:
         notes.append(
-            f"keepaliveMaxAge {_show(cap.value)} ({cap.source}) is longer than the max runtime "
-            f"{_show(runtime.value)} ({runtime.source}): a keep-alive holds off only the idle stop; "
-            "the max runtime stops the container first"
+            Interaction(
+                f"keepaliveMaxAge {_show(cap.value)} ({cap.source}) is longer than the max runtime "
+                f"{_show(runtime.value)} ({runtime.source}): a keep-alive holds off only the idle stop; "
+                "the max runtime stops the container first",
+                (("keepaliveMaxAge", cap.source), ("maxRuntime", runtime.source)),
+            )
         )
     return notes

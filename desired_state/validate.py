@@ -20,18 +20,18 @@ import re
 import sys
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
-from pathlib import Path
+from pathlib import Path, PurePath
 from typing import Any, Final
 
 from crd_like_specs.vocabulary import ContainerType
 from desired_state import ds01_import
 from desired_state.documents import assemble, sorted_errors
 from desired_state.ds01_import import DS01_MAIN_FILE
-from desired_state.effective import setting_interactions
+from desired_state.effective import interactions
 from desired_state.errors import PolicyError
 from desired_state.load import layered_set, load_spec_files, spec_files
 from desired_state.policy_set import LoadedDocument, PolicySet
-from desired_state.resolve import resolve_effective_policy
+from desired_state.resolve import BUILTIN, resolve_effective_policy
 
 DS01_FILES: Final = (DS01_MAIN_FILE, "user-overrides.yaml", "lifecycle-exemptions.yaml")
 
@@ -78,8 +78,9 @@ def validation_errors(paths: Sequence[Path]) -> list[PolicyError]:
     return sorted_errors([*errors, *set_errors])
 
 
-def _assembled(paths: Sequence[Path]) -> PolicySet | None:
-    """The policy ``paths`` form, as the daemon would load it; None when it does not load."""
+def _assembled(paths: Sequence[Path]) -> tuple[PolicySet, list[LoadedDocument]] | None:
+    """The policy ``paths`` form, as the daemon would load it, and its documents (each with the
+    lines of its keys); None when it does not load."""
     if validation_errors(paths):
         return None
     files: list[Path] = []
@@ -98,10 +99,39 @@ def _assembled(paths: Sequence[Path]) -> PolicySet | None:
         entries.extend(ds01_import.import_entries(directory)[0])
     entries, _layer_errors = layered_set(entries, spec_entries)
     policy, _set_errors = assemble(entries, origin="validate")
-    return policy
+    return (policy, entries) if policy is not None else None
 
 
-_DOC_REF: Final = re.compile(r"\b(LifecyclePolicy|UserGroup|UserOverride)/([A-Za-z0-9._-]+)")
+# A settings layer as resolve labels it: ``LifecyclePolicy/lab``, ``UserGroup/x (site.yaml)`` (one of
+# two layers of that name), ``container type docker (LifecyclePolicy/lab)``, ``UserGroup/x
+# containerTypes.docker``; an exemption may follow (``; waived by Exemption/e``).
+_LAYER: Final = re.compile(
+    r"^(?:container type (?P<lc_type>[A-Za-z0-9_-]+) \()?"
+    r"(?P<kind>LifecyclePolicy|UserGroup|UserOverride)/(?P<name>[A-Za-z0-9._-]+)"
+    r"(?: \((?P<file>[^()]+)\))?\)?"
+    r"(?: containerTypes\.(?P<type>[A-Za-z0-9_-]+))?"
+)
+
+
+def _key_line(entries: Sequence[LoadedDocument], source: str, key: str) -> str | None:
+    """``file:line`` of the settings key ``key`` in the layer ``source`` names; None for a built-in
+    layer or a source that names no document."""
+    m = _LAYER.match(source)
+    if m is None or m["file"] == BUILTIN:
+        return None
+    ctype = m["lc_type"] or m["type"]
+    loc = ("spec", "containerTypes", ctype, key) if ctype else ("spec", "settings", key)
+    for entry in entries:
+        for layer in entry.layers or (entry,):
+            doc, src = layer.document, layer.source
+            if doc.kind != m["kind"] or doc.metadata.name != m["name"] or src.builtin:
+                continue
+            if m["file"] is not None and PurePath(src.path).name != m["file"]:
+                continue
+            line = layer.line_of(loc)
+            line = line if line is not None else src.line
+            return f"{src.path}:{line}" if line is not None else src.path
+    return None
 
 
 def validation_warnings(paths: Sequence[Path], now: datetime | None = None) -> list[str]:
@@ -109,11 +139,12 @@ def validation_warnings(paths: Sequence[Path], now: datetime | None = None) -> l
 
     Each effective combination (every group, its members' overrides, every container type) is
     resolved as the daemon would; each interaction is reported once, with the groups and types it
-    applies to and the file and line of every document it names.
+    applies to and the file and line of every key it names.
     """
-    policy = _assembled(paths)
-    if policy is None:
+    assembled = _assembled(paths)
+    if assembled is None:
         return []
+    policy, entries = assembled
     at = now or datetime.now(UTC)
     owners: list[tuple[str, str]] = [("(no group)", "\x00nobody")]
     for group in policy.groups:
@@ -122,20 +153,20 @@ def validation_warnings(paths: Sequence[Path], now: datetime | None = None) -> l
             owners.append((f"UserGroup/{group.metadata.name}", members[0]))
     owners.extend((f"UserOverride/{o.metadata.name}", o.spec.user) for o in policy.overrides)
     found: dict[str, list[str]] = {}
+    keys: dict[str, tuple[tuple[str, str], ...]] = {}
     for who, owner in owners:
         for ctype in ContainerType:
             eff = resolve_effective_policy(
                 policy, owner=owner, container_type=ctype, name="", labels={}, now=at
             )
-            for note in setting_interactions(eff):
-                found.setdefault(note, []).append(f"{who} {ctype.value}")
+            for found_note in interactions(eff):
+                found.setdefault(found_note.text, []).append(f"{who} {ctype.value}")
+                keys[found_note.text] = found_note.keys
     out: list[str] = []
     for note, where in found.items():
-        files = []
-        for kind, name in dict.fromkeys(_DOC_REF.findall(note)):
-            src = policy.source(kind, name.rstrip("."))
-            if src is not None and not src.builtin:
-                files.append(f"{src.path}:{src.line}" if src.line is not None else src.path)
+        # Each key the note names, where it is written (built-in values are in no file).
+        lines = (_key_line(entries, source, key) for key, source in keys[note])
+        files = list(dict.fromkeys(f for f in lines if f is not None))
         shown = ", ".join(where[:6]) + (f" and {len(where) - 6} more" if len(where) > 6 else "")
         text = f"warning: {note} (for {shown})"
         out.append(f"{text} [{'; '.join(files)}]" if files else text)

@@ -20,7 +20,7 @@ from desired_state.load import load_policy
 NOW = datetime(2026, 12, 4, 12, 0, tzinfo=UTC)
 SIZE = 2_000
 DEFERRALS_DIGEST = "d3d69ae3d88158f9e39bc48fdc763a853244dfe275a9e6d11765420044affe8f"
-PLAN_DIGEST = "504efd4ff5f747be89ff675da5c696a4d19066f97e27a71e7661843879e4f9fa"
+PLAN_DIGEST = "cfa38b3323cb517f61cc3909e27d507f0428f2a1baed7c6217344d0134070934"
 
 
 def _plan(n: int) -> Plan:

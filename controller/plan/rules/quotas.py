@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from controller.plan.context import Collector, PassContext, host_target, iso
+from controller.plan.context import Collector, PassContext, fmt_duration, host_target, iso
 from controller.plan.types import ActionKind, DeferReason, Reason, StopParams, WarnParams
 from controller.plan.values import replaced
 from controller.snapshot import ContainerId, ContainerObs, ContainerState
@@ -347,6 +347,45 @@ def _beyond(
         _warn_then_stop(ctx, out, c, reason, what, beyond, enforce, stops)
 
 
+def _then(c: ContainerObs, evidence: Mapping[str, Any], enforce: bool) -> str:
+    if enforce:
+        return f"{c.name} will be stopped"
+    beyond = ", ".join(str(n) for n in evidence.get("beyond", [c.name]))
+    return f"please stop a container (beyond the quota: {beyond})"
+
+
+def _warn(
+    ctx: PassContext,
+    out: Collector,
+    c: ContainerObs,
+    reason: Reason,
+    message: str,
+    evidence: dict[str, Any],
+    enforce: bool,
+    lead_s: float,
+    warning_key: str,
+    warn_key: str,
+) -> None:
+    """The owner's warning, with its notice; enforced on a running container, the stop time too."""
+    stop_at = ctx.now + timedelta(seconds=lead_s) if enforce and c.state == ContainerState.RUNNING else None
+    out.act(
+        ActionKind.WARN_OWNER,
+        ctx.target(c),
+        reason,
+        message,
+        due_at=ctx.now,
+        key=warn_key,
+        evidence=evidence,
+        params=WarnParams(
+            warning_key=warning_key,
+            stop_expected_at=iso(stop_at) if stop_at is not None else None,
+            notice=quota_notice(
+                c, reason, evidence, enforce=enforce, lead_s=lead_s if stop_at is not None else None
+            ),
+        ),
+    )
+
+
 def _warn_then_stop(
     ctx: PassContext,
     out: Collector,
@@ -366,22 +405,22 @@ def _warn_then_stop(
             f"WarnOwner:{c.id}:{reason.value}:{iso(c.started_at)}",
         )
     sent = ctx.sent_at(ctx.cmem.get(c.id), warning_key, warn_key)
-    beyond = ", ".join(str(n) for n in evidence.get("beyond", [c.name]))
-    then = f"{c.name} will be stopped" if enforce else f"please stop a container (beyond the quota: {beyond})"
+    lead = policy.warn_lead_s.value
     if sent is None:
-        out.act(
-            ActionKind.WARN_OWNER,
-            ctx.target(c),
+        _warn(
+            ctx,
+            out,
+            c,
             reason,
-            f"{what}; {then}",
-            due_at=ctx.now,
-            key=warn_key,
-            evidence=evidence,
-            params=WarnParams(warning_key=warning_key),
+            f"{what}; {_then(c, evidence, enforce)}",
+            evidence,
+            enforce,
+            lead,
+            warning_key,
+            warn_key,
         )
     if not enforce or c.state != ContainerState.RUNNING:
         return
-    lead = policy.warn_lead_s.value
     due: datetime = (sent or ctx.now) + timedelta(seconds=lead)
     if sent is None or ctx.now < due:
         out.defer(
@@ -405,4 +444,85 @@ def _warn_then_stop(
         key=f"StopContainer:{c.id}:{reason.value}",
         evidence={**evidence, "warned_at": iso(sent)},
         params=StopParams(grace_s=float(policy.sigterm_grace_s.value), remove=False),
+    )
+
+
+NOTICE_NAMES = 8  # names listed in one line of a notice (a terminal line is cut at 300 characters)
+
+
+def _names(names: Sequence[object]) -> str:
+    shown = ", ".join(str(n) for n in names[:NOTICE_NAMES])
+    return shown + (f" and {len(names) - NOTICE_NAMES} more" if len(names) > NOTICE_NAMES else "")
+
+
+def _over(c: ContainerObs, reason: Reason, evidence: Mapping[str, Any]) -> str:
+    """What is over, with the figures and where the quota comes from."""
+    quota, source = evidence["quota"], evidence["quota_source"]
+    if reason == Reason.CONTAINER_QUOTA_EXCEEDED:
+        names = _names(evidence.get("container_names", []))
+        return (
+            f"You ({c.owner}) run {evidence['containers']} containers ({names}); "
+            f"your quota is {quota} ({source})."
+        )
+    if reason == Reason.GPU_QUOTA_EXCEEDED:
+        shares = _names([f"{n} {v:g}" for n, v in evidence.get("per_container", {}).items()])
+        return (
+            f"You ({c.owner}) hold {evidence['gpu_equivalents']:g} GPUs in your containers ({shares}; "
+            f"a MIG device counts as its share of the GPU); your quota is {quota:g} ({source})."
+        )
+    return (
+        f"Your container {c.name} holds {len(evidence['gpu_units'])} GPU units (GPUs or MIG devices); "
+        f"at most {quota} per container ({source})."
+    )
+
+
+def quota_notice(
+    c: ContainerObs, reason: Reason, evidence: Mapping[str, Any], *, enforce: bool, lead_s: float | None
+) -> str:
+    """The owner's notice for a quota (params ``notice``; ``{stop_at}`` is filled in at delivery, in
+    the server's local time): what is over, what happens next and when, what to do, where to see more.
+
+    Reported (``enforce`` False): nothing is stopped, the owner is asked to stop one of the
+    containers beyond the quota. Enforced: this container is stopped at ``{stop_at}`` (``lead_s``
+    from now; None when it is not running now, so stopped once it runs again).
+    """
+    slots = reason == Reason.GPU_SLOTS_ABOVE_SPEC
+    beyond = _names(evidence.get("beyond", [c.name])) or c.name
+    more = f"More: ds01ctl describe user {c.owner}; ds01ctl describe container {c.name}"
+    if not enforce:
+        fix = (
+            f"Please stop it (docker stop {c.name}) and start it again with at most {evidence['quota']} GPUs."
+            if slots
+            else f"Please stop one (beyond the quota: {beyond}), e.g. docker stop {c.name}."
+        )
+        return "\n".join(
+            [
+                _over(c, reason, evidence),
+                "Nothing is stopped: this server only reports this quota for now. " + fix,
+                "A stopped container and your files under /workspace are kept; start it again once you are "
+                "within the quota.",
+                more,
+            ]
+        )
+    when = (
+        f"Your container {c.name} will be stopped at {{stop_at}} (in about {fmt_duration(lead_s)})."
+        if lead_s is not None
+        else f"Your container {c.name} ({c.state.value}) will be stopped once it runs again."
+    )
+    keep = (
+        f"To keep your work: stop it yourself before then and start it again with at most "
+        f"{evidence['quota']} GPUs."
+        if slots
+        else f"To keep it: stop another of your {'GPU ' if reason == Reason.GPU_QUOTA_EXCEEDED else ''}"
+        "containers before then (docker stop NAME); once you are within the quota, nothing is stopped."
+    )
+    return "\n".join(
+        [
+            when,
+            "Why: " + _over(c, reason, evidence),
+            keep + " The keep-alive file does not hold off a quota stop.",
+            "What is kept: the stopped container and your files under /workspace (start it again once you "
+            "are within the quota). What is lost: its running processes; save your work before the stop.",
+            more,
+        ]
     )

@@ -101,7 +101,7 @@ def update_resources(ctx: PassContext, out: Collector, c: ContainerObs, policy: 
         if why == DeferReason.BELOW_USAGE and not (memory_warned and "memory_swap_wanted_bytes" in extra):
             # One notice about memory: a swap total below the use follows from the memory's.
             memory_warned = memory_warned or "memory_wanted_bytes" in extra
-            _warn_below_usage(ctx, out, c, message, extra)
+            _warn_below_usage(ctx, out, c, message, extra, spec)
     if not decision.update:
         return
     params = ResourceUpdate(memory_margin_pct=ctx.glob.memory_margin_pct.value, **decision.update)
@@ -356,7 +356,7 @@ def _pids(
 
 
 def _warn_below_usage(
-    ctx: PassContext, out: Collector, c: ContainerObs, message: str, extra: dict[str, Any]
+    ctx: PassContext, out: Collector, c: ContainerObs, message: str, extra: dict[str, Any], spec: ResourceSpec
 ) -> None:
     what, wanted = next(
         (what, extra[key])
@@ -375,8 +375,60 @@ def _warn_below_usage(
         due_at=ctx.now,
         key=f"WarnOwner:{c.id}:LimitsBelowUsage:{what}={wanted}",
         evidence=extra,
-        params=WarnParams(warning_key=f"LimitsBelowUsage:{what}"),
+        params=WarnParams(
+            warning_key=f"LimitsBelowUsage:{what}",
+            notice=limit_notice(c, what, extra, spec, ctx.glob.memory_margin_pct.value),
+        ),
     )
+
+
+def limit_notice(
+    c: ContainerObs, what: str, extra: dict[str, Any], spec: ResourceSpec, margin_pct: float
+) -> str:
+    """The owner's notice when a limit waits because the container uses too much (params ``notice``):
+    what is over, with the figures and where the limit comes from; that nothing is stopped and the
+    limit is applied in place once the use allows; what the limit means then; where to see more."""
+    if what == "pids":
+        used, want, src = extra["pids_current"], extra["pids_wanted"], spec.pids_limit.source
+        over = (
+            f"Your container {c.name} runs {used} processes and threads; its pids limit of {want} ({src}) "
+            f"would leave less than {margin_pct:g} % of room."
+        )
+        means = (
+            f"Once applied, it cannot run more than {want} processes and threads: a new one fails to start."
+        )
+        fix = "end processes you no longer need (e.g. idle workers or notebooks' kernels)"
+    else:
+        swap = what == "swap"
+        used = extra["memory_swap_used_bytes" if swap else "memory_used_bytes"]
+        want = extra["memory_swap_wanted_bytes" if swap else "memory_wanted_bytes"]
+        src = (spec.memory_swap_bytes if swap else spec.memory_bytes).source
+        kind = "memory plus swap" if swap else "memory"
+        over = (
+            f"Your container {c.name} uses {_size(used)} of {kind}; its {kind} limit of {_size(want)} "
+            f"({src}) is below that plus a {margin_pct:g} % margin."
+        )
+        means = (
+            f"Once applied, it cannot use more than {_size(want)} of {kind}: a process that needs more is "
+            "killed by the kernel (out of memory)."
+        )
+        fix = "free memory (end processes or drop data you no longer need)"
+    return "\n".join(
+        [
+            over,
+            "Nothing is stopped: the limit waits, and is applied in place (no restart) once the container "
+            "uses less. " + means,
+            f"What to do: {fix}, or save your work and plan for the limit.",
+            f"More: ds01ctl describe container {c.name}; ds01ctl describe user {c.owner}",
+        ]
+    )
+
+
+def _size(n_bytes: int) -> str:
+    """A size as people read it: 7.5GiB, 900MiB."""
+    if n_bytes >= 1 << 30:
+        return f"{n_bytes / (1 << 30):.1f}".removesuffix(".0") + "GiB"
+    return f"{n_bytes / (1 << 20):.0f}MiB"
 
 
 def _evidence(
