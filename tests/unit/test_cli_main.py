@@ -428,6 +428,17 @@ def test_validate_good_and_bad(env: Path, capsys: pytest.CaptureFixture[str]) ->
     assert rc == 1 and "no such file or directory" in out
 
 
+def test_validate_names_a_tab_in_the_indentation(env: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    tabbed = env / "tabbed.yaml"
+    tabbed.write_text(GOOD_SPEC.rstrip("\n") + "\n\tfoo: 1\n")
+    line = GOOD_SPEC.count("\n") + 1
+    rc, out, _ = run(["validate", str(tabbed)], capsys)
+    assert rc == 1
+    assert f"{tabbed}:{line}: " in out
+    assert "a tab in the indentation; YAML indents with spaces" in out
+    assert "cannot start any token" not in out
+
+
 # --- breaker ----------------------------------------------------------------------------------
 
 
