@@ -47,9 +47,9 @@ def _interval(text: str) -> float:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from controller.flags import add_common_flags
+    from controller.flags import SuggestingParser, add_common_flags
 
-    parser = argparse.ArgumentParser(
+    parser = SuggestingParser(
         prog="ds01-controller",
         description=(
             "Reconcile a shared GPU server's containers, GPUs and processes with the declared policy."
@@ -60,7 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
     from controller import __version__
 
     parser.add_argument("--version", action="version", version=f"ds01-controller {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True)
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=SuggestingParser)
     run = sub.add_parser(
         "run",
         help="run the control loop",

@@ -11,6 +11,7 @@ of the kinds.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +25,7 @@ _Loader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # the C parser whe
 
 _MERGE_TAG = "tag:yaml.org,2002:merge"
 _MAX_DEPTH = 64
+_LINE_BREAK = re.compile("\r\n|[\r\n\x85\u2028\u2029]")
 
 
 @dataclass(frozen=True)
@@ -122,23 +124,46 @@ def read_documents(path: Path, text: str | None = None) -> tuple[list[YamlDocume
             docs.append(YamlDocument(path, index, data, node.start_mark.line + 1, lines))
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
-        problem = exc.problem or str(exc)
-        context = f" ({exc.context})" if exc.context else ""
-        errors.append(
-            PolicyError(
-                shown,
-                mark.line + 1 if mark is not None else None,
-                f"YAML syntax error: {problem}{context}",
-                document=len(docs) + 1,
-                expected="valid YAML",
-                fix="check the indentation, colons and quoting on this line and the one before",
+        line = mark.line + 1 if mark is not None else None
+        if line is not None and _tab_in_indentation(text, line):
+            # PyYAML's C parser says "found character that cannot start any token" for a tab,
+            # without naming it; a tab in the indentation is by far the most common cause.
+            errors.append(
+                PolicyError(
+                    shown,
+                    line,
+                    "a tab in the indentation; YAML indents with spaces",
+                    document=len(docs) + 1,
+                    fix="replace the tab with spaces",
+                )
             )
-        )
+        else:
+            problem = exc.problem or str(exc)
+            context = f" ({exc.context})" if exc.context else ""
+            errors.append(
+                PolicyError(
+                    shown,
+                    line,
+                    f"YAML syntax error: {problem}{context}",
+                    document=len(docs) + 1,
+                    expected="valid YAML",
+                    fix="check the indentation, colons and quoting on this line and the one before",
+                )
+            )
     except yaml.YAMLError as exc:  # pragma: no cover - unmarked errors are rare
         errors.append(PolicyError(shown, None, f"YAML error: {exc}", expected="valid YAML"))
     finally:
         loader.dispose()
     return docs, errors
+
+
+def _tab_in_indentation(text: str, line: int) -> bool:
+    """Whether the whitespace that starts 1-based ``line`` of ``text`` holds a tab."""
+    lines = _LINE_BREAK.split(text)  # as YAML counts lines (str.splitlines knows more breaks)
+    if not 1 <= line <= len(lines):
+        return False
+    content = lines[line - 1]
+    return "\t" in content[: len(content) - len(content.lstrip(" \t"))]
 
 
 def _walk(

@@ -16,8 +16,6 @@ from typing import Any
 from controller.cli.errors import CliError
 from controller.settings import Settings
 
-ALIASES = frozenset({"alert", "alerts"})
-
 
 def cmd_get_alerts(args: argparse.Namespace, settings: Settings, style: Any) -> int:
     from controller.cli.gather import GatherOptions, gather, read_memory

@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import shlex
 
-from controller.cli.get import KINDS
+from controller.cli.kinds import KINDS
 
 DESCRIBE_KINDS = ("container", "gpu", "user")
 

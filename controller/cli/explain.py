@@ -7,11 +7,11 @@ from what ``validate`` accepts). A map field (``containerTypes``) takes any key 
 
 from __future__ import annotations
 
-import difflib
 from typing import Any
 
 from controller.cli.errors import CliError
 from controller.cli.render import clean
+from controller.flags import closest
 
 
 def _kinds() -> dict[str, str]:
@@ -66,8 +66,8 @@ def explain(path: str) -> str:
     kinds = _kinds()
     kind = kinds.get(head.lower()) if head else None
     if kind is None:
-        close = difflib.get_close_matches(head.lower(), list(kinds), n=1)
-        hint = f"; did you mean {kinds[close[0]]}?" if close else ""
+        meant = closest(head.lower(), kinds)
+        hint = f"; did you mean {kinds[meant]}?" if meant else ""
         raise CliError(f"unknown kind {clean(head, 40)!r}{hint} (kinds: {', '.join(sorted(kinds.values()))})")
     root = schema_for(kind)
     node: dict[str, Any] = root
@@ -81,8 +81,8 @@ def explain(path: str) -> str:
             node = node["additionalProperties"]  # a map: any key (a container type...)
         else:
             where = ".".join([kind, *walked]) or kind
-            close = difflib.get_close_matches(field, list(props), n=1)
-            hint = f"; did you mean {close[0]}?" if close else ""
+            meant = closest(field, props)
+            hint = f"; did you mean {meant}?" if meant else ""
             raise CliError(
                 f"{where} has no field {clean(field, 60)!r}{hint} (ds01ctl explain {where} lists its fields)"
             )

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from controller.cli.errors import CliError
+from controller.cli.kinds import KINDS, canonical_kind
 from controller.cli.render import (
     MACHINE_MAX,
     PLAIN,
@@ -54,34 +55,9 @@ from controller.snapshot import (
     KeepAliveState,
 )
 
-KINDS = ("containers", "gpus", "processes", "allocations", "policies", "events", "users")
-KIND_ALIASES = {
-    "container": "containers",
-    "ctr": "containers",
-    "gpu": "gpus",
-    "process": "processes",
-    "procs": "processes",
-    "allocation": "allocations",
-    "alloc": "allocations",
-    "policy": "policies",
-    "pol": "policies",
-    "event": "events",
-    "ev": "events",
-    "user": "users",
-}
 NAME_MAX = 48
 SHORT_UUID_LEN = 12  # like Docker's short container ids
 CMD_MAX = 60
-
-
-def canonical_kind(kind: str) -> str:
-    k = kind.lower()
-    k = KIND_ALIASES.get(k, k)
-    if k not in KINDS:
-        raise CliError(
-            f"unknown resource kind {clean(kind, 40)!r}: expected one of {', '.join(KINDS)}",
-        )
-    return k
 
 
 # --- selection -------------------------------------------------------------------------------

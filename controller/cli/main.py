@@ -3,7 +3,8 @@
 Parses arguments, builds the settings (flags over ``DS01_*`` variables over defaults), dispatches to
 the command modules and turns every failure into one line on stderr naming the problem and the
 fix (``--debug`` adds the traceback). Imports stay lazy: this module loads only the standard
-library at import time, so ``ds01ctl --help`` and ``ds01ctl get containers`` start fast.
+library (and :mod:`controller.flags`, which loads no more) at import time, so ``ds01ctl --help``
+and ``ds01ctl get containers`` start fast.
 
 Exit status: 0 success (``plan``: nothing would change); 1 error, bad usage included;
 2 ``plan`` only: actions are pending.
@@ -16,6 +17,8 @@ import os
 import sys
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, NoReturn
+
+from controller.flags import SuggestingParser, did_you_mean
 
 if TYPE_CHECKING:
     from controller.cli.render import Style
@@ -196,40 +199,12 @@ class ArgumentError(Exception):
     """Bad usage, reported as one line (argparse would print the usage block and exit 2)."""
 
 
-class _Parser(argparse.ArgumentParser):
+class _Parser(SuggestingParser):
+    """Usage errors as one line, with the suggestion (argparse prints the usage block and exits 2)."""
+
     def error(self, message: str) -> NoReturn:
-        hint = _did_you_mean(self, message)
+        hint = did_you_mean(self, message)
         raise ArgumentError(f"{self.prog}: {message}{hint} (see '{self.prog} --help')")
-
-
-def _option_strings(parser: argparse.ArgumentParser) -> set[str]:
-    """Every flag of ``parser`` and of its subcommands."""
-    out: set[str] = set()
-    for action in parser._actions:
-        out.update(s for s in action.option_strings if s.startswith("--"))
-        if isinstance(action, argparse._SubParsersAction):
-            for sub in action.choices.values():
-                out |= _option_strings(sub)
-    return out
-
-
-def _did_you_mean(parser: argparse.ArgumentParser, message: str) -> str:
-    """``; did you mean --since?`` for a mistyped flag, subcommand or choice; ``""`` otherwise."""
-    import difflib
-    import re
-
-    choice = re.search(r"invalid choice: '([^']*)' \(choose from (.*)\)", message)
-    if choice:
-        options = re.findall(r"'([^']*)'", choice[2])
-        close = difflib.get_close_matches(choice[1], options, n=1, cutoff=0.6)
-        return f"; did you mean {close[0]!r}?" if close else ""
-    unknown = re.search(r"unrecognized arguments: (.*)", message)
-    if unknown:
-        flag = next((w.split("=", 1)[0] for w in unknown[1].split() if w.startswith("--")), None)
-        if flag is not None:
-            close = difflib.get_close_matches(flag, sorted(_option_strings(parser)), n=1, cutoff=0.6)
-            return f"; did you mean {close[0]}?" if close else ""
-    return ""
 
 
 def _sub(
@@ -281,10 +256,10 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
 
-    get = _sub(sub, "get", "list containers, gpus, processes, allocations, policies or events", GET_EPILOG)
-    get.add_argument(
-        "kind", metavar="KIND", help="containers|gpus|processes|allocations|policies|events|alerts|users"
-    )
+    from controller.cli.kinds import KINDS
+
+    get = _sub(sub, "get", f"list {', '.join(KINDS[:-1])} or {KINDS[-1]}", GET_EPILOG)
+    get.add_argument("kind", metavar="KIND", help="|".join(KINDS))
     get.add_argument(
         "name", metavar="NAME", nargs="?", help="one object: container name/id, GPU index/UUID, pid"
     )
@@ -495,14 +470,16 @@ def parse_duration(text: str) -> float | None:
 
 def cmd_get(args: argparse.Namespace, settings: Settings) -> int:
     from controller.cli.errors import CliError
-    from controller.cli.get import GetOptions, canonical_kind, empty_message, parse_selector, run_get
+    from controller.cli.kinds import canonical_kind
 
-    if args.kind.lower() in ("alert", "alerts"):  # the open admin alerts (controller/cli/alerts.py)
+    kind = canonical_kind(args.kind)
+    if kind == "alerts":  # the open admin alerts (controller/cli/alerts.py)
         from controller.cli.alerts import cmd_get_alerts
 
         _quiet_logs(args.debug)
         return cmd_get_alerts(args, settings, _style(args))
-    kind = canonical_kind(args.kind)
+    from controller.cli.get import GetOptions, empty_message, parse_selector, run_get
+
     event_flags = [
         f
         for f, v in (("--container", args.container), ("--kind", args.event_kinds), ("--since", args.since))

@@ -11,12 +11,15 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+from controller.act.sanitize import ELLIPSIS
 from controller.cli.render import PLAIN, Style, clean, clean_tree, clock, evidence_value, stamp, until
 
 if TYPE_CHECKING:
     from controller.plan.types import Action, Deferred, Plan
 
 EVIDENCE_VALUE_MAX = 160
+SHORTENED_NOTE = "(shortened; -o json has every value whole)"
+_MIN_ROOM = 8  # the least room worth giving one more item of a shortened list or mapping
 
 
 def plan_json(plan: Plan) -> dict[str, Any]:
@@ -26,14 +29,99 @@ def plan_json(plan: Plan) -> dict[str, Any]:
 
 
 def evidence_text(evidence: Mapping[str, Any]) -> str:
+    """``key=value, ...`` for people. A value longer than :data:`EVIDENCE_VALUE_MAX` is shortened
+    without being broken (see :func:`short_value`), and the line then ends with :data:`SHORTENED_NOTE`."""
+    parts = []
+    shortened = False
+    for key, raw in evidence.items():
+        text, cut = short_value(evidence_value(key, raw), EVIDENCE_VALUE_MAX)
+        shortened |= cut
+        parts.append(f"{clean(key, 48)}={text}")
+    return ", ".join(parts) + (f" {SHORTENED_NOTE}" if shortened else "")
+
+
+def short_value(value: Any, budget: int) -> tuple[str, bool]:
+    """An evidence value in about ``budget`` characters, and whether it was shortened.
+
+    A string is printed as it is, cut at a word with an ellipsis; anything else as compact JSON that
+    still parses when shortened: a long list keeps its first items and ends with ``"… +N more"``, a
+    long mapping its first keys and ``"…": "+N more"``, a long string inside either ends in ``…``.
+    """
+    value = clean_tree(value, _UNCUT)
+    if isinstance(value, str):
+        return (value, False) if len(value) <= budget else (_cut_at_word(value, budget), True)
+    text = _short_json(value, budget)
+    return text, text != _dumps(value)
+
+
+_UNCUT = 1 << 30  # clean_tree without a length limit: shortening is done here, keeping the JSON whole
+
+
+def _dumps(value: Any) -> str:
     import json
 
-    parts = []
-    for key, raw in evidence.items():
-        value = evidence_value(key, raw)
-        text = value if isinstance(value, str) else json.dumps(value, separators=(",", ":"), default=str)
-        parts.append(f"{clean(key, 48)}={clean(text, EVIDENCE_VALUE_MAX)}")
-    return ", ".join(parts)
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, default=str)
+
+
+def _cut_at_word(text: str, budget: int) -> str:
+    """``text`` in at most ``budget`` characters, ending in ``…``; cut after a word when one ends in
+    the second half."""
+    if len(text) <= budget:
+        return text
+    head = text[: max(budget - 1, 1)]
+    space = head.rfind(" ")
+    if space >= len(head) // 2:
+        head = head[:space]
+    return head.rstrip(" ,;:") + ELLIPSIS
+
+
+def _piece(prefix: str, item: Any, room: int, *, first: bool) -> str | None:
+    """One item of a shortened list or mapping in ``room`` characters: whole, or shortened when it is
+    the first (a reader sees at least the start of one); ``None`` when it does not fit."""
+    whole = prefix + _dumps(item)
+    if len(whole) <= room:
+        return whole
+    if not first or room - len(prefix) < _MIN_ROOM:
+        return None
+    piece = prefix + _short_json(item, room - len(prefix))
+    return piece if len(piece) <= room else None
+
+
+def _short_json(value: Any, budget: int) -> str:
+    """Compact JSON of ``value`` in about ``budget`` characters that always parses."""
+    full = _dumps(value)
+    if len(full) <= budget:
+        return full
+    if isinstance(value, str):
+        return _dumps(_cut_at_word(value, max(budget - 2, _MIN_ROOM)))
+    if isinstance(value, Mapping):
+        pairs = [(str(k), v) for k, v in value.items()]
+        kept: list[str] = []
+        for key, item in pairs:
+            more = f',"{ELLIPSIS}":"+{len(pairs) - len(kept)} more"'
+            room = budget - 2 - sum(len(p) + 1 for p in kept) - len(more)
+            piece = _piece(_dumps(key) + ":", item, room, first=not kept)
+            if piece is None:
+                break
+            kept.append(piece)
+        if len(kept) == len(pairs):
+            return "{" + ",".join(kept) + "}"
+        more = f'"{ELLIPSIS}":"+{len(pairs) - len(kept)} more"'
+        return "{" + ",".join([*kept, more]) + "}"
+    if isinstance(value, list | tuple):
+        items = list(value)
+        kept = []
+        for item in items:
+            more = f',"{ELLIPSIS} +{len(items) - len(kept)} more"'
+            room = budget - 2 - sum(len(p) + 1 for p in kept) - len(more)
+            piece = _piece("", item, room, first=not kept)
+            if piece is None:
+                break
+            kept.append(piece)
+        if len(kept) == len(items):
+            return "[" + ",".join(kept) + "]"
+        return "[" + ",".join([*kept, f'"{ELLIPSIS} +{len(items) - len(kept)} more"']) + "]"
+    return _dumps(_cut_at_word(full, max(budget - 2, _MIN_ROOM)))  # an odd scalar: as a JSON string
 
 
 def _local(when: datetime, now: datetime) -> str:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -263,6 +264,63 @@ def test_a_mistyped_flag_or_command_gets_a_did_you_mean(
     assert_one_line_error(err, hint)
 
 
+GET_KINDS = ("containers", "gpus", "processes", "allocations", "policies", "events", "alerts", "users")
+
+
+def test_a_mistyped_kind_gets_a_did_you_mean_and_the_list_of_every_kind(
+    env: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    rc, out, err = run(["get", "containrs"], capsys)
+    assert rc == 1 and out == ""
+    assert_one_line_error(err, "unknown resource kind 'containrs'", "did you mean 'containers'?")
+    listed = err.split("expected one of ", 1)[1].split(";", 1)[0].strip()
+    assert set(listed.split(", ")) == set(GET_KINDS)
+    rc, _, err = run(["get", "alrts"], capsys)
+    assert rc == 1 and "did you mean 'alerts'?" in err
+    rc, _, err = run(["get", "zzzz"], capsys)
+    assert rc == 1 and "did you mean" not in err
+
+
+def test_every_kind_get_accepts_is_in_its_help_and_its_completion(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main(["get", "--help"])
+    help_text = capsys.readouterr().out
+    for kind in GET_KINDS:
+        assert f"  {kind} " in help_text, kind  # the epilog describes it
+    assert "|".join(GET_KINDS) in re.sub(r"\|\s+", "|", help_text)  # KIND names every one (wrapped)
+    for shell in ("bash", "zsh", "fish"):
+        rc, out, _ = run(["completion", shell], capsys)
+        assert rc == 0 and " ".join(GET_KINDS) in out, shell
+
+
+@pytest.mark.parametrize(
+    ("argv", "hint"),
+    [
+        (["rn"], "did you mean 'run'?"),
+        (["run", "--intervall", "30s"], "did you mean --interval?"),
+        (["run", "--dryrun"], "did you mean --dry-run?"),
+    ],
+)
+def test_the_daemon_suggests_the_command_or_flag_meant(
+    capsys: pytest.CaptureFixture[str], argv: list[str], hint: str
+) -> None:
+    from controller.main import main as daemon_main
+
+    assert daemon_main(argv) == 1
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert hint in err
+
+
+def test_a_choice_is_suggested_whether_argparse_quotes_the_choices_or_not() -> None:
+    from controller.flags import SuggestingParser, did_you_mean
+
+    parser = SuggestingParser(prog="x")
+    quoted = "argument command: invalid choice: 'rn' (choose from 'run', 'status')"
+    bare = "argument command: invalid choice: 'rn' (choose from run, status)"  # Python 3.14
+    assert did_you_mean(parser, quoted) == did_you_mean(parser, bare) == "; did you mean 'run'?"
+
+
 def test_validate_and_completion_list_only_the_flags_they_use(capsys: pytest.CaptureFixture[str]) -> None:
     for command in ("validate", "completion"):
         with pytest.raises(SystemExit):
@@ -426,6 +484,17 @@ def test_validate_good_and_bad(env: Path, capsys: pytest.CaptureFixture[str]) ->
     assert "1 problem found" in err
     rc, out, _ = run(["validate", str(env / "missing.yaml")], capsys)
     assert rc == 1 and "no such file or directory" in out
+
+
+def test_validate_names_a_tab_in_the_indentation(env: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    tabbed = env / "tabbed.yaml"
+    tabbed.write_text(GOOD_SPEC.rstrip("\n") + "\n\tfoo: 1\n")
+    line = GOOD_SPEC.count("\n") + 1
+    rc, out, _ = run(["validate", str(tabbed)], capsys)
+    assert rc == 1
+    assert f"{tabbed}:{line}: " in out
+    assert "a tab in the indentation; YAML indents with spaces" in out
+    assert "cannot start any token" not in out
 
 
 # --- breaker ----------------------------------------------------------------------------------

@@ -221,6 +221,27 @@ CASES: list[tuple[str, dict[str, str | bytes], str, tuple[str, int, str], list[s
         ["YAML syntax error"],
     ),
     (
+        "a tab in a spec's indentation",
+        spec(HEAD + "kind: UserGroup\nmetadata:\n\tname: g\n"),
+        "specs",
+        ("policy.yaml", 4, ""),
+        ["a tab in the indentation; YAML indents with spaces", "fix: replace the tab with spaces"],
+    ),
+    (
+        "a tab after spaces in a nested block",
+        spec(HEAD + "kind: UserGroup\nmetadata:\n  name: g\nspec:\n  order: 1\n \t priority: 2\n"),
+        "specs",
+        ("policy.yaml", 7, ""),
+        ["a tab in the indentation; YAML indents with spaces"],
+    ),
+    (
+        "a tab in a DS01 file's indentation",
+        ds01("defaults:\n\tmax_cpus: 4\n"),
+        ".",
+        ("resource-limits.yaml", 2, ""),
+        ["a tab in the indentation; YAML indents with spaces"],
+    ),
+    (
         "an empty spec file",
         spec(""),
         "specs",
