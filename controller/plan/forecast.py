@@ -7,7 +7,7 @@ does) and the periodic resync. Between passes it carries the memory forward the 
 executor records a *successful* outcome (a warning delivered: ``with_warning`` + ``with_done``;
 any success clears the action's failure record), and changes the observed world only by what the
 predicted actions do (a stopped container stays stopped, a removed one is gone, a killed process
-is gone, a released ledger row is gone).
+is gone, a released ledger row is gone, a container's lowered limits stay lowered).
 
 Everything else is held as observed now, and the forecast says so (:attr:`Forecast.assumptions`):
 an idle container stays idle and a busy one busy (its CPU and network counters grow at the rate
@@ -34,8 +34,18 @@ from pydantic import BaseModel, ConfigDict, Field
 from controller.memory import ControllerMemory
 from controller.plan import wake
 from controller.plan.desired import DesiredState
+from controller.plan.limits_update import after_update, still_needed
 from controller.plan.planner import plan as plan_pass
-from controller.plan.types import Action, ActionKind, DeferReason, Deferred, Plan, StopParams, WarnParams
+from controller.plan.types import (
+    Action,
+    ActionKind,
+    DeferReason,
+    Deferred,
+    Plan,
+    ResourceUpdate,
+    StopParams,
+    WarnParams,
+)
 from controller.snapshot import ContainerObs, ContainerState, GpuObs, Snapshot
 
 DEFAULT_MAX_PASSES = 5000
@@ -248,7 +258,8 @@ def _recorded(mem: ControllerMemory, action: Action, at: datetime) -> Controller
 
 
 def _applied(world: Snapshot, action: Action, at: datetime) -> Snapshot:
-    """The world after ``action`` succeeded: what it stopped, removed, killed or released is so."""
+    """The world after ``action`` succeeded: what it stopped, removed, killed or released is so, and
+    the limits it lowered are lowered (the body the executor's ``docker update`` sends)."""
     t = action.target
     kind = action.kind
     if kind == ActionKind.STOP_CONTAINER and t.container_id:
@@ -257,6 +268,8 @@ def _applied(world: Snapshot, action: Action, at: datetime) -> Snapshot:
         return _with_stopped(world, t.container_id, at)
     if kind == ActionKind.REMOVE_CONTAINER and t.container_id:
         return _without_container(world, t.container_id)
+    if kind == ActionKind.UPDATE_RESOURCES and t.container_id:
+        return _with_limits_lowered(world, t.container_id, action.params_as(ResourceUpdate))
     if kind == ActionKind.RESET_GPU and t.gpu is not None:
         return _released(world, {t.gpu})
     if kind == ActionKind.KILL_PROCESS and t.pid is not None:
@@ -266,6 +279,15 @@ def _applied(world: Snapshot, action: Action, at: datetime) -> Snapshot:
         entries = tuple(e for e in world.ledger.entries if not _same_row(e.model_dump(mode="json"), row))
         return world.model_copy(update={"ledger": world.ledger.model_copy(update={"entries": entries})})
     return world
+
+
+def _with_limits_lowered(world: Snapshot, container_id: str, wanted: ResourceUpdate) -> Snapshot:
+    def lowered(c: ContainerObs) -> ContainerObs:
+        body = still_needed(wanted, c.limits)
+        return c.model_copy(update={"limits": after_update(c.limits, body)}) if body else c
+
+    containers = tuple(lowered(c) if c.id == container_id else c for c in world.containers)
+    return world.model_copy(update={"containers": containers})
 
 
 def _same_row(entry: dict[str, object], row: dict[str, str]) -> bool:

@@ -17,8 +17,9 @@ from hypothesis import strategies as st
 from controller.memory import ControllerMemory
 from controller.plan.forecast import Change, Forecast, compare, forecast
 from controller.plan.planner import plan
-from controller.plan.types import ActionKind, StopParams, WarnParams
-from controller.snapshot import ContainerObs
+from controller.plan.types import ActionKind, ResourceUpdate, StopParams, WarnParams
+from controller.snapshot import ContainerObs, ResourceLimits
+from desired_state.effective import ResourceSpec, Sourced
 from tests.fixtures import builders as b
 
 INTERVAL_S = 30.0
@@ -182,6 +183,59 @@ class TestBounds:
         f = run(busy(started_at=b.ago(minutes=1)), hours=24, max_runtime_s=None)
         assert not f.truncated
         assert f.passes < 24 * 3600 / INTERVAL_S / 4
+
+
+class TestResourceUpdates:
+    """``docker update`` lowers the limits once: the next pass sees them and plans nothing."""
+
+    GiB = 1 << 30
+
+    def limited(self, name: str, limits: ResourceLimits) -> ContainerObs:
+        sig = b.signals(b.T0, cpu_usage_ns=0, net_bytes=0).model_copy(
+            update={"memory_bytes": self.GiB, "memory_swap_bytes": self.GiB, "pids_current": 5}
+        )
+        return b.running(name, started_at=b.ago(minutes=1), sig=sig).model_copy(update={"limits": limits})
+
+    def run_limited(self, *containers: ContainerObs, update_limits: bool = True) -> Forecast:
+        src = "UserGroup/student"
+        res = ResourceSpec(
+            max_cpus=Sourced(value=2.0, source=src),
+            memory_bytes=Sourced(value=8 * self.GiB, source=src),
+            memory_swap_bytes=Sourced(value=8 * self.GiB, source=src),
+            pids_limit=Sourced(value=1024, source=src),
+        )
+        pol = b.policy(max_runtime_s=None, idle_timeout_s=None).model_copy(update={"resources": res})
+        snap = b.snapshot(containers=containers).model_copy(update={"host_cpus": 16})
+        desired = b.desired(pol, b.global_policy(update_limits=update_limits))
+        return forecast(snap, desired, ControllerMemory(), until=b.at(hours=1), interval_s=INTERVAL_S)
+
+    def test_an_hour_predicts_one_update_per_over_limit_container(self) -> None:
+        unset = self.limited("unset", ResourceLimits())
+        above = self.limited(
+            "above", ResourceLimits(nano_cpus=8 * 10**9, memory_bytes=32 * self.GiB, pids_limit=4096)
+        )
+        quota = self.limited("quota", ResourceLimits(cpu_quota_us=800_000, cpu_period_us=100_000))
+        within = self.limited(
+            "within",
+            ResourceLimits(
+                nano_cpus=10**9, memory_bytes=4 * self.GiB, memory_swap_bytes=4 * self.GiB, pids_limit=512
+            ),
+        )
+        f = self.run_limited(unset, above, quota, within)
+        got = [(p.action.target.container, p.pass_at) for p in f.actions]
+        assert sorted(n for n, _ in got) == ["above", "quota", "unset"]
+        assert all(p.action.kind == ActionKind.UPDATE_RESOURCES for p in f.actions)
+        # All in the first pass; the later passes (there are some) plan none.
+        assert {at for _, at in got} == {f.start_at}
+        assert f.passes > 1 and not f.truncated
+        assert not any(d.why.value == "NotEnforced" for d in f.deferred)
+        first = {p.action.target.container: p.action.params_as(ResourceUpdate) for p in f.actions}
+        assert first["quota"].cpu_quota_us == 200_000 and first["quota"].nano_cpus is None
+        assert first["unset"].nano_cpus == 2 * 10**9
+
+    def test_with_update_limits_off_nothing_is_predicted(self) -> None:
+        f = self.run_limited(self.limited("unset", ResourceLimits()), update_limits=False)
+        assert f.actions == ()
 
 
 # --- the messages' figures are right at the pass that sends them ----------------------------------
