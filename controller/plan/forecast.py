@@ -80,7 +80,7 @@ class Forecast(BaseModel):
     passes: int = Field(description="Passes simulated")
     max_passes: int
     truncated: bool = Field(description="The pass bound was hit before `until`: later actions are missing")
-    last_pass_at: datetime
+    last_pass_at: datetime = Field(description="The last simulated pass: how far the forecast looked")
     assumptions: tuple[str, ...]
     actions: tuple[PredictedAction, ...] = Field(description="Every predicted action, in time order")
     deferred: tuple[Deferred, ...] = Field(description="What the last simulated pass still defers")
@@ -122,7 +122,13 @@ def forecast(
     predicted: list[PredictedAction] = []
     last: Plan | None = None
     passes = 0
-    while passes < max_passes:
+    last_at = now
+    truncated = False
+    while True:
+        if passes >= max_passes:
+            truncated = True  # a pass still due at ``now`` (not after ``until``) was not run
+            break
+        last_at = now
         observed = _held(world, rates, t0, now)
         last = plan_pass(observed, desired, mem, now)
         passes += 1
@@ -135,7 +141,6 @@ def forecast(
         if nxt > until:
             break
         now = nxt
-    truncated = passes >= max_passes and now < until
     return Forecast(
         observed_at=t0,
         start_at=max(start_at or t0, t0),
@@ -144,8 +149,8 @@ def forecast(
         passes=passes,
         max_passes=max_passes,
         truncated=truncated,
-        last_pass_at=now,
-        assumptions=_assumptions(snapshot, rates, interval_s, stride_s, truncated, max_passes, now),
+        last_pass_at=last_at,
+        assumptions=_assumptions(snapshot, rates, interval_s, stride_s, truncated, max_passes, last_at),
         actions=tuple(predicted),
         deferred=last.deferred if last is not None else (),
     )

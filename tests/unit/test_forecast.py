@@ -179,6 +179,20 @@ class TestBounds:
         assert f.truncated and f.passes == 3
         assert any("stopped after 3 simulated passes" in a for a in f.assumptions)
 
+    def test_a_forecast_cut_short_ends_at_its_last_simulated_pass(self) -> None:
+        c = busy(started_at=b.ago(minutes=1))
+        snap = b.snapshot(containers=[c], gpus=[b.gpu(0)])
+        desired = b.desired(b.policy(max_runtime_s=b.HOUR, idle_timeout_s=None))
+        cut = forecast(
+            snap, desired, ControllerMemory(), until=b.at(hours=2), interval_s=INTERVAL_S, max_passes=3
+        )
+        assert cut.truncated and cut.last_pass_at < cut.until
+        # The same forecast until its last pass runs those three passes, and no more.
+        upto = forecast(snap, desired, ControllerMemory(), until=cut.last_pass_at, interval_s=INTERVAL_S)
+        assert upto.passes == 3 and not upto.truncated
+        assert upto.last_pass_at == cut.last_pass_at
+        assert any(f"at {cut.last_pass_at.isoformat()}:" in a for a in cut.assumptions)
+
     def test_passes_are_not_one_per_resync_while_nothing_is_pending(self) -> None:
         f = run(busy(started_at=b.ago(minutes=1)), hours=24, max_runtime_s=None)
         assert not f.truncated
@@ -314,3 +328,39 @@ def test_next_column_and_text_read_the_forecast() -> None:
     data = forecast_json(f)
     assert data["actions"][0]["pass_at"] and data["assumptions"] == list(f.assumptions)
     assert next_text(f, "no-such-container", b.T0) is None
+
+
+def _cut_short() -> Forecast:
+    """A day's forecast of a busy container with no limit, stopped by the pass bound."""
+    c = busy(started_at=b.ago(minutes=1))
+    snap = b.snapshot(containers=[c], gpus=[b.gpu(0)])
+    desired = b.desired(b.policy(max_runtime_s=None, idle_timeout_s=None))
+    f = forecast(snap, desired, ControllerMemory(), until=b.at(hours=24), interval_s=INTERVAL_S, max_passes=3)
+    assert f.truncated and f.actions == () and f.last_pass_at < f.until
+    return f
+
+
+def test_a_forecast_cut_short_says_how_far_it_looked_in_plan_at() -> None:
+    from controller.cli.forecastview import forecast_text
+    from controller.cli.render import stamp
+
+    f = _cut_short()
+    out = forecast_text(f)
+    assert "nothing would change until then" not in out
+    assert f"No actions predicted until {stamp(f.last_pass_at)}" in out
+    assert f"cut short at {stamp(f.last_pass_at)}" in out and f"short of {stamp(f.until)}" in out
+
+
+def test_a_forecast_cut_short_says_how_far_it_looked_in_describe() -> None:
+    from types import SimpleNamespace
+
+    from controller.cli.forecastview import forecast_section
+    from controller.cli.render import Sections, stamp
+
+    f = _cut_short()
+    s = Sections()
+    forecast_section(SimpleNamespace(forecast=f, now=b.T0), "job", s)
+    out = s.render()
+    assert stamp(f.until) not in out.replace(f"short of {stamp(f.until)}", "")
+    assert f"nothing predicted until {stamp(f.last_pass_at)}" in out
+    assert f"the forecast was cut short after {f.max_passes} passes, short of {stamp(f.until)}" in out
