@@ -401,4 +401,20 @@ def aggregate_section(view: View, name: str, s: Sections) -> None:
         ],
         2,
     )
-    s.line("(a container outside the slice escapes the caps; the controller alerts, it never moves one)", 2)
+    alerts = view.desired.global_policy.aggregate_alerts if view.desired is not None else None
+    s.line(f"(a container outside the slice escapes the caps; {_alerts_note(alerts)})", 2)
+
+
+def _alerts_note(alerts: Sourced[bool] | None) -> str:
+    if alerts is None:
+        return "whether the controller alerts is unknown: the policy did not load; it never moves one"
+    src = clean(alerts.source, 80)
+    if alerts.value:
+        return (
+            f"the controller alerts the admins (resourceEnforcement.aggregateAlerts: true, {src}), "
+            "it never moves one"
+        )
+    return (
+        f"only reported: resourceEnforcement.aggregateAlerts is false ({src}), true alerts the admins; "
+        "the controller never moves one"
+    )

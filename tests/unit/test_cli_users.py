@@ -164,3 +164,25 @@ def test_describe_container_with_update_limits_off_says_it_only_reports_and_show
     # A container within its owner's limits (none set for eve) gets no such line.
     eve = describe_container(_planned_view(update_limits=False), "eve-web")
     assert "[NotEnforced]" not in eve and "the controller lowers" not in _part(eve, "Resources", "Timers")
+
+
+def _aggregate(**glob: object) -> str:
+    from controller.cli.describe import describe_user
+
+    view = _planned_view(**glob)
+    (alice_c,) = [c for c in view.snapshot.containers if c.owner == "alice"]
+    assert alice_c.limits is not None
+    return describe_user(view, "alice").split("Aggregate:", 1)[1]
+
+
+def test_describe_user_with_aggregate_alerts_off_says_nobody_is_alerted() -> None:
+    section = _aggregate(aggregate_alerts=False)
+    assert "the controller alerts" not in section
+    assert "only reported: resourceEnforcement.aggregateAlerts is false (test)" in section
+    assert "true alerts the admins" in section and "never moves one" in section
+
+
+def test_describe_user_with_aggregate_alerts_on_says_the_controller_alerts() -> None:
+    section = _aggregate(aggregate_alerts=True)
+    assert "the controller alerts the admins (resourceEnforcement.aggregateAlerts: true, test)" in section
+    assert "only reported" not in section and "never moves one" in section
