@@ -364,3 +364,77 @@ def test_a_forecast_cut_short_says_how_far_it_looked_in_describe() -> None:
     assert stamp(f.until) not in out.replace(f"short of {stamp(f.until)}", "")
     assert f"nothing predicted until {stamp(f.last_pass_at)}" in out
     assert f"the forecast was cut short after {f.max_passes} passes, short of {stamp(f.until)}" in out
+
+
+# --- plan --policy: the difference between the installed policy and a candidate --------------------
+
+
+def _stop_at(max_runtime_s: float | None, c: ContainerObs, hours: float = 24) -> Forecast:
+    return run(c, hours=hours, max_runtime_s=max_runtime_s, idle_timeout_s=None)
+
+
+class TestPolicyDifference:
+    """Each change ``plan --policy`` reports for a container whose stop moves, exactly."""
+
+    start = b.ago(minutes=1)
+
+    def line(self, current: Forecast, candidate: Forecast, c: ContainerObs) -> tuple[list[str], str]:
+        from controller.cli.forecastview import diff_text
+
+        changes = compare(current, candidate, [c])
+        text = diff_text(changes, current, candidate, "cand.yaml")
+        return [ch.change.value for ch in changes], text
+
+    def test_a_shorter_runtime_limit_stops_it_sooner(self) -> None:
+        from controller.cli.render import stamp
+
+        c = busy(started_at=self.start)
+        current, candidate = _stop_at(2 * b.HOUR, c), _stop_at(b.HOUR, c)
+        changes, text = self.line(current, candidate, c)
+        now_at, cand_at = self.start + timedelta(hours=2), self.start + timedelta(hours=1)
+        assert changes == ["sooner"]
+        assert near(current.ending(c.id).pass_at, now_at)  # type: ignore[union-attr]
+        assert near(candidate.ending(c.id).pass_at, cand_at)  # type: ignore[union-attr]
+        assert (
+            f"  stopped sooner    job (alice): now {stamp(current.ending(c.id).pass_at)} "  # type: ignore[union-attr]
+            f"[MaxRuntimeExceeded] -> candidate {stamp(candidate.ending(c.id).pass_at)} "  # type: ignore[union-attr]
+            "[MaxRuntimeExceeded]"
+        ) in text.splitlines()
+        assert "Difference: 1 stopped sooner, 0 stopped later, 0 newly stopped, 0 no longer stopped." in text
+
+    def test_a_longer_runtime_limit_stops_it_later(self) -> None:
+        c = busy(started_at=self.start)
+        current, candidate = _stop_at(b.HOUR, c), _stop_at(3 * b.HOUR, c)
+        changes, text = self.line(current, candidate, c)
+        assert changes == ["later"]
+        assert near(candidate.ending(c.id).pass_at, self.start + timedelta(hours=3))  # type: ignore[union-attr]
+        assert "Difference: 0 stopped sooner, 1 stopped later, 0 newly stopped, 0 no longer stopped." in text
+        assert [ln.split()[:3] for ln in text.splitlines() if "job (alice)" in ln] == [
+            ["stopped", "later", "job"]
+        ]
+
+    def test_no_runtime_limit_no_longer_stops_it(self) -> None:
+        from controller.cli.render import stamp
+
+        c = busy(started_at=self.start)
+        current, candidate = _stop_at(b.HOUR, c), _stop_at(None, c)
+        changes, text = self.line(current, candidate, c)
+        assert changes == ["no-longer"]
+        assert candidate.ending(c.id) is None
+        assert (
+            f"  no longer stopped job (alice): now {stamp(current.ending(c.id).pass_at)} "  # type: ignore[union-attr]
+            "[MaxRuntimeExceeded] -> candidate not before the horizon"
+        ) in text.splitlines()
+
+    def test_a_stop_beyond_the_default_horizon_is_no_difference(self) -> None:
+        """The default horizon is 24 h: a stop moved from 25 h to 26 h is not reported, one moved
+        from 23 h to 22 h is."""
+        from controller.cli.forecastview import DEFAULT_DIFF_HORIZON
+
+        assert timedelta(hours=24) == DEFAULT_DIFF_HORIZON
+        hours = DEFAULT_DIFF_HORIZON.total_seconds() / 3600
+        c = busy(started_at=b.T0)
+        beyond = compare(_stop_at(25 * b.HOUR, c, hours), _stop_at(26 * b.HOUR, c, hours), [c])
+        assert beyond == ()
+        within = compare(_stop_at(23 * b.HOUR, c, hours), _stop_at(22 * b.HOUR, c, hours), [c])
+        assert [ch.change.value for ch in within] == ["sooner"]
