@@ -72,6 +72,7 @@ from controller.memory import ControllerMemory, Intent
 from controller.observe.cgroups import container_ids_in_path, parse_cgroup
 from controller.observe.ledger import parse_ledger_text
 from controller.observe.resources import read_usage
+from controller.plan.limits_update import still_needed
 from controller.plan.rules.resources import memory_floor, pids_floor
 from controller.plan.types import (
     Action,
@@ -532,7 +533,7 @@ class RealExecutor:
             seen = self._docker.inspect(t.container_id or "")
             if seen is None:
                 return Outcome.DONE, "the container is gone", []
-            left = _still_needed(action.params_as(ResourceUpdate), seen.limits)
+            left = still_needed(action.params_as(ResourceUpdate), seen.limits)
             if not left:
                 return Outcome.DONE, "the limits are at or below the requested ones", []
             return Outcome.FAILED, "not carried out: " + ", ".join(sorted(left)) + " still above", []
@@ -888,7 +889,7 @@ class RealExecutor:
         if fresh is None:
             return _Done(Outcome.ALREADY_DONE, "container already gone", mem)
         wanted = action.params_as(ResourceUpdate)
-        body = _still_needed(wanted, fresh.limits)
+        body = still_needed(wanted, fresh.limits)
         if not body:
             return _Done(Outcome.ALREADY_DONE, "already at or below the requested limits", mem)
         if fresh.status == "running":
@@ -901,7 +902,7 @@ class RealExecutor:
         after = self._docker.inspect(fresh.id)
         if after is None:
             return _Done(Outcome.ALREADY_DONE, "container removed while updating", mem)
-        left = _still_needed(wanted, after.limits)
+        left = still_needed(wanted, after.limits)
         if left:
             raise PermanentError(f"docker update returned but {', '.join(sorted(left))} is still above")
         before = fresh.limits
@@ -986,45 +987,6 @@ def _reclaimed_gpu_s(action: Action, mem: ControllerMemory, now: datetime) -> fl
         return None
     gpus = len(GpuEvidence.from_evidence(action.evidence).gpus) or 1
     return max(0.0, (now - cm.idle_since).total_seconds()) * gpus
-
-
-def _still_needed(wanted: ResourceUpdate, limits: ResourceLimits | None) -> dict[str, int]:
-    """The ``docker update`` body for the limits still above ``wanted`` (API field names).
-
-    A limit at or below the wanted one is left out: "already done" is success and nothing is
-    raised. Memory and swap travel together (Docker checks one against the other).
-    """
-    have = limits or ResourceLimits()
-    body: dict[str, int] = {}
-    if wanted.nano_cpus is not None and (have.cpus is None or have.cpus * 1e9 > wanted.nano_cpus + 1):
-        body["NanoCpus"] = wanted.nano_cpus
-    if wanted.cpu_quota_us is not None and (
-        have.cpus is None or have.cpus > wanted.cpu_quota_us / (wanted.cpu_period_us or 100_000) + 1e-9
-    ):
-        body["CpuQuota"] = wanted.cpu_quota_us
-        if wanted.cpu_period_us is not None:
-            body["CpuPeriod"] = wanted.cpu_period_us
-    memory_high = wanted.memory_bytes is not None and (
-        have.memory_bytes is None or have.memory_bytes > wanted.memory_bytes
-    )
-    swap = wanted.memory_swap_bytes
-    swap_high = swap is not None and (
-        swap != -1 and (have.total_swap_bytes is None or have.total_swap_bytes > swap)
-    )
-    if memory_high or swap_high:
-        if wanted.memory_bytes is not None and (
-            have.memory_bytes is None or have.memory_bytes > wanted.memory_bytes or swap_high
-        ):
-            body["Memory"] = min(wanted.memory_bytes, have.memory_bytes or wanted.memory_bytes)
-        if swap == -1 and have.total_swap_bytes is not None:
-            # Planned on a container without a memory limit (swap unlimited with the new memory); a
-            # total was set since: kept, never lifted to unlimited.
-            body["MemorySwap"] = max(have.total_swap_bytes, body.get("Memory", 0))
-        elif swap is not None:
-            body["MemorySwap"] = swap
-    if wanted.pids_limit is not None and (have.pids_limit is None or have.pids_limit > wanted.pids_limit):
-        body["PidsLimit"] = wanted.pids_limit
-    return body
 
 
 def _limits_dict(limits: ResourceLimits | None) -> dict[str, Any] | None:

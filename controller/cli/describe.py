@@ -231,13 +231,16 @@ def describe_container(view: View, key: str, style: Style = PLAIN) -> str:
 
     _signals_section(view, c, pol, s)
     _policy_section(pol, s, view.policy_problem(c))
-    from controller.cli.users import limits_section
+    from controller.cli.users import limits_deferral, limits_section
 
-    limits_section(c, pol, s)
+    limits_section(c, pol, s, view.desired.global_policy.update_limits if view.desired is not None else None)
     _timers_section(view, c, pol, s)
 
     s.heading("Decision")
     items = view.container_items(c)
+    not_enforced = limits_deferral(view, c, pol)
+    if not_enforced is not None:
+        items = [*items, not_enforced]
     if view.plan is None:
         s.line(f"unknown: no plan ({clean(view.policy.error or 'the policy did not load', 300)})", 2)
     elif items:

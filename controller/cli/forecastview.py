@@ -102,8 +102,9 @@ def forecast_text(f: Forecast, style: Style = PLAIN, heading: str = "Forecast", 
 
     lines = [
         f"{heading} from {stamp(f.start_at)} until {stamp(f.until)} "
-        f"({f.passes} simulated pass{'es' if f.passes != 1 else ''}; "
-        f"host observed at {stamp(f.observed_at)})",
+        f"({f.passes} simulated pass{'es' if f.passes != 1 else ''}"
+        + (f", cut short at {stamp(f.last_pass_at)}" if f.truncated else "")
+        + f"; host observed at {stamp(f.observed_at)})",
         "Assuming:",
         *(f"  - {clean(a, 400)}" for a in f.assumptions),
         "",
@@ -112,6 +113,8 @@ def forecast_text(f: Forecast, style: Style = PLAIN, heading: str = "Forecast", 
         lines.append(f"Predicted actions ({len(f.actions)}), in time order:")
         for p in f.actions:
             lines.extend(predicted_lines(p, style, wide))
+    elif f.truncated:
+        lines.append(f"No actions predicted until {stamp(f.last_pass_at)}, the last simulated pass.")
     else:
         lines.append("No actions predicted: nothing would change until then.")
     shown = [d for d in f.deferred if wide or d.why.value != "NotDue"]
@@ -127,7 +130,10 @@ def forecast_text(f: Forecast, style: Style = PLAIN, heading: str = "Forecast", 
         f"Forecast: {len(f.actions)} action(s) ({stops} destructive), {len(f.deferred)} deferred at the end.",
     ]
     if f.truncated:
-        lines.append(f"The forecast stopped after {f.max_passes} passes: later actions are missing.")
+        lines.append(
+            f"The forecast was cut short after {f.max_passes} passes at {stamp(f.last_pass_at)}, "
+            f"short of {stamp(f.until)}: later actions are missing."
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -238,8 +244,10 @@ def forecast_section(view: View, container_id: str, s: Any) -> None:
     s.heading("Forecast")
     steps = f.for_container(container_id)
     summary = next_text(f, container_id, now)
+    # How far it looked: the horizon, or the last simulated pass of a forecast cut short.
+    reached = f.last_pass_at if f.truncated else f.until
     if not steps:
-        s.line(f"nothing predicted until {stamp(f.until)} if nothing changes", 2)
+        s.line(f"nothing predicted until {stamp(reached)} if nothing changes", 2)
     else:
         s.line(f"{summary} (if nothing else changes)", 2)
         for p in steps:
@@ -249,7 +257,11 @@ def forecast_section(view: View, container_id: str, s: Any) -> None:
                 4,
             )
     if f.truncated:
-        s.line(f"(the forecast stopped after {f.max_passes} passes at {stamp(f.last_pass_at)})", 2)
+        s.line(
+            f"(the forecast was cut short after {f.max_passes} passes, short of {stamp(f.until)}: "
+            f"it looked until {stamp(f.last_pass_at)} only)",
+            2,
+        )
     s.line("assuming the signals stay as observed now; ds01ctl plan --at +24h lists every assumption", 2)
 
 

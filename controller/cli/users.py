@@ -25,11 +25,13 @@ from typing import Any
 from controller.cli.render import UNKNOWN, Sections, Table, clean, fmt_bytes
 from controller.cli.view import View
 from controller.memory import ControllerMemory
-from controller.plan.context import UNKNOWN_OWNER, PassContext
+from controller.plan.context import UNKNOWN_OWNER, Collector, PassContext
 from controller.plan.rules.aggregate import AggregateFigures, Sum, aggregate_figures, evidence_of
 from controller.plan.rules.quotas import gpu_equivalents, mig_shares
+from controller.plan.rules.resources import update_resources
+from controller.plan.types import Action, ActionKind, DeferReason, Deferred, Reason
 from controller.snapshot import ContainerObs, ContainerState, ResourceLimits
-from desired_state.effective import EffectivePolicy, ResourceSpec
+from desired_state.effective import EffectivePolicy, ResourceSpec, Sourced
 
 LIVE = frozenset({ContainerState.RUNNING, ContainerState.PAUSED, ContainerState.RESTARTING})
 OVER_MARK = "*"
@@ -60,8 +62,11 @@ def limit_cells(c: ContainerObs, pol: EffectivePolicy | None) -> list[str]:
     return [text + (OVER_MARK if over else "") for text, over in pairs]
 
 
-def limits_section(c: ContainerObs, pol: EffectivePolicy | None, s: Sections) -> None:
-    """Desired vs observed limits with provenance, and the container's use."""
+def limits_section(
+    c: ContainerObs, pol: EffectivePolicy | None, s: Sections, update_limits: Sourced[bool] | None = None
+) -> None:
+    """Desired vs observed limits with provenance, and the container's use; the footnote says
+    whether the controller lowers them (``resourceEnforcement.updateLimits``)."""
     s.heading("Resources")
     lim = c.limits
     if lim is None:
@@ -108,7 +113,73 @@ def limits_section(c: ContainerObs, pol: EffectivePolicy | None, s: Sections) ->
     if spec.exempt.value:
         extra.append(("opted out", clean(spec.exempt.source, 120)))
     s.fields(extra, 2)
-    s.line("('-' is no limit; the controller lowers a limit that is unset or above the desired one)", 2)
+    s.line(f"('-' is no limit; {_enforcement_note(update_limits)})", 2)
+
+
+def _enforcement_note(update_limits: Sourced[bool] | None) -> str:
+    if update_limits is None:
+        return "whether the controller lowers a limit is unknown: the policy did not load"
+    src = clean(update_limits.source, 80)
+    if update_limits.value:
+        return (
+            "the controller lowers a limit that is unset or above the desired one in place "
+            f"(resourceEnforcement.updateLimits: true, {src})"
+        )
+    return (
+        f"a limit unset or above the desired one is only reported: resourceEnforcement.updateLimits is "
+        f"false ({src}); resourceEnforcement.updateLimits: true lowers it in place"
+    )
+
+
+def limits_deferral(view: View, c: ContainerObs, pol: EffectivePolicy | None) -> Deferred | None:
+    """With ``updateLimits: false``: this container's share of the plan's one ``NotEnforced`` report
+    for the host, with what the UpdateResources rule would do to it were it on (the rule's own
+    decision, run for this container alone); ``None`` when it would change nothing."""
+    if view.plan is None or view.desired is None or pol is None:
+        return None
+    glob = view.desired.global_policy
+    if glob.update_limits.value:
+        return None  # the plan's own UpdateResources action and waits are the container's items
+    report = next(
+        (
+            d
+            for d in view.plan.deferred
+            if d.why is DeferReason.NOT_ENFORCED
+            and d.rule in (Reason.LIMITS_MISSING, Reason.LIMITS_ABOVE_SPEC)
+        ),
+        None,
+    )
+    if report is None:
+        return None
+    on = glob.model_copy(update={"update_limits": Sourced(value=True, source=glob.update_limits.source)})
+    ctx = PassContext.build(view.snapshot, view.now, on, ControllerMemory())
+    out = Collector()
+    update_resources(ctx, out, c, pol)
+    would = [a for a in out.actions if a.kind is ActionKind.UPDATE_RESOURCES]
+    waits = [d for d in out.deferred if d.rule in (Reason.LIMITS_MISSING, Reason.LIMITS_ABOVE_SPEC)]
+    if would:
+        first: Action | Deferred = would[0]
+        what = f"would {would[0].message}"
+    elif waits and all(d.why in _LIMIT_WAITS for d in waits):
+        first = waits[0]
+        what = "would wait: " + "; ".join(d.message for d in waits)
+    else:
+        return None  # nothing to lower, or shielded (protected, exempt): the rule says so when on
+    rule = first.reason if isinstance(first, Action) else first.rule
+    return Deferred(
+        target=first.target,
+        rule=rule,
+        why=DeferReason.NOT_ENFORCED,
+        message=(
+            f"{what}; only reported (updateLimits: false in {glob.update_limits.source}); "
+            "resourceEnforcement.updateLimits: true lowers it in place"
+        ),
+        evidence=first.evidence,
+    )
+
+
+# What the UpdateResources rule waits for before a limit can be lowered (report_limits counts these).
+_LIMIT_WAITS = frozenset({DeferReason.BELOW_USAGE, DeferReason.UNKNOWN_SIGNAL})
 
 
 @dataclass(frozen=True)
@@ -330,4 +401,20 @@ def aggregate_section(view: View, name: str, s: Sections) -> None:
         ],
         2,
     )
-    s.line("(a container outside the slice escapes the caps; the controller alerts, it never moves one)", 2)
+    alerts = view.desired.global_policy.aggregate_alerts if view.desired is not None else None
+    s.line(f"(a container outside the slice escapes the caps; {_alerts_note(alerts)})", 2)
+
+
+def _alerts_note(alerts: Sourced[bool] | None) -> str:
+    if alerts is None:
+        return "whether the controller alerts is unknown: the policy did not load; it never moves one"
+    src = clean(alerts.source, 80)
+    if alerts.value:
+        return (
+            f"the controller alerts the admins (resourceEnforcement.aggregateAlerts: true, {src}), "
+            "it never moves one"
+        )
+    return (
+        f"only reported: resourceEnforcement.aggregateAlerts is false ({src}), true alerts the admins; "
+        "the controller never moves one"
+    )

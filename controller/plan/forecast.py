@@ -7,7 +7,7 @@ does) and the periodic resync. Between passes it carries the memory forward the 
 executor records a *successful* outcome (a warning delivered: ``with_warning`` + ``with_done``;
 any success clears the action's failure record), and changes the observed world only by what the
 predicted actions do (a stopped container stays stopped, a removed one is gone, a killed process
-is gone, a released ledger row is gone).
+is gone, a released ledger row is gone, a container's lowered limits stay lowered).
 
 Everything else is held as observed now, and the forecast says so (:attr:`Forecast.assumptions`):
 an idle container stays idle and a busy one busy (its CPU and network counters grow at the rate
@@ -34,8 +34,18 @@ from pydantic import BaseModel, ConfigDict, Field
 from controller.memory import ControllerMemory
 from controller.plan import wake
 from controller.plan.desired import DesiredState
+from controller.plan.limits_update import after_update, still_needed
 from controller.plan.planner import plan as plan_pass
-from controller.plan.types import Action, ActionKind, DeferReason, Deferred, Plan, StopParams, WarnParams
+from controller.plan.types import (
+    Action,
+    ActionKind,
+    DeferReason,
+    Deferred,
+    Plan,
+    ResourceUpdate,
+    StopParams,
+    WarnParams,
+)
 from controller.snapshot import ContainerObs, ContainerState, GpuObs, Snapshot
 
 DEFAULT_MAX_PASSES = 5000
@@ -70,7 +80,7 @@ class Forecast(BaseModel):
     passes: int = Field(description="Passes simulated")
     max_passes: int
     truncated: bool = Field(description="The pass bound was hit before `until`: later actions are missing")
-    last_pass_at: datetime
+    last_pass_at: datetime = Field(description="The last simulated pass: how far the forecast looked")
     assumptions: tuple[str, ...]
     actions: tuple[PredictedAction, ...] = Field(description="Every predicted action, in time order")
     deferred: tuple[Deferred, ...] = Field(description="What the last simulated pass still defers")
@@ -112,7 +122,13 @@ def forecast(
     predicted: list[PredictedAction] = []
     last: Plan | None = None
     passes = 0
-    while passes < max_passes:
+    last_at = now
+    truncated = False
+    while True:
+        if passes >= max_passes:
+            truncated = True  # a pass still due at ``now`` (not after ``until``) was not run
+            break
+        last_at = now
         observed = _held(world, rates, t0, now)
         last = plan_pass(observed, desired, mem, now)
         passes += 1
@@ -125,7 +141,6 @@ def forecast(
         if nxt > until:
             break
         now = nxt
-    truncated = passes >= max_passes and now < until
     return Forecast(
         observed_at=t0,
         start_at=max(start_at or t0, t0),
@@ -134,8 +149,8 @@ def forecast(
         passes=passes,
         max_passes=max_passes,
         truncated=truncated,
-        last_pass_at=now,
-        assumptions=_assumptions(snapshot, rates, interval_s, stride_s, truncated, max_passes, now),
+        last_pass_at=last_at,
+        assumptions=_assumptions(snapshot, rates, interval_s, stride_s, truncated, max_passes, last_at),
         actions=tuple(predicted),
         deferred=last.deferred if last is not None else (),
     )
@@ -248,7 +263,8 @@ def _recorded(mem: ControllerMemory, action: Action, at: datetime) -> Controller
 
 
 def _applied(world: Snapshot, action: Action, at: datetime) -> Snapshot:
-    """The world after ``action`` succeeded: what it stopped, removed, killed or released is so."""
+    """The world after ``action`` succeeded: what it stopped, removed, killed or released is so, and
+    the limits it lowered are lowered (the body the executor's ``docker update`` sends)."""
     t = action.target
     kind = action.kind
     if kind == ActionKind.STOP_CONTAINER and t.container_id:
@@ -257,6 +273,8 @@ def _applied(world: Snapshot, action: Action, at: datetime) -> Snapshot:
         return _with_stopped(world, t.container_id, at)
     if kind == ActionKind.REMOVE_CONTAINER and t.container_id:
         return _without_container(world, t.container_id)
+    if kind == ActionKind.UPDATE_RESOURCES and t.container_id:
+        return _with_limits_lowered(world, t.container_id, action.params_as(ResourceUpdate))
     if kind == ActionKind.RESET_GPU and t.gpu is not None:
         return _released(world, {t.gpu})
     if kind == ActionKind.KILL_PROCESS and t.pid is not None:
@@ -266,6 +284,15 @@ def _applied(world: Snapshot, action: Action, at: datetime) -> Snapshot:
         entries = tuple(e for e in world.ledger.entries if not _same_row(e.model_dump(mode="json"), row))
         return world.model_copy(update={"ledger": world.ledger.model_copy(update={"entries": entries})})
     return world
+
+
+def _with_limits_lowered(world: Snapshot, container_id: str, wanted: ResourceUpdate) -> Snapshot:
+    def lowered(c: ContainerObs) -> ContainerObs:
+        body = still_needed(wanted, c.limits)
+        return c.model_copy(update={"limits": after_update(c.limits, body)}) if body else c
+
+    containers = tuple(lowered(c) if c.id == container_id else c for c in world.containers)
+    return world.model_copy(update={"containers": containers})
 
 
 def _same_row(entry: dict[str, object], row: dict[str, str]) -> bool:

@@ -6,7 +6,10 @@ import json
 
 from controller.cli.get import GetOptions, canonical_kind, run_get
 from controller.cli.users import limit_cells, user_rows
+from controller.cli.view import View
+from controller.memory import ControllerMemory
 from controller.plan.desired import StaticDesired
+from controller.plan.planner import plan
 from controller.snapshot import OwnerRule, ResourceLimits
 from desired_state.effective import ResourceSpec, Sourced
 from tests.fixtures import builders as b
@@ -111,3 +114,75 @@ def test_get_users_counts_owners_and_gpus_as_the_quota_rule_does() -> None:
     view.desired = StaticDesired(effective, b.global_policy())  # labels trusted: the label is the owner
     rows = {r.user: (r.containers, r.gpu_equivalents, r.gpu_unknown) for r in user_rows(view)}
     assert rows == {"bob": (5, 0.0, False), "carol": (1, 1.0, False)}
+
+
+# --- describe tells whether the controller lowers limits and alerts on the aggregate caps ---------
+
+
+def _planned_view(**glob: object) -> View:
+    """The demo host with a plan the planner made under these global settings."""
+    view = w.view()
+    desired = StaticDesired(w._policy_for, b.global_policy(**glob))
+    view.desired = desired
+    view.plan = plan(view.snapshot, desired, ControllerMemory(), view.now)
+    return view
+
+
+def _part(text: str, heading: str, following: str) -> str:
+    return text.split(f"\n{heading}:\n", 1)[1].split(f"\n{following}:\n", 1)[0]
+
+
+def test_describe_container_with_update_limits_on_says_it_lowers_and_shows_the_update() -> None:
+    from controller.cli.describe import describe_container
+
+    out = describe_container(_planned_view(update_limits=True), "alice-train")
+    resources = _part(out, "Resources", "Timers")
+    assert "the controller lowers a limit that is unset or above the desired one in place" in resources
+    assert "only reported" not in resources
+    decision = _part(out, "Decision", "Events")
+    acting = [line for line in decision.splitlines() if "UpdateResources" in line]
+    assert acting and acting[0].split()[0] == "ACTING"
+    assert "bring alice-train (owner alice) under its limits in place" in decision
+    assert "NotEnforced" not in decision
+
+
+def test_describe_container_with_update_limits_off_says_it_only_reports_and_shows_the_deferral() -> None:
+    from controller.cli.describe import describe_container
+
+    out = describe_container(_planned_view(update_limits=False), "alice-train")
+    resources = _part(out, "Resources", "Timers")
+    assert "the controller lowers" not in resources
+    assert "only reported: resourceEnforcement.updateLimits is false (test)" in resources
+    assert "resourceEnforcement.updateLimits: true lowers it in place" in resources
+    decision = _part(out, "Decision", "Events")
+    assert "UpdateResources" not in decision.split("DEFERRED", 1)[0]  # nothing acts on the limits
+    deferred = [line for line in decision.splitlines() if "[NotEnforced]" in line]
+    assert len(deferred) == 1 and deferred[0].split()[:2] == ["DEFERRED", "limit"]
+    assert "the policy only reports it [NotEnforced]" in deferred[0]
+    assert "would bring alice-train (owner alice) under its limits in place: cpus 8, memory 32GiB" in decision
+    assert "only reported (updateLimits: false in test)" in decision
+    # A container within its owner's limits (none set for eve) gets no such line.
+    eve = describe_container(_planned_view(update_limits=False), "eve-web")
+    assert "[NotEnforced]" not in eve and "the controller lowers" not in _part(eve, "Resources", "Timers")
+
+
+def _aggregate(**glob: object) -> str:
+    from controller.cli.describe import describe_user
+
+    view = _planned_view(**glob)
+    (alice_c,) = [c for c in view.snapshot.containers if c.owner == "alice"]
+    assert alice_c.limits is not None
+    return describe_user(view, "alice").split("Aggregate:", 1)[1]
+
+
+def test_describe_user_with_aggregate_alerts_off_says_nobody_is_alerted() -> None:
+    section = _aggregate(aggregate_alerts=False)
+    assert "the controller alerts" not in section
+    assert "only reported: resourceEnforcement.aggregateAlerts is false (test)" in section
+    assert "true alerts the admins" in section and "never moves one" in section
+
+
+def test_describe_user_with_aggregate_alerts_on_says_the_controller_alerts() -> None:
+    section = _aggregate(aggregate_alerts=True)
+    assert "the controller alerts the admins (resourceEnforcement.aggregateAlerts: true, test)" in section
+    assert "only reported" not in section and "never moves one" in section

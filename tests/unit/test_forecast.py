@@ -17,8 +17,9 @@ from hypothesis import strategies as st
 from controller.memory import ControllerMemory
 from controller.plan.forecast import Change, Forecast, compare, forecast
 from controller.plan.planner import plan
-from controller.plan.types import ActionKind, StopParams, WarnParams
-from controller.snapshot import ContainerObs
+from controller.plan.types import ActionKind, ResourceUpdate, StopParams, WarnParams
+from controller.snapshot import ContainerObs, ResourceLimits
+from desired_state.effective import ResourceSpec, Sourced
 from tests.fixtures import builders as b
 
 INTERVAL_S = 30.0
@@ -178,10 +179,77 @@ class TestBounds:
         assert f.truncated and f.passes == 3
         assert any("stopped after 3 simulated passes" in a for a in f.assumptions)
 
+    def test_a_forecast_cut_short_ends_at_its_last_simulated_pass(self) -> None:
+        c = busy(started_at=b.ago(minutes=1))
+        snap = b.snapshot(containers=[c], gpus=[b.gpu(0)])
+        desired = b.desired(b.policy(max_runtime_s=b.HOUR, idle_timeout_s=None))
+        cut = forecast(
+            snap, desired, ControllerMemory(), until=b.at(hours=2), interval_s=INTERVAL_S, max_passes=3
+        )
+        assert cut.truncated and cut.last_pass_at < cut.until
+        # The same forecast until its last pass runs those three passes, and no more.
+        upto = forecast(snap, desired, ControllerMemory(), until=cut.last_pass_at, interval_s=INTERVAL_S)
+        assert upto.passes == 3 and not upto.truncated
+        assert upto.last_pass_at == cut.last_pass_at
+        assert any(f"at {cut.last_pass_at.isoformat()}:" in a for a in cut.assumptions)
+
     def test_passes_are_not_one_per_resync_while_nothing_is_pending(self) -> None:
         f = run(busy(started_at=b.ago(minutes=1)), hours=24, max_runtime_s=None)
         assert not f.truncated
         assert f.passes < 24 * 3600 / INTERVAL_S / 4
+
+
+class TestResourceUpdates:
+    """``docker update`` lowers the limits once: the next pass sees them and plans nothing."""
+
+    GiB = 1 << 30
+
+    def limited(self, name: str, limits: ResourceLimits) -> ContainerObs:
+        sig = b.signals(b.T0, cpu_usage_ns=0, net_bytes=0).model_copy(
+            update={"memory_bytes": self.GiB, "memory_swap_bytes": self.GiB, "pids_current": 5}
+        )
+        return b.running(name, started_at=b.ago(minutes=1), sig=sig).model_copy(update={"limits": limits})
+
+    def run_limited(self, *containers: ContainerObs, update_limits: bool = True) -> Forecast:
+        src = "UserGroup/student"
+        res = ResourceSpec(
+            max_cpus=Sourced(value=2.0, source=src),
+            memory_bytes=Sourced(value=8 * self.GiB, source=src),
+            memory_swap_bytes=Sourced(value=8 * self.GiB, source=src),
+            pids_limit=Sourced(value=1024, source=src),
+        )
+        pol = b.policy(max_runtime_s=None, idle_timeout_s=None).model_copy(update={"resources": res})
+        snap = b.snapshot(containers=containers).model_copy(update={"host_cpus": 16})
+        desired = b.desired(pol, b.global_policy(update_limits=update_limits))
+        return forecast(snap, desired, ControllerMemory(), until=b.at(hours=1), interval_s=INTERVAL_S)
+
+    def test_an_hour_predicts_one_update_per_over_limit_container(self) -> None:
+        unset = self.limited("unset", ResourceLimits())
+        above = self.limited(
+            "above", ResourceLimits(nano_cpus=8 * 10**9, memory_bytes=32 * self.GiB, pids_limit=4096)
+        )
+        quota = self.limited("quota", ResourceLimits(cpu_quota_us=800_000, cpu_period_us=100_000))
+        within = self.limited(
+            "within",
+            ResourceLimits(
+                nano_cpus=10**9, memory_bytes=4 * self.GiB, memory_swap_bytes=4 * self.GiB, pids_limit=512
+            ),
+        )
+        f = self.run_limited(unset, above, quota, within)
+        got = [(p.action.target.container, p.pass_at) for p in f.actions]
+        assert sorted(n for n, _ in got) == ["above", "quota", "unset"]
+        assert all(p.action.kind == ActionKind.UPDATE_RESOURCES for p in f.actions)
+        # All in the first pass; the later passes (there are some) plan none.
+        assert {at for _, at in got} == {f.start_at}
+        assert f.passes > 1 and not f.truncated
+        assert not any(d.why.value == "NotEnforced" for d in f.deferred)
+        first = {p.action.target.container: p.action.params_as(ResourceUpdate) for p in f.actions}
+        assert first["quota"].cpu_quota_us == 200_000 and first["quota"].nano_cpus is None
+        assert first["unset"].nano_cpus == 2 * 10**9
+
+    def test_with_update_limits_off_nothing_is_predicted(self) -> None:
+        f = self.run_limited(self.limited("unset", ResourceLimits()), update_limits=False)
+        assert f.actions == ()
 
 
 # --- the messages' figures are right at the pass that sends them ----------------------------------
@@ -260,3 +328,113 @@ def test_next_column_and_text_read_the_forecast() -> None:
     data = forecast_json(f)
     assert data["actions"][0]["pass_at"] and data["assumptions"] == list(f.assumptions)
     assert next_text(f, "no-such-container", b.T0) is None
+
+
+def _cut_short() -> Forecast:
+    """A day's forecast of a busy container with no limit, stopped by the pass bound."""
+    c = busy(started_at=b.ago(minutes=1))
+    snap = b.snapshot(containers=[c], gpus=[b.gpu(0)])
+    desired = b.desired(b.policy(max_runtime_s=None, idle_timeout_s=None))
+    f = forecast(snap, desired, ControllerMemory(), until=b.at(hours=24), interval_s=INTERVAL_S, max_passes=3)
+    assert f.truncated and f.actions == () and f.last_pass_at < f.until
+    return f
+
+
+def test_a_forecast_cut_short_says_how_far_it_looked_in_plan_at() -> None:
+    from controller.cli.forecastview import forecast_text
+    from controller.cli.render import stamp
+
+    f = _cut_short()
+    out = forecast_text(f)
+    assert "nothing would change until then" not in out
+    assert f"No actions predicted until {stamp(f.last_pass_at)}" in out
+    assert f"cut short at {stamp(f.last_pass_at)}" in out and f"short of {stamp(f.until)}" in out
+
+
+def test_a_forecast_cut_short_says_how_far_it_looked_in_describe() -> None:
+    from types import SimpleNamespace
+
+    from controller.cli.forecastview import forecast_section
+    from controller.cli.render import Sections, stamp
+
+    f = _cut_short()
+    s = Sections()
+    forecast_section(SimpleNamespace(forecast=f, now=b.T0), "job", s)
+    out = s.render()
+    assert stamp(f.until) not in out.replace(f"short of {stamp(f.until)}", "")
+    assert f"nothing predicted until {stamp(f.last_pass_at)}" in out
+    assert f"the forecast was cut short after {f.max_passes} passes, short of {stamp(f.until)}" in out
+
+
+# --- plan --policy: the difference between the installed policy and a candidate --------------------
+
+
+def _stop_at(max_runtime_s: float | None, c: ContainerObs, hours: float = 24) -> Forecast:
+    return run(c, hours=hours, max_runtime_s=max_runtime_s, idle_timeout_s=None)
+
+
+class TestPolicyDifference:
+    """Each change ``plan --policy`` reports for a container whose stop moves, exactly."""
+
+    start = b.ago(minutes=1)
+
+    def line(self, current: Forecast, candidate: Forecast, c: ContainerObs) -> tuple[list[str], str]:
+        from controller.cli.forecastview import diff_text
+
+        changes = compare(current, candidate, [c])
+        text = diff_text(changes, current, candidate, "cand.yaml")
+        return [ch.change.value for ch in changes], text
+
+    def test_a_shorter_runtime_limit_stops_it_sooner(self) -> None:
+        from controller.cli.render import stamp
+
+        c = busy(started_at=self.start)
+        current, candidate = _stop_at(2 * b.HOUR, c), _stop_at(b.HOUR, c)
+        changes, text = self.line(current, candidate, c)
+        now_at, cand_at = self.start + timedelta(hours=2), self.start + timedelta(hours=1)
+        assert changes == ["sooner"]
+        assert near(current.ending(c.id).pass_at, now_at)  # type: ignore[union-attr]
+        assert near(candidate.ending(c.id).pass_at, cand_at)  # type: ignore[union-attr]
+        assert (
+            f"  stopped sooner    job (alice): now {stamp(current.ending(c.id).pass_at)} "  # type: ignore[union-attr]
+            f"[MaxRuntimeExceeded] -> candidate {stamp(candidate.ending(c.id).pass_at)} "  # type: ignore[union-attr]
+            "[MaxRuntimeExceeded]"
+        ) in text.splitlines()
+        assert "Difference: 1 stopped sooner, 0 stopped later, 0 newly stopped, 0 no longer stopped." in text
+
+    def test_a_longer_runtime_limit_stops_it_later(self) -> None:
+        c = busy(started_at=self.start)
+        current, candidate = _stop_at(b.HOUR, c), _stop_at(3 * b.HOUR, c)
+        changes, text = self.line(current, candidate, c)
+        assert changes == ["later"]
+        assert near(candidate.ending(c.id).pass_at, self.start + timedelta(hours=3))  # type: ignore[union-attr]
+        assert "Difference: 0 stopped sooner, 1 stopped later, 0 newly stopped, 0 no longer stopped." in text
+        assert [ln.split()[:3] for ln in text.splitlines() if "job (alice)" in ln] == [
+            ["stopped", "later", "job"]
+        ]
+
+    def test_no_runtime_limit_no_longer_stops_it(self) -> None:
+        from controller.cli.render import stamp
+
+        c = busy(started_at=self.start)
+        current, candidate = _stop_at(b.HOUR, c), _stop_at(None, c)
+        changes, text = self.line(current, candidate, c)
+        assert changes == ["no-longer"]
+        assert candidate.ending(c.id) is None
+        assert (
+            f"  no longer stopped job (alice): now {stamp(current.ending(c.id).pass_at)} "  # type: ignore[union-attr]
+            "[MaxRuntimeExceeded] -> candidate not before the horizon"
+        ) in text.splitlines()
+
+    def test_a_stop_beyond_the_default_horizon_is_no_difference(self) -> None:
+        """The default horizon is 24 h: a stop moved from 25 h to 26 h is not reported, one moved
+        from 23 h to 22 h is."""
+        from controller.cli.forecastview import DEFAULT_DIFF_HORIZON
+
+        assert timedelta(hours=24) == DEFAULT_DIFF_HORIZON
+        hours = DEFAULT_DIFF_HORIZON.total_seconds() / 3600
+        c = busy(started_at=b.T0)
+        beyond = compare(_stop_at(25 * b.HOUR, c, hours), _stop_at(26 * b.HOUR, c, hours), [c])
+        assert beyond == ()
+        within = compare(_stop_at(23 * b.HOUR, c, hours), _stop_at(22 * b.HOUR, c, hours), [c])
+        assert [ch.change.value for ch in within] == ["sooner"]
