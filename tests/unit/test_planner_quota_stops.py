@@ -2,49 +2,14 @@
 
 from __future__ import annotations
 
-from datetime import datetime
-from typing import Any
-
-from controller.memory import ControllerMemory
-from controller.plan.planner import plan
 from controller.plan.types import ActionKind, DeferReason, Plan, Reason
-from controller.snapshot import ContainerObs, GpuObs, OwnerRule
-from desired_state.effective import EffectivePolicy, ResourceSpec, Sourced
+from controller.snapshot import ContainerObs, OwnerRule
+from desired_state.effective import ResourceSpec, Sourced
 from tests.fixtures import builders as b
+from tests.unit.test_planner_quotas import boxes, pol, quotas, run
 
 CQ = Reason.CONTAINER_QUOTA_EXCEEDED.value
 GQ = Reason.GPU_QUOTA_EXCEEDED.value
-
-
-def quotas(*, containers: int | None = None, gpus: float | None = None) -> ResourceSpec:
-    return ResourceSpec(
-        max_containers_per_user=Sourced(value=containers, source="UserGroup/student"),
-        max_gpu_equivalents=Sourced(value=gpus, source="UserGroup/student"),
-    )
-
-
-def pol(res: ResourceSpec, **kw: Any) -> EffectivePolicy:
-    return b.policy(**kw).model_copy(update={"resources": res})
-
-
-def boxes(n: int, owner: str = "alice", **kw: Any) -> list[ContainerObs]:
-    # {owner}-0 oldest ... {owner}-{n-1} newest
-    return [b.running(f"{owner}-{i}", owner=owner, started_at=b.ago(hours=n - i), **kw) for i in range(n)]
-
-
-def run(
-    containers: list[ContainerObs],
-    policy: EffectivePolicy,
-    *,
-    gpus: list[GpuObs] | None = None,
-    memory: ControllerMemory | None = None,
-    now: datetime = b.T0,
-    per_container: dict[str, EffectivePolicy] | None = None,
-    **glob: Any,
-) -> Plan:
-    snap = b.snapshot(containers=containers, gpus=gpus or [], observed_at=now)
-    desired = b.desired(policy, b.global_policy(**glob), per_container=per_container)
-    return plan(snap, desired, memory or ControllerMemory(), now)
 
 
 def acts(p: Plan) -> list[tuple[str, str, str]]:
