@@ -82,3 +82,16 @@ class SuggestingParser(argparse.ArgumentParser):
 
     def error(self, message: str) -> NoReturn:
         super().error(message + did_you_mean(self, message))
+
+
+class UsageError(Exception):
+    """Bad usage, as the one line to print (``prog: what is wrong; did you mean ...? (see --help)``)."""
+
+
+class OneLineParser(SuggestingParser):
+    """A parser whose usage errors raise :class:`UsageError` with one line instead of printing the
+    usage block and exiting 2 (as kubectl: the error and where to read more); both entry points
+    catch it, print it and exit 1."""
+
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(f"{self.prog}: {message}{did_you_mean(self, message)} (see '{self.prog} --help')")

@@ -47,9 +47,9 @@ def _interval(text: str) -> float:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from controller.flags import SuggestingParser, add_common_flags
+    from controller.flags import OneLineParser, add_common_flags
 
-    parser = SuggestingParser(
+    parser = OneLineParser(
         prog="ds01-controller",
         description=(
             "Reconcile a shared GPU server's containers, GPUs and processes with the declared policy."
@@ -60,7 +60,9 @@ def build_parser() -> argparse.ArgumentParser:
     from controller import __version__
 
     parser.add_argument("--version", action="version", version=f"ds01-controller {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True, parser_class=SuggestingParser)
+    # Not required here: a mistyped flag before the command is then named as such, not reported as
+    # a missing command (checked after parsing).
+    sub = parser.add_subparsers(dest="command", parser_class=OneLineParser)
     run = sub.add_parser(
         "run",
         help="run the control loop",
@@ -157,11 +159,18 @@ def preflight(settings: Settings) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from controller.flags import UsageError
+
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
-    except SystemExit as exc:  # argparse exits 2 on bad usage; --help and --version exit 0
-        return EXIT_USAGE if exc.code == 2 else int(exc.code or 0)
+        if args.command is None:
+            parser.error("a command is required: run")
+    except UsageError as exc:  # one line: what is wrong, the flag meant, where to read more
+        print(exc, file=sys.stderr)
+        return EXIT_USAGE
+    except SystemExit as exc:  # --help and --version
+        return int(exc.code or 0)
     from controller.settings import SettingsError, settings_from
 
     try:

@@ -275,7 +275,7 @@ def interactions(eff: EffectivePolicy) -> list[Interaction]:
                 Interaction(
                     f"warnLead {_show(lead.value)} ({lead.source}) is longer than the {what} "
                     f"{_show(timeout.value)} ({timeout.source}): the lead is capped at "
-                    f"{LEAD_FRACTION:.0%} of the timeout, {_show(LEAD_FRACTION * timeout.value)}",
+                    f"{LEAD_FRACTION:.0%} of the timeout, {_show(round(LEAD_FRACTION * timeout.value, 3))}",
                     (("warnLead", lead.source), (key, timeout.source)),
                 )
             )

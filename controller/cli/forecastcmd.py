@@ -77,6 +77,7 @@ def cmd_forecast(args: argparse.Namespace, settings: Settings, at: datetime | No
         data = {
             "candidate_policy": clean(origin, 400),
             "until": horizon.isoformat(),
+            "compared_until": min(current.reach, candidate.reach).isoformat(),
             "changes": [c.model_dump(mode="json") for c in changes],
             "current": forecast_json(current),
             "candidate": forecast_json(candidate),

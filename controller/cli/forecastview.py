@@ -147,14 +147,36 @@ _CHANGE_TEXT = {
 }
 
 
-def _when(at: datetime | None) -> str:
-    return stamp(at) if at is not None else "not before the horizon"
+def _when(at: datetime | None, reach: datetime, cut_short: bool) -> str:
+    if at is not None:
+        return stamp(at)
+    return f"not before {stamp(reach)}" if cut_short else "not before the horizon"
+
+
+def _cut_short(current: Forecast, candidate: Forecast) -> list[str]:
+    """Which forecast was cut short, and so how far the comparison goes (nothing when neither was)."""
+    short = [(name, f) for name, f in (("installed", current), ("candidate", candidate)) if f.truncated]
+    if not short:
+        return []
+    reach = stamp(min(current.reach, candidate.reach))
+    return [
+        *(
+            f"The {name} policy's forecast was cut short after {f.max_passes} passes at "
+            f"{stamp(f.last_pass_at)}, short of {stamp(f.until)}."
+            for name, f in short
+        ),
+        f"Compared until {reach} only: later differences are not shown.",
+    ]
 
 
 def diff_text(changes: tuple[StopChange, ...], current: Forecast, candidate: Forecast, origin: str) -> str:
+    reach = min(current.reach, candidate.reach)
+    cut_short = current.truncated or candidate.truncated
     lines = [
         f"Candidate policy {clean(origin, 200)} against the installed one, "
-        f"from {stamp(current.start_at)} until {stamp(current.until)}",
+        f"from {stamp(current.start_at)} until {stamp(reach)}"
+        + (f" (cut short of {stamp(current.until)})" if cut_short else ""),
+        *_cut_short(current, candidate),
         "Assuming:",
         *(f"  - {clean(a, 400)}" for a in candidate.assumptions),
         "",
@@ -164,9 +186,9 @@ def diff_text(changes: tuple[StopChange, ...], current: Forecast, candidate: For
     for ch in changes:
         lines.append(
             f"  {_CHANGE_TEXT[ch.change.value]:<17} {clean(ch.container, 64)} ({clean(ch.user or '?', 32)}): "
-            f"now {_when(ch.current_at)}"
+            f"now {_when(ch.current_at, reach, cut_short)}"
             + (f" [{ch.current_reason}]" if ch.current_reason else "")
-            + f" -> candidate {_when(ch.candidate_at)}"
+            + f" -> candidate {_when(ch.candidate_at, reach, cut_short)}"
             + (f" [{ch.candidate_reason}]" if ch.candidate_reason else "")
         )
     counts = {k: sum(1 for c in changes if c.change.value == k) for k in _CHANGE_TEXT}
@@ -244,10 +266,8 @@ def forecast_section(view: View, container_id: str, s: Any) -> None:
     s.heading("Forecast")
     steps = f.for_container(container_id)
     summary = next_text(f, container_id, now)
-    # How far it looked: the horizon, or the last simulated pass of a forecast cut short.
-    reached = f.last_pass_at if f.truncated else f.until
     if not steps:
-        s.line(f"nothing predicted until {stamp(reached)} if nothing changes", 2)
+        s.line(f"nothing predicted until {stamp(f.reach)} if nothing changes", 2)
     else:
         s.line(f"{summary} (if nothing else changes)", 2)
         for p in steps:

@@ -16,9 +16,9 @@ import argparse
 import os
 import sys
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, Any
 
-from controller.flags import SuggestingParser, did_you_mean
+from controller.flags import OneLineParser, UsageError
 
 if TYPE_CHECKING:
     from controller.cli.render import Style
@@ -195,16 +195,8 @@ examples:
 """
 
 
-class ArgumentError(Exception):
-    """Bad usage, reported as one line (argparse would print the usage block and exit 2)."""
-
-
-class _Parser(SuggestingParser):
-    """Usage errors as one line, with the suggestion (argparse prints the usage block and exits 2)."""
-
-    def error(self, message: str) -> NoReturn:
-        hint = did_you_mean(self, message)
-        raise ArgumentError(f"{self.prog}: {message}{hint} (see '{self.prog} --help')")
+class ArgumentError(UsageError):
+    """Bad usage found after parsing, reported as one line like the parser's own errors."""
 
 
 def _sub(
@@ -246,14 +238,14 @@ LIVE_HELP = (
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(
+    parser = OneLineParser(
         prog=PROG,
         description="Inspect and drive the DS01 GPU controller: what it sees, what it will do, and why.",
         epilog=MAIN_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"{PROG} {_version()}")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=OneLineParser)
     sub.required = True
 
     from controller.cli.kinds import KINDS
@@ -832,7 +824,7 @@ def main(argv: list[str] | None = None) -> int:
 
         set_utc(bool(getattr(args, "utc", False)))
         return COMMANDS[args.command](args, settings)
-    except ArgumentError as exc:
+    except UsageError as exc:
         print(f"{PROG}: {exc}" if not str(exc).startswith(PROG) else str(exc), file=sys.stderr)
         return 1
     except KeyboardInterrupt:

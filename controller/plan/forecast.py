@@ -88,11 +88,17 @@ class Forecast(BaseModel):
     def for_container(self, container_id: str) -> list[PredictedAction]:
         return [p for p in self.actions if p.action.target.container_id == container_id]
 
-    def ending(self, container_id: str) -> PredictedAction | None:
-        """The first predicted stop or removal of this container, if any."""
+    @property
+    def reach(self) -> datetime:
+        """How far it looked: ``until``, or the last simulated pass of a forecast cut short."""
+        return self.last_pass_at if self.truncated else self.until
+
+    def ending(self, container_id: str, by: datetime | None = None) -> PredictedAction | None:
+        """The first predicted stop or removal of this container, if any (and, with ``by``, not
+        after that time)."""
         for p in self.for_container(container_id):
             if p.action.kind in ENDING_KINDS:
-                return p
+                return p if by is None or p.pass_at <= by else None
         return None
 
 
@@ -460,11 +466,16 @@ class StopChange(BaseModel):
 def compare(
     current: Forecast, candidate: Forecast, containers: Sequence[ContainerObs]
 ) -> tuple[StopChange, ...]:
-    """Containers the candidate stops sooner, later, newly or no longer (by the pass that does it)."""
+    """Containers the candidate stops sooner, later, newly or no longer (by the pass that does it).
+
+    Only as far as both forecasts looked: when one was cut short, a stop the other predicts after
+    that point is no difference (the shorter one simply did not get there).
+    """
+    reach = min(current.reach, candidate.reach)
     out: list[StopChange] = []
     for c in sorted(containers, key=lambda x: (x.name, x.id)):
-        a = current.ending(c.id)
-        b = candidate.ending(c.id)
+        a = current.ending(c.id, by=reach)
+        b = candidate.ending(c.id, by=reach)
         if a is None and b is None:
             continue
         if a is not None and b is not None:

@@ -299,17 +299,22 @@ def test_every_kind_get_accepts_is_in_its_help_and_its_completion(capsys: pytest
         (["rn"], "did you mean 'run'?"),
         (["run", "--intervall", "30s"], "did you mean --interval?"),
         (["run", "--dryrun"], "did you mean --dry-run?"),
+        (["--bogus"], "unrecognized arguments: --bogus"),
+        ([], "a command is required: run"),
     ],
 )
 def test_the_daemon_suggests_the_command_or_flag_meant(
     capsys: pytest.CaptureFixture[str], argv: list[str], hint: str
 ) -> None:
+    """One line, as ds01ctl's: no usage block above it (a unit's journal shows the line that matters)."""
     from controller.main import main as daemon_main
 
     assert daemon_main(argv) == 1
     out, err = capsys.readouterr()
     assert out == ""
-    assert hint in err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("ds01-controller"), err
+    assert hint in lines[0] and "--help')" in lines[0]
 
 
 def test_a_choice_is_suggested_whether_argparse_quotes_the_choices_or_not() -> None:

@@ -489,6 +489,8 @@ def test_validate_warns_where_one_setting_decides_instead_of_another(tmp_path: P
     lead = [w for w in validation_warnings([config, specs], now=NOW) if w.startswith("warning: warnLead 1h")]
     assert lead and all(f"{specs / 'site.yaml'}:" in w for w in lead)
     assert any(str(config / "resource-limits.yaml") in w for w in lead)
+    # the cap is a figure for people: 20% of 14.4s reads 2.88s, not a float's last digits
+    assert any("capped at 20% of the timeout, 2.88s (for " in w for w in lead), lead
     # nothing to say about the shipped file alone
     assert validation_warnings([DS01_DIR], now=NOW) == []
 

@@ -426,6 +426,45 @@ class TestPolicyDifference:
             "[MaxRuntimeExceeded] -> candidate not before the horizon"
         ) in text.splitlines()
 
+    def test_a_forecast_cut_short_is_compared_only_as_far_as_it_looked(self) -> None:
+        """The installed policy stops the job at 2h; the candidate's forecast is cut short after 3
+        passes: that is no "no longer stopped" (the candidate never got there), and the text says
+        how far the two were compared, not "until" the horizon."""
+        from controller.cli.render import stamp
+
+        c = busy(started_at=self.start)
+        current = _stop_at(2 * b.HOUR, c)
+        snap = b.snapshot(containers=[c], gpus=[b.gpu(0)])
+        desired = b.desired(b.policy(max_runtime_s=2 * b.HOUR, idle_timeout_s=None))
+        candidate = forecast(
+            snap, desired, ControllerMemory(), until=b.at(hours=24), interval_s=INTERVAL_S, max_passes=3
+        )
+        assert candidate.truncated and current.ending(c.id) is not None
+        changes, text = self.line(current, candidate, c)
+        assert changes == []
+        assert text.splitlines()[0].endswith(
+            f"until {stamp(candidate.last_pass_at)} (cut short of {stamp(current.until)})"
+        )
+        assert (
+            f"The candidate policy's forecast was cut short after 3 passes at {stamp(candidate.last_pass_at)}"
+            in text
+        )
+        assert f"Compared until {stamp(candidate.last_pass_at)} only" in text
+        # within the reach a difference is still one, and "null" reads as "not before" the reach
+        soon = _stop_at(b.HOUR, c)
+        cut = forecast(  # a 20h limit, looked at for about 2h only
+            snap,
+            b.desired(b.policy(max_runtime_s=20 * b.HOUR, idle_timeout_s=None)),
+            ControllerMemory(),
+            until=b.at(hours=24),
+            interval_s=INTERVAL_S,
+            max_passes=30,
+        )
+        assert cut.truncated and cut.last_pass_at > soon.ending(c.id).pass_at  # type: ignore[union-attr]
+        changes, text = self.line(soon, cut, c)
+        assert changes == ["no-longer"]
+        assert f"-> candidate not before {stamp(cut.last_pass_at)}" in text
+
     def test_a_stop_beyond_the_default_horizon_is_no_difference(self) -> None:
         """The default horizon is 24 h: a stop moved from 25 h to 26 h is not reported, one moved
         from 23 h to 22 h is."""
