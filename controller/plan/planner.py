@@ -47,7 +47,7 @@ from controller.plan.rules.quotas import user_quotas
 from controller.plan.rules.resources import report_limits, update_resources
 from controller.plan.safety import apply_gates
 from controller.plan.types import Action, DeferReason, Deferred, Plan, Reason
-from controller.plan.values import replaced
+from controller.plan.values import built, replaced
 from controller.snapshot import ContainerObs, ContainerState, Domain, Snapshot
 from desired_state.effective import EffectivePolicy
 
@@ -97,23 +97,26 @@ def _plan(snapshot: Snapshot, desired: DesiredState, memory: ControllerMemory, n
     procs = gpu_processes(ctx, out)
     gates = apply_gates(ctx, out)
 
-    next_memory = ControllerMemory(
-        schema_version=memory.schema_version,
-        containers=next_containers,
-        processes=procs.processes,
-        attempts=memory.attempts,
-        done=_without(memory.done, ctx.forget_done),
-        breaker=gates.breaker,
-        release_breaker=gates.release_breaker,
-        dirty_gpus=procs.dirty_gpus,
-        last_pass_at=now,
-        clock_offset_s=clock.offset_s,
-        clock_monotonic_s=clock.monotonic_s,
-        intents=memory.intents,  # the executor's records of actions in flight, carried unchanged
+    next_memory = built(
+        ControllerMemory,
+        {
+            "schema_version": memory.schema_version,
+            "containers": next_containers,
+            "processes": procs.processes,
+            "attempts": memory.attempts,
+            "done": _without(memory.done, ctx.forget_done),
+            "breaker": gates.breaker,
+            "release_breaker": gates.release_breaker,
+            "dirty_gpus": procs.dirty_gpus,
+            "last_pass_at": now,
+            "clock_offset_s": clock.offset_s,
+            "clock_monotonic_s": clock.monotonic_s,
+            "intents": memory.intents,  # the executor's records of actions in flight, carried unchanged
+        },
     ).pruned(now)
     if ctx.docker_ok:
         # Containers listed before and not now are gone (a failed listing forgets nothing).
-        next_memory = next_memory.without_containers(set(memory.containers) - set(next_containers))
+        next_memory = next_memory.without_containers(memory.containers.keys() - next_containers.keys())
     return Plan(
         observed_at=snapshot.observed_at,
         evaluated_at=now,
