@@ -224,6 +224,11 @@ class ControllerMemory(BaseModel):
     def pruned(self, now: datetime) -> ControllerMemory:
         """Drop done keys and attempts older than :data:`RETENTION_S`."""
         horizon = now - timedelta(seconds=RETENTION_S)
+        # The common pass drops nothing: look before copying.
+        if all(at >= horizon for at in self.done.values()) and all(
+            a.next_attempt_at is None or a.next_attempt_at >= horizon for a in self.attempts.values()
+        ):
+            return self
         done = {k: at for k, at in self.done.items() if at >= horizon}
         attempts = {
             k: a

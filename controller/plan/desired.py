@@ -22,10 +22,12 @@ Nothing here performs I/O; resolving a policy is a pure computation over already
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
+from controller.plan.values import replaced
 from controller.snapshot import ContainerObs, OwnerRule, TypeRule
 from crd_like_specs.vocabulary import ContainerType
 from desired_state.effective import EffectivePolicy, GlobalPolicy, Sourced
@@ -144,6 +146,29 @@ class _Memo:
     policy_set: PolicySet
     entries: dict[str, _Entry] = dataclasses.field(default_factory=dict)
     used: set[str] = dataclasses.field(default_factory=set)
+    sourced: dict[tuple[object, ...], Sourced[Any]] = dataclasses.field(default_factory=dict)
+
+    def shared(self, eff: EffectivePolicy) -> EffectivePolicy:
+        """``eff`` with each sourced value replaced by an equal one already resolved, if any.
+
+        Resolutions are per container, but most values and their provenance are the same for a
+        whole group: sharing the (frozen) values lets a pass read a few objects again and again
+        rather than one copy per container (a tenth of a pass on a large host).
+        """
+        if len(self.sourced) >= _MEMO_MAX:
+            self.sourced.clear()
+        changes: dict[str, Any] = {}
+        for name, v in eff.__dict__.items():
+            if not isinstance(v, Sourced):
+                continue
+            key = (name, type(v), *_value_key(v.value), v.source)
+            try:
+                seen = self.sourced.setdefault(key, v)
+            except TypeError:  # an unhashable value is kept as it is
+                continue
+            if seen is not v:
+                changes[name] = seen
+        return replaced(eff, changes) if changes else eff
 
     def new_generation(self) -> None:
         if not self.used:
@@ -151,6 +176,13 @@ class _Memo:
         if len(self.used) < len(self.entries):
             self.entries = {k: v for k, v in self.entries.items() if k in self.used}
         self.used = set()
+
+
+def _value_key(value: object) -> tuple[object, ...]:
+    """What tells two values apart exactly: their type and value, and a float's sign (-0.0 == 0.0)."""
+    if isinstance(value, float):
+        return (type(value), value, math.copysign(1.0, value))
+    return (type(value), value)
 
 
 _memo_owner: list[_Memo] = []
@@ -225,7 +257,7 @@ class PolicySetDesired:
         hit = memo.entries.get(key)
         if hit is not None and hit.holds(ident, labels, now):
             return hit.eff
-        eff = self._effective(container, now)
+        eff = memo.shared(self._effective(container, now))
         if len(memo.entries) >= _MEMO_MAX:
             memo.entries.clear()
         expiries = [e.expires_at for e in eff.exemptions if e.expires_at is not None]

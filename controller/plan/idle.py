@@ -141,19 +141,34 @@ def _gpu_reading(
     thresholds: Thresholds,
     mig_uuids: Set[str],
 ) -> None:
-    known = {uuid: pct for uuid, pct in gpu_pct.items() if pct is not None}
-    busy = sorted(uuid for uuid, pct in known.items() if pct >= thresholds.gpu_pct)
-    if busy:
-        r.active = True
-        r.parts.append("gpu " + ",".join(f"{u}={_fmt_pct(known[u])}" for u in busy))
-    elif known:
-        r.parts.append(f"gpu max {_fmt_pct(max(known.values()))}")
-    why: dict[str, str | None] = {g.uuid: g.unknown_reason for g in signals.gpu_util}
+    known: dict[str, float] = {}
+    missing: list[str] = []
+    for uuid, pct in gpu_pct.items():
+        if pct is None:
+            missing.append(uuid)
+        else:
+            known[uuid] = pct
+    if known:
+        busy = sorted(uuid for uuid, pct in known.items() if pct >= thresholds.gpu_pct)
+        if busy:
+            r.active = True
+            r.parts.append("gpu " + ",".join(f"{u}={_fmt_pct(known[u])}" for u in busy))
+        else:
+            r.parts.append(f"gpu max {_fmt_pct(max(known.values()))}")
+    if missing:
+        _missing_gpus(r, signals, sorted(missing), thresholds, mig_uuids)
+
+
+def _missing_gpus(
+    r: _Reading, signals: ActivitySignals, missing: list[str], thresholds: Thresholds, mig_uuids: Set[str]
+) -> None:
+    """The GPUs with no utilisation reading (``missing``, sorted): unknown, or a MIG fallback."""
     fallback: list[str] = []
-    for uuid in sorted(u for u, pct in gpu_pct.items() if pct is None):
+    for uuid in missing:
         if uuid not in mig_uuids:
             # A full GPU whose reading failed may be at 100 %: unknown is not idle.
-            r.unknown.append(f"gpu {uuid} utilisation unknown ({why.get(uuid) or 'not reported'})")
+            why = _unknown_reason(signals, uuid) or "not reported"
+            r.unknown.append(f"gpu {uuid} utilisation unknown ({why})")
         elif thresholds.mig_fallback:
             fallback.append(uuid)
         else:
@@ -161,6 +176,14 @@ def _gpu_reading(
     if fallback:
         # MIG devices report no utilization: CPU and network decide (documented, weaker evidence).
         r.parts.append(f"gpu {','.join(fallback)} MIG, no utilisation: cpu and network decide")
+
+
+def _unknown_reason(signals: ActivitySignals, uuid: str) -> str | None:
+    """Why the reading of ``uuid`` is missing, as its last reading says (None: not said)."""
+    for reading in reversed(signals.gpu_util):
+        if reading.uuid == uuid:
+            return reading.unknown_reason
+    return None
 
 
 def _rate_reading(
@@ -280,7 +303,8 @@ def advance(
     grace_over_at = container.started_at + timedelta(seconds=grace_period_s + extension_s)
     idle_since, last_active_at, warnings, keepalive = _streak(mem, verdict, signals.read_at, grace_over_at)
     keepalive = _observe_keepalive(keepalive, signals.keepalive, signals.read_at)
-    # Every field given (as a fresh record would have them): the last state is set by the planner.
+    # Every field of the streak given (as a fresh record would have them); the state the pass saw
+    # (last_state, stopped_by_restart_at) is the planner's to write.
     return replaced(
         mem,
         {
@@ -292,8 +316,6 @@ def advance(
             "keepalive": keepalive,
             "unobserved": None,
             "grace_extension_s": extension_s,
-            "last_state": "",
-            "stopped_by_restart_at": None,
         },
     )
 

@@ -47,8 +47,9 @@ from controller.plan.rules.quotas import user_quotas
 from controller.plan.rules.resources import report_limits, update_resources
 from controller.plan.safety import apply_gates
 from controller.plan.types import Action, DeferReason, Deferred, Plan, Reason
-from controller.plan.values import replaced
+from controller.plan.values import built, replaced
 from controller.snapshot import ContainerObs, ContainerState, Domain, Snapshot
+from desired_state.effective import EffectivePolicy
 
 _FINISHED = frozenset({ContainerState.CREATED, ContainerState.EXITED, ContainerState.DEAD})
 
@@ -96,23 +97,26 @@ def _plan(snapshot: Snapshot, desired: DesiredState, memory: ControllerMemory, n
     procs = gpu_processes(ctx, out)
     gates = apply_gates(ctx, out)
 
-    next_memory = ControllerMemory(
-        schema_version=memory.schema_version,
-        containers=next_containers,
-        processes=procs.processes,
-        attempts=memory.attempts,
-        done=_without(memory.done, ctx.forget_done),
-        breaker=gates.breaker,
-        release_breaker=gates.release_breaker,
-        dirty_gpus=procs.dirty_gpus,
-        last_pass_at=now,
-        clock_offset_s=clock.offset_s,
-        clock_monotonic_s=clock.monotonic_s,
-        intents=memory.intents,  # the executor's records of actions in flight, carried unchanged
+    next_memory = built(
+        ControllerMemory,
+        {
+            "schema_version": memory.schema_version,
+            "containers": next_containers,
+            "processes": procs.processes,
+            "attempts": memory.attempts,
+            "done": _without(memory.done, ctx.forget_done),
+            "breaker": gates.breaker,
+            "release_breaker": gates.release_breaker,
+            "dirty_gpus": procs.dirty_gpus,
+            "last_pass_at": now,
+            "clock_offset_s": clock.offset_s,
+            "clock_monotonic_s": clock.monotonic_s,
+            "intents": memory.intents,  # the executor's records of actions in flight, carried unchanged
+        },
     ).pruned(now)
     if ctx.docker_ok:
         # Containers listed before and not now are gone (a failed listing forgets nothing).
-        next_memory = next_memory.without_containers(set(memory.containers) - set(next_containers))
+        next_memory = next_memory.without_containers(memory.containers.keys() - next_containers.keys())
     return Plan(
         observed_at=snapshot.observed_at,
         evaluated_at=now,
@@ -145,56 +149,75 @@ def _docker_unavailable(ctx: PassContext, out: Collector, clock: ClockCheck) -> 
 
 def _observe_containers(ctx: PassContext, desired: DesiredState, clock: ClockCheck) -> None:
     seen_at = ctx.snapshot.observed_at
+    now = ctx.now
     prev_all = ctx.memory.containers
-    max_sample_interval_s = ctx.glob.max_sample_interval_s.value
-    # Devices that never report utilisation: MIG devices, and GPUs in MIG mode (an all-GPU holder).
-    no_util = ctx.mig_uuids | {g.uuid for g in ctx.gpus if g.mig_enabled}
+    step_s = clock.step_s
+    sampling = _Sampling(ctx)
     restart_at = restart_time(ctx.snapshot)
-    # Containers of one group share one resolved policy (the resolutions are memoised), so its
-    # idle thresholds are built once per policy object (kept alive by ctx.policies all pass).
-    thresholds: dict[int, Thresholds] = {}
+    policies, cmem = ctx.policies, ctx.cmem
     for c in ctx.containers:
-        policy = desired.effective(c, ctx.now)
-        ctx.policies[c.id] = policy
-        prev = prev_all.get(c.id)
+        cid = c.id
+        policy = policies[cid] = desired.effective(c, now)
+        prev = prev_all.get(cid)
         if prev is None or prev.started_at != c.started_at:
             mem = fresh_memory(c, seen_at, prev)
         elif prev.name != c.name:
             mem = replaced(prev, {"name": c.name})
         else:
             mem = prev
-        # A forward wall-clock step since the last pass is not runtime (controller.plan.clock).
-        mem = with_clock_step(mem, clock.step_s, seen_at)
+        if step_s > 0:
+            # A forward wall-clock step since the last pass is not runtime (controller.plan.clock).
+            mem = with_clock_step(mem, step_s, seen_at)
+        state = c.state
         # Only GPU containers are ever idle-stopped, so only they are sampled (and memory stays small).
         if (
-            c.has_gpu
-            and c.state == ContainerState.RUNNING
+            state == ContainerState.RUNNING
+            and c.has_gpu
             and c.signals is not None
             and c.started_at is not None
         ):
-            mem = advance(
-                mem,
-                c,
-                thresholds=thresholds.get(id(policy))
-                or thresholds.setdefault(
-                    id(policy), Thresholds.from_policy(policy, max_sample_interval_s=max_sample_interval_s)
-                ),
-                grace_period_s=policy.grace_period_s.value,
-                gpu_pct=ctx.gpu_pct_for(c),
-                nvml_ok=ctx.nvml_ok,
-                mig_uuids=no_util,
-            )
-        elif c.state == ContainerState.PAUSED:
+            mem = sampling.fold(mem, c, policy)
+        elif state == ContainerState.PAUSED:
             # A paused container accrues no idle time: the sample after it resumes is undecidable.
             mem = mark_unobserved(mem, f"paused (seen {iso(seen_at)})")
-        elif c.state in _FINISHED and mem.samples:
+        elif state in _FINISHED and mem.samples:
             # Samples belong to a start; a stopped container's next start begins afresh anyway.
             mem = replaced(mem, {"samples": (), "idle_since": None})
         by_restart = stopped_by_restart(c, prev, restart_at)
-        if mem.last_state != c.state.value or mem.stopped_by_restart_at != by_restart:
+        # ContainerState is a StrEnum: the state compares equal to its value (the string kept).
+        if mem.last_state != state or mem.stopped_by_restart_at != by_restart:
             # Written only on a change: the state the controller saw, to tell later who stopped it.
-            mem = replaced(mem, {"last_state": c.state.value, "stopped_by_restart_at": by_restart})
-        ctx.cmem[c.id] = mem
+            mem = replaced(mem, {"last_state": state.value, "stopped_by_restart_at": by_restart})
+        cmem[cid] = mem
+
+
+class _Sampling:
+    """What folding a running GPU container's reading into its memory needs, set up once a pass."""
+
+    def __init__(self, ctx: PassContext) -> None:
+        self.ctx = ctx
+        self.max_sample_interval_s = ctx.glob.max_sample_interval_s.value
+        # Devices that never report utilisation: MIG devices, and GPUs in MIG mode (an all-GPU holder).
+        self.no_util = ctx.mig_uuids | {g.uuid for g in ctx.gpus if g.mig_enabled}
+        # Containers may share one policy object (a fixed policy), kept alive by ctx.policies all
+        # pass: its idle thresholds are built once.
+        self.thresholds: dict[int, Thresholds] = {}
+
+    def fold(self, mem: ContainerMemory, c: ContainerObs, policy: EffectivePolicy) -> ContainerMemory:
+        thresholds = self.thresholds.get(id(policy))
+        if thresholds is None:
+            thresholds = self.thresholds[id(policy)] = Thresholds.from_policy(
+                policy, max_sample_interval_s=self.max_sample_interval_s
+            )
+        return advance(
+            mem,
+            c,
+            thresholds=thresholds,
+            grace_period_s=policy.grace_period_s.value,
+            gpu_pct=self.ctx.gpu_pct_for(c),
+            nvml_ok=self.ctx.nvml_ok,
+            mig_uuids=self.no_util,
+        )
 
 
 def _container_rules(ctx: PassContext, out: Collector, c: ContainerObs) -> None:
