@@ -186,16 +186,12 @@ def _shorter_hold(c: ContainerObs, policy: EffectivePolicy) -> tuple[float, Reas
         return None
     gpu_hold_s = policy.gpu_hold_after_stop_s.value if c.has_gpu else None
     hold_s = policy.container_hold_after_stop_s.value
-    # (hold, tie-break, reason): the GPU hold wins a tie because it frees the scarce resource.
-    holds: list[tuple[float, int, Reason]] = []
-    if gpu_hold_s is not None:
-        holds.append((gpu_hold_s, 0, Reason.GPU_HOLD_EXPIRED))
+    # The GPU hold wins a tie because it frees the scarce resource.
+    if gpu_hold_s is not None and (hold_s is None or not hold_s < gpu_hold_s):
+        return gpu_hold_s, Reason.GPU_HOLD_EXPIRED
     if hold_s is not None:
-        holds.append((hold_s, 1, Reason.STOPPED_HOLD_EXPIRED))
-    if not holds:
-        return None
-    hold, _, rule = min(holds)
-    return hold, rule
+        return hold_s, Reason.STOPPED_HOLD_EXPIRED
+    return None
 
 
 def _kept_for_admin(

@@ -16,11 +16,11 @@ def after(ctx: PassContext, delay_s: float) -> Any:
 
 
 def gpu_evidence(ctx: PassContext, c: ContainerObs) -> dict[str, Any]:
+    refs = c.gpu_refs
+    if len(refs) > 1:  # (most containers hold one GPU or none: nothing to sort)
+        refs = tuple(sorted(refs, key=lambda r: (r.raw, r.source.value, r.uuid or "")))
     return {
-        "gpus": [
-            {"raw": r.raw, "uuid": r.uuid, "source": r.source.value, "mig": r.is_mig}
-            for r in sorted(c.gpu_refs, key=lambda r: (r.raw, r.source.value, r.uuid or ""))
-        ],
+        "gpus": [{"raw": r.raw, "uuid": r.uuid, "source": r.source.value, "mig": r.is_mig} for r in refs],
         "all_gpus": c.all_gpus,
         "physical_gpus": ctx.physical_gpus(c),
     }
@@ -39,10 +39,9 @@ def shielded(
     Protected and monitoring containers are shielded from every container rule; an active
     exemption only from the rule family it names, until it expires.
     """
-    target = ctx.target(c)
     if policy.protected.value:
         out.defer(
-            target,
+            ctx.target(c),
             rule,
             DeferReason.PROTECTED,
             f"{c.name} is protected ({policy.protected.source}): never stopped or removed",
@@ -51,14 +50,19 @@ def shielded(
         return True
     if policy.monitoring.value:
         out.defer(
-            target,
+            ctx.target(c),
             rule,
             DeferReason.MONITORING,
             f"{c.name} belongs to the monitoring stack ({policy.monitoring.source}): skipped",
             evidence={"monitoring_source": policy.monitoring.source},
         )
         return True
-    return exempt_from is not None and exempted(ctx, out, c, policy, rule, exempt_from)
+    # (Most policies carry no exemption: the lookup is skipped for them.)
+    return (
+        exempt_from is not None
+        and bool(policy.exemptions)
+        and exempted(ctx, out, c, policy, rule, exempt_from)
+    )
 
 
 def exempted(

@@ -18,7 +18,7 @@ sample voids them. Runtime warnings belong to one start.
 from __future__ import annotations
 
 import functools
-from collections.abc import Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -45,27 +45,25 @@ from desired_state.effective import EffectivePolicy, ExemptFrom
 LEAD_FRACTION = 0.2
 
 
+@functools.lru_cache(maxsize=64)
+def stop_params(grace_s: float, *, remove: bool) -> StopParams:
+    """A stop's params, shared (they are frozen)."""
+    return StopParams(grace_s=grace_s, remove=remove)
+
+
 @dataclass(frozen=True, slots=True)
 class Ladder:
+    """One rule's ladder. ``notice`` (the lines after the first of the owner's notice) and
+    ``stop_params`` are built from the policy only when a warning or a stop needs them: most
+    passes only defer."""
+
     stop_reason: Reason
     warn_reason: Reason
     levels_pct: tuple[int, ...]
     key_prefix: str  # warning-key prefix, e.g. "idle"
     what: str  # "idle" / "running"
-
-
-IDLE_LADDER = Ladder(
-    Reason.IDLE_TIMEOUT, Reason.IDLE_WARNING, (80, 95), IDLE_WARNING_PREFIX.rstrip(":"), "idle"
-)
-RUNTIME_LADDER = Ladder(
-    Reason.MAX_RUNTIME_EXCEEDED, Reason.MAX_RUNTIME_WARNING, (75, 90), "runtime", "running"
-)
-
-
-@functools.lru_cache(maxsize=64)
-def stop_params(grace_s: float, *, remove: bool) -> StopParams:
-    """A stop's params, shared (they are frozen): every running GPU container needs one per pass."""
-    return StopParams(grace_s=grace_s, remove=remove)
+    notice: Callable[[ContainerObs, EffectivePolicy], list[str]]
+    stop_params: Callable[[EffectivePolicy], StopParams]
 
 
 def lead_s(policy: EffectivePolicy, timeout_s: float) -> float:
@@ -78,33 +76,32 @@ def _warn_keys(ladder: Ladder, c: ContainerObs, scope: str, level: int) -> tuple
     return warning_key, action_key
 
 
-@dataclass(frozen=True, slots=True)
+# Not frozen (nothing changes them): one is built per clock per running GPU container per pass,
+# and a frozen dataclass's __init__ costs twice as much.
+@dataclass(slots=True)
 class LadderClock:
-    """One clock to run through the ladder: where it starts, its limit, and what a stop does.
+    """One clock to run through the ladder: where it starts, its limit, and the policy that says
+    what a stop does and what the owner is told (the ladder's ``notice`` and ``stop_params``).
 
     ``not_ready`` (message, due) says the stop may not happen yet even past the timeout (the idle
-    window is not filled). ``notice_lines`` follow the first line of the owner's notice (params
-    ``notice``): how to keep the container, what is kept and lost, how to see more; ``{stop_at}``
-    in it is filled in at delivery, in the server's local time
-    (:func:`controller.act.notify.notice_text`).
+    window is not filled).
     """
 
     start: datetime
     scope: str  # what the warnings belong to (a start, an idle streak)
     timeout_s: float
-    lead_s: float
-    stop_params: StopParams
+    policy: EffectivePolicy
     evidence: dict[str, Any]
     not_ready: tuple[str, datetime | None] | None = None
-    notice_lines: Sequence[str] = ()
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: see LadderClock
 class _Progress:
     """Where one clock stands on its ladder in this pass."""
 
     clock: LadderClock
     elapsed_s: float
+    lead_s: float
     due_stop: datetime
     first_sent: datetime | None
     top_sent: int
@@ -113,7 +110,7 @@ class _Progress:
 
     def stop_at(self, now: datetime) -> datetime:
         """The stop is due at the timeout, and never before the lead time after the first warning."""
-        return max(self.due_stop, (self.first_sent or now) + timedelta(seconds=self.clock.lead_s))
+        return max(self.due_stop, (self.first_sent or now) + timedelta(seconds=self.lead_s))
 
 
 def run_ladder(
@@ -174,9 +171,11 @@ def _progress(
         at = ctx.sent_at(mem, wk, ak)
         if at is not None:
             sent[level] = at
+    lead = lead_s(clock.policy, clock.timeout_s)
     return _Progress(
         clock=clock,
         elapsed_s=elapsed_s,
+        lead_s=lead,
         due_stop=clock.start + timedelta(seconds=clock.timeout_s),
         first_sent=min(sent.values()) if sent else None,
         top_sent=max(sent) if sent else 0,
@@ -186,7 +185,7 @@ def _progress(
             "clock_start": iso(clock.start),
             "elapsed_s": elapsed_s,
             "timeout_s": clock.timeout_s,
-            "lead_s": clock.lead_s,
+            "lead_s": lead,
             "warnings_sent": {str(lvl): iso(at) for lvl, at in sorted(sent.items())},
         },
     )
@@ -198,7 +197,8 @@ def _warn(
     clock, now = pr.clock, ctx.now
     wk, ak = _warn_keys(ladder, c, clock.scope, level)
     stop_at = pr.stop_at(now)
-    left_s = max(0.0, seconds(stop_at - now))
+    stop_at_iso = iso(stop_at)
+    left = fmt_duration(max(0.0, seconds(stop_at - now)))
     elapsed, limit = fmt_duration(pr.elapsed_s), fmt_duration(clock.timeout_s)
     # The share of the limit actually elapsed at this pass, not the level: a late first warning
     # (the daemon was down, `plan --at`) must not say "2h (90% of 1h)".
@@ -208,22 +208,24 @@ def _warn(
         ctx.target(c),
         ladder.warn_reason,
         f"{c.name}: {ladder.what} for {elapsed} ({elapsed_pct}% of {limit}); it will be stopped in about "
-        f"{fmt_duration(left_s)}",
+        f"{left}",
         due_at=clock.start + timedelta(seconds=level / 100 * clock.timeout_s),
         key=ak,
-        evidence={**pr.evidence, "level_pct": level, "stop_expected_at": iso(stop_at)},
+        evidence={**pr.evidence, "level_pct": level, "stop_expected_at": stop_at_iso},
         params=built(
             WarnParams,
             {
                 "warning_key": wk,
                 "level_pct": level,
-                "stop_expected_at": iso(stop_at),
+                "stop_expected_at": stop_at_iso,
                 "severity": None,
+                # ``{stop_at}`` is filled in at delivery, in the server's local time
+                # (:func:`controller.act.notify.notice_text`).
                 "notice": "\n".join(
                     [
                         f"Your container {c.name} has been {ladder.what} for {elapsed} (limit {limit}). "
-                        f"It will be stopped at {{stop_at}} (in about {fmt_duration(left_s)}).",
-                        *clock.notice_lines,
+                        f"It will be stopped at {{stop_at}} (in about {left}).",
+                        *ladder.notice(c, clock.policy),
                     ]
                 ),
             },
@@ -284,7 +286,7 @@ def _never_warned(ctx: PassContext, out: Collector, c: ContainerObs, ladder: Lad
     if pr.first_sent is not None:
         return GO_ON
     _warn(ctx, out, c, ladder, pr, max(ladder.levels_pct))
-    lead = pr.clock.lead_s
+    lead = pr.lead_s
     return deferral(
         ctx.target(c),
         ladder.stop_reason,
@@ -305,7 +307,7 @@ def _inside_lead(ctx: PassContext, out: Collector, c: ContainerObs, ladder: Ladd
         ladder.stop_reason,
         DeferReason.WAITING_FOR_WARNING,
         f"{c.name}: first warned at {pr.first_sent.isoformat()}; stop after the lead time of "
-        f"{fmt_duration(pr.clock.lead_s)}",
+        f"{fmt_duration(pr.lead_s)}",
         due_at=stop_at,
         evidence=pr.evidence,
     )
@@ -329,7 +331,7 @@ def _stop(ctx: PassContext, c: ContainerObs, ladder: Ladder, pr: _Progress) -> A
         },
         due_at=stop_at,
         key=f"StopContainer:{c.id}:{iso(c.started_at)}:{ladder.stop_reason.value}",
-        params=pr.clock.stop_params,
+        params=ladder.stop_params(pr.clock.policy),
     )
 
 
@@ -355,13 +357,42 @@ def _idle_notice(c: ContainerObs, policy: EffectivePolicy) -> list[str]:
     ]
 
 
-def _runtime_notice(c: ContainerObs) -> list[str]:
+def _runtime_notice(c: ContainerObs, policy: EffectivePolicy) -> list[str]:
+    """What the owner of a container near its maximum runtime keeps and loses, where to see more."""
     return [
         "Why: the maximum runtime since its last start is reached; the keep-alive file does not extend it.",
         "What is kept: your files under /workspace and the stopped container (start it again to continue). "
         "What is lost: its running processes; save your work before the stop.",
         f"More: ds01ctl describe container {c.name}",
     ]
+
+
+def _idle_stop_params(policy: EffectivePolicy) -> StopParams:
+    return stop_params(policy.sigterm_grace_s.value, remove=policy.remove_after_idle_stop.value)
+
+
+def _runtime_stop_params(policy: EffectivePolicy) -> StopParams:
+    return stop_params(policy.sigterm_grace_s.value, remove=False)
+
+
+IDLE_LADDER = Ladder(
+    Reason.IDLE_TIMEOUT,
+    Reason.IDLE_WARNING,
+    (80, 95),
+    IDLE_WARNING_PREFIX.rstrip(":"),
+    "idle",
+    notice=_idle_notice,
+    stop_params=_idle_stop_params,
+)
+RUNTIME_LADDER = Ladder(
+    Reason.MAX_RUNTIME_EXCEEDED,
+    Reason.MAX_RUNTIME_WARNING,
+    (75, 90),
+    "runtime",
+    "running",
+    notice=_runtime_notice,
+    stop_params=_runtime_stop_params,
+)
 
 
 def _clock_applies(
@@ -420,13 +451,9 @@ def idle_stop(ctx: PassContext, out: Collector, c: ContainerObs, policy: Effecti
         start=idle_since,
         scope=_idle_scope(c, mem, idle_since),
         timeout_s=facts.timeout_s,
-        lead_s=lead_s(policy, facts.timeout_s),
-        not_ready=_idle_not_ready(c, policy, facts),
-        stop_params=StopParams(
-            grace_s=policy.sigterm_grace_s.value, remove=policy.remove_after_idle_stop.value
-        ),
+        policy=policy,
         evidence=facts.evidence,
-        notice_lines=_idle_notice(c, policy),
+        not_ready=_idle_not_ready(c, policy, facts),
     )
     return run_ladder(ctx, out, c, mem, IDLE_LADDER, clock)
 
@@ -700,25 +727,24 @@ def runtime_stop(ctx: PassContext, out: Collector, c: ContainerObs, policy: Effe
     # Forward wall-clock steps during this start are not runtime (controller.plan.clock): the clock
     # starts that much later on the wall clock. Real time while the daemon was down still counts.
     discount_s = mem.runtime_discount_s if mem is not None and mem.started_at == c.started_at else 0.0
-    start = c.started_at + timedelta(seconds=discount_s)
+    start = c.started_at + timedelta(seconds=discount_s) if discount_s else c.started_at
     # The boot-clock runtime (/proc) also holds across a step no pass saw: the smaller runtime wins
     # (a stop only ever later); real time while the daemon was down still advances the boot clock.
     # It was read at the observation: anchor it there, so a plan evaluated later (`plan --at`)
     # still ages the container.
     if c.running_for_s is not None:
         start = max(start, ctx.snapshot.observed_at - timedelta(seconds=c.running_for_s))
+    started_iso = iso(c.started_at)
     clock = LadderClock(
         start=start,
-        scope=iso(c.started_at) or "",
+        scope=started_iso or "",
         timeout_s=timeout_s,
-        lead_s=lead_s(policy, timeout_s),
-        stop_params=stop_params(policy.sigterm_grace_s.value, remove=False),
+        policy=policy,
         evidence={
-            "started_at": iso(c.started_at),
+            "started_at": started_iso,
             "timeout_source": policy.max_runtime_s.source,
             "clock_step_discount_s": discount_s,
             "running_for_s": c.running_for_s,
         },
-        notice_lines=_runtime_notice(c),
     )
     return run_ladder(ctx, out, c, mem, RUNTIME_LADDER, clock)

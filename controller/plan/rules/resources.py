@@ -73,11 +73,11 @@ def pids_floor(tasks: int, margin_pct: float) -> int:
 def update_resources(ctx: PassContext, out: Collector, c: ContainerObs, policy: EffectivePolicy) -> None:
     """Propose the UpdateResources action (and any wait or warning) for one container."""
     limits = c.limits
-    spec = policy.resources
     if limits is None or c.state not in UPDATABLE_STATES:
         return  # not inspected (nothing known to compare), or a state docker update does not serve
     if not ctx.glob.update_limits.value:
         return  # reported once for the host by report_limits
+    spec = policy.resources
     decision = _decide(c, limits, spec, ctx.glob.memory_margin_pct.value, ctx.snapshot.host_cpus)
     if not decision.update and not decision.waits:
         return
@@ -132,9 +132,11 @@ def report_limits(ctx: PassContext, out: Collector) -> None:
         return
     names: list[str] = []
     for c in ctx.containers:
-        policy = ctx.policies.get(c.id)
         limits = c.limits
-        if policy is None or limits is None or c.state not in UPDATABLE_STATES:
+        if limits is None or c.state not in UPDATABLE_STATES:
+            continue  # (the common case, checked before the policy is looked up)
+        policy = ctx.policies.get(c.id)
+        if policy is None:
             continue
         if policy.protected.value or policy.monitoring.value or policy.resources.exempt.value:
             continue
