@@ -488,8 +488,8 @@ def duplicate_holders(ctx: PassContext, out: Collector) -> None:
         return
     by_gpu: dict[str, dict[str, ContainerObs]] = {}
     for c in ctx.containers:
-        if c.state != ContainerState.RUNNING:
-            continue
+        if not c.gpu_refs or c.state != ContainerState.RUNNING:
+            continue  # most containers hold no GPU: the cheaper test first
         for ref in c.gpu_refs:
             if ref.uuid is None or ref.is_mig or ref.uuid in ctx.mig_uuids:
                 continue
