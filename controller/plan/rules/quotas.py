@@ -210,6 +210,9 @@ def _gpu_quota(
         per[c.id] = known
         unknown.extend(f"{c.name}: {u}" for u in missing)
     total = round(sum(per.values()), 6)
+    within = total <= quota.value + 1e-9
+    if within and not unknown:
+        return  # within the quota and every share known (most owners): nothing to say
     evidence: dict[str, Any] = {
         "owner": owner,
         "gpu_equivalents": total,
@@ -218,16 +221,15 @@ def _gpu_quota(
         "per_container": {c.name: per[c.id] for c in holders},
         "unknown_units": unknown,
     }
-    if total <= quota.value + 1e-9:
-        if unknown:
-            out.defer(
-                host_target(user=owner),
-                Reason.GPU_QUOTA_EXCEEDED,
-                DeferReason.UNKNOWN_SIGNAL,
-                f"{owner} holds {total:g} known GPU-equivalents (quota {quota.value:g}) and units "
-                f"whose share is unknown ({', '.join(unknown)}): the quota cannot be judged",
-                evidence=evidence,
-            )
+    if within:
+        out.defer(
+            host_target(user=owner),
+            Reason.GPU_QUOTA_EXCEEDED,
+            DeferReason.UNKNOWN_SIGNAL,
+            f"{owner} holds {total:g} known GPU-equivalents (quota {quota.value:g}) and units "
+            f"whose share is unknown ({', '.join(unknown)}): the quota cannot be judged",
+            evidence=evidence,
+        )
         return
     # The newest holders beyond the quota: dropped one by one, each by its share, until the rest fit.
     excess = total - quota.value
