@@ -26,6 +26,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from controller.plan.context import Collector, PassContext, host_target
@@ -151,12 +152,19 @@ def owners(ctx: PassContext) -> dict[str, list[ContainerObs]]:
     """Each known owner's live containers with a policy, oldest first."""
     by_owner: dict[str, list[ContainerObs]] = {}
     for c in ctx.containers:
+        if c.state not in LIVE_STATES or c.id not in ctx.policies:
+            continue
         owner = ctx.counted_owner(c)
-        if owner is not None and c.state in LIVE_STATES and c.id in ctx.policies:
+        if owner is not None:
             by_owner.setdefault(owner, []).append(c)
     for owned in by_owner.values():
-        owned.sort(key=lambda c: (c.started_at or c.created_at, c.id))
+        # By (start, id): the lists are in id order already (ctx.containers) and the sort is stable.
+        owned.sort(key=_started)
     return by_owner
+
+
+def _started(c: ContainerObs) -> datetime:
+    return c.started_at or c.created_at
 
 
 def aggregate_caps(ctx: PassContext, out: Collector) -> None:

@@ -105,7 +105,23 @@ def _row_device(ctx: PassContext, e: LedgerEntry) -> _Device | None:
 
 def _same_text(a: str, b: str) -> bool:
     """The same device reference written the same way ('1.2' and '1:2' are one slot)."""
-    return a.strip().replace(":", ".").lower() == b.strip().replace(":", ".").lower()
+    return _text(a) == _text(b)
+
+
+def _text(ref: str) -> str:
+    return ref.strip().replace(":", ".").lower()
+
+
+def _names_row_device(c: ContainerObs, e: LedgerEntry) -> bool:
+    """``c`` holds every GPU, or references the row's device written as the row writes it."""
+    if c.all_gpus:
+        return True
+    # The very same text first: an allocator usually writes the reference as Docker was given it.
+    for ref in c.gpu_refs:
+        if ref.raw == e.gpu:
+            return True
+    row = _text(e.gpu)
+    return any(_text(ref.raw) == row for ref in c.gpu_refs)
 
 
 def _same_device(ctx: PassContext, row: _Device | None, ref: GpuRef) -> bool | None:
@@ -129,7 +145,7 @@ def _same_device(ctx: PassContext, row: _Device | None, ref: GpuRef) -> bool | N
 
 def _references(ctx: PassContext, c: ContainerObs, e: LedgerEntry, row: _Device | None) -> bool | None:
     """Whether ``c`` still references the row's device; None when that cannot be told."""
-    if c.all_gpus or any(_same_text(ref.raw, e.gpu) for ref in c.gpu_refs):
+    if _names_row_device(c, e):
         return True
     unknown = False
     for ref in c.gpu_refs:
@@ -234,7 +250,7 @@ def ledger_rows(ctx: PassContext, out: Collector) -> None:
     # Sorted by plain strings (a hand-edited ledger may mix naive and aware timestamps).
     entries = sorted(
         (
-            ((e.container, e.gpu, e.allocated_at.isoformat(), e.user, e.gpu_uuid or ""), e)
+            ((e.container, e.gpu, iso(e.allocated_at) or "", e.user, e.gpu_uuid or ""), e)
             for e in ctx.snapshot.ledger.entries
         ),
         key=lambda pair: pair[0],
@@ -350,10 +366,12 @@ def _one_row(ctx: PassContext, out: Collector, e: LedgerEntry, rows: _Rows) -> N
     """Preconditions (one container, a known reference, no renamed holder, past the window), then
     the release."""
     c = ctx.find_container(e.container)
+    if c is not None and _names_row_device(c, e):
+        return  # a live reference as the row writes it: not leaked (the common case, kept cheap)
     device = _row_device(ctx, e)
     refs = _references(ctx, c, e, device) if c is not None else None
     if refs is True:
-        return  # a live reference: not leaked (the common case, kept cheap)
+        return  # a live reference to the same device written another way: not leaked
     r = _row_facts(ctx, e, c, device)
     if out.stopped(_prefix_ambiguous(ctx, r)):
         return
@@ -470,8 +488,8 @@ def duplicate_holders(ctx: PassContext, out: Collector) -> None:
         return
     by_gpu: dict[str, dict[str, ContainerObs]] = {}
     for c in ctx.containers:
-        if c.state != ContainerState.RUNNING:
-            continue
+        if not c.gpu_refs or c.state != ContainerState.RUNNING:
+            continue  # most containers hold no GPU: the cheaper test first
         for ref in c.gpu_refs:
             if ref.uuid is None or ref.is_mig or ref.uuid in ctx.mig_uuids:
                 continue

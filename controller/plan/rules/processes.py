@@ -161,7 +161,10 @@ def gpu_processes(ctx: PassContext, out: Collector) -> ProcessOutcome:
     for p in ordered:
         if p.state == ProcessState.VANISHED:
             continue  # exited between NVML's list and /proc: nothing to do
-        _one_process(ctx, out, p, views.setdefault(p.gpu_uuid, _GpuView()), sightings)
+        view = views.get(p.gpu_uuid)
+        if view is None:
+            view = views[p.gpu_uuid] = _GpuView()
+        _one_process(ctx, out, p, view, sightings)
     marks = _dirty_gpus(ctx, out, views, prev_marks)
     return ProcessOutcome(by_key(sightings.seen), marks)
 
@@ -355,9 +358,11 @@ def _report_foreign(ctx: PassContext, out: Collector, p: GpuProcessObs, s: Proce
 
 
 def _check_foreign(ctx: PassContext, out: Collector, p: GpuProcessObs, c: ContainerObs) -> None:
-    if c.all_gpus or any(not ref.resolved for ref in c.gpu_refs):
-        return  # it may use any GPU, or we cannot tell which: not provably foreign
-    if p.device_uuid in c.gpu_uuids or p.gpu_uuid in ctx.physical_gpus(c):
+    # Every GPU, a reference that did not resolve (it may use any GPU: not provably foreign), or
+    # the very device the process is on; one walk over the references in the common case.
+    if c.all_gpus or any(ref.uuid is None or ref.uuid == p.device_uuid for ref in c.gpu_refs):
+        return
+    if p.gpu_uuid in ctx.physical_gpus(c):
         return
     out.act(
         ActionKind.ALERT_ADMIN,
@@ -395,7 +400,6 @@ class _GpuFacts:
 
     gpu: GpuObs
     view: _GpuView | None
-    live_holders: list[ContainerObs]
     unlisted: str | None  # why its process list is unknown
     threshold: int
     stale: bool  # memory in use with no process listed and no live holder
@@ -404,13 +408,12 @@ class _GpuFacts:
 
     @classmethod
     def of(cls, ctx: PassContext, g: GpuObs, view: _GpuView | None) -> _GpuFacts:
-        live_holders = [c for c in ctx.holders.get(g.uuid, []) if c.state in LIVE_STATES]
         unlisted = processes_unknown(g)
         threshold = stale_memory_threshold_bytes(g)
         stale = (
             unlisted is None
             and not _listed_anything(g, view)
-            and not live_holders
+            and not _live_holders(ctx, g)
             and g.memory_used_bytes is not None
             and g.memory_used_bytes >= threshold
         )
@@ -422,7 +425,12 @@ class _GpuFacts:
             "mig_enabled": g.mig_enabled,
             "stale_memory_threshold_bytes": threshold,
         }
-        return cls(g, view, live_holders, unlisted, threshold, stale, host_target(gpu=g.uuid), evidence)
+        return cls(g, view, unlisted, threshold, stale, host_target(gpu=g.uuid), evidence)
+
+
+def _live_holders(ctx: PassContext, g: GpuObs) -> list[ContainerObs]:
+    # Asked only of a GPU with no process listed, or one to be reset: most GPUs never need it.
+    return [c for c in ctx.holders.get(g.uuid, []) if c.state in LIVE_STATES]
 
 
 def _gpu_mark(ctx: PassContext, out: Collector, f: _GpuFacts, mark: GpuMark | None) -> GpuMark | None:
@@ -508,8 +516,9 @@ def _reset_blockers(ctx: PassContext, f: _GpuFacts, *, reset_done: bool) -> list
     others = f.view.others if f.view is not None else []
     if others:
         blockers.append("other processes on it: " + ", ".join(str(p.pid) for p in others))
-    if f.live_holders:
-        blockers.append("held by live containers: " + ", ".join(sorted(c.name for c in f.live_holders)))
+    live_holders = _live_holders(ctx, f.gpu)
+    if live_holders:
+        blockers.append("held by live containers: " + ", ".join(sorted(c.name for c in live_holders)))
     unresolved = sorted(
         c.name
         for c in ctx.containers

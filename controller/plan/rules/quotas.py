@@ -34,6 +34,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from controller.plan.context import Collector, PassContext, fmt_duration, host_target, iso
+from controller.plan.rules.aggregate import owners
 from controller.plan.types import ActionKind, DeferReason, Reason, StopParams, WarnParams
 from controller.plan.values import replaced
 from controller.snapshot import ContainerId, ContainerObs, ContainerState
@@ -48,6 +49,9 @@ QUOTA_REASONS = (Reason.CONTAINER_QUOTA_EXCEEDED, Reason.GPU_QUOTA_EXCEEDED, Rea
 # container's memory. Not the report mode's notice (``quota:<reason>``): a user asked to stop "a
 # container" has not been told that this one will be stopped.
 STOP_WARNING_PREFIX = "quota-stop:"
+# Each quota's stop-warning key, built once (looked up for every container in every pass).
+_STOP_WARNINGS = {r: f"{STOP_WARNING_PREFIX}{r.value}" for r in QUOTA_REASONS}
+_STOP_WARNING_KEYS = frozenset(_STOP_WARNINGS.values())
 
 
 @dataclass
@@ -61,32 +65,27 @@ class _Stops:
 
 def user_quotas(ctx: PassContext, out: Collector) -> None:
     """Every owner's container and GPU quota, and every running container's GPU units."""
-    by_owner: dict[str, list[ContainerObs]] = {}
-    for c in ctx.containers:
-        owner = ctx.counted_owner(c)
-        if owner is not None and c.state in LIVE_STATES and c.id in ctx.policies:
-            by_owner.setdefault(owner, []).append(c)
+    by_owner = owners(ctx)  # oldest first: the newest are the ones beyond a quota
     shares = mig_shares(ctx)
     # The containers another rule stops in this pass (idle, max runtime): one stop per container.
     stops = _Stops(
         proposed={a.target.container_id for a in out.actions if a.kind == ActionKind.STOP_CONTAINER}
     )
     for owner in sorted(by_owner):
-        # Oldest first: the newest are the ones beyond a quota.
-        owned = sorted(by_owner[owner], key=_age)
+        owned = by_owner[owner]
         # Each GPU holder's units, counted once for the owner's GPU quota and its slot caps.
         units = {c.id: gpu_units(ctx, c) for c in owned if c.has_gpu}
+        holders = [c for c in owned if c.id in units]
         _container_quota(ctx, out, owner, owned, stops)
-        _gpu_quota(ctx, out, owner, owned, shares, units, stops)
-        for c in owned:
-            held = units.get(c.id)
-            if held is not None and c.state == ContainerState.RUNNING:
-                _gpu_slots(ctx, out, c, held, stops)
+        _gpu_quota(ctx, out, owner, owned, holders, shares, units, stops)
+        for c in holders:
+            if c.state == ContainerState.RUNNING:
+                _gpu_slots(ctx, out, c, units[c.id], stops)
     _void_stop_warnings(ctx, stops)
 
 
 def _stop_warning(reason: Reason) -> str:
-    return f"{STOP_WARNING_PREFIX}{reason.value}"
+    return _STOP_WARNINGS[reason]
 
 
 def _stop_warn_key(c: ContainerObs, reason: Reason) -> str:
@@ -101,21 +100,21 @@ def _void_stop_warnings(ctx: PassContext, stops: _Stops) -> None:
     beyond the quota again later it is warned again and has a full lead again, never stopped at once
     on a warning of another time.
     """
+    # Most memories hold no stop warning: find the few that do first, without touching each container.
+    holding = {cid for cid, mem in ctx.cmem.items() if not _STOP_WARNING_KEYS.isdisjoint(mem.warnings)}
+    if not holding:
+        return
     for c in ctx.containers:
-        mem = ctx.cmem.get(c.id)
-        if mem is None or not mem.warnings:
+        if c.id not in holding:
             continue
-        void = [
-            r for r in QUOTA_REASONS if _stop_warning(r) in mem.warnings and (c.id, r) not in stops.warned
-        ]
+        mem = ctx.cmem[c.id]
+        held = mem.warnings
+        void = [r for r, key in _STOP_WARNINGS.items() if key in held and (c.id, r) not in stops.warned]
         if void:
-            keep = {k: at for k, at in mem.warnings.items() if k not in {_stop_warning(r) for r in void}}
+            dropped = {_STOP_WARNINGS[r] for r in void}
+            keep = {k: at for k, at in mem.warnings.items() if k not in dropped}
             ctx.cmem[c.id] = replaced(mem, {"warnings": keep})
             ctx.forget_done.update(_stop_warn_key(c, r) for r in void)
-
-
-def _age(c: ContainerObs) -> tuple[datetime, str]:
-    return (c.started_at or c.created_at, c.id)
 
 
 def mig_shares(ctx: PassContext) -> dict[str, float | None]:
@@ -196,12 +195,12 @@ def _gpu_quota(
     out: Collector,
     owner: str,
     owned: list[ContainerObs],
+    holders: list[ContainerObs],
     shares: dict[str, float | None],
     units: dict[ContainerId, list[str]],
     stops: _Stops,
 ) -> None:
     quota = _policy(ctx, owned).resources.max_gpu_equivalents
-    holders = [c for c in owned if c.id in units]
     if quota.value is None or not holders:
         return
     per: dict[str, float] = {}
@@ -211,6 +210,9 @@ def _gpu_quota(
         per[c.id] = known
         unknown.extend(f"{c.name}: {u}" for u in missing)
     total = round(sum(per.values()), 6)
+    within = total <= quota.value + 1e-9
+    if within and not unknown:
+        return  # within the quota and every share known (most owners): nothing to say
     evidence: dict[str, Any] = {
         "owner": owner,
         "gpu_equivalents": total,
@@ -219,16 +221,15 @@ def _gpu_quota(
         "per_container": {c.name: per[c.id] for c in holders},
         "unknown_units": unknown,
     }
-    if total <= quota.value + 1e-9:
-        if unknown:
-            out.defer(
-                host_target(user=owner),
-                Reason.GPU_QUOTA_EXCEEDED,
-                DeferReason.UNKNOWN_SIGNAL,
-                f"{owner} holds {total:g} known GPU-equivalents (quota {quota.value:g}) and units "
-                f"whose share is unknown ({', '.join(unknown)}): the quota cannot be judged",
-                evidence=evidence,
-            )
+    if within:
+        out.defer(
+            host_target(user=owner),
+            Reason.GPU_QUOTA_EXCEEDED,
+            DeferReason.UNKNOWN_SIGNAL,
+            f"{owner} holds {total:g} known GPU-equivalents (quota {quota.value:g}) and units "
+            f"whose share is unknown ({', '.join(unknown)}): the quota cannot be judged",
+            evidence=evidence,
+        )
         return
     # The newest holders beyond the quota: dropped one by one, each by its share, until the rest fit.
     excess = total - quota.value
