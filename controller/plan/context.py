@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import Enum
+from operator import attrgetter
 from typing import Any, TypeAlias
 
 from controller.memory import ContainerMemory, ControllerMemory
@@ -256,7 +257,8 @@ class PassContext:
     def build(
         cls, snapshot: Snapshot, now: datetime, glob: GlobalPolicy, memory: ControllerMemory
     ) -> PassContext:
-        containers = sorted(snapshot.containers, key=lambda c: c.id)
+        containers = sorted(snapshot.containers, key=attrgetter("id"))
+        ids: list[str] = [c.id for c in containers]
         gpus = sorted(snapshot.gpus, key=lambda g: (g.index, g.uuid))
         physical_of: dict[str, str] = {}
         mig: set[str] = set()
@@ -276,9 +278,9 @@ class PassContext:
             nvml_ok=snapshot.domain_ok(Domain.NVML),
             procfs_ok=snapshot.domain_ok(Domain.PROCFS),
             containers=containers,
-            by_id={c.id: c for c in containers},
+            by_id=dict(zip(ids, containers, strict=True)),
             by_name={c.name: c for c in containers},
-            sorted_ids=[c.id for c in containers],
+            sorted_ids=ids,
             gpus=gpus,
             physical_of=physical_of,
             mig_uuids=frozenset(mig),
@@ -294,7 +296,12 @@ class PassContext:
         for c in self.containers:
             if c.all_gpus:
                 all_gpu_holders.append(c)
-            for uuid in self.physical_gpus(c, include_all=False):
+            if not c.gpu_refs:
+                continue  # most containers reference no GPU: nothing to index
+            uuids = self._physical_gpus(c, include_all=False)
+            if not c.all_gpus:
+                self._physical[c.id] = uuids  # what physical_gpus(c) would build again
+            for uuid in uuids:
                 holders.setdefault(uuid, []).append(c)
                 if c.state == ContainerState.RUNNING:
                     in_use.add(uuid)
@@ -374,13 +381,21 @@ class PassContext:
         if signals is not None:
             for reading in signals.gpu_util:
                 out[reading.uuid] = reading.percent
-        uuids: list[str] = list(c.gpu_uuids)
-        if c.all_gpus or any(not ref.resolved for ref in c.gpu_refs):
-            uuids.extend(g.uuid for g in self.gpus)
-        for uuid in uuids:
-            if uuid not in out:
-                out[uuid] = None if uuid in self.mig_uuids else self.gpu_util.get(uuid)
+        # One walk over the references (c.gpu_uuids and ref.resolved would walk them twice more).
+        every = c.all_gpus
+        for ref in c.gpu_refs:
+            if ref.uuid is None:
+                every = True  # unresolved: it may be any GPU
+            elif ref.uuid not in out:
+                out[ref.uuid] = self._device_pct(ref.uuid)
+        for g in self.gpus if every else ():
+            if g.uuid not in out:
+                out[g.uuid] = self._device_pct(g.uuid)
         return out
+
+    def _device_pct(self, uuid: str) -> float | None:
+        """The device view's utilization of a GPU; None for a MIG device (it reports none)."""
+        return None if uuid in self.mig_uuids else self.gpu_util.get(uuid)
 
     def counted_owner(self, c: ContainerObs) -> str | None:
         """The user a container counts for in per-user sums (quotas, aggregate caps), or None.

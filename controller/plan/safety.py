@@ -37,7 +37,7 @@ from datetime import datetime
 from typing import Any
 
 from controller.memory import Breaker
-from controller.plan.context import Collector, PassContext, host_target, iso
+from controller.plan.context import Collector, PassContext, deferral, host_target, iso
 from controller.plan.types import Action, ActionKind, AlertParams, DeferReason, Deferred, Reason
 from controller.snapshot import ContainerState
 
@@ -71,8 +71,11 @@ def apply_gates(ctx: PassContext, proposed: Collector) -> GateResult:
     out = Collector(deferred=list(proposed.deferred))
     delivered_alerts: list[Action] = []
     unique = _dedupe_and_back_off(ctx, out, proposed.actions, delivered_alerts)
-    passive = [a for a in unique if not a.destructive]
-    destructive = sorted((a for a in unique if a.destructive), key=lambda a: (a.due_at, a.key))
+    passive: list[Action] = []
+    destructive: list[Action] = []
+    for a in unique:
+        (destructive if a.destructive else passive).append(a)
+    destructive.sort(key=lambda a: (a.due_at, a.key))
     breaker = ctx.memory.breaker
     if not breaker.tripped and destructive:
         breaker = _stop_breaker(ctx, destructive, passive)
@@ -139,10 +142,13 @@ def _dedupe_and_back_off(
 def _stop_breaker(ctx: PassContext, destructive: list[Action], passive: list[Action]) -> Breaker:
     """Gate 4 for stops: a mass stop trips the breaker (and alerts an admin)."""
     stops = [a for a in destructive if a.kind == ActionKind.STOP_CONTAINER]
-    running_gpu = sum(1 for c in ctx.containers if c.state == ContainerState.RUNNING and c.has_gpu)
     max_fraction = ctx.glob.breaker_max_fraction.value
     min_containers = ctx.glob.breaker_min_containers.value
-    if not (stops and len(stops) >= min_containers and len(stops) > max_fraction * running_gpu):
+    if not stops or len(stops) < min_containers:
+        return ctx.memory.breaker
+    # Counted only now: a pass with too few stops to trip it need not scan every container.
+    running_gpu = sum(1 for c in ctx.containers if c.state == ContainerState.RUNNING and c.has_gpu)
+    if not len(stops) > max_fraction * running_gpu:
         return ctx.memory.breaker
     reason = (
         f"this pass would stop {len(stops)} of {running_gpu} running GPU containers "
@@ -183,15 +189,18 @@ def _hold_releases(out: Collector, destructive: list[Action], release_breaker: B
 def _within_budget(ctx: PassContext, out: Collector, destructive: list[Action]) -> list[Action]:
     """Gate 5: the oldest due first, up to the budget; the rest wait for the next pass."""
     budget = max(0, ctx.glob.max_destructive_actions_per_pass.value)
+    # A backlog defers thousands of actions in one pass: the message's tail is formatted once.
+    spent = f": the budget of {budget} destructive actions per pass is spent; next pass"
     for a in destructive[budget:]:
-        _defer(
-            out,
-            a,
-            DeferReason.BUDGET_EXHAUSTED,
-            f"{a.kind.value} {a.target.label()}: the budget of {budget} destructive actions per pass is "
-            f"spent; next pass",
-            None,
-            {"budget": budget, "due_at": iso(a.due_at)},
+        kind = a.kind.value
+        out.deferred.append(
+            deferral(
+                a.target,
+                a.reason,
+                DeferReason.BUDGET_EXHAUSTED,
+                f"{kind} {a.target.label()}{spent}",
+                evidence={"action": kind, "key": a.key, "budget": budget, "due_at": iso(a.due_at)},
+            )
         )
     return destructive[:budget]
 
