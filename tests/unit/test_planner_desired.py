@@ -139,3 +139,26 @@ def test_memoised_resolution_matches_fresh_resolution_across_expiry_and_time() -
         assert d.effective(c, t) == d._effective(c, t), t
     assert d.effective(c, expiry).exemptions == ()
     assert d.effective(c, b.T0).exemption(ExemptFrom.IDLE) is not None
+
+
+def test_resolutions_of_one_group_share_equal_values_and_equal_an_unshared_resolution() -> None:
+    """Containers of one group read one copy of each equal setting (a pass on a large host reads
+    them again and again); sharing never changes a value, its type or where it came from."""
+    from desired_state.effective import Sourced
+
+    desired = PolicySetDesired(builtin_policy())
+    now = datetime(2026, 3, 2, 12, 0, tzinfo=b.T0.tzinfo)
+    first = desired.effective(gpu_container(owner="alice", id="a" * 64), now)
+    second = desired.effective(gpu_container(owner="bob", id="b" * 64), now)
+    assert first.idle_timeout_s is second.idle_timeout_s
+    assert first.max_runtime_s is second.max_runtime_s
+    for c, eff in (
+        (gpu_container(owner="alice", id="a" * 64), first),
+        (gpu_container(owner="bob", id="b" * 64), second),
+    ):
+        unshared = PolicySetDesired(builtin_policy())._effective(c, now)
+        assert eff == unshared
+        for name, v in unshared.__dict__.items():
+            if isinstance(v, Sourced):
+                got = getattr(eff, name)
+                assert (type(got.value), got.value, got.source) == (type(v.value), v.value, v.source), name
