@@ -224,19 +224,15 @@ class ControllerMemory(BaseModel):
     def pruned(self, now: datetime) -> ControllerMemory:
         """Drop done keys and attempts older than :data:`RETENTION_S`."""
         horizon = now - timedelta(seconds=RETENTION_S)
+
+        def kept(a: Attempt) -> bool:
+            return a.next_attempt_at is None or a.next_attempt_at >= horizon
+
         # The common pass drops nothing: look before copying.
-        if all(at >= horizon for at in self.done.values()) and all(
-            a.next_attempt_at is None or a.next_attempt_at >= horizon for a in self.attempts.values()
-        ):
+        if all(at >= horizon for at in self.done.values()) and all(map(kept, self.attempts.values())):
             return self
         done = {k: at for k, at in self.done.items() if at >= horizon}
-        attempts = {
-            k: a
-            for k, a in self.attempts.items()
-            if a.next_attempt_at is None or a.next_attempt_at >= horizon
-        }
-        if len(done) == len(self.done) and len(attempts) == len(self.attempts):
-            return self
+        attempts = {k: a for k, a in self.attempts.items() if kept(a)}
         return self.model_copy(update={"done": done, "attempts": attempts})
 
     def without_containers(self, gone: set[str]) -> ControllerMemory:

@@ -25,6 +25,7 @@ import dataclasses
 import math
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
+from enum import Enum
 from typing import Any, Protocol, runtime_checkable
 
 from controller.plan.values import replaced
@@ -161,11 +162,10 @@ class _Memo:
         for name, v in eff.__dict__.items():
             if not isinstance(v, Sourced):
                 continue
-            key = (name, type(v), *_value_key(v.value), v.source)
-            try:
-                seen = self.sourced.setdefault(key, v)
-            except TypeError:  # an unhashable value is kept as it is
+            value_key = _value_key(v.value)
+            if value_key is None:
                 continue
+            seen = self.sourced.setdefault((name, type(v), *value_key, v.source), v)
             if seen is not v:
                 changes[name] = seen
         return replaced(eff, changes) if changes else eff
@@ -178,11 +178,17 @@ class _Memo:
         self.used = set()
 
 
-def _value_key(value: object) -> tuple[object, ...]:
-    """What tells two values apart exactly: their type and value, and a float's sign (-0.0 == 0.0)."""
+def _value_key(value: object) -> tuple[object, ...] | None:
+    """What tells two values apart exactly: their type and value, and a float's sign (-0.0 == 0.0).
+
+    None for anything but a scalar: a collection is not shared, as equal ones may hold elements of
+    other types (``(1,) == (1.0,)``).
+    """
     if isinstance(value, float):
         return (type(value), value, math.copysign(1.0, value))
-    return (type(value), value)
+    if value is None or isinstance(value, bool | int | str | Enum):
+        return (type(value), value)
+    return None
 
 
 _memo_owner: list[_Memo] = []

@@ -37,7 +37,7 @@ from datetime import datetime
 from typing import Any
 
 from controller.memory import Breaker
-from controller.plan.context import Collector, PassContext, deferral, host_target, iso
+from controller.plan.context import Collector, PassContext, host_target, iso
 from controller.plan.types import Action, ActionKind, AlertParams, DeferReason, Deferred, Reason
 from controller.snapshot import ContainerState
 
@@ -192,15 +192,13 @@ def _within_budget(ctx: PassContext, out: Collector, destructive: list[Action]) 
     # A backlog defers thousands of actions in one pass: the message's tail is formatted once.
     spent = f": the budget of {budget} destructive actions per pass is spent; next pass"
     for a in destructive[budget:]:
-        kind = a.kind.value
-        out.deferred.append(
-            deferral(
-                a.target,
-                a.reason,
-                DeferReason.BUDGET_EXHAUSTED,
-                f"{kind} {a.target.label()}{spent}",
-                evidence={"action": kind, "key": a.key, "budget": budget, "due_at": iso(a.due_at)},
-            )
+        _defer(
+            out,
+            a,
+            DeferReason.BUDGET_EXHAUSTED,
+            f"{a.kind.value} {a.target.label()}{spent}",
+            None,
+            {"budget": budget, "due_at": iso(a.due_at)},
         )
     return destructive[:budget]
 

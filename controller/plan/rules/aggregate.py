@@ -29,13 +29,12 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from controller.plan.context import Collector, PassContext, host_target
+from controller.plan.context import LIVE_STATES, Collector, PassContext, host_target
 from controller.plan.types import ActionKind, DeferReason, Reason
-from controller.snapshot import ContainerObs, ContainerState
+from controller.snapshot import ContainerObs
 from desired_state.effective import EffectivePolicy, ExemptFrom
 from desired_state.policy_set import sanitise_username
 
-LIVE_STATES = frozenset({ContainerState.RUNNING, ContainerState.PAUSED, ContainerState.RESTARTING})
 SLICE_PREFIX = "ds01"
 OVERRIDE_GROUP = "override"  # DS01 names a user with an override entry's slice so
 

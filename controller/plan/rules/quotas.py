@@ -41,7 +41,6 @@ from controller.snapshot import ContainerId, ContainerObs, ContainerState
 from crd_like_specs.vocabulary import ContainerType
 from desired_state.effective import EffectivePolicy, ExemptFrom
 
-LIVE_STATES = frozenset({ContainerState.RUNNING, ContainerState.PAUSED, ContainerState.RESTARTING})
 ENFORCE_STOP = "stop"
 UNRESOLVED = "unresolved:"  # a unit named by a reference that did not resolve: what it says
 QUOTA_REASONS = (Reason.CONTAINER_QUOTA_EXCEEDED, Reason.GPU_QUOTA_EXCEEDED, Reason.GPU_SLOTS_ABOVE_SPEC)
