@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from datetime import datetime
 
+import pytest
+
 from controller.memory import ControllerMemory
 from controller.plan.planner import plan
 from controller.plan.types import ActionKind, Plan, RemoveParams
@@ -144,6 +146,26 @@ class TestStoppedContainers:
         pol = b.policy(gpu_hold_after_stop_s=None)
         p = run(b.exited("g", gpus=[b.GPU0], finished_at=b.ago(minutes=31)), pol=pol)
         assert b.summary(p) == [("RemoveContainer", "StoppedHoldExpired", "g")]
+
+    @pytest.mark.parametrize(
+        ("gpu_hold_s", "hold_s", "expected"),
+        [
+            (3600.0, 600.0, ("RemoveContainer", "StoppedHoldExpired", "g")),  # the shorter hold applies
+            (600.0, 600.0, ("RemoveContainer", "GpuHoldExpired", "g")),  # a tie: the GPU hold's rule
+            (600.0, 3600.0, ("RemoveContainer", "GpuHoldExpired", "g")),
+        ],
+    )
+    def test_a_gpu_container_takes_the_shorter_hold_and_the_gpu_hold_wins_a_tie(
+        self, gpu_hold_s: float, hold_s: float, expected: tuple[str, str, str]
+    ) -> None:
+        pol = b.policy(gpu_hold_after_stop_s=gpu_hold_s, container_hold_after_stop_s=hold_s)
+        p = run(b.exited("g", gpus=[b.GPU0], finished_at=b.ago(minutes=11)), pol=pol)
+        assert b.summary(p) == [expected]
+        assert p.actions[0].evidence["hold_s"] == min(gpu_hold_s, hold_s)
+        # a minute younger than the shorter hold: nothing is removed yet, and the same rule waits
+        young = run(b.exited("g", gpus=[b.GPU0], finished_at=b.ago(minutes=9)), pol=pol)
+        assert young.actions == ()
+        assert b.deferred_summary(young) == [(expected[1], "NotDue", "g")]
 
     def test_both_holds_never(self) -> None:
         pol = b.policy(gpu_hold_after_stop_s=None, container_hold_after_stop_s=None)

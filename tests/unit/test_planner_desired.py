@@ -162,3 +162,14 @@ def test_resolutions_of_one_group_share_equal_values_and_equal_an_unshared_resol
             if isinstance(v, Sourced):
                 got = getattr(eff, name)
                 assert (type(got.value), got.value, got.source) == (type(v.value), v.value, v.source), name
+
+
+def test_only_scalars_are_shared_and_equal_values_of_another_type_or_sign_stay_apart() -> None:
+    """Sharing must never hand a container a value that merely compares equal: 1 is not 1.0 or
+    True, 0.0 is not -0.0, and a collection is not shared at all ((1,) == (1.0,))."""
+    from controller.plan.desired import _value_key
+
+    keys = [_value_key(v) for v in (1, 1.0, True, 0.0, -0.0, "1", None)]
+    assert None not in keys[:-1] and keys[-1] is not None
+    assert len(set(keys)) == len(keys)
+    assert _value_key((1,)) is None and _value_key(frozenset({1})) is None
