@@ -154,6 +154,19 @@ class TestRestartHold:
         got = stopped_by_restart(c, None, ENGINE_START)
         assert (got == ENGINE_START) is by_restart
 
+    @pytest.mark.parametrize("remembered", [True, False])
+    def test_a_shutdown_stop_a_second_after_the_start_read_from_procfs_is_the_restarts(
+        self, remembered: bool
+    ) -> None:
+        """procfs gives the boot time in whole seconds, so the engine start it yields may be up to a
+        second early: a container the shutdown killed (137) just before the real start then seems
+        to have stopped after it. It keeps the restart hold; it is not removed after the normal one."""
+        c = stopped("c", finished_at=ENGINE_START + timedelta(seconds=0.9))
+        memory = ControllerMemory(containers={c.id: seen(c, ContainerState.RUNNING)}) if remembered else None
+        p = run(c, memory=memory)
+        assert removals(p) == []
+        assert p.memory.containers[c.id].stopped_by_restart_at == ENGINE_START
+
     def test_unknown_restart_time_changes_nothing(self) -> None:
         c = stopped("c")
         memory = ControllerMemory(containers={c.id: seen(c, ContainerState.RUNNING)})

@@ -41,6 +41,10 @@ RESTART_STOPS_BEFORE = timedelta(minutes=10)
 RESTART_SHUTDOWN = timedelta(minutes=2)
 RESTART_RESTORE_AFTER = timedelta(minutes=2)
 RESTORE_EXIT_CODE = 255
+# The engine's start time is read from procfs with the boot time in whole seconds
+# (controller.observe.engine): it may be up to a second early. A stop this close after it came in
+# the shutdown, just before the engine started, not after it.
+RESTART_TIME_SLACK = timedelta(seconds=2)
 
 
 def restart_time(snapshot: Snapshot) -> datetime | None:
@@ -71,7 +75,7 @@ def stopped_by_restart(
     last_state = prev.last_state if same_start and prev is not None else ""
     if last_state in _STOPPED_VALUES and c.finished_at < restart_at - RESTART_SHUTDOWN:
         return None  # the controller saw it stopped, well before the restart: its owner's stop
-    if c.finished_at > restart_at:
+    if c.finished_at > restart_at + RESTART_TIME_SLACK:
         restored = c.exit_code == RESTORE_EXIT_CODE and c.finished_at <= restart_at + RESTART_RESTORE_AFTER
         return restart_at if restored else None
     if last_state in _RUNNING_VALUES or c.finished_at >= restart_at - RESTART_STOPS_BEFORE:
