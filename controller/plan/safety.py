@@ -48,6 +48,7 @@ from controller.plan.types import (
     Deferred,
     Reason,
 )
+from controller.plan.values import built
 from controller.snapshot import ContainerState
 
 ONE_SHOT_KINDS = frozenset({ActionKind.WARN_OWNER, ActionKind.ALERT_ADMIN})
@@ -56,6 +57,9 @@ ONE_SHOT_KINDS = frozenset({ActionKind.WARN_OWNER, ActionKind.ALERT_ADMIN})
 Proposed: TypeAlias = Action | Proposal
 # The order of actions: the oldest due first, ties broken by the key.
 _DUE_ORDER = attrgetter("due_at", "key")
+# The kinds' names, as the messages and evidence quote them (``.value`` goes through the enum's
+# descriptor: read once each, not once per deferral).
+_KIND_VALUE = {kind: kind.value for kind in ActionKind}
 
 
 @dataclass
@@ -79,13 +83,19 @@ def _defer(
     due: datetime | None,
     extra: dict[str, object],
 ) -> None:
-    out.defer(
-        a.target,
-        a.reason,
-        why,
-        message,
-        due_at=due,
-        evidence={"action": a.kind.value, "key": a.key, **extra},
+    # (Built here, not through out.defer: a backlog past the budget defers thousands a pass.)
+    out.deferred.append(
+        built(
+            Deferred,
+            {
+                "target": a.target,
+                "rule": a.reason,
+                "why": why,
+                "message": message,
+                "due_at": due,
+                "evidence": {"action": _KIND_VALUE[a.kind], "key": a.key, **extra},
+            },
+        )
     )
 
 
@@ -216,14 +226,22 @@ def _within_budget(ctx: PassContext, out: Collector, destructive: list[Proposed]
     budget = max(0, ctx.glob.max_destructive_actions_per_pass.value)
     # A backlog defers thousands of actions in one pass: the message's tail is formatted once.
     spent = f": the budget of {budget} destructive actions per pass is spent; next pass"
+    deferred, why = out.deferred, DeferReason.BUDGET_EXHAUSTED
     for a in destructive[budget:]:
-        _defer(
-            out,
-            a,
-            DeferReason.BUDGET_EXHAUSTED,
-            f"{a.kind.value} {a.target.label()}{spent}",
-            None,
-            {"budget": budget, "due_at": iso(a.due_at)},
+        # What _defer writes, inline: this loop defers the whole backlog.
+        kind, target = _KIND_VALUE[a.kind], a.target
+        deferred.append(
+            built(
+                Deferred,
+                {
+                    "target": target,
+                    "rule": a.reason,
+                    "why": why,
+                    "message": f"{kind} {target.label()}{spent}",
+                    "due_at": None,
+                    "evidence": {"action": kind, "key": a.key, "budget": budget, "due_at": iso(a.due_at)},
+                },
+            )
         )
     return destructive[:budget]
 
