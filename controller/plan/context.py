@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import bisect
 import functools
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import Enum
@@ -20,6 +20,7 @@ from typing import Any, TypeAlias
 from controller.memory import ContainerMemory, ControllerMemory
 from controller.plan.desired import CLAIMED_OWNER_RULES, UNTRUSTED_OWNER
 from controller.plan.types import (
+    DESTRUCTIVE_KINDS,
     Action,
     ActionKind,
     ActionParams,
@@ -168,12 +169,58 @@ Check: TypeAlias = Deferred | Halt | None
 GO_ON: Check = None
 
 
+@dataclass(slots=True)
+class Proposal:
+    """An action whose message and evidence are written only if it passes the safety gates.
+
+    The gates read an action's kind, target, reason, due date and key only, and a backlog past the
+    budget turns thousands of removals a pass into deferrals that quote nothing else: writing each
+    one's message and evidence would be wasted. ``detail`` returns them (as :meth:`Collector.act`
+    takes them); it reads only the pass's inputs, so calling it later gives what calling it at once
+    would have.
+    """
+
+    kind: ActionKind
+    target: Target
+    reason: Reason
+    due_at: datetime
+    key: str
+    params: ActionParams
+    detail: Callable[[], tuple[str, dict[str, Any]]]
+
+    @property
+    def destructive(self) -> bool:
+        return self.kind in DESTRUCTIVE_KINDS
+
+    def action(self) -> Action:
+        message, evidence = self.detail()
+        return built(
+            Action,
+            {
+                "kind": self.kind,
+                "target": self.target,
+                "reason": self.reason,
+                "message": message,
+                "evidence": evidence,
+                "due_at": self.due_at,
+                "key": self.key,
+                "params": self.params,
+            },
+        )
+
+
 @dataclass
 class Collector:
-    """Actions and deferrals proposed by the rules, before the safety gates."""
+    """Actions and deferrals proposed by the rules, before the safety gates.
+
+    ``proposals`` are actions not written out yet (:class:`Proposal`); the gates take them after
+    ``actions``. Only the cleanup rules propose (removals, whose keys no other rule makes): a rule
+    that reads ``actions`` (the stops proposed so far) finds every action it looks for there.
+    """
 
     actions: list[Action] = field(default_factory=list)
     deferred: list[Deferred] = field(default_factory=list)
+    proposals: list[Proposal] = field(default_factory=list)
 
     def act(
         self,
@@ -204,6 +251,20 @@ class Collector:
                 },
             )
         )
+
+    def propose(
+        self,
+        kind: ActionKind,
+        target: Target,
+        reason: Reason,
+        detail: Callable[[], tuple[str, dict[str, Any]]],
+        *,
+        due_at: datetime,
+        key: str,
+        params: ActionParams,
+    ) -> None:
+        """:meth:`act`, with the message and evidence written by ``detail`` if the gates let it through."""
+        self.proposals.append(Proposal(kind, target, reason, due_at, key, params, detail))
 
     def defer(
         self,

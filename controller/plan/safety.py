@@ -34,14 +34,32 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from operator import attrgetter
+from typing import Any, TypeAlias
 
 from controller.memory import Breaker
-from controller.plan.context import Collector, PassContext, host_target, iso
-from controller.plan.types import Action, ActionKind, AlertParams, DeferReason, Deferred, Reason
+from controller.plan.context import Collector, PassContext, Proposal, host_target, iso
+from controller.plan.types import (
+    DESTRUCTIVE_KINDS,
+    Action,
+    ActionKind,
+    AlertParams,
+    DeferReason,
+    Deferred,
+    Reason,
+)
+from controller.plan.values import built
 from controller.snapshot import ContainerState
 
 ONE_SHOT_KINDS = frozenset({ActionKind.WARN_OWNER, ActionKind.ALERT_ADMIN})
+# What the gates pass or hold back: an action, or one whose message and evidence are written only
+# if it passes (the gates read neither).
+Proposed: TypeAlias = Action | Proposal
+# The order of actions: the oldest due first, ties broken by the key.
+_DUE_ORDER = attrgetter("due_at", "key")
+# The kinds' names, as the messages and evidence quote them (``.value`` goes through the enum's
+# descriptor: read once each, not once per deferral).
+_KIND_VALUE = {kind: kind.value for kind in ActionKind}
 
 
 @dataclass
@@ -53,16 +71,31 @@ class GateResult:
     delivered_alerts: list[Action] = field(default_factory=list)  # raised again, delivered already
 
 
+def _written(a: Proposed) -> Action:
+    return a if isinstance(a, Action) else a.action()
+
+
 def _defer(
-    out: Collector, a: Action, why: DeferReason, message: str, due: datetime | None, extra: dict[str, object]
+    out: Collector,
+    a: Proposed,
+    why: DeferReason,
+    message: str,
+    due: datetime | None,
+    extra: dict[str, object],
 ) -> None:
-    out.defer(
-        a.target,
-        a.reason,
-        why,
-        message,
-        due_at=due,
-        evidence={"action": a.kind.value, "key": a.key, **extra},
+    # (Built here, not through out.defer: a backlog past the budget defers thousands a pass.)
+    out.deferred.append(
+        built(
+            Deferred,
+            {
+                "target": a.target,
+                "rule": a.reason,
+                "why": why,
+                "message": message,
+                "due_at": due,
+                "evidence": {"action": _KIND_VALUE[a.kind], "key": a.key, **extra},
+            },
+        )
     )
 
 
@@ -70,12 +103,12 @@ def apply_gates(ctx: PassContext, proposed: Collector) -> GateResult:
     """Gates 1-5, in order (see the module docstring)."""
     out = Collector(deferred=list(proposed.deferred))
     delivered_alerts: list[Action] = []
-    unique = _dedupe_and_back_off(ctx, out, proposed.actions, delivered_alerts)
-    passive: list[Action] = []
-    destructive: list[Action] = []
+    unique = _dedupe_and_back_off(ctx, out, [*proposed.actions, *proposed.proposals], delivered_alerts)
+    passive: list[Proposed] = []
+    destructive: list[Proposed] = []
     for a in unique:
-        (destructive if a.destructive else passive).append(a)
-    destructive.sort(key=lambda a: (a.due_at, a.key))
+        (destructive if a.kind in DESTRUCTIVE_KINDS else passive).append(a)
+    destructive.sort(key=_DUE_ORDER)
     breaker = ctx.memory.breaker
     if not breaker.tripped and destructive:
         breaker = _stop_breaker(ctx, destructive, passive)
@@ -85,7 +118,7 @@ def apply_gates(ctx: PassContext, proposed: Collector) -> GateResult:
             breaker, alert = tripped
             passive.append(alert)
     release_breaker = _release_breaker(ctx, destructive, passive)
-    performed: list[Action] = list(passive)
+    performed: list[Proposed] = list(passive)
     if not breaker.tripped and release_breaker.tripped:
         destructive = _hold_releases(out, destructive, release_breaker)
     if breaker.tripped:
@@ -101,19 +134,21 @@ def apply_gates(ctx: PassContext, proposed: Collector) -> GateResult:
             )
     else:
         performed.extend(_within_budget(ctx, out, destructive))
-    performed.sort(key=lambda a: (a.due_at, a.key))
-    return GateResult(performed, out.deferred, breaker, release_breaker, delivered_alerts)
+    performed.sort(key=_DUE_ORDER)
+    return GateResult(
+        [_written(a) for a in performed], out.deferred, breaker, release_breaker, delivered_alerts
+    )
 
 
 def _dedupe_and_back_off(
-    ctx: PassContext, out: Collector, proposed: list[Action], delivered_alerts: list[Action]
-) -> list[Action]:
+    ctx: PassContext, out: Collector, proposed: list[Proposed], delivered_alerts: list[Action]
+) -> list[Proposed]:
     """Gates 1-3: one action per key, one-shot actions already done dropped, back-off deferred.
 
     A dropped AlertAdmin is kept in ``delivered_alerts``: its condition still holds, so the alert is
     still open (``controller.plan.open_alerts``), although it is not sent again."""
     memory, now = ctx.memory, ctx.now
-    unique: list[Action] = []
+    unique: list[Proposed] = []
     seen: set[str] = set()
     for a in proposed:
         if a.key in seen:
@@ -121,7 +156,7 @@ def _dedupe_and_back_off(
         seen.add(a.key)
         if a.kind in ONE_SHOT_KINDS and a.key in memory.done:
             if a.kind is ActionKind.ALERT_ADMIN:
-                delivered_alerts.append(a)
+                delivered_alerts.append(_written(a))
             continue
         attempt = memory.attempts.get(a.key)
         if attempt is not None and attempt.next_attempt_at is not None and attempt.next_attempt_at > now:
@@ -139,7 +174,7 @@ def _dedupe_and_back_off(
     return unique
 
 
-def _stop_breaker(ctx: PassContext, destructive: list[Action], passive: list[Action]) -> Breaker:
+def _stop_breaker(ctx: PassContext, destructive: list[Proposed], passive: list[Proposed]) -> Breaker:
     """Gate 4 for stops: a mass stop trips the breaker (and alerts an admin)."""
     stops = [a for a in destructive if a.kind == ActionKind.STOP_CONTAINER]
     max_fraction = ctx.glob.breaker_max_fraction.value
@@ -170,7 +205,7 @@ def _stop_breaker(ctx: PassContext, destructive: list[Action], passive: list[Act
     return Breaker(tripped=True, tripped_at=ctx.now, reason=reason)
 
 
-def _hold_releases(out: Collector, destructive: list[Action], release_breaker: Breaker) -> list[Action]:
+def _hold_releases(out: Collector, destructive: list[Proposed], release_breaker: Breaker) -> list[Proposed]:
     """Gate 4 for releases: while the release breaker is open every release waits."""
     for a in destructive:
         if a.kind == ActionKind.RELEASE_ALLOCATION:
@@ -186,24 +221,32 @@ def _hold_releases(out: Collector, destructive: list[Action], release_breaker: B
     return [a for a in destructive if a.kind != ActionKind.RELEASE_ALLOCATION]
 
 
-def _within_budget(ctx: PassContext, out: Collector, destructive: list[Action]) -> list[Action]:
+def _within_budget(ctx: PassContext, out: Collector, destructive: list[Proposed]) -> list[Proposed]:
     """Gate 5: the oldest due first, up to the budget; the rest wait for the next pass."""
     budget = max(0, ctx.glob.max_destructive_actions_per_pass.value)
     # A backlog defers thousands of actions in one pass: the message's tail is formatted once.
     spent = f": the budget of {budget} destructive actions per pass is spent; next pass"
+    deferred, why = out.deferred, DeferReason.BUDGET_EXHAUSTED
     for a in destructive[budget:]:
-        _defer(
-            out,
-            a,
-            DeferReason.BUDGET_EXHAUSTED,
-            f"{a.kind.value} {a.target.label()}{spent}",
-            None,
-            {"budget": budget, "due_at": iso(a.due_at)},
+        # What _defer writes, inline: this loop defers the whole backlog.
+        kind, target = _KIND_VALUE[a.kind], a.target
+        deferred.append(
+            built(
+                Deferred,
+                {
+                    "target": target,
+                    "rule": a.reason,
+                    "why": why,
+                    "message": f"{kind} {target.label()}{spent}",
+                    "due_at": None,
+                    "evidence": {"action": kind, "key": a.key, "budget": budget, "due_at": iso(a.due_at)},
+                },
+            )
         )
     return destructive[:budget]
 
 
-def _release_breaker(ctx: PassContext, destructive: list[Action], passive: list[Action]) -> Breaker:
+def _release_breaker(ctx: PassContext, destructive: list[Proposed], passive: list[Proposed]) -> Breaker:
     """The release breaker after this pass: tripped (with an admin alert) on a mass release."""
     current = ctx.memory.release_breaker
     releases = [a for a in destructive if a.kind == ActionKind.RELEASE_ALLOCATION]
@@ -256,7 +299,7 @@ def breaker_alert(
 REMOVAL_REASONS = frozenset({Reason.GPU_HOLD_EXPIRED, Reason.STOPPED_HOLD_EXPIRED})
 
 
-def removal_breaker(ctx: PassContext, destructive: list[Action]) -> tuple[Breaker, Action] | None:
+def removal_breaker(ctx: PassContext, destructive: list[Proposed]) -> tuple[Breaker, Action] | None:
     """The removal share of the breaker: the tripped breaker and its alert, or None.
 
     Counts the removals of stopped containers (expired holds) that fell due since the last pass

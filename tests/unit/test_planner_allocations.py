@@ -318,6 +318,15 @@ class TestUnknownNotationWithNvmlUp:
         c = b.running("train", gpus=[odd], sig=b.signals(b.T0))
         assert leaked_rule(once(c, ledger=b.ledger(self.legacy_row()))) == []
 
+    def test_the_same_reference_written_another_way_is_held(self) -> None:
+        # No reference has the row's very text: the normalised comparison still finds the second.
+        other = GpuRef(raw="nvidia0", source=GpuRefSource.LABEL_GPU_UUID, unresolved_reason="unknown")
+        odd = GpuRef(
+            raw=f" {self.LEGACY.upper()} ", source=GpuRefSource.LABEL_GPU_UUID, unresolved_reason="unknown"
+        )
+        c = b.running("train", gpus=[other, odd], sig=b.signals(b.T0))
+        assert leaked_rule(once(c, ledger=b.ledger(self.legacy_row()))) == []
+
     def test_gone_container_with_gpu_holders_around_defers(self) -> None:
         c = running_on("train-old", b.GPU0)
         p = once(c, ledger=b.ledger(self.legacy_row()))

@@ -63,6 +63,26 @@ class TestBudget:
         )
         assert all(d.evidence["budget"] == 10 for d in p.deferred)
 
+    def test_held_back_removals_quote_the_removal_and_admitted_ones_are_whole(self) -> None:
+        # The removals' messages and evidence are written only for those the budget admits: what is
+        # written must not depend on the budget, and a held-back one quotes its removal's key and due.
+        cs = [
+            b.exited("gone-gpu", gpus=[b.GPU0], finished_at=b.ago(days=3)),
+            b.exited("gone", finished_at=b.ago(days=2)),
+            *stale_created(2),
+        ]
+        every = once(*cs, glob=b.global_policy(max_destructive_actions_per_pass=10))
+        assert len(every.actions) == 4
+        for budget in range(4):
+            p = once(*cs, glob=b.global_policy(max_destructive_actions_per_pass=budget))
+            assert p.actions == every.actions[:budget]
+            held = every.actions[budget:]
+            assert len(p.deferred) == len(held)
+            assert {d.evidence["key"]: (d.target, d.evidence["due_at"]) for d in p.deferred} == {
+                a.key: (a.target, a.due_at.isoformat()) for a in held
+            }
+            assert all(d.evidence["action"] == "RemoveContainer" for d in p.deferred)
+
     def test_non_destructive_actions_do_not_count(self) -> None:
         c = b.running(
             "train", gpus=[b.GPU0], started_at=b.ago(hours=23), sig=b.signals(b.T0, gpu_pct={b.GPU0: 99.0})

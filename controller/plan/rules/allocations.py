@@ -116,9 +116,14 @@ def _names_row_device(c: ContainerObs, e: LedgerEntry) -> bool:
     """``c`` holds every GPU, or references the row's device written as the row writes it."""
     if c.all_gpus:
         return True
-    row = _text(e.gpu)
-    # (The very same text is the usual case: an allocator writes the reference as Docker was given it.)
-    return any(ref.raw == e.gpu or _text(ref.raw) == row for ref in c.gpu_refs)
+    gpu, refs = e.gpu, c.gpu_refs
+    # The very same text is the usual case (an allocator writes the reference as Docker was given
+    # it): looked for first, before any text is normalised.
+    for ref in refs:
+        if ref.raw == gpu:
+            return True
+    row = _text(gpu)
+    return any(_text(ref.raw) == row for ref in refs)
 
 
 def _same_device(ctx: PassContext, row: _Device | None, ref: GpuRef) -> bool | None:

@@ -17,6 +17,7 @@ Both are cleanup: protected and monitoring containers and cleanup exemptions shi
 from __future__ import annotations
 
 from datetime import datetime, timedelta
+from functools import partial
 
 from controller.memory import ContainerMemory
 from controller.plan.context import GO_ON, Check, Collector, PassContext, deferral, fmt_duration, iso, seconds
@@ -96,17 +97,9 @@ def created_never_started(ctx: PassContext, out: Collector, c: ContainerObs, pol
         # Created lies in the future (clock skew or a forged value): age from our first sighting.
         since, basis = mem.first_seen_at, "first sighting (Created is in the future)"
     due = since + timedelta(seconds=timeout_s)
-    age_s = seconds(ctx.now - since)
-    evidence = {
-        "created_at": iso(c.created_at),
-        "age_basis": basis,
-        "age_s": age_s,
-        "timeout_s": timeout_s,
-        "timeout_source": policy.created_container_timeout_s.source,
-        **gpu_evidence(ctx, c),
-    }
     target = ctx.target(c)
     if ctx.now < due:
+        age_s = seconds(ctx.now - since)
         out.defer(
             target,
             rule,
@@ -114,21 +107,44 @@ def created_never_started(ctx: PassContext, out: Collector, c: ContainerObs, pol
             f"{c.name} was created {fmt_duration(age_s)} ago and never started; "
             f"removed after {fmt_duration(timeout_s)}",
             due_at=due,
-            evidence=evidence,
+            evidence=_created_evidence(ctx, c, policy, timeout_s, since, basis),
         )
         return
-    holds = f", releasing GPU(s) {', '.join(ctx.physical_gpus(c))}" if c.has_gpu else ""
-    out.act(
+    out.propose(
         ActionKind.REMOVE_CONTAINER,
         target,
         rule,
-        f"remove {c.name} (owner {c.owner}): created {fmt_duration(age_s)} ago and never started "
-        f"(timeout {fmt_duration(timeout_s)}){holds}",
+        partial(_created_removal, ctx, c, policy, timeout_s, since, basis),
         due_at=due,
         key=f"RemoveContainer:{c.id}:CreatedNeverStarted",
-        evidence=evidence,
         params=REMOVE_PARAMS,
     )
+
+
+def _created_removal(
+    ctx: PassContext, c: ContainerObs, policy: EffectivePolicy, timeout_s: float, since: datetime, basis: str
+) -> tuple[str, dict[str, object]]:
+    """The message and evidence of a due removal of a never-started container."""
+    age_s = seconds(ctx.now - since)
+    holds = f", releasing GPU(s) {', '.join(ctx.physical_gpus(c))}" if c.has_gpu else ""
+    return (
+        f"remove {c.name} (owner {c.owner}): created {fmt_duration(age_s)} ago and never started "
+        f"(timeout {fmt_duration(timeout_s)}){holds}",
+        _created_evidence(ctx, c, policy, timeout_s, since, basis),
+    )
+
+
+def _created_evidence(
+    ctx: PassContext, c: ContainerObs, policy: EffectivePolicy, timeout_s: float, since: datetime, basis: str
+) -> dict[str, object]:
+    return {
+        "created_at": iso(c.created_at),
+        "age_basis": basis,
+        "age_s": seconds(ctx.now - since),
+        "timeout_s": timeout_s,
+        "timeout_source": policy.created_container_timeout_s.source,
+        **gpu_evidence(ctx, c),
+    }
 
 
 def stopped_hold(ctx: PassContext, out: Collector, c: ContainerObs, policy: EffectivePolicy) -> None:
@@ -141,47 +157,58 @@ def stopped_hold(ctx: PassContext, out: Collector, c: ContainerObs, policy: Effe
         return
     mem = ctx.cmem.get(c.id)
     restart_at = mem.stopped_by_restart_at if mem is not None else None
-    restart_hold = ctx.glob.restart_stopped_hold_s
-    restart_evidence: dict[str, object] = {}
-    if restart_at is not None:
-        restart_evidence = {
-            "stopped_by_restart_at": iso(restart_at),
-            "restart_stopped_hold_s": restart_hold.value,
-            "restart_hold_source": restart_hold.source,
-        }
-    check = _kept_for_admin(ctx, c, rule, restart_at, restart_evidence) or _finished_unknown(ctx, c, rule)
-    if out.stopped(check) or c.finished_at is None:
+    check = _kept_for_admin(ctx, c, rule, restart_at) or _finished_unknown(ctx, c, rule)
+    finished_at = c.finished_at
+    if out.stopped(check) or finished_at is None:
         return
-    if restart_at is not None and restart_hold.value is not None:
-        hold = max(hold, restart_hold.value)
-    due = c.finished_at + timedelta(seconds=hold)
-    stopped_s = seconds(ctx.now - c.finished_at)
-    evidence = _hold_evidence(ctx, c, policy, hold, stopped_s, restart_evidence)
-    what = "GPU hold" if rule == Reason.GPU_HOLD_EXPIRED else "hold"
-    if restart_at is not None:
-        what = f"hold (stopped by the engine restart at {iso(restart_at)}, not by its owner)"
+    restart_hold = ctx.glob.restart_stopped_hold_s.value
+    if restart_at is not None and restart_hold is not None:
+        hold = max(hold, restart_hold)
+    due = finished_at + timedelta(seconds=hold)
     if ctx.now < due:
         out.defer(
             ctx.target(c),
             rule,
             DeferReason.NOT_DUE,
-            f"{c.name} stopped {fmt_duration(stopped_s)} ago; removed when its {what} of "
-            f"{fmt_duration(hold)} ends",
+            f"{c.name} stopped {fmt_duration(seconds(ctx.now - finished_at))} ago; removed when its "
+            f"{_hold_name(rule, restart_at)} of {fmt_duration(hold)} ends",
             due_at=due,
-            evidence=evidence,
+            evidence=_hold_evidence(ctx, c, policy, finished_at, hold, restart_at),
         )
         return
-    out.act(
+    out.propose(
         ActionKind.REMOVE_CONTAINER,
         ctx.target(c),
         rule,
-        f"remove {c.name} (owner {c.owner}): {c.state.value} for {fmt_duration(stopped_s)}, "
-        f"past its {what} of {fmt_duration(hold)}",
+        partial(_stopped_removal, ctx, c, policy, finished_at, rule, hold, restart_at),
         due_at=due,
-        key=f"RemoveContainer:{c.id}:{iso(c.finished_at)}:{rule.value}",
-        evidence=evidence,
+        key=f"RemoveContainer:{c.id}:{iso(finished_at)}:{rule.value}",
         params=REMOVE_PARAMS,
     )
+
+
+def _stopped_removal(
+    ctx: PassContext,
+    c: ContainerObs,
+    policy: EffectivePolicy,
+    finished_at: datetime,
+    rule: Reason,
+    hold: float,
+    restart_at: datetime | None,
+) -> tuple[str, dict[str, object]]:
+    """The message and evidence of a due removal of a stopped container."""
+    stopped_s = seconds(ctx.now - finished_at)
+    return (
+        f"remove {c.name} (owner {c.owner}): {c.state.value} for {fmt_duration(stopped_s)}, "
+        f"past its {_hold_name(rule, restart_at)} of {fmt_duration(hold)}",
+        _hold_evidence(ctx, c, policy, finished_at, hold, restart_at),
+    )
+
+
+def _hold_name(rule: Reason, restart_at: datetime | None) -> str:
+    if restart_at is not None:
+        return f"hold (stopped by the engine restart at {iso(restart_at)}, not by its owner)"
+    return "GPU hold" if rule == Reason.GPU_HOLD_EXPIRED else "hold"
 
 
 def _shorter_hold(c: ContainerObs, policy: EffectivePolicy) -> tuple[float, Reason] | None:
@@ -198,13 +225,7 @@ def _shorter_hold(c: ContainerObs, policy: EffectivePolicy) -> tuple[float, Reas
     return None
 
 
-def _kept_for_admin(
-    ctx: PassContext,
-    c: ContainerObs,
-    rule: Reason,
-    restart_at: datetime | None,
-    restart_evidence: dict[str, object],
-) -> Check:
+def _kept_for_admin(ctx: PassContext, c: ContainerObs, rule: Reason, restart_at: datetime | None) -> Check:
     """Stopped by a restart with ``restartStoppedHold: null``: kept until an admin removes it."""
     if restart_at is None or ctx.glob.restart_stopped_hold_s.value is not None:
         return GO_ON
@@ -214,7 +235,7 @@ def _kept_for_admin(
         DeferReason.NOT_DUE,
         f"{c.name} was stopped by the engine restart at {iso(restart_at)}, not by its owner; "
         f"kept until an admin removes it (restartStoppedHold: null)",
-        evidence={"state": c.state.value, "exit_code": c.exit_code, **restart_evidence},
+        evidence={"state": c.state.value, "exit_code": c.exit_code, **_restart_evidence(ctx, restart_at)},
     )
 
 
@@ -230,24 +251,36 @@ def _finished_unknown(ctx: PassContext, c: ContainerObs, rule: Reason) -> Check:
     )
 
 
+def _restart_evidence(ctx: PassContext, restart_at: datetime | None) -> dict[str, object]:
+    """What the evidence says of the restart that stopped a container (nothing: none did)."""
+    if restart_at is None:
+        return {}
+    restart_hold = ctx.glob.restart_stopped_hold_s
+    return {
+        "stopped_by_restart_at": iso(restart_at),
+        "restart_stopped_hold_s": restart_hold.value,
+        "restart_hold_source": restart_hold.source,
+    }
+
+
 def _hold_evidence(
     ctx: PassContext,
     c: ContainerObs,
     policy: EffectivePolicy,
+    finished_at: datetime,
     hold: float,
-    stopped_s: float,
-    restart_evidence: dict[str, object],
+    restart_at: datetime | None,
 ) -> dict[str, object]:
     return {
         "state": c.state.value,
-        "finished_at": iso(c.finished_at),
-        "stopped_for_s": stopped_s,
+        "finished_at": iso(finished_at),
+        "stopped_for_s": seconds(ctx.now - finished_at),
         "hold_s": hold,
         "gpu_hold_after_stop_s": policy.gpu_hold_after_stop_s.value if c.has_gpu else None,
         "gpu_hold_source": policy.gpu_hold_after_stop_s.source,
         "container_hold_after_stop_s": policy.container_hold_after_stop_s.value,
         "container_hold_source": policy.container_hold_after_stop_s.source,
         "exit_code": c.exit_code,
-        **restart_evidence,
+        **_restart_evidence(ctx, restart_at),
         **gpu_evidence(ctx, c),
     }
