@@ -183,7 +183,8 @@ def _observe_containers(ctx: PassContext, desired: DesiredState, clock: ClockChe
         elif state in _FINISHED and mem.samples:
             # Samples belong to a start; a stopped container's next start begins afresh anyway.
             mem = replaced(mem, {"samples": (), "idle_since": None})
-        by_restart = stopped_by_restart(c, prev, restart_at)
+        # (Only a stopped container can have been stopped by a restart: the rest need no call.)
+        by_restart = stopped_by_restart(c, prev, restart_at) if state in STOPPED_STATES else None
         # ContainerState is a StrEnum: the state compares equal to its value (the string kept).
         if mem.last_state != state or mem.stopped_by_restart_at != by_restart:
             # Written only on a change: the state the controller saw, to tell later who stopped it.
