@@ -261,7 +261,13 @@ class PolicySetDesired:
         memo = self._memo
         memo.used.add(key)
         hit = memo.entries.get(key)
-        if hit is not None and hit.holds(ident, labels, now):
+        # (_Entry.holds, inline: this runs for every container on every pass)
+        if (
+            hit is not None
+            and hit.computed_at <= now < hit.valid_until
+            and hit.ident == ident
+            and hit.labels == labels
+        ):
             return hit.eff
         eff = memo.shared(self._effective(container, now))
         if len(memo.entries) >= _MEMO_MAX:

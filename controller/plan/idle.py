@@ -68,7 +68,9 @@ class Thresholds:
         )
 
 
-@dataclass(frozen=True, slots=True)
+# Not frozen (nothing changes one): one is built per running GPU container per pass, and a frozen
+# dataclass's __init__ costs twice as much.
+@dataclass(slots=True)
 class Verdict:
     """The idle decision for one sample, with the numbers that decided it."""
 
@@ -141,6 +143,17 @@ def _gpu_reading(
     thresholds: Thresholds,
     mig_uuids: Set[str],
 ) -> None:
+    if len(gpu_pct) == 1:
+        # Most GPU containers hold one device: the walk below, for one.
+        ((uuid, pct),) = gpu_pct.items()
+        if pct is None:
+            _missing_gpus(r, signals, [uuid], thresholds, mig_uuids)
+        elif pct >= thresholds.gpu_pct:
+            r.active = True
+            r.parts.append(f"gpu {uuid}={_fmt_pct(pct)}")
+        else:
+            r.parts.append(f"gpu max {_fmt_pct(pct)}")
+        return
     known: dict[str, float] = {}
     missing: list[str] = []
     for uuid, pct in gpu_pct.items():
@@ -300,8 +313,9 @@ def advance(
     ):
         # Unobserved time (a forward clock step, the daemon down) does not use up the grace period.
         extension_s += (signals.read_at - prev.at).total_seconds()
-    grace_over_at = container.started_at + timedelta(seconds=grace_period_s + extension_s)
-    idle_since, last_active_at, warnings, keepalive = _streak(mem, verdict, signals.read_at, grace_over_at)
+    idle_since, last_active_at, warnings, keepalive = _streak(
+        mem, verdict, signals.read_at, container.started_at, grace_period_s + extension_s
+    )
     keepalive = _observe_keepalive(keepalive, signals.keepalive, signals.read_at)
     # Every field of the streak given (as a fresh record would have them); the state the pass saw
     # (last_state, stopped_by_restart_at) is the planner's to write.
@@ -334,10 +348,12 @@ def _sample(signals: ActivitySignals, verdict: Verdict) -> Sample:
 
 
 def _streak(
-    mem: ContainerMemory, verdict: Verdict, read_at: datetime, grace_over_at: datetime
+    mem: ContainerMemory, verdict: Verdict, read_at: datetime, started_at: datetime, grace_s: float
 ) -> tuple[datetime | None, datetime | None, dict[str, datetime], KeepAliveSeen | None]:
-    """The idle streak after this reading: (idle_since, last_active_at, warnings, keepalive)."""
-    if verdict.idle is True and read_at >= grace_over_at:
+    """The idle streak after this reading: (idle_since, last_active_at, warnings, keepalive).
+
+    ``grace_s`` is the grace period, extended; its end is only needed for an idle reading."""
+    if verdict.idle is True and read_at >= started_at + timedelta(seconds=grace_s):
         return mem.idle_since or read_at, mem.last_active_at, mem.warnings, mem.keepalive
     # Active, undecidable (an unobserved span included), or still inside the grace period: the
     # continuous streak is broken. Its warnings are void (a new streak warns again).

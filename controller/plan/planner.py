@@ -183,7 +183,8 @@ def _observe_containers(ctx: PassContext, desired: DesiredState, clock: ClockChe
         elif state in _FINISHED and mem.samples:
             # Samples belong to a start; a stopped container's next start begins afresh anyway.
             mem = replaced(mem, {"samples": (), "idle_since": None})
-        by_restart = stopped_by_restart(c, prev, restart_at)
+        # (Only a stopped container can have been stopped by a restart: the rest need no call.)
+        by_restart = stopped_by_restart(c, prev, restart_at) if state in STOPPED_STATES else None
         # ContainerState is a StrEnum: the state compares equal to its value (the string kept).
         if mem.last_state != state or mem.stopped_by_restart_at != by_restart:
             # Written only on a change: the state the controller saw, to tell later who stopped it.
@@ -199,20 +200,34 @@ class _Sampling:
         self.max_sample_interval_s = ctx.glob.max_sample_interval_s.value
         # Devices that never report utilisation: MIG devices, and GPUs in MIG mode (an all-GPU holder).
         self.no_util = ctx.mig_uuids | {g.uuid for g in ctx.gpus if g.mig_enabled}
-        # Containers may share one policy object (a fixed policy), kept alive by ctx.policies all
-        # pass: its idle thresholds are built once.
-        self.thresholds: dict[int, Thresholds] = {}
+        # Thresholds built once per set of threshold values: see _thresholds.
+        self.thresholds: dict[tuple[int, int, int, int], Thresholds] = {}
 
-    def fold(self, mem: ContainerMemory, c: ContainerObs, policy: EffectivePolicy) -> ContainerMemory:
-        thresholds = self.thresholds.get(id(policy))
+    def _thresholds(self, policy: EffectivePolicy) -> Thresholds:
+        """The policy's idle thresholds, built once per pass for the same four sourced values.
+
+        Keyed by the identity of those values: policies resolved for a whole group share them
+        (the desired-state memo shares equal values), and every policy -- so every value it holds
+        -- stays alive in ctx.policies all pass, so an id is never reused for another value.
+        """
+        key = (
+            id(policy.gpu_idle_threshold_pct),
+            id(policy.cpu_idle_threshold_pct),
+            id(policy.network_idle_threshold_bytes_per_s),
+            id(policy.mig_idle_fallback),
+        )
+        thresholds = self.thresholds.get(key)
         if thresholds is None:
-            thresholds = self.thresholds[id(policy)] = Thresholds.from_policy(
+            thresholds = self.thresholds[key] = Thresholds.from_policy(
                 policy, max_sample_interval_s=self.max_sample_interval_s
             )
+        return thresholds
+
+    def fold(self, mem: ContainerMemory, c: ContainerObs, policy: EffectivePolicy) -> ContainerMemory:
         return advance(
             mem,
             c,
-            thresholds=thresholds,
+            thresholds=self._thresholds(policy),
             grace_period_s=policy.grace_period_s.value,
             gpu_pct=self.ctx.gpu_pct_for(c),
             nvml_ok=self.ctx.nvml_ok,

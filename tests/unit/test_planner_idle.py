@@ -299,6 +299,23 @@ class TestIdleExceptions:
             assert kinds(p) == [], minute
         assert h.idle_verdicts(p) == [("IdleTimeout", "UnknownSignal")]
 
+    def test_an_older_active_reading_is_not_this_pass_s(self) -> None:
+        # The last sample was active, but this pass's reading is not newer: unknown, not active.
+        h = IdleHost()
+        h.at(0, gpu_pct=100.0)
+        c = h.container(5, cpu_pct=0.1, gpu_pct=100.0, net=0, keep=b.NO_KEEPALIVE)
+        h.passes.run(b.snapshot(observed_at=b.at(minutes=5), containers=[c], gpus=[b.gpu(0)]))
+        assert c.signals is not None
+        older = c.model_copy(update={"signals": c.signals.model_copy(update={"read_at": b.at(minutes=4)})})
+        p = h.passes.run(b.snapshot(observed_at=b.at(minutes=10), containers=[older], gpus=[b.gpu(0)]))
+        assert h.idle_verdicts(p) == [("IdleTimeout", "UnknownSignal")]
+
+    def test_an_active_reading_inside_the_grace_period_says_so(self) -> None:
+        h = IdleHost(started_at=b.ago(minutes=10))
+        h.at(0, gpu_pct=100.0)
+        p = h.at(5, gpu_pct=100.0)
+        assert h.idle_verdicts(p) == [("IdleTimeout", "GracePeriod")]
+
     def test_no_reading_this_pass_is_unknown(self) -> None:
         c = b.running("train", gpus=[b.GPU0], started_at=STARTED, sig=None)
         p = plan(b.snapshot(containers=[c], gpus=[b.gpu(0)]), b.desired(), ControllerMemory(), b.T0)

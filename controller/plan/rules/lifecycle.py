@@ -84,7 +84,8 @@ class LadderClock:
     what a stop does and what the owner is told (the ladder's ``notice`` and ``stop_params``).
 
     ``not_ready`` (message, due) says the stop may not happen yet even past the timeout (the idle
-    window is not filled).
+    window is not filled). ``evidence`` is the clock's own dict (built for it, shared with nothing
+    yet): the ladder completes it in place rather than copying it.
     """
 
     start: datetime
@@ -107,6 +108,7 @@ class _Progress:
     top_sent: int
     reached: list[int]
     evidence: dict[str, Any]
+    keys: dict[int, tuple[str, str]]  # level -> its (warning key, action key)
 
     def stop_at(self, now: datetime) -> datetime:
         """The stop is due at the timeout, and never before the lead time after the first warning."""
@@ -146,18 +148,17 @@ def _before_first_level(ctx: PassContext, c: ContainerObs, ladder: Ladder, clock
     first_level_s = min(ladder.levels_pct) / 100 * clock.timeout_s
     if elapsed_s >= first_level_s:
         return GO_ON
+    evidence = clock.evidence
+    evidence["clock_start"] = iso(clock.start)
+    evidence["elapsed_s"] = elapsed_s
+    evidence["timeout_s"] = clock.timeout_s
     return deferral(
         ctx.target(c),
         ladder.stop_reason,
         DeferReason.NOT_DUE,
         f"{c.name}: {ladder.what} for {fmt_duration(elapsed_s)} of {fmt_duration(clock.timeout_s)}",
         due_at=clock.start + timedelta(seconds=first_level_s),
-        evidence={
-            **clock.evidence,
-            "clock_start": iso(clock.start),
-            "elapsed_s": elapsed_s,
-            "timeout_s": clock.timeout_s,
-        },
+        evidence=evidence,
     )
 
 
@@ -166,12 +167,23 @@ def _progress(
 ) -> _Progress:
     elapsed_s = seconds(ctx.now - clock.start)
     sent: dict[int, datetime] = {}
+    keys: dict[int, tuple[str, str]] = {}
     for level in ladder.levels_pct:
-        wk, ak = _warn_keys(ladder, c, clock.scope, level)
+        wk, ak = keys[level] = _warn_keys(ladder, c, clock.scope, level)
         at = ctx.sent_at(mem, wk, ak)
         if at is not None:
             sent[level] = at
     lead = lead_s(clock.policy, clock.timeout_s)
+    evidence = clock.evidence
+    evidence.update(
+        {
+            "clock_start": iso(clock.start),
+            "elapsed_s": elapsed_s,
+            "timeout_s": clock.timeout_s,
+            "lead_s": lead,
+            "warnings_sent": {str(lvl): iso(at) for lvl, at in sorted(sent.items())},
+        }
+    )
     return _Progress(
         clock=clock,
         elapsed_s=elapsed_s,
@@ -180,14 +192,8 @@ def _progress(
         first_sent=min(sent.values()) if sent else None,
         top_sent=max(sent) if sent else 0,
         reached=[lvl for lvl in ladder.levels_pct if elapsed_s >= lvl / 100 * clock.timeout_s],
-        evidence={
-            **clock.evidence,
-            "clock_start": iso(clock.start),
-            "elapsed_s": elapsed_s,
-            "timeout_s": clock.timeout_s,
-            "lead_s": lead,
-            "warnings_sent": {str(lvl): iso(at) for lvl, at in sorted(sent.items())},
-        },
+        evidence=evidence,
+        keys=keys,
     )
 
 
@@ -195,7 +201,7 @@ def _warn(
     ctx: PassContext, out: Collector, c: ContainerObs, ladder: Ladder, pr: _Progress, level: int
 ) -> None:
     clock, now = pr.clock, ctx.now
-    wk, ak = _warn_keys(ladder, c, clock.scope, level)
+    wk, ak = pr.keys[level]
     stop_at = pr.stop_at(now)
     stop_at_iso = iso(stop_at)
     left = fmt_duration(max(0.0, seconds(stop_at - now)))
@@ -438,6 +444,8 @@ def idle_stop(ctx: PassContext, out: Collector, c: ContainerObs, policy: Effecti
         return None
     if mem is None:  # pragma: no cover - the planner observes every container first
         return None
+    if _active_now(mem, c):
+        return None  # as _reading_undecided would decide, without the streak's status
     status = idle_status(mem, c)
     current, idle_since = status.current, status.idle_since
     if out.stopped(_reading_undecided(ctx, c, mem, status)) or current is None or idle_since is None:
@@ -494,6 +502,20 @@ def _nvml_down(ctx: PassContext, c: ContainerObs) -> Check:
         DeferReason.DOMAIN_UNAVAILABLE,
         f"{c.name}: NVML is unavailable, GPU activity cannot be seen; no GPU container is idle-stopped",
         evidence={"nvml_error": ctx.snapshot.domain_error(Domain.NVML)},
+    )
+
+
+def _active_now(mem: ContainerMemory, c: ContainerObs) -> bool:
+    """This pass's reading is active (the common case on a busy host): nothing is pending.
+
+    The same test as :func:`idle_status`'s current sample and :func:`_reading_undecided`'s
+    ``current.idle is False``, read straight from the last sample."""
+    samples, signals = mem.samples, c.signals
+    return (
+        bool(samples)
+        and signals is not None
+        and samples[-1].at == signals.read_at
+        and samples[-1].idle is False
     )
 
 
