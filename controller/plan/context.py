@@ -119,16 +119,20 @@ def container_target(c: ContainerObs, *, gpu: str | None = None) -> Target:
 
 
 def host_target(*, gpu: str | None = None, pid: int | None = None, user: str | None = None) -> Target:
-    return Target.model_construct(
-        container=None,
-        container_id=None,
-        expected_state=None,
-        expected_started_at=None,
-        pid=pid,
-        pid_start_time=None,
-        gpu=gpu,
-        user=user,
-        ledger_entry=None,
+    # Every field given: ``built`` is ``Target.model_construct`` without its per-field loop.
+    return built(
+        Target,
+        {
+            "container": None,
+            "container_id": None,
+            "expected_state": None,
+            "expected_started_at": None,
+            "pid": pid,
+            "pid_start_time": None,
+            "gpu": gpu,
+            "user": user,
+            "ledger_entry": None,
+        },
     )
 
 

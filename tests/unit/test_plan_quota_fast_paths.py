@@ -1,0 +1,50 @@
+"""The quota rule's fast paths give what the plain definitions give.
+
+* a container's GPU units (``gpu_units``) with one reference are the general rule's, even for a
+  MIG device listed as its own GPU (the one case the general rule drops).
+"""
+
+from __future__ import annotations
+
+from controller.memory import ControllerMemory
+from controller.plan.context import PassContext
+from controller.plan.rules.quotas import UNRESOLVED, gpu_units
+from controller.snapshot import ContainerObs, GpuObs, MigDeviceObs
+from tests.fixtures import builders as b
+
+
+def _ctx(containers: list[ContainerObs], gpus: list[GpuObs]) -> PassContext:
+    snap = b.snapshot(containers=containers, gpus=gpus)
+    return PassContext.build(snap, b.T0, b.global_policy(), ControllerMemory())
+
+
+def _plain_units(ctx: PassContext, c: ContainerObs) -> list[str]:
+    """The definition: distinct units, a MIG device of a GPU counted whole dropped."""
+    units = dict.fromkeys(ref.uuid or f"{UNRESOLVED}{ref.raw}" for ref in c.gpu_refs)
+    if c.all_gpus:
+        units.update(dict.fromkeys(g.uuid for g in ctx.gpus))
+    return [u for u in units if u not in ctx.mig_uuids or ctx.physical_of.get(u) not in units]
+
+
+def test_one_reference_gives_the_general_rules_units() -> None:
+    mig = b.gpu(1, mig_slots=2)
+    dev = mig.mig_devices[0]
+    # A MIG device that NVML also lists as a GPU of its own: it is its own physical GPU, which the
+    # general rule drops (a GPU counted whole); a one-reference shortcut must drop it too.
+    odd_uuid = b.GPU3
+    odd = b.gpu(3, mig_slots=0).model_copy(
+        update={"mig_devices": (MigDeviceObs(uuid=odd_uuid, index=0, memory_total_bytes=1),)}
+    )
+    refs = [
+        b.ref(b.GPU0),
+        b.ref(dev.uuid, parent=mig.uuid),
+        b.unresolved_ref("7"),
+        b.ref(odd_uuid, parent=odd_uuid),
+    ]
+    containers = [b.running(f"c{i}", gpus=[r]) for i, r in enumerate(refs)]
+    containers.append(b.running("all", gpus=[b.ref(dev.uuid, parent=mig.uuid)], all_gpus=True))
+    ctx = _ctx(containers, [b.gpu(0), mig, odd])
+    assert ctx.physical_of[odd_uuid] == odd_uuid and odd_uuid in ctx.mig_uuids
+    for c in ctx.containers:
+        assert gpu_units(ctx, c) == _plain_units(ctx, c), c.name
+    assert gpu_units(ctx, ctx.by_name["c3"]) == []
