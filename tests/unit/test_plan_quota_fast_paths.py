@@ -1,13 +1,15 @@
 """The quota rule's fast paths give what the plain definitions give.
 
 * a container's GPU units (``gpu_units``) with one reference are the general rule's, even for a
-  MIG device listed as its own GPU (the one case the general rule drops).
+  MIG device listed as its own GPU (the one case the general rule drops);
+* the owners' grouping is made once a pass and is the grouping of the live containers.
 """
 
 from __future__ import annotations
 
 from controller.memory import ControllerMemory
 from controller.plan.context import PassContext
+from controller.plan.rules.aggregate import _owners, owners
 from controller.plan.rules.quotas import UNRESOLVED, gpu_units
 from controller.snapshot import ContainerObs, GpuObs, MigDeviceObs
 from tests.fixtures import builders as b
@@ -48,3 +50,24 @@ def test_one_reference_gives_the_general_rules_units() -> None:
     for c in ctx.containers:
         assert gpu_units(ctx, c) == _plain_units(ctx, c), c.name
     assert gpu_units(ctx, ctx.by_name["c3"]) == []
+
+
+def test_the_owners_grouping_is_made_once_a_pass() -> None:
+    containers = [
+        b.running("a-new", owner="alice", started_at=b.ago(hours=1)),
+        b.running("a-old", owner="alice", started_at=b.ago(hours=5)),
+        b.exited("a-gone", owner="alice"),
+        b.running("bob-1", owner="bob", started_at=b.ago(hours=2)),
+        b.running("anon", owner="unknown", started_at=b.ago(hours=2)),
+    ]
+    ctx = _ctx(containers, [])
+    policy = b.policy()
+    for c in ctx.containers:
+        ctx.policies[c.id] = policy
+    grouped = owners(ctx)
+    assert owners(ctx) is grouped
+    assert grouped == _owners(ctx)
+    assert {o: [c.name for c in cs] for o, cs in grouped.items()} == {
+        "alice": ["a-old", "a-new"],
+        "bob": ["bob-1"],
+    }
