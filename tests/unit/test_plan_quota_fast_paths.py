@@ -1,5 +1,6 @@
-"""The quota rule's fast paths give what the plain definitions give.
+"""The quota rule's and the planner tail's fast paths give what the plain definitions give.
 
+* the deferrals' order (``_in_order``) is one stable sort by the whole key, ties included;
 * a container's GPU units (``gpu_units``) with one reference are the general rule's, even for a
   MIG device listed as its own GPU (the one case the general rule drops);
 * the owners' grouping is made once a pass and is the grouping of the live containers.
@@ -7,12 +8,47 @@
 
 from __future__ import annotations
 
+import random
+
 from controller.memory import ControllerMemory
-from controller.plan.context import PassContext
+from controller.plan.context import PassContext, container_target, deferral, host_target
+from controller.plan.planner import _deferred_order, _in_order
 from controller.plan.rules.aggregate import _owners, owners
 from controller.plan.rules.quotas import UNRESOLVED, gpu_units
+from controller.plan.types import DeferReason, Deferred, Reason
 from controller.snapshot import ContainerObs, GpuObs, MigDeviceObs
 from tests.fixtures import builders as b
+
+
+def _deferrals() -> list[Deferred]:
+    rng = random.Random(7)
+    containers = [b.running(f"c{i}", started_at=b.ago(hours=i)) for i in range(6)]
+    out: list[Deferred] = []
+    for _ in range(400):
+        pick = rng.randrange(8)
+        target = (
+            container_target(containers[pick])
+            if pick < len(containers)
+            else host_target(user=rng.choice(["alice", "bob", None]), gpu=rng.choice([b.GPU0, None]))
+        )
+        out.append(
+            deferral(
+                target,
+                rng.choice([Reason.IDLE_TIMEOUT, Reason.GPU_QUOTA_EXCEEDED]),
+                rng.choice([DeferReason.NOT_DUE, DeferReason.UNKNOWN_SIGNAL]),
+                rng.choice(["a", "b"]),  # equal whole keys: their input order must be kept
+                due_at=rng.choice([None, b.at(minutes=rng.randrange(3))]),
+            )
+        )
+    return out
+
+
+def test_the_deferrals_order_is_one_stable_sort_by_the_whole_key() -> None:
+    deferred = _deferrals()
+    expected = sorted(deferred, key=_deferred_order)
+    got = _in_order(deferred)
+    assert [id(d) for d in got] == [id(d) for d in expected]  # the same objects, ties in input order
+    assert _in_order([]) == ()
 
 
 def _ctx(containers: list[ContainerObs], gpus: list[GpuObs]) -> PassContext:
