@@ -120,16 +120,20 @@ def container_target(c: ContainerObs, *, gpu: str | None = None) -> Target:
 
 
 def host_target(*, gpu: str | None = None, pid: int | None = None, user: str | None = None) -> Target:
-    return Target.model_construct(
-        container=None,
-        container_id=None,
-        expected_state=None,
-        expected_started_at=None,
-        pid=pid,
-        pid_start_time=None,
-        gpu=gpu,
-        user=user,
-        ledger_entry=None,
+    # Every field given: ``built`` is ``Target.model_construct`` without its per-field loop.
+    return built(
+        Target,
+        {
+            "container": None,
+            "container_id": None,
+            "expected_state": None,
+            "expected_started_at": None,
+            "pid": pid,
+            "pid_start_time": None,
+            "gpu": gpu,
+            "user": user,
+            "ledger_entry": None,
+        },
     )
 
 
@@ -311,6 +315,7 @@ class PassContext:
     holders: dict[str, list[ContainerObs]] = field(default_factory=dict)  # physical GPU -> holders
     demand_fraction: float | None = None
     forget_done: set[str] = field(default_factory=set)  # done keys the next memory drops (void warnings)
+    by_owner: dict[str, list[ContainerObs]] | None = None  # rules.aggregate.owners, once policies are in
     _targets: dict[str, Target] = field(default_factory=dict)
     _physical: dict[str, list[str]] = field(default_factory=dict)
 

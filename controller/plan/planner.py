@@ -121,7 +121,7 @@ def _plan(snapshot: Snapshot, desired: DesiredState, memory: ControllerMemory, n
         observed_at=snapshot.observed_at,
         evaluated_at=now,
         actions=tuple(gates.actions),
-        deferred=tuple(sorted(gates.deferred, key=_deferred_order)),
+        deferred=_in_order(gates.deferred),
         delivered_alerts=tuple(sorted(gates.delivered_alerts, key=lambda a: a.key)),
         memory=next_memory,
     )
@@ -264,6 +264,27 @@ def _without(done: dict[str, datetime], keys: set[str]) -> dict[str, datetime]:
     if not keys or keys.isdisjoint(done):
         return done
     return {k: at for k, at in done.items() if k not in keys}
+
+
+def _in_order(deferred: list[Deferred]) -> tuple[Deferred, ...]:
+    """``sorted(deferred, key=_deferred_order)``, the whole key built only where container ids tie.
+
+    Exact: sorted (stably) by the key's first field, the container id, each run of one id keeps
+    its input order; sorting a run stably by the whole key then gives the order one sort by the
+    whole key would. Most deferrals are the only one of their container (a run of one).
+    """
+    ids = [d.target.container_id or "" for d in deferred]
+    order = sorted(range(len(deferred)), key=ids.__getitem__)
+    out: list[Deferred] = []
+    start, n = 0, len(order)
+    while start < n:
+        end, cid = start + 1, ids[order[start]]
+        while end < n and ids[order[end]] == cid:
+            end += 1
+        run = [deferred[i] for i in order[start:end]]
+        out.extend(sorted(run, key=_deferred_order) if end - start > 1 else run)
+        start = end
+    return tuple(out)
 
 
 def _deferred_order(d: Deferred) -> tuple[str, str, str, int, str, str, datetime, str]:

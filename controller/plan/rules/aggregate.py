@@ -148,14 +148,25 @@ def aggregate_figures(
 
 
 def owners(ctx: PassContext) -> dict[str, list[ContainerObs]]:
-    """Each known owner's live containers with a policy, oldest first."""
+    """Each known owner's live containers with a policy, oldest first (not to be changed: grouped
+    once a pass, after the policies are resolved, for the quotas and the aggregate caps alike)."""
+    if ctx.by_owner is None:
+        ctx.by_owner = _owners(ctx)
+    return ctx.by_owner
+
+
+def _owners(ctx: PassContext) -> dict[str, list[ContainerObs]]:
     by_owner: dict[str, list[ContainerObs]] = {}
+    policies, counted_owner = ctx.policies, ctx.counted_owner
     for c in ctx.containers:
-        if c.state not in LIVE_STATES or c.id not in ctx.policies:
-            continue
-        owner = ctx.counted_owner(c)
-        if owner is not None:
-            by_owner.setdefault(owner, []).append(c)
+        if c.state in LIVE_STATES and c.id in policies:
+            owner = counted_owner(c)
+            if owner is not None:
+                owned = by_owner.get(owner)
+                if owned is None:
+                    by_owner[owner] = [c]
+                else:
+                    owned.append(c)
     for owned in by_owner.values():
         # By (start, id): the lists are in id order already (ctx.containers) and the sort is stable.
         owned.sort(key=_started)

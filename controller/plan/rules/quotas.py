@@ -72,15 +72,27 @@ def user_quotas(ctx: PassContext, out: Collector) -> None:
     )
     for owner in sorted(by_owner):
         owned = by_owner[owner]
-        # Each GPU holder's units, counted once for the owner's GPU quota and its slot caps.
-        units = {c.id: gpu_units(ctx, c) for c in owned if c.has_gpu}
-        holders = [c for c in owned if c.id in units]
+        holders, units = _gpu_holders(ctx, owned)
         _container_quota(ctx, out, owner, owned, stops)
         _gpu_quota(ctx, out, owner, owned, holders, shares, units, stops)
         for c in holders:
             if c.state == ContainerState.RUNNING:
                 _gpu_slots(ctx, out, c, units[c.id], stops)
     _void_stop_warnings(ctx, stops)
+
+
+def _gpu_holders(
+    ctx: PassContext, owned: list[ContainerObs]
+) -> tuple[list[ContainerObs], dict[ContainerId, list[str]]]:
+    """The GPU holders of ``owned`` (in its order) and each one's units, counted once for the
+    owner's GPU quota and its slot caps."""
+    holders: list[ContainerObs] = []
+    units: dict[ContainerId, list[str]] = {}
+    for c in owned:
+        if c.gpu_refs or c.all_gpus:  # c.has_gpu, read without the property call
+            holders.append(c)
+            units[c.id] = gpu_units(ctx, c)
+    return holders, units
 
 
 def _stop_warning(reason: Reason) -> str:
@@ -99,14 +111,15 @@ def _void_stop_warnings(ctx: PassContext, stops: _Stops) -> None:
     beyond the quota again later it is warned again and has a full lead again, never stopped at once
     on a warning of another time.
     """
-    # Most memories hold no stop warning: find the few that do first, without touching each container.
-    holding = {cid for cid, mem in ctx.cmem.items() if not _STOP_WARNING_KEYS.isdisjoint(mem.warnings)}
-    if not holding:
-        return
-    for c in ctx.containers:
-        if c.id not in holding:
-            continue
-        mem = ctx.cmem[c.id]
+    # Most memories hold no warning at all (an empty dict, tested first): find the few holding a
+    # stop warning, then visit only their containers.
+    keys = _STOP_WARNING_KEYS
+    holding = [cid for cid, mem in ctx.cmem.items() if mem.warnings and not keys.isdisjoint(mem.warnings)]
+    for cid in holding:
+        c = ctx.by_id.get(cid)
+        if c is None:
+            continue  # a memory of no listed container: nothing to void
+        mem = ctx.cmem[cid]
         held = mem.warnings
         void = [r for r, key in _STOP_WARNINGS.items() if key in held and (c.id, r) not in stops.warned]
         if void:
@@ -131,8 +144,15 @@ def gpu_units(ctx: PassContext, c: ContainerObs) -> list[str]:
 
     A MIG device of a GPU the container holds whole (by its UUID, or every GPU) is part of that GPU,
     not another unit: counted apart, it would add its share to the whole GPU's 1.0."""
+    refs = c.gpu_refs
+    if len(refs) == 1 and not c.all_gpus:
+        # Most holders name one unit: the filter below drops it only if it is a MIG device that is
+        # its own GPU (the same test, on a set of one).
+        ref = refs[0]
+        unit = ref.uuid or f"{UNRESOLVED}{ref.raw}"
+        return [unit] if unit not in ctx.mig_uuids or ctx.physical_of.get(unit) != unit else []
     units: dict[str, None] = {}
-    for ref in c.gpu_refs:
+    for ref in refs:
         units.setdefault(ref.uuid or f"{UNRESOLVED}{ref.raw}", None)
     if c.all_gpus:
         for g in ctx.gpus:
@@ -207,7 +227,8 @@ def _gpu_quota(
     for c in holders:
         known, missing = gpu_equivalents(ctx, c, shares, units[c.id])
         per[c.id] = known
-        unknown.extend(f"{c.name}: {u}" for u in missing)
+        if missing:
+            unknown.extend(f"{c.name}: {u}" for u in missing)
     total = round(sum(per.values()), 6)
     within = total <= quota.value + 1e-9
     if within and not unknown:
@@ -298,40 +319,27 @@ def _beyond(
     stops: _Stops,
 ) -> None:
     """Warn on and alert about the newest containers of ``owned`` whose weights (1 each when
-    ``weights`` is None) cover ``excess``; stop them if enforced (each one added to ``stops``).
-
-    Enforced, a container that is never stopped is passed over and covers nothing: the next newest
-    are chosen until what they hold covers the excess, no more (a kept newest container holding
-    less than an older one does not make the older one a victim too)."""
+    ``weights`` is None) cover ``excess``; stop them if enforced (each one added to ``stops``)."""
     enforce = ctx.glob.quota_enforce.value == ENFORCE_STOP
-    newest_first = list(reversed(owned))
-    victims: list[ContainerObs] = []
-    kept: dict[str, str] = {}
-    for c in newest_first:
-        if excess <= 1e-9:
-            break
-        why = _stoppable(ctx.policies[c.id], c) if enforce else None
-        if why is None:
-            victims.append(c)
-            excess -= 1.0 if weights is None else weights[c.id]
-        else:
-            kept[c.name] = why
-    scope = ",".join(c.id[:12] for c in victims) or "none"
+    victims, kept = _victims(ctx, owned, excess, weights, enforce)
+    names = [c.name for c in victims]  # built once: the alert's text and evidence, the notices
+    target = host_target(user=owner)  # one immutable target for the owner's alert and deferral
+    scope = ",".join([c.id[:12] for c in victims]) or "none"
     out.act(
         ActionKind.ALERT_ADMIN,
-        host_target(user=owner),
+        target,
         reason,
         f"{what}: beyond it "
-        + (", ".join(c.name for c in victims) or "nothing stoppable")
+        + (", ".join(names) or "nothing stoppable")
         + (f"; not stopped: {', '.join(f'{n} ({w})' for n, w in kept.items())}" if kept else ""),
         due_at=ctx.now,
         key=f"AlertAdmin:{reason.value}:{owner}:{scope}",
-        evidence={**evidence, "beyond": [c.name for c in victims], "never_stopped": kept},
+        evidence={**evidence, "beyond": list(names), "never_stopped": kept},
     )
     if not enforce:
         # Said every pass (the warning and the alert are one-shot): describe and the metrics see it.
         out.defer(
-            host_target(user=owner),
+            target,
             reason,
             DeferReason.NOT_ENFORCED,
             f"{what}: reported, not enforced (enforce: report in {ctx.glob.quota_enforce.source})",
@@ -340,17 +348,44 @@ def _beyond(
     # Reported: one notice per owner, on the newest container beyond the quota (a user with a
     # hundred containers too many gets one message, not a hundred). Enforced: each container to be
     # stopped is warned itself, and its stop waits for that warning's lead.
-    beyond = {**evidence, "beyond": [c.name for c in victims]}
+    beyond = {**evidence, "beyond": names}
     for c in victims if enforce else victims[:1]:
         if enforce:
             stops.warned.add((c.id, reason))
         _warn_then_stop(ctx, out, c, reason, what, beyond, enforce, stops)
 
 
+def _victims(
+    ctx: PassContext,
+    owned: list[ContainerObs],
+    excess: float,
+    weights: Mapping[str, float] | None,
+    enforce: bool,
+) -> tuple[list[ContainerObs], dict[str, str]]:
+    """The newest containers of ``owned`` covering ``excess``, and those passed over (name -> why
+    never stopped).
+
+    Enforced, a container that is never stopped is passed over and covers nothing: the next newest
+    are chosen until what they hold covers the excess, no more (a kept newest container holding
+    less than an older one does not make the older one a victim too)."""
+    victims: list[ContainerObs] = []
+    kept: dict[str, str] = {}
+    for c in reversed(owned):
+        if excess <= 1e-9:
+            break
+        why = _stoppable(ctx.policies[c.id], c) if enforce else None
+        if why is None:
+            victims.append(c)
+            excess -= 1.0 if weights is None else weights[c.id]
+        else:
+            kept[c.name] = why
+    return victims, kept
+
+
 def _then(c: ContainerObs, evidence: Mapping[str, Any], enforce: bool) -> str:
     if enforce:
         return f"{c.name} will be stopped"
-    beyond = ", ".join(str(n) for n in evidence.get("beyond", [c.name]))
+    beyond = ", ".join(map(str, evidence.get("beyond", [c.name])))
     return f"please stop a container (beyond the quota: {beyond})"
 
 
