@@ -50,10 +50,16 @@ def profile_text(fn: Callable[[], object], top: int = PROFILE_TOP) -> str:
     return out.getvalue()
 
 
-def make_desired() -> tuple[Any, str]:
+def make_desired(*, update_limits: bool = False) -> tuple[Any, str]:
     """The production desired state (the built-in policy through ``PolicySetDesired``), or, while
-    the policy loader is missing, the test builders' DS01 defaults (said so in the results)."""
+    the policy loader is missing, the test builders' DS01 defaults (said so in the results).
+
+    ``update_limits``: the built-in policy with ``resourceEnforcement.updateLimits: true``, read from a
+    specs directory holding the built-in document with that one switch changed."""
     from controller.plan.desired import PolicySetDesired
+
+    if update_limits:
+        return _update_limits_desired()
 
     try:
         from desired_state.load import load_policy
@@ -62,6 +68,25 @@ def make_desired() -> tuple[Any, str]:
 
         return builders.desired(), f"test builders' DS01 defaults (policy loader missing: {exc})"
     return PolicySetDesired(load_policy()), "built-in policy (desired_state.load.load_policy())"
+
+
+BUILTIN_SWITCH = ("updateLimits: false", "updateLimits: true ")
+
+
+def _update_limits_desired() -> tuple[Any, str]:
+    import tempfile
+    from importlib import resources
+
+    from controller.plan.desired import PolicySetDesired
+    from desired_state.load import load_policy
+
+    text = resources.files("crd_like_specs").joinpath("builtin/default.yaml").read_text(encoding="utf-8")
+    if text.count(BUILTIN_SWITCH[0]) != 1:
+        raise RuntimeError(f"the built-in policy does not say {BUILTIN_SWITCH[0]!r} once")
+    with tempfile.TemporaryDirectory(prefix="bench-specs-") as tmp:
+        (Path(tmp) / "default.yaml").write_text(text.replace(*BUILTIN_SWITCH), encoding="utf-8")
+        policy = load_policy(Path(tmp))
+    return PolicySetDesired(policy), "built-in policy with resourceEnforcement.updateLimits: true"
 
 
 # --- 1. pass latency -------------------------------------------------------------------------------
@@ -259,6 +284,36 @@ def planner_scale(sizes: Sequence[int], repeats: int) -> dict[str, Any]:
         "note": "wall_s: steady plans (policy resolutions memoised, as in a running daemon); "
         "first_plan_s: the first plan after the policy set was loaded",
         "rows": rows,
+        "limits": planner_limits(sizes[-1], repeats),
+    }
+
+
+def planner_limits(n: int, repeats: int) -> dict[str, Any]:
+    """The planner on a host whose containers report limits (``synthetic.build(limits=True)``), with
+    ``updateLimits`` off (reported: one deferral for the host) and on (UpdateResources, or BelowUsage
+    and the owner warned), the same snapshot planned in turn, a repeat of each at a time."""
+    import gc
+
+    from controller.plan.planner import plan
+
+    now = utcnow()
+    snapshot, memory = synthetic.build(n, now, limits=True)
+    modes = {"off": make_desired()[0], "on": make_desired(update_limits=True)[0]}
+    cpus: dict[str, list[float]] = {mode: [] for mode in modes}
+    counts: dict[str, dict[str, int]] = {}
+    for desired in modes.values():
+        plan(snapshot, desired, memory, now)  # fills the resolution memo, as a running daemon has it
+    gc.collect()
+    for _ in range(repeats):
+        for mode, desired in modes.items():
+            c0 = time.process_time()
+            the_plan = plan(snapshot, desired, memory, now)
+            cpus[mode].append(time.process_time() - c0)
+            counts[mode] = {"actions": len(the_plan.actions), "deferred": len(the_plan.deferred)}
+    return {
+        "containers": n,
+        "cpu_s": {mode: summarize(v) for mode, v in cpus.items()},
+        "plans": counts,
     }
 
 

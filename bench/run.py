@@ -340,6 +340,15 @@ def _planner_only(quick: bool) -> int:
             f"min {wall['min'] * 1000:.0f} ms, first plan {row['first_plan_s'] * 1000:.0f} ms, "
             f"{row['actions']} actions, {row['deferred']} deferred"
         )
+    lim = result["limits"]
+    print(
+        f"planner @ {lim['containers']:>6} containers reporting limits, CPU median: "
+        + ", ".join(
+            f"updateLimits {mode} {lim['cpu_s'][mode]['median'] * 1000:.0f} ms "
+            f"({lim['plans'][mode]['actions']} actions, {lim['plans'][mode]['deferred']} deferred)"
+            for mode in ("off", "on")
+        )
+    )
     return 0
 
 

@@ -7,6 +7,11 @@ processes. The controller memory is what a daemon that has run for a while holds
 a pass: a record for every container, with the state its last pass saw, and a sample history for
 each running GPU container (the only ones sampled). No warning was delivered (a dry-run daemon's
 memory). Values are deterministic for a given ``n``.
+
+With ``limits``, every container reports CPU, memory and pids limits from its inspect, in thirds
+(none at all, above the built-in spec, within it), and each running one its cgroup's memory, swap
+and task use (some above what the spec would allow: lowering those waits), so the resource rules
+have work to do; without, no container reports limits (the resource rules pass over them).
 """
 
 from __future__ import annotations
@@ -35,6 +40,7 @@ from controller.snapshot import (
     MigDeviceObs,
     NvmlProcess,
     OwnerRule,
+    ResourceLimits,
     Snapshot,
     TypeRule,
 )
@@ -48,6 +54,12 @@ PROCESSES_PER_CONTAINER = 0.5  # 5,000 GPU processes at 10,000 containers
 USERS = 200
 TYPES = (ContainerType.DEVCONTAINER, ContainerType.COMPOSE, ContainerType.DOCKER, ContainerType.ATOMIC)
 MIG_LAYOUTS = (("3g.40gb", "2g.20gb", "2g.20gb"), ("1g.10gb",) * 7)
+# With ``limits``: none (LimitsMissing), above the built-in spec (32 CPUs, 32g, pids 4096), within it.
+LIMIT_PATTERNS = (
+    ResourceLimits(),
+    ResourceLimits(nano_cpus=64 * 10**9, memory_bytes=64 * GIB, memory_swap_bytes=64 * GIB, pids_limit=8192),
+    ResourceLimits(nano_cpus=8 * 10**9, memory_bytes=16 * GIB, memory_swap_bytes=16 * GIB, pids_limit=1024),
+)
 
 
 def _gpus() -> tuple[list[GpuObs], list[tuple[GpuUuid, GpuUuid, bool]]]:
@@ -97,7 +109,7 @@ def _gpus() -> tuple[list[GpuObs], list[tuple[GpuUuid, GpuUuid, bool]]]:
     return gpus, devices
 
 
-def build(n: int, now: datetime) -> tuple[Snapshot, ControllerMemory]:
+def build(n: int, now: datetime, *, limits: bool = False) -> tuple[Snapshot, ControllerMemory]:
     """A host of ``n`` containers observed at ``now`` and the memory a running daemon would hold."""
     rng = random.Random(n)
     gpus, devices = _gpus()
@@ -202,6 +214,8 @@ def build(n: int, now: datetime) -> tuple[Snapshot, ControllerMemory]:
             )
         )
 
+    if limits:
+        containers = [_with_limits(c, seq) for seq, c in enumerate(containers)]
     processes, sightings = _processes(n, now, containers, rng)
     gpus = _with_nvml_processes(gpus, processes)
     snapshot = Snapshot(
@@ -216,6 +230,25 @@ def build(n: int, now: datetime) -> tuple[Snapshot, ControllerMemory]:
         containers=memories, processes=sightings, last_pass_at=now - timedelta(seconds=30)
     )
     return snapshot, memory
+
+
+def _with_limits(c: ContainerObs, seq: int) -> ContainerObs:
+    """The container with the limits of its third and, running, its cgroup's use (0-39 GiB: the
+    built-in 32g less its 10 % margin leaves the heaviest above what may be set)."""
+    update: dict[str, object] = {"limits": LIMIT_PATTERNS[(seq // 3) % len(LIMIT_PATTERNS)]}
+    if c.signals is not None:
+        used = (seq % 40) * GIB
+        update["signals"] = c.signals.model_copy(
+            update={
+                "memory_bytes": used,
+                "memory_unknown": None,
+                "memory_swap_bytes": used,
+                "memory_swap_unknown": None,
+                "pids_current": 20 + seq % 50,
+                "pids_unknown": None,
+            }
+        )
+    return c.model_copy(update=update)
 
 
 def _processes(

@@ -160,6 +160,17 @@ def evaluate(results: dict[str, Any]) -> list[Check]:
                 last["wall_s"]["median"] <= PLANNER_10K_S if at_target_size else None,
             )
         )
+        lim = _get(results, "planner", "limits")
+        if lim:
+            checks.append(
+                Check(
+                    f"planner @ {lim['containers']}, limits reported",
+                    "updateLimits on vs off (no target)",
+                    f"CPU median {_ms(lim['cpu_s']['on']['median'])} on, "
+                    f"{_ms(lim['cpu_s']['off']['median'])} off",
+                    None,
+                )
+            )
         curve = ", ".join(f"{r['containers']}: {r['us_per_container']:.0f}" for r in rows)
         ratio = rows[-1]["us_per_container"] / rows[0]["us_per_container"]
         checks.append(

@@ -225,7 +225,7 @@ class GlobalPolicy(BaseModel):
     )
 
 
-# A warning lead is capped at this share of the timeout (controller.plan.rules.lifecycle.LEAD_FRACTION).
+# A warning lead is capped at this share of the timeout: the planner's ladder and validate's warning.
 LEAD_FRACTION = 0.2
 
 

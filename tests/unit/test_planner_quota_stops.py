@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from controller.plan.types import ActionKind, DeferReason, Plan, Reason
-from controller.snapshot import ContainerObs, OwnerRule
+from controller.snapshot import ContainerObs, ContainerState, OwnerRule
 from desired_state.effective import ResourceSpec, Sourced
 from tests.fixtures import builders as b
 from tests.unit.test_planner_quotas import boxes, pol, quotas, run
@@ -254,3 +254,37 @@ def test_a_reference_that_did_not_resolve_never_puts_a_container_beyond_the_slot
         ("AlertAdmin", Reason.GPU_SLOTS_ABOVE_SPEC.value, "user alice"),
         ("WarnOwner", Reason.GPU_SLOTS_ABOVE_SPEC.value, "alice-0"),
     ]
+
+
+def test_a_paused_container_beyond_an_enforced_quota_shows_its_waiting_stop_every_pass() -> None:
+    # The newest container is paused: its owner is told it will be stopped once it runs again, and
+    # every pass says so (describe and plan show the stop that waits), until it runs and is stopped.
+    containers = boxes(2)
+    paused = b.container("alice-1", state=ContainerState.PAUSED, started_at=b.ago(hours=1))
+    policy = pol(quotas(containers=1))
+    first = run([containers[0], paused], policy, quota_enforce="stop")
+    assert acts(first) == [("AlertAdmin", CQ, "user alice"), ("WarnOwner", CQ, "alice-1")]
+    assert "will be stopped once it runs again" in first.actions[1].params.notice  # type: ignore[union-attr]
+    waiting = [(d.rule.value, d.why, d.target.label()) for d in first.deferred]
+    assert waiting == [(CQ, DeferReason.NOT_DUE, "alice-1")]
+    assert (
+        "paused: stopped for the quota once it runs again (its owner is warned now)"
+        in first.deferred[0].message
+    )
+    memory = b.record_outcomes(first, b.T0)
+
+    later = run([containers[0], paused], policy, memory=memory, now=b.at(hours=2), quota_enforce="stop")
+    assert acts(later) == []
+    (still,) = later.deferred
+    assert still.why == DeferReason.NOT_DUE and still.evidence["warned_at"] == b.T0.isoformat()
+    assert f"its owner was warned at {b.T0.isoformat()}" in still.message
+
+    resumed = run(containers, policy, memory=memory, now=b.at(hours=3), quota_enforce="stop")
+    assert acts(resumed) == [("StopContainer", CQ, "alice-1")]
+    assert not [d for d in resumed.deferred if d.rule == Reason.CONTAINER_QUOTA_EXCEEDED]
+
+
+def test_a_paused_container_beyond_a_reported_quota_is_not_said_to_wait_for_a_stop() -> None:
+    paused = b.container("alice-1", state=ContainerState.PAUSED, started_at=b.ago(hours=1))
+    reported = run([boxes(2)[0], paused], pol(quotas(containers=1)))
+    assert [d.why for d in reported.deferred] == [DeferReason.NOT_ENFORCED]

@@ -40,9 +40,7 @@ from controller.plan.rules.common import exempted, gpu_evidence, shielded
 from controller.plan.types import Action, ActionKind, DeferReason, Reason, StopParams, WarnParams
 from controller.plan.values import built
 from controller.snapshot import ContainerObs, ContainerState, Domain, KeepAliveState
-from desired_state.effective import EffectivePolicy, ExemptFrom
-
-LEAD_FRACTION = 0.2
+from desired_state.effective import LEAD_FRACTION, EffectivePolicy, ExemptFrom
 
 
 @functools.lru_cache(maxsize=64)

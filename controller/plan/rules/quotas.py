@@ -454,7 +454,10 @@ def _warn_then_stop(
             warning_key,
             warn_key,
         )
-    if not enforce or c.state != ContainerState.RUNNING:
+    if not enforce:
+        return
+    if c.state != ContainerState.RUNNING:
+        _waiting_to_run(ctx, out, c, reason, evidence, sent)
         return
     due: datetime = (sent or ctx.now) + timedelta(seconds=lead)
     if sent is None or ctx.now < due:
@@ -479,6 +482,26 @@ def _warn_then_stop(
         key=f"StopContainer:{c.id}:{reason.value}",
         evidence={**evidence, "warned_at": iso(sent)},
         params=StopParams(grace_s=float(policy.sigterm_grace_s.value), remove=False),
+    )
+
+
+def _waiting_to_run(
+    ctx: PassContext,
+    out: Collector,
+    c: ContainerObs,
+    reason: Reason,
+    evidence: dict[str, Any],
+    sent: datetime | None,
+) -> None:
+    """A paused or restarting container beyond an enforced quota is stopped once it runs again (its
+    notice says so): said every pass, so ``describe`` and ``plan`` show the stop that waits."""
+    warned = f"its owner was warned at {iso(sent)}" if sent is not None else "its owner is warned now"
+    out.defer(
+        ctx.target(c),
+        reason,
+        DeferReason.NOT_DUE,
+        f"{c.name} is {c.state.value}: stopped for the quota once it runs again ({warned})",
+        evidence={**evidence, "state": c.state.value, "warned_at": iso(sent)},
     )
 
 
