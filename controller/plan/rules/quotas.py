@@ -421,6 +421,14 @@ def _warn(
     )
 
 
+def _warning_keys(c: ContainerObs, reason: Reason, enforce: bool) -> tuple[str, str]:
+    """(the memory's warning key, the WarnOwner action key): a stop warning when enforced, else the
+    report mode's notice."""
+    if enforce:
+        return _stop_warning(reason), _stop_warn_key(c, reason)
+    return f"quota:{reason.value}", f"WarnOwner:{c.id}:{reason.value}:{iso(c.started_at)}"
+
+
 def _warn_then_stop(
     ctx: PassContext,
     out: Collector,
@@ -432,13 +440,7 @@ def _warn_then_stop(
     stops: _Stops,
 ) -> None:
     policy = ctx.policies[c.id]
-    if enforce:
-        warning_key, warn_key = _stop_warning(reason), _stop_warn_key(c, reason)
-    else:
-        warning_key, warn_key = (
-            f"quota:{reason.value}",
-            f"WarnOwner:{c.id}:{reason.value}:{iso(c.started_at)}",
-        )
+    warning_key, warn_key = _warning_keys(c, reason, enforce)
     sent = ctx.sent_at(ctx.cmem.get(c.id), warning_key, warn_key)
     lead = policy.warn_lead_s.value
     if sent is None:
