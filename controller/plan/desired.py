@@ -261,13 +261,7 @@ class PolicySetDesired:
         memo = self._memo
         memo.used.add(key)
         hit = memo.entries.get(key)
-        # (_Entry.holds, inline: this runs for every container on every pass)
-        if (
-            hit is not None
-            and hit.computed_at <= now < hit.valid_until
-            and hit.ident == ident
-            and hit.labels == labels
-        ):
+        if hit is not None and hit.holds(ident, labels, now):
             return hit.eff
         eff = memo.shared(self._effective(container, now))
         if len(memo.entries) >= _MEMO_MAX:

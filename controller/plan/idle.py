@@ -37,11 +37,12 @@ from __future__ import annotations
 from collections.abc import Mapping, Set
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Any
 
 from controller.memory import MAX_SAMPLES, ContainerMemory, KeepAliveSeen, Sample
 from controller.plan.values import built, replaced
 from controller.snapshot import ActivitySignals, ContainerObs, KeepAlive, KeepAliveState
-from desired_state.effective import EffectivePolicy, MigIdleFallback
+from desired_state.effective import EffectivePolicy, MigIdleFallback, Sourced
 
 NS_PER_S = 1_000_000_000
 IDLE_WARNING_PREFIX = "idle:"
@@ -57,14 +58,25 @@ class Thresholds:
     max_sample_interval_s: float  # a longer span between two samples is unobserved
     mig_fallback: bool  # a MIG device (no utilisation) may leave CPU and network to decide
 
+    @staticmethod
+    def inputs(policy: EffectivePolicy) -> tuple[Sourced[Any], ...]:
+        """The policy values the thresholds are built from (all of them: a cache may key on these)."""
+        return (
+            policy.gpu_idle_threshold_pct,
+            policy.cpu_idle_threshold_pct,
+            policy.network_idle_threshold_bytes_per_s,
+            policy.mig_idle_fallback,
+        )
+
     @classmethod
     def from_policy(cls, policy: EffectivePolicy, *, max_sample_interval_s: float) -> Thresholds:
+        gpu, cpu, net, mig = Thresholds.inputs(policy)
         return cls(
-            gpu_pct=policy.gpu_idle_threshold_pct.value,
-            cpu_pct=policy.cpu_idle_threshold_pct.value,
-            net_bytes_per_s=policy.network_idle_threshold_bytes_per_s.value,
+            gpu_pct=gpu.value,
+            cpu_pct=cpu.value,
+            net_bytes_per_s=net.value,
             max_sample_interval_s=max_sample_interval_s,
-            mig_fallback=policy.mig_idle_fallback.value == MigIdleFallback.CPU_AND_NETWORK,
+            mig_fallback=mig.value == MigIdleFallback.CPU_AND_NETWORK,
         )
 
 

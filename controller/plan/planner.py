@@ -201,21 +201,16 @@ class _Sampling:
         # Devices that never report utilisation: MIG devices, and GPUs in MIG mode (an all-GPU holder).
         self.no_util = ctx.mig_uuids | {g.uuid for g in ctx.gpus if g.mig_enabled}
         # Thresholds built once per set of threshold values: see _thresholds.
-        self.thresholds: dict[tuple[int, int, int, int], Thresholds] = {}
+        self.thresholds: dict[tuple[int, ...], Thresholds] = {}
 
     def _thresholds(self, policy: EffectivePolicy) -> Thresholds:
-        """The policy's idle thresholds, built once per pass for the same four sourced values.
+        """The policy's idle thresholds, built once per pass for the same sourced inputs.
 
         Keyed by the identity of those values: policies resolved for a whole group share them
         (the desired-state memo shares equal values), and every policy -- so every value it holds
         -- stays alive in ctx.policies all pass, so an id is never reused for another value.
         """
-        key = (
-            id(policy.gpu_idle_threshold_pct),
-            id(policy.cpu_idle_threshold_pct),
-            id(policy.network_idle_threshold_bytes_per_s),
-            id(policy.mig_idle_fallback),
-        )
+        key = tuple(map(id, Thresholds.inputs(policy)))
         thresholds = self.thresholds.get(key)
         if thresholds is None:
             thresholds = self.thresholds[key] = Thresholds.from_policy(

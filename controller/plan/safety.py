@@ -226,22 +226,14 @@ def _within_budget(ctx: PassContext, out: Collector, destructive: list[Proposed]
     budget = max(0, ctx.glob.max_destructive_actions_per_pass.value)
     # A backlog defers thousands of actions in one pass: the message's tail is formatted once.
     spent = f": the budget of {budget} destructive actions per pass is spent; next pass"
-    deferred, why = out.deferred, DeferReason.BUDGET_EXHAUSTED
     for a in destructive[budget:]:
-        # What _defer writes, inline: this loop defers the whole backlog.
-        kind, target = _KIND_VALUE[a.kind], a.target
-        deferred.append(
-            built(
-                Deferred,
-                {
-                    "target": target,
-                    "rule": a.reason,
-                    "why": why,
-                    "message": f"{kind} {target.label()}{spent}",
-                    "due_at": None,
-                    "evidence": {"action": kind, "key": a.key, "budget": budget, "due_at": iso(a.due_at)},
-                },
-            )
+        _defer(
+            out,
+            a,
+            DeferReason.BUDGET_EXHAUSTED,
+            f"{_KIND_VALUE[a.kind]} {a.target.label()}{spent}",
+            None,
+            {"budget": budget, "due_at": iso(a.due_at)},
         )
     return destructive[:budget]
 

@@ -89,7 +89,7 @@ def _gpu_holders(
     holders: list[ContainerObs] = []
     units: dict[ContainerId, list[str]] = {}
     for c in owned:
-        if c.gpu_refs or c.all_gpus:  # c.has_gpu, read without the property call
+        if c.has_gpu:
             holders.append(c)
             units[c.id] = gpu_units(ctx, c)
     return holders, units
