@@ -25,7 +25,10 @@ Order of work:
 from __future__ import annotations
 
 import gc
+from bisect import bisect_left, bisect_right
+from collections import Counter
 from datetime import UTC, datetime
+from operator import attrgetter
 
 from controller.memory import ContainerMemory, ControllerMemory
 from controller.plan.clock import ClockCheck, check_clock, with_clock_step
@@ -252,6 +255,7 @@ def _container_rules(ctx: PassContext, out: Collector, c: ContainerObs) -> None:
 
 
 _NEVER = datetime.max.replace(tzinfo=UTC)
+_CONTAINER_ID = attrgetter("target.container_id")
 
 
 def _without(done: dict[str, datetime], keys: set[str]) -> dict[str, datetime]:
@@ -266,19 +270,18 @@ def _in_order(deferred: list[Deferred]) -> tuple[Deferred, ...]:
 
     Exact: sorted (stably) by the key's first field, the container id, each run of one id keeps
     its input order; sorting a run stably by the whole key then gives the order one sort by the
-    whole key would. Most deferrals are the only one of their container (a run of one).
+    whole key would. Most deferrals are the only one of their container (a run of one): only the
+    few ids that occur more than once are looked up (by bisection) and their runs sorted again.
     """
-    ids = [d.target.container_id or "" for d in deferred]
+    ids = [cid or "" for cid in map(_CONTAINER_ID, deferred)]
     order = sorted(range(len(deferred)), key=ids.__getitem__)
-    out: list[Deferred] = []
-    start, n = 0, len(order)
-    while start < n:
-        end, cid = start + 1, ids[order[start]]
-        while end < n and ids[order[end]] == cid:
-            end += 1
-        run = [deferred[i] for i in order[start:end]]
-        out.extend(sorted(run, key=_deferred_order) if end - start > 1 else run)
-        start = end
+    out = [deferred[i] for i in order]
+    tied = [cid for cid, n in Counter(ids).items() if n > 1]
+    if tied:
+        in_order = [ids[i] for i in order]
+        for cid in tied:
+            lo, hi = bisect_left(in_order, cid), bisect_right(in_order, cid)
+            out[lo:hi] = sorted(out[lo:hi], key=_deferred_order)
     return tuple(out)
 
 

@@ -1,0 +1,79 @@
+"""The planner's per-pass fast paths give what the plain definitions give.
+
+* the container rules skip ``update_resources`` for a container that reported no limits: the rule
+  proposes, defers and warns nothing for one, in every state, whatever its use;
+* the deferrals' order (``_in_order``) is one stable sort by the whole key when most containers
+  have one deferral and a few have several.
+"""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from controller.memory import ControllerMemory
+from controller.plan.context import Collector, PassContext, container_target, deferral, host_target
+from controller.plan.planner import _deferred_order, _in_order
+from controller.plan.rules.resources import update_resources
+from controller.plan.types import DeferReason, Deferred, Reason
+from controller.snapshot import ContainerState
+from desired_state.effective import ResourceSpec, Sourced
+from tests.fixtures import builders as b
+
+GiB = 1 << 30
+
+
+@pytest.mark.parametrize("state", list(ContainerState))
+def test_a_container_that_reported_no_limits_gets_nothing_from_the_resource_rule(
+    state: ContainerState,
+) -> None:
+    c = b.container("c1", state=state, sig=b.signals(b.T0))
+    if c.signals is not None:  # far above any spec: a container with limits would be brought down
+        c = c.model_copy(update={"signals": c.signals.model_copy(update={"memory_bytes": 64 * GiB})})
+    assert c.limits is None
+    tight = ResourceSpec(
+        max_cpus=Sourced(value=1.0, source="test"),
+        memory_bytes=Sourced(value=GiB, source="test"),
+        memory_swap_bytes=Sourced(value=GiB, source="test"),
+        pids_limit=Sourced(value=64, source="test"),
+        exempt=Sourced(value=False, source="test"),
+    )
+    policy = b.policy().model_copy(update={"resources": tight})
+    ctx = PassContext.build(
+        b.snapshot(containers=[c]), b.T0, b.global_policy(update_limits=True), ControllerMemory()
+    )
+    out = Collector()
+    update_resources(ctx, out, c, policy)
+    assert (out.actions, out.deferred, out.proposals) == ([], [], [])
+
+
+def _deferrals() -> list[Deferred]:
+    rng = random.Random(11)
+    containers = [b.running(f"c{i}", started_at=b.ago(hours=i)) for i in range(300)]
+    out: list[Deferred] = []
+    for _ in range(600):
+        pick = rng.randrange(len(containers) + 20)
+        target = (
+            container_target(containers[pick])
+            if pick < len(containers)
+            else host_target(user=rng.choice(["alice", "bob", None]), gpu=rng.choice([b.GPU0, None]))
+        )
+        out.append(
+            deferral(
+                target,
+                rng.choice([Reason.IDLE_TIMEOUT, Reason.GPU_QUOTA_EXCEEDED]),
+                rng.choice([DeferReason.NOT_DUE, DeferReason.UNKNOWN_SIGNAL]),
+                rng.choice(["a", "b"]),  # equal whole keys: their input order must be kept
+                due_at=rng.choice([None, b.at(minutes=rng.randrange(3))]),
+            )
+        )
+    return out
+
+
+def test_the_deferrals_order_is_one_stable_sort_with_runs_of_one_and_a_few_ties() -> None:
+    deferred = _deferrals()
+    expected = sorted(deferred, key=_deferred_order)
+    got = _in_order(deferred)
+    assert [id(d) for d in got] == [id(d) for d in expected]
+    assert _in_order(deferred[:1]) == (deferred[0],)
