@@ -55,6 +55,9 @@ from controller.snapshot import ContainerObs, ContainerState, Domain, Snapshot
 from desired_state.effective import EffectivePolicy
 
 _FINISHED = frozenset({ContainerState.CREATED, ContainerState.EXITED, ContainerState.DEAD})
+# The states the per-container loops test, read once: an enum member read from its class goes
+# through the enum's metaclass, several times the cost of the comparison, on every container.
+_RUNNING, _CREATED, _PAUSED = ContainerState.RUNNING, ContainerState.CREATED, ContainerState.PAUSED
 
 CONTAINER_RULES = (
     Reason.CREATED_NEVER_STARTED,
@@ -173,14 +176,9 @@ def _observe_containers(ctx: PassContext, desired: DesiredState, clock: ClockChe
             mem = with_clock_step(mem, step_s, seen_at)
         state = c.state
         # Only GPU containers are ever idle-stopped, so only they are sampled (and memory stays small).
-        if (
-            state == ContainerState.RUNNING
-            and c.has_gpu
-            and c.signals is not None
-            and c.started_at is not None
-        ):
+        if state == _RUNNING and c.has_gpu and c.signals is not None and c.started_at is not None:
             mem = sampling.fold(mem, c, policy)
-        elif state == ContainerState.PAUSED:
+        elif state == _PAUSED:
             # A paused container accrues no idle time: the sample after it resumes is undecidable.
             mem = mark_unobserved(mem, f"paused (seen {iso(seen_at)})")
         elif state in _FINISHED and mem.samples:
@@ -234,24 +232,32 @@ class _Sampling:
 
 
 def _container_rules(ctx: PassContext, out: Collector, c: ContainerObs) -> None:
-    policy = ctx.policies[c.id]
     state = c.state
-    if state == ContainerState.CREATED:
-        created_never_started(ctx, out, c, policy)
+    # Most containers are running without a GPU: no lifecycle rule applies to them, tested first.
+    if state == _RUNNING:
+        if c.has_gpu:
+            _running_gpu_rules(ctx, out, c, ctx.policies[c.id])
+    elif state == _CREATED:
+        created_never_started(ctx, out, c, ctx.policies[c.id])
     elif state in STOPPED_STATES:
-        stopped_hold(ctx, out, c, policy)
-    elif state == ContainerState.RUNNING and c.has_gpu:
-        idle = idle_stop(ctx, out, c, policy)
-        runtime = runtime_stop(ctx, out, c, policy)
-        stop: Action | None = runtime or idle
-        if stop is not None:
-            if runtime is not None and idle is not None:
-                stop = runtime.model_copy(
-                    update={"evidence": {**runtime.evidence, "idle_stop_also_due": idle.key}}
-                )
-            out.actions.append(stop)
+        stopped_hold(ctx, out, c, ctx.policies[c.id])
     # Limits are brought down in place, whatever else this pass does (a stopped one is not updated).
-    update_resources(ctx, out, c, policy)
+    # A container that reported no limits has nothing to compare: update_resources would return.
+    if c.limits is not None:
+        update_resources(ctx, out, c, ctx.policies[c.id])
+
+
+def _running_gpu_rules(ctx: PassContext, out: Collector, c: ContainerObs, policy: EffectivePolicy) -> None:
+    """Idle (rule 3) and max runtime (rule 4): at most one stop, the max-runtime stop winning."""
+    idle = idle_stop(ctx, out, c, policy)
+    runtime = runtime_stop(ctx, out, c, policy)
+    stop: Action | None = runtime or idle
+    if stop is not None:
+        if runtime is not None and idle is not None:
+            stop = runtime.model_copy(
+                update={"evidence": {**runtime.evidence, "idle_stop_also_due": idle.key}}
+            )
+        out.actions.append(stop)
 
 
 _NEVER = datetime.max.replace(tzinfo=UTC)
