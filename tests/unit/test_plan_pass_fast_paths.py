@@ -3,7 +3,9 @@
 * the container rules skip ``update_resources`` for a container that reported no limits: the rule
   proposes, defers and warns nothing for one, in every state, whatever its use;
 * the deferrals' order (``_in_order``) is one stable sort by the whole key when most containers
-  have one deferral and a few have several.
+  have one deferral and a few have several;
+* the GPU processes' order is the sort by the whole key, with and without two processes that share
+  their GPU and pid (only then do the later fields decide).
 """
 
 from __future__ import annotations
@@ -15,9 +17,10 @@ import pytest
 from controller.memory import ControllerMemory
 from controller.plan.context import Collector, PassContext, container_target, deferral, host_target
 from controller.plan.planner import _deferred_order, _in_order
+from controller.plan.rules import processes
 from controller.plan.rules.resources import update_resources
 from controller.plan.types import DeferReason, Deferred, Reason
-from controller.snapshot import ContainerState
+from controller.snapshot import ContainerState, GpuProcessObs
 from desired_state.effective import ResourceSpec, Sourced
 from tests.fixtures import builders as b
 
@@ -77,3 +80,27 @@ def test_the_deferrals_order_is_one_stable_sort_with_runs_of_one_and_a_few_ties(
     got = _in_order(deferred)
     assert [id(d) for d in got] == [id(d) for d in expected]
     assert _in_order(deferred[:1]) == (deferred[0],)
+
+
+def _processes(*, shared: bool) -> tuple[GpuProcessObs, ...]:
+    rng = random.Random(5)
+    out = [
+        b.process(
+            rng.randrange(50) if shared else 1000 + k,
+            rng.choice([b.GPU0, b.GPU1]),
+            start_time=rng.choice([None, 1.0, 2.0]),
+            device_uuid=rng.choice([None, b.mig_uuid(0, 1)]),
+            container_id=rng.choice([None, b.cid("a"), b.cid("b")]),
+        )
+        for k in range(200)
+    ]
+    return tuple(out)
+
+
+@pytest.mark.parametrize("shared", [False, True])
+def test_the_processes_are_in_the_order_of_the_whole_key(shared: bool) -> None:
+    procs = _processes(shared=shared)
+    whole = sorted(
+        procs, key=lambda p: (p.gpu_uuid, p.pid, p.start_time or -1.0, p.device_uuid, p.container_id or "")
+    )
+    assert [id(p) for p in processes._in_order(procs)] == [id(p) for p in whole]
