@@ -5,7 +5,9 @@
 * the deferrals' order (``_in_order``) is one stable sort by the whole key when most containers
   have one deferral and a few have several;
 * the GPU processes' order is the sort by the whole key, with and without two processes that share
-  their GPU and pid (only then do the later fields decide).
+  their GPU and pid (only then do the later fields decide);
+* the ledger rows' order, and the first row of each container, device and allocation time, are
+  the definition's, with and without rows that share their container and device.
 """
 
 from __future__ import annotations
@@ -15,12 +17,12 @@ import random
 import pytest
 
 from controller.memory import ControllerMemory
-from controller.plan.context import Collector, PassContext, container_target, deferral, host_target
+from controller.plan.context import Collector, PassContext, container_target, deferral, host_target, iso
 from controller.plan.planner import _deferred_order, _in_order
-from controller.plan.rules import processes
+from controller.plan.rules import allocations, processes
 from controller.plan.rules.resources import update_resources
 from controller.plan.types import DeferReason, Deferred, Reason
-from controller.snapshot import ContainerState, GpuProcessObs
+from controller.snapshot import ContainerState, GpuProcessObs, LedgerEntry
 from desired_state.effective import ResourceSpec, Sourced
 from tests.fixtures import builders as b
 
@@ -104,3 +106,32 @@ def test_the_processes_are_in_the_order_of_the_whole_key(shared: bool) -> None:
         procs, key=lambda p: (p.gpu_uuid, p.pid, p.start_time or -1.0, p.device_uuid, p.container_id or "")
     )
     assert [id(p) for p in processes._in_order(procs)] == [id(p) for p in whole]
+
+
+def _rows(*, shared: bool) -> tuple[LedgerEntry, ...]:
+    rng = random.Random(3)
+    naive = b.at(hours=-2).replace(tzinfo=None)  # a hand-edited ledger may mix naive and aware times
+    return tuple(
+        b.ledger_entry(
+            f"c{rng.randrange(20)}" if shared else f"c{k}",
+            rng.choice([b.GPU0, b.GPU1, "0", "1.2"]),
+            user=rng.choice(["alice", "bob"]),
+            allocated_at=rng.choice([b.at(hours=-2), b.at(hours=-1), naive]),
+            uuid=rng.choice([True, False]),
+        )
+        for k in range(150)
+    )
+
+
+@pytest.mark.parametrize("shared", [False, True])
+def test_the_ledger_rows_are_in_order_and_distinct_as_defined(shared: bool) -> None:
+    entries = _rows(shared=shared)
+    key = lambda e: (e.container, e.gpu, iso(e.allocated_at) or "", e.user, e.gpu_uuid or "")  # noqa: E731
+    expected = sorted(entries, key=key)
+    firsts = {}
+    for e in expected:
+        firsts.setdefault(key(e)[:3], e)
+    ordered, distinct = allocations._in_order(entries)
+    assert [id(e) for e in ordered] == [id(e) for e in expected]
+    assert [id(e) for e in distinct] == [id(e) for e in firsts.values()]
+    assert shared == (len(distinct) < len(ordered))
