@@ -7,7 +7,10 @@
 * the GPU processes' order is the sort by the whole key, with and without two processes that share
   their GPU and pid (only then do the later fields decide);
 * the ledger rows' order, and the first row of each container, device and allocation time, are
-  the definition's, with and without rows that share their container and device.
+  the definition's, with and without rows that share their container and device;
+* a container's physical GPUs with one reference are the general rule's (a MIG device with or
+  without its parent, a UUID NVML does not list, an unresolved reference, every GPU), and the
+  pass's GPU referrers are the containers with a reference, in id order.
 """
 
 from __future__ import annotations
@@ -22,7 +25,15 @@ from controller.plan.planner import _deferred_order, _in_order
 from controller.plan.rules import allocations, processes
 from controller.plan.rules.resources import update_resources
 from controller.plan.types import DeferReason, Deferred, Reason
-from controller.snapshot import ContainerState, GpuProcessObs, LedgerEntry
+from controller.snapshot import (
+    ContainerObs,
+    ContainerState,
+    GpuProcessObs,
+    GpuRef,
+    GpuRefSource,
+    GpuUuid,
+    LedgerEntry,
+)
 from desired_state.effective import ResourceSpec, Sourced
 from tests.fixtures import builders as b
 
@@ -135,3 +146,46 @@ def test_the_ledger_rows_are_in_order_and_distinct_as_defined(shared: bool) -> N
     assert [id(e) for e in ordered] == [id(e) for e in expected]
     assert [id(e) for e in distinct] == [id(e) for e in firsts.values()]
     assert shared == (len(distinct) < len(ordered))
+
+
+def _physical_by_definition(ctx: PassContext, c: ContainerObs, *, include_all: bool) -> list[str]:
+    out: set[str] = set()
+    for ref in c.gpu_refs:
+        if ref.parent_uuid is not None:
+            out.add(ref.parent_uuid)
+        elif ref.uuid is not None:
+            out.add(ctx.physical_of.get(ref.uuid, ref.uuid))
+    if include_all and c.all_gpus:
+        out.update(g.uuid for g in ctx.gpus)
+    return sorted(out)
+
+
+def test_one_reference_gives_the_general_rules_physical_gpus() -> None:
+    mig = b.mig_uuid(1, 0)
+    orphan_mig = GpuRef(raw=mig, source=GpuRefSource.DEVICE_REQUEST, uuid=GpuUuid(mig), is_mig=True)
+    unknown = GpuRef(raw="GPU-x", source=GpuRefSource.DEVICE_REQUEST, uuid=GpuUuid("GPU-x"))
+    refs: list[list[GpuRef]] = [
+        [],
+        [b.ref(b.GPU0)],
+        [b.ref(mig, parent=b.GPU1)],
+        [orphan_mig],
+        [unknown],
+        [b.unresolved_ref()],
+        [b.ref(b.GPU1), b.ref(b.GPU0)],
+    ]
+    containers = [
+        b.running(f"c{i}-{every}", gpus=r, all_gpus=every)
+        for i, r in enumerate(refs)
+        for every in (False, True)
+    ]
+    ctx = PassContext.build(
+        b.snapshot(containers=containers, gpus=[b.gpu(0), b.gpu(1, mig_slots=2)]),
+        b.T0,
+        b.global_policy(),
+        ControllerMemory(),
+    )
+    for c in containers:
+        for include_all in (False, True):
+            expected = _physical_by_definition(ctx, c, include_all=include_all)
+            assert ctx.physical_gpus(c, include_all=include_all) == expected, (c.name, include_all)
+    assert ctx.referrers == [c for c in ctx.containers if c.gpu_refs]

@@ -69,6 +69,7 @@ def _row(e: LedgerEntry) -> dict[str, str]:
 # allocating user's.
 _RENAME_PROOF_OWNER_RULES = frozenset({OwnerRule.LABEL_DS01_USER, OwnerRule.LABEL_AIME_USER})
 _FULL_ID = re.compile(r"[0-9a-f]{64}\Z")
+_RUNNING = ContainerState.RUNNING  # (read once: an enum member read from its class costs a lookup)
 
 
 @dataclass(frozen=True, slots=True)
@@ -510,9 +511,9 @@ def duplicate_holders(ctx: PassContext, out: Collector) -> None:
     if not ctx.docker_ok:
         return
     by_gpu: dict[str, dict[str, ContainerObs]] = {}
-    for c in ctx.containers:
-        if not c.gpu_refs or c.state != ContainerState.RUNNING:
-            continue  # most containers hold no GPU: the cheaper test first
+    for c in ctx.referrers:  # (most containers reference no GPU: only those that do, in id order)
+        if c.state != _RUNNING:
+            continue
         for ref in c.gpu_refs:
             if ref.uuid is None or ref.is_mig or ref.uuid in ctx.mig_uuids:
                 continue
