@@ -47,6 +47,9 @@ LIVE_STATES = frozenset({ContainerState.RUNNING, ContainerState.PAUSED, Containe
 UNKNOWN_OWNER = UNTRUSTED_OWNER  # "unknown": many people, never one user
 _ID, _NAME = attrgetter("id"), attrgetter("name")
 _RUNNING = ContainerState.RUNNING  # (read once: an enum member read from its class costs a lookup)
+# The states' names, as targets quote them (``.value`` goes through the enum's descriptor: read
+# once each, not once per container).
+_STATE_VALUE = {state: state.value for state in ContainerState}
 
 
 # The ISO form of UTC timestamps, memoised: a pass on a large host formats the same few thousand
@@ -110,7 +113,7 @@ def container_target(c: ContainerObs, *, gpu: str | None = None) -> Target:
         {
             "container": c.name,
             "container_id": c.id,
-            "expected_state": c.state.value,
+            "expected_state": _STATE_VALUE[c.state],
             "expected_started_at": c.started_at,
             "pid": None,
             "pid_start_time": None,
