@@ -10,7 +10,9 @@
   the definition's, with and without rows that share their container and device;
 * a container's physical GPUs with one reference are the general rule's (a MIG device with or
   without its parent, a UUID NVML does not list, an unresolved reference, every GPU), and the
-  pass's GPU referrers are the containers with a reference, in id order.
+  pass's GPU referrers are the containers with a reference, in id order;
+* whether a container's limits are out of its spec (``out_of_spec``: no use read, no message
+  written) is whether the resource decision changes or holds back anything.
 """
 
 from __future__ import annotations
@@ -18,12 +20,14 @@ from __future__ import annotations
 import random
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from controller.memory import ControllerMemory
 from controller.plan.context import Collector, PassContext, container_target, deferral, host_target, iso
 from controller.plan.planner import _deferred_order, _in_order
 from controller.plan.rules import allocations, processes
-from controller.plan.rules.resources import update_resources
+from controller.plan.rules.resources import _decide, out_of_spec, update_resources
 from controller.plan.types import DeferReason, Deferred, Reason
 from controller.snapshot import (
     ContainerObs,
@@ -33,6 +37,7 @@ from controller.snapshot import (
     GpuRefSource,
     GpuUuid,
     LedgerEntry,
+    ResourceLimits,
 )
 from desired_state.effective import ResourceSpec, Sourced
 from tests.fixtures import builders as b
@@ -189,3 +194,56 @@ def test_one_reference_gives_the_general_rules_physical_gpus() -> None:
             expected = _physical_by_definition(ctx, c, include_all=include_all)
             assert ctx.physical_gpus(c, include_all=include_all) == expected, (c.name, include_all)
     assert ctx.referrers == [c for c in ctx.containers if c.gpu_refs]
+
+
+_sizes = st.one_of(st.none(), st.integers(min_value=0, max_value=64 * GiB))
+_limits = st.builds(
+    ResourceLimits,
+    nano_cpus=st.one_of(st.none(), st.integers(min_value=10**8, max_value=128 * 10**9)),
+    cpu_quota_us=st.one_of(st.none(), st.integers(min_value=-1, max_value=400_000)),
+    cpu_period_us=st.one_of(st.none(), st.integers(min_value=1000, max_value=200_000)),
+    memory_bytes=_sizes,
+    memory_swap_bytes=st.one_of(st.none(), st.just(-1), _sizes),
+    pids_limit=st.one_of(st.none(), st.integers(min_value=1, max_value=10_000)),
+)
+_specs = st.builds(
+    ResourceSpec,
+    max_cpus=st.builds(
+        Sourced, value=st.one_of(st.none(), st.floats(min_value=0.1, max_value=64)), source=st.just("t")
+    ),
+    memory_bytes=st.builds(Sourced, value=_sizes, source=st.just("t")),
+    memory_swap_bytes=st.builds(Sourced, value=_sizes, source=st.just("t")),
+    pids_limit=st.builds(Sourced, value=st.one_of(st.none(), st.integers(-1, 10_000)), source=st.just("t")),
+    exempt=st.builds(Sourced, value=st.just(False), source=st.just("t")),
+)
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    limits=_limits,
+    spec=_specs,
+    created=st.booleans(),
+    used=st.one_of(st.none(), st.integers(min_value=0, max_value=64 * GiB)),
+    swapped=st.one_of(st.none(), st.integers(min_value=0, max_value=64 * GiB)),
+    tasks=st.one_of(st.none(), st.integers(min_value=0, max_value=12_000)),
+    margin=st.floats(min_value=0, max_value=50),
+    host_cpus=st.one_of(st.none(), st.integers(min_value=1, max_value=128)),
+)
+def test_out_of_spec_is_whether_the_decision_changes_or_waits(
+    limits: ResourceLimits,
+    spec: ResourceSpec,
+    created: bool,
+    used: int | None,
+    swapped: int | None,
+    tasks: int | None,
+    margin: float,
+    host_cpus: int | None,
+) -> None:
+    c = b.container(
+        "c1", state=ContainerState.CREATED if created else ContainerState.RUNNING, sig=b.signals(b.T0)
+    )
+    if c.signals is not None:
+        use = {"memory_bytes": used, "memory_swap_bytes": swapped, "pids_current": tasks}
+        c = c.model_copy(update={"signals": c.signals.model_copy(update=use)})
+    d = _decide(c, limits, spec, margin, host_cpus)
+    assert out_of_spec(limits, spec, host_cpus) == bool(d.update or d.waits)
