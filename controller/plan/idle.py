@@ -40,6 +40,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from controller.memory import MAX_SAMPLES, ContainerMemory, KeepAliveSeen, Sample
+from controller.plan.context import span
 from controller.plan.values import built, replaced
 from controller.snapshot import ActivitySignals, ContainerObs, KeepAlive, KeepAliveState
 from desired_state.effective import EffectivePolicy, MigIdleFallback, Sourced
@@ -340,7 +341,7 @@ def fresh_memory(container: ContainerObs, seen_at: datetime, prev: ContainerMemo
 def grace_end(mem: ContainerMemory | None, started_at: datetime, grace_period_s: float) -> datetime:
     """End of the grace period of the start ``started_at``: lengthened by unobserved time inside it."""
     extension_s = mem.grace_extension_s if mem is not None and mem.started_at == started_at else 0.0
-    return started_at + timedelta(seconds=grace_period_s + extension_s)
+    return started_at + span(grace_period_s + extension_s)
 
 
 def mark_unobserved(mem: ContainerMemory, why: str) -> ContainerMemory:
