@@ -429,11 +429,14 @@ def _streak(
     """The idle streak after this reading: (idle_since, last_active_at, warnings, keepalive).
 
     ``grace_s`` is the grace period, extended; its end is only needed for an idle reading."""
-    if verdict.idle is True and read_at >= started_at + timedelta(seconds=grace_s):
+    if verdict.idle is True and read_at >= started_at + span(grace_s):
         return mem.idle_since or read_at, mem.last_active_at, mem.warnings, mem.keepalive
     # Active, undecidable (an unobserved span included), or still inside the grace period: the
     # continuous streak is broken. Its warnings are void (a new streak warns again).
-    warnings = _drop_idle_warnings(mem.warnings) if mem.idle_since is not None else mem.warnings
+    # (No warning at all: nothing to drop, the dict is kept as when no streak ran.)
+    warnings = (
+        _drop_idle_warnings(mem.warnings) if mem.idle_since is not None and mem.warnings else mem.warnings
+    )
     if verdict.idle is False:
         # Real activity renews the keep-alive allowance: the cap runs from the first sighting of a
         # keep-alive after the container's last activity (see keepalive_until).
