@@ -77,6 +77,13 @@ def seconds(delta: timedelta) -> float:
     return round(delta.total_seconds(), 3)
 
 
+@functools.lru_cache(maxsize=4096)
+def span(total_s: float) -> timedelta:
+    """``timedelta(seconds=total_s)``, memoised: the rules add the same few limits and levels to
+    thousands of start times a pass, and building a timedelta from a float costs several lookups."""
+    return timedelta(seconds=total_s)
+
+
 def fmt_duration(total_s: float) -> str:
     """Human duration: 45s, 12m, 1h30m, 2d3h."""
     return _fmt_duration(round(total_s))
