@@ -201,20 +201,19 @@ class _Sampling:
         self.max_sample_interval_s = ctx.glob.max_sample_interval_s.value
         # Devices that never report utilisation: MIG devices, and GPUs in MIG mode (an all-GPU holder).
         self.no_util = ctx.mig_uuids | {g.uuid for g in ctx.gpus if g.mig_enabled}
-        # Thresholds built once per set of threshold values: see _thresholds.
-        self.thresholds: dict[tuple[int, ...], Thresholds] = {}
+        # Thresholds built once per policy object: see _thresholds.
+        self.thresholds: dict[int, Thresholds] = {}
 
     def _thresholds(self, policy: EffectivePolicy) -> Thresholds:
-        """The policy's idle thresholds, built once per pass for the same sourced inputs.
+        """The policy's idle thresholds, built once per pass for each policy object.
 
-        Keyed by the identity of those values: policies resolved for a whole group share them
-        (the desired-state memo shares equal values), and every policy -- so every value it holds
-        -- stays alive in ctx.policies all pass, so an id is never reused for another value.
+        Keyed by the policy's identity: containers that resolve to one policy share one object (the
+        desired-state memo hands it out), and every policy stays alive in ctx.policies all pass, so
+        an id is never reused for another policy meanwhile.
         """
-        key = tuple(map(id, Thresholds.inputs(policy)))
-        thresholds = self.thresholds.get(key)
+        thresholds = self.thresholds.get(id(policy))
         if thresholds is None:
-            thresholds = self.thresholds[key] = Thresholds.from_policy(
+            thresholds = self.thresholds[id(policy)] = Thresholds.from_policy(
                 policy, max_sample_interval_s=self.max_sample_interval_s
             )
         return thresholds
