@@ -2,8 +2,6 @@
 
 * the container rules skip ``update_resources`` for a container that reported no limits: the rule
   proposes, defers and warns nothing for one, in every state, whatever its use;
-* the deferrals' order (``_in_order``) is one stable sort by the whole key when most containers
-  have one deferral and a few have several;
 * the GPU processes' order is the sort by the whole key, with and without two processes that share
   their GPU and pid (only then do the later fields decide);
 * the ledger rows' order, and the first row of each container, device and allocation time, are
@@ -24,11 +22,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from controller.memory import ControllerMemory
-from controller.plan.context import Collector, PassContext, container_target, deferral, host_target, iso
-from controller.plan.planner import _deferred_order, _in_order
+from controller.plan.context import Collector, PassContext, iso
 from controller.plan.rules import allocations, processes
 from controller.plan.rules.resources import _decide, out_of_spec, update_resources
-from controller.plan.types import DeferReason, Deferred, Reason
 from controller.snapshot import (
     ContainerObs,
     ContainerState,
@@ -67,37 +63,6 @@ def test_a_container_that_reported_no_limits_gets_nothing_from_the_resource_rule
     out = Collector()
     update_resources(ctx, out, c, policy)
     assert (out.actions, out.deferred, out.proposals) == ([], [], [])
-
-
-def _deferrals() -> list[Deferred]:
-    rng = random.Random(11)
-    containers = [b.running(f"c{i}", started_at=b.ago(hours=i)) for i in range(300)]
-    out: list[Deferred] = []
-    for _ in range(600):
-        pick = rng.randrange(len(containers) + 20)
-        target = (
-            container_target(containers[pick])
-            if pick < len(containers)
-            else host_target(user=rng.choice(["alice", "bob", None]), gpu=rng.choice([b.GPU0, None]))
-        )
-        out.append(
-            deferral(
-                target,
-                rng.choice([Reason.IDLE_TIMEOUT, Reason.GPU_QUOTA_EXCEEDED]),
-                rng.choice([DeferReason.NOT_DUE, DeferReason.UNKNOWN_SIGNAL]),
-                rng.choice(["a", "b"]),  # equal whole keys: their input order must be kept
-                due_at=rng.choice([None, b.at(minutes=rng.randrange(3))]),
-            )
-        )
-    return out
-
-
-def test_the_deferrals_order_is_one_stable_sort_with_runs_of_one_and_a_few_ties() -> None:
-    deferred = _deferrals()
-    expected = sorted(deferred, key=_deferred_order)
-    got = _in_order(deferred)
-    assert [id(d) for d in got] == [id(d) for d in expected]
-    assert _in_order(deferred[:1]) == (deferred[0],)
 
 
 def _processes(*, shared: bool) -> tuple[GpuProcessObs, ...]:
