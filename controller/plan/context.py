@@ -45,6 +45,11 @@ from desired_state.effective import EffectivePolicy, GlobalPolicy
 # a restarting one is being brought back by Docker. None of them has orphans.
 LIVE_STATES = frozenset({ContainerState.RUNNING, ContainerState.PAUSED, ContainerState.RESTARTING})
 UNKNOWN_OWNER = UNTRUSTED_OWNER  # "unknown": many people, never one user
+_ID, _NAME = attrgetter("id"), attrgetter("name")
+_RUNNING = ContainerState.RUNNING  # (read once: an enum member read from its class costs a lookup)
+# The states' names, as targets quote them (``.value`` goes through the enum's descriptor: read
+# once each, not once per container).
+_STATE_VALUE = {state: state.value for state in ContainerState}
 
 
 # The ISO form of UTC timestamps, memoised: a pass on a large host formats the same few thousand
@@ -70,6 +75,13 @@ def iso(value: datetime | None) -> str | None:
 
 def seconds(delta: timedelta) -> float:
     return round(delta.total_seconds(), 3)
+
+
+@functools.lru_cache(maxsize=4096)
+def span(total_s: float) -> timedelta:
+    """``timedelta(seconds=total_s)``, memoised: the rules add the same few limits and levels to
+    thousands of start times a pass, and building a timedelta from a float costs several lookups."""
+    return timedelta(seconds=total_s)
 
 
 def fmt_duration(total_s: float) -> str:
@@ -108,7 +120,7 @@ def container_target(c: ContainerObs, *, gpu: str | None = None) -> Target:
         {
             "container": c.name,
             "container_id": c.id,
-            "expected_state": c.state.value,
+            "expected_state": _STATE_VALUE[c.state],
             "expected_started_at": c.started_at,
             "pid": None,
             "pid_start_time": None,
@@ -313,6 +325,7 @@ class PassContext:
     policies: dict[str, EffectivePolicy] = field(default_factory=dict)
     cmem: dict[str, ContainerMemory] = field(default_factory=dict)  # next memory, per container id
     holders: dict[str, list[ContainerObs]] = field(default_factory=dict)  # physical GPU -> holders
+    referrers: list[ContainerObs] = field(default_factory=list)  # those with a GPU reference, by id
     demand_fraction: float | None = None
     forget_done: set[str] = field(default_factory=set)  # done keys the next memory drops (void warnings)
     by_owner: dict[str, list[ContainerObs]] | None = None  # rules.aggregate.owners, once policies are in
@@ -323,8 +336,8 @@ class PassContext:
     def build(
         cls, snapshot: Snapshot, now: datetime, glob: GlobalPolicy, memory: ControllerMemory
     ) -> PassContext:
-        containers = sorted(snapshot.containers, key=attrgetter("id"))
-        ids: list[str] = [c.id for c in containers]
+        containers = sorted(snapshot.containers, key=_ID)
+        ids: list[str] = list(map(_ID, containers))
         gpus = sorted(snapshot.gpus, key=lambda g: (g.index, g.uuid))
         physical_of: dict[str, str] = {}
         mig: set[str] = set()
@@ -345,7 +358,7 @@ class PassContext:
             procfs_ok=snapshot.domain_ok(Domain.PROCFS),
             containers=containers,
             by_id=dict(zip(ids, containers, strict=True)),
-            by_name={c.name: c for c in containers},
+            by_name=dict(zip(map(_NAME, containers), containers)),
             sorted_ids=ids,
             gpus=gpus,
             physical_of=physical_of,
@@ -359,17 +372,19 @@ class PassContext:
         holders: dict[str, list[ContainerObs]] = {}
         all_gpu_holders: list[ContainerObs] = []
         in_use: set[str] = set()
+        referrers = self.referrers
         for c in self.containers:
             if c.all_gpus:
                 all_gpu_holders.append(c)
             if not c.gpu_refs:
                 continue  # most containers reference no GPU: nothing to index
+            referrers.append(c)
             uuids = self._physical_gpus(c, include_all=False)
             if not c.all_gpus:
                 self._physical[c.id] = uuids  # what physical_gpus(c) would build again
             for uuid in uuids:
                 holders.setdefault(uuid, []).append(c)
-                if c.state == ContainerState.RUNNING:
+                if c.state == _RUNNING:
                     in_use.add(uuid)
         # Demand counts running holders with explicit references only (as DS01: running containers
         # with an allocation). A created or exited container keeps its GPU reserved but uses no
@@ -403,8 +418,17 @@ class PassContext:
         return self._physical_gpus(c, include_all=False)
 
     def _physical_gpus(self, c: ContainerObs, *, include_all: bool) -> list[str]:
+        refs = c.gpu_refs
+        if len(refs) == 1 and not (include_all and c.all_gpus):
+            # One reference (the common container): the loop below's set of at most one GPU.
+            ref = refs[0]
+            if ref.parent_uuid is not None:
+                return [ref.parent_uuid]
+            if ref.uuid is not None:
+                return [self.physical_of.get(ref.uuid, ref.uuid)]
+            return []
         out: set[str] = set()
-        for ref in c.gpu_refs:
+        for ref in refs:
             if ref.parent_uuid is not None:
                 out.add(ref.parent_uuid)
             elif ref.uuid is not None:

@@ -24,11 +24,13 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Callable, Mapping
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from enum import Enum
-from typing import Any, Protocol, runtime_checkable
+from typing import Protocol, cast, runtime_checkable
 
-from controller.plan.values import replaced
+from pydantic import BaseModel
+
+from controller.plan.values import rebuilt
 from controller.snapshot import ContainerObs, OwnerRule, TypeRule
 from crd_like_specs.vocabulary import ContainerType
 from desired_state.effective import EffectivePolicy, GlobalPolicy, Sourced
@@ -147,28 +149,69 @@ class _Memo:
     policy_set: PolicySet
     entries: dict[str, _Entry] = dataclasses.field(default_factory=dict)
     used: set[str] = dataclasses.field(default_factory=set)
-    sourced: dict[tuple[object, ...], Sourced[Any]] = dataclasses.field(default_factory=dict)
+    # Exact key -> the one frozen value (a policy, a value with its source) handed out for it.
+    canonical: dict[tuple[object, ...], object] = dataclasses.field(default_factory=dict)
 
     def shared(self, eff: EffectivePolicy) -> EffectivePolicy:
-        """``eff`` with each sourced value replaced by an equal one already resolved, if any.
+        """``eff``, or an exactly equal policy already resolved; its values shared likewise.
 
-        Resolutions are per container, but most values and their provenance are the same for a
-        whole group: sharing the (frozen) values lets a pass read a few objects again and again
-        rather than one copy per container (a tenth of a pass on a large host).
+        Resolutions are per container, but a whole group usually resolves to one policy: handing
+        every container of the group the same (frozen) object, down to its values and their
+        provenance, lets a pass read a few hundred objects again and again rather than one copy per
+        container (a tenth of a pass on a large host). Only values told apart exactly are shared
+        (:func:`_exact_key`); anything else keeps its own object.
         """
-        if len(self.sourced) >= _MEMO_MAX:
-            self.sourced.clear()
-        changes: dict[str, Any] = {}
-        for name, v in eff.__dict__.items():
-            if not isinstance(v, Sourced):
-                continue
-            value_key = _value_key(v.value)
-            if value_key is None:
-                continue
-            seen = self.sourced.setdefault((name, type(v), *value_key, v.source), v)
+        if len(self.canonical) >= _MEMO_MAX:
+            self.canonical.clear()
+        return cast(EffectivePolicy, self._share(eff)[0])
+
+    def _share(self, value: object) -> tuple[object, object]:
+        """(the canonical value equal to ``value``, or ``value`` itself; what tells it apart exactly,
+        None if nothing does).
+
+        A canonical value is told apart by its identity: it is held by the memo for as long as any
+        key naming it is (both go together when the memo is cleared), so no other value can reuse
+        its id meanwhile. A model's or a tuple's key is built from its parts' keys, so it is exact
+        when they are.
+        """
+        if isinstance(value, Sourced):
+            # Most values of a policy: keyed directly (both fields are required, so always set).
+            inner = _exact_key(value.value)
+            if inner is not None:
+                seen = self.canonical.setdefault((type(value), value.source, *inner), value)
+                return seen, id(seen)
+        if isinstance(value, BaseModel):
+            key, changes = self._fields(value)
+            if changes:
+                value = rebuilt(value, changes)
+        elif type(value) is tuple:
+            parts = [self._share(v) for v in value]
+            keys = [k for _, k in parts]
+            key = None if None in keys else (tuple, *keys)
+            if any(v is not orig for (v, _), orig in zip(parts, value, strict=True)):
+                value = tuple(v for v, _ in parts)
+        else:
+            return value, _exact_key(value)  # a scalar: shared with what holds it
+        if key is None:
+            return value, None
+        seen = self.canonical.setdefault(key, value)
+        return seen, id(seen)
+
+    def _fields(self, model: BaseModel) -> tuple[tuple[object, ...] | None, dict[str, object]]:
+        """A frozen model's exact key (None if a field has none, or it holds extra or private
+        values) and the fields to replace by their canonical values."""
+        changes: dict[str, object] = {}
+        keys: list[object] = [type(model), frozenset(model.__pydantic_fields_set__)]
+        exact = model.__pydantic_extra__ is None and model.__pydantic_private__ is None
+        for name, v in model.__dict__.items():
+            seen, key = self._share(v)
             if seen is not v:
                 changes[name] = seen
-        return replaced(eff, changes) if changes else eff
+            if key is None:
+                exact = False
+            elif exact:
+                keys += (name, key)
+        return (tuple(keys) if exact else None), changes
 
     def new_generation(self) -> None:
         if not self.used:
@@ -189,6 +232,24 @@ def _value_key(value: object) -> tuple[object, ...] | None:
     if value is None or isinstance(value, bool | int | str | Enum):
         return (type(value), value)
     return None
+
+
+_PLAIN = frozenset({str, int, bool, type(None)})  # told apart by their type and value alone
+
+
+def _exact_key(value: object) -> tuple[object, ...] | None:
+    """:func:`_value_key`, and for a timestamp or a duration what tells it apart exactly too:
+    equal instants at other offsets (or zones) print differently, so the zone is part of the key.
+
+    The common types are tested first, by their exact type (a subclass takes the full path)."""
+    kind = type(value)
+    if kind in _PLAIN:
+        return (kind, value)
+    if isinstance(value, datetime):
+        return (kind, value.isoformat(), value.tzinfo, value.fold)
+    if isinstance(value, timedelta):
+        return (kind, value)
+    return _value_key(value)
 
 
 _memo_owner: list[_Memo] = []

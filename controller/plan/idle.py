@@ -40,6 +40,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from controller.memory import MAX_SAMPLES, ContainerMemory, KeepAliveSeen, Sample
+from controller.plan.context import span
 from controller.plan.values import built, replaced
 from controller.snapshot import ActivitySignals, ContainerObs, KeepAlive, KeepAliveState
 from desired_state.effective import EffectivePolicy, MigIdleFallback, Sourced
@@ -130,6 +131,26 @@ def classify(
     ``mig_uuids`` are the devices that report no utilisation by design (MIG devices and GPUs in
     MIG mode); ``unobserved`` says why the span since ``prev`` was not watched, if it was not.
     """
+    if nvml_ok and prev is not None and unobserved is None and len(gpu_pct) == 1:
+        verdict = _steady(prev, signals, gpu_pct, thresholds, mig_uuids)
+        if verdict is not None:
+            return verdict
+    return _walk(
+        prev, signals, gpu_pct, thresholds, nvml_ok=nvml_ok, mig_uuids=mig_uuids, unobserved=unobserved
+    )
+
+
+def _walk(
+    prev: Sample | None,
+    signals: ActivitySignals,
+    gpu_pct: Mapping[str, float | None],
+    thresholds: Thresholds,
+    *,
+    nvml_ok: bool,
+    mig_uuids: Set[str],
+    unobserved: str | None,
+) -> Verdict:
+    """:func:`classify` for any reading: every signal in turn, each unknown one said."""
     r = _Reading()
     if not nvml_ok:
         # A GPU at 100 % would be invisible: such a sample can never count as idle.
@@ -146,6 +167,49 @@ def classify(
     if r.unknown:
         return Verdict(None, "unknown: " + "; ".join(r.unknown + r.parts), r.cpu_pct, r.net_delta, r.gap)
     return Verdict(True, "idle: " + "; ".join(r.parts), r.cpu_pct, r.net_delta)
+
+
+def _steady(
+    prev: Sample,
+    signals: ActivitySignals,
+    gpu_pct: Mapping[str, float | None],
+    thresholds: Thresholds,
+    mig_uuids: Set[str],
+) -> Verdict | None:
+    """:func:`_walk`'s verdict for the common reading, None for any other.
+
+    The common reading: one device, read (or a MIG device that CPU and network decide for), both
+    counters read and not gone backwards, over a watched span (some time elapsed, not over
+    ``maxSampleInterval``; the caller checked that NVML is up, ``prev`` exists and nothing marked
+    the span unobserved). Nothing is unknown then, so the walk's verdict is active or idle, and its
+    detail is the GPU's, the CPU's and the network's parts, in that order; built here directly
+    (``tests/unit/test_idle.py`` holds the two equal).
+    """
+    cpu, prev_cpu, net, prev_net = signals.cpu_usage_ns, prev.cpu_usage_ns, signals.net_bytes, prev.net_bytes
+    if cpu is None or prev_cpu is None or cpu < prev_cpu or net is None or prev_net is None or net < prev_net:
+        return None
+    wall_s = (signals.read_at - prev.at).total_seconds()
+    wall_ns = int(wall_s * NS_PER_S)
+    if wall_ns <= 0 or wall_s > thresholds.max_sample_interval_s:
+        return None
+    ((uuid, pct),) = gpu_pct.items()
+    if pct is not None:
+        active = pct >= thresholds.gpu_pct
+        gpu_part = f"gpu {uuid}={pct:.1f}%" if active else f"gpu max {pct:.1f}%"
+    elif thresholds.mig_fallback and uuid in mig_uuids:
+        active = False
+        gpu_part = f"gpu {uuid} MIG, no utilisation: cpu and network decide"
+    else:
+        return None
+    cpu_pct = (cpu - prev_cpu) / wall_ns * 100.0
+    net_delta = net - prev_net
+    net_rate = net_delta / wall_s
+    if cpu_pct >= thresholds.cpu_pct or net_rate >= thresholds.net_bytes_per_s:
+        active = True
+    detail = f"{gpu_part}; cpu {cpu_pct:.1f}%; net {net_rate:.0f}B/s"
+    if active:
+        return Verdict(False, "active: " + detail, cpu_pct, net_delta)
+    return Verdict(True, "idle: " + detail, cpu_pct, net_delta)
 
 
 def _gpu_reading(
@@ -277,7 +341,7 @@ def fresh_memory(container: ContainerObs, seen_at: datetime, prev: ContainerMemo
 def grace_end(mem: ContainerMemory | None, started_at: datetime, grace_period_s: float) -> datetime:
     """End of the grace period of the start ``started_at``: lengthened by unobserved time inside it."""
     extension_s = mem.grace_extension_s if mem is not None and mem.started_at == started_at else 0.0
-    return started_at + timedelta(seconds=grace_period_s + extension_s)
+    return started_at + span(grace_period_s + extension_s)
 
 
 def mark_unobserved(mem: ContainerMemory, why: str) -> ContainerMemory:
@@ -365,11 +429,14 @@ def _streak(
     """The idle streak after this reading: (idle_since, last_active_at, warnings, keepalive).
 
     ``grace_s`` is the grace period, extended; its end is only needed for an idle reading."""
-    if verdict.idle is True and read_at >= started_at + timedelta(seconds=grace_s):
+    if verdict.idle is True and read_at >= started_at + span(grace_s):
         return mem.idle_since or read_at, mem.last_active_at, mem.warnings, mem.keepalive
     # Active, undecidable (an unobserved span included), or still inside the grace period: the
     # continuous streak is broken. Its warnings are void (a new streak warns again).
-    warnings = _drop_idle_warnings(mem.warnings) if mem.idle_since is not None else mem.warnings
+    # (No warning at all: nothing to drop, the dict is kept as when no streak ran.)
+    warnings = (
+        _drop_idle_warnings(mem.warnings) if mem.idle_since is not None and mem.warnings else mem.warnings
+    )
     if verdict.idle is False:
         # Real activity renews the keep-alive allowance: the cap runs from the first sighting of a
         # keep-alive after the container's last activity (see keepalive_until).

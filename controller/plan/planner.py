@@ -25,7 +25,10 @@ Order of work:
 from __future__ import annotations
 
 import gc
+from bisect import bisect_left, bisect_right
+from collections import Counter
 from datetime import UTC, datetime
+from operator import attrgetter
 
 from controller.memory import ContainerMemory, ControllerMemory
 from controller.plan.clock import ClockCheck, check_clock, with_clock_step
@@ -52,6 +55,9 @@ from controller.snapshot import ContainerObs, ContainerState, Domain, Snapshot
 from desired_state.effective import EffectivePolicy
 
 _FINISHED = frozenset({ContainerState.CREATED, ContainerState.EXITED, ContainerState.DEAD})
+# The states the per-container loops test, read once: an enum member read from its class goes
+# through the enum's metaclass, several times the cost of the comparison, on every container.
+_RUNNING, _CREATED, _PAUSED = ContainerState.RUNNING, ContainerState.CREATED, ContainerState.PAUSED
 
 CONTAINER_RULES = (
     Reason.CREATED_NEVER_STARTED,
@@ -170,14 +176,9 @@ def _observe_containers(ctx: PassContext, desired: DesiredState, clock: ClockChe
             mem = with_clock_step(mem, step_s, seen_at)
         state = c.state
         # Only GPU containers are ever idle-stopped, so only they are sampled (and memory stays small).
-        if (
-            state == ContainerState.RUNNING
-            and c.has_gpu
-            and c.signals is not None
-            and c.started_at is not None
-        ):
+        if state == _RUNNING and c.has_gpu and c.signals is not None and c.started_at is not None:
             mem = sampling.fold(mem, c, policy)
-        elif state == ContainerState.PAUSED:
+        elif state == _PAUSED:
             # A paused container accrues no idle time: the sample after it resumes is undecidable.
             mem = mark_unobserved(mem, f"paused (seen {iso(seen_at)})")
         elif state in _FINISHED and mem.samples:
@@ -200,20 +201,19 @@ class _Sampling:
         self.max_sample_interval_s = ctx.glob.max_sample_interval_s.value
         # Devices that never report utilisation: MIG devices, and GPUs in MIG mode (an all-GPU holder).
         self.no_util = ctx.mig_uuids | {g.uuid for g in ctx.gpus if g.mig_enabled}
-        # Thresholds built once per set of threshold values: see _thresholds.
-        self.thresholds: dict[tuple[int, ...], Thresholds] = {}
+        # Thresholds built once per policy object: see _thresholds.
+        self.thresholds: dict[int, Thresholds] = {}
 
     def _thresholds(self, policy: EffectivePolicy) -> Thresholds:
-        """The policy's idle thresholds, built once per pass for the same sourced inputs.
+        """The policy's idle thresholds, built once per pass for each policy object.
 
-        Keyed by the identity of those values: policies resolved for a whole group share them
-        (the desired-state memo shares equal values), and every policy -- so every value it holds
-        -- stays alive in ctx.policies all pass, so an id is never reused for another value.
+        Keyed by the policy's identity: containers that resolve to one policy share one object (the
+        desired-state memo hands it out), and every policy stays alive in ctx.policies all pass, so
+        an id is never reused for another policy meanwhile.
         """
-        key = tuple(map(id, Thresholds.inputs(policy)))
-        thresholds = self.thresholds.get(key)
+        thresholds = self.thresholds.get(id(policy))
         if thresholds is None:
-            thresholds = self.thresholds[key] = Thresholds.from_policy(
+            thresholds = self.thresholds[id(policy)] = Thresholds.from_policy(
                 policy, max_sample_interval_s=self.max_sample_interval_s
             )
         return thresholds
@@ -231,27 +231,36 @@ class _Sampling:
 
 
 def _container_rules(ctx: PassContext, out: Collector, c: ContainerObs) -> None:
-    policy = ctx.policies[c.id]
     state = c.state
-    if state == ContainerState.CREATED:
-        created_never_started(ctx, out, c, policy)
+    # Most containers are running without a GPU: no lifecycle rule applies to them, tested first.
+    if state == _RUNNING:
+        if c.has_gpu:
+            _running_gpu_rules(ctx, out, c, ctx.policies[c.id])
+    elif state == _CREATED:
+        created_never_started(ctx, out, c, ctx.policies[c.id])
     elif state in STOPPED_STATES:
-        stopped_hold(ctx, out, c, policy)
-    elif state == ContainerState.RUNNING and c.has_gpu:
-        idle = idle_stop(ctx, out, c, policy)
-        runtime = runtime_stop(ctx, out, c, policy)
-        stop: Action | None = runtime or idle
-        if stop is not None:
-            if runtime is not None and idle is not None:
-                stop = runtime.model_copy(
-                    update={"evidence": {**runtime.evidence, "idle_stop_also_due": idle.key}}
-                )
-            out.actions.append(stop)
+        stopped_hold(ctx, out, c, ctx.policies[c.id])
     # Limits are brought down in place, whatever else this pass does (a stopped one is not updated).
-    update_resources(ctx, out, c, policy)
+    # A container that reported no limits has nothing to compare: update_resources would return.
+    if c.limits is not None:
+        update_resources(ctx, out, c, ctx.policies[c.id])
+
+
+def _running_gpu_rules(ctx: PassContext, out: Collector, c: ContainerObs, policy: EffectivePolicy) -> None:
+    """Idle (rule 3) and max runtime (rule 4): at most one stop, the max-runtime stop winning."""
+    idle = idle_stop(ctx, out, c, policy)
+    runtime = runtime_stop(ctx, out, c, policy)
+    stop: Action | None = runtime or idle
+    if stop is not None:
+        if runtime is not None and idle is not None:
+            stop = runtime.model_copy(
+                update={"evidence": {**runtime.evidence, "idle_stop_also_due": idle.key}}
+            )
+        out.actions.append(stop)
 
 
 _NEVER = datetime.max.replace(tzinfo=UTC)
+_CONTAINER_ID = attrgetter("target.container_id")
 
 
 def _without(done: dict[str, datetime], keys: set[str]) -> dict[str, datetime]:
@@ -266,19 +275,18 @@ def _in_order(deferred: list[Deferred]) -> tuple[Deferred, ...]:
 
     Exact: sorted (stably) by the key's first field, the container id, each run of one id keeps
     its input order; sorting a run stably by the whole key then gives the order one sort by the
-    whole key would. Most deferrals are the only one of their container (a run of one).
+    whole key would. Most deferrals are the only one of their container (a run of one): only the
+    few ids that occur more than once are looked up (by bisection) and their runs sorted again.
     """
-    ids = [d.target.container_id or "" for d in deferred]
+    ids = [cid or "" for cid in map(_CONTAINER_ID, deferred)]
     order = sorted(range(len(deferred)), key=ids.__getitem__)
-    out: list[Deferred] = []
-    start, n = 0, len(order)
-    while start < n:
-        end, cid = start + 1, ids[order[start]]
-        while end < n and ids[order[end]] == cid:
-            end += 1
-        run = [deferred[i] for i in order[start:end]]
-        out.extend(sorted(run, key=_deferred_order) if end - start > 1 else run)
-        start = end
+    out = [deferred[i] for i in order]
+    tied = [cid for cid, n in Counter(ids).items() if n > 1]
+    if tied:
+        in_order = [ids[i] for i in order]
+        for cid in tied:
+            lo, hi = bisect_left(in_order, cid), bisect_right(in_order, cid)
+            out[lo:hi] = sorted(out[lo:hi], key=_deferred_order)
     return tuple(out)
 
 

@@ -147,18 +147,19 @@ def _dedupe_and_back_off(
 
     A dropped AlertAdmin is kept in ``delivered_alerts``: its condition still holds, so the alert is
     still open (``controller.plan.open_alerts``), although it is not sent again."""
-    memory, now = ctx.memory, ctx.now
+    now, done, attempts = ctx.now, ctx.memory.done, ctx.memory.attempts
     unique: list[Proposed] = []
     seen: set[str] = set()
     for a in proposed:
-        if a.key in seen:
+        key = a.key
+        if key in seen:
             continue
-        seen.add(a.key)
-        if a.kind in ONE_SHOT_KINDS and a.key in memory.done:
+        seen.add(key)
+        if a.kind in ONE_SHOT_KINDS and key in done:
             if a.kind is ActionKind.ALERT_ADMIN:
                 delivered_alerts.append(_written(a))
             continue
-        attempt = memory.attempts.get(a.key)
+        attempt = attempts.get(key)
         if attempt is not None and attempt.next_attempt_at is not None and attempt.next_attempt_at > now:
             _defer(
                 out,

@@ -49,3 +49,11 @@ def replaced(m: M, changes: dict[str, Any]) -> M:
     _set_extra(new, m.__pydantic_extra__)
     _set_private(new, m.__pydantic_private__)
     return new
+
+
+def rebuilt(m: M, changes: dict[str, Any]) -> M:
+    """``m`` with some fields holding other, equal values: unlike :func:`replaced` the fields set
+    stay those of ``m`` (an equal value handed out in place of another is not a field set anew)."""
+    new = replaced(m, changes)
+    _set_fields_set(new, m.__pydantic_fields_set__)
+    return new

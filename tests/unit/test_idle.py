@@ -9,6 +9,7 @@ import pytest
 from controller.memory import ContainerMemory, KeepAliveSeen, Sample
 from controller.plan.idle import (
     Thresholds,
+    _walk,
     advance,
     classify,
     fresh_memory,
@@ -107,6 +108,53 @@ class TestClassify:
         v = classify(prev_sample(), reading(0.0), {}, TH, nvml_ok=False)
         assert v.idle is None
         assert "nvml unavailable" in v.detail
+
+
+_MIG = b.mig_uuid(0, 1)
+
+
+@pytest.mark.parametrize("gpu", [{b.GPU0: 1.0}, {b.GPU0: 5.0}, {b.GPU0: 80.0}, {b.GPU0: None}, {_MIG: None}])
+@pytest.mark.parametrize("mig_fallback", [True, False])
+@pytest.mark.parametrize("seconds", [0.0, -5.0, 0.5e-9, 60.0, 599.0, 600.0, 600.5, 3600.0])
+@pytest.mark.parametrize(
+    ("prev_cpu", "cpu", "prev_net", "net"),
+    [
+        (0, 0, 0, 0),
+        (0, 10**9, 0, 10),
+        (0, 10**12, 0, 0),
+        (0, 0, 0, 10**9),
+        (5, 4, 0, 0),
+        (0, 0, 5, 4),
+        (None, 0, 0, 0),
+        (0, None, 0, 0),
+        (0, 0, None, 0),
+        (0, 0, 0, None),
+    ],
+)
+def test_the_common_reading_is_judged_as_the_walk_judges_it(
+    gpu: dict[str, float | None],
+    mig_fallback: bool,
+    seconds: float,
+    prev_cpu: int | None,
+    cpu: int | None,
+    prev_net: int | None,
+    net: int | None,
+) -> None:
+    """classify decides the common reading without walking every signal: the same verdict and detail
+    as the walk, on either side of each condition that keeps a reading out of the short way."""
+    th = Thresholds(
+        gpu_pct=5.0,
+        cpu_pct=2.0,
+        net_bytes_per_s=1_000_000 / 300,
+        max_sample_interval_s=600.0,
+        mig_fallback=mig_fallback,
+    )
+    prev = Sample(at=b.T0, cpu_usage_ns=prev_cpu, net_bytes=prev_net, idle=True)
+    sig = b.signals(b.T0 + timedelta(seconds=seconds), cpu_usage_ns=cpu, net_bytes=net)
+    for mig_uuids in (frozenset(), frozenset({_MIG})):
+        args = (prev, sig, gpu, th)
+        fast = classify(*args, nvml_ok=True, mig_uuids=mig_uuids)
+        assert fast == _walk(*args, nvml_ok=True, mig_uuids=mig_uuids, unobserved=None)
 
 
 def _running(sig: ActivitySignals | None, started_minutes_ago: float = 120) -> ContainerObs:

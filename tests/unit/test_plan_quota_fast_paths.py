@@ -1,6 +1,7 @@
 """The quota rule's and the planner tail's fast paths give what the plain definitions give.
 
-* the deferrals' order (``_in_order``) is one stable sort by the whole key, ties included;
+* the deferrals' order (``_in_order``) is one stable sort by the whole key, with many ties and
+  with mostly one deferral per container;
 * a container's GPU units (``gpu_units``) with one reference are the general rule's, even for a
   MIG device listed as its own GPU (the one case the general rule drops);
 * the owners' grouping is made once a pass and is the grouping of the live containers.
@@ -9,6 +10,8 @@
 from __future__ import annotations
 
 import random
+
+import pytest
 
 from controller.memory import ControllerMemory
 from controller.plan.context import PassContext, container_target, deferral, host_target
@@ -20,12 +23,12 @@ from controller.snapshot import ContainerObs, GpuObs, MigDeviceObs
 from tests.fixtures import builders as b
 
 
-def _deferrals() -> list[Deferred]:
-    rng = random.Random(7)
-    containers = [b.running(f"c{i}", started_at=b.ago(hours=i)) for i in range(6)]
+def _deferrals(n_containers: int, count: int, seed: int) -> list[Deferred]:
+    rng = random.Random(seed)
+    containers = [b.running(f"c{i}", started_at=b.ago(hours=i)) for i in range(n_containers)]
     out: list[Deferred] = []
-    for _ in range(400):
-        pick = rng.randrange(8)
+    for _ in range(count):
+        pick = rng.randrange(n_containers + max(2, n_containers // 15))
         target = (
             container_target(containers[pick])
             if pick < len(containers)
@@ -43,12 +46,20 @@ def _deferrals() -> list[Deferred]:
     return out
 
 
-def test_the_deferrals_order_is_one_stable_sort_by_the_whole_key() -> None:
-    deferred = _deferrals()
+@pytest.mark.parametrize(
+    ("n_containers", "count", "seed"),
+    [(6, 400, 7), (300, 600, 11)],
+    ids=["many-ties", "mostly-runs-of-one"],
+)
+def test_the_deferrals_order_is_one_stable_sort_by_the_whole_key(
+    n_containers: int, count: int, seed: int
+) -> None:
+    deferred = _deferrals(n_containers, count, seed)
     expected = sorted(deferred, key=_deferred_order)
     got = _in_order(deferred)
     assert [id(d) for d in got] == [id(d) for d in expected]  # the same objects, ties in input order
     assert _in_order([]) == ()
+    assert _in_order(deferred[:1]) == (deferred[0],)
 
 
 def _ctx(containers: list[ContainerObs], gpus: list[GpuObs]) -> PassContext:

@@ -13,7 +13,7 @@ from controller.plan.desired import DesiredState, PolicySetDesired, StaticDesire
 from controller.plan.planner import plan
 from controller.snapshot import ContainerObs
 from crd_like_specs.vocabulary import ContainerType
-from desired_state.effective import EffectivePolicy, ExemptFrom
+from desired_state.effective import EffectivePolicy, ExemptFrom, ResourceSpec
 from desired_state.load import builtin_policy, load_spec_text
 from tests.fixtures import builders as b
 
@@ -173,3 +173,68 @@ def test_only_scalars_are_shared_and_equal_values_of_another_type_or_sign_stay_a
     assert None not in keys[:-1] and keys[-1] is not None
     assert len(set(keys)) == len(keys)
     assert _value_key((1,)) is None and _value_key(frozenset({1})) is None
+
+
+def test_containers_resolving_to_one_policy_share_the_whole_policy_and_others_keep_their_own() -> None:
+    """Two containers of one owner and type resolve to one policy object (down to its resources);
+    an exemption for one owner makes that owner's policy its own, equal to its unshared resolution."""
+    policy_set = load_spec_text(EXEMPTION)
+    desired = PolicySetDesired(policy_set)
+    now = b.T0
+    one = b.running("one", owner="bob", gpus=[b.GPU0], id="a" * 64)
+    two = b.running("two", owner="bob", gpus=[b.GPU0], id="b" * 64)
+    exempt = b.running("three", owner="alice", gpus=[b.GPU0], id="c" * 64)
+    first, second, third = (desired.effective(c, now) for c in (one, two, exempt))
+    assert first is second and first.resources is second.resources
+    assert third is not first and third.exemption(ExemptFrom.IDLE) is not None
+    assert third.resources is first.resources  # the parts that are equal are still shared
+    for c, eff in ((one, first), (two, second), (exempt, third)):
+        assert eff == PolicySetDesired(policy_set)._effective(c, now)
+
+
+def _exempt_policy(**exemption: Any) -> EffectivePolicy:
+    from desired_state.effective import ActiveExemption
+
+    values = {
+        "name": "x",
+        "exempt_from": ExemptFrom.IDLE,
+        "source": "Exemption/x",
+        "expires_at": datetime(2026, 3, 31, 12, 0, tzinfo=b.T0.tzinfo),
+    }
+    return b.policy().model_copy(update={"exemptions": (ActiveExemption(**{**values, **exemption}),)})
+
+
+def test_policies_that_merely_compare_equal_are_not_shared() -> None:
+    """Sharing hands a container another's policy only when nothing could tell them apart: not a
+    limit of another type (1 == 1.0) or sign (0.0 == -0.0), not a timestamp at another offset (the
+    same instant prints differently), not a model with other fields set (what a dump leaves out)."""
+    from datetime import timezone
+
+    from controller.plan.desired import _Memo
+    from desired_state.effective import Sourced
+
+    memo = _Memo(builtin_policy())
+    base = memo.shared(b.policy())
+    assert memo.shared(b.policy()) is base  # equal in every way: shared
+    as_int = b.policy().model_copy(
+        update={"warn_lead_s": Sourced[float].model_construct(value=1, source="s")}
+    )
+    as_float = b.policy().model_copy(
+        update={"warn_lead_s": Sourced[float].model_construct(value=1.0, source="s")}
+    )
+    assert as_int == as_float and memo.shared(as_int) is not memo.shared(as_float)
+    plus, minus = (
+        b.policy().model_copy(update={"grace_period_s": Sourced[float](value=v, source="s")})
+        for v in (0.0, -0.0)
+    )
+    assert plus == minus and memo.shared(plus) is not memo.shared(minus)
+    utc = _exempt_policy()
+    shifted = _exempt_policy(expires_at=datetime(2026, 3, 31, 14, 0, tzinfo=timezone(timedelta(hours=2))))
+    assert utc == shifted and memo.shared(utc) is not memo.shared(shifted)
+    assert memo.shared(_exempt_policy()) is memo.shared(utc)
+    every = set(ResourceSpec.model_fields)
+    resources = ResourceSpec.model_construct(_fields_set=every, **dict(b.policy().resources.__dict__))
+    full = b.policy().model_copy(update={"resources": resources})
+    assert full == b.policy() and memo.shared(full) is not base
+    assert memo.shared(full).resources.model_fields_set == set(ResourceSpec.model_fields)
+    assert base.resources.model_dump(exclude_unset=True) == {}

@@ -516,3 +516,28 @@ class TestWhichGpusCount:
             return b.running("odd", gpus=[b.unresolved_ref("7")], started_at=STARTED, sig=sig)
 
         assert self._passes(mk, [b.gpu(0, util_pct=50.0)]) == []
+
+
+def test_each_policy_judges_its_own_containers_readings_in_one_pass() -> None:
+    """The pass builds idle thresholds once per policy: two containers with other thresholds, read
+    alike, are judged each by its own (one idle at a CPU threshold of 50 %, one active at 5 %)."""
+    strict, loose = b.policy(cpu_idle_threshold_pct=50.0), b.policy(cpu_idle_threshold_pct=5.0)
+    desired = b.desired(per_container={"strict": strict, "loose": loose})
+    counters = {"strict": b.Counters(), "loose": b.Counters()}
+
+    def host(minute: float) -> list[ContainerObs]:
+        out = []
+        for name, counter in counters.items():
+            if minute:
+                counter.step(minute * 60, cpu_pct=20.0)
+            sig = counter.read(b.at(minutes=minute), gpu_pct={b.GPU0 if name == "strict" else b.GPU1: 0.0})
+            gpu = b.GPU0 if name == "strict" else b.GPU1
+            out.append(b.running(name, gpus=[gpu], started_at=STARTED, sig=sig))
+        return out
+
+    gpus = [b.gpu(0), b.gpu(1)]
+    first = plan(b.snapshot(containers=host(0), gpus=gpus), desired, ControllerMemory(), b.at(minutes=0))
+    later = b.at(minutes=1)
+    second = plan(b.snapshot(observed_at=later, containers=host(1), gpus=gpus), desired, first.memory, later)
+    verdicts = {m.name: m.samples[-1].idle for m in second.memory.containers.values()}
+    assert verdicts == {"strict": True, "loose": False}

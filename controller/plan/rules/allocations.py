@@ -37,6 +37,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from operator import attrgetter
 
 from controller.plan.context import (
     GO_ON,
@@ -68,6 +69,7 @@ def _row(e: LedgerEntry) -> dict[str, str]:
 # allocating user's.
 _RENAME_PROOF_OWNER_RULES = frozenset({OwnerRule.LABEL_DS01_USER, OwnerRule.LABEL_AIME_USER})
 _FULL_ID = re.compile(r"[0-9a-f]{64}\Z")
+_RUNNING = ContainerState.RUNNING  # (read once: an enum member read from its class costs a lookup)
 
 
 @dataclass(frozen=True, slots=True)
@@ -249,21 +251,41 @@ def ledger_rows(ctx: PassContext, out: Collector) -> None:
     """Rule 5 over every ledger row (see the module docstring)."""
     if out.stopped(_ledger_unusable(ctx, out)):
         return
-    # Sorted by plain strings (a hand-edited ledger may mix naive and aware timestamps).
-    entries = sorted(
-        (
-            ((e.container, e.gpu, iso(e.allocated_at) or "", e.user, e.gpu_uuid or ""), e)
-            for e in ctx.snapshot.ledger.entries
-        ),
-        key=lambda pair: pair[0],
-    )
-    rows = _Rows(ctx, [e for _, e in entries])
+    entries, distinct = _in_order(ctx.snapshot.ledger.entries)
+    rows = _Rows(ctx, entries)
+    for e in distinct:
+        _one_row(ctx, out, e, rows)
+
+
+_CONTAINER_GPU = attrgetter("container", "gpu")
+
+
+def _in_order(entries: tuple[LedgerEntry, ...]) -> tuple[list[LedgerEntry], list[LedgerEntry]]:
+    """The rows by container, device, allocation time (as text), user and device UUID; and the
+    first of them for each container, device and allocation time (a row written twice is one).
+
+    Sorted by plain strings (a hand-edited ledger may mix naive and aware timestamps). A container
+    has one row per device but in odd cases (a row written twice, a name reused): while no two rows
+    share their container and device, which is checked, the later fields never decide, the sort is
+    on those two alone (with no key function written in Python) and every row is distinct.
+    """
+    keys = list(map(_CONTAINER_GPU, entries))
+    if len(set(keys)) == len(keys):
+        ordered = sorted(entries, key=_CONTAINER_GPU)
+        return ordered, ordered
+    ordered = sorted(entries, key=_row_order)
     seen: set[tuple[str, str, str]] = set()
-    for (container, gpu, allocated_iso, _user, _uuid), e in entries:
-        ident = (container, gpu, allocated_iso)
+    distinct: list[LedgerEntry] = []
+    for e in ordered:
+        ident = _row_order(e)[:3]
         if ident not in seen:
             seen.add(ident)
-            _one_row(ctx, out, e, rows)
+            distinct.append(e)
+    return ordered, distinct
+
+
+def _row_order(e: LedgerEntry) -> tuple[str, str, str, str, str]:
+    return (e.container, e.gpu, iso(e.allocated_at) or "", e.user, e.gpu_uuid or "")
 
 
 def _ledger_unusable(ctx: PassContext, out: Collector) -> Check:
@@ -489,9 +511,9 @@ def duplicate_holders(ctx: PassContext, out: Collector) -> None:
     if not ctx.docker_ok:
         return
     by_gpu: dict[str, dict[str, ContainerObs]] = {}
-    for c in ctx.containers:
-        if not c.gpu_refs or c.state != ContainerState.RUNNING:
-            continue  # most containers hold no GPU: the cheaper test first
+    for c in ctx.referrers:  # (most containers reference no GPU: only those that do, in id order)
+        if c.state != _RUNNING:
+            continue
         for ref in c.gpu_refs:
             if ref.uuid is None or ref.is_mig or ref.uuid in ctx.mig_uuids:
                 continue

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -34,6 +34,7 @@ from controller.plan.context import (
     fmt_duration,
     iso,
     seconds,
+    span,
 )
 from controller.plan.idle import IDLE_WARNING_PREFIX, IdleStatus, grace_end, idle_status, keepalive_verdict
 from controller.plan.rules.common import exempted, gpu_evidence, shielded
@@ -62,6 +63,15 @@ class Ladder:
     what: str  # "idle" / "running"
     notice: Callable[[ContainerObs, EffectivePolicy], list[str]]
     stop_params: Callable[[EffectivePolicy], StopParams]
+    # Read for every running GPU container on every pass: derived once from the fields above.
+    fractions: tuple[float, ...] = field(init=False)  # each level as a fraction of the limit
+    first_fraction: float = field(init=False)  # the first level's
+    warn_value: str = field(init=False)  # warn_reason.value, for the action keys
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "fractions", tuple(lvl / 100 for lvl in self.levels_pct))
+        object.__setattr__(self, "first_fraction", min(self.levels_pct) / 100)
+        object.__setattr__(self, "warn_value", self.warn_reason.value)
 
 
 def lead_s(policy: EffectivePolicy, timeout_s: float) -> float:
@@ -70,7 +80,7 @@ def lead_s(policy: EffectivePolicy, timeout_s: float) -> float:
 
 def _warn_keys(ladder: Ladder, c: ContainerObs, scope: str, level: int) -> tuple[str, str]:
     warning_key = f"{ladder.key_prefix}:{level}:{scope}"
-    action_key = f"WarnOwner:{c.id}:{ladder.warn_reason.value}:{level}:{scope}"
+    action_key = f"WarnOwner:{c.id}:{ladder.warn_value}:{level}:{scope}"
     return warning_key, action_key
 
 
@@ -110,7 +120,7 @@ class _Progress:
 
     def stop_at(self, now: datetime) -> datetime:
         """The stop is due at the timeout, and never before the lead time after the first warning."""
-        return max(self.due_stop, (self.first_sent or now) + timedelta(seconds=self.lead_s))
+        return max(self.due_stop, (self.first_sent or now) + span(self.lead_s))
 
 
 def run_ladder(
@@ -125,9 +135,10 @@ def run_ladder(
 
     The stop is returned, not recorded, so the caller can pick one stop when both rules want one.
     """
-    if out.stopped(_before_first_level(ctx, c, ladder, clock)):
+    elapsed_s = seconds(ctx.now - clock.start)
+    if out.stopped(_before_first_level(ctx, c, ladder, clock, elapsed_s)):
         return None
-    pr = _progress(ctx, c, mem, ladder, clock)
+    pr = _progress(ctx, c, mem, ladder, clock, elapsed_s)
     check = (
         _before_timeout(ctx, out, c, ladder, pr)
         or _window_not_filled(ctx, out, c, ladder, pr)
@@ -139,11 +150,12 @@ def run_ladder(
     return _stop(ctx, c, ladder, pr)
 
 
-def _before_first_level(ctx: PassContext, c: ContainerObs, ladder: Ladder, clock: LadderClock) -> Check:
+def _before_first_level(
+    ctx: PassContext, c: ContainerObs, ladder: Ladder, clock: LadderClock, elapsed_s: float
+) -> Check:
     """The common case on a busy host: nothing to say yet but when the first warning is due.
     (Kept cheap: this runs for every running GPU container on every pass.)"""
-    elapsed_s = seconds(ctx.now - clock.start)
-    first_level_s = min(ladder.levels_pct) / 100 * clock.timeout_s
+    first_level_s = ladder.first_fraction * clock.timeout_s
     if elapsed_s >= first_level_s:
         return GO_ON
     evidence = clock.evidence
@@ -155,15 +167,19 @@ def _before_first_level(ctx: PassContext, c: ContainerObs, ladder: Ladder, clock
         ladder.stop_reason,
         DeferReason.NOT_DUE,
         f"{c.name}: {ladder.what} for {fmt_duration(elapsed_s)} of {fmt_duration(clock.timeout_s)}",
-        due_at=clock.start + timedelta(seconds=first_level_s),
+        due_at=clock.start + span(first_level_s),
         evidence=evidence,
     )
 
 
 def _progress(
-    ctx: PassContext, c: ContainerObs, mem: ContainerMemory | None, ladder: Ladder, clock: LadderClock
+    ctx: PassContext,
+    c: ContainerObs,
+    mem: ContainerMemory | None,
+    ladder: Ladder,
+    clock: LadderClock,
+    elapsed_s: float,
 ) -> _Progress:
-    elapsed_s = seconds(ctx.now - clock.start)
     sent: dict[int, datetime] = {}
     keys: dict[int, tuple[str, str]] = {}
     for level in ladder.levels_pct:
@@ -171,25 +187,22 @@ def _progress(
         at = ctx.sent_at(mem, wk, ak)
         if at is not None:
             sent[level] = at
-    lead = lead_s(clock.policy, clock.timeout_s)
-    evidence = clock.evidence
-    evidence.update(
-        {
-            "clock_start": iso(clock.start),
-            "elapsed_s": elapsed_s,
-            "timeout_s": clock.timeout_s,
-            "lead_s": lead,
-            "warnings_sent": {str(lvl): iso(at) for lvl, at in sorted(sent.items())},
-        }
-    )
+    timeout_s = clock.timeout_s
+    lead = lead_s(clock.policy, timeout_s)
+    evidence = clock.evidence  # completed in place, these keys after the clock's own
+    evidence["clock_start"] = iso(clock.start)
+    evidence["elapsed_s"] = elapsed_s
+    evidence["timeout_s"] = timeout_s
+    evidence["lead_s"] = lead
+    evidence["warnings_sent"] = {str(lvl): iso(at) for lvl, at in sorted(sent.items())} if sent else {}
     return _Progress(
         clock=clock,
         elapsed_s=elapsed_s,
         lead_s=lead,
-        due_stop=clock.start + timedelta(seconds=clock.timeout_s),
+        due_stop=clock.start + span(timeout_s),
         first_sent=min(sent.values()) if sent else None,
         top_sent=max(sent) if sent else 0,
-        reached=[lvl for lvl in ladder.levels_pct if elapsed_s >= lvl / 100 * clock.timeout_s],
+        reached=[lvl for lvl, f in zip(ladder.levels_pct, ladder.fractions) if elapsed_s >= f * timeout_s],
         evidence=evidence,
         keys=keys,
     )
@@ -213,7 +226,7 @@ def _warn(
         ladder.warn_reason,
         f"{c.name}: {ladder.what} for {elapsed} ({elapsed_pct}% of {limit}); it will be stopped in about "
         f"{left}",
-        due_at=clock.start + timedelta(seconds=level / 100 * clock.timeout_s),
+        due_at=clock.start + span(level / 100 * clock.timeout_s),
         key=ak,
         evidence={**pr.evidence, "level_pct": level, "stop_expected_at": stop_at_iso},
         params=built(
@@ -254,8 +267,8 @@ def _before_timeout(
     _warn_highest_new(ctx, out, c, ladder, pr)
     clock = pr.clock
     upcoming = [
-        clock.start + timedelta(seconds=lvl / 100 * clock.timeout_s)
-        for lvl in ladder.levels_pct
+        clock.start + span(f * clock.timeout_s)
+        for lvl, f in zip(ladder.levels_pct, ladder.fractions)
         if lvl not in pr.reached
     ]
     return deferral(
@@ -296,7 +309,7 @@ def _never_warned(ctx: PassContext, out: Collector, c: ContainerObs, ladder: Lad
         ladder.stop_reason,
         DeferReason.WAITING_FOR_WARNING,
         f"{c.name}: stop is due but no warning was delivered yet; warning now, stop in {fmt_duration(lead)}",
-        due_at=ctx.now + timedelta(seconds=lead),
+        due_at=ctx.now + span(lead),
         evidence=pr.evidence,
     )
 

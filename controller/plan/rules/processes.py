@@ -43,6 +43,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
+from operator import attrgetter
 
 from controller.memory import GpuMark, GpuMarkCause, ProcessSighting
 from controller.plan.context import (
@@ -154,12 +155,8 @@ def gpu_processes(ctx: PassContext, out: Collector) -> ProcessOutcome:
         return ProcessOutcome(dict(prev_sightings), dict(prev_marks))
     sightings = _Sightings(prev_sightings, ctx.snapshot.observed_at)
     views: dict[str, _GpuView] = {}
-    ordered = sorted(
-        ctx.snapshot.processes,
-        key=lambda p: (p.gpu_uuid, p.pid, p.start_time or -1.0, p.device_uuid, p.container_id or ""),
-    )
-    for p in ordered:
-        if p.state == ProcessState.VANISHED:
+    for p in _in_order(ctx.snapshot.processes):
+        if p.state == _VANISHED:
             continue  # exited between NVML's list and /proc: nothing to do
         view = views.get(p.gpu_uuid)
         if view is None:
@@ -167,6 +164,27 @@ def gpu_processes(ctx: PassContext, out: Collector) -> ProcessOutcome:
         _one_process(ctx, out, p, view, sightings)
     marks = _dirty_gpus(ctx, out, views, prev_marks)
     return ProcessOutcome(by_key(sightings.seen), marks)
+
+
+_VANISHED = ProcessState.VANISHED  # (read once: an enum member read from its class costs a lookup)
+_GPU_PID = attrgetter("gpu_uuid", "pid")
+
+
+def _in_order(processes: tuple[GpuProcessObs, ...]) -> list[GpuProcessObs]:
+    """The processes by GPU, pid, start time, device and container id.
+
+    Two processes rarely share their GPU and pid (a pid listed on two devices of one GPU, or reused
+    within one observation): while none do, which is checked, the later fields never decide, and
+    the sort is on those two alone, with no key function written in Python.
+    """
+    keys = list(map(_GPU_PID, processes))
+    if len(set(keys)) == len(keys):
+        return sorted(processes, key=_GPU_PID)
+    return sorted(processes, key=_full_order)
+
+
+def _full_order(p: GpuProcessObs) -> tuple[str, int, float, str, str]:
+    return (p.gpu_uuid, p.pid, p.start_time or -1.0, p.device_uuid, p.container_id or "")
 
 
 def _domains_down(ctx: PassContext, out: Collector) -> bool:
@@ -360,8 +378,12 @@ def _report_foreign(ctx: PassContext, out: Collector, p: GpuProcessObs, s: Proce
 def _check_foreign(ctx: PassContext, out: Collector, p: GpuProcessObs, c: ContainerObs) -> None:
     # Every GPU, a reference that did not resolve (it may use any GPU: not provably foreign), or
     # the very device the process is on; one walk over the references in the common case.
-    if c.all_gpus or any(ref.uuid is None or ref.uuid == p.device_uuid for ref in c.gpu_refs):
+    if c.all_gpus:
         return
+    device = p.device_uuid
+    for ref in c.gpu_refs:  # (a plain loop: a generator per process costs more than the test)
+        if ref.uuid is None or ref.uuid == device:
+            return
     if p.gpu_uuid in ctx.physical_gpus(c):
         return
     out.act(

@@ -78,6 +78,8 @@ def update_resources(ctx: PassContext, out: Collector, c: ContainerObs, policy: 
     if not ctx.glob.update_limits.value:
         return  # reported once for the host by report_limits
     spec = policy.resources
+    if not out_of_spec(limits, spec, ctx.snapshot.host_cpus):
+        return  # (the common case once limits were brought down: no decision, no message written)
     decision = _decide(c, limits, spec, ctx.glob.memory_margin_pct.value, ctx.snapshot.host_cpus)
     if not decision.update and not decision.waits:
         return
@@ -131,6 +133,7 @@ def report_limits(ctx: PassContext, out: Collector) -> None:
     if ctx.glob.update_limits.value:
         return
     names: list[str] = []
+    host_cpus = ctx.snapshot.host_cpus
     for c in ctx.containers:
         limits = c.limits
         if limits is None or c.state not in UPDATABLE_STATES:
@@ -142,8 +145,7 @@ def report_limits(ctx: PassContext, out: Collector) -> None:
             continue
         if policy.exemption(ExemptFrom.RESOURCES) is not None:
             continue
-        d = _decide(c, limits, policy.resources, ctx.glob.memory_margin_pct.value, ctx.snapshot.host_cpus)
-        if d.update or d.waits:
+        if out_of_spec(limits, policy.resources, host_cpus):
             names.append(c.name)
     if not names:
         return
@@ -158,6 +160,35 @@ def report_limits(ctx: PassContext, out: Collector) -> None:
         f"(updateLimits: false in {ctx.glob.update_limits.source})",
         evidence={"containers": len(names), "names": names[:REPORT_NAMES]},
     )
+
+
+def out_of_spec(limits: ResourceLimits, spec: ResourceSpec, host_cpus: int | None) -> bool:
+    """Whether :func:`_decide` would change a limit or hold a change back (``update or waits``),
+    without reading the container's use or writing a message.
+
+    Memory, swap and pids past their first test (a limit the spec sets, unset or above it) always
+    either change or wait; swap is judged against the memory limit as it is (when the memory limit
+    changes, that alone decides). The CPU part may change nothing past its first test (a host with
+    no more CPUs, a quota Docker cannot lower): it is asked. ``tests/unit/test_plan_pass_fast_paths.py``
+    holds this equal to the decision.
+    """
+    memory, want_memory = limits.memory_bytes, spec.memory_bytes.value
+    if want_memory is not None and (memory is None or memory > want_memory):
+        return True
+    want_swap = spec.memory_swap_bytes.value
+    if memory is not None and want_swap is not None:
+        swap = limits.total_swap_bytes
+        if swap is None or swap > max(want_swap, memory):
+            return True
+    want_pids, pids = spec.pids_limit.value, limits.pids_limit
+    if want_pids is not None and want_pids > 0 and (pids is None or pids > want_pids):
+        return True
+    want_cpus, cpus = spec.max_cpus.value, limits.cpus
+    if want_cpus is None or (cpus is not None and cpus <= want_cpus + _CPU_EPSILON):
+        return False
+    d = _Decision()
+    _cpu(d, limits, spec, host_cpus)
+    return bool(d.update)
 
 
 def _decide(
