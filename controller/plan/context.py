@@ -329,6 +329,7 @@ class PassContext:
     demand_fraction: float | None = None
     forget_done: set[str] = field(default_factory=set)  # done keys the next memory drops (void warnings)
     by_owner: dict[str, list[ContainerObs]] | None = None  # rules.aggregate.owners, once policies are in
+    owner_gpu_holders: dict[str, list[ContainerObs]] = field(default_factory=dict)  # with by_owner
     _targets: dict[str, Target] = field(default_factory=dict)
     _physical: dict[str, list[str]] = field(default_factory=dict)
 

@@ -4,7 +4,10 @@
   with mostly one deferral per container;
 * a container's GPU units (``gpu_units``) with one reference are the general rule's, even for a
   MIG device listed as its own GPU (the one case the general rule drops);
-* the owners' grouping is made once a pass and is the grouping of the live containers.
+* the owners' grouping is made once a pass and is the grouping of the live containers, sorted
+  by start (ties by id), with each owner's GPU holders found in the same walk;
+* the reported victims of a count quota are the newest ones, as the general walk picks them;
+* a GPU slot cap of 0 is exceeded by one unit (the rule's cheap in-cap test must not skip it).
 """
 
 from __future__ import annotations
@@ -16,8 +19,8 @@ import pytest
 from controller.memory import ControllerMemory
 from controller.plan.context import PassContext, container_target, deferral, host_target
 from controller.plan.planner import _deferred_order, _in_order
-from controller.plan.rules.aggregate import _owners, owners
-from controller.plan.rules.quotas import UNRESOLVED, gpu_units
+from controller.plan.rules.aggregate import _owners, gpu_holders, owners
+from controller.plan.rules.quotas import UNRESOLVED, _victims, gpu_units
 from controller.plan.types import DeferReason, Deferred, Reason
 from controller.snapshot import ContainerObs, GpuObs, MigDeviceObs
 from tests.fixtures import builders as b
@@ -113,8 +116,45 @@ def test_the_owners_grouping_is_made_once_a_pass() -> None:
         ctx.policies[c.id] = policy
     grouped = owners(ctx)
     assert owners(ctx) is grouped
-    assert grouped == _owners(ctx)
+    assert grouped == _owners(ctx)[0]
     assert {o: [c.name for c in cs] for o, cs in grouped.items()} == {
         "alice": ["a-old", "a-new"],
         "bob": ["bob-1"],
     }
+
+
+def test_the_owners_sort_and_gpu_holders_are_the_definitions() -> None:
+    t = b.ago(hours=3)
+    containers = [
+        b.running(
+            f"a{i}", owner="alice", started_at=t if i % 2 else b.ago(hours=i), gpus=[b.GPU0] if i % 3 else []
+        )
+        for i in range(9)
+    ]
+    containers.append(b.running("every", owner="alice", started_at=t, all_gpus=True))  # no reference
+    never = b.running("no-start", owner="alice").model_copy(update={"started_at": None})
+    containers.append(never)  # a start not read: its creation counts
+    ctx = _ctx(containers, [b.gpu(0)])
+    policy = b.policy()
+    for c in ctx.containers:
+        ctx.policies[c.id] = policy
+    live = list(ctx.containers)  # in id order, as the grouping walks them
+    # The definition: by start (creation when no start was read), stable: equal starts in id order.
+    assert owners(ctx)["alice"] == sorted(live, key=lambda c: c.started_at or c.created_at)
+    assert gpu_holders(ctx)["alice"] == [c for c in owners(ctx)["alice"] if c.has_gpu]
+    assert ctx.by_name["every"] in gpu_holders(ctx)["alice"]
+
+
+def test_reported_count_victims_are_the_general_walks() -> None:
+    containers = [b.running(f"a{i}", started_at=b.ago(hours=9 - i)) for i in range(5)]
+    ctx = _ctx(containers, [])
+    for c in ctx.containers:
+        ctx.policies[c.id] = b.policy()
+    owned = owners(ctx)["alice"]
+    for k in range(-1, len(owned) + 2):
+        # A float excess takes the general walk; the integer one the newest-k slice.
+        assert _victims(ctx, owned, k, None, False) == _victims(ctx, owned, float(k), None, False)
+    # Enforced, a container never stopped is passed over: the slice must not be taken then.
+    ctx.policies[owned[-1].id] = b.policy(protected=True)
+    victims, kept = _victims(ctx, owned, 1, None, True)
+    assert victims == [owned[-2]] and list(kept) == [owned[-1].name]

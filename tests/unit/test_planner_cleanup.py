@@ -211,3 +211,13 @@ class TestStoppedContainers:
     def test_remove_params_are_plain_remove(self) -> None:
         p = run(b.exited("old", finished_at=b.ago(hours=1)))
         assert [a.params for a in b.actions_of(p, ActionKind.REMOVE_CONTAINER)] == [RemoveParams(force=False)]
+
+
+def test_a_stopped_container_without_finished_at_is_said_unknown_not_removed() -> None:
+    # The hold rule runs its checks only when one may stop it (a restart's mark, no FinishedAt):
+    # a container without FinishedAt must still get its deferral, not a removal.
+    unknown = b.exited("no-finish", gpus=[b.GPU0]).model_copy(update={"finished_at": None})
+    p = run(unknown, b.exited("old", finished_at=b.ago(days=30)))
+    assert [a.target.container for a in p.actions if a.kind == ActionKind.REMOVE_CONTAINER] == ["old"]
+    (d,) = [d for d in p.deferred if d.target.container == "no-finish"]
+    assert d.why.value == "UnknownSignal" and "FinishedAt is unknown" in d.message

@@ -271,3 +271,21 @@ def test_metrics_count_containers_over_spec_users_over_quota_and_memory_brought_
     text = m.render().decode()
     assert "ds01_containers_over_spec 4.0" in text and "ds01_users_over_quota 1.0" in text
     assert "ds01_memory_brought_under_limits_bytes_total 300.0" in text
+
+
+def test_a_slot_cap_of_zero_is_exceeded_by_one_unit() -> None:
+    # The rule tests each cap before saying more; a cap of 0 must not pass for "one unit, fine",
+    # and each container is judged by its own policy's cap.
+    one = b.running("one-gpu", gpus=[b.GPU0])
+    uncapped = b.running("uncapped", gpus=[b.GPU1])
+    p = run(
+        [one, uncapped],
+        pol(quotas(slots=0)),
+        gpus=[b.gpu(0), b.gpu(1)],
+        per_container={"uncapped": pol(quotas(slots=None))},
+    )
+    (alert,) = of(p, ActionKind.ALERT_ADMIN, Reason.GPU_SLOTS_ABOVE_SPEC)
+    assert alert.evidence["gpu_units"] == [b.GPU0] and alert.evidence["quota"] == 0
+    assert [a.target.container for a in of(p, ActionKind.WARN_OWNER, Reason.GPU_SLOTS_ABOVE_SPEC)] == [
+        "one-gpu"
+    ]

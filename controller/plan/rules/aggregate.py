@@ -27,6 +27,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from operator import itemgetter
 from typing import Any
 
 from controller.plan.context import LIVE_STATES, Collector, PassContext, host_target
@@ -151,12 +152,22 @@ def owners(ctx: PassContext) -> dict[str, list[ContainerObs]]:
     """Each known owner's live containers with a policy, oldest first (not to be changed: grouped
     once a pass, after the policies are resolved, for the quotas and the aggregate caps alike)."""
     if ctx.by_owner is None:
-        ctx.by_owner = _owners(ctx)
+        ctx.by_owner, ctx.owner_gpu_holders = _owners(ctx)
     return ctx.by_owner
 
 
-def _owners(ctx: PassContext) -> dict[str, list[ContainerObs]]:
-    by_owner: dict[str, list[ContainerObs]] = {}
+def gpu_holders(ctx: PassContext) -> dict[str, list[ContainerObs]]:
+    """Each owner's GPU holders (``has_gpu``) of :func:`owners`, in the same order; found in the
+    same walk, while each container is at hand (an owner holding none has an empty list)."""
+    owners(ctx)
+    return ctx.owner_gpu_holders
+
+
+def _owners(ctx: PassContext) -> tuple[dict[str, list[ContainerObs]], dict[str, list[ContainerObs]]]:
+    # Each owner's (start, container, holds a GPU): read while the container is at hand (a walk
+    # over thousands of containers costs mostly in reaching each one), and the sort compares the
+    # starts alone.
+    by_owner: dict[str, list[tuple[datetime, ContainerObs, bool]]] = {}
     policies, counted_owner = ctx.policies, ctx.counted_owner
     for c in ctx.containers:
         if c.state in LIVE_STATES and c.id in policies:
@@ -164,17 +175,19 @@ def _owners(ctx: PassContext) -> dict[str, list[ContainerObs]]:
             if owner is not None:
                 owned = by_owner.get(owner)
                 if owned is None:
-                    by_owner[owner] = [c]
-                else:
-                    owned.append(c)
-    for owned in by_owner.values():
-        # By (start, id): the lists are in id order already (ctx.containers) and the sort is stable.
-        owned.sort(key=_started)
-    return by_owner
+                    by_owner[owner] = owned = []
+                owned.append((c.started_at or c.created_at, c, c.has_gpu))
+    containers: dict[str, list[ContainerObs]] = {}
+    holders: dict[str, list[ContainerObs]] = {}
+    for owner, owned in by_owner.items():
+        # By (start, id): the entries are in id order already (ctx.containers) and the sort is stable.
+        owned.sort(key=_START)
+        containers[owner] = [c for _, c, _ in owned]
+        holders[owner] = [c for _, c, gpu in owned if gpu]
+    return containers, holders
 
 
-def _started(c: ContainerObs) -> datetime:
-    return c.started_at or c.created_at
+_START = itemgetter(0)
 
 
 def aggregate_caps(ctx: PassContext, out: Collector) -> None:

@@ -28,6 +28,8 @@ from desired_state.effective import EffectivePolicy, ExemptFrom
 
 STOPPED_STATES = frozenset({ContainerState.EXITED, ContainerState.DEAD})
 REMOVE_PARAMS = RemoveParams(force=False)
+# The hold rules' values, read once (an enum member's ``value`` is a property).
+_RULE_VALUES = {r: r.value for r in (Reason.GPU_HOLD_EXPIRED, Reason.STOPPED_HOLD_EXPIRED)}
 _STOPPED_VALUES = frozenset(s.value for s in STOPPED_STATES)
 _RUNNING_VALUES = frozenset(
     s.value for s in (ContainerState.RUNNING, ContainerState.PAUSED, ContainerState.RESTARTING)
@@ -157,10 +159,12 @@ def stopped_hold(ctx: PassContext, out: Collector, c: ContainerObs, policy: Effe
         return
     mem = ctx.cmem.get(c.id)
     restart_at = mem.stopped_by_restart_at if mem is not None else None
-    check = _kept_for_admin(ctx, c, rule, restart_at) or _finished_unknown(ctx, c, rule)
     finished_at = c.finished_at
-    if out.stopped(check) or finished_at is None:
-        return
+    if restart_at is not None or finished_at is None:
+        # (Most stopped containers have a FinishedAt and no restart's mark: both checks go on.)
+        check = _kept_for_admin(ctx, c, rule, restart_at) or _finished_unknown(ctx, c, rule)
+        if out.stopped(check) or finished_at is None:
+            return
     restart_hold = ctx.glob.restart_stopped_hold_s.value
     if restart_at is not None and restart_hold is not None:
         hold = max(hold, restart_hold)
@@ -182,7 +186,7 @@ def stopped_hold(ctx: PassContext, out: Collector, c: ContainerObs, policy: Effe
         rule,
         partial(_stopped_removal, ctx, c, policy, finished_at, rule, hold, restart_at),
         due_at=due,
-        key=f"RemoveContainer:{c.id}:{iso(finished_at)}:{rule.value}",
+        key=f"RemoveContainer:{c.id}:{iso(finished_at)}:{_RULE_VALUES[rule]}",
         params=REMOVE_PARAMS,
     )
 

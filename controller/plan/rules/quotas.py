@@ -34,7 +34,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from controller.plan.context import Collector, PassContext, fmt_duration, host_target, iso
-from controller.plan.rules.aggregate import owners
+from controller.plan.rules.aggregate import gpu_holders, owners
 from controller.plan.types import ActionKind, DeferReason, Reason, StopParams, WarnParams
 from controller.plan.values import replaced
 from controller.snapshot import ContainerId, ContainerObs, ContainerState
@@ -70,29 +70,20 @@ def user_quotas(ctx: PassContext, out: Collector) -> None:
     stops = _Stops(
         proposed={a.target.container_id for a in out.actions if a.kind == ActionKind.STOP_CONTAINER}
     )
+    policies = ctx.policies
+    holders_of = gpu_holders(ctx)
     for owner in sorted(by_owner):
-        owned = by_owner[owner]
-        holders, units = _gpu_holders(ctx, owned)
+        owned, holders = by_owner[owner], holders_of[owner]
+        units = {c.id: gpu_units(ctx, c) for c in holders}  # counted once for the quota and the caps
         _container_quota(ctx, out, owner, owned, stops)
         _gpu_quota(ctx, out, owner, owned, holders, shares, units, stops)
         for c in holders:
             if c.state == ContainerState.RUNNING:
-                _gpu_slots(ctx, out, c, units[c.id], stops)
+                # Most holders are within their cap (tested here, before _gpu_slots says more).
+                cap = policies[c.id].resources.max_gpu_slots_per_container.value
+                if cap is not None and len(units[c.id]) > cap:
+                    _gpu_slots(ctx, out, c, units[c.id], stops)
     _void_stop_warnings(ctx, stops)
-
-
-def _gpu_holders(
-    ctx: PassContext, owned: list[ContainerObs]
-) -> tuple[list[ContainerObs], dict[ContainerId, list[str]]]:
-    """The GPU holders of ``owned`` (in its order) and each one's units, counted once for the
-    owner's GPU quota and its slot caps."""
-    holders: list[ContainerObs] = []
-    units: dict[ContainerId, list[str]] = {}
-    for c in owned:
-        if c.has_gpu:
-            holders.append(c)
-            units[c.id] = gpu_units(ctx, c)
-    return holders, units
 
 
 def _stop_warning(reason: Reason) -> str:
@@ -368,6 +359,9 @@ def _victims(
     Enforced, a container that is never stopped is passed over and covers nothing: the next newest
     are chosen until what they hold covers the excess, no more (a kept newest container holding
     less than an older one does not make the older one a victim too)."""
+    if weights is None and not enforce and isinstance(excess, int):
+        # Reported, one each: the newest ``excess`` (what the loop below picks, without the walk).
+        return owned[::-1][: max(excess, 0)], {}
     victims: list[ContainerObs] = []
     kept: dict[str, str] = {}
     for c in reversed(owned):
