@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import bisect
 import functools
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import Enum
 from operator import attrgetter
-from typing import Any, TypeAlias
+from typing import Any, TypeAlias, TypeVar
 
 from controller.memory import ContainerMemory, ControllerMemory
 from controller.plan.desired import CLAIMED_OWNER_RULES, UNTRUSTED_OWNER
@@ -71,6 +71,25 @@ def iso(value: datetime | None) -> str | None:
             _ISO.clear()
         text = _ISO[value] = value.isoformat()
     return text
+
+
+T = TypeVar("T")
+
+
+def sorted_by_head(
+    items: Iterable[T], head: Callable[[T], Any], whole: Callable[[T], Any]
+) -> tuple[list[T], bool]:
+    """``sorted(items, key=whole)``, and whether no two items share their ``head``.
+
+    ``head`` gives the first fields of ``whole``'s key. While no two items share them (checked),
+    the later fields never decide, so the sort is on ``head`` alone (an ``attrgetter``: no key
+    function written in Python). Processes and ledger rows are ordered this way every pass.
+    """
+    listed = list(items)
+    heads = list(map(head, listed))
+    if len(set(heads)) == len(heads):
+        return sorted(listed, key=head), True
+    return sorted(listed, key=whole), False
 
 
 def seconds(delta: timedelta) -> float:

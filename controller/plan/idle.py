@@ -61,7 +61,7 @@ class Thresholds:
 
     @staticmethod
     def inputs(policy: EffectivePolicy) -> tuple[Sourced[Any], ...]:
-        """The policy values the thresholds are built from (all of them: a cache may key on these)."""
+        """The policy values the thresholds are built from (all of them)."""
         return (
             policy.gpu_idle_threshold_pct,
             policy.cpu_idle_threshold_pct,

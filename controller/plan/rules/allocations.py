@@ -50,6 +50,7 @@ from controller.plan.context import (
     host_target,
     iso,
     seconds,
+    sorted_by_head,
 )
 from controller.plan.types import ActionKind, DeferReason, Reason, Target
 from controller.snapshot import ContainerObs, ContainerState, Domain, GpuRef, LedgerEntry, OwnerRule
@@ -266,14 +267,11 @@ def _in_order(entries: tuple[LedgerEntry, ...]) -> tuple[list[LedgerEntry], list
 
     Sorted by plain strings (a hand-edited ledger may mix naive and aware timestamps). A container
     has one row per device but in odd cases (a row written twice, a name reused): while no two rows
-    share their container and device, which is checked, the later fields never decide, the sort is
-    on those two alone (with no key function written in Python) and every row is distinct.
+    share their container and device, every row is distinct.
     """
-    keys = list(map(_CONTAINER_GPU, entries))
-    if len(set(keys)) == len(keys):
-        ordered = sorted(entries, key=_CONTAINER_GPU)
+    ordered, every_row_distinct = sorted_by_head(entries, _CONTAINER_GPU, _row_order)
+    if every_row_distinct:
         return ordered, ordered
-    ordered = sorted(entries, key=_row_order)
     seen: set[tuple[str, str, str]] = set()
     distinct: list[LedgerEntry] = []
     for e in ordered:

@@ -57,6 +57,7 @@ from controller.plan.context import (
     fmt_bytes,
     host_target,
     iso,
+    sorted_by_head,
 )
 from controller.plan.types import ActionKind, DeferReason, KillParams, Reason, ResetParams, Target
 from controller.snapshot import CgroupScope, ContainerObs, Domain, GpuObs, GpuProcessObs, ProcessState
@@ -171,16 +172,9 @@ _GPU_PID = attrgetter("gpu_uuid", "pid")
 
 
 def _in_order(processes: tuple[GpuProcessObs, ...]) -> list[GpuProcessObs]:
-    """The processes by GPU, pid, start time, device and container id.
-
-    Two processes rarely share their GPU and pid (a pid listed on two devices of one GPU, or reused
-    within one observation): while none do, which is checked, the later fields never decide, and
-    the sort is on those two alone, with no key function written in Python.
-    """
-    keys = list(map(_GPU_PID, processes))
-    if len(set(keys)) == len(keys):
-        return sorted(processes, key=_GPU_PID)
-    return sorted(processes, key=_full_order)
+    """The processes by GPU, pid, start time, device and container id (two processes rarely share
+    their GPU and pid: a pid listed on two devices of one GPU, or reused within one observation)."""
+    return sorted_by_head(processes, _GPU_PID, _full_order)[0]
 
 
 def _full_order(p: GpuProcessObs) -> tuple[str, int, float, str, str]:
