@@ -221,6 +221,19 @@ class TestRenamedHolder:
         p = once(renamed, reused, ledger=b.ledger(b.ledger_entry("train", b.GPU0)))
         assert leaked_rule(p) == [("UnknownSignal", "LeakedAllocation", "train")]
 
+    def test_every_possible_renamed_holder_is_named(self) -> None:
+        # Two containers of the row's user hold its GPU, and the row names neither: the row's
+        # container may have become either, so the message names both (not the first by id alone).
+        renamed = running_on("train-old", b.GPU0).model_copy(update={"id": "e" * 64})
+        other = running_on("train-copy", b.GPU0).model_copy(update={"id": "a" * 64})
+        p = once(renamed, other, ledger=b.ledger(b.ledger_entry("train", b.GPU0)))
+        assert leaked_rule(p) == [("UnknownSignal", "LeakedAllocation", "train")]
+        d = ledger_deferral(p)
+        assert "train-old (eeeeeeeeeeee, running) holds" in d.message
+        assert "train-copy (aaaaaaaaaaaa, running) holds" in d.message
+        assert "any of them may be the same container renamed" in d.message
+        assert [h["name"] for h in d.evidence["possible_holders"]] == ["train-copy", "train-old"]
+
     def test_stopped_renamed_holder_also_keeps_its_row(self) -> None:
         renamed = b.exited("train-old", gpus=[b.GPU0])
         p = once(renamed, ledger=b.ledger(b.ledger_entry("train", b.GPU0)))

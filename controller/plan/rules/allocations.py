@@ -454,21 +454,39 @@ def _maybe_renamed(ctx: PassContext, r: _RowFacts, rows: _Rows) -> Check:
     suspects = rows.guard().suspects(e, r.device, c)
     if not suspects:
         return GO_ON
-    h, holds = suspects[0]
     r.evidence["possible_holders"] = [
         {"id": x.id, "name": x.name, "owner": x.owner, "holds": "yes" if y else "cannot tell"}
         for x, y in suspects
     ]
-    relation = "holds" if holds else f"may hold ({_unknown_why(ctx, r.device)})"
+    who = _suspects_text(ctx, r.device, suspects)
     return deferral(
         r.target,
         Reason.LEAKED_ALLOCATION,
         DeferReason.UNKNOWN_SIGNAL,
-        f"cannot tell whether ledger row GPU {e.gpu} -> '{e.container}' is still in use: "
-        f"{r.why}, but {h.name} ({h.short_id}, {h.state.value}) {relation} that GPU and may be "
-        f"the same container renamed (the row names it by name, and no other row records "
-        f"that holder)",
+        f"cannot tell whether ledger row GPU {e.gpu} -> '{e.container}' is still in use: {r.why}, but {who}",
         evidence=r.evidence,
+    )
+
+
+def _suspects_text(
+    ctx: PassContext, row: _Device | None, suspects: list[tuple[ContainerObs, bool | None]]
+) -> str:
+    """Who may be a row's container under a new name: every suspect, named (the row's container may
+    have become any of them), and why it is unknown whether one that may hold the GPU does."""
+    if len(suspects) == 1:
+        ((h, holds),) = suspects
+        relation = "holds" if holds else f"may hold ({_unknown_why(ctx, row)})"
+        return (
+            f"{h.name} ({h.short_id}, {h.state.value}) {relation} that GPU and may be the same container "
+            f"renamed (the row names it by name, and no other row records that holder)"
+        )
+    each = ", ".join(
+        f"{x.name} ({x.short_id}, {x.state.value}) {'holds' if y else 'may hold'}" for x, y in suspects
+    )
+    unknown = "" if all(y for _, y in suspects) else f" ({_unknown_why(ctx, row)})"
+    return (
+        f"{each} that GPU{unknown}; any of them may be the same container renamed (the row names it by "
+        f"name, and no other row records those holders)"
     )
 
 
