@@ -216,10 +216,10 @@ class ContainerObs:
     """One container as observed: frozen, validated, and dumped and loaded by pydantic like every
     other observed value, but a slotted pydantic dataclass rather than a model.
 
-    The planner reads a container's fields tens of times per pass. A model keeps its fields in a
-    dict of its own behind pydantic's attribute hook; a slotted object keeps them in itself, which
-    made a pass at 10,000 containers about 15 % quicker (bench/RESULTS.md, eighth round). The JSON,
-    the schema and the validation errors are the model's.
+    The planner walks every container several times a pass. A model keeps its fields in a dict of
+    its own, reached anew on each walk; a slotted object keeps them in itself, which made the
+    planner at 10,000 containers about 12 % quicker (bench/RESULTS.md, eighth round). The JSON, the
+    schema and the validation errors are the model's.
     """
 
     id: ContainerId
