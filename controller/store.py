@@ -32,7 +32,6 @@ from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
-from loguru import logger
 from pydantic import ValidationError
 
 from controller.memory import SCHEMA_VERSION, ControllerMemory
@@ -308,6 +307,8 @@ def write_policy_status(
     try:
         _atomic_write(state_dir, state_dir / POLICY_STATUS_FILE, json.dumps(status).encode("utf-8"))
     except OSError as exc:
+        from loguru import logger  # only here: ds01ctl reads this module without importing loguru
+
         logger.warning("cannot write {}: {}", state_dir / POLICY_STATUS_FILE, exc)
 
 
@@ -403,6 +404,8 @@ def save_inspect_cache(state_dir: Path, data: bytes) -> None:
     try:
         _atomic_write(state_dir, state_dir / INSPECT_CACHE_FILE, data)
     except OSError as exc:
+        from loguru import logger
+
         logger.debug("cannot write {}: {}", state_dir / INSPECT_CACHE_FILE, exc)
 
 

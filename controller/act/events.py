@@ -47,8 +47,6 @@ from enum import Enum
 from pathlib import Path, PurePath
 from typing import Any
 
-from loguru import logger
-
 from controller.act.sanitize import ELLIPSIS, clean
 from controller.record import RecordHealth
 
@@ -256,6 +254,8 @@ class EventLog:
             self._append(line)
         except Exception as exc:  # the audit trail must never break an action
             self.health.failed(self.path, exc)
+            from loguru import logger  # only here: ds01ctl reads the log without importing loguru
+
             logger.warning("event log {}: could not write {}: {}", self.path, clean(event_type), exc)
         else:
             self.health.ok(self.path)

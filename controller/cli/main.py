@@ -26,6 +26,8 @@ if TYPE_CHECKING:
     from controller.settings import Settings
 
 PROG = "ds01ctl"
+# How loguru's messages look next to a command's output (see _quiet_logs).
+LOG_FORMAT = "{level}: {message}"
 
 MAIN_EPILOG = """\
 examples:
@@ -406,11 +408,23 @@ def _warn(notes: list[str]) -> None:
 
 
 def _quiet_logs(debug: bool) -> None:
-    """The adapters log through loguru; on a terminal only warnings belong next to the output."""
-    from loguru import logger
+    """The adapters log through loguru; on a terminal only errors belong next to the output.
 
-    logger.remove()
-    logger.add(sys.stderr, level="DEBUG" if debug else "ERROR", format="{level}: {message}", colorize=False)
+    Importing loguru (and the asyncio it imports) costs about a fifth of a ``get`` or ``describe``
+    that reads the daemon's last pass, where nothing logs. So it is not imported for this: when it
+    is not loaded yet, loguru's own settings (the ``LOGURU_*`` variables it reads once, as it is
+    imported) give its stderr sink this level and format the moment anything imports it.
+    """
+    level = "DEBUG" if debug else "ERROR"
+    if "loguru" in sys.modules:
+        from loguru import logger
+
+        logger.remove()
+        logger.add(sys.stderr, level=level, format=LOG_FORMAT, colorize=False)
+        return
+    os.environ.update(
+        {"LOGURU_AUTOINIT": "1", "LOGURU_LEVEL": level, "LOGURU_FORMAT": LOG_FORMAT, "LOGURU_COLORIZE": "0"}
+    )
 
 
 def parse_when(text: str, now: datetime) -> datetime:

@@ -111,3 +111,67 @@ def test_live_observes(tmp_path: Path, daemon_state: list[str]) -> None:
     code, modules = _modules(tmp_path, "get", "containers", "--live", *daemon_state)
     assert code == 1
     assert "controller.observe.docker_adapter" in modules
+
+
+def test_reading_the_last_pass_imports_no_logging_library(tmp_path: Path, daemon_state: list[str]) -> None:
+    """loguru (and the asyncio it imports) is a fifth of a ``get``; nothing logs on this path."""
+    for argv in (["get", "containers", "--all"], ["describe", "container", "imports-1"]):
+        code, modules = _modules(tmp_path, *argv, *daemon_state)
+        assert code == 0
+        assert _loaded(modules, ("loguru", "asyncio")) == [], argv
+
+
+_LOG = """
+import sys
+if sys.argv[1] == "loaded":
+    import loguru  # already loaded when the command starts: configured in place
+from controller.cli.main import _quiet_logs
+_quiet_logs(sys.argv[2] == "debug")
+from loguru import logger
+logger.debug("a debug line")
+logger.warning("a warning")
+logger.error("an error")
+"""
+
+
+@pytest.mark.parametrize("loaded", ["loaded", "not-loaded"])
+def test_logs_next_to_the_output_are_errors_only_unless_debugging(tmp_path: Path, loaded: str) -> None:
+    def stderr(mode: str) -> list[str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("LOGURU_")}
+        done = subprocess.run(
+            [sys.executable, "-c", _LOG, loaded, mode],
+            env={**env, "PYTHONPATH": str(REPO)},
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        )
+        return done.stderr.splitlines()
+
+    assert stderr("quiet") == ["ERROR: an error"]
+    assert stderr("debug") == ["DEBUG: a debug line", "WARNING: a warning", "ERROR: an error"]
+
+
+def test_debug_shows_why_the_last_pass_was_not_used(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    state.mkdir(mode=0o700)
+    flags = [
+        "--state-dir",
+        str(state),
+        "--events-log",
+        str(tmp_path / "e.jsonl"),
+        "--ledger",
+        str(tmp_path / "l"),
+    ]
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DS01_", "LOGURU_"))}
+    env.update(
+        {"PYTHONPATH": str(REPO), "DOCKER_HOST": f"unix://{tmp_path}/no-docker.sock", "DS01_ENV_FILE": ""}
+    )
+
+    def stderr(*extra: str) -> str:
+        argv = [sys.executable, "-m", "controller.cli", "get", "containers", *flags, *extra]
+        return subprocess.run(argv, env=env, capture_output=True, text=True, timeout=60, check=False).stderr
+
+    why = "DEBUG: observing the host now, not the controller's last pass: no last pass recorded"
+    assert why in stderr("--debug").splitlines()
+    assert "DEBUG" not in stderr()
