@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from typing import Any
 
@@ -214,8 +214,20 @@ def probe_engine(client: docker.DockerClient, run_id: str) -> float:
     return time.monotonic() - started
 
 
+class CleanupError(RuntimeError):
+    """The engine failed a removal: the rest were not sent (how many were removed, how many left)."""
+
+    def __init__(self, message: str, removed: int) -> None:
+        super().__init__(message)
+        self.removed = removed
+
+
 def remove_labelled(client: docker.DockerClient, label_filter: str, workers: int = DEFAULT_WORKERS) -> int:
-    """Force-remove all containers matching ``label_filter``; repeat once for any created meanwhile."""
+    """Force-remove all containers matching ``label_filter``; repeat once for any created meanwhile.
+
+    The first removal the engine fails (a wedged engine answers each request only with the client's
+    timeout) cancels the ones not sent yet and raises :class:`CleanupError`: hundreds of requests
+    queued behind a wedged engine would each wait out that timeout, an hour and more in all."""
     removed = 0
     for _ in range(3):
         ids = [c["Id"] for c in client.api.containers(all=True, filters={"label": label_filter})]
@@ -228,9 +240,25 @@ def remove_labelled(client: docker.DockerClient, label_filter: str, workers: int
             except docker.errors.NotFound:
                 pass  # already gone: what we wanted
 
+        failed: Future[None] | None = None
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="bench-rm") as pool:
-            list(pool.map(rm, ids))
-        removed += len(ids)
+            futures = {pool.submit(rm, cid): cid for cid in ids}
+            for done in as_completed(futures):
+                if done.exception() is not None:
+                    failed = done
+                    for f in futures:
+                        f.cancel()  # those not sent yet; the ones in flight finish
+                    break
+        # The pool has drained here: every future sent is done.
+        removed += sum(1 for f in futures if not f.cancelled() and f.exception() is None)
+        if failed is not None:
+            exc = failed.exception()
+            raise CleanupError(
+                f"the engine did not remove container {futures[failed][:12]} "
+                f"({type(exc).__name__}: {exc}); {sum(f.cancelled() for f in futures)} removals not "
+                "sent; remove the rest with `python -m bench --cleanup` once `docker info` answers",
+                removed,
+            ) from exc
     return removed
 
 

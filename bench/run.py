@@ -198,7 +198,7 @@ def raise_interrupt(signum: int, _frame: FrameType | None) -> None:
 def run_docker_cases(run: Run, client: Any, only: str | None = None) -> None:
     from bench import cases, nvml_env, predecessor, specs
     from bench.daemon import child_env
-    from bench.host import BenchHost
+    from bench.host import BenchHost, CleanupError
 
     plan = run.plan
     probe = run.case("engine_probe", partial(engine_probe, client, run.run_id))
@@ -263,6 +263,11 @@ def run_docker_cases(run: Run, client: Any, only: str | None = None) -> None:
         run.log("removing this run's containers ...")
         try:
             removed = host.cleanup()
+        except CleanupError as exc:
+            # The results so far are still written; a private engine is stopped with what is left.
+            removed = exc.removed
+            run.results["cleanup_error"] = str(exc)
+            run.log(f"cleanup failed: {exc}")
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
@@ -392,13 +397,17 @@ def main(argv: list[str] | None = None) -> int:
 
     import docker
 
-    from bench.host import cleanup_all_runs
+    from bench.host import CleanupError, cleanup_all_runs
     from bench.report import render_table, write_plot
     from bench.targets import evaluate
 
     if args.cleanup:
         client = docker.from_env(timeout=60)
-        print(f"removed {cleanup_all_runs(client)} containers labelled ds01.bench")
+        try:
+            print(f"removed {cleanup_all_runs(client)} containers labelled ds01.bench")
+        except CleanupError as exc:
+            print(f"python -m bench --cleanup: removed {exc.removed}; {exc}", file=sys.stderr)
+            return 1
         return 0
 
     idle_s = args.idle_seconds if args.idle_seconds is not None else (20.0 if args.quick else 300.0)
