@@ -154,6 +154,11 @@ def run_cli(args: Sequence[str], env: Mapping[str, str], timeout_s: float = 60) 
 
 
 def child_env(extra: Mapping[str, str]) -> dict[str, str]:
-    env = dict(os.environ)
+    """This process's environment for the daemon and ``ds01ctl`` children, plus ``extra``.
+
+    Without ``PYTHONDONTWRITEBYTECODE``: an installed controller runs from compiled modules, and a
+    child that may not write them compiles every module it imports on every run (a checkout without
+    ``__pycache__`` then measures the compiler, not the command)."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
     env.update(extra)
     return env
