@@ -349,6 +349,7 @@ class PassContext:
     forget_done: set[str] = field(default_factory=set)  # done keys the next memory drops (void warnings)
     by_owner: dict[str, list[ContainerObs]] | None = None  # rules.aggregate.owners, once policies are in
     owner_gpu_holders: dict[str, list[ContainerObs]] = field(default_factory=dict)  # with by_owner
+    _unresolved_live: list[str] | None = None  # see unresolved_live_names
     _targets: dict[str, Target] = field(default_factory=dict)
     _physical: dict[str, list[str]] = field(default_factory=dict)
 
@@ -420,6 +421,19 @@ class PassContext:
                 if c not in lst:
                     lst.append(c)
         self.holders = holders
+
+    def unresolved_live_names(self) -> list[str]:
+        """The names of the live containers with a GPU reference that did not resolve, sorted.
+
+        Found once a pass, among the containers that reference a GPU, when first asked (by each
+        GPU to be reset: asked again per GPU, it was a walk of every container per GPU)."""
+        if self._unresolved_live is None:
+            self._unresolved_live = sorted(
+                c.name
+                for c in self.referrers
+                if c.state in LIVE_STATES and any(not ref.resolved for ref in c.gpu_refs)
+            )
+        return self._unresolved_live
 
     def target(self, c: ContainerObs) -> Target:
         """The container's target, built once per pass (targets are immutable)."""

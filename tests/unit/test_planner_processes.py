@@ -244,6 +244,27 @@ class TestDirtyGpus:
         blockers = p3.actions[0].evidence["blockers"]
         assert blockers == ["other processes on it: 800", "held by live containers: new"]
 
+    def test_a_live_container_whose_gpu_is_unknown_blocks_every_reset(self) -> None:
+        """It may be using any GPU: no GPU is reset under it. A stopped one uses none."""
+        w = World()
+        lost = b.container("lost", gpus=[b.unresolved_ref("7")], sig=b.signals(b.T0))
+        gone = b.container(
+            "gone", state=ContainerState.EXITED, gpus=[b.unresolved_ref("8")], finished_at=b.T0
+        )
+        paused = b.container("paused", state=ContainerState.PAUSED, gpus=[b.unresolved_ref("9")])
+        stale = 4 * 1024**3
+        dirty = (b.gpu(0, memory_used_bytes=stale), b.gpu(1, memory_used_bytes=stale))
+        w.run([], [lost, gone, paused], gpus=dirty)
+        p2 = w.run([], [lost, gone, paused], gpus=dirty)
+        assert b.summary(p2) == [("AlertAdmin", "GpuDirty", b.GPU0), ("AlertAdmin", "GpuDirty", b.GPU1)]
+        for alert in p2.actions:
+            assert alert.evidence["blockers"] == [
+                "live containers whose GPU references cannot be resolved: lost, paused"
+            ]
+        # Once it has stopped, nothing blocks: both GPUs are reset.
+        p3 = w.run([], [lost.model_copy(update={"state": ContainerState.EXITED}), gone], gpus=dirty)
+        assert b.summary(p3) == [("ResetGpu", "GpuDirty", b.GPU0), ("ResetGpu", "GpuDirty", b.GPU1)]
+
     def test_stale_memory_needs_second_sighting_then_reset(self) -> None:
         w = World()
         dirty = (b.gpu(0, memory_used_bytes=4 * 1024**3), b.gpu(1))

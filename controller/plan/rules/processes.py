@@ -535,11 +535,7 @@ def _reset_blockers(ctx: PassContext, f: _GpuFacts, *, reset_done: bool) -> list
     live_holders = _live_holders(ctx, f.gpu)
     if live_holders:
         blockers.append("held by live containers: " + ", ".join(sorted(c.name for c in live_holders)))
-    unresolved = sorted(
-        c.name
-        for c in ctx.containers
-        if c.state in LIVE_STATES and any(not ref.resolved for ref in c.gpu_refs)
-    )
+    unresolved = ctx.unresolved_live_names()
     if unresolved:
         blockers.append("live containers whose GPU references cannot be resolved: " + ", ".join(unresolved))
     if reset_done:
