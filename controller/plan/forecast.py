@@ -36,6 +36,7 @@ from controller.plan import wake
 from controller.plan.desired import DesiredState
 from controller.plan.limits_update import after_update, still_needed
 from controller.plan.planner import plan as plan_pass
+from controller.plan.rules.allocations import row_of
 from controller.plan.types import (
     Action,
     ActionKind,
@@ -46,6 +47,7 @@ from controller.plan.types import (
     StopParams,
     WarnParams,
 )
+from controller.plan.values import replaced
 from controller.snapshot import ContainerObs, ContainerState, GpuObs, Snapshot
 
 DEFAULT_MAX_PASSES = 5000
@@ -247,7 +249,9 @@ def _aged(c: ContainerObs, rate: _Rate | None, dt_s: float, now: datetime) -> Co
             sig |= {"net_bytes": None, "net_unknown": s.net_unknown or "forecast: no network rate known now"}
         elif s.net_bytes is not None:
             sig["net_bytes"] = s.net_bytes + round(rate.net_bytes_per_s * dt_s)
-        update["signals"] = s.model_copy(update=sig)
+        # (``replaced`` is ``model_copy(update=...)`` without its generic machinery: every running
+        # container is aged so on every simulated pass.)
+        update["signals"] = replaced(s, sig)
     return c.model_copy(update=update)
 
 
@@ -287,7 +291,8 @@ def _applied(world: Snapshot, action: Action, at: datetime) -> Snapshot:
         return _without_pids(world, {t.pid})
     if kind == ActionKind.RELEASE_ALLOCATION and t.ledger_entry is not None:
         row = t.ledger_entry
-        entries = tuple(e for e in world.ledger.entries if not _same_row(e.model_dump(mode="json"), row))
+        # The row as the planner named it (a JSON dump would print the time otherwise: never equal).
+        entries = tuple(e for e in world.ledger.entries if row_of(e) != row)
         return world.model_copy(update={"ledger": world.ledger.model_copy(update={"entries": entries})})
     return world
 
@@ -299,10 +304,6 @@ def _with_limits_lowered(world: Snapshot, container_id: str, wanted: ResourceUpd
 
     containers = tuple(lowered(c) if c.id == container_id else c for c in world.containers)
     return world.model_copy(update={"containers": containers})
-
-
-def _same_row(entry: dict[str, object], row: dict[str, str]) -> bool:
-    return all(str(entry.get(k)) == v for k, v in row.items() if k in entry)
 
 
 def _with_stopped(world: Snapshot, container_id: str, at: datetime) -> Snapshot:

@@ -168,6 +168,21 @@ class TestIdle:
         assert any(d.why.value == "UnknownSignal" for d in f.deferred)
 
 
+class TestLedger:
+    def test_a_leaked_row_is_released_once_and_is_gone_after(self) -> None:
+        """The release removes the row from the simulated ledger, as the executor does."""
+        leaked = b.ledger_entry("gone", b.GPU0, allocated_at=b.ago(minutes=6))
+        other = b.ledger_entry("also-gone", b.GPU0, allocated_at=b.ago(minutes=7))
+        snap = b.snapshot(containers=[], gpus=[b.gpu(0)], ledger=b.ledger(leaked, other))
+        f = forecast(
+            snap, b.desired(b.policy()), ControllerMemory(), until=b.at(hours=1), interval_s=INTERVAL_S
+        )
+        releases = [p for p in f.actions if p.action.kind == ActionKind.RELEASE_ALLOCATION]
+        assert sorted(p.action.target.container or "" for p in releases) == ["also-gone", "gone"]
+        assert {p.pass_at for p in releases} == {b.T0}
+        assert not any(d.rule.value == "LeakedAllocation" for d in f.deferred)
+
+
 class TestBounds:
     def test_the_pass_bound_is_said(self) -> None:
         c = busy(started_at=b.ago(minutes=1))

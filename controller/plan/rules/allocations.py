@@ -56,7 +56,8 @@ from controller.plan.types import ActionKind, DeferReason, Reason, Target
 from controller.snapshot import ContainerObs, ContainerState, Domain, GpuRef, LedgerEntry, OwnerRule
 
 
-def _row(e: LedgerEntry) -> dict[str, str]:
+def row_of(e: LedgerEntry) -> dict[str, str]:
+    """The row a release names (its target's ``ledger_entry``): every field, the time in ISO form."""
     row = {"gpu": e.gpu, "container": e.container, "user": e.user, "allocated_at": e.allocated_at.isoformat()}
     if e.gpu_uuid is not None:
         row["gpu_uuid"] = e.gpu_uuid
@@ -359,7 +360,7 @@ class _RowFacts:
 
 
 def _row_facts(ctx: PassContext, e: LedgerEntry, c: ContainerObs | None, device: _Device | None) -> _RowFacts:
-    row = _row(e)
+    row = row_of(e)
     target = Target(
         container=c.name if c is not None else e.container,
         container_id=c.id if c is not None else None,
