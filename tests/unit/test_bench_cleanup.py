@@ -16,9 +16,10 @@ from bench.host import CleanupError, remove_labelled
 class _Api:
     """``client.api`` of an engine holding ``ids``; ``fail`` says what a removal of an id raises."""
 
-    def __init__(self, ids: list[str], fail: dict[str, Exception]) -> None:
+    def __init__(self, ids: list[str], fail: dict[str, Exception], delay_s: float = 0.01) -> None:
         self.ids = list(ids)
         self.fail = fail
+        self.delay_s = delay_s
         self.calls: list[str] = []
         self.lock = threading.Lock()
 
@@ -32,7 +33,7 @@ class _Api:
             self.calls.append(cid)
         if cid in self.fail:
             raise self.fail[cid]
-        time.sleep(0.01)  # a removal takes a while: the failure is seen before the queue drains
+        time.sleep(self.delay_s)  # a removal takes a while: the failure is seen before the queue drains
         with self.lock:
             self.ids.remove(cid)
 
@@ -58,7 +59,9 @@ def test_a_container_gone_already_counts_as_removed() -> None:
 
 def test_a_wedged_engine_stops_the_cleanup_at_its_first_timeout() -> None:
     ids = [f"c{i:03}" for i in range(200)]
-    api = _Api(ids, {"c000": requests.exceptions.ReadTimeout("read timed out (60 s)")})
+    # Each good removal takes 0.3 s: the cleanup sees the failure long before a worker is free
+    # again, however late the machine schedules it.
+    api = _Api(ids, {"c000": requests.exceptions.ReadTimeout("read timed out (60 s)")}, delay_s=0.3)
     with pytest.raises(CleanupError) as raised:
         remove_labelled(_Client(api), "ds01.bench=run", workers=4)  # type: ignore[arg-type]
     # Only the requests already in flight were sent, not the other couple of hundred.
