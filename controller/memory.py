@@ -72,6 +72,11 @@ class ContainerMemory(BaseModel):
     stopped_by_restart_at: datetime | None = Field(
         default=None, description="It was stopped by the engine or host restart at this time, not by a user"
     )
+    stopped_by_controller_at: datetime | None = Field(
+        default=None,
+        description="The controller's own StopContainer stopped this start of it at this time (the stop "
+        "breaker weighed that stop); its removal is not counted by the removal breaker",
+    )
 
 
 class ProcessSighting(BaseModel):
@@ -182,6 +187,22 @@ class ControllerMemory(BaseModel):
         warnings[warning_key] = at
         containers = dict(self.containers)
         containers[container_id] = cm.model_copy(update={"warnings": warnings})
+        return self.model_copy(update={"containers": containers})
+
+    def with_controller_stop(
+        self, container_id: str, started_at: datetime | None, at: datetime
+    ) -> ControllerMemory:
+        """The controller's own stop of the start ``started_at`` of a container, done at ``at``.
+
+        Tied to that start: a record of another start is not marked (the planner would drop the mark
+        with it anyway, at the container's next start)."""
+        cm = self.containers.get(container_id)
+        if cm is None:
+            cm = ContainerMemory(container_id=container_id, started_at=started_at, first_seen_at=at)
+        elif cm.started_at != started_at:
+            return self
+        containers = dict(self.containers)
+        containers[container_id] = cm.model_copy(update={"stopped_by_controller_at": at})
         return self.model_copy(update={"containers": containers})
 
     def with_failure(

@@ -410,6 +410,8 @@ class RealExecutor:
         memory = memory.without_intent(key)
         if action.kind in DONE_KINDS:
             memory = memory.with_done(key, self._clock())  # a reset is never repeated blind
+        if outcome is Outcome.DONE and action.kind is ActionKind.STOP_CONTAINER:
+            memory = own_stop(memory, action, self._clock())
         logger.warning(
             "{} {} ({}), interrupted by a restart: recorded as {}: {}",
             action.kind.value,
@@ -690,6 +692,8 @@ class RealExecutor:
             events += self._release_events(action, event_reason(action.reason))
         what = "stopped and removed" if removed else "stopped"
         details["notice"] = self._notices.after(action, fresh.workspace, removed=removed, was_running=True)
+        if not removed:
+            mem = own_stop(mem, action, self._clock())
         return _Done(Outcome.DONE, f"{what} (stop timeout {timeout_s}s)", mem, events)
 
     def _stop_details(
@@ -1023,6 +1027,16 @@ def _row_text(entry: Mapping[str, str]) -> str:
 
 def _iso(value: datetime | None) -> str:
     return value.isoformat() if value is not None else "never"
+
+
+def own_stop(memory: ControllerMemory, action: Action, at: datetime) -> ControllerMemory:
+    """``memory`` with a StopContainer that stopped its container recorded as the controller's own
+    stop of that start, which the removal breaker does not count again (see ``plan/safety.py``).
+    The forecast records a predicted stop the same way."""
+    t = action.target
+    if action.kind is not ActionKind.STOP_CONTAINER or not t.container_id:
+        return memory
+    return memory.with_controller_stop(t.container_id, t.expected_started_at, at)
 
 
 def _same_time(a: datetime | None, b: datetime | None) -> bool:

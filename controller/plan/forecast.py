@@ -269,6 +269,14 @@ def _recorded(mem: ControllerMemory, action: Action, at: datetime) -> Controller
         mem = mem.with_warning(action.target.container_id, warning_key, at)
     if action.kind in (ActionKind.WARN_OWNER, ActionKind.ALERT_ADMIN, ActionKind.RESET_GPU):
         mem = mem.with_done(action.key, at)
+    t = action.target
+    if (
+        action.kind == ActionKind.STOP_CONTAINER
+        and t.container_id
+        and not action.params_as(StopParams).remove
+    ):
+        # The controller's own stop, which the removal breaker does not count again.
+        mem = mem.with_controller_stop(t.container_id, t.expected_started_at, at)
     return mem
 
 

@@ -33,7 +33,7 @@ Pure; called by :func:`controller.plan.planner.plan` only.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from operator import attrgetter
 from typing import Any, TypeAlias
 
@@ -49,9 +49,12 @@ from controller.plan.types import (
     Reason,
 )
 from controller.plan.values import built
-from controller.snapshot import ContainerState
+from controller.snapshot import ContainerObs, ContainerState
 
 ONE_SHOT_KINDS = frozenset({ActionKind.WARN_OWNER, ActionKind.ALERT_ADMIN})
+# Beyond its SIGTERM grace, how long a stop may take from the engine's FinishedAt to the executor's
+# record of it (the engine's SIGKILL, the wait for the state, the record).
+OWN_STOP_SLACK_S = 60.0
 # What the gates pass or hold back: an action, or one whose message and evidence are written only
 # if it passes (the gates read neither).
 Proposed: TypeAlias = Action | Proposal
@@ -292,6 +295,19 @@ def breaker_alert(
 REMOVAL_REASONS = frozenset({Reason.GPU_HOLD_EXPIRED, Reason.STOPPED_HOLD_EXPIRED})
 
 
+def _stopped_by_controller(ctx: PassContext, c: ContainerObs) -> bool:
+    """Did the controller's own StopContainer end this start of ``c``? Its memory says so, and the
+    engine's FinishedAt agrees: no earlier than the recorded stop less the time a stop may take (the
+    SIGTERM grace, and :data:`OWN_STOP_SLACK_S` for the engine). A FinishedAt that does not fit is a
+    signal nobody here vouches for: the container counts like any other."""
+    m = ctx.cmem.get(c.id)
+    at = m.stopped_by_controller_at if m is not None else None
+    if at is None or c.finished_at is None:
+        return False
+    took_s = ctx.policies[c.id].sigterm_grace_s.value + OWN_STOP_SLACK_S
+    return c.finished_at >= at - timedelta(seconds=took_s)
+
+
 def removal_breaker(ctx: PassContext, destructive: list[Proposed]) -> tuple[Breaker, Action] | None:
     """The removal share of the breaker: the tripped breaker and its alert, or None.
 
@@ -300,6 +316,13 @@ def removal_breaker(ctx: PassContext, destructive: list[Proposed]) -> tuple[Brea
     containers; created-never-started removals are not stopped containers. Removals already
     overdue at the last pass are a backlog an admin let through (a reset) or that came due one by
     one: they do not trip it again.
+
+    Containers the controller stopped itself (``ContainerMemory.stopped_by_controller_at``, written
+    by the executor for this start of the container, and a FinishedAt that fits it: see
+    :func:`_stopped_by_controller`) count on neither side: the stop breaker
+    weighed those stops when they were made, and a batch of them (a quota lowered, jobs launched
+    together reaching their max runtime) comes due together by design. The breaker is for stops
+    nobody here chose: a restart, a broken signal. A memory that lost the mark counts them again.
     """
     since = ctx.memory.last_pass_at
     removals = [
@@ -313,12 +336,15 @@ def removal_breaker(ctx: PassContext, destructive: list[Proposed]) -> tuple[Brea
     min_removals = ctx.glob.breaker_min_removals.value
     if not removals or len(removals) < min_removals:
         return None
-    stopped = sum(1 for c in ctx.containers if c.state in (ContainerState.EXITED, ContainerState.DEAD))
-    if len(removals) <= max_fraction * stopped:
+    stopped = [c for c in ctx.containers if c.state in (ContainerState.EXITED, ContainerState.DEAD)]
+    own = {c.id for c in stopped if _stopped_by_controller(ctx, c)}
+    removals = [a for a in removals if a.target.container_id not in own]
+    stopped_others = len(stopped) - len(own)
+    if len(removals) < min_removals or len(removals) <= max_fraction * stopped_others:
         return None
     now = ctx.now
     reason = (
-        f"this pass would remove {len(removals)} of {stopped} stopped containers "
+        f"this pass would remove {len(removals)} of {stopped_others} stopped containers "
         f"(more than {max_fraction:.0%}, at least {min_removals})"
     )
     alert = breaker_alert(
@@ -327,7 +353,7 @@ def removal_breaker(ctx: PassContext, destructive: list[Proposed]) -> tuple[Brea
         f"'ds01ctl breaker reset' (were they all stopped at once, by a restart?)",
         {
             "would_remove": len(removals),
-            "stopped_containers": stopped,
+            "stopped_containers": stopped_others,
             "breaker_max_remove_fraction": max_fraction,
             "breaker_min_removals": min_removals,
             "remove_keys": [a.key for a in removals],

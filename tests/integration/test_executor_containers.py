@@ -58,6 +58,7 @@ def test_idle_stop_and_remove(
     assert [e["event_type"] for e in events] == ["maintenance.idle_kill", "gpu.release"]
     assert events[0]["details"]["removed"] is True and events[0]["user"] == "alice"
     assert events[1]["details"]["gpu"] == GPU and events[1]["details"]["container_id"] == c.id
+    assert c.id not in report.memory.containers  # removed with its stop: no removal to come
     # Run again: the container is gone, which is what the action wanted.
     again = real_executor.execute(make_plan(action), report.memory, NOW)
     assert again.outcomes[0].outcome is Outcome.ALREADY_DONE
@@ -75,6 +76,10 @@ def test_runtime_stop_keeps_the_container(
     c.reload()
     assert c.status == "exited"
     assert [e["event_type"] for e in read_events(event_log_path)] == ["maintenance.runtime_kill"]
+    # Its own stop of this start, recorded: the removal breaker will not count the removal to come.
+    mem = report.memory.containers[c.id]
+    assert mem.started_at == action.target.expected_started_at
+    assert mem.stopped_by_controller_at is not None
 
 
 def test_restarted_container_is_skipped(
@@ -95,6 +100,7 @@ def test_restarted_container_is_skipped(
     assert [e["event_type"] for e in events] == ["controller.action_skipped"]
     assert "restarted" in events[0]["details"]["why"]
     assert report.memory.attempts == {}  # a skip is not a failure: no back-off
+    assert c.id not in report.memory.containers  # and not the controller's stop
 
 
 def test_state_change_is_skipped(real_executor: RealExecutor, make_container: Any) -> None:

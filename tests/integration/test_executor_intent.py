@@ -156,6 +156,9 @@ def test_an_idle_stop_interrupted_by_a_crash_is_recorded_once_as_the_idle_stop(
     d = event["details"]
     assert d["reason"] == "idle_timeout" and d["recovered"] is True and d["phase"] == "done"
     assert d["exit_state"] == "exited" and d["key"] == action.key
+    # The controller's own stop of this start, as an uninterrupted stop records it.
+    assert after.containers[c.id].stopped_by_controller_at == NOW
+    assert after.containers[c.id].started_at == action.target.expected_started_at
     # Recovery is idempotent: the same open intent again (its memory not saved before a second
     # crash) is found already recorded in the event log.
     again, outcomes = ex.recover(memory, NOW)
@@ -179,6 +182,7 @@ def test_a_stop_still_under_way_waits_then_is_recorded_as_not_carried_out(
     (o,) = outcomes
     assert o.outcome is Outcome.FAILED and "not carried out" in o.detail
     assert after.intents == {}
+    assert c.id not in after.containers  # not stopped: nothing of the controller's to record
     (event,) = read_events(log, intents=True)
     assert event["event_type"] == "controller.action_failed"
     assert event["details"]["phase"] == "failed" and event["details"]["reason"] == "idle_timeout"

@@ -183,6 +183,32 @@ class TestLedger:
         assert not any(d.rule.value == "LeakedAllocation" for d in f.deferred)
 
 
+class TestOwnStops:
+    def test_removals_after_a_batch_of_its_own_stops_are_forecast_as_the_daemon_makes_them(self) -> None:
+        """Six jobs launched together reach their max runtime in one pass; their GPU hold expires in
+        one pass too. The executor records the stops as the controller's own, so the removal breaker
+        does not count those removals, and the forecast records them the same way."""
+        start = b.ago(minutes=50)
+        gpus = [b.gpu(i) for i in range(6)]
+        sig = b.signals(b.T0, cpu_usage_ns=0, net_bytes=0, gpu_pct={g.uuid: 99.0 for g in gpus})
+        jobs = [b.running(f"job{i}", gpus=[g.uuid], started_at=start, sig=sig) for i, g in enumerate(gpus)]
+        snap = b.snapshot(containers=jobs, gpus=gpus)
+        # Six of six running GPU containers stopped at once would trip the stop breaker: lifted here.
+        desired = b.desired(
+            b.policy(max_runtime_s=b.HOUR, idle_timeout_s=None), b.global_policy(breaker_min_containers=10)
+        )
+        f = forecast(snap, desired, ControllerMemory(), until=b.at(hours=1), interval_s=INTERVAL_S)
+        acts = [
+            (p.action.kind.value, p.action.reason.value) for p in f.actions if p.action.kind != "WarnOwner"
+        ]
+        assert (
+            acts
+            == [("StopContainer", "MaxRuntimeExceeded")] * 6 + [("RemoveContainer", "GpuHoldExpired")] * 6
+        )
+        removals = [p for p in f.actions if p.action.kind == ActionKind.REMOVE_CONTAINER]
+        assert {p.pass_at for p in removals} == {removals[0].pass_at}, "due together, removed together"
+
+
 class TestBounds:
     def test_the_pass_bound_is_said(self) -> None:
         c = busy(started_at=b.ago(minutes=1))

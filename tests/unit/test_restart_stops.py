@@ -17,6 +17,7 @@ from controller.memory import ContainerMemory, ControllerMemory
 from controller.observe.engine import engine_started_at, host_booted_at
 from controller.plan.planner import plan
 from controller.plan.rules.cleanup import stopped_by_restart
+from controller.plan.safety import OWN_STOP_SLACK_S
 from controller.plan.types import ActionKind, DeferReason, Plan, Reason
 from controller.snapshot import ContainerObs, ContainerState
 from tests.fixtures import builders as b
@@ -216,6 +217,94 @@ class TestRemovalBreaker:
     def test_the_share_is_a_policy_setting(self) -> None:
         p = run(*self.host(due=6, other=2), engine_start=None, breaker_max_remove_fraction=0.9)
         assert not p.memory.breaker.tripped and len(removals(p)) == 6
+
+
+def own_stops(*containers: ContainerObs, at: datetime | None = None) -> ControllerMemory:
+    """The memory after the controller stopped ``containers`` itself (as the executor records it)."""
+    memory = ControllerMemory(last_pass_at=b.ago(seconds=30))
+    for c in containers:
+        memory = memory.with_controller_stop(c.id, c.started_at, at or c.finished_at or b.T0)
+    return memory
+
+
+class TestOwnStopsAndTheRemovalBreaker:
+    """The controller's own stops were weighed by the stop breaker when it made them: the removals
+    that follow them, due together because they were stopped together, do not trip the breaker."""
+
+    def due(self, prefix: str, n: int) -> list[ContainerObs]:
+        # Stopped 30 min 10 s ago: the 30 min hold passed since the last pass (30 s ago).
+        return [b.exited(f"{prefix}{i}", finished_at=b.ago(minutes=30, seconds=10)) for i in range(n)]
+
+    def test_removals_after_its_own_stops_go_ahead(self) -> None:
+        cs = self.due("own", 6) + [b.exited(f"fresh{i}", finished_at=b.ago(minutes=1)) for i in range(2)]
+        p = run(*cs, memory=own_stops(*cs[:6]), engine_start=None)
+        assert not p.memory.breaker.tripped
+        assert removals(p) == [f"own{i}" for i in range(6)]
+        # The same host without the record (another's stops, or a memory that lost the marks) trips it.
+        assert run(*cs, engine_start=None).memory.breaker.tripped
+
+    def test_its_own_stops_do_not_dilute_the_share_of_the_others(self) -> None:
+        # 5 of the 6 containers others stopped come due at once: a restart's pattern, though 20 more
+        # stopped containers (the controller's own, not due) sit on the host.
+        others = [*self.due("other", 5), b.exited("other5", finished_at=b.ago(minutes=1))]
+        own = [b.exited(f"own{i}", finished_at=b.ago(minutes=5)) for i in range(20)]
+        p = run(*others, *own, memory=own_stops(*own), engine_start=None)
+        assert p.memory.breaker.tripped
+        assert "would remove 5 of 6 stopped containers" in p.memory.breaker.reason
+        assert removals(p) == []
+
+    def test_a_mix_is_judged_on_the_others_alone(self) -> None:
+        own, others = self.due("own", 6), self.due("other", 2)
+        rest = [b.exited(f"fresh{i}", finished_at=b.ago(minutes=1)) for i in range(3)]
+        p = run(*own, *others, *rest, memory=own_stops(*own), engine_start=None)
+        assert not p.memory.breaker.tripped  # 2 of the others' 5: below the minimum of 5 anyway
+        assert len(removals(p)) == 8
+
+    def test_the_mark_is_carried_from_pass_to_pass_and_dropped_at_the_next_start(self) -> None:
+        started = b.ago(hours=3)
+        cs = [
+            b.exited(f"own{i}", started_at=started, finished_at=b.ago(minutes=29, seconds=50))
+            for i in range(6)
+        ]
+        first = run(*cs, memory=own_stops(*cs), engine_start=None)  # 10 s before the holds expire
+        assert removals(first) == []
+        assert all(first.memory.containers[c.id].stopped_by_controller_at is not None for c in cs)
+        later = b.T0 + timedelta(seconds=30)
+        second = run(*cs, memory=first.memory, engine_start=None, now=later)
+        assert not second.memory.breaker.tripped and len(removals(second)) == 6
+        # Started again by their owner and stopped by the owner: the controller's mark was of the
+        # earlier start, and these stops are someone else's.
+        again = [
+            c.model_copy(
+                update={"started_at": b.ago(minutes=50), "finished_at": b.ago(minutes=29, seconds=40)}
+            )
+            for c in cs
+        ]
+        third = run(*again, memory=first.memory, engine_start=None, now=later)
+        assert third.memory.breaker.tripped
+        assert all(third.memory.containers[c.id].stopped_by_controller_at is None for c in again)
+
+    def test_a_finished_at_that_does_not_fit_the_recorded_stop_counts_like_any_other(self) -> None:
+        # The engine says these stopped half an hour before the controller recorded stopping them: a
+        # signal nothing here vouches for (a broken FinishedAt would make every hold look expired).
+        cs = self.due("own", 6)
+        p = run(*cs, memory=own_stops(*cs, at=b.T0 - timedelta(seconds=40)), engine_start=None)
+        assert p.memory.breaker.tripped and removals(p) == []
+        # Within the SIGTERM grace and the engine's slack of the record, it is the controller's stop.
+        grace_s = b.policy().sigterm_grace_s.value
+        at = cs[0].finished_at + timedelta(seconds=grace_s + OWN_STOP_SLACK_S - 1)  # type: ignore[operator]
+        p = run(*cs, memory=own_stops(*cs, at=at), engine_start=None)
+        assert not p.memory.breaker.tripped and len(removals(p)) == 6
+
+    def test_a_mark_is_only_written_for_the_start_it_belongs_to(self) -> None:
+        c = b.exited("c", started_at=b.ago(hours=2), finished_at=b.ago(hours=1))
+        memory = ControllerMemory(containers={c.id: seen(c, ContainerState.RUNNING)})
+        assert memory.with_controller_stop(c.id, b.ago(hours=5), b.T0) == memory
+        marked = memory.with_controller_stop(c.id, c.started_at, b.T0)
+        assert marked.containers[c.id].stopped_by_controller_at == b.T0
+        # A container the memory had no record of gets one, tied to the stopped start.
+        fresh = ControllerMemory().with_controller_stop(c.id, c.started_at, b.T0).containers[c.id]
+        assert (fresh.started_at, fresh.stopped_by_controller_at) == (c.started_at, b.T0)
 
 
 class TestEngineTimes:
