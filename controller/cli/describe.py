@@ -57,6 +57,7 @@ from controller.snapshot import ContainerObs, ContainerState, GpuObs, GpuProcess
 from desired_state.effective import setting_interactions
 
 if TYPE_CHECKING:
+    from controller.memory import ContainerMemory
     from desired_state.effective import EffectivePolicy
 
 EVENTS_SHOWN = 10
@@ -510,12 +511,36 @@ def _timers_section(view: View, c: ContainerObs, pol: EffectivePolicy | None, s:
         parts = [f"stopped {since(c.finished_at, view.now)} of hold {hold}"]
         if c.has_gpu and pol is not None:
             parts.append(f"GPU hold {fmt_duration(pol.gpu_hold_after_stop_s.value)}")
+        parts += _stopped_by(view, c, cm)
         parts += _due_text(view, items, _HOLD_RULES)
         lines.append("; ".join(parts))
     else:
         lines.append(f"{c.state.value}: no timer runs")
     for line in lines:
         s.line(line, 2)
+
+
+def _stopped_by(view: View, c: ContainerObs, cm: ContainerMemory | None) -> list[str]:
+    """Who stopped this start of a stopped container, when the controller knows: an engine or host
+    restart (which holds it longer, ``restartStoppedHold``) or the controller's own stop (which the
+    removal breaker does not count). Its owner, or anyone else, is not said: nothing tells them apart."""
+    if cm is None or cm.started_at != c.started_at:
+        return []
+    if cm.stopped_by_restart_at is not None:
+        restart = _clock(view, cm.stopped_by_restart_at)
+        text = f"stopped by the engine or host restart of {restart}, not its owner"
+        restart_hold = view.desired.global_policy.restart_stopped_hold_s if view.desired else None
+        if restart_hold is not None:
+            kept = (
+                f"held at least {fmt_duration(restart_hold.value)}"
+                if restart_hold.value is not None
+                else "kept until an admin removes it"
+            )
+            text += f": {kept} (restartStoppedHold, {clean(restart_hold.source, 120)})"
+        return [text]
+    if cm.stopped_by_controller_at is not None:
+        return [f"stopped by the controller at {_clock(view, cm.stopped_by_controller_at)}"]
+    return []
 
 
 # --- gpu -------------------------------------------------------------------------------------

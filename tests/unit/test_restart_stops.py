@@ -345,3 +345,49 @@ def test_the_engine_pidfile_comes_from_the_environment() -> None:
     assert settings_from(argparse.Namespace(), {}).docker_pidfile == DEFAULT_DOCKER_PIDFILE
     got = settings_from(argparse.Namespace(), {"DS01_DOCKER_PIDFILE": "/run/docker-2.pid"})
     assert got.docker_pidfile == Path("/run/docker-2.pid")
+
+
+class TestDescribeSaysWhoStoppedIt:
+    """``ds01ctl describe container``'s Timers line says who stopped a stopped container when the
+    controller knows: a restart (and the longer hold it brings) or the controller itself."""
+
+    def timers(self, c: ContainerObs, mem: ContainerMemory, **glob: object) -> str:
+        from controller.cli.describe import describe_container
+        from controller.cli.view import View
+
+        snap = b.snapshot(observed_at=b.T0, containers=[c], gpus=[b.gpu(0)]).model_copy(
+            update={"engine_started_at": ENGINE_START}
+        )
+        desired = b.desired(glob=b.global_policy(**glob))
+        p = plan(
+            snap, desired, ControllerMemory(last_pass_at=b.ago(seconds=30), containers={c.id: mem}), b.T0
+        )
+        text = describe_container(
+            View(snapshot=snap, now=b.T0, plan=p, memory=p.memory, desired=desired), c.name
+        )
+        return text.split("Timers:\n", 1)[1].splitlines()[0].strip()
+
+    def test_a_restarts_stop_and_its_hold(self) -> None:
+        c = stopped("victim", gpus=[b.GPU0])
+        line = self.timers(c, seen(c, ContainerState.RUNNING))
+        assert "stopped by the engine or host restart of " in line and "not its owner" in line
+        assert "held at least 1d (restartStoppedHold" in line
+        assert "in 23h" in line  # the removal the 24 h hold puts off, as the plan says
+        line = self.timers(c, seen(c, ContainerState.RUNNING), restart_stopped_hold_s=None)
+        assert "kept until an admin removes it (restartStoppedHold" in line
+
+    def test_the_controllers_own_stop(self) -> None:
+        c = b.exited("own", started_at=STARTED, finished_at=b.ago(minutes=5), gpus=[b.GPU0])
+        mark = c.finished_at
+        line = self.timers(c, seen(c, ContainerState.RUNNING, stopped_by_controller_at=mark))
+        assert "stopped by the controller at " in line and "restart" not in line
+
+    def test_nothing_is_said_when_nobody_here_knows(self) -> None:
+        c = b.exited("users", started_at=STARTED, finished_at=b.ago(minutes=5), gpus=[b.GPU0])
+        line = self.timers(c, seen(c, ContainerState.EXITED))
+        assert "stopped by" not in line
+        # A mark of an earlier start says nothing of this one.
+        old = seen(c, ContainerState.RUNNING, stopped_by_controller_at=b.ago(days=3)).model_copy(
+            update={"started_at": b.ago(days=4)}
+        )
+        assert "stopped by" not in self.timers(c, old)
