@@ -252,17 +252,20 @@ class TestDirtyGpus:
             "gone", state=ContainerState.EXITED, gpus=[b.unresolved_ref("8")], finished_at=b.T0
         )
         paused = b.container("paused", state=ContainerState.PAUSED, gpus=[b.unresolved_ref("9")])
+        # Between two runs of a crash loop: its processes are back any moment.
+        looping = b.container("looping", state=ContainerState.RESTARTING, gpus=[b.unresolved_ref("6")])
         stale = 4 * 1024**3
         dirty = (b.gpu(0, memory_used_bytes=stale), b.gpu(1, memory_used_bytes=stale))
-        w.run([], [lost, gone, paused], gpus=dirty)
-        p2 = w.run([], [lost, gone, paused], gpus=dirty)
+        w.run([], [lost, gone, paused, looping], gpus=dirty)
+        p2 = w.run([], [lost, gone, paused, looping], gpus=dirty)
         assert b.summary(p2) == [("AlertAdmin", "GpuDirty", b.GPU0), ("AlertAdmin", "GpuDirty", b.GPU1)]
         for alert in p2.actions:
             assert alert.evidence["blockers"] == [
-                "live containers whose GPU references cannot be resolved: lost, paused"
+                "live containers whose GPU references cannot be resolved: looping, lost, paused"
             ]
-        # Once it has stopped, nothing blocks: both GPUs are reset.
-        p3 = w.run([], [lost.model_copy(update={"state": ContainerState.EXITED}), gone], gpus=dirty)
+        # Once they have stopped, nothing blocks: both GPUs are reset.
+        ended = [c.model_copy(update={"state": ContainerState.EXITED}) for c in (lost, paused, looping)]
+        p3 = w.run([], [*ended, gone], gpus=dirty)
         assert b.summary(p3) == [("ResetGpu", "GpuDirty", b.GPU0), ("ResetGpu", "GpuDirty", b.GPU1)]
 
     def test_stale_memory_needs_second_sighting_then_reset(self) -> None:
