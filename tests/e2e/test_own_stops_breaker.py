@@ -17,6 +17,7 @@ import pytest
 
 from controller import labels as L
 from tests.e2e.test_converge import exists, for_container, gpu_request
+from tests.e2e.test_forecast_truth import QUICK_STOP
 from tests.fixtures.daemon import DaemonRunner, fast_policy
 from tests.fixtures.docker_host import ContainerFactory
 from tests.fixtures.nvml import FakeNvml
@@ -24,9 +25,6 @@ from tests.fixtures.nvml import FakeNvml
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
 IDLE = 6  # above breakerMinRemovals (5): the removal share is weighed
-# Exits at once on SIGTERM: the six stops end within milliseconds of each other, so their GPU holds
-# expire within the loop's grouping of due times (controller.plan.wake.DUE_GROUP_S): one pass.
-EXITS_ON_TERM = ["sh", "-c", "trap 'exit 0' TERM; while :; do sleep 3600 & wait $!; done"]
 
 
 def test_removals_after_the_controllers_own_stops_go_ahead(
@@ -49,9 +47,11 @@ def test_removals_after_the_controllers_own_stops_go_ahead(
     )
     uuids = [g.uuid for g in fake_nvml.set_gpus(IDLE)]
     fake_nvml.write()
-    # All six exist before the daemon starts: first seen, warned and stopped in the same pass.
+    # All six exist before the daemon starts: first seen, warned and stopped in the same pass. Each
+    # exits at once on SIGTERM, so the six stops end milliseconds apart and their GPU holds expire
+    # within the loop's grouping of due times (controller.plan.wake.DUE_GROUP_S): in one pass.
     idle = [
-        e2e_containers(EXITS_ON_TERM, labels={L.DS01_USER: "alice"}, network_mode="none", **gpu_request(uuid))
+        e2e_containers(QUICK_STOP, labels={L.DS01_USER: "alice"}, network_mode="none", **gpu_request(uuid))
         for uuid in uuids
     ]
     d = controller_daemon.start()
