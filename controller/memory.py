@@ -19,6 +19,10 @@ MAX_SAMPLES = 64
 # One-shot keys (warnings, alerts) and failure records older than this are forgotten, so memory
 # stays bounded on a host that runs for months. A one-shot alert may repeat once after this long.
 RETENTION_S = 30 * 24 * 3600.0
+# The containers the controller removed are remembered this long: the ledger rows that still name
+# one are released after the removal (within the reservation window's passes, or a budget's wait),
+# and they do not weigh on the release breaker (controller.plan.safety).
+REMOVED_RETENTION_S = 24 * 3600.0
 _KEY_TOKEN = re.compile(r"[:+]")
 
 
@@ -120,6 +124,15 @@ class GpuMark(BaseModel):
     cause: GpuMarkCause
 
 
+class RemovedContainer(BaseModel):
+    """A container the controller removed itself (kept :data:`REMOVED_RETENTION_S`)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    name: str
+    removed_at: datetime
+
+
 class Intent(BaseModel):
     """A destructive action the executor is about to carry out, saved (fsynced) before it starts.
 
@@ -172,6 +185,11 @@ class ControllerMemory(BaseModel):
     intents: dict[str, Intent] = Field(
         default_factory=dict, description="action key -> destructive action started, outcome not yet recorded"
     )
+    removed: dict[str, RemovedContainer] = Field(
+        default_factory=dict,
+        description="container id -> a container the controller removed itself, for a day: the ledger "
+        "rows still naming it are released without weighing on the release breaker",
+    )
 
     # --- outcome transitions used by the executor -------------------------------------------
     def with_done(self, key: str, at: datetime) -> ControllerMemory:
@@ -204,6 +222,12 @@ class ControllerMemory(BaseModel):
         containers = dict(self.containers)
         containers[container_id] = cm.model_copy(update={"stopped_by_controller_at": at})
         return self.model_copy(update={"containers": containers})
+
+    def with_controller_removal(self, container_id: str, name: str, at: datetime) -> ControllerMemory:
+        """A container the controller removed at ``at`` (its ledger rows are its own to release)."""
+        removed = dict(self.removed)
+        removed[container_id] = RemovedContainer(name=name, removed_at=at)
+        return self.model_copy(update={"removed": removed})
 
     def with_failure(
         self, key: str, error: str, at: datetime, base_s: float = 5.0, cap_s: float = 900.0
@@ -243,18 +267,25 @@ class ControllerMemory(BaseModel):
         return self.model_copy(update={"breaker": Breaker(), "release_breaker": Breaker()})
 
     def pruned(self, now: datetime) -> ControllerMemory:
-        """Drop done keys and attempts older than :data:`RETENTION_S`."""
+        """Drop done keys and attempts older than :data:`RETENTION_S`, removals older than
+        :data:`REMOVED_RETENTION_S`."""
         horizon = now - timedelta(seconds=RETENTION_S)
 
         def kept(a: Attempt) -> bool:
             return a.next_attempt_at is None or a.next_attempt_at >= horizon
 
+        removed_horizon = now - timedelta(seconds=REMOVED_RETENTION_S)
         # The common pass drops nothing: look before copying.
-        if all(at >= horizon for at in self.done.values()) and all(map(kept, self.attempts.values())):
+        if (
+            all(at >= horizon for at in self.done.values())
+            and all(map(kept, self.attempts.values()))
+            and all(r.removed_at >= removed_horizon for r in self.removed.values())
+        ):
             return self
         done = {k: at for k, at in self.done.items() if at >= horizon}
         attempts = {k: a for k, a in self.attempts.items() if kept(a)}
-        return self.model_copy(update={"done": done, "attempts": attempts})
+        removed = {cid: r for cid, r in self.removed.items() if r.removed_at >= removed_horizon}
+        return self.model_copy(update={"done": done, "attempts": attempts, "removed": removed})
 
     def without_containers(self, gone: set[str]) -> ControllerMemory:
         """Drop the attempts and done keys that name a container that is gone.

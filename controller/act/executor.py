@@ -410,8 +410,12 @@ class RealExecutor:
         memory = memory.without_intent(key)
         if action.kind in DONE_KINDS:
             memory = memory.with_done(key, self._clock())  # a reset is never repeated blind
-        if outcome is Outcome.DONE and action.kind is ActionKind.STOP_CONTAINER:
-            memory = own_stop(memory, action, self._clock())
+        if outcome is Outcome.DONE:
+            # A stop found gone was removed with it (its event says so); a removal found done is one.
+            removed = action.kind is ActionKind.REMOVE_CONTAINER or bool(
+                events and events[0][1].get("removed")
+            )
+            memory = own_record(memory, action, self._clock(), removed=removed)
         logger.warning(
             "{} {} ({}), interrupted by a restart: recorded as {}: {}",
             action.kind.value,
@@ -692,8 +696,7 @@ class RealExecutor:
             events += self._release_events(action, event_reason(action.reason))
         what = "stopped and removed" if removed else "stopped"
         details["notice"] = self._notices.after(action, fresh.workspace, removed=removed, was_running=True)
-        if not removed:
-            mem = own_stop(mem, action, self._clock())
+        mem = own_record(mem, action, self._clock(), removed=removed)
         return _Done(Outcome.DONE, f"{what} (stop timeout {timeout_s}s)", mem, events)
 
     def _stop_details(
@@ -736,6 +739,7 @@ class RealExecutor:
         details = self._remove_details(action, fresh.status)
         details["notice"] = self._notices.after(action, fresh.workspace, removed=True, was_running=False)
         events = [(EventType.CONTAINER_REMOVE, details), *self._release_events(action, reason)]
+        mem = own_record(mem, action, self._clock(), removed=True)
         return _Done(Outcome.DONE, f"removed ({fresh.status})", mem, events)
 
     def _warn(self, action: Action, mem: ControllerMemory, now: datetime) -> _Done:
@@ -1029,14 +1033,21 @@ def _iso(value: datetime | None) -> str:
     return value.isoformat() if value is not None else "never"
 
 
-def own_stop(memory: ControllerMemory, action: Action, at: datetime) -> ControllerMemory:
-    """``memory`` with a StopContainer that stopped its container recorded as the controller's own
-    stop of that start, which the removal breaker does not count again (see ``plan/safety.py``).
-    The forecast records a predicted stop the same way."""
+def own_record(memory: ControllerMemory, action: Action, at: datetime, *, removed: bool) -> ControllerMemory:
+    """``memory`` with what a StopContainer or RemoveContainer of the controller's did, at ``at``.
+
+    A container it removed (or stopped and removed) is remembered a day: the ledger rows still
+    naming it are released without weighing on the release breaker. A container it stopped and left
+    in place is marked for that start: its removal does not weigh on the removal breaker (see
+    ``plan/safety.py``). The forecast records a predicted stop or removal the same way."""
     t = action.target
-    if action.kind is not ActionKind.STOP_CONTAINER or not t.container_id:
+    if not t.container_id or action.kind not in (ActionKind.STOP_CONTAINER, ActionKind.REMOVE_CONTAINER):
         return memory
-    return memory.with_controller_stop(t.container_id, t.expected_started_at, at)
+    if removed:
+        return memory.with_controller_removal(t.container_id, t.container or "", at)
+    if action.kind is ActionKind.STOP_CONTAINER:
+        return memory.with_controller_stop(t.container_id, t.expected_started_at, at)
+    return memory
 
 
 def _same_time(a: datetime | None, b: datetime | None) -> bool:

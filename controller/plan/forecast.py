@@ -269,14 +269,15 @@ def _recorded(mem: ControllerMemory, action: Action, at: datetime) -> Controller
         mem = mem.with_warning(action.target.container_id, warning_key, at)
     if action.kind in (ActionKind.WARN_OWNER, ActionKind.ALERT_ADMIN, ActionKind.RESET_GPU):
         mem = mem.with_done(action.key, at)
+    # The controller's own stops and removals, which its breakers do not count again.
     t = action.target
-    if (
-        action.kind == ActionKind.STOP_CONTAINER
-        and t.container_id
-        and not action.params_as(StopParams).remove
-    ):
-        # The controller's own stop, which the removal breaker does not count again.
-        mem = mem.with_controller_stop(t.container_id, t.expected_started_at, at)
+    if action.kind == ActionKind.STOP_CONTAINER and t.container_id:
+        if action.params_as(StopParams).remove:
+            mem = mem.with_controller_removal(t.container_id, t.container or "", at)
+        else:
+            mem = mem.with_controller_stop(t.container_id, t.expected_started_at, at)
+    elif action.kind == ActionKind.REMOVE_CONTAINER and t.container_id:
+        mem = mem.with_controller_removal(t.container_id, t.container or "", at)
     return mem
 
 

@@ -48,7 +48,7 @@ from controller.plan.rules.lifecycle import idle_stop, runtime_stop
 from controller.plan.rules.processes import gpu_processes
 from controller.plan.rules.quotas import user_quotas
 from controller.plan.rules.resources import report_limits, update_resources
-from controller.plan.safety import apply_gates
+from controller.plan.safety import apply_gates, removals_still_named
 from controller.plan.types import Action, DeferReason, Deferred, Plan, Reason
 from controller.plan.values import built, replaced
 from controller.snapshot import ContainerObs, ContainerState, Domain, Snapshot
@@ -118,6 +118,7 @@ def _plan(snapshot: Snapshot, desired: DesiredState, memory: ControllerMemory, n
             "clock_offset_s": clock.offset_s,
             "clock_monotonic_s": clock.monotonic_s,
             "intents": memory.intents,  # the executor's records of actions in flight, carried unchanged
+            "removed": removals_still_named(ctx),  # the executor's record of its removals
         },
     ).pruned(now)
     if ctx.docker_ok:

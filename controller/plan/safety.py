@@ -37,7 +37,7 @@ from datetime import datetime, timedelta
 from operator import attrgetter
 from typing import Any, TypeAlias
 
-from controller.memory import Breaker
+from controller.memory import Breaker, RemovedContainer
 from controller.plan.context import Collector, PassContext, Proposal, host_target, iso
 from controller.plan.types import (
     DESTRUCTIVE_KINDS,
@@ -55,6 +55,9 @@ ONE_SHOT_KINDS = frozenset({ActionKind.WARN_OWNER, ActionKind.ALERT_ADMIN})
 # Beyond its SIGTERM grace, how long a stop may take from the engine's FinishedAt to the executor's
 # record of it (the engine's SIGKILL, the wait for the state, the record).
 OWN_STOP_SLACK_S = 60.0
+# A ledger row names a container the controller removed by its name, its id or an id prefix at
+# least this long (Docker's short id).
+ID_PREFIX_MIN = 12
 # What the gates pass or hold back: an action, or one whose message and evidence are written only
 # if it passes (the gates read neither).
 Proposed: TypeAlias = Action | Proposal
@@ -246,11 +249,23 @@ def _release_breaker(ctx: PassContext, destructive: list[Proposed], passive: lis
     """The release breaker after this pass: tripped (with an admin alert) on a mass release."""
     current = ctx.memory.release_breaker
     releases = [a for a in destructive if a.kind == ActionKind.RELEASE_ALLOCATION]
-    if current.tripped or not releases:
-        return current
-    rows = len({(e.container, e.gpu, e.allocated_at.isoformat()) for e in ctx.snapshot.ledger.entries})
     max_fraction = ctx.glob.release_breaker_max_fraction.value
     min_rows = ctx.glob.release_breaker_min_rows.value
+    if current.tripped or len(releases) < min_rows:
+        return current
+    # The rows of containers the controller removed itself count on neither side: the removals were
+    # weighed when they were made, and their rows are leaked by them, not by a broken listing.
+    removed = _removed_by_controller(ctx)
+    releases = [
+        a for a in releases if not _names_removed((a.target.ledger_entry or {}).get("container"), removed)
+    ]
+    rows = len(
+        {
+            (e.container, e.gpu, e.allocated_at.isoformat())
+            for e in ctx.snapshot.ledger.entries
+            if not _names_removed(e.container, removed)
+        }
+    )
     if len(releases) < min_rows or len(releases) <= max_fraction * rows:
         return current
     now = ctx.now
@@ -274,6 +289,45 @@ def _release_breaker(ctx: PassContext, destructive: list[Proposed], passive: lis
         )
     )
     return Breaker(tripped=True, tripped_at=now, reason=reason)
+
+
+def removals_still_named(ctx: PassContext) -> dict[str, RemovedContainer]:
+    """The next memory's record of the controller's removals: those a ledger row still names (the
+    rest are of no more use: an allocator writes a row before its container exists, never after it
+    is gone); all of them while the ledger cannot be read. So the record stays as small as the leaks
+    it explains, on a host that creates and removes containers all day."""
+    removed = ctx.memory.removed
+    ledger = ctx.snapshot.ledger
+    if not removed or ledger.error is not None:
+        return removed
+    named = {e.container for e in ledger.entries}
+    ids = [n for n in named if len(n) >= ID_PREFIX_MIN]
+    return {
+        cid: r
+        for cid, r in removed.items()
+        if r.name in named or cid in named or any(cid.startswith(n) for n in ids)
+    }
+
+
+def _removed_by_controller(ctx: PassContext) -> dict[str, str]:
+    """The containers the controller removed itself (recorded by the executor, kept a day) that no
+    listed container has taken the name of since: id -> name."""
+    listed = ctx.by_name
+    return {
+        cid: r.name for cid, r in ctx.memory.removed.items() if cid not in ctx.by_id and r.name not in listed
+    }
+
+
+def _names_removed(container: str | None, removed: dict[str, str]) -> bool:
+    """A ledger row's container (an id, a unique id prefix of at least 12 digits, or a name) is one
+    the controller removed."""
+    if not container or not removed:
+        return False
+    if len(container) >= ID_PREFIX_MIN:
+        for cid in removed:
+            if cid.startswith(container):
+                return True
+    return container in removed.values()
 
 
 def breaker_alert(

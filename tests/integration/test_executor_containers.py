@@ -59,6 +59,7 @@ def test_idle_stop_and_remove(
     assert events[0]["details"]["removed"] is True and events[0]["user"] == "alice"
     assert events[1]["details"]["gpu"] == GPU and events[1]["details"]["container_id"] == c.id
     assert c.id not in report.memory.containers  # removed with its stop: no removal to come
+    assert report.memory.removed[c.id].name == c.name  # its ledger rows are the controller's to release
     # Run again: the container is gone, which is what the action wanted.
     again = real_executor.execute(make_plan(action), report.memory, NOW)
     assert again.outcomes[0].outcome is Outcome.ALREADY_DONE
@@ -138,6 +139,11 @@ def test_remove_created_and_exited(
         ("container.remove", "gpu_hold_expired"),
         ("gpu.release", "gpu_hold_expired"),
     ]
+    # Both the controller's own removals: the ledger rows still naming them weigh on no breaker.
+    assert {cid: r.name for cid, r in report.memory.removed.items()} == {
+        created.id: created.name,
+        exited.id: exited.name,
+    }
 
 
 def test_already_removed_is_success(
@@ -149,6 +155,7 @@ def test_already_removed_is_success(
     docker_client.api.remove_container(c.id)
     report = real_executor.execute(make_plan(action), ControllerMemory(), NOW)
     assert report.outcomes[0].outcome is Outcome.ALREADY_DONE
+    assert report.memory.removed == {}  # someone else's removal, not the controller's
 
 
 def test_one_failure_does_not_block_the_others(

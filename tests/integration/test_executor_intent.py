@@ -200,6 +200,7 @@ def test_an_interrupted_removal_is_recorded_with_its_reason(
     ex = executor(docker_client, log, tmp_path / "ledger.json")
     after, (o,) = ex.recover(interrupted(action, ControllerMemory(), 1, None), NOW)
     assert o.outcome is Outcome.DONE and after.intents == {}
+    assert after.removed[created.id].removed_at == NOW  # recorded as an uninterrupted removal is
     types = [(e["event_type"], e["details"]["reason"]) for e in read_events(log, intents=True)]
     assert types == [("container.remove", "gpu_hold_expired"), ("gpu.release", "gpu_hold_expired")]
 

@@ -208,6 +208,31 @@ class TestOwnStops:
         removals = [p for p in f.actions if p.action.kind == ActionKind.REMOVE_CONTAINER]
         assert {p.pass_at for p in removals} == {removals[0].pass_at}, "due together, removed together"
 
+    def test_the_ledger_rows_of_its_own_removals_are_released_as_the_daemon_releases_them(self) -> None:
+        """The same six with a ledger row each: once removed, their rows are leaked together (six of
+        six rows). The executor remembers its removals, so the release breaker does not count them."""
+        start = b.ago(minutes=50)
+        gpus = [b.gpu(i) for i in range(6)]
+        sig = b.signals(b.T0, cpu_usage_ns=0, net_bytes=0, gpu_pct={g.uuid: 99.0 for g in gpus})
+        jobs = [b.running(f"job{i}", gpus=[g.uuid], started_at=start, sig=sig) for i, g in enumerate(gpus)]
+        rows = [
+            b.ledger_entry(c.name, g.uuid, allocated_at=b.ago(hours=1))
+            for c, g in zip(jobs, gpus, strict=True)
+        ]
+        snap = b.snapshot(containers=jobs, gpus=gpus, ledger=b.ledger(*rows))
+        desired = b.desired(
+            b.policy(max_runtime_s=b.HOUR, idle_timeout_s=None), b.global_policy(breaker_min_containers=10)
+        )
+        f = forecast(snap, desired, ControllerMemory(), until=b.at(hours=1), interval_s=INTERVAL_S)
+        acts = [
+            (p.action.kind.value, p.action.reason.value) for p in f.actions if p.action.kind != "WarnOwner"
+        ]
+        assert acts == (
+            [("StopContainer", "MaxRuntimeExceeded")] * 6
+            + [("RemoveContainer", "GpuHoldExpired")] * 6
+            + [("ReleaseAllocation", "LeakedAllocation")] * 6
+        )
+
 
 class TestBounds:
     def test_the_pass_bound_is_said(self) -> None:

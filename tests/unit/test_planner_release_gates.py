@@ -10,6 +10,7 @@ rows); it holds releases back until ``ds01ctl breaker reset``. The stop breaker 
 from __future__ import annotations
 
 import json
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -123,6 +124,76 @@ class TestReleaseBreaker:
         p = once(stale, rows=leaked_rows(1), memory=mem)
         assert kinds(p) == ["RemoveContainer"]
         assert whys(p) == ["BreakerOpen"]
+
+
+def removed_by_the_controller(rows: list[LedgerEntry]) -> ControllerMemory:
+    """The memory after the controller removed the containers these rows name (their ids)."""
+    memory = ControllerMemory()
+    for i, r in enumerate(rows):
+        name = f"job{i}"
+        memory = memory.with_controller_removal(r.container, name, b.ago(minutes=1))
+    return memory
+
+
+class TestOwnRemovals:
+    """The rows of containers the controller removed itself count on neither side of the release
+    share: a batch it removed together (jobs stopped together, their GPU hold over) leaves a batch
+    of leaked rows by design, not through a broken listing."""
+
+    def test_rows_of_its_own_removals_are_released_without_tripping_it(self) -> None:
+        rows = leaked_rows(6)
+        p = once(rows=rows, memory=removed_by_the_controller(rows))
+        assert kinds(p) == ["ReleaseAllocation"] * 6
+        assert not p.memory.release_breaker.tripped
+        # The same rows with no such record (a listing that came back empty) trip it.
+        assert once(rows=rows).memory.release_breaker.tripped
+
+    def test_by_name_and_by_id_prefix(self) -> None:
+        rows = [b.ledger_entry(f"{i + 1:012x}" + "f" * 52, b.GPUS[i % 4]) for i in range(6)]
+        memory = removed_by_the_controller(rows)
+        by_name = [b.ledger_entry(f"job{i}", b.GPUS[i % 4]) for i in range(6)]
+        by_prefix = [b.ledger_entry(r.container[:12], r.gpu) for r in rows]
+        for named in (by_name, by_prefix):
+            p = once(rows=named, memory=memory)
+            assert not p.memory.release_breaker.tripped and kinds(p) == ["ReleaseAllocation"] * 6
+
+    def test_they_do_not_dilute_the_share_of_the_others(self) -> None:
+        own, others = leaked_rows(12)[:6], leaked_rows(12)[6:]
+        cs, backed = held(1)
+        p = once(*cs, rows=[*own, *others, *backed], memory=removed_by_the_controller(own))
+        # 6 of the 7 rows it did not remove would go at once: 12 of 13 before, still a mass release.
+        assert p.memory.release_breaker.tripped
+        assert "would release 6 of 7 ledger rows" in p.memory.release_breaker.reason
+
+    def test_a_name_taken_again_is_not_its_removal(self) -> None:
+        # A new container was created under a removed one's name: rows naming it are not vouched for.
+        rows = [b.ledger_entry(f"job{i}", b.GPUS[i % 4]) for i in range(6)]
+        memory = removed_by_the_controller(leaked_rows(6))
+        again = b.exited("job0", finished_at=b.ago(minutes=1))
+        p = once(
+            again, rows=rows, memory=memory, release_breaker_min_rows=1, release_breaker_max_fraction=0.0
+        )
+        assert p.memory.release_breaker.tripped
+        assert "would release 1 of 1 ledger rows" in p.memory.release_breaker.reason
+
+    def test_the_record_is_kept_a_day(self) -> None:
+        memory = removed_by_the_controller(leaked_rows(2))
+        assert memory.pruned(b.T0).removed == memory.removed
+        assert memory.pruned(b.T0 + timedelta(days=1)).removed == {}
+
+    def test_the_record_is_kept_only_while_a_row_names_it(self) -> None:
+        """On a host that creates and removes containers all day, the record stays as small as the
+        leaks it explains: an allocator writes a row before its container exists, never after."""
+        rows = leaked_rows(3)
+        memory = removed_by_the_controller([*rows, *leaked_rows(6)[3:]])
+        p = once(rows=rows, memory=memory, **NO_RELEASE_BREAKER)
+        assert sorted(p.memory.removed) == sorted(r.container for r in rows)
+        # Released: no row names them any more, and the next pass forgets them.
+        assert once(rows=[], memory=b.record_outcomes(p)).memory.removed == {}
+        # While the ledger cannot be read, nothing is forgotten.
+        snap = b.snapshot(gpus=GPUS, ledger=b.ledger(*rows).model_copy(update={"error": "ledger.json: bad"}))
+        unread = plan(snap, b.desired(), memory, b.T0)
+        assert unread.memory.removed == memory.removed
 
 
 class TestReservationWindow:
