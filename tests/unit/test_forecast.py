@@ -184,15 +184,17 @@ class TestLedger:
 
 
 class TestOwnStops:
-    def test_removals_after_a_batch_of_its_own_stops_are_forecast_as_the_daemon_makes_them(self) -> None:
-        """Six jobs launched together reach their max runtime in one pass; their GPU hold expires in
-        one pass too. The executor records the stops as the controller's own, so the removal breaker
-        does not count those removals, and the forecast records them the same way."""
-        start = b.ago(minutes=50)
+    """Six jobs launched together reach their max runtime in one pass; their GPU hold expires in one
+    pass too. The executor records the stops and the removals as the controller's own, so neither
+    breaker counts what follows them, and the forecast records them the same way."""
+
+    def steps(self, *, ledger: bool) -> tuple[list[tuple[str, str]], Forecast]:
         gpus = [b.gpu(i) for i in range(6)]
         sig = b.signals(b.T0, cpu_usage_ns=0, net_bytes=0, gpu_pct={g.uuid: 99.0 for g in gpus})
+        start = b.ago(minutes=50)
         jobs = [b.running(f"job{i}", gpus=[g.uuid], started_at=start, sig=sig) for i, g in enumerate(gpus)]
-        snap = b.snapshot(containers=jobs, gpus=gpus)
+        rows = [b.ledger_entry(c.name, c.gpu_refs[0].raw, allocated_at=b.ago(hours=1)) for c in jobs]
+        snap = b.snapshot(containers=jobs, gpus=gpus, ledger=b.ledger(*rows) if ledger else None)
         # Six of six running GPU containers stopped at once would trip the stop breaker: lifted here.
         desired = b.desired(
             b.policy(max_runtime_s=b.HOUR, idle_timeout_s=None), b.global_policy(breaker_min_containers=10)
@@ -201,6 +203,10 @@ class TestOwnStops:
         acts = [
             (p.action.kind.value, p.action.reason.value) for p in f.actions if p.action.kind != "WarnOwner"
         ]
+        return acts, f
+
+    def test_removals_after_a_batch_of_its_own_stops_are_forecast_as_the_daemon_makes_them(self) -> None:
+        acts, f = self.steps(ledger=False)
         assert (
             acts
             == [("StopContainer", "MaxRuntimeExceeded")] * 6 + [("RemoveContainer", "GpuHoldExpired")] * 6
@@ -209,24 +215,8 @@ class TestOwnStops:
         assert {p.pass_at for p in removals} == {removals[0].pass_at}, "due together, removed together"
 
     def test_the_ledger_rows_of_its_own_removals_are_released_as_the_daemon_releases_them(self) -> None:
-        """The same six with a ledger row each: once removed, their rows are leaked together (six of
-        six rows). The executor remembers its removals, so the release breaker does not count them."""
-        start = b.ago(minutes=50)
-        gpus = [b.gpu(i) for i in range(6)]
-        sig = b.signals(b.T0, cpu_usage_ns=0, net_bytes=0, gpu_pct={g.uuid: 99.0 for g in gpus})
-        jobs = [b.running(f"job{i}", gpus=[g.uuid], started_at=start, sig=sig) for i, g in enumerate(gpus)]
-        rows = [
-            b.ledger_entry(c.name, g.uuid, allocated_at=b.ago(hours=1))
-            for c, g in zip(jobs, gpus, strict=True)
-        ]
-        snap = b.snapshot(containers=jobs, gpus=gpus, ledger=b.ledger(*rows))
-        desired = b.desired(
-            b.policy(max_runtime_s=b.HOUR, idle_timeout_s=None), b.global_policy(breaker_min_containers=10)
-        )
-        f = forecast(snap, desired, ControllerMemory(), until=b.at(hours=1), interval_s=INTERVAL_S)
-        acts = [
-            (p.action.kind.value, p.action.reason.value) for p in f.actions if p.action.kind != "WarnOwner"
-        ]
+        """With a ledger row each: once removed, six of six rows are leaked together."""
+        acts, _ = self.steps(ledger=True)
         assert acts == (
             [("StopContainer", "MaxRuntimeExceeded")] * 6
             + [("RemoveContainer", "GpuHoldExpired")] * 6
