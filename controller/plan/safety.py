@@ -49,7 +49,7 @@ from controller.plan.types import (
     Reason,
 )
 from controller.plan.values import built
-from controller.snapshot import ContainerObs, ContainerState
+from controller.snapshot import ContainerObs, ContainerState, LedgerEntry
 
 ONE_SHOT_KINDS = frozenset({ActionKind.WARN_OWNER, ActionKind.ALERT_ADMIN})
 # Beyond its SIGTERM grace, how long a stop may take from the engine's FinishedAt to the executor's
@@ -255,17 +255,12 @@ def _release_breaker(ctx: PassContext, destructive: list[Proposed], passive: lis
         return current
     # The rows of containers the controller removed itself count on neither side: the removals were
     # weighed when they were made, and their rows are leaked by them, not by a broken listing.
-    removed = _removed_by_controller(ctx)
-    releases = [
-        a for a in releases if not _names_removed((a.target.ledger_entry or {}).get("container"), removed)
-    ]
-    rows = len(
-        {
-            (e.container, e.gpu, e.allocated_at.isoformat())
-            for e in ctx.snapshot.ledger.entries
-            if not _names_removed(e.container, removed)
-        }
-    )
+    entries = {
+        _row_key(e.container, e.gpu, e.allocated_at.isoformat()): e for e in ctx.snapshot.ledger.entries
+    }
+    own = {key for key, e in entries.items() if _of_own_removal(e, ctx.memory.removed)}
+    releases = [a for a in releases if _release_key(a) not in own]
+    rows = len(entries) - len(own)
     if len(releases) < min_rows or len(releases) <= max_fraction * rows:
         return current
     now = ctx.now
@@ -292,42 +287,40 @@ def _release_breaker(ctx: PassContext, destructive: list[Proposed], passive: lis
 
 
 def removals_still_named(ctx: PassContext) -> dict[str, RemovedContainer]:
-    """The next memory's record of the controller's removals: those a ledger row still names (the
-    rest are of no more use: an allocator writes a row before its container exists, never after it
-    is gone); all of them while the ledger cannot be read. So the record stays as small as the leaks
-    it explains, on a host that creates and removes containers all day."""
+    """The next memory's record of the controller's removals: those whose ledger rows are still
+    there (the rest are of no more use: an allocator writes a container's row before the container
+    exists, never after it is gone); all of them while the ledger cannot be read. So the record stays
+    as small as the leaks it explains, on a host that creates and removes containers all day."""
     removed = ctx.memory.removed
     ledger = ctx.snapshot.ledger
     if not removed or ledger.error is not None:
         return removed
-    named = {e.container for e in ledger.entries}
-    ids = [n for n in named if len(n) >= ID_PREFIX_MIN]
-    return {
-        cid: r
-        for cid, r in removed.items()
-        if r.name in named or cid in named or any(cid.startswith(n) for n in ids)
-    }
+    return {cid: r for cid, r in removed.items() if any(_row_of(e, cid, r) for e in ledger.entries)}
 
 
-def _removed_by_controller(ctx: PassContext) -> dict[str, str]:
-    """The containers the controller removed itself (recorded by the executor, kept a day) that no
-    listed container has taken the name of since: id -> name."""
-    listed = ctx.by_name
-    return {
-        cid: r.name for cid, r in ctx.memory.removed.items() if cid not in ctx.by_id and r.name not in listed
-    }
+def _of_own_removal(e: LedgerEntry, removed: dict[str, RemovedContainer]) -> bool:
+    """Is ``e`` the row of a container the controller removed itself?"""
+    return any(_row_of(e, cid, r) for cid, r in removed.items())
 
 
-def _names_removed(container: str | None, removed: dict[str, str]) -> bool:
-    """A ledger row's container (an id, a unique id prefix of at least 12 digits, or a name) is one
-    the controller removed."""
-    if not container or not removed:
+def _row_of(e: LedgerEntry, cid: str, r: RemovedContainer) -> bool:
+    """``e`` names the removed container (its id, an id prefix of :data:`ID_PREFIX_MIN` digits or
+    more, or its name) and was written before the removal: a row written since names a new container
+    of that name, which the record says nothing about."""
+    if e.allocated_at > r.removed_at:
         return False
-    if len(container) >= ID_PREFIX_MIN:
-        for cid in removed:
-            if cid.startswith(container):
-                return True
-    return container in removed.values()
+    name = e.container
+    return name == r.name or name == cid or (len(name) >= ID_PREFIX_MIN and cid.startswith(name))
+
+
+def _row_key(container: object, gpu: object, allocated_at: object) -> tuple[str, str, str]:
+    return (str(container), str(gpu), str(allocated_at))
+
+
+def _release_key(a: Proposed) -> tuple[str, str, str]:
+    """The key of the row a release names (``allocations.row_of``: the time in ISO form)."""
+    row = a.target.ledger_entry or {}
+    return _row_key(row.get("container"), row.get("gpu"), row.get("allocated_at"))
 
 
 def breaker_alert(
