@@ -188,21 +188,37 @@ def _stop_breaker(ctx: PassContext, destructive: list[Proposed], passive: list[P
     min_containers = ctx.glob.breaker_min_containers.value
     if not stops or len(stops) < min_containers:
         return ctx.memory.breaker
-    # Counted only now: a pass with too few stops to trip it need not scan every container.
-    running_gpu = sum(1 for c in ctx.containers if c.state == ContainerState.RUNNING and c.has_gpu)
-    if not len(stops) > max_fraction * running_gpu:
+    # Each population is weighed alone, the minimum and the share: stops of GPU containers (idle,
+    # max runtime, GPU quotas) against the running GPU containers, stops of containers without a GPU
+    # (container quotas) against the running ones without. A few quota stops of CPU-only containers
+    # are not a mass stop because the host runs few GPU containers. Counted only now: a pass with
+    # too few stops to trip it need not scan every container.
+    by_id = ctx.by_id
+    gpu_stops = sum(1 for a in stops if (c := by_id.get(a.target.container_id or "")) is None or c.has_gpu)
+    other_stops = len(stops) - gpu_stops
+    running_gpu = running_other = 0
+    for c in ctx.containers:
+        if c.state == ContainerState.RUNNING:
+            if c.has_gpu:
+                running_gpu += 1
+            else:
+                running_other += 1
+    if gpu_stops >= min_containers and gpu_stops > max_fraction * running_gpu:
+        what = f"{gpu_stops} of {running_gpu} running GPU containers"
+    elif other_stops >= min_containers and other_stops > max_fraction * running_other:
+        what = f"{other_stops} of {running_other} running containers without a GPU"
+    else:
         return ctx.memory.breaker
-    reason = (
-        f"this pass would stop {len(stops)} of {running_gpu} running GPU containers "
-        f"(more than {max_fraction:.0%}, at least {min_containers})"
-    )
+    reason = f"this pass would stop {what} (more than {max_fraction:.0%}, at least {min_containers})"
     passive.append(
         breaker_alert(
             ctx.now,
             f"circuit breaker tripped: {reason}; no destructive action runs until 'ds01ctl breaker reset'",
             {
                 "would_stop": len(stops),
+                "would_stop_gpu": gpu_stops,
                 "running_gpu_containers": running_gpu,
+                "running_containers_without_gpu": running_other,
                 "breaker_max_fraction": max_fraction,
                 "breaker_min_containers": min_containers,
                 "stop_keys": [a.key for a in stops],

@@ -288,3 +288,44 @@ def test_a_paused_container_beyond_a_reported_quota_is_not_said_to_wait_for_a_st
     paused = b.container("alice-1", state=ContainerState.PAUSED, started_at=b.ago(hours=1))
     reported = run([boxes(2)[0], paused], pol(quotas(containers=1)))
     assert [d.why for d in reported.deferred] == [DeferReason.NOT_ENFORCED]
+
+
+class TestStopBreakerPopulations:
+    """The stop breaker weighs each population alone: quota stops of containers without a GPU
+    against the running containers without one, not against the (few) running GPU containers."""
+
+    def stops_due(self, n: int, quota: int, *, gpu_jobs: int) -> Plan:
+        cpu_only = boxes(n)
+        busy = [
+            b.running(
+                f"bob-gpu{i}",
+                owner="bob",
+                gpus=[b.GPUS[i]],
+                started_at=b.ago(hours=1),
+                sig=b.signals(b.T0, gpu_pct={b.GPUS[i]: 99.0}),
+            )
+            for i in range(gpu_jobs)
+        ]
+        containers, policy, gpus = (
+            [*cpu_only, *busy],
+            pol(quotas(containers=quota)),
+            [b.gpu(i) for i in range(4)],
+        )
+        warned = run(containers, policy, gpus=gpus, quota_enforce="stop")
+        memory = b.record_outcomes(warned, b.T0)
+        return run(containers, policy, gpus=gpus, memory=memory, now=b.at(minutes=11), quota_enforce="stop")
+
+    def test_a_few_quota_stops_on_a_host_with_few_gpu_containers_go_ahead(self) -> None:
+        # 3 of alice's 12 CPU-only containers are beyond her quota of 9; the host runs 2 GPU
+        # containers. 3 stops against 2 running GPU containers read as a mass stop before.
+        p = self.stops_due(12, 9, gpu_jobs=2)
+        assert sorted(acts(p)) == [("StopContainer", CQ, f"alice-{i}") for i in (10, 11, 9)]
+        assert not p.memory.breaker.tripped
+
+    def test_a_mass_stop_of_containers_without_a_gpu_still_trips_it(self) -> None:
+        p = self.stops_due(12, 3, gpu_jobs=2)  # 9 of 12 beyond the quota
+        assert p.memory.breaker.tripped
+        assert "would stop 9 of 12 running containers without a GPU" in p.memory.breaker.reason
+        (alert,) = [a for a in p.actions if a.reason == Reason.BREAKER_TRIPPED]
+        assert (alert.evidence["would_stop"], alert.evidence["would_stop_gpu"]) == (9, 0)
+        assert not [a for a in p.actions if a.kind == ActionKind.STOP_CONTAINER]
