@@ -229,6 +229,16 @@ class ControllerMemory(BaseModel):
         removed[container_id] = RemovedContainer(name=name, removed_at=at)
         return self.model_copy(update={"removed": removed})
 
+    def with_controller_end(
+        self, container_id: str, name: str, started_at: datetime | None, at: datetime, *, removed: bool
+    ) -> ControllerMemory:
+        """What the controller's own stop or removal of a container left: removed (see
+        :meth:`with_controller_removal`), or stopped in place (see :meth:`with_controller_stop`).
+        The executor records a done stop or removal this way, the forecast a predicted one."""
+        if removed:
+            return self.with_controller_removal(container_id, name, at)
+        return self.with_controller_stop(container_id, started_at, at)
+
     def with_failure(
         self, key: str, error: str, at: datetime, base_s: float = 5.0, cap_s: float = 900.0
     ) -> ControllerMemory:

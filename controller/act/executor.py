@@ -1043,11 +1043,9 @@ def own_record(memory: ControllerMemory, action: Action, at: datetime, *, remove
     t = action.target
     if not t.container_id or action.kind not in (ActionKind.STOP_CONTAINER, ActionKind.REMOVE_CONTAINER):
         return memory
-    if removed:
-        return memory.with_controller_removal(t.container_id, t.container or "", at)
-    if action.kind is ActionKind.STOP_CONTAINER:
-        return memory.with_controller_stop(t.container_id, t.expected_started_at, at)
-    return memory
+    return memory.with_controller_end(
+        t.container_id, t.container or "", t.expected_started_at, at, removed=removed
+    )
 
 
 def _same_time(a: datetime | None, b: datetime | None) -> bool:

@@ -271,13 +271,11 @@ def _recorded(mem: ControllerMemory, action: Action, at: datetime) -> Controller
         mem = mem.with_done(action.key, at)
     # The controller's own stops and removals, which its breakers do not count again.
     t = action.target
-    if action.kind == ActionKind.STOP_CONTAINER and t.container_id:
-        if action.params_as(StopParams).remove:
-            mem = mem.with_controller_removal(t.container_id, t.container or "", at)
-        else:
-            mem = mem.with_controller_stop(t.container_id, t.expected_started_at, at)
-    elif action.kind == ActionKind.REMOVE_CONTAINER and t.container_id:
-        mem = mem.with_controller_removal(t.container_id, t.container or "", at)
+    if action.kind in ENDING_KINDS and t.container_id:
+        removed = action.kind == ActionKind.REMOVE_CONTAINER or action.params_as(StopParams).remove
+        mem = mem.with_controller_end(
+            t.container_id, t.container or "", t.expected_started_at, at, removed=removed
+        )
     return mem
 
 
