@@ -12,7 +12,7 @@ import bisect
 import functools
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from enum import Enum
 from operator import attrgetter
 from typing import Any, TypeAlias, TypeVar
@@ -63,7 +63,8 @@ _ISO_MAX = 100_000
 def iso(value: datetime | None) -> str | None:
     if value is None:
         return None
-    if value.utcoffset():
+    # Python's own UTC (the common zone here) is at offset zero: no call to ask it.
+    if value.tzinfo is not UTC and value.utcoffset():
         return value.isoformat()
     text = _ISO.get(value)
     if text is None:
@@ -347,6 +348,9 @@ class PassContext:
     referrers: list[ContainerObs] = field(default_factory=list)  # those with a GPU reference, by id
     demand_fraction: float | None = None
     forget_done: set[str] = field(default_factory=set)  # done keys the next memory drops (void warnings)
+    # The containers whose next memory holds a delivered warning, in id order (found as each
+    # memory is written: most hold none, and the quota rule looks only at these).
+    warned_ids: list[str] = field(default_factory=list)
     by_owner: dict[str, list[ContainerObs]] | None = None  # rules.aggregate.owners, once policies are in
     owner_gpu_holders: dict[str, list[ContainerObs]] = field(default_factory=dict)  # with by_owner
     _unresolved_live: list[str] | None = None  # see unresolved_live_names

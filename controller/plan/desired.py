@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from enum import Enum
 from typing import Protocol, cast, runtime_checkable
@@ -128,9 +128,6 @@ class _Entry:
     computed_at: datetime
     valid_until: datetime  # the earliest expiry of the exemptions it lists
     eff: EffectivePolicy
-
-    def holds(self, ident: tuple[object, ...], labels: Mapping[str, str], now: datetime) -> bool:
-        return self.computed_at <= now < self.valid_until and self.ident == ident and self.labels == labels
 
 
 @dataclasses.dataclass
@@ -322,7 +319,14 @@ class PolicySetDesired:
         memo = self._memo
         memo.used.add(key)
         hit = memo.entries.get(key)
-        if hit is not None and hit.holds(ident, labels, now):
+        # It holds for the identity, name and labels it was computed from, from then until its
+        # earliest expiry (compared here, not in a method: this runs for every container a pass).
+        if (
+            hit is not None
+            and hit.computed_at <= now < hit.valid_until
+            and hit.ident == ident
+            and hit.labels == labels
+        ):
             return hit.eff
         eff = memo.shared(self._effective(container, now))
         if len(memo.entries) >= _MEMO_MAX:

@@ -161,7 +161,7 @@ def _observe_containers(ctx: PassContext, desired: DesiredState, clock: ClockChe
     step_s = clock.step_s
     sampling = _Sampling(ctx)
     restart_at = restart_time(ctx.snapshot)
-    policies, cmem = ctx.policies, ctx.cmem
+    policies, cmem, warned_ids = ctx.policies, ctx.cmem, ctx.warned_ids
     for c in ctx.containers:
         cid = c.id
         policy = policies[cid] = desired.effective(c, now)
@@ -177,7 +177,12 @@ def _observe_containers(ctx: PassContext, desired: DesiredState, clock: ClockChe
             mem = with_clock_step(mem, step_s, seen_at)
         state = c.state
         # Only GPU containers are ever idle-stopped, so only they are sampled (and memory stays small).
-        if state == _RUNNING and c.has_gpu and c.signals is not None and c.started_at is not None:
+        if (
+            state == _RUNNING
+            and (c.gpu_refs or c.all_gpus)
+            and c.signals is not None
+            and c.started_at is not None
+        ):
             mem = sampling.fold(mem, c, policy)
         elif state == _PAUSED:
             # A paused container accrues no idle time: the sample after it resumes is undecidable.
@@ -192,6 +197,8 @@ def _observe_containers(ctx: PassContext, desired: DesiredState, clock: ClockChe
             # Written only on a change: the state the controller saw, to tell later who stopped it.
             mem = replaced(mem, {"last_state": state.value, "stopped_by_restart_at": by_restart})
         cmem[cid] = mem
+        if mem.warnings:
+            warned_ids.append(cid)
 
 
 class _Sampling:
@@ -235,7 +242,7 @@ def _container_rules(ctx: PassContext, out: Collector, c: ContainerObs) -> None:
     state = c.state
     # Most containers are running without a GPU: no lifecycle rule applies to them, tested first.
     if state == _RUNNING:
-        if c.has_gpu:
+        if c.gpu_refs or c.all_gpus:  # ``has_gpu``, without a call for each of thousands
             _running_gpu_rules(ctx, out, c, ctx.policies[c.id])
     elif state == _CREATED:
         created_never_started(ctx, out, c, ctx.policies[c.id])

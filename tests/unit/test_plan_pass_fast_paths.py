@@ -9,6 +9,8 @@
 * a container's physical GPUs with one reference are the general rule's (a MIG device with or
   without its parent, a UUID NVML does not list, an unresolved reference, every GPU), and the
   pass's GPU referrers are the containers with a reference, in id order;
+* a timestamp's ISO form, memoised, is its own ``isoformat()`` at any offset and in any zone,
+  whichever of two equal instants was formatted first;
 * whether a container's limits are out of its spec (``out_of_spec``: no use read, no message
   written) is whether the resource decision changes or holds back anything.
 """
@@ -16,6 +18,8 @@
 from __future__ import annotations
 
 import random
+from datetime import UTC, datetime, timedelta, timezone, tzinfo
+from zoneinfo import ZoneInfo
 
 import pytest
 from hypothesis import given, settings
@@ -39,6 +43,19 @@ from desired_state.effective import ResourceSpec, Sourced
 from tests.fixtures import builders as b
 
 GiB = 1 << 30
+
+
+@given(
+    st.datetimes(min_value=datetime(2000, 1, 1), max_value=datetime(2100, 1, 1)),
+    st.sampled_from([UTC, timezone(timedelta(0)), timezone(timedelta(hours=2)), ZoneInfo("UTC")]),
+    st.sampled_from([UTC, timezone(timedelta(hours=-5)), ZoneInfo("Europe/Amsterdam")]),
+)
+@settings(max_examples=200, deadline=None)
+def test_the_memoised_iso_form_is_the_timestamps_own(naive: datetime, zone: tzinfo, other: tzinfo) -> None:
+    at = naive.replace(tzinfo=zone)
+    same_instant = at.astimezone(other)
+    for value in (at, same_instant, at, naive):
+        assert iso(value) == value.isoformat()
 
 
 @pytest.mark.parametrize("state", list(ContainerState))

@@ -69,3 +69,25 @@ def test_replaced_is_model_copy() -> None:
     assert fast.model_fields_set == slow.model_fields_set
     assert fast.model_dump(mode="json") == slow.model_dump(mode="json")
     assert mem.name == "a" and mem.samples == (sample,), "the original is unchanged"
+
+
+def test_values_built_with_every_field_share_one_fields_set_that_nothing_changes() -> None:
+    """``built`` hands every complete value one set of field names; pydantic only ever adds to a
+    model's fields set and copies it on ``model_copy``, so no value can change another's."""
+    first, second = built(Target, dict(TARGET)), built(Target, {**TARGET, "container": "other"})
+    assert first.model_fields_set == second.model_fields_set == set(Target.model_fields)
+    copied = first.model_copy(update={"user": "bob"})
+    assert copied.model_fields_set == set(Target.model_fields)
+    assert first.model_fields_set is not copied.model_fields_set, "a copy has a set of its own"
+    partial = built(Target, {"container": "train", "container_id": "c"})
+    assert partial.model_fields_set == {"container", "container_id"}, "an incomplete one: its keys"
+    assert second.model_fields_set == set(Target.model_fields), "unchanged by the others"
+
+
+def test_replaced_keeps_every_field_set_and_adds_to_a_partial_set() -> None:
+    mem = ContainerMemory(container_id="c", name="a")
+    partial = replaced(mem, {"name": "b"})
+    assert partial.model_fields_set == mem.model_copy(update={"name": "b"}).model_fields_set
+    assert partial.model_fields_set == {"container_id", "name"}
+    full = built(ContainerMemory, dict(mem.__dict__))
+    assert replaced(full, {"name": "b"}).model_fields_set == set(ContainerMemory.model_fields)

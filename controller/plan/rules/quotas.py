@@ -102,10 +102,10 @@ def _void_stop_warnings(ctx: PassContext, stops: _Stops) -> None:
     beyond the quota again later it is warned again and has a full lead again, never stopped at once
     on a warning of another time.
     """
-    # Most memories hold no warning at all (an empty dict, tested first): find the few holding a
-    # stop warning, then visit only their containers.
-    keys = _STOP_WARNING_KEYS
-    holding = [cid for cid, mem in ctx.cmem.items() if mem.warnings and not keys.isdisjoint(mem.warnings)]
+    # Most memories hold no warning at all: only those that hold one (found as the planner wrote
+    # them) are looked at for a stop warning, and only their containers visited.
+    keys, cmem = _STOP_WARNING_KEYS, ctx.cmem
+    holding = [cid for cid in ctx.warned_ids if not keys.isdisjoint(cmem[cid].warnings)]
     for cid in holding:
         c = ctx.by_id.get(cid)
         if c is None:
