@@ -2,7 +2,8 @@
 # Prepare this host for the controller and its tests: system packages, a virtualenv with the
 # project, and a running Docker engine. Idempotent; safe to run again.
 #   DS01_SETUP_TEST=1   also install test tools (debootstrap for the real-systemd test included,
-#                       promtool from Debian's prometheus package for the alert rules)
+#                       promtool from Debian's prometheus package for the alert rules, valgrind
+#                       for the planner's instruction count)
 #                       and the test image/runtime shims
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -26,6 +27,8 @@ if [ "${DS01_SETUP_TEST:-0}" = 1 ]; then
   # scripts/check.sh runs `promtool check rules` and `promtool test rules` on deploy/prometheus/;
   # Debian ships promtool in the prometheus package (whose server is not wanted here: see below).
   command -v promtool >/dev/null 2>&1 || need_pkgs+=(prometheus)
+  # `python -m bench.instructions` counts a plan's instructions under callgrind (and is tested).
+  [ -f /usr/include/valgrind/callgrind.h ] || need_pkgs+=(valgrind)
 fi
 if [ ${#need_pkgs[@]} -gt 0 ]; then
   if [ "$(id -u)" != 0 ]; then log "missing packages ${need_pkgs[*]}: run as root or install them"; exit 1; fi

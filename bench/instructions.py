@@ -1,0 +1,140 @@
+"""Instructions of one steady plan, counted by valgrind's callgrind: a figure that does not move
+with the machine's load.
+
+Wall and CPU times of the planner on a shared machine move by 10-20 % from one minute to the next
+(bench/RESULTS.md), more than most changes to the planner save; the instructions one plan executes
+move by well under 1 %. They are not time (a cache miss costs more than an add), so a target is
+still judged in milliseconds; but two trees are compared here, each checkout in turn::
+
+    python -m bench.instructions --size 2000
+
+The child builds the planner case's synthetic host (:func:`bench.synthetic.build`), plans it twice
+(the first plan fills the policy memo, as in a running daemon), then plans it once more between two
+markers that turn callgrind's counting on and off; only that plan is counted. The markers are a few
+lines of C compiled here (``gcc`` and valgrind's ``callgrind.h``, both from Debian: ``gcc``,
+``valgrind``). Under valgrind the child runs about 50 times slower: about a minute at 2,000
+containers, five at 10,000.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import gc
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+_MARKERS_C = """
+#include <valgrind/callgrind.h>
+void ds01_count_start(void) { CALLGRIND_ZERO_STATS; CALLGRIND_TOGGLE_COLLECT; }
+void ds01_count_stop(void) { CALLGRIND_TOGGLE_COLLECT; CALLGRIND_DUMP_STATS; }
+"""
+_TOTALS = re.compile(r"^(?:totals|summary):\s+(\d+)", re.MULTILINE)
+
+
+class Unavailable(RuntimeError):
+    """What this machine lacks to count instructions (valgrind, its header, a C compiler)."""
+
+
+def counted_instructions(dump_texts: list[str]) -> int:
+    """The instructions of the counted plan: the largest total among callgrind's dumps (the dump at
+    the stop marker; the one written at exit holds only what ran after it, with counting off)."""
+    totals = [int(m) for text in dump_texts for m in _TOTALS.findall(text)]
+    if not totals:
+        raise ValueError("no 'totals:' or 'summary:' line in callgrind's output")
+    return max(totals)
+
+
+def _markers(work: Path) -> Path:
+    gcc, valgrind = shutil.which("gcc"), shutil.which("valgrind")
+    if valgrind is None or gcc is None:
+        raise Unavailable("valgrind and gcc are needed (Debian: apt-get install valgrind gcc)")
+    source, lib = work / "markers.c", work / "libds01markers.so"
+    source.write_text(_MARKERS_C)
+    built = subprocess.run(
+        [gcc, "-O2", "-shared", "-fPIC", "-o", str(lib), str(source)], capture_output=True, text=True
+    )
+    if built.returncode != 0:
+        raise Unavailable(f"the counting markers did not compile (valgrind's callgrind.h?): {built.stderr}")
+    return lib
+
+
+def count_plan(n: int, *, timeout_s: float = 1800.0) -> int:
+    """Instructions of one steady plan of the ``n``-container synthetic host."""
+    with tempfile.TemporaryDirectory(prefix="ds01-instructions-") as tmp:
+        work = Path(tmp)
+        lib = _markers(work)
+        out = work / "callgrind.%p"
+        run = subprocess.run(
+            [
+                "valgrind",
+                "--tool=callgrind",
+                "--collect-atstart=no",
+                f"--callgrind-out-file={out}",
+                sys.executable,
+                "-m",
+                "bench.instructions",
+                "--child",
+                str(n),
+                "--markers",
+                str(lib),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=timeout_s,
+            cwd=Path(__file__).resolve().parent.parent,
+            # One hash seed: string hashes, and so the layout of every dict and set, are the same
+            # in every run (with a random seed the count moves by a few tenths of a percent).
+            env={**os.environ, "PYTHONHASHSEED": "0"},
+        )
+        if run.returncode != 0:
+            raise RuntimeError(f"the counted plan failed (exit {run.returncode}): {run.stderr[-2000:]}")
+        return counted_instructions([p.read_text() for p in work.glob("callgrind.*")])
+
+
+def _child(n: int, markers: Path) -> None:
+    from bench import synthetic
+    from bench.cases import make_desired, utcnow
+    from controller.plan.planner import plan
+
+    lib = ctypes.CDLL(str(markers))
+    now = utcnow()
+    snapshot, memory = synthetic.build(n, now)
+    desired, _source = make_desired()
+    plan(snapshot, desired, memory, now)
+    plan(snapshot, desired, memory, now)
+    gc.collect()
+    lib.ds01_count_start()
+    plan(snapshot, desired, memory, now)
+    lib.ds01_count_stop()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.instructions", description=__doc__.split("\n\n")[0]
+    )
+    parser.add_argument(
+        "--size", type=int, default=2000, help="containers on the synthetic host (default 2000)"
+    )
+    parser.add_argument("--child", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--markers", type=Path, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.child is not None:
+        _child(args.child, args.markers)
+        return 0
+    try:
+        total = count_plan(args.size)
+    except Unavailable as exc:
+        print(f"python -m bench.instructions: {exc}", file=sys.stderr)
+        return 2
+    print(f"planner @ {args.size} containers: {total:,} instructions per steady plan")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
