@@ -13,20 +13,22 @@ The child builds the planner case's synthetic host (:func:`bench.synthetic.build
 markers that turn callgrind's counting on and off; only that plan is counted. The markers are a few
 lines of C compiled here (``gcc`` and valgrind's ``callgrind.h``, both from Debian: ``gcc``,
 ``valgrind``). Under valgrind the child runs about 50 times slower: about a minute at 2,000
-containers, five at 10,000.
+containers, five at 10,000. ``--against REV`` counts the planner of a git revision too (checked
+out into a temporary worktree), side by side with this checkout's::
+
+    python -m bench.instructions --size 2000 --against main
 """
 
 from __future__ import annotations
 
 import argparse
-import ctypes
-import gc
 import os
 import re
 import shutil
 import subprocess
 import sys
 import tempfile
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 _MARKERS_C = """
@@ -64,8 +66,32 @@ def _markers(work: Path) -> Path:
     return lib
 
 
-def count_plan(n: int, *, timeout_s: float = 1800.0) -> int:
-    """Instructions of one steady plan of the ``n``-container synthetic host."""
+# Run in the tree measured (its own bench and planner), so a tree older than this module can be
+# counted too: its synthetic host, its built-in policy, a first plan to fill the policy memo, a
+# second, then the counted one.
+_CHILD = """
+import ctypes, gc, sys
+sys.path.insert(0, sys.argv[1])
+from bench import synthetic
+from bench.cases import make_desired, utcnow
+from controller.plan.planner import plan
+lib = ctypes.CDLL(sys.argv[3])
+now = utcnow()
+snapshot, memory = synthetic.build(int(sys.argv[2]), now)
+desired = make_desired()[0]
+plan(snapshot, desired, memory, now)
+plan(snapshot, desired, memory, now)
+gc.collect()
+lib.ds01_count_start()
+plan(snapshot, desired, memory, now)
+lib.ds01_count_stop()
+"""
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def count_plan(n: int, *, tree: Path = ROOT, timeout_s: float = 1800.0) -> int:
+    """Instructions of one steady plan of the ``n``-container synthetic host, as planned by the
+    checkout at ``tree`` (this one by default)."""
     with tempfile.TemporaryDirectory(prefix="ds01-instructions-") as tmp:
         work = Path(tmp)
         lib = _markers(work)
@@ -77,41 +103,45 @@ def count_plan(n: int, *, timeout_s: float = 1800.0) -> int:
                 "--collect-atstart=no",
                 f"--callgrind-out-file={out}",
                 sys.executable,
-                "-m",
-                "bench.instructions",
-                "--child",
+                "-c",
+                _CHILD,
+                str(tree),
                 str(n),
-                "--markers",
                 str(lib),
             ],
             capture_output=True,
             text=True,
             timeout=timeout_s,
-            cwd=Path(__file__).resolve().parent.parent,
+            cwd=tree,
             # One hash seed: string hashes, and so the layout of every dict and set, are the same
             # in every run (with a random seed the count moves by a few tenths of a percent).
-            env={**os.environ, "PYTHONHASHSEED": "0"},
+            env={**os.environ, "PYTHONHASHSEED": "0", "PYTHONPATH": str(tree)},
         )
         if run.returncode != 0:
             raise RuntimeError(f"the counted plan failed (exit {run.returncode}): {run.stderr[-2000:]}")
         return counted_instructions([p.read_text() for p in work.glob("callgrind.*")])
 
 
-def _child(n: int, markers: Path) -> None:
-    from bench import synthetic
-    from bench.cases import make_desired, utcnow
-    from controller.plan.planner import plan
-
-    lib = ctypes.CDLL(str(markers))
-    now = utcnow()
-    snapshot, memory = synthetic.build(n, now)
-    desired, _source = make_desired()
-    plan(snapshot, desired, memory, now)
-    plan(snapshot, desired, memory, now)
-    gc.collect()
-    lib.ds01_count_start()
-    plan(snapshot, desired, memory, now)
-    lib.ds01_count_stop()
+def count_against(n: int, rev: str) -> tuple[int, int]:
+    """(instructions at ``rev``, instructions in this checkout), counted side by side; ``rev`` is
+    checked out into a temporary git worktree, removed afterwards."""
+    with tempfile.TemporaryDirectory(prefix="ds01-instructions-tree-") as tmp:
+        other = Path(tmp) / "tree"
+        subprocess.run(
+            ["git", "-C", str(ROOT), "worktree", "add", "--detach", "--quiet", str(other), rev],
+            check=True,
+            capture_output=True,
+            text=True,
+        )
+        try:
+            with ThreadPoolExecutor(2) as pool:
+                theirs = pool.submit(count_plan, n, tree=other)
+                ours = pool.submit(count_plan, n)
+                return theirs.result(), ours.result()
+        finally:
+            subprocess.run(
+                ["git", "-C", str(ROOT), "worktree", "remove", "--force", str(other)], capture_output=True
+            )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -121,18 +151,28 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--size", type=int, default=2000, help="containers on the synthetic host (default 2000)"
     )
-    parser.add_argument("--child", type=int, help=argparse.SUPPRESS)
-    parser.add_argument("--markers", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--against",
+        metavar="REV",
+        help="also count the planner of this git revision (a temporary worktree), side by side",
+    )
     args = parser.parse_args(argv)
-    if args.child is not None:
-        _child(args.child, args.markers)
-        return 0
     try:
-        total = count_plan(args.size)
+        if args.against is None:
+            total = count_plan(args.size)
+            print(f"planner @ {args.size} containers: {total:,} instructions per steady plan")
+            return 0
+        theirs, ours = count_against(args.size, args.against)
     except Unavailable as exc:
         print(f"python -m bench.instructions: {exc}", file=sys.stderr)
         return 2
-    print(f"planner @ {args.size} containers: {total:,} instructions per steady plan")
+    except subprocess.CalledProcessError as exc:
+        print(f"python -m bench.instructions: git worktree add {args.against}: {exc.stderr}", file=sys.stderr)
+        return 2
+    print(
+        f"planner @ {args.size} containers, instructions per steady plan: {args.against} {theirs:,}, "
+        f"this checkout {ours:,} ({(ours - theirs) / theirs:+.1%})"
+    )
     return 0
 
 

@@ -1,16 +1,18 @@
 """``python -m bench.instructions`` counts the instructions of one steady plan, and only that plan:
-the same count on every run (a figure two trees can be compared by to a fraction of a percent),
+the same count on every run and in every checkout of one tree (a figure two trees can be compared
+by to a fraction of a percent: ``--against REV`` counts another revision in a temporary worktree),
 growing with the host planned. Needs valgrind and gcc (``scripts/host-setup.sh`` installs both with
 ``DS01_SETUP_TEST=1``)."""
 
 from __future__ import annotations
 
 import shutil
+import subprocess
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from bench.instructions import count_plan, counted_instructions
+from bench.instructions import ROOT, count_against, count_plan, counted_instructions
 
 
 def test_the_count_is_the_largest_total_among_the_dumps() -> None:
@@ -21,13 +23,25 @@ def test_the_count_is_the_largest_total_among_the_dumps() -> None:
         counted_instructions(["version: 1\n"])
 
 
-def test_one_plan_is_counted_the_same_every_time_and_grows_with_the_host() -> None:
+def test_one_plan_is_counted_the_same_in_every_tree_of_it_and_grows_with_the_host() -> None:
     if shutil.which("valgrind") is None or shutil.which("gcc") is None:
         pytest.fail("valgrind and gcc are needed: run DS01_SETUP_TEST=1 scripts/host-setup.sh")
-    with ThreadPoolExecutor(3) as pool:
-        small, again, larger = pool.map(count_plan, (40, 40, 400))
-    assert small > 1_000_000  # a plan, not nothing
-    assert abs(small - again) <= small * 1e-4, (small, again)
+    with ThreadPoolExecutor(2) as pool:
+        side_by_side = pool.submit(count_against, 40, "HEAD")  # HEAD in a worktree, and this checkout
+        larger = pool.submit(count_plan, 400)
+        (head, here), larger_count = side_by_side.result(), larger.result()
+    assert head > 1_000_000 and here > 1_000_000  # a plan, not nothing
+    changed = subprocess.run(
+        ["git", "status", "--porcelain", "--", "controller", "desired_state", "crd_like_specs", "bench"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    if not changed:  # this checkout is its HEAD: the two counts are of one planner
+        assert abs(head - here) <= here * 1e-4, (head, here)
     # The synthetic host's work grows with its containers; a count that took in the set-up or the
     # interpreter's start (hundreds of millions of instructions) would not grow this way.
-    assert larger > 3 * small, (small, larger)
+    assert larger_count > 3 * here, (here, larger_count)
+    worktrees = subprocess.run(["git", "worktree", "list"], cwd=ROOT, capture_output=True, text=True).stdout
+    assert "ds01-instructions-tree-" not in worktrees, "the temporary worktree is removed"
