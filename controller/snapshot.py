@@ -12,9 +12,9 @@ import dataclasses
 from collections.abc import Mapping
 from datetime import datetime
 from enum import StrEnum
-from typing import NewType
+from typing import Any, Literal, NewType, Self, cast
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 from pydantic.dataclasses import dataclass
 
 from crd_like_specs.vocabulary import ContainerType
@@ -27,9 +27,49 @@ DOCKER_ZERO_TIME = "0001-01-01T00:00:00Z"
 
 
 class Frozen(BaseModel):
-    """Base for every observed value but ``ContainerObs`` (see there): immutable, no unknown fields."""
+    """Base for the observed values read a few times a pass: immutable, no unknown fields."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class Slotted:
+    """Base for the observed values the planner reads thousands of times a pass (containers, their
+    GPU references, GPU processes): frozen, validated, and dumped and loaded by pydantic like a
+    :class:`Frozen` model, but each a slotted pydantic dataclass rather than a model.
+
+    A model keeps its fields in a dict of its own, and pydantic's ``BaseModel.__getattr__`` keeps
+    Python 3.11 from its fast path for reading them: a field of a model takes about three times as
+    long to read as a slot (bench/RESULTS.md). The JSON, the schema and the validation errors are
+    the model's; ``model_copy`` and ``model_dump`` are here.
+    """
+
+    __slots__ = ()
+
+    def model_copy(self, *, update: Mapping[str, object] | None = None) -> Self:
+        """A copy with ``update``'s fields replaced, unvalidated: pydantic's ``model_copy``, as on
+        every model (a name that is not a field raises AttributeError)."""
+        cls = type(self)
+        names = _FIELD_NAMES.get(cls)
+        if names is None:
+            names = _FIELD_NAMES[cls] = tuple(f.name for f in dataclasses.fields(cast(Any, cls)))
+        new: Self = object.__new__(cls)
+        for name in names:
+            object.__setattr__(new, name, getattr(self, name))
+        for name, value in (update or {}).items():
+            object.__setattr__(new, name, value)  # no slot of that name: AttributeError
+        return new
+
+    def model_dump(self, *, mode: Literal["json", "python"] = "python") -> dict[str, Any]:
+        """The value as pydantic dumps it inside a model (what ``model_dump`` gives for a model)."""
+        cls = type(self)
+        adapter = _ADAPTERS.get(cls)
+        if adapter is None:
+            adapter = _ADAPTERS[cls] = TypeAdapter(cls)
+        return cast(dict[str, Any], adapter.dump_python(self, mode=mode))
+
+
+_FIELD_NAMES: dict[type, tuple[str, ...]] = {}  # each slotted class's field names, in order
+_ADAPTERS: dict[type, TypeAdapter[Any]] = {}
 
 
 class Domain(StrEnum):
@@ -94,7 +134,8 @@ class GpuRefSource(StrEnum):
     LABEL_GPU_SLOTS = "label:ds01.gpu.slots"
 
 
-class GpuRef(Frozen):
+@dataclass(frozen=True, slots=True, kw_only=True, config=ConfigDict(extra="forbid"))
+class GpuRef(Slotted):
     """One reference from a container to a GPU or MIG device, resolved through NVML if possible."""
 
     raw: str = Field(description="The reference as written: a UUID, an index, 'X.Y', 'X:Y', 'all'")
@@ -119,14 +160,16 @@ class KeepAliveState(StrEnum):
     UNKNOWN = "unknown"
 
 
-class KeepAlive(Frozen):
+@dataclass(frozen=True, slots=True, kw_only=True, config=ConfigDict(extra="forbid"))
+class KeepAlive(Slotted):
     state: KeepAliveState
     mtime: datetime | None = None
     inode: int | None = Field(default=None, description="Identity of the file, to notice replacement")
     detail: str | None = None
 
 
-class GpuUtilReading(Frozen):
+@dataclass(frozen=True, slots=True, kw_only=True, config=ConfigDict(extra="forbid"))
+class GpuUtilReading(Slotted):
     uuid: GpuUuid
     percent: float | None = None
     unknown_reason: str | None = None
@@ -181,7 +224,8 @@ class ResourceLimits(Frozen):
         return self.memory_swap_bytes
 
 
-class ActivitySignals(Frozen):
+@dataclass(frozen=True, slots=True, kw_only=True, config=ConfigDict(extra="forbid"))
+class ActivitySignals(Slotted):
     """Raw cumulative counters for one running container; rates come from two snapshots.
 
     Each counter is ``None`` with a reason when it could not be read.
@@ -212,7 +256,7 @@ class ActivitySignals(Frozen):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True, config=ConfigDict(extra="forbid"))
-class ContainerObs:
+class ContainerObs(Slotted):
     """One container as observed: frozen, validated, and dumped and loaded by pydantic like every
     other observed value, but a slotted pydantic dataclass rather than a model.
 
@@ -268,19 +312,6 @@ class ContainerObs:
     @property
     def short_id(self) -> str:
         return self.id[:12]
-
-    def model_copy(self, *, update: Mapping[str, object] | None = None) -> ContainerObs:
-        """A copy with ``update``'s fields replaced, unvalidated: pydantic's ``model_copy``, as on
-        every other observed value (a name that is not a field raises AttributeError)."""
-        new = object.__new__(ContainerObs)
-        for name in _CONTAINER_FIELDS:
-            object.__setattr__(new, name, getattr(self, name))
-        for name, value in (update or {}).items():
-            object.__setattr__(new, name, value)  # no slot of that name: AttributeError
-        return new
-
-
-_CONTAINER_FIELDS = tuple(f.name for f in dataclasses.fields(ContainerObs))
 
 
 class NvmlProcess(Frozen):
@@ -367,7 +398,8 @@ class ProcessState(StrEnum):
     VANISHED = "vanished"  # listed by NVML, gone from /proc before we read it
 
 
-class GpuProcessObs(Frozen):
+@dataclass(frozen=True, slots=True, kw_only=True, config=ConfigDict(extra="forbid"))
+class GpuProcessObs(Slotted):
     """A compute process seen by NVML, attributed through /proc."""
 
     pid: int
@@ -389,7 +421,8 @@ class GpuProcessObs(Frozen):
     is_system: bool = False
 
 
-class LedgerEntry(Frozen):
+@dataclass(frozen=True, slots=True, kw_only=True, config=ConfigDict(extra="forbid"))
+class LedgerEntry(Slotted):
     gpu: str = Field(description="The GPU as the allocator wrote it (UUID, index or slot)")
     gpu_uuid: GpuUuid | None = None
     container: str = Field(description="Container name or id")

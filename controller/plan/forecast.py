@@ -47,7 +47,6 @@ from controller.plan.types import (
     StopParams,
     WarnParams,
 )
-from controller.plan.values import replaced
 from controller.snapshot import ContainerObs, ContainerState, GpuObs, Snapshot
 
 DEFAULT_MAX_PASSES = 5000
@@ -249,9 +248,7 @@ def _aged(c: ContainerObs, rate: _Rate | None, dt_s: float, now: datetime) -> Co
             sig |= {"net_bytes": None, "net_unknown": s.net_unknown or "forecast: no network rate known now"}
         elif s.net_bytes is not None:
             sig["net_bytes"] = s.net_bytes + round(rate.net_bytes_per_s * dt_s)
-        # (``replaced`` is ``model_copy(update=...)`` without its generic machinery: every running
-        # container is aged so on every simulated pass.)
-        update["signals"] = replaced(s, sig)
+        update["signals"] = s.model_copy(update=sig)  # slotted: a plain copy (controller.snapshot)
     return c.model_copy(update=update)
 
 

@@ -1,21 +1,33 @@
-"""``ContainerObs`` is a slotted pydantic dataclass, not a model: it must still behave as every
-other observed value does (validated, frozen, no unknown fields, the model's JSON and copy)."""
+"""``ContainerObs`` and the other observed values the planner reads most (GPU references, GPU
+processes, activity signals, ledger rows) are slotted pydantic dataclasses, not models: they must
+still behave as every other observed value does (validated, frozen, no unknown fields, the model's
+JSON, copy and dump)."""
 
 from __future__ import annotations
 
 import dataclasses
+import json
 from datetime import UTC, datetime
+from typing import Any, cast
 
 import pytest
-from pydantic import ValidationError
+from pydantic import TypeAdapter, ValidationError
 
 from controller.snapshot import (
+    ActivitySignals,
     ContainerObs,
     ContainerState,
     DomainHealth,
+    GpuProcessObs,
     GpuRef,
     GpuRefSource,
+    GpuUtilReading,
     GpuUuid,
+    KeepAlive,
+    KeepAliveState,
+    Ledger,
+    LedgerEntry,
+    Slotted,
     Snapshot,
 )
 
@@ -77,3 +89,71 @@ def test_a_snapshot_dumps_and_loads_it_as_before() -> None:
     back = Snapshot.model_validate_json(snap.model_dump_json())
     assert back == snap and isinstance(back.containers[0], ContainerObs)
     assert back.containers[0].has_gpu and back.containers[0].short_id == "c" * 12
+
+
+# --- every slotted observed value -----------------------------------------------------------------
+# The planner reads these thousands of times a pass; each is a slotted pydantic dataclass for that
+# (controller.snapshot.Slotted), and must still behave as the model it was.
+
+_VALUES: dict[type[Slotted], dict[str, object]] = {
+    ContainerObs: {"id": "c" * 64, "name": "train", "image": "img", "state": "running", "created_at": AT},
+    GpuRef: {"raw": "0", "source": GpuRefSource.DEVICE_REQUEST, "uuid": "GPU-0"},
+    GpuProcessObs: {"pid": 4242, "device_uuid": "MIG-1", "gpu_uuid": "GPU-0", "container_id": "c" * 64},
+    ActivitySignals: {"read_at": AT, "cpu_usage_ns": 5, "gpu_util": [{"uuid": "GPU-0", "percent": 3.0}]},
+    GpuUtilReading: {"uuid": "GPU-0", "percent": 40.0},
+    KeepAlive: {"state": KeepAliveState.PRESENT, "inode": 7},
+    LedgerEntry: {"gpu": "0", "container": "train", "user": "alice", "allocated_at": AT},
+}
+
+
+@pytest.mark.parametrize("cls", list(_VALUES), ids=lambda cls: cls.__name__)
+def test_every_slotted_value_validates_is_frozen_and_slotted(cls: type[Slotted]) -> None:
+    value = cls(**_VALUES[cls])  # type: ignore[call-arg]
+    assert not hasattr(value, "__dict__")
+    first = dataclasses.fields(cast(Any, cls))[0].name
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        setattr(value, first, getattr(value, first))
+    with pytest.raises(ValidationError, match="Unexpected keyword argument"):
+        cls(**_VALUES[cls], colour="blue")  # type: ignore[call-arg]
+    with pytest.raises(ValidationError):
+        cls(**{**_VALUES[cls], first: object()})  # type: ignore[call-arg]
+    again = cls(**_VALUES[cls])  # type: ignore[call-arg]
+    assert value == again
+    if cls is not ContainerObs:  # (its labels are a mapping: never hashable, as a model was not)
+        assert hash(value) == hash(again)
+
+
+@pytest.mark.parametrize("cls", list(_VALUES), ids=lambda cls: cls.__name__)
+def test_every_slotted_value_copies_and_dumps_as_a_model_would(cls: type[Slotted]) -> None:
+    value = cls(**_VALUES[cls])  # type: ignore[call-arg]
+    names = [f.name for f in dataclasses.fields(cast(Any, cls))]
+    last = names[-1]
+    copied = value.model_copy(update={last: None})
+    assert getattr(copied, last) is None and copied is not value
+    assert all(getattr(copied, n) == getattr(value, n) for n in names[:-1])
+    assert value.model_copy() == value
+    with pytest.raises(AttributeError):
+        value.model_copy(update={"colour": "blue"})
+    dumped = value.model_dump(mode="json")
+    assert list(dumped) == names  # every field, in the declared order
+    # The dump is the one a model holding it gives (what last-pass.json and the event log carry).
+    assert TypeAdapter(cls).validate_python(dumped) == value
+    assert json.loads(json.dumps(dumped)) == dumped
+
+
+def test_a_snapshot_with_every_slotted_value_round_trips_through_json() -> None:
+    c = _obs(
+        signals=ActivitySignals(**_VALUES[ActivitySignals]),  # type: ignore[arg-type]
+    )
+    snap = Snapshot(
+        observed_at=AT,
+        health=(DomainHealth(domain="docker", ok=True),),
+        containers=(c,),
+        processes=(GpuProcessObs(**_VALUES[GpuProcessObs]),),  # type: ignore[arg-type]
+        ledger=Ledger(path="ledger.json", entries=(LedgerEntry(**_VALUES[LedgerEntry]),)),  # type: ignore[arg-type]
+    )
+    back = Snapshot.model_validate_json(snap.model_dump_json())
+    assert back == snap
+    assert isinstance(back.processes[0], GpuProcessObs) and isinstance(back.ledger.entries[0], LedgerEntry)
+    assert back.containers[0].signals is not None
+    assert back.containers[0].signals.gpu_util[0] == GpuUtilReading(uuid=GpuUuid("GPU-0"), percent=3.0)
