@@ -122,10 +122,11 @@ def count_plan(n: int, *, tree: Path = ROOT, timeout_s: float = 1800.0) -> int:
         return counted_instructions([p.read_text() for p in work.glob("callgrind.*")])
 
 
-def count_against(n: int, rev: str) -> tuple[int, int]:
+def count_against(n: int, rev: str, *, parent: Path | None = None) -> tuple[int, int]:
     """(instructions at ``rev``, instructions in this checkout), counted side by side; ``rev`` is
-    checked out into a temporary git worktree, removed afterwards."""
-    with tempfile.TemporaryDirectory(prefix="ds01-instructions-tree-") as tmp:
+    checked out into a temporary git worktree (in a new directory under ``parent``, or the system's
+    temporary directory), removed afterwards."""
+    with tempfile.TemporaryDirectory(prefix="ds01-instructions-tree-", dir=parent) as tmp:
         other = Path(tmp) / "tree"
         subprocess.run(
             ["git", "-C", str(ROOT), "worktree", "add", "--detach", "--quiet", str(other), rev],

@@ -13,6 +13,9 @@ from enum import StrEnum
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
+from pydantic.dataclasses import dataclass
+
+from controller.snapshot import Slotted
 
 SCHEMA_VERSION = 1
 MAX_SAMPLES = 64
@@ -26,10 +29,9 @@ REMOVED_RETENTION_S = 24 * 3600.0
 _KEY_TOKEN = re.compile(r"[:+]")
 
 
-class Sample(BaseModel):
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Sample(Slotted):
     """One activity reading of a running container."""
-
-    model_config = ConfigDict(frozen=True)
 
     at: datetime
     cpu_usage_ns: int | None = None
@@ -38,18 +40,16 @@ class Sample(BaseModel):
     detail: str = ""
 
 
-class KeepAliveSeen(BaseModel):
+@dataclass(frozen=True, slots=True, kw_only=True)
+class KeepAliveSeen(Slotted):
     """The keep-alive file the controller first saw, to cap keep-alive from first sight."""
-
-    model_config = ConfigDict(frozen=True)
 
     inode: int | None
     first_seen_at: datetime
 
 
-class ContainerMemory(BaseModel):
-    model_config = ConfigDict(frozen=True)
-
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ContainerMemory(Slotted):
     container_id: str
     name: str = ""
     started_at: datetime | None = Field(default=None, description="StartedAt these samples belong to")

@@ -9,9 +9,10 @@ here silently means "zero" or "empty" when it really means "unknown".
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import datetime
 from enum import StrEnum
+from operator import attrgetter
 from typing import Any, Literal, NewType, Self, cast
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
@@ -33,14 +34,16 @@ class Frozen(BaseModel):
 
 
 class Slotted:
-    """Base for the observed values the planner reads thousands of times a pass (containers, their
-    GPU references, GPU processes): frozen, validated, and dumped and loaded by pydantic like a
-    :class:`Frozen` model, but each a slotted pydantic dataclass rather than a model.
+    """Base for the values the planner reads thousands of times a pass (observed containers, their
+    GPU references, GPU processes, signals and ledger rows; the memory's records and samples):
+    frozen, validated, and dumped and loaded by pydantic like a :class:`Frozen` model, but each a
+    slotted pydantic dataclass rather than a model.
 
     A model keeps its fields in a dict of its own, and pydantic's ``BaseModel.__getattr__`` keeps
     Python 3.11 from its fast path for reading them: a field of a model takes about three times as
-    long to read as a slot (bench/RESULTS.md). The JSON, the schema and the validation errors are
-    the model's; ``model_copy`` and ``model_dump`` are here.
+    long to read as a slot, and the dict makes each value larger (bench/RESULTS.md). The JSON, the
+    schema and the validation errors are the model's; ``model_copy``, ``model_dump`` and an
+    unvalidated ``built`` are here.
     """
 
     __slots__ = ()
@@ -49,14 +52,19 @@ class Slotted:
         """A copy with ``update``'s fields replaced, unvalidated: pydantic's ``model_copy``, as on
         every model (a name that is not a field raises AttributeError)."""
         cls = type(self)
-        names = _FIELD_NAMES.get(cls)
-        if names is None:
-            names = _FIELD_NAMES[cls] = tuple(f.name for f in dataclasses.fields(cast(Any, cls)))
-        new: Self = object.__new__(cls)
-        for name in names:
-            object.__setattr__(new, name, getattr(self, name))
+        copier = _COPIERS.get(cls) or _copier(cls)
+        new: Self = copier(self)
         for name, value in (update or {}).items():
             object.__setattr__(new, name, value)  # no slot of that name: AttributeError
+        return new
+
+    @classmethod
+    def built(cls, values: Mapping[str, object]) -> Self:
+        """A value of ``values``, which name every field, unvalidated (as ``model_construct``): for
+        the planner, which builds them from typed values thousands of times a pass."""
+        new: Self = object.__new__(cls)
+        for name, value in values.items():
+            object.__setattr__(new, name, value)
         return new
 
     def model_dump(self, *, mode: Literal["json", "python"] = "python") -> dict[str, Any]:
@@ -68,7 +76,28 @@ class Slotted:
         return cast(dict[str, Any], adapter.dump_python(self, mode=mode))
 
 
-_FIELD_NAMES: dict[type, tuple[str, ...]] = {}  # each slotted class's field names, in order
+_COPIERS: dict[type, Callable[[Any], Any]] = {}
+
+
+def _copier(cls: type) -> Callable[[Any], Any]:
+    """A function copying a value of ``cls``: every field read at once (one ``attrgetter``), each
+    slot set through its own descriptor (records are copied thousands of times a pass)."""
+    names = [f.name for f in dataclasses.fields(cast(Any, cls))]
+    many = attrgetter(*names)
+    read = many if len(names) > 1 else lambda old: (many(old),)  # (one name: a value, not a tuple)
+    setters = tuple(getattr(cls, name).__set__ for name in names)
+    new_ = object.__new__
+
+    def copy(old: Any) -> Any:
+        new: Any = new_(cls)
+        for set_, value in zip(setters, read(old), strict=True):
+            set_(new, value)
+        return new
+
+    _COPIERS[cls] = copy
+    return copy
+
+
 _ADAPTERS: dict[type, TypeAdapter[Any]] = {}
 
 

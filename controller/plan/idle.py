@@ -41,7 +41,6 @@ from typing import Any
 
 from controller.memory import MAX_SAMPLES, ContainerMemory, KeepAliveSeen, Sample
 from controller.plan.context import span
-from controller.plan.values import built, replaced
 from controller.snapshot import ActivitySignals, ContainerObs, KeepAlive, KeepAliveState
 from desired_state.effective import EffectivePolicy, MigIdleFallback, Sourced
 
@@ -395,9 +394,8 @@ def advance(
     keepalive = _observe_keepalive(keepalive, signals.keepalive, signals.read_at)
     # Every field of the streak given (as a fresh record would have them); the state the pass saw
     # (last_state, stopped_by_restart_at) is the planner's to write.
-    return replaced(
-        mem,
-        {
+    return mem.model_copy(
+        update={
             "name": container.name,
             "samples": samples,
             "idle_since": idle_since,
@@ -406,13 +404,12 @@ def advance(
             "keepalive": keepalive,
             "unobserved": None,
             "grace_extension_s": extension_s,
-        },
+        }
     )
 
 
 def _sample(signals: ActivitySignals, verdict: Verdict) -> Sample:
-    return built(
-        Sample,
+    return Sample.built(
         {
             "at": signals.read_at,
             "cpu_usage_ns": signals.cpu_usage_ns,

@@ -50,7 +50,7 @@ from controller.plan.rules.quotas import user_quotas
 from controller.plan.rules.resources import report_limits, update_resources
 from controller.plan.safety import apply_gates, removals_still_named
 from controller.plan.types import Action, DeferReason, Deferred, Plan, Reason
-from controller.plan.values import built, replaced
+from controller.plan.values import built
 from controller.snapshot import ContainerObs, ContainerState, Domain, Snapshot
 from desired_state.effective import EffectivePolicy
 
@@ -169,7 +169,7 @@ def _observe_containers(ctx: PassContext, desired: DesiredState, clock: ClockChe
         if prev is None or prev.started_at != c.started_at:
             mem = fresh_memory(c, seen_at, prev)
         elif prev.name != c.name:
-            mem = replaced(prev, {"name": c.name})
+            mem = prev.model_copy(update={"name": c.name})
         else:
             mem = prev
         if step_s > 0:
@@ -189,13 +189,13 @@ def _observe_containers(ctx: PassContext, desired: DesiredState, clock: ClockChe
             mem = mark_unobserved(mem, f"paused (seen {iso(seen_at)})")
         elif state in _FINISHED and mem.samples:
             # Samples belong to a start; a stopped container's next start begins afresh anyway.
-            mem = replaced(mem, {"samples": (), "idle_since": None})
+            mem = mem.model_copy(update={"samples": (), "idle_since": None})
         # (Only a stopped container can have been stopped by a restart: the rest need no call.)
         by_restart = stopped_by_restart(c, prev, restart_at) if state in STOPPED_STATES else None
         # ContainerState is a StrEnum: the state compares equal to its value (the string kept).
         if mem.last_state != state or mem.stopped_by_restart_at != by_restart:
             # Written only on a change: the state the controller saw, to tell later who stopped it.
-            mem = replaced(mem, {"last_state": state.value, "stopped_by_restart_at": by_restart})
+            mem = mem.model_copy(update={"last_state": state.value, "stopped_by_restart_at": by_restart})
         cmem[cid] = mem
         if mem.warnings:
             warned_ids.append(cid)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import pytest
 
@@ -23,11 +24,12 @@ def test_the_count_is_the_largest_total_among_the_dumps() -> None:
         counted_instructions(["version: 1\n"])
 
 
-def test_one_plan_is_counted_the_same_in_every_tree_of_it_and_grows_with_the_host() -> None:
+def test_one_plan_is_counted_the_same_in_every_tree_of_it_and_grows_with_the_host(tmp_path: Path) -> None:
     if shutil.which("valgrind") is None or shutil.which("gcc") is None:
         pytest.fail("valgrind and gcc are needed: run DS01_SETUP_TEST=1 scripts/host-setup.sh")
     with ThreadPoolExecutor(2) as pool:
-        side_by_side = pool.submit(count_against, 40, "HEAD")  # HEAD in a worktree, and this checkout
+        # HEAD in a worktree (under tmp_path), and this checkout
+        side_by_side = pool.submit(count_against, 40, "HEAD", parent=tmp_path)
         larger = pool.submit(count_plan, 400)
         (head, here), larger_count = side_by_side.result(), larger.result()
     assert head > 1_000_000 and here > 1_000_000  # a plan, not nothing
@@ -45,4 +47,4 @@ def test_one_plan_is_counted_the_same_in_every_tree_of_it_and_grows_with_the_hos
     # interpreter's start (hundreds of millions of instructions) would not grow this way.
     assert larger_count > 3 * here, (here, larger_count)
     worktrees = subprocess.run(["git", "worktree", "list"], cwd=ROOT, capture_output=True, text=True).stdout
-    assert "ds01-instructions-tree-" not in worktrees, "the temporary worktree is removed"
+    assert str(tmp_path) not in worktrees and not any(tmp_path.iterdir()), "the worktree is removed"

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from controller.memory import ContainerMemory, Sample
+from controller.memory import Attempt, ContainerMemory, ControllerMemory, ProcessSighting, Sample
 from controller.plan.types import Action, ActionKind, DeferReason, Deferred, Reason, StopParams, Target
 from controller.plan.values import built, replaced
 
 AT = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+AT2 = datetime(2026, 3, 1, 12, 5, tzinfo=UTC)
 TARGET = {
     "container": "train",
     "container_id": "c" * 64,
@@ -60,15 +61,30 @@ def test_built_is_model_construct() -> None:
 
 
 def test_replaced_is_model_copy() -> None:
-    sample = built(Sample, {"at": AT, "cpu_usage_ns": 1, "net_bytes": 2, "idle": True, "detail": "idle"})
-    assert sample == Sample(at=AT, cpu_usage_ns=1, net_bytes=2, idle=True, detail="idle")
-    mem = ContainerMemory(container_id="c", name="a", samples=(sample,), last_state="running")
-    changes = {"name": "b", "samples": (), "last_state": ""}
-    fast, slow = replaced(mem, changes), mem.model_copy(update=changes)
+    sighting = ProcessSighting(pid=7, start_time=1.5, first_seen_at=AT, last_seen_at=AT, sightings=2)
+    changes = {"sightings": 3, "last_seen_at": AT2, "reported": True}
+    fast, slow = replaced(sighting, changes), sighting.model_copy(update=changes)
     assert fast == slow
     assert fast.model_fields_set == slow.model_fields_set
     assert fast.model_dump(mode="json") == slow.model_dump(mode="json")
+    assert sighting.sightings == 2 and sighting.last_seen_at == AT, "the original is unchanged"
+
+
+def test_the_slotted_records_are_built_and_copied_as_validated_ones() -> None:
+    """Samples and memory records are slotted (controller.snapshot.Slotted): built unvalidated from
+    typed values and copied field by field, they equal the validated construction."""
+    sample = Sample.built({"at": AT, "cpu_usage_ns": 1, "net_bytes": 2, "idle": True, "detail": "idle"})
+    assert sample == Sample(at=AT, cpu_usage_ns=1, net_bytes=2, idle=True, detail="idle")
+    mem = ContainerMemory(container_id="c", name="a", samples=(sample,), last_state="running")
+    copied = mem.model_copy(update={"name": "b", "samples": (), "last_state": ""})
+    assert copied == ContainerMemory(container_id="c", name="b")
     assert mem.name == "a" and mem.samples == (sample,), "the original is unchanged"
+    assert ContainerMemory(**copied.model_dump()) == copied
+    assert not hasattr(mem, "__dict__") and not hasattr(sample, "__dict__")
+    # A record of a later version (a field this one does not know) still loads, as a model's did.
+    raw = {"container_id": "c", "name": "a", "later_field": 1, "samples": [{"at": AT.isoformat(), "x": 2}]}
+    loaded = ControllerMemory.model_validate({"containers": {"c": raw}}).containers["c"]
+    assert loaded == ContainerMemory(container_id="c", name="a", samples=(Sample(at=AT),))
 
 
 def test_values_built_with_every_field_share_one_fields_set_that_nothing_changes() -> None:
@@ -85,9 +101,9 @@ def test_values_built_with_every_field_share_one_fields_set_that_nothing_changes
 
 
 def test_replaced_keeps_every_field_set_and_adds_to_a_partial_set() -> None:
-    mem = ContainerMemory(container_id="c", name="a")
-    partial = replaced(mem, {"name": "b"})
-    assert partial.model_fields_set == mem.model_copy(update={"name": "b"}).model_fields_set
-    assert partial.model_fields_set == {"container_id", "name"}
-    full = built(ContainerMemory, dict(mem.__dict__))
-    assert replaced(full, {"name": "b"}).model_fields_set == set(ContainerMemory.model_fields)
+    attempt = Attempt(failures=1)
+    partial = replaced(attempt, {"last_error": "boom"})
+    assert partial.model_fields_set == attempt.model_copy(update={"last_error": "boom"}).model_fields_set
+    assert partial.model_fields_set == {"failures", "last_error"}
+    full = built(Attempt, dict(attempt.__dict__))
+    assert replaced(full, {"last_error": "boom"}).model_fields_set == set(Attempt.model_fields)

@@ -36,7 +36,6 @@ from typing import Any
 from controller.plan.context import Collector, PassContext, fmt_duration, host_target, iso
 from controller.plan.rules.aggregate import gpu_holders, owners
 from controller.plan.types import ActionKind, DeferReason, Reason, StopParams, WarnParams
-from controller.plan.values import replaced
 from controller.snapshot import ContainerId, ContainerObs, ContainerState
 from crd_like_specs.vocabulary import ContainerType
 from desired_state.effective import EffectivePolicy, ExemptFrom
@@ -116,7 +115,7 @@ def _void_stop_warnings(ctx: PassContext, stops: _Stops) -> None:
         if void:
             dropped = {_STOP_WARNINGS[r] for r in void}
             keep = {k: at for k, at in mem.warnings.items() if k not in dropped}
-            ctx.cmem[c.id] = replaced(mem, {"warnings": keep})
+            ctx.cmem[c.id] = mem.model_copy(update={"warnings": keep})
             ctx.forget_done.update(_stop_warn_key(c, r) for r in void)
 
 
