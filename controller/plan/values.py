@@ -1,7 +1,8 @@
 """Building the planner's pydantic values without validating them again.
 
-The planner builds actions, deferrals, targets and memory records from values that are typed
-already, tens of thousands per pass on a large host; validation would be most of a pass's cost.
+The planner builds actions, deferrals and targets from values that are typed already, tens of
+thousands per pass on a large host; validation would be most of a pass's cost. (Memory records and
+samples are slotted values with their own ``built`` and ``model_copy``: controller.snapshot.Slotted.)
 Everything here is pure. ``tests/unit/test_plan_values.py`` holds these equal to pydantic's own
 ``model_construct`` and ``model_copy``.
 """
@@ -54,7 +55,7 @@ def built(cls: type[M], values: dict[str, Any]) -> M:
 
 def replaced(m: M, changes: dict[str, Any]) -> M:
     """``m.model_copy(update=changes)`` (a shallow copy with some fields replaced), without the
-    generic copy machinery; the memory of every container is carried forward this way each pass."""
+    generic copy machinery (the policy memo's shared values are rebuilt this way: :func:`rebuilt`)."""
     new = _new(type(m))
     values = dict(m.__dict__)
     values.update(changes)
