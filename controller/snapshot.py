@@ -286,13 +286,11 @@ class ActivitySignals(Slotted):
 
 @dataclass(frozen=True, slots=True, kw_only=True, config=ConfigDict(extra="forbid"))
 class ContainerObs(Slotted):
-    """One container as observed: frozen, validated, and dumped and loaded by pydantic like every
-    other observed value, but a slotted pydantic dataclass rather than a model.
+    """One container as observed: a slotted value (:class:`Slotted`).
 
-    The planner walks every container several times a pass. A model keeps its fields in a dict of
-    its own, reached anew on each walk; a slotted object keeps them in itself, which made the
-    planner at 10,000 containers about 12 % quicker (bench/RESULTS.md, eighth round). The JSON, the
-    schema and the validation errors are the model's.
+    The planner walks every container several times a pass; keeping its fields in slots rather than
+    a model's dict made the planner at 10,000 containers about 12 % quicker (bench/RESULTS.md,
+    eighth round).
     """
 
     id: ContainerId

@@ -177,12 +177,7 @@ def _observe_containers(ctx: PassContext, desired: DesiredState, clock: ClockChe
             mem = with_clock_step(mem, step_s, seen_at)
         state = c.state
         # Only GPU containers are ever idle-stopped, so only they are sampled (and memory stays small).
-        if (
-            state == _RUNNING
-            and (c.gpu_refs or c.all_gpus)
-            and c.signals is not None
-            and c.started_at is not None
-        ):
+        if state == _RUNNING and c.has_gpu and c.signals is not None and c.started_at is not None:
             mem = sampling.fold(mem, c, policy)
         elif state == _PAUSED:
             # A paused container accrues no idle time: the sample after it resumes is undecidable.
@@ -242,7 +237,7 @@ def _container_rules(ctx: PassContext, out: Collector, c: ContainerObs) -> None:
     state = c.state
     # Most containers are running without a GPU: no lifecycle rule applies to them, tested first.
     if state == _RUNNING:
-        if c.gpu_refs or c.all_gpus:  # ``has_gpu``, without a call for each of thousands
+        if c.has_gpu:
             _running_gpu_rules(ctx, out, c, ctx.policies[c.id])
     elif state == _CREATED:
         created_never_started(ctx, out, c, ctx.policies[c.id])
