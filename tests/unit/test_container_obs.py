@@ -12,6 +12,7 @@ from typing import Any, cast
 
 import pytest
 from pydantic import TypeAdapter, ValidationError
+from pydantic.dataclasses import dataclass
 
 from controller.snapshot import (
     ActivitySignals,
@@ -157,3 +158,23 @@ def test_a_snapshot_with_every_slotted_value_round_trips_through_json() -> None:
     assert isinstance(back.processes[0], GpuProcessObs) and isinstance(back.ledger.entries[0], LedgerEntry)
     assert back.containers[0].signals is not None
     assert back.containers[0].signals.gpu_util[0] == GpuUtilReading(uuid=GpuUuid("GPU-0"), percent=3.0)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _OneField(Slotted):
+    only: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _TwoFields(Slotted):
+    first: int
+    second: str = "b"
+
+
+def test_the_copy_of_a_slotted_value_of_one_field_and_of_two() -> None:
+    # (attrgetter of one name gives a value, of two a tuple: the copier takes both.)
+    one = _OneField(only=1)
+    assert one.model_copy() == one and one.model_copy(update={"only": 2}) == _OneField(only=2)
+    two = _TwoFields(first=1)
+    assert two.model_copy(update={"second": "c"}) == _TwoFields(first=1, second="c")
+    assert two.model_copy() == two and two.model_copy() is not two
