@@ -3,7 +3,9 @@ with the machine's load.
 
 Wall and CPU times of the planner on a shared machine move by 10-20 % from one minute to the next
 (bench/RESULTS.md), more than most changes to the planner save; the instructions one plan executes
-move by well under 1 %. They are not time (a cache miss costs more than an add), so a target is
+do not move from run to run: the child plans at a fixed instant, with a fixed hash seed, and
+every tree is counted through one path (:func:`counting_place`), so two checkouts of one tree
+count about 0.1 % apart. They are not time (a cache miss costs more than an add), so a target is
 still judged in milliseconds; but two trees are compared here, each checkout in turn::
 
     python -m bench.instructions --size 2000
@@ -14,7 +16,7 @@ markers that turn callgrind's counting on and off; only that plan is counted. Th
 lines of C compiled here (``gcc`` and valgrind's ``callgrind.h``, both from Debian: ``gcc``,
 ``valgrind``). Under valgrind the child runs about 50 times slower: about a minute at 2,000
 containers, five at 10,000. ``--against REV`` counts the planner of a git revision too (checked
-out into a temporary worktree), side by side with this checkout's::
+out into a temporary worktree), then this checkout's::
 
     python -m bench.instructions --size 2000 --against main
 """
@@ -22,13 +24,14 @@ out into a temporary worktree), side by side with this checkout's::
 from __future__ import annotations
 
 import argparse
+import fcntl
 import os
 import re
 import shutil
+import stat
 import subprocess
 import sys
 import tempfile
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 _MARKERS_C = """
@@ -71,12 +74,13 @@ def _markers(work: Path) -> Path:
 # second, then the counted one.
 _CHILD = """
 import ctypes, gc, sys
+from datetime import datetime, timezone
 sys.path.insert(0, sys.argv[1])
 from bench import synthetic
-from bench.cases import make_desired, utcnow
+from bench.cases import make_desired
 from controller.plan.planner import plan
 lib = ctypes.CDLL(sys.argv[3])
-now = utcnow()
+now = datetime(2026, 6, 3, 14, 27, 31, 250000, tzinfo=timezone.utc)
 snapshot, memory = synthetic.build(int(sys.argv[2]), now)
 desired = make_desired()[0]
 plan(snapshot, desired, memory, now)
@@ -89,13 +93,34 @@ lib.ds01_count_stop()
 ROOT = Path(__file__).resolve().parent.parent
 
 
+def counting_place() -> Path:
+    """This user's one directory for counting, the same path for every tree counted: the interpreter
+    keeps the tree's path in its strings, and where they are allocated moves the count (CPython's
+    attribute cache is indexed by addresses). At another path the same tree counts 0.1-0.5 % apart;
+    here, the same. Private (created 0700, owned by this user, no link), since a tree is run from it."""
+    place = Path(tempfile.gettempdir()) / f"ds01-instructions-{os.getuid()}"
+    try:
+        place.mkdir(mode=0o700)
+    except FileExistsError:
+        pass
+    st = place.lstat()
+    if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.getuid() or st.st_mode & 0o077:
+        raise Unavailable(f"{place} is not a private directory of this user: remove it and run again")
+    return place
+
+
 def count_plan(n: int, *, tree: Path = ROOT, timeout_s: float = 1800.0) -> int:
     """Instructions of one steady plan of the ``n``-container synthetic host, as planned by the
-    checkout at ``tree`` (this one by default)."""
-    with tempfile.TemporaryDirectory(prefix="ds01-instructions-") as tmp:
-        work = Path(tmp)
-        lib = _markers(work)
-        out = work / "callgrind.%p"
+    checkout at ``tree`` (this one by default). Counts run one at a time (a lock), each through
+    the same link to its tree."""
+    place = counting_place()
+    with (place / "lock").open("w") as lock, tempfile.TemporaryDirectory(prefix="ds01-instructions-") as tmp:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        lib = _markers(place)
+        link = place / "tree"
+        link.unlink(missing_ok=True)
+        link.symlink_to(tree.resolve(), target_is_directory=True)
+        out = Path(tmp) / "callgrind.%p"
         run = subprocess.run(
             [
                 "valgrind",
@@ -105,27 +130,30 @@ def count_plan(n: int, *, tree: Path = ROOT, timeout_s: float = 1800.0) -> int:
                 sys.executable,
                 "-c",
                 _CHILD,
-                str(tree),
+                str(link),
                 str(n),
                 str(lib),
             ],
             capture_output=True,
             text=True,
             timeout=timeout_s,
-            cwd=tree,
+            # Not the tree: the interpreter would find it through the working directory, at its
+            # own path
+            cwd=place,
             # One hash seed: string hashes, and so the layout of every dict and set, are the same
             # in every run (with a random seed the count moves by a few tenths of a percent).
-            env={**os.environ, "PYTHONHASHSEED": "0", "PYTHONPATH": str(tree)},
+            env={**os.environ, "PYTHONHASHSEED": "0", "PYTHONPATH": str(link)},
         )
+        link.unlink()
         if run.returncode != 0:
             raise RuntimeError(f"the counted plan failed (exit {run.returncode}): {run.stderr[-2000:]}")
-        return counted_instructions([p.read_text() for p in work.glob("callgrind.*")])
+        return counted_instructions([p.read_text() for p in Path(tmp).glob("callgrind.*")])
 
 
 def count_against(n: int, rev: str, *, parent: Path | None = None) -> tuple[int, int]:
-    """(instructions at ``rev``, instructions in this checkout), counted side by side; ``rev`` is
-    checked out into a temporary git worktree (in a new directory under ``parent``, or the system's
-    temporary directory), removed afterwards."""
+    """(instructions at ``rev``, instructions in this checkout), counted one after the other;
+    ``rev`` is checked out into a temporary git worktree (in a new directory under ``parent``, or the
+    system's temporary directory), removed afterwards."""
     with tempfile.TemporaryDirectory(prefix="ds01-instructions-tree-", dir=parent) as tmp:
         other = Path(tmp) / "tree"
         subprocess.run(
@@ -135,10 +163,7 @@ def count_against(n: int, rev: str, *, parent: Path | None = None) -> tuple[int,
             text=True,
         )
         try:
-            with ThreadPoolExecutor(2) as pool:
-                theirs = pool.submit(count_plan, n, tree=other)
-                ours = pool.submit(count_plan, n)
-                return theirs.result(), ours.result()
+            return count_plan(n, tree=other), count_plan(n)
         finally:
             subprocess.run(
                 ["git", "-C", str(ROOT), "worktree", "remove", "--force", str(other)], capture_output=True
@@ -155,7 +180,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--against",
         metavar="REV",
-        help="also count the planner of this git revision (a temporary worktree), side by side",
+        help="first count the planner of this git revision (a temporary worktree), then this checkout's",
     )
     args = parser.parse_args(argv)
     try:
