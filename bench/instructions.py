@@ -3,10 +3,11 @@ with the machine's load.
 
 Wall and CPU times of the planner on a shared machine move by 10-20 % from one minute to the next
 (bench/RESULTS.md), more than most changes to the planner save; the instructions one plan executes
-do not move from run to run: the child plans at a fixed instant, with a fixed hash seed, and
-every tree is counted through one path (:func:`counting_place`), so two checkouts of one tree
-count about 0.1 % apart. They are not time (a cache miss costs more than an add), so a target is
-still judged in milliseconds; but two trees are compared here, each checkout in turn::
+do not move from run to run (a few in ten million): the child plans at a fixed instant, with a
+fixed hash seed, and every tree is counted through one path (:func:`counting_place`), so two
+checkouts of one tree count about 0.1 % apart. They are not time (a cache miss costs more than an
+add), so a target is still judged in milliseconds; but two trees are compared here, each checkout
+in turn::
 
     python -m bench.instructions --size 2000
 
