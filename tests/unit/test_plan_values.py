@@ -92,6 +92,7 @@ def test_values_built_with_every_field_share_one_fields_set_that_nothing_changes
     model's fields set and copies it on ``model_copy``, so no value can change another's."""
     first, second = built(Target, dict(TARGET)), built(Target, {**TARGET, "container": "other"})
     assert first.model_fields_set == second.model_fields_set == set(Target.model_fields)
+    assert first.model_fields_set is second.model_fields_set, "one set, shared"
     copied = first.model_copy(update={"user": "bob"})
     assert copied.model_fields_set == set(Target.model_fields)
     assert first.model_fields_set is not copied.model_fields_set, "a copy has a set of its own"
