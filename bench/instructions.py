@@ -97,8 +97,10 @@ ROOT = Path(__file__).resolve().parent.parent
 def counting_place() -> Path:
     """This user's one directory for counting, the same path for every tree counted: the interpreter
     keeps the tree's path in its strings, and where they are allocated moves the count (CPython's
-    attribute cache is indexed by addresses). At another path the same tree counts 0.1-0.5 % apart;
-    here, the same. Private (created 0700, owned by this user, no link), since a tree is run from it."""
+    attribute cache is indexed by addresses). Each tree at its own path, two checkouts of one tree
+    counted 0.1-0.5 % apart; through this one, about 0.1 % at most (what else a tree holds, its
+    compiled files among them, still moves things). Private (created 0700, owned by this user, no
+    link), since a tree is run from it."""
     place = Path(tempfile.gettempdir()) / f"ds01-instructions-{os.getuid()}"
     try:
         place.mkdir(mode=0o700)
