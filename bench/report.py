@@ -17,7 +17,8 @@ def render_table(results: dict[str, Any]) -> str:
     run = results.get("run", {})
     lines = [
         f"machine: {m.get('cores')} cores, {m.get('cpu_model')}, Docker {m.get('docker_version')} "
-        f"({m.get('docker_cgroup', '?')}), Python {m.get('python')}, revision {m.get('git_revision')}",
+        f"({m.get('docker_cgroup', '?')}), Python {m.get('python')} "
+        f"({m.get('python_libpython', 'build unknown')}), revision {m.get('git_revision')}",
         f"run {run.get('id')}, {run.get('wall_s', 0):.0f} s, load average at start/end "
         f"{_load(run.get('load_avg_at_start'))} / {_load(run.get('load_avg_at_end'))}"
         + (" (quick: minimal sizes, figures not comparable to the targets)" if run.get("quick") else ""),

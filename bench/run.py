@@ -129,6 +129,26 @@ def cpu_model() -> str:
     return platform.processor() or "unknown"
 
 
+def libpython(maps: Path = Path("/proc/self/maps")) -> str:
+    """Where this interpreter's core runs from: ``shared <file>`` when the process maps a libpython
+    (a build with ``--enable-shared``, pyenv's default), ``static`` when it maps none (the core
+    linked into the executable, as Debian's ``python3``), ``unknown`` where there is no such file.
+
+    The same tree plans 10-15 % apart under two builds of one Python version (bench/RESULTS.md,
+    2026-12-06): a figure is comparable only with one taken under the same build.
+    """
+    try:
+        lines = maps.read_text().splitlines()
+    except OSError:
+        return "unknown"
+    for line in lines:
+        fields = line.split(maxsplit=5)  # address, perms, offset, device, inode, then the file if any
+        name = Path(fields[5].strip()).name if len(fields) == 6 else ""
+        if name.startswith("libpython"):
+            return f"shared {name}"
+    return "static"
+
+
 def machine_info() -> dict[str, Any]:
     info: dict[str, Any] = {
         "cores": os.cpu_count(),
@@ -136,6 +156,9 @@ def machine_info() -> dict[str, Any]:
         "memory_bytes": os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"),
         "kernel": platform.release(),
         "python": platform.python_version(),
+        "python_executable": sys.executable,
+        "python_libpython": libpython(),
+        "python_compiler": platform.python_compiler(),
     }
     try:
         import docker
