@@ -354,12 +354,15 @@ class ActionScheduler:
         for index in list(pending):
             action = plan.actions[index]
             keys = conflict_keys(action)
-            busy = self._abandoned_on(keys)
+            busy = self._abandoned_on(action, keys)
             if busy is not None:
                 pending.remove(index)
+                where = "on this target" if keys & busy.keys else clean(busy.action.target.label(), 80)
+                alone = "; a GPU reset runs alone" if _exclusive(action) or _exclusive(busy.action) else ""
                 why = (
-                    f"not started: {busy.action.kind.value} on this target is still running "
-                    f"({self.monotonic() - busy.started:.0f} s, past its deadline); re-planned next pass"
+                    f"not started: {busy.action.kind.value} {where} is still running "
+                    f"({self.monotonic() - busy.started:.0f} s, past its deadline){alone}; "
+                    "re-planned next pass"
                 )
                 record(index, _outcome(action, Outcome.SKIPPED, why))
                 continue
@@ -460,9 +463,13 @@ class ActionScheduler:
         at = self.clock()
         return outcome, lambda m: m.with_failure(action.key, detail, at)
 
-    def _abandoned_on(self, keys: frozenset[str]) -> _Running | None:
+    def _abandoned_on(self, action: Action, keys: frozenset[str]) -> _Running | None:
+        """An action abandoned past its deadline and still running that ``action`` must not start
+        beside: one on a target it touches, or any at all where either is a GPU reset (a reset runs
+        alone: a stop or kill still under way may be on that GPU, whose processes it holds)."""
+        alone = _exclusive(action)
         for entry in self._abandoned.values():
-            if keys & entry.keys or _exclusive(entry.action):
+            if alone or keys & entry.keys or _exclusive(entry.action):
                 return entry
         return None
 

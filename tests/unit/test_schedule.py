@@ -352,6 +352,48 @@ def test_a_gpu_reset_runs_alone() -> None:
     assert recorder.intervals[actions[3].key][0] >= recorder.intervals[reset][1], "nothing overtakes a reset"
 
 
+def test_a_gpu_reset_waits_for_a_stop_abandoned_past_its_deadline() -> None:
+    """A reset runs alone, and an abandoned stop is still in flight: a stop hung in the engine (its
+    process stuck in the driver) is on the very GPU a reset would be planned for."""
+    release = threading.Event()
+    recorder = Recorder(seconds=0.01)
+    log: list[str] = []
+
+    def run_one(plan: Plan, memory: ControllerMemory, now: datetime) -> ExecutionReport:
+        (a,) = plan.actions
+        log.append(f"{a.kind.value} starts")
+        if a.target.container == "gpujob":
+            release.wait(10)  # docker stop hangs in the engine
+        log.append(f"{a.kind.value} ends")
+        return recorder(plan, memory, now)
+
+    # The scheduler's clock runs 200 times faster: the stop's 60 s grace plus slack passes in 0.6 s.
+    scheduler = ActionScheduler(
+        Limits(max_concurrent=4, max_age_s=1e9), monotonic=lambda: time.monotonic() * 200
+    )
+    stop = action(ActionKind.STOP_CONTAINER, "gpujob", timeout_s=60)
+    try:
+        first = run(scheduler, plan_of(stop), run_one)
+        assert first.outcomes[0].outcome is Outcome.FAILED and scheduler.abandoned == (stop.key,)
+        second = run(scheduler, plan_of(action(ActionKind.RESET_GPU, "gpu")), run_one)
+        (o,) = second.outcomes
+        assert o.outcome is Outcome.SKIPPED, o.detail
+        assert o.detail.startswith("not started: StopContainer gpujob is still running"), o.detail
+        assert "a GPU reset runs alone" in o.detail
+        assert log == ["StopContainer starts"], "the reset ran beside the stop still under way"
+        # A stop of another container is not held up by it (only a reset runs alone).
+        other = run(scheduler, plan_of(action(ActionKind.STOP_CONTAINER, "other")), run_one)
+        assert other.outcomes[0].outcome is Outcome.DONE
+    finally:
+        release.set()
+    deadline = time.monotonic() + 10
+    while scheduler.abandoned and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert scheduler.abandoned == ()
+    again = run(scheduler, plan_of(action(ActionKind.RESET_GPU, "gpu")), run_one)
+    assert again.outcomes[0].outcome is Outcome.DONE, "once the stop ended, the reset runs"
+
+
 def test_actions_not_started_within_max_age_are_stale_and_untouched() -> None:
     ticks = [0.0]
     scheduler = ActionScheduler(Limits(max_concurrent=1, max_age_s=30), monotonic=lambda: ticks[0])
