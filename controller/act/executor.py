@@ -635,6 +635,20 @@ class RealExecutor:
         self._check_plausible(action, fresh)
         return fresh
 
+    def _begin_checked(
+        self, action: Action, mem: ControllerMemory, now: datetime
+    ) -> tuple[ControllerMemory, Inspected | None]:
+        """Record the intent, then look at the container once more, right before the call.
+
+        Writing the intent takes a while (the memory and the event line are fsynced, and the
+        memory's save waits for other actions' saves): a container restarted meanwhile is a new,
+        live start that nothing judged. The check before the intent spares a moot action its
+        record; this one is the last look before the engine is told. A change found here closes
+        the intent as skipped; a container gone closes it as already done (None).
+        """
+        mem = self._begin(action, mem, now)
+        return mem, self._precondition(action)
+
     @staticmethod
     def _check_plausible(action: Action, fresh: Inspected) -> None:
         reason = action.reason
@@ -668,7 +682,10 @@ class RealExecutor:
         stop_params = action.params_as(StopParams)
         timeout_s = _int_param(stop_params.grace_s, DEFAULT_STOP_TIMEOUT_S)
         remove = stop_params.remove
-        mem = self._begin(action, mem, now)
+        mem, last = self._begin_checked(action, mem, now)
+        if last is None:
+            return _Done(Outcome.ALREADY_DONE, "container removed before the stop", mem)
+        fresh = last
         try:
             self._docker.stop(cid, timeout_s=timeout_s)
         except GoneError:
@@ -719,7 +736,10 @@ class RealExecutor:
         if fresh is None:
             return _Done(Outcome.ALREADY_DONE, "container already gone", mem)
         cid = fresh.id
-        mem = self._begin(action, mem, now)
+        mem, last = self._begin_checked(action, mem, now)
+        if last is None:
+            return _Done(Outcome.ALREADY_DONE, "container removed by someone else", mem)
+        fresh = last
         try:
             self._docker.remove(cid)
         except GoneError:
@@ -848,6 +868,11 @@ class RealExecutor:
             raise _Skip("not safe to reset now: " + "; ".join(blockers))
         timeout_s = _or(action.params_as(ResetParams).timeout_s, self._reset_timeout_s)
         mem = self._begin(action, mem, now)
+        # The last look, after the intent's (fsynced, possibly queued) write: a process or container
+        # that took the GPU meanwhile closes the intent as skipped (see _begin_checked).
+        blockers = list(self._reset_precheck(gpu))
+        if blockers:
+            raise _Skip("not safe to reset now: " + "; ".join(blockers))
         result = run_reset(self._reset_command, gpu, timeout_s=timeout_s)
         status = "cleaned" if result.ok else "reset_failed"
         details = {
@@ -902,7 +927,16 @@ class RealExecutor:
             return _Done(Outcome.ALREADY_DONE, "already at or below the requested limits", mem)
         if fresh.status == "running":
             self._check_use(fresh, wanted, body)
-        mem = self._begin(action, mem, now)
+        mem, last = self._begin_checked(action, mem, now)
+        if last is None:
+            return _Done(Outcome.ALREADY_DONE, "container removed before the update", mem)
+        fresh = last
+        # The use may have grown while the intent was written: what is lowered is judged again.
+        body = still_needed(wanted, fresh.limits)
+        if not body:
+            return _Done(Outcome.ALREADY_DONE, "already at or below the requested limits", mem)
+        if fresh.status == "running":
+            self._check_use(fresh, wanted, body)
         try:
             self._docker.update(fresh.id, body)
         except GoneError:

@@ -330,3 +330,76 @@ def test_a_gpu_reset_killed_before_its_memory_was_saved_is_not_repeated(
     assert outcomes == () and after.intents == {}
     assert action.key in after.done, "the planner must see the reset as done, or it resets again"
     assert marker.read_text().split() == [GPU]
+
+
+# --- the last look: the container is checked again after its intent is written -----------------
+# Writing the intent fsyncs the memory and an event line, and the memory's save may wait for other
+# actions' saves: a container restarted meanwhile is a new, live start that no rule judged.
+
+
+def test_a_container_restarted_while_its_stop_intent_is_written_is_not_stopped(
+    docker_client: Any, make_container: Any, tmp_path: Path
+) -> None:
+    log = tmp_path / "events.jsonl"
+    c = make_container("sleep 300")
+    planned = docker_client.api.inspect_container(c.id)["State"]["StartedAt"]
+
+    def save(memory: ControllerMemory) -> None:
+        docker_client.api.restart(c.id, timeout=0)  # the owner restarts it: a fresh start
+
+    ex = executor(docker_client, log, tmp_path / "ledger.json", save_memory=save)
+    action = idle_stop(c)
+    report = ex.execute(make_plan(action, memory=idle_memory(c, 600)), idle_memory(c, 600), NOW)
+    (o,) = report.outcomes
+    assert o.outcome is Outcome.SKIPPED and o.detail.startswith("restarted since the plan"), o.detail
+    state = docker_client.api.inspect_container(c.id)["State"]
+    assert state["Status"] == "running" and state["StartedAt"] != planned
+    assert report.memory.intents == {}
+    started, closed = read_events(log, intents=True)
+    assert started["event_type"] == "controller.action_started"
+    assert closed["details"]["phase"] == "skipped" and closed["details"]["key"] == action.key
+
+
+def test_a_container_started_and_stopped_again_while_its_removal_intent_is_written_is_kept(
+    docker_client: Any, make_container: Any, tmp_path: Path
+) -> None:
+    log = tmp_path / "events.jsonl"
+    c = make_container("sleep 300")
+    docker_client.api.stop(c.id, timeout=0)
+    planned = docker_client.api.inspect_container(c.id)["State"]["StartedAt"]
+    action = container_action(ActionKind.REMOVE_CONTAINER, c, Reason.STOPPED_HOLD_EXPIRED)
+    assert action.target.expected_state == "exited"
+
+    def save(memory: ControllerMemory) -> None:
+        # Its owner used it again (a new start, work written to its layer) and stopped it.
+        docker_client.api.start(c.id)
+        docker_client.api.stop(c.id, timeout=0)
+
+    ex = executor(docker_client, log, tmp_path / "ledger.json", save_memory=save)
+    report = ex.execute(make_plan(action), ControllerMemory(), NOW)
+    (o,) = report.outcomes
+    assert o.outcome is Outcome.SKIPPED and o.detail.startswith("restarted since the plan"), o.detail
+    state = docker_client.api.inspect_container(c.id)["State"]
+    assert state["Status"] == "exited" and state["StartedAt"] != planned
+    started, closed = read_events(log, intents=True)
+    assert started["event_type"] == "controller.action_started"
+    assert closed["details"]["phase"] == "skipped" and closed["details"]["key"] == action.key
+
+
+def test_a_container_removed_while_its_stop_intent_is_written_is_already_done(
+    docker_client: Any, make_container: Any, tmp_path: Path
+) -> None:
+    log = tmp_path / "events.jsonl"
+    c = make_container("sleep 300")
+
+    def save(memory: ControllerMemory) -> None:
+        docker_client.api.remove_container(c.id, force=True)
+
+    ex = executor(docker_client, log, tmp_path / "ledger.json", save_memory=save)
+    report = ex.execute(make_plan(idle_stop(c)), ControllerMemory(), NOW)
+    (o,) = report.outcomes
+    assert o.outcome is Outcome.ALREADY_DONE, o.detail
+    assert report.memory.intents == {}
+    started, closed = read_events(log, intents=True)
+    assert started["event_type"] == "controller.action_started"
+    assert closed["details"]["phase"] == "done"

@@ -228,6 +228,49 @@ def test_the_executor_rechecks_use_right_before_lowering(
     assert host_config(docker_client, c.id)["State"]["Running"] is True
 
 
+def test_use_that_grows_while_the_update_intent_is_written_is_seen_before_lowering(
+    make_container: ContainerFactory, docker_client: Any, tmp_path: Path
+) -> None:
+    # The use is low at the plan and at the check before the intent; the container fills its tmpfs
+    # while the intent is written (fsynced; the save may wait for other actions' saves). The limit
+    # must not be lowered under it: the use is read again after the intent.
+    c = make_container(
+        "sh -c 'while [ ! -e /tmp/go ]; do sleep 0.1; done; "
+        "dd if=/dev/zero of=/dev/shm/fill bs=1M count=100 2>/dev/null; touch /tmp/done; sleep 300'",
+        network_mode="none",
+        shm_size="256m",
+    )
+    time.sleep(0.5)
+    desired = PolicySetDesired(load_spec_text(SPEC))
+    p = ours(plan(observe(tmp_path), desired, ControllerMemory(), datetime_now()), {c.id})
+    (update,) = [a for a in p.actions if a.kind == ActionKind.UPDATE_RESOURCES]
+    assert update.params_as(ResourceUpdate).memory_bytes == 64 * MiB
+
+    def save(memory: ControllerMemory) -> None:
+        c.exec_run("touch /tmp/go")
+        for _ in range(100):  # until the 100 MiB are written
+            if c.exec_run("ls /tmp/done").exit_code == 0:
+                return
+            time.sleep(0.1)
+        raise AssertionError("the container did not fill its tmpfs")
+
+    executor = RealExecutor(
+        docker_client,
+        EventLog(tmp_path / "e.jsonl"),
+        RecordingNotifier(),
+        tmp_path / "l.json",
+        save_memory=save,
+    )
+    report = executor.execute(make_plan(update), ControllerMemory(), datetime_now())
+    (outcome,) = report.outcomes
+    assert outcome.outcome is Outcome.SKIPPED and "uses" in outcome.detail, outcome.detail
+    assert host_config(docker_client, c.id)["HostConfig"]["Memory"] == 0
+    assert host_config(docker_client, c.id)["State"]["Running"] is True
+    started, closed = read_events(tmp_path / "e.jsonl", intents=True)
+    assert started["event_type"] == "controller.action_started"
+    assert closed["details"]["phase"] == "skipped"
+
+
 PIDS_SPEC = """\
 apiVersion: ds01.io/v1alpha1
 kind: LifecyclePolicy

@@ -5,6 +5,7 @@ or a live holder that appeared since the plan: the reset is skipped and the comm
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import docker
@@ -100,7 +101,11 @@ def reset_action() -> Action:
     )
 
 
-def executor(tmp_path: Path, precheck: ResetPrecheck | None) -> tuple[RealExecutor, Path]:
+def executor(
+    tmp_path: Path,
+    precheck: ResetPrecheck | None,
+    save_memory: Callable[[ControllerMemory], None] | None = None,
+) -> tuple[RealExecutor, Path]:
     ran = tmp_path / "ran"
     script = tmp_path / "reset"
     script.write_text(f'#!/bin/sh\necho "$@" >> {ran}\n')
@@ -114,6 +119,7 @@ def executor(tmp_path: Path, precheck: ResetPrecheck | None) -> tuple[RealExecut
         tmp_path / "ledger.json",
         reset_command=[str(script), "{uuid}"],
         reset_precheck=precheck,
+        save_memory=save_memory,
     )
     return ex, ran
 
@@ -149,3 +155,29 @@ def test_without_a_re_check_no_gpu_is_reset(tmp_path: Path) -> None:
     ex, ran = executor(tmp_path, None)
     (outcome,) = ex.execute(make_plan(reset_action()), ControllerMemory(), NOW).outcomes
     assert outcome.outcome is Outcome.SKIPPED and not ran.exists()
+
+
+def test_a_process_that_takes_the_gpu_while_the_intent_is_written_is_seen_before_the_reset(
+    tmp_path: Path,
+) -> None:
+    """The intent's write is fsynced and may wait for other actions' saves: a CUDA process started
+    meanwhile must still stop the reset (the check before the intent saw a clean GPU)."""
+    host = {"fresh": b.snapshot(gpus=[b.gpu(0)])}
+    saved: list[ControllerMemory] = []
+
+    def save(memory: ControllerMemory) -> None:
+        saved.append(memory)
+        host["fresh"] = b.snapshot(gpus=[b.gpu(0, processes=(4242,))])  # a job starts on the GPU
+
+    ex, ran = executor(tmp_path, ResetPrecheck(lambda: host["fresh"]), save_memory=save)
+    action = reset_action()
+    report = ex.execute(make_plan(action), ControllerMemory(), NOW)
+    (outcome,) = report.outcomes
+    assert outcome.outcome is Outcome.SKIPPED, outcome.detail
+    assert outcome.detail == "not safe to reset now: processes on it now: 4242"
+    assert not ran.exists(), "the reset command ran on a GPU a process had just taken"
+    assert action.key in saved[0].intents, "the intent was written before the last look"
+    assert report.memory.intents == {} and report.memory.done == {}
+    started, closed = read_events(tmp_path / "events.jsonl", intents=True)
+    assert started["event_type"] == "controller.action_started"
+    assert closed["details"]["phase"] == "skipped" and closed["details"]["key"] == action.key
