@@ -86,6 +86,30 @@ def _optional(what: str, fn: Callable[..., T], *args: Any) -> tuple[T | None, st
         return None, reason
 
 
+def _process_list(
+    what: str,
+    v3: Callable[[Any], Any],
+    v2: Callable[[Any], Any],
+    handle: Any,
+    *,
+    none_when_unsupported: bool = False,
+) -> tuple[list[Any] | None, str | None]:
+    """A process list through ``_v3``, or ``_v2`` (same layout) on drivers before R510; None and why
+    when unreadable. With ``none_when_unsupported``, a device that answers NOT_SUPPORTED has none."""
+    for fn in (v3, v2):
+        try:
+            return list(fn(handle)), None
+        except pynvml.NVMLError as exc:
+            if fn is v3 and isinstance(exc, pynvml.NVMLError_FunctionNotFound):
+                continue  # a driver before R510: _v2
+            if none_when_unsupported and isinstance(exc, pynvml.NVMLError_NotSupported):
+                return [], None
+            reason = f"{what} failed: {describe_nvml_error(exc)}"
+            logger.debug("NVML field unknown: {}", reason)
+            return None, reason
+    raise AssertionError("unreachable: _v2 either answers or raises")
+
+
 _MIG_PROFILE = re.compile(r"\bMIG\s+(\d+g\.\d+gb(?:\+\w+)*)", re.IGNORECASE)
 
 
@@ -358,18 +382,35 @@ class NvmlObserver:
         return tuple(devices)
 
     def _processes(self, handle: Any, label: str) -> tuple[tuple[NvmlProcess, ...], str | None]:
-        what = f"nvmlDeviceGetComputeRunningProcesses({label})"
-        try:
-            raw = pynvml.nvmlDeviceGetComputeRunningProcesses_v3(handle)
-        except pynvml.NVMLError_FunctionNotFound:
-            # Drivers before R510 have no _v3; _v2 has the same layout.
-            raw, reason = _optional(what, pynvml.nvmlDeviceGetComputeRunningProcesses_v2, handle)
-            if raw is None:
-                return (), reason
-        except pynvml.NVMLError as exc:
-            reason = f"{what} failed: {describe_nvml_error(exc)}"
-            logger.debug("NVML field unknown: {}", reason)
+        """Every process with a context on the device: compute and graphics (an X server, an EGL or
+        Vulkan renderer), one entry per pid. A graphics process holds memory like a compute one: read
+        the compute list alone, a GPU an X server or a renderer uses looks like one with memory in
+        use and no process (dirty), and a reset would be planned for it. Either list unreadable makes
+        the whole list unknown; a device that runs no graphics (NOT_SUPPORTED: MIG devices, compute-
+        only boards) has none."""
+        compute, reason = _process_list(
+            f"nvmlDeviceGetComputeRunningProcesses({label})",
+            pynvml.nvmlDeviceGetComputeRunningProcesses_v3,
+            pynvml.nvmlDeviceGetComputeRunningProcesses_v2,
+            handle,
+        )
+        if compute is None:
             return (), reason
-        return tuple(
-            NvmlProcess(pid=int(p.pid), used_memory_bytes=_bytes_or_none(p.usedGpuMemory)) for p in raw
-        ), None
+        graphics, reason = _process_list(
+            f"nvmlDeviceGetGraphicsRunningProcesses({label})",
+            pynvml.nvmlDeviceGetGraphicsRunningProcesses_v3,
+            pynvml.nvmlDeviceGetGraphicsRunningProcesses_v2,
+            handle,
+            none_when_unsupported=True,
+        )
+        if graphics is None:
+            return (), reason
+        by_pid: dict[int, int | None] = {}
+        for p in (*compute, *graphics):
+            pid, used = int(p.pid), _bytes_or_none(p.usedGpuMemory)
+            if pid in by_pid:
+                # Both kinds of context (nvidia-smi's "C+G"): one process, not two; the larger figure.
+                known = [b for b in (by_pid[pid], used) if b is not None]
+                used = max(known) if known else None
+            by_pid[pid] = used
+        return tuple(NvmlProcess(pid=pid, used_memory_bytes=used) for pid, used in by_pid.items()), None

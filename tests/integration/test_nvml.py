@@ -244,6 +244,79 @@ def test_processes_fall_back_to_v2_on_older_drivers(fake_nvml: FakeNvml, observe
     assert obs.processes_unknown is None
 
 
+def test_graphics_processes_are_listed_with_the_compute_ones(
+    fake_nvml: FakeNvml, observer: NvmlObserver
+) -> None:
+    (gpu,) = fake_nvml.set_gpus(1)
+    fake_nvml.add_process(gpu.uuid, pid=31, used_mem_bytes=2 * GIB)
+    fake_nvml.add_process(gpu.uuid, pid=900, used_mem_bytes=300 * MIB, graphics=True)  # an X server
+    # One process with both kinds of context (nvidia-smi's "C+G") is one process, at its larger figure.
+    fake_nvml.add_process(gpu.uuid, pid=77, used_mem_bytes=1 * GIB)
+    fake_nvml.add_process(gpu.uuid, pid=77, used_mem_bytes=3 * GIB, graphics=True)
+    fake_nvml.write()
+
+    (obs,) = observe_ok(observer)
+
+    assert obs.processes == (
+        NvmlProcess(pid=31, used_memory_bytes=2 * GIB),
+        NvmlProcess(pid=77, used_memory_bytes=3 * GIB),
+        NvmlProcess(pid=900, used_memory_bytes=300 * MIB),
+    )
+    assert obs.processes_unknown is None
+
+
+def test_graphics_processes_fall_back_to_v2_on_older_drivers(
+    fake_nvml: FakeNvml, observer: NvmlObserver
+) -> None:
+    (gpu,) = fake_nvml.set_gpus(1)
+    fake_nvml.add_process(gpu.uuid, pid=900, used_mem_bytes=None, graphics=True)
+    fake_nvml.fail_call("nvmlDeviceGetGraphicsRunningProcesses_v3", pynvml.NVML_ERROR_FUNCTION_NOT_FOUND)
+    fake_nvml.write()
+
+    (obs,) = observe_ok(observer)
+
+    assert obs.processes == (NvmlProcess(pid=900, used_memory_bytes=None),)
+    assert obs.processes_unknown is None
+
+
+def test_a_device_without_graphics_has_none_and_its_compute_list_stands(
+    fake_nvml: FakeNvml, observer: NvmlObserver
+) -> None:
+    # MIG devices run no graphics (the stand-in answers NOT_SUPPORTED there, as for a compute-only
+    # board): their process lists are the compute lists, known.
+    fake_nvml.load_realistic_host()
+    mig = fake_nvml.mig_devices[0]
+    fake_nvml.add_process(mig.uuid, pid=4242, used_mem_bytes=1 * GIB)
+    gpu = next(g for g in fake_nvml.gpus if g.mig is False)
+    fake_nvml.fail_call(
+        "nvmlDeviceGetGraphicsRunningProcesses", NVML_ERROR_NOT_SUPPORTED, device_uuid=gpu.uuid
+    )
+    fake_nvml.write()
+
+    observed = {g.uuid: g for g in observe_ok(observer)}
+
+    (device,) = [m for g in observed.values() for m in g.mig_devices if m.uuid == mig.uuid]
+    assert [p.pid for p in device.processes] == [4242] and device.processes_unknown is None
+    assert observed[gpu.uuid].processes_unknown is None
+
+
+def test_an_unreadable_graphics_list_makes_the_process_list_unknown(
+    fake_nvml: FakeNvml, observer: NvmlObserver
+) -> None:
+    (gpu,) = fake_nvml.set_gpus(1)
+    fake_nvml.add_process(gpu.uuid, pid=31)
+    fake_nvml.fail_call("nvmlDeviceGetGraphicsRunningProcesses", NVML_ERROR_UNKNOWN)
+    fake_nvml.write()
+
+    (obs,) = observe_ok(observer)
+
+    # Unknown is not empty: a known compute list with an unreadable graphics list is not the whole list.
+    assert obs.processes == ()
+    assert (
+        obs.processes_unknown is not None and "nvmlDeviceGetGraphicsRunningProcesses" in obs.processes_unknown
+    )
+
+
 @pytest.mark.parametrize(
     ("function", "code", "which"),
     [

@@ -120,3 +120,36 @@ def test_memory_in_use_and_a_failed_process_list_is_not_reset(
     assert [a.kind.value for p in plans for a in p.actions] == []
     assert all(p.memory.dirty_gpus == {} for p in plans)
     assert ("GpuDirty", "UnknownSignal", uuid) in b.deferred_summary(plans[-1])
+
+
+def test_a_gpu_only_a_graphics_process_uses_is_not_dirty_nor_reset(
+    fake_nvml: FakeNvml, observer: NvmlObserver
+) -> None:
+    """An X server or an EGL/Vulkan renderer holds 6 GiB; it is on the graphics list only. Read
+    from the compute list alone, the GPU had memory in use and no process: dirty, then ResetGpu."""
+    uuid = idle_h200(fake_nvml)
+    fake_nvml.gpu(0).mem_used_bytes = 6 * GIB
+    fake_nvml.add_process(uuid, pid=1717, used_mem_bytes=6 * GIB, graphics=True)
+    fake_nvml.write()
+    (gpu,) = observe(observer)
+    assert [p.pid for p in gpu.processes] == [1717] and gpu.processes_unknown is None
+    plans = plan_passes(observer, 4)
+    assert [a.kind.value for p in plans for a in p.actions] == []
+    assert all(p.memory.dirty_gpus == {} for p in plans)
+
+
+def test_memory_in_use_and_a_failed_graphics_process_list_is_not_reset(
+    fake_nvml: FakeNvml, observer: NvmlObserver
+) -> None:
+    uuid = idle_h200(fake_nvml)
+    fake_nvml.gpu(0).mem_used_bytes = 6 * GIB
+    fake_nvml.add_process(uuid, pid=1717, used_mem_bytes=6 * GIB, graphics=True)
+    fake_nvml.fail_call("nvmlDeviceGetGraphicsRunningProcesses", NVML_ERROR_UNKNOWN, device_uuid=uuid)
+    fake_nvml.write()
+    (gpu,) = observe(observer)
+    assert gpu.processes == ()
+    assert gpu.processes_unknown is not None
+    assert gpu.processes_unknown.startswith("nvmlDeviceGetGraphicsRunningProcesses(")
+    plans = plan_passes(observer, 4)
+    assert [a.kind.value for p in plans for a in p.actions] == []
+    assert ("GpuDirty", "UnknownSignal", uuid) in b.deferred_summary(plans[-1])

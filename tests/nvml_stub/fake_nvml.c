@@ -35,6 +35,14 @@
  *       A compute process on a full GPU or on a MIG device. "na" is reported as
  *       NVML_VALUE_NOT_AVAILABLE (0xFFFFFFFFFFFFFFFF). A GPU in MIG mode lists, as real NVML does,
  *       the processes of all its MIG devices (with their GPU/compute instance ids) on its own handle.
+ *       Listed by the compute calls (nvmlDeviceGetComputeRunningProcesses*, and
+ *       nvmlDeviceGetRunningProcessDetailList in compute mode) only.
+ *   gproc <gpu_uuid> <pid> <used_mem|na>
+ *       A graphics process (an X server, an EGL or Vulkan renderer) on a full GPU: listed by the
+ *       graphics calls (nvmlDeviceGetGraphicsRunningProcesses*, and the detail list in graphics
+ *       mode) only. A process with both kinds of context (nvidia-smi's "C+G") has a proc and a
+ *       gproc line with the same pid. MIG devices run no graphics: a gproc on one is an error, and
+ *       the graphics calls on a MIG device handle return NOT_SUPPORTED.
  *   fail init [code]
  *       nvmlInit, nvmlInit_v2 and nvmlInitWithFlags return <code> (default 9,
  *       NVML_ERROR_DRIVER_NOT_LOADED). Calls made after a successful init are not affected.
@@ -166,6 +174,7 @@ typedef struct {
 } nvmlProcessDetailList_v1_t;
 #define nvmlProcessDetailList_v1 NVML_STRUCT_VERSION(sizeof(nvmlProcessDetailList_v1_t), 1)
 #define NVML_PROCESS_MODE_COMPUTE 0
+#define NVML_PROCESS_MODE_GRAPHICS 1
 
 /* ---- Fake host state -------------------------------------------------------------------------- */
 
@@ -198,6 +207,7 @@ typedef struct {
     int mig; /* -1: on the full GPU */
     unsigned int pid;
     unsigned long long used;
+    int graphics; /* 1: a graphics context (gproc), 0: a compute one (proc) */
 } fake_proc;
 
 typedef struct {
@@ -452,7 +462,7 @@ static int parse_state(const char *path) {
             if (parse_ull(tok_bytes, &reserved_bytes[nreserved], 0) != 0)
                 return fclose(f), parse_error(path, lineno, "reserved: bad bytes");
             nreserved++;
-        } else if (strcmp(kw, "proc") == 0) {
+        } else if (strcmp(kw, "proc") == 0 || strcmp(kw, "gproc") == 0) {
             fake_proc *p;
             char *tok_uuid = strtok_r(NULL, " \t", &save);
             char *tok_pid = strtok_r(NULL, " \t", &save);
@@ -466,6 +476,7 @@ static int parse_state(const char *path) {
                 return fclose(f), parse_error(path, lineno, "proc: bad pid");
             if (parse_ull(tok_used, &p->used, 1) != 0)
                 return fclose(f), parse_error(path, lineno, "proc: bad used memory (bytes or na)");
+            p->graphics = kw[0] == 'g';
             g_parse.nprocs++;
         } else if (strcmp(kw, "fail") == 0 || strcmp(kw, "hang") == 0) {
             int is_hang = kw[0] == 'h';
@@ -525,6 +536,9 @@ static int parse_state(const char *path) {
     for (unsigned int i = 0; i < g_parse.nprocs; i++) {
         if (find_device_uuid(&g_parse, proc_uuid[i], &g_parse.procs[i].gpu, &g_parse.procs[i].mig) != 0)
             return parse_error(path, lineno, "proc %u: no device %s", g_parse.procs[i].pid, proc_uuid[i]);
+        if (g_parse.procs[i].graphics && g_parse.procs[i].mig >= 0)
+            return parse_error(path, lineno, "gproc %u: %s is a MIG device (no graphics)", g_parse.procs[i].pid,
+                               proc_uuid[i]);
     }
     for (unsigned int i = 0; i < nreserved; i++) {
         unsigned int g;
@@ -1027,14 +1041,16 @@ EXPORT nvmlReturn_t nvmlDeviceGetComputeInstanceId(nvmlDevice_t device, unsigned
 /* ---- Processes ------------------------------------------------------------------------------------ */
 
 /*
- * Collects the processes visible on a handle into out (at most cap); returns how many exist.
- * A MIG device sees its own; a GPU in MIG mode sees every process on it, with instance ids.
+ * Collects the processes of one kind (graphics or compute) visible on a handle into out (at most
+ * cap); returns how many exist. A MIG device sees its own; a GPU in MIG mode sees every process on
+ * it, with instance ids.
  */
-static unsigned int collect_procs(const fake_handle *h, nvmlProcessDetail_v1_t *out, unsigned int cap) {
+static unsigned int collect_procs(const fake_handle *h, nvmlProcessDetail_v1_t *out, unsigned int cap,
+                                  int graphics) {
     unsigned int n = 0;
     for (unsigned int i = 0; i < g_state.nprocs; i++) {
         const fake_proc *p = &g_state.procs[i];
-        if (p->gpu != h->gpu)
+        if (p->gpu != h->gpu || p->graphics != graphics)
             continue;
         if (h->is_mig && p->mig != (int)h->mig)
             continue;
@@ -1058,11 +1074,14 @@ static unsigned int collect_procs(const fake_handle *h, nvmlProcessDetail_v1_t *
 static nvmlProcessDetail_v1_t g_proc_scratch[MAX_PROCS];
 
 /* version 1: nvmlProcessInfo_v1_t, 2 or 3: nvmlProcessInfo_v2_t. Caller holds g_lock. */
-static nvmlReturn_t running_procs(const fake_handle *h, unsigned int *count, void *infos, int version) {
+static nvmlReturn_t running_procs(const fake_handle *h, unsigned int *count, void *infos, int version,
+                                  int graphics) {
     unsigned int n;
     if (count == NULL)
         return NVML_ERROR_INVALID_ARGUMENT;
-    n = collect_procs(h, g_proc_scratch, MAX_PROCS);
+    if (graphics && h->is_mig)
+        return NVML_ERROR_NOT_SUPPORTED; /* MIG devices run no graphics */
+    n = collect_procs(h, g_proc_scratch, MAX_PROCS, graphics);
     /* The documented two-call protocol: report the size, succeed only when it all fits. */
     if (n == 0) {
         *count = 0;
@@ -1092,19 +1111,37 @@ static nvmlReturn_t running_procs(const fake_handle *h, unsigned int *count, voi
 EXPORT nvmlReturn_t nvmlDeviceGetComputeRunningProcesses(nvmlDevice_t device, unsigned int *count,
                                                          nvmlProcessInfo_v1_t *infos) {
     ENTER_DEVICE("nvmlDeviceGetComputeRunningProcesses", device);
-    return leave(running_procs(device, count, infos, 1));
+    return leave(running_procs(device, count, infos, 1, 0));
 }
 
 EXPORT nvmlReturn_t nvmlDeviceGetComputeRunningProcesses_v2(nvmlDevice_t device, unsigned int *count,
                                                             nvmlProcessInfo_v2_t *infos) {
     ENTER_DEVICE("nvmlDeviceGetComputeRunningProcesses_v2", device);
-    return leave(running_procs(device, count, infos, 2));
+    return leave(running_procs(device, count, infos, 2, 0));
 }
 
 EXPORT nvmlReturn_t nvmlDeviceGetComputeRunningProcesses_v3(nvmlDevice_t device, unsigned int *count,
                                                             nvmlProcessInfo_v2_t *infos) {
     ENTER_DEVICE("nvmlDeviceGetComputeRunningProcesses_v3", device);
-    return leave(running_procs(device, count, infos, 3));
+    return leave(running_procs(device, count, infos, 3, 0));
+}
+
+EXPORT nvmlReturn_t nvmlDeviceGetGraphicsRunningProcesses(nvmlDevice_t device, unsigned int *count,
+                                                          nvmlProcessInfo_v1_t *infos) {
+    ENTER_DEVICE("nvmlDeviceGetGraphicsRunningProcesses", device);
+    return leave(running_procs(device, count, infos, 1, 1));
+}
+
+EXPORT nvmlReturn_t nvmlDeviceGetGraphicsRunningProcesses_v2(nvmlDevice_t device, unsigned int *count,
+                                                             nvmlProcessInfo_v2_t *infos) {
+    ENTER_DEVICE("nvmlDeviceGetGraphicsRunningProcesses_v2", device);
+    return leave(running_procs(device, count, infos, 2, 1));
+}
+
+EXPORT nvmlReturn_t nvmlDeviceGetGraphicsRunningProcesses_v3(nvmlDevice_t device, unsigned int *count,
+                                                             nvmlProcessInfo_v2_t *infos) {
+    ENTER_DEVICE("nvmlDeviceGetGraphicsRunningProcesses_v3", device);
+    return leave(running_procs(device, count, infos, 3, 1));
 }
 
 EXPORT nvmlReturn_t nvmlDeviceGetRunningProcessDetailList(nvmlDevice_t device, nvmlProcessDetailList_v1_t *plist) {
@@ -1114,8 +1151,12 @@ EXPORT nvmlReturn_t nvmlDeviceGetRunningProcessDetailList(nvmlDevice_t device, n
         return leave(NVML_ERROR_INVALID_ARGUMENT);
     if (plist->version != nvmlProcessDetailList_v1)
         return leave(NVML_ERROR_ARGUMENT_VERSION_MISMATCH);
-    /* The stand-in host runs compute processes only. */
-    n = plist->mode == NVML_PROCESS_MODE_COMPUTE ? collect_procs(device, g_proc_scratch, MAX_PROCS) : 0;
+    /* Compute or graphics processes by the mode; MPS compute (mode 2) runs on no stand-in host. */
+    if (plist->mode == NVML_PROCESS_MODE_GRAPHICS && device->is_mig)
+        return leave(NVML_ERROR_NOT_SUPPORTED);
+    n = plist->mode <= NVML_PROCESS_MODE_GRAPHICS
+            ? collect_procs(device, g_proc_scratch, MAX_PROCS, plist->mode == NVML_PROCESS_MODE_GRAPHICS)
+            : 0;
     if (n == 0) {
         plist->numProcArrayEntries = 0;
         return leave(NVML_SUCCESS);
