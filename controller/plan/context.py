@@ -76,6 +76,17 @@ def iso(value: datetime | None) -> str | None:
 
 T = TypeVar("T")
 
+# A key is matched against container ids by prefix only when it can be one: Docker's short id (12
+# hex digits) or longer, hex only. A shorter one ("cafe", "2024", "beef") is as likely a container's
+# NAME: taken for an id prefix, a ledger row naming a renamed container was tied to an unrelated
+# container whose id happened to start that way, and released while the renamed one held the GPU.
+ID_PREFIX_MIN = 12
+_HEX_DIGITS = frozenset("0123456789abcdef")
+
+
+def may_be_id_prefix(key: str) -> bool:
+    return len(key) >= ID_PREFIX_MIN and _HEX_DIGITS.issuperset(key)
+
 
 def sorted_by_head(
     items: Iterable[T], head: Callable[[T], Any], whole: Callable[[T], Any]
@@ -476,9 +487,9 @@ class PassContext:
         return sorted(out)
 
     def find_container(self, key: str) -> ContainerObs | None:
-        """By exact id, exact name, or a unique id prefix of at least 4 characters."""
+        """By exact id, exact name, or a unique id prefix (see :func:`may_be_id_prefix`)."""
         hit = self.by_id.get(key) or self.by_name.get(key)
-        if hit is not None or len(key) < 4:
+        if hit is not None or not may_be_id_prefix(key):
             return hit
         i = bisect.bisect_left(self.sorted_ids, key)
         if i < len(self.sorted_ids) and self.sorted_ids[i].startswith(key):
@@ -488,7 +499,7 @@ class PassContext:
         return None
 
     def prefix_ambiguous(self, key: str) -> bool:
-        if len(key) < 4 or key in self.by_id or key in self.by_name:
+        if not may_be_id_prefix(key) or key in self.by_id or key in self.by_name:
             return False
         i = bisect.bisect_left(self.sorted_ids, key)
         return (

@@ -106,11 +106,26 @@ class TestLeakedLedgerRows:
         assert ("LeakedAllocation", "UnknownSignal", "odd") in b.deferred_summary(p)
 
     def test_ambiguous_id_prefix_is_not_a_missing_container(self) -> None:
-        one = running_on("a", b.GPU0).model_copy(update={"id": "abcd" + "1" * 60})
-        two = running_on("b", b.GPU0).model_copy(update={"id": "abcd" + "2" * 60})
-        p = once(one, two, ledger=b.ledger(b.ledger_entry("abcd", b.GPU1)))
+        one = running_on("a", b.GPU0).model_copy(update={"id": "abcdabcdabcd" + "1" * 52})
+        two = running_on("b", b.GPU0).model_copy(update={"id": "abcdabcdabcd" + "2" * 52})
+        p = once(one, two, ledger=b.ledger(b.ledger_entry("abcdabcdabcd", b.GPU1)))
         assert [a.kind.value for a in p.actions if a.reason.value == "LeakedAllocation"] == []
-        assert ("LeakedAllocation", "UnknownSignal", "abcd") in b.deferred_summary(p)
+        assert ("LeakedAllocation", "UnknownSignal", "abcdabcdabcd") in b.deferred_summary(p)
+
+    def test_a_short_hex_name_is_a_name_not_the_prefix_of_another_containers_id(self) -> None:
+        # `docker run --name cafe` (the row), then `docker rename cafe cafe-old`: still on GPU0. An
+        # unrelated container's id starts with "cafe". Taken for an id prefix, the row was that
+        # container's, which no longer references GPU0: released, while cafe-old holds the GPU.
+        renamed = running_on("cafe-old", b.GPU0)
+        other = b.exited("someone-else", id="cafe" + "0" * 60, gpus=[b.GPU1], owner="bob")
+        p = once(renamed, other, ledger=b.ledger(b.ledger_entry("cafe", b.GPU0)))
+        assert [a for a in p.actions if a.reason.value == "LeakedAllocation"] == []
+        ((d,),) = [[d for d in p.deferred if d.rule.value == "LeakedAllocation"]]
+        assert d.why.value == "UnknownSignal" and "cafe-old" in d.message, d.message
+        # Four to eleven hex digits are never taken for an id: a row naming "cafe" names no container.
+        p = once(other, ledger=b.ledger(b.ledger_entry("cafe", b.GPU0)))
+        ((release,),) = [[a for a in p.actions if a.reason.value == "LeakedAllocation"]]
+        assert release.target.container_id is None, "the row was tied to the unrelated container"
 
     def test_monitoring_container_row_is_still_released(self) -> None:
         c = running_on("prom", b.GPU0)
