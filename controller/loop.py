@@ -176,7 +176,7 @@ class Controller:
         report = self._execute(the_plan, now, observed_mono, gp)
         if recovered:
             report = report.model_copy(update={"outcomes": (*recovered, *report.outcomes)})
-        memory = report.memory.model_copy(update={"last_pass_at": now})
+        memory = report.memory  # last_pass_at is the plan's (controller.memory.ControllerMemory)
         self._save(memory)
         self._awareness(snapshot, gp)
         self.usage.after_pass(self, snapshot, memory, report.outcomes, now)  # usage samples, reclaim metric

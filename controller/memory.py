@@ -174,7 +174,12 @@ class ControllerMemory(BaseModel):
     dirty_gpus: dict[str, GpuMark] = Field(
         default_factory=dict, description="physical GPU UUID -> dirty mark (reset or alert pending)"
     )
-    last_pass_at: datetime | None = None
+    last_pass_at: datetime | None = Field(
+        default=None,
+        description="The last pass that planned the containers (Docker answered): a removal due before "
+        "it was due then, a backlog the removal breaker does not count again. A pass with Docker "
+        "unavailable plans no container and leaves it as it was",
+    )
     clock_offset_s: float | None = Field(
         default=None,
         description="Highest wall-clock minus monotonic seconds seen this boot (a forward step raises it)",

@@ -114,7 +114,9 @@ def _plan(snapshot: Snapshot, desired: DesiredState, memory: ControllerMemory, n
             "breaker": gates.breaker,
             "release_breaker": gates.release_breaker,
             "dirty_gpus": procs.dirty_gpus,
-            "last_pass_at": now,
+            # Only a pass that planned the containers: removals that fell due while Docker was away
+            # were never planned, and are not a backlog (see removal_breaker).
+            "last_pass_at": now if ctx.docker_ok else memory.last_pass_at,
             "clock_offset_s": clock.offset_s,
             "clock_monotonic_s": clock.monotonic_s,
             "intents": memory.intents,  # the executor's records of actions in flight, carried unchanged

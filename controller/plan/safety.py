@@ -378,7 +378,10 @@ def removal_breaker(ctx: PassContext, destructive: list[Proposed]) -> tuple[Brea
     (all of them on a first pass: a fresh memory knows no backlog) against the host's stopped
     containers; created-never-started removals are not stopped containers. Removals already
     overdue at the last pass are a backlog an admin let through (a reset) or that came due one by
-    one: they do not trip it again.
+    one: they do not trip it again. "The last pass" is the last that planned the containers
+    (``last_pass_at``): removals that fell due while Docker was unavailable were never planned, and
+    count (an engine restart that stopped everything and kept Docker away past the holds is what
+    the breaker is for).
 
     Containers the controller stopped itself (``ContainerMemory.stopped_by_controller_at``, written
     by the executor for this start of the container, and a FinishedAt that fits it: see

@@ -19,7 +19,7 @@ from controller.plan.planner import plan
 from controller.plan.rules.cleanup import stopped_by_restart
 from controller.plan.safety import OWN_STOP_SLACK_S
 from controller.plan.types import ActionKind, DeferReason, Plan, Reason
-from controller.snapshot import ContainerObs, ContainerState
+from controller.snapshot import ContainerObs, ContainerState, Domain
 from tests.fixtures import builders as b
 
 # The engine restarted 40 minutes before T0; its shutdown stopped the containers a few seconds
@@ -213,6 +213,28 @@ class TestRemovalBreaker:
         p = run(*cs, memory=memory, engine_start=None)
         assert not p.memory.breaker.tripped
         assert len(removals(p)) == 6
+
+    def test_removals_that_fell_due_while_docker_was_away_are_not_a_backlog(self) -> None:
+        """An engine restart stops six jobs (its start time unreadable: not recognised as one) and
+        Docker stays away 40 min while the controller passes every 5 min. The 15-min GPU hold of
+        each fell due in those passes. Counted as a backlog "overdue at the last pass", all six were
+        removed and the breaker stayed closed; with the controller down instead, it tripped."""
+        shutdown = b.ago(minutes=40)
+        names = [f"job{i}" for i in range(6)]
+        running = [b.running(n, gpus=[b.GPU0], started_at=STARTED) for n in names]
+        exited = [b.exited(n, gpus=[b.GPU0], started_at=STARTED, finished_at=shutdown) for n in names]
+        before = shutdown - timedelta(seconds=20)
+        memory = run(*running, engine_start=None, now=before).memory
+        at = shutdown + timedelta(seconds=10)
+        while at < b.ago(seconds=30):
+            down = b.snapshot(observed_at=at, down=[Domain.DOCKER])
+            memory = plan(down, b.desired(), memory, at).memory
+            at += timedelta(minutes=5)
+        assert memory.last_pass_at == before, "a pass without Docker planned no container"
+        p = run(*exited, memory=memory, engine_start=None)
+        assert removals(p) == []
+        assert p.memory.breaker.tripped
+        assert "would remove 6 of 6 stopped containers" in p.memory.breaker.reason
 
     def test_the_share_is_a_policy_setting(self) -> None:
         p = run(*self.host(due=6, other=2), engine_start=None, breaker_max_remove_fraction=0.9)
