@@ -25,7 +25,7 @@ from controller.observe import HostObserver, ObserveConfig
 from controller.observe.cgroups import controller_path, parse_cgroup, unified_path
 from controller.plan.desired import PolicySetDesired
 from controller.plan.planner import plan
-from controller.plan.types import ActionKind, DeferReason, Plan, Reason, ResourceUpdate
+from controller.plan.types import Action, ActionKind, DeferReason, Plan, Reason, ResourceUpdate
 from controller.snapshot import Domain, DomainHealth, GpuObs, Snapshot
 from desired_state.load import load_spec_text
 from tests.fixtures.act import RecordingNotifier, make_plan, read_events
@@ -201,13 +201,12 @@ def test_mixed_containers_converge_in_one_acting_pass(
     assert [a for a in second.actions if a.kind == ActionKind.UPDATE_RESOURCES] == []
 
 
-def test_the_executor_rechecks_use_right_before_lowering(
-    make_container: ContainerFactory, docker_client: Any, tmp_path: Path
-) -> None:
-    # Planned while the container used little; it fills its tmpfs before the action runs.
+def filler_and_its_update(make_container: ContainerFactory, tmp_path: Path) -> tuple[Any, Action]:
+    """A container that uses little until ``/tmp/go`` exists, then writes 100 MiB to its tmpfs and
+    creates ``/tmp/done``; and the update that lowers its memory to 64 MiB, planned while it is small."""
     c = make_container(
         "sh -c 'while [ ! -e /tmp/go ]; do sleep 0.1; done; "
-        "dd if=/dev/zero of=/dev/shm/fill bs=1M count=100 2>/dev/null; sleep 300'",
+        "dd if=/dev/zero of=/dev/shm/fill bs=1M count=100 2>/dev/null; touch /tmp/done; sleep 300'",
         network_mode="none",
         shm_size="256m",
     )
@@ -216,6 +215,14 @@ def test_the_executor_rechecks_use_right_before_lowering(
     p = ours(plan(observe(tmp_path), desired, ControllerMemory(), datetime_now()), {c.id})
     (update,) = [a for a in p.actions if a.kind == ActionKind.UPDATE_RESOURCES]
     assert update.params_as(ResourceUpdate).memory_bytes == 64 * MiB
+    return c, update
+
+
+def test_the_executor_rechecks_use_right_before_lowering(
+    make_container: ContainerFactory, docker_client: Any, tmp_path: Path
+) -> None:
+    # Planned while the container used little; it fills its tmpfs before the action runs.
+    c, update = filler_and_its_update(make_container, tmp_path)
     c.exec_run("touch /tmp/go")
     time.sleep(1.5)
     executor = RealExecutor(
@@ -234,17 +241,7 @@ def test_use_that_grows_while_the_update_intent_is_written_is_seen_before_loweri
     # The use is low at the plan and at the check before the intent; the container fills its tmpfs
     # while the intent is written (fsynced; the save may wait for other actions' saves). The limit
     # must not be lowered under it: the use is read again after the intent.
-    c = make_container(
-        "sh -c 'while [ ! -e /tmp/go ]; do sleep 0.1; done; "
-        "dd if=/dev/zero of=/dev/shm/fill bs=1M count=100 2>/dev/null; touch /tmp/done; sleep 300'",
-        network_mode="none",
-        shm_size="256m",
-    )
-    time.sleep(0.5)
-    desired = PolicySetDesired(load_spec_text(SPEC))
-    p = ours(plan(observe(tmp_path), desired, ControllerMemory(), datetime_now()), {c.id})
-    (update,) = [a for a in p.actions if a.kind == ActionKind.UPDATE_RESOURCES]
-    assert update.params_as(ResourceUpdate).memory_bytes == 64 * MiB
+    c, update = filler_and_its_update(make_container, tmp_path)
 
     def save(memory: ControllerMemory) -> None:
         c.exec_run("touch /tmp/go")

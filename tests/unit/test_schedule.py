@@ -310,6 +310,14 @@ def run(
     return scheduler.run(plan, b.T0, run_one, observed_at=scheduler.monotonic(), **kw)
 
 
+def wait_until_no_abandoned(scheduler: ActionScheduler, timeout_s: float = 10.0) -> None:
+    """Until every abandoned action has ended (asserting that they all did within ``timeout_s``)."""
+    deadline = time.monotonic() + timeout_s
+    while scheduler.abandoned and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert scheduler.abandoned == ()
+
+
 def test_never_two_actions_on_one_target_and_never_more_than_the_limit() -> None:
     actions = (
         action(ActionKind.WARN_OWNER, "a"),
@@ -386,10 +394,7 @@ def test_a_gpu_reset_waits_for_a_stop_abandoned_past_its_deadline() -> None:
         assert other.outcomes[0].outcome is Outcome.DONE
     finally:
         release.set()
-    deadline = time.monotonic() + 10
-    while scheduler.abandoned and time.monotonic() < deadline:
-        time.sleep(0.01)
-    assert scheduler.abandoned == ()
+    wait_until_no_abandoned(scheduler)
     again = run(scheduler, plan_of(action(ActionKind.RESET_GPU, "gpu")), run_one)
     assert again.outcomes[0].outcome is Outcome.DONE, "once the stop ended, the reset runs"
 
@@ -457,10 +462,7 @@ def test_an_action_past_its_deadline_is_abandoned_and_its_target_stays_locked(tm
         assert "still running" in again.outcomes[0].detail
     finally:
         release.set()
-    deadline = time.monotonic() + 10
-    while scheduler.abandoned and time.monotonic() < deadline:
-        time.sleep(0.01)
-    assert scheduler.abandoned == ()
+    wait_until_no_abandoned(scheduler)
     assert hung.status == "exited"
 
 
