@@ -72,6 +72,11 @@ class ContainerMemory(Slotted):
         default=0.0,
         description="Forward wall-clock steps seen during this start: wall time that is not runtime",
     )
+    hold_discount_s: float = Field(
+        default=0.0,
+        description="Forward wall-clock steps seen since it stopped (or, never started, since it was "
+        "created): wall time that does not count towards its hold",
+    )
     last_state: str = Field(default="", description="The state the last pass that saw it observed")
     stopped_by_restart_at: datetime | None = Field(
         default=None, description="It was stopped by the engine or host restart at this time, not by a user"

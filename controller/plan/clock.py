@@ -17,7 +17,10 @@ reading (an old snapshot, a given time) records nothing and keeps the mark.
 
 Every container known at the step gets it as ``runtime_discount_s`` (capped at the time since
 its start, for one started during an unobserved span that may have come after the step) and its
-delivered warnings move with the clock, so a warning's lead time is not cut short either.
+delivered warnings move with the clock, so a warning's lead time is not cut short either. A
+stopped container, or one never started, also gets it as ``hold_discount_s`` (capped at the time
+since its FinishedAt or Created): a step is not hold time, and a container stopped a minute ago is
+not removed at once because the wall clock jumped past its hold.
 """
 
 from __future__ import annotations
@@ -50,15 +53,25 @@ def check_clock(snapshot: Snapshot, memory: ControllerMemory) -> ClockCheck:
     return ClockCheck(step_s, max(mark, offset), mono)
 
 
-def with_clock_step(mem: ContainerMemory, step_s: float, now: datetime) -> ContainerMemory:
-    """A container's memory after a forward step of ``step_s`` seen at ``now`` (wall, after it)."""
-    if step_s <= 0 or mem.started_at is None:
+def with_clock_step(
+    mem: ContainerMemory, step_s: float, now: datetime, hold_since: datetime | None = None
+) -> ContainerMemory:
+    """A container's memory after a forward step of ``step_s`` seen at ``now`` (wall, after it).
+
+    ``hold_since``: where the container's hold runs from, for a stopped container (FinishedAt) or
+    one never started (Created); the step, capped at the time since then (a stop made after the
+    step took none of it), is not hold time either (``hold_discount_s``)."""
+    if step_s <= 0:
         return mem
-    discount = min(step_s, max(0.0, (now - mem.started_at).total_seconds()))
-    shift = timedelta(seconds=step_s)
-    return mem.model_copy(
-        update={
-            "runtime_discount_s": mem.runtime_discount_s + discount,
-            "warnings": {k: at + shift for k, at in mem.warnings.items()},
-        }
-    )
+    update: dict[str, object] = {}
+    if hold_since is not None:
+        update["hold_discount_s"] = mem.hold_discount_s + _capped(step_s, now, hold_since)
+    if mem.started_at is not None:
+        shift = timedelta(seconds=step_s)
+        update["runtime_discount_s"] = mem.runtime_discount_s + _capped(step_s, now, mem.started_at)
+        update["warnings"] = {k: at + shift for k, at in mem.warnings.items()}
+    return mem.model_copy(update=update) if update else mem
+
+
+def _capped(step_s: float, now: datetime, since: datetime) -> float:
+    return min(step_s, max(0.0, (now - since).total_seconds()))

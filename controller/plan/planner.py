@@ -151,9 +151,27 @@ def _docker_unavailable(ctx: PassContext, out: Collector, clock: ClockCheck) -> 
             evidence={"docker_error": snapshot.domain_error(Domain.DOCKER)},
         )
     return {
-        cid: with_clock_step(mark_unobserved(m, why), clock.step_s, snapshot.observed_at)
+        cid: with_clock_step(
+            mark_unobserved(m, why),
+            clock.step_s,
+            snapshot.observed_at,
+            # Held when last seen: the whole step is not hold time (when it stopped is not at hand;
+            # a start meanwhile begins a fresh memory at the next listing anyway).
+            _NEVER_BEFORE if m.last_state in _HELD_STATES else None,
+        )
         for cid, m in ctx.memory.containers.items()
     }
+
+
+_HELD_STATES = frozenset({*(s.value for s in STOPPED_STATES), ContainerState.CREATED.value})
+_NEVER_BEFORE = datetime.min.replace(tzinfo=UTC)
+
+
+def _hold_since(c: ContainerObs) -> datetime | None:
+    """Where a container's hold runs from: a stopped one's FinishedAt, a never-started one's Created."""
+    if c.state in STOPPED_STATES:
+        return c.finished_at
+    return c.created_at if c.state == _CREATED else None
 
 
 def _observe_containers(ctx: PassContext, desired: DesiredState, clock: ClockCheck) -> None:
@@ -175,8 +193,9 @@ def _observe_containers(ctx: PassContext, desired: DesiredState, clock: ClockChe
         else:
             mem = prev
         if step_s > 0:
-            # A forward wall-clock step since the last pass is not runtime (controller.plan.clock).
-            mem = with_clock_step(mem, step_s, seen_at)
+            # A forward wall-clock step since the last pass is neither runtime nor hold time
+            # (controller.plan.clock).
+            mem = with_clock_step(mem, step_s, seen_at, _hold_since(c))
         state = c.state
         # Only GPU containers are ever idle-stopped, so only they are sampled (and memory stays small).
         if state == _RUNNING and c.has_gpu and c.signals is not None and c.started_at is not None:

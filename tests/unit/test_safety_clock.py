@@ -12,6 +12,7 @@ from datetime import timedelta
 from controller.memory import ControllerMemory
 from controller.plan.clock import STEP_TOLERANCE_S, check_clock
 from controller.plan.types import ActionKind, Plan, Reason
+from controller.snapshot import Domain
 from tests.fixtures import builders as b
 
 LIMIT = b.policy(max_runtime_s=2 * b.HOUR, idle_timeout_s=None)  # warnings at 90/108 min, lead 10 min
@@ -190,3 +191,82 @@ def test_a_plan_evaluated_later_still_ages_a_container_on_the_boot_clock() -> No
     snap = b.snapshot(observed_at=observed, containers=[job], gpus=[b.gpu(0)])
     later = plan(snap, b.desired(LIMIT), ControllerMemory(), observed + timedelta(hours=2))
     assert [a.reason for a in later.actions] == [Reason.MAX_RUNTIME_WARNING]
+
+
+# --- holds: a forward step is not hold time either ------------------------------------------------
+# The stopped-container hold and the never-started timeout are measured on the wall clock from
+# FinishedAt / Created. NTP correcting an RTC that was 2 h behind must not make a container its owner
+# stopped (or created) a minute ago due for removal at once.
+
+
+def held_host(*, finished_after_step: bool = False) -> list[Plan]:
+    """Four passes, a real 30 s apart except the last (a real 30 min after the first): the wall
+    clock steps forward 2 h between the first and the second. ``notebook`` (no GPU, 30 min hold)
+    stopped a real minute before the first pass, or, with ``finished_after_step``, a real 10 s
+    before the second; ``prep`` was created a real minute before the first and never started."""
+    runner = b.Passes(b.desired(b.policy()))
+    step = 2 * b.HOUR
+    plans = []
+    for true_s, offset_s in ((0.0, 0.0), (30.0, step), (60.0, step), (31 * 60.0, step)):
+        wall = b.T0 + timedelta(seconds=true_s + offset_s)
+        finished = b.T0 + timedelta(seconds=20 + step) if finished_after_step else b.T0 - timedelta(minutes=1)
+        containers = [b.created("prep", created_at=b.T0 - timedelta(minutes=1))]
+        if true_s > 0 or not finished_after_step:
+            containers.append(
+                b.exited("notebook", started_at=b.T0 - timedelta(hours=1), finished_at=finished)
+            )
+        else:
+            containers.append(
+                b.running("notebook", started_at=b.T0 - timedelta(hours=1), sig=b.signals(wall))
+            )
+        snap = b.snapshot(observed_at=wall, containers=containers).model_copy(
+            update={"observed_monotonic_s": MONO_AT_START + true_s}
+        )
+        plans.append(runner.run(snap))
+    return plans
+
+
+def removed(p: Plan) -> list[str]:
+    return sorted(a.target.container or "" for a in p.actions if a.kind == ActionKind.REMOVE_CONTAINER)
+
+
+def test_a_forward_step_is_not_hold_time() -> None:
+    first, stepped, next_pass, half_an_hour = held_host()
+    assert removed(first) == removed(stepped) == removed(next_pass) == [], "removed 90 s after its stop"
+    d = {d.target.container: d for d in stepped.deferred}
+    assert d["notebook"].due_at == b.T0 - timedelta(minutes=1) + timedelta(minutes=30, hours=2)
+    assert d["notebook"].evidence["clock_step_discount_s"] == 2 * b.HOUR
+    assert d["prep"].due_at == b.T0 - timedelta(minutes=1) + timedelta(minutes=30, hours=2)
+    # Half an hour of real time after the stop, both are due, the step notwithstanding.
+    assert removed(half_an_hour) == ["notebook", "prep"]
+
+
+def test_a_stop_made_after_the_step_takes_none_of_it() -> None:
+    # It stopped between the step and the next pass: only the (real) 10 s since its stop are
+    # discounted, and its hold still ends a real 30 min after the stop.
+    stepped = held_host(finished_after_step=True)[1]
+    (d,) = [d for d in stepped.deferred if d.target.container == "notebook"]
+    assert d.evidence["clock_step_discount_s"] == 10.0
+    assert d.due_at == b.T0 + timedelta(hours=2, minutes=30, seconds=30)
+
+
+def test_a_step_while_docker_is_away_is_not_hold_time_either() -> None:
+    runner = b.Passes(b.desired(b.policy()))
+    notebook = b.exited(
+        "notebook", started_at=b.T0 - timedelta(hours=1), finished_at=b.T0 - timedelta(minutes=1)
+    )
+
+    def observe(true_s: float, offset_s: float, *, docker: bool = True) -> Plan:
+        wall = b.T0 + timedelta(seconds=true_s + offset_s)
+        snap = (
+            b.snapshot(observed_at=wall, containers=[notebook])
+            if docker
+            else b.snapshot(observed_at=wall, down=[Domain.DOCKER])
+        )
+        return runner.run(snap.model_copy(update={"observed_monotonic_s": MONO_AT_START + true_s}))
+
+    observe(0, 0)
+    observe(30, 2 * b.HOUR, docker=False)  # the step, seen while Docker does not answer
+    back = observe(60, 2 * b.HOUR)
+    assert removed(back) == []
+    assert runner.memory.containers[notebook.id].hold_discount_s == 2 * b.HOUR

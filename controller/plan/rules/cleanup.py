@@ -98,7 +98,8 @@ def created_never_started(ctx: PassContext, out: Collector, c: ContainerObs, pol
     if since > ctx.now and mem is not None and mem.first_seen_at is not None:
         # Created lies in the future (clock skew or a forged value): age from our first sighting.
         since, basis = mem.first_seen_at, "first sighting (Created is in the future)"
-    due = since + timedelta(seconds=timeout_s)
+    # Forward wall-clock steps since it was created are not time it waited (controller.plan.clock).
+    due = since + timedelta(seconds=timeout_s + (mem.hold_discount_s if mem is not None else 0.0))
     target = ctx.target(c)
     if ctx.now < due:
         age_s = seconds(ctx.now - since)
@@ -145,8 +146,15 @@ def _created_evidence(
         "age_s": seconds(ctx.now - since),
         "timeout_s": timeout_s,
         "timeout_source": policy.created_container_timeout_s.source,
+        **_discount_evidence(ctx, c),
         **gpu_evidence(ctx, c),
     }
+
+
+def _discount_evidence(ctx: PassContext, c: ContainerObs) -> dict[str, object]:
+    """The forward clock steps that did not count towards the hold, where there were any."""
+    mem = ctx.cmem.get(c.id)
+    return {"clock_step_discount_s": mem.hold_discount_s} if mem is not None and mem.hold_discount_s else {}
 
 
 def stopped_hold(ctx: PassContext, out: Collector, c: ContainerObs, policy: EffectivePolicy) -> None:
@@ -168,7 +176,9 @@ def stopped_hold(ctx: PassContext, out: Collector, c: ContainerObs, policy: Effe
     restart_hold = ctx.glob.restart_stopped_hold_s.value
     if restart_at is not None and restart_hold is not None:
         hold = max(hold, restart_hold)
-    due = finished_at + timedelta(seconds=hold)
+    # Forward wall-clock steps since it stopped are not hold time (controller.plan.clock).
+    discount_s = mem.hold_discount_s if mem is not None else 0.0
+    due = finished_at + timedelta(seconds=hold + discount_s)
     if ctx.now < due:
         out.defer(
             ctx.target(c),
@@ -286,5 +296,6 @@ def _hold_evidence(
         "container_hold_source": policy.container_hold_after_stop_s.source,
         "exit_code": c.exit_code,
         **_restart_evidence(ctx, restart_at),
+        **_discount_evidence(ctx, c),
         **gpu_evidence(ctx, c),
     }
