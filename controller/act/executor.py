@@ -69,7 +69,7 @@ from controller.act.process_ops import Identity, check_identity, kill_ladder
 from controller.act.report import ActionOutcome, ExecutionReport, Executor, Outcome
 from controller.act.sanitize import clean
 from controller.memory import ControllerMemory, Intent
-from controller.observe.cgroups import container_ids_in_path, parse_cgroup
+from controller.observe.cgroups import container_ids_in_path, container_lines, parse_cgroup
 from controller.observe.ledger import parse_ledger_text
 from controller.observe.resources import read_usage
 from controller.plan.limits_update import still_needed
@@ -986,7 +986,9 @@ class RealExecutor:
         lines = parse_cgroup(text)
         if not any(fresh.id in container_ids_in_path(line.path) for line in lines):
             raise _Skip(f"pid {fresh.pid} no longer belongs to the container; use not re-checked")
-        usage = read_usage(lines, self._cgroup_root)
+        # The container's own cgroup, where the limits go, even when its main process sits in a
+        # child of it (docker:dind, systemd): the child counts only itself.
+        usage = read_usage(container_lines(lines, fresh.id), self._cgroup_root)
         margin = wanted.memory_margin_pct
         if lowers_memory and memory is not None:
             if usage.memory_bytes is None:

@@ -103,6 +103,26 @@ def container_ids_in_path(path: str) -> tuple[ContainerId, ...]:
     return tuple(ids)
 
 
+def container_lines(lines: Sequence[CgroupLine], container_id: str) -> tuple[CgroupLine, ...]:
+    """``lines`` of a container's main process, each path cut after the component that names the
+    container: its own cgroup, where ``docker update`` sets the limits and whose files count the
+    whole container. A main process may sit in a child of it (docker:dind moves every process to
+    ``<scope>/init``; systemd in a container runs in ``<scope>/init.scope``), and that child's files
+    count only itself: read there, a container using 20 GiB looked like one using 60 MiB (and
+    its limit was lowered under its use), and its CPU time was the child's alone. A line that names
+    no such component is kept as it is."""
+    out: list[CgroupLine] = []
+    for line in lines:
+        parts = line.path.split("/")
+        cut = next(
+            (i for i, component in enumerate(parts) if container_id in container_ids_in_path(component)), None
+        )
+        if cut is not None and cut + 1 < len(parts):
+            line = CgroupLine(line.hierarchy_id, line.controllers, "/".join(parts[: cut + 1]))
+        out.append(line)
+    return tuple(out)
+
+
 def attribute(
     text: str,
     existing: Container[str] = frozenset(),

@@ -320,7 +320,12 @@ class HostObserver:
                     return None, unknown_signals(f"pid {c.pid} no longer belongs to the container"), None
                 uid = parse_status_uid(handle.read_text("status"))
                 signals = read_signals(
-                    handle, cgroup_text, signal_config, network_mode=c.network_mode, gpu_util=util
+                    handle,
+                    cgroup_text,
+                    signal_config,
+                    network_mode=c.network_mode,
+                    gpu_util=util,
+                    container_id=c.id,
                 )
                 return uid, signals, reader.running_for_s(handle)
         except ProcessGone as exc:

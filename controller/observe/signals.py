@@ -31,7 +31,13 @@ from pathlib import Path
 
 import psutil
 
-from controller.observe.cgroups import CgroupLine, controller_path, parse_cgroup, unified_path
+from controller.observe.cgroups import (
+    CgroupLine,
+    container_lines,
+    controller_path,
+    parse_cgroup,
+    unified_path,
+)
 from controller.observe.keepalive import read_keepalive
 from controller.observe.procfs import ProcessGone, ProcHandle
 from controller.observe.resources import read_usage
@@ -65,9 +71,15 @@ def read_signals(
     network_mode: str,
     gpu_util: tuple[GpuUtilReading, ...],
     now: datetime | None = None,
+    container_id: str | None = None,
 ) -> ActivitySignals:
-    """Read every signal of one running container whose main process ``handle`` is open."""
+    """Read every signal of one running container whose main process ``handle`` is open.
+
+    With ``container_id``, the cgroup files read are the container's own cgroup's, even when the
+    main process sits in a child of it (:func:`controller.observe.cgroups.container_lines`)."""
     lines = parse_cgroup(cgroup_text)
+    if container_id is not None:
+        lines = container_lines(lines, container_id)
     cpu_ns, cpu_source, cpu_unknown = _cpu(lines, config, handle.pid)
     count, count_source, count_unknown = _process_count(lines, config, handle.pid)
     net_bytes, net_unknown = _network(handle, network_mode)

@@ -305,6 +305,70 @@ def test_the_executor_leaves_room_to_fork_right_before_lowering_the_pids_limit(
     assert state["HostConfig"]["PidsLimit"] in (None, 0, -1) and state["State"]["Running"] is True
 
 
+def main_process_cgroups(pid: int) -> list[Path]:
+    """The pids, memory and cpuacct cgroup directories (v1) or the unified one (v2) of ``pid``."""
+    lines = parse_cgroup(Path(f"/proc/{pid}/cgroup").read_text())
+    dirs: list[Path] = []
+    for controller in ("pids", "memory", "cpuacct"):
+        found = controller_path(lines, controller)
+        if found is not None:
+            dirs.append(CGROUP_ROOT / ",".join(found[0].controllers) / found[1].lstrip("/"))
+    unified = unified_path(lines)
+    if not dirs and unified is not None:
+        base = CGROUP_ROOT if (CGROUP_ROOT / "cgroup.controllers").exists() else CGROUP_ROOT / "unified"
+        dirs.append(base / unified.lstrip("/"))
+    return dirs
+
+
+def test_a_main_process_in_a_child_cgroup_does_not_hide_the_containers_use(
+    make_container: ContainerFactory, docker_client: Any, tmp_path: Path
+) -> None:
+    """docker:dind moves its processes to <container cgroup>/init, systemd in a container runs in
+    init.scope: the main process's own cgroup is a child that counts only itself. Planned while it
+    ran two tasks, the container starts 36 more in its own cgroup (37 with its shell), and then its
+    main process moves to a child (done here from the host, as the entrypoint would). Read in the
+    child, the use was two tasks, and a pids limit of 40 was set under 37 live tasks."""
+    c = make_container(
+        "sh -c 'while [ ! -e /tmp/go ]; do sleep 0.1; done; "
+        "i=0; while [ $i -lt 36 ]; do sleep 300 & i=$((i+1)); done; touch /tmp/done; sleep 300'",
+        network_mode="none",
+    )
+    time.sleep(0.5)
+    desired = PolicySetDesired(load_spec_text(PIDS_SPEC))
+    p = ours(plan(observe(tmp_path), desired, ControllerMemory(), datetime_now()), {c.id})
+    (update,) = [a for a in p.actions if a.kind == ActionKind.UPDATE_RESOURCES]
+    assert update.params_as(ResourceUpdate).pids_limit == 40
+    c.exec_run("touch /tmp/go")
+    for _ in range(100):
+        if c.exec_run("ls /tmp/done").exit_code == 0:
+            break
+        time.sleep(0.1)
+    pid = docker_client.api.inspect_container(c.id)["State"]["Pid"]
+    parents = main_process_cgroups(pid)
+    children = [d / "init" for d in parents]
+    try:
+        for child in children:
+            child.mkdir()
+            (child / "cgroup.procs").write_text(str(pid))
+        executor = RealExecutor(
+            docker_client, EventLog(tmp_path / "e.jsonl"), RecordingNotifier(), tmp_path / "l.json"
+        )
+        (outcome,) = executor.execute(make_plan(update), ControllerMemory(), datetime_now()).outcomes
+        assert outcome.outcome is Outcome.SKIPPED and "room" in outcome.detail, outcome.detail
+        state = host_config(docker_client, c.id)
+        assert state["HostConfig"]["PidsLimit"] in (None, 0, -1) and state["State"]["Running"] is True
+        # The observer reads the container's own cgroup too: the planner sees the 37 tasks.
+        (seen,) = [o for o in observe(tmp_path).containers if o.id == c.id]
+        assert seen.signals is not None and seen.signals.pids_current is not None
+        assert seen.signals.pids_current >= 37, seen.signals
+    finally:
+        for parent, child in zip(parents, children, strict=True):
+            if child.exists():
+                for task in (child / "cgroup.procs").read_text().split():
+                    (parent / "cgroup.procs").write_text(task)
+                child.rmdir()
+
+
 def test_a_container_with_a_cpu_period_is_limited_by_a_quota(
     make_container: ContainerFactory, docker_client: Any, tmp_path: Path
 ) -> None:

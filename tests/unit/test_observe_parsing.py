@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from controller.observe import keepalive as keepalive_module
+from controller.observe.cgroups import container_lines, parse_cgroup
 from controller.observe.docker_adapter import (
     DockerContainer,
     cache_still_valid,
@@ -369,6 +370,62 @@ def test_signals_from_a_fake_cgroup_tree(proc: Path, tmp_path: Path) -> None:
             handle, handle.read_text("cgroup"), config, network_mode="host", gpu_util=(), now=T0
         )
     assert host_net.net_bytes is None and host_net.net_unknown is not None
+
+
+# --- a main process in a child of the container's cgroup (docker:dind, systemd in a container) ---
+
+
+def test_the_container_lines_are_cut_at_the_container_not_at_its_main_process() -> None:
+    other = "d" * 64
+    lines = parse_cgroup(
+        f"0::/system.slice/docker-{CID}.scope/init\n"  # docker:dind, systemd (init.scope): a child
+        f"4:memory:/docker/{CID}/init.scope\n"  # the same on cgroup v1
+        f"3:pids:/docker/{CID}\n"  # already the container's own: unchanged
+        "2:name=systemd:/user.slice\n"  # names no container: unchanged
+        f"1:cpu,cpuacct:/docker/{other}/docker/{CID}/init\n"  # nested: cut after this container
+    )
+    assert [line.path for line in container_lines(lines, CID)] == [
+        f"/system.slice/docker-{CID}.scope",
+        f"/docker/{CID}",
+        f"/docker/{CID}",
+        "/user.slice",
+        f"/docker/{other}/docker/{CID}",
+    ]
+
+
+def test_signals_and_use_are_the_whole_containers_when_its_main_process_sits_in_a_child(
+    proc: Path, tmp_path: Path
+) -> None:
+    """docker:dind moves every process to <scope>/init: the child counts its own 60 MiB and 12
+    tasks, the container 20 GiB and 900. Read in the child, a busy container looked nearly empty:
+    its memory limit was lowered under its use (the kernel OOM-kills) and its CPU time was the
+    child's alone (idle evidence)."""
+    cgroups = tmp_path / "cgroup"
+    scope = cgroups / "system.slice" / f"docker-{CID}.scope"
+    child = scope / "init"
+    child.mkdir(parents=True)
+    for directory, memory, tasks, cpu_us in ((scope, 20 << 30, 900, 9_000_000), (child, 60 << 20, 12, 5)):
+        (directory / "memory.current").write_text(f"{memory}\n")
+        (directory / "memory.swap.current").write_text("0\n")
+        (directory / "pids.current").write_text(f"{tasks}\n")
+        (directory / "cpu.stat").write_text(f"usage_usec {cpu_us}\n")
+        (directory / "cgroup.procs").write_text(
+            "\n".join(str(i) for i in range(1, 4 if directory == child else 9))
+        )
+    fake_process(proc, 6, cgroup=f"0::/system.slice/docker-{CID}.scope/init\n")
+    config = SignalConfig(cgroup_root=cgroups, proc_root=proc, keepalive_path="/workspace/.keep-alive")
+    with ProcHandle(proc, 6) as handle:
+        signals = read_signals(
+            handle,
+            handle.read_text("cgroup"),
+            config,
+            network_mode="none",
+            gpu_util=(),
+            now=T0,
+            container_id=CID,
+        )
+    assert signals.memory_bytes == 20 << 30 and signals.pids_current == 900
+    assert signals.cpu_usage_ns == 9_000_000_000 and signals.process_count == 8
 
 
 def test_gpu_util_readings() -> None:
