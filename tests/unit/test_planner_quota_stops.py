@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from controller.plan.types import ActionKind, DeferReason, Plan, Reason
-from controller.snapshot import ContainerObs, ContainerState, OwnerRule
+from controller.snapshot import ContainerObs, ContainerState, OwnerRule, TypeRule
+from crd_like_specs.vocabulary import ContainerType
 from desired_state.effective import ResourceSpec, Sourced
 from tests.fixtures import builders as b
 from tests.unit.test_planner_quotas import boxes, pol, quotas, run
@@ -329,3 +330,56 @@ class TestStopBreakerPopulations:
         (alert,) = [a for a in p.actions if a.reason == Reason.BREAKER_TRIPPED]
         assert (alert.evidence["would_stop"], alert.evidence["would_stop_gpu"]) == (9, 0)
         assert not [a for a in p.actions if a.kind == ActionKind.STOP_CONTAINER]
+
+
+def test_a_claimed_devcontainer_type_buys_no_protection_from_a_quota_stop_without_trusted_labels() -> None:
+    # A vsc-* name makes a container a devcontainer, and devcontainers are never quota-stopped. The
+    # name is a claim anyone can make: without trusted labels it buys nothing (docs/security.md).
+    # Shielded, the newest container beyond bob's quota, "vsc-pad", was passed over and bob's older
+    # job was stopped in its place.
+    pad = b.running(
+        "vsc-pad", owner="bob", started_at=b.ago(minutes=1), container_type=ContainerType.DEVCONTAINER
+    ).model_copy(update={"owner_rule": OwnerRule.PROCESS_UID, "type_rule": TypeRule.VSC_NAME})
+    job = b.running("bob-job", owner="bob", started_at=b.ago(minutes=10)).model_copy(
+        update={"owner_rule": OwnerRule.PROCESS_UID}
+    )
+    policy = pol(quotas(containers=1))
+    first = run([pad, job], policy, quota_enforce="stop", trust_labels=False)
+    assert [a.target.label() for a in first.actions if a.kind == ActionKind.WARN_OWNER] == ["vsc-pad"]
+    due = run(
+        [pad, job],
+        policy,
+        memory=b.record_outcomes(first, b.T0),
+        now=b.at(hours=1),
+        quota_enforce="stop",
+        trust_labels=False,
+    )
+    assert acts(due) == [("StopContainer", CQ, "vsc-pad")]
+    # With trusted labels the name is the type: the devcontainer is kept, and bob's job goes.
+    trusted = run([pad, job], policy, quota_enforce="stop")
+    assert [a.target.label() for a in trusted.actions if a.kind == ActionKind.WARN_OWNER] == ["bob-job"]
+
+
+def test_a_container_whose_gpu_share_is_unknown_is_not_stopped_beside_the_one_that_covers_the_excess() -> (
+    None
+):
+    # Quota 1; alice-0 holds two GPUs, the newer alice-1 one reference that did not resolve (its
+    # share unknown, counted 0). Stopping alice-0 brings the known total within: alice-1 was stopped
+    # too, though stopping it frees nothing known.
+    gpus = [b.gpu(i) for i in range(2)]
+    a0 = b.running("alice-0", owner="alice", gpus=[gpus[0].uuid, gpus[1].uuid], started_at=b.ago(hours=3))
+    a1 = b.running("alice-1", owner="alice", gpus=[b.unresolved_ref("GPU-0bad")], started_at=b.ago(hours=1))
+    policy = pol(quotas(gpus=1))
+    first = run([a0, a1], policy, gpus=gpus, quota_enforce="stop")
+    (alert,) = [a for a in first.actions if a.kind == ActionKind.ALERT_ADMIN]
+    assert alert.evidence["beyond"] == ["alice-0"]
+    assert "alice-1" in alert.evidence["never_stopped"]
+    due = run(
+        [a0, a1],
+        policy,
+        gpus=gpus,
+        memory=b.record_outcomes(first, b.T0),
+        now=b.at(minutes=11),
+        quota_enforce="stop",
+    )
+    assert acts(due) == [("StopContainer", GQ, "alice-0")]

@@ -34,6 +34,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from controller.plan.context import Collector, PassContext, fmt_duration, host_target, iso
+from controller.plan.desired import policy_identity
 from controller.plan.rules.aggregate import gpu_holders, owners
 from controller.plan.types import ActionKind, DeferReason, Reason, StopParams, WarnParams
 from controller.snapshot import ContainerId, ContainerObs, ContainerState
@@ -280,13 +281,15 @@ def _gpu_slots(
     _beyond(ctx, out, c.owner, [c], 1, None, Reason.GPU_SLOTS_ABOVE_SPEC, what, evidence, stops)
 
 
-def _stoppable(policy: EffectivePolicy, c: ContainerObs) -> str | None:
+def _stoppable(ctx: PassContext, policy: EffectivePolicy, c: ContainerObs) -> str | None:
     """Why a quota never stops this container (None: it may be stopped)."""
     if policy.protected.value:
         return f"protected ({policy.protected.source})"
     if policy.monitoring.value:
         return f"monitoring ({policy.monitoring.source})"
-    if c.container_type == ContainerType.DEVCONTAINER:
+    # The type policies are resolved for: without trusted labels a claimed type (a vsc-* name, a
+    # label) is not one, and a claim never buys protection (docs/security.md).
+    if policy_identity(c, ctx.glob.trust_labels.value)[1] == ContainerType.DEVCONTAINER:
         return "a devcontainer"
     if policy.resources.exempt.value:
         return f"opted out ({policy.resources.exempt.source})"
@@ -357,7 +360,9 @@ def _victims(
 
     Enforced, a container that is never stopped is passed over and covers nothing: the next newest
     are chosen until what they hold covers the excess, no more (a kept newest container holding
-    less than an older one does not make the older one a victim too)."""
+    less than an older one does not make the older one a victim too). A container whose GPU share
+    is unknown (no known share at all) is passed over too: stopping it frees nothing known, and
+    stopping it besides the ones that do cover the excess would stop one container too many."""
     if weights is None and not enforce and isinstance(excess, int):
         # Reported, one each: the newest ``excess`` (what the loop below picks, without the walk).
         return owned[::-1][: max(excess, 0)], {}
@@ -366,7 +371,9 @@ def _victims(
     for c in reversed(owned):
         if excess <= 1e-9:
             break
-        why = _stoppable(ctx.policies[c.id], c) if enforce else None
+        why = _stoppable(ctx, ctx.policies[c.id], c) if enforce else None
+        if why is None and weights is not None and weights[c.id] <= 1e-9:
+            why = "its GPU share is unknown: stopping it frees nothing known"
         if why is None:
             victims.append(c)
             excess -= 1.0 if weights is None else weights[c.id]
