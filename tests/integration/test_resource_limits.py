@@ -279,14 +279,12 @@ spec:
 """
 
 
-def test_the_executor_leaves_room_to_fork_right_before_lowering_the_pids_limit(
-    make_container: ContainerFactory, docker_client: Any, tmp_path: Path
-) -> None:
-    # Planned while it ran a couple of tasks; it starts 36 more before the action runs. A limit of 40
-    # would leave it less than 10 % of room (its next worker would fail to start): skipped.
+def forker_and_its_update(make_container: ContainerFactory, tmp_path: Path) -> tuple[Any, Action]:
+    """A container that runs a task or two, and the update that lowers its pids limit to 40, planned
+    then; once planned, it is told to start 36 more, and this returns when they run."""
     c = make_container(
         "sh -c 'while [ ! -e /tmp/go ]; do sleep 0.1; done; "
-        "i=0; while [ $i -lt 36 ]; do sleep 300 & i=$((i+1)); done; sleep 300'",
+        "i=0; while [ $i -lt 36 ]; do sleep 300 & i=$((i+1)); done; touch /tmp/done; sleep 300'",
         network_mode="none",
     )
     time.sleep(0.5)
@@ -295,7 +293,19 @@ def test_the_executor_leaves_room_to_fork_right_before_lowering_the_pids_limit(
     (update,) = [a for a in p.actions if a.kind == ActionKind.UPDATE_RESOURCES]
     assert update.params_as(ResourceUpdate).pids_limit == 40
     c.exec_run("touch /tmp/go")
-    time.sleep(1.5)
+    for _ in range(100):
+        if c.exec_run("ls /tmp/done").exit_code == 0:
+            return c, update
+        time.sleep(0.1)
+    raise AssertionError("the container did not start its 36 tasks")
+
+
+def test_the_executor_leaves_room_to_fork_right_before_lowering_the_pids_limit(
+    make_container: ContainerFactory, docker_client: Any, tmp_path: Path
+) -> None:
+    # Planned while it ran a couple of tasks; it starts 36 more before the action runs. A limit of 40
+    # would leave it less than 10 % of room (its next worker would fail to start): skipped.
+    c, update = forker_and_its_update(make_container, tmp_path)
     executor = RealExecutor(
         docker_client, EventLog(tmp_path / "e.jsonl"), RecordingNotifier(), tmp_path / "l.json"
     )
@@ -328,21 +338,7 @@ def test_a_main_process_in_a_child_cgroup_does_not_hide_the_containers_use(
     ran two tasks, the container starts 36 more in its own cgroup (37 with its shell), and then its
     main process moves to a child (done here from the host, as the entrypoint would). Read in the
     child, the use was two tasks, and a pids limit of 40 was set under 37 live tasks."""
-    c = make_container(
-        "sh -c 'while [ ! -e /tmp/go ]; do sleep 0.1; done; "
-        "i=0; while [ $i -lt 36 ]; do sleep 300 & i=$((i+1)); done; touch /tmp/done; sleep 300'",
-        network_mode="none",
-    )
-    time.sleep(0.5)
-    desired = PolicySetDesired(load_spec_text(PIDS_SPEC))
-    p = ours(plan(observe(tmp_path), desired, ControllerMemory(), datetime_now()), {c.id})
-    (update,) = [a for a in p.actions if a.kind == ActionKind.UPDATE_RESOURCES]
-    assert update.params_as(ResourceUpdate).pids_limit == 40
-    c.exec_run("touch /tmp/go")
-    for _ in range(100):
-        if c.exec_run("ls /tmp/done").exit_code == 0:
-            break
-        time.sleep(0.1)
+    c, update = forker_and_its_update(make_container, tmp_path)
     pid = docker_client.api.inspect_container(c.id)["State"]["Pid"]
     parents = main_process_cgroups(pid)
     children = [d / "init" for d in parents]
