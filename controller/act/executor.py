@@ -636,18 +636,23 @@ class RealExecutor:
         return fresh
 
     def _begin_checked(
-        self, action: Action, mem: ControllerMemory, now: datetime
+        self, action: Action, mem: ControllerMemory, now: datetime, fresh: Inspected
     ) -> tuple[ControllerMemory, Inspected | None]:
         """Record the intent, then look at the container once more, right before the call.
 
         Writing the intent takes a while (the memory and the event line are fsynced, and the
         memory's save waits for other actions' saves): a container restarted meanwhile is a new,
-        live start that nothing judged. The check before the intent spares a moot action its
-        record; this one is the last look before the engine is told. A change found here closes
-        the intent as skipped; a container gone closes it as already done (None).
+        live start that nothing judged. The check before the intent (``fresh``) spares a moot
+        action its record; this one is the last look before the engine is told. A change found
+        here closes the intent as skipped; a container gone closes it as already done (None).
+
+        An interrupted intent that this run resumes writes nothing, so nothing waited: ``fresh``
+        stands. Looking again there would take the interrupted action's own effect (its stop,
+        completing meanwhile) for a change, and record the controller's stop as skipped.
         """
+        resumed = action.key in mem.intents
         mem = self._begin(action, mem, now)
-        return mem, self._precondition(action)
+        return mem, fresh if resumed else self._precondition(action)
 
     @staticmethod
     def _check_plausible(action: Action, fresh: Inspected) -> None:
@@ -682,7 +687,7 @@ class RealExecutor:
         stop_params = action.params_as(StopParams)
         timeout_s = _int_param(stop_params.grace_s, DEFAULT_STOP_TIMEOUT_S)
         remove = stop_params.remove
-        mem, last = self._begin_checked(action, mem, now)
+        mem, last = self._begin_checked(action, mem, now, fresh)
         if last is None:
             return _Done(Outcome.ALREADY_DONE, "container removed before the stop", mem)
         fresh = last
@@ -736,7 +741,7 @@ class RealExecutor:
         if fresh is None:
             return _Done(Outcome.ALREADY_DONE, "container already gone", mem)
         cid = fresh.id
-        mem, last = self._begin_checked(action, mem, now)
+        mem, last = self._begin_checked(action, mem, now, fresh)
         if last is None:
             return _Done(Outcome.ALREADY_DONE, "container removed by someone else", mem)
         fresh = last
@@ -927,7 +932,7 @@ class RealExecutor:
             return _Done(Outcome.ALREADY_DONE, "already at or below the requested limits", mem)
         if fresh.status == "running":
             self._check_use(fresh, wanted, body)
-        mem, last = self._begin_checked(action, mem, now)
+        mem, last = self._begin_checked(action, mem, now, fresh)
         if last is None:
             return _Done(Outcome.ALREADY_DONE, "container removed before the update", mem)
         fresh = last

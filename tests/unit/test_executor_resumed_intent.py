@@ -1,0 +1,65 @@
+"""An interrupted stop that the next pass resumes is recorded as the controller's stop.
+
+The daemon died in `docker stop`; the intent stayed open (the stop may still be under way) and the
+next pass planned the same stop. That run resumes the intent (it writes nothing), and the earlier
+stop may finish while it runs: the container it finds exited is the interrupted action's own
+effect, not a change since the plan.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from controller.act.events import EventLog
+from controller.act.executor import RealExecutor
+from controller.act.report import Outcome
+from controller.memory import ControllerMemory, Intent
+from controller.plan.types import Action, ActionKind, Reason, StopParams, Target
+from tests.fixtures import builders as b
+from tests.fixtures.act import RecordingNotifier, make_plan, read_events
+from tests.unit.fake_host import FakeHost
+
+
+def test_a_resumed_stop_that_completes_meanwhile_is_recorded_as_done(tmp_path: Path) -> None:
+    host = FakeHost(term_ignored_s=0.0)
+    c = host.add("job")
+    inspect = host.api.inspect_container
+    seen: list[str] = []
+
+    def inspect_container(cid: str) -> dict[str, Any]:
+        data = inspect(cid)
+        seen.append(data["State"]["Status"])
+        if len(seen) == 1:  # the interrupted stop completes right after the first look
+            c.status, c.finished_at = "exited", host.now
+        return data
+
+    host.api.inspect_container = inspect_container  # type: ignore[method-assign]
+    action = Action(
+        kind=ActionKind.STOP_CONTAINER,
+        target=Target(
+            container="job",
+            container_id=c.id,
+            expected_state="running",
+            expected_started_at=c.started_at,
+            user="alice",
+        ),
+        reason=Reason.MAX_RUNTIME_EXCEEDED,
+        message="stop job",
+        due_at=b.T0 - timedelta(minutes=5),
+        key=f"StopContainer:{c.id}:MaxRuntimeExceeded",
+        params=StopParams(grace_s=30),
+    )
+    interrupted = Intent(action=action.model_dump(mode="json"), started_at=b.T0 - timedelta(seconds=20))
+    memory = ControllerMemory(intents={action.key: interrupted})
+    log = tmp_path / "events.jsonl"
+    ex = RealExecutor(host.client, EventLog(log), RecordingNotifier(), tmp_path / "ledger", clock=host.clock)
+    report = ex.execute(make_plan(action, memory=memory), memory, b.T0)
+    (o,) = report.outcomes
+    assert o.outcome is Outcome.DONE, o.detail
+    assert seen[0] == "running"
+    assert report.memory.intents == {}
+    assert report.memory.containers[c.id].stopped_by_controller_at is not None
+    (event,) = read_events(log, intents=True)
+    assert event["event_type"] == "maintenance.runtime_kill" and event["details"]["phase"] == "done"
