@@ -113,12 +113,13 @@ def container_lines(lines: Sequence[CgroupLine], container_id: str) -> tuple[Cgr
     no such component is kept as it is."""
     out: list[CgroupLine] = []
     for line in lines:
-        parts = line.path.split("/")
-        cut = next(
-            (i for i, component in enumerate(parts) if container_id in container_ids_in_path(component)), None
-        )
-        if cut is not None and cut + 1 < len(parts):
-            line = CgroupLine(line.hierarchy_id, line.controllers, "/".join(parts[: cut + 1]))
+        # The id is 64 hex digits: the component holding it is the container's own cgroup (the
+        # outermost, should it occur twice). Plain string search: this runs for every running
+        # container on every pass, several lines each on cgroup v1.
+        at = line.path.find(container_id)
+        end = line.path.find("/", at) if at >= 0 else -1
+        if end >= 0:
+            line = CgroupLine(line.hierarchy_id, line.controllers, line.path[:end])
         out.append(line)
     return tuple(out)
 

@@ -24,6 +24,7 @@ to be the container's main process. Reads only; never writes a cgroup file.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -237,7 +238,11 @@ def _process_count(
     for candidate in candidates:
         text = _read_small(candidate)
         if text is not None:
-            count = sum(1 for line in text.splitlines() if line.strip())
+            count = _count_pids(text)
+            if count == 0:
+                # cgroup.procs lists the cgroup's own members only: every process may sit in its
+                # children (docker:dind's init, systemd's init.scope).
+                count = _subtree_count(candidate.parent)
             if count > 0:
                 return count, SignalSource.CGROUP, None
     if _is_real_proc(config):
@@ -246,6 +251,27 @@ def _process_count(
         except psutil.Error as exc:
             return None, None, f"no cgroup.procs readable and psutil failed: {exc}"
     return None, None, "no cgroup.procs readable"
+
+
+def _count_pids(text: str) -> int:
+    return sum(1 for line in text.splitlines() if line.strip())
+
+
+_SUBTREE_MAX_DIRS = 1000
+
+
+def _subtree_count(directory: Path) -> int:
+    """The processes in the cgroups below ``directory`` (at most the first 1,000 of them: a nested
+    engine's containers; 0 when none can be read)."""
+    count, seen = 0, 0
+    for parent, dirs, _files in os.walk(directory):
+        if parent != str(directory):
+            text = _read_small(Path(parent) / "cgroup.procs")
+            count += _count_pids(text) if text is not None else 0
+        seen += len(dirs)
+        if seen > _SUBTREE_MAX_DIRS:
+            break
+    return count
 
 
 def _network(handle: ProcHandle, network_mode: str) -> tuple[int | None, str | None]:

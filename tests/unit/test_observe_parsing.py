@@ -404,14 +404,17 @@ def test_signals_and_use_are_the_whole_containers_when_its_main_process_sits_in_
     scope = cgroups / "system.slice" / f"docker-{CID}.scope"
     child = scope / "init"
     child.mkdir(parents=True)
+    inner = scope / "docker" / ("e" * 64)  # a container of the nested engine
+    inner.mkdir(parents=True)
     for directory, memory, tasks, cpu_us in ((scope, 20 << 30, 900, 9_000_000), (child, 60 << 20, 12, 5)):
         (directory / "memory.current").write_text(f"{memory}\n")
         (directory / "memory.swap.current").write_text("0\n")
         (directory / "pids.current").write_text(f"{tasks}\n")
         (directory / "cpu.stat").write_text(f"usage_usec {cpu_us}\n")
-        (directory / "cgroup.procs").write_text(
-            "\n".join(str(i) for i in range(1, 4 if directory == child else 9))
-        )
+    # cgroup.procs lists a cgroup's own members: none in the container's, 3 in init, 5 nested.
+    (scope / "cgroup.procs").write_text("")
+    (child / "cgroup.procs").write_text("1\n2\n3\n")
+    (inner / "cgroup.procs").write_text("".join(f"{pid}\n" for pid in range(10, 15)))
     fake_process(proc, 6, cgroup=f"0::/system.slice/docker-{CID}.scope/init\n")
     config = SignalConfig(cgroup_root=cgroups, proc_root=proc, keepalive_path="/workspace/.keep-alive")
     with ProcHandle(proc, 6) as handle:
