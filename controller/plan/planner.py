@@ -155,9 +155,10 @@ def _docker_unavailable(ctx: PassContext, out: Collector, clock: ClockCheck) -> 
             mark_unobserved(m, why),
             clock.step_s,
             snapshot.observed_at,
-            # Held when last seen: the whole step is not hold time (when it stopped is not at hand;
-            # a start meanwhile begins a fresh memory at the next listing anyway).
-            _NEVER_BEFORE if m.last_state in _HELD_STATES else None,
+            # Any of them may have stopped before the step, unseen: the whole step is not hold time
+            # for any (capped at the time since its hold began when it is listed held again; a
+            # container listed running drops it then: _hold_discount).
+            _NEVER_BEFORE,
         )
         for cid, m in ctx.memory.containers.items()
     }
@@ -172,6 +173,18 @@ def _hold_since(c: ContainerObs) -> datetime | None:
     if c.state in STOPPED_STATES:
         return c.finished_at
     return c.created_at if c.state == _CREATED else None
+
+
+def _hold_discount(mem: ContainerMemory, prev: ContainerMemory, state: ContainerState) -> ContainerMemory:
+    """A container not held now (running, paused, restarting) has no hold to discount: a discount
+    gathered while Docker was away, or for an earlier stop, is dropped. One held again after a start
+    nobody saw (Docker away) keeps what was gathered meanwhile: it may have stopped before a step
+    then. (The rule caps the discount at the time since the hold began.)"""
+    if state.value not in _HELD_STATES:
+        return mem.model_copy(update={"hold_discount_s": 0.0}) if mem.hold_discount_s else mem
+    if mem.started_at != prev.started_at and prev.hold_discount_s:
+        return mem.model_copy(update={"hold_discount_s": prev.hold_discount_s + mem.hold_discount_s})
+    return mem
 
 
 def _observe_containers(ctx: PassContext, desired: DesiredState, clock: ClockCheck) -> None:
@@ -197,6 +210,8 @@ def _observe_containers(ctx: PassContext, desired: DesiredState, clock: ClockChe
             # (controller.plan.clock).
             mem = with_clock_step(mem, step_s, seen_at, _hold_since(c))
         state = c.state
+        if prev is not None and (prev.hold_discount_s or mem.hold_discount_s):
+            mem = _hold_discount(mem, prev, state)
         # Only GPU containers are ever idle-stopped, so only they are sampled (and memory stays small).
         if state == _RUNNING and c.has_gpu and c.signals is not None and c.started_at is not None:
             mem = sampling.fold(mem, c, policy)

@@ -7,12 +7,12 @@ runtime (and no warning lead time); real time while the daemon was down is runti
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from controller.memory import ControllerMemory
 from controller.plan.clock import STEP_TOLERANCE_S, check_clock
 from controller.plan.types import ActionKind, Plan, Reason
-from controller.snapshot import Domain
+from controller.snapshot import ContainerObs, Domain
 from tests.fixtures import builders as b
 
 LIMIT = b.policy(max_runtime_s=2 * b.HOUR, idle_timeout_s=None)  # warnings at 90/108 min, lead 10 min
@@ -270,3 +270,73 @@ def test_a_step_while_docker_is_away_is_not_hold_time_either() -> None:
     back = observe(60, 2 * b.HOUR)
     assert removed(back) == []
     assert runner.memory.containers[notebook.id].hold_discount_s == 2 * b.HOUR
+
+
+class AwayHost:
+    """Passes of one container ``notebook`` (no GPU, 30 min hold), a real 30 s apart unless told,
+    some with Docker away; the wall clock is ``offset_s`` ahead of real time."""
+
+    def __init__(self) -> None:
+        self.runner = b.Passes(b.desired(b.policy()))
+        self.true_s = 0.0
+        self.offset_s = 0.0
+
+    def wall(self, true_s: float) -> datetime:
+        return b.T0 + timedelta(seconds=true_s + self.offset_s)
+
+    def observe(self, notebook: ContainerObs | None, *, after_s: float = 30.0) -> Plan:
+        self.true_s += after_s
+        wall = self.wall(self.true_s)
+        if notebook is None:
+            snap = b.snapshot(observed_at=wall, down=[Domain.DOCKER])
+        else:
+            snap = b.snapshot(observed_at=wall, containers=[notebook])
+        return self.runner.run(snap.model_copy(update={"observed_monotonic_s": MONO_AT_START + self.true_s}))
+
+
+def test_a_container_that_stopped_unseen_while_docker_was_away_keeps_its_hold_across_a_step() -> None:
+    # Running at the last listing; stopped (an engine restart) while Docker did not answer, and
+    # the clock stepped 2 h meanwhile. Listed again a real 50 s after its stop: not due.
+    h = AwayHost()
+    started = b.T0 - timedelta(hours=1)
+    h.observe(b.running("notebook", started_at=started, sig=b.signals(h.wall(30))))
+    stopped_at = h.wall(40)
+    h.offset_s = 2 * b.HOUR
+    h.observe(None)
+    exited = b.exited("notebook", started_at=started, finished_at=stopped_at)
+    back = h.observe(exited)
+    assert removed(back) == []
+    (d,) = [d for d in back.deferred if d.target.container == "notebook"]
+    assert d.due_at == stopped_at + timedelta(hours=2, minutes=30)
+    # Its hold still ends a real 30 min after the stop.
+    assert removed(h.observe(exited, after_s=30 * 60)) == ["notebook"]
+
+
+def test_a_container_started_and_stopped_again_unseen_keeps_what_was_gathered_meanwhile() -> None:
+    # Stopped at the last listing; while Docker was away its owner started it again and it stopped
+    # (a new StartedAt: a fresh memory), and the clock stepped 2 h. Not due a real minute later.
+    h = AwayHost()
+    h.observe(
+        b.exited("notebook", started_at=b.T0 - timedelta(hours=3), finished_at=b.T0 - timedelta(hours=2))
+    )
+    restarted = b.exited("notebook", started_at=h.wall(40), finished_at=h.wall(45))  # before the step
+    h.offset_s = 2 * b.HOUR
+    h.observe(None)
+    back = h.observe(restarted)
+    assert removed(back) == []
+    assert removed(h.observe(restarted, after_s=30 * 60)) == ["notebook"]
+
+
+def test_a_container_running_through_a_step_while_docker_was_away_has_no_discount_for_a_later_stop() -> None:
+    h = AwayHost()
+    started = b.T0 - timedelta(hours=1)
+    h.observe(b.running("notebook", started_at=started, sig=b.signals(h.wall(30))))
+    h.offset_s = 2 * b.HOUR
+    h.observe(None)
+    h.observe(b.running("notebook", started_at=started, sig=b.signals(h.wall(90))))
+    assert h.runner.memory.containers[b.cid("notebook")].hold_discount_s == 0.0
+    stopped_at = h.wall(100)
+    exited = b.exited("notebook", started_at=started, finished_at=stopped_at)
+    (d,) = [d for d in h.observe(exited).deferred if d.target.container == "notebook"]
+    assert d.due_at == stopped_at + timedelta(minutes=30)
+    assert "clock_step_discount_s" not in d.evidence

@@ -99,7 +99,7 @@ def created_never_started(ctx: PassContext, out: Collector, c: ContainerObs, pol
         # Created lies in the future (clock skew or a forged value): age from our first sighting.
         since, basis = mem.first_seen_at, "first sighting (Created is in the future)"
     # Forward wall-clock steps since it was created are not time it waited (controller.plan.clock).
-    due = since + timedelta(seconds=timeout_s + (mem.hold_discount_s if mem is not None else 0.0))
+    due = since + timedelta(seconds=timeout_s + hold_discount_s(ctx, mem, since))
     target = ctx.target(c)
     if ctx.now < due:
         age_s = seconds(ctx.now - since)
@@ -146,15 +146,23 @@ def _created_evidence(
         "age_s": seconds(ctx.now - since),
         "timeout_s": timeout_s,
         "timeout_source": policy.created_container_timeout_s.source,
-        **_discount_evidence(ctx, c),
+        **_discount_evidence(ctx, c, since),
         **gpu_evidence(ctx, c),
     }
 
 
-def _discount_evidence(ctx: PassContext, c: ContainerObs) -> dict[str, object]:
+def hold_discount_s(ctx: PassContext, mem: ContainerMemory | None, since: datetime) -> float:
+    """The forward clock steps seen since the hold began (``since``), never more than the wall time
+    since then (steps gathered while Docker was away may have come before this stop)."""
+    if mem is None or not mem.hold_discount_s:
+        return 0.0
+    return min(mem.hold_discount_s, max(0.0, (ctx.now - since).total_seconds()))
+
+
+def _discount_evidence(ctx: PassContext, c: ContainerObs, since: datetime) -> dict[str, object]:
     """The forward clock steps that did not count towards the hold, where there were any."""
-    mem = ctx.cmem.get(c.id)
-    return {"clock_step_discount_s": mem.hold_discount_s} if mem is not None and mem.hold_discount_s else {}
+    discount = hold_discount_s(ctx, ctx.cmem.get(c.id), since)
+    return {"clock_step_discount_s": discount} if discount else {}
 
 
 def stopped_hold(ctx: PassContext, out: Collector, c: ContainerObs, policy: EffectivePolicy) -> None:
@@ -177,8 +185,7 @@ def stopped_hold(ctx: PassContext, out: Collector, c: ContainerObs, policy: Effe
     if restart_at is not None and restart_hold is not None:
         hold = max(hold, restart_hold)
     # Forward wall-clock steps since it stopped are not hold time (controller.plan.clock).
-    discount_s = mem.hold_discount_s if mem is not None else 0.0
-    due = finished_at + timedelta(seconds=hold + discount_s)
+    due = finished_at + timedelta(seconds=hold + hold_discount_s(ctx, mem, finished_at))
     if ctx.now < due:
         out.defer(
             ctx.target(c),
@@ -296,6 +303,6 @@ def _hold_evidence(
         "container_hold_source": policy.container_hold_after_stop_s.source,
         "exit_code": c.exit_code,
         **_restart_evidence(ctx, restart_at),
-        **_discount_evidence(ctx, c),
+        **_discount_evidence(ctx, c, finished_at),
         **gpu_evidence(ctx, c),
     }
