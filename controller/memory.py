@@ -8,11 +8,11 @@ reads a memory and returns the next one (new samples, sightings); the executor r
 from __future__ import annotations
 
 import re
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 from pydantic.dataclasses import dataclass
 
 from controller.snapshot import Slotted
@@ -29,11 +29,21 @@ REMOVED_RETENTION_S = 24 * 3600.0
 _KEY_TOKEN = re.compile(r"[:+]")
 
 
+def _utc_if_naive(value: datetime) -> datetime:
+    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+
+
+# Every time the controller writes carries its offset. One without (a hand edit, a tool that wrote
+# the file) is read as UTC: kept naive, it could not be compared with the pass's time, and every
+# pass failed on it while the file itself loaded cleanly.
+UtcTime = Annotated[datetime, AfterValidator(_utc_if_naive)]
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Sample(Slotted):
     """One activity reading of a running container."""
 
-    at: datetime
+    at: UtcTime
     cpu_usage_ns: int | None = None
     net_bytes: int | None = None
     idle: bool | None = Field(default=None, description="None: could not be decided (unknown signal)")
@@ -45,19 +55,19 @@ class KeepAliveSeen(Slotted):
     """The keep-alive file the controller first saw, to cap keep-alive from first sight."""
 
     inode: int | None
-    first_seen_at: datetime
+    first_seen_at: UtcTime
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ContainerMemory(Slotted):
     container_id: str
     name: str = ""
-    started_at: datetime | None = Field(default=None, description="StartedAt these samples belong to")
+    started_at: UtcTime | None = Field(default=None, description="StartedAt these samples belong to")
     samples: tuple[Sample, ...] = ()
-    idle_since: datetime | None = None
-    last_active_at: datetime | None = None
-    warnings: dict[str, datetime] = Field(default_factory=dict, description="warning key -> sent at")
-    first_seen_at: datetime | None = None
+    idle_since: UtcTime | None = None
+    last_active_at: UtcTime | None = None
+    warnings: dict[str, UtcTime] = Field(default_factory=dict, description="warning key -> sent at")
+    first_seen_at: UtcTime | None = None
     keepalive: KeepAliveSeen | None = None
     unobserved: str | None = Field(
         default=None,
@@ -78,10 +88,10 @@ class ContainerMemory(Slotted):
         "created): wall time that does not count towards its hold",
     )
     last_state: str = Field(default="", description="The state the last pass that saw it observed")
-    stopped_by_restart_at: datetime | None = Field(
+    stopped_by_restart_at: UtcTime | None = Field(
         default=None, description="It was stopped by the engine or host restart at this time, not by a user"
     )
-    stopped_by_controller_at: datetime | None = Field(
+    stopped_by_controller_at: UtcTime | None = Field(
         default=None,
         description="The controller's own StopContainer stopped this start of it at this time (the stop "
         "breaker weighed that stop); its removal is not counted by the removal breaker",
@@ -93,8 +103,8 @@ class ProcessSighting(BaseModel):
 
     pid: int
     start_time: float | None
-    first_seen_at: datetime
-    last_seen_at: datetime
+    first_seen_at: UtcTime
+    last_seen_at: UtcTime
     sightings: int = 1
     reported: bool = Field(default=False, description="A discovery event was written for it")
 
@@ -104,14 +114,14 @@ class Attempt(BaseModel):
 
     failures: int = 0
     last_error: str = ""
-    next_attempt_at: datetime | None = None
+    next_attempt_at: UtcTime | None = None
 
 
 class Breaker(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     tripped: bool = False
-    tripped_at: datetime | None = None
+    tripped_at: UtcTime | None = None
     reason: str = ""
 
 
@@ -125,7 +135,7 @@ class GpuMark(BaseModel):
 
     model_config = ConfigDict(frozen=True)
 
-    since: datetime
+    since: UtcTime
     cause: GpuMarkCause
 
 
@@ -135,7 +145,7 @@ class RemovedContainer(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     name: str
-    removed_at: datetime
+    removed_at: UtcTime
 
 
 class Intent(BaseModel):
@@ -150,7 +160,7 @@ class Intent(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     action: dict[str, Any] = Field(description="The planned Action (JSON form): kind, target, reason, params")
-    started_at: datetime
+    started_at: UtcTime
     reclaimed_gpu_s: float | None = Field(
         default=None, description="GPU-seconds an idle stop reclaims (the idle time it ends, times its GPUs)"
     )
@@ -169,7 +179,7 @@ class ControllerMemory(BaseModel):
         default_factory=dict, description="key 'pid:start_time' -> sighting"
     )
     attempts: dict[str, Attempt] = Field(default_factory=dict, description="action key -> attempts")
-    done: dict[str, datetime] = Field(
+    done: dict[str, UtcTime] = Field(
         default_factory=dict, description="Idempotency keys of one-shot actions already performed"
     )
     breaker: Breaker = Breaker()
@@ -179,7 +189,7 @@ class ControllerMemory(BaseModel):
     dirty_gpus: dict[str, GpuMark] = Field(
         default_factory=dict, description="physical GPU UUID -> dirty mark (reset or alert pending)"
     )
-    last_pass_at: datetime | None = Field(
+    last_pass_at: UtcTime | None = Field(
         default=None,
         description="The last pass that planned the containers (Docker answered): a removal due before "
         "it was due then, a backlog the removal breaker does not count again. A pass with Docker "

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from controller.memory import Attempt, Breaker, ContainerMemory, ControllerMemory, Sample
+from controller.plan.planner import plan
 from controller.store import (
     MemoryStore,
     StoreCorrupt,
@@ -25,6 +26,7 @@ from controller.store import (
     acquire_run_lock,
     open_readonly,
 )
+from tests.fixtures import builders as b
 
 AT = datetime(2026, 1, 30, 14, 30, tzinfo=UTC)
 REPO = Path(__file__).resolve().parents[2]
@@ -47,6 +49,25 @@ def sample_memory() -> ControllerMemory:
         breaker=Breaker(tripped=True, tripped_at=AT, reason="too many stops"),
         last_pass_at=AT,
     )
+
+
+def test_a_time_without_an_offset_is_read_as_utc_and_every_pass_goes_on(tmp_path: Path) -> None:
+    """The controller writes every time with its offset; one without (a hand edit, another tool)
+    loaded cleanly, then failed every pass (naive against aware), and the watchdog restarted the
+    daemon onto the same file, again and again."""
+    state = tmp_path / "state"
+    store = MemoryStore(state)
+    store.save(sample_memory())
+    raw = store.path.read_text()
+    store.path.write_text(raw.replace("2026-01-30T14:30:00Z", "2026-01-30T14:30:00"))
+    assert raw.count("2026-01-30T14:30:00Z") >= 5 and "2026-01-30T14:30:00Z" not in store.path.read_text()
+    memory = MemoryStore(state).load()
+    assert memory == sample_memory()
+    (cm,) = memory.containers.values()
+    assert cm.samples[0].at.tzinfo is not None and memory.done["WarnOwner:x"].tzinfo is not None
+    later = datetime(2026, 6, 1, tzinfo=UTC)
+    assert memory.pruned(later).done == {}  # compared with an aware time without error
+    plan(b.snapshot(observed_at=later), b.desired(), memory, later)
 
 
 def test_round_trip_and_modes(tmp_path: Path) -> None:
