@@ -391,6 +391,10 @@ def removal_breaker(ctx: PassContext, destructive: list[Proposed]) -> tuple[Brea
     nobody here chose: a restart, a broken signal. A memory that lost the mark counts them again.
     """
     since = ctx.memory.last_pass_at
+    if since is not None and since > ctx.now:
+        # A last pass in the future (a wall clock stepped forward then back, a memory file from
+        # elsewhere) would make every due removal look like a backlog: none is known.
+        since = None
     removals = [
         a
         for a in destructive

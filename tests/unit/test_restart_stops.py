@@ -236,6 +236,15 @@ class TestRemovalBreaker:
         assert p.memory.breaker.tripped
         assert "would remove 6 of 6 stopped containers" in p.memory.breaker.reason
 
+    def test_a_last_pass_in_the_future_is_no_backlog(self) -> None:
+        # The wall clock ran a day ahead for one pass (then NTP set it back); an engine restart now
+        # stops everything. Every due removal fell due "before the last pass": all counted as a
+        # backlog, and ten a pass went ahead with the breaker closed.
+        memory = ControllerMemory(last_pass_at=b.T0 + timedelta(days=1))
+        p = run(*self.host(due=6, other=2), memory=memory, engine_start=None)
+        assert removals(p) == []
+        assert p.memory.breaker.tripped
+
     def test_the_share_is_a_policy_setting(self) -> None:
         p = run(*self.host(due=6, other=2), engine_start=None, breaker_max_remove_fraction=0.9)
         assert not p.memory.breaker.tripped and len(removals(p)) == 6
