@@ -215,7 +215,9 @@ class MemoryStore:
             _check_dir(self.state_dir, self._uids)
             _check_file(self.path, self._uids)
             _atomic_write(self.state_dir, self.path, memory.model_dump_json().encode("utf-8"))
-        except OSError as exc:
+        except (OSError, StoreError) as exc:
+            # A file or directory no longer trusted (a chmod, a restore with other modes) fails the
+            # record like a full disk: announced, and no destructive action runs meanwhile.
             self.health.failed(self.path, exc)
             raise
         self.health.ok(self.path)

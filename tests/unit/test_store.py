@@ -100,6 +100,22 @@ def test_corrupt_and_newer_files_are_reported_and_can_be_quarantined(tmp_path: P
         store.load()
 
 
+def test_a_file_no_longer_trusted_fails_the_record_like_a_full_disk(tmp_path: Path) -> None:
+    # chmod g+w (an admin's tool, a restore with other modes) while the daemon runs: the save is
+    # refused. It was only logged at debug level: the record's health stayed good, no "RECORD
+    # UNWRITABLE" was announced, and the warnings sent meanwhile were not kept.
+    store = MemoryStore(tmp_path / "state")
+    store.save(sample_memory())
+    store.path.chmod(0o664)
+    with pytest.raises(StoreUntrusted):
+        store.save(ControllerMemory())
+    problem = store.health.problem()
+    assert problem is not None and str(store.path) in problem and "chmod go-w" in problem
+    store.path.chmod(0o600)
+    store.save(ControllerMemory())
+    assert store.health.problem() is None
+
+
 def test_untrusted_directory_and_files_are_refused(tmp_path: Path) -> None:
     state = tmp_path / "state"
     MemoryStore(state).save(sample_memory())
