@@ -19,8 +19,9 @@ controller bolder: an open **circuit breaker** (a fresh memory would close it), 
 already performed (a fresh memory would allow resetting a still-dirty GPU again) and **back-off**
 of failed actions. Destructive actions **started and never closed** (a crash during one) are
 rebuilt as open intents from their ``controller.action_started`` lines, so the next pass still
-records them once with their original reason. When the event log cannot be read, the breaker
-is opened (unknown is not safe). Warnings and admin notices are not rebuilt: they may be sent
+records them once with their original reason. The event log rotated last (``<log>.1``) is read
+before the log itself. When the event log cannot be read, the breaker is opened (unknown is not
+safe). Warnings and admin notices are not rebuilt: they may be sent
 once more, and a stop waits for its warning's lead time again.
 
 Called by :func:`controller.wiring.build_controller`.
@@ -151,11 +152,18 @@ def load_state(
 
 
 def memory_from_event_log(path: Path, now: datetime) -> ControllerMemory:
-    """A fresh memory with what must not be forgotten rebuilt from the event log (see the module)."""
+    """A fresh memory with what must not be forgotten rebuilt from the event log (see the module).
+
+    The log rotated last (``<log>.1``, left uncompressed by ``delaycompress``) is read first: a
+    breaker tripped before this week's rotation is in it, and right after a rotation the log itself
+    is not there at all (``nocreate``: deploy/logrotate.d)."""
+    events: list[dict[str, Any]] = []
     try:
-        events = tail(path, SALVAGE_SCAN_LINES, scan_limit_lines=SALVAGE_SCAN_LINES)
-    except FileNotFoundError:
-        events = []
+        for part in (path.with_name(path.name + ".1"), path):
+            try:
+                events += tail(part, SALVAGE_SCAN_LINES, scan_limit_lines=SALVAGE_SCAN_LINES)
+            except FileNotFoundError:
+                continue
     except OSError as exc:
         reason = (
             f"the memory was lost and the event log {path} cannot be read ({exc.strerror or exc}) to "

@@ -131,6 +131,20 @@ def test_a_lost_memory_keeps_an_open_breaker(tmp_path: Path) -> None:
     assert ("CreatedNeverStarted", "BreakerOpen", "old") in b.deferred_summary(p)
 
 
+def test_a_breaker_tripped_before_the_log_was_rotated_stays_open_after_memory_loss(tmp_path: Path) -> None:
+    # The breaker tripped; the weekly rotation renamed the log to events.jsonl.1 (uncompressed:
+    # delaycompress) and, with nocreate, there is no events.jsonl until the next event. Then the
+    # memory was lost: rebuilt from the missing log alone, the breaker closed.
+    log = tmp_path / "events.jsonl"
+    EventLog(log).write("controller.breaker_tripped", user=None, details={"message": "would stop 9 of 10"})
+    log.rename(tmp_path / "events.jsonl.1")
+    memory = memory_from_event_log(log, AT)
+    assert memory.breaker.tripped and "would stop 9 of 10" in memory.breaker.reason
+    # Events written since the rotation come after it: a reset there closes it.
+    EventLog(log).write("controller.breaker_reset", user=None, details={"was": "would stop 9 of 10"})
+    assert not memory_from_event_log(log, AT).breaker.tripped
+
+
 def test_an_unreadable_event_log_opens_the_breaker_after_memory_loss(tmp_path: Path) -> None:
     log_dir = tmp_path / "events.jsonl"
     log_dir.mkdir()  # a directory where the log should be: it cannot be read
