@@ -306,6 +306,12 @@ def test_the_executor_leaves_room_to_fork_right_before_lowering_the_pids_limit(
     # Planned while it ran a couple of tasks; it starts 36 more before the action runs. A limit of 40
     # would leave it less than 10 % of room (its next worker would fail to start): skipped.
     c, update = forker_and_its_update(make_container, tmp_path)
+    assert_skipped_for_room(docker_client, tmp_path, c, update)
+
+
+def assert_skipped_for_room(docker_client: Any, tmp_path: Path, c: Any, update: Action) -> None:
+    """The executor skips ``update`` (its pids limit would leave too little room to fork), and the
+    running container keeps no pids limit."""
     executor = RealExecutor(
         docker_client, EventLog(tmp_path / "e.jsonl"), RecordingNotifier(), tmp_path / "l.json"
     )
@@ -346,13 +352,7 @@ def test_a_main_process_in_a_child_cgroup_does_not_hide_the_containers_use(
         for child in children:
             child.mkdir()
             (child / "cgroup.procs").write_text(str(pid))
-        executor = RealExecutor(
-            docker_client, EventLog(tmp_path / "e.jsonl"), RecordingNotifier(), tmp_path / "l.json"
-        )
-        (outcome,) = executor.execute(make_plan(update), ControllerMemory(), datetime_now()).outcomes
-        assert outcome.outcome is Outcome.SKIPPED and "room" in outcome.detail, outcome.detail
-        state = host_config(docker_client, c.id)
-        assert state["HostConfig"]["PidsLimit"] in (None, 0, -1) and state["State"]["Running"] is True
+        assert_skipped_for_room(docker_client, tmp_path, c, update)
         # The observer reads the container's own cgroup too: the planner sees the 37 tasks.
         (seen,) = [o for o in observe(tmp_path).containers if o.id == c.id]
         assert seen.signals is not None and seen.signals.pids_current is not None

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from controller.plan.types import ActionKind, DeferReason, Plan, Reason
 from controller.snapshot import ContainerObs, ContainerState, OwnerRule, TypeRule
 from crd_like_specs.vocabulary import ContainerType
-from desired_state.effective import ResourceSpec, Sourced
+from desired_state.effective import EffectivePolicy, ResourceSpec, Sourced
 from tests.fixtures import builders as b
 from tests.unit.test_planner_quotas import boxes, pol, quotas, run
 
@@ -80,6 +82,19 @@ def test_a_warning_before_the_owner_came_back_under_the_quota_does_not_count_aga
     assert acts(early) == []
     due = run([a0_again, a1], policy, memory=memory, now=b.at(days=1, minutes=11), quota_enforce="stop")
     assert acts(due) == [("StopContainer", CQ, warn.target.label())]
+
+
+def after_the_lead(first: Plan, containers: list[ContainerObs], policy: EffectivePolicy, **kw: Any) -> Plan:
+    """The pass 11 minutes after ``first`` (past the 10-minute warning lead), quotas enforced, on
+    the memory ``first`` left with its actions carried out."""
+    return run(
+        containers,
+        policy,
+        memory=b.record_outcomes(first, b.T0),
+        now=b.at(minutes=11),
+        quota_enforce="stop",
+        **kw,
+    )
 
 
 def claimed(c: ContainerObs) -> ContainerObs:
@@ -216,14 +231,7 @@ def test_a_container_beyond_two_quotas_is_stopped_once() -> None:
         ("WarnOwner", CQ, "alice-1"),
         ("WarnOwner", GQ, "alice-1"),
     ]
-    due = run(
-        [a0, a1],
-        policy,
-        gpus=gpus,
-        memory=b.record_outcomes(first, b.T0),
-        now=b.at(minutes=11),
-        quota_enforce="stop",
-    )
+    due = after_the_lead(first, [a0, a1], policy, gpus=gpus)
     assert acts(due) == [("StopContainer", CQ, "alice-1")]
     assert not [d for d in due.deferred if d.evidence.get("action") == ActionKind.STOP_CONTAINER.value]
 
@@ -374,12 +382,5 @@ def test_a_container_whose_gpu_share_is_unknown_is_not_stopped_beside_the_one_th
     (alert,) = [a for a in first.actions if a.kind == ActionKind.ALERT_ADMIN]
     assert alert.evidence["beyond"] == ["alice-0"]
     assert "alice-1" in alert.evidence["never_stopped"]
-    due = run(
-        [a0, a1],
-        policy,
-        gpus=gpus,
-        memory=b.record_outcomes(first, b.T0),
-        now=b.at(minutes=11),
-        quota_enforce="stop",
-    )
+    due = after_the_lead(first, [a0, a1], policy, gpus=gpus)
     assert acts(due) == [("StopContainer", GQ, "alice-0")]
