@@ -687,10 +687,9 @@ class RealExecutor:
         stop_params = action.params_as(StopParams)
         timeout_s = _int_param(stop_params.grace_s, DEFAULT_STOP_TIMEOUT_S)
         remove = stop_params.remove
-        mem, last = self._begin_checked(action, mem, now, fresh)
-        if last is None:
+        mem, fresh = self._begin_checked(action, mem, now, fresh)
+        if fresh is None:
             return _Done(Outcome.ALREADY_DONE, "container removed before the stop", mem)
-        fresh = last
         try:
             self._docker.stop(cid, timeout_s=timeout_s)
         except GoneError:
@@ -741,10 +740,9 @@ class RealExecutor:
         if fresh is None:
             return _Done(Outcome.ALREADY_DONE, "container already gone", mem)
         cid = fresh.id
-        mem, last = self._begin_checked(action, mem, now, fresh)
-        if last is None:
+        mem, fresh = self._begin_checked(action, mem, now, fresh)
+        if fresh is None:
             return _Done(Outcome.ALREADY_DONE, "container removed by someone else", mem)
-        fresh = last
         try:
             self._docker.remove(cid)
         except GoneError:
@@ -868,16 +866,12 @@ class RealExecutor:
             raise _Skip(
                 "no fresh NVML and Docker re-check is configured; a GPU is never reset on the plan alone"
             )
-        blockers = list(self._reset_precheck(gpu))
-        if blockers:
-            raise _Skip("not safe to reset now: " + "; ".join(blockers))
+        _safe_to_reset(self._reset_precheck, gpu)
         timeout_s = _or(action.params_as(ResetParams).timeout_s, self._reset_timeout_s)
         mem = self._begin(action, mem, now)
         # The last look, after the intent's (fsynced, possibly queued) write: a process or container
         # that took the GPU meanwhile closes the intent as skipped (see _begin_checked).
-        blockers = list(self._reset_precheck(gpu))
-        if blockers:
-            raise _Skip("not safe to reset now: " + "; ".join(blockers))
+        _safe_to_reset(self._reset_precheck, gpu)
         result = run_reset(self._reset_command, gpu, timeout_s=timeout_s)
         status = "cleaned" if result.ok else "reset_failed"
         details = {
@@ -927,21 +921,15 @@ class RealExecutor:
         if fresh is None:
             return _Done(Outcome.ALREADY_DONE, "container already gone", mem)
         wanted = action.params_as(ResourceUpdate)
-        body = still_needed(wanted, fresh.limits)
-        if not body:
+        if not self._update_body(fresh, wanted):
             return _Done(Outcome.ALREADY_DONE, "already at or below the requested limits", mem)
-        if fresh.status == "running":
-            self._check_use(fresh, wanted, body)
-        mem, last = self._begin_checked(action, mem, now, fresh)
-        if last is None:
+        mem, fresh = self._begin_checked(action, mem, now, fresh)
+        if fresh is None:
             return _Done(Outcome.ALREADY_DONE, "container removed before the update", mem)
-        fresh = last
         # The use may have grown while the intent was written: what is lowered is judged again.
-        body = still_needed(wanted, fresh.limits)
+        body = self._update_body(fresh, wanted)
         if not body:
             return _Done(Outcome.ALREADY_DONE, "already at or below the requested limits", mem)
-        if fresh.status == "running":
-            self._check_use(fresh, wanted, body)
         try:
             self._docker.update(fresh.id, body)
         except GoneError:
@@ -967,6 +955,14 @@ class RealExecutor:
             mem,
             [(EventType.CONTAINER_UPDATE, details)],
         )
+
+    def _update_body(self, fresh: Inspected, wanted: ResourceUpdate) -> dict[str, int]:
+        """What ``docker update`` must still set on ``fresh`` (empty: nothing), after checking that
+        the use read now leaves room under what it lowers (raises _Skip otherwise)."""
+        body = still_needed(wanted, fresh.limits)
+        if body and fresh.status == "running":
+            self._check_use(fresh, wanted, body)
+        return body
 
     def _check_use(self, fresh: Inspected, wanted: ResourceUpdate, body: dict[str, int]) -> None:
         """Skip when the use read now does not leave room under a limit the update lowers: memory,
@@ -1047,6 +1043,13 @@ def _limits_dict(limits: ResourceLimits | None) -> dict[str, Any] | None:
         "memory_swap_bytes": limits.total_swap_bytes,
         "pids_limit": limits.pids_limit,
     }
+
+
+def _safe_to_reset(precheck: Callable[[str], Sequence[str]], gpu: str) -> None:
+    """Raise _Skip naming what a fresh observation says keeps ``gpu`` from being reset now."""
+    blockers = list(precheck(gpu))
+    if blockers:
+        raise _Skip("not safe to reset now: " + "; ".join(blockers))
 
 
 def _or(value: float | None, default: float) -> float:

@@ -164,7 +164,7 @@ def _docker_unavailable(ctx: PassContext, out: Collector, clock: ClockCheck) -> 
     }
 
 
-_HELD_STATES = frozenset({*(s.value for s in STOPPED_STATES), ContainerState.CREATED.value})
+_HELD_STATES = frozenset({*STOPPED_STATES, ContainerState.CREATED})  # those with a hold to count
 _NEVER_BEFORE = datetime.min.replace(tzinfo=UTC)
 
 
@@ -180,7 +180,7 @@ def _hold_discount(mem: ContainerMemory, prev: ContainerMemory, state: Container
     gathered while Docker was away, or for an earlier stop, is dropped. One held again after a start
     nobody saw (Docker away) keeps what was gathered meanwhile: it may have stopped before a step
     then. (The rule caps the discount at the time since the hold began.)"""
-    if state.value not in _HELD_STATES:
+    if state not in _HELD_STATES:
         return mem.model_copy(update={"hold_discount_s": 0.0}) if mem.hold_discount_s else mem
     if mem.started_at != prev.started_at and prev.hold_discount_s:
         return mem.model_copy(update={"hold_discount_s": prev.hold_discount_s + mem.hold_discount_s})
