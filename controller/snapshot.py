@@ -9,7 +9,7 @@ here silently means "zero" or "empty" when it really means "unknown".
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from enum import StrEnum
 from operator import attrgetter
@@ -52,19 +52,36 @@ class Slotted:
         """A copy with ``update``'s fields replaced, unvalidated: pydantic's ``model_copy``, as on
         every model (a name that is not a field raises AttributeError)."""
         cls = type(self)
-        copier = _COPIERS.get(cls) or _copier(cls)
-        new: Self = copier(self)
-        for name, value in (update or {}).items():
-            object.__setattr__(new, name, value)  # no slot of that name: AttributeError
+        layout = _LAYOUTS.get(cls) or _layout(cls)
+        values: Sequence[object] = layout.read(self)
+        if update:
+            changed, index = list(values), layout.index
+            try:
+                for name, value in update.items():
+                    changed[index[name]] = value
+            except KeyError as exc:
+                raise AttributeError(f"{cls.__name__!r} has no field {exc.args[0]!r}") from None
+            values = changed
+        new: Self = object.__new__(cls)
+        for set_, value in zip(layout.setters, values, strict=True):
+            set_(new, value)
         return new
 
     @classmethod
     def built(cls, values: Mapping[str, object]) -> Self:
         """A value of ``values``, which name every field, unvalidated (as ``model_construct``): for
-        the planner, which builds them from typed values thousands of times a pass."""
+        the planner, which builds them from typed values thousands of times a pass. A name that is
+        not a field raises AttributeError, a field left out KeyError (never a value missing one)."""
+        layout = _LAYOUTS.get(cls) or _layout(cls)
+        setters = layout.by_name
         new: Self = object.__new__(cls)
-        for name, value in values.items():
-            object.__setattr__(new, name, value)
+        try:
+            for name, value in values.items():
+                setters[name](new, value)
+        except KeyError as exc:
+            raise AttributeError(f"{cls.__name__!r} has no field {exc.args[0]!r}") from None
+        if len(values) != len(setters):
+            raise KeyError(", ".join(name for name in setters if name not in values))
         return new
 
     def model_dump(self, *, mode: Literal["json", "python"] = "python") -> dict[str, Any]:
@@ -76,26 +93,32 @@ class Slotted:
         return cast(dict[str, Any], adapter.dump_python(self, mode=mode))
 
 
-_COPIERS: dict[type, Callable[[Any], Any]] = {}
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Layout:
+    """How to read and set every field of one slotted class (records are copied and built thousands
+    of times a pass): every field read at once (one ``attrgetter``), each slot set through its own
+    descriptor (``object.__setattr__`` would look each one up by name)."""
+
+    read: Callable[[Any], tuple[object, ...]]
+    setters: tuple[Callable[[Any, object], None], ...]  # in field order
+    index: dict[str, int]  # field name -> its place in ``setters``
+    by_name: dict[str, Callable[[Any, object], None]]
 
 
-def _copier(cls: type) -> Callable[[Any], Any]:
-    """A function copying a value of ``cls``: every field read at once (one ``attrgetter``), each
-    slot set through its own descriptor (records are copied thousands of times a pass)."""
+_LAYOUTS: dict[type, _Layout] = {}
+
+
+def _layout(cls: type) -> _Layout:
     names = [f.name for f in dataclasses.fields(cast(Any, cls))]
     many = attrgetter(*names)
-    read = many if len(names) > 1 else lambda old: (many(old),)  # (one name: a value, not a tuple)
     setters = tuple(getattr(cls, name).__set__ for name in names)
-    new_ = object.__new__
-
-    def copy(old: Any) -> Any:
-        new: Any = new_(cls)
-        for set_, value in zip(setters, read(old), strict=True):
-            set_(new, value)
-        return new
-
-    _COPIERS[cls] = copy
-    return copy
+    layout = _LAYOUTS[cls] = _Layout(
+        read=many if len(names) > 1 else lambda old: (many(old),),  # (one name: a value, not a tuple)
+        setters=setters,
+        index={name: i for i, name in enumerate(names)},
+        by_name=dict(zip(names, setters, strict=True)),
+    )
+    return layout
 
 
 _ADAPTERS: dict[type, TypeAdapter[Any]] = {}

@@ -172,9 +172,28 @@ class _TwoFields(Slotted):
 
 
 def test_the_copy_of_a_slotted_value_of_one_field_and_of_two() -> None:
-    # (attrgetter of one name gives a value, of two a tuple: the copier takes both.)
     one = _OneField(only=1)
     assert one.model_copy() == one and one.model_copy(update={"only": 2}) == _OneField(only=2)
     two = _TwoFields(first=1)
     assert two.model_copy(update={"second": "c"}) == _TwoFields(first=1, second="c")
     assert two.model_copy() == two and two.model_copy() is not two
+
+
+def test_a_copy_naming_a_field_that_is_not_there_fails_whole_and_leaves_the_original() -> None:
+    two = _TwoFields(first=1)
+    with pytest.raises(AttributeError, match="colour"):
+        two.model_copy(update={"second": "c", "colour": "blue"})
+    assert two == _TwoFields(first=1)
+
+
+def test_built_takes_every_field_and_nothing_else() -> None:
+    """``built`` (unvalidated, for the planner) equals the validated construction; a name that is
+    not a field, or a field left out, is an error, never a value with a slot unset."""
+    assert _TwoFields.built({"first": 1, "second": "c"}) == _TwoFields(first=1, second="c")
+    assert _TwoFields.built({"second": "c", "first": 1}) == _TwoFields(first=1, second="c")
+    with pytest.raises(AttributeError, match="colour"):
+        _TwoFields.built({"first": 1, "second": "c", "colour": "blue"})
+    with pytest.raises(AttributeError, match="colour"):
+        _TwoFields.built({"first": 1, "colour": "blue"})  # as many names as fields, one not a field
+    with pytest.raises(KeyError, match="second"):
+        _TwoFields.built({"first": 1})

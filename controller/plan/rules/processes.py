@@ -60,6 +60,7 @@ from controller.plan.context import (
     sorted_by_head,
 )
 from controller.plan.types import ActionKind, DeferReason, KillParams, Reason, ResetParams, Target
+from controller.plan.values import built
 from controller.snapshot import CgroupScope, ContainerObs, Domain, GpuObs, GpuProcessObs, ProcessState
 from desired_state.effective import GpuResetPolicy
 
@@ -117,16 +118,19 @@ def sighting_key(p: GpuProcessObs) -> str:
 def _process_target(p: GpuProcessObs, c: ContainerObs | None) -> Target:
     """A process's target. Its user is the owner of the container it is attributed to (so the
     owner finds it in ``get events --user``); the process's own uid and user stay in the evidence."""
-    return Target(
-        container=c.name if c is not None else None,
-        container_id=p.container_id,
-        expected_state=None,
-        expected_started_at=None,
-        pid=p.pid,
-        pid_start_time=p.start_time,
-        gpu=p.device_uuid,
-        user=c.owner if c is not None else p.user,
-        ledger_entry=None,
+    return built(
+        Target,
+        {
+            "container": c.name if c is not None else None,
+            "container_id": p.container_id,
+            "expected_state": None,
+            "expected_started_at": None,
+            "pid": p.pid,
+            "pid_start_time": p.start_time,
+            "gpu": p.device_uuid,
+            "user": c.owner if c is not None else p.user,
+            "ledger_entry": None,
+        },
     )
 
 

@@ -37,6 +37,7 @@ from controller.plan.context import Collector, PassContext, fmt_duration, host_t
 from controller.plan.desired import policy_identity
 from controller.plan.rules.aggregate import gpu_holders, owners
 from controller.plan.types import ActionKind, DeferReason, Reason, StopParams, WarnParams
+from controller.plan.values import built
 from controller.snapshot import ContainerId, ContainerObs, ContainerState
 from crd_like_specs.vocabulary import ContainerType
 from desired_state.effective import EffectivePolicy, ExemptFrom
@@ -411,12 +412,17 @@ def _warn(
         due_at=ctx.now,
         key=warn_key,
         evidence=evidence,
-        params=WarnParams(
-            warning_key=warning_key,
-            stop_expected_at=iso(stop_at) if stop_at is not None else None,
-            notice=quota_notice(
-                c, reason, evidence, enforce=enforce, lead_s=lead_s if stop_at is not None else None
-            ),
+        params=built(
+            WarnParams,
+            {
+                "warning_key": warning_key,
+                "level_pct": None,
+                "stop_expected_at": iso(stop_at) if stop_at is not None else None,
+                "notice": quota_notice(
+                    c, reason, evidence, enforce=enforce, lead_s=lead_s if stop_at is not None else None
+                ),
+                "severity": None,
+            },
         ),
     )
 
