@@ -39,6 +39,7 @@ from controller.observe.docker_adapter import (
 from controller.observe.engine import DEFAULT_DOCKER_PIDFILE, engine_started_at, host_booted_at
 from controller.observe.gpu_refs import resolve_gpu_refs
 from controller.observe.keepalive import validate_keepalive_path
+from controller.observe.keepalive_reads import KeepAliveReads
 from controller.observe.ledger import DEFAULT_LEDGER_PATH, DEFAULT_LOCK_TIMEOUT_S, read_ledger
 from controller.observe.procfs import (
     DEFAULT_SYSTEM_PROCESS_NAMES,
@@ -60,6 +61,8 @@ from controller.snapshot import (
     GpuRef,
     GpuUtilReading,
     GpuUuid,
+    KeepAlive,
+    KeepAliveState,
     Snapshot,
 )
 
@@ -169,6 +172,8 @@ class HostObserver:
         )
         self._nvml: NvmlLike = nvml if nvml is not None else _default_nvml(config.nvml_timeout_s)
         self._observe_lock = threading.Lock()
+        # Kept between passes: a read blocked on a hung filesystem is remembered, not started again.
+        self.keepalive_reads = KeepAliveReads()
 
     @property
     def docker(self) -> Any:
@@ -244,10 +249,20 @@ class HostObserver:
             keepalive_path=self.config.keepalive_path,
             use_openat2=self.config.use_openat2,
         )
-        containers = tuple(
-            self._container(c, resolvable, nvml_health.error, reader, signal_config)
-            for c in observation.containers
-        )
+        # The keep-alive files are read after the listing, in one batch with a deadline (a hung
+        # filesystem under a workspace must not stall the pass): each running container leaves a
+        # request, its /proc/<pid> fd, here.
+        keepalive_requests: list[tuple[str, int]] = []
+        try:
+            containers = [
+                self._container(c, resolvable, nvml_health.error, reader, signal_config, keepalive_requests)
+                for c in observation.containers
+            ]
+        except BaseException:
+            for _, fd in keepalive_requests:
+                os.close(fd)
+            raise
+        _with_keepalives(containers, keepalive_requests, self.keepalive_reads, signal_config)
         existing = {c.id for c in containers}
         processes, proc_errors = attribute_gpu_processes(
             gpus, existing, reader, self.config.engine_cgroup_parents
@@ -273,7 +288,7 @@ class HostObserver:
             observed_at=now,
             observed_monotonic_s=monotonic_s,
             health=tuple(health[d] for d in (Domain.DOCKER, Domain.NVML, Domain.PROCFS, Domain.LEDGER)),
-            containers=containers,
+            containers=tuple(containers),
             gpus=tuple(gpus),
             processes=processes,
             ledger=ledger,
@@ -290,6 +305,7 @@ class HostObserver:
         nvml_error: str | None,
         reader: ProcReader,
         signal_config: SignalConfig,
+        keepalive_requests: list[tuple[str, int]],
     ) -> ContainerObs:
         refs = resolve_gpu_refs(c.gpu_refs, gpus)
         main_uid: int | None = None
@@ -298,7 +314,9 @@ class HostObserver:
         if c.state == ContainerState.RUNNING:
             uuids = _device_uuids(refs, c.gpu_refs.all_gpus, gpus)
             util = gpu_util_readings(uuids, gpus, nvml_error)
-            main_uid, signals, running_for_s = self._main_process(c, reader, signal_config, util)
+            main_uid, signals, running_for_s = self._main_process(
+                c, reader, signal_config, util, keepalive_requests
+            )
         verdict = classify(c.name, c.labels, main_uid, reader.uid_to_name)
         return container_obs(c, verdict, refs, signals, running_for_s)
 
@@ -308,6 +326,7 @@ class HostObserver:
         reader: ProcReader,
         signal_config: SignalConfig,
         util: tuple[GpuUtilReading, ...],
+        keepalive_requests: list[tuple[str, int]],
     ) -> tuple[int | None, ActivitySignals, float | None]:
         if c.pid is None:
             return None, unknown_signals("the engine reports no main process"), None
@@ -326,12 +345,41 @@ class HostObserver:
                     network_mode=c.network_mode,
                     gpu_util=util,
                     container_id=c.id,
+                    keepalive=KEEPALIVE_NOT_READ,  # read after the listing: _with_keepalives
                 )
-                return uid, signals, reader.running_for_s(handle)
+                running_for_s = reader.running_for_s(handle)
+                try:
+                    keepalive_requests.append((c.id, os.dup(handle.fd)))
+                except OSError as exc:  # (out of fds) the other signals stand
+                    unread = KeepAlive(state=KeepAliveState.UNKNOWN, detail=f"cannot read it: {exc}")
+                    signals = signals.model_copy(update={"keepalive": unread})
+                return uid, signals, running_for_s
         except ProcessGone as exc:
             return None, unknown_signals(f"main process gone: {exc}"), None
         except OSError as exc:
             return None, unknown_signals(f"cannot read the main process: {exc}"), None
+
+
+KEEPALIVE_NOT_READ = KeepAlive(state=KeepAliveState.UNKNOWN, detail="not read")
+
+
+def _with_keepalives(
+    containers: list[ContainerObs],
+    requests: list[tuple[str, int]],
+    reads: KeepAliveReads,
+    config: SignalConfig,
+) -> None:
+    """Each requested container's keep-alive, read in one batch with a deadline (the fds taken over)."""
+    if not requests:
+        return
+    found = reads.read_all(requests, config.keepalive_path, config.use_openat2)
+    where: dict[str, int] = {c.id: i for i, c in enumerate(containers)}
+    for (cid, _), keepalive in zip(requests, found, strict=True):
+        i = where[cid]
+        c = containers[i]
+        if c.signals is not None:
+            signals = c.signals.model_copy(update={"keepalive": keepalive})
+            containers[i] = c.model_copy(update={"signals": signals})
 
 
 def observe_host(config: ObserveConfig | None = None, nvml: NvmlLike | None = None) -> Snapshot:

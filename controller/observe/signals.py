@@ -73,11 +73,14 @@ def read_signals(
     gpu_util: tuple[GpuUtilReading, ...],
     now: datetime | None = None,
     container_id: str | None = None,
+    keepalive: KeepAlive | None = None,
 ) -> ActivitySignals:
     """Read every signal of one running container whose main process ``handle`` is open.
 
     With ``container_id``, the cgroup files read are the container's own cgroup's, even when the
-    main process sits in a child of it (:func:`controller.observe.cgroups.container_lines`)."""
+    main process sits in a child of it (:func:`controller.observe.cgroups.container_lines`). With
+    ``keepalive``, that value is taken instead of reading the file (the observer reads them all
+    later, with a deadline: :mod:`controller.observe.keepalive_reads`)."""
     lines = parse_cgroup(cgroup_text)
     if container_id is not None:
         lines = container_lines(lines, container_id)
@@ -85,10 +88,11 @@ def read_signals(
     count, count_source, count_unknown = _process_count(lines, config, handle.pid)
     net_bytes, net_unknown = _network(handle, network_mode)
     usage = read_usage(lines, config.cgroup_root)
-    try:
-        keepalive = read_keepalive(handle.fd, config.keepalive_path, use_openat2=config.use_openat2)
-    except ProcessGone as exc:
-        keepalive = KeepAlive(state=KeepAliveState.UNKNOWN, detail=str(exc))
+    if keepalive is None:
+        try:
+            keepalive = read_keepalive(handle.fd, config.keepalive_path, use_openat2=config.use_openat2)
+        except ProcessGone as exc:
+            keepalive = KeepAlive(state=KeepAliveState.UNKNOWN, detail=str(exc))
     return ActivitySignals(
         read_at=now or datetime.now(UTC),
         cpu_usage_ns=cpu_ns,

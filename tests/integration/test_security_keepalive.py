@@ -165,7 +165,7 @@ def observe_in_thread(observer: HostObserver, unblock: Path | None, timeout_s: f
             fd = os.open(unblock, os.O_WRONLY | os.O_NONBLOCK)
             os.close(fd)
         thread.join(10)
-        pytest.fail(f"the observation blocked for {timeout_s:g}s (a FIFO on the keep-alive path was opened)")
+        pytest.fail(f"the observation blocked for {timeout_s:g}s (on a file on the keep-alive path)")
     if "error" in box:
         raise box["error"]
     snap: Snapshot = box["snap"]
