@@ -139,6 +139,15 @@ class GpuMark(BaseModel):
     cause: GpuMarkCause
 
 
+class ClockStep(BaseModel):
+    """A forward wall-clock step, as the pass that saw it read it (:mod:`controller.plan.clock`)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    seen_at: UtcTime = Field(description="The wall time of the observation that saw it (after the step)")
+    step_s: float
+
+
 class RemovedContainer(BaseModel):
     """A container the controller removed itself (kept :data:`REMOVED_RETENTION_S`)."""
 
@@ -201,6 +210,11 @@ class ControllerMemory(BaseModel):
     )
     clock_monotonic_s: float | None = Field(
         default=None, description="The last monotonic reading (a lower one: the host rebooted)"
+    )
+    clock_steps: tuple[ClockStep, ...] = Field(
+        default=(),
+        description="Forward wall-clock steps seen lately, kept while a ledger row written before one "
+        "may still be inside its reservation window (a step is not reservation time)",
     )
     intents: dict[str, Intent] = Field(
         default_factory=dict, description="action key -> destructive action started, outcome not yet recorded"

@@ -21,6 +21,13 @@ delivered warnings move with the clock, so a warning's lead time is not cut shor
 stopped container, or one never started, also gets it as ``hold_discount_s`` (capped at the time
 since its FinishedAt or Created): a step is not hold time, and a container stopped a minute ago is
 not removed at once because the wall clock jumped past its hold.
+
+A ledger row's reservation window runs from its ``allocated_at``, written by the allocator on the
+wall clock, and the row is not in the memory: the steps themselves are kept
+(``ControllerMemory.clock_steps``, while a row they concern may still be inside its window) and a
+row gets each step seen after its ``allocated_at``, capped at the time from then to the pass that
+saw it (:func:`step_discount_s`). A row written before the step gets it whole, one written between
+the step and that pass only that much: a release comes later, never earlier.
 """
 
 from __future__ import annotations
@@ -28,7 +35,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from controller.memory import ContainerMemory, ControllerMemory
+from controller.memory import ClockStep, ContainerMemory, ControllerMemory
 from controller.snapshot import Snapshot
 
 STEP_TOLERANCE_S = 5.0
@@ -75,3 +82,21 @@ def with_clock_step(
 
 def _capped(step_s: float, now: datetime, since: datetime) -> float:
     return min(step_s, max(0.0, (now - since).total_seconds()))
+
+
+def recent_steps(
+    steps: tuple[ClockStep, ...], clock: ClockCheck, seen_at: datetime, now: datetime, window_s: float
+) -> tuple[ClockStep, ...]:
+    """The steps to keep after this pass: this pass's step added, and any step dropped once no row
+    written before it can still be inside a reservation window of ``window_s`` (plus the step)."""
+    if clock.step_s > 0:
+        steps = (*steps, ClockStep(seen_at=seen_at, step_s=clock.step_s))
+    if not steps:
+        return steps
+    return tuple(s for s in steps if s.seen_at + timedelta(seconds=window_s + s.step_s) >= now)
+
+
+def step_discount_s(steps: tuple[ClockStep, ...], since: datetime) -> float:
+    """How much of the wall time since ``since`` is forward steps: each step seen after it, capped
+    at the time from ``since`` to the pass that saw it."""
+    return sum(_capped(s.step_s, s.seen_at, since) for s in steps if s.seen_at > since)

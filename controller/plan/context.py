@@ -17,7 +17,7 @@ from enum import Enum
 from operator import attrgetter
 from typing import Any, TypeAlias, TypeVar
 
-from controller.memory import ContainerMemory, ControllerMemory
+from controller.memory import ClockStep, ContainerMemory, ControllerMemory
 from controller.plan.desired import CLAIMED_OWNER_RULES, UNTRUSTED_OWNER
 from controller.plan.types import (
     DESTRUCTIVE_KINDS,
@@ -364,6 +364,9 @@ class PassContext:
     warned_ids: list[str] = field(default_factory=list)
     by_owner: dict[str, list[ContainerObs]] | None = None  # rules.aggregate.owners, once policies are in
     owner_gpu_holders: dict[str, list[ContainerObs]] = field(default_factory=dict)  # with by_owner
+    # Forward wall-clock steps a ledger row's reservation window may span, this pass's included
+    # (controller.plan.clock.recent_steps).
+    clock_steps: tuple[ClockStep, ...] = ()
     _unresolved_live: list[str] | None = None  # see unresolved_live_names
     _targets: dict[str, Target] = field(default_factory=dict)
     _physical: dict[str, list[str]] = field(default_factory=dict)

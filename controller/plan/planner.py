@@ -31,7 +31,7 @@ from datetime import UTC, datetime
 from operator import attrgetter
 
 from controller.memory import ContainerMemory, ControllerMemory
-from controller.plan.clock import ClockCheck, check_clock, with_clock_step
+from controller.plan.clock import ClockCheck, check_clock, recent_steps, with_clock_step
 from controller.plan.context import Collector, PassContext, host_target, iso
 from controller.plan.desired import DesiredState
 from controller.plan.idle import Thresholds, advance, fresh_memory, mark_unobserved
@@ -86,6 +86,9 @@ def _plan(snapshot: Snapshot, desired: DesiredState, memory: ControllerMemory, n
     ctx = PassContext.build(snapshot, now, desired.global_policy, memory)
     out = Collector()
     clock = check_clock(snapshot, memory)
+    ctx.clock_steps = recent_steps(
+        memory.clock_steps, clock, snapshot.observed_at, now, ctx.glob.ledger_reservation_window_s.value
+    )
 
     if ctx.docker_ok:
         _observe_containers(ctx, desired, clock)
@@ -119,6 +122,7 @@ def _plan(snapshot: Snapshot, desired: DesiredState, memory: ControllerMemory, n
             "last_pass_at": now if ctx.docker_ok else memory.last_pass_at,
             "clock_offset_s": clock.offset_s,
             "clock_monotonic_s": clock.monotonic_s,
+            "clock_steps": ctx.clock_steps,
             "intents": memory.intents,  # the executor's records of actions in flight, carried unchanged
             "removed": removals_still_named(ctx),  # the executor's record of its removals
         },

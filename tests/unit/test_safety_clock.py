@@ -340,3 +340,77 @@ def test_a_container_running_through_a_step_while_docker_was_away_has_no_discoun
     (d,) = [d for d in h.observe(exited).deferred if d.target.container == "notebook"]
     assert d.due_at == stopped_at + timedelta(minutes=30)
     assert "clock_step_discount_s" not in d.evidence
+
+
+# --- ledger rows: a forward step is not reservation time either -----------------------------------
+# An allocator writes its ledger row before `docker run` creates the container (and pulls the image):
+# the row is released only once its reservation window (from allocated_at on the wall clock; 5 min
+# in the test policy, 30 min built in) has passed with no container for it. NTP moving the clock on
+# 2 h must not release a row written a minute ago, for a container still being pulled: its GPU
+# would be handed to someone else.
+WINDOW = timedelta(minutes=5)
+
+
+def ledger_host(*, written_after_step: bool = False, also_at_true_s: float | None = None) -> list[Plan]:
+    """Passes a real 30 s apart, then one a real 31 min after the first (and one at
+    ``also_at_true_s``): the wall clock steps forward 2 h between the first and the second. The row
+    for ``train`` (no such container yet) was written a real minute before the first pass, or, with
+    ``written_after_step``, a real 10 s before the second (on the stepped clock)."""
+    runner = b.Passes(b.desired(b.policy()))
+    step = 2 * b.HOUR
+    written = b.T0 + timedelta(seconds=20 + step) if written_after_step else b.T0 - timedelta(minutes=1)
+    row = b.ledger_entry("train", allocated_at=written)
+    times = [0.0, 30.0, 60.0, 31 * 60.0, *([also_at_true_s] if also_at_true_s is not None else [])]
+    plans = []
+    for true_s in times:
+        offset_s = step if true_s > 0 else 0.0
+        wall = b.T0 + timedelta(seconds=true_s + offset_s)
+        rows = (row,) if true_s > 0 or not written_after_step else ()
+        snap = b.snapshot(observed_at=wall, gpus=[b.gpu(0)], ledger=b.ledger(*rows)).model_copy(
+            update={"observed_monotonic_s": MONO_AT_START + true_s}
+        )
+        plans.append(runner.run(snap))
+    return plans
+
+
+def released(p: Plan) -> list[str]:
+    return [
+        a.target.ledger_entry["container"]
+        for a in p.actions
+        if a.kind == ActionKind.RELEASE_ALLOCATION and a.target.ledger_entry is not None
+    ]
+
+
+def test_a_forward_step_is_not_reservation_time() -> None:
+    first, stepped, next_pass, half_an_hour = ledger_host()
+    assert released(first) == released(stepped) == released(next_pass) == [], (
+        "released 90 s after it was written"
+    )
+    (d,) = [d for d in stepped.deferred if d.rule == Reason.LEAKED_ALLOCATION]
+    assert d.evidence["reservation_window_s"] == WINDOW.total_seconds()
+    assert d.due_at == b.T0 - timedelta(minutes=1) + WINDOW + timedelta(hours=2)
+    assert d.evidence["clock_step_discount_s"] == 2 * b.HOUR
+    assert "plus 2h the wall clock stepped forward" in d.message
+    # Half an hour of real time later, the row is released, the step notwithstanding.
+    assert released(half_an_hour) == ["train"]
+    (a,) = [a for a in half_an_hour.actions if a.kind == ActionKind.RELEASE_ALLOCATION]
+    assert a.due_at == d.due_at
+
+
+def test_a_row_written_after_the_step_takes_only_the_time_since_it() -> None:
+    # Written (on the stepped clock) 10 s before the pass that saw the step: only those 10 s are
+    # discounted, and its window still ends a real 5 min after it was written.
+    stepped = ledger_host(written_after_step=True)[1]
+    (d,) = [d for d in stepped.deferred if d.rule == Reason.LEAKED_ALLOCATION]
+    assert d.evidence["clock_step_discount_s"] == 10.0
+    assert d.due_at == b.T0 + timedelta(hours=2, seconds=30) + WINDOW
+
+
+def test_a_step_is_kept_only_while_a_row_written_before_it_may_be_reserved() -> None:
+    *_, half_an_hour, later = ledger_host(also_at_true_s=5 * b.HOUR)
+    (kept,) = half_an_hour.memory.clock_steps
+    assert (kept.step_s, kept.seen_at) == (2 * b.HOUR, b.T0 + timedelta(seconds=30, hours=2))
+    # The window and the 2 h step after it was seen, no row written before it is reserved.
+    assert later.memory.clock_steps == ()
+    loaded = ControllerMemory.model_validate_json(half_an_hour.memory.model_dump_json())
+    assert loaded.clock_steps == half_an_hour.memory.clock_steps

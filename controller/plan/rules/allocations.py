@@ -39,6 +39,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from operator import attrgetter
 
+from controller.plan.clock import step_discount_s
 from controller.plan.context import (
     GO_ON,
     Check,
@@ -348,7 +349,12 @@ class _RowFacts:
     target: Target
     allocated_at: datetime
     age_s: float
+    discount_s: float  # forward wall-clock steps since it was written: not reservation time
     evidence: dict[str, object]
+
+    def due(self, window_s: float) -> datetime:
+        """The end of its reservation window."""
+        return self.allocated_at + timedelta(seconds=window_s + self.discount_s)
 
     @property
     def why(self) -> str:
@@ -382,7 +388,12 @@ def _row_facts(ctx: PassContext, e: LedgerEntry, c: ContainerObs | None, device:
         "reservation_window_s": window.value,
         "window_source": window.source,
     }
-    return _RowFacts(e, c, device, target, allocated_at, age_s, evidence)
+    # A forward wall-clock step since the row was written is not reservation time: a row written a
+    # minute before NTP moved the clock two hours on stays reserved (controller.plan.clock).
+    discount_s = step_discount_s(ctx.clock_steps, allocated_at) if ctx.clock_steps else 0.0
+    if discount_s:
+        evidence["clock_step_discount_s"] = discount_s
+    return _RowFacts(e, c, device, target, allocated_at, age_s, discount_s, evidence)
 
 
 def _one_row(ctx: PassContext, out: Collector, e: LedgerEntry, rows: _Rows) -> None:
@@ -413,7 +424,7 @@ def _one_row(ctx: PassContext, out: Collector, e: LedgerEntry, rows: _Rows) -> N
         Reason.LEAKED_ALLOCATION,
         f"release ledger row GPU {e.gpu} -> '{e.container}' (user {e.user}): {r.why}, allocated "
         f"{fmt_duration(r.age_s)} ago",
-        due_at=r.allocated_at + timedelta(seconds=ctx.glob.ledger_reservation_window_s.value),
+        due_at=r.due(ctx.glob.ledger_reservation_window_s.value),
         key=f"ReleaseAllocation:{e.container}:{e.gpu}:{iso(e.allocated_at)}",
         evidence=r.evidence,
     )
@@ -494,7 +505,7 @@ def _suspects_text(
 def _inside_window(ctx: PassContext, r: _RowFacts) -> Check:
     """An allocator writes its row before `docker run` creates the container (and pulls the image)."""
     window_s = ctx.glob.ledger_reservation_window_s.value
-    due = r.allocated_at + timedelta(seconds=window_s)
+    due = r.due(window_s)
     if ctx.now >= due:
         return GO_ON
     e = r.entry
@@ -503,10 +514,14 @@ def _inside_window(ctx: PassContext, r: _RowFacts) -> Check:
         Reason.LEAKED_ALLOCATION,
         DeferReason.NOT_DUE,
         f"ledger row GPU {e.gpu} -> '{e.container}': {r.why}; inside the reservation window "
-        f"of {fmt_duration(window_s)}",
+        f"of {fmt_duration(window_s)}{_step_note(r)}",
         due_at=due,
         evidence=r.evidence,
     )
+
+
+def _step_note(r: _RowFacts) -> str:
+    return f" (plus {fmt_duration(r.discount_s)} the wall clock stepped forward)" if r.discount_s else ""
 
 
 def _unknown_why(ctx: PassContext, device: _Device | None) -> str:
