@@ -128,6 +128,10 @@ POLICY_DURATIONS: Final[dict[str, tuple[str, str]]] = {
 GLOBAL_POLICY_DURATIONS: Final[dict[str, tuple[str, str]]] = {
     "gpu_hold_after_manual_stop_m": ("gpuHoldAfterManualStop", "m"),
 }
+# A 0 in these keys was "no limit" to DS01's scripts (desired_state docs, "Differences from DS01").
+ZERO_IS_NO_LIMIT: Final = frozenset({"idle_timeout_h", "max_runtime_h"})
+# A 0 in these keys has no certain meaning: an error.
+ZERO_IS_UNCLEAR: Final = frozenset({"gpu_hold_after_stop_h", "container_hold_after_stop_h"})
 TYPE_DURATIONS: Final[dict[str, tuple[str, str]]] = {
     "idle_timeout_h": ("idleTimeout", "h"),
     "max_runtime_h": ("maxRuntime", "h"),
@@ -255,9 +259,28 @@ class _Importer:
     # --- values ------------------------------------------------------------------------------------
 
     def duration(self, doc: YamlDocument, loc: Loc, value: Any, unit: str) -> tuple[bool, Seconds | None]:
-        """(ok, the duration in seconds or None for never) for a DS01 unit-suffixed key."""
+        """(ok, the duration in seconds or None for never) for a DS01 unit-suffixed key.
+
+        DS01's enforcement scripts skip a container whose idle timeout or max runtime is 0 (no
+        limit): read as 0 s, the same file would stop every container at once. So 0 there is read
+        as DS01 read it, never. A hold of 0 is an error: its meaning is not certain (never, or at
+        once), and either reading would remove or keep containers the admin did not mean to."""
         if value is None:
             return True, None
+        key = loc[-1] if loc else None
+        canonical = ALIASES.get(key, key) if isinstance(key, str) else key
+        if value == 0 and isinstance(value, int | float) and not isinstance(value, bool):
+            if canonical in ZERO_IS_NO_LIMIT:
+                return True, None
+            if canonical in ZERO_IS_UNCLEAR:
+                self.error(
+                    doc,
+                    loc,
+                    f"0 is unclear in {key}: never removed, or removed at once?",
+                    expected="null for never, or a positive number of hours",
+                    fix=f"{key}: null (keep it), or {key}: 0.02 (about a minute)",
+                )
+                return False, None
         try:
             return True, Seconds.of(ds01_number_to_seconds(value, unit))
         except DurationError as exc:

@@ -517,3 +517,50 @@ def test_ds01_durations_reach_the_kinds_as_seconds_not_as_text(
     )
     assert docker.idle_timeout_s.value == 1800
     assert docker.idle_timeout_s.source == "container type docker (LifecyclePolicy/ds01)"
+
+
+def test_a_zero_idle_timeout_or_max_runtime_is_no_limit_as_in_ds01(tmp_path: Path) -> None:
+    """DS01's scripts skip a container whose idle timeout or max runtime is 0: read as 0 s, a busy
+    job of that user was warned and stopped 30 s later."""
+    write(
+        tmp_path,
+        "resource-limits.yaml",
+        """
+        defaults:
+          max_runtime_h: 24
+          idle_timeout_h: 0.5
+        groups:
+          student:
+            idle_timeout_h: 0
+        user_overrides:
+          olga:
+            max_runtime_h: 0
+        container_types:
+          docker:
+            max_runtime_h: 0.0
+    """,
+    )
+    policy = import_ds01(tmp_path)
+    (student,) = policy.groups
+    assert (
+        student.spec.settings.idle_timeout is None
+        and "idle_timeout" in student.spec.settings.model_fields_set
+    )
+    (olga,) = policy.overrides
+    assert olga.spec.settings.max_runtime is None and "max_runtime" in olga.spec.settings.model_fields_set
+    lifecycle = policy.lifecycle
+    assert lifecycle is not None and lifecycle.spec.container_types[ContainerType.DOCKER].max_runtime is None
+    eff = resolve_effective_policy(
+        policy, owner="olga", container_type=ContainerType.COMPOSE, name="", labels={}, now=NOW
+    )
+    assert eff.max_runtime_s.value is None
+
+
+@pytest.mark.parametrize("key", ["gpu_hold_after_stop_h", "container_hold_after_stop_h"])
+def test_a_zero_hold_is_an_error_naming_the_file_line_and_fix(tmp_path: Path, key: str) -> None:
+    write(tmp_path, "resource-limits.yaml", f"defaults:\n  max_runtime_h: 24\n  {key}: 0\n")
+    with pytest.raises(PolicyLoadError) as caught:
+        import_ds01(tmp_path)
+    text = str(caught.value)
+    assert "resource-limits.yaml" in text and ":3" in text and f"0 is unclear in {key}" in text
+    assert f"{key}: null" in text
