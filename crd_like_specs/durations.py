@@ -32,6 +32,15 @@ _DURATION_RE = re.compile(DURATION_PATTERN)
 _PART_RE = re.compile(r"(\d+(?:\.\d+)?|\.\d+)([smhdw])")
 
 EXAMPLES: Final = "'90s', '30m', '1.5h', '7d' or '1h30m'"
+# The longest duration accepted: 100 years. A longer one ("never, written as 100000000h") would
+# overflow a date once added to the time of a pass, and fail every pass; never is null.
+MAX_SECONDS: Final = 100 * 365 * 86400
+
+
+def _within_bounds(seconds: float, what: object) -> float:
+    if seconds > MAX_SECONDS:
+        raise DurationError(f"{what} is longer than 100 years; write null for never")
+    return seconds
 
 
 class DurationError(ValueError):
@@ -54,7 +63,7 @@ class Seconds:
         """``seconds`` as a duration; :class:`DurationError` for a negative or non-finite number."""
         if not math.isfinite(seconds) or seconds < 0:
             raise DurationError(f"{seconds!r} seconds is not a duration (negative or not finite)")
-        return cls(float(seconds))
+        return cls(_within_bounds(float(seconds), f"{seconds:g} seconds"))
 
 
 def parse_duration(text: str) -> float:
@@ -78,7 +87,7 @@ def parse_duration(text: str) -> float:
         total += float(number) * UNIT_SECONDS[unit]
     if not math.isfinite(total):
         raise DurationError(f"{text!r} is too large")
-    return total
+    return _within_bounds(total, repr(text))
 
 
 def _looks_numeric(text: str) -> bool:
@@ -142,7 +151,7 @@ def ds01_number_to_seconds(value: object, unit: str) -> float:
         raise DurationError(f"{value!r} is not a finite number")
     if value < 0:
         raise DurationError(f"negative duration {value!r}; write 0 or a positive number, or null for never")
-    return float(value) * UNIT_SECONDS[unit]
+    return _within_bounds(float(value) * UNIT_SECONDS[unit], f"{value} {_UNIT_WORDS[unit]}")
 
 
 _UNIT_WORDS: Final = {"s": "seconds", "m": "minutes", "h": "hours"}

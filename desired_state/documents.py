@@ -83,14 +83,14 @@ def read_members_file(path: Path) -> tuple[list[str], list[PolicyError]]:
         line = raw.split("#", 1)[0].strip()
         if not line:
             continue
-        if any(ch.isspace() for ch in line):
+        if any(ch.isspace() or ch in ",:;" for ch in line):
             errors.append(
                 PolicyError(
                     str(path),
                     number,
                     f"{line!r} is not one login name",
                     expected="one login name per line",
-                    fix="put each name on its own line",
+                    fix="put each name on its own line (a comma-separated list is one line)",
                 )
             )
             continue

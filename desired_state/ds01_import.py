@@ -25,6 +25,7 @@ Called by :mod:`desired_state.load` and :mod:`desired_state.validate`; builds on
 from __future__ import annotations
 
 import difflib
+import os
 import re
 import sys
 from collections.abc import Callable, Mapping, Sequence
@@ -501,7 +502,9 @@ class _Importer:
     # --- files ----------------------------------------------------------------------------------------
 
     def read_single(self, path: Path, *, required: bool) -> YamlDocument | None:
-        if not path.exists() and not required:
+        # A name that is there but cannot be read (a symlink whose target is gone, a loop) is an
+        # error, never an absent optional file: read as absent, overrides and exemptions vanished.
+        if not os.path.lexists(path) and not required:
             return None
         self.inputs.append(str(path))
         docs, errors = read_documents(path)
@@ -638,7 +641,7 @@ class _Importer:
             detail = ""
             members_file = self.dir / GROUPS_DIR / f"{name}.members"
             self.inputs.append(str(members_file))
-            if members_file.exists():
+            if os.path.lexists(members_file):  # (a dangling link is an error, not "no file")
                 file_members, errors = read_members_file(members_file)
                 self.errors.extend(errors)
                 members.extend(file_members)

@@ -97,7 +97,23 @@ def _entries_from_file(
             members = list(document.spec.members or ())
             members_file = document.spec.members_file
             if members_file is not None:
-                target = (path.parent / members_file).resolve()
+                try:
+                    target = (path.parent / members_file).resolve()
+                except (OSError, RuntimeError, ValueError) as exc:  # a symlink loop, a NUL byte
+                    errors.append(
+                        PolicyError(
+                            str(path),
+                            doc.line_of(("spec", "membersFile")),
+                            f"membersFile {members_file!r} cannot be resolved: {exc}",
+                            document=doc.number,
+                            kind="UserGroup",
+                            name=document.metadata.name,
+                            field="spec.membersFile",
+                            expected="a file relative to this spec file",
+                            fix="correct the path (a symbolic link loop?)",
+                        )
+                    )
+                    continue
                 inputs.append(str(target))
                 file_members, member_errors = read_members_file(target)
                 if member_errors and not target.is_file():
@@ -134,11 +150,13 @@ def _entries_from_file(
 
 
 def spec_files(specs_dir: Path) -> list[Path]:
-    """The spec files of a directory: ``*.yaml`` / ``*.yml``, not hidden, sorted by name."""
+    """The spec files of a directory: ``*.yaml`` / ``*.yml`` (any case), not hidden, sorted by name.
+
+    Every such name is listed, whatever it is: a symlink whose target is gone, or a directory, is
+    then an error naming it when read. Skipped, the file's documents would silently drop out of the
+    policy (and an admin's whole policy with it, for the built-in default)."""
     return sorted(
-        p
-        for p in specs_dir.iterdir()
-        if p.suffix in SPEC_SUFFIXES and not p.name.startswith(".") and p.is_file()
+        p for p in specs_dir.iterdir() if p.suffix.lower() in SPEC_SUFFIXES and not p.name.startswith(".")
     )
 
 
@@ -246,6 +264,19 @@ def layer_entries(
 def _collect(
     specs_dir: Path | None, ds01_config_dir: Path | None
 ) -> tuple[PolicySet | None, list[PolicyError], list[str]]:
+    """:func:`_collect_inputs`, and any exception it did not foresee as an error: a start fails with
+    it, a reload keeps the last good policy (an escaping exception failed every pass instead)."""
+    try:
+        return _collect_inputs(specs_dir, ds01_config_dir)
+    except Exception as exc:
+        where = " + ".join(str(p) for p in (specs_dir, ds01_config_dir) if p is not None)
+        problem = f"cannot load the policy: {type(exc).__name__}: {exc}"
+        return None, [PolicyError(where, None, problem, fix="correct the file it names (or report it)")], []
+
+
+def _collect_inputs(
+    specs_dir: Path | None, ds01_config_dir: Path | None
+) -> tuple[PolicySet | None, list[PolicyError], list[str]]:
     if specs_dir is None and ds01_config_dir is None:
         return builtin_policy(), [], []
     entries: list[LoadedDocument] = []
@@ -261,7 +292,19 @@ def _collect(
                 PolicyError(str(specs_dir), None, f"specs directory {what}", fix="create it or fix the path")
             )
         else:
-            spec_entries, spec_inputs, spec_errors = load_spec_files(spec_files(specs_dir))
+            files = spec_files(specs_dir)
+            if not files:
+                # (An admin moving the one file aside to edit it must not put the built-in default
+                # in force: a reload keeps the last good policy, a start fails.)
+                errors.append(
+                    PolicyError(
+                        str(specs_dir),
+                        None,
+                        "the specs directory holds no *.yaml or *.yml files",
+                        fix="put the spec files back, or start without --specs (DS01_SPECS)",
+                    )
+                )
+            spec_entries, spec_inputs, spec_errors = load_spec_files(files)
             inputs.extend(spec_inputs)
             errors.extend(spec_errors)
     if ds01_config_dir is not None:

@@ -25,6 +25,10 @@ _Loader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # the C parser whe
 
 _MERGE_TAG = "tag:yaml.org,2002:merge"
 _MAX_DEPTH = 64
+# Values one document may expand to, aliases followed: a policy holds hundreds. A few hundred bytes of
+# nested anchors and aliases expand to billions ("billion laughs") and would stall every start and
+# reload; such a document is an error, never walked or built.
+MAX_VALUES = 100_000
 _LINE_BREAK = re.compile("\r\n|[\r\n\x85\u2028\u2029]")
 
 
@@ -62,9 +66,14 @@ def read_text(path: Path) -> tuple[str | None, list[PolicyError]]:
     try:
         raw = path.read_bytes()
     except FileNotFoundError:
+        if path.is_symlink():
+            gone = f"a symbolic link to {path.readlink()}, which does not exist"
+            return None, [PolicyError(shown, None, gone, fix="restore the file it names, or remove the link")]
         return None, [PolicyError(shown, None, "file not found", fix="check the path")]
     except IsADirectoryError:
-        return None, [PolicyError(shown, None, "is a directory, not a file")]
+        return None, [PolicyError(shown, None, "is a directory, not a file", fix="name a file")]
+    except ValueError as exc:  # a NUL byte in the name
+        return None, [PolicyError(shown, None, f"cannot read: {exc}", fix="correct the name")]
     except OSError as exc:
         return None, [
             PolicyError(shown, None, f"cannot read: {exc.strerror or exc}", fix="check permissions")
@@ -103,9 +112,22 @@ def read_documents(path: Path, text: str | None = None) -> tuple[list[YamlDocume
                 break
             lines: dict[Loc, int] = {}
             dupes: list[PolicyError] = []
-            _walk(node, (), lines, dupes, shown, index, 0)
+            budget = [MAX_VALUES]
+            _walk(node, (), lines, dupes, shown, index, 0, budget)
             if dupes:
                 errors.extend(dupes)
+            if budget[0] < 0:
+                errors.append(
+                    PolicyError(
+                        shown,
+                        node.start_mark.line + 1,
+                        f"the document expands to more than {MAX_VALUES:,} values (nested aliases?)",
+                        document=index + 1,
+                        fix="write the values out, or use fewer nested anchors and aliases (*name)",
+                    )
+                )
+                docs.append(YamlDocument(path, index, None, node.start_mark.line + 1, lines))
+                continue
             try:
                 data = loader.construct_document(node)
             except (yaml.YAMLError, ValueError, TypeError) as exc:
@@ -174,8 +196,10 @@ def _walk(
     shown: str,
     index: int,
     depth: int,
+    budget: list[int],
 ) -> None:
-    if depth > _MAX_DEPTH:
+    budget[0] -= 1
+    if depth > _MAX_DEPTH or budget[0] < 0:
         return
     if isinstance(node, yaml.MappingNode):
         seen: dict[Any, int] = {}
@@ -203,12 +227,12 @@ def _walk(
             seen[key] = line
             child = (*loc, key)
             lines[child] = line
-            _walk(value_node, child, lines, errors, shown, index, depth + 1)
+            _walk(value_node, child, lines, errors, shown, index, depth + 1, budget)
     elif isinstance(node, yaml.SequenceNode):
         for i, item in enumerate(node.value):
             child = (*loc, i)
             lines[child] = item.start_mark.line + 1
-            _walk(item, child, lines, errors, shown, index, depth + 1)
+            _walk(item, child, lines, errors, shown, index, depth + 1, budget)
 
 
 def _scalar_key(node: yaml.ScalarNode) -> str | int:

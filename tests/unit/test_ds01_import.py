@@ -564,3 +564,21 @@ def test_a_zero_hold_is_an_error_naming_the_file_line_and_fix(tmp_path: Path, ke
     text = str(caught.value)
     assert "resource-limits.yaml" in text and ":3" in text and f"0 is unclear in {key}" in text
     assert f"{key}: null" in text
+
+
+@pytest.mark.parametrize(
+    "name", ["user-overrides.yaml", "lifecycle-exemptions.yaml", "groups/researcher.members"]
+)
+def test_a_dangling_link_for_an_optional_ds01_file_is_an_error_not_an_absent_file(
+    tmp_path: Path, name: str
+) -> None:
+    """Read as absent, a redeployed store behind symlinks turned researchers into students and
+    dropped every override and exemption, with no error (DS01's 42a2b4f failure, again)."""
+    write(tmp_path, "resource-limits.yaml", "groups:\n  researcher:\n    idle_timeout_h: 4\n")
+    link = tmp_path / name
+    link.parent.mkdir(parents=True, exist_ok=True)
+    link.symlink_to(tmp_path / "gone" / Path(name).name)
+    with pytest.raises(PolicyLoadError) as caught:
+        import_ds01(tmp_path)
+    text = str(caught.value)
+    assert str(link) in text and "a symbolic link to" in text and "which does not exist" in text

@@ -5,10 +5,18 @@ from __future__ import annotations
 import math
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from crd_like_specs.durations import DurationError, ds01_number_to_seconds, format_duration, parse_duration
+from crd_like_specs.durations import (
+    MAX_SECONDS,
+    UNIT_SECONDS,
+    DurationError,
+    Seconds,
+    ds01_number_to_seconds,
+    format_duration,
+    parse_duration,
+)
 
 
 @pytest.mark.parametrize(
@@ -77,7 +85,7 @@ def test_format_refuses_what_is_not_a_duration(bad: float) -> None:
 
 
 @settings(max_examples=300, deadline=None)
-@given(st.floats(min_value=0, max_value=1e12, allow_nan=False, allow_infinity=False))
+@given(st.floats(min_value=0, max_value=MAX_SECONDS, allow_nan=False, allow_infinity=False))
 def test_format_then_parse_is_exact(seconds: float) -> None:
     text = format_duration(seconds)
     assert parse_duration(text) == seconds
@@ -86,6 +94,7 @@ def test_format_then_parse_is_exact(seconds: float) -> None:
 @settings(max_examples=200, deadline=None)
 @given(st.integers(min_value=0, max_value=10**9), st.sampled_from(["s", "m", "h", "d", "w"]))
 def test_parse_then_format_then_parse_agrees(number: int, unit: str) -> None:
+    assume(number * UNIT_SECONDS[unit] <= MAX_SECONDS)
     seconds = parse_duration(f"{number}{unit}")
     assert parse_duration(format_duration(seconds)) == seconds
 
@@ -142,3 +151,17 @@ def test_seconds_are_taken_by_the_kinds_as_they_are() -> None:
     for bad in (-1.0, math.inf, math.nan):
         with pytest.raises(DurationError):
             Seconds.of(bad)
+
+
+def test_a_duration_longer_than_a_century_is_an_error_not_an_overflow_in_every_pass() -> None:
+    """``maxRuntime: 100000000h`` (never, as someone might write it) passed validation, then failed
+    every pass: the planner could not add it to the time of the pass."""
+    assert parse_duration("5200w") <= MAX_SECONDS  # 100 years, in the largest unit, is accepted
+    for write in (lambda: parse_duration("100000000h"), lambda: parse_duration("5300w")):
+        with pytest.raises(DurationError, match="longer than 100 years; write null for never"):
+            write()
+    with pytest.raises(DurationError, match="1000000 hours is longer than 100 years"):
+        ds01_number_to_seconds(1_000_000, "h")
+    with pytest.raises(DurationError, match="longer than 100 years"):
+        Seconds.of(MAX_SECONDS + 1)
+    assert Seconds.of(MAX_SECONDS).value == MAX_SECONDS

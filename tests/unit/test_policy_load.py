@@ -131,3 +131,87 @@ def test_spec_text_reads_members_files_beside_its_name(tmp_path: Path) -> None:
     assert "g.members" in policy.sources[0].detail
     with pytest.raises(PolicyLoadError, match=r"membersFile 'g\.members' not found"):
         load_spec_text(text, name=str(tmp_path / "elsewhere" / "groups.yaml"))
+
+
+def test_a_spec_file_that_cannot_be_read_is_an_error_never_the_builtin_default(tmp_path: Path) -> None:
+    """A skipped spec file took its documents out of the policy: a directory whose only file was a
+    dangling link, or was moved aside to edit, ran the built-in default (30 min idle, 24 h runtime)
+    where the admin's file said 4 h and a week; at start and on reload, with no error."""
+    store = tmp_path / "store"
+    store.mkdir()
+    specs = tmp_path / "specs"
+    specs.mkdir()
+    target = store / "site.yaml"
+    write(target, GOOD % "4h")
+    (specs / "site.yaml").symlink_to(target)
+    holder = PolicyHolder(specs)
+    first = holder.current
+    lifecycle = first.lifecycle
+    assert lifecycle is not None and lifecycle.spec.settings.idle_timeout == 4 * 3600.0
+
+    target.unlink()  # the link's target is gone (a redeployed store)
+    errors = holder.reload()
+    assert [e.problem for e in errors] == [f"a symbolic link to {target}, which does not exist"]
+    assert str(specs / "site.yaml") in str(errors[0]) and holder.current is first
+
+    (specs / "site.yaml").unlink()  # moved aside to edit
+    errors = holder.reload()
+    assert [e.problem for e in errors] == ["the specs directory holds no *.yaml or *.yml files"]
+    assert holder.current is first
+    with pytest.raises(PolicyLoadError, match="holds no"):
+        PolicyHolder(specs)
+
+    write(specs / "site.YAML", GOOD % "2h")  # the suffix in capitals is a spec file too
+    assert holder.reload() == []
+    lifecycle = holder.current.lifecycle
+    assert lifecycle is not None and lifecycle.spec.settings.idle_timeout == 2 * 3600.0
+
+
+def test_a_members_file_that_cannot_be_resolved_is_an_error_at_start_and_on_reload(tmp_path: Path) -> None:
+    group = HEAD + "kind: UserGroup\nmetadata: {name: g}\nspec: {membersFile: %s}\n"
+    write(tmp_path / "g.yaml", group % "g.members")
+    write(tmp_path / "g.members", "alice\n")
+    holder = PolicyHolder(tmp_path)
+    first = holder.current
+    (tmp_path / "loop.members").symlink_to(tmp_path / "loop.members")
+    write(tmp_path / "g.yaml", group % "loop.members")
+    errors = holder.reload()  # a raw exception here failed every pass
+    assert len(errors) == 1 and "membersFile 'loop.members' cannot be resolved" in str(errors[0])
+    assert errors[0].field == "spec.membersFile" and errors[0].line == 4
+    assert holder.current is first
+    write(tmp_path / "g.yaml", group % '"a\\0b"')  # a NUL byte in the name
+    errors = holder.reload()
+    assert len(errors) == 1 and "cannot be resolved" in str(errors[0]) and holder.current is first
+    with pytest.raises(PolicyLoadError, match="cannot be resolved"):
+        PolicyHolder(tmp_path)
+
+
+def test_an_unforeseen_failure_while_loading_keeps_the_last_good_policy(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    write(tmp_path / "p.yaml", GOOD % "1h")
+    holder = PolicyHolder(tmp_path)
+    first = holder.current
+
+    def broken(*_: object) -> None:
+        raise OSError(116, "Stale file handle")
+
+    monkeypatch.setattr(load, "_collect_inputs", broken)
+    write(tmp_path / "p.yaml", GOOD % "2h")
+    (error,) = holder.reload()
+    assert "cannot load the policy: OSError" in str(error) and "Stale file handle" in str(error)
+    assert holder.current is first and holder.last_error == str(error)
+
+
+def test_a_comma_separated_members_line_is_an_error_not_one_member(tmp_path: Path) -> None:
+    """`getent group researchers | cut -d: -f4` writes one line, rita,sam,tom: read as one member
+    named "rita,sam,tom", all three fell to the default group."""
+    write(
+        tmp_path / "g.yaml", HEAD + "kind: UserGroup\nmetadata: {name: g}\nspec: {membersFile: g.members}\n"
+    )
+    write(tmp_path / "g.members", "alice\nrita,sam,tom\n")
+    with pytest.raises(PolicyLoadError) as caught:
+        load_policy(specs_dir=tmp_path)
+    (error,) = caught.value.errors
+    assert error.line == 2 and "'rita,sam,tom' is not one login name" in str(error)
+    assert "a comma-separated list is one line" in str(error)

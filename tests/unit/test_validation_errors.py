@@ -62,6 +62,38 @@ CASES: list[tuple[str, dict[str, str | bytes], str, tuple[str, int, str], list[s
         ["plain number 48 is ambiguous", "'48h'"],
     ),
     (
+        "a CRD duration of more than a century (never is null)",
+        spec(
+            HEAD
+            + "kind: LifecyclePolicy\nmetadata: {name: p}\nspec:\n  settings:\n    maxRuntime: 100000000h\n"
+        ),
+        "specs",
+        ("policy.yaml", 6, "spec.settings.maxRuntime"),
+        ["longer than 100 years", "write null for never"],
+    ),
+    (
+        "a DS01 duration of more than a century",
+        ds01("defaults:\n  container_hold_after_stop_h: 1000000\n"),
+        ".",
+        ("resource-limits.yaml", 2, "defaults.container_hold_after_stop_h"),
+        ["1000000 hours is longer than 100 years", "write null for never"],
+    ),
+    (
+        "nested YAML aliases that expand to billions of values",
+        spec(
+            HEAD
+            + "kind: LifecyclePolicy\nmetadata: {name: p}\nspec:\n  settings: {}\n"
+            + "x-a: &a [l, l, l, l, l, l, l, l, l, l]\n"
+            + "".join(
+                f"x-{n}: &{n} [{', '.join([f'*{p}'] * 10)}]\n"
+                for p, n in zip("abcdefgh", "bcdefghi", strict=True)
+            )
+        ),
+        "specs",
+        ("policy.yaml", 1, ""),
+        ["expands to more than 100,000 values", "fewer nested anchors"],
+    ),
+    (
         "bare number in an old unsuffixed DS01 key",
         ds01("defaults:\n  max_runtime: 48\n"),
         ".",
