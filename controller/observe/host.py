@@ -22,6 +22,7 @@ import threading
 import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -38,8 +39,8 @@ from controller.observe.docker_adapter import (
 )
 from controller.observe.engine import DEFAULT_DOCKER_PIDFILE, engine_started_at, host_booted_at
 from controller.observe.gpu_refs import resolve_gpu_refs
-from controller.observe.keepalive import validate_keepalive_path
-from controller.observe.keepalive_reads import KeepAliveReads
+from controller.observe.keepalive import read_keepalive, validate_keepalive_path
+from controller.observe.keepalive_reads import KeepAliveReads, KeepAliveRequest
 from controller.observe.ledger import DEFAULT_LEDGER_PATH, DEFAULT_LOCK_TIMEOUT_S, read_ledger
 from controller.observe.procfs import (
     DEFAULT_SYSTEM_PROCESS_NAMES,
@@ -173,7 +174,9 @@ class HostObserver:
         self._nvml: NvmlLike = nvml if nvml is not None else _default_nvml(config.nvml_timeout_s)
         self._observe_lock = threading.Lock()
         # Kept between passes: a read blocked on a hung filesystem is remembered, not started again.
-        self.keepalive_reads = KeepAliveReads()
+        self.keepalive_reads = KeepAliveReads(
+            partial(read_keepalive_of, config.proc_root, config.keepalive_path, config.use_openat2)
+        )
 
     @property
     def docker(self) -> Any:
@@ -250,19 +253,14 @@ class HostObserver:
             use_openat2=self.config.use_openat2,
         )
         # The keep-alive files are read after the listing, in one batch with a deadline (a hung
-        # filesystem under a workspace must not stall the pass): each running container leaves a
-        # request, its /proc/<pid> fd, here.
-        keepalive_requests: list[tuple[str, int]] = []
-        try:
-            containers = [
-                self._container(c, resolvable, nvml_health.error, reader, signal_config, keepalive_requests)
-                for c in observation.containers
-            ]
-        except BaseException:
-            for _, fd in keepalive_requests:
-                os.close(fd)
-            raise
-        _with_keepalives(containers, keepalive_requests, self.keepalive_reads, signal_config)
+        # filesystem under a workspace must not stall the pass): each running container read leaves
+        # a request here.
+        keepalive_requests: list[KeepAliveRequest] = []
+        containers = [
+            self._container(c, resolvable, nvml_health.error, reader, signal_config, keepalive_requests)
+            for c in observation.containers
+        ]
+        _with_keepalives(containers, keepalive_requests, self.keepalive_reads)
         existing = {c.id for c in containers}
         processes, proc_errors = attribute_gpu_processes(
             gpus, existing, reader, self.config.engine_cgroup_parents
@@ -305,7 +303,7 @@ class HostObserver:
         nvml_error: str | None,
         reader: ProcReader,
         signal_config: SignalConfig,
-        keepalive_requests: list[tuple[str, int]],
+        keepalive_requests: list[KeepAliveRequest],
     ) -> ContainerObs:
         refs = resolve_gpu_refs(c.gpu_refs, gpus)
         main_uid: int | None = None
@@ -314,10 +312,11 @@ class HostObserver:
         if c.state == ContainerState.RUNNING:
             uuids = _device_uuids(refs, c.gpu_refs.all_gpus, gpus)
             util = gpu_util_readings(uuids, gpus, nvml_error)
-            main_uid, signals, running_for_s = self._main_process(
-                c, reader, signal_config, util, keepalive_requests
-            )
+            main_uid, signals, running_for_s = self._main_process(c, reader, signal_config, util)
         verdict = classify(c.name, c.labels, main_uid, reader.uid_to_name)
+        if signals is not None and signals.keepalive is KEEPALIVE_NOT_READ and c.pid is not None:
+            # Read after the listing, with a deadline (_with_keepalives), by its owner's name.
+            keepalive_requests.append(KeepAliveRequest(c.id, verdict.owner, c.pid))
         return container_obs(c, verdict, refs, signals, running_for_s)
 
     def _main_process(
@@ -326,7 +325,6 @@ class HostObserver:
         reader: ProcReader,
         signal_config: SignalConfig,
         util: tuple[GpuUtilReading, ...],
-        keepalive_requests: list[tuple[str, int]],
     ) -> tuple[int | None, ActivitySignals, float | None]:
         if c.pid is None:
             return None, unknown_signals("the engine reports no main process"), None
@@ -347,13 +345,7 @@ class HostObserver:
                     container_id=c.id,
                     keepalive=KEEPALIVE_NOT_READ,  # read after the listing: _with_keepalives
                 )
-                running_for_s = reader.running_for_s(handle)
-                try:
-                    keepalive_requests.append((c.id, os.dup(handle.fd)))
-                except OSError as exc:  # (out of fds) the other signals stand
-                    unread = KeepAlive(state=KeepAliveState.UNKNOWN, detail=f"cannot read it: {exc}")
-                    signals = signals.model_copy(update={"keepalive": unread})
-                return uid, signals, running_for_s
+                return uid, signals, reader.running_for_s(handle)
         except ProcessGone as exc:
             return None, unknown_signals(f"main process gone: {exc}"), None
         except OSError as exc:
@@ -364,22 +356,37 @@ KEEPALIVE_NOT_READ = KeepAlive(state=KeepAliveState.UNKNOWN, detail="not read")
 
 
 def _with_keepalives(
-    containers: list[ContainerObs],
-    requests: list[tuple[str, int]],
-    reads: KeepAliveReads,
-    config: SignalConfig,
+    containers: list[ContainerObs], requests: list[KeepAliveRequest], reads: KeepAliveReads
 ) -> None:
-    """Each requested container's keep-alive, read in one batch with a deadline (the fds taken over)."""
+    """Each requested container's keep-alive, read in one batch with a deadline."""
     if not requests:
         return
-    found = reads.read_all(requests, config.keepalive_path, config.use_openat2)
+    found = reads.read_all(requests)
     where: dict[str, int] = {c.id: i for i, c in enumerate(containers)}
-    for (cid, _), keepalive in zip(requests, found, strict=True):
-        i = where[cid]
+    for req, keepalive in zip(requests, found, strict=True):
+        i = where[req.container_id]
         c = containers[i]
         if c.signals is not None:
             signals = c.signals.model_copy(update={"keepalive": keepalive})
             containers[i] = c.model_copy(update={"signals": signals})
+
+
+def read_keepalive_of(
+    proc_root: Path, path: str, use_openat2: bool | None, req: KeepAliveRequest
+) -> KeepAlive:
+    """One container's keep-alive, through its main process opened here: only while the process's
+    cgroup still names the container (a pid reused since the listing is another process)."""
+    try:
+        with ProcHandle(proc_root, req.pid) as handle:
+            if not _names_container(handle.read_text("cgroup"), req.container_id):
+                return KeepAlive(
+                    state=KeepAliveState.UNKNOWN, detail=f"pid {req.pid} no longer belongs to the container"
+                )
+            return read_keepalive(handle.fd, path, use_openat2=use_openat2)
+    except ProcessGone as exc:
+        return KeepAlive(state=KeepAliveState.UNKNOWN, detail=f"main process gone: {exc}")
+    except OSError as exc:
+        return KeepAlive(state=KeepAliveState.UNKNOWN, detail=f"cannot read the main process: {exc}")
 
 
 def observe_host(config: ObserveConfig | None = None, nvml: NvmlLike | None = None) -> Snapshot:

@@ -11,6 +11,9 @@ other container is read as before, and the blocked read is not started again whi
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -81,3 +84,53 @@ def test_a_hung_filesystem_under_one_workspace_does_not_stall_the_pass(
         snap = observe_in_thread(observer, unblock=None, timeout_s=30)
         assert keepalive_of(snap, hung).state == KeepAliveState.ABSENT
         assert keepalive_of(snap, healthy).state == KeepAliveState.PRESENT
+
+
+OBSERVE_UNDER_A_LOW_FD_LIMIT = """
+import json, os, resource, sys
+from pathlib import Path
+from controller.observe import HostObserver, ObserveConfig
+from controller.snapshot import Domain, DomainHealth
+
+class NoGpus:
+    def observe(self):
+        return (), DomainHealth(domain=Domain.NVML, ok=True)
+
+ids = set(sys.argv[2:])
+with HostObserver(ObserveConfig(ledger_path=Path(sys.argv[1])), nvml=NoGpus()) as observer:
+    observer.observe()  # the client connected, the inspect cache filled
+    open_now = len(os.listdir("/proc/self/fd"))
+    resource.setrlimit(resource.RLIMIT_NOFILE, (open_now + 12, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
+    snap = observer.observe()
+found = {c.id: c.signals for c in snap.containers if c.id in ids}
+print(json.dumps({
+    "present": sum(1 for s in found.values() if s is not None and s.keepalive.state.value == "present"),
+    "cpu_known": sum(1 for s in found.values() if s is not None and s.cpu_usage_ns is not None),
+    "details": sorted({(s.keepalive.detail or "") for s in found.values() if s is not None}),
+}))
+"""
+
+
+def test_the_pass_holds_no_fd_per_running_container(make_container: ContainerFactory, tmp_path: Path) -> None:
+    """The reads run after the listing; had each container's /proc/<pid> been held open until
+    then, a host with about a thousand running containers (the unit's soft limit is 1024) would
+    have run out: here 30 containers under a limit of 12 fds more than the observer needs."""
+    containers = [
+        make_container(["sh", "-c", f"touch {KEEPALIVE}; sleep 300"], network_mode="none") for _ in range(30)
+    ]
+    time.sleep(0.5)  # (each has written its file)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            OBSERVE_UNDER_A_LOW_FD_LIMIT,
+            str(tmp_path / "ledger.json"),
+            *(c.id for c in containers),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    found = json.loads(result.stdout.strip().splitlines()[-1])
+    assert found == {"present": 30, "cpu_known": 30, "details": [""]}, found
