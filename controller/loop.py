@@ -49,7 +49,7 @@ from controller.act.schedule import ActionScheduler, Limits
 from controller.act.usage_recorder import UsageRecorder
 from controller.lastpass import save_last_pass
 from controller.memory import ControllerMemory
-from controller.observe.host import HostObserver
+from controller.observe.host import HostObserver, with_policy
 from controller.ops.sdnotify import Notifier
 from controller.pass_metrics import record_failed_pass, record_metrics
 from controller.plan import wake
@@ -338,13 +338,7 @@ class Controller:
 
     def _apply_global(self, gp: GlobalPolicy) -> None:
         """Host-wide settings the observer and executor were built with follow a policy reload."""
-        self.observer.config = self.observer.config.model_copy(
-            update={
-                "system_process_names": gp.system_process_names.value,
-                "engine_cgroup_parents": gp.engine_cgroup_parents.value,
-                "keepalive_path": gp.host_keepalive_path.value,
-            }
-        )
+        self.observer.config = with_policy(self.observer.config, gp)
         hook = self.hook
         if hook is not None:
             hook.config = hook_config(self.policy.current)

@@ -33,7 +33,7 @@ from controller.act.schedule import ActionScheduler
 from controller.loop import Controller, PassResult, Waker, _loop, utcnow
 from controller.memory import ControllerMemory
 from controller.observe.docker_adapter import make_client
-from controller.observe.host import HostObserver, ObserveConfig
+from controller.observe.host import HostObserver, ObserveConfig, with_policy
 from controller.ops.sdnotify import Notifier
 from controller.plan.desired import PolicySetDesired
 from controller.plan.types import Plan
@@ -123,13 +123,13 @@ def build_controller(
         policy = PolicyHolder(settings.specs, settings.ds01_config)
     gp = PolicySetDesired(policy.current).global_policy
     observer = HostObserver(
-        ObserveConfig(
-            docker_timeout_s=settings.docker_timeout_s,
-            ledger_path=settings.ledger,
-            docker_pidfile=settings.docker_pidfile,
-            system_process_names=gp.system_process_names.value,
-            engine_cgroup_parents=gp.engine_cgroup_parents.value,
-            keepalive_path=gp.host_keepalive_path.value,
+        with_policy(
+            ObserveConfig(
+                docker_timeout_s=settings.docker_timeout_s,
+                ledger_path=settings.ledger,
+                docker_pidfile=settings.docker_pidfile,
+            ),
+            gp,
         )
     )
     # One health for both halves of the record: the executor acts only when both can be written.

@@ -224,20 +224,19 @@ def read_memory(state_dir: Path) -> tuple[ControllerMemory | None, str | None]:
 
 def observe(settings: Settings, desired: Any | None) -> Snapshot:
     """One observation with the daemon's observer; Docker or NVML down degrades the snapshot."""
-    from controller.observe.host import HostObserver, ObserveConfig
+    from controller.observe.host import HostObserver, ObserveConfig, with_policy
     from controller.startup import docker_problem
 
-    config_kwargs: dict[str, Any] = {
-        "docker_timeout_s": settings.docker_timeout_s,
-        "ledger_path": settings.ledger,
-        "docker_pidfile": settings.docker_pidfile,
-    }
+    config = ObserveConfig(
+        docker_timeout_s=settings.docker_timeout_s,
+        ledger_path=settings.ledger,
+        docker_pidfile=settings.docker_pidfile,
+    )
     if desired is not None:
-        config_kwargs["system_process_names"] = desired.global_policy.system_process_names.value
-        config_kwargs["engine_cgroup_parents"] = desired.global_policy.engine_cgroup_parents.value
+        config = with_policy(config, desired.global_policy)  # as the daemon's observer
     try:
         # nvml=None: the observer builds its own NVML adapter, and reports (never raises) when it cannot.
-        observer = HostObserver(ObserveConfig(**config_kwargs), nvml=None)
+        observer = HostObserver(config, nvml=None)
         from controller.store import load_inspect_cache
 
         cached = load_inspect_cache(settings.state_dir)

@@ -22,7 +22,6 @@ import threading
 import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from functools import partial
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -66,6 +65,7 @@ from controller.snapshot import (
     KeepAliveState,
     Snapshot,
 )
+from desired_state.effective import GlobalPolicy
 
 DEFAULT_KEEPALIVE_PATH = "/workspace/.keep-alive"
 
@@ -174,9 +174,12 @@ class HostObserver:
         self._nvml: NvmlLike = nvml if nvml is not None else _default_nvml(config.nvml_timeout_s)
         self._observe_lock = threading.Lock()
         # Kept between passes: a read blocked on a hung filesystem is remembered, not started again.
-        self.keepalive_reads = KeepAliveReads(
-            partial(read_keepalive_of, config.proc_root, config.keepalive_path, config.use_openat2)
-        )
+        # The reads take the config as it is when they run: a policy reload may move keepalivePath.
+        self.keepalive_reads = KeepAliveReads(self._read_keepalive)
+
+    def _read_keepalive(self, req: KeepAliveRequest) -> KeepAlive:
+        config = self.config
+        return read_keepalive_of(config.proc_root, config.keepalive_path, config.use_openat2, req)
 
     @property
     def docker(self) -> Any:
@@ -387,6 +390,19 @@ def read_keepalive_of(
         return KeepAlive(state=KeepAliveState.UNKNOWN, detail=f"main process gone: {exc}")
     except OSError as exc:
         return KeepAlive(state=KeepAliveState.UNKNOWN, detail=f"cannot read the main process: {exc}")
+
+
+def with_policy(config: ObserveConfig, gp: GlobalPolicy) -> ObserveConfig:
+    """``config`` with the settings the policy decides: the daemon's observer, its reloads and
+    ds01ctl's own observation all take them from here (ds01ctl once read another keep-alive path
+    than the daemon, and planned idle stops the daemon never made)."""
+    return config.model_copy(
+        update={
+            "system_process_names": gp.system_process_names.value,
+            "engine_cgroup_parents": gp.engine_cgroup_parents.value,
+            "keepalive_path": gp.host_keepalive_path.value,
+        }
+    )
 
 
 def observe_host(config: ObserveConfig | None = None, nvml: NvmlLike | None = None) -> Snapshot:
