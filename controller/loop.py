@@ -64,6 +64,7 @@ from controller.settings import Settings
 from controller.snapshot import Domain, Snapshot
 from controller.startup import degraded_line, one_line_error, recovered_line
 from controller.store import (
+    BREAKER_RESET_REQUEST,
     MemoryStore,
     StoreError,
     save_inspect_cache,
@@ -75,7 +76,6 @@ from desired_state.load import PolicyHolder
 if TYPE_CHECKING:
     from controller.ops.metrics import Metrics
 
-BREAKER_RESET_REQUEST = "breaker-reset"
 # After a Docker event, wait this long for the burst to settle (compose starts many containers).
 EVENT_DEBOUNCE_S = 0.05
 # An event-woken pass starts at least this long after the previous one began, so a storm of

@@ -42,6 +42,9 @@ POLICY_STATUS_FILE = "policy-status.json"
 INSPECT_CACHE_FILE = "inspect-cache.bin"
 TMP_SUFFIX = ".tmp"
 LOCK_FILE = "controller.lock"
+# Written by `ds01ctl breaker reset` while the daemon holds the lock; the daemon's next pass closes
+# the breakers and removes it (controller.loop).
+BREAKER_RESET_REQUEST = "breaker-reset"
 DIR_MODE = 0o700
 FILE_MODE = 0o600
 

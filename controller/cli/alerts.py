@@ -18,7 +18,7 @@ from controller.settings import Settings
 
 
 def cmd_get_alerts(args: argparse.Namespace, settings: Settings, style: Any) -> int:
-    from controller.cli.gather import GatherOptions, gather, read_memory
+    from controller.cli.gather import GatherOptions, as_next_pass, gather, read_memory
     from controller.cli.render import clean
     from controller.memory import ControllerMemory
     from controller.plan.open_alerts import open_alerts
@@ -37,7 +37,7 @@ def cmd_get_alerts(args: argparse.Namespace, settings: Settings, style: Any) -> 
     if view.desired is None:
         raise CliError("no policy is loaded, so no alert can be evaluated")
     memory, _ = read_memory(settings.state_dir)
-    memory = memory or ControllerMemory()
+    memory = as_next_pass(settings, memory) if memory is not None else ControllerMemory()
     the_plan = make_plan(view.snapshot, view.desired, memory, view.now)
     alerts = open_alerts(memory, the_plan)
     items = [alert_item(a, view.now) for a in alerts if not args.owner or _owner(a) == args.owner]

@@ -29,6 +29,7 @@ def cmd_forecast(args: argparse.Namespace, settings: Settings, at: datetime | No
     from controller.cli.errors import EXIT_OK, EXIT_PENDING, CliError
     from controller.cli.gather import (
         GatherOptions,
+        as_next_pass,
         gather,
         load_installed_policy,
         policy_load_error,
@@ -55,6 +56,8 @@ def cmd_forecast(args: argparse.Namespace, settings: Settings, at: datetime | No
     # The daemon's memory as stored: the view's holds this observation's sample as judged by the
     # policy it was planned with, and each forecast judges it by its own.
     memory, _ = read_memory(settings.state_dir)
+    if memory is not None:
+        memory = as_next_pass(settings, memory)
     candidate = run_forecast(view, horizon, settings.interval_s, memory=memory)
     if not args.policy:
         if args.output in ("json", "yaml"):

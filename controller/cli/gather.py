@@ -219,6 +219,20 @@ def read_memory(state_dir: Path) -> tuple[ControllerMemory | None, str | None]:
         return None, f"timers unavailable: cannot read {state_dir}: {exc.strerror or exc}"
 
 
+def as_next_pass(settings: Settings, memory: ControllerMemory) -> ControllerMemory:
+    """The daemon's memory as its next pass plans with it: a pending ``breaker reset`` request (left
+    while the daemon held the lock) closes the breakers first. The same object when nothing applies."""
+    from controller.store import BREAKER_RESET_REQUEST
+
+    if not memory.breakers_tripped:
+        return memory
+    try:
+        pending = (settings.state_dir / BREAKER_RESET_REQUEST).exists()
+    except OSError:
+        pending = False
+    return memory.with_breakers_reset() if pending else memory
+
+
 # --- observation -----------------------------------------------------------------------------
 
 
@@ -402,6 +416,15 @@ def gather(settings: Settings, opts: GatherOptions) -> View:
     memory, timers_note = read_memory(settings.state_dir) if opts.observe else (None, None)
     if timers_note:
         notes.append(timers_note)
+    if memory is not None and memory is not (memory := as_next_pass(settings, memory)):
+        notes.append(
+            "a breaker reset is pending: planned with the breakers closed, as the daemon's next pass"
+        )
+    if info.record_error:
+        notes.append(
+            f"the running controller cannot write its record ({clean(info.record_error, 300)}): "
+            "it runs no destructive action until it can"
+        )
 
     evaluated_at = opts.at or snapshot.observed_at
     plan = None

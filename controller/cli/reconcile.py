@@ -109,7 +109,7 @@ def _print_result(result: PassResult, dry_run: bool, output: str, style: Style) 
 
 def breaker_status(settings: Settings, output: str) -> int:
     from controller.cli.gather import read_memory
-    from controller.loop import BREAKER_RESET_REQUEST
+    from controller.store import BREAKER_RESET_REQUEST
 
     memory, note = read_memory(settings.state_dir)
     if memory is None:
@@ -145,8 +145,7 @@ def breaker_status(settings: Settings, output: str) -> int:
 def breaker_reset(settings: Settings) -> int:
     """Clear both breakers (stops and releases): directly under the run lock, or by request when
     the daemon holds it."""
-    from controller.loop import BREAKER_RESET_REQUEST
-    from controller.store import MemoryStore, StoreError, StoreLocked, acquire_run_lock
+    from controller.store import BREAKER_RESET_REQUEST, MemoryStore, StoreError, StoreLocked, acquire_run_lock
 
     try:
         with acquire_run_lock(settings.state_dir):

@@ -547,3 +547,39 @@ def test_get_alerts_lists_an_open_duplicate_holder_with_its_evidence(
     c.stop(timeout=1)
     cleared = json.loads(cli("get", "alerts", "-o", "json").stdout)
     assert not [i for i in cleared["items"] if c.id in i["key"]]
+
+
+def test_plan_sees_a_pending_breaker_reset_and_a_record_the_daemon_cannot_write(
+    cli: Cli, make_container: ContainerFactory
+) -> None:
+    """`ds01ctl breaker reset` while the daemon runs leaves a request its next pass takes before it
+    plans: `plan` showed the removal held by the breaker, and said nothing would change. And a
+    daemon that cannot write its record runs no destructive action: `plan` did not say so."""
+    from controller.memory import Breaker, ControllerMemory
+    from controller.store import BREAKER_RESET_REQUEST, POLICY_STATUS_FILE, MemoryStore
+
+    c = make_container(start=False)  # created, never started: removed once its timeout is over
+    state = cli.root / "state"
+    MemoryStore(state).save(ControllerMemory(breaker=Breaker(tripped=True, reason="7 of 8 would stop")))
+
+    def items(result: subprocess.CompletedProcess[str]) -> list[dict[str, Any]]:
+        data = json.loads(result.stdout)  # a forecast: each action with the pass it comes in
+        found = [*(a["action"] for a in data["actions"]), *data["deferred"]]
+        return [i for i in found if i["target"].get("container_id") == c.id]
+
+    held = cli("plan", "--at", "+2h", "-o", "json")
+    assert held.returncode in (0, 2), held.stderr
+    assert [i.get("why") for i in items(held)] == ["BreakerOpen"]
+
+    (state / BREAKER_RESET_REQUEST).write_text("requested\n")
+    pending = cli("plan", "--at", "+2h", "-o", "json")
+    assert "a breaker reset is pending: planned with the breakers closed" in pending.stderr
+    (item,) = items(pending)
+    assert item.get("kind") == "RemoveContainer" or item.get("why") == "BudgetExhausted", item
+
+    (state / POLICY_STATUS_FILE).write_text(json.dumps({"record_error": "No space left on device"}))
+    unwritable = cli("plan", "--at", "+2h")
+    assert (
+        "the running controller cannot write its record (No space left on device): it runs no "
+        "destructive action until it can"
+    ) in unwritable.stderr

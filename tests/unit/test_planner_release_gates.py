@@ -233,9 +233,9 @@ class TestReservationWindow:
 def test_the_daemon_closes_both_breakers_on_a_reset_request(tmp_path: Path) -> None:
     """`ds01ctl breaker reset` beside a running daemon leaves a request; the daemon consumes it."""
     from controller.act.events import EventLog
-    from controller.loop import BREAKER_RESET_REQUEST, Controller
+    from controller.loop import Controller
     from controller.settings import Settings
-    from controller.store import MemoryStore
+    from controller.store import BREAKER_RESET_REQUEST, MemoryStore
 
     state = tmp_path / "state"
     state.mkdir(mode=0o700)
