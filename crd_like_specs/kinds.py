@@ -805,6 +805,20 @@ class ExemptionSpec(SpecModel):
     category: str | None = Field(default=None, description="e.g. research_grant, waiver")
     requested_by: str | None = Field(default=None, description="Who asked for it")
 
+    @field_validator("expires_at", mode="before")
+    @classmethod
+    def _a_time_not_a_number(cls, value: object) -> object:
+        # pydantic would read a number as seconds since 1970: expiresAt: 20260331 (a compact date)
+        # became 1970-08-23, an exemption expired before it was written.
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            raise PydanticCustomError(
+                "number_not_time",
+                "{value} is a number, not a time (it would be read as seconds since 1970); write a "
+                "date and time with a zone such as 2026-03-31T23:59:59Z",
+                {"value": value},
+            )
+        return value
+
     @field_validator("exempt_from")
     @classmethod
     def _unique(cls, values: list[ExemptFrom]) -> list[ExemptFrom]:

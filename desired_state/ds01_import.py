@@ -593,7 +593,9 @@ class _Importer:
             loc = ("monitoring", key)
             if key == "infrastructure_containers":
                 if value is None:
-                    value = []
+                    # Every entry commented out: as if the key were absent (the built-in prefixes
+                    # stay protected, as DS01's hard-coded list did). `[]` drops them on purpose.
+                    continue
                 if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
                     self.error(main, loc, "expected a list of container name prefixes")
                     continue
@@ -743,6 +745,15 @@ class _Importer:
         return results
 
     def _aware(self, doc: YamlDocument, loc: Loc, value: Any) -> bool:
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            self.error(
+                doc,
+                loc,
+                f"{value} is a number, not a time (it would be read as seconds since 1970)",
+                expected="ISO-8601 date and time with a zone, e.g. 2026-03-31T23:59:59Z",
+                fix="write the date and time, e.g. 2026-03-31T23:59:59Z",
+            )
+            return False
         if isinstance(value, datetime) and value.tzinfo is None:
             self.error(
                 doc,

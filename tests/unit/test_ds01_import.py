@@ -582,3 +582,26 @@ def test_a_dangling_link_for_an_optional_ds01_file_is_an_error_not_an_absent_fil
         import_ds01(tmp_path)
     text = str(caught.value)
     assert str(link) in text and "a symbolic link to" in text and "which does not exist" in text
+
+
+def test_an_infrastructure_list_with_every_entry_commented_out_keeps_the_monitoring_stack_protected(
+    tmp_path: Path,
+) -> None:
+    """YAML reads the list with every entry commented out as null: imported as an explicit empty
+    list, it replaced the built-in prefixes and unprotected ds01-grafana. An explicit [] still does."""
+
+    def protected(infrastructure: str) -> bool:
+        write(tmp_path, "resource-limits.yaml", f"defaults: {{}}\nmonitoring:\n  {infrastructure}\n")
+        eff = resolve_effective_policy(
+            import_ds01(tmp_path),
+            owner="x",
+            container_type="docker",
+            name="ds01-grafana-1",
+            labels={},
+            now=NOW,
+        )
+        return bool(eff.protected.value)
+
+    assert protected("infrastructure_containers:\n    # - ds01-grafana\n    # - ds01-prometheus")
+    assert protected("infrastructure_label: ds01.infra")
+    assert not protected("infrastructure_containers: []")
