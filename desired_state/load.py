@@ -24,7 +24,7 @@ from typing import Any, Final
 
 from pydantic import ValidationError
 
-from crd_like_specs.kinds import KINDS, LifecyclePolicy, UserGroup, UserOverride
+from crd_like_specs.kinds import KINDS, Exemption, LifecyclePolicy, UserGroup, UserOverride
 from desired_state import ds01_import
 from desired_state.documents import (
     assemble,
@@ -183,6 +183,11 @@ def _layer_key(doc: Document) -> tuple[str, str]:
         return (doc.kind, "")
     if isinstance(doc, UserOverride):
         return (doc.kind, doc.spec.user)
+    if isinstance(doc, Exemption):
+        # An exemption of the specs is one more grant, never a change to a DS01 record that happens
+        # to have its name (DS01's are named <user>-<index>): merged, its exemptFrom replaced the
+        # record's, and a running job lost its exemption. Two of one name are then a duplicate.
+        return (doc.kind, f"{doc.metadata.name}\0{id(doc)}")
     return (doc.kind, doc.metadata.name)
 
 

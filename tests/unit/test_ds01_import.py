@@ -605,3 +605,42 @@ def test_an_infrastructure_list_with_every_entry_commented_out_keeps_the_monitor
     assert protected("infrastructure_containers:\n    # - ds01-grafana\n    # - ds01-prometheus")
     assert protected("infrastructure_label: ds01.infra")
     assert not protected("infrastructure_containers: []")
+
+
+def test_a_spec_exemption_named_like_an_imported_one_is_a_duplicate_not_a_replacement(tmp_path: Path) -> None:
+    """Merged over DS01's `erin-0` (idle and max runtime until December), a spec `Exemption/erin-0`
+    for cleanup replaced its exemptFrom: erin's running job lost its exemption, with no error."""
+    ds01_dir, specs = tmp_path / "ds01", tmp_path / "specs"
+    write(ds01_dir, "resource-limits.yaml", "defaults: {}\n")
+    write(
+        ds01_dir,
+        "lifecycle-exemptions.yaml",
+        """
+        exemptions:
+          - username: erin
+            exempt_from: [idle_timeout_h, max_runtime_h]
+            reason: grant
+            expires_on: 2026-12-31T23:59:59Z
+        """,
+    )
+    write(
+        specs,
+        "e.yaml",
+        """
+        apiVersion: ds01.io/v1alpha1
+        kind: Exemption
+        metadata: {name: erin-0}
+        spec: {user: erin, exemptFrom: [cleanup], reason: r, expiresAt: 2026-12-20T00:00:00Z}
+        """,
+    )
+    with pytest.raises(PolicyLoadError) as caught:
+        load_policy(specs_dir=specs, ds01_config_dir=ds01_dir)
+    (error,) = caught.value.errors
+    assert error.file is not None and Path(error.file).name == "e.yaml"
+    assert "duplicate Exemption name 'erin-0'" in str(error) and "lifecycle-exemptions.yaml" in str(error)
+    write(specs, "e.yaml", (specs / "e.yaml").read_text().replace("erin-0", "erin-cleanup"))
+    policy = load_policy(specs_dir=specs, ds01_config_dir=ds01_dir)
+    assert sorted((e.metadata.name, tuple(e.spec.exempt_from)) for e in policy.exemptions) == [
+        ("erin-0", ("idle", "max_runtime")),
+        ("erin-cleanup", ("cleanup",)),
+    ]
