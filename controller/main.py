@@ -203,11 +203,11 @@ def _start(settings: Settings, *, once: bool) -> int:
     from controller.startup import describe_settings
     from controller.wiring import check_docker
     from desired_state.errors import PolicyLoadError
-    from desired_state.load import PolicyHolder
+    from desired_state.load import RELOAD_SETTLE_S, PolicyHolder
 
     preflight(settings)
     try:
-        policy = PolicyHolder(settings.specs, settings.ds01_config)
+        policy = PolicyHolder(settings.specs, settings.ds01_config, settle_s=RELOAD_SETTLE_S)
     except PolicyLoadError as exc:
         # One line per problem (each names file, line, field and fix); usually exactly one.
         for err in exc.errors or (str(exc),):

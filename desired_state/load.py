@@ -17,6 +17,7 @@ Reads files; resolves nothing (see :mod:`desired_state.resolve`).
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -385,6 +386,17 @@ def _stat(path: str) -> tuple[str, int, int, int] | tuple[str]:
     return (path, st.st_mtime_ns, st.st_size, st.st_ino)
 
 
+# How long the daemon waits after the last write to a policy file before it reads the change.
+RELOAD_SETTLE_S: Final = 2.0
+
+
+def _written_lately(fingerprint: Fingerprint, settle_s: float) -> bool:
+    """Whether a file was modified within the last ``settle_s`` (a time further in the future than
+    that is a clock oddity, not a write under way: it would otherwise hold every reload back)."""
+    now_ns, window_ns = time.time_ns(), int(settle_s * 1e9)
+    return any(len(f) == 4 and now_ns - window_ns < f[1] <= now_ns + window_ns for f in fingerprint)
+
+
 def _utcnow() -> datetime:
     return datetime.now(UTC)
 
@@ -402,10 +414,13 @@ class PolicyHolder:
         ds01_config_dir: Path | None = None,
         *,
         clock: Callable[[], datetime] = _utcnow,
+        settle_s: float = 0.0,
     ) -> None:
         self.specs_dir = specs_dir
         self.ds01_config_dir = ds01_config_dir
         self._clock = clock
+        self.settle_s = settle_s
+        self._forced = False
         self._inputs: list[str] = []
         self.last_errors: tuple[PolicyError, ...] = ()
         self.last_error_at: datetime | None = None
@@ -434,16 +449,30 @@ class PolicyHolder:
         return tuple(_stat(p) for p in sorted(paths))
 
     def force_reload(self) -> None:
-        """Make the next :meth:`reload` re-read every file (SIGHUP). Does no I/O itself."""
+        """Make the next :meth:`reload` re-read every file (SIGHUP), at once: the admin who asks is
+        done writing. Does no I/O itself."""
         self._fingerprint = None
+        self._forced = True
 
     def reload(self) -> list[PolicyError]:
-        """Re-read if anything changed. Returns the errors of a failed reload (the old policy stays)."""
+        """Re-read if anything changed. Returns the errors of a failed reload (the old policy stays).
+
+        With ``settle_s`` (the daemon's), a change is read only once every file has been left alone
+        that long, and is applied only if no file changed while it was read: a file rewritten in
+        place (an editor, ``cat >``, a sync job) read half-way through is often valid YAML that
+        says less, and one pass of it lowered a running job's limits for good (a limit is never
+        raised). Until then the policy in force stays; a later pass reads it. After :meth:`force_reload`
+        (SIGHUP) the change is read at once, still not applied if a file changed while it was read."""
         fingerprint = self.fingerprint()
         if fingerprint == self._fingerprint:
             return []
+        forced, self._forced = self._forced, False
+        if self.settle_s > 0 and not forced and _written_lately(fingerprint, self.settle_s):
+            return []
         old_inputs = set(self._inputs)
         policy, errors, inputs = _collect(self.specs_dir, self.ds01_config_dir)
+        if self.settle_s > 0 and set(inputs) <= old_inputs and self.fingerprint() != fingerprint:
+            return []  # changed while being read: read again when it has settled
         self._inputs = inputs
         # Keep the fingerprint taken before reading, so a file changed while we read is re-read next
         # pass; only when new files joined (a new membersFile) must it be taken again to cover them.

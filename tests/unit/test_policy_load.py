@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -10,7 +11,7 @@ import pytest
 
 from desired_state import load
 from desired_state.errors import PolicyLoadError
-from desired_state.load import PolicyHolder, load_policy
+from desired_state.load import RELOAD_SETTLE_S, PolicyHolder, load_policy
 
 HEAD = "apiVersion: ds01.io/v1alpha1\n"
 GOOD = HEAD + "kind: LifecyclePolicy\nmetadata: {name: p}\nspec:\n  settings: {idleTimeout: %s}\n"
@@ -215,3 +216,69 @@ def test_a_comma_separated_members_line_is_an_error_not_one_member(tmp_path: Pat
     (error,) = caught.value.errors
     assert error.line == 2 and "'rita,sam,tom' is not one login name" in str(error)
     assert "a comma-separated list is one line" in str(error)
+
+
+def aged(path: Path, seconds: float) -> None:
+    """The file as if last written ``seconds`` ago."""
+    stamp = time.time_ns() - int(seconds * 1e9)
+    os.utime(path, ns=(stamp, stamp))
+
+
+def test_the_daemon_reads_a_change_only_once_the_files_have_settled(tmp_path: Path) -> None:
+    """A file rewritten in place and read half-way through is often valid YAML that says less (the
+    first of its documents): one pass of it lowered a running job's limits for good."""
+    spec = tmp_path / "policy.yaml"
+    spec.write_text(GOOD % "1h")
+    holder = PolicyHolder(tmp_path, settle_s=RELOAD_SETTLE_S)
+    first = holder.current
+    spec.write_text(GOOD % "2h")  # just written: the writer may not be done
+    assert holder.reload() == [] and holder.current is first
+    assert holder.reload() == [] and holder.current is first, "still not settled"
+    aged(spec, RELOAD_SETTLE_S + 1)
+    aged(tmp_path, RELOAD_SETTLE_S + 1)  # (its directory too: a file added or removed is a write)
+    assert holder.reload() == []
+    lifecycle = holder.current.lifecycle
+    assert lifecycle is not None and lifecycle.spec.settings.idle_timeout == 7200.0
+    # A file with a time far in the future (a clock oddity) is not a write under way.
+    spec.write_text(GOOD % "3h")
+    aged(spec, -3600)
+    assert holder.reload() == []
+    lifecycle = holder.current.lifecycle
+    assert lifecycle is not None and lifecycle.spec.settings.idle_timeout == 3 * 3600.0
+
+
+def test_a_file_that_changes_while_the_daemon_reads_it_is_read_again_later(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    spec = tmp_path / "policy.yaml"
+    spec.write_text(GOOD % "1h")
+    holder = PolicyHolder(tmp_path, settle_s=RELOAD_SETTLE_S)
+    first = holder.current
+    spec.write_text(HEAD + "kind: LifecyclePolicy\n")  # the half of it read ...
+    aged(spec, 10)
+    aged(tmp_path, 10)
+    real_collect = load._collect
+
+    def read_then_finish(*args: object) -> object:
+        found = real_collect(*args)  # type: ignore[arg-type]
+        spec.write_text(GOOD % "2h")  # ... then the writer finishes
+        aged(spec, 5)
+        return found
+
+    monkeypatch.setattr(load, "_collect", read_then_finish)
+    assert holder.reload() == [] and holder.current is first, "what was read is not applied"
+    monkeypatch.setattr(load, "_collect", real_collect)
+    assert holder.reload() == []
+    lifecycle = holder.current.lifecycle
+    assert lifecycle is not None and lifecycle.spec.settings.idle_timeout == 7200.0
+
+
+def test_a_reload_asked_for_reads_a_fresh_change_at_once(tmp_path: Path) -> None:
+    spec = tmp_path / "policy.yaml"
+    spec.write_text(GOOD % "1h")
+    holder = PolicyHolder(tmp_path, settle_s=RELOAD_SETTLE_S)
+    spec.write_text(GOOD % "2h")
+    holder.force_reload()  # SIGHUP, systemctl reload: the admin is done writing
+    assert holder.reload() == []
+    lifecycle = holder.current.lifecycle
+    assert lifecycle is not None and lifecycle.spec.settings.idle_timeout == 7200.0
