@@ -233,6 +233,40 @@ def _walk(
             child = (*loc, i)
             lines[child] = item.start_mark.line + 1
             _walk(item, child, lines, errors, shown, index, depth + 1, budget)
+    elif isinstance(node, yaml.ScalarNode) and node.tag in _NUMBER_TAGS and _SURPRISING.match(node.value):
+        # YAML 1.1 (PyYAML, as DS01 read it) takes 030 as octal 24 and 1:30 as base 60 (90): a
+        # grace_period_m: 030 was 24 minutes. A number is written as it is meant, or quoted.
+        errors.append(
+            PolicyError(
+                shown,
+                node.start_mark.line + 1,
+                f"{node.value} is read by YAML as {_yaml_number(node)}, not as written",
+                document=index + 1,
+                field=".".join(str(p) for p in loc),
+                fix=_as_meant(node.value),
+            )
+        )
+
+
+# Plain scalars YAML 1.1 reads as octal (a leading 0) or base 60 (h:m:s): never what a policy means.
+_SURPRISING = re.compile(r"^[-+]?(0[0-7_]*[1-7][0-7_]*|[0-9][0-9_]*(:[0-5]?[0-9])+(\.[0-9_]*)?)$")
+
+
+_NUMBER_TAGS = frozenset({"tag:yaml.org,2002:int", "tag:yaml.org,2002:float"})
+
+
+def _yaml_number(node: yaml.ScalarNode) -> str:
+    try:
+        return repr(yaml.safe_load(node.value))
+    except yaml.YAMLError:  # pragma: no cover - the pattern only matches numbers
+        return "another number"
+
+
+def _as_meant(text: str) -> str:
+    if ":" in text:
+        return f"write the number itself, or quote it ('{text}') if it is text"
+    digits = text.lstrip("+-").lstrip("0").replace("_", "")
+    return f"write {'-' if text.startswith('-') else ''}{digits} (no leading zero), or quote it"
 
 
 def _scalar_key(node: yaml.ScalarNode) -> str | int:

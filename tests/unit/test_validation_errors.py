@@ -94,6 +94,23 @@ CASES: list[tuple[str, dict[str, str | bytes], str, tuple[str, int, str], list[s
         ["expands to more than 100,000 values", "fewer nested anchors"],
     ),
     (
+        "a YAML 1.1 octal number (030 is 24)",
+        ds01("policies:\n  grace_period_m: 030\n"),
+        ".",
+        ("resource-limits.yaml", 2, "policies.grace_period_m"),
+        ["030 is read by YAML as 24, not as written", "write 30 (no leading zero), or quote it"],
+    ),
+    (
+        "a YAML 1.1 base-60 number (1:30 is 90)",
+        spec(
+            HEAD + "kind: LifecyclePolicy\nmetadata: {name: p}\nspec:\n  settings:\n"
+            "    idleDetectionWindow: 1:30\n"
+        ),
+        "specs",
+        ("policy.yaml", 6, "spec.settings.idleDetectionWindow"),
+        ["1:30 is read by YAML as 90, not as written", "quote it ('1:30')"],
+    ),
+    (
         "bare number in an old unsuffixed DS01 key",
         ds01("defaults:\n  max_runtime: 48\n"),
         ".",
