@@ -8,6 +8,7 @@ and validates; it performs no I/O beyond reading ``os.environ``.
 from __future__ import annotations
 
 import argparse
+import difflib
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -111,9 +112,25 @@ def _convert(name: str, env_name: str, kind: str, raw: str) -> object:
         raise SettingsError(f"{env_name}={raw!r} is not valid for {name}: {exc}") from exc
 
 
+# The other DS01_* variables the daemon and ds01ctl read (controller.envfile, controller.main).
+_OTHER_VARIABLES = frozenset({"DS01_ENV_FILE", "DS01_CONTROLLER_ARGS", "DS01_DEBUG"})
+
+
+def _misspelt(env: Mapping[str, str]) -> None:
+    """A ``DS01_*`` variable that is nearly the name of a setting is a typo, not another program's:
+    ignored, ``DS01_DRYRUN=1`` let the daemon act, ``DS01_SPEC`` ran the built-in default policy."""
+    known = {name for name, _ in _ENV.values()} | _OTHER_VARIABLES
+    for name in sorted(env):
+        if name.startswith("DS01_") and name not in known:
+            close = difflib.get_close_matches(name, sorted(known), n=1, cutoff=0.85)
+            if close:
+                raise SettingsError(f"{name} is not a setting: did you mean {close[0]}? (rename it)")
+
+
 def settings_from(args: argparse.Namespace, environ: Mapping[str, str] | None = None) -> Settings:
     """Merge parsed flags over ``DS01_*`` variables over defaults."""
     env = os.environ if environ is None else environ
+    _misspelt(env)
     values: dict[str, object] = {}
     for dest, (env_name, kind) in _ENV.items():
         if env_name in env:

@@ -698,6 +698,22 @@ def test_interval_takes_the_projects_duration_syntax(monkeypatch: pytest.MonkeyP
     assert "could not convert" not in str(exc.value) and "write e.g. 30s" in str(exc.value)
 
 
+@pytest.mark.parametrize(
+    ("variable", "meant"),
+    [("DS01_DRYRUN", "DS01_DRY_RUN"), ("DS01_SPEC", "DS01_SPECS"), ("DS01_DS01CONFIG", "DS01_DS01_CONFIG")],
+)
+def test_a_misspelt_setting_is_an_error_not_ignored(variable: str, meant: str) -> None:
+    """Ignored, DS01_DRYRUN=1 let the daemon act, and DS01_SPEC ran the built-in default policy."""
+    from controller.main import build_parser as daemon_parser
+    from controller.settings import SettingsError, settings_from
+
+    args = daemon_parser().parse_args(["run"])
+    with pytest.raises(SettingsError, match=f"{variable} is not a setting: did you mean {meant}"):
+        settings_from(args, {variable: "1"})
+    # Other programs' DS01_* variables (the setup script's, DS01's own) are not ours to judge.
+    assert not settings_from(args, {"DS01_SETUP_TEST": "1", "DS01_USER": "alice"}).dry_run
+
+
 def test_age_and_duration_formats() -> None:
     assert [fmt_age(s) for s in (0, 59, 60, 3599, 3600, 47 * 3600, 48 * 3600, 10 * 86400)] == [
         "0s",
