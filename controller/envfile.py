@@ -15,6 +15,7 @@ from pathlib import Path
 DEFAULT_ENV_FILE = Path("/etc/ds01/controller.env")
 ENV_FILE_VARIABLE = "DS01_ENV_FILE"
 CONTROLLER_ARGS = "DS01_CONTROLLER_ARGS"
+DRY_RUN = "DS01_DRY_RUN"
 
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 # Flags of `ds01-controller run` that name what ds01ctl must look at -> their DS01_* variable.
@@ -71,6 +72,7 @@ def daemon_environment(values: dict[str, str]) -> dict[str, str]:
     parser = argparse.ArgumentParser(add_help=False, exit_on_error=False)
     for flag, variable in _FLAG_VARIABLES.items():
         parser.add_argument(flag, dest=variable)
+    parser.add_argument("--dry-run", dest=DRY_RUN, action="store_const", const="1")
     try:
         flags, _ = parser.parse_known_args(words)
     except (argparse.ArgumentError, SystemExit):
@@ -82,11 +84,13 @@ def daemon_environment(values: dict[str, str]) -> dict[str, str]:
 
 
 def read_env_file(path: Path) -> dict[str, str]:
-    """What the daemon looks at (specs, DS01 config, state, event log, ledger) from its environment
-    file, as ``DS01_*`` variables; raises ``OSError``.
+    """What the daemon looks at (specs, DS01 config, state, event log, ledger) and whether it runs in
+    dry-run, from its environment file, as ``DS01_*`` variables; raises ``OSError``.
 
-    Only these: the daemon's interval, metrics port or dry-run say nothing about what ``ds01ctl``
-    shows, and ``ds01ctl reconcile`` decides its own dry-run.
+    The dry-run is the shipped setting: ``ds01ctl`` says so on every view that plans (nothing it
+    lists is carried out), and ``ds01ctl reconcile`` runs in dry-run too unless told
+    ``--no-dry-run`` (it acted for real while the daemon beside it only reported). The daemon's
+    interval or metrics port say nothing about what ``ds01ctl`` shows.
     """
     env = daemon_environment(parse_env_file(path.read_text(encoding="utf-8", errors="replace")))
-    return {k: v for k, v in env.items() if k in _FLAG_VARIABLES.values()}
+    return {k: v for k, v in env.items() if k in _FLAG_VARIABLES.values() or k == DRY_RUN}

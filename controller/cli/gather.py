@@ -420,6 +420,11 @@ def gather(settings: Settings, opts: GatherOptions) -> View:
         notes.append(
             "a breaker reset is pending: planned with the breakers closed, as the daemon's next pass"
         )
+    if settings.dry_run:
+        notes.append(
+            "the controller runs in dry-run (DS01_DRY_RUN, or --dry-run in its environment file): "
+            "nothing listed here is carried out"
+        )
     if info.record_error:
         notes.append(
             f"the running controller cannot write its record ({clean(info.record_error, 300)}): "

@@ -141,8 +141,10 @@ outcome. It refuses while the controller daemon runs (it holds the run lock in t
 the daemon reconciles on its own, and `ds01ctl plan` shows what it will do. Asking the running
 daemon to run a pass is not supported; send it SIGHUP to reload its policy.
 
---dry-run (or DS01_DRY_RUN=1) uses the dry-run executor: each action is reported and written to the
-event log as "would ...", nothing on the host is changed. The memory (samples) is still saved.
+--dry-run uses the dry-run executor: each action is reported and written to the event log as
+"would ...", nothing on the host is changed. The memory (samples) is still saved. It is the default
+while the controller runs in dry-run (DS01_DRY_RUN=1, or --dry-run in DS01_CONTROLLER_ARGS of its
+environment file: the shipped setting); --no-dry-run acts.
 
 exit status: 0 the pass completed (no action failed), 1 error or a failed action
 
@@ -308,7 +310,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     rec = _sub(sub, "reconcile", "run one pass now: observe, plan, act", RECONCILE_EPILOG)
-    rec.add_argument("--dry-run", action="store_true", default=None, help="report actions, perform none")
+    rec.add_argument(
+        "--dry-run",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="report actions, perform none (the default when the controller runs in dry-run; "
+        "--no-dry-run acts)",
+    )
     rec.add_argument("-o", "--output", choices=["table", "json", "yaml"], default="table")
 
     val = _sub(sub, "validate", "check spec files or DS01 config directories", VALIDATE_EPILOG, config=False)
@@ -733,7 +741,9 @@ def cmd_reconcile(args: argparse.Namespace, settings: Settings) -> int:
     from controller.cli.reconcile import reconcile
 
     _quiet_logs(args.debug)
-    return reconcile(settings, dry_run=bool(args.dry_run), output=args.output, style=_style(args))
+    # Unless told, as the controller runs (the shipped environment file: in dry-run).
+    dry_run = settings.dry_run if args.dry_run is None else bool(args.dry_run)
+    return reconcile(settings, dry_run=dry_run, output=args.output, style=_style(args))
 
 
 def cmd_validate(args: argparse.Namespace, settings: Settings) -> int:

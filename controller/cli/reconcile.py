@@ -35,7 +35,7 @@ def reconcile(settings: Settings, *, dry_run: bool, output: str, style: Style = 
     from desired_state.errors import PolicyLoadError
     from desired_state.load import PolicyHolder
 
-    settings = settings.model_copy(update={"dry_run": settings.dry_run or dry_run})
+    settings = settings.model_copy(update={"dry_run": dry_run})
     try:
         policy = PolicyHolder(settings.specs, settings.ds01_config)
     except PolicyLoadError as exc:

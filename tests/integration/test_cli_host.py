@@ -583,3 +583,9 @@ def test_plan_sees_a_pending_breaker_reset_and_a_record_the_daemon_cannot_write(
         "the running controller cannot write its record (No space left on device): it runs no "
         "destructive action until it can"
     ) in unwritable.stderr
+    assert "dry-run" not in unwritable.stderr
+    # A controller in dry-run (the shipped setting) carries out nothing that plan lists: said too.
+    dry = cli("plan", "--at", "+2h", env={"DS01_DRY_RUN": "1"})
+    assert (
+        "the controller runs in dry-run" in dry.stderr and "nothing listed here is carried out" in dry.stderr
+    )

@@ -78,13 +78,43 @@ def test_env_file_is_read_with_systemd_syntax() -> None:
     }
 
 
-def test_env_file_flags_in_controller_args_win_and_only_the_paths_are_taken(tmp_path: Path) -> None:
+def test_env_file_flags_in_controller_args_win_and_only_the_paths_and_dry_run_are_taken(
+    tmp_path: Path,
+) -> None:
     f = tmp_path / "controller.env"
     f.write_text(
-        "DS01_SPECS=/a\nDS01_INTERVAL=30s\nDS01_DRY_RUN=1\n"
-        'DS01_CONTROLLER_ARGS="--dry-run --specs /b --ds01-config=/c"\n'
+        'DS01_SPECS=/a\nDS01_INTERVAL=30s\nDS01_CONTROLLER_ARGS="--dry-run --specs /b --ds01-config=/c"\n'
     )
-    assert read_env_file(f) == {"DS01_SPECS": "/b", "DS01_DS01_CONFIG": "/c"}
+    assert read_env_file(f) == {"DS01_SPECS": "/b", "DS01_DS01_CONFIG": "/c", "DS01_DRY_RUN": "1"}
+    f.write_text("DS01_DRY_RUN=1\n")
+    assert read_env_file(f) == {"DS01_DRY_RUN": "1"}
+    f.write_text('DS01_CONTROLLER_ARGS="--interval 10s"\n')  # acting: no dry-run anywhere
+    assert read_env_file(f) == {}
+
+
+def test_the_shipped_env_file_makes_ds01ctl_say_and_reconcile_default_to_dry_run(
+    env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The daemon of the shipped file runs in dry-run; ds01ctl ignored that: `plan` listed removals as
+    what the controller will do, and `reconcile` carried them out."""
+    from controller.cli import main as cli_main
+    from controller.cli import reconcile as reconcile_module
+
+    shipped = Path(__file__).resolve().parents[2] / "deploy" / "controller.env"
+    f = env / "controller.env"
+    f.write_text(shipped.read_text() + f"\nDS01_STATE_DIR={env / 'state'}\n")
+    calls: list[bool] = []
+
+    def fake_reconcile(settings: object, *, dry_run: bool, output: str, style: object) -> int:
+        calls.append(dry_run)
+        return 0
+
+    monkeypatch.setattr(reconcile_module, "reconcile", fake_reconcile)
+    assert cli_main.main(["reconcile", "--env-file", str(f)]) == 0
+    assert cli_main.main(["reconcile", "--env-file", str(f), "--no-dry-run"]) == 0
+    assert cli_main.main(["reconcile", "--env-file", "", "--dry-run"]) == 0
+    assert cli_main.main(["reconcile", "--env-file", ""]) == 0
+    assert calls == [True, False, True, False]
 
 
 def test_ds01ctl_reads_the_daemons_env_file(
