@@ -45,7 +45,7 @@ from desired_state.policy_set import (
     PolicySet,
     SpecSource,
 )
-from desired_state.yaml_docs import non_empty, read_documents
+from desired_state.yaml_docs import YamlDocument, non_empty, read_documents
 
 __all__ = [
     "DEFAULT_SPECS_DIR",
@@ -101,34 +101,20 @@ def _entries_from_file(
                 try:
                     target = (path.parent / members_file).resolve()
                 except (OSError, RuntimeError, ValueError) as exc:  # a symlink loop, a NUL byte
+                    problem = f"membersFile {members_file!r} cannot be resolved: {exc}"
                     errors.append(
-                        PolicyError(
-                            str(path),
-                            doc.line_of(("spec", "membersFile")),
-                            f"membersFile {members_file!r} cannot be resolved: {exc}",
-                            document=doc.number,
-                            kind="UserGroup",
-                            name=document.metadata.name,
-                            field="spec.membersFile",
-                            expected="a file relative to this spec file",
-                            fix="correct the path (a symbolic link loop?)",
+                        _members_file_error(
+                            path, doc, document, problem, "correct the path (a symbolic link loop?)"
                         )
                     )
                     continue
                 inputs.append(str(target))
                 file_members, member_errors = read_members_file(target)
                 if member_errors and not target.is_file():
+                    problem = f"membersFile {members_file!r} not found (looked for {target})"
                     member_errors = [
-                        PolicyError(
-                            str(path),
-                            doc.line_of(("spec", "membersFile")),
-                            f"membersFile {members_file!r} not found (looked for {target})",
-                            document=doc.number,
-                            kind="UserGroup",
-                            name=document.metadata.name,
-                            field="spec.membersFile",
-                            expected="a file relative to this spec file",
-                            fix="create the file or correct the path",
+                        _members_file_error(
+                            path, doc, document, problem, "create the file or correct the path"
                         )
                     ]
                 errors.extend(member_errors)
@@ -148,6 +134,22 @@ def _entries_from_file(
         )
         entries.append(LoadedDocument(document, source, doc.line_of))
     return entries, inputs, errors
+
+
+def _members_file_error(
+    path: Path, doc: YamlDocument, group: UserGroup, problem: str, fix: str
+) -> PolicyError:
+    return PolicyError(
+        str(path),
+        doc.line_of(("spec", "membersFile")),
+        problem,
+        document=doc.number,
+        kind="UserGroup",
+        name=group.metadata.name,
+        field="spec.membersFile",
+        expected="a file relative to this spec file",
+        fix=fix,
+    )
 
 
 def spec_files(specs_dir: Path) -> list[Path]:

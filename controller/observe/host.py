@@ -381,7 +381,10 @@ def read_keepalive_of(
     cgroup still names the container (a pid reused since the listing is another process)."""
     try:
         with ProcHandle(proc_root, req.pid) as handle:
-            if not _names_container(handle.read_text("cgroup"), req.container_id):
+            # The listing's own check; a full 64-digit id found anywhere in the paths is that
+            # container's cgroup or one below it, told without parsing them (a third of the read).
+            cgroup, cid = handle.read_text("cgroup"), req.container_id
+            if not (len(cid) == 64 and cid in cgroup) and not _names_container(cgroup, cid):
                 return KeepAlive(
                     state=KeepAliveState.UNKNOWN, detail=f"pid {req.pid} no longer belongs to the container"
                 )

@@ -13,6 +13,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -169,3 +170,30 @@ def test_a_worker_that_cannot_start_fails_no_pass(monkeypatch: pytest.MonkeyPatc
     assert keepalive.blocked() == []
     monkeypatch.undo()
     assert keepalive.read_all(requests("a")) == [PRESENT]
+
+
+def test_a_read_looks_only_through_a_process_whose_cgroup_still_names_the_container(tmp_path: Path) -> None:
+    """No fd is held from the listing: the read opens the pid again, and a pid reused meanwhile by
+    another container's process (or the host's) must not lend its root to this container."""
+    from controller.observe.host import read_keepalive_of
+
+    mine, other = "a" * 64, "b" * 64
+    pid = tmp_path / "4242"
+    (pid / "root" / "workspace").mkdir(parents=True)
+    (pid / "root" / "workspace" / ".keep-alive").write_text("")
+
+    def read(cid: str, cgroup: str) -> KeepAlive:
+        (pid / "cgroup").write_text(cgroup)
+        return read_keepalive_of(
+            tmp_path, "/workspace/.keep-alive", False, KeepAliveRequest(cid, "alice", 4242)
+        )
+
+    assert read(mine, f"0::/system.slice/docker-{mine}.scope\n").state == KeepAliveState.PRESENT
+    assert read(mine, f"12:pids:/docker/{mine}/init\n").state == KeepAliveState.PRESENT  # a child cgroup
+    reused = read(mine, f"0::/system.slice/docker-{other}.scope\n")
+    assert reused.state == UNKNOWN and reused.detail == "pid 4242 no longer belongs to the container"
+    assert read(mine, "0::/user.slice/session-3.scope\n").state == UNKNOWN
+    # A short id is no full-id substring match: only a parsed container id counts.
+    assert read(other[:12], f"0::/system.slice/docker-{other}bb.scope\n").state == UNKNOWN
+    gone = read_keepalive_of(tmp_path, "/workspace/.keep-alive", False, KeepAliveRequest(mine, "alice", 4243))
+    assert gone.state == UNKNOWN and "main process gone" in (gone.detail or "")
