@@ -219,6 +219,23 @@ def read_memory(state_dir: Path) -> tuple[ControllerMemory | None, str | None]:
         return None, f"timers unavailable: cannot read {state_dir}: {exc.strerror or exc}"
 
 
+def carried_out_notes(settings: Settings, info: PolicyInfo) -> list[str]:
+    """What keeps the actions a view lists from being carried out: the controller in dry-run, or
+    unable to write its record (said on the live view and on the view of its last pass alike)."""
+    notes = []
+    if settings.dry_run:
+        notes.append(
+            "the controller runs in dry-run (DS01_DRY_RUN, or --dry-run in its environment file): "
+            "nothing listed here is carried out"
+        )
+    if info.record_error:
+        notes.append(
+            f"the running controller cannot write its record ({clean(info.record_error, 300)}): "
+            "it runs no destructive action until it can"
+        )
+    return notes
+
+
 def as_next_pass(settings: Settings, memory: ControllerMemory) -> ControllerMemory:
     """The daemon's memory as its next pass plans with it: a pending ``breaker reset`` request (left
     while the daemon held the lock) closes the breakers first. The same object when nothing applies."""
@@ -361,7 +378,7 @@ def from_last_pass(settings: Settings, opts: GatherOptions) -> View | None:
         memory=memory,
         desired=desired,
         policy=info,
-        notes=domain_notes(snapshot),
+        notes=[*domain_notes(snapshot), *carried_out_notes(settings, info)],
         event_source=LogEventSource(settings.events_log) if opts.events else None,
         as_of=last.written_at,
     )
@@ -420,16 +437,7 @@ def gather(settings: Settings, opts: GatherOptions) -> View:
         notes.append(
             "a breaker reset is pending: planned with the breakers closed, as the daemon's next pass"
         )
-    if settings.dry_run:
-        notes.append(
-            "the controller runs in dry-run (DS01_DRY_RUN, or --dry-run in its environment file): "
-            "nothing listed here is carried out"
-        )
-    if info.record_error:
-        notes.append(
-            f"the running controller cannot write its record ({clean(info.record_error, 300)}): "
-            "it runs no destructive action until it can"
-        )
+    notes.extend(carried_out_notes(settings, info))
 
     evaluated_at = opts.at or snapshot.observed_at
     plan = None

@@ -352,3 +352,18 @@ def test_a_name_missing_from_the_last_pass_is_looked_up_live(
         _, err = capsys.readouterr()
         assert "cannot reach the Docker engine" in err and "not found" not in err, err
     assert main(["describe", "container", "old-1", *flags]) == 0
+
+
+def test_the_view_of_the_last_pass_says_what_keeps_its_actions_from_being_carried_out(
+    state_dir: Path, specs: Path, no_docker: None
+) -> None:
+    """Read from the daemon's last pass (the common case while it runs), `get` and `describe` said
+    nothing of a controller in dry-run, or of one that cannot write its record."""
+    settings = _settings(state_dir, specs).model_copy(update={"dry_run": True})
+    _daemon_state(settings)
+    _save(settings, PolicyHolder(specs))
+    (state_dir / "policy-status.json").write_text('{"record_error": "No space left on device"}')
+    view = gather(settings, GatherOptions(require_docker=True, recent=True, need_policy=False))
+    assert view.as_of is not None, "read from the last pass"
+    assert any("the controller runs in dry-run" in n for n in view.notes), view.notes
+    assert any("cannot write its record (No space left on device)" in n for n in view.notes), view.notes
