@@ -36,7 +36,9 @@ def cmd_get_alerts(args: argparse.Namespace, settings: Settings, style: Any) -> 
     view = gather(settings, GatherOptions(plan=False))
     if view.desired is None:
         raise CliError("no policy is loaded, so no alert can be evaluated")
-    memory, _ = read_memory(settings.state_dir)
+    memory, unreadable = read_memory(settings.state_dir)
+    if memory is not None:
+        unreadable = None  # (a note about a state not yet written: nothing is unknown)
     memory = as_next_pass(settings, memory) if memory is not None else ControllerMemory()
     the_plan = make_plan(view.snapshot, view.desired, memory, view.now)
     alerts = open_alerts(memory, the_plan)
@@ -44,7 +46,14 @@ def cmd_get_alerts(args: argparse.Namespace, settings: Settings, style: Any) -> 
     for note in view.notes:
         print(f"warning: {clean(note, 600)}", file=sys.stderr)
     sys.stdout.write(render(items, view, args.output, args.no_headers, style))
-    if not items:
+    if unreadable is not None:
+        # A tripped breaker, a dirty GPU, an alert already sent: all in the record it cannot read.
+        print(
+            "warning: open alerts unknown: the controller's record cannot be read "
+            f"({clean(unreadable, 300)}); only the alerts this observation raises are listed",
+            file=sys.stderr,
+        )
+    elif not items:
         print("No open admin alerts.", file=sys.stderr)
     return 0
 

@@ -433,6 +433,11 @@ def gather(settings: Settings, opts: GatherOptions) -> View:
     memory, timers_note = read_memory(settings.state_dir) if opts.observe else (None, None)
     if timers_note:
         notes.append(timers_note)
+    if opts.observe and memory is None:
+        notes.append(
+            "the controller's record cannot be read: a tripped breaker, an action in flight or a "
+            "back-off cannot be seen, so a destructive action listed here may not run"
+        )
     if memory is not None and memory is not (memory := as_next_pass(settings, memory)):
         notes.append(
             "a breaker reset is pending: planned with the breakers closed, as the daemon's next pass"

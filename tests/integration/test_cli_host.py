@@ -408,6 +408,14 @@ def test_unreadable_state_directory_gives_the_live_view_without_timers(
     text = cli("describe", "container", c.name)
     assert text.returncode == 0
     assert "idle time unavailable (timers unavailable" in text.stdout
+    # The breaker, the actions in flight and the alerts sent are in that record too: a tripped
+    # breaker was shown as closed, and `get alerts` said "No open admin alerts".
+    plan = cli("plan")
+    assert "the controller's record cannot be read: a tripped breaker" in plan.stderr, plan.stderr
+    alerts = cli("get", "alerts")
+    assert alerts.returncode == 0, alerts.stderr
+    assert "open alerts unknown: the controller's record cannot be read" in alerts.stderr
+    assert "No open admin alerts" not in alerts.stderr
 
 
 # --- one configuration for the daemon and ds01ctl -----------------------------------------------
