@@ -8,7 +8,6 @@ and validates; it performs no I/O beyond reading ``os.environ``.
 from __future__ import annotations
 
 import argparse
-import difflib
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -120,11 +119,15 @@ def _misspelt(env: Mapping[str, str]) -> None:
     """A ``DS01_*`` variable that is nearly the name of a setting is a typo, not another program's:
     ignored, ``DS01_DRYRUN=1`` let the daemon act, ``DS01_SPEC`` ran the built-in default policy."""
     known = {name for name, _ in _ENV.values()} | _OTHER_VARIABLES
-    for name in sorted(env):
-        if name.startswith("DS01_") and name not in known:
-            close = difflib.get_close_matches(name, sorted(known), n=1, cutoff=0.85)
-            if close:
-                raise SettingsError(f"{name} is not a setting: did you mean {close[0]}? (rename it)")
+    unknown = sorted(name for name in env if name.startswith("DS01_") and name not in known)
+    if not unknown:
+        return  # (the usual case: difflib is not imported at every ds01ctl start)
+    import difflib
+
+    for name in unknown:
+        close = difflib.get_close_matches(name, sorted(known), n=1, cutoff=0.85)
+        if close:
+            raise SettingsError(f"{name} is not a setting: did you mean {close[0]}? (rename it)")
 
 
 def settings_from(args: argparse.Namespace, environ: Mapping[str, str] | None = None) -> Settings:

@@ -179,18 +179,19 @@ def load_spec_files(paths: Sequence[Path]) -> tuple[list[LoadedDocument], list[s
 # --- layering ---------------------------------------------------------------------------------------
 
 
-def _layer_key(doc: Document) -> tuple[str, str]:
+def _layer_key(doc: Document) -> tuple[str, str] | None:
     """What a document of an upper layer replaces key by key: the one LifecyclePolicy, a UserOverride
-    of the same user, any other document of the same kind and name."""
+    of the same user, any other document of the same kind and name; None: nothing.
+
+    An Exemption replaces nothing: one of the specs is one more grant, never a change to a DS01
+    record that happens to have its name (DS01's are named <user>-<index>). Merged, its exemptFrom
+    replaced the record's, and a running job lost its exemption; two of one name are a duplicate."""
     if isinstance(doc, LifecyclePolicy):
         return (doc.kind, "")
     if isinstance(doc, UserOverride):
         return (doc.kind, doc.spec.user)
     if isinstance(doc, Exemption):
-        # An exemption of the specs is one more grant, never a change to a DS01 record that happens
-        # to have its name (DS01's are named <user>-<index>): merged, its exemptFrom replaced the
-        # record's, and a running job lost its exemption. Two of one name are then a duplicate.
-        return (doc.kind, f"{doc.metadata.name}\0{id(doc)}")
+        return None
     return (doc.kind, doc.metadata.name)
 
 
@@ -217,13 +218,15 @@ def layer_entries(
     errors: list[PolicyError] = []
     below: dict[tuple[str, str], LoadedDocument] = {}
     for entry in lower:
-        below.setdefault(_layer_key(entry.document), entry)
+        lower_key = _layer_key(entry.document)
+        if lower_key is not None:
+            below.setdefault(lower_key, entry)
     merged: dict[tuple[str, str], LoadedDocument] = {}
     out_upper: list[LoadedDocument] = []
     for entry in upper:
         key = _layer_key(entry.document)
-        base = below.get(key)
-        if base is None or key in merged:
+        base = below.get(key) if key is not None else None
+        if key is None or base is None or key in merged:
             out_upper.append(entry)
             continue
         data = _deep_merge(
@@ -261,7 +264,7 @@ def layer_entries(
         merged[key] = layered
         out_upper.append(layered)
     kept_lower = [
-        e for e in lower if _layer_key(e.document) not in merged or below[_layer_key(e.document)] is not e
+        e for e in lower if (key := _layer_key(e.document)) not in merged or below.get(key) is not e
     ]
     return [*kept_lower, *out_upper], errors
 

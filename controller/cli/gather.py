@@ -438,10 +438,13 @@ def gather(settings: Settings, opts: GatherOptions) -> View:
             "the controller's record cannot be read: a tripped breaker, an action in flight or a "
             "back-off cannot be seen, so a destructive action listed here may not run"
         )
-    if memory is not None and memory is not (memory := as_next_pass(settings, memory)):
-        notes.append(
-            "a breaker reset is pending: planned with the breakers closed, as the daemon's next pass"
-        )
+    if memory is not None:
+        next_pass = as_next_pass(settings, memory)
+        if next_pass is not memory:
+            notes.append(
+                "a breaker reset is pending: planned with the breakers closed, as the daemon's next pass"
+            )
+        memory = next_pass
     notes.extend(carried_out_notes(settings, info))
 
     evaluated_at = opts.at or snapshot.observed_at

@@ -381,10 +381,7 @@ def read_keepalive_of(
     cgroup still names the container (a pid reused since the listing is another process)."""
     try:
         with ProcHandle(proc_root, req.pid) as handle:
-            # The listing's own check; a full 64-digit id found anywhere in the paths is that
-            # container's cgroup or one below it, told without parsing them (a third of the read).
-            cgroup, cid = handle.read_text("cgroup"), req.container_id
-            if not (len(cid) == 64 and cid in cgroup) and not _names_container(cgroup, cid):
+            if not _names_container(handle.read_text("cgroup"), req.container_id):
                 return KeepAlive(
                     state=KeepAliveState.UNKNOWN, detail=f"pid {req.pid} no longer belongs to the container"
                 )
@@ -415,6 +412,11 @@ def observe_host(config: ObserveConfig | None = None, nvml: NvmlLike | None = No
 
 
 def _names_container(cgroup_text: str, container_id: str) -> bool:
+    # A full 64-digit id found anywhere in the paths is that container's cgroup or one below it:
+    # told without parsing them (the parse was a third of a keep-alive read, and runs for every
+    # running container on every pass). A shorter id is only a parsed component's.
+    if len(container_id) == 64 and container_id in cgroup_text:
+        return True
     return any(container_id in container_ids_in_path(line.path) for line in parse_cgroup(cgroup_text))
 
 
