@@ -468,6 +468,11 @@ class GpuProcessObs(Slotted):
         default=CgroupScope.UNKNOWN,
         description="Whose cgroup it is; only a process in this engine's cgroup can be an orphan",
     )
+    live_shim: str = Field(
+        default="",
+        description="A root-owned containerd shim among its ancestors that runs its container, which "
+        "this engine does not list ('pid N: <command line>'): another engine's live container (FOREIGN)",
+    )
     is_system: bool = False
 
 

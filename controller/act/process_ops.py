@@ -6,7 +6,10 @@ start time (within :data:`START_TIME_TOLERANCE_S`) and still in the same contain
 still in none); when the plan names the cgroup path that made it an orphan (this engine's cgroup,
 see :mod:`controller.observe.cgroups`), the process must still be in exactly that cgroup. The
 controller never signals PID 0 or 1, itself, its parent or its process group leader, and signals
-always name a single pid (never a process group).
+always name a single pid (never a process group). A process in a container's cgroup is not signalled
+while a root-owned containerd shim among its ancestors runs that container (``LIVE``): the container
+is alive under another engine on this host, whatever this engine lists (see
+:func:`controller.observe.cgroups.shim_runs`).
 
 Called by the real executor for KillProcess actions. Must not decide *whether* to kill: that is
 the planner's job; this module only makes the kill exact.
@@ -25,9 +28,10 @@ from pathlib import Path
 import psutil
 
 from controller.act.errors import PermanentError
-from controller.observe.cgroups import CgroupAttribution, attribute
+from controller.observe.cgroups import CgroupAttribution, attribute, shim_runs
 
 START_TIME_TOLERANCE_S = 0.01
+MAX_ANCESTRY = 64  # ancestors searched for a containerd shim (as the observer does)
 _POLL_S = 0.05
 
 
@@ -35,6 +39,7 @@ class Identity(StrEnum):
     SAME = "same"
     GONE = "gone"
     CHANGED = "changed"
+    LIVE = "live"  # the same process, but a live containerd shim runs its container: not an orphan
 
 
 @dataclass(frozen=True)
@@ -45,7 +50,7 @@ class IdentityCheck:
 
 @dataclass(frozen=True)
 class KillResult:
-    outcome: Identity  # GONE: it exited (killed or not); CHANGED: it is no longer ours to signal
+    outcome: Identity  # GONE: it exited (killed or not); CHANGED, LIVE: it is not ours to signal
     signals_sent: tuple[str, ...]
     detail: str
 
@@ -96,7 +101,34 @@ def check_identity(
         return IdentityCheck(
             Identity.CHANGED, f"pid {pid} is now in cgroup {attribution.cgroup or '/'}, not {cgroup}"
         )
+    if container_id is not None:
+        full = next(cid for cid in attribution.candidates if _names(cid, container_id))
+        shim = live_shim(process, full)
+        if shim:
+            return IdentityCheck(
+                Identity.LIVE,
+                f"pid {pid}'s container {full[:12]} is run by a live containerd shim ({shim}): "
+                "another engine's live container, not an orphan",
+            )
     return IdentityCheck(Identity.SAME)
+
+
+def live_shim(process: psutil.Process, container_id: str) -> str:
+    """The root-owned containerd shim among ``process``'s ancestors that runs ``container_id``
+    (``"pid N: <command line>"``), or "". An ancestor that exits meanwhile is skipped."""
+    try:
+        parents = process.parents()[:MAX_ANCESTRY]
+    except psutil.Error:
+        return ""
+    for parent in parents:
+        try:
+            if parent.uids().real == 0:
+                argv = parent.cmdline()
+                if shim_runs(argv, container_id):
+                    return f"pid {parent.pid}: {' '.join(argv)[:300]}"
+        except psutil.Error:
+            continue
+    return ""
 
 
 def _same_container(attribution: CgroupAttribution, expected: str | None) -> bool:
@@ -104,10 +136,11 @@ def _same_container(attribution: CgroupAttribution, expected: str | None) -> boo
         return attribution.container_id is None
     # Plans may carry a short id (12+ hex digits); cgroups always name the full one. With nested
     # containers a path names several ids; the planned one must be among them.
-    return any(
-        cid == expected or (len(expected) >= 12 and cid.startswith(expected))
-        for cid in attribution.candidates
-    )
+    return any(_names(cid, expected) for cid in attribution.candidates)
+
+
+def _names(cid: str, expected: str) -> bool:
+    return cid == expected or (len(expected) >= 12 and cid.startswith(expected))
 
 
 def refuse_reason(pid: int) -> str | None:
@@ -139,9 +172,10 @@ def kill_ladder(
     """SIGTERM, wait up to ``grace_s``, SIGKILL, wait up to ``kill_wait_s``; verify before each.
 
     Returns GONE when the process has exited (``signals_sent`` may be empty: it was already
-    gone), CHANGED when the pid no longer names the process the plan meant (nothing further is
-    sent). Raises :class:`PermanentError` when the pid is protected or the process survives
-    SIGKILL (uninterruptible sleep in a driver call, typically).
+    gone), CHANGED when the pid no longer names the process the plan meant, LIVE when a live shim
+    runs its container (nothing further is sent either way). Raises :class:`PermanentError` when
+    the pid is protected or the process survives SIGKILL (uninterruptible sleep in a driver call,
+    typically).
     """
     refused = refuse_reason(pid)
     if refused:
@@ -162,6 +196,8 @@ def kill_ladder(
         while True:
             check = check_identity(pid, start_time, container_id, proc=proc, cgroup=cgroup)
             if check.identity is not Identity.SAME:
+                if check.identity is Identity.LIVE:
+                    return KillResult(Identity.LIVE, tuple(sent), check.detail)
                 if check.identity is Identity.GONE:
                     return KillResult(Identity.GONE, tuple(sent), f"exited after {sig.name}")
                 # The original exited and the pid was reused: it is gone, the newcomer is not ours.

@@ -27,6 +27,13 @@ covers the per-user slices below it). Anything else that names a container is FO
 live workload this engine cannot see, so it is never an orphan. A path that names no container is
 HOST.
 
+A live container of ANOTHER rootful Docker engine on the same host (a second ``dockerd`` with its
+own ``--data-root``) is in a cgroup of exactly this engine's form (``/docker/<id>``,
+``system.slice/docker-<id>.scope``): the path alone cannot tell it from an orphan. Its processes
+descend from a live containerd shim that names the id (``containerd-shim-runc-v2 -namespace moby
+-id <id> -address ...``); :func:`shim_runs` recognises that command line, and the observer and the
+kill's re-check walk a process's ancestors for one (an orphan's shim has exited with its container).
+
 Called by :mod:`controller.observe.procfs` and :mod:`controller.act.process_ops`. Pure text
 processing: no file access here; never raises on malformed text (lines that do not parse are skipped).
 """
@@ -197,6 +204,19 @@ def _within_parent(above: tuple[str, ...], parent: str) -> bool:
         return first == parent or (first.endswith(".slice") and first.startswith(stem + "-"))
     wanted = tuple(c for c in parent.split("/") if c)
     return bool(wanted) and above[: len(wanted)] == wanted
+
+
+def shim_runs(argv: Sequence[str], container_id: str) -> bool:
+    """Is ``argv`` a containerd shim's command line that runs ``container_id``?
+
+    ``containerd-shim-runc-v2 -namespace moby -id <id> -address <socket>`` (Docker 20.10 and
+    later) names the id as an argument; the older ``containerd-shim -namespace moby -workdir
+    .../moby/<id> ...`` names it as the last component of a path. Who runs the process (a shim of
+    a rootful engine runs as root) is the caller's to check: anyone can name a process so.
+    """
+    if not argv or not container_id or not argv[0].rsplit("/", 1)[-1].startswith("containerd-shim"):
+        return False
+    return any(arg == container_id or arg.endswith("/" + container_id) for arg in argv[1:])
 
 
 def controller_path(lines: Sequence[CgroupLine], controller: str) -> tuple[CgroupLine, str] | None:

@@ -15,7 +15,10 @@ Owns:
   container whose program name matches ``system_process_names`` (fnmatch patterns, matched against
   the basename of argv[0] and against ``comm``) is a system process; a process inside a container is
   never a system process, whatever it calls itself. Each process carries its cgroup scope (this
-  engine's, foreign, host); see :mod:`controller.observe.cgroups`.
+  engine's, foreign, host); see :mod:`controller.observe.cgroups`. A process in this engine's cgroup
+  form whose container this engine does not list, but whose ancestors include a root-owned
+  containerd shim running that id, is a live container of another rootful engine on this host:
+  FOREIGN, with the shim named in ``live_shim`` (:meth:`ProcReader.live_shim`).
 
 ``container_exists`` is only meaningful when the DOCKER domain is ok; the caller reports both.
 Called by :mod:`controller.observe.host`. Must not kill, signal or write anything.
@@ -30,8 +33,9 @@ from collections.abc import Callable, Container, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from controller.observe.cgroups import DEFAULT_ENGINE_PARENTS, attribute
+from controller.observe.cgroups import DEFAULT_ENGINE_PARENTS, attribute, shim_runs
 from controller.snapshot import (
+    CgroupScope,
     ContainerId,
     GpuObs,
     GpuProcessObs,
@@ -44,6 +48,9 @@ from controller.snapshot import (
 MAX_CMDLINE_CHARS = 4096
 _READ_LIMIT_BYTES = 1 << 20
 _COMM_CHARS = 15  # the kernel truncates comm to 15 characters
+# How far up a process's ancestry a containerd shim is looked for (a container's processes sit a few
+# levels below theirs; the walk also ends at PID 1, at a PID seen twice, or at an exited ancestor).
+MAX_ANCESTRY = 64
 
 DEFAULT_SYSTEM_PROCESS_NAMES: tuple[str, ...] = (
     "nvidia-persistenced",
@@ -147,6 +154,15 @@ def parse_stat_start_ticks(text: str) -> int | None:
     return int(fields[19])
 
 
+def parse_stat_ppid(text: str) -> int | None:
+    """Field 4 (``ppid``) of ``/proc/<pid>/stat``."""
+    _, sep, rest = text.rpartition(")")
+    fields = rest.split()
+    if not sep or len(fields) < 2 or not fields[1].isdigit():
+        return None
+    return int(fields[1])
+
+
 def parse_boot_time(text: str) -> float | None:
     for line in text.splitlines():
         if line.startswith("btime"):
@@ -229,6 +245,41 @@ class ProcReader:
             start = ticks / self.clock_ticks + self.boot_time
         return ProcessInfo(uid=uid, cmdline=cmdline, comm=comm, start_time=start)
 
+    def live_shim(self, pid: int, container_id: str, errors: list[str]) -> str:
+        """The root-owned containerd shim among ``pid``'s ancestors that runs ``container_id``, as
+        ``"pid N: <command line>"``; "" when there is none.
+
+        A shim runs as long as its container does (it exits once the engine deletes the task), so
+        one found means the container is live under some engine, whichever one lists it. Only a
+        shim run by root counts: a user can name a process ``containerd-shim``, and would otherwise
+        shield an orphan from its kill. An ancestor that cannot be read for a reason other than
+        having exited is an error (the caller then marks /proc unavailable: no kill on a guess).
+        """
+        seen = {pid}
+        current = pid
+        for _ in range(MAX_ANCESTRY):
+            try:
+                with ProcHandle(self.proc_root, current) as handle:
+                    ppid = parse_stat_ppid(handle.read_text("stat"))
+                if ppid is None or ppid <= 1 or ppid in seen:
+                    return ""
+                seen.add(ppid)
+                with ProcHandle(self.proc_root, ppid) as handle:
+                    raw = handle.read_bytes("cmdline")
+                    uid = parse_status_uid(handle.read_text("status"))
+            except ProcessGone:
+                return ""
+            except OSError as exc:
+                errors.append(f"pid {pid}: reading its ancestor {current}'s parent: {exc}")
+                return ""
+            argv = (
+                [a.decode("utf-8", errors="replace") for a in raw.rstrip(b"\0").split(b"\0")] if raw else []
+            )
+            if uid == 0 and shim_runs(argv, container_id):
+                return f"pid {ppid}: {parse_cmdline(raw)[:300]}"
+            current = ppid
+        return ""
+
     def is_system(self, info: ProcessInfo) -> bool:
         argv0 = info.cmdline.split(" ", 1)[0] if info.cmdline else ""
         names = {argv0.rsplit("/", 1)[-1]} if argv0 else set()
@@ -282,6 +333,7 @@ def attribute_gpu_processes(
     container's process into an apparent host process.
     """
     cache: dict[int, _Read] = {}
+    shims: dict[int, str] = {}
     errors: list[str] = []
     out: list[GpuProcessObs] = []
     for listed in listed_gpu_processes(gpus):
@@ -301,6 +353,15 @@ def attribute_gpu_processes(
             continue
         attribution = attribute(read.cgroup_text, existing_containers, engine_parents)
         container_id: ContainerId | None = attribution.container_id
+        exists = container_id is not None and container_id in existing_containers
+        scope, shim = attribution.scope, ""
+        if container_id is not None and scope is CgroupScope.ENGINE and not exists:
+            # An orphan candidate: unless a live shim runs its container (another engine's).
+            if listed.pid not in shims:
+                shims[listed.pid] = reader.live_shim(listed.pid, container_id, errors)
+            shim = shims[listed.pid]
+            if shim:
+                scope = CgroupScope.FOREIGN
         uid = read.info.uid
         out.append(
             base.model_copy(
@@ -311,8 +372,9 @@ def attribute_gpu_processes(
                     "cmdline": read.info.cmdline,
                     "cgroup": attribution.cgroup,
                     "container_id": container_id,
-                    "container_exists": container_id is not None and container_id in existing_containers,
-                    "cgroup_scope": attribution.scope,
+                    "container_exists": exists,
+                    "cgroup_scope": scope,
+                    "live_shim": shim,
                     "is_system": container_id is None and reader.is_system(read.info),
                 }
             )

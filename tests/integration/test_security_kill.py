@@ -14,6 +14,10 @@ the executor and the markers work (a test where nothing is ever killed could not
 - **Another user's process in a live container** and **a bare-metal host process of another
   user**, both listed by the stand-in NVML as GPU processes: the planner never plans a kill, and
   executing the whole plan leaves them alone.
+- **A second rootful engine's live container**: a second ``dockerd`` on the host puts its
+  containers in cgroups of this engine's form (``/docker/<id>``), and this engine does not list
+  them. Its GPU process is reported as foreign (a live shim runs it), never planned for a kill; a
+  KillProcess for it, as a planner without that check wrote one, is skipped by the executor.
 """
 
 from __future__ import annotations
@@ -47,6 +51,7 @@ from controller.snapshot import CgroupScope, Snapshot
 from desired_state.load import load_spec_text
 from tests.fixtures.act import RecordingNotifier
 from tests.fixtures.docker_host import ContainerFactory
+from tests.fixtures.dockerd import TEST_IMAGE, PrivateEngine, discard_private_engine, start_private_engine
 from tests.fixtures.nvml import FakeNvml, gpu_uuid
 
 pytestmark = pytest.mark.docker
@@ -368,6 +373,72 @@ def test_processes_in_live_containers_and_on_the_host_are_never_planned_or_signa
     assert control.signalled()
     assert bare.alive() and not bare.signalled()
     assert psutil.Process(in_container).status() != psutil.STATUS_ZOMBIE
+    box.reload()
+    assert box.attrs["State"]["Running"] is True
+    assert box.exec_run(["sh", "-c", "test ! -e /scratch/term"]).exit_code == 0
+
+
+# --- another engine's live container ------------------------------------------------------------
+
+
+@pytest.fixture
+def second_engine() -> Iterator[PrivateEngine]:
+    engine = start_private_engine()
+    try:
+        yield engine
+    finally:
+        discard_private_engine(engine)
+
+
+def test_a_second_engines_live_container_is_never_planned_or_signalled(
+    second_engine: PrivateEngine,
+    trapped: Callable[..., Trapped],
+    fake_docker_cgroup: tuple[str, Path],
+    fake_nvml: FakeNvml,
+    docker_client: Any,
+    tmp_path: Path,
+) -> None:
+    other: Any = second_engine.client()
+    box = other.containers.run(
+        TEST_IMAGE,
+        ["sh", "-c", 'trap "echo TERM > /scratch/term; exit 0" TERM; sleep 300 & wait'],
+        labels={"ds01.test": "second-engine"},
+        tmpfs={"/scratch": "mode=1777"},
+        network_mode="none",
+        detach=True,
+    )
+    box.reload()
+    in_other = int(box.attrs["State"]["Pid"])
+    in_other_start = psutil.Process(in_other).create_time()
+    # This engine's cgroup form, an id this engine does not list: the cgroup alone says orphan.
+    scope = attribute(Path(f"/proc/{in_other}/cgroup").read_text())
+    assert (scope.container_id, scope.scope) == (box.id, CgroupScope.ENGINE)
+    # The control: a genuine orphan of this engine, killed by the same plan.
+    _, cgroup = fake_docker_cgroup
+    control = trapped("control")
+    (cgroup / "cgroup.procs").write_text(str(control.pid))
+    fake_nvml.set_gpus(1)
+    fake_nvml.add_process(gpu_uuid(0), in_other)
+    fake_nvml.add_process(gpu_uuid(0), control.pid)
+    fake_nvml.write()
+
+    p = for_pids(two_pass_plan(tmp_path), {in_other, control.pid})
+    assert {a.target.pid for a in p.actions if a.kind == ActionKind.KILL_PROCESS} == {control.pid}
+    (reported,) = [d for d in p.deferred if d.target.pid == in_other]
+    assert (reported.rule.value, reported.why.value) == ("ForeignGpuWorkload", "Protected")
+    assert "containerd-shim" in reported.evidence["live_shim"] and box.id in reported.evidence["live_shim"]
+
+    # A kill planned without that check (by an older planner, or from the cgroup alone).
+    stale = kill_action(in_other, in_other_start, box.id).model_copy(
+        update={"evidence": {"container_id": box.id, "cgroup": scope.cgroup}}
+    )
+    report = executor(docker_client, tmp_path).execute(
+        p.model_copy(update={"actions": (*p.actions, stale)}), p.memory, datetime.now(UTC)
+    )
+    outcomes = {o.target.pid: (o.outcome.value, o.detail) for o in report.outcomes}
+    assert outcomes[in_other][0] == "skipped" and "live containerd shim" in outcomes[in_other][1], outcomes
+    wait_gone(control)
+    assert control.signalled()
     box.reload()
     assert box.attrs["State"]["Running"] is True
     assert box.exec_run(["sh", "-c", "test ! -e /scratch/term"]).exit_code == 0

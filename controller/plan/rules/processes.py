@@ -14,7 +14,9 @@ Who is who (from the process's cgroup, as attributed by the observer):
 * a **foreign** workload: a container-like cgroup that is not this engine's (rootless Docker,
   Kubernetes/containerd, CRI-O, Podman, a sandbox) and not a live container this engine lists.
   "Not listed by this engine" says nothing about whether it is alive: never killed; reported as
-  ``ForeignGpuWorkload`` / ``Protected`` with its sightings.
+  ``ForeignGpuWorkload`` / ``Protected`` with its sightings. So is a process in this engine's
+  cgroup form whose container a live containerd shim still runs (``live_shim``: a second rootful
+  engine's container; the observer walks the ancestry, the kill re-checks it).
 * a **host** process (no container): never killed; reported in ``plan.deferred`` as
   ``HostGpuProcess`` / ``Protected`` (``host_gpu_processes: report``), with its sightings.
 * a **system** process (nvidia-persistenced, dcgm, Xorg...) and VANISHED rows: ignored.
@@ -358,18 +360,27 @@ def _too_few_sightings(
 
 
 def _report_foreign(ctx: PassContext, out: Collector, p: GpuProcessObs, s: ProcessSighting) -> None:
-    if p.cgroup_scope is CgroupScope.FOREIGN:
+    evidence = _process_evidence(p, s)
+    named = f" (id {p.container_id[:12]}, not running in this engine)" if p.container_id else ""
+    if p.live_shim:
+        # This engine's cgroup form, but a live shim runs the container: another engine's.
+        why, defer = (
+            "is in a container this engine does not list, run by a live containerd shim",
+            DeferReason.PROTECTED,
+        )
+        named = f" (id {(p.container_id or '')[:12]}; shim {p.live_shim[:120]}: another Docker engine's?)"
+        evidence["live_shim"] = p.live_shim
+    elif p.cgroup_scope is CgroupScope.FOREIGN:
         why, defer = "is in another runtime's cgroup, not this engine's", DeferReason.PROTECTED
     else:
         why, defer = "is in a cgroup that could not be attributed", DeferReason.UNKNOWN_SIGNAL
-    named = f" (id {p.container_id[:12]}, not running in this engine)" if p.container_id else ""
     out.defer(
         _process_target(p, None),
         Reason.FOREIGN_GPU_WORKLOAD,
         defer,
         f"GPU process {p.pid} ({p.user or p.uid}) on {p.device_uuid} {why}: {p.cgroup or '?'}{named}; "
         "reported, never killed",
-        evidence=_process_evidence(p, s),
+        evidence=evidence,
     )
 
 
