@@ -7,7 +7,9 @@ file, with its age, when it is *fresh*: younger than the resync interval, from t
 version, and made under exactly the policy ``ds01ctl`` would load (the same paths, and every file
 read from them byte-for-byte the same). Any doubt (missing, corrupt, old, another format, another
 policy, a reload that failed, a policy file changed during the pass) and ``ds01ctl`` observes live,
-as it always did; ``--live`` forces that.
+as it always did; ``--live`` forces that. So does a pass that carried out any action (``acted`` in
+the header): its snapshot is from before, and its plan would show as pending a stop, a removal or
+a warning already made.
 
 Called by the loop (:func:`save_last_pass`, once at the end of a pass) and by ``controller.cli``
 (:func:`load_last_pass`). Writes nothing but its one file; never raises into the pass.
@@ -117,8 +119,12 @@ def encode(
     policy: dict[str, Any],
     written_at: datetime,
     interval_s: float,
+    acted: int = 0,
 ) -> bytes:
-    """The file's bytes: a header line, the snapshot, the plan (each one JSON document per line)."""
+    """The file's bytes: a header line, the snapshot, the plan (each one JSON document per line).
+
+    ``acted``: how many actions the pass carried out (or tried: done, already done, skipped,
+    failed); not a dry run's, nor a stale plan's, which touch nothing."""
     header = {
         "format": FORMAT,
         "version": _version(),
@@ -126,6 +132,7 @@ def encode(
         "interval_s": interval_s,
         "pid": os.getpid(),
         "policy": policy,
+        "acted": acted,
     }
     parts = [
         json.dumps(header).encode(),
@@ -152,13 +159,22 @@ def _write(state_dir: Path, data: bytes) -> None:
     tmp.replace(path)
 
 
-def save_last_pass(settings: Settings, holder: PolicySource, snapshot: Snapshot, plan: Plan) -> None:
-    """Write the pass for ``ds01ctl`` (the loop's one call, at the end of a pass). Never raises."""
+def save_last_pass(
+    settings: Settings, holder: PolicySource, snapshot: Snapshot, plan: Plan, acted: int = 0
+) -> None:
+    """Write the pass for ``ds01ctl`` (the loop's one call, at the end of a pass). Never raises.
+
+    ``acted``: the actions it carried out (see :func:`encode`); ``ds01ctl`` then observes live."""
     try:
         current = getattr(holder, "current", None)
         policy = _policy_record(holder, list(getattr(current, "input_files", ())))
         data = encode(
-            snapshot, plan, policy=policy, written_at=datetime.now(UTC), interval_s=settings.interval_s
+            snapshot,
+            plan,
+            policy=policy,
+            written_at=datetime.now(UTC),
+            interval_s=settings.interval_s,
+            acted=acted,
         )
         _write(settings.state_dir, data)
     except Exception as exc:  # a view's convenience must never fail a pass
@@ -205,6 +221,11 @@ def load_last_pass(
         return None, "last pass unreadable"
     if header.get("version") != _version():
         return None, "last pass written by another controller version"
+    acted = header.get("acted")
+    if not isinstance(acted, int) or isinstance(acted, bool):
+        return None, "last pass does not say whether it acted"
+    if acted:
+        return None, f"the last pass carried out {acted} action(s): what it saw has changed since"
     age_s = (now - written_at).total_seconds()
     if age_s < -CLOCK_SLACK_S:
         return None, "last pass dated in the future"

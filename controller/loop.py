@@ -107,6 +107,10 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+# Outcomes that touch neither the host nor the record (a dry run's, a plan too old to start).
+_UNTOUCHED = frozenset({Outcome.DRY_RUN, Outcome.STALE})
+
+
 @dataclass
 class PassResult:
     snapshot: Snapshot
@@ -200,9 +204,9 @@ class Controller:
             )
             self.metrics.set_record_writable(self._record_problem is None)
             self.metrics.set_open_alerts(count_by_reason(self._open_alerts))
-        save_last_pass(
-            self.settings, self.policy, result.snapshot, result.plan
-        )  # what ds01ctl get/describe show
+        # What ds01ctl get/describe show (not once it acted: its plan would show that as pending).
+        acted = sum(o.outcome not in _UNTOUCHED for o in result.report.outcomes)
+        save_last_pass(self.settings, self.policy, result.snapshot, result.plan, acted)
 
     def _save(self, memory: ControllerMemory) -> None:
         """Keep ``memory`` and save it. A save that fails (disk full, read-only) does not end the

@@ -367,3 +367,48 @@ def test_the_view_of_the_last_pass_says_what_keeps_its_actions_from_being_carrie
     assert view.as_of is not None, "read from the last pass"
     assert any("the controller runs in dry-run" in n for n in view.notes), view.notes
     assert any("cannot write its record (No space left on device)" in n for n in view.notes), view.notes
+
+
+def test_a_pass_that_carried_out_actions_is_not_shown(state_dir: Path, specs: Path) -> None:
+    """Its snapshot is from before them, and its plan would show a stop or warning already made as
+    pending: ds01ctl observes live instead."""
+    settings = _settings(state_dir, specs)
+    snap = w.snapshot()
+    save_last_pass(settings, PolicyHolder(specs), snap, w.plan(snap), acted=2)
+    last, why = _load(settings)
+    assert last is None and "carried out 2 action(s)" in why
+    save_last_pass(settings, PolicyHolder(specs), snap, w.plan(snap), acted=0)
+    assert _load(settings)[1] == "fresh"
+    # A header that does not say (written by hand, or damaged) is in doubt too.
+    path = state_dir / LAST_SNAPSHOT_FILE
+    header, rest = path.read_bytes().split(b"\n", 1)
+    record = json.loads(header)
+    for value in (None, "0", True):
+        record["acted"] = value
+        path.write_bytes(json.dumps(record).encode() + b"\n" + rest)
+        assert _load(settings) == (None, "last pass does not say whether it acted")
+
+
+def test_a_daemon_pass_that_stopped_a_container_leaves_ds01ctl_observing_live(
+    tmp_path: Path, no_docker: None, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The loop counts what its executor carried out: a pass that tried a stop (here it failed)
+    and delivered its warning is not shown as "stop due now"; one that only planned is."""
+    from controller.cli.main import main
+    from tests.fixtures import builders as b
+    from tests.fixtures.scripted import FailingExecutor, ScriptedObserver, make_controller
+
+    clock = [datetime.now(UTC)]
+    over = b.running("over-runtime", owner="alice", gpus=[b.GPU0], started_at=clock[0] - timedelta(days=30))
+    snap = b.snapshot(observed_at=clock[0], containers=[over], gpus=[b.gpu(0)])
+    controller = make_controller(tmp_path, ScriptedObserver(snap), clock, FailingExecutor())
+    result = controller.run_pass()
+    assert [o.outcome.value for o in result.report.outcomes] != []
+    state = controller.settings.state_dir
+    last, why = load_last_pass(state, specs=None, ds01_config=None, interval_s=30.0, now=datetime.now(UTC))
+    assert last is None and f"carried out {len(result.report.outcomes)} action(s)" in why
+    flags = ["--state-dir", str(state), "--events-log", str(tmp_path / "events.jsonl"), "--env-file", ""]
+    flags += ["--ledger", str(tmp_path / "ledger.json")]
+    assert main(["get", "containers", "--all", *flags]) == 1  # observed live: no Docker here
+    out, err = capsys.readouterr()
+    assert "over-runtime" not in out and "Docker" in err
