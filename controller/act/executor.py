@@ -75,6 +75,7 @@ from controller.observe.resources import read_usage
 from controller.plan.limits_update import still_needed
 from controller.plan.rules.resources import memory_floor, pids_floor
 from controller.plan.types import (
+    DONE_KINDS,
     Action,
     ActionKind,
     GpuEvidence,
@@ -96,10 +97,6 @@ DEFAULT_STOP_TIMEOUT_S = 60
 DEFAULT_RESET_TIMEOUT_S = 120.0
 # Docker's StartedAt has nanoseconds; the snapshot keeps microseconds (truncated or rounded).
 STARTED_AT_TOLERANCE = timedelta(milliseconds=1)
-# Kinds whose success is recorded in ``memory.done``: the one-shots (never repeated), and GPU resets
-# (the planner alerts instead of resetting the same dirty GPU twice). Stops, removals, kills and
-# releases are level-triggered: if the world still shows the target, they run again.
-DONE_KINDS = frozenset({ActionKind.WARN_OWNER, ActionKind.ALERT_ADMIN, ActionKind.RESET_GPU})
 _NOT_RUNNING = frozenset({"created", "exited", "dead"})
 # After a crash, an action found still under way is given this long past its own timeout to finish
 # (docker stop goes on in the engine when the client dies) before it is recorded as not carried out.

@@ -237,17 +237,55 @@ def carried_out_notes(settings: Settings, info: PolicyInfo) -> list[str]:
 
 
 def as_next_pass(settings: Settings, memory: ControllerMemory) -> ControllerMemory:
-    """The daemon's memory as its next pass plans with it: a pending ``breaker reset`` request (left
-    while the daemon held the lock) closes the breakers first. The same object when nothing applies."""
+    """The daemon's memory as its next pass plans with it. The same object when nothing applies.
+
+    * A pending ``breaker reset`` request (left while the daemon held the lock) closes the breakers.
+    * An interrupted one-shot (a GPU reset whose outcome was never recorded: the daemon was killed
+      during it) is recorded as done, as the executor's recovery does before the pass plans: its
+      outcome cannot be verified, so it is never repeated (the planner alerts an admin instead).
+    """
     from controller.store import BREAKER_RESET_REQUEST
 
-    if not memory.breakers_tripped:
-        return memory
-    try:
-        pending = (settings.state_dir / BREAKER_RESET_REQUEST).exists()
-    except OSError:
-        pending = False
-    return memory.with_breakers_reset() if pending else memory
+    if memory.breakers_tripped:
+        try:
+            pending = (settings.state_dir / BREAKER_RESET_REQUEST).exists()
+        except OSError:
+            pending = False
+        if pending:
+            memory = memory.with_breakers_reset()
+    for key in interrupted_one_shots(memory):
+        memory = memory.with_done(key, utcnow())
+    return memory
+
+
+def interrupted_one_shots(memory: ControllerMemory) -> list[str]:
+    """Keys of the open intents the daemon's next pass records as done without repeating them."""
+    from controller.plan.types import DONE_KINDS
+
+    return [
+        key
+        for key, intent in memory.intents.items()
+        if not intent.closing and intent.action.get("kind") in DONE_KINDS and key not in memory.done
+    ]
+
+
+def next_pass_notes(memory: ControllerMemory, next_pass: ControllerMemory) -> list[str]:
+    """What :func:`as_next_pass` changed, said on the views that plan with it."""
+    notes = []
+    if memory.breakers_tripped and not next_pass.breakers_tripped:
+        notes.append(
+            "a breaker reset is pending: planned with the breakers closed, as the daemon's next pass"
+        )
+    for key in interrupted_one_shots(memory):
+        action = memory.intents[key].action
+        found = action.get("target")
+        target: dict[str, Any] = found if isinstance(found, dict) else {}
+        what = f"{action.get('kind')} {target.get('gpu') or target.get('container') or ''}".strip()
+        notes.append(
+            f"{what} was interrupted (the controller stopped during it) and its outcome is unknown: "
+            "the daemon's next pass records it as not carried out and never repeats it; planned as such"
+        )
+    return notes
 
 
 # --- observation -----------------------------------------------------------------------------
@@ -441,9 +479,7 @@ def gather(settings: Settings, opts: GatherOptions) -> View:
     if memory is not None:
         next_pass = as_next_pass(settings, memory)
         if next_pass is not memory:
-            notes.append(
-                "a breaker reset is pending: planned with the breakers closed, as the daemon's next pass"
-            )
+            notes.extend(next_pass_notes(memory, next_pass))
         memory = next_pass
     notes.extend(carried_out_notes(settings, info))
 

@@ -28,6 +28,12 @@ class ActionKind(StrEnum):
     UPDATE_RESOURCES = "UpdateResources"
 
 
+# Kinds whose success is recorded in ``memory.done``: the one-shots (never repeated), and GPU resets
+# (the planner alerts instead of resetting the same dirty GPU twice). Stops, removals, kills and
+# releases are level-triggered: if the world still shows the target, they run again.
+DONE_KINDS = frozenset({ActionKind.WARN_OWNER, ActionKind.ALERT_ADMIN, ActionKind.RESET_GPU})
+
+
 # A released ledger row makes its GPU look free to the allocator: while the row is in use, that
 # puts a second user on the GPU. Releases are destructive (budget, breakers) for that reason.
 DESTRUCTIVE_KINDS = frozenset(
