@@ -287,3 +287,16 @@ def test_golden_files_are_plain_text() -> None:
     for f in files:
         text = f.read_text(encoding="utf-8")
         assert "\x1b" not in text and "\r" not in text, f.name
+
+
+def test_every_idle_state_is_documented() -> None:
+    """`idle.state` in -o json takes exactly the values docs/cli.md lists (two were missing)."""
+    import re
+    from pathlib import Path
+
+    from controller.cli.view import IdleState
+
+    text = " ".join((Path(__file__).parents[2] / "docs" / "cli.md").read_text().split())
+    found = re.search(r"`idle` \(`state`: `([^`]+)`", text)
+    assert found is not None, "docs/cli.md no longer documents idle.state"
+    assert {v.strip() for v in found.group(1).split("|")} == {s.value for s in IdleState}
