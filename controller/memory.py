@@ -67,6 +67,11 @@ class ContainerMemory(Slotted):
     idle_since: UtcTime | None = None
     last_active_at: UtcTime | None = None
     warnings: dict[str, UtcTime] = Field(default_factory=dict, description="warning key -> sent at")
+    announced: dict[str, UtcTime] = Field(
+        default_factory=dict,
+        description="warning key -> the stop time that delivered warning announced: the stop never "
+        "comes before it (kept only for keys still in warnings)",
+    )
     first_seen_at: UtcTime | None = None
     keepalive: KeepAliveSeen | None = None
     unobserved: str | None = Field(
@@ -233,12 +238,19 @@ class ControllerMemory(BaseModel):
         attempts.pop(key, None)
         return self.model_copy(update={"done": done, "attempts": attempts})
 
-    def with_warning(self, container_id: str, warning_key: str, at: datetime) -> ControllerMemory:
+    def with_warning(
+        self, container_id: str, warning_key: str, at: datetime, announced: datetime | None = None
+    ) -> ControllerMemory:
+        """A warning delivered at ``at``; ``announced``: the stop time it told the owner."""
         cm = self.containers.get(container_id) or ContainerMemory(container_id=container_id)
         warnings = dict(cm.warnings)
         warnings[warning_key] = at
+        # Announcements of warnings voided since (a new streak, a new start) go with them.
+        kept = {k: t for k, t in cm.announced.items() if k in warnings}
+        if announced is not None:
+            kept[warning_key] = announced
         containers = dict(self.containers)
-        containers[container_id] = cm.model_copy(update={"warnings": warnings})
+        containers[container_id] = cm.model_copy(update={"warnings": warnings, "announced": kept})
         return self.model_copy(update={"containers": containers})
 
     def with_controller_stop(

@@ -784,7 +784,11 @@ class RealExecutor:
             )
         self._notices.warned(action)
         warning_key = warn.warning_key or action.reason.value
-        new_mem = mem.with_warning(t.container_id, warning_key, self._clock()) if t.container_id else mem
+        new_mem = (
+            mem.with_warning(t.container_id, warning_key, self._clock(), warn.announced_stop())
+            if t.container_id
+            else mem
+        )
         details = {
             **self._base(action),
             "warning_key": warning_key,

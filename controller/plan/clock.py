@@ -77,6 +77,8 @@ def with_clock_step(
         shift = timedelta(seconds=step_s)
         update["runtime_discount_s"] = mem.runtime_discount_s + _capped(step_s, now, mem.started_at)
         update["warnings"] = {k: at + shift for k, at in mem.warnings.items()}
+        if mem.announced:
+            update["announced"] = {k: at + shift for k, at in mem.announced.items()}
     return mem.model_copy(update=update) if update else mem
 
 

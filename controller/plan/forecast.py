@@ -262,8 +262,9 @@ def _recorded(mem: ControllerMemory, action: Action, at: datetime) -> Controller
         del attempts[action.key]
         mem = mem.model_copy(update={"attempts": attempts})
     if action.kind == ActionKind.WARN_OWNER and action.target.container_id:
-        warning_key = action.params_as(WarnParams).warning_key or action.reason.value
-        mem = mem.with_warning(action.target.container_id, warning_key, at)
+        warn = action.params_as(WarnParams)
+        warning_key = warn.warning_key or action.reason.value
+        mem = mem.with_warning(action.target.container_id, warning_key, at, warn.announced_stop())
     if action.kind in (ActionKind.WARN_OWNER, ActionKind.ALERT_ADMIN, ActionKind.RESET_GPU):
         mem = mem.with_done(action.key, at)
     # The controller's own stops and removals, which its breakers do not count again.

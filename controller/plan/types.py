@@ -164,6 +164,16 @@ class WarnParams(_Params):
     )
     severity: str | None = None
 
+    def announced_stop(self) -> datetime | None:
+        """``stop_expected_at`` as a time (None when unset or unreadable): what the owner is told."""
+        if not self.stop_expected_at:
+            return None
+        try:
+            at = datetime.fromisoformat(self.stop_expected_at)
+        except ValueError:
+            return None
+        return at if at.tzinfo is not None else None
+
 
 class ReleaseParams(_Params):
     """``ReleaseAllocation``: the row to release is the target's ``ledger_entry``."""

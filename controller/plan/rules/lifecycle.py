@@ -117,10 +117,15 @@ class _Progress:
     reached: list[int]
     evidence: dict[str, Any]
     keys: dict[int, tuple[str, str]]  # level -> its (warning key, action key)
+    announced: datetime | None  # the latest stop time a delivered warning of this clock announced
 
     def stop_at(self, now: datetime) -> datetime:
-        """The stop is due at the timeout, and never before the lead time after the first warning."""
-        return max(self.due_stop, (self.first_sent or now) + span(self.lead_s))
+        """The stop is due at the timeout, never before the lead time after the first warning, and
+        never before a time a delivered warning announced: the timeout can shrink after it (high
+        demand halves the idle timeout, a policy reload shortens a limit), the owner's notice not."""
+        at = max(self.due_stop, (self.first_sent or now) + span(self.lead_s))
+        announced = self.announced
+        return announced if announced is not None and announced > at else at
 
 
 def run_ladder(
@@ -182,11 +187,17 @@ def _progress(
 ) -> _Progress:
     sent: dict[int, datetime] = {}
     keys: dict[int, tuple[str, str]] = {}
+    announced: datetime | None = None
+    told = mem.announced if mem is not None else None
     for level in ladder.levels_pct:
         wk, ak = keys[level] = _warn_keys(ladder, c, clock.scope, level)
         at = ctx.sent_at(mem, wk, ak)
         if at is not None:
             sent[level] = at
+            if told:
+                said = told.get(wk)
+                if said is not None and (announced is None or said > announced):
+                    announced = said
     timeout_s = clock.timeout_s
     lead = lead_s(clock.policy, timeout_s)
     evidence = clock.evidence  # completed in place, these keys after the clock's own
@@ -205,6 +216,7 @@ def _progress(
         reached=[lvl for lvl, f in zip(ladder.levels_pct, ladder.fractions) if elapsed_s >= f * timeout_s],
         evidence=evidence,
         keys=keys,
+        announced=announced,
     )
 
 
@@ -319,12 +331,15 @@ def _inside_lead(ctx: PassContext, out: Collector, c: ContainerObs, ladder: Ladd
     if pr.first_sent is None or ctx.now >= stop_at:
         return GO_ON
     _warn_highest_new(ctx, out, c, ladder, pr)
+    if pr.announced is not None and pr.announced >= stop_at:
+        why = f"its warning announced the stop for {iso(pr.announced)}"
+    else:
+        why = f"stop after the lead time of {fmt_duration(pr.lead_s)}"
     return deferral(
         ctx.target(c),
         ladder.stop_reason,
         DeferReason.WAITING_FOR_WARNING,
-        f"{c.name}: first warned at {pr.first_sent.isoformat()}; stop after the lead time of "
-        f"{fmt_duration(pr.lead_s)}",
+        f"{c.name}: first warned at {pr.first_sent.isoformat()}; {why}",
         due_at=stop_at,
         evidence=pr.evidence,
     )

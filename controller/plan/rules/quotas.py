@@ -447,7 +447,8 @@ def _warn_then_stop(
 ) -> None:
     policy = ctx.policies[c.id]
     warning_key, warn_key = _warning_keys(c, reason, enforce)
-    sent = ctx.sent_at(ctx.cmem.get(c.id), warning_key, warn_key)
+    mem = ctx.cmem.get(c.id)
+    sent = ctx.sent_at(mem, warning_key, warn_key)
     lead = policy.warn_lead_s.value
     if sent is None:
         _warn(
@@ -468,12 +469,17 @@ def _warn_then_stop(
         _waiting_to_run(ctx, out, c, reason, evidence, sent)
         return
     due: datetime = (sent or ctx.now) + timedelta(seconds=lead)
+    # Never before the time the delivered warning announced (warnLead may be lowered since).
+    announced = mem.announced.get(warning_key) if sent is not None and mem is not None else None
+    if announced is not None and announced > due:
+        due = announced
     if sent is None or ctx.now < due:
         out.defer(
             ctx.target(c),
             reason,
             DeferReason.WAITING_FOR_WARNING,
-            f"{c.name}: stopped for the quota {lead:g} s after its owner was warned",
+            f"{c.name}: stopped for the quota at {iso(due)}, {lead:g} s after its owner was warned"
+            + (" (the time its warning announced)" if due == announced else ""),
             due_at=due,
             evidence={**evidence, "warned_at": iso(sent)},
         )
