@@ -232,8 +232,46 @@ def test_a_container_beyond_two_quotas_is_stopped_once() -> None:
         ("WarnOwner", GQ, "alice-1"),
     ]
     due = after_the_lead(first, [a0, a1], policy, gpus=gpus)
-    assert acts(due) == [("StopContainer", CQ, "alice-1")]
+    # The GPU quota is judged first: its stop counts against the container quota too.
+    assert acts(due) == [("StopContainer", GQ, "alice-1")]
     assert not [d for d in due.deferred if d.evidence.get("action") == ActionKind.STOP_CONTAINER.value]
+
+
+def test_a_container_another_rule_stops_does_not_count_towards_the_quota() -> None:
+    """alice-0 reaches its max runtime in the pass alice-1's GPU-quota stop falls due: stopping
+    alice-0 brings alice within the quota, so alice-1 is kept (both were stopped)."""
+    a0 = b.running(
+        "alice-0", owner="alice", gpus=[b.GPU0], started_at=b.ago(hours=23, minutes=50), sig=b.signals(b.T0)
+    )
+    a1 = b.running("alice-1", owner="alice", gpus=[b.GPU1], started_at=b.ago(hours=1), sig=b.signals(b.T0))
+    policy = pol(quotas(gpus=1))
+    gpus = [b.gpu(0), b.gpu(1)]
+    first = run([a0, a1], policy, gpus=gpus, quota_enforce="stop")
+    assert ("WarnOwner", GQ, "alice-1") in acts(first)
+    due = run(
+        [a0, a1],
+        policy,
+        gpus=gpus,
+        memory=b.record_outcomes(first, b.T0),
+        now=b.at(minutes=10),
+        quota_enforce="stop",
+    )
+    assert [(k, r, t) for k, r, t in acts(due) if k == "StopContainer"] == [
+        ("StopContainer", "MaxRuntimeExceeded", "alice-0")
+    ]
+
+
+def test_one_stop_for_the_gpu_quota_satisfies_the_container_quota_too() -> None:
+    """Beyond both quotas with different newest containers: the GPU holder's stop also brings the
+    container count within its quota, so the other container is kept."""
+    gpu = b.running("alice-gpu", owner="alice", gpus=[b.GPU0], started_at=b.ago(hours=3))
+    cpu = b.running("alice-cpu", owner="alice", started_at=b.ago(hours=2))
+    policy = pol(quotas(containers=1, gpus=0.5))
+    first = run([gpu, cpu], policy, gpus=[b.gpu(0)], quota_enforce="stop")
+    due = after_the_lead(first, [gpu, cpu], policy, gpus=[b.gpu(0)])
+    assert [(k, r, t) for k, r, t in acts(due) if k == "StopContainer"] == [
+        ("StopContainer", GQ, "alice-gpu")
+    ]
 
 
 def test_a_reference_that_did_not_resolve_never_puts_a_container_beyond_the_slot_cap() -> None:

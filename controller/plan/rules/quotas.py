@@ -20,7 +20,9 @@ that is not to be stopped in a pass loses that warning (:func:`_void_stop_warnin
 stop has a full lead again. Never a protected, monitoring or devcontainer one, nor one whose type or
 owner is opted out of the resource rules (``resourcesExempt``, an Exemption from ``resources``): the
 next newest are chosen instead, and what cannot be stopped is only reported. One stop per container
-and pass: none for a container another rule (idle, max runtime) or another quota stops. Owner
+and pass: none for a container another rule (idle, max runtime) or another quota stops, and such a
+container no longer counts towards the owner's quotas in that pass (else one more is stopped than
+the quota needs). Owner
 ``unknown`` is many people, not one: never counted, nor an owner a container only claims while
 labels are not trusted (:meth:`PassContext.counted_owner`). Pure; called by the planner once per
 pass.
@@ -76,8 +78,15 @@ def user_quotas(ctx: PassContext, out: Collector) -> None:
     for owner in sorted(by_owner):
         owned, holders = by_owner[owner], holders_of[owner]
         units = {c.id: gpu_units(ctx, c) for c in holders}  # counted once for the quota and the caps
-        _container_quota(ctx, out, owner, owned, stops)
-        _gpu_quota(ctx, out, owner, owned, holders, shares, units, stops)
+        # A container stopped in this pass (by another rule, or for the quota judged before) no
+        # longer counts: judged with it, one more would be stopped than the quota needs. The GPU
+        # quota first: the container it stops counts against the container quota too.
+        left = _not_stopping(owned, stops)
+        if left:
+            _gpu_quota(ctx, out, owner, left, _not_stopping(holders, stops), shares, units, stops)
+            left = _not_stopping(left, stops)
+        if left:
+            _container_quota(ctx, out, owner, left, stops)
         for c in holders:
             if c.state == ContainerState.RUNNING:
                 # Most holders are within their cap (tested here, before _gpu_slots says more).
@@ -85,6 +94,14 @@ def user_quotas(ctx: PassContext, out: Collector) -> None:
                 if cap is not None and len(units[c.id]) > cap:
                     _gpu_slots(ctx, out, c, units[c.id], stops)
     _void_stop_warnings(ctx, stops)
+
+
+def _not_stopping(containers: list[ContainerObs], stops: _Stops) -> list[ContainerObs]:
+    """``containers`` without those a stop is proposed for in this pass (the same list if none)."""
+    proposed = stops.proposed
+    if not proposed or proposed.isdisjoint(c.id for c in containers):
+        return containers
+    return [c for c in containers if c.id not in proposed]
 
 
 def _stop_warning(reason: Reason) -> str:
