@@ -422,3 +422,35 @@ def test_a_container_whose_gpu_share_is_unknown_is_not_stopped_beside_the_one_th
     assert "alice-1" in alert.evidence["never_stopped"]
     due = after_the_lead(first, [a0, a1], policy, gpus=gpus)
     assert acts(due) == [("StopContainer", GQ, "alice-0")]
+
+
+def test_a_gpu_and_its_own_mig_device_unverified_while_nvml_is_down_are_not_two_units() -> None:
+    """NVML down: the observer keeps the UUIDs it cannot verify, and a MIG device has no known GPU.
+    GPU 0 and a MIG device of GPU 0 are one unit (NVML up says so); with NVML down they were
+    counted as two against a cap of one, and the container was warned and stopped."""
+    from controller.memory import ControllerMemory
+    from controller.observe.gpu_refs import RawGpuRef, RawGpuRefs, resolve_gpu_refs
+    from controller.plan.planner import plan
+    from controller.snapshot import Domain, GpuRefSource
+
+    gpu = b.gpu(0, mig_slots=1)
+    (dev,) = gpu.mig_devices
+    raw = RawGpuRefs(
+        refs=(
+            RawGpuRef(gpu.uuid, GpuRefSource.DEVICE_REQUEST),
+            RawGpuRef(dev.uuid, GpuRefSource.DEVICE_REQUEST),
+        )
+    )
+    policy = pol(quotas(slots=1))
+    up = b.running("alice-0", owner="alice", gpus=resolve_gpu_refs(raw, [gpu]), started_at=b.ago(hours=1))
+    assert run([up], policy, gpus=[gpu], quota_enforce="stop").actions == ()
+    down = b.running("alice-0", owner="alice", gpus=resolve_gpu_refs(raw, None), started_at=b.ago(hours=1))
+    desired = b.desired(policy, b.global_policy(quota_enforce="stop"))
+    memory = ControllerMemory()
+    for minutes in (0, 11):  # the warning's lead is over by the second pass
+        now = b.at(minutes=minutes)
+        p = plan(b.snapshot(containers=[down], observed_at=now, down=[Domain.NVML]), desired, memory, now)
+        assert p.actions == (), p.actions
+        (d,) = [d for d in p.deferred if d.rule is Reason.GPU_SLOTS_ABOVE_SPEC]
+        assert d.why is DeferReason.UNKNOWN_SIGNAL and "cannot be judged" in d.message
+        memory = b.record_outcomes(p, now)

@@ -9,8 +9,9 @@
   within the quota nothing is decided (``UnknownSignal``); unknown is not "within".
 * **GpuSlotsAboveSpec**: one running container holds more distinct GPU/MIG units than
   ``maxGpuSlotsPerContainer``; a container cannot be shrunk in place. A reference that did not
-  resolve may name a unit counted already: when the resolved units alone are within the cap,
-  nothing is decided (``UnknownSignal``).
+  resolve, or names a device NVML does not list now (NVML down: a MIG device's GPU is unknown), may
+  name a unit counted already: when the units NVML lists alone are within the cap, nothing is
+  decided (``UnknownSignal``).
 
 Default (``resourceEnforcement.enforce: report``): the owner is warned once (WarnOwner, on the
 newest container beyond the quota) and the admin alerted (AlertAdmin); nothing is stopped. With
@@ -282,15 +283,18 @@ def _gpu_slots(
         "quota": cap.value,
         "quota_source": cap.source,
     }
-    known = [u for u in units if not u.startswith(UNRESOLVED)]
+    # Known: a device NVML lists now. A reference that did not resolve, or a UUID NVML could not
+    # verify (NVML down: a MIG device then has no known parent GPU) may name a unit it holds
+    # already: unknown, not beyond.
+    physical = ctx.physical_of
+    known = [u for u in units if u in physical]
     if len(known) <= cap.value:
-        # A reference that did not resolve may name a unit it holds already: unknown, not beyond.
         out.defer(
             ctx.target(c),
             Reason.GPU_SLOTS_ABOVE_SPEC,
             DeferReason.UNKNOWN_SIGNAL,
             f"{c.name} holds {len(known)} known GPU units (at most {cap.value}, {cap.source}) and "
-            f"references that did not resolve ({', '.join(u for u in units if u not in known)}): "
+            f"references NVML does not list now ({', '.join(u for u in units if u not in known)}): "
             "the cap cannot be judged",
             evidence=evidence,
         )
