@@ -454,3 +454,47 @@ def test_a_gpu_and_its_own_mig_device_unverified_while_nvml_is_down_are_not_two_
         (d,) = [d for d in p.deferred if d.rule is Reason.GPU_SLOTS_ABOVE_SPEC]
         assert d.why is DeferReason.UNKNOWN_SIGNAL and "cannot be judged" in d.message
         memory = b.record_outcomes(p, now)
+
+
+class TestSharedGpus:
+    """What an owner holds is the union of their containers' units: a GPU two of them share counts
+    once. Counted per container, one GPU shared by two containers was 2.0 against a quota of 1.0,
+    and the newer container was warned and stopped (which freed no GPU)."""
+
+    def stops_after_the_lead(
+        self, containers: list[ContainerObs], quota: float, gpus: list[Any]
+    ) -> list[str]:
+        policy = pol(quotas(gpus=quota))
+        first = run(containers, policy, gpus=gpus, quota_enforce="stop")
+        due = after_the_lead(first, containers, policy, gpus=gpus)
+        return [t for k, _, t in acts(first) + acts(due) if k == "StopContainer"] + [
+            t for k, r, t in acts(first) if k == "WarnOwner" and r == GQ
+        ]
+
+    def test_one_gpu_shared_by_two_containers_is_one(self) -> None:
+        shared = [
+            b.running(f"alice-{i}", owner="alice", gpus=[b.GPU0], started_at=b.ago(hours=2 - i))
+            for i in range(2)
+        ]
+        assert self.stops_after_the_lead(shared, 1.0, [b.gpu(0)]) == []
+
+    def test_a_mig_device_of_a_gpu_another_container_holds_whole_adds_nothing(self) -> None:
+        gpu = b.gpu(0, mig_slots=2)
+        whole = b.running("alice-0", owner="alice", gpus=[gpu.uuid], started_at=b.ago(hours=2))
+        part = b.running("alice-1", owner="alice", gpus=[gpu.mig_devices[0].uuid], started_at=b.ago(hours=1))
+        assert self.stops_after_the_lead([whole, part], 1.0, [gpu]) == []
+
+    def test_the_container_whose_stop_frees_a_gpu_is_chosen(self) -> None:
+        """alice-1 and alice-2 share GPU 1, alice-0 holds GPU 0: two GPUs against a quota of one.
+        Stopping the newest (alice-2) alone frees nothing; it is passed over, and the next one whose
+        stop does free a GPU is chosen: one stop, not two or three."""
+        a0 = b.running("alice-0", owner="alice", gpus=[b.GPU0], started_at=b.ago(hours=3))
+        a1 = b.running("alice-1", owner="alice", gpus=[b.GPU1], started_at=b.ago(hours=2))
+        a2 = b.running("alice-2", owner="alice", gpus=[b.GPU1], started_at=b.ago(hours=1))
+        stopped = self.stops_after_the_lead([a0, a1, a2], 1.0, [b.gpu(0), b.gpu(1)])
+        assert stopped == ["alice-0", "alice-0"]  # stopped, and the one warned
+
+    def test_two_gpus_in_two_containers_are_still_two(self) -> None:
+        a0 = b.running("alice-0", owner="alice", gpus=[b.GPU0], started_at=b.ago(hours=2))
+        a1 = b.running("alice-1", owner="alice", gpus=[b.GPU1], started_at=b.ago(hours=1))
+        assert self.stops_after_the_lead([a0, a1], 1.0, [b.gpu(0), b.gpu(1)]) == ["alice-1", "alice-1"]

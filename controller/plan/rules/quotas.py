@@ -4,7 +4,8 @@
   than ``maxContainersPerUser``.
 * **GpuQuotaExceeded**: an owner's live containers hold more GPU-equivalents than
   ``maxGpuEquivalents``: a full GPU is 1.0, a MIG device its share of the GPU's compute slices
-  (``MigDeviceObs.gpu_equivalents``, read live from NVML). A device whose share is unknown (NVML
+  (``MigDeviceObs.gpu_equivalents``, read live from NVML), over the union of their units (a GPU
+  two of them share counts once; :class:`_Frees`). A device whose share is unknown (NVML
   down, a reference that did not resolve) makes the total unknown: when the known part alone is
   within the quota nothing is decided (``UnknownSignal``); unknown is not "within".
 * **GpuSlotsAboveSpec**: one running container holds more distinct GPU/MIG units than
@@ -239,7 +240,10 @@ def _gpu_quota(
         per[c.id] = known
         if missing:
             unknown.extend(f"{c.name}: {u}" for u in missing)
-    total = round(sum(per.values()), 6)
+    # What the owner holds is the union of the units: a GPU two of their containers share counts
+    # once (and a MIG device of a GPU another of them holds whole, not at all).
+    frees = _Frees(ctx, holders, units, shares)
+    total = round(frees.held, 6)
     within = total <= quota.value + 1e-9
     if within and not unknown:
         return  # within the quota and every share known (most owners): nothing to say
@@ -261,10 +265,53 @@ def _gpu_quota(
             evidence=evidence,
         )
         return
-    # The newest holders beyond the quota: dropped one by one, each by its share, until the rest fit.
+    # The newest holders beyond the quota: dropped one by one, each by what stopping it frees (the
+    # units none of the rest holds), until the rest fit.
     excess = total - quota.value
     what = f"{owner} holds {total:g} GPU-equivalents; the quota is {quota.value:g} ({quota.source})"
-    _beyond(ctx, out, owner, holders, excess, per, Reason.GPU_QUOTA_EXCEEDED, what, evidence, stops)
+    _beyond(ctx, out, owner, holders, excess, frees, Reason.GPU_QUOTA_EXCEEDED, what, evidence, stops)
+
+
+class _Frees:
+    """The known GPU-equivalents an owner's holders hold together, and what stopping one frees.
+
+    Together: the union of their units, a MIG device left out when another of them holds its GPU
+    whole. Stopping a holder frees what the rest then no longer hold (nothing, for a GPU another
+    holder shares); :meth:`drop` takes a chosen victim out of the rest."""
+
+    def __init__(
+        self,
+        ctx: PassContext,
+        holders: Sequence[ContainerObs],
+        units: Mapping[ContainerId, list[str]],
+        shares: Mapping[str, float | None],
+    ) -> None:
+        self.physical_of = ctx.physical_of
+        self.units = units
+        self.shares = shares
+        self.left: list[ContainerId] = [c.id for c in holders]
+        self.held = self._held(self.left)
+
+    def _held(self, ids: Sequence[ContainerId]) -> float:
+        held: dict[str, None] = {}
+        for cid in ids:
+            held.update(dict.fromkeys(self.units[cid]))
+        total = 0.0
+        for unit in held:
+            parent = self.physical_of.get(unit)
+            if parent is not None and parent != unit and parent in held:
+                continue  # a MIG device of a GPU held whole
+            share = self.shares.get(unit)
+            if share is not None:
+                total += share
+        return total
+
+    def __getitem__(self, cid: str) -> float:
+        return self.held - self._held([i for i in self.left if i != cid])
+
+    def drop(self, cid: str) -> None:
+        self.left = [i for i in self.left if i != cid]
+        self.held = self._held(self.left)
 
 
 def _gpu_slots(
@@ -327,7 +374,7 @@ def _beyond(
     owner: str,
     owned: list[ContainerObs],
     excess: float,
-    weights: Mapping[str, float] | None,
+    weights: _Frees | None,
     reason: Reason,
     what: str,
     evidence: dict[str, Any],
@@ -374,7 +421,7 @@ def _victims(
     ctx: PassContext,
     owned: list[ContainerObs],
     excess: float,
-    weights: Mapping[str, float] | None,
+    weights: _Frees | None,
     enforce: bool,
 ) -> tuple[list[ContainerObs], dict[str, str]]:
     """The newest containers of ``owned`` covering ``excess``, and those passed over (name -> why
@@ -394,11 +441,17 @@ def _victims(
         if excess <= 1e-9:
             break
         why = _stoppable(ctx, ctx.policies[c.id], c) if enforce else None
-        if why is None and weights is not None and weights[c.id] <= 1e-9:
-            why = "its GPU share is unknown: stopping it frees nothing known"
+        freed = 1.0 if weights is None else weights[c.id]
+        if why is None and freed <= 1e-9:
+            why = (
+                "stopping it frees nothing known: its GPU share is unknown, or the owner's other "
+                "containers hold the same GPUs"
+            )
         if why is None:
             victims.append(c)
-            excess -= 1.0 if weights is None else weights[c.id]
+            excess -= freed
+            if weights is not None:
+                weights.drop(c.id)
         else:
             kept[c.name] = why
     return victims, kept
