@@ -56,6 +56,11 @@ class KeepAliveSeen(Slotted):
 
     inode: int | None
     first_seen_at: UtcTime
+    honoured_mtime: UtcTime | None = Field(
+        default=None,
+        description="The file's mtime when the keep-alive last held off an idle stop: the idle "
+        "warnings start over after each touch that was honoured",
+    )
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -449,7 +449,9 @@ def _observe_keepalive(seen: KeepAliveSeen | None, ka: KeepAlive, at: datetime) 
         return KeepAliveSeen(inode=ka.inode, first_seen_at=at)
     if seen.inode != ka.inode:
         # A replaced file (new inode) is noted but does not renew the allowance either.
-        return KeepAliveSeen(inode=ka.inode, first_seen_at=seen.first_seen_at)
+        return KeepAliveSeen(
+            inode=ka.inode, first_seen_at=seen.first_seen_at, honoured_mtime=seen.honoured_mtime
+        )
     return seen
 
 

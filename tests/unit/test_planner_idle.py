@@ -169,7 +169,10 @@ class TestIdleWarningsThenStop:
         stop = datetime.fromisoformat(str(warning.params.stop_expected_at).replace("Z", "+00:00"))
         assert f"Your container {h.name} has been idle for" in text and "(limit 30m)" in text
         assert f"stopped at {stop.astimezone(local).strftime('%Y-%m-%d %H:%M')} CET" in text
-        assert "touch /workspace/.keep-alive" in text and "up to 24h after the touch" in text
+        assert (
+            "touch /workspace/.keep-alive" in text
+            and "a touch keeps it for up to 24h, and never beyond 24h after the file was first seen" in text
+        )
         assert "What is kept: your files under /workspace" in text and "removed after the stop" in text
         assert f"ds01ctl describe container {h.name}" in text
         # delivered as such to a logged-in terminal

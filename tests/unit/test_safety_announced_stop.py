@@ -193,3 +193,34 @@ def test_a_lowered_warn_lead_does_not_bring_a_quota_stop_forward() -> None:
         assert d.due_at == b.at(minutes=10) and "(the time its warning announced)" in d.message
     stops = [a.target.container for a in run(60.0, memory, 10).actions if a.kind is ActionKind.STOP_CONTAINER]
     assert stops == ["alice-1"]
+
+
+def test_a_touch_answering_the_warning_starts_the_warnings_over() -> None:
+    """The keep-alive file existed long before the idle streak (first seen at its start). The owner
+    answers the idle warning by touching it: honoured until one cap after that first sighting.
+    When it lapses the owner is warned again with a full lead; the old warning does not count (it
+    did: the stop came at the lapse, with no warning after the touch)."""
+    policy = b.policy(keepalive_max_age_s=b.HOUR, idle_timeout_s=30 * b.MIN, max_runtime_s=None)
+    runner = b.Passes(b.desired(policy))
+    counters = b.Counters()
+    warned: list[int] = []
+    for m in range(0, 200, 5):
+        if m:
+            counters.step(5 * 60, cpu_pct=0.1)
+        touched = b.at(minutes=m - 1) if m > 30 else None
+        keep = b.keepalive(mtime=touched or b.ago(days=3))
+        sig = counters.read(b.at(minutes=m), gpu_pct={b.GPU0: 0.0}, keep=keep)
+        c = b.running("train", gpus=[b.GPU0], started_at=b.ago(hours=2), sig=sig)
+        p = runner.run(b.snapshot(observed_at=b.at(minutes=m), containers=[c], gpus=[b.gpu(0), b.gpu(1)]))
+        warned += [m for a in p.actions if a.kind is ActionKind.WARN_OWNER]
+        stops = [a for a in p.actions if a.kind is ActionKind.STOP_CONTAINER]
+        if stops:
+            break
+    else:
+        raise AssertionError("never stopped")
+    (stop,) = stops
+    # Warned at 30 (before the touch), and again once the honoured touch lapsed at 60.
+    assert warned[0] == 30 and any(w >= 60 for w in warned), warned
+    last = max(warned)
+    assert m >= last + 6, (m, warned)  # the full lead (20 % of 30 min) after that warning
+    assert datetime.fromisoformat(str(stop.evidence["first_warning_at"])) >= b.at(minutes=60)

@@ -380,7 +380,9 @@ def _idle_notice(c: ContainerObs, policy: EffectivePolicy) -> list[str]:
         "Why: GPU, CPU and network have all stayed below the idle thresholds since then.",
         f"To keep it: run `touch {path}` inside the container"
         + (
-            f"; that keeps it for up to {fmt_duration(cap)} after the touch (touch it again after that)."
+            f"; a touch keeps it for up to {fmt_duration(cap)}, and never beyond {fmt_duration(cap)} after "
+            "the file was first seen while the container is idle: after that only using it (GPU, CPU "
+            "or network) keeps it."
             if cap is not None
             else "."
         ),
@@ -706,10 +708,16 @@ def _keepalive_holds(
             f"({policy.keepalive_path.value}) could not be read ({detail}); unknown is not absent",
             evidence={**f.evidence, "keepalive": f"unknown: {detail}"},
         )
-    keep = keepalive_verdict(ka, mem.keepalive, policy.keepalive_max_age_s.value, ctx.now)
+    seen = mem.keepalive
+    keep = keepalive_verdict(ka, seen, policy.keepalive_max_age_s.value, ctx.now)
     f.evidence["keepalive"] = keep.detail
     if not keep.honoured:
         return GO_ON
+    if seen is not None and ka.mtime is not None and seen.honoured_mtime != ka.mtime:
+        # The owner answered (a touch): the warnings of before start over (see _idle_scope).
+        ctx.cmem[c.id] = mem.model_copy(
+            update={"keepalive": seen.model_copy(update={"honoured_mtime": ka.mtime})}
+        )
     return deferral(
         target,
         rule,
@@ -754,12 +762,17 @@ def _idle_not_ready(
 
 
 def _idle_scope(c: ContainerObs, mem: ContainerMemory, idle_since: datetime) -> str:
-    """Warnings belong to one idle streak. A keep-alive seen during it starts the warnings over once
-    it stops being honoured: the owner who answered a warning with a keep-alive is warned again
-    (with a full lead time) before the stop, not stopped on the strength of the old warning."""
+    """Warnings belong to one idle streak. A keep-alive seen during it, and each touch of it that
+    held the stop off, starts the warnings over once it stops being honoured: the owner who
+    answered a warning with a keep-alive is warned again (with a full lead time) before the stop,
+    not stopped on the strength of the old warning (a file that existed before the warning, long
+    untouched, was seen before it: a touch then changed nothing of the scope)."""
     scope = f"{iso(c.started_at)}:{iso(idle_since)}"
-    if mem.keepalive is not None:
-        scope += f":ka:{iso(mem.keepalive.first_seen_at)}"
+    seen = mem.keepalive
+    if seen is not None:
+        scope += f":ka:{iso(seen.first_seen_at)}"
+        if seen.honoured_mtime is not None:
+            scope += f":{iso(seen.honoured_mtime)}"
     return scope
 
 
