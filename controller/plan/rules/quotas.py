@@ -37,6 +37,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+from controller.memory import ContainerMemory
 from controller.plan.context import Collector, PassContext, fmt_duration, host_target, iso
 from controller.plan.desired import policy_identity
 from controller.plan.rules.aggregate import gpu_holders, owners
@@ -542,11 +543,7 @@ def _warn_then_stop(
     if c.state != ContainerState.RUNNING:
         _waiting_to_run(ctx, out, c, reason, evidence, sent)
         return
-    due: datetime = (sent or ctx.now) + timedelta(seconds=lead)
-    # Never before the time the delivered warning announced (warnLead may be lowered since).
-    announced = mem.announced.get(warning_key) if sent is not None and mem is not None else None
-    if announced is not None and announced > due:
-        due = announced
+    due, announced = _stop_due(ctx, mem, warning_key, sent, lead)
     if sent is None or ctx.now < due:
         out.defer(
             ctx.target(c),
@@ -571,6 +568,18 @@ def _warn_then_stop(
         evidence={**evidence, "warned_at": iso(sent)},
         params=StopParams(grace_s=float(policy.sigterm_grace_s.value), remove=False),
     )
+
+
+def _stop_due(
+    ctx: PassContext, mem: ContainerMemory | None, warning_key: str, sent: datetime | None, lead: float
+) -> tuple[datetime, datetime | None]:
+    """When the quota stop is due: the lead after the warning, and never before the time the
+    delivered warning announced (``warnLead`` may be lowered since); and that announced time."""
+    due: datetime = (sent or ctx.now) + timedelta(seconds=lead)
+    announced = mem.announced.get(warning_key) if sent is not None and mem is not None else None
+    if announced is not None and announced > due:
+        due = announced
+    return due, announced
 
 
 def _waiting_to_run(
