@@ -250,8 +250,9 @@ class ControllerMemory(BaseModel):
         cm = self.containers.get(container_id) or ContainerMemory(container_id=container_id)
         warnings = dict(cm.warnings)
         warnings[warning_key] = at
-        # Announcements of warnings voided since (a new streak, a new start) go with them.
-        kept = {k: t for k, t in cm.announced.items() if k in warnings}
+        # Announcements of warnings voided since (a new streak, a new start) go with them; a new
+        # delivery under a key replaces its announcement (one that named no time leaves none).
+        kept = {k: t for k, t in cm.announced.items() if k in warnings and k != warning_key}
         if announced is not None:
             kept[warning_key] = announced
         containers = dict(self.containers)

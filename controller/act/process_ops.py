@@ -114,8 +114,9 @@ def check_identity(
 
 
 def live_shim(process: psutil.Process, container_id: str) -> str:
-    """The root-owned containerd shim among ``process``'s ancestors that runs ``container_id``
-    (``"pid N: <command line>"``), or "". An ancestor that exits meanwhile is skipped."""
+    """The root-owned containerd shim outside every container's cgroup among ``process``'s
+    ancestors that runs ``container_id`` (``"pid N: <command line>"``), or "". An ancestor that
+    exits meanwhile is skipped."""
     try:
         parents = process.parents()[:MAX_ANCESTRY]
     except psutil.Error:
@@ -124,11 +125,20 @@ def live_shim(process: psutil.Process, container_id: str) -> str:
         try:
             if parent.uids().real == 0:
                 argv = parent.cmdline()
-                if shim_runs(argv, container_id):
+                if shim_runs(argv, container_id) and _outside_containers(parent.pid):
                     return f"pid {parent.pid}: {' '.join(argv)[:300]}"
         except psutil.Error:
             continue
     return ""
+
+
+def _outside_containers(pid: int) -> bool:
+    """Is ``pid`` in no container's cgroup (where an engine runs its shims)? A container's root is
+    uid 0 too, and could run a process named like a shim."""
+    try:
+        return cgroup_attribution(pid).container_id is None
+    except OSError:
+        return False
 
 
 def _same_container(attribution: CgroupAttribution, expected: str | None) -> bool:

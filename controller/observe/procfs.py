@@ -251,8 +251,9 @@ class ProcReader:
 
         A shim runs as long as its container does (it exits once the engine deletes the task), so
         one found means the container is live under some engine, whichever one lists it. Only a
-        shim run by root counts: a user can name a process ``containerd-shim``, and would otherwise
-        shield an orphan from its kill. An ancestor that cannot be read for a reason other than
+        shim run by root, outside every container's cgroup, counts: a user can name a process
+        ``containerd-shim`` (and is root inside a container of a rootful engine), and would
+        otherwise shield an orphan from its kill. An ancestor that cannot be read for a reason other than
         having exited is an error (the caller then marks /proc unavailable: no kill on a guess).
         """
         seen = {pid}
@@ -267,6 +268,7 @@ class ProcReader:
                 with ProcHandle(self.proc_root, ppid) as handle:
                     raw = handle.read_bytes("cmdline")
                     uid = parse_status_uid(handle.read_text("status"))
+                    cgroup_text = handle.read_text("cgroup")
             except ProcessGone:
                 return ""
             except OSError as exc:
@@ -275,7 +277,9 @@ class ProcReader:
             argv = (
                 [a.decode("utf-8", errors="replace") for a in raw.rstrip(b"\0").split(b"\0")] if raw else []
             )
-            if uid == 0 and shim_runs(argv, container_id):
+            # A container's own root is uid 0 too (no user namespace remapping): a shim counts only
+            # outside every container's cgroup, where the engine runs its shims.
+            if uid == 0 and shim_runs(argv, container_id) and attribute(cgroup_text).container_id is None:
                 return f"pid {ppid}: {parse_cmdline(raw)[:300]}"
             current = ppid
         return ""

@@ -498,3 +498,54 @@ class TestSharedGpus:
         a0 = b.running("alice-0", owner="alice", gpus=[b.GPU0], started_at=b.ago(hours=2))
         a1 = b.running("alice-1", owner="alice", gpus=[b.GPU1], started_at=b.ago(hours=1))
         assert self.stops_after_the_lead([a0, a1], 1.0, [b.gpu(0), b.gpu(1)]) == ["alice-1", "alice-1"]
+
+    def test_containers_that_share_all_their_gpus_are_stopped_together(self) -> None:
+        """Each of two containers holds both GPUs: neither stop alone frees anything, both together
+        do. Passing both over left the owner at twice the quota for good (a second identical
+        container shielded the first)."""
+        both = [
+            b.running(f"alice-{i}", owner="alice", gpus=[b.GPU0, b.GPU1], started_at=b.ago(hours=2 - i))
+            for i in range(2)
+        ]
+        stopped = self.stops_after_the_lead(both, 1.0, [b.gpu(0), b.gpu(1)])
+        assert sorted(stopped) == ["alice-0", "alice-0", "alice-1", "alice-1"]
+
+    def test_a_container_sharing_its_gpu_with_a_protected_one_is_not_stopped_for_nothing(self) -> None:
+        kept = b.running("alice-0", owner="alice", gpus=[b.GPU0, b.GPU1], started_at=b.ago(hours=2))
+        sharing = b.running("alice-1", owner="alice", gpus=[b.GPU1], started_at=b.ago(hours=1))
+        policy = pol(quotas(gpus=1.0))
+        protected = policy.model_copy(update={"protected": Sourced(value=True, source="test")})
+        gpus = [b.gpu(0), b.gpu(1)]
+        first = run(
+            [kept, sharing], policy, gpus=gpus, quota_enforce="stop", per_container={"alice-0": protected}
+        )
+        assert [t for k, _, t in acts(first) if k == "WarnOwner"] == []
+        (alert,) = [a for a in first.actions if a.reason is Reason.GPU_QUOTA_EXCEEDED]
+        assert "alice-1 (stopping it frees nothing" in alert.message and "alice-0 (protected" in alert.message
+
+
+def test_a_failing_stop_does_not_take_its_container_out_of_the_quota() -> None:
+    """alice-0's max-runtime stop fails, pass after pass: alice-0 still counts, and alice-1, beyond
+    the container quota, is warned once and stopped after its lead (it was never judged: each retry
+    took alice-0 out of the count and voided alice-1's warning)."""
+    from controller.memory import ControllerMemory
+
+    a0 = b.running("alice-0", owner="alice", gpus=[b.GPU0], started_at=b.ago(hours=30))
+    a1 = b.running("alice-1", owner="alice", gpus=[b.GPU1], started_at=b.ago(hours=1))
+    policy = pol(quotas(containers=1), max_runtime_s=24 * b.HOUR, idle_timeout_s=None)
+    gpus = [b.gpu(0), b.gpu(1)]
+    memory, seen = ControllerMemory(), []
+    for m in range(0, 61, 5):
+        now = b.at(minutes=m)
+        p = run([a0, a1], policy, gpus=gpus, memory=memory, now=now, quota_enforce="stop")
+        seen += [(k, r, t) for k, r, t in acts(p) if t == "alice-1"]
+        failing = [
+            a for a in p.actions if a.kind is ActionKind.STOP_CONTAINER and a.target.container == "alice-0"
+        ]
+        memory = b.record_outcomes(
+            p.model_copy(update={"actions": tuple(a for a in p.actions if a not in failing)}), now
+        )
+        for a in failing:
+            memory = memory.with_failure(a.key, "engine said no", now)
+    assert ("StopContainer", CQ, "alice-1") in seen, seen
+    assert len([w for w in seen if w[0] == "WarnOwner"]) <= 2, seen  # not re-warned at every retry

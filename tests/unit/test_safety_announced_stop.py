@@ -224,3 +224,38 @@ def test_a_touch_answering_the_warning_starts_the_warnings_over() -> None:
     last = max(warned)
     assert m >= last + 6, (m, warned)  # the full lead (20 % of 30 min) after that warning
     assert datetime.fromisoformat(str(stop.evidence["first_warning_at"])) >= b.at(minutes=60)
+
+
+def test_a_later_warning_that_names_no_time_drops_the_old_announcement() -> None:
+    """A quota warning announced T0+24h; the quota was raised (the warning voided), then lowered
+    again with a 10-minute lead while the container was paused (its warning names no time: "once
+    it runs again"). The old time came back with the key and held the stop for 22 hours."""
+    from controller.plan.planner import plan
+    from controller.snapshot import ContainerState
+    from desired_state.effective import ResourceSpec, Sourced
+
+    def policy(quota: int, lead_s: float) -> EffectivePolicy:
+        spec = ResourceSpec(
+            max_containers_per_user=Sourced(value=quota, source="UserGroup/student"),
+            exempt=Sourced(value=False, source="test"),
+        )
+        return b.policy(warn_lead_s=lead_s).model_copy(update={"resources": spec})
+
+    a0 = b.running("alice-0", owner="alice", started_at=b.ago(hours=3))
+    a1 = b.running("alice-1", owner="alice", started_at=b.ago(hours=2))
+    paused = b.container("alice-1", state=ContainerState.PAUSED, owner="alice", started_at=b.ago(hours=2))
+    memory = ControllerMemory()
+    stopped_at = None
+    for minutes, containers, pol in (
+        (0, [a0, a1], policy(1, 24 * b.HOUR)),
+        (60, [a0, a1], policy(2, 24 * b.HOUR)),
+        (120, [a0, paused], policy(1, 10 * b.MIN)),
+        (180, [a0, a1], policy(1, 10 * b.MIN)),
+    ):
+        now = b.at(minutes=minutes)
+        desired = b.desired(pol, b.global_policy(quota_enforce="stop"))
+        p = plan(b.snapshot(containers=containers, observed_at=now), desired, memory, now)
+        if any(a.kind is ActionKind.STOP_CONTAINER for a in p.actions):
+            stopped_at = minutes
+        memory = b.record_outcomes(p, now)
+    assert stopped_at == 180

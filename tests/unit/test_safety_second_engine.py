@@ -85,14 +85,19 @@ def write_process(proc: Path, pid: int, ppid: int, argv: list[str], *, uid: int,
 
 
 def fake_proc(
-    tmp_path: Path, shim_argv: list[str] | None, *, shim_uid: int = 0, init_ppid: int = SHIM_PID
+    tmp_path: Path,
+    shim_argv: list[str] | None,
+    *,
+    shim_uid: int = 0,
+    init_ppid: int = SHIM_PID,
+    shim_cgroup: str = "/system.slice/docker2.service",
 ) -> Path:
     """A GPU process (902) under a container init (901) under a shim (900), as a second engine runs it."""
     proc = tmp_path / "proc"
     proc.mkdir()
     (proc / "stat").write_text("cpu 1 2 3\nbtime 1700000000\n")
     if shim_argv is not None:
-        write_process(proc, SHIM_PID, 1, shim_argv, uid=shim_uid, cgroup="/system.slice/docker2.service")
+        write_process(proc, SHIM_PID, 1, shim_argv, uid=shim_uid, cgroup=shim_cgroup)
     write_process(proc, INIT_PID, init_ppid, ["sh", "-c", "train"], uid=1001, cgroup=f"/docker/{ID}")
     write_process(proc, GPU_PID, INIT_PID, ["python3", "train.py"], uid=1001, cgroup=f"/docker/{ID}")
     return proc
@@ -138,6 +143,17 @@ def test_without_a_root_shim_running_that_container_it_is_still_an_orphan(
     assert errors == ()
     assert (p.cgroup_scope, p.live_shim) == (CgroupScope.ENGINE, "")
     assert killed_pids(run_passes((p,))) == {GPU_PID}
+
+
+def test_a_shim_run_inside_a_container_shields_nothing(tmp_path: Path) -> None:
+    """Root inside a container of a rootful engine is uid 0 on the host too: a process it names
+    like a shim, in the container's own cgroup (or another container's), is no engine's shim."""
+    for i, cgroup in enumerate((f"/docker/{ID}", f"/docker/{OTHER}", f"/system.slice/docker-{OTHER}.scope")):
+        (tmp_path / str(i)).mkdir()
+        proc = fake_proc(tmp_path / str(i), SHIM_V2, shim_cgroup=cgroup)
+        (p,), errors = observed(proc)
+        assert errors == () and (p.cgroup_scope, p.live_shim) == (CgroupScope.ENGINE, ""), cgroup
+        assert killed_pids(run_passes((p,))) == {GPU_PID}
 
 
 def test_a_container_this_engine_lists_is_not_walked(tmp_path: Path) -> None:
@@ -225,3 +241,22 @@ def test_a_shim_of_another_container_does_not_shield(shim_tree: tuple[int, float
     pid, started, proc = shim_tree
     (proc / str(pid) / "cgroup").write_text(f"0::/docker/{OTHER}\n")
     assert check_identity(pid, started, OTHER, proc=proc, cgroup=f"/docker/{OTHER}").identity is Identity.SAME
+
+
+def test_the_kill_re_check_ignores_a_shim_inside_a_container(
+    shim_tree: tuple[int, float, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The same stand-in shim, now seen in a container's cgroup (root inside a container of a
+    rootful engine): it shields nothing, the process is the planned one."""
+    import controller.act.process_ops as ops
+    from controller.observe.cgroups import attribute
+
+    pid, started, proc = shim_tree
+    shim_pid = psutil.Process(pid).ppid()
+    real = ops.cgroup_attribution
+
+    def seen(p: int, root: Path = Path("/proc")) -> object:
+        return attribute(f"0::/docker/{OTHER}\n") if p == shim_pid else real(p, root)
+
+    monkeypatch.setattr(ops, "cgroup_attribution", seen)
+    assert check_identity(pid, started, ID, proc=proc, cgroup=f"/docker/{ID}").identity is Identity.SAME

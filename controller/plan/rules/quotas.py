@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from controller.memory import ContainerMemory
+from controller.memory import Attempt, ContainerMemory
 from controller.plan.context import Collector, PassContext, fmt_duration, host_target, iso
 from controller.plan.desired import policy_identity
 from controller.plan.rules.aggregate import gpu_holders, owners
@@ -73,8 +73,15 @@ def user_quotas(ctx: PassContext, out: Collector) -> None:
     by_owner = owners(ctx)  # oldest first: the newest are the ones beyond a quota
     shares = mig_shares(ctx)
     # The containers another rule stops in this pass (idle, max runtime): one stop per container.
+    # A stop that failed before (retried, or in back-off) is not counted on to free its container:
+    # while it keeps failing the quota is judged with it, and a warning of another container holds.
+    attempts = ctx.memory.attempts
     stops = _Stops(
-        proposed={a.target.container_id for a in out.actions if a.kind == ActionKind.STOP_CONTAINER}
+        proposed={
+            a.target.container_id
+            for a in out.actions
+            if a.kind == ActionKind.STOP_CONTAINER and _never_failed(attempts.get(a.key))
+        }
     )
     policies = ctx.policies
     holders_of = gpu_holders(ctx)
@@ -97,6 +104,10 @@ def user_quotas(ctx: PassContext, out: Collector) -> None:
                 if cap is not None and len(units[c.id]) > cap:
                     _gpu_slots(ctx, out, c, units[c.id], stops)
     _void_stop_warnings(ctx, stops)
+
+
+def _never_failed(attempt: Attempt | None) -> bool:
+    return attempt is None or attempt.failures == 0
 
 
 def _not_stopping(containers: list[ContainerObs], stops: _Stops) -> list[ContainerObs]:
@@ -137,7 +148,8 @@ def _void_stop_warnings(ctx: PassContext, stops: _Stops) -> None:
         if void:
             dropped = {_STOP_WARNINGS[r] for r in void}
             keep = {k: at for k, at in mem.warnings.items() if k not in dropped}
-            ctx.cmem[c.id] = mem.model_copy(update={"warnings": keep})
+            told = {k: at for k, at in mem.announced.items() if k not in dropped}
+            ctx.cmem[c.id] = mem.model_copy(update={"warnings": keep, "announced": told})
             ctx.forget_done.update(_stop_warn_key(c, r) for r in void)
 
 
@@ -310,6 +322,15 @@ class _Frees:
     def __getitem__(self, cid: str) -> float:
         return self.held - self._held([i for i in self.left if i != cid])
 
+    def known(self, cid: str) -> bool:
+        """Is the share of any unit the container holds known?"""
+        return any(self.shares.get(u) is not None for u in self.units[ContainerId(cid)])
+
+    def together(self, cid: str, others: Sequence[str]) -> float:
+        """What stopping ``cid`` adds to stopping ``others`` too: the units only they hold."""
+        rest = [i for i in self.left if i != cid and i not in others]
+        return self._held([*rest, ContainerId(cid)]) - self._held(rest)
+
     def drop(self, cid: str) -> None:
         self.left = [i for i in self.left if i != cid]
         self.held = self._held(self.left)
@@ -438,16 +459,17 @@ def _victims(
         return owned[::-1][: max(excess, 0)], {}
     victims: list[ContainerObs] = []
     kept: dict[str, str] = {}
+    sharing: list[ContainerObs] = []  # stoppable, known shares, but each frees nothing alone
     for c in reversed(owned):
         if excess <= 1e-9:
             break
         why = _stoppable(ctx, ctx.policies[c.id], c) if enforce else None
         freed = 1.0 if weights is None else weights[c.id]
-        if why is None and freed <= 1e-9:
-            why = (
-                "stopping it frees nothing known: its GPU share is unknown, or the owner's other "
-                "containers hold the same GPUs"
-            )
+        if why is None and weights is not None and freed <= 1e-9:
+            if weights.known(c.id):
+                sharing.append(c)  # its GPUs are shared: they are freed only with the others
+                continue
+            why = "its GPU share is unknown: stopping it frees nothing known"
         if why is None:
             victims.append(c)
             excess -= freed
@@ -455,7 +477,33 @@ def _victims(
                 weights.drop(c.id)
         else:
             kept[c.name] = why
+    if weights is not None and sharing and excess > 1e-9:
+        excess = _shared_victims(weights, sharing, excess, victims, kept)
     return victims, kept
+
+
+def _shared_victims(
+    weights: _Frees,
+    sharing: list[ContainerObs],
+    excess: float,
+    victims: list[ContainerObs],
+    kept: dict[str, str],
+) -> float:
+    """Containers whose GPUs the owner's other containers share free them only together: the newest
+    first, each one that helps free a unit only the group holds (one that shares every GPU with a
+    container that is never stopped helps nothing), until the rest fit. Returns the excess left."""
+    left = list(sharing)
+    while left and excess > 1e-9:
+        c = left.pop(0)
+        if weights.together(c.id, [x.id for x in left]) <= 1e-9:
+            kept[c.name] = "stopping it frees nothing: the GPUs it holds stay held by containers kept"
+            continue
+        victims.append(c)
+        excess -= weights[c.id]
+        weights.drop(c.id)
+    for c in left:
+        kept[c.name] = "stopping it frees nothing: the owner's other containers hold the same GPUs"
+    return excess
 
 
 def _then(c: ContainerObs, evidence: Mapping[str, Any], enforce: bool) -> str:
