@@ -93,8 +93,12 @@ def user_quotas(ctx: PassContext, out: Collector) -> None:
         # quota first: the container it stops counts against the container quota too.
         left = _not_stopping(owned, stops)
         if left:
-            _gpu_quota(ctx, out, owner, left, _not_stopping(holders, stops), shares, units, stops)
-            left = _not_stopping(left, stops)
+            proposed = len(stops.proposed)
+            # (The holders are among the owned: none is stopping when none of those is.)
+            held = holders if left is owned else _not_stopping(holders, stops)
+            _gpu_quota(ctx, out, owner, left, held, shares, units, stops)
+            if len(stops.proposed) != proposed:
+                left = _not_stopping(left, stops)
         if left:
             _container_quota(ctx, out, owner, left, stops)
         for c in holders:
@@ -253,13 +257,15 @@ def _gpu_quota(
         per[c.id] = known
         if missing:
             unknown.extend(f"{c.name}: {u}" for u in missing)
+    if not unknown and sum(per.values()) <= quota.value + 1e-9:
+        return  # within the quota even counted per container, every share known (most owners)
     # What the owner holds is the union of the units: a GPU two of their containers share counts
     # once (and a MIG device of a GPU another of them holds whole, not at all).
     frees = _Frees(ctx, holders, units, shares)
     total = round(frees.held, 6)
     within = total <= quota.value + 1e-9
     if within and not unknown:
-        return  # within the quota and every share known (most owners): nothing to say
+        return  # within the quota and every share known: nothing to say
     evidence: dict[str, Any] = {
         "owner": owner,
         "gpu_equivalents": total,
@@ -290,7 +296,9 @@ class _Frees:
 
     Together: the union of their units, a MIG device left out when another of them holds its GPU
     whole. Stopping a holder frees what the rest then no longer hold (nothing, for a GPU another
-    holder shares); :meth:`drop` takes a chosen victim out of the rest."""
+    holder shares); :meth:`drop` takes a chosen victim out of the rest. Each unit's holders are
+    counted, so what a stop frees is read off its own units; only where a MIG device and its GPU
+    are both held (rare) is the union summed again."""
 
     def __init__(
         self,
@@ -304,6 +312,21 @@ class _Frees:
         self.shares = shares
         self.left: list[ContainerId] = [c.id for c in holders]
         self.held = self._held(self.left)
+        self._count: dict[str, int] | None = None  # counted once a victim is weighed
+        self.nested = False
+
+    @property
+    def count(self) -> dict[str, int]:
+        """Each unit's number of holders among the rest."""
+        if self._count is None:
+            count: dict[str, int] = {}
+            for cid in self.left:
+                for unit in self.units[cid]:  # (distinct within one container)
+                    count[unit] = count.get(unit, 0) + 1
+            physical_of = self.physical_of
+            self.nested = any(physical_of.get(u, u) != u and physical_of.get(u) in count for u in count)
+            self._count = count
+        return self._count
 
     def _held(self, ids: Sequence[ContainerId]) -> float:
         held: dict[str, None] = {}
@@ -320,7 +343,10 @@ class _Frees:
         return total
 
     def __getitem__(self, cid: str) -> float:
-        return self.held - self._held([i for i in self.left if i != cid])
+        count, shares = self.count, self.shares
+        if self.nested:
+            return self.held - self._held([i for i in self.left if i != cid])
+        return sum(shares.get(u) or 0.0 for u in self.units[ContainerId(cid)] if count.get(u) == 1)
 
     def known(self, cid: str) -> bool:
         """Is the share of any unit the container holds known?"""
@@ -332,8 +358,16 @@ class _Frees:
         return self._held([*rest, ContainerId(cid)]) - self._held(rest)
 
     def drop(self, cid: str) -> None:
+        count = self.count
+        freed = 0.0 if self.nested else self[cid]
         self.left = [i for i in self.left if i != cid]
-        self.held = self._held(self.left)
+        for unit in self.units[ContainerId(cid)]:
+            left = count[unit] - 1
+            if left:
+                count[unit] = left
+            else:
+                del count[unit]
+        self.held = self._held(self.left) if self.nested else self.held - freed
 
 
 def _gpu_slots(
