@@ -148,6 +148,11 @@ class ContainerState(StrEnum):
     DEAD = "dead"
 
 
+# Containers whose processes are legitimately alive: a paused container's processes are frozen,
+# a restarting one is being brought back by Docker. None of them has orphans.
+LIVE_STATES = frozenset({ContainerState.RUNNING, ContainerState.PAUSED, ContainerState.RESTARTING})
+
+
 class OwnerRule(StrEnum):
     """Which rule of DS01's ownership chain decided a container's owner."""
 

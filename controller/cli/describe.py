@@ -715,7 +715,9 @@ def describe_gpu(view: View, key: str, style: Style = PLAIN) -> str:
 
 def describe_user(view: View, name: str, style: Style = PLAIN) -> str:
     containers = sorted((c for c in view.snapshot.containers if c.owner == name), key=container_sort_key)
-    processes = [p for p in view.snapshot.processes if p.user == name]
+    # Theirs: run as them, or in one of their containers (as root, often), as get processes --owner.
+    theirs = {c.id for c in containers}
+    processes = [p for p in view.snapshot.processes if p.user == name or p.container_id in theirs]
     ledger = [e for e in view.snapshot.ledger.entries if e.user == name]
     unknown_here = not containers and not processes and not ledger and not _is_login(name)
     if unknown_here and not _USER_NAME.fullmatch(name):

@@ -47,6 +47,7 @@ from controller.cli.view import (
 )
 from controller.plan.types import Action, DeferReason, Deferred, Reason
 from controller.snapshot import (
+    LIVE_STATES,
     CgroupScope,
     ContainerObs,
     ContainerState,
@@ -440,12 +441,9 @@ def gpu_state(view: View, gpu: GpuObs, device_uuid: str | None) -> str:
         and not (isinstance(i, Deferred) and i.why == DeferReason.UNKNOWN_SIGNAL)
     )
     holders = view.holders.get(uuid, [])
-    running_ids = {c.id for c in holders if c.state == ContainerState.RUNNING}
-    stray = [
-        p
-        for p in _device_processes(view, uuid)
-        if not p.is_system and (p.container_id is None or p.container_id not in running_ids)
-    ]
+    # A live container's process (running, paused, restarting: as the planner, never an orphan) is
+    # not stray, whichever device it is on (one it was not given is an alert, not a dirty GPU).
+    stray = [p for p in _device_processes(view, uuid) if not p.is_system and not _of_a_live_holder(view, p)]
     if marked or planned or stray:
         return "dirty"
     if not holders:
@@ -620,14 +618,33 @@ def process_verdict(view: View, p: GpuProcessObs) -> str:
         # a sandbox of another runtime, or a bare host process on a shared GPU: reported, never killed
         return "foreign" if p.cgroup_scope is CgroupScope.FOREIGN else "suspect"
     c = view.snapshot.container(p.container_id) if p.container_exists else None
-    live = c is not None and c.state == ContainerState.RUNNING
+    live = c is not None and c.state in LIVE_STATES
     if not live and p.cgroup_scope is not CgroupScope.ENGINE:
         return "foreign"  # another runtime's container: not this engine's to call an orphan
-    if c is None or c.state != ContainerState.RUNNING:
+    if c is None or not live:
         return "orphan"
-    if not c.all_gpus and p.device_uuid not in c.gpu_uuids and p.gpu_uuid not in c.gpu_uuids:
+    if not may_use(c, p):
         return "suspect"  # it uses a GPU its container was not given
     return "ok"
+
+
+def may_use(c: ContainerObs, p: GpuProcessObs) -> bool:
+    """May ``c``'s process use the device it is on? As the planner judges (ForeignProcessOnGpu):
+    every GPU, a reference that did not resolve (it may name any), the device itself, or a MIG
+    device of a GPU it references (or the GPU of a MIG device it references)."""
+    if c.all_gpus:
+        return True
+    for ref in c.gpu_refs:
+        if ref.uuid is None or ref.uuid == p.device_uuid or (ref.parent_uuid or ref.uuid) == p.gpu_uuid:
+            return True
+    return False
+
+
+def _of_a_live_holder(view: View, p: GpuProcessObs) -> bool:
+    if p.container_id is None:
+        return False
+    c = view.snapshot.container(p.container_id) if p.container_exists else None
+    return c is not None and c.state in LIVE_STATES
 
 
 def process_container(view: View, p: GpuProcessObs) -> str:

@@ -32,6 +32,7 @@ from controller.plan.types import (
 )
 from controller.plan.values import built
 from controller.snapshot import (
+    LIVE_STATES,
     ContainerObs,
     ContainerState,
     Domain,
@@ -41,9 +42,6 @@ from controller.snapshot import (
 from controller.units import binary_size
 from desired_state.effective import EffectivePolicy, GlobalPolicy
 
-# Containers whose processes are legitimately alive: a paused container's processes are frozen,
-# a restarting one is being brought back by Docker. None of them has orphans.
-LIVE_STATES = frozenset({ContainerState.RUNNING, ContainerState.PAUSED, ContainerState.RESTARTING})
 UNKNOWN_OWNER = UNTRUSTED_OWNER  # "unknown": many people, never one user
 _ID, _NAME = attrgetter("id"), attrgetter("name")
 _RUNNING = ContainerState.RUNNING  # (read once: an enum member read from its class costs a lookup)

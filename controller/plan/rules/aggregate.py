@@ -30,9 +30,9 @@ from datetime import datetime
 from operator import itemgetter
 from typing import Any
 
-from controller.plan.context import LIVE_STATES, Collector, PassContext, host_target
+from controller.plan.context import Collector, PassContext, host_target
 from controller.plan.types import ActionKind, DeferReason, Reason
-from controller.snapshot import ContainerObs
+from controller.snapshot import LIVE_STATES, ContainerObs
 from desired_state.effective import EffectivePolicy, ExemptFrom
 from desired_state.policy_set import sanitise_username
 

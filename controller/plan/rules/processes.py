@@ -50,7 +50,6 @@ from operator import attrgetter
 from controller.memory import GpuMark, GpuMarkCause, ProcessSighting
 from controller.plan.context import (
     GO_ON,
-    LIVE_STATES,
     Check,
     Collector,
     PassContext,
@@ -63,7 +62,15 @@ from controller.plan.context import (
 )
 from controller.plan.types import ActionKind, DeferReason, KillParams, Reason, ResetParams, Target
 from controller.plan.values import built
-from controller.snapshot import CgroupScope, ContainerObs, Domain, GpuObs, GpuProcessObs, ProcessState
+from controller.snapshot import (
+    LIVE_STATES,
+    CgroupScope,
+    ContainerObs,
+    Domain,
+    GpuObs,
+    GpuProcessObs,
+    ProcessState,
+)
 from desired_state.effective import GpuResetPolicy
 
 # Memory in use (NVML v2 "used", the driver's reserved memory excluded) on a GPU with no process
