@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from controller.memory import ControllerMemory
 from controller.plan.planner import plan
 from controller.plan.types import Deferred, Plan
@@ -264,6 +266,22 @@ class TestRenamedHolder:
         bob = with_owner(running_on("bob-train", b.GPU0), "bob")
         p = once(bob, ledger=b.ledger(b.ledger_entry("train", b.GPU0, user="alice")))
         assert [k for k, *_ in leaked_rule(p)] == ["ReleaseAllocation"]
+
+    @pytest.mark.parametrize(
+        ("row_user", "label"),
+        [
+            ("h.baker@example.org", "h.baker"),
+            ("h.baker@example.org", "h_baker"),  # DS01's sanitised form strips the domain
+            ("h.baker", "h.baker@example.org"),
+            ("h.baker", "h_baker"),
+        ],
+    )
+    def test_the_login_and_sanitised_forms_of_one_user_are_one_user(self, row_user: str, label: str) -> None:
+        """The allocator wrote the login (with its domain); the label carries the sanitised form:
+        the renamed container is the row's, still holding the GPU (released before)."""
+        renamed = with_owner(running_on("train-old", b.GPU0), label).model_copy(update={"id": b.cid("train")})
+        p = once(renamed, ledger=b.ledger(b.ledger_entry("train", b.GPU0, user=row_user)))
+        assert [k for k, *_ in leaked_rule(p)] == ["UnknownSignal"]
 
     def test_owner_from_the_name_does_not_rule_a_holder_out(self) -> None:
         # The name-derived owner changes with the name: it proves nothing about a rename.

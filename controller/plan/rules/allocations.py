@@ -165,9 +165,10 @@ def _references(ctx: PassContext, c: ContainerObs, e: LedgerEntry, row: _Device 
 
 
 def _user_key(user: str) -> str:
-    # Sanitised and login forms of one user ("a.b" / "a-b") compare equal: when in doubt, the
-    # holder may be the row's container.
-    return "".join(ch for ch in user.lower() if ch.isalnum())
+    # Sanitised and login forms of one user compare equal: DS01's sanitised form strips the domain
+    # ("h.baker@school.lan" -> "h_baker"), and "a.b" / "a_b" / "a-b" are one user. When in doubt,
+    # the holder may be the row's container.
+    return "".join(ch for ch in user.split("@", 1)[0].lower() if ch.isalnum())
 
 
 _MAX_SUSPECTS = 10
