@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Mapping, Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from enum import StrEnum
 from operator import attrgetter
 from typing import Any, Literal, NewType, Self, cast
@@ -147,6 +147,10 @@ class ContainerState(StrEnum):
     EXITED = "exited"
     DEAD = "dead"
 
+
+# A container's Created as the observer gives it when Docker's could not be read (neither the
+# inspect's nor the listing's): the oldest time there is, never to be taken as its age.
+CREATED_UNKNOWN = datetime.min.replace(tzinfo=UTC)
 
 # Containers whose processes are legitimately alive: a paused container's processes are frozen,
 # a restarting one is being brought back by Docker. None of them has orphans.

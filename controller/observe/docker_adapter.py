@@ -74,7 +74,7 @@ from controller.observe.gpu_refs import (
     needs_engine_runtimes,
 )
 from controller.observe.resources import parse_limits
-from controller.snapshot import DOCKER_ZERO_TIME, ContainerId, ContainerState, ResourceLimits
+from controller.snapshot import CREATED_UNKNOWN, DOCKER_ZERO_TIME, ContainerId, ContainerState, ResourceLimits
 
 STATUS_SLACK_S = 1.0  # the engine formats Status a moment before we read the clock
 # After this many inspect timeouts in one pass the rest wait for the next pass.
@@ -556,11 +556,7 @@ def parse_inspect(
     created = parse_docker_time(raw.get("Created"))
     if created is None:
         epoch = entry.get("Created")
-        created = (
-            datetime.fromtimestamp(epoch, tz=UTC)
-            if isinstance(epoch, int)
-            else datetime.min.replace(tzinfo=UTC)
-        )
+        created = datetime.fromtimestamp(epoch, tz=UTC) if isinstance(epoch, int) else CREATED_UNKNOWN
     pid_value = state_obj.get("Pid")
     pid = pid_value if isinstance(pid_value, int) and pid_value > 0 else None
     if state not in {ContainerState.RUNNING, ContainerState.PAUSED}:

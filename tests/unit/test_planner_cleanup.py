@@ -83,6 +83,33 @@ class TestCreatedNeverStarted:
         assert b.summary(later) == [("RemoveContainer", "CreatedNeverStarted", "skewed")]
         assert later.actions[0].evidence["age_basis"].startswith("first sighting")
 
+    def test_an_unreadable_created_ages_from_first_sighting(self) -> None:
+        """Docker's Created could not be read (the observer's CREATED_UNKNOWN, year 1): the
+        container was the oldest there is and removed on first sight."""
+        from controller.observe.docker_adapter import parse_inspect
+        from controller.snapshot import CREATED_UNKNOWN
+
+        raw = {
+            "Id": "ab" * 32,
+            "Name": "/web-1",
+            "Created": "not a time",
+            "State": {
+                "Status": "created",
+                "StartedAt": "0001-01-01T00:00:00Z",
+                "FinishedAt": "0001-01-01T00:00:00Z",
+            },
+            "HostConfig": {},
+            "Config": {"Image": "x"},
+        }
+        observed = parse_inspect(raw, {"Names": ["/web-1"], "State": "created", "Created": None})
+        assert observed is not None and observed.created_at == CREATED_UNKNOWN
+        c = b.created("web-1", created_at=observed.created_at)
+        first = run(c)
+        assert b.summary(first) == []
+        later = run(c, memory=first.memory, now=b.at(minutes=31))
+        assert b.summary(later) == [("RemoveContainer", "CreatedNeverStarted", "web-1")]
+        assert later.actions[0].evidence["age_basis"] == "first sighting (Created could not be read)"
+
     def test_protected_monitoring_and_exempt_are_deferred(self) -> None:
         old = b.ago(hours=5)
         p = run(

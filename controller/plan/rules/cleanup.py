@@ -23,7 +23,7 @@ from controller.memory import ContainerMemory
 from controller.plan.context import GO_ON, Check, Collector, PassContext, deferral, fmt_duration, iso, seconds
 from controller.plan.rules.common import gpu_evidence, shielded
 from controller.plan.types import ActionKind, DeferReason, Reason, RemoveParams
-from controller.snapshot import ContainerObs, ContainerState, Snapshot
+from controller.snapshot import CREATED_UNKNOWN, ContainerObs, ContainerState, Snapshot
 from desired_state.effective import EffectivePolicy, ExemptFrom
 
 STOPPED_STATES = frozenset({ContainerState.EXITED, ContainerState.DEAD})
@@ -95,9 +95,11 @@ def created_never_started(ctx: PassContext, out: Collector, c: ContainerObs, pol
         return
     since, basis = c.created_at, "Created"
     mem = ctx.cmem.get(c.id)
-    if since > ctx.now and mem is not None and mem.first_seen_at is not None:
-        # Created lies in the future (clock skew or a forged value): age from our first sighting.
-        since, basis = mem.first_seen_at, "first sighting (Created is in the future)"
+    if (since > ctx.now or since == CREATED_UNKNOWN) and mem is not None and mem.first_seen_at is not None:
+        # Created lies in the future (clock skew or a forged value), or could not be read (the
+        # oldest time there is): age from our first sighting.
+        why = "is in the future" if since > ctx.now else "could not be read"
+        since, basis = mem.first_seen_at, f"first sighting (Created {why})"
     # Forward wall-clock steps since it was created are not time it waited (controller.plan.clock).
     due = since + timedelta(seconds=timeout_s + hold_discount_s(ctx, mem, since))
     target = ctx.target(c)
