@@ -132,7 +132,11 @@ GLOBAL_POLICY_DURATIONS: Final[dict[str, tuple[str, str]]] = {
 # A 0 in these keys was "no limit" to DS01's scripts (desired_state docs, "Differences from DS01").
 ZERO_IS_NO_LIMIT: Final = frozenset({"idle_timeout_h", "max_runtime_h"})
 # A 0 in these keys has no certain meaning: an error.
-ZERO_IS_UNCLEAR: Final = frozenset({"gpu_hold_after_stop_h", "container_hold_after_stop_h"})
+# A never-started container removed "at once" would be one `docker create`d a second ago that
+# compose or a wrapper is about to start: 0 is as unclear there as in a hold.
+ZERO_IS_UNCLEAR: Final = frozenset(
+    {"gpu_hold_after_stop_h", "container_hold_after_stop_h", "created_container_timeout_m"}
+)
 TYPE_DURATIONS: Final[dict[str, tuple[str, str]]] = {
     "idle_timeout_h": ("idleTimeout", "h"),
     "max_runtime_h": ("maxRuntime", "h"),
@@ -264,8 +268,9 @@ class _Importer:
 
         DS01's enforcement scripts skip a container whose idle timeout or max runtime is 0 (no
         limit): read as 0 s, the same file would stop every container at once. So 0 there is read
-        as DS01 read it, never. A hold of 0 is an error: its meaning is not certain (never, or at
-        once), and either reading would remove or keep containers the admin did not mean to."""
+        as DS01 read it, never. A hold (or the created-container timeout) of 0 is an error: its
+        meaning is not certain (never, or at once), and either reading would remove or keep
+        containers the admin did not mean to."""
         if value is None:
             return True, None
         key = loc[-1] if loc else None
@@ -278,8 +283,8 @@ class _Importer:
                     doc,
                     loc,
                     f"0 is unclear in {key}: never removed, or removed at once?",
-                    expected="null for never, or a positive number of hours",
-                    fix=f"{key}: null (keep it), or {key}: 0.02 (about a minute)",
+                    expected=f"null for never, or a positive number of {_UNITS[unit]}",
+                    fix=f"{key}: null (keep it), or {key}: {'1' if unit == 'm' else '0.02'} (about a minute)",
                 )
                 return False, None
         try:

@@ -556,9 +556,14 @@ def test_a_zero_idle_timeout_or_max_runtime_is_no_limit_as_in_ds01(tmp_path: Pat
     assert eff.max_runtime_s.value is None
 
 
-@pytest.mark.parametrize("key", ["gpu_hold_after_stop_h", "container_hold_after_stop_h"])
+@pytest.mark.parametrize(
+    "key", ["gpu_hold_after_stop_h", "container_hold_after_stop_h", "created_container_timeout_m"]
+)
 def test_a_zero_hold_is_an_error_naming_the_file_line_and_fix(tmp_path: Path, key: str) -> None:
-    write(tmp_path, "resource-limits.yaml", f"defaults:\n  max_runtime_h: 24\n  {key}: 0\n")
+    """(created_container_timeout_m: 0 removed every created container at first sight, one that
+    compose was about to start included.)"""
+    section = "policies" if key == "created_container_timeout_m" else "defaults"
+    write(tmp_path, "resource-limits.yaml", f"{section}:\n  max_runtime_h: 24\n  {key}: 0\n")
     with pytest.raises(PolicyLoadError) as caught:
         import_ds01(tmp_path)
     text = str(caught.value)
