@@ -108,7 +108,7 @@ WHY: dict[DeferReason, str] = {
     DeferReason.DOMAIN_UNAVAILABLE: "an observation domain is unavailable",
     DeferReason.BACKOFF: "backing off after a failure",
     DeferReason.NEEDS_SECOND_SIGHTING: "waiting to see it a second time",
-    DeferReason.RESET_NOT_ALLOWED: "the policy does not allow a GPU reset",
+    DeferReason.RESET_NOT_ALLOWED: "a reset is not done (the policy, or what still uses the GPU: see below); an admin was told",
     DeferReason.BELOW_USAGE: "the limit would cut into what the container uses now",
     DeferReason.NOT_ENFORCED: "the policy only reports it",
 }
@@ -417,8 +417,10 @@ def _due_text(view: View, items: Sequence[Action | Deferred], rules: Sequence[Re
         elif item.due_at is not None:
             held = "" if item.why == DeferReason.NOT_DUE else f"; {WHY.get(item.why, item.why.value)}"
             for step_verb, at in schedule(item):
+                # "stop due 10:52", but "exemption ends 15:00" (a hold that ends is not "due").
+                due = " " if step_verb.endswith(" ends") else " due "
                 out.append(
-                    f"{step_verb} due {_clock(view, at)} ({until(at, view.now)}{held})" if at else step_verb
+                    f"{step_verb}{due}{_clock(view, at)} ({until(at, view.now)}{held})" if at else step_verb
                 )
         else:
             out.append(f"{verb(item)} held: {WHY.get(item.why, item.why.value)}")
@@ -485,7 +487,7 @@ def _timers_section(view: View, c: ContainerObs, pol: EffectivePolicy | None, s:
             parts = [f"{idle.phrase(view.now)}; idle timeout {timeout}"]
         if cm is not None:
             for key, at in sorted(cm.warnings.items(), key=lambda kv: kv[1]):
-                if key.startswith("idle"):
+                if key.startswith("idle:"):  # the ladder's warnings, not an exemption's notice
                     parts.append(f"warned {_clock(view, at)}")
         parts += _due_text(view, items, _IDLE_RULES)
         lines.append("; ".join(parts))

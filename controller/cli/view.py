@@ -389,12 +389,20 @@ def stop_due_at(d: Deferred) -> datetime | None:
 
 def schedule(d: Deferred) -> list[tuple[str, datetime | None]]:
     """What a deferral will do and when: a stop rule's deferral is due at its next wake-up, which
-    is a warning when the plan's own evidence puts the stop later."""
+    is a warning when the plan's own evidence puts the stop later. An exemption or a keep-alive
+    holding a stop off is due when it ends: no stop then, but the ladder's warning and its lead."""
     if d.rule in _LADDER_RULES and d.due_at is not None:
+        hold_ends = _HOLD_ENDS.get(d.why)
+        if hold_ends is not None:
+            return [(hold_ends, d.due_at)]
         stop_at = stop_due_at(d)
         if stop_at is not None and d.due_at < stop_at:
             return [("warn", d.due_at), (verb(d), stop_at)]
     return [(verb(d), d.due_at)]
+
+
+# What ends at the due time of a deferral that holds a stop off.
+_HOLD_ENDS = {DeferReason.EXEMPT: "exemption ends", DeferReason.KEEP_ALIVE: "keep-alive ends"}
 
 
 UNKNOWN_STEP = "unknown"  # the step depends on a signal that cannot be read (NVML down)
