@@ -108,7 +108,7 @@ WHY: dict[DeferReason, str] = {
     DeferReason.DOMAIN_UNAVAILABLE: "an observation domain is unavailable",
     DeferReason.BACKOFF: "backing off after a failure",
     DeferReason.NEEDS_SECOND_SIGHTING: "waiting to see it a second time",
-    DeferReason.RESET_NOT_ALLOWED: "a reset is not done (the policy, or what still uses the GPU: see below); an admin was told",
+    DeferReason.RESET_NOT_ALLOWED: "not reset (the policy, or what still uses the GPU: see below)",
     DeferReason.BELOW_USAGE: "the limit would cut into what the container uses now",
     DeferReason.NOT_ENFORCED: "the policy only reports it",
 }
