@@ -360,6 +360,17 @@ class ContainerObs(Slotted):
     def has_gpu(self) -> bool:
         return bool(self.gpu_refs) or self.all_gpus
 
+    def may_use_device(self, device_uuid: str) -> bool:
+        """May this container use ``device_uuid`` by its references alone: every GPU, a reference
+        that did not resolve (it may name any GPU), or that very device? (The planner and
+        ``ds01ctl`` also accept a device on a GPU it references, each by its own GPU map.)"""
+        if self.all_gpus:
+            return True
+        for ref in self.gpu_refs:  # noqa: SIM110 (a plain loop: a generator costs more than the test)
+            if ref.uuid is None or ref.uuid == device_uuid:
+                return True
+        return False
+
     @property
     def gpu_uuids(self) -> tuple[GpuUuid, ...]:
         seen: dict[GpuUuid, None] = {}

@@ -630,14 +630,9 @@ def process_verdict(view: View, p: GpuProcessObs) -> str:
 
 def may_use(c: ContainerObs, p: GpuProcessObs) -> bool:
     """May ``c``'s process use the device it is on? As the planner judges (ForeignProcessOnGpu):
-    every GPU, a reference that did not resolve (it may name any), the device itself, or a MIG
-    device of a GPU it references (or the GPU of a MIG device it references)."""
-    if c.all_gpus:
-        return True
-    for ref in c.gpu_refs:
-        if ref.uuid is None or ref.uuid == p.device_uuid or (ref.parent_uuid or ref.uuid) == p.gpu_uuid:
-            return True
-    return False
+    by its references (:meth:`ContainerObs.may_use_device`), or on a GPU it references (the GPU
+    of a MIG device it references)."""
+    return c.may_use_device(p.device_uuid) or any((r.parent_uuid or r.uuid) == p.gpu_uuid for r in c.gpu_refs)
 
 
 def _of_a_live_holder(view: View, p: GpuProcessObs) -> bool:

@@ -134,10 +134,14 @@ def parse_status_uid(text: str) -> int | None:
     return None
 
 
+def parse_argv(raw: bytes) -> list[str]:
+    """NUL-separated argv -> its arguments; undecodable bytes replaced."""
+    return [a.decode("utf-8", errors="replace") for a in raw.rstrip(b"\0").split(b"\0")] if raw else []
+
+
 def parse_cmdline(raw: bytes) -> str:
     """NUL-separated argv -> one line; undecodable bytes replaced, length capped."""
-    args = [a.decode("utf-8", errors="replace") for a in raw.rstrip(b"\0").split(b"\0")] if raw else []
-    text = " ".join(args)
+    text = " ".join(parse_argv(raw))
     return text if len(text) <= MAX_CMDLINE_CHARS else text[:MAX_CMDLINE_CHARS] + "…"
 
 
@@ -274,9 +278,7 @@ class ProcReader:
             except OSError as exc:
                 errors.append(f"pid {pid}: reading its ancestor {current}'s parent: {exc}")
                 return ""
-            argv = (
-                [a.decode("utf-8", errors="replace") for a in raw.rstrip(b"\0").split(b"\0")] if raw else []
-            )
+            argv = parse_argv(raw)
             # A container's own root is uid 0 too (no user namespace remapping): a shim counts only
             # outside every container's cgroup, where the engine runs its shims.
             if uid == 0 and shim_runs(argv, container_id) and attribute(cgroup_text).container_id is None:

@@ -392,15 +392,9 @@ def _report_foreign(ctx: PassContext, out: Collector, p: GpuProcessObs, s: Proce
 
 
 def _check_foreign(ctx: PassContext, out: Collector, p: GpuProcessObs, c: ContainerObs) -> None:
-    # Every GPU, a reference that did not resolve (it may use any GPU: not provably foreign), or
-    # the very device the process is on; one walk over the references in the common case.
-    if c.all_gpus:
-        return
-    device = p.device_uuid
-    for ref in c.gpu_refs:  # (a plain loop: a generator per process costs more than the test)
-        if ref.uuid is None or ref.uuid == device:
-            return
-    if p.gpu_uuid in ctx.physical_gpus(c):
+    # Every GPU, a reference that did not resolve (not provably foreign), the very device the
+    # process is on, or a device of a GPU the container references.
+    if c.may_use_device(p.device_uuid) or p.gpu_uuid in ctx.physical_gpus(c):
         return
     out.act(
         ActionKind.ALERT_ADMIN,
