@@ -7,11 +7,12 @@ contradicted its own forecast. An idle exemption's notice was also listed as an 
 from __future__ import annotations
 
 import json
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from controller.cli.describe import describe_container
 from controller.cli.get import GetOptions, run_get
 from controller.cli.view import View
+from controller.snapshot import ContainerObs
 from desired_state.effective import EffectivePolicy, ExemptFrom
 from tests.fixtures import builders as b
 
@@ -19,11 +20,11 @@ IDLE_1H = b.policy(idle_timeout_s=3600.0)
 EXEMPT = b.policy(idle_timeout_s=3600.0, exemptions=[b.exemption(ExemptFrom.IDLE, expires_at=b.at(hours=3))])
 
 
-def policy(c: object, now: object) -> EffectivePolicy:
-    return EXEMPT if getattr(c, "name", "") == "exempt" else IDLE_1H
+def policy(c: ContainerObs, now: datetime) -> EffectivePolicy:
+    return EXEMPT if c.name == "exempt" else IDLE_1H
 
 
-def containers(t: object) -> list:  # type: ignore[type-arg]
+def containers(t: datetime) -> list[ContainerObs]:
     return [
         b.running(
             "exempt", gpus=[b.GPU1], started_at=b.ago(hours=2), sig=b.signals(t, gpu_pct={b.GPU1: 0.0})
@@ -60,7 +61,7 @@ def test_next_shows_when_the_hold_ends_and_the_planner_warns_then() -> None:
     )
     assert items["keep"]["action"] == "keep-alive ends" and items["keep"]["due_at"] == "2026-03-02T14:00:00Z"
     # What the planner does when the holds end: a warning then, the stop a lead later.
-    firsts: dict[tuple[str, str], object] = {}
+    firsts: dict[tuple[str, str], datetime] = {}
     t = view.now
     while t < b.at(hours=4):
         t += timedelta(seconds=60)

@@ -484,6 +484,40 @@ class TestSharedGpus:
         part = b.running("alice-1", owner="alice", gpus=[gpu.mig_devices[0].uuid], started_at=b.ago(hours=1))
         assert self.stops_after_the_lead([whole, part], 1.0, [gpu]) == []
 
+    def test_a_mig_device_of_a_gpu_held_whole_frees_nothing_when_its_holder_is_stopped(self) -> None:
+        """alice-0 holds GPU 0 whole; alice-1 holds a MIG device of GPU 0 and GPU 1: 2.0 against a
+        quota of 1.0. Stopping alice-1 frees GPU 1 (its MIG device stays covered by alice-0's GPU):
+        one stop, the newest, and not alice-0 as well."""
+        gpu0 = b.gpu(0, mig_slots=2)
+        whole = b.running("alice-0", owner="alice", gpus=[gpu0.uuid], started_at=b.ago(hours=2))
+        part = b.running(
+            "alice-1", owner="alice", gpus=[gpu0.mig_devices[0].uuid, b.GPU1], started_at=b.ago(hours=1)
+        )
+        assert self.stops_after_the_lead([whole, part], 1.0, [gpu0, b.gpu(1)]) == ["alice-1", "alice-1"]
+
+    def test_what_a_stop_frees_is_not_overcounted_where_a_mig_device_and_its_gpu_are_both_held(self) -> None:
+        """alice-1 holds a MIG device of GPU 0 (which alice-0 holds whole) and one of GPU 1: the
+        union is 1.0 + m. Over the quota by 1.5 m, stopping alice-1 frees only m (its GPU 0 device
+        stays covered): alice-0 must go too. Counted as 2 m, alice-1 alone would seem enough, and
+        the owner would stay over the quota."""
+        m = 3 / 7  # a 3g.40gb slice of an A100
+
+        def sliced(index: int) -> Any:
+            g = b.gpu(index, mig_slots=2)
+            migs = tuple(d.model_copy(update={"gpu_equivalents": m}) for d in g.mig_devices)
+            return g.model_copy(update={"mig_devices": migs})
+
+        gpu0, gpu1 = sliced(0), sliced(1)
+        whole = b.running("alice-0", owner="alice", gpus=[gpu0.uuid], started_at=b.ago(hours=2))
+        part = b.running(
+            "alice-1",
+            owner="alice",
+            gpus=[gpu0.mig_devices[0].uuid, gpu1.mig_devices[0].uuid],
+            started_at=b.ago(hours=1),
+        )
+        stopped = self.stops_after_the_lead([whole, part], 1.0 - m / 2, [gpu0, gpu1])
+        assert sorted(stopped) == ["alice-0", "alice-0", "alice-1", "alice-1"]
+
     def test_the_container_whose_stop_frees_a_gpu_is_chosen(self) -> None:
         """alice-1 and alice-2 share GPU 1, alice-0 holds GPU 0: two GPUs against a quota of one.
         Stopping the newest (alice-2) alone frees nothing; it is passed over, and the next one whose

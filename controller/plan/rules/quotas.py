@@ -313,7 +313,7 @@ class _Frees:
         self.left: list[ContainerId] = [c.id for c in holders]
         self.held = self._held(self.left)
         self._count: dict[str, int] | None = None  # counted once a victim is weighed
-        self.nested = False
+        self._nested = False
 
     @property
     def count(self) -> dict[str, int]:
@@ -324,9 +324,15 @@ class _Frees:
                 for unit in self.units[cid]:  # (distinct within one container)
                     count[unit] = count.get(unit, 0) + 1
             physical_of = self.physical_of
-            self.nested = any(physical_of.get(u, u) != u and physical_of.get(u) in count for u in count)
+            self._nested = any(physical_of.get(u, u) != u and physical_of.get(u) in count for u in count)
             self._count = count
         return self._count
+
+    @property
+    def nested(self) -> bool:
+        """Are a MIG device and its GPU both held (then what a stop frees is summed again)?"""
+        _ = self.count  # counted, and the nesting found, on first use
+        return self._nested
 
     def _held(self, ids: Sequence[ContainerId]) -> float:
         held: dict[str, None] = {}
