@@ -216,7 +216,8 @@ class ControllerMemory(BaseModel):
     )
     clock_offset_s: float | None = Field(
         default=None,
-        description="Highest wall-clock minus monotonic seconds seen this boot (a forward step raises it)",
+        description="Wall-clock minus monotonic seconds at the last pass that read both (a forward step "
+        "raises it, a backward one lowers it)",
     )
     clock_monotonic_s: float | None = Field(
         default=None, description="The last monotonic reading (a lower one: the host rebooted)"

@@ -7,13 +7,17 @@ max-runtime allowance short. The observer reads ``CLOCK_MONOTONIC`` with the wal
 (the *offset*) rises by the size of a forward step, and stays put when real time passes -- also
 across a daemon outage, which is runtime.
 
-The memory keeps the highest offset seen this boot (``ControllerMemory.clock_offset_s``): a rise
-above it by more than :data:`STEP_TOLERANCE_S` in one pass is a forward step. A backward step
-lowers the offset and is not discounted (it lengthens the allowance, erring on the side of not
-stopping); the forward step that undoes it only brings the offset back to the mark, and is no
-step either. A monotonic reading lower than the last one means the host rebooted (the monotonic
-clock restarts): the mark starts afresh (a reboot restarts every container anyway). An unknown
-reading (an old snapshot, a given time) records nothing and keeps the mark.
+The memory keeps the offset the last pass read (``ControllerMemory.clock_offset_s``): a rise by
+more than :data:`STEP_TOLERANCE_S` since then is a forward step. A backward step lowers the offset
+and is not discounted (it lengthens every allowance, erring on the side of not acting). The forward
+step that later undoes it *is* a step: a time written while the clock was behind (a container
+stopped, started or created then, a ledger row written then) would otherwise look older by the
+whole correction, and a hold or allowance would end that much early. A time written before the
+backward step gets the correction too, so its allowance ends late by the size of the backward step
+(never early). A clock stepped back and forth again and again slows every time the controller keeps
+by each forward step. A monotonic reading lower than the last one means the host rebooted (the
+monotonic clock restarts): the offset starts afresh (a reboot restarts every container anyway). An
+unknown reading (an old snapshot, a given time) records nothing and keeps the last offset.
 
 Every container known at the step gets it as ``runtime_discount_s`` (capped at the time since
 its start, for one started during an unobserved span that may have come after the step) and its
@@ -44,7 +48,7 @@ STEP_TOLERANCE_S = 5.0
 @dataclass(frozen=True, slots=True)
 class ClockCheck:
     step_s: float  # forward step since the last pass; 0.0: none (or unknown)
-    offset_s: float | None  # the mark to remember
+    offset_s: float | None  # the offset to remember
     monotonic_s: float | None
 
 
@@ -53,11 +57,13 @@ def check_clock(snapshot: Snapshot, memory: ControllerMemory) -> ClockCheck:
     if mono is None:
         return ClockCheck(0.0, memory.clock_offset_s, memory.clock_monotonic_s)
     offset = snapshot.observed_at.timestamp() - mono
-    mark = memory.clock_offset_s
-    if mark is None or memory.clock_monotonic_s is None or mono < memory.clock_monotonic_s:
-        return ClockCheck(0.0, offset, mono)  # first reading, or a reboot: a fresh mark
-    step_s = offset - mark if offset - mark > STEP_TOLERANCE_S else 0.0
-    return ClockCheck(step_s, max(mark, offset), mono)
+    last = memory.clock_offset_s
+    if last is None or memory.clock_monotonic_s is None or mono < memory.clock_monotonic_s:
+        return ClockCheck(0.0, offset, mono)  # first reading, or a reboot: a fresh start
+    # Measured from the last pass, not from the highest offset seen: the forward step that undoes a
+    # backward one is a step for every time written while the clock was behind.
+    step_s = offset - last if offset - last > STEP_TOLERANCE_S else 0.0
+    return ClockCheck(step_s, offset, mono)
 
 
 def with_clock_step(

@@ -109,18 +109,129 @@ def test_unknown_monotonic_reading_counts_wall_time_as_runtime() -> None:
     assert h.stops_at == [h.true_s]
 
 
-def test_backward_then_forward_step_is_no_discount() -> None:
+def test_backward_then_forward_step_ends_the_allowance_late_never_early() -> None:
     # The clock steps back 1 h (no discount: the allowance only grows), then NTP steps it forward
-    # 1 h: the wall clock is right again, and the runtime is the true runtime.
+    # 1 h. The forward step is a step for every time written while the clock was behind; this
+    # container started before the backward step, so it gets the correction too (capped at the
+    # wall time since its start, 21 min) and runs that much past its limit, never less than it.
     h = Host()
     h.observe()
     h.passes(10)
     h.offset_s -= b.HOUR
     h.passes(20)
     h.offset_s += b.HOUR
-    h.passes(140)
-    assert h.runner.memory.containers[b.cid("job")].runtime_discount_s == 0.0
-    assert h.stops_at and h.stops_at[0] == 2 * b.HOUR
+    h.passes(200)
+    assert h.runner.memory.containers[b.cid("job")].runtime_discount_s == 21 * 60
+    assert h.stops_at and h.stops_at[0] == 2 * b.HOUR + 21 * 60
+
+
+# --- a time written while the clock was behind, then the clock corrected forward ------------------
+# The wall clock is stepped back 1 h (a wrong NTP source, `date -s`), a time is written while it is
+# behind (a stop, a creation, a ledger row, a warning), then the clock is corrected forward 1 h. On
+# the corrected clock that time looks 1 h older than it is: the correction is a step for it.
+
+BEHIND = b.HOUR
+
+
+def behind_then_corrected(
+    true_times_s: list[float],
+    containers: object,
+    *,
+    rows: object = (),
+    policy: object = None,
+    corrected_at_s: float = 300.0,
+) -> list[Plan]:
+    """Passes at the given true times; the clock is 1 h behind from true 60 s until
+    ``corrected_at_s``. ``containers``/``rows``: (true seconds, wall time) -> what is listed."""
+    runner = b.Passes(b.desired(policy or b.policy()))
+    plans = []
+    for true_s in true_times_s:
+        offset_s = -BEHIND if 60 <= true_s < corrected_at_s else 0.0
+        wall = b.T0 + timedelta(seconds=true_s + offset_s)
+        snap = b.snapshot(
+            observed_at=wall,
+            containers=containers(true_s, wall),  # type: ignore[operator]
+            gpus=[b.gpu(0), b.gpu(1)],
+            ledger=b.ledger(*(rows(true_s) if callable(rows) else ())),
+        ).model_copy(update={"observed_monotonic_s": MONO_AT_START + true_s})
+        plans.append(runner.run(snap))
+    return plans
+
+
+def _behind(true_s: float) -> datetime:
+    """The wall time at true second ``true_s`` while the clock is behind."""
+    return b.T0 + timedelta(seconds=true_s) - timedelta(seconds=BEHIND)
+
+
+def test_a_container_stopped_or_created_while_the_clock_was_behind_keeps_its_whole_hold() -> None:
+    # ``train`` (GPU, 15 min hold) stopped at true 120 s, ``prep`` (30 min timeout) was created at
+    # true 120 s, both on the behind clock; the clock is corrected at true 300 s.
+    def listed(true_s: float, wall: datetime) -> list[ContainerObs]:
+        if true_s < 120:
+            return [
+                b.running("train", gpus=[b.GPU0], started_at=b.T0 - timedelta(hours=2), sig=b.signals(wall))
+            ]
+        return [
+            b.exited("train", gpus=[b.GPU0], started_at=b.T0 - timedelta(hours=2), finished_at=_behind(120)),
+            b.created("prep", created_at=_behind(120)),
+        ]
+
+    times = [
+        0.0,
+        90.0,
+        150.0,
+        270.0,
+        330.0,
+        360.0,
+        120 + 15 * 60 - 30,
+        120 + 15 * 60 + 30,
+        120 + 30 * 60 + 30,
+    ]
+    plans = behind_then_corrected(times, listed)
+    by_time = dict(zip(times, plans, strict=True))
+    for t, p in by_time.items():  # (the passes list them still: a due removal is planned again)
+        due = sorted(name for name, hold in (("train", 15 * 60), ("prep", 30 * 60)) if t >= 120 + hold)
+        assert removed(p) == due, f"at true {t} s, {t - 120} s after the stop and the creation"
+    (d,) = [d for d in by_time[330.0].deferred if d.target.container == "train"]
+    assert d.evidence["clock_step_discount_s"] == BEHIND
+
+
+def test_a_row_written_while_the_clock_was_behind_keeps_its_reservation_window() -> None:
+    row = b.ledger_entry("job2", b.GPU1, allocated_at=_behind(120))
+    times = [0.0, 90.0, 150.0, 270.0, 330.0, 120 + 5 * 60 - 10, 120 + 5 * 60 + 30]
+    plans = behind_then_corrected(times, lambda t, w: [], rows=lambda t: (row,) if t >= 120 else ())
+    for t, p in zip(times[:-1], plans[:-1], strict=True):
+        assert released(p) == [], f"released at true {t} s, {t - 120} s after it was written"
+    assert released(plans[-1]) == ["job2"]
+
+
+def test_a_warning_sent_while_the_clock_was_behind_keeps_its_lead() -> None:
+    # ``job`` (max runtime 20 min; busy) started at true 120 s on the behind clock. Its first
+    # warning (at 75 %) goes out behind; the clock is corrected 16 min after its start, making its
+    # wall runtime 1 h more: neither its runtime nor its warning's lead is cut short.
+    policy = b.policy(max_runtime_s=20 * 60, idle_timeout_s=None)
+
+    def listed(true_s: float, wall: datetime) -> list[ContainerObs]:
+        if true_s < 120:
+            return []
+        return [
+            b.running(
+                "job", gpus=[b.GPU0], started_at=_behind(120), sig=b.signals(wall, gpu_pct={b.GPU0: 99.0})
+            )
+        ]
+
+    times = [0.0, 90.0, *[150.0 + 30 * i for i in range(120)]]
+    stops, warned = [], []
+    plans = behind_then_corrected(times, listed, policy=policy, corrected_at_s=120 + 16 * 60)
+    for t, p in zip(times, plans, strict=True):
+        if any(a.reason == Reason.MAX_RUNTIME_WARNING for a in p.actions):
+            warned.append(t)
+        if any(
+            a.reason == Reason.MAX_RUNTIME_EXCEEDED and a.kind == ActionKind.STOP_CONTAINER for a in p.actions
+        ):
+            stops.append(t)
+    assert warned and warned[0] < 120 + 16 * 60, "the first warning went out while the clock was behind"
+    assert stops and stops[0] >= 120 + 20 * 60, f"stopped at true {stops[0] if stops else None} s"
 
 
 def _snap(wall_s: float, mono: float | None) -> ControllerMemory:
