@@ -198,6 +198,7 @@ def _observe_containers(ctx: PassContext, desired: DesiredState, clock: ClockChe
     step_s = clock.step_s
     sampling = _Sampling(ctx)
     restart_at = restart_time(ctx.snapshot)
+    last_pass_at = ctx.memory.last_pass_at  # the last pass before this one that Docker answered
     policies, cmem, warned_ids = ctx.policies, ctx.cmem, ctx.warned_ids
     for c in ctx.containers:
         cid = c.id
@@ -226,7 +227,9 @@ def _observe_containers(ctx: PassContext, desired: DesiredState, clock: ClockChe
             # Samples belong to a start; a stopped container's next start begins afresh anyway.
             mem = mem.model_copy(update={"samples": (), "idle_since": None})
         # (Only a stopped container can have been stopped by a restart: the rest need no call.)
-        by_restart = stopped_by_restart(c, prev, restart_at) if state in STOPPED_STATES else None
+        by_restart = (
+            stopped_by_restart(c, prev, restart_at, last_pass_at) if state in STOPPED_STATES else None
+        )
         # ContainerState is a StrEnum: the state compares equal to its value (the string kept).
         if mem.last_state != state or mem.stopped_by_restart_at != by_restart:
             # Written only on a change: the state the controller saw, to tell later who stopped it.

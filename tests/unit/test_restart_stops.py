@@ -126,6 +126,33 @@ class TestRestartHold:
         assert removals(p) == []
         assert p.memory.containers[c.id].stopped_by_restart_at == ENGINE_START
 
+    def test_a_stop_seen_while_the_host_shut_down_is_the_restarts_after_a_slow_boot(self) -> None:
+        # The controller's last pass ran while the host shut down: it saw the containers exited.
+        # Firmware and boot took 6 minutes before the engine started again.
+        last_pass = ENGINE_START - timedelta(minutes=6)
+        c = stopped("c", gpus=[b.GPU0], finished_at=last_pass - timedelta(seconds=5))
+        memory = ControllerMemory(containers={c.id: seen(c, ContainerState.EXITED)}, last_pass_at=last_pass)
+        p = run(c, memory=memory)
+        assert removals(p) == []
+        assert p.memory.containers[c.id].stopped_by_restart_at == ENGINE_START
+        # The mark stays on the passes after it.
+        assert removals(run(c, memory=p.memory, now=b.T0 + timedelta(hours=1))) == []
+
+    @pytest.mark.parametrize(
+        ("last_pass_before_start", "stopped_before_last_pass"),
+        [(timedelta(minutes=6), timedelta(minutes=10)), (timedelta(hours=2), timedelta(minutes=1))],
+        ids=["stopped-well-before-the-shutdown", "controller-away-long-before-the-restart"],
+    )
+    def test_a_stop_seen_well_before_the_shutdown_is_still_the_owners(
+        self, last_pass_before_start: timedelta, stopped_before_last_pass: timedelta
+    ) -> None:
+        last_pass = ENGINE_START - last_pass_before_start
+        c = stopped("c", gpus=[b.GPU0], finished_at=last_pass - stopped_before_last_pass, exit_code=0)
+        memory = ControllerMemory(containers={c.id: seen(c, ContainerState.EXITED)}, last_pass_at=last_pass)
+        p = run(c, memory=memory)
+        assert removals(p) == ["c"]
+        assert p.memory.containers[c.id].stopped_by_restart_at is None
+
     def test_without_memory_a_stop_close_before_the_restart_counts(self) -> None:
         near = stopped("near", finished_at=ENGINE_START - timedelta(minutes=3))
         long_before = stopped("long-before", finished_at=ENGINE_START - timedelta(hours=2))

@@ -56,17 +56,25 @@ def restart_time(snapshot: Snapshot) -> datetime | None:
 
 
 def stopped_by_restart(
-    c: ContainerObs, prev: ContainerMemory | None, restart_at: datetime | None
+    c: ContainerObs,
+    prev: ContainerMemory | None,
+    restart_at: datetime | None,
+    last_pass_at: datetime | None = None,
 ) -> datetime | None:
     """The restart that stopped this stopped container, or None when its owner (or nothing) did.
 
     A restart stopped it when it was started before the restart and stopped around it: either the
     controller saw it running before and it stopped no later than the restore, or it stopped within
     :data:`RESTART_STOPS_BEFORE` of the restart. A stop the controller already saw (it was exited at
-    the last pass) is not a restart's unless it came within :data:`RESTART_SHUTDOWN` of it (the
-    engine's own shutdown, seen while it still answered), nor is a stop after the engine came up
-    unless the engine's restore made it (exit code 255). Once decided, the mark stays for this
-    start of the container.
+    the last pass) is not a restart's unless it came within :data:`RESTART_SHUTDOWN` of the
+    shutdown (the engine's own, or the host's, seen while the engine still answered), nor is a stop
+    after the engine came up unless the engine's restore made it (exit code 255). Once decided, the
+    mark stays for this start of the container.
+
+    The shutdown ends at the restart, or, when the controller's last pass (``last_pass_at``, the
+    last one Docker answered) came before the restart and within :data:`RESTART_STOPS_BEFORE` of it,
+    at that pass: a host reboot leaves minutes (firmware, boot) between the last pass that saw the
+    shutdown's stops and the engine's start.
     """
     if c.state not in STOPPED_STATES or c.finished_at is None or c.started_at is None:
         return None
@@ -76,14 +84,24 @@ def stopped_by_restart(
     if restart_at is None or c.started_at >= restart_at:
         return None  # unknown, or started after the restart: the restart did not stop it
     last_state = prev.last_state if same_start and prev is not None else ""
-    if last_state in _STOPPED_VALUES and c.finished_at < restart_at - RESTART_SHUTDOWN:
-        return None  # the controller saw it stopped, well before the restart: its owner's stop
+    if (
+        last_state in _STOPPED_VALUES
+        and c.finished_at < _shutdown_end(restart_at, last_pass_at) - RESTART_SHUTDOWN
+    ):
+        return None  # the controller saw it stopped, well before the shutdown: its owner's stop
     if c.finished_at > restart_at + RESTART_TIME_SLACK:
         restored = c.exit_code == RESTORE_EXIT_CODE and c.finished_at <= restart_at + RESTART_RESTORE_AFTER
         return restart_at if restored else None
     if last_state in _RUNNING_VALUES or c.finished_at >= restart_at - RESTART_STOPS_BEFORE:
         return restart_at
     return None
+
+
+def _shutdown_end(restart_at: datetime, last_pass_at: datetime | None) -> datetime:
+    """When the shutdown before ``restart_at`` was last seen (see :func:`stopped_by_restart`)."""
+    if last_pass_at is not None and restart_at - RESTART_STOPS_BEFORE <= last_pass_at < restart_at:
+        return last_pass_at
+    return restart_at
 
 
 def created_never_started(ctx: PassContext, out: Collector, c: ContainerObs, policy: EffectivePolicy) -> None:
