@@ -19,8 +19,9 @@ The decision for one sample, given the previous sample of the same start:
   (no rate yet), a counter that could not be read or went backwards, NVML unavailable as a whole
   (then a busy GPU could not be seen, so nothing may count as idle), an unknown GPU reading, or an
   **unobserved span**: the sample came more than ``maxSampleInterval`` after the previous one
-  (daemon or Docker down, a forward clock step), or the container was seen paused or Docker was
-  unavailable in between. Counters over such a span are an average that can hide activity at its
+  (daemon or Docker down, a forward clock step), the wall clock stepped forward in between (the
+  monotonic clock tells: :mod:`controller.plan.clock`), or the container was seen paused or Docker
+  was unavailable in between. Counters over such a span are an average that can hide activity at its
   end (idle, paused 90 minutes, then one busy minute reads as "cpu 1.1 %"), and the GPU is only
   read at the pass, so when the container last was active cannot be told.
 

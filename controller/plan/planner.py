@@ -199,6 +199,7 @@ def _observe_containers(ctx: PassContext, desired: DesiredState, clock: ClockChe
     sampling = _Sampling(ctx)
     restart_at = restart_time(ctx.snapshot)
     last_pass_at = ctx.memory.last_pass_at  # the last pass before this one that Docker answered
+    step_note = f"the wall clock stepped forward {step_s:.0f}s (seen {iso(seen_at)})" if step_s > 0 else ""
     policies, cmem, warned_ids = ctx.policies, ctx.cmem, ctx.warned_ids
     for c in ctx.containers:
         cid = c.id
@@ -212,8 +213,9 @@ def _observe_containers(ctx: PassContext, desired: DesiredState, clock: ClockChe
             mem = prev
         if step_s > 0:
             # A forward wall-clock step since the last pass is neither runtime nor hold time
-            # (controller.plan.clock).
-            mem = with_clock_step(mem, step_s, seen_at, _hold_since(c))
+            # (controller.plan.clock), nor idle time: the sample across it spreads its rates over
+            # time that never passed, and is undecidable like any unobserved span.
+            mem = mark_unobserved(with_clock_step(mem, step_s, seen_at, _hold_since(c)), step_note)
         state = c.state
         if prev is not None and (prev.hold_discount_s or mem.hold_discount_s):
             mem = _hold_discount(mem, prev, state)

@@ -55,6 +55,7 @@ class World:
     net_bytes: int = 0
     clock: datetime = b.T0  # the wall clock the controller reads (may jump)
     last_busy_at: datetime | None = None  # truth: the last wall time the container was busy
+    monotonic_s: float | None = None  # the monotonic clock, read with the wall clock when set
     passes: b.Passes = field(init=False)
     stops: list[datetime] = field(default_factory=list)
     warnings: list[datetime] = field(default_factory=list)
@@ -68,12 +69,16 @@ class World:
         self.cpu_ns += int(seconds * 1e9 * cpu_pct / 100)
         self.net_bytes += int(seconds * net_bytes_per_s)
         self.clock += timedelta(seconds=seconds)
+        if self.monotonic_s is not None:
+            self.monotonic_s += seconds
         if cpu_pct >= 2.0:
             self.last_busy_at = self.clock
 
     def wait(self, seconds: float) -> None:
         """Time passes with the container paused (or, for the counters, doing nothing at all)."""
         self.clock += timedelta(seconds=seconds)
+        if self.monotonic_s is not None:
+            self.monotonic_s += seconds
 
     # --- the controller's view ---------------------------------------------------------------
     def observe(
@@ -95,6 +100,8 @@ class World:
         c = b.container("train", state=state, gpus=self.gpus, started_at=self.started_at, sig=sig)
         gpus = list(self.host_gpus) if self.host_gpus is not None else [b.gpu(i) for i in range(4)]
         snap = b.snapshot(observed_at=self.clock, containers=[c, *self.others], gpus=gpus, down=down)
+        if self.monotonic_s is not None:
+            snap = snap.model_copy(update={"observed_monotonic_s": self.monotonic_s})
         p = self.passes.run(snap)
         for a in p.actions:
             if a.target.container == "train" and a.kind == ActionKind.STOP_CONTAINER:
@@ -229,6 +236,30 @@ class TestUnobservedSpans:
         assert [why for why, _ in idle_rule(p)] == ["NotDue"]
         w.run(60)
         assert any(a.kind == ActionKind.WARN_OWNER for a in w.observe().actions)  # real minute 50
+
+    @pytest.mark.parametrize("step_min", [1, 4])
+    def test_a_short_forward_clock_step_is_not_idle_time(self, step_min: int) -> None:
+        # Idle from real minute 1 (a pass a minute); at real minute 10 the wall clock steps forward
+        # a few minutes, less than maxSampleInterval, so the span alone looks watched. The monotonic
+        # clock tells the step: it is not idle time, and the sample across it is undecidable (its
+        # rates are spread over time that never passed). No warning before 24 real minutes of idle
+        # (80 % of 30), no stop before 30.
+        w = World(monotonic_s=10_000.0)
+        w.observe()
+        w.idle_passes(1)  # the first idle sample: the streak's start
+        idle_from = w.monotonic_s
+        w.idle_passes(9)
+        w.clock += timedelta(minutes=step_min)  # the step: no real time passed
+        while w.monotonic_s - idle_from < 60 * 60:
+            w.run(60)
+            p = w.observe()
+            real_idle_min = (w.monotonic_s - idle_from) / 60
+            for a in p.actions:
+                if a.kind == ActionKind.WARN_OWNER:
+                    assert real_idle_min >= 24, f"warned after {real_idle_min} real minutes idle"
+                if a.kind == ActionKind.STOP_CONTAINER:
+                    assert real_idle_min >= 30, f"stopped after {real_idle_min} real minutes idle"
+        assert w.stops, "still stopped once idle long enough"
 
 
 # --- case 2: unknown GPU utilisation is not idle ------------------------------------------------
