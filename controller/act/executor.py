@@ -46,6 +46,7 @@ Called by the daemon loop. The dry-run executor is :class:`controller.act.dry_ru
 
 from __future__ import annotations
 
+import math
 import re
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -624,6 +625,10 @@ class RealExecutor:
             return None
         if not fresh.id.startswith(cid):
             raise _Skip(f"id {cid[:12]} now names container {fresh.id[:12]}")
+        if t.container and fresh.name != t.container:
+            # Protection, the container type and the owner may follow the name: the plan judged
+            # another one. The next pass decides under the new name.
+            raise _Skip(f"renamed to {fresh.name} since the plan (it saw {t.container})")
         if fresh.status != t.expected_state:
             raise _Skip(f"state is now {fresh.status}, the plan saw {t.expected_state}")
         if not _same_time(fresh.started_at, t.expected_started_at):
@@ -906,7 +911,11 @@ class RealExecutor:
         entry = action.target.ledger_entry
         if not entry:
             raise PermanentError("ReleaseAllocation without the ledger row to remove")
+        self._row_container_unchanged(action, entry)
+        resumed = action.key in mem.intents
         mem = self._begin(action, mem, now)
+        if not resumed:
+            self._row_container_unchanged(action, entry)  # writing the intent took a while
         removed = release_row(self._ledger_path, entry, timeout_s=self._ledger_lock_timeout_s)
         if not removed:
             return _Done(Outcome.ALREADY_DONE, "ledger row already gone", mem)
@@ -921,6 +930,24 @@ class RealExecutor:
         return _Done(
             Outcome.DONE, f"removed ledger row {_row_text(entry)}", mem, [(EventType.GPU_RELEASE, details)]
         )
+
+    def _row_container_unchanged(self, action: Action, entry: Mapping[str, str]) -> None:
+        """The container the row names is still the one the plan judged (or still absent).
+
+        A ``docker run --name train`` that finished after the plan may hold the row's GPU now; a
+        release would then free a GPU in use for the allocator. (The engine resolves a name, an
+        id or an id prefix, as the planner does.)"""
+        ref = str(entry.get("container") or "")
+        if not ref:
+            return
+        fresh = self._docker.inspect(ref)
+        planned = action.target.container_id
+        if fresh is None:
+            return  # gone, or still absent
+        if planned is None:
+            raise _Skip(f"container {fresh.name} ({fresh.status}) exists now; the plan saw none named {ref}")
+        if not fresh.id.startswith(planned):
+            raise _Skip(f"{ref} now names container {fresh.id[:12]}, not {planned[:12]} the plan judged")
 
     def _update(self, action: Action, mem: ControllerMemory, now: datetime) -> _Done:
         """Lower the limits in place; re-read the limits and the use first, verify after."""
@@ -1071,8 +1098,10 @@ def _grace_note(action: Action) -> str:
 
 
 def _int_param(value: object, default: int) -> int:
+    """A whole number of seconds for the engine, rounded up: a grace is never shortened (0.5 s
+    truncated to 0 would be SIGKILL straight after SIGTERM)."""
     if isinstance(value, int | float) and not isinstance(value, bool) and value >= 0:
-        return int(value)
+        return math.ceil(value)
     return default
 
 

@@ -63,7 +63,7 @@ class FakeApi:
 
     def _find(self, cid: str) -> FakeContainer:
         for c in self._host.containers.values():
-            if c.id == cid or c.id.startswith(cid):
+            if c.id == cid or c.name == cid or c.id.startswith(cid):  # as the engine resolves them
                 return c
         raise docker.errors.NotFound(f"No such container: {cid}")
 

@@ -1,0 +1,151 @@
+"""What changed between the plan and the act: the executor looks again before it destroys.
+
+A plan is computed from a snapshot; the executor carries it out seconds (or a pass) later. A
+container renamed meanwhile may now be protected by its new name; a container created meanwhile
+under the name a ledger row gives may hold the row's GPU. Neither is touched: the next pass
+decides on what is there then. And a grace given in fractions of a second is never shortened
+to nothing when the engine is told whole seconds.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from controller.act.events import EventLog
+from controller.act.executor import RealExecutor
+from controller.act.report import Outcome
+from controller.memory import ControllerMemory
+from controller.plan.types import Action, ActionKind, Reason, StopParams, Target
+from tests.fixtures import builders as b
+from tests.fixtures.act import RecordingNotifier, make_plan
+from tests.unit.fake_host import FakeHost
+
+ALLOCATED = b.T0 - timedelta(hours=1)
+
+
+def executor(host: FakeHost, tmp_path: Path) -> RealExecutor:
+    ledger = tmp_path / "ledger.json"
+    return RealExecutor(
+        host.client, EventLog(tmp_path / "events.jsonl"), RecordingNotifier(), ledger, clock=host.clock
+    )
+
+
+def write_ledger(tmp_path: Path, gpu: str) -> dict[str, str]:
+    row = {"gpu": gpu, "container": "train", "user": "alice", "allocated_at": ALLOCATED.isoformat()}
+    (tmp_path / "ledger.json").write_text(json.dumps({"version": 1, "allocations": [row]}))
+    return row
+
+
+def ledger_rows(tmp_path: Path) -> list[dict[str, str]]:
+    return json.loads((tmp_path / "ledger.json").read_text())["allocations"]  # type: ignore[no-any-return]
+
+
+def release(row: dict[str, str], container_id: str | None = None) -> Action:
+    """The release the planner makes of a row whose container is absent (or no longer holds it)."""
+    return Action(
+        kind=ActionKind.RELEASE_ALLOCATION,
+        target=Target(
+            container="train", container_id=container_id, gpu=row["gpu"], user="alice", ledger_entry=row
+        ),
+        reason=Reason.LEAKED_ALLOCATION,
+        message="release ledger row",
+        due_at=ALLOCATED + timedelta(minutes=30),
+        key=f"ReleaseAllocation:train:{row['gpu']}:{row['allocated_at']}",
+    )
+
+
+class TestReleaseLooksAgain:
+    def test_a_container_created_since_the_plan_under_the_rows_name_keeps_the_row(
+        self, tmp_path: Path
+    ) -> None:
+        # Planned: no container 'train', the row is past its window. Then alice's `docker run
+        # --name train --gpus device=...` finished: the row is hers again.
+        host = FakeHost()
+        c = host.add("train", started_ago_s=2)
+        row = write_ledger(tmp_path, c.gpu)
+        report = executor(host, tmp_path).execute(make_plan(release(row)), ControllerMemory(), b.T0)
+        (o,) = report.outcomes
+        assert o.outcome is Outcome.SKIPPED, o.detail
+        assert "exists now" in o.detail
+        assert ledger_rows(tmp_path) == [row]
+
+    def test_the_name_now_naming_another_container_keeps_the_row(self, tmp_path: Path) -> None:
+        host = FakeHost()
+        c = host.add("train", started_ago_s=2)
+        row = write_ledger(tmp_path, c.gpu)
+        planned = release(row, container_id=b.cid("the-old-train"))
+        (o,) = executor(host, tmp_path).execute(make_plan(planned), ControllerMemory(), b.T0).outcomes
+        assert o.outcome is Outcome.SKIPPED, o.detail
+        assert ledger_rows(tmp_path) == [row]
+
+    @pytest.mark.parametrize("judged", ["absent", "the same container"])
+    def test_the_row_is_released_when_nothing_changed(self, tmp_path: Path, judged: str) -> None:
+        host = FakeHost()
+        if judged == "absent":
+            row, planned = write_ledger(tmp_path, b.GPU0), None
+        else:
+            c = host.add("train")  # exists, but no longer references the row's device
+            row, planned = write_ledger(tmp_path, "GPU-not-its-own"), c.id
+        (o,) = (
+            executor(host, tmp_path)
+            .execute(make_plan(release(row, planned)), ControllerMemory(), b.T0)
+            .outcomes
+        )
+        assert o.outcome is Outcome.DONE, o.detail
+        assert ledger_rows(tmp_path) == []
+
+
+def stop(c_id: str, name: str, started_at: object, grace_s: float) -> Action:
+    return Action(
+        kind=ActionKind.STOP_CONTAINER,
+        target=Target(
+            container=name,
+            container_id=c_id,
+            expected_state="running",
+            expected_started_at=started_at,  # type: ignore[arg-type]
+            user="alice",
+        ),
+        reason=Reason.MAX_RUNTIME_EXCEEDED,
+        message=f"stop {name}",
+        due_at=b.T0 - timedelta(minutes=5),
+        key=f"StopContainer:{c_id}:MaxRuntimeExceeded",
+        params=StopParams(grace_s=grace_s),
+    )
+
+
+def test_a_container_renamed_since_the_plan_is_not_stopped(tmp_path: Path) -> None:
+    # The stop was planned for 'train'; `docker rename train keep-train` came before it ran, and
+    # 'keep-*' may be protected: the plan judged another name.
+    host = FakeHost(term_ignored_s=0.0)
+    c = host.add("train")
+    action = stop(c.id, "train", c.started_at, 30)
+    c.name = "keep-train"
+    (o,) = executor(host, tmp_path).execute(make_plan(action), ControllerMemory(), b.T0).outcomes
+    assert o.outcome is Outcome.SKIPPED, o.detail
+    assert "renamed to keep-train" in o.detail
+    assert c.status == "running"
+
+
+@pytest.mark.parametrize(("grace_s", "told_s"), [(0.5, 1), (1.9, 2), (30, 30), (0, 0)])
+def test_a_fractional_grace_is_rounded_up_never_down(tmp_path: Path, grace_s: float, told_s: int) -> None:
+    host = FakeHost(term_ignored_s=0.0)
+    c = host.add("train")
+    told: list[int] = []
+    api_stop = host.api.stop
+
+    def recording_stop(cid: str, timeout: int = 10) -> None:
+        told.append(timeout)
+        api_stop(cid, timeout=timeout)
+
+    host.api.stop = recording_stop  # type: ignore[method-assign]
+    (o,) = (
+        executor(host, tmp_path)
+        .execute(make_plan(stop(c.id, "train", c.started_at, grace_s)), ControllerMemory(), b.T0)
+        .outcomes
+    )
+    assert o.outcome is Outcome.DONE, o.detail
+    assert told == [told_s]
