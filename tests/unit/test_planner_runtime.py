@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
+
+import pytest
 
 from controller.memory import ControllerMemory
 from controller.plan.planner import plan
@@ -71,6 +73,27 @@ class TestMaxRuntime:
         assert p2.actions == ()
         p3 = runner.run(b.snapshot(observed_at=b.at(minutes=10), containers=[c]), b.at(minutes=10))
         assert b.summary(p3) == [("StopContainer", "MaxRuntimeExceeded", "job")]
+
+    @pytest.mark.parametrize("warned_at_min", [0, 1])
+    def test_a_late_first_warning_moves_the_stop_time_the_plan_shows(self, warned_at_min: int) -> None:
+        # The daemon was away: the first warning (90 %) goes out 8 minutes before the limit, and
+        # the stop waits the full 10-minute lead after it. Before the limit, the deferral (what
+        # plan, describe and NEXT show) names the time the daemon keeps, not the limit.
+        runner = b.Passes(b.desired(LIMIT))
+        start = b.ago(hours=10) + timedelta(minutes=8 + warned_at_min)
+        for minute in range(warned_at_min, warned_at_min + 2):
+            at = b.at(minutes=minute)
+            p = runner.run(b.snapshot(observed_at=at, containers=[busy(started_at=start, minute=minute)]), at)
+            (d,) = [d for d in p.deferred if d.rule.value == "MaxRuntimeExceeded"]
+            warned = b.at(minutes=warned_at_min)
+            assert d.due_at == warned + timedelta(minutes=10), minute
+            assert d.evidence["stop_due_at"] == (warned + timedelta(minutes=10)).isoformat()
+        stops = []
+        for minute in range(warned_at_min + 2, warned_at_min + 12):
+            at = b.at(minutes=minute)
+            p = runner.run(b.snapshot(observed_at=at, containers=[busy(started_at=start, minute=minute)]), at)
+            stops += [minute for a in p.actions if a.reason.value == "MaxRuntimeExceeded"]
+        assert stops[0] == warned_at_min + 10  # the time shown is the time it comes
 
     def test_restart_resets_the_clock(self) -> None:
         memory = once(busy(started_at=b.ago(hours=9.5))).memory

@@ -264,11 +264,12 @@ def _warn(
 
 def _warn_highest_new(
     ctx: PassContext, out: Collector, c: ContainerObs, ladder: Ladder, pr: _Progress
-) -> None:
-    """At most one warning per pass: the highest level reached and not yet sent."""
+) -> bool:
+    """At most one warning per pass: the highest level reached and not yet sent (True: one is)."""
     fresh = [lvl for lvl in pr.reached if lvl > pr.top_sent]
     if fresh:
         _warn(ctx, out, c, ladder, pr, max(fresh))
+    return bool(fresh)
 
 
 def _before_timeout(
@@ -276,20 +277,25 @@ def _before_timeout(
 ) -> Check:
     if ctx.now >= pr.due_stop:
         return GO_ON
-    _warn_highest_new(ctx, out, c, ladder, pr)
+    warned_now = _warn_highest_new(ctx, out, c, ladder, pr)
     clock = pr.clock
     upcoming = [
         clock.start + span(f * clock.timeout_s)
         for lvl, f in zip(ladder.levels_pct, ladder.fractions)
         if lvl not in pr.reached
     ]
+    # The stop comes at the timeout, but never before the lead time after the first warning (sent
+    # late, after a daemon outage, or still to come on a short limit) nor before what a delivered
+    # warning announced: the time shown and forecast is the one the daemon will keep.
+    first = pr.first_sent or (ctx.now if warned_now else min(upcoming, default=None))
+    stop_at = pr.stop_at(first) if first is not None else pr.due_stop
     return deferral(
         ctx.target(c),
         ladder.stop_reason,
         DeferReason.NOT_DUE,
         f"{c.name}: {ladder.what} for {fmt_duration(pr.elapsed_s)} of {fmt_duration(clock.timeout_s)}",
-        due_at=min([*upcoming, pr.due_stop]),
-        evidence={**pr.evidence, "stop_due_at": iso(pr.due_stop)},
+        due_at=min([*upcoming, stop_at]),
+        evidence={**pr.evidence, "stop_due_at": iso(stop_at)},
     )
 
 
