@@ -413,7 +413,8 @@ _IDLE_RULES_UNJUDGED = frozenset({DeferReason.DOMAIN_UNAVAILABLE})
 
 
 def next_step(items: Sequence[Action | Deferred], *, nvml_ok: bool = True) -> NextStep | None:
-    """Actions of this pass come first (they happen now); otherwise the earliest timed deferral.
+    """Actions of this pass come first (they happen now; a destructive one over a warning);
+    otherwise the earliest timed deferral.
 
     A deferral with no due time (protected, exempt, unknown signal) is not a scheduled step:
     nothing will happen unless something changes, so the column shows ``-`` and ``describe``
@@ -424,7 +425,10 @@ def next_step(items: Sequence[Action | Deferred], *, nvml_ok: bool = True) -> Ne
     """
     actions = [i for i in items if isinstance(i, Action)]
     if actions:
-        first = min(actions, key=lambda a: (a.due_at, not a.destructive, a.key))
+        # Every action of the plan is carried out in this pass, whatever its due time (a warning's
+        # is the time its level was reached, which may precede a stop's): the destructive one is
+        # the step that matters, so it wins over a warning of the same pass.
+        first = min(actions, key=lambda a: (not a.destructive, a.due_at, a.key))
         return NextStep(verb=verb(first), rule=first.reason.value, due_at=first.due_at, pending=True)
     deferred = [i for i in items if isinstance(i, Deferred)]
     timed = [d for d in deferred if d.due_at is not None and d.why != DeferReason.GRACE_PERIOD]
