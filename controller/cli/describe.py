@@ -137,7 +137,10 @@ def decision_lines(view: View, items: Sequence[Action | Deferred], s: Sections, 
 
 
 def when_text(view: View, d: Deferred) -> str:
-    """``warn 12:05 (in 5m), stop 12:08 (in 8m)``, or ``no due time``."""
+    """``warn 12:05 (in 5m), stop 12:08 (in 8m)``, ``at the next pass`` (held by the per-pass
+    action budget), or ``no due time``."""
+    if d.why == DeferReason.BUDGET_EXHAUSTED:
+        return "at the next pass"
     if d.due_at is None:
         return "no due time"
     return ", ".join(f"{v} {_clock(view, at)} ({until(at, view.now)})" for v, at in schedule(d) if at)

@@ -232,9 +232,11 @@ def sort_containers(view: View, containers: list[ContainerObs], key: str) -> lis
 
     def next_key(c: ContainerObs) -> tuple[int, datetime]:
         step = next_step(view.container_items(c), nvml_ok=view.nvml_ok)
+        if step is not None and step.next_pass:
+            return 1, far  # after this pass's actions, before any timed step
         if step is None or step.due_at is None:
-            return 2, far
-        return (0 if step.pending else 1), step.due_at
+            return 3, far
+        return (0 if step.pending else 2), step.due_at
 
     keys: dict[str, Any] = {
         "name": lambda c: c.name,
@@ -353,7 +355,7 @@ def _next_cell(view: View, items: list[Action | Deferred]) -> Cell:
     if step is None:
         return Cell("-")
     colour = "red" if step.pending and step.verb in {"stop", "remove", "kill", "reset"} else None
-    if step.pending and colour is None:
+    if (step.pending or step.next_pass) and colour is None:
         colour = "yellow"
     return Cell(step.text(view.now), colour)
 

@@ -353,12 +353,16 @@ class NextStep:
     due_at: datetime | None
     pending: bool = False
     why: str | None = None
+    # Due, but held to the daemon's next pass (the per-pass action budget is spent): no due time.
+    next_pass: bool = False
 
     def text(self, now: datetime) -> str:
         if self.verb in (UNKNOWN_STEP, NO_STEP):
             return self.verb
         if self.pending:
             return f"{self.verb} now"
+        if self.next_pass:
+            return f"{self.verb} next pass"
         if self.due_at is None:
             return f"{self.verb} held"
         when = until(self.due_at, now)
@@ -413,8 +417,8 @@ _IDLE_RULES_UNJUDGED = frozenset({DeferReason.DOMAIN_UNAVAILABLE})
 
 
 def next_step(items: Sequence[Action | Deferred], *, nvml_ok: bool = True) -> NextStep | None:
-    """Actions of this pass come first (they happen now; a destructive one over a warning);
-    otherwise the earliest timed deferral.
+    """Actions of this pass come first (they happen now; a destructive one over a warning); then
+    an action the per-pass budget holds to the next pass; otherwise the earliest timed deferral.
 
     A deferral with no due time (protected, exempt, unknown signal) is not a scheduled step:
     nothing will happen unless something changes, so the column shows ``-`` and ``describe``
@@ -431,6 +435,12 @@ def next_step(items: Sequence[Action | Deferred], *, nvml_ok: bool = True) -> Ne
         first = min(actions, key=lambda a: (not a.destructive, a.due_at, a.key))
         return NextStep(verb=verb(first), rule=first.reason.value, due_at=first.due_at, pending=True)
     deferred = [i for i in items if isinstance(i, Deferred)]
+    # Due now but over this pass's action budget: the daemon carries it out at its next pass,
+    # sooner than any timed deferral (those, too, only act at a pass).
+    budget_held = [d for d in deferred if d.why == DeferReason.BUDGET_EXHAUSTED]
+    if budget_held:
+        d = min(budget_held, key=lambda x: x.rule.value)
+        return NextStep(verb=verb(d), rule=d.rule.value, due_at=None, why=d.why.value, next_pass=True)
     timed = [d for d in deferred if d.due_at is not None and d.why != DeferReason.GRACE_PERIOD]
     grace = [d for d in deferred if d.why == DeferReason.GRACE_PERIOD and d.due_at is not None]
     unjudged = [

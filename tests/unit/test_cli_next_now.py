@@ -1,18 +1,21 @@
-"""NEXT names the step that matters most among those the plan carries out: a stop in this pass
-is shown over a warning in the same pass.
+"""NEXT names the step that comes first and matters most.
 
 An idle container whose idle stop falls due in the same pass as its first max-runtime warning
 (an earlier due time: the warning's level was reached a little before) showed ``warn now``,
-hiding the stop the pass carries out.
+hiding the stop the pass carries out. A stop the per-pass action budget holds to the next pass
+(no due time) was not shown at all: NEXT showed the max-runtime warning hours away.
 """
 
 from __future__ import annotations
 
 import json
+from datetime import datetime
 
+from controller.cli.describe import describe_container
 from controller.cli.get import GetOptions, run_get
 from controller.cli.view import View
-from controller.plan.types import ActionKind
+from controller.plan.types import ActionKind, DeferReason, Reason
+from controller.snapshot import Snapshot
 from tests.fixtures import builders as b
 
 START = b.ago(hours=2)
@@ -51,3 +54,65 @@ def test_next_shows_the_stop_of_this_pass_over_its_warning() -> None:
     assert item["next"]["action"] == "stop" and item["next"]["rule"] == "IdleTimeout", item["next"]
     assert item["next"]["pending"] is True
     assert set(item["next"]) == {"action", "rule", "pending", "due_at", "deferred_because"}
+
+
+# --- a stop the per-pass action budget holds to the next pass ---------------------------------
+
+BUDGET_2 = b.global_policy(max_destructive_actions_per_pass=2)
+EIGHT_GPUS = tuple(b.gpu(i, uuid=f"GPU-{i:08d}-aaaa-aaaa-aaaa-aaaaaaaaaaaa") for i in range(8))
+
+
+def three_idle_of_eight(t: datetime) -> Snapshot:
+    containers = [
+        b.running(
+            f"c{i}",
+            gpus=[g.uuid],
+            started_at=b.ago(hours=2),
+            sig=b.signals(t, gpu_pct={g.uuid: 0.0 if i < 3 else 90.0}),
+        )
+        for i, g in enumerate(EIGHT_GPUS)
+    ]
+    return b.snapshot(observed_at=t, containers=containers, gpus=EIGHT_GPUS)
+
+
+def budget_spent() -> tuple[View, str]:
+    """Three idle stops due in one pass with a budget of two: one waits for the next pass."""
+    passes = b.Passes(b.desired(b.policy(), BUDGET_2))
+    for i in range(30):
+        t = b.at(minutes=5 * i)
+        snap = three_idle_of_eight(t)
+        p = passes.run(snap)
+        held = [d for d in p.deferred if d.why is DeferReason.BUDGET_EXHAUSTED]
+        if held:
+            break
+    (d,) = held
+    assert d.rule is Reason.IDLE_TIMEOUT and d.due_at is None and d.target.container
+    return View(snapshot=snap, now=t, plan=p, memory=p.memory, desired=passes.desired), d.target.container
+
+
+def test_next_shows_a_stop_the_action_budget_holds_to_the_next_pass() -> None:
+    view, held = budget_spent()
+    text = run_get("containers", view, GetOptions())[0]
+    rows = {line.split()[0]: line for line in text.splitlines()[1:] if line.strip()}
+    assert "stop next pass" in rows[held], text
+    items = {
+        i["name"]: i["next"]
+        for i in json.loads(run_get("containers", view, GetOptions(output="json"))[0])["items"]
+    }
+    assert items[held] == {
+        "action": "stop",
+        "rule": "IdleTimeout",
+        "pending": False,
+        "due_at": None,
+        "deferred_because": "BudgetExhausted",
+    }
+    # --sort-by next puts it after the stops of this pass and before every timed step.
+    order = [
+        line.split()[0]
+        for line in run_get("containers", view, GetOptions(sort_by="next"))[0].splitlines()[1:]
+        if line.strip()
+    ]
+    assert order.index(held) == 2, order
+    # describe says when, as NEXT does.
+    text = describe_container(view, held)
+    assert "DEFERRED  stop (IdleTimeout)" in text and "at the next pass" in text, text
