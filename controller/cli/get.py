@@ -755,12 +755,23 @@ def allocation_items(view: View, opts: GetOptions) -> list[dict[str, Any]]:
     return out
 
 
+def _names_device(item: Action | Deferred, key: str) -> bool:
+    """Whether a plan item is about this device: its target names the GPU, or the ledger row it
+    releases was written for it."""
+    if item.target.gpu == key:
+        return True
+    row = item.target.ledger_entry
+    return row is not None and (row.get("gpu_uuid") or row.get("gpu")) == key
+
+
 def _allocation_verdict(view: View, key: str, r: dict[str, Any]) -> str:
     items = list(view.items_by_gpu.get(key, []))
     for e in r["ledger"]:
         c = view.snapshot.container(e["container"])
         if c is not None:
-            items += view.container_items(c)
+            # Only what concerns this device: a stale row of the same container on another GPU
+            # does not make this row leaked.
+            items += [i for i in view.container_items(c) if i.target.gpu != key and _names_device(i, key)]
     rules = {rule_of(i) for i in items}
     leak = [i for i in items if rule_of(i) == Reason.LEAKED_ALLOCATION]
     if leak and all(isinstance(i, Deferred) and i.why == DeferReason.UNKNOWN_SIGNAL for i in leak):
