@@ -27,7 +27,7 @@ from controller.cli.view import View
 from controller.memory import ControllerMemory
 from controller.plan.context import UNKNOWN_OWNER, Collector, PassContext
 from controller.plan.rules.aggregate import AggregateFigures, Sum, aggregate_figures, evidence_of
-from controller.plan.rules.quotas import gpu_equivalents, mig_shares
+from controller.plan.rules.quotas import held_gpu_equivalents, mig_shares
 from controller.plan.rules.resources import update_resources
 from controller.plan.types import Action, ActionKind, DeferReason, Deferred, Reason
 from controller.snapshot import ContainerObs, ContainerState, ResourceLimits
@@ -234,16 +234,16 @@ def user_rows(view: View) -> list[UserRow]:
         owned = by_owner[owner]
         pol = view.effective(owned[-1])
         spec = pol.resources if pol is not None else ResourceSpec()
-        gpu, gpu_unknown = 0.0, False
+        holders = [c for c in owned if c.has_gpu]
+        gpu, gpu_unknown = 0.0, bool(holders)  # no policy: the devices' shares are not judged
+        if ctx is not None:
+            # The union of the owner's units, as the GPU quota counts them: a GPU two of the
+            # containers share counts once.
+            gpu, missing = held_gpu_equivalents(ctx, holders, shares)
+            gpu_unknown = bool(missing)
         memory: int | None = 0
         cpu: float | None = 0.0
         for c in owned:
-            if ctx is not None and c.has_gpu:
-                eq, missing = gpu_equivalents(ctx, c, shares)
-                gpu += eq
-                gpu_unknown |= bool(missing)
-            elif c.has_gpu:
-                gpu_unknown = True  # no policy: the devices' shares are not judged
             used = c.signals.memory_bytes if c.signals is not None else None
             memory = None if memory is None or used is None else memory + used
             lim: ResourceLimits | None = c.limits
@@ -340,6 +340,10 @@ def user_item(r: UserRow) -> dict[str, Any]:
     }
 
 
+def _at_most(cap: int | None) -> str:
+    return "no cap" if cap is None else f"at most {cap}"
+
+
 def quota_section(view: View, name: str, s: Sections) -> None:
     """``describe user``: the quotas, used and allowed, with their sources."""
     s.heading("Quotas")
@@ -361,7 +365,7 @@ def quota_section(view: View, name: str, s: Sections) -> None:
                 "GPU-equivalents",
                 f"{_of(gpu, r.gpu_allowed)}   ({clean(spec.max_gpu_equivalents.source, 80)})",
             ),
-            ("GPU units/container", f"at most {slots.value}   ({clean(slots.source, 80)})"),
+            ("GPU units/container", f"{_at_most(slots.value)}   ({clean(slots.source, 80)})"),
             ("Memory in use", fmt_bytes(r.memory_in_use) if r.memory_in_use is not None else "unknown"),
             ("CPU limits", cpu),
             ("Over", ",".join(r.over) or "-"),

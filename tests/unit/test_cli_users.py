@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 
+from controller.cli.describe import describe_user
 from controller.cli.get import GetOptions, canonical_kind, run_get
 from controller.cli.users import limit_cells, user_rows
-from controller.cli.view import View
+from controller.cli.view import View, rule_of
 from controller.memory import ControllerMemory
 from controller.plan.desired import StaticDesired
 from controller.plan.planner import plan
+from controller.plan.rules.quotas import QUOTA_REASONS
 from controller.snapshot import OwnerRule, ResourceLimits
 from desired_state.effective import ResourceSpec, Sourced
 from tests.fixtures import builders as b
@@ -186,3 +188,31 @@ def test_describe_user_with_aggregate_alerts_on_says_the_controller_alerts() -> 
     section = _aggregate(aggregate_alerts=True)
     assert "the controller alerts the admins (resourceEnforcement.aggregateAlerts: true, test)" in section
     assert "only reported" not in section and "never moves one" in section
+
+
+def test_two_containers_sharing_a_gpu_count_it_once_as_the_quota_rule_does() -> None:
+    """alice runs two containers on GPU 0 with a quota of one GPU-equivalent: she holds one GPU.
+    The quota rule counts the union of her units and says nothing; ``get users`` summed per
+    container (2/1, over ``gpus``). With no per-container unit cap, describe said ``at most None``."""
+    res = b.policy().resources.model_copy(
+        update={"max_gpu_equivalents": Sourced(value=1.0, source="UserGroup/student")}
+    )
+    pol = b.policy().model_copy(update={"resources": res})
+    t = b.T0
+    shared = [
+        b.running(n, gpus=[b.GPU0], started_at=b.ago(hours=h), sig=b.signals(t, gpu_pct={b.GPU0: 50.0}))
+        for n, h in (("a", 2), ("b", 1))
+    ]
+    snap = b.snapshot(observed_at=t, containers=shared, gpus=(b.gpu(0, util_pct=50.0),))
+    passes = b.Passes(b.desired(pol))
+    p = passes.run(snap)
+    assert not [i for i in (*p.actions, *p.deferred) if rule_of(i) in QUOTA_REASONS]
+    view = View(snapshot=snap, now=t, plan=p, memory=p.memory, desired=passes.desired)
+    (row,) = run_get("users", view, GetOptions())[0].splitlines()[1:2]
+    assert row.split()[2:4] == ["2/-", "1/1"] and row.split()[-1] == "-", row
+    (item,) = json.loads(run_get("users", view, GetOptions(output="json"))[0])["items"]
+    assert (item["gpu_equivalents"], item["over"]) == (1.0, [])
+    text = describe_user(view, "alice")
+    quotas = text[text.index("Quotas:") : text.index("Aggregate:")]
+    assert "GPU-equivalents:      1/1" in quotas and "Over:                 -" in quotas, quotas
+    assert "None" not in quotas and "GPU units/container:  no cap   (not configured)" in quotas, quotas

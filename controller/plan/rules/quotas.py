@@ -210,6 +210,19 @@ def gpu_equivalents(
     return known, unknown
 
 
+def held_gpu_equivalents(
+    ctx: PassContext, holders: Sequence[ContainerObs], shares: dict[str, float | None]
+) -> tuple[float, list[str]]:
+    """(known GPU-equivalents, the units whose share is unknown) an owner's holders hold together,
+    as the GPU quota counts them: the union of their units (:class:`_Frees`). For views that must
+    say what the quota rule sees (``ds01ctl get users``)."""
+    units = {c.id: gpu_units(ctx, c) for c in holders}
+    unknown: list[str] = []
+    for c in holders:
+        unknown.extend(f"{c.name}: {u}" for u in gpu_equivalents(ctx, c, shares, units[c.id])[1])
+    return round(_Frees(ctx, holders, units, shares).held, 6), unknown
+
+
 def _policy(ctx: PassContext, owned: Sequence[ContainerObs]) -> EffectivePolicy:
     # The quotas are per user (no per-type layer): the newest container's policy carries them.
     return ctx.policies[owned[-1].id]
