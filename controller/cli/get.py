@@ -420,7 +420,9 @@ def gpu_state(view: View, gpu: GpuObs, device_uuid: str | None) -> str:
     """free / held / idle-held / dirty / unavailable / unknown for one GPU or MIG device.
 
     ``dirty``: the plan or the memory marks it (orphans, stale memory), or it runs a process no
-    running holder accounts for. ``idle-held``: every holder is stopped or idle. A MIG-enabled
+    live container accounts for. A live container whose process runs on the device counts as a
+    holder (a device a compute process runs on is never free, even one its container was not
+    given). ``idle-held``: every holder is stopped or idle. A MIG-enabled
     GPU without MIG devices cannot be used at all, hence ``unavailable``.
     """
     uuid = device_uuid or gpu.uuid
@@ -445,15 +447,22 @@ def gpu_state(view: View, gpu: GpuObs, device_uuid: str | None) -> str:
     holders = view.holders.get(uuid, [])
     # A live container's process (running, paused, restarting: as the planner, never an orphan) is
     # not stray, whichever device it is on (one it was not given is an alert, not a dirty GPU).
-    stray = [p for p in _device_processes(view, uuid) if not p.is_system and not _of_a_live_holder(view, p)]
+    procs = [p for p in _device_processes(view, uuid) if not p.is_system]
+    stray = [p for p in procs if not _of_a_live_holder(view, p)]
     if marked or planned or stray:
         return "dirty"
-    if not holders:
+    # The device is in use by the container whose process runs on it, given to it or not: never free.
+    users = list(holders)
+    for p in procs:
+        c = view.snapshot.container(p.container_id) if p.container_id is not None else None
+        if c is not None and c not in users:
+            users.append(c)
+    if not users:
         mig = next((m for m in gpu.mig_devices if m.uuid == device_uuid), None)
         if (mig.processes_unknown if mig is not None else gpu.processes_unknown) is not None:
             return "unknown"  # no holder, but NVML could not list its processes: not "free"
         return "free"
-    for c in holders:
+    for c in users:
         if c.state == ContainerState.RUNNING and idleness(view, c).state != IdleState.IDLE:
             return "held"
     return "idle-held"

@@ -128,15 +128,17 @@ class View:
 
     @cached_property
     def holders(self) -> dict[str, list[ContainerObs]]:
-        """Device UUID -> containers that reference it (``all`` holders on every physical GPU)."""
+        """Device UUID -> containers that reference it (``all`` holders on every GPU and on every
+        MIG device: ``--gpus all`` makes each MIG device of a GPU in MIG mode visible too)."""
         out: dict[str, list[ContainerObs]] = {}
         for c in sorted(self.snapshot.containers, key=container_sort_key):
             for uuid in c.gpu_uuids:
                 out.setdefault(uuid, []).append(c)
             if c.all_gpus:
                 for g in self.snapshot.gpus:
-                    if c not in out.get(g.uuid, []):
-                        out.setdefault(g.uuid, []).append(c)
+                    for uuid in (g.uuid, *(m.uuid for m in g.mig_devices)):
+                        if c not in out.get(uuid, []):
+                            out.setdefault(uuid, []).append(c)
         return out
 
     def _items(self) -> Iterable[Action | Deferred]:
