@@ -41,7 +41,8 @@ class GatherOptions:
     forecast: str | None = None
     # Show the daemon's last pass when it is fresh and made under this policy (get, describe).
     recent: bool = False
-    # The view needs the policy itself (describe's provenance); get's tables do not.
+    # The view needs the policy itself (describe's provenance); get's tables do not, except to
+    # forecast NEXT ("small") and for the marks of ``-o wide``.
     need_policy: bool = True
 
 
@@ -391,7 +392,7 @@ def from_last_pass(settings: Settings, opts: GatherOptions) -> View | None:
     if opts.require_docker and docker_error(snapshot) is not None:
         return None  # the daemon could not see Docker then: observe now, and say why if still so
     desired = None
-    if opts.need_policy:
+    if opts.need_policy or _forecast_wanted(opts, snapshot):
         policy_set, info = load_installed_policy(settings)
         if policy_set is None or info.error or info.daemon_mismatch:
             return None  # the live path reports it
@@ -420,6 +421,19 @@ def from_last_pass(settings: Settings, opts: GatherOptions) -> View | None:
         event_source=LogEventSource(settings.events_log) if opts.events else None,
         as_of=last.written_at,
     )
+
+
+def _forecast_wanted(opts: GatherOptions, snapshot: Snapshot) -> bool:
+    """Whether the view will forecast, so it needs the policy: NEXT on a host small enough, with a
+    running GPU container (the timers the plan alone cannot tell: stop at T if it stays idle)."""
+    if opts.forecast is None:
+        return False
+    if opts.forecast != "small":
+        return True
+    from controller.cli.forecastview import NEXT_MAX_RUNNING
+
+    running = sum(1 for c in snapshot.containers if c.state.value == "running" and c.has_gpu)
+    return 0 < running <= NEXT_MAX_RUNNING
 
 
 def gather(settings: Settings, opts: GatherOptions) -> View:

@@ -564,7 +564,8 @@ def _get_view(args: argparse.Namespace, settings: Settings, kind: str, owner: st
             events=kind == "gpus",
             forecast="small" if kind == "containers" else None,
             recent=not args.live,
-            need_policy=kind in ("users", "gpus"),  # quotas; the hoarding thresholds
+            # Quotas; the hoarding thresholds; the limits a wide table marks as above the policy.
+            need_policy=kind in ("users", "gpus") or (kind == "containers" and args.output == "wide"),
         ),
     )
 

@@ -7,6 +7,7 @@ another policy, a failed reload, a policy file edited during the pass) observes 
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import json
 from datetime import UTC, datetime, timedelta
@@ -15,8 +16,10 @@ from pathlib import Path
 import pytest
 
 from controller import lastpass
+from controller.cli import main as cli_main
 from controller.cli.describe import describe_container
 from controller.cli.errors import CliError
+from controller.cli.forecastview import forecast_for_view
 from controller.cli.gather import GatherOptions, gather
 from controller.cli.get import GetOptions, run_get
 from controller.lastpass import LAST_SNAPSHOT_FILE, load_last_pass, save_last_pass
@@ -222,6 +225,28 @@ def test_get_shows_a_fresh_pass_without_observing(state_dir: Path, specs: Path, 
     # describe loads the policy too (its provenance), still from the recorded pass.
     view = gather(settings, GatherOptions(require_docker=True, recent=True, events=True))
     assert view.as_of is not None and view.desired is not None
+
+
+def test_get_containers_from_a_fresh_pass_forecasts_next_and_marks_limits_as_live(
+    state_dir: Path, specs: Path, no_docker: None
+) -> None:
+    """On a small host NEXT is the 24 h forecast, and ``-o wide`` marks the limits the policy
+    lowers, whether the view is the daemon's last pass or a live observation: both need the policy
+    (without it the recorded pass showed the plan's step, and no marks)."""
+    settings = _settings(state_dir, specs)
+    _daemon_state(settings)
+    _save(settings, PolicyHolder(specs))
+    for output, wide in (("table", False), ("wide", True)):
+        args = argparse.Namespace(output=output, live=False, debug=False)
+        view = cli_main._get_view(args, settings, "containers", None)
+        assert view.as_of is not None, "the recorded pass is shown"
+        assert view.desired is not None and view.forecast is not None
+        # Rendered as the live path renders the same pass under the same policy.
+        live = dataclasses.replace(view, as_of=None)
+        live.forecast = forecast_for_view(live, settings.interval_s, small_hosts_only=True)
+        opts = GetOptions(output=output, show_all=True)
+        assert run_get("containers", view, opts) == run_get("containers", live, opts)
+        assert wide == ("CPU-LIM" in run_get("containers", view, opts)[0])
 
 
 def test_live_or_stale_or_foreign_observes_now(
