@@ -553,6 +553,8 @@ class RealExecutor:
         if action.destructive and mem.breaker.tripped:
             # The planner defers destructive actions while the breaker is open; this is the backstop.
             return self._skipped(action, mem, f"circuit breaker open: {mem.breaker.reason}")
+        if action.kind is ActionKind.RELEASE_ALLOCATION and mem.release_breaker.tripped:
+            return self._skipped(action, mem, f"release breaker open: {mem.release_breaker.reason}")
         attempt = mem.attempts.get(action.key)
         if attempt is not None and attempt.next_attempt_at is not None and attempt.next_attempt_at > now:
             # No event: the planner reports back-off as a deferral; a line per pass would flood the log.

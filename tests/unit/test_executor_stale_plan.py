@@ -149,3 +149,21 @@ def test_a_fractional_grace_is_rounded_up_never_down(tmp_path: Path, grace_s: fl
     )
     assert o.outcome is Outcome.DONE, o.detail
     assert told == [told_s]
+
+
+def test_an_open_release_breaker_holds_a_release_at_the_executor_too(tmp_path: Path) -> None:
+    # The planner defers releases while the release breaker is open; a plan made before it tripped
+    # (or handed over by anything else) is held back by the executor as well.
+    host = FakeHost()
+    row = write_ledger(tmp_path, b.GPU0)
+    memory = ControllerMemory().model_copy(
+        update={
+            "release_breaker": ControllerMemory().release_breaker.model_copy(
+                update={"tripped": True, "reason": "x"}
+            )
+        }
+    )
+    (o,) = executor(host, tmp_path).execute(make_plan(release(row), memory=memory), memory, b.T0).outcomes
+    assert o.outcome is Outcome.SKIPPED, o.detail
+    assert "release breaker open" in o.detail
+    assert ledger_rows(tmp_path) == [row]
