@@ -73,6 +73,7 @@ from controller.memory import ControllerMemory, Intent
 from controller.observe.cgroups import container_ids_in_path, container_lines, parse_cgroup
 from controller.observe.ledger import parse_ledger_text
 from controller.observe.resources import read_usage
+from controller.plan.context import may_be_id_prefix
 from controller.plan.limits_update import still_needed
 from controller.plan.rules.resources import memory_floor, pids_floor
 from controller.plan.types import (
@@ -937,12 +938,25 @@ class RealExecutor:
         """The container the row names is still the one the plan judged (or still absent).
 
         A ``docker run --name train`` that finished after the plan may hold the row's GPU now; a
-        release would then free a GPU in use for the allocator. (The engine resolves a name, an
-        id or an id prefix, as the planner does.)"""
+        release would then free a GPU in use for the allocator. The engine resolves an exact id or
+        name first, then an id prefix of any length; only what the planner would match counts
+        (:meth:`controller.plan.context.PassContext.find_container`)."""
         ref = str(entry.get("container") or "")
         if not ref:
             return
-        fresh = self._docker.inspect(ref)
+        as_prefix = may_be_id_prefix(ref)
+        try:
+            fresh = self._docker.inspect(ref)
+        except ActError as err:
+            # Several ids start with it. The engine tries an exact id and name first: no container
+            # has this name, and a key too short to be an id prefix names none of them either.
+            if as_prefix or _MULTIPLE_IDS not in str(err).lower():
+                raise
+            return
+        if fresh is not None and fresh.name != ref and fresh.id != ref and not as_prefix:
+            # The engine matched an id prefix of any length; the planner takes only a key long
+            # enough to be one (``may_be_id_prefix``): no container has this name.
+            fresh = None
         planned = action.target.container_id
         if fresh is None:
             return  # gone, or still absent
@@ -1097,6 +1111,11 @@ def _grace_note(action: Action) -> str:
         return ""
     grace_s = action.params_as(StopParams).grace_s
     return f", SIGTERM grace {grace_s} s" if grace_s is not None else ""
+
+
+# The engine's answer to an id prefix several containers share ("Multiple IDs found with provided
+# prefix: ..."), compared in lower case.
+_MULTIPLE_IDS = "multiple ids found"
 
 
 def _int_param(value: object, default: int) -> int:

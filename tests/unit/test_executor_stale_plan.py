@@ -10,9 +10,11 @@ to nothing when the engine is told whole seconds.
 from __future__ import annotations
 
 import json
+import types
 from datetime import timedelta
 from pathlib import Path
 
+import docker
 import pytest
 
 from controller.act.events import EventLog
@@ -54,7 +56,7 @@ def release(row: dict[str, str], container_id: str | None = None) -> Action:
         reason=Reason.LEAKED_ALLOCATION,
         message="release ledger row",
         due_at=ALLOCATED + timedelta(minutes=30),
-        key=f"ReleaseAllocation:train:{row['gpu']}:{row['allocated_at']}",
+        key=f"ReleaseAllocation:{row['container']}:{row['gpu']}:{row['allocated_at']}",
     )
 
 
@@ -167,3 +169,29 @@ def test_an_open_release_breaker_holds_a_release_at_the_executor_too(tmp_path: P
     assert o.outcome is Outcome.SKIPPED, o.detail
     assert "release breaker open" in o.detail
     assert ledger_rows(tmp_path) == [row]
+
+
+@pytest.mark.parametrize("answer", ["another container's id prefix", "several containers' id prefix"])
+def test_a_short_hex_name_is_not_taken_for_an_id_prefix(tmp_path: Path, answer: str) -> None:
+    # The row names 'ace', gone. The engine resolves an id prefix of any length, so inspecting
+    # 'ace' finds a container whose id starts with it (or answers that several do); the planner
+    # takes only a key long enough to be an id prefix. No container is named 'ace': released.
+    host = FakeHost()
+    other = host.add("w1")
+    row = write_ledger(tmp_path, b.GPU0)
+    row["container"] = other.id[:3]
+    (tmp_path / "ledger.json").write_text(json.dumps({"version": 1, "allocations": [row]}))
+    if answer == "several containers' id prefix":
+
+        def ambiguous(cid: str) -> dict[str, object]:
+            response = types.SimpleNamespace(status_code=400, reason="Bad Request", url="", text="")
+            raise docker.errors.APIError(
+                "bad request",
+                response=response,  # type: ignore[arg-type]
+                explanation=f"Multiple IDs found with provided prefix: {cid}",
+            )
+
+        host.api.inspect_container = ambiguous  # type: ignore[method-assign,assignment]
+    (o,) = executor(host, tmp_path).execute(make_plan(release(row)), ControllerMemory(), b.T0).outcomes
+    assert o.outcome is Outcome.DONE, o.detail
+    assert ledger_rows(tmp_path) == []
