@@ -43,8 +43,10 @@ from controller.cli.render import (
 from controller.cli.view import (
     IdleState,
     View,
+    budget_turn,
     container_sort_key,
     gpu_util,
+    held_turn,
     idleness,
     rates,
     release_breaker_line,
@@ -137,10 +139,13 @@ def decision_lines(view: View, items: Sequence[Action | Deferred], s: Sections, 
 
 
 def when_text(view: View, d: Deferred) -> str:
-    """``warn 12:05 (in 5m), stop 12:08 (in 8m)``, ``at the next pass`` (held by the per-pass
-    action budget), or ``no due time``."""
+    """``warn 12:05 (in 5m), stop 12:08 (in 8m)``, ``at the next pass`` or ``in 3 passes`` (held by
+    the per-pass action budget), or ``no due time``."""
     if d.why == DeferReason.BUDGET_EXHAUSTED:
-        return "at the next pass"
+        turn = held_turn(d)
+        if turn == 0:
+            return "not while the per-pass action budget is 0"
+        return "at the next pass" if turn == 1 else budget_turn(turn)
     if d.due_at is None:
         return "no due time"
     return ", ".join(f"{v} {_clock(view, at)} ({until(at, view.now)})" for v, at in schedule(d) if at)

@@ -230,13 +230,14 @@ def sort_containers(view: View, containers: list[ContainerObs], key: str) -> lis
         idle = idleness(view, c)
         return idle.since is None, idle.since or far
 
-    def next_key(c: ContainerObs) -> tuple[int, datetime]:
+    def next_key(c: ContainerObs) -> tuple[int, int, datetime]:
         step = next_step(view.container_items(c), nvml_ok=view.nvml_ok)
-        if step is not None and step.next_pass:
-            return 1, far  # after this pass's actions, before any timed step
+        if step is not None and step.in_passes:
+            # After this pass's actions, before any timed step; the nearer turn first.
+            return 1, step.in_passes, far
         if step is None or step.due_at is None:
-            return 3, far
-        return (0 if step.pending else 2), step.due_at
+            return 3, 0, far  # (a budget of 0 runs nothing: held, with the steps that never come)
+        return (0 if step.pending else 2), 0, step.due_at
 
     keys: dict[str, Any] = {
         "name": lambda c: c.name,

@@ -355,16 +355,22 @@ class NextStep:
     due_at: datetime | None
     pending: bool = False
     why: str | None = None
-    # Due, but held to the daemon's next pass (the per-pass action budget is spent): no due time.
-    next_pass: bool = False
+    # Due, but held by the per-pass action budget: the pass that carries it out at this rate (1:
+    # the daemon's next; 0: none while the budget is 0; None: not held). No due time.
+    in_passes: int | None = None
+
+    @property
+    def next_pass(self) -> bool:
+        """Held by the budget (ordered after this pass's actions, before any timed step)."""
+        return self.in_passes is not None
 
     def text(self, now: datetime) -> str:
         if self.verb in (UNKNOWN_STEP, NO_STEP):
             return self.verb
         if self.pending:
             return f"{self.verb} now"
-        if self.next_pass:
-            return f"{self.verb} next pass"
+        if self.in_passes is not None:
+            return f"{self.verb} {budget_turn(self.in_passes)}"
         if self.due_at is None:
             return f"{self.verb} held"
         when = until(self.due_at, now)
@@ -418,6 +424,20 @@ GRACE_STEP = "grace ends"
 _IDLE_RULES_UNJUDGED = frozenset({DeferReason.DOMAIN_UNAVAILABLE})
 
 
+def held_turn(d: Deferred) -> int:
+    """The pass that carries out an action the per-pass budget holds (its ``in_passes``; a pass
+    recorded before it was given counts as the next)."""
+    turn = d.evidence.get("in_passes", 1)
+    return turn if isinstance(turn, int) and not isinstance(turn, bool) and turn >= 0 else 1
+
+
+def budget_turn(in_passes: int) -> str:
+    """``next pass``, ``in 3 passes``, or ``held`` (a budget of 0 runs none)."""
+    if in_passes == 0:
+        return "held"
+    return "next pass" if in_passes == 1 else f"in {in_passes} passes"
+
+
 def next_step(items: Sequence[Action | Deferred], *, nvml_ok: bool = True) -> NextStep | None:
     """Actions of this pass come first (they happen now; a destructive one over a warning); then
     an action the per-pass budget holds to the next pass; otherwise the earliest timed deferral.
@@ -441,8 +461,8 @@ def next_step(items: Sequence[Action | Deferred], *, nvml_ok: bool = True) -> Ne
     # sooner than any timed deferral (those, too, only act at a pass).
     budget_held = [d for d in deferred if d.why == DeferReason.BUDGET_EXHAUSTED]
     if budget_held:
-        d = min(budget_held, key=lambda x: x.rule.value)
-        return NextStep(verb=verb(d), rule=d.rule.value, due_at=None, why=d.why.value, next_pass=True)
+        d = min(budget_held, key=lambda x: (held_turn(x), x.rule.value))
+        return NextStep(verb=verb(d), rule=d.rule.value, due_at=None, why=d.why.value, in_passes=held_turn(d))
     timed = [d for d in deferred if d.due_at is not None and d.why != DeferReason.GRACE_PERIOD]
     grace = [d for d in deferred if d.why == DeferReason.GRACE_PERIOD and d.due_at is not None]
     unjudged = [

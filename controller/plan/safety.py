@@ -245,18 +245,32 @@ def _hold_releases(out: Collector, destructive: list[Proposed], release_breaker:
 
 
 def _within_budget(ctx: PassContext, out: Collector, destructive: list[Proposed]) -> list[Proposed]:
-    """Gate 5: the oldest due first, up to the budget; the rest wait for the next pass."""
+    """Gate 5: the oldest due first, up to the budget; the rest wait their turn, ``budget`` a pass
+    (``in_passes``: the pass that carries it out at this rate, 1 the next; 0 never while the
+    budget is 0)."""
     budget = max(0, ctx.glob.max_destructive_actions_per_pass.value)
-    # A backlog defers thousands of actions in one pass: the message's tail is formatted once.
-    spent = f": the budget of {budget} destructive actions per pass is spent; next pass"
-    for a in destructive[budget:]:
+    # A backlog defers thousands of actions in one pass: each tail is formatted once.
+    spent = f": the budget of {budget} destructive actions per pass is spent"
+    tails: dict[int, str] = {}
+    for i, a in enumerate(destructive[budget:]):
+        passes = i // budget + 1 if budget else 0
+        tail = tails.get(passes)
+        if tail is None:
+            turn = (
+                "none runs while it is 0"
+                if not budget
+                else "next pass"
+                if passes == 1
+                else f"in {passes} passes"
+            )
+            tail = tails[passes] = f"{spent}; {turn}"
         _defer(
             out,
             a,
             DeferReason.BUDGET_EXHAUSTED,
-            f"{_KIND_VALUE[a.kind]} {a.target.label()}{spent}",
+            f"{_KIND_VALUE[a.kind]} {a.target.label()}{tail}",
             None,
-            {"budget": budget, "due_at": iso(a.due_at)},
+            {"budget": budget, "due_at": iso(a.due_at), "in_passes": passes},
         )
     return destructive[:budget]
 

@@ -9,7 +9,7 @@ hiding the stop the pass carries out. A stop the per-pass action budget holds to
 from __future__ import annotations
 
 import json
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from controller.cli.describe import describe_container
 from controller.cli.get import GetOptions, run_get
@@ -116,3 +116,44 @@ def test_next_shows_a_stop_the_action_budget_holds_to_the_next_pass() -> None:
     # describe says when, as NEXT does.
     text = describe_container(view, held)
     assert "DEFERRED  stop (IdleTimeout)" in text and "at the next pass" in text, text
+
+
+def test_a_backlog_longer_than_the_budget_says_which_pass_each_stop_waits_for() -> None:
+    # Budget 1, three idle stops due together: one runs now, one at the next pass, one at the
+    # pass after. What NEXT, describe and the planner's message say is the pass it comes at.
+    # (No high-demand shortening here: the stops lower the demand, which would lengthen the idle
+    # timeout of the ones still waiting; then they are no longer due, and say so.)
+    pol = b.policy(high_demand_idle_reduction=1.0)
+    passes = b.Passes(b.desired(pol, b.global_policy(max_destructive_actions_per_pass=1)))
+    for i in range(30):
+        t = b.at(minutes=5 * i)
+        snap = three_idle_of_eight(t)
+        p = passes.run(snap)
+        held = sorted(
+            (d for d in p.deferred if d.why is DeferReason.BUDGET_EXHAUSTED),
+            key=lambda d: d.evidence["in_passes"],
+        )
+        if held:
+            break
+    assert [d.evidence["in_passes"] for d in held] == [1, 2]
+    first, second = (d.target.container or "" for d in held)
+    assert held[0].message.endswith("; next pass") and held[1].message.endswith("; in 2 passes")
+    view = View(snapshot=snap, now=t, plan=p, memory=p.memory, desired=passes.desired)
+    text = run_get("containers", view, GetOptions())[0]
+    rows = {line.split()[0]: line for line in text.splitlines()[1:] if line.strip()}
+    assert "stop next pass" in rows[first] and "stop in 2 passes" in rows[second], text
+    order = [
+        line.split()[0]
+        for line in run_get("containers", view, GetOptions(sort_by="next"))[0].splitlines()[1:]
+        if line.strip()
+    ]
+    assert order.index(first) == 1 and order.index(second) == 2, order
+    assert "in 2 passes" in describe_container(view, second)
+    # And it is true: the next pass stops the first, the one after the second.
+    stopped = [a.target.container or "" for a in p.actions if a.kind is ActionKind.STOP_CONTAINER]
+    for k in (1, 2):
+        later = three_idle_of_eight(b.at(minutes=5 * i) + timedelta(seconds=30 * k))
+        listed = [c for c in later.containers if c.name not in stopped]  # a stopped one is gone
+        p = passes.run(later.model_copy(update={"containers": listed}))
+        stopped += [a.target.container or "" for a in p.actions if a.kind is ActionKind.STOP_CONTAINER]
+    assert stopped[1:] == [first, second]

@@ -19,11 +19,12 @@ from desired_state.load import load_policy
 
 NOW = datetime(2026, 12, 4, 12, 0, tzinfo=UTC)
 SIZE = 2_000
-# Changed once since, on purpose: two runtime deferrals whose first warning goes out in this very
+# Changed twice since, on purpose: two runtime deferrals whose first warning goes out in this very
 # pass now show the stop at that warning plus its lead (12:10), the time the daemon keeps, not the
-# bare limit (12:01 and 12:06); nothing else moved.
-DEFERRALS_DIGEST = "092979f4d4058e2c1f5781d03f98626cad1f496a399166a537dd4b6df4251ca3"
-PLAN_DIGEST = "282a2252d5a9e01c2b7e98d23f9a43c8c6444b70d53e898237a830f1e404c80d"
+# bare limit (12:01 and 12:06); and the actions the per-pass budget holds say the pass each comes
+# at (``in_passes``; "next pass" only for the first budget's worth). Nothing else moved.
+DEFERRALS_DIGEST = "df8d558dc3c4c786fd574ed3d5616dbb15a19caefd6a7b20181c1c06076304d6"
+PLAN_DIGEST = "9c9e407d8daa619fc403a71342e8ac13822dc245b9a9eff5f77529c8a59070da"
 
 
 def _plan(n: int) -> Plan:
