@@ -43,7 +43,6 @@ from controller.cli.render import (
 from controller.cli.view import (
     IdleState,
     View,
-    budget_turn,
     container_sort_key,
     gpu_util,
     held_turn,
@@ -54,7 +53,7 @@ from controller.cli.view import (
     schedule,
     verb,
 )
-from controller.plan.types import Action, ClockEvidence, DeferReason, Deferred, Reason
+from controller.plan.types import Action, ClockEvidence, DeferReason, Deferred, Reason, budget_turn
 from controller.snapshot import ContainerObs, ContainerState, GpuObs, GpuProcessObs, KeepAliveState
 from desired_state.effective import setting_interactions
 

@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from controller.cli.view import View
     from controller.memory import ControllerMemory
     from controller.plan.forecast import Forecast, PredictedAction, StopChange
+    from controller.snapshot import Snapshot
 
 DEFAULT_DIFF_HORIZON = timedelta(hours=24)
 # NEXT and describe look this far ahead.
@@ -235,12 +236,17 @@ def next_text(f: Forecast | None, container_id: str, now: datetime) -> str | Non
     return text
 
 
+def running_gpu_containers(snapshot: Snapshot) -> int:
+    """What a forecast's cost grows with: the running containers that hold a GPU."""
+    return sum(1 for c in snapshot.containers if c.state.value == "running" and c.has_gpu)
+
+
 def forecast_for_view(view: View, interval_s: float, *, small_hosts_only: bool) -> Forecast | None:
     """The 24 h forecast ``get containers`` and ``describe`` show; ``None`` without a plan, or on a
     host too large to re-plan a few hundred times within the command's time."""
     if view.plan is None or view.desired is None:
         return None
-    running = sum(1 for c in view.snapshot.containers if c.state.value == "running" and c.has_gpu)
+    running = running_gpu_containers(view.snapshot)
     if running > (NEXT_MAX_RUNNING if small_hosts_only else DESCRIBE_MAX_RUNNING):
         return None
     try:
@@ -254,7 +260,7 @@ def forecast_section(view: View, container_id: str, s: Any) -> None:
     why there is none on a host too large to forecast within the command."""
     f, now = view.forecast, view.now
     if f is None:
-        running = sum(1 for c in view.snapshot.containers if c.state.value == "running" and c.has_gpu)
+        running = running_gpu_containers(view.snapshot)
         if view.plan is not None and running > DESCRIBE_MAX_RUNNING:
             s.heading("Forecast")
             s.line(

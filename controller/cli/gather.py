@@ -430,10 +430,9 @@ def _forecast_wanted(opts: GatherOptions, snapshot: Snapshot) -> bool:
         return False
     if opts.forecast != "small":
         return True
-    from controller.cli.forecastview import NEXT_MAX_RUNNING
+    from controller.cli.forecastview import NEXT_MAX_RUNNING, running_gpu_containers
 
-    running = sum(1 for c in snapshot.containers if c.state.value == "running" and c.has_gpu)
-    return 0 < running <= NEXT_MAX_RUNNING
+    return 0 < running_gpu_containers(snapshot) <= NEXT_MAX_RUNNING
 
 
 def gather(settings: Settings, opts: GatherOptions) -> View:

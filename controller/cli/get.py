@@ -448,14 +448,12 @@ def gpu_state(view: View, gpu: GpuObs, device_uuid: str | None) -> str:
     holders = view.holders.get(uuid, [])
     # A live container's process (running, paused, restarting: as the planner, never an orphan) is
     # not stray, whichever device it is on (one it was not given is an alert, not a dirty GPU).
-    procs = [p for p in _device_processes(view, uuid) if not p.is_system]
-    stray = [p for p in procs if not _of_a_live_holder(view, p)]
-    if marked or planned or stray:
+    runs_in = [_live_container(view, p) for p in _device_processes(view, uuid) if not p.is_system]
+    if marked or planned or None in runs_in:
         return "dirty"
     # The device is in use by the container whose process runs on it, given to it or not: never free.
     users = list(holders)
-    for p in procs:
-        c = view.snapshot.container(p.container_id) if p.container_id is not None else None
+    for c in runs_in:
         if c is not None and c not in users:
             users.append(c)
     if not users:
@@ -629,11 +627,11 @@ def process_verdict(view: View, p: GpuProcessObs) -> str:
     if p.container_id is None:
         # a sandbox of another runtime, or a bare host process on a shared GPU: reported, never killed
         return "foreign" if p.cgroup_scope is CgroupScope.FOREIGN else "suspect"
-    c = view.snapshot.container(p.container_id) if p.container_exists else None
-    live = c is not None and c.state in LIVE_STATES
+    c = _live_container(view, p)
+    live = c is not None
     if not live and p.cgroup_scope is not CgroupScope.ENGINE:
         return "foreign"  # another runtime's container: not this engine's to call an orphan
-    if c is None or not live:
+    if c is None:
         return "orphan"
     if not may_use(c, p):
         return "suspect"  # it uses a GPU its container was not given
@@ -647,11 +645,12 @@ def may_use(c: ContainerObs, p: GpuProcessObs) -> bool:
     return c.may_use_device(p.device_uuid) or any((r.parent_uuid or r.uuid) == p.gpu_uuid for r in c.gpu_refs)
 
 
-def _of_a_live_holder(view: View, p: GpuProcessObs) -> bool:
-    if p.container_id is None:
-        return False
-    c = view.snapshot.container(p.container_id) if p.container_exists else None
-    return c is not None and c.state in LIVE_STATES
+def _live_container(view: View, p: GpuProcessObs) -> ContainerObs | None:
+    """The live container (running, paused, restarting) the process runs in, if any."""
+    if p.container_id is None or not p.container_exists:
+        return None
+    c = view.snapshot.container(p.container_id)
+    return c if c is not None and c.state in LIVE_STATES else None
 
 
 def process_container(view: View, p: GpuProcessObs) -> str:
@@ -765,11 +764,8 @@ def allocation_items(view: View, opts: GetOptions) -> list[dict[str, Any]]:
     return out
 
 
-def _names_device(item: Action | Deferred, key: str) -> bool:
-    """Whether a plan item is about this device: its target names the GPU, or the ledger row it
-    releases was written for it."""
-    if item.target.gpu == key:
-        return True
+def _releases_a_row_of(item: Action | Deferred, key: str) -> bool:
+    """Whether a plan item is about a ledger row written for this device."""
     row = item.target.ledger_entry
     return row is not None and (row.get("gpu_uuid") or row.get("gpu")) == key
 
@@ -779,9 +775,11 @@ def _allocation_verdict(view: View, key: str, r: dict[str, Any]) -> str:
     for e in r["ledger"]:
         c = view.snapshot.container(e["container"])
         if c is not None:
-            # Only what concerns this device: a stale row of the same container on another GPU
-            # does not make this row leaked.
-            items += [i for i in view.container_items(c) if i.target.gpu != key and _names_device(i, key)]
+            # Only what concerns this device (items naming the GPU are in items_by_gpu already): a
+            # stale row of the same container on another GPU does not make this row leaked.
+            items += [
+                i for i in view.container_items(c) if i.target.gpu != key and _releases_a_row_of(i, key)
+            ]
     rules = {rule_of(i) for i in items}
     leak = [i for i in items if rule_of(i) == Reason.LEAKED_ALLOCATION]
     if leak and all(isinstance(i, Deferred) and i.why == DeferReason.UNKNOWN_SIGNAL for i in leak):

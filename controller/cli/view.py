@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from controller.cli.render import UNKNOWN, clean, iso, since, stamp, until
-from controller.plan.types import Action, ActionKind, DeferReason, Deferred, Plan, Reason
+from controller.plan.types import Action, ActionKind, DeferReason, Deferred, Plan, Reason, budget_turn
 from controller.snapshot import ContainerObs, ContainerState, Domain, GpuObs, Snapshot
 
 if TYPE_CHECKING:
@@ -370,7 +370,8 @@ class NextStep:
         if self.pending:
             return f"{self.verb} now"
         if self.in_passes is not None:
-            return f"{self.verb} {budget_turn(self.in_passes)}"
+            # (A budget of 0 runs none: held.)
+            return f"{self.verb} {budget_turn(self.in_passes) if self.in_passes else 'held'}"
         if self.due_at is None:
             return f"{self.verb} held"
         when = until(self.due_at, now)
@@ -429,13 +430,6 @@ def held_turn(d: Deferred) -> int:
     recorded before it was given counts as the next)."""
     turn = d.evidence.get("in_passes", 1)
     return turn if isinstance(turn, int) and not isinstance(turn, bool) and turn >= 0 else 1
-
-
-def budget_turn(in_passes: int) -> str:
-    """``next pass``, ``in 3 passes``, or ``held`` (a budget of 0 runs none)."""
-    if in_passes == 0:
-        return "held"
-    return "next pass" if in_passes == 1 else f"in {in_passes} passes"
 
 
 def next_step(items: Sequence[Action | Deferred], *, nvml_ok: bool = True) -> NextStep | None:

@@ -47,6 +47,7 @@ from controller.plan.types import (
     DeferReason,
     Deferred,
     Reason,
+    budget_turn,
 )
 from controller.plan.values import built
 from controller.snapshot import ContainerObs, ContainerState, LedgerEntry
@@ -256,14 +257,7 @@ def _within_budget(ctx: PassContext, out: Collector, destructive: list[Proposed]
         passes = i // budget + 1 if budget else 0
         tail = tails.get(passes)
         if tail is None:
-            turn = (
-                "none runs while it is 0"
-                if not budget
-                else "next pass"
-                if passes == 1
-                else f"in {passes} passes"
-            )
-            tail = tails[passes] = f"{spent}; {turn}"
+            tail = tails[passes] = f"{spent}; {budget_turn(passes) if budget else 'none runs while it is 0'}"
         _defer(
             out,
             a,

@@ -98,6 +98,12 @@ class DeferReason(StrEnum):
     NOT_ENFORCED = "NotEnforced"  # the policy only reports it
 
 
+def budget_turn(in_passes: int) -> str:
+    """When an action the per-pass budget holds comes, ``in_passes`` (1 or more) passes on:
+    ``next pass``, ``in 3 passes`` (the planner's message and ``ds01ctl`` say it alike)."""
+    return "next pass" if in_passes == 1 else f"in {in_passes} passes"
+
+
 class Target(BaseModel):
     """What an action touches, plus what must still be true when it runs (the precondition)."""
 
