@@ -84,6 +84,42 @@ class TestReleaseLooksAgain:
         assert o.outcome is Outcome.SKIPPED, o.detail
         assert ledger_rows(tmp_path) == [row]
 
+    def test_a_container_created_while_the_intent_is_written_keeps_the_row(self, tmp_path: Path) -> None:
+        # Absent at the first look; the `docker run` finishes while the intent is fsynced. The
+        # look after the intent, right before the row is removed, sees it.
+        host = FakeHost()
+        row = write_ledger(tmp_path, b.GPU0)
+        inspect = host.api.inspect_container
+        looks: list[str] = []
+
+        def inspect_container(cid: str) -> dict[str, object]:
+            looks.append(cid)
+            if len(looks) == 2:
+                host.add("train", started_ago_s=1)
+            return inspect(cid)  # type: ignore[no-any-return]
+
+        host.api.inspect_container = inspect_container  # type: ignore[method-assign]
+        report = executor(host, tmp_path).execute(make_plan(release(row)), ControllerMemory(), b.T0)
+        (o,) = report.outcomes
+        assert o.outcome is Outcome.SKIPPED, o.detail
+        assert looks == ["train", "train"]
+        assert ledger_rows(tmp_path) == [row]
+        assert report.memory.intents == {}
+
+    def test_an_engine_that_does_not_answer_keeps_the_row(self, tmp_path: Path) -> None:
+        # Whether a container took the name since the plan cannot be told: nothing is released.
+        host = FakeHost()
+        row = write_ledger(tmp_path, b.GPU0)
+
+        def down(cid: str) -> dict[str, object]:
+            response = types.SimpleNamespace(status_code=503, reason="Unavailable", url="", text="")
+            raise docker.errors.APIError("unavailable", response=response)  # type: ignore[arg-type]
+
+        host.api.inspect_container = down  # type: ignore[method-assign,assignment]
+        (o,) = executor(host, tmp_path).execute(make_plan(release(row)), ControllerMemory(), b.T0).outcomes
+        assert o.outcome is Outcome.FAILED, o.detail
+        assert ledger_rows(tmp_path) == [row]
+
     @pytest.mark.parametrize("judged", ["absent", "the same container"])
     def test_the_row_is_released_when_nothing_changed(self, tmp_path: Path, judged: str) -> None:
         host = FakeHost()
