@@ -503,7 +503,7 @@ class RealExecutor:
                 return Outcome.FAILED, "not verifiable: no pid identity", []
             expected_cid = ProcessEvidence.from_evidence(action.evidence).container_id_or(t.container_id)
             check = check_identity(t.pid, t.pid_start_time, expected_cid)
-            if check.identity is Identity.LIVE:
+            if check.identity in (Identity.LIVE, Identity.UNKNOWN):
                 return Outcome.FAILED, f"not carried out: {check.detail}", []
             if check.identity is Identity.SAME:
                 grace_s = _or(action.params_as(KillParams).grace_s, self._kill_grace_s)
@@ -837,7 +837,7 @@ class RealExecutor:
         planned_cgroup = proc_ev.cgroup if expected_cid is not None else None
         # Re-check before recording the intent: a pid already reused or gone needs no intent.
         pre = check_identity(t.pid, t.pid_start_time, expected_cid)
-        if pre.identity is Identity.LIVE:
+        if pre.identity in (Identity.LIVE, Identity.UNKNOWN):
             raise _Skip(pre.detail)
         if pre.identity is Identity.CHANGED:
             raise _Skip(f"not the planned process any more: {pre.detail}")
@@ -852,7 +852,7 @@ class RealExecutor:
             kill_wait_s=self._kill_wait_s,
             cgroup=planned_cgroup,
         )
-        if result.outcome is Identity.LIVE:
+        if result.outcome in (Identity.LIVE, Identity.UNKNOWN):
             raise _Skip(result.detail)
         if result.outcome is Identity.CHANGED:
             raise _Skip(f"not the planned process any more: {result.detail}")

@@ -8,8 +8,9 @@ see :mod:`controller.observe.cgroups`), the process must still be in exactly tha
 controller never signals PID 0 or 1, itself, its parent or its process group leader, and signals
 always name a single pid (never a process group). A process in a container's cgroup is not signalled
 while a root-owned containerd shim among its ancestors runs that container (``LIVE``): the container
-is alive under another engine on this host, whatever this engine lists (see
-:func:`controller.observe.cgroups.shim_runs`).
+is alive under another engine on this host, whatever this engine lists; the walk is the observer's
+own (:func:`controller.observe.procfs.find_live_shim`), and an ancestry that cannot be read is
+``UNKNOWN``: not signalled either.
 
 Called by the real executor for KillProcess actions. Must not decide *whether* to kill: that is
 the planner's job; this module only makes the kill exact.
@@ -28,10 +29,10 @@ from pathlib import Path
 import psutil
 
 from controller.act.errors import PermanentError
-from controller.observe.cgroups import CgroupAttribution, attribute, shim_runs
+from controller.observe.cgroups import CgroupAttribution, attribute
+from controller.observe.procfs import AncestryUnreadable, find_live_shim
 
 START_TIME_TOLERANCE_S = 0.01
-MAX_ANCESTRY = 64  # ancestors searched for a containerd shim (as the observer does)
 _POLL_S = 0.05
 
 
@@ -40,6 +41,7 @@ class Identity(StrEnum):
     GONE = "gone"
     CHANGED = "changed"
     LIVE = "live"  # the same process, but a live containerd shim runs its container: not an orphan
+    UNKNOWN = "unknown"  # its ancestry could not be read: whether a shim runs its container is unknown
 
 
 @dataclass(frozen=True)
@@ -103,7 +105,14 @@ def check_identity(
         )
     if container_id is not None:
         full = next(cid for cid in attribution.candidates if _names(cid, container_id))
-        shim = live_shim(process, full)
+        try:
+            shim = find_live_shim(proc, pid, full)
+        except AncestryUnreadable as exc:
+            return IdentityCheck(
+                Identity.UNKNOWN,
+                f"pid {pid}: cannot tell whether a live containerd shim runs its container {full[:12]} "
+                f"({exc}): not signalled on a guess",
+            )
         if shim:
             return IdentityCheck(
                 Identity.LIVE,
@@ -111,34 +120,6 @@ def check_identity(
                 "another engine's live container, not an orphan",
             )
     return IdentityCheck(Identity.SAME)
-
-
-def live_shim(process: psutil.Process, container_id: str) -> str:
-    """The root-owned containerd shim outside every container's cgroup among ``process``'s
-    ancestors that runs ``container_id`` (``"pid N: <command line>"``), or "". An ancestor that
-    exits meanwhile is skipped."""
-    try:
-        parents = process.parents()[:MAX_ANCESTRY]
-    except psutil.Error:
-        return ""
-    for parent in parents:
-        try:
-            if parent.uids().real == 0:
-                argv = parent.cmdline()
-                if shim_runs(argv, container_id) and _outside_containers(parent.pid):
-                    return f"pid {parent.pid}: {' '.join(argv)[:300]}"
-        except psutil.Error:
-            continue
-    return ""
-
-
-def _outside_containers(pid: int) -> bool:
-    """Is ``pid`` in no container's cgroup (where an engine runs its shims)? A container's root is
-    uid 0 too, and could run a process named like a shim."""
-    try:
-        return cgroup_attribution(pid).container_id is None
-    except OSError:
-        return False
 
 
 def _same_container(attribution: CgroupAttribution, expected: str | None) -> bool:
@@ -183,7 +164,8 @@ def kill_ladder(
 
     Returns GONE when the process has exited (``signals_sent`` may be empty: it was already
     gone), CHANGED when the pid no longer names the process the plan meant, LIVE when a live shim
-    runs its container (nothing further is sent either way). Raises :class:`PermanentError` when
+    runs its container, UNKNOWN when its ancestry cannot be read (nothing further is sent in
+    any of these). Raises :class:`PermanentError` when
     the pid is protected or the process survives SIGKILL (uninterruptible sleep in a driver call,
     typically).
     """
@@ -206,8 +188,8 @@ def kill_ladder(
         while True:
             check = check_identity(pid, start_time, container_id, proc=proc, cgroup=cgroup)
             if check.identity is not Identity.SAME:
-                if check.identity is Identity.LIVE:
-                    return KillResult(Identity.LIVE, tuple(sent), check.detail)
+                if check.identity in (Identity.LIVE, Identity.UNKNOWN):
+                    return KillResult(check.identity, tuple(sent), check.detail)
                 if check.identity is Identity.GONE:
                     return KillResult(Identity.GONE, tuple(sent), f"exited after {sig.name}")
                 # The original exited and the pid was reused: it is gone, the newcomer is not ours.

@@ -201,6 +201,51 @@ def uid_to_name_cached() -> Callable[[int], str | None]:
     return lookup
 
 
+class AncestryUnreadable(OSError):
+    """An ancestor of a process could not be read for a reason other than having exited."""
+
+
+def find_live_shim(proc_root: Path, pid: int, container_id: str) -> str:
+    """The root-owned containerd shim among ``pid``'s ancestors that runs ``container_id``, as
+    ``"pid N: <command line>"``; "" when there is none.
+
+    A shim runs as long as its container does (it exits once the engine deletes the task), so
+    one found means the container is live under some engine, whichever one lists it. Only a
+    shim run by root, outside every container's cgroup, counts: a user can name a process
+    ``containerd-shim`` (and is root inside a container of a rootful engine), and would
+    otherwise shield an orphan from its kill. An ancestor that exits meanwhile ends the walk (its
+    children are re-parented away from any shim). The observer and the kill's re-check both walk
+    here, so they cannot disagree.
+
+    Raises :class:`AncestryUnreadable` when an ancestor cannot be read for another reason: the
+    answer is unknown, and no caller kills on a guess.
+    """
+    seen = {pid}
+    current = pid
+    for _ in range(MAX_ANCESTRY):
+        try:
+            with ProcHandle(proc_root, current) as handle:
+                ppid = parse_stat_ppid(handle.read_text("stat"))
+            if ppid is None or ppid <= 1 or ppid in seen:
+                return ""
+            seen.add(ppid)
+            with ProcHandle(proc_root, ppid) as handle:
+                raw = handle.read_bytes("cmdline")
+                uid = parse_status_uid(handle.read_text("status"))
+                cgroup_text = handle.read_text("cgroup")
+        except ProcessGone:
+            return ""
+        except OSError as exc:
+            raise AncestryUnreadable(f"reading its ancestor {current}'s parent: {exc}") from exc
+        argv = parse_argv(raw)
+        # A container's own root is uid 0 too (no user namespace remapping): a shim counts only
+        # outside every container's cgroup, where the engine runs its shims.
+        if uid == 0 and shim_runs(argv, container_id) and attribute(cgroup_text).container_id is None:
+            return f"pid {ppid}: {parse_cmdline(raw)[:300]}"
+        current = ppid
+    return ""
+
+
 class ProcReader:
     """Reads processes below ``proc_root`` for one observation pass."""
 
@@ -250,41 +295,13 @@ class ProcReader:
         return ProcessInfo(uid=uid, cmdline=cmdline, comm=comm, start_time=start)
 
     def live_shim(self, pid: int, container_id: str, errors: list[str]) -> str:
-        """The root-owned containerd shim among ``pid``'s ancestors that runs ``container_id``, as
-        ``"pid N: <command line>"``; "" when there is none.
-
-        A shim runs as long as its container does (it exits once the engine deletes the task), so
-        one found means the container is live under some engine, whichever one lists it. Only a
-        shim run by root, outside every container's cgroup, counts: a user can name a process
-        ``containerd-shim`` (and is root inside a container of a rootful engine), and would
-        otherwise shield an orphan from its kill. An ancestor that cannot be read for a reason other than
-        having exited is an error (the caller then marks /proc unavailable: no kill on a guess).
-        """
-        seen = {pid}
-        current = pid
-        for _ in range(MAX_ANCESTRY):
-            try:
-                with ProcHandle(self.proc_root, current) as handle:
-                    ppid = parse_stat_ppid(handle.read_text("stat"))
-                if ppid is None or ppid <= 1 or ppid in seen:
-                    return ""
-                seen.add(ppid)
-                with ProcHandle(self.proc_root, ppid) as handle:
-                    raw = handle.read_bytes("cmdline")
-                    uid = parse_status_uid(handle.read_text("status"))
-                    cgroup_text = handle.read_text("cgroup")
-            except ProcessGone:
-                return ""
-            except OSError as exc:
-                errors.append(f"pid {pid}: reading its ancestor {current}'s parent: {exc}")
-                return ""
-            argv = parse_argv(raw)
-            # A container's own root is uid 0 too (no user namespace remapping): a shim counts only
-            # outside every container's cgroup, where the engine runs its shims.
-            if uid == 0 and shim_runs(argv, container_id) and attribute(cgroup_text).container_id is None:
-                return f"pid {ppid}: {parse_cmdline(raw)[:300]}"
-            current = ppid
-        return ""
+        """:func:`find_live_shim` below this reader's ``/proc``; an ancestor that cannot be read is
+        added to ``errors`` (the caller then marks /proc unavailable: no kill on a guess)."""
+        try:
+            return find_live_shim(self.proc_root, pid, container_id)
+        except AncestryUnreadable as exc:
+            errors.append(f"pid {pid}: {exc}")
+            return ""
 
     def is_system(self, info: ProcessInfo) -> bool:
         argv0 = info.cmdline.split(" ", 1)[0] if info.cmdline else ""

@@ -134,6 +134,40 @@ def test_orphan_in_a_dead_containers_cgroup_is_killed(
     assert proc is None or proc.status() == psutil.STATUS_ZOMBIE
 
 
+def test_an_orphan_whose_ancestry_cannot_be_read_is_not_signalled(
+    real_executor: RealExecutor,
+    orphan_cgroup_process: Any,
+    event_log_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Whether a live shim (another engine) runs its container is unknown: skipped before any
+    intent, and a later pass decides. With the walk answering, the same kill goes ahead."""
+    import controller.act.process_ops as ops
+    from controller.observe.procfs import AncestryUnreadable
+
+    orphan = orphan_cgroup_process
+    start = psutil.Process(orphan.pid).create_time()
+
+    def unreadable(proc_root: Path, pid: int, container_id: str) -> str:
+        raise AncestryUnreadable(f"reading its ancestor {pid}'s parent: [Errno 13] Permission denied")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(ops, "find_live_shim", unreadable)
+        report = real_executor.execute(
+            make_plan(kill_action(orphan.pid, start, orphan.container_id)), ControllerMemory(), NOW
+        )
+    assert (
+        report.outcomes[0].outcome is Outcome.SKIPPED
+        and "not signalled on a guess" in report.outcomes[0].detail
+    )
+    assert psutil.Process(orphan.pid).status() != psutil.STATUS_ZOMBIE
+    assert [e["event_type"] for e in read_events(event_log_path)] == ["controller.action_skipped"]
+    report = real_executor.execute(
+        make_plan(kill_action(orphan.pid, start, orphan.container_id)), ControllerMemory(), NOW
+    )
+    assert report.outcomes[0].outcome is Outcome.DONE, report.outcomes[0].detail
+
+
 def test_already_exited_process_is_success(real_executor: RealExecutor, spawn: Any) -> None:
     proc = spawn("sleep", "300")
     start = psutil.Process(proc.pid).create_time()

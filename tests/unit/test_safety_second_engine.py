@@ -201,10 +201,22 @@ def test_another_engines_live_container_is_reported_never_killed(tmp_path: Path)
 SHIM_PROGRAM = "sleep 300 & wait"
 
 
+def mirror(proc: Path, pid: int, *, cgroup: str | None = None) -> Path:
+    """Copy ``/proc/<pid>``'s stat, status, cmdline and cgroup below ``proc`` (the re-check reads
+    there); ``cgroup`` replaces the real cgroup."""
+    d = proc / str(pid)
+    d.mkdir(exist_ok=True)
+    for name in ("stat", "status", "cmdline", "cgroup"):
+        (d / name).write_bytes(Path(f"/proc/{pid}/{name}").read_bytes())
+    if cgroup is not None:
+        (d / "cgroup").write_text(f"0::{cgroup}\n")
+    return d
+
+
 @pytest.fixture
 def shim_tree(tmp_path: Path) -> Iterator[tuple[int, float, Path]]:
-    """A root process named ``containerd-shim-runc-v2 ... -id <ID>`` with a child ``sleep``, and a
-    fake cgroup file placing the child in ``/docker/<ID>`` (the check reads the cgroup below ``proc``)."""
+    """A root process named ``containerd-shim-runc-v2 ... -id <ID>`` with a child ``sleep``, both
+    copied below ``proc`` with the child's cgroup ``/docker/<ID>`` (the re-check reads there)."""
     shim = subprocess.Popen(
         ["containerd-shim-runc-v2", "-c", SHIM_PROGRAM, "-namespace", "moby", "-id", ID], executable="/bin/sh"
     )
@@ -214,8 +226,8 @@ def shim_tree(tmp_path: Path) -> Iterator[tuple[int, float, Path]]:
             assert time.monotonic() < deadline, "the stand-in shim started no child"
             time.sleep(0.02)
         child = psutil.Process(shim.pid).children()[0]
-        (tmp_path / str(child.pid)).mkdir()
-        (tmp_path / str(child.pid) / "cgroup").write_text(f"0::/docker/{ID}\n")
+        mirror(tmp_path, child.pid, cgroup=f"/docker/{ID}")
+        mirror(tmp_path, shim.pid)
         yield child.pid, child.create_time(), tmp_path
     finally:
         for p in psutil.Process(shim.pid).children():
@@ -243,20 +255,44 @@ def test_a_shim_of_another_container_does_not_shield(shim_tree: tuple[int, float
     assert check_identity(pid, started, OTHER, proc=proc, cgroup=f"/docker/{OTHER}").identity is Identity.SAME
 
 
-def test_the_kill_re_check_ignores_a_shim_inside_a_container(
-    shim_tree: tuple[int, float, Path], monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_the_kill_re_check_ignores_a_shim_inside_a_container(shim_tree: tuple[int, float, Path]) -> None:
     """The same stand-in shim, now seen in a container's cgroup (root inside a container of a
     rootful engine): it shields nothing, the process is the planned one."""
-    import controller.act.process_ops as ops
-    from controller.observe.cgroups import attribute
-
     pid, started, proc = shim_tree
     shim_pid = psutil.Process(pid).ppid()
-    real = ops.cgroup_attribution
-
-    def seen(p: int, root: Path = Path("/proc")) -> object:
-        return attribute(f"0::/docker/{OTHER}\n") if p == shim_pid else real(p, root)
-
-    monkeypatch.setattr(ops, "cgroup_attribution", seen)
+    (proc / str(shim_pid) / "cgroup").write_text(f"0::/docker/{OTHER}\n")
     assert check_identity(pid, started, ID, proc=proc, cgroup=f"/docker/{ID}").identity is Identity.SAME
+
+
+@pytest.mark.parametrize("unreadable", ["status", "cmdline", "cgroup"])
+def test_the_kill_re_check_refuses_when_an_ancestor_cannot_be_read(
+    shim_tree: tuple[int, float, Path], unreadable: str
+) -> None:
+    """The observer marks /proc unavailable when an ancestor cannot be read (no kill on a guess);
+    the re-check walked its own copy and took such an ancestor for no shim: the kill went ahead.
+    Both now walk :func:`find_live_shim`, and the re-check refuses."""
+    pid, started, proc = shim_tree
+    shim_pid = psutil.Process(pid).ppid()
+    target = proc / str(shim_pid) / unreadable
+    target.unlink()
+    target.mkdir()  # reading it fails (IsADirectoryError) even for root; the process has not exited
+    check = check_identity(pid, started, ID, proc=proc, cgroup=f"/docker/{ID}")
+    assert check.identity is Identity.UNKNOWN and f"ancestor {pid}'s parent" in check.detail
+    result = kill_ladder(pid, started, ID, grace_s=0.1, kill_wait_s=0.1, proc=proc, cgroup=f"/docker/{ID}")
+    assert (result.outcome, result.signals_sent) == (Identity.UNKNOWN, ())
+    assert psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    # The observer, reading the same tree, reports the same ancestor as an error.
+    errors: list[str] = []
+    assert ProcReader(proc, {}.get).live_shim(pid, ID, errors) == ""
+    assert len(errors) == 1 and f"ancestor {pid}'s parent" in errors[0]
+
+
+def test_a_host_process_is_not_walked(shim_tree: tuple[int, float, Path]) -> None:
+    """A process in no container's cgroup has no container for a shim to run: an unreadable
+    ancestor does not block its kill (the cgroup already says it is the planned host process)."""
+    pid, started, proc = shim_tree
+    (proc / str(pid) / "cgroup").write_text("0::/user.slice/user-1001.slice\n")
+    shim_pid = psutil.Process(pid).ppid()
+    (proc / str(shim_pid) / "status").unlink()
+    (proc / str(shim_pid) / "status").mkdir()
+    assert check_identity(pid, started, None, proc=proc).identity is Identity.SAME
