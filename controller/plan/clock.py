@@ -66,6 +66,31 @@ def check_clock(snapshot: Snapshot, memory: ControllerMemory) -> ClockCheck:
     return ClockCheck(step_s, offset, mono)
 
 
+def clock_step_line(before: ControllerMemory, after: ControllerMemory) -> str | None:
+    """The journal line for a wall-clock step between two passes' memories, or None.
+
+    Every allowance the controller keeps moves with a step (later, never earlier), so an admin who
+    wonders why a hold or a stop came late needs to see it: forward steps, and backward ones (whose
+    correction is discounted later). A reboot (the monotonic clock restarts) or an unknown reading
+    says nothing."""
+    was, now = before.clock_offset_s, after.clock_offset_s
+    was_mono, now_mono = before.clock_monotonic_s, after.clock_monotonic_s
+    if was is None or now is None or was_mono is None or now_mono is None or now_mono < was_mono:
+        return None
+    change_s = now - was
+    if change_s > STEP_TOLERANCE_S:
+        return (
+            f"clock: the wall clock stepped forward {change_s:.0f}s since the last pass; holds, "
+            "runtimes, reservations and warning leads do not count the step"
+        )
+    if change_s < -STEP_TOLERANCE_S:
+        return (
+            f"clock: the wall clock stepped back {-change_s:.0f}s since the last pass; allowances "
+            "run late until it is corrected, and the correction is not counted either"
+        )
+    return None
+
+
 def with_clock_step(
     mem: ContainerMemory, step_s: float, now: datetime, hold_since: datetime | None = None
 ) -> ContainerMemory:

@@ -8,11 +8,12 @@ runtime (and no warning lead time); real time while the daemon was down is runti
 from __future__ import annotations
 
 from datetime import datetime, timedelta
+from pathlib import Path
 
 from controller.memory import ControllerMemory
 from controller.plan.clock import STEP_TOLERANCE_S, check_clock
 from controller.plan.types import ActionKind, Plan, Reason
-from controller.snapshot import ContainerObs, Domain
+from controller.snapshot import ContainerObs, Domain, Snapshot
 from tests.fixtures import builders as b
 
 LIMIT = b.policy(max_runtime_s=2 * b.HOUR, idle_timeout_s=None)  # warnings at 90/108 min, lead 10 min
@@ -525,3 +526,42 @@ def test_a_step_is_kept_only_while_a_row_written_before_it_may_be_reserved() -> 
     assert later.memory.clock_steps == ()
     loaded = ControllerMemory.model_validate_json(half_an_hour.memory.model_dump_json())
     assert loaded.clock_steps == half_an_hour.memory.clock_steps
+
+
+# --- the journal says when the clock stepped ---------------------------------------------------------
+
+
+def test_the_daemon_logs_each_clock_step_once(tmp_path: Path) -> None:
+    """Every allowance moves with a step (later, never earlier): an admin asking why a hold or a
+    stop came late finds the step in the journal, forward or back, once, and nothing for a pass
+    with none or after a reboot."""
+    from loguru import logger
+
+    from tests.fixtures.scripted import FailingExecutor, ScriptedObserver, make_controller
+
+    def at(wall_s: float, mono_s: float) -> Snapshot:
+        wall = b.T0 + timedelta(seconds=wall_s)
+        return b.snapshot(observed_at=wall).model_copy(update={"observed_monotonic_s": mono_s})
+
+    clock = [b.T0]
+    observer = ScriptedObserver(at(0, MONO_AT_START))
+    controller = make_controller(tmp_path, observer, clock, FailingExecutor())
+    lines: list[str] = []
+    sink = logger.add(
+        lines.append, level="WARNING", format="{message}", filter=lambda r: "clock:" in r["message"]
+    )
+    try:
+        # (wall, monotonic) per pass, 60 s of real time apart: an hour forward, 10 min back, then a
+        # reboot (the monotonic clock restarts: the offset moves, and that is no step).
+        m = MONO_AT_START
+        passes = [(0, m), (60, m + 60), (3720, m + 120), (3780, m + 180), (3240, m + 240), (3300, m + 300)]
+        for wall_s, mono_s in [*passes, (9999, 5.0)]:
+            clock[0] = b.T0 + timedelta(seconds=wall_s)
+            observer.current = at(wall_s, mono_s)
+            controller.run_pass()
+    finally:
+        logger.remove(sink)
+    assert [line.split(";")[0] for line in lines] == [
+        "clock: the wall clock stepped forward 3600s since the last pass",
+        "clock: the wall clock stepped back 600s since the last pass",
+    ], lines
