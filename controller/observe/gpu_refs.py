@@ -15,14 +15,17 @@ Owns two steps, both pure:
      (it resolves to nothing: "cannot tell", never "no GPU"). The same names are read in
      ``HostConfig.Devices`` and in ``NVIDIA_VISIBLE_DEVICES``.
    * ``NVIDIA_VISIBLE_DEVICES`` in ``Config.Env``, **only when** the container's runtime is an
-     NVIDIA runtime: under runc the variable is inert text (CUDA images carry
-     ``NVIDIA_VISIBLE_DEVICES=all`` in their env), so it grants nothing. A runtime is an NVIDIA
-     runtime when it is named ``nvidia`` or when the engine's configuration (``docker info``
-     ``Runtimes``, :func:`engine_runtimes`) runs an ``nvidia-container-runtime*`` binary under it,
-     whatever its name (``nvidia-legacy``, ``nvidia-cdi``...). Without that configuration a runtime
-     whose name contains ``nvidia`` counts (unknown is not "no GPU"). DS01 sets
-     ``default-runtime: nvidia``; Docker records the default runtime in ``HostConfig.Runtime`` at
-     create time (an empty value means the engine's default). ``all`` means every GPU; ``none``,
+     NVIDIA runtime and no NVIDIA device request above sets the variable itself (Docker appends
+     the request's value to the process environment, and the last definition is the one read: a
+     CUDA image's ``all`` beside ``--gpus device=<id>`` grants nothing). Under runc the variable
+     is inert text (CUDA images carry ``NVIDIA_VISIBLE_DEVICES=all`` in their env), so it grants
+     nothing. A runtime is an NVIDIA runtime when it is named ``nvidia`` or when the engine's
+     configuration (``docker info`` ``Runtimes``, :func:`engine_runtimes`) runs an
+     ``nvidia-container-runtime*`` binary under it, whatever its name (``nvidia-legacy``,
+     ``nvidia-cdi``...). Without that configuration a runtime whose name contains ``nvidia``
+     counts (unknown is not "no GPU"). DS01 sets ``default-runtime: nvidia``; Docker records the
+     default runtime in ``HostConfig.Runtime`` at create time (an empty value means the engine's
+     default). ``all`` means every GPU; ``none``,
      ``void``, an empty value or no variable mean no GPU.
    * ``HostConfig.Devices`` mapping ``/dev/nvidia<N>`` (``PathOnHost`` first, else
      ``PathInContainer``) -> index N; control nodes (``nvidiactl``, ``nvidia-uvm``, ``nvidia-caps``...)
@@ -164,6 +167,8 @@ def needs_engine_runtimes(inspect: Mapping[str, Any]) -> bool:
     runtime = host_config.get("Runtime")
     if runtime == NVIDIA_RUNTIME or runtime in RUNC_RUNTIMES:
         return False
+    if _request_sets_visible_devices(host_config.get("DeviceRequests")):
+        return False
     return _env_value(_mapping(inspect.get("Config")).get("Env"), VISIBLE_DEVICES_ENV) is not None
 
 
@@ -196,7 +201,9 @@ def extract_gpu_refs(
             refs.append(RawGpuRef(token, GpuRefSource.CDI_DEVICE))
 
     runtime = host_config.get("Runtime")
-    if is_nvidia_runtime(runtime if isinstance(runtime, str) else "", runtimes):
+    if not _request_sets_visible_devices(host_config.get("DeviceRequests")) and is_nvidia_runtime(
+        runtime if isinstance(runtime, str) else "", runtimes
+    ):
         value = _env_value(config.get("Env"), VISIBLE_DEVICES_ENV)
         if value is not None and value.strip().lower() not in _NO_GPU_VALUES:
             for token in _split(value):
@@ -328,6 +335,27 @@ def _device_request_tokens(requests: object) -> Iterator[str]:
             else:
                 # Docker's nvidia driver turns Count: N into NVIDIA_VISIBLE_DEVICES=0,...,N-1.
                 yield from (str(i) for i in range(min(count, MAX_DEVICE_COUNT)))
+
+
+def _request_sets_visible_devices(requests: object) -> bool:
+    """Whether an NVIDIA device request (``--gpus``) sets ``NVIDIA_VISIBLE_DEVICES`` itself.
+
+    Docker's nvidia driver appends ``NVIDIA_VISIBLE_DEVICES=<ids>`` (or ``0,..,N-1``, or ``all``)
+    to the container's process environment, after the image's and the user's variables, and the
+    NVIDIA runtime and hook read the last definition: a CUDA image's ``NVIDIA_VISIBLE_DEVICES=all``
+    in ``Config.Env`` (or a user's ``-e``) grants nothing beside ``--gpus device=<id>``. A request
+    with neither IDs nor a count sets nothing, and the variable keeps its meaning."""
+    if not isinstance(requests, list):
+        return False
+    for request in requests[:MAX_REFS_PER_ROUTE]:
+        if not isinstance(request, Mapping) or not _is_gpu_request(request):
+            continue
+        ids, count = request.get("DeviceIDs"), request.get("Count")
+        if (isinstance(ids, list) and ids) or (
+            isinstance(count, int) and not isinstance(count, bool) and count
+        ):
+            return True
+    return False
 
 
 def _cdi_request_tokens(requests: object) -> Iterator[str]:

@@ -246,6 +246,28 @@ def test_visible_devices_under_the_nvidia_runtime(
     assert not find(snap, none).has_gpu
 
 
+def test_a_gpus_request_on_a_cuda_image_under_the_nvidia_runtime_is_its_own_gpu(
+    make_container: ContainerFactory, two_gpus_one_mig: FakeNvml, tmp_path: Path, docker_client: Any
+) -> None:
+    """DS01's engine: ``default-runtime: nvidia`` (recorded as ``HostConfig.Runtime``), images
+    carrying ``NVIDIA_VISIBLE_DEVICES=all``, ``--gpus device=<UUID>``. The request's value is the
+    one the runtime reads: the container holds its one GPU, not every GPU."""
+    if "nvidia" not in docker_client.info().get("Runtimes", {}):
+        pytest.skip("this engine was started without --add-runtime nvidia=runc (see scripts/host-setup.sh)")
+    env = {"NVIDIA_VISIBLE_DEVICES": "all", "CUDA_VERSION": "12.4"}
+    one = make_container(
+        start=False, runtime="nvidia", environment=env, device_requests=gpus_request([gpu_uuid(0)])
+    )
+    every = make_container(start=False, runtime="nvidia", environment=env)
+    with HostObserver(config(tmp_path), nvml=NvmlObserver(timeout_s=10)) as observer:
+        snap = observer.observe()
+    seen = find(snap, one)
+    assert not seen.all_gpus and refs_of(snap, one) == [
+        (gpu_uuid(0), GpuRefSource.DEVICE_REQUEST, gpu_uuid(0), None)
+    ]
+    assert find(snap, every).all_gpus  # no request: the variable is the route, and it says all
+
+
 def test_nvml_down_keeps_uuid_refs_and_flags_index_refs(
     world: dict[str, Any], fake_nvml: FakeNvml, tmp_path: Path
 ) -> None:

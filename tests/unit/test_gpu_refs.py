@@ -106,6 +106,28 @@ def test_visible_devices_special_values() -> None:
     assert raws(refs) == [("3", GpuRefSource.VISIBLE_DEVICES_ENV)] and not refs.all_gpus
 
 
+def test_a_gpus_request_overrides_the_images_visible_devices() -> None:
+    """DS01 runs ``default-runtime: nvidia`` and ``--gpus device=<UUID>`` on CUDA images, whose env
+    carries ``NVIDIA_VISIBLE_DEVICES=all``. Docker appends the request's own value after it and the
+    runtime reads the last one: the container sees its one GPU. Read as every GPU, each such
+    container held the whole host, and a quota stopped it."""
+    cuda_image = ["PATH=/bin", "NVIDIA_VISIBLE_DEVICES=all", "CUDA_VERSION=12.4"]
+    for request in (nvidia([G0]), nvidia(count=1)):
+        refs = extract_gpu_refs(inspect(device_requests=[request], env=cuda_image, runtime="nvidia"))
+        assert not refs.all_gpus and {r.source for r in refs.refs} == {GpuRefSource.DEVICE_REQUEST}, refs
+    # A user's -e beside --gpus is overridden the same way.
+    refs = extract_gpu_refs(
+        inspect(device_requests=[nvidia(["1"])], env=["NVIDIA_VISIBLE_DEVICES=0,1:2"], runtime="nvidia")
+    )
+    assert raws(refs) == [("1", GpuRefSource.DEVICE_REQUEST)]
+    # --gpus all is every GPU whatever the env says.
+    assert extract_gpu_refs(
+        inspect(device_requests=[nvidia(count=-1)], env=cuda_image, runtime="nvidia")
+    ).all_gpus
+    # A GPU request that sets nothing (no IDs, no count) leaves the variable in force.
+    assert extract_gpu_refs(inspect(device_requests=[nvidia()], env=cuda_image, runtime="nvidia")).all_gpus
+
+
 def test_device_mappings_use_host_path_then_container_path() -> None:
     devices = [
         {"PathOnHost": "/dev/nvidia3", "PathInContainer": "/dev/nvidia0", "CgroupPermissions": "rwm"},
