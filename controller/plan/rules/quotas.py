@@ -21,7 +21,10 @@ own stop warning (not the report mode's notice) has had the owner's full ``warnL
 that is not to be stopped in a pass loses that warning (:func:`_void_stop_warnings`), so a later
 stop has a full lead again. Never a protected, monitoring or devcontainer one, nor one whose type or
 owner is opted out of the resource rules (``resourcesExempt``, an Exemption from ``resources``): the
-next newest are chosen instead, and what cannot be stopped is only reported. One stop per container
+next newest are chosen instead, and what cannot be stopped is only reported. For the GPU quota
+each is weighed by what stopping it frees (a newer one that a stop leaves sole holder of a shared
+GPU goes before an older one), and a stop the others already cover is not made
+(:func:`_weighed_victims`). One stop per container
 and pass: none for a container another rule (idle, max runtime) or another quota stops, and such a
 container no longer counts towards the owner's quotas in that pass (else one more is stopped than
 the quota needs). Owner
@@ -324,7 +327,7 @@ class _Frees:
         self.units = units
         self.shares = shares
         self.left: list[ContainerId] = [c.id for c in holders]
-        self.held = self._held(self.left)
+        self.held = self.held_by(self.left)
         self._count: dict[str, int] | None = None  # counted once a victim is weighed
         self._nested = False
 
@@ -347,7 +350,8 @@ class _Frees:
         _ = self.count  # counted, and the nesting found, on first use
         return self._nested
 
-    def _held(self, ids: Sequence[ContainerId]) -> float:
+    def held_by(self, ids: Sequence[ContainerId]) -> float:
+        """The known GPU-equivalents ``ids`` hold together."""
         held: dict[str, None] = {}
         for cid in ids:
             held.update(dict.fromkeys(self.units[cid]))
@@ -364,7 +368,7 @@ class _Frees:
     def __getitem__(self, cid: str) -> float:
         count, shares = self.count, self.shares
         if self.nested:
-            return self.held - self._held([i for i in self.left if i != cid])
+            return self.held - self.held_by([i for i in self.left if i != cid])
         return sum(shares.get(u) or 0.0 for u in self.units[ContainerId(cid)] if count.get(u) == 1)
 
     def known(self, cid: str) -> bool:
@@ -374,7 +378,7 @@ class _Frees:
     def together(self, cid: str, others: Sequence[str]) -> float:
         """What stopping ``cid`` adds to stopping ``others`` too: the units only they hold."""
         rest = [i for i in self.left if i != cid and i not in others]
-        return self._held([*rest, ContainerId(cid)]) - self._held(rest)
+        return self.held_by([*rest, ContainerId(cid)]) - self.held_by(rest)
 
     def drop(self, cid: str) -> None:
         count = self.count
@@ -386,7 +390,7 @@ class _Frees:
                 count[unit] = left
             else:
                 del count[unit]
-        self.held = self._held(self.left) if self.nested else self.held - freed
+        self.held = self.held_by(self.left) if self.nested else self.held - freed
 
 
 def _gpu_slots(
@@ -507,32 +511,97 @@ def _victims(
     less than an older one does not make the older one a victim too). A container whose GPU share
     is unknown (no known share at all) is passed over too: stopping it frees nothing known, and
     stopping it besides the ones that do cover the excess would stop one container too many."""
-    if weights is None and not enforce and isinstance(excess, int):
-        # Reported, one each: the newest ``excess`` (what the loop below picks, without the walk).
-        return owned[::-1][: max(excess, 0)], {}
+    if weights is None:
+        if not enforce and isinstance(excess, int):
+            # Reported, one each: the newest ``excess`` (what the loop below picks, without the walk).
+            return owned[::-1][: max(excess, 0)], {}
+        victims: list[ContainerObs] = []
+        kept: dict[str, str] = {}
+        for c in reversed(owned):
+            if excess <= 1e-9:
+                break
+            why = _stoppable(ctx, ctx.policies[c.id], c) if enforce else None
+            if why is None:
+                victims.append(c)
+                excess -= 1.0
+            else:
+                kept[c.name] = why
+        return victims, kept
+    return _weighed_victims(ctx, owned, excess, weights, enforce)
+
+
+def _weighed_victims(
+    ctx: PassContext,
+    owned: list[ContainerObs],
+    excess: float,
+    weights: _Frees,
+    enforce: bool,
+) -> tuple[list[ContainerObs], dict[str, str]]:
+    """:func:`_victims` for the GPU quota, each container weighed by what stopping it frees.
+
+    Newest first. A container whose GPUs the owner's other containers share frees nothing alone; it
+    waits, and is weighed again after each stop (the stop may have left it their only holder), so a
+    newer one freed by a stop goes before an older one. Then every victim the others cover without
+    it is let off, the oldest first: a newest container stopped first may turn out not to be needed
+    once an older one holding more had to go too."""
+    target = weights.held - excess  # what the owner may keep: the quota
     victims: list[ContainerObs] = []
     kept: dict[str, str] = {}
-    sharing: list[ContainerObs] = []  # stoppable, known shares, but each frees nothing alone
+    waiting: list[ContainerObs] = []  # stoppable, known shares, but each frees nothing alone (yet)
     for c in reversed(owned):
         if excess <= 1e-9:
             break
         why = _stoppable(ctx, ctx.policies[c.id], c) if enforce else None
-        freed = 1.0 if weights is None else weights[c.id]
-        if why is None and weights is not None and freed <= 1e-9:
+        freed = weights[c.id] if why is None else 0.0
+        if why is None and freed <= 1e-9:
             if weights.known(c.id):
-                sharing.append(c)  # its GPUs are shared: they are freed only with the others
+                waiting.append(c)  # its GPUs are shared: they are freed only with the others
                 continue
             why = "its GPU share is unknown: stopping it frees nothing known"
-        if why is None:
+        if why is not None:
+            kept[c.name] = why
+            continue
+        excess -= freed
+        victims.append(c)
+        weights.drop(c.id)
+        excess = _freed_by_now(weights, waiting, excess, victims)
+    if waiting and excess > 1e-9:
+        excess = _shared_victims(weights, waiting, excess, victims, kept)
+    return _let_off(weights, owned, victims, target), kept
+
+
+def _freed_by_now(
+    weights: _Frees, waiting: list[ContainerObs], excess: float, victims: list[ContainerObs]
+) -> float:
+    """Waiting containers a stop has left sole holders of a GPU, the newest first, while the excess
+    lasts (each taken out of ``waiting``). Returns the excess left."""
+    for c in list(waiting):
+        if excess <= 1e-9:
+            break
+        freed = weights[c.id]
+        if freed > 1e-9:
+            waiting.remove(c)
             victims.append(c)
             excess -= freed
-            if weights is not None:
-                weights.drop(c.id)
-        else:
-            kept[c.name] = why
-    if weights is not None and sharing and excess > 1e-9:
-        excess = _shared_victims(weights, sharing, excess, victims, kept)
-    return victims, kept
+            weights.drop(c.id)
+    return excess
+
+
+def _let_off(
+    weights: _Frees, owned: list[ContainerObs], victims: list[ContainerObs], target: float
+) -> list[ContainerObs]:
+    """``victims`` without those the rest cover: the oldest first, a victim is let off when what the
+    owner then keeps (every container not stopped, and it) is held within ``target``."""
+    if len(victims) < 2:
+        return victims
+    age = {c.id: i for i, c in enumerate(owned)}
+    keeping = list(weights.left)  # every holder that is not a victim
+    chosen = {c.id for c in victims}
+    for c in sorted(victims, key=lambda v: age[v.id]):
+        if weights.held_by([*keeping, c.id]) <= target + 1e-9:
+            chosen.discard(c.id)
+            keeping.append(c.id)
+    return [c for c in victims if c.id in chosen]
 
 
 def _shared_victims(
