@@ -75,7 +75,7 @@ from controller.observe.ledger import parse_ledger_text
 from controller.observe.resources import read_usage
 from controller.plan.context import may_be_id_prefix
 from controller.plan.limits_update import still_needed
-from controller.plan.rules.resources import memory_floor, pids_floor
+from controller.plan.rules.resources import highest_use, memory_floor, pids_floor
 from controller.plan.types import (
     DONE_KINDS,
     Action,
@@ -1044,9 +1044,11 @@ class RealExecutor:
         if lowers_memory and memory is not None:
             if usage.memory_bytes is None:
                 raise _Skip(f"memory use unknown right before acting ({usage.memory_unknown})")
-            if memory < memory_floor(usage.memory_bytes, margin):
+            high = highest_use(usage.memory_bytes, usage.memory_peak_bytes)
+            if memory < memory_floor(high, margin):
                 raise _Skip(
-                    f"it uses {usage.memory_bytes} bytes now; {memory} is below that plus {margin:g} %"
+                    f"it uses {usage.memory_bytes} bytes now (peak {usage.memory_peak_bytes}); {memory} is "
+                    f"below that plus {margin:g} %"
                 )
         if lowers_swap and swap is not None:
             if usage.memory_swap_bytes is None:

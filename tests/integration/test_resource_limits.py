@@ -201,12 +201,15 @@ def test_mixed_containers_converge_in_one_acting_pass(
     assert [a for a in second.actions if a.kind == ActionKind.UPDATE_RESOURCES] == []
 
 
-def filler_and_its_update(make_container: ContainerFactory, tmp_path: Path) -> tuple[Any, Action]:
-    """A container that uses little until ``/tmp/go`` exists, then writes 100 MiB to its tmpfs and
-    creates ``/tmp/done``; and the update that lowers its memory to 64 MiB, planned while it is small."""
+def filler_and_its_update(
+    make_container: ContainerFactory, tmp_path: Path, *, then: str = ""
+) -> tuple[Any, Action]:
+    """A container that uses little until ``/tmp/go`` exists, then writes 100 MiB to its tmpfs (and
+    runs ``then``) and creates ``/tmp/done``; and the update that lowers its memory to 64 MiB,
+    planned while it is small."""
     c = make_container(
         "sh -c 'while [ ! -e /tmp/go ]; do sleep 0.1; done; "
-        "dd if=/dev/zero of=/dev/shm/fill bs=1M count=100 2>/dev/null; touch /tmp/done; sleep 300'",
+        f"dd if=/dev/zero of=/dev/shm/fill bs=1M count=100 2>/dev/null; {then} touch /tmp/done; sleep 300'",
         network_mode="none",
         shm_size="256m",
     )
@@ -233,6 +236,36 @@ def test_the_executor_rechecks_use_right_before_lowering(
     assert outcome.outcome is Outcome.SKIPPED and "uses" in outcome.detail, outcome.detail
     assert host_config(docker_client, c.id)["HostConfig"]["Memory"] == 0
     assert host_config(docker_client, c.id)["State"]["Running"] is True
+
+
+def test_a_memory_limit_is_never_lowered_below_the_peak_since_the_container_started(
+    make_container: ContainerFactory, docker_client: Any, tmp_path: Path
+) -> None:
+    """The job fills 100 MiB and frees it again (a data load, an evaluation): its use is back
+    under the 64 MiB limit, but it needs 100 MiB again at its next phase, and the lowered limit
+    OOM-kills it then. The cgroup's peak is a floor for the re-check and the planner alike."""
+    c, update = filler_and_its_update(make_container, tmp_path, then="rm /dev/shm/fill;")
+    c.exec_run("touch /tmp/go")
+    deadline = time.monotonic() + 30
+    while c.exec_run("ls /tmp/done").exit_code != 0:
+        assert time.monotonic() < deadline, "the container never filled and freed its tmpfs"
+        time.sleep(0.1)
+    executor = RealExecutor(
+        docker_client, EventLog(tmp_path / "e.jsonl"), RecordingNotifier(), tmp_path / "l.json"
+    )
+    (outcome,) = executor.execute(make_plan(update), ControllerMemory(), datetime_now()).outcomes
+    assert outcome.outcome is Outcome.SKIPPED and "peak" in outcome.detail, outcome.detail
+    assert host_config(docker_client, c.id)["HostConfig"]["Memory"] == 0
+    # A fresh plan sees the same: the use is low, the peak is not; the memory waits, the rest comes.
+    snap = observe(tmp_path)
+    (seen,) = [x for x in snap.containers if x.id == c.id]
+    assert seen.signals is not None and seen.signals.memory_bytes is not None
+    assert seen.signals.memory_bytes < 64 * MiB <= 100 * MiB <= (seen.signals.memory_peak_bytes or 0)
+    p = ours(plan(snap, PolicySetDesired(load_spec_text(SPEC)), ControllerMemory(), datetime_now()), {c.id})
+    (again,) = [a for a in p.actions if a.kind == ActionKind.UPDATE_RESOURCES]
+    assert again.params_as(ResourceUpdate).memory_bytes is None
+    (wait,) = [d for d in p.deferred if d.why is DeferReason.BELOW_USAGE and d.target.container_id == c.id]
+    assert "since it started" in wait.message and wait.evidence["memory_peak_bytes"] >= 100 * MiB
 
 
 def test_use_that_grows_while_the_update_intent_is_written_is_seen_before_lowering(

@@ -43,6 +43,7 @@ def box(
     limits: ResourceLimits | None = None,
     used: int | None = 100 * MiB,
     tasks: int | None = 5,
+    peak: int | None = None,
     **kw: Any,
 ) -> ContainerObs:
     c = b.container(name, state=state, sig=b.signals(b.T0), **kw)
@@ -51,6 +52,7 @@ def box(
         update["signals"] = c.signals.model_copy(
             update={
                 "memory_bytes": used,
+                "memory_peak_bytes": peak,
                 "memory_unknown": None if used is not None else "memory.usage_in_bytes unreadable",
                 # Nothing swapped out unless a test says so (``swapping``).
                 "memory_swap_bytes": used,
@@ -134,6 +136,21 @@ def test_memory_is_never_lowered_below_use_plus_margin_the_owner_is_warned() -> 
     (warn,) = [a for a in p.actions if a.kind == ActionKind.WARN_OWNER]
     assert warn.reason == Reason.LIMITS_BELOW_USAGE and "7.5GiB" not in warn.message
     assert warn.evidence["memory_used_bytes"] == int(7.5 * GiB)
+
+
+def test_memory_is_never_lowered_below_the_peak_since_it_started() -> None:
+    # 1 GiB in use now, but 12 GiB at its peak (a data load): an 8 GiB limit OOM-kills it when it
+    # needs that much again. The memory waits for the run (the peak does not fall); the rest comes.
+    p = run(box(used=GiB, peak=12 * GiB))
+    got = params(p)
+    assert got.memory_bytes is None and got.memory_swap_bytes is None and got.pids_limit == 1024
+    (wait,) = [d for d in p.deferred if d.why is DeferReason.BELOW_USAGE]
+    assert "used up to 12GiB since it started" in wait.message, wait.message
+    assert wait.evidence["memory_peak_bytes"] == 12 * GiB
+    # A peak within the limit plus the margin does not hold it back; nor does one of a created container.
+    assert params(run(box(used=GiB, peak=7 * GiB))).memory_bytes == 8 * GiB
+    created = box(state=ContainerState.CREATED, used=GiB, peak=12 * GiB)
+    assert params(run(created)).memory_bytes == 8 * GiB
 
 
 def test_the_margin_is_policy() -> None:
@@ -290,12 +307,20 @@ def _consistent(limits: ResourceLimits) -> ResourceLimits:
     tasks=st.integers(min_value=0, max_value=120_000),
     margin=st.floats(min_value=0, max_value=50),
     swapped=st.integers(min_value=0, max_value=300 * GiB),
+    above_now=st.none() | st.integers(min_value=0, max_value=300 * GiB),
 )
 def test_property_never_raises_never_below_use_and_idempotent(
-    limits: ResourceLimits, res: ResourceSpec, used: int, tasks: int, margin: float, swapped: int
+    limits: ResourceLimits,
+    res: ResourceSpec,
+    used: int,
+    tasks: int,
+    margin: float,
+    swapped: int,
+    above_now: int | None,
 ) -> None:
     limits = _consistent(limits)
-    c = swapping(box(limits=limits, used=used, tasks=tasks), used + swapped)
+    peak = None if above_now is None else used + above_now
+    c = swapping(box(limits=limits, used=used, tasks=tasks, peak=peak), used + swapped)
     p = run(c, res=res, memory_margin_pct=margin)
     found = updates(p)
     if not found:
@@ -306,8 +331,9 @@ def test_property_never_raises_never_below_use_and_idempotent(
         assert limits.cpus is None or u.nano_cpus <= limits.cpus * 1e9 + 1
     if u.memory_bytes is not None:
         assert limits.memory_bytes is None or u.memory_bytes <= limits.memory_bytes
-        # Never below what it uses now plus the margin.
-        assert u.memory_bytes >= memory_floor(used, margin) or u.memory_bytes == limits.memory_bytes
+        # Never below what it uses now, or used at its peak, plus the margin.
+        high = used if peak is None else peak
+        assert u.memory_bytes >= memory_floor(high, margin) or u.memory_bytes == limits.memory_bytes
     if u.memory_swap_bytes is not None and u.memory_swap_bytes != -1:
         assert limits.total_swap_bytes is None or u.memory_swap_bytes <= limits.total_swap_bytes
         assert u.memory_bytes is not None and u.memory_swap_bytes >= u.memory_bytes
@@ -322,7 +348,7 @@ def test_property_never_raises_never_below_use_and_idempotent(
         ) and u.pids_limit >= pids_floor(tasks, margin)
     # Idempotent: once applied, the next pass plans no update.
     again = run(
-        swapping(box(limits=applied(limits, u), used=used, tasks=tasks), used + swapped),
+        swapping(box(limits=applied(limits, u), used=used, tasks=tasks, peak=peak), used + swapped),
         res=res,
         memory_margin_pct=margin,
     )

@@ -9,8 +9,9 @@ the owner's spec sets (``EffectivePolicy.resources``) is compared with the conta
 
 Guards (unknown is not idle):
 
-* **memory** is never lowered below the container's current use plus ``memoryMarginPct``: the
-  kernel would reclaim or OOM-kill a live job. The memory (and swap) part waits
+* **memory** is never lowered below the container's current use plus ``memoryMarginPct``, nor
+  below its cgroup's peak use since it started plus the margin (a job that needed that much once
+  needs it again): the kernel would reclaim or OOM-kill a live job. The memory (and swap) part waits
   (``BelowUsage``) and the owner is warned once (``LimitsBelowUsage``); it is applied by a later
   pass once the use allows. A running container whose use is unknown waits (``UnknownSignal``).
 * **pids** is never set below the current task count plus the same margin, and never without at
@@ -62,6 +63,12 @@ class _Decision:
 def memory_floor(usage_bytes: int, margin_pct: float) -> int:
     """The lowest memory limit a container using ``usage_bytes`` may be given."""
     return int(usage_bytes * (1 + margin_pct / 100.0)) + 1
+
+
+def highest_use(used_bytes: int, peak_bytes: int | None) -> int:
+    """The memory a limit must leave room for: the use now, or the cgroup's peak since the
+    container started when that is higher (unknown on kernels before 5.19 under cgroup v2)."""
+    return used_bytes if peak_bytes is None else max(used_bytes, peak_bytes)
 
 
 def pids_floor(tasks: int, margin_pct: float) -> int:
@@ -265,17 +272,29 @@ def _memory(
             )
         )
         return have
-    floor = memory_floor(used, margin_pct)
+    peak = (
+        c.signals.memory_peak_bytes if c.signals is not None and c.state == ContainerState.RUNNING else None
+    )
+    floor = memory_floor(highest_use(used, peak), margin_pct)
     if want < floor:
-        d.waits.append(
-            (
-                DeferReason.BELOW_USAGE,
+        evidence = {"memory_used_bytes": used, "memory_floor_bytes": floor, "memory_wanted_bytes": want}
+        if peak is not None and peak > used:
+            # The peak since it started: a job that needed that much once (a data load, an
+            # evaluation) needs it again, and a lower limit OOM-kills it then.
+            evidence["memory_peak_bytes"] = peak
+            message = (
+                f"{c.name} uses {_mib(used)} of memory and used up to {_mib(peak)} since it started; "
+                f"its limit of {_mib(want)} ({spec.memory_bytes.source}) is below that plus "
+                f"{margin_pct:g} % ({_mib(floor)}): not lowered while it runs (at its next start "
+                "its peak starts afresh)"
+            )
+        else:
+            message = (
                 f"{c.name} uses {_mib(used)} of memory; its limit of {_mib(want)} "
                 f"({spec.memory_bytes.source}) is below that plus {margin_pct:g} % ({_mib(floor)}): "
-                "not lowered until it uses less",
-                {"memory_used_bytes": used, "memory_floor_bytes": floor, "memory_wanted_bytes": want},
+                "not lowered until it uses less"
             )
-        )
+        d.waits.append((DeferReason.BELOW_USAGE, message, evidence))
         return have
     _mark(d, "memory", have)
     d.update["memory_bytes"] = want
