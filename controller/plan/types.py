@@ -334,8 +334,9 @@ class ClockEvidence:
     In the JSON evidence: ``clock_start`` (when the clock started: the idle streak's first idle
     reading, or the start), ``timeout_s`` (the clock's limit: the idle timeout after any high-demand
     reduction, or the max runtime), ``base_timeout_s`` (the idle timeout before that reduction),
-    ``elapsed_s``, ``lead_s``, ``stop_due_at``. Readers (``describe``, ``get``) use this, not the
-    keys.
+    ``elapsed_s``, ``lead_s``, ``stop_due_at``, and ``effective_stop_due_at`` (the end of the
+    minimum idle span, where it ends after the timeout). Readers (``describe``, ``get``) use this,
+    not the keys.
     """
 
     clock_start: datetime | None
@@ -344,6 +345,7 @@ class ClockEvidence:
     elapsed_s: float | None
     lead_s: float | None
     stop_due_at: datetime | None
+    span_ends_at: datetime | None = None
 
     @classmethod
     def of(cls, item: Action | Deferred) -> ClockEvidence | None:
@@ -359,14 +361,18 @@ class ClockEvidence:
             elapsed_s=_number(ev.get("elapsed_s")),
             lead_s=_number(ev.get("lead_s")),
             stop_due_at=_when(ev.get("stop_due_at")),
+            span_ends_at=_when(ev.get("effective_stop_due_at")),
         )
 
     def stop_at(self) -> datetime | None:
-        """When the stop falls due: ``stop_due_at``, or the clock start plus the limit."""
+        """When the stop falls due: ``stop_due_at``, or the clock start plus the limit (not before
+        the minimum idle span ends)."""
         if self.stop_due_at is not None:
             return self.stop_due_at
         if self.clock_start is not None and self.limit_s is not None:
-            return self.clock_start + timedelta(seconds=self.limit_s)
+            at = self.clock_start + timedelta(seconds=self.limit_s)
+            span = self.span_ends_at
+            return span if span is not None and span > at else at
         return None
 
 

@@ -8,7 +8,7 @@ Defaults: idle timeout 30 min, window 3 samples, grace 30 min, warn lead min(10 
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from controller.memory import ControllerMemory
 from controller.plan.planner import plan
@@ -240,6 +240,31 @@ class TestIdleWarningsThenStop:
         assert held.evidence["decided_by"].startswith("idleMinDuration 20m")
         assert held.due_at is not None
         assert datetime.fromisoformat(held.evidence["effective_stop_due_at"]) == held.due_at
+
+    def test_the_stop_time_shown_and_announced_is_the_end_of_the_min_duration(self) -> None:
+        """The timeout (5 min) comes before the minimum idle span (20 min): the stop comes when the
+        span ends. The plan's stop time before the timeout, and the stop time the owner's warning
+        announces, said 5 min plus the lead; both now say the span's end, when it comes."""
+        from controller.plan.types import ClockEvidence, WarnParams
+
+        pol = b.policy(idle_timeout_s=5 * b.MIN, idle_min_duration_s=20 * b.MIN, idle_detection_window=1)
+        h = IdleHost(pol)
+        h.at(0)
+        early = h.at(2)
+        held = next(d for d in early.deferred if d.rule.value == "IdleTimeout")
+        clock = ClockEvidence.of(held)
+        assert clock is not None and clock.clock_start is not None
+        span_ends = clock.clock_start + timedelta(minutes=20)
+        assert clock.stop_at() == span_ends
+        warned = [a for minute in (4, 5, 6) for a in h.at(minute).actions if a.kind == ActionKind.WARN_OWNER]
+        assert warned, "no warning before the timeout"
+        for w in warned:
+            announced = w.params_as(WarnParams).stop_expected_at
+            assert announced is not None and datetime.fromisoformat(announced) == span_ends
+        stops = [
+            minute for minute in range(7, 30) if kinds(h.at(minute)) == [("StopContainer", "IdleTimeout")]
+        ]
+        assert stops and b.at(minutes=stops[0]) >= span_ends
 
     def test_high_demand_halves_the_timeout(self) -> None:
         # Every GPU of the host is used by a running container: demand 100 % >= 80 %.

@@ -92,7 +92,8 @@ class LadderClock:
     what a stop does and what the owner is told (the ladder's ``notice`` and ``stop_params``).
 
     ``not_ready`` (message, due) says the stop may not happen yet even past the timeout (the idle
-    window is not filled). ``evidence`` is the clock's own dict (built for it, shared with nothing
+    window is not filled); ``not_before``, when the stop can come no earlier than a known time past
+    the timeout (the minimum idle span): the stop time shown and announced is then that time. ``evidence`` is the clock's own dict (built for it, shared with nothing
     yet): the ladder completes it in place rather than copying it.
     """
 
@@ -102,6 +103,7 @@ class LadderClock:
     policy: EffectivePolicy
     evidence: dict[str, Any]
     not_ready: tuple[str, datetime | None] | None = None
+    not_before: datetime | None = None
 
 
 @dataclass(slots=True)  # not frozen: see LadderClock
@@ -124,6 +126,9 @@ class _Progress:
         never before a time a delivered warning announced: the timeout can shrink after it (high
         demand halves the idle timeout, a policy reload shortens a limit), the owner's notice not."""
         at = max(self.due_stop, (self.first_sent or now) + span(self.lead_s))
+        not_before = self.clock.not_before
+        if not_before is not None and not_before > at:
+            at = not_before  # the minimum idle span ends after the timeout: the stop waits for it
         announced = self.announced
         return announced if announced is not None and announced > at else at
 
@@ -496,8 +501,15 @@ def idle_stop(ctx: PassContext, out: Collector, c: ContainerObs, policy: Effecti
         policy=policy,
         evidence=facts.evidence,
         not_ready=_idle_not_ready(c, policy, facts),
+        not_before=_span_ends(policy, facts),
     )
     return run_ladder(ctx, out, c, mem, IDLE_LADDER, clock)
+
+
+def _span_ends(policy: EffectivePolicy, f: _IdleFacts) -> datetime | None:
+    """When the minimum idle span ends, if it ends after the idle timeout (it then decides)."""
+    min_duration_s = policy.idle_min_duration_s.value
+    return f.idle_since + timedelta(seconds=min_duration_s) if min_duration_s > f.timeout_s else None
 
 
 def _in_grace(
