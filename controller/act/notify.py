@@ -197,9 +197,19 @@ _DIR_FLAGS = os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
 def outcome_notice(
-    *, container: str, removed: bool, was_running: bool, why: str, at: datetime, tz: tzinfo | None = None
+    *,
+    container: str,
+    removed: bool,
+    was_running: bool,
+    why: str,
+    at: datetime,
+    tz: tzinfo | None = None,
+    kept: str = "the stopped container",
 ) -> str:
-    """The owner's notice after a stop (``was_running``) or a removal: what, why, kept, lost, next."""
+    """The owner's notice after a stop (``was_running``) or a removal: what, why, kept, lost, next.
+
+    ``kept``: what of the stopped container is kept (the planner's ``kept_after_stop`` evidence:
+    for how long, before a hold removes it)."""
     shown = at.astimezone(tz).strftime("%Y-%m-%d %H:%M %Z").strip()
     name = clean(container, 128)
     if was_running:
@@ -218,8 +228,7 @@ def outcome_notice(
         [
             what,
             f"Why: {why}",
-            "What is kept: your files under /workspace"
-            + ("." if removed else ", and the stopped container."),
+            "What is kept: your files under /workspace" + ("." if removed else f", and {clean(kept, 200)}."),
             f"What is lost: {lost}.",
             f"To start again: {again}.",
             f"More: ds01ctl get events --container {name}",

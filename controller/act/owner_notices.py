@@ -92,6 +92,7 @@ class OwnerNotices:
                 was_running=was_running,
                 why=action.message,
                 at=now,
+                kept=_kept(action),
             )
             result["terminals"] = self._notifier.notify(user, text, severity="STOPPED")
             alerts_file = self.fallback(user, text, "STOPPED", workspace, result["terminals"])
@@ -136,3 +137,9 @@ class OwnerNotices:
                 self._hook.submit({**doc, **extra})
         except Exception as exc:  # the hook is best effort; an action never fails because of it
             logger.warning("notification hook: {} not queued: {}", action.key, exc)
+
+
+def _kept(action: Action) -> str:
+    """What the planner says a stop keeps of the container, or that the stopped container is kept."""
+    kept = action.evidence.get("kept_after_stop")
+    return kept if isinstance(kept, str) and kept else "the stopped container"

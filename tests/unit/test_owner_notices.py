@@ -53,6 +53,16 @@ def notices(sessions: list[Session]) -> OwnerNotices:
 # --- the notice text --------------------------------------------------------------------------------
 
 
+def test_stop_notice_says_how_long_the_stopped_container_is_kept() -> None:
+    """A stopped container is removed once its hold passes: the notice says so (as the planner's
+    evidence gives it), not that it is kept."""
+    kept = "the stopped container for 15m after the stop (then it is removed)"
+    text = outcome_notice(
+        container="web", removed=False, was_running=True, why="max runtime", at=AT, kept=kept
+    )
+    assert f"What is kept: your files under /workspace, and {kept}." in text
+
+
 def test_stop_notice_says_what_why_kept_lost_and_how_to_start_again() -> None:
     text = outcome_notice(container="web", removed=False, was_running=True, why="idle for 2h 5m", at=AT)
     assert text.startswith("Your container web was stopped at ")
@@ -92,11 +102,15 @@ def test_owner_not_logged_in_finds_the_notice_in_the_workspace(tmp_path: Path) -
     content = alerts.read_text()
     assert content.startswith("--- Alert: ") and "[STOPPED] ds01-controller" in content
     assert "Your container web was stopped" in content and "To start again" in content
+    assert "and the stopped container." in content  # the planner said nothing of a hold
     st = alerts.stat()
     assert stat.S_IMODE(st.st_mode) == 0o600 and st.st_uid == UID
     # A second notice is appended (DS01's file is a log the user reads and clears).
-    notices([]).after(stop_action(), str(workspace), removed=False, was_running=True)
-    assert alerts.read_text().count("--- Alert: ") == 2
+    held = stop_action()
+    kept = "the stopped container for 15m after the stop (then it is removed)"
+    held = held.model_copy(update={"evidence": {**held.evidence, "kept_after_stop": kept}})
+    notices([]).after(held, str(workspace), removed=False, was_running=True)
+    assert alerts.read_text().count("--- Alert: ") == 2 and f"and {kept}." in alerts.read_text()
 
 
 def test_no_fallback_when_a_terminal_took_the_notice(pty: tuple[int, str], tmp_path: Path) -> None:

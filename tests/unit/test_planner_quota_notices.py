@@ -44,7 +44,11 @@ def test_stop_mode_notice_gives_the_stop_time_what_is_kept_and_lost() -> None:
     assert "Your container alice-3 will be stopped at" in text
     assert f"stopped at {stop_at.astimezone(CET).strftime('%Y-%m-%d %H:%M')} CET" in text
     assert "You (alice) run 4 containers" in text and "your quota is 3 (UserGroup/student)" in text
-    assert "What is kept: the stopped container and your files under /workspace" in text
+    # The container hold removes the stopped container: the notice says when, not "kept".
+    assert (
+        "What is kept: your files under /workspace and the stopped container for 30m after the stop" in text
+    )
+    assert "(then it is removed)" in text
     assert "What is lost: its running processes" in text
     assert "keep-alive" in text  # it does not hold off a quota stop
     assert "ds01ctl describe user alice" in text and "ds01ctl describe container alice-3" in text
@@ -105,7 +109,7 @@ def test_a_quota_notice_reaches_a_real_terminal(pty: tuple[int, str]) -> None:  
     assert TerminalNotifier(sessions=lambda: [Session(me, tty)]).notify(me, text) == 1
     shown = read_all(master).decode()
     assert "Your container alice-3 will be stopped at" in shown and " CET" in shown
-    assert "What is kept: the stopped container and your files under /workspace" in shown
+    assert "What is kept: your files under /workspace and the stopped container for 30m" in shown
     assert "ds01ctl describe user alice" in shown
 
 

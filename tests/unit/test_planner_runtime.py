@@ -35,6 +35,26 @@ def runtime_deferrals(p: Plan) -> list[tuple[str, str]]:
 
 
 class TestMaxRuntime:
+    def test_the_notices_say_when_the_stopped_container_is_removed(self) -> None:
+        """A GPU container stopped for its runtime is removed 15 min later (the GPU hold): the
+        warning and the notice after the stop said the stopped container is kept."""
+        from controller.plan.types import WarnParams
+
+        runner = b.Passes(b.desired(LIMIT))
+        for minute in range(0, 11 * 60, 15):
+            snap = b.snapshot(
+                observed_at=b.at(minutes=minute), containers=[busy(started_at=b.T0, minute=minute)]
+            )
+            runner.run(snap)
+        actions = [a for p in runner.history for a in p.actions]
+        kept = "the stopped container for 15m after the stop (then it is removed)"
+        warning = next(a for a in actions if a.reason.value == "MaxRuntimeWarning")
+        assert f"What is kept: your files under /workspace and {kept}" in (
+            warning.params_as(WarnParams).notice or ""
+        )
+        stop = next(a for a in actions if a.reason.value == "MaxRuntimeExceeded")
+        assert stop.evidence["kept_after_stop"] == kept
+
     def test_not_due_is_deferred_until_first_warning(self) -> None:
         start = b.ago(hours=1)
         p = once(busy(started_at=start))

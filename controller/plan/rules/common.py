@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
-from controller.plan.context import Collector, PassContext, iso
+from controller.plan.context import Collector, PassContext, fmt_duration, iso
 from controller.plan.types import DeferReason, Reason
 from controller.snapshot import ContainerObs
 from desired_state.effective import EffectivePolicy, ExemptFrom
@@ -13,6 +13,19 @@ from desired_state.effective import EffectivePolicy, ExemptFrom
 
 def after(ctx: PassContext, delay_s: float) -> Any:
     return ctx.now + timedelta(seconds=delay_s)
+
+
+def kept_after_stop(c: ContainerObs, policy: EffectivePolicy) -> str:
+    """What of a stopped container is kept, for the owner's notices ("What is kept: your files
+    under /workspace and ..."): it is removed once the shorter of its holds has passed (the GPU
+    hold for one holding a GPU), unless a cleanup exemption holds it."""
+    if policy.exemption(ExemptFrom.CLEANUP) is not None:
+        return "the stopped container while your cleanup exemption lasts"
+    gpu_hold = policy.gpu_hold_after_stop_s.value if c.has_gpu else None
+    holds = [h for h in (gpu_hold, policy.container_hold_after_stop_s.value) if h is not None]
+    if not holds:
+        return "the stopped container"
+    return f"the stopped container for {fmt_duration(min(holds))} after the stop (then it is removed)"
 
 
 def gpu_evidence(ctx: PassContext, c: ContainerObs) -> dict[str, Any]:

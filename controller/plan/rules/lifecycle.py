@@ -37,7 +37,7 @@ from controller.plan.context import (
     span,
 )
 from controller.plan.idle import IDLE_WARNING_PREFIX, IdleStatus, grace_end, idle_status, keepalive_verdict
-from controller.plan.rules.common import exempted, gpu_evidence, shielded
+from controller.plan.rules.common import exempted, gpu_evidence, kept_after_stop, shielded
 from controller.plan.types import Action, ActionKind, DeferReason, Reason, StopParams, WarnParams
 from controller.plan.values import built
 from controller.snapshot import ContainerObs, ContainerState, Domain, KeepAliveState
@@ -93,8 +93,9 @@ class LadderClock:
 
     ``not_ready`` (message, due) says the stop may not happen yet even past the timeout (the idle
     window is not filled); ``not_before``, when the stop can come no earlier than a known time past
-    the timeout (the minimum idle span): the stop time shown and announced is then that time. ``evidence`` is the clock's own dict (built for it, shared with nothing
-    yet): the ladder completes it in place rather than copying it.
+    the timeout (the minimum idle span): the stop time shown and announced is then that time.
+    ``evidence`` is the clock's own dict (built for it, shared with nothing yet): the ladder
+    completes it in place rather than copying it.
     """
 
     start: datetime
@@ -371,6 +372,8 @@ def _stop(ctx: PassContext, c: ContainerObs, ladder: Ladder, pr: _Progress) -> A
             **gpu_evidence(ctx, c),
             "first_warning_at": iso(first_sent),
             "stop_due_at": iso(stop_at),
+            # What the owner's notice after the stop says is kept (the holds remove it later).
+            "kept_after_stop": kept_after_stop(c, pr.clock.policy),
         },
         due_at=stop_at,
         key=f"StopContainer:{c.id}:{iso(c.started_at)}:{ladder.stop_reason.value}",
@@ -382,11 +385,15 @@ def _idle_notice(c: ContainerObs, policy: EffectivePolicy) -> list[str]:
     """What the owner of an idle container can do, what a stop keeps and loses, where to see more."""
     cap = policy.keepalive_max_age_s.value
     path = policy.keepalive_path.value
-    lost = (
-        "the container itself is removed after the stop, with its processes and every file outside /workspace"
-        if policy.remove_after_idle_stop.value
-        else "its running processes stop; the container stays, and can be started again"
-    )
+    if policy.remove_after_idle_stop.value:
+        kept = "your files under /workspace"
+        lost = (
+            "the container itself is removed after the stop, with its processes and every file "
+            "outside /workspace"
+        )
+    else:
+        kept = f"your files under /workspace and {kept_after_stop(c, policy)}; start it again to continue"
+        lost = "its running processes"
     return [
         "Why: GPU, CPU and network have all stayed below the idle thresholds since then.",
         f"To keep it: run `touch {path}` inside the container"
@@ -397,7 +404,7 @@ def _idle_notice(c: ContainerObs, policy: EffectivePolicy) -> list[str]:
             if cap is not None
             else "."
         ),
-        f"What is kept: your files under /workspace. What is lost: {lost}.",
+        f"What is kept: {kept}. What is lost: {lost}.",
         f"More: ds01ctl describe container {c.name}",
     ]
 
@@ -406,8 +413,8 @@ def _runtime_notice(c: ContainerObs, policy: EffectivePolicy) -> list[str]:
     """What the owner of a container near its maximum runtime keeps and loses, where to see more."""
     return [
         "Why: the maximum runtime since its last start is reached; the keep-alive file does not extend it.",
-        "What is kept: your files under /workspace and the stopped container (start it again to continue). "
-        "What is lost: its running processes; save your work before the stop.",
+        f"What is kept: your files under /workspace and {kept_after_stop(c, policy)}; start it again to "
+        "continue. What is lost: its running processes; save your work before the stop.",
         f"More: ds01ctl describe container {c.name}",
     ]
 

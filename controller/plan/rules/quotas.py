@@ -44,6 +44,7 @@ from controller.memory import Attempt, ContainerMemory
 from controller.plan.context import Collector, PassContext, fmt_duration, host_target, iso
 from controller.plan.desired import policy_identity
 from controller.plan.rules.aggregate import gpu_holders, owners
+from controller.plan.rules.common import kept_after_stop
 from controller.plan.types import ActionKind, DeferReason, Reason, StopParams, WarnParams
 from controller.plan.values import built
 from controller.snapshot import ContainerId, ContainerObs, ContainerState
@@ -664,7 +665,12 @@ def _warn(
                 "level_pct": None,
                 "stop_expected_at": iso(stop_at) if stop_at is not None else None,
                 "notice": quota_notice(
-                    c, reason, evidence, enforce=enforce, lead_s=lead_s if stop_at is not None else None
+                    c,
+                    reason,
+                    evidence,
+                    enforce=enforce,
+                    lead_s=lead_s if stop_at is not None else None,
+                    kept=kept_after_stop(c, ctx.policies[c.id]),
                 ),
                 "severity": None,
             },
@@ -735,7 +741,7 @@ def _warn_then_stop(
         f"stop {c.name} (owner {c.owner}): {what}; warned at {iso(sent)}",
         due_at=due,
         key=f"StopContainer:{c.id}:{reason.value}",
-        evidence={**evidence, "warned_at": iso(sent)},
+        evidence={**evidence, "warned_at": iso(sent), "kept_after_stop": kept_after_stop(c, policy)},
         params=StopParams(grace_s=float(policy.sigterm_grace_s.value), remove=False),
     )
 
@@ -802,7 +808,13 @@ def _over(c: ContainerObs, reason: Reason, evidence: Mapping[str, Any]) -> str:
 
 
 def quota_notice(
-    c: ContainerObs, reason: Reason, evidence: Mapping[str, Any], *, enforce: bool, lead_s: float | None
+    c: ContainerObs,
+    reason: Reason,
+    evidence: Mapping[str, Any],
+    *,
+    enforce: bool,
+    lead_s: float | None,
+    kept: str = "the stopped container",
 ) -> str:
     """The owner's notice for a quota (params ``notice``; ``{stop_at}`` is filled in at delivery, in
     the server's local time): what is over, what happens next and when, what to do, where to see more.
@@ -824,7 +836,7 @@ def quota_notice(
             [
                 _over(c, reason, evidence),
                 "Nothing is stopped: this server only reports this quota for now. " + fix,
-                "A stopped container and your files under /workspace are kept; start it again once you are "
+                f"What a stop keeps: your files under /workspace and {kept}; start it again once you are "
                 "within the quota.",
                 more,
             ]
@@ -846,8 +858,8 @@ def quota_notice(
             when,
             "Why: " + _over(c, reason, evidence),
             keep + " The keep-alive file does not hold off a quota stop.",
-            "What is kept: the stopped container and your files under /workspace (start it again once you "
-            "are within the quota). What is lost: its running processes; save your work before the stop.",
+            f"What is kept: your files under /workspace and {kept}; start it again once you are within the "
+            "quota. What is lost: its running processes; save your work before the stop.",
             more,
         ]
     )
