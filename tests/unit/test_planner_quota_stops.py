@@ -221,16 +221,14 @@ def test_a_container_due_for_a_runtime_stop_and_a_quota_stop_is_stopped_once() -
 
 
 def test_a_container_beyond_two_quotas_is_stopped_once() -> None:
-    # alice-1 is beyond the container quota and the GPU quota: warned for each, stopped once.
+    # alice-1 is beyond the container quota and the GPU quota: warned once (the GPU quota's stop
+    # brings alice within the container quota too), stopped once.
     a0 = b.running("alice-0", owner="alice", started_at=b.ago(hours=3))
     a1 = b.running("alice-1", owner="alice", gpus=[b.GPU0, b.GPU1], started_at=b.ago(hours=2))
     policy = pol(quotas(containers=1, gpus=1))
     gpus = [b.gpu(0), b.gpu(1)]
     first = run([a0, a1], policy, gpus=gpus, quota_enforce="stop")
-    assert [(k, r, t) for k, r, t in acts(first) if k == "WarnOwner"] == [
-        ("WarnOwner", CQ, "alice-1"),
-        ("WarnOwner", GQ, "alice-1"),
-    ]
+    assert [(k, r, t) for k, r, t in acts(first) if k == "WarnOwner"] == [("WarnOwner", GQ, "alice-1")]
     due = after_the_lead(first, [a0, a1], policy, gpus=gpus)
     # The GPU quota is judged first: its stop counts against the container quota too.
     assert acts(due) == [("StopContainer", GQ, "alice-1")]
@@ -635,3 +633,21 @@ class TestFewestStops:
                 for s in stops:
                     again = [*kept, set(holds[int(s.split("-")[1])])]
                     assert len(set().union(*again)) > quota, (holds, quota, stops, s)
+
+
+def test_a_container_the_gpu_quota_stops_is_not_counted_again_by_the_container_quota() -> None:
+    """alice-gpu (older, a GPU) and alice-cpu; one container and half a GPU allowed. The GPU quota
+    warns alice-gpu; its stop brings alice within the container quota too. alice-cpu was told it
+    would be stopped, and was not."""
+    g = b.gpu(0)
+    gpu_c = b.running("alice-gpu", owner="alice", gpus=[g.uuid], started_at=b.ago(hours=2))
+    cpu_c = b.running("alice-cpu", owner="alice", started_at=b.ago(hours=1))
+    policy = pol(quotas(containers=1, gpus=0.5))
+    first = run([gpu_c, cpu_c], policy, gpus=[g], quota_enforce="stop")
+    assert [t for k, _, t in acts(first) if k == "WarnOwner"] == ["alice-gpu"]
+    due = after_the_lead(first, [gpu_c, cpu_c], policy, gpus=[g])
+    assert [(k, t) for k, _, t in acts(due) if k == "StopContainer"] == [("StopContainer", "alice-gpu")]
+    # Three containers: the GPU stop leaves two, one beyond the container quota: that one is warned.
+    extra = b.running("alice-new", owner="alice", started_at=b.ago(minutes=30))
+    three = run([gpu_c, cpu_c, extra], policy, gpus=[g], quota_enforce="stop")
+    assert sorted(t for k, _, t in acts(three) if k == "WarnOwner") == ["alice-gpu", "alice-new"]

@@ -100,9 +100,16 @@ def user_quotas(ctx: PassContext, out: Collector) -> None:
             proposed = len(stops.proposed)
             # (The holders are among the owned: none is stopping when none of those is.)
             held = holders if left is owned else _not_stopping(holders, stops)
+            warned = len(stops.warned)
             _gpu_quota(ctx, out, owner, left, held, shares, units, stops)
             if len(stops.proposed) != proposed:
                 left = _not_stopping(left, stops)
+            if len(stops.warned) != warned:
+                # Told they will be stopped for the GPU quota: once they are, they no longer count
+                # against the container quota either, and a container that quota would stop now is
+                # told it will be stopped, and is not (its warning voided once they stop).
+                gq = Reason.GPU_QUOTA_EXCEEDED
+                left = [c for c in left if (c.id, gq) not in stops.warned]
         if left:
             _container_quota(ctx, out, owner, left, stops)
         for c in holders:
