@@ -22,9 +22,11 @@ SIZE = 2_000
 # Changed twice since, on purpose: two runtime deferrals whose first warning goes out in this very
 # pass now show the stop at that warning plus its lead (12:10), the time the daemon keeps, not the
 # bare limit (12:01 and 12:06); and the actions the per-pass budget holds say the pass each comes
-# at (``in_passes``; "next pass" only for the first budget's worth). Nothing else moved.
+# at (``in_passes``; "next pass" only for the first budget's worth). And the plan (not the
+# deferrals) once more: the owner's notices of the runtime and quota warnings say for how long the
+# stopped container is kept before its hold removes it. Nothing else moved.
 DEFERRALS_DIGEST = "df8d558dc3c4c786fd574ed3d5616dbb15a19caefd6a7b20181c1c06076304d6"
-PLAN_DIGEST = "9c9e407d8daa619fc403a71342e8ac13822dc245b9a9eff5f77529c8a59070da"
+PLAN_DIGEST = "30134f3d3fdcf6c17bfedff739be5a8e70b4c97268cbf069aade32e7ce4b81e5"
 
 
 def _plan(n: int) -> Plan:
