@@ -343,7 +343,22 @@ def verb(item: Action | Deferred) -> str:
         if item.kind == ActionKind.WARN_OWNER and item.reason == Reason.IDLE_EXEMPT_NOTICE:
             return "notify"
         return _KIND_VERB.get(item.kind, item.kind.value)
+    held = item.evidence.get("action")  # a safety gate's deferral names the action it holds back
+    if isinstance(held, str) and held in _KIND_OF and item.rule != Reason.IDLE_EXEMPT_NOTICE:
+        return _KIND_VERB.get(_KIND_OF[held], held)
+    if item.rule in _QUOTA_RULES and item.why in _QUOTA_STOP_WAITS:
+        # The quota rules defer only an enforced stop this way (enforce: stop): the warning went
+        # out, and the stop waits for its lead, or for a paused container to run again. Reported
+        # only, a quota defers as NotEnforced, never so.
+        return "stop"
     return _RULE_VERB.get(item.rule, item.rule.value)
+
+
+_KIND_OF = {k.value: k for k in ActionKind}
+_QUOTA_RULES = frozenset(
+    {Reason.CONTAINER_QUOTA_EXCEEDED, Reason.GPU_QUOTA_EXCEEDED, Reason.GPU_SLOTS_ABOVE_SPEC}
+)
+_QUOTA_STOP_WAITS = frozenset({DeferReason.WAITING_FOR_WARNING, DeferReason.NOT_DUE})
 
 
 @dataclass(frozen=True)

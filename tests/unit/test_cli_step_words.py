@@ -1,0 +1,107 @@
+"""What ``get``, ``describe`` and ``plan`` call a container's next step, against what the planner does.
+
+Each host here runs through the real planner pass by pass (memory carried, warnings delivered), and
+the words the CLI prints for a step are held against the action the planner then takes: a quota
+stop is a stop (not a warning), an idle stop that removes the container says so, the end of a grace
+period or of an exemption is not the time of the stop or the removal.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Iterator
+from datetime import datetime
+
+import pytest
+
+from controller.cli.describe import describe_container
+from controller.cli.get import GetOptions, run_get
+from controller.cli.planview import plan_text
+from controller.cli.view import View
+from controller.plan.desired import StaticDesired
+from controller.plan.types import Plan
+from controller.snapshot import ContainerObs, Snapshot
+from desired_state.effective import ResourceSpec, Sourced
+from tests.fixtures import builders as b
+
+
+@pytest.fixture(autouse=True)
+def utc_clock(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Clock times in describe and plan are local: pin the zone."""
+    monkeypatch.setenv("TZ", "UTC")
+    time.tzset()
+    yield
+    monkeypatch.undo()
+    time.tzset()
+
+
+def run(
+    desired: StaticDesired,
+    make: Callable[[datetime], list[ContainerObs]],
+    times: list[datetime],
+) -> tuple[View, b.Passes, Plan]:
+    """The view after one pass at each of ``times`` (the last one's plan), and the passes to go on."""
+    passes = b.Passes(desired)
+    for t in times:
+        p = passes.run(host(make, t))
+    view = View(snapshot=host(make, t), now=p.evaluated_at, plan=p, memory=p.memory, desired=passes.desired)
+    return view, passes, p
+
+
+def host(make: Callable[[datetime], list[ContainerObs]], t: datetime) -> Snapshot:
+    return b.snapshot(observed_at=t, containers=make(t), gpus=(b.gpu(0),))
+
+
+def section(text: str, head: str, end: str) -> str:
+    return text[text.index(head) : text.index(end, text.index(head))]
+
+
+def next_json(view: View, name: str) -> dict[str, object]:
+    items = json.loads(run_get("containers", view, GetOptions(output="json", name=name))[0])["items"]
+    nxt: dict[str, object] = items[0]["next"]
+    return nxt
+
+
+# --- an enforced quota ------------------------------------------------------------------------
+
+QUOTA_1 = b.policy(idle_timeout_s=None).model_copy(
+    update={"resources": ResourceSpec(max_containers_per_user=Sourced(value=1, source="UserGroup/student"))}
+)
+
+
+def two_notebooks(t: datetime) -> list[ContainerObs]:
+    return [
+        b.running("old-nb", started_at=b.ago(hours=5), sig=b.signals(t)),
+        b.running("new-nb", started_at=b.ago(minutes=1), sig=b.signals(t)),
+    ]
+
+
+def test_an_enforced_quota_stop_is_shown_as_a_stop_not_a_warning() -> None:
+    # enforce: stop. The newest container beyond the quota is warned in the first pass and stopped
+    # a warning lead (10m) later; the warning is delivered, so what waits now is the stop.
+    desired = b.desired(QUOTA_1, b.global_policy(quota_enforce="stop"))
+    view, passes, p = run(desired, two_notebooks, [b.T0, b.at(seconds=30)])
+    text = describe_container(view, "new-nb")
+    decision = section(text, "Decision:", "Events:")
+    assert "DEFERRED  stop (ContainerQuotaExceeded)" in decision and "stop 12:10 UTC" in decision, decision
+    assert "warn 12:10" not in decision
+    line = next(x for x in plan_text(p).splitlines() if "ContainerQuotaExceeded new-nb" in x)
+    assert "[WaitingForWarning; stop 12:10 UTC" in line, line
+    nxt = next_json(view, "new-nb")
+    assert (nxt["action"], nxt["due_at"]) == ("stop", "2026-03-02T12:10:00Z")
+    # What the planner does then: the stop, for the quota.
+    at = passes.run(host(two_notebooks, b.at(minutes=10)))
+    assert ("StopContainer", "ContainerQuotaExceeded", "new-nb") in b.summary(at)
+
+
+def test_a_quota_stop_the_action_budget_holds_is_shown_as_a_stop() -> None:
+    # The safety gate's deferral names the action it holds (a StopContainer), not the warning.
+    desired = b.desired(QUOTA_1, b.global_policy(quota_enforce="stop", max_destructive_actions_per_pass=0))
+    view, _, p = run(desired, two_notebooks, [b.T0, b.at(minutes=10)])
+    assert [(d.rule.value, d.why.value) for d in p.deferred if d.target.container == "new-nb"] == [
+        ("ContainerQuotaExceeded", "BudgetExhausted")
+    ]
+    assert next_json(view, "new-nb")["action"] == "stop"
+    decision = section(describe_container(view, "new-nb"), "Decision:", "Events:")
+    assert "DEFERRED  stop (ContainerQuotaExceeded)" in decision, decision
