@@ -422,7 +422,11 @@ def _due_text(view: View, items: Sequence[Action | Deferred], rules: Sequence[Re
         if isinstance(item, Action):
             out.append(f"{verb(item)} now")
         elif item.due_at is not None:
-            held = "" if item.why == DeferReason.NOT_DUE else f"; {WHY.get(item.why, item.why.value)}"
+            held = (
+                ""
+                if item.why in (DeferReason.NOT_DUE, DeferReason.GRACE_PERIOD)
+                else f"; {WHY.get(item.why, item.why.value)}"
+            )
             for step_verb, at in schedule(item):
                 # "stop due 10:52", but "exemption ends 15:00" (a hold that ends is not "due").
                 due = " " if step_verb.endswith(" ends") else " due "

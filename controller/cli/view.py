@@ -418,7 +418,10 @@ def stop_due_at(d: Deferred) -> datetime | None:
 def schedule(d: Deferred) -> list[tuple[str, datetime | None]]:
     """What a deferral will do and when: a stop rule's deferral is due at its next wake-up, which
     is a warning when the plan's own evidence puts the stop later. An exemption or a keep-alive
-    holding a stop off is due when it ends: no stop then, but the ladder's warning and its lead."""
+    holding a stop off is due when it ends: no stop then, but the ladder's warning and its lead.
+    The grace period's end is when idle checks begin, not a stop: idle time counts from then."""
+    if d.why == DeferReason.GRACE_PERIOD:
+        return [(GRACE_STEP, d.due_at)]
     if d.rule in _LADDER_RULES and d.due_at is not None:
         hold_ends = _HOLD_ENDS.get(d.why)
         if hold_ends is not None:

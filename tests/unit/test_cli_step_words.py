@@ -105,3 +105,33 @@ def test_a_quota_stop_the_action_budget_holds_is_shown_as_a_stop() -> None:
     assert next_json(view, "new-nb")["action"] == "stop"
     decision = section(describe_container(view, "new-nb"), "Decision:", "Events:")
     assert "DEFERRED  stop (ContainerQuotaExceeded)" in decision, decision
+
+
+# --- the grace period -------------------------------------------------------------------------
+
+IDLE_30M = b.policy(idle_timeout_s=1800.0, high_demand_threshold=2.0)  # no high demand: 30m
+
+
+def idle_notebook(t: datetime) -> list[ContainerObs]:
+    return [b.running("nb", gpus=[b.GPU0], started_at=b.T0, sig=b.signals(t, gpu_pct={b.GPU0: 0.0}))]
+
+
+def test_the_end_of_the_grace_period_is_not_shown_as_the_stop_time() -> None:
+    # Started at 12:00 with a grace period of 30m: idle checks begin at 12:30, and an idle container
+    # is warned at 12:54 and stopped at 13:00. Nothing is stopped at 12:30.
+    times = [b.at(minutes=m) for m in range(0, 11)]
+    view, passes, p = run(b.desired(IDLE_30M), idle_notebook, times)
+    text = describe_container(view, "nb")
+    timers, decision = section(text, "Timers:", "Decision:"), section(text, "Decision:", "Events:")
+    assert "grace ends 12:30 UTC (in 20m)" in timers and "stop due 12:30" not in timers, timers
+    assert "grace ends 12:30 UTC (in 20m)" in decision and "stop 12:30" not in decision, decision
+    line = next(x for x in plan_text(p, wide=True).splitlines() if "IdleTimeout nb" in x)
+    assert "[GracePeriod; grace ends 12:30 UTC (in 20m)]" in line, line
+    stops = []
+    for m in range(11, 61):
+        stops += [
+            a
+            for a in passes.run(host(idle_notebook, b.at(minutes=m))).actions
+            if a.kind.value == "StopContainer"
+        ]
+    assert [a.due_at for a in stops] == [b.at(hours=1)]
