@@ -418,21 +418,23 @@ def stop_due_at(d: Deferred) -> datetime | None:
 def schedule(d: Deferred) -> list[tuple[str, datetime | None]]:
     """What a deferral will do and when: a stop rule's deferral is due at its next wake-up, which
     is a warning when the plan's own evidence puts the stop later. An exemption or a keep-alive
-    holding a stop off is due when it ends: no stop then, but the ladder's warning and its lead.
-    The grace period's end is when idle checks begin, not a stop: idle time counts from then."""
+    holding a step off is due when it ends: no stop then (but the ladder's warning and its lead),
+    no removal then (but the hold's end, if later). The grace period's end is when idle checks
+    begin, not a stop: idle time counts from then."""
     if d.why == DeferReason.GRACE_PERIOD:
         return [(GRACE_STEP, d.due_at)]
+    hold_ends = _HOLD_ENDS.get(d.why)
+    if hold_ends is not None and d.due_at is not None:
+        # Any rule: a cleanup exemption ending is no removal either (the hold may run longer).
+        return [(hold_ends, d.due_at)]
     if d.rule in _LADDER_RULES and d.due_at is not None:
-        hold_ends = _HOLD_ENDS.get(d.why)
-        if hold_ends is not None:
-            return [(hold_ends, d.due_at)]
         stop_at = stop_due_at(d)
         if stop_at is not None and d.due_at < stop_at:
             return [("warn", d.due_at), (verb(d), stop_at)]
     return [(verb(d), d.due_at)]
 
 
-# What ends at the due time of a deferral that holds a stop off.
+# What ends at the due time of a deferral that holds a step off (a stop, a removal, a limit).
 _HOLD_ENDS = {DeferReason.EXEMPT: "exemption ends", DeferReason.KEEP_ALIVE: "keep-alive ends"}
 
 

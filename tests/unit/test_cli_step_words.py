@@ -22,7 +22,7 @@ from controller.cli.view import View
 from controller.plan.desired import StaticDesired
 from controller.plan.types import Plan
 from controller.snapshot import ContainerObs, Snapshot
-from desired_state.effective import ResourceSpec, Sourced
+from desired_state.effective import ExemptFrom, ResourceSpec, Sourced
 from tests.fixtures import builders as b
 
 
@@ -135,3 +135,26 @@ def test_the_end_of_the_grace_period_is_not_shown_as_the_stop_time() -> None:
             if a.kind.value == "StopContainer"
         ]
     assert [a.due_at for a in stops] == [b.at(hours=1)]
+
+
+# --- a cleanup exemption ----------------------------------------------------------------------
+
+
+def test_a_cleanup_exemption_ending_is_not_shown_as_the_removal_time() -> None:
+    # Stopped at 11:59 with a GPU hold of 15m; its owner's cleanup exemption ends at 12:02. The
+    # removal comes when the hold ends (12:14), not when the exemption does.
+    pol = b.policy(exemptions=[b.exemption(ExemptFrom.CLEANUP, expires_at=b.at(minutes=2))])
+
+    def done(t: datetime) -> list[ContainerObs]:
+        return [b.exited("done", gpus=[b.GPU0], started_at=b.ago(hours=2), finished_at=b.ago(minutes=1))]
+
+    view, passes, p = run(b.desired(pol), done, [b.T0])
+    text = describe_container(view, "done")
+    timers, decision = section(text, "Timers:", "Decision:"), section(text, "Decision:", "Events:")
+    assert "exemption ends 12:02 UTC (in 2m" in timers and "remove due 12:02" not in timers, timers
+    assert "exemption ends 12:02 UTC (in 2m)" in decision and "remove 12:02" not in decision, decision
+    line = next(x for x in plan_text(p).splitlines() if "GpuHoldExpired done" in x)
+    assert "[Exempt; exemption ends 12:02 UTC (in 2m)]" in line, line
+    assert next_json(view, "done")["action"] == "exemption ends"
+    removed = [m for m in range(1, 20) if passes.run(host(done, b.at(minutes=m))).actions]
+    assert removed[0] == 14
