@@ -23,6 +23,7 @@ from controller.cli.get import (
     process_container,
     process_verdict,
 )
+from controller.cli.planview import kind_text
 from controller.cli.render import (
     PLAIN,
     UNKNOWN,
@@ -124,13 +125,14 @@ def decision_lines(view: View, items: Sequence[Action | Deferred], s: Sections, 
     )
     for a in actions:
         colour = "red" if a.destructive else "yellow"
-        s.line(f"{s.style('ACTING', colour)}    {a.kind.value} ({a.reason.value}) now", indent)
+        s.line(f"{s.style('ACTING', colour)}    {kind_text(a)} ({a.reason.value}) now", indent)
         s.line(clean(a.message, 300), indent + 4)
         if a.evidence:
             s.line(f"evidence: {_evidence(a.evidence)}", indent + 4)
     for d in deferred:
         why = WHY.get(d.why, d.why.value)
-        head = f"{s.style('DEFERRED', 'cyan')}  {verb(d)} ({d.rule.value})"
+        removes = view.idle_stop_removes(d.target.container_id)
+        head = f"{s.style('DEFERRED', 'cyan')}  {verb(d, idle_removes=removes)} ({d.rule.value})"
         s.line(f"{head}: {why} [{d.why.value}]; {when_text(view, d)}", indent)
         s.line(clean(d.message, 300), indent + 4)
         if d.evidence:
@@ -147,7 +149,8 @@ def when_text(view: View, d: Deferred) -> str:
         return "at the next pass" if turn == 1 else budget_turn(turn)
     if d.due_at is None:
         return "no due time"
-    return ", ".join(f"{v} {_clock(view, at)} ({until(at, view.now)})" for v, at in schedule(d) if at)
+    steps = schedule(d, idle_removes=view.idle_stop_removes(d.target.container_id))
+    return ", ".join(f"{v} {_clock(view, at)} ({until(at, view.now)})" for v, at in steps if at)
 
 
 def _clock(view: View, at: datetime) -> str:
@@ -419,6 +422,7 @@ def _due_text(view: View, items: Sequence[Action | Deferred], rules: Sequence[Re
     for item in items:
         if rule_of(item) not in rules:
             continue
+        removes = view.idle_stop_removes(item.target.container_id)
         if isinstance(item, Action):
             out.append(f"{verb(item)} now")
         elif item.due_at is not None:
@@ -427,14 +431,14 @@ def _due_text(view: View, items: Sequence[Action | Deferred], rules: Sequence[Re
                 if item.why in (DeferReason.NOT_DUE, DeferReason.GRACE_PERIOD)
                 else f"; {WHY.get(item.why, item.why.value)}"
             )
-            for step_verb, at in schedule(item):
+            for step_verb, at in schedule(item, idle_removes=removes):
                 # "stop due 10:52", but "exemption ends 15:00" (a hold that ends is not "due").
                 due = " " if step_verb.endswith(" ends") else " due "
                 out.append(
                     f"{step_verb}{due}{_clock(view, at)} ({until(at, view.now)}{held})" if at else step_verb
                 )
         else:
-            out.append(f"{verb(item)} held: {WHY.get(item.why, item.why.value)}")
+            out.append(f"{verb(item, idle_removes=removes)} held: {WHY.get(item.why, item.why.value)}")
     return out
 
 

@@ -63,7 +63,13 @@ def cmd_forecast(args: argparse.Namespace, settings: Settings, at: datetime | No
         if args.output in ("json", "yaml"):
             sys.stdout.write(machine(forecast_json(candidate), args.output))
         else:
-            sys.stdout.write(forecast_text(candidate, style, wide=args.output == "wide"))
+            text = forecast_text(
+                candidate,
+                style,
+                wide=args.output == "wide",
+                idle_removes=lambda d: view.idle_stop_removes(d.target.container_id),
+            )
+            sys.stdout.write(text)
         return EXIT_PENDING if candidate.actions else EXIT_OK
 
     from controller.plan.desired import PolicySetDesired

@@ -20,9 +20,12 @@ from typing import TYPE_CHECKING, Any
 from controller.cli.render import PLAIN, Style, clean, stamp
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from controller.cli.view import View
     from controller.memory import ControllerMemory
     from controller.plan.forecast import Forecast, PredictedAction, StopChange
+    from controller.plan.types import Deferred
     from controller.snapshot import Snapshot
 
 DEFAULT_DIFF_HORIZON = timedelta(hours=24)
@@ -83,12 +86,12 @@ def forecast_json(f: Forecast) -> dict[str, Any]:
 
 
 def predicted_lines(p: PredictedAction, style: Style, wide: bool) -> list[str]:
-    from controller.cli.planview import evidence_text
+    from controller.cli.planview import evidence_text, kind_text
 
     a = p.action
     mark = style("!", "red") if a.destructive else style("+", "yellow")
     lines = [
-        f"  {stamp(p.pass_at)}  {mark} {a.kind.value} {clean(a.target.label(), 64)}  [{a.reason.value}]",
+        f"  {stamp(p.pass_at)}  {mark} {kind_text(a)} {clean(a.target.label(), 64)}  [{a.reason.value}]",
         f"      {clean(a.message, 400)}",
     ]
     if a.due_at < p.pass_at - timedelta(seconds=1):
@@ -98,7 +101,14 @@ def predicted_lines(p: PredictedAction, style: Style, wide: bool) -> list[str]:
     return lines
 
 
-def forecast_text(f: Forecast, style: Style = PLAIN, heading: str = "Forecast", wide: bool = False) -> str:
+def forecast_text(
+    f: Forecast,
+    style: Style = PLAIN,
+    heading: str = "Forecast",
+    wide: bool = False,
+    idle_removes: Callable[[Deferred], bool] | None = None,
+) -> str:
+    """``plan --at``; ``idle_removes`` as :func:`controller.cli.planview.plan_text`'s."""
     from controller.cli.planview import deferred_lines
 
     lines = [
@@ -122,7 +132,8 @@ def forecast_text(f: Forecast, style: Style = PLAIN, heading: str = "Forecast", 
     if f.deferred:
         lines += ["", f"Deferred at {stamp(f.last_pass_at)} ({len(f.deferred)}):"]
         for d in shown:
-            lines.extend(deferred_lines(d, f.last_pass_at, style, wide))
+            removes = idle_removes is not None and idle_removes(d)
+            lines.extend(deferred_lines(d, f.last_pass_at, style, wide, idle_removes=removes))
         if len(shown) < len(f.deferred):
             lines.append(f"  ... and {len(f.deferred) - len(shown)} not due yet (-o wide lists them)")
     stops = sum(1 for p in f.actions if p.action.destructive)
@@ -227,6 +238,8 @@ def next_text(f: Forecast | None, container_id: str, now: datetime) -> str | Non
                 warned = True
             continue
         verb = {"StopContainer": "stop", "RemoveContainer": "remove"}.get(kind, kind)
+        if kind == "StopContainer" and getattr(p.action.params, "remove", False):
+            verb = "stop and remove"  # removeAfterIdleStop
         parts.append(f"{verb} {clock(p.pass_at, now)}")
         if kind in ("StopContainer", "RemoveContainer"):
             break
@@ -269,6 +282,8 @@ def forecast_section(view: View, container_id: str, s: Any) -> None:
                 2,
             )
         return
+    from controller.cli.planview import kind_text
+
     s.heading("Forecast")
     steps = f.for_container(container_id)
     summary = next_text(f, container_id, now)
@@ -278,7 +293,7 @@ def forecast_section(view: View, container_id: str, s: Any) -> None:
         s.line(f"{summary} (if nothing else changes)", 2)
         for p in steps:
             s.line(
-                f"{stamp(p.pass_at)}  {p.action.kind.value} [{p.action.reason.value}]: "
+                f"{stamp(p.pass_at)}  {kind_text(p.action)} [{p.action.reason.value}]: "
                 f"{clean(p.action.message, 300)}",
                 4,
             )

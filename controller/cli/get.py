@@ -34,6 +34,7 @@ from controller.cli.render import (
     stamp,
 )
 from controller.cli.view import (
+    STOP_AND_REMOVE,
     IdleState,
     View,
     container_sort_key,
@@ -231,7 +232,9 @@ def sort_containers(view: View, containers: list[ContainerObs], key: str) -> lis
         return idle.since is None, idle.since or far
 
     def next_key(c: ContainerObs) -> tuple[int, int, datetime]:
-        step = next_step(view.container_items(c), nvml_ok=view.nvml_ok)
+        step = next_step(
+            view.container_items(c), nvml_ok=view.nvml_ok, idle_removes=view.idle_stop_removes(c.id)
+        )
         if step is not None and step.in_passes:
             # After this pass's actions, before any timed step; the nearer turn first.
             return 1, step.in_passes, far
@@ -294,7 +297,7 @@ def _keepalive_text(view: View, c: ContainerObs) -> str:
 
 def container_item(view: View, c: ContainerObs) -> dict[str, Any]:
     idle = idleness(view, c)
-    step = next_step(view.container_items(c), nvml_ok=view.nvml_ok)
+    step = next_step(view.container_items(c), nvml_ok=view.nvml_ok, idle_removes=view.idle_stop_removes(c.id))
     r = rates(view, c)
     util, util_unknown = gpu_util(c)
     return {
@@ -343,19 +346,22 @@ _STATE_COLOUR = {
 }
 
 
-def _next_cell(view: View, items: list[Action | Deferred]) -> Cell:
+def _next_cell(view: View, c: ContainerObs) -> Cell:
+    items = view.container_items(c)
     if view.plan is None:
         return Cell("unknown")  # no plan: unknown, not "nothing"
-    step = next_step(items, nvml_ok=view.nvml_ok)
+    step = next_step(items, nvml_ok=view.nvml_ok, idle_removes=view.idle_stop_removes(c.id))
     if view.forecast is not None and items and not (step is not None and step.pending):
         from controller.cli.forecastview import next_text
 
-        predicted = next_text(view.forecast, items[0].target.container_id or "", view.now)
+        predicted = next_text(view.forecast, c.id, view.now)
         if predicted:
             return Cell(predicted)
     if step is None:
         return Cell("-")
-    colour = "red" if step.pending and step.verb in {"stop", "remove", "kill", "reset"} else None
+    colour = (
+        "red" if step.pending and step.verb in {"stop", STOP_AND_REMOVE, "remove", "kill", "reset"} else None
+    )
     if (step.pending or step.next_pass) and colour is None:
         colour = "yellow"
     return Cell(step.text(view.now), colour)
@@ -386,7 +392,7 @@ def containers_table(view: View, containers: Sequence[ContainerObs], wide: bool)
             Cell(c.state.value, _STATE_COLOUR.get(c.state)),
             gpu_column(view, c),
             idleness(view, c).text(view.now),
-            _next_cell(view, view.container_items(c)),
+            _next_cell(view, c),
             since(c.created_at, view.now),
         ]
         if wide:

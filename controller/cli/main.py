@@ -735,7 +735,14 @@ def cmd_plan(args: argparse.Namespace, settings: Settings) -> int:
         heading = "Plan"
         if view.policy.candidate:
             heading = f"Plan with the candidate policy {view.policy.origin.removeprefix('candidate ')}"
-        sys.stdout.write(plan_text(view.plan, _style(args), heading=heading, wide=args.output == "wide"))
+        text = plan_text(
+            view.plan,
+            _style(args),
+            heading=heading,
+            wide=args.output == "wide",
+            idle_removes=lambda d: view.idle_stop_removes(d.target.container_id),
+        )
+        sys.stdout.write(text)
     return EXIT_PENDING if view.plan.actions else EXIT_OK
 
 

@@ -7,7 +7,7 @@ why and until when, then a one-line summary. Pure formatting.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -128,9 +128,17 @@ def _local(when: datetime, now: datetime) -> str:
     return clock(when.astimezone(), now.astimezone())
 
 
+def kind_text(a: Action) -> str:
+    """The action's kind as printed: a stop that also removes the container (its ``remove``
+    param: ``removeAfterIdleStop``) says so, ``StopContainer and remove``."""
+    if a.kind.value == "StopContainer" and getattr(a.params, "remove", False):
+        return f"{a.kind.value} and remove"
+    return a.kind.value
+
+
 def action_lines(a: Action, now: datetime, style: Style, wide: bool = True) -> list[str]:
     mark = style("!", "red") if a.destructive else style("+", "yellow")
-    head = f"  {mark} {a.kind.value} {clean(a.target.label(), 64)}  [{a.reason.value}]"
+    head = f"  {mark} {kind_text(a)} {clean(a.target.label(), 64)}  [{a.reason.value}]"
     lines = [head, f"      {clean(a.message, 400)}"]
     if a.evidence and wide:
         lines.append(f"      evidence: {evidence_text(a.evidence)}")
@@ -139,12 +147,17 @@ def action_lines(a: Action, now: datetime, style: Style, wide: bool = True) -> l
     return lines
 
 
-def deferred_lines(d: Deferred, now: datetime, style: Style, wide: bool = True) -> list[str]:
+def deferred_lines(
+    d: Deferred, now: datetime, style: Style, wide: bool = True, *, idle_removes: bool = False
+) -> list[str]:
+    """One deferral; ``idle_removes``: the container's idle stop also removes it (see
+    :func:`controller.cli.view.verb`)."""
     from controller.cli.view import schedule
 
     when = "no due time"
     if d.due_at is not None:
-        when = ", ".join(f"{v} {_local(at, now)} ({until(at, now)})" for v, at in schedule(d) if at)
+        steps = schedule(d, idle_removes=idle_removes)
+        when = ", ".join(f"{v} {_local(at, now)} ({until(at, now)})" for v, at in steps if at)
     head = f"  {style('~', 'cyan')} {d.rule.value} {clean(d.target.label(), 64)}  [{d.why.value}; {when}]"
     lines = [head, f"      {clean(d.message, 400)}"]
     if d.evidence and wide:
@@ -159,9 +172,17 @@ def _quiet(d: Deferred) -> bool:
     return d.why == DeferReason.NOT_DUE
 
 
-def plan_text(plan: Plan, style: Style = PLAIN, heading: str | None = None, wide: bool = True) -> str:
+def plan_text(
+    plan: Plan,
+    style: Style = PLAIN,
+    heading: str | None = None,
+    wide: bool = True,
+    idle_removes: Callable[[Deferred], bool] | None = None,
+) -> str:
     """The plan for people. ``wide=False`` (``ds01ctl plan``'s default) leaves out the evidence and
-    counts the not-due deferrals in one line; ``wide`` (``-o wide``) lists everything."""
+    counts the not-due deferrals in one line; ``wide`` (``-o wide``) lists everything.
+    ``idle_removes`` says whether a deferral's container is removed by its idle stop (its policy's
+    ``removeAfterIdleStop``; an action says so in its params)."""
     now = plan.evaluated_at
     lines: list[str] = []
     observed = stamp(plan.observed_at)
@@ -186,7 +207,8 @@ def plan_text(plan: Plan, style: Style = PLAIN, heading: str | None = None, wide
         lines.append("")
         lines.append(f"Deferred ({len(deferred)}):")
         for d in shown:
-            lines.extend(deferred_lines(d, now, style, wide))
+            removes = idle_removes is not None and idle_removes(d)
+            lines.extend(deferred_lines(d, now, style, wide, idle_removes=removes))
         if hidden:
             lines.append(
                 f"  ... and {hidden} not due yet (ds01ctl plan -o wide lists them, with the evidence)"

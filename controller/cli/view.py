@@ -20,7 +20,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from controller.cli.render import UNKNOWN, clean, iso, since, stamp, until
-from controller.plan.types import Action, ActionKind, DeferReason, Deferred, Plan, Reason, budget_turn
+from controller.plan.types import (
+    Action,
+    ActionKind,
+    DeferReason,
+    Deferred,
+    Plan,
+    Reason,
+    StopParams,
+    budget_turn,
+)
 from controller.snapshot import ContainerObs, ContainerState, Domain, GpuObs, Snapshot
 
 if TYPE_CHECKING:
@@ -164,6 +173,18 @@ class View:
         except Exception as exc:  # one container that cannot resolve must not hide the others
             self.policy_errors[c.id] = str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc)
             return None
+
+    def idle_stop_removes(self, container_id: str | None) -> bool:
+        """Whether this container's idle stop also removes it (``removeAfterIdleStop`` of its
+        policy, which the idle rule's StopContainer carries as ``remove``): a deferred idle stop
+        says "stop and remove" then. False when the container or its policy is unknown."""
+        c = self.by_id.get(container_id or "")
+        pol = self.effective(c) if c is not None else None
+        return pol is not None and bool(pol.remove_after_idle_stop.value)
+
+    @cached_property
+    def by_id(self) -> dict[str, ContainerObs]:
+        return {c.id: c for c in self.snapshot.containers}
 
     def policy_problem(self, c: ContainerObs) -> str:
         if self.desired is None:
@@ -338,11 +359,29 @@ def rule_of(item: Action | Deferred) -> Reason:
     return item.reason if isinstance(item, Action) else item.rule
 
 
-def verb(item: Action | Deferred) -> str:
+def verb(item: Action | Deferred, *, idle_removes: bool = False) -> str:
+    """The step in a word or three (``stop``, ``warn``, ``stop and remove``...).
+
+    A stop that also removes the container says so: an action by its params, a deferred idle stop
+    by ``idle_removes`` (the container's ``removeAfterIdleStop``, :meth:`View.idle_stop_removes`),
+    which the idle rule's stop takes its params from."""
     if isinstance(item, Action):
         if item.kind == ActionKind.WARN_OWNER and item.reason == Reason.IDLE_EXEMPT_NOTICE:
             return "notify"
+        if (
+            item.kind == ActionKind.STOP_CONTAINER
+            and isinstance(item.params, StopParams)
+            and item.params.remove
+        ):
+            return STOP_AND_REMOVE
         return _KIND_VERB.get(item.kind, item.kind.value)
+    word = _deferred_verb(item)
+    if word == "stop" and idle_removes and item.rule == Reason.IDLE_TIMEOUT:
+        return STOP_AND_REMOVE
+    return word
+
+
+def _deferred_verb(item: Deferred) -> str:
     held = item.evidence.get("action")  # a safety gate's deferral names the action it holds back
     if isinstance(held, str) and held in _KIND_OF and item.rule != Reason.IDLE_EXEMPT_NOTICE:
         return _KIND_VERB.get(_KIND_OF[held], held)
@@ -354,6 +393,7 @@ def verb(item: Action | Deferred) -> str:
     return _RULE_VERB.get(item.rule, item.rule.value)
 
 
+STOP_AND_REMOVE = "stop and remove"
 _KIND_OF = {k.value: k for k in ActionKind}
 _QUOTA_RULES = frozenset(
     {Reason.CONTAINER_QUOTA_EXCEEDED, Reason.GPU_QUOTA_EXCEEDED, Reason.GPU_SLOTS_ABOVE_SPEC}
@@ -415,7 +455,7 @@ def stop_due_at(d: Deferred) -> datetime | None:
     return clock.stop_at() if clock is not None else None
 
 
-def schedule(d: Deferred) -> list[tuple[str, datetime | None]]:
+def schedule(d: Deferred, *, idle_removes: bool = False) -> list[tuple[str, datetime | None]]:
     """What a deferral will do and when: a stop rule's deferral is due at its next wake-up, which
     is a warning when the plan's own evidence puts the stop later. An exemption or a keep-alive
     holding a step off is due when it ends: no stop then (but the ladder's warning and its lead),
@@ -430,8 +470,8 @@ def schedule(d: Deferred) -> list[tuple[str, datetime | None]]:
     if d.rule in _LADDER_RULES and d.due_at is not None:
         stop_at = stop_due_at(d)
         if stop_at is not None and d.due_at < stop_at:
-            return [("warn", d.due_at), (verb(d), stop_at)]
-    return [(verb(d), d.due_at)]
+            return [("warn", d.due_at), (verb(d, idle_removes=idle_removes), stop_at)]
+    return [(verb(d, idle_removes=idle_removes), d.due_at)]
 
 
 # What ends at the due time of a deferral that holds a step off (a stop, a removal, a limit).
@@ -452,7 +492,9 @@ def held_turn(d: Deferred) -> int:
     return turn if isinstance(turn, int) and not isinstance(turn, bool) and turn >= 0 else 1
 
 
-def next_step(items: Sequence[Action | Deferred], *, nvml_ok: bool = True) -> NextStep | None:
+def next_step(
+    items: Sequence[Action | Deferred], *, nvml_ok: bool = True, idle_removes: bool = False
+) -> NextStep | None:
     """Actions of this pass come first (they happen now; a destructive one over a warning); then
     an action the per-pass budget holds to the next pass; otherwise the earliest timed deferral.
 
@@ -476,7 +518,13 @@ def next_step(items: Sequence[Action | Deferred], *, nvml_ok: bool = True) -> Ne
     budget_held = [d for d in deferred if d.why == DeferReason.BUDGET_EXHAUSTED]
     if budget_held:
         d = min(budget_held, key=lambda x: (held_turn(x), x.rule.value))
-        return NextStep(verb=verb(d), rule=d.rule.value, due_at=None, why=d.why.value, in_passes=held_turn(d))
+        return NextStep(
+            verb=verb(d, idle_removes=idle_removes),
+            rule=d.rule.value,
+            due_at=None,
+            why=d.why.value,
+            in_passes=held_turn(d),
+        )
     timed = [d for d in deferred if d.due_at is not None and d.why != DeferReason.GRACE_PERIOD]
     grace = [d for d in deferred if d.why == DeferReason.GRACE_PERIOD and d.due_at is not None]
     unjudged = [
@@ -487,7 +535,7 @@ def next_step(items: Sequence[Action | Deferred], *, nvml_ok: bool = True) -> Ne
     ]
     if timed:
         d = min(timed, key=lambda x: (x.due_at, x.rule.value))
-        step_verb, at = schedule(d)[0]
+        step_verb, at = schedule(d, idle_removes=idle_removes)[0]
         return NextStep(verb=step_verb, rule=d.rule.value, due_at=at, why=d.why.value)
     if unjudged:
         u = unjudged[0]

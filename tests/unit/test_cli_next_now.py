@@ -49,9 +49,9 @@ def test_next_shows_the_stop_of_this_pass_over_its_warning() -> None:
     view = stop_and_warning_in_one_pass()
     text = run_get("containers", view, GetOptions())[0]
     (row,) = [line for line in text.splitlines()[1:] if line.startswith("nb ")]
-    assert "stop now" in row and "warn now" not in row, text
+    assert "stop and remove now" in row and "warn now" not in row, text
     (item,) = json.loads(run_get("containers", view, GetOptions(output="json"))[0])["items"]
-    assert item["next"]["action"] == "stop" and item["next"]["rule"] == "IdleTimeout", item["next"]
+    assert item["next"]["action"] == "stop and remove" and item["next"]["rule"] == "IdleTimeout", item["next"]
     assert item["next"]["pending"] is True
     assert set(item["next"]) == {"action", "rule", "pending", "due_at", "deferred_because"}
 
@@ -94,13 +94,13 @@ def test_next_shows_a_stop_the_action_budget_holds_to_the_next_pass() -> None:
     view, held = budget_spent()
     text = run_get("containers", view, GetOptions())[0]
     rows = {line.split()[0]: line for line in text.splitlines()[1:] if line.strip()}
-    assert "stop next pass" in rows[held], text
+    assert "stop and remove next pass" in rows[held], text
     items = {
         i["name"]: i["next"]
         for i in json.loads(run_get("containers", view, GetOptions(output="json"))[0])["items"]
     }
     assert items[held] == {
-        "action": "stop",
+        "action": "stop and remove",
         "rule": "IdleTimeout",
         "pending": False,
         "due_at": None,
@@ -115,7 +115,7 @@ def test_next_shows_a_stop_the_action_budget_holds_to_the_next_pass() -> None:
     assert order.index(held) == 2, order
     # describe says when, as NEXT does.
     text = describe_container(view, held)
-    assert "DEFERRED  stop (IdleTimeout)" in text and "at the next pass" in text, text
+    assert "DEFERRED  stop and remove (IdleTimeout)" in text and "at the next pass" in text, text
 
 
 def test_a_backlog_longer_than_the_budget_says_which_pass_each_stop_waits_for() -> None:
@@ -141,7 +141,7 @@ def test_a_backlog_longer_than_the_budget_says_which_pass_each_stop_waits_for() 
     view = View(snapshot=snap, now=t, plan=p, memory=p.memory, desired=passes.desired)
     text = run_get("containers", view, GetOptions())[0]
     rows = {line.split()[0]: line for line in text.splitlines()[1:] if line.strip()}
-    assert "stop next pass" in rows[first] and "stop in 2 passes" in rows[second], text
+    assert "stop and remove next pass" in rows[first] and "stop and remove in 2 passes" in rows[second], text
     order = [
         line.split()[0]
         for line in run_get("containers", view, GetOptions(sort_by="next"))[0].splitlines()[1:]

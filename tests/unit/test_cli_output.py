@@ -231,7 +231,7 @@ def test_one_time_convention_local_with_zone_or_utc_on_request(
         assert not re.search(r"\d{2}:\d{2}:\d{2}\.\d", text), text  # no microseconds
     describe = texts[0]
     assert "started 5h ago (2026-03-02 02:00:00 EST)" in describe
-    assert "stop due 07:08 EST (in 8m)" in describe
+    assert "stop and remove due 07:08 EST (in 8m)" in describe
     assert texts[1].startswith("Plan at 2026-03-02 07:00:00 EST")
     assert "2026-03-02 06:56:00 EST" in texts[2]
     set_utc(True)
@@ -239,7 +239,8 @@ def test_one_time_convention_local_with_zone_or_utc_on_request(
         describe = describe_container(v, "alice-train")
     finally:
         set_utc(False)
-    assert "started 5h ago (2026-03-02 07:00:00 UTC)" in describe and "stop due 12:08 UTC" in describe
+    assert "started 5h ago (2026-03-02 07:00:00 UTC)" in describe
+    assert "stop and remove due 12:08 UTC" in describe
 
 
 def test_plan_by_default_leaves_evidence_and_not_due_items_to_wide() -> None:

@@ -16,11 +16,12 @@ from datetime import datetime
 import pytest
 
 from controller.cli.describe import describe_container
+from controller.cli.forecastview import forecast_for_view
 from controller.cli.get import GetOptions, run_get
 from controller.cli.planview import plan_text
 from controller.cli.view import View
 from controller.plan.desired import StaticDesired
-from controller.plan.types import Plan
+from controller.plan.types import Plan, StopParams
 from controller.snapshot import ContainerObs, Snapshot
 from desired_state.effective import ExemptFrom, ResourceSpec, Sourced
 from tests.fixtures import builders as b
@@ -158,3 +159,35 @@ def test_a_cleanup_exemption_ending_is_not_shown_as_the_removal_time() -> None:
     assert next_json(view, "done")["action"] == "exemption ends"
     removed = [m for m in range(1, 20) if passes.run(host(done, b.at(minutes=m))).actions]
     assert removed[0] == 14
+
+
+# --- an idle stop that removes the container --------------------------------------------------
+
+
+@pytest.mark.parametrize("remove", [True, False])
+def test_an_idle_stop_that_removes_the_container_says_so(remove: bool) -> None:
+    # removeAfterIdleStop (the shipped default): the idle stop removes the container in the same
+    # action. Idle from 12:30, warned at 12:54, stopped at 13:00.
+    pol = b.policy(idle_timeout_s=1800.0, high_demand_threshold=2.0, remove_after_idle_stop=remove)
+    times = [*(b.at(minutes=m) for m in range(0, 60)), b.at(minutes=59, seconds=30)]
+    view, passes, p = run(b.desired(pol), idle_notebook, times)
+    word = "stop and remove" if remove else "stop"
+    decision = section(describe_container(view, "nb"), "Decision:", "Events:")
+    assert f"DEFERRED  {word} (IdleTimeout)" in decision and f"{word} 13:00 UTC" in decision, decision
+    assert next_json(view, "nb")["action"] == word
+    text = plan_text(p, idle_removes=lambda d: view.idle_stop_removes(d.target.container_id))
+    line = next(x for x in text.splitlines() if "IdleTimeout nb" in x)
+    assert f"; {word} 13:00 UTC" in line, line
+    view.forecast = forecast_for_view(view, 30.0, small_hosts_only=False)
+    row = run_get("containers", view, GetOptions())[0].splitlines()[1]
+    assert f" {word} 13:00 UTC if it stays idle" in row, row
+    # The pass of the stop: the action, as plan and describe print it.
+    snap = host(idle_notebook, b.at(hours=1))
+    p = passes.run(snap)
+    (stop,) = [a for a in p.actions if a.kind.value == "StopContainer"]
+    assert isinstance(stop.params, StopParams) and stop.params.remove is remove
+    now = View(snapshot=snap, now=p.evaluated_at, plan=p, memory=p.memory, desired=passes.desired)
+    kind = "StopContainer and remove" if remove else "StopContainer"
+    assert f"! {kind} nb  [IdleTimeout]" in plan_text(p), plan_text(p)
+    assert f"ACTING    {kind} (IdleTimeout) now" in describe_container(now, "nb")
+    assert next_json(now, "nb")["action"] == word

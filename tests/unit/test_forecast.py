@@ -377,10 +377,11 @@ def test_next_column_and_text_read_the_forecast() -> None:
     )
     text = next_text(f, c.id, b.T0)
     assert text is not None
-    assert re.fullmatch(r"warning \d\d:\d\d \S+, stop \d\d:\d\d \S+ if it stays idle", text), text
+    # (removeAfterIdleStop: the idle stop removes the container too, and says so.)
+    assert re.fullmatch(r"warning \d\d:\d\d \S+, stop and remove \d\d:\d\d \S+ if it stays idle", text), text
     out = forecast_text(f)
     assert out.startswith("Forecast from ") and "Assuming:\n  - signals held as observed" in out
-    assert "StopContainer idler  [IdleTimeout]" in out
+    assert "StopContainer and remove idler  [IdleTimeout]" in out
     data = forecast_json(f)
     assert data["actions"][0]["pass_at"] and data["assumptions"] == list(f.assumptions)
     assert next_text(f, "no-such-container", b.T0) is None
