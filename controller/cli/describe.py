@@ -281,6 +281,10 @@ def _quiet_reason(view: View, c: ContainerObs) -> str:
         return "it holds no GPU, and idle and runtime limits apply only to GPU containers"
     if c.state == ContainerState.RUNNING:
         return f"{idleness(view, c).phrase(view.now)}; no rule is due"
+    if c.state == ContainerState.PAUSED and c.has_gpu:
+        return (
+            "it is paused: no rule acts on it until it runs again, while its runtime counts on (see Timers)"
+        )
     return "no rule is due for it"
 
 
@@ -506,12 +510,7 @@ def _timers_section(view: View, c: ContainerObs, pol: EffectivePolicy | None, s:
                     parts.append(f"warned {_clock(view, at)}")
         parts += _due_text(view, items, _IDLE_RULES)
         lines.append("; ".join(parts))
-        runtime = (
-            f"{fmt_duration(pol.max_runtime_s.value, 'no limit')} ({clean(pol.max_runtime_s.source, 120)})"
-            if pol
-            else UNKNOWN
-        )
-        parts = [f"running {since(c.started_at, view.now)} of {runtime}"]
+        parts = [f"running {since(c.started_at, view.now)} of {_max_runtime(pol)}"]
         if cm is not None:
             for key, at in sorted(cm.warnings.items(), key=lambda kv: kv[1]):
                 if key.startswith("runtime"):
@@ -531,10 +530,32 @@ def _timers_section(view: View, c: ContainerObs, pol: EffectivePolicy | None, s:
         parts += _stopped_by(view, c, cm)
         parts += _due_text(view, items, _HOLD_RULES)
         lines.append("; ".join(parts))
+    elif c.state == ContainerState.PAUSED and c.has_gpu:
+        # The planner's rules act on running containers only; a paused one accrues no idle time
+        # (its next sample is undecidable, the streak starts over), but its runtime counts from
+        # StartedAt, which a pause does not change: over the limit, it is warned as soon as it runs
+        # again and stopped a warning lead later.
+        lines.append("paused: no idle time counts while it is paused")
+        if pol is not None and pol.max_runtime_s.value is None:
+            lines.append(f"runtime: no limit ({clean(pol.max_runtime_s.source, 120)})")
+        else:
+            lines.append(
+                f"running {since(c.started_at, view.now)} of {_max_runtime(pol)}; the runtime counts while "
+                "paused, and is acted on once it runs again"
+            )
+    elif c.state == ContainerState.RESTARTING and c.has_gpu:
+        # Each restart is a new StartedAt: both clocks start again with it.
+        lines.append("restarting: no timer runs; the idle and runtime clocks start again when it next starts")
     else:
         lines.append(f"{c.state.value}: no timer runs")
     for line in lines:
         s.line(line, 2)
+
+
+def _max_runtime(pol: EffectivePolicy | None) -> str:
+    if pol is None:
+        return UNKNOWN
+    return f"{fmt_duration(pol.max_runtime_s.value, 'no limit')} ({clean(pol.max_runtime_s.source, 120)})"
 
 
 def _stopped_by(view: View, c: ContainerObs, cm: ContainerMemory | None) -> list[str]:

@@ -1,0 +1,86 @@
+"""``describe container``'s Timers against what the planner counts: a paused container's runtime,
+and the runtime and warning times after a wall-clock step.
+
+The hosts run through the real planner pass by pass (memory carried, warnings delivered).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from datetime import datetime
+
+import pytest
+
+from controller.cli.describe import describe_container
+from controller.cli.view import View
+from controller.snapshot import ContainerObs, ContainerState, Snapshot
+from tests.fixtures import builders as b
+
+
+@pytest.fixture(autouse=True)
+def utc_clock(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Clock times in describe are local: pin the zone."""
+    monkeypatch.setenv("TZ", "UTC")
+    time.tzset()
+    yield
+    monkeypatch.undo()
+    time.tzset()
+
+
+Make = Callable[[datetime], list[ContainerObs]]
+
+
+def host(make: Make, t: datetime) -> Snapshot:
+    return b.snapshot(observed_at=t, containers=make(t), gpus=(b.gpu(0),))
+
+
+def view_after(passes: b.Passes, snaps: list[Snapshot]) -> View:
+    for snap in snaps:
+        p = passes.run(snap)
+    return View(snapshot=snap, now=p.evaluated_at, plan=p, memory=p.memory, desired=passes.desired)
+
+
+def section(text: str, head: str, end: str) -> str:
+    return text[text.index(head) : text.index(end, text.index(head))]
+
+
+# --- a paused GPU container -------------------------------------------------------------------
+
+STARTED = b.ago(hours=1, minutes=50)
+RUNTIME_2H = b.policy(max_runtime_s=2 * 3600.0, idle_timeout_s=None)
+
+
+def job(resume_at: datetime) -> Make:
+    def make(t: datetime) -> list[ContainerObs]:
+        state = ContainerState.PAUSED if t < resume_at else ContainerState.RUNNING
+        busy = int((t - STARTED).total_seconds() * 1e9)
+        sig = b.signals(t, cpu_usage_ns=busy, gpu_pct={b.GPU0: 90.0})
+        return [b.container("job", state=state, gpus=[b.GPU0], started_at=STARTED, sig=sig)]
+
+    return make
+
+
+def test_a_paused_gpu_container_shows_its_runtime_which_counts_while_paused() -> None:
+    # Started 1h50m ago with a max runtime of 2h, paused since before 11:55. A pause does not
+    # change StartedAt: the runtime counts on, and the rule acts once it runs again.
+    make = job(resume_at=b.at(minutes=30))
+    passes = b.Passes(b.desired(RUNTIME_2H))
+    view = view_after(passes, [host(make, b.at(minutes=m)) for m in (-5, 0)])
+    text = describe_container(view, "job")
+    timers = section(text, "Timers:", "Decision:")
+    assert "no timer runs" not in timers, timers
+    assert (
+        "running 1h of 2h (test); the runtime counts while paused, and is acted on once it runs again"
+        in timers
+    )
+    decision = section(text, "Decision:", "Events:")
+    assert "no rule is due" not in decision and "until it runs again" in decision, decision
+    # What the planner does: nothing while paused; once it runs again (12:30, 2h20m after its
+    # start), the warning at once and the stop a warning lead (10m) later.
+    acted: dict[tuple[str, str], int] = {}
+    for m in range(1, 60):
+        for a in passes.run(host(make, b.at(minutes=m))).actions:
+            acted.setdefault((a.kind.value, a.reason.value), m)
+    assert acted[("WarnOwner", "MaxRuntimeWarning")] == 30
+    assert acted[("StopContainer", "MaxRuntimeExceeded")] == 40
