@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from controller.cli.errors import CliError
@@ -33,6 +33,7 @@ from controller.cli.render import (
     clean,
     clock,
     evidence_value,
+    fmt_age,
     fmt_bytes,
     fmt_duration,
     fmt_percent,
@@ -507,14 +508,14 @@ def _timers_section(view: View, c: ContainerObs, pol: EffectivePolicy | None, s:
         if cm is not None:
             for key, at in sorted(cm.warnings.items(), key=lambda kv: kv[1]):
                 if key.startswith("idle:"):  # the ladder's warnings, not an exemption's notice
-                    parts.append(f"warned {_clock(view, at)}")
+                    parts.append(f"warned {_warned_at(view, c, cm, at)}")
         parts += _due_text(view, items, _IDLE_RULES)
         lines.append("; ".join(parts))
-        parts = [f"running {since(c.started_at, view.now)} of {_max_runtime(pol)}"]
+        parts = [f"running {_runtime(view, c, items, cm)} of {_max_runtime(pol)}", *_step_note(c, cm)]
         if cm is not None:
             for key, at in sorted(cm.warnings.items(), key=lambda kv: kv[1]):
                 if key.startswith("runtime"):
-                    parts.append(f"warned {_clock(view, at)}")
+                    parts.append(f"warned {_warned_at(view, c, cm, at)}")
         parts += _due_text(view, items, _RUNTIME_RULES)
         lines.append("; ".join(parts))
     elif c.state == ContainerState.CREATED:
@@ -540,7 +541,7 @@ def _timers_section(view: View, c: ContainerObs, pol: EffectivePolicy | None, s:
             lines.append(f"runtime: no limit ({clean(pol.max_runtime_s.source, 120)})")
         else:
             lines.append(
-                f"running {since(c.started_at, view.now)} of {_max_runtime(pol)}; the runtime counts while "
+                f"running {_runtime(view, c, items, cm)} of {_max_runtime(pol)}; the runtime counts while "
                 "paused, and is acted on once it runs again"
             )
     elif c.state == ContainerState.RESTARTING and c.has_gpu:
@@ -550,6 +551,64 @@ def _timers_section(view: View, c: ContainerObs, pol: EffectivePolicy | None, s:
         lines.append(f"{c.state.value}: no timer runs")
     for line in lines:
         s.line(line, 2)
+
+
+def _runtime(
+    view: View, c: ContainerObs, items: Sequence[Action | Deferred], cm: ContainerMemory | None
+) -> str:
+    """How long it has run, as the max-runtime rule counts: the plan's own elapsed time, which
+    leaves out forward wall-clock steps (``runtime_discount_s``) and follows the boot clock. Where
+    the rule said nothing (paused, exempt, no limit), the same count from the memory."""
+    elapsed_s: float | None = None
+    for item in items:
+        if rule_of(item) in _RUNTIME_RULES:
+            clock = ClockEvidence.of(item)
+            if clock is not None and clock.elapsed_s is not None:
+                elapsed_s = clock.elapsed_s
+                break
+    discount_s = _runtime_discount_s(c, cm)
+    if elapsed_s is None and c.started_at is not None:
+        start = c.started_at + timedelta(seconds=discount_s)
+        if c.running_for_s is not None:
+            start = max(start, view.snapshot.observed_at - timedelta(seconds=c.running_for_s))
+        elapsed_s = (view.now - start).total_seconds()
+    return fmt_age(elapsed_s)
+
+
+def _step_note(c: ContainerObs, cm: ContainerMemory | None) -> list[str]:
+    discount_s = _runtime_discount_s(c, cm)
+    if discount_s <= 0:
+        return []
+    return [f"not counted: a forward wall-clock step of {fmt_duration(discount_s)} since it started"]
+
+
+def _runtime_discount_s(c: ContainerObs, cm: ContainerMemory | None) -> float:
+    """The forward wall-clock steps seen during this start (none recorded for another start)."""
+    return cm.runtime_discount_s if cm is not None and cm.started_at == c.started_at else 0.0
+
+
+def _warned_at(view: View, c: ContainerObs, cm: ContainerMemory, at: datetime) -> str:
+    """When a warning was delivered, on the wall clock of then (as the event log has it).
+
+    The memory moves a delivered warning forward with each forward wall-clock step, so that its
+    lead time is kept; the steps the memory still lists are taken back off here. A warning
+    delivered before a step reads earlier than the pass that saw the step, less the step; one
+    delivered after it, no earlier than that pass. When the listed steps do not account for all
+    that this start was moved by, the time is shown as moved, and said so."""
+    steps = sorted(view.memory.clock_steps, key=lambda x: x.seen_at) if view.memory is not None else []
+    discount_s = _runtime_discount_s(c, cm)
+    start = c.started_at
+    listed_s = sum(
+        min(x.step_s, max(0.0, (x.seen_at - start).total_seconds()))
+        for x in steps
+        if start is not None and x.seen_at > start
+    )
+    if discount_s > 0 and abs(listed_s - discount_s) > 1.0:
+        return f"{_clock(view, at)} (moved forward with a wall-clock step)"
+    for step in reversed(steps):
+        if at < step.seen_at:
+            at -= timedelta(seconds=step.step_s)
+    return _clock(view, at)
 
 
 def _max_runtime(pol: EffectivePolicy | None) -> str:

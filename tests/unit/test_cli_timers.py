@@ -84,3 +84,40 @@ def test_a_paused_gpu_container_shows_its_runtime_which_counts_while_paused() ->
             acted.setdefault((a.kind.value, a.reason.value), m)
     assert acted[("WarnOwner", "MaxRuntimeWarning")] == 30
     assert acted[("StopContainer", "MaxRuntimeExceeded")] == 40
+
+
+# --- a forward wall-clock step ----------------------------------------------------------------
+
+LONG_START = b.ago(hours=20)
+STEP_S = 3 * 3600.0
+RUNTIME_1D = b.policy(idle_timeout_s=None, max_runtime_s=24 * 3600.0)
+
+
+def long_job(t: datetime) -> list[ContainerObs]:
+    busy = int((t - LONG_START).total_seconds() * 1e9)
+    sig = b.signals(t, cpu_usage_ns=busy, gpu_pct={b.GPU0: 80.0})
+    return [b.running("long", gpus=[b.GPU0], started_at=LONG_START, sig=sig)]
+
+
+def stepped(t: datetime) -> Snapshot:
+    """The host at wall time ``t``; the wall clock steps 3h forward between 11:59 and 15:00, while
+    the monotonic clock advances one minute."""
+    mono = t.timestamp() - 1_700_000_000 - (STEP_S if t >= b.at(hours=3) else 0.0)
+    return host(long_job, t).model_copy(update={"observed_monotonic_s": mono})
+
+
+def test_after_a_clock_step_describe_shows_the_runtime_and_warning_times_the_planner_counts() -> None:
+    # Started 20h before 12:00 with a max runtime of 1d: warned (75 %) at 11:30. The wall clock
+    # then jumps from 11:59 to 15:00: the planner counts 20h of runtime, not 23h.
+    passes = b.Passes(b.desired(RUNTIME_1D))
+    times = [b.ago(minutes=m) for m in (30, 25, 20, 15, 10, 5, 1)]
+    warned = [t for t in times if passes.run(stepped(t)).actions]
+    assert warned == [b.ago(minutes=30)]  # 18h of 24h: the 75 % warning, at 11:30
+    view = view_after(passes, [stepped(b.at(hours=3))])
+    assert view.plan is not None
+    (runtime,) = [d for d in view.plan.deferred if d.rule.value == "MaxRuntimeExceeded"]
+    assert runtime.evidence["elapsed_s"] == 20 * 3600.0
+    timers = section(describe_container(view, "long"), "Timers:", "Decision:")
+    assert "running 20h of 1d (test)" in timers and "running 23h" not in timers, timers
+    assert "not counted: a forward wall-clock step of 3h since it started" in timers, timers
+    assert "warned 11:30 UTC" in timers and "warned 14:30" not in timers, timers
