@@ -811,6 +811,15 @@ def describe_gpu(view: View, key: str, style: Style = PLAIN) -> str:
 
 
 def describe_user(view: View, name: str, style: Style = PLAIN) -> str:
+    if not view.docker_ok:
+        # Without Docker none of the user's containers can be listed: "0 containers", "no live
+        # containers" and "no rule is due" would be guesses. As describe container and get users.
+        from controller.cli.gather import docker_error
+
+        problem = docker_error(view.snapshot) or "the Docker engine is unavailable"
+        raise CliError(
+            f"cannot describe user {clean(name, 64)!r}: their containers cannot be listed: {problem}"
+        )
     containers = sorted((c for c in view.snapshot.containers if c.owner == name), key=container_sort_key)
     # Theirs: run as them, or in one of their containers (as root, often), as get processes --owner.
     theirs = {c.id for c in containers}

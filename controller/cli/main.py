@@ -675,7 +675,7 @@ def cmd_describe(args: argparse.Namespace, settings: Settings) -> int:
         raise CliError(f"cannot describe {clean(args.kind, 40)!r}: expected container, gpu or user")
     _quiet_logs(args.debug)
     opts = GatherOptions(
-        require_docker=k == "container",
+        require_docker=k in ("container", "user"),
         events=True,
         forecast="all" if k == "container" else None,
         recent=not args.live,

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from controller.cli.describe import describe_user
+from controller.cli.errors import EXIT_ERROR, CliError
 from controller.cli.get import GetOptions, canonical_kind, run_get
 from controller.cli.users import limit_cells, user_rows
 from controller.cli.view import View, rule_of
@@ -12,7 +15,7 @@ from controller.memory import ControllerMemory
 from controller.plan.desired import StaticDesired
 from controller.plan.planner import plan
 from controller.plan.rules.quotas import QUOTA_REASONS
-from controller.snapshot import OwnerRule, ResourceLimits
+from controller.snapshot import Domain, OwnerRule, ResourceLimits
 from desired_state.effective import ResourceSpec, Sourced
 from tests.fixtures import builders as b
 from tests.unit import cli_world as w
@@ -216,3 +219,27 @@ def test_two_containers_sharing_a_gpu_count_it_once_as_the_quota_rule_does() -> 
     quotas = text[text.index("Quotas:") : text.index("Aggregate:")]
     assert "GPU-equivalents:      1/1" in quotas and "Over:                 -" in quotas, quotas
     assert "None" not in quotas and "GPU units/container:  no cap   (not configured)" in quotas, quotas
+
+
+def test_describe_user_with_docker_down_fails_rather_than_list_no_containers() -> None:
+    # bob runs a container; Docker then stops answering. The observation lists no containers, and
+    # describe user said "Containers: 0", "no live containers" and "no rule is due".
+    passes = b.Passes(b.desired(b.policy()))
+    train = b.running("bob-train", owner="bob", gpus=[b.GPU0], started_at=b.ago(hours=2))
+    process = b.process(4242, b.GPU0, container_id=train.id, container_exists=True, user="bob")
+    up = b.snapshot(containers=[train], gpus=(b.gpu(0, processes=(4242,)),), processes=[process])
+    passes.run(up)
+    down = b.snapshot(
+        observed_at=b.at(minutes=5),
+        containers=[],
+        gpus=(b.gpu(0, processes=(4242,)),),
+        processes=[process],
+        down=(Domain.DOCKER,),
+    )
+    p = passes.run(down)
+    view = View(snapshot=down, now=p.evaluated_at, plan=p, memory=p.memory, desired=passes.desired)
+    with pytest.raises(CliError) as raised:
+        describe_user(view, "bob")
+    assert raised.value.exit_code == EXIT_ERROR
+    assert "cannot describe user 'bob'" in raised.value.message
+    assert "cannot reach the Docker engine" in raised.value.message
