@@ -839,7 +839,11 @@ def describe_user(view: View, name: str, style: Style = PLAIN) -> str:
             "on this host; below is the policy a new atomic container of theirs would get",
             0,
         )
-    pol = view.effective(containers[0]) if containers else view.user_policy(name)
+    from controller.cli.users import aggregate_section, owner_policy, quota_section
+
+    # The policy the quotas are read from: their newest container that counts for them, not one
+    # that only claims them (while labels are not trusted it gets the default group's policy).
+    pol, resolved_for = owner_policy(view, name)
     group = f"{clean(pol.group.value, 64)}   ({clean(pol.group.source, 160)})" if pol else "unknown"
     held = sorted({view.slot(u) for c in containers for u in c.gpu_uuids})
     if any(c.all_gpus for c in containers):
@@ -860,8 +864,6 @@ def describe_user(view: View, name: str, style: Style = PLAIN) -> str:
         s.table(containers_table(view, containers, wide=False))
     else:
         s.line("<none>", 2)
-    from controller.cli.users import aggregate_section, quota_section
-
     quota_section(view, name, s)
     aggregate_section(view, name, s)
     s.heading("GPU processes")
@@ -880,10 +882,14 @@ def describe_user(view: View, name: str, style: Style = PLAIN) -> str:
         s.line("<no entry>", 2)
     if pol is not None:
         _policy_section(pol, s)
-    if pol is not None and containers:
-        s.line(f"(resolved for {clean(containers[0].name, NAME_MAX)}; other types may differ)", 2)
+    if pol is not None and resolved_for is not None:
+        s.line(
+            f"(resolved for {clean(resolved_for.name, NAME_MAX)}, the newest live container counted as "
+            "theirs, whose policy the quotas are read from; other types may differ)",
+            2,
+        )
     elif pol is not None:
-        s.line("(resolved for a new atomic container; other types may differ)", 2)
+        s.line("(resolved for a new atomic container of theirs; other types may differ)", 2)
     s.heading("Decision")
     items = [i for c in containers for i in view.container_items(c)]
     seen = {id(i) for i in items}

@@ -20,13 +20,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from controller.cli.render import UNKNOWN, Sections, Table, clean, fmt_bytes
 from controller.cli.view import View
 from controller.memory import ControllerMemory
 from controller.plan.context import UNKNOWN_OWNER, Collector, PassContext
-from controller.plan.rules.aggregate import AggregateFigures, Sum, aggregate_figures, evidence_of
+from controller.plan.rules.aggregate import AggregateFigures, Sum, aggregate_figures, evidence_of, owners
 from controller.plan.rules.quotas import held_gpu_equivalents, mig_shares
 from controller.plan.rules.resources import update_resources
 from controller.plan.types import Action, ActionKind, DeferReason, Deferred, Reason
@@ -195,6 +196,9 @@ class UserRow:
     cpu_limits: float | None
     over: tuple[str, ...]
     aggregate: AggregateFigures | None = None  # None: owner unknown or no policy
+    # The policy the quotas were read from, and the container it was resolved for (owner_policy).
+    policy: EffectivePolicy | None = None
+    policy_of: str | None = None
 
 
 def _aggregate(
@@ -213,10 +217,29 @@ def _aggregate(
 def _quota_context(view: View) -> PassContext | None:
     """The planner's pass context for this view, so ``get users`` counts exactly as the quota rule
     does (owners only claimed by a label count for nobody while labels are not trusted; a MIG
-    device of a GPU held whole is part of that GPU). None: no policy loaded."""
+    device of a GPU held whole is part of that GPU), with the live containers' policies (the
+    quota rule's grouping, :func:`owners`, needs them). None: no policy loaded."""
     if view.desired is None:
         return None
-    return PassContext.build(view.snapshot, view.now, view.desired.global_policy, ControllerMemory())
+    ctx = PassContext.build(view.snapshot, view.now, view.desired.global_policy, ControllerMemory())
+    for c in ctx.containers:
+        if c.state in LIVE:
+            pol = view.effective(c)
+            if pol is not None:
+                ctx.policies[c.id] = pol
+    return ctx
+
+
+def owner_policy(view: View, owner: str) -> tuple[EffectivePolicy | None, ContainerObs | None]:
+    """The policy the quota rule reads for ``owner``, and the container it is resolved for: that of
+    their newest live container that counts for them (the rule's :func:`owners`, oldest first; a
+    container that only claims them while labels are not trusted is not theirs). With none, the
+    policy of a new atomic container of theirs (:meth:`View.user_policy`), and no container."""
+    ctx = _quota_context(view)
+    owned = owners(ctx).get(owner) if ctx is not None else None
+    if ctx is not None and owned:
+        return ctx.policies[owned[-1].id], owned[-1]
+    return view.user_policy(owner), None
 
 
 def user_rows(view: View) -> list[UserRow]:
@@ -224,6 +247,7 @@ def user_rows(view: View) -> list[UserRow]:
     it collects the containers that count for nobody)."""
     ctx = _quota_context(view)
     shares = mig_shares(ctx) if ctx is not None else {}
+    counted = owners(ctx) if ctx is not None else {}
     by_owner: dict[str, list[ContainerObs]] = {}
     for c in view.snapshot.containers:
         if c.state in LIVE:
@@ -232,7 +256,10 @@ def user_rows(view: View) -> list[UserRow]:
     rows: list[UserRow] = []
     for owner in sorted(by_owner):
         owned = by_owner[owner]
-        pol = view.effective(owned[-1])
+        # The quotas are read from the policy of the owner's newest counted container, as the
+        # quota rule reads them (not the last one in the snapshot's order).
+        newest = counted[owner][-1] if counted.get(owner) else max(owned, key=_started)
+        pol = ctx.policies.get(newest.id) if ctx is not None else view.effective(newest)
         spec = pol.resources if pol is not None else ResourceSpec()
         holders = [c for c in owned if c.has_gpu]
         gpu, gpu_unknown = 0.0, bool(holders)  # no policy: the devices' shares are not judged
@@ -269,9 +296,16 @@ def user_rows(view: View) -> list[UserRow]:
                 cpu_limits=cpu,
                 over=tuple(over),
                 aggregate=_aggregate(view, owner, owned, pol),
+                policy=pol,
+                policy_of=newest.name,
             )
         )
     return rows
+
+
+def _started(c: ContainerObs) -> tuple[datetime, str]:
+    """The quota rule's order of an owner's containers (:func:`owners`): by start, then id."""
+    return (c.started_at or c.created_at, c.id)
 
 
 def _of(used: str, allowed: float | int | None) -> str:
@@ -348,12 +382,11 @@ def quota_section(view: View, name: str, s: Sections) -> None:
     """``describe user``: the quotas, used and allowed, with their sources."""
     s.heading("Quotas")
     found = [r for r in user_rows(view) if r.user == name]
-    pol = view.user_policy(name)
-    spec = pol.resources if pol is not None else ResourceSpec()
     if not found:
         s.line("no live containers", 2)
         return
     r = found[0]
+    spec = r.policy.resources if r.policy is not None else ResourceSpec()
     gpu = f"{r.gpu_equivalents:g}" + (" (+ units of unknown share)" if r.gpu_unknown else "")
     containers = _of(str(r.containers), r.containers_allowed)
     slots = spec.max_gpu_slots_per_container

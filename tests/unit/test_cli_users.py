@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from datetime import datetime
 
 import pytest
 
@@ -15,8 +16,8 @@ from controller.memory import ControllerMemory
 from controller.plan.desired import StaticDesired
 from controller.plan.planner import plan
 from controller.plan.rules.quotas import QUOTA_REASONS
-from controller.snapshot import Domain, OwnerRule, ResourceLimits
-from desired_state.effective import ResourceSpec, Sourced
+from controller.snapshot import ContainerObs, Domain, OwnerRule, ResourceLimits
+from desired_state.effective import EffectivePolicy, ResourceSpec, Sourced
 from tests.fixtures import builders as b
 from tests.unit import cli_world as w
 
@@ -243,3 +244,58 @@ def test_describe_user_with_docker_down_fails_rather_than_list_no_containers() -
     assert raised.value.exit_code == EXIT_ERROR
     assert "cannot describe user 'bob'" in raised.value.message
     assert "cannot reach the Docker engine" in raised.value.message
+
+
+def _quota(n: int, group: str) -> EffectivePolicy:
+    res = b.policy().resources.model_copy(
+        update={"max_containers_per_user": Sourced(value=n, source=f"UserGroup/{group}")}
+    )
+    return b.policy(group=group, idle_timeout_s=None).model_copy(update={"resources": res})
+
+
+def test_describe_user_shows_the_policy_of_a_container_that_counts_for_them() -> None:
+    # trustLabels: false. 'a-claimed' only claims bob (a ds01.user label anyone can write): it gets
+    # the default group's policy and counts for nobody. 'b-real' is bob's by its process: his group,
+    # researcher. describe user showed a-claimed's (the first by name).
+    def policy(c: ContainerObs, _now: datetime) -> EffectivePolicy:
+        return _quota(5, "researcher") if c.owner_rule is OwnerRule.PROCESS_UID else _quota(1, "student")
+
+    t = b.T0
+    claimed = b.running("a-claimed", owner="bob", labels={"ds01.user": "bob"}, sig=b.signals(t))
+    real = b.running("b-real", owner="bob", sig=b.signals(t))
+    snap = b.snapshot(
+        observed_at=t,
+        containers=[
+            claimed.model_copy(update={"owner_rule": OwnerRule.LABEL_DS01_USER}),
+            real.model_copy(update={"owner_rule": OwnerRule.PROCESS_UID}),
+        ],
+    )
+    passes = b.Passes(b.desired(policy, b.global_policy(trust_labels=False)))
+    p = passes.run(snap)
+    assert not [i for i in (*p.actions, *p.deferred) if rule_of(i) in QUOTA_REASONS]
+    view = View(snapshot=snap, now=t, plan=p, memory=p.memory, desired=passes.desired)
+    text = describe_user(view, "bob")
+    assert text.splitlines()[1].split()[:2] == ["Group:", "researcher"], text
+    assert "Containers:           1/5   (UserGroup/researcher)" in text, text
+    assert "(resolved for b-real, the newest live container counted as theirs" in text, text
+
+
+def test_get_users_reads_the_quota_from_the_newest_container_as_the_quota_rule_does() -> None:
+    # alice's newest container (started 1h ago) resolves to a quota of 1, her older one (5h ago) to
+    # 5. The quota rule reads the newest's: she is over, warned and reported. get users read the
+    # last one in the snapshot's order (here the older one): 2/5, not over.
+    t = b.T0
+    new = b.running("new", started_at=b.ago(hours=1), sig=b.signals(t))
+    old = b.running("old", started_at=b.ago(hours=5), sig=b.signals(t))
+    snap = b.snapshot(observed_at=t, containers=[new, old])
+    passes = b.Passes(b.desired(per_container={"new": _quota(1, "student"), "old": _quota(5, "researcher")}))
+    p = passes.run(snap)
+    assert ("AlertAdmin", "ContainerQuotaExceeded", "user alice") in b.summary(p)
+    view = View(snapshot=snap, now=t, plan=p, memory=p.memory, desired=passes.desired)
+    (row,) = run_get("users", view, GetOptions())[0].splitlines()[1:2]
+    assert row.split()[1:3] == ["student", "2/1"] and row.split()[-1] == "containers", row
+    text = describe_user(view, "alice")
+    assert (
+        "Containers:           2/1   (UserGroup/student)" in text
+        and "Over:                 containers" in text
+    )
