@@ -245,7 +245,8 @@ def describe_container(view: View, key: str, style: Style = PLAIN) -> str:
     _policy_section(pol, s, view.policy_problem(c))
     from controller.cli.users import limits_deferral, limits_section
 
-    limits_section(c, pol, s, view.desired.global_policy.update_limits if view.desired is not None else None)
+    update_limits = view.desired.global_policy.update_limits if view.desired is not None else None
+    limits_section(c, pol, s, update_limits, view.now)
     _timers_section(view, c, pol, s)
 
     s.heading("Decision")

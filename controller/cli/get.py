@@ -410,7 +410,7 @@ def containers_table(view: View, containers: Sequence[ContainerObs], wide: bool)
                 UNKNOWN if util_unknown else fmt_percent(util),
                 _keepalive_text(view, c),
                 c.owner_rule.value,
-                *limit_cells(c, view.effective(c)),
+                *limit_cells(c, view.effective(c), view.now),
             ]
         t.add(row)
     return t

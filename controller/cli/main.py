@@ -59,7 +59,8 @@ GET_EPILOG = """\
 kinds:
   containers   NAME OWNER TYPE STATE GPUS IDLE NEXT AGE
                (-o wide adds IMAGE ID CPU NET GPU-UTIL KEEPALIVE OWNER-RULE CPU-LIM MEM-LIM PIDS-LIM;
-               a * marks a limit unset or above the owner's, which the controller lowers)
+               a * marks a limit unset or above the owner's, which the controller lowers; never
+               on a protected, monitoring, opted-out or exempt container, which it leaves alone)
                By default: containers that reference a GPU or that the controller acts on or defers.
                --all: every container. IDLE is how long it has been idle, or active / unknown /
                idle (grace) / ? (no data). NEXT is the plan's next step: "stop now", "remove in 3h",

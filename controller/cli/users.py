@@ -1,7 +1,8 @@
 """``ds01ctl`` views of the resource limits and quotas: limit columns, the describe sections, ``get users``.
 
 * :func:`limit_cells`: the CPU / MEM / PIDS limit columns of ``get containers -o wide``; a ``*``
-  marks a limit that is unset or above the owner's spec (what UpdateResources would change).
+  marks a limit that is unset or above the owner's spec (what UpdateResources would change; never
+  on a container the rule leaves alone).
 * :func:`limits_section`: ``describe container``'s desired vs observed limits, with the source of
   each desired value and the container's use.
 * :func:`user_rows` / :func:`users_table`: ``get users`` (kubectl's ``get resourcequota`` is the
@@ -32,7 +33,7 @@ from controller.plan.rules.quotas import held_gpu_equivalents, mig_shares
 from controller.plan.rules.resources import update_resources
 from controller.plan.types import Action, ActionKind, DeferReason, Deferred, Reason
 from controller.snapshot import ContainerObs, ContainerState, ResourceLimits
-from desired_state.effective import EffectivePolicy, ResourceSpec, Sourced
+from desired_state.effective import EffectivePolicy, ExemptFrom, ResourceSpec, Sourced
 
 LIVE = frozenset({ContainerState.RUNNING, ContainerState.PAUSED, ContainerState.RESTARTING})
 OVER_MARK = "*"
@@ -46,12 +47,28 @@ def _above(have: float | None, want: float | None) -> bool:
     return want is not None and (have is None or have > want + 1e-6)
 
 
-def limit_cells(c: ContainerObs, pol: EffectivePolicy | None) -> list[str]:
-    """CPU, MEM, PIDS limit cells: ``-`` no limit, ``unknown`` not observed, ``*`` differs from the spec."""
+def shielded_from_limits(pol: EffectivePolicy, now: datetime | None) -> str | None:
+    """Why the UpdateResources rule leaves this container's limits alone (``None``: it does not):
+    protected, monitoring, or its owner's unexpired ``resources`` exemption (the rule's own
+    ``shielded``); a type opted out (``resourcesExempt``) is told apart by the callers."""
+    if pol.protected.value:
+        return f"protected ({pol.protected.source})"
+    if pol.monitoring.value:
+        return f"part of the monitoring stack ({pol.monitoring.source})"
+    ex = pol.exemption(ExemptFrom.RESOURCES)
+    if ex is not None and (ex.expires_at is None or now is None or ex.expires_at > now):
+        return f"exempt from resources ({ex.name})"
+    return None
+
+
+def limit_cells(c: ContainerObs, pol: EffectivePolicy | None, now: datetime | None = None) -> list[str]:
+    """CPU, MEM, PIDS limit cells: ``-`` no limit, ``unknown`` not observed, ``*`` differs from the
+    spec (never on a container the rule leaves alone: opted out, protected, monitoring, exempt)."""
     lim = c.limits
     if lim is None:
         return [UNKNOWN, UNKNOWN, UNKNOWN]
-    spec = pol.resources if pol is not None and not pol.resources.exempt.value else ResourceSpec()
+    left_alone = pol is None or pol.resources.exempt.value or shielded_from_limits(pol, now) is not None
+    spec = pol.resources if pol is not None and not left_alone else ResourceSpec()
     pairs: list[tuple[str, bool]] = [
         (_cpus(lim.cpus), _above(lim.cpus, spec.max_cpus.value)),
         (fmt_bytes(lim.memory_bytes), _above(lim.memory_bytes, spec.memory_bytes.value)),
@@ -64,10 +81,15 @@ def limit_cells(c: ContainerObs, pol: EffectivePolicy | None) -> list[str]:
 
 
 def limits_section(
-    c: ContainerObs, pol: EffectivePolicy | None, s: Sections, update_limits: Sourced[bool] | None = None
+    c: ContainerObs,
+    pol: EffectivePolicy | None,
+    s: Sections,
+    update_limits: Sourced[bool] | None = None,
+    now: datetime | None = None,
 ) -> None:
     """Desired vs observed limits with provenance, and the container's use; the footnote says
-    whether the controller lowers them (``resourceEnforcement.updateLimits``)."""
+    whether the controller lowers them (``resourceEnforcement.updateLimits``), or that it leaves
+    this container's alone."""
     s.heading("Resources")
     lim = c.limits
     if lim is None:
@@ -114,7 +136,14 @@ def limits_section(
     if spec.exempt.value:
         extra.append(("opted out", clean(spec.exempt.source, 120)))
     s.fields(extra, 2)
-    s.line(f"('-' is no limit; {_enforcement_note(update_limits)})", 2)
+    shield = shielded_from_limits(pol, now) if pol is not None else None
+    if spec.exempt.value:
+        note = "the controller never changes this container's limits: opted out"
+    elif shield is not None:
+        note = f"the controller never changes this container's limits: {clean(shield, 160)}"
+    else:
+        note = _enforcement_note(update_limits)
+    s.line(f"('-' is no limit; {note})", 2)
 
 
 def _enforcement_note(update_limits: Sourced[bool] | None) -> str:

@@ -7,7 +7,7 @@ from datetime import datetime
 
 import pytest
 
-from controller.cli.describe import describe_user
+from controller.cli.describe import describe_container, describe_user
 from controller.cli.errors import EXIT_ERROR, CliError
 from controller.cli.get import GetOptions, canonical_kind, run_get
 from controller.cli.users import limit_cells, user_rows
@@ -17,7 +17,7 @@ from controller.plan.desired import StaticDesired
 from controller.plan.planner import plan
 from controller.plan.rules.quotas import QUOTA_REASONS
 from controller.snapshot import ContainerObs, Domain, OwnerRule, ResourceLimits
-from desired_state.effective import EffectivePolicy, ResourceSpec, Sourced
+from desired_state.effective import EffectivePolicy, ExemptFrom, ResourceSpec, Sourced
 from tests.fixtures import builders as b
 from tests.unit import cli_world as w
 
@@ -299,3 +299,32 @@ def test_get_users_reads_the_quota_from_the_newest_container_as_the_quota_rule_d
         "Containers:           2/1   (UserGroup/student)" in text
         and "Over:                 containers" in text
     )
+
+
+@pytest.mark.parametrize("shield", ["protected", "monitoring", "exemption"])
+def test_limits_of_a_container_the_rule_leaves_alone_are_not_marked_to_be_lowered(shield: str) -> None:
+    # No limits at all, updateLimits on: the rule defers (Protected, Monitoring, Exempt) and never
+    # lowers them. get -o wide marked them '*' ("which the controller lowers") and describe's
+    # footnote said the controller lowers them.
+    spec = ResourceSpec(
+        max_cpus=Sourced(value=8.0, source="test"),
+        memory_bytes=Sourced(value=32 << 30, source="test"),
+        pids_limit=Sourced(value=4096, source="test"),
+    )
+    grants = [b.exemption(ExemptFrom.RESOURCES, expires_at=b.at(days=1))] if shield == "exemption" else []
+    flags = {shield: True} if shield != "exemption" else {}
+    pol = b.policy(exemptions=grants, **flags).model_copy(update={"resources": spec})
+    db = b.running("db", sig=b.signals(b.T0)).model_copy(update={"limits": ResourceLimits()})
+    snap = b.snapshot(containers=[db])
+    passes = b.Passes(b.desired(pol, b.global_policy(update_limits=True)))
+    p = passes.run(snap)
+    assert not p.actions and [d.rule.value for d in p.deferred] == ["LimitsMissing"], b.deferred_summary(p)
+    view = View(snapshot=snap, now=b.T0, plan=p, memory=p.memory, desired=passes.desired)
+    (row,) = run_get("containers", view, GetOptions(output="wide", show_all=True))[0].splitlines()[1:2]
+    assert row.split()[-3:] == ["-", "-", "-"], row
+    resources = _part(describe_container(view, "db"), "Resources", "Timers")
+    assert "the controller never changes this container's limits" in resources, resources
+    assert "the controller lowers" not in resources, resources
+    # Without the shield the same container is marked, and the rule lowers its limits.
+    plain = b.policy().model_copy(update={"resources": spec})
+    assert limit_cells(db, plain, b.T0) == ["-*", "-*", "-*"]
