@@ -63,9 +63,10 @@ kinds:
                on a protected, monitoring, opted-out or exempt container, which it leaves alone)
                By default: containers that reference a GPU or that the controller acts on or defers.
                --all: every container. IDLE is how long it has been idle, or active / unknown /
-               idle (grace) / ? (no data). NEXT is the plan's next step: "stop now", "remove in 3h",
-               "warn in 5m", "grace ends in 20m" (not a stop), "exemption ends in 2h" / "keep-alive
-               ends in 1h" (a warning and its lead come after), "unknown" (NVML down), or "-".
+               idle (grace) / - (not running, or no GPU: only GPU containers are watched).
+               NEXT is the plan's next step: "stop now", "remove in 3h", "warn in 5m", "grace ends
+               in 20m" (not a stop), "exemption ends in 2h" / "keep-alive ends in 1h" (a warning and
+               its lead come after), "unknown" (NVML down), or "-".
   gpus         INDEX UUID MODEL MIG MEMORY UTIL HOLDERS PROCESSES STATE
                STATE: free, held, idle-held (every holder stopped or idle), dirty (a process no running
                holder accounts for, or marked for reset), unavailable (NVML down, or MIG on with no devices).

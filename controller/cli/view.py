@@ -558,6 +558,7 @@ class IdleState(StrEnum):
     UNKNOWN = "unknown"  # the last sample could not be decided (a signal unreadable)
     NO_DATA = "no-data"  # not sampled yet (first sighting)
     NOT_RUNNING = "not-running"
+    NO_GPU = "no-gpu"  # running without a GPU: only GPU containers are sampled (or idle-stopped)
     UNAVAILABLE = "unavailable"  # the state store could not be read
     # The last sample is idle but no idle time counts yet: the grace period, or the streak starts
     # with the next reading. Not "active": the container does nothing.
@@ -587,6 +588,7 @@ _IDLE_COLUMN = {
     IdleState.UNKNOWN: "unknown",
     IdleState.NO_DATA: UNKNOWN,
     IdleState.NOT_RUNNING: "-",
+    IdleState.NO_GPU: "-",
     IdleState.UNAVAILABLE: UNKNOWN,
     IdleState.IDLE_GRACE: "idle (grace)",
     IdleState.IDLE_UNCOUNTED: "idle (new)",
@@ -596,6 +598,7 @@ _IDLE_PHRASE = {
     IdleState.UNKNOWN: "idle state unknown (a signal could not be read)",
     IdleState.NO_DATA: "not sampled yet",
     IdleState.NOT_RUNNING: "not running",
+    IdleState.NO_GPU: "not watched for idleness (it holds no GPU)",
     IdleState.UNAVAILABLE: "idle time unavailable",
     IdleState.IDLE_GRACE: "idle, not counted during the grace period",
     IdleState.IDLE_UNCOUNTED: "idle, counted from the next reading",
@@ -605,6 +608,8 @@ _IDLE_PHRASE = {
 def idleness(view: View, c: ContainerObs) -> Idleness:
     if c.state != ContainerState.RUNNING:
         return Idleness(IdleState.NOT_RUNNING)
+    if not c.has_gpu:
+        return Idleness(IdleState.NO_GPU)  # never sampled: no idle time is ever known for it
     if view.memory is None:
         return Idleness(IdleState.UNAVAILABLE)
     cm = view.container_memory(c.id)

@@ -93,3 +93,19 @@ def test_next_without_a_plan_is_unknown_spelled_out() -> None:
     view = _view(busy=True)
     view.plan = None
     assert _row(view)["NEXT"] == "unknown"
+
+
+def test_idle_of_a_running_container_without_a_gpu_is_not_unknown() -> None:
+    # Only GPU containers are sampled (and idle-stopped): a web server without a GPU never has an
+    # idle reading, and IDLE said "unknown" for it, pass after pass, as for an unreadable signal.
+    passes = b.Passes(b.desired(b.policy()))
+    web = b.running("web", started_at=b.ago(days=2))
+    for t in (b.ago(seconds=30), b.T0):
+        snap = b.snapshot(observed_at=t, containers=[web.model_copy(update={"signals": b.signals(t)})])
+        p = passes.run(snap)
+    assert web.id not in p.memory.containers or not p.memory.containers[web.id].samples
+    view = View(snapshot=snap, now=b.T0, plan=p, memory=p.memory, desired=passes.desired)
+    (row,) = run_get("containers", view, GetOptions(show_all=True))[0].splitlines()[1:]
+    assert row.split()[5] == "-", row
+    (item,) = json.loads(run_get("containers", view, GetOptions(output="json", show_all=True))[0])["items"]
+    assert item["idle"] == {"state": "no-gpu", "since": None}
