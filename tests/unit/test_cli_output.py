@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -19,20 +19,14 @@ from controller.cli.describe import describe_container, describe_gpu, describe_u
 from controller.cli.get import GetOptions, parse_selector, run_get
 from controller.cli.planview import plan_text
 from controller.cli.view import View
+from tests.fixtures.local_zone import utc_clock  # noqa: F401 (the fixture)
 from tests.unit import cli_world as w
 
 GOLDEN = Path(__file__).resolve().parents[1] / "data" / "cli" / "golden"
 SHUFFLED = (4, 2, 0, 3, 1)
 
 
-@pytest.fixture(autouse=True)
-def utc_clock(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """Clock times in describe/plan are local; pin the zone so the goldens hold anywhere."""
-    monkeypatch.setenv("TZ", "UTC")
-    time.tzset()
-    yield
-    monkeypatch.undo()
-    time.tzset()
+pytestmark = pytest.mark.usefixtures("utc_clock")  # clock times in the output are local
 
 
 @pytest.fixture

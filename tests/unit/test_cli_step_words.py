@@ -9,8 +9,7 @@ period or of an exemption is not the time of the stop or the removal.
 from __future__ import annotations
 
 import json
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import datetime
 
 import pytest
@@ -25,16 +24,9 @@ from controller.plan.types import Plan, StopParams
 from controller.snapshot import ContainerObs, Snapshot
 from desired_state.effective import ExemptFrom, ResourceSpec, Sourced
 from tests.fixtures import builders as b
+from tests.fixtures.local_zone import utc_clock  # noqa: F401 (the fixture)
 
-
-@pytest.fixture(autouse=True)
-def utc_clock(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """Clock times in describe and plan are local: pin the zone."""
-    monkeypatch.setenv("TZ", "UTC")
-    time.tzset()
-    yield
-    monkeypatch.undo()
-    time.tzset()
+pytestmark = pytest.mark.usefixtures("utc_clock")  # clock times in the output are local
 
 
 def run(

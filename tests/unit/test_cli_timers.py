@@ -6,8 +6,7 @@ The hosts run through the real planner pass by pass (memory carried, warnings de
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import datetime
 
 import pytest
@@ -16,16 +15,9 @@ from controller.cli.describe import describe_container
 from controller.cli.view import View
 from controller.snapshot import ContainerObs, ContainerState, Snapshot
 from tests.fixtures import builders as b
+from tests.fixtures.local_zone import utc_clock  # noqa: F401 (the fixture)
 
-
-@pytest.fixture(autouse=True)
-def utc_clock(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """Clock times in describe are local: pin the zone."""
-    monkeypatch.setenv("TZ", "UTC")
-    time.tzset()
-    yield
-    monkeypatch.undo()
-    time.tzset()
+pytestmark = pytest.mark.usefixtures("utc_clock")  # clock times in the output are local
 
 
 Make = Callable[[datetime], list[ContainerObs]]
