@@ -253,7 +253,8 @@ def test_plan_at_forecasts_the_warnings_and_the_stop_of_an_idle_gpu_container(
     assert table.stdout.startswith("Forecast from ")
     assert "Assuming:" in table.stdout and "signals held as observed" in table.stdout
     assert f"WarnOwner {c.name}  [IdleWarning]" in table.stdout
-    assert f"StopContainer {c.name}  [IdleTimeout]" in table.stdout
+    # removeAfterIdleStop (the built-in default): the stop removes the container, and says so.
+    assert f"StopContainer and remove {c.name}  [IdleTimeout]" in table.stdout
     # plan changed nothing: the container runs.
     c.reload()
     assert c.status == "running"
