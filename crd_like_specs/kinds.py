@@ -58,6 +58,9 @@ from crd_like_specs.vocabulary import (
 
 API_VERSION: Final = "ds01.io/v1alpha1"
 NAME_PATTERN: Final = r"^[A-Za-z0-9]([A-Za-z0-9_.@-]{0,251}[A-Za-z0-9])?$"
+# dockerd passes --cpus 0.001 on, but the kernel refuses the CFS quota it makes (100 us per 100 ms
+# period; the least is 1 ms): the smallest CPU limit that works is 0.01.
+DOCKER_MIN_CPUS: Final = 0.01
 DOCKER_SIZE_PATTERN: Final = r"^\d+(\.\d+)?\s?[kKmMgGtTpP]?[iI]?[bB]?$"
 SYSTEMD_PERCENT_PATTERN: Final = r"^\d+(\.\d+)?%$"
 SYSTEMD_SIZE_PATTERN: Final = r"^(\d+(\.\d+)?[KMGTPE]?|infinity)$"
@@ -346,7 +349,9 @@ class Resources(SpecModel):
     )
     allow_full_gpu: NotNullBool = Field(default=None, description="May receive non-MIG GPUs")
     max_cpus: Annotated[Number | None, _NOT_NULL, _NO_NULL_SCHEMA] = Field(
-        default=None, gt=0, description="docker --cpus"
+        default=None,
+        ge=DOCKER_MIN_CPUS,
+        description=f"docker --cpus; at least {DOCKER_MIN_CPUS:g} (Docker's minimum)",
     )
     memory: NotNullStr = Field(
         default=None, pattern=DOCKER_SIZE_PATTERN, description="docker --memory, e.g. 32g"
@@ -370,14 +375,38 @@ class Resources(SpecModel):
     storage_tmp: Scalar = Field(default=None, description="docker --tmpfs /tmp size")
     aggregate: Aggregate | None = Field(default=None, description="Per-user slice caps; null: no cap")
 
+    @field_validator("max_cpus", mode="before")
+    @classmethod
+    def _cpus_at_least_docker_minimum(cls, value: Any) -> Any:
+        # Before the type and range checks, so that 0.001 gets the reason; 0 or below (and a
+        # string) is left to them ("out of range", "not a number").
+        is_number = isinstance(value, int | float) and not isinstance(value, bool)
+        if is_number and 0 < value < DOCKER_MIN_CPUS:
+            raise PydanticCustomError(
+                "docker_minimum",
+                "{value} CPUs is below Docker's minimum of {minimum}: the kernel refuses a CPU quota under "
+                "1 ms per 100 ms period, so every docker update of a container's limit would fail",
+                {
+                    "value": value,
+                    "minimum": f"{DOCKER_MIN_CPUS:g}",
+                    "fix": f"write at least {DOCKER_MIN_CPUS:g} (0.5 is half a CPU)",
+                },
+            )
+        return value
+
     @field_validator("memory")
     @classmethod
     def _at_least_docker_minimum(cls, value: str | None) -> str | None:
         if value is not None and _size(value) < DOCKER_MIN_MEMORY_BYTES:
+            minimum = format_size(DOCKER_MIN_MEMORY_BYTES)
             raise PydanticCustomError(
-                "memory_minimum",
+                "docker_minimum",
                 "memory {value} is below Docker's minimum of {minimum}; the engine refuses such a limit",
-                {"value": value, "minimum": format_size(DOCKER_MIN_MEMORY_BYTES)},
+                {
+                    "value": value,
+                    "minimum": minimum,
+                    "fix": f"write at least {DOCKER_MIN_MEMORY_BYTES >> 20}m",
+                },
             )
         return value
 

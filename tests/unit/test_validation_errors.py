@@ -459,3 +459,79 @@ def test_main_exit_codes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> 
     assert "broken.yaml:4: document 1 (UserGroup/g): spec.order: 'x' is not a whole number" in out
     assert "1 problem found" in out
     assert main([]) == 2
+
+
+# --- values the schema's types allow but the engine refuses ----------------------------------------
+
+_CPUS_WHY = (
+    "CPUs is below Docker's minimum of 0.01: the kernel refuses a CPU quota under 1 ms per 100 ms period, "
+    "so every docker update of a container's limit would fail; expected at least 0.01; "
+    "fix: write at least 0.01 (0.5 is half a CPU)"
+)
+
+
+@pytest.mark.parametrize(
+    ("files", "target", "where", "message"),
+    [
+        (
+            ds01("defaults:\n  max_cpus: 0.001\n"),
+            ".",
+            "resource-limits.yaml:2",
+            f"document 1: defaults.max_cpus: 0.001 {_CPUS_WHY}",
+        ),
+        (
+            # DS01's legacy name in a group: the key as written, on its line.
+            ds01("groups:\n  student:\n    members: [a]\n    cpus: 0.005\n"),
+            ".",
+            "resource-limits.yaml:4",
+            f"document 1: groups.student.cpus: 0.005 {_CPUS_WHY}",
+        ),
+        (
+            {"resource-limits.yaml": "defaults: {}\n", "user-overrides.yaml": "alice:\n  max_cpus: 0.009\n"},
+            ".",
+            "user-overrides.yaml:2",
+            f"document 1: alice.max_cpus: 0.009 {_CPUS_WHY}",
+        ),
+        (
+            spec(
+                HEAD + "kind: LifecyclePolicy\nmetadata: {name: p}\nspec:\n  resources:\n    maxCpus: 0.001\n"
+            ),
+            "specs",
+            "specs/policy.yaml:6",
+            f"document 1 (LifecyclePolicy/p): spec.resources.maxCpus: 0.001 {_CPUS_WHY}",
+        ),
+        (
+            spec(HEAD + "kind: LifecyclePolicy\nmetadata: {name: p}\nspec:\n  resources:\n    maxCpus: 0\n"),
+            "specs",
+            "specs/policy.yaml:6",
+            "document 1 (LifecyclePolicy/p): spec.resources.maxCpus: 0 is out of range; expected at least "
+            "0.01; fix: use a value at least 0.01",
+        ),
+        (
+            ds01("defaults:\n  memory: 4m\n"),
+            ".",
+            "resource-limits.yaml:2",
+            "document 1: defaults.memory: memory 4m is below Docker's minimum of 6Mi; the engine refuses "
+            "such a limit; expected at least 6Mi; fix: write at least 6m",
+        ),
+    ],
+    ids=["DS01 default", "DS01 group alias", "DS01 override", "CRD spec", "CRD zero", "memory"],
+)
+def test_a_limit_docker_refuses_is_an_error_naming_file_field_and_fix(
+    tmp_path: Path, files: dict[str, str | bytes], target: str, where: str, message: str
+) -> None:
+    """maxCpus 0.001 passed (``> 0``) and every ``docker update`` of it failed: the engine takes
+    ``--cpus 0.001`` but the kernel refuses its 100 us CFS quota (write ".../cpu.cfs_quota_us:
+    invalid argument"). It is the same one-line error as any other, from DS01's files too."""
+    materialise(tmp_path, files)
+    errors = validation_errors([tmp_path / target])
+    assert [str(e) for e in errors] == [f"{tmp_path}/{where}: {message}"]
+    load_args = {"ds01_config_dir": tmp_path} if target == "." else {"specs_dir": tmp_path / target}
+    with pytest.raises(PolicyLoadError) as info:
+        load_policy(**load_args)
+    assert [str(e) for e in info.value.errors] == [str(errors[0])]
+
+
+def test_the_smallest_cpu_limit_docker_takes_is_valid(tmp_path: Path) -> None:
+    materialise(tmp_path, ds01("defaults:\n  max_cpus: 0.01\ngroups:\n  student:\n    cpus: 0.5\n"))
+    assert validate_paths([tmp_path]) == []
