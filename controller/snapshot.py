@@ -265,6 +265,10 @@ class ResourceLimits(Frozen):
         default=None,
         description="HostConfig.MemorySwap (memory plus swap); None: unset (twice the memory), -1: unlimited",
     )
+    memory_reservation_bytes: int | None = Field(
+        default=None,
+        description="HostConfig.MemoryReservation (docker --memory-reservation, a soft floor); None: unset",
+    )
     pids_limit: int | None = Field(default=None, description="HostConfig.PidsLimit")
     shm_size_bytes: int | None = Field(default=None, description="HostConfig.ShmSize")
     cgroup_parent: str = Field(default="", description="HostConfig.CgroupParent")

@@ -1093,6 +1093,7 @@ def _limits_dict(limits: ResourceLimits | None) -> dict[str, Any] | None:
         "cpus": limits.cpus,
         "memory_bytes": limits.memory_bytes,
         "memory_swap_bytes": limits.total_swap_bytes,
+        "memory_reservation_bytes": limits.memory_reservation_bytes,
         "pids_limit": limits.pids_limit,
     }
 

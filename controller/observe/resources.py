@@ -3,8 +3,8 @@
 Owns two readers, both without ``docker stats`` (which costs a second per container):
 
 * :func:`parse_limits`: ``HostConfig.NanoCpus``, ``CpuQuota``/``CpuPeriod``, ``CpusetCpus``,
-  ``Memory``, ``MemorySwap``, ``PidsLimit``, ``ShmSize``, ``CgroupParent`` of the inspect the
-  Docker adapter already caches. Docker's 0 (and -1 for pids) means *no limit*: ``None``.
+  ``Memory``, ``MemorySwap``, ``MemoryReservation``, ``PidsLimit``, ``ShmSize``, ``CgroupParent``
+  of the inspect the Docker adapter already caches. Docker's 0 (and -1 for pids) means *no limit*: ``None``.
 * :func:`read_usage`: memory use and peak, and the task count, of the container's cgroup, found
   from ``/proc/<main pid>/cgroup``. cgroup v1: ``memory.usage_in_bytes``,
   ``memory.max_usage_in_bytes`` (memory hierarchy), ``pids.current`` (pids hierarchy); cgroup v2:
@@ -47,6 +47,7 @@ def parse_limits(host_config: Mapping[str, Any]) -> ResourceLimits:
         cpuset_cpus=cpuset if isinstance(cpuset, str) else "",
         memory_bytes=_positive(host_config.get("Memory")),
         memory_swap_bytes=swap_bytes,
+        memory_reservation_bytes=_positive(host_config.get("MemoryReservation")),
         pids_limit=_positive(host_config.get("PidsLimit")),
         shm_size_bytes=_positive(host_config.get("ShmSize")),
         cgroup_parent=str(host_config.get("CgroupParent") or ""),

@@ -20,6 +20,7 @@ _FIELDS = {
     "CpuPeriod": "cpu_period_us",
     "Memory": "memory_bytes",
     "MemorySwap": "memory_swap_bytes",
+    "MemoryReservation": "memory_reservation_bytes",
     "PidsLimit": "pids_limit",
 }
 
@@ -28,7 +29,10 @@ def still_needed(wanted: ResourceUpdate, limits: ResourceLimits | None) -> dict[
     """The ``docker update`` body for the limits still above ``wanted`` (API field names).
 
     A limit at or below the wanted one is left out: "already done" is success and nothing is
-    raised. Memory and swap travel together (Docker checks one against the other).
+    raised. Memory and swap travel together (Docker checks one against the other). A memory
+    reservation above the memory limit sent comes down to it, judged on ``limits`` (read right
+    before acting) whatever the plan saw: Docker takes the update without it but then refuses to
+    start the container ("Minimum memory limit can not be less than memory reservation limit").
     """
     have = limits or ResourceLimits()
     body: dict[str, int] = {}
@@ -58,6 +62,10 @@ def still_needed(wanted: ResourceUpdate, limits: ResourceLimits | None) -> dict[
             body["MemorySwap"] = max(have.total_swap_bytes, body.get("Memory", 0))
         elif swap is not None:
             body["MemorySwap"] = swap
+    memory = body.get("Memory")
+    reservation = have.memory_reservation_bytes
+    if memory is not None and reservation is not None and reservation > memory:
+        body["MemoryReservation"] = memory
     if wanted.pids_limit is not None and (have.pids_limit is None or have.pids_limit > wanted.pids_limit):
         body["PidsLimit"] = wanted.pids_limit
     return body

@@ -220,6 +220,11 @@ class ResourceUpdate(_Params):
     cpu_period_us: int | None = None
     memory_bytes: int | None = None
     memory_swap_bytes: int | None = Field(default=None, description="Memory plus swap; -1: unlimited")
+    memory_reservation_bytes: int | None = Field(
+        default=None,
+        description="Set with a memory limit below the container's reservation (the new memory limit): "
+        "Docker does not start a container whose reservation is above its limit",
+    )
     pids_limit: int | None = None
     memory_margin_pct: float = 10.0
 

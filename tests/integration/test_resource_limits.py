@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import docker.errors
 import pytest
 
 from controller.act.events import EventLog
@@ -485,6 +486,115 @@ def test_the_executor_rechecks_memory_plus_swap_use_right_before_lowering_it(
     state = host_config(docker_client, c.id)
     assert (state["HostConfig"]["Memory"], state["HostConfig"]["MemorySwap"]) == (256 * MiB, 1 << 30)
     assert state["State"]["Running"] is True
+
+
+def post_update(client: Any, cid: str, body: dict[str, int]) -> None:
+    """``docker update`` with the engine's own field names (as the executor posts it)."""
+    api = client.api
+    api._result(api._post_json(api._url("/containers/{0}/update", cid), data=body), True)
+
+
+def test_the_least_cpu_limit_validation_allows_is_one_the_engine_takes(
+    make_container: ContainerFactory, docker_client: Any, tmp_path: Path
+) -> None:
+    """maxCpus below 0.01 is a validation error: the engine passes ``--cpus 0.001`` on and the
+    kernel refuses its 100 us CFS quota. 0.01 (a 1 ms quota) is planned and done."""
+    c = make_container(network_mode="none")
+    with pytest.raises(docker.errors.APIError, match="cfs_quota_us"):
+        post_update(docker_client, c.id, {"NanoCpus": 1_000_000})
+    spec = SPEC.replace("maxCpus: 1,", "maxCpus: 0.01,")
+    p = ours(
+        plan(observe(tmp_path), PolicySetDesired(load_spec_text(spec)), ControllerMemory(), datetime_now()),
+        {c.id},
+    )
+    (update,) = [a for a in p.actions if a.kind == ActionKind.UPDATE_RESOURCES]
+    assert update.params_as(ResourceUpdate).nano_cpus == 10_000_000
+    executor = RealExecutor(
+        docker_client, EventLog(tmp_path / "e.jsonl"), RecordingNotifier(), tmp_path / "l.json"
+    )
+    (outcome,) = executor.execute(make_plan(update), ControllerMemory(), datetime_now()).outcomes
+    assert outcome.outcome is Outcome.DONE, outcome.detail
+    state = host_config(docker_client, c.id)
+    assert state["HostConfig"]["NanoCpus"] == 10_000_000
+    assert cpu_limit(int(state["State"]["Pid"])) == pytest.approx(0.01)
+
+
+RESERVATION_SPEC = """\
+apiVersion: ds01.io/v1alpha1
+kind: LifecyclePolicy
+metadata: {name: site}
+spec:
+  resources: {memory: 256m, memorySwap: 256m, pidsLimit: 100}
+  resourceEnforcement: {updateLimits: true}
+  safety: {maxDestructiveActionsPerPass: 100000}
+"""
+
+
+def test_the_engine_takes_a_memory_limit_below_the_reservation_and_then_will_not_start_it(
+    make_container: ContainerFactory, docker_client: Any
+) -> None:
+    """Why the update lowers the reservation: without it, ``docker update`` succeeds (this engine
+    checks the reservation only against a memory limit sent with it) and the container is left
+    in a state the engine refuses to start. Should an engine refuse the update itself, that is
+    the same conflict, met earlier."""
+    c = make_container(network_mode="none", mem_reservation="512m")
+    try:
+        docker_client.api.update_container(c.id, mem_limit=256 * MiB, memswap_limit=256 * MiB)
+    except docker.errors.APIError as exc:
+        assert "reservation" in str(exc), exc
+        return
+    assert host_config(docker_client, c.id)["HostConfig"]["MemoryReservation"] == 512 * MiB
+    c.stop(timeout=1)
+    with pytest.raises(docker.errors.APIError, match="memory reservation"):
+        c.start()
+
+
+def test_a_reservation_above_the_new_memory_limit_comes_down_in_the_same_update(
+    make_container: ContainerFactory, docker_client: Any, tmp_path: Path
+) -> None:
+    """Run and created with ``--memory-reservation 512m``, limited to 256m by the spec: one update
+    each, done without a failing engine call; both start afterwards (the created one for the first
+    time, the running one after a stop); a second pass plans nothing."""
+    running = make_container(network_mode="none", mem_reservation="512m")
+    created = make_container(network_mode="none", mem_reservation="512m", start=False)
+    ids = {running.id, created.id}
+    desired = PolicySetDesired(load_spec_text(RESERVATION_SPEC))
+    p = ours(plan(observe(tmp_path), desired, ControllerMemory(), datetime_now()), ids)
+    updates = {a.target.container_id: a for a in p.actions if a.kind == ActionKind.UPDATE_RESOURCES}
+    assert set(updates) == ids
+    for update in updates.values():
+        assert update.params_as(ResourceUpdate) == ResourceUpdate(
+            memory_bytes=256 * MiB,
+            memory_swap_bytes=256 * MiB,
+            memory_reservation_bytes=256 * MiB,
+            pids_limit=100,
+        )
+    log = tmp_path / "events.jsonl"
+    executor = RealExecutor(docker_client, EventLog(log), RecordingNotifier(), tmp_path / "l.json")
+    report = executor.execute(make_plan(*updates.values()), ControllerMemory(), datetime_now())
+    assert {o.target.container_id: (o.outcome, o.detail) for o in report.outcomes} == {
+        cid: (
+            Outcome.DONE,
+            "limits set in place: Memory=268435456, MemoryReservation=268435456, MemorySwap=268435456, "
+            "PidsLimit=100",
+        )
+        for cid in ids
+    }
+    for c in (running, created):
+        hc = host_config(docker_client, c.id)["HostConfig"]
+        assert (hc["Memory"], hc["MemorySwap"], hc["MemoryReservation"]) == (256 * MiB,) * 3, c.name
+    sets = [e["details"]["set"] for e in read_events(log) if e["event_type"] == "container.update"]
+    body = {"Memory": 256 * MiB, "MemorySwap": 256 * MiB, "MemoryReservation": 256 * MiB, "PidsLimit": 100}
+    assert sets == [body, body]
+
+    created.start()
+    running.stop(timeout=1)
+    running.start()
+    for c in (running, created):
+        assert host_config(docker_client, c.id)["State"]["Running"] is True, c.name
+
+    second = ours(plan(observe(tmp_path), desired, report.memory, datetime_now()), ids)
+    assert [a for a in second.actions if a.kind == ActionKind.UPDATE_RESOURCES] == []
 
 
 def datetime_now() -> Any:

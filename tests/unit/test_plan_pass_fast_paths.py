@@ -186,12 +186,13 @@ _limits = st.builds(
     cpu_period_us=st.one_of(st.none(), st.integers(min_value=1000, max_value=200_000)),
     memory_bytes=_sizes,
     memory_swap_bytes=st.one_of(st.none(), st.just(-1), _sizes),
+    memory_reservation_bytes=_sizes,
     pids_limit=st.one_of(st.none(), st.integers(min_value=1, max_value=10_000)),
 )
 _specs = st.builds(
     ResourceSpec,
     max_cpus=st.builds(
-        Sourced, value=st.one_of(st.none(), st.floats(min_value=0.1, max_value=64)), source=st.just("t")
+        Sourced, value=st.one_of(st.none(), st.floats(min_value=0.01, max_value=64)), source=st.just("t")
     ),
     memory_bytes=st.builds(Sourced, value=_sizes, source=st.just("t")),
     memory_swap_bytes=st.builds(Sourced, value=_sizes, source=st.just("t")),

@@ -267,6 +267,8 @@ def applied(limits: ResourceLimits, u: ResourceUpdate) -> ResourceLimits:
         change["memory_bytes"] = u.memory_bytes
     if u.memory_swap_bytes is not None:
         change["memory_swap_bytes"] = u.memory_swap_bytes
+    if u.memory_reservation_bytes is not None:
+        change["memory_reservation_bytes"] = u.memory_reservation_bytes
     if u.pids_limit is not None:
         change["pids_limit"] = u.pids_limit
     return limits.model_copy(update=change)
@@ -278,11 +280,12 @@ limits_strategy = st.builds(
     nano_cpus=st.one_of(st.none(), st.integers(min_value=10**8, max_value=128 * 10**9)),
     memory_bytes=sizes,
     memory_swap_bytes=st.one_of(st.none(), st.just(-1), st.integers(min_value=6 * MiB, max_value=512 * GiB)),
+    memory_reservation_bytes=sizes,
     pids_limit=st.one_of(st.none(), st.integers(min_value=1, max_value=100_000)),
 )
 spec_strategy = st.builds(
     spec,
-    cpus=st.one_of(st.none(), st.floats(min_value=0.1, max_value=64)),
+    cpus=st.one_of(st.none(), st.floats(min_value=0.01, max_value=64)),
     memory=sizes,
     swap=sizes,
     pids=st.one_of(st.none(), st.integers(min_value=1, max_value=100_000)),
@@ -342,6 +345,14 @@ def test_property_never_raises_never_below_use_and_idempotent(
             assert u.memory_swap_bytes >= memory_floor(used + swapped, margin)
     if u.memory_swap_bytes == -1:
         assert limits.total_swap_bytes is None
+    # The update never leaves a reservation above the memory limit it sets (Docker would not start
+    # the container again), lowers one only with the memory, and only to the memory limit.
+    if u.memory_bytes is not None and limits.memory_reservation_bytes is not None:
+        assert u.memory_reservation_bytes == (
+            u.memory_bytes if limits.memory_reservation_bytes > u.memory_bytes else None
+        )
+    else:
+        assert u.memory_reservation_bytes is None
     if u.pids_limit is not None:
         assert (
             limits.pids_limit is None or u.pids_limit <= limits.pids_limit
@@ -437,3 +448,74 @@ def test_unknown_swap_use_keeps_the_memory_plus_swap_total() -> None:
     # A created container uses nothing.
     got = params(run(box(state=ContainerState.CREATED, limits=limited)))
     assert (got.memory_bytes, got.memory_swap_bytes) == (8 * GiB, 8 * GiB)
+
+
+# --- a memory reservation above the new memory limit ------------------------------------------------
+
+MEMORY_ONLY = {"cpus": None, "memory": 256 * MiB, "swap": 256 * MiB, "pids": None}
+
+
+def test_a_reservation_above_the_new_memory_limit_comes_down_with_it() -> None:
+    """On the engine, ``docker update --memory 256m --memory-swap 256m`` of a container run with
+    ``--memory-reservation 512m`` succeeds, and the container then cannot start ("Minimum memory
+    limit can not be less than memory reservation limit, see usage"): a created one never, a running
+    one not after its next stop. The same update lowers the reservation to the new limit."""
+    for state in (ContainerState.RUNNING, ContainerState.CREATED):
+        reserved = ResourceLimits(memory_reservation_bytes=512 * MiB)
+        # Created a minute ago: not yet due for removal as never started.
+        young = {"created_at": b.ago(minutes=1)}
+        p = run(box(state=state, limits=reserved, **young), res=spec(**MEMORY_ONLY))
+        # (A created container is also waiting for its created-never-started limit.)
+        waits = [("CreatedNeverStarted", "NotDue", "c1")] if state == ContainerState.CREATED else []
+        assert b.summary(p) == [("UpdateResources", "LimitsMissing", "c1")], state
+        assert b.deferred_summary(p) == waits, state
+        (action,) = p.actions
+        assert params(p) == ResourceUpdate(
+            memory_bytes=256 * MiB, memory_swap_bytes=256 * MiB, memory_reservation_bytes=256 * MiB
+        )
+        assert action.message == (
+            "bring c1 (owner alice) under its limits in place: memory 256.0MiB, memory+swap 256.0MiB, "
+            "memory reservation 256.0MiB (from 512.0MiB: above the new memory limit) "
+            "(unset: memory, memory_swap)"
+        )
+        assert action.evidence["observed"]["memory_reservation"] == 512 * MiB
+        # Once applied, the next pass plans nothing.
+        again = run(box(state=state, limits=applied(reserved, params(p)), **young), res=spec(**MEMORY_ONLY))
+        assert (b.summary(again), b.deferred_summary(again)) == ([], waits), state
+
+
+def test_a_reservation_at_or_below_the_new_memory_limit_is_left_alone() -> None:
+    for reservation in (256 * MiB, 64 * MiB):
+        p = run(box(limits=ResourceLimits(memory_reservation_bytes=reservation)), res=spec(**MEMORY_ONLY))
+        assert b.summary(p) == [("UpdateResources", "LimitsMissing", "c1")]
+        assert b.deferred_summary(p) == []
+        assert params(p) == ResourceUpdate(memory_bytes=256 * MiB, memory_swap_bytes=256 * MiB)
+        assert "reservation" not in p.actions[0].message
+        assert p.actions[0].evidence["observed"]["memory_reservation"] == reservation
+
+
+def test_a_reservation_is_never_lowered_on_its_own() -> None:
+    """The memory waits (it uses more than the spec plus the margin): nothing is sent, the
+    reservation included; the owner is warned as for any memory wait."""
+    reserved = ResourceLimits(memory_reservation_bytes=512 * MiB)
+    p = run(box(limits=reserved, used=300 * MiB), res=spec(**MEMORY_ONLY))
+    assert b.summary(p) == [("WarnOwner", "LimitsBelowUsage", "c1")]
+    # (A rule with only waits is named LimitsAboveSpec, though the memory is unset.)
+    assert b.deferred_summary(p) == [("LimitsAboveSpec", "BelowUsage", "c1")]
+    # Memory and swap within the spec, a reservation above the memory (Docker allows it through
+    # an update): not the spec's business, no update.
+    inside = ResourceLimits(memory_bytes=128 * MiB, memory_swap_bytes=128 * MiB, memory_reservation_bytes=GiB)
+    p = run(box(limits=inside), res=spec(**MEMORY_ONLY))
+    assert (b.summary(p), b.deferred_summary(p)) == ([], [])
+
+
+def test_a_swap_update_also_lowers_a_reservation_above_the_memory_it_sends() -> None:
+    """The memory is at the spec but the swap total above it: the update sends the memory with the
+    swap, and a reservation above that memory comes down with them."""
+    limits = ResourceLimits(memory_bytes=256 * MiB, memory_swap_bytes=GiB, memory_reservation_bytes=GiB)
+    p = run(box(limits=limits), res=spec(**MEMORY_ONLY))
+    assert b.summary(p) == [("UpdateResources", "LimitsAboveSpec", "c1")]
+    assert b.deferred_summary(p) == []
+    assert params(p) == ResourceUpdate(
+        memory_bytes=256 * MiB, memory_swap_bytes=256 * MiB, memory_reservation_bytes=256 * MiB
+    )

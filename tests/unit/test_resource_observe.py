@@ -27,7 +27,15 @@ def _write(path: Path, text: str) -> None:
 
 def test_unlimited_host_config_reads_as_no_limits() -> None:
     limits = parse_limits(
-        {"NanoCpus": 0, "CpuQuota": 0, "CpuPeriod": 0, "Memory": 0, "MemorySwap": 0, "PidsLimit": None}
+        {
+            "NanoCpus": 0,
+            "CpuQuota": 0,
+            "CpuPeriod": 0,
+            "Memory": 0,
+            "MemorySwap": 0,
+            "MemoryReservation": 0,
+            "PidsLimit": None,
+        }
     )
     assert limits == ResourceLimits()
     assert limits.cpus is None and limits.total_swap_bytes is None
@@ -40,6 +48,7 @@ def test_limits_are_read_from_every_host_config_field() -> None:
             "CpusetCpus": "0-3",
             "Memory": 1 << 30,
             "MemorySwap": 2 << 30,
+            "MemoryReservation": 512 << 20,
             "PidsLimit": 256,
             "ShmSize": 64 << 20,
             "CgroupParent": "ds01.slice",
@@ -47,6 +56,7 @@ def test_limits_are_read_from_every_host_config_field() -> None:
     )
     assert limits.cpus == 2.5
     assert limits.memory_bytes == 1 << 30 and limits.total_swap_bytes == 2 << 30
+    assert limits.memory_reservation_bytes == 512 << 20
     assert limits.pids_limit == 256 and limits.shm_size_bytes == 64 << 20
     assert limits.cpuset_cpus == "0-3" and limits.cgroup_parent == "ds01.slice"
 

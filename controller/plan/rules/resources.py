@@ -22,6 +22,14 @@ Guards (unknown is not idle):
   (Docker refuses a swap limit without one) and never below the memory limit, nor below the
   container's current memory plus swap use plus the margin (the same wait and warning; unknown use
   waits). While it waits, a memory change keeps the container's memory-plus-swap total.
+* a memory reservation (``docker --memory-reservation``, a soft limit) above the memory limit the
+  update sets comes down to that limit in the same update. Docker takes the update without it, but
+  then refuses to start the container ("Minimum memory limit can not be less than memory
+  reservation limit"): a created container could never start, a running one not after its next
+  stop. Lowering it changes nothing the kernel does: the use never passes the hard limit, so a
+  soft limit (v1: what memory pressure reclaims the container down to; v2: ``memory.low``, what
+  it is protected up to) at or above it acts as one equal to it. It is never lowered on its own,
+  nor below the memory limit.
 * CPU: nothing to do when the spec allows at least the host's CPUs (Docker refuses more); a
   container limited by ``CpuQuota``, or with a ``CpuPeriod`` set, keeps its period and gets a quota
   (Docker refuses ``NanoCpus`` with either); otherwise ``NanoCpus``.
@@ -58,6 +66,7 @@ class _Decision:
     missing: list[str] = field(default_factory=list)  # limits that were unset
     above: list[str] = field(default_factory=list)  # limits that were above the spec
     waits: list[tuple[DeferReason, str, dict[str, Any]]] = field(default_factory=list)
+    reservation_was: int | None = None  # a memory reservation the update lowers with the memory
 
 
 def memory_floor(usage_bytes: int, margin_pct: float) -> int:
@@ -205,6 +214,7 @@ def _decide(
     _cpu(d, limits, spec, host_cpus)
     new_memory = _memory(d, c, limits, spec, margin_pct)
     _swap(d, c, limits, spec, new_memory, margin_pct)
+    _reservation(d, limits)
     _pids(d, c, limits, spec, margin_pct)
     return d
 
@@ -372,6 +382,19 @@ def _swap_fits(
     return True
 
 
+def _reservation(d: _Decision, limits: ResourceLimits) -> None:
+    """Bring a reservation above the memory limit the update sets down to that limit.
+
+    Only with a memory limit in the update (so it never makes an update by itself, and ``out_of_spec``
+    need not know of it); the update sets the memory whenever it lowers the memory or the swap.
+    """
+    memory = d.update.get("memory_bytes")
+    reservation = limits.memory_reservation_bytes
+    if memory is not None and reservation is not None and reservation > memory:
+        d.update["memory_reservation_bytes"] = memory
+        d.reservation_was = reservation
+
+
 def _pids(
     d: _Decision, c: ContainerObs, limits: ResourceLimits, spec: ResourceSpec, margin_pct: float
 ) -> None:
@@ -495,6 +518,12 @@ def _evidence(
             "memory": limits.memory_bytes,
             "swap": limits.total_swap_bytes,
             "pids": limits.pids_limit,
+            # Only when set (rarely): the update lowers it with the memory when it is above.
+            **(
+                {"memory_reservation": limits.memory_reservation_bytes}
+                if limits.memory_reservation_bytes is not None
+                else {}
+            ),
         },
         "desired": {
             "cpus": spec.max_cpus.value,
@@ -522,6 +551,11 @@ def _summary(d: _Decision) -> str:
     if "memory_swap_bytes" in u:
         swap = u["memory_swap_bytes"]
         parts.append("memory+swap unlimited" if swap == -1 else f"memory+swap {_mib(swap)}")
+    if "memory_reservation_bytes" in u:
+        parts.append(
+            f"memory reservation {_mib(u['memory_reservation_bytes'])} "
+            f"(from {_mib(d.reservation_was)}: above the new memory limit)"
+        )
     if "pids_limit" in u:
         parts.append(f"pids {u['pids_limit']}")
     unset = f"unset: {', '.join(d.missing)}" if d.missing else ""
