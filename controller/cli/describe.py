@@ -704,9 +704,16 @@ def describe_gpu_without_nvml(view: View, key: str, style: Style = PLAIN) -> str
             ("State", f"unavailable (NVML: {error})"),
         ]
     )
-    s.line("NVML is unavailable: below is what the containers, the ledger and the plan say about this GPU.")
+    if view.docker_ok:
+        s.line(
+            "NVML is unavailable: below is what the containers, the ledger and the plan say about this GPU."
+        )
+    else:
+        s.line("NVML and Docker are unavailable: below is what the ledger and the plan say about this GPU.")
     s.heading("Holders (containers that reference it)")
-    if holding:
+    if not view.docker_ok:
+        _holders_unknown(view, s)
+    elif holding:
         s.table(containers_table(view, holding, wide=False))
     else:
         s.line("<none>", 2)
@@ -716,15 +723,42 @@ def describe_gpu_without_nvml(view: View, key: str, style: Style = PLAIN) -> str
     _release_breaker_note(view, s)
     _ledger_lines(view, entries, s)
     s.heading("Decision")
-    items = [i for u in sorted(uuids) for i in view.items_by_gpu.get(u, [])]
-    if view.plan is None:
-        s.line(f"{UNKNOWN}: no plan ({clean(view.policy.error or 'the policy did not load', 300)})", 2)
-    elif items:
-        decision_lines(view, items, s)
-    else:
-        s.line("not acted on: no rule concerns this GPU itself (its holders are described above)", 2)
+    _gpu_decision(view, [i for u in sorted(uuids) for i in view.items_by_gpu.get(u, [])], s)
     _events_section(view, view.events_for_gpu(uuids or {key}), s)
     return s.render()
+
+
+def _holders_unknown(view: View, s: Sections) -> None:
+    """The Holders section with Docker down: unknown and why, never "<none>" (the containers that
+    hold the GPU could not be listed, which is not that none does)."""
+    from controller.cli.gather import docker_unreachable
+
+    problem = (docker_unreachable(view.snapshot) or ("the Docker engine is unavailable", ""))[0]
+    s.line(f"{UNKNOWN}: the containers cannot be listed ({problem})", 2)
+
+
+# A GPU's own rules (reset, its processes, its ledger rows): when a domain they need is down, the
+# plan holds them back for the whole host, and describe gpu says so rather than "not acted on".
+_GPU_RULES = frozenset({Reason.GPU_DIRTY, Reason.ORPHANED_PROCESS, Reason.LEAKED_ALLOCATION})
+
+
+def _gpu_decision(view: View, items: Sequence[Action | Deferred], s: Sections) -> None:
+    """describe gpu's Decision: the plan's items about the device, and the host-wide holds of the
+    GPU rules while Docker, NVML or /proc is down (the plan's own words: nothing re-derived)."""
+    if view.plan is None:
+        s.line(f"{UNKNOWN}: no plan ({clean(view.policy.error or 'the policy did not load', 300)})", 2)
+        return
+    held = [
+        d
+        for d in view.plan.deferred
+        if d.target.label() == "host" and d.why == DeferReason.DOMAIN_UNAVAILABLE and d.rule in _GPU_RULES
+    ]
+    if items or held:
+        decision_lines(view, [*items, *held], s)
+    elif view.docker_ok:
+        s.line("not acted on: no rule concerns this GPU itself (its holders are described above)", 2)
+    else:
+        s.line("not acted on: no rule concerns this GPU itself (its holders are unknown: see above)", 2)
 
 
 def _mig_field(item: Mapping[str, Any]) -> str:
@@ -755,7 +789,12 @@ def describe_gpu(view: View, key: str, style: Style = PLAIN) -> str:
                 f"{known_bytes(item['memory_used_bytes'])} used of {known_bytes(item['memory_total_bytes'])}",
             ),
             ("Utilization", util),
-            ("State", item["state"]),
+            (
+                "State",
+                f"{UNKNOWN} (Docker is unavailable: its holders cannot be listed)"
+                if item["state"] == UNKNOWN and not view.docker_ok
+                else item["state"],
+            ),
         ]
     )
     if view.memory is not None and gpu.uuid in view.memory.dirty_gpus:
@@ -765,7 +804,11 @@ def describe_gpu(view: View, key: str, style: Style = PLAIN) -> str:
         s.heading("MIG devices")
         t = Table(["SLOT", "UUID", "PROFILE", "MEMORY", "HOLDERS", "STATE"])
         for m in sorted(gpu.mig_devices, key=lambda x: x.index):
-            holders = ",".join(clean(h.name, 32) for h in view.holders.get(m.uuid, [])) or "-"
+            holders = (
+                ",".join(clean(h.name, 32) for h in view.holders.get(m.uuid, [])) or "-"
+                if view.docker_ok
+                else UNKNOWN
+            )
             t.add(
                 [
                     view.slot(m.uuid),
@@ -779,7 +822,9 @@ def describe_gpu(view: View, key: str, style: Style = PLAIN) -> str:
         s.table(t)
     s.heading("Holders")
     holding = view.holders.get(uuid, [])
-    if holding:
+    if not view.docker_ok:
+        _holders_unknown(view, s)
+    elif holding:
         s.table(containers_table(view, holding, wide=False))
     else:
         s.line("<none>", 2)
@@ -797,13 +842,7 @@ def describe_gpu(view: View, key: str, style: Style = PLAIN) -> str:
     _ledger_lines(view, entries, s)
     s.heading("Decision")
     uuids = {uuid, *(m.uuid for m in gpu.mig_devices)} if device is None else {uuid}
-    items = [i for u in sorted(uuids) for i in view.items_by_gpu.get(u, [])]
-    if view.plan is None:
-        s.line(f"unknown: no plan ({clean(view.policy.error or 'the policy did not load', 300)})", 2)
-    elif items:
-        decision_lines(view, items, s)
-    else:
-        s.line("not acted on: no rule concerns this GPU itself (its holders are described above)", 2)
+    _gpu_decision(view, [i for u in sorted(uuids) for i in view.items_by_gpu.get(u, [])], s)
     _events_section(view, view.events_for_gpu(uuids), s)
     return s.render()
 

@@ -332,8 +332,9 @@ _DOCKER_PROBLEMS: tuple[tuple[tuple[str, ...], str, str], ...] = (
 )
 
 
-def docker_error(snapshot: Snapshot) -> str | None:
-    """One line saying why the Docker domain is unavailable, and the fix; ``None`` when it is fine."""
+def docker_unreachable(snapshot: Snapshot) -> tuple[str, str] | None:
+    """(why the Docker domain is unavailable, the fix), ``None`` when it is fine: the problem alone
+    goes in a view's line, both in an error or a warning (:func:`docker_error`)."""
     from controller.snapshot import Domain
     from controller.startup import docker_host
 
@@ -342,9 +343,18 @@ def docker_error(snapshot: Snapshot) -> str | None:
     reason = snapshot.domain_error(Domain.DOCKER) or "unknown error"
     for needles, what, fix in _DOCKER_PROBLEMS:
         if any(n in reason for n in needles):
-            return f"cannot reach the Docker engine at {docker_host()}: {what} ({fix})"
+            return f"cannot reach the Docker engine at {docker_host()}: {what}", fix
     first = clean(reason.split("; ")[0], 200)
-    return f"cannot reach the Docker engine at {docker_host()}: {first} (is dockerd running? see DOCKER_HOST)"
+    return (
+        f"cannot reach the Docker engine at {docker_host()}: {first}",
+        "is dockerd running? see DOCKER_HOST",
+    )
+
+
+def docker_error(snapshot: Snapshot) -> str | None:
+    """One line saying why the Docker domain is unavailable, and the fix; ``None`` when it is fine."""
+    found = docker_unreachable(snapshot)
+    return None if found is None else f"{found[0]} ({found[1]})"
 
 
 def domain_notes(snapshot: Snapshot) -> list[str]:

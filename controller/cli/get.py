@@ -494,7 +494,8 @@ def gpu_item(view: View, gpu: GpuObs, device_uuid: str | None) -> dict[str, Any]
             if (mig is not None or gpu.mig_enabled)
             else gpu.utilization_unknown
         ),
-        "holders": [c.name for c in view.holders.get(uuid, [])],
+        # None: not known (Docker down, the containers could not be listed), never "no holder".
+        "holders": [c.name for c in view.holders.get(uuid, [])] if view.docker_ok else None,
         "processes": [p.pid for p in _device_processes(view, uuid)],
         "state": gpu_state(view, gpu, device_uuid),
     }
@@ -601,7 +602,7 @@ def gpus_table(items: Sequence[dict[str, Any]], wide: bool) -> Table:
                 mig_text(i),
                 memory,
                 util,
-                _names(i["holders"], 99 if wide else 3),
+                UNKNOWN if i["holders"] is None else _names(i["holders"], 99 if wide else 3),
                 processes,
                 Cell(
                     i["state"] + (",hoarding" if i.get("hoarding") else ""),
@@ -737,7 +738,8 @@ def allocation_items(view: View, opts: GetOptions) -> list[dict[str, Any]]:
     Verdicts: the plan's first (``leaked`` for a release it performs or defers, ``duplicate``);
     otherwise ``ok`` when both sides agree, ``unrecorded`` (a holder the ledger lacks),
     ``ledger-only`` (a ledger row no container backs), ``mismatch`` (they name different
-    containers) or ``unknown`` when the ledger could not be read.
+    containers) or ``unknown`` when the ledger could not be read, or Docker could not (the
+    holders are then ``None``: not known, rather than none).
     """
     ledger = view.snapshot.ledger
     by_gpu: dict[str, dict[str, Any]] = {}
@@ -766,6 +768,8 @@ def allocation_items(view: View, opts: GetOptions) -> list[dict[str, Any]]:
             continue
         r["slot"] = view.slot(key) if key in view.slots else "?"
         r["verdict"] = _allocation_verdict(view, key, r)
+        if not view.docker_ok:
+            r["holders"] = None  # the containers could not be listed: not known, not none
         out.append(r)
     return out
 
@@ -794,8 +798,8 @@ def _allocation_verdict(view: View, key: str, r: dict[str, Any]) -> str:
         return "leaked"
     if Reason.DUPLICATE_GPU_HOLDER in rules:
         return "duplicate"
-    if view.snapshot.ledger.error is not None:
-        return "unknown"
+    if view.snapshot.ledger.error is not None or not view.docker_ok:
+        return "unknown"  # one side could not be read: neither agreement nor a gap is known
     ledger_names = {e["container"] for e in r["ledger"]}
     holder_keys = {h["container"] for h in r["holders"]} | {h["container_id"] for h in r["holders"]}
     if r["ledger"] and not r["holders"]:
@@ -820,7 +824,9 @@ def allocations_table(items: Sequence[dict[str, Any]], wide: bool) -> Table:
     for r in items:
         ledger = ",".join(f"{clean(e['container'], 32)}/{clean(e['user'], 24)}" for e in r["ledger"]) or "-"
         holders = (
-            ",".join(
+            UNKNOWN
+            if r["holders"] is None
+            else ",".join(
                 f"{clean(h['container'], 32)}/{clean(h['user'], 24)}({h['state']})" for h in r["holders"]
             )
             or "-"

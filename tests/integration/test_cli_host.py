@@ -376,6 +376,24 @@ def test_docker_down_is_one_line_or_a_degraded_view(cli: Cli) -> None:
     assert [line.split()[0] for line in gpus.stdout.splitlines()[1:]] == ["0", "1"]
     assert "warning: cannot reach the Docker engine at unix:///nonexistent.sock" in gpus.stderr
     assert "Traceback" not in gpus.stderr
+    # ... but not who holds them: unknown, never "-" (none) or free.
+    assert [line.split()[-3:] for line in gpus.stdout.splitlines()[1:]] == [["unknown", "0", "unknown"]] * 2
+    items = json.loads(cli("get", "gpus", "-o", "json", env=down).stdout)["items"]
+    assert [(i["holders"], i["state"]) for i in items] == [(None, "unknown")] * 2
+    gpu = cli("describe", "gpu", "0", env=down)
+    assert gpu.returncode == 0, gpu.stderr
+    holders = gpu.stdout.split("\nHolders:\n")[1].split("\nProcesses:")[0]
+    assert holders == (
+        "  unknown: the containers cannot be listed (cannot reach the Docker engine at "
+        "unix:///nonexistent.sock: no such socket)"
+    )
+    assert "State:        unknown (Docker is unavailable: its holders cannot be listed)" in gpu.stdout
+    assert "<none>" not in holders and "no rule concerns this GPU" not in gpu.stdout
+    # A user is described by their containers: that fails, as describe container does.
+    assert_one_line(
+        cli("describe", "user", "alice", env=down),
+        "cannot reach the Docker engine at unix:///nonexistent.sock",
+    )
 
 
 def test_nvml_down_degrades_the_gpu_view(

@@ -7,6 +7,7 @@ to its type description; ``[T]`` is a list of T; a tuple is a union; ``ANY`` acc
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,7 @@ from controller.cli.planview import plan_json
 from controller.cli.view import View, next_step
 from controller.memory import ControllerMemory
 from controller.plan.planner import plan as make_plan
+from controller.snapshot import Domain, DomainHealth
 from tests.fixtures import builders as b
 from tests.unit import cli_world as w
 
@@ -111,7 +113,7 @@ GPU_ITEM = {
     "memory_total_bytes": (int, type(None)),
     "utilization_percent": NUM_OR_NONE,
     "utilization_unknown": STR_OR_NONE,
-    "holders": [str],
+    "holders": ([str], type(None)),  # None: not known (Docker down)
     "processes": [int],
     "state": str,
     "hoarding": (bool, type(None)),
@@ -130,7 +132,7 @@ PROCESS_ITEM = {
     "state": str,
     "verdict": str,
 }
-ALLOCATION_ITEM = {"gpu": str, "slot": str, "ledger": [dict], "holders": [dict], "verdict": str}
+ALLOCATION_ITEM = {"gpu": str, "slot": str, "ledger": [dict], "holders": ([dict], type(None)), "verdict": str}
 
 
 def envelope(item: Any) -> dict[str, Any]:
@@ -221,6 +223,27 @@ def test_get_json_and_yaml_shapes(kind: str, item: dict[str, Any], view: View) -
     assert data["items"], "the fixed host has objects of every kind"
     text, _ = run_get(kind, view, GetOptions(output="yaml", show_all=True))
     assert yaml.safe_load(text) == data
+
+
+@pytest.mark.parametrize(("kind", "item"), [("gpus", GPU_ITEM), ("allocations", ALLOCATION_ITEM)])
+def test_with_docker_down_the_holders_are_null_not_an_empty_list(
+    kind: str, item: dict[str, Any], view: View
+) -> None:
+    health = tuple(
+        DomainHealth(domain=h.domain, ok=False, error="docker failed (test)")
+        if h.domain == Domain.DOCKER
+        else h
+        for h in view.snapshot.health
+    )
+    down = dataclasses.replace(
+        view, snapshot=view.snapshot.model_copy(update={"health": health, "containers": ()})
+    )
+    data = json.loads(run_get(kind, down, GetOptions(output="json"))[0])
+    schema = envelope(item)
+    if kind == "allocations":
+        schema["release_breaker"] = {"tripped": bool, "tripped_at": STR_OR_NONE, "reason": str}
+    assert conforms(data, schema) == []
+    assert data["items"] and all(i["holders"] is None for i in data["items"])
 
 
 def test_container_json_carries_what_the_table_shows(view: View) -> None:
