@@ -12,7 +12,7 @@ from datetime import datetime, timedelta
 
 from controller.memory import ControllerMemory
 from controller.plan.planner import plan
-from controller.plan.types import ActionKind, Plan, StopParams
+from controller.plan.types import Action, ActionKind, Plan, StopParams
 from controller.snapshot import (
     ActivitySignals,
     ContainerObs,
@@ -451,6 +451,43 @@ class TestKeepAlive:
         # Warned at 30; the owner touches the keep-alive (seen at 35, honoured one hour); when it
         # lapses at 95 the stop is long due, but the owner is warned again and gets the lead time.
         assert acts[:3] == [(30, "IdleWarning"), (95, "IdleWarning"), (105, "IdleTimeout")]
+
+    def test_a_warning_after_the_keepalive_lapsed_does_not_tell_the_owner_to_touch_it(self) -> None:
+        """Seen at 35 and honoured for its hour: the warning at 95 comes because it lapsed, and a
+        touch now would change nothing (the cap runs from the first sighting). Telling the owner to
+        touch it, as every notice did, was untrue; the notice says to use the container instead."""
+        h = IdleHost(b.policy(keepalive_max_age_s=b.HOUR))
+        warnings: dict[int, Action] = {}
+        for minute in range(0, 100, 5):
+            keep = b.keepalive(mtime=b.at(minutes=minute)) if minute >= 35 else b.NO_KEEPALIVE
+            for a in h.at(minute, keep=keep).actions:
+                if a.reason.value == "IdleWarning":
+                    warnings[minute] = a
+        assert sorted(warnings) == [30, 95]
+        before, after = (str(warnings[m].params.notice) for m in (30, 95))
+        assert (
+            "To keep it: run `touch /workspace/.keep-alive` inside the container; "
+            "a touch keeps it for up to 1h" in before
+        )
+        assert "touch /workspace/" not in after
+        assert (
+            "To keep it: use it (GPU, CPU or network). The keep-alive file /workspace/.keep-alive no longer "
+            "keeps it: it was first seen 1h ago while the container was idle, and a touch keeps it for at "
+            "most 1h after that."
+        ) in after
+
+    def test_a_warning_while_a_stale_keepalive_could_still_count_says_for_how_long(self) -> None:
+        """A file seen from the start but last touched two days ago is not honoured; a touch now
+        counts until a day after it was first seen: the notice says how much of that is left."""
+        h = IdleHost()
+        keep = b.keepalive(mtime=b.ago(days=2))
+        warning = next(
+            a for m in range(0, 45, 5) for a in h.at(m, keep=keep).actions if a.reason.value == "IdleWarning"
+        )
+        assert (
+            "a touch now keeps it for at most 23h30m more (the file was first seen 30m ago while the "
+            "container was idle, and counts for 24h from then)"
+        ) in str(warning.params.notice)
 
     def test_symlink_keepalive_is_ignored(self) -> None:
         h = IdleHost()

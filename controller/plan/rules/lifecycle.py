@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from controller.memory import ContainerMemory, Sample
+from controller.memory import ContainerMemory, KeepAliveSeen, Sample
 from controller.plan.context import (
     GO_ON,
     Check,
@@ -61,7 +61,7 @@ class Ladder:
     levels_pct: tuple[int, ...]
     key_prefix: str  # warning-key prefix, e.g. "idle"
     what: str  # "idle" / "running"
-    notice: Callable[[ContainerObs, EffectivePolicy], list[str]]
+    notice: Callable[[ContainerObs, EffectivePolicy, ContainerMemory | None, datetime], list[str]]
     stop_params: Callable[[EffectivePolicy], StopParams]
     # Read for every running GPU container on every pass: derived once from the fields above.
     fractions: tuple[float, ...] = field(init=False)  # each level as a fraction of the limit
@@ -121,6 +121,7 @@ class _Progress:
     evidence: dict[str, Any]
     keys: dict[int, tuple[str, str]]  # level -> its (warning key, action key)
     announced: datetime | None  # the latest stop time a delivered warning of this clock announced
+    mem: ContainerMemory | None  # the container's memory (the owner's notice reads its keep-alive)
 
     def stop_at(self, now: datetime) -> datetime:
         """The stop is due at the timeout, never before the lead time after the first warning, and
@@ -223,6 +224,7 @@ def _progress(
         evidence=evidence,
         keys=keys,
         announced=announced,
+        mem=mem,
     )
 
 
@@ -260,7 +262,7 @@ def _warn(
                     [
                         f"Your container {c.name} has been {ladder.what} for {elapsed} (limit {limit}). "
                         f"It will be stopped at {{stop_at}} (in about {left}).",
-                        *ladder.notice(c, clock.policy),
+                        *ladder.notice(c, clock.policy, pr.mem, now),
                     ]
                 ),
             },
@@ -381,10 +383,10 @@ def _stop(ctx: PassContext, c: ContainerObs, ladder: Ladder, pr: _Progress) -> A
     )
 
 
-def _idle_notice(c: ContainerObs, policy: EffectivePolicy) -> list[str]:
+def _idle_notice(
+    c: ContainerObs, policy: EffectivePolicy, mem: ContainerMemory | None, now: datetime
+) -> list[str]:
     """What the owner of an idle container can do, what a stop keeps and loses, where to see more."""
-    cap = policy.keepalive_max_age_s.value
-    path = policy.keepalive_path.value
     if policy.remove_after_idle_stop.value:
         kept = "your files under /workspace"
         lost = (
@@ -396,20 +398,44 @@ def _idle_notice(c: ContainerObs, policy: EffectivePolicy) -> list[str]:
         lost = "its running processes"
     return [
         "Why: GPU, CPU and network have all stayed below the idle thresholds since then.",
-        f"To keep it: run `touch {path}` inside the container"
-        + (
-            f"; a touch keeps it for up to {fmt_duration(cap)}, and never beyond {fmt_duration(cap)} after "
-            "the file was first seen while the container is idle: after that only using it (GPU, CPU "
-            "or network) keeps it."
-            if cap is not None
-            else "."
-        ),
+        _keep_it(policy, mem.keepalive if mem is not None else None, now),
         f"What is kept: {kept}. What is lost: {lost}.",
         f"More: ds01ctl describe container {c.name}",
     ]
 
 
-def _runtime_notice(c: ContainerObs, policy: EffectivePolicy) -> list[str]:
+def _keep_it(policy: EffectivePolicy, seen: KeepAliveSeen | None, now: datetime) -> str:
+    """How the owner keeps an idle container. A keep-alive file counts for at most its cap after it
+    was first seen in this idle streak (touching it again, or replacing it, does not renew that):
+    once the cap is over, telling the owner to touch it would be untrue."""
+    cap = policy.keepalive_max_age_s.value
+    path = policy.keepalive_path.value
+    if cap is None:
+        return f"To keep it: run `touch {path}` inside the container."
+    if seen is None:
+        return (
+            f"To keep it: run `touch {path}` inside the container; a touch keeps it for up to "
+            f"{fmt_duration(cap)}, and never beyond {fmt_duration(cap)} after the file was first seen while "
+            "the container is idle: after that only using it (GPU, CPU or network) keeps it."
+        )
+    seen_s = seconds(now - seen.first_seen_at)
+    if seen_s >= cap:
+        return (
+            f"To keep it: use it (GPU, CPU or network). The keep-alive file {path} no longer keeps it: "
+            f"it was first seen {fmt_duration(seen_s)} ago while the container was idle, and a touch keeps "
+            f"it for at most {fmt_duration(cap)} after that."
+        )
+    return (
+        f"To keep it: run `touch {path}` inside the container; a touch now keeps it for at most "
+        f"{fmt_duration(cap - seen_s)} more (the file was first seen {fmt_duration(seen_s)} ago while the "
+        f"container was idle, and counts for {fmt_duration(cap)} from then): after that only using it "
+        "(GPU, CPU or network) keeps it."
+    )
+
+
+def _runtime_notice(
+    c: ContainerObs, policy: EffectivePolicy, _mem: ContainerMemory | None, _now: datetime
+) -> list[str]:
     """What the owner of a container near its maximum runtime keeps and loses, where to see more."""
     return [
         "Why: the maximum runtime since its last start is reached; the keep-alive file does not extend it.",
