@@ -1,4 +1,4 @@
-"""Container operations for the executor: fresh inspect, stop, remove, each verified.
+"""Container operations for the executor: fresh inspect, a list by id, stop, remove, each verified.
 
 Every call goes through the low-level Docker API client with an HTTP timeout, has its errors
 classified once (:func:`controller.act.errors.classify`) and is retried by tenacity only when
@@ -12,7 +12,7 @@ Called by the real executor. Decides nothing; the precondition logic lives in th
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, TypeVar
@@ -91,6 +91,21 @@ class Inspected:
         )
 
 
+@dataclass(frozen=True)
+class Listed:
+    """One row of a container list (``docker ps -a``): what a re-check of other containers reads."""
+
+    id: str
+    name: str
+    status: str  # created, running, paused, restarting, removing, exited, dead
+
+    @classmethod
+    def from_api(cls, data: dict[str, Any]) -> Listed:
+        names = data.get("Names") or []
+        first = names[0] if isinstance(names, list) and names else ""
+        return cls(id=str(data.get("Id", "")), name=str(first).lstrip("/"), status=str(data.get("State", "")))
+
+
 def _workspace_source(mounts: object) -> str | None:
     if not isinstance(mounts, list):
         return None
@@ -138,6 +153,27 @@ class DockerOps:
         except GoneError:
             return None
         return Inspected.from_api(data)
+
+    def list_by_id(self, container_ids: Sequence[str]) -> dict[str, Listed]:
+        """The containers of ``container_ids`` that exist now, by the id asked for: one list call
+        filtered by id (``docker ps -a --filter id=...``). An id missing from the answer names no
+        container. No ids: no call (an empty filter would list every container)."""
+        wanted = list(dict.fromkeys(container_ids))
+        if not wanted:
+            return {}
+        rows = self._call(
+            f"list {len(wanted)} container(s) by id",
+            lambda: self._api.containers(all=True, filters={"id": wanted}),
+        )
+        found: dict[str, Listed] = {}
+        for row in rows or ():
+            listed = Listed.from_api(row)
+            # The engine's id filter matches a prefix (a pattern, in fact): only the id asked for,
+            # or one it is a prefix of, is that container.
+            for cid in wanted:
+                if listed.id.startswith(cid):
+                    found[cid] = listed
+        return found
 
     def stop(self, container_id: str, *, timeout_s: int) -> None:
         """``docker stop -t timeout_s``; a container already gone raises :class:`GoneError`."""
@@ -189,4 +225,12 @@ class DockerOps:
             time.sleep(0.1)
 
 
-__all__ = ["DockerOps", "GoneError", "Inspected", "PermanentError", "TransientError", "parse_docker_time"]
+__all__ = [
+    "DockerOps",
+    "GoneError",
+    "Inspected",
+    "Listed",
+    "PermanentError",
+    "TransientError",
+    "parse_docker_time",
+]

@@ -4,8 +4,11 @@ Guarantees (each one tested against the real Docker engine and real processes):
 
 - **Re-check before acting.** A container action runs only if a *fresh* inspect still shows the
   container the plan saw: same id, same state, same ``StartedAt`` (a restart in between means the
-  plan is stale), and the reason still plausible (a "never started" container has not started).
-  Otherwise the action is ``skipped`` with the reason and a ``controller.action_skipped`` event.
+  plan is stale), and the reason still plausible (a "never started" container has not started; a
+  per-user quota's stop still has every other container the quota counted against the owner,
+  ``StopParams.quota_counted_ids``, live, read in one list call, the owner not resolved again).
+  Otherwise the action is ``skipped`` with the reason and a ``controller.action_skipped`` event; a
+  quota re-check the engine does not answer skips the stop too (unknown is not permission).
 - **Idempotent.** A container already removed, a process already exited, a ledger row already
   gone: ``already_done``, which is success.
 - **Verified.** "Removed" is reported only after an inspect answers 404; "stopped" only after an
@@ -91,7 +94,7 @@ from controller.plan.types import (
     WarnParams,
 )
 from controller.record import RecordUnavailable
-from controller.snapshot import ResourceLimits
+from controller.snapshot import LIVE_STATES, ResourceLimits
 
 __all__ = ["DryRunExecutor", "ExecutionReport", "Executor", "Outcome", "RealExecutor"]
 
@@ -100,6 +103,10 @@ DEFAULT_RESET_TIMEOUT_S = 120.0
 # Docker's StartedAt has nanoseconds; the snapshot keeps microseconds (truncated or rounded).
 STARTED_AT_TOLERANCE = timedelta(milliseconds=1)
 _NOT_RUNNING = frozenset({"created", "exited", "dead"})
+# The per-user quotas whose stops are justified by the owner's other containers, and the states in
+# which the quotas count a container (the snapshot's LIVE_STATES, as the engine names them).
+_OWNER_QUOTAS = frozenset({Reason.CONTAINER_QUOTA_EXCEEDED, Reason.GPU_QUOTA_EXCEEDED})
+_QUOTA_LIVE = frozenset(state.value for state in LIVE_STATES)
 # After a crash, an action found still under way is given this long past its own timeout to finish
 # (docker stop goes on in the engine when the client dies) before it is recorded as not carried out.
 RECOVERY_SLACK_S = 30.0
@@ -325,7 +332,10 @@ class RealExecutor:
             "phase": "started",
             "intent_at": intent.started_at,
             "message": action.message,
-            "params": action.params.model_dump(mode="json"),
+            # Not the quota's counted ids: a re-check's input, read before this line, one per
+            # container the owner keeps; their number must not push the line past PIPE_BUF, where it
+            # would be shrunk and lose what rebuilds the intent (see salvage).
+            "params": action.params.model_dump(mode="json", exclude={"quota_counted_ids"}),
         }
         # Enough to rebuild the intent from this line alone if the memory is lost (see salvage).
         for name in ("expected_state", "expected_started_at", "pid_start_time", "user", "ledger_entry"):
@@ -640,6 +650,7 @@ class RealExecutor:
                 f"the plan saw {_iso(t.expected_started_at)}"
             )
         self._check_plausible(action, fresh)
+        self._check_quota_counted(action)
         return fresh
 
     def _begin_checked(
@@ -670,6 +681,43 @@ class RealExecutor:
             raise _Skip(f"the container is {fresh.status}; only created, exited or dead ones are removed")
         if action.kind is ActionKind.STOP_CONTAINER and fresh.status != "running":
             raise _Skip(f"the container is {fresh.status}, not running")
+
+    def _check_quota_counted(self, action: Action) -> None:
+        """A per-user quota's stop still has its reason: every container the quota counted against
+        the owner and keeps (``StopParams.quota_counted_ids``) is still live, as the quota counts
+        (running, paused, restarting). Read in one list call; the owner is not resolved here.
+
+        One stopped or removed since the plan may have brought the owner within the quota: the stop
+        is skipped and the next pass judges the quota again (the warning holds while the container
+        stays beyond it, so a stop still due comes one pass later). Containers started since do
+        not matter: they only add to what the owner runs."""
+        if action.kind is not ActionKind.STOP_CONTAINER or action.reason not in _OWNER_QUOTAS:
+            return
+        counted = action.params_as(StopParams).quota_counted_ids
+        if counted is None:
+            raise _Skip(
+                "the plan does not name the containers the quota counted, so it cannot be re-checked; "
+                "the quota is judged again next pass"
+            )
+        if not counted:
+            return  # nothing else counted: this container alone is beyond the quota
+        try:
+            listed = self._docker.list_by_id(counted)
+        except ActError as err:
+            # Unknown is not permission: nothing is stopped on a quota that could not be re-checked.
+            raise _Skip(f"the quota could not be re-checked ({err}); it is judged again next pass") from None
+        ended: list[str] = []
+        for cid in counted:
+            seen = listed.get(cid)
+            if seen is None:
+                ended.append(f"{cid[:12]} gone")
+            elif seen.status not in _QUOTA_LIVE:
+                ended.append(f"{seen.name or cid[:12]} {seen.status}")
+        if ended:
+            raise _Skip(
+                f"the quota must be judged again: not every container it counted against "
+                f"{action.target.user or 'the owner'} is still live ({', '.join(ended)})"
+            )
 
     def _release_events(self, action: Action, why: str) -> list[tuple[str, dict[str, Any]]]:
         return [

@@ -15,6 +15,7 @@ from typing import Any, TypeVar, cast
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from controller.memory import ControllerMemory
+from controller.snapshot import ContainerId
 
 
 class ActionKind(StrEnum):
@@ -136,10 +137,24 @@ class _Params(BaseModel):
 
 
 class StopParams(_Params):
-    """``StopContainer``: ``docker stop -t grace_s``, then ``docker rm`` when ``remove``."""
+    """``StopContainer``: ``docker stop -t grace_s``, then ``docker rm`` when ``remove``.
+
+    ``quota_counted_ids`` (a per-user quota's stop only): the owner's other containers the quota
+    judgement counted and keeps, those that make this one beyond the quota (for the GPU quota, the
+    kept holders of a counted GPU). The executor stops only while every one of them is still live
+    (running, paused, restarting): one stopped or removed since the plan may have brought the owner
+    within the quota, and the stop is skipped for the next pass to judge again. New containers do
+    not matter: they only add to what the owner runs.
+    """
 
     grace_s: float | None = Field(default=None, description="SIGTERM grace before SIGKILL, seconds")
     remove: bool = Field(default=False, description="Remove the container after the stop")
+    quota_counted_ids: tuple[ContainerId, ...] | None = Field(
+        default=None,
+        description="A ContainerQuotaExceeded or GpuQuotaExceeded stop: the ids of the owner's other "
+        "containers the quota counted and keeps; the stop is skipped unless each is still live. "
+        "None for every other stop",
+    )
 
     @model_validator(mode="before")
     @classmethod

@@ -4,7 +4,7 @@
 idle) and a simulated wall clock. Two honest fakes read and change it:
 
 - ``FakeHost.api`` stands for the executor's Docker seam (``client.api`` of docker-py): inspect,
-  stop and remove answer as the engine does: 404 (``docker.errors.NotFound``) for an unknown id,
+  a list by id, stop and remove answer as the engine does: 404 (``docker.errors.NotFound``) for an unknown id,
   409 for removing a running container, a stop that returns once the container has exited. A
   container whose main process ignores SIGTERM exits only when the stop's grace runs out: that takes
   ``term_ignored_s`` real seconds here (``stop_gate`` can hold it longer, like a hung engine).
@@ -80,6 +80,17 @@ class FakeApi:
                     "Pid": 4242 if c.status == "running" else 0,
                 },
             }
+
+    def containers(self, all: bool = False, filters: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+        """``docker ps`` (``-a`` with ``all``), filtered by ``id`` as the engine filters: an id
+        matches a value that is itself or a pattern found in it (a prefix, here)."""
+        ids = list((filters or {}).get("id") or [])
+        with self._host.lock:
+            return [
+                {"Id": c.id, "Names": ["/" + c.name], "State": c.status}
+                for c in self._host.containers.values()
+                if (all or c.status == "running") and (not ids or any(c.id.startswith(i) for i in ids))
+            ]
 
     def stop(self, cid: str, timeout: int) -> None:
         host = self._host

@@ -67,7 +67,12 @@ def test_params_mapping_becomes_the_model_of_its_kind() -> None:
 
 def test_stop_json_names_the_grace_grace_s() -> None:
     a = Action.model_validate({**OLD_INTENT_ACTION, "params": {"grace_s": 30, "remove": False}})
-    assert a.model_dump(mode="json")["params"] == {"grace_s": 30.0, "remove": False}
+    # Every field of the kind, always present: the quota's counted ids are null on a stop of any other rule.
+    assert a.model_dump(mode="json")["params"] == {
+        "grace_s": 30.0,
+        "remove": False,
+        "quota_counted_ids": None,
+    }
 
 
 def test_old_memory_file_intent_recovers_with_its_grace() -> None:

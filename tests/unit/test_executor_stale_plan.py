@@ -231,3 +231,83 @@ def test_a_short_hex_name_is_not_taken_for_an_id_prefix(tmp_path: Path, answer: 
     (o,) = executor(host, tmp_path).execute(make_plan(release(row)), ControllerMemory(), b.T0).outcomes
     assert o.outcome is Outcome.DONE, o.detail
     assert ledger_rows(tmp_path) == []
+
+
+def quota_stop(c_id: str, name: str, started_at: object, counted: tuple[str, ...] | None) -> Action:
+    """The container quota's stop of ``name``, naming the containers the quota counted and keeps."""
+    planned = stop(c_id, name, started_at, 30)
+    return planned.model_copy(
+        update={
+            "reason": Reason.CONTAINER_QUOTA_EXCEEDED,
+            "key": f"StopContainer:{c_id}:ContainerQuotaExceeded",
+            "params": StopParams(grace_s=30, quota_counted_ids=counted),  # type: ignore[arg-type]
+        }
+    )
+
+
+class TestQuotaStopLooksAtWhatTheQuotaCounted:
+    """The engine-side cases (a counted container stopped or removed, paused, a new one) are in
+    ``tests/integration/test_executor_quota_recheck.py``; these are what the engine will not do on
+    request: fail, or be handed a plan that names nothing."""
+
+    def test_an_engine_that_does_not_answer_the_re_check_stops_nothing(self, tmp_path: Path) -> None:
+        host = FakeHost(term_ignored_s=0.0)
+        kept, newest = host.add("alice-0"), host.add("alice-1", started_ago_s=60)
+
+        def down(all: bool = False, filters: object = None) -> list[dict[str, object]]:
+            response = types.SimpleNamespace(status_code=503, reason="Unavailable", url="", text="")
+            raise docker.errors.APIError("unavailable", response=response)  # type: ignore[arg-type]
+
+        host.api.containers = down  # type: ignore[method-assign]
+        action = quota_stop(newest.id, "alice-1", newest.started_at, (kept.id,))
+        report = executor(host, tmp_path).execute(make_plan(action), ControllerMemory(), b.T0)
+        (o,) = report.outcomes
+        assert o.outcome is Outcome.SKIPPED, o.detail
+        assert "could not be re-checked" in o.detail and "503" in o.detail
+        assert newest.status == "running" and host.stopped() == []
+        assert report.memory.attempts == {} and report.memory.intents == {}
+
+    def test_a_quota_stop_that_names_nothing_counted_is_not_made(self, tmp_path: Path) -> None:
+        # Only a hand-made or foreign plan lacks the field: the quota cannot be re-checked without it.
+        host = FakeHost(term_ignored_s=0.0)
+        c = host.add("alice-1")
+        action = quota_stop(c.id, "alice-1", c.started_at, None)
+        (o,) = executor(host, tmp_path).execute(make_plan(action), ControllerMemory(), b.T0).outcomes
+        assert o.outcome is Outcome.SKIPPED, o.detail
+        assert "does not name the containers the quota counted" in o.detail
+        assert c.status == "running"
+
+    def test_a_counted_container_stopped_while_the_intent_is_written_keeps_the_stop_from_running(
+        self, tmp_path: Path
+    ) -> None:
+        # Live at the first look; its owner stops it while the intent is fsynced. The look after the
+        # intent, right before the stop, sees it.
+        host = FakeHost(term_ignored_s=0.0)
+        kept, newest = host.add("alice-0"), host.add("alice-1", started_ago_s=60)
+        listing = host.api.containers
+        looks: list[int] = []
+
+        def containers(
+            all: bool = False, filters: dict[str, object] | None = None
+        ) -> list[dict[str, object]]:
+            looks.append(1)
+            if len(looks) == 2:
+                kept.status = "exited"
+            return listing(all=all, filters=filters)  # type: ignore[arg-type]
+
+        host.api.containers = containers  # type: ignore[method-assign]
+        action = quota_stop(newest.id, "alice-1", newest.started_at, (kept.id,))
+        report = executor(host, tmp_path).execute(make_plan(action), ControllerMemory(), b.T0)
+        (o,) = report.outcomes
+        assert o.outcome is Outcome.SKIPPED, o.detail
+        assert len(looks) == 2 and "alice-0 exited" in o.detail
+        assert newest.status == "running" and host.stopped() == []
+        assert report.memory.intents == {}  # the intent is closed, as skipped
+
+    def test_the_stop_is_made_while_every_counted_container_is_live(self, tmp_path: Path) -> None:
+        host = FakeHost(term_ignored_s=0.0)
+        kept, newest = host.add("alice-0"), host.add("alice-1", started_ago_s=60)
+        action = quota_stop(newest.id, "alice-1", newest.started_at, (kept.id,))
+        (o,) = executor(host, tmp_path).execute(make_plan(action), ControllerMemory(), b.T0).outcomes
+        assert o.outcome is Outcome.DONE, o.detail
+        assert host.stopped() == ["alice-1"] and kept.status == "running"

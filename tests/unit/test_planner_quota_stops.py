@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from controller.plan.types import ActionKind, DeferReason, Plan, Reason
+from controller.plan.types import ActionKind, DeferReason, Plan, Reason, StopParams
 from controller.snapshot import ContainerObs, ContainerState, OwnerRule, TypeRule
 from crd_like_specs.vocabulary import ContainerType
 from desired_state.effective import EffectivePolicy, ResourceSpec, Sourced
@@ -651,3 +651,59 @@ def test_a_container_the_gpu_quota_stops_is_not_counted_again_by_the_container_q
     extra = b.running("alice-new", owner="alice", started_at=b.ago(minutes=30))
     three = run([gpu_c, cpu_c, extra], policy, gpus=[g], quota_enforce="stop")
     assert sorted(t for k, _, t in acts(three) if k == "WarnOwner") == ["alice-gpu", "alice-new"]
+
+
+def test_a_container_quota_stop_names_the_containers_the_quota_counted_and_keeps() -> None:
+    """Quota 2, five live containers, alice-3 protected: alice-4, alice-2 and alice-1 are stopped,
+    each naming the two kept (alice-0 and the protected alice-3), never another victim (stopped in the
+    same pass, it does not justify the others), a container not counted (exited, another owner's)."""
+    containers = boxes(5)
+    others = [
+        b.exited("alice-old", owner="alice"),
+        b.running("bob-0", owner="bob", started_at=b.ago(hours=9)),
+    ]
+    policy = pol(quotas(containers=2))
+    per = {"alice-3": pol(quotas(containers=2), protected=True)}
+    first = run([*containers, *others], policy, per_container=per, quota_enforce="stop")
+    due = after_the_lead(first, [*containers, *others], policy, per_container=per)
+    stops = [a for a in due.actions if a.kind == ActionKind.STOP_CONTAINER]
+    assert sorted(a.target.label() for a in stops) == ["alice-1", "alice-2", "alice-4"]
+    kept = (containers[0].id, containers[3].id)
+    assert [a.params for a in stops] == [StopParams(grace_s=60.0, remove=False, quota_counted_ids=kept)] * 3
+
+
+def test_a_gpu_quota_stop_names_the_kept_holders_of_the_gpus_it_counted() -> None:
+    """Quota 1 GPU; alice holds GPU 0, 1 and 2 in alice-0, alice-3 and alice-4, and runs alice-1
+    (no GPU) and alice-2 (a reference that did not resolve: its share is unknown). The two newest
+    holders are stopped; each names alice-0 alone, the kept holder of a counted GPU: neither a
+    container without a GPU nor one whose share the total did not count justifies the stop."""
+    gpus = [b.gpu(i) for i in range(3)]
+    a0 = b.running("alice-0", owner="alice", gpus=[gpus[0].uuid], started_at=b.ago(hours=5))
+    a1 = b.running("alice-1", owner="alice", started_at=b.ago(hours=4))
+    a2 = b.running("alice-2", owner="alice", gpus=[b.unresolved_ref("7")], started_at=b.ago(hours=3))
+    a3 = b.running("alice-3", owner="alice", gpus=[gpus[1].uuid], started_at=b.ago(hours=2))
+    a4 = b.running("alice-4", owner="alice", gpus=[gpus[2].uuid], started_at=b.ago(hours=1))
+    containers = [a0, a1, a2, a3, a4]
+    policy = pol(quotas(gpus=1))
+    first = run(containers, policy, gpus=gpus, quota_enforce="stop")
+    due = after_the_lead(first, containers, policy, gpus=gpus)
+    stops = [a for a in due.actions if a.kind == ActionKind.STOP_CONTAINER]
+    assert sorted((a.reason, a.target.label()) for a in stops) == [
+        (Reason.GPU_QUOTA_EXCEEDED, "alice-3"),
+        (Reason.GPU_QUOTA_EXCEEDED, "alice-4"),
+    ]
+    assert [a.params for a in stops] == [
+        StopParams(grace_s=60.0, remove=False, quota_counted_ids=(a0.id,))
+    ] * 2
+
+
+def test_the_gpu_unit_cap_is_one_containers_own_its_stop_names_no_other() -> None:
+    c = b.running("alice-0", owner="alice", gpus=[b.GPU0, b.GPU1], started_at=b.ago(hours=1))
+    other = b.running("alice-1", owner="alice", gpus=[b.GPU0], started_at=b.ago(hours=2))
+    slots = ResourceSpec(max_gpu_slots_per_container=Sourced(value=1, source="UserGroup/student"))
+    gpus = [b.gpu(0), b.gpu(1)]
+    first = run([c, other], pol(slots), gpus=gpus, quota_enforce="stop")
+    due = after_the_lead(first, [c, other], pol(slots), gpus=gpus)
+    (stop,) = [a for a in due.actions if a.kind == ActionKind.STOP_CONTAINER]
+    assert (stop.reason, stop.target.label()) == (Reason.GPU_SLOTS_ABOVE_SPEC, "alice-0")
+    assert stop.params == StopParams(grace_s=60.0, remove=False, quota_counted_ids=None)

@@ -93,7 +93,9 @@ def test_enforce_stop_stops_the_newest_after_the_warning_lead() -> None:
     later = run(containers, policy, memory=warned, now=b.at(minutes=11), quota_enforce="stop")
     (stop,) = of(later, ActionKind.STOP_CONTAINER, Reason.CONTAINER_QUOTA_EXCEEDED)
     assert stop.target.container == warn.target.container == "alice-3"
-    assert stop.params == StopParams(grace_s=60.0, remove=False)
+    # The executor stops it only while the three the quota counted and keeps are still live.
+    kept = tuple(c.id for c in containers[:3])
+    assert stop.params == StopParams(grace_s=60.0, remove=False, quota_counted_ids=kept)
 
 
 def test_enforce_stop_never_stops_a_devcontainer_or_protected_one_it_picks_the_next_newest() -> None:

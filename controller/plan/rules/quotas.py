@@ -498,10 +498,28 @@ def _beyond(
     # hundred containers too many gets one message, not a hundred). Enforced: each container to be
     # stopped is warned itself, and its stop waits for that warning's lead.
     beyond = {**evidence, "beyond": names}
+    counted = _counted(owned, victims, weights, reason) if enforce else None
     for c in victims if enforce else victims[:1]:
         if enforce:
             stops.warned.add((c.id, reason))
-        _warn_then_stop(ctx, out, c, reason, what, beyond, enforce, stops)
+        _warn_then_stop(ctx, out, c, reason, what, beyond, enforce, stops, counted)
+
+
+def _counted(
+    owned: list[ContainerObs], victims: list[ContainerObs], weights: _Frees | None, reason: Reason
+) -> tuple[ContainerId, ...] | None:
+    """What the executor re-checks before a quota stop (``StopParams.quota_counted_ids``): the
+    containers the quota counted and keeps, oldest first. Each victim is beyond the quota with all
+    of them kept (the container quota keeps at least the quota's number; the GPU quota lets a victim
+    off when the kept ones and it fit, :func:`_let_off`), so while each is still live the stop is
+    still due; one gone may have brought the owner within it. None for the GPU-unit cap: it is one
+    container's own, no other container counts towards it."""
+    if reason == Reason.GPU_SLOTS_ABOVE_SPEC:
+        return None
+    chosen = {c.id for c in victims}
+    # For the GPU quota, the holders of a unit whose share is known: one holding only units of
+    # unknown share added nothing to the total judged over the quota.
+    return tuple(c.id for c in owned if c.id not in chosen and (weights is None or weights.known(c.id)))
 
 
 def _victims(
@@ -702,6 +720,7 @@ def _warn_then_stop(
     evidence: dict[str, Any],
     enforce: bool,
     stops: _Stops,
+    counted: tuple[ContainerId, ...] | None,
 ) -> None:
     policy = ctx.policies[c.id]
     warning_key, warn_key = _warning_keys(c, reason, enforce)
@@ -741,15 +760,42 @@ def _warn_then_stop(
     if c.id in stops.proposed:
         return  # stopped in this pass already, for another rule or another quota
     stops.proposed.add(c.id)
+    _stop(
+        ctx,
+        out,
+        c,
+        reason,
+        f"{what}; warned at {iso(sent)}",
+        {**evidence, "warned_at": iso(sent)},
+        due,
+        counted,
+    )
+
+
+def _stop(
+    ctx: PassContext,
+    out: Collector,
+    c: ContainerObs,
+    reason: Reason,
+    why: str,
+    evidence: dict[str, Any],
+    due: datetime,
+    counted: tuple[ContainerId, ...] | None,
+) -> None:
+    """The quota's StopContainer (kept, not removed); ``counted`` the containers its executor
+    re-checks (:func:`_counted`)."""
+    policy = ctx.policies[c.id]
     out.act(
         ActionKind.STOP_CONTAINER,
         ctx.target(c),
         reason,
-        f"stop {c.name} (owner {c.owner}): {what}; warned at {iso(sent)}",
+        f"stop {c.name} (owner {c.owner}): {why}",
         due_at=due,
         key=f"StopContainer:{c.id}:{reason.value}",
-        evidence={**evidence, "warned_at": iso(sent), "kept_after_stop": kept_after_stop(c, policy)},
-        params=StopParams(grace_s=float(policy.sigterm_grace_s.value), remove=False),
+        evidence={**evidence, "kept_after_stop": kept_after_stop(c, policy)},
+        params=StopParams(
+            grace_s=float(policy.sigterm_grace_s.value), remove=False, quota_counted_ids=counted
+        ),
     )
 
 
