@@ -9,11 +9,10 @@ here silently means "zero" or "empty" when it really means "unknown".
 from __future__ import annotations
 
 import dataclasses
-import keyword
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from enum import StrEnum
-from types import MappingProxyType
+from operator import attrgetter
 from typing import Any, Literal, NewType, Self, cast
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
@@ -54,11 +53,19 @@ class Slotted:
         every model (a name that is not a field raises AttributeError)."""
         cls = type(self)
         layout = _LAYOUTS.get(cls) or _layout(cls)
-        if not update:
-            return cast(Self, layout.copy(self, _NO_UPDATE))
-        if not layout.names.issuperset(update):
-            raise AttributeError(f"{cls.__name__!r} has no field {_not_fields(update, layout.names)[0]!r}")
-        return cast(Self, layout.copy(self, update))
+        values: Sequence[object] = layout.read(self)
+        if update:
+            changed, index = list(values), layout.index
+            try:
+                for name, value in update.items():
+                    changed[index[name]] = value
+            except KeyError as exc:
+                raise AttributeError(f"{cls.__name__!r} has no field {exc.args[0]!r}") from None
+            values = changed
+        new: Self = object.__new__(cls)
+        for set_, value in zip(layout.setters, values, strict=True):
+            set_(new, value)
+        return new
 
     @classmethod
     def built(cls, values: Mapping[str, object]) -> Self:
@@ -66,15 +73,16 @@ class Slotted:
         the planner, which builds them from typed values thousands of times a pass. A name that is
         not a field raises AttributeError, a field left out KeyError (never a value missing one)."""
         layout = _LAYOUTS.get(cls) or _layout(cls)
-        if len(values) == len(layout.names):
-            try:
-                return cast(Self, layout.build(values))
-            except KeyError:
-                pass  # as many names as fields, one of them not a field: said below
-        unknown = _not_fields(values, layout.names)
-        if unknown:
-            raise AttributeError(f"{cls.__name__!r} has no field {unknown[0]!r}")
-        raise KeyError(", ".join(name for name in layout.names if name not in values))
+        setters = layout.by_name
+        new: Self = object.__new__(cls)
+        try:
+            for name, value in values.items():
+                setters[name](new, value)
+        except KeyError as exc:
+            raise AttributeError(f"{cls.__name__!r} has no field {exc.args[0]!r}") from None
+        if len(values) != len(setters):
+            raise KeyError(", ".join(name for name in setters if name not in values))
+        return new
 
     def model_dump(self, *, mode: Literal["json", "python"] = "python") -> dict[str, Any]:
         """The value as pydantic dumps it inside a model (what ``model_dump`` gives for a model)."""
@@ -87,40 +95,29 @@ class Slotted:
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class _Layout:
-    """How to copy and build one slotted class (records are copied and built thousands of times a
-    pass). ``copy`` and ``build`` are written for the class from its field names, as ``dataclasses``
-    writes ``__init__``: each field read as an attribute and set through its slot's descriptor, with
-    no loop, no list and no lookup by name in between (``object.__setattr__`` would look each slot up
-    by name; a loop over the fields cost as much again)."""
+    """How to read and set every field of one slotted class (records are copied and built thousands
+    of times a pass): every field read at once (one ``attrgetter``), each slot set through its own
+    descriptor (``object.__setattr__`` would look each one up by name)."""
 
-    names: frozenset[str]
-    copy: Callable[[Any, Mapping[str, object]], Any]  # (old, update) -> new; update names fields only
-    build: Callable[[Mapping[str, object]], Any]  # values naming every field -> new (KeyError if not)
+    read: Callable[[Any], tuple[object, ...]]
+    setters: tuple[Callable[[Any, object], None], ...]  # in field order
+    index: dict[str, int]  # field name -> its place in ``setters``
+    by_name: dict[str, Callable[[Any, object], None]]
 
 
 _LAYOUTS: dict[type, _Layout] = {}
-_NO_UPDATE: Mapping[str, object] = MappingProxyType({})
-
-
-def _not_fields(values: Mapping[str, object], names: frozenset[str]) -> list[str]:
-    return [name for name in values if name not in names]
 
 
 def _layout(cls: type) -> _Layout:
     names = [f.name for f in dataclasses.fields(cast(Any, cls))]
-    scope: dict[str, Any] = {"_new": object.__new__, "_cls": cls}
-    copy_lines = ["def copy(old, update):", "    new = _new(_cls)"]
-    build_lines = ["def build(values):", "    new = _new(_cls)"]
-    for i, name in enumerate(names):
-        if not name.isidentifier() or keyword.iskeyword(name):
-            raise TypeError(f"{cls.__name__}: field {name!r} is not an identifier")
-        scope[f"_set{i}"] = getattr(cls, name).__set__
-        copy_lines.append(f"    _set{i}(new, update[{name!r}] if {name!r} in update else old.{name})")
-        build_lines.append(f"    _set{i}(new, values[{name!r}])")
-    copy_lines.append("    return new")
-    build_lines.append("    return new")
-    exec("\n".join([*copy_lines, *build_lines]), scope)  # noqa: S102 (names checked above)
-    layout = _LAYOUTS[cls] = _Layout(names=frozenset(names), copy=scope["copy"], build=scope["build"])
+    many = attrgetter(*names)
+    setters = tuple(getattr(cls, name).__set__ for name in names)
+    layout = _LAYOUTS[cls] = _Layout(
+        read=many if len(names) > 1 else lambda old: (many(old),),  # (one name: a value, not a tuple)
+        setters=setters,
+        index={name: i for i, name in enumerate(names)},
+        by_name=dict(zip(names, setters, strict=True)),
+    )
     return layout
 
 
