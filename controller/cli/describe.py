@@ -44,8 +44,10 @@ from controller.cli.render import (
 )
 from controller.cli.view import (
     IdleState,
+    UnlistedDevice,
     View,
     container_sort_key,
+    gpu_devices,
     gpu_util,
     held_turn,
     idleness,
@@ -53,6 +55,7 @@ from controller.cli.view import (
     release_breaker_line,
     rule_of,
     schedule,
+    unlisted_devices,
     verb,
 )
 from controller.plan.types import Action, ClockEvidence, DeferReason, Deferred, Reason, budget_turn
@@ -479,6 +482,36 @@ def _process_table(view: View, processes: Sequence[GpuProcessObs], by: str) -> T
     return t
 
 
+def _processes_lines(
+    view: View,
+    processes: Sequence[GpuProcessObs],
+    unlisted: Sequence[UnlistedDevice],
+    by: str,
+    s: Sections,
+    *,
+    others_listed: bool,
+) -> None:
+    """The processes NVML listed, then each device it could not list: their processes are
+    unknown, so "<none>" is said only of the devices it did list (``others_listed``: some in the
+    section's scope were)."""
+    if processes:
+        s.table(_process_table(view, processes, by))
+    if unlisted and unlisted[0].slot is None:
+        s.line(f"{UNKNOWN} ({unlisted[0].text()})", 2)  # NVML unavailable: every device
+        return
+    if not unlisted:
+        if not processes:
+            s.line("<none>", 2)
+        return
+    if not processes and others_listed:
+        s.line("<none> on the devices NVML listed", 2)
+    if len(unlisted) == 1 and not processes and not others_listed:
+        s.line(f"{UNKNOWN} ({clean(unlisted[0].reason, 300)})", 2)
+        return
+    for u in unlisted:
+        s.line(f"{UNKNOWN} on {u.text()}", 2)
+
+
 def _timers_section(view: View, c: ContainerObs, pol: EffectivePolicy | None, s: Sections) -> None:
     s.heading("Timers")
     items = view.container_items(c)
@@ -829,13 +862,27 @@ def describe_gpu(view: View, key: str, style: Style = PLAIN) -> str:
     else:
         s.line("<none>", 2)
     s.heading("Processes")
-    procs = _device_processes(view, uuid)
-    if gpu.processes_unknown and device is None:
-        s.line(f"unknown ({clean(gpu.processes_unknown, 200)})", 2)
-    elif procs:
-        s.table(_process_table(view, procs, "USER"))
+    if device is None and gpu.mig_enabled:
+        # In MIG mode NVML lists the processes on the MIG devices (the GPU itself has none): these.
+        mig_uuids = {m.uuid for m in gpu.mig_devices}
+        unlisted = [u for u in unlisted_devices(view.snapshot) if u.uuid in mig_uuids]
+        _processes_lines(
+            view,
+            [p for p in view.snapshot.processes if p.device_uuid in mig_uuids],
+            unlisted,
+            "GPU",
+            s,
+            others_listed=len(unlisted) < len(mig_uuids),
+        )
     else:
-        s.line("<none>", 2)
+        _processes_lines(
+            view,
+            _device_processes(view, uuid),
+            [u for u in unlisted_devices(view.snapshot) if u.uuid == uuid],
+            "USER",
+            s,
+            others_listed=False,
+        )
     s.heading("Ledger")
     _release_breaker_note(view, s)
     entries = [e for e in view.snapshot.ledger.entries if e.gpu_uuid == uuid or e.gpu in (uuid, item["slot"])]
@@ -866,16 +913,19 @@ def describe_user(view: View, name: str, style: Style = PLAIN) -> str:
     processes = [p for p in view.snapshot.processes if p.user == name or p.container_id in theirs]
     ledger = [e for e in view.snapshot.ledger.entries if e.user == name]
     unknown_here = not containers and not processes and not ledger and not _is_login(name)
+    # With a device's processes unlisted, "no GPU processes" is not known: only none NVML listed.
+    none_of = (
+        "no containers or ledger rows, no GPU process NVML listed"
+        if unlisted_devices(view.snapshot)
+        else "no containers, GPU processes or ledger rows"
+    )
     if unknown_here and not _USER_NAME.fullmatch(name):
-        raise CliError(
-            f"user {clean(name, 64)!r} not found: no containers, GPU processes or ledger rows, "
-            "and not a login name"
-        )
+        raise CliError(f"user {clean(name, 64)!r} not found: {none_of}, and not a login name")
     s = Sections(style)
     if unknown_here:
         # An admin previews the policy of a user who has not arrived yet (or a typo: said plainly).
         s.line(
-            f"note: {clean(name, 64)!r} has no containers, GPU processes or ledger rows, and is no login "
+            f"note: {clean(name, 64)!r} has {none_of}, and is no login "
             "on this host; below is the policy a new atomic container of theirs would get",
             0,
         )
@@ -907,10 +957,9 @@ def describe_user(view: View, name: str, style: Style = PLAIN) -> str:
     quota_section(view, name, s)
     aggregate_section(view, name, s)
     s.heading("GPU processes")
-    if processes:
-        s.table(_process_table(view, processes, "GPU"))
-    else:
-        s.line("<none>", 2)
+    unlisted = unlisted_devices(view.snapshot)
+    devices = len(gpu_devices(view.snapshot.gpus)) - sum(g.mig_enabled for g in view.snapshot.gpus)
+    _processes_lines(view, processes, unlisted, "GPU", s, others_listed=len(unlisted) < devices)
     s.heading("Ledger")
     _release_breaker_note(view, s)
     if ledger:

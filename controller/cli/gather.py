@@ -373,6 +373,12 @@ def domain_notes(snapshot: Snapshot) -> list[str]:
             notes.append(f"process attribution unavailable (/proc: {reason})")
         elif h.domain == Domain.LEDGER:
             notes.append(f"allocation ledger unavailable: {reason}")
+    from controller.cli.view import unlisted_devices
+
+    # One device NVML could not list the processes of (the domain being up): no view has a column
+    # for what is missing from a list of processes, so each says so here.
+    if snapshot.domain_ok(Domain.NVML):
+        notes.extend(f"GPU processes unknown on {u.text()}" for u in unlisted_devices(snapshot))
     if snapshot.ledger.error and not any("ledger" in n for n in notes):
         notes.append(f"allocation ledger unreadable: {clean(snapshot.ledger.error, 300)}")
     return notes

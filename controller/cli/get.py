@@ -45,6 +45,7 @@ from controller.cli.view import (
     rates,
     release_breaker_line,
     rule_of,
+    unlisted_devices,
 )
 from controller.plan.types import Action, DeferReason, Deferred, Reason
 from controller.snapshot import (
@@ -439,7 +440,9 @@ def gpu_state(view: View, gpu: GpuObs, device_uuid: str | None) -> str:
         return "unknown"  # the holders cannot be listed: neither free nor held is known
     if device_uuid is None and gpu.mig_enabled:
         states = [gpu_state(view, gpu, m.uuid) for m in gpu.mig_devices]
-        for s in ("dirty", "held", "idle-held"):
+        # One device it cannot tell about ("unknown") makes the GPU unknown unless another is
+        # in use: a GPU is free only if every one of its devices is.
+        for s in ("dirty", "held", "idle-held", "unknown"):
             if s in states:
                 return s
         return "free"
@@ -479,6 +482,11 @@ def gpu_item(view: View, gpu: GpuObs, device_uuid: str | None) -> dict[str, Any]
     used = mig.memory_used_bytes if mig is not None else gpu.memory_used_bytes
     total = mig.memory_total_bytes if mig is not None else gpu.memory_total_bytes
     util = None if (mig is not None or gpu.mig_enabled) else gpu.utilization_percent
+    # Why NVML could not list the device's processes: they are unknown (None), not none. A GPU in
+    # MIG mode has its processes on its MIG devices (listed there, each with its own reason).
+    unlisted = (
+        mig.processes_unknown if mig is not None else (None if gpu.mig_enabled else gpu.processes_unknown)
+    )
     return {
         "slot": view.slot(uuid),
         "uuid": uuid,
@@ -496,13 +504,16 @@ def gpu_item(view: View, gpu: GpuObs, device_uuid: str | None) -> dict[str, Any]
         ),
         # None: not known (Docker down, the containers could not be listed), never "no holder".
         "holders": [c.name for c in view.holders.get(uuid, [])] if view.docker_ok else None,
-        "processes": [p.pid for p in _device_processes(view, uuid)],
+        "processes": None if unlisted else [p.pid for p in _device_processes(view, uuid)],
+        "processes_unknown": unlisted or None,
         "state": gpu_state(view, gpu, device_uuid),
     }
 
 
 def unavailable_gpu_items(view: View) -> list[dict[str, Any]]:
-    """NVML down: the GPUs we only know from containers' references, all ``unavailable``."""
+    """NVML down: the GPUs we only know from containers' references, all ``unavailable``, with
+    what NVML gives (memory, utilization, processes) unknown: ``None`` and why, never empty."""
+    (down,) = unlisted_devices(view.snapshot)
     seen: dict[str, list[str]] = {}
     for c in sorted(view.snapshot.containers, key=container_sort_key):
         for ref in c.gpu_refs:
@@ -519,9 +530,10 @@ def unavailable_gpu_items(view: View) -> list[dict[str, Any]]:
             "memory_used_bytes": None,
             "memory_total_bytes": None,
             "utilization_percent": None,
-            "utilization_unknown": "NVML unavailable",
+            "utilization_unknown": down.reason,
             "holders": holders,
-            "processes": [],
+            "processes": None,
+            "processes_unknown": down.reason,
             "state": "unavailable",
         }
         for uuid, holders in sorted(seen.items())
@@ -592,8 +604,8 @@ def gpus_table(items: Sequence[dict[str, Any]], wide: bool) -> Table:
         util = fmt_percent(i["utilization_percent"])
         if i["utilization_percent"] is None and i["utilization_unknown"]:
             util = UNKNOWN
-        # NVML down: the processes on a GPU are unknown, not none.
-        processes = UNKNOWN if i["state"] == "unavailable" else str(len(i["processes"]))
+        # NVML down, or it could not list this device's: the processes are unknown, not none.
+        processes = UNKNOWN if i["processes"] is None else str(len(i["processes"]))
         t.add(
             [
                 UNKNOWN if i["slot"] == "?" else i["slot"],
@@ -698,10 +710,25 @@ def process_items(view: View, opts: GetOptions) -> list[dict[str, Any]]:
             }
         )
     if opts.name is not None and not out:
+        unlisted = unlisted_devices(view.snapshot)
+        if unlisted:
+            # Not among those NVML listed is not "no such GPU process": it may run where it could not list.
+            where = (
+                unlisted[0].text()
+                if unlisted[0].slot is None
+                else "NVML could not list the processes of " + "; ".join(u.text() for u in unlisted)
+            )
+            raise CliError(f"whether pid {clean(opts.name, 20)} is a GPU process is unknown: {where}")
         raise CliError(
             f"no GPU process with pid {clean(opts.name, 20)} (ds01ctl get processes lists them all)"
         )
     return out
+
+
+def processes_unknown_items(view: View) -> list[dict[str, Any]]:
+    """``get processes -o json``'s ``processes_unknown``: the devices whose processes NVML could not
+    list (``gpu`` and ``uuid`` null: every device, NVML being unavailable), each with why."""
+    return [{"gpu": u.slot, "uuid": u.uuid, "reason": u.reason} for u in unlisted_devices(view.snapshot)]
 
 
 _VERDICT_COLOUR = {"orphan": "red", "suspect": "yellow", "system": "dim", "unknown": "red"}
@@ -984,6 +1011,11 @@ def run_get(kind: str, view: View, opts: GetOptions, style: Style = PLAIN) -> tu
         table = events_table(view, items, opts.wide)
     if machine_output:
         data = item_list(LIST_KINDS[kind], view, items)
+        if kind == "processes":
+            unlisted = processes_unknown_items(view)
+            if unlisted and unlisted[0]["uuid"] is None:
+                data["items"] = None  # NVML unavailable: the processes are unknown, not none
+            data["processes_unknown"] = clean_tree(unlisted)
         if kind == "allocations" and view.memory is not None:
             rb = view.memory.release_breaker
             data["release_breaker"] = clean_tree(
@@ -1019,6 +1051,10 @@ def _name_lines(kind: str, view: View, opts: GetOptions) -> str:
     elif kind == "gpus":
         names = [f"gpu/{i['slot']}" for i in gpu_items(view, opts)]
     elif kind == "processes":
+        if not view.nvml_ok:
+            # No line would read as "no GPU process": say it cannot be told.
+            (down,) = unlisted_devices(view.snapshot)
+            raise CliError(f"the GPU processes cannot be listed: {clean(down.reason, 300)}")
         names = [f"process/{i['pid']}" for i in process_items(view, opts)]
     elif kind == "policies":
         names = [f"{i['kind'].lower()}/{clean(i['name'], NAME_MAX)}" for i in policy_items(view, opts)]
@@ -1041,6 +1077,11 @@ LIST_KINDS = {
 def empty_message(kind: str, view: View, opts: GetOptions | None = None) -> str:
     if kind in ("gpus", "processes") and not view.nvml_ok:
         return "No GPU information: NVML is unavailable (see the warning above)."
+    if kind == "processes" and unlisted_devices(view.snapshot):
+        return (
+            "No GPU compute processes on the devices NVML listed; the processes of the others are "
+            "unknown (see the warnings above)."
+        )
     if opts is not None and (opts.selector or opts.owner or opts.name):
         return f"No {kind} match the given name, owner or selector."
     if kind == "containers" and opts is not None and opts.show_all:

@@ -681,6 +681,42 @@ def gpu_devices(gpus: Sequence[GpuObs]) -> list[tuple[GpuObs, str | None]]:
     return out
 
 
+@dataclass(frozen=True)
+class UnlistedDevice:
+    """A device whose compute processes NVML could not list: they are unknown, not none. With NVML
+    down there is one for the whole host (``slot`` and ``uuid`` None)."""
+
+    slot: str | None
+    uuid: str | None
+    reason: str
+
+    def text(self) -> str:
+        """``GPU 2: <why>``, ``MIG device 1.1: <why>``, or the whole host's ``NVML unavailable: <why>``."""
+        if self.slot is None:
+            return clean(self.reason, 300)
+        what = "MIG device" if "." in self.slot else "GPU"
+        return f"{what} {self.slot}: {clean(self.reason, 300)}"
+
+
+def unlisted_devices(snapshot: Snapshot) -> list[UnlistedDevice]:
+    """The devices whose processes NVML could not list, in slot order; one entry for the whole host
+    when NVML is unavailable. A GPU in MIG mode has its processes on its MIG devices (each its own
+    entry), so it is never one itself."""
+    if not snapshot.domain_ok(Domain.NVML):
+        error = snapshot.domain_error(Domain.NVML) or "unknown error"
+        return [UnlistedDevice(None, None, f"NVML unavailable: {error}")]
+    out: list[UnlistedDevice] = []
+    for g, device in gpu_devices(snapshot.gpus):
+        if device is None:
+            if g.processes_unknown and not g.mig_enabled:
+                out.append(UnlistedDevice(str(g.index), g.uuid, g.processes_unknown))
+            continue
+        m = next(m for m in g.mig_devices if m.uuid == device)
+        if m.processes_unknown:
+            out.append(UnlistedDevice(f"{g.index}.{m.index}", m.uuid, m.processes_unknown))
+    return out
+
+
 def release_breaker_line(memory: Any) -> str:
     """One line on the release breaker (``breaker status``, ``get allocations``, ``describe gpu``)."""
     rb = memory.release_breaker

@@ -27,7 +27,7 @@ import pytest
 
 from controller import labels as L
 from tests.fixtures.docker_host import TEST_LABEL, ContainerFactory
-from tests.fixtures.nvml import FakeNvml, gpu_uuid
+from tests.fixtures.nvml import NVML_ERROR_UNKNOWN, FakeNvml, gpu_uuid
 
 pytestmark = pytest.mark.docker
 
@@ -409,10 +409,52 @@ def test_nvml_down_degrades_the_gpu_view(
     held = [(i["uuid"], i["state"]) for i in data["items"] if c.name in i["holders"]]
     assert held == [(gpu_uuid(0), "unavailable")]
     assert all(i["state"] == "unavailable" for i in data["items"])
+    # Its processes are unknown as in the table (PROCESSES 'unknown'): null with why, never [].
+    assert {(json.dumps(i["processes"]), i["processes_unknown"].split(":")[0]) for i in data["items"]} == {
+        ("null", "NVML unavailable")
+    }
+    processes = cli("get", "processes", "-o", "json")
+    assert processes.returncode == 0, processes.stderr
+    listed = json.loads(processes.stdout)
+    assert listed["items"] is None
+    (unlisted,) = listed["processes_unknown"]
+    assert (unlisted["gpu"], unlisted["uuid"]) == (None, None)
+    assert unlisted["reason"].startswith("NVML unavailable: nvmlInit failed: Driver Not Loaded"), unlisted
     containers = cli("get", "containers", c.name)
     assert containers.returncode == 0, containers.stderr
     assert containers.stdout.splitlines()[1].split()[:4] == [c.name, "alice", "atomic", "running"]
     assert "Traceback" not in containers.stderr
+
+
+def test_a_device_nvml_cannot_list_has_unknown_processes_not_none(
+    cli: Cli, fake_nvml: FakeNvml, make_container: ContainerFactory
+) -> None:
+    """NVML answers, but not GPU 1's process list: its processes are unknown in every output."""
+    c = gpu_container(make_container)
+    fake_nvml.add_process(gpu_uuid(0), pid=os.getpid(), used_mem_bytes=1 << 30)
+    fake_nvml.fail_call("nvmlDeviceGetComputeRunningProcesses", NVML_ERROR_UNKNOWN, device_uuid=gpu_uuid(1))
+    fake_nvml.write()
+    gpus = cli("get", "gpus")
+    assert gpus.returncode == 0, gpus.stderr
+    assert [line.split()[0] + " " + line.split()[-2] for line in gpus.stdout.splitlines()[1:]] == [
+        "0 1",
+        "1 unknown",
+    ]
+    items = {i["slot"]: i for i in json.loads(cli("get", "gpus", "-o", "json").stdout)["items"]}
+    assert items["0"]["processes"] == [os.getpid()] and items["0"]["processes_unknown"] is None
+    assert items["1"]["processes"] is None
+    why = "nvmlDeviceGetComputeRunningProcesses(GPU 1) failed: Unknown Error (NVML_ERROR_UNKNOWN)"
+    assert items["1"]["processes_unknown"] == why
+    processes = cli("get", "processes")
+    assert f"warning: GPU processes unknown on GPU 1: {why}" in processes.stderr.splitlines()
+    listed = json.loads(cli("get", "processes", "-o", "json").stdout)
+    assert [i["pid"] for i in listed["items"]] == [os.getpid()]
+    assert listed["processes_unknown"] == [{"gpu": "1", "uuid": gpu_uuid(1), "reason": why}]
+    gpu1 = cli("describe", "gpu", "1")
+    assert gpu1.returncode == 0, gpu1.stderr
+    assert gpu1.stdout.split("\nProcesses:\n")[1].split("\nLedger:")[0] == f"  unknown ({why})"
+    assert_one_line(cli("get", "processes", "4194305"), "whether pid 4194305 is a GPU process is unknown")
+    assert c.name in cli("describe", "user", "alice").stdout
 
 
 def test_unreadable_state_directory_gives_the_live_view_without_timers(

@@ -5,6 +5,12 @@ of the same container: the verdict took every plan item about the row's containe
 it named. ``get gpus`` called a device ``free`` while a live container's compute process ran on it
 (one the container was not given, or a MIG device of a ``--gpus all`` container).
 
+NVML failing to list a device's processes (or NVML down altogether) made the JSON say there were
+none: ``get gpus -o json`` ``processes: []`` where the table said ``unknown`` (and, for one device,
+the table ``0``), ``get processes -o json`` ``items: []``, ``describe gpu`` of a MIG device and
+``describe user`` ``<none>``, ``get processes PID`` "no GPU process with pid", and a GPU in MIG mode
+``free`` while one of its devices could not be listed.
+
 With Docker unreachable the containers cannot be listed: ``get gpus`` showed no holders (``-``,
 ``holders: []``), ``describe gpu`` ``Holders: <none>`` and "not acted on: no rule concerns this
 GPU itself", ``get allocations`` called a ledger row ``ledger-only`` (no container backs it). What
@@ -14,14 +20,19 @@ NVML says is still shown; what depends on the containers is ``unknown``.
 from __future__ import annotations
 
 import json
+import re
+from datetime import datetime
 
 import pytest
+import yaml
 
-from controller.cli.describe import describe_gpu
-from controller.cli.get import GetOptions, run_get
+from controller.cli.describe import describe_gpu, describe_user
+from controller.cli.errors import CliError
+from controller.cli.gather import domain_notes
+from controller.cli.get import GetOptions, empty_message, run_get
 from controller.cli.view import View
 from controller.plan.types import ActionKind
-from controller.snapshot import Domain
+from controller.snapshot import ContainerObs, Domain, GpuUtilReading, GpuUuid
 from tests.fixtures import builders as b
 
 
@@ -239,3 +250,167 @@ def test_get_allocations_with_docker_down_does_not_call_a_row_ledger_only() -> N
     assert text.splitlines()[1].split()[2:] == ["bob-train/bob", "unknown", "unknown"], text
     (item,) = json.loads(run_get("allocations", view, GetOptions(output="json"))[0])["items"]
     assert (item["holders"], item["verdict"]) == (None, "unknown")
+
+
+# --- NVML down: the processes are unknown, not none -------------------------------------------------
+
+UNLISTED_0 = "nvmlDeviceGetComputeRunningProcesses(GPU 0) failed: Unknown Error (NVML_ERROR_UNKNOWN)"
+UNLISTED_3_1 = "nvmlDeviceGetComputeRunningProcesses(MIG 3:1) failed: Unknown Error (NVML_ERROR_UNKNOWN)"
+NVML_DOWN = "NVML unavailable: nvml unavailable (test)"
+
+
+def nvml_failed(*, whole: bool) -> View:
+    """bob's container runs pid 4242 on GPU 0, carol runs pid 5151 on GPU 2 outside any container,
+    and GPU 3 is in MIG mode, no device held. Then NVML fails: altogether (the observer lists no GPU
+    and no process, and reads every GPU container's utilization as unknown), or only in listing the
+    processes of GPU 0 and of MIG device 3.1 (their lists are then empty, with why)."""
+    t, later = b.T0, b.at(minutes=5)
+    passes = b.Passes(b.desired(b.policy()))
+
+    def train(at: datetime, util: GpuUtilReading) -> ContainerObs:
+        sig = b.signals(at).model_copy(update={"gpu_util": (util,)})
+        return b.running("bob-train", owner="bob", gpus=[b.GPU0], started_at=b.ago(hours=2), sig=sig)
+
+    read = GpuUtilReading(uuid=GpuUuid(b.GPU0), percent=0.0)
+    held = b.process(4242, b.GPU0, container_id=b.cid("bob-train"), container_exists=True, user="bob")
+    carols = b.process(5151, b.GPU2, user="carol", uid=1003, cmdline="python eval.py")
+    gpus = [b.gpu(0, processes=(4242,)), b.gpu(1), b.gpu(2, processes=(5151,)), b.gpu(3, mig_slots=2)]
+    passes.run(b.snapshot(observed_at=t, containers=[train(t, read)], gpus=gpus, processes=[held, carols]))
+    if whole:
+        unread = GpuUtilReading(uuid=GpuUuid(b.GPU0), unknown_reason=NVML_DOWN)
+        snap = b.snapshot(observed_at=later, containers=[train(later, unread)], down=(Domain.NVML,))
+    else:
+        g3 = gpus[3]
+        migs = (g3.mig_devices[0], g3.mig_devices[1].model_copy(update={"processes_unknown": UNLISTED_3_1}))
+        gpus[0] = gpus[0].model_copy(update={"processes": (), "processes_unknown": UNLISTED_0})
+        gpus[3] = g3.model_copy(update={"mig_devices": migs})
+        snap = b.snapshot(observed_at=later, containers=[train(later, read)], gpus=gpus, processes=[carols])
+    p = passes.run(snap)
+    return View(snapshot=snap, now=p.evaluated_at, plan=p, memory=p.memory, desired=passes.desired)
+
+
+def test_get_gpus_with_nvml_down_has_null_processes_and_why_in_every_output() -> None:
+    view = nvml_failed(whole=True)
+    (row,) = gpu_rows(view).values()
+    assert row[-2:] == ["unknown", "unavailable"], row  # PROCESSES, STATE: as before
+    for output in ("json", "yaml"):
+        text = run_get("gpus", view, GetOptions(output=output))[0]
+        (item,) = (json.loads(text) if output == "json" else yaml.safe_load(text))["items"]
+        assert (item["uuid"], item["holders"], item["state"]) == (b.GPU0, ["bob-train"], "unavailable")
+        assert (item["processes"], item["processes_unknown"]) == (None, NVML_DOWN), output
+        assert (item["utilization_percent"], item["utilization_unknown"]) == (None, NVML_DOWN)
+        assert (item["memory_used_bytes"], item["memory_total_bytes"]) == (None, None)
+
+
+def test_get_gpus_with_one_device_unlisted_says_its_processes_are_unknown() -> None:
+    view = nvml_failed(whole=False)
+    rows = gpu_rows(view)  # PROCESSES, STATE from the right
+    assert {slot: tuple(r[-2:]) for slot, r in rows.items()} == {
+        "0": ("unknown", "idle-held"),
+        "1": ("0", "free"),
+        "2": ("1", "dirty"),
+        "3": ("0", "unknown"),  # one device it cannot tell about, none in use: not free
+        "3.0": ("0", "free"),
+        "3.1": ("unknown", "unknown"),
+    }, rows
+    items = json.loads(run_get("gpus", view, GetOptions(output="json"))[0])["items"]
+    assert [(i["slot"], i["processes"], i["processes_unknown"]) for i in items] == [
+        ("0", None, UNLISTED_0),
+        ("1", [], None),
+        ("2", [5151], None),
+        ("3", [], None),  # in MIG mode its processes are on its devices
+        ("3.0", [], None),
+        ("3.1", None, UNLISTED_3_1),
+    ]
+
+
+def test_get_processes_with_nvml_down_is_null_not_an_empty_list() -> None:
+    view = nvml_failed(whole=True)
+    for output in ("json", "yaml"):
+        text = run_get("processes", view, GetOptions(output=output))[0]
+        data = json.loads(text) if output == "json" else yaml.safe_load(text)
+        assert data["items"] is None, output
+        assert data["processes_unknown"] == [{"gpu": None, "uuid": None, "reason": NVML_DOWN}]
+    text, empty = run_get("processes", view, GetOptions())
+    assert (text, empty) == ("", True)
+    assert empty_message("processes", view, GetOptions()).startswith(
+        "No GPU information: NVML is unavailable"
+    )
+    with pytest.raises(
+        CliError, match=f"^whether pid 4242 is a GPU process is unknown: {re.escape(NVML_DOWN)}$"
+    ):
+        run_get("processes", view, GetOptions(name="4242"))
+    with pytest.raises(CliError, match=f"^the GPU processes cannot be listed: {re.escape(NVML_DOWN)}$"):
+        run_get("processes", view, GetOptions(output="name"))
+
+
+def test_get_processes_with_one_device_unlisted_names_it_and_why() -> None:
+    view = nvml_failed(whole=False)
+    data = json.loads(run_get("processes", view, GetOptions(output="json"))[0])
+    assert [i["pid"] for i in data["items"]] == [5151]
+    assert data["processes_unknown"] == [
+        {"gpu": "0", "uuid": b.GPU0, "reason": UNLISTED_0},
+        {"gpu": "3.1", "uuid": b.mig_uuid(3, 1), "reason": UNLISTED_3_1},
+    ]
+    # The table has no row for what could not be listed: a warning says so (stderr, and JSON notes).
+    assert [n for n in domain_notes(view.snapshot) if "processes" in n] == [
+        f"GPU processes unknown on GPU 0: {UNLISTED_0}",
+        f"GPU processes unknown on MIG device 3.1: {UNLISTED_3_1}",
+    ]
+    text, empty = run_get("processes", view, GetOptions(owner="bob"))
+    assert (text, empty) == ("", True)
+    assert empty_message("processes", view, GetOptions()) == (
+        "No GPU compute processes on the devices NVML listed; the processes of the others are unknown "
+        "(see the warnings above)."
+    )
+    with pytest.raises(CliError, match=r"^whether pid 4242 is a GPU process is unknown: NVML could not list"):
+        run_get("processes", view, GetOptions(name="4242"))
+    assert run_get("processes", view, GetOptions(name="5151"))[0].splitlines()[1].split()[0] == "5151"
+
+
+def test_describe_gpu_with_a_device_unlisted_says_its_processes_are_unknown() -> None:
+    view = nvml_failed(whole=False)
+    assert section(describe_gpu(view, "0"), "Processes", "Ledger") == [f"  unknown ({UNLISTED_0})"]
+    assert section(describe_gpu(view, "3.1"), "Processes", "Ledger") == [f"  unknown ({UNLISTED_3_1})"]
+    # A GPU in MIG mode: its processes are those of its MIG devices, one of which is unlisted.
+    assert section(describe_gpu(view, "3"), "Processes", "Ledger") == [
+        "  <none> on the devices NVML listed",
+        f"  unknown on MIG device 3.1: {UNLISTED_3_1}",
+    ]
+    assert section(describe_gpu(view, "2"), "Processes", "Ledger")[1].split()[:3] == [
+        "5151",
+        "2.0Gi",
+        "carol",
+    ]
+
+
+def test_describe_user_with_nvml_down_says_their_gpu_processes_are_unknown() -> None:
+    down = describe_user(nvml_failed(whole=True), "bob")
+    assert section(down, "GPU processes", "Ledger") == [f"  unknown ({NVML_DOWN})"]
+    partial = describe_user(nvml_failed(whole=False), "bob")
+    assert section(partial, "GPU processes", "Ledger") == [
+        "  <none> on the devices NVML listed",
+        f"  unknown on GPU 0: {UNLISTED_0}",
+        f"  unknown on MIG device 3.1: {UNLISTED_3_1}",
+    ]
+    carol = describe_user(nvml_failed(whole=False), "carol")
+    lines = section(carol, "GPU processes", "Ledger")
+    assert lines[1].split()[:2] == ["5151", "2"] and lines[2:] == [
+        f"  unknown on GPU 0: {UNLISTED_0}",
+        f"  unknown on MIG device 3.1: {UNLISTED_3_1}",
+    ], lines
+
+
+def test_get_containers_with_nvml_down_has_unknown_gpu_utilization_and_idleness() -> None:
+    """The container views read NVML through the container's readings: unknown, never 0 or idle."""
+    view = nvml_failed(whole=True)
+    text = run_get("containers", view, GetOptions(output="wide"))[0]
+    header, row = text.splitlines()
+
+    def cell(column: str) -> str:  # cells may hold spaces ("warn in 15h"): cut at the header's offsets
+        return row[header.index(column) :].split("   ")[0].strip()
+
+    assert (cell("IDLE"), cell("GPU-UTIL")) == ("unknown", "unknown"), text
+    (item,) = json.loads(run_get("containers", view, GetOptions(output="json"))[0])["items"]
+    assert item["idle"] == {"state": "unknown", "since": None}
+    assert (item["signals"]["gpu_util_percent"], item["signals"]["gpu_util_unknown"]) == (None, NVML_DOWN)

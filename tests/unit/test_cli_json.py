@@ -114,7 +114,8 @@ GPU_ITEM = {
     "utilization_percent": NUM_OR_NONE,
     "utilization_unknown": STR_OR_NONE,
     "holders": ([str], type(None)),  # None: not known (Docker down)
-    "processes": [int],
+    "processes": ([int], type(None)),  # None: not known (NVML could not list them)
+    "processes_unknown": STR_OR_NONE,
     "state": str,
     "hoarding": (bool, type(None)),
 }
@@ -133,6 +134,10 @@ PROCESS_ITEM = {
     "verdict": str,
 }
 ALLOCATION_ITEM = {"gpu": str, "slot": str, "ledger": [dict], "holders": ([dict], type(None)), "verdict": str}
+
+
+# A device whose processes NVML could not list (gpu and uuid None: every device, NVML being down).
+UNLISTED = {"gpu": STR_OR_NONE, "uuid": STR_OR_NONE, "reason": str}
 
 
 def envelope(item: Any) -> dict[str, Any]:
@@ -219,6 +224,8 @@ def test_get_json_and_yaml_shapes(kind: str, item: dict[str, Any], view: View) -
         }
     if kind == "allocations":
         schema["release_breaker"] = {"tripped": bool, "tripped_at": STR_OR_NONE, "reason": str}
+    if kind == "processes":
+        schema["processes_unknown"] = [UNLISTED]
     assert conforms(data, schema) == []
     assert data["items"], "the fixed host has objects of every kind"
     text, _ = run_get(kind, view, GetOptions(output="yaml", show_all=True))
@@ -244,6 +251,28 @@ def test_with_docker_down_the_holders_are_null_not_an_empty_list(
         schema["release_breaker"] = {"tripped": bool, "tripped_at": STR_OR_NONE, "reason": str}
     assert conforms(data, schema) == []
     assert data["items"] and all(i["holders"] is None for i in data["items"])
+
+
+@pytest.mark.parametrize("kind", ["gpus", "processes"])
+def test_with_nvml_down_the_processes_are_null_not_an_empty_list(kind: str, view: View) -> None:
+    health = tuple(
+        DomainHealth(domain=h.domain, ok=False, error="nvml failed (test)") if h.domain == Domain.NVML else h
+        for h in view.snapshot.health
+    )
+    down = dataclasses.replace(
+        view, snapshot=view.snapshot.model_copy(update={"health": health, "gpus": (), "processes": ()})
+    )
+    data = json.loads(run_get(kind, down, GetOptions(output="json"))[0])
+    if kind == "gpus":
+        assert conforms(data, envelope(GPU_ITEM)) == []
+        assert data["items"] and all(i["processes"] is None for i in data["items"])
+        assert {i["processes_unknown"] for i in data["items"]} == {"NVML unavailable: nvml failed (test)"}
+    else:
+        assert (
+            conforms(data, {**envelope(PROCESS_ITEM), "items": type(None), "processes_unknown": [UNLISTED]})
+            == []
+        )
+        assert data["processes_unknown"][0]["reason"] == "NVML unavailable: nvml failed (test)"
 
 
 def test_container_json_carries_what_the_table_shows(view: View) -> None:
