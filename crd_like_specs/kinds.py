@@ -20,6 +20,7 @@ files, converted to these kinds); the JSON Schemas in ``schemas/`` are generated
 
 from __future__ import annotations
 
+import re
 from datetime import date
 from typing import Annotated, Any, Final, Literal
 
@@ -62,7 +63,12 @@ NAME_PATTERN: Final = r"^[A-Za-z0-9]([A-Za-z0-9_.@-]{0,251}[A-Za-z0-9])?$"
 # period; the least is 1 ms): the smallest CPU limit that works is 0.01.
 DOCKER_MIN_CPUS: Final = 0.01
 DOCKER_SIZE_PATTERN: Final = r"^\d+(\.\d+)?\s?[kKmMgGtTpP]?[iI]?[bB]?$"
-SYSTEMD_PERCENT_PATTERN: Final = r"^\d+(\.\d+)?%$"
+# systemd's CPUQuota= parser takes a percentage with at most two decimal places (N%, N.N%, N.NN%;
+# older releases fewer) and refuses 0% (a unit file's is ignored: the slice would have no cap).
+SYSTEMD_PERCENT_PATTERN: Final = r"^\d+(\.\d{1,2})?%$"
+# The kernel refuses a CFS quota under 1 ms per period, and systemd stretches the period of a small
+# quota to at most 1 s: the least CPUQuota it can apply is 1 ms per second, 0.1%.
+SYSTEMD_MIN_CPU_QUOTA_PCT: Final = 0.1
 SYSTEMD_SIZE_PATTERN: Final = r"^(\d+(\.\d+)?[KMGTPE]?|infinity)$"
 
 
@@ -323,11 +329,48 @@ ContainerTypeSettings = dict[ContainerType, TypeSettings]
 class Aggregate(SpecModel):
     """Per-user systemd-slice caps (DS01 ``aggregate``)."""
 
-    cpu_quota: NotNullStr = Field(default=None, pattern=SYSTEMD_PERCENT_PATTERN, description="e.g. '9600%'")
+    cpu_quota: NotNullStr = Field(
+        default=None,
+        pattern=SYSTEMD_PERCENT_PATTERN,
+        description=(
+            f"systemd CPUQuota, e.g. '9600%' (96 CPUs); at least {SYSTEMD_MIN_CPU_QUOTA_PCT:g}% "
+            "(systemd's least), at most two decimal places"
+        ),
+    )
     memory_max: NotNullStr = Field(default=None, pattern=SYSTEMD_SIZE_PATTERN, description="e.g. '96G'")
     memory_high: NotNullStr = Field(default=None, pattern=SYSTEMD_SIZE_PATTERN, description="e.g. '86G'")
     tasks_max: Integer | None = Field(default=None, ge=0, description="TasksMax; null: no cap")
     gpu_limit: Number | None = Field(default=None, ge=0, description="GPU-equivalents; null: no cap")
+
+    @field_validator("cpu_quota", mode="before")
+    @classmethod
+    def _quota_systemd_applies(cls, value: Any) -> Any:
+        # Before the pattern check, so that "0%" and "150.125%" get the reason; what is not a
+        # percentage at all (or not a string) is left to it ("not in the expected form").
+        if not isinstance(value, str) or not re.fullmatch(r"\d+(\.\d+)?%", value):
+            return value
+        decimals = value[:-1].partition(".")[2]
+        if len(decimals) > 2:
+            raise PydanticCustomError(
+                "systemd_format",
+                "{value} has more decimal places than systemd reads (CPUQuota takes N%, N.N% or N.NN%): "
+                "systemctl set-property refuses it, and a unit file's is ignored",
+                {
+                    "value": value,
+                    "expected": "a percentage with at most two decimal places",
+                    "fix": "round it to two decimal places",
+                },
+            )
+        if float(value[:-1]) < SYSTEMD_MIN_CPU_QUOTA_PCT:
+            minimum = f"{SYSTEMD_MIN_CPU_QUOTA_PCT:g}%"
+            raise PydanticCustomError(
+                "systemd_minimum",
+                "CPU quota {value} is below systemd's minimum of {minimum}: systemd refuses 0% (and a unit "
+                "file's is ignored, leaving the slice without a cap), and the kernel a quota under 1 ms "
+                "per period, which systemd stretches to at most 1 s",
+                {"value": value, "minimum": minimum, "fix": f"write at least {minimum} (100% is one CPU)"},
+            )
+        return value
 
 
 Scalar = str | Number | None

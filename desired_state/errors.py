@@ -195,10 +195,13 @@ def explain(err: ErrorDetails, model: type[BaseModel], loc: Loc) -> tuple[str, s
         )
     if kind in ("duration", "not_null"):
         return err["msg"], "", ""
-    if kind == "docker_minimum":
-        # A value of the right type that the engine (or the kernel under it) refuses: the message
-        # says why, the context carries the least value and how to write it.
+    if kind in ("docker_minimum", "systemd_minimum"):
+        # A value of the right type that the engine or systemd (or the kernel under them) refuses:
+        # the message says why, the context carries the least value and how to write it.
         return err["msg"], f"at least {ctx.get('minimum')}", str(ctx.get("fix", ""))
+    if kind == "systemd_format":
+        # A value of the right form for us that systemd does not parse: why, what it reads, the fix.
+        return err["msg"], str(ctx.get("expected", "")), str(ctx.get("fix", ""))
     if kind == "union_type":
         want = str(ctx["expected"])
         return f"{_show(value)} is not {want}", want, f"write {want}"

@@ -535,3 +535,76 @@ def test_a_limit_docker_refuses_is_an_error_naming_file_field_and_fix(
 def test_the_smallest_cpu_limit_docker_takes_is_valid(tmp_path: Path) -> None:
     materialise(tmp_path, ds01("defaults:\n  max_cpus: 0.01\ngroups:\n  student:\n    cpus: 0.5\n"))
     assert validate_paths([tmp_path]) == []
+
+
+# --- a slice's CPU quota that systemd refuses -------------------------------------------------------
+
+_QUOTA_WHY = (
+    "is below systemd's minimum of 0.1%: systemd refuses 0% (and a unit file's is ignored, leaving the "
+    "slice without a cap), and the kernel a quota under 1 ms per period, which systemd stretches to at "
+    "most 1 s; expected at least 0.1%; fix: write at least 0.1% (100% is one CPU)"
+)
+_DECIMALS_WHY = (
+    "has more decimal places than systemd reads (CPUQuota takes N%, N.N% or N.NN%): systemctl "
+    "set-property refuses it, and a unit file's is ignored; expected a percentage with at most two "
+    "decimal places; fix: round it to two decimal places"
+)
+
+
+def _group(aggregate: str) -> dict[str, str | bytes]:
+    return spec(
+        HEAD + "kind: UserGroup\nmetadata: {name: g}\nspec:\n  order: 1\n  resources:\n"
+        f"    aggregate: {aggregate}\n"
+    )
+
+
+@pytest.mark.parametrize(
+    ("files", "target", "where", "message"),
+    [
+        (
+            _group('{cpuQuota: "0%"}'),
+            "specs",
+            "specs/policy.yaml:7",
+            f"document 1 (UserGroup/g): spec.resources.aggregate.cpuQuota: CPU quota 0% {_QUOTA_WHY}",
+        ),
+        (
+            _group('{cpuQuota: "0.05%"}'),
+            "specs",
+            "specs/policy.yaml:7",
+            f"document 1 (UserGroup/g): spec.resources.aggregate.cpuQuota: CPU quota 0.05% {_QUOTA_WHY}",
+        ),
+        (
+            _group('{cpuQuota: "150.125%"}'),
+            "specs",
+            "specs/policy.yaml:7",
+            f"document 1 (UserGroup/g): spec.resources.aggregate.cpuQuota: 150.125% {_DECIMALS_WHY}",
+        ),
+        (
+            # DS01's group, in its own key names.
+            ds01("groups:\n  student:\n    members: [a]\n    aggregate:\n      cpu_quota: 0.0%\n"),
+            ".",
+            "resource-limits.yaml:5",
+            f"document 1: groups.student.aggregate.cpu_quota: CPU quota 0.0% {_QUOTA_WHY}",
+        ),
+    ],
+    ids=["zero", "below 1 ms per second", "three decimals", "DS01 group"],
+)
+def test_a_cpu_quota_systemd_refuses_is_an_error_naming_file_field_and_fix(
+    tmp_path: Path, files: dict[str, str | bytes], target: str, where: str, message: str
+) -> None:
+    """cpuQuota '0%' passed (any digits and '%') and became a cap of 0 CPUs, which every CPU limit
+    exceeds; systemd refuses it (a unit file's is ignored), and the kernel any quota under 1 ms per
+    period, which systemd stretches to at most 1 s: 0.1% is the least it applies."""
+    materialise(tmp_path, files)
+    errors = validation_errors([tmp_path / target])
+    assert [str(e) for e in errors] == [f"{tmp_path}/{where}: {message}"]
+    load_args = {"ds01_config_dir": tmp_path} if target == "." else {"specs_dir": tmp_path / target}
+    with pytest.raises(PolicyLoadError) as info:
+        load_policy(**load_args)
+    assert [str(e) for e in info.value.errors] == [str(errors[0])]
+
+
+@pytest.mark.parametrize("quota", ["0.1%", "0.25%", "12.5%", "9600%"])
+def test_a_cpu_quota_systemd_applies_is_valid(tmp_path: Path, quota: str) -> None:
+    materialise(tmp_path, _group(f'{{cpuQuota: "{quota}"}}'))
+    assert validate_paths([tmp_path / "specs"]) == []
