@@ -169,6 +169,29 @@ def test_unknown_use_defers_the_memory_and_pids_without_a_warning() -> None:
     assert not [a for a in p.actions if a.kind == ActionKind.WARN_OWNER]
 
 
+def test_a_change_that_waits_on_an_unset_limit_is_named_limits_missing() -> None:
+    """With no other change in the pass, a wait was named LimitsAboveSpec (the rule came from the
+    limits the update set alone): a container with no memory limit is LimitsMissing, waiting or not."""
+    only = {"cpus": None, "swap": None}
+    unknown = run(box(used=None, tasks=None), res=spec(pids=None, **only))
+    assert b.deferred_summary(unknown) == [("LimitsMissing", "UnknownSignal", "c1")]
+    assert updates(unknown) == []
+    below = run(box(used=int(7.5 * GiB)), res=spec(pids=None, **only))
+    assert b.deferred_summary(below) == [("LimitsMissing", "BelowUsage", "c1")]
+    assert [(a.kind, a.reason) for a in below.actions] == [(ActionKind.WARN_OWNER, Reason.LIMITS_BELOW_USAGE)]
+    pids = run(box(tasks=None), res=spec(memory=None, **only))
+    assert b.deferred_summary(pids) == [("LimitsMissing", "UnknownSignal", "c1")]
+    # A limit above the spec that waits is LimitsAboveSpec; with an unset one beside it, LimitsMissing.
+    high = ResourceLimits(memory_bytes=64 * GiB)
+    above = run(box(limits=high, used=None), res=spec(pids=None, **only))
+    assert b.deferred_summary(above) == [("LimitsAboveSpec", "UnknownSignal", "c1")]
+    both = run(box(limits=high, used=None, tasks=None), res=spec(**only))
+    assert b.deferred_summary(both) == [
+        ("LimitsMissing", "UnknownSignal", "c1"),
+        ("LimitsMissing", "UnknownSignal", "c1"),
+    ]
+
+
 def test_pids_are_never_set_below_the_current_count() -> None:
     p = run(box(tasks=2000))
     assert params(p).pids_limit is None
@@ -444,7 +467,8 @@ def test_unknown_swap_use_keeps_the_memory_plus_swap_total() -> None:
     p = run(swapping(box(limits=limited, used=GiB), None))
     got = params(p)
     assert got.memory_bytes == 8 * GiB and got.memory_swap_bytes == -1
-    assert ("LimitsAboveSpec", "UnknownSignal") in deferrals(p)
+    # Unlimited swap (-1) is an unset memory+swap limit: the container lacks one, LimitsMissing.
+    assert deferrals(p) == [("LimitsMissing", "UnknownSignal")]
     # A created container uses nothing.
     got = params(run(box(state=ContainerState.CREATED, limits=limited)))
     assert (got.memory_bytes, got.memory_swap_bytes) == (8 * GiB, 8 * GiB)
@@ -500,8 +524,7 @@ def test_a_reservation_is_never_lowered_on_its_own() -> None:
     reserved = ResourceLimits(memory_reservation_bytes=512 * MiB)
     p = run(box(limits=reserved, used=300 * MiB), res=spec(**MEMORY_ONLY))
     assert b.summary(p) == [("WarnOwner", "LimitsBelowUsage", "c1")]
-    # (A rule with only waits is named LimitsAboveSpec, though the memory is unset.)
-    assert b.deferred_summary(p) == [("LimitsAboveSpec", "BelowUsage", "c1")]
+    assert b.deferred_summary(p) == [("LimitsMissing", "BelowUsage", "c1")]  # the memory is unset
     # Memory and swap within the spec, a reservation above the memory (Docker allows it through
     # an update): not the spec's business, no update.
     inside = ResourceLimits(memory_bytes=128 * MiB, memory_swap_bytes=128 * MiB, memory_reservation_bytes=GiB)

@@ -4,7 +4,9 @@ For a running or created container whose limits were observed (``ContainerObs.li
 the owner's spec sets (``EffectivePolicy.resources``) is compared with the container's:
 
 * unset (no limit) -> **LimitsMissing**; above the spec -> **LimitsAboveSpec**: an UpdateResources
-  action (``docker update``, in place, no restart) sets the spec's value;
+  action (``docker update``, in place, no restart) sets the spec's value. The rule is the
+  container's, for its update and the changes that wait alike: LimitsMissing when a limit it lacks
+  is set or waits, else LimitsAboveSpec;
 * at or below the spec: left alone (an admin or the owner chose it). A limit is never raised.
 
 Guards (unknown is not idle):
@@ -63,9 +65,10 @@ class _Decision:
     """What one pass would change on one container, and what waits."""
 
     update: dict[str, int] = field(default_factory=dict)
-    missing: list[str] = field(default_factory=list)  # limits that were unset
-    above: list[str] = field(default_factory=list)  # limits that were above the spec
+    missing: list[str] = field(default_factory=list)  # limits the update sets that were unset
+    above: list[str] = field(default_factory=list)  # limits the update lowers
     waits: list[tuple[DeferReason, str, dict[str, Any]]] = field(default_factory=list)
+    missing_waiting: list[str] = field(default_factory=list)  # unset limits whose change waits
     reservation_was: int | None = None  # a memory reservation the update lowers with the memory
 
 
@@ -99,7 +102,9 @@ def update_resources(ctx: PassContext, out: Collector, c: ContainerObs, policy: 
     decision = _decide(c, limits, spec, ctx.glob.memory_margin_pct.value, ctx.snapshot.host_cpus)
     if not decision.update and not decision.waits:
         return
-    rule = Reason.LIMITS_MISSING if decision.missing else Reason.LIMITS_ABOVE_SPEC
+    # The container's rule, for its update and its waits alike: a limit it lacks (set now or waiting)
+    # makes it LimitsMissing, else one above the spec LimitsAboveSpec.
+    rule = Reason.LIMITS_MISSING if decision.missing or decision.missing_waiting else Reason.LIMITS_ABOVE_SPEC
     if shielded(ctx, out, c, policy, rule, ExemptFrom.RESOURCES):
         return
     target = ctx.target(c)
@@ -223,6 +228,15 @@ def _mark(d: _Decision, name: str, observed: object) -> None:
     (d.missing if observed is None else d.above).append(name)
 
 
+def _wait(
+    d: _Decision, name: str, observed: object, why: DeferReason, message: str, evidence: dict[str, Any]
+) -> None:
+    """Hold back the change of limit ``name`` (unset when ``observed`` is None) for this pass."""
+    if observed is None:
+        d.missing_waiting.append(name)
+    d.waits.append((why, message, evidence))
+
+
 def _cpu(d: _Decision, limits: ResourceLimits, spec: ResourceSpec, host_cpus: int | None) -> None:
     want = spec.max_cpus.value
     have = limits.cpus
@@ -273,13 +287,14 @@ def _memory(
         return have
     used, unknown = _usage(c, "memory")
     if used is None:
-        d.waits.append(
-            (
-                DeferReason.UNKNOWN_SIGNAL,
-                f"{c.name}: memory limit {_mib(have)} -> {_mib(want)} waits: "
-                f"its memory use is unknown ({unknown})",
-                {"memory_unknown": unknown},
-            )
+        _wait(
+            d,
+            "memory",
+            have,
+            DeferReason.UNKNOWN_SIGNAL,
+            f"{c.name}: memory limit {_mib(have)} -> {_mib(want)} waits: "
+            f"its memory use is unknown ({unknown})",
+            {"memory_unknown": unknown},
         )
         return have
     peak = (
@@ -304,7 +319,7 @@ def _memory(
                 f"({spec.memory_bytes.source}) is below that plus {margin_pct:g} % ({_mib(floor)}): "
                 "not lowered until it uses less"
             )
-        d.waits.append((DeferReason.BELOW_USAGE, message, evidence))
+        _wait(d, "memory", have, DeferReason.BELOW_USAGE, message, evidence)
         return have
     _mark(d, "memory", have)
     d.update["memory_bytes"] = want
@@ -354,29 +369,31 @@ def _swap_fits(
     kernel OOM-kills the job once it touches them). Otherwise the wait is noted in ``d``."""
     used, unknown = _usage(c, "memory_swap")
     if used is None:
-        d.waits.append(
-            (
-                DeferReason.UNKNOWN_SIGNAL,
-                f"{c.name}: memory+swap limit {_mib(have)} -> {_mib(want)} waits: "
-                f"its memory plus swap use is unknown ({unknown})",
-                {"memory_swap_unknown": unknown},
-            )
+        _wait(
+            d,
+            "memory_swap",
+            have,
+            DeferReason.UNKNOWN_SIGNAL,
+            f"{c.name}: memory+swap limit {_mib(have)} -> {_mib(want)} waits: "
+            f"its memory plus swap use is unknown ({unknown})",
+            {"memory_swap_unknown": unknown},
         )
         return False
     floor = memory_floor(used, margin_pct)
     if want < floor:
-        d.waits.append(
-            (
-                DeferReason.BELOW_USAGE,
-                f"{c.name} uses {_mib(used)} of memory plus swap; its memory+swap limit of {_mib(want)} "
-                f"({spec.memory_swap_bytes.source}) is below that plus {margin_pct:g} % ({_mib(floor)}): "
-                "not lowered until it uses less",
-                {
-                    "memory_swap_used_bytes": used,
-                    "memory_swap_floor_bytes": floor,
-                    "memory_swap_wanted_bytes": want,
-                },
-            )
+        _wait(
+            d,
+            "memory_swap",
+            have,
+            DeferReason.BELOW_USAGE,
+            f"{c.name} uses {_mib(used)} of memory plus swap; its memory+swap limit of {_mib(want)} "
+            f"({spec.memory_swap_bytes.source}) is below that plus {margin_pct:g} % ({_mib(floor)}): "
+            "not lowered until it uses less",
+            {
+                "memory_swap_used_bytes": used,
+                "memory_swap_floor_bytes": floor,
+                "memory_swap_wanted_bytes": want,
+            },
         )
         return False
     return True
@@ -406,24 +423,26 @@ def _pids(
         return
     used, unknown = _usage(c, "pids")
     if used is None:
-        d.waits.append(
-            (
-                DeferReason.UNKNOWN_SIGNAL,
-                f"{c.name}: pids limit -> {want} waits: its task count is unknown ({unknown})",
-                {"pids_unknown": unknown},
-            )
+        _wait(
+            d,
+            "pids",
+            have,
+            DeferReason.UNKNOWN_SIGNAL,
+            f"{c.name}: pids limit -> {want} waits: its task count is unknown ({unknown})",
+            {"pids_unknown": unknown},
         )
         return
     floor = pids_floor(used, margin_pct)
     if want < floor:
-        d.waits.append(
-            (
-                DeferReason.BELOW_USAGE,
-                f"{c.name} runs {used} tasks; its pids limit of {want} ({spec.pids_limit.source}) leaves "
-                f"less than {margin_pct:g} % (at least one task) of room ({floor}): not lowered until it "
-                "runs fewer",
-                {"pids_current": used, "pids_floor": floor, "pids_wanted": want},
-            )
+        _wait(
+            d,
+            "pids",
+            have,
+            DeferReason.BELOW_USAGE,
+            f"{c.name} runs {used} tasks; its pids limit of {want} ({spec.pids_limit.source}) leaves "
+            f"less than {margin_pct:g} % (at least one task) of room ({floor}): not lowered until it "
+            "runs fewer",
+            {"pids_current": used, "pids_floor": floor, "pids_wanted": want},
         )
         return
     _mark(d, "pids", have)
