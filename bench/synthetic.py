@@ -47,6 +47,7 @@ from controller.snapshot import (
 from crd_like_specs.vocabulary import ContainerType
 
 GPU_COUNT = 64
+HOST_CPUS = 256  # the observed CPU count (Snapshot.host_cpus): above every limit the specs set
 GIB = 1024**3
 SAMPLES_PER_CONTAINER = 12
 SAMPLE_INTERVAL_S = 30.0
@@ -225,6 +226,7 @@ def build(n: int, now: datetime, *, limits: bool = False) -> tuple[Snapshot, Con
         gpus=tuple(gpus),
         processes=tuple(processes),
         ledger=Ledger(path="synthetic", version=2, entries=tuple(ledger)),
+        host_cpus=HOST_CPUS,
     )
     memory = ControllerMemory(
         containers=memories, processes=sightings, last_pass_at=now - timedelta(seconds=30)

@@ -68,10 +68,11 @@ def run(
     *containers: ContainerObs,
     res: ResourceSpec | None = None,
     memory: ControllerMemory | None = None,
+    host_cpus: int | None = b.HOST_CPUS,
     **glob: Any,
 ) -> Plan:
     pol = b.policy().model_copy(update={"resources": res or spec()})
-    snap = b.snapshot(containers=list(containers))
+    snap = b.snapshot(containers=list(containers), host_cpus=host_cpus)
     return plan(
         snap, b.desired(pol, b.global_policy(**glob) if glob else None), memory or ControllerMemory(), b.T0
     )
@@ -402,6 +403,37 @@ def test_a_cpu_limit_of_at_least_the_hosts_cpus_is_not_applied() -> None:
         updates(plan(snap, b.desired(pol), ControllerMemory(), b.T0))[0].params
     )
     assert got.nano_cpus == 10**9
+
+
+def test_with_the_hosts_cpu_count_unknown_a_cpu_limit_above_one_waits() -> None:
+    """A snapshot without the host's CPU count (recorded before it was observed) sent --cpus 32 on
+    a 2-CPU host: Docker refuses it ("Range of CPUs is from 0.01 to 2.00"), every pass. The CPU
+    part waits (unknown is not "fits"); the memory and pids come down; one CPU fits every host."""
+    unknown = run(box(), res=spec(cpus=32.0), host_cpus=None)
+    assert b.summary(unknown) == [("UpdateResources", "LimitsMissing", "c1")]
+    got = params(unknown)
+    assert (got.nano_cpus, got.memory_bytes, got.pids_limit) == (None, 8 * GiB, 1024)
+    assert b.deferred_summary(unknown) == [("LimitsMissing", "UnknownSignal", "c1")]
+    (wait,) = unknown.deferred
+    assert wait.message == (
+        "c1: CPU limit unlimited -> 32 waits: the host's CPU count is unknown, and Docker refuses a "
+        "limit above it"
+    )
+    assert (wait.evidence["host_cpus"], wait.evidence["cpus_wanted"]) == (None, 32.0)
+    # Above the spec and alone: LimitsAboveSpec, nothing sent.
+    above = run(
+        box(limits=ResourceLimits(nano_cpus=64 * 10**9)),
+        res=spec(cpus=32.0, memory=None, swap=None, pids=None),
+        host_cpus=None,
+    )
+    assert (b.summary(above), b.deferred_summary(above)) == ([], [("LimitsAboveSpec", "UnknownSignal", "c1")])
+    # One CPU or less is within every host's count; a quota (CpuQuota) is never refused for it.
+    assert params(run(box(), res=spec(cpus=1.0), host_cpus=None)).nano_cpus == 10**9
+    quota = box(limits=ResourceLimits(cpu_quota_us=800_000, cpu_period_us=100_000))
+    got = params(run(quota, res=spec(cpus=4.0), host_cpus=None))
+    assert (got.cpu_quota_us, got.nano_cpus) == (400_000, None)
+    # Known, the count decides as before.
+    assert params(run(box(), res=spec(cpus=32.0), host_cpus=64)).nano_cpus == 32 * 10**9
 
 
 def test_a_pids_limit_of_zero_or_below_is_unlimited_and_never_removes_one() -> None:

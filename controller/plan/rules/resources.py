@@ -34,7 +34,9 @@ Guards (unknown is not idle):
   nor below the memory limit.
 * CPU: nothing to do when the spec allows at least the host's CPUs (Docker refuses more); a
   container limited by ``CpuQuota``, or with a ``CpuPeriod`` set, keeps its period and gets a quota
-  (Docker refuses ``NanoCpus`` with either); otherwise ``NanoCpus``.
+  (Docker refuses ``NanoCpus`` with either); otherwise ``NanoCpus``. With the host's CPU count
+  unknown (``Snapshot.host_cpus`` None: a snapshot recorded without it) a ``NanoCpus`` limit above
+  one CPU waits (``UnknownSignal``): Docker would refuse it, every pass, were it above the count.
 
 Protected and monitoring containers, a container type with ``resourcesExempt`` and an owner with a
 ``resources`` Exemption are left alone (deferred with why). With ``resourceEnforcement.updateLimits:
@@ -208,15 +210,15 @@ def out_of_spec(limits: ResourceLimits, spec: ResourceSpec, host_cpus: int | Non
     if want_cpus is None or (cpus is not None and cpus <= want_cpus + _CPU_EPSILON):
         return False
     d = _Decision()
-    _cpu(d, limits, spec, host_cpus)
-    return bool(d.update)
+    _cpu(d, limits, spec, host_cpus, "")
+    return bool(d.update or d.waits)
 
 
 def _decide(
     c: ContainerObs, limits: ResourceLimits, spec: ResourceSpec, margin_pct: float, host_cpus: int | None
 ) -> _Decision:
     d = _Decision()
-    _cpu(d, limits, spec, host_cpus)
+    _cpu(d, limits, spec, host_cpus, c.name)
     new_memory = _memory(d, c, limits, spec, margin_pct)
     _swap(d, c, limits, spec, new_memory, margin_pct)
     _reservation(d, limits)
@@ -237,7 +239,7 @@ def _wait(
     d.waits.append((why, message, evidence))
 
 
-def _cpu(d: _Decision, limits: ResourceLimits, spec: ResourceSpec, host_cpus: int | None) -> None:
+def _cpu(d: _Decision, limits: ResourceLimits, spec: ResourceSpec, host_cpus: int | None, name: str) -> None:
     want = spec.max_cpus.value
     have = limits.cpus
     if want is None or (have is not None and have <= want + _CPU_EPSILON):
@@ -257,9 +259,26 @@ def _cpu(d: _Decision, limits: ResourceLimits, spec: ResourceSpec, host_cpus: in
         _mark(d, "cpus", have)
         d.update["cpu_quota_us"] = quota
         d.update["cpu_period_us"] = period
+    elif host_cpus is None and want > 1:
+        # Docker refuses NanoCpus above its CPU count ("Range of CPUs is from 0.01 to N.00"), and
+        # the count is not known: sent blind, a limit above it would fail every pass. Every host
+        # has one CPU, so a limit of at most one is sent; a quota (above) is never refused.
+        _wait(
+            d,
+            "cpus",
+            have,
+            DeferReason.UNKNOWN_SIGNAL,
+            f"{name}: CPU limit {_cpus(have)} -> {want:g} waits: the host's CPU count is unknown, and "
+            "Docker refuses a limit above it",
+            {"host_cpus": None, "cpus_wanted": want},
+        )
     else:
         _mark(d, "cpus", have)
         d.update["nano_cpus"] = int(want * 1e9)
+
+
+def _cpus(cpus: float | None) -> str:
+    return "unlimited" if cpus is None else f"{cpus:g}"
 
 
 def _usage(c: ContainerObs, what: str) -> tuple[int | None, str | None]:
