@@ -20,9 +20,9 @@ from controller.observe import HostObserver, ObserveConfig
 from controller.plan.desired import PolicySetDesired
 from controller.plan.planner import plan
 from controller.plan.types import ActionKind, Reason
-from controller.snapshot import Domain, DomainHealth, GpuObs
 from desired_state.load import load_spec_text
 from tests.fixtures.docker_host import ContainerFactory
+from tests.fixtures.nvml import NoGpus
 
 pytestmark = pytest.mark.docker
 
@@ -41,11 +41,6 @@ spec:
   resources:
     aggregate: {cpuQuota: "9600%", memoryMax: 96G, tasksMax: 12288}
 """
-
-
-class NoGpus:
-    def observe(self) -> tuple[tuple[GpuObs, ...], DomainHealth]:
-        return (), DomainHealth(domain=Domain.NVML, ok=True)
 
 
 def test_a_container_outside_its_owners_slice_is_reported_as_bypassing(

@@ -24,11 +24,11 @@ from controller.observe import HostObserver, ObserveConfig
 from controller.plan.desired import PolicySetDesired
 from controller.plan.planner import plan
 from controller.plan.types import Action, ActionKind, Reason, StopParams
-from controller.snapshot import Domain, DomainHealth, GpuObs
 from desired_state.load import load_spec_text
 from tests.fixtures import builders as b
 from tests.fixtures.act import NOW, make_plan, read_events
 from tests.fixtures.docker_host import ContainerFactory
+from tests.fixtures.nvml import NoGpus
 
 pytestmark = pytest.mark.docker
 
@@ -41,11 +41,6 @@ spec:
   resources: {maxContainersPerUser: 2}
   resourceEnforcement: {updateLimits: false, enforce: stop}
 """
-
-
-class NoGpus:
-    def observe(self) -> tuple[tuple[GpuObs, ...], DomainHealth]:
-        return (), DomainHealth(domain=Domain.NVML, ok=True)
 
 
 def over_the_quota(make_container: ContainerFactory, tmp_path: Path) -> tuple[str, list[Any], Action]:

@@ -29,8 +29,6 @@ from controller.snapshot import (
     ContainerObs,
     ContainerState,
     Domain,
-    DomainHealth,
-    GpuObs,
     GpuRefSource,
     OwnerRule,
     Snapshot,
@@ -38,16 +36,9 @@ from controller.snapshot import (
 )
 from crd_like_specs.vocabulary import ContainerType
 from tests.fixtures.docker_host import ContainerFactory
-from tests.fixtures.nvml import FakeNvml, gpu_uuid, mig_uuid
+from tests.fixtures.nvml import FakeNvml, NoGpus, gpu_uuid, mig_uuid
 
 pytestmark = pytest.mark.docker
-
-
-class NoGpus:
-    """A healthy NVML with no GPUs (a value, not a mock): for tests that are not about GPUs."""
-
-    def observe(self) -> tuple[tuple[GpuObs, ...], DomainHealth]:
-        return (), DomainHealth(domain=Domain.NVML, ok=True)
 
 
 def config(tmp_path: Path, **overrides: Any) -> ObserveConfig:

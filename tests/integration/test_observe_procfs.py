@@ -27,22 +27,15 @@ from controller.snapshot import (
     CgroupScope,
     ContainerObs,
     Domain,
-    DomainHealth,
-    GpuObs,
     KeepAliveState,
     ProcessState,
     SignalSource,
     Snapshot,
 )
 from tests.fixtures.docker_host import ContainerFactory, OrphanProcess
-from tests.fixtures.nvml import FakeNvml, gpu_uuid, mig_uuid
+from tests.fixtures.nvml import FakeNvml, NoGpus, gpu_uuid, mig_uuid
 
 pytestmark = pytest.mark.docker
-
-
-class NoGpus:
-    def observe(self) -> tuple[tuple[GpuObs, ...], DomainHealth]:
-        return (), DomainHealth(domain=Domain.NVML, ok=True)
 
 
 def observe(tmp_path: Path, nvml: Any = None, **overrides: Any) -> Snapshot:

@@ -45,9 +45,6 @@ from controller.plan.planner import plan as make_plan
 from controller.plan.types import ActionKind, Plan
 from controller.snapshot import (
     ContainerObs,
-    Domain,
-    DomainHealth,
-    GpuObs,
     KeepAlive,
     KeepAliveState,
     Snapshot,
@@ -57,7 +54,7 @@ from desired_state.load import load_spec_text
 from tests.fixtures.act import RecordingNotifier
 from tests.fixtures.builders import record_outcomes
 from tests.fixtures.docker_host import ContainerFactory
-from tests.fixtures.nvml import FakeNvml, gpu_uuid
+from tests.fixtures.nvml import FakeNvml, NoGpus, gpu_uuid
 
 pytestmark = pytest.mark.docker
 
@@ -123,13 +120,6 @@ class Watch:
 
 
 # --- shared pieces ------------------------------------------------------------------------------------
-
-
-class NoGpus:
-    """A healthy NVML with no GPUs: the link tests are about files, not GPUs."""
-
-    def observe(self) -> tuple[tuple[GpuObs, ...], DomainHealth]:
-        return (), DomainHealth(domain=Domain.NVML, ok=True)
 
 
 def gpu_request(uuid: str) -> list[Any]:

@@ -470,6 +470,19 @@ _CPUS_WHY = (
 )
 
 
+def _one_error_from_validate_and_load(
+    tmp_path: Path, files: dict[str, str | bytes], target: str, where: str, message: str
+) -> None:
+    """``ds01ctl validate`` gives exactly this one error, and loading the policy fails with it."""
+    materialise(tmp_path, files)
+    errors = validation_errors([tmp_path / target])
+    assert [str(e) for e in errors] == [f"{tmp_path}/{where}: {message}"]
+    load_args = {"ds01_config_dir": tmp_path} if target == "." else {"specs_dir": tmp_path / target}
+    with pytest.raises(PolicyLoadError) as info:
+        load_policy(**load_args)
+    assert [str(e) for e in info.value.errors] == [str(errors[0])]
+
+
 @pytest.mark.parametrize(
     ("files", "target", "where", "message"),
     [
@@ -523,13 +536,7 @@ def test_a_limit_docker_refuses_is_an_error_naming_file_field_and_fix(
     """maxCpus 0.001 passed (``> 0``) and every ``docker update`` of it failed: the engine takes
     ``--cpus 0.001`` but the kernel refuses its 100 us CFS quota (write ".../cpu.cfs_quota_us:
     invalid argument"). It is the same one-line error as any other, from DS01's files too."""
-    materialise(tmp_path, files)
-    errors = validation_errors([tmp_path / target])
-    assert [str(e) for e in errors] == [f"{tmp_path}/{where}: {message}"]
-    load_args = {"ds01_config_dir": tmp_path} if target == "." else {"specs_dir": tmp_path / target}
-    with pytest.raises(PolicyLoadError) as info:
-        load_policy(**load_args)
-    assert [str(e) for e in info.value.errors] == [str(errors[0])]
+    _one_error_from_validate_and_load(tmp_path, files, target, where, message)
 
 
 def test_the_smallest_cpu_limit_docker_takes_is_valid(tmp_path: Path) -> None:
@@ -595,13 +602,7 @@ def test_a_cpu_quota_systemd_refuses_is_an_error_naming_file_field_and_fix(
     """cpuQuota '0%' passed (any digits and '%') and became a cap of 0 CPUs, which every CPU limit
     exceeds; systemd refuses it (a unit file's is ignored), and the kernel any quota under 1 ms per
     period, which systemd stretches to at most 1 s: 0.1% is the least it applies."""
-    materialise(tmp_path, files)
-    errors = validation_errors([tmp_path / target])
-    assert [str(e) for e in errors] == [f"{tmp_path}/{where}: {message}"]
-    load_args = {"ds01_config_dir": tmp_path} if target == "." else {"specs_dir": tmp_path / target}
-    with pytest.raises(PolicyLoadError) as info:
-        load_policy(**load_args)
-    assert [str(e) for e in info.value.errors] == [str(errors[0])]
+    _one_error_from_validate_and_load(tmp_path, files, target, where, message)
 
 
 @pytest.mark.parametrize("quota", ["0.1%", "0.25%", "12.5%", "9600%"])
