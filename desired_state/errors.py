@@ -259,6 +259,14 @@ def _model_at(model: type[BaseModel], loc: Iterable[str | int]) -> tuple[type[Ba
     current: Any = model
     description = ""
     for part in loc:
+        if isinstance(part, str) and not (isinstance(current, type) and issubclass(current, BaseModel)):
+            # An optional section (``Aggregate | None``): the name is one of its fields, not a key of
+            # a mapping, so its own description is found (not the section's).
+            inner = unwrap_model(current)
+            if inner is not None and any(
+                (info.alias or name) == part for name, info in inner.model_fields.items()
+            ):
+                current = inner
         if isinstance(current, type) and issubclass(current, BaseModel):
             field = None
             for name, info in current.model_fields.items():

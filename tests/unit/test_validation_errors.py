@@ -609,3 +609,22 @@ def test_a_cpu_quota_systemd_refuses_is_an_error_naming_file_field_and_fix(
 def test_a_cpu_quota_systemd_applies_is_valid(tmp_path: Path, quota: str) -> None:
     materialise(tmp_path, _group(f'{{cpuQuota: "{quota}"}}'))
     assert validate_paths([tmp_path / "specs"]) == []
+
+
+def test_a_field_of_an_optional_section_is_described_by_its_own_description(tmp_path: Path) -> None:
+    """``aggregate`` is optional (``Aggregate | None``): a malformed ``cpuQuota`` said "expected
+    Per-user slice caps; null: no cap", the section's description, not what a cpuQuota looks like."""
+    materialise(
+        tmp_path,
+        spec(
+            HEAD + "kind: LifecyclePolicy\nmetadata: {name: p}\nspec:\n  resources:\n    aggregate:\n"
+            "      cpuQuota: abc\n      memoryMax: xyz\n"
+        ),
+    )
+    assert [str(e) for e in validation_errors([tmp_path / "specs"])] == [
+        f"{tmp_path}/specs/policy.yaml:7: document 1 (LifecyclePolicy/p): spec.resources.aggregate.cpuQuota: "
+        "'abc' is not in the expected form; expected systemd CPUQuota, e.g. '9600%' (96 CPUs); at least 0.1% "
+        "(systemd's least), at most two decimal places",
+        f"{tmp_path}/specs/policy.yaml:8: document 1 (LifecyclePolicy/p): "
+        "spec.resources.aggregate.memoryMax: 'xyz' is not in the expected form; expected e.g. '96G'",
+    ]
