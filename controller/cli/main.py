@@ -69,7 +69,9 @@ kinds:
                its lead come after), "unknown" (NVML down), or "-".
   gpus         INDEX UUID MODEL MIG MEMORY UTIL HOLDERS PROCESSES STATE
                STATE: free, held, idle-held (every holder stopped or idle), dirty (a process no running
-               holder accounts for, or marked for reset), unavailable (NVML down, or MIG on with no devices).
+               holder accounts for, or marked for reset), unavailable (NVML down, or MIG on with no devices),
+               unknown (Docker down: its holders cannot be listed; or no holder and NVML could not
+               list its processes).
   processes    PID GPU MEMORY USER CONTAINER COMMAND VERDICT (ok, orphan, suspect, system)
   allocations  the ledger next to the allocations the containers imply, with a verdict
                (ok, leaked, duplicate, unrecorded, ledger-only, mismatch, unknown)

@@ -829,3 +829,20 @@ def test_validate_with_ds01_config_checks_the_specs_layered_over_it(
     )
     rc, out, _ = run(["validate", "--ds01-config", str(ds01), str(specs)], capsys)
     assert rc == 1 and f"{specs}/site.yaml:5" in out and "defaultGroup 'nobody'" in out
+
+
+def test_every_gpu_state_get_shows_is_explained_in_its_help(capsys: pytest.CaptureFixture[str]) -> None:
+    """``unknown`` (Docker down, or no holder and an unlisted process table) was shown in the STATE
+    column and explained nowhere in ``ds01ctl get --help``."""
+    import inspect
+
+    from controller.cli.get import gpu_state
+
+    states = set(re.findall(r'return "([a-z-]+)"', inspect.getsource(gpu_state)))
+    assert states == {"free", "held", "idle-held", "dirty", "unavailable", "unknown"}
+    with pytest.raises(SystemExit):
+        main(["get", "--help"])
+    help_text = " ".join(capsys.readouterr().out.split())
+    explained = help_text.split("STATE: ", 1)[1].split(" processes ", 1)[0]
+    for state in states:
+        assert f"{state} (" in explained or f"{state}, " in explained, state
