@@ -62,13 +62,21 @@ def still_needed(wanted: ResourceUpdate, limits: ResourceLimits | None) -> dict[
             body["MemorySwap"] = max(have.total_swap_bytes, body.get("Memory", 0))
         elif swap is not None:
             body["MemorySwap"] = swap
-    memory = body.get("Memory")
-    reservation = have.memory_reservation_bytes
-    if memory is not None and reservation is not None and reservation > memory:
-        body["MemoryReservation"] = memory
+    reservation = lowered_reservation(body.get("Memory"), have.memory_reservation_bytes)
+    if reservation is not None:
+        body["MemoryReservation"] = reservation
     if wanted.pids_limit is not None and (have.pids_limit is None or have.pids_limit > wanted.pids_limit):
         body["PidsLimit"] = wanted.pids_limit
     return body
+
+
+def lowered_reservation(memory_bytes: int | None, reservation_bytes: int | None) -> int | None:
+    """The memory reservation an update that sets ``memory_bytes`` must also set, or None: one above
+    the new limit comes down to it (Docker takes the update without it, then refuses to start the
+    container); none, or one at or below it, is left alone, and nothing without a memory limit sent."""
+    if memory_bytes is not None and reservation_bytes is not None and reservation_bytes > memory_bytes:
+        return memory_bytes
+    return None
 
 
 def after_update(limits: ResourceLimits | None, body: dict[str, int]) -> ResourceLimits:

@@ -51,6 +51,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from controller.plan.context import Collector, PassContext, host_target
+from controller.plan.limits_update import lowered_reservation
 from controller.plan.rules.common import shielded
 from controller.plan.types import ActionKind, DeferReason, Reason, ResourceUpdate, WarnParams
 from controller.snapshot import ContainerObs, ContainerState, ResourceLimits
@@ -424,11 +425,10 @@ def _reservation(d: _Decision, limits: ResourceLimits) -> None:
     Only with a memory limit in the update (so it never makes an update by itself, and ``out_of_spec``
     need not know of it); the update sets the memory whenever it lowers the memory or the swap.
     """
-    memory = d.update.get("memory_bytes")
-    reservation = limits.memory_reservation_bytes
-    if memory is not None and reservation is not None and reservation > memory:
-        d.update["memory_reservation_bytes"] = memory
-        d.reservation_was = reservation
+    lowered = lowered_reservation(d.update.get("memory_bytes"), limits.memory_reservation_bytes)
+    if lowered is not None:
+        d.update["memory_reservation_bytes"] = lowered
+        d.reservation_was = limits.memory_reservation_bytes
 
 
 def _pids(
