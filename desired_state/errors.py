@@ -19,6 +19,7 @@ from datetime import date
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
+from pydantic.fields import FieldInfo
 from pydantic_core import ErrorDetails
 
 Loc = tuple[str | int, ...]
@@ -259,20 +260,14 @@ def _model_at(model: type[BaseModel], loc: Iterable[str | int]) -> tuple[type[Ba
     current: Any = model
     description = ""
     for part in loc:
-        if isinstance(part, str) and not (isinstance(current, type) and issubclass(current, BaseModel)):
+        if isinstance(part, str) and not _is_model(current):
             # An optional section (``Aggregate | None``): the name is one of its fields, not a key of
             # a mapping, so its own description is found (not the section's).
             inner = unwrap_model(current)
-            if inner is not None and any(
-                (info.alias or name) == part for name, info in inner.model_fields.items()
-            ):
+            if inner is not None and _field_named(inner, part) is not None:
                 current = inner
-        if isinstance(current, type) and issubclass(current, BaseModel):
-            field = None
-            for name, info in current.model_fields.items():
-                if (info.alias or name) == part:
-                    field = info
-                    break
+        if _is_model(current):
+            field = _field_named(current, part)
             if field is None:
                 return None, ""
             description = field.description or ""
@@ -284,6 +279,18 @@ def _model_at(model: type[BaseModel], loc: Iterable[str | int]) -> tuple[type[Ba
             return None, description
     target = unwrap_model(current)
     return target, description
+
+
+def _is_model(annotation: Any) -> bool:
+    return isinstance(annotation, type) and issubclass(annotation, BaseModel)
+
+
+def _field_named(model: type[BaseModel], part: str | int) -> FieldInfo | None:
+    """The field of ``model`` written ``part`` in a spec (its alias, else its name)."""
+    for name, info in model.model_fields.items():
+        if (info.alias or name) == part:
+            return info
+    return None
 
 
 def unwrap_model(annotation: Any) -> type[BaseModel] | None:
