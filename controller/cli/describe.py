@@ -47,10 +47,10 @@ from controller.cli.view import (
     UnlistedDevice,
     View,
     container_sort_key,
-    gpu_devices,
     gpu_util,
     held_turn,
     idleness,
+    process_devices,
     rates,
     release_breaker_line,
     rule_of,
@@ -958,7 +958,7 @@ def describe_user(view: View, name: str, style: Style = PLAIN) -> str:
     aggregate_section(view, name, s)
     s.heading("GPU processes")
     unlisted = unlisted_devices(view.snapshot)
-    devices = len(gpu_devices(view.snapshot.gpus)) - sum(g.mig_enabled for g in view.snapshot.gpus)
+    devices = len(process_devices(view.snapshot.gpus))
     _processes_lines(view, processes, unlisted, "GPU", s, others_listed=len(unlisted) < devices)
     s.heading("Ledger")
     _release_breaker_note(view, s)

@@ -705,15 +705,21 @@ def unlisted_devices(snapshot: Snapshot) -> list[UnlistedDevice]:
     if not snapshot.domain_ok(Domain.NVML):
         error = snapshot.domain_error(Domain.NVML) or "unknown error"
         return [UnlistedDevice(None, None, f"NVML unavailable: {error}")]
-    out: list[UnlistedDevice] = []
-    for g, device in gpu_devices(snapshot.gpus):
-        if device is None:
-            if g.processes_unknown and not g.mig_enabled:
-                out.append(UnlistedDevice(str(g.index), g.uuid, g.processes_unknown))
-            continue
-        m = next(m for m in g.mig_devices if m.uuid == device)
-        if m.processes_unknown:
-            out.append(UnlistedDevice(f"{g.index}.{m.index}", m.uuid, m.processes_unknown))
+    return [UnlistedDevice(slot, uuid, why) for slot, uuid, why in process_devices(snapshot.gpus) if why]
+
+
+def process_devices(gpus: Sequence[GpuObs]) -> list[tuple[str, str, str | None]]:
+    """The devices NVML lists compute processes on, in slot order, each as (slot, uuid, why its
+    processes are unknown or None): every GPU not in MIG mode, and every MIG device (a GPU in MIG
+    mode has its processes on its MIG devices, none of its own)."""
+    out: list[tuple[str, str, str | None]] = []
+    for g in sorted(gpus, key=lambda x: x.index):
+        if not g.mig_enabled:
+            out.append((str(g.index), g.uuid, g.processes_unknown))
+        out.extend(
+            (f"{g.index}.{m.index}", m.uuid, m.processes_unknown)
+            for m in sorted(g.mig_devices, key=lambda x: x.index)
+        )
     return out
 
 
