@@ -125,18 +125,25 @@ class PolicySet:
     _sanitised_members: dict[str, UserGroup] = field(
         default_factory=dict, init=False, compare=False, repr=False
     )
+    # Login names more than one group lists: every such group, in order (the first applies).
+    _listed_in: dict[str, tuple[UserGroup, ...]] = field(
+        default_factory=dict, init=False, compare=False, repr=False
+    )
 
     def __post_init__(self) -> None:
         ordered = tuple(sorted(self.groups, key=group_sort_key))
         object.__setattr__(self, "groups", ordered)
         exact: dict[str, UserGroup] = {}
         sanitised: dict[str, UserGroup] = {}
+        listed_in: dict[str, list[UserGroup]] = {}
         for group in ordered:  # first group in order wins, as in DS01
-            for member in group.spec.members or ():
+            for member in dict.fromkeys(group.spec.members or ()):
                 exact.setdefault(member, group)
                 sanitised.setdefault(sanitise_username(member), group)
+                listed_in.setdefault(member, []).append(group)
         object.__setattr__(self, "_members", exact)
         object.__setattr__(self, "_sanitised_members", sanitised)
+        object.__setattr__(self, "_listed_in", {m: tuple(gs) for m, gs in listed_in.items() if len(gs) > 1})
 
     # --- lookups ---------------------------------------------------------------------------------
 
@@ -160,12 +167,27 @@ class PolicySet:
         """The owner's group and how it was found: by login name, else by sanitised form."""
         group = self._members.get(owner)
         if group is not None:
+            also = self.listed_in(owner)[1:]
+            if also:
+                # Listed again in a later group: say which applies, or an admin reading that group's
+                # members wonders why its settings never do (ds01ctl validate warns of it too).
+                later = ", ".join(f"UserGroup/{g.metadata.name}" for g in also)
+                return group, f"member '{owner}' (also listed in {later}, later by order: not applied)"
             return group, f"member '{owner}'"
         key = sanitise_username(owner)
         group = self._sanitised_members.get(key) if key else None
         if group is not None:
             return group, f"member by sanitised name '{key}'"
         return None, ""
+
+    def listed_in(self, owner: str) -> tuple[UserGroup, ...]:
+        """Every group listing the login name ``owner`` (exactly), in order, when more than one does;
+        else ``()``. The first is the owner's group (:meth:`group_of`); the others never apply."""
+        return self._listed_in.get(owner, ())
+
+    def members_in_several_groups(self) -> dict[str, tuple[UserGroup, ...]]:
+        """Each login name more than one group lists, with those groups in order (the first applies)."""
+        return dict(self._listed_in)
 
     def override_of(self, owner: str) -> UserOverride | None:
         for override in self.overrides:

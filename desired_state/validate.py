@@ -170,7 +170,40 @@ def validation_warnings(paths: Sequence[Path], now: datetime | None = None) -> l
         shown = ", ".join(where[:6]) + (f" and {len(where) - 6} more" if len(where) > 6 else "")
         text = f"warning: {note} (for {shown})"
         out.append(f"{text} [{'; '.join(files)}]" if files else text)
+    out.extend(_several_groups(policy, entries))
     return out
+
+
+def _several_groups(policy: PolicySet, entries: Sequence[LoadedDocument]) -> list[str]:
+    """One warning per login name more than one group lists: only the first group by order applies
+    (as in DS01), so the others' settings never do for that user, whatever their members say."""
+    out: list[str] = []
+    for member, groups in sorted(policy.members_in_several_groups().items()):
+        first, *later = (f"UserGroup/{g.metadata.name}" for g in groups)
+        lines = (_members_line(entries, g.metadata.name, member) for g in groups)
+        files = list(dict.fromkeys(f for f in lines if f is not None))
+        text = (
+            f"warning: '{member}' is a member of {first} and {' and '.join(later)}: only {first} "
+            f"applies to '{member}' (the first group by order, then name; in DS01's file, the first "
+            f"listed); remove '{member}' from the others, or reorder the groups"
+        )
+        out.append(f"{text} [{'; '.join(files)}]" if files else text)
+    return out
+
+
+def _members_line(entries: Sequence[LoadedDocument], group: str, member: str) -> str | None:
+    """``file:line`` of the members of the layer of UserGroup ``group`` that lists ``member``."""
+    for entry in entries:
+        for layer in entry.layers or (entry,):
+            doc, src = layer.document, layer.source
+            if doc.kind != "UserGroup" or doc.metadata.name != group or src.builtin:
+                continue
+            if member not in (getattr(doc.spec, "members", None) or ()):
+                continue
+            line = layer.line_of(("spec", "members"))
+            line = line if line is not None else src.line
+            return f"{src.path}:{line}" if line is not None else src.path
+    return None
 
 
 def main(argv: Sequence[str] | None = None, out: Callable[[str], Any] | None = None) -> int:

@@ -24,6 +24,7 @@ from desired_state.effective import EffectivePolicy, ExemptFrom, GpuResetPolicy
 from desired_state.load import builtin_policy, dump_documents, load_spec_text
 from desired_state.policy_set import PolicySet
 from desired_state.resolve import describe_precedence, global_policy, resolve_effective_policy
+from desired_state.validate import validate_paths, validation_warnings
 
 DS01_DIR = Path(__file__).resolve().parents[1] / "data" / "ds01"
 NOW = datetime(2026, 7, 1, 12, 0, tzinfo=UTC)
@@ -616,3 +617,54 @@ def test_admin_idle_timeout_beats_the_builtin_docker_type_pin() -> None:
         "spec:\n  settings: {idleTimeout: 20s}\n  containerTypes:\n    docker: {idleTimeout: 5m}\n"
     )
     assert resolve(pinned, "anyone", T.DOCKER).idle_timeout_s.value == 300
+
+
+def test_a_user_in_two_groups_gets_the_first_and_is_told_so(tmp_path: Path) -> None:
+    """DS01 takes the first group (in its file) whose members list the user; a later group's settings
+    never apply to that user. The source says so, and ``ds01ctl validate`` warns with both lines."""
+    (tmp_path / "resource-limits.yaml").write_text(
+        "groups:\n"
+        "  student:\n    members: [sam, ann]\n    idle_timeout_h: 1\n"
+        "  researcher:\n    members: [ann, rita]\n    idle_timeout_h: 4\n"
+        "  faculty:\n    idle_timeout_h: 8\n"
+    )
+    (tmp_path / "groups").mkdir()
+    (tmp_path / "groups" / "faculty.members").write_text("ann\n")
+    policy = import_ds01(tmp_path)
+    ann = resolve(policy, "ann", T.ATOMIC)
+    assert (ann.group.value, hours(ann.idle_timeout_s.value)) == ("student", 1)
+    assert ann.group.source == (
+        "UserGroup/student: member 'ann' (also listed in UserGroup/researcher, UserGroup/faculty, "
+        "later by order: not applied)"
+    )
+    rita = resolve(policy, "rita", T.ATOMIC)  # listed once: the source is as before
+    assert (rita.group.value, rita.group.source) == ("researcher", "UserGroup/researcher: member 'rita'")
+    config = tmp_path / "resource-limits.yaml"
+    assert validate_paths([tmp_path]) == []
+    assert validation_warnings([tmp_path]) == [
+        "warning: 'ann' is a member of UserGroup/student and UserGroup/researcher and UserGroup/faculty: "
+        "only UserGroup/student applies to 'ann' (the first group by order, then name; in DS01's file, "
+        "the first listed); remove 'ann' from the others, or reorder the groups "
+        f"[{config}:3; {config}:6; {config}:8]"
+    ]
+
+
+def test_the_first_group_by_order_applies_in_spec_files_too(tmp_path: Path) -> None:
+    text = """\
+apiVersion: ds01.io/v1alpha1
+kind: UserGroup
+metadata: {name: b-late}
+spec: {order: 5, members: [u], settings: {idleTimeout: 2h}}
+---
+apiVersion: ds01.io/v1alpha1
+kind: UserGroup
+metadata: {name: a-early}
+spec: {order: 50, members: [u, v], settings: {idleTimeout: 3h}}
+"""
+    (tmp_path / "groups.yaml").write_text(text)
+    eff = resolve(load_spec_text(text), "u", T.ATOMIC)
+    assert (eff.group.value, hours(eff.idle_timeout_s.value)) == ("b-late", 2)
+    assert "also listed in UserGroup/a-early" in eff.group.source
+    [warning] = validation_warnings([tmp_path / "groups.yaml"])
+    assert warning.startswith("warning: 'u' is a member of UserGroup/b-late and UserGroup/a-early: ")
+    assert warning.endswith(f"[{tmp_path / 'groups.yaml'}:4; {tmp_path / 'groups.yaml'}:9]")
