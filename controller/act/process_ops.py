@@ -7,8 +7,9 @@ still in none); when the plan names the cgroup path that made it an orphan (this
 see :mod:`controller.observe.cgroups`), the process must still be in exactly that cgroup. The
 controller never signals PID 0 or 1, itself, its parent or its process group leader, and signals
 always name a single pid (never a process group). A process in a container's cgroup is not signalled
-while a root-owned containerd shim among its ancestors runs that container (``LIVE``): the container
-is alive under another engine on this host, whatever this engine lists; the walk is the observer's
+while a root-owned containerd shim among its ancestors runs that container, or any other container
+its cgroup path names (``LIVE``): the container is alive under some engine on this host, whatever
+this engine lists; the walk is the observer's
 own (:func:`controller.observe.procfs.find_live_shim`), and an ancestry that cannot be read is
 ``UNKNOWN``: not signalled either.
 
@@ -104,21 +105,23 @@ def check_identity(
             Identity.CHANGED, f"pid {pid} is now in cgroup {attribution.cgroup or '/'}, not {cgroup}"
         )
     if container_id is not None:
-        full = next(cid for cid in attribution.candidates if _names(cid, container_id))
-        try:
-            shim = find_live_shim(proc, pid, full)
-        except AncestryUnreadable as exc:
-            return IdentityCheck(
-                Identity.UNKNOWN,
-                f"pid {pid}: cannot tell whether a live containerd shim runs its container {full[:12]} "
-                f"({exc}): not signalled on a guess",
-            )
-        if shim:
-            return IdentityCheck(
-                Identity.LIVE,
-                f"pid {pid}'s container {full[:12]} is run by a live containerd shim ({shim}): "
-                "another engine's live container, not an orphan",
-            )
+        # Every container the path names, not only the planned one: a live container nested in
+        # the planned one's cgroup (``--cgroup-parent=/docker/<planned>``) owns the process.
+        for full in attribution.candidates:
+            try:
+                shim = find_live_shim(proc, pid, full)
+            except AncestryUnreadable as exc:
+                return IdentityCheck(
+                    Identity.UNKNOWN,
+                    f"pid {pid}: cannot tell whether a live containerd shim runs its container "
+                    f"{full[:12]} ({exc}): not signalled on a guess",
+                )
+            if shim:
+                return IdentityCheck(
+                    Identity.LIVE,
+                    f"pid {pid}'s container {full[:12]} is run by a live containerd shim ({shim}): "
+                    "a live container, not an orphan",
+                )
     return IdentityCheck(Identity.SAME)
 
 

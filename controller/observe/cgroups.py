@@ -9,8 +9,11 @@ Owns the patterns by which a cgroup path names a container:
 * containerd's CRI plugin: ``cri-containerd-<id>.scope``.
 
 A path can name several ids (Docker-in-Docker: ``/docker/<outer>/docker/<inner>``). They are all
-returned, outermost first; :func:`attribute` prefers one that exists on this host's engine and
-otherwise reports the outermost, which is the one the host engine would have created.
+returned, outermost first; :func:`attribute` prefers one that is a live container of this host's
+engine, then one that exists there, and otherwise reports the outermost, which is the one the host
+engine would have created. Live comes first because both may be this engine's: ``--cgroup-parent=
+/docker/<outer>`` (cgroupfs driver) puts a running container in a created or exited one's cgroup,
+and its processes are the running one's, never orphans of the outer one.
 
 The lines of a v1 host can disagree (a process moved in one hierarchy only); the unified (``0::``)
 line is tried first, then the v1 lines in file order, and the first line that names an id decides.
@@ -135,15 +138,20 @@ def attribute(
     text: str,
     existing: Container[str] = frozenset(),
     engine_parents: Sequence[str] = DEFAULT_ENGINE_PARENTS,
+    live: Container[str] = frozenset(),
 ) -> CgroupAttribution:
     """The container a process belongs to, from its ``/proc/<pid>/cgroup`` text, and whose cgroup
-    it is (``engine_parents``: the ``--cgroup-parent`` values this engine's containers are given)."""
+    it is (``engine_parents``: the ``--cgroup-parent`` values this engine's containers are given;
+    ``existing``: the ids this engine lists, ``live`` those of them running, paused or restarting)."""
     lines = _by_priority(parse_cgroup(text))
     for line in lines:
         candidates = container_ids_in_path(line.path)
         if not candidates:
             continue
-        chosen = next((c for c in candidates if c in existing), candidates[0])
+        chosen = next(
+            (c for c in candidates if c in live),
+            next((c for c in candidates if c in existing), candidates[0]),
+        )
         scope = (
             CgroupScope.ENGINE if is_engine_cgroup(line.path, chosen, engine_parents) else CgroupScope.FOREIGN
         )

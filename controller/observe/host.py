@@ -52,6 +52,7 @@ from controller.observe.procfs import (
 )
 from controller.observe.signals import SignalConfig, gpu_util_readings, read_signals, unknown_signals
 from controller.snapshot import (
+    LIVE_STATES,
     ActivitySignals,
     ContainerObs,
     ContainerState,
@@ -265,8 +266,9 @@ class HostObserver:
         ]
         _with_keepalives(containers, keepalive_requests, self.keepalive_reads)
         existing = {c.id for c in containers}
+        live = {c.id for c in containers if c.state in LIVE_STATES}
         processes, proc_errors = attribute_gpu_processes(
-            gpus, existing, reader, self.config.engine_cgroup_parents
+            gpus, existing, reader, self.config.engine_cgroup_parents, live
         )
         proc_problems = [e for e in (reader.health_error(), *proc_errors) if e]
         health[Domain.PROCFS] = DomainHealth(

@@ -348,8 +348,13 @@ def attribute_gpu_processes(
     existing_containers: Container[str],
     reader: ProcReader,
     engine_parents: Sequence[str] = DEFAULT_ENGINE_PARENTS,
+    live_containers: Container[str] = frozenset(),
 ) -> tuple[tuple[GpuProcessObs, ...], tuple[str, ...]]:
     """Attribute every compute process NVML listed; returns the observations and read errors.
+
+    ``existing_containers`` are the ids this engine lists, ``live_containers`` those of them that
+    are live: a cgroup path naming several of them is the live one's (see
+    :func:`~controller.observe.cgroups.attribute`).
 
     Errors are reads that failed for a reason other than the process having exited; the caller
     marks the PROCFS domain unavailable with them, because an unreadable cgroup must not turn a
@@ -374,7 +379,7 @@ def attribute_gpu_processes(
         if read.info is None:
             out.append(base)
             continue
-        attribution = attribute(read.cgroup_text, existing_containers, engine_parents)
+        attribution = attribute(read.cgroup_text, existing_containers, engine_parents, live_containers)
         container_id: ContainerId | None = attribution.container_id
         exists = container_id is not None and container_id in existing_containers
         scope, shim = attribution.scope, ""

@@ -18,6 +18,10 @@ the executor and the markers work (a test where nothing is ever killed could not
   containers in cgroups of this engine's form (``/docker/<id>``), and this engine does not list
   them. Its GPU process is reported as foreign (a live shim runs it), never planned for a kill; a
   KillProcess for it, as a planner without that check wrote one, is skipped by the executor.
+- **A live container nested in a stopped one's cgroup**: ``--cgroup-parent=/docker/<id of a
+  created or exited container>`` puts a running container's processes in ``/docker/<outer>/<inner>``.
+  Both ids are this engine's; the running inner one is the process's container, never an orphan of
+  the outer one, and a KillProcess naming the outer one is skipped by the executor.
 """
 
 from __future__ import annotations
@@ -442,3 +446,55 @@ def test_a_second_engines_live_container_is_never_planned_or_signalled(
     box.reload()
     assert box.attrs["State"]["Running"] is True
     assert box.exec_run(["sh", "-c", "test ! -e /scratch/term"]).exit_code == 0
+
+
+# --- a live container nested in a stopped one's cgroup ----------------------------------------------
+
+
+def test_a_live_container_nested_in_a_stopped_containers_cgroup_is_never_planned_or_signalled(
+    make_container: ContainerFactory,
+    trapped: Callable[..., Trapped],
+    fake_docker_cgroup: tuple[str, Path],
+    fake_nvml: FakeNvml,
+    docker_client: Any,
+    tmp_path: Path,
+) -> None:
+    if docker_client.info().get("CgroupDriver") != "cgroupfs":
+        pytest.fail("this test needs the cgroupfs driver (a cgroup parent given as a path)")
+    outer = make_container(start=False)  # created, never started: listed, not live
+    inner = make_container(
+        ["sh", "-c", 'trap "echo TERM > /scratch/term; exit 0" TERM; sleep 300 & wait'],
+        cgroup_parent=f"/docker/{outer.id}",
+        tmpfs={"/scratch": "mode=1777"},
+        network_mode="none",
+    )
+    in_inner = int(inner.attrs["State"]["Pid"])
+    in_inner_start = psutil.Process(in_inner).create_time()
+    scope = attribute(Path(f"/proc/{in_inner}/cgroup").read_text())
+    assert scope.candidates == (outer.id, inner.id), scope
+    # The control: a genuine orphan of this engine, killed by the same plan.
+    _, cgroup = fake_docker_cgroup
+    control = trapped("control")
+    (cgroup / "cgroup.procs").write_text(str(control.pid))
+    fake_nvml.set_gpus(1)
+    fake_nvml.add_process(gpu_uuid(0), in_inner)
+    fake_nvml.add_process(gpu_uuid(0), control.pid)
+    fake_nvml.write()
+
+    p = for_pids(two_pass_plan(tmp_path), {in_inner, control.pid})
+    assert {a.target.pid for a in p.actions if a.kind == ActionKind.KILL_PROCESS} == {control.pid}, p.actions
+
+    # A kill naming the outer container, as a planner that took the outermost id wrote one.
+    stale = kill_action(in_inner, in_inner_start, outer.id).model_copy(
+        update={"evidence": {"container_id": outer.id, "cgroup": scope.cgroup}}
+    )
+    report = executor(docker_client, tmp_path).execute(
+        p.model_copy(update={"actions": (*p.actions, stale)}), p.memory, datetime.now(UTC)
+    )
+    outcomes = {o.target.pid: (o.outcome.value, o.detail) for o in report.outcomes}
+    assert outcomes[in_inner][0] == "skipped" and inner.id[:12] in outcomes[in_inner][1], outcomes
+    wait_gone(control)
+    assert control.signalled()
+    inner.reload()
+    assert inner.attrs["State"]["Running"] is True
+    assert inner.exec_run(["sh", "-c", "test ! -e /scratch/term"]).exit_code == 0

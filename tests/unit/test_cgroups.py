@@ -68,6 +68,13 @@ def test_nested_ids_prefer_an_existing_container_else_the_outermost() -> None:
     assert attribute(text, existing={A, B}).container_id == A
 
 
+def test_nested_ids_prefer_a_live_container_over_an_existing_one() -> None:
+    # --cgroup-parent=/docker/<A> with A created or exited: the running B owns the process.
+    text = f"0::/docker/{A}/{B}\n"
+    assert attribute(text, existing={A, B}, live={B}).container_id == B
+    assert attribute(text, existing={A, B}, live={A}).container_id == A
+
+
 def test_parse_and_controller_lookups() -> None:
     lines = parse_cgroup(V1_CGROUPFS)
     assert [line.hierarchy_id for line in lines] == [12, 11, 1, 0]
