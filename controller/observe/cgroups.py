@@ -68,6 +68,9 @@ _SANDBOX_ID = re.compile(r"(?:\A|[-_.@])(?:[0-9a-f]{64}|[0-9a-f]{32})(?:\Z|[-_.@
 _ENGINE_DEFAULT_CGROUPFS = ("docker",)
 _ENGINE_DEFAULT_SYSTEMD = ("system.slice",)
 DEFAULT_ENGINE_PARENTS: tuple[str, ...] = ("ds01.slice",)
+# A user's own systemd manager: what runs below it (rootless Docker) is that user's, never this
+# engine's, whichever configured parent covers the slice it sits in.
+_USER_MANAGER = re.compile(r"user@[0-9]+\.service\Z")
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,8 +172,9 @@ def is_engine_cgroup(
 
     The id's component must be in one of Docker's own forms (a bare id, ``docker-<id>.scope``) and
     the components above it must be Docker's default parent for that form or lie within one of
-    ``engine_parents``. Rootless Docker (under ``user@<uid>.service``), the kubelet
-    (``kubepods``), containerd, CRI-O and Podman never qualify.
+    ``engine_parents``. Rootless Docker (under ``user@<uid>.service``, even where a parent such as
+    ``user.slice`` covers the user's slice), the kubelet (``kubepods``), containerd, CRI-O and
+    Podman never qualify.
     """
     components = [c for c in path.split("/") if c]
     for i, component in enumerate(components):
@@ -180,6 +184,8 @@ def is_engine_cgroup(
         if match is None or match.group(1) != container_id:
             continue
         above = tuple(components[:i])
+        if any(_USER_MANAGER.match(c) for c in above):
+            return False
         if bare is not None and above == _ENGINE_DEFAULT_CGROUPFS:
             return True
         if scoped is not None and above == _ENGINE_DEFAULT_SYSTEMD:

@@ -106,6 +106,11 @@ def test_host_cgroups_name_no_workload() -> None:
         (CUSTOM_PARENT, ("-.slice",), False),
         # Rootless Docker with DS01's parent inside the user's manager is still not this engine's.
         (f"{ROOTLESS.rsplit('/', 2)[0]}/ds01.slice/docker-{ID}.scope", ("ds01.slice",), False),
+        # A parent that covers users' slices (containers given --cgroup-parent=user-1001.slice)
+        # does not cover a user's own systemd manager: rootless Docker runs there.
+        (f"/user.slice/user-1001.slice/docker-{ID}.scope", ("user.slice",), True),
+        (ROOTLESS, ("user.slice",), False),
+        (ROOTLESS, ("user-1001.slice",), False),
         # Docker's systemd default is exact: a service's sub-cgroup is not Docker's.
         (f"/system.slice/foo.service/docker-{ID}.scope", DEFAULT_ENGINE_PARENTS, False),
         # Another runtime's id form under this engine's parent is still not this engine's.
@@ -183,6 +188,29 @@ def test_genuine_orphans_of_this_engine_are_still_killed(tmp_path: Path) -> None
     plans = run_passes(processes, passes=2)
     assert killed_pids(plans[:1]) == set()  # the second sighting is still required
     assert killed_pids(plans) == set(cgroups)
+
+
+def test_rootless_docker_under_a_configured_user_slice_is_never_killed(tmp_path: Path) -> None:
+    """engineCgroupParents may name the users' slices (this engine's containers are given
+    ``--cgroup-parent=user-<uid>.slice``); a user's rootless Docker, under that user's own systemd
+    manager in the same slice, is still not this engine's. Its shim runs as the user, so the
+    live-shim walk (root shims only) does not shield it: the cgroup must."""
+    proc = tmp_path / "proc"
+    proc.mkdir()
+    (proc / "stat").write_text("cpu 1 2 3\nbtime 1700000000\n")
+    engine_orphan = f"/user.slice/user-1001.slice/docker-{'f' * 64}.scope"
+    cgroups = {3000: ROOTLESS, 3001: engine_orphan}
+    for pid, path in cgroups.items():
+        fake_process(proc, pid, f"0::{path}\n")
+    gpu = GpuObs(
+        index=0, uuid=GpuUuid(b.GPU0), name="g", processes=tuple(NvmlProcess(pid=p) for p in cgroups)
+    )
+    processes, errors = attribute_gpu_processes(
+        (gpu,), set(), ProcReader(proc, {1001: "alice"}.get), ("user.slice",)
+    )
+    assert errors == ()
+    assert {p.pid: p.cgroup_scope for p in processes} == {3000: CgroupScope.FOREIGN, 3001: CgroupScope.ENGINE}
+    assert killed_pids(run_passes(processes)) == {3001}
 
 
 def test_a_live_container_of_this_engine_under_an_unknown_parent_is_not_foreign_reported() -> None:
