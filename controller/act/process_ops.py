@@ -2,7 +2,8 @@
 
 A PID names a process only until it exits; the kernel may hand the number to another process at
 any moment. Before *every* signal the process is checked to still be the one the plan saw: same
-start time (within :data:`START_TIME_TOLERANCE_S`) and still in the same container's cgroup (or
+start time (within :data:`START_TIME_TOLERANCE_S`), not exited (a zombie thread-group leader is
+gone only once no other thread of it runs), and still in the same container's cgroup (or
 still in none); when the plan names the cgroup path that made it an orphan (this engine's cgroup,
 see :mod:`controller.observe.cgroups`), the process must still be in exactly that cgroup. The
 controller never signals PID 0 or 1, itself, its parent or its process group leader, and signals
@@ -87,7 +88,7 @@ def check_identity(
         return IdentityCheck(
             Identity.CHANGED, f"pid {pid} now started at {created:.2f}, not {start_time:.2f} (pid reused)"
         )
-    if status == psutil.STATUS_ZOMBIE:
+    if status == psutil.STATUS_ZOMBIE and not _threads_left(proc, pid):
         return IdentityCheck(Identity.GONE, "exited (zombie awaiting its parent)")
     try:
         attribution = cgroup_attribution(pid, proc)
@@ -123,6 +124,25 @@ def check_identity(
                     "a live container, not an orphan",
                 )
     return IdentityCheck(Identity.SAME)
+
+
+def _threads_left(proc: Path, pid: int) -> bool:
+    """Does a thread of ``pid`` still run? The state in ``/proc/<pid>/stat`` is the thread-group
+    leader's: a leader whose thread ended (``pthread_exit`` in ``main``) is a zombie while the
+    process runs on, and holds its GPU context, on its other threads."""
+    try:
+        tasks = [t for t in (proc / str(pid) / "task").iterdir() if t.name.isdigit()]
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    for task in tasks:
+        try:
+            stat = (task / "stat").read_text(encoding="utf-8", errors="replace")
+        except (FileNotFoundError, ProcessLookupError):
+            continue  # that thread has exited
+        fields = stat.rpartition(")")[2].split()
+        if fields and fields[0] not in ("Z", "X"):
+            return True
+    return False
 
 
 def _same_container(attribution: CgroupAttribution, expected: str | None) -> bool:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -166,6 +167,34 @@ def test_an_orphan_whose_ancestry_cannot_be_read_is_not_signalled(
         make_plan(kill_action(orphan.pid, start, orphan.container_id)), ControllerMemory(), NOW
     )
     assert report.outcomes[0].outcome is Outcome.DONE, report.outcomes[0].detail
+
+
+# The main thread ends (pthread_exit) and a worker thread goes on: the thread-group leader shows as a
+# zombie in /proc/<pid>/stat while the process runs, and holds its GPU context, on the other thread.
+MAIN_THREAD_EXITS = """\
+import ctypes, threading, time
+threading.Thread(target=time.sleep, args=(300,)).start()
+ctypes.CDLL(None).pthread_exit(None)
+"""
+
+
+def test_a_process_whose_main_thread_exited_is_not_taken_for_gone(
+    real_executor: RealExecutor, spawn: Any, event_log_path: Path
+) -> None:
+    proc = spawn(sys.executable, "-c", MAIN_THREAD_EXITS)
+    for _ in range(500):
+        status = Path(f"/proc/{proc.pid}/status").read_text()
+        if "State:\tZ" in status and "Threads:\t2" in status:
+            break
+        time.sleep(0.01)
+    else:
+        raise AssertionError(f"pid {proc.pid}'s main thread never exited alone")
+    start = psutil.Process(proc.pid).create_time()
+    report = real_executor.execute(make_plan(kill_action(proc.pid, start, None)), ControllerMemory(), NOW)
+    assert report.outcomes[0].outcome is Outcome.DONE, report.outcomes[0].detail
+    assert proc.wait(timeout=5) == -15
+    (event,) = read_events(event_log_path)
+    assert event["event_type"] == "process.kill" and event["details"]["signals"] == ["SIGTERM"]
 
 
 def test_already_exited_process_is_success(real_executor: RealExecutor, spawn: Any) -> None:
