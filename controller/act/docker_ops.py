@@ -25,6 +25,8 @@ from controller.snapshot import ResourceLimits
 
 DOCKER_ZERO_TIME_PREFIX = "0001-01-01"
 WORKSPACE_MOUNT = "/workspace"
+# The states a stop is waited out of: still running, or being removed by the engine (``--rm``).
+_SETTLING = frozenset({"running", "restarting", "removing"})
 _T = TypeVar("_T")
 
 _retry_transient = retry(
@@ -216,11 +218,16 @@ class DockerOps:
             time.sleep(0.1)
 
     def wait_not_running(self, container_id: str) -> Inspected | None:
-        """Inspect after a stop until it is no longer running; None when it is gone."""
+        """Inspect after a stop until it is no longer running; None when it is gone.
+
+        A container run with ``--rm`` is removed by the engine once it has stopped: its
+        ``removing`` is waited out like ``running``, so such a stop is seen to have taken the
+        container with it (None), not to have left it in place.
+        """
         deadline = time.monotonic() + self._verify_timeout_s
         while True:
             seen = self.inspect(container_id)
-            if seen is None or seen.status not in ("running", "restarting") or time.monotonic() >= deadline:
+            if seen is None or seen.status not in _SETTLING or time.monotonic() >= deadline:
                 return seen
             time.sleep(0.1)
 

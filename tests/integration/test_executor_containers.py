@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -81,6 +82,60 @@ def test_runtime_stop_keeps_the_container(
     mem = report.memory.containers[c.id]
     assert mem.started_at == action.target.expected_started_at
     assert mem.stopped_by_controller_at is not None
+
+
+def _slow_to_remove(make_container: Any, docker_client: Any) -> Any:
+    """A running ``--rm`` container with a few thousand directories in its writable layer: once
+    stopped, the engine takes a while removing it (``removing``), as it does a real job's."""
+    dirs = " ".join(f"/d/{i}" for i in range(3000))
+    c = make_container(["sh", "-c", f"mkdir /d {dirs} && touch /ready && exec sleep 300"], auto_remove=True)
+    for _ in range(200):
+        probe = docker_client.api.exec_create(c.id, ["ls", "/ready"])
+        docker_client.api.exec_start(probe["Id"])
+        if docker_client.api.exec_inspect(probe["Id"])["ExitCode"] == 0:
+            return c
+        time.sleep(0.05)
+    pytest.fail("the container did not get ready")
+
+
+@pytest.mark.parametrize(
+    ("reason", "remove"), [(Reason.MAX_RUNTIME_EXCEEDED, False), (Reason.IDLE_TIMEOUT, True)]
+)
+def test_an_rm_container_removing_itself_after_the_stop_is_reported_removed(
+    real_executor: RealExecutor,
+    make_container: Any,
+    docker_client: Any,
+    event_log_path: Path,
+    notifier: RecordingNotifier,
+    reason: Reason,
+    remove: bool,
+) -> None:
+    c = _slow_to_remove(make_container, docker_client)
+    action = container_action(
+        ActionKind.STOP_CONTAINER,
+        c,
+        reason,
+        params={"grace_s": 0, "remove": remove},
+        evidence={"gpus": [{"raw": GPU, "uuid": GPU, "source": "HostConfig.DeviceRequests", "mig": False}]},
+    )
+    report = real_executor.execute(make_plan(action), ControllerMemory(), NOW)
+    (outcome,) = report.outcomes
+    # The engine removes it once it has stopped: the stop took the container with it, and nothing
+    # is left to remove (a `docker rm` now is refused: the removal is already under way).
+    assert outcome.outcome is Outcome.DONE, outcome.detail
+    assert outcome.detail.startswith("stopped and removed"), outcome.detail
+    assert gone(docker_client, c.id)
+    events = read_events(event_log_path)
+    assert [e["event_type"] for e in events] == [
+        "maintenance.runtime_kill" if reason is Reason.MAX_RUNTIME_EXCEEDED else "maintenance.idle_kill",
+        "gpu.release",
+    ]
+    assert events[0]["details"]["removed"] is True and events[0]["details"]["exit_state"] == "removed"
+    # The owner is not told the stopped container is kept, and its ledger rows are the controller's.
+    ((_, text, _),) = notifier.sent
+    assert "was stopped and removed" in text and "docker start" not in text
+    assert report.memory.removed[c.id].name == c.name
+    assert report.memory.attempts == {}
 
 
 def test_restarted_container_is_skipped(
