@@ -249,3 +249,37 @@ def test_an_engine_restart_stops_are_held_and_an_owners_stop_is_not(
     d.wait_for_event("container.remove", for_container(own.id), WAIT_S)
     assert d.stop() == 0
     assert "Traceback" not in d.log()
+
+
+def test_a_killed_engines_containers_stopped_by_its_restart_are_held(
+    controller_daemon: DaemonRunner,
+    e2e_engine: PrivateEngine,
+    e2e_containers: ContainerFactory,
+    e2e_docker: Any,
+) -> None:
+    """dockerd killed (the OOM killer, a crash) with containers running: they run on under their
+    shims, and the engine started again stops them as it starts, after its own start time, with
+    their own exit code (`sleep` ignores SIGTERM: 137 after the stop timeout). Nobody but the restart
+    stopped them: they keep the restart hold, not the 2 s stopped hold."""
+    controller_daemon.write_spec(
+        fast_policy(controller_daemon.paths.reset_marker, containerHoldAfterStop="2s")
+    )
+    victims = [e2e_containers(labels=ALICE, network_mode="none") for _ in range(2)]
+    d = controller_daemon.start(interval_s=2)
+    d.wait_for_passes(2)
+
+    e2e_engine.kill()
+    e2e_engine.start()
+    d.wait_for_log("following Docker events again", WAIT_S)
+    for c in victims:
+        c.reload()
+        assert c.status == "exited" and c.attrs["State"]["ExitCode"] == 137
+    d.wait_for_passes(4)
+    time.sleep(3)
+    for c in victims:
+        assert removal_events(d, c.id) == []
+        c.reload()  # raises NotFound if it was removed
+    mem = MemoryStore(controller_daemon.paths.state_dir).load()
+    assert all(mem.containers[c.id].stopped_by_restart_at is not None for c in victims)
+    assert d.stop() == 0
+    assert "Traceback" not in d.log()

@@ -182,6 +182,40 @@ class TestRestartHold:
         got = stopped_by_restart(c, None, ENGINE_START)
         assert (got == ENGINE_START) is by_restart
 
+    @pytest.mark.parametrize("exit_code", [0, 137, 143])
+    @pytest.mark.parametrize(
+        "last_pass",
+        [ENGINE_START - timedelta(seconds=20), ENGINE_START + timedelta(seconds=1)],
+        ids=["before", "during"],
+    )
+    def test_a_crashed_engines_survivors_its_restart_shut_down_keep_the_restart_hold(
+        self, exit_code: int, last_pass: datetime
+    ) -> None:
+        """dockerd killed (the OOM killer, a crash): its containers run on under their shims, and the
+        new engine, without live-restore, stops them as it starts (and may list them running
+        meanwhile). They stop after the engine start with their own exit code (0 or 143 on SIGTERM,
+        137 after the stop timeout), not the 255 of one found dead. The controller saw them running:
+        nobody but the restart stopped them."""
+        c = stopped("c", gpus=[b.GPU0], finished_at=ENGINE_START + timedelta(seconds=12), exit_code=exit_code)
+        memory = ControllerMemory(containers={c.id: seen(c, ContainerState.RUNNING)}, last_pass_at=last_pass)
+        p = run(c, memory=memory)
+        assert removals(p) == []
+        (d,) = [d for d in p.deferred if d.target.container_id == c.id]
+        assert d.due_at == c.finished_at + timedelta(hours=24)
+        assert p.memory.containers[c.id].stopped_by_restart_at == ENGINE_START
+
+    def test_a_stop_well_after_the_restart_of_a_container_seen_running_is_its_owners(self) -> None:
+        # With live-restore the containers run on across the restart: one stopped minutes after it
+        # was stopped by its owner.
+        c = stopped("c", gpus=[b.GPU0], finished_at=ENGINE_START + timedelta(minutes=5), exit_code=0)
+        memory = ControllerMemory(
+            containers={c.id: seen(c, ContainerState.RUNNING)},
+            last_pass_at=ENGINE_START + timedelta(minutes=4),
+        )
+        p = run(c, memory=memory)
+        assert removals(p) == ["c"]
+        assert p.memory.containers[c.id].stopped_by_restart_at is None
+
     @pytest.mark.parametrize("remembered", [True, False])
     def test_a_shutdown_stop_a_second_after_the_start_read_from_procfs_is_the_restarts(
         self, remembered: bool

@@ -42,6 +42,9 @@ RESTART_STOPS_BEFORE = timedelta(minutes=10)
 # While an engine shuts down it still answers: the controller may see its containers exited a few
 # seconds before the engine goes away. A stop it saw this close to the restart counts as the restart's.
 RESTART_SHUTDOWN = timedelta(minutes=2)
+# How long after its start an engine's own stops may come: its restore marks a container it finds
+# dead exited (255), and, without live-restore, stops the ones a killed engine left running under
+# their shims (their stop timeout, then SIGKILL).
 RESTART_RESTORE_AFTER = timedelta(minutes=2)
 RESTORE_EXIT_CODE = 255
 # The engine's start time is read from procfs with the boot time in whole seconds
@@ -68,8 +71,13 @@ def stopped_by_restart(
     :data:`RESTART_STOPS_BEFORE` of the restart. A stop the controller already saw (it was exited at
     the last pass) is not a restart's unless it came within :data:`RESTART_SHUTDOWN` of the
     shutdown (the engine's own, or the host's, seen while the engine still answered), nor is a stop
-    after the engine came up unless the engine's restore made it (exit code 255). Once decided, the
-    mark stays for this start of the container.
+    after the engine came up unless the engine's start made it, within :data:`RESTART_RESTORE_AFTER`:
+    exit code 255 for one its restore found dead, any exit code for one the controller saw live in
+    this start. An engine killed (the OOM killer, a crash) leaves its containers running under their
+    shims; the new one, without live-restore, stops them as it starts (SIGTERM, then SIGKILL after
+    their stop timeout: 0, 143, 137), and may list them running meanwhile. With live-restore an
+    owner's stop that soon after the restart counts as the restart's too: it is kept the longer
+    hold. Once decided, the mark stays for this start of the container.
 
     The shutdown ends at the restart, or, when the controller's last pass (``last_pass_at``, the
     last one Docker answered) came before the restart and within :data:`RESTART_STOPS_BEFORE` of it,
@@ -90,7 +98,10 @@ def stopped_by_restart(
     ):
         return None  # the controller saw it stopped, well before the shutdown: its owner's stop
     if c.finished_at > restart_at + RESTART_TIME_SLACK:
-        restored = c.exit_code == RESTORE_EXIT_CODE and c.finished_at <= restart_at + RESTART_RESTORE_AFTER
+        # After the engine came up: only its start's own stops (see the docstring).
+        restored = c.finished_at <= restart_at + RESTART_RESTORE_AFTER and (
+            c.exit_code == RESTORE_EXIT_CODE or last_state in _RUNNING_VALUES
+        )
         return restart_at if restored else None
     if last_state in _RUNNING_VALUES or c.finished_at >= restart_at - RESTART_STOPS_BEFORE:
         return restart_at
