@@ -753,27 +753,40 @@ class RealExecutor:
         removed = after is None  # an --rm container removes itself on stop
         if after is not None and after.status in ("running", "restarting"):
             raise PermanentError(f"docker stop returned but the container is still {after.status}")
-        if remove and not removed:
-            try:
-                self._docker.remove(cid)
-            except GoneError:
-                pass
-            still = self._docker.wait_gone(cid)
-            if still is not None:
-                raise PermanentError(
-                    f"stopped, but the container still exists after remove (state {still.status})"
-                )
-            removed = True
+        not_removed = self._remove_stopped(cid) if remove and not removed else None
+        removed = removed or (remove and not_removed is None)
         details = self._stop_details(
             action, timeout_s, removed=removed, exit_state=after.status if after is not None else "removed"
         )
+        if not_removed is not None:
+            details["remove_error"] = not_removed
         events = [(_STOP_EVENT.get(action.reason, EventType.CONTAINER_STOP), details)]
         if removed:
             events += self._release_events(action, event_reason(action.reason))
         what = "stopped and removed" if removed else "stopped"
         details["notice"] = self._notices.after(action, fresh.workspace, removed=removed, was_running=True)
         mem = own_record(mem, action, self._clock(), removed=removed)
-        return _Done(Outcome.DONE, f"{what} (stop timeout {timeout_s}s)", mem, events)
+        detail = f"{what} (stop timeout {timeout_s}s)" + (
+            f"; not removed: {not_removed}" if not_removed else ""
+        )
+        return _Done(Outcome.DONE, detail, mem, events)
+
+    def _remove_stopped(self, cid: str) -> str | None:
+        """Remove a container this stop has just stopped: None once it is gone, else why it is not.
+
+        The stop stands either way (its event, the owner's notice, the controller's mark): a removal
+        that fails leaves a stopped container, which the holds remove later. A removal already under
+        way (an ``--rm`` container's, someone's ``docker rm``) is waited out."""
+        try:
+            self._docker.remove(cid)
+        except GoneError:
+            pass
+        except ActError as err:
+            if isinstance(err, ConflictError) and self._docker.wait_gone(cid) is None:
+                return None
+            return str(err)
+        still = self._docker.wait_gone(cid)
+        return None if still is None else f"the container still exists after remove (state {still.status})"
 
     def _stop_details(
         self, action: Action, timeout_s: int, *, removed: bool, exit_state: str

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import subprocess
 import time
 from pathlib import Path
 from typing import Any
@@ -136,6 +137,45 @@ def test_an_rm_container_removing_itself_after_the_stop_is_reported_removed(
     assert "was stopped and removed" in text and "docker start" not in text
     assert report.memory.removed[c.id].name == c.name
     assert report.memory.attempts == {}
+
+
+def test_an_idle_stop_whose_removal_fails_is_recorded_as_the_stop_it_was(
+    real_executor: RealExecutor,
+    make_container: Any,
+    docker_client: Any,
+    event_log_path: Path,
+    notifier: RecordingNotifier,
+) -> None:
+    # An immutable file in the writable layer: the engine cannot remove the root filesystem and
+    # leaves the container dead, as it does with a mount still busy somewhere.
+    c = make_container(["sh", "-c", "touch /pinned && exec sleep 300"])
+    upper = Path(c.attrs["GraphDriver"]["Data"]["UpperDir"])
+    for _ in range(100):
+        if (upper / "pinned").exists():
+            break
+        time.sleep(0.05)
+    subprocess.run(["chattr", "+i", str(upper / "pinned")], check=True)
+    try:
+        action = container_action(
+            ActionKind.STOP_CONTAINER, c, Reason.IDLE_TIMEOUT, params={"grace_s": 0, "remove": True}
+        )
+        report = real_executor.execute(make_plan(action), ControllerMemory(), NOW)
+        (outcome,) = report.outcomes
+        c.reload()
+        assert c.status in ("dead", "exited")
+        # The stop happened: it is recorded, the owner is told, and the container is left to its
+        # holds; the removal is no failure of the stop to back off from and try again.
+        assert outcome.outcome is Outcome.DONE, outcome.detail
+        assert outcome.detail.startswith("stopped (") and "not removed" in outcome.detail, outcome.detail
+        (event,) = read_events(event_log_path)
+        assert event["event_type"] == "maintenance.idle_kill"
+        assert event["details"]["removed"] is False and "remove_error" in event["details"]
+        ((_, text, _),) = notifier.sent
+        assert "was stopped at" in text and "docker start" in text
+        assert report.memory.attempts == {}
+        assert report.memory.containers[c.id].stopped_by_controller_at is not None
+    finally:
+        subprocess.run(["chattr", "-i", str(upper / "pinned")], check=False)
 
 
 def test_restarted_container_is_skipped(
