@@ -74,7 +74,7 @@ from controller.act.report import ActionOutcome, ExecutionReport, Executor, Outc
 from controller.act.sanitize import clean
 from controller.memory import ControllerMemory, Intent
 from controller.observe.cgroups import container_ids_in_path, container_lines, parse_cgroup
-from controller.observe.ledger import parse_ledger_text
+from controller.observe.ledger import Allocation, LedgerError, read_ledger
 from controller.observe.resources import read_usage
 from controller.plan.context import may_be_id_prefix
 from controller.plan.limits_update import still_needed
@@ -94,7 +94,7 @@ from controller.plan.types import (
     WarnParams,
 )
 from controller.record import RecordUnavailable
-from controller.snapshot import LIVE_STATES, ResourceLimits
+from controller.snapshot import LIVE_STATES, LedgerEntry, ResourceLimits
 
 __all__ = ["DryRunExecutor", "ExecutionReport", "Executor", "Outcome", "RealExecutor"]
 
@@ -530,13 +530,13 @@ class RealExecutor:
             return Outcome.DONE, "the process is gone", [(EventType.PROCESS_KILL, details)]
         if action.kind is ActionKind.RELEASE_ALLOCATION:
             entry = t.ledger_entry or {}
-            try:
-                text = self._ledger_path.read_text(encoding="utf-8")
-            except FileNotFoundError:
-                text = ""
-            rows, _, _ = parse_ledger_text(text, self._ledger_path) if text else ([], [], None)
-            if any(row_matches(a, entry) for a in rows):
+            # Read as the observer reads it (under the shared lock): a ledger that cannot be read,
+            # or is damaged, is not one without the row; the intent stays open until it can be.
+            ledger = read_ledger(self._ledger_path, None, self._ledger_lock_timeout_s)
+            if any(row_matches(_allocation(e), entry) for e in ledger.entries):
                 return Outcome.FAILED, "not carried out: the ledger row is still there", []
+            if ledger.error is not None:
+                raise LedgerError(f"whether the ledger row is gone cannot be told: {ledger.error}")
             details = {
                 "gpu": entry.get("gpu_uuid") or entry.get("gpu"),
                 "container": entry.get("container"),
@@ -1145,6 +1145,10 @@ def _reclaimed_gpu_s(action: Action, mem: ControllerMemory, now: datetime) -> fl
         return None
     gpus = len(GpuEvidence.from_evidence(action.evidence).gpus) or 1
     return max(0.0, (now - cm.idle_since).total_seconds()) * gpus
+
+
+def _allocation(e: LedgerEntry) -> Allocation:
+    return Allocation(gpu=e.gpu, container=e.container, user=e.user, allocated_at=e.allocated_at)
 
 
 def _limits_dict(limits: ResourceLimits | None) -> dict[str, Any] | None:

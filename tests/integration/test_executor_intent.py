@@ -403,3 +403,39 @@ def test_a_container_removed_while_its_stop_intent_is_written_is_already_done(
     started, closed = read_events(log, intents=True)
     assert started["event_type"] == "controller.action_started"
     assert closed["details"]["phase"] == "done"
+
+
+def test_an_interrupted_release_is_not_recorded_done_while_the_ledger_cannot_be_read(
+    docker_client: Any, tmp_path: Path
+) -> None:
+    from controller.plan.types import Target
+
+    log, ledger = tmp_path / "events.jsonl", tmp_path / "ledger.json"
+    entry = {
+        "gpu": GPU,
+        "container": "gone-job",
+        "user": "alice",
+        "allocated_at": "2026-01-30T09:00:00+00:00",
+    }
+    action = Action(
+        kind=ActionKind.RELEASE_ALLOCATION,
+        target=Target(container="gone-job", gpu=GPU, user="alice", ledger_entry=entry),
+        reason=Reason.LEAKED_ALLOCATION,
+        message="release leaked row",
+        due_at=NOW,
+        key="ReleaseAllocation:gone-job",
+    )
+    # The row is still there, in a ledger another writer left damaged (or mid-write in place).
+    ledger.write_text('{"version": 1, "allocations": [{"gpu": "' + GPU + '", "container": "gone-job", "us')
+    ex = executor(docker_client, log, ledger)
+    memory = interrupted(action, ControllerMemory(), 5, None)
+    after, outcomes = ex.recover(memory, NOW)
+    assert outcomes == () and action.key in after.intents, "unreadable is not empty: the intent stays open"
+    assert read_events(log, intents=True) == []
+    ledger.write_text(
+        '{"version": 1, "allocations": [{' + ", ".join(f'"{k}": "{v}"' for k, v in entry.items()) + "}]}"
+    )
+    after, (o,) = ex.recover(after, NOW)
+    assert o.outcome is Outcome.FAILED and after.intents == {}, "readable again: the row is still there"
+    (event,) = read_events(log, intents=True)
+    assert event["event_type"] != "gpu.release" and event["details"]["phase"] == "failed", event
