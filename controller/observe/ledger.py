@@ -31,8 +31,8 @@ import json
 import os
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -64,9 +64,13 @@ class Allocation:
     container: str
     user: str
     allocated_at: datetime
+    # The keys its writer added that this format does not know (read, never compared): a rewrite
+    # keeps them, or a release of one row would strip what a later writer recorded on the others.
+    extra: Mapping[str, Any] = field(default_factory=dict, compare=False)
 
-    def to_json(self) -> dict[str, str]:
+    def to_json(self) -> dict[str, Any]:
         return {
+            **self.extra,
             "gpu": self.gpu,
             "container": self.container,
             "user": self.user,
@@ -141,7 +145,11 @@ def _parse_row(row: object, where: str) -> tuple[Allocation | None, str | None]:
             f"{where}.allocated_at: {row['allocated_at'][:64]!r} is not an ISO-8601 time with an offset; "
             "write it like 2024-05-01T12:00:00+00:00"
         )
-    return Allocation(gpu=row["gpu"], container=row["container"], user=row["user"], allocated_at=when), None
+    extra = {k: v for k, v in row.items() if k not in _FIELDS}
+    allocation = Allocation(
+        gpu=row["gpu"], container=row["container"], user=row["user"], allocated_at=when, extra=extra
+    )
+    return allocation, None
 
 
 def _parse_time(value: str) -> datetime | None:
@@ -167,15 +175,18 @@ def locked_update(
     with _locked(path, fcntl.LOCK_EX, lock_timeout_s, create=True):
         text = _read_text(path)
         current: list[Allocation] = []
+        around: dict[str, Any] = {}  # the document's other keys, kept as its writer left them
         if text is not None:
             current, problems, _ = parse_ledger_text(text, path)
             if problems:
                 raise LedgerError("; ".join(problems))
+            around = {k: v for k, v in json.loads(text).items() if k not in {"version", "allocations"}}
         new = list(fn(list(current)))
         for a in new:
             if a.allocated_at.tzinfo is None:
                 raise LedgerError(f"{path}: allocated_at of {a.gpu}/{a.container} needs a timezone")
-        _write_atomically(path, {"version": LEDGER_VERSION, "allocations": [a.to_json() for a in new]})
+        doc = {**around, "version": LEDGER_VERSION, "allocations": [a.to_json() for a in new]}
+        _write_atomically(path, doc)
         return new
 
 

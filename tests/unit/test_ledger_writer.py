@@ -43,3 +43,19 @@ def test_a_corrupt_ledger_is_permanent(tmp_path: Path) -> None:
     with pytest.raises(PermanentError):
         release_row(path, ROW)
     assert path.read_text() == "{not json"
+
+
+def test_a_release_keeps_what_a_later_writer_added_to_the_other_rows(tmp_path: Path) -> None:
+    # Unknown keys are the format's room to grow (docs/ledger.md): a release rewrites the file, and
+    # the rows it keeps, and the document around them, keep every key their writer gave them.
+    other = {**ROW, "container": "kept", "slot": "1.2", "container_id": "0123456789ab"}
+    path = tmp_path / "gpu-ledger.json"
+    path.write_text(
+        json.dumps({"version": 1, "allocator": "ds01-gpu-allocator", "allocations": [ROW, other]})
+    )
+    assert release_row(path, ROW) is True
+    assert json.loads(path.read_text()) == {
+        "version": 1,
+        "allocator": "ds01-gpu-allocator",
+        "allocations": [other],
+    }
