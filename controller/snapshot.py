@@ -316,6 +316,10 @@ class ActivitySignals(Slotted):
     memory_swap_unknown: str | None = Field(
         default="not read", description="Why memory plus swap use is unknown"
     )
+    memory_swap_peak_bytes: int | None = Field(
+        default=None,
+        description="The cgroup's highest memory plus swap use (v2: the two peaks summed, at least that)",
+    )
     pids_current: int | None = Field(default=None, description="Tasks in the cgroup now (pids.current)")
     pids_unknown: str | None = Field(default="not read", description="Why the task count is unknown")
 

@@ -1114,10 +1114,12 @@ class RealExecutor:
         if lowers_swap and swap is not None:
             if usage.memory_swap_bytes is None:
                 raise _Skip(f"memory plus swap use unknown right before acting ({usage.memory_swap_unknown})")
-            if swap < memory_floor(usage.memory_swap_bytes, margin):
+            if swap < memory_floor(
+                highest_use(usage.memory_swap_bytes, usage.memory_swap_peak_bytes), margin
+            ):
                 raise _Skip(
-                    f"it uses {usage.memory_swap_bytes} bytes of memory plus swap now; {swap} is below "
-                    f"that plus {margin:g} %"
+                    f"it uses {usage.memory_swap_bytes} bytes of memory plus swap now (peak "
+                    f"{usage.memory_swap_peak_bytes}); {swap} is below that plus {margin:g} %"
                 )
         if "PidsLimit" in body:
             if usage.pids_current is None:

@@ -12,7 +12,9 @@ Owns two readers, both without ``docker stats`` (which costs a second per contai
   ``pids.current``. The memory figure includes the page cache and tmpfs pages, which is what the
   kernel compares with the limit: a limit set below it makes the kernel reclaim or OOM-kill.
   Memory plus swap (what ``--memory-swap`` limits): v1 ``memory.memsw.usage_in_bytes``, v2
-  ``memory.current`` plus ``memory.swap.current``; unknown without swap accounting.
+  ``memory.current`` plus ``memory.swap.current``; unknown without swap accounting. Its peak: v1
+  ``memory.memsw.max_usage_in_bytes``, v2 ``memory.peak`` plus ``memory.swap.peak`` (kernel 6.5 and
+  later; the two peaks summed, at least the total's).
 
 A value that cannot be read stays ``None`` with the reason; nothing unknown becomes zero. Called by
 :mod:`controller.observe.docker_adapter` (limits) and :mod:`controller.observe.signals` (usage).
@@ -65,14 +67,15 @@ class Usage:
     pids_unknown: str | None
     memory_swap_bytes: int | None = None
     memory_swap_unknown: str | None = "not read"
+    memory_swap_peak_bytes: int | None = None
 
 
 def read_usage(lines: Sequence[CgroupLine], cgroup_root: Path) -> Usage:
     """Read the cgroup files of the container whose ``/proc/<pid>/cgroup`` parsed to ``lines``."""
     root = str(cgroup_root)
-    memory, peak, memory_unknown, swap, swap_unknown = _memory(lines, root)
+    memory, peak, memory_unknown, swap, swap_unknown, swap_peak = _memory(lines, root)
     pids, pids_unknown = _pids(lines, root)
-    return Usage(memory, peak, memory_unknown, pids, pids_unknown, swap, swap_unknown)
+    return Usage(memory, peak, memory_unknown, pids, pids_unknown, swap, swap_unknown, swap_peak)
 
 
 # Paths are built as strings: this runs for every running container on every pass, and pathlib's
@@ -111,28 +114,39 @@ def _candidates(lines: Sequence[CgroupLine], root: str, controller: str) -> list
 
 def _memory(
     lines: Sequence[CgroupLine], root: str
-) -> tuple[int | None, int | None, str | None, int | None, str | None]:
-    """(memory use, peak, why unknown, memory plus swap use, why unknown)."""
+) -> tuple[int | None, int | None, str | None, int | None, str | None, int | None]:
+    """(memory use, peak, why unknown, memory plus swap use, why unknown, memory plus swap peak)."""
     tried: list[str] = []
     for directory, v2 in _candidates(lines, root, "memory"):
-        current_file, peak_file, swap_file = (
-            ("memory.current", "memory.peak", "memory.swap.current")
+        current_file, peak_file, swap_file, swap_peak_file = (
+            ("memory.current", "memory.peak", "memory.swap.current", "memory.swap.peak")
             if v2
-            else ("memory.usage_in_bytes", "memory.max_usage_in_bytes", "memory.memsw.usage_in_bytes")
+            else (
+                "memory.usage_in_bytes",
+                "memory.max_usage_in_bytes",
+                "memory.memsw.usage_in_bytes",
+                "memory.memsw.max_usage_in_bytes",
+            )
         )
         current = read_int(f"{directory}/{current_file}")
         if current is None:
             tried.append(f"{directory}/{current_file}")
             continue
+        peak = read_int(f"{directory}/{peak_file}")
         swap = read_int(f"{directory}/{swap_file}")
         # v2 counts swap apart from memory; v1's memsw counter is memory plus swap.
         total = None if swap is None else swap + current if v2 else swap
         swap_unknown = (
             None if total is not None else f"{directory}/{swap_file} unreadable (no swap accounting?)"
         )
-        return current, read_int(f"{directory}/{peak_file}"), None, total, swap_unknown
+        total_peak = read_int(f"{directory}/{swap_peak_file}")
+        if v2:
+            # v2 keeps the two peaks apart (memory.swap.peak: kernel 6.5 and later); they may have
+            # come at two times, so their sum is at least the peak of the total, never below it.
+            total_peak = None if total_peak is None or peak is None else total_peak + peak
+        return current, peak, None, total, swap_unknown, total_peak
     why = "no cgroup memory counter readable (" + ", ".join(tried or ["no cgroup"]) + ")"
-    return None, None, why, None, why
+    return None, None, why, None, why, None
 
 
 def _pids(lines: Sequence[CgroupLine], root: str) -> tuple[int | None, str | None]:

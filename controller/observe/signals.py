@@ -110,6 +110,7 @@ def read_signals(
         memory_unknown=usage.memory_unknown,
         memory_swap_bytes=usage.memory_swap_bytes,
         memory_swap_unknown=usage.memory_swap_unknown,
+        memory_swap_peak_bytes=usage.memory_swap_peak_bytes,
         pids_current=usage.pids_current,
         pids_unknown=usage.pids_unknown,
     )

@@ -488,6 +488,51 @@ def test_the_executor_rechecks_memory_plus_swap_use_right_before_lowering_it(
     assert state["State"]["Running"] is True
 
 
+def test_memory_plus_swap_is_never_lowered_below_its_peak_since_the_container_started(
+    make_container: ContainerFactory, docker_client: Any, tmp_path: Path
+) -> None:
+    # Planned while it used little; it fills 240 MiB and frees it again before the action runs: its
+    # memory plus swap is back to little, but it needs 240 MiB again at its next phase, and a total
+    # of 256 MiB leaves it no room (on a host with swap, the pages it swapped have nowhere to go).
+    c = make_container(
+        f"sh -c 'while [ ! -e /tmp/go ]; do sleep 0.1; done; {FILL}; rm /dev/shm/fill; touch /tmp/done; "
+        "sleep 300'",
+        network_mode="none",
+        shm_size="512m",
+        mem_limit="256m",
+        memswap_limit="1g",
+    )
+    time.sleep(0.5)
+    desired = PolicySetDesired(load_spec_text(SWAP_SPEC % "256m"))
+    p = ours(plan(observe(tmp_path), desired, ControllerMemory(), datetime_now()), {c.id})
+    (update,) = [a for a in p.actions if a.kind == ActionKind.UPDATE_RESOURCES]
+    assert update.params_as(ResourceUpdate).memory_swap_bytes == 256 * MiB
+    c.exec_run("touch /tmp/go")
+    deadline = time.monotonic() + 30
+    while c.exec_run("ls /tmp/done").exit_code != 0:
+        assert time.monotonic() < deadline, "the container never filled and freed its tmpfs"
+        time.sleep(0.1)
+    executor = RealExecutor(
+        docker_client, EventLog(tmp_path / "e.jsonl"), RecordingNotifier(), tmp_path / "l.json"
+    )
+    (outcome,) = executor.execute(make_plan(update), ControllerMemory(), datetime_now()).outcomes
+    assert outcome.outcome is Outcome.SKIPPED and "memory plus swap" in outcome.detail, outcome.detail
+    state = host_config(docker_client, c.id)
+    assert (state["HostConfig"]["Memory"], state["HostConfig"]["MemorySwap"]) == (256 * MiB, 1 << 30)
+    # A fresh plan sees the same: the use is low, the peak is not; the total waits.
+    snap = observe(tmp_path)
+    (seen,) = [x for x in snap.containers if x.id == c.id]
+    assert seen.signals is not None and seen.signals.memory_swap_bytes is not None
+    assert (
+        seen.signals.memory_swap_bytes < 200 * MiB <= 240 * MiB <= (seen.signals.memory_swap_peak_bytes or 0)
+    )
+    p = ours(plan(snap, desired, ControllerMemory(), datetime_now()), {c.id})
+    (again,) = [a for a in p.actions if a.kind == ActionKind.UPDATE_RESOURCES]  # its CPU and pids limits
+    assert again.params_as(ResourceUpdate).memory_swap_bytes is None
+    (wait,) = [d for d in p.deferred if d.why is DeferReason.BELOW_USAGE and d.target.container_id == c.id]
+    assert wait.evidence["memory_swap_peak_bytes"] >= 240 * MiB
+
+
 def post_update(client: Any, cid: str, body: dict[str, int]) -> None:
     """``docker update`` with the engine's own field names (as the executor posts it)."""
     api = client.api

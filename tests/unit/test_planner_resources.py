@@ -492,6 +492,27 @@ def test_memory_plus_swap_is_never_lowered_below_its_use_plus_margin() -> None:
     assert params(p).memory_swap_bytes == 8 * GiB
 
 
+def test_memory_plus_swap_is_never_lowered_below_its_peak_since_it_started() -> None:
+    # 4 GiB in memory, nothing swapped now; at its peak (a data load) it had 20 GiB in memory and
+    # swap together. A memory-plus-swap total of 8 GiB OOM-kills it when it needs that much again,
+    # as a memory limit below its memory peak would: the total waits for the run.
+    limited = ResourceLimits(
+        nano_cpus=4 * 10**9, memory_bytes=8 * GiB, memory_swap_bytes=32 * GiB, pids_limit=1024
+    )
+    c = swapping(box(limits=limited, used=4 * GiB, peak=7 * GiB), 4 * GiB)
+    assert c.signals is not None
+    c = c.model_copy(update={"signals": c.signals.model_copy(update={"memory_swap_peak_bytes": 20 * GiB})})
+    p = run(c)
+    assert updates(p) == []
+    assert deferrals(p) == [("LimitsAboveSpec", "BelowUsage")]
+    (warn,) = [a for a in p.actions if a.kind == ActionKind.WARN_OWNER]
+    assert warn.evidence["memory_swap_peak_bytes"] == 20 * GiB
+    assert "since it started" in warn.message
+    # A peak within the total plus the margin does not hold it back; nor one of a created container.
+    c = c.model_copy(update={"signals": c.signals.model_copy(update={"memory_swap_peak_bytes": 6 * GiB})})
+    assert params(run(c)).memory_swap_bytes == 8 * GiB
+
+
 def test_unknown_swap_use_keeps_the_memory_plus_swap_total() -> None:
     limited = ResourceLimits(
         nano_cpus=4 * 10**9, memory_bytes=16 * GiB, memory_swap_bytes=-1, pids_limit=1024

@@ -143,3 +143,21 @@ def test_memory_plus_swap_use_without_swap_accounting_is_unknown(tmp_path: Path)
     assert (
         usage.memory_swap_unknown is not None and "memory.memsw.usage_in_bytes" in usage.memory_swap_unknown
     )
+
+
+def test_the_peak_of_memory_plus_swap_is_read_on_v1_and_v2(tmp_path: Path) -> None:
+    # The floor of a memory-plus-swap limit, as the memory peak is the memory limit's.
+    v1 = tmp_path / "v1"
+    _write(v1 / "memory" / "docker" / CID / "memory.usage_in_bytes", "4096\n")
+    _write(v1 / "memory" / "docker" / CID / "memory.memsw.usage_in_bytes", "6144\n")
+    _write(v1 / "memory" / "docker" / CID / "memory.memsw.max_usage_in_bytes", "9000\n")
+    assert read_usage(parse_cgroup(V1_CGROUP), v1).memory_swap_peak_bytes == 9000
+    v2 = tmp_path / "v2" / "system.slice" / f"docker-{CID}.scope"
+    _write(v2 / "memory.current", "1000\n")
+    _write(v2 / "memory.swap.current", "500\n")
+    # Without memory.swap.peak (kernels before 6.5) the peak is unknown, not the use now.
+    assert read_usage(parse_cgroup(V2_CGROUP), tmp_path / "v2").memory_swap_peak_bytes is None
+    _write(v2 / "memory.peak", "3000\n")
+    _write(v2 / "memory.swap.peak", "700\n")
+    # Two peaks apart, maybe at two times: their sum is at least the peak of the total.
+    assert read_usage(parse_cgroup(V2_CGROUP), tmp_path / "v2").memory_swap_peak_bytes == 3700

@@ -22,8 +22,9 @@ Guards (unknown is not idle):
   or below is no limit (Docker's ``--pids-limit`` reads 0 and -1 as unlimited).
 * swap (memory plus swap, ``docker --memory-swap``) is changed only together with a memory limit
   (Docker refuses a swap limit without one) and never below the memory limit, nor below the
-  container's current memory plus swap use plus the margin (the same wait and warning; unknown use
-  waits). While it waits, a memory change keeps the container's memory-plus-swap total.
+  container's current memory plus swap use, nor below its peak since it started, plus the margin
+  (the same wait and warning; unknown use waits). While it waits, a memory change keeps the
+  container's memory-plus-swap total.
 * a memory reservation (``docker --memory-reservation``, a soft limit) above the memory limit the
   update sets comes down to that limit in the same update. Docker takes the update without it, but
   then refuses to start the container ("Minimum memory limit can not be less than memory
@@ -399,22 +400,35 @@ def _swap_fits(
             {"memory_swap_unknown": unknown},
         )
         return False
-    floor = memory_floor(used, margin_pct)
+    peak = (
+        c.signals.memory_swap_peak_bytes
+        if c.signals is not None and c.state == ContainerState.RUNNING
+        else None
+    )
+    floor = memory_floor(highest_use(used, peak), margin_pct)
     if want < floor:
-        _wait(
-            d,
-            "memory_swap",
-            have,
-            DeferReason.BELOW_USAGE,
-            f"{c.name} uses {_mib(used)} of memory plus swap; its memory+swap limit of {_mib(want)} "
-            f"({spec.memory_swap_bytes.source}) is below that plus {margin_pct:g} % ({_mib(floor)}): "
-            "not lowered until it uses less",
-            {
-                "memory_swap_used_bytes": used,
-                "memory_swap_floor_bytes": floor,
-                "memory_swap_wanted_bytes": want,
-            },
-        )
+        evidence = {
+            "memory_swap_used_bytes": used,
+            "memory_swap_floor_bytes": floor,
+            "memory_swap_wanted_bytes": want,
+        }
+        if peak is not None and peak > used:
+            # As for memory: a job that needed that much memory and swap once needs it again, and
+            # pages with nowhere to go get it OOM-killed then.
+            evidence["memory_swap_peak_bytes"] = peak
+            message = (
+                f"{c.name} uses {_mib(used)} of memory plus swap and used up to {_mib(peak)} since it "
+                f"started; its memory+swap limit of {_mib(want)} ({spec.memory_swap_bytes.source}) is "
+                f"below that plus {margin_pct:g} % ({_mib(floor)}): not lowered while it runs (at its "
+                "next start its peak starts afresh)"
+            )
+        else:
+            message = (
+                f"{c.name} uses {_mib(used)} of memory plus swap; its memory+swap limit of {_mib(want)} "
+                f"({spec.memory_swap_bytes.source}) is below that plus {margin_pct:g} % ({_mib(floor)}): "
+                "not lowered until it uses less"
+            )
+        _wait(d, "memory_swap", have, DeferReason.BELOW_USAGE, message, evidence)
         return False
     return True
 
