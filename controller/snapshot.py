@@ -321,6 +321,9 @@ class ActivitySignals(Slotted):
         description="The cgroup's highest memory plus swap use (v2: the two peaks summed, at least that)",
     )
     pids_current: int | None = Field(default=None, description="Tasks in the cgroup now (pids.current)")
+    pids_peak: int | None = Field(
+        default=None, description="The cgroup's highest task count (pids.peak, kernel 6.1 and later)"
+    )
     pids_unknown: str | None = Field(default="not read", description="Why the task count is unknown")
 
 

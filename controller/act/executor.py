@@ -1124,10 +1124,10 @@ class RealExecutor:
         if "PidsLimit" in body:
             if usage.pids_current is None:
                 raise _Skip(f"task count unknown right before acting ({usage.pids_unknown})")
-            if body["PidsLimit"] < pids_floor(usage.pids_current, margin):
+            if body["PidsLimit"] < pids_floor(highest_use(usage.pids_current, usage.pids_peak), margin):
                 raise _Skip(
-                    f"it runs {usage.pids_current} tasks now; the pids limit {body['PidsLimit']} leaves less "
-                    f"than {margin:g} % (at least one task) of room"
+                    f"it runs {usage.pids_current} tasks now (peak {usage.pids_peak}); the pids limit "
+                    f"{body['PidsLimit']} leaves less than {margin:g} % (at least one task) of room"
                 )
 
     def _alert(self, action: Action, mem: ControllerMemory, now: datetime) -> _Done:

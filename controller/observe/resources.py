@@ -14,7 +14,8 @@ Owns two readers, both without ``docker stats`` (which costs a second per contai
   Memory plus swap (what ``--memory-swap`` limits): v1 ``memory.memsw.usage_in_bytes``, v2
   ``memory.current`` plus ``memory.swap.current``; unknown without swap accounting. Its peak: v1
   ``memory.memsw.max_usage_in_bytes``, v2 ``memory.peak`` plus ``memory.swap.peak`` (kernel 6.5 and
-  later; the two peaks summed, at least the total's).
+  later; the two peaks summed, at least the total's). The highest task count: ``pids.peak`` (v1 and v2,
+  kernel 6.1 and later).
 
 A value that cannot be read stays ``None`` with the reason; nothing unknown becomes zero. Called by
 :mod:`controller.observe.docker_adapter` (limits) and :mod:`controller.observe.signals` (usage).
@@ -68,14 +69,15 @@ class Usage:
     memory_swap_bytes: int | None = None
     memory_swap_unknown: str | None = "not read"
     memory_swap_peak_bytes: int | None = None
+    pids_peak: int | None = None
 
 
 def read_usage(lines: Sequence[CgroupLine], cgroup_root: Path) -> Usage:
     """Read the cgroup files of the container whose ``/proc/<pid>/cgroup`` parsed to ``lines``."""
     root = str(cgroup_root)
     memory, peak, memory_unknown, swap, swap_unknown, swap_peak = _memory(lines, root)
-    pids, pids_unknown = _pids(lines, root)
-    return Usage(memory, peak, memory_unknown, pids, pids_unknown, swap, swap_unknown, swap_peak)
+    pids, pids_unknown, pids_peak = _pids(lines, root)
+    return Usage(memory, peak, memory_unknown, pids, pids_unknown, swap, swap_unknown, swap_peak, pids_peak)
 
 
 # Paths are built as strings: this runs for every running container on every pass, and pathlib's
@@ -149,14 +151,15 @@ def _memory(
     return None, None, why, None, why, None
 
 
-def _pids(lines: Sequence[CgroupLine], root: str) -> tuple[int | None, str | None]:
+def _pids(lines: Sequence[CgroupLine], root: str) -> tuple[int | None, str | None, int | None]:
+    """(task count, why unknown, highest task count: ``pids.peak``, kernel 6.1 and later)."""
     tried: list[str] = []
     for directory, _ in _candidates(lines, root, "pids"):
         value = read_int(f"{directory}/pids.current")
         if value is not None:
-            return value, None
+            return value, None, read_int(f"{directory}/pids.peak")
         tried.append(f"{directory}/pids.current")
-    return None, "no pids.current readable (" + ", ".join(tried or ["no cgroup"]) + ")"
+    return None, "no pids.current readable (" + ", ".join(tried or ["no cgroup"]) + ")", None
 
 
 def read_int(path: str | Path) -> int | None:

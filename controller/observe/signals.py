@@ -112,6 +112,7 @@ def read_signals(
         memory_swap_unknown=usage.memory_swap_unknown,
         memory_swap_peak_bytes=usage.memory_swap_peak_bytes,
         pids_current=usage.pids_current,
+        pids_peak=usage.pids_peak,
         pids_unknown=usage.pids_unknown,
     )
 

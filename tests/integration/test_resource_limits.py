@@ -343,6 +343,44 @@ def test_the_executor_leaves_room_to_fork_right_before_lowering_the_pids_limit(
     assert_skipped_for_room(docker_client, tmp_path, c, update)
 
 
+def test_a_pids_limit_is_never_lowered_below_the_peak_since_the_container_started(
+    make_container: ContainerFactory, docker_client: Any, tmp_path: Path
+) -> None:
+    # Planned while it ran a couple of tasks; it starts 36 workers and ends them again before the
+    # action runs (an epoch's data loaders). It starts them again at its next epoch, and a limit of
+    # 40 would fail the last of them: the peak since it started is the floor, as the count now is.
+    c = make_container(
+        "sh -c 'while [ ! -e /tmp/go ]; do sleep 0.1; done; i=0; p=; "
+        'while [ $i -lt 36 ]; do sleep 300 & p="$p $!"; i=$((i+1)); done; kill $p; wait; '
+        "touch /tmp/done; sleep 300'",
+        network_mode="none",
+    )
+    time.sleep(0.5)
+    desired = PolicySetDesired(load_spec_text(PIDS_SPEC))
+    p = ours(plan(observe(tmp_path), desired, ControllerMemory(), datetime_now()), {c.id})
+    (update,) = [a for a in p.actions if a.kind == ActionKind.UPDATE_RESOURCES]
+    assert update.params_as(ResourceUpdate).pids_limit == 40
+    c.exec_run("touch /tmp/go")
+    deadline = time.monotonic() + 30
+    while c.exec_run("ls /tmp/done").exit_code != 0:
+        assert time.monotonic() < deadline, "the container never started and ended its workers"
+        time.sleep(0.1)
+    assert_skipped_for_room(docker_client, tmp_path, c, update)
+    # A fresh plan sees the same: few tasks now, many at its peak; the pids limit waits.
+    snap = observe(tmp_path)
+    (seen,) = [x for x in snap.containers if x.id == c.id]
+    assert seen.signals is not None and seen.signals.pids_current is not None
+    assert seen.signals.pids_current < 10 and (seen.signals.pids_peak or 0) >= 37
+    p = ours(plan(snap, desired, ControllerMemory(), datetime_now()), {c.id})
+    assert all(
+        a.params_as(ResourceUpdate).pids_limit is None
+        for a in p.actions
+        if a.kind == ActionKind.UPDATE_RESOURCES
+    )
+    (wait,) = [d for d in p.deferred if d.why is DeferReason.BELOW_USAGE and d.target.container_id == c.id]
+    assert wait.evidence["pids_peak"] >= 37
+
+
 def assert_skipped_for_room(docker_client: Any, tmp_path: Path, c: Any, update: Action) -> None:
     """The executor skips ``update`` (its pids limit would leave too little room to fork), and the
     running container keeps no pids limit."""

@@ -513,6 +513,22 @@ def test_memory_plus_swap_is_never_lowered_below_its_peak_since_it_started() -> 
     assert params(run(c)).memory_swap_bytes == 8 * GiB
 
 
+def test_pids_are_never_lowered_below_the_peak_since_it_started() -> None:
+    # 5 tasks now, 1000 at its peak (an epoch's data loaders and their threads): a limit of 1024
+    # would fail its workers when it starts them again. The pids limit waits for the run.
+    c = box(tasks=5)
+    assert c.signals is not None
+    c = c.model_copy(update={"signals": c.signals.model_copy(update={"pids_peak": 1000})})
+    p = run(c)
+    assert params(p).pids_limit is None
+    assert deferrals(p) == [("LimitsMissing", "BelowUsage")]
+    (warn,) = [a for a in p.actions if a.kind == ActionKind.WARN_OWNER]
+    assert warn.evidence["pids_peak"] == 1000 and "since it started" in warn.message
+    # A peak with room under the limit does not hold it back; nor one of a created container.
+    c = c.model_copy(update={"signals": c.signals.model_copy(update={"pids_peak": 900})})
+    assert params(run(c)).pids_limit == 1024
+
+
 def test_unknown_swap_use_keeps_the_memory_plus_swap_total() -> None:
     limited = ResourceLimits(
         nano_cpus=4 * 10**9, memory_bytes=16 * GiB, memory_swap_bytes=-1, pids_limit=1024

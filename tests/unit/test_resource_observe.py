@@ -161,3 +161,10 @@ def test_the_peak_of_memory_plus_swap_is_read_on_v1_and_v2(tmp_path: Path) -> No
     _write(v2 / "memory.swap.peak", "700\n")
     # Two peaks apart, maybe at two times: their sum is at least the peak of the total.
     assert read_usage(parse_cgroup(V2_CGROUP), tmp_path / "v2").memory_swap_peak_bytes == 3700
+
+
+def test_the_peak_task_count_is_read_where_the_kernel_keeps_one(tmp_path: Path) -> None:
+    _write(tmp_path / "pids" / "docker" / CID / "pids.current", "3\n")
+    assert read_usage(parse_cgroup(V1_CGROUP), tmp_path).pids_peak is None  # before kernel 6.1: unknown
+    _write(tmp_path / "pids" / "docker" / CID / "pids.peak", "40\n")
+    assert read_usage(parse_cgroup(V1_CGROUP), tmp_path).pids_peak == 40

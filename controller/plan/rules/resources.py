@@ -16,7 +16,8 @@ Guards (unknown is not idle):
   needs it again): the kernel would reclaim or OOM-kill a live job. The memory (and swap) part waits
   (``BelowUsage``) and the owner is warned once (``LimitsBelowUsage``); it is applied by a later
   pass once the use allows. A running container whose use is unknown waits (``UnknownSignal``).
-* **pids** is never set below the current task count plus the same margin, and never without at
+* **pids** is never set below the current task count, nor below its peak since the container
+  started (``pids.peak``, where the kernel keeps one), plus the same margin, and never without at
   least one task of room (a limit equal to the count fails the job's next thread or fork), with the
   same wait and warning. A spec of 0
   or below is no limit (Docker's ``--pids-limit`` reads 0 and -1 as unlimited).
@@ -81,10 +82,10 @@ def memory_floor(usage_bytes: int, margin_pct: float) -> int:
     return int(usage_bytes * (1 + margin_pct / 100.0)) + 1
 
 
-def highest_use(used_bytes: int, peak_bytes: int | None) -> int:
-    """The memory a limit must leave room for: the use now, or the cgroup's peak since the
-    container started when that is higher (unknown on kernels before 5.19 under cgroup v2)."""
-    return used_bytes if peak_bytes is None else max(used_bytes, peak_bytes)
+def highest_use(used: int, peak: int | None) -> int:
+    """What a limit must leave room for: the use now, or the cgroup's peak since the container
+    started when that is higher (memory, memory plus swap, tasks; None: the kernel keeps no peak)."""
+    return used if peak is None else max(used, peak)
 
 
 def pids_floor(tasks: int, margin_pct: float) -> int:
@@ -465,18 +466,27 @@ def _pids(
             {"pids_unknown": unknown},
         )
         return
-    floor = pids_floor(used, margin_pct)
+    peak = c.signals.pids_peak if c.signals is not None and c.state == ContainerState.RUNNING else None
+    floor = pids_floor(highest_use(used, peak), margin_pct)
     if want < floor:
-        _wait(
-            d,
-            "pids",
-            have,
-            DeferReason.BELOW_USAGE,
-            f"{c.name} runs {used} tasks; its pids limit of {want} ({spec.pids_limit.source}) leaves "
-            f"less than {margin_pct:g} % (at least one task) of room ({floor}): not lowered until it "
-            "runs fewer",
-            {"pids_current": used, "pids_floor": floor, "pids_wanted": want},
-        )
+        evidence: dict[str, Any] = {"pids_current": used, "pids_floor": floor, "pids_wanted": want}
+        if peak is not None and peak > used:
+            # As for memory: a job that ran that many tasks once (an epoch's data loaders) starts
+            # them again, and the fork or thread beyond the limit fails then.
+            evidence["pids_peak"] = peak
+            message = (
+                f"{c.name} runs {used} tasks and ran up to {peak} since it started; its pids limit of "
+                f"{want} ({spec.pids_limit.source}) leaves less than {margin_pct:g} % (at least one task) "
+                f"of room over that ({floor}): not lowered while it runs (at its next start its peak "
+                "starts afresh)"
+            )
+        else:
+            message = (
+                f"{c.name} runs {used} tasks; its pids limit of {want} ({spec.pids_limit.source}) leaves "
+                f"less than {margin_pct:g} % (at least one task) of room ({floor}): not lowered until it "
+                "runs fewer"
+            )
+        _wait(d, "pids", have, DeferReason.BELOW_USAGE, message, evidence)
         return
     _mark(d, "pids", have)
     d.update["pids_limit"] = want
