@@ -426,6 +426,10 @@ def from_last_pass(settings: Settings, opts: GatherOptions) -> View | None:
     memory, timers_note = read_memory(settings.state_dir)
     if memory is None or timers_note:
         return None
+    if as_next_pass(settings, memory) is not memory:
+        # A breaker reset waits, or an interrupted reset is to be recorded: the daemon's next pass
+        # plans otherwise than its last one did. The live path plans as that pass will, and says so.
+        return None
     return View(
         snapshot=snapshot,
         now=last.plan.evaluated_at,

@@ -437,3 +437,24 @@ def test_a_daemon_pass_that_stopped_a_container_leaves_ds01ctl_observing_live(
     assert main(["get", "containers", "--all", *flags]) == 1  # observed live: no Docker here
     out, err = capsys.readouterr()
     assert "over-runtime" not in out and "Docker" in err
+
+
+def test_a_pending_breaker_reset_is_planned_as_the_next_pass_not_read_from_the_last(
+    state_dir: Path, specs: Path, no_docker: None
+) -> None:
+    """While ``breaker reset`` waits for the daemon's next pass, the views plan with the breakers
+    closed, as that pass will, and say so. The last pass was planned with the breaker tripped (its
+    stops held as BreakerOpen): showing it would say the stops are held when the next pass makes
+    them. ds01ctl observes live instead (here: no Docker, so the live path's error)."""
+    from controller.memory import Breaker
+    from controller.store import BREAKER_RESET_REQUEST
+
+    settings = _settings(state_dir, specs)
+    tripped = Breaker(tripped=True, tripped_at=datetime.now(UTC), reason="5 stops in 10m")
+    MemoryStore(state_dir).save(ControllerMemory().model_copy(update={"breaker": tripped}))
+    _save(settings, PolicyHolder(specs))
+    opts = GatherOptions(require_docker=True, recent=True, need_policy=False)
+    assert gather(settings, opts).as_of is not None, "no request: the last pass is shown"
+    (state_dir / BREAKER_RESET_REQUEST).write_text("requested by root\n")
+    with pytest.raises(CliError, match="Docker"):
+        gather(settings, opts)
