@@ -56,6 +56,7 @@ from controller.snapshot import (
     GpuObs,
     GpuProcessObs,
     KeepAliveState,
+    ProcessState,
 )
 
 NAME_MAX = 48
@@ -457,7 +458,10 @@ def gpu_state(view: View, gpu: GpuObs, device_uuid: str | None) -> str:
     holders = view.holders.get(uuid, [])
     # A live container's process (running, paused, restarting: as the planner, never an orphan) is
     # not stray, whichever device it is on (one it was not given is an alert, not a dirty GPU).
-    runs_in = [_live_container(view, p) for p in _device_processes(view, uuid) if not p.is_system]
+    # A process whose /proc entry was never read is not known to be stray (nor to run at all): the
+    # planner kills or marks nothing for it.
+    listed = [p for p in _device_processes(view, uuid) if not p.is_system]
+    runs_in = [_live_container(view, p) for p in listed if not attribution_unread(p)]
     if marked or planned or None in runs_in:
         return "dirty"
     # The device is in use by the container whose process runs on it, given to it or not: never free.
@@ -469,6 +473,8 @@ def gpu_state(view: View, gpu: GpuObs, device_uuid: str | None) -> str:
         mig = next((m for m in gpu.mig_devices if m.uuid == device_uuid), None)
         if (mig.processes_unknown if mig is not None else gpu.processes_unknown) is not None:
             return "unknown"  # no holder, but NVML could not list its processes: not "free"
+        if len(runs_in) < len(listed):
+            return "unknown"  # no holder, but a process on it whose container could not be read
         return "free"
     for c in users:
         if c.state == ContainerState.RUNNING and idleness(view, c).state != IdleState.IDLE:
@@ -629,12 +635,14 @@ def gpus_table(items: Sequence[dict[str, Any]], wide: bool) -> Table:
 
 
 def process_verdict(view: View, p: GpuProcessObs) -> str:
-    """ok / orphan / foreign / suspect / system (unknown while Docker is down): the plan's reading
-    of the process first, then the facts."""
+    """ok / orphan / foreign / suspect / system (unknown while Docker is down, or when its /proc
+    entry was never read): the plan's reading of the process first, then the facts."""
     if p.is_system:
         return "system"
     if p.container_id is not None and not view.docker_ok:
         return "unknown"  # its container cannot be checked: not an orphan until Docker says so
+    if attribution_unread(p):
+        return "unknown"  # no cgroup read: not a host process, nor known to be anyone's
     for item in view.items_by_pid.get(p.pid, []):
         rule = rule_of(item)
         if rule in (Reason.ORPHANED_PROCESS, Reason.KILL_FAILED):
@@ -672,7 +680,17 @@ def _live_container(view: View, p: GpuProcessObs) -> ContainerObs | None:
     return c if c is not None and c.state in LIVE_STATES else None
 
 
+def attribution_unread(p: GpuProcessObs) -> bool:
+    """Whether the process's ``/proc`` entry was never read: gone when read (it exited after NVML
+    listed it, or ``/proc`` hides other users' processes from this reader), or the read failed
+    (``/proc`` is then unavailable). Its cgroup, and so its container, is unknown: the observer
+    leaves no container id, which must not read as a host process."""
+    return p.state == ProcessState.VANISHED or (p.cgroup_scope is CgroupScope.UNKNOWN and not p.cgroup)
+
+
 def process_container(view: View, p: GpuProcessObs) -> str:
+    if attribution_unread(p):
+        return UNKNOWN
     if p.container_id is None:
         return "foreign" if p.cgroup_scope is CgroupScope.FOREIGN else "host"
     if not view.docker_ok:

@@ -71,8 +71,8 @@ kinds:
                STATE: free, held, idle-held (every holder stopped or idle), dirty (a process no running
                holder accounts for, or marked for reset), unavailable (NVML down, or MIG on with no devices),
                unknown (Docker down: its holders cannot be listed; or no holder and NVML could not
-               list its processes).
-  processes    PID GPU MEMORY USER CONTAINER COMMAND VERDICT (ok, orphan, suspect, system)
+               list its processes, or a process on it whose /proc entry was never read).
+  processes    PID GPU MEMORY USER CONTAINER COMMAND VERDICT (ok, orphan, suspect, system, unknown)
   allocations  the ledger next to the allocations the containers imply, with a verdict
                (ok, leaked, duplicate, unrecorded, ledger-only, mismatch, unknown)
   policies     the loaded specs, where each came from, and whether loading the policy failed

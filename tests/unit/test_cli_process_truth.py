@@ -9,10 +9,20 @@ and ``describe user`` left out the processes in the user's own containers that r
 
 from __future__ import annotations
 
+import pytest
+
 from controller.cli.describe import describe_user
 from controller.cli.get import GetOptions, run_get
 from controller.cli.view import View
-from controller.snapshot import ContainerState
+from controller.snapshot import (
+    CgroupScope,
+    ContainerState,
+    Domain,
+    DomainHealth,
+    GpuProcessObs,
+    GpuUuid,
+    ProcessState,
+)
 from tests.fixtures import builders as b
 
 MIG11 = b.mig_uuid(1, 1)
@@ -65,3 +75,46 @@ def test_describe_user_lists_the_processes_in_their_containers_run_as_root() -> 
     text = describe_user(view(), "carol")
     section = text[text.index("GPU processes") : text.index("Ledger")]
     assert "303" in section and "rootjob" in section
+
+
+def unread_view(state: ProcessState) -> View:
+    """GPU 3 lists one process whose /proc entry was never read, as the observer records it: no
+    cgroup, container, user or command line. VANISHED: gone when read (it exited after NVML listed
+    it, or /proc hides it from this user); PRESENT: the read failed, and /proc is unavailable. The
+    planner kills, alerts on and marks nothing for it."""
+    unread = GpuProcessObs(
+        pid=404,
+        device_uuid=GpuUuid(b.GPU3),
+        gpu_uuid=GpuUuid(b.GPU3),
+        used_memory_bytes=1 << 30,
+        state=state,
+        cgroup_scope=CgroupScope.UNKNOWN,
+    )
+    desired = b.desired(b.policy())
+    passes = b.Passes(desired)
+    for i in range(3):
+        t = b.at(seconds=30 * i)
+        snap = b.snapshot(observed_at=t, gpus=[b.gpu(3, processes=[404])])
+        if state == ProcessState.PRESENT:
+            down = DomainHealth(domain=Domain.PROCFS, ok=False, error="pid 404: [Errno 13] Permission denied")
+            health = tuple(down if h.domain == Domain.PROCFS else h for h in snap.health)
+            snap = snap.model_copy(update={"health": health})
+        snap = snap.model_copy(update={"processes": (unread,)})  # kept, as the observer keeps them
+        p = passes.run(snap)
+    assert p.actions == () and p.memory.dirty_gpus == {}
+    assert not [d for d in p.deferred if d.target.pid == 404 or d.target.gpu == b.GPU3]
+    return View(snapshot=snap, now=t, plan=p, memory=p.memory, desired=desired)
+
+
+@pytest.mark.parametrize("state", [ProcessState.VANISHED, ProcessState.PRESENT])
+def test_a_process_whose_proc_entry_was_never_read_is_not_a_host_process_nor_dirt(
+    state: ProcessState,
+) -> None:
+    view = unread_view(state)
+    (row,) = rows(run_get("processes", view, GetOptions())[0]).values()
+    assert "host" not in row and "suspect" not in row, row
+    command = "(vanished)" if state == ProcessState.VANISHED else "unknown"
+    assert row[-4:] == ["unknown", "unknown", command, "unknown"], row  # user, container, command, verdict
+    # Not dirty (the planner marks nothing), nor free: a process NVML listed on it is unaccounted for.
+    gpu = rows(run_get("gpus", view, GetOptions())[0])["3"]
+    assert gpu[-1] == "unknown", gpu
