@@ -412,7 +412,7 @@ def containers_table(view: View, containers: Sequence[ContainerObs], wide: bool)
                 UNKNOWN if util_unknown else fmt_percent(util),
                 _keepalive_text(view, c),
                 c.owner_rule.value,
-                *limit_cells(c, view.effective(c), view.now),
+                *limit_cells(c, view.effective(c), view.now, view.snapshot.host_cpus),
             ]
         t.add(row)
     return t

@@ -30,7 +30,7 @@ from controller.memory import ControllerMemory
 from controller.plan.context import UNKNOWN_OWNER, Collector, PassContext
 from controller.plan.rules.aggregate import AggregateFigures, Sum, aggregate_figures, evidence_of, owners
 from controller.plan.rules.quotas import held_gpu_equivalents, mig_shares
-from controller.plan.rules.resources import update_resources
+from controller.plan.rules.resources import limits_out_of_spec, update_resources
 from controller.plan.types import Action, ActionKind, DeferReason, Deferred, Reason
 from controller.snapshot import ContainerObs, ContainerState, ResourceLimits
 from desired_state.effective import EffectivePolicy, ExemptFrom, ResourceSpec, Sourced
@@ -41,10 +41,6 @@ OVER_MARK = "*"
 
 def _cpus(v: float | None) -> str:
     return "-" if v is None else f"{v:g}"
-
-
-def _above(have: float | None, want: float | None) -> bool:
-    return want is not None and (have is None or have > want + 1e-6)
 
 
 def shielded_from_limits(pol: EffectivePolicy, now: datetime | None) -> str | None:
@@ -61,23 +57,25 @@ def shielded_from_limits(pol: EffectivePolicy, now: datetime | None) -> str | No
     return None
 
 
-def limit_cells(c: ContainerObs, pol: EffectivePolicy | None, now: datetime | None = None) -> list[str]:
-    """CPU, MEM, PIDS limit cells: ``-`` no limit, ``unknown`` not observed, ``*`` differs from the
-    spec (never on a container the rule leaves alone: opted out, protected, monitoring, exempt)."""
+def limit_cells(
+    c: ContainerObs, pol: EffectivePolicy | None, now: datetime | None = None, host_cpus: int | None = None
+) -> list[str]:
+    """CPU, MEM, PIDS limit cells: ``-`` no limit, ``unknown`` not observed, ``*`` unset or above the
+    spec where the rule would lower it (:func:`limits_out_of_spec`: not a CPU limit the host's
+    ``host_cpus`` already bound, nor a pids spec of 0 or below; never on a container the rule
+    leaves alone: opted out, protected, monitoring, exempt)."""
     lim = c.limits
     if lim is None:
         return [UNKNOWN, UNKNOWN, UNKNOWN]
     left_alone = pol is None or pol.resources.exempt.value or shielded_from_limits(pol, now) is not None
     spec = pol.resources if pol is not None and not left_alone else ResourceSpec()
-    pairs: list[tuple[str, bool]] = [
-        (_cpus(lim.cpus), _above(lim.cpus, spec.max_cpus.value)),
-        (fmt_bytes(lim.memory_bytes), _above(lim.memory_bytes, spec.memory_bytes.value)),
-        (
-            "-" if lim.pids_limit is None else str(lim.pids_limit),
-            _above(lim.pids_limit, spec.pids_limit.value),
-        ),
+    marks = limits_out_of_spec(lim, spec, host_cpus)
+    texts = [
+        _cpus(lim.cpus),
+        fmt_bytes(lim.memory_bytes),
+        "-" if lim.pids_limit is None else str(lim.pids_limit),
     ]
-    return [text + (OVER_MARK if over else "") for text, over in pairs]
+    return [text + (OVER_MARK if over else "") for text, over in zip(texts, marks, strict=True)]
 
 
 def limits_section(
@@ -123,7 +121,10 @@ def limits_section(
         (
             "pids",
             "-" if lim.pids_limit is None else str(lim.pids_limit),
-            "-" if spec.pids_limit.value is None else str(spec.pids_limit.value),
+            # A spec of 0 or below is no limit, as the rule reads it (Docker's unlimited).
+            "-"
+            if spec.pids_limit.value is None or spec.pids_limit.value <= 0
+            else str(spec.pids_limit.value),
             spec.pids_limit,
             pids_use,
         ),

@@ -328,3 +328,34 @@ def test_limits_of_a_container_the_rule_leaves_alone_are_not_marked_to_be_lowere
     # Without the shield the same container is marked, and the rule lowers its limits.
     plain = b.policy().model_copy(update={"resources": spec})
     assert limit_cells(db, plain, b.T0) == ["-*", "-*", "-*"]
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [
+        # A CPU limit of at least the host's CPUs: nothing to limit (Docker refuses more than it has).
+        ResourceSpec(max_cpus=Sourced(value=float(b.HOST_CPUS), source="test")),
+        ResourceSpec(max_cpus=Sourced(value=2.0 * b.HOST_CPUS, source="test")),
+        # A pids limit of 0 or below is no limit (Docker reads 0 and -1 as unlimited).
+        ResourceSpec(pids_limit=Sourced(value=0, source="test")),
+        ResourceSpec(pids_limit=Sourced(value=-1, source="test")),
+    ],
+)
+def test_a_limit_the_rule_would_not_lower_is_not_marked(spec: ResourceSpec) -> None:
+    # updateLimits on, a container with no limits, or a pids limit of its own: the rule changes
+    # nothing and says nothing, while get -o wide marked the limit '*' ("which the controller lowers").
+    pol = b.policy().model_copy(update={"resources": spec})
+    sig = b.signals(b.T0).model_copy(update={"pids_current": 3, "pids_unknown": None})
+    limits = ResourceLimits(pids_limit=4096) if spec.pids_limit.value == -1 else ResourceLimits()
+    db = b.running("db", sig=sig).model_copy(update={"limits": limits})
+    snap = b.snapshot(containers=[db])
+    passes = b.Passes(b.desired(pol, b.global_policy(update_limits=True)))
+    p = passes.run(snap)
+    assert not p.actions and not p.deferred, b.deferred_summary(p)
+    view = View(snapshot=snap, now=b.T0, plan=p, memory=p.memory, desired=passes.desired)
+    (row,) = run_get("containers", view, GetOptions(output="wide", show_all=True))[0].splitlines()[1:2]
+    assert "*" not in row, row
+    if spec.pids_limit.value is not None:  # describe's desired pids limit: none, not "0" or "-1"
+        resources = _part(describe_container(view, "db"), "Resources", "Timers").splitlines()
+        (pids,) = [line for line in resources if line.split()[:1] == ["pids"]]
+        assert pids.split()[:3] == ["pids", "4096" if spec.pids_limit.value == -1 else "-", "-"], pids

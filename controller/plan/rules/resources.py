@@ -206,9 +206,26 @@ def out_of_spec(limits: ResourceLimits, spec: ResourceSpec, host_cpus: int | Non
         swap = limits.total_swap_bytes
         if swap is None or swap > max(want_swap, memory):
             return True
+    return _pids_out(limits, spec) or _cpus_out(limits, spec, host_cpus)
+
+
+def limits_out_of_spec(
+    limits: ResourceLimits, spec: ResourceSpec, host_cpus: int | None
+) -> tuple[bool, bool, bool]:
+    """Which of the CPU, memory and pids limits the rule changes or holds a change of: a limit the
+    spec sets, unset or above it, that the rule would lower (not a CPU limit the host's CPUs already
+    bound, nor a pids spec of 0 or below, which is no limit). For the marks of ``ds01ctl``."""
+    memory, want_memory = limits.memory_bytes, spec.memory_bytes.value
+    memory_out = want_memory is not None and (memory is None or memory > want_memory)
+    return _cpus_out(limits, spec, host_cpus), memory_out, _pids_out(limits, spec)
+
+
+def _pids_out(limits: ResourceLimits, spec: ResourceSpec) -> bool:
     want_pids, pids = spec.pids_limit.value, limits.pids_limit
-    if want_pids is not None and want_pids > 0 and (pids is None or pids > want_pids):
-        return True
+    return want_pids is not None and want_pids > 0 and (pids is None or pids > want_pids)
+
+
+def _cpus_out(limits: ResourceLimits, spec: ResourceSpec, host_cpus: int | None) -> bool:
     want_cpus, cpus = spec.max_cpus.value, limits.cpus
     if want_cpus is None or (cpus is not None and cpus <= want_cpus + _CPU_EPSILON):
         return False
