@@ -913,12 +913,17 @@ def describe_user(view: View, name: str, style: Style = PLAIN) -> str:
     processes = [p for p in view.snapshot.processes if p.user == name or p.container_id in theirs]
     ledger = [e for e in view.snapshot.ledger.entries if e.user == name]
     unknown_here = not containers and not processes and not ledger and not _is_login(name)
-    # With a device's processes unlisted, "no GPU processes" is not known: only none NVML listed.
-    none_of = (
-        "no containers or ledger rows, no GPU process NVML listed"
-        if unlisted_devices(view.snapshot)
-        else "no containers, GPU processes or ledger rows"
-    )
+    # With a device's processes unlisted, or the ledger unreadable, "none" is not known of them.
+    unlisted_any = bool(unlisted_devices(view.snapshot))
+    if view.snapshot.ledger.error:
+        none_of = (
+            "no containers, no GPU process NVML listed" if unlisted_any else "no containers or GPU processes"
+        )
+        none_of += " (their ledger rows unknown: the ledger is unreadable)"
+    elif unlisted_any:
+        none_of = "no containers or ledger rows, no GPU process NVML listed"
+    else:
+        none_of = "no containers, GPU processes or ledger rows"
     if unknown_here and not _USER_NAME.fullmatch(name):
         raise CliError(f"user {clean(name, 64)!r} not found: {none_of}, and not a login name")
     s = Sections(style)
@@ -962,7 +967,10 @@ def describe_user(view: View, name: str, style: Style = PLAIN) -> str:
     _processes_lines(view, processes, unlisted, "GPU", s, others_listed=len(unlisted) < devices)
     s.heading("Ledger")
     _release_breaker_note(view, s)
-    if ledger:
+    if view.snapshot.ledger.error:
+        # Unreadable: their rows are unknown, not none (as describe gpu says).
+        s.line(f"unreadable: {clean(view.snapshot.ledger.error, 200)}", 2)
+    elif ledger:
         for e in ledger:
             s.line(
                 f"{clean(e.gpu, 64)} -> {clean(e.container, 64)}, allocated {_when(view, e.allocated_at)}", 2

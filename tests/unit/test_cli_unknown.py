@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from controller.cli.describe import describe_container, describe_gpu
+from controller.cli.describe import describe_container, describe_gpu, describe_user
 from controller.cli.get import GetOptions, gpu_column, run_get
 from controller.cli.view import View
 from controller.snapshot import Domain, DomainHealth, GpuRef, GpuRefSource, Snapshot
@@ -171,3 +171,26 @@ def test_a_memory_reading_nvml_could_not_give_is_unknown_not_a_dash() -> None:
     assert row.split()[header.split().index("MEMORY")] == "unknown", procs
     text = describe_gpu(view, "0")
     assert re.search(r"^Memory:\s+unknown used of 80Gi$", text, re.MULTILINE), text
+
+
+def test_describe_user_with_the_ledger_unreadable_says_so_not_that_they_have_no_row() -> None:
+    # The ledger exists but cannot be read: the user's rows are unknown. describe gpu said
+    # "unreadable: ..."; describe user said "<no entry>", as if the ledger held none of theirs.
+    from controller.snapshot import Ledger
+
+    desired = b.desired(b.policy())
+    busy = b.signals(b.T0, cpu_usage_ns=0, gpu_pct={b.GPU0: 90.0})
+    snap = b.snapshot(
+        containers=[b.running("alice-train", owner="alice", gpus=[b.GPU0], sig=busy)], gpus=[b.gpu(0)]
+    )
+    snap = _down(snap, Domain.LEDGER).model_copy(
+        update={"ledger": Ledger(path=b.LEDGER_PATH, error="[Errno 13] Permission denied")}
+    )
+    p = b.Passes(desired).run(snap)
+    view = View(snapshot=snap, now=b.T0, plan=p, memory=p.memory, desired=desired)
+    ledger = describe_user(view, "alice").split("Ledger:")[1].split("\n\n")[0]
+    assert "<no entry>" not in ledger, ledger
+    assert "unreadable: [Errno 13] Permission denied" in ledger, ledger
+    # A user with nothing else: not "no ledger rows" either.
+    note = describe_user(view, "zed").splitlines()[0]
+    assert "ledger rows," not in note and "ledger rows unknown: the ledger is unreadable" in note, note
