@@ -10,12 +10,13 @@ from typing import TYPE_CHECKING, Any
 
 from controller.cli.forecastview import (
     DEFAULT_DIFF_HORIZON,
+    diff_json,
     diff_text,
     forecast_json,
     forecast_text,
     run_forecast,
 )
-from controller.cli.render import Style, clean
+from controller.cli.render import Style
 
 if TYPE_CHECKING:
     from controller.cli.view import View
@@ -83,15 +84,7 @@ def cmd_forecast(args: argparse.Namespace, settings: Settings, at: datetime | No
     changes = compare(current, candidate, view.snapshot.containers)
     origin = view.policy.origin.removeprefix("candidate ")
     if args.output in ("json", "yaml"):
-        data = {
-            "candidate_policy": clean(origin, 400),
-            "until": horizon.isoformat(),
-            "compared_until": min(current.reach, candidate.reach).isoformat(),
-            "changes": [c.model_dump(mode="json") for c in changes],
-            "current": forecast_json(current),
-            "candidate": forecast_json(candidate),
-        }
-        sys.stdout.write(machine(data, args.output))
+        sys.stdout.write(machine(diff_json(changes, current, candidate, origin, horizon), args.output))
     else:
         sys.stdout.write(diff_text(changes, current, candidate, origin))
     return EXIT_PENDING if changes else EXIT_OK

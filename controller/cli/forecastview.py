@@ -14,7 +14,7 @@ The command itself (the observation, the memory, the policies) is
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from controller.cli.render import PLAIN, Style, clean, stamp
@@ -212,6 +212,23 @@ def diff_text(changes: tuple[StopChange, ...], current: Forecast, candidate: For
     return "\n".join(lines) + "\n"
 
 
+def diff_json(
+    changes: tuple[StopChange, ...], current: Forecast, candidate: Forecast, origin: str, horizon: datetime
+) -> dict[str, Any]:
+    """``plan --policy -o json`` (schema in docs/cli.md); every time in UTC with a ``Z``, as in the
+    forecasts it holds."""
+    from controller.cli.render import iso
+
+    return {
+        "candidate_policy": clean(origin, 400),
+        "until": iso(horizon.astimezone(UTC)),
+        "compared_until": iso(min(current.reach, candidate.reach).astimezone(UTC)),
+        "changes": [c.model_dump(mode="json") for c in changes],
+        "current": forecast_json(current),
+        "candidate": forecast_json(candidate),
+    }
+
+
 # --- the command -----------------------------------------------------------------------------
 
 
@@ -306,4 +323,4 @@ def forecast_section(view: View, container_id: str, s: Any) -> None:
     s.line("assuming the signals stay as observed now; ds01ctl plan --at +24h lists every assumption", 2)
 
 
-__all__ = ["forecast_json", "forecast_section", "forecast_text", "next_text", "run_forecast"]
+__all__ = ["diff_json", "forecast_json", "forecast_section", "forecast_text", "next_text", "run_forecast"]

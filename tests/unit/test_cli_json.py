@@ -352,3 +352,24 @@ def test_every_idle_state_is_documented() -> None:
     found = re.search(r"`idle` \(`state`: `([^`]+)`", text)
     assert found is not None, "docs/cli.md no longer documents idle.state"
     assert {v.strip() for v in found.group(1).split("|")} == {s.value for s in IdleState}
+
+
+def test_plan_policy_json_gives_its_times_in_utc_with_a_z_as_every_json_output() -> None:
+    # ``plan --policy P -o json``: "until" and "compared_until" were Python's isoformat ("+00:00"),
+    # beside forecasts whose times end in Z.
+    from datetime import timedelta
+
+    from controller.cli.forecastview import diff_json, run_forecast
+    from controller.plan.forecast import compare
+
+    desired = b.desired(b.policy())
+    job = b.running("job", gpus=[b.GPU0], started_at=b.ago(hours=2), sig=b.signals(b.T0))
+    snap = b.snapshot(containers=[job], gpus=[b.gpu(0)])
+    p = make_plan(snap, desired, ControllerMemory(), b.T0)
+    view = View(snapshot=snap, now=b.T0, plan=p, memory=p.memory, desired=desired)
+    horizon = b.T0 + timedelta(hours=2)  # --at, as parsed: in UTC
+    current = run_forecast(view, horizon, 30.0)
+    data = diff_json(compare(current, current, snap.containers), current, current, "strict.yaml", horizon)
+    assert data["until"] == "2026-03-02T14:00:00Z", data["until"]
+    assert data["compared_until"].endswith("Z") and data["current"]["until"].endswith("Z"), data
+    assert json.loads(json.dumps(data)) == data
