@@ -12,7 +12,7 @@ import json
 import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, TextIO
 
 from controller.units import binary_size
@@ -214,9 +214,12 @@ def stamp(when: datetime | None) -> str:
 
 
 def iso(when: datetime | None) -> str | None:
-    """RFC 3339 with a ``Z`` suffix, for machine output."""
+    """RFC 3339 in UTC with a ``Z`` suffix, for machine output (a time read with another offset,
+    such as a ledger row DS01's allocator wrote in local time, is given in UTC too)."""
     if when is None:
         return None
+    if when.tzinfo is not None:
+        when = when.astimezone(UTC)
     return when.isoformat().replace("+00:00", "Z")
 
 

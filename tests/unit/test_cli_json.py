@@ -373,3 +373,19 @@ def test_plan_policy_json_gives_its_times_in_utc_with_a_z_as_every_json_output()
     assert data["until"] == "2026-03-02T14:00:00Z", data["until"]
     assert data["compared_until"].endswith("Z") and data["current"]["until"].endswith("Z"), data
     assert json.loads(json.dumps(data)) == data
+
+
+def test_a_ledger_time_written_with_a_local_offset_is_given_in_utc_with_a_z() -> None:
+    # DS01's allocator may write allocated_at in its local time ("...T13:00:00+01:00"); get
+    # allocations -o json printed it so, where every JSON time is UTC with a Z.
+    from datetime import timedelta, timezone
+
+    east = timezone(timedelta(hours=1))
+    row = b.ledger_entry("job", allocated_at=b.ago(hours=2).astimezone(east))
+    job = b.running("job", gpus=[b.GPU0], sig=b.signals(b.T0))
+    snap = b.snapshot(containers=[job], gpus=[b.gpu(0)], ledger=b.ledger(row))
+    p = make_plan(snap, b.desired(b.policy()), ControllerMemory(), b.T0)
+    view = View(snapshot=snap, now=b.T0, plan=p, memory=p.memory, desired=b.desired(b.policy()))
+    data = json.loads(run_get("allocations", view, GetOptions(output="json"))[0])
+    (item,) = data["items"]
+    assert [e["allocated_at"] for e in item["ledger"]] == ["2026-03-02T10:00:00Z"], item
