@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from controller.cli.errors import CliError
 from controller.cli.kinds import KINDS, canonical_kind
@@ -36,6 +36,7 @@ from controller.cli.render import (
 from controller.cli.view import (
     STOP_AND_REMOVE,
     IdleState,
+    NextStep,
     View,
     container_sort_key,
     gpu_devices,
@@ -58,6 +59,9 @@ from controller.snapshot import (
     KeepAliveState,
     ProcessState,
 )
+
+if TYPE_CHECKING:
+    from controller.plan.forecast import PredictedAction
 
 NAME_MAX = 48
 SHORT_UUID_LEN = 12  # like Docker's short container ids
@@ -240,6 +244,9 @@ def sort_containers(view: View, containers: list[ContainerObs], key: str) -> lis
         if step is not None and step.in_passes:
             # After this pass's actions, before any timed step; the nearer turn first.
             return 1, step.in_passes, far
+        predicted = _predicted(view, c, step)
+        if predicted:
+            return 2, 0, predicted[0].pass_at  # the time the NEXT column shows
         if step is None or step.due_at is None:
             return 3, 0, far  # (a budget of 0 runs nothing: held, with the steps that never come)
         return (0 if step.pending else 2), 0, step.due_at
@@ -348,12 +355,20 @@ _STATE_COLOUR = {
 }
 
 
+def _predicted(view: View, c: ContainerObs, step: NextStep | None) -> list[PredictedAction]:
+    """The forecast's steps for ``c`` where NEXT shows them (nothing is to be done now, and the plan
+    has an item for it), else none: the cell and ``--sort-by next`` read the same."""
+    if view.forecast is None or not view.container_items(c) or (step is not None and step.pending):
+        return []
+    return view.forecast.for_container(c.id)
+
+
 def _next_cell(view: View, c: ContainerObs) -> Cell:
     items = view.container_items(c)
     if view.plan is None:
         return Cell("unknown")  # no plan: unknown, not "nothing"
     step = next_step(items, nvml_ok=view.nvml_ok, idle_removes=view.idle_stop_removes(c.id))
-    if view.forecast is not None and items and not (step is not None and step.pending):
+    if _predicted(view, c, step):
         from controller.cli.forecastview import next_text
 
         predicted = next_text(view.forecast, c.id, view.now)

@@ -286,3 +286,35 @@ def test_sort_by_next_and_idle() -> None:
     assert order("idle")[0] == "alice-train"
     assert order("name") == sorted(order("name"))
     assert order("age")[:2] == ["eve-web", "bob-notebook"]  # created 10 and 3 days ago
+
+
+def test_sort_by_next_follows_the_forecast_the_next_column_shows() -> None:
+    # Two idle GPU containers without a max runtime: aa-new in its grace period (the plan's step:
+    # "grace ends 12:05"), bb-old idle since 11:55 (warning 12:07). On a small host NEXT shows the
+    # forecast: aa-new "warning 12:29, ...", bb-old "warning 12:07, ...". --sort-by next ordered by
+    # the plan's grace end, listing aa-new first, while the column said bb-old comes first.
+    from controller.cli.forecastview import forecast_for_view
+    from tests.fixtures import builders as b
+
+    pol = b.policy(idle_timeout_s=1800.0, grace_period_s=1800.0, idle_detection_window=1, max_runtime_s=None)
+    passes = b.Passes(b.desired(pol))
+    busy = b.Counters()
+    for m in range(-20, 1):
+        t = b.at(minutes=m)
+        busy.step(60, cpu_pct=50 if m < -5 else 0)
+        new = b.running(
+            "aa-new", gpus=[b.GPU0], started_at=b.ago(minutes=25), sig=b.signals(t, gpu_pct={b.GPU0: 0.0})
+        )
+        old = b.running(
+            "bb-old", gpus=[b.GPU1], started_at=b.ago(hours=3), sig=busy.read(t, gpu_pct={b.GPU1: 0.0})
+        )
+        snap = b.snapshot(observed_at=t, containers=[new, old], gpus=[b.gpu(0), b.gpu(1)])
+        p = passes.run(snap)
+    view = View(snapshot=snap, now=t, plan=p, memory=p.memory, desired=passes.desired)
+    view.forecast = forecast_for_view(view, 30.0, small_hosts_only=True)
+    rows = [
+        line.split() for line in run_get("containers", view, GetOptions(sort_by="next"))[0].splitlines()[1:]
+    ]
+    assert [(r[0], r[r.index("warning") + 1]) for r in rows] == [("bb-old", "12:07"), ("aa-new", "12:29")], (
+        rows
+    )
