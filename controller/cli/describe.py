@@ -17,6 +17,7 @@ from controller.cli.errors import CliError
 from controller.cli.get import (
     NAME_MAX,
     _device_processes,
+    container_named,
     containers_table,
     gpu_item,
     gpu_state,
@@ -180,13 +181,7 @@ def _events_section(view: View, found: tuple[list[dict[str, Any]], str | None], 
 
 
 def find_container(view: View, key: str) -> ContainerObs:
-    c = view.snapshot.container(key)
-    if c is None:
-        raise CliError(
-            f"container {clean(key, NAME_MAX)!r} not found "
-            "(ds01ctl get containers --all lists every container)"
-        )
-    return c
+    return container_named(view, key)
 
 
 def describe_container(view: View, key: str, style: Style = PLAIN) -> str:

@@ -207,13 +207,7 @@ def select_containers(view: View, opts: GetOptions) -> list[ContainerObs]:
     ``--all``, every container. ``--owner`` and ``-l`` narrow either set.
     """
     if opts.name is not None:
-        c = view.snapshot.container(opts.name)
-        if c is None:
-            raise CliError(
-                f"container {clean(opts.name, NAME_MAX)!r} not found "
-                "(ds01ctl get containers --all lists every container)"
-            )
-        return [c]
+        return [container_named(view, opts.name)]
     chosen = [
         c
         for c in view.snapshot.containers
@@ -221,6 +215,23 @@ def select_containers(view: View, opts: GetOptions) -> list[ContainerObs]:
     ]
     ordered = sorted(chosen, key=container_sort_key)
     return sort_containers(view, ordered, opts.sort_by) if opts.sort_by else ordered
+
+
+def container_named(view: View, key: str) -> ContainerObs:
+    """The container ``key`` names (its name, id or an id prefix of at least 4 characters), or a
+    one-line error: not found, or a prefix several containers' ids share (never "not found")."""
+    c = view.snapshot.container(key)
+    if c is not None:
+        return c
+    shared = sum(1 for x in view.snapshot.containers if len(key) >= 4 and x.id.startswith(key))
+    if shared > 1:
+        raise CliError(
+            f"container id prefix {clean(key, NAME_MAX)!r} matches {shared} containers "
+            "(give more of the id, or the name)"
+        )
+    raise CliError(
+        f"container {clean(key, NAME_MAX)!r} not found (ds01ctl get containers --all lists every container)"
+    )
 
 
 SORT_KEYS = ("name", "owner", "type", "state", "idle", "next", "age")

@@ -318,3 +318,21 @@ def test_sort_by_next_follows_the_forecast_the_next_column_shows() -> None:
     assert [(r[0], r[r.index("warning") + 1]) for r in rows] == [("bb-old", "12:07"), ("aa-new", "12:29")], (
         rows
     )
+
+
+def test_an_id_prefix_two_containers_share_is_ambiguous_not_missing() -> None:
+    from controller.cli.describe import find_container
+    from controller.cli.errors import CliError
+    from tests.fixtures import builders as b
+
+    one = b.running("one", id="abcd" + "1" * 60)
+    two = b.running("two", id="abcd" + "2" * 60)
+    view = View(snapshot=b.snapshot(containers=[one, two]), now=b.T0)
+    for lookup in (
+        lambda: find_container(view, "abcd"),
+        lambda: run_get("containers", view, GetOptions(name="abcd")),
+    ):
+        with pytest.raises(CliError) as err:
+            lookup()
+        assert "not found" not in str(err.value) and "2 containers" in str(err.value), err.value
+    assert find_container(view, "abcd1").name == "one"  # a unique prefix still finds it
