@@ -872,18 +872,30 @@ def _allocation_verdict(view: View, key: str, r: dict[str, Any]) -> str:
     if view.snapshot.ledger.error is not None or not view.docker_ok:
         return "unknown"  # one side could not be read: neither agreement nor a gap is known
     ledger_names = {e["container"] for e in r["ledger"]}
-    holder_keys = {h["container"] for h in r["holders"]} | {h["container_id"] for h in r["holders"]}
     if r["ledger"] and not r["holders"]:
         return "ledger-only"
     if r["holders"] and not r["ledger"]:
         return "unrecorded"
-    if not any(
-        n in holder_keys or any(k.startswith(n) for k in holder_keys if len(n) >= 12) for n in ledger_names
-    ):
+
+    def recorded(h: Mapping[str, Any]) -> bool:
+        """A row names the holder: by its name or id, or a prefix of its id (12 or more)."""
+        keys = (h["container"], h["container_id"])
+        return any(n in keys or (len(n) >= 12 and any(k.startswith(n) for k in keys)) for n in ledger_names)
+
+    if not any(recorded(h) for h in r["holders"]):
         return "mismatch"
-    if len({h["container_id"] for h in r["holders"]}) > 1:
+    # A duplicate is what the planner alerts on (DuplicateGpuHolder): two running containers naming
+    # one full GPU. A MIG device is shared by design; a stopped holder uses nothing (its hold runs).
+    running = {h["container_id"] for h in r["holders"] if h["state"] == ContainerState.RUNNING.value}
+    if len(running) > 1 and not _is_mig_device(view, key):
         return "duplicate"
+    if not all(recorded(h) for h in r["holders"]):
+        return "unrecorded"
     return "ok"
+
+
+def _is_mig_device(view: View, uuid: str) -> bool:
+    return any(m.uuid == uuid for g in view.snapshot.gpus for m in g.mig_devices) or uuid.startswith("MIG-")
 
 
 _ALLOC_COLOUR = {"leaked": "red", "duplicate": "red", "mismatch": "yellow", "ledger-only": "yellow"}

@@ -414,3 +414,40 @@ def test_get_containers_with_nvml_down_has_unknown_gpu_utilization_and_idleness(
     (item,) = json.loads(run_get("containers", view, GetOptions(output="json"))[0])["items"]
     assert item["idle"] == {"state": "unknown", "since": None}
     assert (item["signals"]["gpu_util_percent"], item["signals"]["gpu_util_unknown"]) == (None, NVML_DOWN)
+
+
+# --- duplicate holders ------------------------------------------------------------------------
+
+MIG10 = b.mig_uuid(1, 0)
+
+
+def allocation_verdict(containers: list[ContainerObs], rows: list, gpus: tuple, passes: int = 1) -> str:  # type: ignore[type-arg]
+    snap = b.snapshot(containers=containers, gpus=gpus, ledger=b.ledger(*rows))
+    runs = b.Passes(b.desired(b.policy()))
+    for _ in range(passes):  # a second pass: the duplicate alert was delivered (no longer an action)
+        p = runs.run(snap)
+    view = View(snapshot=snap, now=b.T0, plan=p, memory=p.memory, desired=runs.desired)
+    (item,) = json.loads(run_get("allocations", view, GetOptions(output="json"))[0])["items"]
+    duplicate = any(a.reason.value == "DuplicateGpuHolder" for r in runs.history for a in r.actions)
+    assert (item["verdict"] == "duplicate") == duplicate, (item, b.summary(p))
+    return str(item["verdict"])
+
+
+def test_duplicate_is_what_the_planner_alerts_on_two_running_holders_of_one_full_gpu() -> None:
+    # The planner's DuplicateGpuHolder: two running containers naming one full GPU (MIG devices are
+    # shared by design). get allocations called any device with two holders of any state a duplicate.
+    busy = b.signals(b.T0, gpu_pct={b.GPU0: 90.0})
+    mig = b.signals(b.T0, gpu_pct={MIG10: None})
+    shared = [b.running(n, gpus=[b.ref(MIG10, parent=b.GPU1)], sig=mig) for n in ("m1", "m2")]
+    rows = [b.ledger_entry("m1", MIG10), b.ledger_entry("m2", MIG10)]
+    assert allocation_verdict(shared, rows, (b.gpu(1, mig_slots=1),)) == "ok"
+    # A container stopped 5 minutes ago (in its GPU hold) and the new one given its GPU: the old one
+    # is a holder the ledger lacks, not a second user of the GPU.
+    old = b.exited("old", gpus=[b.GPU0], finished_at=b.ago(minutes=5))
+    new = b.running("new", gpus=[b.GPU0], sig=busy)
+    row = b.ledger_entry("new", b.GPU0, allocated_at=b.ago(minutes=3))
+    assert allocation_verdict([old, new], [row], (b.gpu(0),)) == "unrecorded"
+    # Two running holders of GPU 0: the planner alerts, and so it stays once the alert is delivered.
+    both = [b.running(n, gpus=[b.GPU0], sig=busy) for n in ("r1", "r2")]
+    for passes in (1, 2):
+        assert allocation_verdict(both, [b.ledger_entry("r1", b.GPU0)], (b.gpu(0),), passes) == "duplicate"
