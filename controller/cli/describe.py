@@ -402,6 +402,8 @@ def _policy_section(pol: EffectivePolicy | None, s: Sections, problem: str = "")
             text = f"{value:g}"
         else:
             text = clean(value, 80)
+        if attr == "warn_lead_s":
+            text += _lead_caps(pol)
         t.add([label, text, clean(sourced.source, 120)])
     s.table(t)
     for note in setting_interactions(pol):  # where one setting decides instead of another
@@ -418,6 +420,18 @@ def _policy_section(pol: EffectivePolicy | None, s: Sections, problem: str = "")
             )
     else:
         s.line("exemptions: none", 2)
+
+
+def _lead_caps(pol: EffectivePolicy) -> str:
+    """The lead the planner gives where it is less than ``warnLead``: at most 20 % of the timeout
+    (``lead_s``; the first warning at the ladder's first level, the stop at the timeout)."""
+    from controller.plan.rules.lifecycle import lead_s
+
+    caps = []
+    for what, timeout in (("an idle stop", pol.idle_timeout_s), ("a runtime stop", pol.max_runtime_s)):
+        if timeout.value is not None and lead_s(pol, timeout.value) < pol.warn_lead_s.value:
+            caps.append(f"{fmt_duration(lead_s(pol, timeout.value))} before {what}")
+    return f" ({', '.join(caps)}: 20% of its timeout)" if caps else ""
 
 
 def _due_text(view: View, items: Sequence[Action | Deferred], rules: Sequence[Reason]) -> list[str]:

@@ -113,3 +113,30 @@ def test_after_a_clock_step_describe_shows_the_runtime_and_warning_times_the_pla
     assert "running 20h of 1d (test)" in timers and "running 23h" not in timers, timers
     assert "not counted: a forward wall-clock step of 3h since it started" in timers, timers
     assert "warned 11:30 UTC" in timers and "warned 14:30" not in timers, timers
+
+
+# --- the warning lead the planner gives ---------------------------------------------------------
+
+
+def test_describe_shows_the_warning_lead_the_planner_gives_capped_at_a_fifth_of_the_timeout() -> None:
+    # warnLead 10m, idle timeout 30m: the planner caps the lead at 20 % of the timeout, 6m (the
+    # first warning at 80 %, the stop at the timeout). describe's Policy said "warning lead 10m".
+    pol = b.policy(idle_timeout_s=1800.0, warn_lead_s=600.0, max_runtime_s=None)
+    passes = b.Passes(b.desired(pol))
+    started = b.ago(hours=2)
+    acted: dict[str, datetime] = {}
+    for m in range(0, 45):
+        t = b.at(minutes=m)
+        sig = b.signals(t, gpu_pct={b.GPU0: 0.0})
+        snap = b.snapshot(
+            observed_at=t, containers=[b.running("idle", gpus=[b.GPU0], started_at=started, sig=sig)]
+        )
+        p = passes.run(snap)
+        if m == 1:
+            view = View(snapshot=snap, now=t, plan=p, memory=p.memory, desired=passes.desired)
+        for a in p.actions:
+            acted.setdefault(a.kind.value, t)
+    assert (acted["StopContainer"] - acted["WarnOwner"]).total_seconds() == 6 * 60
+    policy = section(describe_container(view, "idle"), "Policy:", "Resources:")
+    (row,) = [line for line in policy.splitlines() if line.strip().startswith("warning lead")]
+    assert "6m before an idle stop" in row, row
