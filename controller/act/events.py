@@ -346,10 +346,25 @@ class EventFilter:
             if not isinstance(details, Mapping):
                 return False
             wanted = self.container
-            names = (details.get("container"), details.get("container_id"))
-            if not any(isinstance(n, str) and (n == wanted or n.startswith(wanted)) for n in names):
+            # The name as it is (a name that begins with it is another container's), or the id by a
+            # prefix of it.
+            name, cid = details.get("container"), details.get("container_id")
+            if not (
+                (isinstance(name, str) and (name == wanted or (cid is None and _id_like(name, wanted))))
+                or (isinstance(cid, str) and cid.startswith(wanted))
+            ):
                 return False
         return True
+
+
+def _id_like(recorded: str, wanted: str) -> bool:
+    """An event that records no container id may name its container by id (or a short id) in
+    ``container``: an id prefix of it matches."""
+    return (
+        len(recorded) >= 12
+        and all(ch in "0123456789abcdef" for ch in recorded)
+        and recorded.startswith(wanted)
+    )
 
 
 def parse_timestamp(value: object) -> datetime | None:

@@ -846,3 +846,16 @@ def test_every_gpu_state_get_shows_is_explained_in_its_help(capsys: pytest.Captu
     explained = help_text.split("STATE: ", 1)[1].split(" processes ", 1)[0]
     for state in states:
         assert f"{state} (" in explained or f"{state}, " in explained, state
+
+
+def test_get_events_container_is_that_container_not_every_name_it_begins(
+    env: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # --container NAME|ID-PREFIX: "job" listed the events of "job-2" and "jobs" too.
+    now = datetime.now(UTC)
+    log = EventLog(env / "events.jsonl")
+    for name, cid in (("job", "a1" * 32), ("job-2", "b2" * 32), ("jobs", "c3" * 32)):
+        log.write("container.stop", user="alice", details={"container": name, "container_id": cid}, at=now)
+    for wanted in ("job", "a1a1a1a1a1a1", "a1" * 32):
+        _, out, _ = run(["get", "events", "--container", wanted, "-o", "json"], capsys)
+        assert [e["details"]["container"] for e in json.loads(out)["items"]] == ["job"], wanted
