@@ -700,6 +700,11 @@ def find_gpu(view: View, key: str) -> tuple[GpuObs, str | None]:
         matches += [(g, m.uuid) for g in view.snapshot.gpus for m in g.mig_devices if m.uuid.startswith(key)]
         if len(matches) == 1:
             return matches[0]
+        if matches:
+            raise CliError(
+                f"GPU UUID prefix {clean(key, 64)!r} matches {len(matches)} devices (give more of the UUID, "
+                "or the index)"
+            )
     raise CliError(f"GPU {clean(key, 64)!r} not found (ds01ctl get gpus lists every GPU and MIG device)")
 
 

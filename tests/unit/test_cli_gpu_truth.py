@@ -451,3 +451,16 @@ def test_duplicate_is_what_the_planner_alerts_on_two_running_holders_of_one_full
     both = [b.running(n, gpus=[b.GPU0], sig=busy) for n in ("r1", "r2")]
     for passes in (1, 2):
         assert allocation_verdict(both, [b.ledger_entry("r1", b.GPU0)], (b.gpu(0),), passes) == "duplicate"
+
+
+def test_describe_gpu_with_a_uuid_prefix_two_devices_share_says_so_not_not_found() -> None:
+    gpus = (
+        b.gpu(0, "GPU-0000aaaa-0000-0000-0000-000000000000"),
+        b.gpu(1, "GPU-0000bbbb-0000-0000-0000-000000000000"),
+    )
+    snap = b.snapshot(gpus=gpus)
+    view = View(snapshot=snap, now=b.T0)
+    with pytest.raises(CliError) as err:
+        describe_gpu(view, "GPU-0000")
+    assert "not found" not in str(err.value) and "2 devices" in str(err.value), err.value
+    assert describe_gpu(view, "GPU-0000b").startswith("Index:")  # a unique prefix still finds it
