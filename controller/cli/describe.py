@@ -49,7 +49,7 @@ from controller.cli.view import (
     View,
     container_sort_key,
     gpu_util,
-    held_turn,
+    held_when,
     idleness,
     process_devices,
     rates,
@@ -59,7 +59,7 @@ from controller.cli.view import (
     unlisted_devices,
     verb,
 )
-from controller.plan.types import Action, ClockEvidence, DeferReason, Deferred, Reason, budget_turn
+from controller.plan.types import Action, ClockEvidence, DeferReason, Deferred, Reason
 from controller.snapshot import ContainerObs, ContainerState, GpuObs, GpuProcessObs, KeepAliveState
 from desired_state.effective import setting_interactions
 
@@ -148,10 +148,7 @@ def when_text(view: View, d: Deferred) -> str:
     """``warn 12:05 (in 5m), stop 12:08 (in 8m)``, ``at the next pass`` or ``in 3 passes`` (held by
     the per-pass action budget), or ``no due time``."""
     if d.why == DeferReason.BUDGET_EXHAUSTED:
-        turn = held_turn(d)
-        if turn == 0:
-            return "not while the per-pass action budget is 0"
-        return "at the next pass" if turn == 1 else budget_turn(turn)
+        return held_when(d)
     if d.due_at is None:
         return "no due time"
     steps = schedule(d, idle_removes=view.idle_stop_removes(d.target.container_id))

@@ -152,10 +152,13 @@ def deferred_lines(
 ) -> list[str]:
     """One deferral; ``idle_removes``: the container's idle stop also removes it (see
     :func:`controller.cli.view.verb`)."""
-    from controller.cli.view import schedule
+    from controller.cli.view import held_when, schedule
+    from controller.plan.types import DeferReason
 
     when = "no due time"
-    if d.due_at is not None:
+    if d.why == DeferReason.BUDGET_EXHAUSTED:
+        when = held_when(d)  # no due time: due already, it comes at a pass the budget allows
+    elif d.due_at is not None:
         steps = schedule(d, idle_removes=idle_removes)
         when = ", ".join(f"{v} {_local(at, now)} ({until(at, now)})" for v, at in steps if at)
     head = f"  {style('~', 'cyan')} {d.rule.value} {clean(d.target.label(), 64)}  [{d.why.value}; {when}]"

@@ -485,6 +485,15 @@ GRACE_STEP = "grace ends"
 _IDLE_RULES_UNJUDGED = frozenset({DeferReason.DOMAIN_UNAVAILABLE})
 
 
+def held_when(d: Deferred) -> str:
+    """When an action the per-pass budget holds comes (``describe`` and ``plan`` alike): ``at the
+    next pass``, ``in 3 passes``, or never while the budget is 0."""
+    turn = held_turn(d)
+    if turn == 0:
+        return "not while the per-pass action budget is 0"
+    return "at the next pass" if turn == 1 else budget_turn(turn)
+
+
 def held_turn(d: Deferred) -> int:
     """The pass that carries out an action the per-pass budget holds (its ``in_passes``; a pass
     recorded before it was given counts as the next)."""

@@ -157,3 +157,26 @@ def test_a_backlog_longer_than_the_budget_says_which_pass_each_stop_waits_for() 
         p = passes.run(later.model_copy(update={"containers": listed}))
         stopped += [a.target.container or "" for a in p.actions if a.kind is ActionKind.STOP_CONTAINER]
     assert stopped[1:] == [first, second]
+
+
+def test_plan_says_when_an_action_the_budget_holds_comes_as_get_and_describe_do() -> None:
+    # Three containers past their created-never-started limit, a budget of one: the plan removes
+    # one now and holds the others to the next two passes. get said "remove next pass" / "remove in
+    # 2 passes", describe "at the next pass"; plan said "[BudgetExhausted; no due time]".
+    from controller.cli.forecastview import forecast_text
+    from controller.cli.planview import plan_text
+    from controller.plan.forecast import forecast
+
+    snap = b.snapshot(containers=[b.created(f"c{i}", created_at=b.ago(hours=2)) for i in range(3)])
+    desired = b.desired(b.policy(), b.global_policy(max_destructive_actions_per_pass=1))
+    p = b.Passes(desired).run(snap)
+    held = {d.target.container: d for d in p.deferred if d.why == DeferReason.BUDGET_EXHAUSTED}
+    assert sorted(held) == ["c1", "c2"], b.deferred_summary(p)
+    text = plan_text(p)
+    assert "no due time" not in text, text
+    assert "[BudgetExhausted; at the next pass]" in text and "[BudgetExhausted; in 2 passes]" in text, text
+    # The forecast's deferrals left at its end read the same way (a budget of 0 holds them all).
+    none = b.desired(b.policy(), b.global_policy(max_destructive_actions_per_pass=0))
+    f = forecast(snap, none, p.memory, until=b.at(minutes=5), interval_s=30.0)
+    tail = forecast_text(f)
+    assert "[BudgetExhausted; not while the per-pass action budget is 0]" in tail, tail
