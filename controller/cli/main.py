@@ -170,8 +170,9 @@ examples:
 """
 
 BREAKER_EPILOG = """\
-The circuit breaker trips when one pass would stop too many GPU containers at once; while tripped,
-no destructive action runs. The release breaker trips when one pass would release too large a share
+The circuit breaker trips when one pass would stop too many GPU containers at once, or remove too
+many stopped containers at once (an engine or host restart nobody chose); while tripped, no
+destructive action runs. The release breaker trips when one pass would release too large a share
 of the GPU allocation ledger; while tripped, no ledger row is released. Neither resets itself.
 
   status   whether it is tripped, when and why (reads the state store read-only)

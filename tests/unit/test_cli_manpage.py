@@ -29,3 +29,12 @@ def _names_everything(text: str) -> None:
         for a in sub._actions:
             for flag in a.option_strings:
                 assert flag in text, (name, flag)
+
+
+def test_breaker_help_names_both_things_that_trip_it() -> None:
+    # The breaker trips on a mass stop of running GPU containers and on a mass removal of stopped
+    # containers (controller.plan.safety.removal_breaker); its help named only the first.
+    from controller.cli.main import BREAKER_EPILOG
+
+    first = " ".join(BREAKER_EPILOG.split("\n\n")[0].split())
+    assert "stop too many GPU containers" in first and "remove too many stopped containers" in first, first
