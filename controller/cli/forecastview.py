@@ -17,7 +17,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from controller.cli.render import PLAIN, Style, clean, stamp
+from controller.cli.render import PLAIN, UNKNOWN, Style, clean, stamp
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -197,7 +197,8 @@ def diff_text(changes: tuple[StopChange, ...], current: Forecast, candidate: For
         lines.append("No difference: the same containers are stopped at the same times.")
     for ch in changes:
         lines.append(
-            f"  {_CHANGE_TEXT[ch.change.value]:<17} {clean(ch.container, 64)} ({clean(ch.user or '?', 32)}): "
+            f"  {_CHANGE_TEXT[ch.change.value]:<17} {clean(ch.container, 64)} "
+            f"({clean(ch.user or UNKNOWN, 32)}): "
             f"now {_when(ch.current_at, reach, cut_short)}"
             + (f" [{ch.current_reason}]" if ch.current_reason else "")
             + f" -> candidate {_when(ch.candidate_at, reach, cut_short)}"

@@ -960,7 +960,7 @@ def policy_status_line(view: View) -> str:
         head += f"; last load FAILED: {clean(p.error, 300)}"
     if p.daemon_error:
         head += (
-            f"; the running controller's last reload FAILED at {clean(p.daemon_error_at or '?', 40)}"
+            f"; the running controller's last reload FAILED at {clean(p.daemon_error_at or UNKNOWN, 40)}"
             f" (it keeps its last good policy): {clean(p.daemon_error, 300)}"
         )
     if p.record_error:

@@ -194,3 +194,15 @@ def test_describe_user_with_the_ledger_unreadable_says_so_not_that_they_have_no_
     # A user with nothing else: not "no ledger rows" either.
     note = describe_user(view, "zed").splitlines()[0]
     assert "ledger rows," not in note and "ledger rows unknown: the ledger is unreadable" in note, note
+
+
+def test_get_policies_says_unknown_for_a_failed_reload_of_unknown_time() -> None:
+    # The daemon's status recorded a failed reload without its time: "FAILED at ?".
+    from controller.cli.get import policy_status_line
+    from controller.cli.view import PolicyInfo
+
+    view = View(
+        snapshot=b.snapshot(), now=b.T0, policy=PolicyInfo(daemon_error="bad YAML", daemon_error_at="")
+    )
+    line = policy_status_line(view)
+    assert "FAILED at unknown" in line and not _OTHER_SPELLINGS.search(line), line
