@@ -866,10 +866,14 @@ def describe_gpu(view: View, key: str, style: Style = PLAIN) -> str:
         s.table(t)
     s.heading("Holders")
     holding = view.holders.get(uuid, [])
+    in_mig_mode = device is None and gpu.mig_enabled and bool(gpu.mig_devices)
     if not view.docker_ok:
         _holders_unknown(view, s)
     elif holding:
         s.table(containers_table(view, holding, wide=False))
+    elif in_mig_mode:
+        # Its devices are held, not the GPU itself: "<none>" would deny what the table above shows.
+        s.line("none of the GPU itself; its MIG devices' holders are listed above", 2)
     else:
         s.line("<none>", 2)
     s.heading("Processes")
@@ -896,8 +900,16 @@ def describe_gpu(view: View, key: str, style: Style = PLAIN) -> str:
         )
     s.heading("Ledger")
     _release_breaker_note(view, s)
-    entries = [e for e in view.snapshot.ledger.entries if e.gpu_uuid == uuid or e.gpu in (uuid, item["slot"])]
-    _ledger_lines(view, entries, s)
+    # A GPU in MIG mode: its rows and its devices' (as its Processes and Decision cover them).
+    devices = {uuid: item["slot"]}
+    if in_mig_mode:
+        devices |= {m.uuid: view.slot(m.uuid) for m in gpu.mig_devices}
+    entries = [
+        e
+        for e in view.snapshot.ledger.entries
+        if (e.gpu_uuid in devices) or e.gpu in devices or e.gpu in devices.values()
+    ]
+    _ledger_lines(view, entries, s, device_slots=devices if in_mig_mode else None)
     s.heading("Decision")
     uuids = {uuid, *(m.uuid for m in gpu.mig_devices)} if device is None else {uuid}
     _gpu_decision(view, [i for u in sorted(uuids) for i in view.items_by_gpu.get(u, [])], s)
@@ -1051,14 +1063,20 @@ def _is_login(name: str) -> bool:
 __all__ = ["describe_container", "describe_gpu", "describe_user"]
 
 
-def _ledger_lines(view: View, entries: Sequence[Any], s: Sections) -> None:
-    """A GPU's ledger rows (or why there are none) under describe gpu's Ledger heading."""
+def _ledger_lines(
+    view: View, entries: Sequence[Any], s: Sections, device_slots: Mapping[str, str] | None = None
+) -> None:
+    """A GPU's ledger rows (or why there are none) under describe gpu's Ledger heading; with
+    ``device_slots`` (a GPU in MIG mode: uuid -> slot), each row names the device it is for."""
     if view.snapshot.ledger.error:
         s.line(f"unreadable: {clean(view.snapshot.ledger.error, 200)}", 2)
     elif entries:
         for e in entries:
-            s.line(
-                f"{clean(e.container, 64)} ({clean(e.user, 32)}), allocated {_when(view, e.allocated_at)}", 2
-            )
+            on = ""
+            if device_slots is not None:
+                slot = device_slots.get(e.gpu_uuid or "") or device_slots.get(e.gpu) or clean(e.gpu, 64)
+                on = f"{slot}: "
+            who = f"{clean(e.container, 64)} ({clean(e.user, 32)})"
+            s.line(f"{on}{who}, allocated {_when(view, e.allocated_at)}", 2)
     else:
         s.line("<no entry>", 2)

@@ -464,3 +464,19 @@ def test_describe_gpu_with_a_uuid_prefix_two_devices_share_says_so_not_not_found
         describe_gpu(view, "GPU-0000")
     assert "not found" not in str(err.value) and "2 devices" in str(err.value), err.value
     assert describe_gpu(view, "GPU-0000b").startswith("Index:")  # a unique prefix still finds it
+
+
+def test_describe_gpu_in_mig_mode_does_not_say_none_of_what_its_devices_hold() -> None:
+    # GPU 1 is in MIG mode: bob-notebook holds 1.0, carol-old 1.1, and the ledger has carol's row on
+    # 1.1. Its Processes and Decision cover its devices; its Holders and Ledger said "<none>" and
+    # "<no entry>" on a GPU the same page calls held.
+    from tests.unit import cli_world as w
+
+    text = describe_gpu(w.view(), "1")
+    holders = text.split("Holders:")[1].split("Processes:")[0]
+    ledger = text.split("Ledger:")[1].split("Decision:")[0]
+    assert "<none>\n" not in holders.replace(" ", ""), holders
+    assert "MIG devices" in holders, holders
+    assert "<no entry>" not in ledger and "carol-old (carol)" in ledger and "1.1" in ledger, ledger
+    # A MIG device itself: its own rows and holders only.
+    assert "carol-old (carol)" not in describe_gpu(w.view(), "1.0").split("Ledger:")[1]
