@@ -81,7 +81,7 @@ def _yes(flag: bool) -> str:
 
 def _when(view: View, at: Any) -> str:
     if at is None:
-        return "-"
+        return UNKNOWN  # a time Docker or the ledger did not give: not "none"
     return f"{since(at, view.now)} ago ({stamp(at)})"
 
 
@@ -612,7 +612,7 @@ def _runtime(
         if c.running_for_s is not None:
             start = max(start, view.snapshot.observed_at - timedelta(seconds=c.running_for_s))
         elapsed_s = (view.now - start).total_seconds()
-    return fmt_age(elapsed_s)
+    return UNKNOWN if elapsed_s is None else fmt_age(elapsed_s)  # StartedAt unknown: not "none"
 
 
 def _step_note(c: ContainerObs, cm: ContainerMemory | None) -> list[str]:

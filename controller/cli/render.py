@@ -158,9 +158,9 @@ def fmt_duration(seconds: float | None, never: str = "never") -> str:
 
 
 def since(then: datetime | None, now: datetime) -> str:
-    """Age of a past instant relative to ``now`` (``5m``); ``-`` when unknown."""
+    """Age of a past instant relative to ``now`` (``5m``); ``unknown`` when the instant is."""
     if then is None:
-        return "-"
+        return UNKNOWN
     return fmt_age((now - then).total_seconds())
 
 
@@ -206,9 +206,9 @@ def clock(when: datetime | None, now: datetime) -> str:
 
 
 def stamp(when: datetime | None) -> str:
-    """A full time for people: ``2026-11-25 15:18:52 CET`` (no microseconds); ``-`` when unknown."""
+    """A full time for people: ``2026-11-25 15:18:52 CET`` (no microseconds); ``unknown`` when unknown."""
     if when is None:
-        return "-"
+        return UNKNOWN
     when = _human(when).replace(microsecond=0)
     return when.strftime("%Y-%m-%d %H:%M:%S ") + _zone(when)
 

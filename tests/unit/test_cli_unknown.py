@@ -206,3 +206,27 @@ def test_get_policies_says_unknown_for_a_failed_reload_of_unknown_time() -> None
     )
     line = policy_status_line(view)
     assert "FAILED at unknown" in line and not _OTHER_SPELLINGS.search(line), line
+
+
+def test_a_start_or_finish_time_docker_did_not_give_is_unknown_not_none() -> None:
+    # An exited container whose FinishedAt Docker left at its zero time, a running one without a
+    # StartedAt: the planner holds their rules ("FinishedAt is unknown", "StartedAt is unknown").
+    # describe said "stopped - of hold 30m", "started -", "running - of 1d": "-" is "none".
+    nofinish = b.exited("nofinish", gpus=[b.GPU1]).model_copy(update={"finished_at": None})
+    sig = b.signals(b.T0, gpu_pct={b.GPU0: 0.0})
+    nostart = b.running("nostart", gpus=[b.GPU0], sig=sig).model_copy(update={"started_at": None})
+    snap = b.snapshot(containers=[nofinish, nostart], gpus=[b.gpu(0), b.gpu(1)])
+    desired = b.desired(b.policy())
+    p = b.Passes(desired).run(snap)
+    assert {d.why.value for d in p.deferred} == {"UnknownSignal"}, b.deferred_summary(p)
+    view = View(snapshot=snap, now=b.T0, plan=p, memory=p.memory, desired=desired)
+    stopped = describe_container(view, "nofinish")
+    assert "stopped unknown of hold 30m" in stopped and "stopped - " not in stopped, stopped
+    running = describe_container(view, "nostart")
+    assert "started unknown" in running and "started -" not in running, running
+    assert "running unknown of 1d" in running and "running - " not in running, running
+    # An event line whose timestamp cannot be read: its age and time are unknown too.
+    from controller.cli.get import events_table
+
+    (row,) = events_table(view, [{"timestamp": 12345, "event_type": "x"}], wide=False).rows
+    assert [cell.text for cell in row[:2]] == ["unknown", "unknown"], row
