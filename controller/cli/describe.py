@@ -9,7 +9,7 @@ items, never re-derived); the last events. Pure: renders a :class:`~controller.c
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -121,8 +121,15 @@ WHY: dict[DeferReason, str] = {
 }
 
 
-def decision_lines(view: View, items: Sequence[Action | Deferred], s: Sections, indent: int = 2) -> None:
-    """The plan's actions and deferrals for one object, each with reason, due time and evidence."""
+def decision_lines(
+    view: View,
+    items: Sequence[Action | Deferred],
+    s: Sections,
+    indent: int = 2,
+    delivered: Sequence[Action] = (),
+) -> None:
+    """The plan's actions and deferrals for one object, each with reason, due time and evidence;
+    then the admin alerts about it that are open, delivered already (``delivered``)."""
     actions = sorted((i for i in items if isinstance(i, Action)), key=lambda a: (a.due_at, a.key))
     deferred = sorted(
         (i for i in items if isinstance(i, Deferred)),
@@ -142,6 +149,10 @@ def decision_lines(view: View, items: Sequence[Action | Deferred], s: Sections, 
         s.line(clean(d.message, 300), indent + 4)
         if d.evidence:
             s.line(f"evidence: {_evidence(d.evidence)}", indent + 4)
+    for a in sorted(delivered, key=lambda x: x.key):
+        head = f"{s.style('OPEN', 'yellow')}      {kind_text(a)} ({a.reason.value})"
+        s.line(f"{head}: delivered already, open while its cause lasts (ds01ctl get alerts)", indent)
+        s.line(clean(a.message, 300), indent + 4)
 
 
 def when_text(view: View, d: Deferred) -> str:
@@ -249,10 +260,11 @@ def describe_container(view: View, key: str, style: Style = PLAIN) -> str:
     not_enforced = limits_deferral(view, c, pol)
     if not_enforced is not None:
         items = [*items, not_enforced]
+    delivered = view.delivered(container_id=c.id)
     if view.plan is None:
         s.line(f"unknown: no plan ({clean(view.policy.error or 'the policy did not load', 300)})", 2)
-    elif items:
-        decision_lines(view, items, s)
+    elif items or delivered:
+        decision_lines(view, items, s, delivered=delivered)
     else:
         s.line(f"not acted on: {_quiet_reason(view, c)}", 2)
     if view.plan is not None:
@@ -767,7 +779,7 @@ def describe_gpu_without_nvml(view: View, key: str, style: Style = PLAIN) -> str
     _release_breaker_note(view, s)
     _ledger_lines(view, entries, s)
     s.heading("Decision")
-    _gpu_decision(view, [i for u in sorted(uuids) for i in view.items_by_gpu.get(u, [])], s)
+    _gpu_decision(view, [i for u in sorted(uuids) for i in view.items_by_gpu.get(u, [])], s, uuids)
     _events_section(view, view.events_for_gpu(uuids or {key}), s)
     return s.render()
 
@@ -786,9 +798,10 @@ def _holders_unknown(view: View, s: Sections) -> None:
 _GPU_RULES = frozenset({Reason.GPU_DIRTY, Reason.ORPHANED_PROCESS, Reason.LEAKED_ALLOCATION})
 
 
-def _gpu_decision(view: View, items: Sequence[Action | Deferred], s: Sections) -> None:
-    """describe gpu's Decision: the plan's items about the device, and the host-wide holds of the
-    GPU rules while Docker, NVML or /proc is down (the plan's own words: nothing re-derived)."""
+def _gpu_decision(view: View, items: Sequence[Action | Deferred], s: Sections, uuids: Iterable[str]) -> None:
+    """describe gpu's Decision: the plan's items about the device (``uuids``: it and its MIG
+    devices), its open alerts delivered already, and the host-wide holds of the GPU rules while
+    Docker, NVML or /proc is down (the plan's own words: nothing re-derived)."""
     if view.plan is None:
         s.line(f"{UNKNOWN}: no plan ({clean(view.policy.error or 'the policy did not load', 300)})", 2)
         return
@@ -797,8 +810,9 @@ def _gpu_decision(view: View, items: Sequence[Action | Deferred], s: Sections) -
         for d in view.plan.deferred
         if d.target.label() == "host" and d.why == DeferReason.DOMAIN_UNAVAILABLE and d.rule in _GPU_RULES
     ]
-    if items or held:
-        decision_lines(view, [*items, *held], s)
+    delivered = view.delivered(gpus=uuids)
+    if items or held or delivered:
+        decision_lines(view, [*items, *held], s, delivered=delivered)
     elif view.docker_ok:
         s.line("not acted on: no rule concerns this GPU itself (its holders are described above)", 2)
     else:
@@ -912,7 +926,7 @@ def describe_gpu(view: View, key: str, style: Style = PLAIN) -> str:
     _ledger_lines(view, entries, s, device_slots=devices if in_mig_mode else None)
     s.heading("Decision")
     uuids = {uuid, *(m.uuid for m in gpu.mig_devices)} if device is None else {uuid}
-    _gpu_decision(view, [i for u in sorted(uuids) for i in view.items_by_gpu.get(u, [])], s)
+    _gpu_decision(view, [i for u in sorted(uuids) for i in view.items_by_gpu.get(u, [])], s, uuids)
     _events_section(view, view.events_for_gpu(uuids), s)
     return s.render()
 
@@ -1014,19 +1028,23 @@ def describe_user(view: View, name: str, style: Style = PLAIN) -> str:
     items = [i for c in containers for i in view.container_items(c)]
     seen = {id(i) for i in items}
     items += [i for i in _user_items(view, name) if id(i) not in seen]
+    delivered = view.delivered(user=name)
     if view.plan is None:
         s.line(f"unknown: no plan ({clean(view.policy.error or 'the policy did not load', 300)})", 2)
-    elif items:
+    elif items or delivered:
         for c in containers:
             own = view.container_items(c)
-            if own:
+            own_alerts = [a for a in delivered if a.target.container_id == c.id]
+            if own or own_alerts:
                 s.line(f"{clean(c.name, NAME_MAX)}:", 2)
-                decision_lines(view, own, s, indent=4)
+                decision_lines(view, own, s, indent=4, delivered=own_alerts)
         own_ids = {id(i) for c in containers for i in view.container_items(c)}
         rest = [i for i in items if id(i) not in own_ids]
-        if rest:
+        ids = {c.id for c in containers}
+        rest_alerts = [a for a in delivered if a.target.container_id not in ids]
+        if rest or rest_alerts:
             s.line("other:", 2)
-            decision_lines(view, rest, s, indent=4)
+            decision_lines(view, rest, s, indent=4, delivered=rest_alerts)
     else:
         s.line("not acted on: no rule is due for any of this user's containers", 2)
     _events_section(view, view.events_for_user(name), s)

@@ -155,6 +155,24 @@ class View:
             return ()
         return (*self.plan.actions, *self.plan.deferred)
 
+    def delivered(
+        self, *, container_id: str | None = None, gpus: Iterable[str] = (), user: str | None = None
+    ) -> list[Action]:
+        """The admin alerts this pass raised again, delivered already (``Plan.delivered_alerts``:
+        open, as ``get alerts`` lists them, though not proposed again) about a container, one of
+        ``gpus`` or a user's containers or processes."""
+        if self.plan is None:
+            return []
+        wanted = set(gpus)
+        theirs = {c.id for c in self.snapshot.containers if c.owner == user} if user is not None else set()
+        return [
+            a
+            for a in self.plan.delivered_alerts
+            if (container_id is not None and a.target.container_id == container_id)
+            or (a.target.gpu is not None and a.target.gpu in wanted)
+            or (user is not None and (a.target.user == user or a.target.container_id in theirs))
+        ]
+
     # --- per-object facts -------------------------------------------------------------------
     def container_memory(self, container_id: str) -> ContainerMemory | None:
         if self.memory is None:

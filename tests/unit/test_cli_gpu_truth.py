@@ -480,3 +480,25 @@ def test_describe_gpu_in_mig_mode_does_not_say_none_of_what_its_devices_hold() -
     assert "<no entry>" not in ledger and "carol-old (carol)" in ledger and "1.1" in ledger, ledger
     # A MIG device itself: its own rows and holders only.
     assert "carol-old (carol)" not in describe_gpu(w.view(), "1.0").split("Ledger:")[1]
+
+
+def test_describe_gpu_still_names_an_open_alert_once_it_was_delivered() -> None:
+    # Two running holders of GPU 0: the first pass alerts DuplicateGpuHolder; the next passes raise
+    # it again as delivered (plan.delivered_alerts, open: get alerts lists it) without proposing it.
+    # describe gpu then said "not acted on: no rule concerns this GPU itself".
+    runs = b.Passes(b.desired(b.policy(max_runtime_s=None)))
+    for i in range(2):
+        t = b.at(seconds=30 * i)
+        both = [
+            b.running(n, gpus=[b.GPU0], sig=b.signals(t, cpu_usage_ns=int(30e9 * i), gpu_pct={b.GPU0: 90.0}))
+            for n in ("r1", "r2")
+        ]
+        snap = b.snapshot(observed_at=t, containers=both, gpus=[b.gpu(0, util_pct=90.0)])
+        p = runs.run(snap)
+    assert not p.actions and [a.reason.value for a in p.delivered_alerts] == ["DuplicateGpuHolder"]
+    view = View(snapshot=snap, now=t, plan=p, memory=p.memory, desired=runs.desired)
+    decision = describe_gpu(view, "0").split("Decision:")[1].split("Events:")[0]
+    assert "no rule concerns" not in decision, decision
+    assert "OPEN" in decision and "AlertAdmin (DuplicateGpuHolder)" in decision and "delivered" in decision, (
+        decision
+    )
