@@ -1105,7 +1105,10 @@ def _name_lines(kind: str, view: View, opts: GetOptions) -> str:
     if kind == "containers":
         names = [f"container/{clean(c.name, NAME_MAX)}" for c in select_containers(view, opts)]
     elif kind == "gpus":
-        names = [f"gpu/{i['slot']}" for i in gpu_items(view, opts)]
+        # With NVML down the index is unknown ("?"): the UUID (or the reference as written) names it.
+        names = [
+            f"gpu/{i['slot'] if i['slot'] != '?' else clean(i['uuid'], 200)}" for i in gpu_items(view, opts)
+        ]
     elif kind == "processes":
         if not view.nvml_ok:
             # No line would read as "no GPU process": say it cannot be told.

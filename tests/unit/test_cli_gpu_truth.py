@@ -502,3 +502,12 @@ def test_describe_gpu_still_names_an_open_alert_once_it_was_delivered() -> None:
     assert "OPEN" in decision and "AlertAdmin (DuplicateGpuHolder)" in decision and "delivered" in decision, (
         decision
     )
+
+
+def test_get_gpus_o_name_with_nvml_down_names_each_gpu_by_what_is_known_of_it() -> None:
+    # With NVML down a GPU's index is unknown: -o name printed "gpu/?" for each, which names none
+    # (and every one alike). Its UUID, from the containers' references, is what describe gpu takes.
+    view = nvml_failed(whole=True)
+    names = run_get("gpus", view, GetOptions(output="name"))[0].splitlines()
+    assert names == [f"gpu/{b.GPU0}"], names
+    assert describe_gpu(view, names[0].removeprefix("gpu/")).startswith("GPU:")
