@@ -48,6 +48,7 @@ from controller.cli.view import (
     UnlistedDevice,
     View,
     container_sort_key,
+    created_at,
     gpu_util,
     held_when,
     idleness,
@@ -210,7 +211,7 @@ def describe_container(view: View, key: str, style: Style = PLAIN) -> str:
             ("ID", c.id),
             ("Image", clean(c.image, 200)),
             ("State", state),
-            ("Created", _when(view, c.created_at)),
+            ("Created", _when(view, created_at(c))),
             ("Restarts", str(c.restart_count)),
             ("Owner", f"{clean(c.owner, 64)}   (decided by {c.owner_rule.value})"),
             ("Type", f"{c.container_type.value}   (decided by {c.type_rule.value})"),
@@ -572,7 +573,9 @@ def _timers_section(view: View, c: ContainerObs, pol: EffectivePolicy | None, s:
         lines.append("; ".join(parts))
     elif c.state == ContainerState.CREATED:
         limit = fmt_duration(pol.created_container_timeout_s.value) if pol else UNKNOWN
-        parts = [f"created {since(c.created_at, view.now)} ago, never started; limit {limit}"]
+        made = created_at(c)
+        age = f"{since(made, view.now)} ago" if made is not None else "at an unknown time"
+        parts = [f"created {age}, never started; limit {limit}"]
         parts += _due_text(view, items, _CREATED_RULES)
         lines.append("; ".join(parts))
     elif c.state in (ContainerState.EXITED, ContainerState.DEAD):

@@ -39,6 +39,7 @@ from controller.cli.view import (
     NextStep,
     View,
     container_sort_key,
+    created_at,
     gpu_devices,
     gpu_util,
     idleness,
@@ -269,7 +270,7 @@ def sort_containers(view: View, containers: list[ContainerObs], key: str) -> lis
         "state": lambda c: c.state.value,
         "idle": idle_key,
         "next": next_key,
-        "age": lambda c: c.created_at or far,
+        "age": lambda c: created_at(c) or far,
     }
     return sorted(containers, key=keys[key])
 
@@ -343,7 +344,7 @@ def container_item(view: View, c: ContainerObs) -> dict[str, Any]:
             for ref in c.gpu_refs
         ],
         "all_gpus": c.all_gpus,
-        "created_at": iso(c.created_at),
+        "created_at": iso(created_at(c)),
         "started_at": iso(c.started_at),
         "finished_at": iso(c.finished_at),
         "idle": {"state": idle.state.value, "since": iso(idle.since)},
@@ -421,7 +422,7 @@ def containers_table(view: View, containers: Sequence[ContainerObs], wide: bool)
             gpu_column(view, c),
             idleness(view, c).text(view.now),
             _next_cell(view, c),
-            since(c.created_at, view.now),
+            since(created_at(c), view.now),
         ]
         if wide:
             r = rates(view, c)

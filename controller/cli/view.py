@@ -30,7 +30,7 @@ from controller.plan.types import (
     StopParams,
     budget_turn,
 )
-from controller.snapshot import ContainerObs, ContainerState, Domain, GpuObs, Snapshot
+from controller.snapshot import CREATED_UNKNOWN, ContainerObs, ContainerState, Domain, GpuObs, Snapshot
 
 if TYPE_CHECKING:
     from controller.act.events import EventFilter
@@ -322,6 +322,13 @@ class LogEventSource:
 
     def describe(self) -> str:
         return str(self.path)
+
+
+def created_at(c: ContainerObs) -> datetime | None:
+    """When the container was created; ``None`` when Docker's Created could not be read (the
+    observer's ``CREATED_UNKNOWN``, the oldest time there is, is no age: the planner ages such a
+    container from its first sighting)."""
+    return None if c.created_at == CREATED_UNKNOWN else c.created_at
 
 
 def container_sort_key(c: ContainerObs) -> tuple[str, str]:

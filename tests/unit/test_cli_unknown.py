@@ -230,3 +230,30 @@ def test_a_start_or_finish_time_docker_did_not_give_is_unknown_not_none() -> Non
 
     (row,) = events_table(view, [{"timestamp": 12345, "event_type": "x"}], wide=False).rows
     assert [cell.text for cell in row[:2]] == ["unknown", "unknown"], row
+
+
+def test_a_created_time_docker_did_not_give_is_unknown_not_two_thousand_years_ago() -> None:
+    # The observer gives a Created it could not read as the oldest time there is (CREATED_UNKNOWN),
+    # never to be taken as an age: the planner ages such a container from its first sighting. get
+    # showed AGE "739000d" (sorted it oldest), -o json "0001-01-01T00:00:00Z", describe "Created:
+    # 739000d ago" and "created 739000d ago, never started".
+    import json
+
+    from controller.snapshot import CREATED_UNKNOWN
+
+    odd = b.created("odd", created_at=b.ago(minutes=5)).model_copy(update={"created_at": CREATED_UNKNOWN})
+    old = b.created("old", created_at=b.ago(minutes=20))
+    snap = b.snapshot(containers=[odd, old])
+    desired = b.desired(b.policy())
+    p = b.Passes(desired).run(snap)
+    assert not p.actions, b.summary(p)  # aged from this first sighting, not from year 1
+    view = View(snapshot=snap, now=b.T0, plan=p, memory=p.memory, desired=desired)
+    rows = [
+        line.split() for line in run_get("containers", view, GetOptions(sort_by="age"))[0].splitlines()[1:]
+    ]
+    assert [(r[0], r[-1]) for r in rows] == [("old", "20m"), ("odd", "unknown")], rows
+    (item,) = json.loads(run_get("containers", view, GetOptions(name="odd", output="json"))[0])["items"]
+    assert item["created_at"] is None, item
+    text = describe_container(view, "odd")
+    assert "Created:" in text and "Created:     unknown" in text, text
+    assert "created at an unknown time, never started" in text and "d ago" not in text, text
