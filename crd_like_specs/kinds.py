@@ -933,7 +933,7 @@ class UserOverride(SpecModel):
 
 
 class Exemption(SpecModel):
-    """A time-bounded (or permanent) exemption of one user from idle stops, runtime stops or cleanup."""
+    """One user's exemption, time-bounded or permanent, from the idle, runtime, cleanup or resource rules."""
 
     api_version: ApiVersion
     kind: Literal["Exemption"] = Field(description="The kind of document")

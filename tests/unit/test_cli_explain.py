@@ -42,3 +42,13 @@ def test_explain_command(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["explain", "UserOverride"]) == 0
     out = capsys.readouterr().out
     assert out.startswith("KIND:     UserOverride") and "FIELDS:" in out
+
+
+def test_explain_exemption_names_every_rule_an_exemption_can_hold_off() -> None:
+    # ExemptFrom has four values; the kind's description named three ("idle stops, runtime stops or
+    # cleanup"), leaving out the resource rules (the limits and the quota stops).
+    from controller.cli.explain import explain
+    from crd_like_specs.vocabulary import ExemptFrom
+
+    head = " ".join(explain("Exemption").split("FIELDS:")[0].split())
+    assert len(ExemptFrom) == 4 and "resource" in head, head
