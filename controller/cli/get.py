@@ -589,7 +589,34 @@ def gpu_items(view: View, opts: GetOptions) -> list[dict[str, Any]]:
         ]
         if not items:
             raise CliError(f"GPU {clean(opts.name, 64)!r} not found (ds01ctl get gpus lists every GPU)")
+    if opts.owner is not None or opts.selector:
+        items = _owned_gpu_items(view, items, opts)
     return items
+
+
+def _owned_gpu_items(view: View, items: list[dict[str, Any]], opts: GetOptions) -> list[dict[str, Any]]:
+    """``--owner``/``-l``: the devices a selected container references or runs a process on (with
+    ``--owner`` alone, a process of that user too), and the GPU a selected MIG device is part of."""
+    if not view.docker_ok:
+        raise CliError(
+            "get gpus --owner/-l needs the containers, and they cannot be listed (Docker is unavailable); "
+            "get processes --owner lists the user's GPU processes"
+        )
+
+    def mine(uuid: str) -> bool:
+        if any(_container_selected(c, opts) for c in view.holders.get(uuid, [])):
+            return True
+        for p in _device_processes(view, uuid):
+            if not opts.selector and p.user == opts.owner:
+                return True  # as get processes --owner: run as them, or in a container of theirs
+            c = view.snapshot.container(p.container_id) if p.container_id else None
+            if c is not None and _container_selected(c, opts):
+                return True
+        return False
+
+    chosen = {str(i["uuid"]) for i in items if mine(str(i["uuid"]))}
+    chosen |= {str(i["parent_uuid"]) for i in items if str(i["uuid"]) in chosen}
+    return [i for i in items if str(i["uuid"]) in chosen]
 
 
 def short_uuids(uuids: Sequence[str | None]) -> dict[str, str]:

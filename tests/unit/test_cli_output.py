@@ -336,3 +336,19 @@ def test_an_id_prefix_two_containers_share_is_ambiguous_not_missing() -> None:
             lookup()
         assert "not found" not in str(err.value) and "2 containers" in str(err.value), err.value
     assert find_container(view, "abcd1").name == "one"  # a unique prefix still finds it
+
+
+def test_get_gpus_owner_and_selector_keep_that_owners_gpus() -> None:
+    # "--owner keeps one owner's objects": get gpus --owner alice listed every GPU on the host.
+    v = w.view()
+
+    def slots(**kw: object) -> list[str]:
+        text, _ = run_get("gpus", v, GetOptions(**kw))  # type: ignore[arg-type]
+        return [line.split()[0] for line in text.splitlines()[1:]]
+
+    assert slots() == ["0", "1", "1.0", "1.1", "2"]
+    assert slots(owner="alice") == ["0"]  # alice-train's GPU, her process on it
+    assert slots(owner="bob") == ["1", "1.0"]  # his MIG device, and the GPU it is part of
+    assert slots(owner="mallory") == ["2"]  # a host process of hers
+    assert slots(owner="nobody") == []
+    assert slots(selector=parse_selector(["ds01.managed=true"])) == ["0"]

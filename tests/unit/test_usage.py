@@ -12,7 +12,7 @@ import pytest
 from controller.act.events import MAX_LINE_BYTES, EventLog, format_line
 from controller.act.report import ActionOutcome, Outcome
 from controller.act.usage_recorder import UsageRecorder
-from controller.cli.get import gpus_table
+from controller.cli.get import GetOptions, gpus_table
 from controller.memory import ContainerMemory, ControllerMemory, Sample
 from controller.ops.metrics import Metrics
 from controller.plan.types import ActionKind, Reason, Target
@@ -333,10 +333,7 @@ def test_get_gpus_marks_a_hoarding_gpu(tmp_path: Path) -> None:
         event_source=LogEventSource(path),
     )
 
-    class Opts:
-        name = None
-
-    items = gpu_items(view, Opts())  # type: ignore[arg-type]
+    items = gpu_items(view, GetOptions())
     marks = {i["uuid"]: i["hoarding"] for i in items}
     assert marks == {GPU0: True, GPU1: None}  # GPU1: no samples yet, not known
     table = gpus_table(items, wide=False).render()
