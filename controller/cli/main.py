@@ -511,6 +511,15 @@ def cmd_get(args: argparse.Namespace, settings: Settings) -> int:
         raise CliError(
             "-l only applies to objects with labels (containers, processes); use --container or --user"
         )
+    if args.selector and kind in ("users", "allocations", "policies"):
+        # Taken and ignored, it would list everything as if everything matched.
+        raise CliError(
+            f"-l only applies to containers, processes and gpus (their containers' labels), not {kind}"
+        )
+    if args.owner and kind == "policies":
+        raise CliError(
+            "--owner applies to objects a user owns, not policies (describe user NAME shows theirs)"
+        )
     owner = args.owner or (args.user if kind == "events" else None)
     if args.user and kind != "events":
         raise CliError("--user only applies to 'get events'; use --owner")

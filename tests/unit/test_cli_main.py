@@ -859,3 +859,21 @@ def test_get_events_container_is_that_container_not_every_name_it_begins(
     for wanted in ("job", "a1a1a1a1a1a1", "a1" * 32):
         _, out, _ = run(["get", "events", "--container", wanted, "-o", "json"], capsys)
         assert [e["details"]["container"] for e in json.loads(out)["items"]] == ["job"], wanted
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["get", "users", "-l", "team=a"],
+        ["get", "allocations", "-l", "team=a"],
+        ["get", "policies", "-l", "team=a"],
+        ["get", "policies", "--owner", "alice"],
+    ],
+)
+def test_a_filter_a_kind_does_not_take_is_refused_not_ignored(
+    argv: list[str], env: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # These kinds took -l (and get policies --owner) and listed everything, as if it matched.
+    rc, out, err = run(argv, capsys)
+    assert rc == 1 and out == "", out
+    assert_one_line_error(err, "applies to")
