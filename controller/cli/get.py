@@ -865,11 +865,17 @@ def allocation_items(view: View, opts: GetOptions) -> list[dict[str, Any]]:
         users = {x["user"] for x in r["ledger"]} | {x["user"] for x in r["holders"]}
         if opts.owner is not None and opts.owner not in users:
             continue
+        if opts.name is not None and not (opts.name in (key, view.slot(key)) or key.startswith(opts.name)):
+            continue  # NAME: one device, by its slot, UUID or a UUID prefix
         r["slot"] = view.slot(key) if key in view.slots else "?"
         r["verdict"] = _allocation_verdict(view, key, r)
         if not view.docker_ok:
             r["holders"] = None  # the containers could not be listed: not known, not none
         out.append(r)
+    if opts.name is not None and not out:
+        raise CliError(
+            f"no allocation on GPU {clean(opts.name, 64)!r} (ds01ctl get allocations lists every device's)"
+        )
     return out
 
 
@@ -1088,6 +1094,13 @@ def run_get(kind: str, view: View, opts: GetOptions, style: Style = PLAIN) -> tu
         from controller.cli.users import user_item, user_rows, users_table
 
         rows = [r for r in user_rows(view) if opts.owner is None or r.user == opts.owner]
+        if opts.name is not None:
+            rows = [r for r in rows if r.user == opts.name]
+            if not rows:
+                raise CliError(
+                    f"user {clean(opts.name, 64)!r} runs no live container (ds01ctl get users lists those "
+                    "who do; ds01ctl describe user NAME shows anyone's)"
+                )
         items = [user_item(r) for r in rows]
         table = users_table(rows, opts.wide)
     else:

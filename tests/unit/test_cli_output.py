@@ -352,3 +352,23 @@ def test_get_gpus_owner_and_selector_keep_that_owners_gpus() -> None:
     assert slots(owner="mallory") == ["2"]  # a host process of hers
     assert slots(owner="nobody") == []
     assert slots(selector=parse_selector(["ds01.managed=true"])) == ["0"]
+
+
+def test_get_users_and_allocations_name_one_object_not_every_one() -> None:
+    # NAME is "one object"; get users NAME and get allocations NAME ignored it and listed all.
+    from controller.cli.errors import CliError
+
+    v = w.view()
+
+    def first_column(kind: str, name: str) -> list[str]:
+        text, _ = run_get(kind, v, GetOptions(name=name))
+        return [line.split()[0] for line in text.splitlines()[1:]]
+
+    assert first_column("users", "alice") == ["alice"]
+    assert first_column("allocations", "0") == ["0"]
+    assert first_column("allocations", "1.1") == ["1.1"]
+    assert first_column("allocations", w.MIG_1_0) == ["1.0"]
+    assert first_column("allocations", w.MIG_1_1[:18]) == ["1.1"]  # a UUID prefix
+    for kind, name in (("users", "nobody"), ("allocations", "7")):
+        with pytest.raises(CliError, match=f"'{name}'"):
+            run_get(kind, v, GetOptions(name=name))
