@@ -408,12 +408,30 @@ def _at_most(cap: int | None) -> str:
     return "no cap" if cap is None else f"at most {cap}"
 
 
+def _none_counted(view: View, name: str) -> str:
+    """Why ``name`` has no row: no live container, or live ones that only claim them (a label or
+    the name, while labels are not trusted), which the quota rule counts for nobody."""
+    ctx = _quota_context(view)
+    claimed = [
+        c
+        for c in view.snapshot.containers
+        if c.state in LIVE and c.owner == name and ctx is not None and ctx.counted_owner(c) is None
+    ]
+    if not claimed:
+        return "no live containers"
+    n = len(claimed)
+    return (
+        f"none counted: {n} live container{'s' if n > 1 else ''} only claim{'' if n > 1 else 's'} them "
+        "(a label or the name), and labels are not trusted (trustLabels): counted for nobody"
+    )
+
+
 def quota_section(view: View, name: str, s: Sections) -> None:
     """``describe user``: the quotas, used and allowed, with their sources."""
     s.heading("Quotas")
     found = [r for r in user_rows(view) if r.user == name]
     if not found:
-        s.line("no live containers", 2)
+        s.line(_none_counted(view, name), 2)
         return
     r = found[0]
     spec = r.policy.resources if r.policy is not None else ResourceSpec()
@@ -450,7 +468,7 @@ def aggregate_section(view: View, name: str, s: Sections) -> None:
     found = [r for r in user_rows(view) if r.user == name]
     f = found[0].aggregate if found else None
     if f is None:
-        s.line("no live containers" if not found else "not judged (owner unknown or no policy)", 2)
+        s.line(_none_counted(view, name) if not found else "not judged (owner unknown or no policy)", 2)
         return
     if not f.has_caps:
         s.line(f"no aggregate caps ({clean(f.cpus.cap_source, 80)})", 2)

@@ -359,3 +359,21 @@ def test_a_limit_the_rule_would_not_lower_is_not_marked(spec: ResourceSpec) -> N
         resources = _part(describe_container(view, "db"), "Resources", "Timers").splitlines()
         (pids,) = [line for line in resources if line.split()[:1] == ["pids"]]
         assert pids.split()[:3] == ["pids", "4096" if spec.pids_limit.value == -1 else "-", "-"], pids
+
+
+def test_describe_user_does_not_say_no_live_containers_of_one_that_only_claims_them() -> None:
+    # trustLabels false, alice's one running container named hers only by its ds01.user label: the
+    # quota rule counts it for nobody ("unknown"). describe user alice listed it running, then said
+    # "Quotas: no live containers" and "Aggregate: no live containers".
+    claimed = b.running("claimed", owner="alice", labels={"ds01.user": "alice"}, sig=b.signals(b.T0))
+    claimed = claimed.model_copy(update={"owner_rule": OwnerRule.LABEL_DS01_USER})
+    snap = b.snapshot(containers=[claimed])
+    desired = b.desired(b.policy(), b.global_policy(trust_labels=False))
+    p = b.Passes(desired).run(snap)
+    view = View(snapshot=snap, now=b.T0, plan=p, memory=p.memory, desired=desired)
+    assert [r.user for r in user_rows(view)] == ["unknown"]
+    text = describe_user(view, "alice")
+    for heading, following in (("Quotas", "Aggregate"), ("Aggregate", "GPU processes")):
+        part = _part(text, heading, following)
+        assert "no live containers" not in part, part
+        assert "1 live container only claims them" in part and "labels are not trusted" in part, part
