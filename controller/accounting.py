@@ -82,12 +82,18 @@ class Row:
     resets: int = 0
     releases: int = 0
 
-    def as_dict(self) -> dict[str, Any]:
+    def as_dict(self, *, hours_known: bool = True) -> dict[str, Any]:
+        """``hours_known`` False (no usage sample in the period): the GPU-hours are ``None``, unknown
+        rather than zero; the action counts come from the controller's own lines and stand."""
+
+        def hours(seconds: float) -> float | None:
+            return _hours(seconds) if hours_known else None
+
         return {
-            "gpu_hours_held": _hours(self.held_gpu_s),
-            "gpu_hours_idle": _hours(self.idle_gpu_s),
-            "gpu_hours_hoarded": _hours(self.hoarded_gpu_s),
-            "gpu_hours_reclaimed": _hours(self.reclaimed_gpu_s),
+            "gpu_hours_held": hours(self.held_gpu_s),
+            "gpu_hours_idle": hours(self.idle_gpu_s),
+            "gpu_hours_hoarded": hours(self.hoarded_gpu_s),
+            "gpu_hours_reclaimed": hours(self.reclaimed_gpu_s),
             "warnings": self.warnings,
             "stops": self.stops,
             "removals": self.removals,
@@ -132,8 +138,11 @@ class Report:
             "since": _iso(self.since),
             "until": _iso(self.until),
             "by": self.by,
-            "totals": self.totals.as_dict(),
-            "rows": [{"key": k, **r.as_dict()} for k, r in sorted(self.rows.items())],
+            # With no usage sample the hours are unknown, not zero (the notes say so too).
+            "totals": self.totals.as_dict(hours_known=self.rounds > 0),
+            "rows": [
+                {"key": k, **r.as_dict(hours_known=self.rounds > 0)} for k, r in sorted(self.rows.items())
+            ],
             "top_idle_holders": self.top_idle,
             "hoarding": self.hoarding,
             "samples": {

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from controller.cli.errors import CliError
-from controller.cli.render import Table, clean, fmt_bytes, stamp, to_json
+from controller.cli.render import UNKNOWN, Table, clean, fmt_bytes, stamp, to_json
 
 if TYPE_CHECKING:
     from controller.accounting import Report
@@ -151,6 +151,8 @@ COLUMNS = (
 
 
 def _cell(value: object) -> str:
+    if value is None:
+        return UNKNOWN  # GPU-hours with no usage sample in the period: unknown, not zero
     if isinstance(value, float):
         return f"{value:.2f}"
     return str(value)
@@ -238,6 +240,8 @@ def plot(data: dict[str, Any], path: Path) -> None:
         import matplotlib.pyplot as plt
     except ImportError:
         raise CliError(f"--plot needs matplotlib, an optional extra: {INSTALL_HINT}") from None
+    if data["totals"]["gpu_hours_held"] is None:
+        raise CliError("--plot draws GPU-hours, and they are unknown: no usage sample in the period")
     keys = [str(r["key"])[:24] for r in data["rows"]] or ["(none)"]
     series = [
         ("held", "gpu_hours_held"),

@@ -402,3 +402,31 @@ def test_a_local_day_follows_daylight_saving_time(monkeypatch: pytest.MonkeyPatc
     finally:
         monkeypatch.delenv("TZ")
         time_module.tzset()
+
+
+def test_with_no_usage_sample_every_output_gives_the_hours_as_unknown_not_zero(
+    week: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The warning said the GPU-hours are unknown; the table printed 0.00 and -o json 0.0 for them.
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    log = bare / "events.jsonl"
+    monkeypatch.setenv("DS01_EVENTS_LOG", str(log))
+    log.write_bytes(
+        b'{"timestamp":"2026-03-03T00:00:00Z","event_type":"container.remove","source":"ds01-controller",'
+        b'"user":"bob","details":{"reason":"hold_expired","container_id":"' + b"b" * 64 + b'"}}\n'
+    )
+    rc, out, err = run(["report", *PERIOD], capsys)
+    assert rc == 0 and "no usage samples" in err
+    rows = {line.split()[0]: line.split()[1:] for line in out.splitlines()[3:] if line.strip()}
+    assert rows["TOTAL"][:4] == ["unknown"] * 4 and rows["TOTAL"][6] == "1", rows  # hours; removals
+    assert rows["bob"][:4] == ["unknown"] * 4, rows
+    _, out, _ = run(["report", *PERIOD, "-o", "json"], capsys)
+    data = json.loads(out)
+    for item in (data["totals"], *data["rows"]):
+        assert [item[k] for k in ("gpu_hours_held", "gpu_hours_idle", "gpu_hours_hoarded")] == [None] * 3
+        assert item["gpu_hours_reclaimed"] is None
+    assert data["totals"]["removals"] == 1
+    _, out, _ = run(["report", *PERIOD, "-o", "csv"], capsys)
+    total = next(r for r in csv.reader(io.StringIO(out)) if r[0] == "TOTAL")
+    assert total[1:5] == ["", "", "", ""] and total[7] == "1", total
