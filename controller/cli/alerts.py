@@ -59,9 +59,11 @@ def cmd_get_alerts(args: argparse.Namespace, settings: Settings, style: Any) -> 
 
 
 def _owner(alert: Any) -> str | None:
+    """Whose alert it is: the user over a quota or cap (their ``owner`` evidence), else the owner of
+    the container or process it is about (its target's user)."""
     from controller.plan.types import OwnerEvidence
 
-    return OwnerEvidence.from_evidence(alert.evidence).owner
+    return OwnerEvidence.from_evidence(alert.evidence).owner or alert.user
 
 
 def alert_item(alert: Any, now: Any) -> dict[str, Any]:

@@ -36,6 +36,7 @@ class OpenAlert:
     message: str
     since: datetime | None  # when it was first delivered (memory.done); None: raised in this pass
     evidence: Mapping[str, Any] = field(default_factory=dict)
+    user: str | None = None  # the target's user: the owner of the container or process it is about
 
 
 def open_alerts(memory: ControllerMemory, the_plan: Plan) -> tuple[OpenAlert, ...]:
@@ -50,6 +51,7 @@ def open_alerts(memory: ControllerMemory, the_plan: Plan) -> tuple[OpenAlert, ..
             message=a.message,
             since=memory.done.get(a.key),
             evidence=dict(a.evidence),
+            user=a.target.user,
         )
         for a in raised
         if a.kind is ActionKind.ALERT_ADMIN and a.reason is not Reason.BREAKER_TRIPPED

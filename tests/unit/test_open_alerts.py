@@ -181,3 +181,21 @@ class DeliveringExecutor:
                 )
             )
         return ExecutionReport(outcomes=tuple(outcomes), memory=mem)
+
+
+def test_get_alerts_owner_keeps_the_alerts_about_that_users_containers() -> None:
+    # alice's container runs a process on GPU 1, which it was not given: ForeignProcessOnGpu, its
+    # target alice's process. get alerts --owner alice read only the quota rules' "owner" evidence
+    # and listed nothing.
+    from controller.cli.alerts import _owner
+    from controller.memory import ControllerMemory
+    from controller.plan.open_alerts import open_alerts
+    from controller.plan.planner import plan
+    from tests.fixtures import builders as b
+
+    job = b.running("job", owner="alice", gpus=[b.GPU0], sig=b.signals(b.T0, gpu_pct={b.GPU0: 90.0}))
+    stray = b.process(4242, b.GPU1, container_id=job.id, container_exists=True, user="alice")
+    snap = b.snapshot(containers=[job], gpus=[b.gpu(0, util_pct=90.0), b.gpu(1)], processes=[stray])
+    p = plan(snap, b.desired(b.policy()), ControllerMemory(), b.T0)
+    (alert,) = [a for a in open_alerts(ControllerMemory(), p) if a.reason == "ForeignProcessOnGpu"]
+    assert _owner(alert) == "alice"
