@@ -611,3 +611,21 @@ def test_a_swap_update_also_lowers_a_reservation_above_the_memory_it_sends() -> 
     assert params(p) == ResourceUpdate(
         memory_bytes=256 * MiB, memory_swap_bytes=256 * MiB, memory_reservation_bytes=256 * MiB
     )
+
+
+def test_a_limit_waiting_for_the_use_says_what_holds_it_back() -> None:
+    """The owner's notice and the deferral name the use now and, where higher, the peak since the
+    container started (then the limit waits for the run, not for less use)."""
+    c = box(tasks=5)
+    assert c.signals is not None
+    (d,) = run(c.model_copy(update={"signals": c.signals.model_copy(update={"pids_current": 1000})})).deferred
+    assert d.message.endswith(
+        "runs 1000 tasks; its pids limit of 1024 (UserGroup/student) leaves less than 10 % (at least one "
+        "task) of room over that (1100): not lowered until it runs fewer"
+    ), d.message
+    (d,) = run(c.model_copy(update={"signals": c.signals.model_copy(update={"pids_peak": 1000})})).deferred
+    assert d.message.endswith(
+        "runs 5 tasks and ran up to 1000 since it started; its pids limit of 1024 (UserGroup/student) "
+        "leaves less than 10 % (at least one task) of room over that (1100): not lowered while it runs "
+        "(at its next start its peak starts afresh)"
+    ), d.message

@@ -88,6 +88,24 @@ def highest_use(used: int, peak: int | None) -> int:
     return used if peak is None else max(used, peak)
 
 
+def _running_peak(c: ContainerObs, peak: int | None, used: int) -> int | None:
+    """The cgroup's ``peak`` since the container started, where it is above the use now (None: no
+    higher peak, the kernel keeps none, or the container is not running: a created one's counters
+    start afresh when it starts)."""
+    return peak if c.state == ContainerState.RUNNING and peak is not None and peak > used else None
+
+
+def _below_use(c: ContainerObs, now: str, peak: str | None, limit: str, until: str) -> str:
+    """Why a limit waits for the container's use: what it uses ``now``, its ``peak`` since it started
+    (where higher), and the ``limit`` with the room it would leave; ``until``: what lets it come down."""
+    if peak is None:
+        return f"{c.name} {now}; its {limit}: not lowered until {until}"
+    return (
+        f"{c.name} {now} and {peak} since it started; its {limit}: not lowered while it runs "
+        "(at its next start its peak starts afresh)"
+    )
+
+
 def pids_floor(tasks: int, margin_pct: float) -> int:
     """The lowest pids limit a container running ``tasks`` tasks may be given: the margin, and at
     least one task of room (a limit equal to the count fails the job's next thread or fork)."""
@@ -336,28 +354,22 @@ def _memory(
             {"memory_unknown": unknown},
         )
         return have
-    peak = (
-        c.signals.memory_peak_bytes if c.signals is not None and c.state == ContainerState.RUNNING else None
-    )
+    # The peak since it started: a job that needed that much once (a data load, an evaluation)
+    # needs it again, and a lower limit OOM-kills it then.
+    peak = _running_peak(c, c.signals.memory_peak_bytes if c.signals is not None else None, used)
     floor = memory_floor(highest_use(used, peak), margin_pct)
     if want < floor:
         evidence = {"memory_used_bytes": used, "memory_floor_bytes": floor, "memory_wanted_bytes": want}
-        if peak is not None and peak > used:
-            # The peak since it started: a job that needed that much once (a data load, an
-            # evaluation) needs it again, and a lower limit OOM-kills it then.
+        if peak is not None:
             evidence["memory_peak_bytes"] = peak
-            message = (
-                f"{c.name} uses {_mib(used)} of memory and used up to {_mib(peak)} since it started; "
-                f"its limit of {_mib(want)} ({spec.memory_bytes.source}) is below that plus "
-                f"{margin_pct:g} % ({_mib(floor)}): not lowered while it runs (at its next start "
-                "its peak starts afresh)"
-            )
-        else:
-            message = (
-                f"{c.name} uses {_mib(used)} of memory; its limit of {_mib(want)} "
-                f"({spec.memory_bytes.source}) is below that plus {margin_pct:g} % ({_mib(floor)}): "
-                "not lowered until it uses less"
-            )
+        message = _below_use(
+            c,
+            f"uses {_mib(used)} of memory",
+            f"used up to {_mib(peak)}" if peak is not None else None,
+            f"limit of {_mib(want)} ({spec.memory_bytes.source}) is below that plus {margin_pct:g} % "
+            f"({_mib(floor)})",
+            "it uses less",
+        )
         _wait(d, "memory", have, DeferReason.BELOW_USAGE, message, evidence)
         return have
     _mark(d, "memory", have)
@@ -418,11 +430,9 @@ def _swap_fits(
             {"memory_swap_unknown": unknown},
         )
         return False
-    peak = (
-        c.signals.memory_swap_peak_bytes
-        if c.signals is not None and c.state == ContainerState.RUNNING
-        else None
-    )
+    # As for memory: a job that needed that much memory and swap once needs it again, and pages
+    # with nowhere to go get it OOM-killed then.
+    peak = _running_peak(c, c.signals.memory_swap_peak_bytes if c.signals is not None else None, used)
     floor = memory_floor(highest_use(used, peak), margin_pct)
     if want < floor:
         evidence = {
@@ -430,22 +440,16 @@ def _swap_fits(
             "memory_swap_floor_bytes": floor,
             "memory_swap_wanted_bytes": want,
         }
-        if peak is not None and peak > used:
-            # As for memory: a job that needed that much memory and swap once needs it again, and
-            # pages with nowhere to go get it OOM-killed then.
+        if peak is not None:
             evidence["memory_swap_peak_bytes"] = peak
-            message = (
-                f"{c.name} uses {_mib(used)} of memory plus swap and used up to {_mib(peak)} since it "
-                f"started; its memory+swap limit of {_mib(want)} ({spec.memory_swap_bytes.source}) is "
-                f"below that plus {margin_pct:g} % ({_mib(floor)}): not lowered while it runs (at its "
-                "next start its peak starts afresh)"
-            )
-        else:
-            message = (
-                f"{c.name} uses {_mib(used)} of memory plus swap; its memory+swap limit of {_mib(want)} "
-                f"({spec.memory_swap_bytes.source}) is below that plus {margin_pct:g} % ({_mib(floor)}): "
-                "not lowered until it uses less"
-            )
+        message = _below_use(
+            c,
+            f"uses {_mib(used)} of memory plus swap",
+            f"used up to {_mib(peak)}" if peak is not None else None,
+            f"memory+swap limit of {_mib(want)} ({spec.memory_swap_bytes.source}) is below that plus "
+            f"{margin_pct:g} % ({_mib(floor)})",
+            "it uses less",
+        )
         _wait(d, "memory_swap", have, DeferReason.BELOW_USAGE, message, evidence)
         return False
     return True
@@ -483,26 +487,22 @@ def _pids(
             {"pids_unknown": unknown},
         )
         return
-    peak = c.signals.pids_peak if c.signals is not None and c.state == ContainerState.RUNNING else None
+    # As for memory: a job that ran that many tasks once (an epoch's data loaders) starts them
+    # again, and the fork or thread beyond the limit fails then.
+    peak = _running_peak(c, c.signals.pids_peak if c.signals is not None else None, used)
     floor = pids_floor(highest_use(used, peak), margin_pct)
     if want < floor:
         evidence: dict[str, Any] = {"pids_current": used, "pids_floor": floor, "pids_wanted": want}
-        if peak is not None and peak > used:
-            # As for memory: a job that ran that many tasks once (an epoch's data loaders) starts
-            # them again, and the fork or thread beyond the limit fails then.
+        if peak is not None:
             evidence["pids_peak"] = peak
-            message = (
-                f"{c.name} runs {used} tasks and ran up to {peak} since it started; its pids limit of "
-                f"{want} ({spec.pids_limit.source}) leaves less than {margin_pct:g} % (at least one task) "
-                f"of room over that ({floor}): not lowered while it runs (at its next start its peak "
-                "starts afresh)"
-            )
-        else:
-            message = (
-                f"{c.name} runs {used} tasks; its pids limit of {want} ({spec.pids_limit.source}) leaves "
-                f"less than {margin_pct:g} % (at least one task) of room ({floor}): not lowered until it "
-                "runs fewer"
-            )
+        message = _below_use(
+            c,
+            f"runs {used} tasks",
+            f"ran up to {peak}" if peak is not None else None,
+            f"pids limit of {want} ({spec.pids_limit.source}) leaves less than {margin_pct:g} % (at least "
+            f"one task) of room over that ({floor})",
+            "it runs fewer",
+        )
         _wait(d, "pids", have, DeferReason.BELOW_USAGE, message, evidence)
         return
     _mark(d, "pids", have)
