@@ -239,7 +239,8 @@ class GpuUtilReading(Slotted):
 class SignalSource(StrEnum):
     """Where a counter came from: the container's cgroup, or (fallback) its main process tree.
 
-    A process-tree CPU total drops when a child exits, so it is not a monotonic counter.
+    A process-tree CPU total drops when a child exits, so it is not a monotonic counter, and it
+    misses the processes ``docker exec`` starts (they are not the main process's descendants).
     """
 
     CGROUP = "cgroup"

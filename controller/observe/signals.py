@@ -5,7 +5,8 @@ Owns the raw counters the idle evaluation compares between two snapshots:
 * **CPU**: the container's cgroup, found from ``/proc/<main pid>/cgroup``: cgroup v1
   ``cpuacct.usage`` (ns) under the hierarchy that carries ``cpuacct``, else cgroup v2 ``cpu.stat``
   ``usage_usec``. If neither can be read, the sum of user+system time of the main process and its
-  descendants via psutil (``SignalSource.PROCESS_TREE``; not monotonic when children exit).
+  descendants via psutil (``SignalSource.PROCESS_TREE``; not monotonic when children exit, and
+  blind to what ``docker exec`` runs: the planner takes it as activity, never as idleness).
 * **network**: rx+tx bytes of every interface but ``lo`` in ``/proc/<main pid>/net/dev`` (the
   container's network namespace). A container on the host network has no counters of its own, so
   its network signal is unknown rather than the host's traffic.

@@ -16,7 +16,8 @@ The decision for one sample, given the previous sample of the same start:
   makes the sample undecidable. Only a MIG device (NVML never reports utilisation for one) may
   leave CPU and network to decide alone, and only when the policy's ``migIdleFallback`` allows it;
 * otherwise the sample is **undecidable** (``idle=None``): the first sample after a (re)start
-  (no rate yet), a counter that could not be read or went backwards, NVML unavailable as a whole
+  (no rate yet), a counter that could not be read or went backwards, a low CPU reading taken from
+  the main process tree instead of the cgroup (it misses ``docker exec`` work), NVML unavailable as a whole
   (then a busy GPU could not be seen, so nothing may count as idle), an unknown GPU reading, or an
   **unobserved span**: the sample came more than ``maxSampleInterval`` after the previous one
   (daemon or Docker down, a forward clock step), the wall clock stepped forward in between (the
@@ -42,7 +43,7 @@ from typing import Any
 
 from controller.memory import MAX_SAMPLES, ContainerMemory, KeepAliveSeen, Sample
 from controller.plan.context import span
-from controller.snapshot import ActivitySignals, ContainerObs, KeepAlive, KeepAliveState
+from controller.snapshot import ActivitySignals, ContainerObs, KeepAlive, KeepAliveState, SignalSource
 from desired_state.effective import EffectivePolicy, MigIdleFallback, Sourced
 
 NS_PER_S = 1_000_000_000
@@ -188,6 +189,8 @@ def _steady(
     cpu, prev_cpu, net, prev_net = signals.cpu_usage_ns, prev.cpu_usage_ns, signals.net_bytes, prev.net_bytes
     if cpu is None or prev_cpu is None or cpu < prev_cpu or net is None or prev_net is None or net < prev_net:
         return None
+    if signals.cpu_source == SignalSource.PROCESS_TREE:
+        return None  # it may show activity, never idleness: the walk says so
     wall_s = (signals.read_at - prev.at).total_seconds()
     wall_ns = int(wall_s * NS_PER_S)
     if wall_ns <= 0 or wall_s > thresholds.max_sample_interval_s:
@@ -303,6 +306,12 @@ def _rate_reading(
         r.parts.append(f"cpu {_fmt_pct(r.cpu_pct)}")
         if r.cpu_pct >= thresholds.cpu_pct:
             r.active = True
+        elif signals.cpu_source == SignalSource.PROCESS_TREE:
+            # The main process and its live descendants only: work started by `docker exec` (not a
+            # descendant) and children that exited are not in it, so a low reading proves nothing.
+            r.unknown.append(
+                "cpu read from the main process tree, not the cgroup (docker exec work is not in it)"
+            )
     if signals.net_bytes is None or prev.net_bytes is None:
         r.unknown.append(f"net unknown ({signals.net_unknown or 'previous reading missing'})")
     elif signals.net_bytes < prev.net_bytes:

@@ -19,10 +19,12 @@ from typing import Any
 import psutil
 import pytest
 
+from controller.memory import Sample
 from controller.observe import HostObserver, ObserveConfig
 from controller.observe.cgroups import attribute
 from controller.observe.keepalive import _OPENAT2
 from controller.observe.nvml import NvmlObserver
+from controller.plan.idle import Thresholds, classify
 from controller.snapshot import (
     CgroupScope,
     ContainerObs,
@@ -180,6 +182,35 @@ def test_process_tree_fallback_is_reported_as_such(make_container: ContainerFact
     signals = signals_of(observe(tmp_path, cgroup_root=empty_cgroup_root), c)
     assert signals.cpu_source == SignalSource.PROCESS_TREE and signals.cpu_usage_ns is not None
     assert (signals.process_count, signals.process_source) == (3, SignalSource.PROCESS_TREE)
+
+
+def test_work_started_by_docker_exec_is_never_idle_on_the_process_tree(
+    make_container: ContainerFactory, tmp_path: Path
+) -> None:
+    # DS01's containers idle in `sleep infinity` and their owners `docker exec` the work: the exec'd
+    # process is the shim's child, not the main process's, so the process tree does not see it.
+    c = make_container("sleep 300", network_mode="none")
+    c.exec_run(["sh", "-c", "yes > /dev/null"], detach=True)
+    time.sleep(0.3)
+    empty_cgroup_root = tmp_path / "no-cgroups"
+    empty_cgroup_root.mkdir()
+    first = signals_of(observe(tmp_path, cgroup_root=empty_cgroup_root), c)
+    time.sleep(1.0)
+    second = signals_of(observe(tmp_path, cgroup_root=empty_cgroup_root), c)
+    assert second.cpu_source == SignalSource.PROCESS_TREE
+    thresholds = Thresholds(
+        gpu_pct=5.0, cpu_pct=2.0, net_bytes_per_s=300.0, max_sample_interval_s=600.0, mig_fallback=True
+    )
+    prev = Sample(at=first.read_at, cpu_usage_ns=first.cpu_usage_ns, net_bytes=first.net_bytes)
+    verdict = classify(prev, second, {gpu_uuid(0): 0.0}, thresholds, nvml_ok=True)
+    assert verdict.idle is None, verdict.detail
+    assert "main process tree" in verdict.detail
+    # Read from the cgroup, the same work is activity.
+    first = signals_of(observe(tmp_path), c)
+    time.sleep(1.0)
+    second = signals_of(observe(tmp_path), c)
+    prev = Sample(at=first.read_at, cpu_usage_ns=first.cpu_usage_ns, net_bytes=first.net_bytes)
+    assert classify(prev, second, {gpu_uuid(0): 0.0}, thresholds, nvml_ok=True).idle is False
 
 
 KEEPALIVE_SETUPS = {

@@ -16,7 +16,7 @@ from controller.plan.idle import (
     idle_status,
     keepalive_verdict,
 )
-from controller.snapshot import ActivitySignals, ContainerObs, KeepAlive, KeepAliveState
+from controller.snapshot import ActivitySignals, ContainerObs, KeepAlive, KeepAliveState, SignalSource
 from tests.fixtures import builders as b
 
 # 1 MB per 5-minute interval as a rate; samples further apart than 10 minutes are unobserved spans.
@@ -151,10 +151,12 @@ def test_the_common_reading_is_judged_as_the_walk_judges_it(
     )
     prev = Sample(at=b.T0, cpu_usage_ns=prev_cpu, net_bytes=prev_net, idle=True)
     sig = b.signals(b.T0 + timedelta(seconds=seconds), cpu_usage_ns=cpu, net_bytes=net)
+    tree = sig.model_copy(update={"cpu_source": SignalSource.PROCESS_TREE})
     for mig_uuids in (frozenset(), frozenset({_MIG})):
-        args = (prev, sig, gpu, th)
-        fast = classify(*args, nvml_ok=True, mig_uuids=mig_uuids)
-        assert fast == _walk(*args, nvml_ok=True, mig_uuids=mig_uuids, unobserved=None)
+        for read in (sig, tree):
+            args = (prev, read, gpu, th)
+            fast = classify(*args, nvml_ok=True, mig_uuids=mig_uuids)
+            assert fast == _walk(*args, nvml_ok=True, mig_uuids=mig_uuids, unobserved=None)
 
 
 def _running(sig: ActivitySignals | None, started_minutes_ago: float = 120) -> ContainerObs:

@@ -21,6 +21,7 @@ from controller.snapshot import (
     GpuObs,
     KeepAlive,
     KeepAliveState,
+    SignalSource,
 )
 from crd_like_specs.vocabulary import ContainerType
 from desired_state.effective import EffectivePolicy, ExemptFrom, GlobalPolicy
@@ -326,6 +327,31 @@ class TestIdleExceptions:
             p = h.passes.run(b.snapshot(observed_at=b.at(minutes=minute), containers=[c], gpus=[b.gpu(0)]))
             assert kinds(p) == [], minute
         assert h.idle_verdicts(p) == [("IdleTimeout", "UnknownSignal")]
+
+    def test_a_cpu_reading_from_the_process_tree_never_counts_as_idle(self) -> None:
+        # No cgroup counter readable: the CPU is the main process's tree, which misses the work a
+        # `docker exec` runs (its processes are not the main process's descendants). A quiet tree
+        # proves nothing; a busy one is activity all the same.
+        h = IdleHost()
+        for minute in range(0, 300, 10):
+            c = h.container(minute, cpu_pct=0.0, gpu_pct=0.0, net=0, keep=b.NO_KEEPALIVE)
+            assert c.signals is not None
+            tree = c.signals.model_copy(update={"cpu_source": SignalSource.PROCESS_TREE})
+            c = c.model_copy(update={"signals": tree})
+            p = h.passes.run(b.snapshot(observed_at=b.at(minutes=minute), containers=[c], gpus=[b.gpu(0)]))
+            assert kinds(p) == [], minute
+        assert h.idle_verdicts(p) == [("IdleTimeout", "UnknownSignal")]
+        assert p.memory.containers[b.cid("train")].samples[-1].detail == (
+            "unknown: cpu read from the main process tree, not the cgroup (docker exec work is not in it); "
+            "gpu max 0.0%; cpu 0.0%; net 0B/s"
+        )
+        c = h.container(310, cpu_pct=50.0, gpu_pct=0.0, net=0, keep=b.NO_KEEPALIVE)
+        assert c.signals is not None
+        c = c.model_copy(
+            update={"signals": c.signals.model_copy(update={"cpu_source": SignalSource.PROCESS_TREE})}
+        )
+        p = h.passes.run(b.snapshot(observed_at=b.at(minutes=310), containers=[c], gpus=[b.gpu(0)]))
+        assert p.memory.containers[b.cid("train")].samples[-1].idle is False
 
     def test_an_older_active_reading_is_not_this_pass_s(self) -> None:
         # The last sample was active, but this pass's reading is not newer: unknown, not active.
