@@ -188,11 +188,23 @@ def _from_fd(fd: int) -> KeepAlive:
             detail=f"a hard link ({st.st_nlink} names for one file)",
             inode=st.st_ino,
         )
-    return KeepAlive(
-        state=KeepAliveState.PRESENT,
-        mtime=datetime.fromtimestamp(st.st_mtime, tz=UTC),
-        inode=st.st_ino,
-    )
+    return KeepAlive(state=KeepAliveState.PRESENT, mtime=_mtime(st.st_mtime), inode=st.st_ino)
+
+
+_LATEST = datetime.max.replace(tzinfo=UTC)
+_EARLIEST = datetime.min.replace(tzinfo=UTC)
+
+
+def _mtime(seconds: float) -> datetime:
+    """The file's mtime; one outside the calendar (tmpfs keeps any 64-bit time) as its nearest end.
+
+    The user sets it (``touch -d``): a time past the year 9999 is still a future mtime, capped by
+    the first sighting like any other, and one before year 1 is a stale file, never an unreadable
+    one (an unknown keep-alive would hold the idle stop off for ever)."""
+    try:
+        return datetime.fromtimestamp(seconds, tz=UTC)
+    except (OverflowError, OSError, ValueError):
+        return _LATEST if seconds > 0 else _EARLIEST
 
 
 def _kind(mode: int) -> str:

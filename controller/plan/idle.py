@@ -490,7 +490,9 @@ def keepalive_verdict(
     if ka.mtime is None or seen is None:
         return KeepAliveVerdict(False, None, "keep-alive present but its age is unknown")
     cap = timedelta(seconds=max_age_s)
-    until = min(ka.mtime + cap, seen.first_seen_at + cap)
+    # min(mtime, first sighting) + cap: an mtime at the calendar's end (a user's `touch -d`) must
+    # not overflow when the cap is added to it.
+    until = min(ka.mtime, seen.first_seen_at) + cap
     if now < until:
         return KeepAliveVerdict(True, until, f"keep-alive honoured until {until.isoformat()}")
     return KeepAliveVerdict(False, until, f"keep-alive expired at {until.isoformat()}")

@@ -28,7 +28,7 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -289,6 +289,26 @@ def test_a_fifo_or_a_huge_directory_as_keepalive_is_not_regular_and_costs_nothin
         )
         ka = keepalive_of(observe_in_thread(observer, unblock=None, timeout_s=30), c)
         assert (ka.state, ka.mtime) == (KeepAliveState.NOT_REGULAR, None) and "directory" in (ka.detail or "")
+
+
+@BOTH_READ_PATHS
+def test_an_mtime_out_of_the_calendar_is_a_present_file_not_an_unknown_one(
+    make_container: ContainerFactory, tmp_path: Path, use_openat2: bool | None
+) -> None:
+    # tmpfs stores any 64-bit time: `touch -d` past the year 9999, or long before year 1, made the
+    # read fail (ValueError), and an unknown keep-alive holds an idle stop off for ever.
+    c = make_container(network_mode="none", tmpfs={"/workspace": ""})
+    config = ObserveConfig(ledger_path=tmp_path / "ledger.json", use_openat2=use_openat2)
+    with HostObserver(config, nvml=NoGpus()) as observer:
+        seen = {}
+        for stamp in ("253402400000", "-99999999999"):
+            sh(c, f"rm -f {KEEPALIVE} && touch -d @{stamp} {KEEPALIVE}")
+            ka = keepalive_of(observer.observe(), c)
+            seen[stamp] = (ka.state, ka.mtime)
+    assert seen == {
+        "253402400000": (KeepAliveState.PRESENT, datetime.max.replace(tzinfo=UTC)),
+        "-99999999999": (KeepAliveState.PRESENT, datetime.min.replace(tzinfo=UTC)),
+    }
 
 
 # --- 1, end to end: a link holds off nothing, and ds01ctl says why ----------------------------------

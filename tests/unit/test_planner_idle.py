@@ -8,7 +8,7 @@ Defaults: idle timeout 30 min, window 3 samples, grace 30 min, warn lead min(10 
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 from controller.memory import ControllerMemory
 from controller.plan.planner import plan
@@ -459,6 +459,14 @@ class TestKeepAlive:
         # At minute 60 the cap ends: the idle stop is long due, so warn now and stop after the lead.
         assert acts[0] == (60, [("WarnOwner", "IdleWarning")])
         assert acts[1] == (70, [("StopContainer", "IdleTimeout")])
+
+    def test_an_mtime_at_the_end_of_time_is_capped_like_any_future_one(self) -> None:
+        # `touch -d @253402300000` on a tmpfs workspace: the last representable day. Adding the cap
+        # to it overflowed, and every pass of the daemon failed while the file was there.
+        h = IdleHost(b.policy(keepalive_max_age_s=b.HOUR))
+        keep = b.keepalive(mtime=datetime(9999, 12, 31, 23, 46, 40, tzinfo=UTC))
+        acts = [(m, a.reason.value) for m in range(0, 75, 5) for a in h.at(m, keep=keep).actions]
+        assert acts == [(60, "IdleWarning"), (70, "IdleTimeout")]
 
     def test_replacing_the_file_does_not_renew_it(self) -> None:
         h = IdleHost(b.policy(keepalive_max_age_s=b.HOUR))
