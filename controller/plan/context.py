@@ -366,6 +366,7 @@ class PassContext:
     # (controller.plan.clock.recent_steps).
     clock_steps: tuple[ClockStep, ...] = ()
     _unresolved_live: list[str] | None = None  # see unresolved_live_names
+    _process_devices: dict[str, list[str]] | None = None  # see devices_computed_on
     _targets: dict[str, Target] = field(default_factory=dict)
     _physical: dict[str, list[str]] = field(default_factory=dict)
 
@@ -509,12 +510,29 @@ class PassContext:
             and self.sorted_ids[i + 1].startswith(key)
         )
 
+    def devices_computed_on(self, container_id: str) -> list[str]:
+        """The devices NVML lists a process of the container on, whatever it references.
+
+        Found once a pass, for every container, when first asked."""
+        if self._process_devices is None:
+            found: dict[str, list[str]] = {}
+            for p in self.snapshot.processes:
+                if p.container_id is not None:
+                    devices = found.setdefault(p.container_id, [])
+                    if p.device_uuid not in devices:
+                        devices.append(p.device_uuid)
+            self._process_devices = found
+        return self._process_devices.get(container_id, [])
+
     def gpu_pct_for(self, c: ContainerObs) -> dict[str, float | None]:
         """Utilization of each GPU the container may use: its own reading, else the device view.
 
         A container given every GPU, or one with a reference that did not resolve, may be using
         any GPU of the host: all of them count, so a busy GPU anywhere keeps it from being idle
-        (unknown is not idle). MIG devices report no utilization (None).
+        (unknown is not idle). So does every device NVML lists a process of the container on: a
+        privileged container has every GPU's device node whatever it references, and its CUDA
+        counts from GPU 0 (``--gpus device=1 --privileged`` computes on GPU 0). MIG devices report
+        no utilization (None).
         """
         out: dict[str, float | None] = {}
         signals = c.signals
@@ -531,6 +549,9 @@ class PassContext:
         for g in self.gpus if every else ():
             if g.uuid not in out:
                 out[g.uuid] = self._device_pct(g.uuid)
+        for uuid in self.devices_computed_on(c.id):
+            if uuid not in out:
+                out[uuid] = self._device_pct(uuid)
         return out
 
     def _device_pct(self, uuid: str) -> float | None:

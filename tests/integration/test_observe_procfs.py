@@ -16,15 +16,18 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import docker.types
 import psutil
 import pytest
 
-from controller.memory import Sample
+from controller.memory import ControllerMemory, Sample
 from controller.observe import HostObserver, ObserveConfig
 from controller.observe.cgroups import attribute
 from controller.observe.keepalive import _OPENAT2
 from controller.observe.nvml import NvmlObserver
+from controller.plan.desired import PolicySetDesired
 from controller.plan.idle import Thresholds, classify
+from controller.plan.planner import plan as make_plan
 from controller.snapshot import (
     CgroupScope,
     ContainerObs,
@@ -34,6 +37,8 @@ from controller.snapshot import (
     SignalSource,
     Snapshot,
 )
+from desired_state.load import load_spec_text
+from tests.fixtures.builders import record_outcomes
 from tests.fixtures.docker_host import ContainerFactory, OrphanProcess
 from tests.fixtures.nvml import FakeNvml, NoGpus, gpu_uuid, mig_uuid
 
@@ -302,3 +307,55 @@ def test_usage_unreadable_stays_unknown(make_container: ContainerFactory, tmp_pa
     empty_cgroup_root.mkdir()
     s = signals_of(observe(tmp_path, cgroup_root=empty_cgroup_root), c)
     assert s.memory_bytes is None and s.memory_unknown and s.pids_current is None and s.pids_unknown
+
+
+# --- the GPUs a container's idleness is judged on ---------------------------------------------------
+
+BUSY_ELSEWHERE_POLICY = """\
+apiVersion: ds01.io/v1alpha1
+kind: LifecyclePolicy
+metadata:
+  name: busy-elsewhere
+spec:
+  settings:
+    gracePeriod: 0s
+    idleDetectionWindow: 1
+    idleMinDuration: 0s
+    warnLead: 1s
+    highDemandIdleReduction: 1.0
+  containerTypes:
+    docker:
+      idleTimeout: 1s
+"""
+
+
+def test_a_gpu_the_container_computes_on_counts_though_it_references_another(
+    make_container: ContainerFactory, fake_nvml: FakeNvml, tmp_path: Path
+) -> None:
+    # `--gpus device=1 --privileged` (clearml-agent's command line, a compose service with
+    # `privileged: true`): a privileged container has every /dev/nvidia* node, so CUDA sees every
+    # GPU and its cuda:0 is GPU 0. The container references GPU 1 and computes on GPU 0.
+    fake_nvml.set_gpus(2)
+    c = make_container(
+        network_mode="none",
+        device_requests=[
+            docker.types.DeviceRequest(driver="nvidia", device_ids=[gpu_uuid(1)], capabilities=[["gpu"]])
+        ],
+    )
+    fake_nvml.gpu(0).util_percent = 100
+    fake_nvml.add_process(gpu_uuid(0), host_pid(c))
+    fake_nvml.write()
+    desired = PolicySetDesired(load_spec_text(BUSY_ELSEWHERE_POLICY))
+    memory = ControllerMemory()
+    planned: list[tuple[str, str]] = []
+    config = ObserveConfig(ledger_path=tmp_path / "ledger.json")
+    with HostObserver(config, nvml=NvmlObserver(timeout_s=10)) as observer:
+        for _ in range(8):
+            snap = observer.observe()
+            p = make_plan(snap, desired, memory, snap.observed_at)
+            memory = record_outcomes(p)  # warnings count as delivered
+            planned += [(a.kind.value, a.reason.value) for a in p.actions if a.target.container_id == c.id]
+            time.sleep(0.3)
+    assert [k for k in planned if k[1] != "ForeignProcessOnGpu"] == [], planned
+    samples = memory.containers[c.id].samples
+    assert samples[-1].idle is False and f"gpu {gpu_uuid(0)}=100.0%" in samples[-1].detail

@@ -19,6 +19,7 @@ from controller.snapshot import (
     ContainerState,
     Domain,
     GpuObs,
+    GpuProcessObs,
     KeepAlive,
     KeepAliveState,
     SignalSource,
@@ -589,7 +590,10 @@ def test_paused_gpu_container_is_not_idle_stopped() -> None:
 
 class TestWhichGpusCount:
     def _passes(
-        self, c_for: Callable[[ActivitySignals], ContainerObs], gpus: list[GpuObs]
+        self,
+        c_for: Callable[[ActivitySignals], ContainerObs],
+        gpus: list[GpuObs],
+        processes: tuple[GpuProcessObs, ...] = (),
     ) -> list[tuple[int, str]]:
         runner = b.Passes()
         counters = b.Counters()
@@ -597,7 +601,9 @@ class TestWhichGpusCount:
         for minute in range(0, 45, 5):
             counters.step(300, cpu_pct=0.1)
             c = c_for(counters.read(b.at(minutes=minute)))
-            snap = b.snapshot(observed_at=b.at(minutes=minute), containers=[c], gpus=gpus)
+            snap = b.snapshot(
+                observed_at=b.at(minutes=minute), containers=[c], gpus=gpus, processes=processes
+            )
             acts += [(minute, a.reason.value) for a in runner.run(snap).actions]
         return acts
 
@@ -609,6 +615,17 @@ class TestWhichGpusCount:
         assert self._passes(mk, busy) == []
         idle = [b.gpu(0, util_pct=0.0), b.gpu(1, util_pct=0.0)]
         assert self._passes(mk, idle) == [(30, "IdleWarning"), (35, "IdleWarning"), (40, "IdleTimeout")]
+
+    def test_a_gpu_its_process_computes_on_counts_though_it_references_another(self) -> None:
+        # `--gpus device=1 --privileged`: every GPU's device node is there, and CUDA's cuda:0 is
+        # GPU 0. The job on GPU 0 is reported to the admin, and keeps its container from being idle.
+        def mk(sig: ActivitySignals) -> ContainerObs:
+            return b.running("priv", gpus=[b.GPU1], started_at=STARTED, sig=sig)
+
+        gpus = [b.gpu(0, util_pct=100.0), b.gpu(1, util_pct=0.0)]
+        on_gpu0 = (b.process(4242, b.GPU0, container_id=b.cid("priv"), container_exists=True),)
+        assert self._passes(mk, gpus, on_gpu0) == [(0, "ForeignProcessOnGpu")]
+        assert self._passes(mk, gpus) == [(30, "IdleWarning"), (35, "IdleWarning"), (40, "IdleTimeout")]
 
     def test_unresolved_reference_counts_every_gpu(self) -> None:
         def mk(sig: ActivitySignals) -> ContainerObs:
