@@ -533,6 +533,27 @@ class TestKeepAlive:
         ]
         assert acts == [(30, "IdleWarning"), (35, "IdleWarning"), (40, "IdleTimeout")]
 
+    def test_a_warning_never_tells_the_owner_to_touch_a_keepalive_that_is_ignored(self) -> None:
+        """A link (say one shared file linked into every container) or a FIFO is never honoured:
+        `touch` follows the link and leaves it a link. The notice told the owner to touch it, the
+        owner did, and the container was stopped at the end of the lead all the same."""
+        for state, why in ((KeepAliveState.LINK, "link"), (KeepAliveState.NOT_REGULAR, "not-regular")):
+            h = IdleHost()
+            keep = b.keepalive(state)
+            warning = next(
+                a
+                for m in range(0, 35, 5)
+                for a in h.at(m, keep=keep).actions
+                if a.reason.value == "IdleWarning"
+            )
+            notice = str(warning.params.notice)
+            assert "touch /workspace/" not in notice, state
+            assert (
+                "To keep it: use it (GPU, CPU or network), or make /workspace/.keep-alive a regular file of "
+                f"its own, with no link on its path: the one there now is ignored ({why}), and touching it "
+                "changes nothing."
+            ) in notice, notice
+
     def test_stale_mtime_is_ignored(self) -> None:
         h = IdleHost()
         keep = b.keepalive(mtime=b.ago(days=2))

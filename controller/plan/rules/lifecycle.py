@@ -40,7 +40,7 @@ from controller.plan.idle import IDLE_WARNING_PREFIX, IdleStatus, grace_end, idl
 from controller.plan.rules.common import exempted, gpu_evidence, kept_after_stop, shielded
 from controller.plan.types import Action, ActionKind, DeferReason, Reason, StopParams, WarnParams
 from controller.plan.values import built
-from controller.snapshot import ContainerObs, ContainerState, Domain, KeepAliveState
+from controller.snapshot import ContainerObs, ContainerState, Domain, KeepAlive, KeepAliveState
 from desired_state.effective import LEAD_FRACTION, EffectivePolicy, ExemptFrom
 
 
@@ -398,18 +398,33 @@ def _idle_notice(
         lost = "its running processes"
     return [
         "Why: GPU, CPU and network have all stayed below the idle thresholds since then.",
-        _keep_it(policy, mem.keepalive if mem is not None else None, now),
+        _keep_it(
+            policy,
+            mem.keepalive if mem is not None else None,
+            now,
+            c.signals.keepalive if c.signals is not None else None,
+        ),
         f"What is kept: {kept}. What is lost: {lost}.",
         f"More: ds01ctl describe container {c.name}",
     ]
 
 
-def _keep_it(policy: EffectivePolicy, seen: KeepAliveSeen | None, now: datetime) -> str:
+def _keep_it(
+    policy: EffectivePolicy, seen: KeepAliveSeen | None, now: datetime, ka: KeepAlive | None = None
+) -> str:
     """How the owner keeps an idle container. A keep-alive file counts for at most its cap after it
     was first seen in this idle streak (touching it again, or replacing it, does not renew that):
-    once the cap is over, telling the owner to touch it would be untrue."""
+    once the cap is over, telling the owner to touch it would be untrue. So it is for a keep-alive
+    that is a link or not a regular file (``ka``, as read now): never honoured, and `touch` follows
+    a link and leaves it one."""
     cap = policy.keepalive_max_age_s.value
     path = policy.keepalive_path.value
+    if ka is not None and ka.state in _IGNORED_KEEPALIVE:
+        return (
+            f"To keep it: use it (GPU, CPU or network), or make {path} a regular file of its own, with "
+            f"no link on its path: the one there now is ignored ({ka.detail or ka.state.value}), and "
+            "touching it changes nothing."
+        )
     if cap is None:
         return f"To keep it: run `touch {path}` inside the container."
     if seen is None:
@@ -431,6 +446,9 @@ def _keep_it(policy: EffectivePolicy, seen: KeepAliveSeen | None, now: datetime)
         f"container was idle, and counts for {fmt_duration(cap)} from then): after that only using it "
         "(GPU, CPU or network) keeps it."
     )
+
+
+_IGNORED_KEEPALIVE = frozenset({KeepAliveState.LINK, KeepAliveState.NOT_REGULAR})
 
 
 def _runtime_notice(
