@@ -881,13 +881,15 @@ class ExemptionSpec(SpecModel):
     @classmethod
     def _a_time_not_a_number(cls, value: object) -> object:
         # pydantic would read a number as seconds since 1970: expiresAt: 20260331 (a compact date)
-        # became 1970-08-23, an exemption expired before it was written.
-        if isinstance(value, int | float) and not isinstance(value, bool):
+        # became 1970-08-23, an exemption expired before it was written. A number in quotes
+        # ('20260331', as a string) is read the same way, so it is refused the same way.
+        number = isinstance(value, int | float) and not isinstance(value, bool)
+        if number or (isinstance(value, str) and _numeric(value)):
             raise PydanticCustomError(
                 "number_not_time",
                 "{value} is a number, not a time (it would be read as seconds since 1970); write a "
                 "date and time with a zone such as 2026-03-31T23:59:59Z",
-                {"value": value},
+                {"value": repr(value) if isinstance(value, str) else value},
             )
         return value
 
@@ -897,6 +899,15 @@ class ExemptionSpec(SpecModel):
         if len(set(values)) != len(values):
             raise PydanticCustomError("duplicate", "exemptFrom lists an entry twice", {})
         return values
+
+
+def _numeric(text: str) -> bool:
+    """Whether ``text`` reads as a number (``'20260331'``, ``'1.7e9'``), not as a date and time."""
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
 
 
 ApiVersion = Annotated[Literal["ds01.io/v1alpha1"], Field(description="Always ds01.io/v1alpha1")]

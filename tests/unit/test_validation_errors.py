@@ -216,6 +216,27 @@ CASES: list[tuple[str, dict[str, str | bytes], str, tuple[str, int, str], list[s
         ["20260331 is a number, not a time", "seconds since 1970"],
     ),
     (
+        "a DS01 exemption expiring at a quoted number (read as seconds since 1970 all the same)",
+        {
+            "resource-limits.yaml": "defaults: {}\n",
+            "lifecycle-exemptions.yaml": "exemptions:\n  - username: a\n    exempt_from: [idle_timeout_h]\n"
+            "    reason: r\n    expires_on: '20260331'\n",
+        },
+        ".",
+        ("lifecycle-exemptions.yaml", 5, "exemptions[0].expires_on"),
+        ["'20260331' is a number, not a time", "2026-03-31T23:59:59Z"],
+    ),
+    (
+        "a spec exemption expiring at a quoted number",
+        spec(
+            HEAD + "kind: Exemption\nmetadata: {name: e}\nspec:\n  user: a\n  exemptFrom: [idle]\n"
+            '  reason: r\n  expiresAt: "1774994399"\n'
+        ),
+        "specs",
+        ("policy.yaml", 8, "spec.expiresAt"),
+        ["'1774994399' is a number, not a time", "seconds since 1970"],
+    ),
+    (
         "an unknown exempt_from value",
         {
             "resource-limits.yaml": "defaults: {}\n",
