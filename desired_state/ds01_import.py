@@ -628,8 +628,42 @@ class _Importer:
                 self.preserved(out, body, (key,), ("spec", "ds01", _camel(key)), model, durations)
         return self.validate(out, LifecyclePolicy, main)
 
+    def groups_dir(self) -> bool:
+        """Whether ``groups/`` can hold members files: a directory, or absent (no members files).
+
+        Anything else is an error, never "no members files": a ``groups`` link whose store is gone,
+        or a file by that name, read as absent emptied every group, and its members got the default
+        group's shorter timeouts and lower limits (DS01's 42a2b4f failure)."""
+        path = self.dir / GROUPS_DIR
+        try:
+            if path.is_dir():
+                return True
+            path.lstat()
+        except FileNotFoundError:
+            return True
+        except OSError as exc:
+            problem, fix = f"cannot be read: {exc.strerror or exc}", "check the path and its permissions"
+        else:
+            if path.is_symlink():
+                what = "is not a directory" if path.exists() else "does not exist"
+                problem = f"a symbolic link to {path.readlink()}, which {what}"
+                fix = "restore the directory it names, or remove the link"
+            else:
+                problem, fix = "is not a directory", "make it a directory of <group>.members files"
+        self.errors.append(
+            PolicyError(
+                str(path),
+                None,
+                problem,
+                expected="a directory of <group>.members files (one login name per line), or none",
+                fix=fix,
+            )
+        )
+        return False
+
     def groups(self, main: YamlDocument, groups: Mapping[Any, Any]) -> list[LoadedDocument | None]:
         results: list[LoadedDocument | None] = []
+        members_dir = self.groups_dir()
         for i, (name, body) in enumerate(groups.items()):
             loc = ("groups", name)
             section = self.mapping(main, loc, body)
@@ -648,7 +682,7 @@ class _Importer:
             detail = ""
             members_file = self.dir / GROUPS_DIR / f"{name}.members"
             self.inputs.append(str(members_file))
-            if os.path.lexists(members_file):  # (a dangling link is an error, not "no file")
+            if members_dir and os.path.lexists(members_file):  # (a dangling link is an error, not "no file")
                 file_members, errors = read_members_file(members_file)
                 self.errors.extend(errors)
                 members.extend(file_members)

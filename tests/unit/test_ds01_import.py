@@ -589,6 +589,29 @@ def test_a_dangling_link_for_an_optional_ds01_file_is_an_error_not_an_absent_fil
     assert str(link) in text and "a symbolic link to" in text and "which does not exist" in text
 
 
+@pytest.mark.parametrize("broken", ["a link to nothing", "a file"])
+def test_a_groups_directory_that_cannot_be_read_is_an_error_not_groups_without_members(
+    tmp_path: Path, broken: str
+) -> None:
+    """The members files are DS01's one source of membership. A ``groups`` link whose store is gone
+    (or a ``groups`` that is a file) read as "no members files" put every researcher in the
+    default group, with its shorter timeouts and lower limits, and no error."""
+    write(tmp_path, "resource-limits.yaml", "groups:\n  student: {}\n  researcher:\n    idle_timeout_h: 4\n")
+    write(tmp_path, "store/researcher.members", "ann\n")
+    (tmp_path / "groups").symlink_to(tmp_path / "store")
+    assert import_ds01(tmp_path).group("researcher").spec.members == ["ann"]  # type: ignore[union-attr]
+    (tmp_path / "groups").unlink()
+    if broken == "a file":
+        (tmp_path / "groups").write_text("ann\n")
+    else:
+        (tmp_path / "groups").symlink_to(tmp_path / "gone")
+    with pytest.raises(PolicyLoadError) as caught:
+        import_ds01(tmp_path)
+    text = str(caught.value)
+    assert f"{tmp_path / 'groups'}: " in text
+    assert ("which does not exist" if broken == "a link to nothing" else "not a directory") in text
+
+
 def test_an_infrastructure_list_with_every_entry_commented_out_keeps_the_monitoring_stack_protected(
     tmp_path: Path,
 ) -> None:
