@@ -393,6 +393,8 @@ def _stat(path: str) -> tuple[str, int, int, int] | tuple[str]:
 
 # How long the daemon waits after the last write to a policy file before it reads the change.
 RELOAD_SETTLE_S: Final = 2.0
+# Reads of one reload while each names files the one before did not (see PolicyHolder._read).
+_READS: Final = 3
 
 
 def _written_lately(fingerprint: Fingerprint, settle_s: float) -> bool:
@@ -444,14 +446,35 @@ class PolicyHolder:
 
     def fingerprint(self) -> Fingerprint:
         """mtime/size/inode of every file the policy is (or could be) read from."""
-        paths: set[str] = set(self._inputs)
+        return tuple(_stat(p) for p in self._paths(self._inputs))
+
+    def _paths(self, inputs: Sequence[str]) -> list[str]:
+        """Every file the policy is (or could be) read from, given the files a load read."""
+        paths: set[str] = set(inputs)
         if self.specs_dir is not None:
             paths.add(str(self.specs_dir))
             if self.specs_dir.is_dir():
                 paths.update(str(p) for p in spec_files(self.specs_dir))
         if self.ds01_config_dir is not None:
             paths.update(str(p) for p in ds01_import.candidate_files(self.ds01_config_dir))
-        return tuple(_stat(p) for p in sorted(paths))
+        return sorted(paths)
+
+    def _read(
+        self, fingerprint: Fingerprint
+    ) -> tuple[PolicySet | None, list[PolicyError], list[str], Fingerprint] | None:
+        """:func:`_collect`, with the fingerprint of every file it read taken before it read them.
+
+        A read that names a file ``fingerprint`` does not cover (a spec's new membersFile, kept
+        anywhere) is done again with that file watched: its state before the first read is not
+        known, so a change while it was read (a writer finishing) would go unseen, and the half
+        read kept. None when the files read keep changing: the next pass tries again."""
+        for _ in range(_READS):
+            policy, errors, inputs = _collect(self.specs_dir, self.ds01_config_dir)
+            watched = {f[0] for f in fingerprint}
+            if all(p in watched for p in inputs):
+                return policy, errors, inputs, fingerprint
+            fingerprint = tuple(_stat(p) for p in self._paths(inputs))
+        return None
 
     def force_reload(self) -> None:
         """Make the next :meth:`reload` re-read every file (SIGHUP), at once: the admin who asks is
@@ -463,25 +486,32 @@ class PolicyHolder:
         """Re-read if anything changed. Returns the errors of a failed reload (the old policy stays).
 
         With ``settle_s`` (the daemon's), a change is read only once every file has been left alone
-        that long, and is applied only if no file changed while it was read: a file rewritten in
-        place (an editor, ``cat >``, a sync job) read half-way through is often valid YAML that
-        says less, and one pass of it lowered a running job's limits for good (a limit is never
-        raised). Until then the policy in force stays; a later pass reads it. After :meth:`force_reload`
-        (SIGHUP) the change is read at once, still not applied if a file changed while it was read."""
+        that long (a file it newly names, such as a new membersFile, included), and is applied only
+        if no file changed while it was read: a file rewritten in place (an editor, ``cat >``, a
+        sync job) read half-way through is often valid YAML that says less, and one pass of it
+        lowered a running job's limits for good (a limit is never raised). Until then the policy in
+        force stays; a later pass reads it. After :meth:`force_reload` (SIGHUP) the change is read
+        at once, still not applied if a file changed while it was read."""
         fingerprint = self.fingerprint()
         if fingerprint == self._fingerprint:
             return []
         forced, self._forced = self._forced, False
         if self.settle_s > 0 and not forced and _written_lately(fingerprint, self.settle_s):
             return []
-        old_inputs = set(self._inputs)
-        policy, errors, inputs = _collect(self.specs_dir, self.ds01_config_dir)
-        if self.settle_s > 0 and set(inputs) <= old_inputs and self.fingerprint() != fingerprint:
-            return []  # changed while being read: read again when it has settled
+        read = self._read(fingerprint)
+        if read is None:
+            return []
+        policy, errors, inputs, fingerprint = read
+        if self.settle_s > 0:
+            if any(_stat(f[0]) != f for f in fingerprint):
+                return []  # changed while being read: read again when it has settled
+            if not forced and _written_lately(fingerprint, self.settle_s):
+                return []  # a file the read newly named may still be being written
         self._inputs = inputs
         # Keep the fingerprint taken before reading, so a file changed while we read is re-read next
-        # pass; only when new files joined (a new membersFile) must it be taken again to cover them.
-        self._fingerprint = fingerprint if set(inputs) <= old_inputs else self.fingerprint()
+        # pass (less the files the policy no longer reads).
+        paths = set(self._paths(inputs))
+        self._fingerprint = tuple(f for f in fingerprint if f[0] in paths)
         if errors or policy is None:
             self.last_errors = tuple(errors)
             self.last_error_at = self._clock()

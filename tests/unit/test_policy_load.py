@@ -282,3 +282,58 @@ def test_a_reload_asked_for_reads_a_fresh_change_at_once(tmp_path: Path) -> None
     assert holder.reload() == []
     lifecycle = holder.current.lifecycle
     assert lifecycle is not None and lifecycle.spec.settings.idle_timeout == 7200.0
+
+
+GROUP = HEAD + "kind: UserGroup\nmetadata: {name: researcher}\nspec:\n  members: [ann]\n"
+
+
+def test_a_members_file_the_policy_newly_reads_is_read_only_once_it_has_settled(tmp_path: Path) -> None:
+    """A spec that now names a members file kept elsewhere (DS01's groups directory): that file is
+    not among those the daemon watched, and one still being written, read at once, put a group of
+    half its members in force (the others got the default group's limits, lowered for good)."""
+    specs, store = tmp_path / "specs", tmp_path / "store"
+    specs.mkdir()
+    store.mkdir()
+    spec, members = specs / "groups.yaml", store / "researcher.members"
+    spec.write_text(GROUP)
+    members.write_text("ann\n")  # (a file that was there: its directory's time says nothing)
+    aged(members, 60)
+    holder = PolicyHolder(specs, settle_s=RELOAD_SETTLE_S)
+    first = holder.current
+    spec.write_text(GROUP + f"  membersFile: {members}\n")
+    aged(spec, 10)
+    aged(specs, 10)
+    members.write_text("ann\nbob\n")  # being written now: the writer may not be done
+    assert holder.reload() == [] and holder.current is first, "a file still being written is not applied"
+    members.write_text("ann\nbob\ncy\n")
+    aged(members, RELOAD_SETTLE_S + 1)
+    assert holder.reload() == []
+    assert holder.current.groups[0].spec.members == ["ann", "bob", "cy"]
+
+
+def test_a_members_file_the_policy_newly_reads_that_changes_while_read_is_read_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    specs, store = tmp_path / "specs", tmp_path / "store"
+    specs.mkdir()
+    store.mkdir()
+    spec, members = specs / "groups.yaml", store / "researcher.members"
+    spec.write_text(GROUP)
+    holder = PolicyHolder(specs, settle_s=RELOAD_SETTLE_S)
+    spec.write_text(GROUP + f"  membersFile: {members}\n")
+    members.write_text("ann\n")  # the half of it read ...
+    for path in (spec, specs, members, store):
+        aged(path, 10)
+    real_collect = load._collect
+
+    def read_then_finish(*args: object) -> object:
+        found = real_collect(*args)  # type: ignore[arg-type]
+        members.write_text("ann\nbob\n")  # ... then the writer finishes
+        aged(members, 5)
+        return found
+
+    monkeypatch.setattr(load, "_collect", read_then_finish)
+    holder.reload()
+    monkeypatch.setattr(load, "_collect", real_collect)
+    holder.reload()
+    assert holder.current.groups[0].spec.members == ["ann", "bob"], "what was read half-way is not kept"
