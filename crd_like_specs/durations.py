@@ -144,7 +144,7 @@ def ds01_number_to_seconds(value: object, unit: str) -> float:
         if isinstance(value, str):
             raise DurationError(
                 f"{value!r} is a string but the unit is already in the key name (_{unit}); "
-                f"write a bare number such as {_strip_unit(value, unit)}"
+                + _string_fix(value, unit)
             )
         raise DurationError(f"{value!r} is not a number; write a bare number of {_UNIT_WORDS[unit]}")
     if not math.isfinite(value):
@@ -155,6 +155,18 @@ def ds01_number_to_seconds(value: object, unit: str) -> float:
 
 
 _UNIT_WORDS: Final = {"s": "seconds", "m": "minutes", "h": "hours"}
+# Strings DS01's converter reads as no limit (it returns -1 for them).
+_DS01_NO_LIMIT: Final = frozenset({"", "null", "none", "never", "indefinite"})
+
+
+def _string_fix(text: str, unit: str) -> str:
+    """What to write instead of the string ``text`` in a key whose unit is ``unit``: the fix keeps
+    what the admin meant (a number suggested for 'never' would set a limit where none was meant)."""
+    if text.strip().lower() in _DS01_NO_LIMIT:
+        return "DS01 reads it as no limit: write null (no limit)"
+    if _looks_numeric(text) and math.isfinite(float(text)):
+        return f"write {_plain(float(text))} without the quotes"
+    return f"write a bare number such as {_strip_unit(text, unit)}"
 
 
 def _strip_unit(text: str, unit: str) -> str:

@@ -41,6 +41,20 @@ CASES: list[tuple[str, dict[str, str | bytes], str, tuple[str, int, str], list[s
         ["unit is already in the key name", "bare number such as 24"],
     ),
     (
+        "a number in quotes in a unit-suffixed key (the fix keeps the number)",
+        ds01('defaults:\n  idle_timeout_h: "0.5"\n'),
+        ".",
+        ("resource-limits.yaml", 2, "defaults.idle_timeout_h"),
+        ["'0.5' is a string", "write 0.5 without the quotes"],
+    ),
+    (
+        "DS01's word for no limit in a unit-suffixed key (the fix is null, not a limit)",
+        ds01("defaults:\n  max_runtime_h: never\n"),
+        ".",
+        ("resource-limits.yaml", 2, "defaults.max_runtime_h"),
+        ["'never' is a string", "DS01 reads it as no limit", "write null"],
+    ),
+    (
         "negative DS01 duration",
         ds01("container_types:\n  docker:\n    max_runtime_h: -2\n"),
         ".",
