@@ -131,16 +131,21 @@ def read_documents(path: Path, text: str | None = None) -> tuple[list[YamlDocume
             try:
                 data = loader.construct_document(node)
             except (yaml.YAMLError, ValueError, TypeError) as exc:
-                # e.g. an unquoted impossible date such as 2026-02-30
+                # e.g. an unquoted impossible date such as 2026-02-30: each such value where it is
+                # written (the error itself carries no place), else the error at its mark.
+                unreadable = _unreadable_values(loader, node, shown, index)
                 mark = getattr(exc, "problem_mark", None) or node.start_mark
-                errors.append(
-                    PolicyError(
-                        shown,
-                        mark.line + 1,
-                        f"cannot read a value: {getattr(exc, 'problem', None) or exc}",
-                        document=index + 1,
-                        fix="quote the value or correct it",
-                    )
+                errors.extend(
+                    unreadable
+                    or [
+                        PolicyError(
+                            shown,
+                            mark.line + 1,
+                            f"cannot read a value: {getattr(exc, 'problem', None) or exc}",
+                            document=index + 1,
+                            fix="quote the value or correct it",
+                        )
+                    ]
                 )
                 data = None
             docs.append(YamlDocument(path, index, data, node.start_mark.line + 1, lines))
@@ -177,6 +182,47 @@ def read_documents(path: Path, text: str | None = None) -> tuple[list[YamlDocume
     finally:
         loader.dispose()
     return docs, errors
+
+
+_TIMESTAMP_TAG = "tag:yaml.org,2002:timestamp"
+
+
+def _unreadable_values(loader: Any, root: yaml.Node, shown: str, index: int) -> list[PolicyError]:
+    """One error per scalar of the document that YAML cannot construct, at its line and field."""
+    errors: list[PolicyError] = []
+    seen: set[int] = set()  # (each node once: aliases share it)
+    pending: list[tuple[yaml.Node, Loc]] = [(root, ())]
+    while pending:
+        node, loc = pending.pop()
+        if id(node) in seen:
+            continue
+        seen.add(id(node))
+        if isinstance(node, yaml.MappingNode):
+            pending.extend(
+                (value, (*loc, _scalar_key(key)))
+                for key, value in reversed(node.value)
+                if isinstance(key, yaml.ScalarNode) and key.tag != _MERGE_TAG
+            )
+        elif isinstance(node, yaml.SequenceNode):
+            pending.extend((item, (*loc, i)) for i, item in reversed(list(enumerate(node.value))))
+        elif isinstance(node, yaml.ScalarNode) and node.tag in loader.yaml_constructors:
+            try:
+                loader.yaml_constructors[node.tag](loader, node)
+            except (yaml.YAMLError, ValueError, TypeError) as exc:
+                what = "a date" if node.tag == _TIMESTAMP_TAG else "a value"
+                errors.append(
+                    PolicyError(
+                        shown,
+                        node.start_mark.line + 1,
+                        f"{node.value} cannot be read as {what}: {getattr(exc, 'problem', None) or exc}",
+                        document=index + 1,
+                        field=".".join(str(p) if isinstance(p, str) else f"[{p}]" for p in loc).replace(
+                            ".[", "["
+                        ),
+                        fix="correct the date" if node.tag == _TIMESTAMP_TAG else "correct it, or quote it",
+                    )
+                )
+    return sorted(errors, key=lambda e: e.line or 0)
 
 
 def _tab_in_indentation(text: str, line: int) -> bool:

@@ -251,6 +251,28 @@ CASES: list[tuple[str, dict[str, str | bytes], str, tuple[str, int, str], list[s
         ["'1774994399' is a number, not a time", "seconds since 1970"],
     ),
     (
+        "an exemption expiring on a day that does not exist, reported where it is written",
+        {
+            "resource-limits.yaml": "defaults: {}\n",
+            "lifecycle-exemptions.yaml": "exemptions:\n  - username: a\n    exempt_from: [idle_timeout_h]\n"
+            "    reason: r\n    expires_on: 2030-01-01T00:00:00Z\n  - username: b\n"
+            "    exempt_from: [max_runtime_h]\n    reason: r\n    expires_on: 2026-04-31T23:59:59Z\n",
+        },
+        ".",
+        ("lifecycle-exemptions.yaml", 9, "exemptions[1].expires_on"),
+        ["2026-04-31T23:59:59Z cannot be read", "day is out of range for month", "correct the date"],
+    ),
+    (
+        "a spec value that is an impossible date, reported where it is written",
+        spec(
+            HEAD + "kind: Exemption\nmetadata: {name: e}\nspec:\n  user: a\n  exemptFrom: [idle]\n"
+            "  reason: r\n  approvedOn: 2026-02-30\n  expiresAt: null\n"
+        ),
+        "specs",
+        ("policy.yaml", 8, "spec.approvedOn"),
+        ["2026-02-30 cannot be read", "correct the date"],
+    ),
+    (
         "an unknown exempt_from value",
         {
             "resource-limits.yaml": "defaults: {}\n",
