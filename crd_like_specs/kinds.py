@@ -21,7 +21,7 @@ files, converted to these kinds); the JSON Schemas in ``schemas/`` are generated
 from __future__ import annotations
 
 import re
-from datetime import date
+from datetime import UTC, date, datetime
 from typing import Annotated, Any, Final, Literal
 
 from pydantic import (
@@ -891,6 +891,24 @@ class ExemptionSpec(SpecModel):
                 "date and time with a zone such as 2026-03-31T23:59:59Z",
                 {"value": repr(value) if isinstance(value, str) else value},
             )
+        return value
+
+    @field_validator("expires_at")
+    @classmethod
+    def _within_utc(cls, value: datetime | None) -> datetime | None:
+        # 9999-12-31T23:59:59-05:00 ("forever", in a local zone) is in year 10000 in UTC: no
+        # datetime holds it, and every view that shows the exemption's expiry (ds01ctl plan,
+        # describe) failed on it. Permanent is null.
+        if value is not None:
+            try:
+                value.astimezone(UTC)
+            except OverflowError:
+                raise PydanticCustomError(
+                    "time_range",
+                    "{value} is outside the times that can be written in UTC (years 1 to 9999); write "
+                    "null for a permanent exemption, or an earlier time",
+                    {"value": value.isoformat()},
+                ) from None
         return value
 
     @field_validator("exempt_from")

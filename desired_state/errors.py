@@ -194,7 +194,7 @@ def explain(err: ErrorDetails, model: type[BaseModel], loc: Loc) -> tuple[str, s
             describe_field(model, loc) or "a value",
             f"add '{key}: ...'",
         )
-    if kind in ("duration", "not_null"):
+    if kind in ("duration", "not_null", "time_range"):
         return err["msg"], "", ""
     if kind in ("docker_minimum", "systemd_minimum"):
         # A value of the right type that the engine or systemd (or the kernel under them) refuses:

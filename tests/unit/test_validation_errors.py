@@ -251,6 +251,16 @@ CASES: list[tuple[str, dict[str, str | bytes], str, tuple[str, int, str], list[s
         ["'1774994399' is a number, not a time", "seconds since 1970"],
     ),
     (
+        "an exemption expiring after the last time UTC can write (year 10000 there)",
+        spec(
+            HEAD + "kind: Exemption\nmetadata: {name: e}\nspec:\n  user: a\n  exemptFrom: [idle]\n"
+            "  reason: r\n  expiresAt: 9999-12-31T23:59:59-05:00\n"
+        ),
+        "specs",
+        ("policy.yaml", 8, "spec.expiresAt"),
+        ["9999-12-31T23:59:59-05:00 is outside", "write null for a permanent exemption"],
+    ),
+    (
         "an exemption expiring on a day that does not exist, reported where it is written",
         {
             "resource-limits.yaml": "defaults: {}\n",
