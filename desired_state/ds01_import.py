@@ -680,7 +680,7 @@ class _Importer:
                 else:
                     members.extend(inline)
             detail = ""
-            members_file = self.dir / GROUPS_DIR / f"{name}.members"
+            members_file = members_path(self.dir, str(name))
             self.inputs.append(str(members_file))
             if members_dir and os.path.lexists(members_file):  # (a dangling link is an error, not "no file")
                 file_members, errors = read_members_file(members_file)
@@ -901,6 +901,11 @@ def _new_doc(src: YamlDocument, kind: str, name: str, loc: Loc = ()) -> _Doc:
 
 
 # --- public ------------------------------------------------------------------------------------------
+
+
+def members_path(config_dir: Path, group: str) -> Path:
+    """The members file of DS01 group ``group`` (read when present)."""
+    return config_dir / GROUPS_DIR / f"{group}.members"
 
 
 def candidate_files(config_dir: Path) -> list[Path]:

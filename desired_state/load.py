@@ -17,6 +17,7 @@ Reads files; resolves nothing (see :mod:`desired_state.resolve`).
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
@@ -438,6 +439,8 @@ class PolicyHolder:
             raise PolicyLoadError(errors)
         self.current: PolicySet = policy
         self.loaded_at: datetime = clock()
+        # The files that were there when the policy in force was read (see _members_lost).
+        self._present = frozenset(f[0] for f in self._fingerprint if len(f) == 4)
 
     @property
     def last_error(self) -> str | None:
@@ -476,6 +479,42 @@ class PolicyHolder:
             fingerprint = tuple(_stat(p) for p in self._paths(inputs))
         return None
 
+    def _members_lost(self, policy: PolicySet) -> list[PolicyError]:
+        """An error for each DS01 members file the policy in force was read with that is gone while
+        its group stays, taking members out of it.
+
+        DS01's members files are its one source of membership, and optional: at start an absent one
+        is a group without members. Gone from under a running daemon (a ``git clean -x`` of the
+        checkout, a sync job that removes the file and rewrites it slowly), it is far more often
+        an accident than a decision, and read as "no members" it put every member in the default
+        group, with its shorter timeouts and lower limits (a lowered limit is never raised). The
+        admin who means it empties the file, or removes the group."""
+        if self.ds01_config_dir is None:
+            return []
+        errors: list[PolicyError] = []
+        for old in self.current.groups:
+            name = old.metadata.name
+            path = ds01_import.members_path(self.ds01_config_dir, name)
+            new = policy.group(name)
+            if new is None or str(path) not in self._present or os.path.lexists(path):
+                continue
+            lost = sorted(set(old.spec.members or ()) - set(new.spec.members or ()))
+            if not lost:
+                continue
+            shown = ", ".join(lost[:10]) + (f" and {len(lost) - 10} more" if len(lost) > 10 else "")
+            errors.append(
+                PolicyError(
+                    str(path),
+                    None,
+                    f"the members file of UserGroup/{name} is gone, and with it {len(lost)} of its "
+                    f"members ({shown}), who would fall to the default group; the policy in force "
+                    "keeps them",
+                    fix="restore the file; to take them out of the group, empty it (comments only) or "
+                    "remove the group",
+                )
+            )
+        return errors
+
     def force_reload(self) -> None:
         """Make the next :meth:`reload` re-read every file (SIGHUP), at once: the admin who asks is
         done writing. Does no I/O itself."""
@@ -512,12 +551,15 @@ class PolicyHolder:
         # pass (less the files the policy no longer reads).
         paths = set(self._paths(inputs))
         self._fingerprint = tuple(f for f in fingerprint if f[0] in paths)
+        if not errors and policy is not None:
+            errors = self._members_lost(policy)
         if errors or policy is None:
             self.last_errors = tuple(errors)
             self.last_error_at = self._clock()
             return list(errors)
         self.current = policy
         self.loaded_at = self._clock()
+        self._present = frozenset(f[0] for f in fingerprint if len(f) == 4)
         self.last_errors = ()
         self.last_error_at = None
         return []

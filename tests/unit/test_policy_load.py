@@ -337,3 +337,41 @@ def test_a_members_file_the_policy_newly_reads_that_changes_while_read_is_read_a
     monkeypatch.setattr(load, "_collect", real_collect)
     holder.reload()
     assert holder.current.groups[0].spec.members == ["ann", "bob"], "what was read half-way is not kept"
+
+
+def test_a_members_file_that_vanishes_keeps_its_members_in_their_group(tmp_path: Path) -> None:
+    """DS01's members files are its one source of membership. Deleted (a `git clean -x`, a sync
+    job that removes the file and rewrites it slowly), read as "no members": every researcher
+    fell to the default group, with its shorter timeouts and lower limits (DS01's 42a2b4f)."""
+    limits, members = tmp_path / "resource-limits.yaml", tmp_path / "groups" / "researcher.members"
+    write(limits, "default_group: student\ngroups:\n  student: {}\n  researcher:\n    idle_timeout_h: 4\n")
+    members.parent.mkdir()
+    write(members, "ann\nbob\n")
+    holder = PolicyHolder(None, tmp_path)
+    first = holder.current
+    members.unlink()
+    (error,) = holder.reload()
+    assert str(members) in str(error) and "ann, bob" in str(error) and "empty it" in str(error)
+    assert holder.current is first
+    group = holder.current.group("researcher")
+    assert group is not None and group.spec.members == ["ann", "bob"]
+    # Emptied, the file says so: the members leave the group.
+    members.write_text("# nobody\n")
+    assert holder.reload() == []
+    group = holder.current.group("researcher")
+    assert group is not None and group.spec.members == []
+
+
+def test_a_members_file_gone_with_its_group_or_its_members_is_no_error(tmp_path: Path) -> None:
+    limits, members = tmp_path / "resource-limits.yaml", tmp_path / "groups" / "researcher.members"
+    write(limits, "groups:\n  student: {}\n  researcher:\n    members: [ann]\n")
+    members.parent.mkdir()
+    write(members, "ann\n")
+    holder = PolicyHolder(None, tmp_path)
+    members.unlink()  # ann is still listed inline: nobody leaves the group
+    assert holder.reload() == []
+    write(members, "bob\n")
+    assert holder.reload() == []
+    members.unlink()
+    write(limits, "groups:\n  student: {}\n")  # the group removed with its file
+    assert holder.reload() == [] and holder.current.group("researcher") is None
