@@ -439,7 +439,7 @@ class PolicyHolder:
             raise PolicyLoadError(errors)
         self.current: PolicySet = policy
         self.loaded_at: datetime = clock()
-        # The files that were there when the policy in force was read (see _members_lost).
+        # The files that were there when the policy in force was read (see _lost_with_gone_files).
         self._present = frozenset(f[0] for f in self._fingerprint if len(f) == 4)
 
     @property
@@ -479,9 +479,9 @@ class PolicyHolder:
             fingerprint = tuple(_stat(p) for p in self._paths(inputs))
         return None
 
-    def _members_lost(self, policy: PolicySet) -> list[PolicyError]:
+    def _lost_with_gone_files(self, policy: PolicySet) -> list[PolicyError]:
         """An error for each DS01 members file the policy in force was read with that is gone while
-        its group stays, taking members out of it.
+        its group stays, taking members out of it (and for its overrides and exemptions files).
 
         DS01's members files are its one source of membership, and optional: at start an absent one
         is a group without members. Gone from under a running daemon (a ``git clean -x`` of the
@@ -513,6 +513,35 @@ class PolicyHolder:
                     "remove the group",
                 )
             )
+        # DS01's overrides and exemptions files, git-ignored like the members files: gone, every
+        # override and exemption went with them, and the jobs they kept running were stopped.
+        kept = {(d.kind, d.metadata.name) for d in policy.documents()}
+        held: list[UserOverride | Exemption] = [*self.current.overrides, *self.current.exemptions]
+        for file_name, what in (
+            (ds01_import.OVERRIDES_FILE, "overrides"),
+            (ds01_import.EXEMPTIONS_FILE, "exemptions"),
+        ):
+            path = self.ds01_config_dir / file_name
+            if str(path) not in self._present or os.path.lexists(path):
+                continue
+            users = sorted(
+                {
+                    d.spec.user
+                    for d in held
+                    if (d.kind, d.metadata.name) not in kept
+                    and getattr(self.current.source(d.kind, d.metadata.name), "path", None) == str(path)
+                }
+            )
+            if users:
+                errors.append(
+                    PolicyError(
+                        str(path),
+                        None,
+                        f"the file is gone, and with it the {what} of {', '.join(map(repr, users))}; the "
+                        "policy in force keeps them",
+                        fix="restore the file; to remove them, empty it (comments only)",
+                    )
+                )
         return errors
 
     def force_reload(self) -> None:
@@ -552,7 +581,7 @@ class PolicyHolder:
         paths = set(self._paths(inputs))
         self._fingerprint = tuple(f for f in fingerprint if f[0] in paths)
         if not errors and policy is not None:
-            errors = self._members_lost(policy)
+            errors = self._lost_with_gone_files(policy)
         if errors or policy is None:
             self.last_errors = tuple(errors)
             self.last_error_at = self._clock()

@@ -375,3 +375,33 @@ def test_a_members_file_gone_with_its_group_or_its_members_is_no_error(tmp_path:
     members.unlink()
     write(limits, "groups:\n  student: {}\n")  # the group removed with its file
     assert holder.reload() == [] and holder.current.group("researcher") is None
+
+
+@pytest.mark.parametrize(
+    ("name", "text", "emptied"),
+    [
+        (
+            "lifecycle-exemptions.yaml",
+            "exemptions:\n  - {username: ann, exempt_from: [idle_timeout_h], reason: thesis}\n",
+            "exemptions: []\n",
+        ),
+        ("user-overrides.yaml", "ann: {idle_timeout_h: null}\n", "# nobody\n"),
+    ],
+)
+def test_a_ds01_file_that_vanishes_keeps_its_overrides_and_exemptions(
+    tmp_path: Path, name: str, text: str, emptied: str
+) -> None:
+    """Git-ignored like the members files: a `git clean -x` of DS01's checkout removed them, and
+    the next reload dropped every exemption and override, stopping the jobs they kept running."""
+    write(tmp_path / "resource-limits.yaml", "defaults:\n  idle_timeout_h: 1\n")
+    path = tmp_path / name
+    write(path, text)
+    holder = PolicyHolder(None, tmp_path)
+    first = holder.current
+    path.unlink()
+    (error,) = holder.reload()
+    assert str(path) in str(error) and "'ann'" in str(error) and "empty it" in str(error)
+    assert holder.current is first
+    write(path, emptied)
+    assert holder.reload() == []
+    assert holder.current.exemptions == () and holder.current.overrides == ()
