@@ -94,6 +94,25 @@ def read_members_file(path: Path) -> tuple[list[str], list[PolicyError]]:
                 )
             )
             continue
+        control = next((ch for ch in line if not ch.isprintable()), None)
+        if control is not None:
+            # A file written shortly before a power loss can come back as a run of NUL bytes: read
+            # as a member named by them, the file's real members fell to the default group.
+            nul = control == "\0"
+            shown = line if len(line) <= 16 else line[:13] + "..."
+            errors.append(
+                PolicyError(
+                    str(path),
+                    number,
+                    f"{shown!r} holds a control character ({'NUL' if nul else f'U+{ord(control):04X}'}), "
+                    "which no login name has",
+                    expected="one login name per line",
+                    fix="rewrite the file (NUL bytes are what a crash leaves of a file written just before)"
+                    if nul
+                    else "remove the character",
+                )
+            )
+            continue
         members.append(line)
     return members, errors
 

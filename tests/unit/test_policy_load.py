@@ -218,6 +218,19 @@ def test_a_comma_separated_members_line_is_an_error_not_one_member(tmp_path: Pat
     assert "a comma-separated list is one line" in str(error)
 
 
+def test_a_members_file_of_nul_bytes_left_by_a_crash_is_an_error_not_a_member(tmp_path: Path) -> None:
+    """A file written shortly before a power loss can come back as a run of NUL bytes (delayed
+    allocation): read as one member named by them, every real member fell to the default group."""
+    write(tmp_path / "resource-limits.yaml", "groups:\n  student: {}\n  researcher: {}\n")
+    (tmp_path / "groups").mkdir()
+    (tmp_path / "groups" / "researcher.members").write_bytes(b"ann\n" + b"\0" * 64)
+    with pytest.raises(PolicyLoadError) as caught:
+        load_policy(ds01_config_dir=tmp_path)
+    (error,) = caught.value.errors
+    assert error.line == 2 and "researcher.members" in str(error)
+    assert "a control character" in str(error) and "NUL" in str(error)
+
+
 def aged(path: Path, seconds: float) -> None:
     """The file as if last written ``seconds`` ago."""
     stamp = time.time_ns() - int(seconds * 1e9)
