@@ -78,6 +78,17 @@ def read_text(path: Path) -> tuple[str | None, list[PolicyError]]:
         return None, [
             PolicyError(shown, None, f"cannot read: {exc.strerror or exc}", fix="check permissions")
         ]
+    if raw.startswith((b"\xff\xfe", b"\xfe\xff")):
+        # Windows' "Unicode": converted as latin-1 (the fix below), it became NUL-riddled text.
+        return None, [
+            PolicyError(
+                shown,
+                1,
+                "the file is UTF-16 (it starts with a UTF-16 byte order mark), not UTF-8",
+                expected="a UTF-8 text file",
+                fix="save the file as UTF-8 (e.g. iconv -f utf-16 -t utf-8)",
+            )
+        ]
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:

@@ -400,6 +400,13 @@ CASES: list[tuple[str, dict[str, str | bytes], str, tuple[str, int, str], list[s
         ["not valid UTF-8", "save the file as UTF-8"],
     ),
     (
+        "a UTF-16 file (Windows' 'Unicode'): the fix converts from UTF-16, not from latin-1",
+        {"resource-limits.yaml": "\ufeffdefaults: {}\n".encode("utf-16-le")},
+        ".",
+        ("resource-limits.yaml", 1, ""),
+        ["UTF-16", "iconv -f utf-16 -t utf-8"],
+    ),
+    (
         "an unknown kind",
         spec(HEAD + "kind: Usergroup\nmetadata: {name: g}\n"),
         "specs",
