@@ -351,7 +351,50 @@ def layered_set(
         errors.extend(layer_errors)
     if errors:
         return [*ds01_entries, *spec_entries], errors
-    return layer_entries(ds01_entries, spec_entries)
+    entries, errors = layer_entries(ds01_entries, spec_entries)
+    return entries, [*errors, *_groups_over_nothing(entries, ds01_entries, spec_entries)]
+
+
+def _groups_over_nothing(
+    entries: Sequence[LoadedDocument],
+    ds01_entries: Sequence[LoadedDocument],
+    spec_entries: Sequence[LoadedDocument],
+) -> list[PolicyError]:
+    """A UserGroup of the specs that names no members (so keeps a DS01 group's) but layers over no
+    DS01 group, and is not the defaultGroup: it applies to nobody.
+
+    That is what a DS01 group renamed (researcher -> researchers) leaves of the specs' changes to
+    it: silently, its members lost them (a longer timeout, higher limits) and were stopped sooner."""
+    layered = {id(e) for e in entries}
+    lifecycle = next((e.document for e in entries if isinstance(e.document, LifecyclePolicy)), None)
+    default = lifecycle.spec.default_group if lifecycle is not None else None
+    ds01_groups = [e.document.metadata.name for e in ds01_entries if isinstance(e.document, UserGroup)]
+    errors: list[PolicyError] = []
+    for entry in spec_entries:
+        doc = entry.document
+        if (
+            not isinstance(doc, UserGroup)
+            or id(entry) not in layered  # merged over a DS01 group of its name
+            or "members" in doc.spec.model_fields_set
+            or doc.metadata.name == default
+        ):
+            continue
+        src = entry.source
+        errors.append(
+            PolicyError(
+                src.path,
+                entry.line_of(("metadata", "name")),
+                f"UserGroup/{doc.metadata.name} names no members and layers over no group of DS01's "
+                f"({', '.join(ds01_groups) or 'none'}): it applies to nobody",
+                document=src.document,
+                kind=doc.kind,
+                name=doc.metadata.name,
+                field="metadata.name",
+                fix="name it like the DS01 group it changes (renamed there?), or give it members "
+                "(members: [] for none on purpose)",
+            )
+        )
+    return errors
 
 
 def load_policy(specs_dir: Path | None = None, ds01_config_dir: Path | None = None) -> PolicySet:

@@ -672,3 +672,33 @@ def test_a_spec_exemption_named_like_an_imported_one_is_a_duplicate_not_a_replac
         ("erin-0", ("idle", "max_runtime")),
         ("erin-cleanup", ("cleanup",)),
     ]
+
+
+def test_a_spec_group_left_over_nothing_by_a_renamed_ds01_group_is_an_error(tmp_path: Path) -> None:
+    """The specs change DS01's researcher group (no members of their own: DS01's stay). DS01's
+    group renamed to researchers, the spec's group layered over nothing and applied to nobody,
+    silently: researchers lost their longer timeout, and their jobs were stopped sooner."""
+    write(tmp_path, "resource-limits.yaml", "groups:\n  student: {}\n  researcher:\n    members: [ann]\n")
+    specs = tmp_path / "specs"
+    write(
+        specs,
+        "site.yaml",
+        """
+        apiVersion: ds01.io/v1alpha1
+        kind: UserGroup
+        metadata: {name: researcher}
+        spec:
+          settings: {idleTimeout: 4h}
+    """,
+    )
+    assert load_policy(specs_dir=specs, ds01_config_dir=tmp_path).group("researcher") is not None
+    write(tmp_path, "resource-limits.yaml", "groups:\n  student: {}\n  researchers:\n    members: [ann]\n")
+    with pytest.raises(PolicyLoadError) as caught:
+        load_policy(specs_dir=specs, ds01_config_dir=tmp_path)
+    (error,) = caught.value.errors
+    assert error.file == str(specs / "site.yaml") and error.line == 4 and error.field == "metadata.name"
+    assert "applies to nobody" in str(error) and "student, researchers" in str(error)
+    assert validate_paths([tmp_path, specs]) == [str(error)]
+    # A group of the specs' own, with members (or none on purpose), or the defaultGroup, is fine.
+    write(specs, "site.yaml", (specs / "site.yaml").read_text() + "  members: []\n")
+    assert load_policy(specs_dir=specs, ds01_config_dir=tmp_path).group("researcher") is not None
