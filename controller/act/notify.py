@@ -50,7 +50,9 @@ from loguru import logger
 from controller.act.sanitize import clean
 
 _TTY_NAME = re.compile(r"^(?:pts/[0-9]{1,6}|tty[A-Za-z0-9]{1,8})$")
-_USER_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]{0,63}\$?$")
+# A login name as an owner may be one (controller.observe.classify), DS01's domain logins
+# (``first.last@example.org``) included; the terminal's owner decides whose terminal it is.
+_USER_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.@-]{0,127}\$?\Z")
 MAX_LINES = 20
 MAX_LINE_CHARS = 300
 

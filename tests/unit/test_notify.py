@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import os
 import pwd
+import subprocess
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
+
+import pytest
 
 from controller.act.notify import Session, TerminalNotifier
 from tests.fixtures.notices import read_all
@@ -70,3 +74,22 @@ def test_mesg_n_is_honoured_even_with_root_privileges(pty: tuple[int, str]) -> N
     os.chmod(f"/dev/{tty}", 0o620)  # mesg y
     assert notifier([Session(ME, tty)]).notify(ME, "hello") == 1
     assert b"hello" in read_all(master)
+
+
+@pytest.fixture(scope="module")
+def domain_login() -> Iterator[str]:
+    """A real account named as DS01's domain logins are (``first.last@domain``)."""
+    name = "ds01-notice.a.b@example.org"
+    if subprocess.run(["id", "-u", name], capture_output=True).returncode != 0:
+        subprocess.run(["useradd", "-M", "--badname", name], check=True, capture_output=True)
+    yield name
+    subprocess.run(["userdel", name], capture_output=True)
+
+
+def test_a_domain_login_gets_its_notice(pty: tuple[int, str], domain_login: str) -> None:
+    """The owner label carries the ``@`` of a domain login, and so does the utmp entry of every
+    terminal that user has open."""
+    master, tty = pty
+    os.chown(f"/dev/{tty}", pwd.getpwnam(domain_login).pw_uid, -1)
+    assert notifier([Session(domain_login, tty)]).notify(domain_login, "it stops at 15:00") == 1
+    assert b"it stops at 15:00" in read_all(master)
