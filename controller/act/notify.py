@@ -57,6 +57,20 @@ MAX_LINES = 20
 MAX_LINE_CHARS = 300
 
 
+# utmp keeps this many bytes of a login name (UT_NAMESIZE): a longer one is listed cut, and is
+# compared cut, as write(1) does (``strncmp(..., UT_NAMESIZE)``).
+_UT_NAMESIZE = 32
+
+
+def _same_login(listed: str, user: str) -> bool:
+    """Whether a utmp entry's name is ``user``'s: the same name, or its first 32 bytes when it is
+    longer (a directory's ``first.last@domain``). The terminal's owner is checked after, either way."""
+    if listed == user:
+        return True
+    cut = user.encode()[:_UT_NAMESIZE]
+    return len(cut) == _UT_NAMESIZE and listed.encode()[:_UT_NAMESIZE] == cut
+
+
 class Session(NamedTuple):
     user: str
     terminal: str
@@ -136,7 +150,7 @@ class TerminalNotifier:
             logger.info("notify: no such user {}", user)
             return 0
         payload = format_notice(user, message, severity=severity, at=self._clock())
-        terminals = sorted({s.terminal for s in self._sessions() if s.user == user and s.terminal})
+        terminals = sorted({s.terminal for s in self._sessions() if _same_login(s.user, user) and s.terminal})
         delivered = 0
         for terminal in terminals:
             if self._write_terminal(terminal, uid, payload):

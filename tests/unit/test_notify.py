@@ -93,3 +93,23 @@ def test_a_domain_login_gets_its_notice(pty: tuple[int, str], domain_login: str)
     os.chown(f"/dev/{tty}", pwd.getpwnam(domain_login).pw_uid, -1)
     assert notifier([Session(domain_login, tty)]).notify(domain_login, "it stops at 15:00") == 1
     assert b"it stops at 15:00" in read_all(master)
+
+
+def test_a_login_longer_than_utmp_keeps_gets_its_notice(
+    pty: tuple[int, str], domain_login: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """utmp keeps 32 bytes of a login name: a longer one (a directory's ``first.last@domain``, which
+    a local useradd cannot make) is listed cut, as ``who`` shows it."""
+    master, tty = pty
+    user = "ds01-notice.firstname.lastname@example.org"
+    real = pwd.getpwnam
+    monkeypatch.setattr(pwd, "getpwnam", lambda name: real(domain_login if name == user else name))
+    os.chown(f"/dev/{tty}", pwd.getpwnam(user).pw_uid, -1)
+    assert notifier([Session(user[:32], tty)]).notify(user, "it stops at 15:00") == 1
+    assert b"it stops at 15:00" in read_all(master)
+    # A shorter name that only begins the same is another login; and a cut name is still checked
+    # against the terminal's owner.
+    assert notifier([Session(user[:20], tty)]).notify(user, "hello") == 0
+    os.chown(f"/dev/{tty}", 65534, -1)
+    assert notifier([Session(user[:32], tty)]).notify(user, "hello") == 0
+    assert read_all(master) == b""
