@@ -47,6 +47,7 @@ from typing import NamedTuple, Protocol
 import psutil
 from loguru import logger
 
+from controller import labels as L
 from controller.act.sanitize import clean
 
 _TTY_NAME = re.compile(r"^(?:pts/[0-9]{1,6}|tty[A-Za-z0-9]{1,8})$")
@@ -209,6 +210,7 @@ class TerminalNotifier:
 
 ALERT_FILE_NAME = ".ds01-alerts"
 ALERT_FILE_MAX_BYTES = 256 * 1024
+_DS01_NAME = re.compile(rf"(.+){re.escape(L.AIME_NAME_SEPARATOR)}[0-9]+")  # DS01's ``<name>._.<uid>``
 _DIR_FLAGS = os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
@@ -236,7 +238,12 @@ def outcome_notice(
         lost = "the container itself, with every file outside /workspace" + (
             ", and its running processes (unsaved work in memory)" if was_running else ""
         )
-        again = f"create it again the way you created it (your usual command, e.g. `container deploy {name}`)"
+        # DS01's commands take a container's name without the ``._.<uid>`` its naming appends.
+        m = _DS01_NAME.fullmatch(name)
+        again = (
+            "create it again the way you created it (your usual command, e.g. "
+            f"`container deploy {m[1] if m else name}`)"
+        )
     else:
         lost = "its running processes (unsaved work in memory)"
         again = f"`docker start {name}` (the container and its files are still there)"

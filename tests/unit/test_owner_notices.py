@@ -77,6 +77,18 @@ def test_stop_notice_says_what_why_kept_lost_and_how_to_start_again() -> None:
     assert gone.startswith("Your stopped container old was removed at ")
 
 
+def test_removal_notice_names_the_command_by_the_name_ds01s_commands_take() -> None:
+    """DS01's commands name a container ``<name>._.<uid>`` and take ``<name>``: `container deploy
+    proj._.1001` would look for the image of a project called ``proj._.1001``."""
+    for was_running in (True, False):
+        text = outcome_notice(
+            container="proj._.1001", removed=True, was_running=was_running, why="hold expired", at=AT
+        )
+        assert "`container deploy proj`" in text, text
+        assert "container deploy proj._.1001" not in text
+        assert "ds01ctl get events --container proj._.1001" in text  # the controller's own: the full name
+
+
 def test_stop_notice_reaches_the_owners_terminal_sanitised(pty: tuple[int, str]) -> None:
     master, tty = pty
     action = stop_action(name="web\x1b[2J\x07")
