@@ -291,7 +291,7 @@ class EventLog:
         for _ in range(ROTATION_RETRIES):
             try:
                 fd = os.open(self.path, flags | os.O_CREAT | os.O_EXCL, LOG_FILE_MODE)
-                os.fchmod(fd, LOG_FILE_MODE)  # the umask must not widen or narrow it
+                os.fchmod(fd, self._new_file_mode())  # the umask must not widen or narrow it
                 return fd
             except FileExistsError:
                 pass
@@ -300,6 +300,24 @@ class EventLog:
             except FileNotFoundError:
                 continue  # rotated away between the two opens
         raise OSError(f"{self.path} kept disappearing while opening it (rotation loop?)")
+
+    def _new_file_mode(self) -> int:
+        """The mode of a log this writer creates: that of the rotated copy it replaces
+        (``<name>.1``, or ``<name>.1.gz``) when root owns that copy, as logrotate's ``create`` keeps
+        it, else ``0640``. DS01's docker wrapper logs as the user who runs it, so a DS01 host makes
+        the log writable to all (DS01's logger asks for ``chmod 666``); a log created ``0640`` after
+        the weekly rotation would lock those writers out for good. Read and write bits only: never
+        a setuid, setgid or execute bit. A copy that is a link, or not root's, decides nothing."""
+        for suffix in (".1", ".1.gz"):
+            try:
+                st = self.path.with_name(self.path.name + suffix).lstat()
+            except OSError:
+                continue
+            if stat.S_ISREG(st.st_mode) and st.st_uid == 0:
+                # The daemon writes as root without CAP_DAC_OVERRIDE: the owner's bits stay.
+                return (stat.S_IMODE(st.st_mode) & 0o666) | 0o600
+            return LOG_FILE_MODE
+        return LOG_FILE_MODE
 
     def _append(self, line: bytes, *, sync: bool = False) -> None:
         # Never group- or world-writable, whatever the umask (others could swap the log for a link).

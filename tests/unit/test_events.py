@@ -63,6 +63,43 @@ def test_file_is_created_0640_and_appended(tmp_path: Path) -> None:
     assert [e["details"] for e in lines_of(path)] == [{"gpu": "GPU-1"}, {"gpu": "GPU-2"}]
 
 
+def test_a_log_made_after_a_rotation_keeps_the_mode_the_admins_gave_the_one_it_replaces(
+    tmp_path: Path,
+) -> None:
+    """DS01's docker wrapper logs as the user who runs it, so DS01's hosts make the log writable
+    to all (``chmod 666``, as DS01's logger asks). logrotate renames it away (``nocreate``) and the
+    next event creates it again: with that mode, not one that locks DS01's writers out."""
+    path = tmp_path / "events.jsonl"
+    path.touch()
+    os.chmod(path, 0o666)
+    path.rename(tmp_path / "events.jsonl.1")
+    EventLog(path).write("gpu.release", user=None, details={})
+    assert stat.S_IMODE(path.stat().st_mode) == 0o666
+    # Compressed copies keep their mode too; no setuid, setgid or execute bit is ever taken over.
+    for rotated in tmp_path.glob("events.jsonl*"):
+        rotated.unlink()
+    (tmp_path / "events.jsonl.1.gz").touch()
+    os.chmod(tmp_path / "events.jsonl.1.gz", 0o6775)
+    EventLog(path).write("gpu.release", user=None, details={})
+    assert stat.S_IMODE(path.stat().st_mode) == 0o664
+    # A copy that is not root's (whoever can write the directory could have put it there), or a
+    # link, decides nothing.
+    for rotated in tmp_path.glob("events.jsonl*"):
+        rotated.unlink()
+    (tmp_path / "events.jsonl.1").touch()
+    os.chmod(tmp_path / "events.jsonl.1", 0o666)
+    os.chown(tmp_path / "events.jsonl.1", 65534, -1)
+    EventLog(path).write("gpu.release", user=None, details={})
+    assert stat.S_IMODE(path.stat().st_mode) == 0o640
+    path.unlink()
+    (tmp_path / "events.jsonl.1").unlink()
+    (tmp_path / "elsewhere").touch()
+    os.chmod(tmp_path / "elsewhere", 0o666)
+    (tmp_path / "events.jsonl.1").symlink_to(tmp_path / "elsewhere")
+    EventLog(path).write("gpu.release", user=None, details={})
+    assert stat.S_IMODE(path.stat().st_mode) == 0o640
+
+
 def test_one_megabyte_label_is_shrunk_not_split(tmp_path: Path) -> None:
     log = EventLog(tmp_path / "events.jsonl")
     big = "x" * (1024 * 1024)
