@@ -80,10 +80,12 @@ def test_mesg_n_is_honoured_even_with_root_privileges(pty: tuple[int, str]) -> N
 def domain_login() -> Iterator[str]:
     """A real account named as DS01's domain logins are (``first.last@domain``)."""
     name = "ds01-notice.a.b@example.org"
-    if subprocess.run(["id", "-u", name], capture_output=True).returncode != 0:
-        subprocess.run(["useradd", "-M", "--badname", name], check=True, capture_output=True)
+    made = subprocess.run(["id", "-u", name], capture_output=True, timeout=30).returncode != 0
+    if made:
+        subprocess.run(["useradd", "-M", "--badname", name], check=True, capture_output=True, timeout=30)
     yield name
-    subprocess.run(["userdel", name], capture_output=True)
+    if made:  # only the account this test made
+        subprocess.run(["userdel", name], capture_output=True, timeout=30)
 
 
 def test_a_domain_login_gets_its_notice(pty: tuple[int, str], domain_login: str) -> None:
