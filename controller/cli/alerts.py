@@ -31,6 +31,9 @@ def cmd_get_alerts(args: argparse.Namespace, settings: Settings, style: Any) -> 
     ):
         if value:
             raise CliError(f"{flag} only applies to 'get events'")
+    if args.user:
+        # Taken and ignored, it would list every user's alerts as if they were this one's.
+        raise CliError("--user only applies to 'get events'; use --owner")
     if args.selector or args.sort_by or args.watch or args.show_all or args.name:
         raise CliError("get alerts takes no name, -l, --sort-by, --all or -w (it lists every open alert)")
     view = gather(settings, GatherOptions(plan=False))

@@ -868,6 +868,7 @@ def test_get_events_container_is_that_container_not_every_name_it_begins(
         ["get", "allocations", "-l", "team=a"],
         ["get", "policies", "-l", "team=a"],
         ["get", "policies", "--owner", "alice"],
+        ["get", "alerts", "--user", "alice"],
     ],
 )
 def test_a_filter_a_kind_does_not_take_is_refused_not_ignored(
