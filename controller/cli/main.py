@@ -642,14 +642,23 @@ def _events_view(args: argparse.Namespace, settings: Settings, owner: str | None
 
     from controller.act.events import EventFilter, tail
     from controller.cli.errors import CliError
+    from controller.cli.render import clean
     from controller.cli.view import View
     from controller.snapshot import Snapshot
 
     now = datetime.now(UTC)
     since = None
     if args.since:
-        secs = parse_duration(args.since)
+        # A duration is that long ago, written with a minus or not (parse_when would call -1h "in
+        # the past", which is what --since asks for).
+        secs = parse_duration(args.since.strip().removeprefix("-"))
         since = now - timedelta(seconds=secs) if secs is not None else parse_when(args.since, now)
+        if since > now:
+            # No event is logged after now: the answer would be "No events." of any log.
+            raise CliError(
+                f"--since {clean(args.since, 60)}: that is in the future; use a duration ago (1h, 2d)"
+                " or an earlier time"
+            )
     if args.tail <= 0:
         raise CliError(f"--tail {args.tail}: must be a positive number of events")
     kinds = tuple(k for text in args.event_kinds for k in text.split(",") if k)

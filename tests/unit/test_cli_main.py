@@ -245,6 +245,31 @@ def test_get_events_with_a_malformed_since(env: Path, capsys: pytest.CaptureFixt
     assert_one_line_error(err, "cannot read the time 'yesterday'")
 
 
+def test_get_events_since_a_duration_written_as_ago_lists_the_events_of_that_time(
+    env: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # --since=-1h was refused as "in the past: use a time after now, e.g. +1h", and --since=+1h
+    # then said "No events." of a log holding three from the last hour.
+    _write_events(env / "events.jsonl", datetime.now(UTC))
+    rc, out, _ = run(["get", "events", "--since=-1h"], capsys)
+    assert rc == 0
+    assert [line.split()[4] for line in out.splitlines()[1:]] == [
+        "gpu.release",
+        "container.remove",
+        "controller.warning",
+    ]
+
+
+@pytest.mark.parametrize("since", ["+1h", (datetime.now() + timedelta(hours=2)).strftime("%Y-%m-%dT%H:%M")])
+def test_get_events_since_a_later_time_is_refused_not_answered_with_no_events(
+    since: str, env: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _write_events(env / "events.jsonl", datetime.now(UTC))
+    rc, out, err = run(["get", "events", f"--since={since}"], capsys)
+    assert rc == 1 and out == ""
+    assert_one_line_error(err, "is in the future")
+
+
 # --- usage -------------------------------------------------------------------------------------
 
 
