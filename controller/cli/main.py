@@ -816,17 +816,38 @@ def cmd_version(args: argparse.Namespace, settings: Settings) -> int:
     from controller.store import POLICY_STATUS_FILE, read_policy_status
 
     print(f"ds01ctl: {_version()}")
-    status = read_policy_status(settings.state_dir) or {}
-    theirs = status.get("controller_version")
+    path = settings.state_dir / POLICY_STATUS_FILE
+    status = read_policy_status(settings.state_dir)
+    theirs = (status or {}).get("controller_version")
     if theirs:
-        at = clean(str(status.get("checked_at", "an unknown time")), 40)
+        at = clean(str((status or {}).get("checked_at", "an unknown time")), 40)
         print(f"controller: {clean(str(theirs), 40)} (its status of {at} in {settings.state_dir})")
+        return 0
+    unreadable = _unreadable(path) if status is None else None
+    if unreadable is not None:
+        # The controller may well have run: its status is there, but not for this user to read.
+        print(f"controller: unknown (cannot read {path}: {unreadable}; run as root)")
     else:
         print(
-            f"controller: unknown (no version in {settings.state_dir / POLICY_STATUS_FILE}: "
+            f"controller: unknown (no version in {path}: "
             "no controller ran with this state directory, or an older one)"
         )
     return 0
+
+
+def _unreadable(path: Any) -> str | None:
+    """Why ``path`` exists but cannot be read by this user; ``None`` when it does not exist (or
+    reads, and so holds no status)."""
+    try:
+        with open(path, "rb"):
+            pass
+    except FileNotFoundError:
+        return None
+    except PermissionError:
+        return "permission denied"
+    except OSError as exc:
+        return str(exc.strerror or exc)
+    return None
 
 
 def cmd_explain(args: argparse.Namespace, settings: Settings) -> int:

@@ -671,6 +671,31 @@ def test_another_user_without_access_to_the_state_directory(tmp_path: Path) -> N
     assert_one_line_error(out.stderr, "cannot read the breaker", "permission denied")
 
 
+def test_version_for_another_user_without_access_says_the_status_is_unreadable(tmp_path: Path) -> None:
+    """The controller's status is there but unreadable: its version is unknown to this user, not a
+    sign that no controller ran."""
+    from controller.store import write_policy_status
+
+    state = tmp_path / "state"
+    state.mkdir(mode=0o700)
+    os.chmod(tmp_path, 0o755)
+    now = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)
+    write_policy_status(state, now, [], now)
+    env = {"PATH": os.environ["PATH"], "DS01_STATE_DIR": str(state), "PYTHONPATH": str(REPO), "HOME": "/"}
+    as_nobody = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
+    out = subprocess.run(
+        [*as_nobody, sys.executable, "-m", "controller.cli", "version", "--env-file", ""],
+        cwd="/",
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert out.returncode == 0, out
+    line = out.stdout.splitlines()[1]
+    assert line.startswith("controller: unknown (cannot read "), line
+    assert "permission denied" in line and "no controller ran" not in line
+
+
 # --- small parsers and formatters -------------------------------------------------------------
 
 
