@@ -21,8 +21,17 @@ def _kinds() -> dict[str, str]:
 
 
 def _resolve(node: dict[str, Any], root: dict[str, Any]) -> dict[str, Any]:
-    """Follow ``$ref`` and a nullable ``anyOf`` to the node that has the fields."""
+    """Follow ``$ref``, a nullable ``anyOf`` and a list's items to the node that has the fields
+    (a list of objects has its items' fields, as in kubectl's ``explain``)."""
     while True:
+        items = node.get("items")
+        if (
+            node.get("type") == "array"
+            and isinstance(items, dict)
+            and ("$ref" in items or items.get("type") == "object")
+        ):
+            node = {**items, "description": node.get("description", items.get("description"))}
+            continue
         if "$ref" in node:
             ref = node["$ref"].rsplit("/", 1)[-1]
             node = {**root["$defs"][ref], **{k: v for k, v in node.items() if k != "$ref"}}
@@ -94,8 +103,10 @@ def explain(path: str) -> str:
     lines += ["", "DESCRIPTION:", f"  {description or '(none)'}"]
     resolved = _resolve(node, root)
     if "additionalProperties" in resolved and isinstance(resolved["additionalProperties"], dict):
-        resolved = _resolve(resolved["additionalProperties"], root)
-        lines += ["", "(a map: each key holds the fields below)"]
+        value = resolved["additionalProperties"]
+        resolved = _resolve(value, root)
+        held = "the fields below" if resolved.get("properties") else f"a {_type_name(value, root)}"
+        lines += ["", f"(a map: each key holds {held})"]
     props = resolved.get("properties", {})
     if props:
         required = set(resolved.get("required", ()))

@@ -52,3 +52,15 @@ def test_explain_exemption_names_every_rule_an_exemption_can_hold_off() -> None:
 
     head = " ".join(explain("Exemption").split("FIELDS:")[0].split())
     assert len(ExemptFrom) == 4 and "resource" in head, head
+
+
+def test_explain_a_list_of_objects_lists_the_fields_of_each_item_and_walks_into_them() -> None:
+    # `explain LifecyclePolicy.spec.protect` listed no field, and `...protect.name` was refused with
+    # "ds01ctl explain LifecyclePolicy.spec.protect lists its fields", which it did not.
+    text = explain("LifecyclePolicy.spec.protect")
+    assert "FIELD:    spec.protect <[]object>" in text
+    assert "FIELDS:" in text and "  name  <" in text and "  labels  <" in text
+    assert "Containers never stopped or removed" in text
+    field = explain("LifecyclePolicy.spec.monitoring.labels")
+    assert field.splitlines()[2].startswith("FIELD:    spec.monitoring.labels <")
+    assert "(a map: each key holds a string)" in field and "fields below" not in field
