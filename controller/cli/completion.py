@@ -32,8 +32,10 @@ _ds01ctl() {
         COMPREPLY=($(compgen -W "%(commands)s --help --version" -- "$cur"))
         return 0
     fi
+    case "$cmd $prev" in
+%(choices)s
+    esac
     case "$prev" in
-        -o|--output) COMPREPLY=($(compgen -W "table wide json yaml name" -- "$cur")); return 0 ;;
         --specs|--ds01-config|--state-dir|--events-log|--ledger|--policy)
             COMPREPLY=($(compgen -f -- "$cur")); return 0 ;;
         --container) COMPREPLY=($(compgen -W "$(_ds01ctl_containers)" -- "$cur")); return 0 ;;
@@ -87,10 +89,24 @@ def bash_script(parser: argparse.ArgumentParser) -> str:
         flag_cases.append(f'            {name}) COMPREPLY=($(compgen -W {words} -- "$cur")) ;;')
     return _TEMPLATE % {
         "commands": " ".join(subs),
+        "choices": "\n".join(_choice_cases(subs)),
         "flags": "\n".join(flag_cases),
         "kinds": " ".join(KINDS),
         "describe_kinds": " ".join(DESCRIBE_KINDS),
     }
+
+
+def _choice_cases(subs: dict[str, argparse.ArgumentParser]) -> list[str]:
+    """The values each command's flag with choices takes (``report -o``: table json csv), so a
+    completion never offers a value that command refuses."""
+    cases = []
+    for name, sub in subs.items():
+        for action in sub._actions:
+            if action.option_strings and action.choices:
+                pattern = "|".join(shlex.quote(f"{name} {flag}") for flag in action.option_strings)
+                words = shlex.quote(" ".join(str(c) for c in action.choices))
+                cases.append(f'        {pattern}) COMPREPLY=($(compgen -W {words} -- "$cur")); return 0 ;;')
+    return cases
 
 
 def zsh_script(parser: argparse.ArgumentParser) -> str:
@@ -117,7 +133,9 @@ def fish_script(parser: argparse.ArgumentParser) -> str:
                 if flag.startswith("--"):
                     doc = (action.help or "").replace("'", "").split("[")[0].strip()
                     seen = f"'__fish_seen_subcommand_from {name}'"
-                    lines.append(f"complete -c ds01ctl -n {seen} -l {flag[2:]} -d '{doc}'")
+                    values = " ".join(str(c) for c in action.choices or ())
+                    takes = f" -xa '{values}'" if values else ""
+                    lines.append(f"complete -c ds01ctl -n {seen} -l {flag[2:]}{takes} -d '{doc}'")
     lines.append(f"complete -c ds01ctl -n '__fish_seen_subcommand_from get' -a '{' '.join(KINDS)}'")
     lines.append(
         f"complete -c ds01ctl -n '__fish_seen_subcommand_from describe' -a '{' '.join(DESCRIBE_KINDS)}'"

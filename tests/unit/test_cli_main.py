@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -616,6 +617,42 @@ def test_bash_completion_is_valid_bash_naming_every_command_and_flag(
     probe = out + '\nCOMP_WORDS=(ds01ctl get co); COMP_CWORD=2; _ds01ctl; echo "${COMPREPLY[@]}"\n'
     done = subprocess.run([bash], input=probe, text=True, capture_output=True)
     assert done.stdout.split() == ["containers"]
+
+
+def _bash_complete(script: str, words: list[str]) -> list[str]:
+    bash = shutil.which("bash")
+    assert bash is not None
+    line = " ".join(shlex.quote(w) for w in words)
+    probe = (
+        script + f'\nCOMP_WORDS=({line}); COMP_CWORD={len(words) - 1}; _ds01ctl; echo "${{COMPREPLY[@]}}"\n'
+    )
+    return subprocess.run([bash], input=probe, text=True, capture_output=True).stdout.split()
+
+
+@pytest.mark.parametrize(
+    ("command", "choices"),
+    [
+        ("report", ["csv", "json", "table"]),
+        ("plan", ["json", "table", "wide", "yaml"]),
+        ("reconcile", ["json", "table", "yaml"]),
+        ("get", ["json", "name", "table", "wide", "yaml"]),
+    ],
+)
+def test_bash_completion_of_output_offers_the_formats_that_command_takes(
+    command: str, choices: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    # `report -o <TAB>` offered wide, yaml and name, which report refuses, and never csv.
+    _, script, _ = run(["completion", "bash"], capsys)
+    assert sorted(_bash_complete(script, ["ds01ctl", command, "-o", ""])) == choices
+    assert sorted(_bash_complete(script, ["ds01ctl", command, "--output", ""])) == choices
+
+
+def test_fish_completion_of_output_offers_the_formats_that_command_takes(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    _, out, _ = run(["completion", "fish"], capsys)
+    report = [ln for ln in out.splitlines() if "subcommand_from report' -l output" in ln]
+    assert len(report) == 1 and "-xa 'table json csv'" in report[0], report
 
 
 def test_zsh_and_fish_completion_are_generated_from_the_parser(capsys: pytest.CaptureFixture[str]) -> None:
