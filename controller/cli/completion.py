@@ -24,6 +24,7 @@ _ds01ctl() {
     local -a pos=()
     for ((i = 1; i < COMP_CWORD; i++)); do
         case "${COMP_WORDS[i]}" in
+            %(valued)s) ((i++)) ;;
             -*) ;;
             *) if [[ -z "$cmd" ]]; then cmd="${COMP_WORDS[i]}"; else pos+=("${COMP_WORDS[i]}"); fi ;;
         esac
@@ -90,10 +91,24 @@ def bash_script(parser: argparse.ArgumentParser) -> str:
     return _TEMPLATE % {
         "commands": " ".join(subs),
         "choices": "\n".join(_choice_cases(subs)),
+        "valued": "|".join(_valued_flags(subs)),
         "flags": "\n".join(flag_cases),
         "kinds": " ".join(KINDS),
         "describe_kinds": " ".join(DESCRIBE_KINDS),
     }
+
+
+def _valued_flags(subs: dict[str, argparse.ArgumentParser]) -> list[str]:
+    """The flags that take the next word as their value (``-o wide``), which is then no command,
+    kind or name."""
+    flags = {
+        flag
+        for sub in subs.values()
+        for action in sub._actions
+        if action.option_strings and action.nargs != 0
+        for flag in action.option_strings
+    }
+    return sorted(flags)
 
 
 def _choice_cases(subs: dict[str, argparse.ArgumentParser]) -> list[str]:

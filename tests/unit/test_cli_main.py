@@ -647,6 +647,23 @@ def test_bash_completion_of_output_offers_the_formats_that_command_takes(
     assert sorted(_bash_complete(script, ["ds01ctl", command, "--output", ""])) == choices
 
 
+@pytest.mark.parametrize(
+    ("words", "offered"),
+    [
+        (["ds01ctl", "get", "-o", "wide", "co"], ["containers"]),
+        (["ds01ctl", "get", "--owner", "alice", "co"], ["containers"]),
+        (["ds01ctl", "get", "--tail", "5", "--kind", "gpu.*", "ev"], ["events"]),
+        (["ds01ctl", "--help"], ["--help"]),
+    ],
+)
+def test_bash_completion_does_not_take_a_flags_value_for_the_kind(
+    words: list[str], offered: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    # `get -o wide co<TAB>` took "wide" for the kind, so no kind was offered.
+    _, script, _ = run(["completion", "bash"], capsys)
+    assert _bash_complete(script, words) == offered
+
+
 def test_fish_completion_of_output_offers_the_formats_that_command_takes(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
