@@ -786,8 +786,9 @@ def cmd_validate(args: argparse.Namespace, settings: Settings) -> int:
 
     paths = [Path(p) for p in args.paths]
     ds01_config = Path(args.ds01_config) if getattr(args, "ds01_config", None) else settings.ds01_config
-    if ds01_config is not None and ds01_config not in paths:
-        # `validate --ds01-config DIR SPECS` checks what the daemon would load: SPECS over DIR.
+    if ds01_config is not None and ds01_config.resolve() not in {p.resolve() for p in paths}:
+        # `validate --ds01-config DIR SPECS` checks what the daemon would load: SPECS over DIR. DIR
+        # named among the PATHs too (relatively, through a link) is checked once, not over itself.
         paths.insert(0, ds01_config)
     problems = validate_paths(paths)
     for p in problems:

@@ -935,6 +935,23 @@ def test_validate_with_ds01_config_checks_the_specs_layered_over_it(
     assert rc == 1 and f"{specs}/site.yaml:5" in out and "defaultGroup 'nobody'" in out
 
 
+def test_validate_of_the_ds01_config_directory_named_otherwise_checks_it_once(
+    env: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """DS01_DS01_CONFIG names the directory absolutely, `validate` relatively (or through a link):
+    it was layered over itself, every spec in it "a duplicate", a valid config refused."""
+    data = Path(__file__).parent.parent / "data"
+    monkeypatch.setenv("DS01_DS01_CONFIG", str(data / "ds01"))
+    monkeypatch.chdir(data)
+    (env / "config").symlink_to(data / "ds01")
+    for named in ("ds01", "./ds01/", str(env / "config")):
+        rc, out, _ = run(["validate", named], capsys)
+        assert rc == 0 and "duplicate" not in out, out
+        assert out.startswith("valid: "), out
+        rc, out, _ = run(["validate", "--ds01-config", str(data / "ds01"), named], capsys)
+        assert rc == 0 and "duplicate" not in out, out
+
+
 def test_every_gpu_state_get_shows_is_explained_in_its_help(capsys: pytest.CaptureFixture[str]) -> None:
     """``unknown`` (Docker down, or no holder and an unlisted process table) was shown in the STATE
     column and explained nowhere in ``ds01ctl get --help``."""
