@@ -276,6 +276,12 @@ def cmd_report(args: argparse.Namespace, settings: Settings, now: datetime | Non
     until = _when(args.until, now, "--until") if args.until else now
     if until <= since:
         raise CliError("--until must be after --since")
+    if until > now:
+        # No sample or action is logged after now: the hours to come would count as unobserved.
+        print(f"warning: --until {clean(args.until, 60)} is after now: the report ends now", file=sys.stderr)
+        until = now
+        if until <= since:
+            raise CliError("--since is after now: no event is logged yet in that period")
     if args.plot and not str(args.plot).lower().endswith(".png"):
         raise CliError(f"--plot writes a PNG: name the file *.png (got {clean(args.plot, 60)!r})")
     policy, info = load_installed_policy(settings)

@@ -430,3 +430,22 @@ def test_with_no_usage_sample_every_output_gives_the_hours_as_unknown_not_zero(
     _, out, _ = run(["report", *PERIOD, "-o", "csv"], capsys)
     total = next(r for r in csv.reader(io.StringIO(out)) if r[0] == "TOTAL")
     assert total[1:5] == ["", "", "", ""] and total[7] == "1", total
+
+
+def test_a_period_past_now_ends_now_not_hours_no_sample_could_cover(
+    week: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # --until in the future counted the hours to come in the period and said of them "the rest
+    # (daemon stopped, Docker or NVML unavailable) is not counted".
+    since = WEEK_END - timedelta(days=1)
+    before = datetime.now(UTC)
+    rc, out, err = run(
+        ["report", "--since", since.isoformat(), "--until", "2099-01-01T00:00:00Z", "-o", "json"], capsys
+    )
+    after = datetime.now(UTC)
+    assert rc == 0, err
+    data = json.loads(out)
+    until = datetime.fromisoformat(data["until"].replace("Z", "+00:00"))
+    assert before - timedelta(seconds=1) <= until <= after
+    assert data["samples"]["period_hours"] <= round((after - since).total_seconds() / 3600, 4)
+    assert "--until 2099-01-01T00:00:00Z is after now" in err
