@@ -56,8 +56,16 @@ MAX_QUIET_STRIDE_S = 3600.0
 # Kinds that end a container's run: the "stop" of the forecast's per-container summary.
 ENDING_KINDS = frozenset({ActionKind.STOP_CONTAINER, ActionKind.REMOVE_CONTAINER})
 _NS_PER_S = 1_000_000_000
-# Deferrals whose due time may already be past: the daemon re-plans at the next resync for them.
-_RESYNC_PACED = frozenset({DeferReason.WAITING_FOR_WINDOW, DeferReason.BUDGET_EXHAUSTED, DeferReason.BACKOFF})
+# Deferrals whose due time may already be past, or that wait for the next pass itself (a second
+# sighting): the daemon re-plans at the next resync for them.
+_RESYNC_PACED = frozenset(
+    {
+        DeferReason.WAITING_FOR_WINDOW,
+        DeferReason.BUDGET_EXHAUSTED,
+        DeferReason.BACKOFF,
+        DeferReason.NEEDS_SECOND_SIGHTING,
+    }
+)
 
 
 class PredictedAction(BaseModel):

@@ -255,6 +255,27 @@ class TestBounds:
         assert f.passes < 24 * 3600 / INTERVAL_S / 4
 
 
+class TestSightings:
+    def test_an_orphan_seen_once_is_killed_at_the_next_resync_as_the_daemon_kills_it(self) -> None:
+        """A second sighting is the next pass: with nothing else pending the forecast strode to half
+        maxSampleInterval (5 min here) and put the kill, and the GPU's reset, that late."""
+        orphan = b.process(4242, b.GPU0, container_id=b.cid("gone"))
+        snap = b.snapshot(gpus=[b.gpu(0)], processes=[orphan])
+        f = forecast(snap, b.desired(), ControllerMemory(), until=b.at(hours=1), interval_s=INTERVAL_S)
+        kinds = [(k, r) for k, r, _ in steps(f)]
+        assert kinds[0] == ("KillProcess", "OrphanedProcess")
+        assert near(f.actions[0].pass_at, b.T0 + timedelta(seconds=INTERVAL_S))
+        # The daemon's own next pass decides the same.
+        first = plan(snap, b.desired(), ControllerMemory(), b.T0)
+        second = plan(
+            snap.model_copy(update={"observed_at": b.at(seconds=INTERVAL_S)}),
+            b.desired(),
+            first.memory,
+            b.at(seconds=INTERVAL_S),
+        )
+        assert [a.kind for a in second.actions][:1] == [ActionKind.KILL_PROCESS]
+
+
 class TestResourceUpdates:
     """``docker update`` lowers the limits once: the next pass sees them and plans nothing."""
 
