@@ -498,7 +498,7 @@ def cmd_get(args: argparse.Namespace, settings: Settings) -> int:
 
         _quiet_logs(args.debug)
         return cmd_get_alerts(args, settings, _style(args))
-    from controller.cli.get import GetOptions, empty_message, parse_selector, run_get
+    from controller.cli.get import GetOptions, empty_message, parse_selector
 
     event_flags = [
         f
@@ -538,16 +538,7 @@ def cmd_get(args: argparse.Namespace, settings: Settings) -> int:
         if opts.output in ("json", "yaml", "name"):
             raise CliError(f"--watch shows tables; -o {opts.output} prints once (drop -w)")
         return _watch(args, settings, kind, opts, owner)
-    view = _get_view(args, settings, kind, owner)
-    try:
-        text, empty = run_get(kind, view, opts, _style(args))
-    except CliError:
-        if view.as_of is None:
-            raise
-        # NAME is not in the daemon's last pass (created since?): ask the host itself before saying no.
-        args.live = True
-        view = _get_view(args, settings, kind, owner)
-        text, empty = run_get(kind, view, opts, _style(args))
+    view, (text, empty) = _view_and_get(args, settings, kind, opts, owner, _style(args))
     _warn(view.notes)
     _say_as_of(view)
     if empty and kind == "events" and not settings.events_log.exists():
@@ -560,6 +551,25 @@ def cmd_get(args: argparse.Namespace, settings: Settings) -> int:
         print(empty_message(kind, view, opts), file=sys.stderr)
     sys.stdout.write(text)
     return 0
+
+
+def _view_and_get(
+    args: argparse.Namespace, settings: Settings, kind: str, opts: Any, owner: str | None, style: Style
+) -> tuple[View, tuple[str, bool]]:
+    """The view and ``run_get``'s answer from it (``get`` and each screen of ``get -w``)."""
+    from controller.cli.errors import CliError
+    from controller.cli.get import run_get
+
+    view = _get_view(args, settings, kind, owner)
+    try:
+        return view, run_get(kind, view, opts, style)
+    except CliError:
+        if view.as_of is None:
+            raise
+        # NAME is not in the daemon's last pass (created since?): ask the host itself before saying no.
+        args.live = True
+        view = _get_view(args, settings, kind, owner)
+        return view, run_get(kind, view, opts, style)
 
 
 def _get_view(args: argparse.Namespace, settings: Settings, kind: str, owner: str | None) -> View:
@@ -607,16 +617,13 @@ def _watch(args: argparse.Namespace, settings: Settings, kind: str, opts: Any, o
     terminal the screen is redrawn); warnings are said once, when they first appear. Ctrl-C ends it."""
     import time
 
-    from controller.cli.get import run_get
-
     style = _style(args)
     terminal = sys.stdout.isatty()
     last: str | None = None
     said: set[str] = set()
     try:
         while True:
-            view = _get_view(args, settings, kind, owner)
-            text, _ = run_get(kind, view, opts, style)
+            view, (text, _) = _view_and_get(args, settings, kind, opts, owner, style)
             if view.as_of is not None:
                 # The daemon's last pass: say which one (the screen changes with each new pass).
                 from controller.cli.render import stamp

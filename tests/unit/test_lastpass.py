@@ -379,6 +379,36 @@ def test_a_name_missing_from_the_last_pass_is_looked_up_live(
     assert main(["describe", "container", "old-1", *flags]) == 0
 
 
+def test_watch_of_a_name_missing_from_the_last_pass_looks_it_up_live(
+    tmp_path: Path, no_docker: None, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`get containers NAME -w` said "not found" of a container created since the last pass, which
+    `get containers NAME` looks up on the host."""
+    import time
+
+    from controller.cli.main import main
+    from tests.fixtures import builders as b
+    from tests.fixtures.scripted import FailingExecutor, ScriptedObserver, make_controller
+
+    clock = [datetime.now(UTC)]
+    snap = b.snapshot(observed_at=clock[0], containers=[b.running("old-1", owner="alice")])
+    controller = make_controller(tmp_path, ScriptedObserver(snap), clock, FailingExecutor())
+    controller.run_pass()
+
+    def stop(_s: float) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(time, "sleep", stop)
+    flags = ["--state-dir", str(controller.settings.state_dir), "--env-file", ""]
+    flags += ["--events-log", str(tmp_path / "events.jsonl"), "--ledger", str(tmp_path / "ledger.json")]
+    assert main(["get", "containers", "new-1", "-w", *flags]) == 1
+    _, err = capsys.readouterr()
+    assert "cannot reach the Docker engine" in err and "not found" not in err, err
+    assert main(["get", "containers", "old-1", "-w", *flags]) == 0
+    out, _ = capsys.readouterr()
+    assert "old-1" in out
+
+
 def test_the_view_of_the_last_pass_says_what_keeps_its_actions_from_being_carried_out(
     state_dir: Path, specs: Path, no_docker: None
 ) -> None:
