@@ -14,6 +14,7 @@ from controller.cli.forecastview import (
     diff_text,
     forecast_json,
     forecast_text,
+    read_otherwise,
     run_forecast,
 )
 from controller.cli.render import Style
@@ -78,8 +79,12 @@ def cmd_forecast(args: argparse.Namespace, settings: Settings, at: datetime | No
     installed, info = load_installed_policy(settings)
     if installed is None:
         raise CliError(policy_load_error(info, settings))
+    installed_desired = PolicySetDesired(installed)
+    otherwise = read_otherwise(installed_desired.global_policy, view.desired.global_policy)
+    if otherwise is not None:
+        print(f"warning: {otherwise}", file=sys.stderr)
     current = run_forecast(
-        _with_desired(view, PolicySetDesired(installed)), horizon, settings.interval_s, memory=memory
+        _with_desired(view, installed_desired), horizon, settings.interval_s, memory=memory
     )
     changes = compare(current, candidate, view.snapshot.containers)
     origin = view.policy.origin.removeprefix("candidate ")

@@ -181,6 +181,35 @@ def _cut_short(current: Forecast, candidate: Forecast) -> list[str]:
     ]
 
 
+# The settings the host is observed by (controller.observe.host.with_policy), by their spec names.
+_OBSERVED_BY = (
+    ("keepalivePath", "host_keepalive_path"),
+    ("systemProcessNames", "system_process_names"),
+    ("engineCgroupParents", "engine_cgroup_parents"),
+)
+
+
+def read_otherwise(installed: Any, candidate: Any) -> str | None:
+    """One line when the candidate's global policy reads the host otherwise than the installed one
+    (``plan --policy`` observes once, as the candidate reads it); ``None`` when it reads it alike."""
+
+    def shown(value: Any) -> str:
+        return ", ".join(value) if isinstance(value, tuple) else str(value)
+
+    changed = [
+        f"{name} {shown(getattr(installed, field).value)} -> {shown(getattr(candidate, field).value)}"
+        for name, field in _OBSERVED_BY
+        if getattr(installed, field).value != getattr(candidate, field).value
+    ]
+    if not changed:
+        return None
+    return (
+        f"the candidate reads the host otherwise ({clean('; '.join(changed), 400)}): the host was "
+        "observed once, as the candidate reads it, so the installed policy's forecast is not what its "
+        "controller does where that reading differs"
+    )
+
+
 def diff_text(changes: tuple[StopChange, ...], current: Forecast, candidate: Forecast, origin: str) -> str:
     reach = min(current.reach, candidate.reach)
     cut_short = current.truncated or candidate.truncated

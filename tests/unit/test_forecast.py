@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import re
 from datetime import datetime, timedelta
+from pathlib import Path
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -555,3 +557,47 @@ class TestPolicyDifference:
         assert beyond == ()
         within = compare(_stop_at(23 * b.HOUR, c, hours), _stop_at(22 * b.HOUR, c, hours), [c])
         assert [ch.change.value for ch in within] == ["sooner"]
+
+
+def test_plan_policy_says_when_the_candidate_reads_the_host_otherwise(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The host is observed once, as the candidate reads it (its keep-alive path): the installed
+    policy's forecast is then judged on keep-alive files its controller never reads, and a keep-alive
+    the candidate ignores showed as no difference, without a word."""
+    from dataclasses import replace
+
+    from controller.cli import gather as gather_mod
+    from controller.cli.main import main
+    from controller.plan.desired import PolicySetDesired
+    from desired_state.load import load_policy
+    from tests.unit import cli_world as w
+
+    def spec_dir(name: str, settings: str) -> Path:
+        d = tmp_path / name
+        d.mkdir()
+        (d / "lab.yaml").write_text(
+            "apiVersion: ds01.io/v1alpha1\nkind: LifecyclePolicy\nmetadata: {name: lab}\n"
+            f"spec:\n  settings: {{{settings}}}\n"
+        )
+        return d
+
+    installed = load_policy(spec_dir("installed", "idleTimeout: 1h"), None)
+    same = spec_dir("same", "idleTimeout: 2h")
+    moved = spec_dir("moved", "idleTimeout: 1h, keepalivePath: /workspace/.stay")
+
+    def fake_gather(_settings: object, opts: gather_mod.GatherOptions) -> object:
+        assert opts.candidate is not None
+        view = w.view()
+        return replace(view, desired=PolicySetDesired(load_policy(opts.candidate, None)), notes=[])
+
+    monkeypatch.setattr(gather_mod, "gather", fake_gather)
+    monkeypatch.setattr(gather_mod, "load_installed_policy", lambda _s: (installed, w.policy_info()))
+    monkeypatch.setattr(gather_mod, "read_memory", lambda _d: (ControllerMemory(), None))
+    flags = ["--env-file", "", "--state-dir", str(tmp_path / "state"), "--at", "+1h"]
+    main(["plan", "--policy", str(same), *flags])
+    assert "keepalivePath" not in capsys.readouterr().err
+    main(["plan", "--policy", str(moved), *flags])
+    err = capsys.readouterr().err
+    assert "warning: the candidate reads the host otherwise (keepalivePath" in err, err
+    assert "/workspace/.keep-alive" in err and "/workspace/.stay" in err
