@@ -178,7 +178,8 @@ of the GPU allocation ledger; while tripped, no ledger row is released. Neither 
   status   whether it is tripped, when and why (reads the state store read-only)
   reset    clears both. When the controller daemon is not running, the memory is changed directly
            (under the run lock). When it runs, a request file <state-dir>/breaker-reset is written
-           and the daemon clears the breaker at the start of its next pass.
+           and the daemon clears the breaker at the start of its next pass (none while both are
+           closed: it would clear one tripped before that pass, unseen).
 
 examples:
   ds01ctl breaker status

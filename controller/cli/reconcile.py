@@ -162,6 +162,14 @@ def breaker_reset(settings: Settings) -> int:
                 print(f"{name} reset (was tripped: {clean(breaker.reason, 400)})")
             return 0
     except StoreLocked as exc:
+        from controller.cli.gather import read_memory
+
+        stored, _ = read_memory(settings.state_dir)
+        if stored is not None and not stored.breakers_tripped:
+            # A request left now would clear a breaker that trips before the daemon's next pass,
+            # which no admin has seen.
+            print("breaker: closed; nothing to reset")
+            return 0
         request = settings.state_dir / BREAKER_RESET_REQUEST
         _write_request(request)
         pid = f"pid {exc.holder_pid}" if exc.holder_pid is not None else "the running controller"

@@ -579,6 +579,19 @@ def test_breaker_reset_while_the_daemon_runs_leaves_a_request(
     assert "a reset request is waiting" in out
 
 
+def test_breaker_reset_while_the_daemon_runs_with_nothing_tripped_leaves_no_request(
+    env: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """It said "reset requested: the controller clears the breaker" of a closed breaker, and the
+    request it left would clear one that trips before the daemon's next pass, which no admin saw."""
+    MemoryStore(env / "state").save(ControllerMemory())
+    with acquire_run_lock(env / "state"):
+        rc, out, _ = run(["breaker", "reset"], capsys)
+    assert rc == 0
+    assert out.startswith("breaker: closed; nothing to reset"), out
+    assert not (env / "state" / "breaker-reset").exists()
+
+
 def test_reconcile_refuses_while_the_daemon_holds_the_lock(
     env: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
