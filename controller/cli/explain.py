@@ -71,8 +71,11 @@ def explain(path: str) -> str:
     from crd_like_specs.generate import schema_for
     from crd_like_specs.kinds import API_VERSION
 
-    head, *fields = [p for p in path.split(".") if p]
     kinds = _kinds()
+    parts = [p for p in path.split(".") if p]
+    if not parts:
+        raise CliError(f"name a kind: {', '.join(sorted(kinds.values()))} (ds01ctl explain LifecyclePolicy)")
+    head, *fields = parts
     kind = kinds.get(head.lower()) if head else None
     if kind is None:
         meant = closest(head.lower(), kinds)

@@ -64,3 +64,12 @@ def test_explain_a_list_of_objects_lists_the_fields_of_each_item_and_walks_into_
     field = explain("LifecyclePolicy.spec.monitoring.labels")
     assert field.splitlines()[2].startswith("FIELD:    spec.monitoring.labels <")
     assert "(a map: each key holds a string)" in field and "fields below" not in field
+
+
+@pytest.mark.parametrize("path", ["", ".", ".."])
+def test_explain_of_no_kind_names_the_kinds(path: str, capsys: pytest.CaptureFixture[str]) -> None:
+    # It said "ValueError: not enough values to unpack (expected at least 1, got 0)".
+    assert main(["explain", path]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "ValueError" not in err, err
+    assert "name a kind" in err and "LifecyclePolicy" in err
