@@ -1091,16 +1091,9 @@ def run_get(kind: str, view: View, opts: GetOptions, style: Style = PLAIN) -> tu
         items = policy_items(view, opts)
         table = policies_table(items, opts.wide)
     elif kind == "users":
-        from controller.cli.users import user_item, user_rows, users_table
+        from controller.cli.users import user_item, users_table
 
-        rows = [r for r in user_rows(view) if opts.owner is None or r.user == opts.owner]
-        if opts.name is not None:
-            rows = [r for r in rows if r.user == opts.name]
-            if not rows:
-                raise CliError(
-                    f"user {clean(opts.name, 64)!r} runs no live container (ds01ctl get users lists those "
-                    "who do; ds01ctl describe user NAME shows anyone's)"
-                )
+        rows = _user_rows(view, opts)
         items = [user_item(r) for r in rows]
         table = users_table(rows, opts.wide)
     else:
@@ -1141,6 +1134,21 @@ def run_get(kind: str, view: View, opts: GetOptions, style: Style = PLAIN) -> tu
     return text, not table.rows
 
 
+def _user_rows(view: View, opts: GetOptions) -> list[Any]:
+    """``get users``' rows: every owner of a live container, or the one ``--owner`` or NAME names."""
+    from controller.cli.users import user_rows
+
+    rows = [r for r in user_rows(view) if opts.owner is None or r.user == opts.owner]
+    if opts.name is not None:
+        rows = [r for r in rows if r.user == opts.name]
+        if not rows:
+            raise CliError(
+                f"user {clean(opts.name, 64)!r} runs no live container (ds01ctl get users lists those "
+                "who do; ds01ctl describe user NAME shows anyone's)"
+            )
+    return rows
+
+
 def _name_lines(kind: str, view: View, opts: GetOptions) -> str:
     """``-o name``: one ``kind/name`` per line, as kubectl prints them (for scripts and xargs)."""
     if kind == "containers":
@@ -1158,6 +1166,8 @@ def _name_lines(kind: str, view: View, opts: GetOptions) -> str:
         names = [f"process/{i['pid']}" for i in process_items(view, opts)]
     elif kind == "policies":
         names = [f"{i['kind'].lower()}/{clean(i['name'], NAME_MAX)}" for i in policy_items(view, opts)]
+    elif kind == "users":
+        names = [f"user/{clean(r.user, NAME_MAX)}" for r in _user_rows(view, opts)]
     else:
         raise CliError(f"-o name does not apply to {kind} (they have no names); use -o json")
     return "".join(n + "\n" for n in names)

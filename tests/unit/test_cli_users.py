@@ -10,6 +10,7 @@ import pytest
 from controller.cli.describe import describe_container, describe_user
 from controller.cli.errors import EXIT_ERROR, CliError
 from controller.cli.get import GetOptions, canonical_kind, run_get
+from controller.cli.render import PLAIN
 from controller.cli.users import limit_cells, user_rows
 from controller.cli.view import View, rule_of
 from controller.memory import ControllerMemory
@@ -377,3 +378,16 @@ def test_describe_user_does_not_say_no_live_containers_of_one_that_only_claims_t
         part = _part(text, heading, following)
         assert "no live containers" not in part, part
         assert "1 live container only claims them" in part and "labels are not trusted" in part, part
+
+
+def test_get_users_o_name_names_each_user_as_the_table_lists_them() -> None:
+    # It was refused: "-o name does not apply to users (they have no names)".
+    view = w.view()
+    text, _ = run_get("users", view, GetOptions(output="name"), PLAIN)
+    table, _ = run_get("users", view, GetOptions(no_headers=True), PLAIN)
+    assert text.splitlines() == [f"user/{line.split()[0]}" for line in table.splitlines()]
+    assert text.splitlines()[0] == "user/alice"
+    assert run_get("users", view, GetOptions(output="name", owner="bob"), PLAIN)[0] == "user/bob\n"
+    assert run_get("users", view, GetOptions(output="name", name="eve"), PLAIN)[0] == "user/eve\n"
+    with pytest.raises(CliError, match="runs no live container"):
+        run_get("users", view, GetOptions(output="name", name="nobody"), PLAIN)
