@@ -199,3 +199,25 @@ def test_get_alerts_owner_keeps_the_alerts_about_that_users_containers() -> None
     p = plan(snap, b.desired(b.policy()), ControllerMemory(), b.T0)
     (alert,) = [a for a in open_alerts(ControllerMemory(), p) if a.reason == "ForeignProcessOnGpu"]
     assert _owner(alert) == "alice"
+
+
+@pytest.mark.parametrize("down", [Domain.DOCKER, Domain.NVML])
+def test_get_alerts_with_a_domain_down_does_not_say_no_alert_is_open(
+    down: Domain, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """Two running holders of one GPU, alerted and delivered: with Docker (or NVML) unreadable the
+    planner cannot raise the alert, and `get alerts` said "No open admin alerts." of it."""
+    from controller.cli import gather as gather_mod
+    from controller.cli.main import main
+
+    a, c = running_on("a", b.GPU0), running_on("c", b.GPU0)
+    first = plan(b.snapshot(containers=(a, c), gpus=GPUS), b.desired(), ControllerMemory(), b.T0)
+    delivered = b.record_outcomes(first)
+    snap = b.snapshot(containers=(a, c), gpus=GPUS, down=[down])
+    view = View(snapshot=snap, now=b.T0, desired=b.desired(), notes=[])
+    monkeypatch.setattr(gather_mod, "gather", lambda _s, _o: view)
+    monkeypatch.setattr(gather_mod, "read_memory", lambda _d: (delivered, None))
+    assert main(["get", "alerts", "--env-file", "", "--state-dir", str(tmp_path)]) == 0
+    _out, err = capsys.readouterr()
+    assert "No open admin alerts." not in err
+    assert "open alerts unknown" in err and down.value in err, err
