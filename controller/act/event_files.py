@@ -18,13 +18,14 @@ import gzip
 import json
 import re
 import zlib
+from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any, cast
 
-from controller.act.events import MAX_READ_LINE_BYTES, parse_timestamp
+from controller.act.events import MAX_READ_LINE_BYTES, EventFilter, parse_timestamp, tail
 
 BLOCK_BYTES = 64 * 1024
 _NUMBERED = re.compile(r"\.(\d{1,4})(\.gz)?$")
@@ -183,3 +184,25 @@ def read_events(
             found = _decode(raw, stats)
             if found is not None and start <= found[0] < end:
                 yield found
+
+
+def tail_since(path: Path, n: int, flt: EventFilter) -> list[dict[str, Any]]:
+    """The last ``n`` events matching ``flt`` (which has a ``since``), oldest first: from the live
+    log (read from its end, as :func:`~controller.act.events.tail`) and, where the period begins
+    before the live file does (it was rotated since), from the rotations that hold the rest."""
+    since = flt.since
+    if since is None:
+        raise ValueError("tail_since needs a filter with a since")
+    try:
+        live = tail(path, n, flt)
+    except FileNotFoundError:
+        live = []  # rotated and not written since: the rotations hold the period
+    begins = first_timestamp(path) if path.exists() else None
+    if len(live) >= n or (begins is not None and begins <= since):
+        return live
+    older: deque[dict[str, Any]] = deque(maxlen=n - len(live))
+    # Up to where the live file begins (every file when it holds no event): nothing read twice.
+    for _at, event in read_events(path, since, begins or datetime.max.replace(tzinfo=UTC)):
+        if flt.matches(event):
+            older.append(event)
+    return [*older, *live]

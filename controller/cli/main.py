@@ -648,6 +648,7 @@ def _watch(args: argparse.Namespace, settings: Settings, kind: str, opts: Any, o
 def _events_view(args: argparse.Namespace, settings: Settings, owner: str | None) -> View:
     from datetime import UTC, timedelta
 
+    from controller.act.event_files import tail_since
     from controller.act.events import EventFilter, tail
     from controller.cli.errors import CliError
     from controller.cli.render import clean
@@ -673,7 +674,8 @@ def _events_view(args: argparse.Namespace, settings: Settings, owner: str | None
     flt = EventFilter(event_types=kinds, user=owner, since=since, container=args.container or args.name)
     path = settings.events_log
     try:
-        events = tail(path, args.tail, flt)
+        # A period may reach back past the last rotation: tail_since reads the rotations too.
+        events = tail_since(path, args.tail, flt) if since is not None else tail(path, args.tail, flt)
     except FileNotFoundError:
         events = []  # a fresh host: no events yet, as describe says; not an error
     except PermissionError:

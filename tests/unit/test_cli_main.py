@@ -261,6 +261,30 @@ def test_get_events_since_a_duration_written_as_ago_lists_the_events_of_that_tim
     ]
 
 
+def test_get_events_since_reads_the_rotated_log_the_period_reaches_into(
+    env: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The log rotates weekly: `--since 2d` the day after listed only the events of the live file.
+    now = datetime.now(UTC)
+    EventLog(env / "events.jsonl.1").write(
+        "container.stop", user="alice", details={"container": "a1"}, at=now - timedelta(days=1)
+    )
+    EventLog(env / "events.jsonl.1").write(
+        "container.stop", user="alice", details={"container": "a0"}, at=now - timedelta(days=3)
+    )
+    EventLog(env / "events.jsonl").write(
+        "container.remove", user="alice", details={"container": "a1"}, at=now - timedelta(hours=1)
+    )
+    rc, out, _ = run(["get", "events", "--since", "2d"], capsys)
+    assert rc == 0
+    assert [line.split()[4] for line in out.splitlines()[1:]] == ["container.stop", "container.remove"]
+    _, out, _ = run(["get", "events", "--since", "2d", "--tail", "1"], capsys)
+    assert [line.split()[4] for line in out.splitlines()[1:]] == ["container.remove"]
+    (env / "events.jsonl").unlink()  # rotated, no event since: no live file yet
+    rc, out, err = run(["get", "events", "--since", "2d", "--container", "a1"], capsys)
+    assert rc == 0 and [line.split()[4] for line in out.splitlines()[1:]] == ["container.stop"], err
+
+
 @pytest.mark.parametrize("since", ["+1h", (datetime.now() + timedelta(hours=2)).strftime("%Y-%m-%dT%H:%M")])
 def test_get_events_since_a_later_time_is_refused_not_answered_with_no_events(
     since: str, env: Path, capsys: pytest.CaptureFixture[str]
