@@ -542,7 +542,15 @@ def cmd_get(args: argparse.Namespace, settings: Settings) -> int:
     view, (text, empty) = _view_and_get(args, settings, kind, opts, owner, _style(args))
     _warn(view.notes)
     _say_as_of(view)
-    if empty and kind == "events" and not settings.events_log.exists():
+    rotated = _rotated_logs(settings.events_log) if empty and kind == "events" else []
+    if rotated and not args.since:
+        # Renamed by logrotate and not written since: the events are in the rotated files.
+        print(
+            f"No events since the log was rotated ({settings.events_log} does not exist yet; the older"
+            f" events are in {rotated[-1].name} and before: --since reads them, e.g. --since 7d).",
+            file=sys.stderr,
+        )
+    elif empty and kind == "events" and not rotated and not settings.events_log.exists():
         print(
             f"No events yet ({settings.events_log} does not exist; set --events-log or DS01_EVENTS_LOG"
             " if the controller writes elsewhere).",
@@ -571,6 +579,18 @@ def _view_and_get(
         args.live = True
         view = _get_view(args, settings, kind, owner)
         return view, run_get(kind, view, opts, style)
+
+
+def _rotated_logs(path: Any) -> list[Any]:
+    """The rotated copies of the event log when the live file does not exist (oldest first)."""
+    from controller.act.event_files import log_files
+
+    try:
+        if path.exists():
+            return []
+    except OSError:
+        return []
+    return log_files(path)
 
 
 def _get_view(args: argparse.Namespace, settings: Settings, kind: str, owner: str | None) -> View:

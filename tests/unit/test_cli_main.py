@@ -285,6 +285,19 @@ def test_get_events_since_reads_the_rotated_log_the_period_reaches_into(
     assert rc == 0 and [line.split()[4] for line in out.splitlines()[1:]] == ["container.stop"], err
 
 
+def test_get_events_after_a_rotation_does_not_say_no_events_yet(
+    env: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Rotated, and nothing written since: "No events yet" of a host whose log holds last week's.
+    EventLog(env / "events.jsonl.1").write(
+        "container.stop", user="alice", details={"container": "a1"}, at=datetime.now(UTC) - timedelta(days=1)
+    )
+    rc, out, err = run(["get", "events"], capsys)
+    assert rc == 0 and out == ""
+    assert "No events yet" not in err
+    assert "since the log was rotated" in err and "events.jsonl.1" in err and "--since" in err, err
+
+
 @pytest.mark.parametrize("since", ["+1h", (datetime.now() + timedelta(hours=2)).strftime("%Y-%m-%dT%H:%M")])
 def test_get_events_since_a_later_time_is_refused_not_answered_with_no_events(
     since: str, env: Path, capsys: pytest.CaptureFixture[str]
