@@ -14,7 +14,8 @@
 #                    systemctl is not called and systemd-tmpfiles runs with --root
 #   PIP_*            passed through to pip (PIP_INDEX_URL, PIP_NO_INDEX, PIP_FIND_LINKS, ...)
 #
-# What goes where (ours: replaced on every install; yours: installed once, never overwritten):
+# What goes where (ours: replaced on every install; yours: installed once, never overwritten once
+# edited; one still exactly as the previous version shipped it takes this version's):
 #   /opt/ds01-controller/                           ours   virtualenv with the package, share/ copies
 #   /usr/local/bin/ds01-controller, ds01ctl         ours   symlinks into the virtualenv
 #   /usr/local/lib/systemd/system/ds01-controller.service   ours   change it with `systemctl edit`
@@ -72,11 +73,17 @@ live_systemd() { [ -z "$DESTDIR" ] && [ -d /run/systemd/system ] && command -v s
 # Install a file that belongs to the admin after the first install: never overwrite it.
 install_admin_file() {
   local src=$1 dest=$2 mode=$3
+  # The previous install's reference copy of this file: an admin file still exactly that is one
+  # nobody edited, and takes this version's (as dpkg treats an unchanged conffile).
+  local before=$DESTDIR$OPT_DIR/share/deploy/${src#"$HERE"/}
   if [ ! -e "$DESTDIR$dest" ]; then
     install -D -m "$mode" "$src" "$DESTDIR$dest"
     log "installed $dest"
   elif cmp -s "$src" "$DESTDIR$dest"; then
     log "unchanged $dest"
+  elif [ -f "$before" ] && [ ! -L "$DESTDIR$dest" ] && cmp -s "$before" "$DESTDIR$dest"; then
+    install -m "$mode" "$src" "$DESTDIR$dest"
+    log "updated $dest (it was the previous version's, unedited)"
   else
     log "kept your $dest (it differs from the shipped $OPT_DIR/share/deploy/${src#"$HERE"/}; merge by hand if wanted)"
   fi
@@ -142,6 +149,11 @@ do_install() {
   fi
   log "installed $UNIT_DIR/$UNIT and $TMPFILES_DIR/ds01-controller.conf"
 
+  # The admin's files first: each is compared with the previous install's reference copy.
+  install -d -m 0755 "$DESTDIR$(dirname "$ENV_FILE")"
+  install_admin_file "$HERE/controller.env" "$ENV_FILE" 0644
+  install_admin_file "$HERE/logrotate.d/ds01-controller" "$LOGROTATE_FILE" 0644
+
   # Reference copies, so an admin can diff a kept config file against what this version ships.
   rm -rf "$DESTDIR$OPT_DIR/share/deploy" "$DESTDIR$OPT_DIR/share/doc"
   install -d "$DESTDIR$OPT_DIR/share/deploy" "$DESTDIR$OPT_DIR/share/doc"
@@ -149,10 +161,6 @@ do_install() {
   if [ -d "$REPO/docs" ]; then
     cp -R "$REPO/docs/." "$DESTDIR$OPT_DIR/share/doc/"
   fi
-
-  install -d -m 0755 "$DESTDIR$(dirname "$ENV_FILE")"
-  install_admin_file "$HERE/controller.env" "$ENV_FILE" 0644
-  install_admin_file "$HERE/logrotate.d/ds01-controller" "$LOGROTATE_FILE" 0644
 
   make_dir_if_missing "$STATE_DIR" 0700 root root
   make_dir_if_missing "$LOG_DIR" 0750 root adm

@@ -197,6 +197,30 @@ def test_install_never_overwrites_the_admins_files(tmp_path: Path) -> None:
     assert "exists /var/lib/ds01 (left as it is)" in proc.stdout
 
 
+def test_an_upgrade_replaces_an_admin_file_only_while_nobody_edited_it(tmp_path: Path) -> None:
+    """An admin file still exactly as the previous install shipped it (its reference copy) takes
+    the new version's; one the admin edited is kept, whatever the previous version shipped."""
+    root = tmp_path / "root"
+    assert run_install(root).returncode == 0
+    shipped = root / "opt/ds01-controller/share/deploy"
+    logrotate, env_file = root / "etc/logrotate.d/ds01-controller", root / "etc/ds01/controller.env"
+    new_logrotate, new_env = logrotate.read_text(), env_file.read_text()
+    # As an older version left them: both files as it shipped them, the env file then edited.
+    old = "# an older version's\n/var/log/ds01/events.jsonl { weekly }\n"
+    (shipped / "logrotate.d/ds01-controller").write_text(old)
+    logrotate.write_text(old)
+    (shipped / "controller.env").write_text("DS01_INTERVAL=30\n")
+    env_file.write_text("DS01_INTERVAL=60\n")
+    proc = run_install(root)
+    assert proc.returncode == 0, proc.stderr
+    assert logrotate.read_text() == new_logrotate
+    assert "updated /etc/logrotate.d/ds01-controller" in proc.stdout
+    assert env_file.read_text() == "DS01_INTERVAL=60\n" != new_env
+    assert "kept your /etc/ds01/controller.env" in proc.stdout
+    # The reference copies are this version's again.
+    assert (shipped / "logrotate.d/ds01-controller").read_text() == new_logrotate
+
+
 def test_install_refuses_to_replace_a_foreign_binary(tmp_path: Path) -> None:
     root = tmp_path / "root"
     foreign = root / "usr/local/bin/ds01-controller"
