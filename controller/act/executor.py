@@ -425,8 +425,6 @@ class RealExecutor:
                 events and events[0][1].get("removed")
             )
             memory = own_record(memory, action, self._clock(), removed=removed)
-            if not (events and events[0][1].get("restarted_since")):
-                self._recovered_notice(action, removed=removed)
         logger.warning(
             "{} {} ({}), interrupted by a restart: recorded as {}: {}",
             action.kind.value,
@@ -444,23 +442,6 @@ class RealExecutor:
             detail=clean(f"recovered after a restart: {detail}", 1000),
             reclaimed_gpu_s=intent.reclaimed_gpu_s if outcome is Outcome.DONE else None,
         )
-
-    def _recovered_notice(self, action: Action, *, removed: bool) -> None:
-        """The owner's notice of a stop or removal whose pass died before it could send it (the
-        notice goes out just before the outcome line, so one recorded by a later pass was not sent,
-        but for a crash between the two). A stop found started again by someone else has none."""
-        if action.kind not in (ActionKind.STOP_CONTAINER, ActionKind.REMOVE_CONTAINER):
-            return
-        workspace = None
-        if not removed and action.target.container_id:
-            try:
-                fresh = self._docker.inspect(action.target.container_id)
-            except ActError as err:
-                logger.info("notice of a recovered stop: no workspace known ({})", err)
-                fresh = None
-            workspace = fresh.workspace if fresh is not None else None
-        was_running = action.kind is ActionKind.STOP_CONTAINER
-        self._notices.after(action, workspace, removed=removed, was_running=was_running)
 
     def _already_closed(self, key: str, intent: Intent) -> bool:
         """Is the outcome of this intent already in the event log (its memory entry not yet cleared)?"""
