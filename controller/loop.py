@@ -223,11 +223,14 @@ class Controller:
             logger.debug("memory not saved: {}", exc)  # announced once by _announce_record
 
     def _recover_intents(self) -> tuple[ActionOutcome, ...]:
-        """Complete the record of actions an earlier run left open (killed during them)."""
+        """Complete the record of actions an earlier run left open (killed during them).
+
+        Not of those still running here: an action abandoned past its deadline goes on in its
+        thread, and records its own outcome when it ends."""
         recover = getattr(self.executor, "recover", None)
         if not self.memory.intents or self.settings.dry_run or recover is None:
             return ()
-        memory, outcomes = recover(self.memory, self.clock())
+        memory, outcomes = recover(self.memory, self.clock(), in_flight=frozenset(self.scheduler.abandoned))
         if memory is not self.memory:
             self._save(memory)  # written before the pass goes on: a crash now does not record twice
         return tuple(outcomes)

@@ -15,7 +15,7 @@ from __future__ import annotations
 import contextlib
 import signal
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from datetime import datetime
 from types import FrameType
 from typing import TYPE_CHECKING
@@ -103,7 +103,7 @@ class _LazyDockerExecutor:
         return real.execute(plan, memory, now)
 
     def recover(
-        self, memory: ControllerMemory, now: datetime
+        self, memory: ControllerMemory, now: datetime, *, in_flight: Collection[str] = ()
     ) -> tuple[ControllerMemory, tuple[ActionOutcome, ...]]:
         if self._real is None:
             try:
@@ -111,7 +111,7 @@ class _LazyDockerExecutor:
             except Exception as exc:  # the engine is down: the intents stay open until it answers
                 logger.warning("open intents not verified yet: {}", one_line_error(exc))
                 return memory, ()
-        return self._real.recover(memory, now)
+        return self._real.recover(memory, now, in_flight=in_flight)
 
 
 def build_controller(

@@ -52,7 +52,7 @@ from __future__ import annotations
 import math
 import re
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -364,7 +364,7 @@ class RealExecutor:
 
     # --- recovery: intents left open by an earlier run ----------------------------------------
     def recover(
-        self, memory: ControllerMemory, now: datetime
+        self, memory: ControllerMemory, now: datetime, *, in_flight: Collection[str] = ()
     ) -> tuple[ControllerMemory, tuple[ActionOutcome, ...]]:
         """Complete the record of every intent an earlier pass left open; never raises.
 
@@ -374,9 +374,17 @@ class RealExecutor:
         carrying out) stays open until it ends or its timeout has passed; one whose world cannot be
         read now (Docker down) stays open too. A GPU reset cannot be verified: it is recorded as
         failed and marked done, so it is never repeated (the planner alerts instead).
+
+        ``in_flight``: the keys of actions this process is still carrying out (abandoned past their
+        deadline, their threads still running). Their intents are left alone: the action records
+        its own outcome when it ends, and a later pass finds that line (:meth:`_already_closed`).
+        Verified now, a stop still in the engine would be recorded "not carried out", then done.
         """
         outcomes: list[ActionOutcome] = []
         for key, intent in sorted(memory.intents.items(), key=lambda kv: kv[1].started_at):
+            if key in in_flight:
+                logger.info("{}: still in flight; its outcome is recorded when it ends", key)
+                continue
             try:
                 memory, outcome = self._recover_one(key, intent, memory, now)
             except RecordUnavailable as err:

@@ -34,7 +34,7 @@ from controller.store import MemoryStore
 from desired_state.errors import PolicyLoadError
 from desired_state.load import PolicyHolder, builtin_policy, load_spec_text
 from tests.fixtures import builders as b
-from tests.fixtures.act import RecordingNotifier
+from tests.fixtures.act import RecordingNotifier, read_events
 from tests.unit.fake_host import FakeContainer, FakeHost
 
 PASS_EVERY_S = 300.0
@@ -640,3 +640,50 @@ def test_an_abandoned_action_may_not_save_its_record() -> None:
     while scheduler.abandoned and time.monotonic() < deadline:
         time.sleep(0.01)
     assert len(refused) == 1 and "abandoned" in str(refused[0])
+
+
+def test_an_abandoned_stop_is_recorded_once_by_itself_not_by_the_next_passes_recovery(
+    tmp_path: Path,
+) -> None:
+    # A stop hung in the engine past its deadline is abandoned, its intent left open (saved before
+    # the stop began) while its thread goes on. The next pass's recovery must not take that intent
+    # for one a crash left: it would record the stop "not carried out" (the container is still
+    # running), and the engine's stop, ending later, would record it done as well.
+    host = FakeHost(term_ignored_s=0.0)
+    hung = host.add("idle-hung")
+    controller = make_controller(tmp_path, host, spec(maxActionAge="1h"))
+    # As the daemon wires it: the intent is saved mid-action, and deadlines pass 200 times faster.
+    scheduler = ActionScheduler(monotonic=lambda: time.monotonic() * 200)
+    controller.scheduler = scheduler
+    controller.executor = RealExecutor(
+        host.client,
+        controller.event_log,
+        RecordingNotifier(),
+        controller.settings.ledger,
+        clock=host.clock,
+        save_memory=scheduler.saver(controller.store.save),
+    )
+    host.stop_gate.clear()  # the engine does not answer the stop until released
+    try:
+        first = until_stops(controller, host)
+        (stopped,) = (o for o in first.report.outcomes if o.kind is ActionKind.STOP_CONTAINER)
+        assert stopped.outcome is Outcome.FAILED and "past its deadline" in stopped.detail
+        assert scheduler.abandoned == (stopped.key,)
+        assert stopped.key in controller.memory.intents, "the stop's intent is saved, and open"
+        host.advance(PASS_EVERY_S)
+        controller.run_pass()  # the stop is still in flight
+    finally:
+        host.stop_gate.set()
+    wait_until_no_abandoned(scheduler)
+    host.advance(PASS_EVERY_S)
+    controller.run_pass()
+    assert hung.name not in host.containers, "the engine carried the stop (and removal) out"
+    closing = [
+        e
+        for e in read_events(controller.settings.events_log)
+        if e["details"].get("key") == stopped.key and e["details"].get("phase") is not None
+    ]
+    assert [(e["event_type"], e["details"]["phase"]) for e in closing] == [
+        ("maintenance.idle_kill", "done")
+    ], "one stop, one outcome: the one the stop itself recorded"
+    assert controller.memory.intents == {}
