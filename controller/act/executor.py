@@ -63,7 +63,7 @@ from loguru import logger
 from controller.act.docker_ops import DockerOps, Inspected
 from controller.act.dry_run import DryRunExecutor
 from controller.act.errors import ActError, ConflictError, GoneError, PermanentError, TransientError, classify
-from controller.act.events import EventFilter, EventLog, EventType, tail, utc_timestamp
+from controller.act.events import EventFilter, EventLog, EventType, parse_timestamp, tail, utc_timestamp
 from controller.act.gpu_reset import DEFAULT_RESET_COMMAND, run_reset
 from controller.act.hook import NotificationHook
 from controller.act.ledger_writer import release_row, row_matches
@@ -407,12 +407,21 @@ class RealExecutor:
                 )
             return memory.without_intent(key), None
         action = Action.model_validate(intent.action)
-        if self._already_closed(key, intent):
-            # Killed after the outcome line, before the memory saying so: the line stands; a GPU
-            # reset is marked done as the lost save would have (never repeated).
+        closed = self._already_closed(key, intent)
+        if closed is not None:
+            # Killed after the outcome line, before the memory saying so (or an action abandoned
+            # past its deadline, whose outcome ended in no pass's memory): the line stands, and the
+            # memory gets what the lost save held. A GPU reset is marked done (never repeated); the
+            # controller's own stop or removal is recorded as such (the breakers weigh it so).
             memory = memory.without_intent(key)
             if action.kind in DONE_KINDS and key not in memory.done:
                 memory = memory.with_done(key, self._clock())
+            event_type, details = closed
+            if details.get("phase") == "done" and event_type != EventType.ACTION_DONE:
+                # The action's own event: carried out (an "already done" has no record to make).
+                at = parse_timestamp(details.get("at")) or self._clock()
+                removed = action.kind is ActionKind.REMOVE_CONTAINER or details.get("removed") is True
+                memory = own_record(memory, action, at, removed=removed)
             return memory, None
         verdict = self._verify(action, intent, now)
         if verdict is None:
@@ -451,8 +460,9 @@ class RealExecutor:
             reclaimed_gpu_s=intent.reclaimed_gpu_s if outcome is Outcome.DONE else None,
         )
 
-    def _already_closed(self, key: str, intent: Intent) -> bool:
-        """Is the outcome of this intent already in the event log (its memory entry not yet cleared)?"""
+    def _already_closed(self, key: str, intent: Intent) -> tuple[str, Mapping[str, Any]] | None:
+        """The outcome line of this intent already in the event log (its memory entry not yet
+        cleared): its event type and details, with the line's time as ``at``; None if there is none."""
         stamp = utc_timestamp(intent.started_at)
         try:
             found = tail(
@@ -462,7 +472,7 @@ class RealExecutor:
                 scan_limit_lines=RECOVERY_SCAN_LINES,
             )
         except OSError:
-            return False
+            return None
         for event in found:
             d = event.get("details")
             if (
@@ -471,8 +481,8 @@ class RealExecutor:
                 and d.get("intent_at") == stamp
                 and d.get("phase") in ("done", "failed", "skipped")
             ):
-                return True
-        return False
+                return str(event.get("event_type")), {**d, "at": event.get("timestamp")}
+        return None
 
     def _verify(
         self, action: Action, intent: Intent, now: datetime

@@ -10,10 +10,10 @@ from typing import Any
 
 import pytest
 
-from controller.act.events import EventLog
+from controller.act.events import EventLog, parse_timestamp
 from controller.act.executor import RealExecutor
 from controller.act.report import Outcome
-from controller.memory import ContainerMemory, ControllerMemory, Intent
+from controller.memory import ContainerMemory, ControllerMemory, Intent, RemovedContainer
 from controller.plan.types import Action, ActionKind, Reason
 from tests.fixtures.act import NOW, RecordingNotifier, container_action, make_plan, read_events
 
@@ -330,6 +330,46 @@ def test_a_gpu_reset_killed_before_its_memory_was_saved_is_not_repeated(
     assert outcomes == () and after.intents == {}
     assert action.key in after.done, "the planner must see the reset as done, or it resets again"
     assert marker.read_text().split() == [GPU]
+
+
+def test_a_stop_and_a_removal_killed_before_their_memory_was_saved_keep_the_controllers_record(
+    docker_client: Any, make_container: Any, tmp_path: Path
+) -> None:
+    # What the controller's own stop and removal leave in its memory (the stop of this start, the
+    # removed container) keeps them off the removal and release breakers. Killed after their
+    # outcome lines, before the memory saying so, recovery finds the lines and closes the intents:
+    # the record must be what an uninterrupted run would have saved.
+    log = tmp_path / "events.jsonl"
+    running, stopped = make_container("sleep 300"), make_container(start=False)
+    stop = idle_stop(running)
+    remove = container_action(
+        ActionKind.REMOVE_CONTAINER, stopped, Reason.GPU_HOLD_EXPIRED, evidence=GPU_EVIDENCE
+    )
+    saved: list[ControllerMemory] = []
+    ex = executor(docker_client, log, tmp_path / "ledger.json", save_memory=saved.append)
+    cm = idle_memory(running, 600).containers[running.id]
+    started = cm.model_copy(update={"started_at": stop.target.expected_started_at})
+    memory = ControllerMemory(containers={running.id: started})  # as the planner keeps it
+    # Side by side, as the daemon runs them: each saves its intent, then records its outcome.
+    stopping = ex.execute(make_plan(stop, memory=memory), memory, NOW)
+    removing = ex.execute(make_plan(remove), ControllerMemory(), NOW)
+    assert [o.outcome for o in (*stopping.outcomes, *removing.outcomes)] == [Outcome.DONE, Outcome.DONE]
+    assert stopping.memory.containers[running.id].stopped_by_controller_at == NOW
+    assert stopped.id in removing.memory.removed
+    # Killed now: the memory on disk holds both intents, and nothing either action did.
+    on_disk = saved[0].with_intent(remove.key, saved[1].intents[remove.key])
+    assert on_disk.containers[running.id].stopped_by_controller_at is None and on_disk.removed == {}
+    after, outcomes = ex.recover(on_disk, NOW + timedelta(seconds=5))
+    assert outcomes == () and after.intents == {}, "the outcome lines stand: nothing is written again"
+    lines = {e["event_type"]: e for e in read_events(log) if e["details"].get("phase")}
+    assert set(lines) == {"maintenance.idle_kill", "container.remove"}
+    # Marked when the outcome was recorded (the line's time), as the lost save had it.
+    stopped_at = parse_timestamp(lines["maintenance.idle_kill"]["timestamp"])
+    assert after.containers[running.id].stopped_by_controller_at == stopped_at
+    assert after.containers[running.id].started_at == stop.target.expected_started_at
+    assert after.removed[stopped.id] == RemovedContainer(
+        name=remove.target.container or "", removed_at=parse_timestamp(lines["container.remove"]["timestamp"])
+    )
 
 
 # --- the last look: the container is checked again after its intent is written -----------------
