@@ -22,7 +22,8 @@ rebuilt as open intents from their ``controller.action_started`` lines, so the n
 records them once with their original reason. The event log rotated last (``<log>.1``) is read
 before the log itself. When the event log cannot be read, the breaker is opened (unknown is not
 safe). Warnings and admin notices are not rebuilt: they may be sent
-once more, and a stop waits for its warning's lead time again.
+once more, and a stop waits for its warning's lead time again. A memory file that is missing
+is rebuilt the same way: on a first start the log holds nothing of the controller's.
 
 Called by :func:`controller.wiring.build_controller`.
 """
@@ -30,6 +31,7 @@ Called by :func:`controller.wiring.build_controller`.
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -113,6 +115,10 @@ def load_state(
     Raises :class:`controller.store.StoreError` only for what moving aside cannot fix (an
     untrusted state directory or file, a missing permission).
     """
+    # No memory file is a first start, or a memory lost: moved aside by a start that was killed
+    # before it saved one, or a state directory restored or replaced without it. Only the event log
+    # tells them apart, and rebuilding from a log without the controller's lines is a fresh memory.
+    missing = not os.path.lexists(store.path)
     memory, moved, why = store.load_or_quarantine(now)
     found: list[Quarantined] = []
     if moved is not None:
@@ -146,8 +152,15 @@ def load_state(
         )
         if on_quarantine is not None:
             on_quarantine(q.path.name, now)
-    if moved is not None:
+    if moved is not None or missing:
         memory = memory_from_event_log(event_log.path, now)
+        if missing and memory != ControllerMemory():
+            logger.warning(
+                "no memory in {}, but the event log {} shows an earlier run: {}",
+                store.path,
+                event_log.path,
+                CONSEQUENCE[store.path.name],
+            )
     return memory
 
 

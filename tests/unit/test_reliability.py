@@ -14,7 +14,7 @@ from controller.act.events import EventLog, tail, utc_timestamp
 from controller.act.report import ExecutionReport
 from controller.act.salvage import load_state, memory_from_event_log, memory_from_events
 from controller.loop import summarize
-from controller.memory import ContainerMemory, ControllerMemory
+from controller.memory import Breaker, ContainerMemory, ControllerMemory
 from controller.plan.planner import plan
 from controller.plan.types import Plan
 from controller.record import RecordUnavailable, describe_os_error
@@ -143,6 +143,27 @@ def test_a_breaker_tripped_before_the_log_was_rotated_stays_open_after_memory_lo
     # Events written since the rotation come after it: a reset there closes it.
     EventLog(log).write("controller.breaker_reset", user=None, details={"was": "would stop 9 of 10"})
     assert not memory_from_event_log(log, AT).breaker.tripped
+
+
+def test_a_memory_file_gone_since_is_rebuilt_from_the_event_log_too(tmp_path: Path) -> None:
+    # A corrupt memory is moved aside and the open breaker rebuilt from the event log; the daemon
+    # is killed before its first pass saves a memory (a hung observation, the watchdog, a power
+    # cut). The next start finds no memory file at all: it is not a first start.
+    log = EventLog(tmp_path / "events.jsonl")
+    log.write("controller.breaker_tripped", user=None, details={"message": "would stop 9 of 10"})
+    store = MemoryStore(tmp_path / "state")
+    store.save(good_memory().with_breaker(Breaker(tripped=True, tripped_at=AT, reason="would stop 9 of 10")))
+    store.path.write_bytes(b"")  # torn by the power cut
+    assert load_state(store, log, AT).breaker.tripped
+    assert not store.path.exists(), "moved aside; nothing saved since"
+    again = load_state(store, log, AT)
+    assert again.breaker.tripped and "would stop 9 of 10" in again.breaker.reason
+    # The same when the file was lost any other way (a state directory restored without it).
+    (tmp_path / "state").rename(tmp_path / "old-state")
+    assert load_state(MemoryStore(tmp_path / "state"), log, AT).breaker.tripped
+    # A first start (a log without the controller's lines) is a first start.
+    fresh = load_state(MemoryStore(tmp_path / "new"), EventLog(tmp_path / "none.jsonl"), AT)
+    assert fresh == ControllerMemory()
 
 
 def test_an_unreadable_event_log_opens_the_breaker_after_memory_loss(tmp_path: Path) -> None:
