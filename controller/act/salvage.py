@@ -15,15 +15,16 @@ and the daemon starts without it instead of refusing to start:
 
 A fresh memory is more conservative than the lost one in everything but four things, which are
 rebuilt from the event log (:func:`memory_from_events`) so that losing the memory never makes the
-controller bolder: an open **circuit breaker** (a fresh memory would close it), **GPU resets**
-already performed (a fresh memory would allow resetting a still-dirty GPU again) and **back-off**
-of failed actions. Destructive actions **started and never closed** (a crash during one) are
-rebuilt as open intents from their ``controller.action_started`` lines, so the next pass still
-records them once with their original reason. The event log rotated last (``<log>.1``) is read
-before the log itself. When the event log cannot be read, the breaker is opened (unknown is not
-safe). Warnings and admin notices are not rebuilt: they may be sent
-once more, and a stop waits for its warning's lead time again. A memory file that is missing
-is rebuilt the same way: on a first start the log holds nothing of the controller's.
+controller bolder: an open **circuit breaker**, the stop breaker or the release breaker, each as
+itself (a fresh memory would close it), **GPU resets** already performed (a fresh memory would
+allow resetting a still-dirty GPU again) and **back-off** of failed actions. Destructive actions
+**started and never closed** (a crash during one) are rebuilt as open intents from their
+``controller.action_started`` lines, so the next pass still records them once with their original
+reason. The event log rotated last (``<log>.1``) is read before the log itself. When the event log
+cannot be read, the breaker is opened (unknown is not safe). Warnings and admin notices are not
+rebuilt: they may be sent once more, and a stop waits for its warning's lead time again. A memory
+file that is missing is rebuilt the same way: on a first start the log holds nothing of the
+controller's.
 
 Called by :func:`controller.wiring.build_controller`.
 """
@@ -64,6 +65,9 @@ from controller.store import (
 )
 
 INVENTORY_FILE = "workload-inventory.json"
+# The key of the release breaker's alert (controller.plan.safety.breaker_alert); the stop breaker's
+# is "AlertAdmin:BreakerTripped:<time>".
+RELEASE_BREAKER_KEY = "AlertAdmin:ReleaseBreakerTripped:"
 # How many event-log lines (newest first) the rebuild of a lost memory reads at most.
 SALVAGE_SCAN_LINES = 200_000
 
@@ -185,8 +189,9 @@ def memory_from_event_log(path: Path, now: datetime) -> ControllerMemory:
         logger.error("circuit breaker opened: {}", reason)
         return ControllerMemory(breaker=Breaker(tripped=True, tripped_at=now, reason=reason))
     memory = memory_from_events(events, now)
-    if memory.breaker.tripped:
-        logger.error("circuit breaker restored from the event log: {}", memory.breaker.reason)
+    for name, breaker in memory.breakers_tripped:
+        what = "circuit breaker" if name == "breaker" else name
+        logger.error("{} restored from the event log: {}", what, breaker.reason)
     if memory.done or memory.attempts or memory.intents:
         logger.warning(
             "restored from the event log: {} GPU reset(s) already performed, {} back-off(s), "
@@ -206,7 +211,7 @@ def _details(event: Mapping[str, Any]) -> Mapping[str, Any]:
 def memory_from_events(events: Iterable[Mapping[str, Any]], now: datetime) -> ControllerMemory:
     """Pure: the breaker, GPU resets and back-off a lost memory held, from event lines (oldest first)."""
     horizon = now - timedelta(seconds=RETENTION_S)
-    breaker = Breaker()
+    breaker = release_breaker = Breaker()
     done: dict[str, datetime] = {}
     marks: dict[str, GpuMark] = {}
     attempts: dict[str, Attempt] = {}
@@ -218,13 +223,18 @@ def memory_from_events(events: Iterable[Mapping[str, Any]], now: datetime) -> Co
         d = _details(event)
         if kind == EventType.BREAKER_TRIPPED:
             message = str(d.get("message") or "tripped")
-            breaker = Breaker(
+            restored = Breaker(
                 tripped=True,
                 tripped_at=at,
                 reason=f"restored from the event log (memory was lost): {message}",
             )
+            # Each breaker's alert names it in its key: the release breaker holds back releases alone.
+            if str(d.get("key") or "").startswith(RELEASE_BREAKER_KEY):
+                release_breaker = restored
+            else:
+                breaker = restored
         elif kind == "controller.breaker_reset":
-            breaker = Breaker()
+            breaker = release_breaker = Breaker()  # a reset closes both
         key = d.get("key")
         if not isinstance(key, str) or at is None or at < horizon:
             continue
@@ -256,7 +266,14 @@ def memory_from_events(events: Iterable[Mapping[str, Any]], now: datetime) -> Co
         intent = _intent_from_started(tie[0], at, d)
         if intent is not None:
             intents[tie[0]] = intent
-    return ControllerMemory(breaker=breaker, done=done, dirty_gpus=marks, attempts=attempts, intents=intents)
+    return ControllerMemory(
+        breaker=breaker,
+        release_breaker=release_breaker,
+        done=done,
+        dirty_gpus=marks,
+        attempts=attempts,
+        intents=intents,
+    )
 
 
 _REASON_BY_EVENT = {event_reason(r): r for r in Reason}

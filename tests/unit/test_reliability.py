@@ -7,6 +7,7 @@ import errno
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -129,6 +130,34 @@ def test_a_lost_memory_keeps_an_open_breaker(tmp_path: Path) -> None:
     p = plan(snap, b.desired(b.policy()), memory_from_events([tripped], AT), b.T0)
     assert p.actions == ()
     assert ("CreatedNeverStarted", "BreakerOpen", "old") in b.deferred_summary(p)
+
+
+def test_a_lost_memory_keeps_an_open_release_breaker_as_the_release_breaker(tmp_path: Path) -> None:
+    # The release breaker trips on a mass release and holds back ledger releases alone. Its alert is
+    # a controller.breaker_tripped line too: rebuilt as the stop breaker, it would hold back every
+    # destructive action (idle stops, removals) until an admin's reset.
+    from controller.act.executor import RealExecutor
+    from controller.plan.safety import breaker_alert
+    from tests.fixtures.act import RecordingNotifier, make_plan
+
+    log = tmp_path / "events.jsonl"
+    alert = breaker_alert(
+        AT,
+        "release breaker tripped: this pass would release 9 of 10 ledger rows",
+        {"breaker": "release", "would_release": 9, "ledger_rows": 10},
+        key_name="ReleaseBreakerTripped",
+    )
+    no_engine = SimpleNamespace(api=SimpleNamespace(timeout=5))  # an alert touches no container
+    executor = RealExecutor(no_engine, EventLog(log), RecordingNotifier(), tmp_path / "ledger.json")
+    executor.execute(make_plan(alert), ControllerMemory(), AT)
+    rebuilt = memory_from_event_log(log, AT)
+    assert rebuilt.release_breaker.tripped and "9 of 10 ledger rows" in rebuilt.release_breaker.reason
+    assert not rebuilt.breaker.tripped, "the stop breaker was never tripped"
+    created = b.container("old", state=ContainerState.CREATED, gpus=[b.GPU0])
+    p = plan(b.snapshot(containers=[created]), b.desired(b.policy()), rebuilt, b.T0)
+    assert [a.reason.value for a in p.actions] == ["CreatedNeverStarted"]
+    EventLog(log).write("controller.breaker_reset", user=None, details={"release_was": "9 of 10"})
+    assert memory_from_event_log(log, AT).release_breaker == Breaker()
 
 
 def test_a_breaker_tripped_before_the_log_was_rotated_stays_open_after_memory_loss(tmp_path: Path) -> None:
