@@ -150,7 +150,14 @@ def breaker_reset(settings: Settings) -> int:
     try:
         with acquire_run_lock(settings.state_dir):
             store = MemoryStore(settings.state_dir)
-            memory = store.load()
+            if os.path.lexists(store.path):
+                memory = store.load()
+            else:
+                # No memory file: the daemon's next start restores the breakers from the event log
+                # (controller.act.salvage), and this reset must close those.
+                from controller.act.salvage import memory_from_event_log
+
+                memory = memory_from_event_log(settings.events_log, datetime.now(UTC))
             tripped = memory.breakers_tripped
             if not tripped:
                 print("breaker: closed; nothing to reset")

@@ -601,6 +601,24 @@ def test_breaker_reset_without_a_daemon_clears_the_store(
     assert not (env / "state" / "breaker-reset").exists()
 
 
+def test_breaker_reset_without_a_daemon_or_a_memory_file_closes_the_breaker_the_log_restores(
+    env: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The memory file is gone (a start killed before it saved one, a state directory restored
+    # without it): the daemon will restore the open breaker from the event log at its start, so
+    # the reset must close that one, not report a closed breaker and change nothing.
+    from controller.act.salvage import load_state
+
+    log = EventLog(env / "events.jsonl")
+    log.write("controller.breaker_tripped", user=None, details={"message": "would stop 9 of 10"})
+    store = MemoryStore(env / "state")
+    assert not store.path.exists()
+    rc, out, _ = run(["breaker", "reset"], capsys)
+    assert rc == 0 and "breaker reset (was tripped: " in out and "would stop 9 of 10" in out
+    at_start = load_state(store, log, datetime.now(UTC))
+    assert at_start.breakers_tripped == [], "the daemon starts with the breaker the admin closed"
+
+
 def test_breaker_reset_while_the_daemon_runs_leaves_a_request(
     env: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
