@@ -49,6 +49,7 @@ Called by the daemon loop. The dry-run executor is :class:`controller.act.dry_ru
 
 from __future__ import annotations
 
+import json
 import math
 import re
 import time
@@ -63,7 +64,14 @@ from loguru import logger
 from controller.act.docker_ops import DockerOps, Inspected
 from controller.act.dry_run import DryRunExecutor
 from controller.act.errors import ActError, ConflictError, GoneError, PermanentError, TransientError, classify
-from controller.act.events import EventFilter, EventLog, EventType, parse_timestamp, tail, utc_timestamp
+from controller.act.events import (
+    DEFAULT_SCAN_LIMIT_BYTES,
+    EventLog,
+    EventType,
+    iter_lines_reversed,
+    parse_timestamp,
+    utc_timestamp,
+)
 from controller.act.gpu_reset import DEFAULT_RESET_COMMAND, run_reset
 from controller.act.hook import NotificationHook
 from controller.act.ledger_writer import release_row, row_matches
@@ -462,26 +470,34 @@ class RealExecutor:
 
     def _already_closed(self, key: str, intent: Intent) -> tuple[str, Mapping[str, Any]] | None:
         """The outcome line of this intent already in the event log (its memory entry not yet
-        cleared): its event type and details, with the line's time as ``at``; None if there is none."""
+        cleared): its event type and details, with the line's time as ``at``; None if there is none.
+
+        The last :data:`RECOVERY_SCAN_LINES` lines are read whatever their times: the log is not in
+        time order once the clock was stepped back (a host that came back with its clock behind),
+        and stopping at the first line older than the intent would miss its outcome."""
         stamp = utc_timestamp(intent.started_at)
+        needle = stamp.encode("ascii")
         try:
-            found = tail(
-                self._events.path,
-                RECOVERY_SCAN_LINES,
-                EventFilter(since=intent.started_at - timedelta(seconds=1)),
-                scan_limit_lines=RECOVERY_SCAN_LINES,
-            )
+            lines = iter_lines_reversed(self._events.path, max_scan_bytes=DEFAULT_SCAN_LIMIT_BYTES)
+            for scanned, raw in enumerate(lines):
+                if scanned >= RECOVERY_SCAN_LINES:
+                    break
+                if needle not in raw:
+                    continue  # not a line of this intent: no need to parse it
+                try:
+                    event = json.loads(raw)
+                except ValueError:
+                    continue
+                d = event.get("details") if isinstance(event, dict) else None
+                if (
+                    isinstance(d, Mapping)
+                    and d.get("key") == key
+                    and d.get("intent_at") == stamp
+                    and d.get("phase") in ("done", "failed", "skipped")
+                ):
+                    return str(event.get("event_type")), {**d, "at": event.get("timestamp")}
         except OSError:
             return None
-        for event in found:
-            d = event.get("details")
-            if (
-                isinstance(d, Mapping)
-                and d.get("key") == key
-                and d.get("intent_at") == stamp
-                and d.get("phase") in ("done", "failed", "skipped")
-            ):
-                return str(event.get("event_type")), {**d, "at": event.get("timestamp")}
         return None
 
     def _verify(

@@ -445,6 +445,53 @@ def test_a_container_removed_while_its_stop_intent_is_written_is_already_done(
     assert closed["details"]["phase"] == "done"
 
 
+def test_an_outcome_recorded_before_the_clock_was_stepped_back_is_found(
+    docker_client: Any, tmp_path: Path
+) -> None:
+    # Killed after a release's outcome line, before the memory saying so; the host comes back
+    # with its clock an hour behind (a dead RTC battery, NTP not synced yet), and lines are
+    # written before the intent is looked at (the engine is slow to start, DS01's scripts log).
+    # The log is no longer in time order: the outcome is still found, and not recorded twice.
+    from controller.plan.types import Target
+
+    log, ledger = tmp_path / "events.jsonl", tmp_path / "ledger.json"
+    entry = {
+        "gpu": GPU,
+        "container": "gone-job",
+        "user": "alice",
+        "allocated_at": "2026-01-30T09:00:00+00:00",
+    }
+    ledger.write_text(
+        '{"version": 1, "allocations": [{' + ", ".join(f'"{k}": "{v}"' for k, v in entry.items()) + "}]}"
+    )
+    action = Action(
+        kind=ActionKind.RELEASE_ALLOCATION,
+        target=Target(container="gone-job", gpu=GPU, user="alice", ledger_entry=entry),
+        reason=Reason.LEAKED_ALLOCATION,
+        message="release leaked row",
+        due_at=NOW,
+        key="ReleaseAllocation:gone-job",
+    )
+    saved: list[ControllerMemory] = []
+    ex = RealExecutor(
+        docker_client,
+        EventLog(log, clock=lambda: NOW),
+        RecordingNotifier(),
+        ledger,
+        clock=lambda: NOW,
+        save_memory=saved.append,
+    )
+    report = ex.execute(make_plan(action), ControllerMemory(), NOW)
+    assert report.outcomes[0].outcome is Outcome.DONE, report.outcomes[0].detail
+    (on_disk,) = saved
+    behind = EventLog(log, clock=lambda: NOW - timedelta(hours=1))
+    behind.write("detection.container_discovered", user=None, details={"container": "other"})
+    after, outcomes = ex.recover(on_disk, NOW - timedelta(hours=1) + timedelta(minutes=1))
+    assert outcomes == () and after.intents == {}
+    releases = [e for e in read_events(log) if e["event_type"] == "gpu.release"]
+    assert len(releases) == 1, "the release was recorded twice"
+
+
 def test_an_interrupted_release_is_not_recorded_done_while_the_ledger_cannot_be_read(
     docker_client: Any, tmp_path: Path
 ) -> None:
