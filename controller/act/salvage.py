@@ -24,7 +24,8 @@ reason. The event log rotated last (``<log>.1``) is read before the log itself. 
 cannot be read, the breaker is opened (unknown is not safe). Warnings and admin notices are not
 rebuilt: they may be sent once more, and a stop waits for its warning's lead time again. A memory
 file that is missing is rebuilt the same way: on a first start the log holds nothing of the
-controller's.
+controller's. A memory that reads cleanly but is older than the log (restored from a backup) is
+kept, with the breakers, resets and open intents the log adds (:func:`not_older_than_the_log`).
 
 Called by :func:`controller.wiring.build_controller`.
 """
@@ -165,7 +166,54 @@ def load_state(
                 event_log.path,
                 CONSEQUENCE[store.path.name],
             )
-    return memory
+        return memory
+    return not_older_than_the_log(memory, event_log.path, now)
+
+
+def not_older_than_the_log(memory: ControllerMemory, path: Path, now: datetime) -> ControllerMemory:
+    """``memory`` with what the event log says happened after it was saved (see the module).
+
+    A memory that reads cleanly may still be older than the log: restored from a backup, or copied
+    from another host. What it would forget is taken from the log: a breaker tripped since (no
+    reset after it), GPU resets done, actions started and never closed. What is there already is
+    kept; a log that cannot be read changes nothing (the memory itself was read)."""
+    try:
+        events = _read_log(path)
+    except OSError:
+        return memory
+    logged = memory_from_events(events, now)
+    update: dict[str, Any] = {}
+    for name in ("breaker", "release_breaker"):
+        mine, theirs = getattr(memory, name), getattr(logged, name)
+        if theirs.tripped and not mine.tripped:
+            update[name] = theirs
+            logger.error("{}: tripped after the memory was saved (an older memory?): {}", name, theirs.reason)
+    done = {k: at for k, at in logged.done.items() if k not in memory.done}
+    if done:
+        update["done"] = {**memory.done, **done}
+        update["dirty_gpus"] = {**logged.dirty_gpus, **memory.dirty_gpus}
+    intents = {k: i for k, i in logged.intents.items() if k not in memory.intents}
+    if intents:
+        update["intents"] = {**memory.intents, **intents}
+    if done or intents:
+        logger.warning(
+            "restored from the event log, newer than the memory: {} GPU reset(s) already performed, "
+            "{} action(s) started and never recorded as finished",
+            len(done),
+            len(intents),
+        )
+    return memory.model_copy(update=update) if update else memory
+
+
+def _read_log(path: Path) -> list[dict[str, Any]]:
+    """The event log's last lines, the log rotated last (``<log>.1``) first; raises ``OSError``."""
+    events: list[dict[str, Any]] = []
+    for part in (path.with_name(path.name + ".1"), path):
+        try:
+            events += tail(part, SALVAGE_SCAN_LINES, scan_limit_lines=SALVAGE_SCAN_LINES)
+        except FileNotFoundError:
+            continue
+    return events
 
 
 def memory_from_event_log(path: Path, now: datetime) -> ControllerMemory:
@@ -174,13 +222,8 @@ def memory_from_event_log(path: Path, now: datetime) -> ControllerMemory:
     The log rotated last (``<log>.1``, left uncompressed by ``delaycompress``) is read first: a
     breaker tripped before this week's rotation is in it, and right after a rotation the log itself
     is not there at all (``nocreate``: deploy/logrotate.d)."""
-    events: list[dict[str, Any]] = []
     try:
-        for part in (path.with_name(path.name + ".1"), path):
-            try:
-                events += tail(part, SALVAGE_SCAN_LINES, scan_limit_lines=SALVAGE_SCAN_LINES)
-            except FileNotFoundError:
-                continue
+        events = _read_log(path)
     except OSError as exc:
         reason = (
             f"the memory was lost and the event log {path} cannot be read ({exc.strerror or exc}) to "

@@ -195,6 +195,51 @@ def test_a_memory_file_gone_since_is_rebuilt_from_the_event_log_too(tmp_path: Pa
     assert fresh == ControllerMemory()
 
 
+def test_a_memory_restored_from_an_old_backup_keeps_what_the_log_says_happened_since(
+    tmp_path: Path,
+) -> None:
+    # The admin restores the state directory from last week's backup: a valid memory, older than
+    # the event log. Since it was taken the breaker tripped, a dirty GPU was reset, and the daemon
+    # died during a removal. Read as it is, the memory would close the breaker, reset the GPU
+    # again blind and never record the removal.
+    log = EventLog(tmp_path / "events.jsonl")
+    store = MemoryStore(tmp_path / "state")
+    backup = good_memory()
+    store.save(backup)
+    log.write(
+        "controller.breaker_tripped",
+        user=None,
+        details={"key": "AlertAdmin:BreakerTripped:t", "message": "would stop 9 of 10"},
+    )
+    reset_key = f"ResetGpu:{b.GPU0}:2026-01-30T14:00:00+00:00:GpuDirty"
+    log.write("gpu.health_check", user=None, details={"key": reset_key, "phase": "done", "intent_at": "x"})
+    removal_key = "RemoveContainer:" + "c" * 64 + ":CreatedNeverStarted"
+    log.write(
+        "controller.action_started",
+        user="alice",
+        details={
+            "key": removal_key,
+            "kind": "RemoveContainer",
+            "reason": "created_never_started",
+            "phase": "started",
+            "intent_at": utc_timestamp(AT),
+            "container": "job",
+            "container_id": "c" * 64,
+            "expected_state": "created",
+        },
+    )
+    memory = load_state(store, log, AT + timedelta(minutes=5))
+    assert memory.containers == backup.containers, "the memory itself is kept"
+    assert memory.breaker.tripped and "would stop 9 of 10" in memory.breaker.reason
+    assert reset_key in memory.done
+    assert list(memory.intents) == [removal_key]
+    # A memory as new as the log (the breaker reset since, in both) is left as it is.
+    log.write("controller.breaker_reset", user=None, details={"was": "would stop 9 of 10"})
+    current = backup.model_copy(update={"done": {reset_key: AT}, "intents": memory.intents})
+    store.save(current)
+    assert load_state(store, log, AT + timedelta(minutes=5)) == current
+
+
 def test_an_unreadable_event_log_opens_the_breaker_after_memory_loss(tmp_path: Path) -> None:
     log_dir = tmp_path / "events.jsonl"
     log_dir.mkdir()  # a directory where the log should be: it cannot be read
