@@ -434,14 +434,30 @@ class RealExecutor:
         verdict = self._verify(action, intent, now)
         if verdict is None:
             return memory, None  # may still be under way: look again next pass
-        outcome, detail, events = verdict
+        outcome, detail, events, workspace = verdict
         if outcome is Outcome.FAILED and not events:
             events = [(EventType.ACTION_FAILED, {**self._base(action), "error": detail})]
-        for event_type, details in self._closing_events(
-            action, intent, outcome, detail, events, recovered=True
-        ):
-            self._events.write_durable(event_type, user=action.target.user, details=details)
+        notify = outcome is Outcome.DONE and events and not events[0][1].get("restarted_since")
+        if notify and action.kind in (ActionKind.STOP_CONTAINER, ActionKind.REMOVE_CONTAINER):
+            # The owner's notice comes after the engine's act, and a crash during the act (the
+            # longest step of a stop) left it unsent. Sent once: from here on the record is
+            # completed once, its lines kept in the intent while they cannot be written.
+            stop = action.kind is ActionKind.STOP_CONTAINER
+            main = events[0][1]
+            main["notice"] = self._notices.after(
+                action, workspace, removed=bool(main.get("removed", not stop)), was_running=stop
+            )
+        lines = self._closing_events(action, intent, outcome, detail, events, recovered=True)
         memory = memory.without_intent(key)
+        try:
+            for event_type, details in lines:
+                self._events.write_durable(event_type, user=action.target.user, details=details)
+        except RecordUnavailable as err:
+            # Verified (and the owner told): the lines wait in the intent for a pass that can
+            # write them, as an outcome that could not be written does (see _recorded).
+            logger.error("recovery of {}: outcome not recorded yet ({}); retried next pass", key, err)
+            closing = [{"event_type": t, "user": action.target.user, "details": d} for t, d in lines]
+            memory = memory.with_intent(key, intent.model_copy(update={"closing": closing}))
         if action.kind in DONE_KINDS:
             memory = memory.with_done(key, self._clock())  # a reset is never repeated blind
         if outcome is Outcome.DONE:
@@ -502,8 +518,9 @@ class RealExecutor:
 
     def _verify(
         self, action: Action, intent: Intent, now: datetime
-    ) -> tuple[Outcome, str, list[tuple[str, dict[str, Any]]]] | None:
-        """What became of an interrupted action; None while it may still be under way."""
+    ) -> tuple[Outcome, str, list[tuple[str, dict[str, Any]]], str | None] | None:
+        """What became of an interrupted action, and the workspace of a container found stopped
+        (for its owner's notice); None while it may still be under way."""
         t = action.target
         waited_s = (now - intent.started_at).total_seconds()
         if action.kind in (ActionKind.STOP_CONTAINER, ActionKind.REMOVE_CONTAINER):
@@ -521,39 +538,49 @@ class RealExecutor:
                         EventType.CONTAINER_REMOVE,
                         self._remove_details(action, t.expected_state or "?"),
                     )
-                return Outcome.DONE, "the container is gone", [first, *self._release_events(action, reason)]
+                return (
+                    Outcome.DONE,
+                    "the container is gone",
+                    [first, *self._release_events(action, reason)],
+                    None,
+                )
             if not stop:
                 if fresh.status == "removing" and waited_s < RECOVERY_SLACK_S:
                     return None
-                return Outcome.FAILED, f"not carried out: the container still exists ({fresh.status})", []
+                return (
+                    Outcome.FAILED,
+                    f"not carried out: the container still exists ({fresh.status})",
+                    [],
+                    None,
+                )
             since = intent.started_at - timedelta(seconds=1)
             stopped_since = fresh.finished_at is not None and fresh.finished_at >= since
             if fresh.status in _NOT_RUNNING and (stopped_since or fresh.finished_at is None):
                 main = self._stop_details(action, timeout_s, removed=False, exit_state=fresh.status)
                 first = (_STOP_EVENT.get(action.reason, EventType.CONTAINER_STOP), main)
-                return Outcome.DONE, f"found {fresh.status} after the stop began", [first]
+                return Outcome.DONE, f"found {fresh.status} after the stop began", [first], fresh.workspace
             if _same_time(fresh.started_at, t.expected_started_at):
                 if waited_s < timeout_s + RECOVERY_SLACK_S:
                     return None  # the engine may still be carrying the stop out
-                return Outcome.FAILED, f"not carried out: the container is still {fresh.status}", []
+                return Outcome.FAILED, f"not carried out: the container is still {fresh.status}", [], None
             if stopped_since:
                 main = self._stop_details(action, timeout_s, removed=False, exit_state=fresh.status)
                 main["restarted_since"] = True
                 first = (_STOP_EVENT.get(action.reason, EventType.CONTAINER_STOP), main)
-                return Outcome.DONE, "stopped, then started again by someone else", [first]
-            return Outcome.FAILED, f"not carried out: the container is {fresh.status}", []
+                return Outcome.DONE, "stopped, then started again by someone else", [first], None
+            return Outcome.FAILED, f"not carried out: the container is {fresh.status}", [], None
         if action.kind is ActionKind.KILL_PROCESS:
             if t.pid is None or t.pid_start_time is None:
-                return Outcome.FAILED, "not verifiable: no pid identity", []
+                return Outcome.FAILED, "not verifiable: no pid identity", [], None
             expected_cid = ProcessEvidence.from_evidence(action.evidence).container_id_or(t.container_id)
             check = check_identity(t.pid, t.pid_start_time, expected_cid)
             if check.identity in (Identity.LIVE, Identity.UNKNOWN):
-                return Outcome.FAILED, f"not carried out: {check.detail}", []
+                return Outcome.FAILED, f"not carried out: {check.detail}", [], None
             if check.identity is Identity.SAME:
                 grace_s = _or(action.params_as(KillParams).grace_s, self._kill_grace_s)
                 if waited_s < grace_s + self._kill_wait_s + RECOVERY_SLACK_S:
                     return None
-                return Outcome.FAILED, "not carried out: the process is still running", []
+                return Outcome.FAILED, "not carried out: the process is still running", [], None
             details = {
                 **self._base(action),
                 "signals": [],
@@ -561,14 +588,14 @@ class RealExecutor:
                 "message": action.message,
                 "evidence": action.evidence,
             }
-            return Outcome.DONE, "the process is gone", [(EventType.PROCESS_KILL, details)]
+            return Outcome.DONE, "the process is gone", [(EventType.PROCESS_KILL, details)], None
         if action.kind is ActionKind.RELEASE_ALLOCATION:
             entry = t.ledger_entry or {}
             # Read as the observer reads it (under the shared lock): a ledger that cannot be read,
             # or is damaged, is not one without the row; the intent stays open until it can be.
             ledger = read_ledger(self._ledger_path, None, self._ledger_lock_timeout_s)
             if any(row_matches(_allocation(e), entry) for e in ledger.entries):
-                return Outcome.FAILED, "not carried out: the ledger row is still there", []
+                return Outcome.FAILED, "not carried out: the ledger row is still there", [], None
             if ledger.error is not None:
                 raise LedgerError(f"whether the ledger row is gone cannot be told: {ledger.error}")
             details = {
@@ -579,17 +606,17 @@ class RealExecutor:
                 "key": action.key,
                 "evidence": action.evidence,
             }
-            return Outcome.DONE, "the ledger row is gone", [(EventType.GPU_RELEASE, details)]
+            return Outcome.DONE, "the ledger row is gone", [(EventType.GPU_RELEASE, details)], None
         if action.kind is ActionKind.UPDATE_RESOURCES:
             seen = self._docker.inspect(t.container_id or "")
             if seen is None:
-                return Outcome.DONE, "the container is gone", []
+                return Outcome.DONE, "the container is gone", [], None
             left = still_needed(action.params_as(ResourceUpdate), seen.limits)
             if not left:
-                return Outcome.DONE, "the limits are at or below the requested ones", []
-            return Outcome.FAILED, "not carried out: " + ", ".join(sorted(left)) + " still above", []
+                return Outcome.DONE, "the limits are at or below the requested ones", [], None
+            return Outcome.FAILED, "not carried out: " + ", ".join(sorted(left)) + " still above", [], None
         # A GPU reset leaves nothing to inspect: its outcome is unknown, and it is not repeated.
-        return Outcome.FAILED, "interrupted; its outcome is unknown, so it is not repeated", []
+        return Outcome.FAILED, "interrupted; its outcome is unknown, so it is not repeated", [], None
 
     def _one(self, action: Action, mem: ControllerMemory, now: datetime) -> _Done:
         done_at = mem.done.get(action.key) if action.kind in DONE_KINDS else None

@@ -166,6 +166,61 @@ def test_an_idle_stop_interrupted_by_a_crash_is_recorded_once_as_the_idle_stop(
     assert len(read_events(log, intents=True)) == 1
 
 
+def test_the_owner_of_a_container_stopped_or_removed_during_a_crash_is_told(
+    docker_client: Any, make_container: Any, tmp_path: Path
+) -> None:
+    # The daemon died in `docker stop` (the longest step of a stop, where a crash most likely
+    # lands), before the owner's notice; the engine finished the stop. Recovery records the stop:
+    # the owner is told, as after a stop that was not interrupted.
+    log = tmp_path / "events.jsonl"
+    c, created = make_container("sleep 300"), make_container(start=False)
+    stop = idle_stop(c)
+    remove = container_action(
+        ActionKind.REMOVE_CONTAINER, created, Reason.GPU_HOLD_EXPIRED, evidence=GPU_EVIDENCE
+    )
+    memory = interrupted(remove, interrupted(stop, ControllerMemory(), 5, 600.0), 4, None)
+    docker_client.api.stop(c.id, timeout=1)
+    docker_client.api.remove_container(created.id)
+    notifier = RecordingNotifier()
+    ex = RealExecutor(docker_client, EventLog(log), notifier, tmp_path / "ledger.json", clock=lambda: NOW)
+    after, outcomes = ex.recover(memory, NOW)
+    assert [o.outcome for o in outcomes] == [Outcome.DONE, Outcome.DONE] and after.intents == {}
+    assert [(user, severity) for user, _text, severity in notifier.sent] == [("alice", "STOPPED")] * 2
+    assert c.name in notifier.sent[0][1] and created.name in notifier.sent[1][1]
+    by_type = {e["event_type"]: e["details"] for e in read_events(log)}
+    assert by_type["maintenance.idle_kill"]["notice"] == {"terminals": 1}
+    assert by_type["container.remove"]["notice"] == {"terminals": 1}
+    # Recorded once: a second recovery of the same intents finds the lines and tells no one again.
+    ex.recover(memory, NOW)
+    assert len(notifier.sent) == 2
+
+
+def test_a_recovered_stop_whose_record_cannot_be_written_yet_tells_its_owner_once(
+    docker_client: Any, make_container: Any, tmp_path: Path
+) -> None:
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("")
+    full = blocker / "events.jsonl"  # every write fails, as on a full disk
+    c = make_container("sleep 300")
+    stop = idle_stop(c)
+    docker_client.api.stop(c.id, timeout=1)
+    notifier = RecordingNotifier()
+    ex = RealExecutor(docker_client, EventLog(full), notifier, tmp_path / "ledger.json", clock=lambda: NOW)
+    memory = interrupted(stop, ControllerMemory(), 5, 600.0)
+    for _ in range(3):  # a pass after pass while the log cannot be written
+        memory, _outcomes = ex.recover(memory, NOW)
+    assert len(notifier.sent) == 1, "the owner is told once, not once a pass"
+    (intent,) = memory.intents.values()
+    assert [line["event_type"] for line in intent.closing] == ["maintenance.idle_kill"]
+    log = tmp_path / "events.jsonl"  # writable again: the lines kept are written, nothing else
+    after, _outcomes = RealExecutor(
+        docker_client, EventLog(log), notifier, tmp_path / "ledger.json", clock=lambda: NOW
+    ).recover(memory, NOW)
+    assert after.intents == {} and len(notifier.sent) == 1
+    ((event),) = read_events(log)
+    assert event["details"]["notice"] == {"terminals": 1} and event["details"]["recovered"] is True
+
+
 def test_a_stop_still_under_way_waits_then_is_recorded_as_not_carried_out(
     docker_client: Any, make_container: Any, tmp_path: Path
 ) -> None:
