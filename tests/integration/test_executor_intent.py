@@ -221,6 +221,34 @@ def test_a_recovered_stop_whose_record_cannot_be_written_yet_tells_its_owner_onc
     assert event["details"]["notice"] == {"terminals": 1} and event["details"]["recovered"] is True
 
 
+def test_the_owner_of_a_stop_interrupted_by_a_crash_is_told_once(
+    docker_client: Any, make_container: Any, tmp_path: Path
+) -> None:
+    """The daemon died in `docker stop`, before the owner's notice; the engine finished the stop.
+    The pass that records it tells the owner, once: a second recovery of the same intent does not."""
+    log = tmp_path / "events.jsonl"
+    c = make_container("sleep 300")
+    action = idle_stop(c)
+    memory = interrupted(action, ControllerMemory(), 5, 600.0)
+    docker_client.api.stop(c.id, timeout=1)
+    notifier = RecordingNotifier()
+    ex = RealExecutor(
+        docker_client,
+        EventLog(log),
+        notifier,
+        tmp_path / "ledger.json",
+        clock=lambda: NOW,
+        verify_timeout_s=5.0,
+    )
+    _after, (o,) = ex.recover(memory, NOW)
+    assert o.outcome is Outcome.DONE
+    ((user, text, severity),) = notifier.sent
+    assert (user, severity) == ("alice", "STOPPED")
+    assert f"Your container {c.name} was stopped at" in text and f"docker start {c.name}" in text
+    ex.recover(memory, NOW)
+    assert len(notifier.sent) == 1
+
+
 def test_a_stop_still_under_way_waits_then_is_recorded_as_not_carried_out(
     docker_client: Any, make_container: Any, tmp_path: Path
 ) -> None:
