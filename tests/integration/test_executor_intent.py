@@ -187,6 +187,8 @@ def test_the_owner_of_a_container_stopped_or_removed_during_a_crash_is_told(
     assert [o.outcome for o in outcomes] == [Outcome.DONE, Outcome.DONE] and after.intents == {}
     assert [(user, severity) for user, _text, severity in notifier.sent] == [("alice", "STOPPED")] * 2
     assert c.name in notifier.sent[0][1] and created.name in notifier.sent[1][1]
+    assert f"Your container {c.name} was stopped at" in notifier.sent[0][1]
+    assert f"docker start {c.name}" in notifier.sent[0][1]
     by_type = {e["event_type"]: e["details"] for e in read_events(log)}
     assert by_type["maintenance.idle_kill"]["notice"] == {"terminals": 1}
     assert by_type["container.remove"]["notice"] == {"terminals": 1}
@@ -219,34 +221,6 @@ def test_a_recovered_stop_whose_record_cannot_be_written_yet_tells_its_owner_onc
     assert after.intents == {} and len(notifier.sent) == 1
     ((event),) = read_events(log)
     assert event["details"]["notice"] == {"terminals": 1} and event["details"]["recovered"] is True
-
-
-def test_the_owner_of_a_stop_interrupted_by_a_crash_is_told_once(
-    docker_client: Any, make_container: Any, tmp_path: Path
-) -> None:
-    """The daemon died in `docker stop`, before the owner's notice; the engine finished the stop.
-    The pass that records it tells the owner, once: a second recovery of the same intent does not."""
-    log = tmp_path / "events.jsonl"
-    c = make_container("sleep 300")
-    action = idle_stop(c)
-    memory = interrupted(action, ControllerMemory(), 5, 600.0)
-    docker_client.api.stop(c.id, timeout=1)
-    notifier = RecordingNotifier()
-    ex = RealExecutor(
-        docker_client,
-        EventLog(log),
-        notifier,
-        tmp_path / "ledger.json",
-        clock=lambda: NOW,
-        verify_timeout_s=5.0,
-    )
-    _after, (o,) = ex.recover(memory, NOW)
-    assert o.outcome is Outcome.DONE
-    ((user, text, severity),) = notifier.sent
-    assert (user, severity) == ("alice", "STOPPED")
-    assert f"Your container {c.name} was stopped at" in text and f"docker start {c.name}" in text
-    ex.recover(memory, NOW)
-    assert len(notifier.sent) == 1
 
 
 def test_a_stop_still_under_way_waits_then_is_recorded_as_not_carried_out(
