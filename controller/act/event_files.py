@@ -19,7 +19,7 @@ import json
 import re
 import zlib
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -186,15 +186,27 @@ def read_events(
                 yield found
 
 
-def tail_since(path: Path, n: int, flt: EventFilter) -> list[dict[str, Any]]:
+def tail_since(
+    path: Path,
+    n: int,
+    flt: EventFilter,
+    extra: Callable[[Mapping[str, Any]], bool] | None = None,
+    widen: int = 50,
+) -> list[dict[str, Any]]:
     """The last ``n`` events matching ``flt`` (which has a ``since``), oldest first: from the live
     log (read from its end, as :func:`~controller.act.events.tail`) and, where the period begins
-    before the live file does (it was rotated since), from the rotations that hold the rest."""
+    before the live file does (it was rotated since), from the rotations that hold the rest.
+
+    ``extra``: a predicate the filter cannot express (an event naming a container by id); the live
+    log's last ``n * widen`` events matching ``flt`` are the ones it is applied to there."""
     since = flt.since
     if since is None:
         raise ValueError("tail_since needs a filter with a since")
     try:
-        live = tail(path, n, flt)
+        if extra is None:
+            live = tail(path, n, flt)
+        else:
+            live = [e for e in tail(path, n * widen, flt) if extra(e)][-n:]
     except FileNotFoundError:
         live = []  # rotated and not written since: the rotations hold the period
     begins = first_timestamp(path) if path.exists() else None
@@ -203,6 +215,6 @@ def tail_since(path: Path, n: int, flt: EventFilter) -> list[dict[str, Any]]:
     older: deque[dict[str, Any]] = deque(maxlen=n - len(live))
     # Up to where the live file begins (every file when it holds no event): nothing read twice.
     for _at, event in read_events(path, since, begins or datetime.max.replace(tzinfo=UTC)):
-        if flt.matches(event):
+        if flt.matches(event) and (extra is None or extra(event)):
             older.append(event)
     return [*older, *live]

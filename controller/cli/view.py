@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from enum import StrEnum
 from functools import cached_property
 from pathlib import Path
@@ -38,6 +38,11 @@ if TYPE_CHECKING:
     from controller.plan.desired import DesiredState
     from controller.plan.forecast import Forecast
     from desired_state.effective import EffectivePolicy
+
+# How far back ``describe container`` reads the event log's rotations for a container's events (the
+# shipped rotation is weekly: two weeks reach into the rotation before the last).
+EVENTS_LOOKBACK = timedelta(days=14)
+CREATED_SLACK = timedelta(minutes=1)
 
 
 @dataclass(frozen=True)
@@ -227,7 +232,13 @@ class View:
 
     # --- events -----------------------------------------------------------------------------
     def events_for_container(self, c: ContainerObs, n: int = 10) -> tuple[list[dict[str, Any]], str | None]:
-        return self._events(n, container=c.name, extra=lambda e: _names_container(e, c))
+        # Its events are those since it was created (a minute's slack: a wrapper logs its request
+        # first), read back through the log's rotations when the live log holds fewer, but never
+        # more than EVENTS_LOOKBACK: a long-lived container's would be every rotation, unpacked.
+        created = created_at(c)
+        floor = self.now - EVENTS_LOOKBACK
+        since = max(created - CREATED_SLACK, floor) if created is not None else floor
+        return self._events(n, container=c.name, since=since, extra=lambda e: _names_container(e, c))
 
     def events_for_user(self, user: str, n: int = 10) -> tuple[list[dict[str, Any]], str | None]:
         return self._events(n, user=user)
@@ -241,6 +252,7 @@ class View:
         *,
         container: str | None = None,
         user: str | None = None,
+        since: datetime | None = None,
         extra: Callable[[Mapping[str, Any]], bool] | None = None,
     ) -> tuple[list[dict[str, Any]], str | None]:
         """The last ``n`` matching events, or a note saying why there are none to show."""
@@ -248,9 +260,18 @@ class View:
             return [], "event log not read"
         from controller.act.events import EventFilter
 
+        flt = EventFilter(container=container, user=user, since=since)
         try:
-            return self.event_source.tail(n, EventFilter(container=container, user=user), extra), None
+            return self.event_source.tail(n, flt, extra), None
         except FileNotFoundError:
+            rotated = self.event_source.rotated()
+            if rotated:
+                # logrotate renames the log and the next event creates it again: not "no events".
+                return [], (
+                    f"none since the log was rotated ({self.event_source.describe()} does not exist"
+                    f" yet; older events are in {rotated[-1].name} and before: ds01ctl get events"
+                    " --since 7d reads them)"
+                )
             return [], f"no events yet ({self.event_source.describe()} does not exist)"
         except OSError as exc:
             return [], f"unavailable: cannot read {self.event_source.describe()}: {exc.strerror or exc}"
@@ -301,10 +322,16 @@ class EventSource(Protocol):
 
     def describe(self) -> str: ...
 
+    def rotated(self) -> list[Path]:
+        """Its rotated copies, oldest first (none where there are no rotations)."""
+        ...
+
 
 @dataclass(frozen=True)
 class LogEventSource:
-    """The event log file, read from its end (:func:`controller.act.events.tail`)."""
+    """The event log file, read from its end (:func:`controller.act.events.tail`); with a filter's
+    ``since``, its rotations too where the period begins before the live file does
+    (:func:`controller.act.event_files.tail_since`)."""
 
     path: Path
     # A predicate the log's own filter cannot express is applied to a wider window.
@@ -313,6 +340,10 @@ class LogEventSource:
     def tail(
         self, n: int, flt: EventFilter, extra: Callable[[Mapping[str, Any]], bool] | None = None
     ) -> list[dict[str, Any]]:
+        if flt.since is not None:
+            from controller.act.event_files import tail_since
+
+            return tail_since(self.path, n, flt, extra, self.widen)
         from controller.act.events import tail
 
         if extra is None:
@@ -322,6 +353,11 @@ class LogEventSource:
 
     def describe(self) -> str:
         return str(self.path)
+
+    def rotated(self) -> list[Path]:
+        from controller.act.event_files import log_files
+
+        return [p for p in log_files(self.path) if p != self.path]
 
 
 def created_at(c: ContainerObs) -> datetime | None:

@@ -139,6 +139,9 @@ class _NoEventLogYet:
     def describe(self) -> str:
         return "/var/log/ds01/events.jsonl"
 
+    def rotated(self) -> list[Path]:
+        return []
+
 
 def demo(policy_yaml: str) -> tuple[View, Forecast]:
     """The demo host's view at NOW (after four passes) and its forecast for the next 45 minutes."""

@@ -340,3 +340,32 @@ def test_get_gpus_marks_a_hoarding_gpu(tmp_path: Path) -> None:
     assert "held,hoarding" in table.splitlines()[1]
     assert "hoarding" not in table.splitlines()[2]
     assert ContainerState.RUNNING.value == "running"
+
+
+def test_hoarding_is_judged_across_a_rotation_of_the_event_log(tmp_path: Path) -> None:
+    # The window's first samples went into events.jsonl.1 at a rotation, the rest into the new log:
+    # read from the live log alone the window had a gap, and the hoarder was "not known".
+    from controller.cli.get import gpu_items
+    from controller.cli.view import LogEventSource, View
+    from controller.plan.desired import PolicySetDesired
+
+    path = tmp_path / "events.jsonl"
+    log = EventLog(path)
+    for i, r in enumerate(_rounds(*[_dev(4, 0.0)] * 7, start_min=-35)):
+        if i == 4:
+            path.rename(tmp_path / "events.jsonl.1")
+        for details in encode_round(r):
+            log.write("controller.usage_sample", user=None, details=details, at=r.at)
+    snap = snapshot(
+        gpus=[gpu(0, util_pct=0.0, memory_used_bytes=4 * GIB)],
+        containers=[running("alice-train", id=cid("alice-train"), gpus=[GPU0])],
+    )
+    view = View(
+        snapshot=snap,
+        now=T0,
+        memory=memory_with(**{"alice-train": False}),
+        desired=PolicySetDesired(load_policy(None, None)),
+        event_source=LogEventSource(path),
+    )
+
+    assert {i["uuid"]: i["hoarding"] for i in gpu_items(view, GetOptions())} == {GPU0: True}
