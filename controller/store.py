@@ -404,6 +404,34 @@ def acquire_run_lock(state_dir: Path) -> Iterator[Path]:
         os.close(fd)  # closing the last descriptor releases the flock
 
 
+def run_lock_held(state_dir: Path, locks: Path = Path("/proc/locks")) -> bool | None:
+    """Whether a process holds the run lock (:func:`acquire_run_lock`): the controller runs.
+
+    Read from the kernel's table of locks, never by trying the lock: a reader holding it for an
+    instant could make a daemon starting in that instant refuse to start. None when it cannot be
+    told (the state directory or the lock table unreadable); False when there is no lock file (the
+    daemon writes it when it starts) or nothing holds it.
+    """
+    try:
+        st = (Path(state_dir) / LOCK_FILE).stat()
+    except FileNotFoundError:
+        return False if Path(state_dir).is_dir() else None
+    except OSError:
+        return None
+    # A line: "1: FLOCK  ADVISORY  WRITE 6344 fe:00:2146705 0 EOF" (major:minor in hex, inode).
+    wanted = f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino}"
+    try:
+        table = locks.read_text(encoding="ascii", errors="replace")
+    except OSError:
+        return None
+    for line in table.splitlines():
+        fields = line.split()
+        # "1: -> FLOCK ..." lines are processes waiting for a lock, not holding it.
+        if len(fields) >= 6 and fields[1] == "FLOCK" and fields[5] == wanted:
+            return True
+    return False
+
+
 def save_inspect_cache(state_dir: Path, data: bytes) -> None:
     """Save the observer's inspect cache so a cold ``ds01ctl`` starts warm (never raises)."""
     try:

@@ -221,8 +221,9 @@ def read_memory(state_dir: Path) -> tuple[ControllerMemory | None, str | None]:
 
 
 def carried_out_notes(settings: Settings, info: PolicyInfo) -> list[str]:
-    """What keeps the actions a view lists from being carried out: the controller in dry-run, or
-    unable to write its record (said on the live view and on the view of its last pass alike)."""
+    """What keeps the actions a view lists from being carried out: the controller in dry-run, unable
+    to write its record, or not running (said on the live view and on the view of its last pass
+    alike)."""
     notes = []
     if settings.dry_run:
         notes.append(
@@ -233,6 +234,13 @@ def carried_out_notes(settings: Settings, info: PolicyInfo) -> list[str]:
         notes.append(
             f"the running controller cannot write its record ({clean(info.record_error, 300)}): "
             "it runs no destructive action until it can"
+        )
+    from controller.store import LOCK_FILE, run_lock_held
+
+    if run_lock_held(settings.state_dir) is False:
+        notes.append(
+            f"the controller is not running (no process holds {settings.state_dir / LOCK_FILE}): "
+            "nothing listed here is carried out until it starts (systemctl start ds01-controller)"
         )
     return notes
 
