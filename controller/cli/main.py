@@ -351,13 +351,21 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+_AGO_FLAGS = frozenset({"--since", "--until"})
+
+
 def _attach_negative_values(argv: list[str]) -> list[str]:
     """``--at -1h`` as ``--at=-1h``: argparse would take ``-1h`` for a flag and say "expected one
-    argument"; attached, the value reaches the parser, which says it is in the past."""
+    argument"; attached, the value reaches the parser, which says it is in the past. ``--since -1h``
+    (and ``report --until -1d``) likewise: a duration ago, written with a minus as ``--since=-1h``
+    already reads (only a minus and a digit: ``--since --tail 5`` is a missing value)."""
     out: list[str] = []
     i = 0
     while i < len(argv):
-        if argv[i] == "--at" and i + 1 < len(argv) and argv[i + 1].startswith("-"):
+        nxt = argv[i + 1] if i + 1 < len(argv) else ""
+        if (argv[i] == "--at" and nxt.startswith("-")) or (
+            argv[i] in _AGO_FLAGS and len(nxt) > 1 and nxt[0] == "-" and nxt[1].isdigit()
+        ):
             out.append(f"{argv[i]}={argv[i + 1]}")
             i += 2
             continue
@@ -524,6 +532,14 @@ def cmd_get(args: argparse.Namespace, settings: Settings) -> int:
     owner = args.owner or (args.user if kind == "events" else None)
     if args.user and kind != "events":
         raise CliError("--user only applies to 'get events'; use --owner")
+    if args.user and args.owner and args.user != args.owner:
+        from controller.cli.render import clean as clean_text
+
+        # Either one alone names whose events; two users at once would list one user's, silently.
+        raise CliError(
+            f"--owner {clean_text(args.owner, 40)} and --user {clean_text(args.user, 40)} name two users:"
+            " give one (they are the same flag for events)"
+        )
     opts = GetOptions(
         name=args.name,
         output=args.output,

@@ -67,7 +67,8 @@ def _when(text: str, now: datetime, what: str) -> datetime:
     from crd_like_specs.durations import DurationError, parse_duration
 
     try:
-        seconds: float | None = parse_duration(text.lower())
+        # A duration is that long ago, written with a minus or not (as get events --since reads it).
+        seconds: float | None = parse_duration(text.strip().lower().removeprefix("-"))
     except DurationError:
         seconds = None
     if seconds is not None:

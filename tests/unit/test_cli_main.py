@@ -1067,3 +1067,31 @@ def test_a_filter_a_kind_does_not_take_is_refused_not_ignored(
     rc, out, err = run(argv, capsys)
     assert rc == 1 and out == "", out
     assert_one_line_error(err, "applies to")
+
+
+def test_get_events_since_a_duration_ago_written_apart_from_the_flag(
+    env: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # "--since -1h" was argparse's "expected one argument": -1h read as a flag.
+    _write_events(env / "events.jsonl", datetime.now(UTC))
+    rc, out, err = run(["get", "events", "--since", "-1h"], capsys)
+    assert rc == 0, err
+    assert [line.split()[4] for line in out.splitlines()[1:]] == [
+        "gpu.release",
+        "container.remove",
+        "controller.warning",
+    ]
+    rc, _, err = run(["get", "events", "--since", "--tail", "1"], capsys)  # the next flag is no value
+    assert rc == 1 and "--since: expected one argument" in err
+
+
+def test_get_events_with_two_different_users_is_refused(
+    env: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # --owner and --user are one filter for events: one of the two was dropped without a word.
+    _write_events(env / "events.jsonl", datetime.now(UTC))
+    rc, _, err = run(["get", "events", "--owner", "alice", "--user", "bob"], capsys)
+    assert rc == 1
+    assert_one_line_error(err, "--owner alice and --user bob name two users")
+    rc, out, _ = run(["get", "events", "--owner", "alice", "--user", "alice"], capsys)
+    assert rc == 0 and {line.split()[5] for line in out.splitlines()[1:]} == {"alice"}

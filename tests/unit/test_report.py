@@ -449,3 +449,23 @@ def test_a_period_past_now_ends_now_not_hours_no_sample_could_cover(
     assert before - timedelta(seconds=1) <= until <= after
     assert data["samples"]["period_hours"] <= round((after - since).total_seconds() / 3600, 4)
     assert "--until 2099-01-01T00:00:00Z is after now" in err
+
+
+def test_a_period_written_as_durations_ago_with_a_minus(
+    week: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # get events reads --since=-1h as an hour ago; report said "cannot read --since '-2d'", and
+    # "--since -2d" (apart) was argparse's "expected one argument".
+    for argv in (
+        ["--since", "-2d", "--until", "-1d"],
+        ["--since=-2d", "--until=-1d"],
+        ["--since", "2d", "--until", "1d"],
+    ):
+        before = datetime.now(UTC)
+        rc, out, err = run(["report", *argv, "-o", "json"], capsys)
+        assert rc == 0, (argv, err)
+        data = json.loads(out)
+        since = datetime.fromisoformat(data["since"].replace("Z", "+00:00"))
+        until = datetime.fromisoformat(data["until"].replace("Z", "+00:00"))
+        assert abs((before - since) - timedelta(days=2)) < timedelta(minutes=1), argv
+        assert abs((before - until) - timedelta(days=1)) < timedelta(minutes=1), argv
