@@ -554,7 +554,7 @@ def unavailable_gpu_items(view: View) -> list[dict[str, Any]]:
             seen.setdefault(key, []).append(c.name)
     return [
         {
-            "slot": "?",
+            "slot": None,  # NVML down: the index is not known (JSON null, as a container's GPU slot)
             "uuid": uuid,
             "parent_uuid": None,
             "model": None,
@@ -668,7 +668,7 @@ def gpus_table(items: Sequence[dict[str, Any]], wide: bool) -> Table:
         processes = UNKNOWN if i["processes"] is None else str(len(i["processes"]))
         t.add(
             [
-                UNKNOWN if i["slot"] == "?" else i["slot"],
+                UNKNOWN if i["slot"] is None else i["slot"],
                 clean(i["uuid"] if wide else short.get(i["uuid"], "-"), 64),
                 clean(i["model"] or UNKNOWN, 32),
                 mig_text(i),
@@ -867,7 +867,7 @@ def allocation_items(view: View, opts: GetOptions) -> list[dict[str, Any]]:
             continue
         if opts.name is not None and not (opts.name in (key, view.slot(key)) or key.startswith(opts.name)):
             continue  # NAME: one device, by its slot, UUID or a UUID prefix
-        r["slot"] = view.slot(key) if key in view.slots else "?"
+        r["slot"] = view.slot(key) if key in view.slots else None  # not known: NVML lists no such device
         r["verdict"] = _allocation_verdict(view, key, r)
         if not view.docker_ok:
             r["holders"] = None  # the containers could not be listed: not known, not none
@@ -950,7 +950,7 @@ def allocations_table(items: Sequence[dict[str, Any]], wide: bool) -> Table:
         )
         t.add(
             [
-                UNKNOWN if r["slot"] == "?" else r["slot"],
+                UNKNOWN if r["slot"] is None else r["slot"],
                 clean(r["gpu"] if wide else short[r["gpu"]], 64),
                 ledger,
                 holders,
@@ -1154,10 +1154,9 @@ def _name_lines(kind: str, view: View, opts: GetOptions) -> str:
     if kind == "containers":
         names = [f"container/{clean(c.name, NAME_MAX)}" for c in select_containers(view, opts)]
     elif kind == "gpus":
-        # With NVML down the index is unknown ("?"): the UUID (or the reference as written) names it.
-        names = [
-            f"gpu/{i['slot'] if i['slot'] != '?' else clean(i['uuid'], 200)}" for i in gpu_items(view, opts)
-        ]
+        # With NVML down the index is unknown (None): the UUID (or the reference as written) names it.
+        items = gpu_items(view, opts)
+        names = [f"gpu/{i['slot'] if i['slot'] is not None else clean(i['uuid'], 200)}" for i in items]
     elif kind == "processes":
         if not view.nvml_ok:
             # No line would read as "no GPU process": say it cannot be told.

@@ -17,6 +17,7 @@ import yaml
 
 from controller.cli.get import GetOptions, run_get
 from controller.cli.planview import plan_json
+from controller.cli.render import UNKNOWN
 from controller.cli.view import View, next_step
 from controller.memory import ControllerMemory
 from controller.plan.planner import plan as make_plan
@@ -103,7 +104,7 @@ CONTAINER_ITEM = {
     },
 }
 GPU_ITEM = {
-    "slot": str,
+    "slot": STR_OR_NONE,  # None: NVML down, the index is not known
     "uuid": str,
     "parent_uuid": STR_OR_NONE,
     "model": STR_OR_NONE,
@@ -133,7 +134,13 @@ PROCESS_ITEM = {
     "state": str,
     "verdict": str,
 }
-ALLOCATION_ITEM = {"gpu": str, "slot": str, "ledger": [dict], "holders": ([dict], type(None)), "verdict": str}
+ALLOCATION_ITEM = {
+    "gpu": str,
+    "slot": STR_OR_NONE,
+    "ledger": [dict],
+    "holders": ([dict], type(None)),
+    "verdict": str,
+}
 
 
 # A device whose processes NVML could not list (gpu and uuid None: every device, NVML being down).
@@ -267,6 +274,8 @@ def test_with_nvml_down_the_processes_are_null_not_an_empty_list(kind: str, view
         assert conforms(data, envelope(GPU_ITEM)) == []
         assert data["items"] and all(i["processes"] is None for i in data["items"])
         assert {i["processes_unknown"] for i in data["items"]} == {"NVML unavailable: nvml failed (test)"}
+        # The index is not known: null, as a container's GPU slot says it ("?" read as a slot).
+        assert {i["slot"] for i in data["items"]} == {None}
     else:
         assert (
             conforms(data, {**envelope(PROCESS_ITEM), "items": type(None), "processes_unknown": [UNLISTED]})
@@ -389,3 +398,17 @@ def test_a_ledger_time_written_with_a_local_offset_is_given_in_utc_with_a_z() ->
     data = json.loads(run_get("allocations", view, GetOptions(output="json"))[0])
     (item,) = data["items"]
     assert [e["allocated_at"] for e in item["ledger"]] == ["2026-03-02T10:00:00Z"], item
+
+
+def test_with_nvml_down_a_ledger_row_s_slot_is_null_and_the_table_says_unknown(view: View) -> None:
+    health = tuple(
+        DomainHealth(domain=h.domain, ok=False, error="nvml failed (test)") if h.domain == Domain.NVML else h
+        for h in view.snapshot.health
+    )
+    down = dataclasses.replace(
+        view, snapshot=view.snapshot.model_copy(update={"health": health, "gpus": (), "processes": ()})
+    )
+    data = json.loads(run_get("allocations", down, GetOptions(output="json"))[0])
+    assert data["items"] and {i["slot"] for i in data["items"]} == {None}
+    table = run_get("allocations", down, GetOptions())[0]
+    assert [row.split()[0] for row in table.splitlines()[1:] if row.strip()] == [UNKNOWN] * len(data["items"])
