@@ -30,7 +30,7 @@ from controller.memory import ControllerMemory
 from controller.plan.context import UNKNOWN_OWNER, Collector, PassContext
 from controller.plan.rules.aggregate import AggregateFigures, Sum, aggregate_figures, evidence_of, owners
 from controller.plan.rules.quotas import held_gpu_equivalents, mig_shares
-from controller.plan.rules.resources import limits_out_of_spec, update_resources
+from controller.plan.rules.resources import UPDATABLE_STATES, limits_out_of_spec, update_resources
 from controller.plan.types import Action, ActionKind, DeferReason, Deferred, Reason
 from controller.snapshot import ContainerObs, ContainerState, ResourceLimits
 from desired_state.effective import EffectivePolicy, ExemptFrom, ResourceSpec, Sourced
@@ -63,11 +63,18 @@ def limit_cells(
     """CPU, MEM, PIDS limit cells: ``-`` no limit, ``unknown`` not observed, ``*`` unset or above the
     spec where the rule would lower it (:func:`limits_out_of_spec`: not a CPU limit the host's
     ``host_cpus`` already bound, nor a pids spec of 0 or below; never on a container the rule
-    leaves alone: opted out, protected, monitoring, exempt)."""
+    leaves alone: stopped, opted out, protected, monitoring, exempt)."""
     lim = c.limits
     if lim is None:
         return [UNKNOWN, UNKNOWN, UNKNOWN]
-    left_alone = pol is None or pol.resources.exempt.value or shielded_from_limits(pol, now) is not None
+    # The rule judges the limits of a running or created container only (a stopped one's are judged
+    # when it runs again): a mark on an exited one would promise a change nothing makes.
+    left_alone = (
+        pol is None
+        or c.state not in UPDATABLE_STATES
+        or pol.resources.exempt.value
+        or shielded_from_limits(pol, now) is not None
+    )
     spec = pol.resources if pol is not None and not left_alone else ResourceSpec()
     marks = limits_out_of_spec(lim, spec, host_cpus)
     texts = [
@@ -142,6 +149,11 @@ def limits_section(
         note = "the controller never changes this container's limits: opted out"
     elif shield is not None:
         note = f"the controller never changes this container's limits: {clean(shield, 160)}"
+    elif c.state not in UPDATABLE_STATES:
+        note = (
+            f"{c.state.value}: the controller neither lowers nor reports a stopped container's limits;"
+            " it judges them when the container runs again"
+        )
     else:
         note = _enforcement_note(update_limits)
     s.line(f"('-' is no limit; {note})", 2)

@@ -64,6 +64,28 @@ def test_limit_cells_mark_what_is_unset_or_above_the_spec() -> None:
     assert isinstance(w.view().desired, StaticDesired)
 
 
+def test_a_stopped_container_s_limits_carry_no_mark_the_rule_would_not_act_on() -> None:
+    # The rule judges running and created containers only: '*' on an exited one said that
+    # UpdateResources lowers limits it never touches, and describe said "the controller lowers".
+    spec = ResourceSpec(
+        memory_bytes=Sourced(value=8 << 30, source="t"), pids_limit=Sourced(value=100, source="t")
+    )
+    pol = b.policy().model_copy(update={"resources": spec})
+    limits = ResourceLimits(nano_cpus=2 * 10**9, memory_bytes=16 << 30)
+    assert limit_cells(b.created("c").model_copy(update={"limits": limits}), pol) == ["2", "16Gi*", "-*"]
+    stopped = b.exited("x", finished_at=b.ago(minutes=5)).model_copy(update={"limits": limits})
+    assert limit_cells(stopped, pol) == ["2", "16Gi", "-"]
+
+    from controller.cli.render import Sections
+    from controller.cli.users import limits_section
+
+    s = Sections(PLAIN)
+    limits_section(stopped, pol, s, Sourced(value=True, source="t"), b.T0)
+    text = s.render()
+    assert "exited: the controller neither lowers nor reports a stopped container's limits" in text
+    assert "lowers a limit that is unset" not in text
+
+
 def test_get_users_wide_and_describe_user_show_the_aggregate_caps_and_bypassers() -> None:
     from controller.cli.describe import describe_user
 
