@@ -151,8 +151,8 @@ def limits_section(
         note = f"the controller never changes this container's limits: {clean(shield, 160)}"
     elif c.state not in UPDATABLE_STATES:
         note = (
-            f"{c.state.value}: the controller neither lowers nor reports a stopped container's limits;"
-            " it judges them when the container runs again"
+            f"the controller neither lowers nor reports the limits of a container {c.state.value}; it"
+            " judges them while the container runs, or is created and not yet started"
         )
     else:
         note = _enforcement_note(update_limits)

@@ -82,7 +82,7 @@ def test_a_stopped_container_s_limits_carry_no_mark_the_rule_would_not_act_on() 
     s = Sections(PLAIN)
     limits_section(stopped, pol, s, Sourced(value=True, source="t"), b.T0)
     text = s.render()
-    assert "exited: the controller neither lowers nor reports a stopped container's limits" in text
+    assert "neither lowers nor reports the limits of a container exited" in text
     assert "lowers a limit that is unset" not in text
 
 
