@@ -366,13 +366,22 @@ class EventFilter:
             wanted = self.container
             # The name as it is (a name that begins with it is another container's), or the id by a
             # prefix of it.
-            name, cid = details.get("container"), details.get("container_id")
+            name, cid = container_name(details), details.get("container_id")
             if not (
                 (isinstance(name, str) and (name == wanted or (cid is None and _id_like(name, wanted))))
                 or (isinstance(cid, str) and cid.startswith(wanted))
             ):
                 return False
         return True
+
+
+def container_name(details: Mapping[str, Any]) -> Any:
+    """The container an event's details name: ``container``, or DS01's ``name`` beside a
+    ``container_id`` (its detection events write no ``container``)."""
+    name = details.get("container")
+    if name is None and details.get("container_id") is not None:
+        return details.get("name")
+    return name
 
 
 def _id_like(recorded: str, wanted: str) -> bool:

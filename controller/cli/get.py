@@ -1043,13 +1043,13 @@ def event_items(view: View) -> list[dict[str, Any]]:
 
 
 def events_table(view: View, items: Sequence[dict[str, Any]], wide: bool) -> Table:
-    from controller.act.events import parse_timestamp
+    from controller.act.events import container_name, parse_timestamp
 
     t = Table(["AGE", "TIME", "TYPE", "USER", "CONTAINER", "DETAILS"])
     for e in items:
         at = parse_timestamp(e.get("timestamp"))
         details = e.get("details")
-        container = details.get("container") if isinstance(details, Mapping) else None
+        container = container_name(details) if isinstance(details, Mapping) else None
         t.add(
             [
                 since(at, view.now),

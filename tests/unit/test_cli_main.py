@@ -1095,3 +1095,26 @@ def test_get_events_with_two_different_users_is_refused(
     assert_one_line_error(err, "--owner alice and --user bob name two users")
     rc, out, _ = run(["get", "events", "--owner", "alice", "--user", "alice"], capsys)
     assert rc == 0 and {line.split()[5] for line in out.splitlines()[1:]} == {"alice"}
+
+
+def test_ds01_detection_events_name_their_container_by_name_and_id(
+    env: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # DS01's detect-workloads writes `name` and `container_id`, no `container`: --container missed
+    # them and the CONTAINER column said "-". A `name` with no container id is not a container's.
+    now = datetime.now(UTC)
+    log = EventLog(env / "events.jsonl")
+    log.write(
+        "detection.container_discovered",
+        user="alice",
+        details={"source": "detect-workloads", "container_id": "ab" * 32, "name": "alice-train"},
+        at=now - timedelta(minutes=3),
+    )
+    log.write("policy.reloaded", user=None, details={"name": "alice-train"}, at=now - timedelta(minutes=2))
+    rc, out, err = run(["get", "events", "--container", "alice-train"], capsys)
+    assert rc == 0, err
+    rows = out.splitlines()[1:]
+    assert [row.split()[4] for row in rows] == ["detection.container_discovered"]
+    assert rows[0].split()[6] == "alice-train"  # AGE, date, time, zone, TYPE, USER, CONTAINER
+    rc, out, _ = run(["get", "events"], capsys)
+    assert [row.split()[6] for row in out.splitlines()[1:]] == ["alice-train", "-"]
