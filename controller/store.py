@@ -301,6 +301,7 @@ def write_policy_status(
         "policy_loaded_at": loaded_at.isoformat(),
         "reload_failed": bool(errors),
         "errors": errors[:20],
+        "error_count": len(errors),  # all of them: the file keeps the first 20
     }
     if record_error is not None:
         status["record_error"] = record_error

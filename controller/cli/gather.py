@@ -128,7 +128,11 @@ def with_daemon_status(
         return info
     errors = status.get("errors")
     first = str(errors[0]) if isinstance(errors, list) and errors else "unknown error"
-    more = f" (+{len(errors) - 1} more)" if isinstance(errors, list) and len(errors) > 1 else ""
+    # The file keeps the first 20 errors and counts them all (a file written before the count: its list).
+    count = status.get("error_count")
+    if not isinstance(count, int) or isinstance(count, bool):
+        count = len(errors) if isinstance(errors, list) else 1
+    more = f" (+{count - 1} more)" if count > 1 else ""
     return replace(info, daemon_error=first + more, daemon_error_at=str(status.get("checked_at", "")))
 
 

@@ -1,4 +1,5 @@
-"""Whether the controller runs, for the views' note "nothing listed here is carried out".
+"""What the views say of the controller itself: whether it runs (the note "nothing listed here is
+carried out"), and its last reload's errors.
 
 ``ds01ctl plan`` lists what the controller will do; with the daemon stopped it listed the same
 actions, as if they were about to run. Whether it runs is read from the kernel's lock table (the
@@ -99,3 +100,20 @@ def test_a_process_waiting_for_the_lock_does_not_hold_it(state: Path, tmp_path: 
     table.write_text(f"7: FLOCK  ADVISORY  WRITE 4242 {dev} 0 EOF\n")
     assert run_lock_held(state, table) is True
     assert run_lock_held(state, tmp_path / "no-such-table") is None
+
+
+def test_a_failed_reload_s_error_count_is_all_of_them_not_the_twenty_kept(state: Path) -> None:
+    # The status file keeps the first 20 errors: 25 were said as "(+19 more)".
+    from datetime import UTC, datetime
+
+    from controller.cli.gather import with_daemon_status
+    from controller.store import write_policy_status
+
+    now = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)
+    write_policy_status(state, now, [f"specs/lab.yaml: error {i}" for i in range(25)], now)
+    info = with_daemon_status(PolicyInfo(), Settings(state_dir=state), compare=False)
+    assert info.daemon_error == "specs/lab.yaml: error 0 (+24 more)"
+    write_policy_status(state, now, ["specs/lab.yaml: one"], now)
+    assert with_daemon_status(PolicyInfo(), Settings(state_dir=state), compare=False).daemon_error == (
+        "specs/lab.yaml: one"
+    )
