@@ -16,6 +16,7 @@ resolve after layering is an error with file and line). Reads files; changes not
 
 from __future__ import annotations
 
+import os
 import re
 import sys
 from collections.abc import Callable, Sequence
@@ -78,28 +79,23 @@ def validation_errors(paths: Sequence[Path]) -> list[PolicyError]:
     return sorted_errors([*errors, *set_errors])
 
 
-def _assembled(paths: Sequence[Path]) -> tuple[PolicySet, list[LoadedDocument]] | None:
-    """The policy ``paths`` form, as the daemon would load it, and its documents (each with the
-    lines of its keys); None when it does not load."""
+def _assembled(paths: Sequence[Path]) -> tuple[PolicySet, list[LoadedDocument], list[str]] | None:
+    """The policy ``paths`` form, as the daemon would load it, its documents (each with the lines
+    of its keys) and the files read; None when it does not load."""
     if validation_errors(paths):
         return None
-    files: list[Path] = []
-    ds01_dirs: list[Path] = []
-    for path in paths:
-        if path.is_dir():
-            (ds01_dirs if (path / DS01_MAIN_FILE).is_file() else files).append(path)
-        elif path.name in DS01_FILES:
-            ds01_dirs.append(path.parent)
-        else:
-            files.append(path)
+    ds01_dirs = _ds01_dirs(paths)
+    files = [path for path in paths if not _is_ds01(path)]
     spec_paths = [p for f in files for p in (spec_files(f) if f.is_dir() else [f])]
-    spec_entries, _inputs, _errors = load_spec_files(list(dict.fromkeys(spec_paths)))
+    spec_entries, inputs, _errors = load_spec_files(list(dict.fromkeys(spec_paths)))
     entries: list[LoadedDocument] = []
     for directory in dict.fromkeys(ds01_dirs):
-        entries.extend(ds01_import.import_entries(directory)[0])
+        ds01_entries, ds01_inputs, _ds01_errors = ds01_import.import_entries(directory)
+        entries.extend(ds01_entries)
+        inputs.extend(ds01_inputs)
     entries, _layer_errors = layered_set(entries, spec_entries)
     policy, _set_errors = assemble(entries, origin="validate")
-    return (policy, entries) if policy is not None else None
+    return (policy, entries, inputs) if policy is not None else None
 
 
 # A settings layer as resolve labels it: ``LifecyclePolicy/lab``, ``UserGroup/x (site.yaml)`` (one of
@@ -144,7 +140,7 @@ def validation_warnings(paths: Sequence[Path], now: datetime | None = None) -> l
     assembled = _assembled(paths)
     if assembled is None:
         return []
-    policy, entries = assembled
+    policy, entries, inputs = assembled
     at = now or datetime.now(UTC)
     owners: list[tuple[str, str]] = [("(no group)", "\x00nobody")]
     for group in policy.groups:
@@ -171,7 +167,41 @@ def validation_warnings(paths: Sequence[Path], now: datetime | None = None) -> l
         text = f"warning: {note} (for {shown})"
         out.append(f"{text} [{'; '.join(files)}]" if files else text)
     out.extend(_several_groups(policy, entries))
+    out.extend(_orphaned_members_files(paths, inputs))
     return out
+
+
+def _orphaned_members_files(paths: Sequence[Path], inputs: Sequence[str]) -> list[str]:
+    """One warning per ``groups/<name>.members`` of a DS01 config directory that nothing reads (no
+    group of its ``resource-limits.yaml``, no spec's ``membersFile``): after a group is renamed or
+    removed its members file is read by nobody, and the logins it lists get another group's settings
+    (or none) without a word."""
+    read = {os.path.realpath(p) for p in inputs}
+    out: list[str] = []
+    for directory in dict.fromkeys(_ds01_dirs(paths)):
+        groups_dir = directory / ds01_import.GROUPS_DIR
+        if not groups_dir.is_dir():
+            continue
+        for members_file in sorted(groups_dir.glob("*.members")):
+            if os.path.realpath(members_file) in read:
+                continue
+            group = members_file.name.removesuffix(".members")
+            out.append(
+                f"warning: {members_file} is read by no group: {directory / DS01_MAIN_FILE} has no group"
+                f" '{group}' (renamed or removed?), so the logins it lists are not members of '{group}';"
+                f" rename the file to <group>.members of the group they belong to, or delete it"
+            )
+    return out
+
+
+def _is_ds01(path: Path) -> bool:
+    """A DS01 config directory (it holds resource-limits.yaml), or one of its files."""
+    return (path / DS01_MAIN_FILE).is_file() if path.is_dir() else path.name in DS01_FILES
+
+
+def _ds01_dirs(paths: Sequence[Path]) -> list[Path]:
+    """The DS01 config directories among ``paths`` (named, or by one of their files)."""
+    return [path if path.is_dir() else path.parent for path in paths if _is_ds01(path)]
 
 
 def _several_groups(policy: PolicySet, entries: Sequence[LoadedDocument]) -> list[str]:

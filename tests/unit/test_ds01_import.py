@@ -702,3 +702,32 @@ def test_a_spec_group_left_over_nothing_by_a_renamed_ds01_group_is_an_error(tmp_
     # A group of the specs' own, with members (or none on purpose), or the defaultGroup, is fine.
     write(specs, "site.yaml", (specs / "site.yaml").read_text() + "  members: []\n")
     assert load_policy(specs_dir=specs, ds01_config_dir=tmp_path).group("researcher") is not None
+
+
+def test_validate_warns_of_a_members_file_no_group_reads(real_file_only: Path) -> None:
+    # A group renamed in resource-limits.yaml (phd -> researcher) leaves groups/phd.members read by
+    # nobody: its logins silently lost the group's settings.
+    config = real_file_only
+    write(config, "groups/researcher.members", "carol\n")
+    write(config, "groups/phd.members", "alice\nbob\n")
+    assert validate_paths([config]) == []
+    warnings = [w for w in validation_warnings([config], now=NOW) if "is read by no group" in w]
+    assert len(warnings) == 1
+    assert str(config / "groups" / "phd.members") in warnings[0]
+    assert "has no group 'phd'" in warnings[0] and "researcher.members" not in warnings[0]
+    # named by a spec's membersFile, it is read after all: nothing to say
+    specs = config / "specs"
+    write(
+        specs,
+        "phd.yaml",
+        f"""\
+        apiVersion: ds01.io/v1alpha1
+        kind: UserGroup
+        metadata: {{name: phd}}
+        spec:
+          order: 5
+          membersFile: {config / "groups" / "phd.members"}
+        """,
+    )
+    assert validate_paths([config, specs]) == []
+    assert [w for w in validation_warnings([config, specs], now=NOW) if "is read by no group" in w] == []
