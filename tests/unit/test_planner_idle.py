@@ -678,3 +678,51 @@ def test_each_policy_judges_its_own_containers_readings_in_one_pass() -> None:
     second = plan(b.snapshot(observed_at=later, containers=host(1), gpus=gpus), desired, first.memory, later)
     verdicts = {m.name: m.samples[-1].idle for m in second.memory.containers.values()}
     assert verdicts == {"strict": True, "loose": False}
+
+
+class TestTheStopDoesWhatTheWarningSaid:
+    """Each idle warning tells the owner whether the stop keeps the container or removes it
+    (``removeAfterIdleStop``). A reload between the warning and the stop that turned the removal on
+    removed a container whose owner was told it would be kept (its files outside /workspace lost)."""
+
+    @staticmethod
+    def _policy(removes: bool) -> EffectivePolicy:
+        return b.policy(remove_after_idle_stop=removes)
+
+    def _warned_then_reloaded(self, warned_with: bool, stopped_with: bool) -> tuple[IdleHost, Plan]:
+        h = IdleHost(self._policy(warned_with))
+        for minute in range(0, 36, 5):
+            h.at(minute)  # warned at 30 and 35, as in test_full_ladder_with_lead_time
+        told = [a for p in h.passes.history for a in p.actions if a.kind == ActionKind.WARN_OWNER]
+        assert len(told) == 2
+        said = "the container itself is removed after the stop"
+        assert all((said in a.params.notice) == warned_with for a in told), told[0].params.notice
+        h.passes.desired = b.desired(self._policy(stopped_with))  # the admin's reload
+        return h, h.at(40)
+
+    def test_turned_on_after_a_kept_warning_warns_again_before_removing(self) -> None:
+        h, p40 = self._warned_then_reloaded(warned_with=False, stopped_with=True)
+        # Not the stop that was due at 36: a new warning, saying the container is removed.
+        assert kinds(p40) == [("WarnOwner", "IdleWarning")]
+        assert "the container itself is removed after the stop" in p40.actions[0].params.notice
+        assert h.idle_verdicts(p40) == [("IdleTimeout", "WaitingForWarning")]
+        p45 = h.at(45)  # the lead (6 min from 40) has not passed
+        assert all(a.kind != ActionKind.STOP_CONTAINER for a in p45.actions)
+        p50 = h.at(50)
+        stops = [a for a in p50.actions if a.kind == ActionKind.STOP_CONTAINER]
+        assert len(stops) == 1 and stops[0].params == StopParams(grace_s=60.0, remove=True)
+        assert stops[0].evidence["first_warning_at"] == b.at(minutes=40).isoformat()
+
+    def test_turned_off_after_a_removal_warning_warns_again_before_keeping(self) -> None:
+        h, p40 = self._warned_then_reloaded(warned_with=True, stopped_with=False)
+        assert kinds(p40) == [("WarnOwner", "IdleWarning")]
+        assert "What is kept: your files under /workspace and " in p40.actions[0].params.notice
+        p50 = h.at(50)
+        stops = [a for a in p50.actions if a.kind == ActionKind.STOP_CONTAINER]
+        assert len(stops) == 1 and stops[0].params == StopParams(grace_s=60.0, remove=False)
+
+    def test_unchanged_the_stop_comes_at_its_time(self) -> None:
+        for removes in (True, False):
+            _h, p40 = self._warned_then_reloaded(warned_with=removes, stopped_with=removes)
+            assert b.summary(p40) == [("StopContainer", "IdleTimeout", "train")], removes
+            assert p40.actions[0].params == StopParams(grace_s=60.0, remove=removes)

@@ -547,7 +547,7 @@ def idle_stop(ctx: PassContext, out: Collector, c: ContainerObs, policy: Effecti
         return None
     clock = LadderClock(
         start=idle_since,
-        scope=_idle_scope(c, mem, idle_since),
+        scope=_idle_scope(c, mem, idle_since, policy.remove_after_idle_stop.value),
         timeout_s=facts.timeout_s,
         policy=policy,
         evidence=facts.evidence,
@@ -830,19 +830,26 @@ def _idle_not_ready(
     return f"{c.name}: idle for {fmt_duration(f.idle_s)} but {'; '.join(waits)}", max(dues) if dues else None
 
 
-def _idle_scope(c: ContainerObs, mem: ContainerMemory, idle_since: datetime) -> str:
+def _idle_scope(c: ContainerObs, mem: ContainerMemory, idle_since: datetime, removes: bool) -> str:
     """Warnings belong to one idle streak. A keep-alive seen during it, and each touch of it that
     held the stop off, starts the warnings over once it stops being honoured: the owner who
     answered a warning with a keep-alive is warned again (with a full lead time) before the stop,
     not stopped on the strength of the old warning (a file that existed before the warning, long
-    untouched, was seen before it: a touch then changed nothing of the scope)."""
+    untouched, was seen before it: a touch then changed nothing of the scope).
+
+    They also belong to what the stop does (``removes``: ``removeAfterIdleStop``), which each
+    warning tells the owner: a reload that turns the removal on after a warning that said the
+    container is kept (or off, after one that said it is removed) starts them over, so the stop
+    never does what no warning said (a container removed, its files outside /workspace lost, after
+    its owner was told it would be kept)."""
     scope = f"{iso(c.started_at)}:{iso(idle_since)}"
     seen = mem.keepalive
     if seen is not None:
         scope += f":ka:{iso(seen.first_seen_at)}"
         if seen.honoured_mtime is not None:
             scope += f":{iso(seen.honoured_mtime)}"
-    return scope
+    # (Removal is the built-in default, DS01's: its keys are the ones written before this suffix.)
+    return scope if removes else f"{scope}:kept"
 
 
 def runtime_stop(ctx: PassContext, out: Collector, c: ContainerObs, policy: EffectivePolicy) -> Action | None:
