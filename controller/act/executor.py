@@ -201,7 +201,7 @@ class RealExecutor:
         self._cgroup_root = cgroup_root
         self._docker = DockerOps(docker_client, verify_timeout_s=verify_timeout_s)
         # Owner notices (terminals, else the workspace's alerts file) and the notification hook.
-        self._notices = OwnerNotices(notifier, hook, clock=clock)
+        self._notices = OwnerNotices(notifier, hook, clock=clock, events_log=event_log.path)
         # Saves (and fsyncs) the memory holding a new intent before the action runs; raises OSError.
         self._save_memory = save_memory
         # Intents written for the actions in progress (action key -> intent), closed by _recorded.

@@ -223,11 +223,14 @@ def outcome_notice(
     at: datetime,
     tz: tzinfo | None = None,
     kept: str = "the stopped container",
+    events_readable: bool | None = None,
 ) -> str:
     """The owner's notice after a stop (``was_running``) or a removal: what, why, kept, lost, next.
 
     ``kept``: what of the stopped container is kept (the planner's ``kept_after_stop`` evidence:
-    for how long, before a hold removes it)."""
+    for how long, before a hold removes it). ``events_readable``: whether the owner can read the
+    event log (:func:`readable_by`); where they cannot, the notice does not send them to a command
+    that says "permission denied" (None: not known, the command is named)."""
     shown = at.astimezone(tz).strftime("%Y-%m-%d %H:%M %Z").strip()
     name = clean(container, 128)
     if was_running:
@@ -254,9 +257,42 @@ def outcome_notice(
             "What is kept: your files under /workspace" + ("." if removed else f", and {clean(kept, 200)}."),
             f"What is lost: {lost}.",
             f"To start again: {again}.",
-            f"More: ds01ctl get events --container {name}",
+            f"More: ds01ctl get events --container {name}"
+            if events_readable is not False
+            else f"More: the event log is readable by administrators only: ask one to run "
+            f"`ds01ctl get events --container {name}`",
         ]
     )
+
+
+def readable_by(path: Path, login: str) -> bool | None:
+    """Whether the user ``login`` may read the file ``path``, by its permission bits and those of
+    each directory above it (search); None when it cannot be told: no such user or file, or an
+    access control list on the way (the bits are not the whole answer then)."""
+    try:
+        entry = pwd.getpwnam(login)
+        groups = set(os.getgrouplist(login, entry.pw_gid))
+    except (KeyError, OSError):
+        return None
+    if entry.pw_uid == 0:
+        return True
+
+    def grants(st: os.stat_result, user_bit: int, group_bit: int, other_bit: int) -> bool:
+        if st.st_uid == entry.pw_uid:
+            return bool(st.st_mode & user_bit)
+        if st.st_gid in groups:
+            return bool(st.st_mode & group_bit)
+        return bool(st.st_mode & other_bit)
+
+    try:
+        chain = [path, *path.parents]
+        if any("system.posix_acl_access" in os.listxattr(p) for p in chain):
+            return None
+        if not grants(path.stat(), stat.S_IRUSR, stat.S_IRGRP, stat.S_IROTH):
+            return False
+        return all(grants(d.stat(), stat.S_IXUSR, stat.S_IXGRP, stat.S_IXOTH) for d in path.parents)
+    except OSError:
+        return None
 
 
 def format_alert_entry(message: str, *, severity: str, at: datetime) -> bytes:

@@ -14,12 +14,13 @@ from __future__ import annotations
 import pwd
 from collections.abc import Callable
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from loguru import logger
 
 from controller.act.hook import NotificationHook, hook_document
-from controller.act.notify import Notifier, append_alert_file, format_alert_entry, outcome_notice
+from controller.act.notify import Notifier, append_alert_file, format_alert_entry, outcome_notice, readable_by
 from controller.act.sanitize import clean
 from controller.plan.types import Action, ActionKind, Reason, WarnParams
 
@@ -69,10 +70,13 @@ class OwnerNotices:
         hook: NotificationHook | None,
         *,
         clock: Callable[[], datetime],
+        events_log: Path | None = None,
     ) -> None:
         self._notifier = notifier
         self._hook = hook
         self._clock = clock
+        # The notice names a command that reads it, for an owner who may (see readable_by).
+        self._events_log = events_log
 
     def after(
         self, action: Action, workspace: str | None, *, removed: bool, was_running: bool
@@ -93,6 +97,7 @@ class OwnerNotices:
                 why=action.message,
                 at=now,
                 kept=_kept(action),
+                events_readable=self._events_readable(user),
             )
             result["terminals"] = self._notifier.notify(user, text, severity="STOPPED")
             alerts_file = self.fallback(user, text, "STOPPED", workspace, result["terminals"])
@@ -102,6 +107,16 @@ class OwnerNotices:
             logger.warning("notice after {}: {}", action.key, exc)
             result["error"] = clean(str(exc), 200)
         return result
+
+    def _events_readable(self, user: str) -> bool | None:
+        """Whether ``user`` may read the event log: the live file, or after a rotation the newest
+        rotated one (the next live file is created with its mode)."""
+        if self._events_log is None:
+            return None
+        from controller.act.event_files import log_files
+
+        files = log_files(self._events_log)
+        return readable_by(files[-1], user) if files else None
 
     def fallback(
         self, user: str, text: str, severity: str, workspace: str | None, delivered: int

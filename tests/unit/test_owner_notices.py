@@ -6,10 +6,15 @@ from __future__ import annotations
 
 import os
 import pwd
+import shutil
 import stat
+import tempfile
 import threading
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+
+import pytest
 
 from controller.act.notify import (
     ALERT_FILE_NAME,
@@ -18,6 +23,7 @@ from controller.act.notify import (
     append_alert_file,
     format_alert_entry,
     outcome_notice,
+    readable_by,
 )
 from controller.act.owner_notices import OwnerNotices
 from controller.plan.types import Action, ActionKind, Reason, Target
@@ -222,3 +228,41 @@ def test_a_read_only_workspace_is_recorded_not_written(tmp_path: Path) -> None:
     finally:
         subprocess.run(["umount", str(ro)], check=True)
     assert list(src.iterdir()) == []
+
+
+# --- where the notice sends the owner ---------------------------------------------------------------
+
+
+@pytest.fixture
+def log_dir() -> Iterator[Path]:
+    """A directory any user may search (pytest's own are root's alone), removed afterwards."""
+    d = Path(tempfile.mkdtemp(prefix="ds01-notice-"))
+    d.chmod(0o755)
+    try:
+        yield d
+    finally:
+        shutil.rmtree(d)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to make a file another user cannot read")
+def test_an_owner_who_cannot_read_the_event_log_is_not_sent_to_read_it(log_dir: Path) -> None:
+    # The shipped log is 0640 root's on a host without DS01's wrapper: `ds01ctl get events` said
+    # "permission denied" to the owner the notice sent there.
+    from tests.fixtures.act import RecordingNotifier
+
+    log = log_dir / "events.jsonl"
+    log.write_text("")
+    notifier = RecordingNotifier()
+    owner_notices = OwnerNotices(notifier, None, clock=lambda: AT, events_log=log)
+    for mode, readable in ((0o640, False), (0o644, True)):
+        log.chmod(mode)
+        assert readable_by(log, "nobody") is readable
+        owner_notices.after(stop_action(user="nobody"), None, removed=False, was_running=True)
+        text = notifier.sent[-1][1]
+        assert ("More: ds01ctl get events --container " in text) is readable, text
+        assert ("readable by administrators only" in text) is not readable, text
+    log_dir.chmod(0o700)  # the file is readable, a directory above it is not searchable
+    assert readable_by(log, "nobody") is False
+    assert readable_by(log, ME) is True  # root reads whatever the bits say
+    assert readable_by(log, "no-such-user-here") is None
+    assert readable_by(log_dir / "missing", "nobody") is None
