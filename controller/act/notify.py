@@ -303,23 +303,58 @@ def format_alert_entry(message: str, *, severity: str, at: datetime) -> bytes:
     return text.encode("utf-8", errors="replace")
 
 
+_MAX_TRUSTED_LINKS = 16
+
+
 def _open_dir_nofollow(path: str) -> int:
-    """An ``O_PATH`` fd of the absolute ``path``, walked from ``/`` without following any symlink."""
+    """An ``O_PATH`` fd of the absolute ``path``, walked from ``/`` following no symlink that a
+    user could have made: only one owned by root in a directory owned by root that neither its group
+    nor others may write (an administrator's ``/home -> /data/home``), at most 16 of them. Any other
+    link on the way (a user's, in their home or workspace) fails the walk with ELOOP."""
     if not path.startswith("/") or "\0" in path:
         raise OSError(errno.EINVAL, f"not an absolute path: {path!r}")
     parts = [p for p in path.split("/") if p]
     if any(p in {".", ".."} for p in parts):
         raise OSError(errno.EINVAL, f"'.' or '..' in {path!r}")
     fd = os.open("/", _DIR_FLAGS)
+    links = 0
     try:
-        for part in parts:
-            next_fd = os.open(part, _DIR_FLAGS, dir_fd=fd)
+        while parts:
+            part = parts.pop(0)
+            try:
+                next_fd = os.open(part, _DIR_FLAGS, dir_fd=fd)
+            except OSError as exc:
+                if exc.errno not in (errno.ELOOP, errno.ENOTDIR) or not _trusted_link(fd, part):
+                    raise
+                links += 1
+                if links > _MAX_TRUSTED_LINKS:
+                    raise OSError(errno.ELOOP, f"more than {_MAX_TRUSTED_LINKS} links in {path!r}") from None
+                target = os.readlink(part, dir_fd=fd)
+                parts = [p for p in target.split("/") if p and p != "."] + parts
+                # An absolute target is walked from /, a relative one from the directory holding it.
+                next_fd = os.open("/", _DIR_FLAGS) if target.startswith("/") else os.dup(fd)
             os.close(fd)
             fd = next_fd
     except BaseException:
         os.close(fd)
         raise
     return fd
+
+
+def _trusted_link(dir_fd: int, name: str) -> bool:
+    """Whether ``name`` in ``dir_fd`` is a symlink only root could have made: root's, in a directory
+    of root's that its group and others cannot write."""
+    try:
+        st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+        parent = os.fstat(dir_fd)
+    except OSError:
+        return False
+    return (
+        stat.S_ISLNK(st.st_mode)
+        and st.st_uid == 0
+        and parent.st_uid == 0
+        and not parent.st_mode & (stat.S_IWGRP | stat.S_IWOTH)
+    )
 
 
 def append_alert_file(

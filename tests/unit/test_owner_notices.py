@@ -148,16 +148,50 @@ def test_alerts_file_symlink_is_never_followed(tmp_path: Path) -> None:
     assert target.read_text() == "root:x:0:\n"
 
 
+def _a_users(link: Path) -> Path:
+    """The link as a user makes it: theirs (already so when the tests do not run as root)."""
+    if os.geteuid() == 0:
+        os.lchown(link, 4242, 4242)
+    return link
+
+
 def test_workspace_or_a_parent_replaced_by_a_symlink_is_refused(tmp_path: Path) -> None:
     outside = tmp_path / "etc"
     outside.mkdir()
     (tmp_path / "ws").symlink_to(outside)  # /workspace's host path now points elsewhere
+    _a_users(tmp_path / "ws")
     assert append_alert_file(str(tmp_path / "ws"), UID, GID, b"x\n").startswith("not written")
     real = tmp_path / "real" / "ws"
     real.mkdir(parents=True)
     (tmp_path / "link").symlink_to(tmp_path / "real")  # a link higher up the path
+    _a_users(tmp_path / "link")
     assert append_alert_file(str(tmp_path / "link" / "ws"), UID, GID, b"x\n").startswith("not written")
     assert list(outside.iterdir()) == [] and list(real.iterdir()) == []
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="root's links: needs root")
+def test_an_administrators_link_on_the_path_is_followed_and_no_other(tmp_path: Path) -> None:
+    # /home -> /data/home, made by root in a directory only root may write: the notices of every
+    # user whose workspace is under /home were "not written: a symbolic link on the path".
+    real = tmp_path / "data" / "home" / "alice" / "ws"
+    real.mkdir(parents=True)
+    tmp_path.chmod(0o755)
+    (tmp_path / "home").symlink_to(tmp_path / "data" / "home")  # absolute
+    (tmp_path / "rel").symlink_to("data/home")  # relative, from the directory holding it
+    for via in ("home", "rel"):
+        assert append_alert_file(str(tmp_path / via / "alice" / "ws"), UID, GID, b"x\n") == "written"
+    assert (real / ALERT_FILE_NAME).read_bytes() == b"x\nx\n"
+    # Root's link, in a directory others may write (anyone could have put it there): refused.
+    tmp_path.chmod(0o1777)
+    assert append_alert_file(str(tmp_path / "home" / "alice" / "ws"), UID, GID, b"y\n").startswith(
+        "not written"
+    )
+    tmp_path.chmod(0o755)
+    # A loop of root's links ends the walk instead of running forever.
+    (tmp_path / "a").symlink_to(tmp_path / "b")
+    (tmp_path / "b").symlink_to(tmp_path / "a")
+    assert append_alert_file(str(tmp_path / "a" / "ws"), UID, GID, b"z\n").startswith("not written")
+    assert (real / ALERT_FILE_NAME).read_bytes() == b"x\nx\n"
 
 
 def test_fifo_device_and_hard_link_are_never_written(tmp_path: Path) -> None:
