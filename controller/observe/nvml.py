@@ -174,6 +174,8 @@ class NvmlObserver:
         self._inflight: _Attempt | None = None
         # Touched only by the worker (workers never overlap) and by close() once none is running.
         self._initialised = False
+        # Each GPU's last utilisation sample read (NVML's timestamp, µs): see _sampled_peak.
+        self._util_seen: dict[str, int] = {}
 
     def __enter__(self) -> NvmlObserver:
         return self
@@ -242,6 +244,7 @@ class NvmlObserver:
         if not self._initialised:
             return
         self._initialised = False
+        self._util_seen.clear()  # a new session's sample clock may start over
         try:
             pynvml.nvmlShutdown()
         except pynvml.NVMLError as exc:
@@ -261,7 +264,7 @@ class NvmlObserver:
         name, _ = _optional(f"nvmlDeviceGetName({label})", pynvml.nvmlDeviceGetName, handle)
         memory = self._memory(handle, label)
         mig_enabled = self._mig_enabled(handle, label)
-        utilization, utilization_unknown = self._utilization(handle, label, mig_enabled)
+        utilization, utilization_unknown = self._utilization(handle, label, mig_enabled, uuid)
         if mig_enabled:
             # In MIG mode NVML also lists every MIG device's processes on the parent; they are
             # reported once, on their MIG device, so nothing is counted twice.
@@ -318,7 +321,9 @@ class NvmlObserver:
             raise _Unavailable(f"nvmlDeviceGetMigMode({label}) failed: {describe_nvml_error(exc)}") from exc
         return bool(current == pynvml.NVML_DEVICE_MIG_ENABLE)
 
-    def _utilization(self, handle: Any, label: str, mig_enabled: bool) -> tuple[float | None, str | None]:
+    def _utilization(
+        self, handle: Any, label: str, mig_enabled: bool, uuid: str
+    ) -> tuple[float | None, str | None]:
         # Unknown is never 0: a MIG GPU reporting nothing may be fully busy.
         try:
             rates = pynvml.nvmlDeviceGetUtilizationRates(handle)
@@ -327,7 +332,45 @@ class NvmlObserver:
             return None, reason.value
         except pynvml.NVMLError as exc:
             return None, f"nvmlDeviceGetUtilizationRates({label}) failed: {describe_nvml_error(exc)}"
-        return float(rates.gpu), None
+        current = float(rates.gpu)
+        peak = self._sampled_peak(handle, label, uuid)
+        return (current if peak is None else max(current, peak)), None
+
+    def _sampled_peak(self, handle: Any, label: str, uuid: str) -> float | None:
+        """The highest utilisation in the GPU's NVML sample buffer since the last one read here.
+
+        ``nvmlDeviceGetUtilizationRates`` covers the driver's last sample period (1/6 s to 1 s):
+        read once a pass, a job that computes in bursts between data loads reads 0 % at pass after
+        pass by chance, and looks idle. The buffer holds the samples of the last seconds (how many
+        depends on the product): their peak is taken with the current reading, so a burst since
+        the last read counts as use. None where it adds nothing: no sample since (an idle GPU's
+        buffer runs dry: NOT_FOUND), no buffer (NOT_SUPPORTED), or values that are not percentages.
+        """
+        try:
+            value_type, samples = pynvml.nvmlDeviceGetSamples(
+                handle, pynvml.NVML_GPU_UTILIZATION_SAMPLES, self._util_seen.get(uuid, 0)
+            )
+        except pynvml.NVMLError as exc:
+            if not isinstance(exc, pynvml.NVMLError_NotFound | pynvml.NVMLError_NotSupported):
+                logger.debug(
+                    "NVML samples unknown: nvmlDeviceGetSamples({}) failed: {}",
+                    label,
+                    describe_nvml_error(exc),
+                )
+            return None
+        if not samples:
+            return None
+        # The timestamps are NVML's own clock (µs): only ever compared with NVML's.
+        self._util_seen[uuid] = max(int(s.timeStamp) for s in samples)
+        if value_type != pynvml.NVML_VALUE_TYPE_UNSIGNED_INT:
+            return None
+        values = [int(s.sampleValue.uiVal) for s in samples]
+        if max(values) > 100:
+            logger.debug(
+                "NVML samples of {} are not percentages ({}): the current reading alone", label, max(values)
+            )
+            return None
+        return float(max(values))
 
     def _mig_devices(self, parent: Any, gpu_index: int) -> tuple[MigDeviceObs, ...]:
         max_count: int = _required(

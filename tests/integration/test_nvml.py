@@ -135,6 +135,50 @@ def test_gpu_without_mig_or_utilisation_support(fake_nvml: FakeNvml, observer: N
     assert obs.processes == (NvmlProcess(pid=77, used_memory_bytes=GIB),)
 
 
+def test_a_burst_since_the_last_reading_counts_though_the_current_reading_is_zero(
+    fake_nvml: FakeNvml, observer: NvmlObserver
+) -> None:
+    # A job that computes in bursts between data loads: the current reading (the driver's last
+    # sample period) said 0 % at pass after pass, and the job looked idle.
+    gpus = fake_nvml.set_gpus(2)
+    gpus[0].util_percent = 0
+    gpus[1].util_percent = 0
+    fake_nvml.add_util_samples(gpus[0].uuid, (1_000_000, 0), (1_166_000, 93), (1_333_000, 0))
+    fake_nvml.write()
+
+    first, second = observe_ok(observer)
+    assert first.utilization_percent == 93.0  # the peak of the buffer
+    assert second.utilization_percent == 0.0  # no sample (an idle GPU's buffer runs dry): the reading
+
+    # The next read takes only the samples after those already read: the burst is not counted again.
+    fake_nvml.add_util_samples(gpus[0].uuid, (2_000_000, 4), (2_166_000, 2))
+    fake_nvml.write()
+    first, _ = observe_ok(observer)
+    assert first.utilization_percent == 4.0
+    # Nothing new: the current reading alone, which a sample never lowers.
+    gpus[0].util_percent = 12
+    fake_nvml.write()
+    first, _ = observe_ok(observer)
+    assert first.utilization_percent == 12.0
+
+
+def test_samples_that_are_not_percentages_or_cannot_be_read_leave_the_current_reading(
+    fake_nvml: FakeNvml, observer: NvmlObserver
+) -> None:
+    gpus = fake_nvml.set_gpus(2)
+    gpus[0].util_percent = 7
+    gpus[1].util_percent = 9
+    fake_nvml.add_util_samples(gpus[0].uuid, (1_000_000, 4_000_000_000))  # a driver's garbage
+    fake_nvml.add_util_samples(gpus[1].uuid, (1_000_000, 80))
+    fake_nvml.fail_call("nvmlDeviceGetSamples", NVML_ERROR_UNKNOWN, device_uuid=gpus[1].uuid)
+    fake_nvml.write()
+
+    first, second = observe_ok(observer)  # a failed sample read is no failed observation
+
+    assert (first.utilization_percent, second.utilization_percent) == (7.0, 9.0)
+    assert first.utilization_unknown is None and second.utilization_unknown is None
+
+
 def test_zero_gpus_is_ok_and_empty(fake_nvml: FakeNvml, observer: NvmlObserver) -> None:
     fake_nvml.set_gpus(0)
     fake_nvml.write()

@@ -43,6 +43,12 @@
  *       mode) only. A process with both kinds of context (nvidia-smi's "C+G") has a proc and a
  *       gproc line with the same pid. MIG devices run no graphics: a gproc on one is an error, and
  *       the graphics calls on a MIG device handle return NOT_SUPPORTED.
+ *   usample <gpu_uuid> <timestamp_us> <value>
+ *       One entry of a GPU's utilisation sample buffer (NVML_GPU_UTILIZATION_SAMPLES), returned by
+ *       nvmlDeviceGetSamples to a caller whose last seen timestamp is older, in file order, as
+ *       unsigned ints (any value: a driver's out-of-range one too). A GPU with no sample newer than
+ *       the caller's answers NVML_ERROR_NOT_FOUND (an idle GPU's buffer runs dry), one that does not
+ *       report utilisation (util na, MIG mode, a MIG device) NVML_ERROR_NOT_SUPPORTED.
  *   fail init [code]
  *       nvmlInit, nvmlInit_v2 and nvmlInitWithFlags return <code> (default 9,
  *       NVML_ERROR_DRIVER_NOT_LOADED). Calls made after a successful init are not affected.
@@ -210,6 +216,13 @@ typedef struct {
     int graphics; /* 1: a graphics context (gproc), 0: a compute one (proc) */
 } fake_proc;
 
+#define MAX_SAMPLES 1024
+typedef struct {
+    char uuid[UUID_LEN];
+    unsigned long long ts;
+    unsigned int value;
+} fake_sample;
+
 typedef struct {
     char fn[80];
     char uuid[UUID_LEN]; /* "" = any device */
@@ -229,6 +242,8 @@ typedef struct {
     fake_proc procs[MAX_PROCS];
     unsigned int nrules;
     fake_rule rules[MAX_RULES];
+    unsigned int nsamples;
+    fake_sample samples[MAX_SAMPLES];
 } fake_state;
 
 /* A handle names a position, not a state entry, so it stays valid across reloads. */
@@ -478,6 +493,21 @@ static int parse_state(const char *path) {
                 return fclose(f), parse_error(path, lineno, "proc: bad used memory (bytes or na)");
             p->graphics = kw[0] == 'g';
             g_parse.nprocs++;
+        } else if (strcmp(kw, "usample") == 0) {
+            fake_sample *sample;
+            char *tok_uuid = strtok_r(NULL, " \t", &save);
+            char *tok_ts = strtok_r(NULL, " \t", &save);
+            char *tok_value = strtok_r(NULL, " \t", &save);
+            if (g_parse.nsamples >= MAX_SAMPLES)
+                return fclose(f), parse_error(path, lineno, "usample: more than %d samples", MAX_SAMPLES);
+            sample = &g_parse.samples[g_parse.nsamples];
+            if (tok_uuid == NULL || copy_str(sample->uuid, sizeof(sample->uuid), tok_uuid) != 0)
+                return fclose(f), parse_error(path, lineno, "usample: bad gpu uuid");
+            if (parse_ull(tok_ts, &sample->ts, 0) != 0)
+                return fclose(f), parse_error(path, lineno, "usample: bad timestamp");
+            if (parse_uint(tok_value, &sample->value) != 0)
+                return fclose(f), parse_error(path, lineno, "usample: bad value");
+            g_parse.nsamples++;
         } else if (strcmp(kw, "fail") == 0 || strcmp(kw, "hang") == 0) {
             int is_hang = kw[0] == 'h';
             char *tok_fn = strtok_r(NULL, " \t", &save);
@@ -930,6 +960,58 @@ EXPORT nvmlReturn_t nvmlDeviceGetUtilizationRates(nvmlDevice_t device, nvmlUtili
         return leave(NVML_ERROR_NOT_SUPPORTED);
     utilization->gpu = (unsigned int)gpu->util;
     utilization->memory = gpu->mem_total ? (unsigned int)(gpu->mem_used * 100 / gpu->mem_total) : 0;
+    return leave(NVML_SUCCESS);
+}
+
+typedef union {
+    double dVal;
+    unsigned int uiVal;
+    unsigned long ulVal;
+    unsigned long long ullVal;
+    long long sllVal;
+    int siVal;
+    unsigned short usVal;
+} nvmlValue_t;
+
+typedef struct {
+    unsigned long long timeStamp;
+    nvmlValue_t sampleValue;
+} nvmlSample_t;
+
+#define NVML_GPU_UTILIZATION_SAMPLES 1U
+#define NVML_VALUE_TYPE_UNSIGNED_INT 1U
+
+/* The two-call protocol: samples NULL gives the count, then a buffer of that many is filled. */
+EXPORT nvmlReturn_t nvmlDeviceGetSamples(nvmlDevice_t device, unsigned int type, unsigned long long last_seen,
+                                         unsigned int *value_type, unsigned int *count, nvmlSample_t *samples) {
+    const fake_gpu *gpu;
+    unsigned int i, newer = 0, out = 0;
+    ENTER_DEVICE("nvmlDeviceGetSamples", device);
+    if (value_type == NULL || count == NULL)
+        return leave(NVML_ERROR_INVALID_ARGUMENT);
+    gpu = &g_state.gpus[device->gpu];
+    if (type != NVML_GPU_UTILIZATION_SAMPLES || device->is_mig || gpu->mig == 1 || gpu->util < 0)
+        return leave(NVML_ERROR_NOT_SUPPORTED);
+    for (i = 0; i < g_state.nsamples; i++)
+        if (strcmp(g_state.samples[i].uuid, gpu->uuid) == 0 && g_state.samples[i].ts > last_seen)
+            newer++;
+    if (newer == 0)
+        return leave(NVML_ERROR_NOT_FOUND);
+    *value_type = NVML_VALUE_TYPE_UNSIGNED_INT;
+    if (samples == NULL) {
+        *count = newer;
+        return leave(NVML_SUCCESS);
+    }
+    for (i = 0; i < g_state.nsamples && out < *count; i++) {
+        const fake_sample *sample = &g_state.samples[i];
+        if (strcmp(sample->uuid, gpu->uuid) != 0 || sample->ts <= last_seen)
+            continue;
+        memset(&samples[out], 0, sizeof(samples[out]));
+        samples[out].timeStamp = sample->ts;
+        samples[out].sampleValue.uiVal = sample->value;
+        out++;
+    }
+    *count = out;
     return leave(NVML_SUCCESS);
 }
 
