@@ -975,6 +975,11 @@ class RealExecutor:
             cgroup=planned_cgroup,
         )
         if result.outcome in (Identity.LIVE, Identity.UNKNOWN):
+            if result.signals_sent:
+                # Stopped between the signals: what was sent is said (nothing further on a guess).
+                why = f"{'+'.join(result.signals_sent)} sent, then stopped: {result.detail}"
+                details = {**self._base(action), "why": why, "signals": list(result.signals_sent)}
+                return _Done(Outcome.SKIPPED, why, mem, [(EventType.ACTION_SKIPPED, details)])
             raise _Skip(result.detail)
         if result.outcome is Identity.CHANGED:
             raise _Skip(f"not the planned process any more: {result.detail}")

@@ -169,6 +169,65 @@ def test_an_orphan_whose_ancestry_cannot_be_read_is_not_signalled(
     assert report.outcomes[0].outcome is Outcome.DONE, report.outcomes[0].detail
 
 
+IGNORES_SIGTERM = """\
+import signal, time
+signal.signal(signal.SIGTERM, signal.SIG_IGN)
+print("ready", flush=True)
+time.sleep(300)
+"""
+
+
+def test_a_kill_stopped_after_its_sigterm_says_the_sigterm_was_sent(
+    real_executor: RealExecutor,
+    orphan_cgroup_process: Any,
+    event_log_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The ancestry could be read before the SIGTERM and not after it: no SIGKILL on a guess, and
+    the record says the SIGTERM went out (it said "skipped" as if nothing had been sent)."""
+    import controller.act.process_ops as ops
+    from controller.observe.procfs import AncestryUnreadable
+
+    orphan = orphan_cgroup_process
+    proc = subprocess.Popen([sys.executable, "-c", IGNORES_SIGTERM], stdout=subprocess.PIPE, text=True)
+    try:
+        (orphan.cgroup_dir / "cgroup.procs").write_text(f"{proc.pid}\n")
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
+        start = psutil.Process(proc.pid).create_time()
+        real_walk = ops.find_live_shim
+        sent = []
+
+        def unreadable_after_a_signal(proc_root: Path, pid: int, container_id: str) -> str | None:
+            if sent:
+                raise AncestryUnreadable("reading its ancestor's parent: [Errno 13] Permission denied")
+            return real_walk(proc_root, pid, container_id)
+
+        real_kill = os.kill
+
+        def kill(pid: int, sig: int) -> None:
+            real_kill(pid, sig)
+            if pid == proc.pid:
+                sent.append(sig)
+
+        monkeypatch.setattr(ops, "find_live_shim", unreadable_after_a_signal)
+        monkeypatch.setattr(ops.os, "kill", kill)
+        report = real_executor.execute(
+            make_plan(kill_action(proc.pid, start, orphan.container_id)), ControllerMemory(), NOW
+        )
+        (outcome,) = report.outcomes
+        assert outcome.outcome is Outcome.SKIPPED
+        assert outcome.detail.startswith("SIGTERM sent, then stopped: "), outcome.detail
+        assert sent == [15] and proc.poll() is None  # no SIGKILL on a guess: it runs on
+        (event,) = read_events(event_log_path)
+        assert event["event_type"] == "controller.action_skipped"
+        assert event["details"]["signals"] == ["SIGTERM"]
+        assert event["details"]["why"].startswith("SIGTERM sent, then stopped: ")
+    finally:
+        monkeypatch.undo()
+        proc.kill()
+        proc.wait(timeout=10)
+
+
 # The main thread ends (pthread_exit) and a worker thread goes on: the thread-group leader shows as a
 # zombie in /proc/<pid>/stat while the process runs, and holds its GPU context, on the other thread.
 MAIN_THREAD_EXITS = """\
