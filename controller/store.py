@@ -414,13 +414,21 @@ def run_lock_held(state_dir: Path, locks: Path = Path("/proc/locks")) -> bool | 
     daemon writes it when it starts) or nothing holds it.
     """
     try:
-        st = (Path(state_dir) / LOCK_FILE).stat()
+        fd = os.open(Path(state_dir) / LOCK_FILE, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC)
     except FileNotFoundError:
         return False if Path(state_dir).is_dir() else None
     except OSError:
         return None
-    # A line: "1: FLOCK  ADVISORY  WRITE 6344 fe:00:2146705 0 EOF" (major:minor in hex, inode).
-    wanted = f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino}"
+    try:
+        st = os.fstat(fd)
+        devs = {st.st_dev, *_mount_dev(fd)}
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+    # A line: "1: FLOCK  ADVISORY  WRITE 6344 fe:00:2146705 0 EOF" (major:minor in hex, inode): the
+    # device of the file system's superblock, which is not stat's st_dev on a btrfs subvolume.
+    wanted = {f"{os.major(d):02x}:{os.minor(d):02x}:{st.st_ino}" for d in devs}
     try:
         table = locks.read_text(encoding="ascii", errors="replace")
     except OSError:
@@ -428,9 +436,26 @@ def run_lock_held(state_dir: Path, locks: Path = Path("/proc/locks")) -> bool | 
     for line in table.splitlines():
         fields = line.split()
         # "1: -> FLOCK ..." lines are processes waiting for a lock, not holding it.
-        if len(fields) >= 6 and fields[1] == "FLOCK" and fields[5] == wanted:
+        if len(fields) >= 6 and fields[1] == "FLOCK" and fields[5] in wanted:
             return True
     return False
+
+
+def _mount_dev(fd: int) -> list[int]:
+    """The device of the superblock ``fd`` lies on, as the lock table names it: its mount's
+    major:minor in ``/proc/self/mountinfo`` (found by the mount id in the fd's fdinfo); none when
+    it cannot be read."""
+    try:
+        info = Path(f"/proc/self/fdinfo/{fd}").read_text(encoding="ascii", errors="replace")
+        mnt_id = next(line.split()[1] for line in info.splitlines() if line.startswith("mnt_id:"))
+        for line in Path("/proc/self/mountinfo").read_text(encoding="utf-8", errors="replace").splitlines():
+            fields = line.split()
+            if len(fields) > 2 and fields[0] == mnt_id:
+                major, minor = fields[2].split(":")
+                return [os.makedev(int(major), int(minor))]
+    except (OSError, StopIteration, IndexError, ValueError):
+        pass
+    return []
 
 
 def save_inspect_cache(state_dir: Path, data: bytes) -> None:

@@ -117,3 +117,41 @@ def test_a_failed_reload_s_error_count_is_all_of_them_not_the_twenty_kept(state:
     assert with_daemon_status(PolicyInfo(), Settings(state_dir=state), compare=False).daemon_error == (
         "specs/lab.yaml: one"
     )
+
+
+def _can_mount_btrfs() -> bool:
+    import os
+    import shutil
+
+    return os.geteuid() == 0 and shutil.which("mkfs.btrfs") is not None and shutil.which("btrfs") is not None
+
+
+@pytest.mark.skipif(not _can_mount_btrfs(), reason="mounts a btrfs image: needs root and btrfs-progs")
+def test_a_lock_held_on_a_btrfs_subvolume_means_running(tmp_path: Path) -> None:
+    # On a btrfs subvolume stat's st_dev is the subvolume's own device; the lock table names the
+    # file system's: the daemon holding its lock there read as "not running".
+    image, mnt = tmp_path / "fs.img", tmp_path / "mnt"
+    mnt.mkdir()
+    with image.open("wb") as f:
+        f.truncate(200 * 1024 * 1024)
+    subprocess.run(["mkfs.btrfs", "-q", str(image)], check=True, capture_output=True)
+    if subprocess.run(["mount", "-o", "loop", str(image), str(mnt)], capture_output=True).returncode != 0:
+        pytest.skip("cannot mount a loop device here")
+    try:
+        subprocess.run(["btrfs", "subvolume", "create", str(mnt / "var")], check=True, capture_output=True)
+        state = mnt / "var" / "state"
+        state.mkdir(mode=0o700)
+        proc = subprocess.Popen([sys.executable, "-c", HOLD, str(state)], stdout=subprocess.PIPE, text=True)
+        try:
+            assert proc.stdout is not None and proc.stdout.readline().strip() == "held"
+            assert run_lock_held(state) is True
+            assert _not_running(carried_out_notes(Settings(state_dir=state), PolicyInfo())) == []
+        finally:
+            proc.kill()
+            proc.wait()
+        deadline = time.monotonic() + 5
+        while run_lock_held(state) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert run_lock_held(state) is False
+    finally:
+        subprocess.run(["umount", str(mnt)], check=False)
