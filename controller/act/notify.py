@@ -309,8 +309,9 @@ _MAX_TRUSTED_LINKS = 16
 def _open_dir_nofollow(path: str) -> int:
     """An ``O_PATH`` fd of the absolute ``path``, walked from ``/`` following no symlink that a
     user could have made: only one owned by root in a directory owned by root that neither its group
-    nor others may write (an administrator's ``/home -> /data/home``), at most 16 of them. Any other
-    link on the way (a user's, in their home or workspace) fails the walk with ELOOP."""
+    nor others may write, reached through root's directories only (an administrator's ``/home ->
+    /data/home``), at most 16 of them. Any other link on the way (a user's, in their home or
+    workspace, or root's under a directory a user may write) fails the walk with ELOOP."""
     if not path.startswith("/") or "\0" in path:
         raise OSError(errno.EINVAL, f"not an absolute path: {path!r}")
     parts = [p for p in path.split("/") if p]
@@ -319,12 +320,16 @@ def _open_dir_nofollow(path: str) -> int:
     fd = os.open("/", _DIR_FLAGS)
     links = 0
     try:
+        # Whether every directory walked to reach fd is root's, one a user can neither write nor
+        # (sticky) rename entries of: a root-owned directory under a user's writable one may have
+        # been put there by the user (moved, or made by root in their container).
+        rooted = _root_held(os.fstat(fd))
         while parts:
             part = parts.pop(0)
             try:
                 next_fd = os.open(part, _DIR_FLAGS, dir_fd=fd)
             except OSError as exc:
-                if exc.errno not in (errno.ELOOP, errno.ENOTDIR) or not _trusted_link(fd, part):
+                if exc.errno not in (errno.ELOOP, errno.ENOTDIR) or not rooted or not _trusted_link(fd, part):
                     raise
                 links += 1
                 if links > _MAX_TRUSTED_LINKS:
@@ -333,12 +338,21 @@ def _open_dir_nofollow(path: str) -> int:
                 parts = [p for p in target.split("/") if p and p != "."] + parts
                 # An absolute target is walked from /, a relative one from the directory holding it.
                 next_fd = os.open("/", _DIR_FLAGS) if target.startswith("/") else os.dup(fd)
+                if target.startswith("/"):
+                    rooted = True
             os.close(fd)
             fd = next_fd
+            rooted = rooted and _root_held(os.fstat(fd))
     except BaseException:
         os.close(fd)
         raise
     return fd
+
+
+def _root_held(st: os.stat_result) -> bool:
+    return st.st_uid == 0 and (
+        not st.st_mode & (stat.S_IWGRP | stat.S_IWOTH) or bool(st.st_mode & stat.S_ISVTX)
+    )
 
 
 def _trusted_link(dir_fd: int, name: str) -> bool:

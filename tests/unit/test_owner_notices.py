@@ -194,6 +194,27 @@ def test_an_administrators_link_on_the_path_is_followed_and_no_other(tmp_path: P
     assert (real / ALERT_FILE_NAME).read_bytes() == b"x\nx\n"
 
 
+@pytest.mark.skipif(os.geteuid() != 0, reason="root's links: needs root")
+def test_roots_link_in_a_root_directory_under_a_users_directory_is_refused(tmp_path: Path) -> None:
+    # The user's home holds a directory of root's (made by root in their container, or one of
+    # root's moved there by the user) with a link of root's in it to a host directory: the walk
+    # followed it and root wrote the alerts file there.
+    tmp_path.chmod(0o755)
+    host = tmp_path / "etc"
+    host.mkdir(mode=0o755)
+    home = tmp_path / "alice"
+    home.mkdir(mode=0o755)
+    os.chown(home, 4242, 4242)
+    planted = home / "d"
+    planted.mkdir(mode=0o755)  # root's, 0755
+    (planted / "ws").symlink_to(host)  # root's
+    assert append_alert_file(str(planted / "ws"), UID, GID, b"x\n").startswith("not written")
+    # Root's relative link climbing out of the same directory: refused too.
+    (planted / "up").symlink_to("../../etc")
+    assert append_alert_file(str(planted / "up"), UID, GID, b"x\n").startswith("not written")
+    assert list(host.iterdir()) == []
+
+
 def test_fifo_device_and_hard_link_are_never_written(tmp_path: Path) -> None:
     workspace = tmp_path / "ws"
     workspace.mkdir()
