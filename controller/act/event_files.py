@@ -198,7 +198,8 @@ def tail_since(
     before the live file does (it was rotated since), from the rotations that hold the rest.
 
     ``extra``: a predicate the filter cannot express (an event naming a container by id); the live
-    log's last ``n * widen`` events matching ``flt`` are the ones it is applied to there."""
+    log's last ``n * widen`` events matching ``flt`` are the ones it is applied to there. Raises
+    FileNotFoundError when neither the log nor a rotation of it exists."""
     since = flt.since
     if since is None:
         raise ValueError("tail_since needs a filter with a since")
@@ -208,6 +209,8 @@ def tail_since(
         else:
             live = [e for e in tail(path, n * widen, flt) if extra(e)][-n:]
     except FileNotFoundError:
+        if not log_files(path):
+            raise  # no log and no rotation: the caller says there is none yet
         live = []  # rotated and not written since: the rotations hold the period
     begins = first_timestamp(path) if path.exists() else None
     if len(live) >= n or (begins is not None and begins <= since):

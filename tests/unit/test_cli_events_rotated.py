@@ -113,6 +113,14 @@ def test_no_rotation_and_no_log_is_still_no_events_yet(tmp_path: Path) -> None:
     assert len(events) == 1 and events[0].startswith("no events yet"), events
 
 
+def test_no_rotation_and_no_log_is_no_events_yet_for_a_container_too(tmp_path: Path) -> None:
+    # A container's events are read with a period (since its creation): the missing log read as
+    # "<none>", as if the log existed and held nothing of it.
+    events = _events_section(describe_container(w.view(tmp_path / "events.jsonl"), "alice-train"))
+
+    assert len(events) == 1 and events[0].startswith("no events yet"), events
+
+
 def test_a_long_lived_container_s_rotations_are_read_back_to_the_lookback_only(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
