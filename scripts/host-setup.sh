@@ -3,7 +3,7 @@
 # project, and a running Docker engine. Idempotent; safe to run again.
 #   DS01_SETUP_TEST=1   also install test tools (debootstrap for the real-systemd test included,
 #                       promtool from Debian's prometheus package for the alert rules, valgrind
-#                       for the planner's instruction count)
+#                       for the planner's instruction count, btrfs-progs for a lock on a subvolume)
 #                       and the test image/runtime shims
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -29,6 +29,8 @@ if [ "${DS01_SETUP_TEST:-0}" = 1 ]; then
   command -v promtool >/dev/null 2>&1 || need_pkgs+=(prometheus)
   # `python -m bench.instructions` counts a plan's instructions under callgrind (and is tested).
   [ -f /usr/include/valgrind/callgrind.h ] || need_pkgs+=(valgrind)
+  # ds01ctl's "controller is not running" note is tested on a btrfs subvolume (a loop image).
+  command -v mkfs.btrfs >/dev/null 2>&1 || need_pkgs+=(btrfs-progs)
 fi
 if [ ${#need_pkgs[@]} -gt 0 ]; then
   if [ "$(id -u)" != 0 ]; then log "missing packages ${need_pkgs[*]}: run as root or install them"; exit 1; fi
