@@ -811,7 +811,9 @@ class RealExecutor:
         except GoneError:
             return _Done(Outcome.ALREADY_DONE, "container removed while stopping", mem)
         after = self._docker.wait_not_running(cid)
-        removed = after is None  # an --rm container removes itself on stop
+        # An --rm container removes itself on stop; one the engine is still removing when the wait
+        # ends (a large writable layer takes long) is going as well: the stop took it with it.
+        removed = after is None or after.status == "removing"
         if after is not None and after.status in ("running", "restarting"):
             raise PermanentError(f"docker stop returned but the container is still {after.status}")
         not_removed = self._remove_stopped(cid) if remove and not removed else None

@@ -139,6 +139,47 @@ def test_an_rm_container_removing_itself_after_the_stop_is_reported_removed(
     assert report.memory.attempts == {}
 
 
+def test_an_rm_container_the_engine_is_still_removing_when_the_wait_ends_is_reported_removed(
+    make_container: Any,
+    docker_client: Any,
+    event_log_path: Path,
+    notifier: RecordingNotifier,
+    ledger_path: Path,
+) -> None:
+    """The engine takes longer to remove it than the executor waits (a large writable layer): the
+    owner was told the stopped container is kept, and to `docker start` one that was going away."""
+    from controller.act.events import EventLog
+    from controller.act.executor import RealExecutor
+
+    c = _slow_to_remove(make_container, docker_client)
+    impatient = RealExecutor(
+        docker_client,
+        EventLog(event_log_path),
+        notifier,
+        ledger_path,
+        clock=lambda: NOW,
+        verify_timeout_s=0.05,
+    )
+    action = container_action(
+        ActionKind.STOP_CONTAINER, c, Reason.MAX_RUNTIME_EXCEEDED, params={"grace_s": 0, "remove": False}
+    )
+    report = impatient.execute(make_plan(action), ControllerMemory(), NOW)
+    (outcome,) = report.outcomes
+    assert outcome.outcome is Outcome.DONE, outcome.detail
+    (event,) = [e for e in read_events(event_log_path) if e["event_type"] == "maintenance.runtime_kill"]
+    if event["details"]["exit_state"] != "removing":
+        pytest.skip(f"the engine had finished removing it already ({event['details']['exit_state']})")
+    assert outcome.detail.startswith("stopped and removed"), outcome.detail
+    assert event["details"]["removed"] is True
+    ((_, text, _),) = notifier.sent
+    assert "was stopped and removed" in text and "docker start" not in text
+    for _ in range(600):
+        if gone(docker_client, c.id):
+            break
+        time.sleep(0.1)
+    assert gone(docker_client, c.id)
+
+
 def test_an_idle_stop_whose_removal_fails_is_recorded_as_the_stop_it_was(
     real_executor: RealExecutor,
     make_container: Any,
