@@ -47,6 +47,9 @@ from controller.snapshot import ActivitySignals, ContainerObs, KeepAlive, KeepAl
 from desired_state.effective import EffectivePolicy, MigIdleFallback, Sourced
 
 NS_PER_S = 1_000_000_000
+# Read once (an enum member read from its class goes through the enum's metaclass): tested for every
+# running GPU container on every pass.
+_PROCESS_TREE, _PRESENT = SignalSource.PROCESS_TREE, KeepAliveState.PRESENT
 IDLE_WARNING_PREFIX = "idle:"
 
 
@@ -189,7 +192,7 @@ def _steady(
     cpu, prev_cpu, net, prev_net = signals.cpu_usage_ns, prev.cpu_usage_ns, signals.net_bytes, prev.net_bytes
     if cpu is None or prev_cpu is None or cpu < prev_cpu or net is None or prev_net is None or net < prev_net:
         return None
-    if signals.cpu_source == SignalSource.PROCESS_TREE:
+    if signals.cpu_source == _PROCESS_TREE:
         return None  # it may show activity, never idleness: the walk says so
     wall_s = (signals.read_at - prev.at).total_seconds()
     wall_ns = int(wall_s * NS_PER_S)
@@ -452,7 +455,7 @@ def _streak(
 
 
 def _observe_keepalive(seen: KeepAliveSeen | None, ka: KeepAlive, at: datetime) -> KeepAliveSeen | None:
-    if ka.state != KeepAliveState.PRESENT:
+    if ka.state != _PRESENT:
         # Keep the sighting: removing and re-creating the file must not restart the cap.
         return seen
     if seen is None:

@@ -30,6 +30,16 @@ STOPPED_STATES = frozenset({ContainerState.EXITED, ContainerState.DEAD})
 REMOVE_PARAMS = RemoveParams(force=False)
 # The hold rules' values, read once (an enum member's ``value`` is a property).
 _RULE_VALUES = {r: r.value for r in (Reason.GPU_HOLD_EXPIRED, Reason.STOPPED_HOLD_EXPIRED)}
+# The enum members the rules use, read once (a member read from its class goes through the enum's
+# metaclass): every stopped and never-started container reads them on every pass.
+_CREATED = ContainerState.CREATED
+_CREATED_NEVER_STARTED = Reason.CREATED_NEVER_STARTED
+_GPU_HOLD_EXPIRED, _STOPPED_HOLD_EXPIRED = Reason.GPU_HOLD_EXPIRED, Reason.STOPPED_HOLD_EXPIRED
+_EXEMPT_CLEANUP, _NOT_DUE, _REMOVE_CONTAINER = (
+    ExemptFrom.CLEANUP,
+    DeferReason.NOT_DUE,
+    ActionKind.REMOVE_CONTAINER,
+)
 _STOPPED_VALUES = frozenset(s.value for s in STOPPED_STATES)
 _RUNNING_VALUES = frozenset(
     s.value for s in (ContainerState.RUNNING, ContainerState.PAUSED, ContainerState.RESTARTING)
@@ -117,10 +127,10 @@ def _shutdown_end(restart_at: datetime, last_pass_at: datetime | None) -> dateti
 
 def created_never_started(ctx: PassContext, out: Collector, c: ContainerObs, policy: EffectivePolicy) -> None:
     timeout_s = policy.created_container_timeout_s.value
-    if c.state != ContainerState.CREATED or timeout_s is None:
+    if c.state != _CREATED or timeout_s is None:
         return
-    rule = Reason.CREATED_NEVER_STARTED
-    if shielded(ctx, out, c, policy, rule, ExemptFrom.CLEANUP):
+    rule = _CREATED_NEVER_STARTED
+    if shielded(ctx, out, c, policy, rule, _EXEMPT_CLEANUP):
         return
     since, basis = c.created_at, "Created"
     mem = ctx.cmem.get(c.id)
@@ -137,7 +147,7 @@ def created_never_started(ctx: PassContext, out: Collector, c: ContainerObs, pol
         out.defer(
             target,
             rule,
-            DeferReason.NOT_DUE,
+            _NOT_DUE,
             f"{c.name} was created {fmt_duration(age_s)} ago and never started; "
             f"removed after {fmt_duration(timeout_s)}",
             due_at=due,
@@ -145,7 +155,7 @@ def created_never_started(ctx: PassContext, out: Collector, c: ContainerObs, pol
         )
         return
     out.propose(
-        ActionKind.REMOVE_CONTAINER,
+        _REMOVE_CONTAINER,
         target,
         rule,
         partial(_created_removal, ctx, c, policy, timeout_s, since, basis),
@@ -202,7 +212,7 @@ def stopped_hold(ctx: PassContext, out: Collector, c: ContainerObs, policy: Effe
     if chosen is None:
         return  # not stopped, or both holds are "never"
     hold, rule = chosen
-    if shielded(ctx, out, c, policy, rule, ExemptFrom.CLEANUP):
+    if shielded(ctx, out, c, policy, rule, _EXEMPT_CLEANUP):
         return
     mem = ctx.cmem.get(c.id)
     restart_at = mem.stopped_by_restart_at if mem is not None else None
@@ -221,7 +231,7 @@ def stopped_hold(ctx: PassContext, out: Collector, c: ContainerObs, policy: Effe
         out.defer(
             ctx.target(c),
             rule,
-            DeferReason.NOT_DUE,
+            _NOT_DUE,
             f"{c.name} stopped {fmt_duration(seconds(ctx.now - finished_at))} ago; removed when its "
             f"{_hold_name(rule, restart_at)} of {fmt_duration(hold)} ends",
             due_at=due,
@@ -229,7 +239,7 @@ def stopped_hold(ctx: PassContext, out: Collector, c: ContainerObs, policy: Effe
         )
         return
     out.propose(
-        ActionKind.REMOVE_CONTAINER,
+        _REMOVE_CONTAINER,
         ctx.target(c),
         rule,
         partial(_stopped_removal, ctx, c, policy, finished_at, rule, hold, restart_at),
@@ -260,7 +270,7 @@ def _stopped_removal(
 def _hold_name(rule: Reason, restart_at: datetime | None) -> str:
     if restart_at is not None:
         return f"hold (stopped by the engine restart at {iso(restart_at)}, not by its owner)"
-    return "GPU hold" if rule == Reason.GPU_HOLD_EXPIRED else "hold"
+    return "GPU hold" if rule == _GPU_HOLD_EXPIRED else "hold"
 
 
 def _shorter_hold(c: ContainerObs, policy: EffectivePolicy) -> tuple[float, Reason] | None:
@@ -271,9 +281,9 @@ def _shorter_hold(c: ContainerObs, policy: EffectivePolicy) -> tuple[float, Reas
     hold_s = policy.container_hold_after_stop_s.value
     # The GPU hold wins a tie because it frees the scarce resource.
     if gpu_hold_s is not None and (hold_s is None or not hold_s < gpu_hold_s):
-        return gpu_hold_s, Reason.GPU_HOLD_EXPIRED
+        return gpu_hold_s, _GPU_HOLD_EXPIRED
     if hold_s is not None:
-        return hold_s, Reason.STOPPED_HOLD_EXPIRED
+        return hold_s, _STOPPED_HOLD_EXPIRED
     return None
 
 

@@ -43,6 +43,16 @@ from controller.plan.values import built
 from controller.snapshot import ContainerObs, ContainerState, Domain, KeepAlive, KeepAliveState
 from desired_state.effective import LEAD_FRACTION, EffectivePolicy, ExemptFrom
 
+# The enum members the rules use, read once: a member read from its class goes through the enum's
+# metaclass, several times the cost of reading a global, and both rules run for every running GPU
+# container on every pass.
+_RUNNING = ContainerState.RUNNING
+_IDLE_TIMEOUT, _MAX_RUNTIME_EXCEEDED = Reason.IDLE_TIMEOUT, Reason.MAX_RUNTIME_EXCEEDED
+_EXEMPT_IDLE, _EXEMPT_MAX_RUNTIME = ExemptFrom.IDLE, ExemptFrom.MAX_RUNTIME
+_NOT_DUE, _WAITING_FOR_WARNING = DeferReason.NOT_DUE, DeferReason.WAITING_FOR_WARNING
+_WARN_OWNER, _STOP_CONTAINER = ActionKind.WARN_OWNER, ActionKind.STOP_CONTAINER
+_DONE = Halt.DONE
+
 
 @functools.lru_cache(maxsize=64)
 def stop_params(grace_s: float, *, remove: bool) -> StopParams:
@@ -177,7 +187,7 @@ def _before_first_level(
     return deferral(
         ctx.target(c),
         ladder.stop_reason,
-        DeferReason.NOT_DUE,
+        _NOT_DUE,
         f"{c.name}: {ladder.what} for {fmt_duration(elapsed_s)} of {fmt_duration(clock.timeout_s)}",
         due_at=clock.start + span(first_level_s),
         evidence=evidence,
@@ -241,7 +251,7 @@ def _warn(
     # (the daemon was down, `plan --at`) must not say "2h (90% of 1h)".
     elapsed_pct = int(100 * pr.elapsed_s / clock.timeout_s + 1e-9) if clock.timeout_s > 0 else level
     out.act(
-        ActionKind.WARN_OWNER,
+        _WARN_OWNER,
         ctx.target(c),
         ladder.warn_reason,
         f"{c.name}: {ladder.what} for {elapsed} ({elapsed_pct}% of {limit}); it will be stopped in about "
@@ -300,7 +310,7 @@ def _before_timeout(
     return deferral(
         ctx.target(c),
         ladder.stop_reason,
-        DeferReason.NOT_DUE,
+        _NOT_DUE,
         f"{c.name}: {ladder.what} for {fmt_duration(pr.elapsed_s)} of {fmt_duration(clock.timeout_s)}",
         due_at=min([*upcoming, stop_at]),
         evidence={**pr.evidence, "stop_due_at": iso(stop_at)},
@@ -333,7 +343,7 @@ def _never_warned(ctx: PassContext, out: Collector, c: ContainerObs, ladder: Lad
     return deferral(
         ctx.target(c),
         ladder.stop_reason,
-        DeferReason.WAITING_FOR_WARNING,
+        _WAITING_FOR_WARNING,
         f"{c.name}: stop is due but no warning was delivered yet; warning now, stop in {fmt_duration(lead)}",
         due_at=ctx.now + span(lead),
         evidence=pr.evidence,
@@ -352,7 +362,7 @@ def _inside_lead(ctx: PassContext, out: Collector, c: ContainerObs, ladder: Ladd
     return deferral(
         ctx.target(c),
         ladder.stop_reason,
-        DeferReason.WAITING_FOR_WARNING,
+        _WAITING_FOR_WARNING,
         f"{c.name}: first warned at {pr.first_sent.isoformat()}; {why}",
         due_at=stop_at,
         evidence=pr.evidence,
@@ -363,7 +373,7 @@ def _stop(ctx: PassContext, c: ContainerObs, ladder: Ladder, pr: _Progress) -> A
     stop_at = pr.stop_at(ctx.now)
     first_sent = pr.first_sent or stop_at  # always set here: _never_warned went on
     return Action.model_construct(
-        kind=ActionKind.STOP_CONTAINER,
+        kind=_STOP_CONTAINER,
         target=ctx.target(c),
         reason=ladder.stop_reason,
         message=f"stop {c.name} (owner {c.owner}): {ladder.what} for {fmt_duration(pr.elapsed_s)}, "
@@ -505,15 +515,15 @@ def _clock_applies(
     """The prologue shared by rules 3 and 4: a running GPU container with a limit, not shielded,
     whose start is known. ``exemption_shields``: an active exemption ends the rule here (the idle
     rule still sends its FYI notice first, so it checks the exemption itself later)."""
-    if c.state != ContainerState.RUNNING or not c.has_gpu:
-        return Halt.DONE
+    if c.state != _RUNNING or not c.has_gpu:
+        return _DONE
     if limit_s is None:
         # Devcontainers and "never" policies: no enforcement. A policy that waived the limit
         # because of an exemption (without keeping the value) still says why.
         exempted(ctx, out, c, policy, rule, exempt_from)
-        return Halt.DONE
+        return _DONE
     if shielded(ctx, out, c, policy, rule, exempt_from if exemption_shields else None):
-        return Halt.DONE
+        return _DONE
     if c.started_at is None:
         return deferral(
             ctx.target(c), rule, DeferReason.UNKNOWN_SIGNAL, f"{c.name} is running but StartedAt is unknown"
@@ -523,10 +533,8 @@ def _clock_applies(
 
 def idle_stop(ctx: PassContext, out: Collector, c: ContainerObs, policy: EffectivePolicy) -> Action | None:
     """Rule 3: the idle stop of a running GPU container (returns the stop, if due)."""
-    rule, base_timeout_s = Reason.IDLE_TIMEOUT, policy.idle_timeout_s.value
-    applies = _clock_applies(
-        ctx, out, c, policy, rule, base_timeout_s, ExemptFrom.IDLE, exemption_shields=False
-    )
+    rule, base_timeout_s = _IDLE_TIMEOUT, policy.idle_timeout_s.value
+    applies = _clock_applies(ctx, out, c, policy, rule, base_timeout_s, _EXEMPT_IDLE, exemption_shields=False)
     if out.stopped(applies) or base_timeout_s is None or c.started_at is None:
         return None
     mem = ctx.cmem.get(c.id)
@@ -618,13 +626,13 @@ def _active_now(mem: ContainerMemory, c: ContainerObs) -> bool:
 
 def _reading_undecided(ctx: PassContext, c: ContainerObs, mem: ContainerMemory, status: IdleStatus) -> Check:
     """The latest reading must be idle and inside an idle streak; unknown is not idle."""
-    rule, target, current = Reason.IDLE_TIMEOUT, ctx.target(c), status.current
+    rule, target, current = _IDLE_TIMEOUT, ctx.target(c), status.current
     if current is None:
         return deferral(
             target, rule, DeferReason.UNKNOWN_SIGNAL, f"{c.name}: no activity reading in this pass"
         )
     if current.idle is False:
-        return Halt.DONE  # active: nothing pending
+        return _DONE  # active: nothing pending
     if current.idle is None and len(mem.samples) == 1:
         return deferral(
             target,
@@ -737,7 +745,7 @@ def _exempt_notice(
     f: _IdleFacts,
 ) -> Check:
     """An exempt owner gets one FYI notice per start when the stop would be due, never a stop."""
-    exemption = policy.exemption(ExemptFrom.IDLE)
+    exemption = policy.exemption(_EXEMPT_IDLE)
     if exemption is None or (exemption.expires_at is not None and exemption.expires_at <= ctx.now):
         return GO_ON
     started_iso = iso(c.started_at)
@@ -763,7 +771,7 @@ def _keepalive_holds(
     ctx: PassContext, c: ContainerObs, policy: EffectivePolicy, mem: ContainerMemory, f: _IdleFacts
 ) -> Check:
     """A keep-alive file honoured, or one that could not be read, holds the stop back."""
-    rule, target = Reason.IDLE_TIMEOUT, ctx.target(c)
+    rule, target = _IDLE_TIMEOUT, ctx.target(c)
     ka = c.signals.keepalive if c.signals is not None else None
     if ka is None or ka.state == KeepAliveState.UNKNOWN:
         # Unknown is not absent: an unreadable keep-alive (EACCES on a root-squashed NFS workspace,
@@ -854,9 +862,9 @@ def _idle_scope(c: ContainerObs, mem: ContainerMemory, idle_since: datetime, rem
 
 def runtime_stop(ctx: PassContext, out: Collector, c: ContainerObs, policy: EffectivePolicy) -> Action | None:
     """Rule 4: max runtime since the last start (returns the stop, if due)."""
-    rule, timeout_s = Reason.MAX_RUNTIME_EXCEEDED, policy.max_runtime_s.value
+    rule, timeout_s = _MAX_RUNTIME_EXCEEDED, policy.max_runtime_s.value
     applies = _clock_applies(
-        ctx, out, c, policy, rule, timeout_s, ExemptFrom.MAX_RUNTIME, exemption_shields=True
+        ctx, out, c, policy, rule, timeout_s, _EXEMPT_MAX_RUNTIME, exemption_shields=True
     )
     if out.stopped(applies) or timeout_s is None or c.started_at is None:
         return None
