@@ -220,7 +220,13 @@ def _observe_containers(ctx: PassContext, desired: DesiredState, clock: ClockChe
         if prev is not None and (prev.hold_discount_s or mem.hold_discount_s):
             mem = _hold_discount(mem, prev, state)
         # Only GPU containers are ever idle-stopped, so only they are sampled (and memory stays small).
-        if state == _RUNNING and c.has_gpu and c.signals is not None and c.started_at is not None:
+        # (``c.has_gpu`` written out: a property call costs several times its test, per container.)
+        if (
+            state == _RUNNING
+            and (c.gpu_refs or c.all_gpus)
+            and c.signals is not None
+            and c.started_at is not None
+        ):
             mem = sampling.fold(mem, c, policy)
         elif state == _PAUSED:
             # A paused container accrues no idle time: the sample after it resumes is undecidable.
@@ -282,7 +288,7 @@ def _container_rules(ctx: PassContext, out: Collector, c: ContainerObs) -> None:
     state = c.state
     # Most containers are running without a GPU: no lifecycle rule applies to them, tested first.
     if state == _RUNNING:
-        if c.has_gpu:
+        if c.gpu_refs or c.all_gpus:  # c.has_gpu, written out (see _observe_containers)
             _running_gpu_rules(ctx, out, c, ctx.policies[c.id])
     elif state == _CREATED:
         created_never_started(ctx, out, c, ctx.policies[c.id])

@@ -277,7 +277,8 @@ def _shorter_hold(c: ContainerObs, policy: EffectivePolicy) -> tuple[float, Reas
     """The hold that applies to a stopped container and its rule (None: not stopped, or never)."""
     if c.state not in STOPPED_STATES:
         return None
-    gpu_hold_s = policy.gpu_hold_after_stop_s.value if c.has_gpu else None
+    # (``c.has_gpu`` written out: a property call costs several times its test.)
+    gpu_hold_s = policy.gpu_hold_after_stop_s.value if c.gpu_refs or c.all_gpus else None
     hold_s = policy.container_hold_after_stop_s.value
     # The GPU hold wins a tie because it frees the scarce resource.
     if gpu_hold_s is not None and (hold_s is None or not hold_s < gpu_hold_s):

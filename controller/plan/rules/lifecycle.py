@@ -515,7 +515,8 @@ def _clock_applies(
     """The prologue shared by rules 3 and 4: a running GPU container with a limit, not shielded,
     whose start is known. ``exemption_shields``: an active exemption ends the rule here (the idle
     rule still sends its FYI notice first, so it checks the exemption itself later)."""
-    if c.state != _RUNNING or not c.has_gpu:
+    # (``not c.has_gpu`` written out: a property call costs several times its test.)
+    if c.state != _RUNNING or not (c.gpu_refs or c.all_gpus):
         return _DONE
     if limit_s is None:
         # Devcontainers and "never" policies: no enforcement. A policy that waived the limit
