@@ -20,7 +20,17 @@ from datetime import datetime, timedelta
 from functools import partial
 
 from controller.memory import ContainerMemory
-from controller.plan.context import GO_ON, Check, Collector, PassContext, deferral, fmt_duration, iso, seconds
+from controller.plan.context import (
+    GO_ON,
+    Check,
+    Collector,
+    PassContext,
+    deferral,
+    fmt_duration,
+    iso,
+    seconds,
+    span,
+)
 from controller.plan.rules.common import gpu_evidence, shielded
 from controller.plan.types import ActionKind, DeferReason, Reason, RemoveParams
 from controller.snapshot import CREATED_UNKNOWN, ContainerObs, ContainerState, Snapshot
@@ -140,7 +150,7 @@ def created_never_started(ctx: PassContext, out: Collector, c: ContainerObs, pol
         why = "is in the future" if since > ctx.now else "could not be read"
         since, basis = mem.first_seen_at, f"first sighting (Created {why})"
     # Forward wall-clock steps since it was created are not time it waited (controller.plan.clock).
-    due = since + timedelta(seconds=timeout_s + hold_discount_s(ctx, mem, since))
+    due = since + span(timeout_s + hold_discount_s(ctx, mem, since))
     target = ctx.target(c)
     if ctx.now < due:
         age_s = seconds(ctx.now - since)
@@ -222,11 +232,14 @@ def stopped_hold(ctx: PassContext, out: Collector, c: ContainerObs, policy: Effe
         check = _kept_for_admin(ctx, c, rule, restart_at) or _finished_unknown(ctx, c, rule)
         if out.stopped(check) or finished_at is None:
             return
-    restart_hold = ctx.glob.restart_stopped_hold_s.value
-    if restart_at is not None and restart_hold is not None:
-        hold = max(hold, restart_hold)
-    # Forward wall-clock steps since it stopped are not hold time (controller.plan.clock).
-    due = finished_at + timedelta(seconds=hold + hold_discount_s(ctx, mem, finished_at))
+    if restart_at is not None:
+        # (Read only here: most stopped containers carry no restart's mark.)
+        restart_hold = ctx.glob.restart_stopped_hold_s.value
+        if restart_hold is not None:
+            hold = max(hold, restart_hold)
+    # Forward wall-clock steps since it stopped are not hold time (controller.plan.clock). (``span``:
+    # the same few holds are added to every stopped container's FinishedAt.)
+    due = finished_at + span(hold + hold_discount_s(ctx, mem, finished_at))
     if ctx.now < due:
         out.defer(
             ctx.target(c),
