@@ -30,9 +30,10 @@ from datetime import datetime
 from operator import itemgetter
 from typing import Any
 
-from controller.plan.context import Collector, PassContext, host_target
+from controller.plan.context import UNKNOWN_OWNER, Collector, PassContext, host_target
+from controller.plan.desired import CLAIMED_OWNER_RULES
 from controller.plan.types import ActionKind, DeferReason, Reason
-from controller.snapshot import LIVE_STATES, ContainerObs
+from controller.snapshot import LIVE_STATES, ContainerObs, OwnerRule
 from desired_state.effective import EffectivePolicy, ExemptFrom
 from desired_state.policy_set import sanitise_username
 
@@ -168,15 +169,20 @@ def _owners(ctx: PassContext) -> tuple[dict[str, list[ContainerObs]], dict[str, 
     # over thousands of containers costs mostly in reaching each one), and the sort compares the
     # starts alone.
     by_owner: dict[str, list[tuple[datetime, ContainerObs, bool]]] = {}
-    policies, counted_owner = ctx.policies, ctx.counted_owner
+    policies = ctx.policies
+    # ctx.counted_owner(c), written out with its pass-wide part read once: the owner rules that only
+    # claim an owner (none while labels are trusted). Kept the same test as counted_owner's.
+    claimed: frozenset[OwnerRule] = frozenset() if ctx.glob.trust_labels.value else CLAIMED_OWNER_RULES
     for c in ctx.containers:
         if c.state in LIVE_STATES and c.id in policies:
-            owner = counted_owner(c)
-            if owner is not None:
-                owned = by_owner.get(owner)
-                if owned is None:
-                    by_owner[owner] = owned = []
-                owned.append((c.started_at or c.created_at, c, c.has_gpu))
+            owner = c.owner
+            if not owner or owner == UNKNOWN_OWNER or c.owner_rule in claimed:
+                continue  # counted for nobody (counted_owner: None)
+            owned = by_owner.get(owner)
+            if owned is None:
+                by_owner[owner] = owned = []
+            # (c.has_gpu, without the property's call)
+            owned.append((c.started_at or c.created_at, c, bool(c.gpu_refs) or c.all_gpus))
     containers: dict[str, list[ContainerObs]] = {}
     holders: dict[str, list[ContainerObs]] = {}
     for owner, owned in by_owner.items():
