@@ -253,18 +253,34 @@ def _within_budget(ctx: PassContext, out: Collector, destructive: list[Proposed]
     # A backlog defers thousands of actions in one pass: each tail is formatted once.
     spent = f": the budget of {budget} destructive actions per pass is spent"
     tails: dict[int, str] = {}
+    # _defer, written out: the deferral's fields and evidence (in _defer's order), without a call
+    # and a merged dict for each of them.
+    deferred, why = out.deferred, DeferReason.BUDGET_EXHAUSTED
     for i, a in enumerate(destructive[budget:]):
         passes = i // budget + 1 if budget else 0
         tail = tails.get(passes)
         if tail is None:
             tail = tails[passes] = f"{spent}; {budget_turn(passes) if budget else 'none runs while it is 0'}"
-        _defer(
-            out,
-            a,
-            DeferReason.BUDGET_EXHAUSTED,
-            f"{_KIND_VALUE[a.kind]} {a.target.label()}{tail}",
-            None,
-            {"budget": budget, "due_at": iso(a.due_at), "in_passes": passes},
+        kind, target = _KIND_VALUE[a.kind], a.target
+        deferred.append(
+            built(
+                Deferred,
+                {
+                    "target": target,
+                    "rule": a.reason,
+                    "why": why,
+                    # (label() is the container's name when it has one, as most do)
+                    "message": f"{kind} {target.container or target.label()}{tail}",
+                    "due_at": None,
+                    "evidence": {
+                        "action": kind,
+                        "key": a.key,
+                        "budget": budget,
+                        "due_at": iso(a.due_at),
+                        "in_passes": passes,
+                    },
+                },
+            )
         )
     return destructive[:budget]
 
