@@ -169,12 +169,30 @@ def gpu_processes(ctx: PassContext, out: Collector) -> ProcessOutcome:
         return ProcessOutcome(dict(prev_sightings), dict(prev_marks))
     sightings = _Sightings(prev_sightings, ctx.snapshot.observed_at)
     views: dict[str, _GpuView] = {}
+    by_id = ctx.by_id
     for p in _in_order(ctx.snapshot.processes):
         if p.state == _VANISHED:
             continue  # exited between NVML's list and /proc: nothing to do
         view = views.get(p.gpu_uuid)
         if view is None:
             view = views[p.gpu_uuid] = _GpuView()
+        # Most processes are a live container's, on a device its references allow: _one_process's
+        # path for them (not a system process, a container id listed by id, a live state), then
+        # _check_foreign's first test (c.may_use_device), without their calls. Every other process
+        # takes that path.
+        cid = p.container_id
+        if not p.is_system and cid is not None:
+            c = by_id.get(cid)
+            if c is not None and c.state in LIVE_STATES:
+                allowed, device = c.all_gpus, p.device_uuid
+                if not allowed:
+                    for ref in c.gpu_refs:
+                        if ref.uuid is None or ref.uuid == device:
+                            allowed = True
+                            break
+                if allowed:
+                    view.others.append(p)
+                    continue
         _one_process(ctx, out, p, view, sightings)
     marks = _dirty_gpus(ctx, out, views, prev_marks)
     return ProcessOutcome(by_key(sightings.seen), marks)
