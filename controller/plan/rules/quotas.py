@@ -61,6 +61,7 @@ STOP_WARNING_PREFIX = "quota-stop:"
 # Each quota's stop-warning key, built once (looked up for every container in every pass).
 _STOP_WARNINGS = {r: f"{STOP_WARNING_PREFIX}{r.value}" for r in QUOTA_REASONS}
 _STOP_WARNING_KEYS = frozenset(_STOP_WARNINGS.values())
+_RUNNING = ContainerState.RUNNING  # (read once: an enum member read from its class costs a lookup)
 
 
 @dataclass
@@ -91,7 +92,7 @@ def user_quotas(ctx: PassContext, out: Collector) -> None:
     holders_of = gpu_holders(ctx)
     for owner in sorted(by_owner):
         owned, holders = by_owner[owner], holders_of[owner]
-        units = {c.id: gpu_units(ctx, c) for c in holders}  # counted once for the quota and the caps
+        units = _units_of(ctx, holders)  # counted once for the quota and the caps
         # A container stopped in this pass (by another rule, or for the quota judged before) no
         # longer counts: judged with it, one more would be stopped than the quota needs. The GPU
         # quota first: the container it stops counts against the container quota too.
@@ -113,12 +114,28 @@ def user_quotas(ctx: PassContext, out: Collector) -> None:
         if left:
             _container_quota(ctx, out, owner, left, stops)
         for c in holders:
-            if c.state == ContainerState.RUNNING:
+            if c.state == _RUNNING:
                 # Most holders are within their cap (tested here, before _gpu_slots says more).
                 cap = policies[c.id].resources.max_gpu_slots_per_container.value
                 if cap is not None and len(units[c.id]) > cap:
                     _gpu_slots(ctx, out, c, units[c.id], stops)
     _void_stop_warnings(ctx, stops)
+
+
+def _units_of(ctx: PassContext, holders: list[ContainerObs]) -> dict[ContainerId, list[str]]:
+    """``{c.id: gpu_units(ctx, c)}`` for each holder, gpu_units' one-reference case (most holders)
+    written out here rather than called for each."""
+    mig, physical_of = ctx.mig_uuids, ctx.physical_of
+    units: dict[ContainerId, list[str]] = {}
+    for c in holders:
+        refs = c.gpu_refs
+        if len(refs) == 1 and not c.all_gpus:
+            ref = refs[0]
+            unit = ref.uuid or f"{UNRESOLVED}{ref.raw}"
+            units[c.id] = [unit] if unit not in mig or physical_of.get(unit) != unit else []
+        else:
+            units[c.id] = gpu_units(ctx, c)
+    return units
 
 
 def _never_failed(attempt: Attempt | None) -> bool:
@@ -274,13 +291,7 @@ def _gpu_quota(
     quota = _policy(ctx, owned).resources.max_gpu_equivalents
     if quota.value is None or not holders:
         return
-    per: dict[str, float] = {}
-    unknown: list[str] = []
-    for c in holders:
-        known, missing = gpu_equivalents(ctx, c, shares, units[c.id])
-        per[c.id] = known
-        if missing:
-            unknown.extend(f"{c.name}: {u}" for u in missing)
+    per, unknown = _per_holder(ctx, holders, shares, units)
     if not unknown and sum(per.values()) <= quota.value + 1e-9:
         return  # within the quota even counted per container, every share known (most owners)
     # What the owner holds is the union of the units: a GPU two of their containers share counts
@@ -313,6 +324,32 @@ def _gpu_quota(
     excess = total - quota.value
     what = f"{owner} holds {total:g} GPU-equivalents; the quota is {quota.value:g} ({quota.source})"
     _beyond(ctx, out, owner, holders, excess, frees, Reason.GPU_QUOTA_EXCEEDED, what, evidence, stops)
+
+
+def _per_holder(
+    ctx: PassContext,
+    holders: list[ContainerObs],
+    shares: dict[str, float | None],
+    units: dict[ContainerId, list[str]],
+) -> tuple[dict[str, float], list[str]]:
+    """Each holder's known GPU-equivalents, and every unit of unknown share as "name: unit":
+    :func:`gpu_equivalents` of each holder (given its units), written out here rather than called
+    for each (the known shares summed in the same order, the unknown ones named in the same order)."""
+    per: dict[str, float] = {}
+    unknown: list[str] = []
+    listed = bool(ctx.gpus)
+    for c in holders:
+        known = 0.0
+        for unit in units[c.id]:
+            share = shares.get(unit)
+            if share is None:
+                unknown.append(f"{c.name}: {unit}")
+            else:
+                known += share
+        if c.all_gpus and not listed:
+            unknown.append(f"{c.name}: all GPUs (NVML lists none)")
+        per[c.id] = known
+    return per, unknown
 
 
 class _Frees:
