@@ -62,6 +62,7 @@ STOP_WARNING_PREFIX = "quota-stop:"
 _STOP_WARNINGS = {r: f"{STOP_WARNING_PREFIX}{r.value}" for r in QUOTA_REASONS}
 _STOP_WARNING_KEYS = frozenset(_STOP_WARNINGS.values())
 _RUNNING = ContainerState.RUNNING  # (read once: an enum member read from its class costs a lookup)
+_STOP = ActionKind.STOP_CONTAINER  # (the same, for the scan of every action proposed so far)
 
 
 @dataclass
@@ -85,7 +86,7 @@ def user_quotas(ctx: PassContext, out: Collector) -> None:
         proposed={
             a.target.container_id
             for a in out.actions
-            if a.kind == ActionKind.STOP_CONTAINER and _never_failed(attempts.get(a.key))
+            if a.kind == _STOP and _never_failed(attempts.get(a.key))
         }
     )
     policies = ctx.policies
