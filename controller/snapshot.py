@@ -370,6 +370,8 @@ class ContainerObs(Slotted):
 
     @property
     def has_gpu(self) -> bool:
+        # The planner's per-container loops write this test out (``c.gpu_refs or c.all_gpus``, a
+        # property call costing several times the test): change them with it (grep has_gpu).
         return bool(self.gpu_refs) or self.all_gpus
 
     def may_use_device(self, device_uuid: str) -> bool:
