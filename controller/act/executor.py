@@ -574,7 +574,7 @@ class RealExecutor:
                 return Outcome.FAILED, "not verifiable: no pid identity", [], None
             expected_cid = ProcessEvidence.from_evidence(action.evidence).container_id_or(t.container_id)
             check = check_identity(t.pid, t.pid_start_time, expected_cid)
-            if check.identity in (Identity.LIVE, Identity.UNKNOWN):
+            if check.identity in (Identity.LIVE, Identity.UNKNOWN, Identity.MOVED):
                 return Outcome.FAILED, f"not carried out: {check.detail}", [], None
             if check.identity is Identity.SAME:
                 grace_s = _or(action.params_as(KillParams).grace_s, self._kill_grace_s)
@@ -963,7 +963,7 @@ class RealExecutor:
         pre = check_identity(t.pid, t.pid_start_time, expected_cid)
         if pre.identity in (Identity.LIVE, Identity.UNKNOWN):
             raise _Skip(pre.detail)
-        if pre.identity is Identity.CHANGED:
+        if pre.identity in (Identity.CHANGED, Identity.MOVED):
             raise _Skip(f"not the planned process any more: {pre.detail}")
         if pre.identity is Identity.GONE:
             return _Done(Outcome.ALREADY_DONE, f"process already gone ({pre.detail})", mem)
@@ -976,13 +976,17 @@ class RealExecutor:
             kill_wait_s=self._kill_wait_s,
             cgroup=planned_cgroup,
         )
-        if result.outcome in (Identity.LIVE, Identity.UNKNOWN):
+        if result.outcome in (Identity.LIVE, Identity.UNKNOWN, Identity.MOVED):
             if result.signals_sent:
                 # Stopped between the signals: what was sent is said (nothing further on a guess).
                 why = f"{'+'.join(result.signals_sent)} sent, then stopped: {result.detail}"
                 details = {**self._base(action), "why": why, "signals": list(result.signals_sent)}
                 return _Done(Outcome.SKIPPED, why, mem, [(EventType.ACTION_SKIPPED, details)])
-            raise _Skip(result.detail)
+            raise _Skip(
+                result.detail
+                if result.outcome is not Identity.MOVED
+                else f"not the planned process any more: {result.detail}"
+            )
         if result.outcome is Identity.CHANGED:
             raise _Skip(f"not the planned process any more: {result.detail}")
         if not result.signals_sent:

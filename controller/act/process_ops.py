@@ -41,7 +41,8 @@ _POLL_S = 0.05
 class Identity(StrEnum):
     SAME = "same"
     GONE = "gone"
-    CHANGED = "changed"
+    CHANGED = "changed"  # the pid names another process (reused)
+    MOVED = "moved"  # the same process, in another cgroup than the plan's: not the planned orphan
     LIVE = "live"  # the same process, but a live containerd shim runs its container: not an orphan
     UNKNOWN = "unknown"  # its ancestry could not be read: whether a shim runs its container is unknown
 
@@ -54,7 +55,7 @@ class IdentityCheck:
 
 @dataclass(frozen=True)
 class KillResult:
-    outcome: Identity  # GONE: it exited (killed or not); CHANGED, LIVE: it is not ours to signal
+    outcome: Identity  # GONE: it exited (killed or not); CHANGED, MOVED, LIVE, UNKNOWN: not ours to signal
     signals_sent: tuple[str, ...]
     detail: str
 
@@ -97,13 +98,13 @@ def check_identity(
     if not _same_container(attribution, container_id):
         actual = attribution.container_id
         return IdentityCheck(
-            Identity.CHANGED,
+            Identity.MOVED,
             f"pid {pid} is in cgroup of container {actual[:12] if actual else 'none'}, "
             f"not {container_id[:12] if container_id else 'none'}",
         )
     if cgroup and attribution.cgroup != cgroup:
         return IdentityCheck(
-            Identity.CHANGED, f"pid {pid} is now in cgroup {attribution.cgroup or '/'}, not {cgroup}"
+            Identity.MOVED, f"pid {pid} is now in cgroup {attribution.cgroup or '/'}, not {cgroup}"
         )
     if container_id is not None:
         # Every container the path names, not only the planned one: a live container nested in
@@ -124,6 +125,27 @@ def check_identity(
                     "a live container, not an orphan",
                 )
     return IdentityCheck(Identity.SAME)
+
+
+_SETTLE_S = 1.0
+
+
+def _settled(
+    pid: int,
+    start_time: float,
+    container_id: str | None,
+    proc: Path,
+    cgroup: str | None,
+    sleep: Callable[[float], None],
+    check: IdentityCheck,
+) -> IdentityCheck:
+    """A MOVED reading after a signal, read again for up to ``_SETTLE_S``: a process the signal
+    ended is out of its cgroup a moment before it is gone (a zombie, or no such process)."""
+    deadline = time.monotonic() + _SETTLE_S
+    while check.identity is Identity.MOVED and time.monotonic() < deadline:
+        sleep(_POLL_S)
+        check = check_identity(pid, start_time, container_id, proc=proc, cgroup=cgroup)
+    return check
 
 
 def _threads_left(proc: Path, pid: int) -> bool:
@@ -186,7 +208,8 @@ def kill_ladder(
     """SIGTERM, wait up to ``grace_s``, SIGKILL, wait up to ``kill_wait_s``; verify before each.
 
     Returns GONE when the process has exited (``signals_sent`` may be empty: it was already
-    gone), CHANGED when the pid no longer names the process the plan meant, LIVE when a live shim
+    gone), CHANGED when the pid no longer names the process the plan meant (before any signal),
+    MOVED when the process is in another cgroup than the plan's, LIVE when a live shim
     runs its container, UNKNOWN when its ancestry cannot be read (nothing further is sent in
     any of these). Raises :class:`PermanentError` when
     the pid is protected or the process survives SIGKILL (uninterruptible sleep in a driver call,
@@ -198,7 +221,11 @@ def kill_ladder(
     sent: list[str] = []
     for sig, wait_s in ((signal.SIGTERM, grace_s), (signal.SIGKILL, kill_wait_s)):
         check = check_identity(pid, start_time, container_id, proc=proc, cgroup=cgroup)
+        if check.identity is Identity.MOVED and sent:
+            check = _settled(pid, start_time, container_id, proc, cgroup, sleep, check)
         if check.identity is not Identity.SAME:
+            if sent and check.identity in (Identity.GONE, Identity.CHANGED):
+                return KillResult(Identity.GONE, tuple(sent), f"exited after {sent[-1]}")
             return KillResult(check.identity, tuple(sent), check.detail)
         # The window between the check and the signal is a few microseconds; a pid cannot be
         # reused within it unless the process exits and pid_max wraps in that time.
@@ -210,8 +237,14 @@ def kill_ladder(
         deadline = time.monotonic() + wait_s
         while True:
             check = check_identity(pid, start_time, container_id, proc=proc, cgroup=cgroup)
+            if check.identity is Identity.MOVED:
+                # An exiting process leaves its cgroup before it is reaped: only one still in
+                # another cgroup once it has had the time to go was moved there.
+                check = _settled(pid, start_time, container_id, proc, cgroup, sleep, check)
             if check.identity is not Identity.SAME:
-                if check.identity in (Identity.LIVE, Identity.UNKNOWN):
+                # Alive, and not ours to signal further (moved to another cgroup, a live shim, an
+                # ancestry that cannot be read): said as such, never as gone.
+                if check.identity in (Identity.LIVE, Identity.UNKNOWN, Identity.MOVED):
                     return KillResult(check.identity, tuple(sent), check.detail)
                 if check.identity is Identity.GONE:
                     return KillResult(Identity.GONE, tuple(sent), f"exited after {sig.name}")

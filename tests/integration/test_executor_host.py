@@ -228,6 +228,48 @@ def test_a_kill_stopped_after_its_sigterm_says_the_sigterm_was_sent(
         proc.wait(timeout=10)
 
 
+def test_a_process_moved_to_another_cgroup_after_its_sigterm_is_not_reported_killed(
+    real_executor: RealExecutor,
+    orphan_cgroup_process: Any,
+    event_log_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Moved out of the dead container's cgroup between the signals, it runs on: it was recorded
+    as killed ("exited after SIGTERM"), read as a reused pid, and left alone without a word."""
+    import controller.act.process_ops as ops
+
+    orphan = orphan_cgroup_process
+    hierarchy = orphan.cgroup_dir.parent.parent
+    proc = subprocess.Popen([sys.executable, "-c", IGNORES_SIGTERM], stdout=subprocess.PIPE, text=True)
+    try:
+        (orphan.cgroup_dir / "cgroup.procs").write_text(f"{proc.pid}\n")
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
+        start = psutil.Process(proc.pid).create_time()
+        real_kill = os.kill
+        sent = []
+
+        def kill_then_move(pid: int, sig: int) -> None:
+            real_kill(pid, sig)
+            if pid == proc.pid:
+                sent.append(sig)
+                (hierarchy / "cgroup.procs").write_text(f"{pid}\n")  # someone moves it meanwhile
+
+        monkeypatch.setattr(ops.os, "kill", kill_then_move)
+        report = real_executor.execute(
+            make_plan(kill_action(proc.pid, start, orphan.container_id)), ControllerMemory(), NOW
+        )
+        (outcome,) = report.outcomes
+        assert outcome.outcome is Outcome.SKIPPED, outcome.detail
+        assert outcome.detail.startswith("SIGTERM sent, then stopped: "), outcome.detail
+        assert "cgroup" in outcome.detail
+        assert sent == [15] and proc.poll() is None  # not SIGKILLed in its new cgroup
+        assert [e["event_type"] for e in read_events(event_log_path)] == ["controller.action_skipped"]
+    finally:
+        monkeypatch.undo()
+        proc.kill()
+        proc.wait(timeout=10)
+
+
 # The main thread ends (pthread_exit) and a worker thread goes on: the thread-group leader shows as a
 # zombie in /proc/<pid>/stat while the process runs, and holds its GPU context, on the other thread.
 MAIN_THREAD_EXITS = """\

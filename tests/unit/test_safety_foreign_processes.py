@@ -291,7 +291,7 @@ def test_the_kill_re_check_requires_the_planned_cgroup(tmp_path: Path) -> None:
     # Same container id, but now in another runtime's cgroup: not the process the plan judged.
     cgroup_file.write_text(f"0::{ROOTLESS}\n")
     check = check_identity(pid, started, ID, proc=tmp_path, cgroup=ENGINE_CGROUPFS)
-    assert check.identity is Identity.CHANGED and ROOTLESS in check.detail
+    assert check.identity is Identity.MOVED and ROOTLESS in check.detail
 
 
 def test_the_orphan_gauge_does_not_count_foreign_workloads() -> None:
