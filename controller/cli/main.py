@@ -354,6 +354,11 @@ def build_parser() -> argparse.ArgumentParser:
 _AGO_FLAGS = frozenset({"--since", "--until"})
 
 
+def _ago_flag(arg: str) -> bool:
+    """``--since`` or ``--until``, or an abbreviation argparse takes for one (``--sin``)."""
+    return len(arg) >= 4 and arg.startswith("--") and any(f.startswith(arg) for f in _AGO_FLAGS)
+
+
 def _attach_negative_values(argv: list[str]) -> list[str]:
     """``--at -1h`` as ``--at=-1h``: argparse would take ``-1h`` for a flag and say "expected one
     argument"; attached, the value reaches the parser, which says it is in the past. ``--since -1h``
@@ -364,7 +369,7 @@ def _attach_negative_values(argv: list[str]) -> list[str]:
     while i < len(argv):
         nxt = argv[i + 1] if i + 1 < len(argv) else ""
         if (argv[i] == "--at" and nxt.startswith("-")) or (
-            argv[i] in _AGO_FLAGS and len(nxt) > 1 and nxt[0] == "-" and nxt[1].isdigit()
+            _ago_flag(argv[i]) and len(nxt) > 1 and nxt[0] == "-" and nxt[1].isdigit()
         ):
             out.append(f"{argv[i]}={argv[i + 1]}")
             i += 2

@@ -1081,6 +1081,8 @@ def test_get_events_since_a_duration_ago_written_apart_from_the_flag(
         "container.remove",
         "controller.warning",
     ]
+    rc, out, err = run(["get", "events", "--sin", "-1h"], capsys)  # argparse's abbreviation of it
+    assert rc == 0 and len(out.splitlines()) == 4, err
     rc, _, err = run(["get", "events", "--since", "--tail", "1"], capsys)  # the next flag is no value
     assert rc == 1 and "--since: expected one argument" in err
 
