@@ -435,10 +435,15 @@ def run_lock_held(state_dir: Path, locks: Path = Path("/proc/locks")) -> bool | 
         return None
     for line in table.splitlines():
         fields = line.split()
-        # "1: -> FLOCK ..." lines are processes waiting for a lock, not holding it.
-        if len(fields) >= 6 and fields[1] == "FLOCK" and fields[5] in wanted:
+        # "1: -> FLOCK ..." lines are processes waiting for a lock, not holding it. On NFS the
+        # client takes a flock as a POSIX lock (and an OFD lock is one too): any lock on the file
+        # counts, for the note errs towards silence, never "not running" while it runs.
+        if len(fields) >= 6 and fields[1] in _HELD_LOCK_KINDS and fields[5] in wanted:
             return True
     return False
+
+
+_HELD_LOCK_KINDS = frozenset({"FLOCK", "POSIX", "OFDLCK"})
 
 
 def _mount_dev(fd: int) -> list[int]:

@@ -99,6 +99,9 @@ def test_a_process_waiting_for_the_lock_does_not_hold_it(state: Path, tmp_path: 
     assert run_lock_held(state, table) is False
     table.write_text(f"7: FLOCK  ADVISORY  WRITE 4242 {dev} 0 EOF\n")
     assert run_lock_held(state, table) is True
+    # On NFS the client holds the daemon's flock as a POSIX lock: still held.
+    table.write_text(f"7: POSIX  ADVISORY  WRITE 4242 {dev} 0 EOF\n")
+    assert run_lock_held(state, table) is True
     assert run_lock_held(state, tmp_path / "no-such-table") is None
 
 
