@@ -163,12 +163,19 @@ def first_timestamp(path: Path) -> datetime | None:
 
 
 def read_events(
-    path: Path, start: datetime, end: datetime, stats: ReadStats | None = None
+    path: Path,
+    start: datetime,
+    end: datetime,
+    stats: ReadStats | None = None,
+    *,
+    needle: bytes | None = None,
 ) -> Iterator[tuple[datetime, dict[str, Any]]]:
     """Every event of the log and its rotations with ``start <= time < end``, in file order.
 
     A rotated file is skipped unread when the next one begins at or before ``start`` (it ends
-    before the period), and so is every file that begins at or after ``end``.
+    before the period), and so is every file that begins at or after ``end``. ``needle``: bytes
+    every wanted line contains (a line without them is not decoded: a filter on one container
+    reads a week's rotation in a fraction of the time).
     """
     stats = stats if stats is not None else ReadStats()
     files = log_files(path)
@@ -181,6 +188,8 @@ def read_events(
             break
         stats.files.append(str(p))
         for raw in iter_lines(p, stats):
+            if needle is not None and needle not in raw:
+                continue
             found = _decode(raw, stats)
             if found is not None and start <= found[0] < end:
                 yield found
@@ -217,7 +226,17 @@ def tail_since(
         return live
     older: deque[dict[str, Any]] = deque(maxlen=n - len(live))
     # Up to where the live file begins (every file when it holds no event): nothing read twice.
-    for _at, event in read_events(path, since, begins or datetime.max.replace(tzinfo=UTC)):
+    end = begins or datetime.max.replace(tzinfo=UTC)
+    for _at, event in read_events(path, since, end, needle=_needle(flt)):
         if flt.matches(event) and (extra is None or extra(event)):
             older.append(event)
     return [*older, *live]
+
+
+def _needle(flt: EventFilter) -> bytes | None:
+    """Bytes every line ``flt`` matches contains, where there are such: the container's name or id
+    prefix, else the user, as JSON writes them (plain ASCII with no character JSON escapes)."""
+    for value in (flt.container, flt.user):
+        if value and value.isascii() and value.isprintable() and '"' not in value and "\\" not in value:
+            return value.encode("ascii")
+    return None

@@ -139,3 +139,52 @@ def test_a_long_lived_container_s_rotations_are_read_back_to_the_lookback_only(
     events = _events_section(describe_container(w.view(path), "eve-web"))
 
     assert [row.split()[0] for row in events[1:]] == ["12h"]
+
+
+def test_the_rotations_are_read_for_lines_that_name_the_container_or_user_only(tmp_path: Path) -> None:
+    # Lines that cannot match are not decoded (a week's rotation is read for one container in a
+    # fraction of the time): every line that does match still names it, however the event names it.
+    from datetime import timedelta
+
+    from controller.act.event_files import tail_since
+    from controller.act.events import EventFilter
+
+    path = tmp_path / "events.jsonl"
+    log = EventLog(path)
+    cid = "ab" * 32
+    log.write("controller.warning", user="alice", details={"container": "alice-train"}, at=b.ago(hours=5))
+    log.write(
+        "detection.container_discovered",
+        user="alice",
+        details={"container_id": cid, "name": "alice-train"},
+        at=b.ago(hours=4),
+    )
+    log.write(
+        "controller.stop",
+        user="bob",
+        details={"container": "bob-nb", "container_id": cid[:12]},
+        at=b.ago(hours=3),
+    )
+    log.write("controller.usage_sample", user=None, details={"v": 1}, at=b.ago(hours=2))
+    path.rename(tmp_path / "events.jsonl.1")
+    since = b.ago(days=1)
+
+    def types(flt: EventFilter) -> list[str]:
+        return [e["event_type"] for e in tail_since(path, 10, flt)]
+
+    assert types(EventFilter(container="alice-train", since=since)) == [
+        "controller.warning",
+        "detection.container_discovered",
+    ]
+    assert types(EventFilter(container=cid[:12], since=since)) == [
+        "detection.container_discovered",
+        "controller.stop",
+    ]
+    assert types(EventFilter(user="bob", since=since)) == ["controller.stop"]
+    assert types(EventFilter(since=since)) == [
+        "controller.warning",
+        "detection.container_discovered",
+        "controller.stop",
+        "controller.usage_sample",
+    ]
+    assert types(EventFilter(user='o"dd\\', since=since + timedelta(0))) == []
