@@ -178,21 +178,14 @@ def gpu_processes(ctx: PassContext, out: Collector) -> ProcessOutcome:
             view = views[p.gpu_uuid] = _GpuView()
         # Most processes are a live container's, on a device its references allow: _one_process's
         # path for them (not a system process, a container id listed by id, a live state), then
-        # _check_foreign's first test (c.may_use_device), without their calls. Every other process
+        # _check_foreign's first test (c.may_use_device), without the two calls. Every other process
         # takes that path.
         cid = p.container_id
         if not p.is_system and cid is not None:
             c = by_id.get(cid)
-            if c is not None and c.state in LIVE_STATES:
-                allowed, device = c.all_gpus, p.device_uuid
-                if not allowed:
-                    for ref in c.gpu_refs:
-                        if ref.uuid is None or ref.uuid == device:
-                            allowed = True
-                            break
-                if allowed:
-                    view.others.append(p)
-                    continue
+            if c is not None and c.state in LIVE_STATES and c.may_use_device(p.device_uuid):
+                view.others.append(p)
+                continue
         _one_process(ctx, out, p, view, sightings)
     marks = _dirty_gpus(ctx, out, views, prev_marks)
     return ProcessOutcome(by_key(sightings.seen), marks)
