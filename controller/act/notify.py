@@ -336,10 +336,12 @@ def _open_dir_nofollow(path: str) -> int:
                     raise OSError(errno.ELOOP, f"more than {_MAX_TRUSTED_LINKS} links in {path!r}") from None
                 target = os.readlink(part, dir_fd=fd)
                 parts = [p for p in target.split("/") if p and p != "."] + parts
-                # An absolute target is walked from /, a relative one from the directory holding it.
-                next_fd = os.open("/", _DIR_FLAGS) if target.startswith("/") else os.dup(fd)
+                # An absolute target is walked from / (root's), a relative one from the directory
+                # holding it.
                 if target.startswith("/"):
-                    rooted = True
+                    next_fd, rooted = os.open("/", _DIR_FLAGS), True
+                else:
+                    next_fd = os.dup(fd)
             os.close(fd)
             fd = next_fd
             rooted = rooted and _root_held(os.fstat(fd))
