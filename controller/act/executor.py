@@ -669,8 +669,8 @@ class RealExecutor:
                 details[name] = value
         return details
 
-    def _skipped(self, action: Action, mem: ControllerMemory, why: str) -> _Done:
-        details = {**self._base(action), "why": why}
+    def _skipped(self, action: Action, mem: ControllerMemory, why: str, **extra: Any) -> _Done:
+        details = {**self._base(action), "why": why, **extra}
         return _Done(Outcome.SKIPPED, why, mem, [(EventType.ACTION_SKIPPED, details)])
 
     def _failed(self, action: Action, mem: ControllerMemory, err: ActError) -> _Done:
@@ -980,8 +980,7 @@ class RealExecutor:
             if result.signals_sent:
                 # Stopped between the signals: what was sent is said (nothing further on a guess).
                 why = f"{'+'.join(result.signals_sent)} sent, then stopped: {result.detail}"
-                details = {**self._base(action), "why": why, "signals": list(result.signals_sent)}
-                return _Done(Outcome.SKIPPED, why, mem, [(EventType.ACTION_SKIPPED, details)])
+                return self._skipped(action, mem, why, signals=list(result.signals_sent))
             raise _Skip(
                 result.detail
                 if result.outcome is not Identity.MOVED
