@@ -25,7 +25,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any, cast
 
-from controller.act.events import MAX_READ_LINE_BYTES, EventFilter, parse_timestamp, tail
+from controller.act.events import MAX_READ_LINE_BYTES, EventFilter, parse_timestamp, tail_matching
 
 BLOCK_BYTES = 64 * 1024
 _NUMBERED = re.compile(r"\.(\d{1,4})(\.gz)?$")
@@ -213,10 +213,7 @@ def tail_since(
     if since is None:
         raise ValueError("tail_since needs a filter with a since")
     try:
-        if extra is None:
-            live = tail(path, n, flt)
-        else:
-            live = [e for e in tail(path, n * widen, flt) if extra(e)][-n:]
+        live = tail_matching(path, n, flt, extra, widen)
     except FileNotFoundError:
         if not log_files(path):
             raise  # no log and no rotation: the caller says there is none yet

@@ -485,3 +485,17 @@ def tail(
                 break
     found.reverse()
     return found
+
+
+def tail_matching(
+    path: Path,
+    n: int,
+    flt: EventFilter,
+    extra: Callable[[Mapping[str, Any]], bool] | None = None,
+    widen: int = 50,
+) -> list[dict[str, Any]]:
+    """The live log's last ``n`` events matching ``flt`` and ``extra`` (a predicate the filter cannot
+    express, applied to the last ``n * widen`` events matching ``flt``), oldest first."""
+    if extra is None:
+        return tail(path, n, flt)
+    return [e for e in tail(path, n * widen, flt) if extra(e)][-n:]

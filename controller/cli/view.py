@@ -341,15 +341,12 @@ class LogEventSource:
         self, n: int, flt: EventFilter, extra: Callable[[Mapping[str, Any]], bool] | None = None
     ) -> list[dict[str, Any]]:
         if flt.since is not None:
-            from controller.act.event_files import tail_since
+            from controller.act.event_files import tail_since  # (gzip: only for a period)
 
             return tail_since(self.path, n, flt, extra, self.widen)
-        from controller.act.events import tail
+        from controller.act.events import tail_matching
 
-        if extra is None:
-            return tail(self.path, n, flt)
-        found = [e for e in tail(self.path, n * self.widen, flt) if extra(e)]
-        return found[-n:]
+        return tail_matching(self.path, n, flt, extra, self.widen)
 
     def describe(self) -> str:
         return str(self.path)
