@@ -6,7 +6,8 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -177,9 +178,51 @@ time.sleep(300)
 """
 
 
+@dataclass
+class StubbornOrphan:
+    """A process that ignores SIGTERM, in a dead container's cgroup; the signals the kill ladder
+    sends it, in ``sent``; ``after_signal`` runs right after each."""
+
+    proc: subprocess.Popen[str]
+    start: float
+    container_id: str
+    hierarchy: Path
+    sent: list[int] = field(default_factory=list)
+    after_signal: Callable[[], None] | None = None
+
+
+@pytest.fixture
+def stubborn_orphan(orphan_cgroup_process: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator[StubbornOrphan]:
+    import controller.act.process_ops as ops
+
+    orphan = orphan_cgroup_process
+    proc = subprocess.Popen([sys.executable, "-c", IGNORES_SIGTERM], stdout=subprocess.PIPE, text=True)
+    try:
+        (orphan.cgroup_dir / "cgroup.procs").write_text(f"{proc.pid}\n")
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
+        stubborn = StubbornOrphan(
+            proc, psutil.Process(proc.pid).create_time(), orphan.container_id, orphan.cgroup_dir.parent.parent
+        )
+        real_kill = os.kill
+
+        def kill(pid: int, sig: int) -> None:
+            real_kill(pid, sig)
+            if pid == proc.pid:
+                stubborn.sent.append(sig)
+                if stubborn.after_signal is not None:
+                    stubborn.after_signal()
+
+        monkeypatch.setattr(ops.os, "kill", kill)
+        yield stubborn
+    finally:
+        monkeypatch.undo()
+        proc.kill()
+        proc.wait(timeout=10)
+
+
 def test_a_kill_stopped_after_its_sigterm_says_the_sigterm_was_sent(
     real_executor: RealExecutor,
-    orphan_cgroup_process: Any,
+    stubborn_orphan: StubbornOrphan,
     event_log_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -188,86 +231,45 @@ def test_a_kill_stopped_after_its_sigterm_says_the_sigterm_was_sent(
     import controller.act.process_ops as ops
     from controller.observe.procfs import AncestryUnreadable
 
-    orphan = orphan_cgroup_process
-    proc = subprocess.Popen([sys.executable, "-c", IGNORES_SIGTERM], stdout=subprocess.PIPE, text=True)
-    try:
-        (orphan.cgroup_dir / "cgroup.procs").write_text(f"{proc.pid}\n")
-        assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
-        start = psutil.Process(proc.pid).create_time()
-        real_walk = ops.find_live_shim
-        sent = []
+    s = stubborn_orphan
+    real_walk = ops.find_live_shim
 
-        def unreadable_after_a_signal(proc_root: Path, pid: int, container_id: str) -> str | None:
-            if sent:
-                raise AncestryUnreadable("reading its ancestor's parent: [Errno 13] Permission denied")
-            return real_walk(proc_root, pid, container_id)
+    def unreadable_after_a_signal(proc_root: Path, pid: int, container_id: str) -> str | None:
+        if s.sent:
+            raise AncestryUnreadable("reading its ancestor's parent: [Errno 13] Permission denied")
+        return real_walk(proc_root, pid, container_id)
 
-        real_kill = os.kill
-
-        def kill(pid: int, sig: int) -> None:
-            real_kill(pid, sig)
-            if pid == proc.pid:
-                sent.append(sig)
-
-        monkeypatch.setattr(ops, "find_live_shim", unreadable_after_a_signal)
-        monkeypatch.setattr(ops.os, "kill", kill)
-        report = real_executor.execute(
-            make_plan(kill_action(proc.pid, start, orphan.container_id)), ControllerMemory(), NOW
-        )
-        (outcome,) = report.outcomes
-        assert outcome.outcome is Outcome.SKIPPED
-        assert outcome.detail.startswith("SIGTERM sent, then stopped: "), outcome.detail
-        assert sent == [15] and proc.poll() is None  # no SIGKILL on a guess: it runs on
-        (event,) = read_events(event_log_path)
-        assert event["event_type"] == "controller.action_skipped"
-        assert event["details"]["signals"] == ["SIGTERM"]
-        assert event["details"]["why"].startswith("SIGTERM sent, then stopped: ")
-    finally:
-        monkeypatch.undo()
-        proc.kill()
-        proc.wait(timeout=10)
+    monkeypatch.setattr(ops, "find_live_shim", unreadable_after_a_signal)
+    report = real_executor.execute(
+        make_plan(kill_action(s.proc.pid, s.start, s.container_id)), ControllerMemory(), NOW
+    )
+    (outcome,) = report.outcomes
+    assert outcome.outcome is Outcome.SKIPPED
+    assert outcome.detail.startswith("SIGTERM sent, then stopped: "), outcome.detail
+    assert s.sent == [15] and s.proc.poll() is None  # no SIGKILL on a guess: it runs on
+    (event,) = read_events(event_log_path)
+    assert event["event_type"] == "controller.action_skipped"
+    assert event["details"]["signals"] == ["SIGTERM"]
+    assert event["details"]["why"].startswith("SIGTERM sent, then stopped: ")
 
 
 def test_a_process_moved_to_another_cgroup_after_its_sigterm_is_not_reported_killed(
-    real_executor: RealExecutor,
-    orphan_cgroup_process: Any,
-    event_log_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
+    real_executor: RealExecutor, stubborn_orphan: StubbornOrphan, event_log_path: Path
 ) -> None:
     """Moved out of the dead container's cgroup between the signals, it runs on: it was recorded
     as killed ("exited after SIGTERM"), read as a reused pid, and left alone without a word."""
-    import controller.act.process_ops as ops
-
-    orphan = orphan_cgroup_process
-    hierarchy = orphan.cgroup_dir.parent.parent
-    proc = subprocess.Popen([sys.executable, "-c", IGNORES_SIGTERM], stdout=subprocess.PIPE, text=True)
-    try:
-        (orphan.cgroup_dir / "cgroup.procs").write_text(f"{proc.pid}\n")
-        assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
-        start = psutil.Process(proc.pid).create_time()
-        real_kill = os.kill
-        sent = []
-
-        def kill_then_move(pid: int, sig: int) -> None:
-            real_kill(pid, sig)
-            if pid == proc.pid:
-                sent.append(sig)
-                (hierarchy / "cgroup.procs").write_text(f"{pid}\n")  # someone moves it meanwhile
-
-        monkeypatch.setattr(ops.os, "kill", kill_then_move)
-        report = real_executor.execute(
-            make_plan(kill_action(proc.pid, start, orphan.container_id)), ControllerMemory(), NOW
-        )
-        (outcome,) = report.outcomes
-        assert outcome.outcome is Outcome.SKIPPED, outcome.detail
-        assert outcome.detail.startswith("SIGTERM sent, then stopped: "), outcome.detail
-        assert "cgroup" in outcome.detail
-        assert sent == [15] and proc.poll() is None  # not SIGKILLed in its new cgroup
-        assert [e["event_type"] for e in read_events(event_log_path)] == ["controller.action_skipped"]
-    finally:
-        monkeypatch.undo()
-        proc.kill()
-        proc.wait(timeout=10)
+    s = stubborn_orphan
+    # Someone moves it out of the dead container's cgroup right after the SIGTERM.
+    s.after_signal = lambda: (s.hierarchy / "cgroup.procs").write_text(f"{s.proc.pid}\n")
+    report = real_executor.execute(
+        make_plan(kill_action(s.proc.pid, s.start, s.container_id)), ControllerMemory(), NOW
+    )
+    (outcome,) = report.outcomes
+    assert outcome.outcome is Outcome.SKIPPED, outcome.detail
+    assert outcome.detail.startswith("SIGTERM sent, then stopped: "), outcome.detail
+    assert "cgroup" in outcome.detail
+    assert s.sent == [15] and s.proc.poll() is None  # not SIGKILLed in its new cgroup
+    assert [e["event_type"] for e in read_events(event_log_path)] == ["controller.action_skipped"]
 
 
 # The main thread ends (pthread_exit) and a worker thread goes on: the thread-group leader shows as a

@@ -78,10 +78,20 @@ def test_a_state_directory_the_daemon_never_started_in(state: Path) -> None:
     assert run_lock_held(state / "missing") is None  # not told: the views say why they cannot read it
 
 
-def test_reading_does_not_take_the_lock(state: Path, daemon: subprocess.Popen[str]) -> None:
+def test_reading_does_not_take_the_lock(
+    state: Path, daemon: subprocess.Popen[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     daemon.kill()
     daemon.wait()
+    import fcntl
+
+    taken: list[int] = []
+    real_flock, real_lockf = fcntl.flock, fcntl.lockf
+    monkeypatch.setattr(fcntl, "flock", lambda fd, op: taken.append(op) or real_flock(fd, op))
+    monkeypatch.setattr(fcntl, "lockf", lambda fd, op, *a: taken.append(op) or real_lockf(fd, op, *a))
     assert run_lock_held(state) is False
+    assert taken == []  # read from the kernel's table: no lock taken, not even for an instant
+    monkeypatch.undo()
     with acquire_run_lock(state):  # a daemon starting just then gets it
         assert run_lock_held(state) is True
 
