@@ -44,6 +44,7 @@ from controller.cli.render import (
     until,
 )
 from controller.cli.view import (
+    HELD_BY_GATE,
     IdleState,
     UnlistedDevice,
     View,
@@ -158,8 +159,8 @@ def decision_lines(
 
 def when_text(view: View, d: Deferred) -> str:
     """``warn 12:05 (in 5m), stop 12:08 (in 8m)``, ``at the next pass`` or ``in 3 passes`` (held by
-    the per-pass action budget), or ``no due time``."""
-    if d.why == DeferReason.BUDGET_EXHAUSTED:
+    the per-pass action budget), ``until an admin resets the breaker``, or ``no due time``."""
+    if d.why in HELD_BY_GATE:
         return held_when(d)
     if d.due_at is None:
         return "no due time"

@@ -368,9 +368,12 @@ _STATE_COLOUR = {
 
 
 def _predicted(view: View, c: ContainerObs, step: NextStep | None) -> list[PredictedAction]:
-    """The forecast's steps for ``c`` where NEXT shows them (nothing is to be done now, and the plan
-    has an item for it), else none: the cell and ``--sort-by next`` read the same."""
-    if view.forecast is None or not view.container_items(c) or (step is not None and step.pending):
+    """The forecast's steps for ``c`` where NEXT shows them (nothing is to be done now, nothing due
+    is held until an admin acts, which the forecast never predicts, and the plan has an item for
+    it), else none: the cell and ``--sort-by next`` read the same."""
+    if view.forecast is None or not view.container_items(c):
+        return []
+    if step is not None and (step.pending or step.held_by_admin):
         return []
     return view.forecast.for_container(c.id)
 

@@ -152,12 +152,11 @@ def deferred_lines(
 ) -> list[str]:
     """One deferral; ``idle_removes``: the container's idle stop also removes it (see
     :func:`controller.cli.view.verb`)."""
-    from controller.cli.view import held_when, schedule
-    from controller.plan.types import DeferReason
+    from controller.cli.view import HELD_BY_GATE, held_when, schedule
 
     when = "no due time"
-    if d.why == DeferReason.BUDGET_EXHAUSTED:
-        when = held_when(d)  # no due time: due already, it comes at a pass the budget allows
+    if d.why in HELD_BY_GATE:
+        when = held_when(d)  # no due time: due already, it comes at a pass the gate allows
     elif d.due_at is not None:
         steps = schedule(d, idle_removes=idle_removes)
         when = ", ".join(f"{v} {_local(at, now)} ({until(at, now)})" for v, at in steps if at)

@@ -477,6 +477,12 @@ class NextStep:
         """Held by the budget (ordered after this pass's actions, before any timed step)."""
         return self.in_passes is not None
 
+    @property
+    def held_by_admin(self) -> bool:
+        """Due, but no pass carries it out until an admin acts: a tripped breaker (until it is
+        reset), or a per-pass action budget of 0."""
+        return self.why == DeferReason.BREAKER_OPEN.value or self.in_passes == 0
+
     def text(self, now: datetime) -> str:
         if self.verb in (UNKNOWN_STEP, NO_STEP):
             return self.verb
@@ -543,9 +549,16 @@ GRACE_STEP = "grace ends"
 _IDLE_RULES_UNJUDGED = frozenset({DeferReason.DOMAIN_UNAVAILABLE})
 
 
+# The safety gates' deferrals of an action due now: no due time; held_when says which pass runs it.
+HELD_BY_GATE = frozenset({DeferReason.BUDGET_EXHAUSTED, DeferReason.BREAKER_OPEN})
+
+
 def held_when(d: Deferred) -> str:
-    """When an action the per-pass budget holds comes (``describe`` and ``plan`` alike): ``at the
-    next pass``, ``in 3 passes``, or never while the budget is 0."""
+    """When an action a safety gate holds comes (``describe`` and ``plan`` alike): ``at the next
+    pass``, ``in 3 passes``, never while the budget is 0, or once an admin resets the tripped
+    breaker."""
+    if d.why == DeferReason.BREAKER_OPEN:
+        return "until an admin resets the breaker (ds01ctl breaker reset)"
     turn = held_turn(d)
     if turn == 0:
         return "not while the per-pass action budget is 0"
@@ -563,7 +576,8 @@ def next_step(
     items: Sequence[Action | Deferred], *, nvml_ok: bool = True, idle_removes: bool = False
 ) -> NextStep | None:
     """Actions of this pass come first (they happen now; a destructive one over a warning); then
-    an action the per-pass budget holds to the next pass; otherwise the earliest timed deferral.
+    an action the per-pass budget holds to the next pass, then one a tripped breaker holds;
+    otherwise the earliest timed deferral.
 
     A deferral with no due time (protected, exempt, unknown signal) is not a scheduled step:
     nothing will happen unless something changes, so the column shows ``-`` and ``describe``
@@ -591,6 +605,14 @@ def next_step(
             due_at=None,
             why=d.why.value,
             in_passes=held_turn(d),
+        )
+    # Due, but held by a tripped breaker: no pass carries it out until an admin resets it, and the
+    # pass after that does (no due time; not "nothing to do", nor a later step).
+    breaker_held = [d for d in deferred if d.why == DeferReason.BREAKER_OPEN]
+    if breaker_held:
+        d = min(breaker_held, key=lambda x: x.rule.value)
+        return NextStep(
+            verb=verb(d, idle_removes=idle_removes), rule=d.rule.value, due_at=None, why=d.why.value
         )
     timed = [d for d in deferred if d.due_at is not None and d.why != DeferReason.GRACE_PERIOD]
     grace = [d for d in deferred if d.why == DeferReason.GRACE_PERIOD and d.due_at is not None]

@@ -1,0 +1,101 @@
+"""A stop or removal the tripped circuit breaker holds is shown as held, not as nothing to do.
+
+With the breaker tripped the planner defers every destructive action that is due (``BreakerOpen``,
+no due time) until an admin resets it; the pass after the reset carries them out. NEXT showed
+``-`` for such a removal and, for an idle stop, the forecast's max-runtime warning the next
+morning (``-o json``: that warning, or ``null``), and ``plan`` said ``no due time``.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+
+import pytest
+
+from controller.cli.describe import describe_container
+from controller.cli.forecastview import forecast_for_view
+from controller.cli.get import GetOptions, run_get
+from controller.cli.planview import plan_text
+from controller.cli.view import View
+from controller.memory import Breaker
+from controller.plan.types import DeferReason
+from controller.snapshot import ContainerObs, Snapshot
+from tests.fixtures import builders as b
+from tests.fixtures.local_zone import utc_clock  # noqa: F401 (the fixture)
+
+pytestmark = pytest.mark.usefixtures("utc_clock")  # clock times in the output are local
+
+POLICY = b.policy(idle_timeout_s=1800.0, grace_period_s=600.0)
+TRIPPED_AT = b.at(minutes=20)
+
+
+def containers(t: datetime) -> list[ContainerObs]:
+    return [
+        b.running("idle", gpus=[b.GPU0], started_at=b.ago(hours=3), sig=b.signals(t, gpu_pct={b.GPU0: 0.0})),
+        b.exited("stopped", gpus=[b.GPU1], finished_at=b.ago(hours=5)),
+    ]
+
+
+def host(t: datetime) -> Snapshot:
+    return b.snapshot(observed_at=t, containers=containers(t), gpus=(b.gpu(0), b.gpu(1)))
+
+
+def tripped() -> tuple[View, b.Passes]:
+    """The idle stop and the GPU hold's removal fall due while the breaker is tripped."""
+    passes = b.Passes(b.desired(POLICY))
+    for i in range(50):
+        t = b.at(minutes=i)
+        if t == TRIPPED_AT:
+            breaker = Breaker(tripped=True, tripped_at=t, reason="this pass would stop 3 of 4")
+            passes.memory = passes.memory.model_copy(update={"breaker": breaker})
+        p = passes.run(host(t))
+    held = {d.target.container: d.rule.value for d in p.deferred if d.why is DeferReason.BREAKER_OPEN}
+    assert held == {"idle": "IdleTimeout", "stopped": "GpuHoldExpired"}, b.deferred_summary(p)
+    assert not p.actions
+    view = View(snapshot=host(t), now=t, plan=p, memory=p.memory, desired=passes.desired)
+    view.forecast = forecast_for_view(view, 30.0, small_hosts_only=True)
+    return view, passes
+
+
+def test_next_shows_a_step_the_breaker_holds_not_nothing_nor_a_later_step() -> None:
+    view, passes = tripped()
+    text = run_get("containers", view, GetOptions())[0]
+    rows = {line.split()[0]: line for line in text.splitlines()[1:] if line.strip()}
+    assert "stop and remove held" in rows["idle"] and "warning" not in rows["idle"], text
+    assert "remove held" in rows["stopped"], text
+    items = {
+        i["name"]: i["next"]
+        for i in json.loads(run_get("containers", view, GetOptions(output="json"))[0])["items"]
+    }
+    assert items["idle"] == {
+        "action": "stop and remove",
+        "rule": "IdleTimeout",
+        "pending": False,
+        "due_at": None,
+        "deferred_because": "BreakerOpen",
+    }
+    assert items["stopped"] == {
+        "action": "remove",
+        "rule": "GpuHoldExpired",
+        "pending": False,
+        "due_at": None,
+        "deferred_because": "BreakerOpen",
+    }
+    # And it is true: nothing runs them while the breaker is tripped, the pass after the reset does.
+    t = view.now
+    assert not passes.run(host(t.replace(second=30))).actions
+    passes.memory = passes.memory.with_breakers_reset()
+    after = b.summary(passes.run(host(t.replace(minute=t.minute + 1))))
+    assert ("StopContainer", "IdleTimeout", "idle") in after
+    assert ("RemoveContainer", "GpuHoldExpired", "stopped") in after
+
+
+def test_plan_and_describe_say_the_breaker_holds_it_until_an_admin_resets_it() -> None:
+    view, _ = tripped()
+    assert view.plan is not None
+    text = plan_text(view.plan)
+    line = next(x for x in text.splitlines() if "IdleTimeout idle" in x)
+    assert "no due time" not in line and "until an admin resets the breaker" in line, text
+    decision = describe_container(view, "idle").split("Decision:")[1]
+    assert "until an admin resets the breaker" in decision, decision
