@@ -318,12 +318,8 @@ def _signals_section(view: View, c: ContainerObs, pol: EffectivePolicy | None, s
         if r.net_bytes_per_s is not None
         else _unknown(sig.net_unknown, "no rate yet")
     )
-    util, util_unknown = gpu_util(c)
-    gpu_now = (
-        "-"
-        if not sig.gpu_util
-        else (f"{UNKNOWN} ({clean(util_unknown, 60)})" if util_unknown else fmt_percent(util))
-    )
+    util, util_unknown = gpu_util(view, c)
+    gpu_now = f"{UNKNOWN} ({clean(util_unknown, 60)})" if util_unknown else fmt_percent(util)
     t.add(["cpu", cpu_now, _thr(pol, "cpu_idle_threshold_pct", "%"), _src(pol, "cpu_idle_threshold_pct")])
     t.add(
         [

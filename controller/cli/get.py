@@ -320,7 +320,7 @@ def container_item(view: View, c: ContainerObs) -> dict[str, Any]:
     idle = idleness(view, c)
     step = next_step(view.container_items(c), nvml_ok=view.nvml_ok, idle_removes=view.idle_stop_removes(c.id))
     r = rates(view, c)
-    util, util_unknown = gpu_util(c)
+    util, util_unknown = gpu_util(view, c)
     return {
         "name": c.name,
         "id": c.id,
@@ -430,7 +430,7 @@ def containers_table(view: View, containers: Sequence[ContainerObs], wide: bool)
         if wide:
             r = rates(view, c)
             running = c.state == ContainerState.RUNNING
-            util, util_unknown = gpu_util(c)
+            util, util_unknown = gpu_util(view, c)
             row += [
                 clean(c.image, 40),
                 c.short_id,

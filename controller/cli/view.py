@@ -35,6 +35,7 @@ from controller.snapshot import CREATED_UNKNOWN, ContainerObs, ContainerState, D
 if TYPE_CHECKING:
     from controller.act.events import EventFilter
     from controller.memory import ContainerMemory, ControllerMemory
+    from controller.plan.context import PassContext
     from controller.plan.desired import DesiredState
     from controller.plan.forecast import Forecast
     from desired_state.effective import EffectivePolicy
@@ -275,6 +276,25 @@ class View:
             return [], f"no events yet ({self.event_source.describe()} does not exist)"
         except OSError as exc:
             return [], f"unavailable: cannot read {self.event_source.describe()}: {exc.strerror or exc}"
+
+    @cached_property
+    def _pass_context(self) -> PassContext | None:
+        """The planner's index of this snapshot (None without a policy)."""
+        if self.desired is None:
+            return None
+        from controller.memory import ControllerMemory
+        from controller.plan.context import PassContext
+
+        return PassContext.build(self.snapshot, self.now, self.desired.global_policy, ControllerMemory())
+
+    def gpu_readings(self, c: ContainerObs) -> dict[str, float | None]:
+        """The utilization of each device the idle rule reads for ``c`` (``None``: unknown): its own
+        readings, every GPU for a reference that did not resolve, and each device NVML lists a
+        process of it on (:meth:`PassContext.gpu_pct_for`); without a policy, its own readings."""
+        ctx = self._pass_context
+        if ctx is not None:
+            return ctx.gpu_pct_for(c)
+        return {r.uuid: r.percent for r in c.signals.gpu_util} if c.signals is not None else {}
 
     def slot(self, uuid: str | None) -> str:
         if uuid is None:
@@ -748,16 +768,31 @@ def rates(view: View, c: ContainerObs) -> Rates:
     )
 
 
-def gpu_util(c: ContainerObs) -> tuple[float | None, str | None]:
-    """The highest utilization over the container's GPUs, or why it is unknown."""
-    if c.signals is None or not c.signals.gpu_util:
+def gpu_util(view: View, c: ContainerObs) -> tuple[float | None, str | None]:
+    """The highest utilization over the devices the idle rule reads for the container
+    (:meth:`View.gpu_readings`), or why one of them is unknown."""
+    if c.signals is None:
         return None, None
+    readings = view.gpu_readings(c)
+    if not readings:
+        return None, None
+    reasons: dict[str, str | None] = {r.uuid: r.unknown_reason for r in c.signals.gpu_util}
     values: list[float] = []
-    for r in c.signals.gpu_util:
-        if r.percent is None:
-            return None, r.unknown_reason or "unknown"
-        values.append(r.percent)
+    for uuid, percent in readings.items():
+        if percent is None:
+            return None, reasons.get(uuid) or _unread_reason(view.snapshot.gpus, uuid)
+        values.append(percent)
     return max(values), None
+
+
+def _unread_reason(gpus: Sequence[GpuObs], uuid: str) -> str:
+    """Why NVML gave no utilization for a device the container has no reading of its own for."""
+    for g in gpus:
+        if g.uuid == uuid:
+            return g.utilization_unknown or "not reported by NVML"
+        if any(m.uuid == uuid for m in g.mig_devices):
+            return "per-MIG utilization is not reported by NVML"
+    return "unknown"
 
 
 def gpu_devices(gpus: Sequence[GpuObs]) -> list[tuple[GpuObs, str | None]]:
