@@ -234,10 +234,13 @@ class Settings(SpecModel):
     )
     gpu_hold_after_stop: NullableDuration = Field(
         default=None,
-        description="How long a stopped container may keep its GPU before it is removed; null: indefinitely",
+        description="Remove a stopped container that references a GPU after this long, or after "
+        "containerHoldAfterStop where that is shorter; null: containerHoldAfterStop alone decides",
     )
     container_hold_after_stop: NullableDuration = Field(
-        default=None, description="Remove an exited container after this long; null: never auto-removed"
+        default=None,
+        description="Remove an exited container after this long (one that references a GPU after "
+        "gpuHoldAfterStop where that is shorter); null: only gpuHoldAfterStop removes one",
     )
     created_container_timeout: NullableDuration = Field(
         default=None, description="Remove a created-but-never-started container after this long; null: never"
