@@ -463,7 +463,9 @@ def _due_text(view: View, items: Sequence[Action | Deferred], rules: Sequence[Re
                     f"{step_verb}{due}{_clock(view, at)} ({until(at, view.now)}{held})" if at else step_verb
                 )
         else:
-            out.append(f"{verb(item, idle_removes=removes)} held: {WHY.get(item.why, item.why.value)}")
+            # A gate's hold says when it ends (the Decision section's words): ``at the next pass``.
+            when = f"; {held_when(item)}" if item.why in HELD_BY_GATE else ""
+            out.append(f"{verb(item, idle_removes=removes)} held: {WHY.get(item.why, item.why.value)}{when}")
     return out
 
 

@@ -99,3 +99,36 @@ def test_plan_and_describe_say_the_breaker_holds_it_until_an_admin_resets_it() -
     assert "no due time" not in line and "until an admin resets the breaker" in line, text
     decision = describe_container(view, "idle").split("Decision:")[1]
     assert "until an admin resets the breaker" in decision, decision
+
+
+def timers(view: View, name: str) -> str:
+    """The Timers section alone (the Decision section after it says when, too)."""
+    return describe_container(view, name).split("Timers")[1].split("Decision:")[0]
+
+
+def test_describe_timers_say_when_a_held_step_comes_as_the_decision_does() -> None:
+    """The Timers section named the gate's reason and not when it ends, while the Decision
+    section said it: "held: the circuit breaker is tripped" against "until an admin resets it"."""
+    view, _ = tripped()
+    assert "remove held: the circuit breaker is tripped; until an admin resets the breaker" in timers(
+        view, "stopped"
+    )
+
+
+def test_describe_timers_say_the_next_pass_for_a_removal_the_budget_holds() -> None:
+    passes = b.Passes(b.desired(POLICY, b.global_policy(max_destructive_actions_per_pass=1)))
+    t = b.at(minutes=1)
+    snap = b.snapshot(
+        observed_at=t,
+        containers=[b.exited(f"old{i}", gpus=[b.GPU1], finished_at=b.ago(hours=5 + i)) for i in range(2)],
+        gpus=(b.gpu(0), b.gpu(1)),
+    )
+    p = passes.run(snap)
+    held = [d.target.container for d in p.deferred if d.why is DeferReason.BUDGET_EXHAUSTED]
+    assert len(held) == 1 and len(p.actions) == 1, b.deferred_summary(p)
+    view = View(snapshot=snap, now=t, plan=p, memory=p.memory, desired=passes.desired)
+    assert "remove held: this pass's action budget is spent; at the next pass" in timers(view, held[0])
+    # And it is true: the next pass removes it (the first one gone).
+    rest = [c for c in snap.containers if c.name == held[0]]
+    after = b.summary(passes.run(b.snapshot(observed_at=b.at(minutes=2), containers=rest, gpus=snap.gpus)))
+    assert ("RemoveContainer", "GpuHoldExpired", held[0]) in after
