@@ -257,7 +257,10 @@ class Settings(SpecModel):
         description="Absolute path of the keep-alive file in the container; touching it postpones idle stops",
     )
     keepalive_max_age: NullableDuration = Field(
-        default=None, description="A keep-alive file older than this is ignored; null: honoured at any age"
+        default=None,
+        description="A keep-alive file is honoured for this long after its mtime or after the "
+        "controller first saw it (since the container was last active), whichever ends first; "
+        "null: honoured at any age",
     )
     remove_after_idle_stop: NotNullBool = Field(
         default=None,
@@ -265,7 +268,8 @@ class Settings(SpecModel):
     )
     warn_lead: Duration = Field(
         default=None,
-        description="Warn this long before an idle or runtime stop (capped at 20% of the timeout)",
+        description="Warn this long before an idle or runtime stop (capped at 20% of the timeout) "
+        "and before a quota stop (not capped)",
     )
     gpu_idle_threshold_pct: NotNullPercent = Field(
         default=None, description="GPU utilisation (%) below which the GPU counts as idle"

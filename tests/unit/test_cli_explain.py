@@ -73,3 +73,13 @@ def test_explain_of_no_kind_names_the_kinds(path: str, capsys: pytest.CaptureFix
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "ValueError" not in err, err
     assert "name a kind" in err and "LifecyclePolicy" in err
+
+
+def test_explain_warn_lead_and_keepalive_max_age_say_what_the_rules_do() -> None:
+    """warnLead also leads a quota stop, uncapped (the quota rule waits the full lead after its
+    warning); keepaliveMaxAge counts from the file's mtime or the controller's first sighting,
+    whichever ends first (touching the file again buys no more)."""
+    lead = explain("LifecyclePolicy.spec.settings.warnLead")
+    assert "quota stop (not capped)" in lead and "20% of the timeout" in lead, lead
+    cap = explain("LifecyclePolicy.spec.settings.keepaliveMaxAge")
+    assert "first saw it" in cap and "whichever ends first" in cap, cap
