@@ -7,7 +7,9 @@ gone only once no other thread of it runs), and still in the same container's cg
 still in none); when the plan names the cgroup path that made it an orphan (this engine's cgroup,
 see :mod:`controller.observe.cgroups`), the process must still be in exactly that cgroup. The
 controller never signals PID 0 or 1, itself, its parent or its process group leader, and signals
-always name a single pid (never a process group). A process in a container's cgroup is not signalled
+always name a single process (never a process group), through a pidfd opened before the first
+check where the kernel has them: a signal then reaches the checked process or nobody, never one
+the kernel gave its pid to after the check. A process in a container's cgroup is not signalled
 while a root-owned containerd shim among its ancestors runs that container, or any other container
 its cgroup path names (``LIVE``): the container is alive under some engine on this host, whatever
 this engine lists; the walk is the observer's
@@ -218,6 +220,52 @@ def kill_ladder(
     refused = refuse_reason(pid)
     if refused:
         raise PermanentError(refused)
+    try:
+        handle = _open_handle(pid)
+    except ProcessLookupError:
+        return KillResult(Identity.GONE, (), "no such process")
+    try:
+        return _ladder(pid, handle, start_time, container_id, grace_s, kill_wait_s, proc, sleep, cgroup)
+    finally:
+        if handle is not None:
+            os.close(handle)
+
+
+def _open_handle(pid: int) -> int | None:
+    """A pidfd for the process at ``pid`` now (None where the kernel has none: before Linux 5.3,
+    or a pid that is not a thread-group leader). Raises ProcessLookupError when there is none.
+
+    Opened before the first identity check: a check that then finds the planned start time proves
+    the pidfd is the planned process (a process placed at the pid after the pidfd was opened started
+    later than the planned one), and a signal sent through it reaches that process or, once it has
+    exited, nobody: never a newcomer the kernel gave its pid to between the check and the signal."""
+    try:
+        return os.pidfd_open(pid)
+    except ProcessLookupError:
+        raise
+    except OSError:
+        return None
+
+
+def _send(pid: int, handle: int | None, sig: signal.Signals) -> None:
+    """``sig`` to the process of ``handle`` (by its pid where there is no pidfd)."""
+    if handle is None:
+        os.kill(pid, sig)
+    else:
+        signal.pidfd_send_signal(handle, sig)
+
+
+def _ladder(
+    pid: int,
+    handle: int | None,
+    start_time: float,
+    container_id: str | None,
+    grace_s: float,
+    kill_wait_s: float,
+    proc: Path,
+    sleep: Callable[[float], None],
+    cgroup: str | None,
+) -> KillResult:
     sent: list[str] = []
     for sig, wait_s in ((signal.SIGTERM, grace_s), (signal.SIGKILL, kill_wait_s)):
         check = check_identity(pid, start_time, container_id, proc=proc, cgroup=cgroup)
@@ -227,10 +275,10 @@ def kill_ladder(
             if sent and check.identity in (Identity.GONE, Identity.CHANGED):
                 return KillResult(Identity.GONE, tuple(sent), f"exited after {sent[-1]}")
             return KillResult(check.identity, tuple(sent), check.detail)
-        # The window between the check and the signal is a few microseconds; a pid cannot be
-        # reused within it unless the process exits and pid_max wraps in that time.
+        # Through the pidfd opened before the checks (_open_handle): a process that exits between
+        # the check and the signal is not replaced by whatever the kernel puts at its pid.
         try:
-            os.kill(pid, sig)
+            _send(pid, handle, sig)
         except ProcessLookupError:
             return KillResult(Identity.GONE, tuple(sent), "exited before the signal")
         sent.append(sig.name)

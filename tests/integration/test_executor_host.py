@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -203,16 +204,16 @@ def stubborn_orphan(orphan_cgroup_process: Any, monkeypatch: pytest.MonkeyPatch)
         stubborn = StubbornOrphan(
             proc, psutil.Process(proc.pid).create_time(), orphan.container_id, orphan.cgroup_dir.parent.parent
         )
-        real_kill = os.kill
+        real_send = ops._send
 
-        def kill(pid: int, sig: int) -> None:
-            real_kill(pid, sig)
+        def send(pid: int, handle: int | None, sig: signal.Signals) -> None:
+            real_send(pid, handle, sig)
             if pid == proc.pid:
                 stubborn.sent.append(sig)
                 if stubborn.after_signal is not None:
                     stubborn.after_signal()
 
-        monkeypatch.setattr(ops.os, "kill", kill)
+        monkeypatch.setattr(ops, "_send", send)
         yield stubborn
     finally:
         monkeypatch.undo()

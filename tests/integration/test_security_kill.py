@@ -498,3 +498,45 @@ def test_a_live_container_nested_in_a_stopped_containers_cgroup_is_never_planned
     inner.reload()
     assert inner.attrs["State"]["Running"] is True
     assert inner.exec_run(["sh", "-c", "test ! -e /scratch/term"]).exit_code == 0
+
+
+def test_a_process_placed_at_the_pid_between_the_check_and_the_signal_is_not_signalled(
+    trapped: Callable[..., Trapped], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The planned process passes its identity check, then exits, and the kernel gives its pid to
+    a newcomer before the SIGTERM goes out: a signal sent by pid (``kill(2)``) reached the
+    newcomer. Sent through the pidfd opened before the check, it reaches nobody."""
+    import controller.act.process_ops as ops
+
+    planned = trapped("planned")
+    pid, start_time = planned.pid, planned.start_time
+    placed: list[Trapped] = []
+    real_check = ops.check_identity
+
+    def check_then_replace(*args: Any, **kwargs: Any) -> ops.IdentityCheck:
+        check = real_check(*args, **kwargs)
+        if not placed and check.identity is ops.Identity.SAME:
+            placed.append(newcomer_at(pid, planned, trapped))
+        return check
+
+    monkeypatch.setattr(ops, "check_identity", check_then_replace)
+    result = ops.kill_ladder(pid, start_time, None, grace_s=1.0, kill_wait_s=1.0)
+    (newcomer,) = placed
+    assert newcomer.pid == pid
+    assert result.outcome is ops.Identity.GONE and result.signals_sent == (), result
+    assert newcomer.alive() and not newcomer.signalled()
+    assert not planned.signalled()  # it was killed by the test (SIGKILL), never by the ladder
+
+
+def newcomer_at(pid: int, planned: Trapped, trapped: Callable[..., Trapped]) -> Trapped:
+    """Ends ``planned`` (reaped) and starts a process at its pid (``ns_last_pid``, retried)."""
+    planned.proc.kill()
+    planned.proc.wait(timeout=10)
+    for _attempt in range(50):
+        Path("/proc/sys/kernel/ns_last_pid").write_text(str(pid - 1))
+        newcomer = trapped("newcomer")
+        if newcomer.pid == pid:
+            return newcomer
+        newcomer.proc.kill()  # another process took the pid first: try again
+        newcomer.proc.wait(timeout=10)
+    pytest.fail("could not place a process at a reused pid in 50 attempts (a very busy host?)")
