@@ -21,8 +21,9 @@ The decision for one sample, given the previous sample of the same start:
   (then a busy GPU could not be seen, so nothing may count as idle), an unknown GPU reading, or an
   **unobserved span**: the sample came more than ``maxSampleInterval`` after the previous one
   (daemon or Docker down, a forward clock step), the wall clock stepped forward in between (the
-  monotonic clock tells: :mod:`controller.plan.clock`), or the container was seen paused or Docker
-  was unavailable in between. Counters over such a span are an average that can hide activity at its
+  monotonic clock tells: :mod:`controller.plan.clock`) or back behind the previous sample (the
+  readings taken meanwhile cannot be placed among the samples), or the container was seen paused or
+  Docker was unavailable in between. Counters over such a span are an average that can hide activity at its
   end (idle, paused 90 minutes, then one busy minute reads as "cpu 1.1 %"), and the GPU is only
   read at the pass, so when the container last was active cannot be told.
 
@@ -380,14 +381,15 @@ def advance(
     """Fold this pass's reading of a running container into its memory.
 
     ``mem`` already belongs to the container's current start. A reading already folded in (same
-    ``read_at``) changes nothing, so planning the same snapshot twice is harmless.
+    ``read_at``) changes nothing, so planning the same snapshot twice is harmless; one taken before
+    the last sample is not folded in either (:func:`_read_before`).
     """
     signals = container.signals
     if signals is None or container.started_at is None:
         return mem
     prev = mem.samples[-1] if mem.samples else None
     if prev is not None and signals.read_at <= prev.at:
-        return mem
+        return _read_before(mem, signals.read_at, prev.at)
     verdict = classify(
         prev, signals, gpu_pct, thresholds, nvml_ok=nvml_ok, mig_uuids=mig_uuids, unobserved=mem.unobserved
     )
@@ -419,6 +421,19 @@ def advance(
             "grace_extension_s": extension_s,
         }
     )
+
+
+def _read_before(mem: ContainerMemory, read_at: datetime, prev_at: datetime) -> ContainerMemory:
+    """The memory after a reading timed at or before the last sample (``prev_at``).
+
+    At the same time it is that sample's reading, planned again: nothing changes. Before it, the
+    wall clock stepped back: the reading cannot be placed in the samples, and what it saw (a busy
+    GPU) would be lost, the streak running on across it. So the span is unobserved: the next sample
+    is undecidable and ends the streak, as after any span the controller did not watch.
+    """
+    if read_at == prev_at:
+        return mem
+    return mark_unobserved(mem, f"the wall clock stepped back (a reading timed before {prev_at.isoformat()})")
 
 
 def _sample(signals: ActivitySignals, verdict: Verdict) -> Sample:

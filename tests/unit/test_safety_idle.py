@@ -261,6 +261,42 @@ class TestUnobservedSpans:
                     assert real_idle_min >= 30, f"stopped after {real_idle_min} real minutes idle"
         assert w.stops, "still stopped once idle long enough"
 
+    def test_a_busy_span_while_the_wall_clock_stood_behind_is_not_idle_time(self) -> None:
+        # Idle and warned at minute 24 (the stop announced for minute 30); at minute 26 the wall
+        # clock steps back 25.5 minutes. For the next 25 real minutes every reading is timed before
+        # the streak's last sample, and each shows GPU0 at 100 % (a GPU-bound job, no CPU or
+        # network to speak of). Those readings cannot be folded into the samples, but what they saw
+        # must not be lost: the first sample after them ends the streak (its warning void), and the
+        # stop needs a new streak of 30 real minutes and a fresh warning. Before, the streak ran on
+        # across the busy span and the container was stopped 5 minutes after its job ended.
+        w = World(monotonic_s=10_000.0)
+        warned_idle(w)
+        w.clock -= timedelta(minutes=25, seconds=30)  # the step back: no real time passed
+        for _ in range(25):
+            w.run(60, cpu_pct=0.0)
+            p = w.observe(gpu_pct={b.GPU0: 100.0})
+            assert b.summary(p) == []
+            assert idle_rule(p) == [("UnknownSignal", "train: no activity reading in this pass")]
+        busy_until = w.monotonic_s
+        w.run(60, cpu_pct=0.0)
+        p = w.observe()  # the wall clock is past the streak's last sample again: read, undecidable
+        ((why, message),) = idle_rule(p)
+        assert (why, "unobserved span: the wall clock stepped back" in message) == ("UnknownSignal", True)
+        assert p.memory.containers[b.cid("train")].idle_since is None
+        actions: list[tuple[float, list[tuple[str, str, str]]]] = []
+        while not w.stops and w.monotonic_s - busy_until < 60 * 60:
+            w.run(60, cpu_pct=0.0)
+            p = w.observe()
+            if p.actions:
+                actions.append(((w.monotonic_s - busy_until) / 60, b.summary(p)))
+        # The new streak starts with the second sample after the busy span (real minute 2): warned
+        # at 80 % of it (minute 26) and 95 % (minute 31), stopped at its 30 minutes (minute 32).
+        assert actions == [
+            (26.0, [("WarnOwner", "IdleWarning", "train")]),
+            (31.0, [("WarnOwner", "IdleWarning", "train")]),
+            (32.0, [("StopContainer", "IdleTimeout", "train")]),
+        ]
+
 
 # --- case 2: unknown GPU utilisation is not idle ------------------------------------------------
 
