@@ -439,6 +439,25 @@ class TestIdleExceptions:
         reasons = [(m, a.reason.value) for m in range(0, 45, 5) for a in h.at(m).actions]
         assert reasons == [(30, "IdleWarning"), (35, "IdleWarning"), (40, "IdleTimeout")]
 
+    def test_a_warning_from_before_an_exemption_does_not_count_once_it_expires(self) -> None:
+        # Warned at minute 30 (the stop announced for 36); at minute 35 a reload grants an idle
+        # exemption until minute 120, and the owner is told the container is not stopped. It stays
+        # idle. When the exemption expires the owner is warned again and the stop waits the full
+        # lead (6 min): before, the old warning counted and the container was stopped at minute
+        # 120, the pass the exemption ended, with no warning since "not stopped".
+        h = IdleHost()
+        reasons = [(m, a.reason.value) for m in range(0, 35, 5) for a in h.at(m).actions]
+        h.passes.desired = b.desired(
+            b.policy(exemptions=[b.exemption(ExemptFrom.IDLE, expires_at=b.at(minutes=120))])
+        )
+        reasons += [(m, a.reason.value) for m in range(35, 135, 5) for a in h.at(m).actions]
+        assert reasons == [
+            (30, "IdleWarning"),
+            (35, "IdleExemptNotice"),
+            (120, "IdleWarning"),
+            (130, "IdleTimeout"),
+        ]
+
     def test_runtime_exemption_does_not_shield_idle(self) -> None:
         h = IdleHost(b.policy(exemptions=[b.exemption(ExemptFrom.MAX_RUNTIME)]))
         reasons = [a.reason.value for m in range(0, 45, 5) for a in h.at(m).actions]

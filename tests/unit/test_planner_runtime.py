@@ -132,6 +132,42 @@ class TestMaxRuntime:
         assert runtime_deferrals(p) == [("MaxRuntimeExceeded", "Exempt")]
         assert p.deferred[0].due_at == b.at(days=2)
 
+    @pytest.mark.parametrize(
+        "shield",
+        [
+            b.policy(
+                max_runtime_s=10 * b.HOUR,
+                idle_timeout_s=None,
+                exemptions=[b.exemption(ExemptFrom.MAX_RUNTIME)],
+            ),
+            b.policy(max_runtime_s=10 * b.HOUR, idle_timeout_s=None, protected=True),
+            b.policy(max_runtime_s=None, idle_timeout_s=None),
+        ],
+        ids=["exempt", "protected", "no limit"],
+    )
+    def test_a_warning_from_before_a_shield_does_not_count_once_it_ends(
+        self, shield: EffectivePolicy
+    ) -> None:
+        # Warned at 7.5 h (the stop announced for 10 h); from 8 h a reload shields the job from
+        # the limit (an exemption, protection, no limit) until 12 h. When the shield ends the old
+        # warning does not count: the owner is warned again and the stop waits the full lead (10
+        # min). Before, the job was stopped at 12 h, the pass the shield ended, unwarned since.
+        runner = b.Passes(b.desired(LIMIT))
+        log: list[tuple[float, list[tuple[str, str, str]]]] = []
+        for minute in range(0, 12 * 60 + 16, 15):
+            runner.desired = b.desired(shield if 8 * 60 <= minute < 12 * 60 else LIMIT)
+            snap = b.snapshot(
+                observed_at=b.at(minutes=minute), containers=[busy(started_at=b.T0, minute=minute)]
+            )
+            p = runner.run(snap)
+            if p.actions:
+                log.append((minute / 60, b.summary(p)))
+        assert log == [
+            (7.5, [("WarnOwner", "MaxRuntimeWarning", "job")]),
+            (12.0, [("WarnOwner", "MaxRuntimeWarning", "job")]),
+            (12.25, [("StopContainer", "MaxRuntimeExceeded", "job")]),
+        ]
+
     def test_idle_exemption_does_not_shield_runtime(self) -> None:
         pol = b.policy(
             max_runtime_s=10 * b.HOUR, idle_timeout_s=None, exemptions=[b.exemption(ExemptFrom.IDLE)]

@@ -12,7 +12,9 @@ out now and the stop waits (``WaitingForWarning``). Delivery is recorded by the 
 ``ControllerMemory.with_warning(container_id, WarnParams.warning_key, at)``.
 
 Idle warnings belong to one idle streak: their keys carry the streak's start, and an active
-sample voids them. Runtime warnings belong to one start.
+sample voids them. Runtime warnings belong to one start. A pass in which a rule leaves the
+container alone (protected, monitoring, exempt, no limit) voids that rule's warnings: when it
+applies again, the owner is warned again with a full lead before any stop.
 """
 
 from __future__ import annotations
@@ -506,7 +508,7 @@ def _clock_applies(
     out: Collector,
     c: ContainerObs,
     policy: EffectivePolicy,
-    rule: Reason,
+    ladder: Ladder,
     limit_s: float | None,
     exempt_from: ExemptFrom,
     *,
@@ -514,16 +516,20 @@ def _clock_applies(
 ) -> Check:
     """The prologue shared by rules 3 and 4: a running GPU container with a limit, not shielded,
     whose start is known. ``exemption_shields``: an active exemption ends the rule here (the idle
-    rule still sends its FYI notice first, so it checks the exemption itself later)."""
+    rule still sends its FYI notice first, so it checks the exemption itself later). A running GPU
+    container the rule leaves alone loses the warnings its ladder delivered (:func:`_void_warnings`)."""
     # (``not c.has_gpu`` written out: a property call costs several times its test.)
     if c.state != _RUNNING or not (c.gpu_refs or c.all_gpus):
         return _DONE
+    rule = ladder.stop_reason
     if limit_s is None:
         # Devcontainers and "never" policies: no enforcement. A policy that waived the limit
         # because of an exemption (without keeping the value) still says why.
         exempted(ctx, out, c, policy, rule, exempt_from)
+        _void_warnings(ctx, c, ladder)
         return _DONE
     if shielded(ctx, out, c, policy, rule, exempt_from if exemption_shields else None):
+        _void_warnings(ctx, c, ladder)
         return _DONE
     if c.started_at is None:
         return deferral(
@@ -532,10 +538,32 @@ def _clock_applies(
     return GO_ON
 
 
+def _void_warnings(ctx: PassContext, c: ContainerObs, ladder: Ladder) -> None:
+    """The rule leaves ``c`` alone in this pass (protected, exempt, no limit): the warnings its
+    ladder delivered are void, and the stop times they announced with them. When the rule applies
+    again (the exemption expired, a reload lifted the protection or set a limit again) the owner,
+    told meanwhile that nothing is stopped or told nothing, is warned again with a full lead before
+    any stop, never stopped at once on a warning from before."""
+    mem = ctx.cmem.get(c.id)
+    if mem is None or not mem.warnings:
+        return  # (most containers hold no warning)
+    prefix = f"{ladder.key_prefix}:"
+    void = [k for k in mem.warnings if k.startswith(prefix)]
+    if not void:
+        return
+    keep = {k: at for k, at in mem.warnings.items() if k not in void}
+    told = {k: at for k, at in mem.announced.items() if k in keep}
+    ctx.cmem[c.id] = mem.model_copy(update={"warnings": keep, "announced": told})
+    # Each warning's action key (see _warn_keys): the done record would count it as delivered.
+    ctx.forget_done.update(f"WarnOwner:{c.id}:{ladder.warn_value}:{k[len(prefix) :]}" for k in void)
+
+
 def idle_stop(ctx: PassContext, out: Collector, c: ContainerObs, policy: EffectivePolicy) -> Action | None:
     """Rule 3: the idle stop of a running GPU container (returns the stop, if due)."""
-    rule, base_timeout_s = _IDLE_TIMEOUT, policy.idle_timeout_s.value
-    applies = _clock_applies(ctx, out, c, policy, rule, base_timeout_s, _EXEMPT_IDLE, exemption_shields=False)
+    base_timeout_s = policy.idle_timeout_s.value
+    applies = _clock_applies(
+        ctx, out, c, policy, IDLE_LADDER, base_timeout_s, _EXEMPT_IDLE, exemption_shields=False
+    )
     if out.stopped(applies) or base_timeout_s is None or c.started_at is None:
         return None
     mem = ctx.cmem.get(c.id)
@@ -745,7 +773,8 @@ def _exempt_notice(
     mem: ContainerMemory,
     f: _IdleFacts,
 ) -> Check:
-    """An exempt owner gets one FYI notice per start when the stop would be due, never a stop."""
+    """An exempt owner gets one FYI notice per start when the stop would be due, never a stop (the
+    idle warnings delivered before the exemption are void: :func:`_void_warnings`)."""
     exemption = policy.exemption(_EXEMPT_IDLE)
     if exemption is None or (exemption.expires_at is not None and exemption.expires_at <= ctx.now):
         return GO_ON
@@ -765,6 +794,7 @@ def _exempt_notice(
             params=WarnParams(warning_key=wk),
         )
     exempted(ctx, out, c, policy, Reason.IDLE_TIMEOUT, ExemptFrom.IDLE)
+    _void_warnings(ctx, c, IDLE_LADDER)
     return Halt.DONE
 
 
@@ -863,9 +893,9 @@ def _idle_scope(c: ContainerObs, mem: ContainerMemory, idle_since: datetime, rem
 
 def runtime_stop(ctx: PassContext, out: Collector, c: ContainerObs, policy: EffectivePolicy) -> Action | None:
     """Rule 4: max runtime since the last start (returns the stop, if due)."""
-    rule, timeout_s = _MAX_RUNTIME_EXCEEDED, policy.max_runtime_s.value
+    timeout_s = policy.max_runtime_s.value
     applies = _clock_applies(
-        ctx, out, c, policy, rule, timeout_s, _EXEMPT_MAX_RUNTIME, exemption_shields=True
+        ctx, out, c, policy, RUNTIME_LADDER, timeout_s, _EXEMPT_MAX_RUNTIME, exemption_shields=True
     )
     if out.stopped(applies) or timeout_s is None or c.started_at is None:
         return None
