@@ -5,9 +5,12 @@ Owns two steps, both pure:
 1. :func:`extract_gpu_refs` reads every route by which a container can name a GPU, in this order
    (the order also decides which route a de-duplicated reference keeps):
 
-   * ``HostConfig.DeviceRequests`` whose ``Driver`` is ``nvidia`` or whose ``Capabilities`` contain
-     ``gpu``: each ``DeviceIDs`` entry (a UUID, an index, ``X.Y`` / ``X:Y``); ``Count: -1`` means every
-     GPU; ``Count: N`` means the first N indices, as Docker's nvidia driver passes ``0,..,N-1``.
+   * ``HostConfig.DeviceRequests`` the engine's nvidia driver serves: its ``Driver`` is ``nvidia``,
+     or it names no driver and one of its ``Capabilities`` groups lies within that driver's
+     capabilities (``gpu``, ``nvidia``, ``compute``, ``utility``...; :func:`_is_gpu_request`), or a
+     group contains ``gpu``: each ``DeviceIDs`` entry (a UUID, an index, ``X.Y`` / ``X:Y``);
+     ``Count: -1`` means every GPU; ``Count: N`` means the first N indices, as Docker's nvidia
+     driver passes ``0,..,N-1``.
    * ``HostConfig.DeviceRequests`` whose ``Driver`` is ``cdi`` (``docker run --device
      nvidia.com/gpu=0``): each NVIDIA CDI name (``nvidia.com/gpu=<index|X:Y|UUID|all|gpuN|migN:M>``,
      ``nvidia.com/mig=...``, ``nvidia.com/mig-<profile>=...``) gives the device part; a name of
@@ -71,6 +74,12 @@ NVIDIA_RUNTIME = "nvidia"
 NVIDIA_DRIVER = "nvidia"
 CDI_DRIVER = "cdi"
 GPU_CAPABILITY = "gpu"
+# The capabilities of the engine's nvidia device driver (Docker registers it where the NVIDIA
+# container toolkit's hook is installed): a device request that names no driver is served by it when
+# every capability of one of its groups is among these.
+NVIDIA_DRIVER_CAPABILITIES = frozenset(
+    {"gpu", "nvidia", "compute", "compat32", "graphics", "utility", "video", "display"}
+)
 # Runtimes that are plain runc whatever the engine's configuration says.
 RUNC_RUNTIMES = frozenset({"runc", "io.containerd.runc.v2", "io.containerd.runtime.v1.linux"})
 NVIDIA_RUNTIME_BINARY = "nvidia-container-runtime"
@@ -406,12 +415,29 @@ def _cdi_device(name: str) -> str | None:
 
 
 def _is_gpu_request(request: Mapping[str, Any]) -> bool:
-    if request.get("Driver") == NVIDIA_DRIVER:
+    """Whether ``request`` gives the container NVIDIA GPUs through the engine's nvidia driver.
+
+    It does when it names that driver, or names no driver and one of its capability groups lies
+    within the driver's capabilities (:data:`NVIDIA_DRIVER_CAPABILITIES`; an empty group too, as
+    the engine matches it): compose's ``capabilities: [compute, utility]`` and the API's
+    ``[["nvidia"]]`` are GPU requests as much as ``--gpus``' ``[["gpu"]]``. Read as naming ``gpu``
+    only, they made a container holding a GPU look GPU-less, and its ledger row was released. A
+    group that contains ``gpu`` counts whatever else it names (unknown is not "no GPU").
+    """
+    driver = request.get("Driver")
+    if driver == NVIDIA_DRIVER:
         return True
     capabilities = request.get("Capabilities")
     if not isinstance(capabilities, list):
         return False
-    return any(isinstance(group, list) and GPU_CAPABILITY in group for group in capabilities)
+    groups = [group for group in capabilities[:MAX_REFS_PER_ROUTE] if isinstance(group, list)]
+    if any(GPU_CAPABILITY in group for group in groups):
+        return True
+    return not driver and any(_within_nvidia_capabilities(group) for group in groups)
+
+
+def _within_nvidia_capabilities(group: Sequence[object]) -> bool:
+    return all(isinstance(c, str) and c in NVIDIA_DRIVER_CAPABILITIES for c in group)
 
 
 def _device_mapping_indices(devices: object) -> Iterator[str]:

@@ -120,3 +120,35 @@ def test_a_renamed_container_keeps_its_row(
     ((why, message),) = ledger_items(p, old_name)
     assert why == "UnknownSignal" and "renamed" in message and f"{old_name}-old" in message
     assert [k for k, _ in ledger_items(p, gone_id)] == ["ReleaseAllocation"]
+
+
+def test_a_gpus_request_by_nvidia_capabilities_holds_its_gpu_and_row(
+    make_container: ContainerFactory, two_gpus_one_mig: FakeNvml, tmp_path: Path, docker_client: Any
+) -> None:
+    """A device request with no driver is served by the engine's nvidia driver whenever one of its
+    capability groups lies within that driver's capabilities (``gpu``, ``nvidia``, ``compute``,
+    ``utility``, ...), not only when the group names ``gpu``: compose's ``capabilities: [compute,
+    utility]`` with ``device_ids: ["0"]`` is given GPU 0. Such a container once looked GPU-less, and
+    its ledger row was released while it held the GPU."""
+    by_caps = make_container(
+        start=False,
+        device_requests=[docker.types.DeviceRequest(device_ids=["0"], capabilities=[["compute", "utility"]])],
+    )
+    by_vendor = make_container(
+        start=False,
+        device_requests=[docker.types.DeviceRequest(device_ids=[gpu_uuid(1)], capabilities=[["nvidia"]])],
+    )
+    recorded = docker_client.api.inspect_container(by_caps.id)["HostConfig"]["DeviceRequests"]
+    assert [(r["Driver"], r["DeviceIDs"], r["Capabilities"]) for r in recorded] == [
+        ("", ["0"], [["compute", "utility"]])
+    ]
+    write_ledger(tmp_path / "ledger.json", (by_caps.id, gpu_uuid(0)), (by_vendor.id, gpu_uuid(1)))
+
+    snap, p = observe_and_plan(tmp_path)
+    assert [(r.source, r.uuid) for r in find(snap, by_caps).gpu_refs] == [
+        (GpuRefSource.DEVICE_REQUEST, gpu_uuid(0))
+    ]
+    assert [(r.source, r.uuid) for r in find(snap, by_vendor).gpu_refs] == [
+        (GpuRefSource.DEVICE_REQUEST, gpu_uuid(1))
+    ]
+    assert ledger_items(p, by_caps.id) == [] and ledger_items(p, by_vendor.id) == []

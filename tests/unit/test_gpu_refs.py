@@ -83,6 +83,35 @@ def test_device_request_by_capability_and_other_drivers_ignored() -> None:
     assert raws(refs) == [("0", GpuRefSource.DEVICE_REQUEST)]
 
 
+def test_a_request_the_engines_nvidia_driver_serves_by_its_capabilities_is_a_gpu_request() -> None:
+    """With no driver named, the engine gives the request to its nvidia driver when a capability
+    group lies within that driver's capabilities (compose: ``capabilities: [compute, utility]``)."""
+
+    def request(caps: Any, driver: str = "", ids: list[str] | None = None, count: int = 0) -> dict[str, Any]:
+        return {"Driver": driver, "Count": count, "DeviceIDs": ids, "Capabilities": caps}
+
+    for caps in ([["compute", "utility"]], [["nvidia"]], [["rdma"], ["video", "display"]], [[]]):
+        refs = extract_gpu_refs(inspect(device_requests=[request(caps, ids=["0"])]))
+        assert raws(refs) == [("0", GpuRefSource.DEVICE_REQUEST)], caps
+    assert extract_gpu_refs(inspect(device_requests=[request([["compute"]], count=-1)])).all_gpus
+    # The image's variable does not count beside such a request: the request sets it.
+    refs = extract_gpu_refs(
+        inspect(
+            device_requests=[request([["utility", "compute"]], ids=[G0])],
+            runtime="nvidia",
+            env=["NVIDIA_VISIBLE_DEVICES=all"],
+        )
+    )
+    assert raws(refs) == [(G0, GpuRefSource.DEVICE_REQUEST)] and not refs.all_gpus
+    # Another vendor's capabilities, no capabilities at all, or another driver: not the nvidia driver.
+    for other in (
+        request([["rdma"]], ids=["0"]),
+        request(None, ids=["0"]),
+        request([["compute"]], "amd", ["0"]),
+    ):
+        assert extract_gpu_refs(inspect(device_requests=[other])) == RawGpuRefs(), other
+
+
 def test_visible_devices_counts_only_under_the_nvidia_runtime() -> None:
     env = ["PATH=/bin", "NVIDIA_VISIBLE_DEVICES=0,1:2"]
     assert extract_gpu_refs(inspect(env=env, runtime="runc")) == RawGpuRefs()
