@@ -6,6 +6,7 @@ The JSON form of these types (``Plan.model_dump(mode="json")``) is the stable sc
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -37,6 +38,10 @@ DONE_KINDS = frozenset({ActionKind.WARN_OWNER, ActionKind.ALERT_ADMIN, ActionKin
 
 # A released ledger row makes its GPU look free to the allocator: while the row is in use, that
 # puts a second user on the GPU. Releases are destructive (budget, breakers) for that reason.
+# The evidence key of a StopContainer that leaves the container in place: the hold after the stop
+# that the owner's notice names ("kept for 2d after the stop"), in seconds; absent when it names none.
+KEPT_AFTER_STOP_S = "kept_after_stop_s"
+
 DESTRUCTIVE_KINDS = frozenset(
     {
         ActionKind.STOP_CONTAINER,
@@ -313,6 +318,15 @@ class Action(BaseModel):
     @property
     def destructive(self) -> bool:
         return self.kind in DESTRUCTIVE_KINDS
+
+    def promised_hold_s(self) -> float | None:
+        """The hold after the stop that this StopContainer's owner notice names (evidence
+        :data:`KEPT_AFTER_STOP_S`), in seconds: the container is not removed before its stop plus
+        this. None: not a StopContainer, or it names no finite hold."""
+        if self.kind is not ActionKind.STOP_CONTAINER:
+            return None
+        hold_s = _number(self.evidence.get(KEPT_AFTER_STOP_S))
+        return hold_s if hold_s is not None and math.isfinite(hold_s) else None
 
 
 class Deferred(BaseModel):

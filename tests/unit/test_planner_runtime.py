@@ -54,6 +54,8 @@ class TestMaxRuntime:
         )
         stop = next(a for a in actions if a.reason.value == "MaxRuntimeExceeded")
         assert stop.evidence["kept_after_stop"] == kept
+        # The same hold as a number, which the executor records as what the owner was told.
+        assert stop.evidence["kept_after_stop_s"] == 15 * 60 and stop.promised_hold_s() == 15 * 60
 
     def test_not_due_is_deferred_until_first_warning(self) -> None:
         start = b.ago(hours=1)

@@ -6,7 +6,7 @@ from datetime import timedelta
 from typing import Any
 
 from controller.plan.context import Collector, PassContext, fmt_duration, iso
-from controller.plan.types import DeferReason, Reason
+from controller.plan.types import KEPT_AFTER_STOP_S, DeferReason, Reason
 from controller.snapshot import ContainerObs
 from desired_state.effective import EffectivePolicy, ExemptFrom
 
@@ -17,15 +17,34 @@ def after(ctx: PassContext, delay_s: float) -> Any:
 
 def kept_after_stop(c: ContainerObs, policy: EffectivePolicy) -> str:
     """What of a stopped container is kept, for the owner's notices ("What is kept: your files
-    under /workspace and ..."): it is removed once the shorter of its holds has passed (the GPU
-    hold for one holding a GPU), unless a cleanup exemption holds it."""
+    under /workspace and ..."): see :func:`kept_after_stop_hold`."""
+    return kept_after_stop_hold(c, policy)[0]
+
+
+def kept_after_stop_hold(c: ContainerObs, policy: EffectivePolicy) -> tuple[str, float | None]:
+    """What of a stopped container is kept, for the owner's notices, and the hold that text names
+    in seconds (None: it names none). It is removed once the shorter of its holds has passed (the
+    GPU hold for one holding a GPU), unless a cleanup exemption holds it.
+
+    The text and the number come from here together: the number is what the executor records as
+    the stop notice's promise (``ContainerMemory.promised_hold_s``), which the hold rule keeps."""
     if policy.exemption(ExemptFrom.CLEANUP) is not None:
-        return "the stopped container while your cleanup exemption lasts"
+        return "the stopped container while your cleanup exemption lasts", None
     gpu_hold = policy.gpu_hold_after_stop_s.value if c.has_gpu else None
     holds = [h for h in (gpu_hold, policy.container_hold_after_stop_s.value) if h is not None]
     if not holds:
-        return "the stopped container"
-    return f"the stopped container for {fmt_duration(min(holds))} after the stop (then it is removed)"
+        return "the stopped container", None
+    hold = min(holds)
+    return f"the stopped container for {fmt_duration(hold)} after the stop (then it is removed)", hold
+
+
+def kept_evidence(c: ContainerObs, policy: EffectivePolicy) -> dict[str, Any]:
+    """A StopContainer's evidence of what its owner's notice says is kept: the text
+    (``kept_after_stop``) and, where it names a hold, that hold (:data:`KEPT_AFTER_STOP_S`)."""
+    kept, hold_s = kept_after_stop_hold(c, policy)
+    if hold_s is None:
+        return {"kept_after_stop": kept}
+    return {"kept_after_stop": kept, KEPT_AFTER_STOP_S: hold_s}
 
 
 def gpu_evidence(ctx: PassContext, c: ContainerObs) -> dict[str, Any]:

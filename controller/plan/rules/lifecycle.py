@@ -39,7 +39,7 @@ from controller.plan.context import (
     span,
 )
 from controller.plan.idle import IDLE_WARNING_PREFIX, IdleStatus, grace_end, idle_status, keepalive_verdict
-from controller.plan.rules.common import exempted, gpu_evidence, kept_after_stop, shielded
+from controller.plan.rules.common import exempted, gpu_evidence, kept_after_stop, kept_evidence, shielded
 from controller.plan.types import Action, ActionKind, DeferReason, Reason, StopParams, WarnParams
 from controller.plan.values import built
 from controller.snapshot import ContainerObs, ContainerState, Domain, KeepAlive, KeepAliveState
@@ -386,8 +386,9 @@ def _stop(ctx: PassContext, c: ContainerObs, ladder: Ladder, pr: _Progress) -> A
             **gpu_evidence(ctx, c),
             "first_warning_at": iso(first_sent),
             "stop_due_at": iso(stop_at),
-            # What the owner's notice after the stop says is kept (the holds remove it later).
-            "kept_after_stop": kept_after_stop(c, pr.clock.policy),
+            # What the owner's notice after the stop says is kept (the holds remove it later, never
+            # before the hold it names).
+            **kept_evidence(c, pr.clock.policy),
         },
         due_at=stop_at,
         key=f"StopContainer:{c.id}:{iso(c.started_at)}:{ladder.stop_reason.value}",

@@ -44,7 +44,7 @@ from controller.memory import Attempt, ContainerMemory
 from controller.plan.context import Collector, PassContext, fmt_duration, host_target, iso
 from controller.plan.desired import policy_identity
 from controller.plan.rules.aggregate import gpu_holders, owners
-from controller.plan.rules.common import kept_after_stop
+from controller.plan.rules.common import kept_after_stop, kept_evidence
 from controller.plan.types import ActionKind, DeferReason, Reason, StopParams, WarnParams
 from controller.plan.values import built
 from controller.snapshot import ContainerId, ContainerObs, ContainerState
@@ -830,7 +830,7 @@ def _stop(
         f"stop {c.name} (owner {c.owner}): {why}",
         due_at=due,
         key=f"StopContainer:{c.id}:{reason.value}",
-        evidence={**evidence, "kept_after_stop": kept_after_stop(c, policy)},
+        evidence={**evidence, **kept_evidence(c, policy)},
         params=StopParams(
             grace_s=float(policy.sigterm_grace_s.value), remove=False, quota_counted_ids=counted
         ),
