@@ -106,6 +106,12 @@ class ContainerMemory(Slotted):
         description="The controller's own StopContainer stopped this start of it at this time (the stop "
         "breaker weighed that stop); its removal is not counted by the removal breaker",
     )
+    promised_hold_s: float | None = Field(
+        default=None,
+        description="The hold after the stop that the owner's notice of that stop named (\"kept for 2d "
+        'after the stop"), in seconds: this start is not removed before its FinishedAt plus this, '
+        "whatever the policy's hold is now. None: the notice named none",
+    )
 
 
 class ProcessSighting(BaseModel):
@@ -261,9 +267,15 @@ class ControllerMemory(BaseModel):
         return self.model_copy(update={"containers": containers})
 
     def with_controller_stop(
-        self, container_id: str, started_at: datetime | None, at: datetime
+        self,
+        container_id: str,
+        started_at: datetime | None,
+        at: datetime,
+        promised_hold_s: float | None = None,
     ) -> ControllerMemory:
-        """The controller's own stop of the start ``started_at`` of a container, done at ``at``.
+        """The controller's own stop of the start ``started_at`` of a container, done at ``at``;
+        ``promised_hold_s``: the hold after the stop its owner's notice named (the longest one kept,
+        should the stop be recorded twice).
 
         Tied to that start: a record of another start is not marked (the planner would drop the mark
         with it anyway, at the container's next start)."""
@@ -272,8 +284,12 @@ class ControllerMemory(BaseModel):
             cm = ContainerMemory(container_id=container_id, started_at=started_at, first_seen_at=at)
         elif cm.started_at != started_at:
             return self
+        update: dict[str, Any] = {"stopped_by_controller_at": at}
+        if promised_hold_s is not None:
+            earlier = cm.promised_hold_s
+            update["promised_hold_s"] = promised_hold_s if earlier is None else max(earlier, promised_hold_s)
         containers = dict(self.containers)
-        containers[container_id] = cm.model_copy(update={"stopped_by_controller_at": at})
+        containers[container_id] = cm.model_copy(update=update)
         return self.model_copy(update={"containers": containers})
 
     def with_controller_removal(self, container_id: str, name: str, at: datetime) -> ControllerMemory:
@@ -283,14 +299,22 @@ class ControllerMemory(BaseModel):
         return self.model_copy(update={"removed": removed})
 
     def with_controller_end(
-        self, container_id: str, name: str, started_at: datetime | None, at: datetime, *, removed: bool
+        self,
+        container_id: str,
+        name: str,
+        started_at: datetime | None,
+        at: datetime,
+        *,
+        removed: bool,
+        promised_hold_s: float | None = None,
     ) -> ControllerMemory:
         """What the controller's own stop or removal of a container left: removed (see
-        :meth:`with_controller_removal`), or stopped in place (see :meth:`with_controller_stop`).
-        The executor records a done stop or removal this way, the forecast a predicted one."""
+        :meth:`with_controller_removal`), or stopped in place (see :meth:`with_controller_stop`,
+        with the hold its notice named). The executor records a done stop or removal this way, the
+        forecast a predicted one."""
         if removed:
             return self.with_controller_removal(container_id, name, at)
-        return self.with_controller_stop(container_id, started_at, at)
+        return self.with_controller_stop(container_id, started_at, at, promised_hold_s)
 
     def with_failure(
         self, key: str, error: str, at: datetime, base_s: float = 5.0, cap_s: float = 900.0

@@ -1281,12 +1281,18 @@ def own_record(memory: ControllerMemory, action: Action, at: datetime, *, remove
     A container it removed (or stopped and removed) is remembered a day: the ledger rows still
     naming it are released without weighing on the release breaker. A container it stopped and left
     in place is marked for that start: its removal does not weigh on the removal breaker (see
-    ``plan/safety.py``). The forecast records a predicted stop or removal the same way."""
+    ``plan/safety.py``), and comes no earlier than the hold its owner's notice named
+    (:meth:`Action.promised_hold_s`). The forecast records a predicted stop or removal the same way."""
     t = action.target
     if not t.container_id or action.kind not in (ActionKind.STOP_CONTAINER, ActionKind.REMOVE_CONTAINER):
         return memory
     return memory.with_controller_end(
-        t.container_id, t.container or "", t.expected_started_at, at, removed=removed
+        t.container_id,
+        t.container or "",
+        t.expected_started_at,
+        at,
+        removed=removed,
+        promised_hold_s=action.promised_hold_s(),
     )
 
 

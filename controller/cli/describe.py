@@ -674,7 +674,8 @@ def _max_runtime(pol: EffectivePolicy | None) -> str:
 def _stopped_by(view: View, c: ContainerObs, cm: ContainerMemory | None) -> list[str]:
     """Who stopped this start of a stopped container, when the controller knows: an engine or host
     restart (which holds it longer, ``restartStoppedHold``) or the controller's own stop (which the
-    removal breaker does not count). Its owner, or anyone else, is not said: nothing tells them apart."""
+    removal breaker does not count; the hold its notice named keeps it at least that long). Its
+    owner, or anyone else, is not said: nothing tells them apart."""
     if cm is None or cm.started_at != c.started_at:
         return []
     if cm.stopped_by_restart_at is not None:
@@ -690,7 +691,10 @@ def _stopped_by(view: View, c: ContainerObs, cm: ContainerMemory | None) -> list
             text += f": {kept} (restartStoppedHold, {clean(restart_hold.source, 120)})"
         return [text]
     if cm.stopped_by_controller_at is not None:
-        return [f"stopped by the controller at {_clock(view, cm.stopped_by_controller_at)}"]
+        text = f"stopped by the controller at {_clock(view, cm.stopped_by_controller_at)}"
+        if cm.promised_hold_s is not None:
+            text += f": kept at least {fmt_duration(cm.promised_hold_s)}, as its stop notice said"
+        return [text]
     return []
 
 

@@ -280,7 +280,12 @@ def _recorded(mem: ControllerMemory, action: Action, at: datetime) -> Controller
     if action.kind in ENDING_KINDS and t.container_id:
         removed = action.kind == ActionKind.REMOVE_CONTAINER or action.params_as(StopParams).remove
         mem = mem.with_controller_end(
-            t.container_id, t.container or "", t.expected_started_at, at, removed=removed
+            t.container_id,
+            t.container or "",
+            t.expected_started_at,
+            at,
+            removed=removed,
+            promised_hold_s=action.promised_hold_s(),
         )
     return mem
 

@@ -429,6 +429,40 @@ def test_a_stop_and_a_removal_killed_before_their_memory_was_saved_keep_the_cont
     )
 
 
+def test_the_hold_a_stop_notice_named_is_recorded_with_the_stop_and_by_its_recovery(
+    docker_client: Any, make_container: Any, tmp_path: Path
+) -> None:
+    # The stop's notice told the owner how long the stopped container is kept; the hold rule keeps
+    # it that long whatever the policy says later, from what the stop left in the memory. Killed
+    # after the outcome line, before the memory saying so: recovery records the same promise.
+    log = tmp_path / "events.jsonl"
+    running = make_container("sleep 300")
+    kept = {"kept_after_stop": "the stopped container for 2d after the stop", "kept_after_stop_s": 172800.0}
+    stop = container_action(
+        ActionKind.STOP_CONTAINER,
+        running,
+        Reason.MAX_RUNTIME_EXCEEDED,
+        params={"timeout_s": 1, "remove": False},
+        evidence={**GPU_EVIDENCE, **kept},
+    )
+    saved: list[ControllerMemory] = []
+    ex = executor(docker_client, log, tmp_path / "ledger.json", save_memory=saved.append)
+    memory = ControllerMemory(
+        containers={
+            running.id: ContainerMemory(container_id=running.id, started_at=stop.target.expected_started_at)
+        }
+    )
+    report = ex.execute(make_plan(stop, memory=memory), memory, NOW)
+    assert report.outcomes[0].outcome is Outcome.DONE, report.outcomes[0].detail
+    cm = report.memory.containers[running.id]
+    assert (cm.stopped_by_controller_at, cm.promised_hold_s) == (NOW, 172800.0)
+    (on_disk,) = saved
+    assert on_disk.containers[running.id].promised_hold_s is None
+    after, outcomes = ex.recover(on_disk, NOW + timedelta(seconds=5))
+    assert outcomes == () and after.intents == {}
+    assert after.containers[running.id].promised_hold_s == 172800.0
+
+
 # --- the last look: the container is checked again after its intent is written -----------------
 # Writing the intent fsyncs the memory and an event line, and the memory's save may wait for other
 # actions' saves: a container restarted meanwhile is a new, live start that no rule judged.

@@ -6,6 +6,8 @@
 * Exited or dead: removed once ``FinishedAt`` is older than the GPU hold (containers holding a GPU)
   or the container hold, whichever comes first. ``None`` holds mean never. Paused and restarting
   containers are not stopped containers. A missing ``FinishedAt`` makes the age unknown: skipped.
+  One the controller stopped itself is kept at least the hold the owner's notice of that stop named
+  (``ContainerMemory.promised_hold_s``, for that start only), where the policy's is shorter now.
 
 * Stopped by a restart: a container the engine's or the host's restart stopped (its owner did
   not; see :func:`stopped_by_restart`) keeps the global ``restart_stopped_hold_s`` when that is
@@ -237,25 +239,36 @@ def stopped_hold(ctx: PassContext, out: Collector, c: ContainerObs, policy: Effe
         restart_hold = ctx.glob.restart_stopped_hold_s.value
         if restart_hold is not None:
             hold = max(hold, restart_hold)
+    # The hold the notice of the controller's stop of this start named, where it is longer than the
+    # policy's now (a policy reloaded since): the later removal wins. (Most carry none.)
+    promised = mem.promised_hold_s if mem is not None else None
+    if promised is not None and not promised > hold:
+        promised = None
     # Forward wall-clock steps since it stopped are not hold time (controller.plan.clock). (``span``:
     # the same few holds are added to every stopped container's FinishedAt.)
-    due = finished_at + span(hold + hold_discount_s(ctx, mem, finished_at))
+    due = finished_at + span(
+        (hold if promised is None else promised) + hold_discount_s(ctx, mem, finished_at)
+    )
     if ctx.now < due:
+        ago = fmt_duration(seconds(ctx.now - finished_at))
         out.defer(
             ctx.target(c),
             rule,
             _NOT_DUE,
-            f"{c.name} stopped {fmt_duration(seconds(ctx.now - finished_at))} ago; removed when its "
-            f"{_hold_name(rule, restart_at)} of {fmt_duration(hold)} ends",
+            f"{c.name} stopped {ago} ago; removed when its {_hold_name(rule, restart_at)} of "
+            f"{fmt_duration(hold)} ends"
+            if promised is None
+            else f"{c.name} stopped {ago} ago; removed when its "
+            f"{_promised_hold(rule, restart_at, hold, promised)} ends",
             due_at=due,
-            evidence=_hold_evidence(ctx, c, policy, finished_at, hold, restart_at),
+            evidence=_hold_evidence(ctx, c, policy, finished_at, hold, restart_at, promised),
         )
         return
     out.propose(
         _REMOVE_CONTAINER,
         ctx.target(c),
         rule,
-        partial(_stopped_removal, ctx, c, policy, finished_at, rule, hold, restart_at),
+        partial(_stopped_removal, ctx, c, policy, finished_at, rule, hold, restart_at, promised),
         due_at=due,
         key=f"RemoveContainer:{c.id}:{iso(finished_at)}:{_RULE_VALUES[rule]}",
         params=REMOVE_PARAMS,
@@ -270,13 +283,19 @@ def _stopped_removal(
     rule: Reason,
     hold: float,
     restart_at: datetime | None,
+    promised: float | None,
 ) -> tuple[str, dict[str, object]]:
-    """The message and evidence of a due removal of a stopped container."""
+    """The message and evidence of a due removal of a stopped container (``promised``: the longer
+    hold its stop notice named, or None)."""
     stopped_s = seconds(ctx.now - finished_at)
+    held = (
+        f"{_hold_name(rule, restart_at)} of {fmt_duration(hold)}"
+        if promised is None
+        else _promised_hold(rule, restart_at, hold, promised)
+    )
     return (
-        f"remove {c.name} (owner {c.owner}): {c.state.value} for {fmt_duration(stopped_s)}, "
-        f"past its {_hold_name(rule, restart_at)} of {fmt_duration(hold)}",
-        _hold_evidence(ctx, c, policy, finished_at, hold, restart_at),
+        f"remove {c.name} (owner {c.owner}): {c.state.value} for {fmt_duration(stopped_s)}, past its {held}",
+        _hold_evidence(ctx, c, policy, finished_at, hold, restart_at, promised),
     )
 
 
@@ -284,6 +303,15 @@ def _hold_name(rule: Reason, restart_at: datetime | None) -> str:
     if restart_at is not None:
         return f"hold (stopped by the engine restart at {iso(restart_at)}, not by its owner)"
     return "GPU hold" if rule == _GPU_HOLD_EXPIRED else "hold"
+
+
+def _promised_hold(rule: Reason, restart_at: datetime | None, hold: float, promised: float) -> str:
+    """The hold that keeps a container the controller stopped, where its stop notice named a longer
+    one than the policy's now."""
+    return (
+        f"hold of {fmt_duration(promised)} promised by the notice of the controller's stop "
+        f"(its {_hold_name(rule, restart_at)} is {fmt_duration(hold)} now)"
+    )
 
 
 def _shorter_hold(c: ContainerObs, policy: EffectivePolicy) -> tuple[float, Reason] | None:
@@ -346,8 +374,11 @@ def _hold_evidence(
     finished_at: datetime,
     hold: float,
     restart_at: datetime | None,
+    promised: float | None,
 ) -> dict[str, object]:
-    return {
+    """``hold_s``: the policy's hold (the restart's where longer); ``promised_hold_s`` (only where
+    it is longer, and so keeps the container): the hold the notice of the controller's stop named."""
+    evidence: dict[str, object] = {
         "state": c.state.value,
         "finished_at": iso(finished_at),
         "stopped_for_s": seconds(ctx.now - finished_at),
@@ -361,3 +392,8 @@ def _hold_evidence(
         **_discount_evidence(ctx, c, finished_at),
         **gpu_evidence(ctx, c),
     }
+    if promised is not None:
+        mem = ctx.cmem.get(c.id)
+        evidence["promised_hold_s"] = promised
+        evidence["stopped_by_controller_at"] = iso(mem.stopped_by_controller_at if mem is not None else None)
+    return evidence
