@@ -288,13 +288,12 @@ def _stopped_removal(
     """The message and evidence of a due removal of a stopped container (``promised``: the longer
     hold its stop notice named, or None)."""
     stopped_s = seconds(ctx.now - finished_at)
-    held = (
-        f"{_hold_name(rule, restart_at)} of {fmt_duration(hold)}"
-        if promised is None
-        else _promised_hold(rule, restart_at, hold, promised)
-    )
     return (
-        f"remove {c.name} (owner {c.owner}): {c.state.value} for {fmt_duration(stopped_s)}, past its {held}",
+        f"remove {c.name} (owner {c.owner}): {c.state.value} for {fmt_duration(stopped_s)}, "
+        f"past its {_hold_name(rule, restart_at)} of {fmt_duration(hold)}"
+        if promised is None
+        else f"remove {c.name} (owner {c.owner}): {c.state.value} for {fmt_duration(stopped_s)}, "
+        f"past its {_promised_hold(rule, restart_at, hold, promised)}",
         _hold_evidence(ctx, c, policy, finished_at, hold, restart_at, promised),
     )
 

@@ -15,16 +15,11 @@ def after(ctx: PassContext, delay_s: float) -> Any:
     return ctx.now + timedelta(seconds=delay_s)
 
 
-def kept_after_stop(c: ContainerObs, policy: EffectivePolicy) -> str:
+def kept_after_stop(c: ContainerObs, policy: EffectivePolicy) -> tuple[str, float | None]:
     """What of a stopped container is kept, for the owner's notices ("What is kept: your files
-    under /workspace and ..."): see :func:`kept_after_stop_hold`."""
-    return kept_after_stop_hold(c, policy)[0]
-
-
-def kept_after_stop_hold(c: ContainerObs, policy: EffectivePolicy) -> tuple[str, float | None]:
-    """What of a stopped container is kept, for the owner's notices, and the hold that text names
-    in seconds (None: it names none). It is removed once the shorter of its holds has passed (the
-    GPU hold for one holding a GPU), unless a cleanup exemption holds it.
+    under /workspace and ..."), and the hold that text names in seconds (None: it names none). It
+    is removed once the shorter of its holds has passed (the GPU hold for one holding a GPU), unless
+    a cleanup exemption holds it.
 
     The text and the number come from here together: the number is what the executor records as
     the stop notice's promise (``ContainerMemory.promised_hold_s``), which the hold rule keeps."""
@@ -41,7 +36,7 @@ def kept_after_stop_hold(c: ContainerObs, policy: EffectivePolicy) -> tuple[str,
 def kept_evidence(c: ContainerObs, policy: EffectivePolicy) -> dict[str, Any]:
     """A StopContainer's evidence of what its owner's notice says is kept: the text
     (``kept_after_stop``) and, where it names a hold, that hold (:data:`KEPT_AFTER_STOP_S`)."""
-    kept, hold_s = kept_after_stop_hold(c, policy)
+    kept, hold_s = kept_after_stop(c, policy)
     if hold_s is None:
         return {"kept_after_stop": kept}
     return {"kept_after_stop": kept, KEPT_AFTER_STOP_S: hold_s}

@@ -407,7 +407,7 @@ def _idle_notice(
             "outside /workspace"
         )
     else:
-        kept = f"your files under /workspace and {kept_after_stop(c, policy)}; start it again to continue"
+        kept = f"your files under /workspace and {kept_after_stop(c, policy)[0]}; start it again to continue"
         lost = "its running processes"
     return [
         "Why: GPU, CPU and network have all stayed below the idle thresholds since then.",
@@ -470,7 +470,7 @@ def _runtime_notice(
     """What the owner of a container near its maximum runtime keeps and loses, where to see more."""
     return [
         "Why: the maximum runtime since its last start is reached; the keep-alive file does not extend it.",
-        f"What is kept: your files under /workspace and {kept_after_stop(c, policy)}; start it again to "
+        f"What is kept: your files under /workspace and {kept_after_stop(c, policy)[0]}; start it again to "
         "continue. What is lost: its running processes; save your work before the stop.",
         f"More: ds01ctl describe container {c.name}",
     ]

@@ -733,7 +733,7 @@ def _warn(
                     evidence,
                     enforce=enforce,
                     lead_s=lead_s if stop_at is not None else None,
-                    kept=kept_after_stop(c, ctx.policies[c.id]),
+                    kept=kept_after_stop(c, ctx.policies[c.id])[0],
                 ),
                 "severity": None,
             },
