@@ -500,7 +500,9 @@ class DockerObserver:
         return inspected, errors
 
 
-CACHE_FORMAT = "ds01-inspect-cache/2"  # /2: with the resource limits
+# /2: with the resource limits; /3: a device request the nvidia driver serves by its capabilities
+# holds GPUs (an entry parsed before would show such a container GPU-less)
+CACHE_FORMAT = "ds01-inspect-cache/3"
 _CACHE_ALLOWED = {
     ("controller.observe.docker_adapter", "DockerContainer"),
     ("controller.observe.gpu_refs", "RawGpuRefs"),
