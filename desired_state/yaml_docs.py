@@ -11,7 +11,9 @@ of the kinds.
 
 from __future__ import annotations
 
+import os
 import re
+import stat
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +31,9 @@ _MAX_DEPTH = 64
 # nested anchors and aliases expand to billions ("billion laughs") and would stall every start and
 # reload; such a document is an error, never walked or built.
 MAX_VALUES = 100_000
+# The largest policy file read: DS01's resource-limits.yaml is about 12 KB, a members file of every
+# login of a university a few hundred KB. A link to a log or a data file is refused, not read whole.
+MAX_FILE_BYTES = 16 << 20
 _LINE_BREAK = re.compile("\r\n|[\r\n\x85\u2028\u2029]")
 
 
@@ -60,11 +65,71 @@ def display_path(path: Path) -> str:
     return str(path)
 
 
+class _NotRegularFile(OSError):
+    """A name that is there but is not a regular file: what it is, in words."""
+
+
+class _TooLarge(OSError):
+    """A regular file larger than :data:`MAX_FILE_BYTES`: its size."""
+
+
+_KINDS = (
+    (stat.S_ISFIFO, "a named pipe"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+    (stat.S_ISSOCK, "a socket"),
+)
+
+
+def _check_regular(mode: int) -> None:
+    if stat.S_ISDIR(mode):
+        raise IsADirectoryError
+    if not stat.S_ISREG(mode):
+        raise _NotRegularFile(next((words for test, words in _KINDS if test(mode)), "a special file"))
+
+
+def _read_regular(path: Path) -> bytes:
+    """The bytes of the regular file ``path`` names (links followed), read at most to the limit.
+
+    Checked before it is opened, and opened without blocking: read as a file, a named pipe blocked
+    the reload (and with it the pass, or a start) until something wrote to it, and ``/dev/zero``
+    filled the memory."""
+    _check_regular(path.stat().st_mode)
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    with os.fdopen(fd, "rb") as f:
+        info = os.fstat(f.fileno())
+        _check_regular(info.st_mode)  # replaced between the two looks
+        raw = f.read(MAX_FILE_BYTES + 1)
+    if len(raw) > MAX_FILE_BYTES:
+        raise _TooLarge(f"{max(info.st_size, len(raw)):,}")
+    return raw
+
+
 def read_text(path: Path) -> tuple[str | None, list[PolicyError]]:
     """The file's text, or None and an error (unreadable, not UTF-8)."""
     shown = display_path(path)
     try:
-        raw = path.read_bytes()
+        raw = _read_regular(path)
+    except _NotRegularFile as exc:
+        return None, [
+            PolicyError(
+                shown,
+                None,
+                f"{exc}, not a regular file",
+                expected="a regular file",
+                fix="replace it with the file itself (a pipe or a device is never read: it can block "
+                "every reload, or never end)",
+            )
+        ]
+    except _TooLarge as exc:
+        return None, [
+            PolicyError(
+                shown,
+                None,
+                f"{exc} bytes, more than a policy file holds (at most {MAX_FILE_BYTES:,})",
+                fix="check that the path names the policy file (not a log or a data file)",
+            )
+        ]
     except FileNotFoundError:
         if path.is_symlink():
             gone = f"a symbolic link to {path.readlink()}, which does not exist"

@@ -2,16 +2,23 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import threading
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 
 from desired_state import load
 from desired_state.errors import PolicyLoadError
 from desired_state.load import RELOAD_SETTLE_S, PolicyHolder, load_policy
+from desired_state.validate import validate_paths
+
+T = TypeVar("T")
 
 HEAD = "apiVersion: ds01.io/v1alpha1\n"
 GOOD = HEAD + "kind: LifecyclePolicy\nmetadata: {name: p}\nspec:\n  settings: {idleTimeout: %s}\n"
@@ -418,3 +425,53 @@ def test_a_ds01_file_that_vanishes_keeps_its_overrides_and_exemptions(
     write(path, emptied)
     assert holder.reload() == []
     assert holder.current.exemptions == () and holder.current.overrides == ()
+
+
+def _read_within(seconds: float, call: Callable[[], T]) -> T:
+    """``call()``'s result; fails (instead of hanging the test run) when it blocks past ``seconds``."""
+    done: list[T] = []
+    failed: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            done.append(call())
+        except BaseException as exc:  # raised again in the test's thread
+            failed.append(exc)
+
+    worker = threading.Thread(target=run, daemon=True)
+    worker.start()
+    worker.join(seconds)
+    if failed:
+        raise failed[0]
+    assert done, f"still reading after {seconds} s: blocked on a file that is not a regular file"
+    return done[0]
+
+
+def _release_readers(fifo: Path) -> None:
+    """Open ``fifo`` for writing and close it: a reader blocked on it gets end-of-file and returns."""
+    with contextlib.suppress(OSError):
+        os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+
+
+def test_a_policy_file_replaced_by_a_named_pipe_is_an_error_never_a_hang(tmp_path: Path) -> None:
+    """A members file (or any policy file) that is a named pipe blocked the read until something
+    wrote to it: the reload runs inside the pass, so no pass finished, nothing was enforced, and a
+    restarted daemon hung at start. It is an error naming the file; the policy in force stays."""
+    write(tmp_path / "resource-limits.yaml", "defaults:\n  idle_timeout_h: 1\ngroups:\n  researcher: {}\n")
+    members = tmp_path / "groups" / "researcher.members"
+    members.parent.mkdir()
+    write(members, "ann\n")
+    holder = PolicyHolder(None, tmp_path)
+    first = holder.current
+    members.unlink()
+    os.mkfifo(members)
+    try:
+        errors = _read_within(10, holder.reload)
+        assert [(e.file, e.problem) for e in errors] == [(str(members), "a named pipe, not a regular file")]
+        assert "fix: " in str(errors[0]) and holder.current is first
+        with pytest.raises(PolicyLoadError, match="a named pipe, not a regular file"):
+            _read_within(10, lambda: PolicyHolder(None, tmp_path))
+        messages = _read_within(10, lambda: validate_paths([tmp_path]))
+        assert messages == [str(errors[0])]  # ds01ctl validate says what the daemon says
+    finally:
+        _release_readers(members)
