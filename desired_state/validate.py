@@ -37,18 +37,21 @@ from desired_state.resolve import BUILTIN, resolve_effective_policy
 DS01_FILES: Final = (DS01_MAIN_FILE, "user-overrides.yaml", "lifecycle-exemptions.yaml")
 
 
-def validate_paths(paths: Sequence[Path]) -> list[str]:
-    """One message per problem (file:line, document, field, what was expected, the fix); [] = valid."""
-    return [str(e) for e in validation_errors(paths)]
+def validate_paths(paths: Sequence[Path], ds01_config: Path | None = None) -> list[str]:
+    """One message per problem (file:line, document, field, what was expected, the fix); [] = valid.
+
+    ``ds01_config`` (``--ds01-config``), when one of ``paths``, is DS01's directory whatever it
+    holds, as the daemon reads it."""
+    return [str(e) for e in validation_errors(paths, ds01_config)]
 
 
-def validation_errors(paths: Sequence[Path]) -> list[PolicyError]:
+def validation_errors(paths: Sequence[Path], ds01_config: Path | None = None) -> list[PolicyError]:
     errors: list[PolicyError] = []
     files: list[Path] = []
     ds01_dirs: list[Path] = []
     for path in paths:
-        if path.is_dir():
-            if (path / DS01_MAIN_FILE).is_file():
+        if path.is_dir() or _named(path, ds01_config):
+            if _is_ds01(path, ds01_config):
                 ds01_dirs.append(path)
             else:
                 found = spec_files(path)
@@ -79,13 +82,15 @@ def validation_errors(paths: Sequence[Path]) -> list[PolicyError]:
     return sorted_errors([*errors, *set_errors])
 
 
-def _assembled(paths: Sequence[Path]) -> tuple[PolicySet, list[LoadedDocument], list[str]] | None:
+def _assembled(
+    paths: Sequence[Path], ds01_config: Path | None = None
+) -> tuple[PolicySet, list[LoadedDocument], list[str]] | None:
     """The policy ``paths`` form, as the daemon would load it, its documents (each with the lines
     of its keys) and the files read; None when it does not load."""
-    if validation_errors(paths):
+    if validation_errors(paths, ds01_config):
         return None
-    ds01_dirs = _ds01_dirs(paths)
-    files = [path for path in paths if not _is_ds01(path)]
+    ds01_dirs = _ds01_dirs(paths, ds01_config)
+    files = [path for path in paths if not _is_ds01(path, ds01_config)]
     spec_paths = [p for f in files for p in (spec_files(f) if f.is_dir() else [f])]
     spec_entries, inputs, _errors = load_spec_files(list(dict.fromkeys(spec_paths)))
     entries: list[LoadedDocument] = []
@@ -130,14 +135,16 @@ def _key_line(entries: Sequence[LoadedDocument], source: str, key: str) -> str |
     return None
 
 
-def validation_warnings(paths: Sequence[Path], now: datetime | None = None) -> list[str]:
+def validation_warnings(
+    paths: Sequence[Path], now: datetime | None = None, ds01_config: Path | None = None
+) -> list[str]:
     """Settings that override another or make it meaningless (not errors: the policy is valid).
 
     Each effective combination (every group, its members' overrides, every container type) is
     resolved as the daemon would; each interaction is reported once, with the groups and types it
     applies to and the file and line of every key it names.
     """
-    assembled = _assembled(paths)
+    assembled = _assembled(paths, ds01_config)
     if assembled is None:
         return []
     policy, entries, inputs = assembled
@@ -167,18 +174,20 @@ def validation_warnings(paths: Sequence[Path], now: datetime | None = None) -> l
         text = f"warning: {note} (for {shown})"
         out.append(f"{text} [{'; '.join(files)}]" if files else text)
     out.extend(_several_groups(policy, entries))
-    out.extend(_orphaned_members_files(paths, inputs))
+    out.extend(_orphaned_members_files(paths, inputs, ds01_config))
     return out
 
 
-def _orphaned_members_files(paths: Sequence[Path], inputs: Sequence[str]) -> list[str]:
+def _orphaned_members_files(
+    paths: Sequence[Path], inputs: Sequence[str], ds01_config: Path | None = None
+) -> list[str]:
     """One warning per ``groups/<name>.members`` of a DS01 config directory that nothing reads (no
     group of its ``resource-limits.yaml``, no spec's ``membersFile``): after a group is renamed or
     removed its members file is read by nobody, and the logins it lists get another group's settings
     (or none) without a word."""
     read = {os.path.realpath(p) for p in inputs}
     out: list[str] = []
-    for directory in dict.fromkeys(_ds01_dirs(paths)):
+    for directory in dict.fromkeys(_ds01_dirs(paths, ds01_config)):
         groups_dir = directory / ds01_import.GROUPS_DIR
         if not groups_dir.is_dir():
             continue
@@ -194,14 +203,32 @@ def _orphaned_members_files(paths: Sequence[Path], inputs: Sequence[str]) -> lis
     return out
 
 
-def _is_ds01(path: Path) -> bool:
-    """A DS01 config directory (it holds resource-limits.yaml), or one of its files."""
-    return (path / DS01_MAIN_FILE).is_file() if path.is_dir() else path.name in DS01_FILES
+def _is_ds01(path: Path, ds01_config: Path | None = None) -> bool:
+    """A DS01 config directory, or one of its files.
+
+    A directory is DS01's when it is ``ds01_config`` (``--ds01-config``), or holds resource-limits.yaml
+    in any form: a link to nothing or a directory by that name is DS01's file gone wrong (the daemon
+    says so), not a sign of a specs directory, whose every file would then be read as a spec (and
+    DS01's user-overrides.yaml be told to add ``kind:``)."""
+    if _named(path, ds01_config):
+        return True
+    if not path.is_dir():
+        return path.name in DS01_FILES
+    return os.path.lexists(path / DS01_MAIN_FILE)
 
 
-def _ds01_dirs(paths: Sequence[Path]) -> list[Path]:
+def _named(path: Path, ds01_config: Path | None) -> bool:
+    """Whether ``path`` is the directory ``--ds01-config`` names (relatively, through a link...)."""
+    return ds01_config is not None and path.resolve() == ds01_config.resolve()
+
+
+def _ds01_dirs(paths: Sequence[Path], ds01_config: Path | None = None) -> list[Path]:
     """The DS01 config directories among ``paths`` (named, or by one of their files)."""
-    return [path if path.is_dir() else path.parent for path in paths if _is_ds01(path)]
+    return [
+        path if path.is_dir() or _named(path, ds01_config) else path.parent
+        for path in paths
+        if _is_ds01(path, ds01_config)
+    ]
 
 
 def _several_groups(policy: PolicySet, entries: Sequence[LoadedDocument]) -> list[str]:

@@ -841,14 +841,16 @@ def cmd_validate(args: argparse.Namespace, settings: Settings) -> int:
         # `validate --ds01-config DIR SPECS` checks what the daemon would load: SPECS over DIR. DIR
         # named among the PATHs too (relatively, through a link) is checked once, not over itself.
         paths.insert(0, ds01_config)
-    problems = validate_paths(paths)
+    problems = validate_paths(paths, ds01_config)
     for p in problems:
         print(clean(p, 1000))
     if problems:
         print(f"{len(problems)} problem{'' if len(problems) == 1 else 's'} found", file=sys.stderr)
         return 1
     print(f"valid: {', '.join(clean(str(p), 200) for p in paths)}")
-    for warning in validation_warnings(paths):  # valid, but one setting decides instead of another
+    for warning in validation_warnings(
+        paths, ds01_config=ds01_config
+    ):  # valid, but one setting decides instead of another
         print(clean(warning, 1000))
     return 0
 

@@ -25,6 +25,7 @@ from controller.cli.main import main, parse_duration, parse_when
 from controller.cli.render import Style, colour_enabled, fmt_age, fmt_duration
 from controller.memory import Breaker, ControllerMemory
 from controller.store import MemoryStore, acquire_run_lock
+from desired_state.errors import PolicyLoadError
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -1018,6 +1019,41 @@ def test_validate_of_the_ds01_config_directory_named_otherwise_checks_it_once(
         assert out.startswith("valid: "), out
         rc, out, _ = run(["validate", "--ds01-config", str(data / "ds01"), named], capsys)
         assert rc == 0 and "duplicate" not in out, out
+
+
+@pytest.mark.parametrize("gone", ["missing", "dangling link", "directory"])
+def test_validate_of_a_ds01_config_without_its_resource_limits_says_what_the_daemon_says(
+    env: Path, capsys: pytest.CaptureFixture[str], gone: str
+) -> None:
+    """With resource-limits.yaml gone (or a link to nothing, or a directory) DS01's directory was
+    read as a specs directory: validate told the admin to add `kind:` to DS01's user-overrides.yaml
+    (which DS01's own tools would then fail to read), and for a missing file never named it, while
+    the daemon refuses to start on exactly that file."""
+    from desired_state.load import load_policy
+
+    ds01 = env / "ds01"
+    shutil.copytree(Path(__file__).parent.parent / "data" / "ds01", ds01)
+    specs = env / "specs"
+    specs.mkdir()
+    (specs / "site.yaml").write_text(
+        "apiVersion: ds01.io/v1alpha1\nkind: LifecyclePolicy\nmetadata: {name: site}\n"
+        "spec:\n  settings: {warnLead: 2m}\n"
+    )
+    limits = ds01 / "resource-limits.yaml"
+    limits.unlink()
+    if gone == "dangling link":
+        limits.symlink_to(env / "elsewhere.yaml")
+    elif gone == "directory":
+        limits.mkdir()
+    checks = [(["--ds01-config", str(ds01), str(specs)], (specs, ds01))]
+    if gone != "missing":  # named alone, a directory without the file could be a specs directory
+        checks.append(([str(ds01)], (None, ds01)))
+    for argv, (specs_dir, ds01_dir) in checks:
+        with pytest.raises(PolicyLoadError) as daemon:
+            load_policy(specs_dir, ds01_dir)
+        rc, out, _ = run(["validate", *argv], capsys)
+        assert rc == 1 and out.splitlines() == [str(e) for e in daemon.value.errors], argv
+        assert str(limits) in out and "kind" not in out
 
 
 def test_every_gpu_state_get_shows_is_explained_in_its_help(capsys: pytest.CaptureFixture[str]) -> None:
