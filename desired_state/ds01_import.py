@@ -276,22 +276,32 @@ class _Importer:
         key = loc[-1] if loc else None
         canonical = ALIASES.get(key, key) if isinstance(key, str) else key
         if value == 0 and isinstance(value, int | float) and not isinstance(value, bool):
-            if canonical in ZERO_IS_NO_LIMIT:
-                return True, None
-            if canonical in ZERO_IS_UNCLEAR:
-                self.error(
-                    doc,
-                    loc,
-                    f"0 is unclear in {key}: never removed, or removed at once?",
-                    expected=f"null for never, or a positive number of {_UNITS[unit]}",
-                    fix=f"{key}: null (keep it), or {key}: {'1' if unit == 'm' else '0.02'} (about a minute)",
-                )
-                return False, None
+            zero = self.zero(doc, loc, str(canonical))
+            if zero is not None:
+                return zero
         try:
             return True, Seconds.of(ds01_number_to_seconds(value, unit))
         except DurationError as exc:
             self.error(doc, loc, str(exc), expected=f"a bare number of {_UNITS[unit]}, or null for never")
             return False, None
+
+    def zero(self, doc: YamlDocument, loc: Loc, suffixed: str) -> tuple[bool, Seconds | None] | None:
+        """How a 0 in the key ``suffixed`` (written in it, or in its old unsuffixed key as ``"0h"``)
+        reads: never for an idle timeout or a max runtime, an error for a hold; None: 0 s."""
+        if suffixed in ZERO_IS_NO_LIMIT:
+            return True, None
+        if suffixed not in ZERO_IS_UNCLEAR:
+            return None
+        key, unit = loc[-1], suffixed[-1]
+        minute = "1" if unit == "m" else "0.02"
+        self.error(
+            doc,
+            loc,
+            f"0 is unclear in {key}: never removed, or removed at once?",
+            expected=f"null for never, or a positive number of {_UNITS[unit]}",
+            fix=f"{suffixed}: null (keep it), or {suffixed}: {minute} (about a minute)",
+        )
+        return False, None
 
     def legacy_duration(
         self, doc: YamlDocument, loc: Loc, value: Any, suffixed: str
@@ -313,10 +323,14 @@ class _Importer:
             )
             return False, None
         try:
-            return True, Seconds.of(parse_duration(value))
+            seconds = parse_duration(value)
         except DurationError as exc:
             self.error(doc, loc, str(exc), fix=f"or use {suffixed}: <number>")
             return False, None
+        # "0h" is the 0 of the suffixed key, and reads as it does there (DS01's scripts skipped a
+        # zero runtime): read as 0 s, every container was stopped right after its start.
+        zero = self.zero(doc, loc, suffixed) if seconds == 0 else None
+        return zero if zero is not None else (True, Seconds.of(seconds))
 
     # --- sections ------------------------------------------------------------------------------------
 

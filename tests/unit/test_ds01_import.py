@@ -571,6 +571,55 @@ def test_a_zero_hold_is_an_error_naming_the_file_line_and_fix(tmp_path: Path, ke
     assert f"{key}: null" in text
 
 
+def test_a_zero_in_an_old_unsuffixed_key_reads_as_in_the_suffixed_one(tmp_path: Path) -> None:
+    """The old keys with a unit in the value skipped the zero rules: `max_runtime: "0h"`, no limit
+    to DS01's scripts as `max_runtime_h: 0` is, stopped every container right after its start, and
+    `idle_timeout: 0m` every one at its first idle reading."""
+    write(
+        tmp_path,
+        "resource-limits.yaml",
+        """
+        defaults:
+          max_runtime: "0h"
+          idle_timeout: 0m
+        container_types:
+          docker:
+            max_runtime: 0s
+    """,
+    )
+    policy = import_ds01(tmp_path)
+    for ctype in (ContainerType.ATOMIC, ContainerType.DOCKER):
+        eff = resolve_effective_policy(policy, owner="ann", container_type=ctype, name="", labels={}, now=NOW)
+        assert (eff.max_runtime_s.value, eff.idle_timeout_s.value) == (None, None), ctype
+
+
+@pytest.mark.parametrize(
+    ("key", "suffixed"),
+    [
+        ("gpu_hold_after_stop", "gpu_hold_after_stop_h"),
+        ("container_hold_after_stop", "container_hold_after_stop_h"),
+        ("created_container_timeout", "created_container_timeout_m"),
+    ],
+)
+def test_a_zero_hold_in_an_old_unsuffixed_key_is_an_error_too(
+    tmp_path: Path, key: str, suffixed: str
+) -> None:
+    """`container_hold_after_stop: "0h"` removed every stopped container at once (and
+    `created_container_timeout: 0m` every created one, compose's about to start included), where
+    the same 0 in the suffixed key is an error."""
+    section, other = (
+        ("policies", "grace_period_m: 30")
+        if key == "created_container_timeout"
+        else ("defaults", "max_runtime_h: 24")
+    )
+    write(tmp_path, "resource-limits.yaml", f"{section}:\n  {other}\n  {key}: 0h\n")
+    with pytest.raises(PolicyLoadError) as caught:
+        import_ds01(tmp_path)
+    text = str(caught.value)
+    assert "resource-limits.yaml:3" in text and f"0 is unclear in {key}" in text
+    assert f"{suffixed}: null" in text
+
+
 @pytest.mark.parametrize(
     "name", ["user-overrides.yaml", "lifecycle-exemptions.yaml", "groups/researcher.members"]
 )
