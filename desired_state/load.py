@@ -448,6 +448,46 @@ def _written_lately(fingerprint: Fingerprint, settle_s: float) -> bool:
     return any(len(f) == 4 and now_ns - window_ns < f[1] <= now_ns + window_ns for f in fingerprint)
 
 
+def _parts(policy: PolicySet, document: Document) -> list[tuple[Document, str]]:
+    """The documents ``document`` was made of (its layers, or itself), each with its file."""
+    for entry in policy.layered:
+        if entry.document is document:
+            return [(layer.document, layer.source.path) for layer in entry.layers]
+    source = policy.source(document.kind, document.metadata.name)
+    return [(document, source.path)] if source is not None else []
+
+
+def _written_keys(document: Document) -> set[tuple[str, ...]]:
+    """The paths of the values ``document``'s spec writes (the user it names aside)."""
+    keys: set[tuple[str, ...]] = set()
+
+    def walk(node: Any, at: tuple[str, ...]) -> None:
+        if not isinstance(node, dict):
+            keys.add(at)
+            return
+        for key, value in node.items():
+            walk(value, (*at, str(key)))
+
+    walk(document.spec.model_dump(mode="json", exclude_unset=True), ())
+    return keys - {("user",)}
+
+
+def _lost_from(current: PolicySet, held: UserOverride | Exemption, path: str, new: PolicySet) -> bool:
+    """Whether what the policy in force read from ``path`` for ``held`` is not in ``new``.
+
+    An override layered over DS01's (a UserOverride of the specs for the same user) keeps its name
+    when DS01's file is gone, and lost what DS01's entry wrote all the same: every key the file's
+    part wrote must still be written by the user's override."""
+    from_file = [doc for doc, src in _parts(current, held) if src == path]
+    if not from_file:
+        return False
+    if isinstance(held, Exemption):
+        return all(e.metadata.name != held.metadata.name for e in new.exemptions)
+    now = next((o for o in new.overrides if o.spec.user == held.spec.user), None)
+    kept = _written_keys(now) if now is not None else set()
+    return any(not _written_keys(doc) <= kept for doc in from_file)
+
+
 def _utcnow() -> datetime:
     return datetime.now(UTC)
 
@@ -558,7 +598,6 @@ class PolicyHolder:
             )
         # DS01's overrides and exemptions files, git-ignored like the members files: gone, every
         # override and exemption went with them, and the jobs they kept running were stopped.
-        kept = {(d.kind, d.metadata.name) for d in policy.documents()}
         held: list[UserOverride | Exemption] = [*self.current.overrides, *self.current.exemptions]
         for file_name, what in (
             (ds01_import.OVERRIDES_FILE, "overrides"),
@@ -567,14 +606,7 @@ class PolicyHolder:
             path = self.ds01_config_dir / file_name
             if str(path) not in self._present or os.path.lexists(path):
                 continue
-            users = sorted(
-                {
-                    d.spec.user
-                    for d in held
-                    if (d.kind, d.metadata.name) not in kept
-                    and getattr(self.current.source(d.kind, d.metadata.name), "path", None) == str(path)
-                }
-            )
+            users = sorted({d.spec.user for d in held if _lost_from(self.current, d, str(path), policy)})
             if users:
                 errors.append(
                     PolicyError(

@@ -475,3 +475,40 @@ def test_a_policy_file_replaced_by_a_named_pipe_is_an_error_never_a_hang(tmp_pat
         assert messages == [str(errors[0])]  # ds01ctl validate says what the daemon says
     finally:
         _release_readers(members)
+
+
+def test_a_vanished_ds01_overrides_file_under_a_specs_layer_keeps_its_overrides(tmp_path: Path) -> None:
+    """With a UserOverride of the specs layered over DS01's for the same user, the layered override
+    in force was taken for the specs' alone: DS01's user-overrides.yaml gone from under the daemon (a
+    `git clean -x`) dropped its keys without a word, and ann's "no limits" override became the
+    default 30 min idle timeout and 24 h runtime. The policy in force keeps them, as without specs."""
+    from datetime import UTC, datetime
+
+    from desired_state.resolve import resolve_effective_policy
+
+    ds01, specs = tmp_path / "ds01", tmp_path / "specs"
+    ds01.mkdir()
+    specs.mkdir()
+    write(ds01 / "resource-limits.yaml", "defaults:\n  idle_timeout_h: 0.5\n  max_runtime_h: 24\n")
+    overrides = ds01 / "user-overrides.yaml"
+    write(overrides, "ann:\n  idle_timeout_h: null\n  max_runtime_h: null\n")
+    write(
+        specs / "site.yaml",
+        HEAD + "kind: UserOverride\nmetadata: {name: ann}\nspec:\n  user: ann\n  settings: {warnLead: 1m}\n",
+    )
+    holder = PolicyHolder(specs, ds01)
+    first = holder.current
+
+    def ann_limits() -> tuple[float | None, float | None]:
+        eff = resolve_effective_policy(
+            holder.current, owner="ann", container_type="atomic", name="", labels={}, now=datetime.now(UTC)
+        )
+        return eff.idle_timeout_s.value, eff.max_runtime_s.value
+
+    assert ann_limits() == (None, None)
+    overrides.unlink()
+    (error,) = holder.reload()
+    assert str(overrides) in str(error) and "'ann'" in str(error) and "empty it" in str(error)
+    assert holder.current is first and ann_limits() == (None, None)
+    write(overrides, "# nobody\n")  # emptied on purpose: the specs' keys alone
+    assert holder.reload() == [] and ann_limits() == (1800.0, 86400.0)
