@@ -113,11 +113,11 @@ def _entries_from_file(
                 file_members, member_errors = read_members_file(target)
                 if member_errors and not target.is_file():
                     problem = f"membersFile {members_file!r} not found (looked for {target})"
-                    member_errors = [
-                        _members_file_error(
-                            path, doc, document, problem, "create the file or correct the path"
-                        )
-                    ]
+                    fix = "create the file or correct the path"
+                    if target.exists():  # there, but a directory, a named pipe...: say what it is
+                        problem = f"membersFile {members_file!r} ({target}): {member_errors[0].problem}"
+                        fix = member_errors[0].fix or fix
+                    member_errors = [_members_file_error(path, doc, document, problem, fix)]
                 errors.extend(member_errors)
                 members.extend(file_members)
                 detail = f"members also from {target}"

@@ -512,3 +512,19 @@ def test_a_vanished_ds01_overrides_file_under_a_specs_layer_keeps_its_overrides(
     assert holder.current is first and ann_limits() == (None, None)
     write(overrides, "# nobody\n")  # emptied on purpose: the specs' keys alone
     assert holder.reload() == [] and ann_limits() == (1800.0, 86400.0)
+
+
+def test_a_members_file_of_a_spec_that_is_a_named_pipe_says_so_at_its_key(tmp_path: Path) -> None:
+    """It was reported "not found", which sent the admin looking for a file that is there."""
+    write(
+        tmp_path / "g.yaml", HEAD + "kind: UserGroup\nmetadata: {name: g}\nspec: {membersFile: g.members}\n"
+    )
+    os.mkfifo(tmp_path / "g.members")
+    try:
+        with pytest.raises(PolicyLoadError) as caught:
+            _read_within(10, lambda: PolicyHolder(tmp_path))
+        (error,) = caught.value.errors
+        assert error.field == "spec.membersFile" and error.line == 4
+        assert "a named pipe, not a regular file" in error.problem and "not found" not in error.problem
+    finally:
+        _release_readers(tmp_path / "g.members")
