@@ -159,10 +159,15 @@ _UNIT_WORDS: Final = {"s": "seconds", "m": "minutes", "h": "hours"}
 _DS01_NO_LIMIT: Final = frozenset({"", "null", "none", "never", "indefinite"})
 
 
+def means_no_limit(text: str) -> bool:
+    """Whether DS01's converter reads the string ``text`` as no limit ("never", "none", ...)."""
+    return text.strip().lower() in _DS01_NO_LIMIT
+
+
 def _string_fix(text: str, unit: str) -> str:
     """What to write instead of the string ``text`` in a key whose unit is ``unit``: the fix keeps
     what the admin meant (a number suggested for 'never' would set a limit where none was meant)."""
-    if text.strip().lower() in _DS01_NO_LIMIT:
+    if means_no_limit(text):
         return "DS01 reads it as no limit: write null (no limit)"
     if _looks_numeric(text) and math.isfinite(float(text)):
         return f"write {_plain(float(text))} without the quotes"

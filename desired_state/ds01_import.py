@@ -36,7 +36,13 @@ from typing import Any, Final
 
 from pydantic import BaseModel, ValidationError
 
-from crd_like_specs.durations import DurationError, Seconds, ds01_number_to_seconds, parse_duration
+from crd_like_specs.durations import (
+    DurationError,
+    Seconds,
+    ds01_number_to_seconds,
+    means_no_limit,
+    parse_duration,
+)
 from crd_like_specs.kinds import (
     API_VERSION,
     Aggregate,
@@ -325,7 +331,9 @@ class _Importer:
         try:
             seconds = parse_duration(value)
         except DurationError as exc:
-            self.error(doc, loc, str(exc), fix=f"or use {suffixed}: <number>")
+            # "never" and the like: DS01 reads them as no limit, and a number would set one.
+            fix = f"DS01 reads it as no limit: write {key}: null" if means_no_limit(value) else None
+            self.error(doc, loc, str(exc), fix=fix or f"or use {suffixed}: <number>")
             return False, None
         # "0h" is the 0 of the suffixed key, and reads as it does there (DS01's scripts skipped a
         # zero runtime): read as 0 s, every container was stopped right after its start.

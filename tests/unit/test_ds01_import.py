@@ -780,3 +780,17 @@ def test_validate_warns_of_a_members_file_no_group_reads(real_file_only: Path) -
     )
     assert validate_paths([config, specs]) == []
     assert [w for w in validation_warnings([config, specs], now=NOW) if "is read by no group" in w] == []
+
+
+@pytest.mark.parametrize("word", ["never", "none", "Indefinite"])
+def test_never_in_an_old_unsuffixed_key_is_an_error_whose_fix_keeps_no_limit(
+    tmp_path: Path, word: str
+) -> None:
+    """DS01 reads "never" as no limit: the fix says null, as the suffixed key's does, never a number
+    (which would set a limit the admin did not mean)."""
+    write(tmp_path, "resource-limits.yaml", f"defaults:\n  max_runtime_h: 24\n  idle_timeout: {word}\n")
+    with pytest.raises(PolicyLoadError) as caught:
+        import_ds01(tmp_path)
+    text = str(caught.value)
+    assert "resource-limits.yaml:3" in text and "idle_timeout: null" in text, text
+    assert "<number>" not in text, text
