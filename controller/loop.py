@@ -53,7 +53,7 @@ from controller.observe.host import HostObserver, with_policy
 from controller.ops.sdnotify import Notifier
 from controller.pass_metrics import record_failed_pass, record_metrics
 from controller.plan import wake
-from controller.plan.clock import clock_step_line
+from controller.plan.clock import clock_step_details, clock_step_line
 from controller.plan.desired import PolicySetDesired
 from controller.plan.open_alerts import OpenAlert, count_by_reason, open_alerts
 from controller.plan.planner import plan as make_plan
@@ -179,6 +179,13 @@ class Controller:
         stepped = clock_step_line(self.memory, the_plan.memory)
         if stepped is not None:
             logger.warning(stepped)
+            # In the event log too: a memory lost or restored from a backup rebuilds its steps from
+            # it (controller.act.salvage), so that a step is never hold, runtime or reservation time.
+            self.event_log.write(
+                EventType.CLOCK_STEP,
+                user=None,
+                details=clock_step_details(self.memory, the_plan.memory, snapshot.observed_at),
+            )
         # Admin alerts raised by this observation (delivered before or not): ds01_admin_alerts_open.
         self._open_alerts = open_alerts(self.memory, the_plan) if self.metrics is not None else ()
         report = self._execute(the_plan, now, observed_mono, gp)

@@ -91,6 +91,7 @@ class EventType:
     STATE_QUARANTINED = "controller.state_quarantined"
     DRY_RUN = "controller.dry_run"
     BREAKER_TRIPPED = "controller.breaker_tripped"
+    CLOCK_STEP = "controller.clock_step"  # a wall-clock step a pass saw (rebuilt by the salvage)
     NOTIFICATION_FAILED = "controller.notification_failed"
     CONTAINER_DISCOVERED = "detection.container_discovered"
     CONTAINER_EXITED = "detection.container_exited"

@@ -13,11 +13,14 @@ and the daemon starts without it instead of refusing to start:
 ``inspect-cache.bin``      rewritten after the first pass (``ds01ctl`` starts cold meanwhile)
 =========================  ====================================================================
 
-A fresh memory is more conservative than the lost one in everything but four things, which are
+A fresh memory is more conservative than the lost one in everything but a few things, which are
 rebuilt from the event log (:func:`memory_from_events`) so that losing the memory never makes the
 controller bolder: an open **circuit breaker**, the stop breaker or the release breaker, each as
 itself (a fresh memory would close it), **GPU resets** already performed (a fresh memory would
-allow resetting a still-dirty GPU again) and **back-off** of failed actions. Destructive actions
+allow resetting a still-dirty GPU again), **back-off** of failed actions, and the **forward
+wall-clock steps** seen lately (``clock_steps``, from the daemon's ``controller.clock_step`` lines:
+a fresh memory would count a step as hold time, runtime and reservation time, and remove a stopped
+container, stop one over its max runtime or release a ledger row that much early). Destructive actions
 **started and never closed** (a crash during one) are rebuilt as open intents from their
 ``controller.action_started`` lines, so the next pass still records them once with their original
 reason. The event log rotated last (``<log>.1``) is read before the log itself. When the event log
@@ -25,7 +28,8 @@ cannot be read, the breaker is opened (unknown is not safe). Warnings and admin 
 rebuilt: they may be sent once more, and a stop waits for its warning's lead time again. A memory
 file that is missing is rebuilt the same way: on a first start the log holds nothing of the
 controller's. A memory that reads cleanly but is older than the log (restored from a backup) is
-kept, with the breakers, resets and open intents the log adds (:func:`not_older_than_the_log`).
+kept, with the breakers, resets, open intents and clock steps the log adds
+(:func:`not_older_than_the_log`).
 
 Called by :func:`controller.wiring.build_controller`.
 """
@@ -36,7 +40,7 @@ import json
 import os
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -49,12 +53,14 @@ from controller.memory import (
     RETENTION_S,
     Attempt,
     Breaker,
+    ClockStep,
     ControllerMemory,
     GpuMark,
     GpuMarkCause,
     Intent,
 )
 from controller.observe.docker_adapter import inspect_cache_readable
+from controller.plan.clock import STEP_FORWARD
 from controller.plan.types import Action, Reason
 from controller.store import (
     INSPECT_CACHE_FILE,
@@ -75,7 +81,7 @@ SALVAGE_SCAN_LINES = 200_000
 # What starting without each file means, for the log line and the docs.
 CONSEQUENCE = {
     "memory.json": "starting with fresh memory (new idle streaks and grace periods; the breaker, "
-    "GPU resets and back-off are restored from the event log)",
+    "GPU resets, back-off and wall-clock steps are restored from the event log)",
     POLICY_STATUS_FILE: "ds01ctl shows no reload status until the next policy reload",
     INVENTORY_FILE: "the next pass is a new inventory baseline",
     INSPECT_CACHE_FILE: "ds01ctl starts cold until the first pass rewrites it",
@@ -176,7 +182,8 @@ def not_older_than_the_log(memory: ControllerMemory, path: Path, now: datetime) 
     A memory that reads cleanly may still be older than the log: restored from a backup, or copied
     from another host. What it would forget is taken from the log: a breaker tripped since (no
     reset after it), GPU resets done, actions started and never closed. What is there already is
-    kept; a log that cannot be read changes nothing (the memory itself was read)."""
+    kept; forward wall-clock steps it never saw are added (:func:`_steps_since`); a log that cannot
+    be read changes nothing (the memory itself was read)."""
     try:
         events = _read_log(path)
     except OSError:
@@ -195,6 +202,12 @@ def not_older_than_the_log(memory: ControllerMemory, path: Path, now: datetime) 
     intents = {k: i for k, i in logged.intents.items() if k not in memory.intents}
     if intents:
         update["intents"] = {**memory.intents, **intents}
+    steps = _steps_since(memory, logged.clock_steps)
+    if steps:
+        update["clock_steps"] = tuple(sorted((*memory.clock_steps, *steps), key=lambda s: s.seen_at))
+        logger.warning(
+            "restored from the event log, newer than the memory: {} forward wall-clock step(s)", len(steps)
+        )
     if done or intents:
         logger.warning(
             "restored from the event log, newer than the memory: {} GPU reset(s) already performed, "
@@ -203,6 +216,25 @@ def not_older_than_the_log(memory: ControllerMemory, path: Path, now: datetime) 
             len(intents),
         )
     return memory.model_copy(update=update) if update else memory
+
+
+def _steps_since(memory: ControllerMemory, logged: tuple[ClockStep, ...]) -> tuple[ClockStep, ...]:
+    """The logged forward steps ``memory`` never saw: seen after its last clock reading (its wall time
+    is the offset plus the monotonic reading), or after its last pass when it has none, and not
+    already among its steps.
+
+    A container with no record yet starts from them (the planner); one the memory holds keeps its
+    own discounts. The next pass may see the same steps once more as one rise of the offset since
+    that reading (no reboot since): a ledger row and a container new to the memory then count them
+    twice, which makes a release or a removal later, never earlier."""
+    if memory.clock_offset_s is not None and memory.clock_monotonic_s is not None:
+        # (A second's margin: that sum is a float, and passes are seconds apart.)
+        reading = datetime.fromtimestamp(memory.clock_offset_s + memory.clock_monotonic_s, UTC)
+        since: datetime | None = reading + timedelta(seconds=1)
+    else:
+        since = memory.last_pass_at
+    known = {s.seen_at for s in memory.clock_steps}
+    return tuple(s for s in logged if s.seen_at not in known and (since is None or s.seen_at > since))
 
 
 def _read_log(path: Path) -> list[dict[str, Any]]:
@@ -235,13 +267,14 @@ def memory_from_event_log(path: Path, now: datetime) -> ControllerMemory:
     for name, breaker in memory.breakers_tripped:
         what = "circuit breaker" if name == "breaker" else name
         logger.error("{} restored from the event log: {}", what, breaker.reason)
-    if memory.done or memory.attempts or memory.intents:
+    if memory.done or memory.attempts or memory.intents or memory.clock_steps:
         logger.warning(
             "restored from the event log: {} GPU reset(s) already performed, {} back-off(s), "
-            "{} action(s) started and never recorded as finished",
+            "{} action(s) started and never recorded as finished, {} forward wall-clock step(s)",
             len(memory.done),
             len(memory.attempts),
             len(memory.intents),
+            len(memory.clock_steps),
         )
     return memory
 
@@ -252,7 +285,13 @@ def _details(event: Mapping[str, Any]) -> Mapping[str, Any]:
 
 
 def memory_from_events(events: Iterable[Mapping[str, Any]], now: datetime) -> ControllerMemory:
-    """Pure: the breaker, GPU resets and back-off a lost memory held, from event lines (oldest first)."""
+    """Pure: the breakers, GPU resets, back-off, open intents and forward clock steps a lost memory
+    held, from event lines (oldest first).
+
+    The clock steps are those of the last :data:`RETENTION_S`: the first pass starts each
+    container's record from them (a step seen after its hold began or its start is not hold time or
+    runtime: ``controller.plan.planner._observe_containers``) and then keeps them only as long as
+    the planner does (``controller.plan.clock.recent_steps``)."""
     horizon = now - timedelta(seconds=RETENTION_S)
     breaker = release_breaker = Breaker()
     done: dict[str, datetime] = {}
@@ -260,10 +299,16 @@ def memory_from_events(events: Iterable[Mapping[str, Any]], now: datetime) -> Co
     attempts: dict[str, Attempt] = {}
     started: dict[tuple[str, str], tuple[datetime, Mapping[str, Any]]] = {}
     closed: set[tuple[str, str]] = set()
+    steps: dict[datetime, ClockStep] = {}
     for event in events:
         kind = event.get("event_type")
         at = parse_timestamp(event.get("timestamp"))
         d = _details(event)
+        if kind == EventType.CLOCK_STEP:
+            step = _forward_step(at, d)
+            if step is not None and step.seen_at >= horizon:
+                steps[step.seen_at] = step
+            continue
         if kind == EventType.BREAKER_TRIPPED:
             message = str(d.get("message") or "tripped")
             restored = Breaker(
@@ -316,7 +361,20 @@ def memory_from_events(events: Iterable[Mapping[str, Any]], now: datetime) -> Co
         dirty_gpus=marks,
         attempts=attempts,
         intents=intents,
+        clock_steps=tuple(steps[k] for k in sorted(steps)),
     )
+
+
+def _forward_step(at: datetime | None, d: Mapping[str, Any]) -> ClockStep | None:
+    """The forward step a ``controller.clock_step`` line records; None for a backward one (never
+    discounted) or a line that does not say (seen at the observation it names, else when written)."""
+    step_s = d.get("step_s")
+    seen_at = parse_timestamp(d.get("seen_at")) or at
+    if d.get("direction") != STEP_FORWARD or seen_at is None:
+        return None
+    if isinstance(step_s, bool) or not isinstance(step_s, int | float) or not step_s > 0:
+        return None
+    return ClockStep(seen_at=seen_at, step_s=float(step_s))
 
 
 _REASON_BY_EVENT = {event_reason(r): r for r in Reason}

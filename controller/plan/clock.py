@@ -32,6 +32,13 @@ wall clock, and the row is not in the memory: the steps themselves are kept
 row gets each step seen after its ``allocated_at``, capped at the time from then to the pass that
 saw it (:func:`step_discount_s`). A row written before the step gets it whole, one written between
 the step and that pass only that much: a release comes later, never earlier.
+
+The daemon writes each step to the event log as well (``controller.clock_step``,
+:func:`clock_step_details`): a memory lost or restored from a backup rebuilds ``clock_steps`` from
+it (:mod:`controller.act.salvage`), and a container with no record of its own (every one, after a
+lost memory) starts its hold and runtime discounts from the steps seen after its hold began or it
+started (:func:`step_discount_s`): a step is not hold time, runtime or reservation time after a lost
+memory either.
 """
 
 from __future__ import annotations
@@ -43,6 +50,8 @@ from controller.memory import ClockStep, ContainerMemory, ControllerMemory
 from controller.snapshot import Snapshot
 
 STEP_TOLERANCE_S = 5.0
+# The direction of a step in its ``controller.clock_step`` event (clock_step_details).
+STEP_FORWARD, STEP_BACK = "forward", "back"
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,6 +75,18 @@ def check_clock(snapshot: Snapshot, memory: ControllerMemory) -> ClockCheck:
     return ClockCheck(step_s, offset, mono)
 
 
+def clock_change_s(before: ControllerMemory, after: ControllerMemory) -> float:
+    """The wall clock's step between two passes' memories: positive forward, negative back; 0.0 for
+    none (within :data:`STEP_TOLERANCE_S`), an unknown reading or a reboot (the monotonic clock
+    restarts). A forward one is the step the later pass recorded (:func:`check_clock`)."""
+    was, now = before.clock_offset_s, after.clock_offset_s
+    was_mono, now_mono = before.clock_monotonic_s, after.clock_monotonic_s
+    if was is None or now is None or was_mono is None or now_mono is None or now_mono < was_mono:
+        return 0.0
+    change_s = now - was
+    return change_s if abs(change_s) > STEP_TOLERANCE_S else 0.0
+
+
 def clock_step_line(before: ControllerMemory, after: ControllerMemory) -> str | None:
     """The journal line for a wall-clock step between two passes' memories, or None.
 
@@ -73,22 +94,36 @@ def clock_step_line(before: ControllerMemory, after: ControllerMemory) -> str | 
     wonders why a hold or a stop came late needs to see it: forward steps, and backward ones (whose
     correction is discounted later). A reboot (the monotonic clock restarts) or an unknown reading
     says nothing."""
-    was, now = before.clock_offset_s, after.clock_offset_s
-    was_mono, now_mono = before.clock_monotonic_s, after.clock_monotonic_s
-    if was is None or now is None or was_mono is None or now_mono is None or now_mono < was_mono:
-        return None
-    change_s = now - was
-    if change_s > STEP_TOLERANCE_S:
+    change_s = clock_change_s(before, after)
+    if change_s > 0:
         return (
             f"clock: the wall clock stepped forward {change_s:.0f}s since the last pass; holds, "
             "runtimes, reservations and warning leads do not count the step"
         )
-    if change_s < -STEP_TOLERANCE_S:
+    if change_s < 0:
         return (
             f"clock: the wall clock stepped back {-change_s:.0f}s since the last pass; allowances "
             "run late until it is corrected, and the correction is not counted either"
         )
     return None
+
+
+def clock_step_details(
+    before: ControllerMemory, after: ControllerMemory, seen_at: datetime
+) -> dict[str, object] | None:
+    """The details of the ``controller.clock_step`` event for a step between two passes' memories
+    (``seen_at``: the observation that saw it), or None: what a memory rebuilt from the event log
+    keeps of the forward steps (:func:`controller.act.salvage.memory_from_events`), as the planner
+    keeps them in ``clock_steps``. A backward step is written too, for the admin; it is not
+    discounted (see the module)."""
+    change_s = clock_change_s(before, after)
+    if not change_s:
+        return None
+    return {
+        "seen_at": seen_at,
+        "step_s": abs(change_s),
+        "direction": STEP_FORWARD if change_s > 0 else STEP_BACK,
+    }
 
 
 def with_clock_step(
