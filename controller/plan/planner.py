@@ -30,8 +30,8 @@ from collections import Counter
 from datetime import UTC, datetime
 from operator import attrgetter
 
-from controller.memory import ContainerMemory, ControllerMemory
-from controller.plan.clock import ClockCheck, check_clock, recent_steps, with_clock_step
+from controller.memory import ClockStep, ContainerMemory, ControllerMemory
+from controller.plan.clock import ClockCheck, check_clock, recent_steps, step_discount_s, with_clock_step
 from controller.plan.context import Collector, PassContext, host_target, iso
 from controller.plan.desired import DesiredState
 from controller.plan.idle import Thresholds, advance, fresh_memory, mark_unobserved
@@ -191,6 +191,30 @@ def _hold_discount(mem: ContainerMemory, prev: ContainerMemory, state: Container
     return mem
 
 
+def _with_steps_before(
+    mem: ContainerMemory, c: ContainerObs, prev: ContainerMemory | None, steps: tuple[ClockStep, ...]
+) -> ContainerMemory:
+    """A fresh record's discounts from the steps earlier passes saw (``clock_steps``), for a record
+    that did not gather them: a memory rebuilt from the event log (lost, corrupt) holds no records,
+    and a step seen after a container's start or the start of its hold is not runtime or hold time.
+
+    Runtime: a new start's discount begins at 0 (``fresh_memory``), so the steps seen after the start
+    (while Docker was away, or before the memory was lost) are counted here once. Hold: only for a
+    container with no record at all; one with a record already gathered every step seen since the
+    last listing (``_docker_unavailable``) and keeps it (``_hold_discount``)."""
+    update: dict[str, object] = {}
+    if c.started_at is not None:
+        runtime_s = step_discount_s(steps, c.started_at)
+        if runtime_s:
+            update["runtime_discount_s"] = runtime_s
+    if prev is None:
+        since = _hold_since(c)
+        hold_s = step_discount_s(steps, since) if since is not None else 0.0
+        if hold_s:
+            update["hold_discount_s"] = hold_s
+    return mem.model_copy(update=update) if update else mem
+
+
 def _observe_containers(ctx: PassContext, desired: DesiredState, clock: ClockCheck) -> None:
     seen_at = ctx.snapshot.observed_at
     now = ctx.now
@@ -201,12 +225,16 @@ def _observe_containers(ctx: PassContext, desired: DesiredState, clock: ClockChe
     last_pass_at = ctx.memory.last_pass_at  # the last pass before this one that Docker answered
     step_note = f"the wall clock stepped forward {step_s:.0f}s (seen {iso(seen_at)})" if step_s > 0 else ""
     policies, cmem, warned_ids = ctx.policies, ctx.cmem, ctx.warned_ids
+    # The steps earlier passes saw (this pass's step is applied below, with_clock_step).
+    steps_before = ctx.memory.clock_steps
     for c in ctx.containers:
         cid = c.id
         policy = policies[cid] = desired.effective(c, now)
         prev = prev_all.get(cid)
         if prev is None or prev.started_at != c.started_at:
             mem = fresh_memory(c, seen_at, prev)
+            if steps_before:
+                mem = _with_steps_before(mem, c, prev, steps_before)
         elif prev.name != c.name:
             mem = prev.model_copy(update={"name": c.name})
         else:

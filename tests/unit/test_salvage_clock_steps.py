@@ -19,7 +19,7 @@ from controller.act.events import EventType, format_line, tail
 from controller.act.salvage import memory_from_event_log, memory_from_events, not_older_than_the_log
 from controller.memory import ClockStep, ControllerMemory
 from controller.plan.clock import STEP_BACK, STEP_FORWARD, clock_step_details
-from controller.plan.types import ActionKind, Plan, Reason
+from controller.plan.types import ActionKind, DeferReason, Plan, Reason
 from controller.snapshot import ContainerObs, Snapshot
 from tests.fixtures import builders as b
 
@@ -67,12 +67,42 @@ class LostMemoryHost:
         self.runner.memory = memory_from_events(self.events, self.wall(true_s))
 
 
+def removed(p: Plan) -> list[str]:
+    return [a.target.container or "" for a in p.actions if a.kind == ActionKind.REMOVE_CONTAINER]
+
+
 def released(p: Plan) -> list[str]:
     return [
         a.target.ledger_entry["container"]
         for a in p.actions
         if a.kind == ActionKind.RELEASE_ALLOCATION and a.target.ledger_entry is not None
     ]
+
+
+# --- (a) a stopped GPU container keeps its hold -------------------------------------------------
+
+
+def test_a_step_before_the_memory_was_lost_is_not_hold_time() -> None:
+    # A GPU container (30 min hold) stopped a real minute before the first pass; the wall clock steps
+    # forward 2 h before the second; the memory is lost after it. A real 10 minutes on, its hold has
+    # 20 minutes to run: not removed. A real 31 minutes after its stop, it is.
+    h = LostMemoryHost(b.policy(gpu_hold_after_stop_s=30 * b.MIN))
+    train = b.exited(
+        "train", gpus=[b.GPU0], started_at=b.T0 - timedelta(hours=1), finished_at=b.T0 - timedelta(minutes=1)
+    )
+    h.observe(0, [train])
+    h.offset_s = STEP
+    h.observe(30, [train])
+    assert [e["details"]["direction"] for e in h.events] == [STEP_FORWARD]
+    h.lose_memory(60)
+    assert h.runner.memory.containers == {}
+    ten = h.observe(9 * 60, [train])
+    assert removed(ten) == [], "removed 10 real minutes after its stop, the step counted as hold time"
+    (d,) = [d for d in ten.deferred if d.target.container == "train"]
+    assert d.why == DeferReason.NOT_DUE
+    assert d.due_at == b.T0 - timedelta(minutes=1) + timedelta(minutes=30) + timedelta(seconds=STEP)
+    assert d.evidence["clock_step_discount_s"] == STEP
+    assert removed(h.observe(30 * 60, [train])) == ["train"]
 
 
 # --- (b) a ledger row keeps its reservation window ------------------------------------------------
@@ -94,6 +124,31 @@ def test_a_step_before_the_memory_was_lost_is_not_reservation_time() -> None:
     assert d.evidence["clock_step_discount_s"] == STEP
     assert d.due_at == b.T0 - timedelta(minutes=1) + WINDOW + timedelta(seconds=STEP)
     assert released(h.observe(31 * 60, [], ledger=b.ledger(row))) == ["train"]
+
+
+def test_a_step_before_the_memory_was_lost_is_not_runtime() -> None:
+    # Busy on its GPU, started a real 30 min before the first pass (2 h limit, warnings at 90 and
+    # 108 min with 10 min of lead). The step, then the memory lost: no warning or stop until its true
+    # runtime calls for them.
+    h = LostMemoryHost(b.policy(max_runtime_s=2 * b.HOUR, idle_timeout_s=None))
+    started = b.T0 - timedelta(minutes=30)
+
+    def job(true_s: float) -> ContainerObs:
+        sig = b.signals(h.wall(true_s), gpu_pct={b.GPU0: 99.0})
+        return b.running("job", gpus=[b.GPU0], started_at=started, sig=sig)
+
+    h.observe(0, [job(0)])
+    h.offset_s = STEP
+    h.observe(30, [job(30)])
+    h.lose_memory(60)
+    stops, warnings = [], []
+    for minute in range(1, 100):
+        p = h.observe(minute * 60, [job(minute * 60)])
+        stops += [minute for a in p.actions if a.kind == ActionKind.STOP_CONTAINER]
+        warnings += [minute for a in p.actions if a.reason == Reason.MAX_RUNTIME_WARNING]
+    assert warnings and warnings[0] >= 60, f"warned after {30 + warnings[0]} real minutes of runtime"
+    assert stops and stops[0] >= 90, f"stopped after {30 + stops[0]} real minutes of runtime"
+    assert h.runner.memory.containers[b.cid("job")].runtime_discount_s == STEP
 
 
 # --- (c) the daemon writes the step to the event log ----------------------------------------------
