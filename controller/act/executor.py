@@ -553,13 +553,18 @@ class RealExecutor:
                     [],
                     None,
                 )
+            same_start = _same_time(fresh.started_at, t.expected_started_at)
             since = intent.started_at - timedelta(seconds=1)
             stopped_since = fresh.finished_at is not None and fresh.finished_at >= since
-            if fresh.status in _NOT_RUNNING and (stopped_since or fresh.finished_at is None):
+            # The start the re-check before the intent saw running, no longer running, ended after
+            # that check, whatever its FinishedAt says against the intent's time: a wall clock
+            # stepped back between the two puts the stop "before" the intent that began it.
+            ended = same_start or stopped_since or fresh.finished_at is None
+            if fresh.status in _NOT_RUNNING and ended:
                 main = self._stop_details(action, timeout_s, removed=False, exit_state=fresh.status)
                 first = (_STOP_EVENT.get(action.reason, EventType.CONTAINER_STOP), main)
                 return Outcome.DONE, f"found {fresh.status} after the stop began", [first], fresh.workspace
-            if _same_time(fresh.started_at, t.expected_started_at):
+            if same_start:
                 if waited_s < timeout_s + RECOVERY_SLACK_S:
                     return None  # the engine may still be carrying the stop out
                 return Outcome.FAILED, f"not carried out: the container is still {fresh.status}", [], None

@@ -4,7 +4,7 @@ when the record cannot be written, and completes an interrupted action's record 
 from __future__ import annotations
 
 import errno
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -581,6 +581,38 @@ def test_an_outcome_recorded_before_the_clock_was_stepped_back_is_found(
     assert outcomes == () and after.intents == {}
     releases = [e for e in read_events(log) if e["event_type"] == "gpu.release"]
     assert len(releases) == 1, "the release was recorded twice"
+
+
+def test_a_stop_interrupted_across_a_clock_stepped_back_is_recorded_as_done(
+    docker_client: Any, make_container: Any, tmp_path: Path
+) -> None:
+    # The host's clock ran an hour ahead (a bad RTC) when the stop's intent was written; NTP
+    # stepped it back while the engine carried the stop out, and the daemon was killed during the
+    # stop. The engine's FinishedAt is an hour "before" the intent. The container has the start the
+    # intent's re-check saw running and is stopped: the stop was carried out, and it is recorded
+    # as done (the owner told, the controller's stop kept), neither left open for an hour nor then
+    # recorded as "not carried out".
+    c = make_container("sleep 300")
+    stop = idle_stop(c)
+    real_now = datetime.now(UTC)
+    ahead = Intent(action=stop.model_dump(mode="json"), started_at=real_now + timedelta(hours=1))
+    memory = ControllerMemory().with_intent(stop.key, ahead)
+    docker_client.api.stop(c.id, timeout=1)
+    # Recovered right after the restart (the clock behind the intent), or once it has caught up.
+    for n, now in enumerate((real_now, real_now + timedelta(hours=1, minutes=5))):
+        log, notifier = tmp_path / f"events-{n}.jsonl", RecordingNotifier()
+        ex = RealExecutor(
+            docker_client, EventLog(log), notifier, tmp_path / "ledger.json", clock=lambda at=now: at
+        )
+        after, outcomes = ex.recover(memory, now)
+        assert [(o.outcome, o.detail) for o in outcomes] == [
+            (Outcome.DONE, "recovered after a restart: found exited after the stop began")
+        ]
+        assert after.intents == {}
+        assert after.containers[c.id].stopped_by_controller_at == now
+        assert [user for user, _text, severity in notifier.sent] == ["alice"], "the owner is told"
+        (event,) = read_events(log, intents=True)
+        assert event["event_type"] == "maintenance.idle_kill" and event["details"]["phase"] == "done"
 
 
 def test_an_interrupted_release_is_not_recorded_done_while_the_ledger_cannot_be_read(
