@@ -10,6 +10,8 @@ Guarantees of :meth:`EventLog.write`:
 - every line is shorter than ``PIPE_BUF`` (4096 bytes) and written with a single ``os.write`` on
   an ``O_APPEND`` descriptor, so concurrent writers (DS01's own scripts share the file) never
   interleave and a reader never sees half a line;
+- a line this writer could write only in part (a short write, on a full disk) is ended with a
+  newline before its next line, so the fragment never swallows that line (:func:`_end_fragment`);
 - oversized details are shrunk (long strings cut, then the whole ``details`` replaced by
   ``{"truncated": true, ...}``): a line is never split;
 - every string passes through :func:`controller.act.sanitize.clean`, so a hostile container name
@@ -237,6 +239,8 @@ class EventLog:
         self.path = Path(path)
         self._clock = clock or (lambda: datetime.now(UTC))
         self.health = health if health is not None else RecordHealth()
+        # The last append was cut short: its fragment is ended before the next line.
+        self._cut_short = False
 
     def write(
         self,
@@ -325,16 +329,48 @@ class EventLog:
         self.path.parent.mkdir(mode=LOG_DIR_MODE, parents=True, exist_ok=True)
         fd = self._open()
         try:
-            if not stat.S_ISREG(os.fstat(fd).st_mode):
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode):
                 raise OSError(f"{self.path} is not a regular file")
+            if self._cut_short:
+                _end_fragment(self.path, fd, st)
+                self._cut_short = False
             written = os.write(fd, line)
             if written != len(line):
-                # Only on a full disk; the short line has no newline and readers skip it.
+                # Only on a full disk; readers skip the fragment, and the next append ends it.
+                self._cut_short = True
                 raise OSError(errno.ENOSPC, f"short write ({written} of {len(line)} bytes)", str(self.path))
             if sync:
                 os.fsync(fd)
         finally:
             os.close(fd)
+
+
+def _end_fragment(path: Path, fd: int, st: os.stat_result) -> None:
+    """End the log's last line with a newline when it has none: the fragment of a short write.
+
+    A full disk fills the page the last line ends in with the start of the next one and reports
+    the rest unwritten. A line appended right after the fragment would be glued to it, and every
+    reader would drop both as one malformed line: a line fsynced as the record of an action,
+    lost. Ended, the fragment is a malformed line of its own. The last byte is read through a
+    descriptor of its own (the log is appended to write-only), of the same file; a line another
+    writer appends in between leaves an empty line, which readers skip.
+    """
+    if st.st_size == 0:
+        return
+    try:
+        rfd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError:
+        return  # cannot be read: appended as before
+    try:
+        same = os.fstat(rfd)
+        if (same.st_dev, same.st_ino) != (st.st_dev, st.st_ino):
+            return  # rotated meanwhile: the new file has no fragment of ours
+        last = os.pread(rfd, 1, st.st_size - 1)
+    finally:
+        os.close(rfd)
+    if last not in (b"\n", b""):
+        os.write(fd, b"\n")
 
 
 # --- reading -------------------------------------------------------------------------------

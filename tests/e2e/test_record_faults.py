@@ -287,6 +287,31 @@ def test_no_destructive_action_while_the_record_cannot_be_written(
     assert d.events("controller.record_recovered")
 
 
+def test_a_line_cut_short_by_a_full_disk_does_not_swallow_the_next_one(small_tmpfs: Path) -> None:
+    # On a full file system the kernel still fills the page the log's last line ends in: the
+    # next line is written in part (a short write, reported as ENOSPC) and left without its
+    # newline. Space returns, and the next line is fsynced (here the breaker tripping): it must be
+    # a line of its own, readable by ds01ctl and by the start that rebuilds a lost memory from the
+    # log, not glued to the fragment, where every reader drops both as one malformed line.
+    from controller.act.events import EventLog, tail
+    from controller.act.salvage import load_state
+    from controller.store import MemoryStore
+
+    log = EventLog(small_tmpfs / "events.jsonl")
+    while not log.path.exists() or log.path.stat().st_size < 3700:  # its first page nearly full
+        log.write("detection.container_discovered", user=None, details={"container": "x" * 100})
+    filler = fill(small_tmpfs)
+    log.write("controller.record_unavailable", user=None, details={"error": "E" * 1000})
+    problem = log.health.problem()
+    assert problem is not None and "short write" in problem, problem
+    filler.unlink()
+    log.write_durable("controller.breaker_tripped", user=None, details={"message": "would stop 9 of 10"})
+    assert [e["event_type"] for e in tail(log.path, 1)] == ["controller.breaker_tripped"]
+    # The memory is lost (a torn file moved aside): the breaker is rebuilt from the log, open.
+    memory = load_state(MemoryStore(small_tmpfs / "state"), log, datetime.now(UTC))
+    assert memory.breaker.tripped, "a line the log holds was not read back"
+
+
 # --- corrupt state at start -----------------------------------------------------------------------
 
 
