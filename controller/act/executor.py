@@ -409,10 +409,7 @@ class RealExecutor:
         self, key: str, intent: Intent, memory: ControllerMemory, now: datetime
     ) -> tuple[ControllerMemory, ActionOutcome | None]:
         if intent.closing:
-            for line in intent.closing:
-                self._events.write_durable(
-                    str(line.get("event_type")), user=line.get("user"), details=line.get("details") or {}
-                )
+            self._write_closing(key, intent)
             return memory.without_intent(key), None
         action = Action.model_validate(intent.action)
         closed = self._already_closed(key, intent)
@@ -483,6 +480,21 @@ class RealExecutor:
             detail=clean(f"recovered after a restart: {detail}", 1000),
             reclaimed_gpu_s=intent.reclaimed_gpu_s if outcome is Outcome.DONE else None,
         )
+
+    def _write_closing(self, key: str, intent: Intent) -> None:
+        """Write the outcome lines an earlier pass could not write, unless they are in the log now.
+
+        An earlier recovery may have written them and been killed before the memory without the
+        intent was saved: they are written once. The intent's time is written in the log's own
+        form (the lines held in the saved memory carry it in the memory's), so that a later
+        recovery finds them (:meth:`_already_closed`)."""
+        if self._already_closed(key, intent) is not None:
+            return
+        for n, line in enumerate(intent.closing):
+            details = dict(line.get("details") or {})
+            if n == 0:
+                details["intent_at"] = utc_timestamp(intent.started_at)
+            self._events.write_durable(str(line.get("event_type")), user=line.get("user"), details=details)
 
     def _already_closed(self, key: str, intent: Intent) -> tuple[str, Mapping[str, Any]] | None:
         """The outcome line of this intent already in the event log (its memory entry not yet

@@ -314,6 +314,39 @@ def test_outcome_lines_that_could_not_be_written_are_written_next_pass(
     assert types == ["controller.action_started", "maintenance.idle_kill"]
 
 
+def test_outcome_lines_written_late_are_not_written_again_after_a_kill_before_the_save(
+    docker_client: Any, make_container: Any, tmp_path: Path
+) -> None:
+    # The outcome of a stop could not be written (a full disk): its lines wait in the intent. The
+    # next pass writes them, and the daemon is killed before the memory saying so is saved. The
+    # start after finds the intent still holding them: they are in the log already, once.
+    good_log = tmp_path / "events.jsonl"
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("")
+    c = make_container("sleep 300")
+    action = idle_stop(c)
+    ex = executor(docker_client, good_log, tmp_path / "ledger.json")
+    broken = EventLog(blocker / "events.jsonl")
+    real_write_durable = ex._events.write_durable
+
+    def write_then_break(event_type: str, **kw: Any) -> None:
+        if event_type == "controller.action_started":
+            real_write_durable(event_type, **kw)
+        else:
+            broken.write_durable(event_type, **kw)
+
+    ex._events.write_durable = write_then_break  # type: ignore[method-assign]
+    report = ex.execute(make_plan(action), ControllerMemory(), NOW)
+    saved = ControllerMemory.model_validate_json(report.memory.model_dump_json())  # as on disk
+    assert saved.intents[action.key].closing
+    ex._events.write_durable = real_write_durable  # type: ignore[method-assign]
+    ex.recover(saved, NOW)  # written; the memory without the intent is never saved
+    after, outcomes = ex.recover(saved, NOW)
+    assert outcomes == () and after.intents == {}
+    types = [e["event_type"] for e in read_events(good_log, intents=True)]
+    assert types == ["controller.action_started", "maintenance.idle_kill"], "the outcome recorded twice"
+
+
 def test_an_interrupted_stop_is_still_recorded_when_the_memory_is_lost_too(
     docker_client: Any, make_container: Any, tmp_path: Path
 ) -> None:
