@@ -4,6 +4,8 @@ when the record cannot be written, and completes an interrupted action's record 
 from __future__ import annotations
 
 import errno
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -12,7 +14,7 @@ import pytest
 
 from controller.act.events import EventLog, parse_timestamp
 from controller.act.executor import RealExecutor
-from controller.act.report import Outcome
+from controller.act.report import ExecutionReport, Outcome
 from controller.memory import ContainerMemory, ControllerMemory, Intent, RemovedContainer
 from controller.plan.types import Action, ActionKind, Reason
 from tests.fixtures.act import NOW, RecordingNotifier, container_action, make_plan, read_events
@@ -282,9 +284,18 @@ def test_an_interrupted_gpu_reset_is_never_repeated(docker_client: Any, tmp_path
     assert event["details"]["phase"] == "failed" and event["details"]["recovered"] is True
 
 
-def test_outcome_lines_that_could_not_be_written_are_written_next_pass(
-    docker_client: Any, make_container: Any, tmp_path: Path
-) -> None:
+@dataclass
+class _OutcomeKept:
+    """A stop done while the log broke after its intent line: its outcome lines wait in the intent."""
+
+    ex: RealExecutor
+    action: Action
+    report: ExecutionReport
+    good_log: Path
+    mend: Callable[[], None]  # the log writes again
+
+
+def _outcome_kept_in_the_intent(docker_client: Any, make_container: Any, tmp_path: Path) -> _OutcomeKept:
     good_log = tmp_path / "events.jsonl"
     blocker = tmp_path / "not-a-dir"
     blocker.write_text("")
@@ -301,16 +312,26 @@ def test_outcome_lines_that_could_not_be_written_are_written_next_pass(
         else:
             broken.write_durable(event_type, **kw)
 
+    def mend() -> None:
+        ex._events.write_durable = real_write_durable  # type: ignore[method-assign]
+
     ex._events.write_durable = write_then_break  # type: ignore[method-assign]
     report = ex.execute(make_plan(action), ControllerMemory(), NOW)
     assert report.outcomes[0].outcome is Outcome.DONE
-    kept = report.memory.intents[action.key]
+    return _OutcomeKept(ex, action, report, good_log, mend)
+
+
+def test_outcome_lines_that_could_not_be_written_are_written_next_pass(
+    docker_client: Any, make_container: Any, tmp_path: Path
+) -> None:
+    k = _outcome_kept_in_the_intent(docker_client, make_container, tmp_path)
+    kept = k.report.memory.intents[k.action.key]
     assert kept.closing and kept.closing[0]["event_type"] == "maintenance.idle_kill"
-    ex._events.write_durable = real_write_durable  # type: ignore[method-assign]
-    after, outcomes = ex.recover(report.memory, NOW)
+    k.mend()
+    after, outcomes = k.ex.recover(k.report.memory, NOW)
     assert outcomes == (), "already counted when it was done"
     assert after.intents == {}
-    types = [e["event_type"] for e in read_events(good_log, intents=True)]
+    types = [e["event_type"] for e in read_events(k.good_log, intents=True)]
     assert types == ["controller.action_started", "maintenance.idle_kill"]
 
 
@@ -320,30 +341,14 @@ def test_outcome_lines_written_late_are_not_written_again_after_a_kill_before_th
     # The outcome of a stop could not be written (a full disk): its lines wait in the intent. The
     # next pass writes them, and the daemon is killed before the memory saying so is saved. The
     # start after finds the intent still holding them: they are in the log already, once.
-    good_log = tmp_path / "events.jsonl"
-    blocker = tmp_path / "not-a-dir"
-    blocker.write_text("")
-    c = make_container("sleep 300")
-    action = idle_stop(c)
-    ex = executor(docker_client, good_log, tmp_path / "ledger.json")
-    broken = EventLog(blocker / "events.jsonl")
-    real_write_durable = ex._events.write_durable
-
-    def write_then_break(event_type: str, **kw: Any) -> None:
-        if event_type == "controller.action_started":
-            real_write_durable(event_type, **kw)
-        else:
-            broken.write_durable(event_type, **kw)
-
-    ex._events.write_durable = write_then_break  # type: ignore[method-assign]
-    report = ex.execute(make_plan(action), ControllerMemory(), NOW)
-    saved = ControllerMemory.model_validate_json(report.memory.model_dump_json())  # as on disk
-    assert saved.intents[action.key].closing
-    ex._events.write_durable = real_write_durable  # type: ignore[method-assign]
-    ex.recover(saved, NOW)  # written; the memory without the intent is never saved
-    after, outcomes = ex.recover(saved, NOW)
+    k = _outcome_kept_in_the_intent(docker_client, make_container, tmp_path)
+    saved = ControllerMemory.model_validate_json(k.report.memory.model_dump_json())  # as on disk
+    assert saved.intents[k.action.key].closing
+    k.mend()
+    k.ex.recover(saved, NOW)  # written; the memory without the intent is never saved
+    after, outcomes = k.ex.recover(saved, NOW)
     assert outcomes == () and after.intents == {}
-    types = [e["event_type"] for e in read_events(good_log, intents=True)]
+    types = [e["event_type"] for e in read_events(k.good_log, intents=True)]
     assert types == ["controller.action_started", "maintenance.idle_kill"], "the outcome recorded twice"
 
 
