@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from controller.memory import ControllerMemory
 from controller.plan.planner import plan
 from controller.plan.types import Deferred, Plan
 from controller.snapshot import (
+    CgroupScope,
     ContainerObs,
     ContainerState,
     Domain,
@@ -17,6 +20,7 @@ from controller.snapshot import (
     Ledger,
     LedgerEntry,
     OwnerRule,
+    ProcessState,
 )
 from tests.fixtures import builders as b
 
@@ -407,3 +411,40 @@ class TestRenameGuardEvidence:
         every = b.running("train-old", all_gpus=True, sig=b.signals(b.T0))
         p = once(every, ledger=b.ledger(b.ledger_entry("train", b.GPU0)))
         assert [k for k, *_ in leaked_rule(p)] == ["UnknownSignal"]
+
+
+class TestContainerStillComputing:
+    """The engine does not list the row's container, yet NVML lists a process in its cgroup."""
+
+    def lost(
+        self, scope: CgroupScope = CgroupScope.FOREIGN, live_shim: str = "pid 77: containerd-shim"
+    ) -> Plan:
+        # dockerd lost the container (or another engine runs it) while its shim still runs it:
+        # its process computes on the row's GPU, and the row names the container by id.
+        cid = b.cid("train")
+        proc = b.process(4242, b.GPU0, container_id=cid, scope=scope)
+        proc = replace(proc, live_shim=live_shim)
+        snap = b.snapshot(gpus=GPUS, processes=[proc], ledger=b.ledger(b.ledger_entry(cid, b.GPU0)))
+        return plan(snap, b.desired(), ControllerMemory(), b.T0)
+
+    def test_a_row_whose_container_still_computes_on_its_gpu_is_kept(self) -> None:
+        p = self.lost()
+        assert leaked_rule(p) == [("UnknownSignal", "LeakedAllocation", b.cid("train"))]
+        d = ledger_deferral(p)
+        assert "pid 4242" in d.message and d.evidence["live_processes"] == [4242]
+
+    def test_a_short_id_row_is_kept_too(self) -> None:
+        cid = b.cid("train")
+        proc = replace(
+            b.process(4242, b.GPU1, container_id=cid, scope=CgroupScope.FOREIGN), live_shim="pid 77"
+        )
+        snap = b.snapshot(gpus=GPUS, processes=[proc], ledger=b.ledger(b.ledger_entry(cid[:12], b.GPU0)))
+        p = plan(snap, b.desired(), ControllerMemory(), b.T0)
+        assert leaked_rule(p) == [("UnknownSignal", "LeakedAllocation", cid[:12])]
+
+    def test_a_vanished_process_is_no_evidence(self) -> None:
+        cid = b.cid("train")
+        proc = b.process(4242, b.GPU0, container_id=cid, state=ProcessState.VANISHED)
+        snap = b.snapshot(gpus=GPUS, processes=[proc], ledger=b.ledger(b.ledger_entry(cid, b.GPU0)))
+        p = plan(snap, b.desired(), ControllerMemory(), b.T0)
+        assert [k for k, *_ in leaked_rule(p)] == ["ReleaseAllocation"]

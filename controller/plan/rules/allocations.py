@@ -17,6 +17,9 @@ A ledger row is released only when it is certain that nothing holds its device f
   resolver does not know (a legacy ``MIG-GPU-<uuid>/1/0``) -- only two answers are certain: the
   same text names the same device, and two different full-GPU UUIDs name different GPUs. Anything
   else is "cannot tell" and defers.
+* **Still running.** A row naming its container by id (or an id prefix) whose container the
+  engine does not list is kept while NVML lists a process in that container's cgroup: another
+  engine runs it, or the engine lost it while its shim still runs it.
 * **When.** Only once the reservation window (from ``allocated_at``) has passed, because an
   allocator writes its row before ``docker run`` creates the container -- and ``docker run`` pulls
   the image first, which takes many minutes for a large CUDA image on a slow link; the built-in
@@ -50,11 +53,20 @@ from controller.plan.context import (
     fmt_duration,
     host_target,
     iso,
+    may_be_id_prefix,
     seconds,
     sorted_by_head,
 )
 from controller.plan.types import ActionKind, DeferReason, Reason, Target
-from controller.snapshot import ContainerObs, ContainerState, Domain, GpuRef, LedgerEntry, OwnerRule
+from controller.snapshot import (
+    ContainerObs,
+    ContainerState,
+    Domain,
+    GpuRef,
+    LedgerEntry,
+    OwnerRule,
+    ProcessState,
+)
 
 
 def row_of(e: LedgerEntry) -> dict[str, str]:
@@ -73,6 +85,7 @@ def row_of(e: LedgerEntry) -> dict[str, str]:
 _RENAME_PROOF_OWNER_RULES = frozenset({OwnerRule.LABEL_DS01_USER, OwnerRule.LABEL_AIME_USER})
 _FULL_ID = re.compile(r"[0-9a-f]{64}\Z")
 _RUNNING = ContainerState.RUNNING  # (read once: an enum member read from its class costs a lookup)
+_VANISHED = ProcessState.VANISHED
 
 
 @dataclass(frozen=True, slots=True)
@@ -416,7 +429,12 @@ def _one_row(ctx: PassContext, out: Collector, e: LedgerEntry, rows: _Rows) -> N
         )
     if c is not None and refs is False:
         r.evidence["container_state"] = c.state.value
-    check = _reference_unknown(ctx, r, refs) or _maybe_renamed(ctx, r, rows) or _inside_window(ctx, r)
+    check = (
+        _reference_unknown(ctx, r, refs)
+        or _still_computing(ctx, r)
+        or _maybe_renamed(ctx, r, rows)
+        or _inside_window(ctx, r)
+    )
     if out.stopped(check):
         return
     out.act(
@@ -453,6 +471,31 @@ def _reference_unknown(ctx: PassContext, r: _RowFacts, refs: bool | None) -> Che
         Reason.LEAKED_ALLOCATION,
         DeferReason.UNKNOWN_SIGNAL,
         f"cannot tell whether {c.name} still references GPU {r.entry.gpu} ({_unknown_why(ctx, r.device)})",
+        evidence=r.evidence,
+    )
+
+
+def _still_computing(ctx: PassContext, r: _RowFacts) -> Check:
+    """The engine does not list the row's container, yet NVML lists a process in its cgroup: the
+    container still runs (another engine's, or one the engine lost while its shim still runs it).
+    A row naming its container by id (or an id prefix) is then in use, whatever the listing says."""
+    key = r.entry.container
+    if r.container is not None or not may_be_id_prefix(key):
+        return GO_ON
+    pids = sorted(
+        p.pid
+        for p in ctx.snapshot.processes
+        if p.container_id is not None and p.container_id.startswith(key) and p.state != _VANISHED
+    )
+    if not pids:
+        return GO_ON
+    r.evidence["live_processes"] = pids
+    return deferral(
+        r.target,
+        Reason.LEAKED_ALLOCATION,
+        DeferReason.UNKNOWN_SIGNAL,
+        f"ledger row GPU {r.entry.gpu} -> '{key}': the engine does not list the container, but NVML "
+        f"lists a process in its cgroup (pid {', '.join(map(str, pids))}): it still runs",
         evidence=r.evidence,
     )
 
