@@ -49,8 +49,9 @@ Index and slot references cannot be mapped without NVML and stay ``uuid=None``.
 
 Called by :mod:`controller.observe.host` (containers) and :mod:`controller.observe.ledger`
 (ledger entries). Inputs are untrusted (labels can hold anything): at most
-:data:`MAX_REFS_PER_ROUTE` references are read per route and each token is capped in length; the
-functions never raise on malformed data. No I/O, no NVML here.
+:data:`MAX_REFS_PER_ROUTE` references are read per route (more are one unresolved reference,
+:data:`TRUNCATED`) and each token is capped in length; the functions never raise on malformed data.
+No I/O, no NVML here.
 """
 
 from __future__ import annotations
@@ -68,6 +69,10 @@ MAX_REFS_PER_ROUTE = 64
 MAX_TOKEN_CHARS = 128
 # Count: N asks for the first N GPUs; no host has more than this many.
 MAX_DEVICE_COUNT = 64
+# What stands for the references past the cap: a reference that resolves to no device (malformed),
+# so the container counts as holding an unknown GPU, never as holding only the first 64 it named
+# (``0,0,...,0,3``: GPU 3 dropped unsaid, its ledger row released while the container used it).
+TRUNCATED = f"(more than {MAX_REFS_PER_ROUTE} references)"
 
 VISIBLE_DEVICES_ENV = "NVIDIA_VISIBLE_DEVICES"
 NVIDIA_RUNTIME = "nvidia"
@@ -336,7 +341,7 @@ def _device_request_tokens(requests: object) -> Iterator[str]:
         ids = request.get("DeviceIDs")
         count = request.get("Count")
         if isinstance(ids, list) and ids:
-            tokens = list(_split(",".join(i for i in ids[:MAX_REFS_PER_ROUTE] if isinstance(i, str))))
+            tokens = list(_split(",".join(i for i in ids[: MAX_REFS_PER_ROUTE + 1] if isinstance(i, str))))
             yield from (ALL if t.lower() == ALL else t for t in tokens)
         elif isinstance(count, int) and not isinstance(count, bool):
             if count < 0:
@@ -473,11 +478,12 @@ def _env_value(env: object, name: str) -> str | None:
 
 
 def _split(value: str) -> Iterable[str]:
-    out: list[str] = []
-    for part in value.split(",", MAX_REFS_PER_ROUTE)[:MAX_REFS_PER_ROUTE]:
-        token = part.strip()
-        if token:
-            out.append(token)
+    """The comma-separated tokens of ``value``: at most :data:`MAX_REFS_PER_ROUTE`, then
+    :data:`TRUNCATED` in place of the rest (never dropped unsaid)."""
+    parts = value.split(",", MAX_REFS_PER_ROUTE)
+    out = [token for part in parts[:MAX_REFS_PER_ROUTE] if (token := part.strip())]
+    if len(parts) > MAX_REFS_PER_ROUTE and parts[MAX_REFS_PER_ROUTE].strip(", \t"):
+        out.append(TRUNCATED)
     return out
 
 

@@ -14,6 +14,7 @@ from controller.observe.gpu_refs import (
     REASON_NVML_UNAVAILABLE,
     REASON_UNKNOWN_UUID,
     REASON_UUID_UNVERIFIED,
+    TRUNCATED,
     RawGpuRef,
     RawGpuRefs,
     extract_gpu_refs,
@@ -322,3 +323,21 @@ def test_slot_separators_are_equivalent(index: int, sep: str) -> None:
     mig_index = (0, 2)[index]
     (ref,) = resolve((f"1{sep}{mig_index}", GpuRefSource.LABEL_GPU_SLOTS))
     assert ref.uuid == (M10, M12)[index]
+
+
+def test_references_past_the_cap_are_one_unresolved_reference_not_dropped() -> None:
+    """``NVIDIA_VISIBLE_DEVICES=0,0,...,0,1`` (the runtime reads every token): read up to the cap
+    and no further, GPU 1 was dropped unsaid and the container looked as if it held GPU 0 alone."""
+    value = ",".join(["0"] * MAX_REFS_PER_ROUTE + ["1"])
+    env = inspect(env=[f"NVIDIA_VISIBLE_DEVICES={value}"], runtime="nvidia")
+    by_ids = inspect(device_requests=[nvidia(ids=["0"] * MAX_REFS_PER_ROUTE + ["1"])])
+    by_label = inspect(labels={L.DS01_GPU_UUIDS: ",".join([G0] * MAX_REFS_PER_ROUTE + [G1])})
+    for data in (env, by_ids, by_label):
+        refs = resolve_gpu_refs(extract_gpu_refs(data), GPUS)
+        unresolved = [r for r in refs if not r.resolved]
+        assert len(unresolved) == 1 and unresolved[0].raw == TRUNCATED, refs
+    # At the cap exactly, or with empty tokens after it, nothing is past it.
+    at_cap = inspect(
+        env=[f"NVIDIA_VISIBLE_DEVICES={','.join(['0'] * MAX_REFS_PER_ROUTE)},,"], runtime="nvidia"
+    )
+    assert all(r.resolved for r in resolve_gpu_refs(extract_gpu_refs(at_cap), GPUS))
