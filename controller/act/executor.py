@@ -844,7 +844,9 @@ class RealExecutor:
         if removed:
             events += self._release_events(action, event_reason(action.reason))
         what = "stopped and removed" if removed else "stopped"
-        details["notice"] = self._notices.after(action, fresh.workspace, removed=removed, was_running=True)
+        details["notice"] = self._notices.after(
+            action, fresh.workspace, removed=removed, was_running=True, workspace_known=True
+        )
         mem = own_record(mem, action, self._clock(), removed=removed)
         detail = f"{what} (stop timeout {timeout_s}s)" + (
             f"; not removed: {not_removed}" if not_removed else ""
@@ -908,7 +910,9 @@ class RealExecutor:
             )
         reason = event_reason(action.reason)
         details = self._remove_details(action, fresh.status)
-        details["notice"] = self._notices.after(action, fresh.workspace, removed=True, was_running=False)
+        details["notice"] = self._notices.after(
+            action, fresh.workspace, removed=True, was_running=False, workspace_known=True
+        )
         events = [(EventType.CONTAINER_REMOVE, details), *self._release_events(action, reason)]
         mem = own_record(mem, action, self._clock(), removed=True)
         return _Done(Outcome.DONE, f"removed ({fresh.status})", mem, events)

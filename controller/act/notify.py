@@ -224,13 +224,16 @@ def outcome_notice(
     tz: tzinfo | None = None,
     kept: str = "the stopped container",
     events_readable: bool | None = None,
+    workspace_mounted: bool | None = None,
 ) -> str:
     """The owner's notice after a stop (``was_running``) or a removal: what, why, kept, lost, next.
 
     ``kept``: what of the stopped container is kept (the planner's ``kept_after_stop`` evidence:
     for how long, before a hold removes it). ``events_readable``: whether the owner can read the
     event log (:func:`readable_by`); where they cannot, the notice does not send them to a command
-    that says "permission denied" (None: not known, the command is named)."""
+    that says "permission denied" (None: not known, the command is named). ``workspace_mounted``:
+    whether the container had a host directory or volume at ``/workspace``; a removed container
+    without one took every file with it, its ``/workspace`` included (None: not known)."""
     shown = at.astimezone(tz).strftime("%Y-%m-%d %H:%M %Z").strip()
     name = clean(container, 128)
     if was_running:
@@ -238,9 +241,13 @@ def outcome_notice(
     else:
         what = f"Your stopped container {name} was removed at {shown}."
     if removed:
-        lost = "the container itself, with every file outside /workspace" + (
-            ", and its running processes (unsaved work in memory)" if was_running else ""
-        )
+        kept_text = "your files under /workspace."
+        lost = "the container itself, with every file outside /workspace"
+        if workspace_mounted is False:
+            kept_text = "nothing: the container had no /workspace mount, so its files went with it."
+            lost = "the container itself, with all its files (/workspace included)"
+        if was_running:
+            lost += ", and its running processes (unsaved work in memory)"
         # DS01's commands take a container's name without the ``._.<uid>`` its naming appends.
         m = _DS01_NAME.fullmatch(name)
         again = (
@@ -254,7 +261,8 @@ def outcome_notice(
         [
             what,
             f"Why: {why}",
-            "What is kept: your files under /workspace" + ("." if removed else f", and {clean(kept, 200)}."),
+            "What is kept: "
+            + (kept_text if removed else f"your files under /workspace, and {clean(kept, 200)}."),
             f"What is lost: {lost}.",
             f"To start again: {again}.",
             f"More: ds01ctl get events --container {name}"

@@ -79,9 +79,18 @@ class OwnerNotices:
         self._events_log = events_log
 
     def after(
-        self, action: Action, workspace: str | None, *, removed: bool, was_running: bool
+        self,
+        action: Action,
+        workspace: str | None,
+        *,
+        removed: bool,
+        was_running: bool,
+        workspace_known: bool = False,
     ) -> dict[str, Any]:
-        """Tell the owner a stop (``was_running``) or a removal happened; what became of the notice."""
+        """Tell the owner a stop (``was_running``) or a removal happened; what became of the notice.
+
+        ``workspace_known``: ``workspace`` comes from an inspect of the container before it went,
+        so None there means it had no ``/workspace`` mount (not that it could not be looked at)."""
         result: dict[str, Any] = {"terminals": 0}
         try:
             now = self._clock()
@@ -98,6 +107,7 @@ class OwnerNotices:
                 at=now,
                 kept=_kept(action),
                 events_readable=self._events_readable(user),
+                workspace_mounted=(workspace is not None) if workspace_known else None,
             )
             result["terminals"] = self._notifier.notify(user, text, severity="STOPPED")
             alerts_file = self.fallback(user, text, "STOPPED", workspace, result["terminals"])

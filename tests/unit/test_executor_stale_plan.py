@@ -311,3 +311,25 @@ class TestQuotaStopLooksAtWhatTheQuotaCounted:
         (o,) = executor(host, tmp_path).execute(make_plan(action), ControllerMemory(), b.T0).outcomes
         assert o.outcome is Outcome.DONE, o.detail
         assert host.stopped() == ["alice-1"] and kept.status == "running"
+
+
+def test_the_removal_notice_of_a_container_without_workspace_mount_keeps_nothing(tmp_path: Path) -> None:
+    # An idle stop that removes the container; its inspect shows no mount at /workspace (a plain
+    # `docker run --gpus ...`): the /workspace inside went with the container, and the owner is
+    # not told that it was kept.
+    host = FakeHost(term_ignored_s=0.0)
+    c = host.add("train")
+    action = stop(c.id, "train", c.started_at, 1).model_copy(
+        update={"params": StopParams(grace_s=1, remove=True), "reason": Reason.IDLE_TIMEOUT}
+    )
+    notifier = RecordingNotifier()
+    ex = RealExecutor(
+        host.client, EventLog(tmp_path / "events.jsonl"), notifier, tmp_path / "ledger.json", clock=host.clock
+    )
+    (o,) = ex.execute(make_plan(action), ControllerMemory(), b.T0).outcomes
+    assert o.outcome is Outcome.DONE, o.detail
+    assert "train" not in host.containers  # removed
+    ((user, text, severity),) = notifier.sent
+    assert (user, severity) == ("alice", "STOPPED")
+    assert "What is kept: nothing: the container had no /workspace mount" in text, text
+    assert "your files under /workspace" not in text

@@ -95,6 +95,47 @@ def test_removal_notice_names_the_command_by_the_name_ds01s_commands_take() -> N
         assert "ds01ctl get events --container proj._.1001" in text  # the controller's own: the full name
 
 
+def test_removal_notice_keeps_nothing_of_a_container_without_a_workspace_mount() -> None:
+    """A container with no host directory or volume at /workspace takes every file with it, its
+    /workspace included: the notice must not promise those files are kept."""
+    for was_running in (True, False):
+        text = outcome_notice(
+            container="web",
+            removed=True,
+            was_running=was_running,
+            why="hold expired",
+            at=AT,
+            workspace_mounted=False,
+        )
+        assert "What is kept: nothing: the container had no /workspace mount" in text, text
+        assert "your files under /workspace" not in text and "outside /workspace" not in text
+        assert "with all its files (/workspace included)" in text
+    # A stop keeps the stopped container, and its /workspace with it, mount or not.
+    stopped = outcome_notice(
+        container="web", removed=False, was_running=True, why="idle", at=AT, workspace_mounted=False
+    )
+    assert "What is kept: your files under /workspace, and the stopped container." in stopped
+
+
+def test_removal_notice_after_an_inspect_without_workspace_says_nothing_is_kept(
+    pty: tuple[int, str],
+) -> None:
+    """The executor inspected the container before removing it and found no /workspace mount: the
+    owner's terminal reads that nothing is kept. Where the container could not be inspected, the
+    notice keeps its usual wording (not known is not "no mount")."""
+    master, tty = pty
+    action = stop_action()  # an idle stop that removes the container
+    result = notices([Session(ME, tty)]).after(
+        action, None, removed=True, was_running=True, workspace_known=True
+    )
+    assert result["terminals"] == 1
+    got = read_all(master).decode()
+    assert "What is kept: nothing: the container had no /workspace mount" in got
+    assert "your files under /workspace" not in got
+    notices([Session(ME, tty)]).after(action, None, removed=True, was_running=True)
+    assert "What is kept: your files under /workspace." in read_all(master).decode()
+
+
 def test_stop_notice_reaches_the_owners_terminal_sanitised(pty: tuple[int, str]) -> None:
     master, tty = pty
     action = stop_action(name="web\x1b[2J\x07")
