@@ -431,7 +431,7 @@ class RealExecutor:
         verdict = self._verify(action, intent, now)
         if verdict is None:
             return memory, None  # may still be under way: look again next pass
-        outcome, detail, events, workspace = verdict
+        outcome, detail, events, seen = verdict
         if outcome is Outcome.FAILED and not events:
             events = [(EventType.ACTION_FAILED, {**self._base(action), "error": detail})]
         notify = outcome is Outcome.DONE and events and not events[0][1].get("restarted_since")
@@ -441,8 +441,16 @@ class RealExecutor:
             # completed once, its lines kept in the intent while they cannot be written.
             stop = action.kind is ActionKind.STOP_CONTAINER
             main = events[0][1]
+            # When it happened, not this later pass: the engine's end of the stop where it shows one,
+            # else the start of the interrupted action.
+            happened = seen.finished_at if seen is not None and seen.finished_at is not None else None
             main["notice"] = self._notices.after(
-                action, workspace, removed=bool(main.get("removed", not stop)), was_running=stop
+                action,
+                seen.workspace if seen is not None else None,
+                removed=bool(main.get("removed", not stop)),
+                was_running=stop,
+                workspace_known=seen is not None,
+                at=happened or intent.started_at,
             )
         lines = self._closing_events(action, intent, outcome, detail, events, recovered=True)
         memory = memory.without_intent(key)
@@ -530,9 +538,9 @@ class RealExecutor:
 
     def _verify(
         self, action: Action, intent: Intent, now: datetime
-    ) -> tuple[Outcome, str, list[tuple[str, dict[str, Any]]], str | None] | None:
-        """What became of an interrupted action, and the workspace of a container found stopped
-        (for its owner's notice); None while it may still be under way."""
+    ) -> tuple[Outcome, str, list[tuple[str, dict[str, Any]]], Inspected | None] | None:
+        """What became of an interrupted action, and the inspect of a container found stopped
+        (its workspace and end, for its owner's notice); None while it may still be under way."""
         t = action.target
         waited_s = (now - intent.started_at).total_seconds()
         if action.kind in (ActionKind.STOP_CONTAINER, ActionKind.REMOVE_CONTAINER):
@@ -575,7 +583,7 @@ class RealExecutor:
             if fresh.status in _NOT_RUNNING and ended:
                 main = self._stop_details(action, timeout_s, removed=False, exit_state=fresh.status)
                 first = (_STOP_EVENT.get(action.reason, EventType.CONTAINER_STOP), main)
-                return Outcome.DONE, f"found {fresh.status} after the stop began", [first], fresh.workspace
+                return Outcome.DONE, f"found {fresh.status} after the stop began", [first], fresh
             if same_start:
                 if waited_s < timeout_s + RECOVERY_SLACK_S:
                     return None  # the engine may still be carrying the stop out

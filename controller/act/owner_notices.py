@@ -86,15 +86,20 @@ class OwnerNotices:
         removed: bool,
         was_running: bool,
         workspace_known: bool = False,
+        at: datetime | None = None,
     ) -> dict[str, Any]:
         """Tell the owner a stop (``was_running``) or a removal happened; what became of the notice.
 
         ``workspace_known``: ``workspace`` comes from an inspect of the container before it went,
-        so None there means it had no ``/workspace`` mount (not that it could not be looked at)."""
+        so None there means it had no ``/workspace`` mount (not that it could not be looked at).
+        ``at``: when the stop or removal happened, where that was before now (one a later pass
+        recorded, after a restart); the notice shows it."""
         result: dict[str, Any] = {"terminals": 0}
         try:
             now = self._clock()
-            self._submit(action, "removal" if removed and not was_running else "stop", now, removed=removed)
+            self._submit(
+                action, "removal" if removed and not was_running else "stop", at or now, removed=removed
+            )
             user = action.target.user
             if not user or user == "unknown":
                 result["skipped"] = "the owner is not known"
@@ -104,7 +109,7 @@ class OwnerNotices:
                 removed=removed,
                 was_running=was_running,
                 why=action.message,
-                at=now,
+                at=at or now,
                 kept=_kept(action),
                 events_readable=self._events_readable(user),
                 workspace_mounted=(workspace is not None) if workspace_known else None,

@@ -63,3 +63,40 @@ def test_a_resumed_stop_that_completes_meanwhile_is_recorded_as_done(tmp_path: P
     assert report.memory.containers[c.id].stopped_by_controller_at is not None
     (event,) = read_events(log, intents=True)
     assert event["event_type"] == "maintenance.runtime_kill" and event["details"]["phase"] == "done"
+
+
+def test_the_notice_of_a_stop_recorded_after_a_restart_gives_the_time_of_the_stop(tmp_path: Path) -> None:
+    # The daemon died during `docker stop` and came back three hours later (the host rebooted): the
+    # engine had finished the stop then. The owner's notice, sent by the recovery, says when the
+    # container was stopped, not when the controller came back.
+    host = FakeHost(term_ignored_s=0.0)
+    c = host.add("job")
+    stopped_at = host.now - timedelta(hours=3)
+    c.status, c.finished_at = "exited", stopped_at
+    action = Action(
+        kind=ActionKind.STOP_CONTAINER,
+        target=Target(
+            container="job",
+            container_id=c.id,
+            expected_state="running",
+            expected_started_at=c.started_at,
+            user="alice",
+        ),
+        reason=Reason.IDLE_TIMEOUT,
+        message="stop job",
+        due_at=stopped_at - timedelta(minutes=5),
+        key=f"StopContainer:{c.id}:IdleTimeout",
+        params=StopParams(grace_s=30),
+    )
+    interrupted = Intent(action=action.model_dump(mode="json"), started_at=stopped_at - timedelta(seconds=20))
+    memory = ControllerMemory(intents={action.key: interrupted})
+    notifier = RecordingNotifier()
+    ex = RealExecutor(
+        host.client, EventLog(tmp_path / "events.jsonl"), notifier, tmp_path / "ledger", clock=host.clock
+    )
+    _, outcomes = ex.recover(memory, host.now)
+    assert [o.outcome for o in outcomes] == [Outcome.DONE]
+    ((_user, text, _severity),) = notifier.sent
+    local = "%Y-%m-%d %H:%M"
+    assert f"was stopped at {stopped_at.astimezone().strftime(local)}" in text, text
+    assert host.now.astimezone().strftime(local) not in text
