@@ -24,6 +24,7 @@ import pytest
 
 from controller import labels as L
 from controller.observe import HostObserver, ObserveConfig, observe_host
+from controller.observe.gpu_refs import TRUNCATED
 from controller.observe.nvml import NvmlObserver
 from controller.snapshot import (
     ContainerObs,
@@ -324,9 +325,9 @@ def test_hostile_labels_do_not_break_the_pass(make_container: ContainerFactory, 
     snap = observe_host(config(tmp_path), nvml=NoGpus())
     obs = find(snap, c)
     assert obs.owner == "unknown" and obs.labels["junk"] == big
-    assert (
-        len(obs.gpu_refs) == 1 and obs.gpu_refs[0].unresolved_reason is not None
-    )  # 5000 identical refs, kept once
+    # 5000 identical refs: those read (the first 64) kept once, the rest said past the cap; none resolves
+    assert [r.raw for r in obs.gpu_refs] == ["GPU-x", TRUNCATED]
+    assert all(r.unresolved_reason is not None for r in obs.gpu_refs)
 
 
 # --- cost: one list call in steady state --------------------------------------------------------------
