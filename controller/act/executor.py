@@ -100,6 +100,7 @@ from controller.plan.types import (
     ResourceUpdate,
     StopParams,
     WarnParams,
+    own_record,
 )
 from controller.record import RecordUnavailable
 from controller.snapshot import LIVE_STATES, LedgerEntry, ResourceLimits
@@ -1302,27 +1303,6 @@ def _row_text(entry: Mapping[str, str]) -> str:
 
 def _iso(value: datetime | None) -> str:
     return value.isoformat() if value is not None else "never"
-
-
-def own_record(memory: ControllerMemory, action: Action, at: datetime, *, removed: bool) -> ControllerMemory:
-    """``memory`` with what a StopContainer or RemoveContainer of the controller's did, at ``at``.
-
-    A container it removed (or stopped and removed) is remembered a day: the ledger rows still
-    naming it are released without weighing on the release breaker. A container it stopped and left
-    in place is marked for that start: its removal does not weigh on the removal breaker (see
-    ``plan/safety.py``), and comes no earlier than the hold its owner's notice named
-    (:meth:`Action.promised_hold_s`). The forecast records a predicted stop or removal the same way."""
-    t = action.target
-    if not t.container_id or action.kind not in (ActionKind.STOP_CONTAINER, ActionKind.REMOVE_CONTAINER):
-        return memory
-    return memory.with_controller_end(
-        t.container_id,
-        t.container or "",
-        t.expected_started_at,
-        at,
-        removed=removed,
-        promised_hold_s=action.promised_hold_s(),
-    )
 
 
 def _same_time(a: datetime | None, b: datetime | None) -> bool:

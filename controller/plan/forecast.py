@@ -46,6 +46,7 @@ from controller.plan.types import (
     ResourceUpdate,
     StopParams,
     WarnParams,
+    own_record,
 )
 from controller.snapshot import ContainerObs, ContainerState, GpuObs, Snapshot
 
@@ -276,18 +277,8 @@ def _recorded(mem: ControllerMemory, action: Action, at: datetime) -> Controller
     if action.kind in (ActionKind.WARN_OWNER, ActionKind.ALERT_ADMIN, ActionKind.RESET_GPU):
         mem = mem.with_done(action.key, at)
     # The controller's own stops and removals, which its breakers do not count again.
-    t = action.target
-    if action.kind in ENDING_KINDS and t.container_id:
-        removed = action.kind == ActionKind.REMOVE_CONTAINER or action.params_as(StopParams).remove
-        mem = mem.with_controller_end(
-            t.container_id,
-            t.container or "",
-            t.expected_started_at,
-            at,
-            removed=removed,
-            promised_hold_s=action.promised_hold_s(),
-        )
-    return mem
+    removed = action.kind == ActionKind.REMOVE_CONTAINER or action.params_as(StopParams).remove
+    return own_record(mem, action, at, removed=removed)
 
 
 def _applied(world: Snapshot, action: Action, at: datetime) -> Snapshot:

@@ -329,6 +329,31 @@ class Action(BaseModel):
         return hold_s if hold_s is not None and math.isfinite(hold_s) else None
 
 
+_ENDING_KINDS = frozenset({ActionKind.STOP_CONTAINER, ActionKind.REMOVE_CONTAINER})
+
+
+def own_record(memory: ControllerMemory, action: Action, at: datetime, *, removed: bool) -> ControllerMemory:
+    """``memory`` with what a StopContainer or RemoveContainer of the controller's did, at ``at``:
+    the executor records a done one this way, the forecast a predicted one.
+
+    A container it removed (or stopped and removed) is remembered a day: the ledger rows still
+    naming it are released without weighing on the release breaker. A container it stopped and left
+    in place is marked for that start: its removal does not weigh on the removal breaker (see
+    ``plan/safety.py``), and comes no earlier than the hold its owner's notice named
+    (:meth:`Action.promised_hold_s`)."""
+    t = action.target
+    if not t.container_id or action.kind not in _ENDING_KINDS:
+        return memory
+    return memory.with_controller_end(
+        t.container_id,
+        t.container or "",
+        t.expected_started_at,
+        at,
+        removed=removed,
+        promised_hold_s=action.promised_hold_s(),
+    )
+
+
 class Deferred(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 

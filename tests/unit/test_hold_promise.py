@@ -17,11 +17,10 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from controller.act.executor import own_record
 from controller.memory import ControllerMemory
 from controller.plan.desired import EffectivePolicy
 from controller.plan.planner import plan
-from controller.plan.types import Action, ActionKind, Plan
+from controller.plan.types import Action, ActionKind, Plan, own_record
 from controller.snapshot import ContainerObs, ContainerState, Snapshot
 from tests.fixtures import builders as b
 
