@@ -8,7 +8,7 @@ effect, not a change since the plan.
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +20,28 @@ from controller.plan.types import Action, ActionKind, Reason, StopParams, Target
 from tests.fixtures import builders as b
 from tests.fixtures.act import RecordingNotifier, make_plan, read_events
 from tests.unit.fake_host import FakeHost
+
+
+def interrupted_stop(c: Any, reason: Reason, at: datetime) -> tuple[Action, ControllerMemory]:
+    """A StopContainer of the running ``job`` due 5 minutes before ``at``, and a memory holding its
+    intent, written 20 seconds before ``at`` and never closed (the daemon died in `docker stop`)."""
+    action = Action(
+        kind=ActionKind.STOP_CONTAINER,
+        target=Target(
+            container="job",
+            container_id=c.id,
+            expected_state="running",
+            expected_started_at=c.started_at,
+            user="alice",
+        ),
+        reason=reason,
+        message="stop job",
+        due_at=at - timedelta(minutes=5),
+        key=f"StopContainer:{c.id}:{reason.value}",
+        params=StopParams(grace_s=30),
+    )
+    interrupted = Intent(action=action.model_dump(mode="json"), started_at=at - timedelta(seconds=20))
+    return action, ControllerMemory(intents={action.key: interrupted})
 
 
 def test_a_resumed_stop_that_completes_meanwhile_is_recorded_as_done(tmp_path: Path) -> None:
@@ -36,23 +58,7 @@ def test_a_resumed_stop_that_completes_meanwhile_is_recorded_as_done(tmp_path: P
         return data
 
     host.api.inspect_container = inspect_container  # type: ignore[method-assign]
-    action = Action(
-        kind=ActionKind.STOP_CONTAINER,
-        target=Target(
-            container="job",
-            container_id=c.id,
-            expected_state="running",
-            expected_started_at=c.started_at,
-            user="alice",
-        ),
-        reason=Reason.MAX_RUNTIME_EXCEEDED,
-        message="stop job",
-        due_at=b.T0 - timedelta(minutes=5),
-        key=f"StopContainer:{c.id}:MaxRuntimeExceeded",
-        params=StopParams(grace_s=30),
-    )
-    interrupted = Intent(action=action.model_dump(mode="json"), started_at=b.T0 - timedelta(seconds=20))
-    memory = ControllerMemory(intents={action.key: interrupted})
+    action, memory = interrupted_stop(c, Reason.MAX_RUNTIME_EXCEEDED, b.T0)
     log = tmp_path / "events.jsonl"
     ex = RealExecutor(host.client, EventLog(log), RecordingNotifier(), tmp_path / "ledger", clock=host.clock)
     report = ex.execute(make_plan(action, memory=memory), memory, b.T0)
@@ -73,23 +79,7 @@ def test_the_notice_of_a_stop_recorded_after_a_restart_gives_the_time_of_the_sto
     c = host.add("job")
     stopped_at = host.now - timedelta(hours=3)
     c.status, c.finished_at = "exited", stopped_at
-    action = Action(
-        kind=ActionKind.STOP_CONTAINER,
-        target=Target(
-            container="job",
-            container_id=c.id,
-            expected_state="running",
-            expected_started_at=c.started_at,
-            user="alice",
-        ),
-        reason=Reason.IDLE_TIMEOUT,
-        message="stop job",
-        due_at=stopped_at - timedelta(minutes=5),
-        key=f"StopContainer:{c.id}:IdleTimeout",
-        params=StopParams(grace_s=30),
-    )
-    interrupted = Intent(action=action.model_dump(mode="json"), started_at=stopped_at - timedelta(seconds=20))
-    memory = ControllerMemory(intents={action.key: interrupted})
+    _, memory = interrupted_stop(c, Reason.IDLE_TIMEOUT, stopped_at)
     notifier = RecordingNotifier()
     ex = RealExecutor(
         host.client, EventLog(tmp_path / "events.jsonl"), notifier, tmp_path / "ledger", clock=host.clock
