@@ -202,8 +202,8 @@ def test_a_row_written_while_the_clock_was_behind_keeps_its_reservation_window()
     times = [0.0, 90.0, 150.0, 270.0, 330.0, 120 + 5 * 60 - 10, 120 + 5 * 60 + 30]
     plans = behind_then_corrected(times, lambda t, w: [], rows=lambda t: (row,) if t >= 120 else ())
     for t, p in zip(times[:-1], plans[:-1], strict=True):
-        assert released(p) == [], f"released at true {t} s, {t - 120} s after it was written"
-    assert released(plans[-1]) == ["job2"]
+        assert b.released(p) == [], f"released at true {t} s, {t - 120} s after it was written"
+    assert b.released(plans[-1]) == ["job2"]
 
 
 def test_a_warning_sent_while_the_clock_was_behind_keeps_its_lead() -> None:
@@ -485,17 +485,9 @@ def ledger_host(*, written_after_step: bool = False, also_at_true_s: float | Non
     return plans
 
 
-def released(p: Plan) -> list[str]:
-    return [
-        a.target.ledger_entry["container"]
-        for a in p.actions
-        if a.kind == ActionKind.RELEASE_ALLOCATION and a.target.ledger_entry is not None
-    ]
-
-
 def test_a_forward_step_is_not_reservation_time() -> None:
     first, stepped, next_pass, half_an_hour = ledger_host()
-    assert released(first) == released(stepped) == released(next_pass) == [], (
+    assert b.released(first) == b.released(stepped) == b.released(next_pass) == [], (
         "released 90 s after it was written"
     )
     (d,) = [d for d in stepped.deferred if d.rule == Reason.LEAKED_ALLOCATION]
@@ -504,7 +496,7 @@ def test_a_forward_step_is_not_reservation_time() -> None:
     assert d.evidence["clock_step_discount_s"] == 2 * b.HOUR
     assert "plus 2h the wall clock stepped forward" in d.message
     # Half an hour of real time later, the row is released, the step notwithstanding.
-    assert released(half_an_hour) == ["train"]
+    assert b.released(half_an_hour) == ["train"]
     (a,) = [a for a in half_an_hour.actions if a.kind == ActionKind.RELEASE_ALLOCATION]
     assert a.due_at == d.due_at
 

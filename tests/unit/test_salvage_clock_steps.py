@@ -67,18 +67,6 @@ class LostMemoryHost:
         self.runner.memory = memory_from_events(self.events, self.wall(true_s))
 
 
-def removed(p: Plan) -> list[str]:
-    return [a.target.container or "" for a in p.actions if a.kind == ActionKind.REMOVE_CONTAINER]
-
-
-def released(p: Plan) -> list[str]:
-    return [
-        a.target.ledger_entry["container"]
-        for a in p.actions
-        if a.kind == ActionKind.RELEASE_ALLOCATION and a.target.ledger_entry is not None
-    ]
-
-
 # --- (a) a stopped GPU container keeps its hold -------------------------------------------------
 
 
@@ -97,12 +85,12 @@ def test_a_step_before_the_memory_was_lost_is_not_hold_time() -> None:
     h.lose_memory(60)
     assert h.runner.memory.containers == {}
     ten = h.observe(9 * 60, [train])
-    assert removed(ten) == [], "removed 10 real minutes after its stop, the step counted as hold time"
+    assert b.removed(ten) == [], "removed 10 real minutes after its stop, the step counted as hold time"
     (d,) = [d for d in ten.deferred if d.target.container == "train"]
     assert d.why == DeferReason.NOT_DUE
     assert d.due_at == b.T0 - timedelta(minutes=1) + timedelta(minutes=30) + timedelta(seconds=STEP)
     assert d.evidence["clock_step_discount_s"] == STEP
-    assert removed(h.observe(30 * 60, [train])) == ["train"]
+    assert b.removed(h.observe(30 * 60, [train])) == ["train"]
 
 
 # --- (b) a ledger row keeps its reservation window ------------------------------------------------
@@ -119,11 +107,11 @@ def test_a_step_before_the_memory_was_lost_is_not_reservation_time() -> None:
     h.observe(30, [], ledger=b.ledger(row))
     h.lose_memory(60)
     inside = h.observe(2 * 60, [], ledger=b.ledger(row))
-    assert released(inside) == [], "released 3 real minutes after it was written"
+    assert b.released(inside) == [], "released 3 real minutes after it was written"
     (d,) = [d for d in inside.deferred if d.rule == Reason.LEAKED_ALLOCATION]
     assert d.evidence["clock_step_discount_s"] == STEP
     assert d.due_at == b.T0 - timedelta(minutes=1) + WINDOW + timedelta(seconds=STEP)
-    assert released(h.observe(31 * 60, [], ledger=b.ledger(row))) == ["train"]
+    assert b.released(h.observe(31 * 60, [], ledger=b.ledger(row))) == ["train"]
 
 
 def test_a_step_before_the_memory_was_lost_is_not_runtime() -> None:
