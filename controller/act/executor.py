@@ -444,7 +444,7 @@ class RealExecutor:
             main = events[0][1]
             # When it happened, not this later pass: the engine's end of the stop where it shows one,
             # else the start of the interrupted action.
-            happened = seen.finished_at if seen is not None and seen.finished_at is not None else None
+            happened = seen.finished_at if seen is not None else None
             main["notice"] = self._notices.after(
                 action,
                 seen.workspace if seen is not None else None,
