@@ -35,8 +35,10 @@ def test_the_count_is_the_largest_total_among_the_dumps() -> None:
 def test_one_plan_is_counted_the_same_in_every_tree_of_it_and_grows_with_the_host(tmp_path: Path) -> None:
     if shutil.which("valgrind") is None or shutil.which("gcc") is None:
         pytest.fail("valgrind and gcc are needed: run DS01_SETUP_TEST=1 scripts/host-setup.sh")
-    head, here = count_against(40, "HEAD", parent=tmp_path)  # HEAD in a worktree under tmp_path
-    here_again, larger_count = count_plan(40), count_plan(200)
+    # At 200 containers: at 40 (10 M instructions) the same tree counted 1.1-1.3 % apart in two
+    # places, where the addresses things get move the count by a fixed amount; at 200, 0.15 %.
+    head, here = count_against(200, "HEAD", parent=tmp_path)  # HEAD in a worktree under tmp_path
+    here_again, smaller_count = count_plan(200), count_plan(40)
     assert head > 1_000_000 and here > 1_000_000  # a plan, not nothing
     # One checkout, one count (to a few instructions: 5 apart seen): nothing in the counted plan hangs
     # on the clock (the child plans at a fixed instant; at the real one, float and date formatting
@@ -54,7 +56,7 @@ def test_one_plan_is_counted_the_same_in_every_tree_of_it_and_grows_with_the_hos
         assert abs(head - here) <= here * 1e-2, (head, here)
     # The synthetic host's work grows with its containers; a count that took in the set-up or the
     # interpreter's start (hundreds of millions of instructions) would not grow this way.
-    assert larger_count > 2 * here, (here, larger_count)
+    assert here > 2 * smaller_count, (smaller_count, here)
     worktrees = subprocess.run(["git", "worktree", "list"], cwd=ROOT, capture_output=True, text=True).stdout
     assert str(tmp_path) not in worktrees and not any(tmp_path.iterdir()), "the worktree is removed"
 
