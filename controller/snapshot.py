@@ -367,6 +367,11 @@ class ContainerObs(Slotted):
     limits: ResourceLimits | None = Field(
         default=None, description="CPU, memory and pids limits from the inspect; None: not observed"
     )
+    workspace_mounted: bool | None = Field(
+        default=None,
+        description="A host directory or volume is mounted at /workspace (its files outlive the "
+        "container); None: not known",
+    )
 
     @property
     def has_gpu(self) -> bool:

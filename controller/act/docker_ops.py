@@ -20,11 +20,11 @@ from typing import Any, TypeVar
 from tenacity import retry, retry_if_exception_type, stop_after_attempt, wait_exponential
 
 from controller.act.errors import GoneError, PermanentError, TransientError, classify
+from controller.observe.mounts import workspace_source
 from controller.observe.resources import parse_limits
 from controller.snapshot import ResourceLimits
 
 DOCKER_ZERO_TIME_PREFIX = "0001-01-01"
-WORKSPACE_MOUNT = "/workspace"
 # The states a stop is waited out of: still running, or being removed by the engine (``--rm``).
 _SETTLING = frozenset({"running", "restarting", "removing"})
 _T = TypeVar("_T")
@@ -88,7 +88,7 @@ class Inspected:
             started_at=parse_docker_time(state.get("StartedAt")),
             finished_at=parse_docker_time(state.get("FinishedAt")),
             pid=pid if isinstance(pid, int) and pid > 0 else None,
-            workspace=_workspace_source(data.get("Mounts")),
+            workspace=workspace_source(data.get("Mounts")),
             limits=parse_limits(host_config) if isinstance(host_config, dict) else None,
         )
 
@@ -106,20 +106,6 @@ class Listed:
         names = data.get("Names") or []
         first = names[0] if isinstance(names, list) and names else ""
         return cls(id=str(data.get("Id", "")), name=str(first).lstrip("/"), status=str(data.get("State", "")))
-
-
-def _workspace_source(mounts: object) -> str | None:
-    if not isinstance(mounts, list):
-        return None
-    for m in mounts:
-        if (
-            isinstance(m, dict)
-            and m.get("Destination") == WORKSPACE_MOUNT
-            and m.get("Type") in ("bind", "volume")
-        ):
-            source = m.get("Source")
-            return source if isinstance(source, str) and source.startswith("/") else None
-    return None
 
 
 class DockerOps:

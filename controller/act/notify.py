@@ -49,6 +49,7 @@ from loguru import logger
 
 from controller import labels as L
 from controller.act.sanitize import clean
+from controller.plan.rules.common import files_kept
 
 _TTY_NAME = re.compile(r"^(?:pts/[0-9]{1,6}|tty[A-Za-z0-9]{1,8})$")
 # A login name as an owner may be one (controller.observe.classify), DS01's domain logins
@@ -262,7 +263,7 @@ def outcome_notice(
             what,
             f"Why: {why}",
             "What is kept: "
-            + (kept_text if removed else f"your files under /workspace, and {clean(kept, 200)}."),
+            + (kept_text if removed else f"{files_kept(clean(kept, 200), workspace_mounted)}."),
             f"What is lost: {lost}.",
             f"To start again: {again}.",
             f"More: ds01ctl get events --container {name}"

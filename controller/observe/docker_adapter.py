@@ -73,6 +73,7 @@ from controller.observe.gpu_refs import (
     extract_gpu_refs,
     needs_engine_runtimes,
 )
+from controller.observe.mounts import workspace_mounted
 from controller.observe.resources import parse_limits
 from controller.snapshot import CREATED_UNKNOWN, DOCKER_ZERO_TIME, ContainerId, ContainerState, ResourceLimits
 
@@ -166,6 +167,7 @@ class DockerContainer:
     network_mode: str
     gpu_refs: RawGpuRefs
     limits: ResourceLimits | None = None
+    workspace_mounted: bool | None = None
 
 
 @dataclass(slots=True)
@@ -501,8 +503,9 @@ class DockerObserver:
 
 
 # /2: with the resource limits; /3: a device request the nvidia driver serves by its capabilities
-# holds GPUs (an entry parsed before would show such a container GPU-less)
-CACHE_FORMAT = "ds01-inspect-cache/3"
+# holds GPUs (an entry parsed before would show such a container GPU-less); /4: with whether
+# /workspace is mounted (an entry parsed before would say "not known")
+CACHE_FORMAT = "ds01-inspect-cache/4"
 _CACHE_ALLOWED = {
     ("controller.observe.docker_adapter", "DockerContainer"),
     ("controller.observe.gpu_refs", "RawGpuRefs"),
@@ -588,6 +591,7 @@ def parse_inspect(
         network_mode=str(host_config.get("NetworkMode") or ""),
         gpu_refs=extract_gpu_refs(raw, labels, runtimes),
         limits=parse_limits(host_config),
+        workspace_mounted=workspace_mounted(raw.get("Mounts")),
     )
 
 

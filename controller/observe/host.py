@@ -158,6 +158,7 @@ def container_obs(
         signals=signals,
         running_for_s=running_for_s,
         limits=c.limits,
+        workspace_mounted=c.workspace_mounted,
     )
 
 

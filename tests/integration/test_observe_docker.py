@@ -330,6 +330,20 @@ def test_hostile_labels_do_not_break_the_pass(make_container: ContainerFactory, 
     assert all(r.unresolved_reason is not None for r in obs.gpu_refs)
 
 
+def test_the_workspace_mount_is_observed(make_container: ContainerFactory, tmp_path: Path) -> None:
+    """Whether a file under /workspace outlives the container, as the owner's warnings say."""
+    (tmp_path / "ws").mkdir()
+    bound = make_container(start=False, volumes={str(tmp_path / "ws"): {"bind": "/workspace", "mode": "rw"}})
+    elsewhere = make_container(start=False, volumes={str(tmp_path / "ws"): {"bind": "/data", "mode": "rw"}})
+    in_memory = make_container(start=False, tmpfs={"/workspace": ""})
+    bare = make_container(start=False)
+    snap = observe_host(config(tmp_path), nvml=NoGpus())
+    assert find(snap, bound).workspace_mounted is True
+    assert find(snap, elsewhere).workspace_mounted is False
+    assert find(snap, in_memory).workspace_mounted is False
+    assert find(snap, bare).workspace_mounted is False
+
+
 # --- cost: one list call in steady state --------------------------------------------------------------
 
 

@@ -66,14 +66,14 @@ def test_stop_notice_says_how_long_the_stopped_container_is_kept() -> None:
     text = outcome_notice(
         container="web", removed=False, was_running=True, why="max runtime", at=AT, kept=kept
     )
-    assert f"What is kept: your files under /workspace, and {kept}." in text
+    assert f"What is kept: your files under /workspace and {kept}." in text
 
 
 def test_stop_notice_says_what_why_kept_lost_and_how_to_start_again() -> None:
     text = outcome_notice(container="web", removed=False, was_running=True, why="idle for 2h 5m", at=AT)
     assert text.startswith("Your container web was stopped at ")
     assert "Why: idle for 2h 5m" in text
-    assert "What is kept: your files under /workspace, and the stopped container." in text
+    assert "What is kept: your files under /workspace and the stopped container." in text
     assert "What is lost: its running processes" in text
     assert "To start again: `docker start web`" in text
     removed = outcome_notice(container="web", removed=True, was_running=True, why="idle", at=AT)
@@ -110,11 +110,21 @@ def test_removal_notice_keeps_nothing_of_a_container_without_a_workspace_mount()
         assert "What is kept: nothing: the container had no /workspace mount" in text, text
         assert "your files under /workspace" not in text and "outside /workspace" not in text
         assert "with all its files (/workspace included)" in text
-    # A stop keeps the stopped container, and its /workspace with it, mount or not.
+    # A stop keeps the stopped container with its /workspace inside it; its files go at its removal.
     stopped = outcome_notice(
-        container="web", removed=False, was_running=True, why="idle", at=AT, workspace_mounted=False
+        container="web",
+        removed=False,
+        was_running=True,
+        why="idle",
+        at=AT,
+        kept="the stopped container for 2d after the stop (then it is removed)",
+        workspace_mounted=False,
     )
-    assert "What is kept: your files under /workspace, and the stopped container." in stopped
+    assert (
+        "What is kept: the stopped container for 2d after the stop (then it is removed), with all its "
+        "files (it has no /workspace mount: they go when it is removed)." in stopped
+    ), stopped
+    assert "your files under /workspace" not in stopped
 
 
 def test_removal_notice_after_an_inspect_without_workspace_says_nothing_is_kept(

@@ -33,6 +33,17 @@ def kept_after_stop(c: ContainerObs, policy: EffectivePolicy) -> tuple[str, floa
     return f"the stopped container for {fmt_duration(hold)} after the stop (then it is removed)", hold
 
 
+def files_kept(kept: str, workspace_mounted: bool | None) -> str:
+    """What an owner's notice says is kept by a stop that keeps the container (``kept``:
+    :func:`kept_after_stop`'s text): the files under ``/workspace`` and the container, or, for a
+    container with no ``/workspace`` mount (``workspace_mounted`` False), the container with all its
+    files, which go when it is removed. Not known (None): the usual mount is assumed, as DS01
+    creates every container with one."""
+    if workspace_mounted is False:
+        return f"{kept}, with all its files (it has no /workspace mount: they go when it is removed)"
+    return f"your files under /workspace and {kept}"
+
+
 def kept_evidence(c: ContainerObs, policy: EffectivePolicy) -> dict[str, Any]:
     """A StopContainer's evidence of what its owner's notice says is kept: the text
     (``kept_after_stop``) and, where it names a hold, that hold (:data:`KEPT_AFTER_STOP_S`)."""

@@ -39,7 +39,14 @@ from controller.plan.context import (
     span,
 )
 from controller.plan.idle import IDLE_WARNING_PREFIX, IdleStatus, grace_end, idle_status, keepalive_verdict
-from controller.plan.rules.common import exempted, gpu_evidence, kept_after_stop, kept_evidence, shielded
+from controller.plan.rules.common import (
+    exempted,
+    files_kept,
+    gpu_evidence,
+    kept_after_stop,
+    kept_evidence,
+    shielded,
+)
 from controller.plan.types import Action, ActionKind, DeferReason, Reason, StopParams, WarnParams
 from controller.plan.values import built
 from controller.snapshot import ContainerObs, ContainerState, Domain, KeepAlive, KeepAliveState
@@ -400,14 +407,17 @@ def _idle_notice(
     c: ContainerObs, policy: EffectivePolicy, mem: ContainerMemory | None, now: datetime
 ) -> list[str]:
     """What the owner of an idle container can do, what a stop keeps and loses, where to see more."""
-    if policy.remove_after_idle_stop.value:
+    if policy.remove_after_idle_stop.value and c.workspace_mounted is False:
+        kept = "nothing: it has no /workspace mount, so its files go with it"
+        lost = "the container itself is removed after the stop, with its processes and all its files"
+    elif policy.remove_after_idle_stop.value:
         kept = "your files under /workspace"
         lost = (
             "the container itself is removed after the stop, with its processes and every file "
             "outside /workspace"
         )
     else:
-        kept = f"your files under /workspace and {kept_after_stop(c, policy)[0]}; start it again to continue"
+        kept = f"{files_kept(kept_after_stop(c, policy)[0], c.workspace_mounted)}; start it again to continue"
         lost = "its running processes"
     return [
         "Why: GPU, CPU and network have all stayed below the idle thresholds since then.",
@@ -470,8 +480,8 @@ def _runtime_notice(
     """What the owner of a container near its maximum runtime keeps and loses, where to see more."""
     return [
         "Why: the maximum runtime since its last start is reached; the keep-alive file does not extend it.",
-        f"What is kept: your files under /workspace and {kept_after_stop(c, policy)[0]}; start it again to "
-        "continue. What is lost: its running processes; save your work before the stop.",
+        f"What is kept: {files_kept(kept_after_stop(c, policy)[0], c.workspace_mounted)}; start it again "
+        "to continue. What is lost: its running processes; save your work before the stop.",
         f"More: ds01ctl describe container {c.name}",
     ]
 

@@ -44,7 +44,7 @@ from controller.memory import Attempt, ContainerMemory
 from controller.plan.context import Collector, PassContext, fmt_duration, host_target, iso
 from controller.plan.desired import policy_identity
 from controller.plan.rules.aggregate import gpu_holders, owners
-from controller.plan.rules.common import kept_after_stop, kept_evidence
+from controller.plan.rules.common import files_kept, kept_after_stop, kept_evidence
 from controller.plan.types import ActionKind, DeferReason, Reason, StopParams, WarnParams
 from controller.plan.values import built
 from controller.snapshot import ContainerId, ContainerObs, ContainerState
@@ -927,7 +927,7 @@ def quota_notice(
             [
                 _over(c, reason, evidence),
                 "Nothing is stopped: this server only reports this quota for now. " + fix,
-                f"What a stop keeps: your files under /workspace and {kept}; start it again once you are "
+                f"What a stop keeps: {files_kept(kept, c.workspace_mounted)}; start it again once you are "
                 "within the quota.",
                 more,
             ]
@@ -949,8 +949,8 @@ def quota_notice(
             when,
             "Why: " + _over(c, reason, evidence),
             keep + " The keep-alive file does not hold off a quota stop.",
-            f"What is kept: your files under /workspace and {kept}; start it again once you are within the "
-            "quota. What is lost: its running processes; save your work before the stop.",
+            f"What is kept: {files_kept(kept, c.workspace_mounted)}; start it again once you are within "
+            "the quota. What is lost: its running processes; save your work before the stop.",
             more,
         ]
     )
