@@ -38,6 +38,7 @@ import pwd
 import re
 import select
 import stat
+import textwrap
 import time
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime, tzinfo
@@ -107,9 +108,25 @@ def notice_text(params: Mapping[str, object], message: str, *, tz: tzinfo | None
     return notice.replace("{stop_at}", shown)
 
 
+def notice_lines(message: str) -> list[str]:
+    """The cleaned lines of a notice, each at most :data:`MAX_LINE_CHARS` long, at most
+    :data:`MAX_LINES` of them. A longer line is wrapped, not cut: a long container name must not
+    push the stop time out of a warning's first line. A line beyond four lines' worth is cut (``…``)."""
+    lines: list[str] = []
+    for line in message.splitlines():
+        text = clean(line, 4 * MAX_LINE_CHARS)
+        if len(text) <= MAX_LINE_CHARS:
+            lines.append(text)
+        else:
+            lines += textwrap.wrap(text, MAX_LINE_CHARS, break_on_hyphens=False)
+        if len(lines) >= MAX_LINES:
+            return lines[:MAX_LINES]
+    return lines
+
+
 def format_notice(user: str, message: str, *, severity: str, at: datetime) -> bytes:
     """The bytes written to a terminal: a header line, the cleaned message, CRLF line ends."""
-    lines = [clean(line, MAX_LINE_CHARS) for line in message.splitlines()[:MAX_LINES]]
+    lines = notice_lines(message)
     header = (
         f"*** ds01-controller {clean(severity, 16)} for {clean(user, 64)} "
         f"({at.astimezone(UTC).strftime('%Y-%m-%d %H:%M:%S')} UTC) ***"
@@ -306,7 +323,7 @@ def readable_by(path: Path, login: str) -> bool | None:
 
 def format_alert_entry(message: str, *, severity: str, at: datetime) -> bytes:
     """One alerts-file entry in DS01's form: a ``--- Alert: <time> ---`` line, the text, a blank line."""
-    lines = [clean(line, MAX_LINE_CHARS) for line in message.splitlines()[:MAX_LINES]]
+    lines = notice_lines(message)
     stamp = at.astimezone().strftime("%Y-%m-%d %H:%M:%S")
     text = f"--- Alert: {stamp} ---\n[{clean(severity, 16)}] ds01-controller\n" + "\n".join(lines) + "\n\n"
     return text.encode("utf-8", errors="replace")

@@ -22,6 +22,8 @@ from controller.act.notify import (
     TerminalNotifier,
     append_alert_file,
     format_alert_entry,
+    format_notice,
+    notice_text,
     outcome_notice,
     readable_by,
 )
@@ -372,3 +374,24 @@ def test_an_owner_who_cannot_read_the_event_log_is_not_sent_to_read_it(log_dir: 
     assert readable_by(log, ME) is True  # root reads whatever the bits say
     assert readable_by(log, "no-such-user-here") is None
     assert readable_by(log_dir / "missing", "nobody") is None
+
+
+def test_a_long_container_name_does_not_cut_the_stop_time_out_of_a_notice() -> None:
+    """A warning's first line names the container, then when it is stopped. A name of some 200
+    characters pushed the time past the line's cut: the owner read no time. Long lines are wrapped,
+    not cut."""
+    from tests.unit.test_notice_workspace import first_warning
+    from tests.unit.test_planner_idle import IdleHost
+
+    name = "experiment-" + "x" * 230
+    text = notice_text(
+        {"notice": first_warning(IdleHost(name=name)), "stop_expected_at": AT.isoformat()}, "", tz=UTC
+    )
+    for sent in (
+        format_notice("alice", text, severity="WARNING", at=AT).decode(),
+        format_alert_entry(text, severity="WARNING", at=AT).decode(),
+    ):
+        assert name in sent.replace("\r\n", "\n").replace("\n", ""), sent
+        assert "stopped at 2026-01-30 14:30 UTC" in sent, sent
+        assert "More: ds01ctl describe container" in sent
+        assert all(len(line) <= 300 for line in sent.splitlines())
