@@ -180,7 +180,7 @@ Integer = Annotated[int, Strict()]
 Bool = Annotated[bool, Strict()]
 Percent = Annotated[float, Strict(), Field(ge=0, le=100)]
 Fraction = Annotated[float, Strict(), Field(ge=0, le=1)]
-NonNegative = Annotated[float, Strict(), Field(ge=0)]
+NonNegative = Annotated[float, Strict(), Field(ge=0, allow_inf_nan=False)]
 Count = Annotated[int, Strict(), Field(ge=1)]
 NonNegativeInt = Annotated[int, Strict(), Field(ge=0)]
 

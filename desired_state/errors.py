@@ -228,6 +228,12 @@ def explain(err: ErrorDetails, model: type[BaseModel], loc: Loc) -> tuple[str, s
             "less_than": "less than",
         }[kind]
         return f"{_show(value)} is out of range", f"{words} {bound}", f"use a value {words} {bound}"
+    if kind == "finite_number":
+        return (
+            f"{_show(value)} is not a finite number",
+            _with_description("a finite number", model, loc),
+            "write a finite number",
+        )
     if kind == "string_pattern_mismatch":
         expected = describe_field(model, loc) or f"the pattern {ctx.get('pattern')}"
         return f"{_show(value)} is not in the expected form", expected, ""

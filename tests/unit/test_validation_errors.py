@@ -55,6 +55,25 @@ CASES: list[tuple[str, dict[str, str | bytes], str, tuple[str, int, str], list[s
         ["'never' is a string", "DS01 reads it as no limit", "write null"],
     ),
     (
+        # JSON has no infinity: an infinite threshold was accepted, and a stop's evidence in the
+        # daemon's last-pass.json and `plan -o json` showed it as null (no threshold).
+        "an infinite DS01 threshold",
+        ds01("groups:\n  student:\n    policies:\n      cpu_idle_threshold: .inf\n"),
+        ".",
+        ("resource-limits.yaml", 4, "groups.student.policies.cpu_idle_threshold"),
+        ["inf is not a finite number", "write a finite number"],
+    ),
+    (
+        "an infinite spec threshold",
+        spec(
+            HEAD + "kind: LifecyclePolicy\nmetadata: {name: p}\nspec:\n  settings:\n"
+            "    networkIdleThresholdBytesPerSecond: .inf\n"
+        ),
+        "specs",
+        ("policy.yaml", 6, "spec.settings.networkIdleThresholdBytesPerSecond"),
+        ["inf is not a finite number", "write a finite number"],
+    ),
+    (
         "negative DS01 duration",
         ds01("container_types:\n  docker:\n    max_runtime_h: -2\n"),
         ".",
