@@ -10,8 +10,9 @@ Guarantees of :meth:`EventLog.write`:
 - every line is shorter than ``PIPE_BUF`` (4096 bytes) and written with a single ``os.write`` on
   an ``O_APPEND`` descriptor, so concurrent writers (DS01's own scripts share the file) never
   interleave and a reader never sees half a line;
-- a line this writer could write only in part (a short write, on a full disk) is ended with a
-  newline before its next line, so the fragment never swallows that line (:func:`_end_fragment`);
+- a line this writer could write only in part (a short write, on a full disk), or one left cut
+  short before it started (then a restart), is ended with a newline before its next line, so the
+  fragment never swallows that line (:func:`_end_fragment`);
 - oversized details are shrunk (long strings cut, then the whole ``details`` replaced by
   ``{"truncated": true, ...}``): a line is never split;
 - every string passes through :func:`controller.act.sanitize.clean`, so a hostile container name
@@ -239,8 +240,9 @@ class EventLog:
         self.path = Path(path)
         self._clock = clock or (lambda: datetime.now(UTC))
         self.health = health if health is not None else RecordHealth()
-        # The last append was cut short: its fragment is ended before the next line.
-        self._cut_short = False
+        # The last append was cut short: its fragment is ended before the next line. True at the
+        # start: a line a previous run left cut short (a full disk, then a restart) is ended too.
+        self._cut_short = True
 
     def write(
         self,

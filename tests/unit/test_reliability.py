@@ -240,6 +240,26 @@ def test_a_memory_restored_from_an_old_backup_keeps_what_the_log_says_happened_s
     assert load_state(store, log, AT + timedelta(minutes=5)) == current
 
 
+def test_a_fragment_left_before_a_restart_does_not_swallow_the_next_line(tmp_path: Path) -> None:
+    """A line cut short (a full disk, a crash mid-write) and a restart: the new daemon's first line,
+    here the breaker tripping, is a line of its own, not glued to the fragment where every reader
+    drops both; a lost memory rebuilt from the log then keeps the breaker open."""
+    path = tmp_path / "events.jsonl"
+    before = EventLog(path)
+    before.write("detection.container_discovered", user=None, details={"container": "x"})
+    with path.open("ab") as f:
+        f.write(b'{"timestamp":"2026-01-30T14:00:00Z","event_type":"contr')  # the cut line
+    after = EventLog(path)  # the next start
+    after.write_durable("controller.breaker_tripped", user=None, details={"message": "would stop 9 of 10"})
+    assert [e["event_type"] for e in tail(path, 2)] == [
+        "detection.container_discovered",
+        "controller.breaker_tripped",
+    ]
+    memory = load_state(MemoryStore(tmp_path / "state"), after, datetime.now(UTC))
+    assert memory.breaker.tripped, "a line the log holds was not read back"
+    assert path.read_bytes().count(b"\n") == 3  # the fragment ended, nothing else added
+
+
 def test_an_unreadable_event_log_opens_the_breaker_after_memory_loss(tmp_path: Path) -> None:
     log_dir = tmp_path / "events.jsonl"
     log_dir.mkdir()  # a directory where the log should be: it cannot be read
