@@ -165,8 +165,8 @@ Prints one line per problem (file, field and fix); exit status 0 when all are va
 examples:
   ds01ctl validate /etc/ds01/specs
   ds01ctl validate ./my-policy.yaml ./other.yaml
-  ds01ctl validate /opt/ds01-infra/config
-  ds01ctl validate --ds01-config /opt/ds01-infra/config /etc/ds01/specs   (the specs over DS01's files)
+  ds01ctl validate /opt/ds01-infra/config/runtime
+  ds01ctl validate --ds01-config /opt/ds01-infra/config/runtime /etc/ds01/specs  (the specs over DS01's files)
 """
 
 BREAKER_EPILOG = """\
