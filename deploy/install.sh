@@ -21,7 +21,10 @@
 #   /usr/local/lib/systemd/system/ds01-controller.service   ours   change it with `systemctl edit`
 #   /usr/local/lib/tmpfiles.d/ds01-controller.conf  ours   override with /etc/tmpfiles.d/ of the same name
 #   /etc/ds01/controller.env                        yours  settings (first install: dry-run)
-#   /etc/logrotate.d/ds01-controller                yours  event log rotation
+#   /etc/logrotate.d/ds01-controller                yours  event log rotation (left out while another
+#                                                          file, such as DS01's /etc/logrotate.d/ds01,
+#                                                          rotates the event log: logrotate refuses a
+#                                                          log named twice)
 #   /var/lib/ds01 (0700), /var/log/ds01 (0750 root:adm)    created only when missing (also at boot)
 # Needs: python3 3.11+ with venv and ensurepip (Debian/Ubuntu: apt-get install python3-venv).
 set -euo pipefail
@@ -35,6 +38,7 @@ UNIT_DIR=/usr/local/lib/systemd/system
 TMPFILES_DIR=/usr/local/lib/tmpfiles.d
 ENV_FILE=/etc/ds01/controller.env
 LOGROTATE_FILE=/etc/logrotate.d/ds01-controller
+EVENTS_LOG=/var/log/ds01/events.jsonl
 STATE_DIR=/var/lib/ds01
 LOG_DIR=/var/log/ds01
 UNIT=ds01-controller.service
@@ -87,6 +91,54 @@ install_admin_file() {
   else
     log "kept your $dest (it differs from the shipped $OPT_DIR/share/deploy/${src#"$HERE"/}; merge by hand if wanted)"
   fi
+}
+
+# Whether the logrotate file $1 names the event log, by its name or by a glob that matches it. Only
+# the names before each block's "{" count; scripts (postrotate ... endscript) are skipped.
+rotates_events_log() {
+  local in_block=0 in_script=0 line word
+  local -a words
+  while IFS= read -r line || [ -n "$line" ]; do
+    line=${line%%#*}
+    read -r -a words <<<"$line" || true
+    if [ "$in_script" = 1 ]; then
+      [ "${words[0]:-}" = endscript ] && in_script=0
+      continue
+    fi
+    for word in "${words[@]}"; do
+      case "$word" in
+        postrotate|prerotate|firstaction|lastaction|preremove) [ "$in_block" = 1 ] && in_script=1; break ;;
+        '}') in_block=0; continue ;;
+      esac
+      [ "$in_block" = 1 ] && break
+      local opens=0
+      case "$word" in *'{') opens=1; word=${word%'{'} ;; esac
+      word=${word#[\"\']}
+      word=${word%[\"\']}
+      # A glob's "*" never crosses a "/" in logrotate: compare names with as many components only.
+      if [ -n "$word" ] && [ "${word//[!\/]/}" = "${EVENTS_LOG//[!\/]/}" ]; then
+        # shellcheck disable=SC2053 # the right-hand side is logrotate's glob, matched as a pattern
+        [[ $EVENTS_LOG == $word ]] && return 0
+      fi
+      [ "$opens" = 1 ] && in_block=1
+    done
+  done <"$1"
+  return 1
+}
+
+# The logrotate files other than ours that rotate the event log (DS01's own /etc/logrotate.d/ds01
+# does), as the host's logrotate reads them: names logrotate skips (*.dpkg-old, *.disabled, ...) aside.
+other_event_log_rotations() {
+  local f
+  for f in "$DESTDIR/etc/logrotate.conf" "$DESTDIR"/etc/logrotate.d/*; do
+    [ -f "$f" ] && [ "$f" != "$DESTDIR$LOGROTATE_FILE" ] || continue
+    case "$f" in
+      *,v|*.cfsaved|*.disabled|*.dpkg-*|*.rhn-cfg-tmp-*|*.rpmnew|*.rpmorig|*.rpmsave|*.swp|*.ucf-*|*~) continue ;;
+    esac
+    if rotates_events_log "$f"; then
+      printf '%s\n' "${f#"$DESTDIR"}"
+    fi
+  done
 }
 
 # The version of systemd-tmpfiles, or 0 when there is none.
@@ -152,7 +204,20 @@ do_install() {
   # The admin's files first: each is compared with the previous install's reference copy.
   install -d -m 0755 "$DESTDIR$(dirname "$ENV_FILE")"
   install_admin_file "$HERE/controller.env" "$ENV_FILE" 0644
-  install_admin_file "$HERE/logrotate.d/ds01-controller" "$LOGROTATE_FILE" 0644
+  # logrotate refuses a log that two files name: it skips the second and fails on every run. Where
+  # another file rotates the event log already (DS01's /etc/logrotate.d/ds01 does), ours waits.
+  local other
+  other=$(other_event_log_rotations | head -n 1)
+  if [ -n "$other" ] && [ ! -e "$DESTDIR$LOGROTATE_FILE" ]; then
+    log "not installed $LOGROTATE_FILE: $other already rotates $EVENTS_LOG, and logrotate refuses a log named twice;"
+    log "  take $EVENTS_LOG out of $other (ours never loses or splits a line) and run the installer again"
+  elif [ -n "$other" ]; then
+    install_admin_file "$HERE/logrotate.d/ds01-controller" "$LOGROTATE_FILE" 0644
+    log "warning: $other already rotates $EVENTS_LOG as $LOGROTATE_FILE does: logrotate skips one and"
+    log "  fails on every run; take $EVENTS_LOG out of $other (ours never loses or splits a line)"
+  else
+    install_admin_file "$HERE/logrotate.d/ds01-controller" "$LOGROTATE_FILE" 0644
+  fi
 
   # Reference copies, so an admin can diff a kept config file against what this version ships.
   rm -rf "$DESTDIR$OPT_DIR/share/deploy" "$DESTDIR$OPT_DIR/share/doc"

@@ -221,6 +221,61 @@ def test_an_upgrade_replaces_an_admin_file_only_while_nobody_edited_it(tmp_path:
     assert (shipped / "logrotate.d/ds01-controller").read_text() == new_logrotate
 
 
+def logrotate_errors(root: Path, tmp_path: Path) -> list[str]:
+    """What the real logrotate says of the staged /etc/logrotate.d, read as the host's would be."""
+    conf = tmp_path / "logrotate.conf"
+    conf.write_text(f"include {root / 'etc/logrotate.d'}\n")
+    proc = subprocess.run(
+        [tool("logrotate"), "--debug", "--state", str(tmp_path / "logrotate.state"), str(conf)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    return [line for line in proc.stderr.splitlines() if line.startswith("error:") and "stat of" not in line]
+
+
+@pytest.mark.parametrize(
+    "pattern", ["/var/log/ds01/events.jsonl", "/var/log/ds01/*.jsonl", '"/var/log/ds01/events.jsonl"']
+)
+def test_install_leaves_the_event_log_to_a_logrotate_file_that_already_rotates_it(
+    tmp_path: Path, pattern: str
+) -> None:
+    """A DS01 host's own /etc/logrotate.d/ds01 rotates events.jsonl: logrotate refuses a log named
+    twice (it skips the second file and fails on every run), so the installer does not add a second
+    entry; it names the file that has one and what to do."""
+    root = tmp_path / "root"
+    ds01 = root / "etc/logrotate.d/ds01"
+    ds01.parent.mkdir(parents=True)
+    text = f"/var/log/ds01/*.log {{\n    daily\n}}\n\n{pattern} {{\n    daily\n    copytruncate\n}}\n"
+    ds01.write_text(text)
+    proc = run_install(root)
+    assert proc.returncode == 0, proc.stderr
+    assert not (root / "etc/logrotate.d/ds01-controller").exists()
+    assert "/etc/logrotate.d/ds01 already rotates /var/log/ds01/events.jsonl" in proc.stdout
+    assert ds01.read_text() == text
+    if "*" not in pattern:  # logrotate expands a glob on this machine's /var/log, not under root
+        assert logrotate_errors(root, tmp_path) == []
+    # Once the admin took the entry out, the next install adds the controller's.
+    ds01.write_text("/var/log/ds01/*.log {\n    daily\n}\n")
+    (root / "etc/logrotate.d/ds01.dpkg-old").write_text(text)  # logrotate ignores such a name
+    proc = run_install(root)
+    assert proc.returncode == 0, proc.stderr
+    assert (root / "etc/logrotate.d/ds01-controller").read_text() == LOGROTATE.read_text()
+    assert "already rotates" not in proc.stdout
+    assert logrotate_errors(root, tmp_path) == []
+
+
+def test_install_warns_when_another_file_rotates_the_event_log_beside_the_controllers(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    assert run_install(root).returncode == 0
+    (root / "etc/logrotate.d/ds01").write_text("/var/log/ds01/events.jsonl {\n    daily\n}\n")
+    assert logrotate_errors(root, tmp_path), "logrotate no longer refuses a log named twice"
+    proc = run_install(root)
+    assert proc.returncode == 0, proc.stderr
+    assert "/etc/logrotate.d/ds01 already rotates /var/log/ds01/events.jsonl" in proc.stdout
+
+
 def test_install_refuses_to_replace_a_foreign_binary(tmp_path: Path) -> None:
     root = tmp_path / "root"
     foreign = root / "usr/local/bin/ds01-controller"
