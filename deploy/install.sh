@@ -177,6 +177,12 @@ do_install() {
     fi
     log "installing $SOURCE into $OPT_DIR"
     "$DESTDIR$OPT_DIR/bin/python" -m pip install --quiet --disable-pip-version-check --upgrade "$SOURCE"
+    if [ -f "$SOURCE" ]; then
+      # A wheel (or sdist) of the version already installed is "already satisfied" to pip, which
+      # then keeps the old code; the version is not bumped per build, so install this file's.
+      "$DESTDIR$OPT_DIR/bin/python" -m pip install --quiet --disable-pip-version-check \
+        --force-reinstall --no-deps "$SOURCE"
+    fi
   fi
 
   for cmd in "${COMMANDS[@]}"; do

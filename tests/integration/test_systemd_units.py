@@ -276,6 +276,70 @@ def test_install_warns_when_another_file_rotates_the_event_log_beside_the_contro
     assert "/etc/logrotate.d/ds01 already rotates /var/log/ds01/events.jsonl" in proc.stdout
 
 
+def build_wheel(directory: Path, marker: str) -> Path:
+    """A wheel named as this project's, at the same version, whose one module says ``marker``:
+    what a rebuilt checkout (the version is not bumped per change) or an older build is to pip."""
+    import base64
+    import hashlib
+    import zipfile
+
+    name, version = "ds01_controller", "0.1.0"
+    dist_info = f"{name}-{version}.dist-info"
+    files = {
+        "ds01_install_probe.py": f"MARKER = {marker!r}\n",
+        f"{dist_info}/METADATA": f"Metadata-Version: 2.1\nName: ds01-controller\nVersion: {version}\n",
+        f"{dist_info}/WHEEL": "Wheel-Version: 1.0\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
+    }
+    record = []
+    for path, text in files.items():
+        digest = base64.urlsafe_b64encode(hashlib.sha256(text.encode()).digest()).rstrip(b"=").decode()
+        record.append(f"{path},sha256={digest},{len(text.encode())}")
+    record.append(f"{dist_info}/RECORD,,")
+    directory.mkdir(parents=True, exist_ok=True)
+    wheel = directory / f"{name}-{version}-py3-none-any.whl"
+    with zipfile.ZipFile(wheel, "w") as zf:
+        for path, text in files.items():
+            zf.writestr(path, text)
+        zf.writestr(f"{dist_info}/RECORD", "\n".join(record) + "\n")
+    return wheel
+
+
+def test_an_upgrade_or_rollback_installs_the_wheel_given_even_at_the_same_version(tmp_path: Path) -> None:
+    """The version stays 0.1.0 from one build to the next: pip, told to install a wheel of the
+    installed version, would call it already satisfied and keep the old code while the installer
+    says it installed the new."""
+    root = tmp_path / "root"
+    # Without PYTHONPATH: a checkout on it (its egg-info) would stand in for the installed package.
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env |= {"DESTDIR": str(root), "PIP_NO_INDEX": "1"}
+    installed = []
+    for marker in ("first build", "second build", "first build"):
+        wheel = build_wheel(tmp_path / marker.replace(" ", "-"), marker)
+        proc = subprocess.run(
+            ["bash", str(INSTALL), "--python", sys.executable, "--source", str(wheel)],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=False,
+        )
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        probe = subprocess.run(
+            [
+                str(root / "opt/ds01-controller/bin/python"),
+                "-c",
+                "import ds01_install_probe as p; print(p.MARKER)",
+            ],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        )
+        installed.append(probe.stdout.strip())
+    assert installed == ["first build", "second build", "first build"]
+
+
 def test_install_refuses_to_replace_a_foreign_binary(tmp_path: Path) -> None:
     root = tmp_path / "root"
     foreign = root / "usr/local/bin/ds01-controller"
