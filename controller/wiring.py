@@ -64,6 +64,7 @@ def make_real_executor(
         reset_command=gp.gpu_reset_command.value,
         kill_grace_s=gp.kill_grace_s.value,
         reset_precheck=ResetPrecheck(observer.observe),
+        release_nvml=observer.close_nvml,
         save_memory=save_memory,
         hook=hook,
         proc_root=observer.config.proc_root,

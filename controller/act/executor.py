@@ -17,7 +17,9 @@ Guarantees (each one tested against the real Docker engine and real processes):
   signal; see :mod:`controller.act.process_ops`.
 - **Fresh GPU re-check.** A GPU reset runs only after a fresh observation shows NVML readable, no
   process on the GPU and no live container holding it (``reset_precheck``, see
-  :mod:`controller.act.gpu_reset`); without a re-check configured, resets are skipped.
+  :mod:`controller.act.gpu_reset`); without a re-check configured, resets are skipped. The
+  controller's own NVML session is closed before the command runs (``release_nvml``):
+  ``nvidia-smi -r`` refuses a GPU any other NVML client holds open, this daemon included.
 - **Bounded.** Every Docker call has an HTTP timeout, the reset command a timeout, terminal
   writes a deadline, the ledger lock a timeout. Transient errors are retried (tenacity, inside
   :mod:`controller.act.docker_ops`); a failure is recorded with exponential back-off per action
@@ -189,6 +191,7 @@ class RealExecutor:
         *,
         reset_timeout_s: float = DEFAULT_RESET_TIMEOUT_S,
         reset_precheck: Callable[[str], Sequence[str]] | None = None,
+        release_nvml: Callable[[], None] | None = None,
         kill_wait_s: float = 5.0,
         ledger_lock_timeout_s: float = 5.0,
         verify_timeout_s: float = 10.0,
@@ -215,6 +218,8 @@ class RealExecutor:
         self._kill_wait_s = kill_wait_s
         self._reset_timeout_s = reset_timeout_s
         self._reset_precheck = reset_precheck
+        # Closes this process's NVML session (the next observation opens a new one).
+        self._release_nvml = release_nvml
         self._ledger_lock_timeout_s = ledger_lock_timeout_s
         self._clock = clock
 
@@ -1049,6 +1054,10 @@ class RealExecutor:
         # The last look, after the intent's (fsynced, possibly queued) write: a process or container
         # that took the GPU meanwhile closes the intent as skipped (see _begin_checked).
         _safe_to_reset(self._reset_precheck, gpu)
+        if self._release_nvml is not None:
+            # nvidia-smi -r refuses a GPU another NVML client holds open ("In use by another
+            # client"): the session the re-check just used, held between passes, is one.
+            self._release_nvml()
         result = run_reset(self._reset_command, gpu, timeout_s=timeout_s)
         status = "cleaned" if result.ok else "reset_failed"
         details = {

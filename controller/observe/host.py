@@ -205,6 +205,11 @@ class HostObserver:
 
     def close(self) -> None:
         self._docker.close()
+        self.close_nvml()
+
+    def close_nvml(self) -> None:
+        """Shut this process's NVML session down; the next observation opens a new one. A GPU
+        reset (``nvidia-smi -r``) refuses a GPU that another NVML client holds open."""
         close = getattr(self._nvml, "close", None)
         if callable(close):
             close()

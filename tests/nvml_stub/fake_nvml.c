@@ -70,10 +70,15 @@
  * GPU vanished from the state answers NVML_ERROR_GPU_IS_LOST, a vanished MIG device
  * NVML_ERROR_INVALID_ARGUMENT. Calls are serialised by one mutex. nvmlInit/nvmlShutdown are
  * reference-counted like the real library.
+ *
+ * While initialised, the library holds "<state file>.dev" open, as NVIDIA's holds the GPUs' device
+ * nodes: a stand-in for `nvidia-smi -r` can refuse, as the real one does, a GPU that another NVML
+ * client (a monitoring daemon) has open. The last nvmlShutdown closes it.
  */
 
 #define _GNU_SOURCE
 #include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -81,6 +86,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 #define EXPORT __attribute__((visibility("default")))
 
@@ -258,6 +264,7 @@ static pthread_mutex_t g_lock = PTHREAD_MUTEX_INITIALIZER;
 static fake_state g_state;
 static fake_state g_parse; /* scratch for parsing, swapped in on success */
 static int g_init_count;
+static int g_dev_fd = -1; /* "<state file>.dev", open while initialised */
 static fake_handle g_gpu_handles[MAX_GPUS];
 static fake_handle g_mig_handles[MAX_GPUS][MAX_MIG];
 
@@ -751,7 +758,11 @@ static nvmlReturn_t do_init(const char *fn) {
         if (r->hang_s <= 0 && r->uuid[0] == '\0' && fn_matches(r->fn, fn))
             return leave(r->code);
     }
-    g_init_count++;
+    if (g_init_count++ == 0 && g_dev_fd < 0) {
+        char dev[4096 + 8];
+        snprintf(dev, sizeof dev, "%s.dev", g_loaded_path);
+        g_dev_fd = open(dev, O_RDONLY | O_CREAT | O_CLOEXEC, 0600);
+    }
     return leave(NVML_SUCCESS);
 }
 
@@ -766,7 +777,10 @@ EXPORT nvmlReturn_t nvmlShutdown(void) {
     pthread_mutex_lock(&g_lock);
     if (g_init_count == 0)
         return leave(NVML_ERROR_UNINITIALIZED);
-    g_init_count--;
+    if (--g_init_count == 0 && g_dev_fd >= 0) {
+        close(g_dev_fd);
+        g_dev_fd = -1;
+    }
     return leave(NVML_SUCCESS);
 }
 
