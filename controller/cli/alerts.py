@@ -46,6 +46,7 @@ def cmd_get_alerts(args: argparse.Namespace, settings: Settings, style: Any) -> 
     the_plan = make_plan(view.snapshot, view.desired, memory, view.now)
     alerts = open_alerts(memory, the_plan)
     items = [alert_item(a, view.now) for a in alerts if not args.owner or _owner(a) == args.owner]
+    others = len(alerts) - len(items)
     for note in view.notes:
         print(f"warning: {clean(note, 600)}", file=sys.stderr)
     sys.stdout.write(render(items, view, args.output, args.no_headers, style))
@@ -62,6 +63,12 @@ def cmd_get_alerts(args: argparse.Namespace, settings: Settings, style: Any) -> 
         print(
             f"warning: open alerts unknown where they need {', '.join(down)}, which could not be read; "
             "only the alerts this observation raises are listed",
+            file=sys.stderr,
+        )
+    elif unreadable is None and not items and others:
+        # The owner's none is not the host's none: the others' alerts are open all the same.
+        print(
+            f"No open admin alerts about {clean(args.owner, 64)} ({others} open about others).",
             file=sys.stderr,
         )
     elif unreadable is None and not items:

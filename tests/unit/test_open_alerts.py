@@ -221,3 +221,28 @@ def test_get_alerts_with_a_domain_down_does_not_say_no_alert_is_open(
     _out, err = capsys.readouterr()
     assert "No open admin alerts." not in err
     assert "open alerts unknown" in err and down.value in err, err
+
+
+def test_get_alerts_owner_with_none_of_theirs_does_not_say_no_alert_is_open(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """Two of alice's containers hold one GPU (an open alert about alice): `get alerts --owner bob`
+    said "No open admin alerts." while one is open."""
+    from controller.cli import gather as gather_mod
+    from controller.cli.main import main
+
+    a = b.running("a", owner="alice", gpus=[b.GPU0], sig=b.signals(b.T0, gpu_pct={b.GPU0: 99.0}))
+    c = b.running("c", owner="alice", gpus=[b.GPU0], sig=b.signals(b.T0, gpu_pct={b.GPU0: 99.0}))
+    snap = b.snapshot(containers=(a, c), gpus=GPUS)
+    view = View(snapshot=snap, now=b.T0, desired=b.desired(), notes=[])
+    monkeypatch.setattr(gather_mod, "gather", lambda _s, _o: view)
+    monkeypatch.setattr(gather_mod, "read_memory", lambda _d: (ControllerMemory(), None))
+    argv = ["get", "alerts", "--env-file", "", "--state-dir", str(tmp_path)]
+    assert main(argv) == 0
+    out, _err = capsys.readouterr()
+    assert "DuplicateGpuHolder" in out
+    assert main([*argv, "--owner", "bob"]) == 0
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert "No open admin alerts." not in err
+    assert "No open admin alerts about bob (1 open about others)." in err, err
