@@ -535,7 +535,11 @@ def _timers_section(view: View, c: ContainerObs, pol: EffectivePolicy | None, s:
     items = view.container_items(c)
     lines: list[str] = []
     cm = view.container_memory(c.id)
-    if c.state == ContainerState.RUNNING:
+    if c.state == ContainerState.RUNNING and not c.has_gpu:
+        # The idle and runtime rules act on GPU containers only: no limit of theirs applies here.
+        lines.append(idleness(view, c).phrase(view.now))
+        lines.append(f"running {_runtime(view, c, items, cm)}; no runtime limit applies: it holds no GPU")
+    elif c.state == ContainerState.RUNNING:
         idle = idleness(view, c)
         timeout = (
             f"{fmt_duration(pol.idle_timeout_s.value)} ({clean(pol.idle_timeout_s.source, 120)})"

@@ -140,3 +140,25 @@ def test_describe_shows_the_warning_lead_the_planner_gives_capped_at_a_fifth_of_
     policy = section(describe_container(view, "idle"), "Policy:", "Resources:")
     (row,) = [line for line in policy.splitlines() if line.strip().startswith("warning lead")]
     assert "6m before an idle stop" in row, row
+
+
+# --- a running container without a GPU --------------------------------------------------------
+
+
+def test_a_running_container_without_a_gpu_shows_no_runtime_limit_the_planner_does_not_apply() -> None:
+    # Running 30h without a GPU, its policy's max runtime 1d: the runtime and idle rules apply to
+    # GPU containers only, and the planner never stops it. Timers said "running 30h of 1d (test)"
+    # and "idle timeout 30m", limits it is over or under but which never act on it.
+    started = b.ago(hours=30)
+    passes = b.Passes(b.desired(b.policy(max_runtime_s=24 * 3600.0)))
+
+    def web(t: datetime) -> list[ContainerObs]:
+        return [b.running("web", started_at=started, sig=b.signals(t, cpu_usage_ns=0, net_bytes=0))]
+
+    view = view_after(passes, [host(web, b.at(minutes=m)) for m in (-5, 0)])
+    for m in range(1, 120, 5):  # what the planner does with it: nothing
+        assert passes.run(host(web, b.at(minutes=m))).actions == ()
+    timers = section(describe_container(view, "web"), "Timers:", "Decision:")
+    assert " of 1d" not in timers and "idle timeout" not in timers, timers
+    assert "not watched for idleness (it holds no GPU)" in timers, timers
+    assert "running 30h; no runtime limit applies: it holds no GPU" in timers, timers
