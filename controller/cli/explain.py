@@ -1,8 +1,8 @@
 """``ds01ctl explain KIND[.field...]``: a spec kind's fields from its own JSON Schema, as kubectl's.
 
 The schema is the one ``crd_like_specs.generate`` writes (built from the kinds, so it cannot drift
-from what ``validate`` accepts). A map field (``containerTypes``) takes any key as the next step:
-``LifecyclePolicy.spec.containerTypes.docker.maxRuntime``. Pure: no files are read.
+from what ``validate`` accepts). A map field (``containerTypes``) takes any key its schema allows
+as the next step: ``LifecyclePolicy.spec.containerTypes.docker.maxRuntime``. Pure: no files are read.
 """
 
 from __future__ import annotations
@@ -41,6 +41,15 @@ def _resolve(node: dict[str, Any], root: dict[str, Any]) -> dict[str, Any]:
             node = {**variants[0], "description": node.get("description", variants[0].get("description"))}
             continue
         return node
+
+
+def _map_keys(node: dict[str, Any], root: dict[str, Any]) -> list[str] | None:
+    """The keys a map allows (its ``propertyNames``' enum, as validate reads it); None: any key."""
+    names = node.get("propertyNames")
+    if not isinstance(names, dict):
+        return None
+    enum = _resolve(names, root).get("enum")
+    return [str(v) for v in enum] if isinstance(enum, list) else None
 
 
 def _type_name(node: dict[str, Any], root: dict[str, Any]) -> str:
@@ -90,7 +99,15 @@ def explain(path: str) -> str:
         if field in props:
             node = props[field]
         elif isinstance(node.get("additionalProperties"), dict):
-            node = node["additionalProperties"]  # a map: any key (a container type...)
+            keys = _map_keys(node, root)
+            if keys is not None and field not in keys:
+                where = ".".join([kind, *walked])
+                meant = closest(field, keys)
+                hint = f"; did you mean {meant}?" if meant else ""
+                raise CliError(
+                    f"{clean(field, 60)!r} is not a key of {where}{hint} (its keys: {', '.join(keys)})"
+                )
+            node = node["additionalProperties"]  # a map: any key it allows (a container type...)
         else:
             where = ".".join([kind, *walked]) or kind
             meant = closest(field, props)
@@ -107,9 +124,11 @@ def explain(path: str) -> str:
     resolved = _resolve(node, root)
     if "additionalProperties" in resolved and isinstance(resolved["additionalProperties"], dict):
         value = resolved["additionalProperties"]
+        keys = _map_keys(resolved, root)
         resolved = _resolve(value, root)
         held = "the fields below" if resolved.get("properties") else f"a {_type_name(value, root)}"
-        lines += ["", f"(a map: each key holds {held})"]
+        each = f"each key, one of {', '.join(keys)}," if keys is not None else "each key"
+        lines += ["", f"(a map: {each} holds {held})"]
     props = resolved.get("properties", {})
     if props:
         required = set(resolved.get("required", ()))

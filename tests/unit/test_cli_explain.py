@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 import pytest
 
 from controller.cli.errors import CliError
@@ -83,3 +86,22 @@ def test_explain_warn_lead_and_keepalive_max_age_say_what_the_rules_do() -> None
     assert "quota stop (not capped)" in lead and "20% of the timeout" in lead, lead
     cap = explain("LifecyclePolicy.spec.settings.keepaliveMaxAge")
     assert "first saw it" in cap and "whichever ends first" in cap, cap
+
+
+def test_explain_refuses_a_map_key_validate_refuses_and_names_the_keys_it_takes(tmp_path: Path) -> None:
+    # containerTypes takes the container types only: validate refuses `bogus`, and explain
+    # described spec.containerTypes.bogus.maxRuntime as a duration, a field that does not exist.
+    spec = tmp_path / "lp.yaml"
+    spec.write_text(
+        "apiVersion: ds01.io/v1alpha1\nkind: LifecyclePolicy\nmetadata: {name: default}\n"
+        "spec:\n  containerTypes:\n    bogus:\n      maxRuntime: 2h\n"
+    )
+    assert main(["validate", "--env-file", "", str(spec)]) == 1
+    with pytest.raises(
+        CliError, match=re.escape("'bogus' is not a key of LifecyclePolicy.spec.containerTypes")
+    ):
+        explain("LifecyclePolicy.spec.containerTypes.bogus.maxRuntime")
+    with pytest.raises(CliError, match=re.escape("did you mean docker?")):
+        explain("UserGroup.spec.containerTypes.dokcer")
+    text = explain("LifecyclePolicy.spec.containerTypes")
+    assert "(a map: each key, one of devcontainer, compose, docker, atomic," in text, text
