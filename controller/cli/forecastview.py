@@ -276,9 +276,15 @@ def next_text(f: Forecast | None, container_id: str, now: datetime) -> str | Non
     if not steps:
         return None
     parts: list[str] = []
-    warned = False
+    warned = noticed = False
     for p in steps:
         kind = p.action.kind.value
+        if p.action.reason.value == "IdleExemptNotice":
+            # An exempt owner's FYI notice says it is not stopped: no warning of a stop.
+            if not noticed:
+                parts.append(f"notice {clock(p.pass_at, now)}")
+                noticed = True
+            continue
         if kind == "WarnOwner":
             if not warned:
                 parts.append(f"warning {clock(p.pass_at, now)}")

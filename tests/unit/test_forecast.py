@@ -23,6 +23,7 @@ from controller.plan.types import ActionKind, ResourceUpdate, StopParams, WarnPa
 from controller.snapshot import ContainerObs, ResourceLimits
 from desired_state.effective import ResourceSpec, Sourced
 from tests.fixtures import builders as b
+from tests.fixtures.local_zone import utc_clock  # noqa: F401 (the fixture)
 
 INTERVAL_S = 30.0
 
@@ -601,3 +602,32 @@ def test_plan_policy_says_when_the_candidate_reads_the_host_otherwise(
     err = capsys.readouterr().err
     assert "warning: the candidate reads the host otherwise (keepalivePath" in err, err
     assert "/workspace/.keep-alive" in err and "/workspace/.stay" in err
+
+
+@pytest.mark.usefixtures("utc_clock")
+def test_next_text_says_an_exempt_owners_notice_is_no_warning_and_gives_the_warning_before_the_stop() -> None:
+    """alice is exempt from idle stops until 14:00: at 12:30 she gets the FYI notice (not stopped),
+    at 14:00 the warning, at 14:06 the stop. NEXT said "warning 12:30, stop and remove 14:06": a
+    warning with an hour and a half's lead, where the notice says nothing is stopped and the one
+    warning comes six minutes before the stop."""
+    from controller.cli.forecastview import next_text
+    from desired_state.effective import ExemptFrom
+
+    grant = b.exemption(ExemptFrom.IDLE, expires_at=b.at(hours=2))
+    desired = b.desired(b.policy(max_runtime_s=None, high_demand_idle_reduction=1.0, exemptions=[grant]))
+    passes = b.Passes(desired)
+    started = b.ago(hours=3)
+    for s in (-60, -30, 0):
+        t = b.at(seconds=s)
+        c = b.running("idler", gpus=[b.GPU0], started_at=started, sig=b.signals(t, gpu_pct={b.GPU0: 0.0}))
+        snap = b.snapshot(observed_at=t, containers=[c], gpus=[b.gpu(0)])
+        passes.run(snap)
+    f = forecast(snap, desired, passes.memory, until=b.at(hours=3), interval_s=INTERVAL_S)
+    got = [(r, p) for _k, r, p in steps(f)]
+    assert [r for r, _ in got] == ["IdleExemptNotice", "IdleWarning", "IdleTimeout"]
+    assert near(got[0][1], b.at(minutes=30), slack_s=INTERVAL_S)
+    assert near(got[1][1], b.at(hours=2), slack_s=INTERVAL_S)
+    assert (
+        next_text(f, c.id, b.T0)
+        == "notice 12:30 UTC, warning 14:00 UTC, stop and remove 14:06 UTC if it stays idle"
+    )
