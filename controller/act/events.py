@@ -386,6 +386,8 @@ class EventFilter:
     user: str | None = None
     since: datetime | None = None
     container: str | None = None
+    # ``container`` as a name only (no id prefix): a name wins over an id prefix, as in Docker.
+    container_name_only: bool = False
 
     def matches(self, event: Mapping[str, Any]) -> bool:
         if self.event_types and not any(
@@ -406,6 +408,8 @@ class EventFilter:
             # The name as it is (a name that begins with it is another container's), or the id by a
             # prefix of it.
             name, cid = container_name(details), details.get("container_id")
+            if self.container_name_only:
+                return bool(name == wanted)
             if not (
                 (isinstance(name, str) and (name == wanted or (cid is None and _id_like(name, wanted))))
                 or (isinstance(cid, str) and cid.startswith(wanted))

@@ -687,6 +687,7 @@ def _watch(args: argparse.Namespace, settings: Settings, kind: str, opts: Any, o
 
 
 def _events_view(args: argparse.Namespace, settings: Settings, owner: str | None) -> View:
+    from dataclasses import replace
     from datetime import UTC, timedelta
 
     from controller.act.event_files import tail_since
@@ -712,11 +713,20 @@ def _events_view(args: argparse.Namespace, settings: Settings, owner: str | None
     if args.tail <= 0:
         raise CliError(f"--tail {args.tail}: must be a positive number of events")
     kinds = tuple(k for text in args.event_kinds for k in text.split(",") if k)
-    flt = EventFilter(event_types=kinds, user=owner, since=since, container=args.container or args.name)
+    wanted = args.container or args.name
+    flt = EventFilter(event_types=kinds, user=owner, since=since, container=wanted)
     path = settings.events_log
-    try:
+
+    def read(flt: EventFilter) -> list[dict[str, Any]]:
         # A period may reach back past the last rotation: tail_since reads the rotations too.
-        events = tail_since(path, args.tail, flt) if since is not None else tail(path, args.tail, flt)
+        return tail_since(path, args.tail, flt) if since is not None else tail(path, args.tail, flt)
+
+    try:
+        # A container of that name is the one meant (as in Docker), not also each one whose id
+        # begins with the name ("cafe"); with none, the id prefix names containers.
+        events = read(replace(flt, container_name_only=True)) if wanted else []
+        if not events:
+            events = read(flt)
     except FileNotFoundError:
         events = []  # a fresh host: no events yet, as describe says; not an error
     except PermissionError:

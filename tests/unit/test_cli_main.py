@@ -1086,6 +1086,26 @@ def test_get_events_container_is_that_container_not_every_name_it_begins(
         assert [e["details"]["container"] for e in json.loads(out)["items"]] == ["job"], wanted
 
 
+def test_get_events_container_named_like_an_id_prefix_is_that_container_not_the_ids_it_begins(
+    env: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # A container named "cafe": --container cafe listed the events of every container whose id
+    # begins with "cafe" too, as this one's. A name wins over an id prefix, as in Docker.
+    now = datetime.now(UTC)
+    log = EventLog(env / "events.jsonl")
+    for name, cid in (("cafe", "1f" * 32), ("train", "cafe" + "9" * 60), ("web", "cafe" + "8" * 60)):
+        log.write("container.stop", user="alice", details={"container": name, "container_id": cid}, at=now)
+    _, out, _ = run(["get", "events", "--container", "cafe", "-o", "json"], capsys)
+    assert [e["details"]["container"] for e in json.loads(out)["items"]] == ["cafe"]
+    _, out, _ = run(["get", "events", "cafe"], capsys)
+    assert [line.split()[6] for line in out.splitlines()[1:]] == ["cafe"], out
+    # No container of that name: the id prefix names containers, as before.
+    _, out, _ = run(["get", "events", "--container", "cafe9", "-o", "json"], capsys)
+    assert [e["details"]["container"] for e in json.loads(out)["items"]] == ["train"]
+    _, out, _ = run(["get", "events", "--container", "caf", "-o", "json"], capsys)
+    assert [e["details"]["container"] for e in json.loads(out)["items"]] == ["train", "web"]
+
+
 @pytest.mark.parametrize(
     "argv",
     [
