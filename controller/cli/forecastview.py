@@ -157,6 +157,22 @@ _CHANGE_TEXT = {
     "newly": "newly stopped",
     "no-longer": "no longer stopped",
 }
+# A container stopped already (exited, created) is removed: never "stopped".
+_REMOVAL_TEXT = {
+    "sooner": "removed sooner",
+    "later": "removed later",
+    "newly": "newly removed",
+    "no-longer": "no longer removed",
+}
+
+
+def _removal(ch: StopChange) -> bool:
+    """Each side that ends the container removes one that is not running (no stop)."""
+    return all(a in (None, "remove") for a in (ch.current_action, ch.candidate_action))
+
+
+def _change_text(ch: StopChange) -> str:
+    return (_REMOVAL_TEXT if _removal(ch) else _CHANGE_TEXT)[ch.change.value]
 
 
 def _when(at: datetime | None, reach: datetime, cut_short: bool) -> str:
@@ -226,17 +242,20 @@ def diff_text(changes: tuple[StopChange, ...], current: Forecast, candidate: For
         lines.append("No difference: the same containers are stopped at the same times.")
     for ch in changes:
         lines.append(
-            f"  {_CHANGE_TEXT[ch.change.value]:<17} {clean(ch.container, 64)} "
+            f"  {_change_text(ch):<17} {clean(ch.container, 64)} "
             f"({clean(ch.user or UNKNOWN, 32)}): "
             f"now {_when(ch.current_at, reach, cut_short)}"
             + (f" [{ch.current_reason}]" if ch.current_reason else "")
             + f" -> candidate {_when(ch.candidate_at, reach, cut_short)}"
             + (f" [{ch.candidate_reason}]" if ch.candidate_reason else "")
         )
-    counts = {k: sum(1 for c in changes if c.change.value == k) for k in _CHANGE_TEXT}
+    counts = {k: sum(1 for c in changes if c.change.value == k and not _removal(c)) for k in _CHANGE_TEXT}
+    removals = {k: sum(1 for c in changes if c.change.value == k and _removal(c)) for k in _REMOVAL_TEXT}
+    said = [f"{n} {_CHANGE_TEXT[k]}" for k, n in counts.items()]
+    said += [f"{n} {_REMOVAL_TEXT[k]}" for k, n in removals.items() if n]
     lines += [
         "",
-        "Difference: " + ", ".join(f"{n} {_CHANGE_TEXT[k]}" for k, n in counts.items()) + ".",
+        "Difference: " + ", ".join(said) + ".",
         "ds01ctl plan --policy PATH --at H -o json lists both forecasts in full.",
     ]
     return "\n".join(lines) + "\n"

@@ -471,6 +471,19 @@ class StopChange(BaseModel):
     candidate_at: datetime | None
     current_reason: str | None
     candidate_reason: str | None
+    current_action: str | None = Field(
+        default=None, description="stop, stop and remove, or remove (an exited container); None: no such step"
+    )
+    candidate_action: str | None = None
+
+
+def ending_action(p: PredictedAction | None) -> str | None:
+    """What the ending does: ``stop``, ``stop and remove`` (``removeAfterIdleStop``) or ``remove``."""
+    if p is None:
+        return None
+    if p.action.kind == ActionKind.REMOVE_CONTAINER:
+        return "remove"
+    return "stop and remove" if p.action.params_as(StopParams).remove else "stop"
 
 
 def compare(
@@ -504,6 +517,8 @@ def compare(
                 candidate_at=b.pass_at if b else None,
                 current_reason=a.action.reason.value if a else None,
                 candidate_reason=b.action.reason.value if b else None,
+                current_action=ending_action(a),
+                candidate_action=ending_action(b),
             )
         )
     return tuple(out)

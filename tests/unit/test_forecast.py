@@ -631,3 +631,36 @@ def test_next_text_says_an_exempt_owners_notice_is_no_warning_and_gives_the_warn
         next_text(f, c.id, b.T0)
         == "notice 12:30 UTC, warning 14:00 UTC, stop and remove 14:06 UTC if it stays idle"
     )
+
+
+def test_a_shorter_hold_removes_an_exited_container_sooner_and_says_removed_not_stopped() -> None:
+    """carol-old exited 10 minutes ago: a candidate with a 30m hold instead of 6h removes it at
+    12:20, not 17:50. The difference said "stopped sooner" of a container stopped already: the
+    candidate deletes it sooner."""
+    from controller.cli.forecastview import diff_json, diff_text
+
+    c = b.exited("carol-old", finished_at=b.ago(minutes=10))
+    snap = b.snapshot(containers=[c], gpus=[b.gpu(0)])
+
+    def under(hold_s: float) -> Forecast:
+        desired = b.desired(b.policy(container_hold_after_stop_s=hold_s))
+        return forecast(snap, desired, ControllerMemory(), until=b.at(hours=24), interval_s=INTERVAL_S)
+
+    current, candidate = under(6 * b.HOUR), under(1800.0)
+    (change,) = compare(current, candidate, [c])
+    assert change.change is Change.SOONER
+    assert (change.current_action, change.candidate_action) == ("remove", "remove")
+    text = diff_text((change,), current, candidate, "cand.yaml")
+    (line,) = [ln for ln in text.splitlines() if "carol-old" in ln]
+    assert line.split()[:3] == ["removed", "sooner", "carol-old"], line
+    assert not [ln for ln in text.splitlines() if ln.startswith("  stopped")], text
+    assert (
+        text.count("Difference: 0 stopped sooner, 0 stopped later, 0 newly stopped, 0 no longer stopped") == 1
+    )
+    assert "1 removed sooner." in text
+    data = diff_json((change,), current, candidate, "cand.yaml", b.at(hours=24))
+    assert data["changes"][0]["candidate_action"] == "remove"
+    # A running container's stop is still a stop, and says so.
+    job = busy(started_at=b.ago(minutes=1))
+    (stop,) = compare(_stop_at(2 * b.HOUR, job), _stop_at(b.HOUR, job), [job])
+    assert (stop.current_action, stop.candidate_action) == ("stop", "stop")
