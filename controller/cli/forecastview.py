@@ -167,8 +167,11 @@ _REMOVAL_TEXT = {
 
 
 def _removal(ch: StopChange) -> bool:
-    """Each side that ends the container removes one that is not running (no stop)."""
-    return all(a in (None, "remove") for a in (ch.current_action, ch.candidate_action))
+    """A change of when it is removed: both stop it alike, or each side that ends the container
+    removes one that is not running (no stop)."""
+    return ch.what == "removal" or all(
+        a in (None, "remove") for a in (ch.current_action, ch.candidate_action)
+    )
 
 
 def _change_text(ch: StopChange) -> str:
@@ -239,7 +242,7 @@ def diff_text(changes: tuple[StopChange, ...], current: Forecast, candidate: For
         "",
     ]
     if not changes:
-        lines.append("No difference: the same containers are stopped at the same times.")
+        lines.append("No difference: the same containers are stopped and removed at the same times.")
     for ch in changes:
         lines.append(
             f"  {_change_text(ch):<17} {clean(ch.container, 64)} "

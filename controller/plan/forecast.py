@@ -103,6 +103,17 @@ class Forecast(BaseModel):
         """How far it looked: ``until``, or the last simulated pass of a forecast cut short."""
         return self.last_pass_at if self.truncated else self.until
 
+    def removal(self, container_id: str, by: datetime | None = None) -> PredictedAction | None:
+        """The first predicted removal of this container (a removal, or a stop that removes), if
+        any (and, with ``by``, not after that time)."""
+        for p in self.for_container(container_id):
+            a = p.action
+            if a.kind == ActionKind.REMOVE_CONTAINER or (
+                a.kind == ActionKind.STOP_CONTAINER and a.params_as(StopParams).remove
+            ):
+                return p if by is None or p.pass_at <= by else None
+        return None
+
     def ending(self, container_id: str, by: datetime | None = None) -> PredictedAction | None:
         """The first predicted stop or removal of this container, if any (and, with ``by``, not
         after that time)."""
@@ -475,6 +486,11 @@ class StopChange(BaseModel):
         default=None, description="stop, stop and remove, or remove (an exited container); None: no such step"
     )
     candidate_action: str | None = None
+    what: str = Field(
+        default="stop",
+        description="stop: when it is stopped (or removed, not running) moves; removal: both stop it at "
+        "the same pass, and when it is removed moves",
+    )
 
 
 def ending_action(p: PredictedAction | None) -> str | None:
@@ -489,7 +505,8 @@ def ending_action(p: PredictedAction | None) -> str | None:
 def compare(
     current: Forecast, candidate: Forecast, containers: Sequence[ContainerObs]
 ) -> tuple[StopChange, ...]:
-    """Containers the candidate stops sooner, later, newly or no longer (by the pass that does it).
+    """Containers the candidate stops sooner, later, newly or no longer (by the pass that does it);
+    one both stop at the same pass, by the pass that removes it (``what``: ``removal``).
 
     Only as far as both forecasts looked: when one was cut short, a stop the other predicts after
     that point is no difference (the shorter one simply did not get there).
@@ -499,6 +516,11 @@ def compare(
     for c in sorted(containers, key=lambda x: (x.name, x.id)):
         a = current.ending(c.id, by=reach)
         b = candidate.ending(c.id, by=reach)
+        what = "stop"
+        if a is not None and b is not None and a.pass_at == b.pass_at:
+            # Stopped alike: one may remove it with the stop, the other keep it (removeAfterIdleStop),
+            # or the two remove it after different holds.
+            a, b, what = current.removal(c.id, by=reach), candidate.removal(c.id, by=reach), "removal"
         if a is None and b is None:
             continue
         if a is not None and b is not None:
@@ -519,6 +541,7 @@ def compare(
                 candidate_reason=b.action.reason.value if b else None,
                 current_action=ending_action(a),
                 candidate_action=ending_action(b),
+                what=what,
             )
         )
     return tuple(out)

@@ -664,3 +664,38 @@ def test_a_shorter_hold_removes_an_exited_container_sooner_and_says_removed_not_
     job = busy(started_at=b.ago(minutes=1))
     (stop,) = compare(_stop_at(2 * b.HOUR, job), _stop_at(b.HOUR, job), [job])
     assert (stop.current_action, stop.candidate_action) == ("stop", "stop")
+
+
+def test_a_candidate_that_removes_on_the_idle_stop_is_a_removal_sooner_not_no_difference() -> None:
+    """Both policies stop the idle container at the same pass; the installed one keeps it (removed
+    when its GPU hold ends, 15 minutes later), the candidate removes it with the stop
+    (removeAfterIdleStop: true). plan --policy said "No difference", hiding the deletion."""
+    from controller.cli.forecastview import diff_text
+
+    started = b.ago(hours=3)
+    prev = b.signals(b.ago(seconds=30), gpu_pct={b.GPU0: 0.0})
+    c_prev = b.running("idler", gpus=[b.GPU0], started_at=started, sig=prev)
+    c = b.running("idler", gpus=[b.GPU0], started_at=started, sig=b.signals(b.T0, gpu_pct={b.GPU0: 0.0}))
+    snap = b.snapshot(containers=[c], gpus=[b.gpu(0)])
+
+    def under(removes: bool) -> Forecast:
+        desired = b.desired(
+            b.policy(max_runtime_s=None, high_demand_idle_reduction=1.0, remove_after_idle_stop=removes)
+        )
+        first = b.snapshot(observed_at=b.ago(seconds=30), containers=[c_prev], gpus=[b.gpu(0)])
+        m1 = plan(first, desired, ControllerMemory(), b.ago(seconds=30)).memory
+        return forecast(snap, desired, m1, until=b.at(hours=24), interval_s=INTERVAL_S)
+
+    current, candidate = under(False), under(True)
+    stop_now, stop_cand = current.ending(c.id), candidate.ending(c.id)
+    assert stop_now is not None and stop_cand is not None and stop_now.pass_at == stop_cand.pass_at
+    (change,) = compare(current, candidate, [c])
+    assert change.change is Change.SOONER and change.what == "removal"
+    assert (change.current_reason, change.candidate_reason) == ("GpuHoldExpired", "IdleTimeout")
+    assert (change.current_action, change.candidate_action) == ("remove", "stop and remove")
+    assert change.candidate_at == stop_cand.pass_at and change.current_at is not None
+    assert change.current_at - stop_now.pass_at >= timedelta(minutes=15)
+    text = diff_text((change,), current, candidate, "cand.yaml")
+    assert "No difference" not in text
+    (line,) = [ln for ln in text.splitlines() if "idler" in ln]
+    assert line.split()[:3] == ["removed", "sooner", "idler"], line
