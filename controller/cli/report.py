@@ -79,7 +79,10 @@ def _when(text: str, now: datetime, what: str) -> datetime:
         raise CliError(
             f"cannot read {what} {clean(text, 60)!r}: use a duration ago (7d, 12h) or a date (2026-03-01)"
         ) from None
-    return (at if at.tzinfo else at.astimezone()).astimezone(UTC)
+    if at.tzinfo is None:
+        # Without a zone: the zone the report cuts its days in and shows its times in (--utc: UTC).
+        at = at.replace(tzinfo=UTC) if human_zone() is UTC else at.astimezone()
+    return at.astimezone(UTC)
 
 
 def hoarding_policy(policy: PolicySet | None) -> HoardingPolicy:

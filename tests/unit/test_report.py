@@ -469,3 +469,32 @@ def test_a_period_written_as_durations_ago_with_a_minus(
         until = datetime.fromisoformat(data["until"].replace("Z", "+00:00"))
         assert abs((before - since) - timedelta(days=2)) < timedelta(minutes=1), argv
         assert abs((before - until) - timedelta(days=1)) < timedelta(minutes=1), argv
+
+
+def test_with_utc_a_date_without_a_zone_is_a_utc_day_as_the_days_the_report_cuts(
+    week: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # On a host in Berlin, `--since 2026-03-02 --until 2026-03-09 --utc --by day` reported the
+    # period 2026-03-01 23:00 UTC .. 2026-03-08 23:00 UTC, cut into UTC days: a row of one hour for
+    # 2026-03-01, one of 23 hours for 2026-03-08, where docs/cli.md shows the week from midnight UTC.
+    import time as time_module
+
+    from controller.cli.render import set_utc
+
+    monkeypatch.setenv("TZ", "Europe/Berlin")
+    time_module.tzset()
+    try:
+        argv = ["report", "--since", "2026-03-02", "--until", "2026-03-09", "--by", "day", "-o", "json"]
+        rc, out, err = run([*argv, "--utc"], capsys)
+        assert rc == 0, err
+        data = json.loads(out)
+        assert (data["since"], data["until"]) == ("2026-03-02T00:00:00Z", "2026-03-09T00:00:00Z")
+        assert min(r["key"] for r in data["rows"]) == "2026-03-02", data["rows"]
+        set_utc(False)
+        rc, out, err = run(argv, capsys)  # local days: the dates are Berlin's
+        assert rc == 0, err
+        assert json.loads(out)["since"] == "2026-03-01T23:00:00Z"
+    finally:
+        set_utc(False)
+        monkeypatch.delenv("TZ")
+        time_module.tzset()
