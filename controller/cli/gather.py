@@ -249,6 +249,22 @@ def carried_out_notes(settings: Settings, info: PolicyInfo) -> list[str]:
     return notes
 
 
+def breaker_notes(memory: ControllerMemory | None) -> list[str]:
+    """While the circuit breaker is tripped every destructive action is held, those not due yet too:
+    a time a view gives for one is when it falls due, not when it runs."""
+    if memory is None or not memory.breaker.tripped:
+        return []
+    from controller.cli.render import iso
+
+    b = memory.breaker
+    return [
+        f"the circuit breaker is tripped (since {iso(b.tripped_at) or 'an unknown time'}: "
+        f"{clean(b.reason, 300) or 'no reason recorded'}): no stop, removal, process kill or GPU reset "
+        "runs until an admin runs 'ds01ctl breaker reset'; a time listed for one is when it falls "
+        "due, and it is held then"
+    ]
+
+
 def as_next_pass(settings: Settings, memory: ControllerMemory) -> ControllerMemory:
     """The daemon's memory as its next pass plans with it. The same object when nothing applies.
 
@@ -449,7 +465,7 @@ def from_last_pass(settings: Settings, opts: GatherOptions) -> View | None:
         memory=memory,
         desired=desired,
         policy=info,
-        notes=[*domain_notes(snapshot), *carried_out_notes(settings, info)],
+        notes=[*domain_notes(snapshot), *carried_out_notes(settings, info), *breaker_notes(memory)],
         event_source=LogEventSource(settings.events_log) if opts.events else None,
         as_of=last.written_at,
     )
@@ -542,6 +558,8 @@ def gather(settings: Settings, opts: GatherOptions) -> View:
         if memory is not None:
             # The plan's memory includes this observation's sample: the freshest idle streak.
             view_memory = plan.memory
+    # (The plan's memory: a breaker this observation trips holds its actions too.)
+    notes.extend(breaker_notes(view_memory))
     view = View(
         snapshot=snapshot,
         now=evaluated_at,

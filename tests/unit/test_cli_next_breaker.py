@@ -132,3 +132,55 @@ def test_describe_timers_say_the_next_pass_for_a_removal_the_budget_holds() -> N
     rest = [c for c in snap.containers if c.name == held[0]]
     after = b.summary(passes.run(b.snapshot(observed_at=b.at(minutes=2), containers=rest, gpus=snap.gpus)))
     assert ("RemoveContainer", "GpuHoldExpired", held[0]) in after
+
+
+def test_a_step_not_due_yet_while_the_breaker_is_tripped_is_said_to_be_held_then(
+    tmp_path: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The breaker is tripped; the idle container's stop is not due yet. describe and plan gave its
+    time ("stop and remove due 12:25 (in 5m)") and nothing said that the stop is held then: the
+    daemon defers it (BreakerOpen) until an admin resets the breaker."""
+    from pathlib import Path
+
+    from controller.cli import gather as gather_mod
+    from controller.settings import Settings
+
+    passes = b.Passes(b.desired(POLICY))
+    for i in range(21):  # tripped at 12:20, the container idle since 12:00, its stop due 12:30
+        t = b.at(minutes=i)
+        if t == TRIPPED_AT:
+            breaker = Breaker(tripped=True, tripped_at=t, reason="this pass would stop 3 of 4")
+            passes.memory = passes.memory.model_copy(update={"breaker": breaker})
+        p = passes.run(b.snapshot(observed_at=t, containers=containers(t)[:1], gpus=(b.gpu(0), b.gpu(1))))
+    (stop,) = [d for d in p.deferred if d.rule.value == "IdleTimeout"]
+    assert stop.why is DeferReason.NOT_DUE and stop.due_at is not None and stop.due_at > t
+    view = View(snapshot=host(t), now=t, plan=p, memory=p.memory, desired=passes.desired)
+    timers = describe_container(view, "idle")
+    assert "stop and remove due" in timers  # a time, as the plan gives it
+    # What the daemon does at that time: holds it.
+    kinds = set()
+    for i in range(21, 41):
+        later = b.at(minutes=i)
+        held = passes.run(b.snapshot(observed_at=later, containers=containers(later)[:1], gpus=(b.gpu(0),)))
+        kinds |= {a.kind.value for a in held.actions}
+    assert later > stop.due_at and "StopContainer" not in kinds
+    assert [d.why for d in held.deferred if d.rule.value == "IdleTimeout"] == [DeferReason.BREAKER_OPEN]
+    # Every view that plans says so (plan, get, describe: the gathering's notes).
+    state = Path(str(tmp_path)) / "state"
+    state.mkdir(mode=0o700)
+    monkeypatch.setattr(gather_mod, "observe", lambda _s, _d: host(later))
+    monkeypatch.setattr(gather_mod, "read_memory", lambda _d: (passes.memory, None))
+    gathered = gather_mod.gather(Settings(state_dir=state), gather_mod.GatherOptions())
+    (note,) = [n for n in gathered.notes if "breaker is tripped" in n]
+    assert (
+        "no stop, removal, process kill or GPU reset runs until an admin runs 'ds01ctl breaker reset'" in note
+    )
+    assert "this pass would stop 3 of 4" in note
+    # Closed, or with a reset waiting (the next pass closes it): no such note.
+    monkeypatch.setattr(gather_mod, "read_memory", lambda _d: (passes.memory.with_breakers_reset(), None))
+    closed = gather_mod.gather(Settings(state_dir=state), gather_mod.GatherOptions())
+    assert not [n for n in closed.notes if "breaker is tripped" in n]
+    monkeypatch.setattr(gather_mod, "read_memory", lambda _d: (passes.memory, None))
+    (state / "breaker-reset").write_text("")
+    pending = gather_mod.gather(Settings(state_dir=state), gather_mod.GatherOptions())
+    assert not [n for n in pending.notes if "breaker is tripped" in n]
