@@ -125,7 +125,8 @@ what one pass would do now, with the reason and evidence of each action, then th
   --policy PATH
       a candidate policy: a spec file, a directory of specs, or a DS01 config directory (holding
       resource-limits.yaml); prints how its forecast differs from the installed policy's
-      (containers stopped sooner, later, newly or no longer; --at sets the horizon, default 24h)
+      (containers stopped or removed sooner, later, newly or no longer; --at sets the horizon,
+      default 24h)
 
 -o json prints Plan.model_dump(mode="json"): {"observed_at", "evaluated_at", "actions", "deferred"};
 with --at the forecast {"start_at", "until", "assumptions", "actions": [{"pass_at", "action"}],
