@@ -388,6 +388,8 @@ class EventFilter:
     container: str | None = None
     # ``container`` as a name only (no id prefix): a name wins over an id prefix, as in Docker.
     container_name_only: bool = False
+    # Events about one of these devices (UUIDs): their ``gpu``, ``gpu_uuid`` or ``device_uuid``.
+    gpus: frozenset[str] = frozenset()
 
     def matches(self, event: Mapping[str, Any]) -> bool:
         if self.event_types and not any(
@@ -400,6 +402,8 @@ class EventFilter:
             at = parse_timestamp(event.get("timestamp"))
             if at is None or at < self.since:
                 return False
+        if self.gpus and not _names_gpu(event.get("details"), self.gpus):
+            return False
         if self.container is not None:
             details = event.get("details")
             if not isinstance(details, Mapping):
@@ -416,6 +420,14 @@ class EventFilter:
             ):
                 return False
         return True
+
+
+def _names_gpu(details: object, uuids: frozenset[str]) -> bool:
+    if not isinstance(details, Mapping):
+        return False
+    return any(
+        isinstance(v, str) and v in uuids for v in map(details.get, ("gpu", "gpu_uuid", "device_uuid"))
+    )
 
 
 def container_name(details: Mapping[str, Any]) -> Any:

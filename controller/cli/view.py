@@ -245,7 +245,9 @@ class View:
         return self._events(n, user=user)
 
     def events_for_gpu(self, uuids: set[str], n: int = 10) -> tuple[list[dict[str, Any]], str | None]:
-        return self._events(n, extra=lambda e: _names_gpu(e, uuids))
+        # Filtered as the log is read back, not among its last lines: a reset a day ago, behind a
+        # day of usage samples, is still the GPU's.
+        return self._events(n, gpus=frozenset(uuids))
 
     def _events(
         self,
@@ -254,6 +256,7 @@ class View:
         container: str | None = None,
         user: str | None = None,
         since: datetime | None = None,
+        gpus: frozenset[str] = frozenset(),
         extra: Callable[[Mapping[str, Any]], bool] | None = None,
     ) -> tuple[list[dict[str, Any]], str | None]:
         """The last ``n`` matching events, or a note saying why there are none to show."""
@@ -261,7 +264,7 @@ class View:
             return [], "event log not read"
         from controller.act.events import EventFilter
 
-        flt = EventFilter(container=container, user=user, since=since)
+        flt = EventFilter(container=container, user=user, since=since, gpus=gpus)
         try:
             return self.event_source.tail(n, flt, extra), None
         except FileNotFoundError:
@@ -322,15 +325,6 @@ def _names_container(e: Mapping[str, Any], c: ContainerObs) -> bool:
     if isinstance(cid, str) and cid:
         return c.id.startswith(cid) or cid.startswith(c.id)
     return d.get("container") == c.name
-
-
-def _names_gpu(e: Mapping[str, Any], uuids: set[str]) -> bool:
-    d = _details(e)
-    for key in ("gpu", "gpu_uuid", "device_uuid"):
-        v = d.get(key)
-        if isinstance(v, str) and v in uuids:
-            return True
-    return False
 
 
 class EventSource(Protocol):

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from controller.act.events import EventLog
-from controller.cli.describe import describe_container, describe_user
+from controller.cli.describe import describe_container, describe_gpu, describe_user
 from tests.fixtures import builders as b
 from tests.fixtures.local_zone import utc_clock  # noqa: F401 (the fixture)
 from tests.unit import cli_world as w
@@ -186,3 +186,20 @@ def test_the_rotations_are_read_for_lines_that_name_the_container_or_user_only(t
         "controller.usage_sample",
     ]
     assert types(EventFilter(user='o"dd\\', since=since)) == []  # no needle for it: read and decoded
+
+
+def test_a_gpu_s_events_behind_many_others_in_the_live_log_are_found_not_none(tmp_path: Path) -> None:
+    # describe gpu looked for the GPU's events among the live log's last 500 lines only: a reset 30
+    # hours ago, behind a day of usage samples, read as "<none>".
+    path = tmp_path / "events.jsonl"
+    log = EventLog(path)
+    details = {"gpu": b.GPU0, "status": "cleaned", "reason": "gpu_dirty"}
+    log.write("gpu.health_check", user=None, details=details, at=b.ago(hours=30))
+    for i in range(600):
+        log.write("controller.usage_sample", user=None, details={"round": i}, at=b.ago(hours=29))
+    log.write("gpu.release", user="bob", details={"gpu": b.GPU1, "container": "x"}, at=b.ago(hours=1))
+
+    events = _events_section(describe_gpu(w.view(path), "0"))
+
+    assert len(events) == 2 and "gpu.health_check" in events[1], events
+    assert "gpu.release" not in "".join(events)
