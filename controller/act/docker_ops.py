@@ -25,6 +25,8 @@ from controller.observe.resources import parse_limits
 from controller.snapshot import ResourceLimits
 
 DOCKER_ZERO_TIME_PREFIX = "0001-01-01"
+# The engine's answer to a stop of a container that is not running.
+NOT_MODIFIED = 304
 # The states a stop is waited out of: still running, or being removed by the engine (``--rm``).
 _SETTLING = frozenset({"running", "restarting", "removing"})
 _T = TypeVar("_T")
@@ -163,11 +165,30 @@ class DockerOps:
                     found[cid] = listed
         return found
 
-    def stop(self, container_id: str, *, timeout_s: int) -> None:
-        """``docker stop -t timeout_s``; a container already gone raises :class:`GoneError`."""
-        self._call(
-            f"stop container {container_id[:12]}", lambda: self._api.stop(container_id, timeout=timeout_s)
-        )
+    def stop(self, container_id: str, *, timeout_s: int) -> bool:
+        """``docker stop -t timeout_s``: True when this call stopped the container, False when it
+        was not running (someone stopped it first); a container already gone raises :class:`GoneError`.
+
+        The engine answers 304 Not Modified to the stop of a container that is not running, which
+        docker-py's ``stop`` takes for success and does not tell: the request is posted as docker-py
+        posts it, and its status read. A 304 to a retry is this call's stop all the same: the
+        request before it may have stopped the container and then not been answered.
+        """
+        api = self._api
+        posted = 0
+
+        def post() -> bool:
+            nonlocal posted
+            posted += 1
+            response = api._post(
+                api._url("/containers/{0}/stop", container_id),
+                params={"t": timeout_s},
+                timeout=api.timeout + timeout_s,  # as docker-py's: the engine answers before it
+            )
+            api._raise_for_status(response)
+            return response.status_code != NOT_MODIFIED or posted > 1
+
+        return self._call(f"stop container {container_id[:12]}", post)
 
     def remove(self, container_id: str) -> None:
         """``docker rm`` without force (a running container is refused by the engine)."""

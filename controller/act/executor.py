@@ -8,7 +8,9 @@ Guarantees (each one tested against the real Docker engine and real processes):
   per-user quota's stop still has every other container the quota counted against the owner,
   ``StopParams.quota_counted_ids``, live, read in one list call, the owner not resolved again).
   Otherwise the action is ``skipped`` with the reason and a ``controller.action_skipped`` event; a
-  quota re-check the engine does not answer skips the stop too (unknown is not permission).
+  quota re-check the engine does not answer skips the stop too (unknown is not permission). A stop
+  the engine answers 304 (the container stopped by someone after the last look) is recorded as
+  that look would have recorded it: not the controller's stop.
 - **Idempotent.** A container already removed, a process already exited, a ledger row already
   gone: ``already_done``, which is success.
 - **Verified.** "Removed" is reported only after an inspect answers 404; "stopped" only after an
@@ -834,13 +836,21 @@ class RealExecutor:
         stop_params = action.params_as(StopParams)
         timeout_s = _int_param(stop_params.grace_s, DEFAULT_STOP_TIMEOUT_S)
         remove = stop_params.remove
+        resumed = action.key in mem.intents
         mem, fresh = self._begin_checked(action, mem, now, fresh)
         if fresh is None:
             return _Done(Outcome.ALREADY_DONE, "container removed before the stop", mem)
         try:
-            self._docker.stop(cid, timeout_s=timeout_s)
+            stopped = self._docker.stop(cid, timeout_s=timeout_s)
         except GoneError:
             return _Done(Outcome.ALREADY_DONE, "container removed while stopping", mem)
+        if not stopped and not resumed:
+            # Not running when the stop reached the engine (its 304): someone stopped it after the
+            # last look. That look, taken again, records the stop as theirs, as it would have a
+            # moment earlier. (A resumed stop's 304 is the interrupted stop's own effect.)
+            if self._precondition(action) is None:
+                return _Done(Outcome.ALREADY_DONE, "container removed before the stop", mem)
+            raise _Skip("the container was no longer running when the stop reached the engine")
         after = self._docker.wait_not_running(cid)
         # An --rm container removes itself on stop; one the engine is still removing when the wait
         # ends (a large writable layer takes long) is going as well: the stop took it with it.

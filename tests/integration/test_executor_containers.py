@@ -240,6 +240,61 @@ def test_restarted_container_is_skipped(
     assert c.id not in report.memory.containers  # and not the controller's stop
 
 
+def test_a_container_its_owner_stopped_right_before_the_stop_is_not_the_controllers_stop(
+    real_executor: RealExecutor,
+    make_container: Any,
+    docker_client: Any,
+    event_log_path: Path,
+    notifier: RecordingNotifier,
+) -> None:
+    # The last look, after the intent, sees it running; its owner's `docker stop` ends it before
+    # the controller's stop reaches the engine, which answers 304 Not Modified. The stop is the
+    # owner's: no notice says the controller stopped it, no mark or promised hold of a stop of its
+    # own is kept (the removal breaker counts the container as stopped by someone else), and the
+    # stopped container is not removed with a stop that did not happen.
+    c = make_container("sleep 300")
+    action = container_action(
+        ActionKind.STOP_CONTAINER, c, Reason.IDLE_TIMEOUT, params={"grace_s": 1, "remove": True}
+    )
+    ops = real_executor._docker
+    inspect = ops.inspect
+    looks: list[str] = []
+
+    def inspect_then_owner_stops(cid: str) -> Any:
+        seen = inspect(cid)
+        looks.append(seen.status if seen is not None else "gone")
+        if len(looks) == 2:  # the look right before the stop
+            docker_client.api.stop(c.id, timeout=0)
+        return seen
+
+    ops.inspect = inspect_then_owner_stops  # type: ignore[method-assign]
+    report = real_executor.execute(make_plan(action), ControllerMemory(), NOW)
+    (outcome,) = report.outcomes
+    assert looks[:2] == ["running", "running"]
+    assert outcome.outcome is Outcome.SKIPPED, outcome.detail
+    assert "exited" in outcome.detail
+    assert notifier.sent == []
+    c.reload()
+    assert c.status == "exited"  # still there, for its owner's hold
+    assert c.id not in report.memory.containers or (
+        report.memory.containers[c.id].stopped_by_controller_at is None
+    )
+    assert report.memory.removed == {} and report.memory.intents == {} and report.memory.attempts == {}
+    events = [(e["event_type"], e["details"]["phase"]) for e in read_events(event_log_path, intents=True)]
+    assert events == [("controller.action_started", "started"), ("controller.action_skipped", "skipped")]
+
+
+def test_a_stop_tells_a_container_it_stopped_from_one_already_stopped(
+    make_container: Any, docker_client: Any
+) -> None:
+    from controller.act.docker_ops import DockerOps
+
+    ops = DockerOps(docker_client)
+    c = make_container("sleep 300")
+    assert ops.stop(c.id, timeout_s=0) is True
+    assert ops.stop(c.id, timeout_s=0) is False  # the engine's 304: it was not running
+
+
 def test_state_change_is_skipped(real_executor: RealExecutor, make_container: Any) -> None:
     c = make_container("sleep 300", start=False)
     action = container_action(ActionKind.REMOVE_CONTAINER, c, Reason.CREATED_NEVER_STARTED)

@@ -4,10 +4,11 @@
 idle) and a simulated wall clock. Two honest fakes read and change it:
 
 - ``FakeHost.api`` stands for the executor's Docker seam (``client.api`` of docker-py): inspect,
-  a list by id, stop and remove answer as the engine does: 404 (``docker.errors.NotFound``) for an unknown id,
-  409 for removing a running container, a stop that returns once the container has exited. A
-  container whose main process ignores SIGTERM exits only when the stop's grace runs out: that takes
-  ``term_ignored_s`` real seconds here (``stop_gate`` can hold it longer, like a hung engine).
+  a list by id, stop and remove answer as the engine does: 404 (``docker.errors.NotFound``) for
+  an unknown id, 409 for removing a running container, a stop that returns once the container has
+  exited (304 Not Modified for one that was not running). A container whose main process ignores
+  SIGTERM exits only when the stop's grace runs out: that takes ``term_ignored_s`` real seconds
+  here (``stop_gate`` can hold it longer, like a hung engine).
 - ``FakeHost.observer`` stands for :class:`controller.observe.host.HostObserver`: a snapshot of the
   running and exited containers with their activity read at the simulated time.
 
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import threading
 import time
+import types
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -93,9 +95,28 @@ class FakeApi:
             ]
 
     def stop(self, cid: str, timeout: int) -> None:
+        """docker-py's ``stop``: the engine's 304 (not running) is no error, and is not told."""
+        self._stop(cid, timeout)
+
+    def _url(self, pathfmt: str, *args: str) -> str:
+        return pathfmt.format(*args)
+
+    def _post(self, url: str, params: dict[str, Any], timeout: float | None = None) -> Any:
+        """``POST /containers/{id}/stop?t=``, answered as the engine answers it: 204 when the
+        container was running (once it has exited), 304 (Not Modified) when it was not."""
+        _, what, cid, op = url.split("/")
+        assert (what, op) == ("containers", "stop"), url
+        return types.SimpleNamespace(status_code=self._stop(cid, int(params["t"])))
+
+    def _raise_for_status(self, response: Any) -> None:
+        pass  # the host's answers are successes; its errors are raised as docker-py raises them
+
+    def _stop(self, cid: str, timeout: int) -> int:
         host = self._host
         with host.lock:
             c = self._find(cid)
+            if c.status != "running":
+                return 304
             record = StopRecord(c.name, time.monotonic())
             host.stops.append(record)
             host.in_flight += 1
@@ -115,6 +136,7 @@ class FakeApi:
             with host.lock:
                 host.in_flight -= 1
                 record.ended = time.monotonic()
+        return 204
 
     def remove_container(self, cid: str, v: bool = False, force: bool = False) -> None:
         with self._host.lock:

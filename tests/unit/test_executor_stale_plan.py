@@ -23,7 +23,7 @@ from controller.act.report import Outcome
 from controller.memory import ControllerMemory
 from controller.plan.types import Action, ActionKind, Reason, StopParams, Target
 from tests.fixtures import builders as b
-from tests.fixtures.act import RecordingNotifier, make_plan
+from tests.fixtures.act import RecordingNotifier, make_plan, read_events
 from tests.unit.fake_host import FakeHost
 
 ALLOCATED = b.T0 - timedelta(hours=1)
@@ -168,18 +168,71 @@ def test_a_container_renamed_since_the_plan_is_not_stopped(tmp_path: Path) -> No
     assert c.status == "running"
 
 
+def test_a_container_its_owner_stopped_right_before_the_stop_is_not_the_controllers_stop(
+    tmp_path: Path,
+) -> None:
+    # The last look, after the intent, sees 'train' running; alice's own `docker stop` lands before
+    # the controller's, which the engine answers 304 Not Modified. The stop is hers: she is not told
+    # the controller stopped it, the controller keeps no mark of a stop of its own (nor of a hold
+    # it promised), and the stopped container is not removed with a stop that did not happen.
+    host = FakeHost(term_ignored_s=0.0)
+    c = host.add("train")
+    inspect = host.api.inspect_container
+    looks: list[str] = []
+
+    def inspect_container(cid: str) -> dict[str, object]:
+        data = inspect(cid)
+        looks.append(data["State"]["Status"])  # type: ignore[index]
+        if len(looks) == 2:  # the look right before the stop: then its owner stops it
+            c.status, c.finished_at = "exited", host.now
+        return data  # type: ignore[no-any-return]
+
+    host.api.inspect_container = inspect_container  # type: ignore[method-assign]
+    action = Action(
+        kind=ActionKind.STOP_CONTAINER,
+        target=Target(
+            container="train",
+            container_id=c.id,
+            expected_state="running",
+            expected_started_at=c.started_at,
+            user="alice",
+        ),
+        reason=Reason.IDLE_TIMEOUT,
+        message="stop train",
+        due_at=b.T0 - timedelta(minutes=5),
+        key=f"StopContainer:{c.id}:IdleTimeout",
+        params=StopParams(grace_s=30, remove=True),
+    )
+    notifier = RecordingNotifier()
+    log = tmp_path / "events.jsonl"
+    ex = RealExecutor(host.client, EventLog(log), notifier, tmp_path / "ledger.json", clock=host.clock)
+    report = ex.execute(make_plan(action), ControllerMemory(), b.T0)
+    (o,) = report.outcomes
+    assert o.outcome is Outcome.SKIPPED, o.detail
+    assert "exited" in o.detail
+    assert looks[:2] == ["running", "running"]
+    assert notifier.sent == []
+    assert host.containers["train"] is c and c.status == "exited"  # kept for its owner's hold
+    assert c.id not in report.memory.containers or (
+        report.memory.containers[c.id].stopped_by_controller_at is None
+    )
+    assert report.memory.removed == {} and report.memory.intents == {} and report.memory.attempts == {}
+    events = [(e["event_type"], e["details"]["phase"]) for e in read_events(log, intents=True)]
+    assert events == [("controller.action_started", "started"), ("controller.action_skipped", "skipped")]
+
+
 @pytest.mark.parametrize(("grace_s", "told_s"), [(0.5, 1), (1.9, 2), (30, 30), (0, 0)])
 def test_a_fractional_grace_is_rounded_up_never_down(tmp_path: Path, grace_s: float, told_s: int) -> None:
     host = FakeHost(term_ignored_s=0.0)
     c = host.add("train")
     told: list[int] = []
-    api_stop = host.api.stop
+    api_post = host.api._post
 
-    def recording_stop(cid: str, timeout: int = 10) -> None:
-        told.append(timeout)
-        api_stop(cid, timeout=timeout)
+    def recording_post(url: str, params: dict[str, int], timeout: float | None = None) -> object:
+        told.append(params["t"])  # the stop's ``t``, as the engine is told it
+        return api_post(url, params, timeout)
 
-    host.api.stop = recording_stop  # type: ignore[method-assign]
+    host.api._post = recording_post  # type: ignore[method-assign]
     (o,) = (
         executor(host, tmp_path)
         .execute(make_plan(stop(c.id, "train", c.started_at, grace_s)), ControllerMemory(), b.T0)

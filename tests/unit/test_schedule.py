@@ -417,14 +417,14 @@ def test_an_action_past_its_deadline_is_abandoned_and_its_target_stays_locked(tm
     host = FakeHost(term_ignored_s=0.01)
     hung, quick = host.add("hung"), host.add("quick")
     release = threading.Event()
-    original_stop = host.api.stop
+    original_stop = host.api._stop
 
-    def stop(cid: str, timeout: int) -> None:
+    def stop(cid: str, timeout: int) -> int:
         if cid == hung.id:
             release.wait(30)  # an engine that never answers for this one
-        original_stop(cid, timeout)
+        return original_stop(cid, timeout)
 
-    host.api.stop = stop  # type: ignore[method-assign]
+    host.api._stop = stop  # type: ignore[method-assign]
     executor = RealExecutor(host.client, EventLog(tmp_path / "e.jsonl"), RecordingNotifier(), tmp_path / "l")
     # The scheduler's clock runs 200 times faster: a 60 s grace plus slack passes in 0.6 s.
     scheduler = ActionScheduler(
