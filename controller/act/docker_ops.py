@@ -27,6 +27,8 @@ from controller.snapshot import ResourceLimits
 DOCKER_ZERO_TIME_PREFIX = "0001-01-01"
 # The engine's answer to a stop of a container that is not running.
 NOT_MODIFIED = 304
+# The engine's 409 to a removal of a container it is removing already, compared in lower case.
+_REMOVAL_IN_PROGRESS = "is already in progress"
 # The states a stop is waited out of: still running, or being removed by the engine (``--rm``).
 _SETTLING = frozenset({"running", "restarting", "removing"})
 _T = TypeVar("_T")
@@ -191,11 +193,28 @@ class DockerOps:
         return self._call(f"stop container {container_id[:12]}", post)
 
     def remove(self, container_id: str) -> None:
-        """``docker rm`` without force (a running container is refused by the engine)."""
-        self._call(
-            f"remove container {container_id[:12]}",
-            lambda: self._api.remove_container(container_id, v=False, force=False),
-        )
+        """``docker rm`` without force (a running container is refused by the engine).
+
+        To a first request, a container already gone raises :class:`GoneError`, one being removed
+        :class:`ConflictError` (someone else's removal). To a retry they are this call's removal:
+        the engine goes on deleting a large writable layer after the request before it stopped
+        waiting. The caller verifies the container gone either way.
+        """
+        what = f"remove container {container_id[:12]}"
+        posted = 0
+
+        def delete() -> None:
+            nonlocal posted
+            posted += 1
+            try:
+                self._api.remove_container(container_id, v=False, force=False)
+            except Exception as exc:
+                err = classify(exc, what)
+                if posted > 1 and (isinstance(err, GoneError) or _REMOVAL_IN_PROGRESS in str(err).lower()):
+                    return
+                raise err from exc
+
+        self._call(what, delete)
 
     def update(self, container_id: str, body: dict[str, int]) -> None:
         """``docker update`` of the resource limits in ``body`` (API names: ``Memory``, ``PidsLimit``...).

@@ -349,6 +349,48 @@ def test_already_removed_is_success(
     assert report.memory.removed == {}  # someone else's removal, not the controller's
 
 
+def test_a_removal_whose_first_request_went_unanswered_is_the_controllers_own(
+    real_executor: RealExecutor,
+    make_container: Any,
+    docker_client: Any,
+    event_log_path: Path,
+    notifier: RecordingNotifier,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Deleting a large writable layer takes longer than the request waits: the engine goes on with
+    # the removal, and the retry is answered 409 (already in progress) or 404 (done). That removal
+    # is the controller's: its owner is told, and its ledger rows are the controller's to release.
+    dirs = " ".join(f"/d/{i}" for i in range(3000))
+    c = make_container(["sh", "-c", f"mkdir /d {dirs}"])
+    c.wait(timeout=30)
+    action = container_action(ActionKind.REMOVE_CONTAINER, c, Reason.STOPPED_HOLD_EXPIRED)
+    api = docker_client.api
+    remove_container = api.remove_container
+    requests_sent: list[str] = []
+
+    def first_request_unanswered(cid: str, **kw: Any) -> Any:
+        requests_sent.append(cid)
+        if len(requests_sent) > 1:
+            return remove_container(cid, **kw)
+        waits = api.timeout
+        api.timeout = 0.01  # the engine goes on removing; the client stops waiting
+        try:
+            return remove_container(cid, **kw)
+        finally:
+            api.timeout = waits
+
+    monkeypatch.setattr(api, "remove_container", first_request_unanswered)
+    report = real_executor.execute(make_plan(action), ControllerMemory(), NOW)
+    (outcome,) = report.outcomes
+    assert len(requests_sent) == 2, "the first request is answered late, and retried"
+    assert outcome.outcome is Outcome.DONE, outcome.detail
+    assert gone(docker_client, c.id)
+    assert report.memory.removed[c.id].name == c.name
+    assert [e["event_type"] for e in read_events(event_log_path)] == ["container.remove"]
+    ((user, text, _),) = notifier.sent
+    assert user == "alice" and "removed" in text
+
+
 def test_one_failure_does_not_block_the_others(
     real_executor: RealExecutor, make_container: Any, docker_client: Any, event_log_path: Path
 ) -> None:
