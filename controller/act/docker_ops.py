@@ -173,24 +173,32 @@ class DockerOps:
 
         The engine answers 304 Not Modified to the stop of a container that is not running, which
         docker-py's ``stop`` takes for success and does not tell: the request is posted as docker-py
-        posts it, and its status read. A 304 to a retry is this call's stop all the same: the
-        request before it may have stopped the container and then not been answered.
+        posts it, and its status read. A 304 or a 404 to a retry is this call's stop all the same:
+        the request before it may have stopped the container (and the engine removed an ``--rm``
+        one) and then not been answered.
         """
         api = self._api
+        what = f"stop container {container_id[:12]}"
         posted = 0
 
         def post() -> bool:
             nonlocal posted
             posted += 1
-            response = api._post(
-                api._url("/containers/{0}/stop", container_id),
-                params={"t": timeout_s},
-                timeout=api.timeout + timeout_s,  # as docker-py's: the engine answers before it
-            )
-            api._raise_for_status(response)
+            try:
+                response = api._post(
+                    api._url("/containers/{0}/stop", container_id),
+                    params={"t": timeout_s},
+                    timeout=api.timeout + timeout_s,  # as docker-py's: the engine answers before it
+                )
+                api._raise_for_status(response)
+            except Exception as exc:
+                err = classify(exc, what)
+                if posted > 1 and isinstance(err, GoneError):
+                    return True
+                raise err from exc
             return response.status_code != NOT_MODIFIED or posted > 1
 
-        return self._call(f"stop container {container_id[:12]}", post)
+        return self._call(what, post)
 
     def remove(self, container_id: str) -> None:
         """``docker rm`` without force (a running container is refused by the engine).

@@ -11,6 +11,7 @@ from typing import Any
 import docker
 import docker.errors
 import pytest
+import requests.exceptions
 
 from controller.act.dry_run import DryRunExecutor
 from controller.act.events import EventLog
@@ -389,6 +390,50 @@ def test_a_removal_whose_first_request_went_unanswered_is_the_controllers_own(
     assert [e["event_type"] for e in read_events(event_log_path)] == ["container.remove"]
     ((user, text, _),) = notifier.sent
     assert user == "alice" and "removed" in text
+
+
+def test_a_stop_whose_first_request_went_unanswered_is_the_controllers_own_when_the_retry_finds_it_gone(
+    real_executor: RealExecutor,
+    make_container: Any,
+    docker_client: Any,
+    event_log_path: Path,
+    notifier: RecordingNotifier,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The engine stopped the `--rm` container and removed it, but the answer was lost: the retry is
+    # answered 404. The stop, and the removal it took with it, are the controller's.
+    c = make_container("sleep 300", auto_remove=True)
+    action = container_action(
+        ActionKind.STOP_CONTAINER, c, Reason.MAX_RUNTIME_EXCEEDED, params={"grace_s": 0, "remove": False}
+    )
+    api = docker_client.api
+    post = api._post
+    stops: list[str] = []
+
+    def first_stop_unanswered(url: str, *args: Any, **kw: Any) -> Any:
+        if not url.endswith(f"/containers/{c.id}/stop"):
+            return post(url, *args, **kw)
+        stops.append(url)
+        response = post(url, *args, **kw)
+        if len(stops) > 1:
+            return response
+        for _ in range(200):  # the engine removes it once it has stopped
+            if gone(docker_client, c.id):
+                break
+            time.sleep(0.05)
+        raise requests.exceptions.ReadTimeout("read timed out")
+
+    monkeypatch.setattr(api, "_post", first_stop_unanswered)
+    report = real_executor.execute(make_plan(action), ControllerMemory(), NOW)
+    (outcome,) = report.outcomes
+    assert len(stops) == 2, "the first request is answered late, and retried"
+    assert outcome.outcome is Outcome.DONE, outcome.detail
+    assert outcome.detail.startswith("stopped and removed"), outcome.detail
+    assert report.memory.removed[c.id].name == c.name
+    (event,) = read_events(event_log_path)
+    assert event["event_type"] == "maintenance.runtime_kill" and event["details"]["removed"] is True
+    ((user, text, _),) = notifier.sent
+    assert user == "alice" and "was stopped and removed" in text
 
 
 def test_one_failure_does_not_block_the_others(

@@ -1,9 +1,10 @@
 """A request the engine carried out but did not answer in time is the controller's all the same.
 
 The executor retries a Docker request that timed out. The engine may have done what the first one
-asked (a removal goes on after the client stops waiting): the retry is then answered 404 or 409
-(removal already in progress), which to a first request would mean that someone else removed the
-container. Here it is the controller's own removal, and it is recorded and told as one.
+asked (a removal goes on after the client stops waiting; a stopped ``--rm`` container is removed):
+the retry is then answered 404, 409 (removal already in progress) or 304 (not running), which to a
+first request would mean that someone else did it. Here it is the controller's own stop or
+removal, and it is recorded and told as one.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from controller.act.events import EventLog
 from controller.act.executor import RealExecutor
 from controller.act.report import Outcome
 from controller.memory import ControllerMemory
-from controller.plan.types import Action, ActionKind, Reason, Target
+from controller.plan.types import Action, ActionKind, Reason, StopParams, Target
 from tests.fixtures import builders as b
 from tests.fixtures.act import RecordingNotifier, make_plan, read_events
 from tests.unit.fake_host import FakeHost
@@ -64,3 +65,52 @@ def test_a_removal_the_engine_did_without_answering_is_the_controllers_own(tmp_p
     assert [e["event_type"] for e in read_events(log)] == ["container.remove"]
     ((user, text, _),) = notifier.sent
     assert user == "alice" and "removed" in text
+
+
+def test_a_stop_the_engine_did_without_answering_is_the_controllers_own_when_the_retry_finds_it_gone(
+    tmp_path: Path,
+) -> None:
+    # The engine stopped the `--rm` container and removed it, but the stop's answer never came: the
+    # retry is answered 404. The stop (and the removal it took with it) is the controller's.
+    host = FakeHost(term_ignored_s=0.0)
+    c = host.add("train")
+    post = host.api._post
+    requests_sent: list[str] = []
+
+    def first_request_unanswered(url: str, params: dict[str, int], timeout: float | None = None) -> Any:
+        requests_sent.append(url)
+        response = post(url, params, timeout)
+        if len(requests_sent) == 1:  # stopped, then removed by the engine (--rm); no answer came
+            del host.containers["train"]
+            raise requests.exceptions.ReadTimeout("read timed out")
+        return response
+
+    host.api._post = first_request_unanswered  # type: ignore[method-assign]
+    action = Action(
+        kind=ActionKind.STOP_CONTAINER,
+        target=Target(
+            container="train",
+            container_id=c.id,
+            expected_state="running",
+            expected_started_at=c.started_at,
+            user="alice",
+        ),
+        reason=Reason.MAX_RUNTIME_EXCEEDED,
+        message="stop train",
+        due_at=b.T0 - timedelta(minutes=5),
+        key=f"StopContainer:{c.id}:MaxRuntimeExceeded",
+        params=StopParams(grace_s=30),
+    )
+    notifier = RecordingNotifier()
+    log = tmp_path / "events.jsonl"
+    ex = RealExecutor(host.client, EventLog(log), notifier, tmp_path / "ledger.json", clock=host.clock)
+    report = ex.execute(make_plan(action), ControllerMemory(), b.T0)
+    (o,) = report.outcomes
+    assert len(requests_sent) == 2
+    assert o.outcome is Outcome.DONE, o.detail
+    assert o.detail.startswith("stopped and removed"), o.detail
+    assert report.memory.removed[c.id].name == "train"
+    (event,) = read_events(log)
+    assert event["event_type"] == "maintenance.runtime_kill" and event["details"]["removed"] is True
+    ((user, text, _),) = notifier.sent
+    assert user == "alice" and "was stopped and removed" in text
