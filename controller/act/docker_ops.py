@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 
 from tenacity import retry, retry_if_exception_type, stop_after_attempt, wait_exponential
 
-from controller.act.errors import GoneError, PermanentError, TransientError, classify
+from controller.act.errors import GoneError, PermanentError, TransientError, classify, may_have_acted
 from controller.observe.mounts import workspace_source
 from controller.observe.resources import parse_limits
 from controller.snapshot import ResourceLimits
@@ -173,17 +173,16 @@ class DockerOps:
 
         The engine answers 304 Not Modified to the stop of a container that is not running, which
         docker-py's ``stop`` takes for success and does not tell: the request is posted as docker-py
-        posts it, and its status read. A 304 or a 404 to a retry is this call's stop all the same:
-        the request before it may have stopped the container (and the engine removed an ``--rm``
-        one) and then not been answered.
+        posts it, and its status read. A 304 or a 404 to a retry is this call's stop all the same
+        when a request before it reached the engine (:func:`may_have_acted`): that one may have
+        stopped the container (and the engine removed an ``--rm`` one) and then not been answered.
         """
         api = self._api
         what = f"stop container {container_id[:12]}"
-        posted = 0
+        acted = False  # a request before this one may have been carried out
 
         def post() -> bool:
-            nonlocal posted
-            posted += 1
+            nonlocal acted
             try:
                 response = api._post(
                     api._url("/containers/{0}/stop", container_id),
@@ -193,33 +192,34 @@ class DockerOps:
                 api._raise_for_status(response)
             except Exception as exc:
                 err = classify(exc, what)
-                if posted > 1 and isinstance(err, GoneError):
+                if acted and isinstance(err, GoneError):
                     return True
+                acted = acted or may_have_acted(exc)
                 raise err from exc
-            return response.status_code != NOT_MODIFIED or posted > 1
+            return response.status_code != NOT_MODIFIED or acted
 
         return self._call(what, post)
 
     def remove(self, container_id: str) -> None:
         """``docker rm`` without force (a running container is refused by the engine).
 
-        To a first request, a container already gone raises :class:`GoneError`, one being removed
-        :class:`ConflictError` (someone else's removal). To a retry they are this call's removal:
-        the engine goes on deleting a large writable layer after the request before it stopped
-        waiting. The caller verifies the container gone either way.
+        A container already gone raises :class:`GoneError`, one being removed :class:`ConflictError`
+        (someone else's removal), unless a request before reached the engine (:func:`may_have_acted`):
+        then they are this call's removal, as the engine goes on deleting a large writable layer
+        after the request stopped waiting. The caller verifies the container gone.
         """
         what = f"remove container {container_id[:12]}"
-        posted = 0
+        acted = False  # a request before this one may have been carried out
 
         def delete() -> None:
-            nonlocal posted
-            posted += 1
+            nonlocal acted
             try:
                 self._api.remove_container(container_id, v=False, force=False)
             except Exception as exc:
                 err = classify(exc, what)
-                if posted > 1 and (isinstance(err, GoneError) or _REMOVAL_IN_PROGRESS in str(err).lower()):
+                if acted and (isinstance(err, GoneError) or _REMOVAL_IN_PROGRESS in str(err).lower()):
                     return
+                acted = acted or may_have_acted(exc)
                 raise err from exc
 
         self._call(what, delete)

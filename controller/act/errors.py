@@ -75,6 +75,17 @@ def classify(exc: BaseException, what: str) -> ActError:
     return PermanentError(f"{what}: unexpected {type(exc).__name__}: {exc}")
 
 
+def may_have_acted(exc: BaseException) -> bool:
+    """Whether the engine may have carried out a request that failed with ``exc``: it answered with
+    an engine error (5xx), or did not answer in time. A connection that could not be made (refused,
+    a connect timeout, one the engine had closed) carried nothing."""
+    if isinstance(exc, requests.exceptions.ConnectionError):  # a ConnectTimeout is one too
+        return False
+    if isinstance(exc, docker.errors.APIError):
+        return exc.status_code is not None and exc.status_code >= 500
+    return isinstance(exc, requests.exceptions.Timeout | TimeoutError)
+
+
 def _explain(exc: BaseException) -> str:
     if isinstance(exc, docker.errors.APIError):
         text = exc.explanation

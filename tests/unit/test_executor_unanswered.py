@@ -114,3 +114,91 @@ def test_a_stop_the_engine_did_without_answering_is_the_controllers_own_when_the
     assert event["event_type"] == "maintenance.runtime_kill" and event["details"]["removed"] is True
     ((user, text, _),) = notifier.sent
     assert user == "alice" and "was stopped and removed" in text
+
+
+def test_a_retry_after_a_connection_that_could_not_be_made_finds_someone_elses_stop(tmp_path: Path) -> None:
+    # The first request never reached the engine (the connection was refused: it was restarting);
+    # its owner stopped the container before the retry, which the engine answers 304. Nothing the
+    # controller sent stopped it: the stop is the owner's.
+    host = FakeHost(term_ignored_s=0.0)
+    c = host.add("train")
+    post = host.api._post
+    requests_sent: list[str] = []
+
+    def first_connection_refused(url: str, params: dict[str, int], timeout: float | None = None) -> Any:
+        requests_sent.append(url)
+        if len(requests_sent) == 1:
+            c.status, c.finished_at = "exited", host.now  # the owner's `docker stop`
+            raise requests.exceptions.ConnectionError("connection refused")
+        return post(url, params, timeout)
+
+    host.api._post = first_connection_refused  # type: ignore[method-assign]
+    action = Action(
+        kind=ActionKind.STOP_CONTAINER,
+        target=Target(
+            container="train",
+            container_id=c.id,
+            expected_state="running",
+            expected_started_at=c.started_at,
+            user="alice",
+        ),
+        reason=Reason.MAX_RUNTIME_EXCEEDED,
+        message="stop train",
+        due_at=b.T0 - timedelta(minutes=5),
+        key=f"StopContainer:{c.id}:MaxRuntimeExceeded",
+        params=StopParams(grace_s=30),
+    )
+    notifier = RecordingNotifier()
+    ex = RealExecutor(
+        host.client, EventLog(tmp_path / "events.jsonl"), notifier, tmp_path / "ledger.json", clock=host.clock
+    )
+    report = ex.execute(make_plan(action), ControllerMemory(), b.T0)
+    (o,) = report.outcomes
+    assert len(requests_sent) == 2
+    assert o.outcome is Outcome.SKIPPED, o.detail
+    assert notifier.sent == []
+    assert c.id not in report.memory.containers or (
+        report.memory.containers[c.id].stopped_by_controller_at is None
+    )
+
+
+def test_a_retry_after_a_connection_that_could_not_be_made_finds_someone_elses_removal(
+    tmp_path: Path,
+) -> None:
+    host = FakeHost()
+    c = host.add("train")
+    c.status, c.finished_at = "exited", host.now - timedelta(hours=2)
+    remove_container = host.api.remove_container
+    requests_sent: list[str] = []
+
+    def first_connection_refused(cid: str, **kw: Any) -> None:
+        requests_sent.append(cid)
+        if len(requests_sent) == 1:
+            del host.containers["train"]  # its owner's `docker rm`
+            raise requests.exceptions.ConnectionError("connection refused")
+        remove_container(cid, **kw)
+
+    host.api.remove_container = first_connection_refused  # type: ignore[method-assign]
+    action = Action(
+        kind=ActionKind.REMOVE_CONTAINER,
+        target=Target(
+            container="train",
+            container_id=c.id,
+            expected_state="exited",
+            expected_started_at=c.started_at,
+            user="alice",
+        ),
+        reason=Reason.STOPPED_HOLD_EXPIRED,
+        message="remove train",
+        due_at=b.T0 - timedelta(minutes=5),
+        key=f"RemoveContainer:{c.id}:StoppedHoldExpired",
+    )
+    notifier = RecordingNotifier()
+    ex = RealExecutor(
+        host.client, EventLog(tmp_path / "events.jsonl"), notifier, tmp_path / "ledger.json", clock=host.clock
+    )
+    report = ex.execute(make_plan(action), ControllerMemory(), b.T0)
+    (o,) = report.outcomes
+    assert len(requests_sent) == 2
+    assert o.outcome is Outcome.ALREADY_DONE, o.detail
+    assert notifier.sent == [] and report.memory.removed == {}
