@@ -231,7 +231,8 @@ class ControllerMemory(BaseModel):
     clock_steps: tuple[ClockStep, ...] = Field(
         default=(),
         description="Forward wall-clock steps seen lately, kept while a ledger row written before one "
-        "may still be inside its reservation window (a step is not reservation time)",
+        "may still be inside its reservation window (a step is not reservation time), and all of them "
+        "while Docker does not answer: a container listed with no record starts its hold from them",
     )
     intents: dict[str, Intent] = Field(
         default_factory=dict, description="action key -> destructive action started, outcome not yet recorded"

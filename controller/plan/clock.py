@@ -153,13 +153,23 @@ def _capped(step_s: float, now: datetime, since: datetime) -> float:
 
 
 def recent_steps(
-    steps: tuple[ClockStep, ...], clock: ClockCheck, seen_at: datetime, now: datetime, window_s: float
+    steps: tuple[ClockStep, ...],
+    clock: ClockCheck,
+    seen_at: datetime,
+    now: datetime,
+    window_s: float,
+    *,
+    listed: bool = True,
 ) -> tuple[ClockStep, ...]:
     """The steps to keep after this pass: this pass's step added, and any step dropped once no row
-    written before it can still be inside a reservation window of ``window_s`` (plus the step)."""
+    written before it can still be inside a reservation window of ``window_s`` (plus the step).
+
+    ``listed``: this pass listed the containers. One that did not (Docker unavailable) drops none:
+    a container with no record yet (every one, after a lost memory) starts its hold discount from
+    the steps when it is next listed, however old they are by then."""
     if clock.step_s > 0:
         steps = (*steps, ClockStep(seen_at=seen_at, step_s=clock.step_s))
-    if not steps:
+    if not steps or not listed:
         return steps
     return tuple(s for s in steps if s.seen_at + timedelta(seconds=window_s + s.step_s) >= now)
 

@@ -86,9 +86,7 @@ def _plan(snapshot: Snapshot, desired: DesiredState, memory: ControllerMemory, n
     ctx = PassContext.build(snapshot, now, desired.global_policy, memory)
     out = Collector()
     clock = check_clock(snapshot, memory)
-    ctx.clock_steps = recent_steps(
-        memory.clock_steps, clock, snapshot.observed_at, now, ctx.glob.ledger_reservation_window_s.value
-    )
+    ctx.clock_steps = _steps_kept(ctx, clock)
 
     if ctx.docker_ok:
         _observe_containers(ctx, desired, clock)
@@ -137,6 +135,16 @@ def _plan(snapshot: Snapshot, desired: DesiredState, memory: ControllerMemory, n
         deferred=_in_order(gates.deferred),
         delivered_alerts=tuple(sorted(gates.delivered_alerts, key=lambda a: a.key)),
         memory=next_memory,
+    )
+
+
+def _steps_kept(ctx: PassContext, clock: ClockCheck) -> tuple[ClockStep, ...]:
+    """The forward clock steps to keep after this pass (:func:`recent_steps`). A pass that listed no
+    container (Docker unavailable) drops none: the containers listed next with no record (every one,
+    after a lost memory) start their hold discounts from them (:func:`_with_steps_before`)."""
+    window_s = ctx.glob.ledger_reservation_window_s.value
+    return recent_steps(
+        ctx.memory.clock_steps, clock, ctx.snapshot.observed_at, ctx.now, window_s, listed=ctx.docker_ok
     )
 
 

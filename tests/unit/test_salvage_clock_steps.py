@@ -20,11 +20,12 @@ from controller.act.salvage import memory_from_event_log, memory_from_events, no
 from controller.memory import ClockStep, ControllerMemory
 from controller.plan.clock import STEP_BACK, STEP_FORWARD, clock_step_details
 from controller.plan.types import ActionKind, DeferReason, Plan, Reason
-from controller.snapshot import ContainerObs, Snapshot
+from controller.snapshot import ContainerObs, Domain, Snapshot
 from tests.fixtures import builders as b
 
 MONO_AT_START = 50_000.0
 STEP = 2 * b.HOUR
+DAY = 24 * b.HOUR
 WINDOW = timedelta(minutes=5)  # the test policy's reservation window
 
 
@@ -91,6 +92,29 @@ def test_a_step_before_the_memory_was_lost_is_not_hold_time() -> None:
     assert d.due_at == b.T0 - timedelta(minutes=1) + timedelta(minutes=30) + timedelta(seconds=STEP)
     assert d.evidence["clock_step_discount_s"] == STEP
     assert b.removed(h.observe(30 * 60, [train])) == ["train"]
+
+
+def test_docker_down_at_the_first_pass_after_the_loss_keeps_the_steps_for_its_return() -> None:
+    # A GPU container held two days, stopped a real minute before the first pass; the step, then
+    # the memory lost two real days later, and the first pass after the loss finds Docker down. The
+    # container's record starts when Docker answers again, a real 30 minutes before its hold ends:
+    # the step is still not hold time then. A real two days after its stop, it is removed.
+    h = LostMemoryHost(b.policy(gpu_hold_after_stop_s=2 * DAY, container_hold_after_stop_s=2 * DAY))
+    finished = b.T0 - timedelta(minutes=1)
+    train = b.exited("train", gpus=[b.GPU0], started_at=b.T0 - timedelta(hours=1), finished_at=finished)
+    h.observe(0, [train])
+    h.offset_s = STEP
+    h.observe(30, [train])
+    h.lose_memory(2 * DAY - 40 * 60)
+    down = h.observe(2 * DAY - 35 * 60, [], down=[Domain.DOCKER])
+    assert b.removed(down) == []
+    assert h.runner.memory.clock_steps == (ClockStep(seen_at=h.wall(30), step_s=STEP),)
+    back = h.observe(2 * DAY - 30 * 60, [train])
+    assert b.removed(back) == [], "removed a real 29 minutes before its hold ends: the step counted"
+    (d,) = [d for d in back.deferred if d.target.container == "train"]
+    assert d.due_at == finished + timedelta(days=2, seconds=STEP)
+    assert d.evidence["clock_step_discount_s"] == STEP
+    assert b.removed(h.observe(2 * DAY, [train])) == ["train"]
 
 
 # --- (b) a ledger row keeps its reservation window ------------------------------------------------
