@@ -293,6 +293,24 @@ class ControllerMemory(BaseModel):
         containers[container_id] = cm.model_copy(update=update)
         return self.model_copy(update={"containers": containers})
 
+    def with_promised_hold(self, container_id: str, started_at: datetime, hold_s: float) -> ControllerMemory:
+        """The hold the notice of the controller's stop of the start ``started_at`` named, rebuilt
+        from the event log (:mod:`controller.act.salvage`). Not the stop's mark
+        (``stopped_by_controller_at``): the removal breaker counts a container whose mark was lost.
+
+        The longest promise of that start is kept. A record of an earlier start (a memory from a
+        backup) gives way to it; one of a later start is left alone: the promise no longer applies."""
+        cm = self.containers.get(container_id)
+        if cm is not None and cm.started_at is not None and cm.started_at > started_at:
+            return self
+        if cm is None or cm.started_at != started_at:
+            cm = ContainerMemory(container_id=container_id, started_at=started_at)
+        elif cm.promised_hold_s is not None and cm.promised_hold_s >= hold_s:
+            return self
+        containers = dict(self.containers)
+        containers[container_id] = cm.model_copy(update={"promised_hold_s": hold_s})
+        return self.model_copy(update={"containers": containers})
+
     def with_controller_removal(self, container_id: str, name: str, at: datetime) -> ControllerMemory:
         """A container the controller removed at ``at`` (its ledger rows are its own to release)."""
         removed = dict(self.removed)

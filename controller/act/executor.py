@@ -93,6 +93,7 @@ from controller.plan.limits_update import still_needed
 from controller.plan.rules.resources import highest_use, memory_floor, pids_floor
 from controller.plan.types import (
     DONE_KINDS,
+    KEPT_AFTER_STOP_S,
     Action,
     ActionKind,
     GpuEvidence,
@@ -363,6 +364,10 @@ class RealExecutor:
             details["gpus"] = gpus
         if intent.reclaimed_gpu_s is not None:
             details["reclaimed_gpu_s"] = intent.reclaimed_gpu_s
+        promised = action.promised_hold_s()
+        if promised is not None:
+            # The hold the stop's notice names: a lost memory still keeps the container that long.
+            details[KEPT_AFTER_STOP_S] = promised
         self._events.write_durable(EventType.ACTION_STARTED, user=t.user, details=details)
         self._begun[action.key] = intent
         logger.info(

@@ -20,7 +20,11 @@ itself (a fresh memory would close it), **GPU resets** already performed (a fres
 allow resetting a still-dirty GPU again), **back-off** of failed actions, and the **forward
 wall-clock steps** seen lately (``clock_steps``, from the daemon's ``controller.clock_step`` lines:
 a fresh memory would count a step as hold time, runtime and reservation time, and remove a stopped
-container, stop one over its max runtime or release a ledger row that much early). Destructive actions
+container, stop one over its max runtime or release a ledger row that much early), and the **hold a
+stop notice named** for the start the controller stopped (``promised_hold_s``, from the stop's
+``controller.action_started`` line: a fresh memory would remove the container by a policy reloaded
+shorter since, before the time its owner was told; not the stop's mark, so the removal breaker
+counts that container again). Destructive actions
 **started and never closed** (a crash during one) are rebuilt as open intents from their
 ``controller.action_started`` lines, so the next pass still records them once with their original
 reason. The event log rotated last (``<log>.1``) is read before the log itself. When the event log
@@ -28,7 +32,7 @@ cannot be read, the breaker is opened (unknown is not safe). Warnings and admin 
 rebuilt: they may be sent once more, and a stop waits for its warning's lead time again. A memory
 file that is missing is rebuilt the same way: on a first start the log holds nothing of the
 controller's. A memory that reads cleanly but is older than the log (restored from a backup) is
-kept, with the breakers, resets, open intents and clock steps the log adds
+kept, with the breakers, resets, open intents, clock steps and stop notices' holds the log adds
 (:func:`not_older_than_the_log`).
 
 Called by :func:`controller.wiring.build_controller`.
@@ -37,6 +41,7 @@ Called by :func:`controller.wiring.build_controller`.
 from __future__ import annotations
 
 import json
+import math
 import os
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -61,7 +66,7 @@ from controller.memory import (
 )
 from controller.observe.docker_adapter import inspect_cache_readable
 from controller.plan.clock import STEP_FORWARD
-from controller.plan.types import Action, Reason
+from controller.plan.types import KEPT_AFTER_STOP_S, Action, ActionKind, Reason
 from controller.store import (
     INSPECT_CACHE_FILE,
     POLICY_STATUS_FILE,
@@ -81,7 +86,8 @@ SALVAGE_SCAN_LINES = 200_000
 # What starting without each file means, for the log line and the docs.
 CONSEQUENCE = {
     "memory.json": "starting with fresh memory (new idle streaks and grace periods; the breaker, "
-    "GPU resets, back-off and wall-clock steps are restored from the event log)",
+    "GPU resets, back-off, wall-clock steps and the holds stop notices named are restored from the "
+    "event log)",
     POLICY_STATUS_FILE: "ds01ctl shows no reload status until the next policy reload",
     INVENTORY_FILE: "the next pass is a new inventory baseline",
     INSPECT_CACHE_FILE: "ds01ctl starts cold until the first pass rewrites it",
@@ -202,6 +208,10 @@ def not_older_than_the_log(memory: ControllerMemory, path: Path, now: datetime) 
     intents = {k: i for k, i in logged.intents.items() if k not in memory.intents}
     if intents:
         update["intents"] = {**memory.intents, **intents}
+    promised = _promises_added(memory, logged)
+    if promised is not memory:
+        update["containers"] = promised.containers
+        logger.warning("restored from the event log, newer than the memory: the hold a stop notice named")
     steps = _steps_since(memory, logged.clock_steps)
     if steps:
         update["clock_steps"] = tuple(sorted((*memory.clock_steps, *steps), key=lambda s: s.seen_at))
@@ -216,6 +226,15 @@ def not_older_than_the_log(memory: ControllerMemory, path: Path, now: datetime) 
             len(intents),
         )
     return memory.model_copy(update=update) if update else memory
+
+
+def _promises_added(memory: ControllerMemory, logged: ControllerMemory) -> ControllerMemory:
+    """``memory`` with the holds the logged stop notices named that it lacks (the same ``memory``
+    when it has them all): see :meth:`ControllerMemory.with_promised_hold`."""
+    for cm in logged.containers.values():
+        if cm.started_at is not None and cm.promised_hold_s is not None:
+            memory = memory.with_promised_hold(cm.container_id, cm.started_at, cm.promised_hold_s)
+    return memory
 
 
 def _steps_since(memory: ControllerMemory, logged: tuple[ClockStep, ...]) -> tuple[ClockStep, ...]:
@@ -267,14 +286,16 @@ def memory_from_event_log(path: Path, now: datetime) -> ControllerMemory:
     for name, breaker in memory.breakers_tripped:
         what = "circuit breaker" if name == "breaker" else name
         logger.error("{} restored from the event log: {}", what, breaker.reason)
-    if memory.done or memory.attempts or memory.intents or memory.clock_steps:
+    if memory.done or memory.attempts or memory.intents or memory.clock_steps or memory.containers:
         logger.warning(
             "restored from the event log: {} GPU reset(s) already performed, {} back-off(s), "
-            "{} action(s) started and never recorded as finished, {} forward wall-clock step(s)",
+            "{} action(s) started and never recorded as finished, {} forward wall-clock step(s), "
+            "{} hold(s) named by stop notices",
             len(memory.done),
             len(memory.attempts),
             len(memory.intents),
             len(memory.clock_steps),
+            len(memory.containers),
         )
     return memory
 
@@ -285,8 +306,8 @@ def _details(event: Mapping[str, Any]) -> Mapping[str, Any]:
 
 
 def memory_from_events(events: Iterable[Mapping[str, Any]], now: datetime) -> ControllerMemory:
-    """Pure: the breakers, GPU resets, back-off, open intents and forward clock steps a lost memory
-    held, from event lines (oldest first).
+    """Pure: the breakers, GPU resets, back-off, open intents, forward clock steps and the holds
+    stop notices named a lost memory held, from event lines (oldest first).
 
     The clock steps are those of the last :data:`RETENTION_S`: the first pass starts each
     container's record from them (a step seen after its hold began or its start is not hold time or
@@ -299,6 +320,7 @@ def memory_from_events(events: Iterable[Mapping[str, Any]], now: datetime) -> Co
     attempts: dict[str, Attempt] = {}
     started: dict[tuple[str, str], tuple[datetime, Mapping[str, Any]]] = {}
     closed: set[tuple[str, str]] = set()
+    carried_out: list[tuple[tuple[str, str], Mapping[str, Any]]] = []
     steps: dict[datetime, ClockStep] = {}
     for event in events:
         kind = event.get("event_type")
@@ -331,6 +353,8 @@ def memory_from_events(events: Iterable[Mapping[str, Any]], now: datetime) -> Co
             started[tie] = (at, d)
         elif d.get("phase") in ("done", "failed", "skipped"):
             closed.add(tie)
+            if d.get("phase") == "done" and kind != EventType.ACTION_DONE:
+                carried_out.append((tie, d))  # the action's own event: it was carried out
         if key.startswith("ResetGpu:") and d.get("phase") != "started":
             # ResetGpu:<uuid>:<dirty since>:GpuDirty -- performed (or interrupted): never again blind.
             parts = key.split(":", 2)
@@ -354,7 +378,7 @@ def memory_from_events(events: Iterable[Mapping[str, Any]], now: datetime) -> Co
         intent = _intent_from_started(tie[0], at, d)
         if intent is not None:
             intents[tie[0]] = intent
-    return ControllerMemory(
+    memory = ControllerMemory(
         breaker=breaker,
         release_breaker=release_breaker,
         done=done,
@@ -363,6 +387,36 @@ def memory_from_events(events: Iterable[Mapping[str, Any]], now: datetime) -> Co
         intents=intents,
         clock_steps=tuple(steps[k] for k in sorted(steps)),
     )
+    for tie, d in carried_out:
+        begun = started.get(tie)
+        if begun is not None:
+            memory = _with_promise(memory, begun[1], d)
+    return memory
+
+
+def _with_promise(
+    memory: ControllerMemory, started: Mapping[str, Any], done: Mapping[str, Any]
+) -> ControllerMemory:
+    """``memory`` with the hold the owner's notice of a StopContainer named, for the start it
+    stopped (:meth:`ControllerMemory.with_promised_hold`): a stop carried out that left the
+    container in place, its notice sent (not one found stopped and started again since). The hold is
+    on its ``controller.action_started`` line (``started``); a line written before it was there
+    leaves the stop event's evidence (``done``)."""
+    if started.get("kind") != ActionKind.STOP_CONTAINER.value:
+        return memory
+    if done.get("removed") is not False or done.get("restarted_since"):
+        return memory
+    hold = started.get(KEPT_AFTER_STOP_S)
+    evidence = done.get("evidence")
+    if hold is None and isinstance(evidence, Mapping):
+        hold = evidence.get(KEPT_AFTER_STOP_S)
+    cid = started.get("container_id")
+    started_at = parse_timestamp(started.get("expected_started_at"))
+    if not isinstance(cid, str) or not cid or started_at is None:
+        return memory
+    if isinstance(hold, bool) or not isinstance(hold, int | float) or not math.isfinite(hold):
+        return memory
+    return memory.with_promised_hold(cid, started_at, float(hold))
 
 
 def _forward_step(at: datetime | None, d: Mapping[str, Any]) -> ClockStep | None:

@@ -223,6 +223,26 @@ def _with_steps_before(
     return mem.model_copy(update=update) if update else mem
 
 
+def _first_listed(
+    prev: ContainerMemory, c: ContainerObs, seen_at: datetime, steps: tuple[ClockStep, ...]
+) -> ContainerMemory:
+    """A record of this start that no pass listed yet: the hold a stop notice named, rebuilt from
+    the event log with a lost memory (:mod:`controller.act.salvage`), or the executor's record of a
+    stop it recovered before the first pass. It gathered no clock step: its discounts start from the
+    steps seen before, as a fresh record's do (:func:`_with_steps_before`), never lower than its own."""
+    first = prev.first_seen_at if prev.first_seen_at is not None else seen_at
+    mem = prev.model_copy(update={"name": c.name, "first_seen_at": first})
+    if not steps:
+        return mem
+    stepped = _with_steps_before(mem, c, None, steps)
+    return stepped.model_copy(
+        update={
+            "runtime_discount_s": max(prev.runtime_discount_s, stepped.runtime_discount_s),
+            "hold_discount_s": max(prev.hold_discount_s, stepped.hold_discount_s),
+        }
+    )
+
+
 def _observe_containers(ctx: PassContext, desired: DesiredState, clock: ClockCheck) -> None:
     seen_at = ctx.snapshot.observed_at
     now = ctx.now
@@ -243,6 +263,8 @@ def _observe_containers(ctx: PassContext, desired: DesiredState, clock: ClockChe
             mem = fresh_memory(c, seen_at, prev)
             if steps_before:
                 mem = _with_steps_before(mem, c, prev, steps_before)
+        elif not prev.last_state:
+            mem = _first_listed(prev, c, seen_at, steps_before)
         elif prev.name != c.name:
             mem = prev.model_copy(update={"name": c.name})
         else:
