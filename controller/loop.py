@@ -57,6 +57,7 @@ from controller.plan.clock import clock_step_details, clock_step_line
 from controller.plan.desired import PolicySetDesired
 from controller.plan.open_alerts import OpenAlert, count_by_reason, open_alerts
 from controller.plan.planner import plan as make_plan
+from controller.plan.rules.cleanup import restart_mark_details
 from controller.plan.types import Plan
 from controller.plan.wake import MIN_WAIT_S
 from controller.policy_identity import policy_identity
@@ -186,6 +187,9 @@ class Controller:
                 user=None,
                 details=clock_step_details(self.memory, the_plan.memory, snapshot.observed_at),
             )
+        for details in restart_mark_details(self.memory, the_plan.memory):
+            # A container a restart stopped keeps the restart's hold after a lost memory too (salvage).
+            self.event_log.write(EventType.RESTART_STOP, user=None, details=details)
         # Admin alerts raised by this observation (delivered before or not): ds01_admin_alerts_open.
         self._open_alerts = open_alerts(self.memory, the_plan) if self.metrics is not None else ()
         report = self._execute(the_plan, now, observed_mono, gp)

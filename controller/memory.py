@@ -300,16 +300,35 @@ class ControllerMemory(BaseModel):
 
         The longest promise of that start is kept. A record of an earlier start (a memory from a
         backup) gives way to it; one of a later start is left alone: the promise no longer applies."""
-        cm = self.containers.get(container_id)
-        if cm is not None and cm.started_at is not None and cm.started_at > started_at:
-            return self
-        if cm is None or cm.started_at != started_at:
-            cm = ContainerMemory(container_id=container_id, started_at=started_at)
-        elif cm.promised_hold_s is not None and cm.promised_hold_s >= hold_s:
+        cm = self._record_of_start(container_id, started_at)
+        if cm is None or (cm.promised_hold_s is not None and cm.promised_hold_s >= hold_s):
             return self
         containers = dict(self.containers)
         containers[container_id] = cm.model_copy(update={"promised_hold_s": hold_s})
         return self.model_copy(update={"containers": containers})
+
+    def with_restart_mark(
+        self, container_id: str, started_at: datetime, restart_at: datetime
+    ) -> ControllerMemory:
+        """The start ``started_at`` of a container was stopped by the restart at ``restart_at``, as a
+        pass decided, rebuilt from the event log (:mod:`controller.act.salvage`): it keeps the restart's
+        hold. A mark already there stays; records of other starts as :meth:`with_promised_hold`."""
+        cm = self._record_of_start(container_id, started_at)
+        if cm is None or cm.stopped_by_restart_at is not None:
+            return self
+        containers = dict(self.containers)
+        containers[container_id] = cm.model_copy(update={"stopped_by_restart_at": restart_at})
+        return self.model_copy(update={"containers": containers})
+
+    def _record_of_start(self, container_id: str, started_at: datetime) -> ContainerMemory | None:
+        """The record of the start ``started_at`` of a container, a new one when the memory holds
+        none or one of an earlier start; None when it holds one of a later start."""
+        cm = self.containers.get(container_id)
+        if cm is not None and cm.started_at is not None and cm.started_at > started_at:
+            return None
+        if cm is None or cm.started_at != started_at:
+            return ContainerMemory(container_id=container_id, started_at=started_at)
+        return cm
 
     def with_controller_removal(self, container_id: str, name: str, at: datetime) -> ControllerMemory:
         """A container the controller removed at ``at`` (its ledger rows are its own to release)."""

@@ -95,6 +95,7 @@ class EventType:
     DRY_RUN = "controller.dry_run"
     BREAKER_TRIPPED = "controller.breaker_tripped"
     CLOCK_STEP = "controller.clock_step"  # a wall-clock step a pass saw (rebuilt by the salvage)
+    RESTART_STOP = "controller.restart_stop"  # a container a restart stopped (rebuilt by the salvage)
     NOTIFICATION_FAILED = "controller.notification_failed"
     CONTAINER_DISCOVERED = "detection.container_discovered"
     CONTAINER_EXITED = "detection.container_exited"

@@ -24,7 +24,11 @@ container, stop one over its max runtime or release a ledger row that much early
 stop notice named** for the start the controller stopped (``promised_hold_s``, from the stop's
 ``controller.action_started`` line: a fresh memory would remove the container by a policy reloaded
 shorter since, before the time its owner was told; not the stop's mark, so the removal breaker
-counts that container again). Destructive actions
+counts that container again), and the containers an engine or host **restart stopped**
+(``stopped_by_restart_at``, from the daemon's ``controller.restart_stop`` lines: decided from what
+the controller saw before the restart and from the last restart, a fresh memory would give a
+container seen running across a long reboot, or one stopped before a later restart, its normal hold
+and remove it at once). Destructive actions
 **started and never closed** (a crash during one) are rebuilt as open intents from their
 ``controller.action_started`` lines, so the next pass still records them once with their original
 reason. The event log rotated last (``<log>.1``) is read before the log itself. When the event log
@@ -32,7 +36,8 @@ cannot be read, the breaker is opened (unknown is not safe). Warnings and admin 
 rebuilt: they may be sent once more, and a stop waits for its warning's lead time again. A memory
 file that is missing is rebuilt the same way: on a first start the log holds nothing of the
 controller's. A memory that reads cleanly but is older than the log (restored from a backup) is
-kept, with the breakers, resets, open intents, clock steps and stop notices' holds the log adds
+kept, with the breakers, resets, open intents, clock steps, stop notices' holds and restarts' marks
+the log adds
 (:func:`not_older_than_the_log`).
 
 Called by :func:`controller.wiring.build_controller`.
@@ -86,8 +91,8 @@ SALVAGE_SCAN_LINES = 200_000
 # What starting without each file means, for the log line and the docs.
 CONSEQUENCE = {
     "memory.json": "starting with fresh memory (new idle streaks and grace periods; the breaker, "
-    "GPU resets, back-off, wall-clock steps and the holds stop notices named are restored from the "
-    "event log)",
+    "GPU resets, back-off, wall-clock steps, the holds stop notices named and the containers a "
+    "restart stopped are restored from the event log)",
     POLICY_STATUS_FILE: "ds01ctl shows no reload status until the next policy reload",
     INVENTORY_FILE: "the next pass is a new inventory baseline",
     INSPECT_CACHE_FILE: "ds01ctl starts cold until the first pass rewrites it",
@@ -208,10 +213,13 @@ def not_older_than_the_log(memory: ControllerMemory, path: Path, now: datetime) 
     intents = {k: i for k, i in logged.intents.items() if k not in memory.intents}
     if intents:
         update["intents"] = {**memory.intents, **intents}
-    promised = _promises_added(memory, logged)
-    if promised is not memory:
-        update["containers"] = promised.containers
-        logger.warning("restored from the event log, newer than the memory: the hold a stop notice named")
+    records = _records_added(memory, logged)
+    if records is not memory:
+        update["containers"] = records.containers
+        logger.warning(
+            "restored from the event log, newer than the memory: holds named by stop notices, "
+            "containers stopped by a restart"
+        )
     steps = _steps_since(memory, logged.clock_steps)
     if steps:
         update["clock_steps"] = tuple(sorted((*memory.clock_steps, *steps), key=lambda s: s.seen_at))
@@ -228,12 +236,17 @@ def not_older_than_the_log(memory: ControllerMemory, path: Path, now: datetime) 
     return memory.model_copy(update=update) if update else memory
 
 
-def _promises_added(memory: ControllerMemory, logged: ControllerMemory) -> ControllerMemory:
-    """``memory`` with the holds the logged stop notices named that it lacks (the same ``memory``
-    when it has them all): see :meth:`ControllerMemory.with_promised_hold`."""
+def _records_added(memory: ControllerMemory, logged: ControllerMemory) -> ControllerMemory:
+    """``memory`` with the holds the logged stop notices named and the logged restarts' marks that it
+    lacks (the same ``memory`` when it has them all): see :meth:`ControllerMemory.with_promised_hold`
+    and :meth:`ControllerMemory.with_restart_mark`."""
     for cm in logged.containers.values():
-        if cm.started_at is not None and cm.promised_hold_s is not None:
+        if cm.started_at is None:
+            continue
+        if cm.promised_hold_s is not None:
             memory = memory.with_promised_hold(cm.container_id, cm.started_at, cm.promised_hold_s)
+        if cm.stopped_by_restart_at is not None:
+            memory = memory.with_restart_mark(cm.container_id, cm.started_at, cm.stopped_by_restart_at)
     return memory
 
 
@@ -290,7 +303,7 @@ def memory_from_event_log(path: Path, now: datetime) -> ControllerMemory:
         logger.warning(
             "restored from the event log: {} GPU reset(s) already performed, {} back-off(s), "
             "{} action(s) started and never recorded as finished, {} forward wall-clock step(s), "
-            "{} hold(s) named by stop notices",
+            "{} container(s) with a stop notice's hold or a restart's mark",
             len(memory.done),
             len(memory.attempts),
             len(memory.intents),
@@ -306,8 +319,8 @@ def _details(event: Mapping[str, Any]) -> Mapping[str, Any]:
 
 
 def memory_from_events(events: Iterable[Mapping[str, Any]], now: datetime) -> ControllerMemory:
-    """Pure: the breakers, GPU resets, back-off, open intents, forward clock steps and the holds
-    stop notices named a lost memory held, from event lines (oldest first).
+    """Pure: the breakers, GPU resets, back-off, open intents, forward clock steps, the holds stop
+    notices named and the restarts' marks a lost memory held, from event lines (oldest first).
 
     The clock steps are those of the last :data:`RETENTION_S`: the first pass starts each
     container's record from them (a step seen after its hold began or its start is not hold time or
@@ -321,6 +334,7 @@ def memory_from_events(events: Iterable[Mapping[str, Any]], now: datetime) -> Co
     started: dict[tuple[str, str], tuple[datetime, Mapping[str, Any]]] = {}
     closed: set[tuple[str, str]] = set()
     carried_out: list[tuple[tuple[str, str], Mapping[str, Any]]] = []
+    restarts: list[tuple[str, datetime, datetime]] = []
     steps: dict[datetime, ClockStep] = {}
     for event in events:
         kind = event.get("event_type")
@@ -330,6 +344,11 @@ def memory_from_events(events: Iterable[Mapping[str, Any]], now: datetime) -> Co
             step = _forward_step(at, d)
             if step is not None and step.seen_at >= horizon:
                 steps[step.seen_at] = step
+            continue
+        if kind == EventType.RESTART_STOP:
+            mark = _restart_mark(d)
+            if mark is not None:
+                restarts.append(mark)
             continue
         if kind == EventType.BREAKER_TRIPPED:
             message = str(d.get("message") or "tripped")
@@ -391,7 +410,20 @@ def memory_from_events(events: Iterable[Mapping[str, Any]], now: datetime) -> Co
         begun = started.get(tie)
         if begun is not None:
             memory = _with_promise(memory, begun[1], d)
+    for cid, started_at, restart_at in restarts:
+        memory = memory.with_restart_mark(cid, started_at, restart_at)
     return memory
+
+
+def _restart_mark(d: Mapping[str, Any]) -> tuple[str, datetime, datetime] | None:
+    """The container, start and restart a ``controller.restart_stop`` line records; None for a line
+    that does not say them all."""
+    cid = d.get("container_id")
+    started_at = parse_timestamp(d.get("started_at"))
+    restart_at = parse_timestamp(d.get("restart_at"))
+    if not isinstance(cid, str) or not cid or started_at is None or restart_at is None:
+        return None
+    return cid, started_at, restart_at
 
 
 def _with_promise(

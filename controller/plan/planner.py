@@ -226,10 +226,11 @@ def _with_steps_before(
 def _first_listed(
     prev: ContainerMemory, c: ContainerObs, seen_at: datetime, steps: tuple[ClockStep, ...]
 ) -> ContainerMemory:
-    """A record of this start that no pass listed yet: the hold a stop notice named, rebuilt from
-    the event log with a lost memory (:mod:`controller.act.salvage`), or the executor's record of a
-    stop it recovered before the first pass. It gathered no clock step: its discounts start from the
-    steps seen before, as a fresh record's do (:func:`_with_steps_before`), never lower than its own."""
+    """A record of this start that no pass listed yet: rebuilt from the event log with a lost memory
+    (a stop notice's hold, a restart's mark: :mod:`controller.act.salvage`), or the executor's record
+    of a stop it recovered before the first pass. It gathered no clock step: its discounts start from
+    the steps seen before, as a fresh record's do (:func:`_with_steps_before`), never lower than its
+    own."""
     first = prev.first_seen_at if prev.first_seen_at is not None else seen_at
     mem = prev.model_copy(update={"name": c.name, "first_seen_at": first})
     if not steps:

@@ -21,7 +21,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from functools import partial
 
-from controller.memory import ContainerMemory
+from controller.memory import ContainerMemory, ControllerMemory
 from controller.plan.context import (
     GO_ON,
     Check,
@@ -128,6 +128,25 @@ def stopped_by_restart(
     if last_state in _RUNNING_VALUES or c.finished_at >= restart_at - RESTART_STOPS_BEFORE:
         return restart_at
     return None
+
+
+def restart_mark_details(before: ControllerMemory, after: ControllerMemory) -> list[dict[str, object]]:
+    """The details of a ``controller.restart_stop`` event for each mark a pass made (a record of
+    ``after`` marked stopped by a restart that ``before`` did not mark for that start): a memory lost
+    since rebuilds them from the event log (:func:`controller.act.salvage.memory_from_events`). The
+    mark is decided from what the controller had seen before the restart, which a lost memory
+    no longer knows, and from the last restart, which a later one replaces."""
+    out: list[dict[str, object]] = []
+    earlier = before.containers
+    for cid, cm in after.containers.items():
+        at = cm.stopped_by_restart_at
+        if at is None:
+            continue
+        prev = earlier.get(cid)
+        if prev is not None and prev.started_at == cm.started_at and prev.stopped_by_restart_at == at:
+            continue
+        out.append({"container": cm.name, "container_id": cid, "started_at": cm.started_at, "restart_at": at})
+    return out
 
 
 def _shutdown_end(restart_at: datetime, last_pass_at: datetime | None) -> datetime:
