@@ -64,6 +64,7 @@ from controller.memory import (
     Attempt,
     Breaker,
     ClockStep,
+    ContainerMemory,
     ControllerMemory,
     GpuMark,
     GpuMarkCause,
@@ -223,6 +224,7 @@ def not_older_than_the_log(memory: ControllerMemory, path: Path, now: datetime) 
     steps = _steps_since(memory, logged.clock_steps)
     if steps:
         update["clock_steps"] = tuple(sorted((*memory.clock_steps, *steps), key=lambda s: s.seen_at))
+        update["containers"] = _held_across(update.get("containers", memory.containers), steps)
         logger.warning(
             "restored from the event log, newer than the memory: {} forward wall-clock step(s)", len(steps)
         )
@@ -250,15 +252,30 @@ def _records_added(memory: ControllerMemory, logged: ControllerMemory) -> Contro
     return memory
 
 
+def _held_across(
+    containers: Mapping[str, ContainerMemory], steps: tuple[ClockStep, ...]
+) -> dict[str, ContainerMemory]:
+    """Each record with the steps its memory never saw added to its hold discount: a container the
+    memory saw stopped (or running: it may have stopped before a step since) does not count them as
+    hold time, also when the next pass cannot see them as a rise of the offset (the host rebooted
+    since). When it can, they count twice: a removal later, never earlier. The planner caps a
+    discount at the time since the hold began, and drops it for a container listed running."""
+    added_s = sum(s.step_s for s in steps)
+    return {
+        cid: cm.model_copy(update={"hold_discount_s": cm.hold_discount_s + added_s})
+        for cid, cm in containers.items()
+    }
+
+
 def _steps_since(memory: ControllerMemory, logged: tuple[ClockStep, ...]) -> tuple[ClockStep, ...]:
     """The logged forward steps ``memory`` never saw: seen after its last clock reading (its wall time
     is the offset plus the monotonic reading), or after its last pass when it has none, and not
     already among its steps.
 
-    A container with no record yet starts from them (the planner); one the memory holds keeps its
-    own discounts. The next pass may see the same steps once more as one rise of the offset since
-    that reading (no reboot since): a ledger row and a container new to the memory then count them
-    twice, which makes a release or a removal later, never earlier."""
+    A container with no record yet starts from them (the planner); one the memory holds gets them
+    added to its hold discount (:func:`_held_across`). The next pass may see the same steps once more
+    as one rise of the offset since that reading (no reboot since): a ledger row and a container then
+    count them twice, which makes a release or a removal later, never earlier."""
     if memory.clock_offset_s is not None and memory.clock_monotonic_s is not None:
         # (A second's margin: that sum is a float, and passes are seconds apart.)
         reading = datetime.fromtimestamp(memory.clock_offset_s + memory.clock_monotonic_s, UTC)

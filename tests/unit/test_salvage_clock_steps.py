@@ -117,6 +117,30 @@ def test_docker_down_at_the_first_pass_after_the_loss_keeps_the_steps_for_its_re
     assert b.removed(h.observe(2 * DAY, [train])) == ["train"]
 
 
+def test_a_backup_restored_after_a_reboot_keeps_the_hold_of_a_container_it_saw_stopped(
+    tmp_path: Path,
+) -> None:
+    # The backup saw the GPU container stopped (30 min hold) a real minute before; the wall clock
+    # steps forward 2 h, a pass logs it; the host reboots (the monotonic clock starts again, so no
+    # pass sees the step as a rise of the offset), and the backup is restored. A real 10 minutes after
+    # the stop its hold has 20 minutes to run: not removed.
+    h = LostMemoryHost(b.policy(gpu_hold_after_stop_s=30 * b.MIN))
+    finished = b.T0 - timedelta(minutes=1)
+    train = b.exited("train", gpus=[b.GPU0], started_at=b.T0 - timedelta(hours=1), finished_at=finished)
+    h.observe(0, [train])
+    backup = h.runner.memory
+    h.offset_s = STEP
+    h.observe(30, [train])
+    log = tmp_path / "events.jsonl"
+    log.write_text("".join(json.dumps(e) + "\n" for e in h.events))
+    h.runner.memory = not_older_than_the_log(backup, log, h.wall(8 * 60))
+    after_boot = b.snapshot(observed_at=h.wall(9 * 60), containers=[train], gpus=[b.gpu(0)])
+    p = h.runner.run(after_boot.model_copy(update={"observed_monotonic_s": 60.0}))
+    assert b.removed(p) == [], "removed 10 real minutes after its stop, the step counted as hold time"
+    (d,) = [d for d in p.deferred if d.target.container == "train"]
+    assert d.due_at == finished + timedelta(minutes=30, seconds=STEP)
+
+
 # --- (b) a ledger row keeps its reservation window ------------------------------------------------
 
 
