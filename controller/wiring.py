@@ -136,6 +136,7 @@ def build_controller(
     # One health for both halves of the record: the executor acts only when both can be written.
     health = RecordHealth()
     event_log = EventLog(settings.events_log, health=health)
+    event_log.end_fragment_left()
     store = MemoryStore(settings.state_dir, health=health)
     scheduler = ActionScheduler()
     hook = NotificationHook(

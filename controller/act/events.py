@@ -241,9 +241,8 @@ class EventLog:
         self.path = Path(path)
         self._clock = clock or (lambda: datetime.now(UTC))
         self.health = health if health is not None else RecordHealth()
-        # The last append was cut short: its fragment is ended before the next line. True at the
-        # start: a line a previous run left cut short (a full disk, then a restart) is ended too.
-        self._cut_short = True
+        # The last append was cut short: its fragment is ended before the next line.
+        self._cut_short = False
 
     def write(
         self,
@@ -286,6 +285,26 @@ class EventLog:
         except OSError as exc:
             raise self.health.failed(self.path, exc) from exc
         self.health.ok(self.path)
+
+    def end_fragment_left(self) -> None:
+        """End a line a previous run left cut short (a full disk, then a restart), so that the
+        first line this run appends is not glued to it. Called once, at the daemon's start (a pass
+        never reads the log); a log that is missing or cannot be opened is left as it is."""
+        flags = os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK
+        try:
+            fd = os.open(self.path, flags)
+        except OSError:
+            return
+        try:
+            st = os.fstat(fd)
+            if stat.S_ISREG(st.st_mode):
+                _end_fragment(self.path, fd, st)
+        except OSError as exc:
+            from loguru import logger
+
+            logger.warning("event log {}: could not end a line left cut short: {}", self.path, exc)
+        finally:
+            os.close(fd)
 
     def _open(self) -> int:
         """Open the log for one append, creating it 0640 if it is missing.

@@ -250,6 +250,7 @@ def test_a_fragment_left_before_a_restart_does_not_swallow_the_next_line(tmp_pat
     with path.open("ab") as f:
         f.write(b'{"timestamp":"2026-01-30T14:00:00Z","event_type":"contr')  # the cut line
     after = EventLog(path)  # the next start
+    after.end_fragment_left()  # as the daemon's start does (controller.wiring.build_controller)
     after.write_durable("controller.breaker_tripped", user=None, details={"message": "would stop 9 of 10"})
     assert [e["event_type"] for e in tail(path, 2)] == [
         "detection.container_discovered",
@@ -258,6 +259,20 @@ def test_a_fragment_left_before_a_restart_does_not_swallow_the_next_line(tmp_pat
     memory = load_state(MemoryStore(tmp_path / "state"), after, datetime.now(UTC))
     assert memory.breaker.tripped, "a line the log holds was not read back"
     assert path.read_bytes().count(b"\n") == 3  # the fragment ended, nothing else added
+
+
+def test_the_daemons_start_ends_a_fragment_left_in_the_event_log(tmp_path: Path) -> None:
+    from controller.settings import Settings
+    from controller.wiring import build_controller
+    from desired_state.load import PolicyHolder
+
+    path = tmp_path / "events.jsonl"
+    path.write_bytes(b'{"event_type":"detection.container_discovered"}\n{"timestamp":"2026-01-30T14:0')
+    settings = Settings(
+        state_dir=tmp_path / "state", ledger=tmp_path / "ledger.json", events_log=path, dry_run=True
+    )
+    build_controller(settings, PolicyHolder(None)).observer.close()
+    assert path.read_bytes().endswith(b'"2026-01-30T14:0\n')
 
 
 def test_an_unreadable_event_log_opens_the_breaker_after_memory_loss(tmp_path: Path) -> None:
