@@ -108,9 +108,10 @@ class ContainerMemory(Slotted):
     )
     promised_hold_s: float | None = Field(
         default=None,
-        description="The hold after the stop that the owner's notice of that stop named (\"kept for 2d "
-        'after the stop"), in seconds: this start is not removed before its FinishedAt plus this, '
-        "whatever the policy's hold is now. None: the notice named none",
+        description="The longest hold after the stop that a notice to the owner named for this start "
+        '("kept for 2d after the stop"): a warning before the stop, or the notice of the controller\'s '
+        "stop, in seconds: this start is not removed before its FinishedAt plus this, whatever the "
+        "policy's hold is now. None: no notice named one",
     )
 
 
@@ -294,9 +295,11 @@ class ControllerMemory(BaseModel):
         return self.model_copy(update={"containers": containers})
 
     def with_promised_hold(self, container_id: str, started_at: datetime, hold_s: float) -> ControllerMemory:
-        """The hold the notice of the controller's stop of the start ``started_at`` named, rebuilt
-        from the event log (:mod:`controller.act.salvage`). Not the stop's mark
-        (``stopped_by_controller_at``): the removal breaker counts a container whose mark was lost.
+        """The hold after the stop that a notice to the owner of the start ``started_at`` named: a
+        warning's, recorded when it is sent (:func:`controller.plan.types.warning_record`), or one
+        rebuilt from the event log (:mod:`controller.act.salvage`), a warning's or the controller's
+        stop's. Not the stop's mark (``stopped_by_controller_at``): the removal breaker counts a
+        container whose mark was lost.
 
         The longest promise of that start is kept. A record of an earlier start (a memory from a
         backup) gives way to it; one of a later start is left alone: the promise no longer applies."""

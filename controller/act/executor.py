@@ -106,6 +106,7 @@ from controller.plan.types import (
     StopParams,
     WarnParams,
     own_record,
+    warning_record,
 )
 from controller.record import RecordUnavailable
 from controller.snapshot import LIVE_STATES, LedgerEntry, ResourceLimits
@@ -966,11 +967,9 @@ class RealExecutor:
             )
         self._notices.warned(action)
         warning_key = warn.warning_key or action.reason.value
-        new_mem = (
-            mem.with_warning(t.container_id, warning_key, self._clock(), warn.announced_stop())
-            if t.container_id
-            else mem
-        )
+        # The warning key, the stop time it announced, and the hold after the stop it named, which
+        # binds that start as a stop notice's does (the hold rule keeps it).
+        new_mem = warning_record(mem, action, self._clock())
         details = {
             **self._base(action),
             "warning_key": warning_key,
@@ -979,6 +978,11 @@ class RealExecutor:
             "terminals": delivered,
             "evidence": action.evidence,
         }
+        promised = action.promised_hold_s()
+        if promised is not None and t.expected_started_at is not None:
+            # With the start it binds: a lost memory still keeps that start that long (see salvage).
+            details["expected_started_at"] = t.expected_started_at
+            details[KEPT_AFTER_STOP_S] = promised
         if alerts_file is not None:
             details["alerts_file"] = alerts_file
         detail = f"notice sent to {delivered} terminal(s) of {user or 'nobody'}"

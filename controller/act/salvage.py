@@ -22,18 +22,19 @@ wall-clock steps** seen lately (``clock_steps``, from the daemon's ``controller.
 a fresh memory would count a step as hold time, runtime and reservation time, and remove a stopped
 container, stop one over its max runtime or release a ledger row that much early), and the **hold a
 stop notice named** for the start the controller stopped (``promised_hold_s``, from the stop's
-``controller.action_started`` line: a fresh memory would remove the container by a policy reloaded
-shorter since, before the time its owner was told; not the stop's mark, so the removal breaker
-counts that container again), and the containers an engine or host **restart stopped**
-(``stopped_by_restart_at``, from the daemon's ``controller.restart_stop`` lines: decided from what
-the controller saw before the restart and from the last restart, a fresh memory would give a
-container seen running across a long reboot, or one stopped before a later restart, its normal hold
-and remove it at once). Destructive actions
+``controller.action_started`` line, or a warning's before it, from its ``controller.warning`` line:
+a fresh memory would remove the container by a policy reloaded shorter since, before the time its
+owner was told; not the stop's mark, so the removal breaker counts that container again), and
+the containers an engine or host **restart stopped** (``stopped_by_restart_at``, from the daemon's
+``controller.restart_stop`` lines: decided from what the controller saw before the restart and from
+the last restart, a fresh memory would give a container seen running across a long reboot, or one
+stopped before a later restart, its normal hold and remove it at once). Destructive actions
 **started and never closed** (a crash during one) are rebuilt as open intents from their
 ``controller.action_started`` lines, so the next pass still records them once with their original
 reason. The event log rotated last (``<log>.1``) is read before the log itself. When the event log
 cannot be read, the breaker is opened (unknown is not safe). Warnings and admin notices are not
-rebuilt: they may be sent once more, and a stop waits for its warning's lead time again. A memory
+rebuilt (the holds they named are): they may be sent once more, and a stop waits for its warning's
+lead time again. A memory
 file that is missing is rebuilt the same way: on a first start the log holds nothing of the
 controller's. A memory that reads cleanly but is older than the log (restored from a backup) is
 kept, with the breakers, resets, open intents, clock steps, stop notices' holds and restarts' marks
@@ -92,7 +93,7 @@ SALVAGE_SCAN_LINES = 200_000
 # What starting without each file means, for the log line and the docs.
 CONSEQUENCE = {
     "memory.json": "starting with fresh memory (new idle streaks and grace periods; the breaker, "
-    "GPU resets, back-off, wall-clock steps, the holds stop notices named and the containers a "
+    "GPU resets, back-off, wall-clock steps, the holds stop notices and warnings named and the containers a "
     "restart stopped are restored from the event log)",
     POLICY_STATUS_FILE: "ds01ctl shows no reload status until the next policy reload",
     INVENTORY_FILE: "the next pass is a new inventory baseline",
@@ -320,7 +321,7 @@ def memory_from_event_log(path: Path, now: datetime) -> ControllerMemory:
         logger.warning(
             "restored from the event log: {} GPU reset(s) already performed, {} back-off(s), "
             "{} action(s) started and never recorded as finished, {} forward wall-clock step(s), "
-            "{} container(s) with a stop notice's hold or a restart's mark",
+            "{} container(s) with a hold a notice named or a restart's mark",
             len(memory.done),
             len(memory.attempts),
             len(memory.intents),
@@ -337,7 +338,8 @@ def _details(event: Mapping[str, Any]) -> Mapping[str, Any]:
 
 def memory_from_events(events: Iterable[Mapping[str, Any]], now: datetime) -> ControllerMemory:
     """Pure: the breakers, GPU resets, back-off, open intents, forward clock steps, the holds stop
-    notices named and the restarts' marks a lost memory held, from event lines (oldest first).
+    notices and warnings named and the restarts' marks a lost memory held, from event lines (oldest
+    first).
 
     The clock steps are those of the last :data:`RETENTION_S`: the first pass starts each
     container's record from them (a step seen after its hold began or its start is not hold time or
@@ -352,6 +354,7 @@ def memory_from_events(events: Iterable[Mapping[str, Any]], now: datetime) -> Co
     closed: set[tuple[str, str]] = set()
     carried_out: list[tuple[tuple[str, str], Mapping[str, Any]]] = []
     restarts: list[tuple[str, datetime, datetime]] = []
+    warnings: list[tuple[str, datetime, float]] = []
     steps: dict[datetime, ClockStep] = {}
     for event in events:
         kind = event.get("event_type")
@@ -366,6 +369,11 @@ def memory_from_events(events: Iterable[Mapping[str, Any]], now: datetime) -> Co
             mark = _restart_mark(d)
             if mark is not None:
                 restarts.append(mark)
+            continue
+        if kind == EventType.WARNING:
+            warned = _warned_hold(d)
+            if warned is not None:
+                warnings.append(warned)
             continue
         if kind == EventType.BREAKER_TRIPPED:
             message = str(d.get("message") or "tripped")
@@ -427,9 +435,25 @@ def memory_from_events(events: Iterable[Mapping[str, Any]], now: datetime) -> Co
         begun = started.get(tie)
         if begun is not None:
             memory = _with_promise(memory, begun[1], d)
+    for cid, started_at, hold_s in warnings:
+        memory = memory.with_promised_hold(cid, started_at, hold_s)
     for cid, started_at, restart_at in restarts:
         memory = memory.with_restart_mark(cid, started_at, restart_at)
     return memory
+
+
+def _warned_hold(d: Mapping[str, Any]) -> tuple[str, datetime, float] | None:
+    """The container, start and hold after the stop a ``controller.warning`` line's notice named
+    (it binds that start as a stop notice's does: :func:`controller.plan.types.warning_record`);
+    None for a warning that named none, or a line that does not say them all."""
+    hold = d.get(KEPT_AFTER_STOP_S)
+    cid = d.get("container_id")
+    started_at = parse_timestamp(d.get("expected_started_at"))
+    if not isinstance(cid, str) or not cid or started_at is None:
+        return None
+    if isinstance(hold, bool) or not isinstance(hold, int | float) or not math.isfinite(hold):
+        return None
+    return cid, started_at, float(hold)
 
 
 def _restart_mark(d: Mapping[str, Any]) -> tuple[str, datetime, datetime] | None:

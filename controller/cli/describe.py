@@ -679,7 +679,8 @@ def _stopped_by(view: View, c: ContainerObs, cm: ContainerMemory | None) -> list
     """Who stopped this start of a stopped container, when the controller knows: an engine or host
     restart (which holds it longer, ``restartStoppedHold``) or the controller's own stop (which the
     removal breaker does not count; the hold its notice named keeps it at least that long). Its
-    owner, or anyone else, is not said: nothing tells them apart."""
+    owner, or anyone else, is not said: nothing tells them apart; a hold a warning to the owner
+    named is (it keeps that start at least that long, whoever stopped it)."""
     if cm is None or cm.started_at != c.started_at:
         return []
     if cm.stopped_by_restart_at is not None:
@@ -699,6 +700,12 @@ def _stopped_by(view: View, c: ContainerObs, cm: ContainerMemory | None) -> list
         if cm.promised_hold_s is not None:
             text += f": kept at least {fmt_duration(cm.promised_hold_s)}, as its stop notice said"
         return [text]
+    if cm.promised_hold_s is not None:
+        # A warning named the hold, and the controller's stop it announced did not come (or its mark
+        # was lost with the memory): that start is kept that long all the same.
+        return [
+            f"kept at least {fmt_duration(cm.promised_hold_s)} after its stop, as a notice to its owner said"
+        ]
     return []
 
 

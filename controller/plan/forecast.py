@@ -45,8 +45,8 @@ from controller.plan.types import (
     Plan,
     ResourceUpdate,
     StopParams,
-    WarnParams,
     own_record,
+    warning_record,
 )
 from controller.snapshot import ContainerObs, ContainerState, GpuObs, Snapshot
 
@@ -281,10 +281,7 @@ def _recorded(mem: ControllerMemory, action: Action, at: datetime) -> Controller
         attempts = dict(mem.attempts)
         del attempts[action.key]
         mem = mem.model_copy(update={"attempts": attempts})
-    if action.kind == ActionKind.WARN_OWNER and action.target.container_id:
-        warn = action.params_as(WarnParams)
-        warning_key = warn.warning_key or action.reason.value
-        mem = mem.with_warning(action.target.container_id, warning_key, at, warn.announced_stop())
+    mem = warning_record(mem, action, at)
     if action.kind in (ActionKind.WARN_OWNER, ActionKind.ALERT_ADMIN, ActionKind.RESET_GPU):
         mem = mem.with_done(action.key, at)
     # The controller's own stops and removals, which its breakers do not count again.

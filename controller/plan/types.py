@@ -38,8 +38,9 @@ DONE_KINDS = frozenset({ActionKind.WARN_OWNER, ActionKind.ALERT_ADMIN, ActionKin
 
 # A released ledger row makes its GPU look free to the allocator: while the row is in use, that
 # puts a second user on the GPU. Releases are destructive (budget, breakers) for that reason.
-# The evidence key of a StopContainer that leaves the container in place: the hold after the stop
-# that the owner's notice names ("kept for 2d after the stop"), in seconds; absent when it names none.
+# The evidence key of a StopContainer that leaves the container in place, and of a WarnOwner before
+# such a stop: the hold after the stop that the owner's notice names ("kept for 2d after the stop"),
+# in seconds; absent when it names none.
 KEPT_AFTER_STOP_S = "kept_after_stop_s"
 
 DESTRUCTIVE_KINDS = frozenset(
@@ -320,16 +321,35 @@ class Action(BaseModel):
         return self.kind in DESTRUCTIVE_KINDS
 
     def promised_hold_s(self) -> float | None:
-        """The hold after the stop that this StopContainer's owner notice names (evidence
-        :data:`KEPT_AFTER_STOP_S`), in seconds: the container is not removed before its stop plus
-        this. None: not a StopContainer, or it names no finite hold."""
-        if self.kind is not ActionKind.STOP_CONTAINER:
+        """The hold after the stop that this StopContainer's or WarnOwner's owner notice names
+        (evidence :data:`KEPT_AFTER_STOP_S`), in seconds: that start of the container is not removed
+        before its stop plus this. None: another kind, or it names no finite hold."""
+        if self.kind not in _NOTICE_KINDS:
             return None
         hold_s = _number(self.evidence.get(KEPT_AFTER_STOP_S))
         return hold_s if hold_s is not None and math.isfinite(hold_s) else None
 
 
 _ENDING_KINDS = frozenset({ActionKind.STOP_CONTAINER, ActionKind.REMOVE_CONTAINER})
+_NOTICE_KINDS = frozenset({ActionKind.STOP_CONTAINER, ActionKind.WARN_OWNER})
+
+
+def warning_record(memory: ControllerMemory, action: Action, at: datetime) -> ControllerMemory:
+    """``memory`` with a WarnOwner sent at ``at`` (delivered to terminals or written to the alerts
+    file): under its warning key, with the stop time it announced, and the hold after the stop its
+    notice named (:meth:`Action.promised_hold_s`), for the start it was planned for (the longest one
+    kept): a reload that shortens the holds before the stop does not remove that start sooner than
+    the owner read. The executor records a warning this way, the forecast a predicted one."""
+    t = action.target
+    if action.kind is not ActionKind.WARN_OWNER or not t.container_id:
+        return memory
+    hold_s = action.promised_hold_s()
+    if hold_s is not None and t.expected_started_at is not None:
+        memory = memory.with_promised_hold(t.container_id, t.expected_started_at, hold_s)
+    warn = action.params_as(WarnParams)
+    return memory.with_warning(
+        t.container_id, warn.warning_key or action.reason.value, at, warn.announced_stop()
+    )
 
 
 def own_record(memory: ControllerMemory, action: Action, at: datetime, *, removed: bool) -> ControllerMemory:

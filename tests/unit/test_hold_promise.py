@@ -111,8 +111,9 @@ def test_a_reload_that_shortens_the_hold_keeps_the_time_the_stop_notice_named() 
 
 
 def test_a_reload_before_the_stop_is_what_the_notice_says_and_what_is_kept() -> None:
-    """Shortened before the stop: the notice says 1h, and 1h it is."""
-    world, memory, stop = stopped_by_the_controller(lambda minute: BEFORE if minute < 9 * 60 else AFTER)
+    """Shortened before the stop and its warnings (the first at 7.5 h): the notice says 1h, and 1h
+    it is."""
+    world, memory, stop = stopped_by_the_controller(lambda minute: BEFORE if minute < 7 * 60 else AFTER)
     assert stop.evidence[KEPT_AFTER_STOP_S] == b.HOUR
     (c,) = world.containers
     assert c.finished_at is not None
@@ -302,5 +303,8 @@ def test_only_a_finite_number_in_a_stops_evidence_is_a_promise() -> None:
     for value, read in ((2 * DAY, 2 * DAY), (3600, 3600.0), (True, None), ("2d", None), (float("nan"), None)):
         changed = stop.model_copy(update={"evidence": {**stop.evidence, KEPT_AFTER_STOP_S: value}})
         assert changed.promised_hold_s() == read, value
+    # A warning before the stop names one too (it binds that start: test_warning_hold_promise.py).
     warn = stop.model_copy(update={"kind": ActionKind.WARN_OWNER})
-    assert warn.promised_hold_s() is None
+    assert warn.promised_hold_s() == 2 * DAY
+    alert = stop.model_copy(update={"kind": ActionKind.ALERT_ADMIN})
+    assert alert.promised_hold_s() is None

@@ -24,9 +24,11 @@ SIZE = 2_000
 # bare limit (12:01 and 12:06); and the actions the per-pass budget holds say the pass each comes
 # at (``in_passes``; "next pass" only for the first budget's worth). And the plan (not the
 # deferrals) once more: the owner's notices of the runtime and quota warnings say for how long the
-# stopped container is kept before its hold removes it. Nothing else moved.
+# stopped container is kept before its hold removes it. And the plan again: those warnings carry the
+# hold their notice names as a number too (evidence ``kept_after_stop_s``, which the executor records
+# with the start). Nothing else moved.
 DEFERRALS_DIGEST = "df8d558dc3c4c786fd574ed3d5616dbb15a19caefd6a7b20181c1c06076304d6"
-PLAN_DIGEST = "30134f3d3fdcf6c17bfedff739be5a8e70b4c97268cbf069aade32e7ce4b81e5"
+PLAN_DIGEST = "fc249a5d436f341c6060df359855be85203197956b337af2e90bfef58e4a8e95"
 
 
 def _plan(n: int) -> Plan:

@@ -6,8 +6,9 @@
 * Exited or dead: removed once ``FinishedAt`` is older than the GPU hold (containers holding a GPU)
   or the container hold, whichever comes first. ``None`` holds mean never. Paused and restarting
   containers are not stopped containers. A missing ``FinishedAt`` makes the age unknown: skipped.
-  One the controller stopped itself is kept at least the hold the owner's notice of that stop named
-  (``ContainerMemory.promised_hold_s``, for that start only), where the policy's is shorter now.
+  One is kept at least the longest hold a notice to its owner named for that start (a warning
+  before a stop, the notice of the controller's stop: ``ContainerMemory.promised_hold_s``, for that
+  start only), where the policy's is shorter now.
 
 * Stopped by a restart: a container the engine's or the host's restart stopped (its owner did
   not; see :func:`stopped_by_restart`) keeps the global ``restart_stopped_hold_s`` when that is
@@ -258,11 +259,13 @@ def stopped_hold(ctx: PassContext, out: Collector, c: ContainerObs, policy: Effe
         restart_hold = ctx.glob.restart_stopped_hold_s.value
         if restart_hold is not None:
             hold = max(hold, restart_hold)
-    # The hold the notice of the controller's stop of this start named, where it is longer than the
-    # policy's now (a policy reloaded since): the later removal wins. (Most carry none.)
+    # The longest hold a notice to the owner of this start named (the controller's stop's, a warning
+    # before it), where it is longer than the policy's now (a policy reloaded since): the later
+    # removal wins. (Most carry none.)
     promised = mem.promised_hold_s if mem is not None else None
     if promised is not None and not promised > hold:
         promised = None
+    by_stop = mem is not None and mem.stopped_by_controller_at is not None
     # Forward wall-clock steps since it stopped are not hold time (controller.plan.clock). (``span``:
     # the same few holds are added to every stopped container's FinishedAt.)
     due = finished_at + span(
@@ -278,7 +281,7 @@ def stopped_hold(ctx: PassContext, out: Collector, c: ContainerObs, policy: Effe
             f"{fmt_duration(hold)} ends"
             if promised is None
             else f"{c.name} stopped {ago} ago; removed when its "
-            f"{_promised_hold(rule, restart_at, hold, promised)} ends",
+            f"{_promised_hold(rule, restart_at, hold, promised, by_stop)} ends",
             due_at=due,
             evidence=_hold_evidence(ctx, c, policy, finished_at, hold, restart_at, promised),
         )
@@ -287,7 +290,7 @@ def stopped_hold(ctx: PassContext, out: Collector, c: ContainerObs, policy: Effe
         _REMOVE_CONTAINER,
         ctx.target(c),
         rule,
-        partial(_stopped_removal, ctx, c, policy, finished_at, rule, hold, restart_at, promised),
+        partial(_stopped_removal, ctx, c, policy, finished_at, rule, hold, restart_at, promised, by_stop),
         due_at=due,
         key=f"RemoveContainer:{c.id}:{iso(finished_at)}:{_RULE_VALUES[rule]}",
         params=REMOVE_PARAMS,
@@ -303,16 +306,17 @@ def _stopped_removal(
     hold: float,
     restart_at: datetime | None,
     promised: float | None,
+    by_stop: bool,
 ) -> tuple[str, dict[str, object]]:
     """The message and evidence of a due removal of a stopped container (``promised``: the longer
-    hold its stop notice named, or None)."""
+    hold a notice to its owner named, or None; ``by_stop``: the controller stopped it)."""
     stopped_s = seconds(ctx.now - finished_at)
     return (
         f"remove {c.name} (owner {c.owner}): {c.state.value} for {fmt_duration(stopped_s)}, "
         f"past its {_hold_name(rule, restart_at)} of {fmt_duration(hold)}"
         if promised is None
         else f"remove {c.name} (owner {c.owner}): {c.state.value} for {fmt_duration(stopped_s)}, "
-        f"past its {_promised_hold(rule, restart_at, hold, promised)}",
+        f"past its {_promised_hold(rule, restart_at, hold, promised, by_stop)}",
         _hold_evidence(ctx, c, policy, finished_at, hold, restart_at, promised),
     )
 
@@ -323,11 +327,16 @@ def _hold_name(rule: Reason, restart_at: datetime | None) -> str:
     return "GPU hold" if rule == _GPU_HOLD_EXPIRED else "hold"
 
 
-def _promised_hold(rule: Reason, restart_at: datetime | None, hold: float, promised: float) -> str:
-    """The hold that keeps a container the controller stopped, where its stop notice named a longer
-    one than the policy's now."""
+def _promised_hold(
+    rule: Reason, restart_at: datetime | None, hold: float, promised: float, by_stop: bool
+) -> str:
+    """The hold that keeps a stopped container, where a notice to its owner named a longer one than
+    the policy's now: the notice of the controller's stop (``by_stop``, which names the longest
+    hold its warnings named too), else a warning before a stop (its owner stopped it then, or the
+    mark of the controller's stop was lost with the memory)."""
+    by = "the notice of the controller's stop" if by_stop else "a notice to its owner"
     return (
-        f"hold of {fmt_duration(promised)} promised by the notice of the controller's stop "
+        f"hold of {fmt_duration(promised)} promised by {by} "
         f"(its {_hold_name(rule, restart_at)} is {fmt_duration(hold)} now)"
     )
 
@@ -395,7 +404,8 @@ def _hold_evidence(
     promised: float | None,
 ) -> dict[str, object]:
     """``hold_s``: the policy's hold (the restart's where longer); ``promised_hold_s`` (only where
-    it is longer, and so keeps the container): the hold the notice of the controller's stop named."""
+    it is longer, and so keeps the container): the longest hold a notice to its owner named
+    (``stopped_by_controller_at``: null where the controller's stop is not known)."""
     evidence: dict[str, object] = {
         "state": c.state.value,
         "finished_at": iso(finished_at),

@@ -15,22 +15,44 @@ def after(ctx: PassContext, delay_s: float) -> Any:
     return ctx.now + timedelta(seconds=delay_s)
 
 
-def kept_after_stop(c: ContainerObs, policy: EffectivePolicy) -> tuple[str, float | None]:
+def kept_after_stop(
+    c: ContainerObs, policy: EffectivePolicy, promised_s: float | None = None
+) -> tuple[str, float | None]:
     """What of a stopped container is kept, for the owner's notices ("What is kept: your files
     under /workspace and ..."), and the hold that text names in seconds (None: it names none). It
     is removed once the shorter of its holds has passed (the GPU hold for one holding a GPU), unless
     a cleanup exemption holds it.
 
+    ``promised_s``: the longest hold a notice to its owner already named for this start
+    (``ContainerMemory.promised_hold_s``, :func:`promised_hold`): the hold rule keeps that start at
+    least that long, so where it is longer than the policy's hold now (a reload shortened it since
+    the warning), it is the hold named again.
+
     The text and the number come from here together: the number is what the executor records as
-    the stop notice's promise (``ContainerMemory.promised_hold_s``), which the hold rule keeps."""
+    the notice's promise (``ContainerMemory.promised_hold_s``), which the hold rule keeps."""
     if policy.exemption(ExemptFrom.CLEANUP) is not None:
-        return "the stopped container while your cleanup exemption lasts", None
+        if promised_s is None:
+            return "the stopped container while your cleanup exemption lasts", None
+        return (
+            "the stopped container while your cleanup exemption lasts, and at least "
+            f"{fmt_duration(promised_s)} after the stop",
+            promised_s,
+        )
     gpu_hold = policy.gpu_hold_after_stop_s.value if c.has_gpu else None
     holds = [h for h in (gpu_hold, policy.container_hold_after_stop_s.value) if h is not None]
     if not holds:
-        return "the stopped container", None
+        return "the stopped container", promised_s
     hold = min(holds)
+    if promised_s is not None and promised_s > hold:
+        hold = promised_s
     return f"the stopped container for {fmt_duration(hold)} after the stop (then it is removed)", hold
+
+
+def promised_hold(ctx: PassContext, c: ContainerObs) -> float | None:
+    """The longest hold after a stop that a notice to the owner of ``c`` named for its current
+    start (a warning, or the controller's stop), as the executor recorded it; None: none did."""
+    mem = ctx.cmem.get(c.id)
+    return mem.promised_hold_s if mem is not None else None
 
 
 def files_kept(kept: str, workspace_mounted: bool | None) -> str:
@@ -44,10 +66,13 @@ def files_kept(kept: str, workspace_mounted: bool | None) -> str:
     return f"your files under /workspace and {kept}"
 
 
-def kept_evidence(c: ContainerObs, policy: EffectivePolicy) -> dict[str, Any]:
+def kept_evidence(
+    c: ContainerObs, policy: EffectivePolicy, promised_s: float | None = None
+) -> dict[str, Any]:
     """A StopContainer's evidence of what its owner's notice says is kept: the text
-    (``kept_after_stop``) and, where it names a hold, that hold (:data:`KEPT_AFTER_STOP_S`)."""
-    kept, hold_s = kept_after_stop(c, policy)
+    (``kept_after_stop``) and, where it names a hold, that hold (:data:`KEPT_AFTER_STOP_S`);
+    ``promised_s`` as for :func:`kept_after_stop`."""
+    kept, hold_s = kept_after_stop(c, policy, promised_s)
     if hold_s is None:
         return {"kept_after_stop": kept}
     return {"kept_after_stop": kept, KEPT_AFTER_STOP_S: hold_s}

@@ -47,7 +47,15 @@ from controller.plan.rules.common import (
     kept_evidence,
     shielded,
 )
-from controller.plan.types import Action, ActionKind, DeferReason, Reason, StopParams, WarnParams
+from controller.plan.types import (
+    KEPT_AFTER_STOP_S,
+    Action,
+    ActionKind,
+    DeferReason,
+    Reason,
+    StopParams,
+    WarnParams,
+)
 from controller.plan.values import built
 from controller.snapshot import ContainerObs, ContainerState, Domain, KeepAlive, KeepAliveState
 from desired_state.effective import LEAD_FRACTION, EffectivePolicy, ExemptFrom
@@ -267,7 +275,12 @@ def _warn(
         f"{left}",
         due_at=clock.start + span(level / 100 * clock.timeout_s),
         key=ak,
-        evidence={**pr.evidence, "level_pct": level, "stop_expected_at": stop_at_iso},
+        evidence={
+            **pr.evidence,
+            "level_pct": level,
+            "stop_expected_at": stop_at_iso,
+            **_warned_hold(ladder, c, pr),
+        },
         params=built(
             WarnParams,
             {
@@ -395,12 +408,28 @@ def _stop(ctx: PassContext, c: ContainerObs, ladder: Ladder, pr: _Progress) -> A
             "stop_due_at": iso(stop_at),
             # What the owner's notice after the stop says is kept (the holds remove it later, never
             # before the hold it names).
-            **kept_evidence(c, pr.clock.policy),
+            **kept_evidence(c, pr.clock.policy, _promised(pr.mem)),
         },
         due_at=stop_at,
         key=f"StopContainer:{c.id}:{iso(c.started_at)}:{ladder.stop_reason.value}",
         params=ladder.stop_params(pr.clock.policy),
     )
+
+
+def _promised(mem: ContainerMemory | None) -> float | None:
+    """The longest hold after a stop that a notice to the owner named for this start (None: none)."""
+    return mem.promised_hold_s if mem is not None else None
+
+
+def _warned_hold(ladder: Ladder, c: ContainerObs, pr: _Progress) -> dict[str, Any]:
+    """A warning's evidence of the hold after the stop its notice names (:data:`KEPT_AFTER_STOP_S`),
+    which the executor records for this start when it sends it: nothing where the stop it announces
+    removes the container (``removeAfterIdleStop``) or the notice names no hold."""
+    policy = pr.clock.policy
+    if ladder.stop_params(policy).remove:
+        return {}
+    hold_s = kept_after_stop(c, policy, _promised(pr.mem))[1]
+    return {} if hold_s is None else {KEPT_AFTER_STOP_S: hold_s}
 
 
 def _idle_notice(
@@ -417,7 +446,10 @@ def _idle_notice(
             "outside /workspace"
         )
     else:
-        kept = f"{files_kept(kept_after_stop(c, policy)[0], c.workspace_mounted)}; start it again to continue"
+        kept = (
+            f"{files_kept(kept_after_stop(c, policy, _promised(mem))[0], c.workspace_mounted)}; "
+            "start it again to continue"
+        )
         lost = "its running processes"
     return [
         "Why: GPU, CPU and network have all stayed below the idle thresholds since then.",
@@ -475,13 +507,13 @@ _IGNORED_KEEPALIVE = frozenset({KeepAliveState.LINK, KeepAliveState.NOT_REGULAR}
 
 
 def _runtime_notice(
-    c: ContainerObs, policy: EffectivePolicy, _mem: ContainerMemory | None, _now: datetime
+    c: ContainerObs, policy: EffectivePolicy, mem: ContainerMemory | None, _now: datetime
 ) -> list[str]:
     """What the owner of a container near its maximum runtime keeps and loses, where to see more."""
     return [
         "Why: the maximum runtime since its last start is reached; the keep-alive file does not extend it.",
-        f"What is kept: {files_kept(kept_after_stop(c, policy)[0], c.workspace_mounted)}; start it again "
-        "to continue. What is lost: its running processes; save your work before the stop.",
+        f"What is kept: {files_kept(kept_after_stop(c, policy, _promised(mem))[0], c.workspace_mounted)}; "
+        "start it again to continue. What is lost: its running processes; save your work before the stop.",
         f"More: ds01ctl describe container {c.name}",
     ]
 

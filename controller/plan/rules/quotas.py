@@ -44,8 +44,8 @@ from controller.memory import Attempt, ContainerMemory
 from controller.plan.context import Collector, PassContext, fmt_duration, host_target, iso
 from controller.plan.desired import policy_identity
 from controller.plan.rules.aggregate import gpu_holders, owners
-from controller.plan.rules.common import files_kept, kept_after_stop, kept_evidence
-from controller.plan.types import ActionKind, DeferReason, Reason, StopParams, WarnParams
+from controller.plan.rules.common import files_kept, kept_after_stop, kept_evidence, promised_hold
+from controller.plan.types import KEPT_AFTER_STOP_S, ActionKind, DeferReason, Reason, StopParams, WarnParams
 from controller.plan.values import built
 from controller.snapshot import ContainerId, ContainerObs, ContainerState
 from crd_like_specs.vocabulary import ContainerType
@@ -711,8 +711,11 @@ def _warn(
     warning_key: str,
     warn_key: str,
 ) -> None:
-    """The owner's warning, with its notice; enforced on a running container, the stop time too."""
+    """The owner's warning, with its notice; enforced on a running container, the stop time too.
+    Its evidence names the hold after a stop that the notice names (:data:`KEPT_AFTER_STOP_S`): the
+    executor records it for this start, and the hold rule keeps it."""
     stop_at = ctx.now + timedelta(seconds=lead_s) if enforce and c.state == ContainerState.RUNNING else None
+    kept, hold_s = kept_after_stop(c, ctx.policies[c.id], promised_hold(ctx, c))
     out.act(
         ActionKind.WARN_OWNER,
         ctx.target(c),
@@ -720,7 +723,7 @@ def _warn(
         message,
         due_at=ctx.now,
         key=warn_key,
-        evidence=evidence,
+        evidence=evidence if hold_s is None else {**evidence, KEPT_AFTER_STOP_S: hold_s},
         params=built(
             WarnParams,
             {
@@ -733,7 +736,7 @@ def _warn(
                     evidence,
                     enforce=enforce,
                     lead_s=lead_s if stop_at is not None else None,
-                    kept=kept_after_stop(c, ctx.policies[c.id])[0],
+                    kept=kept,
                 ),
                 "severity": None,
             },
@@ -830,7 +833,7 @@ def _stop(
         f"stop {c.name} (owner {c.owner}): {why}",
         due_at=due,
         key=f"StopContainer:{c.id}:{reason.value}",
-        evidence={**evidence, **kept_evidence(c, policy)},
+        evidence={**evidence, **kept_evidence(c, policy, promised_hold(ctx, c))},
         params=StopParams(
             grace_s=float(policy.sigterm_grace_s.value), remove=False, quota_counted_ids=counted
         ),
