@@ -168,14 +168,14 @@ def read_events(
     end: datetime,
     stats: ReadStats | None = None,
     *,
-    needle: bytes | None = None,
+    needles: tuple[bytes, ...] = (),
 ) -> Iterator[tuple[datetime, dict[str, Any]]]:
     """Every event of the log and its rotations with ``start <= time < end``, in file order.
 
     A rotated file is skipped unread when the next one begins at or before ``start`` (it ends
-    before the period), and so is every file that begins at or after ``end``. ``needle``: bytes
-    every wanted line contains (a line without them is not decoded: a filter on one container
-    reads a week's rotation in a fraction of the time).
+    before the period), and so is every file that begins at or after ``end``. ``needles``: a
+    wanted line contains one of these bytes (a line with none of them is not decoded: a filter on
+    one container reads a week's rotation in a fraction of the time).
     """
     stats = stats if stats is not None else ReadStats()
     files = log_files(path)
@@ -188,7 +188,7 @@ def read_events(
             break
         stats.files.append(str(p))
         for raw in iter_lines(p, stats):
-            if needle is not None and needle not in raw:
+            if needles and not any(n in raw for n in needles):
                 continue
             found = _decode(raw, stats)
             if found is not None and start <= found[0] < end:
@@ -224,16 +224,26 @@ def tail_since(
     older: deque[dict[str, Any]] = deque(maxlen=n - len(live))
     # Up to where the live file begins (every file when it holds no event): nothing read twice.
     end = begins or datetime.max.replace(tzinfo=UTC)
-    for _at, event in read_events(path, since, end, needle=_needle(flt)):
+    for _at, event in read_events(path, since, end, needles=_needles(flt)):
         if flt.matches(event) and (extra is None or extra(event)):
             older.append(event)
     return [*older, *live]
 
 
-def _needle(flt: EventFilter) -> bytes | None:
-    """Bytes every line ``flt`` matches contains, where there are such: the container's name or id
-    prefix, else the user, as JSON writes them (plain ASCII with no character JSON escapes)."""
+def _needles(flt: EventFilter) -> tuple[bytes, ...]:
+    """Bytes one of which every line ``flt`` matches contains, where there are such (none: every
+    line is decoded): the container's name or id prefix, else the user, as JSON writes them (plain
+    ASCII with no character JSON escapes). With ``container_id``, its short id (an id is recorded
+    whole or as one) or its name: a line logged before a rename names it by the old name and the id."""
+    if flt.container_id is not None:
+        values: tuple[str | None, ...] = (flt.container_id[:12], flt.container)
+        wanted = [v for v in values if v]
+        return tuple(v.encode("ascii") for v in wanted) if all(map(_plain, wanted)) else ()
     for value in (flt.container, flt.user):
-        if value and value.isascii() and value.isprintable() and '"' not in value and "\\" not in value:
-            return value.encode("ascii")
-    return None
+        if value and _plain(value):
+            return (value.encode("ascii"),)
+    return ()
+
+
+def _plain(value: str) -> bool:
+    return value.isascii() and value.isprintable() and '"' not in value and "\\" not in value

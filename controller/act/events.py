@@ -408,6 +408,10 @@ class EventFilter:
     container: str | None = None
     # ``container`` as a name only (no id prefix): a name wins over an id prefix, as in Docker.
     container_name_only: bool = False
+    # The events of the container of this id (``describe``): those recording its id (a short one
+    # too), under whichever name it had then (docker rename keeps the id), and those recording no id
+    # that name it ``container`` (its current name).
+    container_id: str | None = None
     # Events about one of these devices (UUIDs): their ``gpu``, ``gpu_uuid`` or ``device_uuid``.
     gpus: frozenset[str] = frozenset()
 
@@ -424,6 +428,11 @@ class EventFilter:
                 return False
         if self.gpus and not _names_gpu(event.get("details"), self.gpus):
             return False
+        if self.container_id is not None:
+            details = event.get("details")
+            return isinstance(details, Mapping) and _about_container(
+                details, self.container_id, self.container
+            )
         if self.container is not None:
             details = event.get("details")
             if not isinstance(details, Mapping):
@@ -440,6 +449,18 @@ class EventFilter:
             ):
                 return False
         return True
+
+
+def _about_container(details: Mapping[str, Any], container_id: str, name: str | None) -> bool:
+    """An event about the container of ``container_id``: by the id it records, else by ``name`` (or
+    the container's id written as its name). Ids outlive reused names and survive a rename."""
+    cid = details.get("container_id")
+    if isinstance(cid, str) and cid:
+        return container_id.startswith(cid) or cid.startswith(container_id)
+    recorded = container_name(details)
+    return isinstance(recorded, str) and (
+        recorded == name or (len(recorded) >= 12 and container_id.startswith(recorded))
+    )
 
 
 def _names_gpu(details: object, uuids: frozenset[str]) -> bool:

@@ -239,7 +239,9 @@ class View:
         created = created_at(c)
         floor = self.now - EVENTS_LOOKBACK
         since = max(created - CREATED_SLACK, floor) if created is not None else floor
-        return self._events(n, container=c.name, since=since, extra=lambda e: _names_container(e, c))
+        # By its id as well as its name: a docker rename keeps the id, and the events logged before
+        # it name the old name.
+        return self._events(n, container=c.name, container_id=c.id, since=since)
 
     def events_for_user(self, user: str, n: int = 10) -> tuple[list[dict[str, Any]], str | None]:
         return self._events(n, user=user)
@@ -254,19 +256,19 @@ class View:
         n: int,
         *,
         container: str | None = None,
+        container_id: str | None = None,
         user: str | None = None,
         since: datetime | None = None,
         gpus: frozenset[str] = frozenset(),
-        extra: Callable[[Mapping[str, Any]], bool] | None = None,
     ) -> tuple[list[dict[str, Any]], str | None]:
         """The last ``n`` matching events, or a note saying why there are none to show."""
         if self.event_source is None:
             return [], "event log not read"
         from controller.act.events import EventFilter
 
-        flt = EventFilter(container=container, user=user, since=since, gpus=gpus)
+        flt = EventFilter(container=container, container_id=container_id, user=user, since=since, gpus=gpus)
         try:
-            return self.event_source.tail(n, flt, extra), None
+            return self.event_source.tail(n, flt), None
         except FileNotFoundError:
             rotated = self.event_source.rotated()
             if rotated:
@@ -311,20 +313,6 @@ class View:
     @property
     def nvml_ok(self) -> bool:
         return self.snapshot.domain_ok(Domain.NVML)
-
-
-def _details(e: Mapping[str, Any]) -> Mapping[str, Any]:
-    d = e.get("details")
-    return d if isinstance(d, Mapping) else {}
-
-
-def _names_container(e: Mapping[str, Any], c: ContainerObs) -> bool:
-    """An event about this container: by id when recorded, else by name (ids outlive reused names)."""
-    d = _details(e)
-    cid = d.get("container_id")
-    if isinstance(cid, str) and cid:
-        return c.id.startswith(cid) or cid.startswith(c.id)
-    return d.get("container") == c.name
 
 
 class EventSource(Protocol):

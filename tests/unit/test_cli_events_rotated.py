@@ -203,3 +203,60 @@ def test_a_gpu_s_events_behind_many_others_in_the_live_log_are_found_not_none(tm
 
     assert len(events) == 2 and "gpu.health_check" in events[1], events
     assert "gpu.release" not in "".join(events)
+
+
+def _renamed_history(log: EventLog) -> None:
+    # alice-train was "alice-old" until a docker rename an hour ago: the same container, its id.
+    cid = b.cid("alice-train")
+    log.write(
+        "controller.warning",
+        user="alice",
+        details={"container": "alice-old", "container_id": cid[:12], "reason": "idle"},
+        at=b.ago(hours=4),
+    )
+    log.write(
+        "detection.container_discovered",
+        user="alice",
+        details={"container_id": cid, "name": "alice-old"},
+        at=b.ago(hours=3),
+    )
+    # Another container named alice-old, with its own id, and one of no id: not alice-train's.
+    log.write(
+        "controller.stop",
+        user="alice",
+        details={"container": "alice-old", "container_id": "ee" * 32},
+        at=b.ago(hours=2.5),
+    )
+    log.write("controller.remove", user="alice", details={"container": "alice-old"}, at=b.ago(hours=2))
+
+
+def test_a_renamed_container_s_events_under_its_old_name_are_its_own(tmp_path: Path) -> None:
+    # After a docker rename, describe looked for the container's events by its new name only: those
+    # logged before, under the old name with its id, read as "<none>".
+    path = tmp_path / "events.jsonl"
+    log = EventLog(path)
+    _renamed_history(log)
+    _alice_warned(log, hours=0.5)
+
+    events = _events_section(describe_container(w.view(path), "alice-train"))
+
+    assert [row.split()[4] for row in events[1:]] == [
+        "controller.warning",
+        "detection.container_discovered",
+        "controller.warning",
+    ], events
+
+
+def test_a_renamed_container_s_events_under_its_old_name_are_read_from_the_rotations(tmp_path: Path) -> None:
+    path = tmp_path / "events.jsonl"
+    _renamed_history(EventLog(path))
+    path.rename(tmp_path / "events.jsonl.1")
+    _alice_warned(EventLog(path), hours=0.5)
+
+    events = _events_section(describe_container(w.view(path), "alice-train"))
+
+    assert [row.split()[4] for row in events[1:]] == [
+        "controller.warning",
+        "detection.container_discovered",
+        "controller.warning",
+    ], events
