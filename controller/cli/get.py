@@ -298,7 +298,8 @@ def gpu_column(view: View, c: ContainerObs) -> str:
 
 def _keepalive(c: ContainerObs) -> dict[str, Any]:
     if c.signals is None:
-        return {"state": "unknown", "mtime": None}
+        # Not running: its keep-alive file is not read, and would not count (the table's "-").
+        return {"state": "not-running", "mtime": None, "detail": None}
     ka = c.signals.keepalive
     return {"state": ka.state.value, "mtime": iso(ka.mtime), "detail": ka.detail}
 

@@ -100,7 +100,7 @@ CONTAINER_ITEM = {
         "net_bytes_per_s": NUM_OR_NONE,
         "gpu_util_percent": NUM_OR_NONE,
         "gpu_util_unknown": STR_OR_NONE,
-        "keepalive": dict,
+        "keepalive": {"state": str, "mtime": STR_OR_NONE, "detail": STR_OR_NONE},
     },
 }
 GPU_ITEM = {
@@ -304,6 +304,26 @@ def test_container_json_carries_what_the_table_shows(view: View) -> None:
     # A hostile label value is cleaned in machine output too.
     eve = json.loads(run_get("containers", view, GetOptions(name="eve-web", output="json"))[0])["items"][0]
     assert eve["labels"]["web.note"] == "evil  FAKE ROW"
+
+
+def test_a_stopped_container_s_keepalive_does_not_apply_in_json_as_in_the_table(view: View) -> None:
+    # The JSON said "unknown" of a container not running, whose keep-alive file is never read, while
+    # the wide table says "-" (does not apply): not running, as its idle state says.
+    data = json.loads(run_get("containers", view, GetOptions(output="json", show_all=True))[0])
+    by_name = {i["name"]: i for i in data["items"]}
+    table = run_get("containers", view, GetOptions(output="wide", show_all=True))[0].splitlines()
+    column = table[0].index("KEEPALIVE")
+    cells = {row.split()[0]: row[column:].split()[0] for row in table[1:]}
+    for name in ("carol-old", "dave-new"):
+        assert by_name[name]["idle"]["state"] == "not-running"
+        assert by_name[name]["signals"]["keepalive"] == {
+            "state": "not-running",
+            "mtime": None,
+            "detail": None,
+        }
+        assert cells[name] == "-"
+    assert by_name["bob-notebook"]["signals"]["keepalive"]["state"] == "present"
+    assert cells["bob-notebook"] == "5m"
 
 
 # --- NEXT against the real planner ------------------------------------------------------------
