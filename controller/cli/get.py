@@ -22,6 +22,7 @@ from controller.cli.render import (
     Cell,
     Style,
     Table,
+    age,
     clean,
     clean_tree,
     fmt_age,
@@ -1056,7 +1057,7 @@ def events_table(view: View, items: Sequence[dict[str, Any]], wide: bool) -> Tab
         container = container_name(details) if isinstance(details, Mapping) else None
         t.add(
             [
-                since(at, view.now),
+                age(at, view.now),
                 stamp(at),
                 clean(e.get("event_type", UNKNOWN), 48),
                 clean(e.get("user") or "-", 32),

@@ -164,6 +164,14 @@ def since(then: datetime | None, now: datetime) -> str:
     return fmt_age((now - then).total_seconds())
 
 
+def age(then: datetime | None, now: datetime) -> str:
+    """An AGE cell: :func:`since` for an instant past, ``in 5m`` (as :func:`until` says) for one a
+    second or more after ``now``: written before the wall clock was stepped back, not just now."""
+    if then is not None and (then - now).total_seconds() >= 1:
+        return until(then, now)
+    return since(then, now)
+
+
 def until(when: datetime | None, now: datetime) -> str:
     """``in 12m`` for a future instant, ``now`` for one already due, ``-`` when unknown."""
     if when is None:

@@ -1176,3 +1176,20 @@ def test_ds01_detection_events_name_their_container_by_name_and_id(
     assert rows[0].split()[6] == "alice-train"  # AGE, date, time, zone, TYPE, USER, CONTAINER
     rc, out, _ = run(["get", "events"], capsys)
     assert [row.split()[6] for row in out.splitlines()[1:]] == ["alice-train", "-"]
+
+
+def test_get_events_shows_an_event_timestamped_after_now_as_ahead_not_0s(
+    env: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The wall clock stepped back after an event was written: AGE said "0s", as if it had just happened.
+    now = datetime.now(UTC)
+    log = EventLog(env / "events.jsonl")
+    log.write("controller.warning", user="alice", details={"container": "a"}, at=now - timedelta(hours=1))
+    log.write(
+        "controller.stop", user="alice", details={"container": "a"}, at=now + timedelta(minutes=5, seconds=30)
+    )
+    rc, out, err = run(["get", "events"], capsys)
+    assert rc == 0, err
+    rows = out.splitlines()[1:]
+    assert rows[0].startswith("1h "), rows
+    assert rows[1].startswith("in 5m "), rows
