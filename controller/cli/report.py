@@ -66,6 +66,8 @@ def add_parser(sub: Any, make: Callable[..., argparse.ArgumentParser]) -> None:
 def _when(text: str, now: datetime, what: str) -> datetime:
     from crd_like_specs.durations import DurationError, parse_duration
 
+    if text.strip().lower() == "now":
+        return now  # what --help names --until's default
     try:
         # A duration is that long ago, written with a minus or not (as get events --since reads it).
         seconds: float | None = parse_duration(text.strip().lower().removeprefix("-"))
@@ -77,7 +79,8 @@ def _when(text: str, now: datetime, what: str) -> datetime:
         at = datetime.fromisoformat(text.strip().replace(" ", "T", 1))
     except ValueError:
         raise CliError(
-            f"cannot read {what} {clean(text, 60)!r}: use a duration ago (7d, 12h) or a date (2026-03-01)"
+            f"cannot read {what} {clean(text, 60)!r}: use a duration ago (7d, 12h), now or a date"
+            " (2026-03-01)"
         ) from None
     if at.tzinfo is None:
         # Without a zone: the zone the report cuts its days in and shows its times in (--utc: UTC).

@@ -498,3 +498,20 @@ def test_with_utc_a_date_without_a_zone_is_a_utc_day_as_the_days_the_report_cuts
         set_utc(False)
         monkeypatch.delenv("TZ")
         time_module.tzset()
+
+
+def test_until_now_as_its_help_says_is_the_default_not_refused(
+    week: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # report --help says "--until: now (default)": --until now was refused as unreadable.
+    for word in ("now", "NOW", " now "):
+        before = datetime.now(UTC)
+        rc, out, err = run(["report", "--since", "2d", "--until", word, "-o", "json"], capsys)
+        after = datetime.now(UTC)
+        assert rc == 0 and "cannot read" not in err and "after now" not in err, (word, err)
+        until = datetime.fromisoformat(json.loads(out)["until"].replace("Z", "+00:00"))
+        assert before - timedelta(seconds=1) <= until <= after, word
+    # --since now is read too: a period that ends where it begins.
+    rc, _out, err = run(["report", "--since", "now"], capsys)
+    assert rc == 1 and err.count("\n") == 1 and "--until must be after --since" in err, err
+    assert "cannot read" not in err
