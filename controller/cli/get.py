@@ -31,7 +31,6 @@ from controller.cli.render import (
     iso,
     known_bytes,
     machine,
-    since,
     stamp,
 )
 from controller.cli.view import (
@@ -310,7 +309,7 @@ def _keepalive_text(view: View, c: ContainerObs) -> str:
         return "-"
     ka = c.signals.keepalive
     if ka.state == KeepAliveState.PRESENT:
-        return since(ka.mtime, view.now)
+        return age(ka.mtime, view.now)
     if ka.state == KeepAliveState.ABSENT:
         return "-"
     if ka.state == KeepAliveState.UNKNOWN:
@@ -427,7 +426,7 @@ def containers_table(view: View, containers: Sequence[ContainerObs], wide: bool)
             gpu_column(view, c),
             idleness(view, c).text(view.now),
             _next_cell(view, c),
-            since(created_at(c), view.now),
+            age(created_at(c), view.now),
         ]
         if wide:
             r = rates(view, c)

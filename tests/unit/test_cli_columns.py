@@ -109,3 +109,41 @@ def test_idle_of_a_running_container_without_a_gpu_is_not_unknown() -> None:
     assert row.split()[5] == "-", row
     (item,) = json.loads(run_get("containers", view, GetOptions(output="json", show_all=True))[0])["items"]
     assert item["idle"] == {"state": "no-gpu", "since": None}
+
+
+def test_a_creation_or_keepalive_touch_after_now_is_ahead_not_0s() -> None:
+    # Docker's Created and a keep-alive file's mtime are wall-clock times: written while the clock
+    # was ahead (or set ahead with touch -d), they are after now. AGE and KEEPALIVE said "0s", as if
+    # the container had just been created and the file just touched.
+    import dataclasses
+    from datetime import timedelta
+
+    from tests.unit import cli_world as w
+
+    view = w.view()
+    later = view.now + timedelta(hours=2, minutes=30)
+    containers = []
+    for c in view.snapshot.containers:
+        if c.name == "dave-new":
+            c = c.model_copy(update={"created_at": later})
+        if c.name == "bob-notebook" and c.signals is not None:
+            ka = b.keepalive(mtime=later + timedelta(days=3))
+            c = c.model_copy(update={"signals": c.signals.model_copy(update={"keepalive": ka})})
+        containers.append(c)
+    view = dataclasses.replace(
+        view, snapshot=view.snapshot.model_copy(update={"containers": tuple(containers)})
+    )
+    text, _ = run_get("containers", view, GetOptions(show_all=True, output="wide"))
+    header, *rows = text.splitlines()
+    cols = header.split()
+    starts = [header.index(h) for h in cols]
+    table = {
+        row.split()[0]: {
+            h: row[s : (starts[i + 1] if i + 1 < len(cols) else None)].strip()
+            for i, (h, s) in enumerate(zip(cols, starts, strict=True))
+        }
+        for row in rows
+    }
+    assert table["dave-new"]["AGE"] == "in 2h", table["dave-new"]
+    assert table["bob-notebook"]["KEEPALIVE"] == "in 3d", table["bob-notebook"]
+    assert table["alice-train"]["AGE"] == "6h"  # a time past is its age, as before
