@@ -31,6 +31,7 @@ from controller.cli.render import (
     Sections,
     Style,
     Table,
+    ago,
     clean,
     clock,
     evidence_value,
@@ -84,7 +85,7 @@ def _yes(flag: bool) -> str:
 def _when(view: View, at: Any) -> str:
     if at is None:
         return UNKNOWN  # a time Docker or the ledger did not give: not "none"
-    return f"{since(at, view.now)} ago ({stamp(at)})"
+    return f"{ago(at, view.now)} ({stamp(at)})"
 
 
 def _evidence(evidence: Mapping[str, Any]) -> str:
@@ -337,7 +338,7 @@ def _signals_section(view: View, c: ContainerObs, pol: EffectivePolicy | None, s
     ka = sig.keepalive
     ka_now = ka.state.value
     if ka.state == KeepAliveState.PRESENT:
-        ka_now = f"touched {since(ka.mtime, view.now)} ago"
+        ka_now = f"touched {ago(ka.mtime, view.now)}" if ka.mtime is not None else f"touched {UNKNOWN}"
     elif ka.detail and ka.state != KeepAliveState.ABSENT:
         ka_now += f" ({clean(ka.detail, 60)})"
     max_age = fmt_duration(pol.keepalive_max_age_s.value, "no limit") if pol else UNKNOWN
@@ -350,7 +351,7 @@ def _signals_section(view: View, c: ContainerObs, pol: EffectivePolicy | None, s
         last = cm.samples[-1]
         verdict = {True: "idle", False: "active", None: "undecided"}[last.idle]
         detail = f" ({clean(last.detail, 200)})" if last.detail else ""
-        s.line(f"last sample: {verdict}{detail}, {since(last.at, view.now)} ago", 2)
+        s.line(f"last sample: {verdict}{detail}, {ago(last.at, view.now)}", 2)
 
 
 def _unknown(reason: str | None, default: str) -> str:
@@ -577,7 +578,7 @@ def _timers_section(view: View, c: ContainerObs, pol: EffectivePolicy | None, s:
     elif c.state == ContainerState.CREATED:
         limit = fmt_duration(pol.created_container_timeout_s.value) if pol else UNKNOWN
         made = created_at(c)
-        age = f"{since(made, view.now)} ago" if made is not None else "at an unknown time"
+        age = ago(made, view.now) if made is not None else "at an unknown time"
         parts = [f"created {age}, never started; limit {limit}"]
         parts += _due_text(view, items, _CREATED_RULES)
         lines.append("; ".join(parts))

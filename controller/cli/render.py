@@ -172,6 +172,15 @@ def age(then: datetime | None, now: datetime) -> str:
     return since(then, now)
 
 
+def ago(then: datetime, now: datetime) -> str:
+    """For sentences: ``5m ago``, or ``2h after now`` for an instant a second or more after ``now``
+    (recorded while the wall clock was ahead), never ``0s ago``."""
+    ahead_s = (then - now).total_seconds()
+    if ahead_s >= 1:
+        return f"{fmt_age(ahead_s)} after now"
+    return f"{since(then, now)} ago"
+
+
 def until(when: datetime | None, now: datetime) -> str:
     """``in 12m`` for a future instant, ``now`` for one already due, ``-`` when unknown."""
     if when is None:

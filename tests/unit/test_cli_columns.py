@@ -147,3 +147,37 @@ def test_a_creation_or_keepalive_touch_after_now_is_ahead_not_0s() -> None:
     assert table["dave-new"]["AGE"] == "in 2h", table["dave-new"]
     assert table["bob-notebook"]["KEEPALIVE"] == "in 3d", table["bob-notebook"]
     assert table["alice-train"]["AGE"] == "6h"  # a time past is its age, as before
+
+
+def test_describe_says_a_time_after_now_is_after_now_not_0s_ago() -> None:
+    # describe said "Created: 0s ago (14:30)", "created 0s ago, never started" and "touched 0s
+    # ago" of times after now (the wall clock stepped back since Docker or the file recorded them).
+    import dataclasses
+    from datetime import timedelta
+
+    from tests.unit import cli_world as w
+
+    view = w.view()
+    later = view.now + timedelta(hours=2, minutes=30)
+    containers = []
+    for c in view.snapshot.containers:
+        if c.name == "dave-new":
+            c = c.model_copy(update={"created_at": later})
+        if c.name == "bob-notebook" and c.signals is not None:
+            ka = b.keepalive(mtime=later + timedelta(days=3))
+            sig = c.signals.model_copy(update={"keepalive": ka})
+            c = c.model_copy(update={"signals": sig, "started_at": later})
+        containers.append(c)
+    view = dataclasses.replace(
+        view, snapshot=view.snapshot.model_copy(update={"containers": tuple(containers)})
+    )
+
+    dave = describe_container(view, "dave-new")
+    assert "Created:     2h after now (2026-03-02 " in dave, dave
+    assert "created 2h after now, never started" in dave, dave
+    bob = describe_container(view, "bob-notebook")
+    assert "running, started 2h after now (2026-03-02 " in bob, bob
+    assert "touched 3d after now" in bob, bob
+    assert "touched 0s ago" not in bob and "created 0s ago" not in dave
+    alice = describe_container(view, "alice-train")
+    assert "Created:     6h ago (2026-03-02 " in alice, alice  # a time past, as before
