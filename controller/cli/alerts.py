@@ -125,7 +125,13 @@ def render(items: list[dict[str, Any]], view: Any, output: str, no_headers: bool
     wide = output == "wide"
     table = Table(["reason", "target", "age", "message", *(["key", "evidence"] if wide else [])])
     for i in items:
-        age = fmt_age(i["age_s"]) if i["age_s"] is not None else "new"
+        age_s = i["age_s"]
+        if age_s is None:
+            age = "new"
+        elif age_s <= -1:
+            age = f"in {fmt_age(-age_s + 0.999)}"  # delivered while the wall clock was ahead
+        else:
+            age = fmt_age(age_s)
         row = [i["reason"], clean(i["target"], 48), age, clean(i["message"], 200 if wide else 100)]
         if wide:
             row += [clean(i["key"], 120), clean(json.dumps(i["evidence"], sort_keys=True), 400)]

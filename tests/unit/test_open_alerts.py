@@ -246,3 +246,18 @@ def test_get_alerts_owner_with_none_of_theirs_does_not_say_no_alert_is_open(
     assert out == ""
     assert "No open admin alerts." not in err
     assert "No open admin alerts about bob (1 open about others)." in err, err
+
+
+def test_get_alerts_age_of_an_alert_delivered_after_now_is_ahead_not_0s() -> None:
+    # Delivered while the wall clock was ahead, an alert's first delivery is after now once it is
+    # stepped back: AGE said "0s", as if it had just been delivered.
+    from controller.plan.open_alerts import OpenAlert
+
+    def row(since: datetime) -> list[str]:
+        alert = OpenAlert(reason="DuplicateGpuHolder", key="k", target=b.GPU0, message="m", since=since)
+        view = View(snapshot=b.snapshot(), now=b.T0)
+        text = render([alert_item(alert, b.T0)], view, "table", True, PLAIN)
+        return text.split()
+
+    assert row(b.T0 + timedelta(hours=2, minutes=5))[2:4] == ["in", "2h"]
+    assert row(b.ago(minutes=5))[2] == "5m"
