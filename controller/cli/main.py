@@ -456,8 +456,9 @@ def _quiet_logs(debug: bool) -> None:
     )
 
 
-def parse_when(text: str, now: datetime) -> datetime:
-    """``+2h``/``+1h30m``/``90m`` after ``now``, or a timestamp (naive: local time)."""
+def parse_when(text: str, now: datetime, hint: str | None = None) -> datetime:
+    """``+2h``/``+1h30m``/``90m`` after ``now``, or a timestamp (naive: local time). ``hint``: what
+    the error of an unreadable time suggests instead of the times after now."""
     import re
     from datetime import timedelta
 
@@ -482,7 +483,10 @@ def parse_when(text: str, now: datetime) -> datetime:
     except ValueError:
         raise CliError(
             f"cannot read the time {clean(text, 60)!r}: "
-            "use +2h, +1h30m, 45m, a clock time like 17:30, or a date and time like 2025-03-01T18:00"
+            + (
+                hint
+                or "use +2h, +1h30m, 45m, a clock time like 17:30, or a date and time like 2025-03-01T18:00"
+            )
         ) from None
     if at.tzinfo is None:
         at = at.astimezone()  # a naive time is the user's local time
@@ -704,7 +708,10 @@ def _events_view(args: argparse.Namespace, settings: Settings, owner: str | None
         # A duration is that long ago, written with a minus or not (parse_when would call -1h "in
         # the past", which is what --since asks for).
         secs = parse_duration(args.since.strip().removeprefix("-"))
-        since = now - timedelta(seconds=secs) if secs is not None else parse_when(args.since, now)
+        # An unreadable time is told the times --since takes (those after now it refuses).
+        earlier = "use a duration ago (1h, 30m, 2d), an earlier clock time, or a date and time like"
+        earlier += " 2025-03-01T18:00"
+        since = now - timedelta(seconds=secs) if secs is not None else parse_when(args.since, now, earlier)
         if since > now:
             # No event is logged after now: the answer would be "No events." of any log.
             raise CliError(

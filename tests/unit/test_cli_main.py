@@ -1193,3 +1193,16 @@ def test_get_events_shows_an_event_timestamped_after_now_as_ahead_not_0s(
     rows = out.splitlines()[1:]
     assert rows[0].startswith("1h "), rows
     assert rows[1].startswith("in 5m "), rows
+
+
+def test_get_events_with_a_malformed_since_suggests_times_it_takes(
+    env: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The hint was plan --at's ("use +2h, +1h30m, ..."): --since +2h is refused as in the future.
+    _write_events(env / "events.jsonl", datetime.now(UTC))
+    rc, _, err = run(["get", "events", "--since", "yesterday"], capsys)
+    assert rc == 1
+    assert_one_line_error(err, "cannot read the time 'yesterday'", "a duration ago (1h, 30m, 2d)")
+    assert "+2h" not in err
+    rc, _, err = run(["get", "events", "--since", "2h"], capsys)  # what it suggests is taken
+    assert rc == 0, err
