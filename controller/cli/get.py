@@ -350,6 +350,10 @@ def container_item(view: View, c: ContainerObs) -> dict[str, Any]:
         "finished_at": iso(c.finished_at),
         "idle": {"state": idle.state.value, "since": iso(idle.since)},
         "next": None if step is None else step.as_dict(),
+        # null ``next`` is "no next step" only where something was planned (the table's "unknown").
+        "next_unknown": None
+        if view.plan is not None
+        else f"no plan: {view.policy.error or 'no policy loaded'}",
         "signals": {
             "cpu_percent": r.cpu_percent,
             "net_bytes_per_s": r.net_bytes_per_s,

@@ -95,6 +95,7 @@ CONTAINER_ITEM = {
     "finished_at": STR_OR_NONE,
     "idle": {"state": str, "since": STR_OR_NONE},
     "next": (NEXT, type(None)),
+    "next_unknown": STR_OR_NONE,
     "signals": {
         "cpu_percent": NUM_OR_NONE,
         "net_bytes_per_s": NUM_OR_NONE,
@@ -324,6 +325,27 @@ def test_a_stopped_container_s_keepalive_does_not_apply_in_json_as_in_the_table(
         assert cells[name] == "-"
     assert by_name["bob-notebook"]["signals"]["keepalive"]["state"] == "present"
     assert cells["bob-notebook"] == "5m"
+
+
+def test_with_no_plan_the_next_step_is_unknown_in_json_as_in_the_table(view: View) -> None:
+    # The policy did not load, so nothing was planned: the table's NEXT says "unknown", while the
+    # JSON's next was null, which it documents as "no next step".
+    from controller.cli.view import PolicyInfo
+
+    broken = dataclasses.replace(
+        view, plan=None, desired=None, policy=PolicyInfo(error="lifecyclepolicy.yaml: bad duration")
+    )
+    data = json.loads(run_get("containers", broken, GetOptions(output="json", show_all=True))[0])
+    assert conforms(data, envelope(CONTAINER_ITEM)) == []
+    for item in data["items"]:
+        assert item["next"] is None
+        assert item["next_unknown"] == "no plan: lifecyclepolicy.yaml: bad duration", item["name"]
+    table = run_get("containers", broken, GetOptions(show_all=True))[0].splitlines()
+    column = table[0].index("NEXT")
+    assert {row[column:].split()[0] for row in table[1:]} == {UNKNOWN}
+    # Planned: a container with no next step has next null and nothing unknown.
+    data = json.loads(run_get("containers", view, GetOptions(name="bob-notebook", output="json"))[0])
+    assert (data["items"][0]["next"], data["items"][0]["next_unknown"]) == (None, None)
 
 
 # --- NEXT against the real planner ------------------------------------------------------------
