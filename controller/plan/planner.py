@@ -208,14 +208,15 @@ def _with_steps_before(
 
     Runtime: a new start's discount begins at 0 (``fresh_memory``), so the steps seen after the start
     (while Docker was away, or before the memory was lost) are counted here once. Hold: only for a
-    container with no record at all; one with a record already gathered every step seen since the
-    last listing (``_docker_unavailable``) and keeps it (``_hold_discount``)."""
+    container with no record a pass listed (none at all, or one rebuilt from the event log, of this
+    start or an earlier one: it gathered no step); one a pass listed already gathered every step
+    seen since (``_docker_unavailable``) and keeps it (``_hold_discount``)."""
     update: dict[str, object] = {}
     if c.started_at is not None:
         runtime_s = step_discount_s(steps, c.started_at)
         if runtime_s:
             update["runtime_discount_s"] = runtime_s
-    if prev is None:
+    if prev is None or not prev.last_state:
         since = _hold_since(c)
         hold_s = step_discount_s(steps, since) if since is not None else 0.0
         if hold_s:

@@ -270,3 +270,31 @@ def test_a_memory_restored_from_a_backup_gains_the_steps_seen_after_it(tmp_path:
         ClockStep(seen_at=saved_at - timedelta(hours=1), step_s=100.0),
         ClockStep(seen_at=NOW - timedelta(hours=1), step_s=7200.0),
     )
+
+
+def test_a_record_of_an_earlier_start_rebuilt_from_the_log_does_not_make_the_step_hold_time() -> None:
+    # The log holds a restart's mark for an earlier start of the container (stopped by a reboot a
+    # week ago, started again since by its owner, stopped a real minute before the first pass). The
+    # step, then the memory lost: the rebuilt record of that earlier start is not a record of this
+    # start, which gathered no step. A real 10 minutes after its stop its hold has 20 minutes to run.
+    h = LostMemoryHost(b.policy(gpu_hold_after_stop_s=30 * b.MIN))
+    finished = b.T0 - timedelta(minutes=1)
+    train = b.exited("train", gpus=[b.GPU0], started_at=b.T0 - timedelta(hours=1), finished_at=finished)
+    mark = {
+        "container": "train",
+        "container_id": train.id,
+        "started_at": b.T0 - timedelta(days=8),
+        "restart_at": b.T0 - timedelta(days=7),
+    }
+    line = format_line(EventType.RESTART_STOP, user=None, source="ds01-controller", details=mark, at=b.T0)
+    h.events.append(json.loads(line))
+    h.observe(0, [train])
+    h.offset_s = STEP
+    h.observe(30, [train])
+    h.lose_memory(60)
+    assert h.runner.memory.containers[train.id].started_at == b.T0 - timedelta(days=8)
+    ten = h.observe(9 * 60, [train])
+    assert b.removed(ten) == [], "removed 10 real minutes after its stop, the step counted as hold time"
+    (d,) = [d for d in ten.deferred if d.target.container == "train"]
+    assert d.due_at == finished + timedelta(minutes=30, seconds=STEP)
+    assert b.removed(h.observe(30 * 60, [train])) == ["train"]
