@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 from tenacity import retry, retry_if_exception_type, stop_after_attempt, wait_exponential
 
 from controller.act.errors import GoneError, PermanentError, TransientError, classify, may_have_acted
-from controller.observe.mounts import workspace_source
+from controller.observe.mounts import workspace_mounted, workspace_source
 from controller.observe.resources import parse_limits
 from controller.snapshot import ResourceLimits
 
@@ -79,6 +79,9 @@ class Inspected:
     # who is not logged in (see controller.act.notify.append_alert_file).
     workspace: str | None = None
     limits: ResourceLimits | None = None
+    # A host directory or volume is mounted at /workspace, whether or not its path shows (None: the
+    # inspect lists no mounts): what the owner's notice says is kept.
+    workspace_mounted: bool | None = None
 
     @classmethod
     def from_api(cls, data: dict[str, Any]) -> Inspected:
@@ -94,6 +97,7 @@ class Inspected:
             pid=pid if isinstance(pid, int) and pid > 0 else None,
             workspace=workspace_source(data.get("Mounts")),
             limits=parse_limits(host_config) if isinstance(host_config, dict) else None,
+            workspace_mounted=workspace_mounted(data.get("Mounts")),
         )
 
 

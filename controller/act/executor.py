@@ -464,6 +464,7 @@ class RealExecutor:
                 removed=bool(main.get("removed", not stop)),
                 was_running=stop,
                 workspace_known=seen is not None,
+                workspace_mounted=seen.workspace_mounted if seen is not None else None,
                 at=happened or intent.started_at,
             )
         lines = self._closing_events(action, intent, outcome, detail, events, recovered=True)
@@ -875,7 +876,12 @@ class RealExecutor:
             events += self._release_events(action, event_reason(action.reason))
         what = "stopped and removed" if removed else "stopped"
         details["notice"] = self._notices.after(
-            action, fresh.workspace, removed=removed, was_running=True, workspace_known=True
+            action,
+            fresh.workspace,
+            removed=removed,
+            was_running=True,
+            workspace_known=True,
+            workspace_mounted=fresh.workspace_mounted,
         )
         mem = own_record(mem, action, self._clock(), removed=removed)
         detail = f"{what} (stop timeout {timeout_s}s)" + (
@@ -941,7 +947,12 @@ class RealExecutor:
         reason = event_reason(action.reason)
         details = self._remove_details(action, fresh.status)
         details["notice"] = self._notices.after(
-            action, fresh.workspace, removed=True, was_running=False, workspace_known=True
+            action,
+            fresh.workspace,
+            removed=True,
+            was_running=False,
+            workspace_known=True,
+            workspace_mounted=fresh.workspace_mounted,
         )
         events = [(EventType.CONTAINER_REMOVE, details), *self._release_events(action, reason)]
         mem = own_record(mem, action, self._clock(), removed=True)

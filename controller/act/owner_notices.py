@@ -86,12 +86,15 @@ class OwnerNotices:
         removed: bool,
         was_running: bool,
         workspace_known: bool = False,
+        workspace_mounted: bool | None = None,
         at: datetime | None = None,
     ) -> dict[str, Any]:
         """Tell the owner a stop (``was_running``) or a removal happened; what became of the notice.
 
         ``workspace_known``: ``workspace`` comes from an inspect of the container before it went,
         so None there means it had no ``/workspace`` mount (not that it could not be looked at).
+        ``workspace_mounted``: that inspect's word on the mount, where it gave one (a volume whose
+        path does not show is mounted all the same).
         ``at``: when the stop or removal happened, where that was before now (one a later pass
         recorded, after a restart); the notice shows it."""
         result: dict[str, Any] = {"terminals": 0}
@@ -112,7 +115,11 @@ class OwnerNotices:
                 at=at or now,
                 kept=_kept(action),
                 events_readable=self._events_readable(user),
-                workspace_mounted=(workspace is not None) if workspace_known else None,
+                workspace_mounted=workspace_mounted
+                if workspace_mounted is not None
+                else (workspace is not None)
+                if workspace_known
+                else None,
             )
             result["terminals"] = self._notifier.notify(user, text, severity="STOPPED")
             alerts_file = self.fallback(user, text, "STOPPED", workspace, result["terminals"])

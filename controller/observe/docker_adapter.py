@@ -504,8 +504,9 @@ class DockerObserver:
 
 # /2: with the resource limits; /3: a device request the nvidia driver serves by its capabilities
 # holds GPUs (an entry parsed before would show such a container GPU-less); /4: with whether
-# /workspace is mounted (an entry parsed before would say "not known")
-CACHE_FORMAT = "ds01-inspect-cache/4"
+# /workspace is mounted (an entry parsed before would say "not known"); /5: a volume there whose path
+# does not show is mounted (an entry parsed before would say it is not)
+CACHE_FORMAT = "ds01-inspect-cache/5"
 _CACHE_ALLOWED = {
     ("controller.observe.docker_adapter", "DockerContainer"),
     ("controller.observe.gpu_refs", "RawGpuRefs"),

@@ -30,7 +30,13 @@ def workspace_source(mounts: object) -> str | None:
 
 def workspace_mounted(mounts: object) -> bool | None:
     """Whether the inspect's ``Mounts`` hold a host directory or volume at ``/workspace`` (None: the
-    inspect has no list of mounts, so it is not known)."""
+    inspect has no list of mounts, so it is not known). A volume whose driver shows no path (a
+    plugin's, while no container has it mounted) is one all the same: its files outlive the container."""
     if not isinstance(mounts, list):
         return None
-    return workspace_source(mounts) is not None
+    return any(
+        isinstance(m, dict)
+        and m.get("Destination") == WORKSPACE_MOUNT
+        and m.get("Type") in ("bind", "volume")
+        for m in mounts
+    )

@@ -94,5 +94,8 @@ def test_the_observer_reads_the_workspace_mount_from_the_inspect() -> None:
     assert mounted([{**bind, "Destination": "/data"}]) is False
     assert mounted([{"Type": "tmpfs", "Source": "", "Destination": "/workspace"}]) is False  # gone with it
     assert mounted(None) is None  # an inspect with no list of mounts: not known
+    # A volume of a driver that shows no path while it is not mounted (a volume plugin's, in a
+    # stopped container) is still a volume: its files outlive the container.
+    assert mounted([{**volume, "Source": "", "Driver": "nfs-plugin"}]) is True
     no_key = parse_inspect(base, entry)
     assert no_key is not None and no_key.workspace_mounted is None

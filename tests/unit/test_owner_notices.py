@@ -395,3 +395,32 @@ def test_a_long_container_name_does_not_cut_the_stop_time_out_of_a_notice() -> N
         assert "stopped at 2026-01-30 14:30 UTC" in sent, sent
         assert "More: ds01ctl describe container" in sent
         assert all(len(line) <= 300 for line in sent.splitlines())
+
+
+def test_removal_notice_of_a_container_whose_workspace_volume_shows_no_path_says_its_files_are_kept(
+    pty: tuple[int, str],
+) -> None:
+    """A volume at /workspace whose driver shows no path while it is not mounted (a volume plugin's,
+    in a stopped container) is still a volume: its files outlive the container. The executor's
+    inspect says it is mounted, and the notice says the files are kept."""
+    from controller.act.docker_ops import Inspected
+
+    volume = {
+        "Type": "volume",
+        "Name": "w",
+        "Source": "",
+        "Driver": "nfs-plugin",
+        "Destination": "/workspace",
+    }
+    fresh = Inspected.from_api({"Id": "a" * 64, "State": {"Status": "exited"}, "Mounts": [volume]})
+    assert fresh.workspace is None and fresh.workspace_mounted is True
+    master, tty = pty
+    notices([Session(ME, tty)]).after(
+        stop_action(),
+        fresh.workspace,
+        removed=True,
+        was_running=True,
+        workspace_mounted=fresh.workspace_mounted,
+    )
+    got = read_all(master).decode()
+    assert "What is kept: your files under /workspace." in got, got
