@@ -49,11 +49,12 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeGuard
 
 from loguru import logger
 from pydantic import ValidationError
@@ -89,6 +90,11 @@ INVENTORY_FILE = "workload-inventory.json"
 RELEASE_BREAKER_KEY = "AlertAdmin:ReleaseBreakerTripped:"
 # How many event-log lines (newest first) the rebuild of a lost memory reads at most.
 SALVAGE_SCAN_LINES = 200_000
+# A container's full id, as the controller writes it on its lines. The log is shared with scripts
+# that run as the user: a record rebuilt for anything else (a GPU's UUID, a word of an action's key)
+# would be a container gone at the first pass, which drops every record of an action whose key
+# names it (``ControllerMemory.without_containers``): a GPU reset already performed, its back-off.
+_CONTAINER_ID = re.compile(r"[0-9a-f]{64}\Z")
 
 # What starting without each file means, for the log line and the docs.
 CONSEQUENCE = {
@@ -462,9 +468,13 @@ def _restart_mark(d: Mapping[str, Any]) -> tuple[str, datetime, datetime] | None
     cid = d.get("container_id")
     started_at = parse_timestamp(d.get("started_at"))
     restart_at = parse_timestamp(d.get("restart_at"))
-    if not isinstance(cid, str) or not cid or started_at is None or restart_at is None:
+    if not _is_container_id(cid) or started_at is None or restart_at is None:
         return None
     return cid, started_at, restart_at
+
+
+def _is_container_id(value: object) -> TypeGuard[str]:
+    return isinstance(value, str) and _CONTAINER_ID.match(value) is not None
 
 
 def _with_promise(
@@ -485,7 +495,7 @@ def _with_promise(
         hold = evidence.get(KEPT_AFTER_STOP_S)
     cid = started.get("container_id")
     started_at = parse_timestamp(started.get("expected_started_at"))
-    if not isinstance(cid, str) or not cid or started_at is None:
+    if not _is_container_id(cid) or started_at is None:
         return memory
     if isinstance(hold, bool) or not isinstance(hold, int | float) or not math.isfinite(hold):
         return memory

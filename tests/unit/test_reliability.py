@@ -311,6 +311,64 @@ def test_a_lost_memory_does_not_reset_a_still_dirty_gpu_again() -> None:
     assert two_passes(memory_from_events(log, now)) == ["AlertAdmin"]
 
 
+@pytest.mark.parametrize("named", [b.GPU0, "ResetGpu", "GpuDirty"])
+def test_a_line_naming_no_container_does_not_make_a_lost_memory_reset_a_gpu_again(named: str) -> None:
+    """The event log is shared with scripts that run as the user: a restart's mark or a stop notice's
+    hold naming, as its container, what is no container (a GPU, a word of an action's key) rebuilds
+    no record. Rebuilt, it was a container gone at the first pass, which took with it every record
+    of an action whose key names it: the GPU reset already performed, which then ran again."""
+    passes = b.Passes(b.desired(b.policy()))
+    passes.run(b.snapshot(observed_at=b.at(seconds=0), gpus=DIRTY))
+    (reset,) = passes.run(b.snapshot(observed_at=b.at(seconds=30), gpus=DIRTY)).actions
+    done = event(
+        "gpu.health_check", b.at(seconds=31), gpu=b.GPU0, status="cleaned", key=reset.key, phase="done"
+    )
+    forged = [
+        event(
+            "controller.restart_stop",
+            b.at(seconds=32),
+            container="x",
+            container_id=named,
+            started_at=utc_timestamp(b.at(seconds=-3600)),
+            restart_at=utc_timestamp(b.at(seconds=-60)),
+        ),
+        {
+            "timestamp": utc_timestamp(b.at(seconds=33)),
+            "event_type": "controller.action_started",
+            "details": {
+                "key": "StopContainer:y",
+                "intent_at": "t",
+                "phase": "started",
+                "kind": "StopContainer",
+                "container_id": named,
+                "expected_started_at": utc_timestamp(b.at(seconds=-3600)),
+                "kept_after_stop_s": 3600,
+            },
+        },
+        event(
+            "maintenance.idle_kill",
+            b.at(seconds=34),
+            key="StopContainer:y",
+            intent_at="t",
+            phase="done",
+            removed=False,
+        ),
+    ]
+    memory = memory_from_events([done, *forged], b.at(seconds=60))
+    assert named not in memory.containers
+    kinds = []
+    for s in (60, 90):
+        p = plan(
+            b.snapshot(observed_at=b.at(seconds=s), gpus=DIRTY),
+            b.desired(b.policy()),
+            memory,
+            b.at(seconds=s),
+        )
+        memory = b.record_outcomes(p)
+        kinds += [a.kind.value for a in p.actions]
+    assert kinds == ["AlertAdmin"], "the GPU was reset again"
+
+
 def test_a_lost_memory_keeps_back_off() -> None:
     failed = event(
         "controller.action_failed",
