@@ -301,8 +301,10 @@ class ControllerMemory(BaseModel):
         stop's. Not the stop's mark (``stopped_by_controller_at``): the removal breaker counts a
         container whose mark was lost.
 
-        The longest promise of that start is kept. A record of an earlier start (a memory from a
-        backup) gives way to it; one of a later start is left alone: the promise no longer applies."""
+        The longest promise of that start is kept. A record of an earlier start (rebuilt from an
+        earlier line) gives way to it; one of a later start is left alone: the promise no longer
+        applies. (A memory read cleanly keeps its own record of another start: the salvage does not
+        call this for it.)"""
         cm = self._record_of_start(container_id, started_at)
         if cm is None or (cm.promised_hold_s is not None and cm.promised_hold_s >= hold_s):
             return self

@@ -38,8 +38,8 @@ lead time again. A memory
 file that is missing is rebuilt the same way: on a first start the log holds nothing of the
 controller's. A memory that reads cleanly but is older than the log (restored from a backup) is
 kept, with the breakers, resets, open intents, clock steps, stop notices' holds and restarts' marks
-the log adds
-(:func:`not_older_than_the_log`).
+the log adds (the last two not over its own record of another start of a container: the log's
+lines are not authenticated) (:func:`not_older_than_the_log`).
 
 Called by :func:`controller.wiring.build_controller`.
 """
@@ -248,9 +248,16 @@ def not_older_than_the_log(memory: ControllerMemory, path: Path, now: datetime) 
 def _records_added(memory: ControllerMemory, logged: ControllerMemory) -> ControllerMemory:
     """``memory`` with the holds the logged stop notices named and the logged restarts' marks that it
     lacks (the same ``memory`` when it has them all): see :meth:`ControllerMemory.with_promised_hold`
-    and :meth:`ControllerMemory.with_restart_mark`."""
+    and :meth:`ControllerMemory.with_restart_mark`.
+
+    Only for a container the memory holds no record of, or one of the same start. A record of
+    another start is kept as it is: read cleanly, the memory is the controller's own, while the log's
+    lines are not authenticated (scripts that run as the user append to it), and a line naming a
+    later start would replace the record of the start listed now, with the hold its stop notice
+    named, its restart's mark and its discounts."""
     for cm in logged.containers.values():
-        if cm.started_at is None:
+        held = memory.containers.get(cm.container_id)
+        if cm.started_at is None or (held is not None and held.started_at != cm.started_at):
             continue
         if cm.promised_hold_s is not None:
             memory = memory.with_promised_hold(cm.container_id, cm.started_at, cm.promised_hold_s)

@@ -160,3 +160,30 @@ def test_a_clock_step_after_the_stop_is_still_not_hold_time_for_the_rebuilt_reco
     assert d.due_at == s.finished + timedelta(days=2, seconds=step_s)
     assert d.evidence["clock_step_discount_s"] == step_s
     assert b.removed(s.hold_pass(waiting.memory, timedelta(days=2, hours=3, seconds=1))) == ["job"]
+
+
+def test_a_line_for_a_later_start_does_not_replace_the_memorys_own_record(tmp_path: Path) -> None:
+    """The event log is shared with scripts that run as the user, and its lines are not
+    authenticated. A line claiming a later start of the container (a restart's mark, here) at the
+    daemon's next start does not replace the record the memory holds: read cleanly, the memory is the
+    controller's own, and it keeps the hold the stop notice named."""
+    s = Stopped(tmp_path)
+    forged = format_line(
+        EventType.RESTART_STOP,
+        user=None,
+        source="ds01-controller",
+        details={
+            "container": "job",
+            "container_id": s.job.id,
+            "started_at": s.finished + timedelta(minutes=1),
+            "restart_at": s.finished + timedelta(minutes=2),
+        },
+        at=s.finished + timedelta(minutes=3),
+    )
+    with s.log.open("ab") as f:
+        f.write(forged)
+    restarted = not_older_than_the_log(s.memory, s.log, s.finished + timedelta(minutes=30))
+    assert restarted.containers[s.job.id] == s.memory.containers[s.job.id]
+    waiting = s.hold_pass(restarted, timedelta(hours=2))
+    assert b.removed(waiting) == [], "removed 2h after its stop; the notice said 2d"
+    assert b.removed(s.hold_pass(waiting.memory, timedelta(days=2, seconds=1))) == ["job"]
