@@ -458,11 +458,12 @@ def memory_from_events(events: Iterable[Mapping[str, Any]], now: datetime) -> Co
 def _warned_hold(d: Mapping[str, Any]) -> tuple[str, datetime, float] | None:
     """The container, start and hold after the stop a ``controller.warning`` line's notice named
     (it binds that start as a stop notice's does: :func:`controller.plan.types.warning_record`);
-    None for a warning that named none, or a line that does not say them all."""
+    None for a warning that named none, or a line that does not say them all (a full container id
+    among them: :data:`_CONTAINER_ID`)."""
     hold = d.get(KEPT_AFTER_STOP_S)
     cid = d.get("container_id")
     started_at = parse_timestamp(d.get("expected_started_at"))
-    if not isinstance(cid, str) or not cid or started_at is None:
+    if not _is_container_id(cid) or started_at is None:
         return None
     if isinstance(hold, bool) or not isinstance(hold, int | float) or not math.isfinite(hold):
         return None

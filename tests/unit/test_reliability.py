@@ -313,10 +313,11 @@ def test_a_lost_memory_does_not_reset_a_still_dirty_gpu_again() -> None:
 
 @pytest.mark.parametrize("named", [b.GPU0, "ResetGpu", "GpuDirty"])
 def test_a_line_naming_no_container_does_not_make_a_lost_memory_reset_a_gpu_again(named: str) -> None:
-    """The event log is shared with scripts that run as the user: a restart's mark or a stop notice's
-    hold naming, as its container, what is no container (a GPU, a word of an action's key) rebuilds
-    no record. Rebuilt, it was a container gone at the first pass, which took with it every record
-    of an action whose key names it: the GPU reset already performed, which then ran again."""
+    """The event log is shared with scripts that run as the user: a restart's mark or the hold a stop
+    notice or a warning named, naming as its container what is no container (a GPU, a word of an
+    action's key), rebuilds no record. Rebuilt, it was a container gone at the first pass, which
+    took with it every record of an action whose key names it: the GPU reset already performed,
+    which then ran again."""
     passes = b.Passes(b.desired(b.policy()))
     passes.run(b.snapshot(observed_at=b.at(seconds=0), gpus=DIRTY))
     (reset,) = passes.run(b.snapshot(observed_at=b.at(seconds=30), gpus=DIRTY)).actions
@@ -352,6 +353,14 @@ def test_a_line_naming_no_container_does_not_make_a_lost_memory_reset_a_gpu_agai
             intent_at="t",
             phase="done",
             removed=False,
+        ),
+        event(
+            "controller.warning",
+            b.at(seconds=35),
+            container="y",
+            container_id=named,
+            expected_started_at=utc_timestamp(b.at(seconds=-3600)),
+            kept_after_stop_s=3600,
         ),
     ]
     memory = memory_from_events([done, *forged], b.at(seconds=60))
