@@ -75,7 +75,7 @@ class ContainerMemory(Slotted):
     announced: dict[str, UtcTime] = Field(
         default_factory=dict,
         description="warning key -> the stop time that delivered warning announced: the stop never "
-        "comes before it (kept only for keys still in warnings)",
+        "comes before it (kept only for keys still in warnings, or rebuilt from the event log)",
     )
     first_seen_at: UtcTime | None = None
     keepalive: KeepAliveSeen | None = None
@@ -323,6 +323,23 @@ class ControllerMemory(BaseModel):
             return self
         containers = dict(self.containers)
         containers[container_id] = cm.model_copy(update={"stopped_by_restart_at": restart_at})
+        return self.model_copy(update={"containers": containers})
+
+    def with_announced(
+        self, container_id: str, started_at: datetime, warning_key: str, stop_at: datetime
+    ) -> ControllerMemory:
+        """The stop time a warning about the start ``started_at`` announced, rebuilt from the event
+        log (:mod:`controller.act.salvage`): the stop never comes before it. Not the warning's
+        delivery: it is sent again, naming that time. The latest time kept; records of other starts
+        as :meth:`with_promised_hold`."""
+        cm = self._record_of_start(container_id, started_at)
+        if cm is None:
+            return self
+        told = cm.announced.get(warning_key)
+        if told is not None and told >= stop_at:
+            return self
+        containers = dict(self.containers)
+        containers[container_id] = cm.model_copy(update={"announced": {**cm.announced, warning_key: stop_at}})
         return self.model_copy(update={"containers": containers})
 
     def _record_of_start(self, container_id: str, started_at: datetime) -> ContainerMemory | None:

@@ -996,6 +996,10 @@ class RealExecutor:
             details[KEPT_AFTER_STOP_S] = promised
         if alerts_file is not None:
             details["alerts_file"] = alerts_file
+        if warn.announced_stop() is not None and t.expected_started_at is not None:
+            # The stop time the owner was told, and the start it is about: a lost memory keeps it (salvage).
+            details["stop_expected_at"] = warn.stop_expected_at
+            details["expected_started_at"] = t.expected_started_at
         detail = f"notice sent to {delivered} terminal(s) of {user or 'nobody'}"
         return _Done(Outcome.DONE, detail, new_mem, [(EventType.WARNING, details)])
 

@@ -28,18 +28,21 @@ owner was told; not the stop's mark, so the removal breaker counts that containe
 the containers an engine or host **restart stopped** (``stopped_by_restart_at``, from the daemon's
 ``controller.restart_stop`` lines: decided from what the controller saw before the restart and from
 the last restart, a fresh memory would give a container seen running across a long reboot, or one
-stopped before a later restart, its normal hold and remove it at once). Destructive actions
+stopped before a later restart, its normal hold and remove it at once), and the **stop time each
+warning announced** for the start it was about (``announced``, from the ``controller.warning``
+lines: a fresh memory would stop the container by a policy reloaded shorter since, before the time
+its owner was told). Destructive actions
 **started and never closed** (a crash during one) are rebuilt as open intents from their
 ``controller.action_started`` lines, so the next pass still records them once with their original
 reason. The event log rotated last (``<log>.1``) is read before the log itself. When the event log
 cannot be read, the breaker is opened (unknown is not safe). Warnings and admin notices are not
-rebuilt (the holds they named are): they may be sent once more, and a stop waits for its warning's
-lead time again. A memory
-file that is missing is rebuilt the same way: on a first start the log holds nothing of the
+rebuilt (the holds they named and the stop times they announced are): they may be sent once more
+(naming the stop time announced before), and a stop waits for its warning's lead time again. A
+memory file that is missing is rebuilt the same way: on a first start the log holds nothing of the
 controller's. A memory that reads cleanly but is older than the log (restored from a backup) is
-kept, with the breakers, resets, open intents, clock steps, stop notices' holds and restarts' marks
-the log adds (the last two not over its own record of another start of a container: the log's
-lines are not authenticated) (:func:`not_older_than_the_log`).
+kept, with the breakers, resets, open intents, clock steps, stop notices' holds, restarts' marks
+and warnings' stop times the log adds (the holds and marks not over its own record of another
+start of a container: the log's lines are not authenticated) (:func:`not_older_than_the_log`).
 
 Called by :func:`controller.wiring.build_controller`.
 """
@@ -263,6 +266,8 @@ def _records_added(memory: ControllerMemory, logged: ControllerMemory) -> Contro
             memory = memory.with_promised_hold(cm.container_id, cm.started_at, cm.promised_hold_s)
         if cm.stopped_by_restart_at is not None:
             memory = memory.with_restart_mark(cm.container_id, cm.started_at, cm.stopped_by_restart_at)
+        for warning_key, stop_at in cm.announced.items():
+            memory = memory.with_announced(cm.container_id, cm.started_at, warning_key, stop_at)
     return memory
 
 
@@ -368,6 +373,8 @@ def memory_from_events(events: Iterable[Mapping[str, Any]], now: datetime) -> Co
     carried_out: list[tuple[tuple[str, str], Mapping[str, Any]]] = []
     restarts: list[tuple[str, datetime, datetime]] = []
     warnings: list[tuple[str, datetime, float]] = []
+    told: list[tuple[datetime, tuple[str, datetime, str, datetime]]] = []
+    ended: dict[str, datetime] = {}  # container id -> the controller's last stop or removal of it
     steps: dict[datetime, ClockStep] = {}
     for event in events:
         kind = event.get("event_type")
@@ -387,7 +394,6 @@ def memory_from_events(events: Iterable[Mapping[str, Any]], now: datetime) -> Co
             warned = _warned_hold(d)
             if warned is not None:
                 warnings.append(warned)
-            continue
         if kind == EventType.BREAKER_TRIPPED:
             message = str(d.get("message") or "tripped")
             restored = Breaker(
@@ -405,6 +411,10 @@ def memory_from_events(events: Iterable[Mapping[str, Any]], now: datetime) -> Co
         key = d.get("key")
         if not isinstance(key, str) or at is None or at < horizon:
             continue
+        if kind == EventType.WARNING:
+            announced = _announced(d)
+            if announced is not None:
+                told.append((at, announced))
         tie = (key, str(d.get("intent_at")))
         if kind == EventType.ACTION_STARTED and d.get("phase") == "started":
             started[tie] = (at, d)
@@ -412,6 +422,8 @@ def memory_from_events(events: Iterable[Mapping[str, Any]], now: datetime) -> Co
             closed.add(tie)
             if d.get("phase") == "done" and kind != EventType.ACTION_DONE:
                 carried_out.append((tie, d))  # the action's own event: it was carried out
+                if d.get("kind") in _ENDING and isinstance(d.get("container_id"), str):
+                    ended[str(d["container_id"])] = at
         if key.startswith("ResetGpu:") and d.get("phase") != "started":
             # ResetGpu:<uuid>:<dirty since>:GpuDirty -- performed (or interrupted): never again blind.
             parts = key.split(":", 2)
@@ -452,6 +464,9 @@ def memory_from_events(events: Iterable[Mapping[str, Any]], now: datetime) -> Co
         memory = memory.with_promised_hold(cid, started_at, hold_s)
     for cid, started_at, restart_at in restarts:
         memory = memory.with_restart_mark(cid, started_at, restart_at)
+    for warned_at, (cid, started_at, warning_key, stop_at) in told:
+        if cid not in ended or ended[cid] < warned_at:  # (a stop or removal since ended that start)
+            memory = memory.with_announced(cid, started_at, warning_key, stop_at)
     return memory
 
 
@@ -468,6 +483,23 @@ def _warned_hold(d: Mapping[str, Any]) -> tuple[str, datetime, float] | None:
     if isinstance(hold, bool) or not isinstance(hold, int | float) or not math.isfinite(hold):
         return None
     return cid, started_at, float(hold)
+
+
+_ENDING = (ActionKind.STOP_CONTAINER.value, ActionKind.REMOVE_CONTAINER.value)
+
+
+def _announced(d: Mapping[str, Any]) -> tuple[str, datetime, str, datetime] | None:
+    """The container, start, warning key and stop time a ``controller.warning`` line announced; None
+    for a line that does not say them all (a notice that named no stop time; a full container id
+    among them: :data:`_CONTAINER_ID`)."""
+    cid, warning_key = d.get("container_id"), d.get("warning_key")
+    started_at = parse_timestamp(d.get("expected_started_at"))
+    stop_at = parse_timestamp(d.get("stop_expected_at"))
+    if not _is_container_id(cid) or not isinstance(warning_key, str) or not warning_key:
+        return None
+    if started_at is None or stop_at is None:
+        return None
+    return cid, started_at, warning_key, stop_at
 
 
 def _restart_mark(d: Mapping[str, Any]) -> tuple[str, datetime, datetime] | None:

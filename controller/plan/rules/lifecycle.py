@@ -228,10 +228,12 @@ def _progress(
         at = ctx.sent_at(mem, wk, ak)
         if at is not None:
             sent[level] = at
-            if told:
-                said = told.get(wk)
-                if said is not None and (announced is None or said > announced):
-                    announced = said
+        if told:
+            # A delivered warning's time, or one rebuilt from the event log after a lost memory
+            # (controller.act.salvage) whose warning is sent again: the stop never comes before it.
+            said = told.get(wk)
+            if said is not None and (announced is None or said > announced):
+                announced = said
     timeout_s = clock.timeout_s
     lead = lead_s(clock.policy, timeout_s)
     evidence = clock.evidence  # completed in place, these keys after the clock's own

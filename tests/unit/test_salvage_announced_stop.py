@@ -1,0 +1,107 @@
+"""The stop time a warning announced outlives a lost memory: a container is never stopped before the
+time its owner was told, whatever happened to ``memory.json`` since.
+
+The ladder keeps the stop time each delivered warning announced (``announced`` in the memory), and
+a policy reloaded with a shorter limit does not bring the stop forward. A memory lost afterwards
+(corrupt, deleted, restored from a backup older than the warning) started without it: the
+warning was sent again with only its lead time, and a job warned that it would be stopped in
+30 minutes was stopped minutes later. The salvage now rebuilds the announced time from the
+warning's event line, for the start it was sent about; the warning itself is not rebuilt, so it is
+sent again, naming the same time.
+
+The real executor warns on a simulated host and writes the real event log; the memory is rebuilt
+from that log by the salvage; the real planner decides the stop.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from pathlib import Path
+
+from controller.act.events import EventLog
+from controller.act.executor import RealExecutor
+from controller.act.salvage import memory_from_event_log, not_older_than_the_log
+from controller.memory import ControllerMemory
+from controller.plan.desired import EffectivePolicy
+from controller.plan.planner import plan
+from controller.plan.types import ActionKind
+from tests.fixtures import builders as b
+from tests.fixtures.act import RecordingNotifier
+from tests.unit.fake_host import FakeHost
+
+BEFORE = b.policy(max_runtime_s=10 * b.HOUR, warn_lead_s=30 * b.MIN)
+AFTER = b.policy(max_runtime_s=9 * b.HOUR, warn_lead_s=30 * b.MIN)  # reloaded: already past
+
+
+class Warned:
+    """A busy GPU job warned of its 10 h max runtime, as the daemon does it: passes every 5 minutes,
+    each plan carried out by the real executor, until the first warning is delivered."""
+
+    def __init__(self, tmp_path: Path) -> None:
+        self.host = FakeHost(term_ignored_s=0.0)
+        self.job = self.host.add("job", started_ago_s=9 * b.HOUR, busy=True)
+        self.log = tmp_path / "events.jsonl"
+        self.executor = RealExecutor(
+            self.host.client,
+            EventLog(self.log),
+            RecordingNotifier(),
+            tmp_path / "ledger",
+            clock=self.host.clock,
+        )
+        memory = ControllerMemory()
+        for _ in range(24):
+            memory = self.run_pass(memory, BEFORE)
+            told = memory.containers[self.job.id].announced
+            if told:
+                break
+        (self.announced,) = told.values()
+        self.warned_at = self.host.clock()
+        self.memory = memory
+        assert self.announced - self.warned_at >= timedelta(minutes=25)
+
+    def run_pass(self, memory: ControllerMemory, pol: EffectivePolicy) -> ControllerMemory:
+        now = self.host.clock()
+        p = plan(self.host.snapshot(), b.desired(pol), memory, now)
+        memory = self.executor.execute(p, memory, now).memory
+        self.host.advance(5 * 60)
+        return memory
+
+    def stopped_at(self, memory: ControllerMemory) -> datetime:
+        """Passes under the reloaded policy until the job is stopped: when it was."""
+        for _ in range(24):
+            now = self.host.clock()
+            p = plan(self.host.snapshot(), b.desired(AFTER), memory, now)
+            if any(a.kind is ActionKind.STOP_CONTAINER for a in p.actions):
+                return now
+            memory = self.executor.execute(p, memory, now).memory
+            self.host.advance(5 * 60)
+        raise AssertionError("never stopped")
+
+
+def test_a_reload_alone_keeps_the_announced_time(tmp_path: Path) -> None:
+    s = Warned(tmp_path)
+    assert s.stopped_at(s.memory) >= s.announced
+
+
+def test_a_lost_memory_keeps_the_stop_time_a_warning_announced(tmp_path: Path) -> None:
+    s = Warned(tmp_path)
+    lost = memory_from_event_log(s.log, s.host.clock())
+    stop = s.stopped_at(lost)
+    assert stop >= s.announced, f"stopped {s.announced - stop} before the time its warning announced"
+
+
+def test_a_memory_restored_from_a_backup_older_than_the_warning_keeps_it_too(tmp_path: Path) -> None:
+    s = Warned(tmp_path)
+    done = {k: at for k, at in s.memory.done.items() if s.job.id not in k}  # the warning's too
+    backup = s.memory.forget_container(s.job.id).model_copy(
+        update={"last_pass_at": s.warned_at, "done": done}
+    )
+    restored = not_older_than_the_log(backup, s.log, s.host.clock())
+    assert s.stopped_at(restored) >= s.announced
+
+
+def test_the_announced_time_is_not_carried_to_a_later_start(tmp_path: Path) -> None:
+    s = Warned(tmp_path)
+    lost = memory_from_event_log(s.log, s.host.clock())
+    s.job.started_at = s.host.clock() - timedelta(hours=9, minutes=30)  # restarted: a new start
+    assert s.stopped_at(lost) < s.announced
