@@ -22,9 +22,10 @@ from controller.act.events import EventLog
 from controller.act.executor import RealExecutor
 from controller.act.salvage import memory_from_event_log, not_older_than_the_log
 from controller.memory import ControllerMemory
+from controller.plan.context import fmt_duration
 from controller.plan.desired import EffectivePolicy
 from controller.plan.planner import plan
-from controller.plan.types import ActionKind
+from controller.plan.types import ActionKind, WarnParams
 from tests.fixtures import builders as b
 from tests.fixtures.act import RecordingNotifier
 from tests.unit.fake_host import FakeHost
@@ -105,3 +106,43 @@ def test_the_announced_time_is_not_carried_to_a_later_start(tmp_path: Path) -> N
     lost = memory_from_event_log(s.log, s.host.clock())
     s.job.started_at = s.host.clock() - timedelta(hours=9, minutes=30)  # restarted: a new start
     assert s.stopped_at(lost) < s.announced
+
+
+def test_a_quota_stop_after_a_lost_memory_keeps_the_time_its_warning_announced() -> None:
+    """Enforced quota, warned with a 30-minute lead; the memory lost (the salvage rebuilds the time
+    the warning announced, as above), then ``warnLead`` reloaded to a minute: warned again, naming
+    the same time, and stopped no earlier."""
+    from tests.unit.test_planner_quotas import boxes, pol, quotas, run
+
+    containers = boxes(2)
+    first = run(containers, pol(quotas(containers=1), warn_lead_s=30 * b.MIN), quota_enforce="stop")
+    (warn,) = [a for a in first.actions if a.kind is ActionKind.WARN_OWNER]
+    params = warn.params_as(WarnParams)
+    announced = params.announced_stop()
+    assert announced == b.at(minutes=30)
+    assert warn.target.container_id is not None and warn.target.expected_started_at is not None
+    assert params.warning_key is not None
+    lost = ControllerMemory().with_announced(
+        warn.target.container_id, warn.target.expected_started_at, params.warning_key, announced
+    )
+    memory, stopped = lost, None
+    for minutes in range(5, 40, 2):
+        now = b.at(minutes=minutes)
+        p = run(
+            containers,
+            pol(quotas(containers=1), warn_lead_s=1 * b.MIN),
+            memory=memory,
+            now=now,
+            quota_enforce="stop",
+        )
+        for a in p.actions:
+            if a.kind is ActionKind.WARN_OWNER:
+                assert a.params_as(WarnParams).announced_stop() == announced
+                # and its notice says how long until then, not the lowered lead
+                left = fmt_duration((announced - now).total_seconds())
+                assert f"(in about {left})" in (a.params_as(WarnParams).notice or ""), left
+        if any(a.kind is ActionKind.STOP_CONTAINER for a in p.actions):
+            stopped = now
+            break
+        memory = b.record_outcomes(p, now)
+    assert stopped is not None and stopped >= announced, stopped

@@ -711,10 +711,16 @@ def _warn(
     warning_key: str,
     warn_key: str,
 ) -> None:
-    """The owner's warning, with its notice; enforced on a running container, the stop time too.
+    """The owner's warning, with its notice; enforced on a running container, the stop time too: never
+    before the time an earlier warning announced (one a lost memory was rebuilt with, see salvage).
     Its evidence names the hold after a stop that the notice names (:data:`KEPT_AFTER_STOP_S`): the
     executor records it for this start, and the hold rule keeps it."""
     stop_at = ctx.now + timedelta(seconds=lead_s) if enforce and c.state == ContainerState.RUNNING else None
+    mem = ctx.cmem.get(c.id)
+    told = mem.announced.get(warning_key) if stop_at is not None and mem is not None else None
+    if told is not None and stop_at is not None and told > stop_at:
+        stop_at = told
+        lead_s = (told - ctx.now).total_seconds()
     kept, hold_s = kept_after_stop(c, ctx.policies[c.id], promised_hold(ctx, c))
     out.act(
         ActionKind.WARN_OWNER,
@@ -844,9 +850,10 @@ def _stop_due(
     ctx: PassContext, mem: ContainerMemory | None, warning_key: str, sent: datetime | None, lead: float
 ) -> tuple[datetime, datetime | None]:
     """When the quota stop is due: the lead after the warning, and never before the time the
-    delivered warning announced (``warnLead`` may be lowered since); and that announced time."""
+    delivered warning announced (``warnLead`` may be lowered since), or one a lost memory was rebuilt
+    with (its warning sent again); and that announced time."""
     due: datetime = (sent or ctx.now) + timedelta(seconds=lead)
-    announced = mem.announced.get(warning_key) if sent is not None and mem is not None else None
+    announced = mem.announced.get(warning_key) if mem is not None else None
     if announced is not None and announced > due:
         due = announced
     return due, announced
