@@ -466,7 +466,9 @@ def memory_from_events(events: Iterable[Mapping[str, Any]], now: datetime) -> Co
         memory = memory.with_restart_mark(cid, started_at, restart_at)
     for warned_at, (cid, started_at, warning_key, stop_at) in told:
         if cid not in ended or ended[cid] < warned_at:  # (a stop or removal since ended that start)
-            memory = memory.with_announced(cid, started_at, warning_key, stop_at)
+            # Moved by the forward steps seen since, as the memory moves it (plan.clock.with_clock_step).
+            later_s = sum(s.step_s for s in memory.clock_steps if s.seen_at > warned_at)
+            memory = memory.with_announced(cid, started_at, warning_key, stop_at + timedelta(seconds=later_s))
     return memory
 
 

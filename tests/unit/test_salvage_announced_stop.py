@@ -18,7 +18,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from pathlib import Path
 
-from controller.act.events import EventLog
+from controller.act.events import EventLog, EventType, format_line
 from controller.act.executor import RealExecutor
 from controller.act.salvage import memory_from_event_log, not_older_than_the_log
 from controller.memory import ControllerMemory
@@ -44,7 +44,7 @@ class Warned:
         self.log = tmp_path / "events.jsonl"
         self.executor = RealExecutor(
             self.host.client,
-            EventLog(self.log),
+            EventLog(self.log, clock=self.host.clock),
             RecordingNotifier(),
             tmp_path / "ledger",
             clock=self.host.clock,
@@ -146,3 +146,28 @@ def test_a_quota_stop_after_a_lost_memory_keeps_the_time_its_warning_announced()
             break
         memory = b.record_outcomes(p, now)
     assert stopped is not None and stopped >= announced, stopped
+
+
+def test_a_forward_clock_step_after_the_warning_moves_the_rebuilt_time_as_it_moves_the_kept_one(
+    tmp_path: Path,
+) -> None:
+    """The memory moves an announced time later by each forward step seen after the warning (a step
+    is not runtime: ``with_clock_step``); the salvage rebuilds it moved by the steps the event log
+    shows after the warning's line, not by those before it."""
+    s = Warned(tmp_path)
+    ((key, told),) = s.memory.containers[s.job.id].announced.items()
+    seen = s.warned_at + timedelta(hours=1, minutes=5)  # a pass after a 1 h forward step
+    before = s.warned_at - timedelta(minutes=5)
+    with s.log.open("a") as f:
+        for at, step_s in ((before, 600), (seen, 3600)):
+            f.write(
+                format_line(
+                    EventType.CLOCK_STEP,
+                    user=None,
+                    source="ds01-controller",
+                    details={"seen_at": at, "step_s": step_s, "direction": "forward"},
+                    at=at,
+                ).decode()
+            )
+    lost = memory_from_event_log(s.log, seen)
+    assert lost.containers[s.job.id].announced == {key: told + timedelta(hours=1)}
