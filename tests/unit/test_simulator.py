@@ -4,13 +4,17 @@ whose truth an oracle knows (see tests/fixtures/sim_world.py).
 A hypothesis ``RuleBasedStateMachine`` starts and stops containers (in this engine and in foreign
 ones), changes what they do, pauses, restarts and renames them, writes ledger rows in every
 notation, breaks NVML per GPU, takes Docker or the whole daemon away for a while, steps the
-clock and lets time pass by 0.25 s to 30 min. Every step ends with time passing and, unless the
+clock, restarts the daemon with its memory lost or restored from an older backup (rebuilt from the
+event log as ``controller.act.salvage`` does), reloads the policy with every timeout, hold and
+runtime shorter or longer, and lets time pass by 0.25 s to 30 min. Every step ends with time
+passing and, unless the
 daemon is down, one pass the way ``Controller.run_pass`` makes it: observe, ``plan`` with the
 memory carried forward, then the plan through the daemon's action scheduler (one action in flight,
 each by the real executor; a plan older than ``safety.maxActionAge`` in simulated time is reported
 ``stale`` and re-planned at once, as the loop does). The executor's seams (Docker API, kill
 ladder, reset command, ledger release) are fakes that act on the world and ask the oracle first:
-any destructive act against something in use fails the run with what the truth was.
+any destructive act against something in use fails the run with what the truth was, and so does
+a stop before the time a warning told its owner or a removal before the hold a stop notice named.
 
 Bug classes can be switched on and off (``DS01_SIM_CLASSES=gaps,foreign`` or ``none``; default:
 all), so each can be exercised alone. ``test_simulator_tame`` runs with every class off: the
@@ -34,12 +38,15 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, rule, run_state_machine_as_test
 from loguru import logger
 
-from controller.act.events import EventLog
+from controller.act.events import EventLog, EventType
 from controller.act.executor import ExecutionReport, RealExecutor
 from controller.act.report import Outcome
+from controller.act.salvage import memory_from_event_log, not_older_than_the_log
 from controller.act.schedule import ActionScheduler, Limits
 from controller.memory import ControllerMemory
+from controller.plan.clock import clock_step_details
 from controller.plan.planner import plan
+from controller.plan.rules.cleanup import restart_mark_details
 from controller.plan.types import Plan
 from controller.settings import Settings
 from tests.fixtures import builders as b
@@ -59,6 +66,8 @@ class Classes:
     clock_steps: bool = True  # risk: the wall clock steps forward or back
     slow_network: bool = True  # risk: a steady 200 kB/s transfer at any pass spacing
     unreadable_keepalive: bool = True  # risk: a keep-alive that cannot be read (EACCES)
+    memory_loss: bool = True  # risk: the memory lost, or restored from an older backup, at a restart
+    policy_reloads: bool = True  # risk: a reload shortens or lengthens timeouts, holds and runtimes
 
     @classmethod
     def from_env(cls) -> Classes:
@@ -98,12 +107,30 @@ MAX_REPLANS = 50
 # for the world (whose stop lands first, what each one's clock reads), so a run could not be replayed.
 # Every plan still goes through the scheduler, so its order, deadlines and staleness are exercised.
 SIM_MAX_CONCURRENT = 1
-DESIRED = b.desired(
-    b.policy(**POLICY),
-    b.global_policy(max_destructive_actions_per_pass=BUDGET, orphan_sightings_required=2).model_copy(
-        update={"max_concurrent_actions": b._sourced(SIM_MAX_CONCURRENT)}
-    ),
+GLOBAL = b.global_policy(max_destructive_actions_per_pass=BUDGET, orphan_sightings_required=2).model_copy(
+    update={"max_concurrent_actions": b._sourced(SIM_MAX_CONCURRENT)}
 )
+DESIRED = b.desired(b.policy(**POLICY), GLOBAL)
+# Policies a reload may switch to, mid-ladder: every timeout, hold and runtime shorter, or longer.
+RELOADED = {
+    "base": POLICY,
+    "short": {
+        **POLICY,
+        "idle_timeout_s": 1 * MIN,
+        "max_runtime_s": 10 * MIN,
+        "gpu_hold_after_stop_s": 0.5 * MIN,
+        "container_hold_after_stop_s": 1 * MIN,
+        "created_container_timeout_s": 0.5 * MIN,
+        "grace_period_s": 0.5 * MIN,
+    },
+    "long": {
+        **POLICY,
+        "idle_timeout_s": 10 * MIN,
+        "max_runtime_s": 240 * MIN,
+        "gpu_hold_after_stop_s": 10 * MIN,
+        "container_hold_after_stop_s": 20 * MIN,
+    },
+}
 
 # --- strategies -------------------------------------------------------------------------------
 
@@ -195,9 +222,21 @@ class SimMachine(RuleBasedStateMachine):
             executor_time=c.stale_plans,
         )
         self.memory = ControllerMemory()
-        self.executor = RealExecutor(
+        self.events = EventLog(self.tmp / "events.jsonl", clock=self.world.wall)  # the host's wall clock
+        self.executor = self._new_executor()
+        # One per daemon, as in controller.loop: it remembers actions abandoned past their deadline.
+        self.scheduler = ActionScheduler(monotonic=self.world.monotonic, clock=self.world.wall)
+        self.ghosts = 0
+        self.returns: list[tuple[int, float]] = []
+        self.desired = DESIRED
+        # The memory saved after each pass, oldest first, with the true time of that pass.
+        self.backups: list[tuple[ControllerMemory, float]] = []
+        STATS.examples += 1
+
+    def _new_executor(self) -> RealExecutor:
+        return RealExecutor(
             self.world.docker_client(),
-            EventLog(self.tmp / "events.jsonl"),
+            self.events,
             Notifier(),
             self.world.ledger_path,
             reset_command=("true", "{uuid}"),
@@ -205,11 +244,6 @@ class SimMachine(RuleBasedStateMachine):
             clock=self.world.wall,
             verify_timeout_s=0.0,
         )
-        # One per daemon, as in controller.loop: it remembers actions abandoned past their deadline.
-        self.scheduler = ActionScheduler(monotonic=self.world.monotonic, clock=self.world.wall)
-        self.ghosts = 0
-        self.returns: list[tuple[int, float]] = []
-        STATS.examples += 1
 
     def teardown(self) -> None:
         shutil.rmtree(self.tmp, ignore_errors=True)
@@ -307,7 +341,13 @@ class SimMachine(RuleBasedStateMachine):
         snapshot = w.snapshot(**observe)
         observed_mono = self.scheduler.monotonic()  # a plan's age (safety.maxActionAge) counts from here
         now = w.wall()
-        the_plan = plan(snapshot, DESIRED, self.memory, now)
+        the_plan = plan(snapshot, self.desired, self.memory, now)
+        # As Controller.run_pass writes them: what a lost memory is rebuilt from (controller.act.salvage).
+        stepped = clock_step_details(self.memory, the_plan.memory, snapshot.observed_at)
+        if stepped is not None:
+            self.events.write(EventType.CLOCK_STEP, user=None, details=stepped)
+        for details in restart_mark_details(self.memory, the_plan.memory):
+            self.events.write(EventType.RESTART_STOP, user=None, details=details)
         STATS.passes += 1
         STATS.actions += len(the_plan.actions)
         w.log.append(
@@ -322,6 +362,7 @@ class SimMachine(RuleBasedStateMachine):
                 )
         report = self._execute(the_plan, now, observed_mono)
         self.memory = report.memory  # as the loop keeps it: last_pass_at is the plan's
+        self.backups = [*self.backups[-19:], (self.memory, w.true_s)]
         if w.violations:
             raise AssertionError(
                 "the oracle saw harm:\n  "
@@ -341,7 +382,7 @@ class SimMachine(RuleBasedStateMachine):
         w = self.world
         if not the_plan.actions:
             return self.executor.execute(the_plan, self.memory, now)
-        gp = DESIRED.global_policy
+        gp = self.desired.global_policy
         max_age_s = gp.max_action_age_s.value
         self.scheduler.limits = Limits(
             max_concurrent=gp.max_concurrent_actions.value,
@@ -358,7 +399,9 @@ class SimMachine(RuleBasedStateMachine):
             with w.lock:
                 w.current_action = one.actions[0]
                 try:
-                    return self.executor.execute(one, memory, at)
+                    done = self.executor.execute(one, memory, at)
+                    w.told(one.actions[0], any(o.outcome is Outcome.DONE for o in done.outcomes))
+                    return done
                 finally:
                     w.current_action = None
 
@@ -608,6 +651,33 @@ class SimMachine(RuleBasedStateMachine):
     def clock_step(self, delta: float, spec: Any) -> None:
         if self.CLASSES.clock_steps:
             self.world.offset_s += delta
+        self.tick(spec)
+
+    @rule(back=st.sampled_from((0, 1, 3, 10, 19)), spec=PASS_SPEC)
+    def daemon_restarts(self, back: int, spec: Any) -> None:
+        """The daemon restarts with its memory lost (``back`` 0) or restored from the memory saved
+        ``back`` passes ago: rebuilt from the event log as ``controller.act.salvage.load_state`` does.
+        A new process: a new executor and action scheduler."""
+        if self.CLASSES.memory_loss:
+            w, events = self.world, self.tmp / "events.jsonl"
+            if back == 0 or not self.backups:
+                self.memory = memory_from_event_log(events, w.wall())
+            else:
+                old, saved = self.backups[max(0, len(self.backups) - 1 - back)]
+                self.memory = not_older_than_the_log(old, events, w.wall())
+                w.unseen.append((saved, w.true_s))
+            self.executor = self._new_executor()
+            self.scheduler = ActionScheduler(monotonic=w.monotonic, clock=w.wall)
+        self.tick(spec)
+
+    @rule(which=st.sampled_from(sorted(RELOADED)), spec=PASS_SPEC)
+    def policy_reload(self, which: str, spec: Any) -> None:
+        """The admin reloads a policy with other timeouts, holds and runtimes (the oracle's too)."""
+        if self.CLASSES.policy_reloads:
+            values = RELOADED[which]
+            self.desired = b.desired(b.policy(**values), GLOBAL)
+            self.world.idle_timeout_s = values["idle_timeout_s"]
+            self.world.max_runtime_s = values["max_runtime_s"]
         self.tick(spec)
 
     @rule(spec=PASS_SPEC)
@@ -920,6 +990,51 @@ def _slow_network(m: SimMachine) -> None:
     _passes(m, 400, 1.0)
 
 
+def _until_warned(m: SimMachine, dt: float) -> None:
+    for _ in range(200):
+        _passes(m, 1, dt)
+        if m.world.announced:
+            return
+    raise AssertionError("never warned")
+
+
+def _lost_memory_runtime_reload(m: SimMachine) -> None:
+    _start(m, busy=F({"gpu"}))
+    _until_warned(m, 60)
+    m.policy_reload(which="short", spec=_p(1, "no-pass"))
+    m.daemon_restarts(back=0, spec=_p(1))
+    _passes(m, 30, 30)
+
+
+def _backup_idle_reload(m: SimMachine) -> None:
+    m.policy_reload(which="long", spec=_p(1))
+    _start(m)
+    _until_warned(m, 10)
+    m.policy_reload(which="short", spec=_p(1, "no-pass"))
+    m.daemon_restarts(back=2, spec=_p(1))
+    _passes(m, 60, 5)
+
+
+def _lost_memory_after_clock_step(m: SimMachine) -> None:
+    _start(m, busy=F({"gpu"}))
+    _until_warned(m, 60)
+    m.clock_step(delta=3600.0, spec=_p(30))
+    m.policy_reload(which="short", spec=_p(1, "no-pass"))
+    m.daemon_restarts(back=0, spec=_p(1))
+    _passes(m, 60, 60)
+
+
+def _lost_memory_in_hold(m: SimMachine) -> None:
+    _start(m)
+    for _ in range(60):
+        _passes(m, 1, 10)
+        if m.world.promised:
+            break
+    m.policy_reload(which="short", spec=_p(1, "no-pass"))
+    m.daemon_restarts(back=0, spec=_p(1))
+    _passes(m, 60, 10)
+
+
 KNOWN = {
     "case1-daemon-gap-hides-activity": _gap_hides_activity,
     "case1-pause-accrues-idle": _pause_accrues_idle,
@@ -938,6 +1053,10 @@ KNOWN = {
     "risk-clock-step": _clock_step,
     "risk-unreadable-keepalive": _unreadable_keepalive,
     "risk-network-threshold-per-interval": _slow_network,
+    "memory-lost-then-runtime-reloaded-shorter": _lost_memory_runtime_reload,
+    "memory-from-backup-then-idle-reloaded-shorter": _backup_idle_reload,
+    "memory-lost-after-a-clock-step": _lost_memory_after_clock_step,
+    "memory-lost-in-a-stop-notices-hold": _lost_memory_in_hold,
 }
 
 
