@@ -243,6 +243,13 @@ class ControllerMemory(BaseModel):
         description="container id -> a container the controller removed itself, for a day: the ledger "
         "rows still naming it are released without weighing on the release breaker",
     )
+    rebuilt: dict[str, ContainerMemory] = Field(
+        default_factory=dict,
+        description="container id -> a record rebuilt from the event log for another start than the one "
+        "this memory holds a record of (a memory restored from a backup, older than the log): it "
+        "replaces that record at the first pass that lists the container with the start it names, and "
+        "is dropped at the first pass Docker answers",
+    )
 
     # --- outcome transitions used by the executor -------------------------------------------
     def with_done(self, key: str, at: datetime) -> ControllerMemory:

@@ -41,8 +41,9 @@ rebuilt (the holds they named and the stop times they announced are): they may b
 memory file that is missing is rebuilt the same way: on a first start the log holds nothing of the
 controller's. A memory that reads cleanly but is older than the log (restored from a backup) is
 kept, with the breakers, resets, open intents, clock steps, stop notices' holds, restarts' marks
-and warnings' stop times the log adds (the holds and marks not over its own record of another
-start of a container: the log's lines are not authenticated) (:func:`not_older_than_the_log`).
+and warnings' stop times the log adds (not over its own record of another start of a container:
+the log's lines are not authenticated; the log's record of a later start is kept aside, and the
+first pass that lists the container with that start takes it) (:func:`not_older_than_the_log`).
 
 Called by :func:`controller.wiring.build_controller`.
 """
@@ -227,6 +228,15 @@ def not_older_than_the_log(memory: ControllerMemory, path: Path, now: datetime) 
     records = _records_added(memory, logged)
     if records is not memory:
         update["containers"] = records.containers
+    rebuilt = _records_of_other_starts(memory, logged)
+    if rebuilt:
+        update["rebuilt"] = {**memory.rebuilt, **rebuilt}
+        logger.warning(
+            "restored from the event log, newer than the memory: {} container(s) started again since it "
+            "was saved, with holds notices named, restarts' marks or warnings' stop times (taken when a "
+            "pass lists that start)",
+            len(rebuilt),
+        )
         logger.warning(
             "restored from the event log, newer than the memory: holds named by stop notices, "
             "containers stopped by a restart"
@@ -269,6 +279,27 @@ def _records_added(memory: ControllerMemory, logged: ControllerMemory) -> Contro
         for warning_key, stop_at in cm.announced.items():
             memory = memory.with_announced(cm.container_id, cm.started_at, warning_key, stop_at)
     return memory
+
+
+def _records_of_other_starts(
+    memory: ControllerMemory, logged: ControllerMemory
+) -> dict[str, ContainerMemory]:
+    """The log's records of a later start than the one ``memory`` holds a record of, that name a
+    hold, a restart's mark or a stop time (:func:`_records_added` leaves them out). A memory restored
+    from a backup holds a record of the start it saw; the container may have been started again,
+    warned and stopped since, and the hold its owner was told then must still bind. Which start is
+    real only the next listing tells (the log's lines are not authenticated): the planner takes one
+    only for the start it lists (:attr:`ControllerMemory.rebuilt`), and the memory's own record stays."""
+    found: dict[str, ContainerMemory] = {}
+    for cid, cm in logged.containers.items():
+        held = memory.containers.get(cid)
+        if held is None or cm.started_at is None:
+            continue
+        if held.started_at is not None and cm.started_at <= held.started_at:
+            continue
+        if cm.promised_hold_s is not None or cm.stopped_by_restart_at is not None or cm.announced:
+            found[cid] = cm
+    return found
 
 
 def _held_across(

@@ -123,6 +123,8 @@ def _plan(snapshot: Snapshot, desired: DesiredState, memory: ControllerMemory, n
             "clock_steps": ctx.clock_steps,
             "intents": memory.intents,  # the executor's records of actions in flight, carried unchanged
             "removed": removals_still_named(ctx),  # the executor's record of its removals
+            # Taken by the first pass that lists the containers (_start_record), kept until one does.
+            "rebuilt": {} if ctx.docker_ok else memory.rebuilt,
         },
     ).pruned(now)
     if ctx.docker_ok:
@@ -245,6 +247,28 @@ def _first_listed(
     )
 
 
+def _start_record(
+    prev: ContainerMemory | None,
+    rebuilt: ContainerMemory | None,
+    c: ContainerObs,
+    seen_at: datetime,
+    steps: tuple[ClockStep, ...],
+) -> tuple[ContainerMemory | None, ContainerMemory]:
+    """The record ``c`` starts from when the memory holds none of its start (``prev``: none, or one
+    of another start) or one no pass listed yet, and the record to take as the previous one.
+
+    The event log's record of the start listed now (``rebuilt``: :attr:`ControllerMemory.rebuilt`, a
+    memory older than the log kept its own record of an earlier start) is taken as one no pass
+    listed; only for that start: the log's lines are not authenticated, and one naming another start
+    must not replace the record of this one."""
+    if prev is None or prev.started_at != c.started_at:
+        if rebuilt is None or rebuilt.started_at is None or rebuilt.started_at != c.started_at:
+            mem = fresh_memory(c, seen_at, prev)
+            return prev, (_with_steps_before(mem, c, prev, steps) if steps else mem)
+        prev = rebuilt
+    return prev, _first_listed(prev, c, seen_at, steps)
+
+
 def _observe_containers(ctx: PassContext, desired: DesiredState, clock: ClockCheck) -> None:
     seen_at = ctx.snapshot.observed_at
     now = ctx.now
@@ -256,17 +280,13 @@ def _observe_containers(ctx: PassContext, desired: DesiredState, clock: ClockChe
     step_note = f"the wall clock stepped forward {step_s:.0f}s (seen {iso(seen_at)})" if step_s > 0 else ""
     policies, cmem, warned_ids = ctx.policies, ctx.cmem, ctx.warned_ids
     # The steps earlier passes saw (this pass's step is applied below, with_clock_step).
-    steps_before = ctx.memory.clock_steps
+    steps_before, rebuilt = ctx.memory.clock_steps, ctx.memory.rebuilt
     for c in ctx.containers:
         cid = c.id
         policy = policies[cid] = desired.effective(c, now)
         prev = prev_all.get(cid)
-        if prev is None or prev.started_at != c.started_at:
-            mem = fresh_memory(c, seen_at, prev)
-            if steps_before:
-                mem = _with_steps_before(mem, c, prev, steps_before)
-        elif not prev.last_state:
-            mem = _first_listed(prev, c, seen_at, steps_before)
+        if prev is None or prev.started_at != c.started_at or not prev.last_state:
+            prev, mem = _start_record(prev, rebuilt.get(cid), c, seen_at, steps_before)
         elif prev.name != c.name:
             mem = prev.model_copy(update={"name": c.name})
         else:

@@ -21,10 +21,11 @@ from typing import Any
 from controller.act.events import EventLog, EventType, format_line
 from controller.act.executor import RealExecutor
 from controller.act.salvage import memory_from_event_log, not_older_than_the_log
-from controller.memory import ControllerMemory
+from controller.memory import ContainerMemory, ControllerMemory
 from controller.plan.desired import EffectivePolicy
 from controller.plan.planner import plan
 from controller.plan.types import ActionKind, Plan
+from controller.snapshot import Domain
 from tests.fixtures import builders as b
 from tests.fixtures.act import RecordingNotifier
 from tests.unit.fake_host import FakeContainer, FakeHost
@@ -187,3 +188,60 @@ def test_a_line_for_a_later_start_does_not_replace_the_memorys_own_record(tmp_pa
     waiting = s.hold_pass(restarted, timedelta(hours=2))
     assert b.removed(waiting) == [], "removed 2h after its stop; the notice said 2d"
     assert b.removed(s.hold_pass(waiting.memory, timedelta(days=2, seconds=1))) == ["job"]
+
+
+def _backup_of_an_earlier_start(s: Stopped) -> ControllerMemory:
+    """The memory saved before the owner last started the job: its record is of the start before."""
+    record = s.memory.containers[s.job.id]
+    earlier = ContainerMemory(
+        container_id=s.job.id,
+        name="job",
+        started_at=record.started_at - timedelta(days=1),
+        last_state="exited",
+    )
+    containers = {**s.memory.containers, s.job.id: earlier}
+    return s.memory.model_copy(
+        update={"containers": containers, "last_pass_at": s.finished - timedelta(hours=10)}
+    )
+
+
+def test_a_backup_that_saw_an_earlier_start_keeps_the_hold_named_for_the_later_one(tmp_path: Path) -> None:
+    """A memory restored from a backup saved before the job's last start holds a record of the start
+    before. Its own record is kept (the log's lines are not authenticated), but the planner, listing
+    the start the log's stop notice names, starts from the log's record of it: the 2 d still bind."""
+    s = Stopped(tmp_path)
+    restored = not_older_than_the_log(
+        _backup_of_an_earlier_start(s), s.log, s.finished + timedelta(minutes=30)
+    )
+    waiting = s.hold_pass(restored, timedelta(hours=2))
+    assert b.removed(waiting) == [], "removed 2h after its stop; the notice said 2d"
+    (d,) = [d for d in waiting.deferred if d.target.container == "job"]
+    assert d.due_at == s.finished + timedelta(days=2)
+    assert waiting.memory.rebuilt == {}, "taken by the first pass that listed the container"
+    assert b.removed(s.hold_pass(waiting.memory, timedelta(days=2, seconds=1))) == ["job"]
+
+
+def test_the_later_starts_record_waits_for_a_pass_that_lists_containers(tmp_path: Path) -> None:
+    s = Stopped(tmp_path)
+    restored = not_older_than_the_log(
+        _backup_of_an_earlier_start(s), s.log, s.finished + timedelta(minutes=30)
+    )
+    s.host.now = s.finished + timedelta(hours=1)
+    docker_down = b.snapshot(observed_at=s.host.now, down=[Domain.DOCKER])
+    kept = plan(docker_down, b.desired(AFTER), restored, s.host.now).memory
+    assert kept.rebuilt == restored.rebuilt != {}
+    assert b.removed(s.hold_pass(kept, timedelta(hours=2))) == []
+
+
+def test_a_record_of_a_start_not_listed_is_never_taken(tmp_path: Path) -> None:
+    """A line naming a later start than the memory's record, where the container listed still runs
+    the start the memory saw (a forged line, or one of a start that never was): the memory's record
+    decides, and the log's is dropped at that pass."""
+    s = Stopped(tmp_path)
+    backup = _backup_of_an_earlier_start(s)
+    restored = not_older_than_the_log(backup, s.log, s.finished + timedelta(minutes=30))
+    s.job.started_at = backup.containers[s.job.id].started_at
+    s.job.finished_at = s.finished
+    due = s.hold_pass(restored, timedelta(hours=1, seconds=1))
+    assert b.removed(due) == ["job"], "the record of a start not listed bound it"
+    assert due.memory.rebuilt == {}
