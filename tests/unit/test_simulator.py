@@ -722,18 +722,9 @@ def _run(classes: Classes, profile: settings) -> None:
         )
 
 
-# Not in the CI profile unless DS01_SIM_CLASSES names them: the soak runs them (see
-# sim_known_failures.md, "Memory losses and policy reloads": one violation found, not yet fixed).
-SOAK_ONLY = ("memory_loss", "policy_reloads")
-
-
 def test_simulator_ci() -> None:
-    """Every bug class enabled but the memory losses and policy reloads (or those named in
-    DS01_SIM_CLASSES): no harm, ever."""
-    classes = Classes.from_env()
-    if not os.environ.get("DS01_SIM_CLASSES", "").strip():
-        classes = replace(classes, **{name: False for name in SOAK_ONLY})
-    _run(classes, CI)
+    """Every bug class enabled (or those named in DS01_SIM_CLASSES): no harm, ever."""
+    _run(Classes.from_env(), CI)
 
 
 def test_simulator_tame() -> None:
