@@ -658,7 +658,9 @@ class Ds01BareMetalAccess(SpecModel):
 
     exempt_users: list[str] | None = Field(default=None, description="Permanently allowed users")
     admin_group: NotNullStr = Field(default=None, description="Group that administers grants")
-    default_grant_duration: Duration = Field(default=None, description="Default length of a grant")
+    default_grant_duration: NullableDuration = Field(
+        default=None, description="Default length of a grant; null: no end (a grant lasts until revoked)"
+    )
     state_dir: NotNullStr = Field(default=None, description="Where DS01 keeps grant files")
 
 

@@ -794,3 +794,22 @@ def test_never_in_an_old_unsuffixed_key_is_an_error_whose_fix_keeps_no_limit(
     text = str(caught.value)
     assert "resource-limits.yaml:3" in text and "idle_timeout: null" in text, text
     assert "<number>" not in text, text
+
+
+def test_a_null_default_grant_duration_is_no_end_as_ds01_reads_null(tmp_path: Path) -> None:
+    # DS01 reads a null duration as never: a grant given without a length has no end.
+    text = (DS01_DIR / "resource-limits.yaml").read_text()
+    assert "default_grant_duration_h: 24 " in text
+    write(
+        tmp_path,
+        "resource-limits.yaml",
+        text.replace("default_grant_duration_h: 24 ", "default_grant_duration_h: null"),
+    )
+    assert validate_paths([tmp_path]) == []
+    lifecycle = import_ds01(tmp_path).lifecycle
+    assert lifecycle is not None and lifecycle.spec.ds01.bare_metal_access is not None
+    access = lifecycle.spec.ds01.bare_metal_access
+    assert access.default_grant_duration is None and "default_grant_duration" in access.model_fields_set
+    dumped = dump_documents(import_ds01(tmp_path).documents())
+    assert "defaultGrantDuration: null" in dumped
+    assert load_spec_text(dumped) == import_ds01(tmp_path)
