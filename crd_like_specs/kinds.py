@@ -63,6 +63,9 @@ NAME_PATTERN: Final = r"^[A-Za-z0-9]([A-Za-z0-9_.@-]{0,251}[A-Za-z0-9])?$"
 # period; the least is 1 ms): the smallest CPU limit that works is 0.01.
 DOCKER_MIN_CPUS: Final = 0.01
 DOCKER_SIZE_PATTERN: Final = r"^\d+(\.\d+)?\s?[kKmMgGtTpP]?[iI]?[bB]?$"
+# docker --memory-swap -1: the memory is limited, the swap is not.
+UNLIMITED_SWAP: Final = "-1"
+DOCKER_SWAP_PATTERN: Final = r"^(-1|\d+(\.\d+)?\s?[kKmMgGtTpP]?[iI]?[bB]?)$"
 # systemd's CPUQuota= parser takes a percentage with at most two decimal places (N%, N.N%, N.NN%;
 # older releases fewer) and refuses 0% (a unit file's is ignored: the slice would have no cap).
 SYSTEMD_PERCENT_PATTERN: Final = r"^\d+(\.\d{1,2})?%$"
@@ -407,7 +410,10 @@ class Resources(SpecModel):
         default=None, pattern=DOCKER_SIZE_PATTERN, description="docker --memory, e.g. 32g"
     )
     memory_swap: NotNullStr = Field(
-        default=None, pattern=DOCKER_SIZE_PATTERN, description="docker --memory-swap"
+        default=None,
+        pattern=DOCKER_SWAP_PATTERN,
+        description="docker --memory-swap: memory plus swap, e.g. 32g (no swap with memory 32g); "
+        "'-1': unlimited swap (no swap limit is set or lowered)",
     )
     shm_size: NotNullStr = Field(default=None, pattern=DOCKER_SIZE_PATTERN, description="docker --shm-size")
     pids_limit: Integer | None = Field(default=None, description="docker --pids-limit; null: unlimited")
@@ -460,10 +466,22 @@ class Resources(SpecModel):
             )
         return value
 
+    @field_validator("memory_swap", mode="before")
+    @classmethod
+    def _swap_minus_one_as_docker_writes_it(cls, value: Any) -> Any:
+        # DS01's files pass the value to docker run as written: an unquoted -1 is Docker's unlimited.
+        return (
+            UNLIMITED_SWAP
+            if isinstance(value, int) and not isinstance(value, bool) and value == -1
+            else value
+        )
+
     @field_validator("memory_swap")
     @classmethod
     def _swap_not_below_memory(cls, value: str | None, info: ValidationInfo) -> str | None:
         memory = info.data.get("memory")
+        if value == UNLIMITED_SWAP:
+            return value
         if value is not None and isinstance(memory, str) and _size(value) < _size(memory):
             raise PydanticCustomError(
                 "memory_swap",

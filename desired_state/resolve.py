@@ -37,6 +37,7 @@ from datetime import datetime
 from typing import Any, Final
 
 from crd_like_specs.kinds import (
+    UNLIMITED_SWAP,
     Aggregate,
     ContainerSelector,
     LifecyclePolicy,
@@ -485,10 +486,12 @@ def resolve_resources(
         found = _pick_resource(blocks, field)
         if found is None:
             continue
-        value = found.value
-        if field in _SIZE_FIELDS and isinstance(value, str):
+        value, source = found.value, found.source
+        if field == "memory_swap" and value == UNLIMITED_SWAP:
+            value, source = None, f"{source}: -1, unlimited swap"  # docker --memory-swap -1
+        elif field in _SIZE_FIELDS and isinstance(value, str):
             value = parse_size(value)  # validated by the kind
-        values[target] = Sourced(value=value, source=found.source)
+        values[target] = Sourced(value=value, source=source)
     memory, swap = values.get("memory_bytes"), values.get("memory_swap_bytes")
     if (
         memory is not None

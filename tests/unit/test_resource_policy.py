@@ -11,7 +11,7 @@ import pytest
 from desired_state.ds01_import import import_ds01
 from desired_state.effective import ResourceSpec
 from desired_state.errors import PolicyLoadError
-from desired_state.load import load_policy, load_spec_text
+from desired_state.load import dump_documents, load_policy, load_spec_text
 from desired_state.policy_set import PolicySet
 from desired_state.resolve import global_policy, resolve_effective_policy
 from desired_state.validate import validation_errors
@@ -233,3 +233,35 @@ def test_the_aggregate_caps_resolve_as_one_block_with_their_source() -> None:
     capless = resources(nulled, "alice")
     assert capless.aggregate_cpus.value is None and capless.aggregate_tasks.value is None
     assert capless.aggregate_cpus.source.startswith("UserOverride/alice")
+
+
+def test_ds01_memory_swap_minus_one_is_unlimited_swap_as_docker_reads_it(tmp_path: Path) -> None:
+    # docker --memory-swap -1: the memory is limited, the swap is not. A group's -1 over the
+    # defaults' 32g leaves its members' swap unlimited; the defaults' 32g still holds for others.
+    (tmp_path / "resource-limits.yaml").write_text(
+        textwrap.dedent(
+            """\
+            defaults:
+              memory: 32g
+              memory_swap: 32g
+            groups:
+              researcher:
+                members: [alice]
+                memory: 64g
+                memory_swap: -1
+            """
+        )
+    )
+    assert validation_errors([tmp_path]) == []
+    policy = import_ds01(tmp_path)
+    alice = resources(policy, "alice")
+    assert (alice.memory_bytes.value, alice.memory_swap_bytes.value) == (64 * GiB, None)
+    assert alice.memory_swap_bytes.source == "UserGroup/researcher: -1, unlimited swap"
+    assert resources(policy, "bob").memory_swap_bytes.value == 32 * GiB
+    assert load_spec_text(dump_documents(policy.documents())) == policy
+    # and a spec writes it as Docker does
+    spec = load_spec_text(
+        HEAD + "kind: UserGroup\nmetadata: {name: big}\nspec:\n  members: [dan]\n"
+        "  resources: {memory: 64g, memorySwap: '-1'}\n"
+    )
+    assert resources(spec, "dan").memory_swap_bytes.value is None
