@@ -25,7 +25,8 @@
 #                                                          file, such as DS01's /etc/logrotate.d/ds01,
 #                                                          rotates the event log: logrotate refuses a
 #                                                          log named twice)
-#   /var/lib/ds01 (0700), /var/log/ds01 (0750 root:adm)    created only when missing (also at boot)
+#   /var/lib/ds01 (0700), /var/log/ds01 (0750 root:adm)    created only when missing (also at boot);
+#                                                          a /var/log/ds01 others can write is named, with the fix
 # Needs: python3 3.11+ with venv and ensurepip (Debian/Ubuntu: apt-get install python3-venv).
 set -euo pipefail
 
@@ -164,6 +165,21 @@ make_dir_if_missing() {
   log "created $dir ($mode)"
 }
 
+# The event log's directory must be root's alone: a user who can write it can create events.jsonl
+# after a rotation, and the controller (root without CAP_DAC_OVERRIDE) cannot append to that file,
+# so its destructive actions pause. An existing directory is shared with DS01's scripts and left as
+# it is: it is named, with the fix. (Under DESTDIR the owner is the stager's: only the mode counts.)
+warn_if_log_dir_unsafe() {
+  local dir=$DESTDIR$LOG_DIR owner perms
+  [ -d "$dir" ] && [ ! -L "$dir" ] || return 0
+  owner=$(stat -c %u "$dir")
+  perms=$(stat -c %a "$dir")
+  if (( 8#$perms & 8#022 )) || { [ -z "$DESTDIR" ] && [ "$owner" != 0 ]; }; then
+    log "warning: $LOG_DIR has mode $(printf '%04o' "$((8#$perms))") and owner uid $owner: another user can create" \
+      "the event log there and lock the controller out of its record; fix: chown root:root $LOG_DIR && chmod 0755 $LOG_DIR"
+  fi
+}
+
 do_install() {
   if [ "$MAKE_VENV" = 1 ]; then
     "$PYTHON" -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else 1)' 2>/dev/null \
@@ -235,6 +251,7 @@ do_install() {
 
   make_dir_if_missing "$STATE_DIR" 0700 root root
   make_dir_if_missing "$LOG_DIR" 0750 root adm
+  warn_if_log_dir_unsafe
   if command -v systemd-tmpfiles >/dev/null 2>&1; then
     if [ -n "$DESTDIR" ]; then
       systemd-tmpfiles --root="$DESTDIR" --create "$DESTDIR$TMPFILES_DIR/ds01-controller.conf"

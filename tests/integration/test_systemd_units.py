@@ -197,6 +197,22 @@ def test_install_never_overwrites_the_admins_files(tmp_path: Path) -> None:
     assert "exists /var/lib/ds01 (left as it is)" in proc.stdout
 
 
+def test_install_names_an_existing_log_directory_other_users_can_write(tmp_path: Path) -> None:
+    # Anyone who can write it can create events.jsonl after a rotation, and the controller cannot
+    # append to their file. DS01's scripts share the directory: it is named with the fix, not changed.
+    root = tmp_path / "root"
+    logs = root / "var/log/ds01"
+    logs.mkdir(parents=True)
+    logs.chmod(0o777)
+    proc = run_install(root)
+    assert proc.returncode == 0, proc.stderr
+    assert mode(logs) == 0o777
+    assert "warning: /var/log/ds01 has mode 0777" in proc.stdout
+    assert "chown root:root /var/log/ds01 && chmod 0755 /var/log/ds01" in proc.stdout
+    logs.chmod(0o750)
+    assert "warning" not in run_install(root).stdout
+
+
 def test_an_upgrade_replaces_an_admin_file_only_while_nobody_edited_it(tmp_path: Path) -> None:
     """An admin file still exactly as the previous install shipped it (its reference copy) takes
     the new version's; one the admin edited is kept, whatever the previous version shipped."""
