@@ -40,7 +40,7 @@ from typing import TYPE_CHECKING, Any
 
 from loguru import logger
 
-from controller.act.events import EventLog, EventType
+from controller.act.events import EventLog, EventType, log_trust_problem
 from controller.act.executor import ExecutionReport, Executor, Outcome
 from controller.act.hook import NotificationHook, hook_config
 from controller.act.inventory import awareness_events, load_inventory, write_inventory
@@ -153,6 +153,7 @@ class Controller:
     _inspect_cache_saved: bool = field(default=False, repr=False)
     # The record (event log, memory file) could not be written: the error, while it lasts.
     _record_problem: str | None = field(default=None, repr=False)
+    _log_trust_problem: str | None = field(default=None, repr=False)
     # Admin alerts this pass's observation raises (ds01_admin_alerts_open); set before _end_pass.
     _open_alerts: tuple[OpenAlert, ...] = field(default=(), repr=False)
     usage: UsageRecorder = field(default_factory=UsageRecorder, repr=False)
@@ -204,6 +205,9 @@ class Controller:
         summary = summarize(snapshot, the_plan, report, duration_s)
         if record_problem is not None:
             summary += f" RECORD UNWRITABLE ({record_problem}): no destructive action"
+        log_problem = self._announce_log_trust()
+        if log_problem is not None:
+            summary += f" EVENT LOG UNSAFE ({log_problem})"
         result = PassResult(snapshot, the_plan, report, duration_s, summary)
         self._end_pass(result)
         return result
@@ -287,6 +291,18 @@ class Controller:
                 policy=self._policy_identity(),
             )
         self._record_problem = problem
+        return problem
+
+    def _announce_log_trust(self) -> str | None:
+        """An error line when the event log or its directory becomes writable by other users (one
+        could lock the controller out of its record), one when that is fixed. It changes nothing the
+        controller does: a log it cannot append to already pauses destructive actions."""
+        problem = log_trust_problem(self.event_log.path)
+        if problem is not None and problem != self._log_trust_problem:
+            logger.error("{}", problem)
+        elif problem is None and self._log_trust_problem is not None:
+            logger.info("the event log {} and its directory are root's alone again", self.event_log.path)
+        self._log_trust_problem = problem
         return problem
 
     def _execute(

@@ -368,6 +368,43 @@ class EventLog:
             os.close(fd)
 
 
+def log_trust_problem(path: Path) -> str | None:
+    """Why another user could write the event log or create it, or None when only root (or the
+    user running this) can; a log or directory that does not exist yet is no problem.
+
+    A directory others can write (a ``chmod 777``, or ``1777``) lets any user create
+    ``events.jsonl`` after a rotation: the daemon, root without ``CAP_DAC_OVERRIDE``, then cannot
+    append to that user's file, and destructive actions pause until the file is fixed. A log another
+    user owns holds whatever its owner wrote. The log's own mode is not judged: DS01's docker
+    wrapper appends as the user who runs it, so a DS01 host makes it ``0666`` on purpose."""
+    trusted = {0, os.geteuid()}
+    directory = path.parent
+    try:
+        st = directory.stat()
+    except OSError:
+        st = None
+    if st is not None and (st.st_uid not in trusted or st.st_mode & 0o022):
+        return (
+            f"event log directory {directory} is owned by uid {st.st_uid} with mode "
+            f"{stat.S_IMODE(st.st_mode):04o}: another user can create or replace {path.name} (after a "
+            f"rotation) and lock the controller out of its record (destructive actions then pause); fix: "
+            f"chown root:root {directory} && chmod 0755 {directory}"
+        )
+    try:
+        st = path.lstat()
+    except OSError:
+        return None
+    if not stat.S_ISREG(st.st_mode):
+        return f"event log {path} is not a regular file (a link?); fix: remove it, the controller creates it"
+    if st.st_uid not in trusted:
+        return (
+            f"event log {path} is owned by uid {st.st_uid} (mode {stat.S_IMODE(st.st_mode):04o}), not root: "
+            f"its lines are its owner's to write, and the controller cannot append to it unless its owner "
+            f"allows it (destructive actions pause); fix: chown root:root {path} (read its lines first)"
+        )
+    return None
+
+
 def _end_fragment(path: Path, fd: int, st: os.stat_result) -> None:
     """End the log's last line with a newline when it has none: the fragment of a short write.
 

@@ -696,7 +696,7 @@ def _events_view(args: argparse.Namespace, settings: Settings, owner: str | None
     from datetime import UTC, timedelta
 
     from controller.act.event_files import tail_since
-    from controller.act.events import EventFilter, tail
+    from controller.act.events import EventFilter, log_trust_problem, tail
     from controller.cli.errors import CliError
     from controller.cli.render import clean
     from controller.cli.view import View
@@ -743,7 +743,9 @@ def _events_view(args: argparse.Namespace, settings: Settings, owner: str | None
         ) from None
     except OSError as exc:
         raise CliError(f"cannot read the event log {path}: {exc.strerror or exc}") from None
-    return View(snapshot=Snapshot(observed_at=now, health=()), now=now, events=events)
+    problem = log_trust_problem(path)
+    notes = [problem] if problem is not None else []
+    return View(snapshot=Snapshot(observed_at=now, health=()), now=now, events=events, notes=notes)
 
 
 def cmd_describe(args: argparse.Namespace, settings: Settings) -> int:

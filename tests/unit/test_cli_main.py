@@ -1206,3 +1206,18 @@ def test_get_events_with_a_malformed_since_suggests_times_it_takes(
     assert "+2h" not in err
     rc, _, err = run(["get", "events", "--since", "2h"], capsys)  # what it suggests is taken
     assert rc == 0, err
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="chown to another user needs root")
+def test_get_events_warns_of_an_event_log_another_user_owns(
+    env: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Its lines may be anyone's: the warning names the file, its owner and the fix.
+    _write_events(env / "events.jsonl", datetime.now(UTC))
+    rc, _, err = run(["get", "events"], capsys)
+    assert rc == 0 and "warning" not in err
+    os.chown(env / "events.jsonl", 1000, 1000)
+    rc, out, err = run(["get", "events"], capsys)
+    assert rc == 0 and "container.remove" in out
+    assert f"warning: event log {env / 'events.jsonl'} is owned by uid 1000" in err
+    assert f"chown root:root {env / 'events.jsonl'}" in err

@@ -4,10 +4,12 @@ failing closed when the record cannot be written, and starting from corrupt stat
 from __future__ import annotations
 
 import errno
+import os
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import SimpleNamespace
+from typing import Any
 
 import pytest
 
@@ -477,6 +479,57 @@ def test_the_loop_announces_an_unwritable_record_once_and_notices_recovery_on_a_
     assert [e["event_type"] for e in tail(event_log.path, 10)] == ["controller.record_recovered"]
     assert controller._announce_record() is None
     assert len(tail(event_log.path, 10)) == 1
+
+
+def _log_controller(tmp_path: Path) -> tuple[Any, EventLog]:
+    from typing import Any, cast
+
+    from controller.loop import Controller
+    from controller.settings import Settings
+    from desired_state.load import PolicyHolder
+
+    logs = tmp_path / "log"
+    logs.mkdir(mode=0o755)
+    logs.chmod(0o755)
+    event_log = EventLog(logs / "events.jsonl")
+    store = MemoryStore(tmp_path / "state")
+    controller = Controller(
+        settings=Settings(state_dir=store.state_dir, events_log=event_log.path),
+        observer=cast(Any, None),
+        policy=PolicyHolder(),
+        executor=cast(Any, None),
+        store=store,
+        event_log=event_log,
+        memory=ControllerMemory(),
+    )
+    return controller, event_log
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="chown to another user needs root")
+def test_the_loop_names_an_event_log_directory_others_can_write_and_its_fix(tmp_path: Path) -> None:
+    # Any user who can write /var/log/ds01 can create events.jsonl after a rotation: the daemon
+    # (root without CAP_DAC_OVERRIDE) can then not append to it, and destructive actions pause.
+    controller, event_log = _log_controller(tmp_path)
+    logs = event_log.path.parent
+    assert controller._announce_log_trust() is None
+    logs.chmod(0o1777)
+    problem = controller._announce_log_trust()
+    assert problem is not None
+    assert str(logs) in problem and "mode 1777" in problem
+    assert f"chown root:root {logs} && chmod 0755 {logs}" in problem
+    assert controller._announce_log_trust() == problem  # said once, still the problem
+    logs.chmod(0o755)
+    os.chown(logs, 1000, 1000)
+    problem = controller._announce_log_trust()
+    assert problem is not None and "owned by uid 1000" in problem and str(logs) in problem
+    os.chown(logs, 0, 0)
+    event_log.path.write_text("")
+    os.chown(event_log.path, 1000, 1000)
+    problem = controller._announce_log_trust()
+    assert problem is not None and str(event_log.path) in problem and "owned by uid 1000" in problem
+    assert f"chown root:root {event_log.path}" in problem
+    os.chown(event_log.path, 0, 0)
+    assert controller._announce_log_trust() is None
 
 
 def test_a_lost_memory_never_stops_an_idle_container_sooner() -> None:
