@@ -65,6 +65,7 @@ DS01_MAIN_FILE: Final = "resource-limits.yaml"
 OVERRIDES_FILE: Final = "user-overrides.yaml"
 EXEMPTIONS_FILE: Final = "lifecycle-exemptions.yaml"
 GROUPS_DIR: Final = "groups"
+RUNTIME_DIR: Final = "runtime"  # DS01's config/runtime/, below its config/
 POLICY_NAME: Final = "ds01"
 INFRASTRUCTURE_REASON: Final = "DS01 infrastructure container"
 
@@ -565,6 +566,18 @@ class _Importer:
         if not self.dir.is_dir():
             self.errors.append(
                 PolicyError(str(self.dir), None, "DS01 config directory does not exist", fix="fix the path")
+            )
+            return []
+        runtime = self.dir / RUNTIME_DIR
+        if not os.path.lexists(main_path) and (runtime / DS01_MAIN_FILE).is_file():
+            # DS01's config/ (its label-schema.yaml is there): the files moved to config/runtime/.
+            self.errors.append(
+                PolicyError(
+                    str(main_path),
+                    None,
+                    f"not here: DS01 keeps it in {runtime}/",
+                    fix=f"use that directory: --ds01-config {runtime} (ds01ctl validate {runtime})",
+                )
             )
             return []
         main = self.read_single(main_path, required=True)

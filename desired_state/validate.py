@@ -27,7 +27,7 @@ from typing import Any, Final
 from crd_like_specs.vocabulary import ContainerType
 from desired_state import ds01_import
 from desired_state.documents import assemble, sorted_errors
-from desired_state.ds01_import import DS01_MAIN_FILE
+from desired_state.ds01_import import DS01_MAIN_FILE, RUNTIME_DIR
 from desired_state.effective import interactions
 from desired_state.errors import PolicyError
 from desired_state.load import layered_set, load_spec_files, spec_files
@@ -214,7 +214,8 @@ def _is_ds01(path: Path, ds01_config: Path | None = None) -> bool:
         return True
     if not path.is_dir():
         return path.name in DS01_FILES
-    return os.path.lexists(path / DS01_MAIN_FILE)
+    # DS01's config/, whose files are in runtime/: the import names the directory to use.
+    return os.path.lexists(path / DS01_MAIN_FILE) or (path / RUNTIME_DIR / DS01_MAIN_FILE).is_file()
 
 
 def _named(path: Path, ds01_config: Path | None) -> bool:

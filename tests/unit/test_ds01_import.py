@@ -813,3 +813,23 @@ def test_a_null_default_grant_duration_is_no_end_as_ds01_reads_null(tmp_path: Pa
     dumped = dump_documents(import_ds01(tmp_path).documents())
     assert "defaultGrantDuration: null" in dumped
     assert load_spec_text(dumped) == import_ds01(tmp_path)
+
+
+def test_ds01_s_config_directory_above_runtime_is_named_with_the_directory_to_use(tmp_path: Path) -> None:
+    # DS01 keeps resource-limits.yaml in config/runtime/ (label-schema.yaml stays in config/): an
+    # admin pointing at config/ was told to add kind: to DS01's label schema, or "check the path".
+    config = tmp_path / "config"
+    shutil.copytree(DS01_DIR, config / "runtime")
+    write(config, "label-schema.yaml", "labels:\n  ds01.user: {description: owner}\n")
+    for errors in (validate_paths([config]), _load_errors(config)):
+        assert len(errors) == 1, errors
+        assert f"{config / 'resource-limits.yaml'}: " in errors[0]
+        assert "kind" not in errors[0]
+        assert f"--ds01-config {config / 'runtime'}" in errors[0]
+    assert validate_paths([config / "runtime"]) == []
+
+
+def _load_errors(ds01_dir: Path) -> list[str]:
+    with pytest.raises(PolicyLoadError) as exc:
+        load_policy(ds01_config_dir=ds01_dir)
+    return [str(e) for e in exc.value.errors]
