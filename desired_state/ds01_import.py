@@ -144,6 +144,8 @@ ZERO_IS_NO_LIMIT: Final = frozenset({"idle_timeout_h", "max_runtime_h"})
 ZERO_IS_UNCLEAR: Final = frozenset(
     {"gpu_hold_after_stop_h", "container_hold_after_stop_h", "created_container_timeout_m"}
 )
+# Keys whose field takes no null (a grace period is never "never"), with DS01's shipped value.
+NULL_REFUSED: Final[dict[str, int]] = {"grace_period_m": 30, "sigterm_grace_s": 60}
 TYPE_DURATIONS: Final[dict[str, tuple[str, str]]] = {
     "idle_timeout_h": ("idleTimeout", "h"),
     "max_runtime_h": ("maxRuntime", "h"),
@@ -278,10 +280,20 @@ class _Importer:
         as DS01 read it, never. A hold (or the created-container timeout) of 0 is an error: its
         meaning is not certain (never, or at once), and either reading would remove or keep
         containers the admin did not mean to."""
-        if value is None:
-            return True, None
         key = loc[-1] if loc else None
         canonical = ALIASES.get(key, key) if isinstance(key, str) else key
+        if value is None and canonical in NULL_REFUSED:
+            self.error(
+                doc,
+                loc,
+                "null is not allowed here (it would mean 'never')",
+                expected=f"a bare number of {_UNITS[unit]}",
+                fix=f"write {canonical}: {NULL_REFUSED[str(canonical)]} (DS01's shipped value), or another "
+                "number, or leave the key out for the default",
+            )
+            return False, None
+        if value is None:
+            return True, None
         if value == 0 and isinstance(value, int | float) and not isinstance(value, bool):
             zero = self.zero(doc, loc, str(canonical))
             if zero is not None:

@@ -833,3 +833,28 @@ def _load_errors(ds01_dir: Path) -> list[str]:
     with pytest.raises(PolicyLoadError) as exc:
         load_policy(ds01_config_dir=ds01_dir)
     return [str(e) for e in exc.value.errors]
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "field", "fix"),
+    [
+        ("grace_period_m: 30 ", "grace_period_m: null", "policies.grace_period_m", "grace_period_m: 30"),
+        (
+            "sigterm_grace_s: 60               # SIGTERM",
+            "sigterm_grace_s: null             # SIGTERM",
+            "policies.sigterm_grace_s",
+            "sigterm_grace_s: 60",
+        ),
+    ],
+)
+def test_a_null_grace_in_ds01_s_file_is_told_a_bare_number_not_a_spec_duration(
+    tmp_path: Path, old: str, new: str, field: str, fix: str
+) -> None:
+    # A unit-suffixed key takes a bare number: '30m' there is refused as a string with a unit.
+    text = (DS01_DIR / "resource-limits.yaml").read_text()
+    assert text.count(old) == 1
+    write(tmp_path, "resource-limits.yaml", text.replace(old, new))
+    errors = validate_paths([tmp_path])
+    assert len(errors) == 1, errors
+    assert f"{tmp_path / 'resource-limits.yaml'}:" in errors[0] and field in errors[0]
+    assert fix in errors[0] and "'30m'" not in errors[0] and "'90s'" not in errors[0]
