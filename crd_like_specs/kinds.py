@@ -349,8 +349,16 @@ class Aggregate(SpecModel):
     )
     memory_max: NotNullStr = Field(default=None, pattern=SYSTEMD_SIZE_PATTERN, description="e.g. '96G'")
     memory_high: NotNullStr = Field(default=None, pattern=SYSTEMD_SIZE_PATTERN, description="e.g. '86G'")
-    tasks_max: Integer | None = Field(default=None, ge=0, description="TasksMax; null: no cap")
+    tasks_max: Integer | None = Field(
+        default=None, ge=0, description="TasksMax; null: no cap (systemd's 'infinity' reads as null)"
+    )
     gpu_limit: Number | None = Field(default=None, ge=0, description="GPU-equivalents; null: no cap")
+
+    @field_validator("tasks_max", mode="before")
+    @classmethod
+    def _tasks_infinity_is_no_cap(cls, value: Any) -> Any:
+        # systemd's TasksMax=infinity, as memory_max: infinity, is no cap: the same as null.
+        return None if value == "infinity" else value
 
     @field_validator("cpu_quota", mode="before")
     @classmethod

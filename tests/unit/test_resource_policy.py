@@ -265,3 +265,17 @@ def test_ds01_memory_swap_minus_one_is_unlimited_swap_as_docker_reads_it(tmp_pat
         "  resources: {memory: 64g, memorySwap: '-1'}\n"
     )
     assert resources(spec, "dan").memory_swap_bytes.value is None
+
+
+def test_an_aggregate_tasks_max_of_infinity_is_no_cap_as_systemd_reads_it(tmp_path: Path) -> None:
+    # The caps are systemd's slice properties: TasksMax=infinity, as MemoryMax=infinity, is no cap.
+    (tmp_path / "resource-limits.yaml").write_text(
+        "groups:\n  student:\n    members: [alice]\n"
+        "    aggregate: {cpu_quota: '9600%', memory_max: infinity, tasks_max: infinity}\n"
+    )
+    assert validation_errors([tmp_path]) == []
+    policy = import_ds01(tmp_path)
+    alice = resources(policy, "alice")
+    assert (alice.aggregate_memory_bytes.value, alice.aggregate_tasks.value) == (None, None)
+    assert alice.aggregate_cpus.value == 96.0
+    assert load_spec_text(dump_documents(policy.documents())) == policy
