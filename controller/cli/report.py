@@ -281,14 +281,26 @@ def cmd_report(args: argparse.Namespace, settings: Settings, now: datetime | Non
     now = now or datetime.now(UTC)
     since = _when(args.since, now, "--since")
     until = _when(args.until, now, "--until") if args.until else now
+    earlier = "use a duration ago (7d, 12h) or an earlier date (2026-03-01)"
+    if since > now:
+        # Named as given: with no --until the period ends now, and "--until must be after --since"
+        # named a flag never given.
+        raise CliError(
+            f"--since {clean(args.since, 60)} is after now: no event is logged yet in that period; {earlier}"
+        )
     if until <= since:
-        raise CliError("--until must be after --since")
+        if args.until:
+            raise CliError("--until must be after --since")
+        raise CliError(
+            f"--since {clean(args.since, 60)} is not before now, where the report ends (--until's"
+            f" default): {earlier}"
+        )
     if until > now:
         # No sample or action is logged after now: the hours to come would count as unobserved.
         print(f"warning: --until {clean(args.until, 60)} is after now: the report ends now", file=sys.stderr)
         until = now
         if until <= since:
-            raise CliError("--since is after now: no event is logged yet in that period")
+            raise CliError(f"--since {clean(args.since, 60)} is not before now: {earlier}")
     if args.plot and not str(args.plot).lower().endswith(".png"):
         raise CliError(f"--plot writes a PNG: name the file *.png (got {clean(args.plot, 60)!r})")
     policy, info = load_installed_policy(settings)

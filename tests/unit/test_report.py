@@ -513,5 +513,25 @@ def test_until_now_as_its_help_says_is_the_default_not_refused(
         assert before - timedelta(seconds=1) <= until <= after, word
     # --since now is read too: a period that ends where it begins.
     rc, _out, err = run(["report", "--since", "now"], capsys)
-    assert rc == 1 and err.count("\n") == 1 and "--until must be after --since" in err, err
+    assert rc == 1 and err.count("\n") == 1 and "--since now is not before now" in err, err
     assert "cannot read" not in err
+
+
+@pytest.mark.parametrize("since", ["2099-01-01T00:00:00Z", "2099-01-01"])
+def test_a_since_after_now_is_named_as_the_flag_given_not_until(
+    since: str, week: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # `report --since <a future time>` said "--until must be after --since" of a --until never given.
+    rc, out, err = run(["report", "--since", since], capsys)
+    assert rc == 1 and out == "" and err.count("\n") == 1, err
+    assert "--until" not in err.split("(")[0], err
+    assert f"--since {since}" in err and "after now" in err and "7d" in err, err
+
+
+def test_since_now_without_until_names_since_and_the_default_end(
+    week: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    rc, _out, err = run(["report", "--since", "now"], capsys)
+    assert rc == 1 and err.count("\n") == 1, err
+    assert err.split(": ", 1)[1].startswith("--since now"), err
+    assert "--until's default" in err and "7d" in err, err
