@@ -447,7 +447,8 @@ class EventFilter:
     container_name_only: bool = False
     # The events of the container of this id (``describe``): those recording its id (a short one
     # too), under whichever name it had then (docker rename keeps the id), and those recording no id
-    # that name it ``container`` (its current name).
+    # that name it ``container`` (its current name). With ``container_name_only`` (``get events
+    # --container NAME`` of a known container), every event naming ``container`` too.
     container_id: str | None = None
     # Events about one of these devices (UUIDs): their ``gpu``, ``gpu_uuid`` or ``device_uuid``.
     gpus: frozenset[str] = frozenset()
@@ -467,9 +468,11 @@ class EventFilter:
             return False
         if self.container_id is not None:
             details = event.get("details")
-            return isinstance(details, Mapping) and _about_container(
-                details, self.container_id, self.container
-            )
+            if not isinstance(details, Mapping):
+                return False
+            if self.container_name_only and container_name(details) == self.container:
+                return True
+            return _about_container(details, self.container_id, self.container)
         if self.container is not None:
             details = event.get("details")
             if not isinstance(details, Mapping):

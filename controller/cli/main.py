@@ -732,7 +732,10 @@ def _events_view(args: argparse.Namespace, settings: Settings, owner: str | None
     try:
         # A container of that name is the one meant (as in Docker), not also each one whose id
         # begins with the name ("cafe"); with none, the id prefix names containers.
-        events = read(replace(flt, container_name_only=True)) if wanted else []
+        # A container the daemon knows by that name: its events under an earlier name too (a
+        # docker rename keeps the id), as describe finds them.
+        named = replace(flt, container_name_only=True, container_id=_known_container_id(settings, wanted))
+        events = read(named) if wanted else []
         if not events:
             events = read(flt)
     except FileNotFoundError:
@@ -746,6 +749,31 @@ def _events_view(args: argparse.Namespace, settings: Settings, owner: str | None
     problem = log_trust_problem(path)
     notes = [problem] if problem is not None else []
     return View(snapshot=Snapshot(observed_at=now, health=()), now=now, events=events, notes=notes)
+
+
+def _known_container_id(settings: Settings, name: str | None) -> str | None:
+    """The full id of the one container named ``name`` in the daemon's last workload inventory, or
+    ``None`` (no name, no inventory, not listed there, or listed twice)."""
+    if not name:
+        return None
+    import json
+
+    try:
+        inventory = json.loads(settings.inventory_path.read_bytes())
+    except (OSError, ValueError):
+        return None  # not readable here: the events that name it, as before
+    listed = inventory.get("containers") if isinstance(inventory, dict) else None
+    if not isinstance(listed, dict):
+        return None
+    ids = {
+        e.get("full_id")
+        for e in listed.values()
+        if isinstance(e, dict)
+        and e.get("name") == name
+        and isinstance(e.get("full_id"), str)
+        and e["full_id"]
+    }
+    return ids.pop() if len(ids) == 1 else None
 
 
 def cmd_describe(args: argparse.Namespace, settings: Settings) -> int:

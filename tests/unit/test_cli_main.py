@@ -1221,3 +1221,70 @@ def test_get_events_warns_of_an_event_log_another_user_owns(
     assert rc == 0 and "container.remove" in out
     assert f"warning: event log {env / 'events.jsonl'} is owned by uid 1000" in err
     assert f"chown root:root {env / 'events.jsonl'}" in err
+
+
+def _inventory(state: Path, **ids: str) -> None:
+    """The daemon's workload inventory naming these containers (name=full id), as its pass writes it."""
+    containers = {cid[:12]: {"id": cid[:12], "name": name, "full_id": cid} for name, cid in ids.items()}
+    (state / "workload-inventory.json").write_text(json.dumps({"containers": containers}))
+
+
+def test_get_events_container_after_a_docker_rename_lists_those_under_its_old_name(
+    env: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # `docker rename alice-old alice-train`: get events --container alice-train missed every event
+    # logged before, under the old name with the container's id; describe found them by the id.
+    now = datetime.now(UTC)
+    cid = "ab" * 32
+    log = EventLog(env / "events.jsonl")
+    # A removed container once named alice-train: listed by its name, as before.
+    log.write(
+        "controller.remove",
+        user="alice",
+        details={"container": "alice-train", "container_id": "ef" * 32},
+        at=now - timedelta(hours=4),
+    )
+    log.write(
+        "controller.warning",
+        user="alice",
+        details={"container": "alice-old", "container_id": cid[:12]},
+        at=now - timedelta(hours=3),
+    )
+    log.write(
+        "detection.container_discovered",
+        user="alice",
+        details={"container_id": cid, "name": "alice-old"},
+        at=now - timedelta(hours=2),
+    )
+    # Another container that was named alice-old: not this one's.
+    log.write(
+        "controller.stop", user="bob", details={"container": "alice-old", "container_id": "cd" * 32}, at=now
+    )
+    log.write("controller.warning", user="alice", details={"container": "alice-train"}, at=now)
+    _inventory(env / "state", **{"alice-train": cid})
+    rc, out, err = run(["get", "events", "--container", "alice-train", "-o", "json"], capsys)
+    assert rc == 0, err
+    assert [(e["event_type"], e["details"].get("container_id")) for e in json.loads(out)["items"]] == [
+        ("controller.remove", "ef" * 32),
+        ("controller.warning", cid[:12]),
+        ("detection.container_discovered", cid),
+        ("controller.warning", None),
+    ]
+    _, out, _ = run(["get", "events", "alice-train"], capsys)
+    assert len(out.splitlines()) == 5, out
+    # --since reads the rotations the same way.
+    (env / "events.jsonl").rename(env / "events.jsonl.1")
+    _, out, _ = run(["get", "events", "--container", "alice-train", "--since", "1d", "-o", "json"], capsys)
+    assert len(json.loads(out)["items"]) == 4, out
+
+
+def test_get_events_container_unknown_to_the_daemon_is_still_found_by_its_name(
+    env: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    now = datetime.now(UTC)
+    EventLog(env / "events.jsonl").write(
+        "controller.warning", user="alice", details={"container": "gone", "container_id": "ab" * 32}, at=now
+    )
+    (env / "state" / "workload-inventory.json").write_text("{not json")
+    rc, out, err = run(["get", "events", "--container", "gone", "-o", "json"], capsys)
+    assert rc == 0 and len(json.loads(out)["items"]) == 1 and err == "", err
