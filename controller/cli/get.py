@@ -461,12 +461,14 @@ def _device_processes(view: View, device_uuid: str) -> list[GpuProcessObs]:
 
 
 def gpu_state(view: View, gpu: GpuObs, device_uuid: str | None) -> str:
-    """free / held / idle-held / dirty / unavailable / unknown for one GPU or MIG device.
+    """free / held / paused-held / idle-held / dirty / unavailable / unknown for one GPU or MIG device.
 
     ``dirty``: the plan or the memory marks it (orphans, stale memory), or it runs a process no
     live container accounts for. A live container whose process runs on the device counts as a
     holder (a device a compute process runs on is never free, even one its container was not
-    given). ``idle-held``: every holder is stopped or idle. A MIG-enabled
+    given). ``paused-held``: no holder runs and is active, and one is paused (it accrues no idle
+    time: the idle timeout never gives the device back while it is paused). ``idle-held``: every
+    holder is stopped or idle. A MIG-enabled
     GPU without MIG devices cannot be used at all, hence ``unavailable``.
     """
     uuid = device_uuid or gpu.uuid
@@ -478,7 +480,7 @@ def gpu_state(view: View, gpu: GpuObs, device_uuid: str | None) -> str:
         states = [gpu_state(view, gpu, m.uuid) for m in gpu.mig_devices]
         # One device it cannot tell about ("unknown") makes the GPU unknown unless another is
         # in use: a GPU is free only if every one of its devices is.
-        for s in ("dirty", "held", "idle-held", "unknown"):
+        for s in ("dirty", "held", "paused-held", "idle-held", "unknown"):
             if s in states:
                 return s
         return "free"
@@ -514,6 +516,8 @@ def gpu_state(view: View, gpu: GpuObs, device_uuid: str | None) -> str:
     for c in users:
         if c.state == ContainerState.RUNNING and idleness(view, c).state != IdleState.IDLE:
             return "held"
+    if any(c.state == ContainerState.PAUSED for c in users):
+        return "paused-held"
     return "idle-held"
 
 
@@ -647,6 +651,7 @@ def _names(names: Sequence[str], limit: int = 3) -> str:
 
 _GPU_STATE_COLOUR = {
     "free": "green",
+    "paused-held": "yellow",
     "idle-held": "yellow",
     "dirty": "red",
     "unavailable": "red",

@@ -68,7 +68,8 @@ kinds:
                in 20m" (not a stop), "exemption ends in 2h" / "keep-alive ends in 1h" (a warning and
                its lead come after), "unknown" (NVML down), or "-".
   gpus         INDEX UUID MODEL MIG MEMORY UTIL HOLDERS PROCESSES STATE
-               STATE: free, held, idle-held (every holder stopped or idle), dirty (a process no running
+               STATE: free, held, paused-held (no holder active, one paused: no idle time counts),
+               idle-held (every holder stopped or idle), dirty (a process no running
                holder accounts for, or marked for reset), unavailable (NVML down, or MIG on with no devices),
                unknown (Docker down: its holders cannot be listed; or no holder and NVML could not
                list its processes, or a process on it whose /proc entry was never read).

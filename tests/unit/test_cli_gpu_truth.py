@@ -511,3 +511,46 @@ def test_get_gpus_o_name_with_nvml_down_names_each_gpu_by_what_is_known_of_it() 
     names = run_get("gpus", view, GetOptions(output="name"))[0].splitlines()
     assert names == [f"gpu/{b.GPU0}"], names
     assert describe_gpu(view, names[0].removeprefix("gpu/")).startswith("GPU:")
+
+
+# --- get gpus: a GPU a paused container holds is not idle-held --------------------------------
+
+
+def paused_holders() -> View:
+    """GPU 0: paused-job alone; GPU 1: paused-job's MIG device 1.0 and stopped's 1.1; GPU 2:
+    paused-job beside a running holder idle for long; GPU 3: that running holder alone."""
+    from controller.snapshot import ContainerState
+
+    desired = b.desired(b.policy())
+    passes = b.Passes(desired)
+    mig10, mig11 = b.mig_uuid(1, 0), b.mig_uuid(1, 1)
+    for i in range(4):
+        t = b.at(seconds=30 * i)
+        idle = b.signals(t, cpu_usage_ns=0, gpu_pct={b.GPU2: 0.0, b.GPU3: 0.0})
+        containers = [
+            b.container(
+                "paused-job", state=ContainerState.PAUSED, gpus=[b.GPU0, b.ref(mig10, parent=b.GPU1)]
+            ),
+            b.exited("stopped", gpus=[b.ref(mig11, parent=b.GPU1)], finished_at=b.ago(minutes=5)),
+            b.container("paused-too", state=ContainerState.PAUSED, gpus=[b.GPU2]),
+            b.running("idler", gpus=[b.GPU2, b.GPU3], started_at=b.ago(hours=3), sig=idle),
+        ]
+        gpus = (b.gpu(0), b.gpu(1, mig_slots=2), b.gpu(2, util_pct=0.0), b.gpu(3, util_pct=0.0))
+        snap = b.snapshot(observed_at=t, containers=containers, gpus=gpus)
+        p = passes.run(snap)
+    return View(snapshot=snap, now=t, plan=p, memory=p.memory, desired=desired)
+
+
+def test_a_gpu_a_paused_container_holds_is_paused_held_not_idle_held() -> None:
+    # A paused holder accrues no idle time: "idle-held" (every holder stopped or idle) told an admin
+    # the idle timeout would give the GPU back, which it never does while the container is paused.
+    view = paused_holders()
+    items = json.loads(run_get("containers", view, GetOptions(output="json", show_all=True))[0])["items"]
+    assert [i["idle"]["state"] for i in items if i["name"] == "idler"] == ["idle"], items
+    states = gpu_states(view)
+    assert states["0"] == "paused-held", states
+    assert states["1.0"] == "paused-held" and states["1.1"] == "idle-held" and states["1"] == "paused-held"
+    assert states["2"] == "paused-held", states
+    assert states["3"] == "idle-held", states
+    rows = gpu_rows(view)
+    assert rows["0"][-1] == "paused-held" and rows["3"][-1] == "idle-held", rows

@@ -68,7 +68,7 @@ def test_process_verdicts_follow_the_planner() -> None:
 def test_no_gpu_is_dirty_where_the_planner_marks_none() -> None:
     out = rows(run_get("gpus", view(), GetOptions())[0])
     assert "dirty" not in {r[-1] for r in out.values()}, out
-    assert out["0"][-1] == "idle-held"  # the paused holder's GPU
+    assert out["0"][-1] == "paused-held"  # the paused holder's GPU (it accrues no idle time)
 
 
 def test_describe_user_lists_the_processes_in_their_containers_run_as_root() -> None:
