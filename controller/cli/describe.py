@@ -46,6 +46,7 @@ from controller.cli.render import (
 )
 from controller.cli.view import (
     HELD_BY_GATE,
+    NO_RATE_YET,
     IdleState,
     UnlistedDevice,
     View,
@@ -55,6 +56,7 @@ from controller.cli.view import (
     held_when,
     idleness,
     process_devices,
+    rate_unknowns,
     rates,
     release_breaker_line,
     rule_of,
@@ -309,15 +311,14 @@ def _signals_section(view: View, c: ContainerObs, pol: EffectivePolicy | None, s
         s.line("<not read>", 2)
         return
     r = rates(view, c)
+    cpu_why, net_why = rate_unknowns(view, c, r)  # as get containers -o json says them
     sig = c.signals
     t = Table(["SIGNAL", "NOW", "IDLE BELOW", "FROM"])
-    cpu_now = (
-        fmt_percent(r.cpu_percent) if r.cpu_percent is not None else _unknown(sig.cpu_unknown, "no rate yet")
-    )
+    cpu_now = fmt_percent(r.cpu_percent) if r.cpu_percent is not None else _unknown(cpu_why, NO_RATE_YET)
     net_now = (
         f"{fmt_bytes(r.net_bytes_per_s)}/s"
         if r.net_bytes_per_s is not None
-        else _unknown(sig.net_unknown, "no rate yet")
+        else _unknown(net_why, NO_RATE_YET)
     )
     util, util_unknown = gpu_util(view, c)
     gpu_now = f"{UNKNOWN} ({clean(util_unknown, 60)})" if util_unknown else fmt_percent(util)

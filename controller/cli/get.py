@@ -44,6 +44,7 @@ from controller.cli.view import (
     gpu_util,
     idleness,
     next_step,
+    rate_unknowns,
     rates,
     release_breaker_line,
     rule_of,
@@ -321,6 +322,7 @@ def container_item(view: View, c: ContainerObs) -> dict[str, Any]:
     idle = idleness(view, c)
     step = next_step(view.container_items(c), nvml_ok=view.nvml_ok, idle_removes=view.idle_stop_removes(c.id))
     r = rates(view, c)
+    cpu_unknown, net_unknown = rate_unknowns(view, c, r)
     util, util_unknown = gpu_util(view, c)
     return {
         "name": c.name,
@@ -356,7 +358,9 @@ def container_item(view: View, c: ContainerObs) -> dict[str, Any]:
         else f"no plan: {view.policy.error or 'no policy loaded'}",
         "signals": {
             "cpu_percent": r.cpu_percent,
+            "cpu_unknown": cpu_unknown,
             "net_bytes_per_s": r.net_bytes_per_s,
+            "net_unknown": net_unknown,
             "gpu_util_percent": util,
             "gpu_util_unknown": util_unknown,
             "keepalive": _keepalive(c),

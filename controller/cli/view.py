@@ -750,6 +750,21 @@ def rates(view: View, c: ContainerObs) -> Rates:
     )
 
 
+NO_RATE_YET = "no rate yet"
+
+
+def rate_unknowns(view: View, c: ContainerObs, r: Rates) -> tuple[str | None, str | None]:
+    """Why ``r``'s CPU share and network rate are unknown, each ``None`` where it is known or does
+    not apply (a container not running): the counter's own reason, else that the controller's
+    samples could not be read, else that it has not taken two samples of this run yet."""
+    if c.state != ContainerState.RUNNING or c.signals is None:
+        return None, None
+    why = NO_RATE_YET if view.memory is not None else "state not read: no samples"
+    cpu = None if r.cpu_percent is not None else c.signals.cpu_unknown or why
+    net = None if r.net_bytes_per_s is not None else c.signals.net_unknown or why
+    return cpu, net
+
+
 def gpu_util(view: View, c: ContainerObs) -> tuple[float | None, str | None]:
     """The highest utilization over the devices the idle rule reads for the container
     (:meth:`View.gpu_readings`), or why one of them is unknown."""

@@ -98,7 +98,9 @@ CONTAINER_ITEM = {
     "next_unknown": STR_OR_NONE,
     "signals": {
         "cpu_percent": NUM_OR_NONE,
+        "cpu_unknown": STR_OR_NONE,
         "net_bytes_per_s": NUM_OR_NONE,
+        "net_unknown": STR_OR_NONE,
         "gpu_util_percent": NUM_OR_NONE,
         "gpu_util_unknown": STR_OR_NONE,
         "keepalive": {"state": str, "mtime": STR_OR_NONE, "detail": STR_OR_NONE},
@@ -346,6 +348,47 @@ def test_with_no_plan_the_next_step_is_unknown_in_json_as_in_the_table(view: Vie
     # Planned: a container with no next step has next null and nothing unknown.
     data = json.loads(run_get("containers", view, GetOptions(name="bob-notebook", output="json"))[0])
     assert (data["items"][0]["next"], data["items"][0]["next_unknown"]) == (None, None)
+
+
+def test_an_unknown_cpu_or_network_rate_says_why_in_json_as_the_gpu_utilization_does(view: View) -> None:
+    # cpu_percent and net_bytes_per_s were null with no reason beside them, where the wide table
+    # says "unknown" and gpu_util_percent has its gpu_util_unknown: null read as "no figure", not
+    # as unknown, and a stopped container's null (does not apply) read the same.
+    def signals(v: View) -> dict[str, dict[str, Any]]:
+        data = json.loads(run_get("containers", v, GetOptions(output="json", show_all=True))[0])
+        assert conforms(data, envelope(CONTAINER_ITEM)) == []
+        return {i["name"]: i["signals"] for i in data["items"]}
+
+    known = signals(view)
+    alice = known["alice-train"]
+    assert alice["cpu_percent"] is not None and alice["net_bytes_per_s"] is not None
+    assert (alice["cpu_unknown"], alice["net_unknown"]) == (None, None)
+    # Running, never sampled by the controller: no rate yet.
+    assert known["eve-web"]["cpu_percent"] is None and known["eve-web"]["cpu_unknown"] == "no rate yet"
+    assert known["eve-web"]["net_bytes_per_s"] is None and known["eve-web"]["net_unknown"] == "no rate yet"
+    # Not running: does not apply, nothing unknown.
+    for name in ("carol-old", "dave-new"):
+        assert (known[name]["cpu_unknown"], known[name]["net_unknown"]) == (None, None), name
+    # The controller's memory unreadable: no samples to take a rate from.
+    blind = signals(w.view(with_memory=False))["alice-train"]
+    assert blind["cpu_percent"] is None and blind["net_bytes_per_s"] is None
+    assert blind["cpu_unknown"] and blind["net_unknown"] and "state" in blind["cpu_unknown"], blind
+    # A counter the observer could not read: its own reason.
+    c = next(c for c in view.snapshot.containers if c.name == "eve-web")
+    assert c.signals is not None
+    unread = c.model_copy(
+        update={
+            "signals": c.signals.model_copy(
+                update={"cpu_usage_ns": None, "cpu_unknown": "cpu.stat unreadable"}
+            )
+        }
+    )
+    snap = view.snapshot.model_copy(
+        update={"containers": tuple(x if x.name != "eve-web" else unread for x in view.snapshot.containers)}
+    )
+    assert (
+        signals(dataclasses.replace(view, snapshot=snap))["eve-web"]["cpu_unknown"] == "cpu.stat unreadable"
+    )
 
 
 # --- NEXT against the real planner ------------------------------------------------------------
