@@ -465,14 +465,16 @@ def _device_processes(view: View, device_uuid: str) -> list[GpuProcessObs]:
 
 
 def gpu_state(view: View, gpu: GpuObs, device_uuid: str | None) -> str:
-    """free / held / paused-held / idle-held / dirty / unavailable / unknown for one GPU or MIG device.
+    """free / held / paused-held / restarting-held / idle-held / dirty / unavailable / unknown for one
+    GPU or MIG device.
 
     ``dirty``: the plan or the memory marks it (orphans, stale memory), or it runs a process no
     live container accounts for. A live container whose process runs on the device counts as a
     holder (a device a compute process runs on is never free, even one its container was not
     given). ``paused-held``: no holder runs and is active, and one is paused (it accrues no idle
-    time: the idle timeout never gives the device back while it is paused). ``idle-held``: every
-    holder is stopped or idle. A MIG-enabled
+    time: the idle timeout never gives the device back while it is paused). ``restarting-held``: none
+    runs and is active or is paused, and one is restarting (no timer runs: each start begins its
+    clocks again). ``idle-held``: every holder is stopped or idle. A MIG-enabled
     GPU without MIG devices cannot be used at all, hence ``unavailable``.
     """
     uuid = device_uuid or gpu.uuid
@@ -484,7 +486,7 @@ def gpu_state(view: View, gpu: GpuObs, device_uuid: str | None) -> str:
         states = [gpu_state(view, gpu, m.uuid) for m in gpu.mig_devices]
         # One device it cannot tell about ("unknown") makes the GPU unknown unless another is
         # in use: a GPU is free only if every one of its devices is.
-        for s in ("dirty", "held", "paused-held", "idle-held", "unknown"):
+        for s in ("dirty", "held", "paused-held", "restarting-held", "idle-held", "unknown"):
             if s in states:
                 return s
         return "free"
@@ -522,6 +524,8 @@ def gpu_state(view: View, gpu: GpuObs, device_uuid: str | None) -> str:
             return "held"
     if any(c.state == ContainerState.PAUSED for c in users):
         return "paused-held"
+    if any(c.state == ContainerState.RESTARTING for c in users):
+        return "restarting-held"
     return "idle-held"
 
 
@@ -656,6 +660,7 @@ def _names(names: Sequence[str], limit: int = 3) -> str:
 _GPU_STATE_COLOUR = {
     "free": "green",
     "paused-held": "yellow",
+    "restarting-held": "yellow",
     "idle-held": "yellow",
     "dirty": "red",
     "unavailable": "red",

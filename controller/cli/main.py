@@ -69,6 +69,7 @@ kinds:
                its lead come after), "unknown" (NVML down), or "-".
   gpus         INDEX UUID MODEL MIG MEMORY UTIL HOLDERS PROCESSES STATE
                STATE: free, held, paused-held (no holder active, one paused: no idle time counts),
+               restarting-held (no holder active or paused, one restarting: no timer runs),
                idle-held (every holder stopped or idle), dirty (a process no running
                holder accounts for, or marked for reset), unavailable (NVML down, or MIG on with no devices),
                unknown (Docker down: its holders cannot be listed; or no holder and NVML could not

@@ -554,3 +554,26 @@ def test_a_gpu_a_paused_container_holds_is_paused_held_not_idle_held() -> None:
     assert states["3"] == "idle-held", states
     rows = gpu_rows(view)
     assert rows["0"][-1] == "paused-held" and rows["3"][-1] == "idle-held", rows
+
+
+def test_a_gpu_a_restarting_container_holds_is_restarting_held_not_idle_held() -> None:
+    # A container in a restart loop runs no timer (each start begins its clocks again, no stop hold
+    # counts while it restarts): "idle-held" told an admin a timer would give the GPU back.
+    from controller.snapshot import ContainerState
+
+    desired = b.desired(b.policy())
+    passes = b.Passes(desired)
+    for i in range(4):
+        t = b.at(seconds=30 * i)
+        idle = b.signals(t, cpu_usage_ns=0, gpu_pct={b.GPU1: 0.0})
+        containers = [
+            b.container("looping", state=ContainerState.RESTARTING, gpus=[b.GPU0, b.GPU1]),
+            b.container("paused-job", state=ContainerState.PAUSED, gpus=[b.GPU1]),
+            b.running("idler", gpus=[b.GPU1, b.GPU2], started_at=b.ago(hours=3), sig=idle),
+        ]
+        gpus = (b.gpu(0), b.gpu(1, util_pct=0.0), b.gpu(2, util_pct=0.0))
+        snap = b.snapshot(observed_at=t, containers=containers, gpus=gpus)
+        p = passes.run(snap)
+    view = View(snapshot=snap, now=t, plan=p, memory=p.memory, desired=desired)
+    assert gpu_states(view) == {"0": "restarting-held", "1": "paused-held", "2": "idle-held"}
+    assert gpu_rows(view)["0"][-1] == "restarting-held"

@@ -1064,7 +1064,16 @@ def test_every_gpu_state_get_shows_is_explained_in_its_help(capsys: pytest.Captu
     from controller.cli.get import gpu_state
 
     states = set(re.findall(r'return "([a-z-]+)"', inspect.getsource(gpu_state)))
-    assert states == {"free", "held", "paused-held", "idle-held", "dirty", "unavailable", "unknown"}
+    assert states == {
+        "free",
+        "held",
+        "paused-held",
+        "restarting-held",
+        "idle-held",
+        "dirty",
+        "unavailable",
+        "unknown",
+    }
     with pytest.raises(SystemExit):
         main(["get", "--help"])
     help_text = " ".join(capsys.readouterr().out.split())
