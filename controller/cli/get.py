@@ -1072,6 +1072,11 @@ def events_table(view: View, items: Sequence[dict[str, Any]], wide: bool) -> Tab
         at = parse_timestamp(e.get("timestamp"))
         details = e.get("details")
         container = container_name(details) if isinstance(details, Mapping) else None
+        cid = details.get("container_id") if isinstance(details, Mapping) else None
+        if not container and isinstance(cid, str) and cid:
+            # Named by its id alone (a process in another runtime's container): DETAILS leaves the
+            # id out as the column's, so the column shows it, as --container ID-PREFIX finds it.
+            container = cid[:12]
         t.add(
             [
                 age(at, view.now),

@@ -1297,3 +1297,27 @@ def test_get_events_container_unknown_to_the_daemon_is_still_found_by_its_name(
     (env / "state" / "workload-inventory.json").write_text("{not json")
     rc, out, err = run(["get", "events", "--container", "gone", "-o", "json"], capsys)
     assert rc == 0 and len(json.loads(out)["items"]) == 1 and err == "", err
+
+
+def test_an_event_that_names_its_container_by_id_only_shows_the_id_not_none(
+    env: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # A GPU process in another runtime's container is announced with that container's id and no
+    # name: CONTAINER said "-" (no container) and the id was left out of DETAILS, -o wide too,
+    # while --container with a prefix of that id listed the event.
+    cid = "9f" * 32
+    EventLog(env / "events.jsonl").write(
+        "detection.foreign_gpu_process_discovered",
+        user="root",
+        details={"pid": 4242, "cmdline": "python serve.py", "cgroup": "/kubepods/x", "container_id": cid},
+        at=datetime.now(UTC),
+    )
+    for argv in (
+        ["get", "events"],
+        ["get", "events", "-o", "wide"],
+        ["get", "events", "--container", cid[:8]],
+    ):
+        rc, out, err = run(argv, capsys)
+        assert rc == 0, err
+        row = out.splitlines()[1].split()
+        assert row[6] == cid[:12], (argv, out)  # AGE, date, time, zone, TYPE, USER, CONTAINER
