@@ -232,7 +232,8 @@ def tail_since(
 
 def _needles(flt: EventFilter) -> tuple[bytes, ...]:
     """Bytes one of which every line ``flt`` matches contains, where there are such (none: every
-    line is decoded): the container's name or id prefix, else the user, as JSON writes them (plain
+    line is decoded): the container's name or id prefix (of a longer id its first 12 characters,
+    as a line recording its short id holds them), else the user, as JSON writes them (plain
     ASCII with no character JSON escapes). With ``container_id``, its short id (an id is recorded
     whole or as one) or its name: a line logged before a rename names it by the old name and the id."""
     if flt.container_id is not None:
@@ -241,6 +242,9 @@ def _needles(flt: EventFilter) -> tuple[bytes, ...]:
         return tuple(v.encode("ascii") for v in wanted) if all(map(_plain, wanted)) else ()
     for value in (flt.container, flt.user):
         if value and _plain(value):
+            # An id longer than a short one: a line may record its short id only.
+            if value is flt.container and len(value) > 12 and all(ch in "0123456789abcdef" for ch in value):
+                value = value[:12]
             return (value.encode("ascii"),)
     return ()
 

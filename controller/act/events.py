@@ -485,7 +485,7 @@ class EventFilter:
                 return bool(name == wanted)
             if not (
                 (isinstance(name, str) and (name == wanted or (cid is None and _id_like(name, wanted))))
-                or (isinstance(cid, str) and cid.startswith(wanted))
+                or (isinstance(cid, str) and (cid.startswith(wanted) or _short_of(cid, wanted)))
             ):
                 return False
         return True
@@ -518,6 +518,12 @@ def container_name(details: Mapping[str, Any]) -> Any:
     if name is None and details.get("container_id") is not None:
         return details.get("name")
     return name
+
+
+def _short_of(recorded: str, wanted: str) -> bool:
+    """A short id (DS01's 12 characters, as the detection events record it) of the longer id
+    ``wanted``."""
+    return len(recorded) >= 12 and len(wanted) > len(recorded) and wanted.startswith(recorded)
 
 
 def _id_like(recorded: str, wanted: str) -> bool:

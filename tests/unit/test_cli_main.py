@@ -1321,3 +1321,42 @@ def test_an_event_that_names_its_container_by_id_only_shows_the_id_not_none(
         assert rc == 0, err
         row = out.splitlines()[1].split()
         assert row[6] == cid[:12], (argv, out)  # AGE, date, time, zone, TYPE, USER, CONTAINER
+
+
+def test_get_events_container_by_its_full_id_lists_the_events_that_record_its_short_id(
+    env: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The detection.* events record DS01's 12-character id, the controller's actions the full one:
+    # --container with the full id (as docker ps --no-trunc prints it) missed the first.
+    now = datetime.now(UTC)
+    cid = "ab" * 32
+    log = EventLog(env / "events.jsonl")
+    log.write(
+        "detection.container_discovered",
+        user="alice",
+        details={"container_id": cid[:12], "name": "train"},
+        at=now - timedelta(hours=1),
+    )
+    log.write("controller.warning", user="alice", details={"container": "train", "container_id": cid}, at=now)
+    # Another container whose short id is this one's prefix only in part: not its events.
+    log.write(
+        "detection.container_discovered",
+        user="bob",
+        details={"container_id": "abababab0000", "name": "web"},
+        at=now,
+    )
+    for wanted, since in (
+        (cid, []),
+        (cid[:20], []),
+        (cid[:12], []),
+        (cid, ["--since", "2h"]),
+        (cid, ["--since", "2h"]),
+    ):
+        rc, out, err = run(["get", "events", "--container", wanted, *since, "-o", "json"], capsys)
+        assert rc == 0, err
+        assert [e["event_type"] for e in json.loads(out)["items"]] == [
+            "detection.container_discovered",
+            "controller.warning",
+        ], wanted
+        if since and (env / "events.jsonl").exists():
+            (env / "events.jsonl").rename(env / "events.jsonl.1")  # next: read from the rotation
