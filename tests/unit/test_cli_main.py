@@ -1233,9 +1233,13 @@ def test_get_events_warns_of_an_event_log_another_user_owns(
 
 
 def _inventory(state: Path, **ids: str) -> None:
-    """The daemon's workload inventory naming these containers (name=full id), as its pass writes it."""
-    containers = {cid[:12]: {"id": cid[:12], "name": name, "full_id": cid} for name, cid in ids.items()}
-    (state / "workload-inventory.json").write_text(json.dumps({"containers": containers}))
+    """The daemon's workload inventory listing these containers (name=full id), written as its pass
+    writes it."""
+    from controller.act.inventory import write_inventory
+    from tests.fixtures import builders as b
+
+    containers = [b.running(name, id=cid) for name, cid in ids.items()]
+    write_inventory(b.snapshot(containers=containers), state / "workload-inventory.json")
 
 
 def test_get_events_container_after_a_docker_rename_lists_those_under_its_old_name(
