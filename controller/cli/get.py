@@ -927,6 +927,12 @@ def _allocation_verdict(view: View, key: str, r: dict[str, Any]) -> str:
         return "duplicate"
     if view.snapshot.ledger.error is not None or not view.docker_ok:
         return "unknown"  # one side could not be read: neither agreement nor a gap is known
+    # A duplicate is what the planner alerts on (DuplicateGpuHolder): two running containers naming
+    # one full GPU, whatever the ledger says (its alert, once delivered, is no longer in the plan). A
+    # MIG device is shared by design; a stopped holder uses nothing (its hold runs).
+    running = {h["container_id"] for h in r["holders"] if h["state"] == ContainerState.RUNNING.value}
+    if len(running) > 1 and not _is_mig_device(view, key):
+        return "duplicate"
     ledger_names = {e["container"] for e in r["ledger"]}
     if r["ledger"] and not r["holders"]:
         return "ledger-only"
@@ -940,11 +946,6 @@ def _allocation_verdict(view: View, key: str, r: dict[str, Any]) -> str:
 
     if not any(recorded(h) for h in r["holders"]):
         return "mismatch"
-    # A duplicate is what the planner alerts on (DuplicateGpuHolder): two running containers naming
-    # one full GPU. A MIG device is shared by design; a stopped holder uses nothing (its hold runs).
-    running = {h["container_id"] for h in r["holders"] if h["state"] == ContainerState.RUNNING.value}
-    if len(running) > 1 and not _is_mig_device(view, key):
-        return "duplicate"
     if not all(recorded(h) for h in r["holders"]):
         return "unrecorded"
     return "ok"

@@ -577,3 +577,12 @@ def test_a_gpu_a_restarting_container_holds_is_restarting_held_not_idle_held() -
     view = View(snapshot=snap, now=t, plan=p, memory=p.memory, desired=desired)
     assert gpu_states(view) == {"0": "restarting-held", "1": "paused-held", "2": "idle-held"}
     assert gpu_rows(view)["0"][-1] == "restarting-held"
+
+
+def test_two_running_holders_the_ledger_lacks_are_a_duplicate_after_the_alert_is_delivered_too() -> None:
+    # With no ledger row, the duplicate alert's first pass said "duplicate" and every pass after its
+    # delivery "unrecorded": the check for two running holders came after the ledger's side.
+    busy = b.signals(b.T0, gpu_pct={b.GPU0: 90.0})
+    both = [b.running(n, gpus=[b.GPU0], sig=busy) for n in ("r1", "r2")]
+    for passes in (1, 2, 3):
+        assert allocation_verdict(both, [], (b.gpu(0),), passes) == "duplicate", passes
