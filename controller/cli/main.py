@@ -731,12 +731,14 @@ def _events_view(args: argparse.Namespace, settings: Settings, owner: str | None
         # A period may reach back past the last rotation: tail_since reads the rotations too.
         return tail_since(path, args.tail, flt) if since is not None else tail(path, args.tail, flt)
 
+    notes: list[str] = []
     try:
         # A container of that name is the one meant (as in Docker), not also each one whose id
         # begins with the name ("cafe"); with none, the id prefix names containers.
         # A container the daemon knows by that name: its events under an earlier name too (a
         # docker rename keeps the id), as describe finds them.
-        named = replace(flt, container_name_only=True, container_id=_known_container_id(settings, wanted))
+        known, notes = _known_container_id(settings, wanted)
+        named = replace(flt, container_name_only=True, container_id=known)
         events = read(named) if wanted else []
         if not events:
             events = read(flt)
@@ -749,24 +751,35 @@ def _events_view(args: argparse.Namespace, settings: Settings, owner: str | None
     except OSError as exc:
         raise CliError(f"cannot read the event log {path}: {exc.strerror or exc}") from None
     problem = log_trust_problem(path)
-    notes = [problem] if problem is not None else []
+    if problem is not None:
+        notes = [*notes, problem]
     return View(snapshot=Snapshot(observed_at=now, health=()), now=now, events=events, notes=notes)
 
 
-def _known_container_id(settings: Settings, name: str | None) -> str | None:
+def _known_container_id(settings: Settings, name: str | None) -> tuple[str | None, list[str]]:
     """The full id of the one container named ``name`` in the daemon's last workload inventory, or
-    ``None`` (no name, no inventory, not listed there, or listed twice)."""
+    ``None`` (no name, no inventory, not listed there, or listed twice); and a note when the
+    inventory exists but cannot be read (the events that name it are listed, as before)."""
     if not name:
-        return None
+        return None, []
     import json
 
+    from controller.cli.render import clean
+
+    path = settings.inventory_path
     try:
-        inventory = json.loads(settings.inventory_path.read_bytes())
-    except (OSError, ValueError):
-        return None  # not readable here: the events that name it, as before
+        inventory = json.loads(path.read_bytes())
+    except FileNotFoundError:
+        return None, []  # the daemon never wrote one: no container is known by id
+    except (OSError, ValueError) as exc:
+        why = exc.strerror if isinstance(exc, OSError) and exc.strerror else "not JSON"
+        return None, [
+            f"the daemon's workload inventory {path} could not be read ({clean(why, 80)}): events"
+            f" logged under {clean(name, 64)}'s earlier name, before a docker rename, are not listed"
+        ]
     listed = inventory.get("containers") if isinstance(inventory, dict) else None
     if not isinstance(listed, dict):
-        return None
+        return None, []
     ids = {
         e.get("full_id")
         for e in listed.values()
@@ -775,7 +788,7 @@ def _known_container_id(settings: Settings, name: str | None) -> str | None:
         and isinstance(e.get("full_id"), str)
         and e["full_id"]
     }
-    return ids.pop() if len(ids) == 1 else None
+    return (ids.pop() if len(ids) == 1 else None), []
 
 
 def cmd_describe(args: argparse.Namespace, settings: Settings) -> int:

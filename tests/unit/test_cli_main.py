@@ -1298,7 +1298,7 @@ def test_get_events_container_unknown_to_the_daemon_is_still_found_by_its_name(
     EventLog(env / "events.jsonl").write(
         "controller.warning", user="alice", details={"container": "gone", "container_id": "ab" * 32}, at=now
     )
-    (env / "state" / "workload-inventory.json").write_text("{not json")
+    _inventory(env / "state", web="cd" * 32)  # gone is not listed: removed since
     rc, out, err = run(["get", "events", "--container", "gone", "-o", "json"], capsys)
     assert rc == 0 and len(json.loads(out)["items"]) == 1 and err == "", err
 
@@ -1364,3 +1364,29 @@ def test_get_events_container_by_its_full_id_lists_the_events_that_record_its_sh
         ], wanted
         if since and (env / "events.jsonl").exists():
             (env / "events.jsonl").rename(env / "events.jsonl.1")  # next: read from the rotation
+
+
+def test_get_events_container_with_the_inventory_unreadable_says_earlier_names_are_not_searched(
+    env: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The inventory is the daemon's, mode 0600: read by another user (or damaged) it cannot tell the
+    # container's id, and the events under a name before a docker rename were left out without a word.
+    EventLog(env / "events.jsonl").write(
+        "controller.warning", user="alice", details={"container": "train"}, at=datetime.now(UTC)
+    )
+    inventory = env / "state" / "workload-inventory.json"
+    inventory.write_text("{not json")
+    rc, out, err = run(["get", "events", "--container", "train"], capsys)
+    assert rc == 0 and len(out.splitlines()) == 2, err
+    assert "workload-inventory.json" in err and "docker rename" in err and err.count("\n") == 1, err
+    inventory.unlink()
+    inventory.mkdir()  # unreadable as a file, whoever reads it
+    rc, out, err = run(["get", "events", "--container", "train"], capsys)
+    assert rc == 0 and len(out.splitlines()) == 2, err
+    assert "workload-inventory.json" in err and "docker rename" in err and err.count("\n") == 1, err
+    # Not asked about a container, or the daemon never wrote one: nothing to say.
+    rc, _, err = run(["get", "events"], capsys)
+    assert rc == 0 and err == "", err
+    (env / "state" / "workload-inventory.json").rmdir()
+    rc, _, err = run(["get", "events", "--container", "train"], capsys)
+    assert rc == 0 and err == "", err
