@@ -306,6 +306,17 @@ class TestRenamedHolder:
         p = once(holder, ledger=rows)
         assert [(k, t) for k, _, t in leaked_rule(p)] == [("ReleaseAllocation", "train")]
 
+    def test_a_row_of_another_user_recording_the_holder_does_not_free_the_stale_one(self) -> None:
+        # 'eval' holds GPU0 and a row of bob's names it: it may still be alice's 'train' under a new
+        # name (the name 'eval' reused), and releasing alice's row would count her GPU against bob.
+        holder = with_owner(running_on("eval", b.GPU0), "alice")
+        rows = b.ledger(
+            b.ledger_entry("train", b.GPU0, user="alice"), b.ledger_entry("eval", b.GPU0, user="bob")
+        )
+        p = once(holder, ledger=rows)
+        assert leaked_rule(p) == [("UnknownSignal", "LeakedAllocation", "train")]
+        assert "may be the same container renamed" in ledger_deferral(p).message
+
     def test_holder_of_another_gpu_does_not_block(self) -> None:
         p = once(running_on("train-old", b.GPU1), ledger=b.ledger(b.ledger_entry("train", b.GPU0)))
         assert [k for k, *_ in leaked_rule(p)] == ["ReleaseAllocation"]

@@ -209,9 +209,13 @@ class _RenameGuard:
                 self.rows_of.setdefault(named.id, []).append(r)
 
     def _recorded(self, h: ContainerObs, e: LedgerEntry, row: _Device | None) -> bool:
-        """Another row already records ``h`` on this very device: releasing ``e`` frees nothing."""
+        """Another row of the same user already records ``h`` on this very device: releasing ``e``
+        frees nothing. (One of another user would leave ``h``'s GPU counted against that user, and
+        not against the user of ``e``, whose container ``h`` may be under a new name.)"""
         for other in self.rows_of.get(h.id, ()):
             if other is e or other.container == e.container:
+                continue
+            if _user_key(other.user) != _user_key(e.user):
                 continue
             if _same_text(other.gpu, e.gpu):
                 return True
