@@ -855,6 +855,41 @@ def test_oracle_flags_release_of_a_row_whose_renamed_holder_still_holds_the_gpu(
     assert [v.kind for v in w.violations] == ["ReleaseAllocation"]
 
 
+@pytest.mark.parametrize(("other_user", "flagged"), [("alice", False), ("bob", True)])
+def test_oracle_accepts_a_release_that_frees_nothing_only_for_the_same_user(
+    tmp_path: Path, other_user: str, flagged: bool
+) -> None:
+    """The renamed holder is named by another row on the same GPU: of its user, the ledger still
+    records the GPU for it and the release frees nothing; of another user, it is counted against
+    that user, and the release is harm."""
+    w = _world(tmp_path)
+    c = w.new_container(
+        name="train",
+        engine="this",
+        owner="alice",
+        devices=(sw.FULL[0],),
+        ref_style="dr_uuid",
+        cgroup_style="systemd",
+        busy=frozenset(),
+        net_rate=sw.FAST_NET_BYTES_PER_S,
+    )
+    gpu = sw.FULL[0].uuid
+    for name, user in (("train", "alice"), ("eval", other_user)):
+        w.rows.append(
+            sw.SimRow(
+                gpu=gpu, container=name, user=user, allocated_at=w.wall(), holder_key=None, device=sw.FULL[0]
+            )
+        )
+    w.rows[0].holder_key = c.key
+    c.name = "eval"  # docker rename train eval: the name of the second row's (gone) container
+    with w.seams():
+        from controller.act import executor
+
+        entry = {"gpu": gpu, "container": "train", "user": "alice", "allocated_at": w.wall(0).isoformat()}
+        assert executor.release_row(w.ledger_path, entry, timeout_s=1) is True
+    assert [v.kind for v in w.violations] == (["ReleaseAllocation"] if flagged else [])
+
+
 # --- the sequences of tests/unit/sim_known_failures.md, replayed ------------------------------
 
 F = frozenset
@@ -1076,6 +1111,35 @@ def _backup_before_a_restart(m: SimMachine) -> None:
     _passes(m, 12, 10.0)
 
 
+def _rename_onto_a_removed_containers_name(m: SimMachine) -> None:
+    """Found by the soak: c0 renamed c3, the name of a container removed with its row (by name) left
+    on the same GPU; c0's row then named no container, and the rename guard found the renamed c0
+    recorded by the row 'c3' of the same user. Released: the ledger still records the GPU for c0 (as
+    'c3'), so the release freed nothing (the oracle had counted it as harm)."""
+    idle3 = ((20.0, F()), (20.0, F()), (20.0, F()))
+    row = ((sw.FULL[0],), "dr_uuid", "systemd", idle3, "uuid", False, False)
+    m.population(
+        containers=[row, row, ((sw.FULL[0],), "dr_uuid", "systemd", idle3, "none", True, False), row],
+        foreign=[],
+        util_fail=F({0, 1}),
+        procs_fail=F({0, 1}),
+        same_rhythm=True,
+    )
+    m.create_only(n=0, devices=(sw.FULL[0],), spec=(0.25, "pass", F({0, 1}), F({0})))
+    m.clock_step(delta=-300.0, spec=(0.25, "pass", F({0, 1}), F()))
+    m.exits(i=3, leave_orphans=False, spec=(0.25, "pass", F(), F({0, 1})))
+    m.clock_step(delta=-300.0, spec=(0.25, "pass", F(), F({0})))
+    m.user_comes_back(i=0, delay=1.0, spec=(0.25, "pass", F({0, 1}), F({0})))
+    m.event_storm(cadence=1.0, seconds=60.0)
+    m.daemon_restarts(back=0, spec=(1800.0, "pass", F({0, 1}), F()))
+    m.exits(i=7, leave_orphans=True, spec=(30.0, "pass", F({0, 1}), F()))
+    m.foreign_exits(i=0, spec=(120.0, "pass", F(), F({0})))
+    m.exits(i=1, leave_orphans=True, spec=_p(0.25))
+    m.leaked_memory(gpu=0, spec=_p(0.25))
+    m.rename(i=0, n=3, spec=_p(300.0))
+    _passes(m, 12, 30.0)
+
+
 KNOWN = {
     "case1-daemon-gap-hides-activity": _gap_hides_activity,
     "case1-pause-accrues-idle": _pause_accrues_idle,
@@ -1099,6 +1163,7 @@ KNOWN = {
     "memory-lost-after-a-clock-step": _lost_memory_after_clock_step,
     "memory-lost-in-a-stop-notices-hold": _lost_memory_in_hold,
     "memory-from-a-backup-before-the-last-start": _backup_before_a_restart,
+    "ledger-rename-onto-a-removed-containers-name": _rename_onto_a_removed_containers_name,
 }
 
 
