@@ -6,8 +6,8 @@ A ledger row is released only when it is certain that nothing holds its device f
   prefix) is an identity: it survives ``docker rename``. A name is not: ``docker rename train
   train-old`` leaves the row naming ``train`` while ``train-old`` still holds the GPU. So a row
   matched by name only (or by nothing) is released only when no other container that may be its
-  container holds the row's device: a holder is ruled out when another ledger row already
-  records it on that device (releasing this row then frees nothing), or when its owner label
+  container holds the row's device: a holder is ruled out when another ledger row of the
+  same user already records it on that device (releasing this row then frees nothing), or when its owner label
   (``ds01.user`` / ``aime.mlc.USER``, which a rename cannot change; only while labels are trusted)
   names another user.
   Otherwise the row is deferred ``UnknownSignal`` ("cannot tell").
