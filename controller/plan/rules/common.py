@@ -24,7 +24,7 @@ def kept_after_stop(
     a cleanup exemption holds it.
 
     ``promised_s``: the longest hold a notice to its owner already named for this start
-    (``ContainerMemory.promised_hold_s``, :func:`promised_hold`): the hold rule keeps that start at
+    (``ContainerMemory.promised_hold_s``, as the executor recorded it): the hold rule keeps that start at
     least that long, so where it is longer than the policy's hold now (a reload shortened it since
     the warning), it is the hold named again.
 
@@ -46,13 +46,6 @@ def kept_after_stop(
     if promised_s is not None and promised_s > hold:
         hold = promised_s
     return f"the stopped container for {fmt_duration(hold)} after the stop (then it is removed)", hold
-
-
-def promised_hold(ctx: PassContext, c: ContainerObs) -> float | None:
-    """The longest hold after a stop that a notice to the owner of ``c`` named for its current
-    start (a warning, or the controller's stop), as the executor recorded it; None: none did."""
-    mem = ctx.cmem.get(c.id)
-    return mem.promised_hold_s if mem is not None else None
 
 
 def files_kept(kept: str, workspace_mounted: bool | None) -> str:

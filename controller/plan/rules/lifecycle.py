@@ -81,14 +81,16 @@ def stop_params(grace_s: float, *, remove: bool) -> StopParams:
 class Ladder:
     """One rule's ladder. ``notice`` (the lines after the first of the owner's notice) and
     ``stop_params`` are built from the policy only when a warning or a stop needs them: most
-    passes only defer."""
+    passes only defer. ``notice`` is handed what the stop keeps (:func:`kept_after_stop`'s text,
+    None where the stop removes the container), worked out once for the warning's evidence and its
+    notice."""
 
     stop_reason: Reason
     warn_reason: Reason
     levels_pct: tuple[int, ...]
     key_prefix: str  # warning-key prefix, e.g. "idle"
     what: str  # "idle" / "running"
-    notice: Callable[[ContainerObs, EffectivePolicy, ContainerMemory | None, datetime], list[str]]
+    notice: Callable[[ContainerObs, EffectivePolicy, ContainerMemory | None, datetime, str | None], list[str]]
     stop_params: Callable[[EffectivePolicy], StopParams]
     # Read for every running GPU container on every pass: derived once from the fields above.
     fractions: tuple[float, ...] = field(init=False)  # each level as a fraction of the limit
@@ -269,6 +271,7 @@ def _warn(
     # The share of the limit actually elapsed at this pass, not the level: a late first warning
     # (the daemon was down, `plan --at`) must not say "2h (90% of 1h)".
     elapsed_pct = int(100 * pr.elapsed_s / clock.timeout_s + 1e-9) if clock.timeout_s > 0 else level
+    kept, held = _warned_kept(ladder, c, pr)
     out.act(
         _WARN_OWNER,
         ctx.target(c),
@@ -281,7 +284,7 @@ def _warn(
             **pr.evidence,
             "level_pct": level,
             "stop_expected_at": stop_at_iso,
-            **_warned_hold(ladder, c, pr),
+            **held,
         },
         params=built(
             WarnParams,
@@ -296,7 +299,7 @@ def _warn(
                     [
                         f"Your container {c.name} has been {ladder.what} for {elapsed} (limit {limit}). "
                         f"It will be stopped at {{stop_at}} (in about {left}).",
-                        *ladder.notice(c, clock.policy, pr.mem, now),
+                        *ladder.notice(c, clock.policy, pr.mem, now, kept),
                     ]
                 ),
             },
@@ -423,35 +426,35 @@ def _promised(mem: ContainerMemory | None) -> float | None:
     return mem.promised_hold_s if mem is not None else None
 
 
-def _warned_hold(ladder: Ladder, c: ContainerObs, pr: _Progress) -> dict[str, Any]:
-    """A warning's evidence of the hold after the stop its notice names (:data:`KEPT_AFTER_STOP_S`),
-    which the executor records for this start when it sends it: nothing where the stop it announces
-    removes the container (``removeAfterIdleStop``) or the notice names no hold."""
+def _warned_kept(ladder: Ladder, c: ContainerObs, pr: _Progress) -> tuple[str | None, dict[str, Any]]:
+    """What the stop a warning announces keeps, for its notice (:func:`kept_after_stop`'s text;
+    None where that stop removes the container, ``removeAfterIdleStop``), and the warning's evidence
+    of the hold after the stop its notice names (:data:`KEPT_AFTER_STOP_S`), which the executor
+    records for this start when it sends it: empty where the stop removes the container or the
+    notice names no hold."""
     policy = pr.clock.policy
     if ladder.stop_params(policy).remove:
-        return {}
-    hold_s = kept_after_stop(c, policy, _promised(pr.mem))[1]
-    return {} if hold_s is None else {KEPT_AFTER_STOP_S: hold_s}
+        return None, {}
+    kept, hold_s = kept_after_stop(c, policy, _promised(pr.mem))
+    return kept, {} if hold_s is None else {KEPT_AFTER_STOP_S: hold_s}
 
 
 def _idle_notice(
-    c: ContainerObs, policy: EffectivePolicy, mem: ContainerMemory | None, now: datetime
+    c: ContainerObs, policy: EffectivePolicy, mem: ContainerMemory | None, now: datetime, stopped: str | None
 ) -> list[str]:
-    """What the owner of an idle container can do, what a stop keeps and loses, where to see more."""
-    if policy.remove_after_idle_stop.value and c.workspace_mounted is False:
+    """What the owner of an idle container can do, what a stop keeps and loses, where to see more
+    (``stopped``: what of the stopped container is kept, None where the stop removes it)."""
+    if stopped is None and c.workspace_mounted is False:
         kept = "nothing: it has no /workspace mount, so its files go with it"
         lost = "the container itself is removed after the stop, with its processes and all its files"
-    elif policy.remove_after_idle_stop.value:
+    elif stopped is None:
         kept = "your files under /workspace"
         lost = (
             "the container itself is removed after the stop, with its processes and every file "
             "outside /workspace"
         )
     else:
-        kept = (
-            f"{files_kept(kept_after_stop(c, policy, _promised(mem))[0], c.workspace_mounted)}; "
-            "start it again to continue"
-        )
+        kept = f"{files_kept(stopped, c.workspace_mounted)}; start it again to continue"
         lost = "its running processes"
     return [
         "Why: GPU, CPU and network have all stayed below the idle thresholds since then.",
@@ -509,12 +512,15 @@ _IGNORED_KEEPALIVE = frozenset({KeepAliveState.LINK, KeepAliveState.NOT_REGULAR}
 
 
 def _runtime_notice(
-    c: ContainerObs, policy: EffectivePolicy, mem: ContainerMemory | None, _now: datetime
+    c: ContainerObs, policy: EffectivePolicy, mem: ContainerMemory | None, _now: datetime, stopped: str | None
 ) -> list[str]:
-    """What the owner of a container near its maximum runtime keeps and loses, where to see more."""
+    """What the owner of a container near its maximum runtime keeps and loses, where to see more
+    (``stopped``: what of the stopped container is kept; a runtime stop never removes it)."""
+    if stopped is None:  # not reached: a runtime stop keeps the container
+        stopped = kept_after_stop(c, policy, _promised(mem))[0]
     return [
         "Why: the maximum runtime since its last start is reached; the keep-alive file does not extend it.",
-        f"What is kept: {files_kept(kept_after_stop(c, policy, _promised(mem))[0], c.workspace_mounted)}; "
+        f"What is kept: {files_kept(stopped, c.workspace_mounted)}; "
         "start it again to continue. What is lost: its running processes; save your work before the stop.",
         f"More: ds01ctl describe container {c.name}",
     ]

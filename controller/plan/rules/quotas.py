@@ -44,7 +44,7 @@ from controller.memory import Attempt, ContainerMemory
 from controller.plan.context import Collector, PassContext, fmt_duration, host_target, iso
 from controller.plan.desired import policy_identity
 from controller.plan.rules.aggregate import gpu_holders, owners
-from controller.plan.rules.common import files_kept, kept_after_stop, kept_evidence, promised_hold
+from controller.plan.rules.common import files_kept, kept_after_stop, kept_evidence
 from controller.plan.types import KEPT_AFTER_STOP_S, ActionKind, DeferReason, Reason, StopParams, WarnParams
 from controller.plan.values import built
 from controller.snapshot import ContainerId, ContainerObs, ContainerState
@@ -703,6 +703,8 @@ def _warn(
     ctx: PassContext,
     out: Collector,
     c: ContainerObs,
+    policy: EffectivePolicy,
+    mem: ContainerMemory | None,
     reason: Reason,
     message: str,
     evidence: dict[str, Any],
@@ -714,14 +716,14 @@ def _warn(
     """The owner's warning, with its notice; enforced on a running container, the stop time too: never
     before the time an earlier warning announced (one a lost memory was rebuilt with, see salvage).
     Its evidence names the hold after a stop that the notice names (:data:`KEPT_AFTER_STOP_S`): the
-    executor records it for this start, and the hold rule keeps it."""
+    executor records it for this start, and the hold rule keeps it. ``policy`` and ``mem``: the
+    container's, as the caller read them."""
     stop_at = ctx.now + timedelta(seconds=lead_s) if enforce and c.state == ContainerState.RUNNING else None
-    mem = ctx.cmem.get(c.id)
     told = mem.announced.get(warning_key) if stop_at is not None and mem is not None else None
     if told is not None and stop_at is not None and told > stop_at:
         stop_at = told
         lead_s = (told - ctx.now).total_seconds()
-    kept, hold_s = kept_after_stop(c, ctx.policies[c.id], promised_hold(ctx, c))
+    kept, hold_s = kept_after_stop(c, policy, mem.promised_hold_s if mem is not None else None)
     out.act(
         ActionKind.WARN_OWNER,
         ctx.target(c),
@@ -775,18 +777,8 @@ def _warn_then_stop(
     sent = ctx.sent_at(mem, warning_key, warn_key)
     lead = policy.warn_lead_s.value
     if sent is None:
-        _warn(
-            ctx,
-            out,
-            c,
-            reason,
-            f"{what}; {_then(c, evidence, enforce)}",
-            evidence,
-            enforce,
-            lead,
-            warning_key,
-            warn_key,
-        )
+        message = f"{what}; {_then(c, evidence, enforce)}"
+        _warn(ctx, out, c, policy, mem, reason, message, evidence, enforce, lead, warning_key, warn_key)
     if not enforce:
         return
     if c.state != ContainerState.RUNNING:
@@ -811,6 +803,8 @@ def _warn_then_stop(
         ctx,
         out,
         c,
+        policy,
+        mem,
         reason,
         f"{what}; warned at {iso(sent)}",
         {**evidence, "warned_at": iso(sent)},
@@ -823,6 +817,8 @@ def _stop(
     ctx: PassContext,
     out: Collector,
     c: ContainerObs,
+    policy: EffectivePolicy,
+    mem: ContainerMemory | None,
     reason: Reason,
     why: str,
     evidence: dict[str, Any],
@@ -830,8 +826,7 @@ def _stop(
     counted: tuple[ContainerId, ...] | None,
 ) -> None:
     """The quota's StopContainer (kept, not removed); ``counted`` the containers its executor
-    re-checks (:func:`_counted`)."""
-    policy = ctx.policies[c.id]
+    re-checks (:func:`_counted`); ``policy`` and ``mem`` the container's, as for :func:`_warn`."""
     out.act(
         ActionKind.STOP_CONTAINER,
         ctx.target(c),
@@ -839,7 +834,7 @@ def _stop(
         f"stop {c.name} (owner {c.owner}): {why}",
         due_at=due,
         key=f"StopContainer:{c.id}:{reason.value}",
-        evidence={**evidence, **kept_evidence(c, policy, promised_hold(ctx, c))},
+        evidence={**evidence, **kept_evidence(c, policy, mem.promised_hold_s if mem is not None else None)},
         params=StopParams(
             grace_s=float(policy.sigterm_grace_s.value), remove=False, quota_counted_ids=counted
         ),
