@@ -422,9 +422,19 @@ def memory_from_events(events: Iterable[Mapping[str, Any]], now: datetime) -> Co
                 restarts.append(mark)
             continue
         if kind == EventType.WARNING:
-            warned = _warned_hold(d)
+            warned = _warning(d)
             if warned is not None:
-                warnings.append(warned)
+                cid, started_at, hold_s, announced = warned
+                if hold_s is not None:
+                    warnings.append((cid, started_at, hold_s))
+                # Its stop time only from a line of an action (a key) written since the horizon.
+                if (
+                    announced is not None
+                    and isinstance(d.get("key"), str)
+                    and at is not None
+                    and at >= horizon
+                ):
+                    told.append((at, (cid, started_at, *announced)))
         if kind == EventType.BREAKER_TRIPPED:
             message = str(d.get("message") or "tripped")
             restored = Breaker(
@@ -442,10 +452,6 @@ def memory_from_events(events: Iterable[Mapping[str, Any]], now: datetime) -> Co
         key = d.get("key")
         if not isinstance(key, str) or at is None or at < horizon:
             continue
-        if kind == EventType.WARNING:
-            announced = _announced(d)
-            if announced is not None:
-                told.append((at, announced))
         tie = (key, str(d.get("intent_at")))
         if kind == EventType.ACTION_STARTED and d.get("phase") == "started":
             started[tie] = (at, d)
@@ -503,36 +509,33 @@ def memory_from_events(events: Iterable[Mapping[str, Any]], now: datetime) -> Co
     return memory
 
 
-def _warned_hold(d: Mapping[str, Any]) -> tuple[str, datetime, float] | None:
-    """The container, start and hold after the stop a ``controller.warning`` line's notice named
-    (it binds that start as a stop notice's does: :func:`controller.plan.types.warning_record`);
-    None for a warning that named none, or a line that does not say them all (a full container id
-    among them: :data:`_CONTAINER_ID`)."""
-    hold = d.get(KEPT_AFTER_STOP_S)
+def _warning(
+    d: Mapping[str, Any],
+) -> tuple[str, datetime, float | None, tuple[str, datetime] | None] | None:
+    """What a ``controller.warning`` line says of the start it warned: the container and start, the
+    hold after the stop its notice named (it binds that start as a stop notice's does:
+    :func:`controller.plan.types.warning_record`; None: it named none), and the warning key and
+    stop time it announced (None: a notice that named no stop time). None for a line that names no
+    full container id (:data:`_CONTAINER_ID`) or no start."""
     cid = d.get("container_id")
     started_at = parse_timestamp(d.get("expected_started_at"))
     if not _is_container_id(cid) or started_at is None:
         return None
-    if isinstance(hold, bool) or not isinstance(hold, int | float) or not math.isfinite(hold):
-        return None
-    return cid, started_at, float(hold)
+    hold = d.get(KEPT_AFTER_STOP_S)
+    hold_s = None
+    if not isinstance(hold, bool) and isinstance(hold, int | float) and math.isfinite(hold):
+        hold_s = float(hold)
+    warning_key = d.get("warning_key")
+    stop_at = parse_timestamp(d.get("stop_expected_at"))
+    announced = (
+        (warning_key, stop_at)
+        if isinstance(warning_key, str) and warning_key and stop_at is not None
+        else None
+    )
+    return cid, started_at, hold_s, announced
 
 
 _ENDING = (ActionKind.STOP_CONTAINER.value, ActionKind.REMOVE_CONTAINER.value)
-
-
-def _announced(d: Mapping[str, Any]) -> tuple[str, datetime, str, datetime] | None:
-    """The container, start, warning key and stop time a ``controller.warning`` line announced; None
-    for a line that does not say them all (a notice that named no stop time; a full container id
-    among them: :data:`_CONTAINER_ID`)."""
-    cid, warning_key = d.get("container_id"), d.get("warning_key")
-    started_at = parse_timestamp(d.get("expected_started_at"))
-    stop_at = parse_timestamp(d.get("stop_expected_at"))
-    if not _is_container_id(cid) or not isinstance(warning_key, str) or not warning_key:
-        return None
-    if started_at is None or stop_at is None:
-        return None
-    return cid, started_at, warning_key, stop_at
 
 
 def _restart_mark(d: Mapping[str, Any]) -> tuple[str, datetime, datetime] | None:
