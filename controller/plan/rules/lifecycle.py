@@ -92,6 +92,7 @@ class Ladder:
     what: str  # "idle" / "running"
     notice: Callable[[ContainerObs, EffectivePolicy, ContainerMemory | None, datetime, str | None], list[str]]
     stop_params: Callable[[EffectivePolicy], StopParams]
+    removes: Callable[[EffectivePolicy], bool]  # stop_params(policy).remove, read for each warning
     # Read for every running GPU container on every pass: derived once from the fields above.
     fractions: tuple[float, ...] = field(init=False)  # each level as a fraction of the limit
     first_fraction: float = field(init=False)  # the first level's
@@ -271,7 +272,10 @@ def _warn(
     # The share of the limit actually elapsed at this pass, not the level: a late first warning
     # (the daemon was down, `plan --at`) must not say "2h (90% of 1h)".
     elapsed_pct = int(100 * pr.elapsed_s / clock.timeout_s + 1e-9) if clock.timeout_s > 0 else level
-    kept, held = _warned_kept(ladder, c, pr)
+    kept, hold_s = _warned_kept(ladder, c, pr)
+    evidence = {**pr.evidence, "level_pct": level, "stop_expected_at": stop_at_iso}
+    if hold_s is not None:
+        evidence[KEPT_AFTER_STOP_S] = hold_s
     out.act(
         _WARN_OWNER,
         ctx.target(c),
@@ -280,12 +284,7 @@ def _warn(
         f"{left}",
         due_at=clock.start + span(level / 100 * clock.timeout_s),
         key=ak,
-        evidence={
-            **pr.evidence,
-            "level_pct": level,
-            "stop_expected_at": stop_at_iso,
-            **held,
-        },
+        evidence=evidence,
         params=built(
             WarnParams,
             {
@@ -426,17 +425,16 @@ def _promised(mem: ContainerMemory | None) -> float | None:
     return mem.promised_hold_s if mem is not None else None
 
 
-def _warned_kept(ladder: Ladder, c: ContainerObs, pr: _Progress) -> tuple[str | None, dict[str, Any]]:
+def _warned_kept(ladder: Ladder, c: ContainerObs, pr: _Progress) -> tuple[str | None, float | None]:
     """What the stop a warning announces keeps, for its notice (:func:`kept_after_stop`'s text;
-    None where that stop removes the container, ``removeAfterIdleStop``), and the warning's evidence
-    of the hold after the stop its notice names (:data:`KEPT_AFTER_STOP_S`), which the executor
-    records for this start when it sends it: empty where the stop removes the container or the
-    notice names no hold."""
+    None where that stop removes the container, ``removeAfterIdleStop``), and the hold after the
+    stop its notice names, for the warning's evidence (:data:`KEPT_AFTER_STOP_S`), which the
+    executor records for this start when it sends it: None where the stop removes the container or
+    the notice names no hold."""
     policy = pr.clock.policy
-    if ladder.stop_params(policy).remove:
-        return None, {}
-    kept, hold_s = kept_after_stop(c, policy, _promised(pr.mem))
-    return kept, {} if hold_s is None else {KEPT_AFTER_STOP_S: hold_s}
+    if ladder.removes(policy):
+        return None, None
+    return kept_after_stop(c, policy, _promised(pr.mem))
 
 
 def _idle_notice(
@@ -534,6 +532,14 @@ def _runtime_stop_params(policy: EffectivePolicy) -> StopParams:
     return stop_params(policy.sigterm_grace_s.value, remove=False)
 
 
+def _idle_removes(policy: EffectivePolicy) -> bool:
+    return bool(policy.remove_after_idle_stop.value)
+
+
+def _runtime_removes(_policy: EffectivePolicy) -> bool:
+    return False
+
+
 IDLE_LADDER = Ladder(
     Reason.IDLE_TIMEOUT,
     Reason.IDLE_WARNING,
@@ -542,6 +548,7 @@ IDLE_LADDER = Ladder(
     "idle",
     notice=_idle_notice,
     stop_params=_idle_stop_params,
+    removes=_idle_removes,
 )
 RUNTIME_LADDER = Ladder(
     Reason.MAX_RUNTIME_EXCEEDED,
@@ -551,6 +558,7 @@ RUNTIME_LADDER = Ladder(
     "running",
     notice=_runtime_notice,
     stop_params=_runtime_stop_params,
+    removes=_runtime_removes,
 )
 
 
