@@ -34,10 +34,11 @@ lines: a fresh memory would stop the container by a policy reloaded shorter sinc
 its owner was told). Destructive actions
 **started and never closed** (a crash during one) are rebuilt as open intents from their
 ``controller.action_started`` lines, so the next pass still records them once with their original
-reason. The event log rotated last (``<log>.1``) is read before the log itself. When the event log
-cannot be read, the breaker is opened (unknown is not safe). Warnings and admin notices are not
-rebuilt (the holds they named and the stop times they announced are): they may be sent once more
-(naming the stop time announced before), and a stop waits for its warning's lead time again. A
+reason (an interrupted stop with the hold its notice names). The event log rotated last
+(``<log>.1``) is read before the log itself. When the event log cannot be read, the breaker is
+opened (unknown is not safe). Warnings and admin notices are not rebuilt (the holds they named
+and the stop times they announced are): they may be sent once more (naming the stop time
+announced before), and a stop waits for its warning's lead time again. A
 memory file that is missing is rebuilt the same way: on a first start the log holds nothing of the
 controller's. A memory that reads cleanly but is older than the log (restored from a backup) is
 kept, with the breakers, resets, open intents, clock steps, stop notices' holds, restarts' marks
@@ -613,6 +614,11 @@ def _intent_from_started(key: str, at: datetime, d: Mapping[str, Any]) -> Intent
         if d.get(name) is not None
     }
     gpus = d.get("gpus")
+    evidence: dict[str, Any] = {"gpus": list(gpus)} if isinstance(gpus, list) else {}
+    hold = d.get(KEPT_AFTER_STOP_S)
+    if isinstance(hold, int | float) and not isinstance(hold, bool) and math.isfinite(hold):
+        # The hold the stop's notice names: the recovery records the stop with it (own_record).
+        evidence[KEPT_AFTER_STOP_S] = hold
     try:
         action = Action.model_validate(
             {
@@ -620,7 +626,7 @@ def _intent_from_started(key: str, at: datetime, d: Mapping[str, Any]) -> Intent
                 "target": target,
                 "reason": reason,
                 "message": str(d.get("message") or ""),
-                "evidence": {"gpus": list(gpus)} if isinstance(gpus, list) else {},
+                "evidence": evidence,
                 "due_at": intent_at,
                 "key": key,
                 "params": d.get("params") if isinstance(d.get("params"), Mapping) else {},
