@@ -591,6 +591,27 @@ class RealExecutor:
             same_start = _same_time(fresh.started_at, t.expected_started_at)
             since = intent.started_at - timedelta(seconds=1)
             stopped_since = fresh.finished_at is not None and fresh.finished_at >= since
+            if (
+                fresh.status in _NOT_RUNNING
+                and same_start
+                and fresh.finished_at is not None
+                and not stopped_since
+                and now >= since
+            ):
+                # Ended before this stop's intent was written, with the wall clock not behind that
+                # time now: someone else's stop (the last look saw it, and the daemon died before
+                # the skip was recorded). Not the controller's: no notice, no mark. A wall clock
+                # stepped back and forth since cannot be told from it: the owner's is the safe side.
+                why = (
+                    f"the container was {fresh.status} before the stop began (FinishedAt "
+                    f"{_iso(fresh.finished_at)}): stopped by someone else"
+                )
+                return (
+                    Outcome.SKIPPED,
+                    why,
+                    [(EventType.ACTION_SKIPPED, {**self._base(action), "why": why})],
+                    None,
+                )
             # The start the re-check before the intent saw running, no longer running, ended after
             # that check, whatever its FinishedAt says against the intent's time: a wall clock
             # stepped back between the two puts the stop "before" the intent that began it.

@@ -626,31 +626,42 @@ def test_a_stop_interrupted_across_a_clock_stepped_back_is_recorded_as_done(
 ) -> None:
     # The host's clock ran an hour ahead (a bad RTC) when the stop's intent was written; NTP
     # stepped it back while the engine carried the stop out, and the daemon was killed during the
-    # stop. The engine's FinishedAt is an hour "before" the intent. The container has the start the
-    # intent's re-check saw running and is stopped: the stop was carried out, and it is recorded
-    # as done (the owner told, the controller's stop kept), neither left open for an hour nor then
-    # recorded as "not carried out".
+    # stop. The engine's FinishedAt is an hour "before" the intent. Recovered right after the
+    # restart, the clock still behind the intent says it was stepped back: the container has the
+    # start the intent's re-check saw running and is stopped, the stop was carried out, and it is
+    # recorded as done (the owner told, the controller's stop kept), neither left open for an hour
+    # nor then recorded as "not carried out".
     c = make_container("sleep 300")
     stop = idle_stop(c)
     real_now = datetime.now(UTC)
     ahead = Intent(action=stop.model_dump(mode="json"), started_at=real_now + timedelta(hours=1))
     memory = ControllerMemory().with_intent(stop.key, ahead)
     docker_client.api.stop(c.id, timeout=1)
-    # Recovered right after the restart (the clock behind the intent), or once it has caught up.
-    for n, now in enumerate((real_now, real_now + timedelta(hours=1, minutes=5))):
-        log, notifier = tmp_path / f"events-{n}.jsonl", RecordingNotifier()
-        ex = RealExecutor(
-            docker_client, EventLog(log), notifier, tmp_path / "ledger.json", clock=lambda at=now: at
-        )
-        after, outcomes = ex.recover(memory, now)
-        assert [(o.outcome, o.detail) for o in outcomes] == [
-            (Outcome.DONE, "recovered after a restart: found exited after the stop began")
-        ]
-        assert after.intents == {}
-        assert after.containers[c.id].stopped_by_controller_at == now
-        assert [user for user, _text, severity in notifier.sent] == ["alice"], "the owner is told"
-        (event,) = read_events(log, intents=True)
-        assert event["event_type"] == "maintenance.idle_kill" and event["details"]["phase"] == "done"
+    log, notifier = tmp_path / "events.jsonl", RecordingNotifier()
+    ex = RealExecutor(
+        docker_client, EventLog(log), notifier, tmp_path / "ledger.json", clock=lambda: real_now
+    )
+    after, outcomes = ex.recover(memory, real_now)
+    assert [(o.outcome, o.detail) for o in outcomes] == [
+        (Outcome.DONE, "recovered after a restart: found exited after the stop began")
+    ]
+    assert after.intents == {}
+    assert after.containers[c.id].stopped_by_controller_at == real_now
+    assert [user for user, _text, severity in notifier.sent] == ["alice"], "the owner is told"
+    (event,) = read_events(log, intents=True)
+    assert event["event_type"] == "maintenance.idle_kill" and event["details"]["phase"] == "done"
+    # Recovered once the clock has caught up with the intent, nothing tells that step from a stop
+    # its owner made before the intent was written: it is recorded as someone else's (no notice,
+    # no mark: the removal breaker counts it, and its hold is the policy's), not left open either.
+    later = real_now + timedelta(hours=1, minutes=5)
+    log, notifier = tmp_path / "events-later.jsonl", RecordingNotifier()
+    ex = RealExecutor(docker_client, EventLog(log), notifier, tmp_path / "ledger.json", clock=lambda: later)
+    after, (o,) = ex.recover(memory, later)
+    assert o.outcome is Outcome.SKIPPED and "stopped by someone else" in o.detail, o.detail
+    assert after.intents == {} and c.id not in after.containers
+    assert notifier.sent == []
+    (event,) = read_events(log, intents=True)
+    assert event["event_type"] == "controller.action_skipped" and event["details"]["phase"] == "skipped"
 
 
 def test_an_interrupted_release_is_not_recorded_done_while_the_ledger_cannot_be_read(
