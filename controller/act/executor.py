@@ -885,7 +885,16 @@ class RealExecutor:
         removed = after is None or after.status == "removing"
         if after is not None and after.status in ("running", "restarting"):
             raise PermanentError(f"docker stop returned but the container is still {after.status}")
-        not_removed = self._remove_stopped(cid) if remove and not removed else None
+        not_removed = None
+        if remove and not removed and not stopped:
+            # A resumed stop answered 304: the interrupted request's stop, or its owner's a moment
+            # before; nothing tells them apart. Kept (the hold removes it later), never deleted on a
+            # stop that may not be the controller's.
+            not_removed = (
+                "the engine answered that it was already stopped (by the interrupted stop or by someone else)"
+            )
+        elif remove and not removed:
+            not_removed = self._remove_stopped(cid)
         removed = removed or (remove and not_removed is None)
         details = self._stop_details(
             action, timeout_s, removed=removed, exit_state=after.status if after is not None else "removed"

@@ -90,3 +90,39 @@ def test_the_notice_of_a_stop_recorded_after_a_restart_gives_the_time_of_the_sto
     local = "%Y-%m-%d %H:%M"
     assert f"was stopped at {stopped_at.astimezone().strftime(local)}" in text, text
     assert host.now.astimezone().strftime(local) not in text
+
+
+def test_a_resumed_stop_answered_304_does_not_remove_a_container_it_may_not_have_stopped(
+    tmp_path: Path,
+) -> None:
+    # An idle stop that removes (removeAfterIdleStop), interrupted; the next pass resumes it. Its
+    # owner stops the container right after that pass's look, and the engine answers the resumed
+    # stop 304: the interrupted request's stop, or the owner's, nothing tells them apart. The
+    # container is kept (its hold removes it later), never deleted on a stop that may be the owner's.
+    host = FakeHost(term_ignored_s=0.0)
+    c = host.add("job")
+    inspect = host.api.inspect_container
+    looks: list[str] = []
+
+    def inspect_container(cid: str) -> dict[str, Any]:
+        data = inspect(cid)
+        looks.append(data["State"]["Status"])
+        if len(looks) == 1:
+            c.status, c.finished_at = "exited", host.now
+        return data
+
+    host.api.inspect_container = inspect_container  # type: ignore[method-assign]
+    action, memory = interrupted_stop(c, Reason.IDLE_TIMEOUT, b.T0)
+    action = action.model_copy(update={"params": StopParams(grace_s=30, remove=True)})
+    memory = memory.with_intent(
+        action.key, memory.intents[action.key].model_copy(update={"action": action.model_dump(mode="json")})
+    )
+    log = tmp_path / "events.jsonl"
+    ex = RealExecutor(host.client, EventLog(log), RecordingNotifier(), tmp_path / "ledger", clock=host.clock)
+    report = ex.execute(make_plan(action, memory=memory), memory, b.T0)
+    (o,) = report.outcomes
+    assert "job" in host.containers, f"the stopped container was removed: {o.detail}"
+    assert host.containers["job"].status == "exited"
+    assert report.memory.intents == {}
+    (event,) = read_events(log)
+    assert event["details"]["removed"] is False
