@@ -14,7 +14,9 @@ Guarantees (each one tested against the real Docker engine and real processes):
 - **Idempotent.** A container already removed, a process already exited, a ledger row already
   gone: ``already_done``, which is success.
 - **Verified.** "Removed" is reported only after an inspect answers 404; "stopped" only after an
-  inspect shows it not running; a process only after it is gone. Exit codes are not trusted.
+  inspect shows it not running; a process only after it is gone. Exit codes are not trusted. A
+  removal the engine is still carrying out when the wait ends (``removing``) keeps its intent
+  open: the next pass records it once the engine shows the container gone.
 - **Exact signals.** A process is checked (start time and container cgroup) before *every*
   signal; see :mod:`controller.act.process_ops`.
 - **Fresh GPU re-check.** A GPU reset runs only after a fresh observation shows NVML readable, no
@@ -162,6 +164,9 @@ class _Done:
     memory: ControllerMemory
     events: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
     reclaimed_gpu_s: float | None = None
+    # Carried out by the engine but not finished yet (a removal it is still deleting): the intent
+    # stays open, and a later pass records the outcome once the world shows it (recover).
+    pending: bool = False
 
 
 def _gpus_of(action: Action) -> list[str]:
@@ -275,6 +280,8 @@ class RealExecutor:
         intent = self._begun.pop(action.key, None)
         if intent is None:
             return result  # nothing was started: the events are the plain audit lines
+        if result.pending:
+            return result  # still under way: its intent stays open, for the next pass to verify
         events = self._closing_events(action, intent, result.outcome, result.detail, result.events)
         memory = result.memory.without_intent(action.key)
         try:
@@ -580,8 +587,8 @@ class RealExecutor:
                     None,
                 )
             if not stop:
-                if fresh.status == "removing" and waited_s < RECOVERY_SLACK_S:
-                    return None
+                if fresh.status == "removing":
+                    return None  # the engine is still deleting it: recorded once it is gone
                 return (
                     Outcome.FAILED,
                     f"not carried out: the container still exists ({fresh.status})",
@@ -969,6 +976,12 @@ class RealExecutor:
                 return _Done(Outcome.ALREADY_DONE, "container removed concurrently", mem)
             raise err
         still = self._docker.wait_gone(cid)
+        if still is not None and still.status == "removing":
+            # The engine took the request and is still deleting it (a large writable layer; a first
+            # request answered late): this removal, under way. Not a failure, and not reported
+            # removed before the engine shows it gone: the next pass records it then (recover).
+            detail = "the engine is still removing it after the wait; recorded once it is gone"
+            return _Done(Outcome.FAILED, detail, mem, pending=True)
         if still is not None:
             # DS01 bug 7: never report a removal the engine does not show.
             raise PermanentError(

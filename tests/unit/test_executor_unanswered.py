@@ -13,6 +13,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import docker.errors
 import requests.exceptions
 
 from controller.act.events import EventLog
@@ -202,3 +203,74 @@ def test_a_retry_after_a_connection_that_could_not_be_made_finds_someone_elses_r
     assert len(requests_sent) == 2
     assert o.outcome is Outcome.ALREADY_DONE, o.detail
     assert notifier.sent == [] and report.memory.removed == {}
+
+
+def test_a_removal_the_engine_is_still_carrying_out_after_the_wait_is_recorded_once_it_is_gone(
+    tmp_path: Path,
+) -> None:
+    # The first request went unanswered while the engine deleted a large writable layer; the retry
+    # is answered 409 (already in progress) and the container is still `removing` when the wait
+    # ends. That removal is the controller's, under way: not a failure, and once the engine shows
+    # it gone it is recorded as the controller's removal (its owner told, its ledger rows the
+    # controller's to release), not as a container that vanished by someone else's hand.
+    host = FakeHost()
+    c = host.add("train")
+    c.status, c.finished_at = "exited", host.now - timedelta(hours=2)
+    requests_sent: list[str] = []
+
+    def first_request_unanswered(cid: str, **kw: Any) -> None:
+        requests_sent.append(cid)
+        if len(requests_sent) == 1:
+            c.status = "removing"  # the engine goes on deleting; the answer never came
+            raise requests.exceptions.ReadTimeout("read timed out")
+        raise docker.errors.APIError(
+            "conflict", explanation="removal of container train is already in progress"
+        )
+
+    host.api.remove_container = first_request_unanswered  # type: ignore[method-assign]
+    action = Action(
+        kind=ActionKind.REMOVE_CONTAINER,
+        target=Target(
+            container="train",
+            container_id=c.id,
+            expected_state="exited",
+            expected_started_at=c.started_at,
+            user="alice",
+        ),
+        reason=Reason.STOPPED_HOLD_EXPIRED,
+        message="remove train",
+        due_at=b.T0 - timedelta(minutes=5),
+        key=f"RemoveContainer:{c.id}:StoppedHoldExpired",
+    )
+    notifier = RecordingNotifier()
+    log = tmp_path / "events.jsonl"
+    ex = RealExecutor(
+        host.client,
+        EventLog(log),
+        notifier,
+        tmp_path / "ledger.json",
+        clock=host.clock,
+        verify_timeout_s=0.2,
+    )
+    report = ex.execute(make_plan(action), ControllerMemory(), b.T0)
+    (o,) = report.outcomes
+    assert len(requests_sent) == 2
+    assert o.outcome is not Outcome.DONE, "reported removed while the engine still shows it"
+    assert [e["event_type"] for e in read_events(log)] == [], "recorded before its outcome is known"
+    assert action.key not in report.memory.attempts, "backed off as a failure"
+    assert action.key in report.memory.intents, "the removal under way is verified by the next pass"
+    # The next pass, a minute later: still being deleted; still open.
+    host.advance(60)
+    memory, outcomes = ex.recover(report.memory, host.now)
+    assert outcomes == () and action.key in memory.intents
+    # The engine is done: the next pass records the controller's removal, once.
+    del host.containers["train"]
+    host.advance(60)
+    memory, (done,) = ex.recover(memory, host.now)
+    assert done.outcome is Outcome.DONE, done.detail
+    assert memory.intents == {}
+    assert memory.removed[c.id].name == "train"  # its ledger rows are the controller's to release
+    (event,) = read_events(log)
+    assert event["event_type"] == "container.remove" and event["details"]["phase"] == "done"
+    ((user, text, _),) = notifier.sent
+    assert user == "alice" and "removed" in text
