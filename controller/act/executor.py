@@ -927,7 +927,8 @@ class RealExecutor:
         return _Done(Outcome.DONE, detail, mem, events)
 
     def _remove_stopped(self, cid: str) -> str | None:
-        """Remove a container this stop has just stopped: None once it is gone, else why it is not.
+        """Remove a container this stop has just stopped: None once it is gone (or the engine is
+        deleting it after this request), else why it is not.
 
         The stop stands either way (its event, the owner's notice, the controller's mark): a removal
         that fails leaves a stopped container, which the holds remove later. A removal already under
@@ -941,7 +942,11 @@ class RealExecutor:
                 return None
             return str(err)
         still = self._docker.wait_gone(cid)
-        return None if still is None else f"the container still exists after remove (state {still.status})"
+        if still is None or still.status == "removing":
+            # Gone, or the engine still deleting it after this request (a large writable layer):
+            # going, as an --rm container still being removed after its stop is.
+            return None
+        return f"the container still exists after remove (state {still.status})"
 
     def _stop_details(
         self, action: Action, timeout_s: int, *, removed: bool, exit_state: str

@@ -274,3 +274,57 @@ def test_a_removal_the_engine_is_still_carrying_out_after_the_wait_is_recorded_o
     assert event["event_type"] == "container.remove" and event["details"]["phase"] == "done"
     ((user, text, _),) = notifier.sent
     assert user == "alice" and "removed" in text
+
+
+def test_a_stop_whose_removal_the_engine_is_still_carrying_out_is_told_and_recorded_as_removed(
+    tmp_path: Path,
+) -> None:
+    # An idle stop that removes (removeAfterIdleStop): the removal's first request went unanswered
+    # while the engine deleted a large writable layer, the retry is told it is in progress, and the
+    # container is still `removing` when the wait ends. It is going, as an `--rm` container the
+    # engine is still removing after its stop is: its owner is told it is removed (not that it is
+    # kept for a hold), and its ledger rows are the controller's to release once it is gone.
+    host = FakeHost(term_ignored_s=0.0)
+    c = host.add("train")
+    requests_sent: list[str] = []
+
+    def first_request_unanswered(cid: str, **kw: Any) -> None:
+        requests_sent.append(cid)
+        if len(requests_sent) == 1:
+            c.status = "removing"  # the engine goes on deleting; the answer never came
+            raise requests.exceptions.ReadTimeout("read timed out")
+        raise docker.errors.APIError(
+            "conflict", explanation="removal of container train is already in progress"
+        )
+
+    host.api.remove_container = first_request_unanswered  # type: ignore[method-assign]
+    action = Action(
+        kind=ActionKind.STOP_CONTAINER,
+        target=Target(
+            container="train",
+            container_id=c.id,
+            expected_state="running",
+            expected_started_at=c.started_at,
+            user="alice",
+        ),
+        reason=Reason.IDLE_TIMEOUT,
+        message="stop train",
+        due_at=b.T0 - timedelta(minutes=5),
+        key=f"StopContainer:{c.id}:IdleTimeout",
+        params=StopParams(grace_s=30, remove=True),
+    )
+    notifier = RecordingNotifier()
+    log = tmp_path / "events.jsonl"
+    ex = RealExecutor(
+        host.client, EventLog(log), notifier, tmp_path / "ledger.json", clock=host.clock, verify_timeout_s=0.2
+    )
+    report = ex.execute(make_plan(action), ControllerMemory(), b.T0)
+    (o,) = report.outcomes
+    assert len(requests_sent) == 2
+    assert o.outcome is Outcome.DONE, o.detail
+    assert o.detail.startswith("stopped and removed"), o.detail
+    assert report.memory.removed[c.id].name == "train"
+    (event,) = read_events(log)
+    assert event["event_type"] == "maintenance.idle_kill" and event["details"]["removed"] is True
+    ((user, text, _),) = notifier.sent
+    assert user == "alice" and "was stopped and removed" in text
