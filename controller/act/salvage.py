@@ -229,6 +229,10 @@ def not_older_than_the_log(memory: ControllerMemory, path: Path, now: datetime) 
     records = _records_added(memory, logged)
     if records is not memory:
         update["containers"] = records.containers
+        logger.warning(
+            "restored from the event log, newer than the memory: holds named by stop notices, "
+            "containers stopped by a restart"
+        )
     rebuilt = _records_of_other_starts(memory, logged)
     if rebuilt:
         update["rebuilt"] = {**memory.rebuilt, **rebuilt}
@@ -237,10 +241,6 @@ def not_older_than_the_log(memory: ControllerMemory, path: Path, now: datetime) 
             "was saved, with holds notices named, restarts' marks or warnings' stop times (taken when a "
             "pass lists that start)",
             len(rebuilt),
-        )
-        logger.warning(
-            "restored from the event log, newer than the memory: holds named by stop notices, "
-            "containers stopped by a restart"
         )
     steps = _steps_since(memory, logged.clock_steps)
     if steps:

@@ -18,6 +18,8 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from loguru import logger
+
 from controller.act.events import EventLog, EventType, format_line
 from controller.act.executor import RealExecutor
 from controller.act.salvage import memory_from_event_log, not_older_than_the_log
@@ -101,6 +103,20 @@ def test_a_memory_restored_from_a_backup_older_than_the_stop_keeps_it_too(tmp_pa
     restored = not_older_than_the_log(backup, s.log, s.finished + timedelta(hours=1))
     assert b.removed(s.hold_pass(restored, timedelta(hours=2))) == []
     assert b.removed(s.hold_pass(restored, timedelta(days=2, seconds=1))) == ["job"]
+
+
+def test_a_backup_given_the_logged_hold_of_its_own_start_says_so_in_the_journal(tmp_path: Path) -> None:
+    s = Stopped(tmp_path)
+    backup = s.memory.forget_container(s.job.id).model_copy(update={"last_pass_at": s.finished})
+    lines: list[str] = []
+    sink = logger.add(lines.append, level="WARNING", format="{message}")
+    try:
+        restored = not_older_than_the_log(backup, s.log, s.finished + timedelta(hours=1))
+    finally:
+        logger.remove(sink)
+    assert restored.containers[s.job.id].promised_hold_s == 2 * DAY
+    assert not restored.rebuilt
+    assert any("holds named by stop notices" in line for line in lines), lines
 
 
 def test_either_line_of_the_stop_is_enough(tmp_path: Path) -> None:
