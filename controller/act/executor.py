@@ -619,6 +619,26 @@ class RealExecutor:
                     [(EventType.ACTION_SKIPPED, {**self._base(action), "why": why})],
                     None,
                 )
+            if (
+                fresh.status in _NOT_RUNNING
+                and not same_start
+                and fresh.started_at is not None
+                and fresh.started_at < since
+                and now >= since
+            ):
+                # Started again before this stop's intent was written: the last look, after it, saw
+                # another start than the plan's, and the stop was never sent. Whoever stopped this
+                # start since, it was not the controller.
+                why = (
+                    f"the container was started again before the stop began (StartedAt "
+                    f"{_iso(fresh.started_at)}) and is {fresh.status}: stopped by someone else"
+                )
+                return (
+                    Outcome.SKIPPED,
+                    why,
+                    [(EventType.ACTION_SKIPPED, {**self._base(action), "why": why})],
+                    None,
+                )
             # The start the re-check before the intent saw running, no longer running, ended after
             # that check, whatever its FinishedAt says against the intent's time: a wall clock
             # stepped back between the two puts the stop "before" the intent that began it.

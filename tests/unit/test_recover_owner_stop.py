@@ -13,6 +13,7 @@ Real executor on a simulated host, the real event log, and the salvage's memory 
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -104,3 +105,25 @@ def test_a_stop_found_exited_with_no_finishedat_is_still_the_controllers(tmp_pat
     assert o.outcome is Outcome.DONE, o.detail
     assert after.containers[c.id].stopped_by_controller_at is not None
     assert [user for user, _text, _severity in notifier.sent] == ["alice"]
+
+
+def test_a_start_made_before_the_intent_and_stopped_since_is_not_recovered_as_the_controllers(
+    tmp_path: Path,
+) -> None:
+    # Its owner started the container again before the stop's intent was written (the last look,
+    # after the intent, saw another start than the plan's, and the controller never stopped it),
+    # then stopped that start: the engine's StartedAt, before the intent, says so.
+    host = FakeHost(term_ignored_s=0.0)
+    c = host.add("job")
+    _, memory = interrupted_stop(c, Reason.IDLE_TIMEOUT, host.now)  # the intent: 20 s ago
+    c.started_at = host.now - timedelta(seconds=25)
+    c.status, c.finished_at = "exited", host.now - timedelta(seconds=5)
+    notifier = RecordingNotifier()
+    log = tmp_path / "events.jsonl"
+    ex = RealExecutor(host.client, EventLog(log), notifier, tmp_path / "ledger", clock=host.clock)
+    after, (o,) = ex.recover(memory, host.now)
+    assert o.outcome is not Outcome.DONE, o.detail
+    assert after.intents == {}
+    cm = after.containers.get(c.id)
+    assert cm is None or cm.stopped_by_controller_at is None, "recorded as the controller's stop"
+    assert notifier.sent == [], "the owner was told the controller stopped it"
