@@ -751,15 +751,24 @@ def rates(view: View, c: ContainerObs) -> Rates:
 
 
 NO_RATE_YET = "no rate yet"
+# A running container without a GPU: only GPU containers are sampled, so no rate ever comes.
+NOT_SAMPLED = "not sampled: it holds no GPU"
 
 
 def rate_unknowns(view: View, c: ContainerObs, r: Rates) -> tuple[str | None, str | None]:
     """Why ``r``'s CPU share and network rate are unknown, each ``None`` where it is known or does
     not apply (a container not running): the counter's own reason, else that the controller's
-    samples could not be read, else that it has not taken two samples of this run yet."""
+    samples could not be read, else that it has not taken two samples of this run yet (or never
+    does: a container without a GPU is not sampled)."""
     if c.state != ContainerState.RUNNING or c.signals is None:
         return None, None
-    why = NO_RATE_YET if view.memory is not None else "state not read: no samples"
+    why = (
+        NOT_SAMPLED
+        if not c.has_gpu
+        else NO_RATE_YET
+        if view.memory is not None
+        else "state not read: no samples"
+    )
     cpu = None if r.cpu_percent is not None else c.signals.cpu_unknown or why
     net = None if r.net_bytes_per_s is not None else c.signals.net_unknown or why
     return cpu, net

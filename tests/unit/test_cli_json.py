@@ -18,7 +18,7 @@ import yaml
 from controller.cli.get import GetOptions, run_get
 from controller.cli.planview import plan_json
 from controller.cli.render import UNKNOWN
-from controller.cli.view import View, next_step
+from controller.cli.view import NO_RATE_YET, NOT_SAMPLED, View, next_step
 from controller.memory import ControllerMemory
 from controller.plan.planner import plan as make_plan
 from controller.snapshot import Domain, DomainHealth
@@ -363,9 +363,17 @@ def test_an_unknown_cpu_or_network_rate_says_why_in_json_as_the_gpu_utilization_
     alice = known["alice-train"]
     assert alice["cpu_percent"] is not None and alice["net_bytes_per_s"] is not None
     assert (alice["cpu_unknown"], alice["net_unknown"]) == (None, None)
-    # Running, never sampled by the controller: no rate yet.
-    assert known["eve-web"]["cpu_percent"] is None and known["eve-web"]["cpu_unknown"] == "no rate yet"
-    assert known["eve-web"]["net_bytes_per_s"] is None and known["eve-web"]["net_unknown"] == "no rate yet"
+    # Running without a GPU: the controller never samples it, so no rate comes later either.
+    assert known["eve-web"]["cpu_percent"] is None and known["eve-web"]["cpu_unknown"] == NOT_SAMPLED
+    assert known["eve-web"]["net_bytes_per_s"] is None and known["eve-web"]["net_unknown"] == NOT_SAMPLED
+    # A GPU container with fewer than two samples of this run: no rate yet.
+    alice_id = next(c.id for c in view.snapshot.containers if c.name == "alice-train")
+    assert view.memory is not None
+    cm = view.memory.containers[alice_id]
+    first = cm.model_copy(update={"samples": cm.samples[-1:]})
+    one = view.memory.model_copy(update={"containers": {**view.memory.containers, alice_id: first}})
+    early = signals(dataclasses.replace(view, memory=one))["alice-train"]
+    assert (early["cpu_unknown"], early["net_unknown"]) == (NO_RATE_YET, NO_RATE_YET), early
     # Not running: does not apply, nothing unknown.
     for name in ("carol-old", "dave-new"):
         assert (known[name]["cpu_unknown"], known[name]["net_unknown"]) == (None, None), name
