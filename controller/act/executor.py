@@ -595,6 +595,10 @@ class RealExecutor:
                     [],
                     None,
                 )
+            if fresh.status == "removing":
+                # Stopped, and the engine is still deleting it (an --rm container, or the stop's own
+                # removal): recorded once it is gone, as a removal still under way is.
+                return None
             same_start = _same_time(fresh.started_at, t.expected_started_at)
             since = intent.started_at - timedelta(seconds=1)
             stopped_since = fresh.finished_at is not None and fresh.finished_at >= since

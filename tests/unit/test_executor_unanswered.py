@@ -24,6 +24,7 @@ from controller.plan.types import Action, ActionKind, Reason, StopParams, Target
 from tests.fixtures import builders as b
 from tests.fixtures.act import RecordingNotifier, make_plan, read_events
 from tests.unit.fake_host import FakeHost
+from tests.unit.test_executor_resumed_intent import interrupted_stop
 
 
 def test_a_removal_the_engine_did_without_answering_is_the_controllers_own(tmp_path: Path) -> None:
@@ -328,3 +329,32 @@ def test_a_stop_whose_removal_the_engine_is_still_carrying_out_is_told_and_recor
     assert event["event_type"] == "maintenance.idle_kill" and event["details"]["removed"] is True
     ((user, text, _),) = notifier.sent
     assert user == "alice" and "was stopped and removed" in text
+
+
+def test_an_interrupted_stop_whose_container_the_engine_is_still_removing_stays_open_until_it_is_gone(
+    tmp_path: Path,
+) -> None:
+    # The daemon was killed during the stop of an `--rm` container (or one its stop removes); the
+    # engine stopped it and is still deleting a large writable layer when the recovery looks, past
+    # the stop's timeout. The stop was carried out: it is not "not carried out", and once the engine
+    # shows the container gone it is recorded as the controller's stop that removed it, its owner told.
+    host = FakeHost(term_ignored_s=0.0)
+    c = host.add("job")
+    _, memory = interrupted_stop(c, Reason.IDLE_TIMEOUT, host.now)  # intent 20 s ago, grace 30 s
+    c.status, c.finished_at = "removing", host.now - timedelta(seconds=15)
+    host.advance(120)
+    notifier = RecordingNotifier()
+    log = tmp_path / "events.jsonl"
+    ex = RealExecutor(host.client, EventLog(log), notifier, tmp_path / "ledger.json", clock=host.clock)
+    memory, outcomes = ex.recover(memory, host.now)
+    assert [o.detail for o in outcomes] == [], "recorded while the engine still removes it"
+    assert len(memory.intents) == 1
+    del host.containers["job"]
+    host.advance(60)
+    memory, (done,) = ex.recover(memory, host.now)
+    assert done.outcome is Outcome.DONE, done.detail
+    assert memory.intents == {} and memory.removed[c.id].name == "job"
+    (event,) = read_events(log)
+    assert event["event_type"] == "maintenance.idle_kill" and event["details"]["removed"] is True
+    ((user, text, _),) = notifier.sent
+    assert user == "alice" and "removed" in text
