@@ -23,8 +23,69 @@ from controller.memory import ControllerMemory
 from controller.plan.types import Action, ActionKind, Reason, StopParams, Target
 from tests.fixtures import builders as b
 from tests.fixtures.act import RecordingNotifier, make_plan, read_events
-from tests.unit.fake_host import FakeHost
+from tests.unit.fake_host import FakeContainer, FakeHost
 from tests.unit.test_executor_resumed_intent import interrupted_stop
+
+
+def _removal(c: FakeContainer) -> Action:
+    """The removal of the stopped container ``c`` at the end of its hold."""
+    return Action(
+        kind=ActionKind.REMOVE_CONTAINER,
+        target=Target(
+            container=c.name,
+            container_id=c.id,
+            expected_state="exited",
+            expected_started_at=c.started_at,
+            user="alice",
+        ),
+        reason=Reason.STOPPED_HOLD_EXPIRED,
+        message=f"remove {c.name}",
+        due_at=b.T0 - timedelta(minutes=5),
+        key=f"RemoveContainer:{c.id}:StoppedHoldExpired",
+    )
+
+
+def _stop(c: FakeContainer, reason: Reason, params: StopParams) -> Action:
+    return Action(
+        kind=ActionKind.STOP_CONTAINER,
+        target=Target(
+            container=c.name,
+            container_id=c.id,
+            expected_state="running",
+            expected_started_at=c.started_at,
+            user="alice",
+        ),
+        reason=reason,
+        message=f"stop {c.name}",
+        due_at=b.T0 - timedelta(minutes=5),
+        key=f"StopContainer:{c.id}:{reason.value}",
+        params=params,
+    )
+
+
+def _executor(host: FakeHost, tmp_path: Path, **kw: Any) -> tuple[RealExecutor, RecordingNotifier, Path]:
+    """The real executor on ``host``, its notifier and its event log."""
+    notifier, log = RecordingNotifier(), tmp_path / "events.jsonl"
+    ex = RealExecutor(host.client, EventLog(log), notifier, tmp_path / "ledger.json", clock=host.clock, **kw)
+    return ex, notifier, log
+
+
+def _removal_still_under_way(host: FakeHost, c: FakeContainer) -> list[str]:
+    """The engine goes on deleting ``c`` after its first removal request goes unanswered; the retry
+    is told the removal is already in progress. Returns the requests sent, as they are sent."""
+    requests_sent: list[str] = []
+
+    def first_request_unanswered(cid: str, **kw: Any) -> None:
+        requests_sent.append(cid)
+        if len(requests_sent) == 1:
+            c.status = "removing"  # the engine goes on deleting; the answer never came
+            raise requests.exceptions.ReadTimeout("read timed out")
+        raise docker.errors.APIError(
+            "conflict", explanation=f"removal of container {c.name} is already in progress"
+        )
+
+    host.api.remove_container = first_request_unanswered  # type: ignore[method-assign]
+    return requests_sent
 
 
 def test_a_removal_the_engine_did_without_answering_is_the_controllers_own(tmp_path: Path) -> None:
@@ -41,23 +102,8 @@ def test_a_removal_the_engine_did_without_answering_is_the_controllers_own(tmp_p
             raise requests.exceptions.ReadTimeout("read timed out")
 
     host.api.remove_container = first_request_unanswered  # type: ignore[method-assign]
-    action = Action(
-        kind=ActionKind.REMOVE_CONTAINER,
-        target=Target(
-            container="train",
-            container_id=c.id,
-            expected_state="exited",
-            expected_started_at=c.started_at,
-            user="alice",
-        ),
-        reason=Reason.STOPPED_HOLD_EXPIRED,
-        message="remove train",
-        due_at=b.T0 - timedelta(minutes=5),
-        key=f"RemoveContainer:{c.id}:StoppedHoldExpired",
-    )
-    notifier = RecordingNotifier()
-    log = tmp_path / "events.jsonl"
-    ex = RealExecutor(host.client, EventLog(log), notifier, tmp_path / "ledger.json", clock=host.clock)
+    action = _removal(c)
+    ex, notifier, log = _executor(host, tmp_path)
     report = ex.execute(make_plan(action), ControllerMemory(), b.T0)
     (o,) = report.outcomes
     assert len(requests_sent) == 2
@@ -88,24 +134,8 @@ def test_a_stop_the_engine_did_without_answering_is_the_controllers_own_when_the
         return response
 
     host.api._post = first_request_unanswered  # type: ignore[method-assign]
-    action = Action(
-        kind=ActionKind.STOP_CONTAINER,
-        target=Target(
-            container="train",
-            container_id=c.id,
-            expected_state="running",
-            expected_started_at=c.started_at,
-            user="alice",
-        ),
-        reason=Reason.MAX_RUNTIME_EXCEEDED,
-        message="stop train",
-        due_at=b.T0 - timedelta(minutes=5),
-        key=f"StopContainer:{c.id}:MaxRuntimeExceeded",
-        params=StopParams(grace_s=30),
-    )
-    notifier = RecordingNotifier()
-    log = tmp_path / "events.jsonl"
-    ex = RealExecutor(host.client, EventLog(log), notifier, tmp_path / "ledger.json", clock=host.clock)
+    action = _stop(c, Reason.MAX_RUNTIME_EXCEEDED, StopParams(grace_s=30))
+    ex, notifier, log = _executor(host, tmp_path)
     report = ex.execute(make_plan(action), ControllerMemory(), b.T0)
     (o,) = report.outcomes
     assert len(requests_sent) == 2
@@ -135,25 +165,8 @@ def test_a_retry_after_a_connection_that_could_not_be_made_finds_someone_elses_s
         return post(url, params, timeout)
 
     host.api._post = first_connection_refused  # type: ignore[method-assign]
-    action = Action(
-        kind=ActionKind.STOP_CONTAINER,
-        target=Target(
-            container="train",
-            container_id=c.id,
-            expected_state="running",
-            expected_started_at=c.started_at,
-            user="alice",
-        ),
-        reason=Reason.MAX_RUNTIME_EXCEEDED,
-        message="stop train",
-        due_at=b.T0 - timedelta(minutes=5),
-        key=f"StopContainer:{c.id}:MaxRuntimeExceeded",
-        params=StopParams(grace_s=30),
-    )
-    notifier = RecordingNotifier()
-    ex = RealExecutor(
-        host.client, EventLog(tmp_path / "events.jsonl"), notifier, tmp_path / "ledger.json", clock=host.clock
-    )
+    action = _stop(c, Reason.MAX_RUNTIME_EXCEEDED, StopParams(grace_s=30))
+    ex, notifier, _ = _executor(host, tmp_path)
     report = ex.execute(make_plan(action), ControllerMemory(), b.T0)
     (o,) = report.outcomes
     assert len(requests_sent) == 2
@@ -181,24 +194,8 @@ def test_a_retry_after_a_connection_that_could_not_be_made_finds_someone_elses_r
         remove_container(cid, **kw)
 
     host.api.remove_container = first_connection_refused  # type: ignore[method-assign]
-    action = Action(
-        kind=ActionKind.REMOVE_CONTAINER,
-        target=Target(
-            container="train",
-            container_id=c.id,
-            expected_state="exited",
-            expected_started_at=c.started_at,
-            user="alice",
-        ),
-        reason=Reason.STOPPED_HOLD_EXPIRED,
-        message="remove train",
-        due_at=b.T0 - timedelta(minutes=5),
-        key=f"RemoveContainer:{c.id}:StoppedHoldExpired",
-    )
-    notifier = RecordingNotifier()
-    ex = RealExecutor(
-        host.client, EventLog(tmp_path / "events.jsonl"), notifier, tmp_path / "ledger.json", clock=host.clock
-    )
+    action = _removal(c)
+    ex, notifier, _ = _executor(host, tmp_path)
     report = ex.execute(make_plan(action), ControllerMemory(), b.T0)
     (o,) = report.outcomes
     assert len(requests_sent) == 2
@@ -217,42 +214,9 @@ def test_a_removal_the_engine_is_still_carrying_out_after_the_wait_is_recorded_o
     host = FakeHost()
     c = host.add("train")
     c.status, c.finished_at = "exited", host.now - timedelta(hours=2)
-    requests_sent: list[str] = []
-
-    def first_request_unanswered(cid: str, **kw: Any) -> None:
-        requests_sent.append(cid)
-        if len(requests_sent) == 1:
-            c.status = "removing"  # the engine goes on deleting; the answer never came
-            raise requests.exceptions.ReadTimeout("read timed out")
-        raise docker.errors.APIError(
-            "conflict", explanation="removal of container train is already in progress"
-        )
-
-    host.api.remove_container = first_request_unanswered  # type: ignore[method-assign]
-    action = Action(
-        kind=ActionKind.REMOVE_CONTAINER,
-        target=Target(
-            container="train",
-            container_id=c.id,
-            expected_state="exited",
-            expected_started_at=c.started_at,
-            user="alice",
-        ),
-        reason=Reason.STOPPED_HOLD_EXPIRED,
-        message="remove train",
-        due_at=b.T0 - timedelta(minutes=5),
-        key=f"RemoveContainer:{c.id}:StoppedHoldExpired",
-    )
-    notifier = RecordingNotifier()
-    log = tmp_path / "events.jsonl"
-    ex = RealExecutor(
-        host.client,
-        EventLog(log),
-        notifier,
-        tmp_path / "ledger.json",
-        clock=host.clock,
-        verify_timeout_s=0.2,
-    )
+    requests_sent = _removal_still_under_way(host, c)
+    action = _removal(c)
+    ex, notifier, log = _executor(host, tmp_path, verify_timeout_s=0.2)
     report = ex.execute(make_plan(action), ControllerMemory(), b.T0)
     (o,) = report.outcomes
     assert len(requests_sent) == 2
@@ -287,38 +251,9 @@ def test_a_stop_whose_removal_the_engine_is_still_carrying_out_is_told_and_recor
     # kept for a hold), and its ledger rows are the controller's to release once it is gone.
     host = FakeHost(term_ignored_s=0.0)
     c = host.add("train")
-    requests_sent: list[str] = []
-
-    def first_request_unanswered(cid: str, **kw: Any) -> None:
-        requests_sent.append(cid)
-        if len(requests_sent) == 1:
-            c.status = "removing"  # the engine goes on deleting; the answer never came
-            raise requests.exceptions.ReadTimeout("read timed out")
-        raise docker.errors.APIError(
-            "conflict", explanation="removal of container train is already in progress"
-        )
-
-    host.api.remove_container = first_request_unanswered  # type: ignore[method-assign]
-    action = Action(
-        kind=ActionKind.STOP_CONTAINER,
-        target=Target(
-            container="train",
-            container_id=c.id,
-            expected_state="running",
-            expected_started_at=c.started_at,
-            user="alice",
-        ),
-        reason=Reason.IDLE_TIMEOUT,
-        message="stop train",
-        due_at=b.T0 - timedelta(minutes=5),
-        key=f"StopContainer:{c.id}:IdleTimeout",
-        params=StopParams(grace_s=30, remove=True),
-    )
-    notifier = RecordingNotifier()
-    log = tmp_path / "events.jsonl"
-    ex = RealExecutor(
-        host.client, EventLog(log), notifier, tmp_path / "ledger.json", clock=host.clock, verify_timeout_s=0.2
-    )
+    requests_sent = _removal_still_under_way(host, c)
+    action = _stop(c, Reason.IDLE_TIMEOUT, StopParams(grace_s=30, remove=True))
+    ex, notifier, log = _executor(host, tmp_path, verify_timeout_s=0.2)
     report = ex.execute(make_plan(action), ControllerMemory(), b.T0)
     (o,) = report.outcomes
     assert len(requests_sent) == 2
@@ -343,9 +278,7 @@ def test_an_interrupted_stop_whose_container_the_engine_is_still_removing_stays_
     _, memory = interrupted_stop(c, Reason.IDLE_TIMEOUT, host.now)  # intent 20 s ago, grace 30 s
     c.status, c.finished_at = "removing", host.now - timedelta(seconds=15)
     host.advance(120)
-    notifier = RecordingNotifier()
-    log = tmp_path / "events.jsonl"
-    ex = RealExecutor(host.client, EventLog(log), notifier, tmp_path / "ledger.json", clock=host.clock)
+    ex, notifier, log = _executor(host, tmp_path)
     memory, outcomes = ex.recover(memory, host.now)
     assert [o.detail for o in outcomes] == [], "recorded while the engine still removes it"
     assert len(memory.intents) == 1
