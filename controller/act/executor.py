@@ -15,8 +15,8 @@ Guarantees (each one tested against the real Docker engine and real processes):
   gone: ``already_done``, which is success.
 - **Verified.** "Removed" is reported only after an inspect answers 404; "stopped" only after an
   inspect shows it not running; a process only after it is gone. Exit codes are not trusted. A
-  removal the engine is still carrying out when the wait ends (``removing``) keeps its intent
-  open: the next pass records it once the engine shows the container gone.
+  removal the engine is still carrying out when the wait ends (``removing``) is ``in_progress``
+  and keeps its intent open: the next pass records it once the engine shows the container gone.
 - **Exact signals.** A process is checked (start time and container cgroup) before *every*
   signal; see :mod:`controller.act.process_ops`.
 - **Fresh GPU re-check.** A GPU reset runs only after a fresh observation shows NVML readable, no
@@ -1010,7 +1010,7 @@ class RealExecutor:
             # request answered late): this removal, under way. Not a failure, and not reported
             # removed before the engine shows it gone: the next pass records it then (recover).
             detail = "the engine is still removing it after the wait; recorded once it is gone"
-            return _Done(Outcome.FAILED, detail, mem, pending=True)
+            return _Done(Outcome.IN_PROGRESS, detail, mem, pending=True)
         if still is not None:
             # DS01 bug 7: never report a removal the engine does not show.
             raise PermanentError(

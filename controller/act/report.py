@@ -23,6 +23,9 @@ class Outcome(StrEnum):
     FAILED = "failed"  # the action was attempted and did not complete; retried after back-off
     DRY_RUN = "dry_run"  # reported, not performed
     STALE = "stale"  # not started: the plan outlived maxActionAge; re-planned from a fresh observation
+    # Started, and the engine is still carrying it out when the wait ends (a removal of a large
+    # writable layer): its intent stays open, and the pass that sees it end records it, once.
+    IN_PROGRESS = "in_progress"
 
 
 class ActionOutcome(BaseModel):

@@ -85,7 +85,9 @@ def _print_result(result: PassResult, dry_run: bool, output: str, style: Style) 
         if result.report.outcomes:
             width = max(len(o.outcome.value) for o in result.report.outcomes)
             for o in result.report.outcomes:
-                colour = {"failed": "red", "done": "green", "skipped": "yellow"}.get(o.outcome.value)
+                colour = {"failed": "red", "done": "green", "skipped": "yellow", "in_progress": "cyan"}.get(
+                    o.outcome.value
+                )
                 status = style(o.outcome.value.ljust(width), colour)
                 lines.append(f"  {status}  {o.kind.value} {clean(o.target.label(), 64)}  [{o.reason.value}]")
                 if o.detail:
