@@ -129,6 +129,8 @@ _QUOTA_LIVE = frozenset(state.value for state in LIVE_STATES)
 RECOVERY_SLACK_S = 30.0
 # How far back in the event log a recovery looks for an outcome already written.
 RECOVERY_SCAN_LINES = 20_000
+# A stop's own removal that the engine is still carrying out when the wait ends (_remove_stopped).
+_STILL_REMOVING = "the engine is still removing it"
 _PHASE = {
     Outcome.DONE: "done",
     Outcome.ALREADY_DONE: "done",
@@ -926,6 +928,13 @@ class RealExecutor:
             )
         elif remove and not removed:
             not_removed = self._remove_stopped(cid)
+            if not_removed is _STILL_REMOVING:
+                # Stopped, and the engine still deleting it after the wait: its removal may yet fail
+                # (left `dead`). The stop stays open, as one interrupted while the engine removes
+                # the container does: the next pass records it, and tells its owner, as removed once
+                # the engine shows it gone, as stopped if the container stays (recover).
+                detail = "stopped; the engine is still removing it after the wait: recorded once it is gone"
+                return _Done(Outcome.IN_PROGRESS, detail, mem, pending=True)
         removed = removed or (remove and not_removed is None)
         details = self._stop_details(
             action, timeout_s, removed=removed, exit_state=after.status if after is not None else "removed"
@@ -951,8 +960,8 @@ class RealExecutor:
         return _Done(Outcome.DONE, detail, mem, events)
 
     def _remove_stopped(self, cid: str) -> str | None:
-        """Remove a container this stop has just stopped: None once it is gone (or the engine is
-        deleting it after this request), else why it is not.
+        """Remove a container this stop has just stopped: None once it is gone,
+        :data:`_STILL_REMOVING` while the engine is still deleting it, else why it is not.
 
         The stop stands either way (its event, the owner's notice, the controller's mark): a removal
         that fails leaves a stopped container, which the holds remove later. A removal already under
@@ -962,14 +971,17 @@ class RealExecutor:
         except GoneError:
             pass
         except ActError as err:
-            if isinstance(err, ConflictError) and self._docker.wait_gone(cid) is None:
+            if not isinstance(err, ConflictError):
+                return str(err)
+            still = self._docker.wait_gone(cid)
+            if still is None:
                 return None
-            return str(err)
+            return _STILL_REMOVING if still.status == "removing" else str(err)
         still = self._docker.wait_gone(cid)
-        if still is None or still.status == "removing":
-            # Gone, or the engine still deleting it after this request (a large writable layer):
-            # going, as an --rm container still being removed after its stop is.
+        if still is None:
             return None
+        if still.status == "removing":
+            return _STILL_REMOVING  # the engine still deleting it (a large writable layer)
         return f"the container still exists after remove (state {still.status})"
 
     def _stop_details(

@@ -241,14 +241,12 @@ def test_a_removal_the_engine_is_still_carrying_out_after_the_wait_is_recorded_o
     assert user == "alice" and "removed" in text
 
 
-def test_a_stop_whose_removal_the_engine_is_still_carrying_out_is_told_and_recorded_as_removed(
+def _stop_whose_removal_is_still_under_way(
     tmp_path: Path,
-) -> None:
-    # An idle stop that removes (removeAfterIdleStop): the removal's first request went unanswered
-    # while the engine deleted a large writable layer, the retry is told it is in progress, and the
-    # container is still `removing` when the wait ends. It is going, as an `--rm` container the
-    # engine is still removing after its stop is: its owner is told it is removed (not that it is
-    # kept for a hold), and its ledger rows are the controller's to release once it is gone.
+) -> tuple[FakeHost, FakeContainer, RealExecutor, RecordingNotifier, Path, ControllerMemory]:
+    """An idle stop that removes (removeAfterIdleStop), carried out: the removal's first request went
+    unanswered while the engine deleted a large writable layer, the retry is told it is in progress,
+    and the container is still `removing` when the wait ends. Returns the pass's memory too."""
     host = FakeHost(term_ignored_s=0.0)
     c = host.add("train")
     requests_sent = _removal_still_under_way(host, c)
@@ -257,13 +255,46 @@ def test_a_stop_whose_removal_the_engine_is_still_carrying_out_is_told_and_recor
     report = ex.execute(make_plan(action), ControllerMemory(), b.T0)
     (o,) = report.outcomes
     assert len(requests_sent) == 2
-    assert o.outcome is Outcome.DONE, o.detail
-    assert o.detail.startswith("stopped and removed"), o.detail
-    assert report.memory.removed[c.id].name == "train"
+    assert o.outcome is Outcome.IN_PROGRESS, o.detail
+    assert read_events(log) == [] and notifier.sent == [], "told removed before the engine shows it gone"
+    assert action.key in report.memory.intents, "the stop under way is verified by the next pass"
+    assert c.id not in report.memory.removed
+    return host, c, ex, notifier, log, report.memory
+
+
+def test_a_stop_whose_removal_the_engine_is_still_carrying_out_is_told_removed_once_it_is_gone(
+    tmp_path: Path,
+) -> None:
+    # The stop stays open while the engine deletes the container; once it shows it gone, the next
+    # pass records the controller's stop that removed it, and its owner is told so (its ledger rows
+    # the controller's to release).
+    host, c, ex, notifier, log, memory = _stop_whose_removal_is_still_under_way(tmp_path)
+    del host.containers["train"]
+    host.advance(60)
+    memory, (done,) = ex.recover(memory, host.now)
+    assert done.outcome is Outcome.DONE, done.detail
+    assert memory.intents == {} and memory.removed[c.id].name == "train"
     (event,) = read_events(log)
     assert event["event_type"] == "maintenance.idle_kill" and event["details"]["removed"] is True
     ((user, text, _),) = notifier.sent
     assert user == "alice" and "was stopped and removed" in text
+
+
+def test_a_stop_whose_removal_the_engine_then_fails_is_told_stopped_not_removed(tmp_path: Path) -> None:
+    # The engine's removal fails after the wait (the container is left `dead`): the container still
+    # exists, so its owner is told it was stopped, not that it was removed, and it is not recorded
+    # as removed (the holds remove it later).
+    host, c, ex, notifier, log, memory = _stop_whose_removal_is_still_under_way(tmp_path)
+    c.status = "dead"
+    host.advance(60)
+    memory, (done,) = ex.recover(memory, host.now)
+    assert done.outcome is Outcome.DONE, done.detail
+    assert memory.intents == {} and c.id not in memory.removed
+    (event,) = read_events(log)
+    assert event["event_type"] == "maintenance.idle_kill" and event["details"]["removed"] is False
+    ((user, text, _),) = notifier.sent
+    assert user == "alice" and "stopped and removed" not in text, text
+    assert "the container and its files are still there" in text
 
 
 def test_an_interrupted_stop_whose_container_the_engine_is_still_removing_stays_open_until_it_is_gone(
