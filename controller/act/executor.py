@@ -171,6 +171,33 @@ class _Done:
     pending: bool = False
 
 
+def closed_by_its_line(
+    memory: ControllerMemory,
+    key: str,
+    intent: Intent,
+    event_type: str,
+    details: Mapping[str, Any],
+    now: datetime,
+) -> ControllerMemory:
+    """``memory`` without the intent whose outcome line the event log holds (its event type and
+    details, with the line's time as ``at``), and with what the save after that line held: a GPU
+    reset is marked done (never repeated); the controller's own stop or removal is recorded as such
+    (the breakers weigh it so). An intent whose outcome lines waited in it (``closing``) had that
+    record made when they were written."""
+    memory = memory.without_intent(key)
+    if intent.closing:
+        return memory
+    action = Action.model_validate(intent.action)
+    if action.kind in DONE_KINDS and key not in memory.done:
+        memory = memory.with_done(key, now)
+    if details.get("phase") == "done" and event_type != EventType.ACTION_DONE:
+        # The action's own event: carried out (an "already done" has no record to make).
+        at = parse_timestamp(details.get("at")) or now
+        removed = action.kind is ActionKind.REMOVE_CONTAINER or details.get("removed") is True
+        memory = own_record(memory, action, at, removed=removed)
+    return memory
+
+
 def _gpus_of(action: Action) -> list[str]:
     """The GPUs an action's container held: the planner's ``gpus`` evidence, else its target."""
     found = dict.fromkeys(GpuEvidence.from_evidence(action.evidence).devices())
@@ -438,19 +465,8 @@ class RealExecutor:
         closed = self._already_closed(key, intent)
         if closed is not None:
             # Killed after the outcome line, before the memory saying so (or an action abandoned
-            # past its deadline, whose outcome ended in no pass's memory): the line stands, and the
-            # memory gets what the lost save held. A GPU reset is marked done (never repeated); the
-            # controller's own stop or removal is recorded as such (the breakers weigh it so).
-            memory = memory.without_intent(key)
-            if action.kind in DONE_KINDS and key not in memory.done:
-                memory = memory.with_done(key, self._clock())
-            event_type, details = closed
-            if details.get("phase") == "done" and event_type != EventType.ACTION_DONE:
-                # The action's own event: carried out (an "already done" has no record to make).
-                at = parse_timestamp(details.get("at")) or self._clock()
-                removed = action.kind is ActionKind.REMOVE_CONTAINER or details.get("removed") is True
-                memory = own_record(memory, action, at, removed=removed)
-            return memory, None
+            # past its deadline, whose outcome ended in no pass's memory): the line stands.
+            return closed_by_its_line(memory, key, intent, *closed, self._clock()), None
         verdict = self._verify(action, intent, now)
         if verdict is None:
             return memory, None  # may still be under way: look again next pass

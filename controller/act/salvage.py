@@ -42,7 +42,8 @@ announced before), and a stop waits for its warning's lead time again. A
 memory file that is missing is rebuilt the same way: on a first start the log holds nothing of the
 controller's. A memory that reads cleanly but is older than the log (restored from a backup) is
 kept, with the breakers, resets, open intents, clock steps, stop notices' holds, restarts' marks
-and warnings' stop times the log adds (not over its own record of another start of a container:
+and warnings' stop times the log adds, and without its open intents that the log shows recorded
+since (:func:`_closed_in_the_log`) (not over its own record of another start of a container:
 the log's lines are not authenticated; the log's record of a later start is kept aside, and the
 first pass that lists the container with that start takes it) (:func:`not_older_than_the_log`).
 
@@ -64,8 +65,8 @@ from typing import Any, TypeGuard
 from loguru import logger
 from pydantic import ValidationError
 
-from controller.act.events import EventLog, EventType, parse_timestamp, tail
-from controller.act.executor import event_reason
+from controller.act.events import EventLog, EventType, parse_timestamp, tail, utc_timestamp
+from controller.act.executor import closed_by_its_line, event_reason
 from controller.memory import (
     RETENTION_S,
     Attempt,
@@ -212,6 +213,7 @@ def not_older_than_the_log(memory: ControllerMemory, path: Path, now: datetime) 
         events = _read_log(path)
     except OSError:
         return memory
+    memory = _closed_in_the_log(memory, events, now)
     logged = memory_from_events(events, now)
     update: dict[str, Any] = {}
     for name in ("breaker", "release_breaker"):
@@ -257,6 +259,35 @@ def not_older_than_the_log(memory: ControllerMemory, path: Path, now: datetime) 
             len(intents),
         )
     return memory.model_copy(update=update) if update else memory
+
+
+def _closed_in_the_log(
+    memory: ControllerMemory, events: list[dict[str, Any]], now: datetime
+) -> ControllerMemory:
+    """``memory`` without the open intents whose outcome line the log holds, with what the save after
+    that line held (:func:`controller.act.executor.closed_by_its_line`).
+
+    The recovery looks for an intent's outcome line in the log's last lines only: one written
+    further back (a backup's intent, recorded since) would be verified again, and the stop or
+    removal recorded twice, its owner told twice. And the log's later open intent of the same key
+    (the same rule's stop of a later start, interrupted) is added only once this one is closed. An
+    outcome line is not authenticated, but the recovery takes one as it is where it finds one; an
+    intent the log does not show closed is kept over the log's intent of the same key."""
+    if not memory.intents:
+        return memory
+    wanted = {(key, utc_timestamp(intent.started_at)): key for key, intent in memory.intents.items()}
+    found: dict[str, tuple[str, dict[str, Any]]] = {}
+    for event in events:
+        d = _details(event)
+        if d.get("phase") not in ("done", "failed", "skipped"):
+            continue
+        key = wanted.get((str(d.get("key")), str(d.get("intent_at"))))
+        if key is not None and key not in found:
+            found[key] = (str(event.get("event_type")), {**d, "at": event.get("timestamp")})
+    for key, (event_type, details) in found.items():
+        logger.warning("{}: recorded in the event log after the memory was saved (an older memory?)", key)
+        memory = closed_by_its_line(memory, key, memory.intents[key], event_type, details, now)
+    return memory
 
 
 def _records_added(memory: ControllerMemory, logged: ControllerMemory) -> ControllerMemory:
