@@ -429,6 +429,9 @@ class MigDeviceObs(Frozen):
         description="True when read with NVML memory v1 (no v2 on this driver): used then counts the "
         "driver's reserved memory, so it is not 0 on an idle GPU",
     )
+    memory_used_unknown: str | None = Field(
+        default=None, description="Why memory_used_bytes is None (the NVML call's error, or not available)"
+    )
     processes: tuple[NvmlProcess, ...] = ()
     processes_unknown: str | None = Field(
         default=None, description="Why the process list could not be read; () then means unknown, not none"
@@ -459,6 +462,9 @@ class GpuObs(Frozen):
         default=False,
         description="True when read with NVML memory v1 (no v2 on this driver): used then counts the "
         "driver's reserved memory, so it is not 0 on an idle GPU",
+    )
+    memory_used_unknown: str | None = Field(
+        default=None, description="Why memory_used_bytes is None (the NVML call's error, or not available)"
     )
     utilization_percent: float | None = None
     utilization_unknown: str | None = Field(default=None, description="Why utilization is unknown (MIG...)")

@@ -548,6 +548,13 @@ def gpu_item(view: View, gpu: GpuObs, device_uuid: str | None) -> dict[str, Any]
         "mig": "device" if mig is not None else ("on" if gpu.mig_enabled else "off"),
         "mig_profile": None if mig is None else mig.profile,
         "memory_used_bytes": used,
+        # Why it is None (the NVML call's error), as utilization_unknown and processes_unknown say theirs.
+        "memory_used_unknown": None
+        if used is not None
+        else (
+            (mig.memory_used_unknown if mig is not None else gpu.memory_used_unknown)
+            or "not reported by NVML"
+        ),
         "memory_total_bytes": total,
         "utilization_percent": util,
         "utilization_unknown": (
@@ -581,6 +588,7 @@ def unavailable_gpu_items(view: View) -> list[dict[str, Any]]:
             "mig": None,
             "mig_profile": None,
             "memory_used_bytes": None,
+            "memory_used_unknown": down.reason,
             "memory_total_bytes": None,
             "utilization_percent": None,
             "utilization_unknown": down.reason,

@@ -130,6 +130,8 @@ def _bytes_or_none(value: Any) -> int | None:
     return int(value)
 
 
+_NOT_AVAILABLE_USED = "NVML reports the memory in use as not available"
+
 # nvmlDeviceGetMemoryInfo_v2 is missing (drivers before R510) or refused: fall back to v1.
 _V2_ABSENT = (
     pynvml.NVMLError_FunctionNotFound,
@@ -144,6 +146,7 @@ class _Memory:
     total_bytes: int | None
     reserved_bytes: int | None
     used_includes_reserved: bool  # read with v1
+    unknown: str | None = None  # why used_bytes is None
 
 
 @dataclass
@@ -282,6 +285,7 @@ class NvmlObserver:
             memory_total_bytes=memory.total_bytes,
             memory_reserved_bytes=memory.reserved_bytes,
             memory_used_includes_reserved=memory.used_includes_reserved,
+            memory_used_unknown=memory.unknown,
             utilization_percent=utilization,
             utilization_unknown=utilization_unknown,
             mig_enabled=mig_enabled,
@@ -296,20 +300,25 @@ class NvmlObserver:
         except _V2_ABSENT:
             pass  # an older driver: v1 below
         except pynvml.NVMLError as exc:
-            logger.debug(
-                "NVML field unknown: nvmlDeviceGetMemoryInfo_v2({}) failed: {}",
-                label,
-                describe_nvml_error(exc),
-            )
-            return _Memory(None, None, None, False)
+            reason = f"nvmlDeviceGetMemoryInfo_v2({label}) failed: {describe_nvml_error(exc)}"
+            logger.debug("NVML field unknown: {}", reason)
+            return _Memory(None, None, None, False, reason)
         else:
+            used = _bytes_or_none(v2.used)
             return _Memory(
-                _bytes_or_none(v2.used), _bytes_or_none(v2.total), _bytes_or_none(v2.reserved), False
+                used,
+                _bytes_or_none(v2.total),
+                _bytes_or_none(v2.reserved),
+                False,
+                _NOT_AVAILABLE_USED if used is None else None,
             )
-        v1, _ = _optional(f"nvmlDeviceGetMemoryInfo({label})", pynvml.nvmlDeviceGetMemoryInfo, handle)
+        v1, why = _optional(f"nvmlDeviceGetMemoryInfo({label})", pynvml.nvmlDeviceGetMemoryInfo, handle)
         if v1 is None:
-            return _Memory(None, None, None, True)
-        return _Memory(_bytes_or_none(v1.used), _bytes_or_none(v1.total), None, True)
+            return _Memory(None, None, None, True, why)
+        used = _bytes_or_none(v1.used)
+        return _Memory(
+            used, _bytes_or_none(v1.total), None, True, _NOT_AVAILABLE_USED if used is None else None
+        )
 
     def _mig_enabled(self, handle: Any, label: str) -> bool:
         try:
@@ -413,6 +422,7 @@ class NvmlObserver:
                     memory_total_bytes=memory.total_bytes,
                     memory_reserved_bytes=memory.reserved_bytes,
                     memory_used_includes_reserved=memory.used_includes_reserved,
+                    memory_used_unknown=memory.unknown,
                     processes=processes,
                     processes_unknown=processes_unknown,
                     compute_slices=slices or None,

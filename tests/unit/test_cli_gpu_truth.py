@@ -34,6 +34,7 @@ from controller.cli.view import View
 from controller.plan.types import ActionKind
 from controller.snapshot import ContainerObs, Domain, GpuUtilReading, GpuUuid
 from tests.fixtures import builders as b
+from tests.fixtures.nvml import NVML_ERROR_UNKNOWN, FakeNvml
 
 
 def stale_row_beside_a_correct_one() -> View:
@@ -586,3 +587,32 @@ def test_two_running_holders_the_ledger_lacks_are_a_duplicate_after_the_alert_is
     both = [b.running(n, gpus=[b.GPU0], sig=busy) for n in ("r1", "r2")]
     for passes in (1, 2, 3):
         assert allocation_verdict(both, [], (b.gpu(0),), passes) == "duplicate", passes
+
+
+def test_get_gpus_json_says_why_a_gpu_s_memory_in_use_is_unknown(fake_nvml: FakeNvml) -> None:
+    # NVML answers, but the memory query fails for GPU 1 and for MIG device 2.0: their
+    # memory_used_bytes is null, and says why, as utilization_unknown and processes_unknown do.
+    from controller.observe.nvml import NvmlObserver
+
+    gpus = fake_nvml.set_gpus(3)
+    mig = fake_nvml.add_mig(2, profile="3g.40gb")
+    fake_nvml.fail_call("nvmlDeviceGetMemoryInfo", NVML_ERROR_UNKNOWN, device_uuid=gpus[1].uuid)
+    fake_nvml.fail_call("nvmlDeviceGetMemoryInfo", NVML_ERROR_UNKNOWN, device_uuid=mig.uuid)
+    fake_nvml.write()
+    observer = NvmlObserver(timeout_s=10.0)
+    try:
+        observed, health = observer.observe()
+    finally:
+        observer.close()
+    assert health.ok, health.error
+    view = View(snapshot=b.snapshot(observed_at=b.T0, gpus=list(observed)), now=b.T0)
+    items = {i["slot"]: i for i in json.loads(run_get("gpus", view, GetOptions(output="json"))[0])["items"]}
+    assert (items["0"]["memory_used_bytes"], items["0"]["memory_used_unknown"]) == (0, None)
+    for slot in ("1", "2.0"):
+        assert items[slot]["memory_used_bytes"] is None, items[slot]
+        why = items[slot]["memory_used_unknown"]
+        assert why is not None and "nvmlDeviceGetMemoryInfo" in why and "NVML_ERROR_UNKNOWN" in why, why
+    # NVML down: every GPU's memory is unknown for that reason.
+    down = nvml_failed(whole=True)
+    (item,) = json.loads(run_get("gpus", down, GetOptions(output="json"))[0])["items"]
+    assert (item["memory_used_bytes"], item["memory_used_unknown"]) == (None, NVML_DOWN)

@@ -114,6 +114,7 @@ GPU_ITEM = {
     "mig": STR_OR_NONE,
     "mig_profile": STR_OR_NONE,
     "memory_used_bytes": (int, type(None)),
+    "memory_used_unknown": STR_OR_NONE,
     "memory_total_bytes": (int, type(None)),
     "utilization_percent": NUM_OR_NONE,
     "utilization_unknown": STR_OR_NONE,
