@@ -59,6 +59,7 @@ from controller.cli.view import (
     rate_unknowns,
     rates,
     release_breaker_line,
+    removing_phrase,
     rule_of,
     schedule,
     unlisted_devices,
@@ -270,6 +271,8 @@ def describe_container(view: View, key: str, style: Style = PLAIN) -> str:
         s.line(f"unknown: no plan ({clean(view.policy.error or 'the policy did not load', 300)})", 2)
     elif items or delivered:
         decision_lines(view, items, s, delivered=delivered)
+    elif c.state == ContainerState.REMOVING:
+        s.line(removing_phrase(view, c), 2)  # acted on already, or by someone else: not "not acted on"
     else:
         s.line(f"not acted on: {_quiet_reason(view, c)}", 2)
     if view.plan is not None:
@@ -607,6 +610,8 @@ def _timers_section(view: View, c: ContainerObs, pol: EffectivePolicy | None, s:
     elif c.state == ContainerState.RESTARTING and c.has_gpu:
         # Each restart is a new StartedAt: both clocks start again with it.
         lines.append("restarting: no timer runs; the idle and runtime clocks start again when it next starts")
+    elif c.state == ContainerState.REMOVING:
+        lines.append(f"removing: no timer runs; {removing_phrase(view, c)}")
     else:
         lines.append(f"{c.state.value}: no timer runs")
     for line in lines:

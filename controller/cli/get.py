@@ -31,6 +31,7 @@ from controller.cli.render import (
     iso,
     known_bytes,
     machine,
+    since,
     stamp,
 )
 from controller.cli.view import (
@@ -398,6 +399,13 @@ def _next_cell(view: View, c: ContainerObs) -> Cell:
         predicted = next_text(view.forecast, c.id, view.now)
         if predicted:
             return Cell(predicted)
+    if step is None and c.state == ContainerState.REMOVING:
+        from controller.cli.view import removal_under_way
+
+        under_way = removal_under_way(view, c)
+        if under_way is None:
+            return Cell("being removed")
+        return Cell(f"being removed ({since(under_way[2], view.now)})", "yellow")
     if step is None:
         return Cell("-")
     colour = (

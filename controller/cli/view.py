@@ -696,6 +696,48 @@ _IDLE_PHRASE = {
 }
 
 
+_REMOVALS = frozenset({ActionKind.REMOVE_CONTAINER.value, ActionKind.STOP_CONTAINER.value})
+
+
+def removal_under_way(view: View, c: ContainerObs) -> tuple[str, str, datetime] | None:
+    """The controller's action a container the engine is still removing (state ``removing``) is in:
+    its kind, reason and start, from the intent the executor keeps open until the engine shows the
+    container gone (a removal, or a stop whose container is removed with it)."""
+    if c.state != ContainerState.REMOVING or view.memory is None:
+        return None
+    for intent in view.memory.intents.values():
+        action = intent.action
+        target = action.get("target")
+        if (
+            action.get("kind") in _REMOVALS
+            and isinstance(target, dict)
+            and target.get("container_id") == c.id
+        ):
+            return str(action["kind"]), str(action.get("reason") or UNKNOWN), intent.started_at
+    return None
+
+
+def removing_phrase(view: View, c: ContainerObs) -> str:
+    """Whose removal a container in state ``removing`` is in, as far as the controller knows."""
+    from controller.cli.render import ago
+
+    under_way = removal_under_way(view, c)
+    if under_way is not None:
+        kind, reason, started = under_way
+        what = (
+            "removing it"
+            if kind == ActionKind.REMOVE_CONTAINER.value
+            else "stopping it, and it is being removed"
+        )
+        return (
+            f"the controller is {what} ({reason}) since {ago(started, view.now)}; the engine has "
+            "not finished, and the controller records it once the container is gone"
+        )
+    if view.memory is None:
+        return "the engine is removing it; whether the removal is the controller's is unknown (no memory)"
+    return "the engine is removing it; no removal of the controller's is under way"
+
+
 def idleness(view: View, c: ContainerObs) -> Idleness:
     if c.state != ContainerState.RUNNING:
         return Idleness(IdleState.NOT_RUNNING)
