@@ -859,6 +859,11 @@ def describe_gpu(view: View, key: str, style: Style = PLAIN) -> str:
     util = fmt_percent(item["utilization_percent"])
     if item["utilization_percent"] is None and item["utilization_unknown"]:
         util = f"{UNKNOWN} ({clean(item['utilization_unknown'], 120)})"
+    memory = f"{known_bytes(item['memory_used_bytes'])} used of {known_bytes(item['memory_total_bytes'])}"
+    mig = next((m for m in gpu.mig_devices if m.uuid == device), None)
+    unread = mig.memory_used_unknown if mig is not None else gpu.memory_used_unknown
+    if item["memory_used_bytes"] is None and unread:
+        memory += f" ({clean(unread, 120)})"  # why, as the utilization beside it says its own
     s.fields(
         [
             ("Index", item["slot"]),
@@ -866,10 +871,7 @@ def describe_gpu(view: View, key: str, style: Style = PLAIN) -> str:
             ("Parent", gpu.uuid if device else "-"),
             ("Model", clean(gpu.name, 80)),
             ("MIG", _mig_field(item)),
-            (
-                "Memory",
-                f"{known_bytes(item['memory_used_bytes'])} used of {known_bytes(item['memory_total_bytes'])}",
-            ),
+            ("Memory", memory),
             ("Utilization", util),
             (
                 "State",

@@ -616,3 +616,22 @@ def test_get_gpus_json_says_why_a_gpu_s_memory_in_use_is_unknown(fake_nvml: Fake
     down = nvml_failed(whole=True)
     (item,) = json.loads(run_get("gpus", down, GetOptions(output="json"))[0])["items"]
     assert (item["memory_used_bytes"], item["memory_used_unknown"]) == (None, NVML_DOWN)
+
+
+def test_describe_gpu_says_why_a_mig_device_s_memory_is_unknown(fake_nvml: FakeNvml) -> None:
+    from controller.observe.nvml import NvmlObserver
+
+    fake_nvml.set_gpus(1)
+    mig = fake_nvml.add_mig(0, profile="3g.40gb")
+    fake_nvml.fail_call("nvmlDeviceGetMemoryInfo", NVML_ERROR_UNKNOWN, device_uuid=mig.uuid)
+    fake_nvml.write()
+    observer = NvmlObserver(timeout_s=10.0)
+    try:
+        observed, _ = observer.observe()
+    finally:
+        observer.close()
+    view = View(snapshot=b.snapshot(observed_at=b.T0, gpus=list(observed)), now=b.T0)
+    text = describe_gpu(view, "0.0")
+    line = next(x for x in text.splitlines() if x.startswith("Memory:"))
+    assert line.split(None, 1)[1].startswith("unknown used of unknown (nvmlDeviceGetMemoryInfo"), line
+    assert "NVML_ERROR_UNKNOWN" in line, line
