@@ -12,7 +12,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from controller.act.sanitize import ELLIPSIS
-from controller.cli.render import PLAIN, Style, clean, clean_tree, clock, evidence_value, stamp, until
+from controller.cli.render import PLAIN, Style, ago, clean, clean_tree, clock, evidence_value, stamp, until
 
 if TYPE_CHECKING:
     from controller.plan.types import Action, Deferred, Plan
@@ -202,7 +202,7 @@ def plan_text(
         for a in actions:
             lines.extend(action_lines(a, now, style, wide))
     else:
-        lines.append("No actions: nothing would change.")
+        lines.append("No actions." if _under_way(plan) else "No actions: nothing would change.")
     shown = deferred if wide else [d for d in deferred if not _quiet(d)]
     hidden = len(deferred) - len(shown)
     if deferred:
@@ -215,11 +215,40 @@ def plan_text(
             lines.append(
                 f"  ... and {hidden} not due yet (ds01ctl plan -o wide lists them, with the evidence)"
             )
+    lines.extend(_under_way_lines(plan))
     lines.append("")
     has_evidence = any(a.evidence for a in actions) or any(d.evidence for d in shown)
     hint = "" if wide or not (hidden or has_evidence) else " (-o wide: evidence)"
     lines.append(summary(plan) + hint)
     return "\n".join(lines) + "\n"
+
+
+def _under_way(plan: Plan) -> list[tuple[str, Any]]:
+    """The actions started and not recorded yet (their intents open): a removal the engine is still
+    carrying out, or one the controller was stopped during; the next pass records each."""
+    return sorted(
+        ((key, i) for key, i in plan.memory.intents.items() if not i.closing and key not in plan.memory.done),
+        key=lambda ki: (ki[1].started_at, ki[0]),
+    )
+
+
+def _under_way_lines(plan: Plan) -> list[str]:
+    open_ = _under_way(plan)
+    if not open_:
+        return []
+    lines = ["", f"Under way ({len(open_)}):"]
+    for _key, intent in open_:
+        action = intent.action
+        target = action.get("target")
+        what = target.get("container") or target.get("gpu") if isinstance(target, Mapping) else None
+        started = ago(intent.started_at, plan.evaluated_at)
+        lines.append(
+            f"  {clean(action.get('kind') or '?', 40)} {clean(what or '?', 64)} "
+            f"[{clean(action.get('reason') or '?', 40)}] started {started}: "
+            "its outcome is not recorded yet; the next pass records it (a removal the engine is still "
+            "carrying out, once the container is gone)"
+        )
+    return lines
 
 
 def summary(plan: Plan) -> str:

@@ -61,3 +61,16 @@ def test_a_stop_whose_container_the_engine_is_removing_is_said_as_the_controller
     assert next_cell(view) == "being removed (2m)"
     decision = describe_container(view, "train").split("Decision:")[1].split("Events:")[0]
     assert "the controller is stopping it, and it is being removed (GpuHoldExpired) since 2m ago" in decision
+
+
+def test_plan_lists_a_removal_still_under_way_instead_of_nothing() -> None:
+    from controller.cli.planview import plan_text
+
+    view = removing_view(intent=True)
+    assert view.plan is not None
+    text = plan_text(view.plan, wide=False)
+    under_way = text.split("Under way (1):")[1].split("\n\n")[0]
+    assert "RemoveContainer train [GpuHoldExpired] started 2m ago" in under_way, text
+    assert "No actions: nothing would change." not in text, text
+    # Nothing open: no such section.
+    assert "Under way" not in plan_text(removing_view(intent=False).plan or view.plan)
