@@ -589,23 +589,28 @@ def test_two_running_holders_the_ledger_lacks_are_a_duplicate_after_the_alert_is
         assert allocation_verdict(both, [], (b.gpu(0),), passes) == "duplicate", passes
 
 
-def test_get_gpus_json_says_why_a_gpu_s_memory_in_use_is_unknown(fake_nvml: FakeNvml) -> None:
-    # NVML answers, but the memory query fails for GPU 1 and for MIG device 2.0: their
-    # memory_used_bytes is null, and says why, as utilization_unknown and processes_unknown do.
+def _observed_view() -> View:
+    """What the real NVML observer reads from the stand-in now, as a view at T0."""
     from controller.observe.nvml import NvmlObserver
 
-    gpus = fake_nvml.set_gpus(3)
-    mig = fake_nvml.add_mig(2, profile="3g.40gb")
-    fake_nvml.fail_call("nvmlDeviceGetMemoryInfo", NVML_ERROR_UNKNOWN, device_uuid=gpus[1].uuid)
-    fake_nvml.fail_call("nvmlDeviceGetMemoryInfo", NVML_ERROR_UNKNOWN, device_uuid=mig.uuid)
-    fake_nvml.write()
     observer = NvmlObserver(timeout_s=10.0)
     try:
         observed, health = observer.observe()
     finally:
         observer.close()
     assert health.ok, health.error
-    view = View(snapshot=b.snapshot(observed_at=b.T0, gpus=list(observed)), now=b.T0)
+    return View(snapshot=b.snapshot(observed_at=b.T0, gpus=list(observed)), now=b.T0)
+
+
+def test_get_gpus_json_says_why_a_gpu_s_memory_in_use_is_unknown(fake_nvml: FakeNvml) -> None:
+    # NVML answers, but the memory query fails for GPU 1 and for MIG device 2.0: their
+    # memory_used_bytes is null, and says why, as utilization_unknown and processes_unknown do.
+    gpus = fake_nvml.set_gpus(3)
+    mig = fake_nvml.add_mig(2, profile="3g.40gb")
+    fake_nvml.fail_call("nvmlDeviceGetMemoryInfo", NVML_ERROR_UNKNOWN, device_uuid=gpus[1].uuid)
+    fake_nvml.fail_call("nvmlDeviceGetMemoryInfo", NVML_ERROR_UNKNOWN, device_uuid=mig.uuid)
+    fake_nvml.write()
+    view = _observed_view()
     items = {i["slot"]: i for i in json.loads(run_get("gpus", view, GetOptions(output="json"))[0])["items"]}
     assert (items["0"]["memory_used_bytes"], items["0"]["memory_used_unknown"]) == (0, None)
     for slot in ("1", "2.0"):
@@ -619,18 +624,11 @@ def test_get_gpus_json_says_why_a_gpu_s_memory_in_use_is_unknown(fake_nvml: Fake
 
 
 def test_describe_gpu_says_why_a_mig_device_s_memory_is_unknown(fake_nvml: FakeNvml) -> None:
-    from controller.observe.nvml import NvmlObserver
-
     fake_nvml.set_gpus(1)
     mig = fake_nvml.add_mig(0, profile="3g.40gb")
     fake_nvml.fail_call("nvmlDeviceGetMemoryInfo", NVML_ERROR_UNKNOWN, device_uuid=mig.uuid)
     fake_nvml.write()
-    observer = NvmlObserver(timeout_s=10.0)
-    try:
-        observed, _ = observer.observe()
-    finally:
-        observer.close()
-    view = View(snapshot=b.snapshot(observed_at=b.T0, gpus=list(observed)), now=b.T0)
+    view = _observed_view()
     text = describe_gpu(view, "0.0")
     line = next(x for x in text.splitlines() if x.startswith("Memory:"))
     assert line.split(None, 1)[1].startswith("unknown used of unknown (nvmlDeviceGetMemoryInfo"), line

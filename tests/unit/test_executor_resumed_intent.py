@@ -19,7 +19,7 @@ from controller.memory import ControllerMemory, Intent
 from controller.plan.types import Action, ActionKind, Reason, StopParams, Target
 from tests.fixtures import builders as b
 from tests.fixtures.act import RecordingNotifier, make_plan, read_events
-from tests.unit.fake_host import FakeHost
+from tests.unit.fake_host import FakeContainer, FakeHost
 
 
 def interrupted_stop(c: Any, reason: Reason, at: datetime) -> tuple[Action, ControllerMemory]:
@@ -44,20 +44,29 @@ def interrupted_stop(c: Any, reason: Reason, at: datetime) -> tuple[Action, Cont
     return action, ControllerMemory(intents={action.key: interrupted})
 
 
-def test_a_resumed_stop_that_completes_meanwhile_is_recorded_as_done(tmp_path: Path) -> None:
-    host = FakeHost(term_ignored_s=0.0)
-    c = host.add("job")
+def stopped_after_the_first_look(host: FakeHost, c: FakeContainer, then_s: float = 0.0) -> list[str]:
+    """``c`` stops (the interrupted request's stop completing, or its owner's ``docker stop``) right
+    after the executor's first look at it, and ``then_s`` seconds pass; returns the states each
+    look saw."""
     inspect = host.api.inspect_container
-    seen: list[str] = []
+    looks: list[str] = []
 
     def inspect_container(cid: str) -> dict[str, Any]:
         data = inspect(cid)
-        seen.append(data["State"]["Status"])
-        if len(seen) == 1:  # the interrupted stop completes right after the first look
+        looks.append(data["State"]["Status"])
+        if len(looks) == 1:
             c.status, c.finished_at = "exited", host.now
+            host.advance(then_s)
         return data
 
     host.api.inspect_container = inspect_container  # type: ignore[method-assign]
+    return looks
+
+
+def test_a_resumed_stop_that_completes_meanwhile_is_recorded_as_done(tmp_path: Path) -> None:
+    host = FakeHost(term_ignored_s=0.0)
+    c = host.add("job")
+    seen = stopped_after_the_first_look(host, c)  # the interrupted stop completes right after it
     action, memory = interrupted_stop(c, Reason.MAX_RUNTIME_EXCEEDED, b.T0)
     log = tmp_path / "events.jsonl"
     ex = RealExecutor(host.client, EventLog(log), RecordingNotifier(), tmp_path / "ledger", clock=host.clock)
@@ -101,17 +110,7 @@ def test_a_resumed_stop_answered_304_does_not_remove_a_container_it_may_not_have
     # container is kept (its hold removes it later), never deleted on a stop that may be the owner's.
     host = FakeHost(term_ignored_s=0.0)
     c = host.add("job")
-    inspect = host.api.inspect_container
-    looks: list[str] = []
-
-    def inspect_container(cid: str) -> dict[str, Any]:
-        data = inspect(cid)
-        looks.append(data["State"]["Status"])
-        if len(looks) == 1:
-            c.status, c.finished_at = "exited", host.now
-        return data
-
-    host.api.inspect_container = inspect_container  # type: ignore[method-assign]
+    stopped_after_the_first_look(host, c)
     action, memory = interrupted_stop(c, Reason.IDLE_TIMEOUT, b.T0)
     action = action.model_copy(update={"params": StopParams(grace_s=30, remove=True)})
     memory = memory.with_intent(

@@ -27,7 +27,7 @@ from controller.memory import ControllerMemory
 from controller.plan.types import Reason
 from tests.fixtures.act import RecordingNotifier, make_plan, read_events
 from tests.unit.fake_host import FakeHost
-from tests.unit.test_executor_resumed_intent import interrupted_stop
+from tests.unit.test_executor_resumed_intent import interrupted_stop, stopped_after_the_first_look
 
 
 class Crash(BaseException):
@@ -50,19 +50,8 @@ def test_a_stop_its_owner_made_before_the_intent_is_not_recovered_as_the_control
     host = FakeHost(term_ignored_s=0.0)
     c = host.add("job")
     action, _ = interrupted_stop(c, Reason.IDLE_TIMEOUT, host.now)
-    inspect = host.api.inspect_container
-    looks: list[str] = []
-
-    def inspect_container(cid: str) -> dict[str, Any]:
-        data = inspect(cid)
-        looks.append(data["State"]["Status"])
-        if len(looks) == 1:
-            # Right after the re-check: the owner's `docker stop`; writing the intent takes 2 s.
-            c.status, c.finished_at = "exited", host.now
-            host.advance(2)
-        return data
-
-    host.api.inspect_container = inspect_container  # type: ignore[method-assign]
+    # Right after the re-check: the owner's `docker stop`; writing the intent takes 2 s.
+    looks = stopped_after_the_first_look(host, c, then_s=2)
     log = tmp_path / "events.jsonl"
     notifier = RecordingNotifier()
     dying = RealExecutor(host.client, DyingLog(log), notifier, tmp_path / "ledger", clock=host.clock)
@@ -70,7 +59,6 @@ def test_a_stop_its_owner_made_before_the_intent_is_not_recovered_as_the_control
         dying.execute(make_plan(action), ControllerMemory(), host.now)
     assert looks == ["running", "exited"], "the last look saw the owner's stop"
     assert host.stops == [], "the controller never stopped it"
-    host.api.inspect_container = inspect  # type: ignore[method-assign]
 
     host.advance(60)
     lost = memory_from_event_log(log, host.now)
