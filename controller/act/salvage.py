@@ -553,10 +553,7 @@ def _warning(
     started_at = parse_timestamp(d.get("expected_started_at"))
     if not _is_container_id(cid) or started_at is None:
         return None
-    hold = d.get(KEPT_AFTER_STOP_S)
-    hold_s = None
-    if not isinstance(hold, bool) and isinstance(hold, int | float) and math.isfinite(hold):
-        hold_s = float(hold)
+    hold_s = _hold_s(d.get(KEPT_AFTER_STOP_S))
     warning_key = d.get("warning_key")
     stop_at = parse_timestamp(d.get("stop_expected_at"))
     announced = (
@@ -581,6 +578,13 @@ def _restart_mark(d: Mapping[str, Any]) -> tuple[str, datetime, datetime] | None
     return cid, started_at, restart_at
 
 
+def _hold_s(value: object) -> float | None:
+    """A hold in seconds as a line writes it (a finite number, not a boolean); None for anything else."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        return None
+    return float(value)
+
+
 def _is_container_id(value: object) -> TypeGuard[str]:
     return isinstance(value, str) and _CONTAINER_ID.match(value) is not None
 
@@ -603,11 +607,10 @@ def _with_promise(
         hold = evidence.get(KEPT_AFTER_STOP_S)
     cid = started.get("container_id")
     started_at = parse_timestamp(started.get("expected_started_at"))
-    if not _is_container_id(cid) or started_at is None:
+    hold_s = _hold_s(hold)
+    if not _is_container_id(cid) or started_at is None or hold_s is None:
         return memory
-    if isinstance(hold, bool) or not isinstance(hold, int | float) or not math.isfinite(hold):
-        return memory
-    return memory.with_promised_hold(cid, started_at, float(hold))
+    return memory.with_promised_hold(cid, started_at, hold_s)
 
 
 def _forward_step(at: datetime | None, d: Mapping[str, Any]) -> ClockStep | None:
@@ -646,10 +649,10 @@ def _intent_from_started(key: str, at: datetime, d: Mapping[str, Any]) -> Intent
     }
     gpus = d.get("gpus")
     evidence: dict[str, Any] = {"gpus": list(gpus)} if isinstance(gpus, list) else {}
-    hold = d.get(KEPT_AFTER_STOP_S)
-    if isinstance(hold, int | float) and not isinstance(hold, bool) and math.isfinite(hold):
+    hold_s = _hold_s(d.get(KEPT_AFTER_STOP_S))
+    if hold_s is not None:
         # The hold the stop's notice names: the recovery records the stop with it (own_record).
-        evidence[KEPT_AFTER_STOP_S] = hold
+        evidence[KEPT_AFTER_STOP_S] = hold_s
     try:
         action = Action.model_validate(
             {
