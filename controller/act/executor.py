@@ -198,6 +198,34 @@ def closed_by_its_line(
     return memory
 
 
+def _someone_elses_stop(
+    fresh: Inspected, same_start: bool, stopped_since: bool, since: datetime, now: datetime
+) -> str | None:
+    """Why an interrupted stop's container, found not running, was stopped by someone else, not by
+    the controller; None when it may be the controller's. Only with the wall clock not behind the
+    intent's time now (``since``): a clock stepped back and forth since cannot be told from it, and
+    the owner's is the safe side.
+
+    * It ended before this stop's intent was written (the last look saw it, and the daemon died
+      before the skip was recorded): no notice, no mark.
+    * It was started again before the intent was written: the last look, after it, saw another
+      start than the plan's, and the stop was never sent; whoever stopped this start since, it was
+      not the controller."""
+    if fresh.status not in _NOT_RUNNING or now < since:
+        return None
+    if same_start and fresh.finished_at is not None and not stopped_since:
+        return (
+            f"the container was {fresh.status} before the stop began (FinishedAt "
+            f"{_iso(fresh.finished_at)}): stopped by someone else"
+        )
+    if not same_start and fresh.started_at is not None and fresh.started_at < since:
+        return (
+            f"the container was started again before the stop began (StartedAt "
+            f"{_iso(fresh.started_at)}) and is {fresh.status}: stopped by someone else"
+        )
+    return None
+
+
 def _gpus_of(action: Action) -> list[str]:
     """The GPUs an action's container held: the planner's ``gpus`` evidence, else its target."""
     found = dict.fromkeys(GpuEvidence.from_evidence(action.evidence).devices())
@@ -620,41 +648,8 @@ class RealExecutor:
             same_start = _same_time(fresh.started_at, t.expected_started_at)
             since = intent.started_at - timedelta(seconds=1)
             stopped_since = fresh.finished_at is not None and fresh.finished_at >= since
-            if (
-                fresh.status in _NOT_RUNNING
-                and same_start
-                and fresh.finished_at is not None
-                and not stopped_since
-                and now >= since
-            ):
-                # Ended before this stop's intent was written, with the wall clock not behind that
-                # time now: someone else's stop (the last look saw it, and the daemon died before
-                # the skip was recorded). Not the controller's: no notice, no mark. A wall clock
-                # stepped back and forth since cannot be told from it: the owner's is the safe side.
-                why = (
-                    f"the container was {fresh.status} before the stop began (FinishedAt "
-                    f"{_iso(fresh.finished_at)}): stopped by someone else"
-                )
-                return (
-                    Outcome.SKIPPED,
-                    why,
-                    [(EventType.ACTION_SKIPPED, {**self._base(action), "why": why})],
-                    None,
-                )
-            if (
-                fresh.status in _NOT_RUNNING
-                and not same_start
-                and fresh.started_at is not None
-                and fresh.started_at < since
-                and now >= since
-            ):
-                # Started again before this stop's intent was written: the last look, after it, saw
-                # another start than the plan's, and the stop was never sent. Whoever stopped this
-                # start since, it was not the controller.
-                why = (
-                    f"the container was started again before the stop began (StartedAt "
-                    f"{_iso(fresh.started_at)}) and is {fresh.status}: stopped by someone else"
-                )
+            why = _someone_elses_stop(fresh, same_start, stopped_since, since, now)
+            if why is not None:
                 return (
                     Outcome.SKIPPED,
                     why,
